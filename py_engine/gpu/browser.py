@@ -1,0 +1,170 @@
+"""WebGPU through Pyodide's JS bridge (`js.navigator.gpu`): the browser backend.
+
+Everything here is small objects and handles; bytes move JS -> GPU (writeBuffer) and
+GPU -> JS (mapAsync) without crossing into Python except for small readbacks.
+"""
+import js
+from pyodide.ffi import JsException, to_js
+
+from py_engine.gpu.device import Device
+from py_engine.gpu.errors import GPUUnavailable, ShaderError, GPUValidationError
+
+# Limits we ask for at the adapter's maximum: the defaults (128 MiB bindings, 8 storage
+# buffers per stage) are too small for real models.
+REQUESTED_LIMITS = (
+    "maxStorageBufferBindingSize", "maxBufferSize", "maxStorageBuffersPerShaderStage",
+    "maxComputeWorkgroupStorageSize", "maxComputeInvocationsPerWorkgroup",
+    "maxComputeWorkgroupSizeX", "maxComputeWorkgroupsPerDimension", "maxBindGroups",
+    "maxUniformBufferBindingSize",
+)
+REPORTED_LIMITS = REQUESTED_LIMITS + ("minStorageBufferOffsetAlignment",)
+OPTIONAL_FEATURES = ("shader-f16", "subgroups", "timestamp-query")
+
+STORAGE, COPY_SRC, COPY_DST, MAP_READ, UNIFORM = 0x80, 0x04, 0x08, 0x01, 0x40
+
+
+def _js(obj):
+    return to_js(obj, dict_converter=js.Object.fromEntries)
+
+
+async def create_device() -> "BrowserDevice":
+    gpu = getattr(js.navigator, "gpu", None)
+    if gpu is None or gpu == js.undefined:
+        secure = bool(getattr(js.self, "isSecureContext", True))
+        if not secure:
+            raise GPUUnavailable(
+                "this page is not a secure origin, so WebGPU is hidden: open it as "
+                "http://localhost:PORT or http://127.0.0.1:PORT")
+        raise GPUUnavailable(
+            "this browser exposes no WebGPU (navigator.gpu is missing): use Chrome or Edge "
+            "113+; on Linux start Chrome with --enable-unsafe-webgpu")
+    adapter = await gpu.requestAdapter(_js({"powerPreference": "high-performance"}))
+    if adapter is None or adapter == js.undefined:
+        raise GPUUnavailable(
+            "WebGPU is present but no GPU adapter was found: enable hardware acceleration "
+            "(chrome://settings/system), update the GPU driver, or start Chrome with "
+            "--enable-unsafe-webgpu --enable-features=Vulkan")
+    limits = {name: int(getattr(adapter.limits, name)) for name in REQUESTED_LIMITS}
+    features = [f for f in OPTIONAL_FEATURES if adapter.features.has(f)]
+    try:
+        device = await adapter.requestDevice(_js({"requiredLimits": limits,
+                                                  "requiredFeatures": features}))
+    except JsException as e:
+        raise GPUUnavailable(f"the GPU adapter refused a device: {e}") from e
+    js.mwGpu.watchDevice(device)
+    info = {}
+    try:
+        ai = adapter.info
+        info = {k: str(getattr(ai, k, "") or "") for k in ("vendor", "architecture", "device", "description")}
+    except Exception:  # older browsers have no adapter.info
+        pass
+    info["is_fallback"] = bool(getattr(adapter, "isFallbackAdapter", False)) or \
+        bool(getattr(adapter.info, "isFallbackAdapter", False) if hasattr(adapter, "info") else False)
+    info["limits"] = {name: int(getattr(device.limits, name)) for name in REPORTED_LIMITS}
+    info["features"] = [f for f in OPTIONAL_FEATURES if device.features.has(f)]
+    return BrowserDevice(device, info)
+
+
+class BrowserBuffer:
+    __slots__ = ("js", "size", "id", "usage")
+    _next_id = 0
+
+    def __init__(self, jsbuf, size, usage):
+        BrowserBuffer._next_id += 1
+        self.js, self.size, self.usage, self.id = jsbuf, size, usage, BrowserBuffer._next_id
+
+
+class BrowserDevice(Device):
+    def __init__(self, device, info):
+        super().__init__(info)
+        self.js = device
+        self._queue = device.queue
+        self._pending_checks = []   # (what, promise-of-error) from lazily built pipelines
+
+    # -- buffers -------------------------------------------------------------------------
+    def _create_buffer(self, nbytes, usage, label):
+        jsbuf = self.js.createBuffer(_js({"size": nbytes, "usage": usage, "label": label or ""}))
+        return BrowserBuffer(jsbuf, nbytes, usage)
+
+    def _destroy_buffer(self, buf):
+        buf.js.destroy()
+
+    def write(self, buf, data, offset=0):
+        """Write bytes-like (Python) or an ArrayBuffer/TypedArray (JS) at `offset`."""
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            mv = memoryview(data).cast("B")
+            if len(mv) % 4:
+                mv = memoryview(bytes(mv) + b"\0" * (4 - len(mv) % 4))
+            data = to_js(mv)
+        self._queue.writeBuffer(buf.js, offset, data)
+
+    async def read(self, buf, offset=0, size=None) -> bytes:
+        size = buf.size - offset if size is None else size
+        padded = (size + 3) & ~3
+        staging = self._staging(padded)
+        try:
+            arr = await js.mwGpu.readBuffer(self.js, buf.js, offset, padded, staging.js)
+            data = arr.to_bytes()[:size]
+        finally:
+            self._staging_free.append(staging)
+        await self.check()
+        return data
+
+    def _staging(self, nbytes):
+        for i, s in enumerate(self._staging_free):
+            if s.size >= nbytes:
+                return self._staging_free.pop(i)
+        cls = 256
+        while cls < nbytes:
+            cls *= 2
+        return self._create_buffer(cls, MAP_READ | COPY_DST, "staging")
+
+    # -- pipelines -----------------------------------------------------------------------
+    def _build_pipeline(self, shader, entry, source, constants):
+        self.js.pushErrorScope("validation")
+        module = self.js.createShaderModule(_js({"code": source, "label": f"{shader}.wgsl"}))
+        desc = {"layout": "auto", "label": f"{shader}:{entry}",
+                "compute": {"module": module, "entryPoint": entry}}
+        if constants:
+            desc["compute"]["constants"] = dict(constants)
+        pipe = self.js.createComputePipeline(_js(desc))
+        self._pending_checks.append((shader, entry, self.js.popErrorScope(),
+                                     module.getCompilationInfo()))
+        return pipe
+
+    async def check(self):
+        """Raise the first GPU error since the last check, naming the shader and entry."""
+        checks, self._pending_checks = self._pending_checks, []
+        for shader, entry, scope, info in checks:
+            err = await scope
+            if err is not None and err != js.undefined:
+                msgs = []
+                cinfo = await info
+                for m in cinfo.messages:
+                    if m.type == "error":
+                        msgs.append(f"{shader}.wgsl:{m.lineNum}:{m.linePos}: {m.message}")
+                detail = "\n".join(msgs) or str(err.message)
+                raise ShaderError(f"shader {shader}.wgsl entry {entry!r} failed to build:\n{detail}")
+        errors = list(js.mwGpu.takeGpuErrors())
+        if errors:
+            raise GPUValidationError("GPU validation error: " + " | ".join(str(e) for e in errors))
+
+    def _bind_group(self, pipeline, entries):
+        js_entries = []
+        for i, (buf, off, size) in entries:
+            js_entries.append({"binding": i, "resource": {"buffer": buf.js, "offset": off, "size": size}})
+        return self.js.createBindGroup(_js({"layout": pipeline.getBindGroupLayout(0),
+                                            "entries": js_entries}))
+
+    # -- submission ----------------------------------------------------------------------
+    def _encode_commands(self, commands):
+        # Buffer objects become their JS handles; the rest (pipelines, bind groups) already are.
+        out = [c if c[0] == 0 else (1, c[1].js, c[2], c[3].js, c[4], c[5]) for c in commands]
+        return to_js(out)
+
+    def _submit_encoded(self, encoded):
+        js.mwGpu.encodeAndSubmit(self.js, encoded)
+
+    async def finish(self):
+        await self._queue.onSubmittedWorkDone()
+        await self.check()

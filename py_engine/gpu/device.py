@@ -1,0 +1,123 @@
+"""The GPU interface every op uses, independent of backend (browser WebGPU or wgpu-py).
+
+A backend subclass provides: _create_buffer, _destroy_buffer, write, read (async),
+_build_pipeline, _bind_group, _encode_commands, _submit_encoded, check (async), finish (async).
+This class adds what is the same everywhere: the buffer pool, pipeline / uniform / bind group
+caches, limit checks with clear errors, and command batches.
+"""
+from py_engine.gpu.errors import DeviceLimitError, GPUValidationError
+from py_engine.gpu.pool import BufferPool
+from py_engine.gpu.shaders import shader_source
+
+STORAGE, COPY_SRC, COPY_DST, UNIFORM = 0x80, 0x04, 0x08, 0x40
+STORAGE_USAGE = STORAGE | COPY_SRC | COPY_DST
+
+
+class Device:
+    def __init__(self, info):
+        self.info = info
+        self.limits = info["limits"]
+        self.features = set(info["features"])
+        self.align = self.limits.get("minStorageBufferOffsetAlignment", 256)
+        self.pool = BufferPool(lambda n: self.buffer(n, label="pool"))
+        self._pipelines = {}
+        self._uniforms = {}
+        self._bind_groups = {}
+        self._staging_free = []
+        self.buffers_created = 0
+        self.dispatches_submitted = 0
+        self.submits = 0
+
+    # -- buffers -------------------------------------------------------------------------
+    def buffer(self, nbytes, usage=STORAGE_USAGE, label=None):
+        nbytes = max(4, (int(nbytes) + 3) & ~3)
+        if nbytes > self.limits["maxBufferSize"]:
+            raise DeviceLimitError(
+                f"a {nbytes / 2**20:.1f} MiB buffer{' for ' + label if label else ''} exceeds this "
+                f"GPU's maxBufferSize of {self.limits['maxBufferSize'] / 2**20:.1f} MiB: use a "
+                "smaller model, a 16-bit/int8 weight dtype, or a GPU with more memory")
+        self.buffers_created += 1
+        return self._create_buffer(nbytes, usage, label)
+
+    def destroy(self, buf):
+        self._destroy_buffer(buf)
+
+    def uniform(self, data: bytes):
+        """A uniform buffer holding `data`, shared by every caller that asks for the same bytes.
+
+        Op parameters (sizes, strides, eps) repeat every step, so caching by content means a
+        steady decode or training loop creates no new uniform buffers after its first step.
+        """
+        buf = self._uniforms.get(data)
+        if buf is None:
+            buf = self.buffer(max(16, len(data)), UNIFORM | COPY_DST, "uniform")
+            self.write(buf, data)
+            self._uniforms[data] = buf
+        return buf
+
+    # -- pipelines -----------------------------------------------------------------------
+    def pipeline(self, shader: str, entry: str, constants=None):
+        """The compute pipeline for (shader file, entry point, override constants), built once."""
+        key = (shader, entry, tuple(sorted(constants.items())) if constants else ())
+        pipe = self._pipelines.get(key)
+        if pipe is None:
+            source = shader_source(shader)
+            if "enable subgroups;" in source and "subgroups" not in self.features:
+                raise DeviceLimitError(f"shader {shader}.wgsl needs the 'subgroups' feature, "
+                                       "which this GPU does not offer")
+            pipe = self._build_pipeline(shader, entry, source, constants)
+            self._pipelines[key] = pipe
+        return pipe
+
+    def bind(self, pipeline, resources):
+        """Bind group for `pipeline` with bindings 0..n-1 = `resources`.
+
+        A resource is a Buffer (whole buffer) or (Buffer, byte_offset, byte_size); None skips
+        a binding number. Cached, so a fixed graph replays the same bind groups.
+        """
+        entries = []
+        for i, r in enumerate(resources):
+            if r is None:
+                continue
+            buf, off, size = (r, 0, r.size) if not isinstance(r, tuple) else r
+            if off % self.align:
+                raise GPUValidationError(
+                    f"binding {i}: offset {off} is not a multiple of {self.align} bytes "
+                    "(WebGPU would silently invalidate the whole command encoder)")
+            if size > self.limits["maxStorageBufferBindingSize"]:
+                raise DeviceLimitError(
+                    f"binding {i}: {size / 2**20:.1f} MiB exceeds this GPU's "
+                    f"maxStorageBufferBindingSize ({self.limits['maxStorageBufferBindingSize'] / 2**20:.1f} MiB); "
+                    "the tensor must be split into smaller bindings")
+            if off + size > buf.size:
+                raise GPUValidationError(f"binding {i}: range {off}+{size} is past the end of "
+                                         f"a {buf.size}-byte buffer")
+            entries.append((i, (buf, off, size)))
+        key = (id(pipeline), tuple((i, b.id, o, s) for i, (b, o, s) in entries))
+        group = self._bind_groups.get(key)
+        if group is None:
+            group = self._bind_group(pipeline, entries)
+            self._bind_groups[key] = group
+        return group
+
+    def forget_buffer_bindings(self, buf):
+        """Drop cached bind groups that reference `buf` (call before destroying it)."""
+        dead = [k for k in self._bind_groups if any(b == buf.id for _, b, _, _ in k[1])]
+        for k in dead:
+            del self._bind_groups[k]
+
+    # -- batches -------------------------------------------------------------------------
+    def batch(self):
+        from py_engine.gpu.batch import Batch
+        return Batch(self)
+
+    def submit_commands(self, commands, dispatches, encoded=None):
+        self.submits += 1
+        self.dispatches_submitted += dispatches
+        self._submit_encoded(encoded if encoded is not None else self._encode_commands(commands))
+
+    def stats(self):
+        return {"buffers_created": self.buffers_created, "pipelines": len(self._pipelines),
+                "bind_groups": len(self._bind_groups), "uniforms": len(self._uniforms),
+                "submits": self.submits, "dispatches": self.dispatches_submitted,
+                "pool": self.pool.stats()}

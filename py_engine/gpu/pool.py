@@ -1,0 +1,41 @@
+"""A size-class buffer pool: buffers go back to the pool instead of being destroyed.
+
+Size classes are 2^k and 1.5*2^k bytes (>= 256), so a request wastes at most a third and
+the number of distinct classes stays small; a steady workload (a decode step, a training
+step) reuses the same buffers forever and the GPU allocation count stops growing.
+"""
+
+
+def size_class(nbytes: int) -> int:
+    n = max(256, int(nbytes))
+    k = (n - 1).bit_length()  # 2^k >= n
+    full = 1 << k
+    three_halves = 3 << (k - 2) if k >= 2 else full  # 1.5 * 2^(k-1)
+    return three_halves if three_halves >= n else full
+
+
+class BufferPool:
+    def __init__(self, create):
+        self._create = create        # callable(nbytes) -> Buffer
+        self._free = {}              # size class -> [Buffer]
+        self.created = 0             # GPU buffers ever created through the pool
+        self.in_use = 0
+
+    def acquire(self, nbytes: int):
+        cls = size_class(nbytes)
+        free = self._free.get(cls)
+        buf = free.pop() if free else None
+        if buf is None:
+            buf = self._create(cls)
+            self.created += 1
+        self.in_use += 1
+        return buf
+
+    def release(self, buf) -> None:
+        self.in_use -= 1
+        self._free.setdefault(buf.size, []).append(buf)
+
+    def stats(self) -> dict:
+        return {"created": self.created, "in_use": self.in_use,
+                "free": sum(len(v) for v in self._free.values()),
+                "free_bytes": sum(k * len(v) for k, v in self._free.items())}

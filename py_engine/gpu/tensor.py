@@ -1,0 +1,58 @@
+"""A GPU tensor: a byte range of a buffer plus shape and dtype. Row-major, f32 by default."""
+import struct
+from math import prod
+
+ITEMSIZE = {"f32": 4, "i32": 4, "u32": 4, "f16": 2, "bf16": 2, "i8": 1}
+STRUCT = {"f32": "f", "i32": "i", "u32": "I"}
+
+
+class Tensor:
+    __slots__ = ("device", "shape", "dtype", "buffer", "offset", "pooled")
+
+    def __init__(self, device, shape, dtype="f32", buffer=None, offset=0):
+        self.device = device
+        self.shape = tuple(int(s) for s in shape)
+        self.dtype = dtype
+        self.pooled = buffer is None
+        self.buffer = device.pool.acquire(self.nbytes) if buffer is None else buffer
+        self.offset = offset
+
+    @property
+    def numel(self) -> int:
+        return prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return (self.numel * ITEMSIZE[self.dtype] + 3) & ~3
+
+    @property
+    def binding(self):
+        """(buffer, offset, size) for a bind group entry."""
+        return (self.buffer, self.offset, max(4, self.nbytes))
+
+    @classmethod
+    def from_bytes(cls, device, shape, data, dtype="f32"):
+        t = cls(device, shape, dtype)
+        device.write(t.buffer, data, t.offset)
+        return t
+
+    @classmethod
+    def from_list(cls, device, shape, values, dtype="f32"):
+        return cls.from_bytes(device, shape, struct.pack(f"<{len(values)}{STRUCT[dtype]}", *values), dtype)
+
+    async def to_bytes(self) -> bytes:
+        return await self.device.read(self.buffer, self.offset,
+                                      self.numel * ITEMSIZE[self.dtype])
+
+    async def to_list(self):
+        data = await self.to_bytes()
+        return list(struct.unpack(f"<{self.numel}{STRUCT[self.dtype]}", data))
+
+    def release(self):
+        """Give the buffer back to the pool (pooled tensors only)."""
+        if self.pooled and self.buffer is not None:
+            self.device.pool.release(self.buffer)
+        self.buffer = None
+
+    def __repr__(self):
+        return f"Tensor({list(self.shape)}, {self.dtype})"

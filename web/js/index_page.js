@@ -1,0 +1,3 @@
+import { bootShell } from "/static/js/shell.js";
+
+bootShell().catch(() => {});
