@@ -23,13 +23,23 @@ OPTIONAL_FEATURES = ("shader-f16", "subgroups", "timestamp-query")
 STORAGE, COPY_SRC, COPY_DST, MAP_READ, UNIFORM = 0x80, 0x04, 0x08, 0x01, 0x40
 
 
+try:  # Pyodide >= 0.28 maps JS null to `jsnull`, not None
+    from pyodide.ffi import jsnull as _JSNULL
+except ImportError:  # pragma: no cover
+    _JSNULL = None
+
+
+def _nullish(x) -> bool:
+    return x is None or x is _JSNULL or x == js.undefined
+
+
 def _js(obj):
     return to_js(obj, dict_converter=js.Object.fromEntries)
 
 
 async def create_device() -> "BrowserDevice":
     gpu = getattr(js.navigator, "gpu", None)
-    if gpu is None or gpu == js.undefined:
+    if _nullish(gpu):
         secure = bool(getattr(js.self, "isSecureContext", True))
         if not secure:
             raise GPUUnavailable(
@@ -39,7 +49,7 @@ async def create_device() -> "BrowserDevice":
             "this browser exposes no WebGPU (navigator.gpu is missing): use Chrome or Edge "
             "113+; on Linux start Chrome with --enable-unsafe-webgpu")
     adapter = await gpu.requestAdapter(_js({"powerPreference": "high-performance"}))
-    if adapter is None or adapter == js.undefined:
+    if _nullish(adapter):
         raise GPUUnavailable(
             "WebGPU is present but no GPU adapter was found: enable hardware acceleration "
             "(chrome://settings/system), update the GPU driver, or start Chrome with "
@@ -137,7 +147,7 @@ class BrowserDevice(Device):
         checks, self._pending_checks = self._pending_checks, []
         for shader, entry, scope, info in checks:
             err = await scope
-            if err is not None and err != js.undefined:
+            if not _nullish(err):
                 msgs = []
                 cinfo = await info
                 for m in cinfo.messages:

@@ -1,0 +1,55 @@
+"""Linear layer products on the strided matmul kernel (shaders/matmul.wgsl).
+
+  forward : y[M,N] = x[M,K] @ W[N,K]^T + b[N]
+  backward: dx[M,K] = dy[M,N] @ W[N,K];  dW[N,K] = dy^T @ x;  db[N] = sum_rows dy
+"""
+from py_engine.ops._common import ACCUMULATE, ADD_BIAS, dummy, out_like, params, rows_of
+
+TILE = 32  # each 8x8 workgroup computes a 32x32 block of C (4x4 per thread)
+
+
+def matmul(batch, a, b, c, M, N, K, strides, bias=None, accumulate=False):
+    """C[M,N] (+)= A @ B (+ bias) with A[i,k] = a[i*sa0 + k*sa1], B[k,j] = b[k*sb0 + j*sb1]."""
+    dev = batch.device
+    flags = (ADD_BIAS if bias is not None else 0) | (ACCUMULATE if accumulate else 0)
+    sa0, sa1, sb0, sb1 = strides
+    u = dev.uniform(params(M, N, K, flags, sa0, sa1, sb0, sb1))
+    bias_res = bias.binding if bias is not None else dummy(dev)
+    batch.run("matmul", "matmul_forward", [u, a.binding, b.binding, bias_res, c.binding],
+              -(-N // TILE), -(-M // TILE))
+
+
+def linear_forward(batch, x, w, b=None, out=None):
+    N, K = w.shape
+    if x.shape[-1] != K:
+        raise ValueError(f"linear: x has last dim {x.shape[-1]}, weight expects {K}")
+    M = rows_of(x)
+    y = out_like(batch.device, tuple(x.shape[:-1]) + (N,), out)
+    matmul(batch, x, w, y, M, N, K, (K, 1, 1, K), bias=b)
+    return y
+
+
+def linear_backward_input(batch, dy, w, out=None, accumulate=False):
+    N, K = w.shape
+    M = rows_of(dy)
+    dx = out_like(batch.device, tuple(dy.shape[:-1]) + (K,), out)
+    matmul(batch, dy, w, dx, M, K, N, (N, 1, K, 1), accumulate=accumulate)
+    return dx
+
+
+def linear_backward_weight(batch, dy, x, out=None, accumulate=False):
+    N, K = dy.shape[-1], x.shape[-1]
+    M = rows_of(dy)
+    dw = out_like(batch.device, (N, K), out)
+    matmul(batch, dy, x, dw, N, K, M, (1, N, K, 1), accumulate=accumulate)
+    return dw
+
+
+def linear_backward_bias(batch, dy, out=None, accumulate=False):
+    dev = batch.device
+    N = dy.shape[-1]
+    M = rows_of(dy)
+    db = out_like(dev, (N,), out)
+    u = dev.uniform(params(M, N, 0, ACCUMULATE if accumulate else 0, 0, 0, 0, 0))
+    batch.run("matmul", "bias_backward", [u, dy.binding, None, None, db.binding], -(-N // 64))
+    return db

@@ -1,0 +1,38 @@
+"""RMSNorm over the last dim (shaders/rmsnorm.wgsl); forward saves 1/rms per row."""
+from py_engine.gpu.tensor import Tensor
+from py_engine.ops._common import ACCUMULATE, dummy, fold, out_like, params, rows_of
+
+HAS_WEIGHT = 1
+
+
+def rmsnorm_forward(batch, x, w=None, eps=1e-5, out=None, rstd=None):
+    """Returns (y, rstd); w=None is the weightless norm (Falcon-Mamba's B/C/dt norms)."""
+    dev = batch.device
+    rows, dim = rows_of(x), x.shape[-1]
+    y = out_like(dev, x.shape, out)
+    rstd = rstd if rstd is not None else Tensor(dev, (rows,))
+    u = dev.uniform(params(rows, dim, float(eps), HAS_WEIGHT if w is not None else 0))
+    gx, gy = fold(rows)
+    batch.run("rmsnorm", "rmsnorm_forward",
+              [u, x.binding, w.binding if w is not None else dummy(dev), y.binding, rstd.binding],
+              gx, gy)
+    return y, rstd
+
+
+def rmsnorm_backward(batch, dy, x, rstd, w=None, dx=None, dw=None, accumulate=False):
+    """Returns (dx, dw); dw is None for the weightless norm."""
+    dev = batch.device
+    rows, dim = rows_of(x), x.shape[-1]
+    flags = (HAS_WEIGHT if w is not None else 0) | (ACCUMULATE if accumulate else 0)
+    dx = out_like(dev, x.shape, dx)
+    u = dev.uniform(params(rows, dim, 0.0, flags))
+    gx, gy = fold(rows)
+    batch.run("rmsnorm", "rmsnorm_backward",
+              [u, x.binding, w.binding if w is not None else dummy(dev), dx.binding,
+               rstd.binding, dy.binding], gx, gy)
+    if w is None:
+        return dx, None
+    dw = out_like(dev, (dim,), dw)
+    batch.run("rmsnorm", "rmsnorm_backward_weight",
+              [u, x.binding, None, dw.binding, rstd.binding, dy.binding], -(-dim // 64))
+    return dx, dw

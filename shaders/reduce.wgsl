@@ -1,0 +1,42 @@
+// Sum of n f32 values in two passes: 256-thread workgroups write partial sums, then one
+// workgroup adds those up and multiplies by `scale` (1 for sum, 1/n for mean).
+
+struct Params { n: u32, scale: f32, _p0: u32, _p1: u32 };
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+
+var<workgroup> part: array<f32, 256>;
+
+fn tree(lid: u32) -> f32 {
+  workgroupBarrier();
+  for (var s = 128u; s > 0u; s >>= 1u) {
+    if (lid < s) { part[lid] += part[lid + s]; }
+    workgroupBarrier();
+  }
+  return part[0];
+}
+
+// Each workgroup handles a contiguous chunk of ceil(n / groups) values.
+@compute @workgroup_size(256)
+fn sum_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+  let chunk = (p.n + nwg.x - 1u) / nwg.x;
+  let start = wid.x * chunk;
+  let end = min(start + chunk, p.n);
+  var s = 0.0;
+  for (var i = start + lid; i < end; i += 256u) { s += x[i]; }
+  part[lid] = s;
+  let total = tree(lid);
+  if (lid == 0u) { out[wid.x] = total; }
+}
+
+@compute @workgroup_size(256)
+fn sum_final(@builtin(local_invocation_index) lid: u32) {
+  var s = 0.0;
+  for (var i = lid; i < p.n; i += 256u) { s += x[i]; }
+  part[lid] = s;
+  let total = tree(lid);
+  if (lid == 0u) { out[0] = total * p.scale; }
+}
