@@ -17,7 +17,7 @@ function renderStatus(el, info) {
   const a = info.adapter;
   el.className = "engine-status ok";
   el.textContent = `Engine ready (Python ${info.python}, boot ${Math.round(info.boot_ms)} ms) · ` +
-    `GPU: ${a.description || a.vendor || "unknown"}${a.is_fallback ? " (software fallback)" : ""}` +
+    `GPU: ${[a.vendor, a.architecture, a.description].filter(Boolean).join(" ") || "unknown"}${a.is_fallback ? " (software fallback)" : ""}` +
     ` · max binding ${fmtBytes(a.limits.maxStorageBufferBindingSize)}` +
     ` · max buffer ${fmtBytes(a.limits.maxBufferSize)}` +
     ` · ${a.limits.maxStorageBuffersPerShaderStage} storage buffers/stage` +
