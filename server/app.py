@@ -34,6 +34,7 @@ IMMUTABLE = {"Cache-Control": "public, max-age=31536000, immutable"}
 def create_app(model_dirs=None, use_hf_cache: bool = True) -> FastAPI:
     model_dirs = [Path(d).resolve() for d in (model_dirs or DEFAULT_MODEL_DIRS)]
     app = FastAPI(title="mambaweb", docs_url="/api/docs", openapi_url="/api/openapi.json")
+    catalog = model_catalog.ModelCatalog(model_dirs, use_hf_cache)
     pack = {"current": None}
 
     def engine_pack():
@@ -68,12 +69,11 @@ def create_app(model_dirs=None, use_hf_cache: bool = True) -> FastAPI:
 
     @app.get("/api/models")
     def api_models():
-        return model_catalog.list_models(model_dirs, use_hf_cache=use_hf_cache)
+        return catalog.list_models()
 
     @app.api_route("/weights/{model}/{file_path:path}", methods=["GET", "HEAD"])
     def weights(model: str, file_path: str, request: Request):
-        path = model_catalog.resolve_file(model_dirs, model, file_path,
-                                          use_hf_cache=use_hf_cache)
+        path = catalog.resolve_file(model, file_path)
         if path is None:
             raise HTTPException(404, f"no file {file_path!r} in model {model!r}; "
                                      "GET /api/models lists models and their files")

@@ -44,9 +44,10 @@ async function readBuffer(device, buffer, offset, size, staging) {
   return copy;
 }
 
-// Stream a byte range of a URL straight into a GPU buffer: fetch(Range) -> ArrayBuffer ->
-// writeBuffer. The bytes never enter Python's heap.
-async function fetchRangeToBuffer(device, url, start, end, buffer, dstOffset) {
+// Stream one byte range of a URL into GPU buffers: fetch(Range) -> ArrayBuffer ->
+// writeBuffer, so the bytes never enter Python's heap. `targets` lists the pieces of the
+// range: [gpuBuffer, bufferOffset, relStart, relEnd] (relative to `start`).
+async function fetchRangeToBuffers(device, url, start, end, targets) {
   const resp = await fetch(url, { headers: { Range: `bytes=${start}-${end - 1}` } });
   if (resp.status !== 206 && resp.status !== 200) {
     throw new Error(`GET ${url} bytes ${start}-${end - 1}: HTTP ${resp.status}`);
@@ -54,15 +55,18 @@ async function fetchRangeToBuffer(device, url, start, end, buffer, dstOffset) {
   let data = new Uint8Array(await resp.arrayBuffer());
   if (resp.status === 200) data = data.subarray(start, end);  // server ignored Range
   if (data.byteLength !== end - start) {
-    throw new Error(`GET ${url} bytes ${start}-${end - 1}: got ${data.byteLength} bytes`);
+    throw new Error(`GET ${url} bytes ${start}-${end - 1}: got ${data.byteLength} bytes ` +
+                    `instead of ${end - start} (file changed or truncated?)`);
   }
-  // writeBuffer needs a multiple of 4 bytes; pad the tail.
-  if (data.byteLength % 4 !== 0) {
-    const padded = new Uint8Array(data.byteLength + (4 - (data.byteLength % 4)));
-    padded.set(data);
-    data = padded;
+  for (const [buffer, offset, a, b] of targets) {
+    let piece = data.subarray(a, b);
+    if (piece.byteLength % 4 !== 0) {  // writeBuffer sizes are multiples of 4: pad the tail
+      const padded = new Uint8Array(piece.byteLength + 4 - (piece.byteLength % 4));
+      padded.set(piece);
+      piece = padded;
+    }
+    device.queue.writeBuffer(buffer, offset, piece);
   }
-  device.queue.writeBuffer(buffer, dstOffset, data);
   return end - start;
 }
 
@@ -74,7 +78,7 @@ function watchDevice(device) {
 }
 function takeGpuErrors() { return gpuErrors.splice(0, gpuErrors.length); }
 
-self.mwGpu = { encodeAndSubmit, readBuffer, fetchRangeToBuffer, watchDevice, takeGpuErrors,
+self.mwGpu = { encodeAndSubmit, readBuffer, fetchRangeToBuffers, watchDevice, takeGpuErrors,
                status };
 
 // ---- boot -----------------------------------------------------------------------------
