@@ -15,10 +15,16 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
-def server():
+def scratch_models(tmp_path_factory):
+    """A model folder the session server also serves; tests write models into it."""
+    return tmp_path_factory.mktemp("scratch_models")
+
+
+@pytest.fixture(scope="session")
+def server(scratch_models):
     from server.app import create_app
     dirs = [REPO / "models", REPO / "tests" / "fixtures" / "models"]
-    app = create_app([d for d in dirs if d.is_dir()], use_hf_cache=False)
+    app = create_app([d for d in dirs if d.is_dir()] + [scratch_models], use_hf_cache=False)
     with LiveServer(app) as live:
         yield live
 
