@@ -31,7 +31,9 @@ NO_CACHE = {"Cache-Control": "no-cache"}
 IMMUTABLE = {"Cache-Control": "public, max-age=31536000, immutable"}
 
 
-def create_app(model_dirs=None, use_hf_cache: bool = True) -> FastAPI:
+def create_app(model_dirs=None, use_hf_cache: bool = True, extra_static=None) -> FastAPI:
+    """extra_static: {url prefix: folder} mounted read-only (the bench mounts the npm peer
+    engine there; the app itself needs none)."""
     model_dirs = [Path(d).resolve() for d in (model_dirs or DEFAULT_MODEL_DIRS)]
     app = FastAPI(title="mambaweb", docs_url="/api/docs", openapi_url="/api/openapi.json")
     catalog = model_catalog.ModelCatalog(model_dirs, use_hf_cache)
@@ -50,6 +52,8 @@ def create_app(model_dirs=None, use_hf_cache: bool = True) -> FastAPI:
 
     app.mount("/static", StaticFiles(directory=WEB), name="static")
     app.mount("/pyodide", StaticFiles(directory=PYODIDE), name="pyodide")
+    for prefix, folder in (extra_static or {}).items():
+        app.mount(prefix, StaticFiles(directory=folder), name=prefix.strip("/"))
 
     @app.get("/engine/manifest.json")
     def engine_manifest():

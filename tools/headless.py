@@ -107,11 +107,12 @@ def open_engine_page(browser, url, path="/"):
 
 
 @contextmanager
-def headless_engine(model_dirs=None, use_hf_cache=True, path="/"):
+def headless_engine(model_dirs=None, use_hf_cache=True, path="/", extra_static=None):
     """Server + Chromium + booted engine page, torn down on exit."""
     from playwright.sync_api import sync_playwright
     from server.app import create_app
-    with LiveServer(create_app(model_dirs, use_hf_cache=use_hf_cache)) as live:
+    app = create_app(model_dirs, use_hf_cache=use_hf_cache, extra_static=extra_static)
+    with LiveServer(app) as live:
         with sync_playwright() as pw:
             browser = launch_chromium(pw)
             try:
