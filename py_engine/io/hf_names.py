@@ -1,0 +1,170 @@
+"""HF tensor names and shapes of MambaForCausalLM / FalconMambaForCausalLM, and their check.
+
+Verified against transformers 5.23 (tests/unit/test_convert.py instantiates tiny models and
+compares state_dict() names and shapes with expected_tensors):
+  backbone.embeddings.weight                    [V, D]
+  backbone.layers.{i}.norm.weight               [D]
+  backbone.layers.{i}.mixer.in_proj.weight      [2I, D]    rows: x (first I) then gate z
+  backbone.layers.{i}.mixer.in_proj.bias        [2I]       only if use_bias
+  backbone.layers.{i}.mixer.conv1d.weight       [I, 1, K]  depthwise
+  backbone.layers.{i}.mixer.conv1d.bias         [I]        only if use_conv_bias
+  backbone.layers.{i}.mixer.x_proj.weight       [R+2N, I]  rows: dt (R), B (N), C (N); never a bias
+  backbone.layers.{i}.mixer.dt_proj.weight      [I, R]
+  backbone.layers.{i}.mixer.dt_proj.bias        [I]        always
+  backbone.layers.{i}.mixer.A_log               [I, N]
+  backbone.layers.{i}.mixer.D                   [I]
+  backbone.layers.{i}.mixer.out_proj.weight     [D, I]
+  backbone.layers.{i}.mixer.out_proj.bias       [D]        only if use_bias
+  backbone.norm_f.weight                        [D]
+  lm_head.weight                                [V, D]     untied only
+FalconMamba has the same tensors: its B/C/dt RMSNorm carries no weight.
+A tied checkpoint saved by transformers 5.23 does NOT contain lm_head.weight; older saves
+(e.g. the state-spaces/*-hf uploads) may, so a tied lm_head.weight is tolerated, not required.
+
+Pure stdlib: this module is imported inside Pyodide.
+"""
+
+EMBED = "backbone.embeddings.weight"
+NORM_F = "backbone.norm_f.weight"
+LM_HEAD = "lm_head.weight"
+
+
+def layer_tensors(cfg, i):
+    """{name: shape} of Mamba-1 layer i, in transformers' state_dict order."""
+    D, I, N, K, R = (cfg.hidden_size, cfg.intermediate_size, cfg.state_size,
+                     cfg.conv_kernel, cfg.time_step_rank)
+    p = f"backbone.layers.{i}."
+    m = p + "mixer."
+    out = {p + "norm.weight": (D,),
+           m + "A_log": (I, N),
+           m + "D": (I,),
+           m + "conv1d.weight": (I, 1, K)}
+    if cfg.use_conv_bias:
+        out[m + "conv1d.bias"] = (I,)
+    out[m + "in_proj.weight"] = (2 * I, D)
+    if cfg.use_bias:
+        out[m + "in_proj.bias"] = (2 * I,)
+    out[m + "x_proj.weight"] = (R + 2 * N, I)
+    out[m + "dt_proj.weight"] = (I, R)
+    out[m + "dt_proj.bias"] = (I,)
+    out[m + "out_proj.weight"] = (D, I)
+    if cfg.use_bias:
+        out[m + "out_proj.bias"] = (D,)
+    return out
+
+
+def expected_tensors(cfg):
+    """{HF tensor name: shape tuple} for the whole model (lm_head only when untied)."""
+    for i, kind in enumerate(cfg.layers):
+        if kind != "mamba1":
+            raise ValueError(f"layer {i} is {kind!r}: HF names exist only for Mamba-1 "
+                             "(model_type mamba / falcon_mamba) layers")
+    out = {EMBED: (cfg.vocab_size, cfg.hidden_size)}
+    for i in range(cfg.num_hidden_layers):
+        out.update(layer_tensors(cfg, i))
+    out[NORM_F] = (cfg.hidden_size,)
+    if not cfg.tie_word_embeddings:
+        out[LM_HEAD] = (cfg.vocab_size, cfg.hidden_size)
+    return out
+
+
+def check_tensors(cfg, infos, file):
+    """Raise ValueError naming `file` unless `infos` hold exactly the tensors `cfg` needs.
+
+    infos: iterable of objects with .name and .shape (safetensors TensorInfo), or a
+    {name: shape} dict. Every problem is listed, not just the first, so one run fixes all.
+    """
+    found = dict(infos) if isinstance(infos, dict) else {t.name: tuple(t.shape) for t in infos}
+    found = {k: tuple(v) for k, v in found.items()}
+    want = expected_tensors(cfg)
+    # A tied checkpoint may carry a redundant copy of the embedding as lm_head.weight.
+    optional = {LM_HEAD: want[EMBED]} if cfg.tie_word_embeddings else {}
+    problems = []
+    for name, shape in want.items():
+        if name not in found:
+            problems.append(f"missing tensor {name} (expected shape {list(shape)})")
+        elif found[name] != shape:
+            problems.append(f"tensor {name}: expected shape {list(shape)}, found "
+                            f"{list(found[name])}")
+    for name, shape in found.items():
+        if name in want:
+            continue
+        if name in optional:
+            if shape != optional[name]:
+                problems.append(f"tensor {name}: expected shape {list(optional[name])}, "
+                                f"found {list(shape)}")
+            continue
+        problems.append(f"unexpected tensor {name} {list(shape)}" + _hint(cfg, name))
+    if problems:
+        shown = problems[:20]
+        more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
+        raise ValueError(f"{file}: tensors do not match config ({cfg.model_type}, "
+                         f"{cfg.num_hidden_layers} layers, d_model {cfg.hidden_size}):\n  "
+                         + "\n  ".join(shown) + more)
+
+
+def _hint(cfg, name):
+    # Most "unexpected" tensors come from a config flag that disagrees with the weights.
+    if name.endswith(("in_proj.bias", "out_proj.bias")) and not cfg.use_bias:
+        return " (config has use_bias=false)"
+    if name.endswith("conv1d.bias") and not cfg.use_conv_bias:
+        return " (config has use_conv_bias=false)"
+    if name == LM_HEAD:
+        return " (config has tie_word_embeddings=true)"
+    if name.startswith("backbone.layers."):
+        idx = name.split(".")[2]
+        if idx.isdigit() and int(idx) >= cfg.num_hidden_layers:
+            return f" (config has num_hidden_layers={cfg.num_hidden_layers})"
+    return ""
+
+
+# --- MBJS <-> HF ------------------------------------------------------------
+# MBJS Mamba-1 layer parameter order (npm Mamba1Block.parameters()), each mapped to its HF
+# tensor and the transform between them:
+#   "copy"   same row-major values
+#   "flip"   conv taps reversed: MBJS w[c, k] multiplies x[t-k]; PyTorch's conv1d weight
+#            W[c, 0, j] multiplies x[t-(K-1)+j], so w[c, k] = W[c, 0, K-1-k]
+#   "bias"   HF may have no such tensor: MBJS stores zeros, HF drops it when all zero
+MBJS_MAMBA1_PARAMS = (
+    ("wInProj", "mixer.in_proj.weight", "copy"),     # [2I, D]
+    ("bInProj", "mixer.in_proj.bias", "bias"),       # [2I]
+    ("wConv", "mixer.conv1d.weight", "flip"),        # [I, K]  (HF [I, 1, K])
+    ("bConv", "mixer.conv1d.bias", "bias"),          # [I]
+    ("wXProj", "mixer.x_proj.weight", "copy"),       # [R+2N, I]
+    ("bXProj", "mixer.x_proj.bias", "bias"),         # [R+2N]  (HF never has it)
+    ("wDtProj", "mixer.dt_proj.weight", "copy"),     # [I, R]
+    ("bDtProj", "mixer.dt_proj.bias", "copy"),       # [I]
+    ("A_log", "mixer.A_log", "copy"),                # [I, N]
+    ("D_vec", "mixer.D", "copy"),                    # [I]
+    ("wOutProj", "mixer.out_proj.weight", "copy"),   # [D, I]
+    ("bOutProj", "mixer.out_proj.bias", "bias"),     # [D]
+    ("normWeight", "norm.weight", "copy"),           # [D]
+)
+
+
+def mbjs_mamba1_shapes(cfg):
+    """[(mbjs name, shape)] of one MBJS Mamba-1 layer, in file order."""
+    D, I, N, K, R = (cfg.hidden_size, cfg.intermediate_size, cfg.state_size,
+                     cfg.conv_kernel, cfg.time_step_rank)
+    shapes = {"wInProj": (2 * I, D), "bInProj": (2 * I,), "wConv": (I, K), "bConv": (I,),
+              "wXProj": (R + 2 * N, I), "bXProj": (R + 2 * N,), "wDtProj": (I, R),
+              "bDtProj": (I,), "A_log": (I, N), "D_vec": (I,), "wOutProj": (D, I),
+              "bOutProj": (D,), "normWeight": (D,)}
+    return [(name, shapes[name]) for name, _, _ in MBJS_MAMBA1_PARAMS]
+
+
+def mbjs_plan(cfg):
+    """The whole MBJS parameter list mapped onto HF names, in MBJS file order.
+
+    Returns [(mbjs_name, mbjs_shape, hf_name, hf_shape_or_None, transform)]; hf_shape is None
+    where the HF model has no such tensor under `cfg` (a "bias" MBJS writes as zeros).
+    """
+    hf = expected_tensors(cfg)
+    plan = [("embedding", (cfg.vocab_size, cfg.hidden_size), EMBED, hf[EMBED], "copy")]
+    for i in range(cfg.num_hidden_layers):
+        shapes = dict(mbjs_mamba1_shapes(cfg))
+        for mname, suffix, how in MBJS_MAMBA1_PARAMS:
+            hname = f"backbone.layers.{i}.{suffix}"
+            plan.append((f"layer{i}.{mname}", shapes[mname], hname, hf.get(hname), how))
+    plan.append(("final_norm", (cfg.hidden_size,), NORM_F, hf[NORM_F], "copy"))
+    return plan

@@ -1,0 +1,96 @@
+"""generate-bin: mamba_ssm's initialisation, presets, formats, and the embedded default model."""
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from py_engine.io import mbjs
+from tools.cli import main as cli
+from tools.init_weights import PRESETS, init_weights, make_config, param_count
+
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_CMD = ["generate-bin", "--vocab-size", "256", "--d-model", "64", "--n-layers", "2",
+               "--seed", "0", "--format", "hf"]
+
+
+def test_presets_have_the_advertised_sizes():
+    sizes = {name: param_count(make_config(name)) for name in PRESETS}
+    assert 0.9e6 < sizes["nano"] < 1.1e6
+    assert 4.5e6 < sizes["micro"] < 5.5e6
+    assert 18e6 < sizes["small"] < 22e6
+    assert 125e6 < sizes["base"] < 135e6
+    base = make_config("base")        # mamba-130m's shape
+    assert (base.hidden_size, base.num_hidden_layers, base.vocab_size) == (768, 24, 50280)
+    assert make_config("nano", vocab_size=250).vocab_size == 256   # padded to a multiple of 8
+
+
+def test_initialisation_follows_mamba_ssm():
+    cfg = make_config("nano", hidden_size=64, num_hidden_layers=4, vocab_size=512)
+    w = init_weights(cfg, seed=5)
+    I, N, K, R, D = 128, 16, 4, 4, 64
+    m = "backbone.layers.2.mixer."
+    assert np.array_equal(w[m + "A_log"], np.log(np.tile(np.arange(1, N + 1, dtype=np.float32),
+                                                         (I, 1))))
+    assert np.all(w[m + "D"] == 1) and np.all(w["backbone.layers.2.norm.weight"] == 1)
+    assert np.all(w["backbone.norm_f.weight"] == 1)
+    dt = np.log1p(np.exp(w[m + "dt_proj.bias"].astype(np.float64)))   # softplus
+    assert np.all(dt >= 0.001 * 0.9999) and np.all(dt <= 0.1 * 1.0001)
+    assert np.std(np.log(dt)) > 0.8                                     # log-uniform spread
+    s = R ** -0.5
+    dtw = np.abs(w[m + "dt_proj.weight"]).max()
+    assert 0.9 * s < dtw <= s
+    for name, fan_in, scale in (("in_proj.weight", D, 1), ("x_proj.weight", I, 1),
+                                ("conv1d.weight", K, 1), ("out_proj.weight", I, 2)):
+        bound = 1 / math.sqrt(fan_in) / scale     # out_proj: / sqrt(n_layer = 4)
+        a = np.abs(w[m + name])
+        assert a.max() <= bound and a.max() > 0.95 * bound, name
+    assert abs(np.std(w["backbone.embeddings.weight"]) - 0.02) < 0.001
+    assert w[m + "in_proj.weight"].shape == (2 * I, D)
+    assert set(v.dtype for v in w.values()) == {np.dtype(np.float32)}
+    again = init_weights(cfg, seed=5)
+    assert all(np.array_equal(w[k], again[k]) for k in w)
+
+
+def test_hf_and_mbjs_outputs_agree(tmp_path, capsys):
+    args = ["generate-bin", "--size", "nano", "--d-model", "32", "--n-layers", "2",
+            "--vocab-size", "64", "--seed", "9"]
+    assert cli(args + ["--out", str(tmp_path / "hf")]) == 0
+    out = capsys.readouterr().out
+    assert "parameters" in out and "d_model 32" in out
+    assert cli(args + ["--out", str(tmp_path / "m.bin")]) == 0
+    assert mbjs.read_layout(tmp_path / "m.bin").has_trailer
+    assert cli(["convert", str(tmp_path / "m.bin"), str(tmp_path / "back")]) == 0
+    a = load_file(tmp_path / "hf" / "model.safetensors")
+    b = load_file(tmp_path / "back" / "model.safetensors")
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    assert cli(args + ["--format", "mbjs", "--untied", "--out", str(tmp_path / "u.bin")]) == 2
+    assert "MBJS always ties" in capsys.readouterr().err
+
+
+def test_generated_model_runs_in_transformers(tmp_path):
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    assert cli(["generate-bin", "--d-model", "32", "--n-layers", "2", "--vocab-size", "64",
+                "--dtype", "bf16", "--out", str(tmp_path / "g")]) == 0
+    model, info = transformers.AutoModelForCausalLM.from_pretrained(
+        tmp_path / "g", output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    with torch.no_grad():
+        logits = model(torch.tensor([[1, 2, 3, 63]])).logits
+    assert logits.shape == (1, 4, 64) and torch.isfinite(logits).all()
+
+
+def test_default_model_is_what_its_command_makes(tmp_path):
+    folder = REPO / "models" / "default"
+    conf = json.loads((folder / "config.json").read_text())
+    assert (conf["vocab_size"], conf["hidden_size"], conf["num_hidden_layers"]) == (256, 64, 2)
+    size = (folder / "model.safetensors").stat().st_size
+    assert size < 1_000_000
+    readme = (folder / "README.md").read_text()
+    assert "mambaweb " + " ".join(DEFAULT_CMD) + " --out models/default" in readme
+    assert cli(DEFAULT_CMD + ["--out", str(tmp_path / "d")]) == 0
+    for f in ("config.json", "model.safetensors"):
+        assert (tmp_path / "d" / f).read_bytes() == (folder / f).read_bytes(), f

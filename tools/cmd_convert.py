@@ -1,0 +1,52 @@
+"""`mambaweb convert SRC DST`: HF folder <-> MBJS file, HF -> HF with a new dtype or sharding."""
+import json
+import sys
+from pathlib import Path
+
+HELP = """SRC is an HF model folder (config.json + model.safetensors or a sharded index) or an
+MBJS .bin file. DST ending in .bin is written as MBJS; anything else as an HF folder.
+MBJS stores no config: MBJS -> HF infers every dimension from the file; --config supplies
+what it cannot know (layer_norm_epsilon, token ids, use_bias)."""
+
+
+def register(subparsers):
+    p = subparsers.add_parser("convert", help="convert checkpoints (HF <-> MBJS, dtype, shards)",
+                              description=HELP)
+    p.add_argument("src")
+    p.add_argument("dst")
+    p.add_argument("--dtype", choices=("f32", "f16", "bf16"),
+                   help="output dtype (default: keep the source's; MBJS: f32 -> v2, f16 -> v3)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--shards", type=int, help="HF output split into exactly N files")
+    g.add_argument("--max-shard-size", help="HF output split into files of at most this size "
+                                            "(e.g. 2GB, 500MB)")
+    p.add_argument("--drop-untied-head", action="store_true",
+                   help="HF -> MBJS: allow dropping an untied lm_head.weight (MBJS always ties)")
+    p.add_argument("--mbjs-version", type=int, choices=(1, 2, 3),
+                   help="MBJS version to write (default 2 for f32, 3 for f16)")
+    p.add_argument("--config", help="MBJS -> HF: a config.json whose settings to keep "
+                                    "(dimensions are still checked against the file)")
+    p.add_argument("--layer-norm-epsilon", type=float,
+                   help="MBJS -> HF: RMSNorm epsilon (MBJS does not store it; default 1e-5)")
+    p.set_defaults(func=run)
+
+
+def run(args):
+    from tools.convert_host import convert, parse_size
+    from py_engine.models.config import MambaConfig
+
+    hints = {}
+    if args.config:
+        cfg = MambaConfig.from_hf_dict(json.loads(Path(args.config).read_text()), args.config)
+        hints = {k: getattr(cfg, k) for k in cfg.__dataclass_fields__ if k != "layers"}
+    if args.layer_norm_epsilon is not None:
+        hints["layer_norm_epsilon"] = args.layer_norm_epsilon
+    try:
+        convert(args.src, args.dst, dtype=args.dtype, shards=args.shards,
+                max_shard_bytes=parse_size(args.max_shard_size) if args.max_shard_size else None,
+                drop_untied_head=args.drop_untied_head, mbjs_version=args.mbjs_version,
+                hints=hints)
+    except ValueError as e:
+        print(f"mambaweb convert: {e}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,57 @@
+"""`mambaweb generate-bin`: write a randomly initialised Mamba-1 model (HF folder or MBJS file)."""
+import sys
+
+
+def register(subparsers):
+    p = subparsers.add_parser(
+        "generate-bin", help="write a randomly initialised Mamba model",
+        description="Random weights with state-spaces/mamba's initialisation. Presets: "
+                    "nano ~1M, micro ~5M, small ~20M, base = mamba-130m's shape.")
+    p.add_argument("--size", default="nano", choices=("nano", "micro", "small", "base"))
+    p.add_argument("--d-model", type=int, help="hidden size D (overrides the preset)")
+    p.add_argument("--n-layers", type=int, help="number of Mamba-1 layers")
+    p.add_argument("--d-state", type=int, help="SSM state size N (default 16)")
+    p.add_argument("--d-conv", type=int, help="conv kernel K (default 4)")
+    p.add_argument("--expand", type=int, help="inner size I = expand * D (default 2)")
+    p.add_argument("--dt-rank", type=int, help="dt rank R (default ceil(D/16))")
+    p.add_argument("--vocab-size", type=int, help="vocabulary (padded up to a multiple of 8)")
+    p.add_argument("--untied", action="store_true", help="separate lm_head.weight (HF only)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--format", choices=("hf", "mbjs"),
+                   help="output format (default: mbjs when --out ends in .bin, else hf)")
+    p.add_argument("--dtype", choices=("f32", "f16", "bf16"), default="f32")
+    p.add_argument("--out", required=True, help="HF folder or .bin file")
+    p.set_defaults(func=run)
+
+
+def run(args):
+    from tools import convert_host
+    from tools.init_weights import init_weights, make_config, param_count
+
+    fmt = args.format or ("mbjs" if args.out.endswith(".bin") else "hf")
+    try:
+        cfg = make_config(args.size, hidden_size=args.d_model,
+                          num_hidden_layers=args.n_layers, state_size=args.d_state,
+                          conv_kernel=args.d_conv, expand=args.expand,
+                          time_step_rank=args.dt_rank, vocab_size=args.vocab_size,
+                          tie_word_embeddings=not args.untied)
+        weights = init_weights(cfg, args.seed)
+        if fmt == "mbjs":
+            if args.untied:
+                raise ValueError("MBJS always ties the head to the embedding; drop --untied")
+            if args.dtype == "bf16":
+                raise ValueError("MBJS stores f32 or f16, not bf16")
+            size = convert_host.write_mbjs(args.out, cfg, weights.__getitem__, args.dtype)
+            what = f"MBJS {args.dtype} file {args.out} ({size} bytes)"
+        else:
+            files = convert_host.write_hf(args.out, cfg, weights,
+                                          convert_host.ST_DTYPE[args.dtype])
+            what = f"HF folder {args.out} ({', '.join(files)})"
+    except ValueError as e:
+        print(f"mambaweb generate-bin: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {what}: {param_count(cfg):,} parameters, vocab {cfg.vocab_size}, "
+          f"d_model {cfg.hidden_size}, {cfg.num_hidden_layers} layers, state {cfg.state_size}, "
+          f"conv {cfg.conv_kernel}, inner {cfg.intermediate_size}, dt_rank "
+          f"{cfg.time_step_rank}, seed {args.seed}")
+    return 0
