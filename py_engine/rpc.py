@@ -14,6 +14,8 @@ gpu_error = None
 def _encode(obj):
     if isinstance(obj, (bytes, bytearray, memoryview)):
         return {"__bytes__": base64.b64encode(bytes(obj)).decode("ascii")}
+    if isinstance(obj, float) and obj != obj or obj in (float("inf"), float("-inf")):
+        return {"__float__": repr(obj)}   # JSON has no NaN/Infinity
     if isinstance(obj, dict):
         return {str(k): _encode(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):

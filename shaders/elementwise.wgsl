@@ -98,3 +98,11 @@ fn fill_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
   if (i >= p.n) { return; }
   out[i] = bitcast<f32>(p._p0);
 }
+
+// out += a (gradient accumulation; out and a are different buffers)
+@compute @workgroup_size(256)
+fn accumulate_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let i = index(gid, nwg);
+  if (i >= p.n) { return; }
+  out[i] += a[i];
+}

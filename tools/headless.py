@@ -67,6 +67,8 @@ def decode(obj):
     if isinstance(obj, dict):
         if set(obj) == {"__bytes__"}:
             return base64.b64decode(obj["__bytes__"])
+        if set(obj) == {"__float__"}:
+            return float(obj["__float__"])
         return {k: decode(v) for k, v in obj.items()}
     if isinstance(obj, list):
         return [decode(v) for v in obj]

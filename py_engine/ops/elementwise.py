@@ -47,3 +47,9 @@ def softplus_backward(batch, x, dy, out=None, accumulate=False):
 
 def fill(batch, out, value=0.0):
     return _run(batch, "fill_forward", None, None, out, extra=f32_bits(value))
+
+
+def accumulate(batch, out, a):
+    """out += a (a and out must be different buffers)."""
+    _check_same(a, out, "accumulate")
+    return _run(batch, "accumulate_forward", a, None, out)

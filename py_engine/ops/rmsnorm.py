@@ -19,13 +19,14 @@ def rmsnorm_forward(batch, x, w=None, eps=1e-5, out=None, rstd=None):
     return y, rstd
 
 
-def rmsnorm_backward(batch, dy, x, rstd, w=None, dx=None, dw=None, accumulate=False):
-    """Returns (dx, dw); dw is None for the weightless norm."""
+def rmsnorm_backward(batch, dy, x, rstd, w=None, dx=None, dw=None, accumulate_dx=False,
+                     accumulate_dw=False):
+    """Returns (dx, dw); dw is None for the weightless norm. accumulate_*: add into dx / dw."""
     dev = batch.device
     rows, dim = rows_of(x), x.shape[-1]
-    flags = (HAS_WEIGHT if w is not None else 0) | (ACCUMULATE if accumulate else 0)
+    has_w = HAS_WEIGHT if w is not None else 0
     dx = out_like(dev, x.shape, dx)
-    u = dev.uniform(params(rows, dim, 0.0, flags))
+    u = dev.uniform(params(rows, dim, 0.0, has_w | (ACCUMULATE if accumulate_dx else 0)))
     gx, gy = fold(rows)
     batch.run("rmsnorm", "rmsnorm_backward",
               [u, x.binding, w.binding if w is not None else dummy(dev), dx.binding,
@@ -33,6 +34,7 @@ def rmsnorm_backward(batch, dy, x, rstd, w=None, dx=None, dw=None, accumulate=Fa
     if w is None:
         return dx, None
     dw = out_like(dev, (dim,), dw)
+    uw = dev.uniform(params(rows, dim, 0.0, has_w | (ACCUMULATE if accumulate_dw else 0)))
     batch.run("rmsnorm", "rmsnorm_backward_weight",
-              [u, x.binding, None, dw.binding, rstd.binding, dy.binding], -(-dim // 64))
+              [uw, x.binding, None, dw.binding, rstd.binding, dy.binding], -(-dim // 64))
     return dx, dw

@@ -1,0 +1,174 @@
+"""Differentiable ops: each runs its forward kernels and, given a tape, records its backward.
+
+`ctx` carries the batch being recorded and the tape (None = inference, nothing saved).
+`ctx.done(*tensors)` is how model code says "I no longer need these": released at once in
+inference, kept until backward when a tape is recording (backward rules read them).
+Shapes are those of the underlying ops (py_engine/ops/*).
+"""
+from py_engine.ops import conv1d as conv_ops
+from py_engine.ops.cross_entropy import cross_entropy_backward, cross_entropy_forward
+from py_engine.ops.elementwise import add
+from py_engine.ops.embedding import embedding_backward, embedding_forward
+from py_engine.ops.linear import (linear_backward_bias, linear_backward_input,
+                                  linear_backward_weight, linear_forward, matmul)
+from py_engine.ops.rmsnorm import rmsnorm_backward, rmsnorm_forward
+
+
+class Ctx:
+    def __init__(self, batch, tape=None):
+        self.batch = batch
+        self.tape = tape
+        self.device = batch.device
+
+    def done(self, *tensors):
+        for t in tensors:
+            if t is None:
+                continue
+            if self.tape is None:
+                t.release()
+            else:
+                self.tape.keep(t)
+
+
+def _param_grad(batch, tape, p, compute):
+    """compute(out, accumulate) writes p's gradient: straight into its persistent buffer."""
+    pg = tape.param_grad(p)
+    if pg is not None:
+        compute(pg, True)
+
+
+def embedding(ctx, ids, weight):
+    """ids u32 [T] -> [T, D]."""
+    y = embedding_forward(ctx.batch, ids, weight)
+    if ctx.tape is not None:
+        def rule(batch, tape):
+            g = tape.pop(y)
+            if g is None:
+                return
+            pg = tape.param_grad(weight)
+            if pg is not None:
+                embedding_backward(batch, ids, g, pg)   # scatter-adds into pg
+            g.release()
+        ctx.tape.record(rule)
+    return y
+
+
+def rmsnorm(ctx, x, w, eps):
+    """Row RMSNorm; w None = weightless."""
+    y, rstd = rmsnorm_forward(ctx.batch, x, w, eps=eps)
+    if ctx.tape is None:
+        rstd.release()
+        return y
+    ctx.tape.keep(rstd)
+
+    def rule(batch, tape):
+        g = tape.pop(y)
+        if g is None:
+            return
+        pg = tape.param_grad(w) if w is not None else None
+        if pg is not None:
+            dx, _ = rmsnorm_backward(batch, g, x, rstd, w, dw=pg, accumulate_dw=True)
+        else:
+            dx = _rmsnorm_dx_only(batch, g, x, rstd, w)
+        tape.accumulate(batch, x, dx)
+        g.release()
+    ctx.tape.record(rule)
+    return y
+
+
+def _rmsnorm_dx_only(batch, g, x, rstd, w):
+    if w is None:
+        dx, _ = rmsnorm_backward(batch, g, x, rstd, None)
+        return dx
+    from py_engine.gpu.tensor import Tensor
+    scratch = Tensor(batch.device, (x.shape[-1],))
+    dx, _ = rmsnorm_backward(batch, g, x, rstd, w, dw=scratch)
+    scratch.release()
+    return dx
+
+
+def linear(ctx, x, w, b=None):
+    """x [M, K] @ w[N, K]^T + b -> [M, N]."""
+    y = linear_forward(ctx.batch, x, w, b)
+    if ctx.tape is not None:
+        def rule(batch, tape):
+            g = tape.pop(y)
+            if g is None:
+                return
+            _linear_grads(batch, tape, g, x, w, b)
+            g.release()
+        ctx.tape.record(rule)
+    return y
+
+
+def _linear_grads(batch, tape, g, x, w, b):
+    if tape.needs_grad(x):
+        tape.accumulate(batch, x, linear_backward_input(batch, g, w))
+    _param_grad(batch, tape, w, lambda out, acc: linear_backward_weight(batch, g, x, out=out, accumulate=acc))
+    if b is not None:
+        _param_grad(batch, tape, b, lambda out, acc: linear_backward_bias(batch, g, out=out, accumulate=acc))
+
+
+def residual_linear(ctx, y, w, b, residual):
+    """residual + y @ w^T + b. Inference: in place (one matmul that accumulates).
+    Training: a new tensor, so the old residual stays intact for the norm that read it."""
+    D, I = w.shape
+    rows = y.numel // I
+    if ctx.tape is None:
+        matmul(ctx.batch, y, w, residual, rows, D, I, (I, 1, 1, I), bias=b, accumulate=True)
+        return residual
+    branch = linear_forward(ctx.batch, y, w, b)
+    out = add(ctx.batch, residual, branch)
+    ctx.tape.keep(branch)
+
+    def rule(batch, tape):
+        g = tape.pop(out)
+        if g is None:
+            return
+        _linear_grads(batch, tape, g, y, w, b)
+        tape.accumulate(batch, residual, g)   # ownership of g passes to the residual
+    ctx.tape.record(rule)
+    return out
+
+
+def conv1d(ctx, x, w, b, Bsz, T, state_out=None):
+    """Causal depthwise conv + SiLU over x [Bsz*T, I] -> u [Bsz*T, I] (state_out: final state)."""
+    I = x.shape[-1]
+    xs = _reshape(x, (Bsz, T, I))
+    u, _ = conv_ops.conv1d_forward(ctx.batch, xs, w, b, silu=True, state_out=state_out)
+    u.shape = (Bsz * T, I)
+    if ctx.tape is not None:
+        def rule(batch, tape):
+            g = tape.pop(u)
+            if g is None:
+                return
+            gs = _reshape(g, (Bsz, T, I))
+            dx, dw, db = conv_ops.conv1d_backward(batch, gs, xs, w, b, silu=True)
+            dx.shape = (Bsz * T, I)
+            tape.accumulate(batch, x, dx)
+            tape.accumulate(batch, w, dw)
+            tape.accumulate(batch, b, db)
+            g.release()
+        ctx.tape.record(rule)
+    return u
+
+
+def cross_entropy(ctx, logits, targets):
+    """Mean CE over non-ignored targets -> loss Tensor [2] = (mean, n_valid)."""
+    loss, stats = cross_entropy_forward(ctx.batch, logits, targets)
+    if ctx.tape is None:
+        stats.release()
+        return loss
+    ctx.tape.keep(stats)
+
+    def rule(batch, tape, scale=1.0):
+        tape.accumulate(batch, logits, cross_entropy_backward(batch, logits, targets, stats, loss, scale))
+    ctx.tape.record(rule)
+    return loss
+
+
+def _reshape(t, shape):
+    from py_engine.gpu.tensor import Tensor
+    v = Tensor.__new__(Tensor)
+    v.device, v.shape, v.dtype, v.buffer, v.offset, v.pooled = t.device, tuple(shape), t.dtype, t.buffer, t.offset, False
+    return v
