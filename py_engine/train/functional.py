@@ -172,3 +172,46 @@ def _reshape(t, shape):
     v = Tensor.__new__(Tensor)
     v.device, v.shape, v.dtype, v.buffer, v.offset, v.pooled = t.device, tuple(shape), t.dtype, t.buffer, t.offset, False
     return v
+
+
+def selective_scan(ctx, u, delta, A_log, B, C, D, z, dt_bias, Bsz, T, state=None,
+                   norm_bc_eps=None):
+    """The Mamba-1 scan over [Bsz*T, *] activations -> y [Bsz*T, I] (gated by silu(z)).
+
+    state: a [Bsz, I, N] tensor to start from and to leave the final state in (inference),
+    or None (zeros; the final state is dropped)."""
+    from py_engine.ops import selective_scan as scan_ops
+    I, N = A_log.shape
+    shp = lambda t, c: _reshape(t, (Bsz, T, c))  # noqa: E731
+    us, ds, Bs, Cs, zs = shp(u, I), shp(delta, I), shp(B, N), shp(C, N), shp(z, I)
+    training = ctx.tape is not None
+    y, h_last, saved = scan_ops.selective_scan_forward(
+        ctx.batch, us, ds, A_log, Bs, Cs, D=D, z=zs, dt_bias=dt_bias, h0=state, h_out=state,
+        save=training, norm_bc_eps=norm_bc_eps)
+    if state is None:
+        h_last.release()
+    y.shape = (Bsz * T, I)
+    if not training:
+        return y
+
+    def rule(batch, tape):
+        g = tape.pop(y)
+        if g is None:
+            saved.release()
+            return
+        grads = scan_ops.selective_scan_backward(
+            batch, shp(g, I), us, ds, A_log, Bs, Cs, D=D, z=zs, dt_bias=dt_bias, saved=saved,
+            norm_bc_eps=norm_bc_eps)
+        saved.release()
+        g.release()
+        for src, key, shape in ((u, "du", (Bsz * T, I)), (delta, "ddelta", (Bsz * T, I)),
+                                (B, "dB", (Bsz * T, N)), (C, "dC", (Bsz * T, N)),
+                                (z, "dz", (Bsz * T, I))):
+            t = grads[key]
+            t.shape = shape
+            tape.accumulate(batch, src, t)
+        tape.accumulate(batch, A_log, grads["dA_log"])
+        tape.accumulate(batch, D, grads["dD"])
+        tape.accumulate(batch, dt_bias, grads["ddt_bias"])
+    ctx.tape.record(rule)
+    return y
