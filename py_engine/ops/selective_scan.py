@@ -1,0 +1,343 @@
+"""Mamba-1 selective scan: sequence forward, one-token step, backward (shaders/selective_scan.wgsl).
+
+Shapes (Bsz may be absent: [T, I] means Bsz = 1):
+    u       [Bsz, T, I]   conv + SiLU output
+    delta   [Bsz, T, I]   dt_proj output *without* its bias
+    A_log   [I, N]        N <= 16
+    B, C    [Bsz, T, N]   (typically Cols views of x_proj's [dt_low | B | C] output)
+    D       [I]           skip (None: 0);   dt_bias [I] (None: 0)
+    z       [Bsz, T, I]   gate (typically a Cols view of in_proj's [x | z]); None: no gating
+    h0      [Bsz, I, N]   initial state (None: zeros)
+    y       [Bsz, T, I],  final state [Bsz, I, N]
+
+Math (state-spaces/mamba selective_scan_ref, transformers MambaMixer):
+    A = -exp(A_log);  dt = softplus(delta + dt_bias)  (threshold 20)
+    h_t = exp(dt_t A) * h_{t-1} + dt_t B_t u_t;   y_t = (C_t . h_t + D u_t) * silu(z_t)
+    norm_bc_eps (Falcon-Mamba): B_t, C_t are first RMS-normalised over N (weightless, that eps);
+    the backward then returns gradients w.r.t. the *raw* B, C.
+
+Parallel in time: T is cut into nc chunks of L tokens. Each chunk runs from zero state (F1),
+a serial pass over the nc chunk carries gives every chunk's start state (F2), and each chunk
+is rerun from its start state to write y (F3). With nc = 1 only F3 runs. See the shader header
+for the cost; `default_chunk` picks L so Bsz*I*nc threads fill the GPU.
+
+Dispatches: forward 1 (nc = 1) or 3; step 1 (dt softplus, D skip, silu(z), Falcon's B/C norms
+fused; state in place); backward 7 (+2 when the forward's chunk states were not saved).
+
+Backward memory choice: the forward keeps only the chunk-boundary states hc [Bsz, nc, I, N]
+(`save=True`); the backward recomputes the states inside each chunk into a transient buffer
+[Bsz, T, I, N] (one layer at a time, reused through the pool), then scans the adjoint back.
+Total transient work: Bsz*T*I*(N+4) + Bsz*nc*I*(N+3) floats.
+"""
+from py_engine.gpu.tensor import Tensor
+from py_engine.ops._common import dummy, fold, params
+from py_engine.ops.conv1d import Cols, bt_of, rw_dummy, view  # noqa: F401  (Cols re-exported)
+
+HAS_Z, HAS_BIAS, HAS_INIT, WRITE_FINAL, NORM_BC = 1, 2, 4, 8, 16
+HAS_DH, ACCUMULATE, HAS_D, WRITE_DH0 = 32, 64, 128, 256
+MAXN = 16
+SHADER = "selective_scan"
+
+
+class ScanSaved:
+    """What the forward keeps for the backward: chunk length, chunk count and the states before
+    each chunk, hc [Bsz, nc, I, N] (None when nc = 1 and the initial state was zero)."""
+    __slots__ = ("chunk", "nc", "hc")
+
+    def __init__(self, chunk, nc, hc):
+        self.chunk, self.nc, self.hc = chunk, nc, hc
+
+    def release(self):
+        if self.hc is not None:
+            self.hc.release()
+        self.hc = None
+
+
+def default_chunk(device, nb, T, I, target_threads=None):
+    """Chunk length L: enough chunks that Bsz*I*nc threads reach `target_threads` (GPU ~16k;
+    SwiftShader's 2-4 CPU cores are already full with Bsz*I >= 256, where chunking only adds
+    the 2x recompute), but never chunks shorter than 16 tokens."""
+    if target_threads is None:
+        target_threads = 256 if device.info.get("is_fallback") else 16384
+    nc = max(1, -(-target_threads // max(1, nb * I)))
+    L = max(16, -(-T // nc))
+    return min(L, max(T, 1))
+
+
+class _Spec:
+    """Sizes and views of one scan call."""
+
+    def __init__(self, u, delta, A_log, B, C, D, z, dt_bias, T=None):
+        self.I, self.N = A_log.shape
+        if self.N > MAXN:
+            raise ValueError(f"selective scan supports state size N <= {MAXN}, got {self.N}")
+        if T is None:
+            self.nb, self.T = bt_of(u, self.I)
+            for name, a, w in (("delta", delta, self.I), ("B", B, self.N), ("C", C, self.N)) + \
+                    ((("z", z, self.I),) if z is not None else ()):
+                if bt_of(a, w) != (self.nb, self.T):
+                    raise ValueError(f"{name} has shape {list(a.shape)}, expected "
+                                     f"[{self.nb}, {self.T}, {w}]")
+        else:  # one token: [Bsz, I] or [I]
+            self.nb, self.T = (1 if len(u.shape) == 1 else u.shape[0]), 1
+        for name, a in (("D", D), ("dt_bias", dt_bias)):
+            if a is not None and tuple(a.shape) != (self.I,):
+                raise ValueError(f"{name} must be [{self.I}], got {list(a.shape)}")
+
+
+def _fields(spec, flags, L, nc, eps, views, work=None):
+    """The Params struct of the shader, in order."""
+    f = [spec.T, spec.I, spec.N, flags, L, nc, spec.nb, float(eps)]
+    for key in ("u", "dl", "b", "c", "z", "y", "du", "dd", "dz", "db", "dc"):
+        v = views.get(key)
+        f += [v[1], v[2]] if v is not None else [0, 0]
+    f += [0, 0]
+    w = work or {}
+    f += [w.get(k, 0) for k in ("dt", "sig", "dy0", "dzs", "hs", "g", "sdt", "pd", "pb")]
+    f += [0, 0, 0]
+    return params(*f)
+
+
+def _flags(D, z, dt_bias, eps):
+    return ((HAS_Z if z is not None else 0) | (HAS_BIAS if dt_bias is not None else 0) |
+            (HAS_D if D is not None else 0) | (NORM_BC if eps is not None else 0))
+
+
+def _state_shape(spec, t, name):
+    if t is not None and tuple(t.shape) not in ((spec.nb, spec.I, spec.N),) + \
+            (((spec.I, spec.N),) if spec.nb == 1 else ()):
+        raise ValueError(f"{name} must be [{spec.nb}, {spec.I}, {spec.N}], got {list(t.shape)}")
+
+
+def _carry_forward(batch, spec, u, delta, A_log, B, dt_bias, flags, L, nc, eps, views, state, hc):
+    """F1 + F2: chunk start states into hc; the final state into `state` if WRITE_FINAL."""
+    dev = batch.device
+    consts = {"NS": spec.N}
+    n_s = spec.nb * nc * spec.I * spec.N
+    work = Tensor(dev, (n_s + spec.nb * nc * spec.I,))
+    wk = {"hs": 0, "sdt": n_s}
+    un = dev.uniform(_fields(spec, flags, L, nc, eps, views, wk))
+    db_ = dt_bias.binding if dt_bias is not None else dummy(dev)
+    batch.run(SHADER, "selective_scan_forward_chunk",
+              [un, views["u"][0], views["dl"][0], db_, A_log.binding, views["b"][0], None, None,
+               None, None, None, None, work.binding], -(-spec.I // 64), nc * spec.nb,
+              constants=consts)
+    gx, gy = fold(-(-spec.nb * spec.I * spec.N // 64))
+    batch.run(SHADER, "selective_scan_forward_carry",
+              [un, None, None, None, A_log.binding, None, None, None, None, None,
+               state.binding if state is not None else rw_dummy(dev), hc.binding, work.binding],
+              gx, gy, constants=consts)
+    work.release()
+
+
+def selective_scan_forward(batch, u, delta, A_log, B, C, D=None, z=None, dt_bias=None, h0=None,
+                           h_out=None, out=None, chunk=None, save=False, norm_bc_eps=None):
+    """-> (y [Bsz, T, I], h_last [Bsz, I, N], saved: ScanSaved or None)
+
+    h_out: where the final state goes (may be h0 itself: updated in place); default a new
+    tensor (h0 is copied into it first). save=True keeps the chunk states for the backward
+    (release them with saved.release()). chunk: tokens per chunk (default `default_chunk`).
+    """
+    dev = batch.device
+    spec = _Spec(u, delta, A_log, B, C, D, z, dt_bias)
+    _state_shape(spec, h0, "h0")
+    _state_shape(spec, h_out, "h_out")
+    nb, T, I, N = spec.nb, spec.T, spec.I, spec.N
+    L = int(chunk) if chunk else default_chunk(dev, nb, T, I)
+    L = max(1, min(L, T))
+    nc = -(-T // L)
+    y = out if out is not None else Tensor(dev, tuple(u.shape))
+    state = h_out if h_out is not None else Tensor(dev, (nb, I, N))
+    saved_hc = None
+    if save and nc == 1 and h0 is not None:
+        saved_hc = Tensor(dev, (nb, 1, I, N))
+        batch.copy(h0.buffer, h0.offset, saved_hc.buffer, saved_hc.offset, h0.nbytes)
+    if h0 is not None and (h0.buffer is not state.buffer or h0.offset != state.offset):
+        batch.copy(h0.buffer, h0.offset, state.buffer, state.offset, h0.nbytes)
+    flags = _flags(D, z, dt_bias, norm_bc_eps) | (HAS_INIT if h0 is not None else 0)
+    eps = norm_bc_eps or 0.0
+    views = {"u": view(u), "dl": view(delta), "b": view(B), "c": view(C), "y": view(y)}
+    views["z"] = view(z) if z is not None else (dummy(dev), 0, 0)
+    consts = {"NS": N}
+    if nc > 1:
+        hc = Tensor(dev, (nb, nc, I, N))
+        _carry_forward(batch, spec, u, delta, A_log, B, dt_bias, flags | WRITE_FINAL, L, nc, eps,
+                       views, state, hc)
+        start, f3_flags = hc, flags
+    else:
+        hc = saved_hc
+        start, f3_flags = state, flags | WRITE_FINAL
+    un = dev.uniform(_fields(spec, f3_flags, L, nc, eps, views))
+    batch.run(SHADER, "selective_scan_forward",
+              [un, views["u"][0], views["dl"][0],
+               dt_bias.binding if dt_bias is not None else dummy(dev), A_log.binding,
+               views["b"][0], views["c"][0], D.binding if D is not None else dummy(dev),
+               views["z"][0], views["y"][0], start.binding],
+              -(-I // 64), nc * nb, constants=consts)
+    saved = None
+    if save:
+        saved = ScanSaved(L, nc, hc)
+    elif nc > 1:
+        hc.release()
+    return y, state, saved
+
+
+def selective_scan_step(batch, u_t, delta_t, A_log, B_t, C_t, state, D=None, z_t=None,
+                        dt_bias=None, out=None, norm_bc_eps=None):
+    """One token: u_t, delta_t, z_t [Bsz, I] (or [I]), B_t, C_t [Bsz, N], state [Bsz, I, N]
+    updated in place -> y_t [Bsz, I]. The same math as the forward for T = 1; 1 dispatch."""
+    dev = batch.device
+    spec = _Spec(u_t, delta_t, A_log, B_t, C_t, D, z_t, dt_bias, T=1)
+    _state_shape(spec, state, "state")
+    y = out if out is not None else Tensor(dev, tuple(u_t.shape))
+    flags = _flags(D, z_t, dt_bias, norm_bc_eps) | HAS_INIT | WRITE_FINAL
+    views = {"u": view(u_t), "dl": view(delta_t), "b": view(B_t), "c": view(C_t), "y": view(y)}
+    views["z"] = view(z_t) if z_t is not None else (dummy(dev), 0, 0)
+    un = dev.uniform(_fields(spec, flags, 1, 1, norm_bc_eps or 0.0, views))
+    batch.run(SHADER, "selective_scan_step",
+              [un, views["u"][0], views["dl"][0],
+               dt_bias.binding if dt_bias is not None else dummy(dev), A_log.binding,
+               views["b"][0], views["c"][0], D.binding if D is not None else dummy(dev),
+               views["z"][0], views["y"][0], state.binding],
+              -(-spec.I // 64), spec.nb, constants={"NS": spec.N})
+    return y
+
+
+def selective_scan_backward(batch, dy, u, delta, A_log, B, C, D=None, z=None, dt_bias=None,
+                            h0=None, saved=None, dh_last=None, want_dh0=False, grads=None,
+                            accumulate=False, norm_bc_eps=None, chunk=None):
+    """Reverse mode of the forward. dy [Bsz, T, I]; dh_last [Bsz, I, N] (gradient into the final
+    state) or None. saved: the forward's ScanSaved (else the chunk states are recomputed from
+    h0: 2 more dispatches).
+
+    -> dict du, ddelta (w.r.t. delta *before* dt_bias), dA_log [I, N], dB, dC [Bsz, T, N] (w.r.t.
+    the raw B/C when norm_bc_eps), dD [I] (None without D), dz (None without z), ddt_bias [I]
+    (None without dt_bias), dh0 [Bsz, I, N] (want_dh0) or None.
+    grads: optional dict of output tensors/views with those keys (e.g. dz as a Cols view of
+    in_proj's gradient). accumulate: dA_log, dD, ddt_bias are added into the given tensors.
+    """
+    dev = batch.device
+    spec = _Spec(u, delta, A_log, B, C, D, z, dt_bias)
+    if bt_of(dy, spec.I) != (spec.nb, spec.T):
+        raise ValueError(f"dy shape {list(dy.shape)} does not match u {list(u.shape)}")
+    nb, T, I, N = spec.nb, spec.T, spec.I, spec.N
+    g = dict(grads or {})
+
+    def out(key, shape):
+        t = g.get(key)
+        if t is None:
+            t = Tensor(dev, shape)
+        elif tuple(t.shape) != tuple(shape):
+            raise ValueError(f"grads[{key!r}] has shape {list(t.shape)}, expected {list(shape)}")
+        g[key] = t
+        return t
+
+    du = out("du", tuple(u.shape))
+    ddelta = out("ddelta", tuple(delta.shape))
+    dB = out("dB", tuple(B.shape))
+    dC = out("dC", tuple(C.shape))
+    dA = out("dA_log", (I, N))
+    dD = out("dD", (I,)) if D is not None else None
+    dbias = out("ddt_bias", (I,)) if dt_bias is not None else None
+    dz = out("dz", tuple(z.shape)) if z is not None else None
+    dh0 = out("dh0", (nb, I, N)) if want_dh0 else None
+    g.setdefault("dD", None)
+    g.setdefault("ddt_bias", None)
+    g.setdefault("dz", None)
+    g.setdefault("dh0", None)
+
+    flags = _flags(D, z, dt_bias, norm_bc_eps) | (ACCUMULATE if accumulate else 0) | \
+        (HAS_DH if dh_last is not None else 0) | (WRITE_DH0 if want_dh0 else 0)
+    eps = norm_bc_eps or 0.0
+    views = {"u": view(u), "dl": view(delta), "b": view(B), "c": view(C), "y": view(dy),
+             "du": view(du), "dd": view(ddelta), "db": view(dB), "dc": view(dC)}
+    views["z"] = view(z) if z is not None else (dummy(dev), 0, 0)
+    if dz is not None:
+        views["dz"] = view(dz)
+    consts = {"NS": N}
+
+    # Chunk start states.
+    own_hc = None
+    if saved is not None:
+        L, nc, hc = saved.chunk, saved.nc, saved.hc
+        if nc == 1 and hc is None and h0 is not None:
+            raise ValueError("saved has no initial state but h0 was given: pass the ScanSaved "
+                             "of the forward that used h0")
+    else:
+        L = int(chunk) if chunk else default_chunk(dev, nb, T, I)
+        L = max(1, min(L, T))
+        nc = -(-T // L)
+        if nc > 1:
+            own_hc = hc = Tensor(dev, (nb, nc, I, N))
+            _carry_forward(batch, spec, u, delta, A_log, B, dt_bias,
+                           _flags(D, z, dt_bias, norm_bc_eps) | (HAS_INIT if h0 is not None else 0),
+                           L, nc, eps, views, h0, hc)
+        else:
+            hc = h0
+    if nc == 1 and hc is not None:
+        flags |= HAS_INIT
+    hcb = hc.binding if hc is not None else rw_dummy(dev, 1)
+
+    # Work regions (elements).
+    tI = nb * T * I
+    cI = nb * nc * I
+    wk = {"dt": 0, "sig": tI, "dy0": 2 * tI, "dzs": 3 * tI, "hs": 4 * tI}
+    wk["g"] = wk["hs"] + tI * N
+    wk["sdt"] = wk["g"] + cI * N
+    wk["pd"] = wk["sdt"] + cI
+    wk["pb"] = wk["pd"] + cI
+    work = Tensor(dev, (wk["pb"] + cI,))
+    un = dev.uniform(_fields(spec, flags, L, nc, eps, views, wk))
+    ub = dummy(dev)
+    bias_b = dt_bias.binding if dt_bias is not None else ub
+    D_b = D.binding if D is not None else ub
+    gI = -(-I // 64)
+    gy, gz = fold(nb * T)
+    R = [un] + [None] * 23
+
+    def res(**kw):
+        r = list(R)
+        for k, v in kw.items():
+            r[int(k[1:])] = v
+        while r and r[-1] is None:
+            r.pop()
+        return r
+
+    W = work.binding
+    # B0 prep
+    batch.run(SHADER, "selective_scan_backward_prep",
+              res(b2=views["dl"][0], b3=bias_b, b8=views["z"][0], b12=W, b13=views["y"][0]),
+              gI, gy, gz, constants=consts)
+    # B1 recompute states, dz, local adjoint
+    batch.run(SHADER, "selective_scan_backward_chunk",
+              res(b1=views["u"][0], b4=A_log.binding, b5=views["b"][0], b6=views["c"][0],
+                  b7=D_b, b11=hcb, b12=W, b16=views["dz"][0] if dz is not None else rw_dummy(dev, 2)),
+              gI, nc * nb, constants=consts)
+    # B2 dC
+    rx, ry = fold(-(-nb * T // 64))
+    batch.run(SHADER, "selective_scan_backward_dc",
+              res(b6=views["c"][0], b12=W, b18=views["dc"][0]), rx, ry, constants=consts)
+    # B3 carries
+    cx, cy = fold(-(-nb * I * N // 64))
+    batch.run(SHADER, "selective_scan_backward_carry",
+              res(b4=A_log.binding, b12=W, b22=dh0.binding if dh0 is not None else rw_dummy(dev, 3),
+                  b23=dh_last.binding if dh_last is not None else ub),
+              cx, cy, constants=consts)
+    # B4 reverse scan
+    batch.run(SHADER, "selective_scan_backward",
+              res(b1=views["u"][0], b4=A_log.binding, b5=views["b"][0], b6=views["c"][0], b7=D_b,
+                  b11=hcb, b12=W, b14=views["du"][0], b15=views["dd"][0]),
+              gI, nc * nb, constants=consts)
+    # B5 dB
+    batch.run(SHADER, "selective_scan_backward_db",
+              res(b5=views["b"][0], b12=W, b17=views["db"][0]), rx, ry, constants=consts)
+    # B6 parameter gradients
+    batch.run(SHADER, "selective_scan_backward_params",
+              res(b4=A_log.binding, b12=W, b19=dA.binding,
+                  b20=dD.binding if dD is not None else rw_dummy(dev, 4),
+                  b21=dbias.binding if dbias is not None else rw_dummy(dev, 5)),
+              gI, constants=consts)
+    work.release()
+    if own_hc is not None:
+        own_hc.release()
+    return g
