@@ -1,0 +1,120 @@
+"""Training a MambaModel on the GPU: loss, tape backward, AdamW, in one submit per step.
+
+Batch layout: `ids` [Bsz, T] token ids; targets[b, t] = labels[b, t+1] (the next token,
+as transformers' ForCausalLMLoss shifts them), the last position ignored (-100). The loss
+is the mean cross-entropy over non-ignored targets. Gradient accumulation adds micro-batch
+gradients (each scaled by 1/accum) before one optimizer step.
+WSLA (the seeds' fast local adaptation): only x_proj's B and C rows train; nothing else
+gets gradient buffers or optimizer moments.
+"""
+import struct
+
+from py_engine.gpu.tensor import Tensor
+from py_engine.ops.elementwise import fill
+from py_engine.train.adamw import AdamW, decays, lr_at
+from py_engine.train.autograd import Tape
+from py_engine.train.functional import Ctx, cross_entropy
+
+IGNORE = -100
+
+
+def shift_targets(labels, Bsz, T):
+    """HF causal-LM shift: position t predicts labels[t+1]; the last position has no target."""
+    out = []
+    for b in range(Bsz):
+        row = labels[b * T:(b + 1) * T]
+        out.extend(list(row[1:]) + [IGNORE])
+    return out
+
+
+class Trainer:
+    def __init__(self, model, lr=1e-3, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1,
+                 max_grad_norm=1.0, warmup=0, total_steps=0, wsla=False, decay_filter=decays):
+        self.model = model
+        self.device = model.device
+        self.base_lr, self.warmup, self.total_steps = lr, warmup, total_steps
+        # Distinct tensors only: a tied LM head is the embedding tensor itself, so its two
+        # gradient contributions land in one buffer.
+        named = {}
+        for name, t in model.weights.items():
+            if wsla and not (name.endswith("x_proj.weight#B") or name.endswith("x_proj.weight#C")):
+                continue
+            if all(t is not other for other in named.values()):
+                named[name] = t
+        self.params = named
+        self.grads = {n: Tensor(self.device, p.shape) for n, p in named.items()}
+        self.frozen = [t for n, t in model.weights.items() if n not in named]
+        self.opt = AdamW(self.device, named, lr=lr, betas=betas, eps=eps,
+                         weight_decay=weight_decay, max_grad_norm=max_grad_norm,
+                         decay_filter=decay_filter)
+        self.step_count = 0
+        self.skipped = 0
+        self._zero_grads()
+
+    def _zero_grads(self, batch=None):
+        own = batch is None
+        batch = batch or self.device.batch()
+        for g in self.grads.values():
+            fill(batch, g, 0.0)
+        if own:
+            batch.submit()
+
+    def accumulate(self, batch, ids, labels, Bsz, T, scale=1.0):
+        """Record forward + backward of one micro-batch into `batch`; returns the loss tensor
+        [2] = (mean loss, n_valid) (the caller reads it after submitting, then releases it)."""
+        dev = self.device
+        ids_t = Tensor.from_list(dev, (Bsz * T,), list(ids), "u32")
+        tgt_t = Tensor.from_list(dev, (Bsz * T,), shift_targets(labels, Bsz, T), "i32")
+        tape = Tape(dev, {self.params[n]: g for n, g in self.grads.items()})
+        tape.frozen = {id(t) for t in self.frozen}
+        ctx = Ctx(batch, tape)
+        logits = self.model.forward(ctx, ids_t, Bsz)
+        loss = cross_entropy(ctx, logits, tgt_t)
+        if scale != 1.0:  # gradient accumulation: the CE rule seeds with `scale`
+            rule = tape.records[-1]
+            tape.records[-1] = lambda b, t: rule(b, t, scale)
+        tape.backward(batch)
+        logits.release()
+        for t in (ids_t, tgt_t):
+            t.release()
+        return loss
+
+    async def train_step(self, micro_batches, Bsz, T, lr=None):
+        """One optimizer step over `micro_batches` = [(ids, labels), ...] (flat lists [Bsz*T]).
+
+        Returns {"loss", "grad_norm", "lr", "skipped"}; a non-finite gradient skips the update
+        (the gate inside the AdamW kernels) and is counted."""
+        lr = lr if lr is not None else lr_at(self.step_count, self.base_lr, self.warmup,
+                                             self.total_steps or 1 << 30)
+        batch = self.device.batch()
+        self._zero_grads(batch)
+        n = len(micro_batches)
+        losses = [self.accumulate(batch, ids, labels, Bsz, T, 1.0 / n) for ids, labels in micro_batches]
+        self.opt.step(batch, self.grads, lr=lr)
+        batch.submit()
+        total = 0.0
+        for loss in losses:
+            mean, _count = struct.unpack("<2f", await loss.to_bytes())
+            total += mean / n
+            loss.release()
+        norm, _scale, finite = await self.opt.read_gate()
+        self.step_count += 1
+        if not finite or total != total:
+            self.skipped += 1
+        return {"step": self.step_count, "loss": total, "grad_norm": norm, "lr": lr,
+                "skipped": not finite, "skipped_total": self.skipped}
+
+    async def gradients(self, ids, labels, Bsz, T):
+        """Loss and gradients at the current weights (no update): ({piece: bytes}, loss)."""
+        batch = self.device.batch()
+        self._zero_grads(batch)
+        loss = self.accumulate(batch, ids, labels, Bsz, T)
+        batch.submit()
+        mean, _ = struct.unpack("<2f", await loss.to_bytes())
+        loss.release()
+        return {n: await g.to_bytes() for n, g in self.grads.items()}, mean
+
+    def release(self):
+        self.opt.release()
+        for g in self.grads.values():
+            g.release()
