@@ -106,6 +106,22 @@ class Device:
         for k in dead:
             del self._bind_groups[k]
 
+    def private_pool(self):
+        """Context manager: tensors made inside draw from a fresh pool that never returns
+        buffers to the shared one, so a Recording made inside keeps its buffers to itself."""
+        device = self
+
+        class _Private:
+            def __enter__(self_inner):
+                self_inner.saved = device.pool
+                self_inner.pool = BufferPool(device.pool._create)
+                device.pool = self_inner.pool
+                return self_inner.pool
+
+            def __exit__(self_inner, *exc):
+                device.pool = self_inner.saved
+        return _Private()
+
     # -- batches -------------------------------------------------------------------------
     def batch(self):
         from py_engine.gpu.batch import Batch

@@ -7,14 +7,16 @@ STRUCT = {"f32": "f", "i32": "i", "u32": "I"}
 
 
 class Tensor:
-    __slots__ = ("device", "shape", "dtype", "buffer", "offset", "pooled")
+    __slots__ = ("device", "shape", "dtype", "buffer", "offset", "pooled", "pool")
 
     def __init__(self, device, shape, dtype="f32", buffer=None, offset=0):
         self.device = device
         self.shape = tuple(int(s) for s in shape)
         self.dtype = dtype
         self.pooled = buffer is None
-        self.buffer = device.pool.acquire(self.nbytes) if buffer is None else buffer
+        # Remember which pool: a recorded graph draws from a private pool (Device.private_pool)
+        self.pool = device.pool if buffer is None else None
+        self.buffer = self.pool.acquire(self.nbytes) if buffer is None else buffer
         self.offset = offset
 
     @property
@@ -51,7 +53,7 @@ class Tensor:
     def release(self):
         """Give the buffer back to the pool (pooled tensors only)."""
         if self.pooled and self.buffer is not None:
-            self.device.pool.release(self.buffer)
+            self.pool.release(self.buffer)
         self.buffer = None
 
     def __repr__(self):

@@ -90,8 +90,10 @@ class MambaModel:
         self.weights = {}
 
     # -- the two paths -------------------------------------------------------------------
-    def forward(self, ctx, ids, Bsz=1, state=None):
-        """ids: u32 Tensor [Bsz*T]. Returns logits [Bsz*T, V] (recorded into ctx.batch).
+    def forward(self, ctx, ids, Bsz=1, state=None, last_only=False):
+        """ids: u32 Tensor [Bsz*T]. Returns logits [Bsz*T, V] (recorded into ctx.batch), or
+        with last_only (prefill for generation) only each sequence's last row [Bsz, V],
+        skipping the LM head on every other position.
 
         ctx: py_engine.train.functional.Ctx (with a tape when training). With `state`
         (inference), the sequences continue from it and leave their final state there."""
@@ -108,6 +110,8 @@ class MambaModel:
             if new is not residual:
                 ctx.done(residual)
             residual = new
+        if last_only and T > 1:
+            residual = self._last_rows(ctx, residual, Bsz, T)
         h = F.rmsnorm(ctx, residual, self.norm_f, cfg.layer_norm_epsilon)
         ctx.done(residual)
         logits = F.linear(ctx, h, self.lm_head)                          # [Bsz*T, V]
@@ -115,6 +119,17 @@ class MambaModel:
         if state is not None:
             state.tokens_seen += T
         return logits
+
+    def _last_rows(self, ctx, x, Bsz, T):
+        """Copy row T-1 of each sequence of x [Bsz*T, D] into a new [Bsz, D] tensor (buffer
+        copies need 4-byte alignment only; a binding offset would need 256)."""
+        D = x.shape[-1]
+        out = Tensor(ctx.device, (Bsz, D))
+        for b in range(Bsz):
+            ctx.batch.copy(x.buffer, x.offset + ((b + 1) * T - 1) * D * 4, out.buffer,
+                           out.offset + b * D * 4, D * 4)
+        ctx.done(x)
+        return out
 
     def step(self, batch, token, state):
         """token: u32 Tensor [Bsz] (e.g. the last sampled ids). Returns logits [Bsz, V]."""

@@ -170,7 +170,7 @@ def cross_entropy(ctx, logits, targets):
 def _reshape(t, shape):
     from py_engine.gpu.tensor import Tensor
     v = Tensor.__new__(Tensor)
-    v.device, v.shape, v.dtype, v.buffer, v.offset, v.pooled = t.device, tuple(shape), t.dtype, t.buffer, t.offset, False
+    v.device, v.shape, v.dtype, v.buffer, v.offset, v.pooled, v.pool = t.device, tuple(shape), t.dtype, t.buffer, t.offset, False, None
     return v
 
 

@@ -1,0 +1,98 @@
+"""Next-token sampling on the GPU (shaders/sampling.wgsl): logits in, token ids (u32) out.
+
+Shapes:
+    logits   [V] or [rows, V] f32 (a Tensor, or a Cols view such as the last position's row)
+    ctl      [1 + rows] u32: ctl[0] = step (the RNG counter), ctl[1 + r] = history length of row r.
+             The caller updates it with `set_control` (one writeBuffer) between steps, so a
+             recorded decode graph replays without re-encoding.
+    history  [rows, H] or [H] u32 token ids (the first ctl[1 + r] of row r are used)
+    out      [rows] u32 chosen ids
+
+Semantics are HuggingFace generate's: repetition penalty (l < 0 ? l * pen : l / pen, once per
+distinct token of the history), then greedy argmax (lowest index on ties), or temperature ->
+top-k (ties at the threshold kept) -> top-p (HF TopPLogitsWarper: keep the smallest set of the
+largest probabilities whose mass reaches p; the top token is always kept) -> a draw from the
+renormalised softmax. The draw is Gumbel-max with a counter-based hash of (seed, step, row, v):
+the same seed and step give the same ids on any run.
+
+Dispatches per call: 1 (+1 and a buffer copy with a repetition penalty). V up to the binding
+limit works (one 128-thread workgroup per row loops over V; top-k/top-p are radix selections,
+not sorts: at most 15 passes over V).
+"""
+import struct
+
+from py_engine.gpu.tensor import Tensor
+from py_engine.ops._common import params
+from py_engine.ops.conv1d import Cols, rw_dummy, view
+
+GREEDY, PENALISED, TOP_K, TOP_P = 1, 2, 4, 8
+
+
+def make_control(device, rows=1, step=0, counts=None):
+    """A ctl buffer [step, count_0, ..., count_{rows-1}] (u32)."""
+    counts = list(counts) if counts is not None else [0] * rows
+    if len(counts) != rows:
+        raise ValueError(f"{len(counts)} history counts for {rows} rows")
+    return Tensor.from_list(device, (1 + rows,), [int(step)] + [int(c) for c in counts], "u32")
+
+
+def set_control(device, ctl, step, counts=None):
+    """Write the step counter (and, if given, the history lengths) into ctl."""
+    vals = [int(step)] + ([int(c) for c in counts] if counts is not None else [])
+    device.write(ctl.buffer, struct.pack(f"<{len(vals)}I", *vals), ctl.offset)
+
+
+def sample(batch, logits, ctl=None, *, temperature=1.0, top_k=0, top_p=1.0,
+           repetition_penalty=1.0, history=None, seed=0, greedy=False, out=None, scratch=None):
+    """-> out [rows] u32 token ids (see the module doc). greedy (or temperature <= 0): argmax.
+
+    ctl: control buffer from `make_control` (None: a new one with step 0 and empty histories).
+    scratch: [rows, V] f32 for the penalised copy (default: pooled, released after recording).
+    """
+    dev = batch.device
+    V = logits.shape[-1]
+    rows = 1 if len(logits.shape) == 1 else logits.shape[0]
+    if len(logits.shape) > 2:
+        raise ValueError(f"logits must be [V] or [rows, V], got {list(logits.shape)}")
+    if out is None:
+        out = Tensor(dev, (rows,), "u32")
+    elif out.numel < rows:
+        raise ValueError(f"out holds {out.numel} ids, need {rows}")
+    if ctl is None:
+        ctl = make_control(dev, rows)
+    greedy = greedy or temperature <= 0
+    penalised = repetition_penalty != 1.0 and history is not None
+    flags = (GREEDY if greedy else 0) | (PENALISED if penalised else 0)
+    if not greedy and 0 < top_k < V:
+        flags |= TOP_K
+    if not greedy and top_p < 1.0:
+        flags |= TOP_P
+    lb, loff, lstr = view(logits)
+    if len(logits.shape) == 1:
+        lstr = V
+    H = history.shape[-1] if history is not None else 0
+    u = dev.uniform(params(V, rows, flags, int(top_k), float(top_p),
+                           float(temperature if temperature > 0 else 1.0),
+                           float(repetition_penalty), int(seed) & 0xFFFFFFFF, H, loff, lstr, 0))
+    own = None
+    if penalised:
+        if scratch is None:
+            own = scratch = Tensor(dev, (rows, V))
+        src = logits.tensor if isinstance(logits, Cols) else logits
+        if loff == 0 and lstr == V:
+            batch.copy(src.buffer, src.offset, scratch.buffer, scratch.offset, rows * V * 4)
+        else:
+            for r in range(rows):
+                batch.copy(src.buffer, src.offset + (loff + r * lstr) * 4, scratch.buffer,
+                           scratch.offset + r * V * 4, V * 4)
+        batch.run("sampling", "sampling_penalty",
+                  [u, lb, ctl.binding, history.binding, scratch.binding], -(-H // 64), rows)
+    batch.run("sampling", "sampling_sample",
+              [u, lb, ctl.binding, None, scratch.binding if penalised else rw_dummy(dev),
+               out.binding], rows)
+    if own is not None:
+        own.release()
+    return out
+
+
+__all__ = ["sample", "make_control", "set_control"]

@@ -1,0 +1,255 @@
+// Next-token sampling on the GPU: logits [rows, V] -> one u32 token id per row.
+//
+// HuggingFace semantics (generate's logits processors, in their order):
+//   repetition penalty : for every token in the row's history, l = l < 0 ? l * pen : l / pen
+//                        (applied once per token however often it occurs)
+//   greedy             : argmax of the penalised logits, lowest index on ties (torch.argmax)
+//   temperature        : x = l / temperature
+//   top-k              : keep x >= the k-th largest x (ties at the threshold kept, as HF)
+//   top-p (nucleus)    : over the top-k survivors' softmax, keep token v iff the probability
+//                        mass of tokens *strictly above* x_v is < p (HF TopPLogitsWarper: sort
+//                        ascending, drop cumulative <= 1 - p); the top token is always kept
+//   sample             : Gumbel-max, argmax over kept v of x_v + G_v, G_v = -log(-log(U_v)),
+//                        which draws v with probability softmax(x) renormalised over the kept
+//                        set. U_v is a counter-based hash of (seed, step, row, v): the same
+//                        (seed, step) gives the same ids, with no RNG state to carry.
+// The step counter and the history lengths live in a small u32 storage buffer `ctl`
+// ([step, count_0, count_1, ...]) the caller updates with writeBuffer, so a recorded decode
+// graph replays unchanged.
+//
+// Thresholds are found without sorting, by radix selection over order-preserving u32 keys of
+// x (key(a) < key(b) iff a < b):
+//   top-k: 4 passes of 8-bit digits, counts in 256 workgroup atomic<u32> bins (integer, so
+//          order-independent); the exact k-th largest key.
+//   top-p: 8 passes of 4-bit digits, softmax mass per bin from per-thread private histograms
+//          summed in a fixed order (no float atomics: deterministic); finds the largest key
+//          kappa with mass(key >= kappa) >= p * Z.
+// Entry points:
+//   sampling_penalty  one thread per (row, history slot): scratch[tok] = penalised logits[tok]
+//                     (scratch holds a copy of the logits, made by a buffer copy before it)
+//   sampling_sample   one 128-thread workgroup per row; passes over V: 1 (greedy) or
+//                     1 (max) + 4 (top-k) + 1 (Z) + 8 (top-p) + 1 (draw) at most.
+
+const WG = 128u;
+const GREEDY = 1u;
+const PENALISED = 2u;   // read the penalised scratch copy instead of the logits
+const TOP_K = 4u;
+const TOP_P = 8u;
+
+struct Params {
+  V: u32, rows: u32, flags: u32, top_k: u32,
+  top_p: f32, temperature: f32, penalty: f32, seed: u32,
+  hist_cap: u32, l_off: u32, l_str: u32, _p0: u32,
+};
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> logits: array<f32>;
+@group(0) @binding(2) var<storage, read> ctl: array<u32>;        // [step, count_0, count_1, ...]
+@group(0) @binding(3) var<storage, read> hist: array<u32>;       // [rows, hist_cap]
+@group(0) @binding(4) var<storage, read_write> scratch: array<f32>;  // [rows, V]
+@group(0) @binding(5) var<storage, read_write> out: array<u32>;  // [rows]
+
+var<workgroup> bins: array<atomic<u32>, 256>;
+var<workgroup> part: array<f32, 2048>;      // 16 bins x WG threads (top-p), or WG values
+var<workgroup> part_i: array<u32, WG>;
+var<workgroup> sel: array<u32, 2>;          // chosen digit, remaining count
+var<workgroup> self_f: array<f32, 2>;       // above mass / Z
+
+fn has(f: u32) -> bool { return (p.flags & f) != 0u; }
+
+// ------------------------------------------------------------------------------------------
+
+@compute @workgroup_size(64)
+fn sampling_penalty(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let j = gid.x;
+  let row = gid.y;
+  if (row >= p.rows || j >= p.hist_cap || j >= ctl[1u + row]) { return; }
+  let tok = hist[row * p.hist_cap + j];
+  if (tok >= p.V) { return; }
+  let l = logits[p.l_off + row * p.l_str + tok];
+  scratch[row * p.V + tok] = select(l / p.penalty, l * p.penalty, l < 0.0);
+}
+
+// ------------------------------------------------------------------------------------------
+
+fn logit(row: u32, v: u32) -> f32 {
+  if (has(PENALISED)) { return scratch[row * p.V + v]; }
+  return logits[p.l_off + row * p.l_str + v];
+}
+
+fn key_of(x: f32) -> u32 {
+  let b = bitcast<u32>(x);
+  return select(b ^ 0x80000000u, ~b, (b & 0x80000000u) != 0u);
+}
+
+// PCG hash (Jarzynski & Olano, "Hash Functions for GPU Rendering", 2020).
+fn pcg(v: u32) -> u32 {
+  let state = v * 747796405u + 2891336453u;
+  let word = ((state >> ((state >> 28u) + 4u)) ^ state) * 277803737u;
+  return (word >> 22u) ^ word;
+}
+
+// Argmax over WG (value, index) pairs in `part` / `part_i`, lowest index on ties. Thread 0.
+fn argmax_shared() -> u32 {
+  var best = part[0];
+  var bi = part_i[0];
+  for (var k = 1u; k < WG; k++) {
+    let v = part[k];
+    let i = part_i[k];
+    if (i != 0xFFFFFFFFu && (bi == 0xFFFFFFFFu || v > best || (v == best && i < bi))) {
+      best = v;
+      bi = i;
+    }
+  }
+  return bi;
+}
+
+@compute @workgroup_size(128)
+fn sampling_sample(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let row = wid.x;            // one workgroup per row: uniform
+  let V = p.V;
+
+  // -- greedy: argmax of the (penalised) logits ------------------------------------------
+  if (has(GREEDY)) {
+    var best = 0.0;
+    var bi = 0xFFFFFFFFu;
+    for (var v = lid; v < V; v += WG) {
+      let x = logit(row, v);
+      if (x == x && (bi == 0xFFFFFFFFu || x > best)) { best = x; bi = v; }
+    }
+    part[lid] = best;
+    part_i[lid] = bi;
+    workgroupBarrier();
+    if (lid == 0u) { out[row] = argmax_shared(); }
+    return;
+  }
+
+  // -- max of x ----------------------------------------------------------------------------
+  var m = -3.4e38;
+  for (var v = lid; v < V; v += WG) {
+    let x = logit(row, v) / p.temperature;
+    if (x == x) { m = max(m, x); }
+  }
+  part[lid] = m;
+  workgroupBarrier();
+  if (lid == 0u) {
+    var mm = part[0];
+    for (var k = 1u; k < WG; k++) { mm = max(mm, part[k]); }
+    self_f[0] = mm;
+  }
+  workgroupBarrier();
+  m = self_f[0];
+  workgroupBarrier();
+
+  // -- top-k threshold: the k-th largest key -----------------------------------------------
+  var tau = 0u;
+  if (has(TOP_K)) {
+    var prefix = 0u;
+    var mask = 0u;
+    var remaining = p.top_k;
+    for (var ps = 0u; ps < 4u; ps++) {
+      let shift = 24u - 8u * ps;
+      for (var k = lid; k < 256u; k += WG) { atomicStore(&bins[k], 0u); }
+      workgroupBarrier();
+      for (var v = lid; v < V; v += WG) {
+        let x = logit(row, v) / p.temperature;
+        let key = key_of(x);
+        if (x == x && (key & mask) == prefix) { atomicAdd(&bins[(key >> shift) & 255u], 1u); }
+      }
+      workgroupBarrier();
+      if (lid == 0u) {
+        var rem = remaining;
+        var d = 0u;
+        for (var k = 256u; k > 0u; k--) {
+          let c = atomicLoad(&bins[k - 1u]);
+          if (c >= rem) { d = k - 1u; break; }
+          rem -= c;
+        }
+        sel[0] = d;
+        sel[1] = rem;
+      }
+      workgroupBarrier();
+      prefix |= sel[0] << shift;
+      remaining = sel[1];
+      mask |= 255u << shift;
+      workgroupBarrier();
+    }
+    tau = prefix;
+  }
+
+  // -- top-p threshold ---------------------------------------------------------------------
+  if (has(TOP_P)) {
+    var z = 0.0;
+    for (var v = lid; v < V; v += WG) {
+      let x = logit(row, v) / p.temperature;
+      if (x == x && key_of(x) >= tau) { z += exp(x - m); }
+    }
+    part[lid] = z;
+    workgroupBarrier();
+    if (lid == 0u) {
+      var s = 0.0;
+      for (var k = 0u; k < WG; k++) { s += part[k]; }
+      self_f[1] = s * p.top_p;    // goal mass
+      self_f[0] = 0.0;            // mass above the current key range
+    }
+    workgroupBarrier();
+    let goal = self_f[1];
+    var prefix = 0u;
+    var mask = 0u;
+    for (var ps = 0u; ps < 8u; ps++) {
+      let shift = 28u - 4u * ps;
+      var h: array<f32, 16>;
+      for (var d = 0u; d < 16u; d++) { h[d] = 0.0; }
+      for (var v = lid; v < V; v += WG) {
+        let x = logit(row, v) / p.temperature;
+        let key = key_of(x);
+        if (x == x && key >= tau && (key & mask) == prefix) {
+          h[(key >> shift) & 15u] += exp(x - m);
+        }
+      }
+      for (var d = 0u; d < 16u; d++) { part[d * WG + lid] = h[d]; }
+      workgroupBarrier();
+      if (lid < 16u) {
+        var s = 0.0;
+        for (var k = 0u; k < WG; k++) { s += part[lid * WG + k]; }
+        part[lid * WG] = s;
+      }
+      workgroupBarrier();
+      if (lid == 0u) {
+        var above = self_f[0];
+        var d = 0u;
+        for (var k = 16u; k > 0u; k--) {
+          let s = part[(k - 1u) * WG];
+          if (above + s >= goal && s > 0.0) { d = k - 1u; break; }
+          above += s;
+        }
+        sel[0] = d;
+        self_f[0] = above;
+      }
+      workgroupBarrier();
+      prefix |= sel[0] << shift;
+      mask |= 15u << shift;
+      workgroupBarrier();
+    }
+    tau = max(tau, prefix);
+  }
+
+  // -- draw: Gumbel-max over the kept tokens -----------------------------------------------
+  let k1 = pcg(p.seed ^ pcg(ctl[0] ^ pcg(row + 0x9E3779B9u)));
+  let k2 = pcg(k1 + 0x632BE5ABu);
+  var best = 0.0;
+  var bi = 0xFFFFFFFFu;
+  for (var v = lid; v < V; v += WG) {
+    let x = logit(row, v) / p.temperature;
+    if (x == x && key_of(x) >= tau) {
+      let hsh = pcg(pcg(v + k1) ^ k2);
+      let u = (f32(hsh >> 8u) + 0.5) * (1.0 / 16777216.0);
+      let s = (x - m) - log(-log(u));
+      if (bi == 0xFFFFFFFFu || s > best) { best = s; bi = v; }
+    }
+  }
+  part[lid] = best;
+  part_i[lid] = bi;
+  workgroupBarrier();
+  if (lid == 0u) { out[row] = argmax_shared(); }
+}
