@@ -22,9 +22,11 @@ export class Engine {
     this.pending = new Map();
     this.nextId = 1;
     this.onstatus = null;
+    this.handlers = new Map();   // event name -> [fn]
     this.worker.onmessage = (ev) => {
       const m = ev.data;
       if (m.event === "status") { if (this.onstatus) this.onstatus(m); return; }
+      if (m.event) { for (const fn of this.handlers.get(m.event) || []) fn(m); return; }
       const p = this.pending.get(m.id);
       if (!p) return;
       this.pending.delete(m.id);
@@ -45,4 +47,9 @@ export class Engine {
   }
   boot() { return this.booted || (this.booted = this.call({ op: "boot" })); }
   run(code, args) { return this.call({ op: "run", code, args: args || {} }); }
+  cancel() { return this.call({ op: "cancel" }); }
+  on(name, fn) {
+    if (!this.handlers.has(name)) this.handlers.set(name, []);
+    this.handlers.get(name).push(fn);
+  }
 }

@@ -1,3 +1,156 @@
+// The generate page: choose a model, stream a continuation, save/restore the conversation.
+// All engine work happens in the Worker (py_engine/app/generate_session.py).
 import { bootShell } from "/static/js/shell.js";
 
-bootShell().catch(() => {});
+const $ = (id) => document.getElementById(id);
+const S = "from py_engine.app import generate_session as s\n";
+let engine = null;
+let loaded = null;
+
+function setBusy(busy) {
+  $("generate-btn").disabled = busy || !loaded;
+  $("stop-btn").disabled = !busy;
+  $("load-btn").disabled = busy;
+  $("save-state-btn").disabled = busy || !loaded;
+  $("restore-state-btn").disabled = busy || !loaded;
+}
+
+async function listModels() {
+  const models = await (await fetch("/api/models")).json();
+  const sel = $("model-select");
+  sel.innerHTML = "";
+  for (const m of models) {
+    const opt = document.createElement("option");
+    opt.value = m.name;
+    const size = m.param_count ? ` · ${(m.param_count / 1e6).toFixed(2)}M params` : "";
+    opt.textContent = `${m.name} (${m.model_type || m.format}${size}${m.supported === false ? " · unsupported" : ""})`;
+    opt.disabled = m.supported === false;
+    opt.dataset.files = JSON.stringify(m.files || []);
+    sel.append(opt);
+  }
+  const def = models.find((m) => m.name === "default");
+  if (def) sel.value = "default";
+  return models;
+}
+
+async function loadModel() {
+  const sel = $("model-select");
+  const name = sel.value;
+  if (!name) return;
+  $("model-error").textContent = "";
+  $("load-progress").hidden = false;
+  setBusy(true);
+  try {
+    const url = new URL(`/weights/${encodeURIComponent(name)}/`, location.href).href;
+    const files = JSON.parse(sel.selectedOptions[0].dataset.files);
+    loaded = await engine.run(S + "result = await s.load(args['url'], args['name'], args['files'])",
+                              { url, name, files });
+    $("model-info").textContent = `${loaded.name}: ${loaded.model_type}, ${loaded.layers} layers × d_model ` +
+      `${loaded.d_model}, vocab ${loaded.vocab_size}, ${(loaded.params / 1e6).toFixed(2)}M params, ` +
+      `tokenizer ${loaded.tokenizer || "none (token ids only)"}, loaded in ${loaded.load_s}s`;
+    document.body.dataset.model = name;
+  } catch (err) {
+    loaded = null;
+    $("model-error").textContent = `Could not load ${name}: ${err.message}`;
+  } finally {
+    $("load-progress").hidden = true;
+    setBusy(false);
+  }
+}
+
+async function generate() {
+  $("gen-error").textContent = "";
+  const keep = $("keep-state").checked;
+  if (!keep) $("output").textContent = "";
+  const prefix = $("output").textContent;
+  const sampling = {
+    greedy: $("greedy").checked, temperature: +$("temperature").value, top_k: +$("top-k").value,
+    top_p: +$("top-p").value, repetition_penalty: +$("rep-penalty").value, seed: +$("seed").value,
+  };
+  setBusy(true);
+  document.body.dataset.generating = "1";
+  try {
+    const r = await engine.run(S + "result = await s.generate(prompt=args['prompt'], " +
+      "max_new_tokens=args['n'], sampling=args['sampling'], keep_state=args['keep'])",
+      { prompt: $("prompt").value, n: +$("max-new").value, sampling, keep });
+    if (r.text !== null) $("output").textContent = prefix + r.text;
+    $("gen-stats").textContent = `${r.ids.length} tokens · ${r.tokens_per_s.toFixed(1)} tok/s · ` +
+      `first token ${(1000 * r.time_to_first_token_s).toFixed(0)} ms · ` +
+      `${r.dispatches_per_token ?? "-"} dispatches/token${r.cancelled ? " · stopped" : ""}`;
+  } catch (err) {
+    $("gen-error").textContent = err.message;
+  } finally {
+    delete document.body.dataset.generating;
+    document.body.dataset.generations = String(+(document.body.dataset.generations || 0) + 1);
+    setBusy(false);
+  }
+}
+
+// Conversation state persists in IndexedDB, per model.
+function idb() {
+  return new Promise((resolve, reject) => {
+    const req = indexedDB.open("mambaweb", 1);
+    req.onupgradeneeded = () => req.result.createObjectStore("states");
+    req.onsuccess = () => resolve(req.result);
+    req.onerror = () => reject(req.error);
+  });
+}
+async function idbPut(key, value) {
+  const db = await idb();
+  return new Promise((res, rej) => {
+    const tx = db.transaction("states", "readwrite");
+    tx.objectStore("states").put(value, key);
+    tx.oncomplete = res; tx.onerror = () => rej(tx.error);
+  });
+}
+async function idbGet(key) {
+  const db = await idb();
+  return new Promise((res, rej) => {
+    const req = db.transaction("states").objectStore("states").get(key);
+    req.onsuccess = () => res(req.result); req.onerror = () => rej(req.error);
+  });
+}
+
+async function saveState() {
+  try {
+    const r = await engine.run(S + "result = await s.save_state()");
+    await idbPut(`state:${loaded.name}`, { state: r.state, text: $("output").textContent });
+    $("gen-stats").textContent = "state saved in this browser";
+  } catch (err) { $("gen-error").textContent = err.message; }
+}
+
+async function restoreState() {
+  try {
+    const saved = await idbGet(`state:${loaded.name}`);
+    if (!saved) { $("gen-error").textContent = "No saved state for this model in this browser yet."; return; }
+    await engine.run(S + "result = s.restore_state(args['state'])", { state: saved.state });
+    $("output").textContent = saved.text;
+    $("keep-state").checked = true;
+    $("gen-stats").textContent = "state restored: the next generation continues from it";
+  } catch (err) { $("gen-error").textContent = err.message; }
+}
+
+async function main() {
+  engine = await bootShell();
+  engine.on("load_progress", (m) => {
+    $("load-progress").max = m.total_bytes; $("load-progress").value = m.bytes;
+    $("model-info").textContent = `loading… ${(m.bytes / 1e6).toFixed(1)} / ${(m.total_bytes / 1e6).toFixed(1)} MB, ` +
+      `${m.tensors}/${m.total_tensors} tensors, ${m.mb_per_s.toFixed(1)} MB/s`;
+  });
+  let prefix = "";
+  engine.on("token", (m) => {
+    if (m.n === 1) prefix = $("keep-state").checked ? $("output").textContent : "";
+    if (m.text !== null) $("output").textContent = prefix + m.text;
+    $("gen-stats").textContent = `${m.n} tokens · ${m.tokens_per_s.toFixed(1)} tok/s`;
+  });
+  if (engine.info.gpu_error) return;
+  $("load-btn").onclick = loadModel;
+  $("generate-btn").onclick = generate;
+  $("stop-btn").onclick = () => engine.cancel();
+  $("save-state-btn").onclick = saveState;
+  $("restore-state-btn").onclick = restoreState;
+  await listModels();
+  await loadModel();   // the embedded default model works with no setup
+}
+
+main().catch((err) => { const e = $("gen-error"); if (e) e.textContent = err.message; });

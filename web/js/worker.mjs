@@ -78,8 +78,129 @@ function watchDevice(device) {
 }
 function takeGpuErrors() { return gpuErrors.splice(0, gpuErrors.length); }
 
+// Engine -> page events (py_engine/app/events.py): data arrives as a JSON string.
+self.mwEmit = (name, json) => post({ event: name, ...JSON.parse(json) });
+
 self.mwGpu = { encodeAndSubmit, readBuffer, fetchRangeToBuffers, watchDevice, takeGpuErrors,
                status };
+
+// ---- training helpers (py_engine.train.checkpoint / session) ---------------------------
+// Files the page hands to the engine (corpus files, a tokenizer.json, a saved state) and
+// files the engine hands back (downloads) travel as Blobs through `put` / `take` messages,
+// never through Python: Python sees them as JS objects and reads only what it needs.
+const store = new Map();
+
+// CRC-32 (IEEE), for the MBJS trailer of files assembled here.
+let crcTable = null;
+function crc32(bytes, crc) {
+  if (crcTable === null) {
+    crcTable = new Uint32Array(256);
+    for (let n = 0; n < 256; n++) {
+      let c = n;
+      for (let k = 0; k < 8; k++) c = c & 1 ? 0xEDB88320 ^ (c >>> 1) : c >>> 1;
+      crcTable[n] = c >>> 0;
+    }
+  }
+  let c = (crc ^ 0xFFFFFFFF) >>> 0;
+  for (let i = 0; i < bytes.length; i++) c = crcTable[(c ^ bytes[i]) & 0xFF] ^ (c >>> 8);
+  return (c ^ 0xFFFFFFFF) >>> 0;
+}
+
+// Assemble a file from `parts`: [0, Uint8Array] bytes made in Python, or
+// [1, gpuBuffer, offset, size] a GPU range read through a staging buffer. The bytes go
+// straight into a Blob, or into an OPFS file (`opts.opfs` = "dir/name"; written through a
+// swap file, so a crash mid-write leaves the previous file intact). `opts.crc`: append the
+// MBJS trailer ("EVCR" + CRC-32 of everything before it). Returns {blob?, size, crc}.
+async function writeParts(device, parts, opts) {
+  opts = opts || {};
+  const list = [];
+  for (const p of parts) list.push(p[0] === 0 ? [0, new Uint8Array(p[1]).slice()] : p);
+  let writable = null;
+  if (opts.opfs) writable = await (await opfsHandle(opts.opfs, true)).createWritable();
+  const chunks = [];
+  let size = 0, crc = 0;
+  const emitChunk = async (u8) => {
+    if (opts.crc) crc = crc32(u8, crc);
+    size += u8.byteLength;
+    if (writable) await writable.write(u8); else chunks.push(u8);
+  };
+  const CHUNK = 8 << 20;
+  let staging = null;
+  try {
+    for (const p of list) {
+      if (p[0] === 0) { await emitChunk(p[1]); continue; }
+      const [, buffer, offset, total] = p;
+      for (let done = 0; done < total; done += CHUNK) {
+        const n = Math.min(CHUNK, total - done);
+        const padded = (n + 3) & ~3;
+        if (staging === null || staging.size < padded) {
+          if (staging) staging.destroy();
+          staging = device.createBuffer({ size: (Math.max(padded, Math.min(CHUNK, total)) + 3) & ~3,
+                                          usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+        }
+        const enc = device.createCommandEncoder();
+        enc.copyBufferToBuffer(buffer, offset + done, staging, 0, padded);
+        device.queue.submit([enc.finish()]);
+        await staging.mapAsync(GPUMapMode.READ, 0, padded);
+        const copy = new Uint8Array(staging.getMappedRange(0, padded).slice(0, n));
+        staging.unmap();
+        await emitChunk(copy);
+      }
+    }
+    if (opts.crc) {
+      const t = new Uint8Array(8);
+      const dv = new DataView(t.buffer);
+      dv.setUint32(0, 0x52435645, true);
+      dv.setUint32(4, crc, true);
+      size += 8;
+      if (writable) await writable.write(t); else chunks.push(t);
+    }
+    if (writable) { await writable.close(); writable = null; }
+  } finally {
+    if (staging) staging.destroy();
+    if (writable) await writable.abort().catch(() => {});
+  }
+  return { blob: opts.opfs ? null : new Blob(chunks, { type: opts.type || "application/octet-stream" }),
+           size, crc };
+}
+
+// Origin-private file system: "dir/name" paths under navigator.storage.getDirectory().
+async function opfsHandle(path, create) {
+  if (!(self.navigator && navigator.storage && navigator.storage.getDirectory)) {
+    throw new Error("this browser offers no origin-private file system (OPFS)");
+  }
+  let dir = await navigator.storage.getDirectory();
+  const names = path.split("/");
+  for (const d of names.slice(0, -1)) dir = await dir.getDirectoryHandle(d, { create });
+  return dir.getFileHandle(names[names.length - 1], { create });
+}
+async function opfsFile(path) {
+  try { return await (await opfsHandle(path, false)).getFile(); } catch (e) {
+    if (e && (e.name === "NotFoundError" || e.name === "TypeMismatchError")) return null;
+    throw e;
+  }
+}
+async function opfsWrite(path, data) {
+  const w = await (await opfsHandle(path, true)).createWritable();
+  try { await w.write(data instanceof Blob ? data : new Uint8Array(data).slice()); await w.close(); }
+  catch (e) { await w.abort().catch(() => {}); throw e; }
+}
+async function opfsRemove(path) {
+  let dir = await navigator.storage.getDirectory();
+  const names = path.split("/");
+  try {
+    for (const d of names.slice(0, -1)) dir = await dir.getDirectoryHandle(d);
+    await dir.removeEntry(names[names.length - 1], { recursive: true });
+  } catch (e) { if (!e || e.name !== "NotFoundError") throw e; }
+}
+async function blobBytes(blob, start, end) {
+  return new Uint8Array(await blob.slice(start, end).arrayBuffer());
+}
+
+// Progress events from a training session: posted to the page as {event: "train", json}.
+const emit = (json) => post({ event: "train", json });
+
+self.mwTrain = { store, writeParts, opfsFile, opfsWrite, opfsRemove, blobBytes, emit, crc32 };
 
 // ---- boot -----------------------------------------------------------------------------
 async function boot() {
@@ -110,6 +231,20 @@ self.onmessage = async (ev) => {
       const rpc = pyodide.pyimport("py_engine.rpc");
       const out = await rpc.run_snippet(ev.data.code, JSON.stringify(ev.data.args || {}));
       post({ id, ok: true, result: JSON.parse(out) });
+    } else if (self.mwOps && Object.hasOwn(self.mwOps, op)) {
+      // Extra ops registered by feature sections below (e.g. the convert page's file registry).
+      post({ id, ok: true, result: await self.mwOps[op](ev.data) });
+    } else if (op === "put") {         // a Blob/File (or list of them) for Python to read
+      store.set(ev.data.key, ev.data.value);
+      post({ id, ok: true, result: null });
+    } else if (op === "take") {        // a Blob Python left for the page (a download)
+      const value = store.has(ev.data.key) ? store.get(ev.data.key) : null;
+      store.delete(ev.data.key);
+      post({ id, ok: true, result: value });
+    } else if (op === "cancel") {
+      // Runs while a generation is suspended on a GPU await: Python sees the flag next token.
+      pyodide.pyimport("py_engine.app.generate_session").request_cancel();
+      post({ id, ok: true, result: null });
     } else {
       throw new Error(`unknown op ${op}`);
     }
@@ -117,3 +252,339 @@ self.onmessage = async (ev) => {
     post({ id, ok: false, error: String(err && err.message ? err.message : err) });
   }
 };
+
+// =======================================================================================
+// ---- convert page (web/js/convert_page.js + py_engine/io/convert_plan.py) -------------
+// Dropped Files live in a registry here; Python refers to them by id. Python reads only
+// small header slices (readSlice) and asks for two reductions over big ranges (crc32Range,
+// maxAbsRanges); the plan it returns is executed here by convertExecute, one tensor (or
+// 16 MiB chunk) at a time, into output Blobs: plain copies stay lazy slices of the dropped
+// File, converted chunks are handed to the browser's blob store as they are made, so the
+// input is never held twice. Dtype rounding happens here, on typed arrays, bit-identical
+// to tools/convert_host.py (and torch 2.13 CPU): round to nearest even; NaN -> 0xFFFF for
+// bf16, sign | 0x7E00 | top payload bits for f16. Little-endian, as every WebGPU platform.
+const cvFiles = new Map();
+let cvNextId = 1;
+let cvCancelled = false;
+const CV_CHUNK = 16 << 20;                       // bytes of input per step (multiple of 4)
+const CV_WIDTH = { F32: 4, F16: 2, BF16: 2 };
+
+function cvFile(id) {
+  const f = cvFiles.get(id);
+  if (!f) throw new Error(`convert: no dropped file ${id} (drop the files again)`);
+  return f;
+}
+
+async function cvRead(id, start, end) {
+  const f = cvFile(id);
+  if (!(start >= 0 && start <= end && end <= f.size)) {
+    throw new Error(`convert: bytes ${start}-${end} lie outside ${f.name} (${f.size} bytes)`);
+  }
+  const u8 = new Uint8Array(await f.slice(start, end).arrayBuffer());
+  if (u8.byteLength !== end - start) {
+    throw new Error(`convert: ${f.name}: read ${u8.byteLength} of ${end - start} bytes ` +
+                    "(file changed on disk?)");
+  }
+  return u8;
+}
+
+// CRC-32 (IEEE, zlib's), slice-by-8. crc32(u8, crc) continues a running CRC like zlib.crc32.
+const CV_CRC = (() => {
+  const t = new Uint32Array(8 * 256);
+  for (let n = 0; n < 256; n++) {
+    let c = n;
+    for (let k = 0; k < 8; k++) c = c & 1 ? 0xEDB88320 ^ (c >>> 1) : c >>> 1;
+    t[n] = c;
+  }
+  for (let n = 0; n < 256; n++) {
+    let c = t[n];
+    for (let k = 1; k < 8; k++) { c = t[c & 0xff] ^ (c >>> 8); t[k * 256 + n] = c; }
+  }
+  return t;
+})();
+function cvCrc32(u8, crc = 0) {
+  const T = CV_CRC;
+  let c = (crc ^ 0xFFFFFFFF) >>> 0;
+  let i = 0;
+  const n = u8.length;
+  for (; i + 8 <= n; i += 8) {
+    const a = c ^ (u8[i] | (u8[i + 1] << 8) | (u8[i + 2] << 16) | (u8[i + 3] << 24));
+    c = T[1792 + (a & 0xff)] ^ T[1536 + ((a >>> 8) & 0xff)] ^ T[1280 + ((a >>> 16) & 0xff)] ^
+        T[1024 + (a >>> 24)] ^ T[768 + u8[i + 4]] ^ T[512 + u8[i + 5]] ^ T[256 + u8[i + 6]] ^
+        T[u8[i + 7]];
+  }
+  for (; i < n; i++) c = T[(c ^ u8[i]) & 0xff] ^ (c >>> 8);
+  return (c ^ 0xFFFFFFFF) >>> 0;
+}
+
+async function cvCrc32Range(id, start, end) {
+  let crc = 0;
+  for (let a = start; a < end; a += CV_CHUNK) crc = cvCrc32(await cvRead(id, a, Math.min(end, a + CV_CHUNK)), crc);
+  return crc;
+}
+
+// f16 bits -> f32 bits, exact (NaN payloads kept, as numpy's software path does).
+let CV_F16_TO_F32 = null;
+function cvF16Table() {
+  if (CV_F16_TO_F32) return CV_F16_TO_F32;
+  const t = new Uint32Array(65536);
+  for (let h = 0; h < 65536; h++) {
+    const s = (h & 0x8000) << 16, e = (h >>> 10) & 0x1f;
+    let m = h & 0x3ff;
+    if (e === 0x1f) t[h] = s | 0x7f800000 | (m << 13);
+    else if (e !== 0) t[h] = s | ((e + 112) << 23) | (m << 13);
+    else if (m === 0) t[h] = s;
+    else {
+      let e2 = 113;
+      while (!(m & 0x400)) { m <<= 1; e2--; }
+      t[h] = s | (e2 << 23) | ((m & 0x3ff) << 13);
+    }
+  }
+  return (CV_F16_TO_F32 = t);
+}
+
+// Raw little-endian bytes (offset 0 of their own buffer) -> Uint32Array of f32 bit patterns.
+function cvWiden(u8, dt) {
+  if (dt === "F32") return new Uint32Array(u8.buffer, u8.byteOffset, u8.byteLength >>> 2);
+  const h = new Uint16Array(u8.buffer, u8.byteOffset, u8.byteLength >>> 1);
+  const out = new Uint32Array(h.length);
+  if (dt === "BF16") { for (let i = 0; i < h.length; i++) out[i] = h[i] << 16; return out; }
+  if (dt === "F16") { const t = cvF16Table(); for (let i = 0; i < h.length; i++) out[i] = t[h[i]]; return out; }
+  throw new Error(`convert: cannot read dtype ${dt}`);
+}
+
+function cvF32ToBf16(u) {
+  if ((u & 0x7fffffff) > 0x7f800000) return 0xffff;             // NaN: torch CPU writes 0xFFFF
+  return ((u + 0x7fff + ((u >>> 16) & 1)) >>> 16) & 0xffff;      // RNE (wraps like uint32)
+}
+function cvF32ToF16(u) {
+  const sign = (u >>> 16) & 0x8000;
+  const a = u & 0x7fffffff;
+  if (a > 0x7f800000) return sign | 0x7e00 | ((u >>> 13) & 0x3ff);   // NaN, quiet, payload kept
+  if (a >= 0x477ff000) return sign | 0x7c00;                      // >= 65520 rounds to inf
+  if (a >= 0x38800000) {                                           // normal half
+    let h = (a - 0x38000000) >>> 13;
+    const rem = a & 0x1fff;
+    if (rem > 0x1000 || (rem === 0x1000 && (h & 1))) h += 1;
+    return sign | h;
+  }
+  if (a < 0x33000000) return sign;                                 // below half the least subnormal
+  const e = a >>> 23, m = (a & 0x7fffff) | 0x800000, shift = 126 - e;   // subnormal half
+  let h = m >>> shift;
+  const rem = m & ((1 << shift) - 1), half = 1 << (shift - 1);
+  if (rem > half || (rem === half && (h & 1))) h += 1;
+  return sign | h;
+}
+
+// Uint32Array of f32 bits -> Uint8Array of dt bytes.
+function cvNarrow(bits, dt) {
+  if (dt === "F32") return new Uint8Array(bits.buffer, bits.byteOffset, bits.byteLength);
+  const out = new Uint16Array(bits.length);
+  if (dt === "BF16") for (let i = 0; i < bits.length; i++) out[i] = cvF32ToBf16(bits[i]);
+  else if (dt === "F16") for (let i = 0; i < bits.length; i++) out[i] = cvF32ToF16(bits[i]);
+  else throw new Error(`convert: cannot write dtype ${dt}`);
+  return new Uint8Array(out.buffer);
+}
+
+function cvFlipRows(bits, cols) {
+  for (let r = 0; r < bits.length; r += cols) {
+    for (let i = r, j = r + cols - 1; i < j; i++, j--) { const t = bits[i]; bits[i] = bits[j]; bits[j] = t; }
+  }
+}
+
+async function cvMaxAbsRanges(id, ranges, dt) {
+  const out = [];
+  for (const [start, end] of ranges) {
+    let m = 0;
+    for (let a = start; a < end; a += CV_CHUNK) {
+      const f = new Float32Array(cvWiden(await cvRead(id, a, Math.min(end, a + CV_CHUNK)), dt).buffer);
+      for (let i = 0; i < f.length; i++) {
+        const v = Math.abs(f[i]);
+        if (v > m || v !== v) { m = v; if (v !== v) break; }
+      }
+      if (m !== m) break;
+    }
+    out.push(m !== m ? "nan" : m);       // Python reads float("nan"): nonzero, as numpy's max
+  }
+  return out;
+}
+
+function cvB64(s) {
+  const bin = atob(s);
+  const u8 = new Uint8Array(bin.length);
+  for (let i = 0; i < bin.length; i++) u8[i] = bin.charCodeAt(i);
+  return u8;
+}
+
+// A stored (uncompressed) zip of named Blobs with known CRCs, ZIP64 where sizes need it.
+function cvZip(entries, folder) {
+  const enc = new TextEncoder();
+  const now = new Date();
+  const dosTime = (now.getHours() << 11) | (now.getMinutes() << 5) | (now.getSeconds() >> 1);
+  const dosDate = ((Math.max(now.getFullYear(), 1980) - 1980) << 9) | ((now.getMonth() + 1) << 5) | now.getDate();
+  const BIG = 0xffffffff;
+  const parts = [], central = [];
+  let offset = 0;
+  for (const e of entries) {
+    const name = enc.encode(folder ? `${folder}/${e.name}` : e.name);
+    const z64 = e.size >= BIG;
+    const local = new DataView(new ArrayBuffer(30 + name.length + (z64 ? 20 : 0)));
+    local.setUint32(0, 0x04034b50, true);
+    local.setUint16(4, z64 ? 45 : 20, true);
+    local.setUint16(6, 0x0800, true);                // UTF-8 names
+    local.setUint16(8, 0, true);                     // stored
+    local.setUint16(10, dosTime, true);
+    local.setUint16(12, dosDate, true);
+    local.setUint32(14, e.crc, true);
+    local.setUint32(18, z64 ? BIG : e.size, true);
+    local.setUint32(22, z64 ? BIG : e.size, true);
+    local.setUint16(26, name.length, true);
+    local.setUint16(28, z64 ? 20 : 0, true);
+    new Uint8Array(local.buffer).set(name, 30);
+    if (z64) {
+      const x = 30 + name.length;
+      local.setUint16(x, 1, true); local.setUint16(x + 2, 16, true);
+      local.setBigUint64(x + 4, BigInt(e.size), true); local.setBigUint64(x + 12, BigInt(e.size), true);
+    }
+    parts.push(local.buffer, e.blob);
+    const off64 = offset >= BIG;
+    const extra = (z64 ? 16 : 0) + (off64 ? 8 : 0);
+    const c = new DataView(new ArrayBuffer(46 + name.length + (extra ? 4 + extra : 0)));
+    c.setUint32(0, 0x02014b50, true);
+    c.setUint16(4, (3 << 8) | 45, true);
+    c.setUint16(6, z64 || off64 ? 45 : 20, true);
+    c.setUint16(8, 0x0800, true);
+    c.setUint16(10, 0, true);
+    c.setUint16(12, dosTime, true);
+    c.setUint16(14, dosDate, true);
+    c.setUint32(16, e.crc, true);
+    c.setUint32(20, z64 ? BIG : e.size, true);
+    c.setUint32(24, z64 ? BIG : e.size, true);
+    c.setUint16(28, name.length, true);
+    c.setUint16(30, extra ? 4 + extra : 0, true);
+    c.setUint32(38, (0o100644 << 16) >>> 0, true);   // a regular file, rw-r--r--
+    c.setUint32(42, off64 ? BIG : offset, true);
+    new Uint8Array(c.buffer).set(name, 46);
+    if (extra) {
+      let x = 46 + name.length;
+      c.setUint16(x, 1, true); c.setUint16(x + 2, extra, true); x += 4;
+      if (z64) { c.setBigUint64(x, BigInt(e.size), true); c.setBigUint64(x + 8, BigInt(e.size), true); x += 16; }
+      if (off64) c.setBigUint64(x, BigInt(offset), true);
+    }
+    central.push(c.buffer);
+    offset += local.byteLength + e.size;
+  }
+  const cdSize = central.reduce((s, b) => s + b.byteLength, 0);
+  const tail = [];
+  const need64 = offset >= BIG || cdSize >= BIG || entries.length >= 0xffff;
+  if (need64) {
+    const r = new DataView(new ArrayBuffer(56 + 20));
+    r.setUint32(0, 0x06064b50, true);
+    r.setBigUint64(4, 44n, true);
+    r.setUint16(12, (3 << 8) | 45, true);
+    r.setUint16(14, 45, true);
+    r.setBigUint64(24, BigInt(entries.length), true);
+    r.setBigUint64(32, BigInt(entries.length), true);
+    r.setBigUint64(40, BigInt(cdSize), true);
+    r.setBigUint64(48, BigInt(offset), true);
+    r.setUint32(56, 0x07064b50, true);               // locator
+    r.setBigUint64(64, BigInt(offset + cdSize), true);
+    r.setUint32(72, 1, true);
+    tail.push(r.buffer);
+  }
+  const end = new DataView(new ArrayBuffer(22));
+  end.setUint32(0, 0x06054b50, true);
+  end.setUint16(8, Math.min(entries.length, 0xffff), true);
+  end.setUint16(10, Math.min(entries.length, 0xffff), true);
+  end.setUint32(12, Math.min(cdSize, BIG), true);
+  end.setUint32(16, Math.min(offset, BIG), true);
+  tail.push(end.buffer);
+  return new Blob([...parts, ...central, ...tail], { type: "application/zip" });
+}
+
+// Run a plan from py_engine.io.convert_plan.plan(); posts {event: "convert-progress"}.
+async function cvExecute({ plan }) {
+  cvCancelled = false;
+  const total = plan.total || 1;
+  let done = 0, lastPost = 0;
+  const progress = (label, force) => {
+    const now = performance.now();
+    if (force || now - lastPost > 100) {
+      lastPost = now;
+      post({ event: "convert-progress", done, total, label });
+    }
+  };
+  const outputs = [];
+  for (const out of plan.outputs) {
+    const parts = [];
+    let crc = 0, size = 0;
+    const emit = (u8) => { crc = cvCrc32(u8, crc); size += u8.byteLength; done += u8.byteLength; };
+    for (const op of out.ops) {
+      if (cvCancelled) throw new Error("conversion cancelled");
+      progress(`${out.name}: ${op.label || op.op}`);
+      if (op.op === "bytes") {
+        const u8 = cvB64(op.b64);
+        emit(u8);
+        parts.push(u8);
+      } else if (op.op === "copy") {
+        for (let a = op.start; a < op.end; a += CV_CHUNK) {
+          emit(await cvRead(op.src, a, Math.min(op.end, a + CV_CHUNK)));
+          progress(`${out.name}: ${op.label || op.op}`);
+        }
+        parts.push(cvFile(op.src).slice(op.start, op.end));   // lazy: no second copy
+      } else if (op.op === "cast" || op.op === "flip") {
+        const inW = CV_WIDTH[op.from];
+        if (!inW || !CV_WIDTH[op.to]) throw new Error(`convert: cannot cast ${op.from} to ${op.to}`);
+        const row = op.op === "flip" ? op.cols * inW : inW;
+        if ((op.end - op.start) % row) throw new Error(`convert: ${op.label}: ${op.end - op.start} bytes are not whole rows`);
+        const step = Math.max(row, Math.floor(CV_CHUNK / row) * row);
+        for (let a = op.start; a < op.end; a += step) {
+          const bits = cvWiden(await cvRead(op.src, a, Math.min(op.end, a + step)), op.from);
+          if (op.op === "flip") cvFlipRows(bits, op.cols);
+          const u8 = cvNarrow(bits, op.to);
+          emit(u8);
+          parts.push(new Blob([u8]));
+          progress(`${out.name}: ${op.label || op.op}`);
+        }
+      } else if (op.op === "zeros") {
+        for (let left = op.n; left > 0; left -= CV_CHUNK) {
+          const u8 = new Uint8Array(Math.min(left, CV_CHUNK));
+          emit(u8);
+          parts.push(new Blob([u8]));
+        }
+      } else if (op.op === "crc_trailer") {
+        const t = new DataView(new ArrayBuffer(8));
+        t.setUint32(0, 0x52435645, true);            // "EVCR"
+        t.setUint32(4, crc, true);
+        const u8 = new Uint8Array(t.buffer);
+        emit(u8);
+        parts.push(u8);
+      } else {
+        throw new Error(`convert: unknown plan op ${op.op}`);
+      }
+    }
+    const blob = new Blob(parts, { type: out.name.endsWith(".json") ? "application/json" : "application/octet-stream" });
+    if (blob.size !== out.size || size !== out.size) {
+      throw new Error(`convert: ${out.name} came out ${blob.size} bytes, the plan says ${out.size}`);
+    }
+    outputs.push({ name: out.name, blob, size: blob.size, crc });
+  }
+  const download = plan.archive && plan.archive.kind === "zip"
+    ? { name: plan.download, blob: cvZip(outputs, plan.archive.folder) }
+    : { name: plan.download, blob: outputs[0].blob };
+  progress("done", true);
+  return { outputs: outputs.map((o) => ({ name: o.name, blob: o.blob, size: o.size })), download };
+}
+
+self.mwConvert = { readSlice: cvRead, crc32Range: cvCrc32Range, maxAbsRanges: cvMaxAbsRanges };
+self.mwOps = Object.assign(self.mwOps || {}, {
+  // {files: [{file, path}]} -> [{id, path, size}]
+  convertPutFiles: ({ files }) => files.map(({ file, path }) => {
+    const id = `file${cvNextId++}`;
+    cvFiles.set(id, file);
+    return { id, path: path || file.name, size: file.size };
+  }),
+  convertForgetFiles: ({ ids }) => { if (ids) ids.forEach((i) => cvFiles.delete(i)); else cvFiles.clear(); return true; },
+  convertExecute: cvExecute,
+  convertCancel: () => { cvCancelled = true; return true; },
+});

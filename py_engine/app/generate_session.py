@@ -1,0 +1,131 @@
+"""What the generate page (and `mambaweb run`) drive: one loaded model, its tokenizer, a
+conversation state, streaming generation with cancellation, snapshots of the state.
+
+Snippets call these coroutines; progress and tokens reach the page as events
+("load_progress", "token", "done").
+"""
+import time
+
+from py_engine import rpc
+from py_engine.app.events import emit
+from py_engine.models.generate import Generator, SamplingConfig
+from py_engine.models.mamba import MambaModel
+from py_engine.tokenizer.byte_level import ByteTokenizer
+
+current = {"model": None, "tokenizer": None, "name": None, "gen": None, "cancel": False}
+
+
+async def load(base_url, name=None, files=()):
+    """Load the model at base_url (…/weights/<name>/) and its tokenizer; returns a summary."""
+    unload()
+    t0 = time.perf_counter()
+
+    def progress(p):
+        emit("load_progress", **p)
+
+    model = await MambaModel.load(rpc.device, base_url, progress)
+    tok = await _load_tokenizer(base_url, files, model.cfg.vocab_size)
+    current.update(model=model, tokenizer=tok, name=name or base_url)
+    cfg = model.cfg
+    params = sum(t.numel for n, t in model.weights.items()
+                 if not (cfg.tie_word_embeddings and n == "lm_head.weight"))
+    return {"name": current["name"], "model_type": cfg.model_type, "layers": cfg.num_hidden_layers,
+            "d_model": cfg.hidden_size, "vocab_size": cfg.vocab_size, "params": params,
+            "tokenizer": repr(tok) if tok else None,
+            "load_s": round(time.perf_counter() - t0, 3)}
+
+
+async def _load_tokenizer(base_url, files, vocab_size):
+    from py_engine.io.http import exists, fetch_bytes
+    if not files or "tokenizer.json" in files:
+        if await exists(base_url + "tokenizer.json"):
+            from py_engine.tokenizer import Tokenizer
+            return Tokenizer.from_str((await fetch_bytes(base_url + "tokenizer.json")).decode("utf-8"))
+    if vocab_size >= 256:
+        return ByteTokenizer()
+    return None
+
+
+def unload():
+    if current["gen"] is not None:
+        current["gen"].release()
+    if current["model"] is not None:
+        current["model"].release()
+    current.update(model=None, tokenizer=None, gen=None)
+
+
+def request_cancel():
+    current["cancel"] = True
+
+
+def encode(prompt=None, ids=None):
+    if ids:
+        return [int(i) for i in ids]
+    tok = current["tokenizer"]
+    if tok is None:
+        raise ValueError("this model has no tokenizer.json: give token ids instead of text")
+    return tok.encode(prompt)
+
+
+async def generate(prompt=None, ids=None, max_new_tokens=64, sampling=None, stop_ids=(),
+                   keep_state=False):
+    """Stream a continuation; emits "token" events, returns {ids, text, tokens_per_s, ...}.
+
+    keep_state: continue the conversation (the state after the last call) instead of
+    starting fresh."""
+    model, tok = current["model"], current["tokenizer"]
+    if model is None:
+        raise RuntimeError("no model is loaded: choose one first")
+    prompt_ids = encode(prompt, ids)
+    cfg = SamplingConfig.from_dict(sampling)
+    gen = current["gen"]
+    if gen is None or not keep_state:
+        if gen is not None:
+            gen.release()
+        gen = current["gen"] = Generator(model, cfg, max_tokens=8192)
+    gen.cfg = cfg
+    current["cancel"] = False
+    out, t0 = [], time.perf_counter()
+    t_first = None
+    async for tok_id in gen.stream(prompt_ids, max_new_tokens, tuple(stop_ids),
+                                   cancelled=lambda: current["cancel"]):
+        if t_first is None:
+            t_first = time.perf_counter()
+        out.append(tok_id)
+        elapsed = time.perf_counter() - t0
+        text = tok.decode(out) if tok is not None and (len(out) < 256 or len(out) % 8 == 0) else None
+        emit("token", id=tok_id, n=len(out), text=text,
+             tokens_per_s=(len(out) - 1) / (time.perf_counter() - t_first) if len(out) > 1 else 0.0,
+             elapsed_s=elapsed)
+    total = time.perf_counter() - t0
+    decode_s = time.perf_counter() - (t_first or t0)
+    result = {"ids": out, "text": tok.decode(out) if tok is not None else None,
+              "prompt_tokens": len(prompt_ids), "cancelled": current["cancel"],
+              "time_to_first_token_s": (t_first - t0) if t_first else None,
+              "tokens_per_s": (len(out) - 1) / decode_s if len(out) > 1 and decode_s > 0 else 0.0,
+              "total_s": total, "dispatches_per_token": gen.dispatches_per_token}
+    emit("done", **{k: v for k, v in result.items() if k != "ids"})
+    return result
+
+
+async def prompt_logits(prompt=None, ids=None):
+    """f32 bytes [len, V] of the prompt's logits (parallel path)."""
+    return await current["model"].logits(encode(prompt, ids))
+
+
+async def save_state():
+    gen = current["gen"]
+    if gen is None:
+        raise RuntimeError("nothing to save yet: generate first")
+    return {"state": await gen.state.to_bytes(), "model": current["name"]}
+
+
+def restore_state(data):
+    model = current["model"]
+    if model is None:
+        raise RuntimeError("load the model this state belongs to first")
+    gen = current["gen"]
+    if gen is None:
+        gen = current["gen"] = Generator(model, SamplingConfig(), max_tokens=8192)
+    gen.state.load_bytes(data)
+    return {"tokens_seen": gen.state.tokens_seen}
