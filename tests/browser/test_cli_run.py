@@ -1,0 +1,54 @@
+"""`mambaweb run` end to end (its own server + headless Chromium), against the numpy reference:
+HF folders and MBJS files, --ids and --prompt, --json and --logits-out."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests.conftest import REPO
+from tests.reference import mamba_numpy as ref
+
+pytestmark = pytest.mark.browser
+FIX = REPO / "tests" / "fixtures" / "models"
+MAMBAWEB = [sys.executable, "-m", "tools.cli"]
+
+
+def run_cli(*args):
+    p = subprocess.run(MAMBAWEB + ["run", *args], cwd=REPO, capture_output=True, text=True, timeout=300)
+    return p
+
+
+def test_run_hf_folder_json_and_logits(tmp_path):
+    folder = FIX / "falcon-d40-untied"
+    ids = [3, 1, 4, 1, 5, 9, 2, 6]
+    p = run_cli("--model", str(folder), "--ids", ",".join(map(str, ids)), "--max-new-tokens", "10",
+                "--greedy", "--json", "--logits-out", str(tmp_path / "l.npy"))
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    cfg, params = ref.load_model(folder)
+    assert out["ids"] == ref.generate_greedy(params, cfg, np.array(ids), 10)[0].tolist()
+    logits = np.load(tmp_path / "l.npy")
+    assert logits.shape == (len(ids), cfg.vocab_size) and logits.dtype == np.float32
+    expected = ref.forward(params, cfg, np.array(ids))[0]
+    assert np.abs(logits - expected).max() <= 1e-4
+
+
+def test_run_mbjs_file(tmp_path):
+    from tools import convert_host
+    src = FIX / "mamba-d40-tied"
+    convert_host.convert(src, tmp_path / "m.bin", log=lambda *a: None)
+    p = run_cli("--model", str(tmp_path / "m.bin"), "--ids", "5,6,7", "--max-new-tokens", "6", "--json")
+    assert p.returncode == 0, p.stderr
+    cfg, params = ref.load_model(src)
+    assert json.loads(p.stdout)["ids"] == ref.generate_greedy(params, cfg, np.array([5, 6, 7]), 6)[0].tolist()
+
+
+def test_run_prompt_on_default_model_and_bad_model():
+    p = run_cli("--prompt", "hi", "--max-new-tokens", "5", "--temperature", "0.8", "--seed", "1", "--json")
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    assert len(out["ids"]) == 5 and isinstance(out["text"], str)
+    p = run_cli("--model", "no-such-model", "--ids", "1", "--json")
+    assert p.returncode != 0 and "no-such-model" in p.stderr

@@ -1,0 +1,86 @@
+"""`mambaweb run`: generate with the real engine in headless Chromium and print the result.
+
+Same code path as the generate page (py_engine/app/generate_session.py), driven by
+Playwright; prints the continuation, or one JSON object with --json.
+"""
+import json
+import sys
+from urllib.parse import quote
+
+SNIPPET = """
+from py_engine.app import generate_session as s
+info = await s.load(args['url'], args['name'])
+out = {'model': info}
+if args['logits_out']:
+    out['logits'] = await s.prompt_logits(prompt=args['prompt'], ids=args['ids'])
+    out['prompt_len'] = len(s.encode(args['prompt'], args['ids']))
+if args['max_new'] > 0:
+    out['gen'] = await s.generate(prompt=args['prompt'], ids=args['ids'],
+                                  max_new_tokens=args['max_new'], sampling=args['sampling'])
+s.unload()
+result = out
+"""
+
+
+def register(sub):
+    p = sub.add_parser("run", help="generate text with the engine in headless Chromium")
+    p.add_argument("--model", default="default",
+                   help="an HF model folder, an MBJS .bin, or a model name the server lists "
+                        "(default: the embedded default model)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--prompt", help="prompt text (needs the model's tokenizer.json, or a "
+                                      "byte-level model)")
+    src.add_argument("--ids", help="prompt token ids, comma-separated: 1,2,3")
+    p.add_argument("--max-new-tokens", type=int, default=32)
+    p.add_argument("--greedy", action="store_true", help="argmax decoding (the default when no "
+                                                          "sampling option is given)")
+    p.add_argument("--temperature", type=float)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--repetition-penalty", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--logits-out", metavar="FILE.npy",
+                   help="write the prompt's logits, float32 [len, vocab]")
+    p.add_argument("--json", action="store_true", help="print one JSON object {ids, text, ...}")
+    p.set_defaults(func=run)
+
+
+def run(args):
+    import numpy as np
+    from tools.headless import headless_engine
+    from tools.model_source import resolve_model
+
+    ids = [int(x) for x in args.ids.split(",") if x.strip()] if args.ids else None
+    greedy = args.greedy or args.temperature is None
+    sampling = {"greedy": greedy, "temperature": args.temperature or 1.0, "top_k": args.top_k,
+                "top_p": args.top_p, "repetition_penalty": args.repetition_penalty,
+                "seed": args.seed}
+    log = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
+    model_dirs, name, cleanup = resolve_model(args.model, log)
+    try:
+        with headless_engine(model_dirs=model_dirs, use_hf_cache=model_dirs is None) as eng:
+            url = f"{eng.server.url}/weights/{quote(name)}/"
+            try:
+                out = eng.run(SNIPPET, url=url, name=name, prompt=args.prompt, ids=ids,
+                              max_new=args.max_new_tokens, sampling=sampling,
+                              logits_out=bool(args.logits_out))
+            except Exception as e:  # the engine's message names what went wrong
+                msg = str(e).split("Error: ", 1)[-1].strip()
+                print(f"mambaweb run: {msg}", file=sys.stderr)
+                return 1
+    finally:
+        cleanup()
+    if args.logits_out:
+        V = out["model"]["vocab_size"]
+        arr = np.frombuffer(out["logits"], np.float32).reshape(out["prompt_len"], V)
+        np.save(args.logits_out, arr)
+        log(f"wrote logits {list(arr.shape)} to {args.logits_out}")
+    gen = out.get("gen") or {"ids": [], "text": ""}
+    if args.json:
+        report = {"ids": gen["ids"], "text": gen.get("text"), "model": out["model"],
+                  **{k: gen[k] for k in ("tokens_per_s", "time_to_first_token_s",
+                                         "dispatches_per_token", "prompt_tokens") if k in gen}}
+        print(json.dumps(report))
+    else:
+        print(gen.get("text") if gen.get("text") is not None else ",".join(map(str, gen["ids"])))
+    return 0
