@@ -6,6 +6,8 @@
 from py_engine.ops._common import ACCUMULATE, ADD_BIAS, dummy, out_like, params, rows_of
 
 TILE = 32  # each 8x8 workgroup computes a 32x32 block of C (4x4 per thread)
+MATVEC_MAX_M = 4     # up to this many rows, y = x @ W^T goes through the matvec kernel
+MATVEC_ROWS = 8      # output rows per matvec workgroup
 
 
 def matmul(batch, a, b, c, M, N, K, strides, bias=None, accumulate=False):
@@ -13,6 +15,16 @@ def matmul(batch, a, b, c, M, N, K, strides, bias=None, accumulate=False):
     dev = batch.device
     flags = (ADD_BIAS if bias is not None else 0) | (ACCUMULATE if accumulate else 0)
     sa0, sa1, sb0, sb1 = strides
+    if (M <= MATVEC_MAX_M and (sa0, sa1, sb0, sb1) == (K, 1, 1, K)
+            and "subgroups" in dev.features):
+        # x @ W^T with few rows (decode): the bandwidth-bound kernel
+        from py_engine.ops._common import fold
+        u = dev.uniform(params(M, N, K, flags))
+        gx, gy = fold(-(-N // MATVEC_ROWS))
+        batch.run("matvec", "matvec_forward", [u, a.binding, b.binding,
+                                               bias.binding if bias is not None else dummy(dev),
+                                               c.binding], gx, gy)
+        return
     u = dev.uniform(params(M, N, K, flags, sa0, sa1, sb0, sb1))
     bias_res = bias.binding if bias is not None else dummy(dev)
     batch.run("matmul", "matmul_forward", [u, a.binding, b.binding, bias_res, c.binding],
