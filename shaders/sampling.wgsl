@@ -30,7 +30,7 @@
 //   sampling_sample   one 128-thread workgroup per row; passes over V: 1 (greedy) or
 //                     1 (max) + 4 (top-k) + 1 (Z) + 8 (top-p) + 1 (draw) at most.
 
-const WG = 128u;
+override WG: u32 = 128u;    // threads per row (a pipeline constant: 32 for small V, 128 above)
 const GREEDY = 1u;
 const PENALISED = 2u;   // read the penalised scratch copy instead of the logits
 const TOP_K = 4u;
@@ -50,7 +50,7 @@ struct Params {
 @group(0) @binding(5) var<storage, read_write> out: array<u32>;  // [rows]
 
 var<workgroup> bins: array<atomic<u32>, 256>;
-var<workgroup> part: array<f32, 2048>;      // 16 bins x WG threads (top-p), or WG values
+var<workgroup> part: array<f32, 16 * WG>;    // 16 bins x WG threads (top-p), or WG values
 var<workgroup> part_i: array<u32, WG>;
 var<workgroup> sel: array<u32, 2>;          // chosen digit, remaining count
 var<workgroup> self_f: array<f32, 2>;       // above mass / Z
@@ -104,7 +104,7 @@ fn argmax_shared() -> u32 {
   return bi;
 }
 
-@compute @workgroup_size(128)
+@compute @workgroup_size(WG)
 fn sampling_sample(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let row = wid.x;            // one workgroup per row: uniform
   let V = p.V;

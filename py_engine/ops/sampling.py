@@ -43,11 +43,14 @@ def set_control(device, ctl, step, counts=None):
 
 
 def sample(batch, logits, ctl=None, *, temperature=1.0, top_k=0, top_p=1.0,
-           repetition_penalty=1.0, history=None, seed=0, greedy=False, out=None, scratch=None):
+           repetition_penalty=1.0, history=None, seed=0, greedy=False, out=None, scratch=None,
+           wg=None):
     """-> out [rows] u32 token ids (see the module doc). greedy (or temperature <= 0): argmax.
 
-    ctl: control buffer from `make_control` (None: a new one with step 0 and empty histories).
-    scratch: [rows, V] f32 for the penalised copy (default: pooled, released after recording).
+    ctl: control buffer from `make_control` (None: a shared one with step 0, no history).
+    scratch: [rows, V] f32 for the penalised copy (default: pooled, released after recording;
+    pass your own when the batch is recorded for replay, so the pool cannot hand it elsewhere).
+    wg: threads per row (default 32 for V <= 4096, else 128).
     """
     dev = batch.device
     V = logits.shape[-1]
@@ -59,7 +62,10 @@ def sample(batch, logits, ctl=None, *, temperature=1.0, top_k=0, top_p=1.0,
     elif out.numel < rows:
         raise ValueError(f"out holds {out.numel} ids, need {rows}")
     if ctl is None:
-        ctl = make_control(dev, rows)
+        if history is not None:
+            raise ValueError("a history needs a ctl buffer holding its length (make_control)")
+        cache = dev.__dict__.setdefault("_sampling_ctl", {})   # step 0, no history; reused
+        ctl = cache.get(rows) or cache.setdefault(rows, make_control(dev, rows))
     greedy = greedy or temperature <= 0
     penalised = repetition_penalty != 1.0 and history is not None
     flags = (GREEDY if greedy else 0) | (PENALISED if penalised else 0)
@@ -89,7 +95,7 @@ def sample(batch, logits, ctl=None, *, temperature=1.0, top_k=0, top_p=1.0,
                   [u, lb, ctl.binding, history.binding, scratch.binding], -(-H // 64), rows)
     batch.run("sampling", "sampling_sample",
               [u, lb, ctl.binding, None, scratch.binding if penalised else rw_dummy(dev),
-               out.binding], rows)
+               out.binding], rows, constants={"WG": wg if wg else (32 if V <= 4096 else 128)})
     if own is not None:
         own.release()
     return out

@@ -24,6 +24,13 @@ for the cost; `default_chunk` picks L so Bsz*I*nc threads fill the GPU.
 Dispatches: forward 1 (nc = 1) or 3; step 1 (dt softplus, D skip, silu(z), Falcon's B/C norms
 fused; state in place); backward 7 (+2 when the forward's chunk states were not saved).
 
+Decode, per Mamba-1 layer and token (a fixed graph, recorded once and replayed): RMSNorm 1,
+in_proj 1, conv1d_step with SiLU 1, x_proj 1, dt_proj 1 (no bias: dt_bias is added inside the
+scan), selective_scan_step 1, out_proj 1 accumulating into the residual (matmul's ACCUMULATE
+flag) = 7 dispatches (8 with a separate residual add). Falcon-Mamba: + 1 for the dt_low RMSNorm
+(its B/C norms are fused into the step) = 8. Per token on top: embedding, final norm, LM head,
+sampling (ops/sampling.py: 1, or 2 with a repetition penalty).
+
 Backward memory choice: the forward keeps only the chunk-boundary states hc [Bsz, nc, I, N]
 (`save=True`); the backward recomputes the states inside each chunk into a transient buffer
 [Bsz, T, I, N] (one layer at a time, reused through the pool), then scans the adjoint back.
