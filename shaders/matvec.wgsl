@@ -53,3 +53,61 @@ fn matvec_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
     workgroupBarrier();
   }
 }
+
+// --- several products of the same x in one dispatch -----------------------------------
+// y_g[m, j] = sum_k x[m, k] * W_g[j, k] for g < G (G <= 3), e.g. in_proj's x and z halves,
+// or x_proj's dt, B and C rows, which the engine stores as separate matrices. Workgroup
+// (x, z): rows 8x..8x+7 of matrix z. Saves 1-2 dependent dispatches per use when decoding.
+
+struct MultiParams { M: u32, K: u32, G: u32, _p: u32, N0: u32, N1: u32, N2: u32, _q: u32 };
+
+@group(0) @binding(0) var<uniform> q: MultiParams;
+@group(0) @binding(5) var<storage, read> w1: array<f32>;
+@group(0) @binding(6) var<storage, read> w2: array<f32>;
+@group(0) @binding(7) var<storage, read_write> y1: array<f32>;
+@group(0) @binding(8) var<storage, read_write> y2: array<f32>;
+
+fn rows_of(g: u32) -> u32 {
+  switch g { case 0u: { return q.N0; } case 1u: { return q.N1; } default: { return q.N2; } }
+}
+
+fn wload(g: u32, idx: u32) -> f32 {
+  switch g { case 0u: { return w[idx]; } case 1u: { return w1[idx]; } default: { return w2[idx]; } }
+}
+
+fn ystore(g: u32, idx: u32, v: f32) {
+  switch g { case 0u: { y[idx] = v; } case 1u: { y1[idx] = v; } default: { y2[idx] = v; } }
+}
+
+@compute @workgroup_size(64)
+fn matvec_multi_forward(@builtin(workgroup_id) wid: vec3<u32>,
+                        @builtin(local_invocation_index) lid: u32,
+                        @builtin(subgroup_size) sg: u32, @builtin(subgroup_invocation_id) sid: u32) {
+  let g = wid.z;
+  let N = rows_of(g);
+  let j0 = wid.x * ROWS;
+  if (g >= q.G || j0 >= N) { return; }
+  let nsub = THREADS / sg;
+  let last = N - 1u;
+  for (var m = 0u; m < q.M; m++) {
+    var acc: array<f32, 8>;
+    for (var r = 0u; r < ROWS; r++) { acc[r] = 0.0; }
+    for (var k = lid; k < q.K; k += THREADS) {
+      let xv = x[m * q.K + k];
+      for (var r = 0u; r < ROWS; r++) {
+        acc[r] += wload(g, min(j0 + r, last) * q.K + k) * xv;
+      }
+    }
+    for (var r = 0u; r < ROWS; r++) {
+      let s = subgroupAdd(acc[r]);
+      if (sid == 0u) { red[(lid / sg) * ROWS + r] = s; }
+    }
+    workgroupBarrier();
+    if (lid < ROWS && j0 + lid < N) {
+      var s = 0.0;
+      for (var i = 0u; i < nsub; i++) { s += red[i * ROWS + lid]; }
+      ystore(g, m * N + j0 + lid, s);
+    }
+    workgroupBarrier();
+  }
+}

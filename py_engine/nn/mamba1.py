@@ -17,7 +17,7 @@ conv_state [Bsz, I, K] (last K pre-conv inputs, newest last) and ssm_state [Bsz,
 from py_engine.gpu.tensor import Tensor
 from py_engine.ops import conv1d as conv_ops
 from py_engine.ops import selective_scan as scan_ops
-from py_engine.ops.linear import linear_forward, matmul
+from py_engine.ops.linear import linear_forward, linear_multi, matmul
 from py_engine.ops.rmsnorm import rmsnorm_forward
 from py_engine.train import functional as F
 
@@ -77,18 +77,19 @@ class Mamba1Mixer:
 
     def step(self, batch, h, residual, Bsz, state):
         """One token per sequence: h [Bsz, D]; updates `state` and `residual` in place."""
-        x = linear_forward(batch, h, self.in_x, self.in_x_b)
-        z = linear_forward(batch, h, self.in_z, self.in_z_b)
+        if self.in_x_b is None:   # x and z halves of in_proj in one dispatch
+            x, z = linear_multi(batch, h, [self.in_x, self.in_z])
+        else:
+            x = linear_forward(batch, h, self.in_x, self.in_x_b)
+            z = linear_forward(batch, h, self.in_z, self.in_z_b)
         u = conv_ops.conv1d_step(batch, x, state.conv, self.conv_w, self.conv_b, silu=True)
         x.release()
-        dt_low = linear_forward(batch, u, self.x_dt)
+        dt_low, B, C = linear_multi(batch, u, [self.x_dt, self.x_B, self.x_C])
         if self.bc_eps is not None:
             normed, rstd = rmsnorm_forward(batch, dt_low, None, eps=self.bc_eps)
             rstd.release()
             dt_low.release()
             dt_low = normed
-        B = linear_forward(batch, u, self.x_B)
-        C = linear_forward(batch, u, self.x_C)
         delta = linear_forward(batch, dt_low, self.dt_w)
         dt_low.release()
         y = scan_ops.selective_scan_step(batch, u, delta, self.A_log, B, C, state.ssm, D=self.D,

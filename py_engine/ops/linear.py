@@ -65,3 +65,30 @@ def linear_backward_bias(batch, dy, out=None, accumulate=False):
     u = dev.uniform(params(M, N, 0, ACCUMULATE if accumulate else 0, 0, 0, 0, 0))
     batch.run("matmul", "bias_backward", [u, dy.binding, None, None, db.binding], -(-N // 64))
     return db
+
+
+def linear_multi(batch, x, weights):
+    """[x @ W^T for W in weights] (2 or 3 bias-free matrices sharing x's last dim K).
+
+    Decode-sized x (M <= 4) with subgroups: one dispatch for all of them; otherwise one
+    linear_forward each."""
+    dev = batch.device
+    K = x.shape[-1]
+    M = rows_of(x)
+    outs = [out_like(dev, tuple(x.shape[:-1]) + (w.shape[0],)) for w in weights]
+    if M > MATVEC_MAX_M or "subgroups" not in dev.features or len(weights) > 3:
+        for w, y in zip(weights, outs):
+            linear_forward(batch, x, w, out=y)
+        return outs
+    for w in weights:
+        if w.shape[1] != K:
+            raise ValueError(f"linear_multi: weight {list(w.shape)} does not take K={K}")
+    Ns = [w.shape[0] for w in weights] + [0] * (3 - len(weights))
+    u = dev.uniform(params(M, K, len(weights), 0, *Ns, 0))
+    from py_engine.ops.conv1d import rw_dummy
+    ws = [w.binding for w in weights] + [dummy(dev)] * (3 - len(weights))
+    ys = [y.binding for y in outs] + [rw_dummy(dev)] * (3 - len(weights))
+    batch.run("matvec", "matvec_multi_forward",
+              [u, x.binding, ws[0], None, ys[0], ws[1], ws[2], ys[1], ys[2]],
+              -(-max(Ns) // MATVEC_ROWS), 1, len(weights))
+    return outs
