@@ -86,23 +86,23 @@ self.mwGpu = { encodeAndSubmit, readBuffer, fetchRangeToBuffers, watchDevice, ta
 
 // ---- training helpers (py_engine.train.checkpoint / session) ---------------------------
 // Files the page hands to the engine (corpus files, a tokenizer.json, a saved state) and
-// files the engine hands back (downloads) travel as Blobs through `put` / `take` messages,
+// files the engine hands back (downloads) travel as Blobs through the trainPut / trainTake ops,
 // never through Python: Python sees them as JS objects and reads only what it needs.
-const store = new Map();
+const trStore = new Map();
 
 // CRC-32 (IEEE), for the MBJS trailer of files assembled here.
-let crcTable = null;
-function crc32(bytes, crc) {
-  if (crcTable === null) {
-    crcTable = new Uint32Array(256);
+let trCrcTable = null;
+function trCrc32(bytes, crc) {
+  if (trCrcTable === null) {
+    trCrcTable = new Uint32Array(256);
     for (let n = 0; n < 256; n++) {
       let c = n;
       for (let k = 0; k < 8; k++) c = c & 1 ? 0xEDB88320 ^ (c >>> 1) : c >>> 1;
-      crcTable[n] = c >>> 0;
+      trCrcTable[n] = c >>> 0;
     }
   }
   let c = (crc ^ 0xFFFFFFFF) >>> 0;
-  for (let i = 0; i < bytes.length; i++) c = crcTable[(c ^ bytes[i]) & 0xFF] ^ (c >>> 8);
+  for (let i = 0; i < bytes.length; i++) c = trCrcTable[(c ^ bytes[i]) & 0xFF] ^ (c >>> 8);
   return (c ^ 0xFFFFFFFF) >>> 0;
 }
 
@@ -111,16 +111,16 @@ function crc32(bytes, crc) {
 // straight into a Blob, or into an OPFS file (`opts.opfs` = "dir/name"; written through a
 // swap file, so a crash mid-write leaves the previous file intact). `opts.crc`: append the
 // MBJS trailer ("EVCR" + CRC-32 of everything before it). Returns {blob?, size, crc}.
-async function writeParts(device, parts, opts) {
+async function trWriteParts(device, parts, opts) {
   opts = opts || {};
   const list = [];
   for (const p of parts) list.push(p[0] === 0 ? [0, new Uint8Array(p[1]).slice()] : p);
   let writable = null;
-  if (opts.opfs) writable = await (await opfsHandle(opts.opfs, true)).createWritable();
+  if (opts.opfs) writable = await (await trOpfsHandle(opts.opfs, true)).createWritable();
   const chunks = [];
   let size = 0, crc = 0;
   const emitChunk = async (u8) => {
-    if (opts.crc) crc = crc32(u8, crc);
+    if (opts.crc) crc = trCrc32(u8, crc);
     size += u8.byteLength;
     if (writable) await writable.write(u8); else chunks.push(u8);
   };
@@ -165,7 +165,7 @@ async function writeParts(device, parts, opts) {
 }
 
 // Origin-private file system: "dir/name" paths under navigator.storage.getDirectory().
-async function opfsHandle(path, create) {
+async function trOpfsHandle(path, create) {
   if (!(self.navigator && navigator.storage && navigator.storage.getDirectory)) {
     throw new Error("this browser offers no origin-private file system (OPFS)");
   }
@@ -174,18 +174,18 @@ async function opfsHandle(path, create) {
   for (const d of names.slice(0, -1)) dir = await dir.getDirectoryHandle(d, { create });
   return dir.getFileHandle(names[names.length - 1], { create });
 }
-async function opfsFile(path) {
-  try { return await (await opfsHandle(path, false)).getFile(); } catch (e) {
+async function trOpfsFile(path) {
+  try { return await (await trOpfsHandle(path, false)).getFile(); } catch (e) {
     if (e && (e.name === "NotFoundError" || e.name === "TypeMismatchError")) return null;
     throw e;
   }
 }
-async function opfsWrite(path, data) {
-  const w = await (await opfsHandle(path, true)).createWritable();
+async function trOpfsWrite(path, data) {
+  const w = await (await trOpfsHandle(path, true)).createWritable();
   try { await w.write(data instanceof Blob ? data : new Uint8Array(data).slice()); await w.close(); }
   catch (e) { await w.abort().catch(() => {}); throw e; }
 }
-async function opfsRemove(path) {
+async function trOpfsRemove(path) {
   let dir = await navigator.storage.getDirectory();
   const names = path.split("/");
   try {
@@ -193,14 +193,22 @@ async function opfsRemove(path) {
     await dir.removeEntry(names[names.length - 1], { recursive: true });
   } catch (e) { if (!e || e.name !== "NotFoundError") throw e; }
 }
-async function blobBytes(blob, start, end) {
+async function trBlobBytes(blob, start, end) {
   return new Uint8Array(await blob.slice(start, end).arrayBuffer());
 }
 
 // Progress events from a training session: posted to the page as {event: "train", json}.
-const emit = (json) => post({ event: "train", json });
+const trEmit = (json) => post({ event: "train", json });
 
-self.mwTrain = { store, writeParts, opfsFile, opfsWrite, opfsRemove, blobBytes, emit, crc32 };
+self.mwTrain = { store: trStore, writeParts: trWriteParts, opfsFile: trOpfsFile,
+                 opfsWrite: trOpfsWrite, opfsRemove: trOpfsRemove, blobBytes: trBlobBytes,
+                 emit: trEmit, crc32: trCrc32 };
+self.mwOps = Object.assign(self.mwOps || {}, {
+  // {key, value}: a Blob/File (or a list of them) for Python to read
+  trainPut: ({ key, value }) => { trStore.set(key, value); return null; },
+  // {key}: a Blob Python left for the page (a download); removed from the store
+  trainTake: ({ key }) => { const v = trStore.has(key) ? trStore.get(key) : null; trStore.delete(key); return v; },
+});
 
 // ---- boot -----------------------------------------------------------------------------
 async function boot() {
@@ -232,15 +240,8 @@ self.onmessage = async (ev) => {
       const out = await rpc.run_snippet(ev.data.code, JSON.stringify(ev.data.args || {}));
       post({ id, ok: true, result: JSON.parse(out) });
     } else if (self.mwOps && Object.hasOwn(self.mwOps, op)) {
-      // Extra ops registered by feature sections below (e.g. the convert page's file registry).
+      // Ops registered by feature sections (training store, convert page file registry).
       post({ id, ok: true, result: await self.mwOps[op](ev.data) });
-    } else if (op === "put") {         // a Blob/File (or list of them) for Python to read
-      store.set(ev.data.key, ev.data.value);
-      post({ id, ok: true, result: null });
-    } else if (op === "take") {        // a Blob Python left for the page (a download)
-      const value = store.has(ev.data.key) ? store.get(ev.data.key) : null;
-      store.delete(ev.data.key);
-      post({ id, ok: true, result: value });
     } else if (op === "cancel") {
       // Runs while a generation is suspended on a GPU await: Python sees the flag next token.
       pyodide.pyimport("py_engine.app.generate_session").request_cancel();
@@ -376,13 +377,22 @@ function cvF32ToF16(u) {
   return sign | h;
 }
 
-// Uint32Array of f32 bits -> Uint8Array of dt bytes.
+// Uint32Array of f32 bits -> Uint8Array of dt bytes. (Loops read an Int32Array view so V8
+// stays on int32 arithmetic; `>>> 16` wraps the sum mod 2^32 exactly as numpy's uint32 does.)
 function cvNarrow(bits, dt) {
   if (dt === "F32") return new Uint8Array(bits.buffer, bits.byteOffset, bits.byteLength);
+  const s32 = new Int32Array(bits.buffer, bits.byteOffset, bits.length);
   const out = new Uint16Array(bits.length);
-  if (dt === "BF16") for (let i = 0; i < bits.length; i++) out[i] = cvF32ToBf16(bits[i]);
-  else if (dt === "F16") for (let i = 0; i < bits.length; i++) out[i] = cvF32ToF16(bits[i]);
-  else throw new Error(`convert: cannot write dtype ${dt}`);
+  if (dt === "BF16") {
+    for (let i = 0; i < s32.length; i++) {
+      const u = s32[i];
+      out[i] = (u & 0x7fffffff) > 0x7f800000 ? 0xffff : (u + 0x7fff + ((u >>> 16) & 1)) >>> 16;
+    }
+  } else if (dt === "F16") {
+    for (let i = 0; i < s32.length; i++) out[i] = cvF32ToF16(s32[i] >>> 0);
+  } else {
+    throw new Error(`convert: cannot write dtype ${dt}`);
+  }
   return new Uint8Array(out.buffer);
 }
 
@@ -503,6 +513,9 @@ function cvZip(entries, folder) {
 }
 
 // Run a plan from py_engine.io.convert_plan.plan(); posts {event: "convert-progress"}.
+// The plan is first unrolled into steps of at most CV_CHUNK input bytes; the reads of the
+// next CV_AHEAD steps are in flight while one is converted, so disk and CPU overlap.
+const CV_AHEAD = 2;
 async function cvExecute({ plan }) {
   cvCancelled = false;
   const total = plan.total || 1;
@@ -515,23 +528,20 @@ async function cvExecute({ plan }) {
     }
   };
   const outputs = [];
+  const steps = [];                     // {read: [id, start, end] | null, run(raw), label}
   for (const out of plan.outputs) {
-    const parts = [];
-    let crc = 0, size = 0;
-    const emit = (u8) => { crc = cvCrc32(u8, crc); size += u8.byteLength; done += u8.byteLength; };
+    const st = { name: out.name, parts: [], crc: 0, size: 0 };
+    const emit = (u8) => { st.crc = cvCrc32(u8, st.crc); st.size += u8.byteLength; done += u8.byteLength; };
+    const add = (read, run, op) => steps.push({ read, run, label: `${out.name}: ${op.label || op.op}` });
     for (const op of out.ops) {
-      if (cvCancelled) throw new Error("conversion cancelled");
-      progress(`${out.name}: ${op.label || op.op}`);
       if (op.op === "bytes") {
-        const u8 = cvB64(op.b64);
-        emit(u8);
-        parts.push(u8);
+        add(null, () => { const u8 = cvB64(op.b64); emit(u8); st.parts.push(u8); }, op);
       } else if (op.op === "copy") {
+        cvFile(op.src);
         for (let a = op.start; a < op.end; a += CV_CHUNK) {
-          emit(await cvRead(op.src, a, Math.min(op.end, a + CV_CHUNK)));
-          progress(`${out.name}: ${op.label || op.op}`);
+          add([op.src, a, Math.min(op.end, a + CV_CHUNK)], (raw) => emit(raw), op);
         }
-        parts.push(cvFile(op.src).slice(op.start, op.end));   // lazy: no second copy
+        add(null, () => st.parts.push(cvFile(op.src).slice(op.start, op.end)), op);  // lazy: no copy
       } else if (op.op === "cast" || op.op === "flip") {
         const inW = CV_WIDTH[op.from];
         if (!inW || !CV_WIDTH[op.to]) throw new Error(`convert: cannot cast ${op.from} to ${op.to}`);
@@ -539,35 +549,55 @@ async function cvExecute({ plan }) {
         if ((op.end - op.start) % row) throw new Error(`convert: ${op.label}: ${op.end - op.start} bytes are not whole rows`);
         const step = Math.max(row, Math.floor(CV_CHUNK / row) * row);
         for (let a = op.start; a < op.end; a += step) {
-          const bits = cvWiden(await cvRead(op.src, a, Math.min(op.end, a + step)), op.from);
-          if (op.op === "flip") cvFlipRows(bits, op.cols);
-          const u8 = cvNarrow(bits, op.to);
-          emit(u8);
-          parts.push(new Blob([u8]));
-          progress(`${out.name}: ${op.label || op.op}`);
+          add([op.src, a, Math.min(op.end, a + step)], (raw) => {
+            const bits = cvWiden(raw, op.from);
+            if (op.op === "flip") cvFlipRows(bits, op.cols);
+            const u8 = cvNarrow(bits, op.to);
+            emit(u8);
+            st.parts.push(new Blob([u8]));     // into the browser's blob store (may go to disk)
+          }, op);
         }
       } else if (op.op === "zeros") {
         for (let left = op.n; left > 0; left -= CV_CHUNK) {
-          const u8 = new Uint8Array(Math.min(left, CV_CHUNK));
-          emit(u8);
-          parts.push(new Blob([u8]));
+          const n = Math.min(left, CV_CHUNK);
+          add(null, () => { const u8 = new Uint8Array(n); emit(u8); st.parts.push(new Blob([u8])); }, op);
         }
       } else if (op.op === "crc_trailer") {
-        const t = new DataView(new ArrayBuffer(8));
-        t.setUint32(0, 0x52435645, true);            // "EVCR"
-        t.setUint32(4, crc, true);
-        const u8 = new Uint8Array(t.buffer);
-        emit(u8);
-        parts.push(u8);
+        add(null, () => {
+          const t = new DataView(new ArrayBuffer(8));
+          t.setUint32(0, 0x52435645, true);          // "EVCR"
+          t.setUint32(4, st.crc, true);              // CRC-32 of everything before it
+          const u8 = new Uint8Array(t.buffer);
+          emit(u8);
+          st.parts.push(u8);
+        }, op);
       } else {
         throw new Error(`convert: unknown plan op ${op.op}`);
       }
     }
-    const blob = new Blob(parts, { type: out.name.endsWith(".json") ? "application/json" : "application/octet-stream" });
-    if (blob.size !== out.size || size !== out.size) {
-      throw new Error(`convert: ${out.name} came out ${blob.size} bytes, the plan says ${out.size}`);
-    }
-    outputs.push({ name: out.name, blob, size: blob.size, crc });
+    add(null, () => {
+      const blob = new Blob(st.parts, { type: out.name.endsWith(".json") ? "application/json" : "application/octet-stream" });
+      if (blob.size !== out.size || st.size !== out.size) {
+        throw new Error(`convert: ${out.name} came out ${blob.size} bytes, the plan says ${out.size}`);
+      }
+      outputs.push({ name: out.name, blob, size: blob.size, crc: st.crc });
+      st.parts = null;
+    }, { op: "done" });
+  }
+  const inflight = [];
+  let next = 0;
+  const fetchNext = () => {
+    const s = steps[next++];
+    const p = s.read ? cvRead(...s.read) : Promise.resolve(null);
+    p.catch(() => {});                   // surfaced when awaited, in order
+    inflight.push(p);
+  };
+  for (let i = 0; i < steps.length; i++) {
+    while (next < steps.length && next <= i + CV_AHEAD) fetchNext();
+    const raw = await inflight.shift();
+    if (cvCancelled) throw new Error("conversion cancelled");
+    steps[i].run(raw);
+    progress(steps[i].label);
   }
   const download = plan.archive && plan.archive.kind === "zip"
     ? { name: plan.download, blob: cvZip(outputs, plan.archive.folder) }
