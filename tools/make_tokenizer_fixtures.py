@@ -86,7 +86,8 @@ def unicode16_data(path=None):
                                     json.dumps(_U16_DUMP)))
             runner = f.name
         try:
-            out = subprocess.run(["node", runner], check=True, capture_output=True, text=True).stdout
+            out = subprocess.run(["node", runner], check=True, capture_output=True,
+                                 text=True).stdout
         finally:
             os.unlink(runner)
         data = json.loads(out)

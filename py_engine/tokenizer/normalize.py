@@ -1,8 +1,8 @@
 """The `normalizer` section: NFC exactly as the `tokenizers` library applies it.
 
 `tokenizers` normalizes with the `unicode-normalization-alignments` crate, whose Unicode tables
-are old (older than Unicode 11: it does not know U+07FD NKO DANTAYALAN). Python's `unicodedata` is newer (3.11: Unicode 14; Pyodide's 3.14:
-Unicode 16), and knows combining marks and decompositions the crate does not, e.g. U+1AC1
+are old (older than Unicode 11: it does not know U+07FD NKO DANTAYALAN). Python's
+`unicodedata` is newer (3.11: Unicode 14; Pyodide's 3.14: Unicode 16), and knows combining marks and decompositions the crate does not, e.g. U+1AC1
 COMBINING LEFT PARENTHESIS ABOVE LEFT (ccc 230, Unicode 14): Python reorders it against other
 marks, the crate leaves it where it is. Normalization is stable for characters both know, so
 the only differences come from characters the crate treats as plain, inert starters (combining
@@ -89,5 +89,5 @@ def from_config(cfg):
             return identity, None
         if all(n == "NFC" for n in fns):  # NFC is idempotent
             return nfc, "NFC"
-    raise UnsupportedTokenizer(
-        "normalizer %r is not supported (only NFC, or none)" % (kind if kind != "Sequence" else cfg,))
+    what = kind if kind != "Sequence" else cfg
+    raise UnsupportedTokenizer("normalizer %r is not supported (only NFC, or none)" % (what,))

@@ -191,8 +191,8 @@ class PreTokenizer:
     @classmethod
     def from_config(cls, cfg):
         if cfg is None:
-            raise UnsupportedTokenizer(
-                "pre_tokenizer is null: only byte-level BPE (a ByteLevel pre-tokenizer) is supported")
+            raise UnsupportedTokenizer("pre_tokenizer is null: only byte-level BPE (a ByteLevel "
+                                       "pre-tokenizer) is supported")
         items = cfg.get("pretokenizers") if cfg.get("type") == "Sequence" else [cfg]
         if not isinstance(items, list) or not items:
             raise UnsupportedTokenizer("pre_tokenizer Sequence without pretokenizers: %r" % (cfg,))

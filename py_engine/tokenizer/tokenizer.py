@@ -50,7 +50,8 @@ def _load_json_text(text, where):
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
-        raise TokenizerError("%s is not valid JSON (truncated or corrupt?): %s" % (where, e)) from None
+        raise TokenizerError("%s is not valid JSON (truncated or corrupt?): %s"
+                             % (where, e)) from None
     if not isinstance(data, dict):
         raise TokenizerError("%s: expected a JSON object at the top level" % where)
     return data
@@ -92,12 +93,13 @@ class Tokenizer:
         if mtype is None and "merges" in model:
             mtype = "BPE"  # old files leave the type out
         if mtype != "BPE":
-            raise UnsupportedTokenizer("%s: model type %r is not supported (only BPE)" % (where, mtype))
+            raise UnsupportedTokenizer("%s: model type %r is not supported (only BPE)"
+                                       % (where, mtype))
         if "vocab" not in model or "merges" not in model:
             raise TokenizerError("%s: BPE model without vocab or merges" % where)
         if model.get("dropout") not in (None, 0, 0.0):
-            raise UnsupportedTokenizer("%s: BPE dropout %r is not supported (it makes encoding random)"
-                                       % (where, model.get("dropout")))
+            raise UnsupportedTokenizer("%s: BPE dropout %r is not supported (it makes encoding "
+                                       "random)" % (where, model.get("dropout")))
         self._merges = _parse_merges(model["merges"], where)
         try:
             self.model = BPE(model["vocab"], self._merges, unk_token=model.get("unk_token"),
@@ -112,7 +114,8 @@ class Tokenizer:
         self._normalize, self.normalizer_name = _normalize.from_config(config.get("normalizer"))
         self._pre = PreTokenizer.from_config(config.get("pre_tokenizer"))
         self._decoder = self._parse_decoder(config.get("decoder"))
-        self._prefix_ids, self._suffix_ids = self._parse_post_processor(config.get("post_processor"))
+        post = self._parse_post_processor(config.get("post_processor"))
+        self._prefix_ids, self._suffix_ids = post
 
         added = config.get("added_tokens") or []
         if not isinstance(added, list):
@@ -234,7 +237,8 @@ class Tokenizer:
             for item in cfg.get("single", []):
                 if "Sequence" in item:
                     if item["Sequence"].get("id") != "A" or seen_a:
-                        raise UnsupportedTokenizer("TemplateProcessing single %r" % (cfg.get("single"),))
+                        raise UnsupportedTokenizer("TemplateProcessing single %r"
+                                                   % (cfg.get("single"),))
                     seen_a = True
                 elif "SpecialToken" in item:
                     name = item["SpecialToken"].get("id")
