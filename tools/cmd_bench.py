@@ -1,7 +1,8 @@
 """`mambaweb bench`: measure the engine in headless Chromium and print JSON.
 
 Sections run in one browser session, one after another; each section is a coroutine in
-py_engine/benchmarks run inside the page's engine.
+py_engine/benchmarks run inside the page's engine. `--native` runs the same sections in
+CPython with the native backend (wgpu-py: Vulkan/Metal/D3D12) and asyncio instead.
 """
 import json
 import platform
@@ -11,6 +12,7 @@ import time
 SECTIONS = {
     "foundation": "from py_engine.benchmarks import foundation\nresult = await foundation.run_all(device)",
     "model": "model",
+    "tokenizer": "tokenizer",
 }
 # The two model shapes of the bench: small, and mamba-130m's (random weights, bf16 on disk).
 MODEL_CONFIGS = {
@@ -42,10 +44,16 @@ def register(sub):
                    help="model shapes for the model section (comma-separated)")
     p.add_argument("--max-seconds", type=float, default=120.0,
                    help="per model shape, stop starting longer prefills after this much time")
+    p.add_argument("--decode-tokens", type=int, default=None,
+                   help="decode this many tokens per model shape (default: per shape, 32 / 8)")
+    p.add_argument("--native", action="store_true",
+                   help="run in CPython on the native backend (wgpu-py) instead of headless Chromium")
     p.set_defaults(func=run)
 
 
 def run(args):
+    if args.native:
+        return _run_native(args)
     from tools.headless import headless_engine
     report = {"host": {"machine": platform.machine(), "python": sys.version.split()[0]},
               "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
@@ -63,12 +71,31 @@ def run(args):
             t0 = time.time()
             if name == "model":
                 report[name] = _model_section(eng, args)
+            elif name == "tokenizer":
+                report[name] = _tokenizer_section(eng)
             else:
                 report[name] = eng.run(SECTIONS[name])
             report[name + "_wall_s"] = round(time.time() - t0, 2)
     tmp.cleanup()
     print(json.dumps(report, indent=None if args.json else 2))
     return 0
+
+
+def _tokenizer_section(eng):
+    """Encode MB/s on ~5 MB of Python stdlib source: ours in Pyodide (this Chromium) and in
+    CPython, and the Rust `tokenizers` library in CPython for scale; GPT-NeoX-style file."""
+    from tools import bench_tokenizer as bt
+    import os
+    with open(os.path.join(bt.FIXTURES, "neox.json"), encoding="utf-8") as f:
+        tj = f.read()
+    out = {"tokenizer": "tests/fixtures/tokenizers/neox.json",
+           "pyodide_chromium": eng.run(bt.browser_code(tj)),
+           "cpython": bt.run_cpython(tj)}
+    try:
+        out["tokenizers_library"] = bt.run_library(tj)
+    except ImportError:
+        out["tokenizers_library"] = "not installed (pip install tokenizers)"
+    return out
 
 
 def _write_random_model(folder, c):
@@ -85,7 +112,8 @@ def _model_section(eng, args):
     for name in args.models.split(","):
         c = MODEL_CONFIGS[name]
         url = f"{eng.server.url}/weights/{name}/"
-        r = eng.run(MODEL_SNIPPET, url=url, prompts=list(c["prompts"]), decode=c["decode"],
+        r = eng.run(MODEL_SNIPPET, url=url, prompts=list(c["prompts"]),
+                    decode=args.decode_tokens or c["decode"],
                     max_seconds=args.max_seconds)
         # time to first token from a cold page: a new tab boots Pyodide + the engine + the model
         t0 = time.time()
@@ -97,3 +125,56 @@ def _model_section(eng, args):
         page.page.close()
         out[name] = r
     return out
+
+
+NATIVE_SECTIONS = ("foundation", "model")   # sections that measure the GPU engine
+NATIVE_MODEL_SNIPPET = """
+import time
+from py_engine.benchmarks import model as mb
+from py_engine.models.generate import Generator, SamplingConfig
+from py_engine.models.mamba import MambaModel
+result = await mb.run(device, prompts=args['prompts'], decode_tokens=args['decode'],
+                      max_seconds=args['max_seconds'], folder=args['folder'])
+t0 = time.perf_counter()   # a second load + first token, pipelines already built
+model = await MambaModel.load_local(device, args['folder'])
+gen = Generator(model, SamplingConfig(greedy=True), max_tokens=16)
+await gen.prefill([1, 2, 3, 4])
+result['model_load_and_first_token_s'] = time.perf_counter() - t0
+gen.release()
+model.release()
+"""
+
+
+def _run_native(args):
+    """The same sections on the native backend: one device, one asyncio loop, local files."""
+    import tempfile
+    from pathlib import Path
+
+    from tools.native_engine import NativeEngine
+    report = {"host": {"machine": platform.machine(), "python": sys.version.split()[0]},
+              "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "backend": "native"}
+    sections = args.only or [s for s in SECTIONS if s in NATIVE_SECTIONS]
+    with tempfile.TemporaryDirectory(prefix="mambaweb-bench-") as tmp, NativeEngine() as eng:
+        report["adapter"] = eng.info["adapter"]
+        report["engine_boot_ms"] = eng.info["boot_ms"]
+        report["blocking_waits"] = eng.device.blocking_waits
+        for name in sections:
+            t0 = time.time()
+            if name == "model":
+                out = {}
+                for m in args.models.split(","):
+                    c = MODEL_CONFIGS[m]
+                    folder = Path(tmp) / m
+                    _write_random_model(folder, c)
+                    out[m] = eng.run(NATIVE_MODEL_SNIPPET, folder=str(folder),
+                                     prompts=list(c["prompts"]),
+                                     decode=args.decode_tokens or c["decode"],
+                                     max_seconds=args.max_seconds)
+                report[name] = out
+            elif name in NATIVE_SECTIONS:
+                report[name] = eng.run(SECTIONS[name])
+            else:
+                report[name] = "browser-only section: run `mambaweb bench` without --native"
+            report[name + "_wall_s"] = round(time.time() - t0, 2)
+    print(json.dumps(report, indent=None if args.json else 2))
+    return 0
