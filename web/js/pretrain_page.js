@@ -1,3 +1,556 @@
+// The pretrain page. Everything that decides anything runs in py_engine.train.session inside
+// the Worker; this file collects the person's choices, hands files to the Worker as Blobs
+// (trainPut), sends small snippets, and draws what the session reports ({event: "train"}).
 import { bootShell } from "/static/js/shell.js";
 
-bootShell().catch(() => {});
+const $ = (id) => document.getElementById(id);
+const SAMPLE_URL = "/static/samples/python-stdlib.txt";
+const PY = "from py_engine.train import session as S\n";
+const ready = bootShell();
+ready.catch(() => {});
+
+let engine = null;
+let corpusFiles = [];       // File objects (also stored in the Worker under "corpus")
+let tokFile = null;         // a chosen tokenizer.json
+let tokVocab = null;        // its vocabulary size once parsed
+let status = "empty";       // empty | preparing | running | pausing | paused | stopped | done | error
+let history = [];           // [[step, loss]]
+let steps = 0;
+let describeTimer = null;
+
+// ---- small helpers ---------------------------------------------------------------------
+function message(text, kind) {
+  const el = $("message");
+  el.textContent = text || "";
+  el.className = `pt-message ${kind || "error"}`;
+  el.hidden = !text;
+}
+const clearMessage = () => message("");
+
+function plainError(err) {
+  // A Python traceback from the Worker: show its last "SomethingError: message" line.
+  const text = String(err && err.message ? err.message : err);
+  const lines = text.split("\n").map((l) => l.trim()).filter(Boolean);
+  for (let i = lines.length - 1; i >= 0; i--) {
+    const m = /^[\w.]*(?:Error|Exception|Unavailable): (.*)$/.exec(lines[i]);
+    if (m) return m[1];
+  }
+  return lines.length ? lines[lines.length - 1] : text;
+}
+
+const fmtInt = (n) => Number(n).toLocaleString("en-US");
+const fmtBytes = (n) => n >= 1e9 ? `${(n / 1e9).toFixed(2)} GB` : n >= 1e6 ? `${(n / 1e6).toFixed(1)} MB`
+  : `${(n / 1e3).toFixed(0)} KB`;
+function fmtTime(s) {
+  if (s == null || !isFinite(s)) return "–";
+  s = Math.round(s);
+  const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), sec = s % 60;
+  return h ? `${h}:${String(m).padStart(2, "0")}:${String(sec).padStart(2, "0")}` : `${m}:${String(sec).padStart(2, "0")}`;
+}
+
+async function py(code, args) {
+  if (!engine) throw new Error("the engine is not ready yet");
+  return engine.run(PY + code, args || {});
+}
+
+// ---- corpus ------------------------------------------------------------------------------
+async function walk(entry, out) {
+  if (entry.isFile) {
+    out.push(await new Promise((res, rej) => entry.file(res, rej)));
+  } else if (entry.isDirectory) {
+    const reader = entry.createReader();
+    for (;;) {
+      const batch = await new Promise((res, rej) => reader.readEntries(res, rej));
+      if (!batch.length) break;
+      for (const e of batch) await walk(e, out);
+    }
+  }
+}
+
+const SKIP = /(^|\/)(\.[^/]*|node_modules|__pycache__)(\/|$)/;
+const BINARY_EXT = /\.(png|jpe?g|gif|webp|ico|pdf|zip|gz|tgz|bz2|xz|7z|tar|bin|safetensors|pt|pth|onnx|wasm|so|dll|exe|class|jar|pyc|mp[34]|wav|ogg|woff2?|ttf|otf|npy|npz)$/i;
+
+async function setCorpus(files, label) {
+  const usable = files.filter((f) => {
+    const path = f.webkitRelativePath || f.name;
+    return !SKIP.test(path) && !BINARY_EXT.test(path) && f.size > 0;
+  });
+  if (!usable.length) {
+    message(files.length ? "None of those files look like text (images, archives and model files are skipped): choose text files, a folder of them, or the sample corpus."
+      : "No files were dropped: choose text files or a folder, or the sample corpus.");
+    return;
+  }
+  try {
+    await engine.call({ op: "trainPut", key: "corpus", value: usable });
+  } catch (err) {
+    message(`Could not hand the files to the engine: ${plainError(err)}`);
+    return;
+  }
+  corpusFiles = usable;
+  const total = usable.reduce((a, f) => a + f.size, 0);
+  const skipped = files.length - usable.length;
+  $("corpus-summary").textContent = `${label || `${usable.length} file${usable.length > 1 ? "s" : ""}`}: ` +
+    `${fmtBytes(total)}${skipped ? ` (${skipped} non-text file${skipped > 1 ? "s" : ""} skipped)` : ""}`;
+  document.body.dataset.corpus = "ready";
+  clearMessage();
+  refreshControls();
+}
+
+function takeDrop(dt) {
+  const items = [];
+  for (const item of dt.items || []) {
+    if (item.kind !== "file") continue;
+    const entry = item.webkitGetAsEntry ? item.webkitGetAsEntry() : null;
+    items.push(entry ? { entry } : { file: item.getAsFile() });
+  }
+  if (!items.length) for (const file of dt.files || []) items.push({ file });
+  return (async () => {
+    const out = [];
+    for (const it of items) {
+      if (it.entry) await walk(it.entry, out);
+      else if (it.file) out.push(it.file);
+    }
+    return out;
+  })();
+}
+
+async function useSample() {
+  try {
+    const resp = await fetch(SAMPLE_URL);
+    if (!resp.ok) throw new Error(`HTTP ${resp.status}`);
+    const blob = await resp.blob();
+    await setCorpus([new File([blob], "python-stdlib.txt", { type: "text/plain" })],
+                    "Sample corpus (CPython standard library source)");
+  } catch (err) {
+    message(`Could not load the sample corpus (${plainError(err)}): drop your own text files instead.`);
+  }
+}
+
+// ---- tokenizer ---------------------------------------------------------------------------
+const tokKind = () => document.querySelector("input[name=tok]:checked").value;
+
+function vocabForDescribe() {
+  const k = tokKind();
+  if (k === "byte") return 256;
+  if (k === "bpe") return Number($("bpe-vocab").value) || 4096;
+  return tokVocab || 256;
+}
+
+async function chooseTokenizerFile(file) {
+  tokFile = null;
+  tokVocab = null;
+  $("tok-summary").textContent = "";
+  if (!file) return;
+  try {
+    await engine.call({ op: "trainPut", key: "tokenizer", value: file });
+    const r = await py(`tok = await S.make_tokenizer({'kind': 'json', 'key': 'tokenizer', 'name': args['name']}, None)
+result = {'vocab_size': tok.vocab_size, 'kind': tok.kind}`, { name: file.name });
+    tokFile = file;
+    tokVocab = r.vocab_size;
+    $("tok-summary").textContent = `${file.name}: ${fmtInt(r.vocab_size)} ids` +
+      (r.kind === "byte" ? " (byte-level)" : "");
+    document.querySelector("input[name=tok][value=json]").checked = true;
+    clearMessage();
+  } catch (err) {
+    $("tok-file").value = "";
+    message(`That tokenizer.json cannot be used: ${plainError(err)}`);
+  }
+  scheduleDescribe();
+}
+
+function tokenizerSpec() {
+  const k = tokKind();
+  if (k === "bpe") return { kind: "bpe", vocab_size: Number($("bpe-vocab").value) || 4096 };
+  if (k === "json") return { kind: "json", key: "tokenizer", name: tokFile ? tokFile.name : "tokenizer.json" };
+  return { kind: "byte" };
+}
+
+// ---- model + training settings -------------------------------------------------------------
+const CFG_KEYS = ["hidden_size", "num_hidden_layers", "state_size", "expand", "conv_kernel"];
+const TRAIN_NUM = ["batch", "seq_len", "steps", "warmup", "accum", "sample_every", "autosave_every", "seed"];
+
+function modelSpec() {
+  const spec = { size: $("size").value };
+  for (const k of CFG_KEYS) {
+    const v = $(`cfg-${k}`).value;
+    if (v !== "") spec[k] = Number(v);
+  }
+  return spec;
+}
+
+function trainSpec() {
+  const t = { lr: $("lr").value.trim(), wsla: $("wsla").checked };
+  for (const k of TRAIN_NUM) {
+    const v = $(k).value;
+    if (v !== "") t[k] = Number(v);
+  }
+  const prompt = $("sample_prompt").value;
+  if (prompt) t.sample_prompt = prompt;
+  return t;
+}
+
+function scheduleDescribe() {
+  clearTimeout(describeTimer);
+  describeTimer = setTimeout(describe, 150);
+}
+
+async function describe() {
+  if (!engine) return;
+  try {
+    const r = await py("result = S.describe(args, device.limits if device is not None else None)",
+                       { model: modelSpec(), train: trainSpec(), vocab_size: vocabForDescribe() });
+    if (!r.ok && r.error) {
+      $("model-summary").textContent = "";
+      $("fit-problems").textContent = r.error;
+      return;
+    }
+    for (const opt of $("size").options) {
+      const n = r.presets[opt.value];
+      if (n) opt.textContent = `${opt.value} · ${(n / 1e6).toFixed(n < 1e6 ? 2 : 1)}M params`;
+    }
+    const c = r.config;
+    for (const k of CFG_KEYS) $(`cfg-${k}`).placeholder = c[k];
+    $("model-summary").textContent = `${fmtInt(r.params)} parameters · d_model ${c.hidden_size} · ` +
+      `${c.num_hidden_layers} layers · state ${c.state_size} · vocab ${fmtInt(c.vocab_size)} · ` +
+      `≈${fmtBytes(r.memory_bytes)} of GPU memory to train`;
+    $("fit-problems").textContent = r.problems.length
+      ? `Too large for this GPU: ${r.problems.join("; ")}.` : "";
+    document.body.dataset.params = r.params;
+  } catch (err) {
+    $("fit-problems").textContent = plainError(err);
+  }
+}
+
+// ---- run controls ---------------------------------------------------------------------------
+function setStatus(s, note) {
+  status = s;
+  document.body.dataset.train = s;
+  const words = { empty: "", preparing: "preparing…", running: "training…", pausing: "pausing after this step…",
+                  paused: "paused", stopping: "stopping…", stopped: "stopped", done: "finished", error: "stopped by an error" };
+  $("run-status").textContent = note || words[s] || s;
+  refreshControls();
+}
+
+function refreshControls() {
+  const active = ["preparing", "running", "pausing", "stopping"].includes(status);
+  $("start").disabled = active || !engine;
+  $("pause").disabled = status !== "running";
+  $("resume").disabled = !(status === "paused" || status === "stopped" || status === "pausing");
+  $("stop").disabled = !["running", "pausing", "paused"].includes(status);
+  const have = !["empty", "preparing"].includes(status);
+  for (const id of ["dl-hf", "dl-mbjs", "dl-state"]) $(id).disabled = !have;
+}
+
+function resetRun() {
+  history = [];
+  $("samples").innerHTML = "";
+  $("downloads").innerHTML = "";
+  drawPlot();
+}
+
+async function start() {
+  clearMessage();
+  if (!corpusFiles.length) {
+    message("No corpus: drop text files or a folder, or click “Use the sample corpus”.");
+    return;
+  }
+  if (tokKind() === "json" && !tokFile) {
+    message("No tokenizer.json chosen: pick one, or choose the byte-level tokenizer.");
+    return;
+  }
+  if (status === "paused" && !confirm("Start a new run? The current one stays in your downloads only if you downloaded it.")) return;
+  if (!$("resume-banner").hidden && !confirm("Starting a new run replaces the run saved in this browser. Continue?")) return;
+  const prev = status;
+  setStatus("preparing");
+  try {
+    const summary = await py("result = await S.start(device, args)",
+                             { model: modelSpec(), train: trainSpec(), tokenizer: tokenizerSpec() });
+    resetRun();
+    applySummary(summary);
+    $("resume-banner").hidden = true;
+  } catch (err) {
+    setStatus(prev === "preparing" ? "empty" : prev);
+    message(plainError(err));
+  }
+}
+
+async function control(what) {
+  clearMessage();
+  try {
+    const r = await py(`result = S.${what}()`);
+    if (r && r.status) setStatus(r.status);
+  } catch (err) {
+    message(plainError(err));
+  }
+}
+
+function applySummary(s) {
+  steps = s.train.steps;
+  history = (s.history || []).slice();
+  $("progress").max = steps;
+  $("progress").value = s.step;
+  $("stat-step").textContent = `${fmtInt(s.step)} / ${fmtInt(steps)}`;
+  if (s.last) $("stat-loss").textContent = Number(s.last.loss).toFixed(4);
+  for (const smp of s.samples || []) addSample(smp);
+  const c = s.corpus || {};
+  $("run-status").dataset.summary = `${fmtInt(s.params)} params, ${s.tokenizer} tokenizer, ` +
+    `${fmtInt(c.tokens || 0)} corpus tokens`;
+  for (const w of s.warnings || []) message(w, "info");
+  setStatus(s.status === "ready" ? "running" : s.status);
+  drawPlot();
+}
+
+// ---- events from the session --------------------------------------------------------------
+function onEvent(ev) {
+  if (ev.type === "prepare") {
+    const pct = ev.total ? ` ${Math.round((100 * ev.done) / ev.total)}%` : "";
+    $("run-status").textContent = `${ev.stage}${pct}…`;
+  } else if (ev.type === "ready") {
+    steps = ev.train.steps;
+  } else if (ev.type === "step") {
+    steps = ev.steps;
+    history.push([ev.step, ev.loss]);
+    if (history.length > 4000) history = history.filter((_, i) => i % 2 === 0 || i > history.length - 1000);
+    $("progress").max = ev.steps;
+    $("progress").value = ev.step;
+    $("stat-step").textContent = `${fmtInt(ev.step)} / ${fmtInt(ev.steps)}`;
+    $("stat-loss").textContent = Number(ev.loss).toFixed(4);
+    $("stat-tps").textContent = fmtInt(Math.round(ev.tokens_per_s));
+    $("stat-eta").textContent = fmtTime(ev.eta_s);
+    $("stat-elapsed").textContent = fmtTime(ev.elapsed_s);
+    document.body.dataset.step = ev.step;
+    if (ev.skipped) $("stat-saved").textContent = `${ev.skipped} step(s) skipped (non-finite gradients)`;
+    drawPlot();
+  } else if (ev.type === "sample") {
+    addSample(ev);
+  } else if (ev.type === "status") {
+    setStatus(ev.status);
+    if (ev.message) message(ev.message);
+  } else if (ev.type === "saved") {
+    $("stat-saved").textContent = `autosaved at step ${fmtInt(ev.step)}`;
+  } else if (ev.type === "warning") {
+    message(ev.message, "info");
+  }
+}
+
+function addSample(ev) {
+  const box = $("samples");
+  if (box.querySelector("p.muted")) box.innerHTML = "";
+  const div = document.createElement("div");
+  div.className = "pt-sample";
+  const head = document.createElement("div");
+  head.className = "muted";
+  head.textContent = `step ${fmtInt(ev.step)}`;
+  const body = document.createElement("pre");
+  const p = document.createElement("span");
+  p.className = "pt-prompt";
+  p.textContent = ev.prompt;
+  body.append(p, document.createTextNode(ev.text));
+  div.append(head, body);
+  box.prepend(div);
+  while (box.children.length > 5) box.lastChild.remove();
+}
+
+// ---- loss plot ---------------------------------------------------------------------------
+function drawPlot() {
+  const cv = $("loss-plot");
+  const ctx = cv.getContext("2d");
+  const W = cv.width, H = cv.height, L = 48, R = 12, T = 12, B = 28;
+  ctx.clearRect(0, 0, W, H);
+  ctx.fillStyle = "#fbfbfd";
+  ctx.fillRect(0, 0, W, H);
+  ctx.font = "12px system-ui, sans-serif";
+  ctx.fillStyle = "#5b6672";
+  if (!history.length) {
+    ctx.fillText("the loss curve appears here once training starts", L, H / 2);
+    cv.dataset.points = 0;
+    return;
+  }
+  const maxStep = Math.max(steps, history[history.length - 1][0], 1);
+  const losses = history.map((p) => p[1]).filter((x) => isFinite(x));
+  const hi = Math.max(...losses) * 1.05, lo = Math.max(0, Math.min(...losses) * 0.9);
+  const x = (s) => L + ((W - L - R) * s) / maxStep;
+  const y = (v) => T + ((H - T - B) * (hi - v)) / Math.max(hi - lo, 1e-6);
+  ctx.strokeStyle = "#dde1e6";
+  ctx.beginPath();
+  for (let k = 0; k <= 4; k++) {
+    const v = lo + ((hi - lo) * k) / 4;
+    ctx.moveTo(L, y(v)); ctx.lineTo(W - R, y(v));
+    ctx.fillText(v.toFixed(v < 1 ? 3 : 2), 4, y(v) + 4);
+  }
+  ctx.stroke();
+  ctx.fillText("0", L, H - 8);
+  ctx.fillText(`${fmtInt(maxStep)} steps`, W - R - 70, H - 8);
+  ctx.strokeStyle = "rgba(47,111,237,.35)";
+  ctx.beginPath();
+  history.forEach(([s, v], i) => { if (isFinite(v)) (i ? ctx.lineTo(x(s), y(v)) : ctx.moveTo(x(s), y(v))); });
+  ctx.stroke();
+  // smoothed line: a bias-corrected EMA (no lag towards the first point)
+  ctx.strokeStyle = "#2f6fed";
+  ctx.lineWidth = 2;
+  ctx.beginPath();
+  let ema = 0, n = 0;
+  history.forEach(([s, v], i) => {
+    if (!isFinite(v)) return;
+    n += 1;
+    ema = 0.9 * ema + 0.1 * v;
+    const sm = ema / (1 - Math.pow(0.9, n));
+    i ? ctx.lineTo(x(s), y(sm)) : ctx.moveTo(x(s), y(sm));
+  });
+  ctx.stroke();
+  ctx.lineWidth = 1;
+  cv.dataset.points = history.length;
+}
+
+// ---- downloads ---------------------------------------------------------------------------
+async function download(which) {
+  clearMessage();
+  const btn = $(`dl-${which}`);
+  btn.disabled = true;
+  try {
+    const files = await py("result = await S.export(args['which'])", { which });
+    for (const f of files) {
+      const blob = await engine.call({ op: "trainTake", key: f.key });
+      if (!blob) continue;
+      const url = URL.createObjectURL(blob);
+      const a = Object.assign(document.createElement("a"), { href: url, download: f.name });
+      a.textContent = `${f.name} (${fmtBytes(f.size)})`;
+      a.dataset.file = f.name;
+      const li = document.createElement("li");
+      li.append(a);
+      $("downloads").prepend(li);
+      a.click();
+    }
+    document.body.dataset.downloaded = which;
+  } catch (err) {
+    message(`Download failed: ${plainError(err)}`);
+  } finally {
+    refreshControls();
+  }
+}
+
+// ---- resume ------------------------------------------------------------------------------
+async function checkSaved() {
+  try {
+    const info = await py("result = await S.saved_info()");
+    if (!info) return;
+    if (info.error) {
+      $("stat-saved").textContent = `Autosave unavailable (${info.error}): download the training state to keep a run.`;
+      return;
+    }
+    const when = new Date(info.saved_at * 1000).toLocaleString();
+    $("resume-text").textContent = `A run saved in this browser: ${info.preset || "custom"} model ` +
+      `(${fmtInt(info.params)} params), step ${fmtInt(info.step)} of ${fmtInt(info.steps)}` +
+      `${info.loss != null ? `, loss ${Number(info.loss).toFixed(4)}` : ""}, saved ${when}.`;
+    $("resume-banner").hidden = false;
+    document.body.dataset.saved = info.step;
+  } catch (err) {
+    $("stat-saved").textContent = `Could not check for a saved run: ${plainError(err)}`;
+  }
+}
+
+async function resumeSaved() {
+  clearMessage();
+  setStatus("preparing", "loading the saved run…");
+  try {
+    const s = await py("result = await S.resume_saved(device, args)", {});
+    resetRun();
+    applySummary(s);
+    $("resume-banner").hidden = true;
+  } catch (err) {
+    setStatus("empty");
+    message(`Could not resume the saved run: ${plainError(err)}`);
+  }
+}
+
+async function discardSaved() {
+  if (!confirm("Delete the run saved in this browser?")) return;
+  try {
+    await py("result = await S.discard_saved()");
+    $("resume-banner").hidden = true;
+  } catch (err) {
+    message(`Could not delete it: ${plainError(err)}`);
+  }
+}
+
+async function loadStateFile(file) {
+  clearMessage();
+  if (!file) return;
+  if (!corpusFiles.length) {
+    message("Choose the corpus this state was trained on first (or the sample corpus), then choose the state file again.");
+    $("state-file").value = "";
+    return;
+  }
+  if (["running", "pausing"].includes(status)) {
+    message("A run is in progress: pause or stop it first.");
+    $("state-file").value = "";
+    return;
+  }
+  const prev = status;
+  setStatus("preparing", "loading the training state…");
+  try {
+    await engine.call({ op: "trainPut", key: "state", value: file });
+    const s = await py("result = await S.load_state(device, args)", {});
+    resetRun();
+    applySummary(s);
+  } catch (err) {
+    setStatus(prev);
+    message(`That training state cannot be resumed: ${plainError(err)}`);
+  }
+  $("state-file").value = "";
+}
+
+// ---- wiring ------------------------------------------------------------------------------
+function wire() {
+  const dz = $("dropzone");
+  dz.addEventListener("dragover", (e) => { e.preventDefault(); dz.classList.add("over"); });
+  dz.addEventListener("dragleave", () => dz.classList.remove("over"));
+  dz.addEventListener("drop", async (e) => {
+    e.preventDefault();
+    dz.classList.remove("over");
+    const files = await takeDrop(e.dataTransfer);
+    await setCorpus(files);
+  });
+  $("pick-files").onclick = () => $("file-input").click();
+  $("pick-folder").onclick = () => $("folder-input").click();
+  $("file-input").onchange = (e) => setCorpus([...e.target.files]);
+  $("folder-input").onchange = (e) => setCorpus([...e.target.files]);
+  $("use-sample").onclick = useSample;
+  $("tok-file").onchange = (e) => chooseTokenizerFile(e.target.files[0]);
+  for (const r of document.querySelectorAll("input[name=tok]")) r.onchange = scheduleDescribe;
+  for (const id of ["bpe-vocab", "size", "batch", "seq_len", "steps", ...CFG_KEYS.map((k) => `cfg-${k}`)]) {
+    $(id).addEventListener("input", scheduleDescribe);
+    $(id).addEventListener("change", scheduleDescribe);
+  }
+  $("start").onclick = start;
+  $("pause").onclick = () => control("pause");
+  $("resume").onclick = () => control("resume");
+  $("stop").onclick = () => control("stop");
+  $("dl-hf").onclick = () => download("hf");
+  $("dl-mbjs").onclick = () => download("mbjs");
+  $("dl-state").onclick = () => download("state");
+  $("resume-saved").onclick = resumeSaved;
+  $("discard-saved").onclick = discardSaved;
+  $("state-file").onchange = (e) => loadStateFile(e.target.files[0]);
+}
+
+wire();
+drawPlot();
+refreshControls();
+ready.then(async (eng) => {
+  if (eng.info && eng.info.gpu_error) {
+    message(`Training needs WebGPU: ${eng.info.gpu_error}`);
+    document.body.dataset.pretrain = "no-gpu";
+    return;
+  }
+  engine = eng;
+  engine.worker.addEventListener("message", (ev) => {
+    if (ev.data && ev.data.event === "train") {
+      try { onEvent(JSON.parse(ev.data.json)); } catch (err) { console.error(err); }
+    }
+  });
+  refreshControls();
+  await describe();
+  await checkSaved();
+  document.body.dataset.pretrain = "ready";
+}).catch(() => {});

@@ -1,0 +1,240 @@
+"""Reference initialisation of a fresh Mamba-1 model, on the GPU (shaders/init.wgsl) or in
+pure Python (the same numbers, for hosts without a GPU and for checking the kernels).
+
+The distributions are those of tools/init_weights.py (state-spaces/mamba's init, which
+`mambaweb generate-bin` writes):
+  embeddings / lm_head  N(0, initializer_range)
+  in_proj, x_proj       U(+-1/sqrt(fan_in));  out_proj the same / sqrt(n_layer) when
+                        rescale_prenorm_residual
+  conv1d weight, bias   U(+-1/sqrt(K))
+  dt_proj.weight        U(+-R^-0.5 * dt_scale)  ("constant" scheme: that value)
+  dt_proj.bias          softplus^-1(dt), dt = exp(U(log dt_min, log dt_max)), floored
+  A_log                 log(1..N) per channel (S4D-real);  D = 1;  norms = 1;  biases 0
+The values differ from numpy's generator: ours is counter-based (see init.wgsl), so every
+tensor, and every row piece of a split tensor, is drawn independently and in parallel; a
+tensor's values depend only on (seed, tensor name, element index).
+
+Pure stdlib: this module is imported inside Pyodide.
+"""
+import math
+import struct
+import zlib
+from array import array
+
+from py_engine.io import gpu_layout, hf_names
+
+# Presets chosen for in-browser training: nano/micro/small are tools/init_weights.PRESETS
+# (~1M, ~5M, ~20M parameters at these vocabs; tests/unit/test_pretrain_host.py keeps them in
+# step); "tiny" (~0.1M with a byte vocabulary) is for quick tries and tests on slow GPUs.
+PRESETS = {
+    "tiny": dict(hidden_size=64, num_hidden_layers=2, vocab_size=256),
+    "nano": dict(hidden_size=128, num_hidden_layers=4, vocab_size=4096),
+    "micro": dict(hidden_size=256, num_hidden_layers=8, vocab_size=6144),
+    "small": dict(hidden_size=512, num_hidden_layers=8, vocab_size=12288),
+}
+
+
+def preset_config(size="nano", **overrides):
+    """A MambaConfig from a preset (as tools/init_weights.make_config), overrides winning."""
+    from py_engine.models.config import MambaConfig
+    if size not in PRESETS:
+        raise ValueError(f"unknown size {size!r}; presets: {', '.join(PRESETS)}")
+    kw = dict(PRESETS[size], model_type="mamba", state_size=16, conv_kernel=4, expand=2,
+              rescale_prenorm_residual=True, initializer_range=0.02)
+    kw.update({k: v for k, v in overrides.items() if v is not None})
+    mult = kw.get("pad_vocab_size_multiple", 8)
+    if kw["vocab_size"] % mult:
+        kw["vocab_size"] += mult - kw["vocab_size"] % mult
+    return MambaConfig(**kw)
+
+
+def param_count(cfg):
+    return sum(math.prod(s) for s in hf_names.expected_tensors(cfg).values())
+
+
+# --- the plan: which distribution each HF tensor gets --------------------------------------
+
+def _f32(x):
+    return struct.unpack("<f", struct.pack("<f", x))[0]
+
+
+def plan(cfg):
+    """[(hf name, shape, kind, a)]: kind is uniform | normal | const | s4d_alog | dt_bias."""
+    D, I, K, R = cfg.hidden_size, cfg.intermediate_size, cfg.conv_kernel, cfg.time_step_rank
+    std = cfg.initializer_range
+    out = []
+    for name, shape in hf_names.expected_tensors(cfg).items():
+        base = name.split(".")[-1] if name.startswith("backbone.layers.") else name
+        if name in (hf_names.EMBED, hf_names.LM_HEAD):
+            out.append((name, shape, "normal", std))
+        elif name.endswith("norm.weight") or name == hf_names.NORM_F:
+            out.append((name, shape, "const", 1.0))
+        elif name.endswith("mixer.D"):
+            out.append((name, shape, "const", 1.0))
+        elif name.endswith("mixer.A_log"):
+            out.append((name, shape, "s4d_alog", 0.0))
+        elif name.endswith("dt_proj.bias"):
+            out.append((name, shape, "dt_bias", 0.0))
+        elif name.endswith("dt_proj.weight"):
+            s = R ** -0.5 * cfg.time_step_scale
+            out.append((name, shape, "const" if cfg.time_step_init_scheme == "constant"
+                        else "uniform", s))
+        elif name.endswith("conv1d.weight") or name.endswith("conv1d.bias"):
+            out.append((name, shape, "uniform", 1.0 / math.sqrt(K)))
+        elif name.endswith(("in_proj.bias", "out_proj.bias")):
+            out.append((name, shape, "const", 0.0))
+        elif name.endswith("in_proj.weight"):
+            out.append((name, shape, "uniform", 1.0 / math.sqrt(D)))
+        elif name.endswith("x_proj.weight"):
+            out.append((name, shape, "uniform", 1.0 / math.sqrt(I)))
+        elif name.endswith("out_proj.weight"):
+            a = 1.0 / math.sqrt(I)
+            if cfg.rescale_prenorm_residual:
+                a /= math.sqrt(cfg.num_hidden_layers)
+            out.append((name, shape, "uniform", a))
+        else:   # pragma: no cover - expected_tensors names nothing else
+            raise ValueError(f"no initialisation rule for {name} ({base})")
+    return out
+
+
+def stream_key(seed, name):
+    """The u32 stream key of tensor `name` under `seed`."""
+    return _mix((zlib.crc32(name.encode("utf-8")) ^ _mix(seed & 0xFFFFFFFF)
+                 ^ ((seed >> 32) & 0xFFFFFFFF)) & 0xFFFFFFFF)
+
+
+def _mix(x):
+    x &= 0xFFFFFFFF
+    x ^= x >> 16
+    x = (x * 0x7FEB352D) & 0xFFFFFFFF
+    x ^= x >> 15
+    x = (x * 0x846CA68B) & 0xFFFFFFFF
+    x ^= x >> 16
+    return x
+
+
+def _dt_range(cfg):
+    """(log dt_min, log dt_max, dt floor) as the f32 values the kernel receives."""
+    lo = _f32(math.log(cfg.time_step_min))
+    hi = _f32(math.log(cfg.time_step_max))
+    return lo, hi, _f32(cfg.time_step_floor)
+
+
+# --- GPU ----------------------------------------------------------------------------------
+
+ENTRY = {"uniform": "uniform_forward", "normal": "normal_forward",
+         "s4d_alog": "s4d_alog_forward", "dt_bias": "dt_bias_forward"}
+
+
+def init_pieces(device, cfg, seed=0, batch=None):
+    """{piece name: Tensor} of a freshly initialised model, drawn on the GPU (one dispatch
+    per piece, one submit). Piece names/shapes follow py_engine.io.gpu_layout."""
+    from py_engine.gpu.tensor import Tensor
+    from py_engine.ops._common import fold, params
+    from py_engine.ops.elementwise import fill
+    check_fits(device, cfg)
+    own = batch is None
+    batch = batch or device.batch()
+    weights = {}
+    try:
+        for name, shape, kind, a in plan(cfg):
+            key = stream_key(seed, name)
+            row = math.prod(shape[1:]) if len(shape) > 1 else 1
+            lo, hi, floor = _dt_range(cfg)
+            for piece, r0, r1, pshape in gpu_layout.pieces(cfg, name, shape):
+                t = Tensor(device, pshape)
+                weights[piece] = t
+                if kind == "const":
+                    fill(batch, t, float(a))
+                    continue
+                u = device.uniform(params(t.numel, r0 * row, key, cfg.state_size, float(a),
+                                          lo, hi, floor))
+                gx, gy = fold(-(-t.numel // 256))
+                batch.run("init", ENTRY[kind], [u, t.binding], gx, gy)
+    except BaseException:
+        for t in weights.values():
+            t.release()
+        raise
+    if own:
+        batch.submit()
+    return weights
+
+
+def init_model(device, cfg, seed=0):
+    """A MambaModel with fresh reference-initialised weights on `device`."""
+    from py_engine.models.mamba import MambaModel
+    return MambaModel(device, cfg, init_pieces(device, cfg, seed))
+
+
+def check_fits(device, cfg):
+    """Raise ValueError in plain words when a weight tensor exceeds the GPU's limits."""
+    limits = device.limits
+    bind = limits.get("maxStorageBufferBindingSize", 1 << 27)
+    maxbuf = limits.get("maxBufferSize", 1 << 28)
+    cap = min(bind, maxbuf)
+    for name, shape in hf_names.expected_tensors(cfg).items():
+        for piece, _, _, pshape in gpu_layout.pieces(cfg, name, shape):
+            nbytes = math.prod(pshape) * 4
+            if nbytes > cap:
+                raise ValueError(
+                    f"the model is too large for this GPU: {piece} {list(pshape)} needs "
+                    f"{nbytes / 2**20:.1f} MiB but this GPU binds at most {cap / 2**20:.1f} MiB "
+                    "per tensor. Choose a smaller preset, a smaller vocabulary or d_model.")
+
+
+# --- pure Python (same numbers) -----------------------------------------------------------
+
+def _unit(key, key2, c):
+    bits = _mix(_mix((c ^ key) & 0xFFFFFFFF) ^ key2)
+    return ((bits >> 9) * 2 + 1) / 16777216.0
+
+
+def _one_minus_exp_neg(x):
+    return -math.expm1(-x)
+
+
+def draw(cfg, name, shape, kind, a, seed, start=0, count=None):
+    """Element values [start, start+count) of HF tensor `name` (row-major), as Python floats
+    rounded to f32. Uniform draws are bit-identical to the GPU's; the others agree to f32
+    rounding of their transcendental functions."""
+    n = math.prod(shape)
+    count = n - start if count is None else count
+    key = stream_key(seed, name)
+    key2 = _mix(key + 0x9E3779B9)
+    a = _f32(a)
+    lo, hi, floor = _dt_range(cfg)
+    out = array("f", bytes(4 * count))
+    if kind == "const":
+        for i in range(count):
+            out[i] = a
+    elif kind == "uniform":
+        for i in range(count):
+            out[i] = _f32(2.0 * _unit(key, key2, start + i) - 1.0) * a
+    elif kind == "normal":
+        for i in range(count):
+            e = start + i
+            u1, u2 = _unit(key, key2, 2 * e), _unit(key, key2, 2 * e + 1)
+            out[i] = a * math.sqrt(-2.0 * math.log(u1)) * math.cos(2.0 * math.pi * u2)
+    elif kind == "s4d_alog":
+        N = cfg.state_size
+        for i in range(count):
+            out[i] = math.log((start + i) % N + 1)
+    elif kind == "dt_bias":
+        for i in range(count):
+            u = _unit(key, key2, start + i)
+            dt = max(math.exp(lo + u * (hi - lo)), floor)
+            out[i] = dt if dt > 20.0 else dt + math.log(_one_minus_exp_neg(dt))
+    else:
+        raise ValueError(f"unknown init kind {kind!r}")
+    return out
+
+
+def init_weights_python(cfg, seed=0):
+    """{HF name: f32 little-endian bytes} computed on the host (slow: small models only)."""
+    out = {}
+    for name, shape, kind, a in plan(cfg):
+        vals = draw(cfg, name, shape, kind, a, seed)
+        if struct.pack("=I", 1) != struct.pack("<I", 1):   # pragma: no cover - big-endian
+            vals.byteswap()
+        out[name] = vals.tobytes()
+    return out

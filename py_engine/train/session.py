@@ -1,0 +1,793 @@
+"""A pretraining session: corpus + tokenizer + fresh model + trainer + data order, driven by
+the pretrain page (start / pause / resume / stop) or by `mambaweb pretrain` (step by step).
+
+Lives in the Worker's Python. The page talks to it through small snippets (engine.run) that
+call the module functions at the bottom (`describe`, `start`, `pause`, ...); the session
+posts progress events to the page (js.mwTrain.emit -> {event: "train", json}) and keeps the
+last ones for `poll()`. Event types:
+  {"type": "prepare", "stage", "done", "total"}     tokenizing / training a tokenizer
+  {"type": "ready", ...summary}                      model built, nothing trained yet
+  {"type": "step", "step", "steps", "loss", "tokens_per_s", "eta_s", "lr", "grad_norm",
+   "tokens", "elapsed_s", "epoch", "skipped"}
+  {"type": "sample", "step", "prompt", "text"}       greedy generation every N steps
+  {"type": "status", "status", "message"?}          running / paused / stopped / done / error
+  {"type": "saved", "step", "where"}                 autosave written (OPFS)
+  {"type": "warning", "message"}                     something the person should know
+Every error a person can cause is a ValueError with a plain message; a failed action
+leaves the session as it was.
+
+Pure stdlib (+ js when in the browser): this module is imported inside Pyodide.
+"""
+import asyncio
+import json
+import math
+import struct
+import time
+from array import array
+
+from py_engine.train import checkpoint as ckpt
+from py_engine.train import data as data_mod
+from py_engine.train.init import PRESETS, check_fits, init_pieces, param_count, preset_config
+
+OPFS_DIR = "mambaweb-pretrain"
+OPFS_STATE = OPFS_DIR + "/state.safetensors"
+OPFS_TOKENS = OPFS_DIR + "/tokens.bin"
+OPFS_INFO = OPFS_DIR + "/info.json"
+
+TRAIN_DEFAULTS = {
+    "lr": 2e-3, "batch": 4, "seq_len": 128, "steps": 1000, "warmup": None,
+    "weight_decay": 0.1, "betas": [0.9, 0.95], "eps": 1e-8, "grad_clip": 1.0, "accum": 1,
+    "seed": 0, "init_seed": 0, "sample_every": 100, "sample_tokens": 64, "sample_prompt": None,
+    "autosave_every": 50, "wsla": False, "min_lr_ratio": 0.1,
+}
+MODEL_KEYS = ("hidden_size", "num_hidden_layers", "state_size", "expand", "conv_kernel",
+              "time_step_rank", "vocab_size")
+
+
+def _in_browser():
+    try:
+        import js  # noqa: F401
+        return hasattr(js, "mwTrain")
+    except ImportError:
+        return False
+
+
+def _round(x, nd=6):
+    return x if x != x or x in (float("inf"), float("-inf")) else round(float(x), nd)
+
+
+# --- configuration --------------------------------------------------------------------------
+
+def train_config(spec):
+    t = dict(TRAIN_DEFAULTS)
+    for k, v in (spec or {}).items():
+        if k in t and v is not None and v != "":
+            t[k] = v
+    ints = ("batch", "seq_len", "steps", "accum", "seed", "init_seed", "sample_every",
+            "sample_tokens", "autosave_every")
+    for k in ints:
+        try:
+            t[k] = int(t[k])
+        except (TypeError, ValueError):
+            raise ValueError(f"{k.replace('_', ' ')} must be a whole number, got {t[k]!r}") from None
+    for k in ("lr", "weight_decay", "eps", "grad_clip", "min_lr_ratio"):
+        try:
+            t[k] = float(t[k])
+        except (TypeError, ValueError):
+            raise ValueError(f"{k.replace('_', ' ')} must be a number, got {t[k]!r}") from None
+    if isinstance(t["betas"], str):
+        t["betas"] = [float(b) for b in t["betas"].split(",")]
+    t["betas"] = [float(b) for b in t["betas"]]
+    if not (t["lr"] > 0 and t["lr"] < 1):
+        raise ValueError(f"learning rate must be between 0 and 1, got {t['lr']}")
+    for k, lo in (("batch", 1), ("seq_len", 2), ("steps", 1), ("accum", 1)):
+        if t[k] < lo:
+            raise ValueError(f"{k.replace('_', ' ')} must be at least {lo}, got {t[k]}")
+    if t["warmup"] in (None, ""):
+        t["warmup"] = min(100, t["steps"] // 10)
+    t["warmup"] = int(t["warmup"])
+    t["wsla"] = bool(t["wsla"])
+    return t
+
+
+def model_config(spec, vocab_size):
+    """MambaConfig from {"size": preset, overrides...}; the vocabulary is the tokenizer's."""
+    spec = dict(spec or {})
+    size = spec.pop("size", "nano") or "nano"
+    over = {}
+    for k in MODEL_KEYS:
+        v = spec.get(k)
+        if v not in (None, ""):
+            try:
+                over[k] = int(v)
+            except (TypeError, ValueError):
+                raise ValueError(f"{k} must be a whole number, got {v!r}") from None
+    over["vocab_size"] = int(vocab_size)
+    for k in ("tie_word_embeddings",):
+        if k in spec:
+            over[k] = bool(spec[k])
+    try:
+        return preset_config(size, **over)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"model config: {e}") from None
+
+
+def memory_estimate(cfg, t):
+    """Rough GPU bytes: weights + grads + 2 AdamW moments + activations of one micro-batch."""
+    P = param_count(cfg)
+    rows = t["batch"] * t["seq_len"]
+    I, D, N, V = cfg.intermediate_size, cfg.hidden_size, cfg.state_size, cfg.vocab_size
+    per_layer = rows * (4 * I + 2 * N + D * 3) + rows * I * 2
+    act = cfg.num_hidden_layers * per_layer + rows * (2 * V + 4 * D)
+    return 4 * (4 * P + act)
+
+
+def fit_problems(limits, cfg, t):
+    """Plain-language problems with running `cfg` at batch x seq on a GPU with `limits`."""
+    cap = min(limits.get("maxStorageBufferBindingSize", 1 << 27), limits.get("maxBufferSize", 1 << 28))
+    rows = t["batch"] * t["seq_len"]
+    out = []
+    if cfg.vocab_size * cfg.hidden_size * 4 > cap:
+        out.append(f"the embedding ({cfg.vocab_size} x {cfg.hidden_size}) needs "
+                   f"{cfg.vocab_size * cfg.hidden_size * 4 / 2**20:.0f} MiB, more than this GPU "
+                   f"binds at once ({cap / 2**20:.0f} MiB): choose a smaller vocabulary or d_model")
+    if rows * cfg.vocab_size * 4 > cap:
+        out.append(f"the logits of one batch (batch {t['batch']} x seq {t['seq_len']} x vocab "
+                   f"{cfg.vocab_size}) need {rows * cfg.vocab_size * 4 / 2**20:.0f} MiB, more than "
+                   f"this GPU binds at once ({cap / 2**20:.0f} MiB): lower the batch size or "
+                   "sequence length (use gradient accumulation for a larger effective batch)")
+    return out
+
+
+def describe(spec, limits=None):
+    """What the page shows before Start: parameter count, memory, problems. spec: {"model",
+    "train", "vocab_size"}."""
+    try:
+        t = train_config(spec.get("train"))
+        cfg = model_config(spec.get("model"), spec.get("vocab_size") or 256)
+    except ValueError as e:
+        return {"ok": False, "error": str(e)}
+    problems = fit_problems(limits or {}, cfg, t) if limits else []
+    return {"ok": not problems, "params": param_count(cfg), "config": cfg.to_hf_dict(),
+            "memory_bytes": memory_estimate(cfg, t), "problems": problems,
+            "presets": {k: param_count(preset_config(k, vocab_size=spec.get("vocab_size") or v["vocab_size"]))
+                        for k, v in PRESETS.items()}}
+
+
+# --- the session ----------------------------------------------------------------------------
+
+class PretrainSession:
+    def __init__(self, device):
+        self.device = device
+        self.status = "empty"
+        self.model = self.trainer = self.batcher = self.tokenizer = None
+        self.cfg = None
+        self.train = None
+        self.preset = None
+        self.history = []          # [[step, loss]]
+        self.last = None           # last step record
+        self.samples = []          # last few sample events
+        self.events = []           # for poll()
+        self.digest = None
+        self.tokens_seen = 0
+        self.elapsed = 0.0
+        self.step_ema = None
+        self.lock = asyncio.Lock()
+        self.task = None
+        self.autosave_path = None      # OPFS path when autosave works
+        self.warnings = []
+        self.corpus_info = {}
+
+    # -- events --------------------------------------------------------------------------
+    def emit(self, event):
+        self.events.append(event)
+        if len(self.events) > 500:
+            del self.events[:250]
+        if _in_browser():
+            import js
+            try:
+                js.mwTrain.emit(json.dumps(event, default=str))
+            except Exception:   # a closed page must not stop training
+                pass
+
+    def warn(self, message):
+        self.warnings.append(message)
+        self.emit({"type": "warning", "message": message})
+
+    def poll(self, since=0):
+        return self.events[since:]
+
+    # -- building ------------------------------------------------------------------------
+    @classmethod
+    async def create(cls, device, texts, tokenizer, model_spec, train_spec, progress=None,
+                     ids=None, corpus_info=None):
+        """A ready session over `texts` (or pre-encoded `ids`) with a fresh model."""
+        self = cls(device)
+        self.train = train_config(train_spec)
+        self.tokenizer = tokenizer
+        self.preset = (model_spec or {}).get("size", "nano")
+        self.cfg = model_config(model_spec, tokenizer.vocab_size)
+        problems = fit_problems(device.limits, self.cfg, self.train)
+        if problems:
+            raise ValueError("this model does not fit this GPU: " + "; ".join(problems))
+        check_fits(device, self.cfg)
+        if ids is None:
+            ids = data_mod.encode_corpus(texts, tokenizer, progress)
+        self._set_corpus(ids, corpus_info)
+        weights = init_pieces(device, self.cfg, self.train["init_seed"])
+        self._build(weights)
+        return self
+
+    def _set_corpus(self, ids, corpus_info=None):
+        self.ids = ids
+        self.batcher = data_mod.Batcher(ids, self.train["seq_len"], self.train["batch"],
+                                        self.train["seed"])
+        self.digest = data_mod.ids_digest(ids)
+        self.corpus_info = dict(corpus_info or {}, tokens=len(ids), windows=self.batcher.windows)
+
+    def _build(self, weights):
+        from py_engine.models.mamba import MambaModel
+        from py_engine.train.trainer import Trainer
+        t = self.train
+        self.model = MambaModel(self.device, self.cfg, weights)
+        try:
+            self.trainer = Trainer(self.model, lr=t["lr"], betas=tuple(t["betas"]), eps=t["eps"],
+                                   weight_decay=t["weight_decay"], max_grad_norm=t["grad_clip"],
+                                   warmup=t["warmup"], total_steps=t["steps"], wsla=t["wsla"])
+        except BaseException:
+            self.model.release()
+            self.model = None
+            raise
+        self.status = "ready"
+
+    def summary(self):
+        cfg = self.cfg
+        return {"type": "ready", "status": self.status, "params": param_count(cfg),
+                "trained_params": sum(p.numel for p in self.trainer.params.values()),
+                "config": cfg.to_hf_dict(), "train": self.train, "preset": self.preset,
+                "tokenizer": self.tokenizer.kind, "vocab_size": cfg.vocab_size,
+                "corpus": self.corpus_info, "step": self.step, "history": self.history,
+                "samples": self.samples[-3:], "last": self.last, "warnings": self.warnings,
+                "autosave": self.autosave_path is not None}
+
+    @property
+    def step(self):
+        return self.trainer.step_count if self.trainer else 0
+
+    # -- training ------------------------------------------------------------------------
+    async def train_one(self):
+        """One optimizer step; returns (and emits) its record."""
+        t = self.train
+        async with self.lock:
+            t0 = time.perf_counter()
+            micro = []
+            for _ in range(t["accum"]):
+                ids = self.batcher.next_batch()
+                micro.append((ids, ids))
+            lr = _lr_at(self.trainer.step_count, t)
+            rec = await self.trainer.train_step(micro, t["batch"], t["seq_len"], lr=lr)
+            dt = time.perf_counter() - t0
+        self.elapsed += dt
+        ntok = t["batch"] * t["seq_len"] * t["accum"]
+        self.tokens_seen += ntok
+        self.step_ema = dt if self.step_ema is None else 0.8 * self.step_ema + 0.2 * dt
+        left = max(0, t["steps"] - rec["step"])
+        out = {"type": "step", "step": rec["step"], "steps": t["steps"],
+               "loss": _round(rec["loss"]), "lr": _round(lr, 8),
+               "grad_norm": _round(rec["grad_norm"]), "tokens_per_s": _round(ntok / max(dt, 1e-9), 1),
+               "tokens": self.tokens_seen, "elapsed_s": _round(self.elapsed, 3),
+               "eta_s": _round(left * self.step_ema, 1), "epoch": self.batcher.epoch,
+               "skipped": rec["skipped_total"]}
+        if rec["skipped"]:
+            out["skipped_step"] = True
+        if rec["loss"] == rec["loss"]:
+            self.history.append([rec["step"], out["loss"]])
+            self.history = ckpt.thin_history(self.history)
+        self.last = out
+        self.emit(out)
+        return out
+
+    async def run(self):
+        """Train until the step budget, a pause or a stop (run as a background task)."""
+        t = self.train
+        self._set_status("running")
+        try:
+            while self.status == "running" and self.step < t["steps"]:
+                rec = await self.train_one()
+                s = rec["step"]
+                if t["sample_every"] and s % t["sample_every"] == 0:
+                    await self.sample()
+                if self.autosave_path and t["autosave_every"] and s % t["autosave_every"] == 0:
+                    await self.autosave()
+                await asyncio.sleep(0)
+        except Exception as e:   # report, keep the model: it is still downloadable
+            self._set_status("error", f"training stopped: {e}")
+            await self._safe_autosave()
+            return
+        if self.step >= t["steps"]:
+            if not (t["sample_every"] and self.step % t["sample_every"] == 0):
+                await self._safe_sample()
+            await self._safe_autosave()
+            self._set_status("done")
+        elif self.status == "stopping":
+            await self._safe_autosave()
+            self._set_status("stopped")
+        else:
+            await self._safe_autosave()
+            self._set_status("paused")
+
+    def _set_status(self, status, message=None):
+        self.status = status
+        ev = {"type": "status", "status": status, "step": self.step}
+        if message:
+            ev["message"] = message
+        self.emit(ev)
+
+    def start_background(self):
+        if self.status == "running":
+            return
+        if self.step >= self.train["steps"]:
+            raise ValueError(f"this run has finished its {self.train['steps']} steps: raise "
+                             "the step count to continue training")
+        self.status = "running"
+        self.task = asyncio.ensure_future(self.run())
+
+    def pause(self):
+        if self.status == "running":
+            self.status = "pausing"
+
+    def stop(self):
+        if self.status in ("running", "pausing"):
+            self.status = "stopping"
+        elif self.status in ("paused", "ready"):
+            self._set_status("stopped")
+
+    # -- samples -------------------------------------------------------------------------
+    def _prompt_ids(self, prompt=None):
+        prompt = prompt if prompt is not None else self.train.get("sample_prompt")
+        if prompt:
+            ids = list(self.tokenizer.encode(prompt))
+        else:
+            ids = list(self.ids[:min(8, len(self.ids))])
+        return [i for i in ids if 0 <= i < self.cfg.vocab_size] or [0]
+
+    async def sample(self, prompt=None, n=None):
+        """Greedy continuation of `prompt` (default: the corpus's first tokens)."""
+        from py_engine.gpu.tensor import Tensor
+        from py_engine.train.functional import Ctx
+        n = self.train["sample_tokens"] if n is None else int(n)
+        ids = self._prompt_ids(prompt)
+        V = self.cfg.vocab_size
+        out = []
+        async with self.lock:
+            state = self.model.new_state(1)
+            try:
+                t = Tensor.from_list(self.device, (len(ids),), ids, "u32")
+                batch = self.device.batch()
+                logits = self.model.forward(Ctx(batch), t, 1, state)
+                batch.submit()
+                row = await self.device.read(logits.buffer, logits.offset + (len(ids) - 1) * V * 4, V * 4)
+                logits.release()
+                t.release()
+                for _ in range(n):
+                    nxt = _argmax(row, V)
+                    out.append(nxt)
+                    tok = Tensor.from_list(self.device, (1,), [nxt], "u32")
+                    batch = self.device.batch()
+                    lg = self.model.step(batch, tok, state)
+                    batch.submit()
+                    row = await lg.to_bytes()
+                    lg.release()
+                    tok.release()
+            finally:
+                state.release()
+        ev = {"type": "sample", "step": self.step, "prompt": self.tokenizer.decode(ids),
+              "text": self.tokenizer.decode(out), "ids": out}
+        self.samples.append(ev)
+        self.samples = self.samples[-10:]
+        self.emit(ev)
+        return ev
+
+    async def _safe_sample(self):
+        try:
+            await self.sample()
+        except Exception as e:
+            self.warn(f"sample generation failed: {e}")
+
+    # -- checkpoints ---------------------------------------------------------------------
+    def state_meta(self):
+        return {"config": self.cfg.to_hf_dict(), "preset": self.preset, "step": self.step,
+                "adam_t": self.trainer.opt.t, "skipped": self.trainer.skipped,
+                "train": self.train,
+                "data": {"position": self.batcher.position, "digest": self.digest,
+                         "corpus": self.corpus_info},
+                "tokenizer_kind": self.tokenizer.kind, "tokenizer": self.tokenizer.to_json(),
+                "history": self.history, "samples": self.samples[-3:],
+                "tokens_seen": self.tokens_seen, "elapsed_s": self.elapsed,
+                "saved_at": time.time()}
+
+    def state_parts(self):
+        return ckpt.state_parts(self.trainer, self.state_meta())
+
+    async def export_bytes(self, which=("hf", "state")):
+        """{file name: bytes}: the HF folder files, MBJS and/or the training state."""
+        out = {}
+        async with self.lock:
+            if "hf" in which:
+                for name, parts in ckpt.hf_files(self.model, self.tokenizer).items():
+                    out[name] = await ckpt.parts_bytes(parts)
+            if "mbjs" in which:
+                out["model.mbjs.bin"] = await ckpt.parts_bytes(await ckpt.mbjs_parts(self.model),
+                                                               crc_trailer=True)
+            if "state" in which:
+                out["training_state.safetensors"] = await ckpt.parts_bytes(self.state_parts())
+        return out
+
+    async def export_blobs(self, which):
+        """Browser: assemble the files as Blobs in the Worker and leave them in its store
+        for the page to `take`. Returns [{"key", "name", "size"}]."""
+        import js
+        out = []
+        async with self.lock:
+            files = {}
+            if which == "hf":
+                files = ckpt.hf_files(self.model, self.tokenizer)
+            elif which == "mbjs":
+                files = {"model.mbjs.bin": await ckpt.mbjs_parts(self.model)}
+            elif which == "state":
+                files = {"training_state.safetensors": self.state_parts()}
+            else:
+                raise ValueError(f"unknown download {which!r}")
+            for name, parts in files.items():
+                blob = await ckpt.parts_blob(self.device, parts, crc_trailer=name.endswith(".bin"),
+                                             mime="application/json" if name.endswith(".json")
+                                             else "application/octet-stream")
+                key = f"download:{name}"
+                js.mwTrain.store.set(key, blob)
+                out.append({"key": key, "name": name, "size": int(blob.size)})
+        return out
+
+    # -- autosave (OPFS) -------------------------------------------------------------------
+    async def enable_autosave(self):
+        """Write the corpus ids once; later saves write the state. False (with a warning)
+        when OPFS is unavailable: training goes on, downloads still work."""
+        import js
+        from pyodide.ffi import to_js
+        try:
+            await js.mwTrain.opfsRemove(OPFS_INFO)
+            await js.mwTrain.opfsWrite(OPFS_TOKENS, to_js(memoryview(self.ids.tobytes())))
+            self.autosave_path = OPFS_STATE
+            return True
+        except Exception as e:
+            self.autosave_path = None
+            self.warn("autosave is off: this browser's storage (OPFS) is unavailable "
+                      f"({_js_message(e)}). Training continues; download the training state "
+                      "to keep your progress.")
+            return False
+
+    async def autosave(self):
+        import js
+        from pyodide.ffi import to_js
+        if not self.autosave_path:
+            return
+        async with self.lock:
+            size = await ckpt.parts_opfs(self.device, self.state_parts(), self.autosave_path)
+            info = {"step": self.step, "steps": self.train["steps"], "preset": self.preset,
+                    "params": param_count(self.cfg), "loss": self.last["loss"] if self.last else None,
+                    "saved_at": time.time(), "bytes": size, "tokenizer": self.tokenizer.kind,
+                    "corpus": self.corpus_info}
+            await js.mwTrain.opfsWrite(OPFS_INFO, to_js(memoryview(json.dumps(info).encode())))
+        self.emit({"type": "saved", "step": self.step, "where": "browser storage (OPFS)",
+                   "bytes": size})
+
+    async def _safe_autosave(self):
+        try:
+            await self.autosave()
+        except Exception as e:
+            self.autosave_path = None
+            self.warn(f"autosave failed ({_js_message(e)}); autosave is now off. Download the "
+                      "training state to keep your progress.")
+
+    # -- restore ---------------------------------------------------------------------------
+    @classmethod
+    async def restore(cls, device, state, texts=None, ids=None, train_overrides=None,
+                      progress=None):
+        """A session continuing from `state` (a checkpoint.StateFile). The corpus comes as
+        `ids` (autosave) or `texts` (re-encoded with the saved tokenizer); a different corpus
+        is allowed but starts its data order from the beginning (with a warning)."""
+        from py_engine.models.config import MambaConfig
+        meta = state.meta
+        self = cls(device)
+        self.cfg = MambaConfig.from_hf_dict(meta["config"], "training state config")
+        self.train = train_config(dict(meta["train"], **(train_overrides or {})))
+        saved = meta["train"]
+        for k in ("batch", "seq_len", "seed", "accum", "wsla"):
+            if self.train[k] != saved.get(k):
+                raise ValueError(f"{k.replace('_', ' ')} cannot change when resuming (saved "
+                                 f"{saved.get(k)!r}); start a new run to change it")
+        self.preset = meta.get("preset")
+        self.tokenizer = data_mod.tokenizer_from_json(meta["tokenizer"], "saved tokenizer")
+        if ids is None:
+            if not texts:
+                raise ValueError("resuming needs the corpus this state was trained on: drop the "
+                                 "same files (or pick the sample corpus) and resume again")
+            ids = data_mod.encode_corpus(texts, self.tokenizer, progress)
+        self._set_corpus(ids, meta.get("data", {}).get("corpus"))
+        same = self.digest == meta["data"]["digest"]
+        if same:
+            self.batcher.restore(meta["data"]["position"])
+        else:
+            self.warn(f"this corpus differs from the one the state was trained on "
+                      f"({self.digest[0]} tokens now, {meta['data']['digest'][0]} then): "
+                      "training continues on it from its beginning")
+        weights = await state.load_weights(device, self.cfg)
+        try:
+            self._build(weights)
+        except BaseException:
+            for w in weights.values():
+                w.release()
+            raise
+        try:
+            await state.load_moments(device, self.trainer.opt)
+        except BaseException:
+            self.release()
+            raise
+        self.trainer.step_count = int(meta["step"])
+        self.trainer.opt.t = int(meta["adam_t"])
+        self.trainer.skipped = int(meta.get("skipped", 0))
+        self.history = [list(p) for p in meta.get("history", [])]
+        self.samples = list(meta.get("samples", []))
+        self.tokens_seen = int(meta.get("tokens_seen", 0))
+        self.elapsed = float(meta.get("elapsed_s", 0.0))
+        if self.history:
+            self.last = {"type": "step", "step": self.history[-1][0], "loss": self.history[-1][1],
+                         "steps": self.train["steps"]}
+        self.status = "paused" if self.step < self.train["steps"] else "done"
+        return self
+
+    def release(self):
+        if self.trainer:
+            self.trainer.release()
+        if self.model:
+            self.model.release()
+        self.trainer = self.model = None
+        self.status = "empty"
+
+
+def _lr_at(step, t):
+    """Linear warmup, then cosine to min_lr_ratio * lr at the last step."""
+    lr, warm, total = t["lr"], t["warmup"], t["steps"]
+    if warm and step < warm:
+        return lr * (step + 1) / warm
+    if total <= warm:
+        return lr
+    p = min(1.0, (step - warm) / max(1, total - warm))
+    r = t["min_lr_ratio"]
+    return lr * (r + (1 - r) * 0.5 * (1 + math.cos(math.pi * p)))
+
+
+def _argmax(row, V):
+    vals = struct.unpack(f"<{V}f", bytes(row[:V * 4]))
+    best, bi = -float("inf"), 0
+    for i, v in enumerate(vals):
+        if v > best:
+            best, bi = v, i
+    return bi
+
+
+def _nullish(x):
+    if x is None:
+        return True
+    import js
+    try:
+        from pyodide.ffi import jsnull
+        if x is jsnull:
+            return True
+    except ImportError:
+        pass
+    return x == js.undefined
+
+
+def _js_message(e):
+    msg = str(e)
+    return msg.split("Error: ")[-1] if "Error: " in msg else msg
+
+
+# --- the page's entry points ----------------------------------------------------------------
+current = None
+
+
+def _need():
+    if current is None or current.model is None:
+        raise ValueError("no training run yet: choose a corpus and press Start")
+    return current
+
+
+async def read_corpus(key="corpus"):
+    """Texts of the Blobs/Files the page put under `key` (binary files are skipped)."""
+    import js
+    files = js.mwTrain.store.get(key)
+    if _nullish(files):
+        raise ValueError("no corpus: drop text files or a folder, or pick the sample corpus")
+    texts, names, skipped, chars = [], [], [], 0
+    for f in files:
+        name = str(getattr(f, "webkitRelativePath", "") or getattr(f, "name", "") or "text")
+        text = await f.text()
+        if "\x00" in text[:4096] or (text and text.count("\ufffd") > len(text) // 20 + 10):
+            skipped.append(name)
+            continue
+        texts.append(text)
+        names.append(name)
+        chars += len(text)
+    if not texts:
+        raise ValueError("no usable text in the corpus" + (
+            f" (skipped {len(skipped)} binary files)" if skipped else "")
+            + ": drop text files (.txt, .md, .py, ...) or pick the sample corpus")
+    return texts, {"files": len(texts), "chars": chars, "skipped": skipped[:20],
+                   "names": names[:20]}
+
+
+async def make_tokenizer(spec, texts, emit=None):
+    kind = (spec or {}).get("kind", "byte")
+    if kind == "byte":
+        return data_mod.ByteTokenizer()
+    if kind == "json":
+        text = spec.get("text")
+        if text is None:
+            import js
+            blob = js.mwTrain.store.get(spec.get("key", "tokenizer"))
+            if _nullish(blob):
+                raise ValueError("no tokenizer.json chosen: pick one, or use the byte-level "
+                                 "tokenizer")
+            text = await blob.text()
+        return data_mod.tokenizer_from_json(text, spec.get("name", "tokenizer.json"))
+    if kind == "bpe":
+        vocab = int(spec.get("vocab_size") or 4096)
+        if vocab < 257:
+            raise ValueError("a BPE vocabulary needs more than 256 tokens (the bytes); choose "
+                             "byte-level for 256")
+        if emit:
+            emit({"type": "prepare", "stage": f"training a {vocab}-token BPE tokenizer",
+                  "done": 0, "total": 1})
+        return data_mod.train_bpe(texts, vocab)
+    raise ValueError(f"unknown tokenizer choice {kind!r}: byte, bpe or json")
+
+
+async def start(device, args):
+    """Page: build a new session from the stored corpus and start training in the
+    background. A failure leaves any previous session untouched."""
+    global current
+    if device is None:
+        raise ValueError("no WebGPU device: training needs WebGPU (see the engine status line)")
+    if current is not None and current.status in ("running", "pausing", "stopping"):
+        raise ValueError("a run is in progress: pause or stop it first")
+
+    def emit(ev):
+        if _in_browser():
+            import js
+            js.mwTrain.emit(json.dumps(ev))
+
+    texts, info = await read_corpus(args.get("corpus_key", "corpus"))
+    tokenizer = await make_tokenizer(args.get("tokenizer"), texts, emit)
+    total = sum(len(t) for t in texts)
+    last = [0.0]
+
+    def progress(done, total_chars):
+        now = time.perf_counter()
+        if now - last[0] > 0.25 or done == total_chars:
+            last[0] = now
+            emit({"type": "prepare", "stage": "tokenizing", "done": done, "total": total_chars})
+
+    emit({"type": "prepare", "stage": "tokenizing", "done": 0, "total": total})
+    sess = await PretrainSession.create(device, texts, tokenizer, args.get("model"),
+                                        args.get("train"), progress, corpus_info=info)
+    if current is not None:
+        current.release()
+    current = sess
+    if args.get("autosave", True) and _in_browser():
+        await sess.enable_autosave()
+    sess.emit(sess.summary())
+    sess.start_background()
+    return sess.summary()
+
+
+def pause():
+    _need().pause()
+    return {"status": current.status}
+
+
+def resume():
+    s = _need()
+    if s.status in ("pausing",):
+        s.status = "running"
+        return {"status": s.status}
+    s.start_background()
+    return {"status": s.status}
+
+
+def stop():
+    _need().stop()
+    return {"status": current.status}
+
+
+def snapshot():
+    if current is None or current.model is None:
+        return None
+    return current.summary()
+
+
+async def export(which):
+    return await _need().export_blobs(which)
+
+
+async def sample(prompt=None, n=None):
+    return await _need().sample(prompt, n)
+
+
+async def saved_info():
+    """The autosaved run in OPFS ({step, steps, preset, ...}) or None; {"error"} when OPFS is
+    unavailable."""
+    import js
+    try:
+        f = await js.mwTrain.opfsFile(OPFS_INFO)
+        if _nullish(f):
+            return None
+        return json.loads(await f.text())
+    except Exception as e:
+        return {"error": "browser storage (OPFS) is unavailable: " + _js_message(e)}
+
+
+async def resume_saved(device, args=None):
+    """Rebuild the autosaved run from OPFS (state + corpus ids) and keep training."""
+    global current
+    import js
+    if current is not None and current.status in ("running", "pausing", "stopping"):
+        raise ValueError("a run is in progress: pause or stop it first")
+    sf = await js.mwTrain.opfsFile(OPFS_STATE)
+    tf = await js.mwTrain.opfsFile(OPFS_TOKENS)
+    if _nullish(sf) or _nullish(tf):
+        raise ValueError("no saved run in this browser's storage: start a new one")
+    state = await ckpt.StateFile.from_blob(sf, "the autosaved training state")
+    ids = array("I")
+    ids.frombytes((await tf.arrayBuffer()).to_bytes())
+    sess = await PretrainSession.restore(device, state, ids=ids,
+                                         train_overrides=(args or {}).get("train_overrides"))
+    if current is not None:
+        current.release()
+    current = sess
+    sess.autosave_path = OPFS_STATE
+    sess.emit(sess.summary())
+    if (args or {}).get("start", True) and sess.status == "paused":
+        sess.start_background()
+    return sess.summary()
+
+
+async def load_state(device, args):
+    """Resume from a downloaded training state the page put under "state", with the corpus
+    under "corpus"."""
+    global current
+    import js
+    if current is not None and current.status in ("running", "pausing", "stopping"):
+        raise ValueError("a run is in progress: pause or stop it first")
+    blob = js.mwTrain.store.get(args.get("state_key", "state"))
+    if _nullish(blob):
+        raise ValueError("no training-state file chosen")
+    state = await ckpt.StateFile.from_blob(blob, str(getattr(blob, "name", "training state")))
+    texts, _ = await read_corpus(args.get("corpus_key", "corpus"))
+    sess = await PretrainSession.restore(device, state, texts=texts,
+                                         train_overrides=args.get("train_overrides"))
+    if current is not None:
+        current.release()
+    current = sess
+    if args.get("autosave", True):
+        await sess.enable_autosave()
+    sess.emit(sess.summary())
+    if args.get("start", True) and sess.status == "paused":
+        sess.start_background()
+    return sess.summary()
+
+
+async def discard_saved():
+    import js
+    await js.mwTrain.opfsRemove(OPFS_DIR)
+    return True

@@ -1,0 +1,89 @@
+"""The training commands end to end (each starts its own server + headless Chromium):
+`mambaweb train-check` against the PyTorch fixture, and `mambaweb pretrain` writing an HF
+folder + training state, then continuing from it with --resume."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.browser
+TRAIN = REPO / "tests" / "fixtures" / "train"
+
+
+def mambaweb(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "tools.cli", *map(str, args)], cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_train_check_matches_pytorch_fixture(tmp_path):
+    name = "mamba-d24-untied"
+    exp = np.load(TRAIN / name / "expected.npz")
+    np.save(tmp_path / "ids.npy", exp["input_ids"].astype(np.int64))
+    np.save(tmp_path / "labels.npy", exp["labels"].astype(np.int64))
+    out = tmp_path / "out"
+    r = mambaweb("train-check", "--model", TRAIN / name, "--ids", tmp_path / "ids.npy",
+                 "--labels", tmp_path / "labels.npy", "--out", out, "--steps", 5,
+                 "--lr", "1e-2", "--betas", "0.9,0.95", "--eps", "1e-8", "--weight-decay", "0.1")
+    assert r.returncode == 0, r.stderr[-3000:]
+    lines = [json.loads(l) for l in r.stdout.splitlines() if l.startswith("{")]
+    assert [l["step"] for l in lines] == [1, 2, 3, 4, 5]
+    np.testing.assert_allclose([l["loss"] for l in lines], exp["adamw_losses"], rtol=1e-4)
+    grads = load_file(out / "grads.safetensors")
+    ref = {k[len("grad."):]: exp[k] for k in exp.files if k.startswith("grad.")}
+    assert set(grads) == set(ref)          # HF names, split pieces rejoined
+    for k, g in ref.items():
+        assert grads[k].shape == g.shape, k
+        scale = max(np.abs(g).max(), 1e-12)
+        assert np.abs(grads[k] - g).max() <= 1e-4 * scale, k
+    params = load_file(out / "params.safetensors")
+    for k in (k for k in exp.files if k.startswith("adamw.")):
+        err = np.abs(params[k[len("adamw."):]] - exp[k])
+        assert err.max() <= 0.01 * 5 * 1e-2 and np.median(err) <= 1e-6, k
+
+
+def test_train_check_user_errors(tmp_path):
+    np.save(tmp_path / "ids.npy", np.array([[1, 2, 3, 500]], np.int64))
+    r = mambaweb("train-check", "--model", TRAIN / "mamba-d24-untied", "--ids",
+                 tmp_path / "ids.npy", "--out", tmp_path / "o")
+    assert r.returncode == 2 and "token ids must lie in [0, 77)" in r.stderr
+    r = mambaweb("train-check", "--model", tmp_path, "--ids", tmp_path / "ids.npy",
+                 "--out", tmp_path / "o")
+    assert r.returncode == 2 and "no config.json" in r.stderr
+
+
+def test_pretrain_cli_writes_a_loadable_folder_and_resumes(tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text("the cat sat on the mat. " * 60)
+    (corpus / "b.py").write_text("def add(a, b):\n    return a + b\n" * 40)
+    (corpus / "img.bin").write_bytes(b"\0\1\2" * 100)            # skipped: binary
+    out = tmp_path / "run"
+    common = ["--corpus", corpus, "--size", "tiny", "--d-model", 32, "--batch", 2,
+              "--seq-len", 32, "--lr", "5e-3", "--out", out]
+    r = mambaweb("pretrain", *common, "--steps", 3)
+    assert r.returncode == 0, r.stderr[-3000:]
+    recs = [json.loads(l) for l in r.stdout.splitlines()]
+    assert [x["step"] for x in recs] == [1, 2, 3]
+    assert all(x["loss"] > 0 and x["tokens_per_s"] > 0 for x in recs)
+    assert {"config.json", "model.safetensors", "tokenizer.json",
+            "training_state.safetensors"} <= {p.name for p in out.iterdir()}
+    import transformers
+    model = transformers.AutoModelForCausalLM.from_pretrained(str(out))
+    assert model.config.hidden_size == 32 and model.config.vocab_size == 256
+    first = load_file(out / "model.safetensors")
+    # continue from the saved state to step 5 (steps 4, 5 only)
+    r = mambaweb("pretrain", *common, "--steps", 5, "--resume", out)
+    assert r.returncode == 0, r.stderr[-3000:]
+    more = [json.loads(l) for l in r.stdout.splitlines()]
+    assert [x["step"] for x in more] == [4, 5]
+    assert "starting at step 3 of 5" in r.stderr
+    second = load_file(out / "model.safetensors")
+    assert any(not np.array_equal(first[k], second[k]) for k in first)
+    # plain errors
+    r = mambaweb("pretrain", "--corpus", tmp_path / "nope", "--out", out, "--steps", 1)
+    assert r.returncode == 2 and "does not exist" in r.stderr

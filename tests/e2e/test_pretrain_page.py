@@ -1,0 +1,95 @@
+"""The pretrain page as a person uses it: pick the sample corpus, a tiny model, Start; watch
+the loss curve, samples and progress; download the model (loads in transformers) and the
+training state; pause, reload the tab, and resume the autosaved run where it stopped."""
+import json
+
+import numpy as np
+import pytest
+
+from tools.headless import open_engine_page
+
+pytestmark = pytest.mark.browser
+
+
+def fill(page, values):
+    for sel, v in values.items():
+        page.fill(sel, str(v))
+
+
+def msg(page):
+    return page.inner_text("#message") if page.is_visible("#message") else ""
+
+
+def test_pretrain_page_trains_downloads_and_resumes(browser, server, tmp_path):
+    handle = open_engine_page(browser, server.url, "/pretrain")
+    page = handle.page
+    page.set_default_timeout(90_000)
+    page.wait_for_function("document.body.dataset.pretrain === 'ready'")
+    # parameter counts are shown for each preset
+    assert "M params" in page.inner_text("#size")
+    assert "parameters" in page.inner_text("#model-summary")
+
+    # user errors: no corpus; a broken tokenizer.json (nothing chosen so far is lost)
+    page.click("#start")
+    assert "No corpus" in msg(page)
+    bad = tmp_path / "tokenizer.json"
+    bad.write_text('{"model": ')
+    page.set_input_files("#tok-file", str(bad))
+    page.wait_for_function("document.getElementById('message').textContent.includes('cannot be used')")
+    assert page.is_checked("input[name=tok][value=byte]")
+
+    page.click("#use-sample")
+    page.wait_for_function("document.body.dataset.corpus === 'ready'")
+    assert "Sample corpus" in page.inner_text("#corpus-summary")
+    page.select_option("#size", "tiny")
+    page.click("#config-details summary")
+    fill(page, {"#cfg-hidden_size": 32, "#lr": "5e-3", "#batch": 2, "#seq_len": 32,
+                "#steps": 14, "#sample_every": 4, "#autosave_every": 3})
+    page.wait_for_function("document.getElementById('model-summary').textContent.includes('d_model 32')")
+    page.click("#start")
+    page.wait_for_function("Number(document.getElementById('loss-plot').dataset.points) >= 5")
+    assert page.inner_text("#stat-tps") not in ("", "–")
+    page.wait_for_selector("#samples pre")
+    page.click("#pause")
+    page.wait_for_function("document.body.dataset.train === 'paused'")
+    paused_at = int(page.evaluate("document.body.dataset.step"))
+    assert 5 <= paused_at < 14
+    first_losses = page.evaluate("Number(document.getElementById('stat-loss').textContent)")
+    assert first_losses > 0
+
+    # downloads: the HF folder (three files) and the training state
+    got = {}
+    page.on("download", lambda d: got.__setitem__(d.suggested_filename, d))
+    page.click("#dl-hf")
+    page.wait_for_function("document.body.dataset.downloaded === 'hf'")
+    page.wait_for_timeout(500)
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= set(got)
+    folder = tmp_path / "model"
+    folder.mkdir()
+    for name in ("config.json", "model.safetensors", "tokenizer.json"):
+        got[name].save_as(folder / name)
+    cfg = json.loads((folder / "config.json").read_text())
+    assert cfg["hidden_size"] == 32 and cfg["vocab_size"] == 256
+    import torch
+    import transformers
+    model = transformers.AutoModelForCausalLM.from_pretrained(str(folder)).eval()
+    with torch.no_grad():
+        out = model(torch.tensor([list(b"def f(x):")]), labels=torch.tensor([list(b"def f(x):")]))
+    assert np.isfinite(out.loss.item())
+    page.click("#dl-state")
+    page.wait_for_function("document.body.dataset.downloaded === 'state'")
+    page.wait_for_timeout(300)
+    assert "training_state.safetensors" in got
+
+    # reload the tab: the autosaved run is offered and resumes at the step it paused at
+    page.reload()
+    page.wait_for_function("document.body.dataset.pretrain === 'ready'")
+    page.wait_for_selector("#resume-banner:not([hidden])")
+    assert f"step {paused_at} of 14" in page.inner_text("#resume-text")
+    page.click("#resume-saved")
+    page.wait_for_function("document.body.dataset.train === 'done'")
+    assert int(page.evaluate("document.body.dataset.step")) == 14
+    points = page.evaluate("Number(document.getElementById('loss-plot').dataset.points)")
+    assert points == 14          # the curve before the reload came back with the state
+    assert msg(page) == "" or "warning" not in msg(page).lower()
+    page.close()
