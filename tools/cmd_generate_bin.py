@@ -36,6 +36,9 @@ def run(args):
                           time_step_rank=args.dt_rank, vocab_size=args.vocab_size,
                           tie_word_embeddings=not args.untied)
         weights = init_weights(cfg, args.seed)
+        # out_proj is already scaled by 1/sqrt(n_layer); saying rescale_prenorm_residual in
+        # config.json would make transformers (5.x) scale it a second time on from_pretrained.
+        cfg.rescale_prenorm_residual = False
         if fmt == "mbjs":
             if args.untied:
                 raise ValueError("MBJS always ties the head to the embedding; drop --untied")
