@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: run test deps test-deps chromium bench clean
+.PHONY: run test deps test-deps chromium vulkan bench bench-native clean
 
 run: deps
 	$(VENV)/bin/mambaweb serve --host $(HOST) --port $(PORT)
@@ -18,6 +18,10 @@ test: test-deps
 
 bench: test-deps
 	$(VENV)/bin/mambaweb bench --json
+
+# the same sections on the native backend (wgpu-py over Vulkan/Metal/D3D12), no browser
+bench-native: test-deps
+	$(VENV)/bin/mambaweb bench --native --json
 
 # --- installation -----------------------------------------------------------
 $(VENV)/.base-installed: pyproject.toml
@@ -32,7 +36,7 @@ node_modules/pyodide/pyodide.mjs: package.json package-lock.json
 
 deps: $(VENV)/.base-installed node_modules/pyodide/pyodide.mjs
 
-$(VENV)/.test-installed: $(VENV)/.base-installed
+$(VENV)/.test-installed: $(VENV)/.base-installed pyproject.toml
 	$(PIP) install -q -e '.[test,reference]'
 	touch $@
 
@@ -42,7 +46,15 @@ chromium:
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
-test-deps: deps $(VENV)/.test-installed chromium
+# A Vulkan driver for the native backend's tests (tests/unit/test_native_backend.py): with
+# no GPU, Mesa's CPU driver lavapipe (a few MB from Debian, installs in seconds).
+vulkan:
+	@ls /usr/share/vulkan/icd.d/*.json /etc/vulkan/icd.d/*.json 2>/dev/null | grep -q . || { \
+	  echo "installing mesa-vulkan-drivers (a Vulkan driver for the native backend's tests)"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq mesa-vulkan-drivers >/dev/null; }
+
+test-deps: deps $(VENV)/.test-installed chromium vulkan
 
 clean:
 	rm -rf $(VENV) node_modules

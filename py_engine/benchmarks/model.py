@@ -44,9 +44,12 @@ async def decode_tokens_per_s(model, n_tokens):
     return out
 
 
-async def run(device, base_url, prompts=(64, 256, 1024), decode_tokens=32, max_seconds=60.0):
+async def run(device, base_url=None, prompts=(64, 256, 1024), decode_tokens=32, max_seconds=60.0,
+              folder=None):
+    """Load the model from `base_url` (browser, HTTP) or `folder` (native, local disk)."""
     t0 = time.perf_counter()
-    model = await MambaModel.load(device, base_url)
+    model = (await MambaModel.load_local(device, folder) if folder is not None
+             else await MambaModel.load(device, base_url))
     load_s = time.perf_counter() - t0
     cfg = model.cfg
     out = {"d_model": cfg.hidden_size, "layers": cfg.num_hidden_layers, "vocab": cfg.vocab_size,

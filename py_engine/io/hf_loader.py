@@ -1,21 +1,22 @@
-"""Load an HF Mamba checkpoint from the server into GPU tensors, streaming byte ranges.
+"""Load an HF Mamba checkpoint into GPU tensors, streaming byte ranges from a byte source.
 
   config.json -> MambaConfig
   model.safetensors (or the shards named by model.safetensors.index.json):
-     HEAD for the size, Range for the 8-byte length and the JSON header (parsed here),
-     then every tensor's byte range: fetch(Range) -> ArrayBuffer -> writeBuffer, in chunks
-     of up to CHUNK bytes. F32 lands in its tensor directly; BF16/F16 land in a staging
-     buffer and a WGSL kernel widens them (exactly) to f32.
+     the size, the 8-byte length and the JSON header (parsed here), then every tensor's
+     byte range in chunks of up to CHUNK bytes, written straight into GPU buffers.
+     F32 lands in its tensor directly; BF16/F16 land in a staging buffer and a WGSL kernel
+     widens them (exactly) to f32.
 Errors name the file and tensor; on any error every GPU tensor made so far is released.
+
+Where the bytes come from is pluggable (py_engine.io.byte_sources):
+  load_hf_model(device, base_url)          browser: HTTP Range + mwGpu.fetchRangeToBuffers
+  load_hf_model_local(device, folder)      native: local files + device.write per piece
 """
 import time
-
-import js
 
 from py_engine.gpu.tensor import Tensor
 from py_engine.io import gpu_layout
 from py_engine.io.hf_names import check_tensors, expected_tensors
-from py_engine.io.http import exists, fetch_bytes, fetch_json, file_size
 from py_engine.io.safetensors_format import header_length, parse_header, parse_index
 from py_engine.models.config import MambaConfig
 from py_engine.ops._common import fold, params
@@ -25,18 +26,19 @@ ITEM = {"F32": 4, "F16": 2, "BF16": 2}
 WIDEN = {"F16": "f16_to_f32_forward", "BF16": "bf16_to_f32_forward"}
 
 
-async def read_headers(base_url):
-    """{tensor name: (file, TensorInfo)} over all shards, headers only."""
+async def read_headers(source):
+    """{tensor name: (file, TensorInfo)} over all shards, headers only. `source` is a byte
+    source or (as before) a base URL."""
+    source = _as_source(source)
     files = ["model.safetensors"]
-    if await exists(base_url + "model.safetensors.index.json"):
-        text = (await fetch_bytes(base_url + "model.safetensors.index.json")).decode("utf-8")
+    if await source.exists("model.safetensors.index.json"):
+        text = (await source.read("model.safetensors.index.json")).decode("utf-8")
         files = sorted(set(parse_index(text).values()))
     out = {}
     for f in files:
-        url = base_url + f
-        size = await file_size(url)
-        n = header_length(await fetch_bytes(url, 0, min(size, 8)), size, f)
-        header = parse_header(await fetch_bytes(url, 0, 8 + n), size, f)
+        size = await source.size(f)
+        n = header_length(await source.read(f, 0, min(size, 8)), size, f)
+        header = parse_header(await source.read(f, 0, 8 + n), size, f)
         for t in header.tensors:
             if t.name in out:
                 raise ValueError(f"{f}: tensor {t.name!r} is also in {out[t.name][0]}")
@@ -48,15 +50,32 @@ async def read_headers(base_url):
 
 
 async def load_hf_model(device, base_url, progress=None):
-    """Returns (cfg, {piece name: Tensor f32}). `progress(dict)` is called per chunk."""
-    cfg = MambaConfig.from_hf_dict(await fetch_json(base_url + "config.json"),
-                                   source=base_url + "config.json")
-    infos = await read_headers(base_url)
-    check_tensors(cfg, [t for _, t in infos.values()], base_url)
+    """Returns (cfg, {piece name: Tensor f32}) read over HTTP (the browser path).
+    `progress(dict)` is called per chunk."""
+    from py_engine.io.byte_sources import HttpSource
+    return await load_from_source(device, HttpSource(base_url), progress)
+
+
+async def load_hf_model_local(device, folder, progress=None):
+    """Returns (cfg, {piece name: Tensor f32}) read from a local folder (the native path)."""
+    from py_engine.io.byte_sources import LocalSource
+    return await load_from_source(device, LocalSource(folder), progress)
+
+
+async def load_from_source(device, source, progress=None):
+    import json
+    raw = await source.read("config.json")
+    try:
+        cfg_dict = json.loads(raw.decode("utf-8"))
+    except ValueError as e:
+        raise source.error("config.json", f"not valid JSON ({e})") from None
+    cfg = MambaConfig.from_hf_dict(cfg_dict, source=source.where("config.json"))
+    infos = await read_headers(source)
+    check_tensors(cfg, [t for _, t in infos.values()], source.where(""))
     wanted = expected_tensors(cfg)
     weights = {}
     try:
-        await _stream(device, base_url, cfg, {k: v for k, v in infos.items() if k in wanted},
+        await _stream(device, source, cfg, {k: v for k, v in infos.items() if k in wanted},
                       weights, progress)
     except BaseException:
         for t in weights.values():
@@ -65,7 +84,14 @@ async def load_hf_model(device, base_url, progress=None):
     return cfg, weights
 
 
-async def _stream(device, base_url, cfg, infos, weights, progress):
+def _as_source(source):
+    if isinstance(source, str):
+        from py_engine.io.byte_sources import HttpSource
+        return HttpSource(source)
+    return source
+
+
+async def _stream(device, source, cfg, infos, weights, progress):
     # Plan: per file, tensors in file order, grouped into chunks of contiguous ranges.
     by_file = {}
     for name, (f, t) in infos.items():
@@ -80,7 +106,7 @@ async def _stream(device, base_url, cfg, infos, weights, progress):
                 chunk.append(t)
                 continue
             if chunk:
-                await _load_chunk(device, base_url + f, cfg, chunk, weights)
+                await _load_chunk(device, source, f, cfg, chunk, weights)
                 done_bytes += chunk[-1].end - chunk[0].start
                 done_tensors += len(chunk)
                 if progress:
@@ -90,7 +116,7 @@ async def _stream(device, base_url, cfg, infos, weights, progress):
             chunk = [t] if t is not None else []
 
 
-async def _load_chunk(device, url, cfg, chunk, weights):
+async def _load_chunk(device, source, f, cfg, chunk, weights):
     start, end = chunk[0].start, chunk[-1].end
     targets, staged = [], []
     for t in chunk:
@@ -101,12 +127,12 @@ async def _load_chunk(device, url, cfg, chunk, weights):
             a = t.start - start + r0 * row_bytes
             b = t.start - start + r1 * row_bytes
             if t.dtype == "F32":
-                targets.append([dst.buffer.js, dst.offset, a, b])
+                targets.append((dst.buffer, dst.offset, a, b))
             else:
                 raw = Tensor(device, ((b - a + 3) // 4,), "u32")
-                targets.append([raw.buffer.js, raw.offset, a, b])
+                targets.append((raw.buffer, raw.offset, a, b))
                 staged.append((t.dtype, raw, dst))
-    await js.mwGpu.fetchRangeToBuffers(device.js, url, start, end, _to_js(targets))
+    await source.read_to_buffers(device, f, start, end, targets)
     if staged:
         batch = device.batch()
         for dtype, raw, dst in staged:
@@ -116,9 +142,4 @@ async def _load_chunk(device, url, cfg, chunk, weights):
                                                 raw.binding, dst.binding], gx, gy)
         batch.submit()
         for _, raw, _ in staged:
-            raw.release()   # queue order makes reuse by a later chunk's writeBuffer safe
-
-
-def _to_js(obj):
-    from pyodide.ffi import to_js
-    return to_js(obj)
+            raw.release()   # queue order makes reuse by a later chunk's write safe

@@ -81,6 +81,13 @@ class MambaModel:
         cfg, weights = await load_hf_model(device, base_url, progress)
         return cls(device, cfg, weights)
 
+    @classmethod
+    async def load_local(cls, device, folder, progress=None):
+        """Load an HF checkpoint folder from the local disk (native backend, CLI, tests)."""
+        from py_engine.io.hf_loader import load_hf_model_local
+        cfg, weights = await load_hf_model_local(device, folder, progress)
+        return cls(device, cfg, weights)
+
     def new_state(self, Bsz=1):
         return ModelState(self.device, self.cfg, Bsz)
 

@@ -1,0 +1,62 @@
+"""Run the engine natively: CPython + wgpu-py (py_engine.gpu.native) + asyncio, no browser.
+
+`NativeEngine.run(code, **args)` runs a snippet exactly like the page's engine does
+(tools/headless.py: top-level await, `device` and `args` in scope, the snippet sets
+`result`), so the CLI and the tests can send the same snippets to either backend.
+"""
+import ast
+import asyncio
+import os
+import time
+
+
+def wgpu_adapter_problem():
+    """None when wgpu imports and offers an adapter; otherwise why not (for skips/errors)."""
+    try:
+        import wgpu
+    except ImportError as e:
+        return f"wgpu-py is not installed ({e}): pip install wgpu"
+    try:
+        adapter = wgpu.gpu.request_adapter_sync(power_preference="high-performance")
+    except Exception as e:
+        return (f"wgpu found no Vulkan/Metal/D3D12 adapter ({str(e).splitlines()[0]}); for a "
+                "CPU one: apt-get install mesa-vulkan-drivers")
+    if adapter is None:
+        return "wgpu found no adapter; for a CPU one: apt-get install mesa-vulkan-drivers"
+    return None
+
+
+class NativeEngine:
+    def __init__(self, blocking_waits=None):
+        """blocking_waits: see NativeDevice.blocking_waits (default on; MAMBAWEB_NATIVE_BLOCKING=0
+        awaits wgpu-py's poll thread instead)."""
+        from py_engine.gpu.native import create_native_device
+        self.loop = asyncio.new_event_loop()
+        t0 = time.perf_counter()
+        self.device = self.loop.run_until_complete(create_native_device())
+        if blocking_waits is None:   # default on: nothing else runs on this loop
+            blocking_waits = os.environ.get("MAMBAWEB_NATIVE_BLOCKING", "1") != "0"
+        self.device.blocking_waits = bool(blocking_waits)
+        self.info = {"adapter": self.device.info,
+                     "boot_ms": round(1000 * (time.perf_counter() - t0), 1)}
+
+    def run(self, code, **args):
+        ns = {"__name__": "__snippet__", "args": args, "device": self.device, "result": None}
+        compiled = compile(code, "<snippet>", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+        out = eval(compiled, ns)
+        if asyncio.iscoroutine(out):
+            self.loop.run_until_complete(out)
+        return ns.get("result")
+
+    def call(self, coro):
+        """Run one coroutine to completion on the engine's loop."""
+        return self.loop.run_until_complete(coro)
+
+    def close(self):
+        self.loop.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
