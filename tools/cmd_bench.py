@@ -13,10 +13,12 @@ SECTIONS = {
     "foundation": "from py_engine.benchmarks import foundation\nresult = await foundation.run_all(device)",
     "model": "model",
     "tokenizer": "tokenizer",
+    "train": "from py_engine.benchmarks import train as tb\nresult = await tb.run(device, vocab_size=6144)",
+    "peer": "peer",
 }
 # The two model shapes of the bench: small, and mamba-130m's (random weights, bf16 on disk).
 MODEL_CONFIGS = {
-    "d256x4": dict(d_model=256, n_layers=4, vocab_size=50280, prompts=(64, 256, 1024), decode=32),
+    "d256x4": dict(d_model=256, n_layers=4, vocab_size=6144, prompts=(64, 256, 1024), decode=32),
     "mamba130m": dict(d_model=768, n_layers=24, vocab_size=50280, prompts=(64, 256, 1024), decode=8),
 }
 MODEL_SNIPPET = """
@@ -64,7 +66,9 @@ def run(args):
     if "model" in sections:
         for name in args.models.split(","):
             _write_random_model(Path(tmp.name) / name, MODEL_CONFIGS[name])
-    with headless_engine(model_dirs=[tmp.name], use_hf_cache=False) as eng:
+    from tools.peer_engine import peer_static
+    with headless_engine(model_dirs=[tmp.name], use_hf_cache=False,
+                         extra_static=peer_static()) as eng:
         report["adapter"] = eng.info.get("adapter")
         report["engine_boot_ms"] = eng.info.get("boot_ms")
         for name in sections:
@@ -73,12 +77,42 @@ def run(args):
                 report[name] = _model_section(eng, args)
             elif name == "tokenizer":
                 report[name] = _tokenizer_section(eng)
+            elif name == "peer":
+                from tools.peer_engine import measure_peer
+                report[name] = measure_peer(eng)
+                report["ratios_vs_peer"] = _ratios(report)
             else:
                 report[name] = eng.run(SECTIONS[name])
             report[name + "_wall_s"] = round(time.time() - t0, 2)
     tmp.cleanup()
     print(json.dumps(report, indent=None if args.json else 2))
     return 0
+
+
+def _ratios(report):
+    """Ours / the npm peer engine's, where both measured the same config in this run (the
+    peer's numbers are for a model whose mixers failed to compile: see report["peer"])."""
+    out = {}
+    ours = report.get("model", {})
+    for name, p in (report.get("peer", {}).get("configs") or {}).items():
+        o = ours.get(name)
+        if not isinstance(o, dict):
+            continue
+        r = {}
+        mine_pre = {str(x.get("prompt")): x.get("tokens_per_s") for x in o.get("prefill", [])}
+        for n, v in ((p.get("prefill") or {}).get("tokens_per_s") or {}).items():
+            if v and mine_pre.get(n):
+                r[f"prefill_{n}"] = round(mine_pre[n] / v, 1)
+        mine_dec = (o.get("decode") or {}).get("tokens_per_s")
+        for k, v in ((p.get("decode") or {}).get("tokens_per_s") or {}).items():
+            if v and mine_dec:
+                r[f"decode_{k}"] = round(mine_dec / v, 1)
+        tr, mine_tr = p.get("train") or {}, report.get("train")
+        if isinstance(tr, dict) and tr.get("tokens_per_s") and isinstance(mine_tr, dict):
+            r["train_tokens_per_s"] = round(mine_tr["tokens_per_s"] / tr["tokens_per_s"], 1)
+            r["train_loss"] = {"ours_last": mine_tr.get("loss_last"), "peer_last": tr.get("loss_last")}
+        out[name] = r
+    return out
 
 
 def _tokenizer_section(eng):
@@ -127,7 +161,7 @@ def _model_section(eng, args):
     return out
 
 
-NATIVE_SECTIONS = ("foundation", "model")   # sections that measure the GPU engine
+NATIVE_SECTIONS = ("foundation", "model", "train")   # sections that measure the GPU engine
 NATIVE_MODEL_SNIPPET = """
 import time
 from py_engine.benchmarks import model as mb
