@@ -24,7 +24,9 @@ def scratch_models(tmp_path_factory):
 def server(scratch_models):
     from server.app import create_app
     dirs = [REPO / "models", REPO / "tests" / "fixtures" / "models"]
-    app = create_app([d for d in dirs if d.is_dir()] + [scratch_models], use_hf_cache=False)
+    from tools.peer_engine import peer_static
+    app = create_app([d for d in dirs if d.is_dir()] + [scratch_models], use_hf_cache=False,
+                     extra_static=peer_static())
     with LiveServer(app) as live:
         yield live
 

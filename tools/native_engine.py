@@ -6,6 +6,7 @@
 """
 import ast
 import asyncio
+import threading
 import os
 import time
 
@@ -31,9 +32,14 @@ class NativeEngine:
         """blocking_waits: see NativeDevice.blocking_waits (default on; MAMBAWEB_NATIVE_BLOCKING=0
         awaits wgpu-py's poll thread instead)."""
         from py_engine.gpu.native import create_native_device
+        # The engine's loop runs in its own thread: the caller's thread may already run a
+        # loop (Playwright's sync API keeps one alive for a whole pytest session).
         self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True,
+                                        name="mambaweb-native-engine")
+        self._thread.start()
         t0 = time.perf_counter()
-        self.device = self.loop.run_until_complete(create_native_device())
+        self.device = self.call(create_native_device())
         if blocking_waits is None:   # default on: nothing else runs on this loop
             blocking_waits = os.environ.get("MAMBAWEB_NATIVE_BLOCKING", "1") != "0"
         self.device.blocking_waits = bool(blocking_waits)
@@ -45,14 +51,16 @@ class NativeEngine:
         compiled = compile(code, "<snippet>", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
         out = eval(compiled, ns)
         if asyncio.iscoroutine(out):
-            self.loop.run_until_complete(out)
+            self.call(out)
         return ns.get("result")
 
     def call(self, coro):
-        """Run one coroutine to completion on the engine's loop."""
-        return self.loop.run_until_complete(coro)
+        """Run one coroutine to completion on the engine's loop (in the engine's thread)."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
 
     def close(self):
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=10)
         self.loop.close()
 
     def __enter__(self):

@@ -6,8 +6,7 @@ import json
 
 import pytest
 
-from tools.headless import headless_engine
-from tools.peer_engine import PINNED_VERSION, measure_peer, peer_static
+from tools.peer_engine import PINNED_VERSION, measure_peer
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -19,9 +18,14 @@ WORKLOADS = ("init", "causality", "prefill", "decode", "train")
 
 
 @pytest.fixture(scope="module")
-def report():
-    with headless_engine(use_hf_cache=False, extra_static=peer_static()) as eng:
-        return measure_peer(eng, TINY, cap_s=20)
+def report(browser, server):
+    """The session's Chromium and server (which mounts the peer package at /peer/): a second
+    sync Playwright inside one pytest session is refused."""
+    class Handle:
+        pass
+    h = Handle()
+    h.browser, h.server = browser, server
+    return measure_peer(h, TINY, cap_s=20)
 
 
 def test_report_is_strict_json_with_the_pinned_version(report):
