@@ -14,10 +14,12 @@ struct Params { M: u32, N: u32, K: u32, flags: u32 };   // flags: bit0 bias, bit
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 
 const ROWS = 8u;
-const THREADS = 64u;
-var<workgroup> red: array<f32, 512>;   // [THREADS / min subgroup size (1), ROWS] worst case
+// Threads per workgroup (a pipeline override): more threads per 8 rows hide memory latency
+// on big GPUs, where a decode-sized matrix gives only N/8 workgroups.
+override THREADS: u32 = 256u;
+var<workgroup> red: array<f32, THREADS * ROWS>;   // [THREADS / subgroup size, ROWS] at most
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(THREADS)
 fn matvec_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                   @builtin(local_invocation_index) lid: u32,
                   @builtin(subgroup_size) sg: u32, @builtin(subgroup_invocation_id) sid: u32) {
@@ -79,7 +81,7 @@ fn ystore(g: u32, idx: u32, v: f32) {
   switch g { case 0u: { y[idx] = v; } case 1u: { y1[idx] = v; } default: { y2[idx] = v; } }
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(THREADS)
 fn matvec_multi_forward(@builtin(workgroup_id) wid: vec3<u32>,
                         @builtin(local_invocation_index) lid: u32,
                         @builtin(subgroup_size) sg: u32, @builtin(subgroup_invocation_id) sid: u32) {

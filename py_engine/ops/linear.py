@@ -10,6 +10,17 @@ MATVEC_MAX_M = 4     # up to this many rows, y = x @ W^T goes through the matvec
 MATVEC_ROWS = 8      # output rows per matvec workgroup
 
 
+def _matvec_constants(dev):
+    """Threads per matvec workgroup: 256 unless the device (or MAMBAWEB_MATVEC_THREADS, for
+    experiments on the native backend) says otherwise."""
+    n = getattr(dev, "matvec_threads", None)
+    if n is None:
+        import os
+        n = int(os.environ.get("MAMBAWEB_MATVEC_THREADS", "256"))
+        dev.matvec_threads = n
+    return {"THREADS": n}
+
+
 def matmul(batch, a, b, c, M, N, K, strides, bias=None, accumulate=False):
     """C[M,N] (+)= A @ B (+ bias) with A[i,k] = a[i*sa0 + k*sa1], B[k,j] = b[k*sb0 + j*sb1]."""
     dev = batch.device
@@ -23,7 +34,8 @@ def matmul(batch, a, b, c, M, N, K, strides, bias=None, accumulate=False):
         gx, gy = fold(-(-N // MATVEC_ROWS))
         batch.run("matvec", "matvec_forward", [u, a.binding, b.binding,
                                                bias.binding if bias is not None else dummy(dev),
-                                               c.binding], gx, gy)
+                                               c.binding], gx, gy,
+                  constants=_matvec_constants(dev))
         return
     u = dev.uniform(params(M, N, K, flags, sa0, sa1, sb0, sb1))
     bias_res = bias.binding if bias is not None else dummy(dev)
@@ -90,5 +102,5 @@ def linear_multi(batch, x, weights):
     ys = [y.binding for y in outs] + [rw_dummy(dev)] * (3 - len(weights))
     batch.run("matvec", "matvec_multi_forward",
               [u, x.binding, ws[0], None, ys[0], ws[1], ws[2], ys[1], ys[2]],
-              -(-max(Ns) // MATVEC_ROWS), 1, len(weights))
+              -(-max(Ns) // MATVEC_ROWS), 1, len(weights), constants=_matvec_constants(dev))
     return outs
