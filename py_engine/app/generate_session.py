@@ -10,37 +10,60 @@ from py_engine import rpc
 from py_engine.app.events import emit
 from py_engine.models.generate import Generator, SamplingConfig
 from py_engine.models.mamba import MambaModel
-from py_engine.tokenizer.byte_level import ByteTokenizer
+from py_engine.train.data import ByteTokenizer
 
 current = {"model": None, "tokenizer": None, "name": None, "gen": None, "cancel": False}
 
 
 async def load(base_url, name=None, files=()):
     """Load the model at base_url (…/weights/<name>/) and its tokenizer; returns a summary."""
+    from py_engine.io.byte_sources import HttpSource
+    return await _load(HttpSource(base_url), name or base_url, files)
+
+
+async def load_files(files, name="local model"):
+    """Load a model from files the user picked ({relative path: registry id}); nothing is
+    uploaded: the bytes go File -> GPU inside this tab."""
+    from py_engine.io.byte_sources import DroppedFileSource
+    if "config.json" not in files:
+        if any(p.endswith(".bin") for p in files):
+            raise ValueError("that looks like an MBJS file: convert it to an HF folder on the "
+                             "Convert page first, then open the folder here")
+        raise ValueError("no config.json among the chosen files: choose the model's folder "
+                         "(config.json + model.safetensors, or the shards and their index)")
+    return await _load(DroppedFileSource(files, name), name, list(files))
+
+
+async def _load(source, name, files):
+    from py_engine.io.hf_loader import load_from_source
     unload()
     t0 = time.perf_counter()
 
     def progress(p):
         emit("load_progress", **p)
 
-    model = await MambaModel.load(rpc.device, base_url, progress)
-    tok = await _load_tokenizer(base_url, files, model.cfg.vocab_size)
-    current.update(model=model, tokenizer=tok, name=name or base_url)
-    cfg = model.cfg
+    cfg, weights = await load_from_source(rpc.device, source, progress)
+    model = MambaModel(rpc.device, cfg, weights)
+    try:
+        tok = await _load_tokenizer(source, files, cfg.vocab_size)
+    except Exception:
+        model.release()
+        raise
+    current.update(model=model, tokenizer=tok, name=name)
     params = sum(t.numel for n, t in model.weights.items()
                  if not (cfg.tie_word_embeddings and n == "lm_head.weight"))
-    return {"name": current["name"], "model_type": cfg.model_type, "layers": cfg.num_hidden_layers,
+    return {"name": name, "model_type": cfg.model_type, "layers": cfg.num_hidden_layers,
             "d_model": cfg.hidden_size, "vocab_size": cfg.vocab_size, "params": params,
             "tokenizer": repr(tok) if tok else None,
             "load_s": round(time.perf_counter() - t0, 3)}
 
 
-async def _load_tokenizer(base_url, files, vocab_size):
-    from py_engine.io.http import exists, fetch_bytes
-    if not files or "tokenizer.json" in files:
-        if await exists(base_url + "tokenizer.json"):
-            from py_engine.tokenizer import Tokenizer
-            return Tokenizer.from_str((await fetch_bytes(base_url + "tokenizer.json")).decode("utf-8"))
+async def _load_tokenizer(source, files, vocab_size):
+    """The model's tokenizer.json when it has one; else one id per UTF-8 byte when the
+    vocabulary holds 256 ids; else None (token ids only)."""
+    if (not files or "tokenizer.json" in files) and await source.exists("tokenizer.json"):
+        from py_engine.tokenizer import Tokenizer
+        return Tokenizer.from_str((await source.read("tokenizer.json")).decode("utf-8"))
     if vocab_size >= 256:
         return ByteTokenizer()
     return None

@@ -90,3 +90,46 @@ class LocalSource:
         mv = memoryview(data)
         for buf, off, a, b in targets:
             device.write(buf, mv[a:b], off)
+
+
+class DroppedFileSource:
+    """The browser, from Files the user picked or dropped (never uploaded): the Worker keeps
+    them in the convert page's registry (web/js/worker.mjs, convertPutFiles) and Python names
+    them by id. `files` maps a relative path ("config.json", "model.safetensors") to that id.
+    Small reads come back to Python; tensor ranges go File.slice -> writeBuffer in JS."""
+
+    def __init__(self, files, label="dropped files"):
+        self.files = dict(files)
+        self.label = label
+
+    def where(self, name):
+        return f"{self.label}/{name}"
+
+    def error(self, name, why):
+        return LocalFileError(f"{self.where(name)}: {why}")
+
+    def _id(self, name):
+        if name not in self.files:
+            raise self.error(name, "not among the chosen files (choose the whole model folder: "
+                                   "config.json and its .safetensors files)")
+        return self.files[name]
+
+    async def exists(self, name):
+        return name in self.files
+
+    async def size(self, name):
+        import js
+        return int(js.mwConvert.fileSize(self._id(name)))
+
+    async def read(self, name, start=None, end=None):
+        import js
+        fid = self._id(name)
+        if start is None:
+            start, end = 0, int(js.mwConvert.fileSize(fid))
+        return (await js.mwConvert.readSlice(fid, start, end)).to_bytes()
+
+    async def read_to_buffers(self, device, name, start, end, targets):
+        import js
+        from pyodide.ffi import to_js
+        js_targets = [[buf.js, off, a, b] for buf, off, a, b in targets]
+        await js.mwGpu.fileRangeToBuffers(device.js, self._id(name), start, end, to_js(js_targets))

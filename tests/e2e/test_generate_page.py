@@ -60,3 +60,28 @@ def test_state_save_and_restore(page):
     page.wait_for_function("document.querySelector('#gen-stats').textContent.includes('restored')")
     assert page.inner_text("#output") == saved_text
     assert page.is_checked("#keep-state")
+
+
+def test_local_model_folder_loads_without_upload(page):
+    """Pick a model folder from disk (the fixture's HF folder): it loads in the tab and its
+    greedy continuation equals transformers'."""
+    import numpy as np
+    from tests.conftest import REPO
+    folder = REPO / "tests" / "fixtures" / "models" / "mamba-d24-untied"
+    page.set_input_files("#local-model", str(folder))
+    page.wait_for_function("document.body.dataset.model === 'local:mamba-d24-untied'", timeout=60_000)
+    assert "(local)" in page.inner_text("#model-info")
+    exp = np.load(folder / "expected.npz")
+    ids = page.evaluate("""(ids) => window.engine.run(
+        "from py_engine.app import generate_session as s\\n" +
+        "r = await s.generate(ids=args['ids'], max_new_tokens=16, sampling={'greedy': True})\\n" +
+        "result = r['ids']", {ids})""", exp["prompt_ids"].tolist())
+    assert ids == exp["greedy_ids"].tolist()
+
+
+def test_local_folder_without_config_is_explained(page, tmp_path):
+    (tmp_path / "stray").mkdir()
+    (tmp_path / "stray" / "notes.txt").write_text("not a model")
+    page.set_input_files("#local-model", str(tmp_path / "stray"))
+    page.wait_for_function("document.querySelector('#model-error').textContent.length > 0")
+    assert "config.json" in page.inner_text("#model-error")

@@ -58,6 +58,36 @@ async function loadModel() {
   }
 }
 
+// A model folder from this computer: the Files go to the Worker's registry and are read
+// there (File.slice -> GPU); nothing is uploaded.
+async function loadLocal(fileList) {
+  const list = Array.from(fileList).map((file) => ({
+    file, path: (file.webkitRelativePath || file.name).split("/").slice(1).join("/") || file.name,
+  }));
+  if (!list.length) return;
+  const name = (list[0].file.webkitRelativePath || "").split("/")[0] || "local model";
+  $("model-error").textContent = "";
+  $("load-progress").hidden = false;
+  setBusy(true);
+  try {
+    const ids = await engine.call({ op: "convertPutFiles", files: list });
+    const files = Object.fromEntries(ids.map((f) => [f.path, f.id]));
+    loaded = await engine.run(S + "result = await s.load_files(args['files'], args['name'])",
+                              { files, name });
+    $("model-info").textContent = `${loaded.name} (local): ${loaded.model_type}, ${loaded.layers} ` +
+      `layers × d_model ${loaded.d_model}, vocab ${loaded.vocab_size}, ` +
+      `${(loaded.params / 1e6).toFixed(2)}M params, tokenizer ${loaded.tokenizer || "none"}, ` +
+      `loaded in ${loaded.load_s}s`;
+    document.body.dataset.model = `local:${name}`;
+  } catch (err) {
+    loaded = null;
+    $("model-error").textContent = `Could not load the chosen files: ${err.message}`;
+  } finally {
+    $("load-progress").hidden = true;
+    setBusy(false);
+  }
+}
+
 async function generate() {
   $("gen-error").textContent = "";
   const keep = $("keep-state").checked;
@@ -145,6 +175,7 @@ async function main() {
   });
   if (engine.info.gpu_error) return;
   $("load-btn").onclick = loadModel;
+  $("local-model").onchange = (ev) => loadLocal(ev.target.files);
   $("generate-btn").onclick = generate;
   $("stop-btn").onclick = () => engine.cancel();
   $("save-state-btn").onclick = saveState;

@@ -58,6 +58,12 @@ async function fetchRangeToBuffers(device, url, start, end, targets) {
     throw new Error(`GET ${url} bytes ${start}-${end - 1}: got ${data.byteLength} bytes ` +
                     `instead of ${end - start} (file changed or truncated?)`);
   }
+  writePieces(device, data, targets);
+  return end - start;
+}
+
+// targets: [gpuBuffer, bufferOffset, relStart, relEnd] pieces of `data` to write.
+function writePieces(device, data, targets) {
   for (const [buffer, offset, a, b] of targets) {
     let piece = data.subarray(a, b);
     if (piece.byteLength % 4 !== 0) {  // writeBuffer sizes are multiples of 4: pad the tail
@@ -67,7 +73,6 @@ async function fetchRangeToBuffers(device, url, start, end, targets) {
     }
     device.queue.writeBuffer(buffer, offset, piece);
   }
-  return end - start;
 }
 
 // GPU errors that nobody scoped: kept until Python asks (py_engine.gpu checks after reads).
@@ -606,7 +611,16 @@ async function cvExecute({ plan }) {
   return { outputs: outputs.map((o) => ({ name: o.name, blob: o.blob, size: o.size })), download };
 }
 
-self.mwConvert = { readSlice: cvRead, crc32Range: cvCrc32Range, maxAbsRanges: cvMaxAbsRanges };
+// The generate page loads a model from picked files through the same registry: tensor
+// ranges go File.slice -> ArrayBuffer -> writeBuffer (py_engine/io/byte_sources.py).
+async function fileRangeToBuffers(device, id, start, end, targets) {
+  writePieces(device, await cvRead(id, start, end), targets);
+  return end - start;
+}
+self.mwGpu.fileRangeToBuffers = fileRangeToBuffers;
+
+self.mwConvert = { readSlice: cvRead, crc32Range: cvCrc32Range, maxAbsRanges: cvMaxAbsRanges,
+                   fileSize: (id) => cvFile(id).size };
 self.mwOps = Object.assign(self.mwOps || {}, {
   // {files: [{file, path}]} -> [{id, path, size}]
   convertPutFiles: ({ files }) => files.map(({ file, path }) => {
