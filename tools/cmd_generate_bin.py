@@ -1,13 +1,15 @@
 """`mambaweb generate-bin`: write a randomly initialised Mamba-1 model (HF folder or MBJS file)."""
 import sys
 
+from py_engine.train.init import PRESETS
+
 
 def register(subparsers):
     p = subparsers.add_parser(
         "generate-bin", help="write a randomly initialised Mamba model",
         description="Random weights with state-spaces/mamba's initialisation. Presets: "
                     "nano ~1M, micro ~5M, small ~20M, base = mamba-130m's shape.")
-    p.add_argument("--size", default="nano", choices=("nano", "micro", "small", "base"))
+    p.add_argument("--size", default="nano", choices=tuple(PRESETS))
     p.add_argument("--d-model", type=int, help="hidden size D (overrides the preset)")
     p.add_argument("--n-layers", type=int, help="number of Mamba-1 layers")
     p.add_argument("--d-state", type=int, help="SSM state size N (default 16)")

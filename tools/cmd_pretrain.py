@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+from py_engine.train.init import PRESETS
+
 STATE_FILE = "training_state.safetensors"
 TEXT_SKIP_DIRS = {".git", ".hg", ".svn", "__pycache__", "node_modules", ".venv", "venv"}
 
@@ -57,7 +59,7 @@ def register(subparsers):
                    help="a text file or a folder (its text files, recursively)")
     p.add_argument("--out", required=True, help="output folder (HF model + training state)")
     p.add_argument("--resume", help="folder (or training_state.safetensors) to continue from")
-    p.add_argument("--size", default="nano", choices=("tiny", "nano", "micro", "small"))
+    p.add_argument("--size", default="nano", choices=tuple(PRESETS))
     p.add_argument("--d-model", type=int, help="hidden size (overrides the preset)")
     p.add_argument("--n-layers", type=int, help="number of layers (overrides the preset)")
     p.add_argument("--d-state", type=int, help="SSM state size N")
@@ -117,7 +119,6 @@ def tokenizer_spec(args):
     if t == "byte":
         return {"kind": "byte"}
     if t == "bpe":
-        from py_engine.train.init import PRESETS
         return {"kind": "bpe", "vocab_size": args.vocab_size or PRESETS[args.size]["vocab_size"]}
     p = Path(t)
     if p.is_dir():

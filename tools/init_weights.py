@@ -20,31 +20,12 @@ import math
 import numpy as np
 
 from py_engine.io import hf_names
-from py_engine.models.config import MambaConfig
+from py_engine.models.config import MambaConfig  # noqa: F401  (re-exported for callers)
+from py_engine.train import init as init_presets
 
-# Sizes chosen for in-browser training: parameter counts ~1M, ~5M, ~20M, and the
-# mamba-130m shape (GPT-NeoX vocab padded to 50280). Vocab sizes suit a trained byte-level
-# BPE of that scale; --vocab-size overrides.
-PRESETS = {
-    "nano": dict(hidden_size=128, num_hidden_layers=4, vocab_size=4096),     # ~0.99M
-    "micro": dict(hidden_size=256, num_hidden_layers=8, vocab_size=6144),    # ~5.1M
-    "small": dict(hidden_size=512, num_hidden_layers=8, vocab_size=12288),   # ~19.8M
-    "base": dict(hidden_size=768, num_hidden_layers=24, vocab_size=50280),   # ~129M
-}
-
-
-def make_config(size="nano", **overrides):
-    """A MambaConfig from a preset, with explicit dimensions overriding it."""
-    if size not in PRESETS:
-        raise ValueError(f"unknown size {size!r}; presets: {', '.join(PRESETS)}")
-    # rescale_prenorm_residual records that out_proj was scaled by 1/sqrt(n_layer) below
-    kw = dict(PRESETS[size], model_type="mamba", state_size=16, conv_kernel=4, expand=2,
-              rescale_prenorm_residual=True, initializer_range=0.02)
-    kw.update({k: v for k, v in overrides.items() if v is not None})
-    mult = kw.get("pad_vocab_size_multiple", 8)
-    if kw["vocab_size"] % mult:   # mamba_ssm pads the vocab so the head's rows align
-        kw["vocab_size"] += mult - kw["vocab_size"] % mult
-    return MambaConfig(**kw)
+# One preset table for the whole project (pure Python, also used inside the browser).
+PRESETS = init_presets.PRESETS
+make_config = init_presets.preset_config
 
 
 def param_count(cfg):

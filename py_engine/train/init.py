@@ -23,19 +23,21 @@ from array import array
 
 from py_engine.io import gpu_layout, hf_names
 
-# Presets chosen for in-browser training: nano/micro/small are tools/init_weights.PRESETS
-# (~1M, ~5M, ~20M parameters at these vocabs; tests/unit/test_pretrain_host.py keeps them in
-# step); "tiny" (~0.1M with a byte vocabulary) is for quick tries and tests on slow GPUs.
+# The one table of size presets (the pretrain page, `mambaweb pretrain` and `generate-bin`):
+# nano/micro/small ~1M, ~5M, ~20M parameters at these vocabs, sized for in-browser training;
+# "tiny" (~0.1M, byte vocabulary) for quick tries and tests on slow GPUs; "base" is the
+# mamba-130m shape (GPT-NeoX vocab padded to 50280).
 PRESETS = {
     "tiny": dict(hidden_size=64, num_hidden_layers=2, vocab_size=256),
     "nano": dict(hidden_size=128, num_hidden_layers=4, vocab_size=4096),
     "micro": dict(hidden_size=256, num_hidden_layers=8, vocab_size=6144),
     "small": dict(hidden_size=512, num_hidden_layers=8, vocab_size=12288),
+    "base": dict(hidden_size=768, num_hidden_layers=24, vocab_size=50280),
 }
 
 
 def preset_config(size="nano", **overrides):
-    """A MambaConfig from a preset (as tools/init_weights.make_config), overrides winning."""
+    """A MambaConfig from a preset, explicit dimensions (not None) overriding it."""
     from py_engine.models.config import MambaConfig
     if size not in PRESETS:
         raise ValueError(f"unknown size {size!r}; presets: {', '.join(PRESETS)}")
