@@ -90,14 +90,29 @@ def test_generated_model_runs_in_transformers(tmp_path):
             assert torch.equal(p.float(), torch.from_numpy(written[name]).float()), name
 
 
-def test_default_model_is_what_its_command_makes(tmp_path):
+def test_default_model_is_the_documented_trained_model(tmp_path):
+    """models/default is what its README's pretrain command made: the shape it states, a
+    tokenizer the `tokenizers` library loads, weights transformers loads and runs."""
     folder = REPO / "models" / "default"
     conf = json.loads((folder / "config.json").read_text())
     assert (conf["vocab_size"], conf["hidden_size"], conf["num_hidden_layers"]) == (256, 64, 2)
-    size = (folder / "model.safetensors").stat().st_size
-    assert size < 1_000_000
+    assert (folder / "model.safetensors").stat().st_size < 1_000_000
     readme = (folder / "README.md").read_text()
-    assert "mambaweb " + " ".join(DEFAULT_CMD) + " --out models/default" in readme
-    assert cli(DEFAULT_CMD + ["--out", str(tmp_path / "d")]) == 0
+    assert "mambaweb pretrain --corpus web/samples/python-stdlib.txt --size tiny" in readme
+    tokenizers = pytest.importorskip("tokenizers")
+    tok = tokenizers.Tokenizer.from_file(str(folder / "tokenizer.json"))
+    assert tok.encode("héllo").ids == list("héllo".encode("utf-8"))
+    transformers = pytest.importorskip("transformers")
+    torch = pytest.importorskip("torch")
+    model = transformers.AutoModelForCausalLM.from_pretrained(folder)
+    ids = torch.tensor([list(b"def f(x):\n    return")])
+    with torch.no_grad():
+        loss = model(ids, labels=ids).loss.item()
+    assert loss < 3.0   # trained: far below ln(256) = 5.55 of an untrained byte model
+
+
+def test_generate_bin_is_deterministic(tmp_path):
+    for d in ("a", "b"):
+        assert cli(DEFAULT_CMD + ["--out", str(tmp_path / d)]) == 0
     for f in ("config.json", "model.safetensors"):
-        assert (tmp_path / "d" / f).read_bytes() == (folder / f).read_bytes(), f
+        assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
