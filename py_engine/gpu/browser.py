@@ -20,7 +20,6 @@ REQUESTED_LIMITS = (
 REPORTED_LIMITS = REQUESTED_LIMITS + ("minStorageBufferOffsetAlignment",)
 OPTIONAL_FEATURES = ("shader-f16", "subgroups", "timestamp-query")
 
-STORAGE, COPY_SRC, COPY_DST, MAP_READ, UNIFORM = 0x80, 0x04, 0x08, 0x01, 0x40
 
 
 try:  # Pyodide >= 0.28 maps JS null to `jsnull`, not None
@@ -119,15 +118,6 @@ class BrowserDevice(Device):
             self._staging_free.append(staging)
         await self.check()
         return data
-
-    def _staging(self, nbytes):
-        for i, s in enumerate(self._staging_free):
-            if s.size >= nbytes:
-                return self._staging_free.pop(i)
-        cls = 256
-        while cls < nbytes:
-            cls *= 2
-        return self._create_buffer(cls, MAP_READ | COPY_DST, "staging")
 
     # -- pipelines -----------------------------------------------------------------------
     def _build_pipeline(self, shader, entry, source, constants):

@@ -9,7 +9,7 @@ from py_engine.gpu.errors import DeviceLimitError, GPUValidationError
 from py_engine.gpu.pool import BufferPool
 from py_engine.gpu.shaders import shader_source
 
-STORAGE, COPY_SRC, COPY_DST, UNIFORM = 0x80, 0x04, 0x08, 0x40
+STORAGE, COPY_SRC, COPY_DST, UNIFORM, MAP_READ = 0x80, 0x04, 0x08, 0x40, 0x01
 STORAGE_USAGE = STORAGE | COPY_SRC | COPY_DST
 
 
@@ -38,6 +38,17 @@ class Device:
                 "smaller model, a 16-bit/int8 weight dtype, or a GPU with more memory")
         self.buffers_created += 1
         return self._create_buffer(nbytes, usage, label)
+
+    def _staging(self, nbytes):
+        """A MAP_READ staging buffer of at least nbytes (power-of-two sizes, reused: readers
+        put it back in _staging_free when done)."""
+        for i, s in enumerate(self._staging_free):
+            if s.size >= nbytes:
+                return self._staging_free.pop(i)
+        cls = 256
+        while cls < nbytes:
+            cls *= 2
+        return self._create_buffer(cls, MAP_READ | COPY_DST, "staging")
 
     def destroy(self, buf):
         self._destroy_buffer(buf)

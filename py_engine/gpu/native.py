@@ -30,8 +30,6 @@ FEATURE_ALIASES = {"shader-f16": ("shader-f16",), "subgroups": ("subgroups", "su
 # offsets are checked against 256 here too, so code that passes natively passes in Chrome.
 BROWSER_OFFSET_ALIGN = 256
 
-MAP_READ, COPY_DST = 0x01, 0x08
-
 
 def _hyphen(name):
     out = []
@@ -175,15 +173,6 @@ class NativeDevice(Device):
             self._staging_free.append(staging)
         await self.check()
         return data
-
-    def _staging(self, nbytes):
-        for i, s in enumerate(self._staging_free):
-            if s.size >= nbytes:
-                return self._staging_free.pop(i)
-        cls = 256
-        while cls < nbytes:
-            cls *= 2
-        return self._create_buffer(cls, MAP_READ | COPY_DST, "staging")
 
     # -- pipelines -----------------------------------------------------------------------
     def _build_pipeline(self, shader, entry, source, constants):

@@ -32,6 +32,15 @@ class Tensor:
         """(buffer, offset, size) for a bind group entry."""
         return (self.buffer, self.offset, max(4, self.nbytes))
 
+    def view(self, shape):
+        """The same bytes under another row-major shape (no copy; the view never releases)."""
+        v = Tensor.__new__(Tensor)
+        v.device, v.dtype, v.buffer, v.offset = self.device, self.dtype, self.buffer, self.offset
+        v.shape, v.pooled, v.pool = tuple(int(s) for s in shape), False, None
+        if v.numel != self.numel:
+            raise ValueError(f"cannot view {list(self.shape)} as {list(shape)}")
+        return v
+
     @classmethod
     def from_bytes(cls, device, shape, data, dtype="f32"):
         t = cls(device, shape, dtype)

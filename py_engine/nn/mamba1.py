@@ -65,7 +65,7 @@ class Mamba1Mixer:
     def _conv_with_state(self, ctx, x, Bsz, T, state):
         """Inference prefill that continues from and updates the conv state."""
         I = x.shape[-1]
-        xs = F._reshape(x, (Bsz, T, I))
+        xs = x.view((Bsz, T, I))
         tmp = Tensor(ctx.device, state.conv.shape)
         u, _ = conv_ops.conv1d_forward(ctx.batch, xs, self.conv_w, self.conv_b, silu=True,
                                        state_in=state.conv if state.tokens_seen else None,

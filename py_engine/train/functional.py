@@ -134,7 +134,7 @@ def residual_linear(ctx, y, w, b, residual):
 def conv1d(ctx, x, w, b, Bsz, T, state_out=None):
     """Causal depthwise conv + SiLU over x [Bsz*T, I] -> u [Bsz*T, I] (state_out: final state)."""
     I = x.shape[-1]
-    xs = _reshape(x, (Bsz, T, I))
+    xs = x.view((Bsz, T, I))
     u, _ = conv_ops.conv1d_forward(ctx.batch, xs, w, b, silu=True, state_out=state_out)
     u.shape = (Bsz * T, I)
     if ctx.tape is not None:
@@ -142,7 +142,7 @@ def conv1d(ctx, x, w, b, Bsz, T, state_out=None):
             g = tape.pop(u)
             if g is None:
                 return
-            gs = _reshape(g, (Bsz, T, I))
+            gs = g.view((Bsz, T, I))
             dx, dw, db = conv_ops.conv1d_backward(batch, gs, xs, w, b, silu=True)
             dx.shape = (Bsz * T, I)
             tape.accumulate(batch, x, dx)
@@ -167,13 +167,6 @@ def cross_entropy(ctx, logits, targets):
     return loss
 
 
-def _reshape(t, shape):
-    from py_engine.gpu.tensor import Tensor
-    v = Tensor.__new__(Tensor)
-    v.device, v.shape, v.dtype, v.buffer, v.offset, v.pooled, v.pool = t.device, tuple(shape), t.dtype, t.buffer, t.offset, False, None
-    return v
-
-
 def selective_scan(ctx, u, delta, A_log, B, C, D, z, dt_bias, Bsz, T, state=None,
                    norm_bc_eps=None):
     """The Mamba-1 scan over [Bsz*T, *] activations -> y [Bsz*T, I] (gated by silu(z)).
@@ -182,7 +175,7 @@ def selective_scan(ctx, u, delta, A_log, B, C, D, z, dt_bias, Bsz, T, state=None
     or None (zeros; the final state is dropped)."""
     from py_engine.ops import selective_scan as scan_ops
     I, N = A_log.shape
-    shp = lambda t, c: _reshape(t, (Bsz, T, c))  # noqa: E731
+    shp = lambda t, c: t.view((Bsz, T, c))  # noqa: E731
     us, ds, Bs, Cs, zs = shp(u, I), shp(delta, I), shp(B, N), shp(C, N), shp(z, I)
     training = ctx.tape is not None
     y, h_last, saved = scan_ops.selective_scan_forward(
