@@ -40,6 +40,8 @@ async def boot() -> str:
     info = {"python": sys.version.split()[0]}
     try:
         device = await create_device()
+        from py_engine.app import runtime
+        runtime.device = device
         info["adapter"] = device.info
     except GPUUnavailable as e:
         gpu_error = str(e)

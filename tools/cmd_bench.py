@@ -167,10 +167,11 @@ import time
 from py_engine.benchmarks import model as mb
 from py_engine.models.generate import Generator, SamplingConfig
 from py_engine.models.mamba import MambaModel
+from py_engine.io.hf_loader import load_model, load_model_local
 result = await mb.run(device, prompts=args['prompts'], decode_tokens=args['decode'],
                       max_seconds=args['max_seconds'], folder=args['folder'])
 t0 = time.perf_counter()   # a second load + first token, pipelines already built
-model = await MambaModel.load_local(device, args['folder'])
+model = await load_model_local(device, args['folder'])
 gen = Generator(model, SamplingConfig(greedy=True), max_tokens=16)
 await gen.prefill([1, 2, 3, 4])
 result['model_load_and_first_token_s'] = time.perf_counter() - t0

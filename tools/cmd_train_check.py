@@ -19,11 +19,12 @@ from pathlib import Path
 
 LOAD = """
 from py_engine.models.mamba import MambaModel
+from py_engine.io.hf_loader import load_model, load_model_local
 from py_engine.train.trainer import Trainer
 from py_engine.train import session as S
 if device is None:
     raise ValueError('this browser has no WebGPU device')
-model = await MambaModel.load(device, args['url'])
+model = await load_model(device, args['url'])
 tr = Trainer(model, lr=args['lr'], betas=tuple(args['betas']), eps=args['eps'],
              weight_decay=args['wd'], max_grad_norm=0.0)
 S.check = (model, tr)

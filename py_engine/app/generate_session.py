@@ -6,7 +6,7 @@ Snippets call these coroutines; progress and tokens reach the page as events
 """
 import time
 
-from py_engine import rpc
+from py_engine.app import runtime
 from py_engine.app.events import emit
 from py_engine.models.generate import Generator, SamplingConfig
 from py_engine.models.mamba import MambaModel
@@ -42,8 +42,8 @@ async def _load(source, name, files):
     def progress(p):
         emit("load_progress", **p)
 
-    cfg, weights = await load_from_source(rpc.device, source, progress)
-    model = MambaModel(rpc.device, cfg, weights)
+    cfg, weights = await load_from_source(runtime.device, source, progress)
+    model = MambaModel(runtime.device, cfg, weights)
     try:
         tok = await _load_tokenizer(source, files, cfg.vocab_size)
     except Exception:

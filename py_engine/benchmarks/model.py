@@ -3,7 +3,8 @@ import time
 
 from py_engine.models.generate import Generator, SamplingConfig
 from py_engine.models.mamba import MambaModel
-from py_engine.train.functional import Ctx
+from py_engine.io.hf_loader import load_model, load_model_local
+from py_engine.autograd.functional import Ctx
 
 
 async def prefill_tokens_per_s(model, T, reps=1):
@@ -48,8 +49,8 @@ async def run(device, base_url=None, prompts=(64, 256, 1024), decode_tokens=32, 
               folder=None):
     """Load the model from `base_url` (browser, HTTP) or `folder` (native, local disk)."""
     t0 = time.perf_counter()
-    model = (await MambaModel.load_local(device, folder) if folder is not None
-             else await MambaModel.load(device, base_url))
+    model = (await load_model_local(device, folder) if folder is not None
+             else await load_model(device, base_url))
     load_s = time.perf_counter() - t0
     cfg = model.cfg
     out = {"d_model": cfg.hidden_size, "layers": cfg.num_hidden_layers, "vocab": cfg.vocab_size,

@@ -26,20 +26,45 @@ ITEM = {"F32": 4, "F16": 2, "BF16": 2}
 WIDEN = {"F16": "f16_to_f32_forward", "BF16": "bf16_to_f32_forward"}
 
 
-async def read_headers(source):
-    """{tensor name: (file, TensorInfo)} over all shards, headers only. `source` is a byte
-    source or (as before) a base URL."""
-    source = _as_source(source)
-    files = ["model.safetensors"]
+# Names other layouts use for a model-level tensor: mamba_ssm's `MambaLMHeadModel` (and
+# transformers' own load_hook) say `embedding`, transformers says `embeddings`.
+RENAMES = {"backbone.embedding.weight": "backbone.embeddings.weight"}
+
+
+async def _weight_files(source):
+    """[(file, kind)]: safetensors (single or sharded by an index) or PyTorch .bin files."""
     if await source.exists("model.safetensors.index.json"):
         text = (await source.read("model.safetensors.index.json")).decode("utf-8")
-        files = sorted(set(parse_index(text).values()))
+        return [(f, "st") for f in sorted(set(parse_index(text).values()))]
+    if await source.exists("model.safetensors"):
+        return [("model.safetensors", "st")]
+    if await source.exists("pytorch_model.bin.index.json"):
+        text = (await source.read("pytorch_model.bin.index.json")).decode("utf-8")
+        return [(f, "bin") for f in sorted(set(parse_index(text).values()))]
+    if await source.exists("pytorch_model.bin"):
+        return [("pytorch_model.bin", "bin")]
+    return [("model.safetensors", "st")]   # reading it raises the "missing file" message
+
+
+async def _file_tensors(source, f, kind):
+    if kind == "bin":
+        from py_engine.io.torch_bin import read_bin_header
+        return await read_bin_header(source, f)
+    size = await source.size(f)
+    n = header_length(await source.read(f, 0, min(size, 8)), size, f)
+    return parse_header(await source.read(f, 0, 8 + n), size, f).tensors
+
+
+async def read_headers(source):
+    """{tensor name: (file, TensorInfo)} over all shards, headers only. `source` is a byte
+    source or (as before) a base URL. Names of other layouts are mapped (RENAMES)."""
+    import dataclasses
+    source = _as_source(source)
     out = {}
-    for f in files:
-        size = await source.size(f)
-        n = header_length(await source.read(f, 0, min(size, 8)), size, f)
-        header = parse_header(await source.read(f, 0, 8 + n), size, f)
-        for t in header.tensors:
+    for f, kind in await _weight_files(source):
+        for t in await _file_tensors(source, f, kind):
+            if t.name in RENAMES:
+                t = dataclasses.replace(t, name=RENAMES[t.name])
             if t.name in out:
                 raise ValueError(f"{f}: tensor {t.name!r} is also in {out[t.name][0]}")
             if t.dtype not in ITEM:
@@ -47,6 +72,20 @@ async def read_headers(source):
                                  "reads F32, F16 and BF16")
             out[t.name] = (f, t)
     return out
+
+
+async def load_model(device, base_url, progress=None):
+    """A MambaModel read over HTTP from an HF (or mamba_ssm) checkpoint folder URL."""
+    from py_engine.models.mamba import MambaModel
+    cfg, weights = await load_hf_model(device, base_url, progress)
+    return MambaModel(device, cfg, weights)
+
+
+async def load_model_local(device, folder, progress=None):
+    """A MambaModel read from a local checkpoint folder (native backend, CLI, tests)."""
+    from py_engine.models.mamba import MambaModel
+    cfg, weights = await load_hf_model_local(device, folder, progress)
+    return MambaModel(device, cfg, weights)
 
 
 async def load_hf_model(device, base_url, progress=None):

@@ -24,41 +24,35 @@ A tied checkpoint saved by transformers 5.23 does NOT contain lm_head.weight; ol
 Pure stdlib: this module is imported inside Pyodide.
 """
 
-EMBED = "backbone.embeddings.weight"
-NORM_F = "backbone.norm_f.weight"
-LM_HEAD = "lm_head.weight"
+from py_engine.models.names import EMBED, LAYER_PREFIX, LM_HEAD, NORM_F  # noqa: F401
 
 
 def layer_tensors(cfg, i):
-    """{name: shape} of Mamba-1 layer i, in transformers' state_dict order."""
-    D, I, N, K, R = (cfg.hidden_size, cfg.intermediate_size, cfg.state_size,
-                     cfg.conv_kernel, cfg.time_step_rank)
-    p = f"backbone.layers.{i}."
-    m = p + "mixer."
-    out = {p + "norm.weight": (D,),
-           m + "A_log": (I, N),
-           m + "D": (I,),
-           m + "conv1d.weight": (I, 1, K)}
-    if cfg.use_conv_bias:
-        out[m + "conv1d.bias"] = (I,)
-    out[m + "in_proj.weight"] = (2 * I, D)
-    if cfg.use_bias:
-        out[m + "in_proj.bias"] = (2 * I,)
-    out[m + "x_proj.weight"] = (R + 2 * N, I)
-    out[m + "dt_proj.weight"] = (I, R)
-    out[m + "dt_proj.bias"] = (I,)
-    out[m + "out_proj.weight"] = (D, I)
-    if cfg.use_bias:
-        out[m + "out_proj.bias"] = (D,)
+    """{name: shape} of layer i: its pre-norm, then its kind's mixer tensors (the registry)."""
+    from py_engine.nn import registry
+    kind = registry.get(cfg.layers[i])
+    p = f"{LAYER_PREFIX}{i}."
+    out = {p + "norm.weight": (cfg.hidden_size,)}
+    for rel, shape in kind.tensors(cfg).items():
+        out[p + "mixer." + rel] = tuple(shape)
     return out
+
+
+def split_layer_name(name):
+    """'backbone.layers.3.mixer.in_proj.weight' -> (3, 'in_proj.weight'); the layer norm gives
+    (3, None); any other name (None, None)."""
+    if not name.startswith(LAYER_PREFIX):
+        return None, None
+    idx, _, rest = name[len(LAYER_PREFIX):].partition(".")
+    if not idx.isdigit():
+        return None, None
+    if rest.startswith("mixer."):
+        return int(idx), rest[len("mixer."):]
+    return int(idx), None
 
 
 def expected_tensors(cfg):
     """{HF tensor name: shape tuple} for the whole model (lm_head only when untied)."""
-    for i, kind in enumerate(cfg.layers):
-        if kind != "mamba1":
-            raise ValueError(f"layer {i} is {kind!r}: HF names exist only for Mamba-1 "
-                             "(model_type mamba / falcon_mamba) layers")
     out = {EMBED: (cfg.vocab_size, cfg.hidden_size)}
     for i in range(cfg.num_hidden_layers):
         out.update(layer_tensors(cfg, i))
@@ -105,10 +99,12 @@ def check_tensors(cfg, infos, file):
 
 def _hint(cfg, name):
     # Most "unexpected" tensors come from a config flag that disagrees with the weights.
-    if name.endswith(("in_proj.bias", "out_proj.bias")) and not cfg.use_bias:
-        return " (config has use_bias=false)"
-    if name.endswith("conv1d.bias") and not cfg.use_conv_bias:
-        return " (config has use_conv_bias=false)"
+    i, rel = split_layer_name(name)
+    if rel is not None and i < cfg.num_hidden_layers:
+        from py_engine.nn import registry
+        hint = registry.get(cfg.layers[i]).hint(cfg, rel)
+        if hint:
+            return hint
     if name == LM_HEAD:
         return " (config has tie_word_embeddings=true)"
     if name.startswith("backbone.layers."):
@@ -159,6 +155,10 @@ def mbjs_plan(cfg):
     Returns [(mbjs_name, mbjs_shape, hf_name, hf_shape_or_None, transform)]; hf_shape is None
     where the HF model has no such tensor under `cfg` (a "bias" MBJS writes as zeros).
     """
+    for i, kind in enumerate(cfg.layers):
+        if kind != "mamba1":
+            raise ValueError(f"layer {i} is {kind!r}: MBJS conversion covers Mamba-1 layers only "
+                             "so far; keep this model in HF safetensors")
     hf = expected_tensors(cfg)
     plan = [("embedding", (cfg.vocab_size, cfg.hidden_size), EMBED, hf[EMBED], "copy")]
     for i in range(cfg.num_hidden_layers):

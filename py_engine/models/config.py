@@ -1,11 +1,17 @@
 """MambaConfig: the model hyper-parameters, read from / written to an HF config.json dict.
 
-Covers transformers' `MambaForCausalLM` (model_type "mamba") and `FalconMambaForCausalLM`
-("falcon_mamba", which adds a weightless RMSNorm on B, C and dt with `mixer_rms_eps`).
-Defaults and derived values mirror transformers 5.23's MambaConfig.__post_init__ so that a
-config.json missing a key means here what it means there:
+Covers transformers' `MambaForCausalLM` (model_type "mamba"), `FalconMambaForCausalLM`
+("falcon_mamba", which adds a weightless RMSNorm on B, C and dt with `mixer_rms_eps`) and
+`Mamba2ForCausalLM` ("mamba2": heads, head_dim, n_groups, chunk_size, time_step_limit), and
+mamba_ssm's `MambaLMHeadModel` config.json (`d_model`, `n_layer`, `ssm_cfg`, ...; see
+`from_mamba_ssm_dict`). Defaults and derived values mirror transformers' config classes per
+model_type (`_TYPE_DEFAULTS`) so that a config.json missing a key means here what it means there:
   intermediate_size = int(expand * hidden_size)   (HF ignores any stored intermediate_size)
   time_step_rank    = ceil(hidden_size / 16) when "auto"
+
+`layers` is the schedule: one layer kind per layer ("mamba1", "mamba2", ...). Each kind reads
+its own sub-config from this object through its `spec(cfg)` (py_engine/nn/<kind>.py), so the
+fields here are the union of the HF fields; nothing outside a kind's module reads its fields.
 
 Pure stdlib: this module is imported inside Pyodide.
 """
@@ -16,10 +22,19 @@ from dataclasses import dataclass, field, fields
 SUPPORTED_MODEL_TYPES = {
     "mamba": "MambaForCausalLM",
     "falcon_mamba": "FalconMambaForCausalLM",
+    "mamba2": "Mamba2ForCausalLM",
 }
-# Layer kinds the schedule may name. Only "mamba1" has an implementation behind it today;
-# the others are reserved so a schedule can be written down before the mixer exists.
+# The layer kind every layer of a model_type has (a config may carry an explicit schedule).
+DEFAULT_KIND = {"mamba": "mamba1", "falcon_mamba": "mamba1", "mamba2": "mamba2"}
+# Layer kinds the schedule may name. The registry (py_engine/nn/registry.py) says which have an
+# implementation; the rest are reserved so a schedule can be written down before the mixer exists.
 LAYER_TYPES = ("mamba1", "mamba2", "mamba3", "attention")
+# transformers' defaults where a model_type's config class differs from MambaConfig's.
+_TYPE_DEFAULTS = {
+    "mamba2": {"vocab_size": 32768, "hidden_size": 4096, "num_hidden_layers": 64,
+               "state_size": 128, "tie_word_embeddings": False, "num_heads": 128,
+               "head_dim": 64, "n_groups": 8, "chunk_size": 256},
+}
 
 # Keys this dataclass models; everything else in config.json rides along in `extra`
 # (token ids, use_cache, ...) so from_hf_dict -> to_hf_dict loses nothing.
@@ -52,6 +67,11 @@ class MambaConfig:
     rescale_prenorm_residual: bool = False
     initializer_range: float = 0.1
     mixer_rms_eps: float = 1e-6       # falcon_mamba only
+    num_heads: int = 0                # mamba2: H (0 = expand * hidden_size // head_dim)
+    head_dim: int = 64                # mamba2: P
+    n_groups: int = 1                 # mamba2: G (B/C groups; the gated norm's groups)
+    chunk_size: int = 256             # mamba2: SSD chunk length
+    time_step_limit: tuple = (0.0, float("inf"))   # mamba2: dt clamp after softplus
     layers: list = field(default_factory=list)   # schedule, e.g. ["mamba1"] * n_layers
     extra: dict = field(default_factory=dict)    # unmodelled config.json keys, kept verbatim
 
@@ -59,7 +79,10 @@ class MambaConfig:
         if self.time_step_rank in (0, "auto", None):
             self.time_step_rank = math.ceil(self.hidden_size / 16)
         if not self.layers:
-            self.layers = ["mamba1"] * self.num_hidden_layers
+            self.layers = [DEFAULT_KIND.get(self.model_type, "mamba1")] * self.num_hidden_layers
+        if self.model_type == "mamba2" and not self.num_heads:
+            self.num_heads = int(self.expand * self.hidden_size) // max(int(self.head_dim), 1)
+        self.time_step_limit = tuple(float(v) for v in self.time_step_limit)
         self.validate()
 
     # --- derived sizes -----------------------------------------------------
@@ -104,6 +127,10 @@ class MambaConfig:
             if kind not in LAYER_TYPES:
                 raise ValueError(f"{source}: layer {i} type {kind!r} is unknown; "
                                  f"known types: {', '.join(LAYER_TYPES)}")
+        from py_engine.nn import registry
+        for kind in sorted(set(self.layers)):
+            if registry.has(kind):
+                registry.get(kind).validate(self, source)
 
     # --- HF config.json ----------------------------------------------------
     @classmethod
@@ -115,11 +142,7 @@ class MambaConfig:
         archs = d.get("architectures") or []
         if model_type is None:
             if "d_model" in d and "n_layer" in d:
-                raise ValueError(
-                    f"{source}: this is a state-spaces/mamba (mamba_ssm) config without "
-                    "model_type; use the transformers-format repo (e.g. "
-                    "state-spaces/mamba-130m-hf), supported model_type: "
-                    + ", ".join(SUPPORTED_MODEL_TYPES))
+                return cls.from_mamba_ssm_dict(d, source)
             raise ValueError(_unsupported(source, "model_type", None))
         if model_type not in SUPPORTED_MODEL_TYPES:
             raise ValueError(_unsupported(source, "model_type", model_type))
@@ -130,7 +153,8 @@ class MambaConfig:
                     f"{source}: architectures lists {arch!r}, which is not supported for "
                     f"model_type {model_type!r}; supported: {want}")
         names = {f.name for f in fields(cls)} - {"layers", "extra", "time_step_rank"}
-        kwargs = {k: d[k] for k in names if k in d}
+        kwargs = dict(_TYPE_DEFAULTS.get(model_type, {}))
+        kwargs.update({k: d[k] for k in names if k in d})
         kwargs["model_type"] = model_type
         kwargs["time_step_rank"] = d.get("time_step_rank", "auto")
         kwargs["layers"] = list(d.get("layers") or [])
@@ -176,11 +200,67 @@ class MambaConfig:
         })
         if self.is_falcon:
             d["mixer_rms_eps"] = self.mixer_rms_eps
+        if self.model_type == "mamba2":
+            for k in ("num_heads", "head_dim", "n_groups", "chunk_size"):
+                d[k] = getattr(self, k)
+            d["time_step_limit"] = list(self.time_step_limit)
+            del d["intermediate_size"]     # Mamba2Config has no such field (derived)
         # transformers has no per-layer schedule for these model types: only write ours
-        # when it says something beyond "all mamba1".
-        if any(kind != "mamba1" for kind in self.layers):
+        # when it says something beyond the model_type's one kind.
+        default = DEFAULT_KIND.get(self.model_type, "mamba1")
+        if any(kind != default for kind in self.layers):
             d["layers"] = list(self.layers)
         return d
+
+    # --- mamba_ssm's config.json (MambaLMHeadModel) ---------------------------
+    @classmethod
+    def from_mamba_ssm_dict(cls, d, source="config.json"):
+        """A config from state-spaces/mamba's `MambaConfig` dict (d_model, n_layer, ssm_cfg...).
+
+        Mamba-1 (`ssm_cfg.layer` "Mamba1" or absent) maps to model_type "mamba", "Mamba2" to
+        "mamba2", with mamba_ssm's defaults for keys the file leaves out. Attention layers
+        (`attn_layer_idx`) and a separate MLP (`d_intermediate` > 0) are refused by name."""
+        ssm = dict(d.get("ssm_cfg") or {})
+        layer = ssm.pop("layer", "Mamba1")
+        if d.get("attn_layer_idx"):
+            raise ValueError(f"{source}: attention layers (attn_layer_idx "
+                             f"{d['attn_layer_idx']}) are not supported yet")
+        if d.get("d_intermediate", 0):
+            raise ValueError(f"{source}: d_intermediate {d['d_intermediate']} (an MLP after each "
+                             "mixer) is not supported yet")
+        if not d.get("rms_norm", True):
+            raise ValueError(f"{source}: rms_norm false (LayerNorm blocks) is not supported")
+        vocab, mult = int(d["vocab_size"]), int(d.get("pad_vocab_size_multiple", 8))
+        if vocab % mult:
+            vocab += mult - vocab % mult        # MambaLMHeadModel pads the vocabulary
+        common = {"hidden_size": int(d["d_model"]), "num_hidden_layers": int(d["n_layer"]),
+                  "vocab_size": vocab, "pad_vocab_size_multiple": mult,
+                  "tie_word_embeddings": bool(d.get("tie_embeddings", True)),
+                  "residual_in_fp32": bool(d.get("residual_in_fp32", True)),
+                  "layer_norm_epsilon": 1e-5}
+        if layer == "Mamba1":
+            hf = dict(common, model_type="mamba", state_size=ssm.get("d_state", 16),
+                      conv_kernel=ssm.get("d_conv", 4), expand=ssm.get("expand", 2),
+                      time_step_rank=ssm.get("dt_rank", "auto"),
+                      use_conv_bias=ssm.get("conv_bias", True), use_bias=ssm.get("bias", False))
+        elif layer == "Mamba2":
+            if ssm.get("rmsnorm", True) is not True or ssm.get("norm_before_gate", False):
+                raise ValueError(f"{source}: Mamba2 with rmsnorm false or norm_before_gate true "
+                                 "is not supported")
+            if ssm.get("D_has_hdim", False):
+                raise ValueError(f"{source}: Mamba2 with D_has_hdim true is not supported")
+            hf = dict(common, model_type="mamba2", state_size=ssm.get("d_state", 128),
+                      conv_kernel=ssm.get("d_conv", 4), expand=ssm.get("expand", 2),
+                      head_dim=ssm.get("headdim", 64), n_groups=ssm.get("ngroups", 1),
+                      chunk_size=ssm.get("chunk_size", 256),
+                      time_step_limit=list(ssm.get("dt_limit", (0.0, float("inf")))),
+                      use_conv_bias=ssm.get("conv_bias", True), use_bias=ssm.get("bias", False))
+            hf["num_heads"] = int(hf["expand"] * hf["hidden_size"]) // int(hf["head_dim"])
+        else:
+            raise ValueError(f"{source}: ssm_cfg.layer {layer!r} is not supported; "
+                             "supported: 'Mamba1', 'Mamba2'")
+        cfg = cls.from_hf_dict(hf, source=source)
+        return cfg
 
 
 def _unsupported(source, key, value):

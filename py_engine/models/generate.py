@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from py_engine.gpu.tensor import Tensor
 from py_engine.ops import sampling
-from py_engine.train.functional import Ctx
+from py_engine.autograd.functional import Ctx
 
 
 @dataclass

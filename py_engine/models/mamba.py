@@ -1,31 +1,34 @@
-"""MambaModel: embedding -> [RMSNorm -> Mamba-1 mixer -> +residual] * L -> RMSNorm -> LM head.
+"""MambaModel: embedding -> [RMSNorm -> mixer -> +residual] * L -> RMSNorm -> LM head.
 
+The mixer of layer i is whatever kind the schedule names (cfg.layers[i]: "mamba1", "mamba2",
+...); the registry (py_engine/nn/registry.py) supplies its Mixer and State classes.
 Two paths that must agree (tests assert it):
   forward(ids)           parallel over the sequence (prefill, training)
   step(token, state)     recurrent, one token, constant memory (decode)
-Falcon-Mamba is the same model with weightless norms on B, C, dt (cfg.is_falcon).
+Falcon-Mamba is Mamba-1 with weightless norms on B, C, dt.
 """
 import struct
 
 from py_engine.gpu.tensor import Tensor
-from py_engine.io.hf_names import EMBED, LM_HEAD, NORM_F
-from py_engine.nn.mamba1 import LayerState, Mamba1Mixer
+from py_engine.models.names import EMBED, LM_HEAD, NORM_F
+from py_engine.nn import registry
 from py_engine.ops import elementwise as ew
 from py_engine.ops.embedding import embedding_forward
 from py_engine.ops.linear import linear_forward
 from py_engine.ops.rmsnorm import rmsnorm_forward
-from py_engine.train import functional as F
-from py_engine.train.functional import Ctx
+from py_engine.autograd import functional as F
+from py_engine.autograd.functional import Ctx
 
 
 class ModelState:
-    """The whole recurrent state: one LayerState per layer. Snapshots are plain bytes."""
+    """The whole recurrent state: one state object per layer (its kind's State). Snapshots are
+    plain bytes."""
 
     MAGIC = b"MWST"
 
     def __init__(self, device, cfg, Bsz=1):
         self.device, self.cfg, self.Bsz = device, cfg, Bsz
-        self.layers = [LayerState(device, cfg, Bsz) for _ in range(cfg.num_hidden_layers)]
+        self.layers = [registry.get(kind).State(device, cfg, Bsz) for kind in cfg.layers]
         self.tokens_seen = 0
         self.reset()
 
@@ -72,21 +75,8 @@ class MambaModel:
         self.norm_f = weights[NORM_F]
         self.lm_head = weights[EMBED] if cfg.tie_word_embeddings else weights[LM_HEAD]
         self.norms = [weights[f"backbone.layers.{i}.norm.weight"] for i in range(cfg.num_hidden_layers)]
-        self.mixers = [Mamba1Mixer(cfg, weights, f"backbone.layers.{i}.mixer.")
-                       for i in range(cfg.num_hidden_layers)]
-
-    @classmethod
-    async def load(cls, device, base_url, progress=None):
-        from py_engine.io.hf_loader import load_hf_model
-        cfg, weights = await load_hf_model(device, base_url, progress)
-        return cls(device, cfg, weights)
-
-    @classmethod
-    async def load_local(cls, device, folder, progress=None):
-        """Load an HF checkpoint folder from the local disk (native backend, CLI, tests)."""
-        from py_engine.io.hf_loader import load_hf_model_local
-        cfg, weights = await load_hf_model_local(device, folder, progress)
-        return cls(device, cfg, weights)
+        self.mixers = [registry.get(kind).Mixer(cfg, weights, f"backbone.layers.{i}.mixer.")
+                       for i, kind in enumerate(cfg.layers)]
 
     def new_state(self, Bsz=1):
         return ModelState(self.device, self.cfg, Bsz)
@@ -102,7 +92,7 @@ class MambaModel:
         with last_only (prefill for generation) only each sequence's last row [Bsz, V],
         skipping the LM head on every other position.
 
-        ctx: py_engine.train.functional.Ctx (with a tape when training). With `state`
+        ctx: py_engine.autograd.functional.Ctx (with a tape when training). With `state`
         (inference), the sequences continue from it and leave their final state there."""
         cfg = self.cfg
         T = ids.numel // Bsz

@@ -10,22 +10,54 @@ Shapes: Bsz sequences of T tokens; activations are [Bsz*T, C] row-major.
   scan: dt = softplus(delta + dt_bias); A = -exp(A_log)
         h_t = exp(dt*A) * h_{t-1} + dt * B_t * u_t;  y_t = (C_t . h_t + D * u_t) * silu(z_t)
   residual + y @ out_proj^T (+ bias)
-`forward` goes through py_engine.train.functional, so the same code trains (with a tape)
+`forward` goes through py_engine.autograd.functional, so the same code trains (with a tape)
 and infers (without). `step` is the recurrent decode path (inference only) against
 conv_state [Bsz, I, K] (last K pre-conv inputs, newest last) and ssm_state [Bsz, I, N].
+
+HF tensors of one layer (relative to backbone.layers.{i}.mixer., transformers' order):
+  A_log [I, N]   D [I]   conv1d.weight [I, 1, K]   conv1d.bias [I] (use_conv_bias)
+  in_proj.weight [2I, D] rows x then z;  in_proj.bias [2I] (use_bias)
+  x_proj.weight [R+2N, I] rows dt (R), B (N), C (N);  dt_proj.weight [I, R];  dt_proj.bias [I]
+  out_proj.weight [D, I];  out_proj.bias [D] (use_bias)
+GPU pieces: in_proj -> "#x", "#z"; x_proj -> "#dt", "#B", "#C"; conv1d.weight -> [I, K].
 """
+import math
+from dataclasses import dataclass
+
 from py_engine.gpu.tensor import Tensor
 from py_engine.ops import conv1d as conv_ops
 from py_engine.ops import selective_scan as scan_ops
 from py_engine.ops.linear import linear_forward, linear_multi, matmul
 from py_engine.ops.rmsnorm import rmsnorm_forward
-from py_engine.train import functional as F
+from py_engine.autograd import functional as F
+from py_engine.nn.registry import register
+
+
+@dataclass(frozen=True)
+class Mamba1Spec:
+    """The sizes a Mamba-1 layer reads from the model config."""
+    D: int        # d_model
+    I: int        # inner channels (expand * D)
+    N: int        # state size (<= 16 for the scan kernel)
+    K: int        # conv taps
+    R: int        # dt rank
+    use_bias: bool
+    use_conv_bias: bool
+    bc_eps: float = None   # Falcon-Mamba's weightless B/C/dt RMSNorm eps; None for Mamba
+
+
+def spec(cfg):
+    return Mamba1Spec(D=cfg.hidden_size, I=int(cfg.expand * cfg.hidden_size), N=cfg.state_size,
+                      K=cfg.conv_kernel, R=cfg.time_step_rank, use_bias=cfg.use_bias,
+                      use_conv_bias=cfg.use_conv_bias,
+                      bc_eps=cfg.mixer_rms_eps if cfg.model_type == "falcon_mamba" else None)
 
 
 class Mamba1Mixer:
     def __init__(self, cfg, weights, prefix):
         w = lambda name: weights.get(prefix + name)  # noqa: E731
         self.cfg = cfg
+        self.spec = spec(cfg)
         self.in_x, self.in_z = w("in_proj.weight#x"), w("in_proj.weight#z")
         self.in_x_b, self.in_z_b = w("in_proj.bias#x"), w("in_proj.bias#z")
         self.conv_w, self.conv_b = w("conv1d.weight"), w("conv1d.bias")
@@ -33,7 +65,7 @@ class Mamba1Mixer:
         self.dt_w, self.dt_b = w("dt_proj.weight"), w("dt_proj.bias")
         self.A_log, self.D = w("A_log"), w("D")
         self.out_w, self.out_b = w("out_proj.weight"), w("out_proj.bias")
-        self.bc_eps = cfg.mixer_rms_eps if cfg.is_falcon else None
+        self.bc_eps = self.spec.bc_eps
 
     def forward(self, ctx, h, residual, Bsz, T, state=None):
         """h = norm(residual) [Bsz*T, D] -> new residual. `state` (LayerState): continue from
@@ -41,7 +73,7 @@ class Mamba1Mixer:
         x = F.linear(ctx, h, self.in_x, self.in_x_b)
         z = F.linear(ctx, h, self.in_z, self.in_z_b)
         if state is not None:
-            u = self._conv_with_state(ctx, x, Bsz, T, state)
+            u = F.conv1d_with_state(ctx, x, self.conv_w, self.conv_b, Bsz, T, state)
         else:
             u = F.conv1d(ctx, x, self.conv_w, self.conv_b, Bsz, T)
         ctx.done(x)
@@ -61,19 +93,6 @@ class Mamba1Mixer:
         out = F.residual_linear(ctx, y, self.out_w, self.out_b, residual)
         ctx.done(y)
         return out
-
-    def _conv_with_state(self, ctx, x, Bsz, T, state):
-        """Inference prefill that continues from and updates the conv state."""
-        I = x.shape[-1]
-        xs = x.view((Bsz, T, I))
-        tmp = Tensor(ctx.device, state.conv.shape)
-        u, _ = conv_ops.conv1d_forward(ctx.batch, xs, self.conv_w, self.conv_b, silu=True,
-                                       state_in=state.conv if state.tokens_seen else None,
-                                       state_out=tmp)
-        ctx.batch.copy(tmp.buffer, tmp.offset, state.conv.buffer, state.conv.offset, tmp.nbytes)
-        tmp.release()
-        u.shape = (Bsz * T, I)
-        return u
 
     def step(self, batch, h, residual, Bsz, state):
         """One token per sequence: h [Bsz, D]; updates `state` and `residual` in place."""
@@ -106,10 +125,95 @@ class LayerState:
     """conv [Bsz, I, K] and ssm [Bsz, I, N] of one Mamba-1 layer, owned GPU tensors."""
 
     def __init__(self, device, cfg, Bsz=1):
-        I, K, N = cfg.intermediate_size, cfg.conv_kernel, cfg.state_size
+        s = spec(cfg)
+        I, K, N = s.I, s.K, s.N
         self.conv = Tensor(device, (Bsz, I, K))
         self.ssm = Tensor(device, (Bsz, I, N))
         self.tokens_seen = 0
 
     def tensors(self):
         return (self.conv, self.ssm)
+
+
+@register
+class Mamba1:
+    """The Mamba-1 layer kind (transformers' MambaMixer / FalconMambaMixer)."""
+    name = "mamba1"
+    mbjs_type = 0
+    Mixer = Mamba1Mixer
+    State = LayerState
+    spec = staticmethod(spec)
+
+    @staticmethod
+    def validate(cfg, source):
+        if cfg.model_type not in ("mamba", "falcon_mamba"):
+            raise ValueError(f"{source}: mamba1 layers need model_type 'mamba' or "
+                             f"'falcon_mamba', not {cfg.model_type!r}")
+
+    @staticmethod
+    def tensors(cfg):
+        s = spec(cfg)
+        D, I, N, K, R = s.D, s.I, s.N, s.K, s.R
+        out = {"A_log": (I, N), "D": (I,), "conv1d.weight": (I, 1, K)}
+        if s.use_conv_bias:
+            out["conv1d.bias"] = (I,)
+        out["in_proj.weight"] = (2 * I, D)
+        if s.use_bias:
+            out["in_proj.bias"] = (2 * I,)
+        out["x_proj.weight"] = (R + 2 * N, I)
+        out["dt_proj.weight"] = (I, R)
+        out["dt_proj.bias"] = (I,)
+        out["out_proj.weight"] = (D, I)
+        if s.use_bias:
+            out["out_proj.bias"] = (D,)
+        return out
+
+    @staticmethod
+    def pieces(cfg, rel, shape):
+        s = spec(cfg)
+        I, N, R = s.I, s.N, s.R
+        rest = tuple(shape[1:])
+        if rel in ("in_proj.weight", "in_proj.bias"):
+            return [(rel + "#x", 0, I, (I,) + rest), (rel + "#z", I, 2 * I, (I,) + rest)]
+        if rel == "x_proj.weight":
+            return [(rel + "#dt", 0, R, (R,) + rest), (rel + "#B", R, R + N, (N,) + rest),
+                    (rel + "#C", R + N, R + 2 * N, (N,) + rest)]
+        if rel == "conv1d.weight":
+            return [(rel, 0, shape[0], (shape[0], shape[2]))]
+        return [(rel, 0, shape[0] if shape else 1, tuple(shape) or (1,))]
+
+    @staticmethod
+    def init_rule(cfg, rel, shape):
+        """(distribution, a, period): state-spaces/mamba's Mamba-1 init (py_engine/train/init.py)."""
+        s = spec(cfg)
+        if rel == "D":
+            return "const", 1.0, 0
+        if rel == "A_log":
+            return "s4d_alog", 0.0, s.N          # log(1..N) along each row
+        if rel == "dt_proj.bias":
+            return "dt_bias", 0.0, 0
+        if rel == "dt_proj.weight":
+            a = s.R ** -0.5 * cfg.time_step_scale
+            return ("const" if cfg.time_step_init_scheme == "constant" else "uniform"), a, 0
+        if rel in ("conv1d.weight", "conv1d.bias"):
+            return "uniform", 1.0 / math.sqrt(s.K), 0
+        if rel in ("in_proj.bias", "out_proj.bias"):
+            return "const", 0.0, 0
+        if rel == "in_proj.weight":
+            return "uniform", 1.0 / math.sqrt(s.D), 0
+        if rel == "x_proj.weight":
+            return "uniform", 1.0 / math.sqrt(s.I), 0
+        if rel == "out_proj.weight":
+            a = 1.0 / math.sqrt(s.I)
+            if cfg.rescale_prenorm_residual:
+                a /= math.sqrt(cfg.num_hidden_layers)
+            return "uniform", a, 0
+        raise ValueError(f"no initialisation rule for mamba1 tensor {rel}")
+
+    @staticmethod
+    def hint(cfg, rel):
+        if rel in ("in_proj.bias", "out_proj.bias") and not cfg.use_bias:
+            return " (config has use_bias=false)"
+        if rel == "conv1d.bias" and not cfg.use_conv_bias:
+            return " (config has use_conv_bias=false)"
+        return ""

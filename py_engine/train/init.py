@@ -61,41 +61,21 @@ def _f32(x):
 
 
 def plan(cfg):
-    """[(hf name, shape, kind, a)]: kind is uniform | normal | const | s4d_alog | dt_bias."""
-    D, I, K, R = cfg.hidden_size, cfg.intermediate_size, cfg.conv_kernel, cfg.time_step_rank
+    """[(hf name, shape, distribution, a, period)]: distribution is uniform | normal | const |
+    s4d_alog (log(1 + index % period)) | dt_bias. Mixer tensors follow their layer kind's
+    `init_rule` (py_engine/nn/<kind>.py); embeddings and norms are the same for every kind."""
+    from py_engine.nn import registry
     std = cfg.initializer_range
     out = []
     for name, shape in hf_names.expected_tensors(cfg).items():
-        base = name.split(".")[-1] if name.startswith("backbone.layers.") else name
-        if name in (hf_names.EMBED, hf_names.LM_HEAD):
-            out.append((name, shape, "normal", std))
-        elif name.endswith("norm.weight") or name == hf_names.NORM_F:
-            out.append((name, shape, "const", 1.0))
-        elif name.endswith("mixer.D"):
-            out.append((name, shape, "const", 1.0))
-        elif name.endswith("mixer.A_log"):
-            out.append((name, shape, "s4d_alog", 0.0))
-        elif name.endswith("dt_proj.bias"):
-            out.append((name, shape, "dt_bias", 0.0))
-        elif name.endswith("dt_proj.weight"):
-            s = R ** -0.5 * cfg.time_step_scale
-            out.append((name, shape, "const" if cfg.time_step_init_scheme == "constant"
-                        else "uniform", s))
-        elif name.endswith("conv1d.weight") or name.endswith("conv1d.bias"):
-            out.append((name, shape, "uniform", 1.0 / math.sqrt(K)))
-        elif name.endswith(("in_proj.bias", "out_proj.bias")):
-            out.append((name, shape, "const", 0.0))
-        elif name.endswith("in_proj.weight"):
-            out.append((name, shape, "uniform", 1.0 / math.sqrt(D)))
-        elif name.endswith("x_proj.weight"):
-            out.append((name, shape, "uniform", 1.0 / math.sqrt(I)))
-        elif name.endswith("out_proj.weight"):
-            a = 1.0 / math.sqrt(I)
-            if cfg.rescale_prenorm_residual:
-                a /= math.sqrt(cfg.num_hidden_layers)
-            out.append((name, shape, "uniform", a))
-        else:   # pragma: no cover - expected_tensors names nothing else
-            raise ValueError(f"no initialisation rule for {name} ({base})")
+        i, rel = hf_names.split_layer_name(name)
+        if rel is not None:
+            rule = registry.get(cfg.layers[i]).init_rule(cfg, rel, shape)
+            out.append((name, shape) + tuple(rule))
+        elif name in (hf_names.EMBED, hf_names.LM_HEAD):
+            out.append((name, shape, "normal", std, 0))
+        else:   # the pre-norms and the final norm
+            out.append((name, shape, "const", 1.0, 0))
     return out
 
 
@@ -139,7 +119,7 @@ def init_pieces(device, cfg, seed=0, batch=None):
     batch = batch or device.batch()
     weights = {}
     try:
-        for name, shape, kind, a in plan(cfg):
+        for name, shape, kind, a, period in plan(cfg):
             key = stream_key(seed, name)
             row = math.prod(shape[1:]) if len(shape) > 1 else 1
             lo, hi, floor = _dt_range(cfg)
@@ -149,7 +129,7 @@ def init_pieces(device, cfg, seed=0, batch=None):
                 if kind == "const":
                     fill(batch, t, float(a))
                     continue
-                u = device.uniform(params(t.numel, r0 * row, key, cfg.state_size, float(a),
+                u = device.uniform(params(t.numel, r0 * row, key, period, float(a),
                                           lo, hi, floor))
                 gx, gy = fold(-(-t.numel // 256))
                 batch.run("init", ENTRY[kind], [u, t.binding], gx, gy)
@@ -195,7 +175,7 @@ def _one_minus_exp_neg(x):
     return -math.expm1(-x)
 
 
-def draw(cfg, name, shape, kind, a, seed, start=0, count=None):
+def draw(cfg, name, shape, kind, a, seed, start=0, count=None, period=0):
     """Element values [start, start+count) of HF tensor `name` (row-major), as Python floats
     rounded to f32. Uniform draws are bit-identical to the GPU's; the others agree to f32
     rounding of their transcendental functions."""
@@ -218,7 +198,7 @@ def draw(cfg, name, shape, kind, a, seed, start=0, count=None):
             u1, u2 = _unit(key, key2, 2 * e), _unit(key, key2, 2 * e + 1)
             out[i] = a * math.sqrt(-2.0 * math.log(u1)) * math.cos(2.0 * math.pi * u2)
     elif kind == "s4d_alog":
-        N = cfg.state_size
+        N = period
         for i in range(count):
             out[i] = math.log((start + i) % N + 1)
     elif kind == "dt_bias":
@@ -234,8 +214,8 @@ def draw(cfg, name, shape, kind, a, seed, start=0, count=None):
 def init_weights_python(cfg, seed=0):
     """{HF name: f32 little-endian bytes} computed on the host (slow: small models only)."""
     out = {}
-    for name, shape, kind, a in plan(cfg):
-        vals = draw(cfg, name, shape, kind, a, seed)
+    for name, shape, kind, a, period in plan(cfg):
+        vals = draw(cfg, name, shape, kind, a, seed, period=period)
         if struct.pack("=I", 1) != struct.pack("<I", 1):   # pragma: no cover - big-endian
             vals.byteswap()
         out[name] = vals.tobytes()

@@ -354,7 +354,7 @@ class PretrainSession:
     async def sample(self, prompt=None, n=None):
         """Greedy continuation of `prompt` (default: the corpus's first tokens)."""
         from py_engine.gpu.tensor import Tensor
-        from py_engine.train.functional import Ctx
+        from py_engine.autograd.functional import Ctx
         n = self.train["sample_tokens"] if n is None else int(n)
         ids = self._prompt_ids(prompt)
         V = self.cfg.vocab_size

@@ -12,8 +12,8 @@ import struct
 from py_engine.gpu.tensor import Tensor
 from py_engine.ops.elementwise import fill
 from py_engine.train.adamw import AdamW, decays, lr_at
-from py_engine.train.autograd import Tape
-from py_engine.train.functional import Ctx, cross_entropy
+from py_engine.autograd.tape import Tape
+from py_engine.autograd.functional import Ctx, cross_entropy
 
 IGNORE = -100
 

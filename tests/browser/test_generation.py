@@ -12,8 +12,9 @@ MODELS = sorted(p.name for p in FIXTURES.iterdir() if (p / "expected.npz").exist
 
 GREEDY = """
 from py_engine.models.mamba import MambaModel
+from py_engine.io.hf_loader import load_model, load_model_local
 from py_engine.models.generate import generate, SamplingConfig
-model = await MambaModel.load(device, args['url'])
+model = await load_model(device, args['url'])
 ids = await generate(model, [int(i) for i in args['ids']], 16, SamplingConfig(greedy=True))
 model.release()
 result = ids
@@ -29,8 +30,9 @@ def test_greedy_continuation_matches_transformers(engine, server, name):
 
 SNAPSHOT = """
 from py_engine.models.mamba import MambaModel
+from py_engine.io.hf_loader import load_model, load_model_local
 from py_engine.models.generate import Generator, SamplingConfig
-model = await MambaModel.load(device, args['url'])
+model = await load_model(device, args['url'])
 cfg = SamplingConfig(greedy=False, temperature=0.9, top_k=20, top_p=0.9, repetition_penalty=1.2, seed=7)
 prompt = [int(i) for i in args['ids']]
 

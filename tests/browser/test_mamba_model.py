@@ -12,7 +12,8 @@ MODELS = sorted(p.name for p in FIXTURES.iterdir() if (p / "expected.npz").exist
 
 RUN = """
 from py_engine.models.mamba import MambaModel
-model = await MambaModel.load(device, args['url'])
+from py_engine.io.hf_loader import load_model, load_model_local
+model = await load_model(device, args['url'])
 ids = [int(i) for i in args['ids']]
 state = model.new_state()
 fwd = await model.logits(ids, state)

@@ -55,7 +55,7 @@ for t in w.values():
 """)
     c = pinit.preset_config(**{k: v for k, v in cfg.items() if k != "size"}, size="tiny")
     ref = pinit.init_weights_python(c, seed=7)
-    plan = {n: (shape, kind, a) for n, shape, kind, a in pinit.plan(c)}
+    plan = {n: (shape, kind, a) for n, shape, kind, a, _ in pinit.plan(c)}
     for name, data in ref.items():
         shape, kind, a = plan[name]
         want = np.frombuffer(data, np.float32).reshape(shape)
@@ -201,7 +201,8 @@ result['logits'] = await S.current.model.logits(list(ids))
     # so does our loader (over HTTP ranges)
     again = engine.run("""
 from py_engine.models.mamba import MambaModel
-m = await MambaModel.load(device, args['url'])
+from py_engine.io.hf_loader import load_model, load_model_local
+m = await load_model(device, args['url'])
 result = await m.logits(list(b'Hello, Mamba'))
 m.release()
 """, url=f"{server.url}/weights/pretrained-tiny/")

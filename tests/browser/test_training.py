@@ -14,8 +14,9 @@ TRAIN = REPO / "tests" / "fixtures" / "train"
 
 RUN = """
 from py_engine.models.mamba import MambaModel
+from py_engine.io.hf_loader import load_model, load_model_local
 from py_engine.train.trainer import Trainer
-model = await MambaModel.load(device, args['url'])
+model = await load_model(device, args['url'])
 tr = Trainer(model, lr=1e-2, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1, max_grad_norm=0.0)
 ids, labels, Bsz, T = args['ids'], args['labels'], args['Bsz'], args['T']
 grads, loss = await tr.gradients(ids, labels, Bsz, T)

@@ -45,10 +45,19 @@ def test_round_trip_keeps_unmodelled_keys():
 
 
 @pytest.mark.parametrize("d, msg", [
-    ({"model_type": "mamba2"}, "config.json: model_type 'mamba2' is not supported; supported"),
+    ({"model_type": "nemotron_h"}, "config.json: model_type 'nemotron_h' is not supported; supported"),
     ({"model_type": "gpt2"}, "model_type 'gpt2' is not supported"),
     ({}, "model_type None is not supported"),
-    ({"d_model": 768, "n_layer": 24, "vocab_size": 50277}, "state-spaces/mamba (mamba_ssm)"),
+    ({"d_model": 768, "n_layer": 24, "vocab_size": 50277, "ssm_cfg": {"layer": "Mamba3"}},
+     "ssm_cfg.layer 'Mamba3' is not supported"),
+    ({"d_model": 768, "n_layer": 24, "vocab_size": 50277, "attn_layer_idx": [3]},
+     "attention layers (attn_layer_idx [3]) are not supported yet"),
+    ({"model_type": "mamba2", "hidden_size": 64, "num_heads": 3, "head_dim": 40},
+     "num_heads * head_dim = 3 * 40 = 120 must equal expand * hidden_size = 128"),
+    ({"model_type": "mamba2", "hidden_size": 64, "num_heads": 8, "head_dim": 16, "n_groups": 3},
+     "num_heads 8 is not a multiple of n_groups 3"),
+    ({"model_type": "mamba", "num_hidden_layers": 2, "layers": ["mamba1", "mamba2"]},
+     "mamba2 layers need model_type 'mamba2'"),
     ({"model_type": "mamba", "architectures": ["Mamba2ForCausalLM"]},
      "architectures lists 'Mamba2ForCausalLM', which is not supported"),
     ({"model_type": "mamba", "hidden_act": "gelu"}, "hidden_act 'gelu' is not supported"),
@@ -69,3 +78,43 @@ def test_schedule_other_than_mamba1_is_written():
     cfg = MambaConfig(hidden_size=32, num_hidden_layers=2, layers=["mamba1", "attention"])
     assert cfg.to_hf_dict()["layers"] == ["mamba1", "attention"]
     assert "layers" not in MambaConfig(hidden_size=32, num_hidden_layers=2).to_hf_dict()
+
+
+def test_mamba2_defaults_and_round_trip_match_transformers():
+    transformers = pytest.importorskip("transformers")
+    hf = transformers.Mamba2Config(vocab_size=96, hidden_size=48, num_hidden_layers=3,
+                                   num_heads=8, head_dim=12, n_groups=2, state_size=16,
+                                   chunk_size=8)
+    ours = MambaConfig.from_hf_dict(hf.to_dict())
+    assert ours.layers == ["mamba2"] * 3 and ours.architecture == "Mamba2ForCausalLM"
+    for key in ("vocab_size", "hidden_size", "num_hidden_layers", "state_size", "conv_kernel",
+                "expand", "use_bias", "use_conv_bias", "layer_norm_epsilon", "num_heads",
+                "head_dim", "n_groups", "chunk_size", "tie_word_embeddings", "time_step_min",
+                "time_step_max", "time_step_floor"):
+        assert getattr(ours, key) == getattr(hf, key), key
+    assert ours.time_step_limit == tuple(hf.time_step_limit)
+    again = transformers.Mamba2Config(**{k: v for k, v in ours.to_hf_dict().items()
+                                         if k != "architectures"})
+    assert (again.num_heads, again.head_dim, again.n_groups, again.chunk_size) == (8, 12, 2, 8)
+    assert MambaConfig.from_hf_dict(ours.to_hf_dict()) == ours
+    # A config.json that leaves keys out means transformers' Mamba2Config defaults.
+    bare = MambaConfig.from_hf_dict({"model_type": "mamba2"})
+    ref = transformers.Mamba2Config()
+    assert (bare.hidden_size, bare.num_heads, bare.head_dim, bare.n_groups, bare.state_size,
+            bare.tie_word_embeddings) == (ref.hidden_size, ref.num_heads, ref.head_dim,
+                                          ref.n_groups, ref.state_size, ref.tie_word_embeddings)
+
+
+def test_mamba_ssm_configs_map_to_the_schedule():
+    m2 = MambaConfig.from_hf_dict({
+        "d_model": 768, "n_layer": 24, "d_intermediate": 0, "vocab_size": 50277,
+        "ssm_cfg": {"layer": "Mamba2"}, "attn_layer_idx": [], "attn_cfg": {}, "rms_norm": True,
+        "residual_in_fp32": True, "fused_add_norm": True, "pad_vocab_size_multiple": 16,
+        "tie_embeddings": True})
+    assert m2.model_type == "mamba2" and m2.layers == ["mamba2"] * 24
+    assert (m2.state_size, m2.head_dim, m2.num_heads, m2.n_groups, m2.chunk_size) == \
+        (128, 64, 24, 1, 256)                      # mamba_ssm's Mamba2 defaults
+    assert m2.vocab_size == 50288 and m2.tie_word_embeddings   # padded to a multiple of 16
+    m1 = MambaConfig.from_hf_dict({"d_model": 64, "n_layer": 2, "vocab_size": 100,
+                                   "ssm_cfg": {"d_state": 8}})
+    assert m1.model_type == "mamba" and m1.state_size == 8 and m1.vocab_size == 104

@@ -147,7 +147,8 @@ result['in_use_delta'] = device.pool.stats()['in_use'] - before
 
 MODEL_RUN = """
 from py_engine.models.mamba import MambaModel
-model = await MambaModel.load_local(device, args['folder'])
+from py_engine.io.hf_loader import load_model, load_model_local
+model = await load_model_local(device, args['folder'])
 ids = [int(i) for i in args['ids']]
 state = model.new_state()
 fwd = await model.logits(ids, state)
@@ -175,8 +176,9 @@ def test_fixture_logits_match_transformers(engine, name):
 def test_greedy_decode_runs_the_recorded_step(engine):
     out = engine.run("""
 from py_engine.models.mamba import MambaModel
+from py_engine.io.hf_loader import load_model, load_model_local
 from py_engine.models.generate import Generator, SamplingConfig
-model = await MambaModel.load_local(device, args['folder'])
+model = await load_model_local(device, args['folder'])
 gen = Generator(model, SamplingConfig(greedy=True), max_tokens=64)
 toks = [t async for t in gen.stream([1, 2, 3], 12)]
 result = {'tokens': toks, 'dpt': gen.dispatches_per_token}

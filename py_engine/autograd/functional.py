@@ -5,6 +5,7 @@
 inference, kept until backward when a tape is recording (backward rules read them).
 Shapes are those of the underlying ops (py_engine/ops/*).
 """
+from py_engine.gpu.tensor import Tensor
 from py_engine.ops import conv1d as conv_ops
 from py_engine.ops.cross_entropy import cross_entropy_backward, cross_entropy_forward
 from py_engine.ops.elementwise import add
@@ -80,7 +81,6 @@ def _rmsnorm_dx_only(batch, g, x, rstd, w):
     if w is None:
         dx, _ = rmsnorm_backward(batch, g, x, rstd, None)
         return dx
-    from py_engine.gpu.tensor import Tensor
     scratch = Tensor(batch.device, (x.shape[-1],))
     dx, _ = rmsnorm_backward(batch, g, x, rstd, w, dw=scratch)
     scratch.release()
@@ -150,6 +150,21 @@ def conv1d(ctx, x, w, b, Bsz, T, state_out=None):
             tape.accumulate(batch, b, db)
             g.release()
         ctx.tape.record(rule)
+    return u
+
+
+def conv1d_with_state(ctx, x, w, b, Bsz, T, state):
+    """Inference prefill of the causal conv + SiLU over x [Bsz*T, C] that continues from and
+    updates `state.conv` [Bsz, C, K] (history only when state.tokens_seen > 0)."""
+    C = x.shape[-1]
+    xs = x.view((Bsz, T, C))
+    tmp = Tensor(ctx.device, state.conv.shape)
+    u, _ = conv_ops.conv1d_forward(ctx.batch, xs, w, b, silu=True,
+                                   state_in=state.conv if state.tokens_seen else None,
+                                   state_out=tmp)
+    ctx.batch.copy(tmp.buffer, tmp.offset, state.conv.buffer, state.conv.offset, tmp.nbytes)
+    tmp.release()
+    u.shape = (Bsz * T, C)
     return u
 
 

@@ -1,0 +1,1 @@
+"""The tape (reverse-mode bookkeeping) and the differentiable ops built on py_engine/ops."""

@@ -1,0 +1,61 @@
+"""The layer-kind registry: every layer kind the engine can run, by its schedule name.
+
+A kind is a class (one per module in py_engine/nn/) that owns, for its layers:
+  name                      the schedule name ("mamba1", "mamba2", ...)
+  mbjs_type                 its MBJS v2 layer-type code (None: MBJS cannot hold it)
+  validate(cfg, source)     raise ValueError naming `source` when cfg cannot describe it
+  spec(cfg)                 its sub-config: the sizes it reads (nothing else reads them)
+  tensors(cfg)              {name relative to "backbone.layers.{i}.mixer.": shape}, in
+                            transformers' state_dict order (HF names)
+  pieces(cfg, rel, shape)   [(piece rel name, first row, end row, piece shape)]: how one HF
+                            tensor becomes GPU tensors (row blocks of fused weights)
+  init_rule(cfg, rel, shape) -> (distribution, a, period) for py_engine/train/init.py
+  hint(cfg, rel)            a config flag that explains an unexpected tensor, or ""
+  State(device, cfg, Bsz)   its recurrent decode state: .tensors() GPU tensors, fixed order
+  Mixer(cfg, weights, prefix) forward(ctx, h, residual, Bsz, T, state) -> new residual and
+                            step(batch, h, residual, Bsz, state) (residual updated in place)
+The model, loader, initialiser, converter and checkpoints ask this registry; adding a kind is
+adding its module (and one import line in py_engine/nn/__init__.py).
+
+Pure stdlib: this module is imported inside Pyodide.
+"""
+_KINDS = {}
+
+
+def register(kind):
+    """Class decorator: make `kind` available under kind.name."""
+    if kind.name in _KINDS and _KINDS[kind.name] is not kind:
+        raise ValueError(f"layer kind {kind.name!r} is registered twice")
+    _KINDS[kind.name] = kind
+    return kind
+
+
+def has(name):
+    _load()
+    return name in _KINDS
+
+
+def get(name):
+    _load()
+    if name not in _KINDS:
+        raise ValueError(f"layer kind {name!r} has no implementation yet; implemented: "
+                         + ", ".join(sorted(_KINDS)))
+    return _KINDS[name]
+
+
+def names():
+    _load()
+    return sorted(_KINDS)
+
+
+def by_mbjs_type(code):
+    _load()
+    for kind in _KINDS.values():
+        if kind.mbjs_type == code:
+            return kind
+    return None
+
+
+def _load():
+    # The kinds register themselves on import; importing the package imports them all.
+    import py_engine.nn  # noqa: F401
