@@ -22,16 +22,7 @@ struct Params { n: u32, slot: u32, weight_decay: f32, max_norm: f32 };
 @group(0) @binding(6) var<storage, read_write> v: array<f32>;
 @group(0) @binding(7) var<storage, read> hyper: array<f32>;   // lr, b1, b2, eps, bc1, bc2
 
-var<workgroup> part: array<f32, 256>;
-
-fn tree(lid: u32) -> f32 {
-  workgroupBarrier();
-  for (var s = 128u; s > 0u; s >>= 1u) {
-    if (lid < s) { part[lid] += part[lid + s]; }
-    workgroupBarrier();
-  }
-  return part[0];
-}
+//#include "lib/reduce.wgsl"
 
 @compute @workgroup_size(256)
 fn sumsq_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -41,8 +32,7 @@ fn sumsq_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
   let end = min(start + chunk, p.n);
   var s = 0.0;
   for (var i = start + lid; i < end; i += 256u) { let g = grad[i]; s += g * g; }
-  part[lid] = s;
-  let total = tree(lid);
+  let total = workgroup_sum256(lid, s);
   if (lid == 0u) { partial[p.slot + wid.x] = total; }
 }
 
@@ -53,8 +43,7 @@ fn finite(x: f32) -> bool { return (bitcast<u32>(x) & 0x7f800000u) != 0x7f800000
 fn grad_norm_finalize(@builtin(local_invocation_index) lid: u32) {
   var s = 0.0;
   for (var i = lid; i < p.n; i += 256u) { s += partial[i]; }
-  part[lid] = s;
-  let total = tree(lid);
+  let total = workgroup_sum256(lid, s);
   if (lid == 0u) {
     let norm = sqrt(total);
     gate[0] = norm;

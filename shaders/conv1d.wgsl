@@ -50,18 +50,7 @@ struct Params {
 @group(0) @binding(9) var<storage, read_write> dw: array<f32>;       // [I, K]
 @group(0) @binding(10) var<storage, read_write> db: array<f32>;      // [I]
 
-fn sigmoid(v: f32) -> f32 {
-  if (v >= 0.0) { return 1.0 / (1.0 + exp(-v)); }
-  let e = exp(v);
-  return e / (1.0 + e);
-}
-
-fn silu(v: f32) -> f32 { return v * sigmoid(v); }
-
-fn dsilu(v: f32) -> f32 {   // d silu / dv = s (1 + v (1 - s))
-  let s = sigmoid(v);
-  return s * (1.0 + v * (1.0 - s));
-}
+//#include "lib/activations.wgsl"
 
 fn has(f: u32) -> bool { return (p.flags & f) != 0u; }
 

@@ -13,29 +13,7 @@ struct Params { n: u32, flags: u32, _p0: u32, _p1: u32 };   // flags: bit1 accum
 
 fn index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 { return gid.x + gid.y * nwg.x * 256u; }
 
-fn sigmoid(x: f32) -> f32 {
-  // Stable in both tails: exp of a non-positive number only.
-  if (x >= 0.0) { return 1.0 / (1.0 + exp(-x)); }
-  let e = exp(x);
-  return e / (1.0 + e);
-}
-
-// log(1 + e) for 0 <= e <= 1, accurate to f32 rounding: 2*atanh(t) with t = e / (2 + e)
-// <= 1/3, as an odd series (8 terms leave < 1e-9 relative). A plain log(1.0 + e) loses all
-// relative precision for small e, and WGSL's log only promises 2^-21 absolute near 1.
-fn log1p_unit(e: f32) -> f32 {
-  let t = e / (2.0 + e);
-  let t2 = t * t;
-  let s = 1.0 + t2 * (1.0 / 3.0 + t2 * (1.0 / 5.0 + t2 * (1.0 / 7.0 + t2 * (1.0 / 9.0 +
-          t2 * (1.0 / 11.0 + t2 * (1.0 / 13.0 + t2 * (1.0 / 15.0)))))));
-  return 2.0 * t * s;
-}
-
-// softplus(x) = max(x, 0) + log1p(exp(-|x|)), and exactly x above PyTorch's threshold 20.
-fn softplus(x: f32) -> f32 {
-  if (x > 20.0) { return x; }
-  return max(x, 0.0) + log1p_unit(exp(-abs(x)));
-}
+//#include "lib/activations.wgsl"
 
 fn store(i: u32, v: f32) {
   if ((p.flags & 2u) != 0u) { out[i] += v; } else { out[i] = v; }

@@ -7,16 +7,7 @@ struct Params { n: u32, scale: f32, _p0: u32, _p1: u32 };
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 
-var<workgroup> part: array<f32, 256>;
-
-fn tree(lid: u32) -> f32 {
-  workgroupBarrier();
-  for (var s = 128u; s > 0u; s >>= 1u) {
-    if (lid < s) { part[lid] += part[lid + s]; }
-    workgroupBarrier();
-  }
-  return part[0];
-}
+//#include "lib/reduce.wgsl"
 
 // Each workgroup handles a contiguous chunk of ceil(n / groups) values.
 @compute @workgroup_size(256)
@@ -27,8 +18,7 @@ fn sum_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
   let end = min(start + chunk, p.n);
   var s = 0.0;
   for (var i = start + lid; i < end; i += 256u) { s += x[i]; }
-  part[lid] = s;
-  let total = tree(lid);
+  let total = workgroup_sum256(lid, s);
   if (lid == 0u) { out[wid.x] = total; }
 }
 
@@ -36,8 +26,7 @@ fn sum_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
 fn sum_final(@builtin(local_invocation_index) lid: u32) {
   var s = 0.0;
   for (var i = lid; i < p.n; i += 256u) { s += x[i]; }
-  part[lid] = s;
-  let total = tree(lid);
+  let total = workgroup_sum256(lid, s);
   if (lid == 0u) { out[0] = total * p.scale; }
 }
 

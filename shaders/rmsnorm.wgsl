@@ -13,25 +13,12 @@ struct Params { rows: u32, dim: u32, eps: f32, flags: u32 };
 @group(0) @binding(4) var<storage, read_write> rstd: array<f32>;  // [rows], saved by forward
 @group(0) @binding(5) var<storage, read> dy: array<f32>;
 
-var<workgroup> part: array<f32, 64>;
-
 fn weight(j: u32) -> f32 {
   if ((p.flags & 1u) != 0u) { return w[j]; }
   return 1.0;
 }
 
-// Sum of `v` over the 64 threads; every thread gets the total.
-fn workgroup_sum(lid: u32, v: f32) -> f32 {
-  part[lid] = v;
-  workgroupBarrier();
-  for (var s = 32u; s > 0u; s >>= 1u) {
-    if (lid < s) { part[lid] += part[lid + s]; }
-    workgroupBarrier();
-  }
-  let total = part[0];
-  workgroupBarrier();
-  return total;
-}
+//#include "lib/reduce.wgsl"
 
 @compute @workgroup_size(64)
 fn rmsnorm_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -41,7 +28,7 @@ fn rmsnorm_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
   let base = row * p.dim;
   var ss = 0.0;
   for (var j = lid; j < p.dim; j += 64u) { let v = x[base + j]; ss += v * v; }
-  let total = workgroup_sum(lid, ss);
+  let total = workgroup_sum64(lid, ss);
   let r = inverseSqrt(total / f32(p.dim) + p.eps);
   for (var j = lid; j < p.dim; j += 64u) { y[base + j] = x[base + j] * r * weight(j); }
   if (lid == 0u) { rstd[row] = r; }
@@ -56,7 +43,7 @@ fn rmsnorm_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
   let r = rstd[row];
   var dot = 0.0;
   for (var j = lid; j < p.dim; j += 64u) { dot += dy[base + j] * weight(j) * x[base + j]; }
-  let total = workgroup_sum(lid, dot);
+  let total = workgroup_sum64(lid, dot);
   let c = r * r * r * total / f32(p.dim);
   for (var j = lid; j < p.dim; j += 64u) {
     let v = r * dy[base + j] * weight(j) - x[base + j] * c;

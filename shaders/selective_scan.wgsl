@@ -102,27 +102,7 @@ struct Params {
 
 fn has(f: u32) -> bool { return (p.flags & f) != 0u; }
 
-fn sigmoid(x: f32) -> f32 {
-  if (x >= 0.0) { return 1.0 / (1.0 + exp(-x)); }
-  let e = exp(x);
-  return e / (1.0 + e);
-}
-
-// log(1 + e) for 0 <= e <= 1 to f32 rounding (as shaders/elementwise.wgsl): 2 atanh(e / (2 + e)).
-fn log1p_unit(e: f32) -> f32 {
-  let t = e / (2.0 + e);
-  let t2 = t * t;
-  let s = 1.0 + t2 * (1.0 / 3.0 + t2 * (1.0 / 5.0 + t2 * (1.0 / 7.0 + t2 * (1.0 / 9.0 +
-          t2 * (1.0 / 11.0 + t2 * (1.0 / 13.0 + t2 * (1.0 / 15.0)))))));
-  return 2.0 * t * s;
-}
-
-fn softplus(x: f32) -> f32 {
-  if (x > 20.0) { return x; }
-  return max(x, 0.0) + log1p_unit(exp(-abs(x)));
-}
-
-fn silu(x: f32) -> f32 { return x * sigmoid(x); }
+//#include "lib/activations.wgsl"
 
 fn dt_at(r: u32, i: u32) -> f32 {
   var x = delta[p.dl_off + r * p.dl_str + i];

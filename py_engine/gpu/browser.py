@@ -8,6 +8,7 @@ from pyodide.ffi import JsException, to_js
 
 from py_engine.gpu.device import Device
 from py_engine.gpu.errors import GPUUnavailable, ShaderError, GPUValidationError
+from py_engine.gpu.shaders import shader_location
 
 # Limits we ask for at the adapter's maximum: the defaults (128 MiB bindings, 8 storage
 # buffers per stage) are too small for real models.
@@ -142,7 +143,7 @@ class BrowserDevice(Device):
                 cinfo = await info
                 for m in cinfo.messages:
                     if m.type == "error":
-                        msgs.append(f"{shader}.wgsl:{m.lineNum}:{m.linePos}: {m.message}")
+                        msgs.append(f"{shader_location(shader, m.lineNum)}:{m.linePos}: {m.message}")
                 detail = "\n".join(msgs) or str(err.message)
                 raise ShaderError(f"shader {shader}.wgsl entry {entry!r} failed to build:\n{detail}")
         errors = list(js.mwGpu.takeGpuErrors())
