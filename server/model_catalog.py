@@ -2,7 +2,9 @@
 
 Two sources:
   folder    each configured folder, and each of its sub-folders, holding config.json +
-            safetensors (single or index + shards), or an MBJS .bin file
+            safetensors (single or index + shards) or PyTorch pytorch_model.bin (single or
+            index + shards; read without torch), in transformers' or mamba_ssm's layout, or an
+            MBJS .bin file
   hf-cache  the local HuggingFace cache (models--org--name/snapshots/<rev>/), found with
             huggingface_hub.scan_cache_dir(); its files are symlinks into ../../blobs/
 
@@ -18,6 +20,8 @@ from pathlib import Path
 from urllib.parse import unquote
 
 from py_engine.io import hf_names, mbjs
+from py_engine.io.hf_loader import RENAMES
+from py_engine.io.torch_bin import read_bin_file
 from py_engine.io.safetensors_format import parse_index, read_header
 from py_engine.models.config import MambaConfig
 
@@ -25,6 +29,7 @@ from py_engine.models.config import MambaConfig
 SIDE_FILES = ("config.json", "generation_config.json", "tokenizer.json",
               "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt")
 INDEX = "model.safetensors.index.json"
+BIN_INDEX = "pytorch_model.bin.index.json"
 _ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
 
 
@@ -202,20 +207,26 @@ def _hf_dir_entry(name, root, allowed, source, files=None, extra=None):
         info["files"] = sorted(set(weights) | {f for f in files if f in SIDE_FILES})
         info["size_bytes"] = sum((root / w).stat().st_size for w in weights)
         if not weights:
-            raise ValueError(f"{root}: no safetensors weights (found {files}); *.bin pytorch "
-                             "pickles are not read, convert them to safetensors")
+            raise ValueError(f"{root}: no weights (found {files}): expected model.safetensors, "
+                             "sharded safetensors with their index, or pytorch_model.bin")
         shapes, dtypes = {}, set()
         for w in weights:
-            if w == INDEX:
+            if w in (INDEX, BIN_INDEX):
                 continue
-            for t in read_header(root / w).tensors:
-                shapes[t.name] = t.shape
+            tensors = (read_bin_file(root / w) if w.endswith(".bin")
+                       else read_header(root / w).tensors)
+            for t in tensors:
+                shapes[RENAMES.get(t.name, t.name)] = t.shape
                 dtypes.add(t.dtype)
         info["dtype"] = "+".join(sorted(dtypes))
-        tied = conf.get("tie_word_embeddings", True)
+        # counted from the headers even when the config turns out unsupported
+        tied = conf.get("tie_word_embeddings", conf.get("tie_embeddings", True))
         info["param_count"] = sum(_numel(s) for n, s in shapes.items()
                                   if not (tied and n == hf_names.LM_HEAD))
         cfg = MambaConfig.from_hf_dict(conf, str(root / "config.json"))
+        info["architecture"] = cfg.architecture
+        info["model_type"] = cfg.model_type
+        info["layers"] = sorted(set(cfg.layers))
         hf_names.check_tensors(cfg, shapes, str(root))
         info["supported"] = True
     except (OSError, ValueError) as e:
@@ -229,7 +240,16 @@ def _weight_files(root, files):
         return [INDEX] + shards
     if "model.safetensors" in files:
         return ["model.safetensors"]
-    return sorted(f for f in files if f.endswith(".safetensors") and "/" not in f)
+    found = sorted(f for f in files if f.endswith(".safetensors") and "/" not in f)
+    if found:
+        return found
+    if BIN_INDEX in files:
+        shards = sorted(set(parse_index((root / BIN_INDEX).read_text(),
+                                        str(root / BIN_INDEX)).values()))
+        return [BIN_INDEX] + shards
+    if "pytorch_model.bin" in files:
+        return ["pytorch_model.bin"]
+    return []
 
 
 def _numel(shape):

@@ -36,17 +36,22 @@ def _path_report():
 
 def bench_model(name, device, prompts, decode_tokens):
     import torch
-    from transformers import MambaConfig as HFMambaConfig
-    from transformers import MambaForCausalLM
+    import transformers
 
     from tools.cmd_bench import MODEL_CONFIGS
     from tools.init_weights import make_config
     c = MODEL_CONFIGS[name]
-    ours = make_config("nano", hidden_size=c["d_model"], num_hidden_layers=c["n_layers"],
-                       vocab_size=c["vocab_size"])
-    hf_cfg = HFMambaConfig(**ours.to_hf_dict())
+    ours = make_config(c.get("size", "nano"), family=c.get("family", "mamba1"),
+                       hidden_size=c["d_model"],
+                       num_hidden_layers=c["n_layers"], vocab_size=c["vocab_size"])
+    if ours.model_type == "mamba2":
+        hf_cls, cfg_cls = transformers.Mamba2ForCausalLM, transformers.Mamba2Config
+    else:
+        hf_cls, cfg_cls = transformers.MambaForCausalLM, transformers.MambaConfig
+    hf_cfg = cfg_cls(**{k: v for k, v in ours.to_hf_dict(json_safe=False).items()
+                        if k != "architectures"})
     torch.manual_seed(0)
-    model = MambaForCausalLM(hf_cfg).to(device=device, dtype=torch.float32).eval()
+    model = hf_cls(hf_cfg).to(device=device, dtype=torch.float32).eval()
 
     def sync():
         if device.startswith("cuda"):

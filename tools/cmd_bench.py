@@ -13,14 +13,25 @@ SECTIONS = {
     "foundation": "from py_engine.benchmarks import foundation\nresult = await foundation.run_all(device)",
     "model": "model",
     "tokenizer": "tokenizer",
-    "train": "from py_engine.benchmarks import train as tb\nresult = await tb.run(device, vocab_size=6144)",
+    "train": ("from py_engine.benchmarks import train as tb\n"
+              "result = await tb.run(device, vocab_size=6144)\n"
+              "result['mamba2'] = await tb.run(device, vocab_size=6144, family='mamba2')"),
     "peer": "peer",
 }
 # The two model shapes of the bench: small, and mamba-130m's (random weights, bf16 on disk).
 MODEL_CONFIGS = {
     "d256x4": dict(d_model=256, n_layers=4, vocab_size=6144, prompts=(64, 256, 1024), decode=32),
     "mamba130m": dict(d_model=768, n_layers=24, vocab_size=50280, prompts=(64, 256, 1024), decode=8),
+    # the mamba2-130m shape: d_state 128, head_dim 64 (24 heads), 1 group, chunk 256
+    "mamba2_130m": dict(family="mamba2", size="base", d_model=768, n_layers=24, vocab_size=50280,
+                        prompts=(64, 256, 1024), decode=8),
+    # larger shapes for a real GPU (`--models mamba1_4b,mamba2_1_3b`): too slow for SwiftShader
+    "mamba1_4b": dict(d_model=2048, n_layers=48, vocab_size=50280, prompts=(64, 256, 1024),
+                      decode=16),
+    "mamba2_1_3b": dict(family="mamba2", size="base", d_model=2048, n_layers=48, vocab_size=50280,
+                        prompts=(64, 256, 1024), decode=16),
 }
+DEFAULT_MODELS = "d256x4,mamba130m,mamba2_130m"
 MODEL_SNIPPET = """
 from py_engine.benchmarks import model as mb
 result = await mb.run(device, args['url'], prompts=args['prompts'], decode_tokens=args['decode'],
@@ -42,7 +53,7 @@ def register(sub):
     p.add_argument("--json", action="store_true", help="print one JSON object (default)")
     p.add_argument("--only", action="append", choices=sorted(SECTIONS),
                    help="run only these sections (repeatable)")
-    p.add_argument("--models", default=",".join(MODEL_CONFIGS),
+    p.add_argument("--models", default=DEFAULT_MODELS,
                    help="model shapes for the model section (comma-separated)")
     p.add_argument("--max-seconds", type=float, default=120.0,
                    help="per model shape, stop starting longer prefills after this much time")
@@ -136,8 +147,9 @@ def _write_random_model(folder, c):
     """Reference-initialised random weights (what generate-bin writes), bf16 on disk."""
     from tools import convert_host
     from tools.init_weights import init_weights, make_config
-    cfg = make_config("nano", hidden_size=c["d_model"], num_hidden_layers=c["n_layers"],
-                      vocab_size=c["vocab_size"])
+    cfg = make_config(c.get("size", "nano"), family=c.get("family", "mamba1"),
+                      hidden_size=c["d_model"],
+                      num_hidden_layers=c["n_layers"], vocab_size=c["vocab_size"])
     convert_host.write_hf(folder, cfg, init_weights(cfg, 0), "BF16")
 
 

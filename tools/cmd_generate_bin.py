@@ -1,7 +1,8 @@
-"""`mambaweb generate-bin`: write a randomly initialised Mamba-1 model (HF folder or MBJS file)."""
+"""`mambaweb generate-bin`: write a randomly initialised model of any family (HF folder, or an
+MBJS file for Mamba-1)."""
 import sys
 
-from py_engine.train.init import PRESETS
+from py_engine.train.init import FAMILIES, PRESETS
 
 
 def register(subparsers):
@@ -9,10 +10,14 @@ def register(subparsers):
         "generate-bin", help="write a randomly initialised Mamba model",
         description="Random weights with state-spaces/mamba's initialisation. Presets: "
                     "nano ~1M, micro ~5M, small ~20M, base = mamba-130m's shape.")
+    p.add_argument("--family", default="mamba1", choices=tuple(FAMILIES),
+                   help="layer kind of every layer (mamba2: transformers' Mamba2ForCausalLM)")
     p.add_argument("--size", default="nano", choices=tuple(PRESETS))
     p.add_argument("--d-model", type=int, help="hidden size D (overrides the preset)")
     p.add_argument("--n-layers", type=int, help="number of Mamba-1 layers")
-    p.add_argument("--d-state", type=int, help="SSM state size N (default 16)")
+    p.add_argument("--d-state", type=int, help="SSM state size N (default 16; mamba2 128)")
+    p.add_argument("--head-dim", type=int, help="mamba2: channels per head P (default 64)")
+    p.add_argument("--n-groups", type=int, help="mamba2: B/C groups G (default 1)")
     p.add_argument("--d-conv", type=int, help="conv kernel K (default 4)")
     p.add_argument("--expand", type=int, help="inner size I = expand * D (default 2)")
     p.add_argument("--dt-rank", type=int, help="dt rank R (default ceil(D/16))")
@@ -32,7 +37,8 @@ def run(args):
 
     fmt = args.format or ("mbjs" if args.out.endswith(".bin") else "hf")
     try:
-        cfg = make_config(args.size, hidden_size=args.d_model,
+        cfg = make_config(args.size, family=args.family, hidden_size=args.d_model,
+                          head_dim=args.head_dim, n_groups=args.n_groups,
                           num_hidden_layers=args.n_layers, state_size=args.d_state,
                           conv_kernel=args.d_conv, expand=args.expand,
                           time_step_rank=args.dt_rank, vocab_size=args.vocab_size,
@@ -55,8 +61,10 @@ def run(args):
     except ValueError as e:
         print(f"mambaweb generate-bin: {e}", file=sys.stderr)
         return 2
-    print(f"wrote {what}: {param_count(cfg):,} parameters, vocab {cfg.vocab_size}, "
-          f"d_model {cfg.hidden_size}, {cfg.num_hidden_layers} layers, state {cfg.state_size}, "
-          f"conv {cfg.conv_kernel}, inner {cfg.intermediate_size}, dt_rank "
-          f"{cfg.time_step_rank}, seed {args.seed}")
+    shape = (f"heads {cfg.num_heads} x {cfg.head_dim}, groups {cfg.n_groups}"
+             if cfg.model_type == "mamba2" else f"dt_rank {cfg.time_step_rank}")
+    print(f"wrote {what}: {args.family}, {param_count(cfg):,} parameters, vocab "
+          f"{cfg.vocab_size}, d_model {cfg.hidden_size}, {cfg.num_hidden_layers} layers, state "
+          f"{cfg.state_size}, conv {cfg.conv_kernel}, inner {cfg.intermediate_size}, {shape}, "
+          f"seed {args.seed}")
     return 0

@@ -12,7 +12,8 @@ from py_engine.app import generate_session as s
 info = await s.load(args['url'], args['name'])
 out = {'model': info}
 if args['logits_out']:
-    out['logits'] = await s.prompt_logits(prompt=args['prompt'], ids=args['ids'])
+    out['logits'] = await s.prompt_logits(prompt=args['prompt'], ids=args['ids'],
+                                          stepwise=args['stepwise'])
     out['prompt_len'] = len(s.encode(args['prompt'], args['ids']))
 if args['max_new'] > 0:
     out['gen'] = await s.generate(prompt=args['prompt'], ids=args['ids'],
@@ -41,6 +42,9 @@ def register(sub):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--logits-out", metavar="FILE.npy",
                    help="write the prompt's logits, float32 [len, vocab]")
+    p.add_argument("--stepwise", action="store_true",
+                   help="feed the prompt through the recurrent step path one token at a time, "
+                        "so --logits-out holds the step path's logits (any layer kind)")
     p.add_argument("--json", action="store_true", help="print one JSON object {ids, text, ...}")
     p.set_defaults(func=run)
 
@@ -63,7 +67,7 @@ def run(args):
             try:
                 out = eng.run(SNIPPET, url=url, name=name, prompt=args.prompt, ids=ids,
                               max_new=args.max_new_tokens, sampling=sampling,
-                              logits_out=bool(args.logits_out))
+                              logits_out=bool(args.logits_out), stepwise=args.stepwise)
             except Exception as e:  # the engine's message names what went wrong
                 msg = str(e).split("Error: ", 1)[-1].strip()
                 print(f"mambaweb run: {msg}", file=sys.stderr)

@@ -1,19 +1,14 @@
-"""Random initial weights for a Mamba-1 LM, the way state-spaces/mamba initialises them.
+"""Random initial weights on the host: the ONE initialiser of py_engine/train/init.py, computed
+with numpy.
 
-Follows mamba_ssm (modules/mamba_simple.py Mamba.__init__ and models/mixer_seq_simple.py
-_init_weights), which transformers' MambaPreTrainedModel._init_weights mirrors for the SSM
-parameters:
-  A_log            log(1..N) per channel (S4D-real)                             [I, N]
-  D                1                                                             [I]
-  dt_proj.weight   U(-s, s), s = dt_rank^-0.5 * dt_scale ("constant": s)         [I, R]
-  dt_proj.bias     softplus^-1(dt), dt = exp(U(log dt_min, log dt_max)) >= floor [I]
-  in/x/out_proj    PyTorch Linear default: U(+-1/sqrt(fan_in)); biases 0
-  out_proj.weight  then / sqrt(n_layer) (rescale_prenorm_residual, 1 residual per layer)
-  conv1d           PyTorch Conv1d default: weight and bias U(+-1/sqrt(K))  (depthwise fan_in K)
-  embeddings       N(0, initializer_range); presets set it to mamba_ssm's 0.02
-  norms            1
-Where transformers differs (it draws Linear weights from N(0, initializer_range=0.1) and
-zeroes the conv bias) we keep mamba_ssm: it is what the released checkpoints were trained from.
+`py_engine.train.init.plan(cfg)` says which distribution each HF tensor gets (each layer kind's
+`init_rule`: state-spaces/mamba's init for Mamba-1, transformers' for Mamba-2); its
+counter-based generator makes every element a function of (seed, tensor name, index). The
+GPU kernels (shaders/init.wgsl, what the pretrain page and `mambaweb pretrain` use), the
+pure-Python `init.draw` and `init_weights` here all evaluate that same function, so the same
+seed gives the same model in `generate-bin`, the pretrain page and the CLI: uniform and
+constant tensors bit-identical, the transcendental ones (normal, dt_bias, A_log) equal to f32
+rounding of their log/exp/cos (tests/unit/test_generate_bin.py checks against init.draw).
 """
 import math
 
@@ -26,57 +21,56 @@ from py_engine.train import init as init_presets
 # One preset table for the whole project (pure Python, also used inside the browser).
 PRESETS = init_presets.PRESETS
 make_config = init_presets.preset_config
+M32 = np.uint64(0xFFFFFFFF)
 
 
 def param_count(cfg):
     return sum(math.prod(s) for s in hf_names.expected_tensors(cfg).values())
 
 
+def _mix(x):
+    """init._mix on a uint64 array holding u32 values."""
+    x = x & M32
+    x ^= x >> np.uint64(16)
+    x = (x * np.uint64(0x7FEB352D)) & M32
+    x ^= x >> np.uint64(15)
+    x = (x * np.uint64(0x846CA68B)) & M32
+    x ^= x >> np.uint64(16)
+    return x
+
+
+def _unit(key, key2, c):
+    """init._unit: u in (0, 1) of counters c (uint64 array)."""
+    bits = _mix(_mix((c ^ np.uint64(key)) & M32) ^ np.uint64(key2))
+    return ((bits >> np.uint64(9)).astype(np.float64) * 2 + 1) / 16777216.0
+
+
+def draw(cfg, name, shape, kind, a, seed, period=0):
+    """float32 array of HF tensor `name`: init.draw's numbers, vectorised."""
+    n = math.prod(shape)
+    key = init_presets.stream_key(seed, name)
+    key2 = int(_mix(np.array([key + 0x9E3779B9], np.uint64))[0])
+    a = float(np.float32(a))
+    lo, hi, floor = init_presets._dt_range(cfg)
+    idx = np.arange(n, dtype=np.uint64)
+    if kind == "const":
+        out = np.full(n, a, np.float64)
+    elif kind == "uniform":
+        out = (2.0 * _unit(key, key2, idx) - 1.0).astype(np.float32).astype(np.float64) * a
+    elif kind == "normal":
+        u1, u2 = _unit(key, key2, 2 * idx), _unit(key, key2, 2 * idx + np.uint64(1))
+        out = a * np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
+    elif kind == "s4d_alog":
+        out = np.log((idx % np.uint64(period)).astype(np.float64) + 1)
+    elif kind == "dt_bias":
+        dt = np.maximum(np.exp(lo + _unit(key, key2, idx) * (hi - lo)), floor)
+        out = np.where(dt > 20.0, dt, dt + np.log(-np.expm1(-dt)))
+    else:
+        raise ValueError(f"unknown init kind {kind!r}")
+    return out.astype(np.float32).reshape(shape)
+
+
 def init_weights(cfg, seed=0):
-    """{HF tensor name: float32 array} for `cfg`, drawn from one seeded generator."""
-    rng = np.random.default_rng(seed)
-    D, I, N, K, R = (cfg.hidden_size, cfg.intermediate_size, cfg.state_size,
-                     cfg.conv_kernel, cfg.time_step_rank)
-
-    def uniform(shape, bound):
-        return rng.uniform(-bound, bound, size=shape).astype(np.float32)
-
-    def linear(out_f, in_f):
-        return uniform((out_f, in_f), 1.0 / math.sqrt(in_f))
-
-    std = cfg.initializer_range
-    out = {hf_names.EMBED: rng.normal(0.0, std, size=(cfg.vocab_size, D)).astype(np.float32)}
-    for i in range(cfg.num_hidden_layers):
-        p = f"backbone.layers.{i}."
-        m = p + "mixer."
-        out[p + "norm.weight"] = np.ones(D, np.float32)
-        out[m + "in_proj.weight"] = linear(2 * I, D)                 # [2I, D]
-        out[m + "conv1d.weight"] = uniform((I, 1, K), 1.0 / math.sqrt(K))
-        if cfg.use_conv_bias:
-            out[m + "conv1d.bias"] = uniform((I,), 1.0 / math.sqrt(K))
-        out[m + "x_proj.weight"] = linear(R + 2 * N, I)              # [R+2N, I]
-        s = R ** -0.5 * cfg.time_step_scale
-        out[m + "dt_proj.weight"] = (np.full((I, R), s, np.float32)
-                                     if cfg.time_step_init_scheme == "constant"
-                                     else uniform((I, R), s))
-        lo, hi = math.log(cfg.time_step_min), math.log(cfg.time_step_max)
-        dt = np.exp(rng.uniform(size=I) * (hi - lo) + lo)
-        dt = np.maximum(dt, cfg.time_step_floor)
-        # softplus^-1(dt) = dt + log(1 - exp(-dt)), computed in float64, stored f32
-        out[m + "dt_proj.bias"] = (dt + np.log(-np.expm1(-dt))).astype(np.float32)
-        out[m + "A_log"] = np.log(np.tile(np.arange(1, N + 1, dtype=np.float32), (I, 1)))
-        out[m + "D"] = np.ones(I, np.float32)
-        w = linear(D, I)
-        if cfg.rescale_prenorm_residual:
-            w = w / np.float32(math.sqrt(cfg.num_hidden_layers))
-        out[m + "out_proj.weight"] = w.astype(np.float32)            # [D, I]
-        if cfg.use_bias:
-            out[m + "in_proj.bias"] = np.zeros(2 * I, np.float32)
-            out[m + "out_proj.bias"] = np.zeros(D, np.float32)
-    out[hf_names.NORM_F] = np.ones(D, np.float32)
-    if not cfg.tie_word_embeddings:
-        # mamba_ssm ties by default; an untied head starts as the same N(0, 0.02) draw
-        out[hf_names.LM_HEAD] = rng.normal(0.0, std, size=(cfg.vocab_size, D)).astype(np.float32)
-    want = hf_names.expected_tensors(cfg)
-    assert set(out) == set(want), sorted(set(out) ^ set(want))
-    return out
+    """{HF tensor name: float32 array} for `cfg` (any layer kinds): init.plan's distributions."""
+    return {name: draw(cfg, name, shape, kind, a, seed, period)
+            for name, shape, kind, a, period in init_presets.plan(cfg)}

@@ -131,9 +131,18 @@ async def generate(prompt=None, ids=None, max_new_tokens=64, sampling=None, stop
     return result
 
 
-async def prompt_logits(prompt=None, ids=None):
-    """f32 bytes [len, V] of the prompt's logits (parallel path)."""
-    return await current["model"].logits(encode(prompt, ids))
+async def prompt_logits(prompt=None, ids=None, stepwise=False):
+    """f32 bytes [len, V] of the prompt's logits: the parallel path, or with `stepwise` the
+    recurrent decode path fed one token at a time (the two must agree)."""
+    model = current["model"]
+    ids = encode(prompt, ids)
+    if not stepwise:
+        return await model.logits(ids)
+    state = model.new_state()
+    try:
+        return await model.step_logits(ids, state)
+    finally:
+        state.release()
 
 
 async def save_state():

@@ -1,5 +1,5 @@
 """Training benchmark inside the engine: tokens/s and ms per optimizer step at a fixed shape
-(batch 4 x seq 128, d_model 256 x 4 layers by default), from the reference initialisation,
+(batch 4 x seq 128, d_model 256 x 4 layers by default, any family), from the reference initialisation,
 on a deterministic pseudo-text batch stream; also the loss after the measured tokens."""
 import time
 
@@ -14,8 +14,8 @@ def _batch(step, Bsz, T, vocab):
 
 
 async def run(device, d_model=256, n_layers=4, vocab_size=256, Bsz=4, T=128, steps=8,
-              lr=1e-3):
-    cfg = preset_config("tiny", hidden_size=d_model, num_hidden_layers=n_layers,
+              lr=1e-3, family="mamba1"):
+    cfg = preset_config("tiny", family=family, hidden_size=d_model, num_hidden_layers=n_layers,
                         vocab_size=vocab_size)
     model = init_model(device, cfg, seed=0)
     tr = Trainer(model, lr=lr, betas=(0.9, 0.95), weight_decay=0.1, max_grad_norm=1.0)
@@ -28,7 +28,7 @@ async def run(device, d_model=256, n_layers=4, vocab_size=256, Bsz=4, T=128, ste
     dt = time.perf_counter() - t0
     tr.release()
     model.release()
-    return {"d_model": d_model, "layers": n_layers, "vocab": vocab_size, "batch": Bsz, "seq": T,
+    return {"family": family, "d_model": d_model, "layers": n_layers, "vocab": vocab_size, "batch": Bsz, "seq": T,
             "steps": steps, "ms_per_step": 1000 * dt / steps,
             "tokens_per_s": steps * Bsz * T / dt, "loss_first": first["loss"],
             "loss_last": losses[-1], "tokens_seen": (steps + 1) * Bsz * T}

@@ -67,6 +67,8 @@ async def read_headers(source):
                 t = dataclasses.replace(t, name=RENAMES[t.name])
             if t.name in out:
                 raise ValueError(f"{f}: tensor {t.name!r} is also in {out[t.name][0]}")
+            if t.dtype not in ITEM and kind == "bin" and t.dtype[0] in "IUB":
+                continue   # integer buffers of a torch state dict (position ids, counters)
             if t.dtype not in ITEM:
                 raise ValueError(f"{f}: tensor {t.name!r} has dtype {t.dtype}; this loader "
                                  "reads F32, F16 and BF16")
@@ -141,12 +143,13 @@ async def _stream(device, source, cfg, infos, weights, progress):
         tensors.sort(key=lambda t: t.start)
         chunk = []
         for t in tensors + [None]:
-            if t is not None and (not chunk or t.end - chunk[0].start <= CHUNK):
+            if t is not None and (not chunk or max(t.end, max(c.end for c in chunk))
+                                  - chunk[0].start <= CHUNK):
                 chunk.append(t)
                 continue
             if chunk:
                 await _load_chunk(device, source, f, cfg, chunk, weights)
-                done_bytes += chunk[-1].end - chunk[0].start
+                done_bytes += max(t.end for t in chunk) - chunk[0].start
                 done_tensors += len(chunk)
                 if progress:
                     secs = max(time.perf_counter() - t0, 1e-6)
@@ -156,7 +159,8 @@ async def _stream(device, source, cfg, infos, weights, progress):
 
 
 async def _load_chunk(device, source, f, cfg, chunk, weights):
-    start, end = chunk[0].start, chunk[-1].end
+    # max: in a torch .bin a view may start after its base tensor yet end before it
+    start, end = chunk[0].start, max(t.end for t in chunk)
     targets, staged = [], []
     for t in chunk:
         row_bytes = t.nbytes // t.shape[0] if t.shape else t.nbytes

@@ -257,6 +257,14 @@ def infer_config(layout, hints=None):
                          f"size {D} (d_model)")
     V = emb // D
     for i, (kind, _) in enumerate(layers):
+        if kind == "mamba2":
+            # The npm engine's Mamba2Block projects [x | B | C | dt] with no gate z and norms
+            # without it: a different model from transformers' / state-spaces' Mamba-2, whose
+            # weights no mapping can turn into one another.
+            raise ValueError(f"{f}: layer {i} is the npm engine's Mamba-2 block, which has no "
+                             "gate z (in_proj [x|B|C|dt]); transformers' and state-spaces' "
+                             "Mamba-2 gate with silu(z), so its weights cannot be converted. "
+                             "Train a Mamba-2 here and keep it as HF safetensors")
         if kind != "mamba1":
             dims = _other_layer_dims(f, i, kind, layers[i][1], D, hints)
             raise ValueError(f"{f}: layer {i} is {kind} ({dims}); mambaweb reads Mamba-1 "

@@ -82,7 +82,7 @@ class MambaConfig:
             self.layers = [DEFAULT_KIND.get(self.model_type, "mamba1")] * self.num_hidden_layers
         if self.model_type == "mamba2" and not self.num_heads:
             self.num_heads = int(self.expand * self.hidden_size) // max(int(self.head_dim), 1)
-        self.time_step_limit = tuple(float(v) for v in self.time_step_limit)
+        self.time_step_limit = tuple(_json_float(v) for v in self.time_step_limit)
         self.validate()
 
     # --- derived sizes -----------------------------------------------------
@@ -169,8 +169,10 @@ class MambaConfig:
             raise ValueError(f"{source}: {e}") from None
         return cfg
 
-    def to_hf_dict(self):
-        """A config.json dict that transformers' from_pretrained accepts."""
+    def to_hf_dict(self, json_safe=True):
+        """A config.json dict that transformers' from_pretrained accepts. json_safe: write a
+        non-finite float as transformers 5.x does, {"__float__": "Infinity"} (plain JSON, which
+        JS can parse too); False keeps Python floats (to build a transformers config object)."""
         d = dict(self.extra)
         d.update({
             "architectures": [self.architecture],
@@ -203,7 +205,10 @@ class MambaConfig:
         if self.model_type == "mamba2":
             for k in ("num_heads", "head_dim", "n_groups", "chunk_size"):
                 d[k] = getattr(self, k)
-            d["time_step_limit"] = list(self.time_step_limit)
+            # inf is not JSON: written as transformers 5.x writes it
+            d["time_step_limit"] = [v if math.isfinite(v) or not json_safe
+                                    else {"__float__": "Infinity" if v > 0 else "-Infinity"}
+                                    for v in self.time_step_limit]
             del d["intermediate_size"]     # Mamba2Config has no such field (derived)
         # transformers has no per-layer schedule for these model types: only write ours
         # when it says something beyond the model_type's one kind.
@@ -261,6 +266,14 @@ class MambaConfig:
                              "supported: 'Mamba1', 'Mamba2'")
         cfg = cls.from_hf_dict(hf, source=source)
         return cfg
+
+
+def _json_float(v):
+    """A float from config.json: a number, or transformers 5.x's {"__float__": "Infinity"}
+    (how it writes the non-JSON values inf/nan)."""
+    if isinstance(v, dict) and set(v) == {"__float__"}:
+        return float(v["__float__"])
+    return float(v)
 
 
 def _unsupported(source, key, value):

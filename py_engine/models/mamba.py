@@ -7,6 +7,7 @@ Two paths that must agree (tests assert it):
   step(token, state)     recurrent, one token, constant memory (decode)
 Falcon-Mamba is Mamba-1 with weightless norms on B, C, dt.
 """
+import json
 import struct
 
 from py_engine.gpu.tensor import Tensor
@@ -24,7 +25,8 @@ class ModelState:
     """The whole recurrent state: one state object per layer (its kind's State). Snapshots are
     plain bytes."""
 
-    MAGIC = b"MWST"
+    MAGIC = b"MWST"        # version 1: Mamba-1 only, no header
+    MAGIC_V2 = b"MWS2"
 
     def __init__(self, device, cfg, Bsz=1):
         self.device, self.cfg, self.Bsz = device, cfg, Bsz
@@ -42,30 +44,89 @@ class ModelState:
         batch.submit()
         self.tokens_seen = 0
 
+    def layout(self):
+        """What a snapshot records: per layer its kind and its tensors' shapes and dtypes."""
+        return [{"kind": kind, "tensors": [{"shape": list(t.shape), "dtype": "f32"}
+                                           for t in layer.tensors()]}
+                for kind, layer in zip(self.cfg.layers, self.layers)]
+
     async def to_bytes(self) -> bytes:
-        """MWST | u32 layers | u32 Bsz | u64 tokens_seen | each tensor's f32 bytes in order."""
-        parts = [self.MAGIC, struct.pack("<IIQ", len(self.layers), self.Bsz, self.tokens_seen)]
+        """Snapshot v2: MWS2 | u32 header bytes | JSON header {version, Bsz, tokens_seen,
+        layers: [{kind, tensors: [{shape, dtype}]}]} | each tensor's bytes in that order."""
+        head = json.dumps({"version": 2, "Bsz": self.Bsz, "tokens_seen": self.tokens_seen,
+                           "layers": self.layout()}, separators=(",", ":")).encode("utf-8")
+        parts = [self.MAGIC_V2, struct.pack("<I", len(head)), head]
         for t in self.tensors():
             parts.append(await t.to_bytes())
         return b"".join(parts)
 
     def load_bytes(self, data: bytes):
-        if data[:4] != self.MAGIC:
+        """Restore a snapshot. v2 must record this model's layer kinds and shapes; a v1
+        snapshot (MWST, written before layer kinds were recorded) loads only into an
+        all-Mamba-1 model of the same size. Anything else is refused by name and leaves the
+        current state as it was."""
+        data = bytes(data)
+        if data[:4] == self.MAGIC_V2:
+            off, seen = self._check_v2(data)
+        elif data[:4] == self.MAGIC:
+            off, seen = self._check_v1(data)
+        else:
             raise ValueError("not a mambaweb state snapshot (bad magic)")
-        n, Bsz, seen = struct.unpack_from("<IIQ", data, 4)
-        expected = 20 + sum(t.numel * 4 for t in self.tensors())
-        if n != len(self.layers) or Bsz != self.Bsz or len(data) != expected:
-            raise ValueError(f"snapshot is for {n} layers x batch {Bsz} ({len(data)} bytes); "
-                             f"this model needs {len(self.layers)} x {self.Bsz} ({expected} bytes)")
-        off = 20
         for t in self.tensors():
             self.device.write(t.buffer, data[off:off + t.numel * 4], t.offset)
             off += t.numel * 4
         self.tokens_seen = seen
 
+    def _check_v2(self, data):
+        (n,) = struct.unpack_from("<I", data, 4)
+        try:
+            head = json.loads(data[8:8 + n].decode("utf-8"))
+        except ValueError:
+            raise ValueError("state snapshot: its header is not valid JSON (file damaged?)") from None
+        if head.get("version") != 2:
+            raise ValueError(f"state snapshot version {head.get('version')!r} is newer than this "
+                             "engine reads (2)")
+        want, got = self.layout(), head.get("layers")
+        kinds = [l.get("kind") for l in got or []]
+        if kinds != list(self.cfg.layers):
+            raise ValueError(f"state snapshot is for layers {_runs(kinds)}; this model has "
+                             f"{_runs(self.cfg.layers)}")
+        if got != want or head.get("Bsz") != self.Bsz:
+            raise ValueError("state snapshot shapes differ from this model's (a different size "
+                             "of the same architecture, or another batch size)")
+        off = 8 + n
+        expected = off + sum(t.numel * 4 for t in self.tensors())
+        if len(data) != expected:
+            raise ValueError(f"state snapshot has {len(data)} bytes, expected {expected} "
+                             "(truncated?)")
+        return off, int(head.get("tokens_seen", 0))
+
+    def _check_v1(self, data):
+        n, Bsz, seen = struct.unpack_from("<IIQ", data, 4)
+        expected = 20 + sum(t.numel * 4 for t in self.tensors())
+        if any(kind != "mamba1" for kind in self.cfg.layers):
+            raise ValueError("this is a version-1 state snapshot (Mamba-1 only, no layer kinds "
+                             "recorded); it cannot restore a model with "
+                             f"{_runs(self.cfg.layers)} layers")
+        if n != len(self.layers) or Bsz != self.Bsz or len(data) != expected:
+            raise ValueError(f"snapshot is for {n} layers x batch {Bsz} ({len(data)} bytes); "
+                             f"this model needs {len(self.layers)} x {self.Bsz} ({expected} bytes)")
+        return 20, seen
+
     def release(self):
         for t in self.tensors():
             t.release()
+
+
+def _runs(kinds):
+    """['mamba2', 'mamba2', 'mamba1'] -> '2 x mamba2, 1 x mamba1'."""
+    out = []
+    for k in kinds:
+        if out and out[-1][0] == k:
+            out[-1][1] += 1
+        else:
+            out.append([k, 1])
+    return ", ".join(f"{n} x {k}" for k, n in out) or "none"
 
 
 class MambaModel:

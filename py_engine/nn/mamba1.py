@@ -211,6 +211,14 @@ class Mamba1:
         raise ValueError(f"no initialisation rule for mamba1 tensor {rel}")
 
     @staticmethod
+    def train_floats(cfg, Bsz, T):
+        """Floats a layer keeps for its backward (the memory estimate): x, z, u, delta, B, C,
+        y and the scan's transient states."""
+        s = spec(cfg)
+        rows = Bsz * T
+        return rows * (6 * s.I + 2 * s.N)
+
+    @staticmethod
     def hint(cfg, rel):
         if rel in ("in_proj.bias", "out_proj.bias") and not cfg.use_bias:
             return " (config has use_bias=false)"

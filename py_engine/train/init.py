@@ -36,13 +36,36 @@ PRESETS = {
 }
 
 
-def preset_config(size="nano", **overrides):
-    """A MambaConfig from a preset, explicit dimensions (not None) overriding it."""
+# Per family: the model_type and the layer sizes a preset adds to its (D, L, V). Mamba-2's are
+# the released mamba2-* checkpoints' (d_state 128, head_dim 64, one group), with the head
+# size shrunk for the small presets so a preset always has at least 2 heads.
+FAMILIES = {
+    "mamba1": dict(model_type="mamba", state_size=16, conv_kernel=4, expand=2),
+    "mamba2": dict(model_type="mamba2", state_size=128, conv_kernel=4, expand=2, head_dim=64,
+                   n_groups=1, chunk_size=256),
+}
+
+
+def preset_config(size="nano", family="mamba1", **overrides):
+    """A MambaConfig from a preset and a family ("mamba1", "mamba2"), explicit dimensions (not
+    None) overriding it."""
     from py_engine.models.config import MambaConfig
     if size not in PRESETS:
         raise ValueError(f"unknown size {size!r}; presets: {', '.join(PRESETS)}")
-    kw = dict(PRESETS[size], model_type="mamba", state_size=16, conv_kernel=4, expand=2,
-              rescale_prenorm_residual=True, initializer_range=0.02)
+    if family not in FAMILIES:
+        raise ValueError(f"unknown family {family!r}; families: {', '.join(FAMILIES)}")
+    kw = dict(PRESETS[size], **FAMILIES[family], rescale_prenorm_residual=True,
+              initializer_range=0.02)
+    if family == "mamba2":
+        if size in ("tiny", "nano"):
+            kw.update(state_size=32, head_dim=32)
+        D = overrides.get("hidden_size") or kw["hidden_size"]
+        inner = int((overrides.get("expand") or kw["expand"]) * D)
+        P = overrides.get("head_dim") or kw["head_dim"]
+        while inner % P or inner // P < 2:
+            P //= 2
+        kw["head_dim"] = max(P, 1)
+        kw["num_heads"] = inner // kw["head_dim"]
     kw.update({k: v for k, v in overrides.items() if v is not None})
     mult = kw.get("pad_vocab_size_multiple", 8)
     if kw["vocab_size"] % mult:

@@ -41,7 +41,7 @@ TRAIN_DEFAULTS = {
     "autosave_every": 50, "wsla": False, "min_lr_ratio": 0.1,
 }
 MODEL_KEYS = ("hidden_size", "num_hidden_layers", "state_size", "expand", "conv_kernel",
-              "time_step_rank", "vocab_size")
+              "time_step_rank", "vocab_size", "head_dim", "n_groups")
 
 
 def _in_browser():
@@ -94,6 +94,7 @@ def model_config(spec, vocab_size):
     """MambaConfig from {"size": preset, overrides...}; the vocabulary is the tokenizer's."""
     spec = dict(spec or {})
     size = spec.pop("size", "nano") or "nano"
+    family = spec.pop("family", "mamba1") or "mamba1"
     over = {}
     for k in MODEL_KEYS:
         v = spec.get(k)
@@ -107,18 +108,19 @@ def model_config(spec, vocab_size):
         if k in spec:
             over[k] = bool(spec[k])
     try:
-        return preset_config(size, **over)
+        return preset_config(size, family=family, **over)
     except (TypeError, ValueError) as e:
         raise ValueError(f"model config: {e}") from None
 
 
 def memory_estimate(cfg, t):
     """Rough GPU bytes: weights + grads + 2 AdamW moments + activations of one micro-batch."""
+    from py_engine.nn import registry
     P = param_count(cfg)
     rows = t["batch"] * t["seq_len"]
-    I, D, N, V = cfg.intermediate_size, cfg.hidden_size, cfg.state_size, cfg.vocab_size
-    per_layer = rows * (4 * I + 2 * N + D * 3) + rows * I * 2
-    act = cfg.num_hidden_layers * per_layer + rows * (2 * V + 4 * D)
+    D, V = cfg.hidden_size, cfg.vocab_size
+    act = sum(registry.get(kind).train_floats(cfg, t["batch"], t["seq_len"]) + rows * 3 * D
+              for kind in cfg.layers) + rows * (2 * V + 4 * D)
     return 4 * (4 * P + act)
 
 
@@ -150,8 +152,9 @@ def describe(spec, limits=None):
     problems = fit_problems(limits or {}, cfg, t) if limits else []
     return {"ok": not problems, "params": param_count(cfg), "config": cfg.to_hf_dict(),
             "memory_bytes": memory_estimate(cfg, t), "problems": problems,
-            "presets": {k: param_count(preset_config(k, vocab_size=spec.get("vocab_size") or v["vocab_size"]))
-                        for k, v in PRESETS.items()}}
+            "presets": {k: param_count(preset_config(
+                k, family=(spec.get("model") or {}).get("family") or "mamba1",
+                vocab_size=spec.get("vocab_size") or v["vocab_size"])) for k, v in PRESETS.items()}}
 
 
 # --- the session ----------------------------------------------------------------------------

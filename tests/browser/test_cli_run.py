@@ -52,3 +52,21 @@ def test_run_prompt_on_default_model_and_bad_model():
     assert len(out["ids"]) == 5 and isinstance(out["text"], str)
     p = run_cli("--model", "no-such-model", "--ids", "1", "--json")
     assert p.returncode != 0 and "no-such-model" in p.stderr
+
+
+@pytest.mark.parametrize("name", ["mamba2-g2-untied", "mamba2-g1-tied-ssm-bin"])
+def test_run_stepwise_mamba2_against_transformers(tmp_path, name):
+    """--stepwise puts the recurrent path's logits in --logits-out; both paths equal
+    transformers' (a Mamba-2 folder, and a mamba_ssm pytorch_model.bin read without torch)."""
+    folder = FIX / name
+    exp = np.load(folder / "expected.npz")
+    ids = exp["prompt_ids"].tolist()
+    V = exp["logits"].shape[-1]
+    for flag, out in (("--stepwise", "s.npy"), (None, "p.npy")):
+        p = run_cli("--model", str(folder), "--ids", ",".join(map(str, ids)), "--max-new-tokens",
+                    "16", "--greedy", "--json", "--logits-out", str(tmp_path / out),
+                    *([flag] if flag else []))
+        assert p.returncode == 0, p.stderr
+        logits = np.load(tmp_path / out)
+        assert np.abs(logits - exp["logits"].reshape(len(ids), V)).max() <= 1e-4, flag
+        assert json.loads(p.stdout)["ids"] == exp["greedy_ids"].tolist()

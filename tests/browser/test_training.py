@@ -43,7 +43,8 @@ def _pieces(cfg, exp, prefix):
     return out
 
 
-@pytest.mark.parametrize("name", ["mamba-d24-untied", "falcon-d24-untied"])
+@pytest.mark.parametrize("name", ["mamba-d24-untied", "falcon-d24-untied", "mamba2-g1-untied",
+                                  "mamba2-g2-untied"])
 def test_gradients_and_adamw_match_torch(engine, server, scratch_models, name):
     import shutil
     dst = scratch_models / f"train-{name}"

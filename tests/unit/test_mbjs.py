@@ -156,17 +156,35 @@ def test_unknown_layer_type_and_v1_count():
 
 def test_ambiguous_layers_name_the_hint():
     D, I, H, G, N, K = 8, 16, 2, 1, 4, 4
+    conv = I + 4 * G * N          # mamba3 (complex B/C: 4 x G x N conv channels)
+    mamba3 = [(I + 4 * G * N + H) * D, conv * K, conv, H, H, H, D * I, I, D]
+    numels = [10 * D] + mamba3 + [D]
+    head = mbjs.build_header(numels, ["mamba3"], 2)
+    layout = mbjs.parse_header(head + b"\0" * 4 * sum(numels), len(head) + 4 * sum(numels),
+                               "m3.bin")
+    with pytest.raises(ValueError, match="m3.bin: layer 0 \\(mamba3\\): n_groups x state_size "
+                                         "= 4 is ambiguous; give the hint n_groups"):
+        mbjs.infer_config(layout)
+    with pytest.raises(ValueError, match="layer 0 is mamba3 .*state 4.*Mamba-1 MBJS layers only"):
+        mbjs.infer_config(layout, {"n_groups": 1})
+
+
+def test_npm_mamba2_layers_are_refused_with_the_reason():
+    # the npm engine's Mamba2Block: in_proj [x | B | C | dt], no gate z
+    D, I, H, G, N, K = 8, 16, 2, 1, 4, 4
     conv = I + 2 * G * N
     mamba2 = [(I + 2 * G * N + H) * D, conv * K, conv, H, H, H, D * I, I, D]
     numels = [10 * D] + mamba2 + [D]
     head = mbjs.build_header(numels, ["mamba2"], 2)
     layout = mbjs.parse_header(head + b"\0" * 4 * sum(numels), len(head) + 4 * sum(numels),
                                "m2.bin")
-    with pytest.raises(ValueError, match="m2.bin: layer 0 \\(mamba2\\): n_groups x state_size "
-                                         "= 4 is ambiguous; give the hint n_groups"):
-        mbjs.infer_config(layout)
-    with pytest.raises(ValueError, match="layer 0 is mamba2 .*state 4.*Mamba-1 MBJS layers only"):
+    with pytest.raises(ValueError, match="m2.bin: layer 0 is the npm engine's Mamba-2 block, "
+                                         "which has no gate z"):
         mbjs.infer_config(layout, {"n_groups": 1})
+
+
+def test_attention_layers_name_the_hint():
+    D = 8
     attn5, attn9 = [3 * D * D, 3 * D, D * D, D, D], [3 * D * D, 3 * D, D * D, D, D, 1, 1, 1, 1]
     numels = [10 * D] + attn5 + attn9[:4] + [D]      # 9 layer params: 5+? or 9+? -> neither
     head = mbjs.build_header(numels, ["attention", "attention"], 2)

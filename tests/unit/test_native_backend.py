@@ -38,6 +38,8 @@ def engine():
 from tests.browser import test_gpu_layer as _gl  # noqa: E402
 from tests.browser import test_kernels_foundation as _kf  # noqa: E402
 from tests.browser import test_kernels_mamba as _km  # noqa: E402
+from tests.browser import test_kernels_ssd as _kss  # noqa: E402
+from tests.browser import test_kernels_ssd_backward as _kssb  # noqa: E402
 
 test_linear_forward_and_backward = _kf.test_linear_forward_and_backward
 test_linear_accumulates_into_existing_gradient = _kf.test_linear_accumulates_into_existing_gradient
@@ -51,6 +53,9 @@ test_conv1d_backward = _km.test_conv1d_backward
 test_selective_scan_forward_and_step = _km.test_selective_scan_forward_and_step
 test_scan_and_conv_continue_from_prefill_state = _km.test_scan_and_conv_continue_from_prefill_state
 test_selective_scan_backward = _km.test_selective_scan_backward
+test_ssd_forward_step_reference = _kss.test_ssd_forward_step_reference
+test_ssd_chunk_limit_and_shape_errors = _kss.test_ssd_chunk_limit_and_shape_errors
+test_ssd_backward = _kssb.test_ssd_backward
 test_wgsl_compile_error_names_shader_and_entry = _gl.test_wgsl_compile_error_names_shader_and_entry
 test_misaligned_binding_offset_is_refused = _gl.test_misaligned_binding_offset_is_refused
 test_too_large_binding_and_buffer_are_refused = _gl.test_too_large_binding_and_buffer_are_refused

@@ -170,7 +170,7 @@ const CFG_KEYS = ["hidden_size", "num_hidden_layers", "state_size", "expand", "c
 const TRAIN_NUM = ["batch", "seq_len", "steps", "warmup", "accum", "sample_every", "autosave_every", "seed"];
 
 function modelSpec() {
-  const spec = { size: $("size").value };
+  const spec = { size: $("size").value, family: $("family").value };
   for (const k of CFG_KEYS) {
     const v = $(`cfg-${k}`).value;
     if (v !== "") spec[k] = Number(v);
@@ -210,7 +210,8 @@ async function describe() {
     }
     const c = r.config;
     for (const k of CFG_KEYS) $(`cfg-${k}`).placeholder = c[k];
-    $("model-summary").textContent = `${fmtInt(r.params)} parameters · d_model ${c.hidden_size} · ` +
+    const arch = c.model_type === "mamba2" ? `Mamba-2 · ${c.num_heads} heads × ${c.head_dim} · ` : "";
+    $("model-summary").textContent = `${arch}${fmtInt(r.params)} parameters · d_model ${c.hidden_size} · ` +
       `${c.num_hidden_layers} layers · state ${c.state_size} · vocab ${fmtInt(c.vocab_size)} · ` +
       `≈${fmtBytes(r.memory_bytes)} of GPU memory to train`;
     $("fit-problems").textContent = r.problems.length
@@ -518,7 +519,7 @@ function wire() {
   $("use-sample").onclick = useSample;
   $("tok-file").onchange = (e) => chooseTokenizerFile(e.target.files[0]);
   for (const r of document.querySelectorAll("input[name=tok]")) r.onchange = scheduleDescribe;
-  for (const id of ["bpe-vocab", "size", "batch", "seq_len", "steps", ...CFG_KEYS.map((k) => `cfg-${k}`)]) {
+  for (const id of ["bpe-vocab", "family", "size", "batch", "seq_len", "steps", ...CFG_KEYS.map((k) => `cfg-${k}`)]) {
     $(id).addEventListener("input", scheduleDescribe);
     $(id).addEventListener("change", scheduleDescribe);
   }

@@ -1,0 +1,242 @@
+"""Mamba-2 SSD scan: chunked sequence forward and one-token step (shaders/ssd_forward.wgsl,
+shaders/ssd_step.wgsl).
+
+Shapes (Bsz may be absent: [T, W] means Bsz = 1):
+    x       [Bsz, T, H*P]   Tensor or Cols view (a column window of the conv output [x | B | C])
+    dt      [Bsz, T, H]     raw dt, before dt_bias and softplus (a Cols view of in_proj's output)
+    B, C    [Bsz, T, G*N]   head h reads group h // (H / G)
+    A_log, D, dt_bias [H];  head_dim P = x width // H (any P, not only powers of two)
+    h0, h_out, state  [Bsz, H, P, N]   (transformers' ssm_states layout)
+    y       [Bsz, T, H*P]   new contiguous Tensor: includes D*x, no gating (the gated norm is its
+                            own op)
+
+Math (transformers' mamba2_chunk_scan / mamba2_selective_state_update, the torch paths):
+    dt = clamp(softplus(dt_raw + dt_bias), dt_min, dt_max)   (threshold 20; dt_max may be inf)
+    A = -exp(A_log[h]);  h_t = exp(dt_t A) h_{t-1} + dt_t x_t B_t^T;  y_t = h_t C_t + D x_t
+The forward is the chunked SSD: T is cut into nc = ceil(T / L) chunks of L tokens (the last may
+be shorter); within a chunk the output is the masked "attention" form with the stable segment
+sum, chunk end states come from a decay-weighted sum, a serial pass over chunks (parallel over
+b, h, p, n) gives every chunk's start state, and the start state adds exp(cumsum) C.h to the
+output. See the shader header for the kernels.
+
+Dispatches: forward 1 when T <= L (output and final state in one kernel), else 3 (chunk states,
+carry, output); step 1 (decode replays it per token: dt softplus/clamp, D skip fused, state in
+place).
+
+Memory: the forward keeps hc [Bsz, nc, H, P, N] (chunk start states; always when nc > 1, and
+with save=True also when nc = 1) and a transient work buffer of Bsz*nc*H*(P*N + 1) floats when
+nc > 1. save=True returns hc for the backward (`SSDSaved`, release with .release()).
+Workgroup memory: (2 + TL) * L floats per workgroup, TL (rows of the intra-chunk tile) sized
+from the device's maxComputeWorkgroupStorageSize; a chunk length that does not fit raises a
+ValueError naming the limit (16 KiB, the WebGPU default, fits L <= 1365).
+"""
+import math
+
+from py_engine.gpu.tensor import Tensor
+from py_engine.ops._common import dummy, fold, params
+from py_engine.ops.conv1d import Cols, bt_of, rw_dummy, view  # noqa: F401  (Cols re-exported)
+
+HAS_BIAS, HAS_D, HAS_INIT, SAVE, HAS_DT_MIN, HAS_DT_MAX = 1, 2, 4, 8, 16, 32
+DEFAULT_CHUNK = 256        # transformers' Mamba2Config.chunk_size
+MAX_TILE_ROWS = 16         # rows per intra-chunk tile: more only costs occupancy on a real GPU
+WG = 64                    # threads per workgroup (the shaders' WG)
+DEFAULT_WG_STORAGE = 16384  # WebGPU's default maxComputeWorkgroupStorageSize
+FWD, STEP = "ssd_forward", "ssd_step"
+
+
+class SSDSaved:
+    """What the forward keeps for the backward: chunk length L, chunk count nc, and the state
+    before each chunk, hc [Bsz, nc, H, P, N] (hc[:, 0] = h0, or zeros)."""
+    __slots__ = ("chunk", "nc", "hc")
+
+    def __init__(self, chunk, nc, hc):
+        self.chunk, self.nc, self.hc = chunk, nc, hc
+
+    def release(self):
+        if self.hc is not None:
+            self.hc.release()
+        self.hc = None
+
+
+def default_chunk(device=None):
+    """Chunk length L of the forward: transformers' 256 where the workgroup memory allows it."""
+    if device is None:
+        return DEFAULT_CHUNK
+    return min(DEFAULT_CHUNK, max_chunk(device))
+
+
+def _wg_storage(device):
+    return int(device.limits.get("maxComputeWorkgroupStorageSize", DEFAULT_WG_STORAGE))
+
+
+def max_chunk(device):
+    """Longest chunk the forward can run here: (2 + 1 tile row) * L floats of workgroup memory."""
+    return _wg_storage(device) // 4 // 3
+
+
+def tile_rows(device, L):
+    """Rows TL of the intra-chunk tile for chunk length L: the most that fit next to cum and dt
+    in maxComputeWorkgroupStorageSize, at most MAX_TILE_ROWS and L."""
+    limit = _wg_storage(device)
+    tl = (limit // 4 - 2 * L) // L
+    if tl < 1:
+        raise ValueError(
+            f"SSD chunk length {L} needs {3 * L * 4} bytes of workgroup memory ((2 + 1) * L "
+            f"floats) but this GPU's maxComputeWorkgroupStorageSize is {limit} bytes: use "
+            f"chunk <= {max_chunk(device)}")
+    return min(tl, MAX_TILE_ROWS, L)
+
+
+def dt_limit_flags(dt_min=0.0, dt_max=float("inf")):
+    """(flags, lo, hi) for the clamp of dt: a bound is applied only where it can bind (softplus
+    is >= 0, so dt_min <= 0 is no bound) and an infinite dt_max is a missing flag, never an inf
+    in a uniform (WGSL may assume there are no infinities)."""
+    flags, lo, hi = 0, 0.0, 0.0
+    if dt_min is not None and float(dt_min) > 0.0:
+        flags, lo = flags | HAS_DT_MIN, float(dt_min)
+    if dt_max is not None and math.isfinite(float(dt_max)):
+        flags, hi = flags | HAS_DT_MAX, float(dt_max)
+    if dt_max is not None and math.isnan(float(dt_max)) or dt_min is not None and \
+            math.isnan(float(dt_min)):
+        raise ValueError(f"dt limits must be numbers, got ({dt_min}, {dt_max})")
+    return flags, lo, hi
+
+
+class _Spec:
+    """Sizes of one call: nb, T, H, P, G, N (T = 1 for a step)."""
+
+    def __init__(self, x, dt, A_log, B, C, n_groups, D, dt_bias, step=False):
+        if len(A_log.shape) != 1:
+            raise ValueError(f"A_log must be [H], got {list(A_log.shape)}")
+        self.H = H = A_log.shape[0]
+        self.G = G = int(n_groups)
+        if G < 1 or H % G:
+            raise ValueError(f"heads H={H} must be a multiple of n_groups={G}")
+        W = x.shape[-1]
+        if W % H:
+            raise ValueError(f"x width {W} is not a multiple of the {H} heads")
+        self.P = W // H
+        if B.shape[-1] % G:
+            raise ValueError(f"B width {B.shape[-1]} is not a multiple of n_groups={G}")
+        self.N = B.shape[-1] // G
+        if step:
+            self.T = 1
+            self.nb = 1 if len(x.shape) == 1 else x.shape[0]
+            for name, a, w in (("dt", dt, H), ("B", B, G * self.N), ("C", C, G * self.N)):
+                nb = 1 if len(a.shape) == 1 else a.shape[0]
+                if a.shape[-1] != w or len(a.shape) > 2 or nb != self.nb:
+                    raise ValueError(f"{name} has shape {list(a.shape)}, expected [{self.nb}, {w}]")
+        else:
+            self.nb, self.T = bt_of(x, W)
+            if self.T < 1:
+                raise ValueError("ssd_forward needs at least one token")
+            for name, a, w in (("dt", dt, H), ("B", B, G * self.N), ("C", C, G * self.N)):
+                if a.shape[-1] != w or len(a.shape) not in (2, 3) or \
+                        bt_of(a, w) != (self.nb, self.T):
+                    raise ValueError(f"{name} has shape {list(a.shape)}, expected "
+                                     f"[{self.nb}, {self.T}, {w}]")
+        for name, a in (("D", D), ("dt_bias", dt_bias)):
+            if a is not None and tuple(a.shape) != (H,):
+                raise ValueError(f"{name} must be [{H}], got {list(a.shape)}")
+
+    @property
+    def state_shape(self):
+        return (self.nb, self.H, self.P, self.N)
+
+    def check_state(self, t, name):
+        if t is not None and tuple(t.shape) != self.state_shape:
+            raise ValueError(f"{name} must be {list(self.state_shape)}, got {list(t.shape)}")
+
+
+def _base_flags(D, dt_bias, dt_min, dt_max):
+    fl, lo, hi = dt_limit_flags(dt_min, dt_max)
+    return fl | (HAS_BIAS if dt_bias is not None else 0) | (HAS_D if D is not None else 0), lo, hi
+
+
+def _same(a, b):
+    return a.buffer is b.buffer and a.offset == b.offset
+
+
+def ssd_forward(batch, x, dt, A_log, B, C, *, n_groups, D=None, dt_bias=None, dt_min=0.0,
+                dt_max=float("inf"), chunk=DEFAULT_CHUNK, h0=None, h_out=None, save=False,
+                out=None):
+    """-> (y [Bsz, T, H*P], h_final [Bsz, H, P, N], saved: SSDSaved or None)
+
+    h0: initial state (None: zeros). h_out: where the final state goes (may be h0 itself:
+    updated in place); default a new tensor (h0 is copied into it first). save=True keeps the
+    chunk start states hc for the backward. chunk: tokens per chunk L (T need not be a multiple).
+    out: optional y tensor (contiguous, x's shape). 1 dispatch when T <= chunk, else 3.
+    """
+    dev = batch.device
+    s = _Spec(x, dt, A_log, B, C, n_groups, D, dt_bias)
+    s.check_state(h0, "h0")
+    s.check_state(h_out, "h_out")
+    nb, T, H, P, N = s.nb, s.T, s.H, s.P, s.N
+    L = int(chunk)
+    if L < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    TL = tile_rows(dev, L)
+    nc = -(-T // L)
+    y = out if out is not None else Tensor(dev, tuple(x.shape))
+    if tuple(y.shape) != tuple(x.shape) or isinstance(y, Cols):
+        raise ValueError(f"out must be a contiguous tensor of shape {list(x.shape)}")
+    state = h_out if h_out is not None else Tensor(dev, s.state_shape)
+    if h0 is not None and not _same(h0, state):
+        batch.copy(h0.buffer, h0.offset, state.buffer, state.offset, h0.nbytes)
+    flags, lo, hi = _base_flags(D, dt_bias, dt_min, dt_max)
+    flags |= (HAS_INIT if h0 is not None else 0) | (SAVE if save and nc == 1 else 0)
+    hc = Tensor(dev, (nb, nc, H, P, N)) if nc > 1 or save else None
+    n_s = nb * nc * H * P * N
+    xv, dv, bv, cv, yv = view(x), view(dt), view(B), view(C), view(y)
+    un = dev.uniform(params(T, H, P, N, s.G, L, nc, nb, flags, TL, lo, hi,
+                            xv[1], xv[2], dv[1], dv[2], bv[1], bv[2], cv[1], cv[2],
+                            yv[1], yv[2], 0, n_s))
+    consts = {"WS": (2 + TL) * L}
+    ub = dummy(dev)
+    bias_b = dt_bias.binding if dt_bias is not None else ub
+    if nc > 1:
+        work = Tensor(dev, (n_s + nb * nc * H,))
+        batch.run(FWD, "ssd_forward_chunk",
+                  [un, xv[0], dv[0], bias_b, A_log.binding, bv[0], None, None, None, None, None,
+                   work.binding], H, nc * nb, constants=consts)
+        gx, gy = fold(-(-nb * H * P * N // WG))
+        batch.run(FWD, "ssd_forward_carry",
+                  [un, None, None, None, None, None, None, None, None, state.binding, hc.binding,
+                   work.binding], gx, gy)
+        work.release()   # the pool hands it out again only to later-recorded work
+    batch.run(FWD, "ssd_forward",
+              [un, xv[0], dv[0], bias_b, A_log.binding, bv[0], cv[0],
+               D.binding if D is not None else ub, yv[0],
+               state.binding if nc == 1 else rw_dummy(dev, 0),
+               hc.binding if hc is not None else rw_dummy(dev, 1)],
+              H, nc * nb, constants=consts)
+    saved = None
+    if save:
+        saved = SSDSaved(L, nc, hc)
+    elif hc is not None:
+        hc.release()
+    return y, state, saved
+
+
+def ssd_step(batch, x, dt, A_log, B, C, state, *, n_groups, D=None, dt_bias=None, dt_min=0.0,
+             dt_max=float("inf"), out=None):
+    """One token: x [Bsz, H*P], dt [Bsz, H], B/C [Bsz, G*N] (Tensors or Cols views), state
+    [Bsz, H, P, N] updated in place -> y [Bsz, H*P] (a new tensor, or `out`: a tensor or Cols
+    view). The same math as the forward for T = 1; 1 dispatch."""
+    dev = batch.device
+    s = _Spec(x, dt, A_log, B, C, n_groups, D, dt_bias, step=True)
+    s.check_state(state, "state")
+    y = out if out is not None else Tensor(dev, tuple(x.shape))
+    if y.shape[-1] != s.H * s.P:
+        raise ValueError(f"out has shape {list(y.shape)}, expected [{s.nb}, {s.H * s.P}]")
+    flags, lo, hi = _base_flags(D, dt_bias, dt_min, dt_max)
+    xv, dv, bv, cv, yv = view(x), view(dt), view(B), view(C), view(y)
+    un = dev.uniform(params(s.H, s.P, s.N, s.G, s.nb, flags, lo, hi,
+                            xv[1], xv[2], dv[1], dv[2], bv[1], bv[2], cv[1], cv[2],
+                            yv[1], yv[2], 0, 0))
+    ub = dummy(dev)
+    batch.run(STEP, "ssd_step",
+              [un, xv[0], dv[0], dt_bias.binding if dt_bias is not None else ub, A_log.binding,
+               bv[0], cv[0], D.binding if D is not None else ub, yv[0], state.binding],
+              -(-s.H * s.P // WG), s.nb)
+    return y

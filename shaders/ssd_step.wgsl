@@ -1,0 +1,82 @@
+// Mamba-2 SSD one-token step (decode): transformers' mamba2_selective_state_update, dt softplus
+// and clamp, D skip fused, the state updated in place. The sequence form is ssd_forward.wgsl.
+//
+//   dt   = clamp(softplus(dt_raw + dt_bias), dt_min, dt_max)   softplus threshold 20  [Bsz, H]
+//   h    = exp(dt A) h + dt x B^T,  A = -exp(A_log[h])          state [Bsz, H, P, N]
+//   y    = h C + D x                                            [Bsz, H*P]
+// Head h reads group g = h / (H / G) of B and C ([Bsz, G*N]).
+//
+// One thread owns one (b, h, p) row of the state and loops over n: no barriers, no workgroup
+// memory, no atomics; grid (ceil(H*P / 64), Bsz). Each state element is read and written once,
+// so the step is bound by reading the state (Bsz*H*P*N floats). 1 dispatch.
+// x, dt, B, C and y are views (element (b, j) at off + b*str + j): x/B/C straight out of the
+// conv step's [x | B | C] output, dt out of in_proj's.
+
+const HAS_BIAS = 1u;
+const HAS_D = 2u;
+const HAS_DT_MIN = 16u;
+const HAS_DT_MAX = 32u;
+
+struct Params {
+  H: u32, P: u32, N: u32, G: u32,
+  nb: u32, flags: u32, dt_min: f32, dt_max: f32,
+  x_off: u32, x_str: u32, dt_off: u32, dt_str: u32,   // x, dt views
+  b_off: u32, b_str: u32, c_off: u32, c_str: u32,     // B, C views
+  y_off: u32, y_str: u32, _p0: u32, _p1: u32,         // y view
+};
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;          // [Bsz, *] view, H*P wide
+@group(0) @binding(2) var<storage, read> dtm: array<f32>;        // [Bsz, *] view, H wide (raw dt)
+@group(0) @binding(3) var<storage, read> dt_bias: array<f32>;    // [H]
+@group(0) @binding(4) var<storage, read> A_log: array<f32>;      // [H]
+@group(0) @binding(5) var<storage, read> Bm: array<f32>;         // [Bsz, *] view, G*N wide
+@group(0) @binding(6) var<storage, read> Cm: array<f32>;         // [Bsz, *] view, G*N wide
+@group(0) @binding(7) var<storage, read> Dv: array<f32>;         // [H]
+@group(0) @binding(8) var<storage, read_write> y: array<f32>;    // [Bsz, *] view, H*P wide
+@group(0) @binding(9) var<storage, read_write> state: array<f32>; // [Bsz, H, P, N], in place
+
+fn has(f: u32) -> bool { return (p.flags & f) != 0u; }
+
+// log(1 + e) for 0 <= e <= 1 to f32 rounding (as selective_scan.wgsl): 2 atanh(e / (2 + e)).
+fn log1p_unit(e: f32) -> f32 {
+  let t = e / (2.0 + e);
+  let t2 = t * t;
+  let s = 1.0 + t2 * (1.0 / 3.0 + t2 * (1.0 / 5.0 + t2 * (1.0 / 7.0 + t2 * (1.0 / 9.0 +
+          t2 * (1.0 / 11.0 + t2 * (1.0 / 13.0 + t2 * (1.0 / 15.0)))))));
+  return 2.0 * t * s;
+}
+
+fn softplus(v: f32) -> f32 {
+  if (v > 20.0) { return v; }
+  return max(v, 0.0) + log1p_unit(exp(-abs(v)));
+}
+
+@compute @workgroup_size(64)
+fn ssd_step(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let j = gid.x;            // h * P + p
+  let b = gid.y;
+  if (j >= p.H * p.P || b >= p.nb) { return; }
+  let h = j / p.P;
+  let g = h / (p.H / p.G);
+  var v = dtm[p.dt_off + b * p.dt_str + h];
+  if (has(HAS_BIAS)) { v += dt_bias[h]; }
+  var dt = softplus(v);
+  if (has(HAS_DT_MIN)) { dt = max(dt, p.dt_min); }
+  if (has(HAS_DT_MAX)) { dt = min(dt, p.dt_max); }
+  let dA = exp(dt * -exp(A_log[h]));
+  let xx = x[p.x_off + b * p.x_str + j];
+  let dtx = dt * xx;
+  let base = (b * p.H * p.P + j) * p.N;
+  let bo = p.b_off + b * p.b_str + g * p.N;
+  let co = p.c_off + b * p.c_str + g * p.N;
+  var acc = 0.0;
+  for (var n = 0u; n < p.N; n++) {
+    let s = dA * state[base + n] + dtx * Bm[bo + n];
+    state[base + n] = s;
+    acc += s * Cm[co + n];
+  }
+  var out = acc;
+  if (has(HAS_D)) { out += Dv[h] * xx; }
+  y[p.y_off + b * p.y_str + j] = out;
+}
