@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from py_engine.train.init import PRESETS
+from py_engine.train.init import FAMILIES, PRESETS
 
 STATE_FILE = "training_state.safetensors"
 TEXT_SKIP_DIRS = {".git", ".hg", ".svn", "__pycache__", "node_modules", ".venv", "venv"}
@@ -59,6 +59,8 @@ def register(subparsers):
                    help="a text file or a folder (its text files, recursively)")
     p.add_argument("--out", required=True, help="output folder (HF model + training state)")
     p.add_argument("--resume", help="folder (or training_state.safetensors) to continue from")
+    p.add_argument("--family", default="mamba1", choices=tuple(FAMILIES),
+                   help="architecture: Mamba-1, or Mamba-2 (transformers' Mamba2ForCausalLM)")
     p.add_argument("--size", default="nano", choices=tuple(PRESETS))
     p.add_argument("--d-model", type=int, help="hidden size (overrides the preset)")
     p.add_argument("--n-layers", type=int, help="number of layers (overrides the preset)")
@@ -78,7 +80,7 @@ def register(subparsers):
     p.add_argument("--accum", type=int, default=1, help="micro-batches per optimizer step")
     p.add_argument("--seed", type=int, default=0, help="data order seed")
     p.add_argument("--init-seed", type=int, default=0, help="weight initialisation seed")
-    p.add_argument("--wsla", action="store_true", help="train only x_proj's B/C rows")
+    p.add_argument("--wsla", action="store_true", help="train only the B/C projections (Mamba-1)")
     p.add_argument("--sample-every", type=int, default=0,
                    help="print a greedy sample to stderr every N steps (0: only at the end)")
     p.add_argument("--save-every", type=int, default=0,
@@ -148,7 +150,7 @@ def run(args):
             if not rp.is_file():
                 raise ValueError(f"--resume {args.resume}: no {STATE_FILE} there")
             state, state_name = rp.read_bytes(), str(rp)
-        model = {"size": args.size, "hidden_size": args.d_model,
+        model = {"size": args.size, "family": args.family, "hidden_size": args.d_model,
                  "num_hidden_layers": args.n_layers, "state_size": args.d_state,
                  "expand": args.expand}
         train = {"lr": args.lr, "batch": args.batch, "seq_len": args.seq_len,

@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from py_engine.io import hf_names, mbjs
+from py_engine.io.hf_loader import RENAMES
+from py_engine.io.torch_bin import read_bin_file
 from py_engine.io.safetensors_format import (DTYPE_SIZES, build_header, build_index,
                                              parse_index, read_header, safetensors_order)
 from py_engine.models.config import MambaConfig
@@ -94,27 +96,40 @@ class HFSource:
             raise ValueError(f"{self.folder}: no config.json (not an HF model folder)")
         self.cfg = MambaConfig.from_hf_dict(json.loads(cfg_path.read_text()), str(cfg_path))
         index = self.folder / "model.safetensors.index.json"
+        bin_index = self.folder / "pytorch_model.bin.index.json"
         if index.is_file():
             shard_of = parse_index(index.read_text(), str(index))
             self.files = sorted(set(shard_of.values()))
         elif (self.folder / "model.safetensors").is_file():
             self.files = ["model.safetensors"]
+        elif bin_index.is_file():        # PyTorch shards, read without torch
+            index = bin_index
+            self.files = sorted(set(parse_index(index.read_text(), str(index)).values()))
+        elif (self.folder / "pytorch_model.bin").is_file():
+            self.files = ["pytorch_model.bin"]
         else:
             found = sorted(p.name for p in self.folder.glob("*.safetensors"))
             if len(found) != 1:
-                raise ValueError(f"{self.folder}: expected model.safetensors or "
-                                 f"model.safetensors.index.json, found {found or 'neither'}")
+                raise ValueError(f"{self.folder}: expected model.safetensors, "
+                                 "model.safetensors.index.json or pytorch_model.bin, found "
+                                 f"{found or 'neither'}")
             self.files = found
         self.infos = {}
         for fname in self.files:
             path = self.folder / fname
             if not path.is_file():
                 raise ValueError(f"{index}: shard {fname} is missing")
-            for t in read_header(path).tensors:
-                if t.name in self.infos:
-                    raise ValueError(f"{path}: tensor {t.name} also appears in "
-                                     f"{self.infos[t.name][0].name}")
-                self.infos[t.name] = (path, t)
+            tensors = (read_bin_file(path) if fname.endswith(".bin")
+                       else read_header(path).tensors)
+            for t in tensors:
+                name = RENAMES.get(t.name, t.name)     # mamba_ssm's backbone.embedding
+                if fname.endswith(".bin") and t.dtype not in TORCH_NAME and name not in \
+                        hf_names.expected_tensors(self.cfg):
+                    continue                             # a torch state dict's int buffers
+                if name in self.infos:
+                    raise ValueError(f"{path}: tensor {name} also appears in "
+                                     f"{self.infos[name][0].name}")
+                self.infos[name] = (path, t)
         where = str(self.folder / self.files[0]) if len(self.files) == 1 else str(index)
         hf_names.check_tensors(self.cfg, {n: t.shape for n, (_, t) in self.infos.items()},
                                where)

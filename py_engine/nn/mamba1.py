@@ -211,6 +211,11 @@ class Mamba1:
         raise ValueError(f"no initialisation rule for mamba1 tensor {rel}")
 
     @staticmethod
+    def wsla_pieces(cfg):
+        """The GPU pieces WSLA trains: the selective projection's B and C rows."""
+        return ("x_proj.weight#B", "x_proj.weight#C")
+
+    @staticmethod
     def train_floats(cfg, Bsz, T):
         """Floats a layer keeps for its backward (the memory estimate): x, z, u, delta, B, C,
         y and the scan's transient states."""

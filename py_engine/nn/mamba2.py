@@ -245,6 +245,13 @@ class Mamba2:
         raise ValueError(f"no initialisation rule for mamba2 tensor {rel}")
 
     @staticmethod
+    def wsla_pieces(cfg):
+        """WSLA trains a kind's B/C projection alone; Mamba-2's B/C rows sit inside in_proj's
+        x|B|C piece (the conv reads them as one block), so it is not offered yet."""
+        raise ValueError("WSLA (train only the B/C projections) is defined for Mamba-1 layers "
+                         "only so far; train the whole Mamba-2 model instead")
+
+    @staticmethod
     def train_floats(cfg, Bsz, T):
         """Floats a layer keeps for its backward (the memory estimate): z, xBC, u, dt, y, the
         normed v, and the SSD chunk-start states [Bsz, nc, H, P, N]."""

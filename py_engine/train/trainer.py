@@ -4,8 +4,9 @@ Batch layout: `ids` [Bsz, T] token ids; targets[b, t] = labels[b, t+1] (the next
 as transformers' ForCausalLMLoss shifts them), the last position ignored (-100). The loss
 is the mean cross-entropy over non-ignored targets. Gradient accumulation adds micro-batch
 gradients (each scaled by 1/accum) before one optimizer step.
-WSLA (the seeds' fast local adaptation): only x_proj's B and C rows train; nothing else
-gets gradient buffers or optimizer moments.
+WSLA (the seeds' fast local adaptation): only the pieces each layer kind names as its
+selective projection train (Mamba-1: x_proj's B and C rows); nothing else gets gradient
+buffers or optimizer moments.
 """
 import struct
 
@@ -27,6 +28,18 @@ def shift_targets(labels, Bsz, T):
     return out
 
 
+def _wsla_filter(cfg):
+    """name -> trains under WSLA, asked of each layer's kind (its `wsla_pieces`)."""
+    from py_engine.io.hf_names import split_layer_name
+    from py_engine.nn import registry
+    allowed = [set(registry.get(kind).wsla_pieces(cfg)) for kind in cfg.layers]
+
+    def keep(name):
+        i, rel = split_layer_name(name)
+        return rel is not None and rel in allowed[i]
+    return keep
+
+
 class Trainer:
     def __init__(self, model, lr=1e-3, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1,
                  max_grad_norm=1.0, warmup=0, total_steps=0, wsla=False, decay_filter=decays):
@@ -36,8 +49,9 @@ class Trainer:
         # Distinct tensors only: a tied LM head is the embedding tensor itself, so its two
         # gradient contributions land in one buffer.
         named = {}
+        keep = _wsla_filter(model.cfg) if wsla else None
         for name, t in model.weights.items():
-            if wsla and not (name.endswith("x_proj.weight#B") or name.endswith("x_proj.weight#C")):
+            if keep is not None and not keep(name):
                 continue
             if all(t is not other for other in named.values()):
                 named[name] = t

@@ -20,8 +20,8 @@ def mambaweb(*args, timeout=300):
                           capture_output=True, text=True, timeout=timeout)
 
 
-def test_train_check_matches_pytorch_fixture(tmp_path):
-    name = "mamba-d24-untied"
+@pytest.mark.parametrize("name", ["mamba-d24-untied", "mamba2-g2-untied"])
+def test_train_check_matches_pytorch_fixture(tmp_path, name):
     exp = np.load(TRAIN / name / "expected.npz")
     np.save(tmp_path / "ids.npy", exp["input_ids"].astype(np.int64))
     np.save(tmp_path / "labels.npy", exp["labels"].astype(np.int64))
@@ -87,3 +87,24 @@ def test_pretrain_cli_writes_a_loadable_folder_and_resumes(tmp_path):
     # plain errors
     r = mambaweb("pretrain", "--corpus", tmp_path / "nope", "--out", out, "--steps", 1)
     assert r.returncode == 2 and "does not exist" in r.stderr
+
+
+def test_pretrain_cli_trains_a_mamba2_that_transformers_loads(tmp_path):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("the cat sat on the mat. " * 80)
+    out = tmp_path / "m2"
+    r = mambaweb("pretrain", "--corpus", corpus, "--family", "mamba2", "--size", "tiny",
+                 "--d-model", 32, "--n-layers", 2, "--batch", 2, "--seq-len", 40, "--lr", "1e-2",
+                 "--steps", 6, "--out", out)
+    assert r.returncode == 0, r.stderr[-3000:]
+    losses = [json.loads(l)["loss"] for l in r.stdout.splitlines()]
+    assert len(losses) == 6 and losses[-1] < losses[0]
+    import torch
+    import transformers
+    model = transformers.AutoModelForCausalLM.from_pretrained(str(out))
+    assert type(model).__name__ == "Mamba2ForCausalLM" and model.config.hidden_size == 32
+    with torch.no_grad():
+        assert torch.isfinite(model(torch.tensor([[1, 2, 3]])).logits).all()
+    r = mambaweb("pretrain", "--corpus", corpus, "--family", "mamba2", "--size", "tiny",
+                 "--wsla", "--steps", 1, "--out", tmp_path / "w")
+    assert r.returncode == 2 and "WSLA" in r.stderr and "Mamba-1 layers only" in r.stderr

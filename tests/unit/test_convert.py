@@ -228,3 +228,36 @@ def test_cli_prints_what_it_did(tmp_path, capsys):
     assert conf["layer_norm_epsilon"] == 1e-6 and conf["dtype"] == "float16"
     assert cli(["convert", str(tmp_path / "nope"), str(tmp_path / "x")]) == 2
     assert "neither an HF model folder nor an MBJS file" in capsys.readouterr().err
+
+
+def test_mamba_ssm_checkpoints_convert_to_the_transformers_folder(tmp_path):
+    """mamba_ssm's layout (safetensors, and pytorch_model.bin read without torch) becomes the
+    HF folder transformers wrote, byte for byte; transformers reproduces the fixture logits."""
+    import json as _json
+
+    import numpy as np
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from tools import convert_host
+    from pathlib import Path
+    fix = Path(__file__).resolve().parents[1] / "fixtures" / "models"
+    outs = {}
+    for name in ("mamba2-g1-tied", "mamba2-g1-tied-ssm", "mamba2-g1-tied-ssm-bin"):
+        convert_host.convert(fix / name, tmp_path / name, log=lambda *a: None)
+        outs[name] = (tmp_path / name / "model.safetensors").read_bytes()
+    assert len(set(outs.values())) == 1
+    conf = _json.loads((tmp_path / "mamba2-g1-tied-ssm-bin" / "config.json").read_text())
+    assert conf["model_type"] == "mamba2" and conf["architectures"] == ["Mamba2ForCausalLM"]
+    model = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "mamba2-g1-tied-ssm-bin")
+    exp = np.load(fix / "mamba2-g1-tied" / "expected.npz")
+    with torch.no_grad():
+        logits = model(torch.tensor(exp["prompt_ids"][None].astype(np.int64))).logits[0].numpy()
+    assert np.abs(logits - exp["logits"].reshape(logits.shape)).max() <= 1e-4
+    # and to bf16 / back: bit-identical to torch's rounding, like Mamba-1
+    convert_host.convert(fix / "mamba2-g2-untied", tmp_path / "bf", dtype="bf16",
+                         log=lambda *a: None)
+    from safetensors.torch import load_file
+    a = load_file(fix / "mamba2-g2-untied" / "model.safetensors")
+    b = load_file(tmp_path / "bf" / "model.safetensors")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k].to(torch.bfloat16), b[k]) for k in a)
