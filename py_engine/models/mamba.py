@@ -14,6 +14,7 @@ from py_engine.gpu.tensor import Tensor
 from py_engine.models.names import EMBED, LM_HEAD, NORM_F
 from py_engine.nn import registry
 from py_engine.ops import elementwise as ew
+from py_engine.ops import position
 from py_engine.ops.embedding import embedding_forward
 from py_engine.ops.linear import linear_forward
 from py_engine.ops.rmsnorm import rmsnorm_forward
@@ -31,6 +32,8 @@ class ModelState:
     def __init__(self, device, cfg, Bsz=1):
         self.device, self.cfg, self.Bsz = device, cfg, Bsz
         self.layers = [registry.get(kind).State(device, cfg, Bsz) for kind in cfg.layers]
+        # tokens seen per sequence, on the GPU: advanced inside the (replayed) step graph
+        self.pos = position.new_positions(device, Bsz)
         self.tokens_seen = 0
         self.reset()
 
@@ -42,6 +45,7 @@ class ModelState:
         for t in self.tensors():
             ew.fill(batch, t, 0.0)
         batch.submit()
+        position.set_positions(self.device, self.pos, 0)
         self.tokens_seen = 0
 
     def layout(self):
@@ -75,6 +79,7 @@ class ModelState:
         for t in self.tensors():
             self.device.write(t.buffer, data[off:off + t.numel * 4], t.offset)
             off += t.numel * 4
+        position.set_positions(self.device, self.pos, seen)
         self.tokens_seen = seen
 
     def _check_v2(self, data):
@@ -116,6 +121,7 @@ class ModelState:
     def release(self):
         for t in self.tensors():
             t.release()
+        self.pos.release()
 
 
 def _runs(kinds):
@@ -175,6 +181,7 @@ class MambaModel:
         logits = F.linear(ctx, h, self.lm_head)                          # [Bsz*T, V]
         ctx.done(h)
         if state is not None:
+            position.advance(ctx.batch, state.pos, T)
             state.tokens_seen += T
         return logits
 
@@ -204,6 +211,7 @@ class MambaModel:
         residual.release()
         logits = linear_forward(batch, h, self.lm_head)                 # [Bsz, V]
         h.release()
+        position.advance(batch, state.pos, 1)
         state.tokens_seen += 1
         return logits
 

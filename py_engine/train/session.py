@@ -20,12 +20,11 @@ Pure stdlib (+ js when in the browser): this module is imported inside Pyodide.
 """
 import asyncio
 import json
-import math
-import struct
 import time
 from array import array
 
 from py_engine.train import checkpoint as ckpt
+from py_engine.train.adamw import lr_at
 from py_engine.train import data as data_mod
 from py_engine.train.init import PRESETS, check_fits, init_pieces, param_count, preset_config
 
@@ -355,35 +354,20 @@ class PretrainSession:
         return [i for i in ids if 0 <= i < self.cfg.vocab_size] or [0]
 
     async def sample(self, prompt=None, n=None):
-        """Greedy continuation of `prompt` (default: the corpus's first tokens)."""
-        from py_engine.gpu.tensor import Tensor
-        from py_engine.autograd.functional import Ctx
+        """Greedy continuation of `prompt` (default: the corpus's first tokens), through the
+        one decoding path (py_engine/models/generate.Generator: GPU argmax, recorded step)."""
+        from py_engine.models.generate import Generator, SamplingConfig
         n = self.train["sample_tokens"] if n is None else int(n)
         ids = self._prompt_ids(prompt)
-        V = self.cfg.vocab_size
         out = []
         async with self.lock:
-            state = self.model.new_state(1)
+            gen = Generator(self.model, SamplingConfig(greedy=True),
+                            max_tokens=len(ids) + n + 1)
             try:
-                t = Tensor.from_list(self.device, (len(ids),), ids, "u32")
-                batch = self.device.batch()
-                logits = self.model.forward(Ctx(batch), t, 1, state)
-                batch.submit()
-                row = await self.device.read(logits.buffer, logits.offset + (len(ids) - 1) * V * 4, V * 4)
-                logits.release()
-                t.release()
-                for _ in range(n):
-                    nxt = _argmax(row, V)
-                    out.append(nxt)
-                    tok = Tensor.from_list(self.device, (1,), [nxt], "u32")
-                    batch = self.device.batch()
-                    lg = self.model.step(batch, tok, state)
-                    batch.submit()
-                    row = await lg.to_bytes()
-                    lg.release()
-                    tok.release()
+                async for tok in gen.stream(ids, n):
+                    out.append(tok)
             finally:
-                state.release()
+                gen.release()
         ev = {"type": "sample", "step": self.step, "prompt": self.tokenizer.decode(ids),
               "text": self.tokenizer.decode(out), "ids": out}
         self.samples.append(ev)
@@ -558,24 +542,8 @@ class PretrainSession:
 
 
 def _lr_at(step, t):
-    """Linear warmup, then cosine to min_lr_ratio * lr at the last step."""
-    lr, warm, total = t["lr"], t["warmup"], t["steps"]
-    if warm and step < warm:
-        return lr * (step + 1) / warm
-    if total <= warm:
-        return lr
-    p = min(1.0, (step - warm) / max(1, total - warm))
-    r = t["min_lr_ratio"]
-    return lr * (r + (1 - r) * 0.5 * (1 + math.cos(math.pi * p)))
-
-
-def _argmax(row, V):
-    vals = struct.unpack(f"<{V}f", bytes(row[:V * 4]))
-    best, bi = -float("inf"), 0
-    for i, v in enumerate(vals):
-        if v > best:
-            best, bi = v, i
-    return bi
+    """The one schedule (py_engine/train/adamw.lr_at) with this session's settings."""
+    return lr_at(step, t["lr"], t["warmup"], t["steps"], t["min_lr_ratio"])
 
 
 def _nullish(x):

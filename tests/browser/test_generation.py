@@ -68,7 +68,11 @@ e = await run(g4, 10, prompt=prompt)
 stats_before = device.stats()
 f = await run(g4, 200, first=e[-1])
 stats_after = device.stats()
+import struct
+pos4 = struct.unpack('<I', await g4.state.pos.to_bytes())[0]
+pos2 = struct.unpack('<I', await g2.state.pos.to_bytes())[0]
 result = {'a': a, 'b': b, 'c': c, 'd': d, 'e': e, 'snap_len': len(snap),
+          'pos4': pos4, 'seen4': g4.state.tokens_seen, 'pos2': pos2, 'seen2': g2.state.tokens_seen,
           'dispatches_per_token': g4.dispatches_per_token,
           'new_buffers': stats_after['buffers_created'] - stats_before['buffers_created'],
           'new_bind_groups': stats_after['bind_groups'] - stats_before['bind_groups'],
@@ -89,3 +93,8 @@ def test_sampling_snapshot_and_steady_decode(engine, server):
     assert out["new_buffers"] == 0 and out["new_bind_groups"] == 0
     assert out["submits"] == 200          # one submission per decoded token
     assert 0 < out["dispatches_per_token"] <= 16 * 2 + 6
+    # the GPU-side position advanced inside the replayed step graph, token by token: prompt +
+    # 209 fed tokens for g4; a restored snapshot resumes it (g2)
+    P = len(exp["prompt_ids"])
+    assert out["pos4"] == out["seen4"] == P + 9 + 200
+    assert out["pos2"] == out["seen2"] == P + 3 + 6
