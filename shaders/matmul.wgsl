@@ -7,17 +7,10 @@
 // dW = dY^T @ X            : A = dY^T (1,N),     B = X [M,K] read (K,1)
 // Each thread owns a 4x4 block of C in registers; no shared memory and no barriers, which
 // is what both SwiftShader (barriers cost 15-30x there) and large GPUs digest well for now.
+// It serves the forward and both backward products alike, so the file carries no direction;
+// the bias gradient, the one backward-only piece of Linear, is linear_backward.wgsl.
 
-struct Params {
-  M: u32, N: u32, K: u32, flags: u32,      // flags: bit0 add bias, bit1 accumulate into C
-  sa0: u32, sa1: u32, sb0: u32, sb1: u32,
-};
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> b: array<f32>;
-@group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read_write> c: array<f32>;
+//#include "lib/matmul_common.wgsl"
 
 @compute @workgroup_size(8, 8)
 fn matmul_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -56,15 +49,4 @@ fn matmul_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
       c[idx] = v;
     }
   }
-}
-
-// db[j] (+)= sum_i dY[i, j]: column sums of a [M, N] matrix, one thread per column.
-@compute @workgroup_size(64)
-fn bias_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let j = gid.x;
-  if (j >= p.N) { return; }
-  var s = 0.0;
-  for (var i = 0u; i < p.M; i++) { s += a[i * p.N + j]; }
-  if ((p.flags & 2u) != 0u) { s += c[j]; }
-  c[j] = s;
 }

@@ -230,7 +230,7 @@ README = """# Parity fixtures (generated — do not edit)
 
 Written by `tools/make_fixtures.py` (tiny random models, transformers pure-PyTorch path, CPU f32).
 See that file's docstring for every array in `expected.npz` and its layout; the numpy reference
-that is tested against them is `tests/reference/mamba_numpy.py`.
+that is tested against them is `tests/reference/mamba1_model_numpy.py` (and the per-op `*_numpy.py` beside it).
 
 - `models/<name>/`, `<name>-bf16/`, `<name>-f16/`: HF folders (config.json + model.safetensors in
   f32 / bf16 / f16) + `expected.npz` (prompt logits, greedy continuation, per-layer conv/ssm state

@@ -1,4 +1,4 @@
-"""Depthwise causal conv1d of Mamba-1 / Falcon-Mamba (shaders/conv1d.wgsl).
+"""Depthwise causal conv1d of Mamba-1 / Falcon-Mamba (shaders/conv1d_{forward,backward}.wgsl).
 
 Shapes (Bsz may be absent: [T, I] means Bsz = 1):
     x     [Bsz, T, I]   pre-conv input (the x half of in_proj), token-major
@@ -134,7 +134,7 @@ def conv1d_forward(batch, x, w, b=None, silu=False, state_in=None, state_out=Non
     xv, yv = view(x), view(y)
     u = _uniform(dev, T, I, K, flags, nb, rows_out, xv=xv, ov=yv)
     gy, gz = fold(nb * rows_out)
-    batch.run("conv1d", "conv1d_forward",
+    batch.run("conv1d_forward", "conv1d_forward",
               [u, xv[0], w.binding, b.binding if b is not None else dummy(dev), yv[0],
                state_in.binding if state_in is not None else dummy(dev),
                state_out.binding if write_state else rw_dummy(dev)],
@@ -158,7 +158,7 @@ def conv1d_step(batch, x_t, state, w, b=None, silu=True, out=None):
     xv, yv = view(x_t), view(y)
     flags = (SILU if silu else 0) | (HAS_BIAS if b is not None else 0)
     u = _uniform(dev, 1, I, K, flags, nb, xv=xv, ov=yv)
-    batch.run("conv1d", "conv1d_step",
+    batch.run("conv1d_forward", "conv1d_step",
               [u, xv[0], w.binding, b.binding if b is not None else dummy(dev), yv[0], None,
                state.binding], -(-I // 64), nb)
     return y
@@ -191,12 +191,12 @@ def conv1d_backward(batch, dy, x, w, b=None, silu=False, state_in=None, dx=None,
     sin = state_in.binding if state_in is not None else dummy(dev)
     bb = b.binding if b is not None else dummy(dev)
     gy, gz = fold(rows)
-    batch.run("conv1d", "conv1d_backward", [u, xv[0], w.binding, bb, dxv[0], sin, None, gv[0]],
-              -(-I // 64), gy, gz)
+    batch.run("conv1d_backward", "conv1d_backward",
+              [u, xv[0], w.binding, bb, dxv[0], sin, None, gv[0]], -(-I // 64), gy, gz)
     part = Tensor(dev, (nchunks, I, K + 1))
-    batch.run("conv1d", "conv1d_backward_weight",
+    batch.run("conv1d_backward", "conv1d_backward_weight",
               [u, xv[0], w.binding, bb, None, sin, None, gv[0], part.binding], -(-I // 64), nchunks)
-    batch.run("conv1d", "conv1d_backward_reduce",
+    batch.run("conv1d_backward", "conv1d_backward_reduce",
               [u, None, None, None, None, None, None, None, part.binding, dw.binding,
                db.binding if b is not None else dummy(dev)], -(-I // 64))
     part.release()  # the pool hands it out again only to later-recorded work

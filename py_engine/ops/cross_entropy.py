@@ -1,4 +1,5 @@
-"""Mean softmax cross-entropy with ignore-index (negative targets), shaders/cross_entropy.wgsl."""
+"""Mean softmax cross-entropy with ignore-index (negative targets),
+shaders/cross_entropy_{forward,backward}.wgsl."""
 from py_engine.gpu.tensor import Tensor
 from py_engine.ops._common import ACCUMULATE, fold, out_like, params
 
@@ -12,9 +13,10 @@ def cross_entropy_forward(batch, logits, targets):
     loss = Tensor(dev, (2,))
     u = dev.uniform(params(T, V, 0, 1.0))
     gx, gy = fold(T)
-    batch.run("cross_entropy", "cross_entropy_forward",
+    batch.run("cross_entropy_forward", "cross_entropy_forward",
               [u, logits.binding, targets.binding, stats.binding], gx, gy)
-    batch.run("cross_entropy", "cross_entropy_reduce", [u, None, None, stats.binding, loss.binding], 1)
+    batch.run("cross_entropy_forward", "cross_entropy_reduce",
+              [u, None, None, stats.binding, loss.binding], 1)
     return loss, stats
 
 
@@ -24,7 +26,7 @@ def cross_entropy_backward(batch, logits, targets, stats, loss, scale=1.0, out=N
     T = logits.numel // V
     dx = out_like(dev, logits.shape, out)
     u = dev.uniform(params(T, V, ACCUMULATE if accumulate else 0, float(scale)))
-    batch.run("cross_entropy", "cross_entropy_backward",
+    batch.run("cross_entropy_backward", "cross_entropy_backward",
               [u, logits.binding, targets.binding, stats.binding, dx.binding, loss.binding],
               -(-V // 64), T)
     return dx

@@ -1,14 +1,18 @@
-"""Elementwise ops (shaders/elementwise.wgsl): add, mul, SiLU, softplus (+ backward), fill."""
+"""Elementwise ops (shaders/elementwise_forward.wgsl): add, mul, SiLU, softplus, fill,
+accumulate; the SiLU and softplus derivatives (shaders/elementwise_backward.wgsl)."""
 from py_engine.ops._common import ACCUMULATE, f32_bits, fold, out_like, params
 
+FORWARD = "elementwise_forward"
+BACKWARD = "elementwise_backward"
 
-def _run(batch, entry, a, b, out, accumulate=False, extra=0):
+
+def _run(batch, shader, entry, a, b, out, accumulate=False, extra=0):
     dev = batch.device
     n = a.numel if a is not None else out.numel
     u = dev.uniform(params(n, ACCUMULATE if accumulate else 0, extra, 0))
     x, y = fold(-(-n // 256))
-    batch.run("elementwise", entry, [u, a.binding if a is not None else None,
-                                     b.binding if b is not None else None, out.binding], x, y)
+    batch.run(shader, entry, [u, a.binding if a is not None else None,
+                              b.binding if b is not None else None, out.binding], x, y)
     return out
 
 
@@ -19,37 +23,41 @@ def _check_same(a, b, op):
 
 def add(batch, a, b, out=None, accumulate=False):
     _check_same(a, b, "add")
-    return _run(batch, "add_forward", a, b, out_like(batch.device, a.shape, out), accumulate)
+    return _run(batch, FORWARD, "add_forward", a, b, out_like(batch.device, a.shape, out),
+                accumulate)
 
 
 def mul(batch, a, b, out=None, accumulate=False):
     _check_same(a, b, "mul")
-    return _run(batch, "mul_forward", a, b, out_like(batch.device, a.shape, out), accumulate)
+    return _run(batch, FORWARD, "mul_forward", a, b, out_like(batch.device, a.shape, out),
+                accumulate)
 
 
 def silu(batch, x, out=None):
-    return _run(batch, "silu_forward", x, None, out_like(batch.device, x.shape, out))
+    return _run(batch, FORWARD, "silu_forward", x, None, out_like(batch.device, x.shape, out))
 
 
 def silu_backward(batch, x, dy, out=None, accumulate=False):
     _check_same(x, dy, "silu_backward")
-    return _run(batch, "silu_backward", x, dy, out_like(batch.device, x.shape, out), accumulate)
+    return _run(batch, BACKWARD, "silu_backward", x, dy, out_like(batch.device, x.shape, out),
+                accumulate)
 
 
 def softplus(batch, x, out=None):
-    return _run(batch, "softplus_forward", x, None, out_like(batch.device, x.shape, out))
+    return _run(batch, FORWARD, "softplus_forward", x, None, out_like(batch.device, x.shape, out))
 
 
 def softplus_backward(batch, x, dy, out=None, accumulate=False):
     _check_same(x, dy, "softplus_backward")
-    return _run(batch, "softplus_backward", x, dy, out_like(batch.device, x.shape, out), accumulate)
+    return _run(batch, BACKWARD, "softplus_backward", x, dy, out_like(batch.device, x.shape, out),
+                accumulate)
 
 
 def fill(batch, out, value=0.0):
-    return _run(batch, "fill_forward", None, None, out, extra=f32_bits(value))
+    return _run(batch, FORWARD, "fill_forward", None, None, out, extra=f32_bits(value))
 
 
 def accumulate(batch, out, a):
     """out += a (a and out must be different buffers)."""
     _check_same(a, out, "accumulate")
-    return _run(batch, "accumulate_forward", a, None, out)
+    return _run(batch, FORWARD, "accumulate_forward", a, None, out)

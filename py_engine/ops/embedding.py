@@ -1,4 +1,5 @@
-"""Embedding gather and scatter-add backward (shaders/embedding.wgsl). ids are u32."""
+"""Embedding gather and scatter-add backward (shaders/embedding_{forward,backward}.wgsl).
+ids are u32."""
 from py_engine.ops._common import out_like, params
 
 
@@ -8,7 +9,7 @@ def embedding_forward(batch, ids, weight, out=None):
     T = ids.numel
     y = out_like(dev, tuple(ids.shape) + (D,), out)
     u = dev.uniform(params(T, D, V, 0))
-    batch.run("embedding", "embedding_forward", [u, ids.binding, weight.binding, y.binding],
+    batch.run("embedding_forward", "embedding_forward", [u, ids.binding, weight.binding, y.binding],
               -(-D // 64), T)
     return y
 
@@ -18,6 +19,6 @@ def embedding_backward(batch, ids, dy, dweight):
     dev = batch.device
     V, D = dweight.shape
     u = dev.uniform(params(ids.numel, D, V, 0))
-    batch.run("embedding", "embedding_backward", [u, ids.binding, dy.binding, dweight.binding],
-              -(-D // 64))
+    batch.run("embedding_backward", "embedding_backward",
+              [u, ids.binding, dy.binding, dweight.binding], -(-D // 64))
     return dweight

@@ -1,4 +1,5 @@
-"""Linear layer products on the strided matmul kernel (shaders/matmul.wgsl).
+"""Linear layer products on the strided matmul kernel (shaders/matmul.wgsl; the bias
+gradient: shaders/linear_backward.wgsl).
 
   forward : y[M,N] = x[M,K] @ W[N,K]^T + b[N]
   backward: dx[M,K] = dy[M,N] @ W[N,K];  dW[N,K] = dy^T @ x;  db[N] = sum_rows dy
@@ -81,7 +82,8 @@ def linear_backward_bias(batch, dy, out=None, accumulate=False):
     M = rows_of(dy)
     db = out_like(dev, (N,), out)
     u = dev.uniform(params(M, N, 0, ACCUMULATE if accumulate else 0, 0, 0, 0, 0))
-    batch.run("matmul", "bias_backward", [u, dy.binding, None, None, db.binding], -(-N // 64))
+    batch.run("linear_backward", "bias_backward", [u, dy.binding, None, None, db.binding],
+              -(-N // 64))
     return db
 
 

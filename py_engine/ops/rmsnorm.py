@@ -1,4 +1,5 @@
-"""RMSNorm over the last dim (shaders/rmsnorm.wgsl); forward saves 1/rms per row."""
+"""RMSNorm over the last dim (shaders/rmsnorm_{forward,backward}.wgsl); forward saves 1/rms per
+row."""
 from py_engine.gpu.tensor import Tensor
 from py_engine.ops._common import ACCUMULATE, dummy, fold, out_like, params, rows_of
 
@@ -13,7 +14,7 @@ def rmsnorm_forward(batch, x, w=None, eps=1e-5, out=None, rstd=None):
     rstd = rstd if rstd is not None else Tensor(dev, (rows,))
     u = dev.uniform(params(rows, dim, float(eps), HAS_WEIGHT if w is not None else 0))
     gx, gy = fold(rows)
-    batch.run("rmsnorm", "rmsnorm_forward",
+    batch.run("rmsnorm_forward", "rmsnorm_forward",
               [u, x.binding, w.binding if w is not None else dummy(dev), y.binding, rstd.binding],
               gx, gy)
     return y, rstd
@@ -28,13 +29,13 @@ def rmsnorm_backward(batch, dy, x, rstd, w=None, dx=None, dw=None, accumulate_dx
     dx = out_like(dev, x.shape, dx)
     u = dev.uniform(params(rows, dim, 0.0, has_w | (ACCUMULATE if accumulate_dx else 0)))
     gx, gy = fold(rows)
-    batch.run("rmsnorm", "rmsnorm_backward",
+    batch.run("rmsnorm_backward", "rmsnorm_backward",
               [u, x.binding, w.binding if w is not None else dummy(dev), dx.binding,
                rstd.binding, dy.binding], gx, gy)
     if w is None:
         return dx, None
     dw = out_like(dev, (dim,), dw)
     uw = dev.uniform(params(rows, dim, 0.0, has_w | (ACCUMULATE if accumulate_dw else 0)))
-    batch.run("rmsnorm", "rmsnorm_backward_weight",
+    batch.run("rmsnorm_backward", "rmsnorm_backward_weight",
               [uw, x.binding, None, dw.binding, rstd.binding, dy.binding], -(-dim // 64))
     return dx, dw

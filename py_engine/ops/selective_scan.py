@@ -1,4 +1,5 @@
-"""Mamba-1 selective scan: sequence forward, one-token step, backward (shaders/selective_scan.wgsl).
+"""Mamba-1 selective scan: sequence forward, one-token step (shaders/selective_scan_forward.wgsl),
+backward (shaders/selective_scan_backward.wgsl).
 
 Shapes (Bsz may be absent: [T, I] means Bsz = 1):
     u       [Bsz, T, I]   conv + SiLU output
@@ -43,7 +44,8 @@ from py_engine.ops.conv1d import Cols, bt_of, rw_dummy, view  # noqa: F401  (Col
 HAS_Z, HAS_BIAS, HAS_INIT, WRITE_FINAL, NORM_BC = 1, 2, 4, 8, 16
 HAS_DH, ACCUMULATE, HAS_D, WRITE_DH0 = 32, 64, 128, 256
 MAXN = 16
-SHADER = "selective_scan"
+FORWARD_SHADER = "selective_scan_forward"
+BACKWARD_SHADER = "selective_scan_backward"
 
 
 class ScanSaved:
@@ -125,12 +127,12 @@ def _carry_forward(batch, spec, u, delta, A_log, B, dt_bias, flags, L, nc, eps, 
     wk = {"hs": 0, "sdt": n_s}
     un = dev.uniform(_fields(spec, flags, L, nc, eps, views, wk))
     db_ = dt_bias.binding if dt_bias is not None else dummy(dev)
-    batch.run(SHADER, "selective_scan_forward_chunk",
+    batch.run(FORWARD_SHADER, "selective_scan_forward_chunk",
               [un, views["u"][0], views["dl"][0], db_, A_log.binding, views["b"][0], None, None,
                None, None, None, None, work.binding], -(-spec.I // 64), nc * spec.nb,
               constants=consts)
     gx, gy = fold(-(-spec.nb * spec.I * spec.N // 64))
-    batch.run(SHADER, "selective_scan_forward_carry",
+    batch.run(FORWARD_SHADER, "selective_scan_forward_carry",
               [un, None, None, None, A_log.binding, None, None, None, None, None,
                state.binding if state is not None else rw_dummy(dev), hc.binding, work.binding],
               gx, gy, constants=consts)
@@ -175,7 +177,7 @@ def selective_scan_forward(batch, u, delta, A_log, B, C, D=None, z=None, dt_bias
         hc = saved_hc
         start, f3_flags = state, flags | WRITE_FINAL
     un = dev.uniform(_fields(spec, f3_flags, L, nc, eps, views))
-    batch.run(SHADER, "selective_scan_forward",
+    batch.run(FORWARD_SHADER, "selective_scan_forward",
               [un, views["u"][0], views["dl"][0],
                dt_bias.binding if dt_bias is not None else dummy(dev), A_log.binding,
                views["b"][0], views["c"][0], D.binding if D is not None else dummy(dev),
@@ -201,7 +203,7 @@ def selective_scan_step(batch, u_t, delta_t, A_log, B_t, C_t, state, D=None, z_t
     views = {"u": view(u_t), "dl": view(delta_t), "b": view(B_t), "c": view(C_t), "y": view(y)}
     views["z"] = view(z_t) if z_t is not None else (dummy(dev), 0, 0)
     un = dev.uniform(_fields(spec, flags, 1, 1, norm_bc_eps or 0.0, views))
-    batch.run(SHADER, "selective_scan_step",
+    batch.run(FORWARD_SHADER, "selective_scan_step",
               [un, views["u"][0], views["dl"][0],
                dt_bias.binding if dt_bias is not None else dummy(dev), A_log.binding,
                views["b"][0], views["c"][0], D.binding if D is not None else dummy(dev),
@@ -312,34 +314,34 @@ def selective_scan_backward(batch, dy, u, delta, A_log, B, C, D=None, z=None, dt
 
     W = work.binding
     # B0 prep
-    batch.run(SHADER, "selective_scan_backward_prep",
+    batch.run(BACKWARD_SHADER, "selective_scan_backward_prep",
               res(b2=views["dl"][0], b3=bias_b, b8=views["z"][0], b12=W, b13=views["y"][0]),
               gI, gy, gz, constants=consts)
     # B1 recompute states, dz, local adjoint
-    batch.run(SHADER, "selective_scan_backward_chunk",
+    batch.run(BACKWARD_SHADER, "selective_scan_backward_chunk",
               res(b1=views["u"][0], b4=A_log.binding, b5=views["b"][0], b6=views["c"][0],
                   b7=D_b, b11=hcb, b12=W, b16=views["dz"][0] if dz is not None else rw_dummy(dev, 2)),
               gI, nc * nb, constants=consts)
     # B2 dC
     rx, ry = fold(-(-nb * T // 64))
-    batch.run(SHADER, "selective_scan_backward_dc",
+    batch.run(BACKWARD_SHADER, "selective_scan_backward_dc",
               res(b6=views["c"][0], b12=W, b18=views["dc"][0]), rx, ry, constants=consts)
     # B3 carries
     cx, cy = fold(-(-nb * I * N // 64))
-    batch.run(SHADER, "selective_scan_backward_carry",
+    batch.run(BACKWARD_SHADER, "selective_scan_backward_carry",
               res(b4=A_log.binding, b12=W, b22=dh0.binding if dh0 is not None else rw_dummy(dev, 3),
                   b23=dh_last.binding if dh_last is not None else ub),
               cx, cy, constants=consts)
     # B4 reverse scan
-    batch.run(SHADER, "selective_scan_backward",
+    batch.run(BACKWARD_SHADER, "selective_scan_backward",
               res(b1=views["u"][0], b4=A_log.binding, b5=views["b"][0], b6=views["c"][0], b7=D_b,
                   b11=hcb, b12=W, b14=views["du"][0], b15=views["dd"][0]),
               gI, nc * nb, constants=consts)
     # B5 dB
-    batch.run(SHADER, "selective_scan_backward_db",
+    batch.run(BACKWARD_SHADER, "selective_scan_backward_db",
               res(b5=views["b"][0], b12=W, b17=views["db"][0]), rx, ry, constants=consts)
     # B6 parameter gradients
-    batch.run(SHADER, "selective_scan_backward_params",
+    batch.run(BACKWARD_SHADER, "selective_scan_backward_params",
               res(b4=A_log.binding, b12=W, b19=dA.binding,
                   b20=dD.binding if dD is not None else rw_dummy(dev, 4),
                   b21=dbias.binding if dbias is not None else rw_dummy(dev, 5)),

@@ -3,7 +3,7 @@ non-finite skip."""
 import numpy as np
 import pytest
 
-from tests.reference.mamba_numpy import adamw_step
+from tests.reference.adamw_numpy import adamw_step
 
 pytestmark = pytest.mark.browser
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO
-from tests.reference import mamba_numpy as ref
+from tests.reference import mamba1_model_numpy as ref
 
 pytestmark = pytest.mark.browser
 FIX = REPO / "tests" / "fixtures" / "models"

@@ -38,7 +38,7 @@ def test_misaligned_binding_offset_is_refused(engine):
     out = engine.run("""
 from py_engine.gpu.errors import GPUValidationError
 buf = device.buffer(4096)
-pipe = device.pipeline('elementwise', 'fill_forward')
+pipe = device.pipeline('elementwise_forward', 'fill_forward')
 try:
     device.bind(pipe, [device.uniform(b'\\0' * 16), None, None, (buf, 4, 64)])
     result = 'accepted'
@@ -59,7 +59,7 @@ except DeviceLimitError as e:
     msgs.append(str(e))
 class Fake:  # a buffer object claiming a size beyond the binding limit; never reaches WebGPU
     id = -1; size = device.limits['maxStorageBufferBindingSize'] + 256
-pipe = device.pipeline('elementwise', 'fill_forward')
+pipe = device.pipeline('elementwise_forward', 'fill_forward')
 try:
     device.bind(pipe, [None, None, None, (Fake(), 0, Fake.size)])
 except DeviceLimitError as e:

@@ -6,7 +6,7 @@ import pytest
 
 from py_engine.io import gpu_layout
 from py_engine.models.config import MambaConfig
-from tests.reference.mamba_numpy import load_safetensors
+from tests.reference.mamba1_model_numpy import load_safetensors
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.browser

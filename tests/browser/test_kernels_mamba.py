@@ -1,5 +1,6 @@
 """Mamba-1 / Falcon-Mamba kernels (conv1d, selective scan: forward, step, backward) in headless
-Chromium's WebGPU, against the float64 numpy reference tests/reference/mamba_numpy.py.
+Chromium's WebGPU, against the float64 numpy references in tests/reference/ (conv1d_numpy.py,
+selective_scan_numpy.py, rmsnorm_numpy.py, elementwise_numpy.py).
 
 Tolerances (issue 4/6): relative error <= 1e-5 for elementwise kernels (conv), <= 1e-4 for scans
 and reductions, relative to the scale (max |.|) of the reference output. Shapes are tiny on
@@ -8,7 +9,10 @@ purpose (SwiftShader is a CPU): I not a multiple of 64, N = 8 and 16, T crossing
 import numpy as np
 import pytest
 
-from tests.reference import mamba_numpy as mn
+from tests.reference import conv1d_numpy as conv_ref
+from tests.reference import elementwise_numpy as ew_ref
+from tests.reference import rmsnorm_numpy as rms_ref
+from tests.reference import selective_scan_numpy as scan_ref
 
 pytestmark = pytest.mark.browser
 
@@ -103,15 +107,15 @@ outs.update(y1=y1, st=st, y2=y2, st2=st2, ys=ys, ss_state=ss_state)
     o, info = gpu(engine, code, xz1=np.ascontiguousarray(xz[:, :T]).reshape(nb * T, 2 * I),
                   x1=x1, x2=x2, xall=np.ascontiguousarray(x).reshape(nb, (T + T2) * I), w=w,
                   bias=bias)
-    act = mn.silu if silu else (lambda v: v)
+    act = ew_ref.silu if silu else (lambda v: v)
     X, W, Bb = d64(x), d64(w), d64(bias)
-    ref_all = act(mn.causal_conv1d(X, W, Bb))
+    ref_all = act(conv_ref.causal_conv1d(X, W, Bb))
     assert rel_err(o["y1"], ref_all[:, :T]) <= 1e-5
-    assert rel_err(o["st"], mn.conv_state_from_inputs(X[:, :T], K)) == 0.0
+    assert rel_err(o["st"], conv_ref.conv_state_from_inputs(X[:, :T], K)) == 0.0
     assert rel_err(o["y2"], ref_all[:, T:]) <= 1e-5
-    assert rel_err(o["st2"], mn.conv_state_from_inputs(X, K)) == 0.0
+    assert rel_err(o["st2"], conv_ref.conv_state_from_inputs(X, K)) == 0.0
     assert rel_err(o["ys"], ref_all) <= 1e-5
-    assert rel_err(o["ss_state"], mn.conv_state_from_inputs(X, K)) == 0.0
+    assert rel_err(o["ss_state"], conv_ref.conv_state_from_inputs(X, K)) == 0.0
     assert info["step_dispatches"] == 2 + (T + T2)   # 1 dispatch per conv step (SiLU fused)
 
 
@@ -141,8 +145,8 @@ outs.update(dx=dx, dw=dw, db=db, dx2=dx2, dw2=dw2, db2=db2, dxz=dxz)
     left = np.swapaxes(d64(st)[..., 1:], -1, -2) if with_state else None  # inputs x[-(K-1)..-1]
     g = DY
     if silu:
-        g = mn.silu_backward(DY, mn.causal_conv1d(X, W, Bb, left=left))
-    rdx, rdw, rdb, _ = mn.causal_conv1d_backward(g, X, W, True, left=left)
+        g = ew_ref.silu_backward(DY, conv_ref.causal_conv1d(X, W, Bb, left=left))
+    rdx, rdw, rdb, _ = conv_ref.causal_conv1d_backward(g, X, W, True, left=left)
     assert info["dispatches"] == 3
     assert rel_err(o["dx"], rdx) <= 1e-5
     assert rel_err(o["dw"], rdw) <= 1e-4
@@ -159,8 +163,8 @@ def test_fd_conv1d_reference():
     r = np.random.default_rng(5)
     x, w, b_, dy = r.standard_normal((2, 6, 3)), r.standard_normal((3, 4)), r.standard_normal(3), \
         r.standard_normal((2, 6, 3))
-    dx, dw, db, _ = mn.causal_conv1d_backward(dy, x, w, True)
-    loss = lambda x_, w_, b2: np.sum(dy * mn.causal_conv1d(x_, w_, b2))  # noqa: E731
+    dx, dw, db, _ = conv_ref.causal_conv1d_backward(dy, x, w, True)
+    loss = lambda x_, w_, b2: np.sum(dy * conv_ref.causal_conv1d(x_, w_, b2))  # noqa: E731
     eps = 1e-6
     for arr, grad in ((x, dx), (w, dw), (b_, db)):
         v = r.standard_normal(arr.shape)
@@ -253,8 +257,8 @@ outs.update(y=y, hT=hT, ys=ys, st=st)
     o, info = gpu(engine, code, **d)
     Bm, Cm, z = ref_parts(d, nb, T, I, N, R)
     if eps is not None:
-        Bm, Cm = mn.rmsnorm(Bm, eps=eps), mn.rmsnorm(Cm, eps=eps)
-    ry, rh = mn.selective_scan(d64(d["u"]), d64(d["delta"]), d64(d["A_log"]), Bm, Cm, d64(d["D"]),
+        Bm, Cm = rms_ref.rmsnorm(Bm, eps=eps), rms_ref.rmsnorm(Cm, eps=eps)
+    ry, rh = scan_ref.selective_scan(d64(d["u"]), d64(d["delta"]), d64(d["A_log"]), Bm, Cm, d64(d["D"]),
                                z if gate else None, d64(d["dt_bias"]), d64(d.get("h0")))
     nc = -(-T // (chunk or T)) if chunk else None
     if nc is not None:
@@ -310,15 +314,15 @@ outs.update(y_full=y_full, h_full=h_full, yt=yt, hst=hst, cst=cst)
 """
     o, info = gpu(engine, code, xc=xc, w=w, cb=cb, **d)
     Bm, Cm, z = ref_parts(d, nb, T1 + 1, I, N, R)
-    u = mn.silu(mn.causal_conv1d(d64(xc), d64(w), d64(cb)))
-    ry, rh = mn.selective_scan(u, d64(d["delta"]), d64(d["A_log"]), Bm, Cm, d64(d["D"]), z,
+    u = ew_ref.silu(conv_ref.causal_conv1d(d64(xc), d64(w), d64(cb)))
+    ry, rh = scan_ref.selective_scan(u, d64(d["delta"]), d64(d["A_log"]), Bm, Cm, d64(d["D"]), z,
                                d64(d["dt_bias"]))
     assert info["decode_dispatches"] == 2
     assert rel_err(o["y_full"], ry) <= 1e-4
     assert rel_err(o["h_full"], rh) <= 1e-4
     assert rel_err(o["yt"], ry[:, -1]) <= 1e-4
     assert rel_err(o["hst"], rh) <= 1e-4
-    assert rel_err(o["cst"], mn.conv_state_from_inputs(d64(xc), K)) == 0.0
+    assert rel_err(o["cst"], conv_ref.conv_state_from_inputs(d64(xc), K)) == 0.0
 
 
 BWD_CASES = [  # nb, T, I, N, chunk, gate, h0, dh_last, norm eps, save
@@ -334,14 +338,14 @@ BWD_CASES = [  # nb, T, I, N, chunk, gate, h0, dh_last, norm eps, save
 
 def ref_backward(d, nb, T, I, N, R, gate, eps, dy, dh_last):
     Bm, Cm, z = ref_parts(d, nb, T, I, N, R)
-    Bn, Cn = (mn.rmsnorm(Bm, eps=eps), mn.rmsnorm(Cm, eps=eps)) if eps else (Bm, Cm)
-    g = mn.selective_scan_backward(dy, d64(d["u"]), d64(d["delta"]), d64(d["A_log"]), Bn, Cn,
+    Bn, Cn = (rms_ref.rmsnorm(Bm, eps=eps), rms_ref.rmsnorm(Cm, eps=eps)) if eps else (Bm, Cm)
+    g = scan_ref.selective_scan_backward(dy, d64(d["u"]), d64(d["delta"]), d64(d["A_log"]), Bn, Cn,
                                    d64(d["D"]), z if gate else None, d64(d["dt_bias"]),
                                    d64(d.get("h0")), dh_last)
     g["ddt_bias"] = g["ddelta_bias"]
     if eps:
-        g["dB"] = mn.rmsnorm_backward(g["dB"], Bm, eps=eps)[0]
-        g["dC"] = mn.rmsnorm_backward(g["dC"], Cm, eps=eps)[0]
+        g["dB"] = rms_ref.rmsnorm_backward(g["dB"], Bm, eps=eps)[0]
+        g["dC"] = rms_ref.rmsnorm_backward(g["dC"], Cm, eps=eps)[0]
     return g
 
 
@@ -417,11 +421,11 @@ def test_fd_selective_scan_reference():
     dy, dh = r.standard_normal((nb, T, I)), r.standard_normal((nb, I, N))
 
     def loss(p):
-        y, h = mn.selective_scan(p["u"], p["delta"], p["A_log"], p["B"], p["C"], p["D"], p["z"],
+        y, h = scan_ref.selective_scan(p["u"], p["delta"], p["A_log"], p["B"], p["C"], p["D"], p["z"],
                                  p["delta_bias"], p["h0"])
         return np.sum(dy * y) + np.sum(dh * h)
 
-    g = mn.selective_scan_backward(dy, a["u"], a["delta"], a["A_log"], a["B"], a["C"], a["D"], a["z"],
+    g = scan_ref.selective_scan_backward(dy, a["u"], a["delta"], a["A_log"], a["B"], a["C"], a["D"], a["z"],
                                    a["delta_bias"], a["h0"], dh)
     names = {"u": "du", "delta": "ddelta", "A_log": "dA_log", "B": "dB", "C": "dC", "D": "dD",
              "z": "dz", "delta_bias": "ddelta_bias", "h0": "dh0"}

@@ -83,7 +83,7 @@ def test_generated_model_runs_in_transformers(tmp_path):
     assert logits.shape == (1, 4, 64) and torch.isfinite(logits).all()
     # transformers holds exactly the written weights (it re-scales out_proj on load when a
     # config says rescale_prenorm_residual; ours is already scaled and says false)
-    from tests.reference.mamba_numpy import load_safetensors
+    from tests.reference.mamba1_model_numpy import load_safetensors
     written = load_safetensors(tmp_path / "g" / "model.safetensors")
     for name, p in model.state_dict().items():
         if name in written:

@@ -78,21 +78,21 @@ def test_native_device_requests_adapter_limits_and_subgroups(engine):
 
 
 def test_override_constants_reach_the_pipeline(engine):
-    # sampling.wgsl's WG and selective_scan.wgsl's NS are `override`s: two values, two pipelines
+    # sampling.wgsl's WG and selective_scan_forward.wgsl's NS are `override`s: two values, two pipelines
     out = engine.run("""
-p1 = device.pipeline('selective_scan', 'selective_scan_forward', {'NS': 8})
-p2 = device.pipeline('selective_scan', 'selective_scan_forward', {'NS': 16})
-p3 = device.pipeline('selective_scan', 'selective_scan_forward', {'NS': 8})
+p1 = device.pipeline('selective_scan_forward', 'selective_scan_forward', {'NS': 8})
+p2 = device.pipeline('selective_scan_forward', 'selective_scan_forward', {'NS': 16})
+p3 = device.pipeline('selective_scan_forward', 'selective_scan_forward', {'NS': 8})
 from py_engine.gpu.errors import ShaderError
 try:
-    device.pipeline('selective_scan', 'selective_scan_forward', {'NO_SUCH_CONSTANT': 1})
+    device.pipeline('selective_scan_forward', 'selective_scan_forward', {'NO_SUCH_CONSTANT': 1})
     err = None
 except ShaderError as e:
     err = str(e)
 result = {'distinct': p1 is not p2, 'cached': p1 is p3, 'err': err}
 """)
     assert out["distinct"] and out["cached"]
-    assert out["err"] and "selective_scan.wgsl" in out["err"] and "selective_scan_forward" in out["err"]
+    assert out["err"] and "selective_scan_forward.wgsl" in out["err"] and "selective_scan_forward" in out["err"]
 
 
 # --- loading from local files and the model --------------------------------------------
@@ -112,7 +112,7 @@ for t in weights.values():
 def test_local_loader_tensors_equal_checkpoint(engine, name):
     from py_engine.io import gpu_layout
     from py_engine.models.config import MambaConfig
-    from tests.reference.mamba_numpy import load_safetensors
+    from tests.reference.mamba1_model_numpy import load_safetensors
     out = engine.run(LOAD_AND_DUMP, folder=str(FIXTURES / name))
     ref = load_safetensors(FIXTURES / name / "model.safetensors")
     cfg = MambaConfig.from_hf_dict(json.loads((FIXTURES / name / "config.json").read_text()))

@@ -82,8 +82,10 @@ def test_shared_helpers_exist_once():
     """The activations and workgroup sums live in shaders/lib/ only."""
     helpers = ("sigmoid", "silu", "dsilu", "log1p_unit", "softplus", "workgroup_sum64",
                "workgroup_sum256")
-    users = {"elementwise", "selective_scan", "conv1d", "rmsnorm", "reduce", "adamw",
-             "gated_rmsnorm_forward", "gated_rmsnorm_backward"}
+    users = {"elementwise_forward", "elementwise_backward", "selective_scan_forward",
+             "selective_scan_backward", "conv1d_forward", "conv1d_backward", "rmsnorm_forward",
+             "rmsnorm_backward", "reduce", "adamw", "gated_rmsnorm_forward",
+             "gated_rmsnorm_backward"}
     for name in users:
         own = (SHADER_DIR / f"{name}.wgsl").read_text()
         assert not set(FN.findall(own)) & set(helpers), name
@@ -262,9 +264,11 @@ def _record_matvec(batch):
 # Shaders whose uniforms are packed by py_engine.ops._common.params elsewhere, not wired here:
 # adamw (py_engine/train/adamw.py), init (py_engine/train/init.py), convert
 # (py_engine/io/hf_loader.py), ssd_* (being written). Their structs are still checked above.
-WIRED = {"rmsnorm", "gated_rmsnorm_forward", "gated_rmsnorm_backward", "conv1d",
-         "selective_scan", "elementwise", "reduce", "cross_entropy", "embedding", "matmul",
-         "matvec", "sampling"}
+WIRED = {"rmsnorm_forward", "rmsnorm_backward", "gated_rmsnorm_forward",
+         "gated_rmsnorm_backward", "conv1d_forward", "conv1d_backward", "selective_scan_forward",
+         "selective_scan_backward", "elementwise_forward", "elementwise_backward", "reduce",
+         "cross_entropy_forward", "cross_entropy_backward", "embedding_forward",
+         "embedding_backward", "matmul", "linear_backward", "matvec", "sampling"}
 ENTRY = re.compile(r"@compute[^;{]*?fn\s+(\w+)", re.S)
 STRUCT_OF = {("matvec", "matvec_multi_forward"): "MultiParams"}   # entries not bound to Params
 
