@@ -20,7 +20,7 @@ from pathlib import Path
 from urllib.parse import unquote
 
 from py_engine.io import hf_names, mbjs
-from py_engine.io.hf_loader import RENAMES
+from py_engine.io.layouts import internal_name
 from py_engine.io.torch_bin import read_bin_file
 from py_engine.io.safetensors_format import parse_index, read_header
 from py_engine.models.config import MambaConfig
@@ -216,7 +216,7 @@ def _hf_dir_entry(name, root, allowed, source, files=None, extra=None):
             tensors = (read_bin_file(root / w) if w.endswith(".bin")
                        else read_header(root / w).tensors)
             for t in tensors:
-                shapes[RENAMES.get(t.name, t.name)] = t.shape
+                shapes[internal_name(t.name)] = t.shape
                 dtypes.add(t.dtype)
         info["dtype"] = "+".join(sorted(dtypes))
         # counted from the headers even when the config turns out unsupported

@@ -102,27 +102,12 @@ struct Params {
 @group(0) @binding(18) var<storage, read_write> ddt_bias: array<f32>; // [H]
 @group(0) @binding(19) var<storage, read_write> dh0: array<f32>;      // [Bsz, H, P, N]
 
+// softplus (threshold 20, exact log1p) and sigmoid, shared with the other kernels:
+//#include "lib/activations.wgsl"
+
 fn has(f: u32) -> bool { return (p.flags & f) != 0u; }
 
-fn sigmoid(v: f32) -> f32 {
-  if (v >= 0.0) { return 1.0 / (1.0 + exp(-v)); }
-  let e = exp(v);
-  return e / (1.0 + e);
-}
 
-// log(1 + e) for 0 <= e <= 1 to f32 rounding (as shaders/elementwise.wgsl): 2 atanh(e / (2 + e)).
-fn log1p_unit(e: f32) -> f32 {
-  let t = e / (2.0 + e);
-  let t2 = t * t;
-  let s = 1.0 + t2 * (1.0 / 3.0 + t2 * (1.0 / 5.0 + t2 * (1.0 / 7.0 + t2 * (1.0 / 9.0 +
-          t2 * (1.0 / 11.0 + t2 * (1.0 / 13.0 + t2 * (1.0 / 15.0)))))));
-  return 2.0 * t * s;
-}
-
-fn softplus(v: f32) -> f32 {
-  if (v > 20.0) { return v; }
-  return max(v, 0.0) + log1p_unit(exp(-abs(v)));
-}
 
 // Flattened 1-D thread index of a (fold()ed) grid of 64-wide workgroups.
 fn flat(gid: vec3<u32>, nwg: vec3<u32>) -> u32 { return gid.x + gid.y * nwg.x * 64u; }

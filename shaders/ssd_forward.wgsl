@@ -70,22 +70,11 @@ struct Params {
 
 var<workgroup> sh: array<f32, WS>;
 
+// softplus (threshold 20, exact log1p) and sigmoid, shared with the other kernels:
+//#include "lib/activations.wgsl"
+
 fn has(f: u32) -> bool { return (p.flags & f) != 0u; }
 
-// log(1 + e) for 0 <= e <= 1 to f32 rounding (as selective_scan.wgsl): 2 atanh(e / (2 + e)).
-// SwiftShader's log(1 + e) loses the low bits for small e, so no plain log here.
-fn log1p_unit(e: f32) -> f32 {
-  let t = e / (2.0 + e);
-  let t2 = t * t;
-  let s = 1.0 + t2 * (1.0 / 3.0 + t2 * (1.0 / 5.0 + t2 * (1.0 / 7.0 + t2 * (1.0 / 9.0 +
-          t2 * (1.0 / 11.0 + t2 * (1.0 / 13.0 + t2 * (1.0 / 15.0)))))));
-  return 2.0 * t * s;
-}
-
-fn softplus(v: f32) -> f32 {
-  if (v > 20.0) { return v; }
-  return max(v, 0.0) + log1p_unit(exp(-abs(v)));
-}
 
 // dt of token row r, head h: bias, softplus, then clamp (flags, so dt_max = inf needs no inf).
 fn dt_of(r: u32, h: u32) -> f32 {

@@ -36,21 +36,11 @@ struct Params {
 @group(0) @binding(8) var<storage, read_write> y: array<f32>;    // [Bsz, *] view, H*P wide
 @group(0) @binding(9) var<storage, read_write> state: array<f32>; // [Bsz, H, P, N], in place
 
+// softplus (threshold 20, exact log1p) and sigmoid, shared with the other kernels:
+//#include "lib/activations.wgsl"
+
 fn has(f: u32) -> bool { return (p.flags & f) != 0u; }
 
-// log(1 + e) for 0 <= e <= 1 to f32 rounding (as selective_scan.wgsl): 2 atanh(e / (2 + e)).
-fn log1p_unit(e: f32) -> f32 {
-  let t = e / (2.0 + e);
-  let t2 = t * t;
-  let s = 1.0 + t2 * (1.0 / 3.0 + t2 * (1.0 / 5.0 + t2 * (1.0 / 7.0 + t2 * (1.0 / 9.0 +
-          t2 * (1.0 / 11.0 + t2 * (1.0 / 13.0 + t2 * (1.0 / 15.0)))))));
-  return 2.0 * t * s;
-}
-
-fn softplus(v: f32) -> f32 {
-  if (v > 20.0) { return v; }
-  return max(v, 0.0) + log1p_unit(exp(-abs(v)));
-}
 
 @compute @workgroup_size(64)
 fn ssd_step(@builtin(global_invocation_id) gid: vec3<u32>) {

@@ -1,12 +1,15 @@
-"""`mambaweb convert SRC DST`: HF folder <-> MBJS file, HF -> HF with a new dtype or sharding."""
+"""`mambaweb convert SRC DST`: HF (or mamba_ssm) folder <-> MBJS file, HF -> HF with a new dtype or
+sharding: convert_plan plans, tools/convert_host.py executes."""
 import json
 import sys
 from pathlib import Path
 
-HELP = """SRC is an HF model folder (config.json + model.safetensors or a sharded index) or an
-MBJS .bin file. DST ending in .bin is written as MBJS; anything else as an HF folder.
+HELP = """SRC is an HF model folder (config.json + model.safetensors or a sharded index; a
+mamba_ssm folder with pytorch_model.bin works too, read without torch) or an MBJS .bin file.
+DST ending in .bin is written as MBJS (Mamba-1 models only); anything else as an HF folder.
 MBJS stores no config: MBJS -> HF infers every dimension from the file; --config supplies
-what it cannot know (layer_norm_epsilon, token ids, use_bias)."""
+what it cannot know (layer_norm_epsilon, token ids, use_bias). The plan is the convert page's
+(py_engine/io/convert_plan.py): both write the same bytes."""
 
 
 def register(subparsers):

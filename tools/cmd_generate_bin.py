@@ -11,7 +11,10 @@ def register(subparsers):
         description="Random weights with state-spaces/mamba's initialisation. Presets: "
                     "nano ~1M, micro ~5M, small ~20M, base = mamba-130m's shape.")
     p.add_argument("--family", default="mamba1", choices=tuple(FAMILIES),
-                   help="layer kind of every layer (mamba2: transformers' Mamba2ForCausalLM)")
+                   help="mamba1, mamba2 (transformers' Mamba2ForCausalLM) or hybrid "
+                        "(NemotronHForCausalLM: Mamba-2, attention and MLP layers)")
+    p.add_argument("--pattern", help="hybrid: one letter per layer, M Mamba-2, * attention, "
+                                     "- MLP (default MM*M repeated to --n-layers)")
     p.add_argument("--size", default="nano", choices=tuple(PRESETS))
     p.add_argument("--d-model", type=int, help="hidden size D (overrides the preset)")
     p.add_argument("--n-layers", type=int, help="number of Mamba-1 layers")
@@ -37,7 +40,8 @@ def run(args):
 
     fmt = args.format or ("mbjs" if args.out.endswith(".bin") else "hf")
     try:
-        cfg = make_config(args.size, family=args.family, hidden_size=args.d_model,
+        cfg = make_config(args.size, family=args.family, pattern=args.pattern,
+                          hidden_size=args.d_model,
                           head_dim=args.head_dim, n_groups=args.n_groups,
                           num_hidden_layers=args.n_layers, state_size=args.d_state,
                           conv_kernel=args.d_conv, expand=args.expand,
@@ -62,7 +66,10 @@ def run(args):
         print(f"mambaweb generate-bin: {e}", file=sys.stderr)
         return 2
     shape = (f"heads {cfg.num_heads} x {cfg.head_dim}, groups {cfg.n_groups}"
-             if cfg.model_type == "mamba2" else f"dt_rank {cfg.time_step_rank}")
+             if cfg.model_type in ("mamba2", "nemotron_h") else f"dt_rank {cfg.time_step_rank}")
+    if cfg.model_type == "nemotron_h":
+        shape += ", layers " + "".join({"mamba2": "M", "attention": "*", "mlp": "-"}[k]
+                                       for k in cfg.layers)
     print(f"wrote {what}: {args.family}, {param_count(cfg):,} parameters, vocab "
           f"{cfg.vocab_size}, d_model {cfg.hidden_size}, {cfg.num_hidden_layers} layers, state "
           f"{cfg.state_size}, conv {cfg.conv_kernel}, inner {cfg.intermediate_size}, {shape}, "

@@ -60,7 +60,10 @@ def register(subparsers):
     p.add_argument("--out", required=True, help="output folder (HF model + training state)")
     p.add_argument("--resume", help="folder (or training_state.safetensors) to continue from")
     p.add_argument("--family", default="mamba1", choices=tuple(FAMILIES),
-                   help="architecture: Mamba-1, or Mamba-2 (transformers' Mamba2ForCausalLM)")
+                   help="architecture: mamba1, mamba2 (transformers' Mamba2ForCausalLM) or hybrid "
+                        "(NemotronH: Mamba-2 + attention + MLP layers)")
+    p.add_argument("--pattern", help="hybrid: one letter per layer, M Mamba-2, * attention, "
+                                     "- MLP (e.g. MM*M)")
     p.add_argument("--size", default="nano", choices=tuple(PRESETS))
     p.add_argument("--d-model", type=int, help="hidden size (overrides the preset)")
     p.add_argument("--n-layers", type=int, help="number of layers (overrides the preset)")
@@ -150,7 +153,8 @@ def run(args):
             if not rp.is_file():
                 raise ValueError(f"--resume {args.resume}: no {STATE_FILE} there")
             state, state_name = rp.read_bytes(), str(rp)
-        model = {"size": args.size, "family": args.family, "hidden_size": args.d_model,
+        model = {"size": args.size, "family": args.family, "pattern": args.pattern,
+                 "hidden_size": args.d_model,
                  "num_hidden_layers": args.n_layers, "state_size": args.d_state,
                  "expand": args.expand}
         train = {"lr": args.lr, "batch": args.batch, "seq_len": args.seq_len,

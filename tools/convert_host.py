@@ -1,32 +1,31 @@
-"""Host-side checkpoint conversion: HF folder <-> MBJS file, HF -> HF (dtype, shards).
+"""Host-side checkpoint conversion: a numpy EXECUTOR of py_engine.io.convert_plan's plans.
 
-Headers are parsed and written by the pure-stdlib py_engine.io modules (the same code the
-browser runs); numpy only moves the tensor bytes. Tensors stream one at a time, so peak
-memory is about one tensor, not the model.
+Every decision (which tensors, their order and names, dtypes, the MBJS conv tap flip, shard
+layout, config.json, refusals and their messages) is made by convert_plan, the same code the
+convert page runs in the tab; this module gives it the files (HostIO: ranged reads, CRC-32,
+max |x|) and writes what the plan says, op by op, streaming in chunks of at most CHUNK input
+bytes (whole rows for conv-tap flips), so peak memory is about one chunk, not the model.
 
 Dtype rounding is round-to-nearest-even, bit-identical to torch 2.13 (CPU) `.to(torch.float16)`
 and `.to(torch.bfloat16)`, NaN bit patterns included (tests/unit/test_convert.py checks ties,
-subnormals, overflow, inf, NaN payloads and 200k random bit patterns).
+subnormals, overflow, inf, NaN payloads and 200k random bit patterns), and to worker.mjs's
+executor (tests/e2e/test_convert_page.py).
 """
-import json
-import shutil
+import asyncio
+import base64
+import itertools
+import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-from py_engine.io import hf_names, mbjs
-from py_engine.io.hf_loader import RENAMES
-from py_engine.io.torch_bin import read_bin_file
-from py_engine.io.safetensors_format import (DTYPE_SIZES, build_header, build_index,
-                                             parse_index, read_header, safetensors_order)
-from py_engine.models.config import MambaConfig
+from py_engine.io import convert_plan, hf_names, mbjs
+from py_engine.io.safetensors_format import DTYPE_SIZES, build_header, safetensors_order
 
-# CLI dtype name -> safetensors dtype, and -> the name config.json's "dtype" uses.
-ST_DTYPE = {"f32": "F32", "f16": "F16", "bf16": "BF16"}
-TORCH_NAME = {"F32": "float32", "F16": "float16", "BF16": "bfloat16"}
-# Small files that travel with a model when converting HF -> HF.
-SIDE_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-              "vocab.json", "merges.txt", "generation_config.json", "README.md")
+ST_DTYPE = convert_plan.ST_DTYPE           # CLI dtype name -> safetensors dtype
+CHUNK = 16 << 20                           # input bytes per step, as worker.mjs's CV_CHUNK
+_IDS = itertools.count()
 
 
 # --- dtype conversion ------------------------------------------------------------
@@ -84,101 +83,203 @@ def from_f32(x, st_dtype):
     raise ValueError(f"cannot write {st_dtype}")
 
 
-# --- reading -----------------------------------------------------------------------
+# --- the planner's io, and running it ----------------------------------------------------
 
-class HFSource:
-    """An HF folder: config + where each tensor's bytes are. get(name) -> float32 array."""
+class HostIO:
+    """convert_plan's io over local files and in-memory tensors (write_hf / write_mbjs).
 
-    def __init__(self, folder):
-        self.folder = Path(folder)
-        cfg_path = self.folder / "config.json"
-        if not cfg_path.is_file():
-            raise ValueError(f"{self.folder}: no config.json (not an HF model folder)")
-        self.cfg = MambaConfig.from_hf_dict(json.loads(cfg_path.read_text()), str(cfg_path))
-        index = self.folder / "model.safetensors.index.json"
-        bin_index = self.folder / "pytorch_model.bin.index.json"
-        if index.is_file():
-            shard_of = parse_index(index.read_text(), str(index))
-            self.files = sorted(set(shard_of.values()))
-        elif (self.folder / "model.safetensors").is_file():
-            self.files = ["model.safetensors"]
-        elif bin_index.is_file():        # PyTorch shards, read without torch
-            index = bin_index
-            self.files = sorted(set(parse_index(index.read_text(), str(index)).values()))
-        elif (self.folder / "pytorch_model.bin").is_file():
-            self.files = ["pytorch_model.bin"]
-        else:
-            found = sorted(p.name for p in self.folder.glob("*.safetensors"))
-            if len(found) != 1:
-                raise ValueError(f"{self.folder}: expected model.safetensors, "
-                                 "model.safetensors.index.json or pytorch_model.bin, found "
-                                 f"{found or 'neither'}")
-            self.files = found
-        self.infos = {}
-        for fname in self.files:
-            path = self.folder / fname
-            if not path.is_file():
-                raise ValueError(f"{index}: shard {fname} is missing")
-            tensors = (read_bin_file(path) if fname.endswith(".bin")
-                       else read_header(path).tensors)
-            for t in tensors:
-                name = RENAMES.get(t.name, t.name)     # mamba_ssm's backbone.embedding
-                if fname.endswith(".bin") and t.dtype not in TORCH_NAME and name not in \
-                        hf_names.expected_tensors(self.cfg):
-                    continue                             # a torch state dict's int buffers
-                if name in self.infos:
-                    raise ValueError(f"{path}: tensor {name} also appears in "
-                                     f"{self.infos[name][0].name}")
-                self.infos[name] = (path, t)
-        where = str(self.folder / self.files[0]) if len(self.files) == 1 else str(index)
-        hf_names.check_tensors(self.cfg, {n: t.shape for n, (_, t) in self.infos.items()},
-                               where)
-        self.dtypes = sorted({t.dtype for _, t in self.infos.values()})
+    A tensor file is produced on first read and kept until another one is read: the plans
+    read each tensor whole, in order, so memory holds one tensor at a time."""
 
-    def raw(self, name):
-        path, t = self.infos[name]
-        with open(path, "rb") as f:
-            f.seek(t.start)
-            data = f.read(t.nbytes)
-        if len(data) != t.nbytes:
-            raise ValueError(f"{path}: tensor {name} truncated")
-        return data, t
+    def __init__(self):
+        self.paths, self.makers, self._last = {}, {}, (None, b"")
 
-    def get(self, name):
-        data, t = self.raw(name)
-        return to_f32(data, t.dtype).reshape(t.shape)
+    def add_file(self, path, shown):
+        fid = f"host{next(_IDS)}"         # never reused: convert_plan caches CRCs by id
+        self.paths[fid] = Path(path)
+        return {"id": fid, "path": shown, "size": Path(path).stat().st_size}
+
+    def add_tensor(self, name, make):
+        """make() -> float32 bytes of tensor `name`; returns its file id."""
+        fid = f"host{next(_IDS)}:{name}"
+        self.makers[fid] = make
+        return fid
+
+    def read_now(self, fid, start, end):
+        if fid in self.makers:
+            if self._last[0] != fid:
+                self._last = (fid, self.makers[fid]())
+            return self._last[1][start:end]
+        with open(self.paths[fid], "rb") as f:
+            f.seek(start)
+            return f.read(end - start)
+
+    async def read(self, fid, start, end):
+        return self.read_now(fid, start, end)
+
+    async def crc32(self, fid, start, end):
+        crc = 0
+        for a in range(start, end, CHUNK):
+            crc = zlib.crc32(self.read_now(fid, a, min(end, a + CHUNK)), crc)
+        return crc
+
+    async def max_abs(self, fid, ranges, dtype):
+        out = []
+        for a, b in ranges:
+            x = to_f32(self.read_now(fid, a, b), dtype)
+            out.append(float(np.max(np.abs(x))) if x.size else 0.0)   # NaN stays NaN: nonzero
+        return out
 
 
-class MbjsSource:
-    """An MBJS file: config inferred from its numel list, get(hf name) -> float32 array."""
-
-    def __init__(self, path, hints=None):
-        self.path = Path(path)
-        self.layout = mbjs.read_layout(self.path)
-        self.cfg = mbjs.infer_config(self.layout, hints)
-        self.plan = hf_names.mbjs_plan(self.cfg)
-        self.by_mbjs = {}
-        for idx, (mname, mshape, hname, hshape, how) in enumerate(self.plan):
-            self.by_mbjs[mname] = (idx, mshape, hname, hshape, how)
-
-    def mbjs_array(self, idx):
-        n = self.layout.numels[idx]
-        width = mbjs.DTYPE_BYTES[self.layout.dtype]
-        with open(self.path, "rb") as f:
-            f.seek(self.layout.offsets[idx])
-            data = f.read(n * width)
-        return to_f32(data, "F32" if self.layout.dtype == "f32" else "F16")
-
-    def hf_tensors(self):
-        """{hf name: float32 array} generator, HF-shaped; biases absent in HF yield too."""
-        for idx, (mname, mshape, hname, hshape, how) in enumerate(self.plan):
-            a = self.mbjs_array(idx).reshape(mshape)
-            if how == "flip":
-                a = a[:, ::-1].reshape(mshape[0], 1, mshape[1])
-            yield hname, hshape, how, np.ascontiguousarray(a)
+def sync(coro):
+    """Run a planner coroutine to its end. Host reads never wait, but torch_bin gathers its
+    reads (asyncio) and the caller's thread may own a running loop (Playwright's sync API),
+    so it runs on a thread of its own."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
-# --- writing -----------------------------------------------------------------------
+def folder_entries(io, folder):
+    """The files directly in `folder`, as the page would list a dropped folder."""
+    folder = Path(folder).resolve()
+    parts = folder.parts
+    cache = [i for i, p in enumerate(parts) if p.startswith("models--")]  # HF cache snapshot
+    shown = "/".join(parts[cache[-1]:]) if cache else folder.name.lstrip(".") or "model"
+    return [io.add_file(p, f"{shown}/{p.name}") for p in sorted(folder.iterdir()) if p.is_file()]
+
+
+# --- the executor --------------------------------------------------------------------
+
+def op_chunks(op, io):
+    """The bytes one plan op writes, in pieces of at most CHUNK input bytes."""
+    kind = op["op"]
+    if kind == "bytes":
+        yield base64.b64decode(op["b64"])
+    elif kind == "copy":
+        for a in range(op["start"], op["end"], CHUNK):
+            yield io.read_now(op["src"], a, min(op["end"], a + CHUNK))
+    elif kind in ("cast", "flip"):
+        width = DTYPE_SIZES[op["from"]]
+        row = op["cols"] * width if kind == "flip" else width
+        step = max(row, CHUNK // row * row)
+        for a in range(op["start"], op["end"], step):
+            x = to_f32(io.read_now(op["src"], a, min(op["end"], a + step)), op["from"])
+            if kind == "flip":
+                x = np.ascontiguousarray(x.reshape(-1, op["cols"])[:, ::-1])
+            yield from_f32(x, op["to"])
+    elif kind == "zeros":
+        for left in range(op["n"], 0, -CHUNK):
+            yield bytes(min(left, CHUNK))
+    else:
+        raise ValueError(f"convert: unknown plan op {kind}")
+
+
+def execute(plan, io, dst, single_file=False):
+    """Write a plan's outputs: into folder `dst`, or (single_file) as the file `dst`."""
+    dst = Path(dst)
+    (dst.parent if single_file else dst).mkdir(parents=True, exist_ok=True)
+    if not single_file:
+        for stale in list(dst.glob("model*.safetensors")) + [dst / "model.safetensors.index.json"]:
+            if stale.exists():
+                stale.unlink()
+    for out in plan["outputs"]:
+        path = dst if single_file else dst / out["name"]
+        crc, size = 0, 0
+        with open(path, "wb") as f:
+            for op in out["ops"]:
+                pieces = ([mbjs.build_trailer(crc)] if op["op"] == "crc_trailer"
+                          else op_chunks(op, io))
+                for data in pieces:
+                    f.write(data)
+                    crc, size = zlib.crc32(data, crc), size + len(data)
+        if size != out["size"]:
+            raise ValueError(f"{path}: wrote {size} bytes, the plan says {out['size']}")
+    return [o["name"] for o in plan["outputs"]]
+
+
+# --- the conversions -------------------------------------------------------------------
+
+def is_mbjs(path):
+    path = Path(path)
+    if not path.is_file():
+        return False
+    with open(path, "rb") as f:
+        return f.read(4) == mbjs.MAGIC_BYTES
+
+
+def convert(src, dst, dtype=None, shards=None, max_shard_bytes=None, drop_untied_head=False,
+            mbjs_version=None, hints=None, log=print):
+    """SRC (HF or mamba_ssm folder, or MBJS file) -> DST (HF folder, or MBJS file when it ends
+    in .bin), as convert_plan plans it. Returns the config written."""
+    src, dst = Path(src), Path(dst)
+    io = HostIO()
+    if src.is_file():
+        entries = [io.add_file(src, src.name)]
+    elif src.is_dir():
+        entries = folder_entries(io, src)
+    else:
+        raise ValueError(f"{src}: neither an HF model folder nor an MBJS file")
+    target = "mbjs" if dst.suffix == ".bin" else "hf"
+    if target == "hf" and src.is_dir() and dst.resolve() == src.resolve():
+        raise ValueError(f"{dst}: destination is the source folder")
+    source = sync(convert_plan.inspect(entries, io, hints))
+    options = {"drop_untied_head": drop_untied_head, "mbjs_version": mbjs_version,
+               "shards": shards, "max_shard_bytes": max_shard_bytes}
+    plan = sync(convert_plan.plan(source, target, dtype, options, io))
+    files = execute(plan, io, dst, single_file=target == "mbjs")
+    log(f"converted {src}: {plan['summary']}")
+    for n in plan["notes"] + [f"wrote {dst}" + ("" if target == "mbjs" else
+                                                  ": " + ", ".join(files))]:
+        log("  " + n)
+    return source.cfg
+
+
+def _tensor_source(io, cfg, get, names):
+    """convert_plan's view of in-memory tensors: get(name) -> float32 array, read lazily."""
+    want = hf_names.expected_tensors(cfg)
+
+    def maker(name):
+        def make():
+            a = np.asarray(get(name), np.float32)
+            if tuple(a.shape) != want[name]:
+                raise ValueError(f"tensor {name}: shape {list(a.shape)} != {list(want[name])}")
+            return from_f32(a, "F32")
+        return make
+    return convert_plan.tensor_source(
+        cfg, {n: (io.add_tensor(n, maker(n)), want[n]) for n in names})
+
+
+def write_hf(dst, cfg, tensors, st_dtype="F32", shards=None, max_shard_bytes=None):
+    """Write config.json + safetensors (single file, or shards + index).
+
+    tensors: {hf name: float32 array or zero-arg callable returning one}, covering exactly
+    hf_names.expected_tensors(cfg). Returns the list of files written.
+    """
+    want = hf_names.expected_tensors(cfg)
+    missing, extra = sorted(set(want) - set(tensors)), sorted(set(tensors) - set(want))
+    if missing or extra:
+        raise ValueError(f"{dst}: tensors to write do not match the config: missing "
+                         f"{missing}, unexpected {extra}")
+    io = HostIO()
+    get = lambda n: tensors[n]() if callable(tensors[n]) else tensors[n]    # noqa: E731
+    source = _tensor_source(io, cfg, get, want)
+    dtype = {v: k for k, v in ST_DTYPE.items()}[st_dtype]
+    plan = sync(convert_plan.plan(source, "hf", dtype, {"shards": shards,
+                                                        "max_shard_bytes": max_shard_bytes}))
+    return execute(plan, io, dst)
+
+
+def write_mbjs(dst, cfg, get, dtype="f32", version=None):
+    """Write an MBJS file from HF-named float32 tensors, get(hf name) -> array (an untied
+    head is left out: MBJS ties it). Returns the file size."""
+    io = HostIO()
+    names = [h for _, _, h, hs, _ in hf_names.mbjs_plan(cfg) if hs is not None]
+    source = _tensor_source(io, cfg, get, names)
+    plan = sync(convert_plan.plan(source, "mbjs", dtype, {"mbjs_version": version,
+                                                          "drop_untied_head": True}))
+    execute(plan, io, dst, single_file=True)
+    return plan["total"]
+
 
 def write_safetensors(path, items, metadata=None):
     """items: [(name, st_dtype, shape, producer)] where producer() -> raw bytes."""
@@ -196,263 +297,26 @@ def write_safetensors(path, items, metadata=None):
     return sum(i.nbytes for i in infos)
 
 
-def plan_shards(sizes, shards=None, max_shard_bytes=None):
-    """Split an ordered [(name, nbytes)] into contiguous shards: a fixed count, or a size cap."""
-    total = sum(b for _, b in sizes)
-    if shards:
-        target = total / shards
-        out, cur, acc = [], [], 0
-        for name, b in sizes:
-            if cur and acc + b / 2 > target * (len(out) + 1) and len(out) < shards - 1:
-                out.append(cur)
-                cur = []
-            cur.append(name)
-            acc += b
-        out.append(cur)
-        if len(out) != shards:
-            raise ValueError(f"cannot split {len(sizes)} tensors into {shards} shards")
-        return out
-    out, cur, acc = [], [], 0
-    for name, b in sizes:
-        if cur and acc + b > max_shard_bytes:
-            out.append(cur)
-            cur, acc = [], 0
-        cur.append(name)
-        acc += b
-    out.append(cur)
-    return out
+class MbjsSource:
+    """An MBJS file as convert_plan reads it: .layout, .cfg, .plan (hf_names.mbjs_plan);
+    hf_tensors() yields every tensor in HF's layout."""
 
+    def __init__(self, path, hints=None):
+        self.path = Path(path)
+        self._io = HostIO()
+        src = sync(convert_plan.inspect([self._io.add_file(self.path, self.path.name)],
+                                        self._io, hints))
+        if src.kind != "mbjs":
+            raise ValueError(f"{path}: not an MBJS file")
+        self._src, self.layout, self.cfg, self.plan = src, src.layout, src.cfg, src.plan
 
-def write_hf(dst, cfg, tensors, st_dtype="F32", shards=None, max_shard_bytes=None):
-    """Write config.json + safetensors (single file, or shards + index).
-
-    tensors: {hf name: float32 array or zero-arg callable returning one}, covering exactly
-    hf_names.expected_tensors(cfg). Returns the list of files written.
-    """
-    dst = Path(dst)
-    dst.mkdir(parents=True, exist_ok=True)
-    want = hf_names.expected_tensors(cfg)
-    missing, extra = sorted(set(want) - set(tensors)), sorted(set(tensors) - set(want))
-    if missing or extra:
-        raise ValueError(f"{dst}: tensors to write do not match the config: missing "
-                         f"{missing}, unexpected {extra}")
-    itemsize = DTYPE_SIZES[st_dtype]
-
-    def producer(name):
-        def make():
-            v = tensors[name]
-            a = v() if callable(v) else v
-            if tuple(a.shape) != want[name]:
-                raise ValueError(f"tensor {name}: shape {list(a.shape)} != {list(want[name])}")
-            return from_f32(a, st_dtype)
-        return make
-
-    sizes = [(n, _numel(s) * itemsize) for n, s in want.items()]
-    groups = ([list(want)] if not shards and not max_shard_bytes
-              else plan_shards(sizes, shards, max_shard_bytes))
-    for stale in list(dst.glob("model*.safetensors")) + [dst / "model.safetensors.index.json"]:
-        if stale.exists():
-            stale.unlink()
-    written = []
-    if len(groups) == 1 and not shards:
-        write_safetensors(dst / "model.safetensors",
-                          [(n, st_dtype, want[n], producer(n)) for n in groups[0]])
-        written.append("model.safetensors")
-    else:
-        weight_map = {}
-        for k, group in enumerate(groups, 1):
-            fname = f"model-{k:05d}-of-{len(groups):05d}.safetensors"
-            write_safetensors(dst / fname,
-                              [(n, st_dtype, want[n], producer(n)) for n in group])
-            weight_map.update({n: fname for n in group})
-            written.append(fname)
-        total = sum(b for _, b in sizes)
-        (dst / "model.safetensors.index.json").write_text(build_index(weight_map, total))
-        written.append("model.safetensors.index.json")
-    conf = cfg.to_hf_dict()
-    conf.pop("torch_dtype", None)
-    conf["dtype"] = TORCH_NAME[st_dtype]
-    (dst / "config.json").write_text(json.dumps(conf, indent=2, sort_keys=True) + "\n")
-    written.append("config.json")
-    return written
-
-
-def write_mbjs(dst, cfg, get, dtype="f32", version=None):
-    """Write an MBJS file from HF-named float32 tensors: get(hf name) -> array.
-
-    Absent HF biases become zeros; conv taps are reversed into MBJS's order; a CRC trailer
-    is appended, as npm's exportWeights does. Returns the file size.
-    """
-    version = version or (3 if dtype == "f16" else 2)
-    if mbjs.VERSION_DTYPE[version] != dtype:
-        raise ValueError(f"MBJS v{version} stores {mbjs.VERSION_DTYPE[version]}, not {dtype}")
-    plan = hf_names.mbjs_plan(cfg)
-    numels = [_numel(mshape) for _, mshape, _, _, _ in plan]
-    head = mbjs.build_header(numels, cfg.layers, version)
-    crc = mbjs.crc32(head)
-    size = len(head)
-    with open(dst, "wb") as f:
-        f.write(head)
-        for mname, mshape, hname, hshape, how in plan:
-            if hshape is None:
-                a = np.zeros(mshape, np.float32)
-            else:
-                a = np.asarray(get(hname), np.float32)
-                if how == "flip":
-                    a = a.reshape(mshape)[:, ::-1]
-            data = from_f32(np.ascontiguousarray(a).reshape(mshape),
-                            "F32" if dtype == "f32" else "F16")
-            f.write(data)
-            crc = mbjs.crc32(data, crc)
-            size += len(data)
-        f.write(mbjs.build_trailer(crc))
-    return size + mbjs.TRAILER_BYTES
-
-
-def _numel(shape):
-    n = 1
-    for s in shape:
-        n *= s
-    return n
-
-
-# --- the conversions -------------------------------------------------------------------
-
-def is_mbjs(path):
-    path = Path(path)
-    if not path.is_file():
-        return False
-    with open(path, "rb") as f:
-        return f.read(4) == mbjs.MAGIC_BYTES
-
-
-def convert(src, dst, dtype=None, shards=None, max_shard_bytes=None, drop_untied_head=False,
-            mbjs_version=None, hints=None, log=print):
-    """SRC (HF folder or MBJS file) -> DST (HF folder, or MBJS file when it ends in .bin)."""
-    src, dst = Path(src), Path(dst)
-    dst_mbjs = dst.suffix == ".bin"
-    if is_mbjs(src):
-        if dst_mbjs:
-            raise ValueError("MBJS -> MBJS is not a conversion; copy the file")
-        return _mbjs_to_hf(src, dst, dtype, shards, max_shard_bytes, hints, log)
-    if not src.is_dir():
-        raise ValueError(f"{src}: neither an HF model folder nor an MBJS file")
-    source = HFSource(src)
-    if dst_mbjs:
-        if shards or max_shard_bytes:
-            raise ValueError("MBJS is a single file; --shards/--max-shard-size apply to HF output")
-        return _hf_to_mbjs(source, dst, dtype or "f32", drop_untied_head, mbjs_version, log)
-    return _hf_to_hf(source, dst, dtype, shards, max_shard_bytes, log)
-
-
-def _describe(cfg):
-    return (f"{cfg.model_type}, {cfg.num_hidden_layers} layers, d_model {cfg.hidden_size}, "
-            f"vocab {cfg.vocab_size}, state {cfg.state_size}, "
-            f"{'tied' if cfg.tie_word_embeddings else 'untied'} head")
-
-
-def _hf_to_mbjs(source, dst, dtype, drop_untied_head, version, log):
-    cfg = source.cfg
-    if cfg.is_falcon:
-        raise ValueError(
-            f"{source.folder}: Falcon-Mamba applies a weightless RMSNorm to B, C and dt "
-            f"(mixer_rms_eps {cfg.mixer_rms_eps}); MBJS has no way to say so and MBJS engines "
-            "would silently compute a different model. Keep it in HF format.")
-    if dtype == "bf16":
-        raise ValueError("MBJS stores f32 (v1/v2) or f16 (v3) data, not bf16")
-    notes = []
-    if not cfg.tie_word_embeddings:
-        if not drop_untied_head:
-            raise ValueError(
-                f"{source.folder}: the LM head is untied (lm_head.weight differs from the "
-                "embedding), but MBJS always ties it to the embedding. Pass "
-                "--drop-untied-head to write it anyway, losing lm_head.weight: the MBJS model "
-                "will predict with the embedding matrix instead.")
-        notes.append("dropped the untied lm_head.weight (MBJS ties the head to the embedding)")
-    if abs(cfg.layer_norm_epsilon - 1e-5) > 1e-12:
-        notes.append(f"layer_norm_epsilon {cfg.layer_norm_epsilon} is not stored in MBJS")
-    size = write_mbjs(dst, cfg, source.get, dtype, version)
-    absent = sorted({h.split(".mixer.")[-1] for _, _, h, hs, _ in hf_names.mbjs_plan(cfg)
-                     if hs is None})
-    if absent:
-        notes.append("wrote zeros for " + ", ".join(absent) + " (absent in HF, present in MBJS)")
-    notes.append("reversed conv1d taps into MBJS order")
-    version = version or (3 if dtype == "f16" else 2)
-    log(f"converted HF {source.folder} ({_describe(cfg)}, {'/'.join(source.dtypes)}) -> "
-        f"MBJS v{version} {dtype} {dst} ({size} bytes, CRC trailer)")
-    for n in notes:
-        log("  " + n)
-    return cfg
-
-
-def _mbjs_to_hf(src, dst, dtype, shards, max_shard_bytes, hints, log):
-    source = MbjsSource(src, hints)
-    cfg = source.cfg
-    tensors, notes = {}, []
-    bias_nonzero = {}
-    for hname, hshape, how, a in source.hf_tensors():
-        if how == "bias" and hshape is None:
-            nz = float(np.max(np.abs(a))) if a.size else 0.0
-            kind = hname.split(".mixer.")[-1]
-            if nz:
-                bias_nonzero.setdefault(kind, (hname, nz))
-        tensors[hname] = a
-    if "x_proj.bias" in bias_nonzero:
-        name, nz = bias_nonzero["x_proj.bias"]
-        raise ValueError(f"{src}: {name} is nonzero (max |b| {nz:g}); HF Mamba's x_proj has "
-                         "no bias, so this model cannot be written without changing its outputs")
-    if "conv1d.bias" in bias_nonzero:
-        name, nz = bias_nonzero["conv1d.bias"]
-        raise ValueError(f"{src}: {name} is nonzero (max |b| {nz:g}) but use_conv_bias=false "
-                         "was asked for")
-    if ("in_proj.bias" in bias_nonzero or "out_proj.bias" in bias_nonzero) and not cfg.use_bias:
-        cfg.use_bias = True
-        notes.append("in_proj/out_proj biases are nonzero: set use_bias=true")
-    want = hf_names.expected_tensors(cfg)
-    dropped = sorted({n.split(".mixer.")[-1] for n in tensors if n not in want})
-    tensors = {n: a for n, a in tensors.items() if n in want}
-    for n in want:
-        if n not in tensors:       # use_bias/use_conv_bias forced on by a hint: zeros
-            tensors[n] = np.zeros(want[n], np.float32)
-    st = ST_DTYPE[dtype] if dtype else ("F16" if source.layout.dtype == "f16" else "F32")
-    files = write_hf(dst, cfg, tensors, st, shards, max_shard_bytes)
-    if dropped:
-        notes.append("dropped all-zero " + ", ".join(dropped) + " (HF config has no such bias)")
-    notes.append("reversed conv taps into PyTorch conv1d order; head tied to the embedding")
-    notes.append(f"layer_norm_epsilon {cfg.layer_norm_epsilon} (MBJS does not store it; "
-                 "npm's engine uses 1e-6, give --layer-norm-epsilon to match)")
-    log(f"converted MBJS v{source.layout.version} {source.layout.dtype} {src} -> HF {dst} "
-        f"({_describe(cfg)}, {TORCH_NAME[st]}): {', '.join(files)}")
-    for n in notes:
-        log("  " + n)
-    return cfg
-
-
-def _hf_to_hf(source, dst, dtype, shards, max_shard_bytes, log):
-    if dst.resolve() == source.folder.resolve():
-        raise ValueError(f"{dst}: destination is the source folder")
-    cfg = source.cfg
-    if dtype:
-        st = ST_DTYPE[dtype]
-    elif len(source.dtypes) == 1:
-        st = source.dtypes[0]
-    else:
-        raise ValueError(f"{source.folder}: mixed dtypes {source.dtypes}; give --dtype")
-    if st not in TORCH_NAME:
-        raise ValueError(f"{source.folder}: cannot write {st}; give --dtype f32|f16|bf16")
-    names = hf_names.expected_tensors(cfg)
-    tensors = {n: (lambda n=n: source.get(n)) for n in names}
-    files = write_hf(dst, cfg, tensors, st, shards, max_shard_bytes)
-    copied = []
-    for side in SIDE_FILES:
-        if (source.folder / side).is_file():
-            shutil.copyfile(source.folder / side, dst / side)
-            copied.append(side)
-    log(f"converted HF {source.folder} ({_describe(cfg)}, {'/'.join(source.dtypes)}, "
-        f"{len(source.files)} file(s)) -> HF {dst} ({TORCH_NAME[st]}): {', '.join(files)}")
-    if copied:
-        log("  copied " + ", ".join(copied))
-    return cfg
+    def hf_tensors(self):
+        """(hf name, hf shape or None, transform, float32 array) per MBJS parameter; biases
+        HF lacks (hf shape None) come too, MBJS-shaped."""
+        for (mname, mshape, hname, hshape, how), op in convert_plan.mbjs_tensor_ops(self._src,
+                                                                                    "F32"):
+            a = to_f32(b"".join(op_chunks(op, self._io)), "F32")
+            yield hname, hshape, how, a.reshape(hshape or mshape)
 
 
 def parse_size(text):

@@ -26,9 +26,9 @@ ITEM = {"F32": 4, "F16": 2, "BF16": 2}
 WIDEN = {"F16": "f16_to_f32_forward", "BF16": "bf16_to_f32_forward"}
 
 
-# Names other layouts use for a model-level tensor: mamba_ssm's `MambaLMHeadModel` (and
-# transformers' own load_hook) say `embedding`, transformers says `embeddings`.
-RENAMES = {"backbone.embedding.weight": "backbone.embeddings.weight"}
+# Names other layouts use (mamba_ssm's `backbone.embedding`, `model.`-prefixed state dicts):
+# py_engine/io/layouts.py maps them onto the engine's names.
+from py_engine.io.layouts import internal_name  # noqa: E402
 
 
 async def _weight_files(source):
@@ -57,14 +57,14 @@ async def _file_tensors(source, f, kind):
 
 async def read_headers(source):
     """{tensor name: (file, TensorInfo)} over all shards, headers only. `source` is a byte
-    source or (as before) a base URL. Names of other layouts are mapped (RENAMES)."""
+    source or (as before) a base URL. Names of other layouts are mapped (layouts.internal_name)."""
     import dataclasses
     source = _as_source(source)
     out = {}
     for f, kind in await _weight_files(source):
         for t in await _file_tensors(source, f, kind):
-            if t.name in RENAMES:
-                t = dataclasses.replace(t, name=RENAMES[t.name])
+            if internal_name(t.name) != t.name:
+                t = dataclasses.replace(t, name=internal_name(t.name))
             if t.name in out:
                 raise ValueError(f"{f}: tensor {t.name!r} is also in {out[t.name][0]}")
             if t.dtype not in ITEM and kind == "bin" and t.dtype[0] in "IUB":

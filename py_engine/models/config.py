@@ -23,12 +23,19 @@ SUPPORTED_MODEL_TYPES = {
     "mamba": "MambaForCausalLM",
     "falcon_mamba": "FalconMambaForCausalLM",
     "mamba2": "Mamba2ForCausalLM",
+    "nemotron_h": "NemotronHForCausalLM",
 }
 # The layer kind every layer of a model_type has (a config may carry an explicit schedule).
 DEFAULT_KIND = {"mamba": "mamba1", "falcon_mamba": "mamba1", "mamba2": "mamba2"}
 # Layer kinds the schedule may name. The registry (py_engine/nn/registry.py) says which have an
 # implementation; the rest are reserved so a schedule can be written down before the mixer exists.
-LAYER_TYPES = ("mamba1", "mamba2", "mamba3", "attention")
+LAYER_TYPES = ("mamba1", "mamba2", "mamba3", "attention", "mlp")
+# NemotronH's names for its block types (layers_block_type, older and newer spellings, and the
+# hybrid_override_pattern characters) -> our layer kinds.
+NEMOTRON_KINDS = {"mamba": "mamba2", "linear_attention": "mamba2", "M": "mamba2",
+                  "attention": "attention", "full_attention": "attention", "*": "attention",
+                  "mlp": "mlp", "-": "mlp"}
+NEMOTRON_NAMES = {"mamba2": "mamba", "attention": "attention", "mlp": "mlp"}
 # transformers' defaults where a model_type's config class differs from MambaConfig's.
 _TYPE_DEFAULTS = {
     "mamba2": {"vocab_size": 32768, "hidden_size": 4096, "num_hidden_layers": 64,
@@ -72,6 +79,13 @@ class MambaConfig:
     n_groups: int = 1                 # mamba2: G (B/C groups; the gated norm's groups)
     chunk_size: int = 256             # mamba2: SSD chunk length
     time_step_limit: tuple = (0.0, float("inf"))   # mamba2: dt clamp after softplus
+    attention_heads: int = 0          # attention: query heads H
+    attention_kv_heads: int = 0       # attention: key/value heads (GQA)
+    attention_head_dim: int = 0       # attention: Dh
+    max_position_embeddings: int = 4096   # attention: default KV-cache length
+    mlp_intermediate_size: int = 0    # mlp: F
+    mlp_hidden_act: str = "relu2"     # mlp: relu2 (NemotronH)
+    mlp_bias: bool = False
     layers: list = field(default_factory=list)   # schedule, e.g. ["mamba1"] * n_layers
     extra: dict = field(default_factory=dict)    # unmodelled config.json keys, kept verbatim
 
@@ -80,7 +94,7 @@ class MambaConfig:
             self.time_step_rank = math.ceil(self.hidden_size / 16)
         if not self.layers:
             self.layers = [DEFAULT_KIND.get(self.model_type, "mamba1")] * self.num_hidden_layers
-        if self.model_type == "mamba2" and not self.num_heads:
+        if self.model_type in ("mamba2", "nemotron_h") and not self.num_heads:
             self.num_heads = int(self.expand * self.hidden_size) // max(int(self.head_dim), 1)
         self.time_step_limit = tuple(_json_float(v) for v in self.time_step_limit)
         self.validate()
@@ -91,7 +105,7 @@ class MambaConfig:
         return self.hidden_size
 
     @property
-    def intermediate_size(self):      # I
+    def intermediate_size(self):      # I of Mamba-1/2 mixers (not an MLP's: mlp_intermediate_size)
         return int(self.expand * self.hidden_size)
 
     @property
@@ -146,6 +160,8 @@ class MambaConfig:
             raise ValueError(_unsupported(source, "model_type", None))
         if model_type not in SUPPORTED_MODEL_TYPES:
             raise ValueError(_unsupported(source, "model_type", model_type))
+        if model_type == "nemotron_h":
+            return cls._from_nemotron_h(d, source)
         want = SUPPORTED_MODEL_TYPES[model_type]
         for arch in archs:
             if arch != want:
@@ -173,6 +189,8 @@ class MambaConfig:
         """A config.json dict that transformers' from_pretrained accepts. json_safe: write a
         non-finite float as transformers 5.x does, {"__float__": "Infinity"} (plain JSON, which
         JS can parse too); False keeps Python floats (to build a transformers config object)."""
+        if self.model_type == "nemotron_h":
+            return self._to_nemotron_h_dict(json_safe)
         d = dict(self.extra)
         d.update({
             "architectures": [self.architecture],
@@ -215,6 +233,86 @@ class MambaConfig:
         default = DEFAULT_KIND.get(self.model_type, "mamba1")
         if any(kind != default for kind in self.layers):
             d["layers"] = list(self.layers)
+        return d
+
+    # --- NemotronH (transformers' NemotronHConfig) ------------------------------
+    # config.json key -> (our field, transformers' default); older mamba_* spellings too.
+    _NEMOTRON_KEYS = {
+        "vocab_size": ("vocab_size", 131072), "hidden_size": ("hidden_size", 4096),
+        "tie_word_embeddings": ("tie_word_embeddings", False),
+        "num_attention_heads": ("attention_heads", 32),
+        "num_key_value_heads": ("attention_kv_heads", 8), "head_dim": ("attention_head_dim", 128),
+        "max_position_embeddings": ("max_position_embeddings", 4096),
+        "intermediate_size": ("mlp_intermediate_size", 21504),
+        "mlp_hidden_act": ("mlp_hidden_act", "relu2"), "mlp_bias": ("mlp_bias", False),
+        "ssm_state_size": ("state_size", 128), "mamba_num_heads": ("num_heads", 128),
+        "mamba_head_dim": ("head_dim", 64), "n_groups": ("n_groups", 8),
+        "conv_kernel": ("conv_kernel", 4), "expand": ("expand", 2),
+        "time_step_min": ("time_step_min", 0.001), "time_step_max": ("time_step_max", 0.1),
+        "time_step_limit": ("time_step_limit", (0.0, float("inf"))),
+        "time_step_floor": ("time_step_floor", 1e-4), "use_conv_bias": ("use_conv_bias", True),
+        "chunk_size": ("chunk_size", 128), "use_bias": ("use_bias", False),
+        "initializer_range": ("initializer_range", 0.02),
+        "layer_norm_epsilon": ("layer_norm_epsilon", 1e-5),
+        "residual_in_fp32": ("residual_in_fp32", False),
+        "rescale_prenorm_residual": ("rescale_prenorm_residual", True),
+        "mamba_hidden_act": ("hidden_act", "silu"),
+    }
+    _NEMOTRON_OLD = {"mamba_n_groups": "n_groups", "mamba_d_conv": "conv_kernel",
+                     "mamba_expand": "expand", "mamba_dt_min": "time_step_min",
+                     "mamba_dt_max": "time_step_max", "mamba_dt_limit": "time_step_limit",
+                     "mamba_dt_init_floor": "time_step_floor", "mamba_conv_bias": "use_conv_bias",
+                     "mamba_chunk_size": "chunk_size"}
+
+    @classmethod
+    def _from_nemotron_h(cls, d, source):
+        """transformers' NemotronHConfig dict -> a schedule of mamba2 / attention / mlp layers.
+        Its Mamba-2 mixers are H = mamba_num_heads heads of mamba_head_dim (expand unused)."""
+        d = dict(d)
+        for old, new in cls._NEMOTRON_OLD.items():
+            if old in d:
+                d.setdefault(next(k for k, (f, _) in cls._NEMOTRON_KEYS.items() if f == new),
+                             d.pop(old))
+        kinds = d.get("layers_block_type") or d.get("layer_types")
+        pattern = d.get("hybrid_override_pattern")
+        if not kinds and pattern:
+            kinds = list(pattern)
+        if not kinds:
+            raise ValueError(f"{source}: NemotronH config has neither layers_block_type nor "
+                             "hybrid_override_pattern")
+        layers = []
+        for i, k in enumerate(kinds):
+            if k in ("moe", "E"):
+                raise ValueError(f"{source}: layer {i} is a mixture-of-experts block ('{k}'); "
+                                 "MoE layers are not supported yet")
+            if k not in NEMOTRON_KINDS:
+                raise ValueError(f"{source}: layer {i} block type {k!r} is unknown; known: "
+                                 + ", ".join(sorted(NEMOTRON_KINDS)))
+            layers.append(NEMOTRON_KINDS[k])
+        kwargs = {f: d.get(key, default) for key, (f, default) in cls._NEMOTRON_KEYS.items()}
+        kwargs.update(model_type="nemotron_h", num_hidden_layers=len(layers), layers=layers)
+        used = set(cls._NEMOTRON_KEYS) | {"layers_block_type", "layer_types",
+                                          "hybrid_override_pattern", "num_hidden_layers"}
+        kwargs["extra"] = {k: v for k, v in d.items() if k not in used
+                           and k not in _DERIVED_OR_OURS}
+        try:
+            return cls(**kwargs)
+        except (TypeError, ValueError) as e:
+            if str(e).startswith(source):
+                raise
+            raise ValueError(f"{source}: {e}") from None
+
+    def _to_nemotron_h_dict(self, json_safe):
+        d = dict(self.extra)
+        d.update({"architectures": [self.architecture], "model_type": "nemotron_h",
+                  "num_hidden_layers": self.num_hidden_layers,
+                  "layers_block_type": [NEMOTRON_NAMES[k] for k in self.layers]})
+        for key, (f, _) in self._NEMOTRON_KEYS.items():
+            v = getattr(self, f)
+            if f == "time_step_limit":
+                v = [x if math.isfinite(x) or not json_safe
+                     else {"__float__": "Infinity" if x > 0 else "-Infinity"} for x in v]
+            d[key] = v
         return d
 
     # --- mamba_ssm's config.json (MambaLMHeadModel) ---------------------------

@@ -40,7 +40,7 @@ class Generator:
         self.device = model.device
         self.cfg = sampling_cfg or SamplingConfig()
         self.max_tokens = max_tokens
-        self.state = state or model.new_state()
+        self.state = state or model.new_state(max_tokens=max_tokens)
         self.token = Tensor(self.device, (1,), "u32")
         self.history = Tensor(self.device, (max_tokens,), "u32")
         self.ctl = sampling.make_control(self.device, 1)
@@ -97,6 +97,10 @@ class Generator:
 
     async def decode_one(self, prev_token):
         """Feed `prev_token` and sample the next one."""
+        cap = self.state.capacity
+        if cap is not None and self.state.tokens_seen >= cap:
+            raise ValueError(f"this conversation filled the attention KV cache ({cap} tokens): "
+                             "start a new one, or allow more tokens when generating")
         if self._recording is None:
             self._record_step()
         # Usually the sampler already left it there; writing it makes any token (a restored

@@ -29,11 +29,17 @@ class ModelState:
     MAGIC = b"MWST"        # version 1: Mamba-1 only, no header
     MAGIC_V2 = b"MWS2"
 
-    def __init__(self, device, cfg, Bsz=1):
+    def __init__(self, device, cfg, Bsz=1, max_tokens=None):
         self.device, self.cfg, self.Bsz = device, cfg, Bsz
-        self.layers = [registry.get(kind).State(device, cfg, Bsz) for kind in cfg.layers]
-        # tokens seen per sequence, on the GPU: advanced inside the (replayed) step graph
+        self.layers = [registry.get(kind).State(device, cfg, Bsz, max_tokens)
+                       for kind in cfg.layers]
+        # tokens seen per sequence, on the GPU: advanced inside the (replayed) step graph;
+        # layers that need per-token positions (attention's KV slot) read it
         self.pos = position.new_positions(device, Bsz)
+        for layer in self.layers:
+            layer.pos = self.pos
+        caps = [layer.capacity for layer in self.layers if getattr(layer, "capacity", None)]
+        self.capacity = min(caps) if caps else None   # tokens the state can hold (None: any)
         self.tokens_seen = 0
         self.reset()
 
@@ -145,8 +151,10 @@ class MambaModel:
         self.mixers = [registry.get(kind).Mixer(cfg, weights, f"backbone.layers.{i}.mixer.")
                        for i, kind in enumerate(cfg.layers)]
 
-    def new_state(self, Bsz=1):
-        return ModelState(self.device, self.cfg, Bsz)
+    def new_state(self, Bsz=1, max_tokens=None):
+        """A zero decode state; max_tokens sizes attention layers' KV caches (default the
+        config's max_position_embeddings)."""
+        return ModelState(self.device, self.cfg, Bsz, max_tokens)
 
     def release(self):
         for t in self.weights.values():

@@ -124,7 +124,7 @@ class Mamba1Mixer:
 class LayerState:
     """conv [Bsz, I, K] and ssm [Bsz, I, N] of one Mamba-1 layer, owned GPU tensors."""
 
-    def __init__(self, device, cfg, Bsz=1):
+    def __init__(self, device, cfg, Bsz=1, max_tokens=None):
         s = spec(cfg)
         I, K, N = s.I, s.K, s.N
         self.conv = Tensor(device, (Bsz, I, K))

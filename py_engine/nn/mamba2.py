@@ -71,7 +71,11 @@ class Mamba2Spec:
 
 def spec(cfg):
     lo, hi = cfg.time_step_limit
-    return Mamba2Spec(D=cfg.hidden_size, I=int(cfg.expand * cfg.hidden_size), H=cfg.num_heads,
+    if cfg.model_type == "nemotron_h":
+        # NemotronH's Mamba-2 mixer ignores time_step_limit: its chunked path clamps dt to
+        # [time_step_min, inf); its one-token path does not clamp (nor does ours, see step).
+        lo, hi = cfg.time_step_min, float("inf")
+    return Mamba2Spec(D=cfg.hidden_size, I=cfg.num_heads * cfg.head_dim, H=cfg.num_heads,
                       P=cfg.head_dim, G=cfg.n_groups, N=cfg.state_size, K=cfg.conv_kernel,
                       chunk=cfg.chunk_size, dt_min=float(lo), dt_max=float(hi),
                       eps=cfg.layer_norm_epsilon, use_bias=cfg.use_bias,
@@ -135,8 +139,10 @@ class Mamba2Mixer:
         u = conv_ops.conv1d_step(batch, xbc, state.conv, self.conv_w, self.conv_b, silu=True)
         xbc.release()
         x, B, C = self._split(u, Bsz)
+        # The one-token path does not clamp dt: transformers' and mamba_ssm's decode paths do
+        # not (only their chunked paths do), and decode must continue exactly as they do.
         y = ssd_step(batch, x, dt, self.A_log, B, C, state.ssm, D=self.D,
-                     dt_bias=self.dt_bias, **self.ssd_kw)                # [Bsz, I]
+                     dt_bias=self.dt_bias, n_groups=s.G)                 # [Bsz, I]
         u.release()
         dt.release()
         v, rstd = gated_rmsnorm_forward(batch, y, z, self.norm_w, group_size=s.I // s.G,
@@ -152,7 +158,7 @@ class Mamba2Mixer:
 class Mamba2State:
     """conv [Bsz, CD, K] and ssm [Bsz, H, P, N] of one Mamba-2 layer, owned GPU tensors."""
 
-    def __init__(self, device, cfg, Bsz=1):
+    def __init__(self, device, cfg, Bsz=1, max_tokens=None):
         s = spec(cfg)
         self.conv = Tensor(device, (Bsz, s.CD, s.K))
         self.ssm = Tensor(device, (Bsz, s.H, s.P, s.N))
@@ -173,17 +179,17 @@ class Mamba2:
 
     @staticmethod
     def validate(cfg, source):
-        if cfg.model_type != "mamba2":
-            raise ValueError(f"{source}: mamba2 layers need model_type 'mamba2', not "
-                             f"{cfg.model_type!r}")
+        if cfg.model_type not in ("mamba2", "nemotron_h"):
+            raise ValueError(f"{source}: mamba2 layers need model_type 'mamba2' or "
+                             f"'nemotron_h', not {cfg.model_type!r}")
         s = spec(cfg)
         for name, v in (("num_heads", s.H), ("head_dim", s.P), ("n_groups", s.G),
                         ("chunk_size", s.chunk)):
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
                 raise ValueError(f"{source}: {name} must be a positive integer, got {v!r}")
-        if s.H * s.P != s.I:
+        if cfg.model_type == "mamba2" and s.H * s.P != int(cfg.expand * cfg.hidden_size):
             raise ValueError(f"{source}: num_heads * head_dim = {s.H} * {s.P} = {s.H * s.P} must "
-                             f"equal expand * hidden_size = {s.I}")
+                             f"equal expand * hidden_size = {int(cfg.expand * cfg.hidden_size)}")
         if s.H % s.G:
             raise ValueError(f"{source}: num_heads {s.H} is not a multiple of n_groups {s.G}")
         if not (0.0 <= s.dt_min <= s.dt_max):

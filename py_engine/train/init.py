@@ -43,12 +43,17 @@ FAMILIES = {
     "mamba1": dict(model_type="mamba", state_size=16, conv_kernel=4, expand=2),
     "mamba2": dict(model_type="mamba2", state_size=128, conv_kernel=4, expand=2, head_dim=64,
                    n_groups=1, chunk_size=256),
+    # NemotronH-style hybrid: a pattern of M (Mamba-2), * (attention), - (relu^2 MLP) layers
+    "hybrid": dict(model_type="nemotron_h", state_size=128, conv_kernel=4, expand=2,
+                   head_dim=64, n_groups=1, chunk_size=256, tie_word_embeddings=False),
 }
+DEFAULT_PATTERN = "MM*M"     # the seeds' schedule: every 4th layer attention, Mamba-2 elsewhere
 
 
-def preset_config(size="nano", family="mamba1", **overrides):
-    """A MambaConfig from a preset and a family ("mamba1", "mamba2"), explicit dimensions (not
-    None) overriding it."""
+def preset_config(size="nano", family="mamba1", pattern=None, **overrides):
+    """A MambaConfig from a preset and a family ("mamba1", "mamba2", "hybrid"), explicit
+    dimensions (not None) overriding it. A hybrid's `pattern` says each layer's kind (M Mamba-2,
+    * attention, - MLP; default the preset's depth in repeats of DEFAULT_PATTERN)."""
     from py_engine.models.config import MambaConfig
     if size not in PRESETS:
         raise ValueError(f"unknown size {size!r}; presets: {', '.join(PRESETS)}")
@@ -56,7 +61,23 @@ def preset_config(size="nano", family="mamba1", **overrides):
         raise ValueError(f"unknown family {family!r}; families: {', '.join(FAMILIES)}")
     kw = dict(PRESETS[size], **FAMILIES[family], rescale_prenorm_residual=True,
               initializer_range=0.02)
-    if family == "mamba2":
+    if family == "hybrid":
+        L = overrides.get("num_hidden_layers") or kw["num_hidden_layers"]
+        pattern = pattern or (DEFAULT_PATTERN * L)[:L]
+        bad = sorted(set(pattern) - set("M*-"))
+        if bad:
+            raise ValueError(f"pattern {pattern!r}: unknown layer letters {bad}; use M (Mamba-2), "
+                             "* (attention), - (MLP)")
+        D = overrides.get("hidden_size") or kw["hidden_size"]
+        heads = max(2, D // 64)
+        kw.update(num_hidden_layers=len(pattern), attention_heads=heads,
+                  attention_kv_heads=max(1, heads // 2), attention_head_dim=D // heads,
+                  mlp_intermediate_size=4 * D, max_position_embeddings=4096)
+        kw["layers"] = [{"M": "mamba2", "*": "attention", "-": "mlp"}[c] for c in pattern]
+        overrides = {k: v for k, v in overrides.items() if k != "num_hidden_layers"}
+    elif pattern:
+        raise ValueError("a layer pattern needs the hybrid family")
+    if family in ("mamba2", "hybrid"):
         if size in ("tiny", "nano"):
             kw.update(state_size=32, head_dim=32)
         D = overrides.get("hidden_size") or kw["hidden_size"]

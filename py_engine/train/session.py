@@ -94,6 +94,7 @@ def model_config(spec, vocab_size):
     spec = dict(spec or {})
     size = spec.pop("size", "nano") or "nano"
     family = spec.pop("family", "mamba1") or "mamba1"
+    pattern = (spec.pop("pattern", None) or "").strip() or None
     over = {}
     for k in MODEL_KEYS:
         v = spec.get(k)
@@ -107,7 +108,7 @@ def model_config(spec, vocab_size):
         if k in spec:
             over[k] = bool(spec[k])
     try:
-        return preset_config(size, family=family, **over)
+        return preset_config(size, family=family, pattern=pattern, **over)
     except (TypeError, ValueError) as e:
         raise ValueError(f"model config: {e}") from None
 

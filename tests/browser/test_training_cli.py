@@ -108,3 +108,24 @@ def test_pretrain_cli_trains_a_mamba2_that_transformers_loads(tmp_path):
     r = mambaweb("pretrain", "--corpus", corpus, "--family", "mamba2", "--size", "tiny",
                  "--wsla", "--steps", 1, "--out", tmp_path / "w")
     assert r.returncode == 2 and "WSLA" in r.stderr and "Mamba-1 layers only" in r.stderr
+
+
+def test_pretrain_cli_trains_a_seeds_style_hybrid(tmp_path):
+    """Every 4th layer attention, Mamba-2 elsewhere (the seeds' schedule), plus an MLP layer:
+    trains in the tab with a falling loss and exports a NemotronH that transformers runs."""
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("the cat sat on the mat. " * 80)
+    out = tmp_path / "h"
+    r = mambaweb("pretrain", "--corpus", corpus, "--family", "hybrid", "--pattern", "MM*M-",
+                 "--size", "tiny", "--d-model", 32, "--batch", 2, "--seq-len", 40, "--lr", "1e-2",
+                 "--steps", 8, "--out", out)
+    assert r.returncode == 0, r.stderr[-3000:]
+    losses = [json.loads(l)["loss"] for l in r.stdout.splitlines()]
+    assert len(losses) == 8 and losses[-1] < 0.8 * losses[0]
+    import torch
+    import transformers
+    model = transformers.AutoModelForCausalLM.from_pretrained(str(out))
+    assert type(model).__name__ == "NemotronHForCausalLM"
+    assert len(model.config.layers_block_type) == 5
+    with torch.no_grad():
+        assert torch.isfinite(model(torch.tensor([[1, 2, 3]])).logits).all()

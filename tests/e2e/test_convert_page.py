@@ -1,9 +1,10 @@
 """The convert page as a person uses it: drop files, pick a target, get a download.
 
 Drops are real `drop` events carrying a DataTransfer of File objects built from the fixture
-bytes (and once the folder picker, through Playwright's set_input_files on the page's
-webkitdirectory input). Every download is compared byte for byte with what
-tools/convert_host.py (`mambaweb convert`) writes for the same input.
+bytes (or the folder picker, through Playwright's set_input_files on the page's
+webkitdirectory input). Both executors run py_engine.io.convert_plan's plans: every download
+(worker.mjs's executor) is compared byte for byte with what tools/convert_host.py's numpy
+executor (`mambaweb convert`) writes for the same input.
 """
 import base64
 import io
@@ -118,8 +119,8 @@ def _special_model(folder):
     subnormals, overflow to inf, infinities, NaN payloads, plus random bit patterns."""
     cfg = MambaConfig.from_hf_dict(json.loads((MODELS / "mamba-d40-tied" / "config.json")
                                               .read_text()))
-    src = convert_host.HFSource(MODELS / "mamba-d40-tied")
-    tensors = {n: src.get(n) for n in src.infos}
+    from safetensors.numpy import load_file
+    tensors = load_file(MODELS / "mamba-d40-tied" / "model.safetensors")
     emb = tensors["backbone.embeddings.weight"]
     rng = np.random.default_rng(7)
     bits = rng.integers(0, 2**32, size=emb.size, dtype=np.uint64).astype(np.uint32)
@@ -200,3 +201,39 @@ def test_untied_head_dropped_when_asked(page, tmp_path):
                          **quiet)
     assert data == (tmp_path / "want.bin").read_bytes()
     assert "dropped the untied lm_head.weight" in page.inner_text("#result-notes")
+
+
+def test_mamba_ssm_bin_folder_to_hf(page, tmp_path):
+    """mamba_ssm's folder (its config.json, pytorch_model.bin with `backbone.embedding` and a
+    saved tied head) becomes, in the tab as on the host, the file transformers wrote."""
+    src = MODELS / "mamba2-g1-tied-ssm-bin"
+    assert pick_folder(page, src) == "ready"
+    assert "1 PyTorch .bin file(s)" in page.inner_text("#source")
+    assert page.input_value("#target") == "hf"          # Mamba-2: MBJS cannot hold it
+    name, data = convert(page, "hf", "keep")
+    folder, files = unzip(data)
+    convert_host.convert(src, tmp_path / "want", **quiet)
+    assert (name, folder) == ("mamba2-g1-tied-ssm-bin-float32.zip",
+                              "mamba2-g1-tied-ssm-bin-float32")
+    assert files == host_folder(tmp_path / "want")
+    assert files["model.safetensors"] == (MODELS / "mamba2-g1-tied" /
+                                          "model.safetensors").read_bytes()
+    assert json.loads(files["config.json"])["model_type"] == "mamba2"
+
+
+def test_mamba2_to_bf16_and_mbjs_refused(page, tmp_path):
+    src = MODELS / "mamba2-g2-untied"
+    assert drop(page, sorted(src.iterdir())) == "ready"
+    assert page.input_value("#target") == "hf"
+    name, data = convert(page, "hf", "bf16")
+    folder, files = unzip(data)
+    convert_host.convert(src, tmp_path / "want", dtype="bf16", **quiet)
+    assert folder == "mamba2-bfloat16"           # loose files: named by model_type
+    assert files == host_folder(tmp_path / "want")
+    assert json.loads(files["config.json"])["dtype"] == "bfloat16"
+    # MBJS holds Mamba-1 layers only: refused by the layer kind's name
+    page.select_option("#target", "mbjs")
+    page.evaluate("document.body.dataset.convert = ''")
+    page.click("#convert")
+    page.wait_for_function("document.body.dataset.convert === 'error'")
+    assert "layer 0 is 'mamba2'" in message(page) and "HF safetensors" in message(page)

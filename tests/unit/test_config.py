@@ -45,7 +45,7 @@ def test_round_trip_keeps_unmodelled_keys():
 
 
 @pytest.mark.parametrize("d, msg", [
-    ({"model_type": "nemotron_h"}, "config.json: model_type 'nemotron_h' is not supported; supported"),
+    ({"model_type": "jamba"}, "config.json: model_type 'jamba' is not supported; supported"),
     ({"model_type": "gpt2"}, "model_type 'gpt2' is not supported"),
     ({}, "model_type None is not supported"),
     ({"d_model": 768, "n_layer": 24, "vocab_size": 50277, "ssm_cfg": {"layer": "Mamba3"}},
@@ -75,7 +75,8 @@ def test_rejects_with_the_file_and_what_is_supported(d, msg):
 
 
 def test_schedule_other_than_mamba1_is_written():
-    cfg = MambaConfig(hidden_size=32, num_hidden_layers=2, layers=["mamba1", "attention"])
+    cfg = MambaConfig(hidden_size=32, num_hidden_layers=2, layers=["mamba1", "attention"],
+                      attention_heads=2, attention_kv_heads=1, attention_head_dim=16)
     assert cfg.to_hf_dict()["layers"] == ["mamba1", "attention"]
     assert "layers" not in MambaConfig(hidden_size=32, num_hidden_layers=2).to_hf_dict()
 
@@ -118,3 +119,31 @@ def test_mamba_ssm_configs_map_to_the_schedule():
     m1 = MambaConfig.from_hf_dict({"d_model": 64, "n_layer": 2, "vocab_size": 100,
                                    "ssm_cfg": {"d_state": 8}})
     assert m1.model_type == "mamba" and m1.state_size == 8 and m1.vocab_size == 104
+
+
+def test_nemotron_h_schedule_and_round_trip_match_transformers():
+    transformers = pytest.importorskip("transformers")
+    hf = transformers.NemotronHConfig(
+        vocab_size=96, hidden_size=32, layers_block_type=["mamba", "attention", "mlp", "mamba"],
+        mamba_num_heads=4, mamba_head_dim=12, n_groups=2, ssm_state_size=8, chunk_size=16,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=8, intermediate_size=64)
+    ours = MambaConfig.from_hf_dict(hf.to_dict())
+    assert ours.layers == ["mamba2", "attention", "mlp", "mamba2"]
+    assert (ours.num_heads, ours.head_dim, ours.n_groups, ours.state_size) == (4, 12, 2, 8)
+    assert (ours.attention_heads, ours.attention_kv_heads, ours.attention_head_dim) == (4, 2, 8)
+    assert ours.mlp_intermediate_size == 64 and ours.architecture == "NemotronHForCausalLM"
+    back = ours.to_hf_dict(json_safe=False)
+    again = transformers.NemotronHConfig(**{k: v for k, v in back.items() if k != "architectures"})
+    for key in ("layers_block_type", "mamba_num_heads", "mamba_head_dim", "n_groups",
+                "ssm_state_size", "num_attention_heads", "num_key_value_heads", "head_dim",
+                "intermediate_size", "chunk_size", "tie_word_embeddings"):
+        assert getattr(again, key) == getattr(hf, key), key
+    assert MambaConfig.from_hf_dict(ours.to_hf_dict()) == ours
+    # the older pattern string, and refusals by name
+    p = MambaConfig.from_hf_dict({"model_type": "nemotron_h", "hidden_size": 32,
+                                  "hybrid_override_pattern": "M*-M", "mamba_num_heads": 4,
+                                  "mamba_head_dim": 16, "n_groups": 2, "num_attention_heads": 4,
+                                  "num_key_value_heads": 2, "head_dim": 8})
+    assert p.layers == ["mamba2", "attention", "mlp", "mamba2"]
+    with pytest.raises(ValueError, match="layer 1 is a mixture-of-experts block"):
+        MambaConfig.from_hf_dict({"model_type": "nemotron_h", "layers_block_type": ["mamba", "moe"]})

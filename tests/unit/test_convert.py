@@ -99,9 +99,10 @@ def test_hf_mbjs_hf_round_trip_is_exact(tmp_path):
     for k in a:
         assert a[k].dtype == b[k].dtype and np.array_equal(a[k], b[k]), k
     # and the MBJS conv really is PyTorch's reversed
-    src_mbjs = convert_host.MbjsSource(tmp_path / "m.bin")
-    idx = [p[0] for p in src_mbjs.plan].index("layer0.wConv")
-    conv = src_mbjs.mbjs_array(idx).reshape(48, 4)
+    layout = mbjs.read_layout(tmp_path / "m.bin")
+    idx = [p[0] for p in hf_names.mbjs_plan(MambaConfig(**SMALL))].index("layer0.wConv")
+    conv = np.frombuffer((tmp_path / "m.bin").read_bytes(), "<f4", 48 * 4,
+                         layout.offsets[idx]).reshape(48, 4)
     assert np.array_equal(conv, a["backbone.layers.0.mixer.conv1d.weight"][:, 0, ::-1])
     assert torch.equal(_logits(_load(tmp_path / "back")), _logits(model))
 
@@ -176,7 +177,7 @@ def test_untied_head_refused_unless_dropped(tmp_path, capsys):
     _, src = _hf_model(tmp_path, tie_word_embeddings=False)
     rc = cli(["convert", str(src), str(tmp_path / "u.bin")])
     err = capsys.readouterr().err
-    assert rc == 2 and "the LM head is untied" in err and "--drop-untied-head" in err
+    assert rc == 2 and "has an untied LM head" in err and "--drop-untied-head" in err
     rc = cli(["convert", str(src), str(tmp_path / "u.bin"), "--drop-untied-head"])
     out = capsys.readouterr().out
     assert rc == 0 and "dropped the untied lm_head.weight" in out
@@ -185,7 +186,7 @@ def test_untied_head_refused_unless_dropped(tmp_path, capsys):
 
 def test_falcon_refused(tmp_path):
     _, src = _hf_model(tmp_path, cls="FalconMambaForCausalLM")
-    with pytest.raises(ValueError, match="Falcon-Mamba applies a weightless RMSNorm"):
+    with pytest.raises(ValueError, match="is Falcon-Mamba: it applies a weightless RMSNorm"):
         convert_host.convert(src, tmp_path / "f.bin", **quiet)
     # HF -> HF keeps it, mixer_rms_eps included
     convert_host.convert(src, tmp_path / "f16", dtype="f16", **quiet)

@@ -152,3 +152,23 @@ def test_mamba2_generate_bin_runs_in_transformers(tmp_path, capsys):
     with torch.no_grad():
         out = model(torch.tensor([[1, 2, 3, 4, 5]])).logits
     assert torch.isfinite(out).all()
+
+
+def test_hybrid_generate_bin_runs_in_transformers(tmp_path, capsys):
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    assert cli(["generate-bin", "--family", "hybrid", "--pattern", "M*-M", "--size", "tiny",
+                "--d-model", "32", "--vocab-size", "64", "--out", str(tmp_path / "h")]) == 0
+    assert "layers M*-M" in capsys.readouterr().out
+    model, info = transformers.AutoModelForCausalLM.from_pretrained(
+        tmp_path / "h", output_loading_info=True)
+    assert type(model).__name__ == "NemotronHForCausalLM"
+    assert model.config.layers_block_type == ["mamba", "attention", "mlp", "mamba"] or \
+        model.config.layers_block_type == ["linear_attention", "full_attention", "mlp",
+                                           "linear_attention"]
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    with torch.no_grad():
+        assert torch.isfinite(model(torch.tensor([[1, 2, 3, 4]])).logits).all()
+    assert cli(["generate-bin", "--family", "hybrid", "--pattern", "MxM", "--out",
+                str(tmp_path / "bad")]) == 2
+    assert "unknown layer letters ['x']" in capsys.readouterr().err

@@ -38,6 +38,9 @@ def engine():
 from tests.browser import test_gpu_layer as _gl  # noqa: E402
 from tests.browser import test_kernels_foundation as _kf  # noqa: E402
 from tests.browser import test_kernels_mamba as _km  # noqa: E402
+from tests.browser import test_kernels_activations as _kact  # noqa: E402
+from tests.browser import test_kernels_attention as _katt  # noqa: E402
+from tests.browser import test_kernels_gated_rmsnorm as _kgn  # noqa: E402
 from tests.browser import test_kernels_ssd as _kss  # noqa: E402
 from tests.browser import test_kernels_ssd_backward as _kssb  # noqa: E402
 
@@ -56,6 +59,13 @@ test_selective_scan_backward = _km.test_selective_scan_backward
 test_ssd_forward_step_reference = _kss.test_ssd_forward_step_reference
 test_ssd_chunk_limit_and_shape_errors = _kss.test_ssd_chunk_limit_and_shape_errors
 test_ssd_backward = _kssb.test_ssd_backward
+# the hybrid layers' kernels through Naga/Vulkan too (the browser runs them through Dawn)
+test_attention_prefill_reference = _katt.test_attention_prefill_reference
+test_attention_cache_prefill_and_steps = _katt.test_attention_cache_prefill_and_steps
+test_attention_cache_limits = _katt.test_attention_cache_limits
+test_attention_backward_reference = _katt.test_attention_backward_reference
+test_activations = _kact.test_activations
+test_gated_rmsnorm = _kgn.test_gated_rmsnorm
 test_wgsl_compile_error_names_shader_and_entry = _gl.test_wgsl_compile_error_names_shader_and_entry
 test_misaligned_binding_offset_is_refused = _gl.test_misaligned_binding_offset_is_refused
 test_too_large_binding_and_buffer_are_refused = _gl.test_too_large_binding_and_buffer_are_refused

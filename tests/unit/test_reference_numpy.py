@@ -21,11 +21,11 @@ from tests.reference import rmsnorm_numpy as rms_ref
 from tests.reference import selective_scan_numpy as scan_ref
 
 FIX = Path(__file__).resolve().parent.parent / "fixtures"
-# Mamba-1 / Falcon-Mamba fixtures (Mamba-2's are checked by tests/unit/test_mamba2_fixtures.py)
+# Mamba-1 / Falcon-Mamba fixtures (Mamba-2 and NemotronH ones: test_mamba2_fixtures.py, test_hybrid_fixtures.py)
 MODEL_DIRS = sorted(p for p in (FIX / "models").glob("*") if (p / "expected.npz").exists()
-                    and not p.name.startswith("mamba2-"))
+                    and not p.name.startswith(("mamba2-", "nemotronh-")))
 TRAIN_DIRS = sorted(p for p in (FIX / "train").glob("*") if (p / "expected.npz").exists()
-                    and not p.name.startswith("mamba2-"))
+                    and not p.name.startswith(("mamba2-", "nemotronh-")))
 BASE_DIRS = [p for p in MODEL_DIRS if not p.name.endswith(("-bf16", "-f16"))]
 
 LOGITS_TOL = 1e-5

@@ -103,7 +103,7 @@ async function accept(list) {
       className: "muted", textContent: `ignored: ${source.ignored.join(", ")}` }));
   }
   show(el, true);
-  $("target").value = source.kind === "mbjs" || source.falcon || !source.tied ? "hf" : "mbjs";
+  $("target").value = source.propose;      // Python's choice: a target this model can become
   fillDtypes();
   $("options").disabled = false;
   document.body.dataset.convert = "ready";

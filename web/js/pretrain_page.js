@@ -171,6 +171,8 @@ const TRAIN_NUM = ["batch", "seq_len", "steps", "warmup", "accum", "sample_every
 
 function modelSpec() {
   const spec = { size: $("size").value, family: $("family").value };
+  $("pattern-label").hidden = spec.family !== "hybrid";
+  if (spec.family === "hybrid" && $("pattern").value.trim()) spec.pattern = $("pattern").value.trim();
   for (const k of CFG_KEYS) {
     const v = $(`cfg-${k}`).value;
     if (v !== "") spec[k] = Number(v);
@@ -210,7 +212,8 @@ async function describe() {
     }
     const c = r.config;
     for (const k of CFG_KEYS) $(`cfg-${k}`).placeholder = c[k];
-    const arch = c.model_type === "mamba2" ? `Mamba-2 · ${c.num_heads} heads × ${c.head_dim} · ` : "";
+    const arch = c.model_type === "mamba2" ? `Mamba-2 · ${c.num_heads} heads × ${c.head_dim} · `
+      : c.model_type === "nemotron_h" ? `hybrid ${c.layers_block_type.map((k) => ({mamba: "M", attention: "*", mlp: "-"})[k]).join("")} · ` : "";
     $("model-summary").textContent = `${arch}${fmtInt(r.params)} parameters · d_model ${c.hidden_size} · ` +
       `${c.num_hidden_layers} layers · state ${c.state_size} · vocab ${fmtInt(c.vocab_size)} · ` +
       `≈${fmtBytes(r.memory_bytes)} of GPU memory to train`;
@@ -519,7 +522,7 @@ function wire() {
   $("use-sample").onclick = useSample;
   $("tok-file").onchange = (e) => chooseTokenizerFile(e.target.files[0]);
   for (const r of document.querySelectorAll("input[name=tok]")) r.onchange = scheduleDescribe;
-  for (const id of ["bpe-vocab", "family", "size", "batch", "seq_len", "steps", ...CFG_KEYS.map((k) => `cfg-${k}`)]) {
+  for (const id of ["bpe-vocab", "family", "pattern", "size", "batch", "seq_len", "steps", ...CFG_KEYS.map((k) => `cfg-${k}`)]) {
     $(id).addEventListener("input", scheduleDescribe);
     $(id).addEventListener("change", scheduleDescribe);
   }

@@ -1,0 +1,120 @@
+"""The MLP layer kind: NemotronH's non-gated `down(relu(up(x))^2)`.
+
+Shapes: h [Bsz*T, D] --up_proj--> u [.., F] --relu^2--> a [.., F] --down_proj--> + residual.
+HF tensors (relative to backbone.layers.{i}.mixer.): up_proj.weight [F, D], down_proj.weight
+[D, F] (+ up_proj.bias [F], down_proj.bias [D] with mlp_bias). No recurrent state.
+Decode dispatches per layer: norm 1, up 1, relu^2 1, down accumulating into the residual 1.
+"""
+import math
+from dataclasses import dataclass
+
+from py_engine.autograd import functional as F
+from py_engine.autograd import mlp as M
+from py_engine.nn.registry import register
+from py_engine.ops.activations import relu2_forward
+from py_engine.ops.linear import linear_forward, matmul
+
+
+@dataclass(frozen=True)
+class MlpSpec:
+    D: int
+    F: int
+    act: str
+    bias: bool
+
+
+def spec(cfg):
+    return MlpSpec(D=cfg.hidden_size, F=cfg.mlp_intermediate_size, act=cfg.mlp_hidden_act,
+                   bias=cfg.mlp_bias)
+
+
+class MlpMixer:
+    def __init__(self, cfg, weights, prefix):
+        w = lambda name: weights.get(prefix + name)  # noqa: E731
+        self.spec = spec(cfg)
+        self.up, self.up_b = w("up_proj.weight"), w("up_proj.bias")
+        self.down, self.down_b = w("down_proj.weight"), w("down_proj.bias")
+
+    def forward(self, ctx, h, residual, Bsz, T, state=None):
+        u = F.linear(ctx, h, self.up, self.up_b)       # [Bsz*T, F]
+        a = M.relu2(ctx, u)
+        ctx.done(u)
+        out = F.residual_linear(ctx, a, self.down, self.down_b, residual)
+        ctx.done(a)
+        return out
+
+    def step(self, batch, h, residual, Bsz, state):
+        s = self.spec
+        u = linear_forward(batch, h, self.up, self.up_b)
+        a = relu2_forward(batch, u)
+        u.release()
+        matmul(batch, a, self.down, residual, Bsz, s.D, s.F, (s.F, 1, 1, s.F), bias=self.down_b,
+               accumulate=True)
+        a.release()
+
+
+class NoState:
+    """An MLP layer carries nothing from one token to the next."""
+
+    def __init__(self, device, cfg, Bsz=1, max_tokens=None):
+        self.tokens_seen = 0
+
+    def tensors(self):
+        return ()
+
+
+@register
+class Mlp:
+    name = "mlp"
+    mbjs_type = None
+    Mixer = MlpMixer
+    State = NoState
+    spec = staticmethod(spec)
+
+    @staticmethod
+    def validate(cfg, source):
+        s = spec(cfg)
+        if isinstance(s.F, bool) or not isinstance(s.F, int) or s.F <= 0:
+            raise ValueError(f"{source}: MLP intermediate_size must be a positive integer, "
+                             f"got {s.F!r}")
+        if s.act != "relu2":
+            raise ValueError(f"{source}: MLP activation {s.act!r} is not supported; supported: "
+                             "'relu2' (NemotronH)")
+
+    @staticmethod
+    def tensors(cfg):
+        s = spec(cfg)
+        out = {"up_proj.weight": (s.F, s.D)}
+        if s.bias:
+            out["up_proj.bias"] = (s.F,)
+        out["down_proj.weight"] = (s.D, s.F)
+        if s.bias:
+            out["down_proj.bias"] = (s.D,)
+        return out
+
+    @staticmethod
+    def pieces(cfg, rel, shape):
+        return [(rel, 0, shape[0], tuple(shape))]
+
+    @staticmethod
+    def init_rule(cfg, rel, shape):
+        if rel.endswith(".bias"):
+            return "const", 0.0, 0
+        a = 1.0 / math.sqrt(shape[1])
+        if rel == "down_proj.weight" and cfg.rescale_prenorm_residual:
+            a /= math.sqrt(cfg.num_hidden_layers)
+        return "uniform", a, 0
+
+    @staticmethod
+    def hint(cfg, rel):
+        if rel.endswith(".bias") and not cfg.mlp_bias:
+            return " (config has mlp_bias=false)"
+        return ""
+
+    @staticmethod
+    def wsla_pieces(cfg):
+        return ()
+
+    @staticmethod
+    def train_floats(cfg, Bsz, T):
+        return Bsz * T * 2 * spec(cfg).F

@@ -1,0 +1,245 @@
+"""Causal multi-head attention with grouped-query heads (GQA; MHA when KVH = H, MQA when KVH = 1):
+prefill/training forward, one-token decode step against a KV cache, backward
+(shaders/attention_forward.wgsl, attention_step.wgsl, attention_backward.wgsl).
+
+Shapes (token rows r = b*T + t; heads head-major within a row: head h = columns h*Dh .. +Dh-1):
+    q        [Bsz*T, H*Dh]     (or [Bsz, T, H*Dh]) Tensor or Cols view (e.g. a window of a fused
+    k, v     [Bsz*T, KVH*Dh]    qkv projection's output)
+    o        [Bsz*T, H*Dh]     new contiguous Tensor
+    lse      [Bsz, H, T]       row logsumexp of the scaled scores (save=True, for the backward)
+    cache_k, cache_v [Bsz, KVH, Tmax, Dh] f32;  pos [Bsz] u32 (py_engine.ops.position)
+    step:    q [Bsz, H*Dh], k/v [Bsz, KVH*Dh] -> o [Bsz, H*Dh]
+
+Math (transformers' eager_attention_forward of NemotronH: GQA, no RoPE, f32 softmax):
+    S[t, s] = scale q_t[h] . k_s[h // (H / KVH)],  s <= start + t;  o_t = softmax(S[t]) v
+    scale defaults to Dh^-0.5. Head dims up to MAX_HEAD_DIM (256), any value, not only powers
+    of two.
+
+Dispatches: prefill 1 (no cache) or 2 (cache write, then attention over the cache); step 1
+(cache write fused; the slot is read from pos on the GPU); backward 2 (dq + D_t, then dk/dv).
+Memory: no T x T matrix anywhere (online softmax; the backward recomputes P from lse): the
+prefill keeps O(T Dh) per head, the backward adds D [Bsz, H, T]. Workgroup memory: K/V (or
+Q/dO) tiles of BT rows, 2 BT (Dh + 1) floats, BT sized from maxComputeWorkgroupStorageSize.
+All kernels are deterministic: every output element is summed by one thread in a fixed order.
+"""
+from py_engine.gpu.tensor import Tensor
+from py_engine.ops._common import params
+from py_engine.ops.conv1d import Cols, rw_dummy, view  # noqa: F401  (Cols re-exported)
+
+MAX_HEAD_DIM = 256          # the shaders' MAXD: q/o rows live in registers
+MAX_TILE = 64               # key (query) rows per staged tile
+WG = 64                     # threads per workgroup (the shaders' WG): query rows per workgroup
+MAX_GRID = 65535
+DEFAULT_WG_STORAGE = 16384  # WebGPU's default maxComputeWorkgroupStorageSize
+SAVE, CACHE_SHARED = 1, 2   # attention_forward flags
+SHARED = 1                  # attention_step / attention_backward flag
+FWD, STEP, BWD = "attention_forward", "attention_step", "attention_backward"
+
+
+def tile_rows(device, Dh):
+    """Rows BT of a staged K/V (Q/dO) tile for head_dim Dh: 2 BT (Dh + 1) floats must fit in
+    maxComputeWorkgroupStorageSize; at most MAX_TILE."""
+    limit = int(device.limits.get("maxComputeWorkgroupStorageSize", DEFAULT_WG_STORAGE))
+    bt = limit // 4 // (2 * (Dh + 1))
+    if bt < 1:
+        raise ValueError(f"attention head_dim {Dh} needs {2 * (Dh + 1) * 4} bytes of workgroup "
+                         f"memory per tile row but this GPU's maxComputeWorkgroupStorageSize is "
+                         f"{limit} bytes")
+    return min(bt, MAX_TILE)
+
+
+def _pair(x, y):
+    """Bindings of two outputs a kernel writes: ((binding, elem_off), (binding, elem_off), shared).
+
+    WebGPU refuses two writable bindings of one buffer in a dispatch (Dawn: "writable storage
+    buffer binding aliasing"), so when x and y live in one buffer (windows of a fused gradient,
+    one fused KV cache) both get a single binding spanning them and the kernel writes y through
+    x's binding at y's element offset (shared = True; the y binding is then unused)."""
+    bx, ox, _ = view(x)
+    by, oy, _ = view(y)
+    if bx[0] is not by[0]:
+        return (bx, ox), (by, oy), False
+    lo = min(bx[1], by[1])
+    both = (bx[0], lo, max(bx[1] + bx[2], by[1] + by[2]) - lo)
+    return (both, ox + (bx[1] - lo) // 4), (both, oy + (by[1] - lo) // 4), True
+
+
+def _scale(scale, Dh):
+    return float(Dh ** -0.5 if scale is None else scale)
+
+
+def _heads(n_heads, n_kv_heads, width_q, width_kv):
+    H, KVH = int(n_heads), int(n_kv_heads)
+    if H < 1 or KVH < 1 or H % KVH:
+        raise ValueError(f"n_heads={H} must be a positive multiple of n_kv_heads={KVH}")
+    if width_q % H:
+        raise ValueError(f"q width {width_q} is not a multiple of n_heads={H}")
+    Dh = width_q // H
+    if width_kv != KVH * Dh:
+        raise ValueError(f"k/v width {width_kv} != n_kv_heads * head_dim = {KVH} * {Dh}")
+    if Dh > MAX_HEAD_DIM:
+        raise ValueError(f"head_dim {Dh} exceeds the attention kernels' limit {MAX_HEAD_DIM}")
+    return H, KVH, Dh
+
+
+def _rows(a, name, rows, width):
+    shape = tuple(a.shape)
+    n = 1
+    for s in shape[:-1]:
+        n *= s
+    if shape[-1] != width or n != rows:
+        raise ValueError(f"{name} has shape {list(shape)}, expected {rows} rows of {width} "
+                         f"([Bsz*T, {width}] or [Bsz, T, {width}])")
+
+
+def _check_cache(cache_k, cache_v, Bsz, KVH, Dh):
+    for name, c in (("cache_k", cache_k), ("cache_v", cache_v)):
+        if c is None or len(c.shape) != 4 or tuple(c.shape[:2]) != (Bsz, KVH) or c.shape[3] != Dh:
+            raise ValueError(f"{name} must be [Bsz={Bsz}, KVH={KVH}, Tmax, Dh={Dh}], got "
+                             f"{None if c is None else list(c.shape)}")
+    if tuple(cache_k.shape) != tuple(cache_v.shape):
+        raise ValueError(f"cache_k {list(cache_k.shape)} and cache_v {list(cache_v.shape)} differ")
+    return cache_k.shape[2]
+
+
+def attention_prefill(batch, q, k, v, *, n_heads, n_kv_heads, Bsz, T, scale=None, cache_k=None,
+                      cache_v=None, start=0, save=False):
+    """-> (o [Bsz*T, H*Dh] new Tensor, lse [Bsz, H, T] Tensor or None)
+
+    Without a cache: causal attention within each sequence (training, a fresh prefill), 1
+    dispatch. With cache_k/cache_v: this call's k/v go into cache slots [start, start+T) first,
+    then query t attends to slots [0, start+t] (continuing a conversation), 2 dispatches.
+    save=True also returns the row logsumexp for attention_backward.
+    """
+    dev = batch.device
+    Bsz, T, start = int(Bsz), int(T), int(start)
+    if Bsz < 1 or T < 1:
+        raise ValueError(f"attention_prefill needs Bsz >= 1 and T >= 1, got Bsz={Bsz}, T={T}")
+    H, KVH, Dh = _heads(n_heads, n_kv_heads, q.shape[-1], k.shape[-1])
+    rows = Bsz * T
+    _rows(q, "q", rows, H * Dh)
+    _rows(k, "k", rows, KVH * Dh)
+    _rows(v, "v", rows, KVH * Dh)
+    if (cache_k is None) != (cache_v is None):
+        raise ValueError("pass both cache_k and cache_v, or neither")
+    if cache_k is None and start:
+        raise ValueError(f"start={start} needs a KV cache (cache_k/cache_v)")
+    if T > MAX_GRID or Bsz > MAX_GRID or H > MAX_GRID:
+        raise ValueError(f"attention grid (T={T}, H={H}, Bsz={Bsz}) exceeds {MAX_GRID} per "
+                         "dimension: split the call")
+    BT = tile_rows(dev, Dh)
+    o = Tensor(dev, (rows, H * Dh))
+    lse = Tensor(dev, (Bsz, H, T)) if save else None
+    qv, kv_, vv, ov = view(q), view(k), view(v), view(o)
+    Tmax, flags, cko, cvo = 0, SAVE if save else 0, 0, 0
+    if cache_k is not None:
+        Tmax = _check_cache(cache_k, cache_v, Bsz, KVH, Dh)
+        if start < 0 or start + T > Tmax:
+            raise ValueError(
+                f"attention KV cache overflow: start={start} + T={T} tokens = {start + T} > the "
+                f"cache's Tmax={Tmax} slots: allocate a longer cache (Tmax >= {start + T}) or "
+                "start a new conversation")
+        # keys/values through the cache [Bsz, KVH, Tmax, Dh]
+        kaddr = (0, KVH * Tmax * Dh, Tmax * Dh, Dh)
+        vaddr = kaddr
+        keys, vals = cache_k.binding, cache_v.binding
+        (ckb, cko), (cvb, cvo), shared = _pair(cache_k, cache_v)
+        if shared:
+            flags |= CACHE_SHARED
+    else:
+        # keys/values straight out of the views: (off, per batch, per kv head, per token)
+        kaddr = (kv_[1], T * kv_[2], Dh, kv_[2])
+        vaddr = (vv[1], T * vv[2], Dh, vv[2])
+        keys, vals = kv_[0], vv[0]
+    un = dev.uniform(params(T, H, KVH, Dh, Bsz, BT, start, flags,
+                            _scale(scale, Dh), Tmax, qv[1], qv[2], ov[1], ov[2], *kaddr, *vaddr,
+                            kv_[1], kv_[2], vv[1], vv[2], cko, cvo))
+    if cache_k is not None:
+        batch.run(FWD, "attention_cache_write",
+                  [un, None, kv_[0], vv[0], None, None, ckb,
+                   rw_dummy(dev, 0) if flags & CACHE_SHARED else cvb],
+                  -(-KVH * Dh // 64), T, Bsz)
+    batch.run(FWD, "attention_forward",
+              [un, qv[0], keys, vals, ov[0], lse.binding if save else rw_dummy(dev, 0)],
+              -(-T // WG), H, Bsz, constants={"WS": 2 * BT * Dh})
+    return o, lse
+
+
+def attention_step(batch, q, k, v, cache_k, cache_v, pos, *, n_heads, n_kv_heads, scale=None,
+                   out=None):
+    """One token per sequence: q [Bsz, H*Dh], k/v [Bsz, KVH*Dh] (Tensors or Cols views), pos
+    [Bsz] u32 on the GPU = this token's slot -> o [Bsz, H*Dh] (new Tensor, or `out`: a Tensor or
+    Cols view). Writes k/v into slot pos[b] and attends to slots [0, pos[b]]; a pos >= Tmax
+    writes nothing (the caller must refuse earlier). 1 dispatch; no host reads or writes, so it
+    records and replays with position.advance."""
+    dev = batch.device
+    H, KVH, Dh = _heads(n_heads, n_kv_heads, q.shape[-1], k.shape[-1])
+    Bsz = 1 if len(q.shape) == 1 else q.shape[0]
+    for name, a, w in (("q", q, H * Dh), ("k", k, KVH * Dh), ("v", v, KVH * Dh)):
+        nb = 1 if len(a.shape) == 1 else a.shape[0]
+        if len(a.shape) > 2 or nb != Bsz or a.shape[-1] != w:
+            raise ValueError(f"{name} has shape {list(a.shape)}, expected [{Bsz}, {w}]")
+    Tmax = _check_cache(cache_k, cache_v, Bsz, KVH, Dh)
+    if tuple(pos.shape) != (Bsz,) or pos.dtype != "u32":
+        raise ValueError(f"pos must be a [{Bsz}] u32 tensor, got {list(pos.shape)} {pos.dtype}")
+    if Bsz > MAX_GRID or H > MAX_GRID:
+        raise ValueError(f"attention_step grid (H={H}, Bsz={Bsz}) exceeds {MAX_GRID}")
+    o = out if out is not None else Tensor(dev, (Bsz, H * Dh))
+    if o.shape[-1] != H * Dh:
+        raise ValueError(f"out has shape {list(o.shape)}, expected [{Bsz}, {H * Dh}]")
+    qv, kv_, vv, ov = view(q), view(k), view(v), view(o)
+    (ckb, cko), (cvb, cvo), shared = _pair(cache_k, cache_v)
+    un = dev.uniform(params(H, KVH, Dh, Bsz, Tmax, _scale(scale, Dh), qv[1], qv[2],
+                            kv_[1], kv_[2], vv[1], vv[2], ov[1], ov[2], cko, cvo,
+                            SHARED if shared else 0, 0, 0, 0))
+    batch.run(STEP, "attention_step",
+              [un, qv[0], kv_[0], vv[0], ckb, rw_dummy(dev, 0) if shared else cvb, pos.binding,
+               ov[0]], H, Bsz)
+    return o
+
+
+def attention_backward(batch, do, q, k, v, o, lse, *, n_heads, n_kv_heads, Bsz, T, scale=None,
+                       grads=None):
+    """-> {"dq": [Bsz*T, H*Dh], "dk": [Bsz*T, KVH*Dh], "dv": [Bsz*T, KVH*Dh]}
+
+    The backward of attention_prefill without a cache (training). do, q, k, v, o: Tensors or Cols
+    views; lse [Bsz, H, T] from attention_prefill(save=True). grads: optional dict of
+    preallocated outputs (Tensors or Cols views, e.g. windows of one fused gradient buffer);
+    they are overwritten. dk/dv sum over the H/KVH query heads of a group in a fixed order.
+    2 dispatches, deterministic.
+    """
+    dev = batch.device
+    Bsz, T = int(Bsz), int(T)
+    H, KVH, Dh = _heads(n_heads, n_kv_heads, q.shape[-1], k.shape[-1])
+    rows = Bsz * T
+    for name, a, w in (("do", do, H * Dh), ("q", q, H * Dh), ("k", k, KVH * Dh),
+                       ("v", v, KVH * Dh), ("o", o, H * Dh)):
+        _rows(a, name, rows, w)
+    if tuple(lse.shape) != (Bsz, H, T):
+        raise ValueError(f"lse has shape {list(lse.shape)}, expected [{Bsz}, {H}, {T}]")
+    if T > MAX_GRID or Bsz > MAX_GRID or H > MAX_GRID:
+        raise ValueError(f"attention grid (T={T}, H={H}, Bsz={Bsz}) exceeds {MAX_GRID}")
+    grads = dict(grads or {})
+    for name, w in (("dq", H * Dh), ("dk", KVH * Dh), ("dv", KVH * Dh)):
+        if grads.get(name) is None:
+            grads[name] = Tensor(dev, (rows, w))
+        else:
+            _rows(grads[name], name, rows, w)
+    BT = tile_rows(dev, Dh)
+    delta = Tensor(dev, (Bsz, H, T))
+    qv, kv_, vv, ov, dov = view(q), view(k), view(v), view(o), view(do)
+    dqv, dkv, dvv = view(grads["dq"]), view(grads["dk"]), view(grads["dv"])
+    (dkb, dko), (dvb, dvo), shared = _pair(grads["dk"], grads["dv"])
+    un = dev.uniform(params(T, H, KVH, Dh, Bsz, BT, _scale(scale, Dh), SHARED if shared else 0,
+                            qv[1], qv[2], kv_[1], kv_[2], vv[1], vv[2], ov[1], ov[2],
+                            dov[1], dov[2], dqv[1], dqv[2], dko, dkv[2], dvo, dvv[2]))
+    consts = {"WS": 2 * BT * (Dh + 1)}
+    batch.run(BWD, "attention_backward_dq",
+              [un, qv[0], kv_[0], vv[0], ov[0], dov[0], lse.binding, delta.binding, dqv[0]],
+              -(-T // WG), H, Bsz, constants=consts)
+    batch.run(BWD, "attention_backward_dkv",
+              [un, qv[0], kv_[0], vv[0], None, dov[0], lse.binding, delta.binding, None,
+               dkb, rw_dummy(dev, 0) if shared else dvb],
+              -(-T // WG), KVH, Bsz, constants=consts)
+    delta.release()   # the pool hands it out again only to later-recorded work
+    return {"dq": grads["dq"], "dk": grads["dk"], "dv": grads["dv"]}
