@@ -42,10 +42,12 @@ def bench_model(name, device, prompts, decode_tokens):
     from tools.init_weights import make_config
     c = MODEL_CONFIGS[name]
     ours = make_config(c.get("size", "nano"), family=c.get("family", "mamba1"),
-                       hidden_size=c["d_model"],
+                       pattern=c.get("pattern"), hidden_size=c["d_model"],
                        num_hidden_layers=c["n_layers"], vocab_size=c["vocab_size"])
     if ours.model_type == "mamba2":
         hf_cls, cfg_cls = transformers.Mamba2ForCausalLM, transformers.Mamba2Config
+    elif ours.model_type == "nemotron_h":
+        hf_cls, cfg_cls = transformers.NemotronHForCausalLM, transformers.NemotronHConfig
     else:
         hf_cls, cfg_cls = transformers.MambaForCausalLM, transformers.MambaConfig
     hf_cfg = cfg_cls(**{k: v for k, v in ours.to_hf_dict(json_safe=False).items()

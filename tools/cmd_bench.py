@@ -30,8 +30,12 @@ MODEL_CONFIGS = {
                       decode=16),
     "mamba2_1_3b": dict(family="mamba2", size="base", d_model=2048, n_layers=48, vocab_size=50280,
                         prompts=(64, 256, 1024), decode=16),
+    # a NemotronH-style hybrid at the same scale: 16 Mamba-2, 4 attention (GQA 12/6 heads of 64),
+    # 4 relu^2 MLP (3072) layers
+    "hybrid_130m": dict(family="hybrid", size="base", d_model=768, n_layers=24, vocab_size=50280,
+                        pattern=("MM*M-M" * 4)[:24], prompts=(64, 256, 1024), decode=8),
 }
-DEFAULT_MODELS = "d256x4,mamba130m,mamba2_130m"
+DEFAULT_MODELS = "d256x4,mamba130m,mamba2_130m,hybrid_130m"
 MODEL_SNIPPET = """
 from py_engine.benchmarks import model as mb
 result = await mb.run(device, args['url'], prompts=args['prompts'], decode_tokens=args['decode'],
@@ -148,7 +152,7 @@ def _write_random_model(folder, c):
     from tools import convert_host
     from tools.init_weights import init_weights, make_config
     cfg = make_config(c.get("size", "nano"), family=c.get("family", "mamba1"),
-                      hidden_size=c["d_model"],
+                      pattern=c.get("pattern"), hidden_size=c["d_model"],
                       num_hidden_layers=c["n_layers"], vocab_size=c["vocab_size"])
     convert_host.write_hf(folder, cfg, init_weights(cfg, 0), "BF16")
 

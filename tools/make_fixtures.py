@@ -40,21 +40,16 @@ train/<name>/expected.npz:
 
 from __future__ import annotations
 
-import argparse
-import copy
-import io
-import shutil
 import sys
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))   # run as a script: tools.* from the repo root
+from tools.fixture_common import (MAMBA_DECAY_SUFFIXES, check_greedy, dtype_variants, find_prompt,  # noqa: E402
+                                  greedy, run_cli, save_npz, seeded_model, write_train_set)
 
 PROMPT_LEN = 12
-N_NEW = 16
-MIN_GAP = 1e-3
 
 # name, architecture, config overrides, perturbation options
 MODELS = [
@@ -78,21 +73,6 @@ TRAIN_MODELS = [
 ]
 COMMON = dict(num_hidden_layers=2, conv_kernel=4, expand=2, use_conv_bias=True, use_bias=False)
 
-DECAY_SUFFIXES = ("embeddings.weight", "lm_head.weight", "in_proj.weight", "x_proj.weight", "dt_proj.weight",
-                  "out_proj.weight")
-
-
-def save_npz(path: Path, arrays: dict) -> None:
-    """np.savez without the wall-clock timestamps: sorted members, fixed date, stored."""
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as zf:
-        for key in sorted(arrays):
-            buf = io.BytesIO()
-            np.lib.format.write_array(buf, np.array(arrays[key], order="C"), allow_pickle=False)
-            info = zipfile.ZipInfo(key + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.external_attr = 0o644 << 16
-            zf.writestr(info, buf.getvalue())
-
-
 def classes(arch):
     import transformers as tf
     if arch == "mamba":
@@ -104,14 +84,7 @@ def build(arch, overrides, seed, big_dt_bias=False, out_scale=4.0):
     """Seeded random model, with A_log / D / dt bias / norms / conv bias moved off their init."""
     import torch
     cfg_cls, model_cls = classes(arch)
-    cfg = cfg_cls(**COMMON, **overrides)
-    torch.manual_seed(seed)
-    model = model_cls(cfg).eval()
-    g = torch.Generator().manual_seed(seed + 1)
-
-    def rn(t, scale):
-        return torch.randn(t.shape, generator=g, dtype=torch.float32) * scale
-
+    model, rn = seeded_model(model_cls, cfg_cls(**COMMON, **overrides), seed)
     with torch.no_grad():
         for i, layer in enumerate(model.backbone.layers):
             mx = layer.mixer
@@ -132,98 +105,44 @@ def build(arch, overrides, seed, big_dt_bias=False, out_scale=4.0):
 def expected_for(folder: Path, arch, seed):
     """Load folder widened to f32 and compute prompt logits, states, greedy continuation."""
     import torch
-    from transformers import GenerationConfig
     _, model_cls = classes(arch)
     model = model_cls.from_pretrained(folder, dtype=torch.float32).eval()
-    V = model.config.vocab_size
+    L = model.config.num_hidden_layers
     # no EOS stop: the saved generation_config says eos_token_id=0 and generate() merges it in
     model.generation_config.eos_token_id = None
-    for attempt in range(50):
-        rng = np.random.RandomState(seed * 1000 + attempt)
-        prompt = rng.randint(0, V, size=PROMPT_LEN).astype(np.int64)
+
+    def run(prompt):
         ids = torch.from_numpy(prompt)[None]
         with torch.no_grad():
             out = model(ids, use_cache=True)
             cache = out.cache_params
-            L = model.config.num_hidden_layers
             conv = np.stack([cache.get_conv_state(l)[0].numpy() for l in range(L)]).astype(np.float32)
             ssm = np.stack([cache.get_recurrent_state(l)[0].numpy() for l in range(L)]).astype(np.float32)
             logits = out.logits[0].numpy().astype(np.float32)
-            gc = GenerationConfig(max_new_tokens=N_NEW, min_new_tokens=0, do_sample=False, use_cache=True,
-                                  eos_token_id=None, pad_token_id=0, bos_token_id=None,
-                                  output_logits=True, return_dict_in_generate=True)
-            gen = model.generate(ids, generation_config=gc)
-        new = gen.sequences[0, PROMPT_LEN:].numpy().astype(np.int64)
-        glog = torch.stack(gen.logits, 0)[:, 0].numpy().astype(np.float32)
-        assert len(new) == N_NEW, "generation stopped early"
-        assert (np.argmax(glog, -1) == new).all()
-        assert np.abs(glog[0] - logits[-1]).max() < 1e-5
-        top2 = np.sort(glog, axis=-1)[:, -2:]
-        gap = float((top2[:, 1] - top2[:, 0]).min())
-        if gap >= MIN_GAP:
-            return dict(prompt_ids=prompt, logits=logits, conv_state=conv, ssm_state=ssm,
-                        greedy_ids=new, greedy_logits=glog), gap, attempt
-    raise RuntimeError(f"{folder}: no prompt with greedy gap >= {MIN_GAP}")
+            new, glog = greedy(model, ids)
+        check_greedy(new, glog, logits)
+        return (dict(prompt_ids=prompt, logits=logits, conv_state=conv, ssm_state=ssm,
+                     greedy_ids=new, greedy_logits=glog),)
+
+    (exp,), gap, attempt = find_prompt(folder, seed, model.config.vocab_size, PROMPT_LEN, run)
+    return exp, gap, attempt
 
 
 def write_models(out: Path):
-    import torch
     written = []
     for idx, (name, arch, overrides, opts) in enumerate(MODELS):
         seed = 1234 + 17 * idx
         model = build(arch, overrides, seed, **opts)
-        for suffix, dtype in (("", torch.float32), ("-bf16", torch.bfloat16), ("-f16", torch.float16)):
-            folder = out / "models" / (name + suffix)
-            if folder.exists():
-                shutil.rmtree(folder)
-            copy.deepcopy(model).to(dtype).save_pretrained(folder)
+        for _, _, folder in dtype_variants(out, name, model, ("", "-bf16", "-f16")):
             exp, gap, attempt = expected_for(folder, arch, seed)
             save_npz(folder / "expected.npz", exp)
-            written.append((folder, f"greedy gap {gap:.2e} (prompt try {attempt}), greedy {exp['greedy_ids'].tolist()}"))
+            written.append((folder, f"greedy gap {gap:.2e} (prompt try {attempt}), "
+                                    f"greedy {exp['greedy_ids'].tolist()}"))
     return written
 
 
 def write_train(out: Path):
-    import torch
-    written = []
-    for idx, (name, arch, overrides) in enumerate(TRAIN_MODELS):
-        seed = 777 + 31 * idx
-        model = build(arch, overrides, seed)
-        folder = out / "train" / name
-        if folder.exists():
-            shutil.rmtree(folder)
-        model.save_pretrained(folder)
-        V = model.config.vocab_size
-        rng = np.random.RandomState(seed)
-        ids = rng.randint(0, V, size=(2, 8)).astype(np.int64)
-        labels = ids.copy()
-        labels[1, 5] = -100
-        model.train()
-        tids, tlab = torch.from_numpy(ids), torch.from_numpy(labels)
-        res = dict(input_ids=ids, labels=labels)
-        model.zero_grad()
-        loss = model(input_ids=tids, labels=tlab, use_cache=False).loss
-        loss.backward()
-        res["loss"] = np.float32(loss.item())
-        for k, p in model.named_parameters():
-            res["grad." + k] = p.grad.detach().numpy().astype(np.float32).copy()
-        decay = [p for k, p in model.named_parameters() if k.endswith(DECAY_SUFFIXES)]
-        no_decay = [p for k, p in model.named_parameters() if not k.endswith(DECAY_SUFFIXES)]
-        opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
-                                lr=1e-2, betas=(0.9, 0.95), eps=1e-8, foreach=False)
-        losses = []
-        for _ in range(5):
-            opt.zero_grad()
-            loss = model(input_ids=tids, labels=tlab, use_cache=False).loss
-            losses.append(loss.item())
-            loss.backward()
-            opt.step()
-        res["adamw_losses"] = np.array(losses, dtype=np.float32)
-        for k, p in model.named_parameters():
-            res["adamw." + k] = p.detach().numpy().astype(np.float32).copy()
-        save_npz(folder / "expected.npz", res)
-        written.append((folder, f"loss {res['loss']:.6f}, after 5 AdamW steps {losses[-1]:.6f}"))
-    return written
+    return write_train_set(out, TRAIN_MODELS, 777, build, (2, 8), MAMBA_DECAY_SUFFIXES)
 
 
 README = """# Parity fixtures (generated — do not edit)
@@ -240,31 +159,14 @@ that is tested against them is `tests/reference/mamba1_model_numpy.py` (and the 
 """
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default=str(REPO / "tests" / "fixtures"))
-    args = ap.parse_args(argv)
-    import torch
-    import transformers
-    torch.set_num_threads(1)
-    torch.use_deterministic_algorithms(True)
-    transformers.logging.set_verbosity_error()
-    try:
-        transformers.utils.logging.disable_progress_bar()
-    except Exception:
-        pass
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+def write_all(out: Path):
     written = write_models(out) + write_train(out)
     (out / "README.md").write_text(README)
-    total = 0
-    for folder, note in written:
-        size = sum(f.stat().st_size for f in folder.iterdir())
-        total += size
-        print(f"{folder.relative_to(out.parent) if out.parent in folder.parents else folder}  "
-              f"{size / 1024:7.1f} KiB  {note}")
-    print(f"total {total / 1024:.1f} KiB in {len(written)} folders under {out}")
-    return 0
+    return written
+
+
+def main(argv=None):
+    return run_cli(argv, __doc__.splitlines()[0], write_all)
 
 
 if __name__ == "__main__":

@@ -93,23 +93,19 @@ transformers 5.24 NemotronH conventions verified here (asserted in checks_on_con
 
 from __future__ import annotations
 
-import argparse
-import copy
-import importlib.util
-import io
 import json
 import shutil
 import sys
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))   # run as a script: tools.* from the repo root
+from tools.fixture_common import (N_NEW, assert_torch_path, check_greedy, counted_loss,  # noqa: E402
+                                  dtype_variants, find_prompt, fresh_dir, greedy, run_cli, save_npz,
+                                  seeded_model, stepwise_logits, write_json, write_train_set)
 
 PROMPT_LEN = 40
-N_NEW = 16
-MIN_GAP = 1e-3
 TRAIN_SHAPE = (2, 11)
 TIME_STEP_MIN = 0.05
 
@@ -163,21 +159,6 @@ LAYOUT = {
 }
 
 
-def save_npz(path: Path, arrays: dict) -> None:
-    """np.savez without the wall-clock timestamps: sorted members, fixed date, stored."""
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as zf:
-        for key in sorted(arrays):
-            buf = io.BytesIO()
-            np.lib.format.write_array(buf, np.array(arrays[key], order="C"), allow_pickle=False)
-            info = zipfile.ZipInfo(key + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.external_attr = 0o644 << 16
-            zf.writestr(info, buf.getvalue())
-
-
-def write_json(path: Path, obj) -> None:
-    path.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
-
-
 def make_config(overrides):
     from transformers import NemotronHConfig
     return NemotronHConfig(**COMMON, **overrides)
@@ -189,13 +170,7 @@ def build(overrides, seed):
     import torch
     from transformers import NemotronHForCausalLM
     cfg = make_config(overrides)
-    torch.manual_seed(seed)
-    model = NemotronHForCausalLM(cfg).eval()
-    g = torch.Generator().manual_seed(seed + 1)
-
-    def rn(t, scale):
-        return torch.randn(t.shape, generator=g, dtype=torch.float32) * scale
-
+    model, rn = seeded_model(NemotronHForCausalLM, cfg, seed)
     def mat(lin, gain):
         lin.weight.copy_(rn(lin.weight, gain / lin.weight.shape[1] ** 0.5))
         if lin.bias is not None:
@@ -267,72 +242,44 @@ class no_dt_floor:
             m.time_step_limit = s
 
 
-def stepwise_logits(model, ids):
-    """Token 0 through the chunked path on an empty cache, the rest one at a time (decode path)."""
-    import torch
-    out = model(ids[:, :1], use_cache=True)
-    rows, cache = [out.logits[0, -1]], out.cache
-    for t in range(1, ids.shape[1]):
-        out = model(ids[:, t:t + 1], cache=cache, use_cache=True)
-        rows.append(out.logits[0, -1])
-    return torch.stack(rows).numpy().astype(np.float32), cache
-
-
-def greedy(model, ids):
-    import torch
-    from transformers import GenerationConfig
-    gc = GenerationConfig(max_new_tokens=N_NEW, min_new_tokens=0, do_sample=False, use_cache=True,
-                          eos_token_id=None, pad_token_id=0, bos_token_id=None,
-                          output_logits=True, return_dict_in_generate=True)
-    # an explicit all-ones mask: otherwise generate() derives one from ids != pad_token_id (0) and zeroes
-    # prompt tokens 0 as padding inside the Mamba mixers
-    gen = model.generate(ids, attention_mask=torch.ones_like(ids), generation_config=gc)
-    new = gen.sequences[0, ids.shape[1]:].numpy().astype(np.int64)
-    return new, torch.stack(gen.logits, 0)[:, 0].numpy().astype(np.float32)
-
-
 def expected_for(folder: Path, seed):
     """Load folder widened to f32; prompt logits, caches, greedy continuation, and the dt-floor effect."""
     import torch
     from transformers import NemotronHForCausalLM
     model = NemotronHForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
     cfg = model.config
-    V = cfg.vocab_size
-    for attempt in range(50):
-        rng = np.random.RandomState(seed * 1000 + attempt)
-        prompt = rng.randint(0, V, size=PROMPT_LEN).astype(np.int64)
+
+    def run(prompt):
         ids = torch.from_numpy(prompt)[None]
         with torch.no_grad():
             out = model(ids, use_cache=True)
             logits = out.logits[0].numpy().astype(np.float32)
             st = states_of(out.cache, cfg)
-            new, glog = greedy(model, ids)
+            new, glog = greedy(model, ids, mask=True)
             with no_dt_floor(model):
                 out_nf = model(ids, use_cache=True)
                 st_nf = states_of(out_nf.cache, cfg)
                 # without the floor, prefill == token-by-token decode (the decode path never floors)
                 slog, scache = stepwise_logits(model, ids)
-                _, glog_nf = greedy(model, ids)
+                _, glog_nf = greedy(model, ids, mask=True)
             sst = states_of(scache, cfg)
         lnf = out_nf.logits[0].numpy()
         assert np.abs(slog - lnf).max() < 1e-4, np.abs(slog - lnf).max()
         assert all(np.abs(sst[k] - st_nf[k]).max() < 1e-4 * max(1, np.abs(st_nf[k]).max()) for k in sst)
-        assert len(new) == N_NEW and (np.argmax(glog, -1) == new).all()
-        assert np.abs(glog[0] - logits[-1]).max() < 1e-5
+        check_greedy(new, glog, logits)
         assert st["key_cache"].shape[2] == PROMPT_LEN
-        top2 = np.sort(glog, axis=-1)[:, -2:]
-        gap = float((top2[:, 1] - top2[:, 0]).min())
-        if gap >= MIN_GAP:
-            effect = dict(prompt_logits=float(np.abs(lnf - logits).max()),
-                          ssm_state=float(np.abs(st_nf["ssm_state"] - st["ssm_state"]).max()),
-                          greedy_logits=float(np.abs(glog_nf - glog).max()))
-            exp = dict(prompt_ids=prompt, logits=logits, greedy_ids=new, greedy_logits=glog, **st)
-            # transformers' one-token decode path never floors dt: the prompt fed one token at a
-            # time through it (the recurrent path an engine's `step` mirrors), and its states
-            exp["step_logits"] = slog
-            exp.update({"step_" + k: v for k, v in sst.items()})
-            return exp, gap, attempt, effect
-    raise RuntimeError(f"{folder}: no prompt with greedy gap >= {MIN_GAP}")
+        effect = dict(prompt_logits=float(np.abs(lnf - logits).max()),
+                      ssm_state=float(np.abs(st_nf["ssm_state"] - st["ssm_state"]).max()),
+                      greedy_logits=float(np.abs(glog_nf - glog).max()))
+        exp = dict(prompt_ids=prompt, logits=logits, greedy_ids=new, greedy_logits=glog, **st)
+        # transformers' one-token decode path never floors dt: the prompt fed one token at a
+        # time through it (the recurrent path an engine's `step` mirrors), and its states
+        exp["step_logits"] = slog
+        exp.update({"step_" + k: v for k, v in sst.items()})
+        return exp, effect
+
+    (exp, effect), gap, attempt = find_prompt(folder, seed, cfg.vocab_size, PROMPT_LEN, run)
+    return exp, gap, attempt, effect
 
 
 def context_effects(model, exp):
@@ -363,8 +310,7 @@ def fixture_json(name, cfg, exp, source, **extra):
 def write_pattern_copy(out: Path, name: str, folder: Path, info: dict):
     """Same weights / expected; config.json with hybrid_override_pattern instead of layers_block_type."""
     dst = out / "models" / (name + "-pattern")
-    if dst.exists():
-        shutil.rmtree(dst)
+    fresh_dir(dst)
     shutil.copytree(folder, dst)
     c = json.loads((folder / "config.json").read_text())
     from transformers import NemotronHConfig
@@ -377,17 +323,11 @@ def write_pattern_copy(out: Path, name: str, folder: Path, info: dict):
 
 
 def write_models(out: Path):
-    import torch
     written = []
     for idx, (name, overrides, opts) in enumerate(MODELS):
         seed = 7321 + 17 * idx
         model = build(overrides, seed)
-        for suffix in opts["suffixes"]:
-            dtype = {"": torch.float32, "-bf16": torch.bfloat16, "-f16": torch.float16}[suffix]
-            folder = out / "models" / (name + suffix)
-            if folder.exists():
-                shutil.rmtree(folder)
-            copy.deepcopy(model).to(dtype).save_pretrained(folder)
+        for suffix, dtype, folder in dtype_variants(out, name, model, opts["suffixes"]):
             exp, gap, attempt, effect = expected_for(folder, seed)
             save_npz(folder / "expected.npz", exp)
             short, far = context_effects(model.float(), exp) if suffix == "" else (float("nan"),) * 2
@@ -403,56 +343,18 @@ def write_models(out: Path):
 
 
 def write_train(out: Path):
-    import torch
     from transformers.models.nemotron_h import modeling_nemotron_h as mm
-    written = []
-    for idx, (name, overrides) in enumerate(TRAIN_MODELS):
-        seed = 1999 + 31 * idx
-        model = build(overrides, seed)
-        folder = out / "train" / name
-        if folder.exists():
-            shutil.rmtree(folder)
-        model.save_pretrained(folder)
-        V = model.config.vocab_size
-        rng = np.random.RandomState(seed)
-        ids = rng.randint(0, V, size=TRAIN_SHAPE).astype(np.int64)
-        labels = ids.copy()
-        labels[1, 5] = -100
-        model.train()
-        tids, tlab = torch.from_numpy(ids), torch.from_numpy(labels)
-        res = dict(input_ids=ids, labels=labels)
-        model.zero_grad()
-        orig, calls = mm.mamba2_chunk_scan, []
-        mm.mamba2_chunk_scan = lambda *a, **k: (calls.append(1), orig(*a, **k))[1]
-        try:
-            loss = model(input_ids=tids, labels=tlab, use_cache=False).loss
-        finally:
-            mm.mamba2_chunk_scan = orig
-        assert len(calls) == len(layer_ids(model.config, "linear_attention")), "training took a fused path"
-        loss.backward()
-        res["loss"] = np.float32(loss.item())
-        for k, p in model.named_parameters():
-            res["grad." + k] = p.grad.detach().numpy().astype(np.float32).copy()
-            assert np.abs(res["grad." + k]).max() > 0, k
-        decay = [p for k, p in model.named_parameters() if k.endswith(DECAY_SUFFIXES)]
-        no_decay = [p for k, p in model.named_parameters() if not k.endswith(DECAY_SUFFIXES)]
-        assert {k for k, p in model.named_parameters() if k.endswith(DECAY_SUFFIXES)} == \
-            {k for k, p in model.named_parameters() if p.dim() == 2}
-        opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
-                                lr=1e-2, betas=(0.9, 0.95), eps=1e-8, foreach=False)
-        losses = []
-        for _ in range(5):
-            opt.zero_grad()
-            loss = model(input_ids=tids, labels=tlab, use_cache=False).loss
-            losses.append(loss.item())
-            loss.backward()
-            opt.step()
-        res["adamw_losses"] = np.array(losses, dtype=np.float32)
-        for k, p in model.named_parameters():
-            res["adamw." + k] = p.detach().numpy().astype(np.float32).copy()
-        save_npz(folder / "expected.npz", res)
-        written.append((folder, f"loss {res['loss']:.6f}, after 5 AdamW steps {losses[-1]:.6f}"))
-    return written
+
+    def first(model, ids, labels):       # the fused entry point falls through to the torch chunked scan
+        return counted_loss(model, ids, labels, mm, len(layer_ids(model.config, "linear_attention")))
+
+    def check(model, res):
+        params = dict(model.named_parameters())
+        assert {k for k in params if k.endswith(DECAY_SUFFIXES)} == {k for k, p in params.items() if p.dim() == 2}
+        for k in params:
+            assert np.abs(res["grad." + k]).max() > 0, k        # every parameter moves the loss
+
+    return write_train_set(out, TRAIN_MODELS, 1999, build, TRAIN_SHAPE, DECAY_SUFFIXES, first_loss=first, check=check)
 
 
 def checks_on_conventions():
@@ -462,10 +364,7 @@ def checks_on_conventions():
     from safetensors.torch import load_file
     from transformers import NemotronHConfig, NemotronHForCausalLM
     from transformers.models.nemotron_h import modeling_nemotron_h as mm
-    for pkg in ("mamba_ssm", "causal_conv1d", "kernels"):
-        assert importlib.util.find_spec(pkg) is None, f"{pkg} installed: fixtures would not use the torch path"
-    assert mm.mamba2_split_conv1d_scan_combined(torch.zeros(1, 1, 1), torch.zeros(1, 1), None, None, None,
-                                                D=None, chunk_size=1) is None
+    assert_torch_path(mm)
     assert NemotronHConfig(layers_block_type=["mamba", "attention", "mlp"]).layers_block_type == \
         ["linear_attention", "full_attention", "mlp"]
     assert NemotronHConfig(hybrid_override_pattern="M*-M").layers_block_type == MAMF
@@ -487,34 +386,8 @@ def checks_on_conventions():
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default=str(REPO / "tests" / "fixtures"))
-    args = ap.parse_args(argv)
-    import torch
-    import transformers
-    torch.set_num_threads(1)
-    torch.use_deterministic_algorithms(True)
-    transformers.logging.set_verbosity_error()
-    try:
-        transformers.utils.logging.disable_progress_bar()
-    except Exception:
-        pass
-    checks_on_conventions()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    written = write_models(out) + write_train(out)
-    total = 0
-    for folder, note in written:
-        for f in folder.iterdir():
-            f.chmod(0o644)      # save_pretrained writes safetensors 0600
-        size = sum(f.stat().st_size for f in folder.iterdir())
-        biggest = max(f.stat().st_size for f in folder.iterdir())
-        assert biggest < 300 * 1024, (folder, biggest)
-        total += size
-        print(f"{folder.relative_to(out.parent) if out.parent in folder.parents else folder}  "
-              f"{size / 1024:7.1f} KiB  {note}")
-    print(f"total {total / 1024:.1f} KiB in {len(written)} folders under {out}")
-    return 0
+    return run_cli(argv, __doc__.splitlines()[0], lambda out: write_models(out) + write_train(out),
+                   checks=checks_on_conventions)
 
 
 if __name__ == "__main__":

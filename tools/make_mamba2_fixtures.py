@@ -83,22 +83,18 @@ transformers 5.24 Mamba-2 conventions verified here (asserted in checks_on_conve
 
 from __future__ import annotations
 
-import argparse
-import copy
-import io
-import json
 import shutil
 import sys
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))   # run as a script: tools.* from the repo root
+from tools.fixture_common import (MAMBA_DECAY_SUFFIXES, N_NEW, assert_torch_path, check_greedy,  # noqa: E402
+                                  counted_loss, dtype_variants, find_prompt, fresh_dir, greedy, run_cli,
+                                  save_npz, seeded_model, stepwise_logits, write_json, write_train_set)
 
 PROMPT_LEN = 21
-N_NEW = 16
-MIN_GAP = 1e-3
 TRAIN_SHAPE = (2, 11)
 PAD_VOCAB_MULTIPLE = 16
 
@@ -125,9 +121,6 @@ TRAIN_MODELS = [
           tie_word_embeddings=False, use_bias=True)),
 ]
 
-DECAY_SUFFIXES = ("embeddings.weight", "lm_head.weight", "in_proj.weight", "x_proj.weight", "dt_proj.weight",
-                  "out_proj.weight")
-
 LAYOUT = {
     "in_proj_rows": "[z (I) | x (I) | B (G*N) | C (G*N) | dt (H)]",
     "conv_channels": "[x (I) | B (G*N) | C (G*N)]",
@@ -139,21 +132,6 @@ LAYOUT = {
 }
 
 
-def save_npz(path: Path, arrays: dict) -> None:
-    """np.savez without the wall-clock timestamps: sorted members, fixed date, stored."""
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as zf:
-        for key in sorted(arrays):
-            buf = io.BytesIO()
-            np.lib.format.write_array(buf, np.array(arrays[key], order="C"), allow_pickle=False)
-            info = zipfile.ZipInfo(key + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.external_attr = 0o644 << 16
-            zf.writestr(info, buf.getvalue())
-
-
-def write_json(path: Path, obj) -> None:
-    path.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
-
-
 def make_config(overrides):
     from transformers import Mamba2Config
     return Mamba2Config(**COMMON, **overrides)
@@ -163,14 +141,7 @@ def build(overrides, seed, big_dt_bias=False, out_scale=4.0, in_scale=2.5):
     """Seeded random Mamba2ForCausalLM with every non-matrix parameter moved off its init value."""
     import torch
     from transformers import Mamba2ForCausalLM
-    cfg = make_config(overrides)
-    torch.manual_seed(seed)
-    model = Mamba2ForCausalLM(cfg).eval()
-    g = torch.Generator().manual_seed(seed + 1)
-
-    def rn(t, scale):
-        return torch.randn(t.shape, generator=g, dtype=torch.float32) * scale
-
+    model, rn = seeded_model(Mamba2ForCausalLM, make_config(overrides), seed)
     with torch.no_grad():
         for i, layer in enumerate(model.backbone.layers):
             mx = layer.mixer
@@ -201,28 +172,15 @@ def states_of(cache, L):
     return conv, ssm
 
 
-def stepwise_logits(model, ids):
-    """Feed ids one token at a time through the cache: token 0 takes the chunked path on an empty cache,
-    the rest the 1-token decode path. Returns logits [T, V] and the final cache."""
-    import torch
-    out = model(ids[:, :1], use_cache=True)
-    rows, cache = [out.logits[0, -1]], out.cache
-    for t in range(1, ids.shape[1]):
-        out = model(ids[:, t:t + 1], cache=cache, use_cache=True)
-        rows.append(out.logits[0, -1])
-    return torch.stack(rows).numpy().astype(np.float32), cache
-
-
 def expected_for(folder: Path, seed):
     """Load folder widened to f32 and compute prompt logits, states, greedy continuation."""
     import torch
-    from transformers import GenerationConfig, Mamba2ForCausalLM
+    from transformers import Mamba2ForCausalLM
     model = Mamba2ForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
     V, L = model.config.vocab_size, model.config.num_hidden_layers
     model.generation_config.eos_token_id = None
-    for attempt in range(50):
-        rng = np.random.RandomState(seed * 1000 + attempt)
-        prompt = rng.randint(0, V, size=PROMPT_LEN).astype(np.int64)
+
+    def run(prompt):
         ids = torch.from_numpy(prompt)[None]
         with torch.no_grad():
             out = model(ids, use_cache=True)
@@ -233,21 +191,13 @@ def expected_for(folder: Path, seed):
             sconv, sssm = states_of(scache, L)
             assert np.abs(slog - logits).max() < 1e-4, np.abs(slog - logits).max()
             assert np.abs(sconv - conv).max() < 1e-5 and np.abs(sssm - ssm).max() < 1e-4 * max(1, np.abs(ssm).max())
-            gc = GenerationConfig(max_new_tokens=N_NEW, min_new_tokens=0, do_sample=False, use_cache=True,
-                                  eos_token_id=None, pad_token_id=0, bos_token_id=None,
-                                  output_logits=True, return_dict_in_generate=True)
-            gen = model.generate(ids, generation_config=gc)
-        new = gen.sequences[0, PROMPT_LEN:].numpy().astype(np.int64)
-        glog = torch.stack(gen.logits, 0)[:, 0].numpy().astype(np.float32)
-        assert len(new) == N_NEW, "generation stopped early"
-        assert (np.argmax(glog, -1) == new).all()
-        assert np.abs(glog[0] - logits[-1]).max() < 1e-5
-        top2 = np.sort(glog, axis=-1)[:, -2:]
-        gap = float((top2[:, 1] - top2[:, 0]).min())
-        if gap >= MIN_GAP:
-            return dict(prompt_ids=prompt, logits=logits, conv_state=conv, ssm_state=ssm,
-                        greedy_ids=new, greedy_logits=glog), gap, attempt
-    raise RuntimeError(f"{folder}: no prompt with greedy gap >= {MIN_GAP}")
+            new, glog = greedy(model, ids)
+        check_greedy(new, glog, logits)
+        return (dict(prompt_ids=prompt, logits=logits, conv_state=conv, ssm_state=ssm,
+                     greedy_ids=new, greedy_logits=glog),)
+
+    (exp,), gap, attempt = find_prompt(folder, seed, V, PROMPT_LEN, run)
+    return exp, gap, attempt
 
 
 def context_matters(model, exp):
@@ -336,8 +286,7 @@ def write_ssm_copies(out: Path, name: str, hf_folder: Path, cfg, info: dict):
             old = torch.load(folder / weights, weights_only=True)
             if same_tensors(old, sd):
                 keep_bin = (folder / weights).read_bytes()
-        if folder.exists():
-            shutil.rmtree(folder)
+        fresh_dir(folder)
         folder.mkdir(parents=True)
         write_json(folder / "config.json", ssm_config(cfg))
         if weights.endswith(".safetensors"):
@@ -358,17 +307,11 @@ def write_ssm_copies(out: Path, name: str, hf_folder: Path, cfg, info: dict):
 # ------------------------------------------------------------------------------------------------
 
 def write_models(out: Path):
-    import torch
     written = []
     for idx, (name, overrides, opts) in enumerate(MODELS):
         seed = 4321 + 17 * idx
         model = build(overrides, seed, big_dt_bias=opts.get("big_dt_bias", False))
-        for suffix in opts["suffixes"]:
-            dtype = {"": torch.float32, "-bf16": torch.bfloat16, "-f16": torch.float16}[suffix]
-            folder = out / "models" / (name + suffix)
-            if folder.exists():
-                shutil.rmtree(folder)
-            copy.deepcopy(model).to(dtype).save_pretrained(folder)
+        for suffix, dtype, folder in dtype_variants(out, name, model, opts["suffixes"]):
             exp, gap, attempt = expected_for(folder, seed)
             save_npz(folder / "expected.npz", exp)
             spread = context_matters(model.float(), exp) if suffix == "" else float("nan")
@@ -384,65 +327,16 @@ def write_models(out: Path):
 
 
 def write_train(out: Path):
-    import torch
     from transformers.models.mamba2 import modeling_mamba2 as mm
-    written = []
-    for idx, (name, overrides) in enumerate(TRAIN_MODELS):
-        seed = 999 + 31 * idx
-        model = build(overrides, seed)
-        folder = out / "train" / name
-        if folder.exists():
-            shutil.rmtree(folder)
-        model.save_pretrained(folder)
-        V = model.config.vocab_size
-        rng = np.random.RandomState(seed)
-        ids = rng.randint(0, V, size=TRAIN_SHAPE).astype(np.int64)
-        labels = ids.copy()
-        labels[1, 5] = -100
-        model.train()
-        tids, tlab = torch.from_numpy(ids), torch.from_numpy(labels)
-        res = dict(input_ids=ids, labels=labels)
-        model.zero_grad()
-        # the fused mamba_ssm entry point must fall through to the torch chunked scan
-        orig, calls = mm.mamba2_chunk_scan, []
-        mm.mamba2_chunk_scan = lambda *a, **k: (calls.append(1), orig(*a, **k))[1]
-        try:
-            loss = model(input_ids=tids, labels=tlab, use_cache=False).loss
-        finally:
-            mm.mamba2_chunk_scan = orig
-        assert len(calls) == model.config.num_hidden_layers, "training took a fused path"
-        loss.backward()
-        res["loss"] = np.float32(loss.item())
-        for k, p in model.named_parameters():
-            res["grad." + k] = p.grad.detach().numpy().astype(np.float32).copy()
-        decay = [p for k, p in model.named_parameters() if k.endswith(DECAY_SUFFIXES)]
-        no_decay = [p for k, p in model.named_parameters() if not k.endswith(DECAY_SUFFIXES)]
-        opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
-                                lr=1e-2, betas=(0.9, 0.95), eps=1e-8, foreach=False)
-        losses = []
-        for _ in range(5):
-            opt.zero_grad()
-            loss = model(input_ids=tids, labels=tlab, use_cache=False).loss
-            losses.append(loss.item())
-            loss.backward()
-            opt.step()
-        res["adamw_losses"] = np.array(losses, dtype=np.float32)
-        for k, p in model.named_parameters():
-            res["adamw." + k] = p.detach().numpy().astype(np.float32).copy()
-        save_npz(folder / "expected.npz", res)
-        written.append((folder, f"loss {res['loss']:.6f}, after 5 AdamW steps {losses[-1]:.6f}"))
-    return written
+    # the fused mamba_ssm entry point must fall through to the torch chunked scan
+    first = lambda m, ids, lab: counted_loss(m, ids, lab, mm, m.config.num_hidden_layers)  # noqa: E731
+    return write_train_set(out, TRAIN_MODELS, 999, build, TRAIN_SHAPE, MAMBA_DECAY_SUFFIXES, first_loss=first)
 
 
 def checks_on_conventions():
     """Cheap assertions of the conventions documented above, on a throwaway model."""
-    import torch
     from transformers.models.mamba2 import modeling_mamba2 as mm
-    import importlib.util
-    for pkg in ("mamba_ssm", "causal_conv1d", "kernels"):
-        assert importlib.util.find_spec(pkg) is None, f"{pkg} installed: fixtures would not use the torch path"
-    assert mm.mamba2_split_conv1d_scan_combined(torch.zeros(1, 1, 1), torch.zeros(1, 1), None, None, None,
-                                                D=None, chunk_size=1) is None
+    assert_torch_path(mm)
     model = build(MODELS[1][1], 1)
     mx = model.backbone.layers[0].mixer
     I, G, N, H = mx.intermediate_size, mx.n_groups, mx.ssm_state_size, mx.num_heads
@@ -452,34 +346,8 @@ def checks_on_conventions():
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default=str(REPO / "tests" / "fixtures"))
-    args = ap.parse_args(argv)
-    import torch
-    import transformers
-    torch.set_num_threads(1)
-    torch.use_deterministic_algorithms(True)
-    transformers.logging.set_verbosity_error()
-    try:
-        transformers.utils.logging.disable_progress_bar()
-    except Exception:
-        pass
-    checks_on_conventions()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    written = write_models(out) + write_train(out)
-    total = 0
-    for folder, note in written:
-        for f in folder.iterdir():
-            f.chmod(0o644)      # save_pretrained writes safetensors 0600
-        size = sum(f.stat().st_size for f in folder.iterdir())
-        biggest = max(f.stat().st_size for f in folder.iterdir())
-        assert biggest < 300 * 1024, (folder, biggest)
-        total += size
-        print(f"{folder.relative_to(out.parent) if out.parent in folder.parents else folder}  "
-              f"{size / 1024:7.1f} KiB  {note}")
-    print(f"total {total / 1024:.1f} KiB in {len(written)} folders under {out}")
-    return 0
+    return run_cli(argv, __doc__.splitlines()[0], lambda out: write_models(out) + write_train(out),
+                   checks=checks_on_conventions)
 
 
 if __name__ == "__main__":

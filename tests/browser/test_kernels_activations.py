@@ -11,17 +11,12 @@ import numpy as np
 import pytest
 import torch
 
+from tests.browser.kernel_harness import rel_err, runner
+
 pytestmark = pytest.mark.browser
 
-PRELUDE = """
-from py_engine.gpu.tensor import Tensor
-from py_engine.ops.conv1d import Cols
+gpu = runner("""
 import py_engine.ops.activations as act
-dev = device
-T = {k: Tensor.from_bytes(dev, shp, args['data'][k], 'f32') for k, shp in args['spec'].items()}
-b = dev.batch()
-outs = {}
-info = {}
 def zeros(shape):
     n = 1
     for d in shape:
@@ -32,28 +27,7 @@ def counted(fn, *a, **k):
     r = fn(*a, **k)
     info.setdefault('dispatches', []).append(b.dispatch_count - n0)
     return r
-"""
-EPILOGUE = """
-b.submit()
-result = {'outs': {k: await o.to_bytes() for k, o in outs.items()}, 'info': info}
-for t in T.values():
-    t.release()
-"""
-
-
-def gpu(engine, code, **arrays):
-    spec = {k: list(a.shape) for k, a in arrays.items()}
-    data = {k: np.ascontiguousarray(a, dtype=np.float32).tobytes() for k, a in arrays.items()}
-    res = engine.run(PRELUDE + code + EPILOGUE, spec=spec, data=data)
-    outs = {k: np.frombuffer(v, dtype=np.float32).astype(np.float64) for k, v in res["outs"].items()}
-    return outs, res["info"]
-
-
-def rel_err(got, ref):
-    ref = np.asarray(ref, dtype=np.float64)
-    scale = max(np.abs(ref).max(), 1e-30)
-    return np.abs(np.asarray(got).reshape(ref.shape) - ref).max() / scale
-
+""")
 
 rng = np.random.default_rng(2468)
 

@@ -11,10 +11,12 @@ matrix would be 64 MiB) and head dims 64 / 128 that prove the real shapes fit th
 import numpy as np
 import pytest
 
-from tests.browser.test_kernels_mamba import d64, gpu, rel_err
+from tests.browser.kernel_harness import d64, rel_err, runner
 from tests.reference import attention_numpy as an
 
 pytestmark = pytest.mark.browser
+
+gpu = runner()
 
 TOL = 1e-4
 rng = np.random.default_rng(77)

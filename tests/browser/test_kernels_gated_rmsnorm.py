@@ -10,40 +10,11 @@ import numpy as np
 import pytest
 import torch
 
+from tests.browser.kernel_harness import rel_err, runner
+
 pytestmark = pytest.mark.browser
 
-PRELUDE = """
-from py_engine.gpu.tensor import Tensor
-from py_engine.ops.conv1d import Cols
-import py_engine.ops.gated_rmsnorm as gn
-dev = device
-T = {k: Tensor.from_bytes(dev, shp, args['data'][k], 'f32') for k, shp in args['spec'].items()}
-b = dev.batch()
-outs = {}
-info = {}
-"""
-EPILOGUE = """
-b.submit()
-result = {'outs': {k: await o.to_bytes() for k, o in outs.items()}, 'info': info}
-for t in T.values():
-    t.release()
-"""
-
-
-def gpu(engine, code, **arrays):
-    """Run `code` (fills `outs` with tensors, `info` with anything) on f32 tensors T[name]."""
-    spec = {k: list(a.shape) for k, a in arrays.items()}
-    data = {k: np.ascontiguousarray(a, dtype=np.float32).tobytes() for k, a in arrays.items()}
-    res = engine.run(PRELUDE + code + EPILOGUE, spec=spec, data=data)
-    outs = {k: np.frombuffer(v, dtype=np.float32).astype(np.float64) for k, v in res["outs"].items()}
-    return outs, res["info"]
-
-
-def rel_err(got, ref):
-    ref = np.asarray(ref, dtype=np.float64)
-    scale = max(np.abs(ref).max(), 1e-30)
-    return np.abs(np.asarray(got).reshape(ref.shape) - ref).max() / scale
-
+gpu = runner("import py_engine.ops.gated_rmsnorm as gn")
 
 rng = np.random.default_rng(4321)
 

@@ -9,6 +9,7 @@ purpose (SwiftShader is a CPU): I not a multiple of 64, N = 8 and 16, T crossing
 import numpy as np
 import pytest
 
+from tests.browser.kernel_harness import d64, rel_err, runner
 from tests.reference import conv1d_numpy as conv_ref
 from tests.reference import elementwise_numpy as ew_ref
 from tests.reference import rmsnorm_numpy as rms_ref
@@ -16,44 +17,10 @@ from tests.reference import selective_scan_numpy as scan_ref
 
 pytestmark = pytest.mark.browser
 
-PRELUDE = """
-from py_engine.gpu.tensor import Tensor
-from py_engine.ops.conv1d import Cols
+gpu = runner("""
 import py_engine.ops.conv1d as conv
 import py_engine.ops.selective_scan as ss
-dev = device
-T = {k: Tensor.from_bytes(dev, shp, args['data'][k], dt) for k, (shp, dt) in args['spec'].items()}
-b = dev.batch()
-outs = {}
-info = {}
-"""
-EPILOGUE = """
-b.submit()
-result = {'outs': {k: await o.to_bytes() for k, o in outs.items() if o is not None},
-          'info': info}
-for t in T.values():
-    t.release()
-"""
-
-DT = {np.float32: "f32", np.int32: "i32", np.uint32: "u32"}
-
-
-def gpu(engine, code, **arrays):
-    """Run `code` (which fills `outs` with tensors, `info` with anything) on tensors T[name]."""
-    spec, data = {}, {}
-    for k, a in arrays.items():
-        a = np.ascontiguousarray(a)
-        spec[k] = (list(a.shape), DT[a.dtype.type])
-        data[k] = a.tobytes()
-    res = engine.run(PRELUDE + code + EPILOGUE, spec=spec, data=data)
-    outs = {k: np.frombuffer(v, dtype=np.float32).astype(np.float64) for k, v in res["outs"].items()}
-    return outs, res["info"]
-
-
-def rel_err(got, ref, scale=None):
-    ref = np.asarray(ref, dtype=np.float64)
-    scale = max(np.abs(ref).max() if scale is None else scale, 1e-30)
-    return np.abs(np.asarray(got).reshape(ref.shape) - ref).max() / scale
+""")
 
 
 rng = np.random.default_rng(1234)
@@ -61,10 +28,6 @@ rng = np.random.default_rng(1234)
 
 def f32(*shape, scale=1.0):
     return (rng.standard_normal(shape) * scale).astype(np.float32)
-
-
-def d64(a):
-    return None if a is None else np.asarray(a, dtype=np.float64)
 
 
 # ---------------------------------------------------------------------------------------------

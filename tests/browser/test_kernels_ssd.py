@@ -9,10 +9,12 @@ P = 64) that proves those shapes run within the workgroup-memory limit.
 import numpy as np
 import pytest
 
-from tests.browser.test_kernels_mamba import d64, gpu, rel_err
+from tests.browser.kernel_harness import d64, rel_err, runner
 from tests.reference import ssd_numpy as sn
 
 pytestmark = pytest.mark.browser
+
+gpu = runner()
 
 TOL = 1e-4
 rng = np.random.default_rng(2024)

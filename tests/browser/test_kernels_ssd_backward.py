@@ -11,44 +11,13 @@ import numpy as np
 import pytest
 import torch
 
+from tests.browser.kernel_harness import rel_err, runner
+
 pytestmark = pytest.mark.browser
 
 TOL = 1e-4
 
-PRELUDE = """
-from py_engine.gpu.tensor import Tensor
-from py_engine.ops.conv1d import Cols
-from py_engine.ops.ssd_backward import ssd_backward
-dev = device
-T = {k: Tensor.from_bytes(dev, shp, args['data'][k], dt) for k, (shp, dt) in args['spec'].items()}
-b = dev.batch()
-outs = {}
-info = {}
-"""
-EPILOGUE = """
-b.submit()
-result = {'outs': {k: await o.to_bytes() for k, o in outs.items() if o is not None},
-          'info': info}
-for t in T.values():
-    t.release()
-"""
-
-
-def gpu(engine, code, **arrays):
-    """Run `code` (which fills `outs` with tensors) on tensors T[name] made from `arrays`."""
-    spec, data = {}, {}
-    for k, a in arrays.items():
-        a = np.ascontiguousarray(a, dtype=np.float32)
-        spec[k] = (list(a.shape), "f32")
-        data[k] = a.tobytes()
-    res = engine.run(PRELUDE + code + EPILOGUE, spec=spec, data=data)
-    outs = {k: np.frombuffer(v, dtype=np.float32).astype(np.float64) for k, v in res["outs"].items()}
-    return outs, res["info"]
-
-
-def rel_err(got, ref):
-    ref = np.asarray(ref, dtype=np.float64)
-    return np.abs(np.asarray(got).reshape(ref.shape) - ref).max() / max(np.abs(ref).max(), 1e-30)
+gpu = runner("from py_engine.ops.ssd_backward import ssd_backward")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -8,35 +8,14 @@ with only the control buffer rewritten. Draws from many rows come from one dispa
 import numpy as np
 import pytest
 
+from tests.browser.kernel_harness import runner
+
 pytestmark = pytest.mark.browser
 
-PRELUDE = """
+gpu = runner("""
 import struct
-from py_engine.gpu.tensor import Tensor
 import py_engine.ops.sampling as S
-dev = device
-T = {k: Tensor.from_bytes(dev, shp, args['data'][k], dt) for k, (shp, dt) in args['spec'].items()}
-b = dev.batch()
-outs = {}
-info = {}
-"""
-EPILOGUE = """
-b.submit()
-result = {'outs': {k: await o.to_bytes() for k, o in outs.items()}, 'info': info}
-for t in T.values():
-    t.release()
-"""
-DT = {np.float32: "f32", np.int32: "i32", np.uint32: "u32"}
-
-
-def gpu(engine, code, **arrays):
-    spec, data = {}, {}
-    for k, a in arrays.items():
-        a = np.ascontiguousarray(a)
-        spec[k] = (list(a.shape), DT[a.dtype.type])
-        data[k] = a.tobytes()
-    res = engine.run(PRELUDE + code + EPILOGUE, spec=spec, data=data)
-    return res["outs"], res["info"]
+""", decode=False)
 
 
 def ids(raw):

@@ -93,3 +93,48 @@ def test_pretrain_page_trains_downloads_and_resumes(browser, server, tmp_path):
     assert points == 14          # the curve before the reload came back with the state
     assert msg(page) == "" or "warning" not in msg(page).lower()
     page.close()
+
+
+def test_pretrain_page_trains_a_hybrid_chosen_from_the_page(browser, server, tmp_path):
+    """The architecture chooser: a hybrid with a layer pattern trains and downloads as a
+    NemotronH that transformers loads; switching to Mamba-2 updates the summary."""
+    handle = open_engine_page(browser, server.url, "/pretrain")
+    page = handle.page
+    page.set_default_timeout(90_000)
+    page.wait_for_function("document.body.dataset.pretrain === 'ready'")
+    assert page.is_hidden("#pattern-label")
+    page.select_option("#family", "mamba2")
+    page.wait_for_function("document.getElementById('model-summary').textContent.includes('Mamba-2')")
+    page.select_option("#family", "hybrid")
+    page.wait_for_selector("#pattern-label", state="visible")
+    page.fill("#pattern", "M*-M")
+    page.wait_for_function("document.getElementById('model-summary').textContent.includes('hybrid M*-M')")
+    page.fill("#pattern", "MxM")
+    page.wait_for_function("document.getElementById('fit-problems').textContent.includes('unknown layer letters')")
+    page.fill("#pattern", "M*-M")
+    page.click("#use-sample")
+    page.wait_for_function("document.body.dataset.corpus === 'ready'")
+    page.select_option("#size", "tiny")
+    page.click("#config-details summary")
+    fill(page, {"#cfg-hidden_size": 32, "#lr": "1e-2", "#batch": 2, "#seq_len": 32, "#steps": 6,
+                "#sample_every": 3, "#autosave_every": 0})
+    page.wait_for_function("document.getElementById('model-summary').textContent.includes('d_model 32')")
+    page.click("#start")
+    page.wait_for_function("document.body.dataset.train === 'done'")
+    page.wait_for_selector("#samples pre")      # samples come through the one decode path
+    got = {}
+    page.on("download", lambda d: got.__setitem__(d.suggested_filename, d))
+    page.click("#dl-hf")
+    page.wait_for_function("document.body.dataset.downloaded === 'hf'")
+    page.wait_for_timeout(500)
+    folder = tmp_path / "hybrid"
+    folder.mkdir()
+    for name in ("config.json", "model.safetensors", "tokenizer.json"):
+        got[name].save_as(folder / name)
+    import torch
+    import transformers
+    model = transformers.AutoModelForCausalLM.from_pretrained(str(folder)).eval()
+    assert type(model).__name__ == "NemotronHForCausalLM"
+    with torch.no_grad():
+        assert torch.isfinite(model(torch.tensor([list(b"def f(x):")])).logits).all()
+    page.close()

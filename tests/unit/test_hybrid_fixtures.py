@@ -3,7 +3,6 @@ stored logits / Mamba caches / attention KV caches / greedy continuations, the h
 the bf16/f16 copies, the training fixtures, and the conventions the generator's docstring states (on-disk
 names, no tying, dt floored on the chunked path only, GQA without RoPE, relu2 MLP) against float64 numpy."""
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,28 +11,19 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 from safetensors.torch import load_file  # noqa: E402
 
-FIX = Path(__file__).resolve().parent.parent / "fixtures"
-MODELS = FIX / "models"
-TRAIN = FIX / "train"
+from tests.unit._fixture_checks import (MODELS, TOL, TRAIN, check_folders_present_and_small,  # noqa: E402
+                                        check_low_precision_copy, check_training_fixture, greedy_config)
+from tests.unit._fixture_checks import read_config as _cfg  # noqa: E402
+from tests.unit._fixture_checks import rel as _rel  # noqa: E402
+
 HF_DIRS = ["nemotronh-mamf-tied", "nemotronh-mamf-tied-pattern", "nemotronh-mamf-untied",
            "nemotronh-mamf-untied-bf16", "nemotronh-mamf-untied-f16"]
 TRAIN_DIRS = ["nemotronh-mamf-untied", "nemotronh-amfm-untied"]
 MAMF = ["linear_attention", "full_attention", "mlp", "linear_attention"]
-TOL = 1e-5
-
-transformers.logging.set_verbosity_error()
 
 
 def _load(folder, **kw):
     return transformers.NemotronHForCausalLM.from_pretrained(folder, dtype=torch.float32, **kw).eval()
-
-
-def _cfg(folder):
-    return json.loads((folder / "config.json").read_text())
-
-
-def _rel(a, b):
-    return float(np.abs(np.asarray(a, np.float64) - b).max() / max(1.0, np.abs(b).max()))
 
 
 def _caches(cache, cfg):
@@ -46,11 +36,8 @@ def _caches(cache, cfg):
 
 
 def _greedy(model, ids):
-    gc = transformers.GenerationConfig(max_new_tokens=16, min_new_tokens=0, do_sample=False, use_cache=True,
-                                       eos_token_id=None, pad_token_id=0, bos_token_id=None,
-                                       output_logits=True, return_dict_in_generate=True)
     with torch.no_grad():
-        gen = model.generate(ids, attention_mask=torch.ones_like(ids), generation_config=gc)
+        gen = model.generate(ids, attention_mask=torch.ones_like(ids), generation_config=greedy_config())
     return gen.sequences[0, ids.shape[1]:].tolist(), torch.stack(gen.logits, 0)[:, 0].numpy()
 
 
@@ -70,10 +57,7 @@ class _NoFloor:
 
 
 def test_fixture_folders_present_and_small():
-    for d in [MODELS / n for n in HF_DIRS] + [TRAIN / n for n in TRAIN_DIRS]:
-        assert (d / "expected.npz").is_file() and (d / "config.json").is_file(), d
-        for f in d.iterdir():
-            assert f.stat().st_size < 300 * 1024, f
+    check_folders_present_and_small([MODELS / n for n in HF_DIRS] + [TRAIN / n for n in TRAIN_DIRS])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -127,15 +111,7 @@ def test_pattern_copy_is_the_same_model_with_hybrid_override_pattern():
 
 @pytest.mark.parametrize("suffix,dtype", [("-bf16", torch.bfloat16), ("-f16", torch.float16)])
 def test_low_precision_copies_hold_the_rounded_f32_weights(suffix, dtype):
-    ref = load_file(MODELS / "nemotronh-mamf-untied" / "model.safetensors")
-    low = load_file(MODELS / f"nemotronh-mamf-untied{suffix}" / "model.safetensors")
-    assert ref.keys() == low.keys()
-    for k, v in low.items():
-        assert v.dtype == dtype, k
-        assert torch.equal(v, ref[k].to(dtype)), k
-    a = np.load(MODELS / "nemotronh-mamf-untied" / "expected.npz")["logits"]
-    b = np.load(MODELS / f"nemotronh-mamf-untied{suffix}" / "expected.npz")["logits"]
-    assert np.abs(a - b).max() > 1e-4          # the expected values really are those of the rounded weights
+    check_low_precision_copy("nemotronh-mamf-untied", suffix, dtype)
 
 
 def test_configs_names_and_tying():
@@ -261,30 +237,4 @@ def test_training_fixture_matches_torch(name):
     model = _load(folder).train()
     assert model.config.hybrid_override_pattern == {"nemotronh-mamf-untied": "M*-M",
                                                     "nemotronh-amfm-untied": "*M-M"}[name]
-    ids, labels = torch.from_numpy(exp["input_ids"]), torch.from_numpy(exp["labels"])
-    assert ids.shape[1] % model.config.chunk_size != 0 and (labels == -100).sum() == 1
-    loss = model(input_ids=ids, labels=labels, use_cache=False).loss
-    loss.backward()
-    assert abs(loss.item() - float(exp["loss"])) <= TOL
-    params = dict(model.named_parameters())
-    assert {k[5:] for k in exp.files if k.startswith("grad.")} == set(params)
-    assert {k[6:] for k in exp.files if k.startswith("adamw.")} == set(params)
-    for k, p in params.items():
-        ref = exp["grad." + k]
-        assert np.abs(ref).max() > 0, k                                    # every parameter matters
-        assert np.abs(p.grad.numpy() - ref).max() <= TOL * max(1.0, np.abs(ref).max()), k
-    decay = [p for k, p in params.items() if k.endswith(DECAY)]
-    rest = [p for k, p in params.items() if not k.endswith(DECAY)]
-    assert {k for k in params if k.endswith(DECAY)} == {k for k, p in params.items() if p.dim() == 2}
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}],
-                            lr=1e-2, betas=(0.9, 0.95), eps=1e-8, foreach=False)
-    losses = []
-    for _ in range(5):
-        opt.zero_grad()
-        loss = model(input_ids=ids, labels=labels, use_cache=False).loss
-        losses.append(loss.item())
-        loss.backward()
-        opt.step()
-    np.testing.assert_allclose(losses, exp["adamw_losses"], rtol=TOL)
-    for k, p in params.items():
-        assert np.abs(p.detach().numpy() - exp["adamw." + k]).max() <= TOL, k
+    check_training_fixture(model, exp, DECAY, decay_is_2d=True)

@@ -3,9 +3,7 @@ stored logits / caches / greedy continuations, the bf16/f16 copies, the mamba_ss
 (safetensors and torch.save .bin), the training fixtures, and the transformers conventions the
 generator's docstring states (in_proj row order, conv channels, head->group map, gated-norm groups,
 cache layouts, no dt clamp on the decode path) against a float64 numpy re-implementation."""
-import json
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,23 +12,18 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 from safetensors.torch import load_file  # noqa: E402
 
-FIX = Path(__file__).resolve().parent.parent / "fixtures"
-MODELS = FIX / "models"
-TRAIN = FIX / "train"
+from tests.unit._fixture_checks import (MODELS, TOL, TRAIN, check_folders_present_and_small,  # noqa: E402
+                                        check_low_precision_copy, check_training_fixture, greedy_config)
+from tests.unit._fixture_checks import read_config as _cfg  # noqa: E402
+from tests.unit._fixture_checks import rel as _rel  # noqa: E402
+
 HF_DIRS = ["mamba2-g1-tied", "mamba2-g2-untied", "mamba2-g2-untied-bf16", "mamba2-g2-untied-f16"]
 SSM_DIRS = ["mamba2-g1-tied-ssm", "mamba2-g1-tied-ssm-bin"]
 TRAIN_DIRS = ["mamba2-g1-untied", "mamba2-g2-untied"]
-TOL = 1e-5
-
-transformers.logging.set_verbosity_error()
 
 
 def _load(folder, **kw):
     return transformers.Mamba2ForCausalLM.from_pretrained(folder, dtype=torch.float32, **kw).eval()
-
-
-def _cfg(folder):
-    return json.loads((folder / "config.json").read_text())
 
 
 def _states(cache, L):
@@ -44,10 +37,7 @@ def _rel(a, b):
 
 
 def test_fixture_folders_present_and_small():
-    for d in [MODELS / n for n in HF_DIRS + SSM_DIRS] + [TRAIN / n for n in TRAIN_DIRS]:
-        assert (d / "expected.npz").is_file() and (d / "config.json").is_file(), d
-        for f in d.iterdir():
-            assert f.stat().st_size < 300 * 1024, f
+    check_folders_present_and_small([MODELS / n for n in HF_DIRS + SSM_DIRS] + [TRAIN / n for n in TRAIN_DIRS])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -71,11 +61,8 @@ def test_logits_states_and_greedy_match_transformers(name):
     assert exp["conv_state"].shape == (L, I + 2 * G * N, cfg.conv_kernel)
     assert exp["ssm_state"].shape == (L, H, cfg.head_dim, N)
     assert _rel(conv, exp["conv_state"]) <= TOL and _rel(ssm, exp["ssm_state"]) <= TOL
-    gc = transformers.GenerationConfig(max_new_tokens=16, min_new_tokens=0, do_sample=False, use_cache=True,
-                                       eos_token_id=None, pad_token_id=0, bos_token_id=None,
-                                       output_logits=True, return_dict_in_generate=True)
     with torch.no_grad():
-        gen = model.generate(ids, generation_config=gc)
+        gen = model.generate(ids, generation_config=greedy_config())
     assert gen.sequences[0, P:].tolist() == exp["greedy_ids"].tolist()
     glog = torch.stack(gen.logits, 0)[:, 0].numpy()
     assert np.abs(glog - exp["greedy_logits"]).max() <= TOL
@@ -86,16 +73,7 @@ def test_logits_states_and_greedy_match_transformers(name):
 
 @pytest.mark.parametrize("suffix,dtype", [("-bf16", torch.bfloat16), ("-f16", torch.float16)])
 def test_low_precision_copies_hold_the_rounded_f32_weights(suffix, dtype):
-    ref = load_file(MODELS / "mamba2-g2-untied" / "model.safetensors")
-    low = load_file(MODELS / f"mamba2-g2-untied{suffix}" / "model.safetensors")
-    assert ref.keys() == low.keys()
-    for k, v in low.items():
-        assert v.dtype == dtype, k
-        assert torch.equal(v, ref[k].to(dtype)), k
-    # rounding moved the logits: the expected values are really those of the rounded weights
-    a = np.load(MODELS / "mamba2-g2-untied" / "expected.npz")["logits"]
-    b = np.load(MODELS / f"mamba2-g2-untied{suffix}" / "expected.npz")["logits"]
-    assert np.abs(a - b).max() > 1e-4
+    check_low_precision_copy("mamba2-g2-untied", suffix, dtype)
 
 
 def test_hf_configs_have_what_the_engine_needs():
@@ -212,32 +190,7 @@ def test_training_fixture_matches_torch(name):
     exp = np.load(folder / "expected.npz")
     model = _load(folder).train()
     assert model.config.n_groups == {"mamba2-g1-untied": 1, "mamba2-g2-untied": 2}[name]
-    ids, labels = torch.from_numpy(exp["input_ids"]), torch.from_numpy(exp["labels"])
-    assert ids.shape[1] % model.config.chunk_size != 0 and (labels == -100).sum() == 1
-    loss = model(input_ids=ids, labels=labels, use_cache=False).loss
-    loss.backward()
-    assert abs(loss.item() - float(exp["loss"])) <= TOL
-    params = dict(model.named_parameters())
-    assert {k[5:] for k in exp.files if k.startswith("grad.")} == set(params)
-    assert {k[6:] for k in exp.files if k.startswith("adamw.")} == set(params)
-    for k, p in params.items():
-        ref = exp["grad." + k]
-        assert np.abs(ref).max() > 0, k                                    # every parameter matters
-        assert np.abs(p.grad.numpy() - ref).max() <= TOL * max(1.0, np.abs(ref).max()), k
-    decay = [p for k, p in params.items() if k.endswith(DECAY)]
-    rest = [p for k, p in params.items() if not k.endswith(DECAY)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}],
-                            lr=1e-2, betas=(0.9, 0.95), eps=1e-8, foreach=False)
-    losses = []
-    for _ in range(5):
-        opt.zero_grad()
-        loss = model(input_ids=ids, labels=labels, use_cache=False).loss
-        losses.append(loss.item())
-        loss.backward()
-        opt.step()
-    np.testing.assert_allclose(losses, exp["adamw_losses"], rtol=TOL)
-    for k, p in params.items():
-        assert np.abs(p.detach().numpy() - exp["adamw." + k]).max() <= TOL, k
+    check_training_fixture(model, exp, DECAY)
 
 
 # ---------------------------------------------------------------------------------------------

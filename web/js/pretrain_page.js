@@ -171,7 +171,7 @@ const TRAIN_NUM = ["batch", "seq_len", "steps", "warmup", "accum", "sample_every
 
 function modelSpec() {
   const spec = { size: $("size").value, family: $("family").value };
-  $("pattern-label").hidden = spec.family !== "hybrid";
+  $("pattern-label").style.display = spec.family === "hybrid" ? "" : "none";
   if (spec.family === "hybrid" && $("pattern").value.trim()) spec.pattern = $("pattern").value.trim();
   for (const k of CFG_KEYS) {
     const v = $(`cfg-${k}`).value;
