@@ -83,8 +83,10 @@ model.release()
 """
 
 
-def test_sampling_snapshot_and_steady_decode(engine, server):
-    name = "mamba-d40-tied"
+@pytest.mark.parametrize("name", ["mamba-d40-tied", "nemotronh-mamf-untied"])
+def test_sampling_snapshot_and_steady_decode(engine, server, name):
+    """Snapshots restore bit-identically (SSM states, KV caches and positions for a hybrid);
+    decode replays one submit per token with no new GPU objects."""
     exp = np.load(FIXTURES / name / "expected.npz")
     out = engine.run(SNAPSHOT, url=f"{server.url}/weights/{name}/", ids=exp["prompt_ids"].tolist())
     assert out["b"] == out["c"], "restored state must continue bit-identically"
@@ -92,7 +94,7 @@ def test_sampling_snapshot_and_steady_decode(engine, server):
     assert out["d"] != out["e"]
     assert out["new_buffers"] == 0 and out["new_bind_groups"] == 0
     assert out["submits"] == 200          # one submission per decoded token
-    assert 0 < out["dispatches_per_token"] <= 16 * 2 + 6
+    assert 0 < out["dispatches_per_token"] <= 40
     # the GPU-side position advanced inside the replayed step graph, token by token: prompt +
     # 209 fed tokens for g4; a restored snapshot resumes it (g2)
     P = len(exp["prompt_ids"])
