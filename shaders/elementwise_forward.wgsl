@@ -51,3 +51,11 @@ fn accumulate_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(nu
   if (i >= p.n) { return; }
   out[i] += a[i];
 }
+
+// out (+)= s * a, s = bitcast<f32>(_p0) (LoRA's alpha/r on its low-rank branch)
+@compute @workgroup_size(256)
+fn scale_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let i = index(gid, nwg);
+  if (i >= p.n) { return; }
+  store(i, bitcast<f32>(p._p0) * a[i]);
+}

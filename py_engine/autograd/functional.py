@@ -10,8 +10,10 @@ from py_engine.ops import conv1d as conv_ops
 from py_engine.ops.cross_entropy import cross_entropy_backward, cross_entropy_forward
 from py_engine.ops.elementwise import add
 from py_engine.ops.embedding import embedding_backward, embedding_forward
-from py_engine.ops.linear import (linear_backward_bias, linear_backward_input,
-                                  linear_backward_weight, linear_forward, matmul)
+from py_engine.ops.elementwise import scale
+from py_engine.ops.linear import (linear_accumulate, linear_backward_bias, linear_backward_input,
+                                  linear_backward_weight, linear_forward, raw_linear)
+from py_engine.ops.lora import adapter_of
 from py_engine.ops.rmsnorm import rmsnorm_backward, rmsnorm_forward
 
 
@@ -107,15 +109,34 @@ def _linear_grads(batch, tape, g, x, w, b):
     _param_grad(batch, tape, w, lambda out, acc: linear_backward_weight(batch, g, x, out=out, accumulate=acc))
     if b is not None:
         _param_grad(batch, tape, b, lambda out, acc: linear_backward_bias(batch, g, out=out, accumulate=acc))
+    ad = adapter_of(batch.device, w)
+    if ad is not None:
+        _lora_grads(batch, tape, g, x, ad)
+
+
+def _lora_grads(batch, tape, g, x, ad):
+    """The LoRA branch y += s (x A^T) B^T:  gb = s g B [M, r];  dx += gb A;  dA += gb^T x;
+    dB += g^T (s x A^T). The forward's x A^T is recomputed (r columns: cheap)."""
+    gB = linear_backward_input(batch, g, ad.B)              # g @ B  [M, r]
+    gb = scale(batch, gB, ad.s)
+    gB.release()
+    if tape.needs_grad(x):
+        tape.accumulate(batch, x, linear_backward_input(batch, gb, ad.A))
+    _param_grad(batch, tape, ad.A, lambda out, acc: linear_backward_weight(batch, gb, x, out=out, accumulate=acc))
+    if tape.param_grad(ad.B) is not None:
+        xa = raw_linear(batch, x, ad.A)
+        xs = scale(batch, xa, ad.s)
+        xa.release()
+        _param_grad(batch, tape, ad.B, lambda out, acc: linear_backward_weight(batch, g, xs, out=out, accumulate=acc))
+        xs.release()
+    gb.release()
 
 
 def residual_linear(ctx, y, w, b, residual):
     """residual + y @ w^T + b. Inference: in place (one matmul that accumulates).
     Training: a new tensor, so the old residual stays intact for the norm that read it."""
-    D, I = w.shape
-    rows = y.numel // I
     if ctx.tape is None:
-        matmul(ctx.batch, y, w, residual, rows, D, I, (I, 1, 1, I), bias=b, accumulate=True)
+        linear_accumulate(ctx.batch, y, w, residual, bias=b)
         return residual
     branch = linear_forward(ctx.batch, y, w, b)
     out = add(ctx.batch, residual, branch)

@@ -83,6 +83,9 @@ class MambaConfig:
     attention_kv_heads: int = 0       # attention: key/value heads (GQA)
     attention_head_dim: int = 0       # attention: Dh
     max_position_embeddings: int = 4096   # attention: default KV-cache length
+    attention_rope: bool = False      # attention: rotary position embedding on q, k (not NemotronH)
+    rope_theta: float = 10000.0       # attention: RoPE base
+    partial_rotary_factor: float = 1.0    # attention: rotate int(head_dim * this) (even) channels
     mlp_intermediate_size: int = 0    # mlp: F
     mlp_hidden_act: str = "relu2"     # mlp: relu2 (NemotronH)
     mlp_bias: bool = False
@@ -291,8 +294,10 @@ class MambaConfig:
             layers.append(NEMOTRON_KINDS[k])
         kwargs = {f: d.get(key, default) for key, (f, default) in cls._NEMOTRON_KEYS.items()}
         kwargs.update(model_type="nemotron_h", num_hidden_layers=len(layers), layers=layers)
-        used = set(cls._NEMOTRON_KEYS) | {"layers_block_type", "layer_types",
-                                          "hybrid_override_pattern", "num_hidden_layers"}
+        rope = ("attention_rope", "rope_theta", "partial_rotary_factor")
+        kwargs.update({k: d[k] for k in rope if k in d})
+        used = set(cls._NEMOTRON_KEYS) | set(rope) | {"layers_block_type", "layer_types",
+                                                      "hybrid_override_pattern", "num_hidden_layers"}
         kwargs["extra"] = {k: v for k, v in d.items() if k not in used
                            and k not in _DERIVED_OR_OURS}
         try:
@@ -313,6 +318,11 @@ class MambaConfig:
                 v = [x if math.isfinite(x) or not json_safe
                      else {"__float__": "Infinity" if x > 0 else "-Infinity"} for x in v]
             d[key] = v
+        if self.attention_rope:
+            # not a NemotronHConfig key (transformers' NemotronH has no RoPE): our engine reads
+            # it back; transformers would ignore it (README)
+            d.update(attention_rope=True, rope_theta=self.rope_theta,
+                     partial_rotary_factor=self.partial_rotary_factor)
         return d
 
     # --- mamba_ssm's config.json (MambaLMHeadModel) ---------------------------

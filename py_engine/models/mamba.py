@@ -144,6 +144,7 @@ def _runs(kinds):
 class MambaModel:
     def __init__(self, device, cfg, weights):
         self.device, self.cfg, self.weights = device, cfg, weights
+        self.adapter = None    # a LoRA adapter (py_engine/train/lora.py) attached, or None
         self.embed = weights[EMBED]
         self.norm_f = weights[NORM_F]
         self.lm_head = weights[EMBED] if cfg.tie_word_embeddings else weights[LM_HEAD]

@@ -3,16 +3,21 @@
 Shapes: Bsz sequences of T tokens; activations are [Bsz*T, C] row-major.
   D d_model, H query heads, KVH key/value heads (head h reads kv head h // (H/KVH)), Dh head dim.
   h [Bsz*T, D] --q_proj--> q [.., H*Dh]   --k_proj--> k [.., KVH*Dh]   --v_proj--> v [.., KVH*Dh]
+  cfg.attention_rope: q, k <- RoPE(q, k) at each token's position (py_engine/ops/rope.py; Llama's
+  rotate_half convention, the first rot = int(Dh * partial_rotary_factor) (even) channels of each
+  head, base rope_theta); positions 0.. in training, tokens_seen.. in a cached prefill, the
+  GPU-side pos in a decode step -- before the step writes k, so the cache holds rotated keys.
   o_t = softmax_s<=t(q_t . k_s * Dh^-0.5) v_s   (py_engine/ops/attention.py, online softmax)
   residual + o @ o_proj^T
-No rotary embedding (NemotronH uses none). State (decode): the KV cache k, v [Bsz, KVH, Tmax, Dh],
-written at the GPU-side position (ModelState.pos), so the recorded step replays unchanged.
+NemotronH uses no rotary embedding (attention_rope False). State (decode): the KV cache k, v
+[Bsz, KVH, Tmax, Dh], written at the GPU-side position (ModelState.pos), so the recorded step
+replays unchanged.
 
 HF tensors (relative to backbone.layers.{i}.mixer.): q_proj.weight [H*Dh, D], k_proj.weight
 [KVH*Dh, D], v_proj.weight [KVH*Dh, D], o_proj.weight [D, H*Dh]; transformers' NemotronH
 attention has no biases.
 Decode dispatches per layer: norm 1, q|k|v 1 (one matvec over three weights), attention step
-(see ops/attention.py), o_proj accumulating into the residual 1.
+(see ops/attention.py), o_proj accumulating into the residual 1; with RoPE + 2 (q and k).
 """
 import math
 from dataclasses import dataclass
@@ -22,7 +27,8 @@ from py_engine.autograd import functional as F
 from py_engine.gpu.tensor import Tensor
 from py_engine.nn.registry import register
 from py_engine.ops.attention import attention_step
-from py_engine.ops.linear import linear_multi, matmul
+from py_engine.ops.linear import linear_accumulate, linear_multi
+from py_engine.ops.rope import MAX_ROT, rope_apply, rotary_dim
 
 
 @dataclass(frozen=True)
@@ -32,11 +38,18 @@ class AttentionSpec:
     KVH: int
     Dh: int
     max_tokens: int     # default KV-cache length (max_position_embeddings)
+    rope: bool = False  # rotary position embedding on q and k
+    rot: int = 0        # rotated channels per head (even; 0 without rope)
+    theta: float = 10000.0
 
 
 def spec(cfg):
+    rope = bool(cfg.attention_rope)
     return AttentionSpec(D=cfg.hidden_size, H=cfg.attention_heads, KVH=cfg.attention_kv_heads,
-                         Dh=cfg.attention_head_dim, max_tokens=cfg.max_position_embeddings)
+                         Dh=cfg.attention_head_dim, max_tokens=cfg.max_position_embeddings,
+                         rope=rope, theta=float(cfg.rope_theta),
+                         rot=rotary_dim(cfg.attention_head_dim, cfg.partial_rotary_factor)
+                         if rope else 0)
 
 
 class AttentionMixer:
@@ -46,11 +59,19 @@ class AttentionMixer:
         self.wq, self.wk, self.wv = w("q_proj.weight"), w("k_proj.weight"), w("v_proj.weight")
         self.wo = w("o_proj.weight")
         self.kw = dict(n_heads=self.spec.H, n_kv_heads=self.spec.KVH)
+        s = self.spec
+        self.rope_kw = dict(head_dim=s.Dh, rot_dim=s.rot, theta=s.theta)
 
     def forward(self, ctx, h, residual, Bsz, T, state=None):
         q = F.linear(ctx, h, self.wq)                  # [Bsz*T, H*Dh]
         k = F.linear(ctx, h, self.wk)                  # [Bsz*T, KVH*Dh]
         v = F.linear(ctx, h, self.wv)
+        if self.spec.rope:
+            start = state.tokens_seen if state is not None else 0
+            q0, k0 = q, k
+            q = A.rope(ctx, q0, n_heads=self.spec.H, Bsz=Bsz, T=T, start=start, **self.rope_kw)
+            k = A.rope(ctx, k0, n_heads=self.spec.KVH, Bsz=Bsz, T=T, start=start, **self.rope_kw)
+            ctx.done(q0, k0)
         if state is not None:
             state.check_room(state.tokens_seen + T)
             o = A.attention_cached(ctx, q, k, v, state.k, state.v, state.tokens_seen, Bsz, T,
@@ -65,11 +86,16 @@ class AttentionMixer:
     def step(self, batch, h, residual, Bsz, state):
         s = self.spec
         q, k, v = linear_multi(batch, h, [self.wq, self.wk, self.wv])
+        if s.rope:   # rotate before attention_step writes k into the cache (rotated keys cached)
+            q0, k0 = q, k
+            q = rope_apply(batch, q0, n_heads=s.H, Bsz=Bsz, T=1, pos=state.pos, **self.rope_kw)
+            k = rope_apply(batch, k0, n_heads=s.KVH, Bsz=Bsz, T=1, pos=state.pos, **self.rope_kw)
+            q0.release()
+            k0.release()
         o = attention_step(batch, q, k, v, state.k, state.v, state.pos, **self.kw)
         for t in (q, k, v):
             t.release()
-        matmul(batch, o, self.wo, residual, Bsz, s.D, s.H * s.Dh, (s.H * s.Dh, 1, 1, s.H * s.Dh),
-               accumulate=True)
+        linear_accumulate(batch, o, self.wo, residual)
         o.release()
 
 
@@ -119,6 +145,14 @@ class Attention:
         if s.H % s.KVH:
             raise ValueError(f"{source}: num_attention_heads {s.H} is not a multiple of "
                              f"num_key_value_heads {s.KVH}")
+        if s.rope:
+            if not 2 <= s.rot <= min(s.Dh, MAX_ROT):
+                raise ValueError(f"{source}: rotary dim int(head_dim {s.Dh} * "
+                                 f"partial_rotary_factor {cfg.partial_rotary_factor}) rounded "
+                                 f"down to even = {s.rot}; it must be 2 .. min(head_dim, "
+                                 f"{MAX_ROT})")
+            if not s.theta > 0.0:
+                raise ValueError(f"{source}: rope_theta must be positive, got {s.theta!r}")
 
     @staticmethod
     def tensors(cfg):
@@ -151,4 +185,5 @@ class Attention:
     def train_floats(cfg, Bsz, T):
         s = spec(cfg)
         rows = Bsz * T
-        return rows * (2 * s.H * s.Dh + 2 * s.KVH * s.Dh) + Bsz * s.H * T
+        rope = rows * (s.H + s.KVH) * s.Dh if s.rope else 0   # the un-rotated q, k kept too
+        return rows * (2 * s.H * s.Dh + 2 * s.KVH * s.Dh) + Bsz * s.H * T + rope

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from py_engine.gpu.tensor import Tensor
 from py_engine.ops import conv1d as conv_ops
 from py_engine.ops import selective_scan as scan_ops
-from py_engine.ops.linear import linear_forward, linear_multi, matmul
+from py_engine.ops.linear import linear_accumulate, linear_forward, linear_multi
 from py_engine.ops.rmsnorm import rmsnorm_forward
 from py_engine.autograd import functional as F
 from py_engine.nn.registry import register
@@ -115,9 +115,7 @@ class Mamba1Mixer:
                                          z_t=z, dt_bias=self.dt_b, norm_bc_eps=self.bc_eps)
         for t in (u, delta, B, C, z):
             t.release()
-        D_, I = self.out_w.shape
-        matmul(batch, y, self.out_w, residual, Bsz, D_, I, (I, 1, 1, I), bias=self.out_b,
-               accumulate=True)
+        linear_accumulate(batch, y, self.out_w, residual, bias=self.out_b)
         y.release()
 
 

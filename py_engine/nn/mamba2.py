@@ -34,7 +34,7 @@ from py_engine.nn.registry import register
 from py_engine.ops import conv1d as conv_ops
 from py_engine.ops.conv1d import Cols
 from py_engine.ops.gated_rmsnorm import gated_rmsnorm_forward
-from py_engine.ops.linear import linear_forward, linear_multi, matmul
+from py_engine.ops.linear import linear_accumulate, linear_forward, linear_multi
 from py_engine.ops.ssd import ssd_step
 
 
@@ -150,8 +150,7 @@ class Mamba2Mixer:
         rstd.release()
         y.release()
         z.release()
-        matmul(batch, v, self.out_w, residual, Bsz, s.D, s.I, (s.I, 1, 1, s.I), bias=self.out_b,
-               accumulate=True)
+        linear_accumulate(batch, v, self.out_w, residual, bias=self.out_b)
         v.release()
 
 

@@ -12,7 +12,7 @@ from py_engine.autograd import functional as F
 from py_engine.autograd import mlp as M
 from py_engine.nn.registry import register
 from py_engine.ops.activations import relu2_forward
-from py_engine.ops.linear import linear_forward, matmul
+from py_engine.ops.linear import linear_accumulate, linear_forward
 
 
 @dataclass(frozen=True)
@@ -48,8 +48,7 @@ class MlpMixer:
         u = linear_forward(batch, h, self.up, self.up_b)
         a = relu2_forward(batch, u)
         u.release()
-        matmul(batch, a, self.down, residual, Bsz, s.D, s.F, (s.F, 1, 1, s.F), bias=self.down_b,
-               accumulate=True)
+        linear_accumulate(batch, a, self.down, residual, bias=self.down_b)
         a.release()
 
 

@@ -18,9 +18,19 @@ Math (transformers' eager_attention_forward of NemotronH: GQA, no RoPE, f32 soft
 Dispatches: prefill 1 (no cache) or 2 (cache write, then attention over the cache); step 1
 (cache write fused; the slot is read from pos on the GPU); backward 2 (dq + D_t, then dk/dv).
 Memory: no T x T matrix anywhere (online softmax; the backward recomputes P from lse): the
-prefill keeps O(T Dh) per head, the backward adds D [Bsz, H, T]. Workgroup memory: K/V (or
-Q/dO) tiles of BT rows, 2 BT (Dh + 1) floats, BT sized from maxComputeWorkgroupStorageSize.
-All kernels are deterministic: every output element is summed by one thread in a fixed order.
+prefill keeps O(T Dh) per head, the backward adds D [Bsz, H, T].
+
+Two paths for the prefill and the backward (`fast`: None picks, True/False forces):
+  simple (software adapters: SwiftShader, lavapipe, where barriers are slow): one 64-thread
+    workgroup per (b, h, 64 rows), one thread per row, q/o rows in private arrays;
+    workgroup memory 2 BT (Dh + 1) floats (BT from tile_rows).
+  tiled (hardware GPUs; *_tiled.wgsl): one 256-thread workgroup per (b, h, 16 rows) (dk/dv:
+    (b, g, 16 keys)), 16 threads per row splitting keys and head dims; Q, K/V and the
+    score tile in workgroup memory, at most 20 (forward) / 40 (backward) private floats;
+    BK/BT key rows per tile (64, 48, 32 or 16) from maxComputeWorkgroupStorageSize.
+    geometry() reports grids, threads and workgroup memory per dispatch.
+All kernels are deterministic: every output element is summed by one thread in a fixed order
+(no atomics, no subgroup reductions).
 """
 from py_engine.gpu.tensor import Tensor
 from py_engine.ops._common import params
@@ -34,6 +44,10 @@ DEFAULT_WG_STORAGE = 16384  # WebGPU's default maxComputeWorkgroupStorageSize
 SAVE, CACHE_SHARED = 1, 2   # attention_forward flags
 SHARED = 1                  # attention_step / attention_backward flag
 FWD, STEP, BWD = "attention_forward", "attention_step", "attention_backward"
+FWD_TILED, BWD_TILED = "attention_forward_tiled", "attention_backward_tiled"
+TR = 16                     # tiled path: rows (queries, or keys for dk/dv) per workgroup
+TX = 16                     # tiled path: threads per row (256-thread workgroups)
+TILED_ROWS = (64, 48, 32, 16)   # tiled path: key (query) rows per staged tile, largest that fits
 
 
 def tile_rows(device, Dh):
@@ -46,6 +60,79 @@ def tile_rows(device, Dh):
                          f"memory per tile row but this GPU's maxComputeWorkgroupStorageSize is "
                          f"{limit} bytes")
     return min(bt, MAX_TILE)
+
+
+def _wg_limit(device):
+    return int(device.limits.get("maxComputeWorkgroupStorageSize", DEFAULT_WG_STORAGE))
+
+
+def _tiled_words(kind, Dh, bt):
+    """Floats of workgroup memory of a tiled kernel (layouts in the *_tiled.wgsl headers)."""
+    st = Dh | 1   # odd row strides: the 16 lanes of a row hit distinct banks
+    if kind == "fwd":   # Q [TR, st] | K/V [bt, st] | S, P [TR, bt + 1]
+        return TR * st + bt * st + 2 * TR * (bt + 1)
+    if kind == "dq":    # Q, dO [TR, st] | lse, D [TR] | K, V [bt, st] | dS [TR, bt + 1]
+        return 2 * TR * st + 2 * TR + 2 * bt * st + TR * (bt + 1)
+    # dkv: K, V [TR, st] | lse, D [bt] | Q, dO [bt, st] | P, dS [TR, bt + 1]
+    return 2 * TR * st + 2 * bt + 2 * bt * st + 2 * TR * (bt + 1)
+
+
+def tiled_constants(device, kind, Dh):
+    """Pipeline constants of a tiled kernel ("fwd", "dq" or "dkv") for head_dim Dh, or None
+    when even 16-row tiles do not fit maxComputeWorkgroupStorageSize."""
+    limit = _wg_limit(device) // 4
+    for bt in TILED_ROWS:
+        ws = _tiled_words(kind, Dh, bt)
+        if ws <= limit:
+            st = Dh | 1
+            c = {"DH": Dh, "NK": bt // TX, "ND": -(-Dh // TX), "SST": bt + 1, "WS": ws}
+            if kind == "fwd":
+                c.update(BK=bt, QST=st, KST=st)
+            else:
+                c.update(BT=bt, RST=st, TST=st)
+            return c
+    return None
+
+
+def _use_tiled(device, kinds, Dh, fast):
+    """The tiled path? fast=None: on hardware adapters when it fits; True: required."""
+    fits = all(tiled_constants(device, k, Dh) is not None for k in kinds)
+    if fast is None:
+        return fits and not device.info.get("is_fallback")
+    if fast and not fits:
+        raise ValueError(f"the tiled attention kernels for head_dim {Dh} do not fit this GPU's "
+                         f"maxComputeWorkgroupStorageSize ({_wg_limit(device)} bytes)")
+    return bool(fast)
+
+
+def geometry(device, *, n_heads, n_kv_heads, head_dim, Bsz, T, fast=None):
+    """The dispatches attention_prefill (no cache) and attention_backward would issue, for
+    predicting their cost: {"path": "tiled" | "simple", "prefill": [...], "backward": [...]},
+    each dispatch {"entry", "grid": (x, y, z), "workgroups", "threads" (per workgroup),
+    "wg_bytes" (workgroup memory), "tile_rows"}."""
+    H, KVH, Dh, T, Bsz = int(n_heads), int(n_kv_heads), int(head_dim), int(T), int(Bsz)
+    out = {"path": "tiled" if _use_tiled(device, ("fwd", "dq", "dkv"), Dh, fast) else "simple"}
+
+    def disp(entry, grid, threads, words, rows):
+        return {"entry": entry, "grid": list(grid), "workgroups": grid[0] * grid[1] * grid[2],
+                "threads": threads, "wg_bytes": 4 * words, "tile_rows": rows}
+    if out["path"] == "tiled":
+        tiles = -(-T // TR)
+        cs = {k: tiled_constants(device, k, Dh) for k in ("fwd", "dq", "dkv")}
+        out["prefill"] = [disp("attention_forward_tiled", (tiles, H, Bsz), TR * TX,
+                               cs["fwd"]["WS"], cs["fwd"]["BK"])]
+        out["backward"] = [disp("attention_backward_dq_tiled", (tiles, H, Bsz), TR * TX,
+                                cs["dq"]["WS"], cs["dq"]["BT"]),
+                           disp("attention_backward_dkv_tiled", (tiles, KVH, Bsz), TR * TX,
+                                cs["dkv"]["WS"], cs["dkv"]["BT"])]
+    else:
+        BT = tile_rows(device, Dh)
+        tiles = -(-T // WG)
+        out["prefill"] = [disp("attention_forward", (tiles, H, Bsz), WG, 2 * BT * Dh, BT)]
+        ws = 2 * BT * (Dh + 1)
+        out["backward"] = [disp("attention_backward_dq", (tiles, H, Bsz), WG, ws, BT),
+                           disp("attention_backward_dkv", (tiles, KVH, Bsz), WG, ws, BT)]
+    return out
 
 
 def _pair(x, y):
@@ -103,13 +190,14 @@ def _check_cache(cache_k, cache_v, Bsz, KVH, Dh):
 
 
 def attention_prefill(batch, q, k, v, *, n_heads, n_kv_heads, Bsz, T, scale=None, cache_k=None,
-                      cache_v=None, start=0, save=False):
+                      cache_v=None, start=0, save=False, fast=None):
     """-> (o [Bsz*T, H*Dh] new Tensor, lse [Bsz, H, T] Tensor or None)
 
     Without a cache: causal attention within each sequence (training, a fresh prefill), 1
     dispatch. With cache_k/cache_v: this call's k/v go into cache slots [start, start+T) first,
     then query t attends to slots [0, start+t] (continuing a conversation), 2 dispatches.
-    save=True also returns the row logsumexp for attention_backward.
+    save=True also returns the row logsumexp for attention_backward. fast: None picks the
+    tiled kernel on hardware adapters, True / False force it / the simple one (tests).
     """
     dev = batch.device
     Bsz, T, start = int(Bsz), int(T), int(start)
@@ -127,7 +215,8 @@ def attention_prefill(batch, q, k, v, *, n_heads, n_kv_heads, Bsz, T, scale=None
     if T > MAX_GRID or Bsz > MAX_GRID or H > MAX_GRID:
         raise ValueError(f"attention grid (T={T}, H={H}, Bsz={Bsz}) exceeds {MAX_GRID} per "
                          "dimension: split the call")
-    BT = tile_rows(dev, Dh)
+    tiled = _use_tiled(dev, ("fwd",), Dh, fast)
+    BT = tiled_constants(dev, "fwd", Dh)["BK"] if tiled else tile_rows(dev, Dh)
     o = Tensor(dev, (rows, H * Dh))
     lse = Tensor(dev, (Bsz, H, T)) if save else None
     qv, kv_, vv, ov = view(q), view(k), view(v), view(o)
@@ -159,9 +248,13 @@ def attention_prefill(batch, q, k, v, *, n_heads, n_kv_heads, Bsz, T, scale=None
                   [un, None, kv_[0], vv[0], None, None, ckb,
                    rw_dummy(dev, 0) if flags & CACHE_SHARED else cvb],
                   -(-KVH * Dh // 64), T, Bsz)
-    batch.run(FWD, "attention_forward",
-              [un, qv[0], keys, vals, ov[0], lse.binding if save else rw_dummy(dev, 0)],
-              -(-T // WG), H, Bsz, constants={"WS": 2 * BT * Dh})
+    res = [un, qv[0], keys, vals, ov[0], lse.binding if save else rw_dummy(dev, 0)]
+    if tiled:
+        batch.run(FWD_TILED, "attention_forward_tiled", res, -(-T // TR), H, Bsz,
+                  constants=tiled_constants(dev, "fwd", Dh))
+    else:
+        batch.run(FWD, "attention_forward", res, -(-T // WG), H, Bsz,
+                  constants={"WS": 2 * BT * Dh})
     return o, lse
 
 
@@ -199,14 +292,14 @@ def attention_step(batch, q, k, v, cache_k, cache_v, pos, *, n_heads, n_kv_heads
 
 
 def attention_backward(batch, do, q, k, v, o, lse, *, n_heads, n_kv_heads, Bsz, T, scale=None,
-                       grads=None):
+                       grads=None, fast=None):
     """-> {"dq": [Bsz*T, H*Dh], "dk": [Bsz*T, KVH*Dh], "dv": [Bsz*T, KVH*Dh]}
 
     The backward of attention_prefill without a cache (training). do, q, k, v, o: Tensors or Cols
     views; lse [Bsz, H, T] from attention_prefill(save=True). grads: optional dict of
     preallocated outputs (Tensors or Cols views, e.g. windows of one fused gradient buffer);
     they are overwritten. dk/dv sum over the H/KVH query heads of a group in a fixed order.
-    2 dispatches, deterministic.
+    2 dispatches, deterministic. fast: as attention_prefill's.
     """
     dev = batch.device
     Bsz, T = int(Bsz), int(T)
@@ -225,7 +318,8 @@ def attention_backward(batch, do, q, k, v, o, lse, *, n_heads, n_kv_heads, Bsz, 
             grads[name] = Tensor(dev, (rows, w))
         else:
             _rows(grads[name], name, rows, w)
-    BT = tile_rows(dev, Dh)
+    tiled = _use_tiled(dev, ("dq", "dkv"), Dh, fast)
+    BT = tile_rows(dev, Dh) if not tiled else tiled_constants(dev, "dq", Dh)["BT"]
     delta = Tensor(dev, (Bsz, H, T))
     qv, kv_, vv, ov, dov = view(q), view(k), view(v), view(o), view(do)
     dqv, dkv, dvv = view(grads["dq"]), view(grads["dk"]), view(grads["dv"])
@@ -233,13 +327,19 @@ def attention_backward(batch, do, q, k, v, o, lse, *, n_heads, n_kv_heads, Bsz, 
     un = dev.uniform(params(T, H, KVH, Dh, Bsz, BT, _scale(scale, Dh), SHARED if shared else 0,
                             qv[1], qv[2], kv_[1], kv_[2], vv[1], vv[2], ov[1], ov[2],
                             dov[1], dov[2], dqv[1], dqv[2], dko, dkv[2], dvo, dvv[2]))
-    consts = {"WS": 2 * BT * (Dh + 1)}
-    batch.run(BWD, "attention_backward_dq",
-              [un, qv[0], kv_[0], vv[0], ov[0], dov[0], lse.binding, delta.binding, dqv[0]],
-              -(-T // WG), H, Bsz, constants=consts)
-    batch.run(BWD, "attention_backward_dkv",
-              [un, qv[0], kv_[0], vv[0], None, dov[0], lse.binding, delta.binding, None,
-               dkb, rw_dummy(dev, 0) if shared else dvb],
-              -(-T // WG), KVH, Bsz, constants=consts)
+    res_dq = [un, qv[0], kv_[0], vv[0], ov[0], dov[0], lse.binding, delta.binding, dqv[0]]
+    res_dkv = [un, qv[0], kv_[0], vv[0], None, dov[0], lse.binding, delta.binding, None,
+               dkb, rw_dummy(dev, 0) if shared else dvb]
+    if tiled:
+        tiles = -(-T // TR)
+        batch.run(BWD_TILED, "attention_backward_dq_tiled", res_dq, tiles, H, Bsz,
+                  constants=tiled_constants(dev, "dq", Dh))
+        batch.run(BWD_TILED, "attention_backward_dkv_tiled", res_dkv, tiles, KVH, Bsz,
+                  constants=tiled_constants(dev, "dkv", Dh))
+    else:
+        consts = {"WS": 2 * BT * (Dh + 1)}
+        batch.run(BWD, "attention_backward_dq", res_dq, -(-T // WG), H, Bsz, constants=consts)
+        batch.run(BWD, "attention_backward_dkv", res_dkv, -(-T // WG), KVH, Bsz,
+                  constants=consts)
     delta.release()   # the pool hands it out again only to later-recorded work
     return {"dq": grads["dq"], "dk": grads["dk"], "dv": grads["dv"]}

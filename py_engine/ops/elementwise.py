@@ -1,5 +1,5 @@
 """Elementwise ops (shaders/elementwise_forward.wgsl): add, mul, SiLU, softplus, fill,
-accumulate; the SiLU and softplus derivatives (shaders/elementwise_backward.wgsl)."""
+accumulate, scale; the SiLU and softplus derivatives (shaders/elementwise_backward.wgsl)."""
 from py_engine.ops._common import ACCUMULATE, f32_bits, fold, out_like, params
 
 FORWARD = "elementwise_forward"
@@ -61,3 +61,10 @@ def accumulate(batch, out, a):
     """out += a (a and out must be different buffers)."""
     _check_same(a, out, "accumulate")
     return _run(batch, FORWARD, "accumulate_forward", a, None, out)
+
+
+def scale(batch, a, s, out=None, accumulate=False):
+    """out (+)= s * a (s a Python float)."""
+    out = out_like(batch.device, a.shape, out)
+    _check_same(a, out, "scale")
+    return _run(batch, FORWARD, "scale_forward", a, None, out, accumulate, extra=f32_bits(s))

@@ -5,6 +5,7 @@ gradient: shaders/linear_backward.wgsl).
   backward: dx[M,K] = dy[M,N] @ W[N,K];  dW[N,K] = dy^T @ x;  db[N] = sum_rows dy
 """
 from py_engine.ops._common import ACCUMULATE, ADD_BIAS, dummy, out_like, params, rows_of
+from py_engine.ops.lora import adapter_of, branch_forward
 
 TILE = 32  # each 8x8 workgroup computes a 32x32 block of C (4x4 per thread)
 MATVEC_MAX_M = 4     # up to this many rows, y = x @ W^T goes through the matvec kernel
@@ -50,7 +51,8 @@ def matmul(batch, a, b, c, M, N, K, strides, bias=None, accumulate=False):
               -(-N // TILE), -(-M // TILE))
 
 
-def linear_forward(batch, x, w, b=None, out=None):
+def raw_linear(batch, x, w, b=None, out=None):
+    """x @ w^T + b, never an adapter (LoRA's own A and B products)."""
     N, K = w.shape
     if x.shape[-1] != K:
         raise ValueError(f"linear: x has last dim {x.shape[-1]}, weight expects {K}")
@@ -58,6 +60,26 @@ def linear_forward(batch, x, w, b=None, out=None):
     y = out_like(batch.device, tuple(x.shape[:-1]) + (N,), out)
     matmul(batch, x, w, y, M, N, K, (K, 1, 1, K), bias=b)
     return y
+
+
+def linear_forward(batch, x, w, b=None, out=None):
+    """x @ w^T + b (+ the LoRA branch when `w` carries an adapter: py_engine/ops/lora.py)."""
+    y = raw_linear(batch, x, w, b, out)
+    ad = adapter_of(batch.device, w)
+    if ad is not None:
+        branch_forward(batch, x, ad, y, rows_of(x))
+    return y
+
+
+def linear_accumulate(batch, x, w, out, bias=None):
+    """out += x @ w^T + bias (+ the LoRA branch): the residual add of out_proj-like layers."""
+    N, K = w.shape
+    M = rows_of(x)
+    matmul(batch, x, w, out, M, N, K, (K, 1, 1, K), bias=bias, accumulate=True)
+    ad = adapter_of(batch.device, w)
+    if ad is not None:
+        branch_forward(batch, x, ad, out, M)
+    return out
 
 
 def linear_backward_input(batch, dy, w, out=None, accumulate=False):
@@ -96,7 +118,8 @@ def linear_multi(batch, x, weights):
     K = x.shape[-1]
     M = rows_of(x)
     outs = [out_like(dev, tuple(x.shape[:-1]) + (w.shape[0],)) for w in weights]
-    if M > MATVEC_MAX_M or not _matvec_ok(dev) or len(weights) > 3:
+    if (M > MATVEC_MAX_M or not _matvec_ok(dev) or len(weights) > 3
+            or any(adapter_of(dev, w) is not None for w in weights)):
         for w, y in zip(weights, outs):
             linear_forward(batch, x, w, out=y)
         return outs

@@ -42,7 +42,10 @@ def _wsla_filter(cfg):
 
 class Trainer:
     def __init__(self, model, lr=1e-3, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1,
-                 max_grad_norm=1.0, warmup=0, total_steps=0, wsla=False, decay_filter=decays):
+                 max_grad_norm=1.0, warmup=0, total_steps=0, wsla=False, decay_filter=decays,
+                 adapter=None):
+        """adapter: a py_engine.train.lora.LoraAdapter attached to `model`: only its A/B
+        tensors train (gradients and AdamW moments for them alone), the base stays frozen."""
         self.model = model
         self.device = model.device
         self.base_lr, self.warmup, self.total_steps = lr, warmup, total_steps
@@ -50,6 +53,11 @@ class Trainer:
         # gradient contributions land in one buffer.
         named = {}
         keep = _wsla_filter(model.cfg) if wsla else None
+        if adapter is not None:
+            if wsla:
+                raise ValueError("choose LoRA or WSLA, not both")
+            named = dict(adapter.params())
+            keep = lambda name: False  # noqa: E731  (no base weight trains)
         for name, t in model.weights.items():
             if keep is not None and not keep(name):
                 continue

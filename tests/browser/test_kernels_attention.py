@@ -369,3 +369,99 @@ def test_attention_backward_reference(engine, Bsz, T, H, KVH, Dh, cols):
         # T = 1: dq and dk are exactly 0 (one key, P = 1, dP = D); judge those absolutely
         scale = np.abs(ref).max() if np.abs(ref).max() > 1e-6 else 1.0
         assert rel_err(got[n], ref, scale) <= TOL, n
+
+
+# ---------------------------------------------------------------------------------------------
+# the tiled kernels (the real-GPU path: 256-thread workgroups, 16 rows x 16 threads), forced
+# with fast=True so software adapters test them too; fast=False forces the simple kernels
+# ---------------------------------------------------------------------------------------------
+
+def tiled(code, fast=True):
+    """A test snippet with fast=... passed to every attention_prefill / attention_backward."""
+    return (code.replace("T=Tn)", f"T=Tn, fast={fast})")
+                .replace("T=P1, **kw)", f"T=P1, fast={fast}, **kw)")
+                .replace("T=P2, **kw)", f"T=P2, fast={fast}, **kw)"))
+
+
+TILED_CASES = [  # Bsz, T, H, KVH, Dh, cols: ragged 16-row tiles, Dh not a multiple of 16
+    pytest.param(2, 37, 4, 2, 12, True, id="GQA-ragged-Dh12-cols"),
+    pytest.param(1, 70, 2, 1, 20, False, id="MQA-T70-Dh20"),
+]
+
+
+@pytest.mark.parametrize("Bsz,T,H,KVH,Dh,cols", TILED_CASES)
+def test_attention_prefill_tiled(engine, Bsz, T, H, KVH, Dh, cols):
+    arrays, q, k, v = qkv_arrays(Bsz, T, H, KVH, Dh, cols)
+    o, info = gpu(engine, tiled(FWD_CODE.format(Bsz=Bsz, T=T, H=H, KVH=KVH, Dh=Dh, cols=cols)),
+                  **arrays)
+    ro, rlse = an.attention(q, k, v, H, KVH)
+    assert info["dispatches"] == 1
+    assert info["shapes"] == [[Bsz * T, H * Dh], [Bsz, H, T]]
+    assert info["lse_none"] and info["same"]   # rerun bit-identical
+    assert rel_err(o["o"], ro) <= TOL
+    assert rel_err(o["lse"], rlse) <= TOL
+
+
+def test_attention_tiled_geometry_and_choice(engine):
+    """geometry() names the path attention_prefill takes: tiled on hardware adapters, simple on
+    software ones; fast=True/False force either; the tiled grids are (ceil(T/16), H|KVH, Bsz)
+    of 256 threads within the device's workgroup memory."""
+    code = """
+import py_engine.ops.attention as A
+kw = dict(n_heads=12, n_kv_heads=6, head_dim=16, Bsz=1, T=64)
+info['auto'] = A.geometry(dev, **kw)['path']
+info['fallback'] = bool(dev.info.get('is_fallback'))
+info['tiled'] = A.geometry(dev, fast=True, **kw)
+info['simple'] = A.geometry(dev, fast=False, **kw)['path']
+info['limit'] = dev.limits['maxComputeWorkgroupStorageSize']
+"""
+    _, info = gpu(engine, code)
+    assert info["auto"] == ("simple" if info["fallback"] else "tiled")
+    assert info["simple"] == "simple"
+    g = info["tiled"]
+    assert g["path"] == "tiled"
+    assert [d["grid"] for d in g["prefill"] + g["backward"]] == [[4, 12, 1], [4, 12, 1], [4, 6, 1]]
+    for d in g["prefill"] + g["backward"]:
+        assert d["threads"] == 256 and d["tile_rows"] in (16, 32, 48, 64)
+        assert d["wg_bytes"] <= info["limit"]
+
+
+def test_attention_cache_prefill_tiled(engine):
+    """The tiled prefill continuing at start > 0 from a (fused) KV cache == one prefill."""
+    Bsz, T, H, KVH, Dh, Tmax, P1, P2 = 1, 24, 2, 1, 12, 32, 5, 16   # fused halves: 256-B aligned
+    arrays, q, k, v = qkv_arrays(Bsz, T, H, KVH, Dh, True)
+    code = CACHE_CODE.format(Bsz=Bsz, T=T, H=H, KVH=KVH, Dh=Dh, Tmax=Tmax, P1=P1, P2=P2,
+                             fused=True)
+    assert tiled(code).count("fast=True") == 2
+    o, info = gpu(engine, tiled(code), **arrays)
+    ro, _ = an.attention(q, k, v, H, KVH)
+    assert info["prefill_dispatches"] == 2
+    assert rel_err(o["o1"], ro[:, :P1], np.abs(ro).max()) <= TOL
+    assert rel_err(o["o2"], ro[:, P1:P1 + P2], np.abs(ro).max()) <= TOL
+    assert rel_err(o["ys"].reshape(Bsz, T, H * Dh)[:, P1 + P2:], ro[:, P1 + P2:],
+                   np.abs(ro).max()) <= TOL
+    assert np.array_equal(o["ck"].reshape(Bsz, KVH, Tmax, Dh), an.cache_of(k, KVH, Tmax))
+
+
+@pytest.mark.parametrize("Bsz,T,H,KVH,Dh,cols", TILED_CASES)
+def test_attention_backward_tiled(engine, Bsz, T, H, KVH, Dh, cols):
+    arrays, q, k, v = qkv_arrays(Bsz, T, H, KVH, Dh, cols)
+    do = f32(Bsz * T, H * Dh)
+    HD, KD = H * Dh, KVH * Dh
+    if cols:
+        arrays["g0"] = f32(Bsz * T, HD + 2 * KD)
+    code = tiled(BWD_CODE.format(Bsz=Bsz, T=T, H=H, KVH=KVH, Dh=Dh, cols=cols))
+    assert code.count("fast=True") == 1   # kw: the prefill and both backward calls
+    o, info = gpu(engine, code, do=do, **arrays)
+    rdq, rdk, rdv = an.attention_backward(d64(do).reshape(Bsz, T, HD), q, k, v, H, KVH)
+    assert info["dispatches"] == 2
+    if cols:
+        g = o["g"].reshape(Bsz * T, HD + 2 * KD)
+        got = dict(dq=g[:, :HD], dk=g[:, HD:HD + KD], dv=g[:, HD + KD:])
+        for n in ("dq", "dk", "dv"):
+            assert np.array_equal(got[n].reshape(-1), o[n + "_2"])
+    else:
+        assert info["same"]
+        got = {n: o[n] for n in ("dq", "dk", "dv")}
+    for n, ref in (("dq", rdq), ("dk", rdk), ("dv", rdv)):
+        assert rel_err(got[n], ref) <= TOL, n

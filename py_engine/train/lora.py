@@ -1,0 +1,217 @@
+"""LoRA adapters on a loaded model, in PEFT's format (`adapter_config.json` +
+`adapter_model.safetensors`), trained in the tab with the base frozen.
+
+For each targeted linear weight W [out, in] (default DEFAULT_TARGETS: Mamba in_proj, attention
+q/k/v/o, MLP up/down; out_proj on request):
+    y = x W^T + b + s (x A^T) B^T,   A [r, in], B [out, r],   s = alpha / r  (rsLoRA: alpha/sqrt r)
+PEFT's init: A ~ kaiming_uniform(a=sqrt 5) = U(+-1/sqrt(in)), B = 0 (the adapter starts as a
+no-op). W may be split into GPU row pieces (a fused in_proj): B is held as the same row pieces,
+each registered with its W piece (py_engine/ops/lora.py), A shared. PEFT names:
+    base_model.model.<module>.lora_A.weight [r, in],  ...lora_B.weight [out, r]
+with <module> the transformers module path (backbone.layers.{i}.mixer.in_proj; NemotronH's
+modules are `model.` in memory, which is what PEFT saves).
+Adapters are small (r x (in + out) floats per module), so their bytes pass through Python when
+saved and loaded; the base weights never do.
+"""
+import json
+import math
+import struct
+
+from py_engine.gpu.tensor import Tensor
+from py_engine.io import gpu_layout, hf_names
+from py_engine.ops.lora import Adapted
+
+PEFT_PREFIX = "base_model.model."
+# Defaults that stock PEFT loads: it refuses `out_proj` (and conv1d) on Mamba-type models
+# because its fused CUDA kernels read out_proj.weight directly and would skip the adapter. The
+# engine adapts out_proj exactly when asked (targets=(..., "out_proj")); such adapters load in
+# PEFT on transformers' torch path once that check is lifted (tests/browser/test_lora.py).
+DEFAULT_TARGETS = ("in_proj", "q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj")
+
+
+def _module_path(model_type, weight_name):
+    """HF weight name -> the module path PEFT saves (without .weight)."""
+    path = weight_name[:-len(".weight")]
+    if model_type == "nemotron_h" and path.startswith("backbone."):
+        path = "model." + path[len("backbone."):]
+    return path
+
+
+def _engine_weight(module_path):
+    if module_path.startswith("model."):
+        module_path = "backbone." + module_path[len("model."):]
+    return module_path + ".weight"
+
+
+class LoraAdapter:
+    def __init__(self, model, r=8, alpha=16, targets=DEFAULT_TARGETS, rslora=False, seed=0):
+        if r < 1:
+            raise ValueError(f"LoRA rank must be at least 1, got {r}")
+        self.model, self.device, self.cfg = model, model.device, model.cfg
+        self.r, self.alpha, self.rslora = int(r), float(alpha), bool(rslora)
+        self.scale = self.alpha / (math.sqrt(self.r) if self.rslora else self.r)
+        self.targets = tuple(targets)
+        self.A, self.B = {}, {}            # module path -> Tensor A / [(piece, r0, r1, Tensor)]
+        self.shapes = {}                   # module path -> (out, in)
+        want = hf_names.expected_tensors(self.cfg)
+        for name, shape in want.items():
+            i, rel = hf_names.split_layer_name(name)
+            if rel is None or not rel.endswith(".weight") or len(shape) != 2:
+                continue
+            if rel[:-len(".weight")] not in self.targets:
+                continue
+            path = _module_path(self.cfg.model_type, name)
+            out_f, in_f = shape
+            self.shapes[path] = (out_f, in_f)
+            self.A[path] = Tensor(self.device, (self.r, in_f))
+            self.B[path] = [(piece, r0, r1, Tensor(self.device, (r1 - r0, self.r)))
+                            for piece, r0, r1, _ in gpu_layout.pieces(self.cfg, name, shape)]
+        if not self.A:
+            raise ValueError(f"no linear layer matches the LoRA targets {list(self.targets)}; "
+                             "this model has e.g. "
+                             + ", ".join(sorted({n.split('.')[-2] for n in want
+                                                 if n.endswith('proj.weight')})[:8]))
+        self._init(seed)
+
+    def _init(self, seed):
+        from py_engine.ops.elementwise import fill
+        from py_engine.train.init import ENTRY, stream_key
+        from py_engine.ops._common import fold, params
+        batch = self.device.batch()
+        for path, A in self.A.items():
+            a = 1.0 / math.sqrt(self.shapes[path][1])
+            u = self.device.uniform(params(A.numel, 0, stream_key(seed, path + ".lora_A"), 0,
+                                           float(a), 0.0, 0.0, 0.0))
+            gx, gy = fold(-(-A.numel // 256))
+            batch.run("init", ENTRY["uniform"], [u, A.binding], gx, gy)
+            for _, _, _, B in self.B[path]:
+                fill(batch, B, 0.0)
+        batch.submit()
+
+    # -- switching on and off ---------------------------------------------------------------
+    def attach(self):
+        """Register with the device: every path through the model now adds the branch.
+        A model holds one adapter at a time; recorded decode graphs must be re-recorded."""
+        table = self.device.__dict__.setdefault("lora", {})
+        for path, pieces in self.B.items():
+            for piece, _, _, B in pieces:
+                table[id(self.model.weights[piece])] = Adapted(self.A[path], B, self.scale)
+        self.model.adapter = self
+        return self
+
+    def detach(self):
+        table = getattr(self.device, "lora", {})
+        for pieces in self.B.values():
+            for piece, _, _, _ in pieces:
+                table.pop(id(self.model.weights[piece]), None)
+        if getattr(self.model, "adapter", None) is self:
+            self.model.adapter = None
+
+    def params(self):
+        """{name: Tensor} of what trains: PEFT's A names and B piece names (`#x` suffixes for
+        the row pieces of a fused weight)."""
+        out = {}
+        for path, A in self.A.items():
+            out[f"{PEFT_PREFIX}{path}.lora_A.weight"] = A
+            pieces = self.B[path]
+            for piece, _, _, B in pieces:
+                suffix = piece.split("#", 1)[1] if "#" in piece else None
+                key = f"{PEFT_PREFIX}{path}.lora_B.weight" + (f"#{suffix}" if suffix else "")
+                out[key] = B
+        return out
+
+    def release(self):
+        self.detach()
+        for path in self.A:
+            self.A[path].release()
+            for _, _, _, B in self.B[path]:
+                B.release()
+
+    # -- PEFT files ---------------------------------------------------------------------------
+    def config_json(self, base_model_name_or_path=None):
+        mods = sorted({p.rsplit(".", 1)[1] for p in self.A})
+        return {"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": self.r,
+                "lora_alpha": self.alpha, "use_rslora": self.rslora, "lora_dropout": 0.0,
+                "bias": "none", "target_modules": mods, "fan_in_fan_out": False,
+                "base_model_name_or_path": base_model_name_or_path, "inference_mode": True,
+                "init_lora_weights": True, "modules_to_save": None}
+
+    async def to_files(self, base_model_name_or_path=None):
+        """{"adapter_config.json": bytes, "adapter_model.safetensors": bytes} as PEFT writes."""
+        from py_engine.io.safetensors_format import build_header, safetensors_order
+        tensors = {}
+        for path, A in self.A.items():
+            tensors[f"{PEFT_PREFIX}{path}.lora_A.weight"] = ((self.r, self.shapes[path][1]),
+                                                             await A.to_bytes())
+            rows = b"".join([await B.to_bytes() for _, _, _, B in self.B[path]])
+            tensors[f"{PEFT_PREFIX}{path}.lora_B.weight"] = ((self.shapes[path][0], self.r), rows)
+        entries = safetensors_order([(n, "F32", s) for n, (s, _) in tensors.items()])
+        head, infos = build_header(entries, {"format": "pt"})
+        body = b"".join(tensors[i.name][1] for i in infos)
+        cfg = json.dumps(self.config_json(base_model_name_or_path), indent=2, sort_keys=True)
+        return {"adapter_config.json": cfg.encode("utf-8"),
+                "adapter_model.safetensors": head + body}
+
+
+async def load_adapter(model, source, attach=True):
+    """A LoraAdapter from a PEFT adapter folder read through a byte source (HTTP, local, or
+    dropped files): adapter_config.json + adapter_model.safetensors (F32/F16/BF16)."""
+    from py_engine.io.safetensors_format import header_length, parse_header
+    conf = json.loads((await source.read("adapter_config.json")).decode("utf-8"))
+    if conf.get("peft_type", "LORA") != "LORA":
+        raise ValueError(f"adapter_config.json: peft_type {conf.get('peft_type')!r} is not "
+                         "supported; only LORA adapters load")
+    for key in ("use_dora",):
+        if conf.get(key):
+            raise ValueError(f"adapter_config.json: {key} is not supported")
+    r = int(conf["r"])
+    alpha = float(conf.get("lora_alpha", r))
+    targets = conf.get("target_modules") or DEFAULT_TARGETS
+    if isinstance(targets, str):
+        raise ValueError("adapter_config.json: a regex target_modules is not supported; "
+                         "list the module names")
+    ad = LoraAdapter(model, r=r, alpha=alpha, targets=targets,
+                     rslora=bool(conf.get("use_rslora", False)))
+    fname = "adapter_model.safetensors"
+    size = await source.size(fname)
+    n = header_length(await source.read(fname, 0, min(size, 8)), size, fname)
+    header = parse_header(await source.read(fname, 0, 8 + n), size, fname)
+    found = {t.name.replace(".default.", "."): t for t in header.tensors}
+    try:
+        for path in ad.A:
+            for kind in ("lora_A", "lora_B"):
+                key = f"{PEFT_PREFIX}{path}.{kind}.weight"
+                t = found.pop(key, None)
+                if t is None:
+                    raise ValueError(f"{fname}: missing {key}")
+                want = (r, ad.shapes[path][1]) if kind == "lora_A" else (ad.shapes[path][0], r)
+                if tuple(t.shape) != want:
+                    raise ValueError(f"{fname}: {key} has shape {list(t.shape)}, expected "
+                                     f"{list(want)} (r {r})")
+                vals = _as_f32(await source.read(fname, t.start, t.end), t.dtype, key)
+                if kind == "lora_A":
+                    ad.device.write(ad.A[path].buffer, vals, ad.A[path].offset)
+                else:
+                    for _, r0, r1, B in ad.B[path]:
+                        ad.device.write(B.buffer, vals[r0 * r * 4:r1 * r * 4], B.offset)
+        if found:
+            raise ValueError(f"{fname}: tensors this model has no place for: "
+                             + ", ".join(sorted(found)[:5]))
+    except BaseException:
+        ad.release()
+        raise
+    if attach:
+        ad.attach()
+    return ad
+
+
+def _as_f32(raw, dtype, name):
+    if dtype == "F32":
+        return bytes(raw)
+    if dtype == "F16":
+        n = len(raw) // 2
+        return struct.pack(f"<{n}f", *struct.unpack(f"<{n}e", raw))
+    if dtype == "BF16":
+        n = len(raw) // 2
+        return struct.pack(f"<{n}I", *((h << 16) for h in struct.unpack(f"<{n}H", raw)))
+    raise ValueError(f"{name}: dtype {dtype} is not supported in an adapter (F32, F16, BF16)")
