@@ -26,6 +26,8 @@ from py_engine.app import finetune as FT
 out = {'after': await FT.evaluate()}
 if args['lora']:
     out['files'] = await FT.adapter_files(args['name'])
+if args['merge']:
+    out['merged'] = await FT.merged_files()
 FT.release()
 result = out
 """
@@ -48,6 +50,9 @@ def register(subparsers):
     p.add_argument("--seq-len", type=int, default=128)
     p.add_argument("--lr", type=float, help="default 1e-3 for LoRA, 1e-4 for --full")
     p.add_argument("--eval-frac", type=float, default=0.1, help="held-out share of the data")
+    p.add_argument("--merge", action="store_true",
+                   help="also write OUT/merged: the base with the adapter folded in (an HF "
+                        "folder transformers loads; with --full: the trained model)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run)
 
@@ -68,14 +73,17 @@ def run(args):
     log = lambda *a: print(*a, file=sys.stderr)  # noqa: E731
     model_dirs, name, cleanup = resolve_model(args.model, log)
     try:
-        with headless_engine(model_dirs=model_dirs, use_hf_cache=model_dirs is None) as eng:
+        # the pretrain page: the generate page would load its default model on boot
+        with headless_engine(model_dirs=model_dirs, use_hf_cache=model_dirs is None,
+                             path="/pretrain") as eng:
             url = f"{eng.server.url}/weights/{quote(name)}/"
             try:
                 summary = eng.run(LOAD, url=url, name=name, text=text, opts=opts)
                 log(json.dumps({k: v for k, v in summary.items() if k != "model"}))
                 for _ in range(args.steps):
                     print(json.dumps(eng.run(STEP)), flush=True)
-                fin = eng.run(FINISH, lora=not args.full, name=name)
+                fin = eng.run(FINISH, lora=not args.full, name=name,
+                              merge=args.merge or args.full)
             except Exception as e:  # the engine's message names what went wrong
                 print(f"mambaweb finetune: {str(e).split('Error: ', 1)[-1].strip()}",
                       file=sys.stderr)
@@ -84,10 +92,19 @@ def run(args):
         cleanup()
     log(json.dumps({"eval_loss_before": summary["before"]["eval_loss"],
                     "eval_loss_after": fin["after"]["eval_loss"]}))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     if not args.full:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
         for fname, data in fin["files"].items():
             (out / fname).write_bytes(data)
         log(f"wrote the adapter to {out}")
+    if "merged" in fin:
+        folder = out / "merged" if not args.full else out
+        folder.mkdir(parents=True, exist_ok=True)
+        for fname, data in fin["merged"].items():
+            (folder / fname).write_bytes(data)
+        tok = Path(args.model) / "tokenizer.json"
+        if tok.is_file():
+            (folder / "tokenizer.json").write_bytes(tok.read_bytes())
+        log(f"wrote the {'trained' if args.full else 'merged'} model to {folder}")
     return 0

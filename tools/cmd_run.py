@@ -10,6 +10,8 @@ from urllib.parse import quote
 SNIPPET = """
 from py_engine.app import generate_session as s
 info = await s.load(args['url'], args['name'])
+if args['adapter']:
+    info.update(await s.load_adapter(files=args['adapter']))
 out = {'model': info}
 if args['logits_out']:
     out['logits'] = await s.prompt_logits(prompt=args['prompt'], ids=args['ids'],
@@ -42,11 +44,28 @@ def register(sub):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--logits-out", metavar="FILE.npy",
                    help="write the prompt's logits, float32 [len, vocab]")
+    p.add_argument("--adapter", metavar="DIR",
+                   help="a LoRA adapter folder as PEFT writes it (adapter_config.json + "
+                        "adapter_model.safetensors), applied on top of the model")
     p.add_argument("--stepwise", action="store_true",
                    help="feed the prompt through the recurrent step path one token at a time, "
                         "so --logits-out holds the step path's logits (any layer kind)")
     p.add_argument("--json", action="store_true", help="print one JSON object {ids, text, ...}")
     p.set_defaults(func=run)
+
+
+def _adapter_files(folder):
+    if not folder:
+        return None
+    from pathlib import Path
+    out = {}
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        p = Path(folder) / name
+        if not p.is_file():
+            raise SystemExit(f"mambaweb run: {p} is missing; --adapter takes a PEFT adapter "
+                             "folder (adapter_config.json + adapter_model.safetensors)")
+        out[name] = p.read_bytes()
+    return out
 
 
 def run(args):
@@ -62,12 +81,15 @@ def run(args):
     log = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
     model_dirs, name, cleanup = resolve_model(args.model, log)
     try:
-        with headless_engine(model_dirs=model_dirs, use_hf_cache=model_dirs is None) as eng:
+        # not the generate page ("/"): it loads its default model on boot, racing ours
+        with headless_engine(model_dirs=model_dirs, use_hf_cache=model_dirs is None,
+                             path="/pretrain") as eng:
             url = f"{eng.server.url}/weights/{quote(name)}/"
             try:
                 out = eng.run(SNIPPET, url=url, name=name, prompt=args.prompt, ids=ids,
                               max_new=args.max_new_tokens, sampling=sampling,
-                              logits_out=bool(args.logits_out), stepwise=args.stepwise)
+                              logits_out=bool(args.logits_out), stepwise=args.stepwise,
+                              adapter=_adapter_files(args.adapter))
             except Exception as e:  # the engine's message names what went wrong
                 msg = str(e).split("Error: ", 1)[-1].strip()
                 print(f"mambaweb run: {msg}", file=sys.stderr)

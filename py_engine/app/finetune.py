@@ -14,7 +14,10 @@ from py_engine.app import generate_session
 from py_engine.train.data import Batcher
 from py_engine.train.trainer import IGNORE, Trainer
 
-state = {"trainer": None, "adapter": None, "train": None, "eval": None, "opts": None}
+# The run holds its own reference to the model it trains: a page may load another model into
+# generate_session meanwhile (the generate page loads its default on boot).
+state = {"model": None, "tokenizer": None, "trainer": None, "adapter": None, "train": None,
+         "eval": None, "opts": None}
 
 
 def _records(text):
@@ -61,6 +64,7 @@ def prepare(text, *, lora=True, r=8, alpha=16, targets=None, lr=None, steps=100,
     if tok is None:
         raise ValueError("this model has no tokenizer.json: fine-tuning needs one")
     release()
+    state.update(model=model, tokenizer=tok)
     records = _records(text)
     if records is not None:
         rows = _rows_from_records(records, tok, seq_len)
@@ -125,7 +129,7 @@ async def evaluate():
     from py_engine.autograd.functional import Ctx, cross_entropy
     from py_engine.gpu.tensor import Tensor
     from py_engine.train.trainer import shift_targets
-    model = generate_session.current["model"]
+    model = state["model"]
     total, count = 0.0, 0.0
     for ids, labels in state["eval"]:
         T = len(ids)
@@ -144,6 +148,21 @@ async def evaluate():
     return {"eval_loss": total / count if count else None, "eval_tokens": int(count)}
 
 
+async def merged_files():
+    """Fold the adapter into the base and return the model as HF files (config.json,
+    model.safetensors) — the base is changed in place: call last."""
+    from py_engine.train.checkpoint import config_json, model_safetensors_parts
+    model = state["model"]
+    if state["adapter"] is not None:
+        state["adapter"].merge()
+    parts = model_safetensors_parts(model)
+    data = []
+    for kind, p in parts:
+        data.append(p if kind == "bytes" else await p.to_bytes())
+    return {"config.json": config_json(model.cfg, state["tokenizer"]),
+            "model.safetensors": b"".join(data)}
+
+
 async def adapter_files(base_model=None):
     if state["adapter"] is None:
         raise ValueError("this run trains the whole model: save it as a checkpoint instead")
@@ -155,4 +174,5 @@ def release():
         state["trainer"].release()
     if state["adapter"] is not None:
         state["adapter"].release()
-    state.update(trainer=None, adapter=None, train=None, eval=None, opts=None)
+    state.update(model=None, tokenizer=None, trainer=None, adapter=None, train=None, eval=None,
+                 opts=None)

@@ -69,9 +69,35 @@ async def _load_tokenizer(source, files, vocab_size):
     return None
 
 
+async def load_adapter(files=None, base_url=None):
+    """Switch the loaded model's LoRA adapter (a PEFT folder: {name: bytes}, or a URL), without
+    reloading the base; None/None removes it. Recorded decode graphs are dropped."""
+    from py_engine.train.lora import MemorySource, load_adapter as _load
+    model = current["model"]
+    if model is None:
+        raise ValueError("load a model first, then its adapter")
+    if model.adapter is not None:
+        model.adapter.release()
+    if current["gen"] is not None:
+        current["gen"].release()
+        current["gen"] = None
+    if files is None and base_url is None:
+        return {"adapter": None}
+    if files is not None:
+        source = MemorySource(files)
+    else:
+        from py_engine.io.byte_sources import HttpSource
+        source = HttpSource(base_url)
+    ad = await _load(model, source)
+    return {"adapter": {"r": ad.r, "alpha": ad.alpha, "modules": len(ad.A),
+                        "params": sum(t.numel for t in ad.params().values())}}
+
+
 def unload():
     if current["gen"] is not None:
         current["gen"].release()
+    if current["model"] is not None and current["model"].adapter is not None:
+        current["model"].adapter.release()
     if current["model"] is not None:
         current["model"].release()
     current.update(model=None, tokenizer=None, gen=None)

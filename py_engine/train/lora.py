@@ -107,6 +107,24 @@ class LoraAdapter:
         if getattr(self.model, "adapter", None) is self:
             self.model.adapter = None
 
+    def merge(self):
+        """Fold the adapter into the base weights (W += s B A, on the GPU) and detach it: the
+        model then is base + adapter with no branch (for export as a plain checkpoint)."""
+        from py_engine.ops.elementwise import scale
+        from py_engine.ops.linear import matmul
+        batch = self.device.batch()
+        for path, pieces in self.B.items():
+            A = self.A[path]
+            in_f = A.shape[1]
+            for piece, r0, r1, B in pieces:
+                sB = scale(batch, B, self.scale)                    # [rows, r]
+                W = self.model.weights[piece]                       # [rows, in]
+                matmul(batch, sB, A, W, r1 - r0, in_f, self.r, (self.r, 1, in_f, 1),
+                       accumulate=True)
+                sB.release()
+        batch.submit()
+        self.detach()
+
     def params(self):
         """{name: Tensor} of what trains: PEFT's A names and B piece names (`#x` suffixes for
         the row pieces of a fused weight)."""
@@ -203,6 +221,33 @@ async def load_adapter(model, source, attach=True):
     if attach:
         ad.attach()
     return ad
+
+
+class MemorySource:
+    """A byte source over files held in memory ({name: bytes}): an adapter sent by the CLI or
+    the page (adapters are small)."""
+
+    def __init__(self, files, where="adapter"):
+        self.files, self._where = dict(files), where
+
+    def where(self, name):
+        return f"{self._where}/{name}"
+
+    async def exists(self, name):
+        return name in self.files
+
+    async def size(self, name):
+        return len(self._get(name))
+
+    async def read(self, name, start=None, end=None):
+        data = self._get(name)
+        return data if start is None else data[start:end]
+
+    def _get(self, name):
+        if name not in self.files:
+            raise ValueError(f"{self.where(name)}: missing (an adapter folder holds "
+                             "adapter_config.json and adapter_model.safetensors)")
+        return self.files[name]
 
 
 def _as_f32(raw, dtype, name):

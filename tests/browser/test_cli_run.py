@@ -70,3 +70,20 @@ def test_run_stepwise_mamba2_against_transformers(tmp_path, name):
         logits = np.load(tmp_path / out)
         assert np.abs(logits - exp["logits"].reshape(len(ids), V)).max() <= 1e-4, flag
         assert json.loads(p.stdout)["ids"] == exp["greedy_ids"].tolist()
+
+
+def test_run_with_a_peft_adapter(tmp_path):
+    """--adapter applies a PEFT LoRA folder on the loaded model: PEFT's logits, both paths."""
+    base = REPO / "tests" / "fixtures" / "train" / "mamba2-g2-untied"
+    lora = REPO / "tests" / "fixtures" / "lora" / "mamba2-g2-untied"
+    exp = np.load(lora / "expected.npz")
+    ids = exp["prompt_ids"].tolist()
+    for flag, out in ((None, "p.npy"), ("--stepwise", "s.npy")):
+        p = run_cli("--model", str(base), "--ids", ",".join(map(str, ids)), "--max-new-tokens",
+                    "2", "--adapter", str(lora / "adapter"), "--json",
+                    "--logits-out", str(tmp_path / out), *([flag] if flag else []))
+        assert p.returncode == 0, p.stderr
+        assert json.loads(p.stdout)["model"]["adapter"]["r"] == 4
+        assert np.abs(np.load(tmp_path / out) - exp["logits"]).max() <= 1e-4, flag
+    p = run_cli("--model", str(base), "--ids", "1,2", "--adapter", str(tmp_path))
+    assert p.returncode != 0 and "adapter_config.json is missing" in p.stderr

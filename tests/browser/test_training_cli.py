@@ -139,7 +139,7 @@ def test_finetune_cli_lora_lowers_held_out_loss_and_writes_a_peft_adapter(tmp_pa
     out = tmp_path / "adapter"
     r = mambaweb("finetune", "--model", REPO / "models" / "default", "--data", data, "--out", out,
                  "--steps", 25, "--batch", 2, "--seq-len", 64, "--lr", "5e-3", "--lora-r", 4,
-                 timeout=600)
+                 "--merge", timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     steps = [json.loads(l) for l in r.stdout.splitlines()]
     assert [s["step"] for s in steps] == list(range(1, 26))
@@ -156,7 +156,10 @@ def test_finetune_cli_lora_lowers_held_out_loss_and_writes_a_peft_adapter(tmp_pa
         before = base(ids).logits
         tuned = PeftModel.from_pretrained(base, out).eval()
         after = tuned(ids).logits
+        # --merge: the base with the adapter folded in is an HF folder giving the same logits
+        merged = transformers.AutoModelForCausalLM.from_pretrained(out / "merged")(ids).logits
     assert (after - before).abs().max() > 1e-3
+    assert (merged - after).abs().max() <= 1e-4
     # plain errors
     r = mambaweb("finetune", "--model", REPO / "models" / "default", "--data", tmp_path / "nope",
                  "--out", out)

@@ -233,6 +233,7 @@ def _record_ops(batch):
     elementwise.softplus(batch, a)
     elementwise.fill(batch, a, 1.0)
     elementwise.accumulate(batch, a, b2)
+    elementwise.scale(batch, a, 0.5, out=b2)
     # reduce
     reduce.reduce_sum(batch, a, mean=True)
     reduce.checksum(batch, a)
