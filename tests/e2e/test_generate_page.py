@@ -85,3 +85,52 @@ def test_local_folder_without_config_is_explained(page, tmp_path):
     page.set_input_files("#local-model", str(tmp_path / "stray"))
     page.wait_for_function("document.querySelector('#model-error').textContent.length > 0")
     assert "config.json" in page.inner_text("#model-error")
+
+
+def test_lora_adapter_switches_without_reloading(page, tmp_path):
+    """A PEFT adapter folder made on the host for the default model changes its greedy text;
+    removing it brings the base's text back (the base itself never reloads)."""
+    import json
+
+    import numpy as np
+    from safetensors.numpy import save_file
+    from tests.conftest import REPO
+    cfg = json.loads((REPO / "models" / "default" / "config.json").read_text())
+    D, I, L = cfg["hidden_size"], cfg["hidden_size"] * cfg["expand"], cfg["num_hidden_layers"]
+    rng = np.random.default_rng(0)
+    tensors = {}
+    for i in range(L):
+        m = f"base_model.model.backbone.layers.{i}.mixer.in_proj"
+        tensors[m + ".lora_A.weight"] = (rng.standard_normal((2, D)) * 0.5).astype(np.float32)
+        tensors[m + ".lora_B.weight"] = (rng.standard_normal((2 * I, 2)) * 0.5).astype(np.float32)
+    folder = tmp_path / "adapter"
+    folder.mkdir()
+    save_file(tensors, str(folder / "adapter_model.safetensors"))
+    (folder / "adapter_config.json").write_text(json.dumps(
+        {"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": 2, "lora_alpha": 4,
+         "target_modules": ["in_proj"], "lora_dropout": 0.0, "bias": "none"}))
+    page.select_option("#model-select", "default")       # earlier tests opened other models
+    page.click("#load-btn")
+    page.wait_for_function("document.body.dataset.model === 'default' && "
+                           "!document.getElementById('generate-btn').disabled", timeout=60_000)
+    page.fill("#prompt", "def f(x):")
+    page.fill("#max-new", "16")
+    page.check("#greedy")
+    page.uncheck("#keep-state")
+    _generate(page)
+    base_text = page.inner_text("#output")
+    page.set_input_files("#adapter-files", str(folder))          # the folder picker
+    page.wait_for_function("document.body.dataset.adapter === 'on'", timeout=60_000)
+    assert "rank 2" in page.inner_text("#adapter-info")
+    _generate(page)
+    assert page.inner_text("#output") != base_text
+    page.click("#adapter-remove")
+    page.wait_for_function("document.body.dataset.adapter === 'off'", timeout=60_000)
+    _generate(page)
+    assert page.inner_text("#output") == base_text
+    # a folder that is not an adapter is explained
+    other = tmp_path / "not-an-adapter"
+    other.mkdir()
+    (other / "x.txt").write_text("x")
+    page.set_input_files("#adapter-files", str(other))
+    page.wait_for_function("document.getElementById('gen-error').textContent.includes('not a LoRA adapter')")

@@ -160,6 +160,43 @@ async function restoreState() {
   } catch (err) { $("gen-error").textContent = err.message; }
 }
 
+// ---- LoRA adapters: switched on the loaded model, the base is not reloaded ------------------
+function b64(buf) {
+  let s = "";
+  const bytes = new Uint8Array(buf);
+  for (let i = 0; i < bytes.length; i += 0x8000) s += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  return btoa(s);
+}
+
+async function loadAdapter(fileList) {
+  $("adapter-info").textContent = "";
+  $("gen-error").textContent = "";
+  const wanted = ["adapter_config.json", "adapter_model.safetensors"];
+  const files = {};
+  for (const f of fileList) if (wanted.includes(f.name)) files[f.name] = { __bytes__: b64(await f.arrayBuffer()) };
+  const missing = wanted.filter((n) => !files[n]);
+  if (missing.length) {
+    $("gen-error").textContent = `That is not a LoRA adapter folder: ${missing.join(" and ")} missing ` +
+      "(PEFT writes adapter_config.json + adapter_model.safetensors).";
+    return;
+  }
+  try {
+    const r = await engine.run(S + "result = await s.load_adapter(files=args['files'])", { files });
+    const a = r.adapter;
+    $("adapter-info").textContent = `adapter: rank ${a.r}, alpha ${a.alpha}, ${a.modules} layers, ` +
+      `${a.params.toLocaleString()} parameters`;
+    $("adapter-remove").hidden = false;
+    document.body.dataset.adapter = "on";
+  } catch (err) { $("gen-error").textContent = err.message; }
+}
+
+async function removeAdapter() {
+  await engine.run(S + "result = await s.load_adapter()");
+  $("adapter-info").textContent = "";
+  $("adapter-remove").hidden = true;
+  document.body.dataset.adapter = "off";
+}
+
 async function main() {
   engine = await bootShell();
   engine.on("load_progress", (m) => {
@@ -176,6 +213,8 @@ async function main() {
   if (engine.info.gpu_error) return;
   $("load-btn").onclick = loadModel;
   $("local-model").onchange = (ev) => loadLocal(ev.target.files);
+  $("adapter-files").onchange = (ev) => loadAdapter(ev.target.files);
+  $("adapter-remove").onclick = removeAdapter;
   $("generate-btn").onclick = generate;
   $("stop-btn").onclick = () => engine.cancel();
   $("save-state-btn").onclick = saveState;
