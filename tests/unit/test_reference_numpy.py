@@ -23,9 +23,9 @@ from tests.reference import selective_scan_numpy as scan_ref
 FIX = Path(__file__).resolve().parent.parent / "fixtures"
 # Mamba-1 / Falcon-Mamba fixtures (Mamba-2 and NemotronH ones: test_mamba2_fixtures.py, test_hybrid_fixtures.py)
 MODEL_DIRS = sorted(p for p in (FIX / "models").glob("*") if (p / "expected.npz").exists()
-                    and not p.name.startswith(("mamba2-", "nemotronh-")))
+                    and not p.name.startswith(("mamba2-", "nemotronh-", "mamba3-")))
 TRAIN_DIRS = sorted(p for p in (FIX / "train").glob("*") if (p / "expected.npz").exists()
-                    and not p.name.startswith(("mamba2-", "nemotronh-")))
+                    and not p.name.startswith(("mamba2-", "nemotronh-", "mamba3-")))
 BASE_DIRS = [p for p in MODEL_DIRS if not p.name.endswith(("-bf16", "-f16"))]
 
 LOGITS_TOL = 1e-5
@@ -39,7 +39,7 @@ def test_fixtures_present():
     assert len(MODEL_DIRS) == 12 and len(BASE_DIRS) == 4, "run tools/make_fixtures.py"
     assert len(TRAIN_DIRS) == 2
     total = sum(f.stat().st_size for f in FIX.rglob("*") if f.is_file())
-    assert total < 4 * 1024 * 1024      # all families' fixtures together stay small
+    assert total < 6 * 1024 * 1024      # all families' fixtures together stay a few MB
 
 
 # ---------------------------------------------------------------------------------------------
