@@ -8,6 +8,9 @@
 // element (r, c) sits at off + r*stride + c, so z is read straight out of in_proj's
 // [z | x | B | C | dt] output. w [I]; rstd [M, G] (saved for the backward pass).
 //
+// flags & 1 (NORM_BEFORE_GATE, Mamba-3's is_outproj_norm): the norm reads y itself and the gate
+// multiplies after it:  rstd from y;  out[c] = y[c] * rstd * w[c] * silu(z[c]).
+//
 // Dispatch: gated_rmsnorm_forward, one 64-thread workgroup per (group, row): grid
 // (G, rows folded into y/z). Each thread strides over the group's channels, then one 64-wide
 // shared-memory tree sums the squares (the same shape as rmsnorm.wgsl, which SwiftShader runs
@@ -34,6 +37,12 @@ fn gated(row: u32, c: u32) -> f32 {
   return y[p.y_off + row * p.y_str + c] * silu(z[p.z_off + row * p.z_str + c]);
 }
 
+// what the norm is taken of: y * silu(z), or y alone (NORM_BEFORE_GATE)
+fn normed(row: u32, c: u32) -> f32 {
+  if ((p.flags & 1u) != 0u) { return y[p.y_off + row * p.y_str + c]; }
+  return gated(row, c);
+}
+
 @compute @workgroup_size(64)
 fn gated_rmsnorm_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                          @builtin(local_invocation_index) lid: u32) {
@@ -42,12 +51,14 @@ fn gated_rmsnorm_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wor
   if (row >= p.rows) { return; }   // uniform per workgroup: the barriers stay uniform
   let c0 = g * p.S;
   var ss = 0.0;
-  for (var j = lid; j < p.S; j += 64u) { let v = gated(row, c0 + j); ss += v * v; }
+  for (var j = lid; j < p.S; j += 64u) { let v = normed(row, c0 + j); ss += v * v; }
   let total = workgroup_sum64(lid, ss);
   let r = inverseSqrt(total / f32(p.S) + p.eps);
   for (var j = lid; j < p.S; j += 64u) {
     let c = c0 + j;
-    out[p.o_off + row * p.o_str + c] = gated(row, c) * r * w[c];
+    var o = normed(row, c) * r * w[c];
+    if ((p.flags & 1u) != 0u) { o = o * silu(z[p.z_off + row * p.z_str + c]); }
+    out[p.o_off + row * p.o_str + c] = o;
   }
   if (lid == 0u) { rstd[row * p.G + g] = r; }
 }

@@ -138,7 +138,8 @@ def write_all(out: Path):
                      weights={k: v.astype(np.float64) for k, v in W.items()})
 
         def run(prompt):
-            logits, ids, glog, states = m3.greedy(model, prompt, N_NEW)
+            logits, ids, glog, _ = m3.greedy(model, prompt, N_NEW)
+            _, states = m3.lm_forward(model, prompt)      # the states after the prompt
             return (dict(prompt_ids=prompt, logits=logits.astype(np.float32), greedy_ids=ids,
                          greedy_logits=glog.astype(np.float32),
                          **{k: v.astype(np.float32) for k, v in m3.stack_states(states).items()}),)

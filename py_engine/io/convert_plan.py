@@ -25,7 +25,7 @@ import base64
 import json
 
 from py_engine.io import hf_names, mbjs
-from py_engine.io.layouts import internal_name, writes_tied_head
+from py_engine.io.layouts import external_name, internal_name, writes_tied_head
 from py_engine.io.safetensors_format import (DTYPE_SIZES, NeedMoreBytes, TensorInfo,
                                              build_header, build_index, header_length,
                                              parse_header, parse_index, safetensors_order)
@@ -453,7 +453,7 @@ def _hf_outputs(cfg, st, ops, options):
     shards, cap = options.get("shards"), options.get("max_shard_bytes")
     sizes = [(n, _numel(s) * DTYPE_SIZES[st]) for n, s in want.items()]
     groups = [list(want)] if not shards and not cap else plan_shards(sizes, shards, cap)
-    items = {n: (n, st, want[n], ops[n]) for n in want}
+    items = {n: (external_name(cfg.model_type, n), st, want[n], ops[n]) for n in want}
     if len(groups) == 1 and not shards:
         outputs = [_safetensors_output("model.safetensors", list(items.values()))]
     else:

@@ -24,9 +24,11 @@ SUPPORTED_MODEL_TYPES = {
     "falcon_mamba": "FalconMambaForCausalLM",
     "mamba2": "Mamba2ForCausalLM",
     "nemotron_h": "NemotronHForCausalLM",
+    "mamba3": "Mamba3LMHeadModel",      # mamba_ssm's MambaLMHeadModel (no transformers class)
 }
 # The layer kind every layer of a model_type has (a config may carry an explicit schedule).
-DEFAULT_KIND = {"mamba": "mamba1", "falcon_mamba": "mamba1", "mamba2": "mamba2"}
+DEFAULT_KIND = {"mamba": "mamba1", "falcon_mamba": "mamba1", "mamba2": "mamba2",
+                "mamba3": "mamba3"}
 # Layer kinds the schedule may name. The registry (py_engine/nn/registry.py) says which have an
 # implementation; the rest are reserved so a schedule can be written down before the mixer exists.
 LAYER_TYPES = ("mamba1", "mamba2", "mamba3", "attention", "mlp")
@@ -89,6 +91,10 @@ class MambaConfig:
     mlp_intermediate_size: int = 0    # mlp: F
     mlp_hidden_act: str = "relu2"     # mlp: relu2 (NemotronH)
     mlp_bias: bool = False
+    rope_fraction: float = 0.5        # mamba3: share of d_state rotated (0.5 or 1.0)
+    A_floor: float = 1e-4             # mamba3: A <= -A_floor
+    is_outproj_norm: bool = False     # mamba3: per-head RMSNorm before the silu(z) gate
+    a_heavy_tail: bool = True         # mamba3: A activation heavy-tail (False: softplus, pre-#962)
     layers: list = field(default_factory=list)   # schedule, e.g. ["mamba1"] * n_layers
     extra: dict = field(default_factory=dict)    # unmodelled config.json keys, kept verbatim
 
@@ -97,7 +103,7 @@ class MambaConfig:
             self.time_step_rank = math.ceil(self.hidden_size / 16)
         if not self.layers:
             self.layers = [DEFAULT_KIND.get(self.model_type, "mamba1")] * self.num_hidden_layers
-        if self.model_type in ("mamba2", "nemotron_h") and not self.num_heads:
+        if self.model_type in ("mamba2", "nemotron_h", "mamba3") and not self.num_heads:
             self.num_heads = int(self.expand * self.hidden_size) // max(int(self.head_dim), 1)
         self.time_step_limit = tuple(_json_float(v) for v in self.time_step_limit)
         self.validate()
@@ -194,6 +200,8 @@ class MambaConfig:
         JS can parse too); False keeps Python floats (to build a transformers config object)."""
         if self.model_type == "nemotron_h":
             return self._to_nemotron_h_dict(json_safe)
+        if self.model_type == "mamba3":
+            return self._to_mamba_ssm_dict()
         d = dict(self.extra)
         d.update({
             "architectures": [self.architecture],
@@ -325,6 +333,24 @@ class MambaConfig:
                      partial_rotary_factor=self.partial_rotary_factor)
         return d
 
+    def _to_mamba_ssm_dict(self):
+        """mamba_ssm's MambaLMHeadModel config.json (Mamba-3 has no transformers class)."""
+        d = {k: v for k, v in self.extra.items() if not k.startswith("_")}
+        ssm = dict(self.extra.get("_ssm_cfg") or {})
+        ssm.update({"layer": "Mamba3", "d_state": self.state_size, "expand": self.expand,
+                    "headdim": self.head_dim, "ngroups": self.n_groups,
+                    "rope_fraction": self.rope_fraction, "A_floor": self.A_floor,
+                    "is_outproj_norm": self.is_outproj_norm, "chunk_size": self.chunk_size})
+        if not self.a_heavy_tail:
+            ssm["A_activation"] = "softplus"    # ours: mamba_ssm itself has no such argument
+        d.update({"d_model": self.hidden_size, "n_layer": self.num_hidden_layers,
+                  "vocab_size": self.vocab_size, "ssm_cfg": ssm, "d_intermediate": 0,
+                  "attn_layer_idx": [], "attn_cfg": {}, "rms_norm": True,
+                  "residual_in_fp32": self.residual_in_fp32, "fused_add_norm": True,
+                  "pad_vocab_size_multiple": self.pad_vocab_size_multiple,
+                  "tie_embeddings": self.tie_word_embeddings})
+        return d
+
     # --- mamba_ssm's config.json (MambaLMHeadModel) ---------------------------
     @classmethod
     def from_mamba_ssm_dict(cls, d, source="config.json"):
@@ -369,9 +395,32 @@ class MambaConfig:
                       time_step_limit=list(ssm.get("dt_limit", (0.0, float("inf")))),
                       use_conv_bias=ssm.get("conv_bias", True), use_bias=ssm.get("bias", False))
             hf["num_heads"] = int(hf["expand"] * hf["hidden_size"]) // int(hf["head_dim"])
+        elif layer == "Mamba3":
+            if ssm.get("is_mimo", False):
+                raise ValueError(f"{source}: Mamba-3 MIMO (is_mimo) is not supported yet; "
+                                 "SISO models load")
+            act = ssm.get("A_activation", "heavy_tail")
+            if act not in ("heavy_tail", "softplus"):
+                raise ValueError(f"{source}: ssm_cfg.A_activation {act!r} is not one of "
+                                 "'heavy_tail', 'softplus'")
+            hf = dict(common, model_type="mamba3", state_size=ssm.get("d_state", 128),
+                      expand=ssm.get("expand", 2), head_dim=ssm.get("headdim", 64),
+                      n_groups=ssm.get("ngroups", 1), chunk_size=ssm.get("chunk_size", 64),
+                      rope_fraction=float(ssm.get("rope_fraction", 0.5)),
+                      A_floor=float(ssm.get("A_floor", 1e-4)),
+                      is_outproj_norm=bool(ssm.get("is_outproj_norm", False)),
+                      a_heavy_tail=(act == "heavy_tail"))
+            hf["num_heads"] = int(hf["expand"] * hf["hidden_size"]) // int(hf["head_dim"])
+            if ssm.get("bias", False):
+                raise ValueError(f"{source}: Mamba-3 with bias=true is not supported")
+            cfg = cls.from_hf_dict(hf, source=source)
+            cfg.extra.update({k: v for k, v in d.items()
+                              if k not in ("d_model", "n_layer", "vocab_size", "ssm_cfg")})
+            cfg.extra["_ssm_cfg"] = dict(d.get("ssm_cfg") or {})
+            return cfg
         else:
             raise ValueError(f"{source}: ssm_cfg.layer {layer!r} is not supported; "
-                             "supported: 'Mamba1', 'Mamba2'")
+                             "supported: 'Mamba1', 'Mamba2', 'Mamba3'")
         cfg = cls.from_hf_dict(hf, source=source)
         return cfg
 

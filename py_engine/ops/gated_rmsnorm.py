@@ -35,17 +35,20 @@ def _check(y, z, w, group_size):
     return rows_of(y), I, group_size, I // group_size
 
 
-def gated_rmsnorm_forward(batch, y, z, w, *, group_size, eps, out=None):
+def gated_rmsnorm_forward(batch, y, z, w, *, group_size, eps, out=None,
+                          norm_before_gate=False):
     """y [M, I] (Tensor or Cols), z [M, I] (Tensor or Cols), w [I] -> (out [M, I], rstd [M, G]).
 
     out: optional destination (Tensor or Cols of y's shape). 1 dispatch.
+    norm_before_gate (Mamba-3's is_outproj_norm): out = RMSNorm_group(y) * w * silu(z); the
+    backward covers only the default (norm of y * silu(z)).
     """
     dev = batch.device
     M, I, S, G = _check(y, z, w, group_size)
     out = out_like(dev, tuple(y.shape), out)
     rstd = Tensor(dev, (M, G))
     yv, zv, ov = view(y), view(z), view(out)
-    u = dev.uniform(params(M, I, S, G, float(eps), 0, 0, 0,
+    u = dev.uniform(params(M, I, S, G, float(eps), 1 if norm_before_gate else 0, 0, 0,
                            yv[1], yv[2], zv[1], zv[2], ov[1], ov[2], 0, 0))
     gy, gz = fold(M)
     batch.run("gated_rmsnorm_forward", "gated_rmsnorm_forward",

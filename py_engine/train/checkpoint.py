@@ -110,11 +110,12 @@ def safetensors_parts(tensors, metadata=None):
 def model_safetensors_parts(model):
     """The model as one HF safetensors file that transformers loads (a tied NemotronH carries
     its head explicitly: transformers 5.x does not tie it)."""
-    from py_engine.io.layouts import writes_tied_head
+    from py_engine.io.layouts import external_name, writes_tied_head
     tensors = {n: (s, [("gpu", t) for t in pcs]) for n, (s, pcs) in hf_tensor_parts(model).items()}
     cfg = model.cfg
     if cfg.tie_word_embeddings and writes_tied_head(cfg.model_type):
         tensors[hf_names.LM_HEAD] = tensors[hf_names.EMBED]
+    tensors = {external_name(cfg.model_type, n): v for n, v in tensors.items()}
     return safetensors_parts(tensors, {"format": "pt"})
 
 

@@ -8,10 +8,7 @@ from tests.conftest import REPO
 
 pytestmark = pytest.mark.browser
 FIXTURES = REPO / "tests" / "fixtures" / "models"
-# every family the engine runs; Mamba-3's fixtures (tests/reference/mamba3_numpy.py) wait for
-# its kernels
-MODELS = sorted(p.name for p in FIXTURES.iterdir() if (p / "expected.npz").exists()
-                and not p.name.startswith("mamba3-"))
+MODELS = sorted(p.name for p in FIXTURES.iterdir() if (p / "expected.npz").exists())
 
 GREEDY = """
 from py_engine.models.mamba import MambaModel

@@ -9,10 +9,7 @@ from tests.conftest import REPO
 
 pytestmark = pytest.mark.browser
 FIXTURES = REPO / "tests" / "fixtures" / "models"
-# every family the engine runs; Mamba-3's fixtures (tests/reference/mamba3_numpy.py) wait for
-# its kernels
-MODELS = sorted(p.name for p in FIXTURES.iterdir() if (p / "expected.npz").exists()
-                and not p.name.startswith("mamba3-"))
+MODELS = sorted(p.name for p in FIXTURES.iterdir() if (p / "expected.npz").exists())
 
 RUN = """
 from py_engine.models.mamba import MambaModel
@@ -34,7 +31,8 @@ model.release()
 # expected.npz keys of each layer kind's state tensors, in the kind's State.tensors() order;
 # each is stacked over that kind's layers
 STATE_KEYS = {"mamba1": ("conv_state", "ssm_state"), "mamba2": ("conv_state", "ssm_state"),
-              "attention": ("key_cache", "value_cache"), "mlp": ()}
+              "attention": ("key_cache", "value_cache"), "mlp": (),
+              "mamba3": ("angle_state", "ssm_state", "k_state", "v_state")}
 
 
 def _check_states(got, kinds, exp, prefix, T, tol):

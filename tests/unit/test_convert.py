@@ -262,3 +262,17 @@ def test_mamba_ssm_checkpoints_convert_to_the_transformers_folder(tmp_path):
     b = load_file(tmp_path / "bf" / "model.safetensors")
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k].to(torch.bfloat16), b[k]) for k in a)
+
+
+def test_mamba3_converts_in_mamba_ssm_layout(tmp_path):
+    """Mamba-3 has no transformers class: converting keeps mamba_ssm's names and config."""
+    from pathlib import Path
+
+    from safetensors.numpy import load_file as load_np
+    fix = Path(__file__).resolve().parents[1] / "fixtures" / "models" / "mamba3-g2-r10-untied-onorm"
+    convert_host.convert(fix, tmp_path / "m3", log=lambda *a: None)
+    a, b = load_np(fix / "model.safetensors"), load_np(tmp_path / "m3" / "model.safetensors")
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    conf = json.loads((tmp_path / "m3" / "config.json").read_text())
+    assert conf["ssm_cfg"]["layer"] == "Mamba3" and conf["ssm_cfg"]["is_outproj_norm"] is True
+    assert MambaConfig.from_hf_dict(conf).layers == ["mamba3", "mamba3"]

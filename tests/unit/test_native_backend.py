@@ -41,6 +41,7 @@ from tests.browser import test_kernels_mamba as _km  # noqa: E402
 from tests.browser import test_kernels_activations as _kact  # noqa: E402
 from tests.browser import test_kernels_attention as _katt  # noqa: E402
 from tests.browser import test_kernels_gated_rmsnorm as _kgn  # noqa: E402
+from tests.browser import test_kernels_mamba3 as _km3  # noqa: E402
 from tests.browser import test_kernels_ssd as _kss  # noqa: E402
 from tests.browser import test_kernels_ssd_backward as _kssb  # noqa: E402
 
@@ -59,6 +60,8 @@ test_selective_scan_backward = _km.test_selective_scan_backward
 test_ssd_forward_step_reference = _kss.test_ssd_forward_step_reference
 test_ssd_chunk_limit_and_shape_errors = _kss.test_ssd_chunk_limit_and_shape_errors
 test_ssd_backward = _kssb.test_ssd_backward
+test_mamba3_forward_step_reference = _km3.test_mamba3_forward_step_reference
+test_mamba3_shape_errors = _km3.test_mamba3_shape_errors
 # the hybrid layers' kernels through Naga/Vulkan too (the browser runs them through Dawn)
 test_attention_prefill_reference = _katt.test_attention_prefill_reference
 test_attention_cache_prefill_and_steps = _katt.test_attention_cache_prefill_and_steps

@@ -1,0 +1,224 @@
+"""The Mamba-3 (SISO) mixer, as state-spaces' `Mamba3` (mamba_ssm 2.3.x; float64 reference:
+tests/reference/mamba3_numpy.py, which states the math and what could not be checked offline).
+
+Shapes: Bsz sequences of T tokens; activations [Bsz*T, C].  I = expand*D = H heads x P,
+G groups, N state, S rotated angle pairs (N * rope_fraction, rounded down to even, / 2).
+  h --in_proj--> z [I] | x [I] | B [G*N] | C [G*N] | dd_dt [H] | dd_A [H] | trap [H] | angles [S]
+  B, C: RMSNorm over N (B_norm / C_norm weights, eps 1e-5); then per head + B_bias / C_bias,
+        rotation by the accumulated angle, the exponential-trapezoidal scan (ops/mamba3.py):
+        y = S q + D v
+  y * silu(z)   (is_outproj_norm: RMSNorm per head of y * norm.weight, then * silu(z))
+  residual + y @ out_proj^T
+No conv1d, no A_log. State (decode): angle [Bsz, H, S], ssm [Bsz, H, P, N], k [Bsz, H, N] (the
+previous token's rotated k), v [Bsz, H, P].
+Training is not available yet (no backward kernel): refused by name.
+"""
+import math
+from dataclasses import dataclass
+
+from py_engine.autograd import functional as F
+from py_engine.gpu.tensor import Tensor
+from py_engine.nn.registry import register
+from py_engine.ops import elementwise as ew
+from py_engine.ops.gated_rmsnorm import gated_rmsnorm_forward
+from py_engine.ops.linear import linear_accumulate, linear_forward
+from py_engine.ops.mamba3 import mamba3_forward, mamba3_step
+from py_engine.ops.rmsnorm import rmsnorm_forward
+
+PIECES = ("z", "x", "B", "C", "dd_dt", "dd_A", "trap", "angles")
+EPS = 1e-5
+
+
+@dataclass(frozen=True)
+class Mamba3Spec:
+    D: int
+    I: int
+    H: int
+    P: int
+    G: int
+    N: int
+    S: int
+    A_floor: float
+    heavy_tail: bool
+    onorm: bool
+
+    def rows(self):
+        """in_proj row counts of each piece, in order."""
+        GN = self.G * self.N
+        return (self.I, self.I, GN, GN, self.H, self.H, self.H, self.S)
+
+
+def spec(cfg):
+    I = int(cfg.expand * cfg.hidden_size)
+    split = int(cfg.state_size * cfg.rope_fraction)
+    split -= split % 2
+    return Mamba3Spec(D=cfg.hidden_size, I=I, H=I // cfg.head_dim, P=cfg.head_dim,
+                      G=cfg.n_groups, N=cfg.state_size, S=split // 2, A_floor=cfg.A_floor,
+                      heavy_tail=cfg.a_heavy_tail, onorm=cfg.is_outproj_norm)
+
+
+class Mamba3Mixer:
+    def __init__(self, cfg, weights, prefix):
+        w = lambda name: weights.get(prefix + name)  # noqa: E731
+        self.spec = s = spec(cfg)
+        self.inp = [w(f"in_proj.weight#{p}") for p in PIECES]
+        self.dt_bias, self.D = w("dt_bias"), w("D")
+        self.B_bias, self.C_bias = w("B_bias"), w("C_bias")
+        self.B_norm, self.C_norm = w("B_norm.weight"), w("C_norm.weight")
+        self.norm_w = w("norm.weight")
+        self.out_w = w("out_proj.weight")
+        self.kw = dict(dt_bias=self.dt_bias, B_bias=self.B_bias, C_bias=self.C_bias, D=self.D,
+                       n_heads=s.H, n_groups=s.G, S=s.S, A_floor=s.A_floor,
+                       heavy_tail=s.heavy_tail)
+
+    def _norm_bc(self, batch, t, w, rows):
+        """RMSNorm over N of each group of B (or C): [rows, G*N] -> [rows, G*N]."""
+        s = self.spec
+        y, rstd = rmsnorm_forward(batch, t.view((rows * s.G, s.N)), w, eps=EPS)
+        rstd.release()
+        y.shape = (rows, s.G * s.N)
+        return y
+
+    def _gate(self, batch, y, z):
+        s = self.spec
+        if s.onorm:
+            v, rstd = gated_rmsnorm_forward(batch, y, z, self.norm_w, group_size=s.P, eps=EPS,
+                                            norm_before_gate=True)
+            rstd.release()
+            return v
+        g = ew.silu(batch, z)
+        v = ew.mul(batch, y, g)
+        g.release()
+        return v
+
+    def forward(self, ctx, h, residual, Bsz, T, state=None):
+        if ctx.tape is not None:
+            raise ValueError("training Mamba-3 is not available yet (its backward kernels are "
+                             "not written); Mamba-3 models load, generate and convert")
+        s = self.spec
+        batch, rows = ctx.batch, Bsz * T
+        z, x, B, C, dd_dt, dd_A, trap, ang = [linear_forward(batch, h, w) for w in self.inp]
+        Bn, Cn = self._norm_bc(batch, B, self.B_norm, rows), self._norm_bc(batch, C, self.C_norm, rows)
+        B.release()
+        C.release()
+        v3 = lambda t: t.view((Bsz, T, t.shape[-1]))  # noqa: E731
+        y, _ = mamba3_forward(batch, v3(x), v3(Bn), v3(Cn), v3(dd_dt), v3(dd_A), v3(trap), v3(ang),
+                              state=state, **self.kw)
+        y.shape = (rows, s.I)
+        for t in (x, Bn, Cn, dd_dt, dd_A, trap, ang):
+            t.release()
+        v = self._gate(batch, y, z)
+        y.release()
+        z.release()
+        out = F.residual_linear(ctx, v, self.out_w, None, residual)
+        ctx.done(v)
+        return out
+
+    def step(self, batch, h, residual, Bsz, state):
+        z, x, B, C, dd_dt, dd_A, trap, ang = [linear_forward(batch, h, w) for w in self.inp]
+        Bn, Cn = self._norm_bc(batch, B, self.B_norm, Bsz), self._norm_bc(batch, C, self.C_norm, Bsz)
+        B.release()
+        C.release()
+        y = mamba3_step(batch, x, Bn, Cn, dd_dt, dd_A, trap, ang, state, **self.kw)
+        for t in (x, Bn, Cn, dd_dt, dd_A, trap, ang):
+            t.release()
+        v = self._gate(batch, y, z)
+        y.release()
+        z.release()
+        linear_accumulate(batch, v, self.out_w, residual)
+        v.release()
+
+
+class Mamba3State:
+    """angle [Bsz, H, S], ssm [Bsz, H, P, N], k [Bsz, H, N], v [Bsz, H, P] of one layer."""
+
+    def __init__(self, device, cfg, Bsz=1, max_tokens=None):
+        s = spec(cfg)
+        self.angle = Tensor(device, (Bsz, s.H, s.S))
+        self.ssm = Tensor(device, (Bsz, s.H, s.P, s.N))
+        self.k = Tensor(device, (Bsz, s.H, s.N))
+        self.v = Tensor(device, (Bsz, s.H, s.P))
+        self.tokens_seen = 0
+
+    def tensors(self):
+        return (self.angle, self.ssm, self.k, self.v)
+
+
+@register
+class Mamba3:
+    name = "mamba3"
+    mbjs_type = None       # the npm engine's layer type 2 is its own, different "Mamba-3"
+    Mixer = Mamba3Mixer
+    State = Mamba3State
+    spec = staticmethod(spec)
+
+    @staticmethod
+    def validate(cfg, source):
+        if cfg.model_type != "mamba3":
+            raise ValueError(f"{source}: mamba3 layers need model_type 'mamba3' (a mamba_ssm "
+                             f"Mamba3 config), not {cfg.model_type!r}")
+        if cfg.rope_fraction not in (0.5, 1.0):
+            raise ValueError(f"{source}: rope_fraction must be 0.5 or 1.0, got {cfg.rope_fraction}")
+        s = spec(cfg)
+        if s.I % s.P:
+            raise ValueError(f"{source}: expand * d_model = {s.I} is not a multiple of headdim {s.P}")
+        if s.H % s.G:
+            raise ValueError(f"{source}: {s.H} heads are not a multiple of ngroups {s.G}")
+        if s.S < 1:
+            raise ValueError(f"{source}: d_state {s.N} with rope_fraction {cfg.rope_fraction} "
+                             "rotates no angle pair")
+
+    @staticmethod
+    def tensors(cfg):
+        s = spec(cfg)
+        out = {"in_proj.weight": (sum(s.rows()), s.D), "dt_bias": (s.H,), "D": (s.H,),
+               "B_bias": (s.H, 1, s.N), "C_bias": (s.H, 1, s.N), "B_norm.weight": (s.N,),
+               "C_norm.weight": (s.N,)}
+        if s.onorm:
+            out["norm.weight"] = (s.I,)
+        out["out_proj.weight"] = (s.D, s.I)
+        return out
+
+    @staticmethod
+    def pieces(cfg, rel, shape):
+        s = spec(cfg)
+        if rel == "in_proj.weight":
+            out, r0 = [], 0
+            for name, n in zip(PIECES, s.rows()):
+                out.append((f"{rel}#{name}", r0, r0 + n, (n, s.D)))
+                r0 += n
+            return out
+        if rel in ("B_bias", "C_bias"):
+            return [(rel, 0, shape[0], (s.H, s.N))]
+        return [(rel, 0, shape[0] if shape else 1, tuple(shape) or (1,))]
+
+    @staticmethod
+    def init_rule(cfg, rel, shape):
+        s = spec(cfg)
+        if rel in ("D", "B_norm.weight", "C_norm.weight", "norm.weight", "B_bias", "C_bias"):
+            return "const", 1.0, 0
+        if rel == "dt_bias":
+            return "dt_bias", 0.0, 0
+        if rel == "in_proj.weight":
+            return "uniform", 1.0 / math.sqrt(s.D), 0
+        if rel == "out_proj.weight":
+            a = 1.0 / math.sqrt(s.I)
+            if cfg.rescale_prenorm_residual:
+                a /= math.sqrt(cfg.num_hidden_layers)
+            return "uniform", a, 0
+        raise ValueError(f"no initialisation rule for mamba3 tensor {rel}")
+
+    @staticmethod
+    def hint(cfg, rel):
+        if rel == "norm.weight" and not cfg.is_outproj_norm:
+            return " (config has is_outproj_norm=false)"
+        return ""
+
+    @staticmethod
+    def wsla_pieces(cfg):
+        raise ValueError("WSLA is defined for Mamba-1 layers only so far")
+
+    @staticmethod
+    def train_floats(cfg, Bsz, T):
+        s = spec(cfg)
+        return Bsz * T * (3 * s.I + 4 * s.G * s.N + 3 * s.H + s.S)

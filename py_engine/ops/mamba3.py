@@ -1,0 +1,199 @@
+"""Mamba-3 (SISO) scan: sequence forward and one-token step (shaders/mamba3_forward.wgsl,
+shaders/mamba3_step.wgsl). Float64 reference: tests/reference/mamba3_numpy.py (scan_sequential).
+
+Shapes (Bsz may be absent: [T, W] means Bsz = 1; a step takes [Bsz, W]):
+    x              [Bsz, T, H*P]  Tensor or Cols view (in_proj's x columns)
+    Bn, Cn         [Bsz, T, G*N]  RMSNorm_N(B) * B_norm.weight (normed by the caller, bias NOT added)
+    dd_dt, dd_A, trap [Bsz, T, H];  angles [Bsz, T, S]   raw in_proj columns (Tensors or Cols views)
+    dt_bias [H], B_bias / C_bias [H, N] (the [H, 1, N] parameter flattened), D [H]
+    y              [Bsz, T, H*P]  new contiguous Tensor: S q + D v per head, no z gate
+    state          any object with GPU tensors angle [Bsz, H, S], ssm [Bsz, H, P, N],
+                   k [Bsz, H, N] (previous token's ROTATED k, bias included), v [Bsz, H, P]
+
+Math per token t, head h (group h // (H / G)), as the reference:
+    DT = softplus(dd_dt + dt_bias);  A = min(-f(dd_A), -A_floor), f = heavy tail or softplus
+    lam = sigmoid(trap);  alpha = exp(A DT);  beta = (1 - lam) DT alpha;  gamma = lam DT
+    theta = tanh(angles) pi;  phi = (phi + theta DT) mod 2pi   (kept reduced, in f32)
+    k = rot(Bn + B_bias[h], phi);  q = rot(Cn + C_bias[h], phi)  (pairs (2i, 2i+1), i < S)
+    S = alpha S + beta v_prev k_prev^T + gamma v k^T;  y = S q + D v
+
+Dispatches: forward 2 (mamba3_prep: per-token scalars + packed parameters; mamba3_scan: one
+workgroup per (b, h), sequential in t, states in place); step 2 (the same prep, mamba3_step).
+Two, not one, because inputs + parameters + states are 16 storage bindings and a browser gives 10.
+The forward is the sequential form for every T (parallel over b, h, p; O(T) dependent steps per
+workgroup); the chunked parallel-in-time form (reference scan_chunked) is not implemented yet.
+
+Memory: a transient `pre` buffer of Bsz*T*(4H + S) + 2HN + H floats (released after recording,
+kept with save=True); with state=None, transient zero-read states (the final state is dropped).
+save=True returns Mamba3Saved: pre (DT, alpha, beta, gamma, theta per token; packed biases, D) and
+copies of the initial states (None when the scan started from zeros). With the in_proj output
+(x, Bn, Cn, the raw columns) that the caller keeps, that is everything a backward needs: it can
+recompute phi, k, q and every state from the initial state (or checkpoint states per chunk).
+"""
+from py_engine.gpu.tensor import Tensor
+from py_engine.ops._common import fold, params
+from py_engine.ops.conv1d import Cols, bt_of, view  # noqa: F401  (Cols re-exported)
+
+HAS_INIT, HEAVY = 1, 2
+WG = 64                    # threads per workgroup (the shaders' WG)
+FWD, STEP = "mamba3_forward", "mamba3_step"
+STATE_NAMES = ("angle", "ssm", "k", "v")
+
+
+class Mamba3Saved:
+    """What the forward keeps for a backward: pre [Bsz*T*(4H+S) + 2HN + H] (rows [DT | alpha |
+    beta | gamma | theta], then B_bias | C_bias | D) and the initial states (angle, ssm, k, v;
+    each None when the scan started from zeros)."""
+    __slots__ = ("pre", "angle0", "ssm0", "k0", "v0")
+
+    def __init__(self, pre, init):
+        self.pre = pre
+        self.angle0, self.ssm0, self.k0, self.v0 = init
+
+    def release(self):
+        for name in self.__slots__:
+            t = getattr(self, name)
+            if t is not None:
+                t.release()
+            setattr(self, name, None)
+
+
+class _Spec:
+    """Sizes of one call: nb, T, H, P, G, N, S (T = 1 for a step)."""
+
+    def __init__(self, x, Bn, Cn, dd_dt, dd_A, trap, angles, dt_bias, B_bias, C_bias, D,
+                 n_heads, n_groups, S, step):
+        self.H = H = int(n_heads)
+        self.G = G = int(n_groups)
+        self.S = S = int(S)
+        if H < 1 or G < 1 or H % G:
+            raise ValueError(f"heads H={H} must be a multiple of n_groups={G}")
+        W = x.shape[-1]
+        if W % H:
+            raise ValueError(f"x width {W} is not a multiple of the {H} heads")
+        self.P = W // H
+        if Bn.shape[-1] % G:
+            raise ValueError(f"Bn width {Bn.shape[-1]} is not a multiple of n_groups={G}")
+        self.N = N = Bn.shape[-1] // G
+        if S < 1 or 2 * S > N:
+            raise ValueError(f"S={S} rope angles need 1 <= 2S <= N={N}")
+        widths = (("Bn", Bn, G * N), ("Cn", Cn, G * N), ("dd_dt", dd_dt, H), ("dd_A", dd_A, H),
+                  ("trap", trap, H), ("angles", angles, S))
+        if step:
+            self.T = 1
+            self.nb = 1 if len(x.shape) == 1 else x.shape[0]
+            if len(x.shape) > 2:
+                raise ValueError(f"x has shape {list(x.shape)}, expected [{self.nb}, {W}]")
+            for name, a, w in widths:
+                nb = 1 if len(a.shape) == 1 else a.shape[0]
+                if a.shape[-1] != w or len(a.shape) > 2 or nb != self.nb:
+                    raise ValueError(f"{name} has shape {list(a.shape)}, expected [{self.nb}, {w}]")
+        else:
+            self.nb, self.T = bt_of(x, W)
+            if self.T < 1:
+                raise ValueError("mamba3_forward needs at least one token")
+            for name, a, w in widths:
+                if a.shape[-1] != w or len(a.shape) not in (2, 3) or \
+                        bt_of(a, w) != (self.nb, self.T):
+                    raise ValueError(f"{name} has shape {list(a.shape)}, expected "
+                                     f"[{self.nb}, {self.T}, {w}]")
+        for name, a, n in (("dt_bias", dt_bias, H), ("D", D, H), ("B_bias", B_bias, H * N),
+                           ("C_bias", C_bias, H * N)):
+            if a is None or a.numel != n:
+                raise ValueError(f"{name} must have {n} elements ([{H}] or [{H}, {N}]), got "
+                                 f"{None if a is None else list(a.shape)}")
+
+    def state_shapes(self):
+        nb, H, P, N, S = self.nb, self.H, self.P, self.N, self.S
+        return dict(angle=(nb, H, S), ssm=(nb, H, P, N), k=(nb, H, N), v=(nb, H, P))
+
+    def states(self, state, dev):
+        """[angle, ssm, k, v] tensors of `state` (checked), or fresh ones to drop (state None)."""
+        shapes = self.state_shapes()
+        if state is None:
+            return [Tensor(dev, shapes[n]) for n in STATE_NAMES]
+        out = []
+        for n in STATE_NAMES:
+            t = getattr(state, n)
+            if tuple(t.shape) != shapes[n]:
+                raise ValueError(f"state.{n} must be {list(shapes[n])}, got {list(t.shape)}")
+            out.append(t)
+        return out
+
+
+def _prep(batch, s, dd_dt, dd_A, trap, angles, dt_bias, B_bias, C_bias, D, A_floor, heavy_tail,
+          flags, xv, bv, cv, yv):
+    """Uniform + the pre buffer, and the mamba3_prep dispatch (shared by forward and step)."""
+    dev = batch.device
+    H, N, S = s.H, s.N, s.S
+    pw = 4 * H + S
+    par = s.nb * s.T * pw
+    total = par + 2 * H * N + H
+    pre = Tensor(dev, (total,))
+    flags |= HEAVY if heavy_tail else 0
+    dv, av, tv, anv = view(dd_dt), view(dd_A), view(trap), view(angles)
+    un = dev.uniform(params(s.T, H, s.P, N, s.G, S, s.nb, flags, float(A_floor), pw, par, total,
+                            xv[1], xv[2], bv[1], bv[2], cv[1], cv[2], yv[1], yv[2],
+                            dv[1], dv[2], av[1], av[2], tv[1], tv[2], anv[1], anv[2]))
+    gx, gy = fold(-(-total // WG))
+    batch.run(FWD, "mamba3_prep",
+              [un, dv[0], av[0], tv[0], anv[0], dt_bias.binding, B_bias.binding, C_bias.binding,
+               D.binding, pre.binding], gx, gy)
+    return un, pre
+
+
+def _scan_resources(un, pre, xv, bv, cv, yv, st):
+    return [un, None, None, None, None, None, None, None, None, pre.binding, xv[0], bv[0], cv[0],
+            yv[0]] + [t.binding for t in st]
+
+
+def mamba3_forward(batch, x, Bn, Cn, dd_dt, dd_A, trap, angles, *, dt_bias, B_bias, C_bias, D,
+                   n_heads, n_groups, S, A_floor, heavy_tail=True, state=None, save=False):
+    """-> (y [Bsz, T, H*P], saved: Mamba3Saved or None). state: None (zeros, final state dropped)
+    or an object with tensors angle/ssm/k/v, read as the initial state and overwritten with the
+    final one. 2 dispatches."""
+    dev = batch.device
+    s = _Spec(x, Bn, Cn, dd_dt, dd_A, trap, angles, dt_bias, B_bias, C_bias, D, n_heads,
+              n_groups, S, step=False)
+    st = s.states(state, dev)
+    init = [None] * 4
+    if save and state is not None:   # the initial states, before the scan overwrites them
+        for i, t in enumerate(st):
+            init[i] = Tensor(dev, t.shape)
+            batch.copy(t.buffer, t.offset, init[i].buffer, init[i].offset, t.nbytes)
+    y = Tensor(dev, (s.nb, s.T, s.H * s.P))
+    xv, bv, cv, yv = view(x), view(Bn), view(Cn), view(y)
+    un, pre = _prep(batch, s, dd_dt, dd_A, trap, angles, dt_bias, B_bias, C_bias, D, A_floor,
+                    heavy_tail, HAS_INIT if state is not None else 0, xv, bv, cv, yv)
+    batch.run(FWD, "mamba3_scan", _scan_resources(un, pre, xv, bv, cv, yv, st), s.H, s.nb,
+              constants={"WS": 3 * s.N + s.S})
+    if state is None:
+        for t in st:
+            t.release()   # the pool hands them out again only to later-recorded work
+    if not save:
+        pre.release()
+        return y, None
+    return y, Mamba3Saved(pre, init)
+
+
+def mamba3_step(batch, x, Bn, Cn, dd_dt, dd_A, trap, angles, state, *, dt_bias, B_bias, C_bias,
+                D, n_heads, n_groups, S, A_floor, heavy_tail=True, out=None):
+    """One token: x [Bsz, H*P], Bn/Cn [Bsz, G*N], dd_dt/dd_A/trap [Bsz, H], angles [Bsz, S]
+    (Tensors or Cols views); state (angle, ssm, k, v) updated in place -> y [Bsz, H*P] (a new
+    tensor, or `out`: a tensor or Cols view). 2 dispatches (prep, step)."""
+    dev = batch.device
+    s = _Spec(x, Bn, Cn, dd_dt, dd_A, trap, angles, dt_bias, B_bias, C_bias, D, n_heads,
+              n_groups, S, step=True)
+    if state is None:
+        raise ValueError("mamba3_step needs a state (angle, ssm, k, v)")
+    st = s.states(state, dev)
+    y = out if out is not None else Tensor(dev, (s.nb, s.H * s.P))
+    if y.shape[-1] != s.H * s.P:
+        raise ValueError(f"out has shape {list(y.shape)}, expected [{s.nb}, {s.H * s.P}]")
+    xv, bv, cv, yv = view(x), view(Bn), view(Cn), view(y)
+    un, pre = _prep(batch, s, dd_dt, dd_A, trap, angles, dt_bias, B_bias, C_bias, D, A_floor,
+                    heavy_tail, HAS_INIT, xv, bv, cv, yv)
+    batch.run(STEP, "mamba3_step", _scan_resources(un, pre, xv, bv, cv, yv, st), s.H, s.nb,
+              constants={"WS": 3 * s.N + s.S})
+    pre.release()
+    return y

@@ -1,0 +1,222 @@
+"""Mamba-3 (SISO) scan kernels (py_engine/ops/mamba3.py: sequence forward, one-token step) in headless
+Chromium's WebGPU, against the float64 reference tests/reference/mamba3_numpy.py (scan_sequential;
+itself checked against upstream in tests/unit/test_mamba3_reference.py).
+
+Tolerance: max error <= 1e-4 of the reference's scale (max |.|) for y and each final state (the angle
+state compared modulo 2 pi: it is an angle kept in [0, 2 pi)). Inputs are Cols views carved from one
+wide in_proj-like matrix (and Bn/Cn from one normed [B | C] matrix) or plain tensors; the unrolled
+step must equal the forward (outputs and states). Shapes are tiny (SwiftShader is a CPU) except one
+case at the real head shape (N = 128, P = 64).
+"""
+import math
+
+import numpy as np
+import pytest
+
+from tests.browser.kernel_harness import d64, rel_err, runner
+from tests.reference import mamba3_numpy as m3
+
+pytestmark = pytest.mark.browser
+
+gpu = runner()
+
+TOL = 1e-4
+A_FLOOR = 1e-4
+rng = np.random.default_rng(3003)
+
+
+def f32(*shape, scale=1.0):
+    return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+
+def n_angles(N, rf):
+    split = int(N * rf)
+    return (split - split % 2) // 2
+
+
+CASES = [  # nb, T, H, P, G, N, rope fraction, heavy tail, initial state, Cols views
+    pytest.param(2, 1, 2, 4, 1, 8, 0.5, True, True, True, id="T1-G1-rf0.5-heavy"),
+    pytest.param(2, 7, 4, 3, 2, 8, 1.0, False, True, True, id="T7-G2-rf1-softplus"),
+    pytest.param(2, 9, 2, 5, 2, 12, 0.5, True, False, False, id="T9-G2-nostate-tensors"),
+    pytest.param(2, 5, 2, 6, 1, 10, 1.0, True, True, False, id="T5-G1-rf1-tensors"),
+    pytest.param(2, 3, 2, 64, 1, 128, 0.5, False, True, True, id="real-head-N128-P64"),
+]
+
+CODE = """
+import types
+import py_engine.ops.mamba3 as m3
+nb, Tn, H, P, G, N, S = {nb}, {T}, {H}, {P}, {G}, {N}, {S}
+HP, GN, WP = H * P, G * N, {WP}
+cols, with_state = {cols}, {with_state}
+kw = dict(dt_bias=T['dt_bias'], B_bias=T['B_bias'], C_bias=T['C_bias'], D=T['D'], n_heads=H,
+          n_groups=G, S=S, A_floor={A_floor}, heavy_tail={heavy})
+# in_proj-like [z | x | B | C | dd_dt | dd_A | trap | angles] (B/C raw: unused), normed [Bn | Cn]
+ox, odt = HP, 2 * HP + 2 * GN
+off = dict(x=(ox, HP), dd_dt=(odt, H), dd_A=(odt + H, H), trap=(odt + 2 * H, H),
+           angles=(odt + 3 * H, S))
+flat = lambda t, w: Tensor(dev, (nb, Tn * w), buffer=t.buffer, offset=t.offset)
+tok = lambda a, o, w: Cols(a, o, w, (nb, w))   # token t of every sequence: a [nb, Tn*w]
+if cols:
+    seq = {{k: Cols(T['proj'], o, w, (nb, Tn, w)) for k, (o, w) in off.items()}}
+    seq['Bn'] = Cols(T['bc'], 0, GN, (nb, Tn, GN))
+    seq['Cn'] = Cols(T['bc'], GN, GN, (nb, Tn, GN))
+    pf, bf = flat(T['proj'], WP), flat(T['bc'], 2 * GN)
+    def step_in(t):
+        d = {{k: tok(pf, t * WP + o, w) for k, (o, w) in off.items()}}
+        d['Bn'], d['Cn'] = tok(bf, t * 2 * GN, GN), tok(bf, t * 2 * GN + GN, GN)
+        return d
+else:
+    names = ('x', 'Bn', 'Cn', 'dd_dt', 'dd_A', 'trap', 'angles')
+    seq = {{k: T[k] for k in names}}
+    step_in = lambda t: {{k: tok(flat(T[k], T[k].shape[-1]), t * T[k].shape[-1], T[k].shape[-1])
+                         for k in names}}
+order = ('x', 'Bn', 'Cn', 'dd_dt', 'dd_A', 'trap', 'angles')
+def copy_state(src):
+    st = types.SimpleNamespace()
+    for n in ('angle', 'ssm', 'k', 'v'):
+        t = Tensor(dev, src[n].shape)
+        b.copy(src[n].buffer, src[n].offset, t.buffer, t.offset, t.nbytes)
+        setattr(st, n, t)
+    return st
+init = {{n: T['s_' + n] for n in ('angle', 'ssm', 'k', 'v')}}
+fst = copy_state(init) if with_state else None
+sst = copy_state(init)    # the step's state (the test's init is zeros when with_state is False)
+n0 = b.dispatch_count
+y, saved = m3.mamba3_forward(b, *[seq[k] for k in order], state=fst, save=True, **kw)
+info['fwd_dispatches'] = b.dispatch_count - n0
+info['saved_init'] = saved.ssm0 is not None
+info['pre_shape'] = list(saved.pre.shape)
+b.submit()
+y2, none = m3.mamba3_forward(b, *[seq[k] for k in order], state=None, **kw)
+b.submit()
+info['saved_none'] = none is None
+info['same_nostate'] = (await y2.to_bytes() == await y.to_bytes()) if not with_state else None
+ys = Tensor(dev, (nb, Tn, HP))
+n0 = b.dispatch_count
+for t in range(Tn):
+    d = step_in(t)
+    m3.mamba3_step(b, *[d[k] for k in order], sst, out=tok(flat(ys, HP), t * HP, HP), **kw)
+info['step_dispatches'] = b.dispatch_count - n0
+outs.update(y=y, ys=ys, pre=saved.pre)
+if with_state:
+    outs.update({{'f_' + n: getattr(fst, n) for n in ('angle', 'ssm', 'k', 'v')}})
+    outs.update({{'i_ssm': saved.ssm0, 'i_k': saved.k0}})
+outs.update({{'s_' + n: getattr(sst, n) for n in ('angle', 'ssm', 'k', 'v')}})
+"""
+
+
+def reference(d, nb, T, H, P, G, N, S, heavy, state):
+    """Per sequence: the reference's preprocess from the raw columns, then scan_sequential."""
+    head_group = np.arange(H) // (H // G)
+    act = m3.heavy_tail if heavy else m3.softplus
+    ys, sts = [], []
+    for b in range(nb):
+        dd_dt, dd_A = d64(d["dd_dt"][b]), d64(d["dd_A"][b])
+        DT = m3.softplus(dd_dt + d64(d["dt_bias"]))
+        A = np.minimum(-act(dd_A), -A_FLOOR)
+        pre = dict(x=d64(d["x"][b]).reshape(T, H, P),
+                   Bt=d64(d["Bn"][b]).reshape(T, G, N)[:, head_group] + d64(d["B_bias"]),
+                   Ct=d64(d["Cn"][b]).reshape(T, G, N)[:, head_group] + d64(d["C_bias"]),
+                   DT=DT, ADT=A * DT, lam=m3.sigmoid(d64(d["trap"][b])),
+                   theta=np.tanh(d64(d["angles"][b])) * math.pi)
+        y, st = m3.scan_sequential(pre, d64(d["D"]), {k: d64(v[b]) for k, v in state.items()})
+        ys.append(y.reshape(T, H * P))
+        sts.append(st)
+    return np.stack(ys), {k: np.stack([s[k] for s in sts]) for k in sts[0]}
+
+
+def angle_err(got, ref):
+    diff = np.asarray(got).reshape(ref.shape) - ref
+    diff = (diff + math.pi) % (2 * math.pi) - math.pi
+    return np.abs(diff).max() / np.abs(ref).max()
+
+
+def check_states(o, prefix, rst):
+    assert angle_err(o[prefix + "angle"], rst["angle"]) <= TOL
+    for n in ("ssm", "k", "v"):
+        assert rel_err(o[prefix + n], rst[n]) <= TOL, n
+
+
+@pytest.mark.parametrize("nb,T,H,P,G,N,rf,heavy,with_state,cols", CASES)
+def test_mamba3_forward_step_reference(engine, nb, T, H, P, G, N, rf, heavy, with_state, cols):
+    S = n_angles(N, rf)
+    HP, GN = H * P, G * N
+    assert (2 * S < N) == (rf == 0.5)   # rf 0.5: dims >= 2S are unrotated
+    WP = 2 * HP + 2 * GN + 3 * H + S
+    proj = f32(nb * T, WP)
+    odt = 2 * HP + 2 * GN
+    proj[0, odt] = 25.0                          # softplus' linear branch (> 20)
+    proj[-1, odt + H] = -2.0e4 if heavy else -12.0   # A_floor binds (f < A_floor)
+    proj[0, odt + 3 * H] = 40.0                  # tanh saturates (the kernel clamps first)
+    bc = f32(nb * T, 2 * GN)
+    split = lambda a, o, w: a[:, o:o + w].reshape(nb, T, w)
+    raw = dict(x=split(proj, HP, HP), dd_dt=split(proj, odt, H), dd_A=split(proj, odt + H, H),
+               trap=split(proj, odt + 2 * H, H), angles=split(proj, odt + 3 * H, S),
+               Bn=split(bc, 0, GN), Cn=split(bc, GN, GN))
+    par = dict(dt_bias=rng.uniform(-1.0, 0.5, H).astype(np.float32), D=f32(H),
+               B_bias=f32(H, N, scale=0.5), C_bias=f32(H, N, scale=0.5))
+    if with_state:
+        state = dict(angle=rng.uniform(0, 2 * np.pi, (nb, H, S)).astype(np.float32),
+                     ssm=f32(nb, H, P, N), k=f32(nb, H, N), v=f32(nb, H, P))
+    else:
+        state = dict(angle=np.zeros((nb, H, S), np.float32), ssm=np.zeros((nb, H, P, N), np.float32),
+                     k=np.zeros((nb, H, N), np.float32), v=np.zeros((nb, H, P), np.float32))
+    d = dict(par, **{"s_" + k: v for k, v in state.items()})
+    d.update(dict(proj=proj, bc=bc) if cols else raw)
+    code = CODE.format(nb=nb, T=T, H=H, P=P, G=G, N=N, S=S, WP=WP, cols=cols,
+                       with_state=with_state, A_floor=A_FLOOR, heavy=heavy)
+    o, info = gpu(engine, code, **d)
+
+    ry, rst = reference(dict(raw, **par), nb, T, H, P, G, N, S, heavy, state)
+    assert info["fwd_dispatches"] == 2 and info["step_dispatches"] == 2 * T
+    assert info["saved_init"] == with_state and info["saved_none"]
+    assert info["pre_shape"] == [nb * T * (4 * H + S) + 2 * H * N + H]
+    if not with_state:
+        assert info["same_nostate"]   # state=None == explicit zeros, bit for bit
+    # forward vs the float64 recurrence: outputs and (with a state) all four final states
+    assert rel_err(o["y"], ry) <= TOL
+    if with_state:
+        check_states(o, "f_", rst)
+        assert np.array_equal(o["i_ssm"], state["ssm"].ravel())   # saved: the initial state
+        assert np.array_equal(o["i_k"], state["k"].ravel())
+    # unrolled steps vs the reference, and vs the forward
+    assert rel_err(o["ys"], ry) <= TOL
+    check_states(o, "s_", rst)
+    assert rel_err(o["ys"], o["y"].reshape(ry.shape), np.abs(ry).max()) <= TOL
+    if with_state:
+        for n in ("ssm", "k", "v"):
+            assert rel_err(o["s_" + n], o["f_" + n].reshape(rst[n].shape),
+                           np.abs(rst[n]).max()) <= TOL
+        assert angle_err(o["s_angle"], o["f_angle"].reshape(rst["angle"].shape)) <= TOL
+    assert np.isfinite(o["pre"]).all()   # saved pre: the clamped tanh and floored A stay finite
+
+
+def test_mamba3_shape_errors(engine):
+    """Bad shapes say which tensor is wrong; nothing is dispatched."""
+    code = """
+import py_engine.ops.mamba3 as m3
+H, P, G, N, S = 2, 4, 1, 8, 2
+x, Bn = Tensor(dev, (1, 3, H * P)), Tensor(dev, (1, 3, G * N))
+sc, an = Tensor(dev, (1, 3, H)), Tensor(dev, (1, 3, S))
+kw = dict(dt_bias=Tensor(dev, (H,)), B_bias=Tensor(dev, (H, N)), C_bias=Tensor(dev, (H, N)),
+          D=Tensor(dev, (H,)), n_heads=H, n_groups=G, S=S, A_floor=1e-4)
+errs = []
+for args, extra in (((x, Bn, Bn, sc, sc, sc, Tensor(dev, (1, 3, 3))), {}),
+                    ((x, Bn, Bn, sc, sc, sc, an), dict(S=5)),
+                    ((x, Bn, Bn, Tensor(dev, (1, 4, H)), sc, sc, an), {}),
+                    ((x, Bn, Bn, sc, sc, sc, an), dict(n_groups=3))):
+    try:
+        m3.mamba3_forward(b, *args, **dict(kw, **extra))
+        errs.append(None)
+    except ValueError as e:
+        errs.append(str(e))
+info['errs'] = errs
+info['dispatches'] = b.dispatch_count
+"""
+    _, info = gpu(engine, code, dummy=np.zeros(1, np.float32))
+    assert info["dispatches"] == 0
+    ang, s_big, dt_len, groups = info["errs"]
+    assert ang is not None and "angles has shape [1, 3, 3]" in ang
+    assert s_big is not None and "S=5" in s_big
+    assert dt_len is not None and "dd_dt has shape [1, 4, 2]" in dt_len
+    assert groups is not None and "n_groups=3" in groups
