@@ -11,8 +11,9 @@ def register(subparsers):
         description="Random weights with state-spaces/mamba's initialisation. Presets: "
                     "nano ~1M, micro ~5M, small ~20M, base = mamba-130m's shape.")
     p.add_argument("--family", default="mamba1", choices=tuple(FAMILIES),
-                   help="mamba1, mamba2 (transformers' Mamba2ForCausalLM) or hybrid "
-                        "(NemotronHForCausalLM: Mamba-2, attention and MLP layers)")
+                   help="mamba1, mamba2 (transformers' Mamba2ForCausalLM), mamba3 (mamba_ssm's "
+                        "Mamba3 SISO layout) or hybrid (NemotronHForCausalLM: Mamba-2, attention "
+                        "and MLP layers)")
     p.add_argument("--pattern", help="hybrid: one letter per layer, M Mamba-2, * attention, "
                                      "- MLP (default MM*M repeated to --n-layers)")
     p.add_argument("--size", default="nano", choices=tuple(PRESETS))
@@ -66,12 +67,13 @@ def run(args):
         print(f"mambaweb generate-bin: {e}", file=sys.stderr)
         return 2
     shape = (f"heads {cfg.num_heads} x {cfg.head_dim}, groups {cfg.n_groups}"
-             if cfg.model_type in ("mamba2", "nemotron_h") else f"dt_rank {cfg.time_step_rank}")
+             if cfg.model_type in ("mamba2", "nemotron_h", "mamba3")
+             else f"conv {cfg.conv_kernel}, dt_rank {cfg.time_step_rank}")
     if cfg.model_type == "nemotron_h":
         shape += ", layers " + "".join({"mamba2": "M", "attention": "*", "mlp": "-"}[k]
                                        for k in cfg.layers)
     print(f"wrote {what}: {args.family}, {param_count(cfg):,} parameters, vocab "
           f"{cfg.vocab_size}, d_model {cfg.hidden_size}, {cfg.num_hidden_layers} layers, state "
-          f"{cfg.state_size}, conv {cfg.conv_kernel}, inner {cfg.intermediate_size}, {shape}, "
+          f"{cfg.state_size}, inner {cfg.intermediate_size}, {shape}, "
           f"seed {args.seed}")
     return 0

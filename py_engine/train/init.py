@@ -43,6 +43,9 @@ FAMILIES = {
     "mamba1": dict(model_type="mamba", state_size=16, conv_kernel=4, expand=2),
     "mamba2": dict(model_type="mamba2", state_size=128, conv_kernel=4, expand=2, head_dim=64,
                    n_groups=1, chunk_size=256),
+    # Mamba-3 SISO (mamba_ssm layout): d_state 128, head_dim 64, half the state rotated
+    "mamba3": dict(model_type="mamba3", state_size=128, expand=2, head_dim=64, n_groups=1,
+                   chunk_size=64, rope_fraction=0.5),
     # NemotronH-style hybrid: a pattern of M (Mamba-2), * (attention), - (relu^2 MLP) layers
     "hybrid": dict(model_type="nemotron_h", state_size=128, conv_kernel=4, expand=2,
                    head_dim=64, n_groups=1, chunk_size=256, tie_word_embeddings=False),
@@ -77,7 +80,7 @@ def preset_config(size="nano", family="mamba1", pattern=None, **overrides):
         overrides = {k: v for k, v in overrides.items() if k != "num_hidden_layers"}
     elif pattern:
         raise ValueError("a layer pattern needs the hybrid family")
-    if family in ("mamba2", "hybrid"):
+    if family in ("mamba2", "hybrid", "mamba3"):
         if size in ("tiny", "nano"):
             kw.update(state_size=32, head_dim=32)
         D = overrides.get("hidden_size") or kw["hidden_size"]

@@ -87,3 +87,24 @@ def test_run_with_a_peft_adapter(tmp_path):
         assert np.abs(np.load(tmp_path / out) - exp["logits"]).max() <= 1e-4, flag
     p = run_cli("--model", str(base), "--ids", "1,2", "--adapter", str(tmp_path))
     assert p.returncode != 0 and "adapter_config.json is missing" in p.stderr
+
+
+def test_generated_mamba3_runs_as_the_reference_says(tmp_path):
+    """generate-bin --family mamba3 writes a mamba_ssm-layout model that the engine runs with
+    the float64 reference's logits on both paths."""
+    from tests.reference import mamba3_numpy as m3
+    p = subprocess.run(MAMBAWEB + ["generate-bin", "--family", "mamba3", "--size", "tiny",
+                                   "--d-model", "32", "--n-layers", "2", "--vocab-size", "64",
+                                   "--seed", "3", "--out", str(tmp_path / "m3")],
+                       cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    model = m3.load_fixture(tmp_path / "m3")
+    ids = [5, 9, 1, 33, 2, 7, 60, 11, 4]
+    ref = m3.lm_logits(model, np.array(ids))
+    for flag, out in ((None, "p.npy"), ("--stepwise", "s.npy")):
+        p = run_cli("--model", str(tmp_path / "m3"), "--ids", ",".join(map(str, ids)),
+                    "--max-new-tokens", "1", "--logits-out", str(tmp_path / out),
+                    *([flag] if flag else []))
+        assert p.returncode == 0, p.stderr
+        got = np.load(tmp_path / out)
+        assert np.abs(got - ref).max() <= 1e-4 * max(1.0, np.abs(ref).max()), flag
