@@ -15,7 +15,8 @@ Math: the reverse-time adjoint in the shader header. The rotation angle of token
 A = min(-f(dd_A), -A_floor) passes no gradient where the floor binds; the trapezoid couples t to
 t - 1 (beta_t multiplies v_{t-1} k_{t-1}^T), giving dx and dk a carry from token t+1.
 
-Dispatches: 4 (prep, scan, tok, par), independent of shapes. The scan is one workgroup per
+Dispatches: 9 (prep, scan, 6 x tok: one per token gradient, since Cols views of one gradient
+buffer may not be bound writable twice in a dispatch; par), independent of shapes. The scan is one workgroup per
 (b, h), sequential over t twice (recompute forward, then reverse): O(T) dependent steps.
 Work memory (transient floats): Bsz*H*((T+1)*P*N + P*N + T*(2N + S) + S + N + P + 1)
 + Bsz*T*H*(2N + S + 4): every state S_t is kept (e.g. 8 MiB per (b, h) at T 256, P 64, N 128);
@@ -57,7 +58,7 @@ def _grad(dev, grads, name, shape):
 
 def mamba3_backward(batch, dy, x, Bn, Cn, dd_dt, dd_A, trap, angles, saved, *, dt_bias, B_bias,
                     C_bias, D, n_heads, n_groups, S, A_floor, heavy_tail=True, grads=None):
-    """-> dict of gradients (see the module docstring). 4 dispatches."""
+    """-> dict of gradients (see the module docstring). 9 dispatches."""
     dev = batch.device
     s = _Spec(x, Bn, Cn, dd_dt, dd_A, trap, angles, dt_bias, B_bias, C_bias, D, n_heads,
               n_groups, S, step=False)
@@ -79,23 +80,25 @@ def mamba3_backward(batch, dy, x, Bn, Cn, dd_dt, dd_A, trap, angles, saved, *, d
     off, size = _work_layout(nb, T, H, P, N, S)
     work = Tensor(dev, (size,))
     prep_total = nb * T * H + nb * H * (P * N + S + N + P)
-    ntok = nb * T * (2 * G * N + S)
     npar = 2 * H + 2 * H * N
     v = {k: view(a) for k, a in dict(x=x, Bn=Bn, Cn=Cn, dy=dy, dd_dt=dd_dt, dd_A=dd_A, trap=trap,
                                      angles=angles).items()}
     v.update({k: view(out[k]) for k in TOKEN_GRADS})
     flags = (HAS_INIT if init else 0) | (HEAVY if heavy_tail else 0)
-    un = dev.uniform(params(
-        T, H, P, N, G, S, nb, flags, float(A_floor), pw, prep_total, ntok,
-        *[off[k] for k in _REGIONS], npar,
-        *[f for k in ("x", "Bn", "Cn", "dy", "dd_dt", "dd_A", "trap", "angles", "dx", "ddd_dt",
-                      "ddd_A", "dtrap", "dBn", "dCn", "dangles") for f in v[k][1:]], 0, 0))
+    def uniform(ntok=0, which=0, out_view=(0, 0)):
+        return dev.uniform(params(
+            T, H, P, N, G, S, nb, flags, float(A_floor), pw, prep_total, ntok,
+            *[off[k] for k in _REGIONS], npar,
+            *[f for k in ("x", "Bn", "Cn", "dy", "dd_dt", "dd_A", "trap", "angles", "dx")
+              for f in v[k][1:]], *out_view, which))
+
+    un = uniform()
     W = work.binding
     ub = dummy(dev)
 
-    def res(**kw):
+    def res(u=None, **kw):
         r = [None] * 28
-        r[0], r[1] = un, W
+        r[0], r[1] = u or un, W
         for k, b in kw.items():
             r[int(k[1:])] = b
         return r
@@ -110,16 +113,16 @@ def mamba3_backward(batch, dy, x, Bn, Cn, dd_dt, dd_A, trap, angles, saved, *, d
                   b6=sb[0], b7=sb[1], b8=sb[2], b9=sb[3]), gx, gy)
     batch.run(SHADER, "mamba3_bwd_scan",
               res(b10=saved.pre.binding, b11=v["x"][0], b12=v["dy"][0], b13=v["Bn"][0],
-                  b14=v["Cn"][0], b15=v["dx"][0], b16=v["ddd_dt"][0], b17=v["ddd_A"][0],
-                  b18=v["dtrap"][0]), H, nb,
+                  b14=v["Cn"][0], b15=v["dx"][0]), H, nb,
               constants={"WS": 3 * N + 4 * S + 5 * P})
-    gx, gy = fold(-(-ntok // WG))
-    batch.run(SHADER, "mamba3_bwd_tok",
-              res(b19=v["angles"][0], b20=v["dBn"][0], b21=v["dCn"][0], b22=v["dangles"][0]),
-              gx, gy)
+    for which, k in enumerate(("dBn", "dCn", "dangles", "ddd_dt", "ddd_A", "dtrap")):
+        n = nb * T * widths[k]
+        gx, gy = fold(-(-n // WG))
+        batch.run(SHADER, "mamba3_bwd_tok",
+                  res(uniform(n, which, v[k][1:]), b19=v["angles"][0], b20=v[k][0]), gx, gy)
     gx, gy = fold(-(-npar // WG))
     batch.run(SHADER, "mamba3_bwd_par",
-              res(b23=v["ddd_dt"][0], b24=out["ddt_bias"].binding, b25=out["dB_bias"].binding,
+              res(b24=out["ddt_bias"].binding, b25=out["dB_bias"].binding,
                   b26=out["dC_bias"].binding, b27=out["dD"].binding), gx, gy)
     work.release()   # the pool hands it out again only to later-recorded work
     return out

@@ -203,7 +203,7 @@ def test_mamba3_backward_vs_torch(engine, nb, T, H, P, G, N, rf, heavy, with_sta
     code = CODE.format(nb=nb, T=T, H=H, P=P, G=G, N=N, S=S, WP=WP, cols=cols,
                        with_state=with_state, A_floor=A_FLOOR, heavy=heavy)
     o, info = gpu(engine, code, **d)
-    assert info["bwd_dispatches"] == 4
+    assert info["bwd_dispatches"] == 9
     assert rel_err(o["y"], ny) <= TOL   # the forward this backward differentiates
     if cols:
         assert info["cols_used"]
@@ -215,7 +215,10 @@ def test_mamba3_backward_vs_torch(engine, nb, T, H, P, G, N, rf, heavy, with_sta
     for gname in GRADS:
         got = np.asarray(o[gname]).reshape(ref[gname].shape)
         assert np.isfinite(got).all(), gname
-        errs[gname] = rel_err(got, ref[gname])
+        scale = np.abs(ref[gname]).max()
+        if gname == "dangles":   # T = 1 from a zero state: q.k is rotation invariant, dangles == 0
+            scale = max(scale, np.abs(ref["dBn"]).max())   # then: absolute, at dBn's scale
+        errs[gname] = rel_err(got, ref[gname], scale)
     bad = {k: e for k, e in errs.items() if not e <= TOL}
     assert not bad, f"gradients over tolerance: {bad} (all: {errs})"
     # exact zeros where the floor binds / the angle is clamped

@@ -1,0 +1,473 @@
+// Mamba-3 (SISO) scan, backward (py_engine/ops/mamba3_backward.py); the forward is
+// shaders/mamba3_forward.wgsl (same per-token math, same f32 sincos / tanh).
+//
+// Forward per (b, h), token t (see mamba3_forward.wgsl): phi_t = phi_{t-1} + theta_t DT_t,
+//   k_t = rot(kb_t, phi_t), q_t = rot(qb_t, phi_t)  (kb = Bn[g] + B_bias[h], qb = Cn[g] + C_bias[h]),
+//   S_t = alpha_t S_{t-1} + beta_t v_{t-1} k_{t-1}^T + gamma_t v_t k_t^T,  y_t = S_t q_t + D v_t.
+// Reverse-time adjoint (dS_t = total gradient of S_t; dS_T = 0):
+//   dS_t = alpha_{t+1} dS_{t+1} + dy_t q_t^T;   dq_t = S_t^T dy_t
+//   dv_t = D dy_t + gamma_t dS_t k_t + beta_{t+1} dS_{t+1} k_t   (the trapezoid's coupling to t+1)
+//   dk_t = gamma_t dS_t^T v_t + beta_{t+1} dS_{t+1}^T v_t
+//   dalpha_t = <dS_t, S_{t-1}>,  dbeta_t = v_{t-1}^T dS_t k_{t-1},  dgamma_t = v_t^T dS_t k_t
+//   rotation: dkb = rot(dk, -phi); dphi_t[i] = dk[2i+1] k[2i] - dk[2i] k[2i+1] (+ the same for q)
+//   angles are cumulative: Gphi_t = sum_{s >= t} dphi_s;  dtheta_t = Gphi_t DT_t;  DT gets Gphi_t . theta_t
+//   dDT = dalpha alpha A + dbeta (1-lam) alpha (1 + A DT) + dgamma lam + Gphi . theta
+//   dA  = dalpha alpha DT + dbeta (1-lam) alpha DT^2;   dlam = (dgamma - dbeta alpha) DT
+//   ddd_dt = dDT sigmoid(dd_dt + dt_bias) (1 past softplus' threshold 20);  dtrap = dlam lam (1-lam)
+//   ddd_A = dA dA/ddd_A, dA/ddd_A = -f'(dd_A) where -f < -A_floor, else 0 (the clamp binds)
+//   dangles = sum_h dtheta_h pi (1 - tanh^2) (0 where |angles| > 10: the forward clamps)
+//
+// Nine dispatches (prep, scan, 6 x tok, par):
+//   mamba3_bwd_prep  one thread per element (fold grid) of: per-(row, head) scalars sc [lam, A,
+//                    dA/ddd_A, sigmoid(dd_dt + dt_bias)], then the initial states (or zeros) into
+//                    their work slots: ssm -> slot 0 of st, angle, k, v.
+//   mamba3_bwd_scan  one workgroup per (h, b), grid (H, Bsz). Phase A re-runs the forward token by
+//                    token (threads over p, loop over n) and keeps every state S_t (st slot t+1),
+//                    rotated k_t | q_t and phi_t in work. Phase B walks t backwards: (1) threads over
+//                    p: dS (in work, in place), dx, per-p partial sums; (2) threads over n: dq, dk;
+//                    (3) threads over rope pairs: un-rotate into dkq, dphi, the running Gphi;
+//                    (4) thread 0: the scalar chain (fixed order sums over p and i) -> ddd_dt, ddd_A,
+//                    dtrap into sc. Barriers only; no atomics.
+//   mamba3_bwd_tok   6 dispatches, one per token output (`which`; Cols views of one gradient buffer
+//                    may not be bound writable twice in one dispatch), one thread per element: dBn / dCn
+//                    (sum over the H/G heads of the group, fixed order), dangles (sum over heads),
+//                    ddd_dt / ddd_A / dtrap (copied from sc, where the scan left them).
+//   mamba3_bwd_par   one thread per parameter element: ddt_bias, dB_bias, dC_bias (sums over rows
+//                    b*T + t in order), dD (sum over b of the per-(b, h) partials).
+// Work layout (floats; bh = b*H + h, r = b*T + t): see WorkOffsets in the host (o_* fields):
+//   st [bh, T+1, P, N] | phi0 [bh, S] | k0 [bh, N] | v0 [bh, P] | kq [bh, T, 2N] (k | q rotated) |
+//   ph [bh, T, S] | ds [bh, P, N] | dkq [r, H, 2N] (dkb | dqb) | dth [r, H, S] | dDp [bh] | sc [r, H, 4]
+// Workgroup memory (WS = 3N + 4S + 5P floats, host-set): kc [N] (beta_{t+1} dS_{t+1}^T v_t carry) |
+//   dk [N] | dq [N] | phi [S] | Gphi [S] | pt [S] (Gphi theta) | dph [S] | cv [P] (dv carry) | red [4P].
+
+const HAS_INIT = 1u;
+const HEAVY = 2u;
+const WG = 64u;
+const PI = 3.14159265358979;
+const TWO_PI = 6.28318530717959;
+
+override WS: u32 = 1024u;
+
+struct Params {
+  T: u32, H: u32, P: u32, N: u32,
+  G: u32, S: u32, nb: u32, flags: u32,
+  a_floor: f32, pw: u32, total: u32, ntok: u32,        // pw = 4H + S (pre row); total/ntok: grid sizes
+  o_st: u32, o_phi0: u32, o_k0: u32, o_v0: u32,
+  o_kq: u32, o_ph: u32, o_ds: u32, o_dkq: u32,
+  o_dth: u32, o_dDp: u32, o_sc: u32, npar: u32,
+  x_off: u32, x_str: u32, b_off: u32, b_str: u32,     // x, Bn views
+  c_off: u32, c_str: u32, dy_off: u32, dy_str: u32,   // Cn, dy views
+  dt_off: u32, dt_str: u32, da_off: u32, da_str: u32, // dd_dt, dd_A views
+  tr_off: u32, tr_str: u32, an_off: u32, an_str: u32, // trap, angles views
+  dx_off: u32, dx_str: u32, gb_off: u32, gb_str: u32,   // dx; tok's output view
+  which: u32,     // tok: 0 dBn, 1 dCn, 2 dangles, 3 ddd_dt, 4 ddd_A, 5 dtrap
+};
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read_write> work: array<f32>;   // see the work layout above
+// prep
+@group(0) @binding(2) var<storage, read> dd_dt: array<f32>;        // [Bsz*T, *] view, H wide
+@group(0) @binding(3) var<storage, read> dt_bias: array<f32>;      // [H]
+@group(0) @binding(4) var<storage, read> dd_A: array<f32>;         // [Bsz*T, *] view, H wide
+@group(0) @binding(5) var<storage, read> trap: array<f32>;         // [Bsz*T, *] view, H wide
+@group(0) @binding(6) var<storage, read> i_ang: array<f32>;        // [Bsz, H, S] initial angle
+@group(0) @binding(7) var<storage, read> i_ssm: array<f32>;        // [Bsz, H, P, N] initial ssm
+@group(0) @binding(8) var<storage, read> i_k: array<f32>;          // [Bsz, H, N] initial (rotated) k
+@group(0) @binding(9) var<storage, read> i_v: array<f32>;          // [Bsz, H, P] initial v
+// scan
+@group(0) @binding(10) var<storage, read> pre: array<f32>;         // forward's pre: [Bsz*T, 4H+S] | B_bias | C_bias | D
+@group(0) @binding(11) var<storage, read> x: array<f32>;           // [Bsz*T, *] view, H*P wide
+@group(0) @binding(12) var<storage, read> dy: array<f32>;          // [Bsz*T, *] view, H*P wide
+@group(0) @binding(13) var<storage, read> Bn: array<f32>;          // [Bsz*T, *] view, G*N wide
+@group(0) @binding(14) var<storage, read> Cn: array<f32>;          // [Bsz*T, *] view, G*N wide
+@group(0) @binding(15) var<storage, read_write> dx: array<f32>;    // [Bsz*T, *] view, H*P wide
+// tok (one output per dispatch: Cols views of one gradient buffer must not be bound writable twice)
+@group(0) @binding(19) var<storage, read> angles: array<f32>;      // [Bsz*T, *] view, S wide
+@group(0) @binding(20) var<storage, read_write> gout: array<f32>;  // output `which`: [Bsz*T, *] view
+// par
+@group(0) @binding(24) var<storage, read_write> g_dtb: array<f32>; // [H]
+@group(0) @binding(25) var<storage, read_write> g_bb: array<f32>;  // [H, N]
+@group(0) @binding(26) var<storage, read_write> g_cb: array<f32>;  // [H, N]
+@group(0) @binding(27) var<storage, read_write> g_D: array<f32>;   // [H]
+
+var<workgroup> sh: array<f32, WS>;
+
+//#include "lib/activations.wgsl"
+
+fn has(f: u32) -> bool { return (p.flags & f) != 0u; }
+
+// As mamba3_forward.wgsl (the backward must recompute the very same f32 phi, k, q).
+fn tanh_exact(x: f32) -> f32 {
+  let e = exp(-2.0 * abs(x));
+  return sign(x) * (1.0 - e) / (1.0 + e);
+}
+
+fn sincos(x: f32) -> vec2<f32> {
+  let j = round(x * 0.636619772367581);
+  let r = (x - j * 1.57079637050629) + j * 4.37113883e-8;
+  let r2 = r * r;
+  let s = r * (1.0 + r2 * (-1.0 / 6.0 + r2 * (1.0 / 120.0 + r2 * (-1.0 / 5040.0 + r2 * (1.0 / 362880.0)))));
+  let c = 1.0 + r2 * (-0.5 + r2 * (1.0 / 24.0 + r2 * (-1.0 / 720.0 + r2 * (1.0 / 40320.0 +
+          r2 * (-1.0 / 3628800.0)))));
+  let q = ((i32(j) % 4) + 4) % 4;
+  if (q == 0) { return vec2<f32>(s, c); }
+  if (q == 1) { return vec2<f32>(c, -s); }
+  if (q == 2) { return vec2<f32>(-s, -c); }
+  return vec2<f32>(-c, s);
+}
+
+@compute @workgroup_size(WG)
+fn mamba3_bwd_prep(@builtin(global_invocation_id) gid: vec3<u32>,
+                   @builtin(num_workgroups) nwg: vec3<u32>) {
+  let e = gid.x + gid.y * nwg.x * WG;
+  if (e >= p.total) { return; }
+  let H = p.H;
+  let rh = p.nb * p.T * H;
+  if (e < rh) {
+    let r = e / H;
+    let h = e % H;
+    let a = dd_A[p.da_off + r * p.da_str + h];
+    var f: f32;
+    var fp: f32;
+    if (has(HEAVY)) {
+      if (a >= 0.0) { f = 1.0 + a; fp = 1.0; } else { f = 1.0 / (1.0 - a); fp = f * f; }
+    } else {
+      f = softplus(a);
+      if (a > 20.0) { fp = 1.0; } else { fp = sigmoid(a); }
+    }
+    let A = min(-f, -p.a_floor);
+    var dA = 0.0;
+    if (-f < -p.a_floor) { dA = -fp; }
+    let u = dd_dt[p.dt_off + r * p.dt_str + h] + dt_bias[h];
+    var su = 1.0;
+    if (u <= 20.0) { su = sigmoid(u); }
+    let o = p.o_sc + e * 4u;
+    work[o] = sigmoid(trap[p.tr_off + r * p.tr_str + h]);
+    work[o + 1u] = A;
+    work[o + 2u] = dA;
+    work[o + 3u] = su;
+    return;
+  }
+  // initial states: ssm into st slot 0, then angle, k, v (zeros without HAS_INIT)
+  let init = has(HAS_INIT);
+  let PN = p.P * p.N;
+  let nbh = p.nb * H;
+  var i = e - rh;
+  if (i < nbh * PN) {
+    let bh = i / PN;
+    var v = 0.0;
+    if (init) { v = i_ssm[i]; }
+    work[p.o_st + bh * (p.T + 1u) * PN + i % PN] = v;
+    return;
+  }
+  i -= nbh * PN;
+  if (i < nbh * p.S) {
+    var v = 0.0;
+    if (init) { v = i_ang[i]; }
+    work[p.o_phi0 + i] = v;
+    return;
+  }
+  i -= nbh * p.S;
+  if (i < nbh * p.N) {
+    var v = 0.0;
+    if (init) { v = i_k[i]; }
+    work[p.o_k0 + i] = v;
+    return;
+  }
+  i -= nbh * p.N;
+  var v = 0.0;
+  if (init) { v = i_v[i]; }
+  work[p.o_v0 + i] = v;
+}
+
+// workgroup memory offsets
+fn KC() -> u32 { return 0u; }
+fn DK() -> u32 { return p.N; }
+fn DQ() -> u32 { return 2u * p.N; }
+fn PHI() -> u32 { return 3u * p.N; }
+fn GPH() -> u32 { return 3u * p.N + p.S; }
+fn PT() -> u32 { return 3u * p.N + 2u * p.S; }
+fn CV() -> u32 { return 3u * p.N + 4u * p.S; }
+fn RED() -> u32 { return 3u * p.N + 4u * p.S + p.P; }
+
+@compute @workgroup_size(WG)
+fn mamba3_bwd_scan(@builtin(workgroup_id) wid: vec3<u32>,
+                   @builtin(local_invocation_index) lid: u32) {
+  let h = wid.x;
+  let b = wid.y;
+  if (h >= p.H || b >= p.nb) { return; }   // uniform: depends on the workgroup only
+  let N = p.N;
+  let S = p.S;
+  let P = p.P;
+  let T = p.T;
+  let H = p.H;
+  let PN = P * N;
+  let g = h / (H / p.G);
+  let bh = b * H + h;
+  let stb = p.o_st + bh * (T + 1u) * PN;      // st slot s at stb + s*PN
+  let kqb = p.o_kq + bh * T * 2u * N;         // kq of token t at kqb + t*2N
+  let phb = p.o_ph + bh * T * S;
+  let dsb = p.o_ds + bh * PN;
+  let par = p.nb * T * p.pw;                  // the packed parameters in pre
+  let pbb = par + h * N;                      // B_bias[h]
+  let pcb = par + H * N + h * N;              // C_bias[h]
+  let Dh = pre[par + 2u * H * N + h];
+  // ---- phase A: the forward again, keeping S_t, k_t | q_t, phi_t
+  for (var i = lid; i < S; i += WG) { sh[PHI() + i] = work[p.o_phi0 + bh * S + i]; }
+  workgroupBarrier();
+  for (var t = 0u; t < T; t++) {
+    let r = b * T + t;
+    let row = r * p.pw;
+    let dt = pre[row + h];
+    let alpha = pre[row + H + h];
+    let beta = pre[row + 2u * H + h];
+    let gamma = pre[row + 3u * H + h];
+    for (var i = lid; i < S; i += WG) {
+      let ph0 = sh[PHI() + i] + pre[row + 4u * H + i] * dt;
+      let ph = ph0 - TWO_PI * floor(ph0 / TWO_PI);
+      sh[PHI() + i] = ph;
+      work[phb + t * S + i] = ph;
+    }
+    workgroupBarrier();
+    let bo = p.b_off + r * p.b_str + g * N;
+    let co = p.c_off + r * p.c_str + g * N;
+    for (var n = lid; n < N; n += WG) {
+      let kb = Bn[bo + n] + pre[pbb + n];
+      let qb = Cn[co + n] + pre[pcb + n];
+      var kk = kb;
+      var qq = qb;
+      if (n < 2u * S) {
+        let m = n ^ 1u;
+        let kp = Bn[bo + m] + pre[pbb + m];
+        let qp = Cn[co + m] + pre[pcb + m];
+        let sc = sincos(sh[PHI() + n / 2u]);
+        if ((n & 1u) == 0u) {
+          kk = kb * sc.y - kp * sc.x;
+          qq = qb * sc.y - qp * sc.x;
+        } else {
+          kk = kp * sc.x + kb * sc.y;
+          qq = qp * sc.x + qb * sc.y;
+        }
+      }
+      work[kqb + t * 2u * N + n] = kk;
+      work[kqb + t * 2u * N + N + n] = qq;
+    }
+    storageBarrier();
+    workgroupBarrier();
+    var kpo = p.o_k0 + bh * N;                 // k_{t-1}
+    if (t > 0u) { kpo = kqb + (t - 1u) * 2u * N; }
+    let ko = kqb + t * 2u * N;
+    for (var pp = lid; pp < P; pp += WG) {
+      let v = x[p.x_off + r * p.x_str + h * P + pp];
+      var vp = work[p.o_v0 + bh * P + pp];
+      if (t > 0u) { vp = x[p.x_off + (r - 1u) * p.x_str + h * P + pp]; }
+      let bv = beta * vp;
+      let gv = gamma * v;
+      let s0 = stb + t * PN + pp * N;
+      for (var n = 0u; n < N; n++) {
+        work[s0 + PN + n] = alpha * work[s0 + n] + bv * work[kpo + n] + gv * work[ko + n];
+      }
+    }
+    storageBarrier();
+    workgroupBarrier();
+  }
+  // ---- phase B: reverse time
+  var dD = 0.0;            // thread 0's running sum of dy . v
+  var a_next = 0.0;        // alpha_{t+1}
+  for (var tt = 0u; tt < T; tt++) {
+    let t = T - 1u - tt;
+    let last = tt == 0u;
+    let r = b * T + t;
+    let row = r * p.pw;
+    let dt = pre[row + h];
+    let alpha = pre[row + H + h];
+    let beta = pre[row + 2u * H + h];
+    let gamma = pre[row + 3u * H + h];
+    var kpo = p.o_k0 + bh * N;
+    if (t > 0u) { kpo = kqb + (t - 1u) * 2u * N; }
+    let ko = kqb + t * 2u * N;
+    // (1) threads over p: dS_t = alpha_{t+1} dS_{t+1} + dy q^T; dv; partial sums
+    for (var pp = lid; pp < P; pp += WG) {
+      let dyp = dy[p.dy_off + r * p.dy_str + h * P + pp];
+      let v = x[p.x_off + r * p.x_str + h * P + pp];
+      var vp = work[p.o_v0 + bh * P + pp];
+      if (t > 0u) { vp = x[p.x_off + (r - 1u) * p.x_str + h * P + pp]; }
+      let sp = stb + t * PN + pp * N;          // S_{t-1} row pp
+      let dr = dsb + pp * N;
+      var sk = 0.0;
+      var skp = 0.0;
+      var sa = 0.0;
+      for (var n = 0u; n < N; n++) {
+        var d = dyp * work[ko + N + n];
+        if (!last) { d += a_next * work[dr + n]; }
+        work[dr + n] = d;
+        sk += d * work[ko + n];
+        skp += d * work[kpo + n];
+        sa += d * work[sp + n];
+      }
+      var carry = 0.0;
+      if (!last) { carry = sh[CV() + pp]; }
+      dx[p.dx_off + r * p.dx_str + h * P + pp] = Dh * dyp + gamma * sk + carry;
+      sh[CV() + pp] = beta * skp;
+      sh[RED() + pp] = sa;
+      sh[RED() + P + pp] = vp * skp;
+      sh[RED() + 2u * P + pp] = v * sk;
+      sh[RED() + 3u * P + pp] = dyp * v;
+    }
+    storageBarrier();
+    workgroupBarrier();
+    // (2) threads over n: dq = S_t^T dy, dk = gamma dS_t^T v + carry from t+1
+    for (var n = lid; n < N; n += WG) {
+      var aq = 0.0;
+      var ac = 0.0;
+      var ap = 0.0;
+      for (var pp = 0u; pp < P; pp++) {
+        let dyp = dy[p.dy_off + r * p.dy_str + h * P + pp];
+        let v = x[p.x_off + r * p.x_str + h * P + pp];
+        var vp = work[p.o_v0 + bh * P + pp];
+        if (t > 0u) { vp = x[p.x_off + (r - 1u) * p.x_str + h * P + pp]; }
+        let d = work[dsb + pp * N + n];
+        aq += work[stb + (t + 1u) * PN + pp * N + n] * dyp;
+        ac += d * v;
+        ap += d * vp;
+      }
+      var carry = 0.0;
+      if (!last) { carry = sh[KC() + n]; }
+      sh[DK() + n] = gamma * ac + carry;
+      sh[DQ() + n] = aq;
+      sh[KC() + n] = beta * ap;
+    }
+    workgroupBarrier();
+    // (3) un-rotate dk, dq into dkq; dphi and the running Gphi
+    let dko = p.o_dkq + (r * H + h) * 2u * N;
+    for (var i = lid; i < S; i += WG) {
+      let sc = sincos(work[phb + t * S + i]);
+      let s = sc.x;
+      let c = sc.y;
+      let n0 = 2u * i;
+      let dk0 = sh[DK() + n0];
+      let dk1 = sh[DK() + n0 + 1u];
+      let dq0 = sh[DQ() + n0];
+      let dq1 = sh[DQ() + n0 + 1u];
+      work[dko + n0] = dk0 * c + dk1 * s;
+      work[dko + n0 + 1u] = dk1 * c - dk0 * s;
+      work[dko + N + n0] = dq0 * c + dq1 * s;
+      work[dko + N + n0 + 1u] = dq1 * c - dq0 * s;
+      let dphi = dk1 * work[ko + n0] - dk0 * work[ko + n0 + 1u]
+               + dq1 * work[ko + N + n0] - dq0 * work[ko + N + n0 + 1u];
+      var G = dphi;
+      if (!last) { G += sh[GPH() + i]; }
+      sh[GPH() + i] = G;
+      work[p.o_dth + (r * H + h) * S + i] = G * dt;
+      sh[PT() + i] = G * pre[row + 4u * H + i];
+    }
+    for (var n = 2u * S + lid; n < N; n += WG) {
+      work[dko + n] = sh[DK() + n];
+      work[dko + N + n] = sh[DQ() + n];
+    }
+    workgroupBarrier();
+    // (4) thread 0: the per-token scalar chain, fixed-order sums
+    if (lid == 0u) {
+      var da = 0.0;
+      var db = 0.0;
+      var dg = 0.0;
+      for (var pp = 0u; pp < P; pp++) {
+        da += sh[RED() + pp];
+        db += sh[RED() + P + pp];
+        dg += sh[RED() + 2u * P + pp];
+        dD += sh[RED() + 3u * P + pp];
+      }
+      var dphit = 0.0;
+      for (var i = 0u; i < S; i++) { dphit += sh[PT() + i]; }
+      let so = p.o_sc + (r * H + h) * 4u;
+      let lam = work[so];
+      let A = work[so + 1u];
+      let dDT = da * alpha * A + db * (1.0 - lam) * alpha * (1.0 + A * dt) + dg * lam + dphit;
+      let dA = da * alpha * dt + db * (1.0 - lam) * alpha * dt * dt;
+      let dlam = (dg - db * alpha) * dt;
+      // into sc (this token's inputs are used up): [ddd_dt, ddd_A, dtrap], copied out by tok
+      work[so] = dDT * work[so + 3u];
+      work[so + 1u] = dA * work[so + 2u];
+      work[so + 2u] = dlam * lam * (1.0 - lam);
+    }
+    a_next = alpha;
+    storageBarrier();
+    workgroupBarrier();
+  }
+  if (lid == 0u) { work[p.o_dDp + bh] = dD; }
+}
+
+@compute @workgroup_size(WG)
+fn mamba3_bwd_tok(@builtin(global_invocation_id) gid: vec3<u32>,
+                  @builtin(num_workgroups) nwg: vec3<u32>) {
+  let e = gid.x + gid.y * nwg.x * WG;
+  if (e >= p.ntok) { return; }   // ntok = Bsz*T*width of output `which`
+  let N = p.N;
+  let H = p.H;
+  let GN = p.G * N;
+  let wh = p.which;
+  if (wh >= 3u) {      // ddd_dt, ddd_A, dtrap: sc slots 0, 1, 2
+    let r = e / H;
+    let h = e % H;
+    gout[p.gb_off + r * p.gb_str + h] = work[p.o_sc + e * 4u + wh - 3u];
+    return;
+  }
+  if (wh < 2u) {       // dBn / dCn: sum over the heads of group g, in order
+    let r = e / GN;
+    let jj = e % GN;
+    let g = jj / N;
+    let n = jj % N;
+    let hg = H / p.G;
+    let half = wh * N;
+    var acc = 0.0;
+    for (var k = 0u; k < hg; k++) {
+      acc += work[p.o_dkq + (r * H + g * hg + k) * 2u * N + half + n];
+    }
+    gout[p.gb_off + r * p.gb_str + jj] = acc;
+    return;
+  }
+  let r = e / p.S;
+  let i = e % p.S;
+  var acc = 0.0;
+  for (var h = 0u; h < H; h++) { acc += work[p.o_dth + (r * H + h) * p.S + i]; }
+  let a = angles[p.an_off + r * p.an_str + i];
+  var d = 0.0;
+  if (abs(a) <= 10.0) {
+    let th = tanh_exact(a);
+    d = PI * (1.0 - th * th);
+  }
+  gout[p.gb_off + r * p.gb_str + i] = acc * d;
+}
+
+@compute @workgroup_size(WG)
+fn mamba3_bwd_par(@builtin(global_invocation_id) gid: vec3<u32>,
+                  @builtin(num_workgroups) nwg: vec3<u32>) {
+  let e = gid.x + gid.y * nwg.x * WG;
+  if (e >= p.npar) { return; }
+  let H = p.H;
+  let N = p.N;
+  let HN = H * N;
+  let R = p.nb * p.T;
+  if (e < H) {
+    var acc = 0.0;
+    for (var r = 0u; r < R; r++) { acc += work[p.o_sc + (r * H + e) * 4u]; }
+    g_dtb[e] = acc;
+    return;
+  }
+  if (e < H + 2u * HN) {
+    let k = e - H;
+    let hn = k % HN;
+    let h = hn / N;
+    let n = hn % N;
+    var half = 0u;
+    if (k >= HN) { half = N; }
+    var acc = 0.0;
+    for (var r = 0u; r < R; r++) { acc += work[p.o_dkq + (r * H + h) * 2u * N + half + n]; }
+    if (k < HN) { g_bb[hn] = acc; } else { g_cb[hn] = acc; }
+    return;
+  }
+  let h = e - H - 2u * HN;
+  var acc = 0.0;
+  for (var b = 0u; b < p.nb; b++) { acc += work[p.o_dDp + b * H + h]; }
+  g_D[h] = acc;
+}
