@@ -11,18 +11,20 @@ G groups, N state, S rotated angle pairs (N * rope_fraction, rounded down to eve
   residual + y @ out_proj^T
 No conv1d, no A_log. State (decode): angle [Bsz, H, S], ssm [Bsz, H, P, N], k [Bsz, H, N] (the
 previous token's rotated k), v [Bsz, H, P].
-Training is not available yet (no backward kernel): refused by name.
+Training runs through the scan's backward (ops/mamba3_backward.py); with is_outproj_norm it is
+refused by name (no norm-before-gate backward yet).
 """
 import math
 from dataclasses import dataclass
 
 from py_engine.autograd import functional as F
+from py_engine.autograd import mamba3 as M3
 from py_engine.gpu.tensor import Tensor
 from py_engine.nn.registry import register
 from py_engine.ops import elementwise as ew
 from py_engine.ops.gated_rmsnorm import gated_rmsnorm_forward
 from py_engine.ops.linear import linear_accumulate, linear_forward
-from py_engine.ops.mamba3 import mamba3_forward, mamba3_step
+from py_engine.ops.mamba3 import mamba3_step
 from py_engine.ops.rmsnorm import rmsnorm_forward
 
 PIECES = ("z", "x", "B", "C", "dd_dt", "dd_A", "trap", "angles")
@@ -92,27 +94,32 @@ class Mamba3Mixer:
         return v
 
     def forward(self, ctx, h, residual, Bsz, T, state=None):
-        if ctx.tape is not None:
-            raise ValueError("training Mamba-3 is not available yet (its backward kernels are "
-                             "not written); Mamba-3 models load, generate and convert")
         s = self.spec
-        batch, rows = ctx.batch, Bsz * T
-        z, x, B, C, dd_dt, dd_A, trap, ang = [linear_forward(batch, h, w) for w in self.inp]
-        Bn, Cn = self._norm_bc(batch, B, self.B_norm, rows), self._norm_bc(batch, C, self.C_norm, rows)
-        B.release()
-        C.release()
-        v3 = lambda t: t.view((Bsz, T, t.shape[-1]))  # noqa: E731
-        y, _ = mamba3_forward(batch, v3(x), v3(Bn), v3(Cn), v3(dd_dt), v3(dd_A), v3(trap), v3(ang),
-                              state=state, **self.kw)
-        y.shape = (rows, s.I)
-        for t in (x, Bn, Cn, dd_dt, dd_A, trap, ang):
-            t.release()
-        v = self._gate(batch, y, z)
-        y.release()
-        z.release()
+        rows = Bsz * T
+        if ctx.tape is not None and s.onorm:
+            raise ValueError("training a Mamba-3 with is_outproj_norm is not available yet (the "
+                             "norm-before-gate backward is not written); inference works")
+        z, x, B, C, dd_dt, dd_A, trap, ang = [F.linear(ctx, h, w) for w in self.inp]
+        Bo, Bn = self._norm_bc_d(ctx, B, self.B_norm, rows)
+        Co, Cn = self._norm_bc_d(ctx, C, self.C_norm, rows)
+        ctx.done(B, C)
+        y = M3.scan(ctx, x, Bn, Cn, dd_dt, dd_A, trap, ang, Bsz, T, kw=self.kw, state=state)
+        ctx.done(x, Bo, Co, dd_dt, dd_A, trap, ang)      # Bo/Co own what the views Bn/Cn show
+        if s.onorm:
+            v = self._gate(ctx.batch, y, z)
+        else:
+            v = M3.silu_gate(ctx, y, z)
+        ctx.done(y, z)
         out = F.residual_linear(ctx, v, self.out_w, None, residual)
         ctx.done(v)
         return out
+
+    def _norm_bc_d(self, ctx, t, w, rows):
+        """Differentiable RMSNorm over N of each group of t [rows, G*N] -> (the owning tensor
+        [rows*G, N], a [rows, G*N] view of it; views never release, so the owner is done())."""
+        s = self.spec
+        n = F.rmsnorm(ctx, M3.view(ctx, t, (rows * s.G, s.N)), w, EPS)
+        return n, M3.view(ctx, n, (rows, s.G * s.N))
 
     def step(self, batch, h, residual, Bsz, state):
         z, x, B, C, dd_dt, dd_A, trap, ang = [linear_forward(batch, h, w) for w in self.inp]

@@ -164,3 +164,17 @@ def test_finetune_cli_lora_lowers_held_out_loss_and_writes_a_peft_adapter(tmp_pa
     r = mambaweb("finetune", "--model", REPO / "models" / "default", "--data", tmp_path / "nope",
                  "--out", out)
     assert r.returncode == 2 and "cannot read --data" in r.stderr
+
+
+def test_pretrain_cli_trains_a_mamba3(tmp_path):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("the cat sat on the mat. " * 80)
+    out = tmp_path / "m3"
+    r = mambaweb("pretrain", "--corpus", corpus, "--family", "mamba3", "--size", "tiny",
+                 "--d-model", 32, "--n-layers", 2, "--batch", 2, "--seq-len", 32, "--lr", "1e-2",
+                 "--steps", 6, "--out", out)
+    assert r.returncode == 0, r.stderr[-3000:]
+    losses = [json.loads(l)["loss"] for l in r.stdout.splitlines()]
+    assert len(losses) == 6 and losses[-1] < 0.9 * losses[0]
+    conf = json.loads((out / "config.json").read_text())
+    assert conf["ssm_cfg"]["layer"] == "Mamba3"     # mamba_ssm's layout, as Mamba-3 ships
