@@ -61,6 +61,7 @@ struct Params {
   tr_off: u32, tr_str: u32, an_off: u32, an_str: u32, // trap, angles views
   dx_off: u32, dx_str: u32, gb_off: u32, gb_str: u32,   // dx; tok's output view
   which: u32,     // tok: 0 dBn, 1 dCn, 2 dangles, 3 ddd_dt, 4 ddd_A, 5 dtrap
+  _p0: u32, _p1: u32, _p2: u32,                       // to a multiple of 16 bytes
 };
 
 @group(0) @binding(0) var<uniform> p: Params;

@@ -150,7 +150,15 @@ def describe(spec, limits=None):
     except ValueError as e:
         return {"ok": False, "error": str(e)}
     problems = fit_problems(limits or {}, cfg, t) if limits else []
+    # the page's summary reads `shape` (every family's config.json spells sizes differently)
+    shape = {"hidden_size": cfg.hidden_size, "num_hidden_layers": cfg.num_hidden_layers,
+             "state_size": cfg.state_size, "expand": cfg.expand, "conv_kernel": cfg.conv_kernel,
+             "vocab_size": cfg.vocab_size, "model_type": cfg.model_type,
+             "num_heads": cfg.num_heads, "head_dim": cfg.head_dim,
+             "pattern": "".join({"mamba1": "m", "mamba2": "M", "mamba3": "3", "attention": "*",
+                                 "mlp": "-"}[k] for k in cfg.layers)}
     return {"ok": not problems, "params": param_count(cfg), "config": cfg.to_hf_dict(),
+            "shape": shape,
             "memory_bytes": memory_estimate(cfg, t), "problems": problems,
             "presets": {k: param_count(preset_config(
                 k, family=(spec.get("model") or {}).get("family") or "mamba1",

@@ -105,6 +105,8 @@ def test_pretrain_page_trains_a_hybrid_chosen_from_the_page(browser, server, tmp
     assert page.is_hidden("#pattern-label")
     page.select_option("#family", "mamba2")
     page.wait_for_function("document.getElementById('model-summary').textContent.includes('Mamba-2')")
+    page.select_option("#family", "mamba3")
+    page.wait_for_function("document.getElementById('model-summary').textContent.includes('Mamba-3')")
     page.select_option("#family", "hybrid")
     page.wait_for_selector("#pattern-label", state="visible")
     page.fill("#pattern", "M*-M")

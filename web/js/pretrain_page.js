@@ -210,10 +210,11 @@ async function describe() {
       const n = r.presets[opt.value];
       if (n) opt.textContent = `${opt.value} · ${(n / 1e6).toFixed(n < 1e6 ? 2 : 1)}M params`;
     }
-    const c = r.config;
+    const c = r.shape;
     for (const k of CFG_KEYS) $(`cfg-${k}`).placeholder = c[k];
     const arch = c.model_type === "mamba2" ? `Mamba-2 · ${c.num_heads} heads × ${c.head_dim} · `
-      : c.model_type === "nemotron_h" ? `hybrid ${c.layers_block_type.map((k) => ({mamba: "M", attention: "*", mlp: "-"})[k]).join("")} · ` : "";
+      : c.model_type === "mamba3" ? `Mamba-3 · ${c.num_heads} heads × ${c.head_dim} · `
+      : c.model_type === "nemotron_h" ? `hybrid ${c.pattern} · ` : "";
     $("model-summary").textContent = `${arch}${fmtInt(r.params)} parameters · d_model ${c.hidden_size} · ` +
       `${c.num_hidden_layers} layers · state ${c.state_size} · vocab ${fmtInt(c.vocab_size)} · ` +
       `≈${fmtBytes(r.memory_bytes)} of GPU memory to train`;
