@@ -34,6 +34,9 @@ MODEL_CONFIGS = {
     # 4 relu^2 MLP (3072) layers
     "hybrid_130m": dict(family="hybrid", size="base", d_model=768, n_layers=24, vocab_size=50280,
                         pattern=("MM*M-M" * 4)[:24], prompts=(64, 256, 1024), decode=8),
+    # a 187m-class Mamba-3 SISO (d_state 128, head_dim 64, half the state rotated)
+    "mamba3_187m": dict(family="mamba3", size="base", d_model=768, n_layers=24, vocab_size=50280,
+                        prompts=(64, 256, 1024), decode=8),
 }
 DEFAULT_MODELS = "d256x4,mamba130m,mamba2_130m,hybrid_130m"
 MODEL_SNIPPET = """
