@@ -23,7 +23,7 @@ from py_engine.gpu.tensor import Tensor
 from py_engine.nn.registry import register
 from py_engine.ops import elementwise as ew
 from py_engine.ops.gated_rmsnorm import gated_rmsnorm_forward
-from py_engine.ops.linear import linear_accumulate, linear_forward
+from py_engine.ops.linear import linear_accumulate, linear_multi
 from py_engine.ops.mamba3 import mamba3_step
 from py_engine.ops.rmsnorm import rmsnorm_forward
 
@@ -122,7 +122,11 @@ class Mamba3Mixer:
         return n, M3.view(ctx, n, (rows, s.G * s.N))
 
     def step(self, batch, h, residual, Bsz, state):
-        z, x, B, C, dd_dt, dd_A, trap, ang = [linear_forward(batch, h, w) for w in self.inp]
+        # the eight in_proj row blocks in three matvec dispatches (linear_multi takes up to 3)
+        w = self.inp
+        z, x, B = linear_multi(batch, h, w[0:3])
+        C, dd_dt, dd_A = linear_multi(batch, h, w[3:6])
+        trap, ang = linear_multi(batch, h, w[6:8])
         Bn, Cn = self._norm_bc(batch, B, self.B_norm, Bsz), self._norm_bc(batch, C, self.C_norm, Bsz)
         B.release()
         C.release()
