@@ -1,5 +1,5 @@
 // Mamba-3 (SISO) scan, backward (py_engine/ops/mamba3_backward.py); the forward is
-// shaders/mamba3_forward.wgsl (same per-token math, same f32 sincos / tanh).
+// shaders/mamba3_forward.wgsl (same per-token math, same f32 sin_cos / tanh_exact of lib/trig.wgsl).
 //
 // Forward per (b, h), token t (see mamba3_forward.wgsl): phi_t = phi_{t-1} + theta_t DT_t,
 //   k_t = rot(kb_t, phi_t), q_t = rot(qb_t, phi_t)  (kb = Bn[g] + B_bias[h], qb = Cn[g] + C_bias[h]),
@@ -95,27 +95,15 @@ var<workgroup> sh: array<f32, WS>;
 
 //#include "lib/activations.wgsl"
 
+// cos_sin / tanh_exact: accurate f32 trigonometry shared with RoPE
+//#include "lib/trig.wgsl"
+
+// (sin a, cos a) of an angle kept in [0, 2 pi)
+fn sin_cos(a: f32) -> vec2<f32> { return cos_sin(a).yx; }
+
 fn has(f: u32) -> bool { return (p.flags & f) != 0u; }
 
-// As mamba3_forward.wgsl (the backward must recompute the very same f32 phi, k, q).
-fn tanh_exact(x: f32) -> f32 {
-  let e = exp(-2.0 * abs(x));
-  return sign(x) * (1.0 - e) / (1.0 + e);
-}
 
-fn sincos(x: f32) -> vec2<f32> {
-  let j = round(x * 0.636619772367581);
-  let r = (x - j * 1.57079637050629) + j * 4.37113883e-8;
-  let r2 = r * r;
-  let s = r * (1.0 + r2 * (-1.0 / 6.0 + r2 * (1.0 / 120.0 + r2 * (-1.0 / 5040.0 + r2 * (1.0 / 362880.0)))));
-  let c = 1.0 + r2 * (-0.5 + r2 * (1.0 / 24.0 + r2 * (-1.0 / 720.0 + r2 * (1.0 / 40320.0 +
-          r2 * (-1.0 / 3628800.0)))));
-  let q = ((i32(j) % 4) + 4) % 4;
-  if (q == 0) { return vec2<f32>(s, c); }
-  if (q == 1) { return vec2<f32>(c, -s); }
-  if (q == 2) { return vec2<f32>(-s, -c); }
-  return vec2<f32>(-c, s);
-}
 
 @compute @workgroup_size(WG)
 fn mamba3_bwd_prep(@builtin(global_invocation_id) gid: vec3<u32>,
@@ -241,7 +229,7 @@ fn mamba3_bwd_scan(@builtin(workgroup_id) wid: vec3<u32>,
         let m = n ^ 1u;
         let kp = Bn[bo + m] + pre[pbb + m];
         let qp = Cn[co + m] + pre[pcb + m];
-        let sc = sincos(sh[PHI() + n / 2u]);
+        let sc = sin_cos(sh[PHI() + n / 2u]);
         if ((n & 1u) == 0u) {
           kk = kb * sc.y - kp * sc.x;
           qq = qb * sc.y - qp * sc.x;
@@ -342,7 +330,7 @@ fn mamba3_bwd_scan(@builtin(workgroup_id) wid: vec3<u32>,
     // (3) un-rotate dk, dq into dkq; dphi and the running Gphi
     let dko = p.o_dkq + (r * H + h) * 2u * N;
     for (var i = lid; i < S; i += WG) {
-      let sc = sincos(work[phb + t * S + i]);
+      let sc = sin_cos(work[phb + t * S + i]);
       let s = sc.x;
       let c = sc.y;
       let n0 = 2u * i;

@@ -41,22 +41,11 @@ struct Params {
 
 var<workgroup> sh: array<f32, WS>;
 
-// sin and cos to ~1e-7 absolute: WGSL only promises 2^-11 absolute for sin/cos (SwiftShader's are
-// that coarse, 4e-4 errors in y were measured), and the angle is multiplied into every k and q.
-// x = j pi/2 + r (two-part pi/2, |r| <= pi/4), Taylor to r^9 / r^10, then the quadrant j mod 4.
-fn sincos(x: f32) -> vec2<f32> {
-  let j = round(x * 0.636619772367581);
-  let r = (x - j * 1.57079637050629) + j * 4.37113883e-8;
-  let r2 = r * r;
-  let s = r * (1.0 + r2 * (-1.0 / 6.0 + r2 * (1.0 / 120.0 + r2 * (-1.0 / 5040.0 + r2 * (1.0 / 362880.0)))));
-  let c = 1.0 + r2 * (-0.5 + r2 * (1.0 / 24.0 + r2 * (-1.0 / 720.0 + r2 * (1.0 / 40320.0 +
-          r2 * (-1.0 / 3628800.0)))));
-  let q = ((i32(j) % 4) + 4) % 4;
-  if (q == 0) { return vec2<f32>(s, c); }
-  if (q == 1) { return vec2<f32>(c, -s); }
-  if (q == 2) { return vec2<f32>(-s, -c); }
-  return vec2<f32>(-c, s);
-}
+// cos_sin / tanh_exact: accurate f32 trigonometry shared with RoPE
+//#include "lib/trig.wgsl"
+
+// (sin a, cos a) of an angle kept in [0, 2 pi)
+fn sin_cos(a: f32) -> vec2<f32> { return cos_sin(a).yx; }
 
 @compute @workgroup_size(WG)
 fn mamba3_step(@builtin(workgroup_id) wid: vec3<u32>,
@@ -95,7 +84,7 @@ fn mamba3_step(@builtin(workgroup_id) wid: vec3<u32>,
       let kp = Bn[bo + m] + pre[bb + m];
       let qp = Cn[co + m] + pre[cb + m];
       let ph = sh[3u * N + n / 2u];
-      let sc = sincos(ph);
+      let sc = sin_cos(ph);
       let s = sc.x;
       let c = sc.y;
       if ((n & 1u) == 0u) { kk = kb * c - kp * s; qq = qb * c - qp * s; }

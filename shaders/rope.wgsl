@@ -26,13 +26,6 @@
 
 const INVERSE = 1u;
 const USE_POS = 2u;
-const TWO_OVER_PI = 0.636619772367581343;
-// pi/2 = P0 + P1 + P2 + P3 + P4; P0..P3 have <= 7 significant bits (k * Pj exact for k < 2^17)
-const P0 = 1.5625;
-const P1 = 0.0081787109375;
-const P2 = 0.00011730194091796875;
-const P3 = 3.129243850708008e-07;
-const P4 = 9.92093629470503e-10;
 
 struct Params {
   rows: u32, width: u32, Dh: u32, rot: u32,        // rows = Bsz*T, width = H*Dh, rot = R
@@ -46,24 +39,8 @@ struct Params {
 @group(0) @binding(2) var<storage, read> pos: array<u32>;       // [Bsz] tokens seen (USE_POS)
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;   // [rows, *] view, H*Dh wide
 
-// (cos a, sin a) for a >= 0 in f32, see the header.
-fn cos_sin(a: f32) -> vec2<f32> {
-  let k = floor(a * TWO_OVER_PI + 0.5);
-  var r = a - k * P0;
-  r = r - k * P1;
-  r = r - k * P2;
-  r = r - (k * P3 + k * P4);
-  let z = r * r;
-  let s = ((-1.9515295891e-4 * z + 8.3321608736e-3) * z - 1.6666654611e-1) * z * r + r;
-  let c = ((2.443315711809948e-5 * z - 1.388731625493765e-3) * z + 4.166664568298827e-2) * z * z
-          - 0.5 * z + 1.0;
-  switch (u32(k) & 3u) {
-    case 0u: { return vec2<f32>(c, s); }
-    case 1u: { return vec2<f32>(-s, c); }
-    case 2u: { return vec2<f32>(-c, -s); }
-    default: { return vec2<f32>(s, -c); }
-  }
-}
+// cos_sin: shaders/lib/trig.wgsl (accurate f32 cos/sin, see the header)
+//#include "lib/trig.wgsl"
 
 @compute @workgroup_size(256)
 fn rope_forward(@builtin(global_invocation_id) gid: vec3<u32>,

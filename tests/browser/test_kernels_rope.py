@@ -99,8 +99,10 @@ def test_reference_inverse_is_transpose():
 
 
 def _shader_cos_sin():
-    """An f32 numpy model of shaders/rope.wgsl's cos_sin with the constants read from the file."""
-    src = (REPO / "shaders" / "rope.wgsl").read_text()
+    """An f32 numpy model of cos_sin (shaders/lib/trig.wgsl, included by rope.wgsl and the
+    Mamba-3 kernels) with the constants read from the resolved shader text."""
+    from py_engine.gpu.shaders import shader_source
+    src = shader_source("rope")
     const = {m[0]: float(m[1]) for m in re.findall(r"const (\w+) = ([-0-9.e]+);", src)}
     coef = ["-1.9515295891e-4", "8.3321608736e-3", "1.6666654611e-1", "2.443315711809948e-5",
             "1.388731625493765e-3", "4.166664568298827e-2"]
