@@ -11,10 +11,10 @@ from py_engine.io.hf_names import split_layer_name
 
 def pieces(cfg, name, shape):
     """[(piece_name, first_row, end_row, piece_shape)] covering `name` in row order."""
+    from py_engine.nn import registry
     i, rel = split_layer_name(name)
     if rel is not None and i < cfg.num_hidden_layers:
-        from py_engine.nn import registry
         prefix = name[:len(name) - len(rel)]
         return [(prefix + p, r0, r1, tuple(s))
                 for p, r0, r1, s in registry.get(cfg.layers[i]).pieces(cfg, rel, tuple(shape))]
-    return [(name, 0, shape[0] if shape else 1, tuple(shape) or (1,))]
+    return registry.whole(name, tuple(shape))

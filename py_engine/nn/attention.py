@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from py_engine.autograd import attention as A
 from py_engine.autograd import functional as F
 from py_engine.gpu.tensor import Tensor
-from py_engine.nn.registry import register
+from py_engine.nn.registry import register, whole
 from py_engine.ops.attention import attention_step
 from py_engine.ops.linear import linear_accumulate, linear_multi
 from py_engine.ops.rope import MAX_ROT, rope_apply, rotary_dim
@@ -162,7 +162,7 @@ class Attention:
 
     @staticmethod
     def pieces(cfg, rel, shape):
-        return [(rel, 0, shape[0], tuple(shape))]
+        return whole(rel, shape)
 
     @staticmethod
     def init_rule(cfg, rel, shape):

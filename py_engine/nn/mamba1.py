@@ -30,7 +30,7 @@ from py_engine.ops import selective_scan as scan_ops
 from py_engine.ops.linear import linear_accumulate, linear_forward, linear_multi
 from py_engine.ops.rmsnorm import rmsnorm_forward
 from py_engine.autograd import functional as F
-from py_engine.nn.registry import register
+from py_engine.nn.registry import bias_hint, conv_weight, register, whole
 
 
 @dataclass(frozen=True)
@@ -177,8 +177,8 @@ class Mamba1:
             return [(rel + "#dt", 0, R, (R,) + rest), (rel + "#B", R, R + N, (N,) + rest),
                     (rel + "#C", R + N, R + 2 * N, (N,) + rest)]
         if rel == "conv1d.weight":
-            return [(rel, 0, shape[0], (shape[0], shape[2]))]
-        return [(rel, 0, shape[0] if shape else 1, tuple(shape) or (1,))]
+            return conv_weight(rel, shape)
+        return whole(rel, shape)
 
     @staticmethod
     def init_rule(cfg, rel, shape):
@@ -221,10 +221,4 @@ class Mamba1:
         rows = Bsz * T
         return rows * (6 * s.I + 2 * s.N)
 
-    @staticmethod
-    def hint(cfg, rel):
-        if rel in ("in_proj.bias", "out_proj.bias") and not cfg.use_bias:
-            return " (config has use_bias=false)"
-        if rel == "conv1d.bias" and not cfg.use_conv_bias:
-            return " (config has use_conv_bias=false)"
-        return ""
+    hint = staticmethod(bias_hint)

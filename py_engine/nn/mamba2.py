@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from py_engine.autograd import functional as F
 from py_engine.autograd import ssd as SSD
 from py_engine.gpu.tensor import Tensor
-from py_engine.nn.registry import register
+from py_engine.nn.registry import bias_hint, conv_weight, register, whole
 from py_engine.ops import conv1d as conv_ops
 from py_engine.ops.conv1d import Cols
 from py_engine.ops.gated_rmsnorm import gated_rmsnorm_forward
@@ -220,8 +220,8 @@ class Mamba2:
             return [(rel + "#z", 0, a, (a,) + rest), (rel + "#xBC", a, b, (s.CD,) + rest),
                     (rel + "#dt", b, b + s.H, (s.H,) + rest)]
         if rel == "conv1d.weight":
-            return [(rel, 0, shape[0], (shape[0], shape[2]))]
-        return [(rel, 0, shape[0] if shape else 1, tuple(shape) or (1,))]
+            return conv_weight(rel, shape)
+        return whole(rel, shape)
 
     @staticmethod
     def init_rule(cfg, rel, shape):
@@ -265,10 +265,4 @@ class Mamba2:
         nc = -(-T // s.chunk)
         return rows * (3 * s.I + 2 * s.CD + s.H) + Bsz * nc * s.H * s.P * s.N
 
-    @staticmethod
-    def hint(cfg, rel):
-        if rel in ("in_proj.bias", "out_proj.bias") and not cfg.use_bias:
-            return " (config has use_bias=false)"
-        if rel == "conv1d.bias" and not cfg.use_conv_bias:
-            return " (config has use_conv_bias=false)"
-        return ""
+    hint = staticmethod(bias_hint)

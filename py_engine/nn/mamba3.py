@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from py_engine.autograd import functional as F
 from py_engine.autograd import mamba3 as M3
 from py_engine.gpu.tensor import Tensor
-from py_engine.nn.registry import register
+from py_engine.nn.registry import register, whole
 from py_engine.ops import elementwise as ew
 from py_engine.ops.gated_rmsnorm import gated_rmsnorm_forward
 from py_engine.ops.linear import linear_accumulate, linear_multi
@@ -201,7 +201,7 @@ class Mamba3:
             return out
         if rel in ("B_bias", "C_bias"):
             return [(rel, 0, shape[0], (s.H, s.N))]
-        return [(rel, 0, shape[0] if shape else 1, tuple(shape) or (1,))]
+        return whole(rel, shape)
 
     @staticmethod
     def init_rule(cfg, rel, shape):

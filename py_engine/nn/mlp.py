@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from py_engine.autograd import functional as F
 from py_engine.autograd import mlp as M
-from py_engine.nn.registry import register
+from py_engine.nn.registry import register, whole
 from py_engine.ops.activations import relu2_forward
 from py_engine.ops.linear import linear_accumulate, linear_forward
 
@@ -93,7 +93,7 @@ class Mlp:
 
     @staticmethod
     def pieces(cfg, rel, shape):
-        return [(rel, 0, shape[0], tuple(shape))]
+        return whole(rel, shape)
 
     @staticmethod
     def init_rule(cfg, rel, shape):

@@ -56,6 +56,27 @@ def by_mbjs_type(code):
     return None
 
 
+# -- helpers the kinds share ---------------------------------------------------------------
+
+def whole(rel, shape):
+    """The piece list of a tensor that stays one GPU tensor with its own shape."""
+    return [(rel, 0, shape[0] if shape else 1, tuple(shape) or (1,))]
+
+
+def conv_weight(rel, shape):
+    """A depthwise conv1d weight [C, 1, K] as one [C, K] piece (same bytes)."""
+    return [(rel, 0, shape[0], (shape[0], shape[2]))]
+
+
+def bias_hint(cfg, rel):
+    """Why a Mamba mixer's bias tensor is unexpected: the config flag that says it is absent."""
+    if rel in ("in_proj.bias", "out_proj.bias") and not cfg.use_bias:
+        return " (config has use_bias=false)"
+    if rel == "conv1d.bias" and not cfg.use_conv_bias:
+        return " (config has use_conv_bias=false)"
+    return ""
+
+
 def _load():
     # The kinds register themselves on import; importing the package imports them all.
     import py_engine.nn  # noqa: F401
