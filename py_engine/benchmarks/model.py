@@ -5,6 +5,7 @@ from py_engine.models.generate import Generator, SamplingConfig
 from py_engine.models.mamba import MambaModel
 from py_engine.io.hf_loader import load_model, load_model_local
 from py_engine.autograd.functional import Ctx
+from py_engine.models.names import EMBED
 
 
 async def prefill_tokens_per_s(model, T, reps=1):
@@ -26,34 +27,71 @@ async def prefill_tokens_per_s(model, T, reps=1):
     return {"prompt": T, "seconds": best, "tokens_per_s": T / best}
 
 
-async def decode_tokens_per_s(model, n_tokens):
-    gen = Generator(model, SamplingConfig(greedy=True), max_tokens=n_tokens + 16)
-    tok = await gen.prefill([1, 2, 3, 4])
-    tok = await gen.decode_one(tok)          # records the step graph
+async def decode_tokens_per_s(model, n_tokens, group=16):
+    """Decode throughput the way the app decodes (Generator.stream: chained groups of `group`
+    steps, one submit each, ids read back while the next group runs), and token by token
+    (decode_one: a host round trip per token) for comparison."""
+    gen = Generator(model, SamplingConfig(greedy=True), max_tokens=2 * n_tokens + 64, group=group)
+    async for _ in gen.stream([1, 2, 3, 4], group + 1):     # records the step graph, warms up
+        pass
     t0 = time.perf_counter()
-    times = []
-    for _ in range(n_tokens):
-        t1 = time.perf_counter()
-        tok = await gen.decode_one(tok)
-        times.append(time.perf_counter() - t1)
+    count = 0
+    async for _ in gen.stream([5], n_tokens + 1):
+        count += 1
+        if count == 1:
+            t0 = time.perf_counter()      # the prefill's token is not a decoded one
     total = time.perf_counter() - t0
-    out = {"tokens": n_tokens, "tokens_per_s": n_tokens / total,
-           "ms_per_token_first_half": 1000 * sum(times[: n_tokens // 2]) / max(1, n_tokens // 2),
-           "ms_per_token_second_half": 1000 * sum(times[n_tokens // 2:]) / max(1, n_tokens - n_tokens // 2),
+    tok = gen.last_token
+    t1 = time.perf_counter()
+    for _ in range(n_tokens):
+        tok = await gen.decode_one(tok)
+    one_by_one = time.perf_counter() - t1
+    out = {"tokens": n_tokens, "group": group, "tokens_per_s": n_tokens / total,
+           "ms_per_token": 1000 * total / n_tokens,
+           "one_by_one_tokens_per_s": n_tokens / one_by_one,
            "dispatches_per_token": gen.dispatches_per_token}
     gen.release()
     return out
 
 
+def weight_bytes_per_token(model):
+    """Bytes of weights one decode step reads: every tensor, except that an untied embedding
+    is only gathered (one row)."""
+    total = 0
+    for name, t in model.weights.items():
+        if name == EMBED and not model.cfg.tie_word_embeddings:
+            total += t.nbytes // t.shape[0]
+        else:
+            total += t.nbytes
+    return total
+
+
 async def run(device, base_url=None, prompts=(64, 256, 1024), decode_tokens=32, max_seconds=60.0,
-              folder=None):
-    """Load the model from `base_url` (browser, HTTP) or `folder` (native, local disk)."""
+              folder=None, weights_formats=("f32",), read_gb_per_s=None):
+    """Load the model from `base_url` (browser, HTTP) or `folder` (native, local disk), once
+    per weight format; the first format's numbers are the top level, all under "formats".
+    read_gb_per_s: the device's measured read ceiling (benchmarks/ceilings.py), for the
+    decode's fraction of it."""
+    out = None
+    for fmt in weights_formats:
+        r = await run_one(device, base_url, prompts, decode_tokens, max_seconds, folder, fmt,
+                          read_gb_per_s)
+        if out is None:
+            out = dict(r)
+            out["formats"] = {}
+        out["formats"][fmt] = r
+    return out
+
+
+async def run_one(device, base_url, prompts, decode_tokens, max_seconds, folder, fmt,
+                  read_gb_per_s):
     t0 = time.perf_counter()
-    model = (await load_model_local(device, folder) if folder is not None
-             else await load_model(device, base_url))
+    model = (await load_model_local(device, folder, weights_format=fmt) if folder is not None
+             else await load_model(device, base_url, weights_format=fmt))
     load_s = time.perf_counter() - t0
     cfg = model.cfg
     out = {"d_model": cfg.hidden_size, "layers": cfg.num_hidden_layers, "vocab": cfg.vocab_size,
+           "weights": fmt, "weight_bytes_per_token": weight_bytes_per_token(model),
            "load_s": load_s, "prefill": [], "decode": None}
     spent = 0.0
     for T in prompts:
@@ -63,6 +101,9 @@ async def run(device, base_url=None, prompts=(64, 256, 1024), decode_tokens=32, 
         r = await prefill_tokens_per_s(model, T)
         spent += 2 * r["seconds"]
         out["prefill"].append(r)
-    out["decode"] = await decode_tokens_per_s(model, decode_tokens)
+    d = out["decode"] = await decode_tokens_per_s(model, decode_tokens)
+    d["weights_gb_per_s"] = out["weight_bytes_per_token"] * d["tokens_per_s"] / 1e9
+    if read_gb_per_s:
+        d["pct_of_read_ceiling"] = 100.0 * d["weights_gb_per_s"] / read_gb_per_s
     model.release()
     return out

@@ -109,11 +109,24 @@ class BrowserDevice(Device):
         self._queue.writeBuffer(buf.js, offset, data)
 
     async def read(self, buf, offset=0, size=None) -> bytes:
+        return await self.read_begin(buf, offset, size)
+
+    def read_begin(self, buf, offset=0, size=None):
+        """Start the read now (the JS helper submits the staging copy before its first await);
+        the returned awaitable gives the bytes, so later submits can run meanwhile."""
         size = buf.size - offset if size is None else size
         padded = (size + 3) & ~3
         staging = self._staging(padded)
         try:
-            arr = await js.mwGpu.readBuffer(self.js, buf.js, offset, padded, staging.js)
+            promise = js.mwGpu.readBuffer(self.js, buf.js, offset, padded, staging.js)
+        except Exception:
+            self._staging_free.append(staging)
+            raise
+        return self._read_finish(promise, staging, size)
+
+    async def _read_finish(self, promise, staging, size):
+        try:
+            arr = await promise
             data = arr.to_bytes()[:size]
         finally:
             self._staging_free.append(staging)

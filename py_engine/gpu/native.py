@@ -153,6 +153,11 @@ class NativeDevice(Device):
                                      f"{buf.size}-byte buffer failed: {e}") from e
 
     async def read(self, buf, offset=0, size=None) -> bytes:
+        return await self.read_begin(buf, offset, size)
+
+    def read_begin(self, buf, offset=0, size=None):
+        """Queue the copy to a staging buffer now; the returned awaitable maps it and gives
+        the bytes (so later submits can run while the read is pending)."""
         size = buf.size - offset if size is None else size
         padded = (size + 3) & ~3
         staging = self._staging(padded)
@@ -160,6 +165,13 @@ class NativeDevice(Device):
             enc = self.gpu.create_command_encoder()
             enc.copy_buffer_to_buffer(buf.gpu, offset, staging.gpu, 0, padded)
             self._queue.submit([enc.finish()])
+        except wgpu.GPUError as e:
+            self._staging_free.append(staging)
+            raise GPUValidationError(f"reading {size} bytes at offset {offset}: {e}") from e
+        return self._read_finish(staging, offset, size, padded)
+
+    async def _read_finish(self, staging, offset, size, padded):
+        try:
             # Always awaited through wgpu-py's poll thread: measured on an H100, polling here
             # while a map is pending cost 3-8 ms per read (two threads in wgpuDevicePoll).
             await staging.gpu.map_async(wgpu.MapMode.READ, 0, padded)

@@ -1,9 +1,26 @@
-"""A GPU tensor: a byte range of a buffer plus shape and dtype. Row-major, f32 by default."""
+"""A GPU tensor: a byte range of a buffer plus shape and dtype. Row-major, f32 by default.
+
+Narrow weight formats (py_engine/ops/weight_format.py; layouts in shaders/lib/weight_formats.wgsl)
+are tensors too: dtype "f16"/"bf16" (two values per u32), "q8" (int8 + one f32 scale per row)
+and "q4" (4-bit + one f16 scale per group of 32), shape the logical [N, K]; their buffer holds
+the packed values followed by the scales, rounded up to 16 bytes for vec4 bindings."""
 import struct
 from math import prod
 
 ITEMSIZE = {"f32": 4, "i32": 4, "u32": 4, "f16": 2, "bf16": 2, "i8": 1}
 STRUCT = {"f32": "f", "i32": "i", "u32": "I"}
+
+
+def storage_bytes(shape, dtype) -> int:
+    """Bytes a tensor of `shape` and `dtype` occupies (4-byte multiple; packed formats 16)."""
+    n = prod(shape)
+    if dtype == "q8":        # int8 values, then one f32 scale per row
+        return (n + 4 * (n // shape[-1]) + 15) & ~15
+    if dtype == "q4":        # nibbles, then one f16 scale per 32 values
+        return (n // 2 + 2 * (-(-n // 32)) + 15) & ~15
+    if dtype in ("f16", "bf16") and len(shape) == 2:
+        return (n * 2 + 15) & ~15
+    return (n * ITEMSIZE[dtype] + 3) & ~3
 
 
 class Tensor:
@@ -25,7 +42,7 @@ class Tensor:
 
     @property
     def nbytes(self) -> int:
-        return (self.numel * ITEMSIZE[self.dtype] + 3) & ~3
+        return storage_bytes(self.shape, self.dtype)
 
     @property
     def binding(self):
@@ -52,8 +69,8 @@ class Tensor:
         return cls.from_bytes(device, shape, struct.pack(f"<{len(values)}{STRUCT[dtype]}", *values), dtype)
 
     async def to_bytes(self) -> bytes:
-        return await self.device.read(self.buffer, self.offset,
-                                      self.numel * ITEMSIZE[self.dtype])
+        size = self.nbytes if self.dtype in ("q8", "q4") else self.numel * ITEMSIZE[self.dtype]
+        return await self.device.read(self.buffer, self.offset, size)
 
     async def to_list(self):
         data = await self.to_bytes()

@@ -17,6 +17,7 @@ import time
 from py_engine.gpu.tensor import Tensor
 from py_engine.io import gpu_layout
 from py_engine.io.hf_names import check_tensors, expected_tensors
+from py_engine.io.weight_formats import narrow_weights
 from py_engine.io.safetensors_format import header_length, parse_header, parse_index
 from py_engine.models.config import MambaConfig
 from py_engine.ops._common import fold, params
@@ -76,35 +77,40 @@ async def read_headers(source):
     return out
 
 
-async def load_model(device, base_url, progress=None):
+async def load_model(device, base_url, progress=None, weights_format="f32"):
     """A MambaModel read over HTTP from an HF (or mamba_ssm) checkpoint folder URL."""
     from py_engine.models.mamba import MambaModel
-    cfg, weights = await load_hf_model(device, base_url, progress)
+    cfg, weights = await load_hf_model(device, base_url, progress, weights_format)
     return MambaModel(device, cfg, weights)
 
 
-async def load_model_local(device, folder, progress=None):
+async def load_model_local(device, folder, progress=None, weights_format="f32"):
     """A MambaModel read from a local checkpoint folder (native backend, CLI, tests)."""
     from py_engine.models.mamba import MambaModel
-    cfg, weights = await load_hf_model_local(device, folder, progress)
+    cfg, weights = await load_hf_model_local(device, folder, progress, weights_format)
     return MambaModel(device, cfg, weights)
 
 
-async def load_hf_model(device, base_url, progress=None):
+async def load_hf_model(device, base_url, progress=None, weights_format="f32"):
     """Returns (cfg, {piece name: Tensor f32}) read over HTTP (the browser path).
     `progress(dict)` is called per chunk."""
     from py_engine.io.byte_sources import HttpSource
-    return await load_from_source(device, HttpSource(base_url), progress)
+    return await load_from_source(device, HttpSource(base_url), progress, weights_format)
 
 
-async def load_hf_model_local(device, folder, progress=None):
+async def load_hf_model_local(device, folder, progress=None, weights_format="f32"):
     """Returns (cfg, {piece name: Tensor f32}) read from a local folder (the native path)."""
     from py_engine.io.byte_sources import LocalSource
-    return await load_from_source(device, LocalSource(folder), progress)
+    return await load_from_source(device, LocalSource(folder), progress, weights_format)
 
 
-async def load_from_source(device, source, progress=None):
+async def load_from_source(device, source, progress=None, weights_format="f32"):
+    """(cfg, weights) from any byte source; weights_format f16/bf16/q8/q4 stores the matrices
+    narrow (py_engine/io/weight_formats.py), converting each chunk as it arrives so the f32
+    copy of the whole model never exists at once."""
     import json
+    from py_engine.ops.weight_format import check_format
+    check_format(weights_format)
     raw = await source.read("config.json")
     try:
         cfg_dict = json.loads(raw.decode("utf-8"))
@@ -117,7 +123,7 @@ async def load_from_source(device, source, progress=None):
     weights = {}
     try:
         await _stream(device, source, cfg, {k: v for k, v in infos.items() if k in wanted},
-                      weights, progress)
+                      weights, progress, weights_format)
     except BaseException:
         for t in weights.values():
             t.release()
@@ -132,7 +138,7 @@ def _as_source(source):
     return source
 
 
-async def _stream(device, source, cfg, infos, weights, progress):
+async def _stream(device, source, cfg, infos, weights, progress, weights_format="f32"):
     # Plan: per file, tensors in file order, grouped into chunks of contiguous ranges.
     by_file = {}
     for name, (f, t) in infos.items():
@@ -148,7 +154,8 @@ async def _stream(device, source, cfg, infos, weights, progress):
                 chunk.append(t)
                 continue
             if chunk:
-                await _load_chunk(device, source, f, cfg, chunk, weights)
+                names = await _load_chunk(device, source, f, cfg, chunk, weights)
+                narrow_weights(device, cfg, weights, weights_format, names)
                 done_bytes += max(t.end for t in chunk) - chunk[0].start
                 done_tensors += len(chunk)
                 if progress:
@@ -159,22 +166,34 @@ async def _stream(device, source, cfg, infos, weights, progress):
 
 
 async def _load_chunk(device, source, f, cfg, chunk, weights):
+    """Read one chunk's tensors into new GPU tensors in `weights`; returns their piece names.
+    Staging buffers are released even when the read fails (nothing half-allocated is left)."""
+    staged = []      # (dtype, raw u32 staging tensor, f32 destination): released here
+    try:
+        return await _fill_chunk(device, source, f, cfg, chunk, weights, staged)
+    finally:
+        for _, raw, _ in staged:
+            raw.release()   # queue order makes reuse by a later chunk's write safe
+
+
+async def _fill_chunk(device, source, f, cfg, chunk, weights, staged):
     # max: in a torch .bin a view may start after its base tensor yet end before it
     start, end = chunk[0].start, max(t.end for t in chunk)
-    targets, staged = [], []
+    targets, names = [], []
     for t in chunk:
         row_bytes = t.nbytes // t.shape[0] if t.shape else t.nbytes
         for piece, r0, r1, shape in gpu_layout.pieces(cfg, t.name, t.shape):
             dst = Tensor(device, shape)
             weights[piece] = dst
+            names.append(piece)
             a = t.start - start + r0 * row_bytes
             b = t.start - start + r1 * row_bytes
             if t.dtype == "F32":
                 targets.append((dst.buffer, dst.offset, a, b))
             else:
                 raw = Tensor(device, ((b - a + 3) // 4,), "u32")
-                targets.append((raw.buffer, raw.offset, a, b))
                 staged.append((t.dtype, raw, dst))
+                targets.append((raw.buffer, raw.offset, a, b))
     await source.read_to_buffers(device, f, start, end, targets)
     if staged:
         batch = device.batch()
@@ -184,5 +203,4 @@ async def _load_chunk(device, source, f, cfg, chunk, weights):
             batch.run("convert", WIDEN[dtype], [device.uniform(params(n, 0, 0, 0)),
                                                 raw.binding, dst.binding], gx, gy)
         batch.submit()
-        for _, raw, _ in staged:
-            raw.release()   # queue order makes reuse by a later chunk's write safe
+    return names

@@ -33,20 +33,36 @@ class SamplingConfig:
 
 
 class Generator:
-    """Holds one sequence's decoding resources: state, token buffer, history, recording."""
+    """Holds one sequence's decoding resources: state, token buffer, history, recordings.
 
-    def __init__(self, model, sampling_cfg=None, max_tokens=4096, state=None):
+    Every sampling (prefill's and each step's) is followed on the GPU by `sampling.advance`:
+    the step counter moves and the sampled id joins the repetition history, so recorded steps
+    chain without the host. The host mirrors those counters (`step_no`, `n_history`).
+
+    `stream` decodes in groups of `group` steps: one submit per group (the step recording
+    replayed `group` times, each sampled id copied into a ring), with the next group queued
+    before the current one's ids are read back. A stop id (or a cancel) found inside a group
+    rolls the state back to the group's start (a GPU copy made by the group itself) and
+    re-runs the steps up to it, so the state is exactly the one a token-by-token decode leaves.
+    """
+
+    def __init__(self, model, sampling_cfg=None, max_tokens=4096, state=None, group=8):
         self.model = model
         self.device = model.device
         self.cfg = sampling_cfg or SamplingConfig()
         self.max_tokens = max_tokens
+        self.group = max(1, int(group))
         self.state = state or model.new_state(max_tokens=max_tokens)
         self.token = Tensor(self.device, (1,), "u32")
         self.history = Tensor(self.device, (max_tokens,), "u32")
         self.ctl = sampling.make_control(self.device, 1)
         self.n_history = 0
         self.step_no = 0
+        self.last_token = None         # the id the sampler last left in `token` (read back)
         self._recording = None
+        self._groups = {}              # (k, slot) -> Recording of k chained steps
+        self._ring = None              # u32 [2, group]: each slot's sampled ids
+        self._shadow = None            # per slot: copies of the rollback tensors + position
         self.dispatches_per_token = None
 
     # -- history (repetition penalty) ----------------------------------------------------
@@ -58,11 +74,20 @@ class Generator:
                           self.history.offset + 4 * self.n_history)
         self.n_history += len(ids)
 
+    def _sampled(self, k=1):
+        """Mirror k GPU-side advances (decode_control.wgsl): steps counted, ids appended."""
+        self.step_no += k
+        self.n_history = min(self.max_tokens, self.n_history + k)
+
     def _sample_kwargs(self):
         kw = self.cfg.kwargs()
         if self.cfg.repetition_penalty != 1.0:
             kw["history"] = self.history
         return kw
+
+    def _sample(self, batch, logits):
+        sampling.sample(batch, logits, self.ctl, out=self.token, **self._sample_kwargs())
+        sampling.advance(batch, self.token, self.ctl, self.history)
 
     # -- prefill -------------------------------------------------------------------------
     async def prefill(self, prompt_ids):
@@ -75,12 +100,13 @@ class Generator:
         sampling.set_control(self.device, self.ctl, self.step_no, [self.n_history])
         batch = self.device.batch()
         logits = self.model.forward(Ctx(batch), ids_t, 1, self.state, last_only=True)
-        sampling.sample(batch, logits, self.ctl, out=self.token, **self._sample_kwargs())
+        self._sample(batch, logits)
         batch.submit()
         tok = struct.unpack("<I", await self.token.to_bytes())[0]
         logits.release()
         ids_t.release()
-        self.step_no += 1
+        self._sampled()
+        self.last_token = tok
         return tok
 
     # -- decode --------------------------------------------------------------------------
@@ -88,45 +114,158 @@ class Generator:
         with self.device.private_pool() as pool:
             batch = self.device.batch()
             logits = self.model.step(batch, self.token, self.state)
-            sampling.sample(batch, logits, self.ctl, out=self.token, **self._sample_kwargs())
+            self._sample(batch, logits)
             logits.release()
             self.dispatches_per_token = batch.dispatch_count
             self._recording = batch.record()
             self._pool = pool
         self.state.tokens_seen -= 1   # recording is not running
 
-    async def decode_one(self, prev_token):
-        """Feed `prev_token` and sample the next one."""
+    def _check_room(self, k):
         cap = self.state.capacity
-        if cap is not None and self.state.tokens_seen >= cap:
+        if cap is not None and self.state.tokens_seen + k > cap:
             raise ValueError(f"this conversation filled the attention KV cache ({cap} tokens): "
                              "start a new one, or allow more tokens when generating")
+
+    def _feed(self, prev_token):
+        """Make `prev_token` the next step's input. The sampler left (and the history holds)
+        `last_token`; another id (a restored conversation, a chosen continuation) replaces it
+        in both, so the history reads as the tokens actually fed."""
+        if prev_token != self.last_token:
+            if self.last_token is not None and self.n_history > 0:
+                self.n_history -= 1
+            self._append_history([prev_token])
+        self.device.write(self.token.buffer, struct.pack("<I", prev_token), self.token.offset)
+        sampling.set_control(self.device, self.ctl, self.step_no, [self.n_history])
+
+    async def decode_one(self, prev_token):
+        """Feed `prev_token` and sample the next one (one step, read back at once)."""
+        self._check_room(1)
         if self._recording is None:
             self._record_step()
-        # Usually the sampler already left it there; writing it makes any token (a restored
-        # conversation, a user-chosen continuation) valid input.
-        self.device.write(self.token.buffer, struct.pack("<I", prev_token), self.token.offset)
-        self._append_history([prev_token])
-        sampling.set_control(self.device, self.ctl, self.step_no, [self.n_history])
+        self._feed(prev_token)
         self._recording.replay()
         self.state.tokens_seen += 1
-        self.step_no += 1
-        return struct.unpack("<I", await self.token.to_bytes())[0]
+        self._sampled()
+        self.last_token = struct.unpack("<I", await self.token.to_bytes())[0]
+        return self.last_token
+
+    def _rollback_tensors(self):
+        """The state a group may have to undo: every layer's recurrent tensors and the
+        position. KV caches need no copy: a slot past the position is never read, and the
+        re-run rewrites it."""
+        return [t for layer in self.state.layers if not getattr(layer, "capacity", None)
+                for t in layer.tensors()] + [self.state.pos]
+
+    def _group_recording(self, k, slot):
+        rec = self._groups.get((k, slot))
+        if rec is not None:
+            return rec
+        if self._ring is None:
+            self._ring = Tensor(self.device, (2, self.group), "u32")
+            self._shadow = [[Tensor(self.device, t.shape, t.dtype) for t in self._rollback_tensors()]
+                            for _ in range(2)]
+        cmds = [(1, t.buffer, t.offset, s.buffer, s.offset, t.nbytes)
+                for t, s in zip(self._rollback_tensors(), self._shadow[slot])]
+        ring_off = self._ring.offset + 4 * slot * self.group
+        for j in range(k):
+            cmds += self._recording.commands
+            cmds.append((1, self.token.buffer, self.token.offset, self._ring.buffer,
+                         ring_off + 4 * j, 4))
+        from py_engine.gpu.batch import Recording
+        rec = self._groups[(k, slot)] = Recording(self.device, cmds)
+        return rec
+
+    def _launch(self, k, slot, first_input):
+        """Queue k chained steps (one submit) and the read of their ids; returns the group."""
+        self._check_room(k)
+        if first_input is not None:
+            self._feed(first_input)
+        g = _Group(slot, k, self.state.tokens_seen, self.step_no, self.n_history)
+        self._group_recording(k, slot).replay()
+        g.ids = self.device.read_begin(self._ring.buffer,
+                                       self._ring.offset + 4 * slot * self.group, 4 * k)
+        self.state.tokens_seen += k
+        self._sampled(k)
+        return g
+
+    def _rollback(self, g, inputs):
+        """Restore the state at group g's start and re-run its steps on `inputs` (the ids it
+        fed, in order): the token-by-token decode's state after them, whatever ran since."""
+        batch = self.device.batch()
+        for t, s in zip(self._rollback_tensors(), self._shadow[g.slot]):
+            batch.copy(s.buffer, s.offset, t.buffer, t.offset, t.nbytes)
+        batch.submit()
+        self.state.tokens_seen, self.step_no, self.n_history = g.tokens_seen, g.step_no, g.n_history
+        for tok in inputs:
+            self.device.write(self.token.buffer, struct.pack("<I", tok), self.token.offset)
+            sampling.set_control(self.device, self.ctl, self.step_no, [self.n_history])
+            self._recording.replay()
+            self.state.tokens_seen += 1
+            self._sampled()
 
     async def stream(self, prompt_ids, max_new_tokens, stop_ids=(), cancelled=None):
-        """Async iterator over new token ids (a stop id is yielded, then generation ends)."""
+        """Async iterator over new token ids (a stop id is yielded, then generation ends).
+        The state afterwards holds every yielded id but the last, as if decoded one by one."""
         tok = await self.prefill(prompt_ids)
-        for i in range(max_new_tokens):
-            yield tok
-            if tok in stop_ids or i == max_new_tokens - 1 or (cancelled and cancelled()):
-                return
-            tok = await self.decode_one(tok)
+        yield tok
+        if max_new_tokens <= 1 or tok in stop_ids or (cancelled and cancelled()):
+            return
+        if self._recording is None:
+            self._record_step()
+        remaining, slot = max_new_tokens - 1, 0
+        inflight = []
+        first = fed = tok            # fed: the input of the next group to be read
+        try:
+            while remaining > 0 or inflight:
+                # keep one group queued behind the one being read
+                while remaining > 0 and len(inflight) < 2 and not (cancelled and cancelled()):
+                    k = min(self.group, remaining)
+                    inflight.append(self._launch(k, slot, first))
+                    first, slot, remaining = None, slot ^ 1, remaining - k
+                if not inflight:
+                    return
+                g = inflight.pop(0)
+                ids = list(struct.unpack(f"<{g.k}I", await g.ids))
+                g.ids = None
+                self.last_token = ids[-1]
+                for j, t in enumerate(ids):
+                    yield t
+                    if t in stop_ids or (cancelled and cancelled()):
+                        if j < len(ids) - 1:        # steps ran past t: undo them
+                            self._rollback(g, [fed] + ids[:j])
+                        elif inflight:              # t ended its group: the next one's start
+                            self._rollback(inflight[0], [])
+                        self.last_token = t
+                        return
+                fed = ids[-1]
+        finally:
+            for g in inflight:       # finish reads still pending (their staging buffers)
+                if g.ids is not None:
+                    await g.ids
 
     def release(self):
         for t in (self.token, self.history, self.ctl):
             t.release()
+        if self._ring is not None:
+            self._ring.release()
+            for ts in self._shadow:
+                for t in ts:
+                    t.release()
         self.state.release()
         self._recording = None
+        self._groups = {}
+
+
+@dataclass
+class _Group:
+    """A queued group of decode steps: where its ids go, and the counters at its start."""
+    slot: int
+    k: int
+    tokens_seen: int
+    step_no: int
+    n_history: int
+    ids: object = None        # the pending read of its k sampled ids
 
 
 async def generate(model, prompt_ids, max_new_tokens, sampling_cfg=None, stop_ids=(),

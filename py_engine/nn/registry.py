@@ -68,6 +68,17 @@ def conv_weight(rel, shape):
     return [(rel, 0, shape[0], (shape[0], shape[2]))]
 
 
+def linear_piece(kind, rel):
+    """Whether piece `rel` of a `kind` layer is a weight matrix used only through
+    py_engine/ops/linear.py, so it may be stored in a narrow format (ops/weight_format.py).
+    HF names such matrices `*proj.weight` (a `#block` suffix marks a row block); a kind whose
+    names differ defines its own `linear_piece(rel)`."""
+    own = getattr(kind, "linear_piece", None)
+    if own is not None:
+        return own(rel)
+    return rel.split("#")[0].endswith("proj.weight")
+
+
 def bias_hint(cfg, rel):
     """Why a Mamba mixer's bias tensor is unexpected: the config flag that says it is absent."""
     if rel in ("in_proj.bias", "out_proj.bias") and not cfg.use_bias:

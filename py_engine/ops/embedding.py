@@ -8,6 +8,9 @@ def embedding_forward(batch, ids, weight, out=None):
     V, D = weight.shape
     T = ids.numel
     y = out_like(dev, tuple(ids.shape) + (D,), out)
+    if weight.dtype != "f32":      # a narrow table (py_engine/ops/weight_format.py)
+        from py_engine.ops.weight_format import dequantize
+        return dequantize(batch, weight, ids=ids, out=y)
     u = dev.uniform(params(T, D, V, 0))
     batch.run("embedding_forward", "embedding_forward", [u, ids.binding, weight.binding, y.binding],
               -(-D // 64), T)

@@ -5,6 +5,7 @@ gradient: shaders/linear_backward.wgsl).
   backward: dx[M,K] = dy[M,N] @ W[N,K];  dW[N,K] = dy^T @ x;  db[N] = sum_rows dy
 """
 from py_engine.ops._common import ACCUMULATE, ADD_BIAS, dummy, out_like, params, rows_of
+from py_engine.ops import weight_format
 from py_engine.ops.lora import adapter_of, branch_forward
 
 TILE = 32  # each 8x8 workgroup computes a 32x32 block of C (4x4 per thread)
@@ -13,10 +14,23 @@ MATVEC_ROWS = 8      # output rows per matvec workgroup
 
 
 def _matvec_ok(dev):
-    """The subgroup matvec on real GPUs only. On a software adapter (SwiftShader) its
-    subgroup ops and barrier are emulated: measured in Chromium here, decode at d256x4 ran
-    0.96 tok/s with it (256 threads), 8.5 (64 threads) and 56.5 with the tiled matmul."""
+    """The matvec kernels on real GPUs only. On a software adapter (SwiftShader) their
+    subgroup ops and barriers are emulated: measured in Chromium here, decode at d256x4 ran
+    0.96 tok/s with it (256 threads), 8.5 (64 threads) and 56.5 with the tiled matmul.
+    `device.force_matvec` (tests on a CPU Vulkan driver) takes them anyway."""
+    if getattr(dev, "force_matvec", False):
+        return True
     return "subgroups" in dev.features and not dev.info.get("is_fallback")
+
+
+def _rows_kernel(dev, K):
+    """f32 weights through the 16-byte-chunk matvec (weight_format.matvec) instead of the
+    scalar 8-rows-per-workgroup one: MAMBAWEB_MATVEC=rows|classic (device.matvec_kernel)."""
+    kind = getattr(dev, "matvec_kernel", None)
+    if kind is None:
+        import os
+        kind = dev.matvec_kernel = os.environ.get("MAMBAWEB_MATVEC", "rows")
+    return kind == "rows" and K % 4 == 0
 
 
 def _matvec_constants(dev):
@@ -35,7 +49,22 @@ def matmul(batch, a, b, c, M, N, K, strides, bias=None, accumulate=False):
     dev = batch.device
     flags = (ADD_BIAS if bias is not None else 0) | (ACCUMULATE if accumulate else 0)
     sa0, sa1, sb0, sb1 = strides
-    if (M <= MATVEC_MAX_M and (sa0, sa1, sb0, sb1) == (K, 1, 1, K) and _matvec_ok(dev)):
+    decode_shape = M <= MATVEC_MAX_M and (sa0, sa1, sb0, sb1) == (K, 1, 1, K) and _matvec_ok(dev)
+    if b.dtype != "f32":
+        # a narrow weight (py_engine/ops/weight_format.py): read as it is when decoding,
+        # else through a temporary f32 copy (released once recorded: later work reuses it
+        # only after this GEMM in queue order)
+        if decode_shape:
+            weight_format.matvec(batch, a, [b], [c], M, bias=bias, accumulate=accumulate)
+            return
+        tmp = weight_format.dequantize(batch, b)
+        matmul(batch, a, tmp, c, M, N, K, strides, bias=bias, accumulate=accumulate)
+        tmp.release()
+        return
+    if decode_shape and _rows_kernel(dev, K):
+        weight_format.matvec(batch, a, [b], [c], M, bias=bias, accumulate=accumulate)
+        return
+    if decode_shape:
         # x @ W^T with few rows (decode): the bandwidth-bound kernel
         from py_engine.ops._common import fold
         u = dev.uniform(params(M, N, K, flags))
@@ -119,13 +148,17 @@ def linear_multi(batch, x, weights):
     M = rows_of(x)
     outs = [out_like(dev, tuple(x.shape[:-1]) + (w.shape[0],)) for w in weights]
     if (M > MATVEC_MAX_M or not _matvec_ok(dev) or len(weights) > 3
-            or any(adapter_of(dev, w) is not None for w in weights)):
+            or any(adapter_of(dev, w) is not None for w in weights)
+            or len({w.dtype for w in weights}) > 1):
         for w, y in zip(weights, outs):
             linear_forward(batch, x, w, out=y)
         return outs
     for w in weights:
         if w.shape[1] != K:
             raise ValueError(f"linear_multi: weight {list(w.shape)} does not take K={K}")
+    if weights[0].dtype != "f32" or _rows_kernel(dev, K):
+        weight_format.matvec(batch, x, weights, outs, M)
+        return outs
     Ns = [w.shape[0] for w in weights] + [0] * (3 - len(weights))
     u = dev.uniform(params(M, K, len(weights), 0, *Ns, 0))
     from py_engine.ops.conv1d import rw_dummy

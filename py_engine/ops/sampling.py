@@ -101,4 +101,16 @@ def sample(batch, logits, ctl=None, *, temperature=1.0, top_k=0, top_p=1.0,
     return out
 
 
-__all__ = ["sample", "make_control", "set_control"]
+
+def advance(batch, token, ctl, history):
+    """After `sample`: ctl's step += 1 and the sampled ids appended to `history` (where it has
+    room), on the GPU (shaders/decode_control.wgsl), so decode steps chain without the host."""
+    dev = batch.device
+    rows = token.numel
+    cap = history.shape[-1]
+    u = dev.uniform(params(rows, cap, 0, 0))
+    batch.run("decode_control", "decode_advance",
+              [u, token.binding, ctl.binding, history.binding], 1)
+
+
+__all__ = ["sample", "make_control", "set_control", "advance"]

@@ -44,10 +44,14 @@ from tests.browser import test_kernels_gated_rmsnorm as _kgn  # noqa: E402
 from tests.browser import test_kernels_mamba3 as _km3  # noqa: E402
 from tests.browser import test_kernels_ssd as _kss  # noqa: E402
 from tests.browser import test_kernels_ssd_backward as _kssb  # noqa: E402
+from tests.browser import test_kernels_weight_format as _kwf  # noqa: E402
 
 test_linear_forward_and_backward = _kf.test_linear_forward_and_backward
 test_linear_accumulates_into_existing_gradient = _kf.test_linear_accumulates_into_existing_gradient
 test_elementwise = _kf.test_elementwise
+test_quantize_stores_the_reference_bytes = _kwf.test_quantize_stores_the_reference_bytes
+test_decode_matvec_reads_the_narrow_weight = _kwf.test_decode_matvec_reads_the_narrow_weight
+test_gemm_and_gather_dequantize = _kwf.test_gemm_and_gather_dequantize
 test_rmsnorm = _kf.test_rmsnorm
 test_embedding = _kf.test_embedding
 test_cross_entropy = _kf.test_cross_entropy

@@ -255,11 +255,20 @@ def _record_ops(batch):
 
 def _record_matvec(batch):
     from py_engine.gpu.tensor import Tensor
-    from py_engine.ops import linear
+    from py_engine.ops import linear, sampling
+    from py_engine.ops import weight_format as wf
     dev = batch.device
     t = lambda *shape: Tensor(dev, shape)  # noqa: E731
-    linear.linear_forward(batch, t(1, 8), t(6, 8))
-    linear.linear_multi(batch, t(1, 8), [t(6, 8), t(5, 8)])
+    for kind in ("classic", "rows"):          # the scalar f32 kernel and the 16-byte-chunk one
+        dev.matvec_kernel = kind
+        linear.linear_forward(batch, t(1, 32), t(6, 32))
+        linear.linear_multi(batch, t(1, 32), [t(6, 32), t(5, 32)])
+    for fmt in ("f16", "bf16", "q8", "q4"):   # narrow weights: stored, read by decode and GEMMs
+        q = wf.quantize(batch, t(6, 32), fmt)
+        linear.linear_forward(batch, t(1, 32), q)
+        linear.linear_forward(batch, t(9, 32), q)
+    sampling.advance(batch, Tensor(dev, (1,), "u32"), Tensor(dev, (2,), "u32"),
+                     Tensor(dev, (8,), "u32"))
 
 
 # Shaders whose uniforms are packed by py_engine.ops._common.params elsewhere, not wired here:
@@ -269,7 +278,9 @@ WIRED = {"rmsnorm_forward", "rmsnorm_backward", "gated_rmsnorm_forward",
          "gated_rmsnorm_backward", "conv1d_forward", "conv1d_backward", "selective_scan_forward",
          "selective_scan_backward", "elementwise_forward", "elementwise_backward", "reduce",
          "cross_entropy_forward", "cross_entropy_backward", "embedding_forward",
-         "embedding_backward", "matmul", "linear_backward", "matvec", "sampling"}
+         "embedding_backward", "matmul", "linear_backward", "matvec", "sampling",
+         "matvec_f32", "matvec_f16", "matvec_bf16", "matvec_q8", "matvec_q4", "quantize",
+         "dequant", "decode_control"}
 ENTRY = re.compile(r"@compute[^;{]*?fn\s+(\w+)", re.S)
 STRUCT_OF = {("matvec", "matvec_multi_forward"): "MultiParams"}   # entries not bound to Params
 

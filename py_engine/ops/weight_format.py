@@ -1,0 +1,113 @@
+"""Weights kept narrow on the GPU: f16 / bf16 / q8 (int8, a scale per row) / q4 (4-bit, an f16
+scale per group of 32). Layouts: shaders/lib/weight_formats.wgsl.
+
+  quantize(batch, w [N,K] f32, fmt)      -> Tensor dtype fmt (once, at load: quantize.wgsl)
+  dequantize(batch, w, ids=None)         -> f32 [N,K], or the rows ids[t] as [T,K] (dequant.wgsl)
+  matvec(batch, x [M,K], ws, ys, ...)    y_g (+)= x @ W_g^T for M <= 4 (matvec_<fmt>.wgsl)
+
+Decode reads the narrow bytes directly (the point: half / a quarter / an eighth of f32's
+traffic); prefill and training GEMMs dequantize a temporary f32 copy of one weight at a time
+(compute-bound there, and the GEMM kernels stay one per shape, not one per format).
+"""
+from py_engine.gpu.tensor import Tensor
+from py_engine.ops._common import MAX_GROUPS, dummy, fold, params
+
+FORMATS = ("f32", "f16", "bf16", "q8", "q4")
+# K must be a multiple of this for the 16-byte-chunk mat-vec of each format
+K_MULTIPLE = {"f32": 4, "f16": 8, "bf16": 8, "q8": 16, "q4": 32}
+BITS = {"f32": 32, "f16": 16, "bf16": 16, "q8": 8, "q4": 4}
+THREADS = 256
+
+
+def check_format(fmt):
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown weight format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    return fmt
+
+
+def fits(shape, fmt) -> bool:
+    """Whether a weight of `shape` can be stored as `fmt` (2-D with K a multiple of the chunk)."""
+    return len(shape) == 2 and shape[1] % K_MULTIPLE[fmt] == 0
+
+
+def quantize(batch, w, fmt):
+    """A new tensor holding f32 `w` [N, K] in `fmt` (the caller releases `w` when done)."""
+    check_format(fmt)
+    if fmt == "f32" or w.dtype == fmt:
+        return w
+    if w.dtype != "f32":
+        raise ValueError(f"quantize: {w.dtype} -> {fmt} is not supported (start from f32)")
+    if not fits(w.shape, fmt):
+        raise ValueError(f"a {list(w.shape)} weight cannot be stored as {fmt}: its last "
+                         f"dimension must be a multiple of {K_MULTIPLE[fmt]}")
+    dev = batch.device
+    N, K = w.shape
+    q = Tensor(dev, (N, K), fmt)
+    u = dev.uniform(params(N, K, 0, 0))
+    if fmt == "q8":
+        gx, gy = fold(N)                       # one workgroup per row
+    elif fmt == "q4":
+        gx, gy = fold(-(-(N * K // 64) // THREADS))   # one thread per pair of groups
+    else:
+        gx, gy = fold(-(-(N * K // 2) // THREADS))    # one thread per output word
+    batch.run("quantize", f"quantize_{fmt}", [u, w.binding, q.binding], gx, gy)
+    return q
+
+
+def dequantize(batch, w, ids=None, out=None):
+    """f32 copy of narrow `w` [N, K]: all rows, or rows ids[t] (u32 [T]) as [T, K]."""
+    dev = batch.device
+    N, K = w.shape
+    if w.dtype == "f32":
+        raise ValueError("dequantize: the weight is already f32")
+    T = ids.numel if ids is not None else N
+    y = out if out is not None else Tensor(dev, (T, K))
+    gx = -(-K // THREADS)
+    for row0 in range(0, T, MAX_GROUPS):       # the rows are the y dimension of the grid
+        rows = min(MAX_GROUPS, T - row0)
+        if ids is not None and row0:
+            raise ValueError(f"embedding lookup of {T} tokens at once: at most {MAX_GROUPS}")
+        u = dev.uniform(params(rows, K, N, 1 if ids is not None else 0, row0, 0, 0, 0))
+        out_binding = y.binding if row0 == 0 else _row_slice(y, row0, rows, K)
+        batch.run("dequant", f"dequant_{w.dtype}",
+                  [u, w.binding, ids.binding if ids is not None else dummy(dev), out_binding],
+                  gx, rows)
+    return y
+
+
+def _row_slice(y, row0, rows, K):
+    off = row0 * K * 4
+    if off % 256:
+        raise ValueError(f"dequantize: row block at {row0} is not 256-byte aligned (K={K})")
+    return (y.buffer, y.offset + off, rows * K * 4)
+
+
+def rows_per_thread_group(fmt, K):
+    """Threads sharing one row (TPR, a pipeline constant): enough 16-byte chunks per thread to
+    keep loads in flight, at least 64 threads, at most the whole workgroup."""
+    chunks = K // (128 // BITS[fmt])          # 16 bytes hold 128 / bits values
+    tpr = 64
+    while tpr < THREADS and chunks >= 4 * tpr * 2:
+        tpr *= 2
+    return tpr
+
+
+def matvec(batch, x, ws, ys, M, bias=None, accumulate=False):
+    """ys[g] (+)= x[M, K] @ ws[g]^T (+ bias, g = 0 only) for up to 3 weights of one format."""
+    from py_engine.ops.conv1d import rw_dummy
+    dev = batch.device
+    fmt = ws[0].dtype
+    K = ws[0].shape[1]
+    if any(w.dtype != fmt or w.shape[1] != K for w in ws) or len(ws) > 3 or M > 4:
+        raise ValueError("matvec: weights must share format and K, at most 3 of them, M <= 4")
+    Ns = [w.shape[0] for w in ws] + [0] * (3 - len(ws))
+    flags = (1 if bias is not None else 0) | (2 if accumulate else 0)
+    u = dev.uniform(params(M, Ns[0], K, flags, len(ws), Ns[1], Ns[2], 0))
+    tpr = rows_per_thread_group(fmt, K)
+    gx, gy = fold(-(-max(Ns) // (THREADS // tpr)))
+    wb = [w.binding for w in ws] + [dummy(dev)] * (3 - len(ws))
+    yb = [y.binding for y in ys] + [rw_dummy(dev, slot) for slot in range(3 - len(ws))]
+    batch.run(f"matvec_{fmt}", "matvec_forward",
+              [u, x.binding, wb[0], bias.binding if bias is not None else dummy(dev), yb[0],
+               wb[1], wb[2], yb[1], yb[2]],
+              gx, gy, len(ws), constants={"TPR": tpr})

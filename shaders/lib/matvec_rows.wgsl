@@ -1,0 +1,77 @@
+// The weight-streaming mat-vec shared by shaders/matvec_<format>.wgsl (decode: M <= 4 rows).
+//   y_g[m, j] (+)= sum_k x[m, k] * W_g[j, k] (+ bias[j])      g < G <= 3 matrices sharing x
+// Bandwidth-bound: each weight is read once per token in 16-byte chunks (vec4<u32>/vec4<f32>).
+// TPR threads share a row (a pipeline override the host picks from K: 64..256) so a 256-thread
+// workgroup covers 256/TPR rows; consecutive threads read consecutive chunks (coalesced), and
+// the row's partial sums meet in a shared-memory tree (no subgroup op: correct whatever the
+// subgroup size, and the reduction is a small part of the row's reads).
+// The including file defines, before this include:
+//   const CV: u32                   vec4s of values per 16-byte chunk (f32 1, f16/bf16 2, q8 4, q4 8)
+//   fn load_chunk(g: u32, row: u32, c: u32) -> array<vec4<f32>, CV>   values k = c*4*CV ..
+// and the weight bindings w (1 -> binding 2), w1 (binding 5), w2 (binding 6).
+
+struct Params { M: u32, N: u32, K: u32, flags: u32,        // flags: bit0 bias, bit1 accumulate
+                G: u32, N1: u32, N2: u32, _p: u32 };       // matrices; rows of W_1, W_2
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x4: array<vec4<f32>>;      // [M, K/4]
+@group(0) @binding(3) var<storage, read> bias: array<f32>;          // [N] (bit0 of flags)
+@group(0) @binding(4) var<storage, read_write> y: array<f32>;       // [M, N]
+@group(0) @binding(7) var<storage, read_write> y1: array<f32>;      // [M, N1]
+@group(0) @binding(8) var<storage, read_write> y2: array<f32>;      // [M, N2]
+
+override TPR: u32 = 64u;
+const THREADS = 256u;
+var<workgroup> red: array<vec4<f32>, THREADS>;
+
+fn rows_of(g: u32) -> u32 {
+  switch g { case 0u: { return p.N; } case 1u: { return p.N1; } default: { return p.N2; } }
+}
+
+fn ystore(g: u32, idx: u32, v: f32) {
+  switch g { case 0u: { y[idx] = v; } case 1u: { y1[idx] = v; } default: { y2[idx] = v; } }
+}
+
+fn yload(g: u32, idx: u32) -> f32 {
+  switch g { case 0u: { return y[idx]; } case 1u: { return y1[idx]; } default: { return y2[idx]; } }
+}
+
+@compute @workgroup_size(THREADS)
+fn matvec_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_index) lid: u32) {
+  let g = wid.z;
+  let N = rows_of(g);
+  let row0 = (wid.x + wid.y * nwg.x) * (THREADS / TPR);
+  if (row0 >= N) { return; }            // uniform per workgroup (a smaller W_g of a multi call)
+  let row = row0 + lid / TPR;
+  let lane = lid % TPR;
+  let r = min(row, N - 1u);             // past-the-end rows compute row N-1 and store nothing
+  let xs = p.K / 4u;                    // vec4s per x row
+  let nchunk = xs / CV;
+  var acc = vec4<f32>(0.0);             // one partial sum per x row m < M <= 4
+  for (var c = lane; c < nchunk; c += TPR) {
+    let wv = load_chunk(g, r, c);
+    for (var m = 0u; m < p.M; m++) {
+      let xo = m * xs + c * CV;
+      var s = 0.0;
+      for (var i = 0u; i < CV; i++) { s += dot(wv[i], x4[xo + i]); }
+      acc[m] += s;
+    }
+  }
+  red[lid] = acc;
+  workgroupBarrier();
+  for (var step = TPR / 2u; step > 0u; step >>= 1u) {
+    if (lane < step) { red[lid] += red[lid + step]; }
+    workgroupBarrier();
+  }
+  if (lane == 0u && row < N) {
+    let tot = red[lid];
+    for (var m = 0u; m < p.M; m++) {
+      var v = tot[m];
+      if ((p.flags & 1u) != 0u) { v += bias[row]; }
+      let idx = m * N + row;
+      if ((p.flags & 2u) != 0u) { v += yload(g, idx); }
+      ystore(g, idx, v);
+    }
+  }
+}

@@ -1,0 +1,42 @@
+// How narrow weight formats decode, as pure functions of the stored u32 words (no bindings),
+// so the matvec kernels (shaders/matvec_<format>.wgsl), dequant.wgsl and quantize.wgsl agree.
+// A weight W[N, K] (row-major) is one buffer of u32 words:
+//   f16, bf16 : K/2 words per row, value k in the low half of word k/2 when k is even.
+//   q8        : K/4 words per row, value k in byte k%4 (two's complement), then N f32 scales
+//               (one per row, bitcast) at word N*K/4:  w = q * scale[row].
+//   q4        : K/8 words per row, value k in nibble k%8 (lowest first) stored as q+8 (0..15),
+//               then N*K/32 f16 scales (one per group of 32 along a row, two per word) at word
+//               N*K/8:  w = (nibble - 8) * scale[group]  (GGUF Q4_0's rule).
+// Shapes the kernels accept: K a multiple of 8 (f16, bf16), 16 (q8), 32 (q4); others stay f32.
+
+fn f16_pair(word: u32) -> vec2<f32> { return unpack2x16float(word); }
+
+fn bf16_pair(word: u32) -> vec2<f32> {
+  return vec2<f32>(bitcast<f32>(word << 16u), bitcast<f32>(word & 0xffff0000u));
+}
+
+fn q8_quad(word: u32) -> vec4<f32> {
+  // unpack4x8snorm gives q/127; scale back to the integer exactly
+  return vec4<f32>(vec4<i32>(round(unpack4x8snorm(word) * 127.0)));
+}
+
+fn q8_byte(word: u32, i: u32) -> f32 {
+  return f32(extractBits(bitcast<i32>(word), 8u * i, 8u));
+}
+
+fn q4_low(word: u32) -> vec4<f32> {   // nibbles 0..3
+  return vec4<f32>(f32(word & 15u), f32((word >> 4u) & 15u),
+                   f32((word >> 8u) & 15u), f32((word >> 12u) & 15u)) - 8.0;
+}
+
+fn q4_high(word: u32) -> vec4<f32> {  // nibbles 4..7
+  return vec4<f32>(f32((word >> 16u) & 15u), f32((word >> 20u) & 15u),
+                   f32((word >> 24u) & 15u), f32(word >> 28u)) - 8.0;
+}
+
+fn q4_nibble(word: u32, i: u32) -> f32 { return f32((word >> (4u * i)) & 15u) - 8.0; }
+
+fn half_of(word: u32, odd: bool) -> f32 {   // one f16 of a packed pair
+  let v = unpack2x16float(word);
+  return select(v.x, v.y, odd);
+}

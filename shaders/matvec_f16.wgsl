@@ -1,0 +1,17 @@
+// Mat-vec with f16 weights, two per u32, read 8 at a time; the kernel: lib/matvec_rows.wgsl.
+//#include "lib/weight_formats.wgsl"
+@group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;    // W_0 [N, K/8] (8 f16s per vec4)
+@group(0) @binding(5) var<storage, read> w1: array<vec4<u32>>;   // W_1 [N1, K/8]
+@group(0) @binding(6) var<storage, read> w2: array<vec4<u32>>;   // W_2 [N2, K/8]
+
+const CV = 2u;
+
+fn load_chunk(g: u32, row: u32, c: u32) -> array<vec4<f32>, CV> {
+  let i = row * (p.K / 8u) + c;
+  var q: vec4<u32>;
+  switch g { case 0u: { q = w[i]; } case 1u: { q = w1[i]; } default: { q = w2[i]; } }
+  return array<vec4<f32>, CV>(vec4<f32>(f16_pair(q.x), f16_pair(q.y)),
+                              vec4<f32>(f16_pair(q.z), f16_pair(q.w)));
+}
+
+//#include "lib/matvec_rows.wgsl"

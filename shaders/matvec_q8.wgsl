@@ -1,0 +1,24 @@
+// Mat-vec with int8 weights and one f32 scale per row (lib/weight_formats.wgsl's q8), read 16
+// at a time; the kernel: lib/matvec_rows.wgsl. The scales follow the data in the same buffer
+// (N*K/4 words of data: a whole number of vec4s since K % 16 == 0).
+//#include "lib/weight_formats.wgsl"
+@group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;    // W_0: [N, K/16], then [N] scales
+@group(0) @binding(5) var<storage, read> w1: array<vec4<u32>>;   // W_1: [N1, K/16], then [N1]
+@group(0) @binding(6) var<storage, read> w2: array<vec4<u32>>;   // W_2: [N2, K/16], then [N2]
+
+const CV = 4u;
+
+fn wvec(g: u32, i: u32) -> vec4<u32> {
+  switch g { case 0u: { return w[i]; } case 1u: { return w1[i]; } default: { return w2[i]; } }
+}
+
+fn load_chunk(g: u32, row: u32, c: u32) -> array<vec4<f32>, CV> {
+  let kv = p.K / 16u;
+  let s = rows_of(g) * kv * 4u + row;               // the row's scale, as a word index
+  let scale = bitcast<f32>(wvec(g, s / 4u)[s % 4u]);
+  let q = wvec(g, row * kv + c);
+  return array<vec4<f32>, CV>(q8_quad(q.x) * scale, q8_quad(q.y) * scale,
+                              q8_quad(q.z) * scale, q8_quad(q.w) * scale);
+}
+
+//#include "lib/matvec_rows.wgsl"

@@ -1,0 +1,110 @@
+"""Pipelined decode (Generator.stream): groups of chained steps, one submit per group, the next
+group queued before the ids of the current one come back. The ids equal a token-by-token
+decode's; a stop id or a cancel inside a group leaves exactly the token-by-token state (SSM
+states, KV cache position, repetition history), so continuing the conversation gives the same
+ids as if no step had run past the stop."""
+import numpy as np
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.browser
+FIXTURES = REPO / "tests" / "fixtures" / "models"
+
+RUN = """
+from py_engine.io.hf_loader import load_model
+from py_engine.models.generate import Generator, SamplingConfig
+model = await load_model(device, args['url'])
+prompt, more = args['prompt'], args['more']
+
+def cfg():
+    return SamplingConfig(greedy=False, temperature=0.9, top_k=20, repetition_penalty=1.3, seed=5)
+
+async def one_by_one(n, stop=None):
+    # the reference: prefill + decode_one, stopping at the first stop id
+    g = Generator(model, cfg(), max_tokens=256)
+    out = [await g.prefill(prompt)]
+    while len(out) < n and out[-1] != stop:
+        out.append(await g.decode_one(out[-1]))
+    return g, out
+
+async def streamed(n, group, stop=None, cancel_at=None):
+    g = Generator(model, cfg(), max_tokens=256, group=group)
+    out = []
+    before = device.stats()['submits']
+    async for t in g.stream(prompt, n, (stop,) if stop is not None else (),
+                            cancelled=lambda: cancel_at is not None and len(out) >= cancel_at):
+        out.append(t)
+    return g, out, device.stats()['submits'] - before
+
+async def state_of(g):
+    layers = [{'kv': bool(getattr(l, 'capacity', None)),
+               'tensors': [(list(t.shape), await t.to_bytes()) for t in l.tensors()]}
+              for l in g.state.layers]
+    return {'layers': layers, 'pos': await g.state.pos.to_bytes(), 'seen': g.state.tokens_seen,
+            'hist': (await g.history.to_bytes())[:4 * g.n_history], 'n_hist': g.n_history,
+            'ctl': await g.ctl.to_bytes(), 'step': g.step_no}
+
+async def then(g):
+    # continue the conversation: a new prompt on the kept state
+    return [t async for t in g.stream(more, 6)]
+
+res = {}
+g0, ref = await one_by_one(args['n'])
+res['ref'] = ref
+g0.release()
+for group in (1, 3, 8):
+    g, ids, submits = await streamed(args['n'], group)
+    res[f'ids{group}'] = ids
+    res[f'submits{group}'] = submits
+    g.release()
+stop = ref[args['stop_at']]
+first_stop = ref.index(stop)
+for name, kw in (('stop', dict(stop=stop)), ('cancel', dict(cancel_at=args['stop_at'] + 1))):
+    g_ref, r = await one_by_one(args['n'], stop=stop if name == 'stop' else None)
+    if name == 'cancel':
+        r = r[:args['stop_at'] + 1]
+        g_ref.release()
+        g_ref = Generator(model, cfg(), max_tokens=256)
+        r2 = [await g_ref.prefill(prompt)]
+        while len(r2) < args['stop_at'] + 1:
+            r2.append(await g_ref.decode_one(r2[-1]))
+    g, ids, _ = await streamed(args['n'], 8, **kw)
+    res[name] = {'ref': r, 'ids': ids, 'ref_state': await state_of(g_ref), 'state': await state_of(g),
+                 'ref_then': await then(g_ref), 'then': await then(g)}
+    g.release()
+    g_ref.release()
+res['first_stop'] = first_stop
+model.release()
+result = res
+"""
+
+
+@pytest.mark.parametrize("name", ["mamba-d40-tied", "nemotronh-mamf-untied"])
+def test_pipelined_stream_equals_token_by_token(engine, server, name):
+    exp = np.load(FIXTURES / name / "expected.npz")
+    prompt = exp["prompt_ids"].tolist()
+    n, stop_at = 21, 10            # 20 decoded steps: groups of 8, 8, 4; the stop inside group 2
+    out = engine.run(RUN, url=f"{server.url}/weights/{name}/", prompt=prompt, more=prompt[:3],
+                     n=n, stop_at=stop_at)
+    ref = out["ref"]
+    assert len(ref) == n
+    for group in (1, 3, 8):
+        assert out[f"ids{group}"] == ref, group
+        assert out[f"submits{group}"] == 1 + -(-(n - 1) // group)   # prefill + one per group
+    for case in ("stop", "cancel"):
+        c = out[case]
+        want = ref[:out["first_stop"] + 1] if case == "stop" else ref[:stop_at + 1]
+        assert c["ref"] == want and c["ids"] == want, case
+        # the state left behind is the token-by-token one, bit for bit (KV caches up to the
+        # position: slots past it are never read, and the next tokens overwrite them)
+        got, want_state = c["state"], c["ref_state"]
+        seen = want_state["seen"]
+        for la, lb in zip(got.pop("layers"), want_state.pop("layers")):
+            for (shape, a), (_, b) in zip(la["tensors"], lb["tensors"]):
+                a, b = (np.frombuffer(v, np.float32).reshape(shape) for v in (a, b))
+                if la["kv"]:                      # [Bsz, KVH, Tmax, Dh]
+                    a, b = a[:, :, :seen], b[:, :, :seen]
+                assert np.array_equal(a, b), case
+        assert got == want_state, case
+        assert c["then"] == c["ref_then"], case

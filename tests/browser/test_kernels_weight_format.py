@@ -1,0 +1,97 @@
+"""Narrow weight formats (py_engine/ops/weight_format.py): quantize stores exactly what the numpy
+reference stores, every kernel that reads a narrow weight (decode mat-vec, dequantized GEMM,
+embedding gather) sees exactly the reference's values, and a model loaded narrow decodes as its
+own parallel path does."""
+import numpy as np
+import pytest
+
+from tests.browser.kernel_harness import runner
+from tests.reference import weight_format_numpy as ref
+
+rng = np.random.default_rng(11)
+FORMATS = ["f16", "bf16", "q8", "q4"]
+gpu = runner("from py_engine.ops import weight_format as wf\nfrom py_engine.ops import linear as L\n"
+             "from py_engine.ops.embedding import embedding_forward", decode=False)
+
+
+def weights(N, K):
+    w = rng.standard_normal((N, K)).astype(np.float32) * 0.1
+    w[0, :5] = [0.0, 1e-8, -3.0, 2.5, 1.0]     # a zero, a tiny value, the largest magnitudes
+    return w
+
+
+def f64(raw):
+    return np.frombuffer(raw, np.float32).astype(np.float64)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_quantize_stores_the_reference_bytes(engine, fmt):
+    w = weights(5, 64)
+    outs, info = gpu(engine, "q = wf.quantize(b, T['w'], %r)\nouts['q'] = q\n"
+                             "info['nbytes'] = q.nbytes\nouts['back'] = wf.dequantize(b, q)" % fmt, w=w)
+    assert info["nbytes"] == len(ref.packed(w, fmt))
+    got = ref.unpack(outs["q"], w.shape, fmt)
+    want = ref.roundtrip(w, fmt)
+    # the reference's value everywhere but at rounding ties, where a neighbour level is fine
+    tie = ref.near_tie(w, fmt)
+    assert np.array_equal(got[~tie], want[~tie])
+    level = np.abs(want - got)[tie]
+    assert level.size == 0 or level.max() <= 1.01 * np.abs(w).max() / (7 if fmt == "q4" else 126)
+    # and every reader sees exactly the stored values
+    assert np.array_equal(f64(outs["back"]).reshape(w.shape), got)
+
+
+@pytest.mark.parametrize("fmt", FORMATS + ["f32"])
+@pytest.mark.parametrize("M", [1, 3])
+def test_decode_matvec_reads_the_narrow_weight(engine, fmt, M):
+    """The mat-vec kernels (forced on, as on a real GPU), with bias and accumulate, and three
+    weights of one format in one dispatch, against the reference's values in float64."""
+    K = 96 if fmt != "q4" else 128
+    ws = [weights(n, K) for n in (37, 8, 70)]
+    x = rng.standard_normal((M, K)).astype(np.float32)
+    bias = rng.standard_normal(37).astype(np.float32)
+    acc = rng.standard_normal((M, 37)).astype(np.float32)
+    code = ("dev.force_matvec = True\n"
+            "Q = [wf.quantize(b, T[n], %r) for n in ('w0', 'w1', 'w2')]\n"
+            "outs['q0'], outs['q1'], outs['q2'] = (Q if Q[0].dtype != 'f32' else (None,) * 3)\n"
+            "outs['one'] = L.linear_forward(b, T['x'], Q[0], T['bias'])\n"
+            "L.linear_accumulate(b, T['x'], Q[0], T['acc'])\n"
+            "outs['acc'] = T['acc']\n"
+            "outs['m0'], outs['m1'], outs['m2'] = L.linear_multi(b, T['x'], Q)\n"
+            "dev.force_matvec = False\n" % fmt)
+    outs, _ = gpu(engine, code, x=x, w0=ws[0], w1=ws[1], w2=ws[2], bias=bias, acc=acc)
+    W = [ref.unpack(outs[f"q{g}"], w.shape, fmt) if fmt != "f32" else w.astype(np.float64)
+         for g, w in enumerate(ws)]
+    x64 = x.astype(np.float64)
+    tol = 2e-6 * np.sqrt(K)
+    assert np.allclose(f64(outs["one"]).reshape(M, 37), x64 @ W[0].T + bias, atol=tol, rtol=1e-5)
+    assert np.allclose(f64(outs["acc"]).reshape(M, 37), acc + x64 @ W[0].T, atol=tol, rtol=1e-5)
+    for g in range(3):
+        assert np.allclose(f64(outs[f"m{g}"]).reshape(M, -1), x64 @ W[g].T, atol=tol, rtol=1e-5)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_gemm_and_gather_dequantize(engine, fmt):
+    """Prefill-sized products (a temporary f32 copy), the input gradient through a frozen narrow
+    weight (LoRA on a narrow base), and the embedding gather."""
+    N, K, M = 40, 64, 9
+    w = weights(N, K)
+    x = rng.standard_normal((M, K)).astype(np.float32)
+    dy = rng.standard_normal((M, N)).astype(np.float32)
+    ids = np.array([3, 0, 39, 3, 17], np.uint32)
+    code = ("q = wf.quantize(b, T['w'], %r)\n"
+            "outs['y'] = L.linear_forward(b, T['x'], q)\n"
+            "outs['dx'] = L.linear_backward_input(b, T['dy'], q)\n"
+            "outs['e'] = embedding_forward(b, T['ids'], q)\n"
+            "outs['q'] = q" % fmt)
+    outs, _ = gpu(engine, code, w=w, x=x, dy=dy, ids=ids)
+    W = ref.unpack(outs["q"], w.shape, fmt)
+    assert np.allclose(f64(outs["y"]).reshape(M, N), x.astype(np.float64) @ W.T, atol=1e-5, rtol=1e-5)
+    assert np.allclose(f64(outs["dx"]).reshape(M, K), dy.astype(np.float64) @ W, atol=1e-5, rtol=1e-5)
+    assert np.array_equal(f64(outs["e"]).reshape(len(ids), K), W[ids])
+
+
+def test_unsuitable_shape_is_refused_by_name(engine):
+    outs, info = gpu(engine, "try:\n    wf.quantize(b, T['w'], 'q4')\nexcept ValueError as e:\n"
+                             "    info['err'] = str(e)", w=weights(4, 48))
+    assert "multiple of 32" in info["err"] and "[4, 48]" in info["err"]
