@@ -39,17 +39,24 @@ def run(args):
     from py_engine.models.config import MambaConfig
 
     hints = {}
-    if args.config:
-        cfg = MambaConfig.from_hf_dict(json.loads(Path(args.config).read_text()), args.config)
-        hints = {k: getattr(cfg, k) for k in cfg.__dataclass_fields__ if k != "layers"}
-    if args.layer_norm_epsilon is not None:
-        hints["layer_norm_epsilon"] = args.layer_norm_epsilon
     try:
+        if args.config:
+            cfg = MambaConfig.from_hf_dict(_read_json(args.config), args.config)
+            hints = {k: getattr(cfg, k) for k in cfg.__dataclass_fields__ if k != "layers"}
+        if args.layer_norm_epsilon is not None:
+            hints["layer_norm_epsilon"] = args.layer_norm_epsilon
         convert(args.src, args.dst, dtype=args.dtype, shards=args.shards,
                 max_shard_bytes=parse_size(args.max_shard_size) if args.max_shard_size else None,
                 drop_untied_head=args.drop_untied_head, mbjs_version=args.mbjs_version,
                 hints=hints)
-    except ValueError as e:
+    except (ValueError, OSError) as e:      # OSError: unreadable source, full disk, ...
         print(f"mambaweb convert: {e}", file=sys.stderr)
         return 2
     return 0
+
+
+def _read_json(path):
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None

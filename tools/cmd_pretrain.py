@@ -92,7 +92,8 @@ def register(subparsers):
 
 
 def read_corpus(path):
-    """(texts, info) of a file or a folder's text files (sorted, binary files skipped)."""
+    """(texts, info) of a file or a folder's text files (sorted; binary and non-UTF-8 files
+    skipped, py_engine/train/data.corpus_from_files says why)."""
     path = Path(path)
     if not path.exists():
         raise ValueError(f"corpus {path} does not exist")
@@ -100,23 +101,8 @@ def read_corpus(path):
         p for p in path.rglob("*")
         if p.is_file() and not any(part in TEXT_SKIP_DIRS or part.startswith(".")
                                    for part in p.relative_to(path).parts))
-    texts, names, skipped = [], [], []
-    for f in files:
-        raw = f.read_bytes()
-        if b"\0" in raw[:4096]:
-            skipped.append(str(f))
-            continue
-        try:
-            texts.append(raw.decode("utf-8"))
-            names.append(str(f))
-        except UnicodeDecodeError:
-            skipped.append(str(f))
-    texts = [t for t in texts if t]
-    if not texts:
-        raise ValueError(f"no UTF-8 text found in {path}"
-                         + (f" ({len(skipped)} binary or non-UTF-8 files skipped)" if skipped else ""))
-    return texts, {"files": len(texts), "chars": sum(map(len, texts)), "skipped": skipped[:20],
-                   "names": [Path(n).name for n in names[:20]]}
+    from py_engine.train.data import corpus_from_files
+    return corpus_from_files((str(f), f.read_bytes()) for f in files)
 
 
 def tokenizer_spec(args):
@@ -130,7 +116,14 @@ def tokenizer_spec(args):
         p = p / "tokenizer.json"
     if not p.is_file():
         raise ValueError(f"--tokenizer {t}: not 'byte', 'bpe', or a tokenizer.json file / folder")
-    return {"kind": "json", "text": p.read_text(encoding="utf-8"), "name": str(p)}
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{p} is not UTF-8 text (byte {e.start}): choose a HuggingFace "
+                         "tokenizer.json") from None
+    from py_engine.train.data import tokenizer_from_json
+    tokenizer_from_json(text, str(p))     # refuse a bad file here, before the browser starts
+    return {"kind": "json", "text": text, "name": str(p)}
 
 
 def write_files(out, files):
@@ -145,7 +138,7 @@ def run(args):
     from tools.headless import headless_engine
     out = Path(args.out)
     try:
-        texts, info = read_corpus(args.corpus)
+        texts, info = read_corpus(args.corpus)    # what it skipped comes back as warnings
         state = state_name = None
         if args.resume:
             rp = Path(args.resume)

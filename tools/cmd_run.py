@@ -70,7 +70,7 @@ def _adapter_files(folder):
 
 def run(args):
     import numpy as np
-    from tools.headless import headless_engine
+    from tools.headless import headless_engine, worker_error_message
     from tools.model_source import resolve_model
 
     ids = [int(x) for x in args.ids.split(",") if x.strip()] if args.ids else None
@@ -91,8 +91,7 @@ def run(args):
                               logits_out=bool(args.logits_out), stepwise=args.stepwise,
                               adapter=_adapter_files(args.adapter))
             except Exception as e:  # the engine's message names what went wrong
-                msg = str(e).split("Error: ", 1)[-1].strip()
-                print(f"mambaweb run: {msg}", file=sys.stderr)
+                print(f"mambaweb run: {worker_error_message(e)}", file=sys.stderr)
                 return 1
     finally:
         cleanup()

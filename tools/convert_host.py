@@ -175,26 +175,50 @@ def op_chunks(op, io):
 
 
 def execute(plan, io, dst, single_file=False):
-    """Write a plan's outputs: into folder `dst`, or (single_file) as the file `dst`."""
+    """Write a plan's outputs: into folder `dst`, or (single_file) as the file `dst`.
+
+    All or nothing: every output is written as `<name>.partial` next to where it goes and
+    renamed into place only when all of them are complete, so a failure (a short read, a full
+    disk, Ctrl-C) leaves no half-written model behind -- and no folder this call created."""
     dst = Path(dst)
-    (dst.parent if single_file else dst).mkdir(parents=True, exist_ok=True)
+    folder = dst.parent if single_file else dst
+    created = [p for p in [folder, *folder.parents] if not p.exists()]
+    folder.mkdir(parents=True, exist_ok=True)
+    finals = [dst if single_file else dst / out["name"] for out in plan["outputs"]]
+    partials = [f.with_name(f.name + ".partial") for f in finals]
+    try:
+        for out, path in zip(plan["outputs"], partials):
+            _write_output(out, io, path)
+    except BaseException:
+        for path in partials:
+            path.unlink(missing_ok=True)
+        for d in created:              # innermost first
+            try:
+                d.rmdir()
+            except OSError:
+                break
+        raise
     if not single_file:
         for stale in list(dst.glob("model*.safetensors")) + [dst / "model.safetensors.index.json"]:
-            if stale.exists():
+            if stale.exists() and stale not in finals:
                 stale.unlink()
-    for out in plan["outputs"]:
-        path = dst if single_file else dst / out["name"]
-        crc, size = 0, 0
-        with open(path, "wb") as f:
-            for op in out["ops"]:
-                pieces = ([mbjs.build_trailer(crc)] if op["op"] == "crc_trailer"
-                          else op_chunks(op, io))
-                for data in pieces:
-                    f.write(data)
-                    crc, size = zlib.crc32(data, crc), size + len(data)
-        if size != out["size"]:
-            raise ValueError(f"{path}: wrote {size} bytes, the plan says {out['size']}")
+    for partial, final in zip(partials, finals):
+        partial.replace(final)
     return [o["name"] for o in plan["outputs"]]
+
+
+def _write_output(out, io, path):
+    crc, size = 0, 0
+    with open(path, "wb") as f:
+        for op in out["ops"]:
+            pieces = ([mbjs.build_trailer(crc)] if op["op"] == "crc_trailer"
+                      else op_chunks(op, io))
+            for data in pieces:
+                f.write(data)
+                crc, size = zlib.crc32(data, crc), size + len(data)
+    if size != out["size"]:
+        raise ValueError(f"{path.with_suffix('')}: wrote {size} bytes, the plan says "
+                         f"{out['size']} (a source file changed or was cut short while reading)")
 
 
 # --- the conversions -------------------------------------------------------------------

@@ -19,6 +19,23 @@ CHROMIUM_ARGS = [
 ]
 
 
+def worker_error_message(e):
+    """The plain-words message of a Python error raised in the Worker, without its traceback
+    or the JS stack Playwright appends: from the last `SomeError: ` line on (the engine's
+    messages may list problems on the lines after it)."""
+    import re
+    lines = str(e).splitlines()
+    start = None
+    for i, line in enumerate(lines):
+        if re.match(r"^\s*(?:[\w.]+(?:Error|Exception|Unavailable)): ", line):
+            start = i
+    if start is None:
+        return str(e).strip()
+    first = re.sub(r"^\s*[\w.]+: ", "", lines[start])
+    rest = [ln for ln in lines[start + 1:] if ln.strip() and not ln.strip().startswith("at ")]
+    return "\n".join([first] + rest)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -27,7 +27,11 @@ def resolve_model(arg, log=print):
                              "an MBJS .bin, or a model name from `mambaweb serve`'s list")
         tmp = tempfile.TemporaryDirectory(prefix="mambaweb-model-")
         name = path.stem
-        convert_host.convert(path, Path(tmp.name) / name, log=lambda *a: None)
+        try:
+            convert_host.convert(path, Path(tmp.name) / name, log=lambda *a: None)
+        except (ValueError, OSError) as e:
+            tmp.cleanup()
+            raise SystemExit(f"mambaweb run: {e}") from None
         log(f"converted {path} (MBJS) to HF layout for loading")
         return [Path(tmp.name)], name, tmp.cleanup
     return None, arg, lambda: None

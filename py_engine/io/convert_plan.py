@@ -23,6 +23,7 @@ them) and move bytes. Pure stdlib: this module is imported inside Pyodide.
 """
 import base64
 import json
+import re
 
 from py_engine.io import hf_names, mbjs
 from py_engine.io.layouts import external_name, internal_name, writes_tied_head
@@ -169,7 +170,10 @@ async def inspect(entries, io, hints=None):
         head = await _read(io, f, 0, min(f.size, 8))
         if head[:4] == mbjs.MAGIC_BYTES:
             mbjs_files.append(f)
-        elif head[:4] == ZIP_MAGIC and f.name.endswith(TORCH_EXTS):
+        elif ((head[:4] == ZIP_MAGIC and f.name.endswith(TORCH_EXTS))
+              or (configs and re.fullmatch(r"pytorch_model.*\.bin", f.name))):
+            # with a config, a broken pytorch_model.bin is the model's: torch_bin says what
+            # is wrong with it (alone, _looks_like below says what it seems to be)
             torch_files.append(f)
         elif f.name not in SIDE_FILES:
             others.append((f, head))

@@ -79,7 +79,7 @@ def check_tensors(cfg, infos, file):
             problems.append(f"missing tensor {name} (expected shape {list(shape)})")
         elif found[name] != shape:
             problems.append(f"tensor {name}: expected shape {list(shape)}, found "
-                            f"{list(found[name])}")
+                            f"{list(found[name])}" + _shape_hint(cfg, name, shape, found[name]))
     for name, shape in found.items():
         if name in want:
             continue
@@ -95,6 +95,17 @@ def check_tensors(cfg, infos, file):
         raise ValueError(f"{file}: tensors do not match config ({cfg.model_type}, "
                          f"{cfg.num_hidden_layers} layers, d_model {cfg.hidden_size}):\n  "
                          + "\n  ".join(shown) + more)
+
+
+def _shape_hint(cfg, name, want, found):
+    # The vocabulary is the size a config most often gets wrong (a tokenizer's count written
+    # where the padded embedding's belongs): say which number disagrees with which.
+    if name in (EMBED, LM_HEAD) and len(found) == 2 and found[1] == cfg.hidden_size:
+        return (f" (config.json vocab_size is {cfg.vocab_size} but the tensor has {found[0]} "
+                "rows: set vocab_size to the embedding's row count)")
+    if len(found) == 2 and tuple(found[::-1]) == tuple(want):
+        return " (transposed?)"
+    return ""
 
 
 def _hint(cfg, name):

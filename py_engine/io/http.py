@@ -13,6 +13,8 @@ class HTTPFileError(IOError):
 
 async def fetch_bytes(url, start=None, end=None) -> bytes:
     headers = {}
+    if start is not None and end <= start:
+        return b""        # "bytes=0--1" is no range at all: an empty file's first 0 bytes
     if start is not None:
         headers["Range"] = f"bytes={start}-{end - 1}"
     resp = await pyfetch(url, headers=headers)

@@ -90,6 +90,10 @@ def parse_header(prefix, file_size, file="<mbjs>"):
         (n_layers,) = struct.unpack_from("<I", prefix, off)
         off += 4
         type_bytes = (n_layers + 3) // 4 * 4
+        if off + type_bytes + 4 > file_size:
+            raise ValueError(f"{file}: truncated MBJS header: it declares {n_layers:,} layers, "
+                             f"whose layer types need bytes [{off}, {off + type_bytes}) but "
+                             f"the file has {file_size} (or it is corrupt)")
         need(off + type_bytes + 4)
         for i in range(n_layers):
             tid = prefix[off + i]
@@ -100,6 +104,10 @@ def parse_header(prefix, file_size, file="<mbjs>"):
         off += type_bytes
         (n_params,) = struct.unpack_from("<I", prefix, off)
         off += 4
+    if off + 4 * n_params > file_size:
+        raise ValueError(f"{file}: truncated MBJS header: it declares {n_params:,} parameters, "
+                         f"whose numel list needs bytes [{off}, {off + 4 * n_params}) but the "
+                         f"file has {file_size} (or it is corrupt)")
     need(off + 4 * n_params)
     numels = list(struct.unpack_from("<%dI" % n_params, prefix, off))
     header_size = off + 4 * n_params

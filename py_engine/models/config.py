@@ -99,6 +99,10 @@ class MambaConfig:
     extra: dict = field(default_factory=dict)    # unmodelled config.json keys, kept verbatim
 
     def __post_init__(self):
+        # Sizes are checked before anything is derived from them: a string would fail in
+        # arithmetic with a message naming no field, and a schedule of 10^9 layers would be
+        # built as a list before validate() could refuse it.
+        _check_sizes(self)
         if self.time_step_rank in (0, "auto", None):
             self.time_step_rank = math.ceil(self.hidden_size / 16)
         if not self.layers:
@@ -154,6 +158,24 @@ class MambaConfig:
         for kind in sorted(set(self.layers)):
             if registry.has(kind):
                 registry.get(kind).validate(self, source)
+        _check_parameter_count(self, source)
+
+    def parameter_count(self):
+        """(total, {part: numel}) of the weights this config describes, from shapes alone
+        (nothing is allocated): embedding, each layer kind's layers, final norm, LM head."""
+        from py_engine.nn import registry
+        parts = {"embedding": self.vocab_size * self.hidden_size}
+        for kind in sorted(set(self.layers)):
+            if not registry.has(kind):
+                continue
+            per_layer = self.hidden_size + sum(_numel(s) for s in
+                                               registry.get(kind).tensors(self).values())
+            parts[f"{self.layers.count(kind)} {kind} layers"] = (
+                self.layers.count(kind) * per_layer)
+        parts["final norm"] = self.hidden_size
+        if not self.tie_word_embeddings:
+            parts["lm_head"] = self.vocab_size * self.hidden_size
+        return sum(parts.values()), parts
 
     # --- HF config.json ----------------------------------------------------
     @classmethod
@@ -186,13 +208,7 @@ class MambaConfig:
         kwargs["extra"] = {k: v for k, v in d.items()
                            if k not in names and k not in _DERIVED_OR_OURS
                            and k != "time_step_rank"}
-        try:
-            cfg = cls(**kwargs)
-        except (TypeError, ValueError) as e:
-            if str(e).startswith(source):
-                raise
-            raise ValueError(f"{source}: {e}") from None
-        return cfg
+        return _build(cls, kwargs, source)
 
     def to_hf_dict(self, json_safe=True):
         """A config.json dict that transformers' from_pretrained accepts. json_safe: write a
@@ -308,12 +324,7 @@ class MambaConfig:
                                                       "hybrid_override_pattern", "num_hidden_layers"}
         kwargs["extra"] = {k: v for k, v in d.items() if k not in used
                            and k not in _DERIVED_OR_OURS}
-        try:
-            return cls(**kwargs)
-        except (TypeError, ValueError) as e:
-            if str(e).startswith(source):
-                raise
-            raise ValueError(f"{source}: {e}") from None
+        return _build(cls, kwargs, source)
 
     def _to_nemotron_h_dict(self, json_safe):
         d = dict(self.extra)
@@ -436,3 +447,82 @@ def _json_float(v):
 def _unsupported(source, key, value):
     supported = ", ".join(f"{t!r} ({a})" for t, a in SUPPORTED_MODEL_TYPES.items())
     return f"{source}: {key} {value!r} is not supported; supported model_type: {supported}"
+
+
+# --- size checks -----------------------------------------------------------------------------
+# The engine keeps every weight in float32 on one GPU (py_engine/io/hf_loader.py widens
+# 16-bit checkpoints), so a model above this many parameters cannot load anywhere: 160 GB of
+# float32 is more than the largest single GPU holds (an H200 has 141 GB). A config past it is
+# corrupt or not meant for this engine; refusing it here happens before any allocation.
+MAX_PARAMETERS = 40_000_000_000
+# A bound on the schedule length, checked before the schedule list is built.
+MAX_LAYERS = 65_536
+# Integer sizes a config must give as positive integers (JSON numbers without a fraction).
+_POSITIVE_INTS = ("vocab_size", "hidden_size", "num_hidden_layers", "state_size", "conv_kernel")
+# Sizes where 0 means "derive it" or "this layer kind is absent".
+_NON_NEGATIVE_INTS = ("num_heads", "head_dim", "n_groups", "chunk_size", "attention_heads",
+                      "attention_kv_heads", "attention_head_dim", "max_position_embeddings",
+                      "mlp_intermediate_size", "pad_vocab_size_multiple")
+
+
+def _is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check_sizes(cfg):
+    """Refuse sizes that are not integers of a sane sign before anything is derived from them."""
+    for name in _POSITIVE_INTS:
+        v = getattr(cfg, name)
+        if not _is_int(v) or v <= 0:
+            raise ValueError(f"config: {name} must be a positive integer, got {v!r}")
+    for name in _NON_NEGATIVE_INTS:
+        v = getattr(cfg, name)
+        if not _is_int(v) or v < 0:
+            raise ValueError(f"config: {name} must be a non-negative integer, got {v!r}")
+    e = cfg.expand
+    if isinstance(e, bool) or not isinstance(e, (int, float)) or not e > 0 or e != e:
+        raise ValueError(f"config: expand must be a positive number, got {e!r}")
+    r = cfg.time_step_rank
+    if r not in (0, "auto", None) and (not _is_int(r) or r < 0):
+        raise ValueError(f"config: time_step_rank must be a positive integer or \"auto\", "
+                         f"got {r!r}")
+    if cfg.num_hidden_layers > MAX_LAYERS:
+        raise ValueError(f"config: num_hidden_layers is {cfg.num_hidden_layers:,}, above the "
+                         f"{MAX_LAYERS:,} this engine accepts (the largest released Mamba "
+                         "models have about a hundred): the config is corrupt")
+    if not isinstance(cfg.layers, list):
+        raise ValueError(f"config: layers must be a list of layer kinds, got "
+                         f"{type(cfg.layers).__name__}")
+
+
+def _check_parameter_count(cfg, source):
+    total, parts = cfg.parameter_count()
+    if total > MAX_PARAMETERS:
+        biggest = ", ".join(f"{k} {v:,}" for k, v in
+                            sorted(parts.items(), key=lambda kv: -kv[1])[:3])
+        raise ValueError(
+            f"{source}: these sizes describe {total:,} parameters ({biggest}; vocab_size "
+            f"{cfg.vocab_size:,}, hidden_size {cfg.hidden_size:,}, num_hidden_layers "
+            f"{cfg.num_hidden_layers:,}), {total * 4 / 1e9:,.0f} GB as float32; the engine "
+            f"holds float32 weights on one GPU and refuses more than {MAX_PARAMETERS:,} "
+            "parameters. Check those sizes in config.json")
+
+
+def _numel(shape):
+    n = 1
+    for s in shape:
+        n *= int(s)
+    return n
+
+
+def _build(cls, kwargs, source):
+    """cls(**kwargs), every error a ValueError naming `source` once."""
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as e:
+        msg = str(e)
+        if msg.startswith(source):
+            raise
+        if msg.startswith("config: "):
+            msg = msg[len("config: "):]
+        raise ValueError(f"{source}: {msg}") from None

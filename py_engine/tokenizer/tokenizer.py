@@ -111,6 +111,23 @@ class Tokenizer:
         except TokenizerError as e:
             raise TokenizerError("%s: %s" % (where, e)) from None
 
+        try:
+            self._parse_sections(config, where)
+        except TokenizerError as e:
+            # the section parsers name the part; the file name is added once, here
+            if str(e).startswith(where):
+                raise
+            raise type(e)("%s: %s" % (where, e)) from None
+
+        self._cache = _PieceCache()
+        bpe_tokenize = self.model.tokenize
+        self._cache.compute = lambda piece: ((piece,) if type(piece) is int
+                                             else tuple(bpe_tokenize(to_bytelevel(piece))))
+        self._lookup = self._cache.__getitem__
+        self._decode_tables = None
+        self._setup_streaming()
+
+    def _parse_sections(self, config, where):
         self._normalize, self.normalizer_name = _normalize.from_config(config.get("normalizer"))
         self._pre = PreTokenizer.from_config(config.get("pre_tokenizer"))
         self._decoder = self._parse_decoder(config.get("decoder"))
@@ -122,14 +139,6 @@ class Tokenizer:
             raise TokenizerError("%s: added_tokens must be a list" % where)
         tokens = [AddedToken.from_config(item) for item in added]
         self.added = AddedVocabulary(tokens, self.model.vocab, self._normalize)
-
-        self._cache = _PieceCache()
-        bpe_tokenize = self.model.tokenize
-        self._cache.compute = lambda piece: ((piece,) if type(piece) is int
-                                             else tuple(bpe_tokenize(to_bytelevel(piece))))
-        self._lookup = self._cache.__getitem__
-        self._decode_tables = None
-        self._setup_streaming()
 
     # ------------------------------------------------------------------ loading
     @classmethod

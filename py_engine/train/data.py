@@ -144,6 +144,68 @@ def train_bpe(texts, vocab_size, special_tokens=("<|endoftext|>",)):
 
 # --- corpus -------------------------------------------------------------------------------
 
+# A file with more than this share of invalid UTF-8 bytes is not text in an encoding we read
+# (Latin-1, UTF-16, a binary format): training on its U+FFFD replacement characters would teach
+# the model noise. Below it, the few bad bytes are replaced and the file is kept (said so).
+MAX_INVALID_UTF8_SHARE = 0.01
+
+
+def corpus_file_text(name, raw):
+    """(text or None, note or None) for one corpus file's bytes: None with the reason when
+    it is skipped (binary, or not UTF-8), a note when it is kept with bad bytes replaced."""
+    raw = bytes(raw)
+    if not raw:
+        return None, f"{name}: empty"
+    nul = raw.find(b"\0", 0, 1 << 16)
+    if nul >= 0:
+        return None, f"{name}: binary (a NUL byte at offset {nul})"
+    try:
+        return raw.decode("utf-8"), None
+    except UnicodeDecodeError as e:
+        first = e.start
+    text = raw.decode("utf-8", errors="replace")
+    bad = text.count("\ufffd") - raw.decode("utf-8", errors="ignore").count("\ufffd")
+    if bad > MAX_INVALID_UTF8_SHARE * len(raw):
+        return None, (f"{name}: not UTF-8 text ({bad:,} invalid UTF-8 sequences, the first at "
+                      f"byte {first}; save it as UTF-8)")
+    return text, (f"{name}: {bad:,} invalid UTF-8 sequence(s) replaced with U+FFFD (the first "
+                  f"at byte {first})")
+
+
+def corpus_from_files(files):
+    """(texts, info) from [(name, bytes)]: what is kept, what was skipped and why.
+
+    info: {"files", "chars", "names", "skipped": ["name: why", ...], "notes": [...]} (lists
+    cut at 20). Raises ValueError naming the skipped files when nothing usable is left."""
+    texts, names, skipped, notes = [], [], [], []
+    for name, raw in files:
+        text, why = corpus_file_text(name, raw)
+        if text is None:
+            skipped.append(why)
+            continue
+        if why:
+            notes.append(why)
+        texts.append(text)
+        names.append(name)
+    if not texts:
+        shown = "; ".join(skipped[:5]) + (f"; and {len(skipped) - 5} more" if len(skipped) > 5
+                                          else "")
+        raise ValueError("no usable text in the corpus" + (f" (skipped {shown})" if skipped
+                                                            else "")
+                         + ": choose UTF-8 text files (.txt, .md, .py, ...) or the sample corpus")
+    return texts, {"files": len(texts), "chars": sum(map(len, texts)), "names": names[:20],
+                   "skipped": skipped[:20], "skipped_count": len(skipped), "notes": notes[:20]}
+
+
+def skipped_summary(info):
+    """One line saying which corpus files were skipped and why, or "" when none were."""
+    n = info.get("skipped_count", len(info.get("skipped", [])))
+    if not n:
+        return ""
+    shown = info["skipped"][:5]
+    return (f"skipped {n} corpus file{'s' if n > 1 else ''}: " + "; ".join(shown)
+            + (f"; and {n - len(shown)} more" if n > len(shown) else ""))
+
 def encode_corpus(texts, tokenizer, progress=None):
     """Token ids (array 'I') of documents `texts` joined by the tokenizer's end-of-text
     token (or a blank line when it has none). progress(done_chars, total_chars)."""
