@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: run test deps test-deps chromium vulkan bench bench-native clean
+.PHONY: run test deps test-deps chromium vulkan bench bench-native bench-dawn dawn dawn-bundle clean
 
 run: deps
 	$(VENV)/bin/mambaweb serve --host $(HOST) --port $(PORT)
@@ -23,6 +23,14 @@ bench: test-deps
 bench-native: test-deps
 	$(VENV)/bin/mambaweb bench --native --json
 
+# the tab's code path (Pyodide + browser.py) under Node on Chrome's WebGPU (Dawn), no browser
+bench-dawn: test-deps dawn
+	$(VENV)/bin/mambaweb bench --dawn --json
+
+# .dawn/bundle.tar.xz: Node + Dawn + Pyodide for a GPU machine without them (tools/dawn/unpack.sh)
+dawn-bundle: deps dawn
+	bash tools/dawn/bundle.sh
+
 # --- installation -----------------------------------------------------------
 $(VENV)/.base-installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -35,6 +43,13 @@ node_modules/pyodide/pyodide.mjs: package.json package-lock.json
 	touch $@
 
 deps: $(VENV)/.base-installed node_modules/pyodide/pyodide.mjs
+
+# npm `webgpu` (Chrome's Dawn for Node, ~51 MB download) for `mambaweb bench --dawn`
+tools/dawn/node_modules/webgpu/index.js: tools/dawn/package.json tools/dawn/package-lock.json
+	cd tools/dawn && npm ci --no-audit --no-fund --ignore-scripts
+	touch $@
+
+dawn: tools/dawn/node_modules/webgpu/index.js
 
 $(VENV)/.test-installed: $(VENV)/.base-installed pyproject.toml
 	$(PIP) install -q -e '.[test,reference]'
@@ -55,6 +70,7 @@ vulkan:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq mesa-vulkan-drivers >/dev/null; }
 
 test-deps: deps $(VENV)/.test-installed chromium vulkan
+	@$(MAKE) -s dawn || echo "npm webgpu could not be installed: tests/unit/test_dawn_bench.py will skip"
 
 clean:
-	rm -rf $(VENV) node_modules
+	rm -rf $(VENV) node_modules tools/dawn/node_modules

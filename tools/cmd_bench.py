@@ -2,7 +2,8 @@
 
 Sections run in one browser session, one after another; each section is a coroutine in
 py_engine/benchmarks run inside the page's engine. `--native` runs the same sections in
-CPython with the native backend (wgpu-py: Vulkan/Metal/D3D12) and asyncio instead.
+CPython with the native backend (wgpu-py: Vulkan/Metal/D3D12) and asyncio instead; `--dawn`
+runs them through the tab's code path under Node.js on Chrome's WebGPU (tools/bench_dawn.py).
 """
 import json
 import platform
@@ -42,7 +43,9 @@ DEFAULT_MODELS = "d256x4,mamba130m,mamba2_130m,hybrid_130m"
 MODEL_SNIPPET = """
 from py_engine.benchmarks import model as mb
 result = await mb.run(device, args['url'], prompts=args['prompts'], decode_tokens=args['decode'],
-                      max_seconds=args['max_seconds'])
+                      max_seconds=args['max_seconds'],
+                      weights_formats=args.get('weights') or ('f32',),
+                      read_gb_per_s=args.get('read_gb_per_s'))
 """
 COLD_SNIPPET = """
 import time
@@ -66,14 +69,25 @@ def register(sub):
                    help="per model shape, stop starting longer prefills after this much time")
     p.add_argument("--decode-tokens", type=int, default=None,
                    help="decode this many tokens per model shape (default: per shape, 32 / 8)")
+    p.add_argument("--weights", default="f32",
+                   help="weight formats to measure the model shapes in (comma-separated: "
+                        "f32,f16,bf16,q8,q4)")
     p.add_argument("--native", action="store_true",
                    help="run in CPython on the native backend (wgpu-py) instead of headless Chromium")
+    p.add_argument("--dawn", action="store_true",
+                   help="run the tab's code path under Node.js on Chrome's WebGPU (Dawn, npm "
+                        "`webgpu`) instead of headless Chromium (tools/bench_dawn.py)")
     p.set_defaults(func=run)
 
 
 def run(args):
+    if args.native and args.dawn:
+        print("bench: choose one of --native and --dawn", file=sys.stderr)
+        return 2
     if args.native:
         return _run_native(args)
+    if args.dawn:
+        return _run_dawn(args)
     from tools.headless import headless_engine
     report = {"host": {"machine": platform.machine(), "python": sys.version.split()[0]},
               "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
@@ -105,6 +119,11 @@ def run(args):
     tmp.cleanup()
     print(json.dumps(report, indent=None if args.json else 2))
     return 0
+
+
+def _run_dawn(args):
+    from tools import bench_dawn
+    return bench_dawn.run(args)
 
 
 def _ratios(report):
@@ -167,7 +186,7 @@ def _model_section(eng, args):
         url = f"{eng.server.url}/weights/{name}/"
         r = eng.run(MODEL_SNIPPET, url=url, prompts=list(c["prompts"]),
                     decode=args.decode_tokens or c["decode"],
-                    max_seconds=args.max_seconds)
+                    max_seconds=args.max_seconds, weights=_formats(args))
         # time to first token from a cold page: a new tab boots Pyodide + the engine + the model
         t0 = time.time()
         from tools.headless import open_engine_page
@@ -180,6 +199,17 @@ def _model_section(eng, args):
     return out
 
 
+CEILINGS_SNIPPET = """
+from py_engine.benchmarks import ceilings
+result = await ceilings.run(device)
+"""
+
+
+def _formats(args):
+    from py_engine.ops.weight_format import check_format
+    return [check_format(f.strip()) for f in args.weights.split(",") if f.strip()]
+
+
 NATIVE_SECTIONS = ("foundation", "model", "train")   # sections that measure the GPU engine
 NATIVE_MODEL_SNIPPET = """
 import time
@@ -188,7 +218,8 @@ from py_engine.models.generate import Generator, SamplingConfig
 from py_engine.models.mamba import MambaModel
 from py_engine.io.hf_loader import load_model, load_model_local
 result = await mb.run(device, prompts=args['prompts'], decode_tokens=args['decode'],
-                      max_seconds=args['max_seconds'], folder=args['folder'])
+                      max_seconds=args['max_seconds'], folder=args['folder'],
+                      weights_formats=args['weights'], read_gb_per_s=args.get('read_gb_per_s'))
 t0 = time.perf_counter()   # a second load + first token, pipelines already built
 model = await load_model_local(device, args['folder'])
 gen = Generator(model, SamplingConfig(greedy=True), max_tokens=16)
@@ -212,6 +243,9 @@ def _run_native(args):
         report["adapter"] = eng.info["adapter"]
         report["engine_boot_ms"] = eng.info["boot_ms"]
         report["blocking_waits"] = eng.device.blocking_waits
+        # the device's own ceilings first: every decode number is judged against them
+        report["ceilings"] = eng.run(CEILINGS_SNIPPET)
+        ceiling = report["ceilings"]["read"]["gb_per_s"]
         for name in sections:
             t0 = time.time()
             if name == "model":
@@ -223,7 +257,8 @@ def _run_native(args):
                     out[m] = eng.run(NATIVE_MODEL_SNIPPET, folder=str(folder),
                                      prompts=list(c["prompts"]),
                                      decode=args.decode_tokens or c["decode"],
-                                     max_seconds=args.max_seconds)
+                                     max_seconds=args.max_seconds, weights=_formats(args),
+                                     read_gb_per_s=ceiling)
                 report[name] = out
             elif name in NATIVE_SECTIONS:
                 report[name] = eng.run(SECTIONS[name])

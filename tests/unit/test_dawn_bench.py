@@ -1,0 +1,113 @@
+"""The Dawn path (`mambaweb bench --dawn`): the tab's engine under Node.js on Chrome's WebGPU.
+
+tools/dawn_engine.py starts Node with tools/dawn/engine_host.mjs, which runs Pyodide,
+py_engine/gpu/browser.py and web/js/gpu_bridge.mjs unchanged with npm `webgpu`'s dawn.node as
+navigator.gpu. Here it must compute what the native backend (wgpu-py) and transformers compute:
+the same greedy tokens on fixture models of three families, and the bench must print its JSON.
+
+Without a GPU, Dawn runs on Chromium's SwiftShader Vulkan driver (what CI's headless Chromium
+uses). The module skips only when the npm package `webgpu` cannot be installed (no npm or no
+registry); Node missing or Dawn finding no adapter are failures.
+"""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests.conftest import REPO
+from tools.dawn_engine import DawnUnavailable, dawn_problem, find_node, find_webgpu
+
+FIXTURES = REPO / "tests" / "fixtures" / "models"
+MODELS = ["mamba-d24-untied-bf16", "mamba2-g2-untied", "nemotronh-mamf-untied"]
+
+try:
+    find_webgpu(install=True)
+    _no_webgpu = None
+except DawnUnavailable as e:
+    _no_webgpu = str(e)
+needs_webgpu = pytest.mark.skipif(_no_webgpu is not None,
+                                  reason=f"npm `webgpu` could not be installed: {_no_webgpu}")
+
+GREEDY_URL = """
+from py_engine.io.hf_loader import load_model
+from py_engine.models.generate import generate, SamplingConfig
+model = await load_model(device, args['url'])
+result = await generate(model, [int(i) for i in args['ids']], 16, SamplingConfig(greedy=True))
+model.release()
+"""
+GREEDY_LOCAL = GREEDY_URL.replace("load_model", "load_model_local").replace("args['url']",
+                                                                           "args['folder']")
+
+
+@pytest.fixture(scope="module")
+def dawn():
+    from tools.dawn_engine import DawnEngine
+    with DawnEngine(model_dirs=[FIXTURES]) as eng:
+        yield eng
+
+
+@needs_webgpu
+def test_dawn_engine_boots_the_tab_engine_on_dawn(dawn):
+    info = dawn.info
+    assert info["adapter"]["vendor"], info           # Dawn's adapter info, as a tab reports it
+    assert info["adapter"]["limits"]["maxStorageBuffersPerShaderStage"] >= 8
+    assert info["python"].startswith("3.")           # Pyodide's Python, not the host's
+    out = dawn.run("import sys\nresult = [sys.platform, type(device).__name__]")
+    assert out == ["emscripten", "BrowserDevice"]    # py_engine/gpu/browser.py drives it
+
+
+@needs_webgpu
+@pytest.mark.parametrize("name", MODELS)
+def test_dawn_greedy_tokens_equal_native_and_transformers(dawn, name):
+    from tools.native_engine import NativeEngine, wgpu_adapter_problem
+    problem = wgpu_adapter_problem()
+    if problem is not None:
+        pytest.skip(f"no native adapter to compare with: {problem}")
+    exp = np.load(FIXTURES / name / "expected.npz")
+    ids = exp["prompt_ids"].tolist()
+    got = dawn.run(GREEDY_URL, url=f"{dawn.server.url}/weights/{name}/", ids=ids)
+    with NativeEngine() as native:
+        ref = native.run(GREEDY_LOCAL, folder=str(FIXTURES / name), ids=ids)
+    assert got == ref
+    assert got == exp["greedy_ids"].tolist()
+
+
+@needs_webgpu
+def test_snippet_errors_come_back_as_exceptions(dawn):
+    with pytest.raises(RuntimeError, match="ZeroDivisionError"):
+        dawn.run("result = 1 / 0")
+    assert dawn.run("result = args['x'] + 1", x=41) == 42   # the engine survives
+
+
+@needs_webgpu
+def test_bench_dawn_prints_the_model_section_json():
+    r = subprocess.run([sys.executable, "-m", "tools.cli", "bench", "--dawn", "--json",
+                        "--only", "model", "--models", "d256x4", "--decode-tokens", "4",
+                        "--max-seconds", "0"],
+                       cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    report = json.loads(r.stdout)
+    assert report["backend"] == "dawn" and report["adapter"]["vendor"]
+    assert report["ceilings"]["read"]["gb_per_s"] > 0                # measured on this device
+    m = report["model"]["d256x4"]
+    assert (m["d_model"], m["layers"], m["vocab"]) == (256, 4, 6144)
+    assert m["prefill"][0]["tokens_per_s"] > 0                      # 64 tokens ran
+    assert all("skipped" in p for p in m["prefill"][1:])            # then the time cap
+    assert m["decode"]["tokens"] == 4 and m["decode"]["tokens_per_s"] > 0
+    assert m["decode"]["dispatches_per_token"] > 0
+    assert m["model_load_and_first_token_s"] > 0
+
+
+def test_missing_node_is_named(monkeypatch):
+    monkeypatch.setenv("MAMBAWEB_NODE", "/nonexistent/node")
+    with pytest.raises(DawnUnavailable, match="MAMBAWEB_NODE=/nonexistent/node is not an executable"):
+        find_node()
+    assert "MAMBAWEB_NODE" in dawn_problem(install=False)
+
+
+def test_bench_rejects_native_and_dawn_together():
+    r = subprocess.run([sys.executable, "-m", "tools.cli", "bench", "--dawn", "--native"],
+                       cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "one of --native and --dawn" in r.stderr

@@ -1,0 +1,71 @@
+"""`mambaweb bench --dawn`: the bench's GPU sections through the tab's own code path (Pyodide +
+py_engine/gpu/browser.py + web/js/gpu_bridge.mjs) on Chrome's WebGPU (Dawn) under Node.js,
+with no browser: on a real GPU these are the numbers a Chrome tab gets. Same sections, same
+snippets and the same JSON as the browser run, with "backend": "dawn" and the adapter info."""
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+DAWN_SECTIONS = ("foundation", "model", "train")   # sections that measure the GPU engine
+
+
+def run(args):
+    from tools.cmd_bench import CEILINGS_SNIPPET, MODEL_CONFIGS, SECTIONS, _formats, \
+        _write_random_model
+    from tools.dawn_engine import DawnEngine, DawnUnavailable, dawn_problem
+    problem = dawn_problem()          # before writing models: say what is missing at once
+    if problem is not None:
+        print(f"bench --dawn: {problem}", file=sys.stderr)
+        return 1
+    report = {"host": {"machine": platform.machine(), "python": sys.version.split()[0]},
+              "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "backend": "dawn"}
+    sections = args.only or [s for s in SECTIONS if s in DAWN_SECTIONS]
+    models = args.models.split(",") if "model" in sections else []
+    unknown = [m for m in models if m not in MODEL_CONFIGS]
+    if unknown:
+        print(f"bench: unknown model shape(s) {', '.join(unknown)} in --models; known: "
+              f"{', '.join(MODEL_CONFIGS)}", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory(prefix="mambaweb-bench-") as tmp:
+        for m in models:
+            _write_random_model(Path(tmp) / m, MODEL_CONFIGS[m])
+        try:
+            eng = DawnEngine(model_dirs=[tmp])
+        except DawnUnavailable as e:
+            print(f"bench --dawn: {e}", file=sys.stderr)
+            return 1
+        with eng:
+            report["adapter"] = eng.info.get("adapter")
+            report["vulkan_icd"] = eng.info.get("vulkan_icd")
+            report["node"] = eng.info.get("node")
+            report["engine_boot_ms"] = eng.info.get("boot_ms")
+            # the device's own ceilings first, as --native: every decode number is judged on them
+            report["ceilings"] = eng.run(CEILINGS_SNIPPET)
+            ceiling = report["ceilings"]["read"]["gb_per_s"]
+            for name in sections:
+                t0 = time.time()
+                if name == "model":
+                    report[name] = {m: _model(eng, m, MODEL_CONFIGS[m], args, _formats(args),
+                                              ceiling) for m in models}
+                elif name in DAWN_SECTIONS:
+                    report[name] = eng.run(SECTIONS[name])
+                else:
+                    report[name] = "browser-only section: run `mambaweb bench` without --dawn"
+                report[name + "_wall_s"] = round(time.time() - t0, 2)
+    print(json.dumps(report, indent=None if args.json else 2))
+    return 0
+
+
+def _model(eng, name, c, args, formats, ceiling):
+    """The browser run's model section, over HTTP from our server; then a second load and
+    first token in the same engine (pipelines built: no fresh page to open here)."""
+    from tools.cmd_bench import COLD_SNIPPET, MODEL_SNIPPET
+    url = f"{eng.server.url}/weights/{name}/"
+    r = eng.run(MODEL_SNIPPET, url=url, prompts=list(c["prompts"]),
+                decode=args.decode_tokens or c["decode"], max_seconds=args.max_seconds,
+                weights=formats, read_gb_per_s=ceiling)
+    r["model_load_and_first_token_s"] = eng.run(COLD_SNIPPET, url=url)["load_and_first_token_s"]
+    return r

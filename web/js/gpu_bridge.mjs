@@ -1,0 +1,97 @@
+// The engine's JS bridge, shared by the tab's Worker (web/js/worker.mjs) and the Dawn harness
+// under Node (tools/dawn/engine_host.mjs, `mambaweb bench --dawn`), so both run the same code:
+// the byte-moving helpers Python calls (py_engine.gpu.browser, as `mwGpu.*`) and the boot
+// sequence. Nothing here may assume a Worker, a page or a DOM: only fetch, WebGPU's globals
+// (GPUMapMode) and Pyodide.
+
+// Encode a list of commands into ONE command encoder and submit it. Each command is
+//   [0, pipeline, bindGroup, x, y, z]            a compute dispatch
+//   [1, srcBuf, srcOff, dstBuf, dstOff, size]     a buffer copy (ends the current pass)
+// Doing this loop in JS costs one bridge crossing per batch instead of three per dispatch.
+export function encodeAndSubmit(device, commands) {
+  const enc = device.createCommandEncoder();
+  let pass = null;
+  for (let i = 0; i < commands.length; i++) {
+    const c = commands[i];
+    if (c[0] === 0) {
+      if (pass === null) pass = enc.beginComputePass();
+      pass.setPipeline(c[1]);
+      pass.setBindGroup(0, c[2]);
+      pass.dispatchWorkgroups(c[3], c[4], c[5]);
+    } else {
+      if (pass !== null) { pass.end(); pass = null; }
+      enc.copyBufferToBuffer(c[1], c[2], c[3], c[4], c[5]);
+    }
+  }
+  if (pass !== null) pass.end();
+  device.queue.submit([enc.finish()]);
+}
+
+// Read `size` bytes at `offset` of a STORAGE buffer through a MAP_READ staging buffer.
+export async function readBuffer(device, buffer, offset, size, staging) {
+  const enc = device.createCommandEncoder();
+  enc.copyBufferToBuffer(buffer, offset, staging, 0, size);
+  device.queue.submit([enc.finish()]);
+  await staging.mapAsync(GPUMapMode.READ, 0, size);
+  const copy = new Uint8Array(staging.getMappedRange(0, size).slice(0));
+  staging.unmap();
+  return copy;
+}
+
+// Stream one byte range of a URL into GPU buffers: fetch(Range) -> ArrayBuffer ->
+// writeBuffer, so the bytes never enter Python's heap. `targets` lists the pieces of the
+// range: [gpuBuffer, bufferOffset, relStart, relEnd] (relative to `start`).
+export async function fetchRangeToBuffers(device, url, start, end, targets) {
+  const resp = await fetch(url, { headers: { Range: `bytes=${start}-${end - 1}` } });
+  if (resp.status !== 206 && resp.status !== 200) {
+    throw new Error(`GET ${url} bytes ${start}-${end - 1}: HTTP ${resp.status}`);
+  }
+  let data = new Uint8Array(await resp.arrayBuffer());
+  if (resp.status === 200) data = data.subarray(start, end);  // server ignored Range
+  if (data.byteLength !== end - start) {
+    throw new Error(`GET ${url} bytes ${start}-${end - 1}: got ${data.byteLength} bytes ` +
+                    `instead of ${end - start} (file changed or truncated?)`);
+  }
+  writePieces(device, data, targets);
+  return end - start;
+}
+
+// targets: [gpuBuffer, bufferOffset, relStart, relEnd] pieces of `data` to write.
+export function writePieces(device, data, targets) {
+  for (const [buffer, offset, a, b] of targets) {
+    let piece = data.subarray(a, b);
+    if (piece.byteLength % 4 !== 0) {  // writeBuffer sizes are multiples of 4: pad the tail
+      const padded = new Uint8Array(piece.byteLength + 4 - (piece.byteLength % 4));
+      padded.set(piece);
+      piece = padded;
+    }
+    device.queue.writeBuffer(buffer, offset, piece);
+  }
+}
+
+// GPU errors that nobody scoped: kept until Python asks (py_engine.gpu checks after reads).
+const gpuErrors = [];
+export function watchDevice(device) {
+  device.addEventListener("uncapturederror", (ev) => gpuErrors.push(ev.error.message));
+  device.lost.then((info) => gpuErrors.push(`device lost (${info.reason}): ${info.message}`));
+}
+export function takeGpuErrors() { return gpuErrors.splice(0, gpuErrors.length); }
+
+// Boot Pyodide and the packed engine served at `origin` ("" in the tab: same origin), then
+// py_engine.rpc.boot() (which asks navigator.gpu for a device). Returns {pyodide, info}.
+export async function startEngine(loadPyodide, { indexURL, origin = "", status = () => {}, pyodideOptions = {} }) {
+  const t0 = performance.now();
+  status("loading Pyodide");
+  const pyodide = await loadPyodide({ indexURL, ...pyodideOptions });
+  status("loading engine");
+  const manifest = await (await fetch(`${origin}/engine/manifest.json`, { cache: "no-store" })).json();
+  const zip = await (await fetch(`${origin}${manifest.url}`)).arrayBuffer();
+  pyodide.unpackArchive(zip, "zip", { extractDir: "/engine" });
+  pyodide.runPython("import sys; sys.path.insert(0, '/engine')");
+  status("starting GPU");
+  const rpc = pyodide.pyimport("py_engine.rpc");
+  const info = JSON.parse(await rpc.boot());
+  info.engine = manifest.hash;
+  info.boot_ms = performance.now() - t0;
+  return { pyodide, info };
+}
