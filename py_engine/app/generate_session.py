@@ -12,13 +12,16 @@ from py_engine.models.generate import Generator, SamplingConfig
 from py_engine.models.mamba import MambaModel
 from py_engine.train.data import ByteTokenizer
 
-current = {"model": None, "tokenizer": None, "name": None, "gen": None, "cancel": False}
+# pending: the last id a generation yielded. Generator.stream leaves the state holding every
+# yielded id but the last, so continuing the conversation feeds it before the new prompt.
+current = {"model": None, "tokenizer": None, "name": None, "gen": None, "cancel": False,
+           "pending": None}
 
 
 async def load(base_url, name=None, files=()):
     """Load the model at base_url (…/weights/<name>/) and its tokenizer; returns a summary."""
     from py_engine.io.byte_sources import HttpSource
-    return await _load(HttpSource(base_url), name or base_url, files)
+    return await _load(HttpSource(base_url, files), name or base_url, files)
 
 
 async def load_files(files, name="local model"):
@@ -54,8 +57,17 @@ async def _load(source, name, files):
                  if not (cfg.tie_word_embeddings and n == "lm_head.weight"))
     return {"name": name, "model_type": cfg.model_type, "layers": cfg.num_hidden_layers,
             "d_model": cfg.hidden_size, "vocab_size": cfg.vocab_size, "params": params,
-            "tokenizer": repr(tok) if tok else None,
+            "tokenizer": tokenizer_name(tok),
             "load_s": round(time.perf_counter() - t0, 3)}
+
+
+def tokenizer_name(tok):
+    """What the page shows for a tokenizer (never a Python repr): None when there is none."""
+    if tok is None:
+        return None
+    if getattr(tok, "kind", None) == "byte":
+        return "byte-level (one id per UTF-8 byte)"
+    return "tokenizer.json, BPE, {:,} ids".format(tok.vocab_size)
 
 
 async def _load_tokenizer(source, files, vocab_size):
@@ -100,7 +112,7 @@ def unload():
         current["model"].adapter.release()
     if current["model"] is not None:
         current["model"].release()
-    current.update(model=None, tokenizer=None, gen=None)
+    current.update(model=None, tokenizer=None, gen=None, pending=None)
 
 
 def request_cancel():
@@ -125,13 +137,17 @@ async def generate(prompt=None, ids=None, max_new_tokens=64, sampling=None, stop
     model, tok = current["model"], current["tokenizer"]
     if model is None:
         raise RuntimeError("no model is loaded: choose one first")
-    prompt_ids = encode(prompt, ids)
+    prompt_ids = list(encode(prompt, ids))
     cfg = SamplingConfig.from_dict(sampling)
     gen = current["gen"]
     if gen is None or not keep_state:
         if gen is not None:
             gen.release()
         gen = current["gen"] = Generator(model, cfg, max_tokens=8192)
+        current["pending"] = None
+    if current["pending"] is not None:
+        prompt_ids = [current["pending"]] + prompt_ids
+        current["pending"] = None
     gen.cfg = cfg
     current["cancel"] = False
     out, t0 = [], time.perf_counter()
@@ -146,6 +162,7 @@ async def generate(prompt=None, ids=None, max_new_tokens=64, sampling=None, stop
         emit("token", id=tok_id, n=len(out), text=text,
              tokens_per_s=(len(out) - 1) / (time.perf_counter() - t_first) if len(out) > 1 else 0.0,
              elapsed_s=elapsed)
+    current["pending"] = out[-1] if out else None
     total = time.perf_counter() - t0
     decode_s = time.perf_counter() - (t_first or t0)
     result = {"ids": out, "text": tok.decode(out) if tok is not None else None,
@@ -175,10 +192,13 @@ async def save_state():
     gen = current["gen"]
     if gen is None:
         raise RuntimeError("nothing to save yet: generate first")
-    return {"state": await gen.state.to_bytes(), "model": current["name"]}
+    return {"state": await gen.state.to_bytes(), "model": current["name"],
+            "pending": current["pending"]}
 
 
-def restore_state(data):
+def restore_state(data, pending=None):
+    """data: save_state()'s state bytes; pending: its "pending" id (fed before the next
+    prompt, as the conversation had it)."""
     model = current["model"]
     if model is None:
         raise RuntimeError("load the model this state belongs to first")
@@ -186,4 +206,5 @@ def restore_state(data):
     if gen is None:
         gen = current["gen"] = Generator(model, SamplingConfig(), max_tokens=8192)
     gen.state.load_bytes(data)
+    current["pending"] = pending
     return {"tokens_seen": gen.state.tokens_seen}

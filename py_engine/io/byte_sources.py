@@ -17,8 +17,11 @@ import os
 
 
 class HttpSource:
-    def __init__(self, base_url):
+    def __init__(self, base_url, files=None):
+        """files: the folder's listing when the server gave one (/api/models): `exists` then
+        answers from it, so probing for optional files (an index) costs no 404 request."""
         self.base = base_url
+        self.files = set(files) if files else None
 
     def where(self, name):
         return self.base + name
@@ -28,6 +31,8 @@ class HttpSource:
         return HTTPFileError(f"{self.base + name}: {why}")
 
     async def exists(self, name):
+        if self.files is not None:
+            return name in self.files
         from py_engine.io.http import exists
         return await exists(self.base + name)
 

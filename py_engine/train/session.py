@@ -37,7 +37,7 @@ TRAIN_DEFAULTS = {
     "lr": 2e-3, "batch": 4, "seq_len": 128, "steps": 1000, "warmup": None,
     "weight_decay": 0.1, "betas": [0.9, 0.95], "eps": 1e-8, "grad_clip": 1.0, "accum": 1,
     "seed": 0, "init_seed": 0, "sample_every": 100, "sample_tokens": 64, "sample_prompt": None,
-    "autosave_every": 50, "wsla": False, "min_lr_ratio": 0.1,
+    "autosave_every": 50, "autosave_seconds": 30, "wsla": False, "min_lr_ratio": 0.1,
 }
 MODEL_KEYS = ("hidden_size", "num_hidden_layers", "state_size", "expand", "conv_kernel",
               "time_step_rank", "vocab_size", "head_dim", "n_groups")
@@ -63,7 +63,7 @@ def train_config(spec):
         if k in t and v is not None and v != "":
             t[k] = v
     ints = ("batch", "seq_len", "steps", "accum", "seed", "init_seed", "sample_every",
-            "sample_tokens", "autosave_every")
+            "sample_tokens", "autosave_every", "autosave_seconds")
     for k in ints:
         try:
             t[k] = int(t[k])
@@ -186,6 +186,8 @@ class PretrainSession:
         self.lock = asyncio.Lock()
         self.task = None
         self.autosave_path = None      # OPFS path when autosave works
+        self.save_requested = False    # the page is being hidden or left: save after this step
+        self._saved_at = None          # time.monotonic() of the last autosave
         self.warnings = []
         self.corpus_info = {}
 
@@ -225,6 +227,11 @@ class PretrainSession:
         if ids is None:
             ids = data_mod.encode_corpus(texts, tokenizer, progress)
         self._set_corpus(ids, corpus_info)
+        # the page shows warnings: it says which files were skipped and why
+        for line in [data_mod.skipped_summary(corpus_info or {})] + list(
+                (corpus_info or {}).get("notes", [])):
+            if line:
+                self.warn(line)
         weights = init_pieces(device, self.cfg, self.train["init_seed"])
         self._build(weights)
         return self
@@ -308,7 +315,7 @@ class PretrainSession:
                 s = rec["step"]
                 if t["sample_every"] and s % t["sample_every"] == 0:
                     await self.sample()
-                if self.autosave_path and t["autosave_every"] and s % t["autosave_every"] == 0:
+                if self.autosave_path and self._autosave_due(s):
                     await self.autosave()
                 await asyncio.sleep(0)
         except Exception as e:   # report, keep the model: it is still downloadable
@@ -326,6 +333,16 @@ class PretrainSession:
         else:
             await self._safe_autosave()
             self._set_status("paused")
+
+    def _autosave_due(self, step):
+        """After the first step (a reload soon after starting keeps the run), every
+        autosave_every steps, every autosave_seconds of training, and when the page asks
+        (it is being hidden or left: request_save)."""
+        t = self.train
+        elapsed = time.monotonic() - (self._saved_at or 0.0)
+        return (step == 1 or self.save_requested
+                or (t["autosave_every"] and step % t["autosave_every"] == 0)
+                or (t.get("autosave_seconds") and elapsed >= t["autosave_seconds"]))
 
     def _set_status(self, status, message=None):
         self.status = status
@@ -466,6 +483,8 @@ class PretrainSession:
         from pyodide.ffi import to_js
         if not self.autosave_path:
             return
+        self.save_requested = False
+        self._saved_at = time.monotonic()
         async with self.lock:
             size = await ckpt.parts_opfs(self.device, self.state_parts(), self.autosave_path)
             info = {"step": self.step, "steps": self.train["steps"], "preset": self.preset,
@@ -589,22 +608,12 @@ async def read_corpus(key="corpus"):
     files = js.mwTrain.store.get(key)
     if _nullish(files):
         raise ValueError("no corpus: drop text files or a folder, or pick the sample corpus")
-    texts, names, skipped, chars = [], [], [], 0
+    named = []
     for f in files:
         name = str(getattr(f, "webkitRelativePath", "") or getattr(f, "name", "") or "text")
-        text = await f.text()
-        if "\x00" in text[:4096] or (text and text.count("\ufffd") > len(text) // 20 + 10):
-            skipped.append(name)
-            continue
-        texts.append(text)
-        names.append(name)
-        chars += len(text)
-    if not texts:
-        raise ValueError("no usable text in the corpus" + (
-            f" (skipped {len(skipped)} binary files)" if skipped else "")
-            + ": drop text files (.txt, .md, .py, ...) or pick the sample corpus")
-    return texts, {"files": len(texts), "chars": chars, "skipped": skipped[:20],
-                   "names": names[:20]}
+        named.append((name, (await f.arrayBuffer()).to_bytes()))
+    # one policy for the page and the CLI: data.corpus_from_files says what it skipped, why
+    return data_mod.corpus_from_files(named)
 
 
 async def make_tokenizer(spec, texts, emit=None):
@@ -669,6 +678,13 @@ async def start(device, args):
     sess.emit(sess.summary())
     sess.start_background()
     return sess.summary()
+
+
+def request_save():
+    """The page is being hidden or closed: autosave after the step now running."""
+    if current is not None and current.status == "running":
+        current.save_requested = True
+    return {"status": current.status if current is not None else None}
 
 
 def pause():

@@ -140,3 +140,30 @@ def test_pretrain_page_trains_a_hybrid_chosen_from_the_page(browser, server, tmp
     with torch.no_grad():
         assert torch.isfinite(model(torch.tensor([list(b"def f(x):")])).logits).all()
     page.close()
+
+
+def test_reload_mid_training_with_default_settings_resumes(browser, server):
+    """Issue: with the defaults (autosave every 50 steps) a reload at step 8 of 30 lost the run.
+    Now the engine also autosaves after step 1, every 30 s and when the page is hidden or left."""
+    handle = open_engine_page(browser, server.url, "/pretrain")
+    page = handle.page
+    page.set_default_timeout(120_000)
+    page.wait_for_function("document.body.dataset.pretrain === 'ready'")
+    page.click("#use-sample")
+    page.wait_for_function("document.body.dataset.corpus === 'ready'")
+    page.click("#config-details summary")
+    fill(page, {"#steps": 12})
+    page.click("#start")
+    page.wait_for_function("Number(document.body.dataset.step) >= 5")
+    # the save after step 1 (or a later one) has landed; the default every-50-steps had none
+    page.wait_for_function("document.getElementById('stat-saved').textContent.includes('autosaved')")
+    page.reload()
+    page.wait_for_function("document.body.dataset.pretrain === 'ready'")
+    page.wait_for_selector("#resume-banner:not([hidden])")
+    text = page.inner_text("#resume-text")
+    saved_at = int(text.split("step ")[1].split(" of")[0])
+    assert 1 <= saved_at and "of 12" in text
+    page.click("#resume-saved")
+    page.wait_for_function("document.body.dataset.train === 'done'")
+    assert int(page.evaluate("document.body.dataset.step")) == 12
+    page.close()

@@ -230,8 +230,8 @@ async function describe() {
 function setStatus(s, note) {
   status = s;
   document.body.dataset.train = s;
-  const words = { empty: "", preparing: "preparing…", running: "training…", pausing: "pausing after this step…",
-                  paused: "paused", stopping: "stopping…", stopped: "stopped", done: "finished", error: "stopped by an error" };
+  const words = { empty: "Ready", preparing: "Preparing…", running: "Training…", pausing: "Pausing after this step…",
+                  paused: "Paused", stopping: "Stopping…", stopped: "Stopped", done: "Finished", error: "Stopped by an error" };
   $("run-status").textContent = note || words[s] || s;
   refreshControls();
 }
@@ -369,8 +369,11 @@ function drawPlot() {
   if (!history.length) {
     ctx.fillText("the loss curve appears here once training starts", L, H / 2);
     cv.dataset.points = 0;
+    cv.setAttribute("aria-label", "Training loss by step: no steps yet");
+    $("loss-summary").textContent = "No training steps yet.";
     return;
   }
+  describePlot(cv);
   const maxStep = Math.max(steps, history[history.length - 1][0], 1);
   const losses = history.map((p) => p[1]).filter((x) => isFinite(x));
   const hi = Math.max(...losses) * 1.05, lo = Math.max(0, Math.min(...losses) * 0.9);
@@ -405,6 +408,16 @@ function drawPlot() {
   ctx.stroke();
   ctx.lineWidth = 1;
   cv.dataset.points = history.length;
+}
+
+// The chart's text alternative: where the loss started, where it is, and its lowest point.
+function describePlot(cv) {
+  const [s0, l0] = history[0], [s1, l1] = history[history.length - 1];
+  const best = history.reduce((a, p) => (isFinite(p[1]) && p[1] < a[1] ? p : a), history[0]);
+  const text = `Loss ${Number(l1).toFixed(3)} at step ${fmtInt(s1)} of ${fmtInt(steps)}, ` +
+    `from ${Number(l0).toFixed(3)} at step ${fmtInt(s0)}; lowest ${Number(best[1]).toFixed(3)} at step ${fmtInt(best[0])}.`;
+  cv.setAttribute("aria-label", `Training loss by step. ${text}`);
+  $("loss-summary").textContent = text;
 }
 
 // ---- downloads ---------------------------------------------------------------------------
@@ -510,6 +523,10 @@ function wire() {
   const dz = $("dropzone");
   dz.addEventListener("dragover", (e) => { e.preventDefault(); dz.classList.add("over"); });
   dz.addEventListener("dragleave", () => dz.classList.remove("over"));
+  // keyboard users: Enter or Space on the drop zone itself opens the file chooser
+  dz.addEventListener("keydown", (e) => {
+    if (e.target === dz && (e.key === "Enter" || e.key === " ")) { e.preventDefault(); $("file-input").click(); }
+  });
   dz.addEventListener("drop", async (e) => {
     e.preventDefault();
     dz.classList.remove("over");
@@ -537,6 +554,23 @@ function wire() {
   $("resume-saved").onclick = resumeSaved;
   $("discard-saved").onclick = discardSaved;
   $("state-file").onchange = (e) => loadStateFile(e.target.files[0]);
+  // Keep the promise "a reload resumes where it stopped": when the tab is hidden or left,
+  // the engine autosaves after the step it is running (it also saves after step 1 and every
+  // 30 s); while training, leaving the page asks first.
+  const saveSoon = () => {
+    if (engine && status === "running") py("result = S.request_save()").catch(() => {});
+  };
+  document.addEventListener("visibilitychange", () => {
+    if (document.visibilityState === "hidden") saveSoon();
+  });
+  window.addEventListener("pagehide", saveSoon);
+  window.addEventListener("beforeunload", (e) => {
+    if (status === "running" || status === "pausing") {
+      saveSoon();
+      e.preventDefault();
+      e.returnValue = "";
+    }
+  });
 }
 
 wire();

@@ -1,14 +1,17 @@
 // Shared page shell: boots the engine once per page and shows what it found.
 import { Engine, webgpuProblem } from "/static/js/engine.js";
+import { showError } from "/static/js/errors.js";
 
 const fmtBytes = (n) => n >= 2 ** 30 ? `${(n / 2 ** 30).toFixed(1)} GiB`
   : `${(n / 2 ** 20).toFixed(0)} MiB`;
 
+// The banner says one plain thing ("Ready · GPU: …", or that a CPU emulation will be slow);
+// Python's version, boot time, limits and features sit behind a disclosure for whoever asks.
 function renderStatus(el, info) {
   if (!el) return;
+  el.innerHTML = "";
   if (info.gpu_error) {
     el.className = "engine-status error";
-    el.innerHTML = "";
     const h = document.createElement("strong");
     h.textContent = "No WebGPU: ";
     el.append(h, document.createTextNode(info.gpu_error));
@@ -16,12 +19,24 @@ function renderStatus(el, info) {
   }
   const a = info.adapter;
   el.className = "engine-status ok";
-  el.textContent = `Engine ready (Python ${info.python}, boot ${Math.round(info.boot_ms)} ms) · ` +
-    `GPU: ${[a.vendor, a.architecture, a.description].filter(Boolean).join(" ") || "unknown"}${a.is_fallback ? " (software fallback)" : ""}` +
-    ` · max binding ${fmtBytes(a.limits.maxStorageBufferBindingSize)}` +
-    ` · max buffer ${fmtBytes(a.limits.maxBufferSize)}` +
-    ` · ${a.limits.maxStorageBuffersPerShaderStage} storage buffers/stage` +
+  const name = [a.vendor, a.architecture, a.description].filter(Boolean).join(" ") || "unknown adapter";
+  const line = document.createElement("span");
+  line.id = "engine-line";
+  line.textContent = a.is_fallback ? "Ready · no GPU found, running on a CPU emulation — slow"
+    : `Ready · GPU: ${name}`;
+  const details = document.createElement("details");
+  details.className = "engine-details";
+  const summary = document.createElement("summary");
+  summary.textContent = "Details";
+  const body = document.createElement("p");
+  body.textContent = `Adapter: ${name}${a.is_fallback ? " (a software fallback, SwiftShader)" : ""}` +
+    ` · Python ${info.python} in the page, booted in ${Math.round(info.boot_ms)} ms` +
+    ` · largest binding ${fmtBytes(a.limits.maxStorageBufferBindingSize)}` +
+    ` · largest buffer ${fmtBytes(a.limits.maxBufferSize)}` +
+    ` · ${a.limits.maxStorageBuffersPerShaderStage} storage buffers per shader stage` +
     ` · features: ${a.features.join(", ") || "none"}`;
+  details.append(summary, body);
+  el.append(line, details);
 }
 
 export async function bootShell() {
@@ -39,7 +54,10 @@ export async function bootShell() {
     document.body.dataset.engine = info.gpu_error ? "no-gpu" : "ready";
     return engine;
   } catch (err) {
-    if (el) { el.className = "engine-status error"; el.textContent = `Engine failed to start: ${err.message}`; }
+    if (el) {
+      el.className = "engine-status error";
+      showError(el, "The engine failed to start (reload the page to try again)", err);
+    }
     document.body.dataset.engine = "failed";
     throw err;
   }
