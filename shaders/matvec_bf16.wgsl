@@ -5,11 +5,14 @@
 @group(0) @binding(6) var<storage, read> w2: array<vec4<u32>>;   // W_2 [N2, K/8]
 
 const CV = 2u;
+alias Raw = vec4<u32>;
 
-fn load_chunk(g: u32, row: u32, c: u32) -> array<vec4<f32>, CV> {
+fn load_raw(g: u32, row: u32, c: u32) -> Raw {
   let i = row * (p.K / 8u) + c;
-  var q: vec4<u32>;
-  switch g { case 0u: { q = w[i]; } case 1u: { q = w1[i]; } default: { q = w2[i]; } }
+  switch g { case 0u: { return w[i]; } case 1u: { return w1[i]; } default: { return w2[i]; } }
+}
+
+fn decode(q: Raw, g: u32, row: u32, c: u32) -> array<vec4<f32>, CV> {
   return array<vec4<f32>, CV>(vec4<f32>(bf16_pair(q.x), bf16_pair(q.y)),
                               vec4<f32>(bf16_pair(q.z), bf16_pair(q.w)));
 }

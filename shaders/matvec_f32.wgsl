@@ -4,14 +4,15 @@
 @group(0) @binding(6) var<storage, read> w2: array<vec4<f32>>;   // W_2 [N2, K/4]
 
 const CV = 1u;
+alias Raw = vec4<f32>;
 
-fn load_chunk(g: u32, row: u32, c: u32) -> array<vec4<f32>, CV> {
+fn load_raw(g: u32, row: u32, c: u32) -> Raw {
   let i = row * (p.K / 4u) + c;
-  switch g {
-    case 0u: { return array<vec4<f32>, CV>(w[i]); }
-    case 1u: { return array<vec4<f32>, CV>(w1[i]); }
-    default: { return array<vec4<f32>, CV>(w2[i]); }
-  }
+  switch g { case 0u: { return w[i]; } case 1u: { return w1[i]; } default: { return w2[i]; } }
+}
+
+fn decode(q: Raw, g: u32, row: u32, c: u32) -> array<vec4<f32>, CV> {
+  return array<vec4<f32>, CV>(q);
 }
 
 //#include "lib/matvec_rows.wgsl"

@@ -7,17 +7,19 @@
 @group(0) @binding(6) var<storage, read> w2: array<vec4<u32>>;   // W_2: [N2, K/32], then scales
 
 const CV = 8u;
+alias Raw = vec4<u32>;
 
 fn wvec(g: u32, i: u32) -> vec4<u32> {
   switch g { case 0u: { return w[i]; } case 1u: { return w1[i]; } default: { return w2[i]; } }
 }
 
-fn load_chunk(g: u32, row: u32, c: u32) -> array<vec4<f32>, CV> {
+fn load_raw(g: u32, row: u32, c: u32) -> Raw { return wvec(g, row * (p.K / 32u) + c); }
+
+fn decode(q: Raw, g: u32, row: u32, c: u32) -> array<vec4<f32>, CV> {
   let groups = p.K / 32u;                            // = chunks per row
   let group = row * groups + c;
   let s = rows_of(g) * groups * 4u + group / 2u;     // the scale pair's word index
   let d = half_of(wvec(g, s / 4u)[s % 4u], (group & 1u) == 1u);
-  let q = wvec(g, group);
   return array<vec4<f32>, CV>(q4_low(q.x) * d, q4_high(q.x) * d, q4_low(q.y) * d, q4_high(q.y) * d,
                               q4_low(q.z) * d, q4_high(q.z) * d, q4_low(q.w) * d, q4_high(q.w) * d);
 }

@@ -7,16 +7,17 @@
 @group(0) @binding(6) var<storage, read> w2: array<vec4<u32>>;   // W_2: [N2, K/16], then [N2]
 
 const CV = 4u;
+alias Raw = vec4<u32>;
 
 fn wvec(g: u32, i: u32) -> vec4<u32> {
   switch g { case 0u: { return w[i]; } case 1u: { return w1[i]; } default: { return w2[i]; } }
 }
 
-fn load_chunk(g: u32, row: u32, c: u32) -> array<vec4<f32>, CV> {
-  let kv = p.K / 16u;
-  let s = rows_of(g) * kv * 4u + row;               // the row's scale, as a word index
+fn load_raw(g: u32, row: u32, c: u32) -> Raw { return wvec(g, row * (p.K / 16u) + c); }
+
+fn decode(q: Raw, g: u32, row: u32, c: u32) -> array<vec4<f32>, CV> {
+  let s = rows_of(g) * (p.K / 4u) + row;            // the row's scale, as a word index
   let scale = bitcast<f32>(wvec(g, s / 4u)[s % 4u]);
-  let q = wvec(g, row * kv + c);
   return array<vec4<f32>, CV>(q8_quad(q.x) * scale, q8_quad(q.y) * scale,
                               q8_quad(q.z) * scale, q8_quad(q.w) * scale);
 }

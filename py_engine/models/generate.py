@@ -60,6 +60,7 @@ class Generator:
         self.step_no = 0
         self.last_token = None         # the id the sampler last left in `token` (read back)
         self._recording = None
+        self._recorded_for = None      # the sampling settings the recording has baked in
         self._groups = {}              # (k, slot) -> Recording of k chained steps
         self._ring = None              # u32 [2, group]: each slot's sampled ids
         self._shadow = None            # per slot: copies of the rollback tensors + position
@@ -110,6 +111,16 @@ class Generator:
         return tok
 
     # -- decode --------------------------------------------------------------------------
+    def _ensure_recording(self):
+        """Record the step graph, again whenever the sampling settings changed since (they
+        are baked into the recorded sampler's uniforms: a conversation may switch from
+        sampling to greedy between turns)."""
+        key = tuple(sorted(self.cfg.kwargs().items()))
+        if self._recording is None or key != self._recorded_for:
+            self._record_step()
+            self._groups = {}
+            self._recorded_for = key
+
     def _record_step(self):
         with self.device.private_pool() as pool:
             batch = self.device.batch()
@@ -141,8 +152,7 @@ class Generator:
     async def decode_one(self, prev_token):
         """Feed `prev_token` and sample the next one (one step, read back at once)."""
         self._check_room(1)
-        if self._recording is None:
-            self._record_step()
+        self._ensure_recording()
         self._feed(prev_token)
         self._recording.replay()
         self.state.tokens_seen += 1
@@ -211,8 +221,7 @@ class Generator:
         yield tok
         if max_new_tokens <= 1 or tok in stop_ids or (cancelled and cancelled()):
             return
-        if self._recording is None:
-            self._record_step()
+        self._ensure_recording()
         remaining, slot = max_new_tokens - 1, 0
         inflight = []
         first = fed = tok            # fed: the input of the next group to be read

@@ -17,7 +17,7 @@ from py_engine.ops import elementwise as ew
 from py_engine.ops import position
 from py_engine.ops.embedding import embedding_forward
 from py_engine.ops.linear import linear_forward
-from py_engine.ops.rmsnorm import rmsnorm_forward
+from py_engine.ops.rmsnorm import NormedRows
 from py_engine.autograd import functional as F
 from py_engine.autograd.functional import Ctx
 
@@ -210,16 +210,16 @@ class MambaModel:
         cfg = self.cfg
         Bsz = state.Bsz
         residual = embedding_forward(batch, token, self.embed)          # [Bsz, D]
+        # Each pre-norm is handed over unevaluated (NormedRows): the input projections that
+        # read it normalise on the fly. Mixers read h before they add into the residual.
         for i, mixer in enumerate(self.mixers):
-            h, rstd = rmsnorm_forward(batch, residual, self.norms[i], eps=cfg.layer_norm_epsilon)
-            rstd.release()
+            h = NormedRows(residual, self.norms[i], cfg.layer_norm_epsilon)
             mixer.step(batch, h, residual, Bsz, state.layers[i])
             h.release()
-        h, rstd = rmsnorm_forward(batch, residual, self.norm_f, eps=cfg.layer_norm_epsilon)
-        rstd.release()
-        residual.release()
+        h = NormedRows(residual, self.norm_f, cfg.layer_norm_epsilon)
         logits = linear_forward(batch, h, self.lm_head)                 # [Bsz, V]
         h.release()
+        residual.release()      # after the LM head has read it through h
         position.advance(batch, state.pos, 1)
         state.tokens_seen += 1
         return logits

@@ -28,6 +28,7 @@ from py_engine.gpu.tensor import Tensor
 from py_engine.ops import conv1d as conv_ops
 from py_engine.ops import selective_scan as scan_ops
 from py_engine.ops.linear import linear_accumulate, linear_forward, linear_multi
+from py_engine.ops.lora import adapter_of
 from py_engine.ops.rmsnorm import rmsnorm_forward
 from py_engine.autograd import functional as F
 from py_engine.nn.registry import bias_hint, conv_weight, register, whole
@@ -104,16 +105,23 @@ class Mamba1Mixer:
         u = conv_ops.conv1d_step(batch, x, state.conv, self.conv_w, self.conv_b, silu=True)
         x.release()
         dt_low, B, C = linear_multi(batch, u, [self.x_dt, self.x_B, self.x_C])
-        if self.bc_eps is not None:
-            normed, rstd = rmsnorm_forward(batch, dt_low, None, eps=self.bc_eps)
-            rstd.release()
-            dt_low.release()
-            dt_low = normed
-        delta = linear_forward(batch, dt_low, self.dt_w)
-        dt_low.release()
-        y = scan_ops.selective_scan_step(batch, u, delta, self.A_log, B, C, state.ssm, D=self.D,
-                                         z_t=z, dt_bias=self.dt_b, norm_bc_eps=self.bc_eps)
-        for t in (u, delta, B, C, z):
+        if scan_ops.step_takes_dt_proj(batch.device) and adapter_of(batch.device, self.dt_w) is None:
+            # dt_proj (and Falcon's dt_low norm) inside the scan step: one dispatch fewer
+            y = scan_ops.selective_scan_step(batch, u, dt_low, self.A_log, B, C, state.ssm,
+                                             D=self.D, z_t=z, dt_bias=self.dt_b,
+                                             norm_bc_eps=self.bc_eps, dt_w=self.dt_w)
+        else:
+            if self.bc_eps is not None:
+                normed, rstd = rmsnorm_forward(batch, dt_low, None, eps=self.bc_eps)
+                rstd.release()
+                dt_low.release()
+                dt_low = normed
+            delta = linear_forward(batch, dt_low, self.dt_w)
+            y = scan_ops.selective_scan_step(batch, u, delta, self.A_log, B, C, state.ssm,
+                                             D=self.D, z_t=z, dt_bias=self.dt_b,
+                                             norm_bc_eps=self.bc_eps)
+            delta.release()
+        for t in (u, dt_low, B, C, z):
             t.release()
         linear_accumulate(batch, y, self.out_w, residual, bias=self.out_b)
         y.release()
@@ -141,6 +149,13 @@ class Mamba1:
     Mixer = Mamba1Mixer
     State = LayerState
     spec = staticmethod(spec)
+
+    @staticmethod
+    def linear_piece(rel):
+        """Matrices that may be stored narrow: in_proj, x_proj, out_proj. dt_proj stays f32:
+        the decode scan step applies it itself (selective_scan_step.wgsl), and it is small
+        (I x dt_rank, ~1% of the layer)."""
+        return rel.split("#")[0] in ("in_proj.weight", "x_proj.weight", "out_proj.weight")
 
     @staticmethod
     def validate(cfg, source):

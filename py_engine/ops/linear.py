@@ -7,6 +7,7 @@ gradient: shaders/linear_backward.wgsl).
 from py_engine.ops._common import ACCUMULATE, ADD_BIAS, dummy, out_like, params, rows_of
 from py_engine.ops import weight_format
 from py_engine.ops.lora import adapter_of, branch_forward
+from py_engine.ops.rmsnorm import NormedRows
 
 TILE = 32  # each 8x8 workgroup computes a 32x32 block of C (4x4 per thread)
 MATVEC_MAX_M = 4     # up to this many rows, y = x @ W^T goes through the matvec kernel
@@ -50,6 +51,8 @@ def matmul(batch, a, b, c, M, N, K, strides, bias=None, accumulate=False):
     flags = (ADD_BIAS if bias is not None else 0) | (ACCUMULATE if accumulate else 0)
     sa0, sa1, sb0, sb1 = strides
     decode_shape = M <= MATVEC_MAX_M and (sa0, sa1, sb0, sb1) == (K, 1, 1, K) and _matvec_ok(dev)
+    if isinstance(a, NormedRows) and not (decode_shape and (b.dtype != "f32" or _rows_kernel(dev, K))):
+        a = a.materialize(batch)          # only the 16-byte-chunk matvec folds the norm in
     if b.dtype != "f32":
         # a narrow weight (py_engine/ops/weight_format.py): read as it is when decoding,
         # else through a temporary f32 copy (released once recorded: later work reuses it
@@ -93,8 +96,10 @@ def raw_linear(batch, x, w, b=None, out=None):
 
 def linear_forward(batch, x, w, b=None, out=None):
     """x @ w^T + b (+ the LoRA branch when `w` carries an adapter: py_engine/ops/lora.py)."""
-    y = raw_linear(batch, x, w, b, out)
     ad = adapter_of(batch.device, w)
+    if ad is not None and isinstance(x, NormedRows):
+        x = x.materialize(batch)              # the LoRA branch reads x as a tensor
+    y = raw_linear(batch, x, w, b, out)
     if ad is not None:
         branch_forward(batch, x, ad, y, rows_of(x))
     return y
@@ -159,6 +164,8 @@ def linear_multi(batch, x, weights):
     if weights[0].dtype != "f32" or _rows_kernel(dev, K):
         weight_format.matvec(batch, x, weights, outs, M)
         return outs
+    if isinstance(x, NormedRows):
+        x = x.materialize(batch)
     Ns = [w.shape[0] for w in weights] + [0] * (3 - len(weights))
     u = dev.uniform(params(M, K, len(weights), 0, *Ns, 0))
     from py_engine.ops.conv1d import rw_dummy

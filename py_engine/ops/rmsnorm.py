@@ -39,3 +39,26 @@ def rmsnorm_backward(batch, dy, x, rstd, w=None, dx=None, dw=None, accumulate_dx
     batch.run("rmsnorm_backward", "rmsnorm_backward_weight",
               [uw, x.binding, None, dw.binding, rstd.binding, dy.binding], -(-dim // 64))
     return dx, dw
+
+
+class NormedRows:
+    """RMSNorm(x) * w, not yet computed: a decode step's pre-norm handed to the layer as its
+    input. The mat-vec kernels fold it into the projections that read it (one dispatch fewer
+    per layer, shaders/lib/matvec_rows.wgsl); any other reader calls `materialize`, which
+    runs the norm once. `release` frees what materialize made (x belongs to the caller)."""
+
+    def __init__(self, x, w, eps):
+        self.x, self.w, self.eps = x, w, float(eps)
+        self.shape, self.dtype = x.shape, x.dtype
+        self._y = None
+
+    def materialize(self, batch):
+        if self._y is None:
+            self._y, rstd = rmsnorm_forward(batch, self.x, self.w, eps=self.eps)
+            rstd.release()
+        return self._y
+
+    def release(self):
+        if self._y is not None:
+            self._y.release()
+            self._y = None

@@ -94,13 +94,13 @@ class _Spec:
                 raise ValueError(f"{name} must be [{self.I}], got {list(a.shape)}")
 
 
-def _fields(spec, flags, L, nc, eps, views, work=None):
-    """The Params struct of the shader, in order."""
+def _fields(spec, flags, L, nc, eps, views, work=None, dt_rank=0):
+    """The Params struct of the shader, in order (dt_rank: _p0, for the step with dt_proj)."""
     f = [spec.T, spec.I, spec.N, flags, L, nc, spec.nb, float(eps)]
     for key in ("u", "dl", "b", "c", "z", "y", "du", "dd", "dz", "db", "dc"):
         v = views.get(key)
         f += [v[1], v[2]] if v is not None else [0, 0]
-    f += [0, 0]
+    f += [dt_rank, 0]
     w = work or {}
     f += [w.get(k, 0) for k in ("dt", "sig", "dy0", "dzs", "hs", "g", "sdt", "pd", "pb")]
     f += [0, 0, 0]
@@ -191,23 +191,43 @@ def selective_scan_forward(batch, u, delta, A_log, B, C, D=None, z=None, dt_bias
     return y, state, saved
 
 
+def step_takes_dt_proj(device):
+    """Whether the fused step (dt_w given) fits this device: it binds 11 storage buffers,
+    one more than SwiftShader's limit of 10 (which keeps the separate dt_proj dispatch)."""
+    return device.limits.get("maxStorageBuffersPerShaderStage", 8) >= 11
+
+
 def selective_scan_step(batch, u_t, delta_t, A_log, B_t, C_t, state, D=None, z_t=None,
-                        dt_bias=None, out=None, norm_bc_eps=None):
+                        dt_bias=None, out=None, norm_bc_eps=None, dt_w=None):
     """One token: u_t, delta_t, z_t [Bsz, I] (or [I]), B_t, C_t [Bsz, N], state [Bsz, I, N]
-    updated in place -> y_t [Bsz, I]. The same math as the forward for T = 1; 1 dispatch."""
+    updated in place -> y_t [Bsz, I]. The same math as the forward for T = 1; 1 dispatch.
+
+    dt_w [I, R] (f32): delta_t is then x_proj's low-rank dt [Bsz, R] and the kernel applies
+    dt_proj itself (shaders/selective_scan_step.wgsl), saving a dispatch per layer."""
     dev = batch.device
+    if dt_w is not None:
+        I, R = dt_w.shape
+        if dt_w.dtype != "f32" or delta_t.shape[-1] != R:
+            raise ValueError(f"dt_w must be f32 [I, {delta_t.shape[-1]}], got {dt_w.dtype} "
+                             f"{list(dt_w.shape)}")
     spec = _Spec(u_t, delta_t, A_log, B_t, C_t, D, z_t, dt_bias, T=1)
     _state_shape(spec, state, "state")
     y = out if out is not None else Tensor(dev, tuple(u_t.shape))
     flags = _flags(D, z_t, dt_bias, norm_bc_eps) | HAS_INIT | WRITE_FINAL
     views = {"u": view(u_t), "dl": view(delta_t), "b": view(B_t), "c": view(C_t), "y": view(y)}
     views["z"] = view(z_t) if z_t is not None else (dummy(dev), 0, 0)
-    un = dev.uniform(_fields(spec, flags, 1, 1, norm_bc_eps or 0.0, views))
-    batch.run(FORWARD_SHADER, "selective_scan_step",
-              [un, views["u"][0], views["dl"][0],
-               dt_bias.binding if dt_bias is not None else dummy(dev), A_log.binding,
-               views["b"][0], views["c"][0], D.binding if D is not None else dummy(dev),
-               views["z"][0], views["y"][0], state.binding],
+    un = dev.uniform(_fields(spec, flags, 1, 1, norm_bc_eps or 0.0, views,
+                             dt_rank=dt_w.shape[1] if dt_w is not None else 0))
+    resources = [un, views["u"][0], views["dl"][0],
+                 dt_bias.binding if dt_bias is not None else dummy(dev), A_log.binding,
+                 views["b"][0], views["c"][0], D.binding if D is not None else dummy(dev),
+                 views["z"][0], views["y"][0], state.binding]
+    if dt_w is not None:
+        batch.run("selective_scan_step", "selective_scan_step_dtproj",
+                  resources + [None, None, dt_w.binding], -(-spec.I // 64), spec.nb,
+                  constants={"NS": spec.N})
+        return y
+    batch.run(FORWARD_SHADER, "selective_scan_step", resources,
               -(-spec.I // 64), spec.nb, constants={"NS": spec.N})
     return y
 

@@ -11,6 +11,7 @@ traffic); prefill and training GEMMs dequantize a temporary f32 copy of one weig
 """
 from py_engine.gpu.tensor import Tensor
 from py_engine.ops._common import MAX_GROUPS, dummy, fold, params
+from py_engine.ops.rmsnorm import NormedRows
 
 FORMATS = ("f32", "f16", "bf16", "q8", "q4")
 # K must be a multiple of this for the 16-byte-chunk mat-vec of each format
@@ -83,31 +84,39 @@ def _row_slice(y, row0, rows, K):
 
 
 def rows_per_thread_group(fmt, K):
-    """Threads sharing one row (TPR, a pipeline constant): enough 16-byte chunks per thread to
-    keep loads in flight, at least 64 threads, at most the whole workgroup."""
+    """Threads sharing one row (TPR, a pipeline constant, a power of two in 16..256): about
+    four 16-byte chunks per thread, which the kernel loads before using any (loads in flight
+    are what a bandwidth-bound kernel needs; more threads per row would each hold fewer)."""
     chunks = K // (128 // BITS[fmt])          # 16 bytes hold 128 / bits values
-    tpr = 64
-    while tpr < THREADS and chunks >= 4 * tpr * 2:
+    tpr = 16
+    while tpr < THREADS and chunks >= 8 * tpr:
         tpr *= 2
     return tpr
 
 
 def matvec(batch, x, ws, ys, M, bias=None, accumulate=False):
-    """ys[g] (+)= x[M, K] @ ws[g]^T (+ bias, g = 0 only) for up to 3 weights of one format."""
+    """ys[g] (+)= x[M, K] @ ws[g]^T (+ bias, g = 0 only) for up to 3 weights of one format.
+    x may be an ops.rmsnorm.NormedRows: the kernel normalises it on the fly."""
     from py_engine.ops.conv1d import rw_dummy
     dev = batch.device
+    norm, eps = None, 0.0
+    if isinstance(x, NormedRows):
+        if x.w is not None and x.x.shape[-1] % 4 == 0:
+            norm, eps, x = x.w, x.eps, x.x
+        else:
+            x = x.materialize(batch)          # weightless: the separate norm kernel
     fmt = ws[0].dtype
     K = ws[0].shape[1]
     if any(w.dtype != fmt or w.shape[1] != K for w in ws) or len(ws) > 3 or M > 4:
         raise ValueError("matvec: weights must share format and K, at most 3 of them, M <= 4")
     Ns = [w.shape[0] for w in ws] + [0] * (3 - len(ws))
-    flags = (1 if bias is not None else 0) | (2 if accumulate else 0)
-    u = dev.uniform(params(M, Ns[0], K, flags, len(ws), Ns[1], Ns[2], 0))
+    flags = (1 if bias is not None else 0) | (2 if accumulate else 0) | (4 if norm is not None else 0)
+    u = dev.uniform(params(M, Ns[0], K, flags, len(ws), Ns[1], Ns[2], float(eps)))
     tpr = rows_per_thread_group(fmt, K)
     gx, gy = fold(-(-max(Ns) // (THREADS // tpr)))
     wb = [w.binding for w in ws] + [dummy(dev)] * (3 - len(ws))
     yb = [y.binding for y in ys] + [rw_dummy(dev, slot) for slot in range(3 - len(ws))]
     batch.run(f"matvec_{fmt}", "matvec_forward",
               [u, x.binding, wb[0], bias.binding if bias is not None else dummy(dev), yb[0],
-               wb[1], wb[2], yb[1], yb[2]],
+               wb[1], wb[2], yb[1], yb[2], norm.binding if norm is not None else dummy(dev)],
               gx, gy, len(ws), constants={"TPR": tpr})

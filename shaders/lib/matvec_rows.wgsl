@@ -1,17 +1,24 @@
 // The weight-streaming mat-vec shared by shaders/matvec_<format>.wgsl (decode: M <= 4 rows).
 //   y_g[m, j] (+)= sum_k x[m, k] * W_g[j, k] (+ bias[j])      g < G <= 3 matrices sharing x
+// With flags bit2 the input is RMS-normalised first, x[m, k] -> x[m, k] * rstd[m] * nw[k]
+// (rstd = 1/sqrt(mean_k x[m, k]^2 + eps)): a layer's pre-norm folded into its input
+// projections, one dispatch fewer per layer when decoding (py_engine/ops/rmsnorm.NormedRows).
 // Bandwidth-bound: each weight is read once per token in 16-byte chunks (vec4<u32>/vec4<f32>).
 // TPR threads share a row (a pipeline override the host picks from K: 64..256) so a 256-thread
 // workgroup covers 256/TPR rows; consecutive threads read consecutive chunks (coalesced), and
 // the row's partial sums meet in a shared-memory tree (no subgroup op: correct whatever the
 // subgroup size, and the reduction is a small part of the row's reads).
 // The including file defines, before this include:
-//   const CV: u32                   vec4s of values per 16-byte chunk (f32 1, f16/bf16 2, q8 4, q4 8)
-//   fn load_chunk(g: u32, row: u32, c: u32) -> array<vec4<f32>, CV>   values k = c*4*CV ..
+//   const CV: u32       vec4s of values per 16-byte chunk (f32 1, f16/bf16 2, q8 4, q4 8)
+//   alias Raw           the chunk as loaded (vec4<f32> or vec4<u32>)
+//   fn load_raw(g: u32, row: u32, c: u32) -> Raw                        chunk c of row `row`
+//   fn decode(q: Raw, g: u32, row: u32, c: u32) -> array<vec4<f32>, CV>  its values (scaled)
+// Each thread issues the loads of four chunks before decoding any of them: with one load in
+// flight per thread the H200 read ~15-25% of its bandwidth (decode at the 1.4b shape).
 // and the weight bindings w (1 -> binding 2), w1 (binding 5), w2 (binding 6).
 
-struct Params { M: u32, N: u32, K: u32, flags: u32,        // flags: bit0 bias, bit1 accumulate
-                G: u32, N1: u32, N2: u32, _p: u32 };       // matrices; rows of W_1, W_2
+struct Params { M: u32, N: u32, K: u32, flags: u32,        // bit0 bias, bit1 accumulate, bit2 norm
+                G: u32, N1: u32, N2: u32, eps: f32 };      // matrices; rows of W_1, W_2; norm eps
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x4: array<vec4<f32>>;      // [M, K/4]
@@ -19,6 +26,7 @@ struct Params { M: u32, N: u32, K: u32, flags: u32,        // flags: bit0 bias, 
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;       // [M, N]
 @group(0) @binding(7) var<storage, read_write> y1: array<f32>;      // [M, N1]
 @group(0) @binding(8) var<storage, read_write> y2: array<f32>;      // [M, N2]
+@group(0) @binding(9) var<storage, read> nw: array<vec4<f32>>;      // [K/4] norm weight (bit2)
 
 override TPR: u32 = 64u;
 const THREADS = 256u;
@@ -36,6 +44,22 @@ fn yload(g: u32, idx: u32) -> f32 {
   switch g { case 0u: { return y[idx]; } case 1u: { return y1[idx]; } default: { return y2[idx]; } }
 }
 
+// The chunk's values dotted with the same 4*CV inputs of each x row m < M (normalised: * nw).
+fn chunk_dot(wv: array<vec4<f32>, CV>, c: u32, xs: u32, normed: bool) -> vec4<f32> {
+  var out = vec4<f32>(0.0);
+  for (var m = 0u; m < p.M; m++) {
+    let xo = m * xs + c * CV;
+    var s = 0.0;
+    if (normed) {
+      for (var i = 0u; i < CV; i++) { s += dot(wv[i], x4[xo + i] * nw[c * CV + i]); }
+    } else {
+      for (var i = 0u; i < CV; i++) { s += dot(wv[i], x4[xo + i]); }
+    }
+    out[m] = s;
+  }
+  return out;
+}
+
 @compute @workgroup_size(THREADS)
 fn matvec_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                   @builtin(local_invocation_index) lid: u32) {
@@ -48,16 +72,38 @@ fn matvec_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
   let r = min(row, N - 1u);             // past-the-end rows compute row N-1 and store nothing
   let xs = p.K / 4u;                    // vec4s per x row
   let nchunk = xs / CV;
-  var acc = vec4<f32>(0.0);             // one partial sum per x row m < M <= 4
-  for (var c = lane; c < nchunk; c += TPR) {
-    let wv = load_chunk(g, r, c);
-    for (var m = 0u; m < p.M; m++) {
-      let xo = m * xs + c * CV;
-      var s = 0.0;
-      for (var i = 0u; i < CV; i++) { s += dot(wv[i], x4[xo + i]); }
-      acc[m] += s;
+  let normed = (p.flags & 4u) != 0u;
+  var rstd = vec4<f32>(1.0);
+  if (normed) {                         // every workgroup computes the rows' 1/rms itself
+    var ss = vec4<f32>(0.0);
+    for (var k = lid; k < xs; k += THREADS) {
+      for (var m = 0u; m < p.M; m++) { let v = x4[m * xs + k]; ss[m] += dot(v, v); }
     }
+    red[lid] = ss;
+    workgroupBarrier();
+    for (var step = THREADS / 2u; step > 0u; step >>= 1u) {
+      if (lid < step) { red[lid] += red[lid + step]; }
+      workgroupBarrier();
+    }
+    rstd = inverseSqrt(red[0] / f32(p.K) + p.eps);
+    workgroupBarrier();                 // red is reused below
   }
+  var acc = vec4<f32>(0.0);             // one partial sum per x row m < M <= 4
+  var c = lane;
+  for (; c + 3u * TPR < nchunk; c += 4u * TPR) {
+    let q0 = load_raw(g, r, c);
+    let q1 = load_raw(g, r, c + TPR);
+    let q2 = load_raw(g, r, c + 2u * TPR);
+    let q3 = load_raw(g, r, c + 3u * TPR);
+    acc += chunk_dot(decode(q0, g, r, c), c, xs, normed);
+    acc += chunk_dot(decode(q1, g, r, c + TPR), c + TPR, xs, normed);
+    acc += chunk_dot(decode(q2, g, r, c + 2u * TPR), c + 2u * TPR, xs, normed);
+    acc += chunk_dot(decode(q3, g, r, c + 3u * TPR), c + 3u * TPR, xs, normed);
+  }
+  for (; c < nchunk; c += TPR) {
+    acc += chunk_dot(decode(load_raw(g, r, c), g, r, c), c, xs, normed);
+  }
+  acc *= rstd;
   red[lid] = acc;
   workgroupBarrier();
   for (var step = TPR / 2u; step > 0u; step >>= 1u) {

@@ -108,3 +108,32 @@ def test_pipelined_stream_equals_token_by_token(engine, server, name):
                 assert np.array_equal(a, b), case
         assert got == want_state, case
         assert c["then"] == c["ref_then"], case
+
+
+SWITCH = """
+from py_engine.io.hf_loader import load_model
+from py_engine.models.generate import Generator, SamplingConfig
+model = await load_model(device, args['url'])
+prompt = args['prompt']
+g1 = Generator(model, SamplingConfig(greedy=False, temperature=0.8, seed=5), max_tokens=128)
+first = [t async for t in g1.stream(prompt, 12)]
+snap = await g1.state.to_bytes()
+g1.cfg = SamplingConfig(greedy=True)          # the next turn switches to greedy
+second = [t async for t in g1.stream(prompt[:2], 10)]
+g2 = Generator(model, SamplingConfig(greedy=True), max_tokens=128)
+g2.state.load_bytes(snap)
+fresh = [t async for t in g2.stream(prompt[:2], 10)]
+for g in (g1, g2):
+    g.release()
+model.release()
+result = {'second': second, 'fresh': fresh}
+"""
+
+
+def test_changed_sampling_settings_apply_to_the_next_turn(engine, server):
+    """The decode step graph bakes the sampler settings in: switching a kept conversation from
+    sampling to greedy must re-record it (greedy from the same state == a fresh greedy run)."""
+    exp = np.load(FIXTURES / "mamba-d40-tied" / "expected.npz")
+    out = engine.run(SWITCH, url=f"{server.url}/weights/mamba-d40-tied/",
+                     prompt=exp["prompt_ids"].tolist())
+    assert out["second"] == out["fresh"]

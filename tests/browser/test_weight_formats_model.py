@@ -10,6 +10,7 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 from py_engine.io import gpu_layout
+from py_engine.io.layouts import internal_name
 from py_engine.io.weight_formats import narrowable
 from py_engine.models.config import MambaConfig
 from tests.conftest import REPO
@@ -25,15 +26,18 @@ m = await load_model(device, args['url'], weights_format=args['fmt'])
 dtypes = {k: t.dtype for k, t in m.weights.items()}
 packed = {k: await t.to_bytes() for k, t in m.weights.items() if t.dtype != 'f32'}
 full = await m.logits(args['ids'])
-device.force_matvec = True          # the decode kernels a real GPU runs
+device.force_matvec = True          # the decode kernels a real GPU runs (norm folded in)
 try:
     st = m.new_state()
     steps = await m.step_logits(args['ids'], st)
     st.release()
 finally:
     device.force_matvec = False
+st = m.new_state()
+plain = await m.step_logits(args['ids'], st)   # the separate-kernel path of this device
+st.release()
 m.release()
-result = {'dtypes': dtypes, 'packed': packed, 'full': full, 'steps': steps}
+result = {'dtypes': dtypes, 'packed': packed, 'full': full, 'steps': steps, 'plain': plain}
 """
 
 
@@ -46,7 +50,7 @@ def rounded_copy(name, fmt, dest, packed):
     tensors = load_file(str(src / "model.safetensors"))
     narrowed = 0
     for hf_name, arr in tensors.items():
-        pieces = gpu_layout.pieces(cfg, hf_name, arr.shape)
+        pieces = gpu_layout.pieces(cfg, internal_name(hf_name), arr.shape)   # mamba_ssm names
         if hf_name == "lm_head.weight" and cfg.tie_word_embeddings:
             continue                             # the engine reads the embedding instead
         if not any(narrowable(cfg, p, shape, fmt) for p, _, _, shape in pieces):
@@ -67,7 +71,8 @@ def rounded_copy(name, fmt, dest, packed):
 
 
 @pytest.mark.parametrize("name,fmt", [("nemotronh-mamf-tied", "q4"), ("nemotronh-mamf-tied", "q8"),
-                                      ("nemotronh-mamf-tied", "bf16"), ("mamba-d40-tied", "f16")])
+                                      ("nemotronh-mamf-tied", "bf16"), ("mamba-d40-tied", "f16"),
+                                      ("mamba3-g1-r05-tied", "f16"), ("falcon-d40-untied", "bf16")])
 def test_narrow_model_equals_rounded_f32_model(engine, server, scratch_models, name, fmt):
     folder = f"rounded-{name}-{fmt}"
     got = engine.run(RUN, url=f"{server.url}/weights/{name}/", fmt=fmt, ids=IDS)
@@ -84,6 +89,10 @@ def test_narrow_model_equals_rounded_f32_model(engine, server, scratch_models, n
     ref_full, ref_steps = (np.frombuffer(want[k], np.float32) for k in ("full", "steps"))
     assert np.abs(full - ref_full).max() <= 1e-4
     assert np.abs(steps - ref_steps).max() <= 1e-4
+    # the fused decode kernels (pre-norm folded into the projections) == separate kernels
+    for run in (got, want):
+        fused, plain = (np.frombuffer(run[k], np.float32) for k in ("steps", "plain"))
+        assert np.abs(fused - plain).max() <= 1e-4
 
 
 def test_unknown_format_is_refused(engine, server):
