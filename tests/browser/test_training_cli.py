@@ -131,13 +131,17 @@ def test_pretrain_cli_trains_a_seeds_style_hybrid(tmp_path):
         assert torch.isfinite(model(torch.tensor([[1, 2, 3]])).logits).all()
 
 
+TINY = REPO / "tests" / "fixtures" / "models" / "bytes-tiny-stdlib"
+
+
 def test_finetune_cli_lora_lowers_held_out_loss_and_writes_a_peft_adapter(tmp_path):
-    """LoRA on the embedded default model: a phrase it never saw gets a lower held-out loss,
+    """LoRA on a small trained model (the previous embedded default, byte-level): a phrase it
+    never saw gets a lower held-out loss,
     and the adapter is a PEFT adapter (stock PEFT loads it on transformers' model)."""
     data = tmp_path / "notes.txt"
     data.write_text("mambaweb fine-tunes in the tab; nothing leaves the browser. " * 60)
     out = tmp_path / "adapter"
-    r = mambaweb("finetune", "--model", REPO / "models" / "default", "--data", data, "--out", out,
+    r = mambaweb("finetune", "--model", TINY, "--data", data, "--out", out,
                  "--steps", 25, "--batch", 2, "--seq-len", 64, "--lr", "5e-3", "--lora-r", 4,
                  "--merge", timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -150,7 +154,7 @@ def test_finetune_cli_lora_lowers_held_out_loss_and_writes_a_peft_adapter(tmp_pa
     import torch
     import transformers
     from peft import PeftModel
-    base = transformers.AutoModelForCausalLM.from_pretrained(REPO / "models" / "default")
+    base = transformers.AutoModelForCausalLM.from_pretrained(TINY)
     ids = torch.tensor([list(b"mambaweb fine-tunes")])
     with torch.no_grad():
         before = base(ids).logits
@@ -161,7 +165,7 @@ def test_finetune_cli_lora_lowers_held_out_loss_and_writes_a_peft_adapter(tmp_pa
     assert (after - before).abs().max() > 1e-3
     assert (merged - after).abs().max() <= 1e-4
     # plain errors
-    r = mambaweb("finetune", "--model", REPO / "models" / "default", "--data", tmp_path / "nope",
+    r = mambaweb("finetune", "--model", TINY, "--data", tmp_path / "nope",
                  "--out", out)
     assert r.returncode == 2 and "cannot read --data" in r.stderr
 

@@ -255,9 +255,13 @@ def test_long_output_wraps_inside_the_page(page):
 
 
 def test_whitespace_only_output_is_noted(page):
-    """The default model's greedy continuation of a Python def line is spaces (issue 16):
-    the page says so instead of looking idle."""
-    _reset(page)
+    """The previous default model's greedy continuation of a Python def line is spaces (issue
+    16): the page says so instead of looking idle."""
+    page.select_option("#model-select", "bytes-tiny-stdlib")
+    page.click("#load-btn")
+    page.wait_for_function("document.body.dataset.model === 'bytes-tiny-stdlib' && "
+                           "!document.getElementById('generate-btn').disabled", timeout=60_000)
+    page.uncheck("#keep-state")
     page.check("#greedy")
     page.fill("#max-new", "64")
     page.fill("#prompt", "def fibonacci(n):")

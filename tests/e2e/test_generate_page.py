@@ -95,14 +95,16 @@ def test_lora_adapter_switches_without_reloading(page, tmp_path):
     import numpy as np
     from safetensors.numpy import save_file
     from tests.conftest import REPO
+    from safetensors import safe_open
     cfg = json.loads((REPO / "models" / "default" / "config.json").read_text())
-    D, I, L = cfg["hidden_size"], cfg["hidden_size"] * cfg["expand"], cfg["num_hidden_layers"]
+    with safe_open(str(REPO / "models" / "default" / "model.safetensors"), "np") as f:
+        out_rows, D = f.get_slice("backbone.layers.0.mixer.in_proj.weight").get_shape()
     rng = np.random.default_rng(0)
     tensors = {}
-    for i in range(L):
+    for i in range(cfg["num_hidden_layers"]):
         m = f"base_model.model.backbone.layers.{i}.mixer.in_proj"
         tensors[m + ".lora_A.weight"] = (rng.standard_normal((2, D)) * 0.5).astype(np.float32)
-        tensors[m + ".lora_B.weight"] = (rng.standard_normal((2 * I, 2)) * 0.5).astype(np.float32)
+        tensors[m + ".lora_B.weight"] = (rng.standard_normal((out_rows, 2)) * 0.5).astype(np.float32)
     folder = tmp_path / "adapter"
     folder.mkdir()
     save_file(tensors, str(folder / "adapter_model.safetensors"))
