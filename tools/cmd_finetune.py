@@ -14,7 +14,7 @@ from urllib.parse import quote
 LOAD = """
 from py_engine.app import generate_session as G
 from py_engine.app import finetune as FT
-info = await G.load(args['url'], args['name'])
+info = await G.load(args['url'], args['name'], weights_format=args.get('weights') or 'f32')
 summary = FT.prepare(args['text'], **args['opts'])
 summary['model'] = info
 summary['before'] = await FT.evaluate()
@@ -54,6 +54,8 @@ def register(subparsers):
                    help="also write OUT/merged: the base with the adapter folded in (an HF "
                         "folder transformers loads; with --full: the trained model)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--weights", default="f32", choices=("f32", "f16", "bf16", "q8", "q4"),
+                   help="keep the frozen base narrow on the GPU (LoRA on a q4/q8 base: QLoRA)")
     p.set_defaults(func=run)
 
 
@@ -64,6 +66,11 @@ def run(args):
         text = Path(args.data).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         print(f"mambaweb finetune: cannot read --data {args.data}: {e}", file=sys.stderr)
+        return 2
+    if args.weights != "f32" and (args.full or args.merge):
+        print(f"mambaweb finetune: --weights {args.weights} keeps the base frozen and narrow: "
+              f"{'--full trains every weight' if args.full else '--merge needs an f32 base'}; "
+              "drop --weights (or that flag)", file=sys.stderr)
         return 2
     opts = {"lora": not args.full, "r": args.lora_r, "alpha": args.lora_alpha,
             "steps": args.steps, "batch": args.batch, "seq_len": args.seq_len, "lr": args.lr,
@@ -78,7 +85,8 @@ def run(args):
                              path="/pretrain") as eng:
             url = f"{eng.server.url}/weights/{quote(name)}/"
             try:
-                summary = eng.run(LOAD, url=url, name=name, text=text, opts=opts)
+                summary = eng.run(LOAD, url=url, name=name, text=text, opts=opts,
+                                  weights=args.weights)
                 log(json.dumps({k: v for k, v in summary.items() if k != "model"}))
                 for _ in range(args.steps):
                     print(json.dumps(eng.run(STEP)), flush=True)

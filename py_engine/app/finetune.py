@@ -63,6 +63,10 @@ def prepare(text, *, lora=True, r=8, alpha=16, targets=None, lr=None, steps=100,
         raise ValueError("load a model first")
     if tok is None:
         raise ValueError("this model has no tokenizer.json: fine-tuning needs one")
+    narrow = sorted({t.dtype for t in model.weights.values()} - {"f32"})
+    if narrow and not lora:
+        raise ValueError(f"the model was loaded with {'/'.join(narrow)} weights, which stay frozen: "
+                         "fine-tune it with LoRA (QLoRA), or load it in f32 to train every weight")
     release()
     state.update(model=model, tokenizer=tok)
     records = _records(text)
@@ -94,6 +98,7 @@ def prepare(text, *, lora=True, r=8, alpha=16, targets=None, lr=None, steps=100,
     trained = sum(t.numel for t in state["trainer"].params.values())
     total = sum(t.numel for t in model.weights.values())
     return {"mode": "lora" if lora else "full", "trainable_params": trained,
+            "base_formats": sorted({t.dtype for t in model.weights.values()}),
             "model_params": total, "train_rows": _n_train(), "eval_rows": len(state["eval"]),
             "tokens": n_tokens, "lr": lr}
 
@@ -153,6 +158,10 @@ async def merged_files():
     model.safetensors) — the base is changed in place: call last."""
     from py_engine.train.checkpoint import config_json, model_safetensors_parts
     model = state["model"]
+    narrow = sorted({t.dtype for t in model.weights.values()} - {"f32"})
+    if narrow:
+        raise ValueError(f"merging needs an f32 base; this one holds {'/'.join(narrow)} weights: "
+                         "keep the adapter, or fine-tune a base loaded in f32 to merge")
     if state["adapter"] is not None:
         state["adapter"].merge()
     parts = model_safetensors_parts(model)

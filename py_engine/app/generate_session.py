@@ -18,10 +18,11 @@ current = {"model": None, "tokenizer": None, "name": None, "gen": None, "cancel"
            "pending": None}
 
 
-async def load(base_url, name=None, files=()):
-    """Load the model at base_url (…/weights/<name>/) and its tokenizer; returns a summary."""
+async def load(base_url, name=None, files=(), weights_format="f32"):
+    """Load the model at base_url (…/weights/<name>/) and its tokenizer; returns a summary.
+    weights_format: f32, or f16/bf16/q8/q4 to keep the matrices narrow on the GPU."""
     from py_engine.io.byte_sources import HttpSource
-    return await _load(HttpSource(base_url, files), name or base_url, files)
+    return await _load(HttpSource(base_url, files), name or base_url, files, weights_format)
 
 
 async def load_files(files, name="local model"):
@@ -37,7 +38,7 @@ async def load_files(files, name="local model"):
     return await _load(DroppedFileSource(files, name), name, list(files))
 
 
-async def _load(source, name, files):
+async def _load(source, name, files, weights_format="f32"):
     from py_engine.io.hf_loader import load_from_source
     unload()
     t0 = time.perf_counter()
@@ -45,7 +46,7 @@ async def _load(source, name, files):
     def progress(p):
         emit("load_progress", **p)
 
-    cfg, weights = await load_from_source(runtime.device, source, progress)
+    cfg, weights = await load_from_source(runtime.device, source, progress, weights_format)
     model = MambaModel(runtime.device, cfg, weights)
     try:
         tok = await _load_tokenizer(source, files, cfg.vocab_size)

@@ -182,3 +182,26 @@ def test_pretrain_cli_trains_a_mamba3(tmp_path):
     assert len(losses) == 6 and losses[-1] < 0.9 * losses[0]
     conf = json.loads((out / "config.json").read_text())
     assert conf["ssm_cfg"]["layer"] == "Mamba3"     # mamba_ssm's layout, as Mamba-3 ships
+
+
+def test_finetune_cli_qlora_on_a_q4_base(tmp_path):
+    """LoRA on a base kept in 4-bit on the GPU (QLoRA): the held-out loss drops, the adapter is
+    a PEFT adapter, and modes that would train or rewrite the frozen narrow base are refused."""
+    data = tmp_path / "notes.txt"
+    data.write_text("mambaweb fine-tunes in the tab; nothing leaves the browser. " * 60)
+    out = tmp_path / "qlora"
+    r = mambaweb("finetune", "--model", TINY, "--data", data, "--out", out, "--weights", "q4",
+                 "--steps", 25, "--batch", 2, "--seq-len", 64, "--lr", "5e-3", "--lora-r", 4,
+                 timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads([l for l in r.stderr.splitlines() if '"base_formats"' in l][0])
+    assert summary["base_formats"] == ["f32", "q4"] and summary["mode"] == "lora"
+    evals = json.loads([l for l in r.stderr.splitlines() if "eval_loss_before" in l][-1])
+    assert evals["eval_loss_after"] < 0.8 * evals["eval_loss_before"]
+    cfg = json.loads((out / "adapter_config.json").read_text())
+    assert cfg["peft_type"] == "LORA" and cfg["r"] == 4
+    assert (out / "adapter_model.safetensors").stat().st_size > 0
+    for flag in ("--full", "--merge"):
+        r = mambaweb("finetune", "--model", TINY, "--data", data, "--out", tmp_path / "x",
+                     "--weights", "q4", flag)
+        assert r.returncode == 2 and "--weights q4" in r.stderr and "Traceback" not in r.stderr
