@@ -11,6 +11,7 @@ import json
 import struct
 
 from py_engine.app import generate_session
+from py_engine.io.weight_formats import weights_format
 from py_engine.train.data import Batcher
 from py_engine.train.trainer import IGNORE, Trainer
 
@@ -63,9 +64,9 @@ def prepare(text, *, lora=True, r=8, alpha=16, targets=None, lr=None, steps=100,
         raise ValueError("load a model first")
     if tok is None:
         raise ValueError("this model has no tokenizer.json: fine-tuning needs one")
-    narrow = sorted({t.dtype for t in model.weights.values()} - {"f32"})
-    if narrow and not lora:
-        raise ValueError(f"the model was loaded with {'/'.join(narrow)} weights, which stay frozen: "
+    fmt = weights_format(model.weights)
+    if fmt != "f32" and not lora:
+        raise ValueError(f"the model was loaded with {fmt} weights, which stay frozen: "
                          "fine-tune it with LoRA (QLoRA), or load it in f32 to train every weight")
     release()
     state.update(model=model, tokenizer=tok)
@@ -158,9 +159,9 @@ async def merged_files():
     model.safetensors) — the base is changed in place: call last."""
     from py_engine.train.checkpoint import config_json, model_safetensors_parts
     model = state["model"]
-    narrow = sorted({t.dtype for t in model.weights.values()} - {"f32"})
-    if narrow:
-        raise ValueError(f"merging needs an f32 base; this one holds {'/'.join(narrow)} weights: "
+    fmt = weights_format(model.weights)
+    if fmt != "f32":
+        raise ValueError(f"merging needs an f32 base; this one holds {fmt} weights: "
                          "keep the adapter, or fine-tune a base loaded in f32 to merge")
     if state["adapter"] is not None:
         state["adapter"].merge()

@@ -47,28 +47,7 @@ async def read_bandwidth(device, mib=512, min_seconds=0.3):
             "check_ok": check > 0}
 
 
-async def replay_dispatch_us(device, n=1000):
-    """Microseconds per dispatch when a recording of n small dispatches is replayed."""
-    x = Tensor.from_list(device, (64,), [1.0] * 64)
-    y = Tensor(device, (64,))
-    b = device.batch()
-    for _ in range(n):
-        ew.silu(b, x, out=y)
-    rec = b.record()
-    rec.replay()
-    await device.finish()
-    best = None
-    for _ in range(3):
-        t0 = time.perf_counter()
-        rec.replay()
-        await device.finish()
-        dt = time.perf_counter() - t0
-        best = dt if best is None else min(best, dt)
-    x.release()
-    y.release()
-    return 1e6 * best / n
-
-
 async def run(device):
-    return {"read": await read_bandwidth(device),
-            "replay_us_per_dispatch": await replay_dispatch_us(device)}
+    from py_engine.benchmarks.foundation import dispatch_overhead
+    replay = (await dispatch_overhead(device, submits=10))["replay_total_us_per_dispatch"]
+    return {"read": await read_bandwidth(device), "replay_us_per_dispatch": replay}
