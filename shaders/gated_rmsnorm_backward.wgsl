@@ -6,6 +6,10 @@
 //   dy[c] = dv[c] * silu(z[c]);   dz[c] = dv[c] * y[c] * silu'(z[c])
 //   dw[c] = sum_rows dout[c] * v[c] * r
 // v is recomputed from y and z (a multiply and an exp per element), never stored.
+// NORM_BEFORE_GATE (Mamba-3's is_outproj_norm; forward out = y * rstd(y) * w * silu(z)), with
+// gu = dout * w * silu(z) and r = rstd of y:
+//   dy[c] = r * gu[c] - y[c] * r^3 * sum_{j in g}(gu[j] y[j]) / S;  dz[c] = dout y r w silu'(z)
+//   dw[c] = sum_rows dout[c] * y[c] * silu(z[c]) * r   (the same expression as the default's)
 //
 // Layout: every [M, I] operand (y, z, dout, dy, dz) is a column window of a row-major matrix
 // ("view", as in conv1d.wgsl): element (r, c) at off + r*stride + c, so dz is written straight
@@ -22,6 +26,7 @@
 // float atomics, and reruns must be bit-identical).
 
 const ACCUMULATE = 1u;   // dw += instead of =
+const NORM_BEFORE_GATE = 2u;   // Mamba-3's is_outproj_norm: out = RMSNorm(y) * w * silu(z)
 
 struct Params {
   rows: u32, I: u32, S: u32, G: u32,                 // M, channels, group size, groups
@@ -64,13 +69,20 @@ fn gated_rmsnorm_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wo
   }
   let total = workgroup_sum64(lid, dot);
   let k = r * r * r * total / f32(p.S);
+  let nbg = (p.flags & NORM_BEFORE_GATE) != 0u;
   for (var j = lid; j < p.S; j += 64u) {
     let c = c0 + j;
     let yy = yv(row, c);
     let zz = zv(row, c);
-    let dv = r * gout(row, c) * w[c] - yy * silu(zz) * k;
-    dy[p.dy_off + row * p.dy_str + c] = dv * silu(zz);
-    dz[p.dz_off + row * p.dz_str + c] = dv * yy * dsilu(zz);
+    let go = gout(row, c);
+    if (nbg) {   // out = y r w silu(z): the norm sees y, the gate multiplies after it
+      dy[p.dy_off + row * p.dy_str + c] = r * go * w[c] * silu(zz) - yy * k;
+      dz[p.dz_off + row * p.dz_str + c] = go * yy * r * w[c] * dsilu(zz);
+    } else {
+      let dv = r * go * w[c] - yy * silu(zz) * k;
+      dy[p.dy_off + row * p.dy_str + c] = dv * silu(zz);
+      dz[p.dz_off + row * p.dz_str + c] = dv * yy * dsilu(zz);
+    }
   }
 }
 

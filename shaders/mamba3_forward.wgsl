@@ -1,4 +1,4 @@
-// Mamba-3 (SISO) scan, sequence forward (state-spaces Mamba3 / mamba3_siso_fwd_ref; float64 reference
+// Mamba-3 scan (SISO; MIMO of rank R with flag MIMO), sequence forward (state-spaces Mamba3 / mamba3_siso_fwd_ref; float64 reference
 // tests/reference/mamba3_numpy.py scan_sequential). The one-token step is shaders/mamba3_step.wgsl; it
 // reuses mamba3_prep below.
 //
@@ -12,12 +12,17 @@
 //   S_h   = alpha S_h + beta v_prev k_prev^T + gamma v k^T    [P, N],  v = x[t, h*P : (h+1)*P]
 //   y     = S_h q + D[h] v                                    (no gate: the caller gates / norms)
 //   v_prev, k_prev = v, k     (k_prev is the ROTATED k, bias included)
+// MIMO (flag MIMO, rank R = p.R; SISO is R = 1): Bn/Cn rows are (r g n), R*G*N wide; B_bias/C_bias
+// [H, R, N]; mimo_x [H, R, P] packed after D in pre; v_r = x * mimo_x[h, r]; k_r, q_r rotated in
+// pairs (i, i + N/2), i < S; S_h = alpha S_h + beta sum_r v_prev_r k_prev_r^T + gamma sum_r v_r k_r^T;
+// y_r = S_h q_r + D[h] v_r written rank-major per row (y row = [R][H*P]); k state [Bsz, R, H, N].
 //
 // Two dispatches (the inputs, parameters and four states need 16 storage bindings, more than the
 // 10 a browser gives, so the per-token scalars are precomputed and the parameters packed):
 //   mamba3_prep  one thread per element of pre (fold grid): pre [Bsz*T, 4H + S] rows
 //                [DT (H) | alpha (H) | beta (H) | gamma (H) | theta (S)], then at element `par`
-//                the packed parameters [B_bias (H*N) | C_bias (H*N) | D (H)].
+//                the packed parameters [B_bias (H*R*N) | C_bias (H*R*N) | D (H)] (then mimo_x
+//                [H*R*P], copied there by the host).
 //   mamba3_scan  one workgroup of WG threads per (h, b), grid (H, Bsz), sequential in t. Per token
 //                the workgroup updates phi (threads over i < S), rotates k and q into workgroup
 //                memory (threads over n), then each thread owns state rows p (p = lid, lid + WG ..)
@@ -25,15 +30,24 @@
 //                order: deterministic. The state ssm lives in its (in place) storage buffer: one
 //                read and one write per element per token (N*P up to 8192 floats does not fit in
 //                the 16 KiB of workgroup memory). v_prev is x of the previous row (or the v state).
-// Workgroup memory (WS = 3N + S floats, host-set): k double buffer [2][N] (slot t % 2 = k_t, the
-// other slot k_{t-1}) | q [N] | phi [S].
+// Workgroup memory (WS = 3RN + S floats, host-set): k double buffer [2][R][N] (slot t % 2 = k_t,
+// the other slot k_{t-1}) | q [R][N] | phi [S].
+// Token windows: both scans walk only tokens [t0, t0 + tn) (the chunked one: whole chunks, t0 a
+// multiple of the chunk) and leave all four states in their buffers at the window's end; a window
+// after the first (t0 > 0) starts from those states, as HAS_INIT does. The host splits a sequence
+// into windows small enough for lavapipe (Mesa llvmpipe), which silently ends every loop of an
+// invocation once the invocation's loops together have made 65535 passes
+// (LP_MAX_TGSI_LOOP_ITERATIONS, one counter shared by all loops): one dispatch over a long
+// sequence came out wrong from token ~99 (N = 128) on. See ops/mamba3.py (loop_passes_*).
 // Layout: x [.., H*P], Bn/Cn [.., G*N], dd_dt/dd_A/trap [.., H], angles [.., S] and y [.., H*P] are
 // views (element (r, j) at off + r*str + j): Cols windows of in_proj's output. States: angle
-// [Bsz, H, S], ssm [Bsz, H, P, N], k [Bsz, H, N], v [Bsz, H, P], read when HAS_INIT (else zeros)
+// [Bsz, H, S], ssm [Bsz, H, P, N], k [Bsz, R, H, N], v [Bsz, H, P], read when HAS_INIT (else zeros)
 // and overwritten with the final state.
 
 const HAS_INIT = 1u;
 const HEAVY = 2u;          // A activation: heavy tail (else softplus)
+const MIMO = 4u;           // rank-R MIMO (v_r = x * mimo_x, half-split rotation pairs)
+const MAX_R = 8u;
 const WG = 64u;
 const PI = 3.14159265358979;
 const TWO_PI = 6.28318530717959;
@@ -43,11 +57,14 @@ override WS: u32 = 416u;   // floats of workgroup memory: 3 N + S (host-set)
 struct Params {
   T: u32, H: u32, P: u32, N: u32,
   G: u32, S: u32, nb: u32, flags: u32,
-  a_floor: f32, pw: u32, par: u32, total: u32,        // pw = 4H + S; par = offset of the params
+  a_floor: f32, pw: u32, par: u32, total: u32,        // pw = 4H + S; par = offset of the params;
+                                                      // total = prep's elements (pre up to mimo_x)
   x_off: u32, x_str: u32, b_off: u32, b_str: u32,     // x, Bn views
   c_off: u32, c_str: u32, y_off: u32, y_str: u32,     // Cn, y views
   dt_off: u32, dt_str: u32, da_off: u32, da_str: u32, // dd_dt, dd_A views
   tr_off: u32, tr_str: u32, an_off: u32, an_str: u32, // trap, angles views
+  R: u32, pre_len: u32, t0: u32, tn: u32,              // MIMO rank (1: SISO), pre's full length;
+                                                      // the scans' token window [t0, t0 + tn)
 };
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -56,17 +73,17 @@ struct Params {
 @group(0) @binding(3) var<storage, read> trap: array<f32>;      // [Bsz*T, *] view, H wide
 @group(0) @binding(4) var<storage, read> angles: array<f32>;    // [Bsz*T, *] view, S wide
 @group(0) @binding(5) var<storage, read> dt_bias: array<f32>;   // [H]
-@group(0) @binding(6) var<storage, read> B_bias: array<f32>;    // [H, N]
-@group(0) @binding(7) var<storage, read> C_bias: array<f32>;    // [H, N]
+@group(0) @binding(6) var<storage, read> B_bias: array<f32>;    // [H, R, N]
+@group(0) @binding(7) var<storage, read> C_bias: array<f32>;    // [H, R, N]
 @group(0) @binding(8) var<storage, read> Dv: array<f32>;        // [H]
 @group(0) @binding(9) var<storage, read_write> pre: array<f32>; // [Bsz*T, 4H+S] | B_bias | C_bias | D
 @group(0) @binding(10) var<storage, read> x: array<f32>;        // [Bsz*T, *] view, H*P wide
-@group(0) @binding(11) var<storage, read> Bn: array<f32>;       // [Bsz*T, *] view, G*N wide (normed)
-@group(0) @binding(12) var<storage, read> Cn: array<f32>;       // [Bsz*T, *] view, G*N wide (normed)
-@group(0) @binding(13) var<storage, read_write> y: array<f32>;  // [Bsz*T, *] view, H*P wide
+@group(0) @binding(11) var<storage, read> Bn: array<f32>;       // [Bsz*T, *] view, R*G*N wide (normed)
+@group(0) @binding(12) var<storage, read> Cn: array<f32>;       // [Bsz*T, *] view, R*G*N wide (normed)
+@group(0) @binding(13) var<storage, read_write> y: array<f32>;  // [Bsz*T, *] view, R*H*P wide
 @group(0) @binding(14) var<storage, read_write> s_ang: array<f32>; // [Bsz, H, S], in place
 @group(0) @binding(15) var<storage, read_write> s_ssm: array<f32>; // [Bsz, H, P, N], in place
-@group(0) @binding(16) var<storage, read_write> s_k: array<f32>;   // [Bsz, H, N], in place
+@group(0) @binding(16) var<storage, read_write> s_k: array<f32>;   // [Bsz, R, H, N], in place
 @group(0) @binding(17) var<storage, read_write> s_v: array<f32>;   // [Bsz, H, P], in place
 
 var<workgroup> sh: array<f32, WS>;
@@ -117,43 +134,63 @@ fn mamba3_prep(@builtin(global_invocation_id) gid: vec3<u32>,
     return;
   }
   let e = k - p.par;
-  let HN = p.H * p.N;
+  let HN = p.H * p.R * p.N;
   if (e < HN) { pre[k] = B_bias[e]; } else if (e < 2u * HN) { pre[k] = C_bias[e - HN]; }
   else { pre[k] = Dv[e - 2u * HN]; }
 }
 
-// k (into sh[ko + n]) and q (into sh[2N + n]) of token row r for n = lid, lid + WG, ..: bias, then
-// the rotation of pair (2i, 2i+1), i < S, by phi_i = sh[3N + i]; dims >= 2S pass through.
-fn rotate_kq(r: u32, h: u32, g: u32, ko: u32, lid: u32) {
+// k_r (into sh[ko + r*N + n]) and q_r (into sh[2RN + r*N + n]) of token row r for e = r*N + n over
+// lid, lid + WG ..: bias, then the rotation by phi_i = sh[3RN + i] of pair (2i, 2i+1) (SISO) or
+// (i, i + N/2) (MIMO), i < S; other dims pass through.
+fn rotate_kq(row: u32, h: u32, g: u32, ko: u32, lid: u32) {
   let N = p.N;
-  let bo = p.b_off + r * p.b_str + g * N;
-  let co = p.c_off + r * p.c_str + g * N;
-  let bb = p.par + h * N;
-  let cb = p.par + p.H * N + h * N;
-  for (var n = lid; n < N; n += WG) {
+  let RN = p.R * N;
+  let mimo = has(MIMO);
+  for (var e = lid; e < RN; e += WG) {
+    let rk = e / N;
+    let n = e % N;
+    let bo = p.b_off + row * p.b_str + (rk * p.G + g) * N;
+    let co = p.c_off + row * p.c_str + (rk * p.G + g) * N;
+    let bb = p.par + (h * p.R + rk) * N;
+    let cb = p.par + p.H * RN + (h * p.R + rk) * N;
     let kb = Bn[bo + n] + pre[bb + n];
     let qb = Cn[co + n] + pre[cb + n];
     var kk = kb;
     var qq = qb;
-    if (n < 2u * p.S) {
-      let m = n ^ 1u;   // the pair partner
+    var m = n;          // the pair partner
+    var i = 0u;         // the angle index
+    var first = false;  // n is the pair's first element (out = a c - b s), else out = a s + b c
+    var rot = false;
+    if (mimo) {
+      let hN = N / 2u;
+      if (n < p.S) { rot = true; m = n + hN; i = n; first = true; }
+      else if (n >= hN && n < hN + p.S) { rot = true; m = n - hN; i = n - hN; }
+    } else if (n < 2u * p.S) {
+      rot = true; m = n ^ 1u; i = n / 2u; first = (n & 1u) == 0u;
+    }
+    if (rot) {
       let kp = Bn[bo + m] + pre[bb + m];
       let qp = Cn[co + m] + pre[cb + m];
-      let ph = sh[3u * N + n / 2u];
-      let sc = sin_cos(ph);
+      let sc = sin_cos(sh[3u * RN + i]);
       let s = sc.x;
       let c = sc.y;
-      if ((n & 1u) == 0u) {   // out[2i] = a c - b s
+      if (first) {
         kk = kb * c - kp * s;
         qq = qb * c - qp * s;
-      } else {                // out[2i+1] = a s + b c
+      } else {
         kk = kp * s + kb * c;
         qq = qp * s + qb * c;
       }
     }
-    sh[ko + n] = kk;
-    sh[2u * N + n] = qq;
+    sh[ko + e] = kk;
+    sh[2u * RN + e] = qq;
   }
+}
+
+// The MIMO up-projection weight mimo_x[h, r, pp] (1 for SISO)
+fn mx(h: u32, r: u32, pp: u32) -> f32 {
+  if (!has(MIMO)) { return 1.0; }
+  return pre[p.par + 2u * p.H * p.R * p.N + p.H + (h * p.R + r) * p.P + pp];
 }
 
 @compute @workgroup_size(WG)
@@ -165,34 +202,39 @@ fn mamba3_scan(@builtin(workgroup_id) wid: vec3<u32>,
   let N = p.N;
   let S = p.S;
   let P = p.P;
+  let R = p.R;
+  let RN = R * N;
   let g = h / (p.H / p.G);
   let bh = b * p.H + h;
   let init = has(HAS_INIT);
-  // phi and k_{-1} (slot 1) from the state, or zeros
+  let t1 = p.t0 + p.tn;
+  let carried = init || p.t0 > 0u;   // the states hold token t0 - 1's (or the initial) values
+  // phi and k_{t0-1} (the slot token t0 reads as k_prev) from the state, or zeros
   for (var i = lid; i < S; i += WG) {
     var v = 0.0;
-    if (init) { v = s_ang[bh * S + i]; }
-    sh[3u * N + i] = v;
+    if (carried) { v = s_ang[bh * S + i]; }
+    sh[3u * RN + i] = v;
   }
-  for (var n = lid; n < N; n += WG) {
+  let kslot = ((p.t0 + 1u) & 1u) * RN;
+  for (var e = lid; e < RN; e += WG) {
     var v = 0.0;
-    if (init) { v = s_k[bh * N + n]; }
-    sh[N + n] = v;
+    if (carried) { v = s_k[((b * R + e / N) * p.H + h) * N + e % N]; }
+    sh[kslot + e] = v;
   }
-  let Dh = pre[p.par + 2u * p.H * N + h];
+  let Dh = pre[p.par + 2u * p.H * RN + h];
   workgroupBarrier();
-  for (var t = 0u; t < p.T; t++) {
+  for (var t = p.t0; t < t1; t++) {
     let r = b * p.T + t;
     let row = r * p.pw;
     let dt = pre[row + h];
     let alpha = pre[row + p.H + h];
     let beta = pre[row + 2u * p.H + h];
     let gamma = pre[row + 3u * p.H + h];
-    let cur = (t & 1u) * N;
-    let prv = N - cur;
+    let cur = (t & 1u) * RN;
+    let prv = RN - cur;
     for (var i = lid; i < S; i += WG) {   // each thread owns its angles
-      let ph = sh[3u * N + i] + pre[row + 4u * p.H + i] * dt;
-      sh[3u * N + i] = ph - TWO_PI * floor(ph / TWO_PI);
+      let ph = sh[3u * RN + i] + pre[row + 4u * p.H + i] * dt;
+      sh[3u * RN + i] = ph - TWO_PI * floor(ph / TWO_PI);
     }
     workgroupBarrier();
     rotate_kq(r, h, g, cur, lid);
@@ -202,26 +244,217 @@ fn mamba3_scan(@builtin(workgroup_id) wid: vec3<u32>,
       var vp = 0.0;
       if (t > 0u) { vp = x[p.x_off + (r - 1u) * p.x_str + h * P + pp]; }
       else if (init) { vp = s_v[bh * P + pp]; }
-      let bv = beta * vp;
-      let gv = gamma * v;
+      var bv: array<f32, MAX_R>;   // beta v_prev_r, gamma v_r, y_r accumulators
+      var gv: array<f32, MAX_R>;
+      var acc: array<f32, MAX_R>;
+      for (var k = 0u; k < R; k++) {
+        let w = mx(h, k, pp);
+        bv[k] = beta * vp * w;
+        gv[k] = gamma * v * w;
+        acc[k] = 0.0;
+      }
       let base = (bh * P + pp) * N;
       let fresh = t == 0u && !init;
-      var acc = 0.0;
       for (var n = 0u; n < N; n++) {
-        var s0 = 0.0;
-        if (!fresh) { s0 = s_ssm[base + n]; }
-        let s = alpha * s0 + bv * sh[prv + n] + gv * sh[cur + n];
+        var s = 0.0;
+        if (!fresh) { s = alpha * s_ssm[base + n]; }
+        for (var k = 0u; k < R; k++) {
+          s += bv[k] * sh[prv + k * N + n] + gv[k] * sh[cur + k * N + n];
+        }
         s_ssm[base + n] = s;
-        acc += s * sh[2u * N + n];
+        for (var k = 0u; k < R; k++) { acc[k] += s * sh[2u * RN + k * N + n]; }
       }
-      y[p.y_off + r * p.y_str + h * P + pp] = acc + Dh * v;
+      for (var k = 0u; k < R; k++) {
+        y[p.y_off + r * p.y_str + (k * p.H + h) * P + pp] = acc[k] + Dh * v * mx(h, k, pp);
+      }
     }
     workgroupBarrier();   // q, phi and the k slots are rewritten by the next token
   }
-  // final angle, k (the last token's slot) and v states, in place (each read only above)
-  let last = ((p.T - 1u) & 1u) * N;
-  for (var i = lid; i < S; i += WG) { s_ang[bh * S + i] = sh[3u * N + i]; }
-  for (var n = lid; n < N; n += WG) { s_k[bh * N + n] = sh[last + n]; }
-  let rl = b * p.T + p.T - 1u;
+  // the window's final angle, k (its last token's slot) and v states, in place (each read only above)
+  let last = ((t1 - 1u) & 1u) * RN;
+  for (var i = lid; i < S; i += WG) { s_ang[bh * S + i] = sh[3u * RN + i]; }
+  for (var e = lid; e < RN; e += WG) { s_k[((b * R + e / N) * p.H + h) * N + e % N] = sh[last + e]; }
+  let rl = b * p.T + t1 - 1u;
+  for (var pp = lid; pp < P; pp += WG) { s_v[bh * P + pp] = x[p.x_off + rl * p.x_str + h * P + pp]; }
+}
+
+// ---- the chunked form (SISO; host-picked for long prompts: ops/mamba3.py), as mamba3_siso_fwd_ref
+// with a carried state. One workgroup per (h, b) walks chunks of L = p_chunk tokens (L <= MAX_L); in a
+// chunk (t, s < L; prod_{a..b} alpha = 1 when empty):
+//   cp_t   = prod_{r <= t} alpha_r;   dec(t, s) = prod_{s < r <= t} alpha_r  (products, not exp of a
+//            cumsum of logs: an alpha that underflows to 0 stays exact)
+//   sc_s   = gamma_s + (DT - gamma)_{s+1} (the next token's trapezoid weight (1 - lam) DT, 0 at the
+//            chunk end: it enters the next chunk's entry state instead);  sh_t = (DT - gamma)_{t+1}
+//   M[t,s] = (q_t . k_s) (dec(t, s) sc_s - [s == t] sh_t)          the intra-chunk "attention" (L x L)
+//   acc    = S + (DT - gamma)_0 v_prev k_prev^T                     (the state entering the chunk)
+//   y_t    = sum_{s <= t} M[t,s] x_s + cp_t acc q_t + D x_t
+//   S'     = cp_{L-1} acc + sum_s dec(L-1, s) sc_s x_s k_s^T
+// Phases per chunk (barriers between): phi of every token (threads over i < S); k_t, q_t rotated
+// (threads over (t, n)); the per-token scalars (thread 0); M (threads over (t, s)); y and S' (threads
+// over p, each streaming its state row once). Workgroup memory (host-set WS): k [L][N] | q [L][N] |
+// M [L][L] | phi [L][S] | cp, sc, wl (= dec(L-1, s) sc_s), spare [L] | k_prev [N].
+
+const MAX_L = 32u;
+override CHUNK: u32 = 8u;
+
+fn CK() -> u32 { return 0u; }
+fn CQ() -> u32 { return CHUNK * p.N; }
+fn CM() -> u32 { return 2u * CHUNK * p.N; }
+fn CPH() -> u32 { return 2u * CHUNK * p.N + CHUNK * CHUNK; }
+fn CS() -> u32 { return 2u * CHUNK * p.N + CHUNK * CHUNK + CHUNK * p.S; }
+fn CKP() -> u32 { return CS() + 4u * CHUNK; }
+
+@compute @workgroup_size(WG)
+fn mamba3_chunk_scan(@builtin(workgroup_id) wid: vec3<u32>,
+                     @builtin(local_invocation_index) lid: u32) {
+  let h = wid.x;
+  let b = wid.y;
+  if (h >= p.H || b >= p.nb) { return; }   // uniform: depends on the workgroup only
+  let N = p.N;
+  let S = p.S;
+  let P = p.P;
+  let L = CHUNK;
+  let g = h / (p.H / p.G);
+  let bh = b * p.H + h;
+  let init = has(HAS_INIT);
+  let Dh = pre[p.par + 2u * p.H * N + h];
+  let c_first = p.t0 / L;                       // the window [t0, t0 + tn): whole chunks
+  let t_end = min(p.T, p.t0 + p.tn);
+  let c_end = (t_end + L - 1u) / L;
+  let carried = init || c_first > 0u;           // the states hold token t0 - 1's values
+  for (var i = lid; i < S; i += WG) {
+    var v = 0.0;
+    if (carried) { v = s_ang[bh * S + i]; }
+    sh[CPH() + (L - 1u) * S + i] = v;   // phi before the chunk: slot L-1 (where each chunk leaves it)
+  }
+  for (var n = lid; n < N; n += WG) {
+    var v = 0.0;
+    if (carried) { v = s_k[bh * N + n]; }
+    sh[CKP() + n] = v;
+  }
+  workgroupBarrier();
+  for (var c = c_first; c < c_end; c++) {
+    let t0 = c * L;
+    let Lc = min(L, p.T - t0);
+    // (1) phi_t for t < Lc (threads own angles; slot L-1 carries phi from chunk to chunk)
+    for (var i = lid; i < S; i += WG) {
+      var ph = sh[CPH() + (L - 1u) * S + i];
+      for (var t = 0u; t < Lc; t++) {
+        let row = (b * p.T + t0 + t) * p.pw;
+        let a = ph + pre[row + 4u * p.H + i] * pre[row + h];
+        ph = a - TWO_PI * floor(a / TWO_PI);
+        sh[CPH() + t * S + i] = ph;
+      }
+      if (Lc < L) { sh[CPH() + (L - 1u) * S + i] = ph; }   // the carried angle of a short last chunk
+    }
+    workgroupBarrier();
+    // (2) k_t, q_t rotated, (t, n) over threads
+    for (var e = lid; e < Lc * N; e += WG) {
+      let t = e / N;
+      let n = e % N;
+      let r = b * p.T + t0 + t;
+      let bo = p.b_off + r * p.b_str + g * N;
+      let co = p.c_off + r * p.c_str + g * N;
+      let bb = p.par + h * N;
+      let cb = p.par + p.H * N + h * N;
+      let kb = Bn[bo + n] + pre[bb + n];
+      let qb = Cn[co + n] + pre[cb + n];
+      var kk = kb;
+      var qq = qb;
+      if (n < 2u * S) {
+        let m = n ^ 1u;
+        let kp = Bn[bo + m] + pre[bb + m];
+        let qp = Cn[co + m] + pre[cb + m];
+        let scs = sin_cos(sh[CPH() + t * S + n / 2u]);
+        if ((n & 1u) == 0u) {
+          kk = kb * scs.y - kp * scs.x;
+          qq = qb * scs.y - qp * scs.x;
+        } else {
+          kk = kp * scs.x + kb * scs.y;
+          qq = qp * scs.x + qb * scs.y;
+        }
+      }
+      sh[CK() + t * N + n] = kk;
+      sh[CQ() + t * N + n] = qq;
+    }
+    // (3) thread 0: cp, sc, wl of the chunk (fixed order)
+    if (lid == 0u) {
+      var cpv = 1.0;
+      for (var t = 0u; t < Lc; t++) {
+        let row = (b * p.T + t0 + t) * p.pw;
+        cpv *= pre[row + p.H + h];
+        sh[CS() + t] = cpv;
+        var shn = 0.0;
+        if (t + 1u < Lc) {
+          let rn = row + p.pw;
+          shn = pre[rn + h] - pre[rn + 3u * p.H + h];
+        }
+        sh[CS() + L + t] = pre[row + 3u * p.H + h] + shn;
+        sh[CS() + 3u * L + t] = shn;
+      }
+      var dec = 1.0;                  // dec(Lc-1, s), s from the end
+      for (var k = 0u; k < Lc; k++) {
+        let s = Lc - 1u - k;
+        sh[CS() + 2u * L + s] = dec * sh[CS() + L + s];
+        dec *= pre[(b * p.T + t0 + s) * p.pw + p.H + h];
+      }
+    }
+    workgroupBarrier();
+    // (4) M[t, s], s <= t
+    for (var e = lid; e < Lc * Lc; e += WG) {
+      let t = e / Lc;
+      let s = e % Lc;
+      var m = 0.0;
+      if (s <= t) {
+        var dot = 0.0;
+        for (var n = 0u; n < N; n++) { dot += sh[CQ() + t * N + n] * sh[CK() + s * N + n]; }
+        var dec = 1.0;
+        for (var r = s + 1u; r <= t; r++) { dec *= pre[(b * p.T + t0 + r) * p.pw + p.H + h]; }
+        m = dot * dec * sh[CS() + L + s];
+        if (s == t) { m -= dot * sh[CS() + 3u * L + t]; }
+      }
+      sh[CM() + t * L + s] = m;
+    }
+    workgroupBarrier();
+    // (5) threads over p: y of the chunk's tokens and the state S' (row p streamed once)
+    let r0 = b * p.T + t0;
+    let c0 = pre[r0 * p.pw + h] - pre[r0 * p.pw + 3u * p.H + h];   // (DT - gamma)_0
+    for (var pp = lid; pp < P; pp += WG) {
+      var xs: array<f32, MAX_L>;
+      var ya: array<f32, MAX_L>;
+      for (var t = 0u; t < Lc; t++) {
+        xs[t] = x[p.x_off + (r0 + t) * p.x_str + h * P + pp];
+        ya[t] = 0.0;
+      }
+      var vp = 0.0;
+      if (c > 0u) { vp = x[p.x_off + (r0 - 1u) * p.x_str + h * P + pp]; }
+      else if (init) { vp = s_v[bh * P + pp]; }
+      let fresh = c == 0u && !init;
+      let base = (bh * P + pp) * N;
+      let cl = sh[CS() + Lc - 1u];
+      for (var n = 0u; n < N; n++) {
+        var a = c0 * vp * sh[CKP() + n];
+        if (!fresh) { a += s_ssm[base + n]; }
+        var sn = cl * a;
+        for (var t = 0u; t < Lc; t++) {
+          ya[t] += a * sh[CQ() + t * N + n];
+          sn += sh[CS() + 2u * L + t] * xs[t] * sh[CK() + t * N + n];
+        }
+        s_ssm[base + n] = sn;
+      }
+      for (var t = 0u; t < Lc; t++) {
+        var acc = sh[CS() + t] * ya[t] + Dh * xs[t];
+        for (var s = 0u; s <= t; s++) { acc += sh[CM() + t * L + s] * xs[s]; }
+        y[p.y_off + (r0 + t) * p.y_str + h * P + pp] = acc;
+      }
+    }
+    workgroupBarrier();
+    for (var n = lid; n < N; n += WG) { sh[CKP() + n] = sh[CK() + (Lc - 1u) * N + n]; }
+    workgroupBarrier();
+  }
+  // the window's final angle, k, v states, in place
+  for (var i = lid; i < S; i += WG) { s_ang[bh * S + i] = sh[CPH() + (L - 1u) * S + i]; }
+  for (var n = lid; n < N; n += WG) { s_k[bh * N + n] = sh[CKP() + n]; }
+  let rl = b * p.T + t_end - 1u;
   for (var pp = lid; pp < P; pp += WG) { s_v[bh * P + pp] = x[p.x_off + rl * p.x_str + h * P + pp]; }
 }

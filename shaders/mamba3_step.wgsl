@@ -1,4 +1,4 @@
-// Mamba-3 (SISO) one-token step (decode): the recurrence of shaders/mamba3_forward.wgsl for T = 1,
+// Mamba-3 (SISO, or MIMO of rank R) one-token step (decode): the recurrence of shaders/mamba3_forward.wgsl for T = 1,
 // the four states updated in place. Its per-token scalars come from mamba3_forward.wgsl's
 // mamba3_prep run on the one token (rows r = b), so a step is 2 dispatches (prep, step); the
 // split exists because inputs + parameters + states need 16 storage bindings, over the 10 a
@@ -6,14 +6,17 @@
 //
 //   phi = (phi + theta DT) mod 2pi;  k = rot(Bn[g] + B_bias[h], phi), q = rot(Cn[g] + C_bias[h], phi)
 //   S   = alpha S + beta v_prev k_prev^T + gamma v k^T;  y = S q + D v;  v_prev, k_prev = v, k
-// (DT, alpha, beta, gamma, theta and the packed parameters: see mamba3_forward.wgsl.)
+// (DT, alpha, beta, gamma, theta, the packed parameters and MIMO's rank-R form: see
+// mamba3_forward.wgsl; rotate_kq and mx below are the same as there.)
 //
 // One workgroup of WG threads per (h, b), grid (H, Bsz): phi (threads over i < S), then k, q and
 // the old k into workgroup memory (threads over n), then each thread owns state rows p and loops
-// over n. Workgroup memory (WS = 3N + S floats): k [N] | k_prev [N] | q [N] | phi [S].
-// x [Bsz, *] view H*P wide, Bn/Cn [Bsz, *] views G*N wide, y [Bsz, *] view H*P wide.
+// over n. Workgroup memory (WS = 3RN + S floats): k [R][N] | k_prev [R][N] | q [R][N] | phi [S].
+// x [Bsz, *] view H*P wide, Bn/Cn [Bsz, *] views R*G*N wide, y [Bsz, *] view R*H*P wide.
 
 const WG = 64u;
+const MIMO = 4u;
+const MAX_R = 8u;
 const TWO_PI = 6.28318530717959;
 
 override WS: u32 = 416u;   // floats of workgroup memory: 3 N + S (host-set)
@@ -26,17 +29,19 @@ struct Params {
   c_off: u32, c_str: u32, y_off: u32, y_str: u32,     // Cn, y views
   dt_off: u32, dt_str: u32, da_off: u32, da_str: u32, // (prep's views, unused here)
   tr_off: u32, tr_str: u32, an_off: u32, an_str: u32,
+  R: u32, pre_len: u32, t0: u32, tn: u32,              // MIMO rank (1: SISO), pre's full length;
+                                                      // (the scans' token window, unused here)
 };
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(9) var<storage, read> pre: array<f32>;       // [Bsz, 4H+S] | B_bias | C_bias | D
 @group(0) @binding(10) var<storage, read> x: array<f32>;        // [Bsz, *] view, H*P wide
-@group(0) @binding(11) var<storage, read> Bn: array<f32>;       // [Bsz, *] view, G*N wide (normed)
-@group(0) @binding(12) var<storage, read> Cn: array<f32>;       // [Bsz, *] view, G*N wide (normed)
-@group(0) @binding(13) var<storage, read_write> y: array<f32>;  // [Bsz, *] view, H*P wide
+@group(0) @binding(11) var<storage, read> Bn: array<f32>;       // [Bsz, *] view, R*G*N wide (normed)
+@group(0) @binding(12) var<storage, read> Cn: array<f32>;       // [Bsz, *] view, R*G*N wide (normed)
+@group(0) @binding(13) var<storage, read_write> y: array<f32>;  // [Bsz, *] view, R*H*P wide
 @group(0) @binding(14) var<storage, read_write> s_ang: array<f32>; // [Bsz, H, S], in place
 @group(0) @binding(15) var<storage, read_write> s_ssm: array<f32>; // [Bsz, H, P, N], in place
-@group(0) @binding(16) var<storage, read_write> s_k: array<f32>;   // [Bsz, H, N], in place
+@group(0) @binding(16) var<storage, read_write> s_k: array<f32>;   // [Bsz, R, H, N], in place
 @group(0) @binding(17) var<storage, read_write> s_v: array<f32>;   // [Bsz, H, P], in place
 
 var<workgroup> sh: array<f32, WS>;
@@ -47,6 +52,55 @@ var<workgroup> sh: array<f32, WS>;
 // (sin a, cos a) of an angle kept in [0, 2 pi)
 fn sin_cos(a: f32) -> vec2<f32> { return cos_sin(a).yx; }
 
+fn has(f: u32) -> bool { return (p.flags & f) != 0u; }
+
+// k_r (into sh[ko + r*N + n]) and q_r (into sh[2RN + r*N + n]) of batch row `row`, rotated by
+// phi = sh[3RN ..]: pairs (2i, 2i+1) (SISO) or (i, i + N/2) (MIMO), i < S (as mamba3_forward.wgsl)
+fn rotate_kq(row: u32, h: u32, g: u32, ko: u32, lid: u32) {
+  let N = p.N;
+  let RN = p.R * N;
+  let mimo = has(MIMO);
+  for (var e = lid; e < RN; e += WG) {
+    let rk = e / N;
+    let n = e % N;
+    let bo = p.b_off + row * p.b_str + (rk * p.G + g) * N;
+    let co = p.c_off + row * p.c_str + (rk * p.G + g) * N;
+    let bb = p.par + (h * p.R + rk) * N;
+    let cb = p.par + p.H * RN + (h * p.R + rk) * N;
+    let kb = Bn[bo + n] + pre[bb + n];
+    let qb = Cn[co + n] + pre[cb + n];
+    var kk = kb;
+    var qq = qb;
+    var m = n;
+    var i = 0u;
+    var first = false;
+    var rot = false;
+    if (mimo) {
+      let hN = N / 2u;
+      if (n < p.S) { rot = true; m = n + hN; i = n; first = true; }
+      else if (n >= hN && n < hN + p.S) { rot = true; m = n - hN; i = n - hN; }
+    } else if (n < 2u * p.S) {
+      rot = true; m = n ^ 1u; i = n / 2u; first = (n & 1u) == 0u;
+    }
+    if (rot) {
+      let kp = Bn[bo + m] + pre[bb + m];
+      let qp = Cn[co + m] + pre[cb + m];
+      let sc = sin_cos(sh[3u * RN + i]);
+      let s = sc.x;
+      let c = sc.y;
+      if (first) { kk = kb * c - kp * s; qq = qb * c - qp * s; }
+      else { kk = kp * s + kb * c; qq = qp * s + qb * c; }
+    }
+    sh[ko + e] = kk;
+    sh[2u * RN + e] = qq;
+  }
+}
+
+fn mx(h: u32, r: u32, pp: u32) -> f32 {
+  if (!has(MIMO)) { return 1.0; }
+  return pre[p.par + 2u * p.H * p.R * p.N + p.H + (h * p.R + r) * p.P + pp];
+}
+
 @compute @workgroup_size(WG)
 fn mamba3_step(@builtin(workgroup_id) wid: vec3<u32>,
                @builtin(local_invocation_index) lid: u32) {
@@ -56,6 +110,8 @@ fn mamba3_step(@builtin(workgroup_id) wid: vec3<u32>,
   let N = p.N;
   let S = p.S;
   let P = p.P;
+  let R = p.R;
+  let RN = R * N;
   let g = h / (p.H / p.G);
   let bh = b * p.H + h;
   let row = b * p.pw;
@@ -63,52 +119,41 @@ fn mamba3_step(@builtin(workgroup_id) wid: vec3<u32>,
   let alpha = pre[row + p.H + h];
   let beta = pre[row + 2u * p.H + h];
   let gamma = pre[row + 3u * p.H + h];
-  let Dh = pre[p.par + 2u * p.H * N + h];
+  let Dh = pre[p.par + 2u * p.H * RN + h];
   for (var i = lid; i < S; i += WG) {   // each thread owns its angles
     let ph = s_ang[bh * S + i] + pre[row + 4u * p.H + i] * dt;
-    sh[3u * N + i] = ph - TWO_PI * floor(ph / TWO_PI);
+    sh[3u * RN + i] = ph - TWO_PI * floor(ph / TWO_PI);
   }
-  for (var n = lid; n < N; n += WG) { sh[N + n] = s_k[bh * N + n]; }
+  for (var e = lid; e < RN; e += WG) { sh[RN + e] = s_k[((b * R + e / N) * p.H + h) * N + e % N]; }
   workgroupBarrier();
-  let bo = p.b_off + b * p.b_str + g * N;
-  let co = p.c_off + b * p.c_str + g * N;
-  let bb = p.par + h * N;
-  let cb = p.par + p.H * N + h * N;
-  for (var n = lid; n < N; n += WG) {
-    let kb = Bn[bo + n] + pre[bb + n];
-    let qb = Cn[co + n] + pre[cb + n];
-    var kk = kb;
-    var qq = qb;
-    if (n < 2u * S) {
-      let m = n ^ 1u;   // the pair partner
-      let kp = Bn[bo + m] + pre[bb + m];
-      let qp = Cn[co + m] + pre[cb + m];
-      let ph = sh[3u * N + n / 2u];
-      let sc = sin_cos(ph);
-      let s = sc.x;
-      let c = sc.y;
-      if ((n & 1u) == 0u) { kk = kb * c - kp * s; qq = qb * c - qp * s; }
-      else { kk = kp * s + kb * c; qq = qp * s + qb * c; }
-    }
-    sh[n] = kk;
-    sh[2u * N + n] = qq;
-    s_k[bh * N + n] = kk;   // the old k was copied into sh[N + n] before the barrier
+  rotate_kq(b, h, g, 0u, lid);
+  for (var e = lid; e < RN; e += WG) {   // the old k was copied into sh[RN + e] before the barrier
+    s_k[((b * R + e / N) * p.H + h) * N + e % N] = sh[e];
   }
-  for (var i = lid; i < S; i += WG) { s_ang[bh * S + i] = sh[3u * N + i]; }
+  for (var i = lid; i < S; i += WG) { s_ang[bh * S + i] = sh[3u * RN + i]; }
   workgroupBarrier();
   for (var pp = lid; pp < P; pp += WG) {
     let v = x[p.x_off + b * p.x_str + h * P + pp];
     let vp = s_v[bh * P + pp];
-    let bv = beta * vp;
-    let gv = gamma * v;
+    var bv: array<f32, MAX_R>;
+    var gv: array<f32, MAX_R>;
+    var acc: array<f32, MAX_R>;
+    for (var k = 0u; k < R; k++) {
+      let w = mx(h, k, pp);
+      bv[k] = beta * vp * w;
+      gv[k] = gamma * v * w;
+      acc[k] = 0.0;
+    }
     let base = (bh * P + pp) * N;
-    var acc = 0.0;
     for (var n = 0u; n < N; n++) {
-      let s = alpha * s_ssm[base + n] + bv * sh[N + n] + gv * sh[n];
+      var s = alpha * s_ssm[base + n];
+      for (var k = 0u; k < R; k++) { s += bv[k] * sh[RN + k * N + n] + gv[k] * sh[k * N + n]; }
       s_ssm[base + n] = s;
-      acc += s * sh[2u * N + n];
+      for (var k = 0u; k < R; k++) { acc[k] += s * sh[2u * RN + k * N + n]; }
     }
     s_v[bh * P + pp] = v;
-    y[p.y_off + b * p.y_str + h * P + pp] = acc + Dh * v;
+    for (var k = 0u; k < R; k++) {
+      y[p.y_off + b * p.y_str + (k * p.H + h) * P + pp] = acc[k] + Dh * v * mx(h, k, pp);
+    }
   }
 }

@@ -1,4 +1,4 @@
-"""Mamba-3 (SISO) parity fixtures: tests/fixtures/models/mamba3-*/ in mamba_ssm's MambaLMHeadModel layout.
+"""Mamba-3 (SISO and MIMO) parity fixtures: tests/fixtures/models/mamba3-*/ in mamba_ssm's MambaLMHeadModel layout.
 
 mamba_ssm's Mamba3 needs CUDA (Triton / CuteDSL kernels), so the expected values come from the float64
 reference tests/reference/mamba3_numpy.py evaluated on the f32-rounded weights (cross-checked by
@@ -9,8 +9,9 @@ Each folder: config.json (MambaConfig: d_model, n_layer, vocab_size, ssm_cfg {"l
 __init__ argument names>}, rms_norm, residual_in_fp32, fused_add_norm, pad_vocab_size_multiple, tie_embeddings),
 model.safetensors (f32, mamba_ssm names; lm_head.weight saved even when tied), expected.npz (prompt_ids [21],
 logits [21, V], greedy_ids [16], greedy_logits [16, V] - row 0 = logits[-1], later rows from the step path -,
-angle_state [L, H, S], ssm_state [L, H, P, N], k_state [L, H, N], v_state [L, H, P]: states after the prompt),
-fixture.json (layouts).
+angle_state [L, H, S], ssm_state [L, H, P, N], k_state [L, H, N] (MIMO: [L, R, H, N]), v_state [L, H, P]: states
+after the prompt), fixture.json (layouts). The MIMO reference was checked once against state-spaces'
+mamba3_MIMO_chunk_ref / mamba3_MIMO_step_ref (float64 torch on CPU, 1e-13; see tests/reference/mamba3_numpy.py).
 
     python -m tools.make_mamba3_fixtures [--out tests/fixtures]
 """
@@ -45,6 +46,15 @@ FIXTURES = {
     "mamba3-g2-r05-tied-softplus": (dict(d_model=24, n_layer=2, vocab_size=64, tie_embeddings=True),
                                     dict(d_state=8, expand=2, headdim=12, ngroups=2, rope_fraction=0.5,
                                          A_floor=0.3, A_activation="softplus"), 33),
+    # MIMO rank 2, G=1, rope 0.5 (S=4 of N=16: pairs (i, i+8), i<4), heavy tail, tied, plain gates
+    "mamba3-mimo-r2-g1-r05-tied": (dict(d_model=24, n_layer=2, vocab_size=96, tie_embeddings=True),
+                                   dict(d_state=16, expand=2, headdim=12, ngroups=1, rope_fraction=0.5,
+                                        A_floor=1e-4, is_mimo=True, mimo_rank=2), 34),
+    # MIMO rank 4, G=2, rope 1.0 (S=4 of N=8), softplus A, untied, fused head-wise norm before the gates
+    "mamba3-mimo-r4-g2-r10-onorm-softplus": (dict(d_model=24, n_layer=2, vocab_size=80, tie_embeddings=False),
+                                             dict(d_state=8, expand=2, headdim=12, ngroups=2, rope_fraction=1.0,
+                                                  A_floor=0.3, is_outproj_norm=True, is_mimo=True, mimo_rank=4,
+                                                  A_activation="softplus"), 35),
 }
 
 
@@ -66,9 +76,9 @@ def random_weights(conf, seed):
     """f32 weights in mamba_ssm state_dict order."""
     rng = np.random.RandomState(seed)
     D = m3.dims(mixer_cfg(conf))
-    d, I, H, P, N, G, S = (D[k] for k in "d I H P N G S".split())
+    d, I, H, P, N, G, S, R = (D[k] for k in "d I H P N G S R".split())
     V = conf["vocab_size"]
-    rows = 2 * I + 2 * G * N + 3 * H + S
+    rows = 2 * I + 2 * R * G * N + 3 * H + S
 
     def rn(*shape, s=1.0):
         return rng.randn(*shape) * s
@@ -77,15 +87,19 @@ def random_weights(conf, seed):
     for i in range(conf["n_layer"]):
         p = f"backbone.layers.{i}.mixer."
         inp = rn(rows, d, s=1.0 / np.sqrt(d))
-        o = 2 * I + 2 * G * N
+        o = 2 * I + 2 * R * G * N
         inp[o:o + H] *= 1.5                 # dd_dt: DT spread over ~[0.05, 3]
         inp[o + H:o + 2 * H] *= 3.0         # dd_A: reach the A_floor clamp and both heavy-tail branches
         inp[o + 2 * H:o + 3 * H] *= 3.0     # trap: lambda over (0, 1)
         inp[o + 3 * H:] *= 2.0              # angles: tanh not saturated everywhere
         W[p + "dt_bias"] = rn(H, s=0.7) - 0.5
-        W[p + "B_bias"] = 1.0 + rn(H, 1, N, s=0.5)
-        W[p + "C_bias"] = 1.0 + rn(H, 1, N, s=0.5)
+        W[p + "B_bias"] = 1.0 + rn(H, R, N, s=0.5)
+        W[p + "C_bias"] = 1.0 + rn(H, R, N, s=0.5)
         W[p + "D"] = 1.0 + rn(H, s=0.5)
+        if D["mimo"]:       # away from mamba_ssm's init (ones, ones / R) so every entry matters
+            W[p + "mimo_x"] = (1.0 + rn(H, R, P, s=0.5)) / R
+            W[p + "mimo_z"] = 1.0 + rn(H, R, P, s=0.5)
+            W[p + "mimo_o"] = (1.0 + rn(H, R, P, s=0.5)) / R
         W[p + "in_proj.weight"] = inp
         W[p + "B_norm.weight"] = 1.0 + rn(N, s=0.3)
         W[p + "C_norm.weight"] = 1.0 + rn(N, s=0.3)
@@ -109,14 +123,19 @@ def fixture_json(name, conf, gap, attempt):
         "dims": D,
         "A_activation": conf["ssm_cfg"].get("A_activation", "heavy_tail"),
         "state_shapes": {"angle_state": [L, D["H"], D["S"]], "ssm_state": [L, D["H"], D["P"], D["N"]],
-                         "k_state": [L, D["H"], D["N"]], "v_state": [L, D["H"], D["P"]]},
+                         "k_state": [L, D["R"], D["H"], D["N"]] if D["mimo"] else [L, D["H"], D["N"]],
+                         "v_state": [L, D["H"], D["P"]]},
         "layout": {
             "in_proj_rows": "[z (I) | x (I) | B (G*N) | C (G*N) | dd_dt (H) | dd_A (H) | trap (H) | angles (S)]",
             "num_rope_angles": "S = (floor(N*rope_fraction) rounded down to even) / 2; angles shared by all heads",
             "B_bias/C_bias": "[H, 1, N] (mimo_rank axis 1), added after the RMSNorm, before the rotation",
             "head_to_group": "group = head // (H / G)",
             "A": "min(-f(dd_A), -A_floor); f = heavy_tail (1+x | 1/(1-x)) or softplus (A_activation)",
-            "rotation": "phi += tanh(angles)*pi*DT (mod 2pi); pairs (2i, 2i+1), i < S; dims >= 2S unrotated",
+            "rotation": ("phi += tanh(angles)*pi*DT (mod 2pi); SISO pairs (2i, 2i+1), i < S; MIMO pairs (i, i + N/2), "
+                         "i < S; other dims unrotated"),
+            "mimo": ("rank R: B/C rows (r g n); B_bias/C_bias [H, R, N]; v_r = x*mimo_x[:, r]; y_r = S q_r + D v_r; "
+                     "gate_r = y_r*silu(z*mimo_z[:, r]) (is_outproj_norm: RMSNorm_P(y_r)*norm.weight[h]*silu(..)); "
+                     "out = sum_r gate_r*mimo_o[:, r]; k_state [L, R, H, N]") if D["mimo"] else "SISO",
             "angle_state": "[L, H, S] accumulated phi, wrapped to [0, 2pi)",
             "ssm_state": "[L, H, P, N]",
             "k_state": "[L, H, N] last ROTATED, biased B (mamba_ssm keeps [batch, 1, H, N])",

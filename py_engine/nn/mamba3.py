@@ -1,4 +1,5 @@
-"""The Mamba-3 (SISO) mixer, as state-spaces' `Mamba3` (mamba_ssm 2.3.x; float64 reference:
+"""The Mamba-3 mixer (SISO, and MIMO of rank R), as state-spaces' `Mamba3` (mamba_ssm 2.3.x;
+float64 reference:
 tests/reference/mamba3_numpy.py, which states the math and what could not be checked offline).
 
 Shapes: Bsz sequences of T tokens; activations [Bsz*T, C].  I = expand*D = H heads x P,
@@ -11,8 +12,13 @@ G groups, N state, S rotated angle pairs (N * rope_fraction, rounded down to eve
   residual + y @ out_proj^T
 No conv1d, no A_log. State (decode): angle [Bsz, H, S], ssm [Bsz, H, P, N], k [Bsz, H, N] (the
 previous token's rotated k), v [Bsz, H, P].
-Training runs through the scan's backward (ops/mamba3_backward.py); with is_outproj_norm it is
-refused by name (no norm-before-gate backward yet).
+MIMO (is_mimo, rank R = mimo_rank): B, C are R*G*N wide (rows (r g n)), B_bias / C_bias [H, R, N],
+mimo_x / mimo_z / mimo_o [H, R, P]; the scan (ops/mamba3.py with mimo_x) gives y_r for each rank,
+ops/mamba3_mimo.py gates each (or head-wise RMSNorm + gate) and contracts with mimo_o; k state
+[Bsz, R, H, N].
+Training runs through the scan's backward (ops/mamba3_backward.py, SISO and MIMO), the
+norm-before-gate backward (ops/gated_rmsnorm.py, norm_before_gate) and the MIMO output's backward
+(ops/mamba3_mimo.py); autograd/mamba3.py wraps them.
 """
 import math
 from dataclasses import dataclass
@@ -25,6 +31,7 @@ from py_engine.ops import elementwise as ew
 from py_engine.ops.gated_rmsnorm import gated_rmsnorm_forward
 from py_engine.ops.linear import linear_accumulate, linear_multi
 from py_engine.ops.mamba3 import mamba3_step
+from py_engine.ops.mamba3_mimo import mamba3_mimo_out
 from py_engine.ops.rmsnorm import rmsnorm_forward
 
 PIECES = ("z", "x", "B", "C", "dd_dt", "dd_A", "trap", "angles")
@@ -43,10 +50,12 @@ class Mamba3Spec:
     A_floor: float
     heavy_tail: bool
     onorm: bool
+    R: int = 1            # MIMO rank (1: SISO)
+    mimo: bool = False
 
     def rows(self):
         """in_proj row counts of each piece, in order."""
-        GN = self.G * self.N
+        GN = self.R * self.G * self.N
         return (self.I, self.I, GN, GN, self.H, self.H, self.H, self.S)
 
 
@@ -56,7 +65,8 @@ def spec(cfg):
     split -= split % 2
     return Mamba3Spec(D=cfg.hidden_size, I=I, H=I // cfg.head_dim, P=cfg.head_dim,
                       G=cfg.n_groups, N=cfg.state_size, S=split // 2, A_floor=cfg.A_floor,
-                      heavy_tail=cfg.a_heavy_tail, onorm=cfg.is_outproj_norm)
+                      heavy_tail=cfg.a_heavy_tail, onorm=cfg.is_outproj_norm,
+                      R=int(cfg.mimo_rank) if cfg.is_mimo else 1, mimo=bool(cfg.is_mimo))
 
 
 class Mamba3Mixer:
@@ -69,20 +79,26 @@ class Mamba3Mixer:
         self.B_norm, self.C_norm = w("B_norm.weight"), w("C_norm.weight")
         self.norm_w = w("norm.weight")
         self.out_w = w("out_proj.weight")
+        self.mimo = [w(n) for n in ("mimo_x", "mimo_z", "mimo_o")] if s.mimo else None
         self.kw = dict(dt_bias=self.dt_bias, B_bias=self.B_bias, C_bias=self.C_bias, D=self.D,
                        n_heads=s.H, n_groups=s.G, S=s.S, A_floor=s.A_floor,
                        heavy_tail=s.heavy_tail)
+        if s.mimo:
+            self.kw["mimo_x"] = self.mimo[0]
 
     def _norm_bc(self, batch, t, w, rows):
-        """RMSNorm over N of each group of B (or C): [rows, G*N] -> [rows, G*N]."""
+        """RMSNorm over N of each group (and rank) of B (or C): [rows, R*G*N] -> same."""
         s = self.spec
-        y, rstd = rmsnorm_forward(batch, t.view((rows * s.G, s.N)), w, eps=EPS)
+        y, rstd = rmsnorm_forward(batch, t.view((rows * s.R * s.G, s.N)), w, eps=EPS)
         rstd.release()
-        y.shape = (rows, s.G * s.N)
+        y.shape = (rows, s.R * s.G * s.N)
         return y
 
     def _gate(self, batch, y, z):
         s = self.spec
+        if s.mimo:      # y [rows, R*I]: per-rank gate (or head-wise norm + gate), mimo_o
+            return mamba3_mimo_out(batch, y, z, self.mimo[1], self.mimo[2],
+                                   self.norm_w if s.onorm else None, EPS)
         if s.onorm:
             v, rstd = gated_rmsnorm_forward(batch, y, z, self.norm_w, group_size=s.P, eps=EPS,
                                             norm_before_gate=True)
@@ -96,17 +112,17 @@ class Mamba3Mixer:
     def forward(self, ctx, h, residual, Bsz, T, state=None):
         s = self.spec
         rows = Bsz * T
-        if ctx.tape is not None and s.onorm:
-            raise ValueError("training a Mamba-3 with is_outproj_norm is not available yet (the "
-                             "norm-before-gate backward is not written); inference works")
         z, x, B, C, dd_dt, dd_A, trap, ang = [F.linear(ctx, h, w) for w in self.inp]
         Bo, Bn = self._norm_bc_d(ctx, B, self.B_norm, rows)
         Co, Cn = self._norm_bc_d(ctx, C, self.C_norm, rows)
         ctx.done(B, C)
         y = M3.scan(ctx, x, Bn, Cn, dd_dt, dd_A, trap, ang, Bsz, T, kw=self.kw, state=state)
         ctx.done(x, Bo, Co, dd_dt, dd_A, trap, ang)      # Bo/Co own what the views Bn/Cn show
-        if s.onorm:
-            v = self._gate(ctx.batch, y, z)
+        if s.mimo:      # y [rows, R*I]: per-rank gate (or head-wise norm + gate), mimo_o
+            v = M3.mimo_out(ctx, y, z, self.mimo[1], self.mimo[2],
+                            self.norm_w if s.onorm else None, EPS)
+        elif s.onorm:
+            v = M3.norm_gate(ctx, y, z, self.norm_w, s.P, EPS)
         else:
             v = M3.silu_gate(ctx, y, z)
         ctx.done(y, z)
@@ -118,8 +134,8 @@ class Mamba3Mixer:
         """Differentiable RMSNorm over N of each group of t [rows, G*N] -> (the owning tensor
         [rows*G, N], a [rows, G*N] view of it; views never release, so the owner is done())."""
         s = self.spec
-        n = F.rmsnorm(ctx, M3.view(ctx, t, (rows * s.G, s.N)), w, EPS)
-        return n, M3.view(ctx, n, (rows, s.G * s.N))
+        n = F.rmsnorm(ctx, M3.view(ctx, t, (rows * s.R * s.G, s.N)), w, EPS)
+        return n, M3.view(ctx, n, (rows, s.R * s.G * s.N))
 
     def step(self, batch, h, residual, Bsz, state):
         # the eight in_proj row blocks in three matvec dispatches (linear_multi takes up to 3)
@@ -141,13 +157,14 @@ class Mamba3Mixer:
 
 
 class Mamba3State:
-    """angle [Bsz, H, S], ssm [Bsz, H, P, N], k [Bsz, H, N], v [Bsz, H, P] of one layer."""
+    """angle [Bsz, H, S], ssm [Bsz, H, P, N], k [Bsz, H, N] (MIMO: [Bsz, R, H, N]), v [Bsz, H, P]
+    of one layer."""
 
     def __init__(self, device, cfg, Bsz=1, max_tokens=None):
         s = spec(cfg)
         self.angle = Tensor(device, (Bsz, s.H, s.S))
         self.ssm = Tensor(device, (Bsz, s.H, s.P, s.N))
-        self.k = Tensor(device, (Bsz, s.H, s.N))
+        self.k = Tensor(device, (Bsz, s.R, s.H, s.N) if s.mimo else (Bsz, s.H, s.N))
         self.v = Tensor(device, (Bsz, s.H, s.P))
         self.tokens_seen = 0
 
@@ -178,13 +195,21 @@ class Mamba3:
         if s.S < 1:
             raise ValueError(f"{source}: d_state {s.N} with rope_fraction {cfg.rope_fraction} "
                              "rotates no angle pair")
+        if s.mimo and not 1 <= s.R <= 8:
+            raise ValueError(f"{source}: mimo_rank {s.R} is outside 1..8 (the MIMO kernels keep "
+                             "one accumulator per rank); use a rank of at most 8")
+        if s.mimo and s.N % 2:
+            raise ValueError(f"{source}: MIMO rotates pairs (i, i + d_state/2), so d_state must "
+                             f"be even, got {s.N}")
 
     @staticmethod
     def tensors(cfg):
         s = spec(cfg)
         out = {"in_proj.weight": (sum(s.rows()), s.D), "dt_bias": (s.H,), "D": (s.H,),
-               "B_bias": (s.H, 1, s.N), "C_bias": (s.H, 1, s.N), "B_norm.weight": (s.N,),
+               "B_bias": (s.H, s.R, s.N), "C_bias": (s.H, s.R, s.N), "B_norm.weight": (s.N,),
                "C_norm.weight": (s.N,)}
+        if s.mimo:
+            out.update({n: (s.H, s.R, s.P) for n in ("mimo_x", "mimo_z", "mimo_o")})
         if s.onorm:
             out["norm.weight"] = (s.I,)
         out["out_proj.weight"] = (s.D, s.I)
@@ -200,7 +225,7 @@ class Mamba3:
                 r0 += n
             return out
         if rel in ("B_bias", "C_bias"):
-            return [(rel, 0, shape[0], (s.H, s.N))]
+            return [(rel, 0, shape[0], (s.H, s.R * s.N))]
         return whole(rel, shape)
 
     @staticmethod
@@ -210,6 +235,10 @@ class Mamba3:
             return "const", 1.0, 0
         if rel == "dt_bias":
             return "dt_bias", 0.0, 0
+        if rel in ("mimo_x", "mimo_o"):      # mamba_ssm: ones / R (mimo_z: ones)
+            return "const", 1.0 / s.R, 0
+        if rel == "mimo_z":
+            return "const", 1.0, 0
         if rel == "in_proj.weight":
             return "uniform", 1.0 / math.sqrt(s.D), 0
         if rel == "out_proj.weight":
@@ -232,4 +261,4 @@ class Mamba3:
     @staticmethod
     def train_floats(cfg, Bsz, T):
         s = spec(cfg)
-        return Bsz * T * (3 * s.I + 4 * s.G * s.N + 3 * s.H + s.S)
+        return Bsz * T * (3 * s.I + 4 * s.R * s.G * s.N + 3 * s.H + s.S)

@@ -19,6 +19,7 @@ from py_engine.ops._common import fold, out_like, params, rows_of
 from py_engine.ops.conv1d import rw_dummy, view
 
 ACCUMULATE = 1
+NORM_BEFORE_GATE = 2  # the backward's flag for the forward's norm_before_gate
 ROWS_PER_CHUNK = 64   # rows per dw partial
 MAX_CHUNKS = 65535    # one workgroup row per chunk in the partial pass
 
@@ -40,8 +41,8 @@ def gated_rmsnorm_forward(batch, y, z, w, *, group_size, eps, out=None,
     """y [M, I] (Tensor or Cols), z [M, I] (Tensor or Cols), w [I] -> (out [M, I], rstd [M, G]).
 
     out: optional destination (Tensor or Cols of y's shape). 1 dispatch.
-    norm_before_gate (Mamba-3's is_outproj_norm): out = RMSNorm_group(y) * w * silu(z); the
-    backward covers only the default (norm of y * silu(z)).
+    norm_before_gate (Mamba-3's is_outproj_norm): out = RMSNorm_group(y) * w * silu(z); pass the
+    same flag to the backward.
     """
     dev = batch.device
     M, I, S, G = _check(y, z, w, group_size)
@@ -57,8 +58,9 @@ def gated_rmsnorm_forward(batch, y, z, w, *, group_size, eps, out=None,
 
 
 def gated_rmsnorm_backward(batch, dout, y, z, w, rstd, *, group_size, eps, dw=None,
-                           accumulate_dw=False, dy=None, dz=None):
+                           accumulate_dw=False, dy=None, dz=None, norm_before_gate=False):
     """dout [M, I], y, z, w as in forward, rstd [M, G] from forward -> (dy [M, I], dz [M, I], dw [I]).
+    norm_before_gate: as given to the forward.
 
     dy / dz: optional destinations (Tensor or Cols; dz is typically the z window of in_proj's
     gradient), overwritten. dw: optional [I]; accumulate_dw adds into it instead of overwriting.
@@ -82,7 +84,8 @@ def gated_rmsnorm_backward(batch, dout, y, z, w, rstd, *, group_size, eps, dw=No
     if nchunks > MAX_CHUNKS:
         raise ValueError(f"{M} rows exceed the {MAX_CHUNKS * ROWS_PER_CHUNK} this kernel handles")
     yv, zv, dyv, gv, dzv = view(y), view(z), view(dy), view(dout), view(dz)
-    u = dev.uniform(params(M, I, S, G, float(eps), ACCUMULATE if accumulate_dw else 0,
+    flags = (ACCUMULATE if accumulate_dw else 0) | (NORM_BEFORE_GATE if norm_before_gate else 0)
+    u = dev.uniform(params(M, I, S, G, float(eps), flags,
                            ROWS_PER_CHUNK, nchunks, yv[1], yv[2], zv[1], zv[2],
                            dyv[1], dyv[2], gv[1], gv[2], dzv[1], dzv[2], 0, 0))
     gy, gz = fold(M)

@@ -1,4 +1,5 @@
-"""Mamba-3 (SISO) scan: sequence forward and one-token step (shaders/mamba3_forward.wgsl,
+"""Mamba-3 scan (SISO, and MIMO of rank R): sequence forward and one-token step
+(shaders/mamba3_forward.wgsl,
 shaders/mamba3_step.wgsl). Float64 reference: tests/reference/mamba3_numpy.py (scan_sequential).
 
 Shapes (Bsz may be absent: [T, W] means Bsz = 1; a step takes [Bsz, W]):
@@ -10,6 +11,13 @@ Shapes (Bsz may be absent: [T, W] means Bsz = 1; a step takes [Bsz, W]):
     state          any object with GPU tensors angle [Bsz, H, S], ssm [Bsz, H, P, N],
                    k [Bsz, H, N] (previous token's ROTATED k, bias included), v [Bsz, H, P]
 
+MIMO (mimo_x [H, R, P] given; R = rank): Bn, Cn are [Bsz, T, R*G*N] (rows (r g n)), B_bias / C_bias
+[H, R, N], k state [Bsz, R, H, N], y [Bsz, T, R*H*P] (rank-major per row: y_r = S q_r + D v_r, the
+per-rank output before its gate; ops/mamba3_mimo.py gates and contracts it with mimo_o). Per token:
+    v_r = x * mimo_x[h, r];  k_r / q_r rotated in pairs (i, i + N/2), i < S (the MIMO layout)
+    S = alpha S + beta sum_r v_prev_r k_prev_r^T + gamma sum_r v_r k_r^T
+    (v_prev_r = v_prev * mimo_x)
+
 Math per token t, head h (group h // (H / G)), as the reference:
     DT = softplus(dd_dt + dt_bias);  A = min(-f(dd_A), -A_floor), f = heavy tail or softplus
     lam = sigmoid(trap);  alpha = exp(A DT);  beta = (1 - lam) DT alpha;  gamma = lam DT
@@ -17,11 +25,20 @@ Math per token t, head h (group h // (H / G)), as the reference:
     k = rot(Bn + B_bias[h], phi);  q = rot(Cn + C_bias[h], phi)  (pairs (2i, 2i+1), i < S)
     S = alpha S + beta v_prev k_prev^T + gamma v k^T;  y = S q + D v
 
-Dispatches: forward 2 (mamba3_prep: per-token scalars + packed parameters; mamba3_scan: one
-workgroup per (b, h), sequential in t, states in place); step 2 (the same prep, mamba3_step).
+Dispatches: forward 1 + W (mamba3_prep: per-token scalars + packed parameters; mamba3_scan: one
+workgroup per (b, h), sequential in t, states in place, once per token window); step 2 (the same
+prep, mamba3_step). W = the number of token windows (ops/mamba3_windows.py: lavapipe ends a
+long-running invocation's loops early, so a long sequence is walked in several dispatches whose
+states carry through their buffers; W = 1 for short ones).
 Two, not one, because inputs + parameters + states are 16 storage bindings and a browser gives 10.
-The forward is the sequential form for every T (parallel over b, h, p; O(T) dependent steps per
-workgroup); the chunked parallel-in-time form (reference scan_chunked) is not implemented yet.
+The forward has two forms of one workgroup per (b, h): the sequential scan (O(T) dependent steps)
+and, SISO only, the chunked form mamba3_chunk_scan (reference scan_chunked / state-spaces'
+mamba3_siso_fwd_ref with a carried state): per chunk of L tokens the intra-chunk part is an L x L
+matrix (q_t . k_s times the decay products and trapezoid weights) applied to x, the state enters
+through cp_t acc q_t and leaves as one rank-L update, so O(T / L) dependent steps. `path` picks
+one ("serial" / "chunked"); by default the chunked form runs for SISO prompts of at least
+CHUNK_MIN_T tokens. L = chunk_len(N, S): the largest of 32, 16, 8, 4 whose k, q, M, phi tiles fit
+the workgroup memory.
 
 Memory: a transient `pre` buffer of Bsz*T*(4H + S) + 2HN + H floats (released after recording,
 kept with save=True); with state=None, transient zero-read states (the final state is dropped).
@@ -33,16 +50,18 @@ recompute phi, k, q and every state from the initial state (or checkpoint states
 from py_engine.gpu.tensor import Tensor
 from py_engine.ops._common import fold, params
 from py_engine.ops.conv1d import Cols, bt_of, view  # noqa: F401  (Cols re-exported)
+from py_engine.ops.mamba3_windows import chunk_passes_per_chunk, serial_passes_per_token, windows
 
-HAS_INIT, HEAVY = 1, 2
+HAS_INIT, HEAVY, MIMO = 1, 2, 4
+MAX_RANK = 8               # the shaders' per-thread accumulator arrays
 WG = 64                    # threads per workgroup (the shaders' WG)
 FWD, STEP = "mamba3_forward", "mamba3_step"
 STATE_NAMES = ("angle", "ssm", "k", "v")
 
 
 class Mamba3Saved:
-    """What the forward keeps for a backward: pre [Bsz*T*(4H+S) + 2HN + H] (rows [DT | alpha |
-    beta | gamma | theta], then B_bias | C_bias | D) and the initial states (angle, ssm, k, v;
+    """What the forward keeps for a backward: pre [Bsz*T*(4H+S) + 2HRN + H (+ HRP MIMO)] (rows
+    [DT | alpha | beta | gamma | theta], then B_bias | C_bias | D (| mimo_x)) and the initial states (angle, ssm, k, v;
     each None when the scan started from zeros)."""
     __slots__ = ("pre", "angle0", "ssm0", "k0", "v0")
 
@@ -62,7 +81,9 @@ class _Spec:
     """Sizes of one call: nb, T, H, P, G, N, S (T = 1 for a step)."""
 
     def __init__(self, x, Bn, Cn, dd_dt, dd_A, trap, angles, dt_bias, B_bias, C_bias, D,
-                 n_heads, n_groups, S, step):
+                 n_heads, n_groups, S, step, mimo_x=None):
+        self.R = R = 1 if mimo_x is None else int(mimo_x.shape[1]) if len(mimo_x.shape) == 3 else 0
+        self.mimo = mimo_x is not None
         self.H = H = int(n_heads)
         self.G = G = int(n_groups)
         self.S = S = int(S)
@@ -72,12 +93,17 @@ class _Spec:
         if W % H:
             raise ValueError(f"x width {W} is not a multiple of the {H} heads")
         self.P = W // H
-        if Bn.shape[-1] % G:
-            raise ValueError(f"Bn width {Bn.shape[-1]} is not a multiple of n_groups={G}")
-        self.N = N = Bn.shape[-1] // G
-        if S < 1 or 2 * S > N:
-            raise ValueError(f"S={S} rope angles need 1 <= 2S <= N={N}")
-        widths = (("Bn", Bn, G * N), ("Cn", Cn, G * N), ("dd_dt", dd_dt, H), ("dd_A", dd_A, H),
+        if self.mimo and (R < 1 or R > MAX_RANK or tuple(mimo_x.shape) != (H, R, self.P)):
+            raise ValueError(f"mimo_x has shape {list(mimo_x.shape)}, expected [{H}, R, {self.P}] "
+                             f"with 1 <= R <= {MAX_RANK}")
+        if Bn.shape[-1] % (G * R):
+            raise ValueError(f"Bn width {Bn.shape[-1]} is not a multiple of rank x n_groups="
+                             f"{R * G}")
+        self.N = N = Bn.shape[-1] // (G * R)
+        if S < 1 or 2 * S > N or (self.mimo and N % 2):
+            raise ValueError(f"S={S} rope angles need 1 <= 2S <= N={N} (N even for MIMO)")
+        widths = (("Bn", Bn, R * G * N), ("Cn", Cn, R * G * N), ("dd_dt", dd_dt, H),
+                  ("dd_A", dd_A, H),
                   ("trap", trap, H), ("angles", angles, S))
         if step:
             self.T = 1
@@ -97,15 +123,16 @@ class _Spec:
                         bt_of(a, w) != (self.nb, self.T):
                     raise ValueError(f"{name} has shape {list(a.shape)}, expected "
                                      f"[{self.nb}, {self.T}, {w}]")
-        for name, a, n in (("dt_bias", dt_bias, H), ("D", D, H), ("B_bias", B_bias, H * N),
-                           ("C_bias", C_bias, H * N)):
+        for name, a, n in (("dt_bias", dt_bias, H), ("D", D, H), ("B_bias", B_bias, H * R * N),
+                           ("C_bias", C_bias, H * R * N)):
             if a is None or a.numel != n:
-                raise ValueError(f"{name} must have {n} elements ([{H}] or [{H}, {N}]), got "
+                raise ValueError(f"{name} must have {n} elements ([{H}] or [{H}, {R}, {N}]), got "
                                  f"{None if a is None else list(a.shape)}")
 
     def state_shapes(self):
         nb, H, P, N, S = self.nb, self.H, self.P, self.N, self.S
-        return dict(angle=(nb, H, S), ssm=(nb, H, P, N), k=(nb, H, N), v=(nb, H, P))
+        k = (nb, self.R, H, N) if self.mimo else (nb, H, N)
+        return dict(angle=(nb, H, S), ssm=(nb, H, P, N), k=k, v=(nb, H, P))
 
     def states(self, state, dev):
         """[angle, ssm, k, v] tensors of `state` (checked), or fresh ones to drop (state None)."""
@@ -122,24 +149,56 @@ class _Spec:
 
 
 def _prep(batch, s, dd_dt, dd_A, trap, angles, dt_bias, B_bias, C_bias, D, A_floor, heavy_tail,
-          flags, xv, bv, cv, yv):
-    """Uniform + the pre buffer, and the mamba3_prep dispatch (shared by forward and step)."""
+          flags, xv, bv, cv, yv, mimo_x=None):
+    """uniform(t0, tn) (the Params of the token window [t0, t0 + tn)) + the pre buffer, and the
+    mamba3_prep dispatch (shared by forward and step). MIMO: mimo_x [H, R, P] is copied after the
+    packed parameters (no binding left for it)."""
     dev = batch.device
-    H, N, S = s.H, s.N, s.S
+    H, N, S, R = s.H, s.N, s.S, s.R
     pw = 4 * H + S
     par = s.nb * s.T * pw
-    total = par + 2 * H * N + H
+    packed = par + 2 * H * R * N + H
+    total = packed + (H * R * s.P if s.mimo else 0)
     pre = Tensor(dev, (total,))
-    flags |= HEAVY if heavy_tail else 0
+    flags |= (HEAVY if heavy_tail else 0) | (MIMO if s.mimo else 0)
     dv, av, tv, anv = view(dd_dt), view(dd_A), view(trap), view(angles)
-    un = dev.uniform(params(s.T, H, s.P, N, s.G, S, s.nb, flags, float(A_floor), pw, par, total,
-                            xv[1], xv[2], bv[1], bv[2], cv[1], cv[2], yv[1], yv[2],
-                            dv[1], dv[2], av[1], av[2], tv[1], tv[2], anv[1], anv[2]))
-    gx, gy = fold(-(-total // WG))
+
+    def uniform(t0=0, tn=s.T):
+        return dev.uniform(params(s.T, H, s.P, N, s.G, S, s.nb, flags, float(A_floor), pw, par,
+                                  packed, xv[1], xv[2], bv[1], bv[2], cv[1], cv[2], yv[1], yv[2],
+                                  dv[1], dv[2], av[1], av[2], tv[1], tv[2], anv[1], anv[2], R,
+                                  total, t0, tn))
+    un = uniform()
+    gx, gy = fold(-(-packed // WG))
     batch.run(FWD, "mamba3_prep",
               [un, dv[0], av[0], tv[0], anv[0], dt_bias.binding, B_bias.binding, C_bias.binding,
                D.binding, pre.binding], gx, gy)
-    return un, pre
+    if s.mimo:
+        batch.copy(mimo_x.buffer, mimo_x.offset, pre.buffer, pre.offset + 4 * packed,
+                   4 * H * R * s.P)
+    return uniform, pre
+
+
+def _ws(s):
+    """Workgroup floats of the scan / step: k double buffer [2][R][N] | q [R][N] | phi [S]."""
+    return 3 * s.R * s.N + s.S
+
+
+CHUNK_MIN_T = 16          # shorter prompts run the sequential scan (one chunk buys nothing)
+WG_FLOATS = 4096          # 16 KiB of workgroup memory, the WebGPU default limit
+
+
+def chunk_len(N, S):
+    """Tokens per chunk of mamba3_chunk_scan: the largest L whose workgroup tiles fit."""
+    for L in (32, 16, 8, 4):
+        if _chunk_ws(L, N, S) <= WG_FLOATS:
+            return L
+    return 0
+
+
+def _chunk_ws(L, N, S):
+    """Workgroup floats of the chunked scan: k, q [L, N] | M [L, L] | phi [L, S] | 4 [L] | k_prev."""
+    return 2 * L * N + L * L + L * S + 4 * L + N
 
 
 def _scan_resources(un, pre, xv, bv, cv, yv, st):
@@ -148,25 +207,45 @@ def _scan_resources(un, pre, xv, bv, cv, yv, st):
 
 
 def mamba3_forward(batch, x, Bn, Cn, dd_dt, dd_A, trap, angles, *, dt_bias, B_bias, C_bias, D,
-                   n_heads, n_groups, S, A_floor, heavy_tail=True, state=None, save=False):
-    """-> (y [Bsz, T, H*P], saved: Mamba3Saved or None). state: None (zeros, final state dropped)
-    or an object with tensors angle/ssm/k/v, read as the initial state and overwritten with the
-    final one. 2 dispatches."""
+                   n_heads, n_groups, S, A_floor, heavy_tail=True, state=None, save=False,
+                   mimo_x=None, path=None):
+    """-> (y [Bsz, T, R*H*P], saved: Mamba3Saved or None). state: None (zeros, final state
+    dropped) or an object with tensors angle/ssm/k/v, read as the initial state and overwritten
+    with the final one. mimo_x: None (SISO) or the [H, R, P] MIMO up-projection. path: None
+    (chunked for SISO with T >= CHUNK_MIN_T, else serial), "serial" or "chunked" (SISO only).
+    1 + W dispatches (+ a copy of mimo_x with MIMO): prep, then the scan once per token window
+    (W = 1 unless T is long: ops/mamba3_windows.py; the states carry from window to window)."""
     dev = batch.device
     s = _Spec(x, Bn, Cn, dd_dt, dd_A, trap, angles, dt_bias, B_bias, C_bias, D, n_heads,
-              n_groups, S, step=False)
+              n_groups, S, step=False, mimo_x=mimo_x)
     st = s.states(state, dev)
     init = [None] * 4
     if save and state is not None:   # the initial states, before the scan overwrites them
         for i, t in enumerate(st):
             init[i] = Tensor(dev, t.shape)
             batch.copy(t.buffer, t.offset, init[i].buffer, init[i].offset, t.nbytes)
-    y = Tensor(dev, (s.nb, s.T, s.H * s.P))
+    y = Tensor(dev, (s.nb, s.T, s.R * s.H * s.P))
     xv, bv, cv, yv = view(x), view(Bn), view(Cn), view(y)
-    un, pre = _prep(batch, s, dd_dt, dd_A, trap, angles, dt_bias, B_bias, C_bias, D, A_floor,
-                    heavy_tail, HAS_INIT if state is not None else 0, xv, bv, cv, yv)
-    batch.run(FWD, "mamba3_scan", _scan_resources(un, pre, xv, bv, cv, yv, st), s.H, s.nb,
-              constants={"WS": 3 * s.N + s.S})
+    uniform, pre = _prep(batch, s, dd_dt, dd_A, trap, angles, dt_bias, B_bias, C_bias, D, A_floor,
+                         heavy_tail, HAS_INIT if state is not None else 0, xv, bv, cv, yv, mimo_x)
+    L = chunk_len(s.N, s.S)
+    if path is None:
+        path = "chunked" if not s.mimo and L and s.T >= CHUNK_MIN_T else "serial"
+    if path == "chunked":
+        if s.mimo or not L:
+            raise ValueError("the chunked Mamba-3 scan is SISO only, with d_state small enough "
+                             "for a 4-token chunk in workgroup memory; use path='serial'")
+        for t0, tn in windows(s.T, chunk_passes_per_chunk(L, s.N, s.P, s.S), unit=L):
+            batch.run(FWD, "mamba3_chunk_scan",
+                      _scan_resources(uniform(t0, tn), pre, xv, bv, cv, yv, st), s.H, s.nb,
+                      constants={"WS": _chunk_ws(L, s.N, s.S), "CHUNK": L})
+    elif path == "serial":
+        for t0, tn in windows(s.T, serial_passes_per_token(s.N, s.P, s.S, s.R)):
+            batch.run(FWD, "mamba3_scan",
+                      _scan_resources(uniform(t0, tn), pre, xv, bv, cv, yv, st), s.H, s.nb,
+                      constants={"WS": _ws(s)})
+    else:
+        raise ValueError(f"path must be None, 'serial' or 'chunked', got {path!r}")
     if state is None:
         for t in st:
             t.release()   # the pool hands them out again only to later-recorded work
@@ -177,23 +256,24 @@ def mamba3_forward(batch, x, Bn, Cn, dd_dt, dd_A, trap, angles, *, dt_bias, B_bi
 
 
 def mamba3_step(batch, x, Bn, Cn, dd_dt, dd_A, trap, angles, state, *, dt_bias, B_bias, C_bias,
-                D, n_heads, n_groups, S, A_floor, heavy_tail=True, out=None):
-    """One token: x [Bsz, H*P], Bn/Cn [Bsz, G*N], dd_dt/dd_A/trap [Bsz, H], angles [Bsz, S]
-    (Tensors or Cols views); state (angle, ssm, k, v) updated in place -> y [Bsz, H*P] (a new
-    tensor, or `out`: a tensor or Cols view). 2 dispatches (prep, step)."""
+                D, n_heads, n_groups, S, A_floor, heavy_tail=True, out=None, mimo_x=None):
+    """One token: x [Bsz, H*P], Bn/Cn [Bsz, R*G*N], dd_dt/dd_A/trap [Bsz, H], angles [Bsz, S]
+    (Tensors or Cols views); state (angle, ssm, k, v) updated in place -> y [Bsz, R*H*P] (a new
+    tensor, or `out`: a tensor or Cols view). 2 dispatches (prep, step; + a copy with MIMO)."""
     dev = batch.device
     s = _Spec(x, Bn, Cn, dd_dt, dd_A, trap, angles, dt_bias, B_bias, C_bias, D, n_heads,
-              n_groups, S, step=True)
+              n_groups, S, step=True, mimo_x=mimo_x)
     if state is None:
         raise ValueError("mamba3_step needs a state (angle, ssm, k, v)")
     st = s.states(state, dev)
-    y = out if out is not None else Tensor(dev, (s.nb, s.H * s.P))
-    if y.shape[-1] != s.H * s.P:
-        raise ValueError(f"out has shape {list(y.shape)}, expected [{s.nb}, {s.H * s.P}]")
+    W = s.R * s.H * s.P
+    y = out if out is not None else Tensor(dev, (s.nb, W))
+    if y.shape[-1] != W:
+        raise ValueError(f"out has shape {list(y.shape)}, expected [{s.nb}, {W}]")
     xv, bv, cv, yv = view(x), view(Bn), view(Cn), view(y)
-    un, pre = _prep(batch, s, dd_dt, dd_A, trap, angles, dt_bias, B_bias, C_bias, D, A_floor,
-                    heavy_tail, HAS_INIT, xv, bv, cv, yv)
-    batch.run(STEP, "mamba3_step", _scan_resources(un, pre, xv, bv, cv, yv, st), s.H, s.nb,
-              constants={"WS": 3 * s.N + s.S})
+    uniform, pre = _prep(batch, s, dd_dt, dd_A, trap, angles, dt_bias, B_bias, C_bias, D, A_floor,
+                         heavy_tail, HAS_INIT, xv, bv, cv, yv, mimo_x)
+    batch.run(STEP, "mamba3_step", _scan_resources(uniform(), pre, xv, bv, cv, yv, st), s.H, s.nb,
+              constants={"WS": _ws(s)})
     pre.release()
     return y

@@ -96,7 +96,9 @@ model.release()
 """
 
 
-@pytest.mark.parametrize("name", ["mamba2-g1-tied", "mamba2-g2-untied", "mamba-d24-untied"])
+@pytest.mark.parametrize("name", ["mamba2-g1-tied", "mamba2-g2-untied", "mamba-d24-untied",
+                                  "mamba3-mimo-r2-g1-r05-tied",
+                                  "mamba3-mimo-r4-g2-r10-onorm-softplus"])
 def test_forward_equals_unrolled_step_from_a_random_state(engine, server, name):
     """burn-mamba's parity property, from a random (not zero) initial state: the parallel
     path continuing from it and the recurrent path give the same logits and final states."""

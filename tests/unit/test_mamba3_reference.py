@@ -12,7 +12,8 @@ import torch
 from tests.reference import mamba3_numpy as m3
 
 FIX = Path(__file__).resolve().parent.parent / "fixtures" / "models"
-NAMES = ["mamba3-g1-r05-tied", "mamba3-g2-r10-untied-onorm", "mamba3-g2-r05-tied-softplus"]
+NAMES = ["mamba3-g1-r05-tied", "mamba3-g2-r10-untied-onorm", "mamba3-g2-r05-tied-softplus",
+         "mamba3-mimo-r2-g1-r05-tied", "mamba3-mimo-r4-g2-r10-onorm-softplus"]
 
 CFGS = {
     # N=10, rope 0.5 -> split 5 rounded to 4 -> S=2: dims 4..9 unrotated
@@ -22,27 +23,41 @@ CFGS = {
     "g2-softplus": dict(d_model=10, expand=2, headdim=5, d_state=6, ngroups=2, rope_fraction=1.0, A_floor=0.3,
                         A_activation="softplus"),
 }
+# MIMO (rank R; checked once against state-spaces' mamba3_MIMO_chunk_ref / _step_ref, see the reference's header)
+MIMO_CFGS = {
+    "mimo-r2-g1": dict(d_model=12, expand=2, headdim=6, d_state=16, ngroups=1, rope_fraction=0.5, A_floor=1e-4,
+                       is_mimo=True, mimo_rank=2),
+    "mimo-r3-g2-onorm": dict(d_model=12, expand=2, headdim=6, d_state=8, ngroups=2, rope_fraction=1.0, A_floor=0.3,
+                             is_outproj_norm=True, is_mimo=True, mimo_rank=3),
+    # N=12, rope 0.5 -> S=3: pairs (i, i+6) for i < 3, dims 3..5 and 9..11 unrotated
+    "mimo-r4-softplus": dict(d_model=8, expand=2, headdim=4, d_state=12, ngroups=1, rope_fraction=0.5, A_floor=0.3,
+                             A_activation="softplus", is_mimo=True, mimo_rank=4),
+}
+ALL_CFGS = dict(CFGS, **MIMO_CFGS)
 
 
 def rand_params(cfg, seed):
     rng = np.random.RandomState(seed)
     D = m3.dims(cfg)
-    d, I, H, P, N, G, S = (D[k] for k in "d I H P N G S".split())
-    p = {"in_proj.weight": rng.randn(2 * I + 2 * G * N + 3 * H + S, d) * 0.8,
+    d, I, H, P, N, G, S, R = (D[k] for k in "d I H P N G S R".split())
+    p = {"in_proj.weight": rng.randn(2 * I + 2 * R * G * N + 3 * H + S, d) * 0.8,
          "dt_bias": rng.randn(H) * 0.5 - 0.5, "D": 1 + rng.randn(H) * 0.5,
-         "B_bias": 1 + rng.randn(H, 1, N) * 0.5, "C_bias": 1 + rng.randn(H, 1, N) * 0.5,
+         "B_bias": 1 + rng.randn(H, R, N) * 0.5, "C_bias": 1 + rng.randn(H, R, N) * 0.5,
          "B_norm.weight": 1 + rng.randn(N) * 0.3, "C_norm.weight": 1 + rng.randn(N) * 0.3,
          "out_proj.weight": rng.randn(d, I) / math.sqrt(I)}
     if cfg.get("is_outproj_norm"):
         p["norm.weight"] = 1 + rng.randn(I) * 0.3
+    if D["mimo"]:
+        p.update(mimo_x=rng.randn(H, R, P) / R, mimo_z=1 + rng.randn(H, R, P) * 0.5, mimo_o=rng.randn(H, R, P) / R)
     return p
 
 
 def rand_state(cfg, seed):
     rng = np.random.RandomState(seed)
     D = m3.dims(cfg)
-    H, P, N, S = D["H"], D["P"], D["N"], D["S"]
-    return dict(angle=rng.rand(H, S) * 2 * math.pi, ssm=rng.randn(H, P, N), k=rng.randn(H, N), v=rng.randn(H, P))
+    H, P, N, S, R = D["H"], D["P"], D["N"], D["S"], D["R"]
+    k = rng.randn(R, H, N) if D["mimo"] else rng.randn(H, N)
+    return dict(angle=rng.rand(H, S) * 2 * math.pi, ssm=rng.randn(H, P, N), k=k, v=rng.randn(H, P))
 
 
 def close(a, b, tol=1e-11):
@@ -61,10 +76,10 @@ def states_close(s1, s2, tol=1e-11):
         close(s1[k], s2[k], tol)
 
 
-@pytest.mark.parametrize("name", list(CFGS))
+@pytest.mark.parametrize("name", list(ALL_CFGS))
 @pytest.mark.parametrize("init", ["zero", "random"])
 def test_sequential_equals_chunked(name, init):
-    cfg = CFGS[name]
+    cfg = ALL_CFGS[name]
     p = rand_params(cfg, 1)
     u = np.random.RandomState(2).randn(19, cfg["d_model"])
     st0 = None if init == "zero" else rand_state(cfg, 3)
@@ -76,10 +91,10 @@ def test_sequential_equals_chunked(name, init):
         states_close(st, sref)
 
 
-@pytest.mark.parametrize("name", list(CFGS))
+@pytest.mark.parametrize("name", list(ALL_CFGS))
 @pytest.mark.parametrize("init", ["zero", "random"])
 def test_forward_equals_unrolled_step(name, init):
-    cfg = CFGS[name]
+    cfg = ALL_CFGS[name]
     p = rand_params(cfg, 4)
     u = np.random.RandomState(5).randn(13, cfg["d_model"])
     st0 = m3.zero_state(cfg) if init == "zero" else rand_state(cfg, 6)
@@ -144,6 +159,79 @@ def torch_mixer(p, cfg, u, st):
         Sm, kp, vp = torch.stack(newS), torch.stack(ks), x[t].reshape(H, P)
         outs.append(torch.cat(ys) @ p["out_proj.weight"].T)
     return torch.stack(outs), (phi, Sm, kp, vp)
+
+
+def torch_mixer_mimo(p, cfg, u, st):
+    """Independent MIMO form: complex rotation of the (i, i + N/2) halves, ranks and heads looped."""
+    d, P, N, G, R = cfg["d_model"], cfg["headdim"], cfg["d_state"], cfg["ngroups"], cfg["mimo_rank"]
+    I = cfg["expand"] * d
+    H = I // P
+    S = int(N * cfg["rope_fraction"]) // 2 * 2 // 2
+    proj = u @ p["in_proj.weight"].T
+    off = [0]
+    for n in (I, I, R * G * N, R * G * N, H, H, H, S):
+        off.append(off[-1] + n)
+    z, x, B, C, ddt, dA, tr, an = (proj[:, off[i]:off[i + 1]] for i in range(8))
+    f = (torch.nn.functional.softplus if cfg.get("A_activation") == "softplus"
+         else (lambda a: torch.where(a >= 0, 1 + a, 1 / (1 - torch.clamp(a, max=0)))))
+    A = torch.clamp(-f(dA), max=-cfg["A_floor"])
+    dt = torch.nn.functional.softplus(ddt + p["dt_bias"])
+    lam, th = torch.sigmoid(tr), torch.tanh(an) * math.pi
+    nrm = lambda v, w: v * torch.rsqrt(v.pow(2).mean(-1, keepdim=True) + 1e-5) * w  # noqa: E731
+
+    def rot(v, ph):
+        c = torch.complex(v[:S], v[N // 2:N // 2 + S]) * torch.polar(torch.ones_like(ph), ph)
+        return torch.cat([c.real, v[S:N // 2], c.imag, v[N // 2 + S:]])
+
+    phi, Sm, kp, v0 = st
+    vp = [[v0[h] * p["mimo_x"][h, r] for r in range(R)] for h in range(H)]
+    outs = []
+    for t in range(u.shape[0]):
+        phi = phi + th[t][None, :] * dt[t][:, None]
+        newS, ks, vs, ys = [], [], [], []
+        for h in range(H):
+            g = h * G // H
+            a = torch.exp(A[t, h] * dt[t, h])
+            kr, qr, vr = [], [], []
+            for r in range(R):
+                o = (r * G + g) * N
+                kr.append(rot(nrm(B[t, o:o + N], p["B_norm.weight"]) + p["B_bias"][h, r], phi[h]))
+                qr.append(rot(nrm(C[t, o:o + N], p["C_norm.weight"]) + p["C_bias"][h, r], phi[h]))
+                vr.append(x[t, h * P:(h + 1) * P] * p["mimo_x"][h, r])
+            Sh = a * Sm[h]
+            for r in range(R):
+                Sh = Sh + (1 - lam[t, h]) * dt[t, h] * a * torch.outer(vp[h][r], kp[r, h]) \
+                    + lam[t, h] * dt[t, h] * torch.outer(vr[r], kr[r])
+            yh = 0
+            for r in range(R):
+                y = Sh @ qr[r] + p["D"][h] * vr[r]
+                if cfg.get("is_outproj_norm"):
+                    y = nrm(y, p["norm.weight"][h * P:(h + 1) * P])
+                zz = z[t, h * P:(h + 1) * P] * p["mimo_z"][h, r]
+                yh = yh + y * zz * torch.sigmoid(zz) * p["mimo_o"][h, r]
+            newS.append(Sh)
+            ks.append(torch.stack(kr))
+            vs.append(vr)
+            ys.append(yh)
+        Sm, kp, vp = torch.stack(newS), torch.stack(ks, 1), vs
+        outs.append(torch.cat(ys) @ p["out_proj.weight"].T)
+    return torch.stack(outs), (phi, Sm, kp, x[-1].reshape(H, P))
+
+
+@pytest.mark.parametrize("name", list(MIMO_CFGS))
+def test_torch_mimo_reimplementation_agrees(name):
+    cfg = MIMO_CFGS[name]
+    p = rand_params(cfg, 7)
+    u = np.random.RandomState(8).randn(11, cfg["d_model"])
+    st0 = rand_state(cfg, 9)
+    ref, sref = m3.mixer_forward(p, cfg, u, st0, "chunked", 4)
+    tst = tuple(torch.tensor(st0[k]) for k in ("angle", "ssm", "k", "v"))
+    out, (phi, Sm, kp, vp) = torch_mixer_mimo(to_t(p), cfg, torch.tensor(u), tst)
+    close(out.numpy(), ref)
+    angle_close(phi.numpy(), sref["angle"])
+    close(Sm.numpy(), sref["ssm"])
+    close(kp.numpy(), sref["k"])
+    close(vp.numpy(), sref["v"])
 
 
 def to_t(p):
@@ -221,5 +309,5 @@ def test_fixture_parameters_all_matter():
     for name in NAMES:
         W = m3.load_fixture(FIX / name)["weights"]
         for k, v in W.items():
-            if k.endswith(("norm.weight", "B_bias", "C_bias", ".D")):
+            if k.endswith(("norm.weight", "B_bias", "C_bias", ".D", "mimo_z")):
                 assert np.abs(v - 1).max() > 0.05, k

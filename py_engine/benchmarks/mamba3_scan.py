@@ -1,0 +1,84 @@
+"""Mamba-3 (SISO) scan, the two forward forms side by side (py_engine/ops/mamba3.py): the
+sequential scan (O(T) dependent steps per (sequence, head)) and the chunked one (O(T / L)), at the
+187m-class head shape (24 heads of 64, d_state 128, half of it rotated: L = 8). Timed with the host
+clock around submit + queue drain, each form warmed up first; `max_abs_diff` is |chunked - serial|
+over y (pseudo-random inputs from a cheap integer hash, written once)."""
+import math
+import struct
+import time
+
+from py_engine.gpu.tensor import Tensor
+from py_engine.ops import mamba3 as m3
+
+SHAPE = dict(H=24, P=64, N=128, S=32, G=1)
+LENGTHS = (64, 256, 1024)
+
+
+def _values(n, seed, scale):
+    """n floats in [-scale, scale): a fixed hash, so both forms see the same inputs."""
+    out = []
+    for i in range(n):
+        h = (i * 2654435761 + seed * 40503) & 0xFFFFFFFF
+        h ^= h >> 15
+        h = (h * 2246822519) & 0xFFFFFFFF
+        out.append(scale * ((h & 0xFFFF) / 32768.0 - 1.0))
+    return struct.pack(f"<{n}f", *out)
+
+
+def _tensor(device, shape, seed, scale=1.0):
+    return Tensor.from_bytes(device, shape, _values(math.prod(shape), seed, scale), "f32")
+
+
+async def _time(device, run, min_seconds):
+    b = device.batch()
+    run(b)
+    b.submit()
+    await device.finish()
+    reps, elapsed = 1, 0.0
+    while True:
+        t0 = time.perf_counter()
+        b = device.batch()
+        for _ in range(reps):
+            run(b)
+        b.submit()
+        await device.finish()
+        elapsed = time.perf_counter() - t0
+        if elapsed >= min_seconds or reps >= 64:
+            return 1000.0 * elapsed / reps
+        reps *= 2
+
+
+async def run(device, lengths=LENGTHS, min_seconds=0.3, shape=None):
+    s = dict(SHAPE, **(shape or {}))
+    H, P, N, S, G = s["H"], s["P"], s["N"], s["S"], s["G"]
+    out = {"shape": s, "chunk_len": m3.chunk_len(N, S), "lengths": []}
+    par = dict(dt_bias=_tensor(device, (H,), 1, 0.5), D=_tensor(device, (H,), 2),
+               B_bias=_tensor(device, (H, N), 3, 0.5), C_bias=_tensor(device, (H, N), 4, 0.5))
+    for T in lengths:
+        ins = [_tensor(device, (1, T, w), 10 + i, sc) for i, (w, sc) in enumerate(
+            ((H * P, 1.0), (G * N, 1.0), (G * N, 1.0), (H, 1.0), (H, 1.0), (H, 1.0), (S, 1.0)))]
+        kw = dict(par, n_heads=H, n_groups=G, S=S, A_floor=1e-4, heavy_tail=True)
+        ys = {}
+
+        def form(path):
+            def go(b):
+                y, _ = m3.mamba3_forward(b, *ins, path=path, **kw)
+                old = ys.pop(path, None)
+                if old is not None:
+                    old.release()
+                ys[path] = y
+            return go
+        row = {"T": T}
+        for path in ("serial", "chunked"):
+            row[f"{path}_ms"] = round(await _time(device, form(path), min_seconds), 3)
+        row["speedup"] = round(row["serial_ms"] / max(row["chunked_ms"], 1e-9), 2)
+        a = struct.unpack(f"<{T * H * P}f", await ys["serial"].to_bytes())
+        c = struct.unpack(f"<{T * H * P}f", await ys["chunked"].to_bytes())
+        row["max_abs_diff"] = max(abs(u - v) for u, v in zip(a, c))
+        row["y_scale"] = max(abs(u) for u in a)
+        out["lengths"].append(row)
+        for t in list(ins) + list(ys.values()):
+            t.release()
+    for t in par.values():
+        t.release()
+    return out
