@@ -330,7 +330,7 @@ async def _inspect_hf(io, config_file, groups, side_files, ignored):
         tensors = (await read_bin_header(_FileSource(io, f), f.name) if torch
                    else (await _safetensors_header(io, f)).tensors)
         for t in tensors:
-            name = internal_name(t.name)      # mamba_ssm's backbone.embedding, model.*
+            name = internal_name(t.name, cfg)  # mamba_ssm's backbone.embedding, model.*
             if t.dtype not in TORCH_NAME:
                 if name in want:
                     raise ValueError(f"{f.path}: tensor {name} is {t.dtype}; converting reads "
@@ -450,14 +450,14 @@ def _hf_outputs(cfg, st, ops, options):
     """An HF folder's files: model.safetensors (or shards + index), then config.json.
     ops: {hf name: op} covering hf_names.expected_tensors(cfg), in its order."""
     want = hf_names.expected_tensors(cfg)
-    if cfg.tie_word_embeddings and writes_tied_head(cfg.model_type):
+    if cfg.tie_word_embeddings and writes_tied_head(cfg.model_type, cfg):
         # transformers 5.x does not tie NemotronH's head: write it as the embedding's copy
         want[hf_names.LM_HEAD] = want[hf_names.EMBED]
         ops = dict(ops, **{hf_names.LM_HEAD: ops[hf_names.EMBED]})
     shards, cap = options.get("shards"), options.get("max_shard_bytes")
     sizes = [(n, _numel(s) * DTYPE_SIZES[st]) for n, s in want.items()]
     groups = [list(want)] if not shards and not cap else plan_shards(sizes, shards, cap)
-    items = {n: (external_name(cfg.model_type, n), st, want[n], ops[n]) for n in want}
+    items = {n: (external_name(cfg.model_type, n, cfg), st, want[n], ops[n]) for n in want}
     if len(groups) == 1 and not shards:
         outputs = [_safetensors_output("model.safetensors", list(items.values()))]
     else:

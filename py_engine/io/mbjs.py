@@ -38,6 +38,18 @@ LAYER_TYPE_IDS = {"mamba1": 0, "mamba2": 1, "mamba3": 2, "attention": 3}
 ID_TO_LAYER_TYPE = {v: k for k, v in LAYER_TYPE_IDS.items()}
 VERSION_DTYPE = {1: "f32", 2: "f32", 3: "f16"}
 DTYPE_BYTES = {"f32": 4, "f16": 2}
+# Why MBJS attention layers (type 3) map to nothing here, in either direction. npm's
+# AttentionBlock (src/model/attention_block.ts, 2026.7.14) stores wQKV [3D, D], bQKV [3D],
+# wO [D, D], bO [D], normWeight [D] (+ wFfn1, bFfn1, wFfn2, bFfn2 with hasFfn), but its forward
+# takes Q, K and V as the first, second and third THIRD of the whole [tokens, 3D] projection
+# buffer (copyBufferToBuffer at 0, M*D, 2*M*D), not as the q|k|v columns of each token; the
+# head count is not stored; its FFN has no pre-norm and a plain silu. No weights make that
+# compute causal attention, so a converted file would silently change the model's outputs.
+ATTENTION_NOT_MAPPED = (
+    "its forward splits Q, K and V as contiguous thirds of the whole [tokens, 3*d_model] "
+    "projection buffer instead of each token's q|k|v columns, and MBJS stores no head count, so "
+    "no attention layer here computes what it computes; keep hybrid models as HF safetensors "
+    "(or mamba_ssm checkpoints)")
 # Parameters per layer in npm's blocks. Attention has 5, or 9 with its FFN (hasFfn).
 LAYER_PARAM_COUNTS = {"mamba1": 13, "mamba2": 9, "mamba3": 9}
 ATTENTION_PARAM_COUNTS = (5, 9)
@@ -273,6 +285,8 @@ def infer_config(layout, hints=None):
                              "gate z (in_proj [x|B|C|dt]); transformers' and state-spaces' "
                              "Mamba-2 gate with silu(z), so its weights cannot be converted. "
                              "Train a Mamba-2 here and keep it as HF safetensors")
+        if kind == "attention":
+            raise ValueError(f"{f}: layer {i} is the npm engine's AttentionBlock ({ATTENTION_NOT_MAPPED})")
         if kind != "mamba1":
             dims = _other_layer_dims(f, i, kind, layers[i][1], D, hints)
             raise ValueError(f"{f}: layer {i} is {kind} ({dims}); mambaweb reads Mamba-1 "

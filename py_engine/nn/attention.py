@@ -14,10 +14,14 @@ NemotronH uses no rotary embedding (attention_rope False). State (decode): the K
 replays unchanged.
 
 HF tensors (relative to backbone.layers.{i}.mixer.): q_proj.weight [H*Dh, D], k_proj.weight
-[KVH*Dh, D], v_proj.weight [KVH*Dh, D], o_proj.weight [D, H*Dh]; transformers' NemotronH
-attention has no biases.
-Decode dispatches per layer: norm 1, q|k|v 1 (one matvec over three weights), attention step
-(see ops/attention.py), o_proj accumulating into the residual 1; with RoPE + 2 (q and k).
+[KVH*Dh, D], v_proj.weight [KVH*Dh, D], o_proj.weight [D, H*Dh], each followed by its .bias
+with attention_qkv_bias / attention_out_bias (transformers' NemotronH attention has none).
+mamba_ssm's MHA (checkpoint_layout "mamba_ssm", py_engine/models/mamba_ssm_config.py) fuses
+them: in_proj.weight [(H+2*KVH)*Dh, D] rows [q | k | v] (+ in_proj.bias, qkv_proj_bias),
+out_proj.weight [D, H*Dh] (+ out_proj.bias); in_proj becomes the GPU pieces in_proj.weight#q /
+#k / #v (row blocks, so each projection is a plain matrix).
+Decode dispatches per layer: norm 1, q|k|v 1 (one matvec over three weights; 3 with biases),
+attention step (see ops/attention.py), o_proj accumulating into the residual 1; with RoPE + 2.
 """
 import math
 from dataclasses import dataclass
@@ -27,7 +31,7 @@ from py_engine.autograd import functional as F
 from py_engine.gpu.tensor import Tensor
 from py_engine.nn.registry import register, whole
 from py_engine.ops.attention import attention_step
-from py_engine.ops.linear import linear_accumulate, linear_multi
+from py_engine.ops.linear import linear_accumulate, linear_forward, linear_multi
 from py_engine.ops.rope import MAX_ROT, rope_apply, rotary_dim
 
 
@@ -52,20 +56,33 @@ def spec(cfg):
                          if rope else 0)
 
 
+def piece_names(cfg):
+    """{role: GPU piece name relative to the layer's mixer.} for q, k, v, o and their biases."""
+    if cfg.checkpoint_layout == "mamba_ssm":
+        out = {r: f"in_proj.weight#{r}" for r in "qkv"}
+        out.update({"b" + r: f"in_proj.bias#{r}" for r in "qkv"})
+        out.update(o="out_proj.weight", bo="out_proj.bias")
+        return out
+    out = {r: f"{r}_proj.weight" for r in "qkvo"}
+    out.update({"b" + r: f"{r}_proj.bias" for r in "qkvo"})
+    return out
+
+
 class AttentionMixer:
     def __init__(self, cfg, weights, prefix):
-        w = lambda name: weights.get(prefix + name)  # noqa: E731
+        w = lambda role: weights.get(prefix + names[role])  # noqa: E731
+        names = piece_names(cfg)
         self.spec = spec(cfg)
-        self.wq, self.wk, self.wv = w("q_proj.weight"), w("k_proj.weight"), w("v_proj.weight")
-        self.wo = w("o_proj.weight")
+        self.wq, self.wk, self.wv, self.wo = w("q"), w("k"), w("v"), w("o")
+        self.bq, self.bk, self.bv, self.bo = w("bq"), w("bk"), w("bv"), w("bo")
         self.kw = dict(n_heads=self.spec.H, n_kv_heads=self.spec.KVH)
         s = self.spec
         self.rope_kw = dict(head_dim=s.Dh, rot_dim=s.rot, theta=s.theta)
 
     def forward(self, ctx, h, residual, Bsz, T, state=None):
-        q = F.linear(ctx, h, self.wq)                  # [Bsz*T, H*Dh]
-        k = F.linear(ctx, h, self.wk)                  # [Bsz*T, KVH*Dh]
-        v = F.linear(ctx, h, self.wv)
+        q = F.linear(ctx, h, self.wq, self.bq)         # [Bsz*T, H*Dh]
+        k = F.linear(ctx, h, self.wk, self.bk)         # [Bsz*T, KVH*Dh]
+        v = F.linear(ctx, h, self.wv, self.bv)
         if self.spec.rope:
             start = state.tokens_seen if state is not None else 0
             q0, k0 = q, k
@@ -79,13 +96,17 @@ class AttentionMixer:
         else:
             o = A.attention(ctx, q, k, v, Bsz, T, **self.kw)
         ctx.done(q, k, v)
-        out = F.residual_linear(ctx, o, self.wo, None, residual)
+        out = F.residual_linear(ctx, o, self.wo, self.bo, residual)
         ctx.done(o)
         return out
 
     def step(self, batch, h, residual, Bsz, state):
         s = self.spec
-        q, k, v = linear_multi(batch, h, [self.wq, self.wk, self.wv])
+        if self.bq is None:
+            q, k, v = linear_multi(batch, h, [self.wq, self.wk, self.wv])
+        else:
+            q, k, v = (linear_forward(batch, h, w, b) for w, b in
+                       ((self.wq, self.bq), (self.wk, self.bk), (self.wv, self.bv)))
         if s.rope:   # rotate before attention_step writes k into the cache (rotated keys cached)
             q0, k0 = q, k
             q = rope_apply(batch, q0, n_heads=s.H, Bsz=Bsz, T=1, pos=state.pos, **self.rope_kw)
@@ -95,7 +116,7 @@ class AttentionMixer:
         o = attention_step(batch, q, k, v, state.k, state.v, state.pos, **self.kw)
         for t in (q, k, v):
             t.release()
-        linear_accumulate(batch, o, self.wo, residual)
+        linear_accumulate(batch, o, self.wo, residual, bias=self.bo)
         o.release()
 
 
@@ -157,24 +178,55 @@ class Attention:
     @staticmethod
     def tensors(cfg):
         s = spec(cfg)
-        return {"q_proj.weight": (s.H * s.Dh, s.D), "k_proj.weight": (s.KVH * s.Dh, s.D),
-                "v_proj.weight": (s.KVH * s.Dh, s.D), "o_proj.weight": (s.D, s.H * s.Dh)}
+        qb, ob = cfg.attention_qkv_bias, cfg.attention_out_bias
+        if cfg.checkpoint_layout == "mamba_ssm":
+            qkv = (s.H + 2 * s.KVH) * s.Dh
+            out = {"in_proj.weight": (qkv, s.D)}
+            if qb:
+                out["in_proj.bias"] = (qkv,)
+            out["out_proj.weight"] = (s.D, s.H * s.Dh)
+            if ob:
+                out["out_proj.bias"] = (s.D,)
+            return out
+        out = {}
+        for r, rows in (("q", s.H * s.Dh), ("k", s.KVH * s.Dh), ("v", s.KVH * s.Dh)):
+            out[f"{r}_proj.weight"] = (rows, s.D)
+            if qb:
+                out[f"{r}_proj.bias"] = (rows,)
+        out["o_proj.weight"] = (s.D, s.H * s.Dh)
+        if ob:
+            out["o_proj.bias"] = (s.D,)
+        return out
 
     @staticmethod
     def pieces(cfg, rel, shape):
+        if rel in ("in_proj.weight", "in_proj.bias"):     # mamba_ssm: rows [q | k | v]
+            s = spec(cfg)
+            q, kv = s.H * s.Dh, s.KVH * s.Dh
+            tail = tuple(shape[1:])
+            return [(f"{rel}#q", 0, q, (q,) + tail), (f"{rel}#k", q, q + kv, (kv,) + tail),
+                    (f"{rel}#v", q + kv, q + 2 * kv, (kv,) + tail)]
         return whole(rel, shape)
 
     @staticmethod
     def init_rule(cfg, rel, shape):
-        """nn.Linear's default U(+-1/sqrt(fan_in)); o_proj / sqrt(n_layer) when
-        rescale_prenorm_residual (one residual per layer)."""
+        """nn.Linear's default U(+-1/sqrt(fan_in)), biases 0; the output projection
+        / sqrt(n_layer) when rescale_prenorm_residual (one residual per layer)."""
+        if rel.endswith(".bias"):
+            return "const", 0.0, 0
         a = 1.0 / math.sqrt(shape[1])
-        if rel == "o_proj.weight" and cfg.rescale_prenorm_residual:
+        if rel in ("o_proj.weight", "out_proj.weight") and cfg.rescale_prenorm_residual:
             a /= math.sqrt(cfg.num_hidden_layers)
         return "uniform", a, 0
 
     @staticmethod
     def hint(cfg, rel):
+        if rel.endswith(".bias"):
+            out = rel.startswith(("o_proj", "out_proj"))
+            if out and not cfg.attention_out_bias:
+                return " (config has no attention output bias: attn_cfg.out_proj_bias=false)"
+            if not out and not cfg.attention_qkv_bias:
+                return " (config has no attention q/k/v bias: attn_cfg.qkv_proj_bias=false)"
         return ""
 
     @staticmethod

@@ -51,9 +51,9 @@ def test_round_trip_keeps_unmodelled_keys():
     ({"d_model": 768, "n_layer": 24, "vocab_size": 50277, "ssm_cfg": {"layer": "Mamba4"}},
      "ssm_cfg.layer 'Mamba4' is not supported"),
     ({"d_model": 768, "n_layer": 24, "vocab_size": 50277,
-      "ssm_cfg": {"layer": "Mamba3", "is_mimo": True}}, "Mamba-3 MIMO (is_mimo) is not supported yet"),
+      "ssm_cfg": {"layer": "Mamba3", "is_mimo": True, "mimo_rank": 9}}, "mimo_rank 9 is outside 1..8"),
     ({"d_model": 768, "n_layer": 24, "vocab_size": 50277, "attn_layer_idx": [3]},
-     "attention layers (attn_layer_idx [3]) are not supported yet"),
+     "attn_cfg.num_heads is missing (MHA needs it)"),   # hybrids: test_mamba_ssm_hybrid.py
     ({"model_type": "mamba2", "hidden_size": 64, "num_heads": 3, "head_dim": 40},
      "num_heads * head_dim = 3 * 40 = 120 must equal expand * hidden_size = 128"),
     ({"model_type": "mamba2", "hidden_size": 64, "num_heads": 8, "head_dim": 16, "n_groups": 3},
