@@ -66,6 +66,15 @@ def inspect_model_dir(path):
     if model_type == "mamba3":
         raise ValueError(f"{cfg_file}: model_type 'mamba3' has no transformers class, so it "
                          "cannot continue on PyTorch DDP/FSDP here: keep training it in the tab")
+    if cfg.get("mambaweb_bidirectional") or any(str(k).startswith("bidi_")
+                                                for k in cfg.get("layers") or []):
+        raise ValueError(f"{cfg_file}: this model has bidirectional layers, which transformers "
+                         "has no class for, so it cannot continue on PyTorch here: keep "
+                         "training it in the tab")
+    if cfg.get("mambaweb_virtual_layers"):
+        raise ValueError(f"{cfg_file}: this model shares layers (mambaweb_virtual_layers), "
+                         "which transformers cannot express; unroll it first: `mambaweb unroll "
+                         f"{path} {path}-unrolled`, then train that folder")
     if model_type not in CLASSES:
         raise ValueError(f"{cfg_file}: model_type {model_type!r} is not one train-torch can "
                          f"load; supported: {', '.join(sorted(CLASSES))} (the families "
