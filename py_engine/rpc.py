@@ -49,6 +49,30 @@ async def boot() -> str:
     return json.dumps(info)
 
 
+async def reinit(info_json="{}") -> str:
+    """The GPU device was lost: mark it so (its sessions stop quietly: nothing on it can be
+    read or saved any more), drop what lived on it, and boot a new adapter + device. The page
+    then reloads its model / resumes its run from the autosave. Returns boot()'s JSON."""
+    global device, gpu_error
+    info = json.loads(info_json or "{}")
+    old = device
+    if old is not None:
+        old.lost = {"reason": info.get("reason", "unknown"), "message": info.get("message", "")}
+    try:
+        from py_engine.app import generate_session
+        generate_session.current.update(model=None, tokenizer=None, gen=None, pending=None)
+    except ImportError:   # pragma: no cover
+        pass
+    from py_engine.train import session
+    if session.current is not None and session.current.device is old:
+        session.current.status = "error"
+        session.current = None
+    device = None
+    out = json.loads(await boot())
+    out["lost"] = info
+    return json.dumps(out)
+
+
 async def run_snippet(code: str, args_json: str) -> str:
     from pyodide.code import eval_code_async
     ns = {"__name__": "__snippet__", "args": _decode(json.loads(args_json)),

@@ -3,7 +3,9 @@
 //   sumsq_partial     : partial[slot + wg] = sum of g^2 over a chunk of one gradient tensor
 //   grad_norm_finalize: norm = sqrt(sum of all partials); writes the step's gate
 //                       gate[0] = norm, gate[1] = clip scale min(1, max_norm / (norm + 1e-6)),
-//                       gate[2] = 1 if norm is finite else 0 (then no parameter changes)
+//                       gate[2] = 1 if norm and the step's losses are finite else 0 (then
+//                       no parameter or moment changes); p.slot = how many loss values
+//                       `grad` (bound to the losses here) holds
 //   adamw_step        : per element, as torch.optim.AdamW (decoupled weight decay):
 //       g = grad * scale;  p -= lr * wd * p
 //       m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
@@ -38,7 +40,7 @@ fn sumsq_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
 
 fn finite(x: f32) -> bool { return (bitcast<u32>(x) & 0x7f800000u) != 0x7f800000u; }
 
-// p.n = number of partial slots in use.
+// p.n = number of partial slots in use; p.slot = number of loss values in `grad`.
 @compute @workgroup_size(256)
 fn grad_norm_finalize(@builtin(local_invocation_index) lid: u32) {
   var s = 0.0;
@@ -50,7 +52,10 @@ fn grad_norm_finalize(@builtin(local_invocation_index) lid: u32) {
     var scale = 1.0;
     if (p.max_norm > 0.0 && norm > p.max_norm) { scale = p.max_norm / (norm + 1e-6); }
     gate[1] = scale;
-    gate[2] = select(0.0, 1.0, finite(total));
+    // a non-finite loss with finite gradients (e.g. +inf cross-entropy) skips the step too
+    var ok = finite(total);
+    for (var i = 0u; i < p.slot; i++) { ok = ok && finite(grad[i]); }
+    gate[2] = select(0.0, 1.0, ok);
   }
 }
 

@@ -7,7 +7,7 @@ import js
 from pyodide.ffi import JsException, to_js
 
 from py_engine.gpu.device import Device
-from py_engine.gpu.errors import GPUUnavailable, ShaderError, GPUValidationError
+from py_engine.gpu.errors import GPUDeviceLost, GPUUnavailable, ShaderError, GPUValidationError
 from py_engine.gpu.shaders import shader_location
 
 # Limits we ask for at the adapter's maximum: the defaults (128 MiB bindings, 8 storage
@@ -128,6 +128,9 @@ class BrowserDevice(Device):
         try:
             arr = await promise
             data = arr.to_bytes()[:size]
+        except JsException as e:
+            self._raise_if_lost()
+            raise
         finally:
             self._staging_free.append(staging)
         await self.check()
@@ -146,8 +149,17 @@ class BrowserDevice(Device):
                                      module.getCompilationInfo()))
         return pipe
 
+    def _raise_if_lost(self):
+        # self.lost is set by py_engine.rpc.reinit when the Worker hears device.lost
+        if self.lost is not None:
+            raise GPUDeviceLost(
+                f"the GPU device was lost ({self.lost.get('reason') or 'unknown'}"
+                f"{': ' + self.lost['message'] if self.lost.get('message') else ''}); the engine "
+                "is restarting on a new device")
+
     async def check(self):
         """Raise the first GPU error since the last check, naming the shader and entry."""
+        self._raise_if_lost()
         checks, self._pending_checks = self._pending_checks, []
         for shader, entry, scope, info in checks:
             err = await scope

@@ -5,7 +5,7 @@ _build_pipeline, _bind_group, _encode_commands, _submit_encoded, check (async), 
 This class adds what is the same everywhere: the buffer pool, pipeline / uniform / bind group
 caches, limit checks with clear errors, and command batches.
 """
-from py_engine.gpu.errors import DeviceLimitError, GPUValidationError
+from py_engine.gpu.errors import DeviceLimitError, GPUOutOfMemory, GPUValidationError
 from py_engine.gpu.pool import BufferPool
 from py_engine.gpu.shaders import shader_source
 
@@ -25,6 +25,12 @@ class Device:
         self._bind_groups = {}
         self._staging_free = []
         self.buffers_created = 0
+        # Every GPU buffer this device holds (pool, uniforms, staging, private pools), by
+        # count and bytes: created minus destroyed. A steady workload must leave both flat.
+        self.live_buffers = 0
+        self.live_bytes = 0
+        self.lost = None             # why the device was lost ({"reason", "message"}), else None
+        self.fail_allocations_over = None   # test hook: bytes of new buffers before "out of memory"
         self.dispatches_submitted = 0
         self.submits = 0
 
@@ -36,8 +42,21 @@ class Device:
                 f"a {nbytes / 2**20:.1f} MiB buffer{' for ' + label if label else ''} exceeds this "
                 f"GPU's maxBufferSize of {self.limits['maxBufferSize'] / 2**20:.1f} MiB: use a "
                 "smaller model, a 16-bit/int8 weight dtype, or a GPU with more memory")
+        if self.fail_allocations_over is not None:
+            if nbytes > self.fail_allocations_over:
+                self.fail_allocations_over = None
+                raise GPUOutOfMemory(
+                    f"the GPU ran out of memory allocating a {nbytes / 2**20:.1f} MiB buffer"
+                    f"{' for ' + label if label else ''}: close other GPU-heavy tabs, or use a "
+                    "smaller model or a 16-bit/int8 weight format")
+            self.fail_allocations_over -= nbytes
         self.buffers_created += 1
-        return self._create_buffer(nbytes, usage, label)
+        return self._counted(self._create_buffer(nbytes, usage, label))
+
+    def _counted(self, buf):
+        self.live_buffers += 1
+        self.live_bytes += buf.size
+        return buf
 
     def _staging(self, nbytes):
         """A MAP_READ staging buffer of at least nbytes (power-of-two sizes, reused: readers
@@ -48,10 +67,22 @@ class Device:
         cls = 256
         while cls < nbytes:
             cls *= 2
-        return self._create_buffer(cls, MAP_READ | COPY_DST, "staging")
+        return self._counted(self._create_buffer(cls, MAP_READ | COPY_DST, "staging"))
 
     def destroy(self, buf):
-        self._destroy_buffer(buf)
+        """Destroy one buffer (the bind groups that name it go with it)."""
+        self.destroy_many([buf])
+
+    def destroy_many(self, bufs):
+        """Destroy buffers and forget every cached bind group naming one of them (a cached
+        group keeps its buffers alive, and a later buffer could never reuse its key)."""
+        bufs = [b for b in bufs if b is not None]
+        self.forget_bindings(bufs)
+        for b in bufs:
+            if self.lost is None:
+                self._destroy_buffer(b)
+            self.live_buffers -= 1
+            self.live_bytes -= b.size
 
     def uniform(self, data: bytes):
         """A uniform buffer holding `data`, shared by every caller that asks for the same bytes.
@@ -113,25 +144,48 @@ class Device:
 
     def forget_buffer_bindings(self, buf):
         """Drop cached bind groups that reference `buf` (call before destroying it)."""
-        dead = [k for k in self._bind_groups if any(b == buf.id for _, b, _, _ in k[1])]
+        self.forget_bindings([buf])
+
+    def forget_bindings(self, bufs):
+        """Drop cached bind groups naming any of `bufs` (one pass over the cache)."""
+        ids = {b.id for b in bufs if b is not None}
+        if not ids:
+            return
+        dead = [k for k in self._bind_groups if any(b in ids for _, b, _, _ in k[1])]
         for k in dead:
             del self._bind_groups[k]
 
+    def release_tensors(self, tensors):
+        """Give long-lived tensors (a model's weights, a decode state) back to the pool and
+        forget the bind groups naming their buffers: the pool hands those buffers out again
+        in another order, so groups cached for this owner would never be hit again and the
+        cache would grow with every load/unload cycle."""
+        tensors = list(tensors)
+        self.forget_bindings([t.buffer for t in tensors if t.pooled and t.buffer is not None])
+        for t in tensors:
+            t.release()
+
     def private_pool(self):
         """Context manager: tensors made inside draw from a fresh pool that never returns
-        buffers to the shared one, so a Recording made inside keeps its buffers to itself."""
+        buffers to the shared one, so a Recording made inside keeps its buffers to itself.
+        Its owner calls `release_pool(pool)` when the recording is dropped."""
         device = self
 
         class _Private:
             def __enter__(self_inner):
                 self_inner.saved = device.pool
-                self_inner.pool = BufferPool(device.pool._create)
+                self_inner.pool = BufferPool(device.pool._create, track=True)
                 device.pool = self_inner.pool
                 return self_inner.pool
 
             def __exit__(self_inner, *exc):
                 device.pool = self_inner.saved
         return _Private()
+
+    def release_pool(self, pool):
+        """Destroy every buffer a private pool created (in use by a dropped recording or
+        free) and the bind groups naming them."""
+        self.destroy_many(pool.drain())
 
     # -- batches -------------------------------------------------------------------------
     def batch(self):
@@ -144,7 +198,8 @@ class Device:
         self._submit_encoded(encoded if encoded is not None else self._encode_commands(commands))
 
     def stats(self):
-        return {"buffers_created": self.buffers_created, "pipelines": len(self._pipelines),
+        return {"buffers_created": self.buffers_created, "live_buffers": self.live_buffers,
+                "live_bytes": self.live_bytes, "pipelines": len(self._pipelines),
                 "bind_groups": len(self._bind_groups), "uniforms": len(self._uniforms),
                 "submits": self.submits, "dispatches": self.dispatches_submitted,
                 "pool": self.pool.stats()}

@@ -19,3 +19,12 @@ class GPUValidationError(GPUError):
 
 class DeviceLimitError(GPUError):
     """A buffer or binding exceeds what this device allows."""
+
+
+class GPUOutOfMemory(GPUError):
+    """The GPU could not allocate a buffer (the page says so and what to try)."""
+
+
+class GPUDeviceLost(GPUError):
+    """The GPU device was lost (driver reset, another tab, a laptop switching GPUs, or
+    device.destroy()); the engine must re-initialise before any further GPU work."""

@@ -15,9 +15,11 @@ def size_class(nbytes: int) -> int:
 
 
 class BufferPool:
-    def __init__(self, create):
+    def __init__(self, create, track=False):
         self._create = create        # callable(nbytes) -> Buffer
         self._free = {}              # size class -> [Buffer]
+        # track: remember every buffer made (a private pool hands them all back in drain())
+        self._made = [] if track else None
         self.created = 0             # GPU buffers ever created through the pool
         self.in_use = 0
 
@@ -28,12 +30,22 @@ class BufferPool:
         if buf is None:
             buf = self._create(cls)
             self.created += 1
+            if self._made is not None:
+                self._made.append(buf)
         self.in_use += 1
         return buf
 
     def release(self, buf) -> None:
         self.in_use -= 1
         self._free.setdefault(buf.size, []).append(buf)
+
+    def drain(self):
+        """Every buffer this (tracking) pool made, in use or free; the pool is empty after."""
+        made = list(self._made or [])
+        self._made = [] if self._made is not None else None
+        self._free.clear()
+        self.in_use = 0
+        return made
 
     def stats(self) -> dict:
         return {"created": self.created, "in_use": self.in_use,

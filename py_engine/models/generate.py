@@ -60,6 +60,7 @@ class Generator:
         self.step_no = 0
         self.last_token = None         # the id the sampler last left in `token` (read back)
         self._recording = None
+        self._pool = None              # the private pool the step recording's buffers came from
         self._recorded_for = None      # the sampling settings the recording has baked in
         self._groups = {}              # (k, slot) -> Recording of k chained steps
         self._ring = None              # u32 [2, group]: each slot's sampled ids
@@ -122,6 +123,7 @@ class Generator:
             self._recorded_for = key
 
     def _record_step(self):
+        self._drop_recordings()
         with self.device.private_pool() as pool:
             batch = self.device.batch()
             logits = self.model.step(batch, self.token, self.state)
@@ -254,16 +256,22 @@ class Generator:
                     await g.ids
 
     def release(self):
-        for t in (self.token, self.history, self.ctl):
-            t.release()
+        own = [self.token, self.history, self.ctl]
         if self._ring is not None:
-            self._ring.release()
-            for ts in self._shadow:
-                for t in ts:
-                    t.release()
+            own += [self._ring] + [t for ts in self._shadow for t in ts]
+        self.device.release_tensors(own)
         self.state.release()
+        self._drop_recordings()
+
+    def _drop_recordings(self):
+        """Forget the recorded step (and its groups) and destroy the buffers it drew from its
+        private pool, with the bind groups naming them: nothing of a released or re-recorded
+        graph stays on the device."""
         self._recording = None
         self._groups = {}
+        if self._pool is not None:
+            self.device.release_pool(self._pool)
+            self._pool = None
 
 
 @dataclass

@@ -38,14 +38,23 @@ class AdamW:
         self.partial = Tensor(device, (PARTIAL_GROUPS * len(self.params),))
         self.gate = Tensor(device, (4,))
         self.hyper = Tensor(device, (8,))
+        self.losses = Tensor(device, (4,))     # the step's loss values, checked by the gate
         batch = device.batch()
-        for t in list(self.m.values()) + list(self.v.values()):
+        for t in list(self.m.values()) + list(self.v.values()) + [self.losses]:
             fill(batch, t, 0.0)
         batch.submit()
 
-    def step(self, batch, grads, lr=None):
-        """Record one update. grads: {name: Tensor} for every parameter."""
+    def step(self, batch, grads, lr=None, losses=()):
+        """Record one update. grads: {name: Tensor} for every parameter; losses: the step's
+        loss tensors (value 0 of each is checked): a non-finite one skips the update like a
+        non-finite gradient does. A skipped step must be undone with `unstep()` once read."""
         dev = self.device
+        losses = list(losses)
+        if len(losses) > self.losses.numel:
+            self.losses.release()
+            self.losses = Tensor(dev, (len(losses),))
+        for i, loss in enumerate(losses):
+            batch.copy(loss.buffer, loss.offset, self.losses.buffer, self.losses.offset + 4 * i, 4)
         self.t += 1
         lr = self.lr if lr is None else lr
         b1, b2 = self.betas
@@ -58,8 +67,10 @@ class AdamW:
             groups = max(1, min(PARTIAL_GROUPS, -(-g.numel // 4096)))
             u = dev.uniform(params(g.numel, k * PARTIAL_GROUPS, 0.0, 0.0))
             batch.run("adamw", "sumsq_partial", [u, g.binding, self.partial.binding], groups)
-        fin = dev.uniform(params(len(names) * PARTIAL_GROUPS, 0, 0.0, float(self.max_grad_norm)))
-        batch.run("adamw", "grad_norm_finalize", [fin, None, self.partial.binding, self.gate.binding], 1)
+        fin = dev.uniform(params(len(names) * PARTIAL_GROUPS, len(losses), 0.0,
+                                 float(self.max_grad_norm)))
+        batch.run("adamw", "grad_norm_finalize", [fin, self.losses.binding, self.partial.binding,
+                                                  self.gate.binding], 1)
         for n in names:
             p = self.params[n]
             u = dev.uniform(params(p.numel, 0, float(self.decay[n]), 0.0))
@@ -73,8 +84,15 @@ class AdamW:
         norm, scale, finite, _ = struct.unpack("<4f", await self.gate.to_bytes())
         return norm, scale, finite > 0.5
 
+    def unstep(self):
+        """The last step was skipped on the GPU (its gate said non-finite): the host's step
+        count goes back too, so the next update's bias corrections are those of a run that
+        never saw the skipped batch."""
+        self.t -= 1
+
     def release(self):
-        for t in list(self.m.values()) + list(self.v.values()) + [self.partial, self.gate, self.hyper]:
+        for t in list(self.m.values()) + list(self.v.values()) + [self.partial, self.gate, self.hyper,
+                                                                   self.losses]:
             t.release()
 
 

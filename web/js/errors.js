@@ -57,3 +57,9 @@ export function showError(el, lead, err) {
 }
 
 export const clearError = (el) => showError(el, "");
+
+// The Worker's {event: "gpu-lost", reason, message} as the start of a plain sentence.
+export function deviceLostSentence(m) {
+  const why = m && m.reason && m.reason !== "unknown" ? ` (${m.reason})` : "";
+  return `The GPU device was lost${why}, as happens when a driver resets or a laptop switches GPUs`;
+}

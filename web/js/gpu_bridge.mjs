@@ -71,10 +71,22 @@ export function writePieces(device, data, targets) {
 
 // GPU errors that nobody scoped: kept until Python asks (py_engine.gpu checks after reads).
 const gpuErrors = [];
+let lostListener = null;
+let watched = null;            // the device the engine uses now (the debug hook destroys it)
 export function watchDevice(device) {
-  device.addEventListener("uncapturederror", (ev) => gpuErrors.push(ev.error.message));
-  device.lost.then((info) => gpuErrors.push(`device lost (${info.reason}): ${info.message}`));
+  watched = device;
+  gpuErrors.length = 0;          // a new device starts clean: an old one's errors are not its own
+  device.addEventListener("uncapturederror", (ev) => { if (device === watched) gpuErrors.push(ev.error.message); });
+  device.lost.then((info) => {
+    if (device === watched) gpuErrors.push(`device lost (${info.reason}): ${info.message}`);
+    // only the current device's loss matters (an old one is let go on purpose)
+    if (device === watched && lostListener) lostListener({ reason: String(info.reason), message: String(info.message || "") });
+  });
 }
+// fn({reason, message}) runs when the engine's device is lost (the Worker re-initialises).
+export function onDeviceLost(fn) { lostListener = fn; }
+// Test hook: lose the engine's device as a driver reset would (device.destroy()).
+export function loseDevice() { if (watched) watched.destroy(); return watched !== null; }
 export function takeGpuErrors() { return gpuErrors.splice(0, gpuErrors.length); }
 
 // Boot Pyodide and the packed engine served at `origin` ("" in the tab: same origin), then
