@@ -251,10 +251,11 @@ class Mamba2:
 
     @staticmethod
     def wsla_pieces(cfg):
-        """WSLA trains a kind's B/C projection alone; Mamba-2's B/C rows sit inside in_proj's
-        x|B|C piece (the conv reads them as one block), so it is not offered yet."""
-        raise ValueError("WSLA (train only the B/C projections) is defined for Mamba-1 layers "
-                         "only so far; train the whole Mamba-2 model instead")
+        """WSLA trains a kind's B/C projection alone; Mamba-2's B/C rows are rows
+        [I, I + 2GN) of in_proj's x|B|C piece (the conv reads the block as one tensor), so
+        they train under a row mask (py_engine/train/wsla.py)."""
+        s = spec(cfg)
+        return (("in_proj.weight#xBC", s.I, s.I + 2 * s.G * s.N),)
 
     @staticmethod
     def train_floats(cfg, Bsz, T):

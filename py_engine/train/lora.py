@@ -43,6 +43,31 @@ def _engine_weight(module_path):
     return module_path + ".weight"
 
 
+def target_modules(cfg, targets=DEFAULT_TARGETS):
+    """[(HF weight name, PEFT module path, (out, in))] of the linear layers `targets` names;
+    a ValueError naming what the model has when nothing matches."""
+    want = hf_names.expected_tensors(cfg)
+    out = []
+    for name, shape in want.items():
+        i, rel = hf_names.split_layer_name(name)
+        if rel is None or not rel.endswith(".weight") or len(shape) != 2:
+            continue
+        if rel[:-len(".weight")] not in targets:
+            continue
+        out.append((name, _module_path(cfg.model_type, name), tuple(shape)))
+    if not out:
+        raise ValueError(f"no linear layer matches the LoRA targets {list(targets)}; "
+                         "this model has e.g. "
+                         + ", ".join(sorted({n.split('.')[-2] for n in want
+                                             if n.endswith('proj.weight')})[:8]))
+    return out
+
+
+def adapter_param_count(cfg, r, targets=DEFAULT_TARGETS):
+    """Floats an adapter of rank r holds: r x (in + out) per adapted module (A and B)."""
+    return sum(r * (i + o) for _, _, (o, i) in target_modules(cfg, targets))
+
+
 class LoraAdapter:
     def __init__(self, model, r=8, alpha=16, targets=DEFAULT_TARGETS, rslora=False, seed=0):
         if r < 1:
@@ -53,24 +78,12 @@ class LoraAdapter:
         self.targets = tuple(targets)
         self.A, self.B = {}, {}            # module path -> Tensor A / [(piece, r0, r1, Tensor)]
         self.shapes = {}                   # module path -> (out, in)
-        want = hf_names.expected_tensors(self.cfg)
-        for name, shape in want.items():
-            i, rel = hf_names.split_layer_name(name)
-            if rel is None or not rel.endswith(".weight") or len(shape) != 2:
-                continue
-            if rel[:-len(".weight")] not in self.targets:
-                continue
-            path = _module_path(self.cfg.model_type, name)
+        for name, path, shape in target_modules(self.cfg, self.targets):
             out_f, in_f = shape
             self.shapes[path] = (out_f, in_f)
             self.A[path] = Tensor(self.device, (self.r, in_f))
             self.B[path] = [(piece, r0, r1, Tensor(self.device, (r1 - r0, self.r)))
                             for piece, r0, r1, _ in gpu_layout.pieces(self.cfg, name, shape)]
-        if not self.A:
-            raise ValueError(f"no linear layer matches the LoRA targets {list(self.targets)}; "
-                             "this model has e.g. "
-                             + ", ".join(sorted({n.split('.')[-2] for n in want
-                                                 if n.endswith('proj.weight')})[:8]))
         self._init(seed)
 
     def _init(self, seed):
@@ -124,6 +137,28 @@ class LoraAdapter:
                 sB.release()
         batch.submit()
         self.detach()
+
+    def merged_copies(self):
+        """{piece name: a new Tensor W + s B A} for every adapted weight piece, the base left
+        as it is: base + adapter exported while the run may still go on (merge() folds in
+        place). The same GPU sum as merge(), so the values are merge()'s; the caller releases
+        the copies."""
+        from py_engine.ops.elementwise import scale
+        from py_engine.ops.linear import matmul
+        out = {}
+        batch = self.device.batch()
+        for path, pieces in self.B.items():
+            A = self.A[path]
+            in_f = A.shape[1]
+            for piece, r0, r1, B in pieces:
+                W = scale(batch, self.model.weights[piece], 1.0)    # an exact copy [rows, in]
+                sB = scale(batch, B, self.scale)
+                matmul(batch, sB, A, W, r1 - r0, in_f, self.r, (self.r, 1, in_f, 1),
+                       accumulate=True)
+                sB.release()
+                out[piece] = W
+        batch.submit()
+        return out
 
     def params(self):
         """{name: Tensor} of what trains: PEFT's A names and B piece names (`#x` suffixes for
