@@ -8,6 +8,7 @@ Routes
   /pyodide/...          the pinned npm `pyodide` build from node_modules (never a CDN)
   /engine/manifest.json points at /engine/engine-<hash>.zip (py_engine + shaders)
   /api/models           JSON list of the models found in the configured folders and HF cache
+  /api/hub              {"endpoint"}: where the generate page opens models by name (HF_ENDPOINT)
   /weights/<model>/<file>  weight/config files, HTTP Range (206/416), GET and HEAD
 
 Files (weights, /static, /pyodide) answer Range requests as server/byte_ranges.py documents
@@ -104,6 +105,13 @@ def create_app(model_dirs=None, use_hf_cache: bool = True, extra_static=None,
     @app.api_route("/api/models", methods=["GET", "HEAD"])
     def api_models():
         return catalog.list_models()
+
+    @app.api_route("/api/hub", methods=["GET", "HEAD"])
+    def api_hub():
+        # the Hub-layout endpoint the generate page opens models by name from (huggingface_hub's
+        # HF_ENDPOINT convention: a mirror or a local server); read per request
+        return JSONResponse({"endpoint": os.environ.get("HF_ENDPOINT", "").strip().rstrip("/")
+                             or "https://huggingface.co"}, headers=NO_CACHE)
 
     @app.api_route("/weights/{model}/{file_path:path}", methods=["GET", "HEAD"])
     def weights(model: str, file_path: str, request: Request):

@@ -4,12 +4,16 @@ Same code path as the generate page (py_engine/app/generate_session.py), driven 
 Playwright; prints the continuation, or one JSON object with --json.
 """
 import json
+import os
 import sys
 from urllib.parse import quote
 
 SNIPPET = """
 from py_engine.app import generate_session as s
-info = await s.load(args['url'], args['name'])
+if args['hub']:
+    info = await s.load_hub(args['hub'], args['endpoint'])
+else:
+    info = await s.load(args['url'], args['name'])
 if args['adapter']:
     info.update(await s.load_adapter(files=args['adapter']))
 out = {'model': info}
@@ -28,8 +32,12 @@ result = out
 def register(sub):
     p = sub.add_parser("run", help="generate text with the engine in headless Chromium")
     p.add_argument("--model", default="default",
-                   help="an HF model folder, an MBJS .bin, or a model name the server lists "
+                   help="an HF model folder, an MBJS .bin, a model name the server lists, or "
+                        "a Hub repo org/name[@revision] read by the tab from --hub-endpoint "
                         "(default: the embedded default model)")
+    p.add_argument("--hub-endpoint", metavar="URL",
+                   help="where org/name models come from, in the Hub's URL layout (default: "
+                        "$HF_ENDPOINT, else https://huggingface.co)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--prompt", help="prompt text (needs the model's tokenizer.json, or a "
                                       "byte-level model)")
@@ -71,7 +79,7 @@ def _adapter_files(folder):
 def run(args):
     import numpy as np
     from tools.headless import headless_engine, worker_error_message
-    from tools.model_source import resolve_model
+    from tools.model_source import hub_spec, resolve_model
 
     ids = [int(x) for x in args.ids.split(",") if x.strip()] if args.ids else None
     greedy = args.greedy or args.temperature is None
@@ -79,14 +87,21 @@ def run(args):
                 "top_p": args.top_p, "repetition_penalty": args.repetition_penalty,
                 "seed": args.seed}
     log = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
-    model_dirs, name, cleanup = resolve_model(args.model, log)
+    hub = hub_spec(args.model)
+    endpoint = (args.hub_endpoint or os.environ.get("HF_ENDPOINT") or "").strip() or None
+    if hub:
+        log(f"opening {hub} from {endpoint or 'https://huggingface.co'} in the tab")
+        model_dirs, name, cleanup = None, hub, lambda: None
+    else:
+        model_dirs, name, cleanup = resolve_model(args.model, log)
     try:
         # not the generate page ("/"): it loads its default model on boot, racing ours
         with headless_engine(model_dirs=model_dirs, use_hf_cache=model_dirs is None,
                              path="/pretrain") as eng:
             url = f"{eng.server.url}/weights/{quote(name)}/"
             try:
-                out = eng.run(SNIPPET, url=url, name=name, prompt=args.prompt, ids=ids,
+                out = eng.run(SNIPPET, url=url, name=name, hub=hub, endpoint=endpoint,
+                              prompt=args.prompt, ids=ids,
                               max_new=args.max_new_tokens, sampling=sampling,
                               logits_out=bool(args.logits_out), stepwise=args.stepwise,
                               adapter=_adapter_files(args.adapter))

@@ -2,6 +2,7 @@
 
   a folder with config.json (HF layout)   -> served as it is (through a temp folder linking to it)
   an MBJS .bin file                        -> converted to a temp HF folder first (host side)
+  org/name[@revision] not in the HF cache   -> opened from the Hub by the tab (hub_spec)
   anything else                            -> a model name the server lists (models/, HF cache)
 """
 import tempfile
@@ -35,3 +36,21 @@ def resolve_model(arg, log=print):
         log(f"converted {path} (MBJS) to HF layout for loading")
         return [Path(tmp.name)], name, tmp.cleanup
     return None, arg, lambda: None
+
+
+def hub_spec(arg):
+    """`arg` when it names a Hub repo the tab should open itself (py_engine/io/hub.py): shaped
+    org/name[@revision], not a local path, and (without @revision) not already in the local HF
+    cache, which the server offers offline. Otherwise None."""
+    from py_engine.io.hub import looks_like_repo
+    if not looks_like_repo(arg) or Path(arg).expanduser().exists():
+        return None
+    if "@" not in arg:
+        from server.model_catalog import ModelCatalog
+        try:
+            cached = ModelCatalog([], hf_cache=True).list_models()
+        except Exception:  # no readable cache: nothing offline to prefer
+            cached = []
+        if any(m.get("repo_id") == arg for m in cached):
+            return None
+    return arg.strip()

@@ -14,6 +14,8 @@ from py_engine.train.data import ByteTokenizer
 
 # pending: the last id a generation yielded. Generator.stream leaves the state holding every
 # yielded id but the last, so continuing the conversation feeds it before the new prompt.
+# Tokens a conversation holds (the attention layers' KV cache, the repetition-penalty history).
+MAX_TOKENS = 8192
 current = {"model": None, "tokenizer": None, "name": None, "gen": None, "cancel": False,
            "pending": None}
 
@@ -22,10 +24,26 @@ async def load(base_url, name=None, files=(), weights_format="f32"):
     """Load the model at base_url (…/weights/<name>/) and its tokenizer; returns a summary.
     weights_format: f32, or f16/bf16/q8/q4 to keep the matrices narrow on the GPU."""
     from py_engine.io.byte_sources import HttpSource
-    return await _load(HttpSource(base_url, files), name or base_url, files, weights_format)
+    return await _load(HttpSource(base_url, files), name or base_url, files, weights_format,
+                       {"kind": "served", "name": name or base_url})
 
 
-async def load_files(files, name="local model"):
+async def load_hub(spec, endpoint=None, weights_format="f32"):
+    """Load `org/name[@revision]` from a Hub-layout endpoint (default the Hugging Face Hub;
+    py_engine/io/hub.py). What the repo holds and its size are emitted ("load_plan") before
+    any weight byte is read; a gated, missing or unsupported repo raises one sentence."""
+    from py_engine.io.hub import HubSource, parse_repo
+    repo_id, revision = parse_repo(spec)
+    unload()          # a failed lookup leaves nothing loaded, as a failed load does
+    source = HubSource(endpoint, repo_id, revision)
+    plan = await source.inspect()
+    emit("load_plan", **plan)
+    return await _load(source, source.label, plan["files"], weights_format,
+                       {"kind": "hub", "label": source.label, "repo": repo_id,
+                        "revision": revision, "endpoint": source.endpoint})
+
+
+async def load_files(files, name="local model", origin=None):
     """Load a model from files the user picked ({relative path: registry id}); nothing is
     uploaded: the bytes go File -> GPU inside this tab."""
     from py_engine.io.byte_sources import DroppedFileSource
@@ -35,10 +53,12 @@ async def load_files(files, name="local model"):
                              "Convert page first, then open the folder here")
         raise ValueError("no config.json among the chosen files: choose the model's folder "
                          "(config.json + model.safetensors, or the shards and their index)")
-    return await _load(DroppedFileSource(files, name), name, list(files))
+    return await _load(DroppedFileSource(files, name), name, list(files), "f32",
+                       origin or {"kind": "folder", "name": name})
 
 
-async def _load(source, name, files, weights_format="f32"):
+async def _load(source, name, files, weights_format="f32", origin=None):
+    from py_engine.app.model_card import describe
     from py_engine.io.hf_loader import load_from_source
     unload()
     t0 = time.perf_counter()
@@ -46,7 +66,9 @@ async def _load(source, name, files, weights_format="f32"):
     def progress(p):
         emit("load_progress", **p)
 
-    cfg, weights = await load_from_source(runtime.device, source, progress, weights_format)
+    report = {}
+    cfg, weights = await load_from_source(runtime.device, source, progress, weights_format,
+                                          report)
     model = MambaModel(runtime.device, cfg, weights)
     try:
         tok = await _load_tokenizer(source, files, cfg.vocab_size)
@@ -59,7 +81,9 @@ async def _load(source, name, files, weights_format="f32"):
     return {"name": name, "model_type": cfg.model_type, "layers": cfg.num_hidden_layers,
             "d_model": cfg.hidden_size, "vocab_size": cfg.vocab_size, "params": params,
             "tokenizer": tokenizer_name(tok),
-            "load_s": round(time.perf_counter() - t0, 3)}
+            "load_s": round(time.perf_counter() - t0, 3),
+            "card": describe(name, cfg, params, tok, report, origin or {"name": name},
+                             weights_format, MAX_TOKENS)}
 
 
 def tokenizer_name(tok):
@@ -144,7 +168,7 @@ async def generate(prompt=None, ids=None, max_new_tokens=64, sampling=None, stop
     if gen is None or not keep_state:
         if gen is not None:
             gen.release()
-        gen = current["gen"] = Generator(model, cfg, max_tokens=8192)
+        gen = current["gen"] = Generator(model, cfg, max_tokens=MAX_TOKENS)
         current["pending"] = None
     if current["pending"] is not None:
         prompt_ids = [current["pending"]] + prompt_ids
@@ -205,7 +229,7 @@ def restore_state(data, pending=None):
         raise RuntimeError("load the model this state belongs to first")
     gen = current["gen"]
     if gen is None:
-        gen = current["gen"] = Generator(model, SamplingConfig(), max_tokens=8192)
+        gen = current["gen"] = Generator(model, SamplingConfig(), max_tokens=MAX_TOKENS)
     gen.state.load_bytes(data)
     current["pending"] = pending
     return {"tokens_seen": gen.state.tokens_seen}

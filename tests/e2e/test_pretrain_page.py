@@ -20,6 +20,19 @@ def msg(page):
     return page.inner_text("#message") if page.is_visible("#message") else ""
 
 
+def unzip_model(download, tmp_path):
+    """The HF download: one .zip holding mambaweb-model/{config.json, model.safetensors,
+    tokenizer.json}; extracted, its folder."""
+    import zipfile
+    path = tmp_path / download.suggested_filename
+    download.save_as(path)
+    with zipfile.ZipFile(path) as z:
+        assert sorted(z.namelist()) == [f"mambaweb-model/{n}" for n in
+                                        ("config.json", "model.safetensors", "tokenizer.json")]
+        z.extractall(tmp_path)
+    return tmp_path / "mambaweb-model"
+
+
 def test_pretrain_page_trains_downloads_and_resumes(browser, server, tmp_path):
     handle = open_engine_page(browser, server.url, "/pretrain")
     page = handle.page
@@ -57,17 +70,14 @@ def test_pretrain_page_trains_downloads_and_resumes(browser, server, tmp_path):
     first_losses = page.evaluate("Number(document.getElementById('stat-loss').textContent)")
     assert first_losses > 0
 
-    # downloads: the HF folder (three files) and the training state
+    # downloads: the HF folder (one .zip of three files) and the training state
     got = {}
     page.on("download", lambda d: got.__setitem__(d.suggested_filename, d))
     page.click("#dl-hf")
     page.wait_for_function("document.body.dataset.downloaded === 'hf'")
     page.wait_for_timeout(500)
-    assert {"config.json", "model.safetensors", "tokenizer.json"} <= set(got)
-    folder = tmp_path / "model"
-    folder.mkdir()
-    for name in ("config.json", "model.safetensors", "tokenizer.json"):
-        got[name].save_as(folder / name)
+    assert set(got) == {"mambaweb-model.zip"}
+    folder = unzip_model(got["mambaweb-model.zip"], tmp_path)
     cfg = json.loads((folder / "config.json").read_text())
     assert cfg["hidden_size"] == 32 and cfg["vocab_size"] == 256
     import torch
@@ -87,6 +97,11 @@ def test_pretrain_page_trains_downloads_and_resumes(browser, server, tmp_path):
     page.wait_for_selector("#resume-banner:not([hidden])")
     assert f"step {paused_at} of 14" in page.inner_text("#resume-text")
     page.click("#resume-saved")
+    page.wait_for_function("document.body.dataset.runShown !== undefined")
+    # the form shows the resumed run, not the defaults
+    assert page.input_value("#steps") == "14" and page.input_value("#seq_len") == "32"
+    assert page.input_value("#cfg-hidden_size") == "32" and page.input_value("#lr") == "0.005"
+    assert page.inner_text("#corpus-summary").startswith("Sample corpus")
     page.wait_for_function("document.body.dataset.train === 'done'")
     assert int(page.evaluate("document.body.dataset.step")) == 14
     points = page.evaluate("Number(document.getElementById('loss-plot').dataset.points)")
@@ -129,10 +144,7 @@ def test_pretrain_page_trains_a_hybrid_chosen_from_the_page(browser, server, tmp
     page.click("#dl-hf")
     page.wait_for_function("document.body.dataset.downloaded === 'hf'")
     page.wait_for_timeout(500)
-    folder = tmp_path / "hybrid"
-    folder.mkdir()
-    for name in ("config.json", "model.safetensors", "tokenizer.json"):
-        got[name].save_as(folder / name)
+    folder = unzip_model(got["mambaweb-model.zip"], tmp_path)
     import torch
     import transformers
     model = transformers.AutoModelForCausalLM.from_pretrained(str(folder)).eval()
@@ -164,6 +176,9 @@ def test_reload_mid_training_with_default_settings_resumes(browser, server):
     saved_at = int(text.split("step ")[1].split(" of")[0])
     assert 1 <= saved_at and "of 12" in text
     page.click("#resume-saved")
+    page.wait_for_function("document.body.dataset.runShown !== undefined")
+    assert page.input_value("#steps") == "12" and page.input_value("#batch") == "4"
+    assert page.inner_text("#corpus-summary").startswith("Sample corpus")
     page.wait_for_function("document.body.dataset.train === 'done'")
     assert int(page.evaluate("document.body.dataset.step")) == 12
     page.close()

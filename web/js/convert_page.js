@@ -2,6 +2,7 @@
 // headers and plan the conversion, and has the Worker execute the plan over the Files
 // (worker.mjs, "convert page" section). Nothing leaves the tab; the result is a download.
 import { bootShell } from "/static/js/shell.js";
+import { takeDrop } from "/static/js/drop_files.js";
 
 const PLAN_PY = `
 from py_engine.io import convert_plan
@@ -43,40 +44,7 @@ function fillDtypes() {
   show($("eps-label"), !!source && source.kind === "mbjs");
 }
 
-// --- collecting what was dropped ----------------------------------------------------
-async function walk(entry, out) {
-  if (entry.isFile) {
-    const file = await new Promise((res, rej) => entry.file(res, rej));
-    out.push({ file, path: entry.fullPath.replace(/^\/+/, "") });
-  } else if (entry.isDirectory) {
-    const reader = entry.createReader();
-    for (;;) {
-      const batch = await new Promise((res, rej) => reader.readEntries(res, rej));
-      if (!batch.length) break;
-      for (const e of batch) await walk(e, out);
-    }
-  }
-}
-
-function takeDrop(dt) {
-  // Entries must be taken synchronously, inside the drop event; walking them is async.
-  const items = [];
-  for (const item of dt.items || []) {
-    if (item.kind !== "file") continue;
-    const entry = item.webkitGetAsEntry ? item.webkitGetAsEntry() : null;
-    items.push(entry ? { entry } : { file: item.getAsFile() });
-  }
-  if (!items.length) for (const file of dt.files || []) items.push({ file });
-  return (async () => {
-    const out = [];
-    for (const it of items) {
-      if (it.entry) await walk(it.entry, out);
-      else if (it.file) out.push({ file: it.file, path: it.file.webkitRelativePath || it.file.name });
-    }
-    return out;
-  })();
-}
-
+// --- collecting what was dropped: web/js/drop_files.js ---------------------------
 async function accept(list) {
   if (busy) { message("A conversion is running: wait for it, or cancel it first."); return; }
   const engine = await ready.catch(() => null);

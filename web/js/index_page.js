@@ -3,8 +3,11 @@
 // the transcript (the person's prompts and the model's continuations, shown as one document),
 // checks the form, and shows every failure as one sentence (web/js/errors.js).
 import { bootShell } from "/static/js/shell.js";
-import { clearError, showError } from "/static/js/errors.js";
+import { clearError, deviceLostSentence, showError } from "/static/js/errors.js";
 import { readSampling } from "/static/js/sampling_form.js";
+import { clearCard, renderCard } from "/static/js/model_card.js";
+import { registerModelFiles } from "/static/js/model_files.js";
+import { fromInput, takeDrop } from "/static/js/drop_files.js";
 
 const $ = (id) => document.getElementById(id);
 const S = "from py_engine.app import generate_session as s\n";
@@ -23,6 +26,7 @@ function setBusy(on) {
   $("regenerate-btn").disabled = on || !loaded || !last;
   $("stop-btn").disabled = !on;
   $("load-btn").disabled = on;
+  $("hub-open").disabled = on;
   $("save-state-btn").disabled = on || !loaded;
   $("restore-state-btn").disabled = on || !loaded;
 }
@@ -103,18 +107,21 @@ async function forgetModel() {
   renderTranscript();
   delete document.body.dataset.model;
   $("model-info").textContent = "No model loaded.";
+  clearCard($("model-facts"));
   try { await engine.run(S + "s.unload()"); } catch (err) { /* already gone */ }
 }
 
 async function openModel(what, run) {
   clearError($("model-error"));
   $("load-progress").hidden = false;
+  $("load-progress").removeAttribute("value");      // indeterminate until sizes are known
   setBusy(true);
   try {
     loaded = await run();
     turns = [];
     last = null;
     renderTranscript();
+    renderCard($("model-facts"), loaded.card);
     return true;
   } catch (err) {
     await forgetModel();
@@ -143,30 +150,78 @@ async function loadModel() {
   document.body.dataset.model = name;
 }
 
-// A model folder from this computer: the Files go to the Worker's registry and are read
-// there (File.slice -> GPU); nothing is uploaded.
-async function loadLocal(fileList) {
-  const list = Array.from(fileList).map((file) => ({
-    file, path: (file.webkitRelativePath || file.name).split("/").slice(1).join("/") || file.name,
-  }));
-  if (!list.length) return;
-  const name = (list[0].file.webkitRelativePath || "").split("/")[0] || "local model";
-  const ok = await openModel(`the folder “${name}”`, async () => {
-    const ids = await engine.call({ op: "convertPutFiles", files: list });
-    const files = Object.fromEntries(ids.map((f) => [f.path, f.id]));
-    return engine.run(S + "result = await s.load_files(args['files'], args['name'])", { files, name });
-  });
-  $("local-model").value = "";
-  if (!ok) return;
-  $("model-info").textContent = describeModel(loaded, " (local)");
-  // the list names what is loaded: a local entry, not the last served model
+// The model list names what is loaded: an entry for a model that did not come from the list.
+function showInList(label) {
   const sel = $("model-select");
   sel.querySelector("option[data-local]")?.remove();
-  const opt = new Option(`${name} (local folder)`, "");
+  const opt = new Option(label, "");
   opt.dataset.local = "1";
   sel.prepend(opt);
   sel.value = "";
-  document.body.dataset.model = `local:${name}`;
+}
+
+// A model folder, loose files or an MBJS .bin from this computer (web/js/model_files.js):
+// read inside the tab, nothing is uploaded.
+async function openFromComputer(list) {
+  if (!list.length) return;
+  let chosen = null;
+  const what = list[0].path.includes("/") ? `the folder “${list[0].path.split("/")[0]}”`
+    : list.length === 1 ? `“${list[0].file.name}”` : "the chosen files";
+  const ok = await openModel(what, async () => {
+    chosen = await registerModelFiles(engine, list, (text) => { $("model-info").textContent = text; });
+    return engine.run(S + "result = await s.load_files(args['files'], args['name'], args['origin'])",
+                      chosen);
+  });
+  if (!ok) return;
+  const mbjs = chosen.origin.kind === "mbjs";
+  $("model-info").textContent = describeModel(loaded, mbjs ? " (MBJS, converted in this tab)" : " (local)");
+  showInList(`${chosen.name} (${mbjs ? "dropped MBJS file" : "local folder"})`);
+  document.body.dataset.model = `${mbjs ? "mbjs" : "local"}:${chosen.name}`;
+}
+
+// ---- models from the Hub by name (py_engine/io/hub.py) --------------------------------------
+let hubDefault = "";    // the server's HF_ENDPOINT (or the Hub)
+
+async function openHub(spec) {
+  clearError($("model-error"));
+  spec = (spec || "").trim();
+  if (!spec) {
+    showError($("model-error"), "Type a Hub model name first: org/name, for example state-spaces/mamba-130m-hf");
+    $("hub-repo").focus();
+    return;
+  }
+  const endpoint = $("hub-endpoint").value.trim() || hubDefault;
+  const ok = await openModel("the model", () => engine.run(
+    S + "result = await s.load_hub(args['spec'], args['endpoint'])", { spec, endpoint }));
+  if (!ok) return;
+  $("model-info").textContent = describeModel(loaded, ` (from ${new URL(loaded.card.facts.origin.endpoint).host})`);
+  showInList(`${loaded.name} (Hub)`);
+  document.body.dataset.model = `hub:${loaded.name}`;
+}
+
+function wireModelDrop() {
+  const zone = $("model-drop");
+  const input = $("model-drop-files");
+  const choose = () => { if (!busy) input.click(); };
+  zone.addEventListener("click", (ev) => { if (ev.target !== input) choose(); });
+  zone.addEventListener("keydown", (ev) => {
+    if (ev.key === "Enter" || ev.key === " ") { ev.preventDefault(); choose(); }
+  });
+  input.addEventListener("change", () => { const list = fromInput(input.files); input.value = ""; openFromComputer(list); });
+  for (const type of ["dragenter", "dragover"]) {
+    zone.addEventListener(type, (ev) => { ev.preventDefault(); zone.classList.add("over"); });
+  }
+  zone.addEventListener("dragleave", () => zone.classList.remove("over"));
+  zone.addEventListener("drop", (ev) => {
+    ev.preventDefault();
+    zone.classList.remove("over");
+    if (busy) return;
+    takeDrop(ev.dataTransfer).then(openFromComputer)
+      .catch((err) => showError($("model-error"), "Could not read the dropped files", err));
+  });
+  // a drop that misses the zone must not navigate away from the page
+  document.addEventListener("dragover", (ev) => ev.preventDefault());
+  document.addEventListener("drop", (ev) => { if (!zone.contains(ev.target)) ev.preventDefault(); });
 }
 
 // ---- generation ----------------------------------------------------------------------------
@@ -308,6 +363,28 @@ async function removeAdapter() {
   document.body.dataset.adapter = "off";
 }
 
+// A lost GPU device (issue 13): the Worker restarts the engine on a new device by itself;
+// the page says so and reloads the model from the list (a local or Hub model: open it again).
+function wireDeviceLoss() {
+  engine.on("gpu-lost", (m) => {
+    document.body.dataset.gpu = "lost";
+    showError($("gen-error"), `${deviceLostSentence(m)}: restarting the engine on a new device`);
+  });
+  engine.on("gpu-failed", (m) => {
+    document.body.dataset.gpu = "failed";
+    showError($("gen-error"), `The GPU device was lost and no new one could be started (${m.gpu_error}): reload the page`);
+  });
+  engine.on("gpu-restored", async () => {
+    const fromList = $("model-select").value && $("model-select").selectedOptions[0]?.dataset.files;
+    if (fromList) await loadModel();
+    else await forgetModel();
+    showError($("gen-error"), fromList
+      ? "The GPU device was lost; the engine restarted on a new one and reloaded the model: generate again"
+      : "The GPU device was lost; the engine restarted on a new one: open your model again");
+    document.body.dataset.gpu = "restored";
+  });
+}
+
 async function main() {
   engine = await bootShell();
   engine.on("load_progress", (m) => {
@@ -315,13 +392,21 @@ async function main() {
     $("model-info").textContent = `loading… ${(m.bytes / 1e6).toFixed(1)} / ${(m.total_bytes / 1e6).toFixed(1)} MB, ` +
       `${m.tensors}/${m.total_tensors} tensors, ${m.mb_per_s.toFixed(1)} MB/s`;
   });
+  engine.on("load_plan", (m) => {
+    // what the repo holds and how big it is, before the first weight byte is read
+    document.body.dataset.plannedBytes = String(m.total_bytes);
+    $("model-info").textContent = `${m.label}: ${m.total_text} of weights (${m.weight_format}) ` +
+      `from ${new URL(m.endpoint).host}, downloading…`;
+  });
   engine.on("token", (m) => {
     if (m.text !== null) setLastText(m.text);
     $("gen-stats").textContent = `${m.n} tokens · ${m.tokens_per_s.toFixed(1)} tok/s`;
   });
   if (engine.info.gpu_error) return;
+  wireDeviceLoss();
   $("load-btn").onclick = loadModel;
-  $("local-model").onchange = (ev) => loadLocal(ev.target.files);
+  $("local-model").onchange = (ev) => { const list = fromInput(ev.target.files); ev.target.value = ""; openFromComputer(list); };
+  wireModelDrop();
   $("adapter-files").onchange = (ev) => loadAdapter(ev.target.files);
   $("adapter-remove").onclick = removeAdapter;
   $("generate-btn").onclick = () => generate();
@@ -333,7 +418,23 @@ async function main() {
     if (ev.key === "Enter" && (ev.ctrlKey || ev.metaKey)) { ev.preventDefault(); generate(); }
   });
   await listModels();
-  await loadModel();   // the embedded default model works with no setup
+  // ?hub=URL sets the endpoint, ?model=org/name opens that model instead of the default
+  const params = new URLSearchParams(location.search);
+  hubDefault = await fetch("/api/hub").then((r) => r.json()).then((j) => j.endpoint)
+    .catch(() => null) || "https://huggingface.co";
+  $("hub-endpoint").placeholder = hubDefault;
+  if (params.get("hub")) $("hub-endpoint").value = params.get("hub");
+  if (params.get("model")) {
+    $("hub-repo").value = params.get("model");
+    await openHub(params.get("model"));
+  } else {
+    await loadModel();   // the embedded default model works with no setup
+  }
 }
 
+// registered before the engine boots, so Enter in the name field never submits the page away
+$("hub-form").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  if (engine && engine.info && !engine.info.gpu_error && !busy) openHub($("hub-repo").value);
+});
 main().catch((err) => showError($("gen-error"), "The page could not start (reload it to try again)", err));

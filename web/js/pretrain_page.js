@@ -1,11 +1,15 @@
-// The pretrain page. Everything that decides anything runs in py_engine.train.session inside
-// the Worker; this file collects the person's choices, hands files to the Worker as Blobs
-// (trainPut), sends small snippets, and draws what the session reports ({event: "train"}).
+// The train page: a model from scratch (py_engine.train.session) or a fine-tune of a served or
+// opened checkpoint (py_engine.app.finetune_session, the same session underneath). Everything
+// that decides anything runs in the Worker; this file collects the person's choices, hands
+// files to the Worker as Blobs (trainPut), sends small snippets, and draws what the session
+// reports ({event: "train"}). Run states: Ready (no run) / Training / Paused / Finished; a
+// finished (or stopped) run trains N more steps; Resume is offered only for a paused run.
 import { bootShell } from "/static/js/shell.js";
+import { deviceLostSentence } from "/static/js/errors.js";
 
 const $ = (id) => document.getElementById(id);
 const SAMPLE_URL = "/static/samples/python-stdlib.txt";
-const PY = "from py_engine.train import session as S\n";
+const PY = "from py_engine.train import session as S\nfrom py_engine.app import finetune_session as F\n";
 const ready = bootShell();
 ready.catch(() => {});
 
@@ -17,6 +21,12 @@ let status = "empty";       // empty | preparing | running | pausing | paused | 
 let history = [];           // [[step, loss]]
 let steps = 0;
 let describeTimer = null;
+let corpusLabel = null;     // what the corpus summary calls the chosen corpus
+let runKind = null;         // the current run: "pretrain" | "finetune" (null: none)
+let runMode = null;         // a fine-tune's mode: lora | full | wsla
+let evals = [];             // [[step, held-out loss]] of a fine-tune
+let ftFolder = null;
+let savedKind = "pretrain"; // the kind of the run saved in this browser (its info.json)        // a model folder chosen for fine-tuning: {files: {path: id}, name}
 
 // ---- small helpers ---------------------------------------------------------------------
 function message(text, kind) {
@@ -80,19 +90,28 @@ async function setCorpus(files, label) {
       : "No files were dropped: choose text files or a folder, or the sample corpus.");
     return;
   }
+  // Sniff the contents now, with the policy Start applies (py_engine.train.data): a binary or
+  // non-UTF-8 choice is refused here, not at Start; files it would skip are named.
+  let info;
   try {
     await engine.call({ op: "trainPut", key: "corpus", value: usable });
+    info = await py("result = await S.sniff_corpus()");
   } catch (err) {
-    message(`Could not hand the files to the engine: ${plainError(err)}`);
+    await engine.call({ op: "trainPut", key: "corpus", value: corpusFiles.length ? corpusFiles : null }).catch(() => {});
+    document.body.dataset.corpus = corpusFiles.length ? "ready" : "refused";
+    message(`That corpus cannot be used: ${plainError(err)}`);
     return;
   }
   corpusFiles = usable;
+  corpusLabel = label || `${info.files} file${info.files > 1 ? "s" : ""}`;
   const total = usable.reduce((a, f) => a + f.size, 0);
-  const skipped = files.length - usable.length;
-  $("corpus-summary").textContent = `${label || `${usable.length} file${usable.length > 1 ? "s" : ""}`}: ` +
-    `${fmtBytes(total)}${skipped ? ` (${skipped} non-text file${skipped > 1 ? "s" : ""} skipped)` : ""}`;
+  const skipped = files.length - usable.length + (info.skipped_count || 0);
+  $("corpus-summary").textContent = `${corpusLabel}: ${fmtBytes(total)}` +
+    `${skipped ? ` (${skipped} file${skipped > 1 ? "s" : ""} skipped)` : ""}`;
   document.body.dataset.corpus = "ready";
   clearMessage();
+  const notes = [info.summary, ...(info.notes || [])].filter(Boolean);
+  if (notes.length) message(`Corpus: ${notes.join("; ")}.`, "info");
   refreshControls();
 }
 
@@ -181,7 +200,7 @@ function modelSpec() {
 }
 
 function trainSpec() {
-  const t = { lr: $("lr").value.trim(), wsla: $("wsla").checked };
+  const t = { lr: $("lr").value.trim(), wsla: what() === "scratch" && $("wsla").checked };
   for (const k of TRAIN_NUM) {
     const v = $(k).value;
     if (v !== "") t[k] = Number(v);
@@ -191,6 +210,94 @@ function trainSpec() {
   return t;
 }
 
+// ---- fine-tune choices -------------------------------------------------------------------
+const what = () => document.querySelector("input[name=what]:checked").value;
+const ftMode = () => document.querySelector("input[name=ft-mode]:checked").value;
+
+function showWhat() {
+  const ft = what() === "finetune";
+  $("ft-panel").hidden = !ft;
+  $("scratch-only").hidden = ft;
+  $("wsla-label").hidden = ft;
+  $("ft-lora").hidden = ftMode() !== "lora";
+  // a fine-tune trains gently: its own default learning rate unless the person typed one
+  if ($("lr").dataset.auto !== "0") $("lr").value = ft ? (ftMode() === "full" ? "1e-4" : "1e-3") : "2e-3";
+  scheduleDescribe();
+}
+
+function ftBase() {
+  const sel = $("ft-model");
+  if (sel.value === "@folder" && ftFolder) return { files: ftFolder.files, name: ftFolder.name };
+  const opt = sel.selectedOptions[0];
+  if (!opt || !opt.value || opt.value === "@folder") return null;
+  return { url: new URL(`/weights/${encodeURIComponent(opt.value)}/`, location.href).href,
+           name: opt.value, file_list: JSON.parse(opt.dataset.files || "[]") };
+}
+
+function ftSpec() {
+  return { base: ftBase(), mode: ftMode(), train: trainSpec(), eval_frac: Number($("eval-frac").value) || 0.1,
+           lora: { r: Number($("lora-r").value), alpha: Number($("lora-alpha").value), rslora: $("lora-rs").checked } };
+}
+
+async function listBaseModels() {
+  const sel = $("ft-model");
+  try {
+    const models = await (await fetch("/api/models")).json();
+    sel.innerHTML = "";
+    for (const m of models) {
+      if (m.supported === false) continue;
+      const size = m.param_count ? ` · ${(m.param_count / 1e6).toFixed(2)}M params` : "";
+      const opt = new Option(`${m.name} (${m.model_type || m.format}${size})`, m.name);
+      opt.dataset.files = JSON.stringify(m.files || []);
+      sel.append(opt);
+    }
+    if (models.some((m) => m.name === "default")) sel.value = "default";
+  } catch (err) {
+    $("ft-summary").textContent = `Could not list the served models (${plainError(err)}): open a model folder instead.`;
+  }
+}
+
+async function chooseBaseFolder(fileList) {
+  const list = Array.from(fileList || []).map((file) => ({
+    file, path: (file.webkitRelativePath || file.name).split("/").slice(1).join("/") || file.name,
+  }));
+  $("ft-folder").value = "";
+  if (!list.length) return;
+  if (!list.some((f) => f.path === "config.json")) {
+    message("That folder has no config.json: choose a model folder (config.json + model.safetensors + tokenizer.json).");
+    return;
+  }
+  const name = (list[0].file.webkitRelativePath || "").split("/")[0] || "local model";
+  const ids = await engine.call({ op: "convertPutFiles", files: list });
+  ftFolder = { files: Object.fromEntries(ids.map((f) => [f.path, f.id])), name };
+  const sel = $("ft-model");
+  sel.querySelector("option[value='@folder']")?.remove();
+  sel.prepend(new Option(`${name} (folder from this computer)`, "@folder"));
+  sel.value = "@folder";
+  clearMessage();
+  scheduleDescribe();
+}
+
+async function describeFinetune() {
+  const spec = ftSpec();
+  if (!spec.base) { $("ft-summary").textContent = "Choose a model to fine-tune."; return; }
+  try {
+    const r = await py("result = await F.describe(args['base'], args)", spec);
+    const mb = r.memory_bytes, n = r.trained, mode = spec.mode;
+    const pct = (x) => `${((100 * x) / r.params).toFixed(x < r.params / 100 ? 2 : 1)}%`;
+    let text = `${r.model_type}, ${r.layers} layers × d_model ${r.d_model}, ${fmtInt(r.params)} parameters. ` +
+      `${mode === "lora" ? `LoRA r ${spec.lora.r}` : mode === "wsla" ? "WSLA" : "Full fine-tune"} trains ` +
+      `${fmtInt(n[mode])} (${pct(n[mode])}), ≈${fmtBytes(mb[mode])} of GPU memory`;
+    if (mode !== "full") text += `; a full fine-tune needs ≈${fmtBytes(mb.full)} (${mode === "lora" ? "LoRA" : "WSLA"} saves ${fmtBytes(mb.full - mb[mode])})`;
+    $("ft-summary").textContent = `${text}.`;
+    $("fit-problems").textContent = "";
+    document.body.dataset.params = r.params;
+  } catch (err) {
+    $("ft-summary").textContent = "";
+    $("fit-problems").textContent = `That model cannot be fine-tuned here: ${plainError(err)}`;
+  }
+}
+
 function scheduleDescribe() {
   clearTimeout(describeTimer);
   describeTimer = setTimeout(describe, 150);
@@ -198,6 +305,7 @@ function scheduleDescribe() {
 
 async function describe() {
   if (!engine) return;
+  if (what() === "finetune") return describeFinetune();
   try {
     const r = await py("result = S.describe(args, device.limits if device is not None else None)",
                        { model: modelSpec(), train: trainSpec(), vocab_size: vocabForDescribe() });
@@ -230,8 +338,10 @@ async function describe() {
 function setStatus(s, note) {
   status = s;
   document.body.dataset.train = s;
-  const words = { empty: "Ready", preparing: "Preparing…", running: "Training…", pausing: "Pausing after this step…",
-                  paused: "Paused", stopping: "Stopping…", stopped: "Stopped", done: "Finished", error: "Stopped by an error" };
+  const at = `step ${fmtInt(Number(document.body.dataset.step) || 0)} of ${fmtInt(steps)}`;
+  const words = { empty: "Ready", ready: "Ready", preparing: "Preparing…", running: "Training", pausing: "Pausing after this step…",
+                  paused: "Paused", stopping: "Stopping…", stopped: `Finished (stopped at ${at})`, done: "Finished",
+                  error: `Stopped by an error at ${at}` };
   $("run-status").textContent = note || words[s] || s;
   refreshControls();
 }
@@ -240,14 +350,23 @@ function refreshControls() {
   const active = ["preparing", "running", "pausing", "stopping"].includes(status);
   $("start").disabled = active || !engine;
   $("pause").disabled = status !== "running";
-  $("resume").disabled = !(status === "paused" || status === "stopped" || status === "pausing");
+  // Resume means "go on with a paused run"; a finished or stopped run trains more steps instead
+  $("resume").disabled = status !== "paused";
   $("stop").disabled = !["running", "pausing", "paused"].includes(status);
-  const have = !["empty", "preparing"].includes(status);
-  for (const id of ["dl-hf", "dl-mbjs", "dl-state"]) $(id).disabled = !have;
+  $("more-row").hidden = !["done", "stopped", "error"].includes(status);
+  $("more").disabled = $("more-row").hidden;
+  const have = runKind !== null && !["empty", "preparing"].includes(status);
+  const lora = runKind === "finetune" && runMode === "lora";
+  $("dl-adapter").hidden = $("dl-merged").hidden = !lora;
+  $("dl-hf").hidden = lora;
+  $("dl-mbjs").hidden = runKind === "finetune";
+  for (const id of ["dl-hf", "dl-mbjs", "dl-state", "dl-adapter", "dl-merged"]) $(id).disabled = !have;
 }
 
 function resetRun() {
   history = [];
+  evals = [];
+  $("stat-eval").textContent = "–";
   $("samples").innerHTML = "";
   $("downloads").innerHTML = "";
   drawPlot();
@@ -259,7 +378,12 @@ async function start() {
     message("No corpus: drop text files or a folder, or click “Use the sample corpus”.");
     return;
   }
-  if (tokKind() === "json" && !tokFile) {
+  const ft = what() === "finetune";
+  if (ft && !ftBase()) {
+    message("No model to fine-tune: choose a served model in the list, or open a model folder.");
+    return;
+  }
+  if (!ft && tokKind() === "json" && !tokFile) {
     message("No tokenizer.json chosen: pick one, or choose the byte-level tokenizer.");
     return;
   }
@@ -268,8 +392,9 @@ async function start() {
   const prev = status;
   setStatus("preparing");
   try {
-    const summary = await py("result = await S.start(device, args)",
-                             { model: modelSpec(), train: trainSpec(), tokenizer: tokenizerSpec() });
+    const summary = ft ? await py("result = await F.start(device, args)", { ...ftSpec(), corpus_label: corpusLabel })
+      : await py("result = await S.start(device, args)",
+                 { model: modelSpec(), train: trainSpec(), tokenizer: tokenizerSpec(), corpus_label: corpusLabel });
     resetRun();
     applySummary(summary);
     $("resume-banner").hidden = true;
@@ -289,7 +414,72 @@ async function control(what) {
   }
 }
 
+async function moreSteps() {
+  clearMessage();
+  const n = Number($("more-steps").value);
+  if (!Number.isInteger(n) || n < 1) {
+    message("Train more steps: give a whole number of steps, 1 or more.");
+    $("more-steps").focus();
+    return;
+  }
+  try {
+    const r = await py("result = S.more_steps(args['n'])", { n });
+    steps = r.steps;
+    $("steps").value = r.steps;
+    $("progress").max = r.steps;
+    setStatus(r.status);
+  } catch (err) {
+    message(plainError(err));
+  }
+}
+
+// The form shows the run it describes (after Start, a resume or a reload), not the defaults.
+function showRunSettings(s) {
+  const t = s.train || {};
+  for (const k of ["batch", "seq_len", "steps", "accum", "sample_every", "autosave_every", "seed"]) {
+    if (t[k] !== undefined && t[k] !== null) $(k).value = t[k];
+  }
+  if (t.warmup !== undefined && t.warmup !== null) $("warmup").value = t.warmup;
+  if (t.sample_prompt) $("sample_prompt").value = t.sample_prompt;
+  const ft = s.kind === "finetune";
+  document.querySelector(`input[name=what][value=${ft ? "finetune" : "scratch"}]`).checked = true;
+  if (ft) {
+    document.querySelector(`input[name=ft-mode][value=${s.mode}]`).checked = true;
+    $("lora-r").value = s.lora.r;
+    $("lora-alpha").value = s.lora.alpha;
+    $("lora-rs").checked = !!s.lora.rslora;
+    $("eval-frac").value = s.eval_frac;
+    const sel = $("ft-model");
+    if (s.base && s.base.url && [...sel.options].some((o) => o.value === s.base.name)) sel.value = s.base.name;
+  } else {
+    $("wsla").checked = !!t.wsla;
+    const c = s.config || {};
+    const family = { mamba: "mamba1", falcon_mamba: "mamba1", mamba2: "mamba2", mamba3: "mamba3", nemotron_h: "hybrid" }[c.model_type];
+    if (family) $("family").value = family;
+    if (s.preset && [...$("size").options].some((o) => o.value === s.preset)) $("size").value = s.preset;
+    const cfgKey = { hidden_size: c.hidden_size, num_hidden_layers: c.num_hidden_layers, state_size: c.state_size,
+                     expand: c.expand, conv_kernel: c.conv_kernel };
+    for (const k of CFG_KEYS) if (cfgKey[k] !== undefined) $(`cfg-${k}`).value = cfgKey[k];
+    const tk = s.tokenizer === "bpe" ? "bpe" : "byte";
+    document.querySelector(`input[name=tok][value=${tk}]`).checked = true;
+    if (tk === "bpe") $("bpe-vocab").value = s.vocab_size;
+  }
+  showWhat();
+  if (t.lr !== undefined) $("lr").value = String(t.lr);
+  const c = s.corpus || {};
+  const name = c.label || (c.names && c.names.length ? c.names.slice(0, 3).join(", ") +
+    (c.files > 3 ? ` and ${c.files - 3} more` : "") : "the run's corpus");
+  corpusLabel = c.label || corpusLabel;
+  $("corpus-summary").textContent = `${name}: ${fmtInt(c.tokens || 0)} tokens (this run's corpus)` +
+    (corpusFiles.length ? "" : "; to start a new run, choose a corpus again");
+  document.body.dataset.corpusName = name;
+  document.body.dataset.runShown = s.step;     // the form now shows this run (tests wait on it)
+}
+
 function applySummary(s) {
+  runKind = s.kind || "pretrain";
+  runMode = s.mode || null;
+  showRunSettings(s);
   steps = s.train.steps;
   history = (s.history || []).slice();
   $("progress").max = steps;
@@ -297,6 +487,9 @@ function applySummary(s) {
   $("stat-step").textContent = `${fmtInt(s.step)} / ${fmtInt(steps)}`;
   if (s.last) $("stat-loss").textContent = Number(s.last.loss).toFixed(4);
   for (const smp of s.samples || []) addSample(smp);
+  evals = (s.evals || []).slice();
+  $("stat-eval-box").hidden = runKind !== "finetune";
+  if (evals.length) $("stat-eval").textContent = Number(evals[evals.length - 1][1]).toFixed(4);
   const c = s.corpus || {};
   $("run-status").dataset.summary = `${fmtInt(s.params)} params, ${s.tokenizer} tokenizer, ` +
     `${fmtInt(c.tokens || 0)} corpus tokens`;
@@ -314,21 +507,29 @@ function onEvent(ev) {
     steps = ev.train.steps;
   } else if (ev.type === "step") {
     steps = ev.steps;
-    history.push([ev.step, ev.loss]);
+    if (ev.loss != null) history.push([ev.step, ev.loss]);   // null: a skipped, non-finite step
     if (history.length > 4000) history = history.filter((_, i) => i % 2 === 0 || i > history.length - 1000);
     $("progress").max = ev.steps;
     $("progress").value = ev.step;
     $("stat-step").textContent = `${fmtInt(ev.step)} / ${fmtInt(ev.steps)}`;
-    $("stat-loss").textContent = Number(ev.loss).toFixed(4);
+    $("stat-loss").textContent = ev.loss == null ? "not finite" : Number(ev.loss).toFixed(4);
     $("stat-tps").textContent = fmtInt(Math.round(ev.tokens_per_s));
     $("stat-eta").textContent = fmtTime(ev.eta_s);
     $("stat-elapsed").textContent = fmtTime(ev.elapsed_s);
     document.body.dataset.step = ev.step;
-    if (ev.skipped) $("stat-saved").textContent = `${ev.skipped} step(s) skipped (non-finite gradients)`;
+    showSkipped(ev.skipped);
     drawPlot();
   } else if (ev.type === "sample") {
     addSample(ev);
+  } else if (ev.type === "eval") {
+    if (evals.length && evals[evals.length - 1][0] === ev.step) evals.pop();
+    evals.push([ev.step, ev.eval_loss]);
+    $("stat-eval-box").hidden = false;
+    $("stat-eval").textContent = Number(ev.eval_loss).toFixed(4);
+    document.body.dataset.evals = evals.length;
+    drawPlot();
   } else if (ev.type === "status") {
+    if (ev.step !== undefined) document.body.dataset.step = ev.step;
     setStatus(ev.status);
     if (ev.message) message(ev.message);
   } else if (ev.type === "saved") {
@@ -336,6 +537,16 @@ function onEvent(ev) {
   } else if (ev.type === "warning") {
     message(ev.message, "info");
   }
+}
+
+// Steps the engine skipped because their loss or gradients were not finite (NaN/inf): the
+// weights did not change on them; training went on.
+function showSkipped(n) {
+  const el = $("stat-skipped");
+  if (!el) return;
+  el.hidden = !n;
+  el.textContent = n ? `${fmtInt(n)} step${n > 1 ? "s" : ""} skipped: non-finite loss or gradients` : "";
+  document.body.dataset.skipped = n || 0;
 }
 
 function addSample(ev) {
@@ -375,7 +586,7 @@ function drawPlot() {
   }
   describePlot(cv);
   const maxStep = Math.max(steps, history[history.length - 1][0], 1);
-  const losses = history.map((p) => p[1]).filter((x) => isFinite(x));
+  const losses = history.concat(evals).map((p) => p[1]).filter((x) => isFinite(x));
   const hi = Math.max(...losses) * 1.05, lo = Math.max(0, Math.min(...losses) * 0.9);
   const x = (s) => L + ((W - L - R) * s) / maxStep;
   const y = (v) => T + ((H - T - B) * (hi - v)) / Math.max(hi - lo, 1e-6);
@@ -407,6 +618,15 @@ function drawPlot() {
   });
   ctx.stroke();
   ctx.lineWidth = 1;
+  // a fine-tune's held-out loss: orange dots joined by a thin line
+  if (evals.length) {
+    ctx.strokeStyle = ctx.fillStyle = "#c2410c";
+    ctx.beginPath();
+    evals.forEach(([s, v], i) => { if (isFinite(v)) (i ? ctx.lineTo(x(s), y(v)) : ctx.moveTo(x(s), y(v))); });
+    ctx.stroke();
+    for (const [s, v] of evals) if (isFinite(v)) { ctx.beginPath(); ctx.arc(x(s), y(v), 3, 0, 2 * Math.PI); ctx.fill(); }
+    ctx.fillText("● held-out loss", W - R - 110, T + 12);
+  }
   cv.dataset.points = history.length;
 }
 
@@ -414,8 +634,12 @@ function drawPlot() {
 function describePlot(cv) {
   const [s0, l0] = history[0], [s1, l1] = history[history.length - 1];
   const best = history.reduce((a, p) => (isFinite(p[1]) && p[1] < a[1] ? p : a), history[0]);
-  const text = `Loss ${Number(l1).toFixed(3)} at step ${fmtInt(s1)} of ${fmtInt(steps)}, ` +
+  let text = `Loss ${Number(l1).toFixed(3)} at step ${fmtInt(s1)} of ${fmtInt(steps)}, ` +
     `from ${Number(l0).toFixed(3)} at step ${fmtInt(s0)}; lowest ${Number(best[1]).toFixed(3)} at step ${fmtInt(best[0])}.`;
+  if (evals.length) {
+    const [e0, e1] = [evals[0], evals[evals.length - 1]];
+    text += ` Held-out loss ${Number(e1[1]).toFixed(3)} at step ${fmtInt(e1[0])}, from ${Number(e0[1]).toFixed(3)} at step ${fmtInt(e0[0])}.`;
+  }
   cv.setAttribute("aria-label", `Training loss by step. ${text}`);
   $("loss-summary").textContent = text;
 }
@@ -457,9 +681,16 @@ async function checkSaved() {
       return;
     }
     const when = new Date(info.saved_at * 1000).toLocaleString();
-    $("resume-text").textContent = `A run saved in this browser: ${info.preset || "custom"} model ` +
+    const finished = info.step >= info.steps;
+    const what = info.kind === "finetune"
+      ? `a ${info.mode === "lora" ? "LoRA" : info.mode === "wsla" ? "WSLA" : "full"} fine-tune of ${(info.base && info.base.name) || "a model"}`
+      : `${info.preset || "custom"} model`;
+    savedKind = info.kind || "pretrain";
+    $("resume-text").textContent = `${finished ? "A finished run" : "A run"} saved in this browser: ${what} ` +
       `(${fmtInt(info.params)} params), step ${fmtInt(info.step)} of ${fmtInt(info.steps)}` +
       `${info.loss != null ? `, loss ${Number(info.loss).toFixed(4)}` : ""}, saved ${when}.`;
+    // a finished run has nothing to resume: it opens (to download, or train more steps)
+    $("resume-saved").textContent = finished ? "Open it" : "Resume it";
     $("resume-banner").hidden = false;
     document.body.dataset.saved = info.step;
   } catch (err) {
@@ -471,7 +702,8 @@ async function resumeSaved() {
   clearMessage();
   setStatus("preparing", "loading the saved run…");
   try {
-    const s = await py("result = await S.resume_saved(device, args)", {});
+    const s = await py(savedKind === "finetune" ? "result = await F.resume_saved(device, args)"
+      : "result = await S.resume_saved(device, args)", {});
     resetRun();
     applySummary(s);
     $("resume-banner").hidden = true;
@@ -508,7 +740,8 @@ async function loadStateFile(file) {
   setStatus("preparing", "loading the training state…");
   try {
     await engine.call({ op: "trainPut", key: "state", value: file });
-    const s = await py("result = await S.load_state(device, args)", {});
+    const s = await py(what() === "finetune" ? "result = await F.load_state(device, args)"
+      : "result = await S.load_state(device, args)", {});
     resetRun();
     applySummary(s);
   } catch (err) {
@@ -516,6 +749,41 @@ async function loadStateFile(file) {
     message(`That training state cannot be resumed: ${plainError(err)}`);
   }
   $("state-file").value = "";
+}
+
+// ---- a lost GPU device (issue 13) ---------------------------------------------------------
+// The Worker re-initialises the engine on a new device by itself; the run on the lost one
+// cannot be read any more, so it continues from its last autosave (same loss curve from there).
+let statusAtLoss = null;
+function wireDeviceLoss() {
+  engine.on("gpu-lost", (m) => {
+    statusAtLoss = status;
+    document.body.dataset.gpu = "lost";
+    message(`${deviceLostSentence(m)}: restarting the engine on a new device…`, "info");
+    if (!["empty", "done", "stopped"].includes(status)) setStatus("preparing", "GPU lost: restarting…");
+  });
+  engine.on("gpu-failed", (m) => {
+    document.body.dataset.gpu = "failed";
+    setStatus("error");
+    message(`The GPU device was lost and no new one could be started (${m.gpu_error}): reload the page, or restart the browser.`);
+  });
+  engine.on("gpu-restored", async () => {
+    const was = statusAtLoss;
+    statusAtLoss = null;
+    if (!was || was === "empty") { document.body.dataset.gpu = "restored"; setStatus("empty"); return; }
+    try {
+      const s = await py("result = await S.resume_saved(device, args)", { start: !["paused", "stopped", "done"].includes(was) });   // "error": its steps failed on the lost device
+      resetRun();
+      applySummary(s);
+      $("resume-banner").hidden = true;
+      message(`The GPU device was lost; the engine restarted on a new one and the run continues from its autosave at step ${fmtInt(s.step)}.`, "info");
+      document.body.dataset.resumedFrom = s.step;
+    } catch (err) {
+      setStatus("error");
+      message(`The GPU device was lost and the run could not be resumed from its autosave: ${plainError(err)}`);
+    }
+    document.body.dataset.gpu = "restored";
+  });
 }
 
 // ---- wiring ------------------------------------------------------------------------------
@@ -544,6 +812,14 @@ function wire() {
     $(id).addEventListener("input", scheduleDescribe);
     $(id).addEventListener("change", scheduleDescribe);
   }
+  for (const r of document.querySelectorAll("input[name=what], input[name=ft-mode]")) r.onchange = showWhat;
+  for (const id of ["ft-model", "lora-r", "lora-alpha", "lora-rs", "eval-frac"]) $(id).addEventListener("change", scheduleDescribe);
+  $("lr").addEventListener("input", () => { $("lr").dataset.auto = "0"; });
+  $("ft-pick-folder").onclick = () => $("ft-folder").click();
+  $("ft-folder").onchange = (e) => chooseBaseFolder(e.target.files).catch((err) => message(plainError(err)));
+  $("more").onclick = moreSteps;
+  $("dl-adapter").onclick = () => download("adapter");
+  $("dl-merged").onclick = () => download("merged");
   $("start").onclick = start;
   $("pause").onclick = () => control("pause");
   $("resume").onclick = () => control("resume");
@@ -583,12 +859,14 @@ ready.then(async (eng) => {
     return;
   }
   engine = eng;
+  wireDeviceLoss();
   engine.worker.addEventListener("message", (ev) => {
     if (ev.data && ev.data.event === "train") {
       try { onEvent(JSON.parse(ev.data.json)); } catch (err) { console.error(err); }
     }
   });
   refreshControls();
+  await listBaseModels();
   await describe();
   await checkSaved();
   document.body.dataset.pretrain = "ready";

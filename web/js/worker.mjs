@@ -5,7 +5,7 @@
 // Node (tools/dawn/engine_host.mjs) imports too, so `mambaweb bench --dawn` runs this code.
 import { loadPyodide } from "/pyodide/pyodide.mjs";
 import { encodeAndSubmit, readBuffer, fetchRangeToBuffers, writePieces, watchDevice, takeGpuErrors,
-         startEngine } from "./gpu_bridge.mjs";
+         startEngine, onDeviceLost, loseDevice } from "./gpu_bridge.mjs";
 
 let pyodide = null;
 let booted = null;
@@ -45,7 +45,8 @@ function trCrc32(bytes, crc) {
 // [1, gpuBuffer, offset, size] a GPU range read through a staging buffer. The bytes go
 // straight into a Blob, or into an OPFS file (`opts.opfs` = "dir/name"; written through a
 // swap file, so a crash mid-write leaves the previous file intact). `opts.crc`: append the
-// MBJS trailer ("EVCR" + CRC-32 of everything before it). Returns {blob?, size, crc}.
+// MBJS trailer ("EVCR" + CRC-32 of everything before it); `opts.checksum`: only compute the
+// CRC-32 of what was written (the checksummed autosave). Returns {blob?, size, crc}.
 async function trWriteParts(device, parts, opts) {
   opts = opts || {};
   const list = [];
@@ -55,7 +56,7 @@ async function trWriteParts(device, parts, opts) {
   const chunks = [];
   let size = 0, crc = 0;
   const emitChunk = async (u8) => {
-    if (opts.crc) crc = trCrc32(u8, crc);
+    if (opts.crc || opts.checksum) crc = cvCrc32(u8, crc);
     size += u8.byteLength;
     if (writable) await writable.write(u8); else chunks.push(u8);
   };
@@ -128,6 +129,17 @@ async function trOpfsRemove(path) {
     await dir.removeEntry(names[names.length - 1], { recursive: true });
   } catch (e) { if (!e || e.name !== "NotFoundError") throw e; }
 }
+// {size, crc} (CRC-32 of the bytes as stored now) of an OPFS file, or null when it is missing:
+// the checksummed autosave (py_engine/train/autosave.py) verifies files with it.
+async function trOpfsChecksum(path) {
+  const f = await trOpfsFile(path);
+  if (f === null) return null;
+  let crc = 0;
+  for (let a = 0; a < f.size; a += 8 << 20) {
+    crc = cvCrc32(new Uint8Array(await f.slice(a, Math.min(f.size, a + (8 << 20))).arrayBuffer()), crc);
+  }
+  return { size: f.size, crc };
+}
 async function trBlobBytes(blob, start, end) {
   return new Uint8Array(await blob.slice(start, end).arrayBuffer());
 }
@@ -135,14 +147,47 @@ async function trBlobBytes(blob, start, end) {
 // Progress events from a training session: posted to the page as {event: "train", json}.
 const trEmit = (json) => post({ event: "train", json });
 
+// One .zip of [name, Blob] pairs under `folder/` (the pretrain page's HF folder, a LoRA adapter):
+// the convert page's store-only writer (cvZip below), with each Blob's CRC read here.
+async function trZip(entries, folder) {
+  const list = [];
+  for (const [name, blob] of entries) {
+    let crc = 0;
+    for (let a = 0; a < blob.size; a += CV_CHUNK) {
+      crc = cvCrc32(new Uint8Array(await blob.slice(a, a + CV_CHUNK).arrayBuffer()), crc);
+    }
+    list.push({ name, blob, size: blob.size, crc });
+  }
+  return cvZip(list, folder);
+}
+
 self.mwTrain = { store: trStore, writeParts: trWriteParts, opfsFile: trOpfsFile,
                  opfsWrite: trOpfsWrite, opfsRemove: trOpfsRemove, blobBytes: trBlobBytes,
-                 emit: trEmit, crc32: trCrc32 };
+                 opfsChecksum: trOpfsChecksum,
+                 emit: trEmit, crc32: trCrc32, zip: trZip };
 self.mwOps = Object.assign(self.mwOps || {}, {
   // {key, value}: a Blob/File (or a list of them) for Python to read
   trainPut: ({ key, value }) => { trStore.set(key, value); return null; },
   // {key}: a Blob Python left for the page (a download); removed from the store
   trainTake: ({ key }) => { const v = trStore.has(key) ? trStore.get(key) : null; trStore.delete(key); return v; },
+});
+
+// ---- a lost GPU device (issue 13) ------------------------------------------------------
+// The page hears {event: "gpu-lost", reason, message}, then {event: "gpu-restored", adapter}
+// once py_engine.rpc.reinit() has a new adapter and device (or {event: "gpu-failed", error});
+// it then reloads its model or resumes its run from the autosave. No page reload.
+onDeviceLost(async (info) => {
+  post({ event: "gpu-lost", ...info });
+  try {
+    const out = JSON.parse(await pyodide.pyimport("py_engine.rpc").reinit(JSON.stringify(info)));
+    post({ event: out.gpu_error ? "gpu-failed" : "gpu-restored", ...out });
+  } catch (err) {
+    post({ event: "gpu-failed", gpu_error: String(err && err.message ? err.message : err) });
+  }
+});
+self.mwOps = Object.assign(self.mwOps || {}, {
+  // test hook: destroy the engine's GPU device, as a driver reset or a laptop switching GPUs would
+  debugLoseDevice: () => loseDevice(),
 });
 
 // ---- boot -----------------------------------------------------------------------------
