@@ -125,6 +125,9 @@ class NativeDevice(Device):
         # benchmarks, where nothing else runs on it; tools.native_engine turns it on).
         self.blocking_waits = False
         self._fence = None
+        # A py_engine.gpu.native_profile.KernelProfiler: every dispatch in its own timed pass
+        # (attach before recording what is to be profiled: recordings keep their encoding).
+        self.profiler = None
 
     # -- buffers -------------------------------------------------------------------------
     def _create_buffer(self, nbytes, usage, label):
@@ -232,7 +235,7 @@ class NativeDevice(Device):
     # -- submission ----------------------------------------------------------------------
     def _encode_commands(self, commands):
         # Resolve Python wrappers to what the encoder loop calls, once per Recording.
-        raw = self._raw is not None
+        raw = self._raw is not None and self.profiler is None
         out = []
         for c in commands:
             if c[0] == 0:
@@ -243,6 +246,11 @@ class NativeDevice(Device):
         return out
 
     def _submit_encoded(self, encoded):
+        if self.profiler is not None:
+            try:
+                return self.profiler.submit(encoded)
+            except wgpu.GPUError as e:
+                raise GPUValidationError(f"GPU validation error in a profiled batch: {e}") from e
         try:
             enc = self.gpu.create_command_encoder()
             cpass = None

@@ -93,13 +93,36 @@ def sample(batch, logits, ctl=None, *, temperature=1.0, top_k=0, top_p=1.0,
                            scratch.offset + r * V * 4, V * 4)
         batch.run("sampling", "sampling_penalty",
                   [u, lb, ctl.binding, history.binding, scratch.binding], -(-H // 64), rows)
-    batch.run("sampling", "sampling_sample",
-              [u, lb, ctl.binding, None, scratch.binding if penalised else rw_dummy(dev),
-               out.binding], rows, constants={"WG": wg if wg else (32 if V <= 4096 else 128)})
+    if greedy:
+        _greedy(batch, u, lb, scratch if penalised else None, out, rows, V, H, loff, lstr, flags,
+                wg)
+    else:
+        batch.run("sampling", "sampling_sample",
+                  [u, lb, ctl.binding, None, scratch.binding if penalised else rw_dummy(dev),
+                   out.binding, None],
+                  rows, constants={"WG": wg if wg else (32 if V <= 4096 else 128)})
     if own is not None:
         own.release()
     return out
 
+
+
+def _greedy(batch, u, lb, scratch, out, rows, V, H, loff, lstr, flags, wg):
+    """Argmax in two dispatches (shaders/sampling.wgsl sampling_greedy_part / _final): GP
+    workgroups per row, each scanning about 8 logits per thread, then one per row."""
+    dev = batch.device
+    wg = wg or (32 if V <= 4096 else 128)
+    gp = max(1, min(256, -(-V // (8 * wg))))
+    cand = Tensor(dev, (rows, gp, 2), "u32")
+    sb = scratch.binding if scratch is not None else rw_dummy(dev)
+    batch.run("sampling", "sampling_greedy_part",
+              [u, lb, None, None, sb, None, cand.binding], gp, rows,
+              constants={"WG": wg})
+    u2 = dev.uniform(params(V, rows, flags, 0, 1.0, 1.0, 1.0, 0, H, loff, lstr, gp))
+    batch.run("sampling", "sampling_greedy_final",
+              [u2, None, None, None, None, out.binding, cand.binding], rows,
+              constants={"WG": wg})
+    cand.release()
 
 
 def advance(batch, token, ctl, history):

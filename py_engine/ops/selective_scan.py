@@ -224,7 +224,7 @@ def selective_scan_step(batch, u_t, delta_t, A_log, B_t, C_t, state, D=None, z_t
                  views["z"][0], views["y"][0], state.binding]
     if dt_w is not None:
         batch.run("selective_scan_step", "selective_scan_step_dtproj",
-                  resources + [None, None, dt_w.binding], -(-spec.I // 64), spec.nb,
+                  resources + [None, None, dt_w.binding], -(-spec.I // 8), spec.nb,
                   constants={"NS": spec.N})
         return y
     batch.run(FORWARD_SHADER, "selective_scan_step", resources,

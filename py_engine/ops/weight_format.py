@@ -83,20 +83,25 @@ def _row_slice(y, row0, rows, K):
     return (y.buffer, y.offset + off, rows * K * 4)
 
 
-def rows_per_thread_group(fmt, K):
-    """Threads sharing one row (TPR, a pipeline constant, a power of two in 16..256): about
-    four 16-byte chunks per thread, which the kernel loads before using any (loads in flight
-    are what a bandwidth-bound kernel needs; more threads per row would each hold fewer)."""
+def rows_per_thread_group(fmt, K, N):
+    """Threads sharing one row (TPR, a pipeline constant, a power of two in 16..256): the
+    fewest that still give the GPU about 512 workgroups (256 / TPR rows each), and never more
+    than the row has 16-byte chunks. Measured on an H200 (tools/sweep_matvec.py, f32/f16/q4,
+    Mamba 130m and 1.4b shapes): tall matrices want few threads per row (the LM head, 50280
+    rows: TPR 16 read 2.95 TB/s where 128 read 1.9), short ones many (x_proj's 160 rows:
+    TPR 256, 3x faster than 16); this rule lands within ~10% of the best TPR on every shape
+    swept, where the older "four chunks per thread" rule was up to 1.5x slower."""
     chunks = K // (128 // BITS[fmt])          # 16 bytes hold 128 / bits values
     tpr = 16
-    while tpr < THREADS and chunks >= 8 * tpr:
+    while tpr < THREADS and tpr < chunks and N * tpr < 512 * THREADS:
         tpr *= 2
     return tpr
 
 
-def matvec(batch, x, ws, ys, M, bias=None, accumulate=False):
+def matvec(batch, x, ws, ys, M, bias=None, accumulate=False, tpr=None):
     """ys[g] (+)= x[M, K] @ ws[g]^T (+ bias, g = 0 only) for up to 3 weights of one format.
-    x may be an ops.rmsnorm.NormedRows: the kernel normalises it on the fly."""
+    x may be an ops.rmsnorm.NormedRows: the kernel normalises it on the fly. tpr: threads per
+    row, overriding rows_per_thread_group (for tools/sweep_matvec.py)."""
     from py_engine.ops.conv1d import rw_dummy
     dev = batch.device
     norm, eps = None, 0.0
@@ -112,11 +117,11 @@ def matvec(batch, x, ws, ys, M, bias=None, accumulate=False):
     Ns = [w.shape[0] for w in ws] + [0] * (3 - len(ws))
     flags = (1 if bias is not None else 0) | (2 if accumulate else 0) | (4 if norm is not None else 0)
     u = dev.uniform(params(M, Ns[0], K, flags, len(ws), Ns[1], Ns[2], float(eps)))
-    tpr = rows_per_thread_group(fmt, K)
+    tpr = tpr or rows_per_thread_group(fmt, K, max(Ns))
     gx, gy = fold(-(-max(Ns) // (THREADS // tpr)))
     wb = [w.binding for w in ws] + [dummy(dev)] * (3 - len(ws))
     yb = [y.binding for y in ys] + [rw_dummy(dev, slot) for slot in range(3 - len(ws))]
     batch.run(f"matvec_{fmt}", "matvec_forward",
               [u, x.binding, wb[0], bias.binding if bias is not None else dummy(dev), yb[0],
                wb[1], wb[2], yb[1], yb[2], norm.binding if norm is not None else dummy(dev)],
-              gx, gy, len(ws), constants={"TPR": tpr})
+              gx, gy, len(ws), constants={"TPR": tpr, "MR": M})

@@ -29,6 +29,10 @@ struct Params { M: u32, N: u32, K: u32, flags: u32,        // bit0 bias, bit1 ac
 @group(0) @binding(9) var<storage, read> nw: array<vec4<f32>>;      // [K/4] norm weight (bit2)
 
 override TPR: u32 = 64u;
+// x rows M as a pipeline constant, not read from Params: with a constant trip count the
+// per-row loops unroll and acc[m] / out[m] index registers, where a runtime M left them
+// dynamically indexed (local memory on some compilers).
+override MR: u32 = 1u;
 const THREADS = 256u;
 var<workgroup> red: array<vec4<f32>, THREADS>;
 
@@ -47,7 +51,7 @@ fn yload(g: u32, idx: u32) -> f32 {
 // The chunk's values dotted with the same 4*CV inputs of each x row m < M (normalised: * nw).
 fn chunk_dot(wv: array<vec4<f32>, CV>, c: u32, xs: u32, normed: bool) -> vec4<f32> {
   var out = vec4<f32>(0.0);
-  for (var m = 0u; m < p.M; m++) {
+  for (var m = 0u; m < MR; m++) {
     let xo = m * xs + c * CV;
     var s = 0.0;
     if (normed) {
@@ -77,7 +81,7 @@ fn matvec_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
   if (normed) {                         // every workgroup computes the rows' 1/rms itself
     var ss = vec4<f32>(0.0);
     for (var k = lid; k < xs; k += THREADS) {
-      for (var m = 0u; m < p.M; m++) { let v = x4[m * xs + k]; ss[m] += dot(v, v); }
+      for (var m = 0u; m < MR; m++) { let v = x4[m * xs + k]; ss[m] += dot(v, v); }
     }
     red[lid] = ss;
     workgroupBarrier();
@@ -112,7 +116,7 @@ fn matvec_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
   }
   if (lane == 0u && row < N) {
     let tot = red[lid];
-    for (var m = 0u; m < p.M; m++) {
+    for (var m = 0u; m < MR; m++) {
       var v = tot[m];
       if ((p.flags & 1u) != 0u) { v += bias[row]; }
       let idx = m * N + row;
