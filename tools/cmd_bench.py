@@ -18,6 +18,9 @@ SECTIONS = {
               "result = await tb.run(device, vocab_size=6144)\n"
               "result['mamba2'] = await tb.run(device, vocab_size=6144, family='mamba2')"),
     "peer": "peer",
+    # Mamba-3's sequential vs chunked scan forward at the 187m head shape
+    "mamba3_scan": ("from py_engine.benchmarks import mamba3_scan\n"
+                    "result = await mamba3_scan.run(device)"),
 }
 # The two model shapes of the bench: small, and mamba-130m's (random weights, bf16 on disk).
 MODEL_CONFIGS = {
@@ -210,7 +213,7 @@ def _formats(args):
     return [check_format(f.strip()) for f in args.weights.split(",") if f.strip()]
 
 
-NATIVE_SECTIONS = ("foundation", "model", "train")   # sections that measure the GPU engine
+NATIVE_SECTIONS = ("foundation", "model", "train", "mamba3_scan")   # sections that measure the GPU engine
 NATIVE_MODEL_SNIPPET = """
 import time
 from py_engine.benchmarks import model as mb

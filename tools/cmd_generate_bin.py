@@ -4,6 +4,21 @@ import sys
 
 from py_engine.train.init import FAMILIES, PRESETS
 
+SCHEDULE_HELP = {
+    "virtual": "virtual layers over the --n-layers physical ones: L (or L:cyclic) cycles them, "
+               "L:stretched uses each for a run, or a comma list of physical indices "
+               "(0,1,1,0); each logical layer keeps its own state, shared weights are stored "
+               "once (config.json mambaweb_virtual_layers)",
+    "bidi": "bidirectional layers (mamba1/2/3): a forward and a time-reversed pass merged by "
+            "mean or concat (+ a linear projection); forward only, trained on masked tokens",
+}
+
+
+def add_schedule_options(p):
+    """--virtual-layers and --bidi (generate-bin and pretrain share them)."""
+    p.add_argument("--virtual-layers", metavar="SCHEDULE", help=SCHEDULE_HELP["virtual"])
+    p.add_argument("--bidi", choices=("mean", "concat"), help=SCHEDULE_HELP["bidi"])
+
 
 def register(subparsers):
     p = subparsers.add_parser(
@@ -12,17 +27,20 @@ def register(subparsers):
                     "nano ~1M, micro ~5M, small ~20M, base = mamba-130m's shape.")
     p.add_argument("--family", default="mamba1", choices=tuple(FAMILIES),
                    help="mamba1, mamba2 (transformers' Mamba2ForCausalLM), mamba3 (mamba_ssm's "
-                        "Mamba3 SISO layout) or hybrid (NemotronHForCausalLM: Mamba-2, attention "
-                        "and MLP layers)")
+                        "Mamba3 layout; SISO, or MIMO with --mimo-rank) or hybrid "
+                        "(NemotronHForCausalLM: Mamba-2, attention and MLP layers)")
     p.add_argument("--pattern", help="hybrid: one letter per layer, M Mamba-2, * attention, "
                                      "- MLP (default MM*M repeated to --n-layers)")
     p.add_argument("--size", default="nano", choices=tuple(PRESETS))
+    add_schedule_options(p)
     p.add_argument("--d-model", type=int, help="hidden size D (overrides the preset)")
     p.add_argument("--n-layers", type=int, help="number of Mamba-1 layers")
     p.add_argument("--d-state", type=int, help="SSM state size N (default 16; mamba2 128)")
     p.add_argument("--head-dim", type=int, help="mamba2: channels per head P (default 64)")
     p.add_argument("--n-groups", type=int, help="mamba2: B/C groups G (default 1)")
     p.add_argument("--d-conv", type=int, help="conv kernel K (default 4)")
+    p.add_argument("--mimo-rank", type=int,
+                   help="mamba3: a MIMO model of this rank R (1..8; default SISO)")
     p.add_argument("--expand", type=int, help="inner size I = expand * D (default 2)")
     p.add_argument("--dt-rank", type=int, help="dt rank R (default ceil(D/16))")
     p.add_argument("--vocab-size", type=int, help="vocabulary (padded up to a multiple of 8)")
@@ -42,12 +60,13 @@ def run(args):
     fmt = args.format or ("mbjs" if args.out.endswith(".bin") else "hf")
     try:
         cfg = make_config(args.size, family=args.family, pattern=args.pattern,
+                          virtual=args.virtual_layers, bidi=args.bidi,
                           hidden_size=args.d_model,
                           head_dim=args.head_dim, n_groups=args.n_groups,
                           num_hidden_layers=args.n_layers, state_size=args.d_state,
                           conv_kernel=args.d_conv, expand=args.expand,
                           time_step_rank=args.dt_rank, vocab_size=args.vocab_size,
-                          tie_word_embeddings=not args.untied)
+                          tie_word_embeddings=not args.untied, mimo_rank=args.mimo_rank)
         weights = init_weights(cfg, args.seed)
         # out_proj is already scaled by 1/sqrt(n_layer); saying rescale_prenorm_residual in
         # config.json would make transformers (5.x) scale it a second time on from_pretrained.
@@ -69,9 +88,17 @@ def run(args):
     shape = (f"heads {cfg.num_heads} x {cfg.head_dim}, groups {cfg.n_groups}"
              if cfg.model_type in ("mamba2", "nemotron_h", "mamba3")
              else f"conv {cfg.conv_kernel}, dt_rank {cfg.time_step_rank}")
+    if cfg.model_type == "mamba3" and cfg.is_mimo:
+        shape += f", MIMO rank {cfg.mimo_rank}"
     if cfg.model_type == "nemotron_h":
         shape += ", layers " + "".join({"mamba2": "M", "attention": "*", "mlp": "-"}[k]
                                        for k in cfg.layers)
+    if cfg.virtual_layers:
+        shape += (f", {len(cfg.virtual_layers)} logical layers over the physical ones: "
+                  + ",".join(map(str, cfg.virtual_layers)))
+    if cfg.bidirectional:
+        shape += (f", bidirectional ({cfg.bidirectional['merge']} merge, mask token "
+                  f"{cfg.bidirectional['mask_token_id']})")
     print(f"wrote {what}: {args.family}, {param_count(cfg):,} parameters, vocab "
           f"{cfg.vocab_size}, d_model {cfg.hidden_size}, {cfg.num_hidden_layers} layers, state "
           f"{cfg.state_size}, inner {cfg.intermediate_size}, {shape}, "

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from py_engine.train.init import FAMILIES, PRESETS
+from tools.cmd_generate_bin import add_schedule_options
 
 STATE_FILE = "training_state.safetensors"
 TEXT_SKIP_DIRS = {".git", ".hg", ".svn", "__pycache__", "node_modules", ".venv", "venv"}
@@ -60,15 +61,19 @@ def register(subparsers):
     p.add_argument("--out", required=True, help="output folder (HF model + training state)")
     p.add_argument("--resume", help="folder (or training_state.safetensors) to continue from")
     p.add_argument("--family", default="mamba1", choices=tuple(FAMILIES),
-                   help="architecture: mamba1, mamba2 (transformers' Mamba2ForCausalLM) or hybrid "
+                   help="architecture: mamba1, mamba2 (transformers' Mamba2ForCausalLM), mamba3 "
+                        "(mamba_ssm's Mamba3; --mimo-rank for MIMO) or hybrid "
                         "(NemotronH: Mamba-2 + attention + MLP layers)")
     p.add_argument("--pattern", help="hybrid: one letter per layer, M Mamba-2, * attention, "
                                      "- MLP (e.g. MM*M)")
     p.add_argument("--size", default="nano", choices=tuple(PRESETS))
+    add_schedule_options(p)
     p.add_argument("--d-model", type=int, help="hidden size (overrides the preset)")
     p.add_argument("--n-layers", type=int, help="number of layers (overrides the preset)")
     p.add_argument("--d-state", type=int, help="SSM state size N")
     p.add_argument("--expand", type=int, help="inner size = expand * d_model")
+    p.add_argument("--mimo-rank", type=int,
+                   help="mamba3: train a MIMO model of this rank R (1..8; default SISO)")
     p.add_argument("--tokenizer", default="byte",
                    help="byte (UTF-8 bytes, vocab 256), bpe (train one on the corpus), or a "
                         "tokenizer.json path / folder holding one")
@@ -147,9 +152,10 @@ def run(args):
                 raise ValueError(f"--resume {args.resume}: no {STATE_FILE} there")
             state, state_name = rp.read_bytes(), str(rp)
         model = {"size": args.size, "family": args.family, "pattern": args.pattern,
+                 "virtual": args.virtual_layers, "bidi": args.bidi,
                  "hidden_size": args.d_model,
                  "num_hidden_layers": args.n_layers, "state_size": args.d_state,
-                 "expand": args.expand}
+                 "expand": args.expand, "mimo_rank": args.mimo_rank}
         train = {"lr": args.lr, "batch": args.batch, "seq_len": args.seq_len,
                  "steps": args.steps, "warmup": args.warmup, "weight_decay": args.weight_decay,
                  "grad_clip": args.grad_clip, "accum": args.accum, "seed": args.seed,

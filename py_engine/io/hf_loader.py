@@ -56,16 +56,17 @@ async def _file_tensors(source, f, kind):
     return parse_header(await source.read(f, 0, 8 + n), size, f).tensors
 
 
-async def read_headers(source):
+async def read_headers(source, cfg=None):
     """{tensor name: (file, TensorInfo)} over all shards, headers only. `source` is a byte
-    source or (as before) a base URL. Names of other layouts are mapped (layouts.internal_name)."""
+    source or (as before) a base URL. Names of other layouts are mapped (layouts.internal_name;
+    `cfg` for the layouts whose names depend on the config: mamba_ssm hybrids)."""
     import dataclasses
     source = _as_source(source)
     out = {}
     for f, kind in await _weight_files(source):
         for t in await _file_tensors(source, f, kind):
-            if internal_name(t.name) != t.name:
-                t = dataclasses.replace(t, name=internal_name(t.name))
+            if internal_name(t.name, cfg) != t.name:
+                t = dataclasses.replace(t, name=internal_name(t.name, cfg))
             if t.name in out:
                 raise ValueError(f"{f}: tensor {t.name!r} is also in {out[t.name][0]}")
             if t.dtype not in ITEM and kind == "bin" and t.dtype[0] in "IUB":
@@ -104,10 +105,11 @@ async def load_hf_model_local(device, folder, progress=None, weights_format="f32
     return await load_from_source(device, LocalSource(folder), progress, weights_format)
 
 
-async def load_from_source(device, source, progress=None, weights_format="f32"):
+async def load_from_source(device, source, progress=None, weights_format="f32", report=None):
     """(cfg, weights) from any byte source; weights_format f16/bf16/q8/q4 stores the matrices
     narrow (py_engine/io/weight_formats.py), converting each chunk as it arrives so the f32
-    copy of the whole model never exists at once."""
+    copy of the whole model never exists at once. `report` (a dict) receives what was read:
+    weight_files, file_dtypes (the checkpoint's dtypes) and weight_bytes, for a model card."""
     import json
     from py_engine.ops.weight_format import check_format
     check_format(weights_format)
@@ -117,9 +119,14 @@ async def load_from_source(device, source, progress=None, weights_format="f32"):
     except ValueError as e:
         raise source.error("config.json", f"not valid JSON ({e})") from None
     cfg = MambaConfig.from_hf_dict(cfg_dict, source=source.where("config.json"))
-    infos = await read_headers(source)
+    infos = await read_headers(source, cfg)
     check_tensors(cfg, [t for _, t in infos.values()], source.where(""))
     wanted = expected_tensors(cfg)
+    if report is not None:
+        used = [(f, t) for name, (f, t) in infos.items() if name in wanted]
+        report.update(weight_files=sorted({f for f, _ in used}),
+                      file_dtypes=sorted({t.dtype for _, t in used}),
+                      weight_bytes=sum(t.nbytes for _, t in used))
     weights = {}
     try:
         await _stream(device, source, cfg, {k: v for k, v in infos.items() if k in wanted},

@@ -166,7 +166,16 @@ def mbjs_plan(cfg):
     Returns [(mbjs_name, mbjs_shape, hf_name, hf_shape_or_None, transform)]; hf_shape is None
     where the HF model has no such tensor under `cfg` (a "bias" MBJS writes as zeros).
     """
+    from py_engine.io.mbjs import ATTENTION_NOT_MAPPED
+    if cfg.virtual_layers:
+        raise ValueError(f"this model has virtual layers ({len(cfg.virtual_layers)} logical over "
+                         f"{cfg.num_hidden_layers} physical, config.json mambaweb_virtual_layers)"
+                         ", which MBJS cannot record (it stores one weight set per layer and no "
+                         "schedule); keep it as HF safetensors")
     for i, kind in enumerate(cfg.layers):
+        if kind == "attention":
+            raise ValueError(f"layer {i} is attention, which MBJS cannot carry: the npm engine's "
+                             f"AttentionBlock {ATTENTION_NOT_MAPPED}")
         if kind != "mamba1":
             raise ValueError(f"layer {i} is {kind!r}: MBJS conversion covers Mamba-1 layers only "
                              "so far; keep this model in HF safetensors")

@@ -18,6 +18,8 @@ Pure stdlib: this module is imported inside Pyodide.
 import math
 from dataclasses import dataclass, field, fields
 
+from py_engine.models import schedule
+
 # model_type -> the architecture class name transformers registers for it.
 SUPPORTED_MODEL_TYPES = {
     "mamba": "MambaForCausalLM",
@@ -31,7 +33,8 @@ DEFAULT_KIND = {"mamba": "mamba1", "falcon_mamba": "mamba1", "mamba2": "mamba2",
                 "mamba3": "mamba3"}
 # Layer kinds the schedule may name. The registry (py_engine/nn/registry.py) says which have an
 # implementation; the rest are reserved so a schedule can be written down before the mixer exists.
-LAYER_TYPES = ("mamba1", "mamba2", "mamba3", "attention", "mlp")
+LAYER_TYPES = ("mamba1", "mamba2", "mamba3", "attention", "mlp", "gated_mlp",
+               "bidi_mamba1", "bidi_mamba2", "bidi_mamba3")   # bidi_*: py_engine/nn/bidirectional.py
 # NemotronH's names for its block types (layers_block_type, older and newer spellings, and the
 # hybrid_override_pattern characters) -> our layer kinds.
 NEMOTRON_KINDS = {"mamba": "mamba2", "linear_attention": "mamba2", "M": "mamba2",
@@ -88,17 +91,30 @@ class MambaConfig:
     attention_rope: bool = False      # attention: rotary position embedding on q, k (not NemotronH)
     rope_theta: float = 10000.0       # attention: RoPE base
     partial_rotary_factor: float = 1.0    # attention: rotate int(head_dim * this) (even) channels
+    attention_qkv_bias: bool = False  # attention: biases on q, k, v (mamba_ssm MHA qkv_proj_bias)
+    attention_out_bias: bool = False  # attention: bias on the output projection (out_proj_bias)
     mlp_intermediate_size: int = 0    # mlp: F
     mlp_hidden_act: str = "relu2"     # mlp: relu2 (NemotronH)
-    mlp_bias: bool = False
+    mlp_bias: bool = False            # mlp / gated_mlp: biases on both projections
     rope_fraction: float = 0.5        # mamba3: share of d_state rotated (0.5 or 1.0)
     A_floor: float = 1e-4             # mamba3: A <= -A_floor
     is_outproj_norm: bool = False     # mamba3: per-head RMSNorm before the silu(z) gate
     a_heavy_tail: bool = True         # mamba3: A activation heavy-tail (False: softplus, pre-#962)
+    is_mimo: bool = False             # mamba3: MIMO (rank mimo_rank) instead of SISO
+    mimo_rank: int = 4                # mamba3: MIMO rank R (mamba_ssm's default; unused for SISO)
     layers: list = field(default_factory=list)   # schedule, e.g. ["mamba1"] * n_layers
+    # logical -> physical layer index (empty: one logical layer per physical one), and the
+    # bidirectional layers' options; config.json keys mambaweb_virtual_layers /
+    # mambaweb_bidirectional (py_engine/models/schedule.py)
+    virtual_layers: list = field(default_factory=list)
+    bidirectional: dict = field(default_factory=dict)
+    # "mamba_ssm": a MambaLMHeadModel hybrid (attn_layer_idx / d_intermediate): its config.json,
+    # its tensor names (py_engine/io/mamba_ssm_hybrid.py), fused attention in_proj/out_proj
+    checkpoint_layout: str = "hf"
     extra: dict = field(default_factory=dict)    # unmodelled config.json keys, kept verbatim
 
     def __post_init__(self):
+        schedule.adopt_keys(self)       # our config.json keys arrive in `extra`
         # Sizes are checked before anything is derived from them: a string would fail in
         # arithmetic with a message naming no field, and a schedule of 10^9 layers would be
         # built as a list before validate() could refuse it.
@@ -154,6 +170,7 @@ class MambaConfig:
             if kind not in LAYER_TYPES:
                 raise ValueError(f"{source}: layer {i} type {kind!r} is unknown; "
                                  f"known types: {', '.join(LAYER_TYPES)}")
+        schedule.check(self, source, MAX_LAYERS)
         from py_engine.nn import registry
         for kind in sorted(set(self.layers)):
             if registry.has(kind):
@@ -213,7 +230,16 @@ class MambaConfig:
     def to_hf_dict(self, json_safe=True):
         """A config.json dict that transformers' from_pretrained accepts. json_safe: write a
         non-finite float as transformers 5.x does, {"__float__": "Infinity"} (plain JSON, which
-        JS can parse too); False keeps Python floats (to build a transformers config object)."""
+        JS can parse too); False keeps Python floats (to build a transformers config object).
+        A virtual schedule or bidirectional options add our own keys (models/schedule.py)."""
+        d = self._hf_dict(json_safe)
+        d.update(schedule.our_keys(self))
+        return d
+
+    def _hf_dict(self, json_safe):
+        if self.checkpoint_layout == "mamba_ssm":
+            from py_engine.models.mamba_ssm_config import to_mamba_ssm_hybrid_dict
+            return to_mamba_ssm_hybrid_dict(self)
         if self.model_type == "nemotron_h":
             return self._to_nemotron_h_dict(json_safe)
         if self.model_type == "mamba3":
@@ -352,6 +378,8 @@ class MambaConfig:
                     "headdim": self.head_dim, "ngroups": self.n_groups,
                     "rope_fraction": self.rope_fraction, "A_floor": self.A_floor,
                     "is_outproj_norm": self.is_outproj_norm, "chunk_size": self.chunk_size})
+        if self.is_mimo:
+            ssm.update(is_mimo=True, mimo_rank=self.mimo_rank)
         if not self.a_heavy_tail:
             ssm["A_activation"] = "softplus"    # ours: mamba_ssm itself has no such argument
         d.update({"d_model": self.hidden_size, "n_layer": self.num_hidden_layers,
@@ -368,16 +396,17 @@ class MambaConfig:
         """A config from state-spaces/mamba's `MambaConfig` dict (d_model, n_layer, ssm_cfg...).
 
         Mamba-1 (`ssm_cfg.layer` "Mamba1" or absent) maps to model_type "mamba", "Mamba2" to
-        "mamba2", with mamba_ssm's defaults for keys the file leaves out. Attention layers
-        (`attn_layer_idx`) and a separate MLP (`d_intermediate` > 0) are refused by name."""
+        "mamba2", "Mamba3" to "mamba3", with mamba_ssm's defaults for keys the file leaves out.
+        Attention layers (`attn_layer_idx` + `attn_cfg`) and the gated MLP after every mixer
+        (`d_intermediate` > 0) make a hybrid schedule (py_engine/models/mamba_ssm_config.py)."""
+        from py_engine.models.mamba_ssm_config import hybrid_fields
         ssm = dict(d.get("ssm_cfg") or {})
         layer = ssm.pop("layer", "Mamba1")
-        if d.get("attn_layer_idx"):
-            raise ValueError(f"{source}: attention layers (attn_layer_idx "
-                             f"{d['attn_layer_idx']}) are not supported yet")
-        if d.get("d_intermediate", 0):
-            raise ValueError(f"{source}: d_intermediate {d['d_intermediate']} (an MLP after each "
-                             "mixer) is not supported yet")
+        # attention layers (attn_layer_idx + attn_cfg) and the gated MLP after every mixer
+        # (d_intermediate): the schedule and sizes, {} for a pure Mamba model
+        hybrid = hybrid_fields(d, {"Mamba1": "mamba1", "Mamba2": "mamba2",
+                                   "Mamba3": "mamba3"}.get(layer), source)
+        hybrid = dict(hybrid, **{k: d[k] for k in schedule.OUR_KEYS if k in d})
         if not d.get("rms_norm", True):
             raise ValueError(f"{source}: rms_norm false (LayerNorm blocks) is not supported")
         vocab, mult = int(d["vocab_size"]), int(d.get("pad_vocab_size_multiple", 8))
@@ -407,9 +436,6 @@ class MambaConfig:
                       use_conv_bias=ssm.get("conv_bias", True), use_bias=ssm.get("bias", False))
             hf["num_heads"] = int(hf["expand"] * hf["hidden_size"]) // int(hf["head_dim"])
         elif layer == "Mamba3":
-            if ssm.get("is_mimo", False):
-                raise ValueError(f"{source}: Mamba-3 MIMO (is_mimo) is not supported yet; "
-                                 "SISO models load")
             act = ssm.get("A_activation", "heavy_tail")
             if act not in ("heavy_tail", "softplus"):
                 raise ValueError(f"{source}: ssm_cfg.A_activation {act!r} is not one of "
@@ -420,10 +446,12 @@ class MambaConfig:
                       rope_fraction=float(ssm.get("rope_fraction", 0.5)),
                       A_floor=float(ssm.get("A_floor", 1e-4)),
                       is_outproj_norm=bool(ssm.get("is_outproj_norm", False)),
-                      a_heavy_tail=(act == "heavy_tail"))
+                      a_heavy_tail=(act == "heavy_tail"),
+                      is_mimo=bool(ssm.get("is_mimo", False)), mimo_rank=int(ssm.get("mimo_rank", 4)))
             hf["num_heads"] = int(hf["expand"] * hf["hidden_size"]) // int(hf["head_dim"])
             if ssm.get("bias", False):
                 raise ValueError(f"{source}: Mamba-3 with bias=true is not supported")
+            hf.update(hybrid)
             cfg = cls.from_hf_dict(hf, source=source)
             cfg.extra.update({k: v for k, v in d.items()
                               if k not in ("d_model", "n_layer", "vocab_size", "ssm_cfg")})
@@ -432,6 +460,7 @@ class MambaConfig:
         else:
             raise ValueError(f"{source}: ssm_cfg.layer {layer!r} is not supported; "
                              "supported: 'Mamba1', 'Mamba2', 'Mamba3'")
+        hf.update(hybrid)
         cfg = cls.from_hf_dict(hf, source=source)
         return cfg
 

@@ -12,6 +12,7 @@ import struct
 
 from py_engine.gpu.tensor import Tensor
 from py_engine.models.names import EMBED, LM_HEAD, NORM_F
+from py_engine.models.schedule import logical_kinds, logical_layers
 from py_engine.nn import registry
 from py_engine.ops import elementwise as ew
 from py_engine.ops import position
@@ -31,8 +32,10 @@ class ModelState:
 
     def __init__(self, device, cfg, Bsz=1, max_tokens=None):
         self.device, self.cfg, self.Bsz = device, cfg, Bsz
+        # one state per logical layer: a physical layer used twice keeps two states
+        self.kinds = logical_kinds(cfg)
         self.layers = [registry.get(kind).State(device, cfg, Bsz, max_tokens)
-                       for kind in cfg.layers]
+                       for kind in self.kinds]
         # tokens seen per sequence, on the GPU: advanced inside the (replayed) step graph;
         # layers that need per-token positions (attention's KV slot) read it
         self.pos = position.new_positions(device, Bsz)
@@ -58,7 +61,7 @@ class ModelState:
         """What a snapshot records: per layer its kind and its tensors' shapes and dtypes."""
         return [{"kind": kind, "tensors": [{"shape": list(t.shape), "dtype": "f32"}
                                            for t in layer.tensors()]}
-                for kind, layer in zip(self.cfg.layers, self.layers)]
+                for kind, layer in zip(self.kinds, self.layers)]
 
     async def to_bytes(self) -> bytes:
         """Snapshot v2: MWS2 | u32 header bytes | JSON header {version, Bsz, tokens_seen,
@@ -99,9 +102,9 @@ class ModelState:
                              "engine reads (2)")
         want, got = self.layout(), head.get("layers")
         kinds = [l.get("kind") for l in got or []]
-        if kinds != list(self.cfg.layers):
+        if kinds != self.kinds:
             raise ValueError(f"state snapshot is for layers {_runs(kinds)}; this model has "
-                             f"{_runs(self.cfg.layers)}")
+                             f"{_runs(self.kinds)}")
         if got != want or head.get("Bsz") != self.Bsz:
             raise ValueError("state snapshot shapes differ from this model's (a different size "
                              "of the same architecture, or another batch size)")
@@ -125,9 +128,7 @@ class ModelState:
         return 20, seen
 
     def release(self):
-        for t in self.tensors():
-            t.release()
-        self.pos.release()
+        self.device.release_tensors(list(self.tensors()) + [self.pos])
 
 
 def _runs(kinds):
@@ -148,9 +149,12 @@ class MambaModel:
         self.embed = weights[EMBED]
         self.norm_f = weights[NORM_F]
         self.lm_head = weights[EMBED] if cfg.tie_word_embeddings else weights[LM_HEAD]
-        self.norms = [weights[f"backbone.layers.{i}.norm.weight"] for i in range(cfg.num_hidden_layers)]
-        self.mixers = [registry.get(kind).Mixer(cfg, weights, f"backbone.layers.{i}.mixer.")
-                       for i, kind in enumerate(cfg.layers)]
+        # one norm + mixer per logical layer, over its physical layer's weights (a virtual
+        # schedule, py_engine/models/schedule.py, reuses them; gradients add up over the uses)
+        order = logical_layers(cfg)
+        self.norms = [weights[f"backbone.layers.{p}.norm.weight"] for p in order]
+        self.mixers = [registry.get(cfg.layers[p]).Mixer(cfg, weights, f"backbone.layers.{p}.mixer.")
+                       for p in order]
 
     def new_state(self, Bsz=1, max_tokens=None):
         """A zero decode state; max_tokens sizes attention layers' KV caches (default the
@@ -158,8 +162,7 @@ class MambaModel:
         return ModelState(self.device, self.cfg, Bsz, max_tokens)
 
     def release(self):
-        for t in self.weights.values():
-            t.release()
+        self.device.release_tensors(self.weights.values())
         self.weights = {}
 
     # -- the two paths -------------------------------------------------------------------

@@ -113,9 +113,9 @@ def model_safetensors_parts(model):
     from py_engine.io.layouts import external_name, writes_tied_head
     tensors = {n: (s, [("gpu", t) for t in pcs]) for n, (s, pcs) in hf_tensor_parts(model).items()}
     cfg = model.cfg
-    if cfg.tie_word_embeddings and writes_tied_head(cfg.model_type):
+    if cfg.tie_word_embeddings and writes_tied_head(cfg.model_type, cfg):
         tensors[hf_names.LM_HEAD] = tensors[hf_names.EMBED]
-    tensors = {external_name(cfg.model_type, n): v for n, v in tensors.items()}
+    tensors = {external_name(cfg.model_type, n, cfg): v for n, v in tensors.items()}
     return safetensors_parts(tensors, {"format": "pt"})
 
 

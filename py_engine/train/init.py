@@ -53,10 +53,13 @@ FAMILIES = {
 DEFAULT_PATTERN = "MM*M"     # the seeds' schedule: every 4th layer attention, Mamba-2 elsewhere
 
 
-def preset_config(size="nano", family="mamba1", pattern=None, **overrides):
+def preset_config(size="nano", family="mamba1", pattern=None, virtual=None, bidi=None,
+                  **overrides):
     """A MambaConfig from a preset and a family ("mamba1", "mamba2", "hybrid"), explicit
     dimensions (not None) overriding it. A hybrid's `pattern` says each layer's kind (M Mamba-2,
-    * attention, - MLP; default the preset's depth in repeats of DEFAULT_PATTERN)."""
+    * attention, - MLP; default the preset's depth in repeats of DEFAULT_PATTERN). `virtual`
+    (a schedule over the physical layers, e.g. "8:cyclic") and `bidi` ("mean"/"concat") are
+    options of the schedule, not of a family (py_engine/models/schedule.apply_options)."""
     from py_engine.models.config import MambaConfig
     if size not in PRESETS:
         raise ValueError(f"unknown size {size!r}; presets: {', '.join(PRESETS)}")
@@ -90,7 +93,15 @@ def preset_config(size="nano", family="mamba1", pattern=None, **overrides):
             P //= 2
         kw["head_dim"] = max(P, 1)
         kw["num_heads"] = inner // kw["head_dim"]
+    R = overrides.get("mimo_rank")
+    if R:          # Mamba-3 MIMO of rank R; mamba_ssm's chunk is 64 / R tokens
+        if family != "mamba3":
+            raise ValueError(f"mimo_rank {R} is a Mamba-3 option; use the mamba3 family")
+        kw.update(is_mimo=True, chunk_size=max(1, 64 // int(R)))
     kw.update({k: v for k, v in overrides.items() if v is not None})
+    if virtual or bidi:
+        from py_engine.models.schedule import apply_options
+        apply_options(kw, virtual=virtual, bidi=bidi)
     mult = kw.get("pad_vocab_size_multiple", 8)
     if kw["vocab_size"] % mult:
         kw["vocab_size"] += mult - kw["vocab_size"] % mult

@@ -20,6 +20,7 @@ Pure stdlib (+ js when in the browser): this module is imported inside Pyodide.
 """
 import asyncio
 import json
+import math
 import time
 from array import array
 
@@ -38,9 +39,11 @@ TRAIN_DEFAULTS = {
     "weight_decay": 0.1, "betas": [0.9, 0.95], "eps": 1e-8, "grad_clip": 1.0, "accum": 1,
     "seed": 0, "init_seed": 0, "sample_every": 100, "sample_tokens": 64, "sample_prompt": None,
     "autosave_every": 50, "autosave_seconds": 30, "wsla": False, "min_lr_ratio": 0.1,
+    "schedule_steps": None,     # the cosine's length when more steps were added (more_steps)
 }
 MODEL_KEYS = ("hidden_size", "num_hidden_layers", "state_size", "expand", "conv_kernel",
-              "time_step_rank", "vocab_size", "head_dim", "n_groups")
+              "time_step_rank", "vocab_size", "head_dim", "n_groups",
+              "mimo_rank")   # mimo_rank: a Mamba-3 MIMO of that rank (train/init.preset_config)
 
 
 def _in_browser():
@@ -95,6 +98,9 @@ def model_config(spec, vocab_size):
     size = spec.pop("size", "nano") or "nano"
     family = spec.pop("family", "mamba1") or "mamba1"
     pattern = (spec.pop("pattern", None) or "").strip() or None
+    # schedule options (py_engine/models/schedule.py): virtual layers, bidirectional merge
+    virtual = (str(spec.pop("virtual", None) or "")).strip() or None
+    bidi = (spec.pop("bidi", None) or "").strip() or None
     over = {}
     for k in MODEL_KEYS:
         v = spec.get(k)
@@ -108,7 +114,8 @@ def model_config(spec, vocab_size):
         if k in spec:
             over[k] = bool(spec[k])
     try:
-        return preset_config(size, family=family, pattern=pattern, **over)
+        return preset_config(size, family=family, pattern=pattern, virtual=virtual, bidi=bidi,
+                             **over)
     except (TypeError, ValueError) as e:
         raise ValueError(f"model config: {e}") from None
 
@@ -193,6 +200,8 @@ class PretrainSession:
 
     # -- events --------------------------------------------------------------------------
     def emit(self, event):
+        if getattr(self.device, "lost", None):
+            return      # a session on a lost GPU stops quietly: the page hears "gpu-lost"
         self.events.append(event)
         if len(self.events) > 500:
             del self.events[:250]
@@ -290,15 +299,18 @@ class PretrainSession:
         self.tokens_seen += ntok
         self.step_ema = dt if self.step_ema is None else 0.8 * self.step_ema + 0.2 * dt
         left = max(0, t["steps"] - rec["step"])
+        finite = math.isfinite(rec["loss"])
+        # a non-finite loss travels as null (JSON has no NaN; the page would drop the event)
         out = {"type": "step", "step": rec["step"], "steps": t["steps"],
-               "loss": _round(rec["loss"]), "lr": _round(lr, 8),
-               "grad_norm": _round(rec["grad_norm"]), "tokens_per_s": _round(ntok / max(dt, 1e-9), 1),
+               "loss": _round(rec["loss"]) if finite else None, "lr": _round(lr, 8),
+               "grad_norm": _round(rec["grad_norm"]) if math.isfinite(rec["grad_norm"]) else None,
+               "tokens_per_s": _round(ntok / max(dt, 1e-9), 1),
                "tokens": self.tokens_seen, "elapsed_s": _round(self.elapsed, 3),
                "eta_s": _round(left * self.step_ema, 1), "epoch": self.batcher.epoch,
                "skipped": rec["skipped_total"]}
         if rec["skipped"]:
             out["skipped_step"] = True
-        if rec["loss"] == rec["loss"]:
+        if finite and not rec["skipped"]:
             self.history.append([rec["step"], out["loss"]])
             self.history = ckpt.thin_history(self.history)
         self.last = out
@@ -445,6 +457,8 @@ class PretrainSession:
             files = {}
             if which == "hf":
                 files = ckpt.hf_files(self.model, self.tokenizer)
+                # one .zip (the convert page's store-only writer): one download, not three
+                return [await zip_download(self.device, files, "mambaweb-model")]
             elif which == "mbjs":
                 files = {"model.mbjs.bin": await ckpt.mbjs_parts(self.model)}
             elif which == "state":
@@ -460,15 +474,28 @@ class PretrainSession:
                 out.append({"key": key, "name": name, "size": int(blob.size)})
         return out
 
+    def more_steps(self, n):
+        """Train a finished (or stopped) run `n` more steps: the same model, optimizer moments
+        and data order; the step counter and the loss curve go on from where they are."""
+        n = int(n)
+        if n < 1:
+            raise ValueError(f"train more steps: give a whole number of steps of at least 1, got {n}")
+        if self.status not in ("done", "stopped", "error"):
+            raise ValueError(f"the run is {self.status}: more steps are for a finished run "
+                             "(pause and resume a running one)")
+        if not self.train.get("schedule_steps"):
+            self.train["schedule_steps"] = self.train["steps"]
+        self.train["steps"] = self.step + n
+        self.start_background()
+
     # -- autosave (OPFS) -------------------------------------------------------------------
     async def enable_autosave(self):
         """Write the corpus ids once; later saves write the state. False (with a warning)
         when OPFS is unavailable: training goes on, downloads still work."""
-        import js
-        from pyodide.ffi import to_js
+        import zlib
         try:
-            await js.mwTrain.opfsRemove(OPFS_INFO)
-            await js.mwTrain.opfsWrite(OPFS_TOKENS, to_js(memoryview(self.ids.tobytes())))
+            ids = self.ids.tobytes()
+            await _autosave_store(self.device).begin(ids, zlib.crc32(ids))
             self.autosave_path = OPFS_STATE
             return True
         except Exception as e:
@@ -479,21 +506,26 @@ class PretrainSession:
             return False
 
     async def autosave(self):
-        import js
-        from pyodide.ffi import to_js
         if not self.autosave_path:
             return
+        if getattr(self.device, "lost", None):
+            return          # nothing on a lost GPU can be read: the last autosave stands
         self.save_requested = False
         self._saved_at = time.monotonic()
         async with self.lock:
-            size = await ckpt.parts_opfs(self.device, self.state_parts(), self.autosave_path)
             info = {"step": self.step, "steps": self.train["steps"], "preset": self.preset,
                     "params": param_count(self.cfg), "loss": self.last["loss"] if self.last else None,
-                    "saved_at": time.time(), "bytes": size, "tokenizer": self.tokenizer.kind,
-                    "corpus": self.corpus_info}
-            await js.mwTrain.opfsWrite(OPFS_INFO, to_js(memoryview(json.dumps(info).encode())))
+                    "saved_at": time.time(), "tokenizer": self.tokenizer.kind,
+                    "corpus": self.corpus_info, **self.saved_info_extra()}
+            # a new generation, verified (CRC-32) before the manifest names it
+            manifest = await _autosave_store(self.device).save(self.state_parts(), info, self.step)
+            size = manifest["state"]["bytes"]
         self.emit({"type": "saved", "step": self.step, "where": "browser storage (OPFS)",
                    "bytes": size})
+
+    def saved_info_extra(self):
+        """More fields for the autosave's info.json (a fine-tune names its kind and base)."""
+        return {"kind": "pretrain", "train": self.train}
 
     async def _safe_autosave(self):
         try:
@@ -547,6 +579,12 @@ class PretrainSession:
         except BaseException:
             self.release()
             raise
+        self._restore_progress(meta)
+        return self
+
+    def _restore_progress(self, meta):
+        """Step counters, curve, samples and timing from a state's metadata (the model and
+        the optimizer moments are already loaded); paused, or done when no step is left."""
         self.trainer.step_count = int(meta["step"])
         self.trainer.opt.t = int(meta["adam_t"])
         self.trainer.skipped = int(meta.get("skipped", 0))
@@ -558,7 +596,6 @@ class PretrainSession:
             self.last = {"type": "step", "step": self.history[-1][0], "loss": self.history[-1][1],
                          "steps": self.train["steps"]}
         self.status = "paused" if self.step < self.train["steps"] else "done"
-        return self
 
     def release(self):
         if self.trainer:
@@ -569,9 +606,18 @@ class PretrainSession:
         self.status = "empty"
 
 
+def _autosave_store(device):
+    """The checksummed OPFS autosave (py_engine/train/autosave.py) under OPFS_DIR."""
+    from py_engine.train.autosave import AutosaveStore, BrowserBackend
+    return AutosaveStore(BrowserBackend(device), OPFS_DIR)
+
+
 def _lr_at(step, t):
-    """The one schedule (py_engine/train/adamw.lr_at) with this session's settings."""
-    return lr_at(step, t["lr"], t["warmup"], t["steps"], t["min_lr_ratio"])
+    """The one schedule (py_engine/train/adamw.lr_at) with this session's settings. Steps added
+    to a finished run (more_steps) train at the schedule's final rate: the cosine keeps the
+    length it was started with (schedule_steps), so the rate never jumps back up."""
+    total = t.get("schedule_steps") or t["steps"]
+    return lr_at(step, t["lr"], t["warmup"], total, t["min_lr_ratio"])
 
 
 def _nullish(x):
@@ -657,6 +703,8 @@ async def start(device, args):
             js.mwTrain.emit(json.dumps(ev))
 
     texts, info = await read_corpus(args.get("corpus_key", "corpus"))
+    if args.get("corpus_label"):
+        info["label"] = str(args["corpus_label"])
     tokenizer = await make_tokenizer(args.get("tokenizer"), texts, emit)
     total = sum(len(t) for t in texts)
     last = [0.0]
@@ -706,6 +754,37 @@ def stop():
     return {"status": current.status}
 
 
+def more_steps(n):
+    _need().more_steps(n)
+    return {"status": current.status, "steps": current.train["steps"]}
+
+
+async def sniff_corpus(key="corpus"):
+    """Page, the moment files are chosen: the corpus policy of Start (data.corpus_from_files)
+    applied now, so a binary or non-UTF-8 choice is refused (ValueError) or its bad files
+    named, before any training. Returns {files, chars, skipped, skipped_count, notes, names,
+    summary} (summary: the one line saying what was skipped, or "")."""
+    _, info = await read_corpus(key)
+    return dict(info, summary=data_mod.skipped_summary(info))
+
+
+async def zip_download(device, files, folder):
+    """{name: parts} -> {"key", "name", "size"} of one store-only .zip left in the Worker's
+    store (the convert page's zip writer, web/js/worker.mjs cvZip): one download, not one per
+    file (Chrome asks before a page starts several)."""
+    import js
+    from pyodide.ffi import to_js
+    entries = []
+    for name, parts in files.items():
+        blob = await ckpt.parts_blob(device, parts, mime="application/json"
+                                     if name.endswith(".json") else "application/octet-stream")
+        entries.append(to_js([name, blob]))
+    blob = await js.mwTrain.zip(to_js(entries), folder)
+    key = f"download:{folder}.zip"
+    js.mwTrain.store.set(key, blob)
+    return {"key": key, "name": f"{folder}.zip", "size": int(blob.size)}
+
+
 def snapshot():
     if current is None or current.model is None:
         return None
@@ -733,32 +812,37 @@ async def saved_info():
         return {"error": "browser storage (OPFS) is unavailable: " + _js_message(e)}
 
 
-async def resume_saved(device, args=None):
-    """Rebuild the autosaved run from OPFS (state + corpus ids) and keep training."""
+async def resume_saved(device, args=None, session_cls=PretrainSession):
+    """Rebuild the autosaved run from OPFS (state + corpus ids) and keep training.
+    session_cls: the class whose `restore` rebuilds it (a fine-tune's, py_engine/app)."""
     global current
     import js
     if current is not None and current.status in ("running", "pausing", "stopping"):
         raise ValueError("a run is in progress: pause or stop it first")
-    sf = await js.mwTrain.opfsFile(OPFS_STATE)
-    tf = await js.mwTrain.opfsFile(OPFS_TOKENS)
+    found = await _autosave_store(device).load()    # verified; a damaged one is named
+    state_path, entry, tokens_path, warnings = found or (OPFS_STATE, None, OPFS_TOKENS, [])
+    sf = await js.mwTrain.opfsFile(state_path)
+    tf = await js.mwTrain.opfsFile(tokens_path)
     if _nullish(sf) or _nullish(tf):
         raise ValueError("no saved run in this browser's storage: start a new one")
-    state = await ckpt.StateFile.from_blob(sf, "the autosaved training state")
+    state = await ckpt.StateFile.from_blob(sf, f"the autosaved training state ({state_path})")
     ids = array("I")
     ids.frombytes((await tf.arrayBuffer()).to_bytes())
-    sess = await PretrainSession.restore(device, state, ids=ids,
+    sess = await session_cls.restore(device, state, ids=ids,
                                          train_overrides=(args or {}).get("train_overrides"))
     if current is not None:
         current.release()
     current = sess
     sess.autosave_path = OPFS_STATE
+    for w in warnings:
+        sess.warn(w)
     sess.emit(sess.summary())
     if (args or {}).get("start", True) and sess.status == "paused":
         sess.start_background()
     return sess.summary()
 
 
-async def load_state(device, args):
+async def load_state(device, args, session_cls=PretrainSession):
     """Resume from a downloaded training state the page put under "state", with the corpus
     under "corpus"."""
     global current
@@ -770,7 +854,7 @@ async def load_state(device, args):
         raise ValueError("no training-state file chosen")
     state = await ckpt.StateFile.from_blob(blob, str(getattr(blob, "name", "training state")))
     texts, _ = await read_corpus(args.get("corpus_key", "corpus"))
-    sess = await PretrainSession.restore(device, state, texts=texts,
+    sess = await session_cls.restore(device, state, texts=texts,
                                          train_overrides=args.get("train_overrides"))
     if current is not None:
         current.release()

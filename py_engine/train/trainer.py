@@ -6,13 +6,16 @@ is the mean cross-entropy over non-ignored targets. Gradient accumulation adds m
 gradients (each scaled by 1/accum) before one optimizer step.
 WSLA (the seeds' fast local adaptation): only the pieces each layer kind names as its
 selective projection train (Mamba-1: x_proj's B and C rows); nothing else gets gradient
-buffers or optimizer moments.
+buffers or optimizer moments. A kind may name rows of a piece instead (Mamba-2: rows
+[I, I + 2GN) of in_proj's x|B|C piece): that piece trains under a row mask
+(py_engine/train/wsla.py) that keeps its other rows exactly as they were.
 """
 import struct
 
 from py_engine.gpu.tensor import Tensor
 from py_engine.ops.elementwise import fill
 from py_engine.train.adamw import AdamW, decays, lr_at
+from py_engine.train.masked import MaskedTokens
 from py_engine.autograd.tape import Tape
 from py_engine.autograd.functional import Ctx, cross_entropy
 
@@ -29,14 +32,24 @@ def shift_targets(labels, Bsz, T):
 
 
 def _wsla_filter(cfg):
-    """name -> trains under WSLA, asked of each layer's kind (its `wsla_pieces`)."""
+    """name -> trains under WSLA, asked of each layer's kind (its `wsla_pieces`: piece names,
+    or (piece, row0, row1) for rows of a piece); `keep.rows(name)` is (row0, row1) or None."""
     from py_engine.io.hf_names import split_layer_name
     from py_engine.nn import registry
-    allowed = [set(registry.get(kind).wsla_pieces(cfg)) for kind in cfg.layers]
+    allowed = []
+    for kind in cfg.layers:
+        entries = registry.get(kind).wsla_pieces(cfg)
+        allowed.append({e[0]: tuple(e[1:]) for e in entries if isinstance(e, tuple)})
+        allowed[-1].update({e: None for e in entries if isinstance(e, str)})
 
     def keep(name):
         i, rel = split_layer_name(name)
         return rel is not None and rel in allowed[i]
+
+    def rows(name):
+        i, rel = split_layer_name(name)
+        return allowed[i].get(rel) if rel is not None else None
+    keep.rows = rows
     return keep
 
 
@@ -48,6 +61,7 @@ class Trainer:
         tensors train (gradients and AdamW moments for them alone), the base stays frozen."""
         self.model = model
         self.device = model.device
+        self.masking = MaskedTokens.of(model.cfg)   # None: next-token prediction
         self.base_lr, self.warmup, self.total_steps = lr, warmup, total_steps
         # Distinct tensors only: a tied LM head is the embedding tensor itself, so its two
         # gradient contributions land in one buffer.
@@ -65,12 +79,21 @@ class Trainer:
                 named[name] = t
         self.params = named
         self.grads = {n: Tensor(self.device, p.shape) for n, p in named.items()}
+        self.row_masks = []                # WSLA on rows of a piece (py_engine/train/wsla.py)
+        if wsla:
+            from py_engine.train.wsla import RowMask
+            self.row_masks = [RowMask(self.device, p, self.grads[n], *keep.rows(n))
+                              for n, p in named.items() if keep.rows(n)]
         self.frozen = [t for n, t in model.weights.items() if n not in named]
         self.opt = AdamW(self.device, named, lr=lr, betas=betas, eps=eps,
                          weight_decay=weight_decay, max_grad_norm=max_grad_norm,
                          decay_filter=decay_filter)
         self.step_count = 0
         self.skipped = 0
+        # test hook (issue 13): poison the next step -- "logits" (a NaN logit: loss and
+        # gradients non-finite), "loss" (a NaN loss, gradients finite) or "grad" (a NaN in
+        # one gradient after backward); cleared once used
+        self.poison = None
         self._zero_grads()
 
     def _zero_grads(self, batch=None):
@@ -85,13 +108,21 @@ class Trainer:
         """Record forward + backward of one micro-batch into `batch`; returns the loss tensor
         [2] = (mean loss, n_valid) (the caller reads it after submitting, then releases it)."""
         dev = self.device
+        if self.masking is not None:    # bidirectional: masked tokens (train/masked.py)
+            ids, targets = self.masking.apply(ids, Bsz, T, self.step_count)
+        else:
+            targets = shift_targets(labels, Bsz, T)
         ids_t = Tensor.from_list(dev, (Bsz * T,), list(ids), "u32")
-        tgt_t = Tensor.from_list(dev, (Bsz * T,), shift_targets(labels, Bsz, T), "i32")
+        tgt_t = Tensor.from_list(dev, (Bsz * T,), targets, "i32")
         tape = Tape(dev, {self.params[n]: g for n, g in self.grads.items()})
         tape.frozen = {id(t) for t in self.frozen}
         ctx = Ctx(batch, tape)
         logits = self.model.forward(ctx, ids_t, Bsz)
+        if self.poison == "logits":
+            _poison(batch, logits)
         loss = cross_entropy(ctx, logits, tgt_t)
+        if self.poison == "loss":
+            _poison(batch, loss)
         if scale != 1.0:  # gradient accumulation: the CE rule seeds with `scale`
             rule = tape.records[-1]
             tape.records[-1] = lambda b, t: rule(b, t, scale)
@@ -112,7 +143,14 @@ class Trainer:
         self._zero_grads(batch)
         n = len(micro_batches)
         losses = [self.accumulate(batch, ids, labels, Bsz, T, 1.0 / n) for ids, labels in micro_batches]
-        self.opt.step(batch, self.grads, lr=lr)
+        if self.poison == "grad":
+            _poison(batch, next(iter(self.grads.values())))
+        self.poison = None
+        for mask in self.row_masks:
+            mask.mask_grad(batch)
+        self.opt.step(batch, self.grads, lr=lr, losses=losses)
+        for mask in self.row_masks:
+            mask.restore(batch)
         batch.submit()
         total = 0.0
         for loss in losses:
@@ -120,9 +158,12 @@ class Trainer:
             total += mean / n
             loss.release()
         norm, _scale, finite = await self.opt.read_gate()
+        # The step index (and with it the LR schedule and the data order) moves on; a skipped
+        # step changed no parameter and no moment on the GPU, and its AdamW count is undone.
         self.step_count += 1
-        if not finite or total != total:
+        if not finite:
             self.skipped += 1
+            self.opt.unstep()
         return {"step": self.step_count, "loss": total, "grad_norm": norm, "lr": lr,
                 "skipped": not finite, "skipped_total": self.skipped}
 
@@ -131,12 +172,26 @@ class Trainer:
         batch = self.device.batch()
         self._zero_grads(batch)
         loss = self.accumulate(batch, ids, labels, Bsz, T)
+        for mask in self.row_masks:
+            mask.mask_grad(batch)
         batch.submit()
         mean, _ = struct.unpack("<2f", await loss.to_bytes())
         loss.release()
         return {n: await g.to_bytes() for n, g in self.grads.items()}, mean
 
+    def trained_numel(self):
+        """Numbers that train (a WSLA row mask counts its trained rows only)."""
+        masked = {id(m.param): m.trained_numel for m in self.row_masks}
+        return sum(masked.get(id(p), p.numel) for p in self.params.values())
+
     def release(self):
         self.opt.release()
         for g in self.grads.values():
             g.release()
+        for mask in self.row_masks:
+            mask.release()
+
+
+def _poison(batch, t):
+    """Record a NaN into element 0 of `t` (the non-finite test hook)."""
+    fill(batch, Tensor(t.device, (1,), buffer=t.buffer, offset=t.offset), float("nan"))
