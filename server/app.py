@@ -2,7 +2,7 @@
 
 Routes
   /                     generate page (web/index.html)
-  /pretrain, /convert   the other pages
+  /pretrain, /convert   the other pages (/train is /pretrain: the page the nav calls Train)
   /favicon.ico          web/favicon.ico (pages link web/favicon.svg)
   /static/...           web/ assets (JS, CSS)
   /pyodide/...          the pinned npm `pyodide` build from node_modules (never a CDN)
@@ -32,7 +32,7 @@ WEB = REPO / "web"
 PYODIDE = REPO / "node_modules" / "pyodide"
 DEFAULT_MODEL_DIRS = (REPO / "models",)
 PAGES = {"": "index.html", "index.html": "index.html", "pretrain": "pretrain.html",
-         "convert": "convert.html"}
+         "train": "pretrain.html", "convert": "convert.html"}   # /train: the page's nav name
 
 # Pages and the engine boot must never be served stale during development; the engine zip
 # itself is content-addressed and can be cached for good.

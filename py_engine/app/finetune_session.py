@@ -24,6 +24,7 @@ Pure stdlib (+ js in the browser): imported inside Pyodide.
 import json
 
 from py_engine.app import finetune as FT
+from py_engine.app import finetune_data as FD
 from py_engine.train import checkpoint as ckpt
 from py_engine.train import data as data_mod
 from py_engine.train import session as S
@@ -146,8 +147,11 @@ class FinetuneSession(PretrainSession):
         self.adapter = None
         self.eval_rows = []
         self.evals = []           # [[step, held-out loss]]
-        self.cut = 0              # tokens before the held-out tail
+        self.cut = 0              # tokens (records: rows) before the held-out tail
         self.eval_frac = 0.1
+        # the data (py_engine/app/finetune_data.py): {"kind": "text"} or the records' kind,
+        # counts and, for chat records, "chat_config" (the template and special tokens used)
+        self.data = {"kind": "text"}
 
     def _configure(self, spec):
         self.mode = _check_mode(spec.get("mode") or "lora")
@@ -174,9 +178,56 @@ class FinetuneSession(PretrainSession):
         return train_ids
 
     def _set_split_corpus(self, ids, corpus_info):
+        if self.data["kind"] != "text":
+            return self._set_split_rows(ids, corpus_info)
         self._set_corpus(self._split(ids), corpus_info)
         # autosave writes self.ids: every token, the held-out tail after `cut`
         self.ids = ids
+
+    def _set_split_rows(self, packed, corpus_info):
+        """Records: train on the first rows, hold out the last eval_frac of them (at least
+        one). `packed`: finetune_data.pack's stream, which the autosave keeps as is."""
+        all_rows = FD.unpack(packed, self.train["seq_len"])
+        top = max((max(r[0]) for r in all_rows), default=0)
+        if top >= self.cfg.vocab_size:
+            raise ValueError(f"the tokenizer gives ids up to {top}, the model's vocabulary "
+                             f"has {self.cfg.vocab_size}: use the model's own tokenizer.json")
+        n_eval = min(len(all_rows) - 1, max(1, int(len(all_rows) * self.eval_frac)))
+        train_rows = all_rows[:len(all_rows) - n_eval]
+        self.cut = len(train_rows)
+        self.eval_rows = _spread(all_rows[self.cut:], EVAL_ROWS)
+        self.ids = packed
+        self.batcher = FD.RowBatcher(train_rows, self.train["batch"], self.train["seed"])
+        self.digest = data_mod.ids_digest(packed)
+        self.data = dict(self.data, train_records=len(train_rows), heldout_records=n_eval)
+        self.corpus_info = dict(corpus_info or {}, windows=len(train_rows),
+                                tokens=sum(len(r[0]) for r in all_rows),
+                                data={k: v for k, v in self.data.items() if k != "chat_config"})
+
+    def _encode(self, texts, names=(), progress=None, chat=None, parsed=None):
+        """The corpus as the run keeps it: a token stream (plain text) or packed rows
+        (records); sets self.data. chat: the chat settings chat records need."""
+        kind, records = parsed or FD.parse(texts, names)
+        if kind == "text":
+            self.data = {"kind": "text", **FD.describe("text")}
+            return data_mod.encode_corpus(texts, self.tokenizer, progress)
+        if FD.needs_template(kind) and chat is None:
+            chat = FD.chat_config(None, self.base.get("name") or "this model")
+        row_list = FD.rows(kind, records, self.tokenizer, self.train["seq_len"], chat)
+        self.data = dict(FD.describe(kind, records, row_list), chat_config=chat)
+        return FD.pack(row_list)
+
+    def _next_micro(self):
+        if self.data["kind"] == "text":
+            return super()._next_micro()
+        return self.batcher.next_pair()
+
+    def _prompt_ids(self, prompt=None):
+        """Records: a sample continues the first held-out record's prompt (what the
+        fine-tune should answer), unless the person gave a sample prompt."""
+        if self.data["kind"] == "text" or prompt or self.train.get("sample_prompt"):
+            return super()._prompt_ids(prompt)
+        return FD.prompt_of(self.eval_rows[0])
 
     @classmethod
     async def create(cls, device, base, texts, corpus_info, spec, progress=None):
@@ -190,7 +241,11 @@ class FinetuneSession(PretrainSession):
         problems = S.fit_problems(device.limits, self.cfg, self.train)
         if problems:
             raise ValueError("this model does not fit this GPU: " + "; ".join(problems))
-        ids = data_mod.encode_corpus(texts, self.tokenizer, progress)
+        parsed = FD.parse(texts, (corpus_info or {}).get("names") or ())
+        chat = None
+        if FD.needs_template(parsed[0]):     # chat records: the base's template renders them
+            chat = FD.chat_config(await FT.read_tokenizer_config(source), self.base["name"])
+        ids = self._encode(texts, progress=progress, chat=chat, parsed=parsed)
         self._set_split_corpus(ids, corpus_info)
         for line in [data_mod.skipped_summary(corpus_info or {})] + list(
                 (corpus_info or {}).get("notes", [])):
@@ -224,6 +279,7 @@ class FinetuneSession(PretrainSession):
         out = super().summary()
         out.update(kind="finetune", mode=self.mode, lora=self.lora, base=self.base,
                    evals=self.evals, eval_frac=self.eval_frac,
+                   data={k: v for k, v in self.data.items() if k != "chat_config"},
                    estimate=estimate(self.cfg, self.train, self.lora))
         return out
 
@@ -254,7 +310,8 @@ class FinetuneSession(PretrainSession):
     def state_meta(self):
         meta = super().state_meta()
         meta["finetune"] = {"mode": self.mode, "lora": self.lora, "base": self.base,
-                            "cut": self.cut, "eval_frac": self.eval_frac, "evals": self.evals}
+                            "cut": self.cut, "eval_frac": self.eval_frac, "evals": self.evals,
+                            "data": self.data}
         return meta
 
     def state_parts(self):
@@ -310,6 +367,7 @@ class FinetuneSession(PretrainSession):
         self.mode, self.lora, self.base = ft["mode"], ft["lora"], ft["base"]
         self.eval_frac = float(ft.get("eval_frac", 0.1))
         self.evals = [list(p) for p in ft.get("evals", [])]
+        self.data = ft.get("data") or {"kind": "text"}
         self.train = train_config(dict(meta["train"], **(train_overrides or {})))
         self.cfg = MambaConfig.from_hf_dict(meta["config"], "training state config")
         self.preset = meta.get("preset")
@@ -318,7 +376,7 @@ class FinetuneSession(PretrainSession):
             if not texts:
                 raise ValueError("resuming needs the corpus this state was trained on: drop the "
                                  "same files and resume again")
-            ids = data_mod.encode_corpus(texts, self.tokenizer, progress)
+            ids = self._encode(texts, progress=progress, chat=self.data.get("chat_config"))
         self._set_split_corpus(ids, meta.get("data", {}).get("corpus"))
         if self.digest == meta["data"]["digest"]:
             self.batcher.restore(meta["data"]["position"])
@@ -421,3 +479,16 @@ async def resume_saved(device, args=None):
 
 async def load_state(device, args):
     return await S.load_state(device, args, session_cls=FinetuneSession)
+
+
+async def sniff_data(args):
+    """Page, when data is chosen for a fine-tune (or the base changes): which kind it is and
+    how many records (finetune_data.describe), before any training; chat records for a base
+    without a chat template are refused in one sentence. args: {"base"?, "corpus_key"?}."""
+    texts, info = await S.read_corpus(args.get("corpus_key", "corpus"))
+    kind, records = FD.parse(texts, info.get("names") or ())
+    base = args.get("base")
+    if FD.needs_template(kind) and base:
+        FD.chat_config(await FT.read_tokenizer_config(_source(base)),
+                       base.get("name") or "this model")
+    return FD.describe(kind, records)

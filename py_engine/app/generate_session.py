@@ -66,6 +66,7 @@ async def _load(source, name, files, weights_format="f32", origin=None):
     def progress(p):
         emit("load_progress", **p)
 
+    await refuse_bidirectional(source, name)
     report = {}
     cfg, weights = await load_from_source(runtime.device, source, progress, weights_format,
                                           report)
@@ -84,6 +85,26 @@ async def _load(source, name, files, weights_format="f32", origin=None):
             "load_s": round(time.perf_counter() - t0, 3),
             "card": describe(name, cfg, params, tok, report, origin or {"name": name},
                              weights_format, MAX_TOKENS)}
+
+
+async def refuse_bidirectional(source, name):
+    """A bidirectional model cannot generate (each output reads the tokens after it): say so
+    in one sentence before any weight is read. A config.json that does not parse is left to
+    the loader, whose message names the problem."""
+    import json
+    from py_engine.models.config import MambaConfig
+    from py_engine.nn.bidirectional import is_bidirectional
+    try:
+        cfg = MambaConfig.from_hf_dict(json.loads((await source.read("config.json")).decode()),
+                                       source.where("config.json"))
+    except Exception:
+        return
+    if is_bidirectional(cfg):
+        merge = (cfg.bidirectional or {}).get("merge", "mean")
+        raise ValueError(f"{name} is a bidirectional model ({merge} merge): every output reads "
+                         "the tokens after it, so it cannot generate text one token at a "
+                         "time; open a left-to-right model here, and use this one for "
+                         "masked-token prediction or classification")
 
 
 def tokenizer_name(tok):

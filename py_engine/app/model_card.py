@@ -27,6 +27,16 @@ def schedule_text(layers):
     return text
 
 
+def virtual_text(cfg):
+    """', run as 8 logical layers (0,1,0,1,…)' for a virtual schedule (config.json
+    mambaweb_virtual_layers: shared weights, one state per logical layer), else ''."""
+    v = list(cfg.virtual_layers or [])
+    if not v:
+        return ""
+    shown = ",".join(map(str, v[:16])) + (",…" if len(v) > 16 else "")
+    return f", run as {len(v)} logical layers ({shown})"
+
+
 def params_text(n):
     if n >= 1e9:
         return f"{n / 1e9:.2f}B"
@@ -84,14 +94,15 @@ def describe(name, cfg, params, tok, report, origin, weights_format="f32", max_t
     return {
         "name": name,
         "family": family,
-        "schedule": (f"{cfg.num_hidden_layers} layers: {schedule_text(cfg.layers)}; "
-                     f"d_model {cfg.hidden_size}"),
+        "schedule": (f"{cfg.num_hidden_layers} layers: {schedule_text(cfg.layers)}"
+                     f"{virtual_text(cfg)}; d_model {cfg.hidden_size}"),
         "parameters": f"{params_text(params)} ({params:,})",
         "weights": weight_text(report, weights_format),
         "tokenizer": tok_text,
         "context": context_text(cfg, max_tokens),
         "source": source_text(origin),
         "facts": {"model_type": cfg.model_type, "layers": list(cfg.layers), "params": params,
+                  "virtual_layers": list(cfg.virtual_layers or []),
                   "d_model": cfg.hidden_size, "vocab_size": cfg.vocab_size,
                   "weight_files": list(report.get("weight_files") or []),
                   "file_dtypes": list(report.get("file_dtypes") or []),

@@ -114,20 +114,54 @@ def model_config(spec, vocab_size):
         if k in spec:
             over[k] = bool(spec[k])
     try:
+        if virtual:     # checked against the physical depth first, in the page's words
+            plain = preset_config(size, family=family, pattern=pattern, **over)
+            virtual = ",".join(map(str, virtual_schedule(virtual, plain.num_hidden_layers)))
         return preset_config(size, family=family, pattern=pattern, virtual=virtual, bidi=bidi,
                              **over)
+    except VirtualScheduleError:
+        raise
     except (TypeError, ValueError) as e:
         raise ValueError(f"model config: {e}") from None
 
 
+class VirtualScheduleError(ValueError):
+    """The virtual-layers field cannot describe a schedule over this model's layers."""
+
+
+def virtual_schedule(text, n_physical):
+    """The page's virtual-layers field ("L", "L:cyclic", "L:stretched" or "0,1,1,0") ->
+    [physical layer index per logical layer] over n_physical layers; one sentence when it
+    cannot be one (py_engine/models/schedule.resolve, and the checks config.json gets)."""
+    from py_engine.models.schedule import resolve
+    try:
+        order = resolve(text, n_physical)
+    except ValueError as e:
+        raise VirtualScheduleError(str(e)) from None
+    bad = [p for p in order if not 0 <= p < n_physical]
+    if bad:
+        raise VirtualScheduleError(
+            f"virtual schedule {text!r}: {bad[0]} is not a physical layer; the model has "
+            f"{n_physical} (0..{n_physical - 1}): use those indices or raise the layer count")
+    unused = sorted(set(range(n_physical)) - set(order))
+    if unused:
+        raise VirtualScheduleError(
+            f"virtual schedule {text!r} never uses physical layer(s) "
+            f"{', '.join(map(str, unused))}: use each at least once, or lower the layer count")
+    return order
+
+
 def memory_estimate(cfg, t):
-    """Rough GPU bytes: weights + grads + 2 AdamW moments + activations of one micro-batch."""
+    """Rough GPU bytes: weights + grads + 2 AdamW moments + activations of one micro-batch.
+    Weights count once per physical layer; activations once per logical layer (a virtual
+    schedule runs a shared layer several times and keeps each run's activations)."""
+    from py_engine.models.schedule import logical_kinds
     from py_engine.nn import registry
     P = param_count(cfg)
     rows = t["batch"] * t["seq_len"]
     D, V = cfg.hidden_size, cfg.vocab_size
     act = sum(registry.get(kind).train_floats(cfg, t["batch"], t["seq_len"]) + rows * 3 * D
-              for kind in cfg.layers) + rows * (2 * V + 4 * D)
+              for kind in logical_kinds(cfg)) + rows * (2 * V + 4 * D)
     return 4 * (4 * P + act)
 
 
@@ -163,12 +197,17 @@ def describe(spec, limits=None):
              "vocab_size": cfg.vocab_size, "model_type": cfg.model_type,
              "num_heads": cfg.num_heads, "head_dim": cfg.head_dim,
              "pattern": "".join({"mamba1": "m", "mamba2": "M", "mamba3": "3", "attention": "*",
-                                 "mlp": "-"}[k] for k in cfg.layers)}
+                                 "mlp": "-"}.get(k.replace("bidi_", ""), "?") for k in cfg.layers),
+             # schedule options: logical depth over the physical layers, bidirectional merge
+             "logical_layers": len(cfg.virtual_layers) or cfg.num_hidden_layers,
+             "virtual_layers": list(cfg.virtual_layers),
+             "bidi": (cfg.bidirectional or {}).get("merge")}
+    model = spec.get("model") or {}
     return {"ok": not problems, "params": param_count(cfg), "config": cfg.to_hf_dict(),
             "shape": shape,
             "memory_bytes": memory_estimate(cfg, t), "problems": problems,
             "presets": {k: param_count(preset_config(
-                k, family=(spec.get("model") or {}).get("family") or "mamba1",
+                k, family=model.get("family") or "mamba1", bidi=model.get("bidi") or None,
                 vocab_size=spec.get("vocab_size") or v["vocab_size"])) for k, v in PRESETS.items()}}
 
 
@@ -282,15 +321,25 @@ class PretrainSession:
         return self.trainer.step_count if self.trainer else 0
 
     # -- training ------------------------------------------------------------------------
+    def _next_micro(self):
+        """One micro-batch (ids, labels), flat [batch*seq_len]: windows of the token stream
+        are their own labels (the trainer shifts them). A fine-tune on records overrides it."""
+        ids = self.batcher.next_batch()
+        return ids, ids
+
+    @property
+    def can_sample(self):
+        """A bidirectional model reads the tokens after each position: it cannot generate,
+        so its run has no samples (py_engine/nn/bidirectional.py)."""
+        from py_engine.nn.bidirectional import is_bidirectional
+        return not is_bidirectional(self.cfg)
+
     async def train_one(self):
         """One optimizer step; returns (and emits) its record."""
         t = self.train
         async with self.lock:
             t0 = time.perf_counter()
-            micro = []
-            for _ in range(t["accum"]):
-                ids = self.batcher.next_batch()
-                micro.append((ids, ids))
+            micro = [self._next_micro() for _ in range(t["accum"])]
             lr = _lr_at(self.trainer.step_count, t)
             rec = await self.trainer.train_step(micro, t["batch"], t["seq_len"], lr=lr)
             dt = time.perf_counter() - t0
@@ -325,7 +374,7 @@ class PretrainSession:
             while self.status == "running" and self.step < t["steps"]:
                 rec = await self.train_one()
                 s = rec["step"]
-                if t["sample_every"] and s % t["sample_every"] == 0:
+                if t["sample_every"] and s % t["sample_every"] == 0 and self.can_sample:
                     await self.sample()
                 if self.autosave_path and self._autosave_due(s):
                     await self.autosave()
@@ -414,6 +463,8 @@ class PretrainSession:
         return ev
 
     async def _safe_sample(self):
+        if not self.can_sample:
+            return
         try:
             await self.sample()
         except Exception as e:

@@ -5,7 +5,7 @@
 // reports ({event: "train"}). Run states: Ready (no run) / Training / Paused / Finished; a
 // finished (or stopped) run trains N more steps; Resume is offered only for a paused run.
 import { bootShell } from "/static/js/shell.js";
-import { deviceLostSentence } from "/static/js/errors.js";
+import { deviceLostSentence, sentence } from "/static/js/errors.js";
 
 const $ = (id) => document.getElementById(id);
 const SAMPLE_URL = "/static/samples/python-stdlib.txt";
@@ -113,6 +113,41 @@ async function setCorpus(files, label) {
   const notes = [info.summary, ...(info.notes || [])].filter(Boolean);
   if (notes.length) message(`Corpus: ${notes.join("; ")}.`, "info");
   refreshControls();
+  await sniffData();
+}
+
+// ---- fine-tune data: plain text or JSONL records (py_engine/app/finetune_data.py) ---------
+// What a fine-tune will train on, said as soon as the data (or the base model) is chosen:
+// the kind detected, how many records, and which tokens the loss covers.
+function dataText(d) {
+  if (d.kind === "text") return `Fine-tune data: plain text; the loss covers ${d.loss_on}.`;
+  const what = d.kind === "mixed"
+    ? `${fmtInt(d.records)} records (${fmtInt(d.prompt_completion)} prompt/completion, ${fmtInt(d.chat)} chat)`
+    : `${fmtInt(d.records)} ${d.kind === "chat" ? "conversations" : "records"}`;
+  const held = d.heldout_records ? `, ${fmtInt(d.heldout_records)} held out` : "";
+  return `Fine-tune data: ${d.label}, ${what}${held}; the loss covers ${d.loss_on}.`;
+}
+
+function showData(d, error) {
+  const el = $("ft-data");
+  el.hidden = !d && !error;
+  el.className = error ? "error-text" : "muted";
+  el.textContent = error ? sentence(`That data cannot be used for this fine-tune: ${error}`) : d ? dataText(d) : "";
+  if (error) document.body.dataset.ftData = "refused";
+  else if (d) document.body.dataset.ftData = `${d.kind}:${d.records}`;
+  else delete document.body.dataset.ftData;
+}
+
+let sniffSeq = 0;
+async function sniffData() {
+  const seq = ++sniffSeq;
+  if (what() !== "finetune" || !corpusFiles.length || !engine) { showData(null); return; }
+  try {
+    const d = await py("result = await F.sniff_data(args)", { base: ftBase() });
+    if (seq === sniffSeq) showData(d);
+  } catch (err) {
+    if (seq === sniffSeq) showData(null, plainError(err));
+  }
 }
 
 function takeDrop(dt) {
@@ -192,6 +227,9 @@ function modelSpec() {
   const spec = { size: $("size").value, family: $("family").value };
   $("pattern-label").style.display = spec.family === "hybrid" ? "" : "none";
   if (spec.family === "hybrid" && $("pattern").value.trim()) spec.pattern = $("pattern").value.trim();
+  // schedule options (py_engine/models/schedule.py): the session validates them in one sentence
+  if ($("virtual").value.trim()) spec.virtual = $("virtual").value.trim();
+  if ($("bidi").value) spec.bidi = $("bidi").value;
   for (const k of CFG_KEYS) {
     const v = $(`cfg-${k}`).value;
     if (v !== "") spec[k] = Number(v);
@@ -223,6 +261,7 @@ function showWhat() {
   // a fine-tune trains gently: its own default learning rate unless the person typed one
   if ($("lr").dataset.auto !== "0") $("lr").value = ft ? (ftMode() === "full" ? "1e-4" : "1e-3") : "2e-3";
   scheduleDescribe();
+  sniffData();
 }
 
 function ftBase() {
@@ -276,6 +315,7 @@ async function chooseBaseFolder(fileList) {
   sel.value = "@folder";
   clearMessage();
   scheduleDescribe();
+  sniffData();
 }
 
 async function describeFinetune() {
@@ -311,7 +351,8 @@ async function describe() {
                        { model: modelSpec(), train: trainSpec(), vocab_size: vocabForDescribe() });
     if (!r.ok && r.error) {
       $("model-summary").textContent = "";
-      $("fit-problems").textContent = r.error;
+      $("fit-problems").textContent = sentence(r.error);
+      delete document.body.dataset.params;
       return;
     }
     for (const opt of $("size").options) {
@@ -323,9 +364,14 @@ async function describe() {
     const arch = c.model_type === "mamba2" ? `Mamba-2 · ${c.num_heads} heads × ${c.head_dim} · `
       : c.model_type === "mamba3" ? `Mamba-3 · ${c.num_heads} heads × ${c.head_dim} · `
       : c.model_type === "nemotron_h" ? `hybrid ${c.pattern} · ` : "";
+    const layers = c.virtual_layers.length
+      ? `${c.logical_layers} logical layers over ${c.num_hidden_layers} physical (${c.virtual_layers.join(",")})`
+      : `${c.num_hidden_layers} layers`;
+    const bidi = c.bidi ? ` · bidirectional (${c.bidi} merge): trains on masked tokens, no samples` : "";
     $("model-summary").textContent = `${arch}${fmtInt(r.params)} parameters · d_model ${c.hidden_size} · ` +
-      `${c.num_hidden_layers} layers · state ${c.state_size} · vocab ${fmtInt(c.vocab_size)} · ` +
+      `${layers} · state ${c.state_size} · vocab ${fmtInt(c.vocab_size)}${bidi} · ` +
       `≈${fmtBytes(r.memory_bytes)} of GPU memory to train`;
+    document.body.dataset.memory = r.memory_bytes;
     $("fit-problems").textContent = r.problems.length
       ? `Too large for this GPU: ${r.problems.join("; ")}.` : "";
     document.body.dataset.params = r.params;
@@ -456,6 +502,8 @@ function showRunSettings(s) {
     const c = s.config || {};
     const family = { mamba: "mamba1", falcon_mamba: "mamba1", mamba2: "mamba2", mamba3: "mamba3", nemotron_h: "hybrid" }[c.model_type];
     if (family) $("family").value = family;
+    $("virtual").value = (c.mambaweb_virtual_layers || []).join(",");
+    $("bidi").value = (c.mambaweb_bidirectional && c.mambaweb_bidirectional.merge) || "";
     if (s.preset && [...$("size").options].some((o) => o.value === s.preset)) $("size").value = s.preset;
     const cfgKey = { hidden_size: c.hidden_size, num_hidden_layers: c.num_hidden_layers, state_size: c.state_size,
                      expand: c.expand, conv_kernel: c.conv_kernel };
@@ -472,6 +520,7 @@ function showRunSettings(s) {
   corpusLabel = c.label || corpusLabel;
   $("corpus-summary").textContent = `${name}: ${fmtInt(c.tokens || 0)} tokens (this run's corpus)` +
     (corpusFiles.length ? "" : "; to start a new run, choose a corpus again");
+  if (ft && s.data) { sniffSeq++; showData(s.data); }   // the run's own data (a pending sniff is dropped)
   document.body.dataset.corpusName = name;
   document.body.dataset.runShown = s.step;     // the form now shows this run (tests wait on it)
 }
@@ -808,12 +857,13 @@ function wire() {
   $("use-sample").onclick = useSample;
   $("tok-file").onchange = (e) => chooseTokenizerFile(e.target.files[0]);
   for (const r of document.querySelectorAll("input[name=tok]")) r.onchange = scheduleDescribe;
-  for (const id of ["bpe-vocab", "family", "pattern", "size", "batch", "seq_len", "steps", ...CFG_KEYS.map((k) => `cfg-${k}`)]) {
+  for (const id of ["bpe-vocab", "family", "pattern", "size", "virtual", "bidi", "batch", "seq_len", "steps", ...CFG_KEYS.map((k) => `cfg-${k}`)]) {
     $(id).addEventListener("input", scheduleDescribe);
     $(id).addEventListener("change", scheduleDescribe);
   }
   for (const r of document.querySelectorAll("input[name=what], input[name=ft-mode]")) r.onchange = showWhat;
   for (const id of ["ft-model", "lora-r", "lora-alpha", "lora-rs", "eval-frac"]) $(id).addEventListener("change", scheduleDescribe);
+  $("ft-model").addEventListener("change", sniffData);
   $("lr").addEventListener("input", () => { $("lr").dataset.auto = "0"; });
   $("ft-pick-folder").onclick = () => $("ft-folder").click();
   $("ft-folder").onchange = (e) => chooseBaseFolder(e.target.files).catch((err) => message(plainError(err)));
