@@ -19,6 +19,10 @@
 //   attention_backward_dkv  grid (ceil(T / WG), KVH, Bsz): one thread per key row (b, g, s);
 //       for each query head of the group in order, walks queries s .. T-1 in tiles of BT staged
 //       in workgroup memory (Q | dO | lse | D), accumulating dk and dv in registers.
+// Windows (the loop-pass budget, py_engine/ops/loop_budget.py: lavapipe cuts an invocation's
+// loops short after 65535 passes, silently): a long sequence runs each kernel once per window
+// [w0, w1) of the axis its threads walk, in order -- dq over key slots, dk/dv over query rows;
+// a row's first window writes its gradient, later ones add to it (one window: w0 = 0, w1 = all).
 // Every gradient element is owned by one thread and summed in a fixed order (heads ascending,
 // then tokens ascending): deterministic, no atomics. Workgroup memory WS = 2 BT (Dh + 1) floats,
 // BT sized by the host from maxComputeWorkgroupStorageSize; barriers only between tiles.
@@ -36,6 +40,7 @@ struct Params {
   v_off: u32, v_str: u32, o_off: u32, o_str: u32,
   do_off: u32, do_str: u32, dq_off: u32, dq_str: u32,
   dk_off: u32, dk_str: u32, dv_off: u32, dv_str: u32,
+  w0: u32, w1: u32, _p0: u32, _p1: u32,   // this dispatch's window: keys (dq) or queries (dk/dv)
 };
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -62,13 +67,15 @@ fn attention_backward_dq(@builtin(workgroup_id) wid: vec3<u32>,
   let t = wid.x * WG + lid;
   let live = t < p.T;
   let r = b * p.T + t;
-  let kv_end = min(wid.x * WG + WG, p.T);   // uniform per workgroup
+  let kv_end = min(min(wid.x * WG + WG, p.T), p.w1);   // uniform per workgroup
+  if (p.w0 >= kv_end) { return; }   // uniform: every row of the workgroup was finished earlier
+  let mine = live && t >= p.w0;      // this row has keys in the window
   var qr: array<f32, MAXD>;
   var dor: array<f32, MAXD>;
   var acc: array<f32, MAXD>;
   var L = 0.0;
   var Dt = 0.0;
-  if (live) {
+  if (mine) {
     for (var d = 0u; d < Dh; d++) {
       qr[d] = q[p.q_off + r * p.q_str + h * Dh + d] * p.scale;
       let x = dout[p.do_off + r * p.do_str + h * Dh + d];
@@ -77,10 +84,10 @@ fn attention_backward_dq(@builtin(workgroup_id) wid: vec3<u32>,
       acc[d] = 0.0;
     }
     L = lse[(b * p.H + h) * p.T + t];
-    delta[(b * p.H + h) * p.T + t] = Dt;
+    if (p.w0 == 0u) { delta[(b * p.H + h) * p.T + t] = Dt; }
   }
   let voff = p.BT * Dh;
-  for (var s0 = 0u; s0 < kv_end; s0 += p.BT) {
+  for (var s0 = p.w0; s0 < kv_end; s0 += p.BT) {
     let n = min(p.BT, kv_end - s0);
     for (var e = lid; e < n * Dh; e += WG) {
       let rs = b * p.T + s0 + e / Dh;
@@ -89,7 +96,7 @@ fn attention_backward_dq(@builtin(workgroup_id) wid: vec3<u32>,
       sh[voff + e] = v[p.v_off + rs * p.v_str + g * Dh + d];
     }
     workgroupBarrier();
-    if (live) {
+    if (mine) {
       let jn = min(n, max(t + 1u, s0) - s0);   // causal: keys up to t
       for (var j = 0u; j < jn; j++) {
         var sc = 0.0;
@@ -104,8 +111,13 @@ fn attention_backward_dq(@builtin(workgroup_id) wid: vec3<u32>,
     }
     workgroupBarrier();
   }
-  if (live) {
-    for (var d = 0u; d < Dh; d++) { dq[p.dq_off + r * p.dq_str + h * Dh + d] = acc[d] * p.scale; }
+  if (mine) {
+    for (var d = 0u; d < Dh; d++) {
+      let i = p.dq_off + r * p.dq_str + h * Dh + d;
+      var x = acc[d] * p.scale;
+      if (p.w0 > 0u) { x += dq[i]; }   // a later key window adds
+      dq[i] = x;
+    }
   }
 }
 
@@ -119,12 +131,17 @@ fn attention_backward_dkv(@builtin(workgroup_id) wid: vec3<u32>,
   let s = wid.x * WG + lid;
   let live = s < p.T;
   let rs = b * p.T + s;
-  let t_first = wid.x * WG;   // queries before the workgroup's first key see none of its keys
+  // queries before the workgroup's first key see none of its keys; this window's: [w0, w1)
+  let t_first = max(wid.x * WG, p.w0);
+  let t_end = min(p.T, p.w1);
+  if (t_first >= t_end) { return; }   // uniform per workgroup
+  let mine = live && s < t_end;       // key rows past the window have no queries in it
+  let first = s >= p.w0;              // the window holding query s: the row's first
   var kr: array<f32, MAXD>;
   var vr: array<f32, MAXD>;
   var dka: array<f32, MAXD>;
   var dva: array<f32, MAXD>;
-  if (live) {
+  if (mine) {
     for (var d = 0u; d < Dh; d++) {
       kr[d] = k[p.k_off + rs * p.k_str + g * Dh + d] * p.scale;
       vr[d] = v[p.v_off + rs * p.v_str + g * Dh + d];
@@ -136,8 +153,8 @@ fn attention_backward_dkv(@builtin(workgroup_id) wid: vec3<u32>,
   let loff = 2u * p.BT * Dh;   // lse tile, then D tile at loff + BT
   for (var hi = 0u; hi < G; hi++) {
     let h = g * G + hi;
-    for (var t0 = t_first; t0 < p.T; t0 += p.BT) {
-      let n = min(p.BT, p.T - t0);
+    for (var t0 = t_first; t0 < t_end; t0 += p.BT) {
+      let n = min(p.BT, t_end - t0);
       for (var e = lid; e < n * Dh; e += WG) {
         let rt = b * p.T + t0 + e / Dh;
         let d = e % Dh;
@@ -149,7 +166,7 @@ fn attention_backward_dkv(@builtin(workgroup_id) wid: vec3<u32>,
         sh[loff + p.BT + i] = delta[(b * p.H + h) * p.T + t0 + i];
       }
       workgroupBarrier();
-      if (live) {
+      if (mine) {
         // causal: queries t >= s, i.e. rows i >= s - t0 of this tile
         var i0 = 0u;
         if (s > t0) { i0 = s - t0; }
@@ -171,15 +188,20 @@ fn attention_backward_dkv(@builtin(workgroup_id) wid: vec3<u32>,
       workgroupBarrier();
     }
   }
-  if (live) {
+  if (mine) {
     for (var d = 0u; d < Dh; d++) {
-      dk[p.dk_off + rs * p.dk_str + g * Dh + d] = dka[d] * p.scale;
+      let ik = p.dk_off + rs * p.dk_str + g * Dh + d;
+      let iv = p.dv_off + rs * p.dv_str + g * Dh + d;
+      var xk = dka[d] * p.scale;
+      var xv = dva[d];
       // WebGPU refuses two writable bindings of one buffer (a fused [dq | dk | dv] gradient)
-      if ((p.flags & SHARED) != 0u) {
-        dk[p.dv_off + rs * p.dv_str + g * Dh + d] = dva[d];
-      } else {
-        dv[p.dv_off + rs * p.dv_str + g * Dh + d] = dva[d];
+      let one_buf = (p.flags & SHARED) != 0u;
+      if (!first) {   // a later query window adds
+        xk += dk[ik];
+        if (one_buf) { xv += dk[iv]; } else { xv += dv[iv]; }
       }
+      dk[ik] = xk;
+      if (one_buf) { dk[iv] = xv; } else { dv[iv] = xv; }
     }
   }
 }

@@ -25,9 +25,17 @@
 // cache_k/cache_v may be one buffer (SHARED: both written through the cache_k binding, at
 // element offsets ck_off / cv_off).
 // Work: T (start + T/2) Dh * 4 flops per head; memory O(T Dh) per head.
+// Key windows (the loop-pass budget, py_engine/ops/loop_budget.py: lavapipe cuts an invocation's
+// loops short after 65535 passes, silently, which a row walking ~450 keys at Dh 64 reached):
+// a long prefill runs attention_forward once per window of key slots [w0, w1), in order. Each
+// row keeps its running (m, l, o) between windows: o unnormalised in `o` itself, m and l in
+// `ml` [2, Bsz, H, T]. NOT_FIRST: start from them (else from nothing); NOT_LAST: store them
+// (else finish: o / l and lse). One window (w0 = 0, w1 = all, flags clear) is the plain kernel.
 
 const SAVE = 1u;
 const SHARED = 2u;          // cache_k and cache_v are one buffer: both written via cache_k
+const NOT_FIRST = 4u;       // a later key window: resume from o / ml
+const NOT_LAST = 8u;        // not the last key window: leave o unnormalised, m and l in ml
 const WG = 64u;
 const MAXD = 256u;             // largest head_dim (registers per thread: q and o rows)
 const NEG_BIG = -3.0e38;      // "minus infinity" for the running max (WGSL assumes no infs)
@@ -42,6 +50,7 @@ struct Params {
   k_hstr: u32, k_sstr: u32, v_off: u32, v_bstr: u32,  // v address
   v_hstr: u32, v_sstr: u32, kin_off: u32, kin_str: u32, // cache write: k/v input views
   vin_off: u32, vin_str: u32, ck_off: u32, cv_off: u32, // cache write: cache offsets
+  w0: u32, w1: u32, _p0: u32, _p1: u32,                 // this dispatch's key window [w0, w1)
 };
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -52,6 +61,7 @@ struct Params {
 @group(0) @binding(5) var<storage, read_write> lse: array<f32>;  // [Bsz, H, T] (SAVE)
 @group(0) @binding(6) var<storage, read_write> cache_k: array<f32>;  // [Bsz, KVH, Tmax, Dh]
 @group(0) @binding(7) var<storage, read_write> cache_v: array<f32>;  // [Bsz, KVH, Tmax, Dh]
+@group(0) @binding(8) var<storage, read_write> ml: array<f32>;       // [2, Bsz, H, T] (windows)
 
 var<workgroup> kv: array<f32, WS>;   // K tile [BK, Dh] | V tile [BK, Dh]
 
@@ -65,23 +75,33 @@ fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>,
   let t = wid.x * WG + lid;
   let live = t < p.T;
   let r = b * p.T + t;
-  // keys this workgroup needs: slots 0 .. start + (its last query), uniform per workgroup
-  let kv_end = p.start + min(wid.x * WG + WG, p.T);
+  // keys this workgroup needs in this window: slots w0 .. start + (its last query), uniform
+  let kv_end = min(p.start + min(wid.x * WG + WG, p.T), p.w1);
+  let last = (p.flags & NOT_LAST) == 0u;
+  if (p.w0 >= kv_end && !last) { return; }   // uniform: nothing for this workgroup here
   let my_end = p.start + t + 1u;   // this query's keys: slots < my_end
+  let touch = live && (my_end > p.w0 || last);   // keys in this window, or it finishes here
+  let si = (b * p.H + h) * p.T + t;              // (m, l) slot in ml
+  let BHT = p.nb * p.H * p.T;
   var qr: array<f32, MAXD>;
   var acc: array<f32, MAXD>;
-  if (live) {
-    for (var d = 0u; d < Dh; d++) {
-      qr[d] = q[p.q_off + r * p.q_str + h * Dh + d] * p.scale;
-      acc[d] = 0.0;
-    }
-  }
   var m = NEG_BIG;
   var l = 0.0;
+  if (touch) {
+    let resume = (p.flags & NOT_FIRST) != 0u;
+    for (var d = 0u; d < Dh; d++) {
+      qr[d] = q[p.q_off + r * p.q_str + h * Dh + d] * p.scale;
+      acc[d] = select(0.0, o[p.o_off + r * p.o_str + h * Dh + d], resume);
+    }
+    if (resume) {
+      m = ml[si];
+      l = ml[BHT + si];
+    }
+  }
   let kb = p.k_off + b * p.k_bstr + g * p.k_hstr;
   let vb = p.v_off + b * p.v_bstr + g * p.v_hstr;
   let voff = p.BK * Dh;
-  for (var s0 = 0u; s0 < kv_end; s0 += p.BK) {
+  for (var s0 = p.w0; s0 < kv_end; s0 += p.BK) {
     let n = min(p.BK, kv_end - s0);
     for (var e = lid; e < n * Dh; e += WG) {
       let j = e / Dh;
@@ -90,7 +110,7 @@ fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>,
       kv[voff + e] = vv[vb + (s0 + j) * p.v_sstr + d];
     }
     workgroupBarrier();
-    if (live) {
+    if (touch) {
       let jn = min(n, max(my_end, s0) - s0);   // causal: keys of this tile up to slot start + t
       for (var j = 0u; j < jn; j++) {
         var sc = 0.0;
@@ -108,10 +128,14 @@ fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>,
     }
     workgroupBarrier();
   }
-  if (live) {
+  if (touch && !last) {   // a later window continues from here
+    for (var d = 0u; d < Dh; d++) { o[p.o_off + r * p.o_str + h * Dh + d] = acc[d]; }
+    ml[si] = m;
+    ml[BHT + si] = l;
+  } else if (touch) {
     let inv = 1.0 / l;   // l >= 1: the key at the running max contributes exp(0)
     for (var d = 0u; d < Dh; d++) { o[p.o_off + r * p.o_str + h * Dh + d] = acc[d] * inv; }
-    if ((p.flags & SAVE) != 0u) { lse[(b * p.H + h) * p.T + t] = m + log(l); }
+    if ((p.flags & SAVE) != 0u) { lse[si] = m + log(l); }
   }
 }
 

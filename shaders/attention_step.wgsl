@@ -16,7 +16,12 @@
 // slots i, i + WG, ... with its own online softmax (max m_i, sum l_i, o_i in registers), then
 // the workgroup merges the WG partials in a fixed order (M = max m_i, L = sum l_i e^(m_i - M),
 // o = sum o_i e^(m_i - M) / L, DC dims at a time through workgroup memory): deterministic, no
-// atomics. The current token's k/v come from the inputs, not from the cache, so no workgroup
+// atomics. Long caches (the loop-pass budget, py_engine/ops/loop_budget.py: lavapipe cuts an
+// invocation's loops short after 65535 passes, silently -- a cache of 8000 slots at Dh 256)
+// split the slots over NS workgroups per (b, h) (grid z; `span` slots each): each writes its
+// partial (M, L, unnormalised o) to `part` [Bsz, H, NS, 2 + Dh] and attention_step_merge
+// (grid (H, Bsz)) combines them the same way. NS = 1 (span 0): the one dispatch above.
+// The current token's k/v come from the inputs, not from the cache, so no workgroup
 // reads the slot another one writes: the first query head of each group writes it.
 // Work: n Dh * 4 flops per head; reads the cache once per query head of a group.
 
@@ -31,7 +36,7 @@ struct Params {
   Tmax: u32, scale: f32, q_off: u32, q_str: u32,
   k_off: u32, k_str: u32, v_off: u32, v_str: u32,
   o_off: u32, o_str: u32, ck_off: u32, cv_off: u32,   // o view; cache element offsets
-  flags: u32, _p0: u32, _p1: u32, _p2: u32,
+  flags: u32, span: u32, NS: u32, _p2: u32,    // slots per split (0: one split), splits
 };
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -42,6 +47,7 @@ struct Params {
 @group(0) @binding(5) var<storage, read_write> cache_v: array<f32>;  // [Bsz, KVH, Tmax, Dh]
 @group(0) @binding(6) var<storage, read> pos: array<u32>;            // [Bsz] tokens seen
 @group(0) @binding(7) var<storage, read_write> o: array<f32>;        // [Bsz, *] view, H*Dh wide
+@group(0) @binding(8) var<storage, read_write> part: array<f32>;     // [Bsz, H, NS, 2 + Dh]
 
 // WebGPU refuses two writable bindings of one buffer: a fused cache goes through cache_k.
 fn cv_load(i: u32) -> f32 {
@@ -62,6 +68,7 @@ fn attention_step(@builtin(workgroup_id) wid: vec3<u32>,
                   @builtin(local_invocation_index) lid: u32) {
   let h = wid.x;
   let b = wid.y;
+  let z = wid.z;   // split of the slots (0 when NS = 1)
   let Dh = p.Dh;
   let g = h / (p.H / p.KVH);
   let n = pos[b];
@@ -70,7 +77,7 @@ fn attention_step(@builtin(workgroup_id) wid: vec3<u32>,
   let vb = (b * p.KVH + g) * p.Tmax * Dh + p.cv_off;   // and in cache_v
   let kin = p.k_off + b * p.k_str + g * Dh;
   let vin = p.v_off + b * p.v_str + g * Dh;
-  if (h % (p.H / p.KVH) == 0u && n < p.Tmax) {
+  if (h % (p.H / p.KVH) == 0u && n < p.Tmax && z == 0u) {
     for (var d = lid; d < Dh; d += WG) {
       cache_k[cb + n * Dh + d] = k[kin + d];
       cv_store(vb + n * Dh + d, v[vin + d]);
@@ -84,7 +91,13 @@ fn attention_step(@builtin(workgroup_id) wid: vec3<u32>,
   }
   var m = NEG_BIG;
   var l = 0.0;
-  for (var s = lid; s <= cached; s += WG) {
+  var s_lo = 0u;
+  var s_hi = cached + 1u;
+  if (p.span > 0u) {
+    s_lo = z * p.span;
+    s_hi = min(s_hi, s_lo + p.span);
+  }
+  for (var s = s_lo + lid; s < s_hi; s += WG) {
     // slot s: the cache below `cached`, this token's own k/v at s == cached
     var ka = cb + s * Dh;
     var va = vb + s * Dh;
@@ -119,7 +132,13 @@ fn attention_step(@builtin(workgroup_id) wid: vec3<u32>,
   workgroupBarrier();
   var L = 0.0;
   for (var i = 0u; i < WG; i++) { L += part_l[i]; }
-  let inv = 1.0 / L;
+  let split = p.span > 0u;
+  let pb = ((b * p.H + h) * p.NS + z) * (2u + Dh);   // this split's partial in `part`
+  if (split && lid == 0u) {
+    part[pb] = M;
+    part[pb + 1u] = L;
+  }
+  let inv = select(1.0 / L, 1.0, split);
   for (var d0 = 0u; d0 < Dh; d0 += DC) {
     let dn = min(DC, Dh - d0);
     for (var j = 0u; j < dn; j++) { part_o[lid * DC + j] = acc[d0 + j] * w; }
@@ -127,8 +146,38 @@ fn attention_step(@builtin(workgroup_id) wid: vec3<u32>,
     if (lid < dn) {
       var sum = 0.0;
       for (var i = 0u; i < WG; i++) { sum += part_o[i * DC + lid]; }
-      o[p.o_off + b * p.o_str + h * Dh + d0 + lid] = sum * inv;
+      if (split) {
+        part[pb + 2u + d0 + lid] = sum;
+      } else {
+        o[p.o_off + b * p.o_str + h * Dh + d0 + lid] = sum * inv;
+      }
     }
     workgroupBarrier();
+  }
+}
+
+// Long caches: the NS partials of (b, h) -> o, in split order (grid (H, Bsz), thread d: dims
+// d, d + WG, ..). A split with no slots has M = NEG_BIG, L = 0: weight 0.
+@compute @workgroup_size(WG)
+fn attention_step_merge(@builtin(workgroup_id) wid: vec3<u32>,
+                        @builtin(local_invocation_index) lid: u32) {
+  let h = wid.x;
+  let b = wid.y;
+  let Dh = p.Dh;
+  let base = (b * p.H + h) * p.NS * (2u + Dh);
+  var M = NEG_BIG;
+  for (var z = 0u; z < p.NS; z++) { M = max(M, part[base + z * (2u + Dh)]); }
+  var L = 0.0;
+  for (var z = 0u; z < p.NS; z++) {
+    let q0 = base + z * (2u + Dh);
+    L += part[q0 + 1u] * exp(part[q0] - M);
+  }
+  for (var d = lid; d < Dh; d += WG) {
+    var acc = 0.0;
+    for (var z = 0u; z < p.NS; z++) {
+      let q0 = base + z * (2u + Dh);
+      acc += part[q0 + 2u + d] * exp(part[q0] - M);
+    }
+    o[p.o_off + b * p.o_str + h * Dh + d] = acc / L;
   }
 }

@@ -72,13 +72,13 @@ struct Params {
   dt_off: u32, dt_str: u32, b_off: u32, b_str: u32,   // dt_raw (H), B (G*N)
   c_off: u32, c_str: u32, dx_off: u32, dx_str: u32,   // C (G*N), dx (H*P)
   dd_off: u32, dd_str: u32, db_off: u32, db_str: u32, // ddt (H), dB (G*N)
-  dc_off: u32, dc_str: u32, _p1: u32, _p2: u32,       // dC (G*N)
+  dc_off: u32, dc_str: u32, s9_t0: u32, s9_tn: u32,   // dC (G*N); S9's token window
   w_dt: u32, w_sig: u32, w_l: u32, w_ds: u32,         // work regions (element offsets)
   w_de: u32, w_tot: u32, w_dm: u32, w_dcb: u32,
   w_z: u32, w_gr: u32, w_ep: u32, w_w1: u32,
   w_w2: u32, w_w3: u32, w_ys: u32, w_rn: u32,
   w_s2: u32, w_pa: u32, w_pd: u32, w_pb: u32,
-  _p3: u32, _p4: u32, _p5: u32, _p6: u32,
+  c_hi: u32, c_lo: u32, _p5: u32, _p6: u32,          // S3's chunk window (c_lo, c_hi]
 };
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -256,7 +256,9 @@ fn ssd_backward_carry(@builtin(global_invocation_id) gid: vec3<u32>,
   let h = (k / p.P) % p.H;
   let b = k / (p.P * p.H);
   let row = ((b * p.H + h) * p.P + pp) * p.N;    // row of dh_last / dh0
-  for (var c = p.nc; c > 0u; c--) {
+  // chunks c_hi .. c_lo + 1 (all: nc .. 1); R_{c+1} is read back from work, so windows
+  // (the loop-pass budget, py_engine/ops/loop_budget.py) run one after another, top down
+  for (var c = p.c_hi; c > p.c_lo; c--) {
     let cc = c - 1u;
     var e = 0.0;
     var tot = 0.0;
@@ -274,7 +276,7 @@ fn ssd_backward_carry(@builtin(global_invocation_id) gid: vec3<u32>,
     }
     work[p.w_ep + cq(b, h, cc) * p.P + pp] = e;
   }
-  if (has(WRITE_DH0)) {
+  if (has(WRITE_DH0) && p.c_lo == 0u) {
     let tot = work[p.w_tot + cq(b, h, 0u)];
     for (var n = 0u; n < p.N; n++) {
       dh0[row + n] = tot * work[p.w_gr + gidx(b, 1u, h, pp, n)] + work[p.w_gr + gidx(b, 0u, h, pp, n)];
@@ -452,7 +454,7 @@ fn ssd_backward_params(@builtin(global_invocation_id) gid: vec3<u32>) {
   var sd = 0.0;
   var sb = 0.0;
   for (var b = 0u; b < p.nb; b++) {
-    for (var t = 0u; t < p.T; t++) {
+    for (var t = p.s9_t0; t < p.s9_t0 + p.s9_tn; t++) {   // a token window (all: 0 .. T)
       let q = tq(b, h, t);
       sa += work[p.w_pa + q];
       sd += work[p.w_pd + q];

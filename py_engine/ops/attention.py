@@ -17,6 +17,8 @@ Math (transformers' eager_attention_forward of NemotronH: GQA, no RoPE, f32 soft
 
 Dispatches: prefill 1 (no cache) or 2 (cache write, then attention over the cache); step 1
 (cache write fused; the slot is read from pos on the GPU); backward 2 (dq + D_t, then dk/dv).
+The simple kernels walk long sequences in windows (one dispatch each, `key_window(Dh)` keys or
+query rows: 165 at Dh 64) so no thread passes CPU Vulkan's loop-pass cap (ops/loop_budget.py).
 Memory: no T x T matrix anywhere (online softmax; the backward recomputes P from lse): the
 prefill keeps O(T Dh) per head, the backward adds D [Bsz, H, T].
 
@@ -35,6 +37,7 @@ All kernels are deterministic: every output element is summed by one thread in a
 from py_engine.gpu.tensor import Tensor
 from py_engine.ops._common import params
 from py_engine.ops.conv1d import Cols, rw_dummy, view  # noqa: F401  (Cols re-exported)
+from py_engine.ops.loop_budget import spans, window_len
 
 MAX_HEAD_DIM = 256          # the shaders' MAXD: q/o rows live in registers
 MAX_TILE = 64               # key (query) rows per staged tile
@@ -42,6 +45,8 @@ WG = 64                     # threads per workgroup (the shaders' WG): query row
 MAX_GRID = 65535
 DEFAULT_WG_STORAGE = 16384  # WebGPU's default maxComputeWorkgroupStorageSize
 SAVE, CACHE_SHARED = 1, 2   # attention_forward flags
+NOT_FIRST, NOT_LAST = 4, 8  # attention_forward: a key window after the first / before the last
+ALL_KEYS = 0xFFFFFFFF       # w1 of a single key window
 SHARED = 1                  # attention_step / attention_backward flag
 FWD, STEP, BWD = "attention_forward", "attention_step", "attention_backward"
 FWD_TILED, BWD_TILED = "attention_forward_tiled", "attention_backward_tiled"
@@ -240,9 +245,10 @@ def attention_prefill(batch, q, k, v, *, n_heads, n_kv_heads, Bsz, T, scale=None
         kaddr = (kv_[1], T * kv_[2], Dh, kv_[2])
         vaddr = (vv[1], T * vv[2], Dh, vv[2])
         keys, vals = kv_[0], vv[0]
-    un = dev.uniform(params(T, H, KVH, Dh, Bsz, BT, start, flags,
-                            _scale(scale, Dh), Tmax, qv[1], qv[2], ov[1], ov[2], *kaddr, *vaddr,
-                            kv_[1], kv_[2], vv[1], vv[2], cko, cvo))
+    fields = [T, H, KVH, Dh, Bsz, BT, start, flags, _scale(scale, Dh), Tmax, qv[1], qv[2],
+              ov[1], ov[2], *kaddr, *vaddr, kv_[1], kv_[2], vv[1], vv[2], cko, cvo,
+              0, ALL_KEYS, 0, 0]
+    un = dev.uniform(params(*fields))
     if cache_k is not None:
         batch.run(FWD, "attention_cache_write",
                   [un, None, kv_[0], vv[0], None, None, ckb,
@@ -253,9 +259,28 @@ def attention_prefill(batch, q, k, v, *, n_heads, n_kv_heads, Bsz, T, scale=None
         batch.run(FWD_TILED, "attention_forward_tiled", res, -(-T // TR), H, Bsz,
                   constants=tiled_constants(dev, "fwd", Dh))
     else:
-        batch.run(FWD, "attention_forward", res, -(-T // WG), H, Bsz,
-                  constants={"WS": 2 * BT * Dh})
+        # one thread walks all its keys: past the loop-pass budget (lavapipe) in key windows
+        wins = spans(start + T, key_window(Dh))
+        ml = Tensor(dev, (2 * Bsz * H * T,)) if len(wins) > 1 else None
+        for i, (w0, wn) in enumerate(wins):
+            if ml is not None:
+                f = list(fields)
+                f[7] = flags | (NOT_FIRST if i else 0) | (NOT_LAST if i + 1 < len(wins) else 0)
+                f[-4:-2] = [w0, w0 + wn]
+                res[0] = dev.uniform(params(*f))
+            batch.run(FWD, "attention_forward",
+                      res + [None, None, ml.binding if ml is not None else rw_dummy(dev, 2)],
+                      -(-T // WG), H, Bsz, constants={"WS": 2 * BT * Dh})
+        if ml is not None:
+            ml.release()   # the pool hands it out again only to later-recorded work
     return o, lse
+
+
+def key_window(Dh):
+    """Keys (query rows, for dk/dv) one simple-kernel thread may walk per dispatch within the
+    loop-pass budget (py_engine/ops/loop_budget.py): per key 1 + 3 (Dh + 1) passes (the score,
+    a rescale, the accumulation) and its share of staging the tile; ~165 keys at Dh 64."""
+    return window_len(3 * Dh + 6, fixed=4 * Dh + 72)
 
 
 def attention_step(batch, q, k, v, cache_k, cache_v, pos, *, n_heads, n_kv_heads, scale=None,
@@ -263,8 +288,9 @@ def attention_step(batch, q, k, v, cache_k, cache_v, pos, *, n_heads, n_kv_heads
     """One token per sequence: q [Bsz, H*Dh], k/v [Bsz, KVH*Dh] (Tensors or Cols views), pos
     [Bsz] u32 on the GPU = this token's slot -> o [Bsz, H*Dh] (new Tensor, or `out`: a Tensor or
     Cols view). Writes k/v into slot pos[b] and attends to slots [0, pos[b]]; a pos >= Tmax
-    writes nothing (the caller must refuse earlier). 1 dispatch; no host reads or writes, so it
-    records and replays with position.advance."""
+    writes nothing (the caller must refuse earlier). 1 dispatch (2 for caches longer than
+    ~10k slots at Dh 64, ~5k at Dh 128: split over workgroups for the loop-pass budget); no
+    host reads or writes, so it records and replays with position.advance."""
     dev = batch.device
     H, KVH, Dh = _heads(n_heads, n_kv_heads, q.shape[-1], k.shape[-1])
     Bsz = 1 if len(q.shape) == 1 else q.shape[0]
@@ -282,12 +308,21 @@ def attention_step(batch, q, k, v, cache_k, cache_v, pos, *, n_heads, n_kv_heads
         raise ValueError(f"out has shape {list(o.shape)}, expected [{Bsz}, {H * Dh}]")
     qv, kv_, vv, ov = view(q), view(k), view(v), view(o)
     (ckb, cko), (cvb, cvo), shared = _pair(cache_k, cache_v)
+    # a thread walks every 64th cache slot: caches too long for the loop-pass budget (lavapipe)
+    # split their slots over NS workgroups per (b, h), merged by a second dispatch
+    span = 64 * window_len(3 * Dh + 4, fixed=Dh + 200 + 100 * -(-Dh // 32))
+    NS = -(-(Tmax + 1) // span)
     un = dev.uniform(params(H, KVH, Dh, Bsz, Tmax, _scale(scale, Dh), qv[1], qv[2],
                             kv_[1], kv_[2], vv[1], vv[2], ov[1], ov[2], cko, cvo,
-                            SHARED if shared else 0, 0, 0, 0))
+                            SHARED if shared else 0, span if NS > 1 else 0, NS, 0))
+    part = Tensor(dev, (Bsz * H * NS * (2 + Dh),)) if NS > 1 else None
     batch.run(STEP, "attention_step",
               [un, qv[0], kv_[0], vv[0], ckb, rw_dummy(dev, 0) if shared else cvb, pos.binding,
-               ov[0]], H, Bsz)
+               ov[0], part.binding if part is not None else rw_dummy(dev, 3)], H, Bsz, NS)
+    if part is not None:
+        batch.run(STEP, "attention_step_merge",
+                  [un, None, None, None, None, None, None, ov[0], part.binding], H, Bsz)
+        part.release()   # the pool hands it out again only to later-recorded work
     return o
 
 
@@ -324,9 +359,10 @@ def attention_backward(batch, do, q, k, v, o, lse, *, n_heads, n_kv_heads, Bsz, 
     qv, kv_, vv, ov, dov = view(q), view(k), view(v), view(o), view(do)
     dqv, dkv, dvv = view(grads["dq"]), view(grads["dk"]), view(grads["dv"])
     (dkb, dko), (dvb, dvo), shared = _pair(grads["dk"], grads["dv"])
-    un = dev.uniform(params(T, H, KVH, Dh, Bsz, BT, _scale(scale, Dh), SHARED if shared else 0,
-                            qv[1], qv[2], kv_[1], kv_[2], vv[1], vv[2], ov[1], ov[2],
-                            dov[1], dov[2], dqv[1], dqv[2], dko, dkv[2], dvo, dvv[2]))
+    fields = [T, H, KVH, Dh, Bsz, BT, _scale(scale, Dh), SHARED if shared else 0,
+              qv[1], qv[2], kv_[1], kv_[2], vv[1], vv[2], ov[1], ov[2],
+              dov[1], dov[2], dqv[1], dqv[2], dko, dkv[2], dvo, dvv[2], 0, ALL_KEYS, 0, 0]
+    un = dev.uniform(params(*fields))
     res_dq = [un, qv[0], kv_[0], vv[0], ov[0], dov[0], lse.binding, delta.binding, dqv[0]]
     res_dkv = [un, qv[0], kv_[0], vv[0], None, dov[0], lse.binding, delta.binding, None,
                dkb, rw_dummy(dev, 0) if shared else dvb]
@@ -338,8 +374,16 @@ def attention_backward(batch, do, q, k, v, o, lse, *, n_heads, n_kv_heads, Bsz, 
                   constants=tiled_constants(dev, "dkv", Dh))
     else:
         consts = {"WS": 2 * BT * (Dh + 1)}
-        batch.run(BWD, "attention_backward_dq", res_dq, -(-T // WG), H, Bsz, constants=consts)
-        batch.run(BWD, "attention_backward_dkv", res_dkv, -(-T // WG), KVH, Bsz,
-                  constants=consts)
+        # one thread walks all its keys (dq) or its group's queries (dk/dv): past the
+        # loop-pass budget (lavapipe) in windows of that axis, each adding to the last
+        G = H // KVH
+        for entry, res, gy, step in (("attention_backward_dq", res_dq, H, key_window(Dh)),
+                                     ("attention_backward_dkv", res_dkv, KVH,
+                                      window_len(G * (2 * Dh + 6), fixed=4 * Dh + 72 + 8 * G))):
+            for w0, wn in spans(T, step):
+                f = list(fields)
+                f[-4:-2] = [w0, w0 + wn]
+                res[0] = un if wn == T else dev.uniform(params(*f))
+                batch.run(BWD, entry, res, -(-T // WG), gy, Bsz, constants=consts)
     delta.release()   # the pool hands it out again only to later-recorded work
     return {"dq": grads["dq"], "dk": grads["dk"], "dv": grads["dv"]}

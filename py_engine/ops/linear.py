@@ -7,6 +7,7 @@ gradient: shaders/linear_backward.wgsl).
 from py_engine.ops._common import ACCUMULATE, ADD_BIAS, dummy, out_like, params, rows_of
 from py_engine.ops import weight_format
 from py_engine.ops.lora import adapter_of, branch_forward
+from py_engine.ops.loop_budget import ALIGN_ROWS, shifted, spans, window_len
 from py_engine.ops.rmsnorm import NormedRows
 
 TILE = 32  # each 8x8 workgroup computes a 32x32 block of C (4x4 per thread)
@@ -77,10 +78,15 @@ def matmul(batch, a, b, c, M, N, K, strides, bias=None, accumulate=False):
                                                c.binding], gx, gy,
                   constants=_matvec_constants(dev))
         return
-    u = dev.uniform(params(M, N, K, flags, sa0, sa1, sb0, sb1))
     bias_res = bias.binding if bias is not None else dummy(dev)
-    batch.run("matmul", "matmul_forward", [u, a.binding, b.binding, bias_res, c.binding],
-              -(-N // TILE), -(-M // TILE))
+    # One thread walks all of K: past the loop-pass budget (lavapipe; ops/loop_budget.py) the
+    # sum runs as windows of K, each added into C (the bias with the first).
+    for k0, kn in spans(K, window_len(1, fixed=32, align=ALIGN_ROWS)):
+        f = flags if k0 == 0 else (flags & ~ADD_BIAS) | ACCUMULATE
+        u = dev.uniform(params(M, N, kn, f, sa0, sa1, sb0, sb1))
+        batch.run("matmul", "matmul_forward",
+                  [u, shifted(a.binding, 4 * k0 * sa1), shifted(b.binding, 4 * k0 * sb0),
+                   bias_res, c.binding], -(-N // TILE), -(-M // TILE))
 
 
 def raw_linear(batch, x, w, b=None, out=None):
@@ -137,9 +143,11 @@ def linear_backward_bias(batch, dy, out=None, accumulate=False):
     N = dy.shape[-1]
     M = rows_of(dy)
     db = out_like(dev, (N,), out)
-    u = dev.uniform(params(M, N, 0, ACCUMULATE if accumulate else 0, 0, 0, 0, 0))
-    batch.run("linear_backward", "bias_backward", [u, dy.binding, None, None, db.binding],
-              -(-N // 64))
+    # one thread sums a column over all M rows: windows of rows past the loop-pass budget
+    for r0, rn in spans(M, window_len(1, fixed=8, align=ALIGN_ROWS)):
+        u = dev.uniform(params(rn, N, 0, ACCUMULATE if accumulate or r0 else 0, 0, 0, 0, 0))
+        batch.run("linear_backward", "bias_backward",
+                  [u, shifted(dy.binding, 4 * r0 * N), None, None, db.binding], -(-N // 64))
     return db
 
 

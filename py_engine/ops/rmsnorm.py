@@ -2,6 +2,7 @@
 row."""
 from py_engine.gpu.tensor import Tensor
 from py_engine.ops._common import ACCUMULATE, dummy, fold, out_like, params, rows_of
+from py_engine.ops.loop_budget import ALIGN_ROWS, shifted, spans, window_len
 
 HAS_WEIGHT = 1
 
@@ -35,9 +36,15 @@ def rmsnorm_backward(batch, dy, x, rstd, w=None, dx=None, dw=None, accumulate_dx
     if w is None:
         return dx, None
     dw = out_like(dev, (dim,), dw)
-    uw = dev.uniform(params(rows, dim, 0.0, has_w | (ACCUMULATE if accumulate_dw else 0)))
-    batch.run("rmsnorm_backward", "rmsnorm_backward_weight",
-              [uw, x.binding, None, dw.binding, rstd.binding, dy.binding], -(-dim // 64))
+    # one thread sums a column over all rows: windows of rows past the loop-pass budget
+    # (lavapipe; py_engine/ops/loop_budget.py), each added into dw
+    for r0, rn in spans(rows, window_len(1, fixed=8, align=ALIGN_ROWS)):
+        acc = ACCUMULATE if accumulate_dw or r0 else 0
+        uw = dev.uniform(params(rn, dim, 0.0, has_w | acc))
+        batch.run("rmsnorm_backward", "rmsnorm_backward_weight",
+                  [uw, shifted(x.binding, 4 * r0 * dim), None, dw.binding,
+                   shifted(rstd.binding, 4 * r0), shifted(dy.binding, 4 * r0 * dim)],
+                  -(-dim // 64))
     return dx, dw
 
 

@@ -40,6 +40,7 @@ Total transient work: Bsz*T*I*(N+4) + Bsz*nc*I*(N+3) floats.
 from py_engine.gpu.tensor import Tensor
 from py_engine.ops._common import dummy, fold, params
 from py_engine.ops.conv1d import Cols, bt_of, rw_dummy, view  # noqa: F401  (Cols re-exported)
+from py_engine.ops.loop_budget import window_len
 
 HAS_Z, HAS_BIAS, HAS_INIT, WRITE_FINAL, NORM_BC = 1, 2, 4, 8, 16
 HAS_DH, ACCUMULATE, HAS_D, WRITE_DH0 = 32, 64, 128, 256
@@ -62,15 +63,24 @@ class ScanSaved:
         self.hc = None
 
 
-def default_chunk(device, nb, T, I, target_threads=None):
+def max_chunk(N):
+    """Longest chunk one thread may walk within the loop-pass budget (py_engine/ops/loop_budget.py:
+    lavapipe cuts every loop of an invocation short after 65535 passes, silently; a single
+    chunk of 3640 tokens at N 16 came out wrong there). The busiest kernel, the backward's
+    B1, makes per token 2 passes of its two t loops and 7 N-loops of N + 1 (load_b / load_c
+    with Falcon's norm, the update, the reverse pass), counting none of them as unrolled."""
+    return window_len(7 * (N + 1) + 2, fixed=8 * (N + 1))
+
+
+def default_chunk(device, nb, T, I, target_threads=None, N=MAXN):
     """Chunk length L: enough chunks that Bsz*I*nc threads reach `target_threads` (GPU ~16k;
     SwiftShader's 2-4 CPU cores are already full with Bsz*I >= 256, where chunking only adds
-    the 2x recompute), but never chunks shorter than 16 tokens."""
+    the 2x recompute), but never chunks shorter than 16 tokens nor longer than max_chunk(N)."""
     if target_threads is None:
         target_threads = 256 if device.info.get("is_fallback") else 16384
     nc = max(1, -(-target_threads // max(1, nb * I)))
     L = max(16, -(-T // nc))
-    return min(L, max(T, 1))
+    return min(L, max(T, 1), max_chunk(N))
 
 
 class _Spec:
@@ -152,7 +162,7 @@ def selective_scan_forward(batch, u, delta, A_log, B, C, D=None, z=None, dt_bias
     _state_shape(spec, h0, "h0")
     _state_shape(spec, h_out, "h_out")
     nb, T, I, N = spec.nb, spec.T, spec.I, spec.N
-    L = int(chunk) if chunk else default_chunk(dev, nb, T, I)
+    L = min(int(chunk), max_chunk(N)) if chunk else default_chunk(dev, nb, T, I, N=N)
     L = max(1, min(L, T))
     nc = -(-T // L)
     y = out if out is not None else Tensor(dev, tuple(u.shape))
@@ -293,7 +303,7 @@ def selective_scan_backward(batch, dy, u, delta, A_log, B, C, D=None, z=None, dt
             raise ValueError("saved has no initial state but h0 was given: pass the ScanSaved "
                              "of the forward that used h0")
     else:
-        L = int(chunk) if chunk else default_chunk(dev, nb, T, I)
+        L = min(int(chunk), max_chunk(N)) if chunk else default_chunk(dev, nb, T, I, N=N)
         L = max(1, min(L, T))
         nc = -(-T // L)
         if nc > 1:

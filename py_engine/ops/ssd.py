@@ -35,6 +35,7 @@ import math
 from py_engine.gpu.tensor import Tensor
 from py_engine.ops._common import dummy, fold, params
 from py_engine.ops.conv1d import Cols, bt_of, rw_dummy, view  # noqa: F401  (Cols re-exported)
+from py_engine.ops import loop_budget
 
 HAS_BIAS, HAS_D, HAS_INIT, SAVE, HAS_DT_MIN, HAS_DT_MAX = 1, 2, 4, 8, 16, 32
 DEFAULT_CHUNK = 256        # transformers' Mamba2Config.chunk_size
@@ -66,7 +67,8 @@ def default_chunk(device=None):
 
 
 def _wg_storage(device):
-    return int(device.limits.get("maxComputeWorkgroupStorageSize", DEFAULT_WG_STORAGE))
+    limits = getattr(device, "limits", None) or {}   # no device: argument checks on the host
+    return int(limits.get("maxComputeWorkgroupStorageSize", DEFAULT_WG_STORAGE))
 
 
 def max_chunk(device):
@@ -85,6 +87,36 @@ def tile_rows(device, L):
             f"floats) but this GPU's maxComputeWorkgroupStorageSize is {limit} bytes: use "
             f"chunk <= {max_chunk(device)}")
     return min(tl, MAX_TILE_ROWS, L)
+
+
+def chunk_loop_passes(L, TL, P, N, hg=1):
+    """Loop passes of the busiest thread of the per-chunk SSD kernels at chunk length L, tile
+    rows TL, head_dim P, d_state N and hg heads per group (none counted as unrolled):
+    ssd_forward (prep's serial cumsum; per tile the M fill, ceil(TL*cols/64) N-long dots, and
+    the outputs, ceil(TL*P/64) of s <= l plus the N-long start term; with nc = 1 the final
+    state), ssd_forward_chunk, and the backward's per-chunk kernels (dC/dB: hg (P + L))."""
+    c = lambda a: -(-a // WG)   # noqa: E731  (a thread's share of a lid-strided loop)
+    prep = c(L) + 1 + L + 1
+    tiles = 0
+    for l0 in range(0, L, TL):
+        rows = min(TL, L - l0)
+        tiles += c(rows * (l0 + rows)) * (N + 2) + 1 + c(rows * P) * (L + N + 4) + 1
+    state = c(L) + 1 + c(P * N) * (L + 2) + 1
+    fwd = prep + tiles + 1 + state
+    bwd = max(2 * (L + 1) + c(L) + 1, 3 * L + P + N + 8, hg * (P + L + 4) + 1)
+    return max(fwd, bwd)
+
+
+def loop_chunk(device, L, P, N, hg=1):
+    """The chunk length the kernels run: L, halved until one thread's loop passes fit the
+    loop-pass budget (py_engine/ops/loop_budget.py: lavapipe cuts every loop of an invocation
+    short after 65535 passes, silently; at L 256, P 64, N 128 the forward went wrong from token
+    160). The result does not depend on the chunking, only rounding does; the models' 32
+    already fits."""
+    L, budget = max(1, int(L)), loop_budget.LOOP_PASS_BUDGET
+    while L > 1 and chunk_loop_passes(L, tile_rows(device, L), P, N, hg) > budget:
+        L = -(-L // 2)
+    return L
 
 
 def dt_limit_flags(dt_min=0.0, dt_max=float("inf")):
@@ -172,9 +204,10 @@ def ssd_forward(batch, x, dt, A_log, B, C, *, n_groups, D=None, dt_bias=None, dt
     s.check_state(h0, "h0")
     s.check_state(h_out, "h_out")
     nb, T, H, P, N = s.nb, s.T, s.H, s.P, s.N
-    L = int(chunk)
-    if L < 1:
+    if int(chunk) < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
+    tile_rows(dev, int(chunk))          # a chunk too long for workgroup memory: refused by name
+    L = loop_chunk(dev, chunk, P, N, H // s.G)
     TL = tile_rows(dev, L)
     nc = -(-T // L)
     y = out if out is not None else Tensor(dev, tuple(x.shape))

@@ -28,9 +28,12 @@ import math
 from py_engine.gpu.tensor import Tensor
 from py_engine.ops._common import dummy, fold, params
 from py_engine.ops.conv1d import Cols, bt_of, rw_dummy, view  # noqa: F401  (Cols re-exported)
+from py_engine.ops.loop_budget import spans, window_len
+from py_engine.ops.ssd import loop_chunk
 
 HAS_D, HAS_BIAS, HAS_DH, WRITE_DH0, ACCUMULATE, HAS_DTMAX, HAS_INIT = 1, 2, 4, 8, 16, 32, 64
 SHADER = "ssd_backward"
+F_FLAGS, F_T0, F_TN, F_C_HI, F_C_LO = 8, 30, 31, 52, 53   # Params fields the windows replace
 _REGIONS = ("dt", "sig", "l", "ds", "de", "tot", "dm", "dcb", "z", "gr", "ep",
             "w1", "w2", "w3", "ys", "rn", "s2", "pa", "pd", "pb")
 
@@ -66,7 +69,9 @@ def ssd_backward(batch, dy, x, dt, A_log, B, C, *, n_groups, hc, chunk, D=None, 
 
     grads: optional preallocated outputs (Tensors or Cols views, e.g. dx/dB/dC as column
     windows of the conv output's gradient). accumulate=True adds dA_log/dD/ddt_bias into the
-    given tensors; the per-token gradients are always overwritten. 10 dispatches.
+    given tensors; the per-token gradients are always overwritten. 10 dispatches (a few more
+    for very long inputs: the carry and the parameter sums run in windows within the loop-pass
+    budget, py_engine/ops/loop_budget.py).
     """
     dev = batch.device
     H = A_log.shape[0]
@@ -88,7 +93,7 @@ def ssd_backward(batch, dy, x, dt, A_log, B, C, *, n_groups, hc, chunk, D=None, 
     for name, a in (("D", D), ("dt_bias", dt_bias)):
         if a is not None and tuple(a.shape) != (H,):
             raise ValueError(f"{name} must be [{H}], got {list(a.shape)}")
-    L = max(1, min(int(chunk), T))
+    L = max(1, min(loop_chunk(dev, chunk, P, N, H // G), T))   # as the forward clamped it
     nc = -(-T // L)
     if hc is None:
         if nc > 1:
@@ -141,10 +146,18 @@ def ssd_backward(batch, dy, x, dt, A_log, B, C, *, n_groups, hc, chunk, D=None, 
               float(dt_max) if has_max else 0.0, 0]
     for k in ("dy", "x", "dt", "b", "c", "dx", "dd", "db", "dc"):
         fields += [v[k][1], v[k][2]]
-    fields += [0, 0]
-    fields += [wk[k] for k in _REGIONS] + [0, 0, 0, 0]
+    fields += [0, T]                                   # S9's token window: all
+    fields += [wk[k] for k in _REGIONS] + [nc, 0, 0, 0]   # S3's chunk window: all
     assert len(fields) == 56   # the shader's Params struct
     un = dev.uniform(params(*fields))
+
+    def windowed(flag_bits, at):
+        """The uniform with fields replaced ({field index: value}) and flags | flag_bits."""
+        f = list(fields)
+        f[F_FLAGS] = flags | flag_bits
+        for i, val in at.items():
+            f[i] = val
+        return dev.uniform(params(*f))
     work = Tensor(dev, (total,))
     W = work.binding
     ub = dummy(dev)
@@ -174,10 +187,15 @@ def ssd_backward(batch, dy, x, dt, A_log, B, C, *, n_groups, hc, chunk, D=None, 
     batch.run(SHADER, "ssd_backward_gloc", res(b1=v["dy"][0], b7=v["c"][0], b11=W),
               *grid(nb * nc * H * P * N))
     # S3 serial carry over chunks: R_c, <R_c, hstart_c>, dh0
-    batch.run(SHADER, "ssd_backward_carry",
-              res(b9=hcb, b10=dh_last.binding if dh_last is not None else ub, b11=W,
-                  b19=dh0.binding if dh0 is not None else rw_dummy(dev, 1)),
-              *grid(nb * H * P))
+    # One thread walks every chunk (N + 2 passes each): past the loop-pass budget (lavapipe,
+    # py_engine/ops/loop_budget.py) the walk is cut into windows of chunks, top down.
+    carry = res(b9=hcb, b10=dh_last.binding if dh_last is not None else ub, b11=W,
+                b19=dh0.binding if dh0 is not None else rw_dummy(dev, 1))
+    step = window_len(N + 2, fixed=N + 8)
+    for c_lo in range((nc - 1) // step * step, -1, -step):
+        c_hi = min(nc, c_lo + step)
+        carry[0] = un if (c_hi, c_lo) == (nc, 0) else windowed(0, {F_C_HI: c_hi, F_C_LO: c_lo})
+        batch.run(SHADER, "ssd_backward_carry", list(carry), *grid(nb * H * P))
     # S4 dx (and the per-(t, h, p) products the dt gradient sums)
     batch.run(SHADER, "ssd_backward_dx",
               res(b1=v["dy"][0], b2=v["x"][0], b6=v["b"][0], b7=v["c"][0],
@@ -195,10 +213,13 @@ def ssd_backward(batch, dy, x, dt, A_log, B, C, *, n_groups, hc, chunk, D=None, 
     batch.run(SHADER, "ssd_backward_ddt",
               res(b5=A_log.binding, b11=W, b13=v["dd"][0]), *grid(nb * H * T))
     # S9 dA_log, dD, ddt_bias
-    batch.run(SHADER, "ssd_backward_params",
-              res(b5=A_log.binding, b11=W, b16=dA.binding,
-                  b17=dD.binding if dD is not None else rw_dummy(dev, 2),
-                  b18=dbias.binding if dbias is not None else rw_dummy(dev, 3)),
-              -(-H // 64))
+    # (one thread per head sums over all Bsz*T tokens: token windows past the budget, each
+    # added into the first's result)
+    pr = res(b5=A_log.binding, b11=W, b16=dA.binding,
+             b17=dD.binding if dD is not None else rw_dummy(dev, 2),
+             b18=dbias.binding if dbias is not None else rw_dummy(dev, 3))
+    for t0, tn in spans(T, window_len(nb, fixed=nb + 8)):
+        pr[0] = un if tn == T else windowed(ACCUMULATE if t0 else 0, {F_T0: t0, F_TN: tn})
+        batch.run(SHADER, "ssd_backward_params", list(pr), -(-H // 64))
     work.release()  # the pool hands it out again only to later-recorded work
     return g

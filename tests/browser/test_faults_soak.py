@@ -66,7 +66,7 @@ result = {'base': base, 'cycles': cycles, 'mid': mid, 'end': end, 'after': after
 """
 
 
-@pytest.mark.slow
+# not marked slow: ~6 s on SwiftShader here (plus ~3 s booting the page), well under 20 s
 def test_decode_and_load_cycles_leave_no_gpu_growth(engine, server):
     out = engine.run(SOAK, url=f"{server.url}/weights/{MODEL}/", cycles=10, steps=1000)
     assert out["n"] == 1000
