@@ -26,10 +26,14 @@
 // 8 + W dispatches (prep, scan once per token window (W = 1 for short sequences), 6 x tok, par):
 //   mamba3_bwd_prep  one thread per element (fold grid) of: per-(row, head) scalars sc [lam, A,
 //                    dA/ddd_A, sigmoid(dd_dt + dt_bias)], then the initial states (or zeros) into
-//                    their work slots: ssm -> slot 0 of st, angle, k, v.
+//                    their work slots: ssm -> loc slot 0 (phase A's running state), angle, k, v.
 //   mamba3_bwd_scan  one workgroup per (h, b), grid (H, Bsz). Phase A re-runs the forward token by
-//                    token (threads over p, loop over n) and keeps every state S_t (st slot t+1),
-//                    rotated k_t | q_t and phi_t in work. Phase B walks t backwards: (1) threads over
+//                    token (threads over p, loop over n; the state in place in loc slot 0) and keeps
+//                    a checkpoint every C tokens (ck slot c = S_{cC-1}, the state entering chunk c;
+//                    slot 0 the initial state), rotated k_t | q_t and phi_t of every token in work.
+//                    Phase B walks t backwards; at the last token of each chunk it recomputes the
+//                    chunk's states S_t from its checkpoint into loc (recompute_chunk: C states, not
+//                    T), then per token: (1) threads over
 //                    p: dS (in work, in place), dx, per-p partial sums; (2) threads over n: dq, dk;
 //                    (3) threads over rope pairs: un-rotate into dkq, dphi, the running Gphi;
 //                    (4) thread 0: the scalar chain (fixed order sums over p and i) -> ddd_dt, ddd_A,
@@ -40,16 +44,23 @@
 //                    ddd_dt / ddd_A / dtrap (copied from sc, where the scan left them).
 //   mamba3_bwd_par   one thread per parameter element: ddt_bias, dB_bias, dC_bias (sums over rows
 //                    b*T + t in order), dD and (MIMO) dmimo_x (sums over b of the per-(b, h) partials).
+//                    Row windows: one dispatch sums rows [a0, a1) (dD / dmimo_x: the b whose row b*T
+//                    lies there); the first (a0 == 0) writes, later ones add -- a long Bsz*T is split
+//                    by the host so no thread passes lavapipe's loop cap (ops/loop_budget.py).
 // Work layout (floats; bh = b*H + h, r = b*T + t, RN = R*N): see _work_layout in the host (o_* fields):
-//   st [bh, T+1, P, N] | phi0 [bh, S] | k0 [bh, RN] | v0 [bh, P] | kq [bh, T, 2RN] (k_r | q_r rotated) |
-//   ph [bh, T, S] | ds [bh, P, N] | dkq [r, H, 2RN] (dkb_r | dqb_r) | dth [r, H, S] | dDp [bh] | sc [r, H, 4]
-//   | dmx [bh, R, P] (MIMO: per-(b, h) dmimo_x partials) | cy [bh, P + RN + S] (phase B's carries
-//   cv | kc | Gphi between token windows; dD carries in dDp)
+//   ck [bh, ceil(T/C), P, N] (checkpoints) | phi0 [bh, S] | k0 [bh, RN] | v0 [bh, P] |
+//   kq [bh, T, 2RN] (k_r | q_r rotated) | ph [bh, T, S] | ds [bh, P, N] | dkq [r, H, 2RN] (dkb_r |
+//   dqb_r) | dth [r, H, S] | dDp [bh] | sc [r, H, 4] | dmx [bh, R, P] (MIMO: per-(b, h) dmimo_x
+//   partials) | cy [bh, P + RN + S] (phase B's carries cv | kc | Gphi between token windows; dD
+//   carries in dDp) | loc [bh, C, P, N] (the states of one
+//   chunk; slot 0 doubles as phase A's running state)
 // Token windows: the scan dispatch walks phase A over [a0, a1) and phase B over [b0, b1) (reverse);
 // the host splits a long sequence into several dispatches (A windows forward, then B windows from
 // the end) because lavapipe silently ends an invocation's loops after 65535 passes in all (see
 // ops/mamba3_windows.py). Everything a window needs from the previous one is in `work`: phase A's
-// phi_{a0-1} in ph, k_{t-1} in kq, S_t in st; phase B's dS in ds and the carries in cy / dDp.
+// phi_{a0-1} in ph, k_{t-1} in kq, S_{a0-1} in loc slot 0; phase B's dS in ds, the carries in cy /
+// dDp and the states of the chunk it is in (recomputed at the chunk's last token, whichever window
+// that was) in loc.
 // Workgroup memory (WS = 3RN + 4S + 5P floats, host-set): kc [RN] (beta_{t+1} dS_{t+1}^T v_{r,t} carry) |
 //   dk [RN] | dq [RN] | phi [S] | Gphi [S] | pt [S] (Gphi theta) | (unused) [S] | cv [P] (dx carry) | red [4P].
 
@@ -67,7 +78,7 @@ struct Params {
   T: u32, H: u32, P: u32, N: u32,
   G: u32, S: u32, nb: u32, flags: u32,
   a_floor: f32, pw: u32, total: u32, ntok: u32,        // pw = 4H + S (pre row); total/ntok: grid sizes
-  o_st: u32, o_phi0: u32, o_k0: u32, o_v0: u32,
+  o_ck: u32, o_phi0: u32, o_k0: u32, o_v0: u32,
   o_kq: u32, o_ph: u32, o_ds: u32, o_dkq: u32,
   o_dth: u32, o_dDp: u32, o_sc: u32, npar: u32,
   x_off: u32, x_str: u32, b_off: u32, b_str: u32,     // x, Bn views
@@ -79,6 +90,7 @@ struct Params {
   R: u32, o_dmx: u32, o_cy: u32,                      // MIMO rank (1: SISO); dmx, cy regions
   a0: u32, a1: u32, b0: u32, b1: u32,                 // scan: phase A walks tokens [a0, a1), phase B
                                                       // tokens b1-1 down to b0 (empty: a0 == a1)
+  C: u32, o_loc: u32, _p0: u32, _p1: u32,             // checkpoint interval; the loc region
 };
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -189,7 +201,7 @@ fn mamba3_bwd_prep(@builtin(global_invocation_id) gid: vec3<u32>,
     let bh = i / PN;
     var v = 0.0;
     if (init) { v = i_ssm[i]; }
-    work[p.o_st + bh * (p.T + 1u) * PN + i % PN] = v;
+    work[p.o_loc + bh * p.C * PN + i % PN] = v;   // loc slot 0: phase A's running state
     return;
   }
   i -= nbh * PN;
@@ -226,6 +238,50 @@ fn PT() -> u32 { return 3u * p.R * p.N + 2u * p.S; }
 fn CV() -> u32 { return 3u * p.R * p.N + 4u * p.S; }
 fn RED() -> u32 { return 3u * p.R * p.N + 4u * p.S + p.P; }
 
+// Phase B's recompute of one chunk: S_t for t in [cs, ce) into loc slots t - cs, from the checkpoint
+// S_{cs-1} at `ck` and the k_t saved in kq by phase A; threads own state rows p (no barrier inside),
+// the same arithmetic in the same order as phase A, so the states are bit-for-bit phase A's.
+fn recompute_chunk(b: u32, h: u32, bh: u32, cs: u32, ce: u32, ck: u32, locb: u32, lid: u32) {
+  let N = p.N;
+  let P = p.P;
+  let R = p.R;
+  let RN = R * N;
+  let PN = P * N;
+  let kqb = p.o_kq + bh * p.T * 2u * RN;
+  for (var t = cs; t < ce; t++) {
+    let r = b * p.T + t;
+    let row = r * p.pw;
+    let alpha = pre[row + p.H + h];
+    let beta = pre[row + 2u * p.H + h];
+    let gamma = pre[row + 3u * p.H + h];
+    var kpo = p.o_k0 + bh * RN;                // k_{t-1}
+    if (t > 0u) { kpo = kqb + (t - 1u) * 2u * RN; }
+    let ko = kqb + t * 2u * RN;
+    var src = ck;
+    if (t > cs) { src = locb + (t - cs - 1u) * PN; }
+    let dst = locb + (t - cs) * PN;
+    for (var pp = lid; pp < P; pp += WG) {
+      let v = x[p.x_off + r * p.x_str + h * P + pp];
+      var vp = work[p.o_v0 + bh * P + pp];
+      if (t > 0u) { vp = x[p.x_off + (r - 1u) * p.x_str + h * P + pp]; }
+      var bv: array<f32, MAX_R>;
+      var gv: array<f32, MAX_R>;
+      for (var k = 0u; k < R; k++) {
+        let w = mx(h, k, pp);
+        bv[k] = beta * vp * w;
+        gv[k] = gamma * v * w;
+      }
+      for (var n = 0u; n < N; n++) {
+        var s = alpha * work[src + pp * N + n];
+        for (var k = 0u; k < R; k++) {
+          s += bv[k] * work[kpo + k * N + n] + gv[k] * work[ko + k * N + n];
+        }
+        work[dst + pp * N + n] = s;
+      }
+    }
+  }
+}
+
 @compute @workgroup_size(WG)
 fn mamba3_bwd_scan(@builtin(workgroup_id) wid: vec3<u32>,
                    @builtin(local_invocation_index) lid: u32) {
@@ -242,7 +298,10 @@ fn mamba3_bwd_scan(@builtin(workgroup_id) wid: vec3<u32>,
   let PN = P * N;
   let g = h / (H / p.G);
   let bh = b * H + h;
-  let stb = p.o_st + bh * (T + 1u) * PN;      // st slot s at stb + s*PN
+  let C = p.C;
+  let ckb = p.o_ck + bh * ((T + C - 1u) / C) * PN;   // checkpoint c (S before chunk c) at ckb + c*PN
+  let locb = p.o_loc + bh * C * PN;           // S_t of the chunk walked back at locb + (t % C)*PN;
+                                              // slot 0 is phase A's running state
   let kqb = p.o_kq + bh * T * 2u * RN;        // kq of token t at kqb + t*2RN: k_r | q_r
   let phb = p.o_ph + bh * T * S;
   let dsb = p.o_ds + bh * PN;
@@ -314,13 +373,17 @@ fn mamba3_bwd_scan(@builtin(workgroup_id) wid: vec3<u32>,
         bv[k] = beta * vp * w;
         gv[k] = gamma * v * w;
       }
-      let s0 = stb + t * PN + pp * N;
+      let s0 = locb + pp * N;                  // S_{t-1} in, S_t out (each thread its own rows)
+      let ck = t % C == 0u;                    // a chunk starts: keep S_{t-1}, its checkpoint
+      let c0 = ckb + (t / C) * PN + pp * N;
       for (var n = 0u; n < N; n++) {
-        var s = alpha * work[s0 + n];
+        let old = work[s0 + n];
+        if (ck) { work[c0 + n] = old; }
+        var s = alpha * old;
         for (var k = 0u; k < R; k++) {
           s += bv[k] * work[kpo + k * N + n] + gv[k] * work[ko + k * N + n];
         }
-        work[s0 + PN + n] = s;
+        work[s0 + n] = s;
       }
     }
     storageBarrier();
@@ -351,6 +414,16 @@ fn mamba3_bwd_scan(@builtin(workgroup_id) wid: vec3<u32>,
     if (t > 0u) { kpo = kqb + (t - 1u) * 2u * RN; }
     let ko = kqb + t * 2u * RN;
     let dyo = p.dy_off + r * p.dy_str;
+    let c = t / C;
+    let cs = c * C;                            // the chunk [cs, min(T, cs + C)) holding t
+    if (t + 1u == min(T, cs + C)) {            // its last token: S_cs .. S_t again from checkpoint c
+      recompute_chunk(b, h, bh, cs, t + 1u, ckb + c * PN, locb, lid);
+      storageBarrier();
+      workgroupBarrier();
+    }
+    var sprev = ckb + c * PN;                  // S_{t-1}: the checkpoint at the chunk's first token
+    if (t > cs) { sprev = locb + (t - cs - 1u) * PN; }
+    let scur = locb + (t - cs) * PN;           // S_t
     // (1) threads over p: dS_t = alpha_{t+1} dS_{t+1} + sum_r dy_r q_r^T; dx; partial sums
     for (var pp = lid; pp < P; pp += WG) {
       let v = x[p.x_off + r * p.x_str + h * P + pp];
@@ -364,7 +437,7 @@ fn mamba3_bwd_scan(@builtin(workgroup_id) wid: vec3<u32>,
         sk[k] = 0.0;
         skp[k] = 0.0;
       }
-      let sp = stb + t * PN + pp * N;          // S_{t-1} row pp
+      let sp = sprev + pp * N;                 // S_{t-1} row pp
       let dr = dsb + pp * N;
       var sa = 0.0;
       for (var n = 0u; n < N; n++) {
@@ -422,7 +495,7 @@ fn mamba3_bwd_scan(@builtin(workgroup_id) wid: vec3<u32>,
         var vp = work[p.o_v0 + bh * P + pp];
         if (t > 0u) { vp = x[p.x_off + (r - 1u) * p.x_str + h * P + pp]; }
         let d = work[dsb + pp * N + n];
-        aq += work[stb + (t + 1u) * PN + pp * N + n] * dyp;
+        aq += work[scur + pp * N + n] * dyp;
         ac += d * v;
         ap += d * vp * w;
       }
@@ -557,11 +630,13 @@ fn mamba3_bwd_par(@builtin(global_invocation_id) gid: vec3<u32>,
   let H = p.H;
   let RN = p.R * p.N;
   let HRN = H * RN;
-  let rows = p.nb * p.T;
+  let first = p.a0 == 0u;                   // the first row window writes, later ones add
+  let b0 = (p.a0 + p.T - 1u) / p.T;         // sequences whose first row b*T is in [a0, a1)
+  let b1 = (p.a1 + p.T - 1u) / p.T;
   if (e < H) {
     var acc = 0.0;
-    for (var r = 0u; r < rows; r++) { acc += work[p.o_sc + (r * H + e) * 4u]; }
-    g_dtb[e] = acc;
+    for (var r = p.a0; r < p.a1; r++) { acc += work[p.o_sc + (r * H + e) * 4u]; }
+    if (first) { g_dtb[e] = acc; } else { g_dtb[e] += acc; }
     return;
   }
   if (e < H + 2u * HRN) {   // dB_bias / dC_bias [H, R, N]
@@ -572,21 +647,25 @@ fn mamba3_bwd_par(@builtin(global_invocation_id) gid: vec3<u32>,
     var half = 0u;
     if (k >= HRN) { half = RN; }
     var acc = 0.0;
-    for (var r = 0u; r < rows; r++) { acc += work[p.o_dkq + (r * H + h) * 2u * RN + half + rn]; }
-    if (k < HRN) { g_bb[hn] = acc; } else { g_cb[hn] = acc; }
+    for (var r = p.a0; r < p.a1; r++) { acc += work[p.o_dkq + (r * H + h) * 2u * RN + half + rn]; }
+    if (k < HRN) {
+      if (first) { g_bb[hn] = acc; } else { g_bb[hn] += acc; }
+    } else {
+      if (first) { g_cb[hn] = acc; } else { g_cb[hn] += acc; }
+    }
     return;
   }
   if (e < 2u * H + 2u * HRN) {
     let h = e - H - 2u * HRN;
     var acc = 0.0;
-    for (var b = 0u; b < p.nb; b++) { acc += work[p.o_dDp + b * H + h]; }
-    g_D[h] = acc;
+    for (var b = b0; b < b1; b++) { acc += work[p.o_dDp + b * H + h]; }
+    if (first) { g_D[h] = acc; } else { g_D[h] += acc; }
     return;
   }
   let j = e - 2u * H - 2u * HRN;   // dmimo_x [H, R, P]: sum over b of the (b, h) partials
   let RP = p.R * p.P;
   let h = j / RP;
   var acc = 0.0;
-  for (var b = 0u; b < p.nb; b++) { acc += work[p.o_dmx + (b * H + h) * RP + j % RP]; }
-  g_mx[j] = acc;
+  for (var b = b0; b < b1; b++) { acc += work[p.o_dmx + (b * H + h) * RP + j % RP]; }
+  if (first) { g_mx[j] = acc; } else { g_mx[j] += acc; }
 }

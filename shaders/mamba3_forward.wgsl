@@ -30,6 +30,7 @@
 //                order: deterministic. The state ssm lives in its (in place) storage buffer: one
 //                read and one write per element per token (N*P up to 8192 floats does not fit in
 //                the 16 KiB of workgroup memory). v_prev is x of the previous row (or the v state).
+//   or mamba3_chunk_scan (the chunked form, SISO and MIMO, below), picked by the host by length.
 // Workgroup memory (WS = 3RN + S floats, host-set): k double buffer [2][R][N] (slot t % 2 = k_t,
 // the other slot k_{t-1}) | q [R][N] | phi [S].
 // Token windows: both scans walk only tokens [t0, t0 + tn) (the chunked one: whole chunks, t0 a
@@ -38,7 +39,7 @@
 // into windows small enough for lavapipe (Mesa llvmpipe), which silently ends every loop of an
 // invocation once the invocation's loops together have made 65535 passes
 // (LP_MAX_TGSI_LOOP_ITERATIONS, one counter shared by all loops): one dispatch over a long
-// sequence came out wrong from token ~99 (N = 128) on. See ops/mamba3.py (loop_passes_*).
+// sequence came out wrong from token ~99 (N = 128) on. See ops/mamba3_windows.py.
 // Layout: x [.., H*P], Bn/Cn [.., G*N], dd_dt/dd_A/trap [.., H], angles [.., S] and y [.., H*P] are
 // views (element (r, j) at off + r*str + j): Cols windows of in_proj's output. States: angle
 // [Bsz, H, S], ssm [Bsz, H, P, N], k [Bsz, R, H, N], v [Bsz, H, P], read when HAS_INIT (else zeros)
@@ -139,51 +140,55 @@ fn mamba3_prep(@builtin(global_invocation_id) gid: vec3<u32>,
   else { pre[k] = Dv[e - 2u * HN]; }
 }
 
-// k_r (into sh[ko + r*N + n]) and q_r (into sh[2RN + r*N + n]) of token row r for e = r*N + n over
-// lid, lid + WG ..: bias, then the rotation by phi_i = sh[3RN + i] of pair (2i, 2i+1) (SISO) or
-// (i, i + N/2) (MIMO), i < S; other dims pass through.
-fn rotate_kq(row: u32, h: u32, g: u32, ko: u32, lid: u32) {
+// (k, q) of dim n of rank rk at token row `row`, head h (group g): bias added, then the rotation by
+// phi_i = sh[phb + i] of pair (2i, 2i+1) (SISO) or (i, i + N/2) (MIMO), i < S; other dims pass through.
+fn kq_rotated(row: u32, h: u32, g: u32, rk: u32, n: u32, phb: u32) -> vec2<f32> {
   let N = p.N;
   let RN = p.R * N;
-  let mimo = has(MIMO);
+  let bo = p.b_off + row * p.b_str + (rk * p.G + g) * N;
+  let co = p.c_off + row * p.c_str + (rk * p.G + g) * N;
+  let bb = p.par + (h * p.R + rk) * N;
+  let cb = p.par + p.H * RN + (h * p.R + rk) * N;
+  let kb = Bn[bo + n] + pre[bb + n];
+  let qb = Cn[co + n] + pre[cb + n];
+  var kk = kb;
+  var qq = qb;
+  var m = n;          // the pair partner
+  var i = 0u;         // the angle index
+  var first = false;  // n is the pair's first element (out = a c - b s), else out = a s + b c
+  var rot = false;
+  if (has(MIMO)) {
+    let hN = N / 2u;
+    if (n < p.S) { rot = true; m = n + hN; i = n; first = true; }
+    else if (n >= hN && n < hN + p.S) { rot = true; m = n - hN; i = n - hN; }
+  } else if (n < 2u * p.S) {
+    rot = true; m = n ^ 1u; i = n / 2u; first = (n & 1u) == 0u;
+  }
+  if (rot) {
+    let kp = Bn[bo + m] + pre[bb + m];
+    let qp = Cn[co + m] + pre[cb + m];
+    let sc = sin_cos(sh[phb + i]);
+    let s = sc.x;
+    let c = sc.y;
+    if (first) {
+      kk = kb * c - kp * s;
+      qq = qb * c - qp * s;
+    } else {
+      kk = kp * s + kb * c;
+      qq = qp * s + qb * c;
+    }
+  }
+  return vec2<f32>(kk, qq);
+}
+
+// k_r (into sh[ko + r*N + n]) and q_r (into sh[2RN + r*N + n]) of token row r for e = r*N + n over
+// lid, lid + WG ..; the angles at sh[3RN ..].
+fn rotate_kq(row: u32, h: u32, g: u32, ko: u32, lid: u32) {
+  let RN = p.R * p.N;
   for (var e = lid; e < RN; e += WG) {
-    let rk = e / N;
-    let n = e % N;
-    let bo = p.b_off + row * p.b_str + (rk * p.G + g) * N;
-    let co = p.c_off + row * p.c_str + (rk * p.G + g) * N;
-    let bb = p.par + (h * p.R + rk) * N;
-    let cb = p.par + p.H * RN + (h * p.R + rk) * N;
-    let kb = Bn[bo + n] + pre[bb + n];
-    let qb = Cn[co + n] + pre[cb + n];
-    var kk = kb;
-    var qq = qb;
-    var m = n;          // the pair partner
-    var i = 0u;         // the angle index
-    var first = false;  // n is the pair's first element (out = a c - b s), else out = a s + b c
-    var rot = false;
-    if (mimo) {
-      let hN = N / 2u;
-      if (n < p.S) { rot = true; m = n + hN; i = n; first = true; }
-      else if (n >= hN && n < hN + p.S) { rot = true; m = n - hN; i = n - hN; }
-    } else if (n < 2u * p.S) {
-      rot = true; m = n ^ 1u; i = n / 2u; first = (n & 1u) == 0u;
-    }
-    if (rot) {
-      let kp = Bn[bo + m] + pre[bb + m];
-      let qp = Cn[co + m] + pre[cb + m];
-      let sc = sin_cos(sh[3u * RN + i]);
-      let s = sc.x;
-      let c = sc.y;
-      if (first) {
-        kk = kb * c - kp * s;
-        qq = qb * c - qp * s;
-      } else {
-        kk = kp * s + kb * c;
-        qq = qp * s + qb * c;
-      }
-    }
-    sh[ko + e] = kk;
-    sh[2u * RN + e] = qq;
+    let kq = kq_rotated(row, h, g, e / p.N, e % p.N, 3u * RN);
+    sh[ko + e] = kq.x;
+    sh[2u * RN + e] = kq.y;
   }
 }
 
@@ -278,30 +283,34 @@ fn mamba3_scan(@builtin(workgroup_id) wid: vec3<u32>,
   for (var pp = lid; pp < P; pp += WG) { s_v[bh * P + pp] = x[p.x_off + rl * p.x_str + h * P + pp]; }
 }
 
-// ---- the chunked form (SISO; host-picked for long prompts: ops/mamba3.py), as mamba3_siso_fwd_ref
-// with a carried state. One workgroup per (h, b) walks chunks of L = p_chunk tokens (L <= MAX_L); in a
-// chunk (t, s < L; prod_{a..b} alpha = 1 when empty):
+// ---- the chunked form (SISO and MIMO; host-picked for long prompts: ops/mamba3.py), as
+// mamba3_siso_fwd_ref / mamba3_MIMO_chunk_ref with a carried state. One workgroup per (h, b) walks
+// chunks of L = CHUNK tokens (L <= MAX_L, L R <= MAX_LR); in a chunk (t, s < L; ranks r, u < R; SISO is
+// R = 1 with mimo_x = 1; prod_{a..b} alpha = 1 when empty):
 //   cp_t   = prod_{r <= t} alpha_r;   dec(t, s) = prod_{s < r <= t} alpha_r  (products, not exp of a
 //            cumsum of logs: an alpha that underflows to 0 stays exact)
 //   sc_s   = gamma_s + (DT - gamma)_{s+1} (the next token's trapezoid weight (1 - lam) DT, 0 at the
 //            chunk end: it enters the next chunk's entry state instead);  sh_t = (DT - gamma)_{t+1}
-//   M[t,s] = (q_t . k_s) (dec(t, s) sc_s - [s == t] sh_t)          the intra-chunk "attention" (L x L)
-//   acc    = S + (DT - gamma)_0 v_prev k_prev^T                     (the state entering the chunk)
-//   y_t    = sum_{s <= t} M[t,s] x_s + cp_t acc q_t + D x_t
-//   S'     = cp_{L-1} acc + sum_s dec(L-1, s) sc_s x_s k_s^T
-// Phases per chunk (barriers between): phi of every token (threads over i < S); k_t, q_t rotated
-// (threads over (t, n)); the per-token scalars (thread 0); M (threads over (t, s)); y and S' (threads
-// over p, each streaming its state row once). Workgroup memory (host-set WS): k [L][N] | q [L][N] |
-// M [L][L] | phi [L][S] | cp, sc, wl (= dec(L-1, s) sc_s), spare [L] | k_prev [N].
+//   M[(t,u),(s,r)] = (q_{t,u} . k_{s,r}) (dec(t, s) sc_s - [s == t] sh_t)   the intra-chunk "attention",
+//            an (L R) x (L R) matrix: small matmuls over the ranks (the reference's kron(mask, 1_RxR))
+//   acc    = S + (DT - gamma)_0 sum_r v_prev_r k_prev_r^T            (the state entering the chunk)
+//   y_{t,u} = sum_{s <= t, r} M[(t,u),(s,r)] v_{s,r} + cp_t acc q_{t,u} + D v_{t,u}   (v_{s,r} = x_s mimo_x_r)
+//   S'     = cp_{L-1} acc + sum_s dec(L-1, s) sc_s sum_r v_{s,r} k_{s,r}^T
+// Phases per chunk (barriers between): phi of every token (threads over i < S); k_{t,r}, q_{t,r} rotated
+// (threads over (t, r, n)); the per-token scalars (thread 0); M (threads over its entries); y and S'
+// (threads over p, each streaming its state row once). Workgroup memory (host-set WS): k [L][R][N] |
+// q [L][R][N] | M [L R][L R] | phi [L][S] | cp, sc, wl (= dec(L-1, s) sc_s), sh [L] | k_prev [R][N].
 
 const MAX_L = 32u;
+const MAX_LR = 32u;
 override CHUNK: u32 = 8u;
+override RANK: u32 = 1u;   // = p.R, as a constant so the rank loops of the hot loop unroll (SISO: 1)
 
 fn CK() -> u32 { return 0u; }
-fn CQ() -> u32 { return CHUNK * p.N; }
-fn CM() -> u32 { return 2u * CHUNK * p.N; }
-fn CPH() -> u32 { return 2u * CHUNK * p.N + CHUNK * CHUNK; }
-fn CS() -> u32 { return 2u * CHUNK * p.N + CHUNK * CHUNK + CHUNK * p.S; }
+fn CQ() -> u32 { return CHUNK * RANK * p.N; }
+fn CM() -> u32 { return 2u * CHUNK * RANK * p.N; }
+fn CPH() -> u32 { return CM() + CHUNK * RANK * CHUNK * RANK; }
+fn CS() -> u32 { return CPH() + CHUNK * p.S; }
 fn CKP() -> u32 { return CS() + 4u * CHUNK; }
 
 @compute @workgroup_size(WG)
@@ -313,11 +322,14 @@ fn mamba3_chunk_scan(@builtin(workgroup_id) wid: vec3<u32>,
   let N = p.N;
   let S = p.S;
   let P = p.P;
+  let R = RANK;
+  let RN = R * N;
   let L = CHUNK;
+  let LR = L * R;
   let g = h / (p.H / p.G);
   let bh = b * p.H + h;
   let init = has(HAS_INIT);
-  let Dh = pre[p.par + 2u * p.H * N + h];
+  let Dh = pre[p.par + 2u * p.H * RN + h];
   let c_first = p.t0 / L;                       // the window [t0, t0 + tn): whole chunks
   let t_end = min(p.T, p.t0 + p.tn);
   let c_end = (t_end + L - 1u) / L;
@@ -327,15 +339,16 @@ fn mamba3_chunk_scan(@builtin(workgroup_id) wid: vec3<u32>,
     if (carried) { v = s_ang[bh * S + i]; }
     sh[CPH() + (L - 1u) * S + i] = v;   // phi before the chunk: slot L-1 (where each chunk leaves it)
   }
-  for (var n = lid; n < N; n += WG) {
+  for (var e = lid; e < RN; e += WG) {
     var v = 0.0;
-    if (carried) { v = s_k[bh * N + n]; }
-    sh[CKP() + n] = v;
+    if (carried) { v = s_k[((b * R + e / N) * p.H + h) * N + e % N]; }
+    sh[CKP() + e] = v;
   }
   workgroupBarrier();
   for (var c = c_first; c < c_end; c++) {
     let t0 = c * L;
     let Lc = min(L, p.T - t0);
+    let LcR = Lc * R;
     // (1) phi_t for t < Lc (threads own angles; slot L-1 carries phi from chunk to chunk)
     for (var i = lid; i < S; i += WG) {
       var ph = sh[CPH() + (L - 1u) * S + i];
@@ -348,36 +361,14 @@ fn mamba3_chunk_scan(@builtin(workgroup_id) wid: vec3<u32>,
       if (Lc < L) { sh[CPH() + (L - 1u) * S + i] = ph; }   // the carried angle of a short last chunk
     }
     workgroupBarrier();
-    // (2) k_t, q_t rotated, (t, n) over threads
-    for (var e = lid; e < Lc * N; e += WG) {
-      let t = e / N;
-      let n = e % N;
-      let r = b * p.T + t0 + t;
-      let bo = p.b_off + r * p.b_str + g * N;
-      let co = p.c_off + r * p.c_str + g * N;
-      let bb = p.par + h * N;
-      let cb = p.par + p.H * N + h * N;
-      let kb = Bn[bo + n] + pre[bb + n];
-      let qb = Cn[co + n] + pre[cb + n];
-      var kk = kb;
-      var qq = qb;
-      if (n < 2u * S) {
-        let m = n ^ 1u;
-        let kp = Bn[bo + m] + pre[bb + m];
-        let qp = Cn[co + m] + pre[cb + m];
-        let scs = sin_cos(sh[CPH() + t * S + n / 2u]);
-        if ((n & 1u) == 0u) {
-          kk = kb * scs.y - kp * scs.x;
-          qq = qb * scs.y - qp * scs.x;
-        } else {
-          kk = kp * scs.x + kb * scs.y;
-          qq = qp * scs.x + qb * scs.y;
-        }
-      }
-      sh[CK() + t * N + n] = kk;
-      sh[CQ() + t * N + n] = qq;
+    // (2) k_{t,r}, q_{t,r} rotated, (t, r, n) over threads
+    for (var e = lid; e < Lc * RN; e += WG) {
+      let t = e / RN;
+      let kq = kq_rotated(b * p.T + t0 + t, h, g, (e % RN) / N, e % N, CPH() + t * S);
+      sh[CK() + e] = kq.x;
+      sh[CQ() + e] = kq.y;
     }
-    // (3) thread 0: cp, sc, wl of the chunk (fixed order)
+    // (3) thread 0: cp, sc, wl, sh of the chunk (fixed order)
     if (lid == 0u) {
       var cpv = 1.0;
       for (var t = 0u; t < Lc; t++) {
@@ -400,32 +391,34 @@ fn mamba3_chunk_scan(@builtin(workgroup_id) wid: vec3<u32>,
       }
     }
     workgroupBarrier();
-    // (4) M[t, s], s <= t
-    for (var e = lid; e < Lc * Lc; e += WG) {
-      let t = e / Lc;
-      let s = e % Lc;
+    // (4) M[(t,u), (s,r)], s <= t (rows / columns (token, rank): i = t R + u, j = s R + r)
+    for (var e = lid; e < LcR * LcR; e += WG) {
+      let i = e / LcR;
+      let j = e % LcR;
+      let t = i / R;
+      let s = j / R;
       var m = 0.0;
       if (s <= t) {
         var dot = 0.0;
-        for (var n = 0u; n < N; n++) { dot += sh[CQ() + t * N + n] * sh[CK() + s * N + n]; }
+        for (var n = 0u; n < N; n++) { dot += sh[CQ() + i * N + n] * sh[CK() + j * N + n]; }
         var dec = 1.0;
         for (var r = s + 1u; r <= t; r++) { dec *= pre[(b * p.T + t0 + r) * p.pw + p.H + h]; }
         m = dot * dec * sh[CS() + L + s];
         if (s == t) { m -= dot * sh[CS() + 3u * L + t]; }
       }
-      sh[CM() + t * L + s] = m;
+      sh[CM() + i * LR + j] = m;
     }
     workgroupBarrier();
-    // (5) threads over p: y of the chunk's tokens and the state S' (row p streamed once)
+    // (5) threads over p: y of the chunk's tokens and ranks, and the state S' (row p streamed once)
     let r0 = b * p.T + t0;
     let c0 = pre[r0 * p.pw + h] - pre[r0 * p.pw + 3u * p.H + h];   // (DT - gamma)_0
     for (var pp = lid; pp < P; pp += WG) {
       var xs: array<f32, MAX_L>;
-      var ya: array<f32, MAX_L>;
-      for (var t = 0u; t < Lc; t++) {
-        xs[t] = x[p.x_off + (r0 + t) * p.x_str + h * P + pp];
-        ya[t] = 0.0;
-      }
+      var ya: array<f32, MAX_LR>;
+      var w: array<f32, MAX_R>;
+      for (var k = 0u; k < R; k++) { w[k] = mx(h, k, pp); }
+      for (var t = 0u; t < Lc; t++) { xs[t] = x[p.x_off + (r0 + t) * p.x_str + h * P + pp]; }
+      for (var i = 0u; i < LcR; i++) { ya[i] = 0.0; }
       var vp = 0.0;
       if (c > 0u) { vp = x[p.x_off + (r0 - 1u) * p.x_str + h * P + pp]; }
       else if (init) { vp = s_v[bh * P + pp]; }
@@ -433,28 +426,35 @@ fn mamba3_chunk_scan(@builtin(workgroup_id) wid: vec3<u32>,
       let base = (bh * P + pp) * N;
       let cl = sh[CS() + Lc - 1u];
       for (var n = 0u; n < N; n++) {
-        var a = c0 * vp * sh[CKP() + n];
+        var kv = 0.0;                                  // sum_r mimo_x_r k_prev_r[n]
+        for (var k = 0u; k < R; k++) { kv += w[k] * sh[CKP() + k * N + n]; }
+        var a = c0 * vp * kv;
         if (!fresh) { a += s_ssm[base + n]; }
         var sn = cl * a;
         for (var t = 0u; t < Lc; t++) {
-          ya[t] += a * sh[CQ() + t * N + n];
-          sn += sh[CS() + 2u * L + t] * xs[t] * sh[CK() + t * N + n];
+          var kt = 0.0;                                // sum_r mimo_x_r k_{t,r}[n]
+          for (var k = 0u; k < R; k++) {
+            ya[t * R + k] += a * sh[CQ() + (t * R + k) * N + n];
+            kt += w[k] * sh[CK() + (t * R + k) * N + n];
+          }
+          sn += sh[CS() + 2u * L + t] * xs[t] * kt;
         }
         s_ssm[base + n] = sn;
       }
-      for (var t = 0u; t < Lc; t++) {
-        var acc = sh[CS() + t] * ya[t] + Dh * xs[t];
-        for (var s = 0u; s <= t; s++) { acc += sh[CM() + t * L + s] * xs[s]; }
-        y[p.y_off + (r0 + t) * p.y_str + h * P + pp] = acc;
+      for (var i = 0u; i < LcR; i++) {
+        let t = i / R;
+        var acc = sh[CS() + t] * ya[i] + Dh * xs[t] * w[i % R];
+        for (var j = 0u; j < (t + 1u) * R; j++) { acc += sh[CM() + i * LR + j] * (xs[j / R] * w[j % R]); }
+        y[p.y_off + (r0 + t) * p.y_str + ((i % R) * p.H + h) * P + pp] = acc;
       }
     }
     workgroupBarrier();
-    for (var n = lid; n < N; n += WG) { sh[CKP() + n] = sh[CK() + (Lc - 1u) * N + n]; }
+    for (var e = lid; e < RN; e += WG) { sh[CKP() + e] = sh[CK() + (Lc - 1u) * RN + e]; }
     workgroupBarrier();
   }
   // the window's final angle, k, v states, in place
   for (var i = lid; i < S; i += WG) { s_ang[bh * S + i] = sh[CPH() + (L - 1u) * S + i]; }
-  for (var n = lid; n < N; n += WG) { s_k[bh * N + n] = sh[CKP() + n]; }
+  for (var e = lid; e < RN; e += WG) { s_k[((b * R + e / N) * p.H + h) * N + e % N] = sh[CKP() + e]; }
   let rl = b * p.T + t_end - 1u;
   for (var pp = lid; pp < P; pp += WG) { s_v[bh * P + pp] = x[p.x_off + rl * p.x_str + h * P + pp]; }
 }

@@ -13,6 +13,9 @@
 //                             row's dot products, then dy_r and dz (fixed-order loops over p, r)
 //   mamba3_mimo_out_bwd_par   one thread per parameter element [dmimo_z (HRP) | dmimo_o (HRP) | dnorm_w
 //                             (HP)]: sums over rows in order (rs from the first pass). No atomics.
+//                             Row windows: one dispatch sums rows [r0, r1); the first (r0 == 0) writes,
+//                             later ones add -- the host splits a long `rows` so no thread passes
+//                             lavapipe's loop cap (py_engine/ops/loop_budget.py).
 // y [rows, R*H*P] rank-major per row (the scan's output); z, dout, dz views H*P wide (element (row, c) at
 // off + row*str + c); par = mimo_z | mimo_o | norm_w packed by the host ([H, R, P], [H, R, P], [H*P]).
 
@@ -24,6 +27,7 @@ struct Params {
   rows: u32, H: u32, P: u32, R: u32,
   flags: u32, eps: f32, z_off: u32, z_str: u32,
   g_off: u32, g_str: u32, dz_off: u32, dz_str: u32,
+  r0: u32, r1: u32, _p0: u32, _p1: u32,     // par: this dispatch's row window [r0, r1)
 };
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -115,7 +119,7 @@ fn mamba3_mimo_out_bwd_par(@builtin(global_invocation_id) gid: vec3<u32>,
     let m = mz(h, r, pp);
     let w = nw(h, pp);
     var acc = 0.0;
-    for (var row = 0u; row < p.rows; row++) {
+    for (var row = p.r0; row < p.r1; row++) {
       let zz = zv(row, h, pp);
       let yn = y[yi(row, r, h, pp)] * rs[(row * p.H + h) * p.R + r] * w;
       if (e < HRP) {
@@ -124,14 +128,18 @@ fn mamba3_mimo_out_bwd_par(@builtin(global_invocation_id) gid: vec3<u32>,
         acc += gv(row, h, pp) * yn * silu(zz * m);
       }
     }
-    if (e < HRP) { g_mz[j] = acc; } else { g_mo[j] = acc; }
+    if (e < HRP) {
+      if (p.r0 == 0u) { g_mz[j] = acc; } else { g_mz[j] += acc; }
+    } else {
+      if (p.r0 == 0u) { g_mo[j] = acc; } else { g_mo[j] += acc; }
+    }
     return;
   }
   let j = e - 2u * HRP;      // dnorm_w of (h, pp)
   let h = j / p.P;
   let pp = j % p.P;
   var acc = 0.0;
-  for (var row = 0u; row < p.rows; row++) {
+  for (var row = p.r0; row < p.r1; row++) {
     let zz = zv(row, h, pp);
     let go = gv(row, h, pp);
     for (var r = 0u; r < p.R; r++) {
@@ -139,5 +147,5 @@ fn mamba3_mimo_out_bwd_par(@builtin(global_invocation_id) gid: vec3<u32>,
              * rs[(row * p.H + h) * p.R + r];
     }
   }
-  g_nw[j] = acc;
+  if (p.r0 == 0u) { g_nw[j] = acc; } else { g_nw[j] += acc; }
 }

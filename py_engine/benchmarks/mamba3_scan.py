@@ -1,8 +1,13 @@
-"""Mamba-3 (SISO) scan, the two forward forms side by side (py_engine/ops/mamba3.py): the
-sequential scan (O(T) dependent steps per (sequence, head)) and the chunked one (O(T / L)), at the
-187m-class head shape (24 heads of 64, d_state 128, half of it rotated: L = 8). Timed with the host
-clock around submit + queue drain, each form warmed up first; `max_abs_diff` is |chunked - serial|
-over y (pseudo-random inputs from a cheap integer hash, written once)."""
+"""Mamba-3 scan, the two forward forms side by side (py_engine/ops/mamba3.py): the sequential scan
+(O(T) dependent steps per (sequence, head)) and the chunked one (O(T / L)), at the 187m-class head
+shape (24 heads of 64, d_state 128, half of it rotated), SISO (L = 8) and MIMO of rank 2 and 4
+(L = 4, 2: chunks of L R = 8 (token, rank) rows). Timed with the host clock around submit + queue
+drain, each form warmed up first; `max_abs_diff` is |chunked - serial| over y (pseudo-random inputs
+from a cheap integer hash, written once).
+
+Result: {"shape", "chunk_len", "lengths": [rows]} for SISO, and "mimo": [{"R", "chunk_len",
+"lengths": [rows]}] per MIMO rank; a row is {"T", "serial_ms", "chunked_ms", "speedup",
+"max_abs_diff", "y_scale"}."""
 import math
 import struct
 import time
@@ -12,6 +17,7 @@ from py_engine.ops import mamba3 as m3
 
 SHAPE = dict(H=24, P=64, N=128, S=32, G=1)
 LENGTHS = (64, 256, 1024)
+RANKS = (1, 2, 4)          # SISO, then MIMO ranks
 
 
 def _values(n, seed, scale):
@@ -48,15 +54,20 @@ async def _time(device, run, min_seconds):
         reps *= 2
 
 
-async def run(device, lengths=LENGTHS, min_seconds=0.3, shape=None):
-    s = dict(SHAPE, **(shape or {}))
+async def _rank(device, s, R, lengths, min_seconds):
+    """{"R", "chunk_len", "lengths"} of one rank (R = 1: SISO, no mimo_x)."""
     H, P, N, S, G = s["H"], s["P"], s["N"], s["S"], s["G"]
-    out = {"shape": s, "chunk_len": m3.chunk_len(N, S), "lengths": []}
+    mimo = R > 1
+    bias = (H, R, N) if mimo else (H, N)
     par = dict(dt_bias=_tensor(device, (H,), 1, 0.5), D=_tensor(device, (H,), 2),
-               B_bias=_tensor(device, (H, N), 3, 0.5), C_bias=_tensor(device, (H, N), 4, 0.5))
+               B_bias=_tensor(device, bias, 3, 0.5), C_bias=_tensor(device, bias, 4, 0.5))
+    if mimo:
+        par["mimo_x"] = _tensor(device, (H, R, P), 5, 0.5)
+    out = {"R": R, "chunk_len": m3.chunk_len(N, S, R), "lengths": []}
     for T in lengths:
         ins = [_tensor(device, (1, T, w), 10 + i, sc) for i, (w, sc) in enumerate(
-            ((H * P, 1.0), (G * N, 1.0), (G * N, 1.0), (H, 1.0), (H, 1.0), (H, 1.0), (S, 1.0)))]
+            ((H * P, 1.0), (R * G * N, 1.0), (R * G * N, 1.0), (H, 1.0), (H, 1.0), (H, 1.0),
+             (S, 1.0)))]
         kw = dict(par, n_heads=H, n_groups=G, S=S, A_floor=1e-4, heavy_tail=True)
         ys = {}
 
@@ -72,8 +83,9 @@ async def run(device, lengths=LENGTHS, min_seconds=0.3, shape=None):
         for path in ("serial", "chunked"):
             row[f"{path}_ms"] = round(await _time(device, form(path), min_seconds), 3)
         row["speedup"] = round(row["serial_ms"] / max(row["chunked_ms"], 1e-9), 2)
-        a = struct.unpack(f"<{T * H * P}f", await ys["serial"].to_bytes())
-        c = struct.unpack(f"<{T * H * P}f", await ys["chunked"].to_bytes())
+        n = T * R * H * P
+        a = struct.unpack(f"<{n}f", await ys["serial"].to_bytes())
+        c = struct.unpack(f"<{n}f", await ys["chunked"].to_bytes())
         row["max_abs_diff"] = max(abs(u - v) for u, v in zip(a, c))
         row["y_scale"] = max(abs(u) for u in a)
         out["lengths"].append(row)
@@ -81,4 +93,19 @@ async def run(device, lengths=LENGTHS, min_seconds=0.3, shape=None):
             t.release()
     for t in par.values():
         t.release()
+    return out
+
+
+async def run(device, lengths=LENGTHS, min_seconds=0.3, shape=None, ranks=RANKS):
+    """ranks: 1 (SISO) and/or MIMO ranks whose chunk fits (others are left out)."""
+    s = dict(SHAPE, **(shape or {}))
+    out = {"shape": s, "chunk_len": None, "lengths": [], "mimo": []}
+    for R in ranks:
+        if not m3.chunk_len(s["N"], s["S"], R):
+            continue
+        r = await _rank(device, s, R, lengths, min_seconds)
+        if R == 1:
+            out.update(chunk_len=r["chunk_len"], lengths=r["lengths"])
+        else:
+            out["mimo"].append(r)
     return out

@@ -286,7 +286,22 @@ class MambaConfig:
         default = DEFAULT_KIND.get(self.model_type, "mamba1")
         if any(kind != default for kind in self.layers):
             d["layers"] = list(self.layers)
+            d.update(self._layer_kind_keys())
         return d
+
+    # Our config.json keys of the attention / MLP kinds in a schedule written with our names
+    # (a gated-MLP hybrid that is neither NemotronH nor mamba_ssm: py_engine/train/init.py
+    # hybrid_layout); from_hf_dict reads them back as the fields of the same names.
+    _KIND_KEYS = {"attention": ("attention_heads", "attention_kv_heads", "attention_head_dim",
+                                "max_position_embeddings", "attention_rope", "rope_theta",
+                                "partial_rotary_factor", "attention_qkv_bias",
+                                "attention_out_bias"),
+                  "mlp": ("mlp_intermediate_size", "mlp_hidden_act", "mlp_bias"),
+                  "gated_mlp": ("mlp_intermediate_size", "mlp_bias")}
+
+    def _layer_kind_keys(self):
+        return {k: getattr(self, k) for kind in sorted(set(self.layers))
+                for k in self._KIND_KEYS.get(kind, ())}
 
     # --- NemotronH (transformers' NemotronHConfig) ------------------------------
     # config.json key -> (our field, transformers' default); older mamba_* spellings too.
@@ -404,9 +419,13 @@ class MambaConfig:
         layer = ssm.pop("layer", "Mamba1")
         # attention layers (attn_layer_idx + attn_cfg) and the gated MLP after every mixer
         # (d_intermediate): the schedule and sizes, {} for a pure Mamba model
-        hybrid = hybrid_fields(d, {"Mamba1": "mamba1", "Mamba2": "mamba2",
-                                   "Mamba3": "mamba3"}.get(layer), source)
+        kind = {"Mamba1": "mamba1", "Mamba2": "mamba2", "Mamba3": "mamba3"}.get(layer)
+        hybrid = hybrid_fields(d, kind, source)
         hybrid = dict(hybrid, **{k: d[k] for k in schedule.OUR_KEYS if k in d})
+        if d.get(schedule.BIDI_KEY) and kind and "layers" not in hybrid:
+            # mamba_ssm's config.json names no per-layer kinds: our bidirectional key makes
+            # every layer its family's bidirectional wrapper, as schedule.apply_options does
+            hybrid["layers"] = ["bidi_" + kind] * int(d["n_layer"])
         if not d.get("rms_norm", True):
             raise ValueError(f"{source}: rms_norm false (LayerNorm blocks) is not supported")
         vocab, mult = int(d["vocab_size"]), int(d.get("pad_vocab_size_multiple", 8))

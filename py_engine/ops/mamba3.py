@@ -32,13 +32,15 @@ long-running invocation's loops early, so a long sequence is walked in several d
 states carry through their buffers; W = 1 for short ones).
 Two, not one, because inputs + parameters + states are 16 storage bindings and a browser gives 10.
 The forward has two forms of one workgroup per (b, h): the sequential scan (O(T) dependent steps)
-and, SISO only, the chunked form mamba3_chunk_scan (reference scan_chunked / state-spaces'
-mamba3_siso_fwd_ref with a carried state): per chunk of L tokens the intra-chunk part is an L x L
-matrix (q_t . k_s times the decay products and trapezoid weights) applied to x, the state enters
-through cp_t acc q_t and leaves as one rank-L update, so O(T / L) dependent steps. `path` picks
-one ("serial" / "chunked"); by default the chunked form runs for SISO prompts of at least
-CHUNK_MIN_T tokens. L = chunk_len(N, S): the largest of 32, 16, 8, 4 whose k, q, M, phi tiles fit
-the workgroup memory.
+and the chunked form mamba3_chunk_scan (reference scan_chunked / state-spaces' mamba3_siso_fwd_ref
+and mamba3_MIMO_chunk_ref, with a carried state): per chunk of L tokens the intra-chunk part is an
+(L R) x (L R) matrix over (token, rank) pairs (q_{t,u} . k_{s,r} times the decay products and
+trapezoid weights) applied to v, the state enters through cp_t acc q_t and leaves as one rank-L R
+update, so O(T / L) dependent steps and one read + write of the state per chunk instead of per
+token. `path` picks one ("serial" / "chunked"); by default the chunked form runs for prompts of at
+least CHUNK_MIN_T tokens. L = chunk_len(N, S, R): the largest of 32, 16, 8, 4, 2 with L R <= 32
+whose k, q, M, phi tiles fit the workgroup memory (d_state 128: L R = 8, i.e. L 8 SISO, 4 at R 2,
+2 at R 4; none at R 8: serial).
 
 Memory: a transient `pre` buffer of Bsz*T*(4H + S) + 2HN + H floats (released after recording,
 kept with save=True); with state=None, transient zero-read states (the final state is dropped).
@@ -186,19 +188,23 @@ def _ws(s):
 
 CHUNK_MIN_T = 16          # shorter prompts run the sequential scan (one chunk buys nothing)
 WG_FLOATS = 4096          # 16 KiB of workgroup memory, the WebGPU default limit
+MAX_LR = 32               # the chunked shader's per-thread y accumulators: chunk tokens x ranks
 
 
-def chunk_len(N, S):
-    """Tokens per chunk of mamba3_chunk_scan: the largest L whose workgroup tiles fit."""
-    for L in (32, 16, 8, 4):
-        if _chunk_ws(L, N, S) <= WG_FLOATS:
+def chunk_len(N, S, R=1):
+    """Tokens per chunk of mamba3_chunk_scan at rank R (SISO: 1): the largest L of 32, 16, 8, 4, 2
+    with L R <= MAX_LR whose k, q, M, phi tiles fit the workgroup memory; 0 when none does (the
+    serial scan runs then). MIMO's chunks hold L R (token, rank) rows, as the reference's 64 / R."""
+    for L in (32, 16, 8, 4, 2):
+        if L * R <= MAX_LR and _chunk_ws(L, N, S, R) <= WG_FLOATS:
             return L
     return 0
 
 
-def _chunk_ws(L, N, S):
-    """Workgroup floats of the chunked scan: k, q [L, N] | M [L, L] | phi [L, S] | 4 [L] | k_prev."""
-    return 2 * L * N + L * L + L * S + 4 * L + N
+def _chunk_ws(L, N, S, R=1):
+    """Workgroup floats of the chunked scan: k, q [L, R, N] | M [L R, L R] | phi [L, S] | 4 [L] |
+    k_prev [R, N]."""
+    return 2 * L * R * N + (L * R) ** 2 + L * S + 4 * L + R * N
 
 
 def _scan_resources(un, pre, xv, bv, cv, yv, st):
@@ -212,7 +218,7 @@ def mamba3_forward(batch, x, Bn, Cn, dd_dt, dd_A, trap, angles, *, dt_bias, B_bi
     """-> (y [Bsz, T, R*H*P], saved: Mamba3Saved or None). state: None (zeros, final state
     dropped) or an object with tensors angle/ssm/k/v, read as the initial state and overwritten
     with the final one. mimo_x: None (SISO) or the [H, R, P] MIMO up-projection. path: None
-    (chunked for SISO with T >= CHUNK_MIN_T, else serial), "serial" or "chunked" (SISO only).
+    (chunked for T >= CHUNK_MIN_T where a chunk fits, else serial), "serial" or "chunked".
     1 + W dispatches (+ a copy of mimo_x with MIMO): prep, then the scan once per token window
     (W = 1 unless T is long: ops/mamba3_windows.py; the states carry from window to window)."""
     dev = batch.device
@@ -228,17 +234,18 @@ def mamba3_forward(batch, x, Bn, Cn, dd_dt, dd_A, trap, angles, *, dt_bias, B_bi
     xv, bv, cv, yv = view(x), view(Bn), view(Cn), view(y)
     uniform, pre = _prep(batch, s, dd_dt, dd_A, trap, angles, dt_bias, B_bias, C_bias, D, A_floor,
                          heavy_tail, HAS_INIT if state is not None else 0, xv, bv, cv, yv, mimo_x)
-    L = chunk_len(s.N, s.S)
+    L = chunk_len(s.N, s.S, s.R)
     if path is None:
-        path = "chunked" if not s.mimo and L and s.T >= CHUNK_MIN_T else "serial"
+        path = "chunked" if L and s.T >= CHUNK_MIN_T else "serial"
     if path == "chunked":
-        if s.mimo or not L:
-            raise ValueError("the chunked Mamba-3 scan is SISO only, with d_state small enough "
-                             "for a 4-token chunk in workgroup memory; use path='serial'")
-        for t0, tn in windows(s.T, chunk_passes_per_chunk(L, s.N, s.P, s.S), unit=L):
+        if not L:
+            raise ValueError(f"the chunked Mamba-3 scan needs a 2-token chunk of rank {s.R} to fit "
+                             f"workgroup memory, and d_state {s.N} is too large for it; use "
+                             "path='serial'")
+        for t0, tn in windows(s.T, chunk_passes_per_chunk(L, s.N, s.P, s.S, s.R), unit=L):
             batch.run(FWD, "mamba3_chunk_scan",
                       _scan_resources(uniform(t0, tn), pre, xv, bv, cv, yv, st), s.H, s.nb,
-                      constants={"WS": _chunk_ws(L, s.N, s.S), "CHUNK": L})
+                      constants={"WS": _chunk_ws(L, s.N, s.S, s.R), "CHUNK": L, "RANK": s.R})
     elif path == "serial":
         for t0, tn in windows(s.T, serial_passes_per_token(s.N, s.P, s.S, s.R)):
             batch.run(FWD, "mamba3_scan",

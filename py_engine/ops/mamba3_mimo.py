@@ -15,18 +15,28 @@ out     [rows, H*P]    new Tensor (or the given Tensor / Cols view):
     mamba3_mimo_out_backward(batch, dout, y, z, mimo_z, mimo_o, norm_w=None, eps=1e-5)
         -> dict(dy [rows, R*H*P], dz [rows, H*P], dmimo_z, dmimo_o [H, R, P], dnorm_w [H*P] or None)
 dout [rows, H*P] (Tensor or Cols view), the rest exactly as given to the forward; every result a
-new Tensor. 2 dispatches + 2-3 copies (shaders/mamba3_mimo_out_backward.wgsl: dy and dz per
-(row, head), then one thread per parameter element summing over rows in order; deterministic).
+new Tensor. 1 + Wp dispatches + 2-3 copies (shaders/mamba3_mimo_out_backward.wgsl: dy and dz per
+(row, head), then one thread per parameter element summing over rows in order, in Wp row windows --
+1 unless rows is long, see par_windows; deterministic).
 Transient: the packed parameters [2HRP + HP] and rs [rows, H, R].
 """
 from py_engine.gpu.tensor import Tensor
 from py_engine.ops._common import dummy, fold, params, rows_of
 from py_engine.ops.conv1d import rw_dummy, view
+from py_engine.ops.loop_budget import spans, window_len
 
 SHADER = "mamba3_mimo_out"
 BWD = "mamba3_mimo_out_backward"
 WG = 64
 ONORM = 1
+
+
+def par_windows(rows, R):
+    """[(r0, n)] row windows of the mamba3_mimo_out_bwd_par dispatches ([(0, rows)] when one
+    fits). Per row, a dmimo_z/o thread makes 1 loop pass and a dnorm_w thread R + 2 (the row loop
+    and its R loop); one 8-lane SIMD group may hold both kinds of lanes, whose loops then run one
+    after the other: R + 3 for the busiest group (lavapipe's cap; ops/loop_budget.py)."""
+    return spans(rows, window_len(R + 3))
 
 
 def _dims(y, z, mimo_z, mimo_o, norm_w):
@@ -75,15 +85,23 @@ def mamba3_mimo_out_backward(batch, dout, y, z, mimo_z, mimo_o, norm_w=None, eps
     out = dict(dy=dy, dz=dz, dmimo_z=Tensor(dev, (H, R, P)), dmimo_o=Tensor(dev, (H, R, P)),
                dnorm_w=Tensor(dev, (HP,)) if onorm else None)
     zv, gv, dzv = view(z), view(dout), view(dz)
-    un = dev.uniform(params(rows, H, P, R, ONORM if onorm else 0, float(eps), zv[1], zv[2],
-                            gv[1], gv[2], dzv[1], dzv[2]))
-    common = [un, y.binding, zv[0], par.binding, gv[0], rs.binding]
+
+    def uniform(r0, r1):   # r0, r1: the par dispatch's row window
+        return dev.uniform(params(rows, H, P, R, ONORM if onorm else 0, float(eps), zv[1], zv[2],
+                                  gv[1], gv[2], dzv[1], dzv[2], r0, r1, 0, 0))
+
+    common = [y.binding, zv[0], par.binding, gv[0], rs.binding]
     gx, gy = fold(-(-rows * H // WG))
-    batch.run(BWD, "mamba3_mimo_out_bwd_rows", common + [dy.binding, dzv[0]], gx, gy)
+    batch.run(BWD, "mamba3_mimo_out_bwd_rows", [uniform(0, rows)] + common + [dy.binding, dzv[0]],
+              gx, gy)
     gx, gy = fold(-(-(2 * HRP + (HP if onorm else 0)) // WG))
-    batch.run(BWD, "mamba3_mimo_out_bwd_par",
-              common + [None, None, out["dmimo_z"].binding, out["dmimo_o"].binding,
-                        out["dnorm_w"].binding if onorm else rw_dummy(dev)], gx, gy)
+    # one thread sums a parameter over all rows: row windows past the loop-pass budget, each
+    # dispatch after the first adding to the last
+    for r0, rn in par_windows(rows, R):
+        batch.run(BWD, "mamba3_mimo_out_bwd_par",
+                  [uniform(r0, r0 + rn)] + common +
+                  [None, None, out["dmimo_z"].binding, out["dmimo_o"].binding,
+                   out["dnorm_w"].binding if onorm else rw_dummy(dev)], gx, gy)
     par.release()   # the pool hands them out again only to later-recorded work
     rs.release()
     return out

@@ -13,8 +13,9 @@ through their buffers) and costs one dispatch per window everywhere.
 The pass counts below follow the kernels' loops (shaders/mamba3_forward.wgsl, mamba3_backward.wgsl)
 for the busiest thread: a loop that runs k times makes k + 1 passes (the last one breaks). They
 were checked against where lavapipe's results went wrong (serial: 656 estimated vs ~659 observed
-per token at N 128; chunked: ~1530 vs ~1560 per 8-token chunk). Windows keep the total at half the
-limit (LOOP_PASS_BUDGET), so an estimate that is low by up to 2x still stays correct.
+per token at N 128; chunked: 1571 vs ~1560 per 8-token chunk, MIMO's chunks likewise). Windows
+keep the total at half the limit (LOOP_PASS_BUDGET), so an estimate that is low by up to 2x still
+stays correct.
 """
 
 LOOP_PASS_LIMIT = 65535
@@ -35,15 +36,19 @@ def serial_passes_per_token(N, P, S, R=1):
     return 1 + _per_thread(S) + _per_thread(R * N) + rows + 1 + rows * per_row
 
 
-def chunk_passes_per_chunk(L, N, P, S):
-    """mamba3_chunk_scan, one chunk of L tokens: phases (1) to (5) and the k_prev copy."""
-    phase1 = -(-S // WG) * (L + 1) + 1
-    phase2 = _per_thread(L * N)
+def chunk_passes_per_chunk(L, N, P, S, R=1):
+    """mamba3_chunk_scan, one chunk of L tokens of rank R (SISO: 1): phases (1) to (5) and the
+    k_prev copy. The rank loops have a constant trip count (the RANK pipeline constant) and are
+    unrolled: they make no passes (observed: 1560 / 1040 / 780 per chunk where lavapipe went wrong
+    at N 128, P 8, S 32 for R 1 / 2 / 4, against 1571 / 1041 / 779 here)."""
+    LR = L * R
+    phase1 = -(-S // WG) * (L + 2) + 1
+    phase2 = _per_thread(L * R * N)
     phase3 = 2 * (L + 1)
-    phase4 = -(-(L * L) // WG) * (N + L + 2) + 1
+    phase4 = -(-(LR * LR) // WG) * (N + L + 2) + 1
     rows = -(-P // WG)
-    per_row = (L + 1) + (N + 1) * (L + 2) + (L + 1) + L * (L + 3) // 2
-    return 1 + phase1 + phase2 + phase3 + phase4 + rows * per_row + 1 + _per_thread(N)
+    per_row = (L + 1) + (LR + 1) + (N + 1) + N * (L + 1) + (LR + 1) + LR * (LR + 1)
+    return 1 + phase1 + phase2 + phase3 + phase4 + rows + 1 + rows * per_row + _per_thread(R * N)
 
 
 def bwd_forward_passes_per_token(N, P, S, R=1):
@@ -62,6 +67,27 @@ def bwd_reverse_passes_per_token(N, P, S, R=1):
     step3 = -(-S // WG) * (R + 2) + 1 + _per_thread(R * N)
     step4 = (P + 1) + (S + 1)
     return 1 + step1 + step2 + step3 + step4
+
+
+def bwd_recompute_passes_per_token(N, P, R=1):
+    """mamba3_bwd_scan phase B's recompute_chunk, one token of the chunk."""
+    rows = -(-P // WG)
+    per_row = (R + 1) + (N + 1) + N * (R + 1)
+    return 1 + rows + 1 + rows * per_row
+
+
+def split_by_cost(costs, fixed=64):
+    """[(i0, i1)] cutting the sequence of per-step loop passes `costs` into runs whose sum (plus
+    `fixed`) stays within LOOP_PASS_BUDGET; at least one step per run."""
+    out, start, acc = [], 0, fixed
+    for i, c in enumerate(costs):
+        if acc + c > LOOP_PASS_BUDGET and i > start:
+            out.append((start, i))
+            start, acc = i, fixed
+        acc += c
+    if start < len(costs):
+        out.append((start, len(costs)))
+    return out
 
 
 def windows(T, per_unit, unit=1, fixed=64):

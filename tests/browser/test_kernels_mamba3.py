@@ -278,3 +278,94 @@ def test_mamba3_chunked_equals_serial(engine, nb, T, H, P, G, N, rf, heavy):
         assert rel_err(o["chunked_" + n], o["serial_" + n]) <= 1e-5, n
     assert angle_err(o["chunked_angle"], o["serial_angle"].reshape(nb, H, S)) <= 1e-5
     assert np.array_equal(o["None_y"], o["chunked_y"])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# MIMO (rank R): the chunked form (intra-chunk (L R) x (L R) matrices, state passed between chunks)
+# == the sequential scan to 1e-5, and both == the float64 scan_sequential_mimo
+
+MIMO_CHUNK_CODE = """
+import types
+import py_engine.ops.mamba3 as m3
+kw = dict(dt_bias=T['dt_bias'], B_bias=T['B_bias'], C_bias=T['C_bias'], D=T['D'], n_heads={H},
+          n_groups={G}, S={S}, A_floor={A_floor}, heavy_tail={heavy}, mimo_x=T['mimo_x'])
+order = ('x', 'Bn', 'Cn', 'dd_dt', 'dd_A', 'trap', 'angles')
+def copy_state():
+    st = types.SimpleNamespace()
+    for n in ('angle', 'ssm', 'k', 'v'):
+        t = Tensor(dev, T['s_' + n].shape)
+        b.copy(T['s_' + n].buffer, T['s_' + n].offset, t.buffer, t.offset, t.nbytes)
+        setattr(st, n, t)
+    return st
+info['L'] = m3.chunk_len({N}, {S}, {R})
+info['dispatches'] = {{}}
+for path in ('serial', 'chunked', None):
+    st = copy_state()
+    n0 = b.dispatch_count
+    y, _ = m3.mamba3_forward(b, *[T[k] for k in order], state=st, path=path, **kw)
+    info['dispatches'][str(path)] = b.dispatch_count - n0
+    outs.update({{f'{{path}}_y': y}}, **{{f'{{path}}_' + n: getattr(st, n) for n in ('angle', 'ssm', 'k', 'v')}})
+"""
+
+
+def mimo_inputs(nb, T, H, P, G, N, R, S, heavy):
+    raw = dict(x=f32(nb, T, H * P), Bn=f32(nb, T, R * G * N), Cn=f32(nb, T, R * G * N),
+               dd_dt=f32(nb, T, H), dd_A=f32(nb, T, H), trap=f32(nb, T, H), angles=f32(nb, T, S))
+    raw["dd_A"][0, 3, 0] = -2.0e4 if heavy else -12.0    # A floor binds
+    raw["dd_dt"][0, 4, -1] = 25.0                         # softplus' linear branch
+    par = dict(dt_bias=rng.uniform(-1.0, 0.5, H).astype(np.float32), D=f32(H),
+               B_bias=f32(H, R, N, scale=0.5), C_bias=f32(H, R, N, scale=0.5),
+               mimo_x=f32(H, R, P, scale=0.5))
+    state = dict(angle=rng.uniform(0, 2 * np.pi, (nb, H, S)).astype(np.float32),
+                 ssm=f32(nb, H, P, N), k=f32(nb, R, H, N), v=f32(nb, H, P))
+    return raw, par, state
+
+
+def reference_mimo(d, state, nb, T, H, P, G, N, R, heavy):
+    """Per sequence: the reference's preprocess, then scan_sequential_mimo -> y [nb, T, R*H*P]
+    (rank-major rows, as the kernel writes them), final states stacked over the batch."""
+    hg = np.arange(H) // (H // G)
+    act = m3.heavy_tail if heavy else m3.softplus
+    ys, sts = [], []
+    for b in range(nb):
+        DT = m3.softplus(d64(d["dd_dt"][b]) + d64(d["dt_bias"]))
+        A = np.minimum(-act(d64(d["dd_A"][b])), -A_FLOOR)
+        bias = lambda a: d64(a).transpose(1, 0, 2)                       # noqa: E731  [R, H, N]
+        pre = dict(x=d64(d["x"][b]).reshape(T, H, P),
+                   Bt=d64(d["Bn"][b]).reshape(T, R, G, N)[:, :, hg] + bias(d["B_bias"]),
+                   Ct=d64(d["Cn"][b]).reshape(T, R, G, N)[:, :, hg] + bias(d["C_bias"]),
+                   DT=DT, ADT=A * DT, lam=m3.sigmoid(d64(d["trap"][b])),
+                   theta=np.tanh(np.clip(d64(d["angles"][b]), -10, 10)) * math.pi)
+        y, st = m3.scan_sequential_mimo(pre, dict(D=d64(d["D"]), mimo_x=d64(d["mimo_x"])),
+                                        {k: d64(v[b]) for k, v in state.items()})
+        ys.append(y.reshape(T, R * H * P))
+        sts.append(st)
+    return np.stack(ys), {k: np.stack([s[k] for s in sts]) for k in sts[0]}
+
+
+MIMO_CHUNK_CASES = [  # nb, T, H, P, G, N, R, rope fraction, heavy tail
+    pytest.param(2, 37, 2, 5, 2, 12, 2, 1.0, True, id="R2-T37-G2-rf1-heavy"),   # L 16: a 5-token last chunk
+    pytest.param(1, 23, 4, 3, 1, 8, 3, 0.5, False, id="R3-T23-softplus"),       # L 8 (L R 24)
+    pytest.param(1, 19, 2, 64, 1, 128, 4, 0.5, True, id="R4-T19-N128-P64"),     # the real head: L 2
+]
+
+
+@pytest.mark.parametrize("nb,T,H,P,G,N,R,rf,heavy", MIMO_CHUNK_CASES)
+def test_mamba3_mimo_chunked_equals_serial(engine, nb, T, H, P, G, N, R, rf, heavy):
+    S = n_angles(N, rf)
+    raw, par, state = mimo_inputs(nb, T, H, P, G, N, R, S, heavy)
+    code = MIMO_CHUNK_CODE.format(H=H, G=G, N=N, S=S, R=R, A_floor=A_FLOOR, heavy=heavy)
+    o, info = gpu(engine, code, **raw, **par, **{"s_" + k: v for k, v in state.items()})
+    L = info["L"]
+    assert L >= 2 and T % L and T > L                      # several chunks, the last one short
+    ry, rst = reference_mimo(dict(raw, **par), state, nb, T, H, P, G, N, R, heavy)
+    for path in ("serial", "chunked"):
+        assert rel_err(o[f"{path}_y"], ry) <= TOL, path
+        check_states(o, f"{path}_", rst)
+    assert rel_err(o["chunked_y"], o["serial_y"]) <= 1e-5
+    for n in ("ssm", "k", "v"):
+        assert rel_err(o["chunked_" + n], o["serial_" + n]) <= 1e-5, n
+    assert angle_err(o["chunked_angle"], o["serial_angle"].reshape(nb, H, S)) <= 1e-5
+    # picked by length: T >= CHUNK_MIN_T runs the chunked form (prep + copy of mimo_x + scan)
+    assert np.array_equal(o["None_y"], o["chunked_y"])
+    assert info["dispatches"]["None"] == info["dispatches"]["chunked"]

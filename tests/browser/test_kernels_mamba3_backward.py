@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from py_engine.ops.mamba3_backward import _scan_windows
+from py_engine.ops.mamba3_backward import _scan_windows, ckpt_len
 from tests.browser.kernel_harness import d64, rel_err, runner
 from tests.reference import mamba3_numpy as m3
 
@@ -146,7 +146,7 @@ if with_state:
         setattr(st, n, t)
 y, saved = m3.mamba3_forward(b, *[seq[k] for k in order], state=st, save=True, **kw)
 n0 = b.dispatch_count
-g = mamba3_backward(b, T['dy'], *[seq[k] for k in order], saved, grads=grads, **kw)
+g = mamba3_backward(b, T['dy'], *[seq[k] for k in order], saved, grads=grads, ckpt={ckpt}, **kw)
 info['bwd_dispatches'] = b.dispatch_count - n0
 info['cols_used'] = all(g[k] is grads[k] for k in grads) if cols else None
 outs['y'] = y
@@ -168,7 +168,8 @@ CASES = [  # nb, T, H, P, G, N, rope fraction, heavy tail, initial state, Cols v
 
 
 @pytest.mark.parametrize("nb,T,H,P,G,N,rf,heavy,with_state,cols", CASES)
-def test_mamba3_backward_vs_torch(engine, nb, T, H, P, G, N, rf, heavy, with_state, cols):
+def test_mamba3_backward_vs_torch(engine, nb, T, H, P, G, N, rf, heavy, with_state, cols, ckpt=None):
+    """ckpt: the backward's checkpoint interval (None: its default, ceil(sqrt(T)): 3 at T 9)."""
     _reseed(nb, T, H, P, G, N, heavy, with_state, cols)
     S = n_angles(N, rf)
     HP, GN = H * P, G * N
@@ -211,9 +212,10 @@ def test_mamba3_backward_vs_torch(engine, nb, T, H, P, G, N, rf, heavy, with_sta
     d = dict(par, dy=dy, **{"s_" + k: v for k, v in state.items()})
     d.update(dict(proj=proj, bc=bc) if cols else raw)
     code = CODE.format(nb=nb, T=T, H=H, P=P, G=G, N=N, S=S, WP=WP, cols=cols,
-                       with_state=with_state, A_floor=A_FLOOR, heavy=heavy)
+                       with_state=with_state, A_floor=A_FLOOR, heavy=heavy, ckpt=ckpt)
     o, info = gpu(engine, code, **d)
-    assert info["bwd_dispatches"] == 8 + len(_scan_windows(T, N, P, S, 1))   # 9 unless T is long
+    windows = _scan_windows(T, N, P, S, 1, min(ckpt or ckpt_len(T, N, P, S), T))
+    assert info["bwd_dispatches"] == 8 + len(windows)   # 9 unless T is long
     assert rel_err(o["y"], ny) <= TOL   # the forward this backward differentiates
     if cols:
         assert info["cols_used"]
@@ -235,6 +237,19 @@ def test_mamba3_backward_vs_torch(engine, nb, T, H, P, G, N, rf, heavy, with_sta
     gA = np.asarray(o["ddd_A"]).reshape(-1, H)
     assert gA[0, 0] == 0.0 and gA[-1, H - 1] == 0.0
     assert np.asarray(o["dangles"]).reshape(-1, S)[0, 0] == 0.0
+
+
+CKPT_CASES = [  # T 9: one state per chunk, a 1-token last chunk, one chunk holding every token
+    pytest.param(1, id="ckpt1"), pytest.param(4, id="ckpt4"), pytest.param(9, id="ckpt9"),
+]
+
+
+@pytest.mark.parametrize("ckpt", CKPT_CASES)
+def test_mamba3_backward_checkpoint_intervals(engine, ckpt):
+    """The chunk-checkpointed backward (states recomputed per chunk from its entry checkpoint) ==
+    torch float64 autograd whatever the interval: the same case at C 1, 4 and 9 (the default at
+    T 9 is 3, the other cases)."""
+    test_mamba3_backward_vs_torch(engine, 2, 9, 2, 3, 2, 8, 0.5, True, True, False, ckpt=ckpt)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -321,20 +336,20 @@ if {with_state}:
         b.copy(T['s_' + n].buffer, T['s_' + n].offset, t.buffer, t.offset, t.nbytes)
         setattr(st, n, t)
 y, saved = m3.mamba3_forward(b, *[T[k] for k in order], state=st, save=True, **kw)
-g = mamba3_backward(b, T['dy'], *[T[k] for k in order], saved, **kw)
+g = mamba3_backward(b, T['dy'], *[T[k] for k in order], saved, ckpt={ckpt}, **kw)
 outs['y'] = y
 outs.update(g)
 """
 
-MIMO_CASES = [  # nb, T, H, P, G, N, R, rope fraction, heavy tail, initial state
-    pytest.param(2, 9, 2, 3, 1, 8, 2, 0.5, True, True, id="R2-G1-rf0.5-heavy"),
-    pytest.param(2, 7, 4, 3, 2, 12, 3, 1.0, False, True, id="R3-G2-rf1-softplus"),
-    pytest.param(1, 5, 2, 4, 1, 8, 4, 0.5, True, False, id="R4-nostate"),
+MIMO_CASES = [  # nb, T, H, P, G, N, R, rope fraction, heavy tail, initial state, checkpoint interval
+    pytest.param(2, 9, 2, 3, 1, 8, 2, 0.5, True, True, None, id="R2-G1-rf0.5-heavy"),
+    pytest.param(2, 7, 4, 3, 2, 12, 3, 1.0, False, True, 2, id="R3-G2-rf1-softplus-ckpt2"),
+    pytest.param(1, 5, 2, 4, 1, 8, 4, 0.5, True, False, None, id="R4-nostate"),
 ]
 
 
-@pytest.mark.parametrize("nb,T,H,P,G,N,R,rf,heavy,with_state", MIMO_CASES)
-def test_mamba3_mimo_backward_vs_torch(engine, nb, T, H, P, G, N, R, rf, heavy, with_state):
+@pytest.mark.parametrize("nb,T,H,P,G,N,R,rf,heavy,with_state,ckpt", MIMO_CASES)
+def test_mamba3_mimo_backward_vs_torch(engine, nb, T, H, P, G, N, R, rf, heavy, with_state, ckpt):
     _reseed(nb, T, H, P, G, N, R, heavy, with_state)
     S = n_angles(N, rf)
     HP, RGN = H * P, R * G * N
@@ -360,7 +375,8 @@ def test_mamba3_mimo_backward_vs_torch(engine, nb, T, H, P, G, N, R, rf, heavy, 
                  dmimo_x="mimo_x")
     ref = {g: inp[n].grad.numpy() for g, n in names.items()}
     d = dict(raw, **par, dy=dy, **{"s_" + k: v for k, v in state.items()})
-    code = MIMO_CODE.format(H=H, G=G, S=S, A_floor=A_FLOOR, heavy=heavy, with_state=with_state)
+    code = MIMO_CODE.format(H=H, G=G, S=S, A_floor=A_FLOOR, heavy=heavy, with_state=with_state,
+                            ckpt=ckpt)
     o, _ = gpu(engine, code, **d)
     assert rel_err(o["y"], ny) <= TOL
     errs = {k: rel_err(np.asarray(o[k]).reshape(r.shape), r) for k, r in ref.items()}

@@ -43,15 +43,12 @@ model.release()
 def torch_loss(folder, ids_bt):
     import torch
     from safetensors.torch import load_file
-    from tests.unit.test_mamba3_reference import torch_mixer, torch_mixer_mimo
+    from tests.unit.test_mamba3_reference import torch_mixer_from_zero
     conf = json.loads((folder / "config.json").read_text())
     cfg = dict(conf["ssm_cfg"], d_model=conf["d_model"])
     W = {k: v.double().requires_grad_() for k, v in load_file(folder / "model.safetensors").items()}
     emb = W["backbone.embedding.weight"]
     head = emb if conf.get("tie_embeddings", True) else W["lm_head.weight"]
-    d, I, N = cfg["d_model"], cfg["expand"] * cfg["d_model"], cfg["d_state"]
-    H, S = I // cfg["headdim"], int(N * cfg["rope_fraction"]) // 2
-    R = cfg.get("mimo_rank", 1) if cfg.get("is_mimo") else 1
     rms = lambda v, w: v * torch.rsqrt(v.pow(2).mean(-1, keepdim=True) + 1e-5) * w  # noqa: E731
     total, count = 0.0, 0
     for ids in ids_bt:
@@ -59,13 +56,7 @@ def torch_loss(folder, ids_bt):
         for i in range(conf["n_layer"]):
             pre = f"backbone.layers.{i}."
             p = {k[len(pre) + 6:]: v for k, v in W.items() if k.startswith(pre + "mixer.")}
-            st = (torch.zeros(H, S, dtype=torch.float64),
-                  torch.zeros(H, cfg["headdim"], N, dtype=torch.float64),
-                  torch.zeros((R, H, N) if R > 1 else (H, N), dtype=torch.float64),
-                  torch.zeros(H, cfg["headdim"], dtype=torch.float64))
-            mixer = torch_mixer_mimo if cfg.get("is_mimo") else torch_mixer
-            out, _ = mixer(p, cfg, rms(r, W[pre + "norm.weight"]), st)
-            r = r + out
+            r = r + torch_mixer_from_zero(p, cfg, rms(r, W[pre + "norm.weight"]))
         logits = rms(r, W["backbone.norm_f.weight"]) @ head.T
         lp = torch.log_softmax(logits[:-1], -1)
         tgt = torch.tensor(ids[1:])

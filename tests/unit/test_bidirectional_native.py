@@ -1,15 +1,17 @@
 """Bidirectional layers on the engine (native backend: wgpu-py, the tab's WGSL).
 
 - the sequence-copy kernel (time reversal, column windows, accumulation) equals numpy;
-- a whole LM of bidi_mamba2 layers (mean and concat merges) equals torch float64 autograd of
-  the definition (py_engine/nn/bidirectional.py, burn-mamba's bidi pair) over an independent
-  sequential Mamba-2 mixer: logits, the masked-token loss and every parameter gradient;
-- the reversed pass equals the plain Mamba-2 layer run on the time-flipped sequence;
+- a whole LM of bidi_mamba2 layers (mean and concat merges), and of bidi_mamba3 layers (SISO
+  and MIMO rank 2, each with both merges, one of the two with is_outproj_norm), equals torch
+  float64 autograd of the definition (py_engine/nn/bidirectional.py, burn-mamba's bidi pair)
+  over an independent sequential mixer (Mamba-2 below; Mamba-3: the torch mixers of
+  tests/unit/test_mamba3_reference.py, themselves checked against the float64 reference):
+  logits, the masked-token loss and every parameter gradient;
+- the reversed pass equals the plain layer (Mamba-2, Mamba-3 SISO and MIMO) run on the
+  time-flipped sequence;
 - generation is refused with a plain sentence; a tiny bidirectional model trains with falling
-  masked-token loss.
+  masked-token loss (Mamba-1, -2, -3).
 """
-import json
-
 import numpy as np
 import pytest
 
@@ -91,12 +93,32 @@ def t_rms(v, w, eps):
     return v * torch.rsqrt(v.pow(2).mean(-1, keepdim=True) + eps) * w
 
 
-def reference(cfg, W, seqs, merge):
-    """Logits [B][T, V] of the LM of bidirectional layers, each
-        out = x + merge(M_fwd(norm(x)), flip(M_rev(rev_norm(flip(x)))))."""
-    import torch
+def mamba2_block(cfg):
+    """M(p, x [T, D]) -> [T, D]: the Mamba-2 mixer of cfg, float64."""
     c = dict(I=cfg.num_heads * cfg.head_dim, H=cfg.num_heads, P=cfg.head_dim, G=cfg.n_groups,
              N=cfg.state_size, K=cfg.conv_kernel, eps=cfg.layer_norm_epsilon)
+    return lambda p, x: t_mamba2(p, x, c)
+
+
+def mamba3_block(cfg):
+    """M(p, x [T, D]) -> [T, D]: the Mamba-3 mixer of cfg (SISO or MIMO) from the zero state,
+    float64, as tests/unit/test_mamba3_reference.py's torch mixers compute it."""
+    from tests.unit.test_mamba3_reference import torch_mixer_from_zero
+    hf = cfg.to_hf_dict()
+    c = dict(hf["ssm_cfg"], d_model=hf["d_model"])      # mamba_ssm's names, as the mixers read
+    return lambda p, x: torch_mixer_from_zero(p, c, x)
+
+
+BLOCKS = {"bidi_mamba2": mamba2_block, "bidi_mamba3": mamba3_block}
+
+
+def reference(cfg, W, seqs, merge):
+    """Logits [B][T, V] of the LM of bidirectional layers, each
+        out = x + merge(M_fwd(norm(x)), flip(M_rev(rev_norm(flip(x)))))
+    with M the inner mixer of the layer's kind."""
+    import torch
+    assert len(set(cfg.layers)) == 1, cfg.layers
+    mixer = BLOCKS[cfg.layers[0]](cfg)
     eps = cfg.layer_norm_epsilon
     emb = W["backbone.embeddings.weight"]
     head = emb if cfg.tie_word_embeddings else W["lm_head.weight"]
@@ -107,10 +129,10 @@ def reference(cfg, W, seqs, merge):
             pre = f"backbone.layers.{i}."
             sub = lambda d: {k[len(pre + "mixer." + d):]: v for k, v in W.items()  # noqa: E731
                              if k.startswith(pre + "mixer." + d)}
-            ys = t_mamba2(sub("fwd."), t_rms(r, W[pre + "norm.weight"], eps), c)
+            ys = mixer(sub("fwd."), t_rms(r, W[pre + "norm.weight"], eps))
             xr = torch.flip(r, [0])
-            yr = torch.flip(t_mamba2(sub("rev."), t_rms(xr, W[pre + "mixer.rev_norm.weight"], eps),
-                                     c), [0])
+            yr = torch.flip(mixer(sub("rev."), t_rms(xr, W[pre + "mixer.rev_norm.weight"], eps)),
+                            [0])
             if merge == "mean":
                 m = (ys + yr) * 0.5
             else:
@@ -121,21 +143,28 @@ def reference(cfg, W, seqs, merge):
     return out
 
 
-def _model(tmp_path, merge, layers=2, seed=2, edit=None):
+# Mamba-3 variants: preset_config overrides of the tiny preset (d_model 64, 4 heads of 32, N 32)
+MAMBA3 = {"siso": {}, "siso-onorm-softplus": dict(is_outproj_norm=True, a_heavy_tail=False),
+          "mimo-r2": dict(mimo_rank=2), "mimo-r2-onorm": dict(mimo_rank=2, is_outproj_norm=True)}
+# constant-initialised tensors moved off their init, so a swapped or unused one shows
+PERTURBED = ("norm.weight", ".D", "B_bias", "C_bias", "mimo_z")
+
+
+def _model(tmp_path, merge, layers=2, seed=2, edit=None, family="mamba2", **overrides):
     from tools import convert_host
     from tools.init_weights import init_weights
     from py_engine.train.init import preset_config
-    cfg = preset_config("tiny", family="mamba2", bidi=merge, num_hidden_layers=layers,
-                        vocab_size=256)
+    cfg = preset_config("tiny", family=family, bidi=merge, num_hidden_layers=layers,
+                        vocab_size=256, **overrides)
     cfg.rescale_prenorm_residual = False
     w = init_weights(cfg, seed)
     rng = np.random.default_rng(seed)
-    for name in w:      # norms and D off their constant init, so a swapped one shows
-        if name.endswith(("norm.weight", ".D")):
+    for name in w:
+        if name.endswith(PERTURBED):
             w[name] = (w[name] + 0.3 * rng.standard_normal(w[name].shape)).astype(np.float32)
     if edit:
         edit(w)
-    folder = tmp_path / f"bidi-{merge}"
+    folder = tmp_path / f"bidi-{family}-{merge}"
     convert_host.write_hf(folder, cfg, w)
     return cfg, w, folder
 
@@ -155,10 +184,27 @@ result = {'logits': logits, 'grads': grads, 'loss': loss}
 
 @pytest.mark.parametrize("merge", ["mean", "concat"])
 def test_bidi_mamba2_matches_float64_reference(engine, tmp_path, merge):
-    import torch
-    cfg, w, folder = _model(tmp_path, merge)
-    T = 11
     ids = [3, 77, 250, 4, 4, 19, 128, 64, 9, 200, 31] + [5, 6, 7, 8, 90, 91, 92, 1, 0, 255, 13]
+    check_against_reference(engine, *_model(tmp_path, merge), merge, ids, 11)
+
+
+# SISO at T 18 >= ops/mamba3.CHUNK_MIN_T, so the logits go through the chunked scan as well
+@pytest.mark.parametrize("variant,merge,T", [("siso", "mean", 18),
+                                             ("siso-onorm-softplus", "concat", 18),
+                                             ("mimo-r2", "concat", 11),
+                                             ("mimo-r2-onorm", "mean", 11)])
+def test_bidi_mamba3_matches_float64_reference(engine, tmp_path, variant, merge, T):
+    cfg, w, folder = _model(tmp_path, merge, family="mamba3", **MAMBA3[variant])
+    assert cfg.layers == ["bidi_mamba3"] * 2
+    rng = np.random.default_rng(5)
+    ids = rng.integers(0, 256, 2 * T).tolist()
+    check_against_reference(engine, cfg, w, folder, merge, ids, T)
+
+
+def check_against_reference(engine, cfg, w, folder, merge, ids, T):
+    """The engine's logits of ids[:T], and its masked-token loss and every parameter gradient
+    over the batch [ids[:T], ids[T:]], equal torch float64 autograd of reference()."""
+    import torch
     out = engine.run(GRADS, folder=str(folder), ids=ids, T=T)
     W = {k: torch.tensor(v, dtype=torch.float64, requires_grad=True) for k, v in w.items()}
     # forward: plain ids, one sequence
@@ -174,7 +220,8 @@ def test_bidi_mamba2_matches_float64_reference(engine, tmp_path, merge):
     keep = tgt != IGNORE
     loss = torch.nn.functional.cross_entropy(logits[keep], tgt[keep])
     loss.backward()
-    assert abs(out["loss"] - float(loss)) <= 1e-5 * max(1.0, float(loss))
+    loss_ref = float(loss.detach())
+    assert abs(out["loss"] - loss_ref) <= 1e-5 * max(1.0, loss_ref)
     checked = 0
     for name, t in W.items():
         g = t.grad.numpy()
@@ -183,6 +230,7 @@ def test_bidi_mamba2_matches_float64_reference(engine, tmp_path, merge):
                                for p, _, _, _ in pieces]).reshape(g.shape)
         scale = max(np.abs(g).max(), 1e-10)
         assert np.abs(mine - g).max() <= 2e-4 * scale, (name, np.abs(mine - g).max() / scale)
+        assert np.abs(g).max() > 1e-6, name     # a gradient that flows, not a pair of zeros
         checked += 1
     assert checked == len(w)
 
@@ -198,19 +246,24 @@ result = out
 """
 
 
-def test_reversed_pass_is_the_plain_layer_on_the_flipped_sequence(engine, tmp_path):
+@pytest.mark.parametrize("family,variant", [("mamba2", None), ("mamba3", "siso"),
+                                            ("mamba3", "mimo-r2-onorm")])
+def test_reversed_pass_is_the_plain_layer_on_the_flipped_sequence(engine, tmp_path, family,
+                                                                   variant):
     """A one-layer bidi model whose straight block outputs zero (out_proj = 0, mean merge)
-    computes x + flip(M_rev(rev_norm(flip(x)))) / 2; a plain Mamba-2 model holding M_rev's
-    weights (out_proj halved) and rev_norm as its pre-norm, fed the reversed tokens, must give
-    the same logits in reversed order."""
+    computes x + flip(M_rev(rev_norm(flip(x)))) / 2; a plain model of the inner kind holding
+    M_rev's weights (out_proj halved) and rev_norm as its pre-norm, fed the reversed tokens,
+    must give the same logits in reversed order."""
     from tools import convert_host
     from py_engine.train.init import preset_config
 
     def silence_forward(w):
         w["backbone.layers.0.mixer.fwd.out_proj.weight"][:] = 0.0
-    cfg, w, folder = _model(tmp_path, "mean", layers=1, edit=silence_forward)
-    plain = preset_config("tiny", family="mamba2", num_hidden_layers=1,
-                          vocab_size=cfg.vocab_size)
+    overrides = MAMBA3[variant] if variant else {}
+    cfg, w, folder = _model(tmp_path, "mean", layers=1, edit=silence_forward, family=family,
+                            **overrides)
+    plain = preset_config("tiny", family=family, num_hidden_layers=1,
+                          vocab_size=cfg.vocab_size, **overrides)
     plain.rescale_prenorm_residual = False
     pre = "backbone.layers.0."
     pw = {"backbone.embeddings.weight": w["backbone.embeddings.weight"],
@@ -221,7 +274,7 @@ def test_reversed_pass_is_the_plain_layer_on_the_flipped_sequence(engine, tmp_pa
             pw[pre + "mixer." + k[len(pre + "mixer.rev."):]] = v
     pw[pre + "mixer.out_proj.weight"] = 0.5 * pw[pre + "mixer.out_proj.weight"]
     convert_host.write_hf(tmp_path / "plain", plain, pw)
-    ids = [10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 110, 120, 130]
+    ids = [10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 110, 120, 130, 140, 150, 160, 170, 180]
     a, b = engine.run(PLAIN, bidi=str(folder), plain=str(tmp_path / "plain"), ids=ids)
     V = cfg.vocab_size
     a = np.frombuffer(a, np.float32).reshape(len(ids), V)
@@ -273,7 +326,8 @@ model.release()
 """
 
 
-@pytest.mark.parametrize("family,merge", [("mamba2", "concat"), ("mamba1", "mean")])
+@pytest.mark.parametrize("family,merge", [("mamba2", "concat"), ("mamba1", "mean"),
+                                          ("mamba3", "mean")])
 def test_tiny_bidirectional_model_trains_on_masked_tokens(engine, family, merge):
     losses = engine.run(TRAIN, family=family, merge=merge, steps=16)
     assert all(np.isfinite(losses))

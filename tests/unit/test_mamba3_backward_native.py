@@ -21,3 +21,4 @@ def engine():
 test_mamba3_backward_vs_torch = K.test_mamba3_backward_vs_torch
 test_mamba3_mimo_backward_vs_torch = K.test_mamba3_mimo_backward_vs_torch
 test_mamba3_mimo_out_backward_vs_torch = K.test_mamba3_mimo_out_backward_vs_torch
+test_mamba3_backward_checkpoint_intervals = K.test_mamba3_backward_checkpoint_intervals

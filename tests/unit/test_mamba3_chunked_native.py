@@ -19,3 +19,4 @@ def engine():
 
 
 test_mamba3_chunked_equals_serial = K.test_mamba3_chunked_equals_serial
+test_mamba3_mimo_chunked_equals_serial = K.test_mamba3_mimo_chunked_equals_serial

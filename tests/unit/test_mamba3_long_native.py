@@ -17,6 +17,7 @@ import pytest
 
 from py_engine.ops.mamba3_windows import (LOOP_PASS_BUDGET, chunk_passes_per_chunk,
                                           serial_passes_per_token, windows)
+from py_engine.ops.mamba3 import chunk_len
 from tests.browser import test_kernels_mamba3 as K
 from tests.browser import test_kernels_mamba3_backward as KB
 from tests.browser.kernel_harness import d64, rel_err, runner
@@ -143,16 +144,17 @@ for n in ('angle', 'ssm', 'k', 'v'):
     b.copy(T['s_' + n].buffer, T['s_' + n].offset, t.buffer, t.offset, t.nbytes)
     setattr(st, n, t)
 n0 = b.dispatch_count
-y, _ = m3.mamba3_forward(b, *[T[k] for k in order], state=st, **kw)
+y, _ = m3.mamba3_forward(b, *[T[k] for k in order], state=st, path={path!r}, **kw)
 info['dispatches'] = b.dispatch_count - n0
 outs['y'] = y
 outs.update({{'f_' + n: getattr(st, n) for n in ('angle', 'ssm', 'k', 'v')}})
 """
 
 
-def test_mamba3_mimo_long_forward(engine):
-    """MIMO (rank 2, d_state 128) prefill runs the serial scan: T = 140 over several windows ==
-    the float64 scan_sequential_mimo, outputs and final states, from a random initial state."""
+@pytest.mark.parametrize("path", ["serial", "chunked"])
+def test_mamba3_mimo_long_forward(engine, path):
+    """MIMO (rank 2, d_state 128) prefill, serial and chunked (L 4): T = 140 over several windows
+    == the float64 scan_sequential_mimo, outputs and final states, from a random initial state."""
     nb, T, H, P, G, N, R = 1, 140, 2, 8, 1, 128, 2
     S = K.n_angles(N, 0.5)
     hg = np.arange(H) // (H // G)
@@ -163,9 +165,11 @@ def test_mamba3_mimo_long_forward(engine):
                mimo_x=f32(H, R, P, scale=0.5))
     state = dict(angle=rng.uniform(0, 2 * np.pi, (nb, H, S)).astype(np.float32),
                  ssm=f32(nb, H, P, N), k=f32(nb, R, H, N), v=f32(nb, H, P))
-    code = MIMO_CODE.format(H=H, G=G, S=S, A_floor=A_FLOOR)
+    code = MIMO_CODE.format(H=H, G=G, S=S, A_floor=A_FLOOR, path=path)
     o, info = gpu(engine, code, **raw, **par, **{"s_" + k: v for k, v in state.items()})
-    n_win = len(windows(T, serial_passes_per_token(N, P, S, R)))
+    L = chunk_len(N, S, R)
+    n_win = len(windows(T, serial_passes_per_token(N, P, S, R)) if path == "serial" else
+                windows(T, chunk_passes_per_chunk(L, N, P, S, R), unit=L))
     assert n_win > 1 and info["dispatches"] == 1 + n_win   # prep, then the windows
     DT = m3.softplus(d64(raw["dd_dt"][0]) + d64(par["dt_bias"]))
     A = np.minimum(-m3.heavy_tail(d64(raw["dd_A"][0])), -A_FLOOR)
@@ -192,3 +196,29 @@ def test_mamba3_long_backward(engine):
     assert len(_scan_windows(130, 128, 32, 32, 1)) > 2
     KB.test_mamba3_backward_vs_torch(engine, 1, 130, 1, 32, 1, 128, 0.5, True, True, False)
 
+
+
+def test_backward_work_keeps_chunk_checkpoints_not_every_state():
+    """The backward's work holds ceil(T/C) checkpoints + C recomputed states per (sequence, head)
+    (C = ceil(sqrt(T))), not all T + 1 states: at the 187m head shape and T 1024, 64 states per head
+    instead of 1025 (about 103 MiB of work for 24 heads, was about 840 MiB)."""
+    from py_engine.ops.mamba3_backward import _work_layout, ckpt_len
+    T, H, P, N, S = 1024, 24, 64, 128, 32
+    C = ckpt_len(T, N, P, S)
+    off, total = _work_layout(1, T, H, P, N, S, C=C)
+    assert C == 32
+    states = (off["phi0"] - off["ck"]) + (total - off["loc"])       # the ck and loc regions
+    assert states == H * (T // C + C) * P * N
+    assert total * 4 < 110 * 2 ** 20
+
+
+def test_mamba3_long_backward_longest_checkpoint_interval(engine):
+    """T = 130 at the longest checkpoint interval lavapipe allows here (C = max_ckpt, 81): a
+    recompute burst near the pass budget, a 49-token last chunk and phase-B windows that start in
+    the middle of a chunk (its states recomputed by the previous window) == torch float64."""
+    from py_engine.ops.mamba3_backward import _scan_windows, max_ckpt
+    C = max_ckpt(128, 32, 32)
+    assert 65 <= C < 130
+    rev = [b for a, b in _scan_windows(130, 128, 32, 32, 1, C) if b[0] < b[1]]
+    assert any(b1 < 130 and b1 % C for _, b1 in rev)               # a window starts mid-chunk
+    KB.test_mamba3_backward_vs_torch(engine, 1, 130, 1, 32, 1, 128, 0.5, True, True, False, ckpt=C)

@@ -218,6 +218,22 @@ def torch_mixer_mimo(p, cfg, u, st):
     return torch.stack(outs), (phi, Sm, kp, x[-1].reshape(H, P))
 
 
+def torch_mixer_from_zero(p, cfg, u):
+    """The torch mixer the config names (SISO or MIMO) over u [T, d_model] from the zero state
+    -> [T, d_model]. cfg: mamba_ssm's ssm_cfg plus d_model; p: the mixer's tensors by relative
+    name (torch float64). The whole-LM references (tests/browser/test_mamba3_training.py,
+    tests/unit/test_bidirectional_native.py) build their layers on it."""
+    d, P, N = cfg["d_model"], cfg["headdim"], cfg["d_state"]
+    H = cfg["expand"] * d // P
+    S = int(N * cfg["rope_fraction"]) // 2
+    mimo = bool(cfg.get("is_mimo"))
+    R = cfg.get("mimo_rank", 1) if mimo else 1
+    z = lambda *shape: torch.zeros(*shape, dtype=u.dtype)  # noqa: E731
+    st = (z(H, S), z(H, P, N), z(R, H, N) if mimo else z(H, N), z(H, P))
+    out, _ = (torch_mixer_mimo if mimo else torch_mixer)(p, cfg, u, st)
+    return out
+
+
 @pytest.mark.parametrize("name", list(MIMO_CFGS))
 def test_torch_mimo_reimplementation_agrees(name):
     cfg = MIMO_CFGS[name]

@@ -49,6 +49,24 @@ def test_config_round_trip_keeps_our_keys():
         "mambaweb_virtual_layers", "mambaweb_bidirectional"}
 
 
+@pytest.mark.parametrize("options", [dict(bidi="mean"), dict(bidi="concat", mimo_rank=2),
+                                     dict(bidi="mean", virtual="3:stretched")])
+def test_bidirectional_mamba3_round_trips_through_mamba_ssms_config(options):
+    """mamba_ssm's config.json has no per-layer kinds: our bidirectional key alone brings the
+    bidi_mamba3 layers back (it once loaded as plain Mamba-3 and was refused)."""
+    b = preset_config("tiny", family="mamba3", num_hidden_layers=2, vocab_size=256, **options)
+    d = b.to_hf_dict()
+    assert d["ssm_cfg"]["layer"] == "Mamba3" and "layers" not in d
+    again = MambaConfig.from_hf_dict(d, "config.json")
+    assert again.layers == ["bidi_mamba3"] * 2 and again.bidirectional == b.bidirectional
+    assert again.virtual_layers == b.virtual_layers and again.is_mimo == b.is_mimo
+    assert again.to_hf_dict() == d
+    # a mamba_ssm hybrid with the key is still refused: its attention layers are not bidi
+    hybrid = dict(d, attn_layer_idx=[1], attn_cfg={"num_heads": 2, "causal": True})
+    with pytest.raises(ValueError, match="no layer is bidirectional"):
+        MambaConfig.from_hf_dict(hybrid, "config.json")
+
+
 @pytest.mark.parametrize("extra,words", [
     (dict(mambaweb_virtual_layers=[0, 0]), "never uses physical layer"),
     (dict(mambaweb_virtual_layers=[0, 1, 2]), r"mambaweb_virtual_layers\[2\] is 2"),
