@@ -14,6 +14,26 @@ SCHEDULE_HELP = {
 }
 
 
+PATTERN_HELP = ("hybrid: one letter per layer, M Mamba-2, * attention, - relu^2 MLP (NemotronH), "
+                "+ gated SwiGLU MLP; without + it is a NemotronH, with a + after every M/* a "
+                "mamba_ssm MambaLMHeadModel, any other + pattern keeps our HF-style names")
+
+
+def layout_sentence(cfg):
+    """One sentence saying which checkpoint layout a hybrid is written in (None otherwise)."""
+    if len(set(cfg.layers)) == 1:
+        return None
+    from py_engine.app.model_card import LETTERS
+    pattern = "".join(LETTERS.get(k, "?") for k in cfg.layers)
+    if cfg.model_type == "nemotron_h":
+        return f"layers {pattern} saved as NemotronHForCausalLM (transformers)"
+    if cfg.checkpoint_layout == "mamba_ssm":
+        return (f"layers {pattern} saved as a mamba_ssm MambaLMHeadModel (a gated MLP after every "
+                "mixer: d_intermediate, attn_layer_idx)")
+    return (f"layers {pattern} saved with our HF-style names (config.json `layers`; no "
+            "transformers or mamba_ssm class has this schedule, mambaweb loads it)")
+
+
 def add_schedule_options(p):
     """--virtual-layers and --bidi (generate-bin and pretrain share them)."""
     p.add_argument("--virtual-layers", metavar="SCHEDULE", help=SCHEDULE_HELP["virtual"])
@@ -29,8 +49,7 @@ def register(subparsers):
                    help="mamba1, mamba2 (transformers' Mamba2ForCausalLM), mamba3 (mamba_ssm's "
                         "Mamba3 layout; SISO, or MIMO with --mimo-rank) or hybrid "
                         "(NemotronHForCausalLM: Mamba-2, attention and MLP layers)")
-    p.add_argument("--pattern", help="hybrid: one letter per layer, M Mamba-2, * attention, "
-                                     "- MLP (default MM*M repeated to --n-layers)")
+    p.add_argument("--pattern", help=PATTERN_HELP + " (default MM*M repeated to --n-layers)")
     p.add_argument("--size", default="nano", choices=tuple(PRESETS))
     add_schedule_options(p)
     p.add_argument("--d-model", type=int, help="hidden size D (overrides the preset)")
@@ -90,9 +109,9 @@ def run(args):
              else f"conv {cfg.conv_kernel}, dt_rank {cfg.time_step_rank}")
     if cfg.model_type == "mamba3" and cfg.is_mimo:
         shape += f", MIMO rank {cfg.mimo_rank}"
-    if cfg.model_type == "nemotron_h":
-        shape += ", layers " + "".join({"mamba2": "M", "attention": "*", "mlp": "-"}[k]
-                                       for k in cfg.layers)
+    layout = layout_sentence(cfg)
+    if layout:
+        shape += ", " + layout
     if cfg.virtual_layers:
         shape += (f", {len(cfg.virtual_layers)} logical layers over the physical ones: "
                   + ",".join(map(str, cfg.virtual_layers)))

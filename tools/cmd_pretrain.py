@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from py_engine.train.init import FAMILIES, PRESETS
-from tools.cmd_generate_bin import add_schedule_options
+from tools.cmd_generate_bin import PATTERN_HELP, add_schedule_options
 
 STATE_FILE = "training_state.safetensors"
 TEXT_SKIP_DIRS = {".git", ".hg", ".svn", "__pycache__", "node_modules", ".venv", "venv"}
@@ -64,8 +64,7 @@ def register(subparsers):
                    help="architecture: mamba1, mamba2 (transformers' Mamba2ForCausalLM), mamba3 "
                         "(mamba_ssm's Mamba3; --mimo-rank for MIMO) or hybrid "
                         "(NemotronH: Mamba-2 + attention + MLP layers)")
-    p.add_argument("--pattern", help="hybrid: one letter per layer, M Mamba-2, * attention, "
-                                     "- MLP (e.g. MM*M)")
+    p.add_argument("--pattern", help=PATTERN_HELP + " (e.g. MM*M, M+*+)")
     p.add_argument("--size", default="nano", choices=tuple(PRESETS))
     add_schedule_options(p)
     p.add_argument("--d-model", type=int, help="hidden size (overrides the preset)")

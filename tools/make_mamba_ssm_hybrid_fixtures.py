@@ -28,7 +28,8 @@ Re-implemented from state-spaces/mamba (main, e9594ce), read line by line:
                               dt = softplus(dt_proj(dt)), h = exp(dt A) h + dt B x, y = C.h + D x,
                               y * silu(z), out_proj
 The SSMs run as plain recurrences (every token, float64): the exact math the chunked kernels
-compute, not their numerics.
+compute, not their numerics. `torch_model(c, W)` is the same computation as a torch module tree
+with mamba_ssm's module names (what PEFT adapts: tests/unit/test_mamba_ssm_lora_native.py).
 
 Written (tests/fixtures/mamba_ssm/<name>/: config.json (mamba_ssm MambaConfig fields),
 model.safetensors (mamba_ssm tensor names, f32, lm_head.weight saved for tied models too: a tied
@@ -189,6 +190,17 @@ def make_weights(c, seed):
 
 # --- the reference (torch, any float dtype; autograd works through it) ------------------------
 
+def linear(W, path, x):
+    """x @ W[path.weight]^T (+ W[path.bias]); W a ModuleWeights: the module at `path` runs
+    (so PEFT's LoRA layers, put in place of mamba_ssm's nn.Linear modules, act)."""
+    if isinstance(W, ModuleWeights):
+        return W.module(path)(x)
+    y = x @ W[path + ".weight"].T
+    if path + ".bias" in W:
+        y = y + W[path + ".bias"]
+    return y
+
+
 def rmsnorm(x, w):
     import torch
     return x * torch.rsqrt((x * x).mean(-1, keepdim=True) + EPS) * w
@@ -220,9 +232,7 @@ def mha(c, W, p, h):
     H, KVH, Dh = attn_sizes(c)
     a = c["attn_cfg"]
     T = h.shape[0]
-    qkv = h @ W[p + "in_proj.weight"].T
-    if p + "in_proj.bias" in W:
-        qkv = qkv + W[p + "in_proj.bias"]
+    qkv = linear(W, p + "in_proj", h)
     q = qkv[:, :H * Dh].reshape(T, H, Dh)
     k = qkv[:, H * Dh:(H + KVH) * Dh].reshape(T, KVH, Dh)
     v = qkv[:, (H + KVH) * Dh:].reshape(T, KVH, Dh)
@@ -243,9 +253,7 @@ def mha(c, W, p, h):
     s = torch.einsum("thd,shd->hts", q, kk) * Dh ** -0.5
     s = s.masked_fill(torch.triu(torch.ones(T, T, dtype=torch.bool), 1), float("-inf"))
     o = torch.einsum("hts,shd->thd", torch.softmax(s, -1), vv).reshape(T, H * Dh)
-    out = o @ W[p + "out_proj.weight"].T
-    if p + "out_proj.bias" in W:
-        out = out + W[p + "out_proj.bias"]
+    out = linear(W, p + "out_proj", o)
     return out, k.transpose(0, 1), v.transpose(0, 1)
 
 
@@ -255,7 +263,7 @@ def mamba2(c, W, p, h):
     m = mamba2_sizes(c)
     I, H, P, G, N, K = m["I"], m["H"], m["P"], m["G"], m["N"], m["K"]
     T = h.shape[0]
-    zxbcdt = h @ W[p + "in_proj.weight"].T
+    zxbcdt = linear(W, p + "in_proj", h)
     z, xbc, dt = zxbcdt[:, :I], zxbcdt[:, I:2 * I + 2 * G * N], zxbcdt[:, 2 * I + 2 * G * N:]
     cs = conv_state(xbc, K)
     xbc = silu(causal_conv(xbc, W[p + "conv1d.weight"], W[p + "conv1d.bias"]))
@@ -274,7 +282,7 @@ def mamba2(c, W, p, h):
     y = torch.stack(ys).reshape(T, I) * silu(z)
     yg = y.reshape(T, G, I // G)
     y = (yg * torch.rsqrt((yg * yg).mean(-1, keepdim=True) + EPS)).reshape(T, I)
-    return (y * W[p + "norm.weight"]) @ W[p + "out_proj.weight"].T, cs, state
+    return linear(W, p + "out_proj", y * W[p + "norm.weight"]), cs, state
 
 
 def mamba1(c, W, p, h):
@@ -283,13 +291,12 @@ def mamba1(c, W, p, h):
     m = mamba1_sizes(c)
     I, N, K, R = m["I"], m["N"], m["K"], m["R"]
     T = h.shape[0]
-    xz = h @ W[p + "in_proj.weight"].T
+    xz = linear(W, p + "in_proj", h)
     x, z = xz[:, :I], xz[:, I:]
     cs = conv_state(x, K)
     x = silu(causal_conv(x, W[p + "conv1d.weight"], W[p + "conv1d.bias"]))
-    dbc = x @ W[p + "x_proj.weight"].T
-    dt = torch.nn.functional.softplus(dbc[:, :R] @ W[p + "dt_proj.weight"].T
-                                      + W[p + "dt_proj.bias"])          # [T, I]
+    dbc = linear(W, p + "x_proj", x)
+    dt = torch.nn.functional.softplus(linear(W, p + "dt_proj", dbc[:, :R]))   # [T, I]
     B, C = dbc[:, R:R + N], dbc[:, R + N:]
     A = -torch.exp(W[p + "A_log"])                                      # [I, N]
     state = h.new_zeros(I, N)
@@ -298,13 +305,13 @@ def mamba1(c, W, p, h):
         state = state * torch.exp(dt[t][:, None] * A) + (dt[t] * x[t])[:, None] * B[t][None]
         ys.append(state @ C[t] + W[p + "D"] * x[t])
     y = torch.stack(ys) * silu(z)
-    return y @ W[p + "out_proj.weight"].T, cs, state
+    return linear(W, p + "out_proj", y), cs, state
 
 
 def gated_mlp(c, W, p, h):
     F = mlp_hidden(c)
-    u = h @ W[p + "fc1.weight"].T
-    return (u[:, :F] * silu(u[:, F:])) @ W[p + "fc2.weight"].T
+    u = linear(W, p + "fc1", h)
+    return linear(W, p + "fc2", u[:, :F] * silu(u[:, F:]))
 
 
 def forward(c, W, ids):
@@ -329,6 +336,73 @@ def forward(c, W, ids):
                                                                      W[p + "norm2.weight"]))
     logits = rmsnorm(residual, W["backbone.norm_f.weight"]) @ W["lm_head.weight"].T
     return logits, st
+
+
+# --- the same model as a torch module tree with mamba_ssm's module names (for PEFT) ------------
+
+LINEAR_MODULES = ("in_proj", "out_proj", "x_proj", "dt_proj", "fc1", "fc2")   # nn.Linear in mamba_ssm
+
+
+class ModuleWeights:
+    """A torch module tree's weights as `forward` reads them: W[name] a parameter (a tied
+    lm_head is the embedding), linear(W, path, x) the module at `path`."""
+
+    def __init__(self, model, tied):
+        self.model, self.tied = model, tied
+
+    def __getitem__(self, name):
+        if name == "lm_head.weight" and self.tied:
+            name = "backbone.embedding.weight"
+        return self.model.get_parameter(name)
+
+    def __contains__(self, name):
+        try:
+            self[name]
+        except AttributeError:
+            return False
+        return True
+
+    def module(self, path):
+        return self.model.get_submodule(path)
+
+
+def torch_model(c, W):
+    """mamba_ssm's MambaLMHeadModel for config `c` holding weights W ({mamba_ssm name: tensor},
+    copied): module paths as state-spaces names them (backbone.layers.N.mixer.in_proj,
+    .mlp.fc1, ...; nn.Linear where mamba_ssm has one, so PEFT finds and adapts them), and
+    model(ids [T]) -> logits [T, V] computed by `forward` through those modules."""
+    import torch
+
+    class MambaLMHeadModel(torch.nn.Module):
+        def forward(self, input_ids):
+            return forward(c, ModuleWeights(self, c["tie_embeddings"]), input_ids)[0]
+
+    model = MambaLMHeadModel()
+
+    def node(path):
+        mod = model
+        for part in path.split(".") if path else ():
+            if part not in mod._modules:
+                mod.add_module(part, torch.nn.Module())
+            mod = mod._modules[part]
+        return mod
+
+    for name, t in W.items():
+        if name == "lm_head.weight" and c["tie_embeddings"]:
+            continue
+        path, leaf = name.rsplit(".", 1)
+        parent, _, mod_name = path.rpartition(".")
+        if mod_name in LINEAR_MODULES:
+            owner = node(parent)
+            if mod_name not in owner._modules:
+                w = W[path + ".weight"]
+                owner.add_module(mod_name, torch.nn.Linear(w.shape[1], w.shape[0],
+                                                           bias=path + ".bias" in W, dtype=w.dtype))
+            with torch.no_grad():
+                getattr(owner._modules[mod_name], leaf).copy_(t)
+        else:
+            node(path).register_parameter(leaf, torch.nn.Parameter(t.detach().clone()))
+    return model
 
 
 def greedy(c, W, prompt, n_new=N_NEW):

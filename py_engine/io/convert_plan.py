@@ -470,7 +470,8 @@ def _hf_outputs(cfg, st, ops, options):
                                     build_index(weight_map, sum(b for _, b in sizes))))
     conf = cfg.to_hf_dict()
     conf.pop("torch_dtype", None)
-    conf["dtype"] = TORCH_NAME[st]
+    if "model_type" in conf:    # mamba_ssm's config.json (its MambaConfig dataclass) takes no
+        conf["dtype"] = TORCH_NAME[st]      # keys beyond its fields: MambaConfig(**json) raises
     outputs.append(_text_output("config.json", json.dumps(conf, indent=2, sort_keys=True)
                                 + "\n"))
     return outputs

@@ -12,12 +12,11 @@ with mlp_bias fc1.bias [2F], fc2.bias [D]. mamba_ssm files keep them under
 Decode dispatches per layer: norm folded into fc1 1, swiglu 1, fc2 accumulating into the
 residual 1.
 """
-import math
 from dataclasses import dataclass
 
 from py_engine.autograd import functional as F
 from py_engine.autograd import mlp as M
-from py_engine.nn.mlp import NoState
+from py_engine.nn.mlp import NoState, bias_hint, linear_init_rule
 from py_engine.nn.registry import register, whole
 from py_engine.ops.activations import Cols, swiglu_forward
 from py_engine.ops.linear import linear_accumulate, linear_forward
@@ -97,20 +96,11 @@ class GatedMlp:
 
     @staticmethod
     def init_rule(cfg, rel, shape):
-        """nn.Linear's U(+-1/sqrt(fan_in)), biases 0; fc2 / sqrt(n_layer) with
-        rescale_prenorm_residual (one residual per schedule layer)."""
-        if rel.endswith(".bias"):
-            return "const", 0.0, 0
-        a = 1.0 / math.sqrt(shape[1])
-        if rel == "fc2.weight" and cfg.rescale_prenorm_residual:
-            a /= math.sqrt(cfg.num_hidden_layers)
-        return "uniform", a, 0
+        return linear_init_rule(cfg, rel, shape, "fc2.weight")
 
     @staticmethod
     def hint(cfg, rel):
-        if rel.endswith(".bias") and not cfg.mlp_bias:
-            return " (config has mlp_bias=false)"
-        return ""
+        return bias_hint(cfg, rel)
 
     @staticmethod
     def wsla_pieces(cfg):

@@ -15,6 +15,25 @@ from py_engine.ops.activations import relu2_forward
 from py_engine.ops.linear import linear_accumulate, linear_forward
 
 
+def linear_init_rule(cfg, rel, shape, residual_out):
+    """An MLP kind's init (shared by mlp and gated_mlp): nn.Linear's U(+-1/sqrt(fan_in)),
+    biases 0; the projection back into the residual (`residual_out`) / sqrt(n_layer) with
+    rescale_prenorm_residual (one residual per schedule layer)."""
+    if rel.endswith(".bias"):
+        return "const", 0.0, 0
+    a = 1.0 / math.sqrt(shape[1])
+    if rel == residual_out and cfg.rescale_prenorm_residual:
+        a /= math.sqrt(cfg.num_hidden_layers)
+    return "uniform", a, 0
+
+
+def bias_hint(cfg, rel):
+    """The loader's hint for an MLP bias the config does not ask for."""
+    if rel.endswith(".bias") and not cfg.mlp_bias:
+        return " (config has mlp_bias=false)"
+    return ""
+
+
 @dataclass(frozen=True)
 class MlpSpec:
     D: int
@@ -44,7 +63,6 @@ class MlpMixer:
         return out
 
     def step(self, batch, h, residual, Bsz, state):
-        s = self.spec
         u = linear_forward(batch, h, self.up, self.up_b)
         a = relu2_forward(batch, u)
         u.release()
@@ -97,18 +115,11 @@ class Mlp:
 
     @staticmethod
     def init_rule(cfg, rel, shape):
-        if rel.endswith(".bias"):
-            return "const", 0.0, 0
-        a = 1.0 / math.sqrt(shape[1])
-        if rel == "down_proj.weight" and cfg.rescale_prenorm_residual:
-            a /= math.sqrt(cfg.num_hidden_layers)
-        return "uniform", a, 0
+        return linear_init_rule(cfg, rel, shape, "down_proj.weight")
 
     @staticmethod
     def hint(cfg, rel):
-        if rel.endswith(".bias") and not cfg.mlp_bias:
-            return " (config has mlp_bias=false)"
-        return ""
+        return bias_hint(cfg, rel)
 
     @staticmethod
     def wsla_pieces(cfg):

@@ -121,6 +121,11 @@ def model_safetensors_parts(model):
 
 def config_json(cfg, tokenizer=None):
     d = cfg.to_hf_dict()
+    if "model_type" not in d:
+        # mamba_ssm's config.json: its MambaConfig is a dataclass that MambaLMHeadModel.
+        # from_pretrained builds with MambaConfig(**json), so any key beyond its fields (dtype,
+        # token ids, ...) would make the file unloadable there; the tokenizer carries the ids
+        return (json.dumps(d, indent=2, sort_keys=True) + "\n").encode("utf-8")
     d.setdefault("dtype", "float32")
     # rescale_prenorm_residual is an initialisation choice (out_proj / sqrt(n_layer)), done
     # long ago for a trained model; transformers 5.23's MambaPreTrainedModel._init_weights

@@ -46,18 +46,38 @@ FAMILIES = {
     # Mamba-3 SISO (mamba_ssm layout): d_state 128, head_dim 64, half the state rotated
     "mamba3": dict(model_type="mamba3", state_size=128, expand=2, head_dim=64, n_groups=1,
                    chunk_size=64, rope_fraction=0.5),
-    # NemotronH-style hybrid: a pattern of M (Mamba-2), * (attention), - (relu^2 MLP) layers
+    # NemotronH-style hybrid: a pattern of M (Mamba-2), * (attention), - (relu^2 MLP) layers;
+    # a + (gated SwiGLU MLP) anywhere makes it a mamba_ssm / our-names hybrid (hybrid_layout)
     "hybrid": dict(model_type="nemotron_h", state_size=128, conv_kernel=4, expand=2,
                    head_dim=64, n_groups=1, chunk_size=256, tie_word_embeddings=False),
 }
 DEFAULT_PATTERN = "MM*M"     # the seeds' schedule: every 4th layer attention, Mamba-2 elsewhere
+# A hybrid pattern's letters: one layer each.
+PATTERN_LETTERS = {"M": "mamba2", "*": "attention", "-": "mlp", "+": "gated_mlp"}
+GATED_MLP_MULTIPLE = 128     # mamba_ssm's GatedMLP rounds its hidden size up to this
+
+
+def hybrid_layout(pattern):
+    """(model_type, checkpoint_layout) a hybrid pattern is saved as:
+      no +                          NemotronH (transformers' NemotronHForCausalLM)
+      (M+|*+)... (a gated MLP after  mamba_ssm's MambaLMHeadModel: d_intermediate > 0 puts a
+      every mixer, no -)            GatedMLP after every mixer, attn_layer_idx the * blocks
+      any other pattern with +      our HF-style names (model_type mamba2 + config.json `layers`
+                                    and the attention/MLP sizes): this engine reads it back,
+                                    transformers and mamba_ssm have no class for it
+    NemotronH has no gated MLP, and mamba_ssm pairs every mixer with one, hence the three."""
+    if "+" not in pattern:
+        return "nemotron_h", "hf"
+    pairs = len(pattern) % 2 == 0 and set(pattern[1::2]) == {"+"} and set(pattern[0::2]) <= set("M*")
+    return "mamba2", ("mamba_ssm" if pairs else "hf")
 
 
 def preset_config(size="nano", family="mamba1", pattern=None, virtual=None, bidi=None,
                   **overrides):
     """A MambaConfig from a preset and a family ("mamba1", "mamba2", "hybrid"), explicit
     dimensions (not None) overriding it. A hybrid's `pattern` says each layer's kind (M Mamba-2,
-    * attention, - MLP; default the preset's depth in repeats of DEFAULT_PATTERN). `virtual`
+    * attention, - relu^2 MLP, + gated SwiGLU MLP; default the preset's depth in repeats of
+    DEFAULT_PATTERN; hybrid_layout says which checkpoint layout it gets). `virtual`
     (a schedule over the physical layers, e.g. "8:cyclic") and `bidi` ("mean"/"concat") are
     options of the schedule, not of a family (py_engine/models/schedule.apply_options)."""
     from py_engine.models.config import MambaConfig
@@ -70,16 +90,21 @@ def preset_config(size="nano", family="mamba1", pattern=None, virtual=None, bidi
     if family == "hybrid":
         L = overrides.get("num_hidden_layers") or kw["num_hidden_layers"]
         pattern = pattern or (DEFAULT_PATTERN * L)[:L]
-        bad = sorted(set(pattern) - set("M*-"))
+        bad = sorted(set(pattern) - set(PATTERN_LETTERS))
         if bad:
             raise ValueError(f"pattern {pattern!r}: unknown layer letters {bad}; use M (Mamba-2), "
-                             "* (attention), - (MLP)")
+                             "* (attention), - (relu^2 MLP), + (gated SwiGLU MLP)")
         D = overrides.get("hidden_size") or kw["hidden_size"]
         heads = max(2, D // 64)
+        model_type, layout = hybrid_layout(pattern)
+        F = 4 * D
+        if "+" in pattern:      # mamba_ssm's GatedMLP size rule, kept for our names too
+            F = -(-F // GATED_MLP_MULTIPLE) * GATED_MLP_MULTIPLE
         kw.update(num_hidden_layers=len(pattern), attention_heads=heads,
                   attention_kv_heads=max(1, heads // 2), attention_head_dim=D // heads,
-                  mlp_intermediate_size=4 * D, max_position_embeddings=4096)
-        kw["layers"] = [{"M": "mamba2", "*": "attention", "-": "mlp"}[c] for c in pattern]
+                  mlp_intermediate_size=F, max_position_embeddings=4096,
+                  model_type=model_type, checkpoint_layout=layout)
+        kw["layers"] = [PATTERN_LETTERS[c] for c in pattern]
         overrides = {k: v for k, v in overrides.items() if k != "num_hidden_layers"}
     elif pattern:
         raise ValueError("a layer pattern needs the hybrid family")
