@@ -20,15 +20,56 @@ current = {"model": None, "tokenizer": None, "name": None, "gen": None, "cancel"
            "pending": None}
 
 
-async def load(base_url, name=None, files=(), weights_format="f32"):
+async def load(base_url, name=None, files=(), weights_format="f32", cache=True):
     """Load the model at base_url (…/weights/<name>/) and its tokenizer; returns a summary.
-    weights_format: f32, or f16/bf16/q8/q4 to keep the matrices narrow on the GPU."""
+    weights_format: f32, or f16/bf16/q8/q4 to keep the matrices narrow on the GPU.
+    cache: keep the fetched weight files in this browser (py_engine/io/cached_source.py)."""
     from py_engine.io.byte_sources import HttpSource
     return await _load(HttpSource(base_url, files), name or base_url, files, weights_format,
-                       {"kind": "served", "name": name or base_url})
+                       {"kind": "served", "name": name or base_url}, cache)
 
 
-async def load_hub(spec, endpoint=None, weights_format="f32"):
+async def plan(base_url, files=()):
+    """What each weight format would take on the GPU for the served model at base_url, read
+    from config.json and the weight headers only (through the cache, like a load), and whether
+    this device runs it: {formats: {fmt: {gpu_bytes, problem}}, weight_bytes, file_dtypes}."""
+    from py_engine.io.byte_sources import HttpSource
+    from py_engine.io.hf_loader import read_plan
+    source = _cached(HttpSource(base_url, files), True)
+    ok = False
+    try:
+        _, _, p = await read_plan(source)
+        ok = True
+    finally:
+        summary = await _finish_cache(source, ok)
+    return {**formats_table(p), "cache": summary}
+
+
+def formats_table(p):
+    from py_engine.io.weight_formats import format_problem
+    features = getattr(runtime.device, "features", ())
+    return {"formats": {fmt: {"gpu_bytes": n, "problem": format_problem(fmt, features)}
+                        for fmt, n in p["gpu_bytes_by_format"].items()},
+            "weight_bytes": p["weight_bytes"], "file_dtypes": p["file_dtypes"]}
+
+
+def _cached(source, cache):
+    from py_engine.io import cached_source
+    return cached_source.CachedSource(source) if cache and cached_source.available() else source
+
+
+async def _finish_cache(source, ok):
+    """Close the cache entries of `source`; say once (event "cache_notice") when the browser's
+    storage refused a file. Returns the summary (None when nothing was cached)."""
+    if not hasattr(source, "finish"):
+        return None
+    summary = await source.finish(ok)
+    if summary.get("notice"):
+        emit("cache_notice", text=summary["notice"])
+    return summary
+
+
+async def load_hub(spec, endpoint=None, weights_format="f32", cache=True):
     """Load `org/name[@revision]` from a Hub-layout endpoint (default the Hugging Face Hub;
     py_engine/io/hub.py). What the repo holds and its size are emitted ("load_plan") before
     any weight byte is read; a gated, missing or unsupported repo raises one sentence."""
@@ -40,10 +81,10 @@ async def load_hub(spec, endpoint=None, weights_format="f32"):
     emit("load_plan", **plan)
     return await _load(source, source.label, plan["files"], weights_format,
                        {"kind": "hub", "label": source.label, "repo": repo_id,
-                        "revision": revision, "endpoint": source.endpoint})
+                        "revision": revision, "endpoint": source.endpoint}, cache)
 
 
-async def load_files(files, name="local model", origin=None):
+async def load_files(files, name="local model", origin=None, weights_format="f32"):
     """Load a model from files the user picked ({relative path: registry id}); nothing is
     uploaded: the bytes go File -> GPU inside this tab."""
     from py_engine.io.byte_sources import DroppedFileSource
@@ -53,23 +94,47 @@ async def load_files(files, name="local model", origin=None):
                              "Convert page first, then open the folder here")
         raise ValueError("no config.json among the chosen files: choose the model's folder "
                          "(config.json + model.safetensors, or the shards and their index)")
-    return await _load(DroppedFileSource(files, name), name, list(files), "f32",
+    return await _load(DroppedFileSource(files, name), name, list(files), weights_format,
                        origin or {"kind": "folder", "name": name})
 
 
-async def _load(source, name, files, weights_format="f32", origin=None):
+async def _load(source, name, files, weights_format="f32", origin=None, cache=False):
+    """cache: weight files pass through the browser's cache (HTTP sources only)."""
+    source = _cached(source, cache)
+    ok = False
+    try:
+        result = await _load_from(source, name, files, weights_format, origin)
+        ok = True
+    finally:
+        summary = await _finish_cache(source, ok)
+    result["cache"] = summary
+    return result
+
+
+async def _load_from(source, name, files, weights_format, origin):
     from py_engine.app.model_card import describe
     from py_engine.io.hf_loader import load_from_source
+    from py_engine.io.weight_formats import check_device_format, format_summary
+    from py_engine.io.weight_formats import weights_format as format_of
+    check_device_format(runtime.device, weights_format)   # before the old model is dropped
     unload()
     t0 = time.perf_counter()
 
     def progress(p):
         emit("load_progress", **p)
 
+    def on_plan(p):
+        # before the first weight byte: what every format would take for this model
+        emit("weights_plan", **formats_table(p))
+
     await refuse_bidirectional(source, name)
     report = {}
     cfg, weights = await load_from_source(runtime.device, source, progress, weights_format,
-                                          report)
+                                          report, on_plan)
+    fmt = format_of(weights)
+    gpu = {"format": fmt, "gpu_bytes": format_summary(weights)["gpu_bytes"],
+           "narrow": sum(1 for t in weights.values() if t.dtype != "f32"),
+           "tensors": len(weights), "requested": weights_format}
     model = MambaModel(runtime.device, cfg, weights)
     try:
         tok = await _load_tokenizer(source, files, cfg.vocab_size)
@@ -83,8 +148,9 @@ async def _load(source, name, files, weights_format="f32", origin=None):
             "d_model": cfg.hidden_size, "vocab_size": cfg.vocab_size, "params": params,
             "tokenizer": tokenizer_name(tok),
             "load_s": round(time.perf_counter() - t0, 3),
+            "weights": gpu,
             "card": describe(name, cfg, params, tok, report, origin or {"name": name},
-                             weights_format, MAX_TOKENS)}
+                             fmt, MAX_TOKENS, gpu)}
 
 
 async def refuse_bidirectional(source, name):

@@ -8,6 +8,9 @@
      widens them (exactly) to f32.
 Errors name the file and tensor; on any error every GPU tensor made so far is released.
 
+read_plan(source) reads only config.json and the headers: what the model holds and what each
+weight format would take on the GPU (the generate page shows it before loading).
+
 Where the bytes come from is pluggable (py_engine.io.byte_sources):
   load_hf_model(device, base_url)          browser: HTTP Range + mwGpu.fetchRangeToBuffers
   load_hf_model_local(device, folder)      native: local files + device.write per piece
@@ -105,28 +108,22 @@ async def load_hf_model_local(device, folder, progress=None, weights_format="f32
     return await load_from_source(device, LocalSource(folder), progress, weights_format)
 
 
-async def load_from_source(device, source, progress=None, weights_format="f32", report=None):
+async def load_from_source(device, source, progress=None, weights_format="f32", report=None,
+                           on_plan=None):
     """(cfg, weights) from any byte source; weights_format f16/bf16/q8/q4 stores the matrices
     narrow (py_engine/io/weight_formats.py), converting each chunk as it arrives so the f32
-    copy of the whole model never exists at once. `report` (a dict) receives what was read:
-    weight_files, file_dtypes (the checkpoint's dtypes) and weight_bytes, for a model card."""
-    import json
-    from py_engine.ops.weight_format import check_format
-    check_format(weights_format)
-    raw = await source.read("config.json")
-    try:
-        cfg_dict = json.loads(raw.decode("utf-8"))
-    except ValueError as e:
-        raise source.error("config.json", f"not valid JSON ({e})") from None
-    cfg = MambaConfig.from_hf_dict(cfg_dict, source=source.where("config.json"))
-    infos = await read_headers(source, cfg)
-    check_tensors(cfg, [t for _, t in infos.values()], source.where(""))
-    wanted = expected_tensors(cfg)
+    copy of the whole model never exists at once. A format the device cannot run is refused
+    before any byte is read. `report` (a dict) receives what was read: weight_files,
+    file_dtypes (the checkpoint's dtypes), weight_bytes and gpu_bytes_by_format, for a model
+    card; `on_plan(report)` is called with it once the headers are read, before any weight."""
+    from py_engine.io.weight_formats import check_device_format
+    check_device_format(device, weights_format)
+    cfg, infos, plan = await read_plan(source)
     if report is not None:
-        used = [(f, t) for name, (f, t) in infos.items() if name in wanted]
-        report.update(weight_files=sorted({f for f, _ in used}),
-                      file_dtypes=sorted({t.dtype for _, t in used}),
-                      weight_bytes=sum(t.nbytes for _, t in used))
+        report.update(plan)
+    if on_plan is not None:
+        on_plan(plan)
+    wanted = expected_tensors(cfg)
     weights = {}
     try:
         await _stream(device, source, cfg, {k: v for k, v in infos.items() if k in wanted},
@@ -136,6 +133,30 @@ async def load_from_source(device, source, progress=None, weights_format="f32", 
             t.release()
         raise
     return cfg, weights
+
+
+async def read_plan(source):
+    """(cfg, {name: (file, TensorInfo)}, plan) from config.json and the weight headers only:
+    plan = {weight_files, file_dtypes, weight_bytes, gpu_bytes_by_format} of the tensors the
+    model uses (what each weight format would take on the GPU, before loading)."""
+    import json
+    from py_engine.io.weight_formats import gpu_bytes_by_format
+    raw = await source.read("config.json")
+    try:
+        cfg_dict = json.loads(raw.decode("utf-8"))
+    except ValueError as e:
+        raise source.error("config.json", f"not valid JSON ({e})") from None
+    cfg = MambaConfig.from_hf_dict(cfg_dict, source=source.where("config.json"))
+    infos = await read_headers(source, cfg)
+    check_tensors(cfg, [t for _, t in infos.values()], source.where(""))
+    wanted = expected_tensors(cfg)
+    used = [(f, t) for name, (f, t) in infos.items() if name in wanted]
+    plan = {"weight_files": sorted({f for f, _ in used}),
+            "file_dtypes": sorted({t.dtype for _, t in used}),
+            "weight_bytes": sum(t.nbytes for _, t in used),
+            "gpu_bytes_by_format": gpu_bytes_by_format(
+                cfg, {name: t.shape for name, (_, t) in infos.items() if name in wanted})}
+    return cfg, infos, plan
 
 
 def _as_source(source):

@@ -5,7 +5,13 @@ Narrow: the token embedding (gathered through dequant.wgsl), a separate LM head,
 matrix a layer kind multiplies only through ops/linear.py (registry.linear_piece) whose K suits
 the format. Everything else (norms, conv taps, A, D, biases, dt biases) stays f32: small, and
 read by kernels that expect f32.
+
+Before loading: gpu_bytes_by_format(cfg, shapes) says what each format would take on the GPU
+(the generate page's format selector shows it), and format_problem / check_device_format refuse
+a format whose kernels need a feature the device lacks (read from the shaders' `enable`s).
 """
+import re
+
 from py_engine.io.hf_names import split_layer_name
 from py_engine.models.names import EMBED, LM_HEAD
 from py_engine.nn import registry
@@ -55,3 +61,73 @@ def weights_format(weights) -> str:
     fmts = {t.dtype for t in weights.values()} - {"f32"}
     return fmts.pop() if len(fmts) == 1 else ("f32" if not fmts else "mixed")
 
+
+
+# ---- before loading: the bytes each format would take, and what the device must offer -------
+
+# A WGSL `enable` directive -> the WebGPU feature a device needs for it.
+ENABLE_FEATURES = {"f16": "shader-f16", "subgroups": "subgroups"}
+_ENABLE = re.compile(r"^\s*enable\s+([A-Za-z0-9_,\s]+);", re.M)
+
+
+def format_shaders(fmt):
+    """The shader files a model stored as `fmt` runs beyond the f32 ones: its mat-vec (decode),
+    and for the narrow formats the one-time quantize and the dequantize of prefill/training."""
+    weight_format.check_format(fmt)
+    return ["matvec_f32"] if fmt == "f32" else [f"matvec_{fmt}", "quantize", "dequant"]
+
+
+def needed_features(fmt, read=None):
+    """The WebGPU features `fmt`'s kernels need, read from their `enable` directives (today
+    none: f16/bf16 are unpacked from u32 words with unpack2x16float, core WGSL, so no
+    shader-f16). `read(name) -> WGSL text` defaults to the engine's shader files."""
+    if read is None:
+        from py_engine.gpu.shaders import shader_source as read
+    out = set()
+    for shader in format_shaders(fmt):
+        for m in _ENABLE.finditer(read(shader)):
+            for ext in m.group(1).split(","):
+                ext = ext.strip()
+                out.add(ENABLE_FEATURES.get(ext, ext))
+    return out
+
+
+def format_problem(fmt, features, read=None):
+    """None when a device offering `features` runs `fmt`, else one sentence that names the
+    format and the missing feature and says what to choose instead."""
+    missing = sorted(needed_features(fmt, read) - set(features))
+    if not missing:
+        return None
+    others = [f for f in weight_format.FORMATS
+              if f != fmt and not (needed_features(f, read) - set(features))]
+    return (f"{fmt} weights need the GPU feature {' and '.join(repr(m) for m in missing)}, "
+            f"which this GPU does not offer: choose {' or '.join(others) or 'another device'} "
+            "instead")
+
+
+def check_device_format(device, fmt):
+    """Refuse, by name and before any byte is read, a format the device cannot run."""
+    weight_format.check_format(fmt)
+    problem = format_problem(fmt, getattr(device, "features", ()))
+    if problem:
+        raise ValueError(problem[0].upper() + problem[1:])
+
+
+def gpu_bytes(cfg, shapes, fmt):
+    """Bytes the weights take on the GPU when loaded as `fmt`: `shapes` {HF tensor name: shape}
+    of the tensors the model uses, split into GPU pieces as the loader splits them
+    (py_engine/io/gpu_layout.py), each narrow where narrow_weights would make it narrow.
+    Equals format_summary(weights)["gpu_bytes"] of the loaded model."""
+    from py_engine.gpu.tensor import storage_bytes
+    from py_engine.io import gpu_layout
+    weight_format.check_format(fmt)
+    total = 0
+    for name, shape in shapes.items():
+        for piece, _, _, pshape in gpu_layout.pieces(cfg, name, tuple(shape)):
+            total += storage_bytes(pshape, fmt if narrowable(cfg, piece, pshape, fmt) else "f32")
+    return total
+
+
+def gpu_bytes_by_format(cfg, shapes):
+    """{format: GPU bytes} for every format (py_engine/ops/weight_format.FORMATS)."""
+    return {fmt: gpu_bytes(cfg, shapes, fmt) for fmt in weight_format.FORMATS}

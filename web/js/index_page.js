@@ -19,6 +19,9 @@ let busy = false;
 let turns = [];
 // What Regenerate repeats: {prompt, keep, snapshot (state bytes before the turn or null), before}.
 let last = null;
+// The loaded model: {key (as document.body.dataset.model), reload()} — reload() opens it again
+// in the format remembered for it (the weight-format selector changes that format).
+let current = null;
 
 function setBusy(on) {
   busy = on;
@@ -29,7 +32,108 @@ function setBusy(on) {
   $("hub-open").disabled = on;
   $("save-state-btn").disabled = on || !loaded;
   $("restore-state-btn").disabled = on || !loaded;
+  $("weights-format").disabled = on;
+  $("cache-clear").disabled = on;
 }
+
+// ---- weight formats: one per model, remembered in this browser -------------------------------
+const FORMAT_NAMES = { f32: "f32 (full precision)", f16: "f16 (16-bit)", bf16: "bf16 (16-bit)",
+                       q8: "q8 (8-bit, a scale per row)", q4: "q4 (4-bit, a scale per 32 values)" };
+const FORMAT_KEY = "mambaweb:weights-format:";
+const mb = (n) => n >= 1e5 ? `${(n / 1e6).toFixed(2)} MB` : `${(n / 1e3).toFixed(1)} kB`;
+
+function formatFor(key) {
+  const f = key ? localStorage.getItem(FORMAT_KEY + key) : null;
+  return f && FORMAT_NAMES[f] ? f : "f32";
+}
+function rememberFormat(key, fmt) { if (key) localStorage.setItem(FORMAT_KEY + key, fmt); }
+
+// Label every option with what it would take on the GPU for the chosen model (a plan from
+// py_engine: config + weight headers), and disable one the device cannot run, saying why.
+// table: {formats: {fmt: {gpu_bytes, problem}}} or null (unknown yet).
+function showFormatTable(table, forKey) {
+  const sel = $("weights-format");
+  for (const opt of sel.options) {
+    const row = table && table.formats ? table.formats[opt.value] : null;
+    opt.textContent = FORMAT_NAMES[opt.value] + (row ? ` · ${mb(row.gpu_bytes)} on the GPU` : "");
+    if (row) opt.dataset.gpuBytes = String(row.gpu_bytes); else delete opt.dataset.gpuBytes;
+    opt.disabled = !!(row && row.problem);
+    opt.title = row && row.problem ? row.problem : "";
+  }
+  if (forKey !== undefined) sel.dataset.planFor = forKey;
+}
+
+// The list's model, before it is loaded: its format and what each format would take.
+async function planChosen() {
+  const sel = $("model-select");
+  const name = sel.value;
+  if (!name || !sel.selectedOptions[0]?.dataset.files || busy) return;
+  $("weights-format").value = formatFor(name);
+  showFormatTable(null, name);
+  try {
+    const table = await engine.run(S + "result = await s.plan(args['url'], args['files'])",
+      { url: new URL(`/weights/${encodeURIComponent(name)}/`, location.href).href,
+        files: JSON.parse(sel.selectedOptions[0].dataset.files) });
+    if ($("model-select").value === name) showFormatTable(table, name);
+    showDiscarded(table.cache);
+  } catch (err) { /* the load itself will say what is wrong with this model */ }
+}
+
+async function formatChanged() {
+  const fmt = $("weights-format").value;
+  if (current) {
+    rememberFormat(current.key, fmt);
+    await current.reload();
+  } else {
+    rememberFormat($("model-select").value, fmt);
+  }
+}
+
+// ---- the browser's cache of fetched weights (web/js/weight_cache.mjs) ---------------------------
+async function showCacheUsage() {
+  try {
+    const u = await engine.call({ op: "cacheUsage" });
+    document.body.dataset.cacheBytes = String(u.bytes);
+    $("cache-info").textContent = !u.available
+      ? "This browser offers no private file storage: models stream on every load."
+      : u.bytes ? `Cached models: ${mb(u.bytes)} of weights kept in this browser for the next load.`
+        : "Cached models: none yet (downloaded weights are kept in this browser for the next load).";
+    $("cache-clear").hidden = !u.available;
+  } catch (err) { $("cache-info").textContent = `Cached models: unknown (${err.message})`; }
+}
+
+async function clearCache() {
+  clearError($("model-error"));
+  try {
+    await engine.call({ op: "cacheClear" });
+    $("cache-note").textContent = "Cached models cleared: the next load downloads its weights again.";
+    $("cache-note").hidden = false;
+  } catch (err) { showError($("model-error"), "Could not clear the cached models", err); }
+  await showCacheUsage();
+}
+
+// What the last load's cache did, in words (empty when nothing went through it).
+function cacheWords(c) {
+  if (!c) return "";
+  if (c.hit_bytes && !c.fetched_bytes) return " · weights read from this browser's cache";
+  if (c.stored_bytes) return " · weights kept in this browser for the next load";
+  return "";
+}
+
+// A cache entry found truncated or damaged (and fetched again) is worth a line: say which.
+function showDiscarded(c) {
+  const notes = (c && c.discarded) || [];
+  if (notes.length) { $("cache-note").textContent = notes.join(" "); $("cache-note").hidden = false; }
+}
+
+function afterLoad(r) {
+  showDiscarded(r.cache);
+  $("weights-format").value = r.weights ? r.weights.requested : "f32";
+  showFormatTable({ formats: Object.fromEntries(Object.entries(r.card.facts.gpu_bytes_by_format || {})
+    .map(([f, n]) => [f, { gpu_bytes: n, problem: planProblems[f] || null }])) }, current && current.key);
+  showCacheUsage();
+}
+let planProblems = {};   // fmt -> sentence, from the last plan (what this device cannot run)
 
 // ---- the document view ---------------------------------------------------------------------
 function nearBottom(el) { return el.scrollHeight - el.scrollTop - el.clientHeight < 40; }
@@ -102,6 +206,7 @@ function describeModel(m, where) {
 // After a failed load nothing is loaded (the engine drops its model too), and the page says so.
 async function forgetModel() {
   loaded = null;
+  current = null;
   last = null;
   turns = [];
   renderTranscript();
@@ -113,6 +218,7 @@ async function forgetModel() {
 
 async function openModel(what, run) {
   clearError($("model-error"));
+  $("cache-note").hidden = true;
   $("load-progress").hidden = false;
   $("load-progress").removeAttribute("value");      // indeterminate until sizes are known
   setBusy(true);
@@ -129,6 +235,7 @@ async function openModel(what, run) {
     return false;
   } finally {
     $("load-progress").hidden = true;
+    document.body.dataset.loads = String(+(document.body.dataset.loads || 0) + 1);
     setBusy(false);
   }
 }
@@ -142,10 +249,15 @@ async function loadModel() {
   }
   const url = new URL(`/weights/${encodeURIComponent(name)}/`, location.href).href;
   const files = JSON.parse(sel.selectedOptions[0].dataset.files);
+  const fmt = formatFor(name);
+  $("weights-format").value = fmt;
   const ok = await openModel(name, () => engine.run(
-    S + "result = await s.load(args['url'], args['name'], args['files'])", { url, name, files }));
+    S + "result = await s.load(args['url'], args['name'], args['files'], weights_format=args['fmt'])",
+    { url, name, files, fmt }));
   if (!ok) return;
-  $("model-info").textContent = describeModel(loaded, "");
+  current = { key: name, reload: () => { $("model-select").value = name; return loadModel(); } };
+  afterLoad(loaded);
+  $("model-info").textContent = describeModel(loaded, "") + cacheWords(loaded.cache);
   sel.querySelector("option[data-local]")?.remove();
   document.body.dataset.model = name;
 }
@@ -169,14 +281,35 @@ async function openFromComputer(list) {
     : list.length === 1 ? `“${list[0].file.name}”` : "the chosen files";
   const ok = await openModel(what, async () => {
     chosen = await registerModelFiles(engine, list, (text) => { $("model-info").textContent = text; });
-    return engine.run(S + "result = await s.load_files(args['files'], args['name'], args['origin'])",
-                      chosen);
+    return loadChosen(chosen);
   });
   if (!ok) return;
   const mbjs = chosen.origin.kind === "mbjs";
+  const key = `${mbjs ? "mbjs" : "local"}:${chosen.name}`;
+  current = { key, reload: () => reopenChosen(chosen, mbjs) };
+  afterLoad(loaded);
   $("model-info").textContent = describeModel(loaded, mbjs ? " (MBJS, converted in this tab)" : " (local)");
   showInList(`${chosen.name} (${mbjs ? "dropped MBJS file" : "local folder"})`);
-  document.body.dataset.model = `${mbjs ? "mbjs" : "local"}:${chosen.name}`;
+  document.body.dataset.model = key;
+}
+
+// The files stay in the Worker's registry until the next pick, so a format change reopens
+// them without asking the person to choose them again.
+function loadChosen(chosen) {
+  const key = `${chosen.origin.kind === "mbjs" ? "mbjs" : "local"}:${chosen.name}`;
+  const fmt = formatFor(key);
+  $("weights-format").value = fmt;
+  return engine.run(S + "result = await s.load_files(args['files'], args['name'], args['origin'], " +
+                    "weights_format=args['fmt'])", { ...chosen, fmt });
+}
+async function reopenChosen(chosen, mbjs) {
+  const key = current.key;
+  const ok = await openModel(`“${chosen.name}”`, () => loadChosen(chosen));
+  if (!ok) return;
+  current = { key, reload: () => reopenChosen(chosen, mbjs) };
+  afterLoad(loaded);
+  $("model-info").textContent = describeModel(loaded, mbjs ? " (MBJS, converted in this tab)" : " (local)");
+  document.body.dataset.model = key;
 }
 
 // ---- models from the Hub by name (py_engine/io/hub.py) --------------------------------------
@@ -191,10 +324,17 @@ async function openHub(spec) {
     return;
   }
   const endpoint = $("hub-endpoint").value.trim() || hubDefault;
+  const key = `hub:${spec.replace(/@main$/, "")}`;
+  const fmt = formatFor(key);
+  $("weights-format").value = fmt;
   const ok = await openModel("the model", () => engine.run(
-    S + "result = await s.load_hub(args['spec'], args['endpoint'])", { spec, endpoint }));
+    S + "result = await s.load_hub(args['spec'], args['endpoint'], weights_format=args['fmt'])",
+    { spec, endpoint, fmt }));
   if (!ok) return;
-  $("model-info").textContent = describeModel(loaded, ` (from ${new URL(loaded.card.facts.origin.endpoint).host})`);
+  current = { key, reload: () => openHub(spec) };
+  afterLoad(loaded);
+  $("model-info").textContent = describeModel(loaded, ` (from ${new URL(loaded.card.facts.origin.endpoint).host})`) +
+    cacheWords(loaded.cache);
   showInList(`${loaded.name} (Hub)`);
   document.body.dataset.model = `hub:${loaded.name}`;
 }
@@ -398,6 +538,16 @@ async function main() {
     $("model-info").textContent = `${m.label}: ${m.total_text} of weights (${m.weight_format}) ` +
       `from ${new URL(m.endpoint).host}, downloading…`;
   });
+  engine.on("weights_plan", (m) => {
+    planProblems = Object.fromEntries(Object.entries(m.formats).map(([f, r]) => [f, r.problem]));
+    showFormatTable(m);
+  });
+  engine.on("cache_notice", (m) => {
+    // said once per load, however many files or chunks the storage refused
+    document.body.dataset.cacheNotices = String(+(document.body.dataset.cacheNotices || 0) + 1);
+    $("cache-note").textContent = m.text;
+    $("cache-note").hidden = false;
+  });
   engine.on("token", (m) => {
     if (m.text !== null) setLastText(m.text);
     $("gen-stats").textContent = `${m.n} tokens · ${m.tokens_per_s.toFixed(1)} tok/s`;
@@ -405,6 +555,9 @@ async function main() {
   if (engine.info.gpu_error) return;
   wireDeviceLoss();
   $("load-btn").onclick = loadModel;
+  $("model-select").addEventListener("change", planChosen);
+  $("weights-format").addEventListener("change", formatChanged);
+  $("cache-clear").onclick = clearCache;
   $("local-model").onchange = (ev) => { const list = fromInput(ev.target.files); ev.target.value = ""; openFromComputer(list); };
   wireModelDrop();
   $("adapter-files").onchange = (ev) => loadAdapter(ev.target.files);
@@ -418,6 +571,7 @@ async function main() {
     if (ev.key === "Enter" && (ev.ctrlKey || ev.metaKey)) { ev.preventDefault(); generate(); }
   });
   await listModels();
+  showCacheUsage();
   // ?hub=URL sets the endpoint, ?model=org/name opens that model instead of the default
   const params = new URLSearchParams(location.search);
   hubDefault = await fetch("/api/hub").then((r) => r.json()).then((j) => j.endpoint)

@@ -1,7 +1,8 @@
 // The model card on the generate page: py_engine/app/model_card.py builds it from what is
 // loaded; this file only lays it out as a definition list. Cleared when nothing is loaded.
 const ROWS = [["name", "Name"], ["family", "Family"], ["schedule", "Layers"],
-              ["parameters", "Parameters"], ["weights", "Weights"], ["tokenizer", "Tokenizer"],
+              ["parameters", "Parameters"], ["weights", "Weights"], ["gpu", "On the GPU"],
+              ["tokenizer", "Tokenizer"],
               ["context", "Context"], ["source", "From"]];
 
 export function renderCard(el, card) {

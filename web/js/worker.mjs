@@ -6,6 +6,7 @@
 import { loadPyodide } from "/pyodide/pyodide.mjs";
 import { encodeAndSubmit, readBuffer, fetchRangeToBuffers, writePieces, watchDevice, takeGpuErrors,
          startEngine, onDeviceLost, loseDevice } from "./gpu_bridge.mjs";
+import { installWeightCache } from "./weight_cache.mjs";
 
 let pyodide = null;
 let booted = null;
@@ -596,3 +597,6 @@ self.mwOps = Object.assign(self.mwOps || {}, {
   convertExecute: cvExecute,
   convertCancel: () => { cvCancelled = true; return true; },
 });
+
+// ---- the cache of fetched weights (web/js/weight_cache.mjs, py_engine/io/cached_source.py) ----
+installWeightCache(self, { crc32: cvCrc32 });
