@@ -5,6 +5,10 @@ steps, the live loss curve, samples, autosave to OPFS and resume after a reload.
 
 Modes: "lora" (default: a PEFT-format adapter trains, the base is frozen; py_engine/train/
 lora.py), "full" (every weight), "wsla" (the selective B/C rows only).
+The base's weight format ("weights": f32 default, f16 / bf16 / q8 / q4) is how it sits on the
+GPU: a LoRA run keeps a narrow base frozen as it is (q4: QLoRA), as `mambaweb finetune
+--weights` does; full and WSLA train base weights, so they need f32 and refuse the rest.
+LoRA's targets are the model's linear layers by name (lora_settings; linear_modules lists them).
 What it adds to the session:
   - held-out loss: the last `eval_frac` of the corpus tokens (split as py_engine/app/finetune
     splits them; at most EVAL_ROWS windows, spread over the tail, so a software GPU keeps up),
@@ -28,7 +32,8 @@ from py_engine.app import finetune_data as FD
 from py_engine.train import checkpoint as ckpt
 from py_engine.train import data as data_mod
 from py_engine.train import session as S
-from py_engine.train.lora import DEFAULT_TARGETS, LoraAdapter, adapter_param_count
+from py_engine.train.lora import (DEFAULT_TARGETS, LoraAdapter, adapter_param_count,
+                                   linear_modules)
 from py_engine.train.session import PretrainSession, memory_estimate, train_config
 
 MODES = ("lora", "full", "wsla")
@@ -52,8 +57,24 @@ def lora_settings(spec):
         raise ValueError(f"LoRA rank r must be at least 1 and alpha above 0, got r {out['r']}, "
                          f"alpha {out['alpha']}")
     out["rslora"] = bool(out["rslora"])
+    if isinstance(out["targets"], str) or not out["targets"]:
+        raise ValueError("LoRA needs at least one target module: tick one of the model's "
+                         "linear layers (in_proj, for example)")
     out["targets"] = [str(t) for t in out["targets"]]
     return out
+
+
+def check_weights(mode, weights):
+    """The base's weight format for `mode`: any of the formats for LoRA, f32 for the modes
+    that train base weights (the sentence `mambaweb finetune --weights` gives)."""
+    from py_engine.ops.weight_format import check_format
+    check_format(weights)
+    if weights != "f32" and mode != "lora":
+        what = "a full fine-tune trains every weight" if mode == "full" else \
+            "WSLA trains the base's B/C rows"
+        raise ValueError(f"a {weights} base stays frozen and narrow, and {what}: choose LoRA "
+                         f"(QLoRA on {weights}) or f32 weights")
+    return weights
 
 
 def _check_mode(mode):
@@ -100,8 +121,28 @@ def _spread(rows, n):
     return [rows[(i * len(rows)) // n] for i in range(n)]
 
 
-def estimate(cfg, t, lora):
-    """GPU bytes to train `cfg` each way (what the page shows: LoRA's saving)."""
+def base_bytes(cfg, weights="f32"):
+    """(GPU bytes of the frozen base held as `weights`, bytes of the largest f32 copy a
+    training GEMM dequantizes at a time: 0 for f32) — the loader's narrowing rule
+    (py_engine/io/weight_formats.narrowable) applied to every GPU piece."""
+    from py_engine.gpu.tensor import storage_bytes
+    from py_engine.io import hf_names
+    from py_engine.io.gpu_layout import pieces
+    from py_engine.io.weight_formats import narrowable
+    total, temp = 0, 0
+    for n, s in hf_names.expected_tensors(cfg).items():
+        for piece, _, _, shape in pieces(cfg, n, s):
+            if narrowable(cfg, piece, shape, weights):
+                total += storage_bytes(shape, weights)
+                temp = max(temp, 4 * _numel(shape))
+            else:
+                total += 4 * _numel(shape)
+    return total, temp
+
+
+def estimate(cfg, t, lora, weights="f32"):
+    """GPU bytes to train `cfg` each way (what the page shows: LoRA's saving). LoRA keeps the
+    base as `weights` (full and WSLA need f32); "base_bytes" is what the LoRA base holds."""
     from py_engine.io import hf_names
     from py_engine.io.gpu_layout import pieces
     from py_engine.train.init import param_count
@@ -116,10 +157,13 @@ def estimate(cfg, t, lora):
                 rows = keep.rows(piece)
                 wsla += _numel(shape) if rows is None else (rows[1] - rows[0]) * _numel(shape[1:])
     ad = adapter_param_count(cfg, lora["r"], lora["targets"])
-    # weights + (gradients + 2 AdamW moments) of what trains + activations, 4 bytes each
+    base, temp = base_bytes(cfg, weights)
+    # weights + (gradients + 2 AdamW moments) of what trains + activations, 4 bytes each; a
+    # narrow LoRA base: its own bytes + one dequantized f32 weight at a time
     return {"params": P, "trained": {"full": P, "wsla": wsla, "lora": ad},
+            "weights": weights, "base_bytes": base,
             "memory_bytes": {"full": 4 * (4 * P + act), "wsla": 4 * (P + 3 * wsla + act),
-                             "lora": 4 * (P + 4 * ad + act)}}
+                             "lora": base + temp + 4 * (4 * ad + act)}}
 
 
 def _numel(shape):
@@ -130,12 +174,29 @@ def _numel(shape):
 
 
 async def describe(base, spec):
-    """Before Start: the base model's size and what each mode needs. spec: {"train", "lora"}."""
+    """Before Start: the base model's size, its linear layers (LoRA's possible targets, with
+    the defaults marked) and what each mode needs with the base held as spec["weights"].
+    spec: {"train", "lora", "weights", "mode"}; a mode that cannot take that format is refused
+    in one sentence, as "problem" (check_weights; None when it can)."""
+    from py_engine.ops.weight_format import check_format
     source = _source(base)
     cfg = await _base_config(source)
     t = train_config(spec.get("train"))
-    return dict(estimate(cfg, t, lora_settings(spec.get("lora"))), model_type=cfg.model_type,
-                layers=cfg.num_hidden_layers, d_model=cfg.hidden_size, vocab_size=cfg.vocab_size)
+    weights = check_format(spec.get("weights") or "f32")
+    modules = [{"name": n, "layers": k, "default": d} for n, k, d in linear_modules(cfg)]
+    lora = dict(spec.get("lora") or {})
+    if lora.get("targets") is None:    # boxes untouched: the defaults, as a Start would use
+        lora.pop("targets", None)
+    problem = None
+    try:
+        check_weights(spec.get("mode") or "lora", weights)
+        settings = lora_settings(lora)
+    except ValueError as e:          # said on the page; the estimate then uses the defaults
+        problem = str(e)
+        settings = lora_settings(None)
+    return dict(estimate(cfg, t, settings, weights), model_type=cfg.model_type,
+                layers=cfg.num_hidden_layers, d_model=cfg.hidden_size,
+                vocab_size=cfg.vocab_size, linear_modules=modules, problem=problem)
 
 
 class FinetuneSession(PretrainSession):
@@ -145,6 +206,7 @@ class FinetuneSession(PretrainSession):
         self.lora = dict(DEFAULT_LORA)
         self.base = {}            # {"name", "url"} (url None for a folder from this computer)
         self.adapter = None
+        self.weights = "f32"      # how the base sits on the GPU (narrow: LoRA only)
         self.eval_rows = []
         self.evals = []           # [[step, held-out loss]]
         self.cut = 0              # tokens (records: rows) before the held-out tail
@@ -156,6 +218,7 @@ class FinetuneSession(PretrainSession):
     def _configure(self, spec):
         self.mode = _check_mode(spec.get("mode") or "lora")
         self.lora = lora_settings(spec.get("lora"))
+        self.weights = check_weights(self.mode, spec.get("weights") or "f32")
         t = dict(spec.get("train") or {})
         if t.get("lr") in (None, ""):
             t["lr"] = DEFAULT_LR[self.mode]
@@ -251,7 +314,7 @@ class FinetuneSession(PretrainSession):
                 (corpus_info or {}).get("notes", [])):
             if line:
                 self.warn(line)
-        cfg, weights = await load_from_source(device, source, None, "f32")
+        cfg, weights = await load_from_source(device, source, None, self.weights)
         self.cfg = cfg
         self._build(weights)
         return self
@@ -278,14 +341,14 @@ class FinetuneSession(PretrainSession):
     def summary(self):
         out = super().summary()
         out.update(kind="finetune", mode=self.mode, lora=self.lora, base=self.base,
-                   evals=self.evals, eval_frac=self.eval_frac,
+                   weights=self.weights, evals=self.evals, eval_frac=self.eval_frac,
                    data={k: v for k, v in self.data.items() if k != "chat_config"},
-                   estimate=estimate(self.cfg, self.train, self.lora))
+                   estimate=estimate(self.cfg, self.train, self.lora, self.weights))
         return out
 
     def saved_info_extra(self):
         return {"kind": "finetune", "train": self.train, "mode": self.mode, "base": self.base,
-                "lora": self.lora}
+                "lora": self.lora, "weights": self.weights}
 
     # -- held-out loss ---------------------------------------------------------------------
     async def evaluate_heldout(self):
@@ -310,7 +373,7 @@ class FinetuneSession(PretrainSession):
     def state_meta(self):
         meta = super().state_meta()
         meta["finetune"] = {"mode": self.mode, "lora": self.lora, "base": self.base,
-                            "cut": self.cut, "eval_frac": self.eval_frac, "evals": self.evals,
+                            "weights": self.weights, "cut": self.cut, "eval_frac": self.eval_frac, "evals": self.evals,
                             "data": self.data}
         return meta
 
@@ -339,6 +402,10 @@ class FinetuneSession(PretrainSession):
                 return [await S.zip_download(self.device, files, "lora-adapter")]
             if which not in ("merged", "hf"):
                 raise ValueError(f"unknown download {which!r}")
+            if self.weights != "f32":
+                raise ValueError(f"merging needs the f32 base, and this run holds it as "
+                                 f"{self.weights}: download the adapter and merge it onto the "
+                                 "f32 model with PEFT (merge_and_unload)")
             model, copies = self.model, {}
             if self.adapter is not None:
                 copies = self.adapter.merged_copies()
@@ -365,6 +432,7 @@ class FinetuneSession(PretrainSession):
                              "choose “From scratch” to resume it")
         self = cls(device)
         self.mode, self.lora, self.base = ft["mode"], ft["lora"], ft["base"]
+        self.weights = check_weights(self.mode, ft.get("weights") or "f32")
         self.eval_frac = float(ft.get("eval_frac", 0.1))
         self.evals = [list(p) for p in ft.get("evals", [])]
         self.data = ft.get("data") or {"kind": "text"}
@@ -389,7 +457,8 @@ class FinetuneSession(PretrainSession):
                                  "folder from this computer, which the page cannot reopen by "
                                  "itself: choose “Fine-tune”, open the same folder and start "
                                  "again (download the adapter to keep this one)")
-            _, weights = await load_from_source(device, _source(self.base), None, "f32")
+            _, weights = await load_from_source(device, _source(self.base), None,
+                                                self.weights)
         else:
             weights = await state.load_weights(device, self.cfg)
         try:

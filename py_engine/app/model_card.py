@@ -8,8 +8,9 @@ Every value is a plain string a person reads; `facts` keeps the numbers for test
 
 FAMILIES = {"mamba": "Mamba-1", "falcon_mamba": "Falcon-Mamba", "mamba2": "Mamba-2",
             "mamba3": "Mamba-3", "nemotron_h": "Hybrid (NemotronH)"}
-# NemotronH's pattern letters, used to write a hybrid schedule compactly
-LETTERS = {"mamba1": "M", "mamba2": "M", "mamba3": "M", "attention": "*", "mlp": "-", "gated_mlp": "-"}
+# The hybrid pattern letters (NemotronH's M * -, and + for the gated MLP: py_engine/train/init.py),
+# used to write a hybrid schedule compactly
+LETTERS = {"mamba1": "M", "mamba2": "M", "mamba3": "M", "attention": "*", "mlp": "-", "gated_mlp": "+"}
 
 
 def schedule_text(layers):
@@ -64,6 +65,21 @@ def weight_text(report, weights_format):
     return f"{kind}{shards}, {dtypes} in the file, {gpu} on the GPU"
 
 
+def bytes_text(n):
+    return f"{n / 1e6:.2f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
+
+
+def gpu_text(gpu):
+    """'1.23 MB of weights, 14 of 32 tensors q8 (the rest f32)' from `gpu` = {format,
+    gpu_bytes, narrow, tensors} (what the loaded weights occupy, counted on the GPU)."""
+    if not gpu:
+        return "–"
+    text = f"{bytes_text(gpu['gpu_bytes'])} of weights"
+    if gpu["format"] == "f32":
+        return text + ", all f32"
+    return text + f", {gpu['narrow']} of {gpu['tensors']} tensors {gpu['format']} (the rest f32)"
+
+
 def context_text(cfg, max_tokens):
     if "attention" in cfg.layers:
         return (f"{max_tokens:,} tokens per conversation (the attention layers' KV cache this "
@@ -86,9 +102,12 @@ def source_text(origin):
     return origin.get("name") or "unknown"
 
 
-def describe(name, cfg, params, tok, report, origin, weights_format="f32", max_tokens=8192):
-    """The card: {name, family, schedule, parameters, weights, tokenizer, context, source,
-    facts: {...numbers...}}. `params`: the loaded parameter count (a tied head once)."""
+def describe(name, cfg, params, tok, report, origin, weights_format="f32", max_tokens=8192,
+             gpu=None):
+    """The card: {name, family, schedule, parameters, weights, gpu, tokenizer, context, source,
+    facts: {...numbers...}}. `params`: the loaded parameter count (a tied head once);
+    `weights_format`: the format the weights HAVE on the GPU; `gpu`: {format, gpu_bytes,
+    narrow, tensors} counted from the loaded tensors."""
     tok_kind, tok_vocab, tok_text = tokenizer_facts(tok)
     family = f"{FAMILIES.get(cfg.model_type, cfg.model_type)} ({cfg.model_type})"
     return {
@@ -98,6 +117,7 @@ def describe(name, cfg, params, tok, report, origin, weights_format="f32", max_t
                      f"{virtual_text(cfg)}; d_model {cfg.hidden_size}"),
         "parameters": f"{params_text(params)} ({params:,})",
         "weights": weight_text(report, weights_format),
+        "gpu": gpu_text(gpu),
         "tokenizer": tok_text,
         "context": context_text(cfg, max_tokens),
         "source": source_text(origin),
@@ -107,5 +127,8 @@ def describe(name, cfg, params, tok, report, origin, weights_format="f32", max_t
                   "weight_files": list(report.get("weight_files") or []),
                   "file_dtypes": list(report.get("file_dtypes") or []),
                   "tokenizer_kind": tok_kind, "tokenizer_vocab": tok_vocab,
+                  "weights_format": weights_format,
+                  "gpu_bytes": (gpu or {}).get("gpu_bytes"),
+                  "gpu_bytes_by_format": dict(report.get("gpu_bytes_by_format") or {}),
                   "origin": dict(origin)},
     }

@@ -9,7 +9,15 @@ no-op). W may be split into GPU row pieces (a fused in_proj): B is held as the s
 each registered with its W piece (py_engine/ops/lora.py), A shared. PEFT names:
     base_model.model.<module>.lora_A.weight [r, in],  ...lora_B.weight [out, r]
 with <module> the transformers module path (backbone.layers.{i}.mixer.in_proj; NemotronH's
-modules are `model.` in memory, which is what PEFT saves).
+modules are `model.` in memory, which is what PEFT saves) or mamba_ssm's (a hybrid's Block N:
+backbone.layers.N.mixer.in_proj, backbone.layers.N.mlp.fc1; py_engine/io/layouts.py).
+Targets match as PEFT's target_modules do (a module's name, or a dotted suffix of its path such
+as `layers.1.mixer.out_proj`), plus the attention / MLP names of other families (ALIASES): in a
+mamba_ssm hybrid q_proj, k_proj, v_proj select attention's fused q|k|v `in_proj` (one module, so
+one adapter for all three: PEFT cannot adapt a row block alone), o_proj its `out_proj`;
+up_proj / gate_proj a gated MLP's fc1 ([up | gate]), down_proj its fc2. The saved
+adapter_config.json lists module names where they select exactly the adapted modules in PEFT,
+else their full paths (peft_targets).
 Adapters are small (r x (in + out) floats per module), so their bytes pass through Python when
 saved and loaded; the base weights never do.
 """
@@ -26,41 +34,87 @@ PEFT_PREFIX = "base_model.model."
 # because its fused CUDA kernels read out_proj.weight directly and would skip the adapter. The
 # engine adapts out_proj exactly when asked (targets=(..., "out_proj")); such adapters load in
 # PEFT on transformers' torch path once that check is lifted (tests/browser/test_lora.py).
-DEFAULT_TARGETS = ("in_proj", "q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj")
+DEFAULT_TARGETS = ("in_proj", "q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj",
+                   "fc1", "fc2")
+# layer kind -> {module name: the other families' names that select it} (see above)
+ALIASES = {"attention": {"in_proj": ("q_proj", "k_proj", "v_proj"), "out_proj": ("o_proj",)},
+           "gated_mlp": {"fc1": ("up_proj", "gate_proj"), "fc2": ("down_proj",)}}
 
 
-def _module_path(model_type, weight_name):
-    """HF weight name -> the module path PEFT saves (without .weight)."""
-    path = weight_name[:-len(".weight")]
-    if model_type == "nemotron_h" and path.startswith("backbone."):
+def _module_path(cfg, weight_name):
+    """Engine weight name -> the module path PEFT saves (without .weight): the checkpoint's
+    name (mamba_ssm Blocks), NemotronH's `model.`."""
+    from py_engine.io.layouts import external_name
+    path = external_name(cfg.model_type, weight_name, cfg)[:-len(".weight")]
+    if cfg.model_type == "nemotron_h" and path.startswith("backbone."):
         path = "model." + path[len("backbone."):]
     return path
 
 
-def _engine_weight(module_path):
-    if module_path.startswith("model."):
-        module_path = "backbone." + module_path[len("model."):]
-    return module_path + ".weight"
-
-
-def target_modules(cfg, targets=DEFAULT_TARGETS):
-    """[(HF weight name, PEFT module path, (out, in))] of the linear layers `targets` names;
-    a ValueError naming what the model has when nothing matches."""
-    want = hf_names.expected_tensors(cfg)
+def linear_weights(cfg):
+    """[(engine weight name, PEFT module path, layer kind, (out, in))] of every layer's linear
+    weights, in model order."""
     out = []
-    for name, shape in want.items():
+    for name, shape in hf_names.expected_tensors(cfg).items():
         i, rel = hf_names.split_layer_name(name)
         if rel is None or not rel.endswith(".weight") or len(shape) != 2:
             continue
-        if rel[:-len(".weight")] not in targets:
-            continue
-        out.append((name, _module_path(cfg.model_type, name), tuple(shape)))
+        out.append((name, _module_path(cfg, name), cfg.layers[i], tuple(shape)))
+    return out
+
+
+def _selected(path, kind, targets):
+    """PEFT's rule (the module's path is a target or ends with "." + target), or an alias."""
+    leaf = path.rsplit(".", 1)[-1]
+    aliases = ALIASES.get(kind, {}).get(leaf, ())
+    return any(path == t or path.endswith("." + t) or t in aliases for t in targets)
+
+
+def target_modules(cfg, targets=DEFAULT_TARGETS):
+    """[(engine weight name, PEFT module path, (out, in))] of the linear layers `targets`
+    names; a ValueError naming what the model has when nothing matches."""
+    if isinstance(targets, str):
+        targets = (targets,)
+    every = linear_weights(cfg)
+    out = [(name, path, shape) for name, path, kind, shape in every
+           if _selected(path, kind, targets)]
     if not out:
         raise ValueError(f"no linear layer matches the LoRA targets {list(targets)}; "
                          "this model has e.g. "
-                         + ", ".join(sorted({n.split('.')[-2] for n in want
-                                             if n.endswith('proj.weight')})[:8]))
+                         + ", ".join(sorted({p.rsplit('.', 1)[-1] for _, p, _, _ in every})[:8]))
     return out
+
+
+def peft_targets(cfg, paths):
+    """adapter_config.json's target_modules for the adapted module `paths`: a module name
+    where every module of that name is adapted (PEFT then picks exactly those), else the
+    adapted ones' full paths (a mamba_ssm hybrid's attention out_proj without the Mamba
+    mixers' out_proj)."""
+    adapted = set(paths)
+    by_leaf = {}
+    for _, path, _, _ in linear_weights(cfg):
+        by_leaf.setdefault(path.rsplit(".", 1)[-1], []).append(path)
+    out = set()
+    for leaf in {p.rsplit(".", 1)[-1] for p in adapted}:
+        same = by_leaf[leaf]
+        out.update([leaf] if set(same) <= adapted else [p for p in same if p in adapted])
+    return sorted(out)
+
+
+def linear_modules(cfg):
+    """[(module name, how many modules have it, whether DEFAULT_TARGETS adapts all of them)]
+    of every linear layer LoRA can adapt in `cfg` (the leaf names of linear_weights' PEFT
+    paths: Mamba in_proj/x_proj/dt_proj/out_proj, attention q/k/v/o_proj, MLP up/down_proj or
+    fc1/fc2), in model order: the train page's target choice."""
+    count = {}
+    for _, path, _, _ in linear_weights(cfg):
+        leaf = path.rsplit(".", 1)[-1]
+        count[leaf] = count.get(leaf, 0) + 1
+    by_default = {}
+    for _, path, _ in target_modules(cfg, DEFAULT_TARGETS):
+        leaf = path.rsplit(".", 1)[-1]
+        by_default[leaf] = by_default.get(leaf, 0) + 1
+    return [(leaf, n, by_default.get(leaf) == n) for leaf, n in count.items()]
 
 
 def adapter_param_count(cfg, r, targets=DEFAULT_TARGETS):
@@ -182,10 +236,14 @@ class LoraAdapter:
 
     # -- PEFT files ---------------------------------------------------------------------------
     def config_json(self, base_model_name_or_path=None):
-        mods = sorted({p.rsplit(".", 1)[1] for p in self.A})
-        return {"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": self.r,
+        # mamba_ssm's MambaLMHeadModel is no transformers model: PEFT's CAUSAL_LM wrapper wants
+        # prepare_inputs_for_generation and passes attention_mask= to forward, which it lacks;
+        # the plain PeftModel (task_type null) wraps it as it is
+        plain = self.cfg.checkpoint_layout == "mamba_ssm" or self.cfg.model_type == "mamba3"
+        return {"peft_type": "LORA", "task_type": None if plain else "CAUSAL_LM", "r": self.r,
                 "lora_alpha": self.alpha, "use_rslora": self.rslora, "lora_dropout": 0.0,
-                "bias": "none", "target_modules": mods, "fan_in_fan_out": False,
+                "bias": "none", "target_modules": peft_targets(self.cfg, self.A),
+                "fan_in_fan_out": False,
                 "base_model_name_or_path": base_model_name_or_path, "inference_mode": True,
                 "init_lora_weights": True, "modules_to_save": None}
 

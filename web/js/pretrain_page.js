@@ -24,6 +24,10 @@ let describeTimer = null;
 let corpusLabel = null;     // what the corpus summary calls the chosen corpus
 let runKind = null;         // the current run: "pretrain" | "finetune" (null: none)
 let runMode = null;         // a fine-tune's mode: lora | full | wsla
+let runWeights = "f32";     // a fine-tune's base format on the GPU (narrow: LoRA only, no merge)
+let targetsFor = null;      // the base whose linear layers the target checkboxes list
+let pendingTicks = null;    // a resumed run's LoRA targets, ticked once its base is listed
+let targetsTouched = false; // untouched boxes send no targets: the engine's defaults, as ever
 let evals = [];             // [[step, held-out loss]] of a fine-tune
 let ftFolder = null;
 let savedKind = "pretrain"; // the kind of the run saved in this browser (its info.json)        // a model folder chosen for fine-tuning: {files: {path: id}, name}
@@ -257,7 +261,7 @@ function showWhat() {
   $("ft-panel").hidden = !ft;
   $("scratch-only").hidden = ft;
   $("wsla-label").hidden = ft;
-  $("ft-lora").hidden = ftMode() !== "lora";
+  $("ft-lora").hidden = $("lora-targets").hidden = ftMode() !== "lora";
   // a fine-tune trains gently: its own default learning rate unless the person typed one
   if ($("lr").dataset.auto !== "0") $("lr").value = ft ? (ftMode() === "full" ? "1e-4" : "1e-3") : "2e-3";
   scheduleDescribe();
@@ -273,9 +277,40 @@ function ftBase() {
            name: opt.value, file_list: JSON.parse(opt.dataset.files || "[]") };
 }
 
+const baseKey = (b) => b ? (b.url || `folder:${b.name}`) : null;
+
+const tickedTargets = () => [...document.querySelectorAll("#lora-target-boxes input:checked")].map((c) => c.value);
+// The ticked LoRA targets, or null (the engine's defaults) while they are untouched or list
+// another base.
+const loraTargets = (base) => targetsTouched && targetsFor === baseKey(base) ? tickedTargets() : null;
+
+// One checkbox per linear layer of the model (py_engine.train.lora.linear_modules); a box keeps
+// its tick when the next model has the same layer, otherwise the defaults are ticked.
+function showTargets(modules, base, ticked) {
+  const box = $("lora-target-boxes");
+  const keep = ticked || (targetsTouched ? tickedTargets() : null);
+  const known = new Set(modules.map((m) => m.name));
+  const useKeep = !!keep && keep.some((n) => known.has(n));
+  box.innerHTML = "";
+  for (const m of modules) {
+    const label = document.createElement("label");
+    const cb = Object.assign(document.createElement("input"), { type: "checkbox", value: m.name });
+    cb.checked = useKeep ? keep.includes(m.name) : m.default;
+    cb.addEventListener("change", () => { targetsTouched = true; scheduleDescribe(); });
+    label.title = `${m.layers} layer${m.layers > 1 ? "s" : ""} of this model ha${m.layers > 1 ? "ve" : "s"} ${m.name}`;
+    label.append(cb, ` ${m.name}`);
+    box.append(label);
+  }
+  targetsFor = baseKey(base);
+  targetsTouched = useKeep;
+}
+
 function ftSpec() {
-  return { base: ftBase(), mode: ftMode(), train: trainSpec(), eval_frac: Number($("eval-frac").value) || 0.1,
-           lora: { r: Number($("lora-r").value), alpha: Number($("lora-alpha").value), rslora: $("lora-rs").checked } };
+  const base = ftBase();
+  return { base, mode: ftMode(), train: trainSpec(), eval_frac: Number($("eval-frac").value) || 0.1,
+           weights: $("ft-weights").value,
+           lora: { r: Number($("lora-r").value), alpha: Number($("lora-alpha").value), rslora: $("lora-rs").checked,
+                   targets: loraTargets(base) } };
 }
 
 async function listBaseModels() {
@@ -323,17 +358,28 @@ async function describeFinetune() {
   if (!spec.base) { $("ft-summary").textContent = "Choose a model to fine-tune."; return; }
   try {
     const r = await py("result = await F.describe(args['base'], args)", spec);
+    if (targetsFor !== baseKey(spec.base)) {
+      showTargets(r.linear_modules, spec.base, pendingTicks);
+      if (pendingTicks) scheduleDescribe();        // the estimate for the run's own targets
+      pendingTicks = null;
+    }
     const mb = r.memory_bytes, n = r.trained, mode = spec.mode;
     const pct = (x) => `${((100 * x) / r.params).toFixed(x < r.params / 100 ? 2 : 1)}%`;
+    const narrow = mode === "lora" && spec.weights !== "f32";
+    const how = mode === "lora" ? `${spec.weights === "q4" ? "QLoRA" : "LoRA"} r ${spec.lora.r}` +
+      `${narrow ? ` on a ${spec.weights} base (${fmtBytes(r.base_bytes)} on the GPU, ${fmtBytes(4 * r.params)} in f32)` : ""}`
+      : mode === "wsla" ? "WSLA" : "Full fine-tune";
     let text = `${r.model_type}, ${r.layers} layers × d_model ${r.d_model}, ${fmtInt(r.params)} parameters. ` +
-      `${mode === "lora" ? `LoRA r ${spec.lora.r}` : mode === "wsla" ? "WSLA" : "Full fine-tune"} trains ` +
-      `${fmtInt(n[mode])} (${pct(n[mode])}), ≈${fmtBytes(mb[mode])} of GPU memory`;
+      `${how} trains ${fmtInt(n[mode])} (${pct(n[mode])}), ≈${fmtBytes(mb[mode])} of GPU memory`;
     if (mode !== "full") text += `; a full fine-tune needs ≈${fmtBytes(mb.full)} (${mode === "lora" ? "LoRA" : "WSLA"} saves ${fmtBytes(mb.full - mb[mode])})`;
     $("ft-summary").textContent = `${text}.`;
     $("fit-problems").textContent = "";
+    $("ft-problem").textContent = r.problem ? sentence(r.problem) : "";   // beside the choice it is about
     document.body.dataset.params = r.params;
+    document.body.dataset.ftMemory = mb[mode];       // tests read what the page estimates
+    document.body.dataset.ftTrained = n[mode];
   } catch (err) {
-    $("ft-summary").textContent = "";
+    $("ft-summary").textContent = $("ft-problem").textContent = "";
     $("fit-problems").textContent = `That model cannot be fine-tuned here: ${plainError(err)}`;
   }
 }
@@ -361,9 +407,9 @@ async function describe() {
     }
     const c = r.shape;
     for (const k of CFG_KEYS) $(`cfg-${k}`).placeholder = c[k];
-    const arch = c.model_type === "mamba2" ? `Mamba-2 · ${c.num_heads} heads × ${c.head_dim} · `
+    const arch = c.model_type === "mamba2" && !c.pattern.includes("+") ? `Mamba-2 · ${c.num_heads} heads × ${c.head_dim} · `
       : c.model_type === "mamba3" ? `Mamba-3 · ${c.num_heads} heads × ${c.head_dim} · `
-      : c.model_type === "nemotron_h" ? `hybrid ${c.pattern} · ` : "";
+      : c.model_type === "nemotron_h" || c.pattern.includes("+") ? `hybrid ${c.pattern} · ` : "";
     const layers = c.virtual_layers.length
       ? `${c.logical_layers} logical layers over ${c.num_hidden_layers} physical (${c.virtual_layers.join(",")})`
       : `${c.num_hidden_layers} layers`;
@@ -403,7 +449,8 @@ function refreshControls() {
   $("more").disabled = $("more-row").hidden;
   const have = runKind !== null && !["empty", "preparing"].includes(status);
   const lora = runKind === "finetune" && runMode === "lora";
-  $("dl-adapter").hidden = $("dl-merged").hidden = !lora;
+  $("dl-adapter").hidden = !lora;
+  $("dl-merged").hidden = !lora || runWeights !== "f32";   // merging needs the f32 base
   $("dl-hf").hidden = lora;
   $("dl-mbjs").hidden = runKind === "finetune";
   for (const id of ["dl-hf", "dl-mbjs", "dl-state", "dl-adapter", "dl-merged"]) $(id).disabled = !have;
@@ -495,8 +542,11 @@ function showRunSettings(s) {
     $("lora-alpha").value = s.lora.alpha;
     $("lora-rs").checked = !!s.lora.rslora;
     $("eval-frac").value = s.eval_frac;
+    $("ft-weights").value = s.weights || "f32";
     const sel = $("ft-model");
     if (s.base && s.base.url && [...sel.options].some((o) => o.value === s.base.name)) sel.value = s.base.name;
+    targetsFor = null;                    // the next describe lists the base's layers, ticked as the run
+    pendingTicks = s.lora.targets || null;
   } else {
     $("wsla").checked = !!t.wsla;
     const c = s.config || {};
@@ -528,6 +578,7 @@ function showRunSettings(s) {
 function applySummary(s) {
   runKind = s.kind || "pretrain";
   runMode = s.mode || null;
+  runWeights = s.weights || "f32";
   showRunSettings(s);
   steps = s.train.steps;
   history = (s.history || []).slice();
@@ -732,7 +783,8 @@ async function checkSaved() {
     const when = new Date(info.saved_at * 1000).toLocaleString();
     const finished = info.step >= info.steps;
     const what = info.kind === "finetune"
-      ? `a ${info.mode === "lora" ? "LoRA" : info.mode === "wsla" ? "WSLA" : "full"} fine-tune of ${(info.base && info.base.name) || "a model"}`
+      ? `a ${info.mode === "lora" ? "LoRA" : info.mode === "wsla" ? "WSLA" : "full"} fine-tune of ${(info.base && info.base.name) || "a model"}` +
+        `${info.weights && info.weights !== "f32" ? ` (${info.weights} base)` : ""}`
       : `${info.preset || "custom"} model`;
     savedKind = info.kind || "pretrain";
     $("resume-text").textContent = `${finished ? "A finished run" : "A run"} saved in this browser: ${what} ` +
@@ -862,7 +914,7 @@ function wire() {
     $(id).addEventListener("change", scheduleDescribe);
   }
   for (const r of document.querySelectorAll("input[name=what], input[name=ft-mode]")) r.onchange = showWhat;
-  for (const id of ["ft-model", "lora-r", "lora-alpha", "lora-rs", "eval-frac"]) $(id).addEventListener("change", scheduleDescribe);
+  for (const id of ["ft-model", "ft-weights", "lora-r", "lora-alpha", "lora-rs", "eval-frac"]) $(id).addEventListener("change", scheduleDescribe);
   $("ft-model").addEventListener("change", sniffData);
   $("lr").addEventListener("input", () => { $("lr").dataset.auto = "0"; });
   $("ft-pick-folder").onclick = () => $("ft-folder").click();
