@@ -197,7 +197,8 @@ def describe(spec, limits=None):
              "vocab_size": cfg.vocab_size, "model_type": cfg.model_type,
              "num_heads": cfg.num_heads, "head_dim": cfg.head_dim,
              "pattern": "".join({"mamba1": "m", "mamba2": "M", "mamba3": "3", "attention": "*",
-                                 "mlp": "-"}.get(k.replace("bidi_", ""), "?") for k in cfg.layers),
+                                 "mlp": "-", "gated_mlp": "+"}.get(k.replace("bidi_", ""), "?")
+                         for k in cfg.layers),
              # schedule options: logical depth over the physical layers, bidirectional merge
              "logical_layers": len(cfg.virtual_layers) or cfg.num_hidden_layers,
              "virtual_layers": list(cfg.virtual_layers),

@@ -3,7 +3,6 @@ layers and bidirectional option (validation sentences, the memory estimate count
 layers), fine-tune data sniffing (plain text, prompt/completion and chat JSONL: kinds, counts,
 completion/assistant-only labels, the packed rows a run autosaves), and the generate page's
 refusal of a bidirectional model before any weight is read."""
-import asyncio
 import json
 
 import pytest
@@ -15,6 +14,7 @@ from py_engine.nn import registry
 from py_engine.train import session as S
 from py_engine.train.data import ByteTokenizer
 from py_engine.train.init import param_count
+from tests.async_run import run
 
 TRAIN = {"batch": 2, "seq_len": 16}
 CHATML = ("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + "
@@ -160,11 +160,11 @@ def test_generate_refuses_a_bidirectional_model_before_reading_weights():
     bidi = S.model_config({"size": "tiny", "bidi": "concat"}, 256).to_hf_dict()
     src = _Source(bidi)
     with pytest.raises(ValueError) as e:
-        asyncio.run(refuse_bidirectional(src, "bidi-tiny"))
+        run(refuse_bidirectional(src, "bidi-tiny"))
     assert str(e.value).startswith("bidi-tiny is a bidirectional model (concat merge): every "
                                    "output reads the tokens after it, so it cannot generate")
     assert src.reads == ["config.json"]
     # a left-to-right model (virtual layers included) and an unreadable config pass through
     virtual = S.model_config({"size": "tiny", "virtual": "4"}, 256).to_hf_dict()
-    assert asyncio.run(refuse_bidirectional(_Source(virtual), "v")) is None
-    assert asyncio.run(refuse_bidirectional(_Source(["not", "a", "config"]), "x")) is None
+    assert run(refuse_bidirectional(_Source(virtual), "v")) is None
+    assert run(refuse_bidirectional(_Source(["not", "a", "config"]), "x")) is None
