@@ -180,7 +180,13 @@ def _mbjs_entry(name, root, path, only):
         layout = mbjs.read_layout(path, verify_crc=False)   # hashing GBs is not listing
         info["param_count"] = sum(layout.numels)
         info["dtype"] = layout.dtype.upper()
-        info["config"] = mbjs.infer_config(layout).to_hf_dict()
+        cfg = mbjs.infer_config(layout)
+        info["config"] = cfg.to_hf_dict()
+        # the family the file holds (Mamba-1, or our Mamba-3 layer types), not a fixed guess
+        info["model_type"] = cfg.model_type
+        archs = info["config"].get("architectures") or []
+        info["architecture"] = archs[0] if archs else (
+            "MambaLMHeadModel" if cfg.model_type == "mamba3" else info["architecture"])
         info["supported"] = True
     except ValueError as e:
         info["error"] = str(e)

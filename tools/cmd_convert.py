@@ -6,7 +6,8 @@ from pathlib import Path
 
 HELP = """SRC is an HF model folder (config.json + model.safetensors or a sharded index; a
 mamba_ssm folder with pytorch_model.bin works too, read without torch) or an MBJS .bin file.
-DST ending in .bin is written as MBJS (Mamba-1 models only); anything else as an HF folder.
+DST ending in .bin is written as MBJS (Mamba-1, and Mamba-3 under mambaweb's own layer type
+16/17 that the npm engine cannot read); anything else as an HF folder.
 MBJS stores no config: MBJS -> HF infers every dimension from the file; --config supplies
 what it cannot know (layer_norm_epsilon, token ids, use_bias). The plan is the convert page's
 (py_engine/io/convert_plan.py): both write the same bytes."""
@@ -31,6 +32,8 @@ def register(subparsers):
                                     "(dimensions are still checked against the file)")
     p.add_argument("--layer-norm-epsilon", type=float,
                    help="MBJS -> HF: RMSNorm epsilon (MBJS does not store it; default 1e-5)")
+    p.add_argument("--a-floor", type=float,
+                   help="MBJS -> HF, Mamba-3: A_floor (MBJS does not store it; default 1e-4)")
     p.set_defaults(func=run)
 
 
@@ -45,6 +48,8 @@ def run(args):
             hints = {k: getattr(cfg, k) for k in cfg.__dataclass_fields__ if k != "layers"}
         if args.layer_norm_epsilon is not None:
             hints["layer_norm_epsilon"] = args.layer_norm_epsilon
+        if args.a_floor is not None:
+            hints["A_floor"] = args.a_floor
         convert(args.src, args.dst, dtype=args.dtype, shards=args.shards,
                 max_shard_bytes=parse_size(args.max_shard_size) if args.max_shard_size else None,
                 drop_untied_head=args.drop_untied_head, mbjs_version=args.mbjs_version,

@@ -221,7 +221,7 @@ async def inspect(entries, io, hints=None):
 def _mbjs_refusal(cfg, base, dtype="f32", drop_untied_head=False):
     """Why an HF model cannot become MBJS (a message naming the way out), or None."""
     try:
-        hf_names.mbjs_plan(cfg)           # refuses non-Mamba-1 layers by their kind
+        hf_names.mbjs_plan(cfg)           # refuses other than Mamba-1/-3 layers by kind
     except ValueError as e:
         return f"{base}: {e}."
     if cfg.is_falcon:
@@ -278,7 +278,7 @@ class MbjsSource(Source):
     def describe(self):
         lay = self.layout
         return {"kind": "mbjs", "name": self.base, "config": _describe(self.cfg),
-                "version": lay.version, "dtypes": [MBJS_ST_DTYPE[lay.dtype]],
+                "model_type": self.cfg.model_type, "version": lay.version, "dtypes": [MBJS_ST_DTYPE[lay.dtype]],
                 "tied": True, "falcon": False, "propose": "hf", "files": [self.file.path],
                 "ignored": self.ignored, "notes": self.notes,
                 "summary": f"MBJS v{lay.version} {lay.dtype} {self.file.name}: "
@@ -525,7 +525,7 @@ def _hf_to_mbjs(source, dtype, options):
     width = DTYPE_SIZES[out_dt]
     entries = hf_names.mbjs_plan(cfg)
     numels = [_numel(mshape) for _, mshape, _, _, _ in entries]
-    head = mbjs.build_header(numels, cfg.layers, version)
+    head = mbjs.build_header(numels, mbjs.layer_type_names(cfg), version)
     ops = [_b64(head)]
     for (mname, mshape, hname, hshape, how), n in zip(entries, numels):
         if hshape is None:
@@ -536,15 +536,31 @@ def _hf_to_mbjs(source, dtype, options):
                               flip=tuple(mshape) if how == "flip" else None))
     ops.append({"op": "crc_trailer"})
     size = len(head) + sum(numels) * width + mbjs.TRAILER_BYTES
-    absent = sorted({h.split(".mixer.")[-1] for _, _, h, hs, _ in entries if hs is None})
+    absent = sorted({h.split(".mixer.")[-1] for _, _, h, hs, how in entries
+                     if hs is None and how == "bias"})
     if absent:
         notes.append("wrote zeros for " + ", ".join(absent) + " (absent in HF, present in MBJS)")
-    notes.append("reversed conv1d taps into MBJS order")
+    if "mamba3" in cfg.layers:
+        notes.extend(_mamba3_mbjs_notes(cfg))
+    else:
+        notes.append("reversed conv1d taps into MBJS order")
     name = f"{source.base}.bin"
     return {"outputs": [_output(name, ops, size)], "archive": None, "download": name,
             "notes": notes,
             "summary": f"HF {source.base} ({_describe(cfg)}, {'/'.join(source.dtypes)}) -> "
                        f"MBJS v{version} {dtype} {name} ({size} bytes, CRC trailer)"}
+
+
+def _mamba3_mbjs_notes(cfg):
+    """What an MBJS file of our Mamba-3 layer type says, and what it cannot (mbjs.py)."""
+    tid = mbjs.layer_type_names(cfg)[0]
+    notes = [f"Mamba-3 layers written as MBJS layer type {mbjs.LAYER_TYPE_IDS[tid]} ({tid}, "
+             "mambaweb's own: the npm engine cannot read it)"]
+    if abs(cfg.A_floor - 1e-4) > 1e-12:
+        notes.append(f"A_floor {cfg.A_floor} is not stored in MBJS (a reader assumes 1e-4): "
+                     "give it back when reading (a config.json beside the file, or "
+                     "mambaweb convert --a-floor)")
+    return notes
 
 
 def mbjs_tensor_ops(source, st):
@@ -594,13 +610,21 @@ async def _mbjs_to_hf(source, dtype, options, io):
     for n, shape in want.items():      # use_bias/use_conv_bias forced on by a hint: zeros
         ops.setdefault(n, {"op": "zeros", "n": _numel(shape) * DTYPE_SIZES[st], "label": n})
     outputs = _hf_outputs(cfg, st, ops, options)
-    dropped = sorted({e[2].split(".mixer.")[-1] for e in source.plan if e[2] not in want})
+    dropped = sorted({e[2].split(".mixer.")[-1] for e in source.plan
+                      if e[2] not in want and e[4] != "absent"})
     if dropped:
         notes.append("dropped all-zero " + ", ".join(dropped) + " (HF config has no such bias)")
-    notes.append("reversed conv taps into PyTorch conv1d order; head tied to the embedding")
-    notes.append(f"layer_norm_epsilon {cfg.layer_norm_epsilon} (MBJS does not store it; "
-                 "npm's engine uses 1e-6: to match, set it on the convert page, give "
-                 "--layer-norm-epsilon, or bring a config.json with the MBJS file)")
+    if "mamba3" in cfg.layers:
+        notes.append(f"MBJS layer type {mbjs.layer_type_names(cfg)[0]}: A activation "
+                     f"{'heavy-tail' if cfg.a_heavy_tail else 'softplus'}; A_floor "
+                     f"{cfg.A_floor} and chunk_size {cfg.chunk_size} are not stored in MBJS "
+                     "(bring a config.json with the file, or give --a-floor, to set them); "
+                     "head tied to the embedding")
+    else:
+        notes.append("reversed conv taps into PyTorch conv1d order; head tied to the embedding")
+        notes.append(f"layer_norm_epsilon {cfg.layer_norm_epsilon} (MBJS does not store it; "
+                     "npm's engine uses 1e-6: to match, set it on the convert page, give "
+                     "--layer-norm-epsilon, or bring a config.json with the MBJS file)")
     folder = f"{source.base}-hf-{TORCH_NAME[st]}"
     return {"outputs": outputs, "archive": {"kind": "zip", "folder": folder},
             "download": folder + ".zip", "notes": notes,
@@ -665,12 +689,13 @@ class BrowserIO:
 
 def _hints(options):
     hints = {}
-    eps = (options or {}).get("layer_norm_epsilon")
-    if eps not in (None, ""):
-        try:
-            hints["layer_norm_epsilon"] = float(eps)
-        except (TypeError, ValueError):
-            raise ValueError(f"layer norm epsilon {eps!r} is not a number") from None
+    for key, what in (("layer_norm_epsilon", "layer norm epsilon"), ("A_floor", "A_floor")):
+        value = (options or {}).get(key)
+        if value not in (None, ""):
+            try:
+                hints[key] = float(value)
+            except (TypeError, ValueError):
+                raise ValueError(f"{what} {value!r} is not a number") from None
     return hints
 
 

@@ -160,11 +160,50 @@ def mbjs_mamba1_shapes(cfg):
     return [(name, shapes[name]) for name, _, _ in MBJS_MAMBA1_PARAMS]
 
 
+# Our MBJS Mamba-3 layer (types 16/17, py_engine/io/mbjs.py): every tensor of mamba_ssm's Mamba3
+# mixer, then the layer's pre-norm, all "copy" (row-major as mamba_ssm stores them). A fixed
+# count of 13 keeps the numel list splittable; a tensor the model does not have (SISO: mimo_*;
+# no is_outproj_norm: norm) is written with numel 0 ("absent"), which is how a reader tells.
+#   I = expand*D = H*P, R = MIMO rank (1: SISO), G groups, N d_state, S rotated angle pairs
+MBJS_MAMBA3_PARAMS = (
+    ("inProj", "mixer.in_proj.weight", "copy"),      # [2I + 2RGN + 3H + S, D]
+    ("dtBias", "mixer.dt_bias", "copy"),             # [H]
+    ("D_vec", "mixer.D", "copy"),                    # [H]
+    ("B_norm", "mixer.B_norm.weight", "copy"),       # [N]
+    ("C_norm", "mixer.C_norm.weight", "copy"),       # [N]
+    ("B_bias", "mixer.B_bias", "copy"),              # [H, R, N]
+    ("C_bias", "mixer.C_bias", "copy"),              # [H, R, N]
+    ("mimoX", "mixer.mimo_x", "copy"),               # [H, R, P]  MIMO only
+    ("mimoZ", "mixer.mimo_z", "copy"),               # [H, R, P]  MIMO only
+    ("mimoO", "mixer.mimo_o", "copy"),               # [H, R, P]  MIMO only
+    ("outNorm", "mixer.norm.weight", "copy"),        # [I]        is_outproj_norm only
+    ("outProj", "mixer.out_proj.weight", "copy"),    # [D, I]
+    ("normWeight", "norm.weight", "copy"),           # [D]        the layer's pre-norm
+)
+
+
+def _mbjs_layer(cfg, i):
+    """[(mbjs name, mbjs shape, hf name, hf shape or None, transform)] of layer i."""
+    hf = layer_tensors(cfg, i)
+    p = f"{LAYER_PREFIX}{i}."
+    if cfg.layers[i] == "mamba1":
+        shapes = dict(mbjs_mamba1_shapes(cfg))
+        return [(f"layer{i}.{m}", shapes[m], p + suffix, hf.get(p + suffix), how)
+                for m, suffix, how in MBJS_MAMBA1_PARAMS]
+    out = []
+    for m, suffix, how in MBJS_MAMBA3_PARAMS:
+        shape = hf.get(p + suffix)
+        out.append((f"layer{i}.{m}", shape or (0,), p + suffix, shape,
+                    how if shape else "absent"))
+    return out
+
+
 def mbjs_plan(cfg):
     """The whole MBJS parameter list mapped onto HF names, in MBJS file order.
 
     Returns [(mbjs_name, mbjs_shape, hf_name, hf_shape_or_None, transform)]; hf_shape is None
-    where the HF model has no such tensor under `cfg` (a "bias" MBJS writes as zeros).
+    where the HF model has no such tensor under `cfg`: a Mamba-1 "bias" MBJS writes as zeros, or
+    a Mamba-3 tensor the model does not have ("absent", numel 0).
     """
     from py_engine.io.mbjs import ATTENTION_NOT_MAPPED
     if cfg.virtual_layers:
@@ -176,15 +215,12 @@ def mbjs_plan(cfg):
         if kind == "attention":
             raise ValueError(f"layer {i} is attention, which MBJS cannot carry: the npm engine's "
                              f"AttentionBlock {ATTENTION_NOT_MAPPED}")
-        if kind != "mamba1":
-            raise ValueError(f"layer {i} is {kind!r}: MBJS conversion covers Mamba-1 layers only "
-                             "so far; keep this model in HF safetensors")
+        if kind not in ("mamba1", "mamba3"):
+            raise ValueError(f"layer {i} is {kind!r}: MBJS conversion covers Mamba-1 and "
+                             "Mamba-3 layers only; keep this model in HF safetensors")
     hf = expected_tensors(cfg)
     plan = [("embedding", (cfg.vocab_size, cfg.hidden_size), EMBED, hf[EMBED], "copy")]
     for i in range(cfg.num_hidden_layers):
-        shapes = dict(mbjs_mamba1_shapes(cfg))
-        for mname, suffix, how in MBJS_MAMBA1_PARAMS:
-            hname = f"backbone.layers.{i}.{suffix}"
-            plan.append((f"layer{i}.{mname}", shapes[mname], hname, hf.get(hname), how))
+        plan.extend(_mbjs_layer(cfg, i))
     plan.append(("final_norm", (cfg.hidden_size,), NORM_F, hf[NORM_F], "copy"))
     return plan

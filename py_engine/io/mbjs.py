@@ -13,13 +13,18 @@ little-endian u32:
   files without it.
 The magic is the u32 0x4D424A53 written little-endian, so the first four bytes on disk are
 "SJBM", not "MBJS". The header is always a multiple of 4 bytes, so the data is 4-aligned.
-Layer type ids: 0 mamba1, 1 mamba2, 2 mamba3, 3 attention (npm silently reads any other id
-as mamba1; we refuse it).
+Layer type ids: npm's 0 mamba1, 1 mamba2, 2 npm-mamba3, 3 attention (npm silently reads any
+other id as mamba1; we refuse it), and ours, far from npm's so that a future npm id does not
+collide: 16 mambaweb-mamba3 and 17 mambaweb-mamba3-softplus, state-spaces' Mamba-3 (mamba_ssm's
+Mamba3 module, SISO and MIMO) with the heavy-tail or the softplus A activation. npm's type 2 is
+its own "Mamba-3" (complex A, its own discretisation), a different model: refused by name.
 
 Parameter order (HybridMambaModel.parameters()): embedding [V, D], each layer's parameters,
 final norm [D]. No LM head: it is tied to the embedding. A Mamba-1 layer has 13 parameters,
-listed in py_engine/io/hf_names.MBJS_MAMBA1_PARAMS. MBJS stores no config: dimensions are
-inferred from the numel list (infer_config).
+listed in py_engine/io/hf_names.MBJS_MAMBA1_PARAMS; one of ours (Mamba-3) has 13 too, listed in
+hf_names.MBJS_MAMBA3_PARAMS (the MIMO and output-norm tensors with numel 0 where the model has
+none). MBJS stores no config: dimensions are inferred from the numel list (infer_config); what
+the numels cannot say comes from hints (Mamba-3: A_floor, chunk_size; see _mamba3_config).
 
 Pure stdlib: this module is imported inside Pyodide. Big data never passes through here: the
 caller streams bytes; parse functions take a prefix + the file size.
@@ -34,7 +39,11 @@ MAGIC = 0x4D424A53                 # on disk: b"SJBM"
 MAGIC_BYTES = struct.pack("<I", MAGIC)
 TRAILER_MAGIC = 0x52435645         # on disk: b"EVCR"
 TRAILER_BYTES = 8
-LAYER_TYPE_IDS = {"mamba1": 0, "mamba2": 1, "mamba3": 2, "attention": 3}
+LAYER_TYPE_IDS = {"mamba1": 0, "mamba2": 1, "npm-mamba3": 2, "attention": 3,
+                  "mambaweb-mamba3": 16, "mambaweb-mamba3-softplus": 17}
+# Our Mamba-3 layer types -> a_heavy_tail. The A activation changes every output and no numel
+# shows it, so it is part of the type id rather than a hint a reader could forget.
+OUR_MAMBA3_TYPES = {"mambaweb-mamba3": True, "mambaweb-mamba3-softplus": False}
 ID_TO_LAYER_TYPE = {v: k for k, v in LAYER_TYPE_IDS.items()}
 VERSION_DTYPE = {1: "f32", 2: "f32", 3: "f16"}
 DTYPE_BYTES = {"f32": 4, "f16": 2}
@@ -51,7 +60,14 @@ ATTENTION_NOT_MAPPED = (
     "no attention layer here computes what it computes; keep hybrid models as HF safetensors "
     "(or mamba_ssm checkpoints)")
 # Parameters per layer in npm's blocks. Attention has 5, or 9 with its FFN (hasFfn).
-LAYER_PARAM_COUNTS = {"mamba1": 13, "mamba2": 9, "mamba3": 9}
+LAYER_PARAM_COUNTS = {"mamba1": 13, "mamba2": 9, "npm-mamba3": 9, "mambaweb-mamba3": 13,
+                      "mambaweb-mamba3-softplus": 13}
+# Why npm's layer type 2 maps to nothing here (its Mamba3Block, 2026.7.14).
+NPM_MAMBA3_NOT_MAPPED = (
+    "the npm engine's own \"Mamba-3\" block (MBJS layer type 2: a complex-valued A with its own "
+    "discretisation, no data-dependent rotation or trapezoidal update), a different model from "
+    "state-spaces' Mamba-3 that mambaweb runs, so its weights cannot be converted or run here; "
+    "mambaweb writes its Mamba-3 under its own layer types 16/17 (README, MBJS)")
 ATTENTION_PARAM_COUNTS = (5, 9)
 
 
@@ -204,11 +220,23 @@ def build_header(numels, layer_types=None, version=2):
             raise ValueError("MBJS v1 can only hold Mamba-1 layers; write v2 or v3")
     else:
         layer_types = list(layer_types or [])
+        for t in layer_types:
+            if t not in LAYER_TYPE_IDS:
+                raise ValueError(f"MBJS layer type {t!r} has no id; known: "
+                                 + ", ".join(LAYER_TYPE_IDS) + " (a model's schedule becomes "
+                                 "these names through layer_type_names(cfg))")
         out += struct.pack("<I", len(layer_types))
         ids = bytes(LAYER_TYPE_IDS[t] for t in layer_types)
         out += ids + b"\0" * ((4 - len(ids) % 4) % 4)
     out += struct.pack("<I", len(numels)) + struct.pack("<%dI" % len(numels), *numels)
     return out
+
+
+def layer_type_names(cfg):
+    """The MBJS layer type names of cfg's schedule: a Mamba-3 layer is ours (16, or 17 with the
+    softplus A activation), never npm's type 2."""
+    mamba3 = "mambaweb-mamba3" if cfg.a_heavy_tail else "mambaweb-mamba3-softplus"
+    return [mamba3 if kind == "mamba3" else kind for kind in cfg.layers]
 
 
 def build_trailer(payload_crc):
@@ -287,10 +315,10 @@ def infer_config(layout, hints=None):
                              "Train a Mamba-2 here and keep it as HF safetensors")
         if kind == "attention":
             raise ValueError(f"{f}: layer {i} is the npm engine's AttentionBlock ({ATTENTION_NOT_MAPPED})")
-        if kind != "mamba1":
-            dims = _other_layer_dims(f, i, kind, layers[i][1], D, hints)
-            raise ValueError(f"{f}: layer {i} is {kind} ({dims}); mambaweb reads Mamba-1 "
-                             "MBJS layers only so far")
+        if kind == "npm-mamba3":
+            raise ValueError(f"{f}: layer {i} is {NPM_MAMBA3_NOT_MAPPED}")
+    if any(kind in OUR_MAMBA3_TYPES for kind, _ in layers):
+        return _mamba3_config(f, layers, V, D, hints)
     dims = None
     for i, (_, n) in enumerate(layers):
         d = _mamba1_dims(f, i, n, D)
@@ -342,23 +370,94 @@ def _mamba1_dims(f, i, n, D):
     return I, K, N, R
 
 
-def _other_layer_dims(f, i, kind, n, D, hints):
-    """What can be read off a non-Mamba-1 layer; names the hint where it is ambiguous."""
-    if kind == "attention":
-        return f"d_model {n[4]}" + (f", ffn {n[5] // D}" if len(n) == 9 else "")
-    # mamba2 / mamba3: wInProj, wConv, bConv, A_log, dt_bias, D_vec, wOutProj, norm, preNorm
-    inner = n[6] // D if D else 0
-    heads = n[4]
-    conv_dim = n[2]
-    K = n[1] // conv_dim if conv_dim else 0
-    per = 2 if kind == "mamba2" else 4        # x|B|C conv: 2*G*N (mamba3: complex, 2*G*Nc*2)
-    gn = (conv_dim - inner) // per
-    groups = hints.get("n_groups")
-    if groups is None:
-        raise ValueError(f"{f}: layer {i} ({kind}): n_groups x state_size = {gn} is "
-                         "ambiguous; give the hint n_groups")
-    if gn % groups:
-        raise ValueError(f"{f}: layer {i} ({kind}): hint n_groups={groups} does not divide "
-                         f"n_groups x state_size = {gn}")
-    return (f"inner {inner}, heads {heads}, conv {K}, groups {groups}, "
-            f"state {gn // groups}")
+def _mamba3_config(f, layers, V, D, hints):
+    """A MambaConfig for a model of our Mamba-3 layers (types 16/17), every size read off the
+    numels (hf_names.MBJS_MAMBA3_PARAMS):
+      in_proj rows = 2I + 2RGN + 3H + S, dt_bias H, D H, B_norm/C_norm N, B_bias/C_bias H*R*N,
+      mimo_x/z/o H*R*P (0: SISO), norm I (0: no is_outproj_norm), out_proj D*I, pre-norm D;
+    so I, H, P = I/H, N, R, MIMO, is_outproj_norm, then G = (rows-2I-3H) // 2RN and S the
+    remainder (S <= N/2 < 2RN), whose value gives rope_fraction. The A activation is the type id.
+    Not in the file: A_floor (default mamba_ssm's 1e-4) and chunk_size (default 64, 64/R for
+    MIMO; a kernel tile that does not change outputs) -- hints, e.g. a config.json beside it."""
+    from py_engine.models.config import MambaConfig
+    kinds = {kind for kind, _ in layers}
+    if len(kinds) != 1:
+        raise ValueError(f"{f}: layer types {sorted(kinds)} are mixed; a Mamba-3 MBJS model has "
+                         "one A activation and only Mamba-3 layers")
+    dims = None
+    for i, (_, n) in enumerate(layers):
+        d = _mamba3_dims(f, i, n, D)
+        if dims is not None and d != dims:
+            raise ValueError(f"{f}: layer {i} dimensions {d} differ from layer 0 {dims}; "
+                             "a Mamba-3 model has all layers the same shape")
+        dims = d
+    I, H, P, N, R, G, S, mimo, onorm = dims
+    if I % D:
+        raise ValueError(f"{f}: inner size {I} is not a multiple of d_model {D}; mamba_ssm "
+                         "derives d_inner = expand * d_model")
+    fractions = [rf for rf in (0.5, 1.0) if (int(N * rf) - int(N * rf) % 2) // 2 == S]
+    if not fractions:
+        raise ValueError(f"{f}: layer 0 rotates {S} angle pairs, which neither rope_fraction "
+                         f"0.5 nor 1.0 gives for d_state {N}")
+    found = {"model_type": "mamba3", "vocab_size": V, "hidden_size": D,
+             "num_hidden_layers": len(layers), "state_size": N, "expand": I // D,
+             "head_dim": P, "num_heads": H, "n_groups": G, "rope_fraction": fractions[0],
+             "is_mimo": mimo, "is_outproj_norm": onorm,
+             "a_heavy_tail": OUR_MAMBA3_TYPES[layers[0][0]]}
+    if mimo:
+        found["mimo_rank"] = R
+    for key, value in found.items():
+        if key in hints and hints[key] != value:
+            raise ValueError(f"{f}: hint {key}={hints[key]} disagrees with the file, which "
+                             f"implies {key}={value}")
+    known = set(MambaConfig.__dataclass_fields__)
+    kwargs = {k: v for k, v in hints.items() if k in known}
+    kwargs.setdefault("A_floor", 1e-4)
+    kwargs.setdefault("chunk_size", max(1, 64 // R) if mimo else 64)
+    kwargs.update(found)
+    kwargs.update(tie_word_embeddings=True, layers=["mamba3"] * len(layers))
+    return MambaConfig(**kwargs)
+
+
+def _mamba3_dims(f, i, n, D):
+    """(I, H, P, N, R, G, S, mimo, onorm) of one of our Mamba-3 layers from its 13 numels."""
+    def bad(name, got, want, why):
+        raise ValueError(f"{f}: numel mismatch: layer {i} {name} has {got}, expected {want} "
+                         f"({why})")
+    in_proj, H, Dv, N, Cn, Bb, Cb, mx, mz, mo, onorm_n, out_proj, pre = n
+    if pre != D:
+        bad("normWeight", pre, D, f"d_model {D}")
+    if out_proj % D or not out_proj:
+        bad("outProj", out_proj, "a positive multiple of d_model", f"d_model {D}")
+    I = out_proj // D
+    if not H or I % H:
+        bad("dtBias", H, "a head count dividing the inner size", f"inner {I}")
+    P = I // H
+    if Dv != H:
+        bad("D_vec", Dv, H, f"{H} heads")
+    if not N or Cn != N:
+        bad("C_norm", Cn, N, f"B_norm's d_state {N}")
+    if Bb % (H * N) or not Bb:
+        bad("B_bias", Bb, "heads x rank x d_state", f"{H} heads, d_state {N}")
+    R = Bb // (H * N)
+    if Cb != Bb:
+        bad("C_bias", Cb, Bb, "the size of B_bias")
+    mimo = mx > 0
+    want_m = H * R * P if mimo else 0
+    for name, got in (("mimoX", mx), ("mimoZ", mz), ("mimoO", mo)):
+        if got != want_m:
+            bad(name, got, want_m, f"MIMO rank {R}, {H} heads x head_dim {P}" if mimo
+                else "SISO: no MIMO projections")
+    if not mimo and R != 1:
+        bad("B_bias", Bb, H * N, "SISO (no mimo_x) has rank 1")
+    if onorm_n not in (0, I):
+        bad("outNorm", onorm_n, f"0 or {I}", f"inner {I}: is_outproj_norm off or on")
+    if in_proj % D:
+        bad("inProj", in_proj, "a multiple of d_model", f"d_model {D}")
+    rest = in_proj // D - 2 * I - 3 * H          # = 2RGN + S, with S <= N/2 < 2RN
+    G, S = divmod(rest, 2 * R * N) if rest > 0 else (0, 0)
+    if G < 1 or H % G or S < 1:
+        raise ValueError(f"{f}: numel mismatch: layer {i} inProj has {in_proj // D} rows, which "
+                         f"is not 2*{I} + 2*{R}*G*{N} + 3*{H} + S for a group count G dividing "
+                         f"{H} heads and 1 <= S <= d_state/2")
+    return I, H, P, N, R, G, S, mimo, onorm_n > 0

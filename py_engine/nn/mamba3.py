@@ -175,7 +175,7 @@ class Mamba3State:
 @register
 class Mamba3:
     name = "mamba3"
-    mbjs_type = None       # the npm engine's layer type 2 is its own, different "Mamba-3"
+    mbjs_type = 16         # ours (17: softplus A; io/mbjs.py); npm's type 2 is a different model
     Mixer = Mamba3Mixer
     State = Mamba3State
     spec = staticmethod(spec)

@@ -164,7 +164,7 @@ async def mbjs_parts(model):
     hf = hf_tensor_parts(model)
     plan = hf_names.mbjs_plan(cfg)
     numels = [_prod(mshape) for _, mshape, _, _, _ in plan]
-    parts = [("bytes", mbjs.build_header(numels, list(cfg.layers), version=2))]
+    parts = [("bytes", mbjs.build_header(numels, mbjs.layer_type_names(cfg), version=2))]
     for mname, mshape, hname, hshape, how in plan:
         if hshape is None:                       # bias the HF model does not have
             parts.append(("bytes", bytes(4 * _prod(mshape))))

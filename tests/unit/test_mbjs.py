@@ -154,19 +154,21 @@ def test_unknown_layer_type_and_v1_count():
         mbjs.infer_config(layout)
 
 
-def test_ambiguous_layers_name_the_hint():
+def test_npm_mamba3_layers_are_refused_by_name():
+    # the npm engine's Mamba3Block (layer type 2): 9 parameters, complex B/C conv channels
     D, I, H, G, N, K = 8, 16, 2, 1, 4, 4
-    conv = I + 4 * G * N          # mamba3 (complex B/C: 4 x G x N conv channels)
+    conv = I + 4 * G * N
     mamba3 = [(I + 4 * G * N + H) * D, conv * K, conv, H, H, H, D * I, I, D]
     numels = [10 * D] + mamba3 + [D]
-    head = mbjs.build_header(numels, ["mamba3"], 2)
+    head = mbjs.build_header(numels, ["npm-mamba3"], 2)
+    assert head[12] == 2                  # npm's id, read back under a name that says whose
     layout = mbjs.parse_header(head + b"\0" * 4 * sum(numels), len(head) + 4 * sum(numels),
                                "m3.bin")
-    with pytest.raises(ValueError, match="m3.bin: layer 0 \\(mamba3\\): n_groups x state_size "
-                                         "= 4 is ambiguous; give the hint n_groups"):
-        mbjs.infer_config(layout)
-    with pytest.raises(ValueError, match="layer 0 is mamba3 .*state 4.*Mamba-1 MBJS layers only"):
-        mbjs.infer_config(layout, {"n_groups": 1})
+    assert layout.layer_types == ["npm-mamba3"]
+    for hints in ({}, {"n_groups": 1}):
+        with pytest.raises(ValueError, match="m3.bin: layer 0 is the npm engine's own "
+                                             "\"Mamba-3\" block \\(MBJS layer type 2"):
+            mbjs.infer_config(layout, hints)
 
 
 def test_npm_mamba2_layers_are_refused_with_the_reason():

@@ -42,6 +42,7 @@ function fillDtypes() {
   if ([...sel.options].some((o) => o.value === keep)) sel.value = keep;
   show($("drop-head-label"), $("target").value === "mbjs" && source && !source.tied);
   show($("eps-label"), !!source && source.kind === "mbjs");
+  show($("afloor-label"), !!source && source.kind === "mbjs" && source.model_type === "mamba3");
 }
 
 // --- collecting what was dropped: web/js/drop_files.js ---------------------------
@@ -104,7 +105,8 @@ async function convert() {
   const t0 = performance.now();
   try {
     const req = { action: "plan", files, target: $("target").value, dtype: $("dtype").value,
-                  options: { drop_untied_head: $("drop-head").checked, layer_norm_epsilon: $("eps").value } };
+                  options: { drop_untied_head: $("drop-head").checked, layer_norm_epsilon: $("eps").value,
+                             A_floor: $("afloor").value } };
     const res = await engine.run(PLAN_PY, req);
     if (res.error) { message(res.error); return; }
     const plan = res.plan;
