@@ -73,6 +73,16 @@ async def reinit(info_json="{}") -> str:
     return json.dumps(out)
 
 
+def empty_pool() -> str:
+    """Debug op (the Worker's `debugEmptyPool`): destroy the free buffers of the device's
+    pool. Freed buffers are kept for reuse, so a test that counts live GPU buffers across a
+    load starts from an empty pool. Returns {"emptied": {buffers, bytes}, "stats"} as JSON."""
+    if device is None:
+        return json.dumps(None)
+    emptied = device.empty_pool()
+    return json.dumps({"emptied": emptied, "stats": device.stats()})
+
+
 async def run_snippet(code: str, args_json: str) -> str:
     from pyodide.code import eval_code_async
     ns = {"__name__": "__snippet__", "args": _decode(json.loads(args_json)),

@@ -7,7 +7,8 @@ import js
 from pyodide.ffi import JsException, to_js
 
 from py_engine.gpu.device import Device
-from py_engine.gpu.errors import GPUDeviceLost, GPUUnavailable, ShaderError, GPUValidationError
+from py_engine.gpu.errors import (GPUDeviceLost, GPUError, GPUUnavailable, ShaderError,
+                                  GPUValidationError, out_of_memory)
 from py_engine.gpu.shaders import shader_location
 
 # Limits we ask for at the adapter's maximum: the defaults (128 MiB bindings, 8 storage
@@ -19,6 +20,8 @@ REQUESTED_LIMITS = (
     "maxUniformBufferBindingSize",
 )
 REPORTED_LIMITS = REQUESTED_LIMITS + ("minStorageBufferOffsetAlignment",)
+# gpu_bridge.mjs marks an unscoped GPUOutOfMemoryError with this prefix in takeGpuErrors().
+OOM_PREFIX = "out-of-memory: "
 OPTIONAL_FEATURES = ("shader-f16", "subgroups", "timestamp-query")
 
 
@@ -171,9 +174,41 @@ class BrowserDevice(Device):
                         msgs.append(f"{shader_location(shader, m.lineNum)}:{m.linePos}: {m.message}")
                 detail = "\n".join(msgs) or str(err.message)
                 raise ShaderError(f"shader {shader}.wgsl entry {entry!r} failed to build:\n{detail}")
-        errors = list(js.mwGpu.takeGpuErrors())
+        errors = [str(e) for e in js.mwGpu.takeGpuErrors()]
+        oom = [e[len(OOM_PREFIX):] for e in errors if e.startswith(OOM_PREFIX)]
+        if oom:
+            # the validation errors beside it are its echoes (writes to the buffer never made)
+            raise out_of_memory("allocating a buffer") from GPUError(" | ".join(oom))
         if errors:
-            raise GPUValidationError("GPU validation error: " + " | ".join(str(e) for e in errors))
+            raise GPUValidationError("GPU validation error: " + " | ".join(errors))
+
+    # -- out-of-memory around a batch of allocations ------------------------------------
+    # WebGPU's createBuffer never throws for lack of memory: the buffer comes back invalid and
+    # an "out-of-memory" GPUError arrives later. An error scope around a whole load collects
+    # it with one await at the end (not one per buffer). The outer "validation" scope takes
+    # the errors the invalid buffer then causes (writes into it), so they are not reported
+    # later as an unrelated "validation error".
+    def open_allocation_scope(self):
+        self.js.pushErrorScope("validation")
+        self.js.pushErrorScope("out-of-memory")
+
+    async def close_allocation_scope(self, what):
+        popped = [self.js.popErrorScope(), self.js.popErrorScope()]   # both now: stack order
+        errors = []
+        for p in popped:
+            try:
+                errors.append(await p)
+            except JsException:     # a lost device: _raise_if_lost / check() say so
+                errors.append(None)
+        self._raise_if_lost()
+        oom, invalid = errors
+        if not _nullish(oom):
+            problem = out_of_memory(what)
+            problem.__cause__ = GPUError(str(oom.message))    # the browser's words, in Details
+            return problem
+        if not _nullish(invalid):
+            return GPUValidationError(f"GPU validation error {what}: {invalid.message}")
+        return None
 
     def _bind_group(self, pipeline, entries):
         js_entries = []

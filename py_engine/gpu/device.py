@@ -5,7 +5,7 @@ _build_pipeline, _bind_group, _encode_commands, _submit_encoded, check (async), 
 This class adds what is the same everywhere: the buffer pool, pipeline / uniform / bind group
 caches, limit checks with clear errors, and command batches.
 """
-from py_engine.gpu.errors import DeviceLimitError, GPUOutOfMemory, GPUValidationError
+from py_engine.gpu.errors import DeviceLimitError, GPUValidationError, out_of_memory
 from py_engine.gpu.pool import BufferPool
 from py_engine.gpu.shaders import shader_source
 
@@ -45,10 +45,8 @@ class Device:
         if self.fail_allocations_over is not None:
             if nbytes > self.fail_allocations_over:
                 self.fail_allocations_over = None
-                raise GPUOutOfMemory(
-                    f"the GPU ran out of memory allocating a {nbytes / 2**20:.1f} MiB buffer"
-                    f"{' for ' + label if label else ''}: close other GPU-heavy tabs, or use a "
-                    "smaller model or a 16-bit/int8 weight format")
+                purpose = f" for {label}" if label and label != "pool" else ""
+                raise out_of_memory(f"allocating a {nbytes / 2**20:.1f} MiB buffer{purpose}")
             self.fail_allocations_over -= nbytes
         self.buffers_created += 1
         return self._counted(self._create_buffer(nbytes, usage, label))
@@ -83,6 +81,26 @@ class Device:
                 self._destroy_buffer(b)
             self.live_buffers -= 1
             self.live_bytes -= b.size
+
+    def empty_pool(self):
+        """Destroy every free buffer of the current pool, giving its memory back to the GPU;
+        buffers in use stay. After an out-of-memory (a pooled buffer may be one the GPU never
+        allocated) and as a debug op (freed buffers are otherwise reused, so a test that counts
+        live buffers starts from an empty pool). Returns {buffers, bytes} destroyed."""
+        free = self.pool.take_free()
+        self.destroy_many(free)
+        return {"buffers": len(free), "bytes": sum(b.size for b in free)}
+
+    # -- out-of-memory around a batch of allocations ------------------------------------
+    def open_allocation_scope(self):
+        """Start collecting out-of-memory errors of the allocations that follow (a browser
+        reports them asynchronously). Backends that raise at allocation time need nothing."""
+
+    async def close_allocation_scope(self, what: str):
+        """What went wrong since open_allocation_scope(), as an exception to raise, else None:
+        GPUOutOfMemory ("the GPU ran out of memory <what>: ...") when an allocation failed,
+        GPUValidationError for another error. Scopes nest; every open needs one close."""
+        return None
 
     def uniform(self, data: bytes):
         """A uniform buffer holding `data`, shared by every caller that asks for the same bytes.

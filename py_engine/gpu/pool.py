@@ -39,6 +39,16 @@ class BufferPool:
         self.in_use -= 1
         self._free.setdefault(buf.size, []).append(buf)
 
+    def take_free(self):
+        """Every free buffer, removed from the pool (the caller destroys them); buffers in use
+        stay, and a tracking pool forgets the ones taken so drain() never returns them twice."""
+        free = [b for bufs in self._free.values() for b in bufs]
+        self._free.clear()
+        if self._made is not None and free:
+            taken = {id(b) for b in free}
+            self._made = [b for b in self._made if id(b) not in taken]
+        return free
+
     def drain(self):
         """Every buffer this (tracking) pool made, in use or free; the pool is empty after."""
         made = list(self._made or [])

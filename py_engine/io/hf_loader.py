@@ -17,6 +17,7 @@ Where the bytes come from is pluggable (py_engine.io.byte_sources):
 """
 import time
 
+from py_engine.gpu.errors import GPUOutOfMemory, out_of_memory
 from py_engine.gpu.tensor import Tensor
 from py_engine.io import gpu_layout
 from py_engine.io.hf_names import check_tensors, expected_tensors
@@ -125,12 +126,33 @@ async def load_from_source(device, source, progress=None, weights_format="f32", 
         on_plan(plan)
     wanted = expected_tensors(cfg)
     weights = {}
+    need = plan["gpu_bytes_by_format"].get(weights_format)
+    what = f"loading the weights of {source.where('')}" + (
+        f" ({need / 1e6:.1f} MB on the GPU as {weights_format})" if need else "")
+    device.open_allocation_scope()     # a browser reports out-of-memory late: one check at the end
     try:
-        await _stream(device, source, cfg, {k: v for k, v in infos.items() if k in wanted},
-                      weights, progress, weights_format)
-    except BaseException:
+        try:
+            await _stream(device, source, cfg, {k: v for k, v in infos.items() if k in wanted},
+                          weights, progress, weights_format)
+        except BaseException:
+            # an out-of-memory explains whatever failed after it; other scoped errors do not
+            problem = await device.close_allocation_scope(what)
+            if isinstance(problem, GPUOutOfMemory):
+                raise problem
+            raise
+        problem = await device.close_allocation_scope(what)
+        if problem is not None:
+            raise problem
+    except BaseException as e:
         for t in weights.values():
             t.release()
+        if isinstance(e, GPUOutOfMemory):
+            # the pool now holds what this load took, maybe a buffer the GPU never made:
+            # give it all back so a smaller model or format can load next
+            device.empty_pool()
+            said = out_of_memory(what)
+            if str(e) != str(said):     # raised at one allocation: say which load it broke
+                raise said from e
         raise
     return cfg, weights
 

@@ -49,6 +49,85 @@ def test_generate_page_survives_a_lost_device(browser, server):
     page.close()
 
 
+# The engine's books: live GPU buffers and bytes, the pool's buffers in use and free, and
+# the distinct buffers the loaded model holds (what unloading it would give back).
+BOOKS = """from py_engine.app import generate_session as G
+m = G.current['model']
+held = {} if m is None else {id(t.buffer): t.buffer.size for t in m.weights.values()
+                             if t.pooled and t.buffer is not None}
+s = device.stats()
+result = {'live': [s['live_buffers'], s['live_bytes']], 'in_use': s['pool']['in_use'],
+          'free': s['pool']['free'], 'held': [len(held), sum(held.values())]}"""
+OOM_ADVICE = "use a smaller weight format such as q4, a smaller model, or close other tabs that use the GPU"
+
+
+def _run(page, code):
+    return page.evaluate("(c) => window.engine.run(c, {})", code)
+
+
+def _click_load(page):
+    n = int(page.evaluate("+(document.body.dataset.loads || 0)"))
+    page.click("#load-btn")
+    page.wait_for_function(f"+(document.body.dataset.loads || 0) > {n}")
+
+
+def _assert_out_of_memory_shown(page):
+    err = page.inner_text("#model-error .error-sentence")     # the raw details stay folded
+    assert err.startswith("Could not load mamba-d40-tied: the GPU ran out of memory loading the "
+                          "weights of "), err
+    assert "MB on the GPU as f32)" in err and err.endswith(OOM_ADVICE + "."), err
+    assert "Traceback" not in err and "GPUOutOfMemory" not in err and "validation" not in err
+    # nothing is loaded, and the page says so: the previous model was dropped to make room
+    assert page.evaluate("document.body.dataset.model") is None
+    assert page.inner_text("#model-info") == "No model loaded."
+    assert page.is_hidden("#model-facts")
+    assert page.is_disabled("#generate-btn")
+
+
+def test_generate_page_out_of_memory_on_load_says_so_and_leaves_nothing(browser, server):
+    """A load that runs out of GPU memory (the allocation hook, part-way through the weights)
+    after another model was loaded: the page shows one sentence with what to do, says no model
+    is loaded (the load dropped the previous one first, to make room), the GPU holds exactly
+    what it held before less that previous model, a second attempt from there leaves the
+    books unchanged, and the same model loads with the hook cleared: no page reload."""
+    page = open_engine_page(browser, server.url, "/").page
+    page.set_default_timeout(120_000)
+    page.wait_for_function("document.body.dataset.model === 'default'")
+    page.select_option("#model-select", "mamba-d40-tied")
+    # the format plan of the chosen model is read first (headers only): let it finish
+    page.wait_for_function("document.querySelector('#weights-format option').dataset.gpuBytes !== undefined")
+    emptied = page.evaluate("window.engine.call({op: 'debugEmptyPool'})")
+    assert emptied["stats"]["pool"]["free"] == 0
+    before = _run(page, BOOKS)
+    assert before["free"] == 0 and before["in_use"] == before["held"][0] > 0, before
+
+    _run(page, "device.fail_allocations_over = 20_000")    # bytes of new buffers, then out of memory
+    _click_load(page)
+    _assert_out_of_memory_shown(page)
+    after = _run(page, BOOKS)
+    assert after["live"] == [before["live"][0] - before["held"][0],
+                             before["live"][1] - before["held"][1]], (before, after)
+    assert after["in_use"] == 0 and after["free"] == 0 and after["held"] == [0, 0], after
+
+    # again, from nothing loaded: the books come back to exactly their values
+    _run(page, "device.fail_allocations_over = 20_000")
+    _click_load(page)
+    _assert_out_of_memory_shown(page)
+    assert _run(page, BOOKS) == after
+
+    # the memory is there again: the same model loads and runs, in the same page
+    _run(page, "device.fail_allocations_over = None")
+    _click_load(page)
+    page.wait_for_function("document.body.dataset.model === 'mamba-d40-tied'")
+    assert page.inner_text("#model-error") == ""
+    assert page.inner_text("#model-info").startswith("mamba-d40-tied: mamba, 2 layers")
+    assert page.get_attribute("#model-facts", "data-name") == "mamba-d40-tied"
+    logits = _run(page, "from py_engine.app import generate_session as G\n"
+                        "result = len(await G.prompt_logits(ids=[1, 2, 3]))")
+    assert logits == 3 * 101 * 4
+    page.close()
+
+
 def _start(page, autosave_every):
     page.wait_for_function("document.body.dataset.pretrain === 'ready'")
     page.click("#use-sample")

@@ -4,12 +4,13 @@
 
 // "Traceback (most recent call last): ... ValueError: the reason" -> "the reason".
 // Python's exception line is the last line that starts with a dotted name ending in
-// Error/Exception (or our GPUUnavailable); anything else falls back to the last line.
+// Error/Exception (or our GPUUnavailable, GPUOutOfMemory, GPUDeviceLost); anything else falls
+// back to the last line.
 export function plainError(err) {
   const text = String(err && err.message ? err.message : err);
   const lines = text.split("\n").map((l) => l.trim()).filter(Boolean);
   for (let i = lines.length - 1; i >= 0; i--) {
-    const m = /^[\w.]*(?:Error|Exception|Unavailable|Interrupt): (.*)$/.exec(lines[i]);
+    const m = /^[\w.]*(?:Error|Exception|Unavailable|Interrupt|OutOfMemory|Lost): (.*)$/.exec(lines[i]);
     if (m) return m[1];
   }
   return lines.length ? lines[lines.length - 1] : text;

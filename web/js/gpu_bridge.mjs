@@ -76,7 +76,13 @@ let watched = null;            // the device the engine uses now (the debug hook
 export function watchDevice(device) {
   watched = device;
   gpuErrors.length = 0;          // a new device starts clean: an old one's errors are not its own
-  device.addEventListener("uncapturederror", (ev) => { if (device === watched) gpuErrors.push(ev.error.message); });
+  device.addEventListener("uncapturederror", (ev) => {
+    if (device !== watched) return;
+    // out-of-memory is the person's to fix (smaller model or format), not a bug: Python
+    // (py_engine.gpu.browser.OOM_PREFIX) tells it apart by this prefix
+    const oom = typeof GPUOutOfMemoryError !== "undefined" && ev.error instanceof GPUOutOfMemoryError;
+    gpuErrors.push(oom ? `out-of-memory: ${ev.error.message}` : ev.error.message);
+  });
   device.lost.then((info) => {
     if (device === watched) gpuErrors.push(`device lost (${info.reason}): ${info.message}`);
     // only the current device's loss matters (an old one is let go on purpose)

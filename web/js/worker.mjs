@@ -189,6 +189,9 @@ onDeviceLost(async (info) => {
 self.mwOps = Object.assign(self.mwOps || {}, {
   // test hook: destroy the engine's GPU device, as a driver reset or a laptop switching GPUs would
   debugLoseDevice: () => loseDevice(),
+  // test hook: destroy the pool's free buffers (py_engine.rpc.empty_pool), so live-buffer
+  // counts taken around a load are not hidden by reuse; {emptied: {buffers, bytes}, stats}
+  debugEmptyPool: async () => { await booted; return JSON.parse(pyodide.pyimport("py_engine.rpc").empty_pool()); },
 });
 
 // ---- boot -----------------------------------------------------------------------------
