@@ -34,6 +34,9 @@ else:
 ids = array('I')
 ids.frombytes(args['ids'])
 try:
+    if args['adapter']:     # a PEFT LoRA folder on top of the base, as `mambaweb run --adapter`
+        from py_engine.train.lora import MemorySource, load_adapter
+        await load_adapter(model, MemorySource(args['adapter']))
     E.current = E.Evaluator(model, ids, args['seq_len'], args['batch'])
 except BaseException:
     model.release()
@@ -77,6 +80,9 @@ def register(sub):
                    help="byte, or a tokenizer.json (file or folder) to use instead of the "
                         "model's (default: the model's tokenizer.json; byte-level when it has "
                         "none and its vocabulary holds the 256 bytes)")
+    p.add_argument("--adapter", metavar="DIR",
+                   help="a LoRA adapter folder as PEFT writes it (adapter_config.json + "
+                        "adapter_model.safetensors), applied on top of the model")
     p.add_argument("--native", action="store_true",
                    help="run on the native backend (wgpu-py) instead of headless Chromium")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -195,8 +201,13 @@ def prepare_tokens(args, folder):
 
 def _drive(eng, args, folder, url, ids, nbytes, seq_len):
     """START, STEPs with progress, FINISH on an engine (browser page or NativeEngine)."""
+    from tools.cmd_run import _adapter_files
+    try:
+        adapter = _adapter_files(args.adapter, "eval")
+    except SystemExit as e:
+        raise ValueError(str(e).replace("mambaweb eval: ", "")) from None
     plan = eng.run(START, folder=str(folder) if folder else None, url=url, weights=args.weights,
-                   ids=ids.tobytes(), seq_len=seq_len, batch=args.batch)
+                   ids=ids.tobytes(), seq_len=seq_len, batch=args.batch, adapter=adapter)
     gpu = plan["gpu_weights"]
     kinds = ", ".join(f"{n} {d}" for d, n in sorted(gpu["dtypes"].items()))
     print(f"eval: {plan['total_tokens']:,} tokens in {plan['windows']:,} windows of "
@@ -241,7 +252,7 @@ def run(args):
         return _fail(e)
     finally:
         cleanup()
-    out.update(model=args.model, weights=args.weights,
+    out.update(model=args.model, weights=args.weights, adapter=args.adapter,
                backend="native" if args.native else "browser", tokenizer=info["tokenizer"],
                wall_s=round(time.perf_counter() - t0, 3))
     if args.json:

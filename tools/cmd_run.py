@@ -62,7 +62,8 @@ def register(sub):
     p.set_defaults(func=run)
 
 
-def _adapter_files(folder):
+def _adapter_files(folder, command="run"):
+    """{file name: bytes} of a PEFT adapter folder for the engine's `load_adapter`."""
     if not folder:
         return None
     from pathlib import Path
@@ -70,8 +71,8 @@ def _adapter_files(folder):
     for name in ("adapter_config.json", "adapter_model.safetensors"):
         p = Path(folder) / name
         if not p.is_file():
-            raise SystemExit(f"mambaweb run: {p} is missing; --adapter takes a PEFT adapter "
-                             "folder (adapter_config.json + adapter_model.safetensors)")
+            raise SystemExit(f"mambaweb {command}: {p} is missing; --adapter takes a PEFT "
+                             "adapter folder (adapter_config.json + adapter_model.safetensors)")
         out[name] = p.read_bytes()
     return out
 

@@ -89,3 +89,42 @@ def test_native_eval_equals_transformers_and_narrow_differs(tmp_path, name, seq_
     assert q["tokens"] == out["tokens"] and q["bytes"] == out["bytes"]
     assert np.isfinite(q["loss"]) and q["loss"] != out["loss"]
     print(f"{name}: f32 loss {out['loss']:.6f}, {narrow} loss {q['loss']:.6f}")
+
+
+@native
+def test_native_eval_with_a_peft_adapter_equals_peft(tmp_path):
+    """--adapter scores with the LoRA folder applied: the mean loss equals PEFT's model (the
+    transformers base + PeftModel.from_pretrained) over the same windows; without it, the base's."""
+    peft = pytest.importorskip("peft")
+    base = REPO / "tests" / "fixtures" / "train" / "mamba2-g2-untied"     # vocab 77
+    adapter = REPO / "tests" / "fixtures" / "lora" / "mamba2-g2-untied" / "adapter"
+    rng = random.Random(5)
+    text = "".join(rng.choice(["ABC", "DEF", "GHIJ", "KL", "0123", "456789", "(A+B)*C",
+                               "=", ":", "-/"]) + rng.choice([" ", " ", "\n"]) for _ in range(120))
+    assert max(text.encode()) < 77
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(text)
+    ids, seq_len = list(text.encode()), 64
+    common = ["--model", str(base), "--corpus", str(corpus), "--native", "--seq-len",
+              str(seq_len), "--tokenizer", "byte"]
+    got = run_eval(*common, "--adapter", str(adapter))
+    plain = run_eval(*common)
+    from py_engine.train.evaluate import windows
+    from tools.make_lora_fixtures import allow_out_proj   # the fixture adapts out_proj too
+    model = transformers.AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    with allow_out_proj():
+        model = peft.PeftModel.from_pretrained(model, adapter).eval()
+    nats, n = 0.0, 0
+    with torch.no_grad():
+        for start, length in windows(len(ids), seq_len):
+            x = torch.tensor([ids[start:start + length]])
+            nats += model(input_ids=x, labels=x).loss.double().item() * (length - 1)
+            n += length - 1
+    want = nats / n
+    assert got["tokens"] == n and got["adapter"] == str(adapter)
+    assert abs(got["loss"] - want) <= 1e-4 * want, (got["loss"], want)
+    assert abs(plain["loss"] - got["loss"]) > 1e-3          # the adapter changed the scores
+    p = subprocess.run(MAMBAWEB + common + ["--adapter", str(tmp_path)], cwd=REPO,
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode != 0 and "adapter_config.json is missing" in p.stderr
+    assert "Traceback" not in p.stderr
