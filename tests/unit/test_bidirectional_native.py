@@ -17,18 +17,8 @@ import pytest
 
 from py_engine.io import gpu_layout
 from py_engine.train.masked import IGNORE, MaskedTokens
-from tools.native_engine import wgpu_adapter_problem
 
-_problem = wgpu_adapter_problem()
-pytestmark = pytest.mark.skipif(_problem is not None, reason=f"no native GPU adapter: {_problem}")
-
-
-@pytest.fixture(scope="module")
-def engine():
-    from tools.native_engine import NativeEngine
-    eng = NativeEngine()
-    yield eng
-    eng.close()
+from tests.native_support import engine, native as pytestmark  # noqa: E402,F401
 
 
 COPY = """

@@ -4,18 +4,8 @@ and 4. Skips, saying why, only without any Vulkan/Metal/D3D12 adapter."""
 import pytest
 
 from tests.browser import test_mamba3_training as M
-from tools.native_engine import wgpu_adapter_problem
 
-_problem = wgpu_adapter_problem()
-pytestmark = pytest.mark.skipif(_problem is not None, reason=f"no native GPU adapter: {_problem}")
-
-
-@pytest.fixture(scope="module")
-def engine():
-    from tools.native_engine import NativeEngine
-    eng = NativeEngine()
-    yield eng
-    eng.close()
+from tests.native_support import engine, native as pytestmark  # noqa: E402,F401
 
 
 @pytest.mark.parametrize("name", M.NAMES)

@@ -15,18 +15,8 @@ from py_engine.io import gpu_layout
 from py_engine.io.unroll import unrolled
 from py_engine.models.schedule import logical_layers
 from tests.conftest import REPO
-from tools.native_engine import wgpu_adapter_problem
 
-_problem = wgpu_adapter_problem()
-pytestmark = pytest.mark.skipif(_problem is not None, reason=f"no native GPU adapter: {_problem}")
-
-
-@pytest.fixture(scope="module")
-def engine():
-    from tools.native_engine import NativeEngine
-    eng = NativeEngine()
-    yield eng
-    eng.close()
+from tests.native_support import engine, native as pytestmark  # noqa: E402,F401
 
 
 RUN = """
