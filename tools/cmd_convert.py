@@ -4,12 +4,15 @@ import json
 import sys
 from pathlib import Path
 
+from tools.arch_options import add_arch_flag
+
 HELP = """SRC is an HF model folder (config.json + model.safetensors or a sharded index; a
 mamba_ssm folder with pytorch_model.bin works too, read without torch) or an MBJS .bin file.
-DST ending in .bin is written as MBJS (Mamba-1, and Mamba-3 under mambaweb's own layer type
-16/17 that the npm engine cannot read); anything else as an HF folder.
+DST ending in .bin is written as MBJS (Mamba-1, attention as the npm engine's layer type 3 in
+its AttentionBlock's parameter order, and Mamba-3 under mambaweb's own layer type 16/17 that
+the npm engine cannot read); anything else as an HF folder.
 MBJS stores no config: MBJS -> HF infers every dimension from the file; --config supplies
-what it cannot know (layer_norm_epsilon, token ids, use_bias). The plan is the convert page's
+what it cannot know (layer_norm_epsilon, token ids, use_bias, attention heads). The plan is the convert page's
 (py_engine/io/convert_plan.py): both write the same bytes."""
 
 
@@ -34,6 +37,13 @@ def register(subparsers):
                    help="MBJS -> HF: RMSNorm epsilon (MBJS does not store it; default 1e-5)")
     p.add_argument("--a-floor", type=float,
                    help="MBJS -> HF, Mamba-3: A_floor (MBJS does not store it; default 1e-4)")
+    p.add_argument("--attention-heads", type=int,
+                   help="MBJS -> HF, attention layers (type 3): their head count (MBJS does not "
+                        "store it)")
+    add_arch_flag(p, help_text="refuse SRC unless it is this family: mamba1, mamba2, mamba3 or "
+                               "hybrid (attention / MLP layers or mixed kinds)")
+    p.add_argument("--pattern", help="refuse SRC unless its layers are this pattern, one letter "
+                                     "per layer (M Mamba-2, * attention, - MLP, + gated MLP)")
     p.set_defaults(func=run)
 
 
@@ -50,10 +60,12 @@ def run(args):
             hints["layer_norm_epsilon"] = args.layer_norm_epsilon
         if args.a_floor is not None:
             hints["A_floor"] = args.a_floor
+        if args.attention_heads is not None:
+            hints["attention_heads"] = args.attention_heads
         convert(args.src, args.dst, dtype=args.dtype, shards=args.shards,
                 max_shard_bytes=parse_size(args.max_shard_size) if args.max_shard_size else None,
                 drop_untied_head=args.drop_untied_head, mbjs_version=args.mbjs_version,
-                hints=hints)
+                hints=hints, expect=(args.family, args.pattern))
     except (ValueError, OSError) as e:      # OSError: unreadable source, full disk, ...
         print(f"mambaweb convert: {e}", file=sys.stderr)
         return 2

@@ -2,7 +2,8 @@
 MBJS file for Mamba-1)."""
 import sys
 
-from py_engine.train.init import FAMILIES, PRESETS
+from py_engine.train.init import PRESETS
+from tools.arch_options import add_arch_flag
 
 SCHEDULE_HELP = {
     "virtual": "virtual layers over the --n-layers physical ones: L (or L:cyclic) cycles them, "
@@ -34,6 +35,11 @@ def layout_sentence(cfg):
             "transformers or mamba_ssm class has this schedule, mambaweb loads it)")
 
 
+def default_family(args):
+    """--arch as given; else hybrid when a --pattern is given, else mamba1."""
+    return args.family or ("hybrid" if args.pattern else "mamba1")
+
+
 def add_schedule_options(p):
     """--virtual-layers and --bidi (generate-bin and pretrain share them)."""
     p.add_argument("--virtual-layers", metavar="SCHEDULE", help=SCHEDULE_HELP["virtual"])
@@ -45,11 +51,12 @@ def register(subparsers):
         "generate-bin", help="write a randomly initialised Mamba model",
         description="Random weights with state-spaces/mamba's initialisation. Presets: "
                     "nano ~1M, micro ~5M, small ~20M, base = mamba-130m's shape.")
-    p.add_argument("--family", default="mamba1", choices=tuple(FAMILIES),
-                   help="mamba1, mamba2 (transformers' Mamba2ForCausalLM), mamba3 (mamba_ssm's "
-                        "Mamba3 layout; SISO, or MIMO with --mimo-rank) or hybrid "
-                        "(NemotronHForCausalLM: Mamba-2, attention and MLP layers)")
-    p.add_argument("--pattern", help=PATTERN_HELP + " (default MM*M repeated to --n-layers)")
+    add_arch_flag(p, help_text="mamba1 (the default), mamba2 (transformers' "
+                               "Mamba2ForCausalLM), mamba3 (mamba_ssm's Mamba3 layout; SISO, or "
+                               "MIMO with --mimo-rank) or hybrid (NemotronHForCausalLM: Mamba-2, "
+                               "attention and MLP layers)")
+    p.add_argument("--pattern", help=PATTERN_HELP + " (default MM*M repeated to --n-layers; a "
+                                                    "--pattern alone means --arch hybrid)")
     p.add_argument("--size", default="nano", choices=tuple(PRESETS))
     add_schedule_options(p)
     p.add_argument("--d-model", type=int, help="hidden size D (overrides the preset)")
@@ -77,6 +84,7 @@ def run(args):
     from tools.init_weights import init_weights, make_config, param_count
 
     fmt = args.format or ("mbjs" if args.out.endswith(".bin") else "hf")
+    args.family = default_family(args)
     try:
         cfg = make_config(args.size, family=args.family, pattern=args.pattern,
                           virtual=args.virtual_layers, bidi=args.bidi,

@@ -11,8 +11,9 @@ import sys
 import time
 from pathlib import Path
 
-from py_engine.train.init import FAMILIES, PRESETS
-from tools.cmd_generate_bin import PATTERN_HELP, add_schedule_options
+from py_engine.train.init import PRESETS
+from tools.arch_options import add_arch_flag
+from tools.cmd_generate_bin import PATTERN_HELP, add_schedule_options, default_family
 
 STATE_FILE = "training_state.safetensors"
 TEXT_SKIP_DIRS = {".git", ".hg", ".svn", "__pycache__", "node_modules", ".venv", "venv"}
@@ -60,11 +61,11 @@ def register(subparsers):
                    help="a text file or a folder (its text files, recursively)")
     p.add_argument("--out", required=True, help="output folder (HF model + training state)")
     p.add_argument("--resume", help="folder (or training_state.safetensors) to continue from")
-    p.add_argument("--family", default="mamba1", choices=tuple(FAMILIES),
-                   help="architecture: mamba1, mamba2 (transformers' Mamba2ForCausalLM), mamba3 "
-                        "(mamba_ssm's Mamba3; --mimo-rank for MIMO) or hybrid "
-                        "(NemotronH: Mamba-2 + attention + MLP layers)")
-    p.add_argument("--pattern", help=PATTERN_HELP + " (e.g. MM*M, M+*+)")
+    add_arch_flag(p, help_text="architecture: mamba1 (the default), mamba2 (transformers' "
+                               "Mamba2ForCausalLM), mamba3 (mamba_ssm's Mamba3; --mimo-rank for "
+                               "MIMO) or hybrid (NemotronH: Mamba-2 + attention + MLP layers)")
+    p.add_argument("--pattern", help=PATTERN_HELP + " (e.g. MM*M, M+*+; a --pattern alone "
+                                                    "means --arch hybrid)")
     p.add_argument("--size", default="nano", choices=tuple(PRESETS))
     add_schedule_options(p)
     p.add_argument("--d-model", type=int, help="hidden size (overrides the preset)")
@@ -87,7 +88,7 @@ def register(subparsers):
     p.add_argument("--accum", type=int, default=1, help="micro-batches per optimizer step")
     p.add_argument("--seed", type=int, default=0, help="data order seed")
     p.add_argument("--init-seed", type=int, default=0, help="weight initialisation seed")
-    p.add_argument("--wsla", action="store_true", help="train only the B/C projections (Mamba-1)")
+    p.add_argument("--wsla", action="store_true", help="train only the B/C projections (Mamba-1/2/3)")
     p.add_argument("--sample-every", type=int, default=0,
                    help="print a greedy sample to stderr every N steps (0: only at the end)")
     p.add_argument("--save-every", type=int, default=0,
@@ -150,7 +151,7 @@ def run(args):
             if not rp.is_file():
                 raise ValueError(f"--resume {args.resume}: no {STATE_FILE} there")
             state, state_name = rp.read_bytes(), str(rp)
-        model = {"size": args.size, "family": args.family, "pattern": args.pattern,
+        model = {"size": args.size, "family": default_family(args), "pattern": args.pattern,
                  "virtual": args.virtual_layers, "bidi": args.bidi,
                  "hidden_size": args.d_model,
                  "num_hidden_layers": args.n_layers, "state_size": args.d_state,

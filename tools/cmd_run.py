@@ -8,12 +8,21 @@ import os
 import sys
 from urllib.parse import quote
 
+from tools.arch_options import (add_fresh_model_options, check_local_model, describe_fresh,
+                                fresh_config, shape_flags_given, wants_fresh, write_fresh)
+
 SNIPPET = """
 from py_engine.app import generate_session as s
 if args['hub']:
     info = await s.load_hub(args['hub'], args['endpoint'])
 else:
     info = await s.load(args['url'], args['name'])
+if args['expect']:      # --arch / --pattern against a model the host could not read first
+    from py_engine.models.arch import mismatch
+    problem = mismatch(s.current['model'].cfg, *args['expect'], source=args['hub'] or args['name'])
+    if problem:
+        s.unload()
+        raise ValueError(problem)
 if args['adapter']:
     info.update(await s.load_adapter(files=args['adapter']))
 out = {'model': info}
@@ -31,10 +40,11 @@ result = out
 
 def register(sub):
     p = sub.add_parser("run", help="generate text with the engine in headless Chromium")
-    p.add_argument("--model", default="default",
+    p.add_argument("--model",
                    help="an HF model folder, an MBJS .bin, a model name the server lists, or "
                         "a Hub repo org/name[@revision] read by the tab from --hub-endpoint "
-                        "(default: the embedded default model)")
+                        "(default: the embedded default model, or with --arch/--pattern a fresh "
+                        "random model)")
     p.add_argument("--hub-endpoint", metavar="URL",
                    help="where org/name models come from, in the Hub's URL layout (default: "
                         "$HF_ENDPOINT, else https://huggingface.co)")
@@ -49,7 +59,8 @@ def register(sub):
     p.add_argument("--top-k", type=int, default=0)
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--repetition-penalty", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="sampling seed; also the weights' seed of a fresh --arch/--pattern model")
     p.add_argument("--logits-out", metavar="FILE.npy",
                    help="write the prompt's logits, float32 [len, vocab]")
     p.add_argument("--adapter", metavar="DIR",
@@ -59,6 +70,7 @@ def register(sub):
                    help="feed the prompt through the recurrent step path one token at a time, "
                         "so --logits-out holds the step path's logits (any layer kind)")
     p.add_argument("--json", action="store_true", help="print one JSON object {ids, text, ...}")
+    add_fresh_model_options(p, "generate with")
     p.set_defaults(func=run)
 
 
@@ -77,6 +89,23 @@ def _adapter_files(folder, command="run"):
     return out
 
 
+def _fresh_model(args, log):
+    """(model_dirs, name, cleanup) of generate-bin's model for --arch/--pattern/--seed and the
+    shape flags, written to a temporary folder."""
+    import tempfile
+    from pathlib import Path
+    cfg = fresh_config(args)
+    tmp = tempfile.TemporaryDirectory(prefix="mambaweb-fresh-")
+    name = f"random-{args.family or 'hybrid'}"
+    try:
+        write_fresh(Path(tmp.name) / name, cfg, args.seed)
+    except BaseException:
+        tmp.cleanup()
+        raise
+    log(f"initialised {describe_fresh(cfg, args, args.seed)}")
+    return [Path(tmp.name)], name, tmp.cleanup
+
+
 def run(args):
     import numpy as np
     from tools.headless import headless_engine, worker_error_message
@@ -88,13 +117,38 @@ def run(args):
                 "top_p": args.top_p, "repetition_penalty": args.repetition_penalty,
                 "seed": args.seed}
     log = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
-    hub = hub_spec(args.model)
+    fresh = wants_fresh(args)
+    if not fresh:
+        args.model = args.model or "default"
+        extra = shape_flags_given(args)
+        if extra:
+            print(f"mambaweb run: {', '.join(extra)} shape a fresh --arch/--pattern model, not "
+                  f"--model {args.model}: drop them, or drop --model", file=sys.stderr)
+            return 2
+    hub = None if fresh else hub_spec(args.model)
     endpoint = (args.hub_endpoint or os.environ.get("HF_ENDPOINT") or "").strip() or None
-    if hub:
+    expect = None
+    if fresh:
+        try:
+            model_dirs, name, cleanup = _fresh_model(args, log)
+        except ValueError as e:
+            print(f"mambaweb run: {e}", file=sys.stderr)
+            return 2
+    elif hub:
         log(f"opening {hub} from {endpoint or 'https://huggingface.co'} in the tab")
         model_dirs, name, cleanup = None, hub, lambda: None
     else:
         model_dirs, name, cleanup = resolve_model(args.model, log)
+    if not fresh and (args.family or args.pattern):
+        if model_dirs:      # a local folder or MBJS file: checked before the browser starts
+            try:
+                check_local_model(model_dirs[0] / name, args, args.model)
+            except ValueError as e:
+                cleanup()
+                print(f"mambaweb run: {e}", file=sys.stderr)
+                return 2
+        else:               # a served name or a Hub repo: the tab checks what it loaded
+            expect = [args.family, args.pattern]
     try:
         # not the generate page ("/"): it loads its default model on boot, racing ours
         with headless_engine(model_dirs=model_dirs, use_hf_cache=model_dirs is None,
@@ -105,7 +159,7 @@ def run(args):
                               prompt=args.prompt, ids=ids,
                               max_new=args.max_new_tokens, sampling=sampling,
                               logits_out=bool(args.logits_out), stepwise=args.stepwise,
-                              adapter=_adapter_files(args.adapter))
+                              adapter=_adapter_files(args.adapter), expect=expect)
             except Exception as e:  # the engine's message names what went wrong
                 print(f"mambaweb run: {worker_error_message(e)}", file=sys.stderr)
                 return 1

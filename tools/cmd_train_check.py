@@ -12,10 +12,17 @@ printing one JSON line per step ({"step", "loss", "grad_norm"}: the loss each st
 starts from, so step 1's is the loss the gradients belong to).
 Compare with torch: loss.backward() / torch.optim.AdamW(lr, betas, eps, weight_decay) with
 the same decay groups.
+Without --model, --arch/--pattern (and the shape flags, --seed) make a fresh random model as
+generate-bin does, written to OUT/start first: the weights those gradients belong to.
 """
 import json
 import sys
 from pathlib import Path
+
+from tools.arch_options import (add_fresh_model_options, check_local_model, describe_fresh,
+                                fresh_config, shape_flags_given, wants_fresh, write_fresh)
+
+START = "start"      # OUT/start: a fresh --arch/--pattern model's starting weights
 
 LOAD = """
 from py_engine.models.mamba import MambaModel
@@ -53,7 +60,8 @@ def register(subparsers):
                             "with PyTorch",
         description=__doc__.split("\n\n")[1] if "\n\n" in __doc__ else None,
         formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="HF model folder (config.json + safetensors)")
+    p.add_argument("--model", help="HF model folder (config.json + safetensors); or leave it "
+                                   "out and give --arch/--pattern for a fresh random model")
     p.add_argument("--ids", required=True, help="token ids [B, T], an int64 .npy file")
     p.add_argument("--out", required=True, help="folder for grads.safetensors, params.safetensors")
     p.add_argument("--labels", help="optional labels [B, T] (.npy, -100 = no target); default: "
@@ -63,6 +71,9 @@ def register(subparsers):
     p.add_argument("--betas", default="0.9,0.95")
     p.add_argument("--eps", type=float, default=1e-8)
     p.add_argument("--weight-decay", type=float, default=0.1)
+    p.add_argument("--seed", type=int, default=0,
+                   help="weights' seed of a fresh --arch/--pattern model (as generate-bin's)")
+    add_fresh_model_options(p, "check")
     p.set_defaults(func=run)
 
 
@@ -103,13 +114,29 @@ def run(args):
     from tools.convert_host import write_safetensors
     from tools.headless import headless_engine
 
-    model_dir = Path(args.model).resolve()
     out = Path(args.out)
     try:
+        if wants_fresh(args):
+            # kept in OUT/start: the weights the gradients belong to, for the torch side
+            fresh = fresh_config(args)
+            model_dir = write_fresh(out / START, fresh, args.seed).resolve()
+            print(f"wrote {describe_fresh(fresh, args, args.seed)} to {out / START}",
+                  file=sys.stderr)
+        elif args.model is None:
+            raise ValueError("give --model (an HF model folder) or --arch/--pattern (a fresh "
+                             "random model)")
+        else:
+            extra = shape_flags_given(args)
+            if extra:
+                raise ValueError(f"{', '.join(extra)} shape a fresh --arch/--pattern model, not "
+                                 f"--model {args.model}: drop them, or drop --model")
+            model_dir = Path(args.model).resolve()
         cfg_path = model_dir / "config.json"
         if not cfg_path.is_file():
             raise ValueError(f"--model {args.model}: no config.json (not an HF model folder)")
         cfg = MambaConfig.from_hf_dict(json.loads(cfg_path.read_text()), str(cfg_path))
+        if args.model is not None:
+            check_local_model(model_dir, args, f"--model {args.model}")
         ids = _load_ids(args.ids)
         if ids.min() < 0 or ids.max() >= cfg.vocab_size:
             raise ValueError(f"--ids: token ids must lie in [0, {cfg.vocab_size}) for this "

@@ -232,9 +232,11 @@ def is_mbjs(path):
 
 
 def convert(src, dst, dtype=None, shards=None, max_shard_bytes=None, drop_untied_head=False,
-            mbjs_version=None, hints=None, log=print):
+            mbjs_version=None, hints=None, log=print, expect=None):
     """SRC (HF or mamba_ssm folder, or MBJS file) -> DST (HF folder, or MBJS file when it ends
-    in .bin), as convert_plan plans it. Returns the config written."""
+    in .bin), as convert_plan plans it. Returns the config written.
+    expect: (arch, pattern) the source must be (py_engine/models/arch.mismatch), else nothing
+    is written and ValueError says both."""
     src, dst = Path(src), Path(dst)
     io = HostIO()
     if src.is_file():
@@ -247,6 +249,11 @@ def convert(src, dst, dtype=None, shards=None, max_shard_bytes=None, drop_untied
     if target == "hf" and src.is_dir() and dst.resolve() == src.resolve():
         raise ValueError(f"{dst}: destination is the source folder")
     source = sync(convert_plan.inspect(entries, io, hints))
+    if expect and any(expect):
+        from py_engine.models.arch import mismatch
+        problem = mismatch(source.cfg, *expect, source=str(src))
+        if problem:
+            raise ValueError(problem)
     options = {"drop_untied_head": drop_untied_head, "mbjs_version": mbjs_version,
                "shards": shards, "max_shard_bytes": max_shard_bytes}
     plan = sync(convert_plan.plan(source, target, dtype, options, io))
@@ -297,7 +304,8 @@ def write_mbjs(dst, cfg, get, dtype="f32", version=None):
     """Write an MBJS file from HF-named float32 tensors, get(hf name) -> array (an untied
     head is left out: MBJS ties it). Returns the file size."""
     io = HostIO()
-    names = [h for _, _, h, hs, _ in hf_names.mbjs_plan(cfg) if hs is not None]
+    names = [part for e in hf_names.mbjs_plan(cfg) if e[3] is not None
+             for part, _, _, _ in hf_names.mbjs_parts(e)]
     source = _tensor_source(io, cfg, get, names)
     plan = sync(convert_plan.plan(source, "mbjs", dtype, {"mbjs_version": version,
                                                           "drop_untied_head": True}))

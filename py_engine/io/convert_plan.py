@@ -221,7 +221,7 @@ async def inspect(entries, io, hints=None):
 def _mbjs_refusal(cfg, base, dtype="f32", drop_untied_head=False):
     """Why an HF model cannot become MBJS (a message naming the way out), or None."""
     try:
-        hf_names.mbjs_plan(cfg)           # refuses other than Mamba-1/-3 layers by kind
+        hf_names.mbjs_plan(cfg)           # refuses other than Mamba-1/-3/attention by kind
     except ValueError as e:
         return f"{base}: {e}."
     if cfg.is_falcon:
@@ -527,19 +527,23 @@ def _hf_to_mbjs(source, dtype, options):
     numels = [_numel(mshape) for _, mshape, _, _, _ in entries]
     head = mbjs.build_header(numels, mbjs.layer_type_names(cfg), version)
     ops = [_b64(head)]
-    for (mname, mshape, hname, hshape, how), n in zip(entries, numels):
+    for entry, n in zip(entries, numels):
+        mname, mshape, hname, hshape, how = entry
         if hshape is None:
             ops.append({"op": "zeros", "n": n * width, "label": mname})
             continue
-        f, t = source.infos[hname]
-        ops.append(_tensor_op(f, t.start, t.end, t.dtype, out_dt, hname,
-                              flip=tuple(mshape) if how == "flip" else None))
+        for part, _, _, _ in hf_names.mbjs_parts(entry):     # "rows": q | k | v in turn
+            f, t = source.infos[part]
+            ops.append(_tensor_op(f, t.start, t.end, t.dtype, out_dt, part,
+                                  flip=tuple(mshape) if how == "flip" else None))
     ops.append({"op": "crc_trailer"})
     size = len(head) + sum(numels) * width + mbjs.TRAILER_BYTES
-    absent = sorted({h.split(".mixer.")[-1] for _, _, h, hs, how in entries
+    absent = sorted({hf_names.mbjs_label(h) for _, _, h, hs, how in entries
                      if hs is None and how == "bias"})
     if absent:
         notes.append("wrote zeros for " + ", ".join(absent) + " (absent in HF, present in MBJS)")
+    if "attention" in cfg.layers:
+        notes.append(_attention_mbjs_note(cfg))
     if "mamba3" in cfg.layers:
         notes.extend(_mamba3_mbjs_notes(cfg))
     else:
@@ -549,6 +553,15 @@ def _hf_to_mbjs(source, dtype, options):
             "notes": notes,
             "summary": f"HF {source.base} ({_describe(cfg)}, {'/'.join(source.dtypes)}) -> "
                        f"MBJS v{version} {dtype} {name} ({size} bytes, CRC trailer)"}
+
+
+def _attention_mbjs_note(cfg):
+    """What an MBJS attention layer (npm's AttentionBlock order) keeps and what it cannot."""
+    return (f"attention layers written as MBJS layer type 3 in the npm AttentionBlock's "
+            f"parameter order (wQKV = q|k|v rows, bQKV, wO, bO, normWeight); MBJS does not store "
+            f"the head count ({cfg.attention_heads}): give it back when reading (a config.json "
+            f"beside the file, or mambaweb convert --attention-heads {cfg.attention_heads}); "
+            + mbjs.ATTENTION_NPM_FORWARD)
 
 
 def _mamba3_mbjs_notes(cfg):
@@ -571,6 +584,14 @@ def mbjs_tensor_ops(source, st):
     out = []
     for idx, entry in enumerate(source.plan):
         mname, mshape, hname, hshape, how = entry
+        if isinstance(hname, tuple):       # npm's wQKV / bQKV: one HF tensor per row block
+            for part, pshape, a, b in hf_names.mbjs_parts(entry):
+                sub = (mname, (mshape[0] // len(hname),) + tuple(mshape[1:]), part, pshape,
+                       how)
+                start = lay.offsets[idx] + a * DTYPE_SIZES[in_dt]
+                end = lay.offsets[idx] + b * DTYPE_SIZES[in_dt]
+                out.append((sub, _tensor_op(source.file, start, end, in_dt, st, part)))
+            continue
         start = lay.offsets[idx]
         end = start + lay.numels[idx] * DTYPE_SIZES[in_dt]
         out.append((entry, _tensor_op(source.file, start, end, in_dt, st, hname,
@@ -590,7 +611,15 @@ async def _mbjs_to_hf(source, dtype, options, io):
     bias_nonzero = {}
     for (idx, e), m in zip(absent, maxabs):
         if float(m):
-            bias_nonzero.setdefault(e[2].split(".mixer.")[-1], (e[2], float(m)))
+            label = hf_names.mbjs_label(e[2])
+            bias_nonzero.setdefault(label, (e[0] if isinstance(e[2], tuple) else e[2],
+                                            float(m)))
+    if "q|k|v_proj.bias" in bias_nonzero and not cfg.attention_qkv_bias:
+        cfg.attention_qkv_bias = True
+        notes.append("attention bQKV is nonzero: set attention_qkv_bias=true")
+    if "o_proj.bias" in bias_nonzero and not cfg.attention_out_bias:
+        cfg.attention_out_bias = True
+        notes.append("attention bO is nonzero: set attention_out_bias=true")
     if "x_proj.bias" in bias_nonzero:
         name, nz = bias_nonzero["x_proj.bias"]
         raise ValueError(f"{source.file.path}: {name} is nonzero (max |b| {nz:g}); HF Mamba's "
@@ -610,8 +639,9 @@ async def _mbjs_to_hf(source, dtype, options, io):
     for n, shape in want.items():      # use_bias/use_conv_bias forced on by a hint: zeros
         ops.setdefault(n, {"op": "zeros", "n": _numel(shape) * DTYPE_SIZES[st], "label": n})
     outputs = _hf_outputs(cfg, st, ops, options)
-    dropped = sorted({e[2].split(".mixer.")[-1] for e in source.plan
-                      if e[2] not in want and e[4] != "absent"})
+    dropped = sorted({hf_names.mbjs_label(e[2]) for e in source.plan
+                      if not any(part in want for part, _, _, _ in hf_names.mbjs_parts(e))
+                      and e[4] != "absent"})
     if dropped:
         notes.append("dropped all-zero " + ", ".join(dropped) + " (HF config has no such bias)")
     if "mamba3" in cfg.layers:
@@ -622,6 +652,12 @@ async def _mbjs_to_hf(source, dtype, options, io):
                      "head tied to the embedding")
     else:
         notes.append("reversed conv taps into PyTorch conv1d order; head tied to the embedding")
+        if "attention" in cfg.layers:
+            notes.append(f"attention layers (MBJS type 3, the npm AttentionBlock's order): "
+                         f"{cfg.attention_heads} heads of {cfg.attention_head_dim} channels (the "
+                         "head count is not in the file; it came from the hints); written with "
+                         "mambaweb's HF-style names (config.json layers), which transformers "
+                         "has no class for; " + mbjs.ATTENTION_NPM_FORWARD)
         notes.append(f"layer_norm_epsilon {cfg.layer_norm_epsilon} (MBJS does not store it; "
                      "npm's engine uses 1e-6: to match, set it on the convert page, give "
                      "--layer-norm-epsilon, or bring a config.json with the MBJS file)")
@@ -696,6 +732,12 @@ def _hints(options):
                 hints[key] = float(value)
             except (TypeError, ValueError):
                 raise ValueError(f"{what} {value!r} is not a number") from None
+    value = (options or {}).get("attention_heads")
+    if value not in (None, ""):
+        try:
+            hints["attention_heads"] = int(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"attention heads {value!r} is not a whole number") from None
     return hints
 
 

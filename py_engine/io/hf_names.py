@@ -182,10 +182,98 @@ MBJS_MAMBA3_PARAMS = (
 )
 
 
+# MBJS attention layer (type 3): the npm engine's AttentionBlock.parameters() order
+# (@seanhogg/builderforce-memory-engine 2026.7.14, src/model/attention_block.ts lines 308-329),
+# each mapped onto HF's tensors as its documented data flow (lines 8-16) and its linear kernel
+# (Y = X W^T + b, W [out, in] row-major, src/kernels/linear_projection.ts) define them:
+#   wQKV [3D, D]   rows q | k | v: q_proj, k_proj, v_proj.weight stacked  ("rows")
+#   bQKV [3D]      q | k | v biases (zeros where HF has none)              ("rows" / "bias")
+#   wO [D, D]      o_proj.weight; bO [D] o_proj.bias (zeros where none);  normWeight [D] the
+#                  layer's pre-norm. With hasFfn npm appends wFfn1, bFfn1, wFfn2, bFfn2
+#                  (9 parameters): no layer kind here computes that FFN (refused by name).
+# npm's block has one K/V head per query head and heads x head_dim = d_model (wQKV is
+# [3*d_model, d_model]), no rotary embedding, and stores no head count (a reader needs it).
+# A mamba_ssm-layout attention (fused in_proj rows q | k | v) is wQKV as it is ("copy").
+# "rows" entries name a tuple of HF tensors; mbjs_parts splits them.
+MBJS_ATTENTION_PARAMS = ("wQKV", "bQKV", "wO", "bO", "normWeight")
+
+
+def mbjs_attention_problem(cfg, i):
+    """Why attention layer i cannot be an npm AttentionBlock, or None."""
+    H, KVH, Dh, D = (cfg.attention_heads, cfg.attention_kv_heads, cfg.attention_head_dim,
+                     cfg.hidden_size)
+    if KVH != H:
+        return (f"layer {i} is attention with {KVH} key/value heads for {H} query heads "
+                "(grouped-query), and the npm engine's AttentionBlock has one per query head "
+                "(wQKV [3*d_model, d_model])")
+    if H * Dh != D:
+        return (f"layer {i} is attention with {H} heads x head_dim {Dh} = {H * Dh}, and the npm "
+                f"engine's AttentionBlock needs heads x head_dim = d_model ({D})")
+    if cfg.attention_rope:
+        return (f"layer {i} is attention with a rotary position embedding, which the npm "
+                "engine's AttentionBlock does not have")
+    return None
+
+
+def _mbjs_attention(cfg, i, hf, p):
+    D = cfg.hidden_size
+    m = p + "mixer."
+    if cfg.checkpoint_layout == "mamba_ssm":
+        qkv, qkv_b, o, o_b = ((m + "in_proj.weight"), (m + "in_proj.bias"),
+                              (m + "out_proj.weight"), (m + "out_proj.bias"))
+        w_how = "copy"
+    else:
+        qkv = tuple(m + f"{r}_proj.weight" for r in "qkv")
+        qkv_b = tuple(m + f"{r}_proj.bias" for r in "qkv")
+        o, o_b = m + "o_proj.weight", m + "o_proj.bias"
+        w_how = "rows"
+
+    def shape(name):
+        if isinstance(name, tuple):
+            shapes = [hf.get(n) for n in name]
+            return None if None in shapes else tuple(shapes)
+        return hf.get(name)
+    b_how = w_how if shape(qkv_b) else "bias"
+    return [(f"layer{i}.wQKV", (3 * D, D), qkv, shape(qkv), w_how),
+            (f"layer{i}.bQKV", (3 * D,), qkv_b, shape(qkv_b), b_how),
+            (f"layer{i}.wO", (D, D), o, shape(o), "copy"),
+            (f"layer{i}.bO", (D,), o_b, shape(o_b), "copy" if shape(o_b) else "bias"),
+            (f"layer{i}.normWeight", (D,), p + "norm.weight", hf[p + "norm.weight"], "copy")]
+
+
+def mbjs_parts(entry):
+    """[(hf name, hf shape or None, start, end)] of one mbjs_plan entry: the element range
+    [start, end) of the MBJS tensor each HF tensor is. A "rows" entry (npm's wQKV / bQKV) is its
+    HF tensors' rows stacked in order, in equal parts."""
+    mname, mshape, hname, hshape, how = entry
+    n = 1
+    for d in mshape:
+        n *= d
+    if not isinstance(hname, tuple):
+        return [(hname, hshape, 0, n)]
+    k = len(hname)
+    part = n // k
+    shapes = hshape or (None,) * k
+    return [(h, s, j * part, (j + 1) * part) for j, (h, s) in enumerate(zip(hname, shapes))]
+
+
+def mbjs_label(hname):
+    """The mixer-relative name(s) of an entry's HF tensor(s), for notes: 'q|k|v_proj.bias'."""
+    if isinstance(hname, tuple):
+        rels = [h.split(".mixer.")[-1] for h in hname]
+        tail = rels[0].split("_", 1)[-1] if all("_" in r for r in rels) else None
+        if tail and all(r.endswith("_" + tail) for r in rels):
+            return "|".join(r[:-len(tail) - 1] for r in rels) + "_" + tail
+        return "|".join(rels)
+    return hname.split(".mixer.")[-1]
+
+
 def _mbjs_layer(cfg, i):
     """[(mbjs name, mbjs shape, hf name, hf shape or None, transform)] of layer i."""
     hf = layer_tensors(cfg, i)
     p = f"{LAYER_PREFIX}{i}."
+    if cfg.layers[i] == "attention":
+        return _mbjs_attention(cfg, i, hf, p)
     if cfg.layers[i] == "mamba1":
         shapes = dict(mbjs_mamba1_shapes(cfg))
         return [(f"layer{i}.{m}", shapes[m], p + suffix, hf.get(p + suffix), how)
@@ -205,7 +293,6 @@ def mbjs_plan(cfg):
     where the HF model has no such tensor under `cfg`: a Mamba-1 "bias" MBJS writes as zeros, or
     a Mamba-3 tensor the model does not have ("absent", numel 0).
     """
-    from py_engine.io.mbjs import ATTENTION_NOT_MAPPED
     if cfg.virtual_layers:
         raise ValueError(f"this model has virtual layers ({len(cfg.virtual_layers)} logical over "
                          f"{cfg.num_hidden_layers} physical, config.json mambaweb_virtual_layers)"
@@ -213,11 +300,16 @@ def mbjs_plan(cfg):
                          "schedule); keep it as HF safetensors")
     for i, kind in enumerate(cfg.layers):
         if kind == "attention":
-            raise ValueError(f"layer {i} is attention, which MBJS cannot carry: the npm engine's "
-                             f"AttentionBlock {ATTENTION_NOT_MAPPED}")
-        if kind not in ("mamba1", "mamba3"):
-            raise ValueError(f"layer {i} is {kind!r}: MBJS conversion covers Mamba-1 and "
-                             "Mamba-3 layers only; keep this model in HF safetensors")
+            problem = mbjs_attention_problem(cfg, i)
+            if problem:
+                raise ValueError(problem + "; keep this model in HF safetensors")
+            if "mamba3" in cfg.layers:
+                raise ValueError(f"layer {i} is attention in a Mamba-3 model: MBJS carries "
+                                 "attention next to Mamba-1 layers only (the npm engine has no "
+                                 "state-spaces Mamba-3); keep this model in HF safetensors")
+        elif kind not in ("mamba1", "mamba3"):
+            raise ValueError(f"layer {i} is {kind!r}: MBJS conversion covers Mamba-1, Mamba-3 "
+                             "and attention layers only; keep this model in HF safetensors")
     hf = expected_tensors(cfg)
     plan = [("embedding", (cfg.vocab_size, cfg.hidden_size), EMBED, hf[EMBED], "copy")]
     for i in range(cfg.num_hidden_layers):

@@ -23,8 +23,11 @@ Parameter order (HybridMambaModel.parameters()): embedding [V, D], each layer's 
 final norm [D]. No LM head: it is tied to the embedding. A Mamba-1 layer has 13 parameters,
 listed in py_engine/io/hf_names.MBJS_MAMBA1_PARAMS; one of ours (Mamba-3) has 13 too, listed in
 hf_names.MBJS_MAMBA3_PARAMS (the MIMO and output-norm tensors with numel 0 where the model has
-none). MBJS stores no config: dimensions are inferred from the numel list (infer_config); what
-the numels cannot say comes from hints (Mamba-3: A_floor, chunk_size; see _mamba3_config).
+none); an attention layer (npm's AttentionBlock without its FFN) has 5, wQKV, bQKV, wO, bO,
+normWeight (hf_names.MBJS_ATTENTION_PARAMS; next to Mamba-1 layers, as this engine's attention
+with one K/V head per query head). MBJS stores no config: dimensions are inferred from the
+numel list (infer_config); what the numels cannot say comes from hints (Mamba-3: A_floor,
+chunk_size, see _mamba3_config; attention: attention_heads, see _attention_kwargs).
 
 Pure stdlib: this module is imported inside Pyodide. Big data never passes through here: the
 caller streams bytes; parse functions take a prefix + the file size.
@@ -47,18 +50,29 @@ OUR_MAMBA3_TYPES = {"mambaweb-mamba3": True, "mambaweb-mamba3-softplus": False}
 ID_TO_LAYER_TYPE = {v: k for k, v in LAYER_TYPE_IDS.items()}
 VERSION_DTYPE = {1: "f32", 2: "f32", 3: "f16"}
 DTYPE_BYTES = {"f32": 4, "f16": 2}
-# Why MBJS attention layers (type 3) map to nothing here, in either direction. npm's
-# AttentionBlock (src/model/attention_block.ts, 2026.7.14) stores wQKV [3D, D], bQKV [3D],
-# wO [D, D], bO [D], normWeight [D] (+ wFfn1, bFfn1, wFfn2, bFfn2 with hasFfn), but its forward
-# takes Q, K and V as the first, second and third THIRD of the whole [tokens, 3D] projection
-# buffer (copyBufferToBuffer at 0, M*D, 2*M*D), not as the q|k|v columns of each token; the
-# head count is not stored; its FFN has no pre-norm and a plain silu. No weights make that
-# compute causal attention, so a converted file would silently change the model's outputs.
-ATTENTION_NOT_MAPPED = (
-    "its forward splits Q, K and V as contiguous thirds of the whole [tokens, 3*d_model] "
-    "projection buffer instead of each token's q|k|v columns, and MBJS stores no head count, so "
-    "no attention layer here computes what it computes; keep hybrid models as HF safetensors "
-    "(or mamba_ssm checkpoints)")
+# MBJS attention layers (type 3) are the npm engine's AttentionBlock (src/model/
+# attention_block.ts, 2026.7.14): its parameters() (lines 308-329) list wQKV [3D, D], bQKV [3D],
+# wO [D, D], bO [D], normWeight [D] (+ wFfn1, bFfn1, wFfn2, bFfn2 with hasFfn), and its header
+# (lines 8-16) says what they compute: pre-norm, q | k | v = wQKV rows, H heads of D/H channels,
+# causal softmax(q.k / sqrt(dh)) v, wO, residual -- this engine's attention layer with one K/V
+# head per query head and no rotary embedding (hf_names.MBJS_ATTENTION_PARAMS maps them).
+# What does not map, said by name: the head count (npm does not store it: a reader needs
+# attention_heads), the FFN of hasFfn (linear -> SiLU -> linear with biases inside the block,
+# no pre-norm: no layer kind here computes it), grouped-query heads, RoPE, and npm's Mamba-2 /
+# Mamba-3 blocks next to it. npm's own forward does not compute its documented attention: it
+# takes Q, K and V as contiguous thirds of the whole [tokens, 3D] projection buffer (lines
+# 192-201, copyBufferToBuffer at 0, M*D, 2*M*D) rather than each token's q | k | v columns, and
+# its attention kernel (src/kernels/attention.ts) calls workgroupBarrier in non-uniform control
+# flow, so the npm engine cannot run a type-3 layer; the file format is what interoperates.
+ATTENTION_NPM_FORWARD = (
+    "the npm engine's own AttentionBlock.forward splits Q, K and V as contiguous thirds of the "
+    "[tokens, 3*d_model] projection buffer (attention_block.ts lines 192-201) and its attention "
+    "kernel does not compile, so only this engine computes the attention these weights define")
+ATTENTION_FFN_NOT_MAPPED = (
+    "an AttentionBlock with hasFfn (9 parameters: wFfn1, bFfn1, wFfn2, bFfn2 after the "
+    "attention: linear -> SiLU -> linear with biases, inside the block, without a pre-norm), and "
+    "no layer kind here computes that FFN; only attention layers without hasFfn (5 parameters) "
+    "convert")
 # Parameters per layer in npm's blocks. Attention has 5, or 9 with its FFN (hasFfn).
 LAYER_PARAM_COUNTS = {"mamba1": 13, "mamba2": 9, "npm-mamba3": 9, "mambaweb-mamba3": 13,
                       "mambaweb-mamba3-softplus": 13}
@@ -313,14 +327,21 @@ def infer_config(layout, hints=None):
                              "gate z (in_proj [x|B|C|dt]); transformers' and state-spaces' "
                              "Mamba-2 gate with silu(z), so its weights cannot be converted. "
                              "Train a Mamba-2 here and keep it as HF safetensors")
-        if kind == "attention":
-            raise ValueError(f"{f}: layer {i} is the npm engine's AttentionBlock ({ATTENTION_NOT_MAPPED})")
+        if kind == "attention" and len(layers[i][1]) != ATTENTION_PARAM_COUNTS[0]:
+            raise ValueError(f"{f}: layer {i} is {ATTENTION_FFN_NOT_MAPPED}")
         if kind == "npm-mamba3":
             raise ValueError(f"{f}: layer {i} is {NPM_MAMBA3_NOT_MAPPED}")
+    attention = _attention_kwargs(f, layers, D, hints)
     if any(kind in OUR_MAMBA3_TYPES for kind, _ in layers):
+        if attention:
+            first = next(i for i, (kind, _) in enumerate(layers) if kind == "attention")
+            raise ValueError(f"{f}: layer {first} is attention in a Mamba-3 model; MBJS "
+                             "attention converts next to Mamba-1 layers only")
         return _mamba3_config(f, layers, V, D, hints)
     dims = None
-    for i, (_, n) in enumerate(layers):
+    for i, (kind, n) in enumerate(layers):
+        if kind == "attention":
+            continue
         d = _mamba1_dims(f, i, n, D)
         if dims is not None and d != dims:
             raise ValueError(f"{f}: layer {i} dimensions {d} differ from layer 0 {dims}; "
@@ -340,8 +361,46 @@ def infer_config(layout, hints=None):
     known = set(MambaConfig.__dataclass_fields__)
     kwargs = {k: v for k, v in hints.items() if k in known}
     kwargs.update(found)
-    kwargs.update(tie_word_embeddings=True, layers=["mamba1"] * len(layers))
+    kwargs.update(attention)
+    # no bias unless the data says so (convert_plan reads the MBJS biases: all zero -> none)
+    kwargs.update(tie_word_embeddings=True, attention_qkv_bias=False, attention_out_bias=False,
+                  layers=["attention" if kind == "attention" else "mamba1"
+                          for kind, _ in layers])
     return MambaConfig(**kwargs)
+
+
+def _attention_kwargs(f, layers, D, hints):
+    """MambaConfig fields of the schedule's npm attention layers ({} without any): numels
+    checked, the head count from the hints (MBJS does not store it)."""
+    idx = [i for i, (kind, _) in enumerate(layers) if kind == "attention"]
+    if not idx:
+        return {}
+    for i in idx:
+        n = layers[i][1]
+        want = [3 * D * D, 3 * D, D * D, D, D]
+        for name, got, exp in zip(("wQKV", "bQKV", "wO", "bO", "normWeight"), n, want):
+            if got != exp:
+                raise ValueError(f"{f}: numel mismatch: layer {i} (attention) {name} has {got}, "
+                                 f"expected {exp} (d_model {D})")
+    H = hints.get("attention_heads")
+    if not H:
+        raise ValueError(f"{f}: layer {idx[0]} is attention and MBJS does not store its head "
+                         "count: give attention_heads (a config.json beside the file, or "
+                         "mambaweb convert --attention-heads N)")
+    H = int(H)
+    if D % H:
+        raise ValueError(f"{f}: attention_heads {H} does not divide d_model {D}; the npm "
+                         "engine's AttentionBlock has heads x head_dim = d_model")
+    found = {"attention_heads": H, "attention_kv_heads": H, "attention_head_dim": D // H}
+    for key, value in found.items():
+        if hints.get(key) not in (None, 0, value):
+            raise ValueError(f"{f}: hint {key}={hints[key]} disagrees with the file's npm "
+                             f"attention layers, which imply {key}={value} (one key/value head "
+                             "per query head, heads x head_dim = d_model)")
+    if hints.get("attention_rope"):
+        raise ValueError(f"{f}: hint attention_rope=true, but the npm engine's attention layers "
+                         "have no rotary position embedding")
+    return {**found, "attention_rope": False}
 
 
 def _mamba1_dims(f, i, n, D):

@@ -165,9 +165,13 @@ async def mbjs_parts(model):
     plan = hf_names.mbjs_plan(cfg)
     numels = [_prod(mshape) for _, mshape, _, _, _ in plan]
     parts = [("bytes", mbjs.build_header(numels, mbjs.layer_type_names(cfg), version=2))]
-    for mname, mshape, hname, hshape, how in plan:
+    for entry in plan:
+        mname, mshape, hname, hshape, how = entry
         if hshape is None:                       # bias the HF model does not have
             parts.append(("bytes", bytes(4 * _prod(mshape))))
+        elif how == "rows":                      # npm attention wQKV / bQKV: q | k | v rows
+            for part, _, _, _ in hf_names.mbjs_parts(entry):
+                parts.extend(("gpu", t) for t in hf[part][1])
         elif how == "flip":
             I, K = mshape
             (t,) = hf[hname][1]

@@ -108,3 +108,36 @@ def test_generated_mamba3_runs_as_the_reference_says(tmp_path):
         assert p.returncode == 0, p.stderr
         got = np.load(tmp_path / out)
         assert np.abs(got - ref).max() <= 1e-4 * max(1.0, np.abs(ref).max()), flag
+
+
+def test_run_a_fresh_hybrid_schedule_without_a_checkpoint(tmp_path):
+    """`run --arch hybrid --pattern M*M- --seed S` (no --model): generate-bin's model for those
+    flags, written to a temp folder. --stepwise gives the parallel path's logits (<= 1e-4) over a
+    prompt longer than one attention tile, and both equal transformers' NemotronH on the
+    generate-bin folder of the same flags."""
+    flags = ["--arch", "hybrid", "--pattern", "M*M-", "--size", "tiny", "--d-model", "32",
+             "--vocab-size", "64", "--seed", "5"]
+    ids = [(7 * i + 3) % 64 for i in range(40)]
+    got = {}
+    for flag in (None, "--stepwise"):
+        out = tmp_path / f"{flag or 'parallel'}.npy"
+        p = run_cli(*flags, "--ids", ",".join(map(str, ids)), "--max-new-tokens", "3", "--json",
+                    "--logits-out", str(out), *([flag] if flag else []))
+        assert p.returncode == 0, p.stderr
+        assert "fresh random hybrid model" in p.stderr
+        report = json.loads(p.stdout)
+        assert report["model"]["model_type"] == "nemotron_h" and len(report["ids"]) == 3
+        got[flag] = np.load(out)
+    assert got[None].shape == (len(ids), 64)
+    assert np.abs(got["--stepwise"] - got[None]).max() <= 1e-4
+    import torch
+    import transformers
+    gen = subprocess.run(MAMBAWEB + ["generate-bin", *flags, "--out", str(tmp_path / "g")],
+                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert gen.returncode == 0, gen.stderr
+    model = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "g"),
+                                                              dtype=torch.float32).eval()
+    with torch.no_grad():
+        ref = model(torch.tensor([ids])).logits[0].numpy()
+    assert np.abs(ref).max() > 0.1                       # not a trivially small comparison
+    assert np.abs(got[None] - ref).max() <= 1e-4

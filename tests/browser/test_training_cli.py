@@ -105,11 +105,11 @@ def test_pretrain_cli_trains_a_mamba2_that_transformers_loads(tmp_path):
     assert type(model).__name__ == "Mamba2ForCausalLM" and model.config.hidden_size == 32
     with torch.no_grad():
         assert torch.isfinite(model(torch.tensor([[1, 2, 3]])).logits).all()
-    # WSLA trains Mamba-2's B/C rows (tests/browser/test_finetune_modes.py); Mamba-3's is
-    # refused by name
+    # WSLA trains Mamba-2's and Mamba-3's B/C rows (tests/browser/test_finetune_modes.py,
+    # tests/unit/test_mamba3_lora_native.py); a bidirectional model's is refused by name
     r = mambaweb("pretrain", "--corpus", corpus, "--family", "mamba3", "--size", "tiny",
-                 "--wsla", "--steps", 1, "--out", tmp_path / "w")
-    assert r.returncode == 2 and "WSLA" in r.stderr and "Mamba-1 layers only" in r.stderr
+                 "--bidi", "mean", "--wsla", "--steps", 1, "--out", tmp_path / "w")
+    assert r.returncode == 2 and "WSLA is not defined for bidirectional layers" in r.stderr
 
 
 def test_pretrain_cli_trains_a_seeds_style_hybrid(tmp_path):
@@ -207,3 +207,56 @@ def test_finetune_cli_qlora_on_a_q4_base(tmp_path):
         r = mambaweb("finetune", "--model", TINY, "--data", data, "--out", tmp_path / "x",
                      "--weights", "q4", flag)
         assert r.returncode == 2 and "--weights q4" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_train_check_a_fresh_hybrid_against_torch(tmp_path):
+    """`train-check --arch hybrid --pattern M*M-` without --model: generate-bin's model for the
+    flags (kept in OUT/start) trains in the tab with transformers' NemotronH gradients
+    (<= 1e-4 x scale; the tied embedding's holds its LM-head part too) and torch AdamW's steps."""
+    import torch
+    import transformers
+
+    from py_engine.io.layouts import internal_name
+    ids = np.random.RandomState(3).randint(0, 64, size=(2, 37)).astype(np.int64)
+    np.save(tmp_path / "ids.npy", ids)
+    out = tmp_path / "out"
+    r = mambaweb("train-check", "--arch", "hybrid", "--pattern", "M*M-", "--size", "tiny",
+                 "--d-model", 32, "--vocab-size", 64, "--seed", 2, "--ids", tmp_path / "ids.npy",
+                 "--out", out, "--steps", 3, "--lr", "1e-2", "--betas", "0.9,0.95",
+                 "--eps", "1e-8", "--weight-decay", "0.1")
+    assert r.returncode == 0, r.stderr[-3000:]
+    steps = [json.loads(l) for l in r.stdout.splitlines() if l.startswith("{")]
+    model = transformers.AutoModelForCausalLM.from_pretrained(str(out / "start"),
+                                                              dtype=torch.float32)
+    assert type(model).__name__ == "NemotronHForCausalLM"
+    emb = model.get_input_embeddings().weight
+    assert torch.equal(model.lm_head.weight, emb)
+    model.lm_head.weight = emb                 # tie as the engine does (transformers does not)
+    model.train()
+    params = dict(model.named_parameters())
+    tids = torch.from_numpy(ids)
+    loss = model(input_ids=tids, labels=tids, use_cache=False).loss
+    loss.backward()
+    grads = load_file(out / "grads.safetensors")
+    assert {internal_name(k) for k in params} == set(grads)
+    for k, p in params.items():
+        ref = p.grad.numpy()
+        scale = max(np.abs(ref).max(), 1e-12)
+        assert np.abs(grads[internal_name(k)] - ref).max() <= 1e-4 * scale, k
+    decay = [p for p in params.values() if p.dim() == 2]
+    rest = [p for p in params.values() if p.dim() != 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1},
+                             {"params": rest, "weight_decay": 0.0}],
+                            lr=1e-2, betas=(0.9, 0.95), eps=1e-8, foreach=False)
+    losses = []
+    for _ in range(3):
+        opt.zero_grad()
+        loss = model(input_ids=tids, labels=tids, use_cache=False).loss
+        losses.append(loss.item())
+        loss.backward()
+        opt.step()
+    np.testing.assert_allclose([s["loss"] for s in steps], losses, rtol=1e-4)
+    after = load_file(out / "params.safetensors")
+    for k, p in params.items():
+        err = np.abs(after[internal_name(k)] - p.detach().numpy())
+        assert err.max() <= 0.01 * 3 * 1e-2 and np.median(err) <= 1e-6, k

@@ -172,10 +172,13 @@ def test_reference_ssm_mixers_equal_transformers():
         assert torch.abs(out - ref[0]).max() < 1e-6, (name, float(torch.abs(out - ref[0]).max()))
 
 
-def test_mbjs_refuses_attention_layers_by_name():
+def test_mbjs_refuses_grouped_query_attention_by_name():
+    """MBJS attention is npm's AttentionBlock (tests/unit/test_mbjs_attention.py): one K/V head
+    per query head, and no head count in the file."""
     cfg = MambaConfig.from_hf_dict(_conf("m1-attn-untied"))
-    with pytest.raises(ValueError, match="layer 0 is attention, which MBJS cannot carry: the npm "
-                                         "engine's AttentionBlock its forward splits Q, K and V"):
+    with pytest.raises(ValueError, match="layer 0 is attention with 1 key/value heads for 2 query "
+                                         "heads \\(grouped-query\\), and the npm engine's "
+                                         "AttentionBlock has one per query head"):
         hf_names.mbjs_plan(cfg)
     D = 8
     attn5 = [3 * D * D, 3 * D, D * D, D, D]
@@ -183,8 +186,8 @@ def test_mbjs_refuses_attention_layers_by_name():
     head = mbjs.build_header(numels, ["attention"], 2)
     size = len(head) + 4 * sum(numels)
     layout = mbjs.parse_header(head + b"\0" * (size - len(head)), size, "a.bin")
-    with pytest.raises(ValueError, match="a.bin: layer 0 is the npm engine's AttentionBlock "
-                                         r"\(its forward splits Q, K and V as contiguous thirds"):
+    with pytest.raises(ValueError, match="a.bin: layer 0 is attention and MBJS does not store "
+                                         "its head count: give attention_heads"):
         mbjs.infer_config(layout, {"attention_ffn": False})
 
 
