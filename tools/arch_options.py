@@ -5,7 +5,7 @@ an alias).
 Without --model, `--arch A [--pattern P]` is a freshly initialised model of that schedule: the
 one initialiser of generate-bin (tools/init_weights.py over py_engine/train/init.plan), the same
 flags giving the same bytes (fresh_model == generate-bin --format hf --dtype f32). With --model,
---arch / --pattern check the checkpoint's own schedule (py_engine/models/arch.mismatch) and a
+--arch / --pattern check the checkpoint's own schedule (py_engine/app/arch.mismatch) and a
 mismatch is refused in one sentence naming both.
 """
 import json
@@ -88,7 +88,7 @@ def describe_fresh(cfg, args, seed):
 
 def check_local_model(folder, args, source):
     """Refuse (ValueError, one sentence) when the HF folder's config.json is not --arch/--pattern."""
-    from py_engine.models.arch import mismatch
+    from py_engine.app.arch import mismatch
     from py_engine.models.config import MambaConfig
     if args.family is None and args.pattern is None:
         return

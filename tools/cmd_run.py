@@ -18,7 +18,7 @@ if args['hub']:
 else:
     info = await s.load(args['url'], args['name'])
 if args['expect']:      # --arch / --pattern against a model the host could not read first
-    from py_engine.models.arch import mismatch
+    from py_engine.app.arch import mismatch
     problem = mismatch(s.current['model'].cfg, *args['expect'], source=args['hub'] or args['name'])
     if problem:
         s.unload()

@@ -235,7 +235,7 @@ def convert(src, dst, dtype=None, shards=None, max_shard_bytes=None, drop_untied
             mbjs_version=None, hints=None, log=print, expect=None):
     """SRC (HF or mamba_ssm folder, or MBJS file) -> DST (HF folder, or MBJS file when it ends
     in .bin), as convert_plan plans it. Returns the config written.
-    expect: (arch, pattern) the source must be (py_engine/models/arch.mismatch), else nothing
+    expect: (arch, pattern) the source must be (py_engine/app/arch.mismatch), else nothing
     is written and ValueError says both."""
     src, dst = Path(src), Path(dst)
     io = HostIO()
@@ -250,7 +250,7 @@ def convert(src, dst, dtype=None, shards=None, max_shard_bytes=None, drop_untied
         raise ValueError(f"{dst}: destination is the source folder")
     source = sync(convert_plan.inspect(entries, io, hints))
     if expect and any(expect):
-        from py_engine.models.arch import mismatch
+        from py_engine.app.arch import mismatch
         problem = mismatch(source.cfg, *expect, source=str(src))
         if problem:
             raise ValueError(problem)

@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from py_engine.models.arch import arch_of, mismatch, own_pattern
+from py_engine.app.arch import arch_of, mismatch, own_pattern
 from py_engine.models.config import MambaConfig
 from tests.conftest import REPO
 from tools import arch_options
