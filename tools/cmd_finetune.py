@@ -52,7 +52,7 @@ def register(subparsers):
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--full", action="store_true", help="train every weight, not a LoRA adapter")
     mode.add_argument("--wsla", action="store_true",
-                      help="train only the B/C projection rows (Mamba-1 x_proj, Mamba-2 in_proj); "
+                      help="train only the B/C projection rows (Mamba-1 x_proj, Mamba-2/3 in_proj); "
                            "writes the whole model")
     p.add_argument("--lora-r", type=int, default=8)
     p.add_argument("--lora-alpha", type=float, default=16.0)
@@ -60,7 +60,8 @@ def register(subparsers):
                    help="rank-stabilised LoRA: scale alpha/sqrt(r) instead of alpha/r "
                         "(PEFT's use_rslora)")
     p.add_argument("--lora-targets", help="comma-separated module names (default: in_proj and "
-                                          "the attention/MLP projections; out_proj on request)")
+                                          "the attention/MLP projections, Mamba-3's out_proj "
+                                          "too; other out_proj on request)")
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--seq-len", type=int, default=128)

@@ -254,9 +254,17 @@ class Mamba3:
             return " (config has is_outproj_norm=false)"
         return ""
 
+    # LoRA's default modules in this kind (py_engine/train/lora.py adds them to DEFAULT_TARGETS):
+    # mamba_ssm's Mamba3 calls both projections as modules (self.in_proj(u), self.out_proj(y)),
+    # so PEFT's adapters on them take effect there, and stock PEFT has no Mamba-3 model type to
+    # refuse out_proj for
+    lora_defaults = ("in_proj", "out_proj")
+
     @staticmethod
     def wsla_pieces(cfg):
-        raise ValueError("WSLA is defined for Mamba-1 layers only so far")
+        """WSLA trains the B and C projections alone: in_proj's B and C row blocks, each its
+        own GPU piece ([R*G*N, D]: MIMO's R ranks included), so no row mask is needed."""
+        return ("in_proj.weight#B", "in_proj.weight#C")
 
     @staticmethod
     def train_floats(cfg, Bsz, T):

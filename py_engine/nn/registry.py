@@ -11,6 +11,9 @@ A kind is a class (one per module in py_engine/nn/) that owns, for its layers:
                             tensor becomes GPU tensors (row blocks of fused weights)
   init_rule(cfg, rel, shape) -> (distribution, a, period) for py_engine/train/init.py
   hint(cfg, rel)            a config flag that explains an unexpected tensor, or ""
+  wsla_pieces(cfg)          the GPU pieces (or (piece, row0, row1)) WSLA trains: the B/C rows
+  lora_defaults             (optional) module names LoRA adapts by default in this kind on top
+                            of py_engine/train/lora.py's DEFAULT_TARGETS (Mamba-3: out_proj)
   State(device, cfg, Bsz)   its recurrent decode state: .tensors() GPU tensors, fixed order
   Mixer(cfg, weights, prefix) forward(ctx, h, residual, Bsz, T, state) -> new residual and
                             step(batch, h, residual, Bsz, state) (residual updated in place)

@@ -2,7 +2,8 @@
 `adapter_model.safetensors`), trained in the tab with the base frozen.
 
 For each targeted linear weight W [out, in] (default DEFAULT_TARGETS: Mamba in_proj, attention
-q/k/v/o, MLP up/down; out_proj on request):
+q/k/v/o, MLP up/down, plus what a layer kind's `lora_defaults` adds for its own layers: Mamba-3's
+out_proj; other out_proj on request):
     y = x W^T + b + s (x A^T) B^T,   A [r, in], B [out, r],   s = alpha / r  (rsLoRA: alpha/sqrt r)
 PEFT's init: A ~ kaiming_uniform(a=sqrt 5) = U(+-1/sqrt(in)), B = 0 (the adapter starts as a
 no-op). W may be split into GPU row pieces (a fused in_proj): B is held as the same row pieces,
@@ -34,6 +35,9 @@ PEFT_PREFIX = "base_model.model."
 # because its fused CUDA kernels read out_proj.weight directly and would skip the adapter. The
 # engine adapts out_proj exactly when asked (targets=(..., "out_proj")); such adapters load in
 # PEFT on transformers' torch path once that check is lifted (tests/browser/test_lora.py).
+# A layer kind may add its own defaults (`lora_defaults`): Mamba-3 (mamba_ssm's Mamba3, no
+# transformers class, so no refusal; its forward calls out_proj as a module) adapts in_proj and
+# out_proj (tests/unit/test_mamba3_lora_native.py).
 DEFAULT_TARGETS = ("in_proj", "q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj",
                    "fc1", "fc2")
 # layer kind -> {module name: the other families' names that select it} (see above)
@@ -64,10 +68,20 @@ def linear_weights(cfg):
 
 
 def _selected(path, kind, targets):
-    """PEFT's rule (the module's path is a target or ends with "." + target), or an alias."""
+    """PEFT's rule (the module's path is a target or ends with "." + target), or an alias;
+    with the default targets, also the modules the layer kind adapts by default."""
     leaf = path.rsplit(".", 1)[-1]
     aliases = ALIASES.get(kind, {}).get(leaf, ())
+    if tuple(targets) == DEFAULT_TARGETS and leaf in _kind_defaults(kind):
+        return True
     return any(path == t or path.endswith("." + t) or t in aliases for t in targets)
+
+
+def _kind_defaults(kind):
+    """Module names a layer kind adapts by default beyond DEFAULT_TARGETS (its
+    `lora_defaults`, py_engine/nn/registry.py)."""
+    from py_engine.nn import registry
+    return tuple(getattr(registry.get(kind), "lora_defaults", ()))
 
 
 def target_modules(cfg, targets=DEFAULT_TARGETS):

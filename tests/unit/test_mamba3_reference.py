@@ -110,6 +110,14 @@ def test_forward_equals_unrolled_step(name, init):
 # ---------------------------------------------------------------------------------------------------------
 # independent torch float64 implementation (complex rotation, heads looped, explicit group expansion)
 
+def _proj(p, name, v):
+    """v @ W^T of the mixer's `name` projection (in_proj / out_proj): through p[name] when the
+    caller passes the module itself (an nn.Linear, which PEFT may have wrapped with LoRA:
+    tests/unit/test_mamba3_lora_native.py), else with the matrix p[name + ".weight"]."""
+    module = p.get(name)
+    return module(v) if module is not None else v @ p[name + ".weight"].T
+
+
 def torch_mixer(p, cfg, u, st):
     d = cfg["d_model"]
     I = cfg["expand"] * d
@@ -117,8 +125,7 @@ def torch_mixer(p, cfg, u, st):
     H = I // P
     nrot = int(N * cfg["rope_fraction"]) // 2 * 2
     S = nrot // 2
-    W = p["in_proj.weight"]
-    proj = u @ W.T
+    proj = _proj(p, "in_proj", u)
     off = [0]
     for n in (I, I, G * N, G * N, H, H, H, S):
         off.append(off[-1] + n)
@@ -157,7 +164,7 @@ def torch_mixer(p, cfg, u, st):
             newS.append(Sh)
             ks.append(k)
         Sm, kp, vp = torch.stack(newS), torch.stack(ks), x[t].reshape(H, P)
-        outs.append(torch.cat(ys) @ p["out_proj.weight"].T)
+        outs.append(_proj(p, "out_proj", torch.cat(ys)))
     return torch.stack(outs), (phi, Sm, kp, vp)
 
 
@@ -167,7 +174,7 @@ def torch_mixer_mimo(p, cfg, u, st):
     I = cfg["expand"] * d
     H = I // P
     S = int(N * cfg["rope_fraction"]) // 2 * 2 // 2
-    proj = u @ p["in_proj.weight"].T
+    proj = _proj(p, "in_proj", u)
     off = [0]
     for n in (I, I, R * G * N, R * G * N, H, H, H, S):
         off.append(off[-1] + n)
@@ -214,14 +221,15 @@ def torch_mixer_mimo(p, cfg, u, st):
             vs.append(vr)
             ys.append(yh)
         Sm, kp, vp = torch.stack(newS), torch.stack(ks, 1), vs
-        outs.append(torch.cat(ys) @ p["out_proj.weight"].T)
+        outs.append(_proj(p, "out_proj", torch.cat(ys)))
     return torch.stack(outs), (phi, Sm, kp, x[-1].reshape(H, P))
 
 
 def torch_mixer_from_zero(p, cfg, u):
     """The torch mixer the config names (SISO or MIMO) over u [T, d_model] from the zero state
     -> [T, d_model]. cfg: mamba_ssm's ssm_cfg plus d_model; p: the mixer's tensors by relative
-    name (torch float64). The whole-LM references (tests/browser/test_mamba3_training.py,
+    name (torch float64), or the in_proj / out_proj modules under those names. The whole-LM
+    references (tests/browser/test_mamba3_training.py,
     tests/unit/test_bidirectional_native.py) build their layers on it."""
     d, P, N = cfg["d_model"], cfg["headdim"], cfg["d_state"]
     H = cfg["expand"] * d // P
