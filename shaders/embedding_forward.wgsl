@@ -11,8 +11,12 @@ fn embedding_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
   let d = gid.x;
   let t = gid.y;
   if (d >= p.dim || t >= p.tokens) { return; }
-  let id = ids[t];
+  let r = ids[t] - p.row0;
   var v = 0.0;
-  if (id < p.vocab) { v = src[id * p.dim + d]; }
+  if (r < p.vocab) {
+    v = src[r * p.dim + d];
+  } else if ((p.flags & 1u) != 0u) {
+    return;
+  }
   dst[t * p.dim + d] = v;
 }

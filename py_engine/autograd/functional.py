@@ -33,6 +33,13 @@ class Ctx:
                 self.tape.keep(t)
 
 
+def _blocks(w):
+    """[(r0, r1, Tensor)]: the row blocks of a weight held as RowChunks (py_engine/gpu/
+    row_chunks.py; each block is a parameter of its own), else the whole weight as one."""
+    from py_engine.gpu.row_chunks import RowChunks
+    return w.parts if isinstance(w, RowChunks) else [(0, w.shape[0], w)]
+
+
 def _param_grad(batch, tape, p, compute):
     """compute(out, accumulate) writes p's gradient: straight into its persistent buffer."""
     pg = tape.param_grad(p)
@@ -48,9 +55,10 @@ def embedding(ctx, ids, weight):
             g = tape.pop(y)
             if g is None:
                 return
-            pg = tape.param_grad(weight)
-            if pg is not None:
-                embedding_backward(batch, ids, g, pg)   # scatter-adds into pg
+            for r0, _, w in _blocks(weight):   # a table held as row blocks: each its own
+                pg = tape.param_grad(w)
+                if pg is not None:
+                    embedding_backward(batch, ids, g, pg, row0=r0)   # scatter-adds into pg
             g.release()
         ctx.tape.record(rule)
     return y
@@ -106,7 +114,15 @@ def linear(ctx, x, w, b=None):
 def _linear_grads(batch, tape, g, x, w, b):
     if tape.needs_grad(x):
         tape.accumulate(batch, x, linear_backward_input(batch, g, w))
-    _param_grad(batch, tape, w, lambda out, acc: linear_backward_weight(batch, g, x, out=out, accumulate=acc))
+    blocks = _blocks(w)
+    if blocks[0][2] is w:
+        _param_grad(batch, tape, w, lambda out, acc: linear_backward_weight(batch, g, x, out=out, accumulate=acc))
+    else:
+        from py_engine.ops import row_chunks
+        from py_engine.ops._common import rows_of
+        for r0, r1, part in blocks:
+            _param_grad(batch, tape, part, lambda out, acc, r0=r0, r1=r1: row_chunks.backward_weight(
+                batch, g, x, r0, r1, out, rows_of(g), accumulate=acc))
     if b is not None:
         _param_grad(batch, tape, b, lambda out, acc: linear_backward_bias(batch, g, out=out, accumulate=acc))
     ad = adapter_of(batch.device, w)

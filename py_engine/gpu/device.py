@@ -33,6 +33,15 @@ class Device:
         self.fail_allocations_over = None   # test hook: bytes of new buffers before "out of memory"
         self.dispatches_submitted = 0
         self.submits = 0
+        # test hook: bind at most this many bytes per storage binding (tests split a tiny
+        # model's embedding into row blocks as a 128 MiB-limit GPU splits a real one)
+        self.binding_cap = None
+
+    @property
+    def max_binding(self) -> int:
+        """The storage-binding limit in force: maxStorageBufferBindingSize, or binding_cap."""
+        lim = self.limits["maxStorageBufferBindingSize"]
+        return lim if self.binding_cap is None else min(lim, int(self.binding_cap))
 
     # -- buffers -------------------------------------------------------------------------
     def buffer(self, nbytes, usage=STORAGE_USAGE, label=None):
@@ -144,10 +153,11 @@ class Device:
                 raise GPUValidationError(
                     f"binding {i}: offset {off} is not a multiple of {self.align} bytes "
                     "(WebGPU would silently invalidate the whole command encoder)")
-            if size > self.limits["maxStorageBufferBindingSize"]:
+            if size > self.max_binding:
                 raise DeviceLimitError(
-                    f"binding {i}: {size / 2**20:.1f} MiB exceeds this GPU's "
-                    f"maxStorageBufferBindingSize ({self.limits['maxStorageBufferBindingSize'] / 2**20:.1f} MiB); "
+                    f"binding {i}: {size / 2**20:.1f} MiB ({size} bytes) exceeds this GPU's "
+                    f"maxStorageBufferBindingSize ({self.max_binding / 2**20:.1f} MiB, "
+                    f"{self.max_binding} bytes); "
                     "the tensor must be split into smaller bindings")
             if off + size > buf.size:
                 raise GPUValidationError(f"binding {i}: range {off}+{size} is past the end of "
@@ -178,7 +188,8 @@ class Device:
         forget the bind groups naming their buffers: the pool hands those buffers out again
         in another order, so groups cached for this owner would never be hit again and the
         cache would grow with every load/unload cycle."""
-        tensors = list(tensors)
+        from py_engine.gpu.row_chunks import flat
+        tensors = flat(tensors)          # a weight held as row blocks: each block
         self.forget_bindings([t.buffer for t in tensors if t.pooled and t.buffer is not None])
         for t in tensors:
             t.release()

@@ -18,6 +18,7 @@ Where the bytes come from is pluggable (py_engine.io.byte_sources):
 import time
 
 from py_engine.gpu.errors import GPUOutOfMemory, out_of_memory
+from py_engine.gpu.row_chunks import RowChunks
 from py_engine.gpu.tensor import Tensor
 from py_engine.io import gpu_layout
 from py_engine.io.hf_names import check_tensors, expected_tensors
@@ -116,15 +117,24 @@ async def load_from_source(device, source, progress=None, weights_format="f32", 
     copy of the whole model never exists at once. A format the device cannot run is refused
     before any byte is read. `report` (a dict) receives what was read: weight_files,
     file_dtypes (the checkpoint's dtypes), weight_bytes and gpu_bytes_by_format, for a model
-    card; `on_plan(report)` is called with it once the headers are read, before any weight."""
-    from py_engine.io.weight_formats import check_device_format
+    card; `on_plan(report)` is called with it once the headers are read, before any weight.
+
+    A piece larger than one GPU binding (the embedding of a 50k vocabulary on a 128 MiB-binding
+    GPU) is held as row blocks (py_engine/gpu/row_chunks.py); what cannot fit at all is refused
+    here, by name and with the numbers, before any weight byte is read."""
+    from py_engine.io.weight_formats import check_device_format, gpu_bytes_by_format
+    from py_engine.gpu.row_chunks import binding_limit, limit_phrase
     check_device_format(device, weights_format)
     cfg, infos, plan = await read_plan(source)
+    wanted = expected_tensors(cfg)
+    shapes = {name: t.shape for name, (_, t) in infos.items() if name in wanted}
+    blocks = gpu_layout.plan_blocks(cfg, shapes, binding_limit(device), limit_phrase(device))
+    if blocks:       # each block is padded on its own in the packed formats
+        plan = dict(plan, gpu_bytes_by_format=gpu_bytes_by_format(cfg, shapes, blocks))
     if report is not None:
         report.update(plan)
     if on_plan is not None:
         on_plan(plan)
-    wanted = expected_tensors(cfg)
     weights = {}
     need = plan["gpu_bytes_by_format"].get(weights_format)
     what = f"loading the weights of {source.where('')}" + (
@@ -133,7 +143,7 @@ async def load_from_source(device, source, progress=None, weights_format="f32", 
     try:
         try:
             await _stream(device, source, cfg, {k: v for k, v in infos.items() if k in wanted},
-                          weights, progress, weights_format)
+                          weights, progress, weights_format, blocks)
         except BaseException:
             # an out-of-memory explains whatever failed after it; other scoped errors do not
             problem = await device.close_allocation_scope(what)
@@ -188,7 +198,8 @@ def _as_source(source):
     return source
 
 
-async def _stream(device, source, cfg, infos, weights, progress, weights_format="f32"):
+async def _stream(device, source, cfg, infos, weights, progress, weights_format="f32",
+                  blocks=None):
     # Plan: per file, tensors in file order, grouped into chunks of contiguous ranges.
     by_file = {}
     for name, (f, t) in infos.items():
@@ -204,7 +215,7 @@ async def _stream(device, source, cfg, infos, weights, progress, weights_format=
                 chunk.append(t)
                 continue
             if chunk:
-                names = await _load_chunk(device, source, f, cfg, chunk, weights)
+                names = await _load_chunk(device, source, f, cfg, chunk, weights, blocks or {})
                 narrow_weights(device, cfg, weights, weights_format, names)
                 done_bytes += max(t.end for t in chunk) - chunk[0].start
                 done_tensors += len(chunk)
@@ -215,35 +226,50 @@ async def _stream(device, source, cfg, infos, weights, progress, weights_format=
             chunk = [t] if t is not None else []
 
 
-async def _load_chunk(device, source, f, cfg, chunk, weights):
+async def _load_chunk(device, source, f, cfg, chunk, weights, blocks):
     """Read one chunk's tensors into new GPU tensors in `weights`; returns their piece names.
-    Staging buffers are released even when the read fails (nothing half-allocated is left)."""
+    Staging buffers are released even when the read fails (nothing half-allocated is left).
+    A piece named in `blocks` lands as row blocks (RowChunks), one target per block."""
     staged = []      # (dtype, raw u32 staging tensor, f32 destination): released here
     try:
-        return await _fill_chunk(device, source, f, cfg, chunk, weights, staged)
+        return await _fill_chunk(device, source, f, cfg, chunk, weights, staged, blocks)
     finally:
         for _, raw, _ in staged:
             raw.release()   # queue order makes reuse by a later chunk's write safe
 
 
-async def _fill_chunk(device, source, f, cfg, chunk, weights, staged):
+async def _fill_chunk(device, source, f, cfg, chunk, weights, staged, blocks):
     # max: in a torch .bin a view may start after its base tensor yet end before it
     start, end = chunk[0].start, max(t.end for t in chunk)
     targets, names = [], []
     for t in chunk:
         row_bytes = t.nbytes // t.shape[0] if t.shape else t.nbytes
         for piece, r0, r1, shape in gpu_layout.pieces(cfg, t.name, t.shape):
-            dst = Tensor(device, shape)
-            weights[piece] = dst
-            names.append(piece)
-            a = t.start - start + r0 * row_bytes
-            b = t.start - start + r1 * row_bytes
-            if t.dtype == "F32":
-                targets.append((dst.buffer, dst.offset, a, b))
+            if piece in blocks:
+                parts = []
+                try:
+                    for b0, b1 in blocks[piece]:
+                        parts.append((b0, b1, Tensor(device, (b1 - b0,) + tuple(shape[1:]))))
+                except BaseException:
+                    for _, _, made in parts:
+                        made.release()
+                    raise
+                weights[piece] = RowChunks(device, shape, parts, piece)
+                dsts = [(r0 + b0, r0 + b1, dst) for b0, b1, dst in parts]
             else:
-                raw = Tensor(device, ((b - a + 3) // 4,), "u32")
-                staged.append((t.dtype, raw, dst))
-                targets.append((raw.buffer, raw.offset, a, b))
+                dst = Tensor(device, shape)
+                weights[piece] = dst
+                dsts = [(r0, r1, dst)]
+            names.append(piece)
+            for q0, q1, dst in dsts:
+                a = t.start - start + q0 * row_bytes
+                b = t.start - start + q1 * row_bytes
+                if t.dtype == "F32":
+                    targets.append((dst.buffer, dst.offset, a, b))
+                else:
+                    raw = Tensor(device, ((b - a + 3) // 4,), "u32")
+                    staged.append((t.dtype, raw, dst))
+                    targets.append((raw.buffer, raw.offset, a, b))
     await source.read_to_buffers(device, f, start, end, targets)
     if staged:
         batch = device.batch()

@@ -35,11 +35,15 @@ def narrow_weights(device, cfg, weights, fmt, names=None):
     done = []
     if fmt == "f32":
         return done
+    from py_engine.gpu.row_chunks import RowChunks
     batch = device.batch()
     for name in list(names if names is not None else weights):
         t = weights[name]
         if t.dtype == "f32" and narrowable(cfg, name, t.shape, fmt):
-            weights[name] = weight_format.quantize(batch, t, fmt)
+            if isinstance(t, RowChunks):      # row blocks: each block on its own
+                weights[name] = t.map(lambda part: weight_format.quantize(batch, part, fmt))
+            else:
+                weights[name] = weight_format.quantize(batch, t, fmt)
             done.append((name, t))
     batch.submit()
     for _, t in done:
@@ -113,21 +117,25 @@ def check_device_format(device, fmt):
         raise ValueError(problem[0].upper() + problem[1:])
 
 
-def gpu_bytes(cfg, shapes, fmt):
+def gpu_bytes(cfg, shapes, fmt, blocks=None):
     """Bytes the weights take on the GPU when loaded as `fmt`: `shapes` {HF tensor name: shape}
     of the tensors the model uses, split into GPU pieces as the loader splits them
     (py_engine/io/gpu_layout.py), each narrow where narrow_weights would make it narrow.
-    Equals format_summary(weights)["gpu_bytes"] of the loaded model."""
+    Equals format_summary(weights)["gpu_bytes"] of the loaded model. `blocks` {piece: [(r0,
+    r1)]}: pieces held as row blocks (gpu_layout.plan_blocks), each block padded on its own."""
     from py_engine.gpu.tensor import storage_bytes
     from py_engine.io import gpu_layout
     weight_format.check_format(fmt)
     total = 0
     for name, shape in shapes.items():
         for piece, _, _, pshape in gpu_layout.pieces(cfg, name, tuple(shape)):
-            total += storage_bytes(pshape, fmt if narrowable(cfg, piece, pshape, fmt) else "f32")
+            pfmt = fmt if narrowable(cfg, piece, pshape, fmt) else "f32"
+            rows = (blocks or {}).get(piece) or [(0, pshape[0] if pshape else 1)]
+            total += sum(storage_bytes((r1 - r0,) + tuple(pshape[1:]) if pshape else pshape, pfmt)
+                         for r0, r1 in rows)
     return total
 
 
-def gpu_bytes_by_format(cfg, shapes):
+def gpu_bytes_by_format(cfg, shapes, blocks=None):
     """{format: GPU bytes} for every format (py_engine/ops/weight_format.FORMATS)."""
-    return {fmt: gpu_bytes(cfg, shapes, fmt) for fmt in weight_format.FORMATS}
+    return {fmt: gpu_bytes(cfg, shapes, fmt, blocks) for fmt in weight_format.FORMATS}

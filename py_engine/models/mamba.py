@@ -175,6 +175,7 @@ class MambaModel:
         (inference), the sequences continue from it and leave their final state there."""
         cfg = self.cfg
         T = ids.numel // Bsz
+        self._check_logits(Bsz if last_only and T > 1 else Bsz * T)
         if state is not None:
             for layer in state.layers:
                 layer.tokens_seen = state.tokens_seen
@@ -196,6 +197,19 @@ class MambaModel:
             position.advance(ctx.batch, state.pos, T)
             state.tokens_seen += T
         return logits
+
+    def _check_logits(self, rows):
+        """Refuse, before recording anything, logits [rows, V] larger than one GPU binding
+        (the LM head's weight may be split into row blocks; its output is one tensor)."""
+        from py_engine.gpu.errors import DeviceLimitError
+        from py_engine.gpu.row_chunks import binding_limit, limit_phrase, size_text
+        V = self.lm_head.shape[0]
+        limit = binding_limit(self.device)
+        if rows * V * 4 > limit:
+            raise DeviceLimitError(
+                f"the logits of {rows} tokens x {V} vocabulary take {size_text(rows * V * 4)}, "
+                f"more than {limit_phrase(self.device, limit)}: run at most "
+                f"{limit // (4 * V)} tokens per pass (a shorter sequence or a smaller batch)")
 
     def _last_rows(self, ctx, x, Bsz, T):
         """Copy row T-1 of each sequence of x [Bsz*T, D] into a new [Bsz, D] tensor (buffer

@@ -4,7 +4,8 @@ gradient: shaders/linear_backward.wgsl).
   forward : y[M,N] = x[M,K] @ W[N,K]^T + b[N]
   backward: dx[M,K] = dy[M,N] @ W[N,K];  dW[N,K] = dy^T @ x;  db[N] = sum_rows dy
 """
-from py_engine.ops._common import ACCUMULATE, ADD_BIAS, dummy, out_like, params, rows_of
+from py_engine.gpu.tensor import Tensor
+from py_engine.ops._common import ACCUMULATE, ADD_BIAS, dummy, fold, out_like, params, rows_of
 from py_engine.ops import weight_format
 from py_engine.ops.lora import adapter_of, branch_forward
 from py_engine.ops.loop_budget import ALIGN_ROWS, shifted, spans, window_len
@@ -46,6 +47,75 @@ def _matvec_constants(dev):
     return {"THREADS": n}
 
 
+def _tiled_ok(dev):
+    """The shared-memory tiled GEMM (shaders/matmul_tiled.wgsl) on real GPUs; software adapters
+    keep the register-only kernel, which is faster there (barriers cost 15-30x on SwiftShader).
+    `device.force_tiled_matmul` (tests on SwiftShader / lavapipe) takes it anyway;
+    MAMBAWEB_MATMUL=classic turns it off (experiments)."""
+    forced = getattr(dev, "force_tiled_matmul", None)
+    if forced is not None:
+        return bool(forced)
+    import os
+    if os.environ.get("MAMBAWEB_MATMUL", "tiled") == "classic":
+        return False
+    return not dev.info.get("is_fallback")
+
+
+# 128x128 tiles when both sides of C have at least this many rows/columns, else 64x64; too few
+# tiles are made up by split-K. Measured on an H200 (tools/sweep_matmul.py, mamba-1.4b prefill
+# shapes at 1024 tokens): 128 + split-K beat 64 on every product, e.g. out_proj 1277 vs 1568 us.
+BIG_TILE_MIN_SIDE = 65
+SPLIT_TARGET_GROUPS = 264  # split K until C's tiles x slices reach this (2 per SM on an H200)
+SPLIT_K = 16               # matmul_tiled.wgsl's flag: write slice partials
+TILED_PASSES_PER_K = 8    # loop passes of the busiest thread per k (generous: ~2.5 counted)
+
+
+def _split_count(dev, M, N, K, groups):
+    """Slices of K run side by side (split-K) when C has too few tiles to fill a real GPU:
+    enough that groups * S reaches SPLIT_TARGET_GROUPS, each slice at least 256 deep, at most
+    8, and the partials [S, M, N] within one binding."""
+    if groups >= SPLIT_TARGET_GROUPS or K < 512 or dev.info.get("is_fallback") and \
+            not getattr(dev, "force_split_k", False):
+        return 1
+    s = min(8, -(-SPLIT_TARGET_GROUPS // groups), K // 256)
+    limit = getattr(dev, "limits", {}).get("maxStorageBufferBindingSize", 1 << 27)
+    while s > 1 and s * M * N * 4 > limit:
+        s -= 1
+    return max(1, s)
+
+
+def _matmul_tiled(batch, a, b, c, M, N, K, strides, bias_res, flags):
+    dev = batch.device
+    sa0, sa1, sb0, sb1 = strides
+    bm = 128 if min(M, N) >= BIG_TILE_MIN_SIDE else 64
+    entry = f"matmul_tiled_{bm}"
+    groups = (-(-M // bm)) * (-(-N // bm))
+    S = _split_count(dev, M, N, K, groups)
+    if S > 1:
+        ks = -(-K // S)
+        ks += -ks % 16                        # whole staging steps per slice
+        S = -(-K // ks)
+        part = Tensor(dev, (S * M * N,))
+        u = dev.uniform(params(M, N, K, SPLIT_K, sa0, sa1, sb0, sb1, ks))
+        batch.run("matmul_tiled", entry, [u, a.binding, b.binding, dummy(dev), part.binding],
+                  -(-N // bm), -(-M // bm), S)
+        u = dev.uniform(params(M, N, S, flags, 0, 0, 0, 0, 0))
+        gx, gy = fold(-(-(M * N) // 256))
+        batch.run("matmul_tiled", "matmul_split_reduce",
+                  [u, part.binding, dummy(dev), bias_res, c.binding], gx, gy)
+        part.release()                    # reused only after this product in queue order
+        return
+    # lavapipe's loop-pass cap (ops/loop_budget.py) when the kernel is forced there: windows of K
+    kspans = spans(K, window_len(TILED_PASSES_PER_K, fixed=64, align=ALIGN_ROWS)) \
+        if dev.info.get("is_fallback") else [(0, K)]
+    for k0, kn in kspans:
+        f = flags if k0 == 0 else (flags & ~ADD_BIAS) | ACCUMULATE
+        u = dev.uniform(params(M, N, kn, f, sa0, sa1, sb0, sb1, kn))
+        batch.run("matmul_tiled", entry,
+                  [u, shifted(a.binding, 4 * k0 * sa1), shifted(b.binding, 4 * k0 * sb0),
+                   bias_res, c.binding], -(-N // bm), -(-M // bm))
+
+
 def matmul(batch, a, b, c, M, N, K, strides, bias=None, accumulate=False):
     """C[M,N] (+)= A @ B (+ bias) with A[i,k] = a[i*sa0 + k*sa1], B[k,j] = b[k*sb0 + j*sb1]."""
     dev = batch.device
@@ -79,6 +149,9 @@ def matmul(batch, a, b, c, M, N, K, strides, bias=None, accumulate=False):
                   constants=_matvec_constants(dev))
         return
     bias_res = bias.binding if bias is not None else dummy(dev)
+    if _tiled_ok(dev):
+        _matmul_tiled(batch, a, b, c, M, N, K, strides, bias_res, flags)
+        return
     # One thread walks all of K: past the loop-pass budget (lavapipe; ops/loop_budget.py) the
     # sum runs as windows of K, each added into C (the bias with the first).
     for k0, kn in spans(K, window_len(1, fixed=32, align=ALIGN_ROWS)):
@@ -89,6 +162,17 @@ def matmul(batch, a, b, c, M, N, K, strides, bias=None, accumulate=False):
                    bias_res, c.binding], -(-N // TILE), -(-M // TILE))
 
 
+def _split(w):
+    """Whether `w` is held as row blocks (py_engine/gpu/row_chunks.py)."""
+    from py_engine.gpu.row_chunks import RowChunks
+    return isinstance(w, RowChunks)
+
+
+def _chunks():
+    from py_engine.ops import row_chunks
+    return row_chunks
+
+
 def raw_linear(batch, x, w, b=None, out=None):
     """x @ w^T + b, never an adapter (LoRA's own A and B products)."""
     N, K = w.shape
@@ -96,6 +180,8 @@ def raw_linear(batch, x, w, b=None, out=None):
         raise ValueError(f"linear: x has last dim {x.shape[-1]}, weight expects {K}")
     M = rows_of(x)
     y = out_like(batch.device, tuple(x.shape[:-1]) + (N,), out)
+    if _split(w):                 # the LM head of a vocabulary past one binding
+        return _chunks().linear(batch, x, w, y, M, bias=b)
     matmul(batch, x, w, y, M, N, K, (K, 1, 1, K), bias=b)
     return y
 
@@ -115,7 +201,10 @@ def linear_accumulate(batch, x, w, out, bias=None):
     """out += x @ w^T + bias (+ the LoRA branch): the residual add of out_proj-like layers."""
     N, K = w.shape
     M = rows_of(x)
-    matmul(batch, x, w, out, M, N, K, (K, 1, 1, K), bias=bias, accumulate=True)
+    if _split(w):
+        _chunks().linear(batch, x, w, out, M, bias=bias, accumulate=True)
+    else:
+        matmul(batch, x, w, out, M, N, K, (K, 1, 1, K), bias=bias, accumulate=True)
     ad = adapter_of(batch.device, w)
     if ad is not None:
         branch_forward(batch, x, ad, out, M)
@@ -126,6 +215,8 @@ def linear_backward_input(batch, dy, w, out=None, accumulate=False):
     N, K = w.shape
     M = rows_of(dy)
     dx = out_like(batch.device, tuple(dy.shape[:-1]) + (K,), out)
+    if _split(w):
+        return _chunks().backward_input(batch, dy, w, dx, M, accumulate=accumulate)
     matmul(batch, dy, w, dx, M, K, N, (N, 1, K, 1), accumulate=accumulate)
     return dx
 
@@ -161,7 +252,7 @@ def linear_multi(batch, x, weights):
     M = rows_of(x)
     outs = [out_like(dev, tuple(x.shape[:-1]) + (w.shape[0],)) for w in weights]
     if (M > MATVEC_MAX_M or not _matvec_ok(dev) or len(weights) > 3
-            or any(adapter_of(dev, w) is not None for w in weights)
+            or any(adapter_of(dev, w) is not None or _split(w) for w in weights)
             or len({w.dtype for w in weights}) > 1):
         for w, y in zip(weights, outs):
             linear_forward(batch, x, w, out=y)

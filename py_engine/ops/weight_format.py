@@ -55,8 +55,11 @@ def quantize(batch, w, fmt):
     return q
 
 
-def dequantize(batch, w, ids=None, out=None):
-    """f32 copy of narrow `w` [N, K]: all rows, or rows ids[t] (u32 [T]) as [T, K]."""
+def dequantize(batch, w, ids=None, out=None, block=None):
+    """f32 copy of narrow `w` [N, K]: all rows, or rows ids[t] (u32 [T]) as [T, K].
+    block (r0, first): `w` is the row block [r0, r0 + N) of a split table
+    (py_engine/gpu/row_chunks.py) and out row t gets W[ids[t]] only when this block holds it;
+    otherwise zeros for the first block, nothing for the others."""
     dev = batch.device
     N, K = w.shape
     if w.dtype == "f32":
@@ -68,7 +71,10 @@ def dequantize(batch, w, ids=None, out=None):
         rows = min(MAX_GROUPS, T - row0)
         if ids is not None and row0:
             raise ValueError(f"embedding lookup of {T} tokens at once: at most {MAX_GROUPS}")
-        u = dev.uniform(params(rows, K, N, 1 if ids is not None else 0, row0, 0, 0, 0))
+        flags, base = (1 if ids is not None else 0), row0
+        if block is not None:           # ids only (a gather), T <= MAX_GROUPS: row0 is 0
+            flags, base = flags | 2 | (4 if block[1] else 0), block[0]
+        u = dev.uniform(params(rows, K, N, flags, base, 0, 0, 0))
         out_binding = y.binding if row0 == 0 else _row_slice(y, row0, rows, K)
         batch.run("dequant", f"dequant_{w.dtype}",
                   [u, w.binding, ids.binding if ids is not None else dummy(dev), out_binding],

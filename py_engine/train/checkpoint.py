@@ -84,11 +84,13 @@ async def parts_opfs(device, parts, path, crc_trailer=False):
 # --- HF export ----------------------------------------------------------------------------
 
 def hf_tensor_parts(model):
-    """{HF name: (shape, [GPU piece tensors in row order])} of the model's weights."""
+    """{HF name: (shape, [GPU piece tensors in row order])} of the model's weights (a piece
+    held as row blocks, py_engine/gpu/row_chunks.py, gives its blocks)."""
+    from py_engine.gpu.row_chunks import flat
     cfg = model.cfg
     out = {}
     for name, shape in hf_names.expected_tensors(cfg).items():
-        pieces = [model.weights[p] for p, _, _, _ in gpu_layout.pieces(cfg, name, shape)]
+        pieces = flat(model.weights[p] for p, _, _, _ in gpu_layout.pieces(cfg, name, shape))
         out[name] = (tuple(shape), pieces)
     return out
 
@@ -198,11 +200,27 @@ def state_parts(trainer, meta):
     (JSON-able dict, stored under __metadata__["mambaweb.state"])."""
     model = trainer.model
     tensors = {n: (s, [("gpu", t) for t in pcs]) for n, (s, pcs) in hf_tensor_parts(model).items()}
-    for piece, m in trainer.opt.m.items():
-        tensors[M_PREFIX + piece] = (m.shape, [("gpu", m)])
-        tensors[V_PREFIX + piece] = (m.shape, [("gpu", trainer.opt.v[piece])])
+    tensors.update(moment_parts(trainer.opt))
     meta = dict(meta, version=STATE_VERSION)
     return safetensors_parts(tensors, {"format": "pt", STATE_KEY: json.dumps(meta)})
+
+
+def moment_parts(opt):
+    """{optimizer.exp_avg[_sq]/<piece>: (shape, parts)} of AdamW `opt`; the moments of a piece
+    trained as row blocks (Trainer.blocks, kept as opt.blocks) are stored whole, in row order,
+    so the file does not depend on the GPU's binding limit."""
+    blocks = getattr(opt, "blocks", None) or {}
+    grouped = {}
+    for name, m in opt.m.items():
+        piece, r0, _ = blocks.get(name, (name, 0, 0))
+        grouped.setdefault(piece, []).append((r0, m, opt.v[name]))
+    out = {}
+    for piece, items in grouped.items():
+        items.sort(key=lambda e: e[0])
+        shape = (sum(m.shape[0] for _, m, _ in items),) + tuple(items[0][1].shape[1:])
+        out[M_PREFIX + piece] = (shape, [("gpu", m) for _, m, _ in items])
+        out[V_PREFIX + piece] = (shape, [("gpu", v) for _, _, v in items])
+    return out
 
 
 class StateFile:
@@ -268,14 +286,30 @@ class StateFile:
         device.write(tensor.buffer, await self.read(a, b), tensor.offset)
 
     async def load_weights(self, device, cfg):
-        """{piece: Tensor} of the stored weights (released again on any error)."""
+        """{piece: Tensor} of the stored weights (released again on any error); a piece larger
+        than one GPU binding is held as row blocks (py_engine/gpu/row_chunks.py)."""
+        from py_engine.gpu.row_chunks import RowChunks, binding_limit, limit_phrase
         from py_engine.gpu.tensor import Tensor
         hf_names.check_tensors(cfg, {n: t.shape for n, t in self.tensors.items()
                                      if not n.startswith(("optimizer.",))}, "training state")
+        expected = hf_names.expected_tensors(cfg)
+        blocks = gpu_layout.plan_blocks(cfg, expected, binding_limit(device),
+                                        limit_phrase(device))
         weights = {}
         try:
-            for name, shape in hf_names.expected_tensors(cfg).items():
+            for name, shape in expected.items():
                 for piece, r0, r1, pshape in gpu_layout.pieces(cfg, name, shape):
+                    if piece in blocks:
+                        parts = []
+                        for b0, b1 in blocks[piece]:
+                            t = Tensor(device, (b1 - b0,) + tuple(pshape[1:]))
+                            parts.append((b0, b1, t))
+                            weights[f"{piece}#rows{b0}"] = t       # released on error
+                            await self.write_tensor(device, name, (r0 + b0, r0 + b1), t)
+                        for b0, _, _ in parts:
+                            del weights[f"{piece}#rows{b0}"]
+                        weights[piece] = RowChunks(device, pshape, parts, piece)
+                        continue
                     t = Tensor(device, pshape)
                     weights[piece] = t
                     await self.write_tensor(device, name, (r0, r1), t)
@@ -286,13 +320,16 @@ class StateFile:
         return weights
 
     async def load_moments(self, device, opt):
-        for piece, m in opt.m.items():
-            for prefix, t in ((M_PREFIX, m), (V_PREFIX, opt.v[piece])):
+        blocks = getattr(opt, "blocks", None) or {}
+        for name, m in opt.m.items():
+            piece, r0, r1 = blocks.get(name, (name, 0, None))    # row blocks: their rows
+            for prefix, t in ((M_PREFIX, m), (V_PREFIX, opt.v[name])):
                 info = self.tensors.get(prefix + piece)
                 if info is None:
                     raise ValueError(f"training state has no optimizer moment for {piece} (was "
                                      "it saved with a different WSLA setting?)")
-                await self.write_tensor(device, prefix + piece, (0, info.shape[0]), t)
+                await self.write_tensor(device, prefix + piece,
+                                        (r0, info.shape[0] if r1 is None else r1), t)
 
 
 def _py_bytes(x):

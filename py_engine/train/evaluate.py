@@ -148,7 +148,8 @@ class Evaluator:
                              f"has {V} ids: use the tokenizer this model was trained with")
         self.model, self.ids, self.T = model, ids, int(seq_len)
         self.owns_model = owns_model
-        limit = model.device.limits["maxStorageBufferBindingSize"]
+        from py_engine.gpu.row_chunks import binding_limit
+        limit = binding_limit(model.device)     # a test's Device.binding_cap included
         self.batch_size = int(batch_size) if batch_size else default_batch_size(self.T, V, limit)
         if self.batch_size < 1:
             raise ValueError(f"batch size {batch_size}: at least 1 window per batch")

@@ -6,7 +6,8 @@ is the mean cross-entropy over non-ignored targets. Gradient accumulation adds m
 gradients (each scaled by 1/accum) before one optimizer step.
 WSLA (the seeds' fast local adaptation): only the pieces each layer kind names as its
 selective projection train (Mamba-1: x_proj's B and C rows); nothing else gets gradient
-buffers or optimizer moments. A kind may name rows of a piece instead (Mamba-2: rows
+buffers or optimizer moments (Mamba-3: in_proj's B and C row blocks, GPU pieces of their
+own, MIMO's ranks included). A kind may name rows of a piece instead (Mamba-2: rows
 [I, I + 2GN) of in_proj's x|B|C piece): that piece trains under a row mask
 (py_engine/train/wsla.py) that keeps its other rows exactly as they were.
 """
@@ -72,11 +73,18 @@ class Trainer:
                 raise ValueError("choose LoRA or WSLA, not both")
             named = dict(adapter.params())
             keep = lambda name: False  # noqa: E731  (no base weight trains)
+        # A weight held as row blocks (py_engine/gpu/row_chunks.py: a table past one GPU
+        # binding) trains as one parameter per block, "<piece>#rows<r0>": gradients and
+        # moments stay within the binding limit too; `blocks` maps them back to rows.
+        self.blocks = {}
         for name, t in model.weights.items():
             if keep is not None and not keep(name):
                 continue
-            if all(t is not other for other in named.values()):
-                named[name] = t
+            for sub, part, rows in _param_blocks(name, t):
+                if all(part is not other for other in named.values()):
+                    named[sub] = part
+                    if rows is not None:
+                        self.blocks[sub] = (name,) + rows
         self.params = named
         self.grads = {n: Tensor(self.device, p.shape) for n, p in named.items()}
         self.row_masks = []                # WSLA on rows of a piece (py_engine/train/wsla.py)
@@ -84,10 +92,13 @@ class Trainer:
             from py_engine.train.wsla import RowMask
             self.row_masks = [RowMask(self.device, p, self.grads[n], *keep.rows(n))
                               for n, p in named.items() if keep.rows(n)]
-        self.frozen = [t for n, t in model.weights.items() if n not in named]
+        trained = {id(p) for p in named.values()}
+        self.frozen = [p for n, t in model.weights.items() for _, p, _ in _param_blocks(n, t)
+                       if id(p) not in trained]
         self.opt = AdamW(self.device, named, lr=lr, betas=betas, eps=eps,
                          weight_decay=weight_decay, max_grad_norm=max_grad_norm,
                          decay_filter=decay_filter)
+        self.opt.blocks = self.blocks      # training states store a split piece's moments whole
         self.step_count = 0
         self.skipped = 0
         # test hook (issue 13): poison the next step -- "logits" (a NaN logit: loss and
@@ -177,7 +188,8 @@ class Trainer:
         batch.submit()
         mean, _ = struct.unpack("<2f", await loss.to_bytes())
         loss.release()
-        return {n: await g.to_bytes() for n, g in self.grads.items()}, mean
+        return join_blocks({n: await g.to_bytes() for n, g in self.grads.items()},
+                           self.blocks), mean
 
     def trained_numel(self):
         """Numbers that train (a WSLA row mask counts its trained rows only)."""
@@ -190,6 +202,25 @@ class Trainer:
             g.release()
         for mask in self.row_masks:
             mask.release()
+
+
+def _param_blocks(name, t):
+    """[(parameter name, Tensor, (r0, r1) or None)] of weight `name`: itself, or one per row
+    block when it is held as RowChunks."""
+    from py_engine.gpu.row_chunks import RowChunks
+    if not isinstance(t, RowChunks):
+        return [(name, t, None)]
+    return [(f"{name}#rows{r0}", part, (r0, r1)) for r0, r1, part in t.parts]
+
+
+def join_blocks(values, blocks):
+    """{name: bytes} with the row blocks' entries ("<piece>#rows<r0>", `blocks` as
+    Trainer.blocks) joined in row order under their piece's name."""
+    out = {n: v for n, v in values.items() if n not in blocks}
+    for sub in sorted((n for n in values if n in blocks), key=lambda n: blocks[n][1]):
+        piece = blocks[sub][0]
+        out[piece] = out.get(piece, b"") + values[sub]
+    return out
 
 
 def _poison(batch, t):

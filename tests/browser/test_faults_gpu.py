@@ -56,8 +56,9 @@ result = {'error': error, 'before': before, 'after_fail': after_fail, 'ok': ok}
 @pytest.mark.parametrize("how,words", [
     ("oom", ["GPUOutOfMemory", "the GPU ran out of memory loading the weights of",
              "mamba-d40-tied/ (", "MB on the GPU as f32)", OOM_ADVICE]),
-    ("max_buffer", ["DeviceLimitError", "exceeds this GPU's maxBufferSize of 0.0 MiB",
-                    "16-bit/int8 weight dtype"]),
+    # refused from the headers, before any weight byte (py_engine/io/gpu_layout.plan_blocks)
+    ("max_buffer", ["DeviceLimitError", "more than this GPU's maxBufferSize allows (8192 bytes)",
+                    "choose a smaller model or a GPU with larger limits"]),
 ])
 def test_out_of_memory_on_load_is_plain_and_leaves_nothing(engine, server, how, words):
     # a model whose weights need buffers of several classes, so the failure comes mid-load

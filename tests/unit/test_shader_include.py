@@ -268,6 +268,9 @@ def _record_matvec(batch):
         q = wf.quantize(batch, t(6, 32), fmt)
         linear.linear_forward(batch, t(1, 32), q)
         linear.linear_forward(batch, t(9, 32), q)
+    # the tiled GEMM of real GPUs: 128x128 and 64x64 blocks, and split-K with its reduce
+    linear.linear_forward(batch, t(80, 32), t(70, 32))
+    linear.linear_forward(batch, t(9, 1024), t(6, 1024))
     sampling.advance(batch, Tensor(dev, (1,), "u32"), Tensor(dev, (2,), "u32"),
                      Tensor(dev, (8,), "u32"))
 
@@ -281,7 +284,7 @@ WIRED = {"rmsnorm_forward", "rmsnorm_backward", "gated_rmsnorm_forward",
          "cross_entropy_forward", "cross_entropy_backward", "embedding_forward",
          "embedding_backward", "matmul", "linear_backward", "matvec", "sampling",
          "matvec_f32", "matvec_f16", "matvec_bf16", "matvec_q8", "matvec_q4", "quantize",
-         "dequant", "decode_control"}
+         "dequant", "decode_control", "matmul_tiled"}
 ENTRY = re.compile(r"@compute[^;{]*?fn\s+(\w+)", re.S)
 STRUCT_OF = {("matvec", "matvec_multi_forward"): "MultiParams"}   # entries not bound to Params
 

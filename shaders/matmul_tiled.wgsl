@@ -1,0 +1,188 @@
+// Shared-memory tiled matrix product for real GPUs (prefill and training GEMMs); same contract
+// and Params as matmul.wgsl:
+//
+//   C[i, j] (+)= sum_k A[i*sa0 + k*sa1] * B[k*sb0 + j*sb1]  (+ bias[j])      C is [M, N]
+//
+// A workgroup of 16x16 threads computes a BM x BM block of C: matmul_tiled_128 (BM 128, each
+// thread 8x8 of C) for big products, matmul_tiled_64 (BM 64, 4x4 each) for products that big
+// tiles would leave the GPU short of workgroups. K is walked in steps of BK (8 and 16: BM * BK =
+// 1024 either way): the 256 threads stage a BM x BK slice of A and a BK x BM slice of B in
+// workgroup memory (4 elements each per operand), then each thread does BK rank-1 updates of its
+// block. Global reads are coalesced along whichever index of each operand is contiguous (k for
+// x @ W^T, i or j for the backward products), chosen per dispatch from the strides. Zero-filled
+// past M, N and K; nothing written past M or N.
+// The accumulators are named vec4 variables, not an array: an array indexed in a loop that the
+// driver does not unroll lives in slow local memory (an array version of this kernel measured
+// 3x slower than the register-only matmul.wgsl on an H200).
+// Why not on software adapters: SwiftShader runs barriers 15-30x slower than the register-only
+// kernel (matmul.wgsl), and lavapipe caps loop passes; py_engine/ops/linear.py picks.
+
+struct Params {
+  M: u32, N: u32, K: u32, flags: u32,      // flags: bit0 add bias, bit1 accumulate into C,
+  sa0: u32, sa1: u32, sb0: u32, sb1: u32,  //        bit4 split-K partials (see below)
+  ks: u32, _p0: u32, _p1: u32, _p2: u32,   // k per slice: workgroup z sums k in [z ks, (z+1) ks)
+};
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> a: array<f32>;          // A, strides (sa0, sa1)
+@group(0) @binding(2) var<storage, read> b: array<f32>;          // B, strides (sb0, sb1)
+@group(0) @binding(3) var<storage, read> bias: array<f32>;       // [N]
+@group(0) @binding(4) var<storage, read_write> c: array<f32>;    // C [M, N]; split: [S, M, N]
+
+// Split-K (products whose C has too few tiles to fill the GPU, e.g. x_proj's 160 columns):
+// workgroup z writes its partial sum over its k slice, raw, to c[z, i, j]; matmul_split_reduce
+// then adds the S partials (+ bias, + the old C) into the real C.
+const SPLIT: u32 = 16u;
+
+// Staged slices, k-major with rows of S = BM + 4 cells: As[kk * S + ii] = A[i0 + ii, k0 + kk],
+// Bs[kk * S + jj] = B[k0 + kk, j0 + jj]. The 4 cells of padding put the k-fast staging writes
+// (8 or 16 consecutive threads, consecutive kk) in different banks; 4 keeps rows 16-byte aligned.
+var<workgroup> As: array<f32, 1088>;   // [BK][BM + 4]: 8 x 132 or 16 x 68 used
+var<workgroup> Bs: array<f32, 1088>;
+
+fn stage(lid: u32, i0: u32, j0: u32, k0: u32, kend: u32, BM: u32, BK: u32) {
+  let a_kfast = p.sa1 == 1u;          // A's k contiguous (x @ W^T, dY @ W)
+  let b_kfast = p.sb0 == 1u;          // B's k contiguous (W read as W^T)
+  for (var l = 0u; l < 4u; l++) {
+    let e = lid + 256u * l;
+    var ii = e % BM; var ka = e / BM;
+    if (a_kfast) { ka = e % BK; ii = e / BK; }
+    var va = 0.0;
+    if (i0 + ii < p.M && k0 + ka < kend) { va = a[(i0 + ii) * p.sa0 + (k0 + ka) * p.sa1]; }
+    As[ka * (BM + 4u) + ii] = va;
+    var jj = e % BM; var kb = e / BM;
+    if (b_kfast) { kb = e % BK; jj = e / BK; }
+    var vb = 0.0;
+    if (j0 + jj < p.N && k0 + kb < kend) { vb = b[(k0 + kb) * p.sb0 + (j0 + jj) * p.sb1]; }
+    Bs[kb * (BM + 4u) + jj] = vb;
+  }
+}
+
+fn a4(o: u32) -> vec4<f32> { return vec4<f32>(As[o], As[o + 1u], As[o + 2u], As[o + 3u]); }
+fn b4(o: u32) -> vec4<f32> { return vec4<f32>(Bs[o], Bs[o + 1u], Bs[o + 2u], Bs[o + 3u]); }
+
+// C[i, j .. j+3] (+ bias, + old C) for the columns inside N; nothing for a row past M.
+// Split-K: the raw partial of slice z instead, at c[z, i, j].
+fn store4(z: u32, i: u32, j: u32, v: vec4<f32>) {
+  if (i >= p.M) { return; }
+  for (var s = 0u; s < 4u; s++) {
+    let jj = j + s;
+    if (jj >= p.N) { return; }
+    var x = v[s];
+    let idx = i * p.N + jj;
+    if ((p.flags & SPLIT) != 0u) { c[z * p.M * p.N + idx] = x; continue; }
+    if ((p.flags & 1u) != 0u) { x += bias[jj]; }
+    if ((p.flags & 2u) != 0u) { x += c[idx]; }
+    c[idx] = x;
+  }
+}
+
+fn k_range(z: u32) -> vec2<u32> {
+  let k0 = z * p.ks;
+  return vec2<u32>(k0, min(p.K, k0 + p.ks));
+}
+
+// 128 x 128 block per workgroup; thread (tx, ty) owns rows {0, 64} + ty*4 + 0..3 and columns
+// {0, 64} + tx*4 + 0..3 of it: r<row>a holds columns tx*4.., r<row>b columns 64 + tx*4..
+@compute @workgroup_size(16, 16)
+fn matmul_tiled_128(@builtin(workgroup_id) wid: vec3<u32>,
+                    @builtin(local_invocation_id) l3: vec3<u32>,
+                    @builtin(local_invocation_index) lid: u32) {
+  let i0 = wid.y * 128u;
+  let j0 = wid.x * 128u;
+  let tx = l3.x;
+  let ty = l3.y;
+  var r0a = vec4<f32>(0.0); var r0b = vec4<f32>(0.0);
+  var r1a = vec4<f32>(0.0); var r1b = vec4<f32>(0.0);
+  var r2a = vec4<f32>(0.0); var r2b = vec4<f32>(0.0);
+  var r3a = vec4<f32>(0.0); var r3b = vec4<f32>(0.0);
+  var r4a = vec4<f32>(0.0); var r4b = vec4<f32>(0.0);
+  var r5a = vec4<f32>(0.0); var r5b = vec4<f32>(0.0);
+  var r6a = vec4<f32>(0.0); var r6b = vec4<f32>(0.0);
+  var r7a = vec4<f32>(0.0); var r7b = vec4<f32>(0.0);
+  let kr = k_range(wid.z);
+  for (var k0 = kr.x; k0 < kr.y; k0 += 8u) {
+    stage(lid, i0, j0, k0, kr.y, 128u, 8u);
+    workgroupBarrier();
+    for (var kk = 0u; kk < 8u; kk++) {
+      let a0 = a4(kk * 132u + ty * 4u);
+      let a1 = a4(kk * 132u + 64u + ty * 4u);
+      let b0 = b4(kk * 132u + tx * 4u);
+      let b1 = b4(kk * 132u + 64u + tx * 4u);
+      r0a += a0.x * b0; r0b += a0.x * b1;
+      r1a += a0.y * b0; r1b += a0.y * b1;
+      r2a += a0.z * b0; r2b += a0.z * b1;
+      r3a += a0.w * b0; r3b += a0.w * b1;
+      r4a += a1.x * b0; r4b += a1.x * b1;
+      r5a += a1.y * b0; r5b += a1.y * b1;
+      r6a += a1.z * b0; r6b += a1.z * b1;
+      r7a += a1.w * b0; r7b += a1.w * b1;
+    }
+    workgroupBarrier();
+  }
+  store4(wid.z, i0 + 0u + ty * 4u + 0u, j0 + tx * 4u, r0a);
+  store4(wid.z, i0 + 0u + ty * 4u + 0u, j0 + 64u + tx * 4u, r0b);
+  store4(wid.z, i0 + 0u + ty * 4u + 1u, j0 + tx * 4u, r1a);
+  store4(wid.z, i0 + 0u + ty * 4u + 1u, j0 + 64u + tx * 4u, r1b);
+  store4(wid.z, i0 + 0u + ty * 4u + 2u, j0 + tx * 4u, r2a);
+  store4(wid.z, i0 + 0u + ty * 4u + 2u, j0 + 64u + tx * 4u, r2b);
+  store4(wid.z, i0 + 0u + ty * 4u + 3u, j0 + tx * 4u, r3a);
+  store4(wid.z, i0 + 0u + ty * 4u + 3u, j0 + 64u + tx * 4u, r3b);
+  store4(wid.z, i0 + 64u + ty * 4u + 0u, j0 + tx * 4u, r4a);
+  store4(wid.z, i0 + 64u + ty * 4u + 0u, j0 + 64u + tx * 4u, r4b);
+  store4(wid.z, i0 + 64u + ty * 4u + 1u, j0 + tx * 4u, r5a);
+  store4(wid.z, i0 + 64u + ty * 4u + 1u, j0 + 64u + tx * 4u, r5b);
+  store4(wid.z, i0 + 64u + ty * 4u + 2u, j0 + tx * 4u, r6a);
+  store4(wid.z, i0 + 64u + ty * 4u + 2u, j0 + 64u + tx * 4u, r6b);
+  store4(wid.z, i0 + 64u + ty * 4u + 3u, j0 + tx * 4u, r7a);
+  store4(wid.z, i0 + 64u + ty * 4u + 3u, j0 + 64u + tx * 4u, r7b);
+}
+
+// 64 x 64 block per workgroup; thread (tx, ty) owns rows ty*4 + 0..3, columns tx*4 + 0..3.
+@compute @workgroup_size(16, 16)
+fn matmul_tiled_64(@builtin(workgroup_id) wid: vec3<u32>,
+                   @builtin(local_invocation_id) l3: vec3<u32>,
+                   @builtin(local_invocation_index) lid: u32) {
+  let i0 = wid.y * 64u;
+  let j0 = wid.x * 64u;
+  let tx = l3.x;
+  let ty = l3.y;
+  var r0 = vec4<f32>(0.0);
+  var r1 = vec4<f32>(0.0);
+  var r2 = vec4<f32>(0.0);
+  var r3 = vec4<f32>(0.0);
+  let kr = k_range(wid.z);
+  for (var k0 = kr.x; k0 < kr.y; k0 += 16u) {
+    stage(lid, i0, j0, k0, kr.y, 64u, 16u);
+    workgroupBarrier();
+    for (var kk = 0u; kk < 16u; kk++) {
+      let a0 = a4(kk * 68u + ty * 4u);
+      let b0 = b4(kk * 68u + tx * 4u);
+      r0 += a0.x * b0;
+      r1 += a0.y * b0;
+      r2 += a0.z * b0;
+      r3 += a0.w * b0;
+    }
+    workgroupBarrier();
+  }
+  store4(wid.z, i0 + ty * 4u + 0u, j0 + tx * 4u, r0);
+  store4(wid.z, i0 + ty * 4u + 1u, j0 + tx * 4u, r1);
+  store4(wid.z, i0 + ty * 4u + 2u, j0 + tx * 4u, r2);
+  store4(wid.z, i0 + ty * 4u + 3u, j0 + tx * 4u, r3);
+}
+
+// C[i, j] (+)= sum over the S slices' partials (+ bias): one thread per element of C.
+// a: the partials [S, M, N]; S = p.K here (the slice count), b unused.
+@compute @workgroup_size(256)
+fn matmul_split_reduce(@builtin(global_invocation_id) gid: vec3<u32>,
+                       @builtin(num_workgroups) nwg: vec3<u32>) {
+  let idx = gid.x + gid.y * nwg.x * 256u;
+  let mn = p.M * p.N;
+  if (idx >= mn) { return; }
+  _ = b[0];                          // keeps the binding layout the tiled entries have
+  var x = 0.0;
+  for (var z = 0u; z < p.K; z++) { x += a[z * mn + idx]; }
+  if ((p.flags & 1u) != 0u) { x += bias[idx % p.N]; }
+  if ((p.flags & 2u) != 0u) { x += c[idx]; }
+  c[idx] = x;
+}

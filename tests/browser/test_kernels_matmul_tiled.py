@@ -1,0 +1,17 @@
+"""The tiled GEMM that Chrome on a real GPU runs for prefill and training (shaders/matmul_tiled.wgsl),
+compiled by Chromium's own WGSL compiler and run on SwiftShader: every product of Linear against
+float64 numpy, both tile sizes, ragged edges (tests/browser/tiled_matmul_cases.py)."""
+import pytest
+
+from tests.browser.tiled_matmul_cases import check_products
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.mark.parametrize("big_tiles", [False, True])
+def test_tiled_products_in_chromium(engine, big_tiles):
+    check_products(engine, 70, 133, 150, big_tiles)
+
+
+def test_split_k_products_in_chromium(engine):
+    check_products(engine, 40, 1030, 24, big_tiles=False, split=True)
