@@ -16,6 +16,8 @@
 //                                    state H_nc written in place into `hs` (which held h0)
 //   F3 selective_scan_forward        per (b,i,c): rerun the chunk from H_c, writing y
 //                                    (nc = 1: from h0, and writes the final state in place)
+//   F1 and F3 have a "lanes" twin for real GPUs (selective_scan_lanes.wgsl: 16 threads per
+//   (b,i,c), one state per lane; the op picks it, py_engine/ops/selective_scan.py scan_kernel).
 //   Work: 2x the recurrence (F1 + F3), parallelism Bsz*I*nc threads. Memory: S_c + sdt +
 //   hc = Bsz*nc*I*(2N+1) floats; hc is what the backward keeps (the chunk-boundary states).
 //

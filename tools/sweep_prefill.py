@@ -2,11 +2,15 @@
 
   python -m tools.sweep_prefill --models mamba1_4b --prompt 1024 \
       --settings "MAMBAWEB_MATMUL=classic;MAMBAWEB_MATMUL=tiled;MAMBAWEB_SCAN_THREADS=131072"
+  python -m tools.sweep_prefill --models mamba1_4b --prompt 1024 --settings \
+      "MAMBAWEB_SCAN=classic;MAMBAWEB_SCAN=lanes;MAMBAWEB_SCAN=lanes,MAMBAWEB_SCAN_THREADS=4096"
 
 Each setting is a ;-separated list of environment assignments (comma-separated inside one
-setting) that the engine reads per call (the GEMM kernel: MAMBAWEB_MATMUL=classic|tiled; scan
-threads aimed for: MAMBAWEB_SCAN_THREADS). Prints JSON lines: per setting the best of --reps
-prefills of --prompt tokens (after a warm-up), in tokens/s.
+setting) that the engine reads per call (the GEMM kernel: MAMBAWEB_MATMUL=classic|tiled; the
+Mamba-1 scan's forward kernel: MAMBAWEB_SCAN=lanes|classic, default lanes on a GPU; the
+(b, channel, chunk) walks its chunking aims for: MAMBAWEB_SCAN_THREADS, default 16384 for
+lanes and 65536 for classic, py_engine/ops/selective_scan.py). Prints JSON lines: per setting
+the best of --reps prefills of --prompt tokens (after a warm-up), in tokens/s.
 """
 import argparse
 import json
@@ -25,6 +29,7 @@ for setting in args['settings']:
     saved = {k: os.environ.get(k) for k in setting}
     os.environ.update(setting)
     device.force_tiled_matmul = None
+    device.force_scan_lanes = None      # MAMBAWEB_SCAN decides
     r = await mb.prefill_tokens_per_s(model, args['T'], reps=args['reps'])
     for k, v in saved.items():
         if v is None:

@@ -22,6 +22,15 @@ a serial pass over the nc chunk carries gives every chunk's start state (F2), an
 is rerun from its start state to write y (F3). With nc = 1 only F3 runs. See the shader header
 for the cost; `default_chunk` picks L so Bsz*I*nc threads fill the GPU.
 
+Two kernels for F1 and F3, the same math, Params, flags and chunk layout (F2 and the backward
+are shared): "classic" (shaders/selective_scan_forward.wgsl, one thread per (b, i, c) holding
+its N states in an array) and "lanes" (shaders/selective_scan_lanes.wgsl, 16 threads per
+(b, i, c), lane n holding state n in a register, y reduced over the lanes 16 tokens per
+barrier pair). `scan_kernel` picks classic everywhere for now (LANES_DEFAULT: lanes is faster
+on an H200 but was seen slowing the decode that follows; see scan_kernel), always classic on
+software adapters (SwiftShader, lavapipe), where barriers are costly; `device.force_scan_lanes`
+(True / False) or MAMBAWEB_SCAN=lanes|classic overrides that (tests, tools/sweep_prefill.py).
+
 Dispatches: forward 1 (nc = 1) or 3; step 1 (dt softplus, D skip, silu(z), Falcon's B/C norms
 fused; state in place); backward 7 (+2 when the forward's chunk states were not saved).
 
@@ -47,6 +56,11 @@ HAS_DH, ACCUMULATE, HAS_D, WRITE_DH0 = 32, 64, 128, 256
 MAXN = 16
 FORWARD_SHADER = "selective_scan_forward"
 BACKWARD_SHADER = "selective_scan_backward"
+LANES_SHADER = "selective_scan_lanes"
+LANES_CPW = 8          # channels per workgroup of the lanes kernels (selective_scan_lanes.wgsl)
+LANES_TB = 16          # tokens per block (one barrier pair) of the lanes kernels
+SCAN_KERNELS = ("lanes", "classic")
+LANES_DEFAULT = "classic"   # what real GPUs run unless told otherwise (see scan_kernel)
 
 
 class ScanSaved:
@@ -72,15 +86,71 @@ def max_chunk(N):
     return window_len(7 * (N + 1) + 2, fixed=8 * (N + 1))
 
 
-def default_chunk(device, nb, T, I, target_threads=None, N=MAXN):
-    """Chunk length L: enough chunks that Bsz*I*nc threads reach `target_threads` (GPU ~16k;
-    SwiftShader's 2-4 CPU cores are already full with Bsz*I >= 256, where chunking only adds
-    the 2x recompute), but never chunks shorter than 16 tokens nor longer than max_chunk(N)."""
+def lanes_loop_passes(L, N):
+    """Loop passes of the busiest invocation of the lanes kernels over a chunk of L tokens
+    (shaders/selective_scan_lanes.wgsl's header; none counted as unrolled): per block of 16
+    tokens the block loop 1, Falcon's norms 2 (N + 1), the walk 17, the reduce N + 1, plus a
+    few outside. Far below the classic kernels' (max_chunk bounds the chunk)."""
+    return -(-int(L) // LANES_TB) * (3 * (N + 1) + 1 + LANES_TB + 1) + 8
+
+
+def default_chunk(device, nb, T, I, target_threads=None, N=MAXN, lanes=False):
+    """Chunk length L: enough chunks that Bsz*I*nc (b, channel, chunk) walks reach
+    `target_threads` (SwiftShader's 2-4 CPU cores are already full with Bsz*I >= 256, where
+    chunking only adds the 2x recompute; a real GPU: gpu_scan_threads(lanes)), but never
+    chunks shorter than 16 tokens nor longer than max_chunk(N)."""
     if target_threads is None:
-        target_threads = 256 if device.info.get("is_fallback") else 16384
+        target_threads = 256 if device.info.get("is_fallback") else gpu_scan_threads(lanes)
     nc = max(1, -(-target_threads // max(1, nb * I)))
     L = max(16, -(-T // nc))
     return min(L, max(T, 1), max_chunk(N))
+
+
+def gpu_scan_threads(lanes=False):
+    """(b, channel, chunk) walks to aim for on a real GPU: MAMBAWEB_SCAN_THREADS when set (for
+    sweeps, either kernel), else GPU_SCAN_LANES_THREADS for the lanes kernel (each walk is 16
+    threads there) or GPU_SCAN_THREADS for the classic one (one thread each)."""
+    import os
+    v = os.environ.get("MAMBAWEB_SCAN_THREADS", "").strip()
+    if v:
+        try:
+            n = int(v)
+        except ValueError:
+            n = 0
+        if n < 1:
+            raise ValueError(f"MAMBAWEB_SCAN_THREADS must be a positive whole number, got {v!r}")
+        return n
+    return GPU_SCAN_LANES_THREADS if lanes else GPU_SCAN_THREADS
+
+
+# classic: H200, mamba-1.4b prefill 1024: 2997 tok/s at 16384, 3510 at 65536 (tools/sweep_prefill.py)
+GPU_SCAN_THREADS = 65536
+# lanes: 16384 walks = 262k threads, about one full wave of an H200 (132 SMs x 2048); at
+# mamba-1.4b (I 4096) and 1024 tokens that is 4 chunks of 256, which max_chunk(16) = 269
+# requires anyway. Not yet measured: sweep with MAMBAWEB_SCAN=lanes,MAMBAWEB_SCAN_THREADS=...
+GPU_SCAN_LANES_THREADS = 16384
+
+
+def scan_kernel(device):
+    """'lanes' or 'classic' for the forward's F1 / F3: `device.force_scan_lanes` (True/False)
+    when set, else MAMBAWEB_SCAN=lanes|classic when set, else LANES_DEFAULT on real GPUs and
+    classic on software adapters (is_fallback: SwiftShader, lavapipe), where workgroup barriers
+    are costly."""
+    forced = getattr(device, "force_scan_lanes", None)
+    if forced is not None:
+        return "lanes" if forced else "classic"
+    import os
+    v = os.environ.get("MAMBAWEB_SCAN", "").strip().lower()
+    if v:
+        if v not in SCAN_KERNELS:
+            raise ValueError(f"MAMBAWEB_SCAN must be 'lanes' or 'classic', got {v!r}")
+        return v
+    # Not the default anywhere yet: on an H200 the lanes kernels took mamba-1.4b prefill at 1024
+    # tokens from 3,644 to 4,638 tok/s, but with them and the tiled GEMM both in use, the
+    # decode that followed in the same process ran at ~575 tok/s instead of ~920 (mamba-130m,
+    # native; either one alone: ~920; GPU time per decoded token unchanged, so not the
+    # kernels themselves). Until that interaction is understood, lanes is opt-in.
+    return LANES_DEFAULT if not device.info.get("is_fallback") else "classic"
 
 
 class _Spec:
@@ -128,8 +198,10 @@ def _state_shape(spec, t, name):
         raise ValueError(f"{name} must be [{spec.nb}, {spec.I}, {spec.N}], got {list(t.shape)}")
 
 
-def _carry_forward(batch, spec, u, delta, A_log, B, dt_bias, flags, L, nc, eps, views, state, hc):
-    """F1 + F2: chunk start states into hc; the final state into `state` if WRITE_FINAL."""
+def _carry_forward(batch, spec, u, delta, A_log, B, dt_bias, flags, L, nc, eps, views, state, hc,
+                   lanes=False):
+    """F1 + F2: chunk start states into hc; the final state into `state` if WRITE_FINAL.
+    lanes: F1 on the lanes kernel (F2 is the same either way)."""
     dev = batch.device
     consts = {"NS": spec.N}
     n_s = spec.nb * nc * spec.I * spec.N
@@ -137,10 +209,12 @@ def _carry_forward(batch, spec, u, delta, A_log, B, dt_bias, flags, L, nc, eps, 
     wk = {"hs": 0, "sdt": n_s}
     un = dev.uniform(_fields(spec, flags, L, nc, eps, views, wk))
     db_ = dt_bias.binding if dt_bias is not None else dummy(dev)
-    batch.run(FORWARD_SHADER, "selective_scan_forward_chunk",
+    shader, entry, gx = (LANES_SHADER, "selective_scan_forward_chunk_lanes",
+                         -(-spec.I // LANES_CPW)) if lanes else \
+        (FORWARD_SHADER, "selective_scan_forward_chunk", -(-spec.I // 64))
+    batch.run(shader, entry,
               [un, views["u"][0], views["dl"][0], db_, A_log.binding, views["b"][0], None, None,
-               None, None, None, None, work.binding], -(-spec.I // 64), nc * spec.nb,
-              constants=consts)
+               None, None, None, None, work.binding], gx, nc * spec.nb, constants=consts)
     gx, gy = fold(-(-spec.nb * spec.I * spec.N // 64))
     batch.run(FORWARD_SHADER, "selective_scan_forward_carry",
               [un, None, None, None, A_log.binding, None, None, None, None, None,
@@ -156,13 +230,18 @@ def selective_scan_forward(batch, u, delta, A_log, B, C, D=None, z=None, dt_bias
     h_out: where the final state goes (may be h0 itself: updated in place); default a new
     tensor (h0 is copied into it first). save=True keeps the chunk states for the backward
     (release them with saved.release()). chunk: tokens per chunk (default `default_chunk`).
+    F1 and F3 run on the kernel `scan_kernel(device)` names (lanes or classic).
     """
     dev = batch.device
     spec = _Spec(u, delta, A_log, B, C, D, z, dt_bias)
     _state_shape(spec, h0, "h0")
     _state_shape(spec, h_out, "h_out")
     nb, T, I, N = spec.nb, spec.T, spec.I, spec.N
-    L = min(int(chunk), max_chunk(N)) if chunk else default_chunk(dev, nb, T, I, N=N)
+    lanes = scan_kernel(dev) == "lanes"
+    # training (save) keeps the classic chunk target: the backward's kernels walk one thread
+    # per (b, i, c) over the saved chunks, and want that many
+    L = min(int(chunk), max_chunk(N)) if chunk else \
+        default_chunk(dev, nb, T, I, N=N, lanes=lanes and not save)
     L = max(1, min(L, T))
     nc = -(-T // L)
     y = out if out is not None else Tensor(dev, tuple(u.shape))
@@ -181,18 +260,20 @@ def selective_scan_forward(batch, u, delta, A_log, B, C, D=None, z=None, dt_bias
     if nc > 1:
         hc = Tensor(dev, (nb, nc, I, N))
         _carry_forward(batch, spec, u, delta, A_log, B, dt_bias, flags | WRITE_FINAL, L, nc, eps,
-                       views, state, hc)
+                       views, state, hc, lanes=lanes)
         start, f3_flags = hc, flags
     else:
         hc = saved_hc
         start, f3_flags = state, flags | WRITE_FINAL
     un = dev.uniform(_fields(spec, f3_flags, L, nc, eps, views))
-    batch.run(FORWARD_SHADER, "selective_scan_forward",
+    shader, entry, gx = (LANES_SHADER, "selective_scan_forward_lanes", -(-I // LANES_CPW)) \
+        if lanes else (FORWARD_SHADER, "selective_scan_forward", -(-I // 64))
+    batch.run(shader, entry,
               [un, views["u"][0], views["dl"][0],
                dt_bias.binding if dt_bias is not None else dummy(dev), A_log.binding,
                views["b"][0], views["c"][0], D.binding if D is not None else dummy(dev),
                views["z"][0], views["y"][0], start.binding],
-              -(-I // 64), nc * nb, constants=consts)
+              gx, nc * nb, constants=consts)
     saved = None
     if save:
         saved = ScanSaved(L, nc, hc)
@@ -310,7 +391,7 @@ def selective_scan_backward(batch, dy, u, delta, A_log, B, C, D=None, z=None, dt
             own_hc = hc = Tensor(dev, (nb, nc, I, N))
             _carry_forward(batch, spec, u, delta, A_log, B, dt_bias,
                            _flags(D, z, dt_bias, norm_bc_eps) | (HAS_INIT if h0 is not None else 0),
-                           L, nc, eps, views, h0, hc)
+                           L, nc, eps, views, h0, hc, lanes=scan_kernel(dev) == "lanes")
         else:
             hc = h0
     if nc == 1 and hc is not None:

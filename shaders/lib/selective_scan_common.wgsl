@@ -9,6 +9,7 @@
 // states [Bsz, I, N]; chunk states hc [Bsz, nc, I, N] (state before the first token of each
 // chunk). One thread owns one (b, channel i, chunk c) and keeps its N (<= 16) states in
 // registers: no barriers, no workgroup memory, no atomics; grids are (ceil(I/64), nc*Bsz).
+// selective_scan_lanes.wgsl (real GPUs) runs F1 / F3 with 16 threads per (b, i, c) instead.
 // Binding numbers are one space for both files (the ops pass one resource list layout).
 
 const HAS_Z = 1u;

@@ -1,0 +1,61 @@
+"""Kernel correctness on a real GPU: the checks that CI runs on software adapters, run on the GPU
+that picks the real-GPU kernels by itself (the tiled GEMM with split-K, the lanes scan).
+
+  python -m tools.device_checks --engine native      # wgpu-py (Vulkan/Metal/D3D12)
+  python -m tools.device_checks --engine dawn        # Chrome's Dawn under Node (tools/dawn_engine.py)
+
+Runs the shared check functions of the kernel tests (tests/browser/*_cases.py) at shapes larger
+than CI's, against float64 numpy; prints one JSON line per case ({"case", "ok", "error"?}) and
+exits 1 if any failed.
+"""
+import argparse
+import json
+import sys
+import traceback
+
+
+def gemm_cases():
+    from tests.browser.tiled_matmul_cases import check_products
+    shapes = [(1, 5, 3), (70, 133, 150), (256, 2048, 512), (1024, 4096, 160), (300, 128, 4096),
+              (129, 1030, 20)]
+    for M, K, N in shapes:
+        for big in (False, True):
+            yield f"gemm M{M} K{K} N{N} {'128' if big else '64'}", \
+                (lambda e, M=M, K=K, N=N, big=big: check_products(e, M, K, N, big))
+
+
+def scan_cases():
+    from tests.browser.scan_lanes_cases import check_lanes
+    # (nb, T, I, N, chunk, eps, backward): one chunk and several, Falcon's B/C norms, N < 16
+    for nb, T, I, N, chunk, eps, bw in [(1, 1024, 520, 16, None, None, False),
+                                        (2, 300, 96, 16, 64, 1e-6, True),
+                                        (2, 77, 40, 4, 16, None, True)]:
+        yield f"scan nb{nb} T{T} I{I} N{N} chunk{chunk} eps{eps} bw{bw}", \
+            (lambda e, a=(nb, T, I, N, chunk), eps=eps, bw=bw:
+             check_lanes(e, *a, eps=eps, backward=bw, seed=7))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--engine", choices=("native", "dawn"), default="native")
+    args = ap.parse_args(argv)
+    if args.engine == "native":
+        from tools.native_engine import NativeEngine as Engine
+    else:
+        from tools.dawn_engine import DawnEngine as Engine
+    failed = 0
+    with Engine() as eng:
+        print(json.dumps({"engine": args.engine, "adapter": eng.info.get("adapter")}), flush=True)
+        for name, fn in list(gemm_cases()) + list(scan_cases()):
+            try:
+                fn(eng)
+                print(json.dumps({"case": name, "ok": True}), flush=True)
+            except Exception as e:  # noqa: BLE001 -- report every case, then fail
+                failed += 1
+                print(json.dumps({"case": name, "ok": False, "error": f"{type(e).__name__}: {e}",
+                                  "trace": traceback.format_exc()[-800:]}), flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
