@@ -21,12 +21,17 @@ What it adds to the session:
   - the training state holds what trains: the adapter's A/B (PEFT names, B's GPU row pieces as
     `#piece`) or every weight, their AdamW moments, and meta["finetune"] (mode, LoRA settings,
     base {name, url}, the held-out cut). A LoRA run's base is reloaded from its URL on resume;
-    a folder from this computer cannot be reopened without the person, so such a run says so.
+    a folder from this computer comes back from the person (the page reads its stored
+    directory handle again, or asks for the folder: restore(base=...)) and must be the same
+    base: base["fingerprint"] (py_engine/app/base_fingerprint.py: config.json, each weight
+    file's size, header and sampled bytes) is taken at Start and checked on resume; another
+    folder is refused in one sentence naming what differs, and the autosave stays.
 
 Pure stdlib (+ js in the browser): imported inside Pyodide.
 """
 import json
 
+from py_engine.app import base_fingerprint as BF
 from py_engine.app import finetune as FT
 from py_engine.app import finetune_data as FD
 from py_engine.train import checkpoint as ckpt
@@ -85,10 +90,13 @@ def _check_mode(mode):
 
 def _source(base):
     """A byte source for base {"url"} (served) or {"files": {path: registry id}} (a folder
-    the person chose; web/js/worker.mjs convertPutFiles)."""
-    from py_engine.io.byte_sources import DroppedFileSource, HttpSource
+    the person chose; web/js/worker.mjs convertPutFiles) or {"path"} (a folder on this
+    machine: the native backend)."""
+    from py_engine.io.byte_sources import DroppedFileSource, HttpSource, LocalSource
     if base.get("files"):
         return DroppedFileSource(base["files"], base.get("name") or "local model")
+    if base.get("path"):
+        return LocalSource(base["path"])
     if base.get("url"):
         return HttpSource(base["url"], base.get("file_list") or None)
     raise ValueError("no model to fine-tune: choose a served model or open a model folder")
@@ -300,6 +308,8 @@ class FinetuneSession(PretrainSession):
         source = _source(base)
         self.base = {"name": base.get("name") or "model", "url": base.get("url")}
         self.cfg = await _base_config(source)
+        if not self.base["url"]:        # a folder from this computer: what a resume checks
+            self.base["fingerprint"] = await BF.fingerprint(source)
         self.tokenizer = await _base_tokenizer(source, self.cfg.vocab_size)
         problems = S.fit_problems(device.limits, self.cfg, self.train)
         if problems:
@@ -420,9 +430,16 @@ class FinetuneSession(PretrainSession):
 
     # -- restore ---------------------------------------------------------------------------
     @classmethod
+    def restore_kwargs(cls, args):
+        """The page's resume arguments restore() takes: the base folder it opened again."""
+        return {"base": args.get("base") or None}
+
+    @classmethod
     async def restore(cls, device, state, texts=None, ids=None, train_overrides=None,
-                      progress=None):
-        """A fine-tune continuing from `state` (checkpoint.StateFile with meta["finetune"])."""
+                      progress=None, base=None):
+        """A fine-tune continuing from `state` (checkpoint.StateFile with meta["finetune"]).
+        base: {"files", "name"} of a folder from this computer, opened again, for a LoRA run
+        whose base was such a folder (checked to be the same base before anything loads)."""
         from py_engine.io.hf_loader import load_from_source
         from py_engine.models.config import MambaConfig
         meta = state.meta
@@ -452,13 +469,11 @@ class FinetuneSession(PretrainSession):
             self.warn("this corpus differs from the one the run was trained on: training "
                       "continues on it from its beginning")
         if self.mode == "lora":
-            if not self.base.get("url"):
-                raise ValueError(f"this LoRA run's base model ({self.base.get('name')}) was a "
-                                 "folder from this computer, which the page cannot reopen by "
-                                 "itself: choose “Fine-tune”, open the same folder and start "
-                                 "again (download the adapter to keep this one)")
-            _, weights = await load_from_source(device, _source(self.base), None,
-                                                self.weights)
+            if self.base.get("url"):
+                source = _source(self.base)
+            else:
+                source = await _same_base(self.base, base, meta["config"])
+            _, weights = await load_from_source(device, source, None, self.weights)
         else:
             weights = await state.load_weights(device, self.cfg)
         try:
@@ -487,6 +502,31 @@ class FinetuneSession(PretrainSession):
             self.model.release()
         self.trainer = self.model = self.adapter = None
         self.status = "empty"
+
+
+async def _same_base(saved, base, saved_config):
+    """The byte source of `base` (the folder opened again) once it is known to be the saved
+    run's base `saved`; ValueError in one sentence otherwise (nothing is loaded, nothing
+    saved is touched)."""
+    from py_engine.models.config import MambaConfig
+    if not base or not (base.get("files") or base.get("path")):
+        raise ValueError(f"this LoRA run's base is the folder {saved.get('name')} from this "
+                         "computer: open that folder again to resume it; the saved run is "
+                         "kept")
+    source = _source(base)
+    name = base.get("name") or "chosen"
+    found = await BF.fingerprint(source)
+    if saved.get("fingerprint"):
+        why = BF.difference(saved["fingerprint"], found)
+    else:       # a state saved before fingerprints: its config is what can be compared
+        try:
+            cfg = MambaConfig.from_hf_dict(found["config"], source.where("config.json"))
+        except ValueError as e:
+            raise ValueError(f"{source.where('config.json')}: {e}") from None
+        why = BF.config_difference(saved_config, cfg.to_hf_dict())
+    if why:
+        raise ValueError(BF.refusal(saved, name, why))
+    return source
 
 
 class _WeightsView:
@@ -532,11 +572,7 @@ async def start(device, args):
         cur.release()
     S.current = sess
     if args.get("autosave", True) and S._in_browser():
-        if sess.mode == "lora" and not sess.base.get("url"):
-            sess.warn("autosave is off: this run's base is a folder from this computer, which "
-                      "a reload cannot reopen; download the adapter to keep your progress")
-        else:
-            await sess.enable_autosave()
+        await sess.enable_autosave()    # a folder's run resumes once the folder is back
     sess.emit(sess.summary())
     sess.start_background()
     return sess.summary()

@@ -589,6 +589,12 @@ class PretrainSession:
 
     # -- restore ---------------------------------------------------------------------------
     @classmethod
+    def restore_kwargs(cls, args):
+        """More keyword arguments for restore() from the page's resume arguments (a
+        fine-tune's: the base folder opened again)."""
+        return {}
+
+    @classmethod
     async def restore(cls, device, state, texts=None, ids=None, train_overrides=None,
                       progress=None):
         """A session continuing from `state` (a checkpoint.StateFile). The corpus comes as
@@ -881,7 +887,8 @@ async def resume_saved(device, args=None, session_cls=PretrainSession):
     ids = array("I")
     ids.frombytes((await tf.arrayBuffer()).to_bytes())
     sess = await session_cls.restore(device, state, ids=ids,
-                                         train_overrides=(args or {}).get("train_overrides"))
+                                     train_overrides=(args or {}).get("train_overrides"),
+                                     **session_cls.restore_kwargs(args or {}))
     if current is not None:
         current.release()
     current = sess
@@ -907,7 +914,8 @@ async def load_state(device, args, session_cls=PretrainSession):
     state = await ckpt.StateFile.from_blob(blob, str(getattr(blob, "name", "training state")))
     texts, _ = await read_corpus(args.get("corpus_key", "corpus"))
     sess = await session_cls.restore(device, state, texts=texts,
-                                         train_overrides=args.get("train_overrides"))
+                                     train_overrides=args.get("train_overrides"),
+                                     **session_cls.restore_kwargs(args))
     if current is not None:
         current.release()
     current = sess

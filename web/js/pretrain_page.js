@@ -29,8 +29,9 @@ let targetsFor = null;      // the base whose linear layers the target checkboxe
 let pendingTicks = null;    // a resumed run's LoRA targets, ticked once its base is listed
 let targetsTouched = false; // untouched boxes send no targets: the engine's defaults, as ever
 let evals = [];             // [[step, held-out loss]] of a fine-tune
-let ftFolder = null;
-let savedKind = "pretrain"; // the kind of the run saved in this browser (its info.json)        // a model folder chosen for fine-tuning: {files: {path: id}, name}
+let ftFolder = null;        // a model folder chosen for fine-tuning: {files: {path: id}, name, handle}
+let savedKind = "pretrain"; // the kind of the run saved in this browser (its info.json)
+let savedBase = null;       // its base when that is a folder from this computer: {name, handle, handleFailed}
 
 // ---- small helpers ---------------------------------------------------------------------
 function message(text, kind) {
@@ -68,15 +69,17 @@ async function py(code, args) {
 }
 
 // ---- corpus ------------------------------------------------------------------------------
-async function walk(entry, out) {
+// withPaths: {file, path} items, path relative to the folder the walk started in
+async function walk(entry, out, withPaths = false, top = entry) {
   if (entry.isFile) {
-    out.push(await new Promise((res, rej) => entry.file(res, rej)));
+    const file = await new Promise((res, rej) => entry.file(res, rej));
+    out.push(withPaths ? { file, path: entry.fullPath.slice(top.fullPath.length).replace(/^\/+/, "") } : file);
   } else if (entry.isDirectory) {
     const reader = entry.createReader();
     for (;;) {
       const batch = await new Promise((res, rej) => reader.readEntries(res, rej));
       if (!batch.length) break;
-      for (const e of batch) await walk(e, out);
+      for (const e of batch) await walk(e, out, withPaths, top);
     }
   }
 }
@@ -331,26 +334,131 @@ async function listBaseModels() {
   }
 }
 
-async function chooseBaseFolder(fileList) {
-  const list = Array.from(fileList || []).map((file) => ({
+// ---- a base model folder from this computer -----------------------------------------------
+// Three ways in: "Open a model folder…" (Chrome: showDirectoryPicker, which gives a
+// FileSystemDirectoryHandle; elsewhere the <input webkitdirectory>), or a folder dropped on
+// the model row (Chrome: DataTransferItem.getAsFileSystemHandle). A handle is kept in
+// IndexedDB with the run (keepHandle), so after a reload Resume reads the folder again with
+// the person's permission (requestPermission on that click); without one Resume asks for the
+// folder. Either way the engine checks it is the same base (py_engine/app/base_fingerprint.py)
+// and refuses another folder in one sentence; the autosave stays.
+const IDB_NAME = "mambaweb-train", IDB_STORE = "handles", IDB_KEY = "run-base";
+
+function idb(mode, fn) {
+  return new Promise((resolve, reject) => {
+    const open = indexedDB.open(IDB_NAME, 1);
+    open.onupgradeneeded = () => open.result.createObjectStore(IDB_STORE);
+    open.onerror = () => reject(open.error);
+    open.onsuccess = () => {
+      const db = open.result;
+      const tx = db.transaction(IDB_STORE, mode);
+      const req = fn(tx.objectStore(IDB_STORE));
+      tx.oncomplete = () => { db.close(); resolve(req.result); };
+      tx.onerror = tx.onabort = () => { db.close(); reject(tx.error); };
+    };
+  });
+}
+// {handle, name} of the saved run's base folder, or null (none kept, or no IndexedDB)
+const storedHandle = () => idb("readonly", (st) => st.get(IDB_KEY)).then((r) => r || null, () => null);
+// the run now saved in this browser has this base folder handle (null: none to keep)
+const keepHandle = (rec) => idb("readwrite", (st) => (rec ? st.put(rec, IDB_KEY) : st.delete(IDB_KEY)))
+  .then(() => { document.body.dataset.keptHandle = rec ? rec.name : ""; }, () => {});
+
+// A directory handle -> [{file, path}] relative to it (hidden files and folders skipped).
+async function filesOfHandle(dir, prefix = "", out = []) {
+  for await (const [name, h] of dir.entries()) {
+    if (name.startsWith(".")) continue;
+    if (h.kind === "file") out.push({ file: await h.getFile(), path: prefix + name });
+    else await filesOfHandle(h, `${prefix}${name}/`, out);
+  }
+  return out;
+}
+
+// The files of an <input webkitdirectory> -> {list: [{file, path}] relative to the folder, name}.
+function inputFolder(files) {
+  const list = files.map((file) => ({
     file, path: (file.webkitRelativePath || file.name).split("/").slice(1).join("/") || file.name,
   }));
-  $("ft-folder").value = "";
-  if (!list.length) return;
-  if (!list.some((f) => f.path === "config.json")) {
-    message("That folder has no config.json: choose a model folder (config.json + model.safetensors + tokenizer.json).");
-    return;
+  return { list, name: (files[0] && (files[0].webkitRelativePath || "").split("/")[0]) || "local model", handle: null };
+}
+
+let folderWaiter = null;    // a pickFolder() waiting for the <input> to give a folder
+// Ask the person for a model folder: {list, name, handle} or null when they cancel.
+async function pickFolder() {
+  if (window.showDirectoryPicker) {
+    try {
+      const handle = await window.showDirectoryPicker({ id: "mambaweb-model", mode: "read" });
+      return { list: await filesOfHandle(handle), name: handle.name, handle };
+    } catch (err) {
+      if (err && err.name === "AbortError") return null;       // the person closed the picker
+      throw err;     // SecurityError: no user gesture left (a permission prompt used it)
+    }
   }
-  const name = (list[0].file.webkitRelativePath || "").split("/")[0] || "local model";
-  const ids = await engine.call({ op: "convertPutFiles", files: list });
-  ftFolder = { files: Object.fromEntries(ids.map((f) => [f.path, f.id])), name };
+  return new Promise((resolve) => {
+    folderWaiter = resolve;
+    $("ft-folder").value = "";
+    $("ft-folder").click();
+  });
+}
+
+function folderGiven(files) {
+  const w = folderWaiter;
+  folderWaiter = null;
+  $("ft-folder").value = "";
+  const picked = files && files.length ? inputFolder(files) : null;
+  if (w) w(picked);
+  else if (picked) useBaseFolder(picked).catch((err) => message(plainError(err)));
+}
+
+function showFolderOption(name) {
   const sel = $("ft-model");
   sel.querySelector("option[value='@folder']")?.remove();
   sel.prepend(new Option(`${name} (folder from this computer)`, "@folder"));
   sel.value = "@folder";
+}
+
+// The Worker's registry ids of a folder's files: {files: {path: id}, ids}.
+async function registerFolder(list) {
+  const ids = await engine.call({ op: "convertPutFiles", files: list });
+  return { files: Object.fromEntries(ids.map((f) => [f.path, f.id])), ids: ids.map((f) => f.id) };
+}
+
+// {list, name, handle} chosen as the base to fine-tune.
+async function useBaseFolder(picked) {
+  if (!picked || !picked.list.length) return;
+  if (!picked.list.some((f) => f.path === "config.json")) {
+    message("That folder has no config.json: choose a model folder (config.json + model.safetensors + tokenizer.json).");
+    return;
+  }
+  const { files } = await registerFolder(picked.list);
+  ftFolder = { files, name: picked.name, handle: picked.handle || null };
+  showFolderOption(picked.name);
+  document.body.dataset.ftFolder = picked.name;
   clearMessage();
   scheduleDescribe();
   sniffData();
+}
+
+// A folder (or its files) dropped on the model row. The handle and the entry must both be
+// asked for inside the drop event itself.
+function dropBase(e) {
+  e.preventDefault();
+  const items = [...(e.dataTransfer.items || [])].filter((i) => i.kind === "file");
+  const handles = items.map((i) => (i.getAsFileSystemHandle ? i.getAsFileSystemHandle().catch(() => null) : null));
+  const entries = items.map((i) => (i.webkitGetAsEntry ? i.webkitGetAsEntry() : null));
+  const loose = [...(e.dataTransfer.files || [])];
+  (async () => {
+    const hs = await Promise.all(handles);
+    if (hs.length === 1 && hs[0] && hs[0].kind === "directory") {
+      return useBaseFolder({ list: await filesOfHandle(hs[0]), name: hs[0].name, handle: hs[0] });
+    }
+    if (entries.length === 1 && entries[0] && entries[0].isDirectory) {
+      const files = [];
+      await walk(entries[0], files, true);
+      return useBaseFolder({ list: files, name: entries[0].name, handle: null });
+    }
+    return useBaseFolder({ list: loose.map((file) => ({ file, path: file.name })), name: "dropped files", handle: null });
+  })().catch((err) => message(plainError(err)));
 }
 
 async function describeFinetune() {
@@ -491,6 +599,10 @@ async function start() {
     resetRun();
     applySummary(summary);
     $("resume-banner").hidden = true;
+    savedBase = null;
+    // the saved run is now this one: keep its base folder's handle (if any) for a reload
+    const base = ft ? ftBase() : null;
+    await keepHandle(base && base.files && ftFolder.handle ? { handle: ftFolder.handle, name: ftFolder.name } : null);
   } catch (err) {
     setStatus(prev === "preparing" ? "empty" : prev);
     message(plainError(err));
@@ -545,6 +657,7 @@ function showRunSettings(s) {
     $("ft-weights").value = s.weights || "f32";
     const sel = $("ft-model");
     if (s.base && s.base.url && [...sel.options].some((o) => o.value === s.base.name)) sel.value = s.base.name;
+    else if (s.base && !s.base.url && ftFolder && [...sel.options].some((o) => o.value === "@folder")) sel.value = "@folder";
     targetsFor = null;                    // the next describe lists the base's layers, ticked as the run
     pendingTicks = s.lora.targets || null;
   } else {
@@ -787,9 +900,20 @@ async function checkSaved() {
         `${info.weights && info.weights !== "f32" ? ` (${info.weights} base)` : ""}`
       : `${info.preset || "custom"} model`;
     savedKind = info.kind || "pretrain";
+    // a LoRA run keeps only its adapter: its base comes back from where it was opened
+    savedBase = null;
+    if (info.kind === "finetune" && info.mode === "lora" && info.base && !info.base.url) {
+      const rec = await storedHandle();
+      const handle = rec && rec.handle && rec.name === info.base.name ? rec.handle : null;
+      savedBase = { name: info.base.name, handle, handleFailed: false };
+    }
+    const folder = !savedBase ? "" : ` Its base is the folder ${savedBase.name} from this computer: ` +
+      (savedBase.handle ? `${finished ? "opening" : "resuming"} asks to read it again.`
+        : `${finished ? "opening" : "resuming"} asks you to open that folder again.`);
     $("resume-text").textContent = `${finished ? "A finished run" : "A run"} saved in this browser: ${what} ` +
       `(${fmtInt(info.params)} params), step ${fmtInt(info.step)} of ${fmtInt(info.steps)}` +
-      `${info.loss != null ? `, loss ${Number(info.loss).toFixed(4)}` : ""}, saved ${when}.`;
+      `${info.loss != null ? `, loss ${Number(info.loss).toFixed(4)}` : ""}, saved ${when}.${folder}`;
+    document.body.dataset.savedBase = savedBase ? (savedBase.handle ? "handle" : "ask") : "";
     // a finished run has nothing to resume: it opens (to download, or train more steps)
     $("resume-saved").textContent = finished ? "Open it" : "Resume it";
     $("resume-banner").hidden = false;
@@ -801,6 +925,7 @@ async function checkSaved() {
 
 async function resumeSaved() {
   clearMessage();
+  if (savedKind === "finetune" && savedBase) return resumeWithFolder();
   setStatus("preparing", "loading the saved run…");
   try {
     const s = await py(savedKind === "finetune" ? "result = await F.resume_saved(device, args)"
@@ -814,10 +939,68 @@ async function resumeSaved() {
   }
 }
 
+// A LoRA run whose base was a folder from this computer: read its kept handle again (Chrome
+// asks the person on this click), or ask for the folder; the engine checks it is the same base.
+async function resumeWithFolder() {
+  const h = savedBase.handle;
+  if (h && !savedBase.handleFailed) {
+    let picked = null;
+    try {
+      let perm = await h.queryPermission({ mode: "read" });
+      if (perm !== "granted") perm = await h.requestPermission({ mode: "read" });
+      if (perm === "granted") picked = { list: await filesOfHandle(h), name: h.name, handle: h };
+    } catch (err) {
+      picked = null;      // moved, renamed or deleted since: ask for the folder below
+    }
+    if (picked) return resumeFrom(picked);
+    savedBase.handleFailed = true;
+  }
+  let picked;
+  try {
+    picked = await pickFolder();
+  } catch (err) {
+    message(`Could not open a folder (${plainError(err)}): click “${$("resume-saved").textContent}” again and open the folder ${savedBase.name}.`);
+    return;
+  }
+  if (!picked) {
+    message(`To resume this run, open the folder ${savedBase.name} it was trained on (or discard the saved run).`, "info");
+    return;
+  }
+  return resumeFrom(picked);
+}
+
+async function resumeFrom(picked) {
+  if (!picked.list.some((f) => f.path === "config.json")) {
+    message(`That folder has no config.json: open the folder ${savedBase.name} this run was trained on.`);
+    return;
+  }
+  setStatus("preparing", "loading the saved run…");
+  let reg = null;
+  try {
+    reg = await registerFolder(picked.list);
+    const s = await py("result = await F.resume_saved(device, args)", { base: { files: reg.files, name: picked.name } });
+    ftFolder = { files: reg.files, name: picked.name, handle: picked.handle || null };
+    showFolderOption(picked.name);
+    if (picked.handle) await keepHandle({ handle: picked.handle, name: s.base.name });
+    savedBase = null;
+    resetRun();
+    applySummary(s);
+    $("resume-banner").hidden = true;
+  } catch (err) {
+    if (reg) engine.call({ op: "convertForgetFiles", ids: reg.ids }).catch(() => {});
+    if (picked.handle) savedBase.handleFailed = true;    // the next click asks for the folder
+    setStatus("empty");
+    message(sentence(`Could not resume the saved run: ${plainError(err)}`));
+    document.body.dataset.resumeRefused = (+document.body.dataset.resumeRefused || 0) + 1;
+  }
+}
+
 async function discardSaved() {
   if (!confirm("Delete the run saved in this browser?")) return;
   try {
     await py("result = await S.discard_saved()");
+    await keepHandle(null);
+    savedBase = null;
     $("resume-banner").hidden = true;
   } catch (err) {
     message(`Could not delete it: ${plainError(err)}`);
@@ -841,10 +1024,14 @@ async function loadStateFile(file) {
   setStatus("preparing", "loading the training state…");
   try {
     await engine.call({ op: "trainPut", key: "state", value: file });
+    const base = what() === "finetune" ? ftBase() : null;
+    const folder = base && base.files ? { files: base.files, name: base.name } : null;
     const s = await py(what() === "finetune" ? "result = await F.load_state(device, args)"
-      : "result = await S.load_state(device, args)", {});
+      : "result = await S.load_state(device, args)", folder ? { base: folder } : {});
     resetRun();
     applySummary(s);
+    savedBase = null;
+    await keepHandle(s.base && !s.base.url && folder && ftFolder.handle ? { handle: ftFolder.handle, name: s.base.name } : null);
   } catch (err) {
     setStatus(prev);
     message(`That training state cannot be resumed: ${plainError(err)}`);
@@ -917,8 +1104,15 @@ function wire() {
   for (const id of ["ft-model", "ft-weights", "lora-r", "lora-alpha", "lora-rs", "eval-frac"]) $(id).addEventListener("change", scheduleDescribe);
   $("ft-model").addEventListener("change", sniffData);
   $("lr").addEventListener("input", () => { $("lr").dataset.auto = "0"; });
-  $("ft-pick-folder").onclick = () => $("ft-folder").click();
-  $("ft-folder").onchange = (e) => chooseBaseFolder(e.target.files).catch((err) => message(plainError(err)));
+  $("ft-pick-folder").onclick = () => {
+    folderWaiter = null;                  // a folder chosen now is a base to fine-tune
+    pickFolder().then(useBaseFolder).catch((err) => message(plainError(err)));
+  };
+  $("ft-folder").onchange = (e) => folderGiven([...e.target.files]);
+  $("ft-folder").addEventListener("cancel", () => folderGiven(null));
+  const baseRow = $("ft-pick-folder").parentElement;
+  baseRow.addEventListener("dragover", (e) => e.preventDefault());
+  baseRow.addEventListener("drop", dropBase);
   $("more").onclick = moreSteps;
   $("dl-adapter").onclick = () => download("adapter");
   $("dl-merged").onclick = () => download("merged");
