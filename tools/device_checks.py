@@ -1,5 +1,6 @@
 """Kernel correctness on a real GPU: the checks that CI runs on software adapters, run on the GPU
-that picks the real-GPU kernels by itself (the tiled GEMM with split-K, the lanes scan).
+that picks the real-GPU kernels by itself (the tiled GEMM with split-K, the lanes scan, the conv
+step folded into Mamba-1's decode in_proj).
 
   python -m tools.device_checks --engine native      # wgpu-py (Vulkan/Metal/D3D12)
   python -m tools.device_checks --engine dawn        # Chrome's Dawn under Node (tools/dawn_engine.py)
@@ -35,6 +36,16 @@ def scan_cases():
              check_lanes(e, *a, eps=eps, backward=bw, seed=7))
 
 
+def decode_cases():
+    from pathlib import Path
+    from tests.browser.conv_fused_cases import check_fused
+    fix = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "models"
+    for name in ("mamba-d40-tied", "falcon-d40-untied"):
+        for fmt in ("f32", "q4"):
+            yield f"decode conv fused {name} {fmt}", \
+                (lambda e, name=name, fmt=fmt: check_fused(e, fix / name, fmt, [1, 5, 9, 2, 7, 3]))
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--engine", choices=("native", "dawn"), default="native")
@@ -46,7 +57,7 @@ def main(argv=None):
     failed = 0
     with Engine() as eng:
         print(json.dumps({"engine": args.engine, "adapter": eng.info.get("adapter")}), flush=True)
-        for name, fn in list(gemm_cases()) + list(scan_cases()):
+        for name, fn in list(gemm_cases()) + list(scan_cases()) + list(decode_cases()):
             try:
                 fn(eng)
                 print(json.dumps({"case": name, "ok": True}), flush=True)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from py_engine.gpu.tensor import Tensor
 from py_engine.ops import conv1d as conv_ops
 from py_engine.ops import selective_scan as scan_ops
-from py_engine.ops.linear import linear_accumulate, linear_forward, linear_multi
+from py_engine.ops.linear import in_proj_conv_step, linear_accumulate, linear_forward, linear_multi
 from py_engine.ops.lora import adapter_of
 from py_engine.ops.rmsnorm import rmsnorm_forward
 from py_engine.autograd import functional as F
@@ -97,13 +97,20 @@ class Mamba1Mixer:
 
     def step(self, batch, h, residual, Bsz, state):
         """One token per sequence: h [Bsz, D]; updates `state` and `residual` in place."""
-        if self.in_x_b is None:   # x and z halves of in_proj in one dispatch
-            x, z = linear_multi(batch, h, [self.in_x, self.in_z])
+        fused = None
+        if self.in_z_b is None:   # in_proj's halves and the conv step in one dispatch
+            fused = in_proj_conv_step(batch, h, self.in_x, self.in_z, self.in_x_b, self.conv_w,
+                                      self.conv_b, state.conv)
+        if fused is not None:
+            u, z = fused
         else:
-            x = linear_forward(batch, h, self.in_x, self.in_x_b)
-            z = linear_forward(batch, h, self.in_z, self.in_z_b)
-        u = conv_ops.conv1d_step(batch, x, state.conv, self.conv_w, self.conv_b, silu=True)
-        x.release()
+            if self.in_x_b is None:   # x and z halves of in_proj in one dispatch
+                x, z = linear_multi(batch, h, [self.in_x, self.in_z])
+            else:
+                x = linear_forward(batch, h, self.in_x, self.in_x_b)
+                z = linear_forward(batch, h, self.in_z, self.in_z_b)
+            u = conv_ops.conv1d_step(batch, x, state.conv, self.conv_w, self.conv_b, silu=True)
+            x.release()
         dt_low, B, C = linear_multi(batch, u, [self.x_dt, self.x_B, self.x_C])
         if scan_ops.step_takes_dt_proj(batch.device) and adapter_of(batch.device, self.dt_w) is None:
             # dt_proj (and Falcon's dt_low norm) inside the scan step: one dispatch fewer

@@ -37,7 +37,9 @@ fused; state in place); backward 7 (+2 when the forward's chunk states were not 
 Decode, per Mamba-1 layer and token (a fixed graph, recorded once and replayed): RMSNorm 1,
 in_proj 1, conv1d_step with SiLU 1, x_proj 1, dt_proj 1 (no bias: dt_bias is added inside the
 scan), selective_scan_step 1, out_proj 1 accumulating into the residual (matmul's ACCUMULATE
-flag) = 7 dispatches (8 with a separate residual add). Falcon-Mamba: + 1 for the dt_low RMSNorm
+flag) = 7 dispatches (8 with a separate residual add). On real GPUs the norm is folded into in_proj, the
+conv step into in_proj's store (ops/linear.in_proj_conv_step) and dt_proj into the scan step:
+4 dispatches. Falcon-Mamba: + 1 for the dt_low RMSNorm
 (its B/C norms are fused into the step) = 8. Per token on top: embedding, final norm, LM head,
 sampling (ops/sampling.py: 1, or 2 with a repetition penalty).
 

@@ -104,10 +104,21 @@ def rows_per_thread_group(fmt, K, N):
     return tpr
 
 
-def matvec(batch, x, ws, ys, M, bias=None, accumulate=False, tpr=None):
+CONV_STORAGE_BUFFERS = 12   # matvec_forward_conv binds 12 storage buffers (SwiftShader allows 10)
+
+
+def matvec_conv_ok(device):
+    """Whether the in_proj mat-vec with the conv step folded in (matvec_forward_conv) fits."""
+    return device.limits.get("maxStorageBuffersPerShaderStage", 8) >= CONV_STORAGE_BUFFERS
+
+
+def matvec(batch, x, ws, ys, M, bias=None, accumulate=False, tpr=None, conv=None):
     """ys[g] (+)= x[M, K] @ ws[g]^T (+ bias, g = 0 only) for up to 3 weights of one format.
     x may be an ops.rmsnorm.NormedRows: the kernel normalises it on the fly. tpr: threads per
-    row, overriding rows_per_thread_group (for tools/sweep_matvec.py)."""
+    row, overriding rows_per_thread_group (for tools/sweep_matvec.py).
+    conv (conv_w [N0, DCONV], conv_b [N0] or None, state [M, N0, DCONV]): ys[0] gets
+    silu(causal conv step) of the projection instead (Mamba-1's in_proj x half; the state is
+    shifted in place, as ops.conv1d.conv1d_step does), one dispatch for both."""
     from py_engine.ops.conv1d import rw_dummy
     dev = batch.device
     norm, eps = None, 0.0
@@ -127,7 +138,20 @@ def matvec(batch, x, ws, ys, M, bias=None, accumulate=False, tpr=None):
     gx, gy = fold(-(-max(Ns) // (THREADS // tpr)))
     wb = [w.binding for w in ws] + [dummy(dev)] * (3 - len(ws))
     yb = [y.binding for y in ys] + [rw_dummy(dev, slot) for slot in range(3 - len(ws))]
-    batch.run(f"matvec_{fmt}", "matvec_forward",
-              [u, x.binding, wb[0], bias.binding if bias is not None else dummy(dev), yb[0],
-               wb[1], wb[2], yb[1], yb[2], norm.binding if norm is not None else dummy(dev)],
-              gx, gy, len(ws), constants={"TPR": tpr, "MR": M})
+    res = [u, x.binding, wb[0], bias.binding if bias is not None else dummy(dev), yb[0],
+           wb[1], wb[2], yb[1], yb[2], norm.binding if norm is not None else dummy(dev)]
+    if conv is None:
+        batch.run(f"matvec_{fmt}", "matvec_forward", res, gx, gy, len(ws),
+                  constants={"TPR": tpr, "MR": M})
+        return
+    cw, cb, state = conv
+    dconv = cw.shape[1]
+    if accumulate or tuple(cw.shape) != (Ns[0], dconv) or state.numel != M * Ns[0] * dconv:
+        raise ValueError(f"matvec conv: weight {list(cw.shape)} and state {list(state.shape)} "
+                         f"do not fit {M} rows of {Ns[0]} channels")
+    flags |= 8 if cb is not None else 0
+    u = dev.uniform(params(M, Ns[0], K, flags, len(ws), Ns[1], Ns[2], float(eps)))
+    res[0] = u
+    batch.run(f"matvec_{fmt}", "matvec_forward_conv",
+              res + [cw.binding, cb.binding if cb is not None else dummy(dev), state.binding],
+              gx, gy, len(ws), constants={"TPR": tpr, "MR": M, "DCONV": dconv})

@@ -64,15 +64,23 @@ fn chunk_dot(wv: array<vec4<f32>, CV>, c: u32, xs: u32, normed: bool) -> vec4<f3
   return out;
 }
 
-@compute @workgroup_size(THREADS)
-fn matvec_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                  @builtin(local_invocation_index) lid: u32) {
+// Row sums of one workgroup's rows: every lane gets its row's total (tot, in red[row slot]) after
+// the tree; `ok` is false for a workgroup past the end of W_g (uniform per workgroup).
+struct RowSums { g: u32, N: u32, row: u32, lane: u32, tot: vec4<f32>, ok: bool };
+
+fn row_sums(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> RowSums {
+  var out: RowSums;
   let g = wid.z;
   let N = rows_of(g);
+  out.g = g;
+  out.N = N;
   let row0 = (wid.x + wid.y * nwg.x) * (THREADS / TPR);
-  if (row0 >= N) { return; }            // uniform per workgroup (a smaller W_g of a multi call)
+  out.ok = row0 < N;
+  if (!out.ok) { return out; }          // uniform per workgroup (a smaller W_g of a multi call)
   let row = row0 + lid / TPR;
   let lane = lid % TPR;
+  out.row = row;
+  out.lane = lane;
   let r = min(row, N - 1u);             // past-the-end rows compute row N-1 and store nothing
   let xs = p.K / 4u;                    // vec4s per x row
   let nchunk = xs / CV;
@@ -114,14 +122,62 @@ fn matvec_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
     if (lane < step) { red[lid] += red[lid + step]; }
     workgroupBarrier();
   }
-  if (lane == 0u && row < N) {
-    let tot = red[lid];
-    for (var m = 0u; m < MR; m++) {
-      var v = tot[m];
-      if ((p.flags & 1u) != 0u) { v += bias[row]; }
-      let idx = m * N + row;
-      if ((p.flags & 2u) != 0u) { v += yload(g, idx); }
-      ystore(g, idx, v);
+  out.tot = red[lid];
+  return out;
+}
+
+// y_g[m, row] (+)= tot[m] (+ bias[row]) for the row's lane 0.
+fn store_rows(rs: RowSums) {
+  if (rs.lane != 0u || rs.row >= rs.N) { return; }
+  for (var m = 0u; m < MR; m++) {
+    var v = rs.tot[m];
+    if ((p.flags & 1u) != 0u) { v += bias[rs.row]; }
+    let idx = m * rs.N + rs.row;
+    if ((p.flags & 2u) != 0u) { v += yload(rs.g, idx); }
+    ystore(rs.g, idx, v);
+  }
+}
+
+@compute @workgroup_size(THREADS)
+fn matvec_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_index) lid: u32) {
+  let rs = row_sums(wid, nwg, lid);
+  if (rs.ok) { store_rows(rs); }
+}
+
+// Mamba-1 decode: in_proj's x half (W_0) with the causal conv step and its SiLU folded into the
+// store -- one dispatch fewer per layer (no conv1d_step). The lane-0 thread of row j is the only
+// writer of channel j's conv state, so it shifts the state in place and writes
+//   y_0[m, j] = silu(conv_b[j] + sum_k conv_w[j, k] * s'[m, j, k]),  s' = [s[m, j, 1:], x_mj]
+// where x_mj is the projection's value (+ in_proj bias) -- the same sum, in the same order, as
+// conv1d_forward.wgsl's conv1d_step. W_1 (the z half) stores as matvec_forward does.
+// flags bit3: conv bias given. DCONV: the conv width (taps).
+//#include "lib/activations.wgsl"
+override DCONV: u32 = 4u;
+@group(0) @binding(10) var<storage, read> conv_w: array<f32>;        // [N, DCONV]
+@group(0) @binding(11) var<storage, read> conv_b: array<f32>;        // [N] (bit3 of flags)
+@group(0) @binding(12) var<storage, read_write> conv_s: array<f32>;  // [M, N, DCONV], in place
+
+@compute @workgroup_size(THREADS)
+fn matvec_forward_conv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                       @builtin(local_invocation_index) lid: u32) {
+  let rs = row_sums(wid, nwg, lid);
+  if (!rs.ok) { return; }
+  if (rs.g != 0u) { store_rows(rs); return; }
+  if (rs.lane != 0u || rs.row >= rs.N) { return; }
+  let j = rs.row;
+  for (var m = 0u; m < MR; m++) {
+    var xv = rs.tot[m];
+    if ((p.flags & 1u) != 0u) { xv += bias[j]; }
+    let base = (m * rs.N + j) * DCONV;
+    var acc = 0.0;
+    if ((p.flags & 8u) != 0u) { acc = conv_b[j]; }
+    for (var k = 0u; k < DCONV; k++) {
+      var v: f32;
+      if (k + 1u < DCONV) { v = conv_s[base + k + 1u]; } else { v = xv; }
+      conv_s[base + k] = v;
+      acc += v * conv_w[j * DCONV + k];
     }
+    y[m * rs.N + j] = silu(acc);
   }
 }

@@ -1,0 +1,62 @@
+"""Mamba-1 decode with the conv step folded into in_proj's mat-vec (matvec_forward_conv in
+shaders/lib/matvec_rows.wgsl) against the separate in_proj + conv1d_step dispatches, shared by
+tests/unit/test_conv_fused_decode_native.py (lavapipe, the real-GPU kernels forced) and
+tools/device_checks.py (a real GPU, which picks them by itself)."""
+import numpy as np
+
+RUN = """
+from py_engine.io.hf_loader import load_model_local
+from py_engine.models.generate import Generator, SamplingConfig
+m = await load_model_local(device, args['folder'], weights_format=args['fmt'])
+device.force_matvec = True
+out = {}
+try:
+    for fuse in (False, True):
+        device.fuse_conv_step = fuse
+        key = 'fused' if fuse else 'plain'
+        st = m.new_state()
+        out[key] = await m.step_logits(args['ids'], st)
+        out[key + '_conv'] = [await l.conv.to_bytes() for l in st.layers]
+        out[key + '_ssm'] = [await l.ssm.to_bytes() for l in st.layers]
+        st.release()
+        # two sequences at once (the mat-vec's x rows M = 2)
+        st = m.new_state(Bsz=2)
+        rows = []
+        for a, b2 in zip(args['ids'], reversed(args['ids'])):
+            t = m.ids_tensor([a, b2])
+            batch = device.batch()
+            logits = m.step(batch, t, st)
+            batch.submit()
+            rows.append(await logits.to_bytes())
+            logits.release()
+            t.release()
+        out[key + '_b2'] = b''.join(rows)
+        out[key + '_b2_conv'] = [await l.conv.to_bytes() for l in st.layers]
+        st.release()
+        gen = Generator(m, SamplingConfig(greedy=True), max_tokens=64, group=8)
+        out[key + '_tokens'] = [t async for t in gen.stream(args['ids'], 12)]
+        out[key + '_dpt'] = gen.dispatches_per_token
+        gen.release()
+finally:
+    device.force_matvec = False
+    device.fuse_conv_step = True
+out['layers'] = m.cfg.num_hidden_layers
+m.release()
+result = out
+"""
+
+
+def check_fused(engine, folder, fmt, ids):
+    """Step logits (one sequence and two at once), conv and SSM states and greedy tokens equal bit
+    for bit with and without the fold, one dispatch fewer per layer with it. Returns the run."""
+    r = engine.run(RUN, folder=str(folder), fmt=fmt, ids=ids)
+    for key in ("", "_b2"):
+        a = np.frombuffer(r["plain" + key], np.float32)
+        b = np.frombuffer(r["fused" + key], np.float32)
+        assert np.abs(a).max() > 0.05
+        assert np.array_equal(a, b), (key, np.abs(a - b).max())
+    for key in ("_conv", "_ssm", "_b2_conv"):
+        assert r["plain" + key] == r["fused" + key], key
+    assert r["fused_tokens"] == r["plain_tokens"]
+    assert r["fused_dpt"] == r["plain_dpt"] - r["layers"]
+    return r

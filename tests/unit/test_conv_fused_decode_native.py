@@ -1,0 +1,48 @@
+"""Mamba-1 decode with the conv step folded into in_proj's mat-vec (matvec_forward_conv in
+shaders/lib/matvec_rows.wgsl: one dispatch fewer per layer on real GPUs) computes exactly what
+the separate in_proj + conv1d_step dispatches compute: step logits, the conv and SSM states after
+the steps, and greedy tokens, bit for bit, for Mamba-1 and Falcon-Mamba fixtures, every weight
+format, one sequence and two at once; and the fused prefill-then-decode logits equal the
+fixture's transformers logits. Native backend (lavapipe here) with the real-GPU decode kernels
+forced (`device.force_matvec`); SwiftShader's 10 storage bindings per stage are too few for the
+fused entry (12), so the browser keeps the separate conv step (checked below too)."""
+import numpy as np
+import pytest
+
+from tests.browser.conv_fused_cases import RUN, check_fused
+from tests.conftest import REPO
+from tests.native_support import engine, native as pytestmark  # noqa: F401
+
+FIX = REPO / "tests" / "fixtures" / "models"
+IDS = [1, 5, 9, 2, 7, 3, 11, 4]
+
+@pytest.mark.parametrize("fmt", ["f32", "f16", "q8", "q4"])
+@pytest.mark.parametrize("name", ["mamba-d40-tied", "falcon-d40-untied"])
+def test_fused_conv_step_equals_the_separate_dispatches(engine, name, fmt):
+    if engine.device.limits.get("maxStorageBuffersPerShaderStage", 8) < 12:
+        pytest.skip("this adapter binds fewer than 12 storage buffers per stage")
+    check_fused(engine, FIX / name, fmt, IDS)
+
+
+def test_fused_decode_matches_transformers(engine):
+    """Prefill one token at a time through the fused step: transformers' logits (fixture)."""
+    if engine.device.limits.get("maxStorageBuffersPerShaderStage", 8) < 12:
+        pytest.skip("this adapter binds fewer than 12 storage buffers per stage")
+    folder = FIX / "mamba-d40-tied"
+    exp = np.load(folder / "expected.npz")
+    ids = exp["prompt_ids"].tolist()
+    r = engine.run(RUN, folder=str(folder), fmt="f32", ids=ids)
+    got = np.frombuffer(r["fused"], np.float32).reshape(len(ids), -1)
+    ref = exp["logits"].reshape(len(ids), -1)
+    assert np.abs(got - ref).max() <= 1e-4
+
+
+def test_software_adapter_limit_keeps_the_separate_conv_step():
+    """10 storage bindings (SwiftShader): the fused entry does not fit, in_proj_conv_step says so."""
+    from py_engine.ops import weight_format as wf
+
+    class _Dev:
+        limits = {"maxStorageBuffersPerShaderStage": 10}
+    assert not wf.matvec_conv_ok(_Dev())
+    _Dev.limits = {"maxStorageBuffersPerShaderStage": 16}
+    assert wf.matvec_conv_ok(_Dev())
