@@ -27,6 +27,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO
+from tests.unit.peft_reference import adamw_reference
 from tests.native_support import engine, native as pytestmark  # noqa: F401
 
 FIX = REPO / "tests" / "fixtures" / "models"
@@ -289,18 +290,8 @@ def test_lora_matches_peft_on_mamba3(engine, tmp_path, name):
     with torch.no_grad():
         ref_base = torch_lm(folder)(torch.tensor(prompt)).numpy()
         ref_with = pm(torch.tensor(prompt)).numpy()
-    loss = _loss(pm, ids.tolist(), labels.tolist())
-    loss.backward()
-    ref_grads = {k: p.grad.numpy().copy() for k, p in params.items()}
-    opt = torch.optim.AdamW(list(params.values()), **ADAMW)
-    ref_losses = []
-    for _ in range(5):
-        opt.zero_grad()
-        step_loss = _loss(pm, ids.tolist(), labels.tolist())
-        ref_losses.append(step_loss.item())
-        step_loss.backward()
-        opt.step()
-    ref_after = {k: p.detach().numpy().copy() for k, p in params.items()}
+    ref_loss, ref_grads, ref_losses, ref_after = adamw_reference(
+        params, lambda: _loss(pm, ids.tolist(), labels.tolist()), ADAMW)
 
     out = engine.run(LORA_RUN, src=str(folder), prompt=prompt, adapter=files, adamw=ADAMW,
                      ids=ids.ravel().tolist(), labels=labels.ravel().tolist(), Bsz=int(Bsz),
@@ -317,7 +308,7 @@ def test_lora_matches_peft_on_mamba3(engine, tmp_path, name):
     assert np.abs(lg("with") - ref_with).max() <= 1e-4
     assert np.abs(lg("with_step") - ref_with).max() <= 1e-4
     # loss, every adapter gradient, 5 AdamW steps
-    assert abs(out["loss"] - loss.item()) <= 1e-5 * max(1.0, abs(loss.item()))
+    assert abs(out["loss"] - ref_loss) <= 1e-5 * max(1.0, abs(ref_loss))
     grads = _joined(out["grads"])
     assert set(grads) == set(ref_grads)
     for k, g in ref_grads.items():

@@ -20,6 +20,7 @@ import pytest
 
 from tests.conftest import REPO
 from tools.native_engine import wgpu_adapter_problem
+from tests.unit.peft_reference import adamw_reference
 
 _problem = wgpu_adapter_problem()
 pytestmark = pytest.mark.skipif(_problem is not None, reason=f"no native GPU adapter: {_problem}")
@@ -161,18 +162,8 @@ def test_lora_matches_peft_on_a_mamba_ssm_hybrid(tmp_path):
     # torch: logits with the adapter, loss and gradients, 5 AdamW steps over the adapters alone
     with torch.no_grad():
         ref_with = pm(torch.tensor(prompt)).numpy()
-    loss = _loss(pm, ids.tolist(), labels.tolist())
-    loss.backward()
-    ref_grads = {k: p.grad.numpy().copy() for k, p in params.items()}
-    opt = torch.optim.AdamW(list(params.values()), **ADAMW)
-    ref_losses = []
-    for _ in range(5):
-        opt.zero_grad()
-        step_loss = _loss(pm, ids.tolist(), labels.tolist())
-        ref_losses.append(step_loss.item())
-        step_loss.backward()
-        opt.step()
-    ref_after = {k: p.detach().numpy().copy() for k, p in params.items()}
+    ref_loss, ref_grads, ref_losses, ref_after = adamw_reference(
+        params, lambda: _loss(pm, ids.tolist(), labels.tolist()), ADAMW)
 
     with NativeEngine() as eng:
         out = eng.run(RUN, src=str(FIX), prompt=prompt, adapter=files, adamw=ADAMW,
@@ -180,7 +171,7 @@ def test_lora_matches_peft_on_a_mamba_ssm_hybrid(tmp_path):
     V, P = out["V"], len(prompt)
     got_with = np.frombuffer(out["with"], np.float32).reshape(P, V)
     assert np.abs(got_with - ref_with).max() <= 1e-4
-    assert abs(out["loss"] - loss.item()) <= 1e-5 * max(1.0, abs(loss.item()))
+    assert abs(out["loss"] - ref_loss) <= 1e-5 * max(1.0, abs(ref_loss))
     grads = _engine_tensors(out["grads"], R)
     assert set(grads) == set(ref_grads)
     for k, g in ref_grads.items():

@@ -27,6 +27,7 @@ from py_engine.io import mbjs
 from py_engine.models.config import MambaConfig
 from tools import convert_host
 from tools.init_weights import init_weights
+from tests.unit.npm_fake_device import FAKE_DEVICE_JS
 
 CFG = MambaConfig(vocab_size=48, hidden_size=16, num_hidden_layers=3, state_size=4,
                   conv_kernel=3, time_step_rank=2)
@@ -214,35 +215,7 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { pathToFileURL } from "node:url";
 const [pkg, cfgJson, inPath, outPath, freshPath, fp16] = process.argv.slice(2);
 const { MambaModel } = await import(pathToFileURL(`${pkg}/dist/model/mamba_model.js`).href);
-class Buf {
-  constructor(size) { this.size = size; this.data = new ArrayBuffer(size); }
-  getMappedRange() { return this.data; }
-  unmap() {} destroy() {}
-  async mapAsync() {}
-}
-const device = {
-  lost: new Promise(() => {}),
-  createBuffer: ({ size }) => new Buf(size),
-  createShaderModule: () => ({}),
-  createComputePipeline: () => ({ getBindGroupLayout: () => ({}) }),
-  createBindGroup: () => ({}),
-  createCommandEncoder: () => ({
-    copyBufferToBuffer(src, so, dst, doff, n) {
-      new Uint8Array(dst.data, doff, n).set(new Uint8Array(src.data, so, n));
-    },
-    beginComputePass: () => ({
-      setPipeline() {}, setBindGroup() {}, dispatchWorkgroups() {}, end() {},
-    }),
-    finish: () => ({}),
-  }),
-  queue: {
-    submit() {},
-    writeBuffer(buf, off, data, dataOff, size) {
-      new Uint8Array(buf.data, off, size).set(new Uint8Array(data, dataOff, size));
-    },
-  },
-};
-const cfg = JSON.parse(cfgJson);
+""" + FAKE_DEVICE_JS + r"""const cfg = JSON.parse(cfgJson);
 const opts = { fp16: fp16 === "1" };
 const fresh = new MambaModel(device, { ...cfg, seed: 1234 });
 writeFileSync(freshPath, Buffer.from(await fresh.exportWeights(opts)));

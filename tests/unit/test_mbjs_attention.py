@@ -25,6 +25,7 @@ from py_engine.models.config import MambaConfig
 from tests.conftest import REPO
 from tools import convert_host
 from tools.init_weights import init_weights
+from tests.unit.npm_fake_device import FAKE_DEVICE_JS
 
 NPM = REPO / "node_modules" / "@seanhogg" / "builderforce-memory-engine"
 SCHEDULE = ["mamba1", "attention", "mamba1"]
@@ -151,35 +152,7 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { pathToFileURL } from "node:url";
 const [pkg, cfgJson, inPath, outPath, freshPath] = process.argv.slice(2);
 const { HybridMambaModel } = await import(pathToFileURL(`${pkg}/dist/model/mamba_model.js`).href);
-class Buf {
-  constructor(size) { this.size = size; this.data = new ArrayBuffer(size); }
-  getMappedRange() { return this.data; }
-  unmap() {} destroy() {}
-  async mapAsync() {}
-}
-const device = {
-  lost: new Promise(() => {}),
-  createBuffer: ({ size }) => new Buf(size),
-  createShaderModule: () => ({}),
-  createComputePipeline: () => ({ getBindGroupLayout: () => ({}) }),
-  createBindGroup: () => ({}),
-  createCommandEncoder: () => ({
-    copyBufferToBuffer(src, so, dst, doff, n) {
-      new Uint8Array(dst.data, doff, n).set(new Uint8Array(src.data, so, n));
-    },
-    beginComputePass: () => ({
-      setPipeline() {}, setBindGroup() {}, dispatchWorkgroups() {}, end() {},
-    }),
-    finish: () => ({}),
-  }),
-  queue: {
-    submit() {},
-    writeBuffer(buf, off, data, dataOff, size) {
-      new Uint8Array(buf.data, off, size).set(new Uint8Array(data, dataOff, size));
-    },
-  },
-};
-const cfg = JSON.parse(cfgJson);
+""" + FAKE_DEVICE_JS + r"""const cfg = JSON.parse(cfgJson);
 const fresh = new HybridMambaModel(device, { ...cfg, seed: 99 });
 writeFileSync(freshPath, Buffer.from(await fresh.exportWeights()));
 const model = new HybridMambaModel(device, cfg);
