@@ -1,6 +1,6 @@
 """Kernel correctness on a real GPU: the checks that CI runs on software adapters, run on the GPU
 that picks the real-GPU kernels by itself (the tiled GEMM with split-K, the lanes scan, the conv
-step folded into Mamba-1's decode in_proj).
+step folded into Mamba-1/2's decode in_proj).
 
   python -m tools.device_checks --engine native      # wgpu-py (Vulkan/Metal/D3D12)
   python -m tools.device_checks --engine dawn        # Chrome's Dawn under Node (tools/dawn_engine.py)
@@ -40,7 +40,7 @@ def decode_cases():
     from pathlib import Path
     from tests.browser.conv_fused_cases import check_fused
     fix = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "models"
-    for name in ("mamba-d40-tied", "falcon-d40-untied"):
+    for name in ("mamba-d40-tied", "falcon-d40-untied", "mamba2-g2-untied"):
         for fmt in ("f32", "q4"):
             yield f"decode conv fused {name} {fmt}", \
                 (lambda e, name=name, fmt=fmt: check_fused(e, fix / name, fmt, [1, 5, 9, 2, 7, 3]))

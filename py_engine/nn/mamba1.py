@@ -99,8 +99,8 @@ class Mamba1Mixer:
         """One token per sequence: h [Bsz, D]; updates `state` and `residual` in place."""
         fused = None
         if self.in_z_b is None:   # in_proj's halves and the conv step in one dispatch
-            fused = in_proj_conv_step(batch, h, self.in_x, self.in_z, self.in_x_b, self.conv_w,
-                                      self.conv_b, state.conv)
+            fused = in_proj_conv_step(batch, h, [self.in_x, self.in_z], 0, self.conv_w,
+                                      self.conv_b, state.conv, bias=self.in_x_b)
         if fused is not None:
             u, z = fused
         else:

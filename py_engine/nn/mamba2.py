@@ -34,7 +34,7 @@ from py_engine.nn.registry import bias_hint, conv_weight, register, whole
 from py_engine.ops import conv1d as conv_ops
 from py_engine.ops.conv1d import Cols
 from py_engine.ops.gated_rmsnorm import gated_rmsnorm_forward
-from py_engine.ops.linear import linear_accumulate, linear_forward, linear_multi
+from py_engine.ops.linear import in_proj_conv_step, linear_accumulate, linear_forward, linear_multi
 from py_engine.ops.ssd import ssd_step
 
 
@@ -130,14 +130,21 @@ class Mamba2Mixer:
     def step(self, batch, h, residual, Bsz, state):
         """One token per sequence: h [Bsz, D]; updates `state` and `residual` in place."""
         s = self.spec
-        if self.in_z_b is None:   # the three row blocks of in_proj in one dispatch
-            z, xbc, dt = linear_multi(batch, h, [self.in_z, self.in_xbc, self.in_dt])
+        fused = None
+        if self.in_z_b is None:   # in_proj's three row blocks and the conv step in one dispatch
+            fused = in_proj_conv_step(batch, h, [self.in_z, self.in_xbc, self.in_dt], 1,
+                                      self.conv_w, self.conv_b, state.conv)
+        if fused is not None:
+            z, u, dt = fused
         else:
-            z = linear_forward(batch, h, self.in_z, self.in_z_b)
-            xbc = linear_forward(batch, h, self.in_xbc, self.in_xbc_b)
-            dt = linear_forward(batch, h, self.in_dt, self.in_dt_b)
-        u = conv_ops.conv1d_step(batch, xbc, state.conv, self.conv_w, self.conv_b, silu=True)
-        xbc.release()
+            if self.in_z_b is None:   # the three row blocks of in_proj in one dispatch
+                z, xbc, dt = linear_multi(batch, h, [self.in_z, self.in_xbc, self.in_dt])
+            else:
+                z = linear_forward(batch, h, self.in_z, self.in_z_b)
+                xbc = linear_forward(batch, h, self.in_xbc, self.in_xbc_b)
+                dt = linear_forward(batch, h, self.in_dt, self.in_dt_b)
+            u = conv_ops.conv1d_step(batch, xbc, state.conv, self.conv_w, self.conv_b, silu=True)
+            xbc.release()
         x, B, C = self._split(u, Bsz)
         # The one-token path does not clamp dt: transformers' and mamba_ssm's decode paths do
         # not (only their chunked paths do), and decode must continue exactly as they do.

@@ -242,26 +242,30 @@ def linear_backward_bias(batch, dy, out=None, accumulate=False):
     return db
 
 
-def in_proj_conv_step(batch, x, w_x, w_z, b_x, conv_w, conv_b, conv_state):
-    """Mamba-1's decode in_proj with its conv step folded in, or None where that path does not
-    apply: (u, z) with u = silu(conv step of x @ w_x^T (+ b_x)) -- the conv state shifted in
-    place -- and z = x @ w_z^T, in ONE dispatch (shaders/lib/matvec_rows.wgsl,
-    matvec_forward_conv) instead of in_proj + conv1d_step. Applies to the weight-streaming
-    mat-vec of real GPUs (decode-sized x, no adapter, no row blocks, one format, 12 storage
-    bindings allowed; f32 through the 16-byte-chunk kernel)."""
+def in_proj_conv_step(batch, x, weights, conv_index, conv_w, conv_b, conv_state, bias=None):
+    """A Mamba layer's decode in_proj with its conv step folded in, or None where that path does
+    not apply: [x @ W^T for W in weights] (2 or 3 row blocks of in_proj, one format) except that
+    block `conv_index` -- the one the conv reads: Mamba-1's x half, Mamba-2's x|B|C -- comes out
+    as silu(its causal conv step), the conv state shifted in place, all in ONE dispatch
+    (shaders/lib/matvec_rows.wgsl, matvec_forward_conv) instead of in_proj + conv1d_step.
+    bias: block 0's (Mamba-1 only). Applies to the weight-streaming mat-vec of real GPUs
+    (decode-sized x, no adapter, no row blocks, 12 storage bindings allowed; f32 through the
+    16-byte-chunk kernel); `device.fuse_conv_step = False` turns it off (tests)."""
     dev = batch.device
     K = x.shape[-1]
     M = rows_of(x)
-    ws = [w_x, w_z]
     if (M > MATVEC_MAX_M or not _matvec_ok(dev) or not weight_format.matvec_conv_ok(dev)
-            or getattr(dev, "fuse_conv_step", True) is False
-            or any(adapter_of(dev, w) is not None or _split(w) for w in ws)
-            or w_x.dtype != w_z.dtype or w_x.shape[0] != conv_w.shape[0]
-            or (w_x.dtype == "f32" and not _rows_kernel(dev, K))):
+            or getattr(dev, "fuse_conv_step", True) is False or len(weights) > 3
+            or any(adapter_of(dev, w) is not None or _split(w) for w in weights)
+            or len({w.dtype for w in weights}) > 1
+            or weights[conv_index].shape[0] != conv_w.shape[0]
+            or (bias is not None and conv_index != 0)
+            or (weights[0].dtype == "f32" and not _rows_kernel(dev, K))):
         return None
-    outs = [out_like(dev, tuple(x.shape[:-1]) + (w.shape[0],)) for w in ws]
-    weight_format.matvec(batch, x, ws, outs, M, bias=b_x, conv=(conv_w, conv_b, conv_state))
-    return outs[0], outs[1]
+    outs = [out_like(dev, tuple(x.shape[:-1]) + (w.shape[0],)) for w in weights]
+    weight_format.matvec(batch, x, weights, outs, M, bias=bias,
+                         conv=(conv_w, conv_b, conv_state, conv_index))
+    return outs
 
 
 def linear_multi(batch, x, weights):

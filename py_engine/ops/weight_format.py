@@ -116,9 +116,9 @@ def matvec(batch, x, ws, ys, M, bias=None, accumulate=False, tpr=None, conv=None
     """ys[g] (+)= x[M, K] @ ws[g]^T (+ bias, g = 0 only) for up to 3 weights of one format.
     x may be an ops.rmsnorm.NormedRows: the kernel normalises it on the fly. tpr: threads per
     row, overriding rows_per_thread_group (for tools/sweep_matvec.py).
-    conv (conv_w [N0, DCONV], conv_b [N0] or None, state [M, N0, DCONV]): ys[0] gets
-    silu(causal conv step) of the projection instead (Mamba-1's in_proj x half; the state is
-    shifted in place, as ops.conv1d.conv1d_step does), one dispatch for both."""
+    conv (conv_w [Ng, DCONV], conv_b [Ng] or None, state [M, Ng, DCONV], g): ys[g] gets
+    silu(causal conv step) of its projection instead (Mamba-1's in_proj x half, Mamba-2's x|B|C
+    block; the state is shifted in place, as ops.conv1d.conv1d_step does), one dispatch for all."""
     from py_engine.ops.conv1d import rw_dummy
     dev = batch.device
     norm, eps = None, 0.0
@@ -144,14 +144,15 @@ def matvec(batch, x, ws, ys, M, bias=None, accumulate=False, tpr=None, conv=None
         batch.run(f"matvec_{fmt}", "matvec_forward", res, gx, gy, len(ws),
                   constants={"TPR": tpr, "MR": M})
         return
-    cw, cb, state = conv
+    cw, cb, state, cg = conv
     dconv = cw.shape[1]
-    if accumulate or tuple(cw.shape) != (Ns[0], dconv) or state.numel != M * Ns[0] * dconv:
+    if accumulate or cg >= len(ws) or tuple(cw.shape) != (Ns[cg], dconv) or \
+            state.numel != M * Ns[cg] * dconv:
         raise ValueError(f"matvec conv: weight {list(cw.shape)} and state {list(state.shape)} "
-                         f"do not fit {M} rows of {Ns[0]} channels")
+                         f"do not fit {M} rows of block {cg}'s channels")
     flags |= 8 if cb is not None else 0
     u = dev.uniform(params(M, Ns[0], K, flags, len(ws), Ns[1], Ns[2], float(eps)))
     res[0] = u
     batch.run(f"matvec_{fmt}", "matvec_forward_conv",
               res + [cw.binding, cb.binding if cb is not None else dummy(dev), state.binding],
-              gx, gy, len(ws), constants={"TPR": tpr, "MR": M, "DCONV": dconv})
+              gx, gy, len(ws), constants={"TPR": tpr, "MR": M, "DCONV": dconv, "CONV_G": cg})

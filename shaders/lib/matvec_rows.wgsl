@@ -145,15 +145,17 @@ fn matvec_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
   if (rs.ok) { store_rows(rs); }
 }
 
-// Mamba-1 decode: in_proj's x half (W_0) with the causal conv step and its SiLU folded into the
-// store -- one dispatch fewer per layer (no conv1d_step). The lane-0 thread of row j is the only
-// writer of channel j's conv state, so it shifts the state in place and writes
-//   y_0[m, j] = silu(conv_b[j] + sum_k conv_w[j, k] * s'[m, j, k]),  s' = [s[m, j, 1:], x_mj]
-// where x_mj is the projection's value (+ in_proj bias) -- the same sum, in the same order, as
-// conv1d_forward.wgsl's conv1d_step. W_1 (the z half) stores as matvec_forward does.
-// flags bit3: conv bias given. DCONV: the conv width (taps).
+// Mamba decode: in_proj with the causal conv step and its SiLU folded into the store of the
+// block the conv reads (W_CONV_G: Mamba-1's x half, Mamba-2's x|B|C block) -- one dispatch fewer
+// per layer (no conv1d_step). The lane-0 thread of row j is the only writer of channel j's conv
+// state, so it shifts the state in place and writes
+//   y_g[m, j] = silu(conv_b[j] + sum_k conv_w[j, k] * s'[m, j, k]),  s' = [s[m, j, 1:], x_mj]
+// where x_mj is the projection's value (+ bias) -- the same sum, in the same order, as
+// conv1d_forward.wgsl's conv1d_step. The other blocks store as matvec_forward does.
+// flags bit3: conv bias given. DCONV: the conv width (taps); CONV_G: the block it applies to.
 //#include "lib/activations.wgsl"
 override DCONV: u32 = 4u;
+override CONV_G: u32 = 0u;
 @group(0) @binding(10) var<storage, read> conv_w: array<f32>;        // [N, DCONV]
 @group(0) @binding(11) var<storage, read> conv_b: array<f32>;        // [N] (bit3 of flags)
 @group(0) @binding(12) var<storage, read_write> conv_s: array<f32>;  // [M, N, DCONV], in place
@@ -163,7 +165,7 @@ fn matvec_forward_conv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workg
                        @builtin(local_invocation_index) lid: u32) {
   let rs = row_sums(wid, nwg, lid);
   if (!rs.ok) { return; }
-  if (rs.g != 0u) { store_rows(rs); return; }
+  if (rs.g != CONV_G) { store_rows(rs); return; }
   if (rs.lane != 0u || rs.row >= rs.N) { return; }
   let j = rs.row;
   for (var m = 0u; m < MR; m++) {
@@ -178,6 +180,6 @@ fn matvec_forward_conv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workg
       conv_s[base + k] = v;
       acc += v * conv_w[j * DCONV + k];
     }
-    y[m * rs.N + j] = silu(acc);
+    ystore(rs.g, m * rs.N + j, silu(acc));
   }
 }

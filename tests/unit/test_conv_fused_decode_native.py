@@ -1,11 +1,12 @@
-"""Mamba-1 decode with the conv step folded into in_proj's mat-vec (matvec_forward_conv in
-shaders/lib/matvec_rows.wgsl: one dispatch fewer per layer on real GPUs) computes exactly what
-the separate in_proj + conv1d_step dispatches compute: step logits, the conv and SSM states after
-the steps, and greedy tokens, bit for bit, for Mamba-1 and Falcon-Mamba fixtures, every weight
-format, one sequence and two at once; and the fused prefill-then-decode logits equal the
-fixture's transformers logits. Native backend (lavapipe here) with the real-GPU decode kernels
-forced (`device.force_matvec`); SwiftShader's 10 storage bindings per stage are too few for the
-fused entry (12), so the browser keeps the separate conv step (checked below too)."""
+"""Mamba-1 and Mamba-2 decode with the conv step folded into in_proj's mat-vec
+(matvec_forward_conv in shaders/lib/matvec_rows.wgsl: one dispatch fewer per layer on real GPUs)
+computes exactly what the separate in_proj + conv1d_step dispatches compute: step logits, the
+conv and SSM states after the steps, and greedy tokens, bit for bit, for Mamba-1, Falcon-Mamba
+and Mamba-2 (1 and 2 groups) fixtures, every weight format, one sequence and two at once; and
+the fused prefill-then-decode logits equal the fixture's transformers logits. Native backend
+(lavapipe here) with the real-GPU decode kernels forced (`device.force_matvec`); SwiftShader's 10
+storage bindings per stage are too few for the fused entry (12), so the browser keeps the
+separate conv step (checked below too)."""
 import numpy as np
 import pytest
 
@@ -17,7 +18,8 @@ FIX = REPO / "tests" / "fixtures" / "models"
 IDS = [1, 5, 9, 2, 7, 3, 11, 4]
 
 @pytest.mark.parametrize("fmt", ["f32", "f16", "q8", "q4"])
-@pytest.mark.parametrize("name", ["mamba-d40-tied", "falcon-d40-untied"])
+@pytest.mark.parametrize("name", ["mamba-d40-tied", "falcon-d40-untied", "mamba2-g1-tied",
+                                  "mamba2-g2-untied"])
 def test_fused_conv_step_equals_the_separate_dispatches(engine, name, fmt):
     if engine.device.limits.get("maxStorageBuffersPerShaderStage", 8) < 12:
         pytest.skip("this adapter binds fewer than 12 storage buffers per stage")

@@ -272,7 +272,7 @@ def _record_matvec(batch):
     for fmt in ("f32", "f16", "bf16", "q8", "q4"):
         q = wf.quantize(batch, t(6, 32), fmt) if fmt != "f32" else t(6, 32)
         wf.matvec(batch, t(1, 32), [q, q], [t(1, 6), t(1, 6)], 1,
-                  conv=(t(6, 4), t(6), t(1, 6, 4)))
+                  conv=(t(6, 4), t(6), t(1, 6, 4), 0))
     # the tiled GEMM of real GPUs: 128x128 and 64x64 blocks, and split-K with its reduce
     linear.linear_forward(batch, t(80, 32), t(70, 32))
     linear.linear_forward(batch, t(9, 1024), t(6, 1024))
