@@ -248,24 +248,35 @@ def in_proj_conv_step(batch, x, weights, conv_index, conv_w, conv_b, conv_state,
     block `conv_index` -- the one the conv reads: Mamba-1's x half, Mamba-2's x|B|C -- comes out
     as silu(its causal conv step), the conv state shifted in place, all in ONE dispatch
     (shaders/lib/matvec_rows.wgsl, matvec_forward_conv) instead of in_proj + conv1d_step.
-    bias: block 0's (Mamba-1 only). Applies to the weight-streaming mat-vec of real GPUs
-    (decode-sized x, no adapter, no row blocks, 12 storage bindings allowed; f32 through the
-    16-byte-chunk kernel); `device.fuse_conv_step = False` turns it off (tests)."""
+    bias: block 0's (Mamba-1 only). Applies where linear_multi takes the weight-streaming
+    mat-vec (_streamed_multi) and 12 storage bindings are allowed; `device.fuse_conv_step =
+    False` turns it off (tests)."""
     dev = batch.device
-    K = x.shape[-1]
     M = rows_of(x)
-    if (M > MATVEC_MAX_M or not _matvec_ok(dev) or not weight_format.matvec_conv_ok(dev)
-            or getattr(dev, "fuse_conv_step", True) is False or len(weights) > 3
-            or any(adapter_of(dev, w) is not None or _split(w) for w in weights)
-            or len({w.dtype for w in weights}) > 1
+    if (not _streamed_multi(dev, x, weights) or not weight_format.matvec_conv_ok(dev)
+            or getattr(dev, "fuse_conv_step", True) is False
             or weights[conv_index].shape[0] != conv_w.shape[0]
-            or (bias is not None and conv_index != 0)
-            or (weights[0].dtype == "f32" and not _rows_kernel(dev, K))):
+            or (bias is not None and conv_index != 0)):
         return None
     outs = [out_like(dev, tuple(x.shape[:-1]) + (w.shape[0],)) for w in weights]
     weight_format.matvec(batch, x, weights, outs, M, bias=bias,
                          conv=(conv_w, conv_b, conv_state, conv_index))
     return outs
+
+
+def _multi_ok(dev, x, weights):
+    """Whether [x @ W^T for W in weights] may run as ONE mat-vec dispatch: decode-sized x on a
+    real GPU, at most 3 bias-free matrices of one format, no adapter and no row blocks."""
+    return not (rows_of(x) > MATVEC_MAX_M or not _matvec_ok(dev) or len(weights) > 3
+                or any(adapter_of(dev, w) is not None or _split(w) for w in weights)
+                or len({w.dtype for w in weights}) > 1)
+
+
+def _streamed_multi(dev, x, weights):
+    """_multi_ok, through the weight-streaming kernels (weight_format.matvec): narrow formats
+    always, f32 when the 16-byte-chunk kernel is on (else the scalar matvec_multi_forward)."""
+    return _multi_ok(dev, x, weights) and (weights[0].dtype != "f32"
+                                           or _rows_kernel(dev, x.shape[-1]))
 
 
 def linear_multi(batch, x, weights):
@@ -277,16 +288,14 @@ def linear_multi(batch, x, weights):
     K = x.shape[-1]
     M = rows_of(x)
     outs = [out_like(dev, tuple(x.shape[:-1]) + (w.shape[0],)) for w in weights]
-    if (M > MATVEC_MAX_M or not _matvec_ok(dev) or len(weights) > 3
-            or any(adapter_of(dev, w) is not None or _split(w) for w in weights)
-            or len({w.dtype for w in weights}) > 1):
-        for w, y in zip(weights, outs):
-            linear_forward(batch, x, w, out=y)
-        return outs
     for w in weights:
         if w.shape[1] != K:
             raise ValueError(f"linear_multi: weight {list(w.shape)} does not take K={K}")
-    if weights[0].dtype != "f32" or _rows_kernel(dev, K):
+    if not _multi_ok(dev, x, weights):
+        for w, y in zip(weights, outs):
+            linear_forward(batch, x, w, out=y)
+        return outs
+    if _streamed_multi(dev, x, weights):
         weight_format.matvec(batch, x, weights, outs, M)
         return outs
     if isinstance(x, NormedRows):

@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO
-from tests.unit.peft_reference import adamw_reference
+from tests.unit.peft_reference import adamw_reference, adapter_files, draw_b, trainer_loss
 from tests.native_support import engine, native as pytestmark  # noqa: F401
 
 FIX = REPO / "tests" / "fixtures" / "models"
@@ -121,18 +121,6 @@ def torch_lm(folder):
     return model
 
 
-def _loss(model, ids, labels):
-    """Mean next-token cross-entropy over the valid labels (the Trainer's: position t predicts
-    labels[t + 1], -100 ignored)."""
-    import torch
-    total = 0
-    for row_ids, row_labels in zip(ids, labels):
-        logits = model(torch.tensor(row_ids))
-        total = total + torch.nn.functional.cross_entropy(
-            logits[:-1], torch.tensor(row_labels[1:]), ignore_index=-100, reduction="sum")
-    return total / int((np.asarray(labels)[:, 1:] != -100).sum())
-
-
 def _batch(name):
     exp = np.load(FIX / name / "expected.npz")
     V = json.loads((FIX / name / "config.json").read_text())["vocab_size"]
@@ -152,23 +140,7 @@ def _peft_model(folder, seed=None):
     torch.manual_seed(seed)                 # PEFT draws A from torch's global generator
     pm = get_peft_model(torch_lm(folder), LoraConfig(r=R, lora_alpha=ALPHA, lora_dropout=0.0,
                                                      target_modules=["in_proj", "out_proj"]))
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for n, p in pm.named_parameters():
-            if "lora_B" in n:
-                p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * SCALE_B)
-            if "lora_" in n:
-                p.copy_(p.float().double())
-    return pm
-
-
-def _adapter_files(pm, folder):
-    """PEFT's adapter folder with f32 tensors (the model is float64)."""
-    from safetensors.torch import load_file, save_file
-    pm.save_pretrained(folder)
-    st = folder / "adapter_model.safetensors"
-    save_file({k: v.float().contiguous() for k, v in load_file(st).items()}, str(st))
-    return {f.name: f.read_bytes() for f in folder.iterdir()}
+    return draw_b(pm, seed, SCALE_B)
 
 
 def _joined(out):
@@ -281,7 +253,7 @@ def test_lora_matches_peft_on_mamba3(engine, tmp_path, name):
     Bsz, T = ids.shape
     L = json.loads((folder / "config.json").read_text())["n_layer"]
     pm = _peft_model(folder)
-    files = _adapter_files(pm, tmp_path / "made")
+    files = adapter_files(pm, tmp_path / "made")
     made_conf = json.loads(files["adapter_config.json"])
     assert sorted(made_conf["target_modules"]) == ["in_proj", "out_proj"]
     params = {k.replace(".default", ""): p for k, p in pm.named_parameters() if "lora_" in k}
@@ -291,7 +263,7 @@ def test_lora_matches_peft_on_mamba3(engine, tmp_path, name):
         ref_base = torch_lm(folder)(torch.tensor(prompt)).numpy()
         ref_with = pm(torch.tensor(prompt)).numpy()
     ref_loss, ref_grads, ref_losses, ref_after = adamw_reference(
-        params, lambda: _loss(pm, ids.tolist(), labels.tolist()), ADAMW)
+        params, lambda: trainer_loss(pm, ids.tolist(), labels.tolist()), ADAMW)
 
     out = engine.run(LORA_RUN, src=str(folder), prompt=prompt, adapter=files, adamw=ADAMW,
                      ids=ids.ravel().tolist(), labels=labels.ravel().tolist(), Bsz=int(Bsz),
@@ -400,7 +372,7 @@ def _torch_wsla(folder, ids, labels, rows, steps=5):
     lo, hi = rows
     full = {n: frozen[n].clone().requires_grad_(True) for n in names}
     w = dict(frozen, **full)
-    loss = _loss(lambda x: functional_call(model, w, (x,)), ids, labels)
+    loss = trainer_loss(lambda x: functional_call(model, w, (x,)), ids, labels)
     loss.backward()
     whole = {n: full[n].grad.numpy().copy() for n in names}
     bc = {n: frozen[n][lo:hi].clone().requires_grad_(True) for n in names}
@@ -410,7 +382,7 @@ def _torch_wsla(folder, ids, labels, rows, steps=5):
         w = dict(frozen)
         for n in names:
             w[n] = torch.cat([frozen[n][:lo], bc[n], frozen[n][hi:]])
-        return _loss(lambda x: functional_call(model, w, (x,)), ids, labels)
+        return trainer_loss(lambda x: functional_call(model, w, (x,)), ids, labels)
 
     first = loss_fn()
     first.backward()

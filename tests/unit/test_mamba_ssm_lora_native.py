@@ -20,7 +20,7 @@ import pytest
 
 from tests.conftest import REPO
 from tools.native_engine import wgpu_adapter_problem
-from tests.unit.peft_reference import adamw_reference
+from tests.unit.peft_reference import adamw_reference, adapter_files, draw_b, trainer_loss
 
 _problem = wgpu_adapter_problem()
 pytestmark = pytest.mark.skipif(_problem is not None, reason=f"no native GPU adapter: {_problem}")
@@ -59,7 +59,6 @@ model.release()
 
 
 def _base():
-    import torch
     from safetensors.torch import load_file
     c = json.loads((FIX / "config.json").read_text())
     W = {k: v.double() for k, v in load_file(FIX / "model.safetensors").items()}
@@ -69,41 +68,12 @@ def _base():
 def _peft_model(targets, seed=5):
     """PEFT on the torch model; B drawn non-zero (PEFT starts it at 0, which would leave A
     without gradient) and every adapter value rounded to f32 (what the file carries)."""
-    import torch
     from peft import LoraConfig, get_peft_model
     from tools.make_mamba_ssm_hybrid_fixtures import torch_model
     c, W = _base()
     pm = get_peft_model(torch_model(c, W), LoraConfig(r=R, lora_alpha=ALPHA, lora_dropout=0.0,
                                                       target_modules=targets))
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for n, p in pm.named_parameters():
-            if "lora_B" in n:
-                p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * 0.2)
-            if "lora_" in n:
-                p.copy_(p.float().double())
-    return pm
-
-
-def _adapter_files(pm, folder):
-    """PEFT's adapter folder with f32 tensors (the model is float64)."""
-    from safetensors.torch import load_file, save_file
-    pm.save_pretrained(folder)
-    st = folder / "adapter_model.safetensors"
-    save_file({k: v.float().contiguous() for k, v in load_file(st).items()}, str(st))
-    return {f.name: f.read_bytes() for f in folder.iterdir()}
-
-
-def _loss(pm, ids, labels):
-    """Mean next-token cross-entropy over the valid labels (the Trainer's: position t predicts
-    labels[t + 1], -100 ignored)."""
-    import torch
-    total = 0
-    for row_ids, row_labels in zip(ids, labels):
-        logits = pm(torch.tensor(row_ids))
-        total = total + torch.nn.functional.cross_entropy(
-            logits[:-1], torch.tensor(row_labels[1:]), ignore_index=-100, reduction="sum")
-    return total / int((np.asarray(labels)[:, 1:] != -100).sum())
+    return draw_b(pm, seed, 0.2)
 
 
 def _engine_tensors(out, r):
@@ -156,14 +126,14 @@ def test_lora_matches_peft_on_a_mamba_ssm_hybrid(tmp_path):
     labels = ids.copy()
     labels[1, 5] = -100
     pm = _peft_model(PEFT_TARGETS)
-    files = _adapter_files(pm, tmp_path / "made")
+    files = adapter_files(pm, tmp_path / "made")
     params = {k.replace(".default", ""): p for k, p in pm.named_parameters() if "lora_" in k}
     assert len(params) == 2 * 10
     # torch: logits with the adapter, loss and gradients, 5 AdamW steps over the adapters alone
     with torch.no_grad():
         ref_with = pm(torch.tensor(prompt)).numpy()
     ref_loss, ref_grads, ref_losses, ref_after = adamw_reference(
-        params, lambda: _loss(pm, ids.tolist(), labels.tolist()), ADAMW)
+        params, lambda: trainer_loss(pm, ids.tolist(), labels.tolist()), ADAMW)
 
     with NativeEngine() as eng:
         out = eng.run(RUN, src=str(FIX), prompt=prompt, adapter=files, adamw=ADAMW,

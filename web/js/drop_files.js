@@ -1,17 +1,20 @@
 // Reading what a person drops or chooses: folders are walked (the entries must be taken inside
-// the drop event itself; walking them is async). Shared by the Convert and Generate pages.
+// the drop event itself; walking them is async). Shared by the Convert, Generate and Train pages.
 // Each item comes back as {file, path}, path relative to what was dropped ("org-model/config.json").
 
-async function walk(entry, out) {
+// A FileSystemEntry's files into out as {file, path}: path relative to `top`'s folder when given
+// (the train page's base folder: "config.json"), else to what was dropped ("org-model/config.json").
+export async function walk(entry, out, top = null) {
   if (entry.isFile) {
     const file = await new Promise((res, rej) => entry.file(res, rej));
-    out.push({ file, path: entry.fullPath.replace(/^\/+/, "") });
+    const full = top ? entry.fullPath.slice(top.fullPath.length) : entry.fullPath;
+    out.push({ file, path: full.replace(/^\/+/, "") });
   } else if (entry.isDirectory) {
     const reader = entry.createReader();
     for (;;) {
       const batch = await new Promise((res, rej) => reader.readEntries(res, rej));
       if (!batch.length) break;
-      for (const e of batch) await walk(e, out);
+      for (const e of batch) await walk(e, out, top);
     }
   }
 }

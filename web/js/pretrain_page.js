@@ -5,6 +5,7 @@
 // reports ({event: "train"}). Run states: Ready (no run) / Training / Paused / Finished; a
 // finished (or stopped) run trains N more steps; Resume is offered only for a paused run.
 import { bootShell } from "/static/js/shell.js";
+import { takeDrop, walk } from "/static/js/drop_files.js";
 import { deviceLostSentence, sentence } from "/static/js/errors.js";
 
 const $ = (id) => document.getElementById(id);
@@ -69,21 +70,6 @@ async function py(code, args) {
 }
 
 // ---- corpus ------------------------------------------------------------------------------
-// withPaths: {file, path} items, path relative to the folder the walk started in
-async function walk(entry, out, withPaths = false, top = entry) {
-  if (entry.isFile) {
-    const file = await new Promise((res, rej) => entry.file(res, rej));
-    out.push(withPaths ? { file, path: entry.fullPath.slice(top.fullPath.length).replace(/^\/+/, "") } : file);
-  } else if (entry.isDirectory) {
-    const reader = entry.createReader();
-    for (;;) {
-      const batch = await new Promise((res, rej) => reader.readEntries(res, rej));
-      if (!batch.length) break;
-      for (const e of batch) await walk(e, out, withPaths, top);
-    }
-  }
-}
-
 const SKIP = /(^|\/)(\.[^/]*|node_modules|__pycache__)(\/|$)/;
 const BINARY_EXT = /\.(png|jpe?g|gif|webp|ico|pdf|zip|gz|tgz|bz2|xz|7z|tar|bin|safetensors|pt|pth|onnx|wasm|so|dll|exe|class|jar|pyc|mp[34]|wav|ogg|woff2?|ttf|otf|npy|npz)$/i;
 
@@ -155,24 +141,6 @@ async function sniffData() {
   } catch (err) {
     if (seq === sniffSeq) showData(null, plainError(err));
   }
-}
-
-function takeDrop(dt) {
-  const items = [];
-  for (const item of dt.items || []) {
-    if (item.kind !== "file") continue;
-    const entry = item.webkitGetAsEntry ? item.webkitGetAsEntry() : null;
-    items.push(entry ? { entry } : { file: item.getAsFile() });
-  }
-  if (!items.length) for (const file of dt.files || []) items.push({ file });
-  return (async () => {
-    const out = [];
-    for (const it of items) {
-      if (it.entry) await walk(it.entry, out);
-      else if (it.file) out.push(it.file);
-    }
-    return out;
-  })();
 }
 
 async function useSample() {
@@ -454,7 +422,7 @@ function dropBase(e) {
     }
     if (entries.length === 1 && entries[0] && entries[0].isDirectory) {
       const files = [];
-      await walk(entries[0], files, true);
+      await walk(entries[0], files, entries[0]);
       return useBaseFolder({ list: files, name: entries[0].name, handle: null });
     }
     return useBaseFolder({ list: loose.map((file) => ({ file, path: file.name })), name: "dropped files", handle: null });
@@ -1086,7 +1054,7 @@ function wire() {
   dz.addEventListener("drop", async (e) => {
     e.preventDefault();
     dz.classList.remove("over");
-    const files = await takeDrop(e.dataTransfer);
+    const files = (await takeDrop(e.dataTransfer)).map((it) => it.file);
     await setCorpus(files);
   });
   $("pick-files").onclick = () => $("file-input").click();
