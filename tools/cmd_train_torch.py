@@ -67,8 +67,18 @@ def run(args):
             if v is not None and v < (0 if name == "save_every" else 1):
                 raise ValueError(f"--{name.replace('_', '-')} must be at least "
                                  f"{0 if name == 'save_every' else 1}, got {v}")
-        return loop.run(args)
+        rc = loop.run(args)
     except ValueError as e:
         if os.environ.get("RANK", "0") == "0":      # every rank hits it; one says it
             print(f"mambaweb train-torch: {e}", file=sys.stderr)
         return 2
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # A torchrun worker whose run finished (saved, met the others at the teardown barrier,
+        # left the process group): end it here. At interpreter shutdown gloo's threads can
+        # still call std::terminate -- seen once in CI as rank 1 exiting -6 ("terminate called
+        # without an active exception") after a complete FSDP run, which torchrun reports as
+        # a failed run. Nothing is left to do or flush but stdio.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(rc)
+    return rc
