@@ -12,9 +12,11 @@ fn load_raw(g: u32, row: u32, c: u32) -> Raw {
   switch g { case 0u: { return w[i]; } case 1u: { return w1[i]; } default: { return w2[i]; } }
 }
 
-fn decode(q: Raw, g: u32, row: u32, c: u32) -> array<vec4<f32>, CV> {
-  return array<vec4<f32>, CV>(vec4<f32>(f16_pair(q.x), f16_pair(q.y)),
-                              vec4<f32>(f16_pair(q.z), f16_pair(q.w)));
+fn raw_dot(q: Raw, xo: u32, no: u32) -> f32 {
+  return dot(vec4<f32>(f16_pair(q.x), f16_pair(q.y)), xin(xo, no)) +
+         dot(vec4<f32>(f16_pair(q.z), f16_pair(q.w)), xin(xo + 1u, no + 1u));
 }
+
+fn chunk_scale(g: u32, row: u32, c: u32) -> f32 { return 1.0; }
 
 //#include "lib/matvec_rows.wgsl"

@@ -11,8 +11,8 @@ fn load_raw(g: u32, row: u32, c: u32) -> Raw {
   switch g { case 0u: { return w[i]; } case 1u: { return w1[i]; } default: { return w2[i]; } }
 }
 
-fn decode(q: Raw, g: u32, row: u32, c: u32) -> array<vec4<f32>, CV> {
-  return array<vec4<f32>, CV>(q);
-}
+fn raw_dot(q: Raw, xo: u32, no: u32) -> f32 { return dot(q, xin(xo, no)); }
+
+fn chunk_scale(g: u32, row: u32, c: u32) -> f32 { return 1.0; }
 
 //#include "lib/matvec_rows.wgsl"

@@ -15,13 +15,18 @@ fn wvec(g: u32, i: u32) -> vec4<u32> {
 
 fn load_raw(g: u32, row: u32, c: u32) -> Raw { return wvec(g, row * (p.K / 32u) + c); }
 
-fn decode(q: Raw, g: u32, row: u32, c: u32) -> array<vec4<f32>, CV> {
+fn raw_dot(q: Raw, xo: u32, no: u32) -> f32 {
+  return dot(q4_low(q.x), xin(xo, no)) + dot(q4_high(q.x), xin(xo + 1u, no + 1u)) +
+         dot(q4_low(q.y), xin(xo + 2u, no + 2u)) + dot(q4_high(q.y), xin(xo + 3u, no + 3u)) +
+         dot(q4_low(q.z), xin(xo + 4u, no + 4u)) + dot(q4_high(q.z), xin(xo + 5u, no + 5u)) +
+         dot(q4_low(q.w), xin(xo + 6u, no + 6u)) + dot(q4_high(q.w), xin(xo + 7u, no + 7u));
+}
+
+fn chunk_scale(g: u32, row: u32, c: u32) -> f32 {   // the group's f16 scale
   let groups = p.K / 32u;                            // = chunks per row
   let group = row * groups + c;
   let s = rows_of(g) * groups * 4u + group / 2u;     // the scale pair's word index
-  let d = half_of(wvec(g, s / 4u)[s % 4u], (group & 1u) == 1u);
-  return array<vec4<f32>, CV>(q4_low(q.x) * d, q4_high(q.x) * d, q4_low(q.y) * d, q4_high(q.y) * d,
-                              q4_low(q.z) * d, q4_high(q.z) * d, q4_low(q.w) * d, q4_high(q.w) * d);
+  return half_of(wvec(g, s / 4u)[s % 4u], (group & 1u) == 1u);
 }
 
 //#include "lib/matvec_rows.wgsl"

@@ -15,11 +15,14 @@ fn wvec(g: u32, i: u32) -> vec4<u32> {
 
 fn load_raw(g: u32, row: u32, c: u32) -> Raw { return wvec(g, row * (p.K / 16u) + c); }
 
-fn decode(q: Raw, g: u32, row: u32, c: u32) -> array<vec4<f32>, CV> {
-  let s = rows_of(g) * (p.K / 4u) + row;            // the row's scale, as a word index
-  let scale = bitcast<f32>(wvec(g, s / 4u)[s % 4u]);
-  return array<vec4<f32>, CV>(q8_quad(q.x) * scale, q8_quad(q.y) * scale,
-                              q8_quad(q.z) * scale, q8_quad(q.w) * scale);
+fn raw_dot(q: Raw, xo: u32, no: u32) -> f32 {
+  return dot(q8_quad(q.x), xin(xo, no)) + dot(q8_quad(q.y), xin(xo + 1u, no + 1u)) +
+         dot(q8_quad(q.z), xin(xo + 2u, no + 2u)) + dot(q8_quad(q.w), xin(xo + 3u, no + 3u));
+}
+
+fn chunk_scale(g: u32, row: u32, c: u32) -> f32 {   // the row's scale
+  let s = rows_of(g) * (p.K / 4u) + row;            // its word index
+  return bitcast<f32>(wvec(g, s / 4u)[s % 4u]);
 }
 
 //#include "lib/matvec_rows.wgsl"

@@ -3,11 +3,12 @@
   python -m tools.sweep_matvec --shapes 8192x2048n,160x4096,2048x4096,50280x2048 --formats f32,f16,q4
 
 A shape is NxK (rows x inputs), suffixed `n` when the layer's RMSNorm is folded into it (as
-Mamba's in_proj is when decoding). For each shape, format and TPR in --tprs (and the TPR the
-engine picks, marked), the kernel runs --reps times with timestamp queries around each
-dispatch (py_engine/gpu/native_profile.py); prints JSON lines: median-free mean GPU us per
-call and the weight-read rate in GB/s (weight bytes / GPU time), so the best TPR per shape and
-its distance from the device's read ceiling are plain.
+Mamba's in_proj is when decoding). For each shape, format, rows per thread (RPT) in --rpts and
+TPR in --tprs (and the TPR the engine picks for that RPT; the engine's own pair is
+marked), the kernel runs --reps times with timestamp queries around each dispatch
+(py_engine/gpu/native_profile.py); prints JSON lines: median-free mean GPU us per call and the
+weight-read rate in GB/s (weight bytes / GPU time), so the best RPT and TPR per shape
+and its distance from the device's read ceiling are plain.
 """
 import argparse
 import json
@@ -28,23 +29,25 @@ y = Tensor(device, (1, N))
 out = []
 for fmt in args['formats']:
     b = device.batch(); w = wf.quantize(b, w32, fmt); b.submit(); await device.finish()
-    auto = wf.rows_per_thread_group(fmt, K, N)
-    for tpr in sorted(set(args['tprs'] + [auto])):
-        prof = KernelProfiler(device)
-        device.profiler = prof
-        for rep in range(args['reps'] + 3):
-            b = device.batch()
-            xin = NormedRows(x, nw, 1e-5) if normed else x
-            wf.matvec(b, xin, [w], [y], 1, tpr=tpr)
-            b.submit()
-            if rep == 2:
-                await device.finish(); await prof.collect()
-        rows = await prof.collect()
-        device.profiler = None
-        us = rows[0]['us_per_call']
-        out.append({'N': N, 'K': K, 'normed': normed, 'format': fmt, 'tpr': tpr,
-                    'engine_pick': tpr == auto, 'gpu_us': us,
-                    'weight_gb_per_s': round(w.nbytes / us / 1e3, 1)})
+    engine_rpt = wf.rows_per_thread(device, N, 1)
+    for rpt in args['rpts']:
+        auto = wf.rows_per_thread_group(fmt, K, N, rpt)
+        for tpr in sorted(set(args['tprs'] + [auto])):
+            prof = KernelProfiler(device)
+            device.profiler = prof
+            for rep in range(args['reps'] + 3):
+                b = device.batch()
+                xin = NormedRows(x, nw, 1e-5) if normed else x
+                wf.matvec(b, xin, [w], [y], 1, tpr=tpr, rpt=rpt)
+                b.submit()
+                if rep == 2:
+                    await device.finish(); await prof.collect()
+            rows = await prof.collect()
+            device.profiler = None
+            us = rows[0]['us_per_call']
+            out.append({'N': N, 'K': K, 'normed': normed, 'format': fmt, 'rpt': rpt, 'tpr': tpr,
+                        'engine_pick': tpr == auto and rpt == engine_rpt, 'gpu_us': us,
+                        'weight_gb_per_s': round(w.nbytes / us / 1e3, 1)})
     if w is not w32:
         w.release()
 for t in (x, nw, w32, y):
@@ -58,7 +61,9 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--shapes", default="8192x2048n,160x4096,2048x4096,50280x2048")
     ap.add_argument("--formats", default="f32,f16,q4")
-    ap.add_argument("--tprs", default="16,32,64,128,256")
+    ap.add_argument("--tprs", default="16,32,64,128,256",
+                    help="threads per row to try besides the engine's pick ('' for that alone)")
+    ap.add_argument("--rpts", default="1,2,4", help="rows per thread to try")
     ap.add_argument("--reps", type=int, default=30)
     args = ap.parse_args(argv)
     with NativeEngine() as eng:
@@ -67,7 +72,8 @@ def main(argv=None):
             normed = shape.endswith("n")
             N, K = (int(v) for v in shape.rstrip("n").split("x"))
             for r in eng.run(SNIPPET, N=N, K=K, normed=normed, formats=args.formats.split(","),
-                             tprs=[int(t) for t in args.tprs.split(",")], reps=args.reps):
+                             tprs=[int(t) for t in args.tprs.split(",") if t],
+                             rpts=[int(r) for r in args.rpts.split(",")], reps=args.reps):
                 print(json.dumps(r), flush=True)
     return 0
 

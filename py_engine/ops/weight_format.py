@@ -89,17 +89,34 @@ def _row_slice(y, row0, rows, K):
     return (y.buffer, y.offset + off, rows * K * 4)
 
 
-def rows_per_thread_group(fmt, K, N):
+def rows_per_thread(device, N, M, override=None):
+    """Weight rows each thread reads (RPT in lib/matvec_rows.wgsl: 1, 2 or 4, RPT * M <= 4):
+    the most that still leave 2048 rows per row-of-threads, i.e. tall matrices only. Measured
+    on an H200 (tools/sweep_matvec.py): RPT 4 read the 50280-row LM head 1.4x faster and
+    mamba-1.4b's 8192-row in_proj 1.1x faster than RPT 1; short ones (x_proj's 160 rows,
+    out_proj's 2048, mamba-130m's in_proj 3072) were slower with fewer, longer workgroups.
+    `override`, else device.matvec_rpt (tests), else MAMBAWEB_MATVEC_RPT (the sweep) replaces
+    the rule."""
+    import os
+    env = os.environ.get("MAMBAWEB_MATVEC_RPT", "")
+    want = override or getattr(device, "matvec_rpt", None) or (int(env) if env.isdigit() else 0)
+    rpt = 1
+    while rpt < 4 and rpt * 2 * M <= 4 and (rpt * 2 <= want if want else N >= 2048 * rpt * 2):
+        rpt *= 2
+    return rpt
+
+
+def rows_per_thread_group(fmt, K, N, rpt=1):
     """Threads sharing one row (TPR, a pipeline constant, a power of two in 16..256): the
-    fewest that still give the GPU about 512 workgroups (256 / TPR rows each), and never more
-    than the row has 16-byte chunks. Measured on an H200 (tools/sweep_matvec.py, f32/f16/q4,
+    fewest that still give the GPU about 512 workgroups (256 / TPR * rpt rows each), and never
+    more than the row has 16-byte chunks. Measured on an H200 (tools/sweep_matvec.py, f32/f16/q4,
     Mamba 130m and 1.4b shapes): tall matrices want few threads per row (the LM head, 50280
     rows: TPR 16 read 2.95 TB/s where 128 read 1.9), short ones many (x_proj's 160 rows:
     TPR 256, 3x faster than 16); this rule lands within ~10% of the best TPR on every shape
     swept, where the older "four chunks per thread" rule was up to 1.5x slower."""
     chunks = K // (128 // BITS[fmt])          # 16 bytes hold 128 / bits values
     tpr = 16
-    while tpr < THREADS and tpr < chunks and N * tpr < 512 * THREADS:
+    while tpr < THREADS and tpr < chunks and N * tpr < 512 * THREADS * rpt:
         tpr *= 2
     return tpr
 
@@ -112,10 +129,11 @@ def matvec_conv_ok(device):
     return device.limits.get("maxStorageBuffersPerShaderStage", 8) >= CONV_STORAGE_BUFFERS
 
 
-def matvec(batch, x, ws, ys, M, bias=None, accumulate=False, tpr=None, conv=None):
+def matvec(batch, x, ws, ys, M, bias=None, accumulate=False, tpr=None, conv=None, rpt=None):
     """ys[g] (+)= x[M, K] @ ws[g]^T (+ bias, g = 0 only) for up to 3 weights of one format.
     x may be an ops.rmsnorm.NormedRows: the kernel normalises it on the fly. tpr: threads per
-    row, overriding rows_per_thread_group (for tools/sweep_matvec.py).
+    row, overriding rows_per_thread_group; rpt: rows per thread, overriding rows_per_thread
+    (both for tools/sweep_matvec.py).
     conv (conv_w [Ng, DCONV], conv_b [Ng] or None, state [M, Ng, DCONV], g): ys[g] gets
     silu(causal conv step) of its projection instead (Mamba-1's in_proj x half, Mamba-2's x|B|C
     block; the state is shifted in place, as ops.conv1d.conv1d_step does), one dispatch for all."""
@@ -134,15 +152,16 @@ def matvec(batch, x, ws, ys, M, bias=None, accumulate=False, tpr=None, conv=None
     Ns = [w.shape[0] for w in ws] + [0] * (3 - len(ws))
     flags = (1 if bias is not None else 0) | (2 if accumulate else 0) | (4 if norm is not None else 0)
     u = dev.uniform(params(M, Ns[0], K, flags, len(ws), Ns[1], Ns[2], float(eps)))
-    tpr = tpr or rows_per_thread_group(fmt, K, max(Ns))
-    gx, gy = fold(-(-max(Ns) // (THREADS // tpr)))
+    rpt = rows_per_thread(dev, max(Ns), M, rpt)
+    tpr = tpr or rows_per_thread_group(fmt, K, max(Ns), rpt)
+    gx, gy = fold(-(-max(Ns) // (THREADS // tpr * rpt)))
     wb = [w.binding for w in ws] + [dummy(dev)] * (3 - len(ws))
     yb = [y.binding for y in ys] + [rw_dummy(dev, slot) for slot in range(3 - len(ws))]
     res = [u, x.binding, wb[0], bias.binding if bias is not None else dummy(dev), yb[0],
            wb[1], wb[2], yb[1], yb[2], norm.binding if norm is not None else dummy(dev)]
     if conv is None:
         batch.run(f"matvec_{fmt}", "matvec_forward", res, gx, gy, len(ws),
-                  constants={"TPR": tpr, "MR": M})
+                  constants={"TPR": tpr, "MR": M, "RPT": rpt, "NORMED": int(norm is not None)})
         return
     cw, cb, state, cg = conv
     dconv = cw.shape[1]
@@ -155,4 +174,6 @@ def matvec(batch, x, ws, ys, M, bias=None, accumulate=False, tpr=None, conv=None
     res[0] = u
     batch.run(f"matvec_{fmt}", "matvec_forward_conv",
               res + [cw.binding, cb.binding if cb is not None else dummy(dev), state.binding],
-              gx, gy, len(ws), constants={"TPR": tpr, "MR": M, "DCONV": dconv, "CONV_G": cg})
+              gx, gy, len(ws), constants={"TPR": tpr, "MR": M, "RPT": rpt,
+                                                   "NORMED": int(norm is not None),
+                                                   "DCONV": dconv, "CONV_G": cg})

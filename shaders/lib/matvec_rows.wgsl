@@ -4,18 +4,21 @@
 // (rstd = 1/sqrt(mean_k x[m, k]^2 + eps)): a layer's pre-norm folded into its input
 // projections, one dispatch fewer per layer when decoding (py_engine/ops/rmsnorm.NormedRows).
 // Bandwidth-bound: each weight is read once per token in 16-byte chunks (vec4<u32>/vec4<f32>).
-// TPR threads share a row (a pipeline override the host picks from K: 64..256) so a 256-thread
-// workgroup covers 256/TPR rows; consecutive threads read consecutive chunks (coalesced), and
-// the row's partial sums meet in a shared-memory tree (no subgroup op: correct whatever the
-// subgroup size, and the reduction is a small part of the row's reads).
+// TPR threads share a row (a pipeline override the host picks from K and N: 16..256) and each
+// thread reads RPT rows (below), so a 256-thread workgroup covers 256/TPR * RPT rows;
+// consecutive threads read consecutive chunks (coalesced), and the row's partial sums meet in a
+// shared-memory tree (no subgroup op: correct whatever the subgroup size, and the reduction is a
+// small part of the row's reads).
 // The including file defines, before this include:
 //   const CV: u32       vec4s of values per 16-byte chunk (f32 1, f16/bf16 2, q8 4, q4 8)
 //   alias Raw           the chunk as loaded (vec4<f32> or vec4<u32>)
-//   fn load_raw(g: u32, row: u32, c: u32) -> Raw                        chunk c of row `row`
-//   fn decode(q: Raw, g: u32, row: u32, c: u32) -> array<vec4<f32>, CV>  its values (scaled)
-// Each thread issues the loads of four chunks before decoding any of them: with one load in
-// flight per thread the H200 read ~15-25% of its bandwidth (decode at the 1.4b shape).
-// and the weight bindings w (1 -> binding 2), w1 (binding 5), w2 (binding 6).
+//   fn load_raw(g: u32, row: u32, c: u32) -> Raw                chunk c of row `row`
+//   fn raw_dot(q: Raw, xo: u32, no: u32) -> f32    its values (unscaled) dotted with the CV
+//        vec4s xin(xo + i, no + i), i < CV, written out term by term
+//   fn chunk_scale(g: u32, row: u32, c: u32) -> f32             their scale (1 when unscaled)
+// and the weight bindings w (W_0 -> binding 2), w1 (binding 5), w2 (binding 6).
+// Each thread issues four weight loads before decoding any of them: with one load in flight
+// per thread the H200 read ~15-25% of its bandwidth (decode at the 1.4b shape).
 
 struct Params { M: u32, N: u32, K: u32, flags: u32,        // bit0 bias, bit1 accumulate, bit2 norm
                 G: u32, N1: u32, N2: u32, eps: f32 };      // matrices; rows of W_1, W_2; norm eps
@@ -33,6 +36,13 @@ override TPR: u32 = 64u;
 // per-row loops unroll and acc[m] / out[m] index registers, where a runtime M left them
 // dynamically indexed (local memory on some compilers).
 override MR: u32 = 1u;
+// Weight rows per thread (1, 2 or 4; RPT * MR <= 4, as a thread's sums share one vec4 and one
+// reduction tree): the thread reads the same chunk of RPT rows, so each x (and norm weight)
+// load serves RPT rows. Narrow formats were bound by those loads, not by the weight stream (q4:
+// 16 weight bytes per 128 bytes of x). Thread slot s of a workgroup owns rows
+// row0 + s + ri * (THREADS / TPR), ri < RPT; every thread keeps four weight loads in flight (U chunks
+// of RPT rows).
+override RPT: u32 = 1u;
 const THREADS = 256u;
 var<workgroup> red: array<vec4<f32>, THREADS>;
 
@@ -48,24 +58,40 @@ fn yload(g: u32, idx: u32) -> f32 {
   switch g { case 0u: { return y[idx]; } case 1u: { return y1[idx]; } default: { return y2[idx]; } }
 }
 
-// The chunk's values dotted with the same 4*CV inputs of each x row m < M (normalised: * nw).
-fn chunk_dot(wv: array<vec4<f32>, CV>, c: u32, xs: u32, normed: bool) -> vec4<f32> {
+// Whether the rows are RMS-normalised (flags bit2, given again as a pipeline constant so that no
+// load of the weight loop waits on a runtime branch).
+override NORMED: bool = false;
+
+// Inputs i of x (as vec4s; ni: the same inputs' slot of the norm weight), times the norm weight
+// when the rows are normalised (1/rms is applied to the finished sums). The formats' raw_dot
+// calls it once per vec4 of a chunk, written out: no arrays. A first version of the RPT kernel
+// held the four loads and the decoded chunk in loop-indexed arrays and ran the q4/q8 mat-vecs
+// 4-20x slower on the H200 (by all signs local memory); this form measured at or below the
+// old kernel's time on the in_proj shape in every format.
+fn xin(i: u32, ni: u32) -> vec4<f32> {
+  if (NORMED) { return x4[i] * nw[ni]; }
+  return x4[i];
+}
+
+// Load slot s < 4 of a thread's trip: row ri = s % RPT of its rows (clamped: past-the-end rows
+// compute row N-1 and store nothing), chunk c + (s / RPT) * TPR. Plain arithmetic on pipeline
+// constants, not arrays (see xin).
+fn slot_row(row: u32, N: u32, s: u32) -> u32 { return min(row + (s % RPT) * (THREADS / TPR), N - 1u); }
+fn slot_chunk(c: u32, s: u32) -> u32 { return c + (s / RPT) * TPR; }
+
+// Load slot s's chunk dotted with each x row m, in component (s % RPT) * MR + m. The format's
+// scale multiplies the chunk's dot product, not each value.
+fn slot_sum(q: Raw, s: u32, g: u32, r: u32, cc: u32, xs: u32) -> vec4<f32> {
   var out = vec4<f32>(0.0);
+  let sc = chunk_scale(g, r, cc);
   for (var m = 0u; m < MR; m++) {
-    let xo = m * xs + c * CV;
-    var s = 0.0;
-    if (normed) {
-      for (var i = 0u; i < CV; i++) { s += dot(wv[i], x4[xo + i] * nw[c * CV + i]); }
-    } else {
-      for (var i = 0u; i < CV; i++) { s += dot(wv[i], x4[xo + i]); }
-    }
-    out[m] = s;
+    out[(s % RPT) * MR + m] = raw_dot(q, m * xs + cc * CV, cc * CV) * sc;
   }
   return out;
 }
 
-// Row sums of one workgroup's rows: every lane gets its row's total (tot, in red[row slot]) after
-// the tree; `ok` is false for a workgroup past the end of W_g (uniform per workgroup).
+// Row sums of one workgroup's rows: lane 0 of each slot gets its rows' totals (tot[ri * MR + m])
+// after the tree; `ok` is false for a workgroup past the end of W_g (uniform per workgroup).
 struct RowSums { g: u32, N: u32, row: u32, lane: u32, tot: vec4<f32>, ok: bool };
 
 fn row_sums(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> RowSums {
@@ -74,19 +100,17 @@ fn row_sums(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> RowSums {
   let N = rows_of(g);
   out.g = g;
   out.N = N;
-  let row0 = (wid.x + wid.y * nwg.x) * (THREADS / TPR);
+  let row0 = (wid.x + wid.y * nwg.x) * (THREADS / TPR) * RPT;
   out.ok = row0 < N;
   if (!out.ok) { return out; }          // uniform per workgroup (a smaller W_g of a multi call)
   let row = row0 + lid / TPR;
   let lane = lid % TPR;
   out.row = row;
   out.lane = lane;
-  let r = min(row, N - 1u);             // past-the-end rows compute row N-1 and store nothing
   let xs = p.K / 4u;                    // vec4s per x row
   let nchunk = xs / CV;
-  let normed = (p.flags & 4u) != 0u;
   var rstd = vec4<f32>(1.0);
-  if (normed) {                         // every workgroup computes the rows' 1/rms itself
+  if (NORMED) {                         // every workgroup computes the rows' 1/rms itself
     var ss = vec4<f32>(0.0);
     for (var k = lid; k < xs; k += THREADS) {
       for (var m = 0u; m < MR; m++) { let v = x4[m * xs + k]; ss[m] += dot(v, v); }
@@ -97,23 +121,36 @@ fn row_sums(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> RowSums {
       if (lid < step) { red[lid] += red[lid + step]; }
       workgroupBarrier();
     }
-    rstd = inverseSqrt(red[0] / f32(p.K) + p.eps);
+    let r = inverseSqrt(red[0] / f32(p.K) + p.eps);
+    for (var ri = 0u; ri < RPT; ri++) {
+      for (var m = 0u; m < MR; m++) { rstd[ri * MR + m] = r[m]; }
+    }
     workgroupBarrier();                 // red is reused below
   }
-  var acc = vec4<f32>(0.0);             // one partial sum per x row m < M <= 4
+  var acc = vec4<f32>(0.0);
+  let U = 4u / RPT;                     // chunks per trip: U * RPT = 4 weight loads in flight
+  let r0 = slot_row(row, N, 0u);
+  let r1 = slot_row(row, N, 1u);
+  let r2 = slot_row(row, N, 2u);
+  let r3 = slot_row(row, N, 3u);
   var c = lane;
-  for (; c + 3u * TPR < nchunk; c += 4u * TPR) {
-    let q0 = load_raw(g, r, c);
-    let q1 = load_raw(g, r, c + TPR);
-    let q2 = load_raw(g, r, c + 2u * TPR);
-    let q3 = load_raw(g, r, c + 3u * TPR);
-    acc += chunk_dot(decode(q0, g, r, c), c, xs, normed);
-    acc += chunk_dot(decode(q1, g, r, c + TPR), c + TPR, xs, normed);
-    acc += chunk_dot(decode(q2, g, r, c + 2u * TPR), c + 2u * TPR, xs, normed);
-    acc += chunk_dot(decode(q3, g, r, c + 3u * TPR), c + 3u * TPR, xs, normed);
+  for (; c + (U - 1u) * TPR < nchunk; c += U * TPR) {
+    let q0 = load_raw(g, r0, slot_chunk(c, 0u));
+    let q1 = load_raw(g, r1, slot_chunk(c, 1u));
+    let q2 = load_raw(g, r2, slot_chunk(c, 2u));
+    let q3 = load_raw(g, r3, slot_chunk(c, 3u));
+    acc += slot_sum(q0, 0u, g, r0, slot_chunk(c, 0u), xs);
+    acc += slot_sum(q1, 1u, g, r1, slot_chunk(c, 1u), xs);
+    acc += slot_sum(q2, 2u, g, r2, slot_chunk(c, 2u), xs);
+    acc += slot_sum(q3, 3u, g, r3, slot_chunk(c, 3u), xs);
   }
-  for (; c < nchunk; c += TPR) {
-    acc += chunk_dot(decode(load_raw(g, r, c), g, r, c), c, xs, normed);
+  for (; c < nchunk; c += TPR) {         // the last chunks: one per row (slots 0 .. RPT-1)
+    acc += slot_sum(load_raw(g, r0, c), 0u, g, r0, c, xs);
+    if (RPT > 1u) { acc += slot_sum(load_raw(g, r1, c), 1u, g, r1, c, xs); }
+    if (RPT > 2u) {
+      acc += slot_sum(load_raw(g, r2, c), 2u, g, r2, c, xs);
+      acc += slot_sum(load_raw(g, r3, c), 3u, g, r3, c, xs);
+    }
   }
   acc *= rstd;
   red[lid] = acc;
@@ -126,15 +163,19 @@ fn row_sums(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> RowSums {
   return out;
 }
 
-// y_g[m, row] (+)= tot[m] (+ bias[row]) for the row's lane 0.
+// y_g[m, row] (+)= tot (+ bias[row]) for each of the slot's rows, by the slot's lane 0.
 fn store_rows(rs: RowSums) {
-  if (rs.lane != 0u || rs.row >= rs.N) { return; }
-  for (var m = 0u; m < MR; m++) {
-    var v = rs.tot[m];
-    if ((p.flags & 1u) != 0u) { v += bias[rs.row]; }
-    let idx = m * rs.N + rs.row;
-    if ((p.flags & 2u) != 0u) { v += yload(rs.g, idx); }
-    ystore(rs.g, idx, v);
+  if (rs.lane != 0u) { return; }
+  for (var ri = 0u; ri < RPT; ri++) {
+    let row = rs.row + ri * (THREADS / TPR);
+    if (row >= rs.N) { break; }
+    for (var m = 0u; m < MR; m++) {
+      var v = rs.tot[ri * MR + m];
+      if ((p.flags & 1u) != 0u) { v += bias[row]; }
+      let idx = m * rs.N + row;
+      if ((p.flags & 2u) != 0u) { v += yload(rs.g, idx); }
+      ystore(rs.g, idx, v);
+    }
   }
 }
 
@@ -166,20 +207,23 @@ fn matvec_forward_conv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workg
   let rs = row_sums(wid, nwg, lid);
   if (!rs.ok) { return; }
   if (rs.g != CONV_G) { store_rows(rs); return; }
-  if (rs.lane != 0u || rs.row >= rs.N) { return; }
-  let j = rs.row;
-  for (var m = 0u; m < MR; m++) {
-    var xv = rs.tot[m];
-    if ((p.flags & 1u) != 0u) { xv += bias[j]; }
-    let base = (m * rs.N + j) * DCONV;
-    var acc = 0.0;
-    if ((p.flags & 8u) != 0u) { acc = conv_b[j]; }
-    for (var k = 0u; k < DCONV; k++) {
-      var v: f32;
-      if (k + 1u < DCONV) { v = conv_s[base + k + 1u]; } else { v = xv; }
-      conv_s[base + k] = v;
-      acc += v * conv_w[j * DCONV + k];
+  if (rs.lane != 0u) { return; }
+  for (var ri = 0u; ri < RPT; ri++) {
+    let j = rs.row + ri * (THREADS / TPR);
+    if (j >= rs.N) { break; }
+    for (var m = 0u; m < MR; m++) {
+      var xv = rs.tot[ri * MR + m];
+      if ((p.flags & 1u) != 0u) { xv += bias[j]; }
+      let base = (m * rs.N + j) * DCONV;
+      var acc = 0.0;
+      if ((p.flags & 8u) != 0u) { acc = conv_b[j]; }
+      for (var k = 0u; k < DCONV; k++) {
+        var v: f32;
+        if (k + 1u < DCONV) { v = conv_s[base + k + 1u]; } else { v = xv; }
+        conv_s[base + k] = v;
+        acc += v * conv_w[j * DCONV + k];
+      }
+      ystore(rs.g, m * rs.N + j, silu(acc));
     }
-    ystore(rs.g, m * rs.N + j, silu(acc));
   }
 }

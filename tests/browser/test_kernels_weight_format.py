@@ -42,23 +42,27 @@ def test_quantize_stores_the_reference_bytes(engine, fmt):
 
 
 @pytest.mark.parametrize("fmt", FORMATS + ["f32"])
-@pytest.mark.parametrize("M", [1, 3])
-def test_decode_matvec_reads_the_narrow_weight(engine, fmt, M):
+@pytest.mark.parametrize("M", [1, 2, 3])
+@pytest.mark.parametrize("rpt", [None, 4])
+def test_decode_matvec_reads_the_narrow_weight(engine, fmt, M, rpt):
     """The mat-vec kernels (forced on, as on a real GPU), with bias and accumulate, and three
-    weights of one format in one dispatch, against the reference's values in float64."""
+    weights of one format in one dispatch, against the reference's values in float64; each
+    thread reading the format's own number of rows, or as many as M allows (rpt 4)."""
     K = 96 if fmt != "q4" else 128
     ws = [weights(n, K) for n in (37, 8, 70)]
     x = rng.standard_normal((M, K)).astype(np.float32)
     bias = rng.standard_normal(37).astype(np.float32)
     acc = rng.standard_normal((M, 37)).astype(np.float32)
     code = ("dev.force_matvec = True\n"
+            f"dev.matvec_rpt = {rpt}\n"
             "Q = [wf.quantize(b, T[n], %r) for n in ('w0', 'w1', 'w2')]\n"
             "outs['q0'], outs['q1'], outs['q2'] = (Q if Q[0].dtype != 'f32' else (None,) * 3)\n"
             "outs['one'] = L.linear_forward(b, T['x'], Q[0], T['bias'])\n"
             "L.linear_accumulate(b, T['x'], Q[0], T['acc'])\n"
             "outs['acc'] = T['acc']\n"
             "outs['m0'], outs['m1'], outs['m2'] = L.linear_multi(b, T['x'], Q)\n"
-            "dev.force_matvec = False\n" % fmt)
+            "dev.force_matvec = False\n"
+            "dev.matvec_rpt = None\n" % fmt)
     outs, _ = gpu(engine, code, x=x, w0=ws[0], w1=ws[1], w2=ws[2], bias=bias, acc=acc)
     W = [ref.unpack(outs[f"q{g}"], w.shape, fmt) if fmt != "f32" else w.astype(np.float64)
          for g, w in enumerate(ws)]
