@@ -50,8 +50,37 @@ async def decode_tokens_per_s(model, n_tokens, group=16):
            "ms_per_token": 1000 * total / n_tokens,
            "one_by_one_tokens_per_s": n_tokens / one_by_one,
            "dispatches_per_token": gen.dispatches_per_token}
+    out.update(await _group_timeline(gen, group, 1000 * total / n_tokens))
     gen.release()
     return out
+
+
+async def _group_timeline(gen, group, stream_ms):
+    """Where a streamed token's time goes: one group of `group` steps launched alone (best of
+    3), its host part (encoding and submitting the steps) timed apart from the wait for its ids;
+    the wait less an idle readback's latency is the GPU's time. gpu_busy is that GPU time over
+    the streamed token's: near 1 the GPU never waits for the host; host_ms_per_token near the
+    streamed ms/token means the host is the limit."""
+    dev = gen.device
+    idle = []
+    for _ in range(3):                      # a readback with nothing queued: the wait's floor
+        t = time.perf_counter()
+        await dev.read_begin(gen.token.buffer, gen.token.offset, 4)
+        idle.append(time.perf_counter() - t)
+    host, wait = [], []
+    tok = gen.last_token
+    for _ in range(3):
+        t = time.perf_counter()
+        g = gen._launch(group, 0, tok)
+        t1 = time.perf_counter()
+        ids = await g.ids
+        wait.append(time.perf_counter() - t1)
+        host.append(t1 - t)
+        gen.last_token = tok = int.from_bytes(ids[-4:], "little")
+    host_ms = 1000 * min(host) / group
+    gpu_ms = max(0.0, 1000 * (min(wait) - min(idle)) / group)
+    return {"host_ms_per_token": host_ms, "gpu_ms_per_token": gpu_ms,
+            "readback_ms": 1000 * min(idle), "gpu_busy": min(1.0, gpu_ms / stream_ms)}
 
 
 def weight_bytes_per_token(model):

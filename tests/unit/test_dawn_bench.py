@@ -97,6 +97,9 @@ def test_bench_dawn_prints_the_model_section_json():
     assert all("skipped" in p for p in m["prefill"][1:])            # then the time cap
     assert m["decode"]["tokens"] == 4 and m["decode"]["tokens_per_s"] > 0
     assert m["decode"]["dispatches_per_token"] > 0
+    d = m["decode"]                      # where a token's time goes: host, GPU, readback
+    assert d["host_ms_per_token"] > 0 and d["readback_ms"] > 0 and d["gpu_ms_per_token"] >= 0
+    assert 0 <= d["gpu_busy"] <= 1
     assert m["model_load_and_first_token_s"] > 0
 
 
