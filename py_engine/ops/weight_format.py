@@ -91,10 +91,12 @@ def _row_slice(y, row0, rows, K):
 
 def rows_per_thread(device, N, M, override=None):
     """Weight rows each thread reads (RPT in lib/matvec_rows.wgsl: 1, 2 or 4, RPT * M <= 4):
-    the most that still leave 2048 rows per row-of-threads, i.e. tall matrices only. Measured
-    on an H200 (tools/sweep_matvec.py): RPT 4 read the 50280-row LM head 1.4x faster and
-    mamba-1.4b's 8192-row in_proj 1.1x faster than RPT 1; short ones (x_proj's 160 rows,
-    out_proj's 2048, mamba-130m's in_proj 3072) were slower with fewer, longer workgroups.
+    the largest power of two <= N / 2048 (4 from 8192 rows, 2 from 4096), so tall matrices
+    only. Swept on
+    an H200 (tools/sweep_matvec.py, three runs): mamba-1.4b's 8192-row in_proj took 27.7-30.5 us
+    at RPT 4 against 32.0-34.5 at RPT 1 (f32); short matrices (x_proj's 160 rows, out_proj's
+    2048, mamba-130m's in_proj 3072) were slower at RPT 2 or 4 in every run (fewer, longer
+    workgroups).
     `override`, else device.matvec_rpt (tests), else MAMBAWEB_MATVEC_RPT (the sweep) replaces
     the rule."""
     import os
