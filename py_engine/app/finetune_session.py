@@ -476,22 +476,12 @@ class FinetuneSession(PretrainSession):
             _, weights = await load_from_source(device, source, None, self.weights)
         else:
             weights = await state.load_weights(device, self.cfg)
-        try:
-            self._build(weights)
-        except BaseException:
-            for w in weights.values():
-                w.release()
-            raise
-        try:
+
+        async def load_adapter():
             if self.adapter is not None:
                 for name, t in self.adapter.params().items():
                     await state.write_tensor(device, name, (0, t.shape[0]), t)
-            await state.load_moments(device, self.trainer.opt)
-        except BaseException:
-            self.release()
-            raise
-        self._restore_progress(meta)
-        return self
+        return await self._restore_run(state, weights, load_adapter)
 
     def release(self):
         if self.trainer:

@@ -625,7 +625,13 @@ class PretrainSession:
             self.warn(f"this corpus differs from the one the state was trained on "
                       f"({self.digest[0]} tokens now, {meta['data']['digest'][0]} then): "
                       "training continues on it from its beginning")
-        weights = await state.load_weights(device, self.cfg)
+        return await self._restore_run(state, await state.load_weights(device, self.cfg))
+
+    async def _restore_run(self, state, weights, load_more=None):
+        """The rest of a restore once the corpus is set: build the model on `weights` (they are
+        released if that fails), load what the state holds on top (`load_more()`: a fine-tune's
+        adapter) and the optimizer moments (the whole session is released if that fails), then
+        the step counters; returns the session."""
         try:
             self._build(weights)
         except BaseException:
@@ -633,11 +639,13 @@ class PretrainSession:
                 w.release()
             raise
         try:
-            await state.load_moments(device, self.trainer.opt)
+            if load_more is not None:
+                await load_more()
+            await state.load_moments(self.device, self.trainer.opt)
         except BaseException:
             self.release()
             raise
-        self._restore_progress(meta)
+        self._restore_progress(state.meta)
         return self
 
     def _restore_progress(self, meta):
