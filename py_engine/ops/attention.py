@@ -283,14 +283,38 @@ def key_window(Dh):
     return window_len(3 * Dh + 6, fixed=4 * Dh + 72)
 
 
+# On a real GPU a long cache is split for speed as well: the H x Bsz workgroups of one split
+# (12 at one sequence of a 12-head model) leave most of the GPU idle while each walks every
+# cached slot; splits of GPU_SPLIT_SLOTS slots give H x Bsz x NS workgroups for one merge
+# dispatch more, so only caches of GPU_SPLIT_MIN slots or more (capacity) take them. (Reasoned from the
+# grid, not yet timed on a GPU; splits past the current position return at once.)
+GPU_SPLIT_SLOTS = 256
+GPU_SPLIT_MIN = 1024
+
+
+def step_span(dev, Tmax, Dh):
+    """Cache slots per split of attention_step's walk (the whole cache + 1 when one split
+    does). A thread walks every 64th slot, so caches too long for the loop-pass budget
+    (lavapipe) split over several workgroups per (b, h), merged by a second dispatch; on a real
+    GPU (or with device.force_step_splits) caches of GPU_SPLIT_MIN slots split every
+    GPU_SPLIT_SLOTS."""
+    span = 64 * window_len(3 * Dh + 4, fixed=Dh + 200 + 100 * -(-Dh // 32))
+    forced = getattr(dev, "force_step_splits", None)
+    fast = forced if forced is not None else not dev.info.get("is_fallback")
+    if fast and Tmax >= GPU_SPLIT_MIN:
+        span = min(span, GPU_SPLIT_SLOTS)
+    return span
+
+
 def attention_step(batch, q, k, v, cache_k, cache_v, pos, *, n_heads, n_kv_heads, scale=None,
                    out=None):
     """One token per sequence: q [Bsz, H*Dh], k/v [Bsz, KVH*Dh] (Tensors or Cols views), pos
     [Bsz] u32 on the GPU = this token's slot -> o [Bsz, H*Dh] (new Tensor, or `out`: a Tensor or
     Cols view). Writes k/v into slot pos[b] and attends to slots [0, pos[b]]; a pos >= Tmax
     writes nothing (the caller must refuse earlier). 1 dispatch (2 for caches longer than
-    ~10k slots at Dh 64, ~5k at Dh 128: split over workgroups for the loop-pass budget); no
-    host reads or writes, so it records and replays with position.advance."""
+    ~10k slots at Dh 64, ~5k at Dh 128 -- split over workgroups for the loop-pass budget -- and
+    on a real GPU from 1,024 slots: step_span); no host reads or writes, so it records and
+    replays with position.advance."""
     dev = batch.device
     H, KVH, Dh = _heads(n_heads, n_kv_heads, q.shape[-1], k.shape[-1])
     Bsz = 1 if len(q.shape) == 1 else q.shape[0]
@@ -308,9 +332,7 @@ def attention_step(batch, q, k, v, cache_k, cache_v, pos, *, n_heads, n_kv_heads
         raise ValueError(f"out has shape {list(o.shape)}, expected [{Bsz}, {H * Dh}]")
     qv, kv_, vv, ov = view(q), view(k), view(v), view(o)
     (ckb, cko), (cvb, cvo), shared = _pair(cache_k, cache_v)
-    # a thread walks every 64th cache slot: caches too long for the loop-pass budget (lavapipe)
-    # split their slots over NS workgroups per (b, h), merged by a second dispatch
-    span = 64 * window_len(3 * Dh + 4, fixed=Dh + 200 + 100 * -(-Dh // 32))
+    span = step_span(dev, Tmax, Dh)
     NS = -(-(Tmax + 1) // span)
     un = dev.uniform(params(H, KVH, Dh, Bsz, Tmax, _scale(scale, Dh), qv[1], qv[2],
                             kv_[1], kv_[2], vv[1], vv[2], ov[1], ov[2], cko, cvo,
