@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from py_engine.autograd import attention as A
 from py_engine.autograd import functional as F
 from py_engine.gpu.tensor import Tensor
-from py_engine.nn.registry import register, whole
+from py_engine.nn.registry import LayerKind, register, whole
 from py_engine.ops.attention import attention_step
 from py_engine.ops.linear import linear_accumulate, linear_forward, linear_multi
 from py_engine.ops.rope import MAX_ROT, rope_apply, rotary_dim
@@ -147,7 +147,7 @@ class KVCache:
 
 
 @register
-class Attention:
+class Attention(LayerKind):
     """The attention layer kind."""
     name = "attention"
     mbjs_type = 3
@@ -228,10 +228,6 @@ class Attention:
             if not out and not cfg.attention_qkv_bias:
                 return " (config has no attention q/k/v bias: attn_cfg.qkv_proj_bias=false)"
         return ""
-
-    @staticmethod
-    def wsla_pieces(cfg):
-        return ()      # WSLA adapts the SSM layers; attention stays frozen
 
     @staticmethod
     def train_floats(cfg, Bsz, T):

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from py_engine.autograd import functional as F
 from py_engine.autograd import mlp as M
 from py_engine.nn.mlp import NoState, bias_hint, linear_init_rule
-from py_engine.nn.registry import register, whole
+from py_engine.nn.registry import LayerKind, register
 from py_engine.ops.activations import Cols, swiglu_forward
 from py_engine.ops.linear import linear_accumulate, linear_forward
 
@@ -58,12 +58,13 @@ class GatedMlpMixer:
 
 
 @register
-class GatedMlp:
+class GatedMlp(LayerKind):
+    # fc1 stays one GPU tensor (LayerKind.pieces): one GEMM, the swiglu reads both halves
     name = "gated_mlp"
-    mbjs_type = None
     Mixer = GatedMlpMixer
     State = NoState
     spec = staticmethod(spec)
+    hint = staticmethod(bias_hint)
 
     @staticmethod
     def validate(cfg, source):
@@ -87,24 +88,12 @@ class GatedMlp:
         return out
 
     @staticmethod
-    def pieces(cfg, rel, shape):
-        return whole(rel, shape)     # fc1 stays fused: one GEMM, the swiglu reads both halves
-
-    @staticmethod
     def linear_piece(rel):
         return rel in ("fc1.weight", "fc2.weight")
 
     @staticmethod
     def init_rule(cfg, rel, shape):
         return linear_init_rule(cfg, rel, shape, "fc2.weight")
-
-    @staticmethod
-    def hint(cfg, rel):
-        return bias_hint(cfg, rel)
-
-    @staticmethod
-    def wsla_pieces(cfg):
-        return ()
 
     @staticmethod
     def train_floats(cfg, Bsz, T):

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from py_engine.autograd import functional as F
 from py_engine.autograd import mlp as M
-from py_engine.nn.registry import register, whole
+from py_engine.nn.registry import LayerKind, register
 from py_engine.ops.activations import relu2_forward
 from py_engine.ops.linear import linear_accumulate, linear_forward
 
@@ -81,12 +81,12 @@ class NoState:
 
 
 @register
-class Mlp:
+class Mlp(LayerKind):
     name = "mlp"
-    mbjs_type = None
     Mixer = MlpMixer
     State = NoState
     spec = staticmethod(spec)
+    hint = staticmethod(bias_hint)
 
     @staticmethod
     def validate(cfg, source):
@@ -110,20 +110,8 @@ class Mlp:
         return out
 
     @staticmethod
-    def pieces(cfg, rel, shape):
-        return whole(rel, shape)
-
-    @staticmethod
     def init_rule(cfg, rel, shape):
         return linear_init_rule(cfg, rel, shape, "down_proj.weight")
-
-    @staticmethod
-    def hint(cfg, rel):
-        return bias_hint(cfg, rel)
-
-    @staticmethod
-    def wsla_pieces(cfg):
-        return ()
 
     @staticmethod
     def train_floats(cfg, Bsz, T):

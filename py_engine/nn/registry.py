@@ -18,7 +18,8 @@ A kind is a class (one per module in py_engine/nn/) that owns, for its layers:
   Mixer(cfg, weights, prefix) forward(ctx, h, residual, Bsz, T, state) -> new residual and
                             step(batch, h, residual, Bsz, state) (residual updated in place)
 The model, loader, initialiser, converter and checkpoints ask this registry; adding a kind is
-adding its module (and one import line in py_engine/nn/__init__.py).
+adding its module (and one import line in py_engine/nn/__init__.py). LayerKind below holds the
+defaults of mbjs_type, pieces, hint and wsla_pieces for kinds that need nothing else.
 
 Pure stdlib: this module is imported inside Pyodide.
 """
@@ -60,6 +61,26 @@ def by_mbjs_type(code):
 
 
 # -- helpers the kinds share ---------------------------------------------------------------
+
+class LayerKind:
+    """Defaults a kind may inherit instead of spelling out: no MBJS type, every HF tensor one
+    GPU tensor of its own shape, no config flag to hint at (a kind with optional biases sets
+    its own), nothing for WSLA to train (WSLA adapts the SSM layers' B/C rows; attention and
+    MLP layers stay frozen)."""
+    mbjs_type = None
+
+    @staticmethod
+    def pieces(cfg, rel, shape):
+        return whole(rel, shape)
+
+    @staticmethod
+    def hint(cfg, rel):
+        return ""
+
+    @staticmethod
+    def wsla_pieces(cfg):
+        return ()
+
 
 def whole(rel, shape):
     """The piece list of a tensor that stays one GPU tensor with its own shape."""
