@@ -3,8 +3,8 @@ mid-generation and mid-training (the Worker's test hook calls device.destroy(), 
 reset would); a tab is closed mid-training and reopened; the autosave is corrupted on disk.
 Each time the page says what happened in plain words and goes on without a page reload:
 the engine restarts on a new adapter and device, the generate page reloads its model, the
-pretrain page continues from the checksummed autosave with the loss curve of a run that was
-never interrupted; a damaged autosave is refused by name and the previous one used."""
+train page continues from the checksummed autosave with the loss curve of a run that was
+never interrupted (a run from scratch and a LoRA fine-tune); a damaged autosave is refused by name and the previous one used."""
 import pytest
 
 from tools.headless import open_engine_page
@@ -171,6 +171,54 @@ def test_pretrain_page_survives_a_lost_device_with_the_same_loss_curve(browser, 
     ref = _uninterrupted(browser, server)
     assert [s for s, _ in curve] == list(range(1, 13))
     assert [s for s, _ in ref] == list(range(1, 13))
+    for (s, got), (_, want) in zip(curve, ref):
+        assert abs(got - want) <= 1e-5, (s, got, want)
+
+
+FT_BASE = "bytes-tiny-stdlib"        # a served fixture: Mamba-1, d_model 64, 2 layers, bytes
+FT_SETTINGS = {"#lr": "2e-2", "#batch": 2, "#seq_len": 32, "#steps": 9, "#sample_every": 0,
+               "#lora-r": 4, "#lora-alpha": 8}
+
+
+def _lora_run(browser, server, autosave_every, lose_at=None):
+    """A LoRA fine-tune of FT_BASE on the sample corpus (the device lost once step `lose_at`
+    is reached, when given): its [step, loss] curve and the step it resumed from."""
+    ctx = browser.new_context()
+    page = ctx.new_page()
+    page.set_default_timeout(180_000)
+    page.goto(server.url + "/pretrain")
+    page.wait_for_function("document.body.dataset.pretrain === 'ready'")
+    page.check("input[name=what][value=finetune]")
+    page.select_option("#ft-model", FT_BASE)
+    page.wait_for_function("document.getElementById('ft-summary').textContent.includes('LoRA r 8')")
+    page.click("#use-sample")
+    page.wait_for_function("document.body.dataset.corpus === 'ready'")
+    for sel, v in dict(FT_SETTINGS, **{"#autosave_every": autosave_every}).items():
+        page.fill(sel, str(v))
+    page.click("#start")
+    resumed = None
+    if lose_at is not None:
+        page.wait_for_function(f"Number(document.body.dataset.step) >= {lose_at}")
+        lose_device(page)                                 # mid-fine-tune
+        page.wait_for_function("document.body.dataset.gpu === 'restored'")
+        assert "GPU device was lost" in msg(page) and "continues from its autosave" in msg(page), \
+            msg(page)
+        resumed = int(page.evaluate("document.body.dataset.resumedFrom"))
+    page.wait_for_function("document.body.dataset.train === 'done'")
+    curve = page.evaluate(HISTORY)
+    ctx.close()
+    return curve, resumed
+
+
+def test_lora_finetune_survives_a_lost_device_with_the_same_loss_curve(browser, server):
+    """A fine-tune used to be resumed through the from-scratch session after a lost device,
+    which cannot read a fine-tune's autosave (the adapter and its base): it now continues
+    through the fine-tune session, the served base fetched again, the curve as if never
+    interrupted."""
+    curve, resumed = _lora_run(browser, server, 2, lose_at=4)
+    assert resumed >= 2 and (resumed % 2 == 0 or resumed == 1)
+    ref, _ = _lora_run(browser, server, 0)
+    assert [s for s, _ in curve] == list(range(1, 10)) == [s for s, _ in ref]
     for (s, got), (_, want) in zip(curve, ref):
         assert abs(got - want) <= 1e-5, (s, got, want)
 

@@ -1009,11 +1009,15 @@ async function loadStateFile(file) {
 
 // ---- a lost GPU device (issue 13) ---------------------------------------------------------
 // The Worker re-initialises the engine on a new device by itself; the run on the lost one
-// cannot be read any more, so it continues from its last autosave (same loss curve from there).
+// cannot be read any more, so it continues from its last autosave (same loss curve from there):
+// a run from scratch through the pretrain session, a fine-tune through its own (a LoRA run's
+// base folder from this computer is handed over again; a served base is fetched again).
 let statusAtLoss = null;
+let kindAtLoss = null;
 function wireDeviceLoss() {
   engine.on("gpu-lost", (m) => {
     statusAtLoss = status;
+    kindAtLoss = runKind;
     document.body.dataset.gpu = "lost";
     message(`${deviceLostSentence(m)}: restarting the engine on a new device…`, "info");
     if (!["empty", "done", "stopped"].includes(status)) setStatus("preparing", "GPU lost: restarting…");
@@ -1028,7 +1032,11 @@ function wireDeviceLoss() {
     statusAtLoss = null;
     if (!was || was === "empty") { document.body.dataset.gpu = "restored"; setStatus("empty"); return; }
     try {
-      const s = await py("result = await S.resume_saved(device, args)", { start: !["paused", "stopped", "done"].includes(was) });   // "error": its steps failed on the lost device
+      const args = { start: !["paused", "stopped", "done"].includes(was) };   // "error": its steps failed on the lost device
+      const ft = kindAtLoss === "finetune";
+      if (ft && ftFolder) args.base = { files: ftFolder.files, name: ftFolder.name };
+      const s = await py(ft ? "result = await F.resume_saved(device, args)"
+        : "result = await S.resume_saved(device, args)", args);
       resetRun();
       applySummary(s);
       $("resume-banner").hidden = true;
