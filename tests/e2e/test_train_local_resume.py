@@ -9,7 +9,8 @@
     and after the reload Resume reads the folder through it again, with no picker; a folder
     changed on disk since is refused through the handle the same way.
 Either way the resumed run ends, bit for bit, with the loss curve, held-out losses, step,
-data position, adapter weights and AdamW moments of the same run never interrupted."""
+data position, adapter weights and AdamW moments of the same run never interrupted; so does a
+run whose GPU device is lost mid-way (the page still holds the folder: no question asked)."""
 import base64
 import shutil
 import struct
@@ -237,6 +238,29 @@ def test_a_kept_folder_handle_resumes_without_asking(browser, server, folders, u
         page.wait_for_function("document.body.dataset.runShown !== undefined && "
                                "document.body.dataset.train === 'done'")
         assert page.evaluate("window.__pickerCalls") == 0
+        assert page.input_value("#ft-model") == "@folder"
+        assert_same_run(handle.run(STATE), uninterrupted)
+    finally:
+        ctx.close()
+
+
+def test_a_lost_device_resumes_through_the_same_folder(browser, server, folders, uninterrupted):
+    """The GPU device is lost mid-run (the Worker's test hook destroys it): the page hands the
+    folder it still holds to the fine-tune session, which checks it is the run's base and goes
+    on from the autosave, with no question to the person; the same run, bit for bit."""
+    mine, _ = folders
+    ctx = browser.new_context()
+    ctx.add_init_script(NO_PICKER)
+    try:
+        handle = open_page(ctx, server)
+        page = handle.page
+        start_finetune(page, input_folder(mine), 2)
+        page.wait_for_function("Number(document.body.dataset.step) >= 4")
+        assert page.evaluate("window.engine.call({op: 'debugLoseDevice'})") is True
+        page.wait_for_function("document.body.dataset.gpu === 'restored'")
+        assert "continues from its autosave" in msg(page), msg(page)
+        page.wait_for_function("document.body.dataset.train === 'done'")
+        assert 2 <= int(page.evaluate("document.body.dataset.resumedFrom")) < 8
         assert page.input_value("#ft-model") == "@folder"
         assert_same_run(handle.run(STATE), uninterrupted)
     finally:
