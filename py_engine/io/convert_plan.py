@@ -743,7 +743,8 @@ def _hints(options):
 
 async def handle(request, io=None):
     """{"action": "inspect" | "plan", "files": [{id, path, size}], "target", "dtype",
-    "options"} -> {"source": ...} / {"source": ..., "plan": ...}, or {"error": message}."""
+    "options"} -> {"source": ...} / {"source": ..., "plan": ...}, or {"error": message,
+    "needs": the option the file needs and lacks (e.g. "attention_heads"), or None}."""
     io = io or BrowserIO()
     options = request.get("options") or {}
     try:
@@ -754,4 +755,5 @@ async def handle(request, io=None):
                                      options, io)
         return out
     except ValueError as e:
-        return {"error": str(e)}
+        # a setting the file does not store (mbjs.MissingHint): the page asks for it by name
+        return {"error": str(e), "needs": getattr(e, "hint", None)}

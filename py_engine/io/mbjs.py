@@ -369,6 +369,15 @@ def infer_config(layout, hints=None):
     return MambaConfig(**kwargs)
 
 
+class MissingHint(ValueError):
+    """A setting the MBJS file does not store and this file needs: `hint` names it (the
+    convert page asks for it and reads the file again)."""
+
+    def __init__(self, message, hint):
+        super().__init__(message)
+        self.hint = hint
+
+
 def _attention_kwargs(f, layers, D, hints):
     """MambaConfig fields of the schedule's npm attention layers ({} without any): numels
     checked, the head count from the hints (MBJS does not store it)."""
@@ -384,9 +393,10 @@ def _attention_kwargs(f, layers, D, hints):
                                  f"expected {exp} (d_model {D})")
     H = hints.get("attention_heads")
     if not H:
-        raise ValueError(f"{f}: layer {idx[0]} is attention and MBJS does not store its head "
-                         "count: give attention_heads (a config.json beside the file, or "
-                         "mambaweb convert --attention-heads N)")
+        raise MissingHint(f"{f}: layer {idx[0]} is attention and MBJS does not store its head "
+                          "count: give attention_heads (a config.json beside the file, the "
+                          "convert page's attention heads box, or mambaweb convert "
+                          "--attention-heads N)", "attention_heads")
     H = int(H)
     if D % H:
         raise ValueError(f"{f}: attention_heads {H} does not divide d_model {D}; the npm "

@@ -237,3 +237,44 @@ def test_mamba2_to_bf16_and_mbjs_refused(page, tmp_path):
     page.click("#convert")
     page.wait_for_function("document.body.dataset.convert === 'error'")
     assert "layer 0 is 'mamba2'" in message(page) and "HF safetensors" in message(page)
+
+
+def test_mbjs_with_attention_asks_for_the_head_count(page, tmp_path):
+    """An MBJS file with npm attention layers (type 3) and no config.json beside it: the file
+    does not store the head count, so the page asks for it in its own box (a wrong one is
+    refused by name), reads the file again with it, and converts to the same HF folder as
+    `mambaweb convert --attention-heads 4`."""
+    from py_engine.models.config import MambaConfig as Cfg
+    from tools.init_weights import init_weights
+    cfg = Cfg(model_type="mamba", hidden_size=32, num_hidden_layers=3, vocab_size=64,
+              state_size=8, conv_kernel=4, layers=["mamba1", "attention", "mamba1"],
+              attention_heads=4, attention_kv_heads=4, attention_head_dim=8)
+    convert_host.write_hf(str(tmp_path / "hf"), cfg, init_weights(cfg, 3), "F32")
+    convert_host.convert(tmp_path / "hf", tmp_path / "hybrid.bin", **quiet)
+
+    page.evaluate(DROP_JS, [[("hybrid.bin", base64.b64encode(
+        (tmp_path / "hybrid.bin").read_bytes()).decode())]])
+    page.wait_for_function("document.body.dataset.convert === 'needs-hint'")
+    assert "does not store its head count" in message(page)
+    assert page.is_visible("#hint-box") and page.is_disabled("#convert")
+
+    page.fill("#heads", "5")                          # does not divide d_model 32
+    page.click("#read-again")
+    page.wait_for_function(SETTLED)
+    assert "attention_heads 5 does not divide d_model 32" in message(page)
+    assert page.is_visible("#hint-box") and page.is_disabled("#convert")
+
+    page.fill("#heads", "4")
+    page.click("#read-again")
+    page.wait_for_function("document.body.dataset.convert === 'ready'")
+    assert page.is_hidden("#message") and "MBJS" in page.inner_text("#source")
+    name, data = convert(page, "hf", "keep")
+    folder, files = unzip(data)
+    convert_host.convert(tmp_path / "hybrid.bin", tmp_path / "want",
+                         hints={"attention_heads": 4}, **quiet)
+    assert files == host_folder(tmp_path / "want")
+    assert json.loads(files["config.json"])["attention_heads"] == 4
+
+    # the next file starts with an empty box, hidden until a file needs it
+    assert drop(page, [tmp_path / "hf" / n for n in ("config.json", "model.safetensors")]) == "ready"
+    assert page.is_hidden("#hint-box") and page.input_value("#heads") == ""

@@ -55,11 +55,33 @@ async function accept(list) {
   show($("source"), false);
   show($("result"), false);
   message("");
-  document.body.dataset.convert = "inspecting";
   await engine.call({ op: "convertForgetFiles" });
   files = await engine.call({ op: "convertPutFiles", files: list });
-  const res = await engine.run(PLAN_PY, { action: "inspect", files });
-  if (res.error) { message(res.error); return; }
+  $("heads").value = "";            // a setting of the previous file does not carry over
+  show($("hint-box"), false);
+  await inspect(engine);
+}
+
+// What the file does not store and the person gave (an MBJS file's attention head count).
+function hintOptions() {
+  return { attention_heads: $("heads").value };
+}
+
+// Python reads the registered files' headers; a setting the file lacks (res.needs) is asked
+// for in the box above the summary, and "Read the file again" comes back here with it.
+async function inspect(engine) {
+  document.body.dataset.convert = "inspecting";
+  const res = await engine.run(PLAN_PY, { action: "inspect", files, options: hintOptions() });
+  if (res.error) {
+    message(res.error);
+    if (res.needs === "attention_heads") {
+      show($("hint-box"), true);
+      $("heads").focus();
+      document.body.dataset.convert = "needs-hint";
+    }
+    return;
+  }
+  message("");
   source = res.source;
   const el = $("source");
   el.innerHTML = "";
@@ -106,7 +128,7 @@ async function convert() {
   try {
     const req = { action: "plan", files, target: $("target").value, dtype: $("dtype").value,
                   options: { drop_untied_head: $("drop-head").checked, layer_norm_epsilon: $("eps").value,
-                             A_floor: $("afloor").value } };
+                             A_floor: $("afloor").value, ...hintOptions() } };
     const res = await engine.run(PLAN_PY, req);
     if (res.error) { message(res.error); return; }
     const plan = res.plan;
@@ -148,6 +170,14 @@ async function convert() {
 }
 
 // --- wiring -------------------------------------------------------------------------
+async function readAgain() {
+  if (busy || !files.length) return;
+  const engine = await ready.catch(() => null);
+  if (engine) await inspect(engine);
+}
+$("read-again").addEventListener("click", readAgain);
+$("heads").addEventListener("keydown", (ev) => { if (ev.key === "Enter") readAgain(); });
+
 const zone = $("dropzone");
 for (const type of ["dragenter", "dragover"]) {
   document.addEventListener(type, (ev) => { ev.preventDefault(); zone.classList.add("over"); });
