@@ -97,3 +97,23 @@ def check_local_model(folder, args, source):
     msg = mismatch(cfg, args.family, args.pattern, source)
     if msg:
         raise ValueError(msg)
+
+
+def add_mbjs_hint_args(p):
+    """What an MBJS .bin may need and does not store: --attention-heads, --a-floor."""
+    p.add_argument("--attention-heads", type=int, metavar="N",
+                   help="an MBJS .bin with attention layers: their head count (MBJS does not "
+                        "store it; a config.json beside the file works too)")
+    p.add_argument("--a-floor", type=float, metavar="X",
+                   help="an MBJS Mamba-3 .bin trained with an A_floor other than 1e-4 (MBJS "
+                        "does not store it)")
+
+
+def mbjs_hints(args):
+    """The MBJS hints the command's flags give ({} when none), under their config names."""
+    hints = {}
+    if getattr(args, "attention_heads", None) is not None:
+        hints["attention_heads"] = args.attention_heads
+    if getattr(args, "a_floor", None) is not None:
+        hints["A_floor"] = args.a_floor
+    return hints

@@ -14,6 +14,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from py_engine.ops.weight_format import FORMATS, K_MULTIPLE
+from tools.arch_options import add_mbjs_hint_args, mbjs_hints
 
 # The config keys that state the context a model was trained at (when it states one).
 CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "n_ctx", "seq_length", "max_seq_len")
@@ -86,6 +87,7 @@ def register(sub):
     p.add_argument("--native", action="store_true",
                    help="run on the native backend (wgpu-py) instead of headless Chromium")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_mbjs_hint_args(p)
     p.set_defaults(func=run)
 
 
@@ -235,7 +237,7 @@ def run(args):
     from tools.model_source import resolve_model
     try:
         model_dirs, name, cleanup = resolve_model(
-            args.model, lambda *a: print("eval:", *a, file=sys.stderr))
+            args.model, lambda *a: print("eval:", *a, file=sys.stderr), mbjs_hints(args))
     except SystemExit as e:         # resolve_model's messages are one line already
         return _fail(str(e).replace("mambaweb run: ", ""))
     try:

@@ -8,8 +8,9 @@ import os
 import sys
 from urllib.parse import quote
 
-from tools.arch_options import (add_fresh_model_options, check_local_model, describe_fresh,
-                                fresh_config, shape_flags_given, wants_fresh, write_fresh)
+from tools.arch_options import (add_fresh_model_options, add_mbjs_hint_args, check_local_model,
+                                describe_fresh, fresh_config, mbjs_hints, shape_flags_given,
+                                wants_fresh, write_fresh)
 
 SNIPPET = """
 from py_engine.app import generate_session as s
@@ -70,6 +71,7 @@ def register(sub):
                    help="feed the prompt through the recurrent step path one token at a time, "
                         "so --logits-out holds the step path's logits (any layer kind)")
     p.add_argument("--json", action="store_true", help="print one JSON object {ids, text, ...}")
+    add_mbjs_hint_args(p)
     add_fresh_model_options(p, "generate with")
     p.set_defaults(func=run)
 
@@ -138,7 +140,7 @@ def run(args):
         log(f"opening {hub} from {endpoint or 'https://huggingface.co'} in the tab")
         model_dirs, name, cleanup = None, hub, lambda: None
     else:
-        model_dirs, name, cleanup = resolve_model(args.model, log)
+        model_dirs, name, cleanup = resolve_model(args.model, log, mbjs_hints(args))
     if not fresh and (args.family or args.pattern):
         if model_dirs:      # a local folder or MBJS file: checked before the browser starts
             try:

@@ -11,9 +11,15 @@ from pathlib import Path
 from tools import convert_host
 
 
-def resolve_model(arg, log=print):
-    """-> (model_dirs or None, model name, cleanup callable)."""
+def resolve_model(arg, log=print, hints=None):
+    """-> (model_dirs or None, model name, cleanup callable). hints: settings an MBJS file does
+    not store (tools/arch_options.mbjs_hints); refused for anything but an MBJS file, where
+    they would go unused."""
     path = Path(arg).expanduser()
+    if hints and not (path.is_file() and convert_host.is_mbjs(path)):
+        flags = ", ".join("--" + k.lower().replace("_", "-") for k in hints)
+        raise SystemExit(f"mambaweb run: {arg} is not an MBJS .bin file, so {flags} cannot be "
+                         "used (an HF folder's config.json holds these settings)")
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise SystemExit(f"{path}: no config.json here; an HF model folder holds config.json "
@@ -29,7 +35,8 @@ def resolve_model(arg, log=print):
         tmp = tempfile.TemporaryDirectory(prefix="mambaweb-model-")
         name = path.stem
         try:
-            convert_host.convert(path, Path(tmp.name) / name, log=lambda *a: None)
+            convert_host.convert(path, Path(tmp.name) / name, hints=hints or None,
+                                 log=lambda *a: None)
         except (ValueError, OSError) as e:
             tmp.cleanup()
             raise SystemExit(f"mambaweb run: {e}") from None

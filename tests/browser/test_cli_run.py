@@ -141,3 +141,35 @@ def test_run_a_fresh_hybrid_schedule_without_a_checkpoint(tmp_path):
         ref = model(torch.tensor([ids])).logits[0].numpy()
     assert np.abs(ref).max() > 0.1                       # not a trivially small comparison
     assert np.abs(got[None] - ref).max() <= 1e-4
+
+
+def test_run_an_mbjs_file_with_attention_takes_the_head_count(tmp_path):
+    """MBJS does not store an attention layer's head count: `run FILE.bin` without it says how
+    to give it, before any browser starts; with --attention-heads it runs the same model as the
+    HF folder the file came from (logits and greedy ids); the flag is refused for a folder."""
+    from py_engine.models.config import MambaConfig
+    from tools import convert_host
+    from tools.init_weights import init_weights
+    cfg = MambaConfig(model_type="mamba", hidden_size=32, num_hidden_layers=3, vocab_size=64,
+                      state_size=8, conv_kernel=4, layers=["mamba1", "attention", "mamba1"],
+                      attention_heads=4, attention_kv_heads=4, attention_head_dim=8)
+    convert_host.write_hf(str(tmp_path / "hf"), cfg, init_weights(cfg, 11), "F32")
+    convert_host.convert(tmp_path / "hf", tmp_path / "h.bin", log=lambda *a: None)
+    ids = "3,1,4,1,5,9,2,6"
+
+    p = run_cli("--model", str(tmp_path / "h.bin"), "--ids", ids, "--json")
+    assert p.returncode != 0 and "give attention_heads" in p.stderr, p.stderr
+    assert "--attention-heads" in p.stderr
+    p = run_cli("--model", str(tmp_path / "hf"), "--attention-heads", "4", "--ids", ids)
+    assert p.returncode != 0 and "not an MBJS .bin file, so --attention-heads cannot be used" in p.stderr, p.stderr
+
+    got = {}
+    for name, extra in (("bin", ["--attention-heads", "4"]), ("hf", [])):
+        model = tmp_path / ("h.bin" if name == "bin" else "hf")
+        p = run_cli("--model", str(model), *extra, "--ids", ids, "--max-new-tokens", "5",
+                    "--json", "--logits-out", str(tmp_path / f"{name}.npy"))
+        assert p.returncode == 0, p.stderr
+        got[name] = (json.loads(p.stdout)["ids"], np.load(tmp_path / f"{name}.npy"))
+    assert got["bin"][0] == got["hf"][0] and len(got["bin"][0]) == 5
+    assert np.abs(got["bin"][1]).max() > 0.1
+    assert np.array_equal(got["bin"][1], got["hf"][1])
