@@ -1,6 +1,7 @@
 """Kernel correctness on a real GPU: the checks that CI runs on software adapters, run on the GPU
 that picks the real-GPU kernels by itself (the tiled GEMM with split-K, the lanes scan, the conv
-step folded into Mamba-1/2's decode in_proj).
+step folded into Mamba-1/2's decode in_proj), and the opt-in decode mat-vec with x staged in
+workgroup memory.
 
   python -m tools.device_checks --engine native      # wgpu-py (Vulkan/Metal/D3D12)
   python -m tools.device_checks --engine dawn        # Chrome's Dawn under Node (tools/dawn_engine.py)
@@ -46,6 +47,17 @@ def decode_cases():
                 (lambda e, name=name, fmt=fmt: check_fused(e, fix / name, fmt, [1, 5, 9, 2, 7, 3]))
 
 
+def staged_matvec_cases():
+    from tests.browser.matvec_cases import check_staged
+    # the 1.4b shapes' K (in_proj, LM head: one tile; out_proj, x_proj: two); 1 and 4 rows a thread
+    for fmt in ("f32", "f16", "q8", "q4"):
+        for K in (2048, 4096):
+            for rpt in (1, 4):
+                yield f"matvec staged {fmt} K{K} rpt{rpt}", \
+                    (lambda e, fmt=fmt, K=K, rpt=rpt:
+                     check_staged(e, fmt, rpt, K, 7, rows=(1024, 160, 50)))
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--engine", choices=("native", "dawn"), default="native")
@@ -57,7 +69,8 @@ def main(argv=None):
     failed = 0
     with Engine() as eng:
         print(json.dumps({"engine": args.engine, "adapter": eng.info.get("adapter")}), flush=True)
-        for name, fn in list(gemm_cases()) + list(scan_cases()) + list(decode_cases()):
+        for name, fn in (list(gemm_cases()) + list(scan_cases()) + list(decode_cases())
+                         + list(staged_matvec_cases())):
             try:
                 fn(eng)
                 print(json.dumps({"case": name, "ok": True}), flush=True)

@@ -108,6 +108,22 @@ def rows_per_thread(device, N, M, override=None):
     return rpt
 
 
+def stage_x(device, M, override=None):
+    """Whether the decode mat-vec stages x in workgroup memory, chunk-interleaved (STAGE in
+    lib/matvec_rows.wgsl; one x row only). Off unless asked for -- `override`, else
+    device.matvec_stage (tests), else MAMBAWEB_MATVEC_STAGE=1 (sweeps) -- until it is measured
+    on a GPU: it is meant for the narrow formats, whose lanes read x CV vec4s apart."""
+    if M != 1:
+        return False
+    if override is not None:
+        return bool(override)
+    forced = getattr(device, "matvec_stage", None)
+    if forced is not None:
+        return bool(forced)
+    import os
+    return os.environ.get("MAMBAWEB_MATVEC_STAGE", "") == "1"
+
+
 def rows_per_thread_group(fmt, K, N, rpt=1):
     """Threads sharing one row (TPR, a pipeline constant, a power of two in 16..256): the
     fewest that still give the GPU about 512 workgroups (256 / TPR * rpt rows each), and never
@@ -131,11 +147,13 @@ def matvec_conv_ok(device):
     return device.limits.get("maxStorageBuffersPerShaderStage", 8) >= CONV_STORAGE_BUFFERS
 
 
-def matvec(batch, x, ws, ys, M, bias=None, accumulate=False, tpr=None, conv=None, rpt=None):
+def matvec(batch, x, ws, ys, M, bias=None, accumulate=False, tpr=None, conv=None, rpt=None,
+           stage=None):
     """ys[g] (+)= x[M, K] @ ws[g]^T (+ bias, g = 0 only) for up to 3 weights of one format.
     x may be an ops.rmsnorm.NormedRows: the kernel normalises it on the fly. tpr: threads per
-    row, overriding rows_per_thread_group; rpt: rows per thread, overriding rows_per_thread
-    (both for tools/sweep_matvec.py).
+    row, overriding rows_per_thread_group; rpt: rows per thread, overriding rows_per_thread;
+    stage: x staged in workgroup memory, overriding stage_x (all three for
+    tools/sweep_matvec.py).
     conv (conv_w [Ng, DCONV], conv_b [Ng] or None, state [M, Ng, DCONV], g): ys[g] gets
     silu(causal conv step) of its projection instead (Mamba-1's in_proj x half, Mamba-2's x|B|C
     block; the state is shifted in place, as ops.conv1d.conv1d_step does), one dispatch for all."""
@@ -156,14 +174,15 @@ def matvec(batch, x, ws, ys, M, bias=None, accumulate=False, tpr=None, conv=None
     u = dev.uniform(params(M, Ns[0], K, flags, len(ws), Ns[1], Ns[2], float(eps)))
     rpt = rows_per_thread(dev, max(Ns), M, rpt)
     tpr = tpr or rows_per_thread_group(fmt, K, max(Ns), rpt)
+    consts = {"TPR": tpr, "MR": M, "RPT": rpt, "NORMED": int(norm is not None),
+              "STAGE": int(stage_x(dev, M, stage))}
     gx, gy = fold(-(-max(Ns) // (THREADS // tpr * rpt)))
     wb = [w.binding for w in ws] + [dummy(dev)] * (3 - len(ws))
     yb = [y.binding for y in ys] + [rw_dummy(dev, slot) for slot in range(3 - len(ws))]
     res = [u, x.binding, wb[0], bias.binding if bias is not None else dummy(dev), yb[0],
            wb[1], wb[2], yb[1], yb[2], norm.binding if norm is not None else dummy(dev)]
     if conv is None:
-        batch.run(f"matvec_{fmt}", "matvec_forward", res, gx, gy, len(ws),
-                  constants={"TPR": tpr, "MR": M, "RPT": rpt, "NORMED": int(norm is not None)})
+        batch.run(f"matvec_{fmt}", "matvec_forward", res, gx, gy, len(ws), constants=consts)
         return
     cw, cb, state, cg = conv
     dconv = cw.shape[1]
@@ -176,6 +195,4 @@ def matvec(batch, x, ws, ys, M, bias=None, accumulate=False, tpr=None, conv=None
     res[0] = u
     batch.run(f"matvec_{fmt}", "matvec_forward_conv",
               res + [cw.binding, cb.binding if cb is not None else dummy(dev), state.binding],
-              gx, gy, len(ws), constants={"TPR": tpr, "MR": M, "RPT": rpt,
-                                                   "NORMED": int(norm is not None),
-                                                   "DCONV": dconv, "CONV_G": cg})
+              gx, gy, len(ws), constants=dict(consts, DCONV=dconv, CONV_G=cg))

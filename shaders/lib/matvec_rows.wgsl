@@ -69,8 +69,35 @@ override NORMED: bool = false;
 // 4-20x slower on the H200 (by all signs local memory); this form measured at or below the
 // old kernel's time on the in_proj shape in every format.
 fn xin(i: u32, ni: u32) -> vec4<f32> {
+  if (STAGE) { return xt[(i % CV) * TC + i / CV - tile_c0]; }
   if (NORMED) { return x4[i] * nw[ni]; }
   return x4[i];
+}
+
+// Staged x (STAGE, one x row only): lane l of a row reads chunk c0 + l, whose 4*CV inputs are
+// CV vec4s -- consecutive lanes read x CV vec4s apart, so with narrow formats one load
+// instruction of a warp touched up to 16 cache lines (q4: 128 bytes of x per 16 weight bytes,
+// by our analysis what bounds the q4 mat-vec, not yet measured). Staged, a workgroup copies x
+// (times the norm weight) one tile of TILE vec4s at a time into workgroup memory, chunk-
+// interleaved: vec4 i of chunk c at xt[i * TC + c - tile_c0], so the lanes' reads of one i are
+// consecutive. Two barriers per tile.
+override STAGE: bool = false;
+const TILE = 512u;                       // vec4s of x per tile: 2,048 inputs, 8 KB
+const TC = TILE / CV;                    // chunks per tile
+var<workgroup> xt: array<vec4<f32>, TILE>;
+var<private> tile_c0: u32;               // the first chunk of the tile in xt
+
+// Tile t of x row 0 into xt (past K: zeros), times the norm weight when normalised.
+fn stage_tile(t: u32, lid: u32, xs: u32) {
+  for (var v = lid; v < TILE; v += THREADS) {
+    let gi = t * TILE + v;
+    var val = vec4<f32>(0.0);
+    if (gi < xs) {
+      val = x4[gi];
+      if (NORMED) { val *= nw[gi]; }
+    }
+    xt[(v % CV) * TC + v / CV] = val;
+  }
 }
 
 // Load slot s < 4 of a thread's trip: row ri = s % RPT of its rows (clamped: past-the-end rows
@@ -88,6 +115,33 @@ fn slot_sum(q: Raw, s: u32, g: u32, r: u32, cc: u32, xs: u32) -> vec4<f32> {
     out[(s % RPT) * MR + m] = raw_dot(q, m * xs + cc * CV, cc * CV) * sc;
   }
   return out;
+}
+
+// The thread's sums over chunks c0, c0 + TPR, ... below c1 of its rows (rows: the four load
+// slots' rows), four weight loads in flight per trip.
+fn walk(g: u32, rows: vec4<u32>, c0: u32, c1: u32, xs: u32) -> vec4<f32> {
+  var acc = vec4<f32>(0.0);
+  let U = 4u / RPT;                     // chunks per trip: U * RPT = 4 weight loads in flight
+  var c = c0;
+  for (; c + (U - 1u) * TPR < c1; c += U * TPR) {
+    let q0 = load_raw(g, rows.x, slot_chunk(c, 0u));
+    let q1 = load_raw(g, rows.y, slot_chunk(c, 1u));
+    let q2 = load_raw(g, rows.z, slot_chunk(c, 2u));
+    let q3 = load_raw(g, rows.w, slot_chunk(c, 3u));
+    acc += slot_sum(q0, 0u, g, rows.x, slot_chunk(c, 0u), xs);
+    acc += slot_sum(q1, 1u, g, rows.y, slot_chunk(c, 1u), xs);
+    acc += slot_sum(q2, 2u, g, rows.z, slot_chunk(c, 2u), xs);
+    acc += slot_sum(q3, 3u, g, rows.w, slot_chunk(c, 3u), xs);
+  }
+  for (; c < c1; c += TPR) {             // the last chunks: one per row (slots 0 .. RPT-1)
+    acc += slot_sum(load_raw(g, rows.x, c), 0u, g, rows.x, c, xs);
+    if (RPT > 1u) { acc += slot_sum(load_raw(g, rows.y, c), 1u, g, rows.y, c, xs); }
+    if (RPT > 2u) {
+      acc += slot_sum(load_raw(g, rows.z, c), 2u, g, rows.z, c, xs);
+      acc += slot_sum(load_raw(g, rows.w, c), 3u, g, rows.w, c, xs);
+    }
+  }
+  return acc;
 }
 
 // Row sums of one workgroup's rows: lane 0 of each slot gets its rows' totals (tot[ri * MR + m])
@@ -127,30 +181,20 @@ fn row_sums(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> RowSums {
     }
     workgroupBarrier();                 // red is reused below
   }
+  let rows = vec4<u32>(slot_row(row, N, 0u), slot_row(row, N, 1u), slot_row(row, N, 2u),
+                       slot_row(row, N, 3u));
   var acc = vec4<f32>(0.0);
-  let U = 4u / RPT;                     // chunks per trip: U * RPT = 4 weight loads in flight
-  let r0 = slot_row(row, N, 0u);
-  let r1 = slot_row(row, N, 1u);
-  let r2 = slot_row(row, N, 2u);
-  let r3 = slot_row(row, N, 3u);
-  var c = lane;
-  for (; c + (U - 1u) * TPR < nchunk; c += U * TPR) {
-    let q0 = load_raw(g, r0, slot_chunk(c, 0u));
-    let q1 = load_raw(g, r1, slot_chunk(c, 1u));
-    let q2 = load_raw(g, r2, slot_chunk(c, 2u));
-    let q3 = load_raw(g, r3, slot_chunk(c, 3u));
-    acc += slot_sum(q0, 0u, g, r0, slot_chunk(c, 0u), xs);
-    acc += slot_sum(q1, 1u, g, r1, slot_chunk(c, 1u), xs);
-    acc += slot_sum(q2, 2u, g, r2, slot_chunk(c, 2u), xs);
-    acc += slot_sum(q3, 3u, g, r3, slot_chunk(c, 3u), xs);
-  }
-  for (; c < nchunk; c += TPR) {         // the last chunks: one per row (slots 0 .. RPT-1)
-    acc += slot_sum(load_raw(g, r0, c), 0u, g, r0, c, xs);
-    if (RPT > 1u) { acc += slot_sum(load_raw(g, r1, c), 1u, g, r1, c, xs); }
-    if (RPT > 2u) {
-      acc += slot_sum(load_raw(g, r2, c), 2u, g, r2, c, xs);
-      acc += slot_sum(load_raw(g, r3, c), 3u, g, r3, c, xs);
+  if (STAGE) {
+    let ntiles = (xs + TILE - 1u) / TILE;
+    for (var t = 0u; t < ntiles; t++) {
+      workgroupBarrier();                 // every lane is done with the previous tile
+      stage_tile(t, lid, xs);
+      workgroupBarrier();
+      tile_c0 = t * TC;
+      acc += walk(g, rows, tile_c0 + lane, min(nchunk, tile_c0 + TC), xs);
     }
+  } else {
+    acc = walk(g, rows, lane, nchunk, xs);
   }
   acc *= rstd;
   red[lid] = acc;

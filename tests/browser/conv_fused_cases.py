@@ -12,6 +12,7 @@ from py_engine.io.hf_loader import load_model_local
 from py_engine.models.generate import Generator, SamplingConfig
 m = await load_model_local(device, args['folder'], weights_format=args['fmt'])
 device.force_matvec = True
+device.matvec_stage = args.get('stage')
 out = {}
 try:
     for fuse in (False, True):
@@ -42,6 +43,7 @@ try:
         gen.release()
 finally:
     device.force_matvec = False
+    device.matvec_stage = None
     device.fuse_conv_step = True
 out['layers'] = m.cfg.num_hidden_layers
 m.release()
@@ -49,11 +51,12 @@ result = out
 """
 
 
-def check_fused(engine, folder, fmt, ids):
+def check_fused(engine, folder, fmt, ids, stage=None):
     """Step logits (one sequence and two at once), conv and SSM states and greedy tokens equal bit
     for bit with and without the fold, one dispatch fewer per layer with it (none fewer when
-    in_proj has biases: that layer keeps the separate conv step). Returns the run."""
-    r = engine.run(RUN, folder=str(folder), fmt=fmt, ids=ids)
+    in_proj has biases: that layer keeps the separate conv step). stage: the mat-vec's x staged
+    in workgroup memory (True), or the engine's choice (None). Returns the run."""
+    r = engine.run(RUN, folder=str(folder), fmt=fmt, ids=ids, stage=stage)
     for key in ("", "_b2"):
         a = np.frombuffer(r["plain" + key], np.float32)
         b = np.frombuffer(r["fused" + key], np.float32)

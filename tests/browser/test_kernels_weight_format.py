@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from tests.browser.kernel_harness import runner
+from tests.browser.matvec_cases import check_staged
 from tests.reference import weight_format_numpy as ref
 
 rng = np.random.default_rng(11)
@@ -72,6 +73,13 @@ def test_decode_matvec_reads_the_narrow_weight(engine, fmt, M, rpt):
     assert np.allclose(f64(outs["acc"]).reshape(M, 37), acc + x64 @ W[0].T, atol=tol, rtol=1e-5)
     for g in range(3):
         assert np.allclose(f64(outs[f"m{g}"]).reshape(M, -1), x64 @ W[g].T, atol=tol, rtol=1e-5)
+
+
+@pytest.mark.parametrize("fmt", FORMATS + ["f32"])
+@pytest.mark.parametrize("rpt", [None, 4])
+def test_decode_matvec_with_x_staged_in_workgroup_memory(engine, fmt, rpt):
+    """The staged mat-vec (opt-in, weight_format.stage_x): tests/browser/matvec_cases.py."""
+    check_staged(engine, fmt, rpt, K=2304, seed=5)
 
 
 @pytest.mark.parametrize("fmt", FORMATS)

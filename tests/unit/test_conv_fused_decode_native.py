@@ -17,13 +17,15 @@ from tests.native_support import engine, native as pytestmark  # noqa: F401
 FIX = REPO / "tests" / "fixtures" / "models"
 IDS = [1, 5, 9, 2, 7, 3, 11, 4]
 
+@pytest.mark.parametrize("stage", [None, True])
 @pytest.mark.parametrize("fmt", ["f32", "f16", "q8", "q4"])
 @pytest.mark.parametrize("name", ["mamba-d40-tied", "falcon-d40-untied", "mamba2-g1-tied",
                                   "mamba2-g2-untied"])
-def test_fused_conv_step_equals_the_separate_dispatches(engine, name, fmt):
+def test_fused_conv_step_equals_the_separate_dispatches(engine, name, fmt, stage):
+    """The engine's mat-vec, and the one with x staged in workgroup memory (opt-in)."""
     if engine.device.limits.get("maxStorageBuffersPerShaderStage", 8) < 12:
         pytest.skip("this adapter binds fewer than 12 storage buffers per stage")
-    check_fused(engine, FIX / name, fmt, IDS)
+    check_fused(engine, FIX / name, fmt, IDS, stage)
 
 
 def test_fused_decode_matches_transformers(engine):
