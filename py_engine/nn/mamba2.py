@@ -34,7 +34,8 @@ from py_engine.nn.registry import bias_hint, conv_weight, register, whole
 from py_engine.ops import conv1d as conv_ops
 from py_engine.ops.conv1d import Cols
 from py_engine.ops.gated_rmsnorm import gated_rmsnorm_forward
-from py_engine.ops.linear import in_proj_conv_step, linear_accumulate, linear_forward, linear_multi
+from py_engine.ops.linear import (gated_norm_accumulate, in_proj_conv_step, linear_accumulate,
+                                  linear_forward, linear_multi)
 from py_engine.ops.ssd import ssd_step
 
 
@@ -152,13 +153,16 @@ class Mamba2Mixer:
                      dt_bias=self.dt_bias, n_groups=s.G)                 # [Bsz, I]
         u.release()
         dt.release()
-        v, rstd = gated_rmsnorm_forward(batch, y, z, self.norm_w, group_size=s.I // s.G,
-                                        eps=s.eps)
-        rstd.release()
+        # the gated norm folded into out_proj's mat-vec where it applies (one group, no bias)
+        if not gated_norm_accumulate(batch, y, z, self.norm_w, s.eps, s.G, self.out_w, residual,
+                                     self.out_b):
+            v, rstd = gated_rmsnorm_forward(batch, y, z, self.norm_w, group_size=s.I // s.G,
+                                            eps=s.eps)
+            rstd.release()
+            linear_accumulate(batch, v, self.out_w, residual, bias=self.out_b)
+            v.release()
         y.release()
         z.release()
-        linear_accumulate(batch, v, self.out_w, residual, bias=self.out_b)
-        v.release()
 
 
 class Mamba2State:

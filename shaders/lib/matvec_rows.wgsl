@@ -25,7 +25,7 @@ struct Params { M: u32, N: u32, K: u32, flags: u32,        // bit0 bias, bit1 ac
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x4: array<vec4<f32>>;      // [M, K/4]
-@group(0) @binding(3) var<storage, read> bias: array<f32>;          // [N] (bit0 of flags)
+@group(0) @binding(3) var<storage, read> bias: array<f32>;          // [N] (bit0), or z [M, K] (GATED)
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;       // [M, N]
 @group(0) @binding(7) var<storage, read_write> y1: array<f32>;      // [M, N1]
 @group(0) @binding(8) var<storage, read_write> y2: array<f32>;      // [M, N2]
@@ -61,6 +61,19 @@ fn yload(g: u32, idx: u32) -> f32 {
 // Whether the rows are RMS-normalised (flags bit2, given again as a pipeline constant so that no
 // load of the weight loop waits on a runtime branch).
 override NORMED: bool = false;
+// Mamba-2's gated norm folded in too (with NORMED; one norm group; no bias: binding 3 holds the
+// gate z [M, K] instead): the input is x[m, k] * silu(z[m, k]), normalised over the row and
+// times the norm weight -- transformers' MambaRMSNormGated (norm_before_gate=False) feeding
+// out_proj, one dispatch fewer per decoded Mamba-2 layer.
+override GATED: bool = false;
+
+// Vec4 i of x ([M, K/4]), gated by silu(z) when GATED.
+fn x_at(i: u32) -> vec4<f32> {
+  let v = x4[i];
+  if (!GATED) { return v; }
+  let zv = vec4<f32>(bias[4u * i], bias[4u * i + 1u], bias[4u * i + 2u], bias[4u * i + 3u]);
+  return v * zv / (vec4<f32>(1.0) + exp(-zv));
+}
 
 // Inputs i of x (as vec4s; ni: the same inputs' slot of the norm weight), times the norm weight
 // when the rows are normalised (1/rms is applied to the finished sums). The formats' raw_dot
@@ -70,7 +83,7 @@ override NORMED: bool = false;
 // old kernel's time on the in_proj shape in every format.
 fn xin(i: u32, ni: u32) -> vec4<f32> {
   if (STAGE) { return xt[(i % CV) * TC + i / CV - tile_c0]; }
-  if (NORMED) { return x4[i] * nw[ni]; }
+  if (NORMED) { return x_at(i) * nw[ni]; }
   return x4[i];
 }
 
@@ -93,7 +106,7 @@ fn stage_tile(t: u32, lid: u32, xs: u32) {
     let gi = t * TILE + v;
     var val = vec4<f32>(0.0);
     if (gi < xs) {
-      val = x4[gi];
+      val = x_at(gi);
       if (NORMED) { val *= nw[gi]; }
     }
     xt[(v % CV) * TC + v / CV] = val;
@@ -167,7 +180,7 @@ fn row_sums(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> RowSums {
   if (NORMED) {                         // every workgroup computes the rows' 1/rms itself
     var ss = vec4<f32>(0.0);
     for (var k = lid; k < xs; k += THREADS) {
-      for (var m = 0u; m < MR; m++) { let v = x4[m * xs + k]; ss[m] += dot(v, v); }
+      for (var m = 0u; m < MR; m++) { let v = x_at(m * xs + k); ss[m] += dot(v, v); }
     }
     red[lid] = ss;
     workgroupBarrier();
