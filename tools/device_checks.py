@@ -1,7 +1,7 @@
 """Kernel correctness on a real GPU: the checks that CI runs on software adapters, run on the GPU
 that picks the real-GPU kernels by itself (the tiled GEMM with split-K, the lanes scan, the conv
-step folded into Mamba-1/2's decode in_proj), and the opt-in decode mat-vec with x staged in
-workgroup memory.
+step folded into Mamba-1/2's decode in_proj, Mamba-2's gated norm folded into out_proj), and the
+opt-in decode mat-vec with x staged in workgroup memory.
 
   python -m tools.device_checks --engine native      # wgpu-py (Vulkan/Metal/D3D12)
   python -m tools.device_checks --engine dawn        # Chrome's Dawn under Node (tools/dawn_engine.py)
@@ -47,6 +47,16 @@ def decode_cases():
                 (lambda e, name=name, fmt=fmt: check_fused(e, fix / name, fmt, [1, 5, 9, 2, 7, 3]))
 
 
+def gated_norm_cases():
+    from pathlib import Path
+    from tests.browser.gated_norm_cases import check_gated
+    repo = Path(__file__).resolve().parents[1]
+    for folder, fmt in ((repo / "tests" / "fixtures" / "models" / "mamba2-g1-tied", "f32"),
+                        (repo / "models" / "default", "f32"), (repo / "models" / "default", "q4")):
+        yield f"decode gated norm folded {folder.name} {fmt}", \
+            (lambda e, folder=folder, fmt=fmt: check_gated(e, folder, fmt))
+
+
 def staged_matvec_cases():
     from tests.browser.matvec_cases import check_staged
     # the 1.4b shapes' K (in_proj, LM head: one tile; out_proj, x_proj: two); 1 and 4 rows a thread
@@ -70,7 +80,7 @@ def main(argv=None):
     with Engine() as eng:
         print(json.dumps({"engine": args.engine, "adapter": eng.info.get("adapter")}), flush=True)
         for name, fn in (list(gemm_cases()) + list(scan_cases()) + list(decode_cases())
-                         + list(staged_matvec_cases())):
+                         + list(gated_norm_cases()) + list(staged_matvec_cases())):
             try:
                 fn(eng)
                 print(json.dumps({"case": name, "ok": True}), flush=True)
