@@ -1,7 +1,7 @@
 """Kernel correctness on a real GPU: the checks that CI runs on software adapters, run on the GPU
 that picks the real-GPU kernels by itself (the tiled GEMM with split-K, the lanes scan, the conv
-step folded into Mamba-1/2's decode in_proj, Mamba-2's gated norm folded into out_proj), and the
-opt-in decode mat-vec with x staged in workgroup memory.
+step folded into Mamba-1/2's decode in_proj, Mamba-2's gated norm into out_proj, NemotronH's MLP
+activation into down_proj), and the opt-in decode mat-vec with x staged in workgroup memory.
 
   python -m tools.device_checks --engine native      # wgpu-py (Vulkan/Metal/D3D12)
   python -m tools.device_checks --engine dawn        # Chrome's Dawn under Node (tools/dawn_engine.py)
@@ -47,14 +47,17 @@ def decode_cases():
                 (lambda e, name=name, fmt=fmt: check_fused(e, fix / name, fmt, [1, 5, 9, 2, 7, 3]))
 
 
-def gated_norm_cases():
+def fold_cases():
     from pathlib import Path
-    from tests.browser.gated_norm_cases import check_gated
+    from tests.browser.decode_fold_cases import check_gated, check_relu2
     repo = Path(__file__).resolve().parents[1]
     for folder, fmt in ((repo / "tests" / "fixtures" / "models" / "mamba2-g1-tied", "f32"),
                         (repo / "models" / "default", "f32"), (repo / "models" / "default", "q4")):
         yield f"decode gated norm folded {folder.name} {fmt}", \
             (lambda e, folder=folder, fmt=fmt: check_gated(e, folder, fmt))
+    hybrid = repo / "tests" / "fixtures" / "models" / "nemotronh-mamf-untied"
+    yield "decode MLP relu2 folded nemotronh-mamf-untied f32", \
+        (lambda e: check_relu2(e, hybrid, "f32"))
 
 
 def staged_matvec_cases():
@@ -80,7 +83,7 @@ def main(argv=None):
     with Engine() as eng:
         print(json.dumps({"engine": args.engine, "adapter": eng.info.get("adapter")}), flush=True)
         for name, fn in (list(gemm_cases()) + list(scan_cases()) + list(decode_cases())
-                         + list(gated_norm_cases()) + list(staged_matvec_cases())):
+                         + list(fold_cases()) + list(staged_matvec_cases())):
             try:
                 fn(eng)
                 print(json.dumps({"case": name, "ok": True}), flush=True)

@@ -12,7 +12,7 @@ from py_engine.autograd import functional as F
 from py_engine.autograd import mlp as M
 from py_engine.nn.registry import LayerKind, register
 from py_engine.ops.activations import relu2_forward
-from py_engine.ops.linear import linear_accumulate, linear_forward
+from py_engine.ops.linear import linear_accumulate, linear_forward, relu2_accumulate
 
 
 def linear_init_rule(cfg, rel, shape, residual_out):
@@ -64,10 +64,12 @@ class MlpMixer:
 
     def step(self, batch, h, residual, Bsz, state):
         u = linear_forward(batch, h, self.up, self.up_b)
-        a = relu2_forward(batch, u)
+        # relu^2 folded into down_proj's mat-vec where it applies
+        if not relu2_accumulate(batch, u, self.down, residual, bias=self.down_b):
+            a = relu2_forward(batch, u)
+            linear_accumulate(batch, a, self.down, residual, bias=self.down_b)
+            a.release()
         u.release()
-        linear_accumulate(batch, a, self.down, residual, bias=self.down_b)
-        a.release()
 
 
 class NoState:

@@ -284,6 +284,22 @@ def gated_norm_accumulate(batch, y, z, norm_w, eps, groups, w, residual, bias=No
     return True
 
 
+def relu2_accumulate(batch, u, w, residual, bias=None):
+    """NemotronH's MLP decode tail in ONE dispatch where it applies: residual (+)= relu(u)^2 @
+    W^T (+ bias), the activation folded into down_proj's weight-streaming mat-vec (RELU2 in
+    shaders/lib/matvec_rows.wgsl). Returns False where it does not (an adapter on W, a split
+    W, K not a multiple of 4, no streaming mat-vec) and the caller runs relu2_forward +
+    linear_accumulate; `device.fuse_mlp_act = False` turns it off (tests)."""
+    dev = batch.device
+    K = w.shape[1]
+    if (getattr(dev, "fuse_mlp_act", True) is False or K % 4 or not isinstance(u, Tensor)
+            or tuple(u.shape[-1:]) != (K,) or not _streamed_multi(dev, u, [w])):
+        return False
+    weight_format.matvec(batch, u, [w], [residual], rows_of(u), bias=bias, accumulate=True,
+                         relu2=True)
+    return True
+
+
 def _multi_ok(dev, x, weights):
     """Whether [x @ W^T for W in weights] may run as ONE mat-vec dispatch: decode-sized x on a
     real GPU, at most 3 bias-free matrices of one format, no adapter and no row blocks."""

@@ -148,7 +148,7 @@ def matvec_conv_ok(device):
 
 
 def matvec(batch, x, ws, ys, M, bias=None, accumulate=False, tpr=None, conv=None, rpt=None,
-           stage=None, gate=None):
+           stage=None, gate=None, relu2=False):
     """ys[g] (+)= x[M, K] @ ws[g]^T (+ bias, g = 0 only) for up to 3 weights of one format.
     x may be an ops.rmsnorm.NormedRows: the kernel normalises it on the fly. tpr: threads per
     row, overriding rows_per_thread_group; rpt: rows per thread, overriding rows_per_thread;
@@ -156,6 +156,7 @@ def matvec(batch, x, ws, ys, M, bias=None, accumulate=False, tpr=None, conv=None
     tools/sweep_matvec.py).
     gate z [M, K] (x a NormedRows, no bias): the input is Mamba-2's gated norm,
     RMSNorm(x * silu(z)) * w over the whole row (one group), folded in like the plain norm.
+    relu2: the input is relu(x)^2 (NemotronH's MLP activation before down_proj).
     conv (conv_w [Ng, DCONV], conv_b [Ng] or None, state [M, Ng, DCONV], g): ys[g] gets
     silu(causal conv step) of its projection instead (Mamba-1's in_proj x half, Mamba-2's x|B|C
     block; the state is shifted in place, as ops.conv1d.conv1d_step does), one dispatch for all."""
@@ -177,11 +178,13 @@ def matvec(batch, x, ws, ys, M, bias=None, accumulate=False, tpr=None, conv=None
     rpt = rows_per_thread(dev, max(Ns), M, rpt)
     tpr = tpr or rows_per_thread_group(fmt, K, max(Ns), rpt)
     consts = {"TPR": tpr, "MR": M, "RPT": rpt, "NORMED": int(norm is not None),
-              "STAGE": int(stage_x(dev, M, stage)), "GATED": int(gate is not None)}
-    if gate is not None and (norm is None or bias is not None or conv is not None
-                             or gate.numel != M * K):
-        raise ValueError(f"matvec: a gate {list(gate.shape)} needs normalised x rows [{M}, {K}] "
-                         "and no bias or conv")
+              "STAGE": int(stage_x(dev, M, stage)), "GATED": int(gate is not None),
+              "RELU2": int(bool(relu2))}
+    if (gate is not None and (norm is None or bias is not None or conv is not None
+                              or gate.numel != M * K)) or \
+            (relu2 and (gate is not None or norm is not None)):
+        raise ValueError(f"matvec: a gate needs normalised x rows [{M}, {K}] and no bias or "
+                         "conv; relu2 takes neither a gate nor a norm")
     gx, gy = fold(-(-max(Ns) // (THREADS // tpr * rpt)))
     wb = [w.binding for w in ws] + [dummy(dev)] * (3 - len(ws))
     yb = [y.binding for y in ys] + [rw_dummy(dev, slot) for slot in range(3 - len(ws))]

@@ -66,10 +66,18 @@ override NORMED: bool = false;
 // times the norm weight -- transformers' MambaRMSNormGated (norm_before_gate=False) feeding
 // out_proj, one dispatch fewer per decoded Mamba-2 layer.
 override GATED: bool = false;
+// NemotronH's MLP activation folded into down_proj's input: relu(x)^2 (RELU2), the same two
+// operations as activations_forward.wgsl's relu2_forward -- one dispatch fewer per decoded MLP
+// layer.
+override RELU2: bool = false;
 
-// Vec4 i of x ([M, K/4]), gated by silu(z) when GATED.
+// Vec4 i of x ([M, K/4]): gated by silu(z) (GATED), or through relu^2 (RELU2).
 fn x_at(i: u32) -> vec4<f32> {
   let v = x4[i];
+  if (RELU2) {
+    let r = max(v, vec4<f32>(0.0));
+    return r * r;
+  }
   if (!GATED) { return v; }
   let zv = vec4<f32>(bias[4u * i], bias[4u * i + 1u], bias[4u * i + 2u], bias[4u * i + 3u]);
   return v * zv / (vec4<f32>(1.0) + exp(-zv));
@@ -84,7 +92,7 @@ fn x_at(i: u32) -> vec4<f32> {
 fn xin(i: u32, ni: u32) -> vec4<f32> {
   if (STAGE) { return xt[(i % CV) * TC + i / CV - tile_c0]; }
   if (NORMED) { return x_at(i) * nw[ni]; }
-  return x4[i];
+  return x_at(i);
 }
 
 // Staged x (STAGE, one x row only): lane l of a row reads chunk c0 + l, whose 4*CV inputs are

@@ -1,14 +1,15 @@
-"""Mamba-2 decode with the gated RMSNorm folded into out_proj's mat-vec (GATED in
-shaders/lib/matvec_rows.wgsl, py_engine/ops/linear.gated_norm_accumulate) on the native backend
-(lavapipe here) with the real-GPU decode kernels forced: step logits for one and two sequences
-and greedy tokens against the separate gated_rmsnorm + out_proj dispatches (the sums meet in
-another order: 1e-5, not bit for bit), one dispatch fewer per layer where the norm has one
-group, none fewer where it has several; the fixture's step logits against transformers.
+"""Decode with an op folded into the next mat-vec (shaders/lib/matvec_rows.wgsl) on the native
+backend (lavapipe here) with the real-GPU decode kernels forced: Mamba-2's gated RMSNorm into
+out_proj (GATED, py_engine/ops/linear.gated_norm_accumulate) and NemotronH's MLP relu^2 into
+down_proj (RELU2, linear.relu2_accumulate). Step logits for one and two sequences and greedy
+tokens against the separate dispatches (the gated norm's sums meet in another order: 1e-5), one
+dispatch fewer per folded layer (none where a Mamba-2 norm has several groups); the fixtures'
+step logits against transformers.
 """
 import numpy as np
 import pytest
 
-from tests.browser.gated_norm_cases import RUN, check_gated
+from tests.browser.decode_fold_cases import RUN, check_gated, check_relu2
 from tests.conftest import REPO
 from tests.native_support import engine, native as pytestmark  # noqa: F401
 
@@ -36,6 +37,25 @@ def test_folded_step_matches_transformers(engine):
     folder = FIX / "mamba2-g1-tied"
     exp = np.load(folder / "expected.npz")
     ids = exp["prompt_ids"].tolist()
-    r = engine.run(RUN, folder=str(folder), fmt="f32", ids=ids, stage=None)
+    r = engine.run(RUN, folder=str(folder), fmt="f32", ids=ids, stage=None,
+                   flag="fuse_gated_norm")
     got = np.frombuffer(r["fold"], np.float32).reshape(len(ids), -1)
     assert np.abs(got - exp["logits"].reshape(len(ids), -1)).max() <= 1e-4
+
+
+@pytest.mark.parametrize("fmt", ["f32", "f16"])
+@pytest.mark.parametrize("name", ["nemotronh-mamf-tied", "nemotronh-mamf-untied",
+                                  "nemotronh-mamf-tied-pattern"])
+def test_folded_mlp_activation_equals_the_separate_dispatch(engine, name, fmt):
+    check_relu2(engine, FIX / name, fmt)
+
+
+def test_folded_hybrid_step_matches_transformers(engine):
+    """NemotronH (Mamba-2, attention, MLP) step by step through the folded decode:
+    transformers' logits stored with the fixture."""
+    folder = FIX / "nemotronh-mamf-untied"
+    exp = np.load(folder / "expected.npz")
+    ids = exp["prompt_ids"].tolist()
+    r = engine.run(RUN, folder=str(folder), fmt="f32", ids=ids, stage=None, flag="fuse_mlp_act")
+    got = np.frombuffer(r["fold"], np.float32).reshape(len(ids), -1)
+    assert np.abs(got - exp["step_logits"]).max() <= 1e-4      # transformers' cached decode

@@ -1,0 +1,83 @@
+"""Decode with an op folded into the next mat-vec's input (shaders/lib/matvec_rows.wgsl) against
+the separate dispatches: Mamba-2's gated RMSNorm into out_proj (GATED, device.fuse_gated_norm)
+and NemotronH's MLP relu^2 into down_proj (RELU2, device.fuse_mlp_act). Shared by
+tests/unit/test_gated_norm_fold_native.py (lavapipe, the real-GPU kernels forced) and
+tools/device_checks.py (a real GPU)."""
+import numpy as np
+
+IDS = [1, 5, 9, 2, 7, 3, 11, 4]
+
+RUN = """
+from py_engine.io.hf_loader import load_model_local
+from py_engine.models.generate import Generator, SamplingConfig
+m = await load_model_local(device, args['folder'], weights_format=args['fmt'])
+device.force_matvec = True
+device.matvec_stage = args['stage']
+out = {}
+try:
+    for fold in (False, True):
+        setattr(device, args['flag'], fold)
+        key = 'fold' if fold else 'plain'
+        st = m.new_state()
+        out[key] = await m.step_logits(args['ids'], st)
+        st.release()
+        st = m.new_state(Bsz=2)               # two sequences at once: the mat-vec's M = 2
+        rows = []
+        for a, b2 in zip(args['ids'], reversed(args['ids'])):
+            t = m.ids_tensor([a, b2])
+            batch = device.batch()
+            logits = m.step(batch, t, st)
+            batch.submit()
+            rows.append(await logits.to_bytes())
+            logits.release()
+            t.release()
+        out[key + '_b2'] = b''.join(rows)
+        st.release()
+        gen = Generator(m, SamplingConfig(greedy=True), max_tokens=64, group=8)
+        out[key + '_tokens'] = [t async for t in gen.stream(args['ids'], 12)]
+        out[key + '_dpt'] = gen.dispatches_per_token
+        gen.release()
+finally:
+    device.force_matvec = False
+    device.matvec_stage = None
+    setattr(device, args['flag'], True)
+m.release()
+result = out
+"""
+
+
+def check_fold(engine, folder, fmt, flag, fewer, stage=None, ids=IDS, tol=1e-5):
+    """Logits (one sequence and two) within tol (relative to their largest) and greedy tokens
+    equal with and without the fold named by `flag`, `fewer` dispatches fewer per token with it.
+    Returns the run."""
+    r = engine.run(RUN, folder=str(folder), fmt=fmt, ids=ids, stage=stage, flag=flag)
+    for key in ("", "_b2"):
+        a = np.frombuffer(r["plain" + key], np.float32)
+        b = np.frombuffer(r["fold" + key], np.float32)
+        assert np.abs(a).max() > 0.05
+        assert np.abs(a - b).max() <= tol * max(1.0, np.abs(a).max()), (key, np.abs(a - b).max())
+    assert r["fold_tokens"] == r["plain_tokens"]
+    assert r["fold_dpt"] == r["plain_dpt"] - fewer, (r["plain_dpt"], r["fold_dpt"])
+    return r
+
+
+def check_gated(engine, folder, fmt, stage=None, ids=IDS):
+    """Mamba-2's gated norm: one dispatch fewer per layer where the norm has one group and
+    out_proj no bias."""
+    import json
+    from pathlib import Path
+    cfg = json.loads((Path(folder) / "config.json").read_text())
+    one_group = cfg.get("n_groups", 1) == 1 and not cfg.get("use_bias", False)
+    fewer = cfg["num_hidden_layers"] if one_group else 0
+    return check_fold(engine, folder, fmt, "fuse_gated_norm", fewer, stage, ids)
+
+
+def check_relu2(engine, folder, fmt, stage=None, ids=IDS):
+    """NemotronH's MLP layers: one dispatch fewer each (the same two operations, so within 1e-6)."""
+    import json
+    from pathlib import Path
+    cfg = json.loads((Path(folder) / "config.json").read_text())
+    kinds = cfg.get("layers_block_type") or []
+    pattern = cfg.get("hybrid_override_pattern") or ""
+    fewer = kinds.count("mlp") if kinds else pattern.count("-")
+    return check_fold(engine, folder, fmt, "fuse_mlp_act", fewer, stage, ids, tol=1e-6)
