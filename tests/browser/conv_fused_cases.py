@@ -7,9 +7,37 @@ from pathlib import Path
 
 import numpy as np
 
-RUN = """
+# Snippet helpers the decode checks share (tests/browser/decode_fold_cases.py too): two
+# sequences stepped at once (the mat-vec's x rows M = 2) -> (their logits' bytes, the state),
+# and a greedy stream -> (tokens, dispatches per token).
+PROBES = """
 from py_engine.io.hf_loader import load_model_local
 from py_engine.models.generate import Generator, SamplingConfig
+
+
+async def two_sequences(m, ids):
+    st = m.new_state(Bsz=2)
+    rows = []
+    for a, b2 in zip(ids, reversed(ids)):
+        t = m.ids_tensor([a, b2])
+        batch = device.batch()
+        logits = m.step(batch, t, st)
+        batch.submit()
+        rows.append(await logits.to_bytes())
+        logits.release()
+        t.release()
+    return b''.join(rows), st
+
+
+async def greedy(m, ids):
+    gen = Generator(m, SamplingConfig(greedy=True), max_tokens=64, group=8)
+    tokens = [t async for t in gen.stream(ids, 12)]
+    dpt = gen.dispatches_per_token
+    gen.release()
+    return tokens, dpt
+"""
+
+RUN = PROBES + """
 m = await load_model_local(device, args['folder'], weights_format=args['fmt'])
 device.force_matvec = True
 device.matvec_stage = args.get('stage')
@@ -23,24 +51,10 @@ try:
         out[key + '_conv'] = [await l.conv.to_bytes() for l in st.layers]
         out[key + '_ssm'] = [await l.ssm.to_bytes() for l in st.layers]
         st.release()
-        # two sequences at once (the mat-vec's x rows M = 2)
-        st = m.new_state(Bsz=2)
-        rows = []
-        for a, b2 in zip(args['ids'], reversed(args['ids'])):
-            t = m.ids_tensor([a, b2])
-            batch = device.batch()
-            logits = m.step(batch, t, st)
-            batch.submit()
-            rows.append(await logits.to_bytes())
-            logits.release()
-            t.release()
-        out[key + '_b2'] = b''.join(rows)
+        out[key + '_b2'], st = await two_sequences(m, args['ids'])
         out[key + '_b2_conv'] = [await l.conv.to_bytes() for l in st.layers]
         st.release()
-        gen = Generator(m, SamplingConfig(greedy=True), max_tokens=64, group=8)
-        out[key + '_tokens'] = [t async for t in gen.stream(args['ids'], 12)]
-        out[key + '_dpt'] = gen.dispatches_per_token
-        gen.release()
+        out[key + '_tokens'], out[key + '_dpt'] = await greedy(m, args['ids'])
 finally:
     device.force_matvec = False
     device.matvec_stage = None

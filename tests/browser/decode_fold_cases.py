@@ -5,11 +5,11 @@ tests/unit/test_gated_norm_fold_native.py (lavapipe, the real-GPU kernels forced
 tools/device_checks.py (a real GPU)."""
 import numpy as np
 
+from tests.browser.conv_fused_cases import PROBES
+
 IDS = [1, 5, 9, 2, 7, 3, 11, 4]
 
-RUN = """
-from py_engine.io.hf_loader import load_model_local
-from py_engine.models.generate import Generator, SamplingConfig
+RUN = PROBES + """
 m = await load_model_local(device, args['folder'], weights_format=args['fmt'])
 device.force_matvec = True
 device.matvec_stage = args['stage']
@@ -21,22 +21,9 @@ try:
         st = m.new_state()
         out[key] = await m.step_logits(args['ids'], st)
         st.release()
-        st = m.new_state(Bsz=2)               # two sequences at once: the mat-vec's M = 2
-        rows = []
-        for a, b2 in zip(args['ids'], reversed(args['ids'])):
-            t = m.ids_tensor([a, b2])
-            batch = device.batch()
-            logits = m.step(batch, t, st)
-            batch.submit()
-            rows.append(await logits.to_bytes())
-            logits.release()
-            t.release()
-        out[key + '_b2'] = b''.join(rows)
+        out[key + '_b2'], st = await two_sequences(m, args['ids'])
         st.release()
-        gen = Generator(m, SamplingConfig(greedy=True), max_tokens=64, group=8)
-        out[key + '_tokens'] = [t async for t in gen.stream(args['ids'], 12)]
-        out[key + '_dpt'] = gen.dispatches_per_token
-        gen.release()
+        out[key + '_tokens'], out[key + '_dpt'] = await greedy(m, args['ids'])
 finally:
     device.force_matvec = False
     device.matvec_stage = None
