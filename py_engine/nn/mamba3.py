@@ -29,7 +29,7 @@ from py_engine.gpu.tensor import Tensor
 from py_engine.nn.registry import register, whole
 from py_engine.ops import elementwise as ew
 from py_engine.ops.gated_rmsnorm import gated_rmsnorm_forward
-from py_engine.ops.linear import linear_accumulate, linear_multi
+from py_engine.ops.linear import gated_norm_accumulate, linear_accumulate, linear_multi
 from py_engine.ops.mamba3 import mamba3_step
 from py_engine.ops.mamba3_mimo import mamba3_mimo_out
 from py_engine.ops.rmsnorm import rmsnorm_forward
@@ -149,11 +149,14 @@ class Mamba3Mixer:
         y = mamba3_step(batch, x, Bn, Cn, dd_dt, dd_A, trap, ang, state, **self.kw)
         for t in (x, Bn, Cn, dd_dt, dd_A, trap, ang):
             t.release()
-        v = self._gate(batch, y, z)
+        # SISO without the out-projection norm: the gate folded into out_proj's mat-vec
+        plain = not self.spec.mimo and not self.spec.onorm
+        if not (plain and gated_norm_accumulate(batch, y, z, None, 0.0, 1, self.out_w, residual)):
+            v = self._gate(batch, y, z)
+            linear_accumulate(batch, v, self.out_w, residual)
+            v.release()
         y.release()
         z.release()
-        linear_accumulate(batch, v, self.out_w, residual)
-        v.release()
 
 
 class Mamba3State:

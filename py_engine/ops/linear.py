@@ -268,19 +268,19 @@ def gated_norm_accumulate(batch, y, z, norm_w, eps, groups, w, residual, bias=No
     """Mamba-2's decode tail in ONE dispatch where it applies: residual += out_proj(
     MambaRMSNormGated(y, z)) (norm_before_gate=False), i.e. RMSNorm(y * silu(z)) * norm_w fed
     to W's weight-streaming mat-vec with the gate and the norm folded into its input
-    (shaders/lib/matvec_rows.wgsl, GATED). Returns False where it does not apply -- several
-    norm groups, an out_proj bias, an adapter on W, a split W, or no streaming mat-vec -- and the
-    caller runs gated_rmsnorm_forward + linear_accumulate; `device.fuse_gated_norm = False`
-    turns it off (tests)."""
+    (shaders/lib/matvec_rows.wgsl, GATED); norm_w None: residual += out_proj(y * silu(z))
+    (Mamba-3 SISO without its out-projection norm). Returns False where it does not apply --
+    several norm groups, an out_proj bias, an adapter on W, a split W, or no streaming mat-vec
+    -- and the caller runs the separate ops; `device.fuse_gated_norm = False` turns it off
+    (tests)."""
     dev = batch.device
     K = w.shape[1]
     if (groups != 1 or bias is not None or getattr(dev, "fuse_gated_norm", True) is False
             or K % 4 or tuple(y.shape[-1:]) != (K,) or not isinstance(y, Tensor)
             or not isinstance(z, Tensor) or not _streamed_multi(dev, y, [w])):
         return False
-    M = rows_of(y)
-    weight_format.matvec(batch, NormedRows(y, norm_w, eps), [w], [residual], M, accumulate=True,
-                         gate=z)
+    x = NormedRows(y, norm_w, eps) if norm_w is not None else y
+    weight_format.matvec(batch, x, [w], [residual], rows_of(y), accumulate=True, gate=z)
     return True
 
 

@@ -154,8 +154,8 @@ def matvec(batch, x, ws, ys, M, bias=None, accumulate=False, tpr=None, conv=None
     row, overriding rows_per_thread_group; rpt: rows per thread, overriding rows_per_thread;
     stage: x staged in workgroup memory, overriding stage_x (all three for
     tools/sweep_matvec.py).
-    gate z [M, K] (x a NormedRows, no bias): the input is Mamba-2's gated norm,
-    RMSNorm(x * silu(z)) * w over the whole row (one group), folded in like the plain norm.
+    gate z [M, K] (no bias): the input is x * silu(z) (Mamba-3's gate), and with x a NormedRows
+    Mamba-2's gated norm, RMSNorm(x * silu(z)) * w over the whole row (one group).
     relu2: the input is relu(x)^2 (NemotronH's MLP activation before down_proj).
     conv (conv_w [Ng, DCONV], conv_b [Ng] or None, state [M, Ng, DCONV], g): ys[g] gets
     silu(causal conv step) of its projection instead (Mamba-1's in_proj x half, Mamba-2's x|B|C
@@ -180,11 +180,10 @@ def matvec(batch, x, ws, ys, M, bias=None, accumulate=False, tpr=None, conv=None
     consts = {"TPR": tpr, "MR": M, "RPT": rpt, "NORMED": int(norm is not None),
               "STAGE": int(stage_x(dev, M, stage)), "GATED": int(gate is not None),
               "RELU2": int(bool(relu2))}
-    if (gate is not None and (norm is None or bias is not None or conv is not None
-                              or gate.numel != M * K)) or \
+    if (gate is not None and (bias is not None or conv is not None or gate.numel != M * K)) or \
             (relu2 and (gate is not None or norm is not None)):
-        raise ValueError(f"matvec: a gate needs normalised x rows [{M}, {K}] and no bias or "
-                         "conv; relu2 takes neither a gate nor a norm")
+        raise ValueError(f"matvec: a gate must be [{M}, {K}] and takes no bias or conv; relu2 "
+                         "takes neither a gate nor a norm")
     gx, gy = fold(-(-max(Ns) // (THREADS // tpr * rpt)))
     wb = [w.binding for w in ws] + [dummy(dev)] * (3 - len(ws))
     yb = [y.binding for y in ys] + [rw_dummy(dev, slot) for slot in range(3 - len(ws))]

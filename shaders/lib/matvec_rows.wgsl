@@ -61,10 +61,11 @@ fn yload(g: u32, idx: u32) -> f32 {
 // Whether the rows are RMS-normalised (flags bit2, given again as a pipeline constant so that no
 // load of the weight loop waits on a runtime branch).
 override NORMED: bool = false;
-// Mamba-2's gated norm folded in too (with NORMED; one norm group; no bias: binding 3 holds the
-// gate z [M, K] instead): the input is x[m, k] * silu(z[m, k]), normalised over the row and
-// times the norm weight -- transformers' MambaRMSNormGated (norm_before_gate=False) feeding
-// out_proj, one dispatch fewer per decoded Mamba-2 layer.
+// A gate folded in (no bias: binding 3 holds the gate z [M, K] instead): the input is
+// x[m, k] * silu(z[m, k]) -- Mamba-3's gate before out_proj, two dispatches fewer per decoded
+// layer -- and with NORMED that normalised over the row and times the norm weight:
+// transformers' MambaRMSNormGated (norm_before_gate=False, one group) feeding Mamba-2's
+// out_proj, one dispatch fewer.
 override GATED: bool = false;
 // NemotronH's MLP activation folded into down_proj's input: relu(x)^2 (RELU2), the same two
 // operations as activations_forward.wgsl's relu2_forward -- one dispatch fewer per decoded MLP

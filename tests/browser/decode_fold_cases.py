@@ -1,6 +1,6 @@
 """Decode with an op folded into the next mat-vec's input (shaders/lib/matvec_rows.wgsl) against
-the separate dispatches: Mamba-2's gated RMSNorm into out_proj (GATED, device.fuse_gated_norm)
-and NemotronH's MLP relu^2 into down_proj (RELU2, device.fuse_mlp_act). Shared by
+the separate dispatches: Mamba-2's gated RMSNorm and Mamba-3's gate into out_proj (GATED,
+device.fuse_gated_norm) and NemotronH's MLP relu^2 into down_proj (RELU2, device.fuse_mlp_act). Shared by
 tests/unit/test_gated_norm_fold_native.py (lavapipe, the real-GPU kernels forced) and
 tools/device_checks.py (a real GPU)."""
 import numpy as np
@@ -50,12 +50,17 @@ def check_fold(engine, folder, fmt, flag, fewer, stage=None, ids=IDS, tol=1e-5):
 
 def check_gated(engine, folder, fmt, stage=None, ids=IDS):
     """Mamba-2's gated norm: one dispatch fewer per layer where the norm has one group and
-    out_proj no bias."""
+    out_proj no bias; Mamba-3's gate (SISO without the out-projection norm): two fewer."""
     import json
     from pathlib import Path
     cfg = json.loads((Path(folder) / "config.json").read_text())
-    one_group = cfg.get("n_groups", 1) == 1 and not cfg.get("use_bias", False)
-    fewer = cfg["num_hidden_layers"] if one_group else 0
+    ssm = cfg.get("ssm_cfg") or {}
+    if ssm.get("layer") == "Mamba3":
+        plain = not ssm.get("is_mimo") and not ssm.get("is_outproj_norm")
+        fewer = 2 * cfg["n_layer"] if plain else 0
+    else:
+        one_group = cfg.get("n_groups", 1) == 1 and not cfg.get("use_bias", False)
+        fewer = cfg["num_hidden_layers"] if one_group else 0
     return check_fold(engine, folder, fmt, "fuse_gated_norm", fewer, stage, ids)
 
 

@@ -1,6 +1,7 @@
 """Decode with an op folded into the next mat-vec (shaders/lib/matvec_rows.wgsl) on the native
 backend (lavapipe here) with the real-GPU decode kernels forced: Mamba-2's gated RMSNorm into
-out_proj (GATED, py_engine/ops/linear.gated_norm_accumulate) and NemotronH's MLP relu^2 into
+out_proj (GATED, py_engine/ops/linear.gated_norm_accumulate), Mamba-3's gate likewise, and
+NemotronH's MLP relu^2 into
 down_proj (RELU2, linear.relu2_accumulate). Step logits for one and two sequences and greedy
 tokens against the separate dispatches (the gated norm's sums meet in another order: 1e-5), one
 dispatch fewer per folded layer (none where a Mamba-2 norm has several groups); the fixtures'
@@ -59,3 +60,11 @@ def test_folded_hybrid_step_matches_transformers(engine):
     r = engine.run(RUN, folder=str(folder), fmt="f32", ids=ids, stage=None, flag="fuse_mlp_act")
     got = np.frombuffer(r["fold"], np.float32).reshape(len(ids), -1)
     assert np.abs(got - exp["step_logits"]).max() <= 1e-4      # transformers' cached decode
+
+
+@pytest.mark.parametrize("name", ["mamba3-g1-r05-tied", "mamba3-g2-r05-tied-softplus",
+                                  "mamba3-g2-r10-untied-onorm", "mamba3-mimo-r2-g1-r05-tied"])
+def test_mamba3_gate_folds_into_out_proj(engine, name):
+    """Mamba-3 SISO without the out-projection norm: y * silu(z) folded into out_proj's input,
+    two dispatches fewer per layer; with the norm or MIMO, nothing changes."""
+    check_gated(engine, FIX / name, "f32", ids=[1, 5, 9, 2, 7, 3])
