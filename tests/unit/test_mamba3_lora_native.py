@@ -376,7 +376,6 @@ def _torch_wsla(folder, ids, labels, rows, steps=5):
     loss.backward()
     whole = {n: full[n].grad.numpy().copy() for n in names}
     bc = {n: frozen[n][lo:hi].clone().requires_grad_(True) for n in names}
-    opt = torch.optim.AdamW(list(bc.values()), **ADAMW)
 
     def loss_fn():
         w = dict(frozen)
@@ -384,17 +383,8 @@ def _torch_wsla(folder, ids, labels, rows, steps=5):
             w[n] = torch.cat([frozen[n][:lo], bc[n], frozen[n][hi:]])
         return trainer_loss(lambda x: functional_call(model, w, (x,)), ids, labels)
 
-    first = loss_fn()
-    first.backward()
-    grads = {n: bc[n].grad.numpy().copy() for n in names}
-    losses = []
-    for _ in range(steps):
-        opt.zero_grad()
-        step_loss = loss_fn()
-        losses.append(step_loss.item())
-        step_loss.backward()
-        opt.step()
-    return first.item(), whole, grads, losses, {n: bc[n].detach().numpy() for n in names}
+    first, grads, losses, after = adamw_reference(bc, loss_fn, ADAMW, steps)
+    return first, whole, grads, losses, after
 
 
 @pytest.mark.parametrize("name", ["mamba3-g2-r10-untied-onorm",
