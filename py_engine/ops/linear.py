@@ -264,6 +264,16 @@ def in_proj_conv_step(batch, x, weights, conv_index, conv_w, conv_b, conv_state,
     return outs
 
 
+def _input_foldable(dev, x, w, flag):
+    """Whether an op on x [M, K] can fold into W's weight-streaming mat-vec input (the
+    gated_norm / relu2 folds below): x a whole Tensor of K = W's columns, K a multiple of 4,
+    the streaming mat-vec taking W (decode-sized x on a real GPU, no adapter, no row blocks),
+    and `device.<flag>` not False."""
+    K = w.shape[1]
+    return (getattr(dev, flag, True) is not False and K % 4 == 0 and isinstance(x, Tensor)
+            and tuple(x.shape[-1:]) == (K,) and _streamed_multi(dev, x, [w]))
+
+
 def gated_norm_accumulate(batch, y, z, norm_w, eps, groups, w, residual, bias=None):
     """Mamba-2's decode tail in ONE dispatch where it applies: residual += out_proj(
     MambaRMSNormGated(y, z)) (norm_before_gate=False), i.e. RMSNorm(y * silu(z)) * norm_w fed
@@ -273,11 +283,8 @@ def gated_norm_accumulate(batch, y, z, norm_w, eps, groups, w, residual, bias=No
     several norm groups, an out_proj bias, an adapter on W, a split W, or no streaming mat-vec
     -- and the caller runs the separate ops; `device.fuse_gated_norm = False` turns it off
     (tests)."""
-    dev = batch.device
-    K = w.shape[1]
-    if (groups != 1 or bias is not None or getattr(dev, "fuse_gated_norm", True) is False
-            or K % 4 or tuple(y.shape[-1:]) != (K,) or not isinstance(y, Tensor)
-            or not isinstance(z, Tensor) or not _streamed_multi(dev, y, [w])):
+    if (groups != 1 or bias is not None or not isinstance(z, Tensor)
+            or not _input_foldable(batch.device, y, w, "fuse_gated_norm")):
         return False
     x = NormedRows(y, norm_w, eps) if norm_w is not None else y
     weight_format.matvec(batch, x, [w], [residual], rows_of(y), accumulate=True, gate=z)
@@ -290,10 +297,7 @@ def relu2_accumulate(batch, u, w, residual, bias=None):
     shaders/lib/matvec_rows.wgsl). Returns False where it does not (an adapter on W, a split
     W, K not a multiple of 4, no streaming mat-vec) and the caller runs relu2_forward +
     linear_accumulate; `device.fuse_mlp_act = False` turns it off (tests)."""
-    dev = batch.device
-    K = w.shape[1]
-    if (getattr(dev, "fuse_mlp_act", True) is False or K % 4 or not isinstance(u, Tensor)
-            or tuple(u.shape[-1:]) != (K,) or not _streamed_multi(dev, u, [w])):
+    if not _input_foldable(batch.device, u, w, "fuse_mlp_act"):
         return False
     weight_format.matvec(batch, u, [w], [residual], rows_of(u), bias=bias, accumulate=True,
                          relu2=True)
