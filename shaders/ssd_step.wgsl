@@ -70,3 +70,55 @@ fn ssd_step(@builtin(global_invocation_id) gid: vec3<u32>) {
   if (has(HAS_D)) { out += Dv[h] * xx; }
   y[p.y_off + b * p.y_str + j] = out;
 }
+
+// The same step with LANES threads per state row (real GPUs; py_engine/ops/ssd.step_lanes): in
+// ssd_step thread j walks its own row state[b, h, p, :], so neighbouring threads read N floats
+// apart (N = 128: a cache line per thread per load) and each thread runs N dependent
+// load/store pairs; with H*P / 64 workgroups (24 for Mamba-2 130m) most of the GPU idles. Here
+// lane l of a row takes n = l, l + LANES, ...: a warp's loads are consecutive floats; the
+// row's partial sums of y meet in a workgroup-memory tree. RPW rows per workgroup; grid
+// (ceil(H*P / RPW), Bsz). Every lane recomputes the row's dt (cheaper than sharing it).
+const LANES = 32u;
+const RPW = 8u;                               // rows per 256-thread workgroup
+var<workgroup> red: array<f32, 256>;          // LANES * RPW partial sums
+
+@compute @workgroup_size(256)
+fn ssd_step_lanes(@builtin(workgroup_id) wid: vec3<u32>,
+                  @builtin(local_invocation_index) lid: u32) {
+  let lane = lid % LANES;
+  let j = wid.x * RPW + lid / LANES;          // h * P + p
+  let b = wid.y;
+  let live = j < p.H * p.P;                   // the last workgroup's spare rows: no loads
+  var acc = 0.0;
+  var skip = 0.0;
+  var yi = 0u;
+  if (live) {
+    let h = j / p.P;
+    let g = h / (p.H / p.G);
+    var v = dtm[p.dt_off + b * p.dt_str + h];
+    if (has(HAS_BIAS)) { v += dt_bias[h]; }
+    var dt = softplus(v);
+    if (has(HAS_DT_MIN)) { dt = max(dt, p.dt_min); }
+    if (has(HAS_DT_MAX)) { dt = min(dt, p.dt_max); }
+    let dA = exp(dt * -exp(A_log[h]));
+    let xx = x[p.x_off + b * p.x_str + j];
+    let dtx = dt * xx;
+    let base = (b * p.H * p.P + j) * p.N;
+    let bo = p.b_off + b * p.b_str + g * p.N;
+    let co = p.c_off + b * p.c_str + g * p.N;
+    for (var n = lane; n < p.N; n += LANES) {
+      let s = dA * state[base + n] + dtx * Bm[bo + n];
+      state[base + n] = s;
+      acc += s * Cm[co + n];
+    }
+    if (has(HAS_D)) { skip = Dv[h] * xx; }
+    yi = p.y_off + b * p.y_str + j;
+  }
+  red[lid] = acc;
+  workgroupBarrier();
+  for (var s = LANES / 2u; s > 0u; s >>= 1u) {
+    if (lane < s) { red[lid] += red[lid + s]; }
+    workgroupBarrier();
+  }
+  if (live && lane == 0u) { y[yi] = red[lid] + skip; }
+}

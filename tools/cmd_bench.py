@@ -5,7 +5,9 @@ py_engine/benchmarks run inside the page's engine. `--native` runs the same sect
 CPython with the native backend (wgpu-py: Vulkan/Metal/D3D12) and asyncio instead; `--dawn`
 runs them through the tab's code path under Node.js on Chrome's WebGPU (tools/bench_dawn.py).
 """
+import contextlib
 import json
+import os
 import platform
 import sys
 import time
@@ -77,6 +79,10 @@ def register(sub):
                         "f32,f16,bf16,q8,q4)")
     p.add_argument("--native", action="store_true",
                    help="run in CPython on the native backend (wgpu-py) instead of headless Chromium")
+    p.add_argument("--variant", action="append", default=[], metavar="NAME:VAR=VALUE[,VAR=VALUE]",
+                   help="--native only: also run each model under these environment settings "
+                        "(kernel choices such as MAMBAWEB_MATVEC_STAGE=0), in the same process "
+                        "on the same weights, reported under the model's `variants`")
     p.add_argument("--dawn", action="store_true",
                    help="run the tab's code path under Node.js on Chrome's WebGPU (Dawn, npm "
                         "`webgpu`) instead of headless Chromium (tools/bench_dawn.py)")
@@ -122,6 +128,30 @@ def run(args):
     tmp.cleanup()
     print(json.dumps(report, indent=None if args.json else 2))
     return 0
+
+
+def _parse_variant(text):
+    """'stage0:MAMBAWEB_MATVEC_STAGE=0,MAMBAWEB_SSD_STEP=rows' -> ('stage0', {VAR: VALUE})."""
+    name, sep, rest = text.partition(":")
+    pairs = [kv.partition("=") for kv in rest.split(",") if kv]
+    if not sep or not name or not pairs or any(not k or not eq for k, eq, _ in pairs):
+        raise ValueError(f"--variant {text!r}: expected NAME:VAR=VALUE[,VAR=VALUE...]")
+    return name, {k: v for k, _, v in pairs}
+
+
+@contextlib.contextmanager
+def _environ(env):
+    """os.environ updated with env for the block, restored after."""
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _run_dawn(args):
@@ -239,6 +269,11 @@ def _run_native(args):
     from pathlib import Path
 
     from tools.native_engine import NativeEngine
+    try:
+        variants = [_parse_variant(v) for v in args.variant]
+    except ValueError as e:
+        print(f"bench: {e}", file=sys.stderr)
+        return 2
     report = {"host": {"machine": platform.machine(), "python": sys.version.split()[0]},
               "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "backend": "native"}
     sections = args.only or [s for s in SECTIONS if s in NATIVE_SECTIONS]
@@ -257,11 +292,15 @@ def _run_native(args):
                     c = MODEL_CONFIGS[m]
                     folder = Path(tmp) / m
                     _write_random_model(folder, c)
-                    out[m] = eng.run(NATIVE_MODEL_SNIPPET, folder=str(folder),
-                                     prompts=list(c["prompts"]),
-                                     decode=args.decode_tokens or c["decode"],
-                                     max_seconds=args.max_seconds, weights=_formats(args),
-                                     read_gb_per_s=ceiling)
+                    kw = dict(folder=str(folder), prompts=list(c["prompts"]),
+                              decode=args.decode_tokens or c["decode"],
+                              max_seconds=args.max_seconds, weights=_formats(args),
+                              read_gb_per_s=ceiling)
+                    out[m] = eng.run(NATIVE_MODEL_SNIPPET, **kw)
+                    for vname, env in variants:
+                        with _environ(env):
+                            out[m].setdefault("variants", {})[vname] = \
+                                eng.run(NATIVE_MODEL_SNIPPET, **kw)
                 report[name] = out
             elif name in NATIVE_SECTIONS:
                 report[name] = eng.run(SECTIONS[name])

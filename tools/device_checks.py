@@ -49,7 +49,7 @@ def decode_cases():
 
 def fold_cases():
     from pathlib import Path
-    from tests.browser.decode_fold_cases import check_gated, check_relu2
+    from tests.browser.decode_fold_cases import check_fold, check_gated, check_relu2
     repo = Path(__file__).resolve().parents[1]
     for folder, fmt in ((repo / "tests" / "fixtures" / "models" / "mamba2-g1-tied", "f32"),
                         (repo / "models" / "default", "f32"), (repo / "models" / "default", "q4")):
@@ -58,6 +58,10 @@ def fold_cases():
     hybrid = repo / "tests" / "fixtures" / "models" / "nemotronh-mamf-untied"
     yield "decode MLP relu2 folded nemotronh-mamf-untied f32", \
         (lambda e: check_relu2(e, hybrid, "f32"))
+    for folder in (repo / "tests" / "fixtures" / "models" / "mamba2-g2-untied", hybrid,
+                   repo / "models" / "default"):
+        yield f"decode ssd step lanes {folder.name} f32", \
+            (lambda e, folder=folder: check_fold(e, folder, "f32", "ssd_step_lanes", 0, reset=None))
 
 
 def staged_matvec_cases():

@@ -49,7 +49,7 @@ for fmt in args['formats']:
             out.append({'N': N, 'K': K, 'normed': normed, 'format': fmt, 'rpt': rpt, 'tpr': tpr,
                         'stage': stage, 'gpu_us': us,
                         'engine_pick': tpr == auto and rpt == engine_rpt and
-                        stage == wf.stage_x(device, 1),
+                        stage == wf.stage_x(device, 1, None, fmt, N),
                         'weight_gb_per_s': round(w.nbytes / us / 1e3, 1)})
     if w is not w32:
         w.release()

@@ -36,6 +36,7 @@ from py_engine.gpu.tensor import Tensor
 from py_engine.ops._common import dummy, fold, params
 from py_engine.ops.conv1d import Cols, bt_of, rw_dummy, view  # noqa: F401  (Cols re-exported)
 from py_engine.ops import loop_budget
+from py_engine.ops.linear import _matvec_ok
 
 HAS_BIAS, HAS_D, HAS_INIT, SAVE, HAS_DT_MIN, HAS_DT_MAX = 1, 2, 4, 8, 16, 32
 DEFAULT_CHUNK = 256        # transformers' Mamba2Config.chunk_size
@@ -268,8 +269,28 @@ def ssd_step(batch, x, dt, A_log, B, C, state, *, n_groups, D=None, dt_bias=None
                             xv[1], xv[2], dv[1], dv[2], bv[1], bv[2], cv[1], cv[2],
                             yv[1], yv[2], 0, 0))
     ub = dummy(dev)
-    batch.run(STEP, "ssd_step",
+    lanes = step_lanes(dev)
+    batch.run(STEP, "ssd_step_lanes" if lanes else "ssd_step",
               [un, xv[0], dv[0], dt_bias.binding if dt_bias is not None else ub, A_log.binding,
                bv[0], cv[0], D.binding if D is not None else ub, yv[0], state.binding],
-              -(-s.H * s.P // WG), s.nb)
+              -(-s.H * s.P // (LANES_ROWS if lanes else WG)), s.nb)
     return y
+
+
+LANES_ROWS = 8   # state rows per workgroup of ssd_step_lanes (the shader's RPW)
+
+
+def step_lanes(dev):
+    """Whether the decode step runs ssd_step_lanes (32 threads per state row, coalesced) rather
+    than ssd_step (a thread per row): on real GPUs, where the thread-per-row walk read the
+    state a cache line per thread per load from a few dozen workgroups; not on SwiftShader (a
+    CPU: the barriers cost more than the strided loads). `device.ssd_step_lanes` True/False
+    (tests) overrides; MAMBAWEB_SSD_STEP=rows|lanes (benches) likewise."""
+    forced = getattr(dev, "ssd_step_lanes", None)
+    if forced is not None:
+        return bool(forced)
+    import os
+    env = os.environ.get("MAMBAWEB_SSD_STEP", "")
+    if env in ("rows", "lanes"):
+        return env == "lanes"
+    return _matvec_ok(dev)

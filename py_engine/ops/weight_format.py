@@ -108,11 +108,15 @@ def rows_per_thread(device, N, M, override=None):
     return rpt
 
 
-def stage_x(device, M, override=None):
+def stage_x(device, M, override=None, fmt="f32", N=0):
     """Whether the decode mat-vec stages x in workgroup memory, chunk-interleaved (STAGE in
-    lib/matvec_rows.wgsl; one x row only). Off unless asked for -- `override`, else
-    device.matvec_stage (tests), else MAMBAWEB_MATVEC_STAGE=1 (sweeps) -- until it is measured
-    on a GPU: it is meant for the narrow formats, whose lanes read x CV vec4s apart."""
+    lib/matvec_rows.wgsl; one x row only): `override`, else device.matvec_stage (tests), else
+    MAMBAWEB_MATVEC_STAGE=0|1 (sweeps), else the rule below. Unstaged, the lanes of a narrow
+    format read x CV vec4s apart (q4: 128 bytes of x per 16 weight bytes). Swept on an H200
+    (tools/sweep_matvec.py, one dispatch at a time): q4 in_proj 8192x2048 226 -> 87 us, LM head
+    50280x2048 q4 302 -> 120, f16 in_proj 19.3 -> 14.2, LM head f16 205 -> 173; x_proj-sized
+    matrices (160 rows) and f32 ran slower staged (the tile's barriers, nothing to win). So:
+    q4/q8 from 512 rows, f16/bf16 from 8,192, never f32."""
     if M != 1:
         return False
     if override is not None:
@@ -121,7 +125,12 @@ def stage_x(device, M, override=None):
     if forced is not None:
         return bool(forced)
     import os
-    return os.environ.get("MAMBAWEB_MATVEC_STAGE", "") == "1"
+    env = os.environ.get("MAMBAWEB_MATVEC_STAGE", "")
+    if env in ("0", "1"):
+        return env == "1"
+    if fmt in ("q4", "q8"):
+        return N >= 512
+    return fmt in ("f16", "bf16") and N >= 8192
 
 
 def rows_per_thread_group(fmt, K, N, rpt=1):
@@ -178,7 +187,7 @@ def matvec(batch, x, ws, ys, M, bias=None, accumulate=False, tpr=None, conv=None
     rpt = rows_per_thread(dev, max(Ns), M, rpt)
     tpr = tpr or rows_per_thread_group(fmt, K, max(Ns), rpt)
     consts = {"TPR": tpr, "MR": M, "RPT": rpt, "NORMED": int(norm is not None),
-              "STAGE": int(stage_x(dev, M, stage)), "GATED": int(gate is not None),
+              "STAGE": int(stage_x(dev, M, stage, fmt, max(Ns))), "GATED": int(gate is not None),
               "RELU2": int(bool(relu2))}
     if (gate is not None and (bias is not None or conv is not None or gate.numel != M * K)) or \
             (relu2 and (gate is not None or norm is not None)):

@@ -27,17 +27,18 @@ try:
 finally:
     device.force_matvec = False
     device.matvec_stage = None
-    setattr(device, args['flag'], True)
+    setattr(device, args['flag'], args.get('reset', True))
 m.release()
 result = out
 """
 
 
-def check_fold(engine, folder, fmt, flag, fewer, stage=None, ids=IDS, tol=1e-5):
+def check_fold(engine, folder, fmt, flag, fewer, stage=None, ids=IDS, tol=1e-5, reset=True):
     """Logits (one sequence and two) within tol (relative to their largest) and greedy tokens
-    equal with and without the fold named by `flag`, `fewer` dispatches fewer per token with it.
-    Returns the run."""
-    r = engine.run(RUN, folder=str(folder), fmt=fmt, ids=ids, stage=stage, flag=flag)
+    equal with and without the fold named by `flag` (a device attribute, `reset` afterwards),
+    `fewer` dispatches fewer per token with it. Returns the run."""
+    r = engine.run(RUN, folder=str(folder), fmt=fmt, ids=ids, stage=stage, flag=flag,
+                   reset=reset)
     for key in ("", "_b2"):
         a = np.frombuffer(r["plain" + key], np.float32)
         b = np.frombuffer(r["fold" + key], np.float32)

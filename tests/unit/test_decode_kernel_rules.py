@@ -1,0 +1,42 @@
+"""The rules that pick the decode mat-vec's variant per matrix (py_engine/ops/weight_format.py),
+as measured on an H200 (tools/sweep_matvec.py): staging x in workgroup memory for narrow formats
+on tall matrices, rows per thread by height, and the overrides tests and sweeps use."""
+import pytest
+
+from py_engine.ops import weight_format as wf
+
+
+class _Dev:
+    pass
+
+
+@pytest.fixture(autouse=True)
+def _no_env(monkeypatch):
+    monkeypatch.delenv("MAMBAWEB_MATVEC_STAGE", raising=False)
+    monkeypatch.delenv("MAMBAWEB_MATVEC_RPT", raising=False)
+
+
+@pytest.mark.parametrize("fmt, N, staged", [
+    ("q4", 8192, True), ("q4", 512, True), ("q4", 160, False), ("q8", 3072, True),
+    ("f16", 50280, True), ("bf16", 8192, True), ("f16", 2048, False), ("f32", 50280, False)])
+def test_staging_rule(fmt, N, staged):
+    assert wf.stage_x(_Dev(), 1, None, fmt, N) is staged
+    assert wf.stage_x(_Dev(), 2, None, fmt, N) is False         # one x row only
+
+
+def test_staging_overrides(monkeypatch):
+    d = _Dev()
+    assert wf.stage_x(d, 1, True, "f32", 16)
+    d.matvec_stage = False
+    assert not wf.stage_x(d, 1, None, "q4", 8192)
+    d.matvec_stage = None
+    monkeypatch.setenv("MAMBAWEB_MATVEC_STAGE", "0")
+    assert not wf.stage_x(d, 1, None, "q4", 8192)
+    monkeypatch.setenv("MAMBAWEB_MATVEC_STAGE", "1")
+    assert wf.stage_x(d, 1, None, "f32", 16)
+
+
+@pytest.mark.parametrize("N, M, rpt", [(50280, 1, 4), (8192, 1, 4), (4096, 1, 2), (2048, 1, 1),
+                                       (8192, 2, 2), (8192, 4, 1)])
+def test_rows_per_thread(N, M, rpt):
+    assert wf.rows_per_thread(_Dev(), N, M) == rpt
