@@ -1,5 +1,5 @@
 """The decode mat-vec with x staged in workgroup memory (STAGE in shaders/lib/matvec_rows.wgsl,
-opt-in: py_engine/ops/weight_format.stage_x) against float64 numpy, shared by
+on by rule for narrow formats on tall matrices: py_engine/ops/weight_format.stage_x) against float64 numpy, shared by
 tests/browser/test_kernels_weight_format.py (SwiftShader, the kernel forced) and
 tools/device_checks.py (a real GPU)."""
 import numpy as np

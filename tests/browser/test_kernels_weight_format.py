@@ -78,7 +78,7 @@ def test_decode_matvec_reads_the_narrow_weight(engine, fmt, M, rpt):
 @pytest.mark.parametrize("fmt", FORMATS + ["f32"])
 @pytest.mark.parametrize("rpt", [None, 4])
 def test_decode_matvec_with_x_staged_in_workgroup_memory(engine, fmt, rpt):
-    """The staged mat-vec (opt-in, weight_format.stage_x): tests/browser/matvec_cases.py."""
+    """The staged mat-vec (weight_format.stage_x): tests/browser/matvec_cases.py."""
     check_staged(engine, fmt, rpt, K=2304, seed=5)
 
 
