@@ -2,8 +2,9 @@
 
   python -m tools.profile_kernels --models mamba1_4b --weights f32,f16 --tokens 32 --prefill 1024
 
-Uses WebGPU timestamp queries (py_engine/gpu/native_profile.py): every dispatch in its own timed
-pass. Prints one JSON object: per model and weight format, the decode's GPU microseconds per
+Uses WebGPU timestamp queries (py_engine/gpu/native_profile.py): stamps between the dispatches of
+one pass where the device allows it (what each dispatch adds to the token's chain), else, or with
+--pass-per-dispatch, every dispatch in its own timed pass. Prints one JSON object: per model and weight format, the decode's GPU microseconds per
 token by kernel (sum, and against the token's wall time in normal, unprofiled decode), and the
 same for one prefill of `--prefill` tokens. The gap between the wall time and the GPU sum is the
 host and queue overhead; the GPU sum against bytes read says how close each kernel is to the
@@ -25,7 +26,7 @@ from py_engine.models.generate import Generator, SamplingConfig
 n = args['tokens']
 model = await load_model_local(device, args['folder'], weights_format=args['fmt'])
 plain = await mb.decode_tokens_per_s(model, n)          # unprofiled, as the app decodes
-prof = KernelProfiler(device)
+prof = KernelProfiler(device, in_pass=args['in_pass'])
 device.profiler = prof
 gen = Generator(model, SamplingConfig(greedy=True), max_tokens=2 * n + 64, group=16)
 async for _ in gen.stream([1, 2, 3, 4], 17):             # records the step graph, warms up
@@ -63,7 +64,7 @@ result = {'weights': args['fmt'], 'weight_bytes_per_token': mb.weight_bytes_per_
           'decode_tokens_per_s': plain['tokens_per_s'],
           'dispatches_per_token': plain['dispatches_per_token'],
           'decode_gpu_us_per_token': round(gpu_us_per_token, 1),
-          'decode_kernels': decode_rows[:16], 'prefill': pre}
+          'decode_kernels': decode_rows[:16], 'prefill': pre, 'in_pass': prof.in_pass}
 model.release()
 """
 
@@ -76,6 +77,9 @@ def main(argv=None):
     ap.add_argument("--weights", default="f32")
     ap.add_argument("--tokens", type=int, default=32)
     ap.add_argument("--prefill", type=int, default=1024)
+    ap.add_argument("--pass-per-dispatch", action="store_true",
+                    help="time each dispatch in its own pass (py_engine/gpu/native_profile.py) "
+                         "instead of stamps between the dispatches of one pass")
     args = ap.parse_args(argv)
     out = {}
     with tempfile.TemporaryDirectory(prefix="mambaweb-prof-") as tmp, NativeEngine() as eng:
@@ -85,7 +89,8 @@ def main(argv=None):
             _write_random_model(folder, MODEL_CONFIGS[m])
             for fmt in args.weights.split(","):
                 out[f"{m}/{fmt}"] = eng.run(SNIPPET, folder=str(folder), fmt=fmt,
-                                            tokens=args.tokens, prefill=args.prefill)
+                                            tokens=args.tokens, prefill=args.prefill,
+                                            in_pass=False if args.pass_per_dispatch else None)
                 print(json.dumps({f"{m}/{fmt}": out[f"{m}/{fmt}"]}), flush=True)
     return 0
 

@@ -25,7 +25,9 @@ REQUESTED_LIMITS = (
 )
 # wgpu-py has called the subgroup feature "subgroup" and "subgroups"; we report "subgroups".
 FEATURE_ALIASES = {"shader-f16": ("shader-f16",), "subgroups": ("subgroups", "subgroup"),
-                   "timestamp-query": ("timestamp-query",)}
+                   "timestamp-query": ("timestamp-query",),
+                   # wgpu-native's timestamps between dispatches of one pass (profiling only)
+                   "timestamp-query-inside-passes": ("timestamp-query-inside-passes",)}
 # WebGPU lets the offset alignment be at most 256, and Chrome always says 256. Binding
 # offsets are checked against 256 here too, so code that passes natively passes in Chrome.
 BROWSER_OFFSET_ALIGN = 256

@@ -5,10 +5,15 @@
     ... run work ...
     table = await prof.collect()       # [{"kernel": "shader:entry", "calls", "gpu_us", ...}]
 
-While a profiler is attached every dispatch runs in its own compute pass with a timestamp
-written at the pass's start and end, so `gpu_us` is each kernel's own GPU time, without the
-host's encoding or the queue's gaps. One pass per dispatch adds a little GPU time between
-kernels (the pass boundary), which is why this is a profiling mode and not how decode runs.
+Two ways to time, picked by `in_pass`:
+- in one pass (the default where the device has wgpu-native's timestamp-query-inside-passes):
+  the dispatches are encoded as decode encodes them, one compute pass, with a timestamp
+  written before the first and after each one; a dispatch's time is the step between its two
+  stamps -- what it adds to the chain, its barrier and launch included. On an H200 the
+  pass-per-dispatch mode below read 1.3-2.6x the token's real GPU time, this one is the
+  measure to split a token's time by kernel.
+- a pass per dispatch, timestamps at the pass's start and end: each kernel's own time, the
+  pass boundaries' cost left out but their effect on clocks and caches not.
 Timestamps are nanoseconds (WebGPU's unit; wgpu-native converts the driver's ticks).
 Host-only: imports wgpu.
 """
@@ -21,10 +26,15 @@ CAPACITY = 4096        # timestamp slots per submit (the most a query set holds)
 
 
 class KernelProfiler:
-    def __init__(self, device):
+    def __init__(self, device, in_pass=None):
         if "timestamp-query" not in device.features:
             raise ValueError("this adapter has no timestamp-query feature: per-kernel GPU "
                              "time cannot be measured on it")
+        inside = "timestamp-query-inside-passes" in device.features
+        if in_pass and not inside:
+            raise ValueError("this device has no timestamp-query-inside-passes feature: time "
+                             "kernels with a pass each (in_pass=False)")
+        self.in_pass = inside if in_pass is None else bool(in_pass)
         self.device = device
         self.query_set = device.gpu.create_query_set(type=wgpu.QueryType.timestamp,
                                                      count=CAPACITY)
@@ -35,8 +45,10 @@ class KernelProfiler:
         return [self.device._layouts[id(c[1])][2] for c in encoded if c[0] == 0]
 
     def submit(self, encoded):
-        """Encode `encoded` (NativeDevice._encode_commands's list, public-API form) with one
-        timed pass per dispatch, submit it, and queue the timestamps' readback."""
+        """Encode `encoded` (NativeDevice._encode_commands's list, public-API form) with its
+        dispatches timed, submit it, and queue the timestamps' readback."""
+        if self.in_pass:
+            return self._submit_in_pass(encoded)
         dev = self.device
         enc = dev.gpu.create_command_encoder()
         names, slot = [], 0
@@ -58,27 +70,66 @@ class KernelProfiler:
                     self.untimed += 1
             else:
                 enc.copy_buffer_to_buffer(c[1], c[2], c[3], c[4], c[5])
+        self._finish(enc, names, slot, [(2 * i, 2 * i + 1) for i in range(len(names))])
+
+    def _submit_in_pass(self, encoded):
+        """One pass per run of dispatches (a copy ends a pass, as in NativeDevice), a stamp
+        before the run's first dispatch and after each: dispatch i spans stamps (i, i + 1)."""
+        from wgpu.backends.wgpu_native.extras import write_timestamp
+        dev = self.device
+        enc = dev.gpu.create_command_encoder()
+        names, spans, slot, cpass, stamped = [], [], 0, None, False
+        for c in encoded:
+            if c[0] == 0:
+                if cpass is None:
+                    cpass = enc.begin_compute_pass()
+                    stamped = slot + 2 <= CAPACITY       # room for a start and one dispatch
+                    if stamped:
+                        write_timestamp(cpass, self.query_set, slot)
+                        slot += 1
+                cpass.set_pipeline(c[1])
+                cpass.set_bind_group(0, c[2])
+                cpass.dispatch_workgroups(c[3], c[4], c[5])
+                stamped = stamped and slot < CAPACITY
+                if stamped:
+                    write_timestamp(cpass, self.query_set, slot)
+                    names.append(dev._layouts[id(c[1])][2])
+                    spans.append((slot - 1, slot))
+                    slot += 1
+                else:
+                    self.untimed += 1
+            else:
+                if cpass is not None:
+                    cpass.end()
+                    cpass = None
+                enc.copy_buffer_to_buffer(c[1], c[2], c[3], c[4], c[5])
+        if cpass is not None:
+            cpass.end()
+        self._finish(enc, names, slot, spans)
+
+    def _finish(self, enc, names, slot, spans):
+        dev = self.device
         if slot:
             buf = dev._create_buffer(slot * 8, wgpu.BufferUsage.QUERY_RESOLVE
                                      | wgpu.BufferUsage.COPY_SRC, "timestamps")
             enc.resolve_query_set(self.query_set, 0, slot, buf.gpu, 0)
         dev._queue.submit([enc.finish()])
         if slot:
-            self.pending.append((dev.read_begin(buf), names, buf))
+            self.pending.append((dev.read_begin(buf), names, buf, spans, slot))
 
     async def collect(self):
         """-> rows sorted by total GPU time: kernel, calls, gpu_us (total), us_per_call,
         share (of all timed GPU time). Clears what was gathered."""
         totals = {}
         pending, self.pending = self.pending, []
-        for wait, names, buf in pending:
+        for wait, names, buf, spans, n in pending:
             data = await wait
             buf.gpu.destroy()
-            stamps = struct.unpack(f"<{len(names) * 2}Q", data)
-            for i, name in enumerate(names):
+            stamps = struct.unpack(f"<{n}Q", data)
+            for name, (a, b) in zip(names, spans):
                 t = totals.setdefault(name, [0, 0])
                 t[0] += 1
-                t[1] += max(0, stamps[2 * i + 1] - stamps[2 * i])
+                t[1] += max(0, stamps[b] - stamps[a])
         all_ns = sum(t[1] for t in totals.values()) or 1
         rows = [{"kernel": k, "calls": c, "gpu_us": round(ns / 1e3, 1),
                  "us_per_call": round(ns / 1e3 / c, 2), "share": round(ns / all_ns, 4)}
