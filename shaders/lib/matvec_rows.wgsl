@@ -229,19 +229,24 @@ fn row_sums(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> RowSums {
   return out;
 }
 
-// y_g[m, row] (+)= tot (+ bias[row]) for each of the slot's rows, by the slot's lane 0.
+// y_g[m, row] (+)= tot (+ bias[row]) for each of the slot's rows, by the slot's lane 0. Every
+// load (bias, the accumulated y) is issued before any store: a store waits for its value, and
+// a load after it in program order waits behind it (the compiler cannot move a load of y above
+// a store to y), so loads interleaved with stores cost one memory latency per row.
 fn store_rows(rs: RowSums) {
   if (rs.lane != 0u) { return; }
+  var v = rs.tot;
+  for (var ri = 0u; ri < RPT; ri++) {
+    let row = min(rs.row + ri * (THREADS / TPR), rs.N - 1u);
+    for (var m = 0u; m < MR; m++) {
+      if ((p.flags & 1u) != 0u) { v[ri * MR + m] += bias[row]; }
+      if ((p.flags & 2u) != 0u) { v[ri * MR + m] += yload(rs.g, m * rs.N + row); }
+    }
+  }
   for (var ri = 0u; ri < RPT; ri++) {
     let row = rs.row + ri * (THREADS / TPR);
     if (row >= rs.N) { break; }
-    for (var m = 0u; m < MR; m++) {
-      var v = rs.tot[ri * MR + m];
-      if ((p.flags & 1u) != 0u) { v += bias[row]; }
-      let idx = m * rs.N + row;
-      if ((p.flags & 2u) != 0u) { v += yload(rs.g, idx); }
-      ystore(rs.g, idx, v);
-    }
+    for (var m = 0u; m < MR; m++) { ystore(rs.g, m * rs.N + row, v[ri * MR + m]); }
   }
 }
 
@@ -267,6 +272,34 @@ override CONV_G: u32 = 0u;
 @group(0) @binding(11) var<storage, read> conv_b: array<f32>;        // [N] (bit3 of flags)
 @group(0) @binding(12) var<storage, read_write> conv_s: array<f32>;  // [M, N, DCONV], in place
 
+// The conv of one (x row m, channel j) with DCONV = 4 (every Mamba): its loads, all issued
+// before the stores of any row (see store_rows), then its stores.
+struct Conv4 { s: vec4<f32>, w: vec4<f32>, b: f32 };
+
+fn conv4_load(m: u32, j: u32, N: u32, xv: f32) -> Conv4 {
+  let base = (m * N + j) * 4u;
+  var c: Conv4;
+  c.s = vec4<f32>(conv_s[base + 1u], conv_s[base + 2u], conv_s[base + 3u], xv);   // s' = [s[1:], x]
+  c.w = vec4<f32>(conv_w[j * 4u], conv_w[j * 4u + 1u], conv_w[j * 4u + 2u], conv_w[j * 4u + 3u]);
+  c.b = 0.0;
+  if ((p.flags & 8u) != 0u) { c.b = conv_b[j]; }
+  return c;
+}
+
+fn conv4_store(c: Conv4, g: u32, m: u32, j: u32, N: u32) {
+  let base = (m * N + j) * 4u;
+  conv_s[base] = c.s.x;
+  conv_s[base + 1u] = c.s.y;
+  conv_s[base + 2u] = c.s.z;
+  conv_s[base + 3u] = c.s.w;
+  var acc = c.b;                          // conv1d_step's order: bias, then taps 0..3
+  acc += c.s.x * c.w.x;
+  acc += c.s.y * c.w.y;
+  acc += c.s.z * c.w.z;
+  acc += c.s.w * c.w.w;
+  ystore(g, m * N + j, silu(acc));
+}
+
 @compute @workgroup_size(THREADS)
 fn matvec_forward_conv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                        @builtin(local_invocation_index) lid: u32) {
@@ -274,8 +307,33 @@ fn matvec_forward_conv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workg
   if (!rs.ok) { return; }
   if (rs.g != CONV_G) { store_rows(rs); return; }
   if (rs.lane != 0u) { return; }
-  for (var ri = 0u; ri < RPT; ri++) {
-    let j = rs.row + ri * (THREADS / TPR);
+  let T = THREADS / TPR;
+  if (DCONV == 4u) {
+    // the thread's rows j_ri = row + ri * T (ri < RPT; past the end: row N-1, not stored), one
+    // x row at a time: four rows' loads in flight together
+    for (var m = 0u; m < MR; m++) {
+      var xv = vec4<f32>(rs.tot[m], 0.0, 0.0, 0.0);
+      if (RPT > 1u) { xv.y = rs.tot[MR + m]; }
+      if (RPT > 2u) { xv.z = rs.tot[2u * MR + m]; xv.w = rs.tot[3u * MR + m]; }
+      let j = min(vec4<u32>(rs.row) + vec4<u32>(0u, T, 2u * T, 3u * T), vec4<u32>(rs.N - 1u));
+      if ((p.flags & 1u) != 0u) {
+        xv += vec4<f32>(bias[j.x], bias[j.y], bias[j.z], bias[j.w]);
+      }
+      let c0 = conv4_load(m, j.x, rs.N, xv.x);
+      var c1 = c0;
+      var c2 = c0;
+      var c3 = c0;
+      if (RPT > 1u) { c1 = conv4_load(m, j.y, rs.N, xv.y); }
+      if (RPT > 2u) { c2 = conv4_load(m, j.z, rs.N, xv.z); c3 = conv4_load(m, j.w, rs.N, xv.w); }
+      if (rs.row < rs.N) { conv4_store(c0, rs.g, m, j.x, rs.N); }
+      if (RPT > 1u && rs.row + T < rs.N) { conv4_store(c1, rs.g, m, j.y, rs.N); }
+      if (RPT > 2u && rs.row + 2u * T < rs.N) { conv4_store(c2, rs.g, m, j.z, rs.N); }
+      if (RPT > 2u && rs.row + 3u * T < rs.N) { conv4_store(c3, rs.g, m, j.w, rs.N); }
+    }
+    return;
+  }
+  for (var ri = 0u; ri < RPT; ri++) {     // another conv width: tap by tap
+    let j = rs.row + ri * T;
     if (j >= rs.N) { break; }
     for (var m = 0u; m < MR; m++) {
       var xv = rs.tot[ri * MR + m];

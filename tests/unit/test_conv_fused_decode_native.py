@@ -28,6 +28,17 @@ def test_fused_conv_step_equals_the_separate_dispatches(engine, name, fmt, stage
     check_fused(engine, FIX / name, fmt, IDS, stage)
 
 
+@pytest.mark.parametrize("fmt", ["f32", "q4"])
+@pytest.mark.parametrize("name", ["mamba-d40-tied", "falcon-d40-untied", "mamba2-g2-untied"])
+def test_fused_conv_step_with_several_rows_per_thread(engine, name, fmt):
+    """Each thread reading 4 rows (2 with two sequences), the last workgroup's rows past the end
+    included: the conv store loads every row's taps before any store, and still equals the
+    separate dispatches bit for bit."""
+    if engine.device.limits.get("maxStorageBuffersPerShaderStage", 8) < 12:
+        pytest.skip("this adapter binds fewer than 12 storage buffers per stage")
+    check_fused(engine, FIX / name, fmt, IDS, None, rpt=4)
+
+
 def test_fused_decode_matches_transformers(engine):
     """Prefill one token at a time through the fused step: transformers' logits (fixture)."""
     if engine.device.limits.get("maxStorageBuffersPerShaderStage", 8) < 12:
