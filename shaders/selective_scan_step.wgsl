@@ -61,8 +61,30 @@ fn selective_scan_step_dtproj(@builtin(local_invocation_id) lid3: vec3<u32>,
   var x = 0.0;
   var ss = 0.0;
   if (ok) {
-    for (var k = lane; k < R; k += LANES) {
-      let d = delta[p.dl_off + b * p.dl_str + k];
+    // four of the lane's terms per trip, loaded before they are summed (a loop that loads and
+    // then adds waits a memory latency per term); the sums keep the one-by-one order
+    let dl = p.dl_off + b * p.dl_str;
+    var k = lane;
+    for (; k + 3u * LANES < R; k += 4u * LANES) {
+      let d0 = delta[dl + k];
+      let d1 = delta[dl + k + LANES];
+      let d2 = delta[dl + k + 2u * LANES];
+      let d3 = delta[dl + k + 3u * LANES];
+      let w0 = dt_w[i * R + k];
+      let w1 = dt_w[i * R + k + LANES];
+      let w2 = dt_w[i * R + k + 2u * LANES];
+      let w3 = dt_w[i * R + k + 3u * LANES];
+      x += d0 * w0;
+      ss += d0 * d0;
+      x += d1 * w1;
+      ss += d1 * d1;
+      x += d2 * w2;
+      ss += d2 * d2;
+      x += d3 * w3;
+      ss += d3 * d3;
+    }
+    for (; k < R; k += LANES) {
+      let d = delta[dl + k];
       x += d * dt_w[i * R + k];
       ss += d * d;
     }

@@ -106,7 +106,36 @@ fn ssd_step_lanes(@builtin(workgroup_id) wid: vec3<u32>,
     let base = (b * p.H * p.P + j) * p.N;
     let bo = p.b_off + b * p.b_str + g * p.N;
     let co = p.c_off + b * p.c_str + g * p.N;
-    for (var n = lane; n < p.N; n += LANES) {
+    // four states per trip, all loaded before any is stored (a store waiting for its value
+    // holds later loads behind it: one memory latency per state otherwise); same sum order
+    var n = lane;
+    for (; n + 3u * LANES < p.N; n += 4u * LANES) {
+      let h0 = state[base + n];
+      let h1 = state[base + n + LANES];
+      let h2 = state[base + n + 2u * LANES];
+      let h3 = state[base + n + 3u * LANES];
+      let b0 = Bm[bo + n];
+      let b1 = Bm[bo + n + LANES];
+      let b2 = Bm[bo + n + 2u * LANES];
+      let b3 = Bm[bo + n + 3u * LANES];
+      let c0 = Cm[co + n];
+      let c1 = Cm[co + n + LANES];
+      let c2 = Cm[co + n + 2u * LANES];
+      let c3 = Cm[co + n + 3u * LANES];
+      let s0 = dA * h0 + dtx * b0;
+      let s1 = dA * h1 + dtx * b1;
+      let s2 = dA * h2 + dtx * b2;
+      let s3 = dA * h3 + dtx * b3;
+      state[base + n] = s0;
+      state[base + n + LANES] = s1;
+      state[base + n + 2u * LANES] = s2;
+      state[base + n + 3u * LANES] = s3;
+      acc += s0 * c0;
+      acc += s1 * c1;
+      acc += s2 * c2;
+      acc += s3 * c3;
+    }
+    for (; n < p.N; n += LANES) {
       let s = dA * state[base + n] + dtx * Bm[bo + n];
       state[base + n] = s;
       acc += s * Cm[co + n];

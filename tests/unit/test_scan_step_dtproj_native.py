@@ -1,0 +1,47 @@
+"""Mamba-1's decode step with dt_proj folded in (selective_scan_step_dtproj in
+shaders/selective_scan_step.wgsl) at a low-rank width R large enough for its four-terms-a-trip
+loop (R = 100 over 16 lanes: one four-term trip per lane, then a ragged tail), against float64
+numpy: outputs and the state updated in place, Mamba-1 (bias, D, gate) and Falcon-Mamba (dt_low,
+B and C RMS-normalised), two sequences. Native backend (lavapipe here); the model fixtures'
+R of 3 never reach the four-term loop."""
+import numpy as np
+import pytest
+
+from tests.browser.kernel_harness import runner
+from tests.native_support import engine, native as pytestmark  # noqa: F401
+
+gpu = runner("import py_engine.ops.selective_scan as ss")
+
+CODE = """
+y = ss.selective_scan_step(b, T['u'], T['dl'], T['A_log'], T['B'], T['C'], T['h'], T['D'],
+                           T['z'], dt_bias=T['bias'], norm_bc_eps={eps}, dt_w=T['dt_w'])
+outs.update(y=y, h=T['h'])
+"""
+
+
+def _softplus(v):
+    return np.where(v > 20, v, np.log1p(np.exp(np.minimum(v, 20))))
+
+
+@pytest.mark.parametrize("eps", [None, 1e-6])
+def test_step_with_wide_dt_rank(engine, eps):
+    rng = np.random.default_rng(11)
+    nb, I, N, R = 2, 40, 16, 100
+    f = lambda *s, sc=1.0: (rng.standard_normal(s) * sc).astype(np.float32)
+    d = dict(u=f(nb, I), dl=f(nb, R, sc=0.3), A_log=f(I, N, sc=0.5), B=f(nb, N), C=f(nb, N),
+             h=f(nb, I, N), D=f(I), z=f(nb, I), bias=f(I, sc=0.5), dt_w=f(I, R, sc=0.1))
+    o, _ = gpu(engine, CODE.format(eps=eps), **d)
+    g = {k: v.astype(np.float64) for k, v in d.items()}
+    dl, Bm, Cm = g["dl"], g["B"], g["C"]
+    x = dl @ g["dt_w"].T                                               # [nb, I]
+    if eps is not None:
+        x = x / np.sqrt((dl ** 2).mean(-1, keepdims=True) + eps)
+        Bm = Bm / np.sqrt((Bm ** 2).mean(-1, keepdims=True) + eps)
+        Cm = Cm / np.sqrt((Cm ** 2).mean(-1, keepdims=True) + eps)
+    dt = _softplus(x + g["bias"])
+    A = -np.exp(g["A_log"])
+    h = np.exp(dt[..., None] * A) * g["h"] + (dt * g["u"])[..., None] * Bm[:, None, :]
+    y = (h * Cm[:, None, :]).sum(-1) + g["D"] * g["u"]
+    y = y * g["z"] / (1 + np.exp(-g["z"]))
+    assert np.abs(o["y"] - y.ravel()).max() <= 1e-5 * max(1.0, np.abs(y).max())
+    assert np.abs(o["h"] - h.ravel()).max() <= 1e-5 * max(1.0, np.abs(h).max())
