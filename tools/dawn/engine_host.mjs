@@ -14,9 +14,9 @@
 // {id, ok: false, error}); the first reply (id 0) is the boot info. Everything else (Pyodide's
 // print, Dawn's warnings, status) goes to stderr.
 import { existsSync } from "node:fs";
-import { join } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import { createInterface } from "node:readline";
-import { pathToFileURL } from "node:url";
+import { fileURLToPath, pathToFileURL } from "node:url";
 
 import * as bridge from "../../web/js/gpu_bridge.mjs";
 
@@ -94,6 +94,12 @@ async function main() {
     reply({ id: 0, ok: false, error: info.gpu_error });
     process.exit(1);
   }
+  // The checkout, read through Node, at the same path in Pyodide's file system: snippets that
+  // load a host folder (tools/device_checks.py's decode checks: load_model_local on
+  // tests/fixtures/models/...) run here as they do on the native backend. No tab has this.
+  const repo = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
+  pyodide.FS.mkdirTree(repo);
+  pyodide.FS.mount(pyodide.FS.filesystems.NODEFS, { root: repo }, repo);
   info.vulkan_icd = icd;
   info.node = `${process.version} (${process.execPath})`;
   reply({ id: 0, ok: true, result: info });
