@@ -42,11 +42,11 @@ struct Params {
 fn has(f: u32) -> bool { return (p.flags & f) != 0u; }
 
 
-@compute @workgroup_size(64)
-fn ssd_step(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let j = gid.x;            // h * P + p
-  let b = gid.y;
-  if (j >= p.H * p.P || b >= p.nb) { return; }
+// What state row j (= h * P + p) of sequence b needs, whichever kernel walks it: the decay
+// dA = exp(dt A), dt * x, where its state, B and C start, its D skip and where y goes.
+struct Row { dA: f32, dtx: f32, skip: f32, base: u32, bo: u32, co: u32, yi: u32 };
+
+fn row_of(j: u32, b: u32) -> Row {
   let h = j / p.P;
   let g = h / (p.H / p.G);
   var v = dtm[p.dt_off + b * p.dt_str + h];
@@ -54,21 +54,32 @@ fn ssd_step(@builtin(global_invocation_id) gid: vec3<u32>) {
   var dt = softplus(v);
   if (has(HAS_DT_MIN)) { dt = max(dt, p.dt_min); }
   if (has(HAS_DT_MAX)) { dt = min(dt, p.dt_max); }
-  let dA = exp(dt * -exp(A_log[h]));
   let xx = x[p.x_off + b * p.x_str + j];
-  let dtx = dt * xx;
-  let base = (b * p.H * p.P + j) * p.N;
-  let bo = p.b_off + b * p.b_str + g * p.N;
-  let co = p.c_off + b * p.c_str + g * p.N;
+  var r: Row;
+  r.dA = exp(dt * -exp(A_log[h]));
+  r.dtx = dt * xx;
+  r.skip = 0.0;
+  if (has(HAS_D)) { r.skip = Dv[h] * xx; }
+  r.base = (b * p.H * p.P + j) * p.N;
+  r.bo = p.b_off + b * p.b_str + g * p.N;
+  r.co = p.c_off + b * p.c_str + g * p.N;
+  r.yi = p.y_off + b * p.y_str + j;
+  return r;
+}
+
+@compute @workgroup_size(64)
+fn ssd_step(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let j = gid.x;            // h * P + p
+  let b = gid.y;
+  if (j >= p.H * p.P || b >= p.nb) { return; }
+  let r = row_of(j, b);
   var acc = 0.0;
   for (var n = 0u; n < p.N; n++) {
-    let s = dA * state[base + n] + dtx * Bm[bo + n];
-    state[base + n] = s;
-    acc += s * Cm[co + n];
+    let s = r.dA * state[r.base + n] + r.dtx * Bm[r.bo + n];
+    state[r.base + n] = s;
+    acc += s * Cm[r.co + n];
   }
-  var out = acc;
-  if (has(HAS_D)) { out += Dv[h] * xx; }
-  y[p.y_off + b * p.y_str + j] = out;
+  y[r.yi] = acc + r.skip;
 }
 
 // The same step with LANES threads per state row (real GPUs; py_engine/ops/ssd.step_lanes): in
@@ -90,22 +101,14 @@ fn ssd_step_lanes(@builtin(workgroup_id) wid: vec3<u32>,
   let b = wid.y;
   let live = j < p.H * p.P;                   // the last workgroup's spare rows: no loads
   var acc = 0.0;
-  var skip = 0.0;
-  var yi = 0u;
+  var r: Row;
   if (live) {
-    let h = j / p.P;
-    let g = h / (p.H / p.G);
-    var v = dtm[p.dt_off + b * p.dt_str + h];
-    if (has(HAS_BIAS)) { v += dt_bias[h]; }
-    var dt = softplus(v);
-    if (has(HAS_DT_MIN)) { dt = max(dt, p.dt_min); }
-    if (has(HAS_DT_MAX)) { dt = min(dt, p.dt_max); }
-    let dA = exp(dt * -exp(A_log[h]));
-    let xx = x[p.x_off + b * p.x_str + j];
-    let dtx = dt * xx;
-    let base = (b * p.H * p.P + j) * p.N;
-    let bo = p.b_off + b * p.b_str + g * p.N;
-    let co = p.c_off + b * p.c_str + g * p.N;
+    r = row_of(j, b);
+    let dA = r.dA;
+    let dtx = r.dtx;
+    let base = r.base;
+    let bo = r.bo;
+    let co = r.co;
     // four states per trip, all loaded before any is stored (a store waiting for its value
     // holds later loads behind it: one memory latency per state otherwise); same sum order
     var n = lane;
@@ -140,8 +143,6 @@ fn ssd_step_lanes(@builtin(workgroup_id) wid: vec3<u32>,
       state[base + n] = s;
       acc += s * Cm[co + n];
     }
-    if (has(HAS_D)) { skip = Dv[h] * xx; }
-    yi = p.y_off + b * p.y_str + j;
   }
   red[lid] = acc;
   workgroupBarrier();
@@ -149,5 +150,5 @@ fn ssd_step_lanes(@builtin(workgroup_id) wid: vec3<u32>,
     if (lane < s) { red[lid] += red[lid + s]; }
     workgroupBarrier();
   }
-  if (live && lane == 0u) { y[yi] = red[lid] + skip; }
+  if (live && lane == 0u) { y[r.yi] = red[lid] + r.skip; }
 }
