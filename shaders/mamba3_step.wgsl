@@ -157,3 +157,99 @@ fn mamba3_step(@builtin(workgroup_id) wid: vec3<u32>,
     }
   }
 }
+
+// The SISO step with LANES threads per state row (real GPUs; py_engine/ops/mamba3.step_lanes):
+// in mamba3_step thread p walks its own row s_ssm[b, h, p, :] -- neighbouring threads N floats
+// apart, N dependent load/store pairs each, one 64-thread workgroup per head -- the pattern that
+// held Mamba-2's step at a third of its speed on an H200 (ssd_step.wgsl). Here the same
+// workgroup per (h, b) has 256 threads: the first WG of them run mamba3_step's prologue (angles,
+// k, q into workgroup memory, the k and angle states written), then RPW rows at a time, lane l
+// of a row takes n = l, l + LANES, ... (consecutive floats), four states a trip loaded before
+// any is stored; y's partial sums meet in a workgroup-memory tree. Same math per state as
+// mamba3_step; y's sum over n in another order.
+const LANES = 32u;
+const RPW = 8u;                                 // rows per pass of the 256 threads
+var<workgroup> red: array<f32, 256>;
+
+@compute @workgroup_size(256)
+fn mamba3_step_lanes(@builtin(workgroup_id) wid: vec3<u32>,
+                     @builtin(local_invocation_index) lid: u32) {
+  let h = wid.x;
+  let b = wid.y;
+  if (h >= p.H || b >= p.nb) { return; }   // uniform: depends on the workgroup only
+  let N = p.N;
+  let S = p.S;
+  let P = p.P;
+  let g = h / (p.H / p.G);
+  let bh = b * p.H + h;
+  let row = b * p.pw;
+  let dt = pre[row + h];
+  let alpha = pre[row + p.H + h];
+  let beta = pre[row + 2u * p.H + h];
+  let gamma = pre[row + 3u * p.H + h];
+  let Dh = pre[p.par + 2u * p.H * N + h];
+  if (lid < WG) {                          // mamba3_step's prologue (R = 1), WG threads
+    for (var i = lid; i < S; i += WG) {
+      let ph = s_ang[bh * S + i] + pre[row + 4u * p.H + i] * dt;
+      sh[3u * N + i] = ph - TWO_PI * floor(ph / TWO_PI);
+    }
+    for (var e = lid; e < N; e += WG) { sh[N + e] = s_k[(b * p.H + h) * N + e]; }
+  }
+  workgroupBarrier();
+  if (lid < WG) {
+    rotate_kq(b, h, g, 0u, lid);
+    for (var e = lid; e < N; e += WG) { s_k[(b * p.H + h) * N + e] = sh[e]; }
+    for (var i = lid; i < S; i += WG) { s_ang[bh * S + i] = sh[3u * N + i]; }
+  }
+  workgroupBarrier();
+  // sh: k [0, N) | k_prev [N, 2N) | q [2N, 3N)
+  let lane = lid % LANES;
+  let passes = (P + RPW - 1u) / RPW;       // uniform: every thread runs every pass
+  for (var it = 0u; it < passes; it++) {
+    let pp = it * RPW + lid / LANES;
+    let live = pp < P;
+    var acc = 0.0;
+    var v = 0.0;
+    if (live) {
+      v = x[p.x_off + b * p.x_str + h * P + pp];
+      let bv = beta * s_v[bh * P + pp];
+      let gv = gamma * v;
+      let base = (bh * P + pp) * N;
+      var n = lane;
+      for (; n + 3u * LANES < N; n += 4u * LANES) {
+        let h0 = s_ssm[base + n];
+        let h1 = s_ssm[base + n + LANES];
+        let h2 = s_ssm[base + n + 2u * LANES];
+        let h3 = s_ssm[base + n + 3u * LANES];
+        let s0 = alpha * h0 + (bv * sh[N + n] + gv * sh[n]);
+        let s1 = alpha * h1 + (bv * sh[N + n + LANES] + gv * sh[n + LANES]);
+        let s2 = alpha * h2 + (bv * sh[N + n + 2u * LANES] + gv * sh[n + 2u * LANES]);
+        let s3 = alpha * h3 + (bv * sh[N + n + 3u * LANES] + gv * sh[n + 3u * LANES]);
+        s_ssm[base + n] = s0;
+        s_ssm[base + n + LANES] = s1;
+        s_ssm[base + n + 2u * LANES] = s2;
+        s_ssm[base + n + 3u * LANES] = s3;
+        acc += s0 * sh[2u * N + n];
+        acc += s1 * sh[2u * N + n + LANES];
+        acc += s2 * sh[2u * N + n + 2u * LANES];
+        acc += s3 * sh[2u * N + n + 3u * LANES];
+      }
+      for (; n < N; n += LANES) {
+        let s = alpha * s_ssm[base + n] + (bv * sh[N + n] + gv * sh[n]);
+        s_ssm[base + n] = s;
+        acc += s * sh[2u * N + n];
+      }
+    }
+    red[lid] = acc;
+    workgroupBarrier();                    // every lane has read s_v[pp] and stored its sums
+    for (var st = LANES / 2u; st > 0u; st >>= 1u) {
+      if (lane < st) { red[lid] += red[lid + st]; }
+      workgroupBarrier();
+    }
+    if (live && lane == 0u) {
+      s_v[bh * P + pp] = v;
+      y[p.y_off + b * p.y_str + h * P + pp] = red[lid] + Dh * v;
+    }
+    workgroupBarrier();                    // red is rewritten by the next pass
+  }
+}

@@ -1,7 +1,8 @@
 """Kernel correctness on a real GPU: the checks that CI runs on software adapters, run on the GPU
 that picks the real-GPU kernels by itself (the tiled GEMM with split-K, the lanes scan, the conv
 step folded into Mamba-1/2's decode in_proj, Mamba-2's gated norm into out_proj, NemotronH's MLP
-activation into down_proj), and the opt-in decode mat-vec with x staged in workgroup memory.
+activation into down_proj, Mamba-2's and Mamba-3's lanes decode steps), and the decode mat-vec
+with x staged in workgroup memory.
 
   python -m tools.device_checks --engine native      # wgpu-py (Vulkan/Metal/D3D12)
   python -m tools.device_checks --engine dawn        # Chrome's Dawn under Node (tools/dawn_engine.py)
@@ -62,6 +63,11 @@ def fold_cases():
                    repo / "models" / "default"):
         yield f"decode ssd step lanes {folder.name} f32", \
             (lambda e, folder=folder: check_fold(e, folder, "f32", "ssd_step_lanes", 0, reset=None))
+    for name in ("mamba3-g1-r05-tied", "mamba3-g2-r10-untied-onorm"):
+        folder = repo / "tests" / "fixtures" / "models" / name
+        yield f"decode mamba3 step lanes {name} f32", \
+            (lambda e, folder=folder: check_fold(e, folder, "f32", "mamba3_step_lanes", 0,
+                                                 ids=[1, 5, 9, 2, 7, 3], reset=None))
 
 
 def staged_matvec_cases():

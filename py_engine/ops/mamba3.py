@@ -53,6 +53,7 @@ from py_engine.gpu.tensor import Tensor
 from py_engine.ops._common import fold, params
 from py_engine.ops.conv1d import Cols, bt_of, view  # noqa: F401  (Cols re-exported)
 from py_engine.ops.mamba3_windows import chunk_passes_per_chunk, serial_passes_per_token, windows
+from py_engine.ops import step_kernels
 
 HAS_INIT, HEAVY, MIMO = 1, 2, 4
 MAX_RANK = 8               # the shaders' per-thread accumulator arrays
@@ -280,7 +281,16 @@ def mamba3_step(batch, x, Bn, Cn, dd_dt, dd_A, trap, angles, state, *, dt_bias, 
     xv, bv, cv, yv = view(x), view(Bn), view(Cn), view(y)
     uniform, pre = _prep(batch, s, dd_dt, dd_A, trap, angles, dt_bias, B_bias, C_bias, D, A_floor,
                          heavy_tail, HAS_INIT, xv, bv, cv, yv, mimo_x)
-    batch.run(STEP, "mamba3_step", _scan_resources(uniform(), pre, xv, bv, cv, yv, st), s.H, s.nb,
+    entry = "mamba3_step_lanes" if not s.mimo and step_lanes(dev) else "mamba3_step"
+    batch.run(STEP, entry, _scan_resources(uniform(), pre, xv, bv, cv, yv, st), s.H, s.nb,
               constants={"WS": _ws(s)})
     pre.release()
     return y
+
+
+def step_lanes(dev):
+    """Whether a SISO step runs mamba3_step_lanes (32 threads per state row, four rows' worth
+    of loads in flight, 256 threads per head) rather than mamba3_step (a thread per row): real
+    GPUs, unless `device.mamba3_step_lanes` (tests) or MAMBAWEB_MAMBA3_STEP=rows|lanes says
+    otherwise (ops/step_kernels.py). MIMO keeps mamba3_step."""
+    return step_kernels.lanes(dev, "mamba3_step_lanes", "MAMBAWEB_MAMBA3_STEP")

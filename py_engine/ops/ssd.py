@@ -36,7 +36,7 @@ from py_engine.gpu.tensor import Tensor
 from py_engine.ops._common import dummy, fold, params
 from py_engine.ops.conv1d import Cols, bt_of, rw_dummy, view  # noqa: F401  (Cols re-exported)
 from py_engine.ops import loop_budget
-from py_engine.ops.linear import _matvec_ok
+from py_engine.ops import step_kernels
 
 HAS_BIAS, HAS_D, HAS_INIT, SAVE, HAS_DT_MIN, HAS_DT_MAX = 1, 2, 4, 8, 16, 32
 DEFAULT_CHUNK = 256        # transformers' Mamba2Config.chunk_size
@@ -282,15 +282,6 @@ LANES_ROWS = 8   # state rows per workgroup of ssd_step_lanes (the shader's RPW)
 
 def step_lanes(dev):
     """Whether the decode step runs ssd_step_lanes (32 threads per state row, coalesced) rather
-    than ssd_step (a thread per row): on real GPUs, where the thread-per-row walk read the
-    state a cache line per thread per load from a few dozen workgroups; not on SwiftShader (a
-    CPU: the barriers cost more than the strided loads). `device.ssd_step_lanes` True/False
-    (tests) overrides; MAMBAWEB_SSD_STEP=rows|lanes (benches) likewise."""
-    forced = getattr(dev, "ssd_step_lanes", None)
-    if forced is not None:
-        return bool(forced)
-    import os
-    env = os.environ.get("MAMBAWEB_SSD_STEP", "")
-    if env in ("rows", "lanes"):
-        return env == "lanes"
-    return _matvec_ok(dev)
+    than ssd_step (a thread per row): real GPUs, unless `device.ssd_step_lanes` (tests) or
+    MAMBAWEB_SSD_STEP=rows|lanes (benches) says otherwise (ops/step_kernels.py)."""
+    return step_kernels.lanes(dev, "ssd_step_lanes", "MAMBAWEB_SSD_STEP")

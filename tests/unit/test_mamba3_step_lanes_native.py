@@ -1,0 +1,52 @@
+"""Mamba-3's SISO decode step with 32 threads per state row (mamba3_step_lanes in
+shaders/mamba3_step.wgsl, what real GPUs run; py_engine/ops/mamba3.step_lanes) on the native
+backend (lavapipe here), forced with `device.mamba3_step_lanes`: the Mamba-3 kernel suite
+(unrolled steps == the forward == float64; P not a multiple of the 8 rows a pass, N from 8 to
+128, groups, rope fractions, Cols views, Bsz 2) through it; whole Mamba-3 models decode the same
+logits (y's sums meet in another order: 1e-5) and greedy tokens with it as with the
+thread-per-row step, in as many dispatches (MIMO keeps its kernel); and the choice itself."""
+import pytest
+
+import py_engine.ops.mamba3 as m3
+from tests.browser import test_kernels_mamba3 as KM3
+from tests.browser.decode_fold_cases import check_fold
+from tests.conftest import REPO
+from tests.native_support import engine, native as pytestmark  # noqa: F401
+
+FIX = REPO / "tests" / "fixtures" / "models"
+
+
+@pytest.fixture
+def forced(engine):
+    engine.device.mamba3_step_lanes = True
+    yield engine
+    engine.device.mamba3_step_lanes = None
+
+
+@pytest.mark.parametrize("nb,T,H,P,G,N,rf,heavy,with_state,cols", KM3.CASES)
+def test_kernel_suite_steps_with_lanes(forced, nb, T, H, P, G, N, rf, heavy, with_state, cols):
+    KM3.test_mamba3_forward_step_reference(forced, nb, T, H, P, G, N, rf, heavy, with_state, cols)
+
+
+@pytest.mark.parametrize("name", ["mamba3-g1-r05-tied", "mamba3-g2-r05-tied-softplus",
+                                  "mamba3-g2-r10-untied-onorm", "mamba3-mimo-r2-g1-r05-tied"])
+def test_models_decode_the_same_with_lanes(engine, name):
+    r = check_fold(engine, FIX / name, "f32", "mamba3_step_lanes", 0, ids=[1, 5, 9, 2, 7, 3],
+                   reset=None)
+    assert len(r["fold_tokens"]) > 1
+
+
+class _Dev:
+    def __init__(self, fallback=False, forced=None):
+        self.features, self.info = {"subgroups"}, {"is_fallback": fallback}
+        if forced is not None:
+            self.mamba3_step_lanes = forced
+
+
+def test_the_choice(monkeypatch):
+    monkeypatch.delenv("MAMBAWEB_MAMBA3_STEP", raising=False)
+    assert m3.step_lanes(_Dev())
+    assert not m3.step_lanes(_Dev(fallback=True))
+    assert m3.step_lanes(_Dev(fallback=True, forced=True))
+    monkeypatch.setenv("MAMBAWEB_MAMBA3_STEP", "rows")
+    assert not m3.step_lanes(_Dev())
