@@ -46,6 +46,26 @@ struct Params {
 
 var<workgroup> sh: array<f32, WS>;
 
+// B's and C's RMSNorm over N folded into mamba3_step_lanes (NORM_BC, SISO, N <= 128): Bn and
+// Cn then hold the raw in_proj columns, and the workgroup normalises its group's row of each
+// into bc (B at [0, N), C at [N, 2N)) as ops/rmsnorm.rmsnorm_forward would -- the same 64-lane
+// sums in the same tree, x * (1/rms) * w -- two dispatches fewer per layer.
+override NORM_BC: bool = false;
+override NORM_EPS: f32 = 1e-5;
+@group(0) @binding(18) var<storage, read> B_normw: array<f32>;  // [N] (NORM_BC)
+@group(0) @binding(19) var<storage, read> C_normw: array<f32>;  // [N] (NORM_BC)
+var<workgroup> bc: array<f32, 256>;
+
+fn b_in(bo: u32, n: u32) -> f32 {
+  if (NORM_BC) { return bc[n]; }
+  return Bn[bo + n];
+}
+
+fn c_in(co: u32, n: u32) -> f32 {
+  if (NORM_BC) { return bc[p.N + n]; }
+  return Cn[co + n];
+}
+
 // cos_sin / tanh_exact: accurate f32 trigonometry shared with RoPE
 //#include "lib/trig.wgsl"
 
@@ -67,8 +87,8 @@ fn rotate_kq(row: u32, h: u32, g: u32, ko: u32, lid: u32) {
     let co = p.c_off + row * p.c_str + (rk * p.G + g) * N;
     let bb = p.par + (h * p.R + rk) * N;
     let cb = p.par + p.H * RN + (h * p.R + rk) * N;
-    let kb = Bn[bo + n] + pre[bb + n];
-    let qb = Cn[co + n] + pre[cb + n];
+    let kb = b_in(bo, n) + pre[bb + n];
+    let qb = c_in(co, n) + pre[cb + n];
     var kk = kb;
     var qq = qb;
     var m = n;
@@ -83,8 +103,8 @@ fn rotate_kq(row: u32, h: u32, g: u32, ko: u32, lid: u32) {
       rot = true; m = n ^ 1u; i = n / 2u; first = (n & 1u) == 0u;
     }
     if (rot) {
-      let kp = Bn[bo + m] + pre[bb + m];
-      let qp = Cn[co + m] + pre[cb + m];
+      let kp = b_in(bo, m) + pre[bb + m];
+      let qp = c_in(co, m) + pre[cb + m];
       let sc = sin_cos(sh[3u * RN + i]);
       let s = sc.x;
       let c = sc.y;
@@ -171,6 +191,20 @@ const LANES = 32u;
 const RPW = 8u;                                 // rows per pass of the 256 threads
 var<workgroup> red: array<f32, 256>;
 
+// The sum of v over threads 0..63 (the others pass 0), every thread gets it: lib/reduce.wgsl's
+// workgroup_sum64 tree on red[0, 64), so a folded norm sums as rmsnorm_forward does.
+fn sum64(lid: u32, v: f32) -> f32 {
+  if (lid < 64u) { red[lid] = v; }
+  workgroupBarrier();
+  for (var s = 32u; s > 0u; s >>= 1u) {
+    if (lid < s) { red[lid] += red[lid + s]; }
+    workgroupBarrier();
+  }
+  let total = red[0];
+  workgroupBarrier();
+  return total;
+}
+
 @compute @workgroup_size(256)
 fn mamba3_step_lanes(@builtin(workgroup_id) wid: vec3<u32>,
                      @builtin(local_invocation_index) lid: u32) {
@@ -188,6 +222,27 @@ fn mamba3_step_lanes(@builtin(workgroup_id) wid: vec3<u32>,
   let beta = pre[row + 2u * p.H + h];
   let gamma = pre[row + 3u * p.H + h];
   let Dh = pre[p.par + 2u * p.H * N + h];
+  if (NORM_BC) {                           // uniform: a pipeline constant
+    let bo = p.b_off + b * p.b_str + g * N;
+    let co = p.c_off + b * p.c_str + g * N;
+    var sb = 0.0;
+    var sc = 0.0;
+    if (lid < 64u) {
+      for (var j = lid; j < N; j += 64u) {
+        let vb = Bn[bo + j];
+        sb += vb * vb;
+        let vc = Cn[co + j];
+        sc += vc * vc;
+      }
+    }
+    let rb = inverseSqrt(sum64(lid, sb) / f32(N) + NORM_EPS);
+    let rc = inverseSqrt(sum64(lid, sc) / f32(N) + NORM_EPS);
+    for (var j = lid; j < N; j += 256u) {
+      bc[j] = Bn[bo + j] * rb * B_normw[j];
+      bc[N + j] = Cn[co + j] * rc * C_normw[j];
+    }
+    workgroupBarrier();
+  }
   if (lid < WG) {                          // mamba3_step's prologue (R = 1), WG threads
     for (var i = lid; i < S; i += WG) {
       let ph = s_ang[bh * S + i] + pre[row + 4u * p.H + i] * dt;

@@ -30,7 +30,7 @@ from py_engine.nn.registry import register, whole
 from py_engine.ops import elementwise as ew
 from py_engine.ops.gated_rmsnorm import gated_rmsnorm_forward
 from py_engine.ops.linear import gated_norm_accumulate, linear_accumulate, linear_multi
-from py_engine.ops.mamba3 import mamba3_step
+from py_engine.ops.mamba3 import mamba3_step, step_folds_bc_norm
 from py_engine.ops.mamba3_mimo import mamba3_mimo_out
 from py_engine.ops.rmsnorm import rmsnorm_forward
 
@@ -143,10 +143,19 @@ class Mamba3Mixer:
         z, x, B = linear_multi(batch, h, w[0:3])
         C, dd_dt, dd_A = linear_multi(batch, h, w[3:6])
         trap, ang = linear_multi(batch, h, w[6:8])
-        Bn, Cn = self._norm_bc(batch, B, self.B_norm, Bsz), self._norm_bc(batch, C, self.C_norm, Bsz)
-        B.release()
-        C.release()
-        y = mamba3_step(batch, x, Bn, Cn, dd_dt, dd_A, trap, ang, state, **self.kw)
+        s = self.spec
+        if (self.B_norm is not None and self.C_norm is not None
+                and step_folds_bc_norm(batch.device, s.mimo, s.N)):
+            # B's and C's norms inside the step (real GPUs, SISO): two dispatches fewer
+            Bn, Cn = B, C
+            y = mamba3_step(batch, x, B, C, dd_dt, dd_A, trap, ang, state,
+                            bc_norm=(self.B_norm, self.C_norm), **self.kw)
+        else:
+            Bn = self._norm_bc(batch, B, self.B_norm, Bsz)
+            Cn = self._norm_bc(batch, C, self.C_norm, Bsz)
+            B.release()
+            C.release()
+            y = mamba3_step(batch, x, Bn, Cn, dd_dt, dd_A, trap, ang, state, **self.kw)
         for t in (x, Bn, Cn, dd_dt, dd_A, trap, ang):
             t.release()
         # SISO without the out-projection norm: the gate folded into out_proj's mat-vec

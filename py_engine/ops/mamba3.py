@@ -264,13 +264,19 @@ def mamba3_forward(batch, x, Bn, Cn, dd_dt, dd_A, trap, angles, *, dt_bias, B_bi
 
 
 def mamba3_step(batch, x, Bn, Cn, dd_dt, dd_A, trap, angles, state, *, dt_bias, B_bias, C_bias,
-                D, n_heads, n_groups, S, A_floor, heavy_tail=True, out=None, mimo_x=None):
+                D, n_heads, n_groups, S, A_floor, heavy_tail=True, out=None, mimo_x=None,
+                bc_norm=None):
     """One token: x [Bsz, H*P], Bn/Cn [Bsz, R*G*N], dd_dt/dd_A/trap [Bsz, H], angles [Bsz, S]
     (Tensors or Cols views); state (angle, ssm, k, v) updated in place -> y [Bsz, R*H*P] (a new
-    tensor, or `out`: a tensor or Cols view). 2 dispatches (prep, step; + a copy with MIMO)."""
+    tensor, or `out`: a tensor or Cols view). 2 dispatches (prep, step; + a copy with MIMO).
+    bc_norm (B_norm.weight, C_norm.weight), where step_folds_bc_norm allows it: Bn/Cn are the
+    raw in_proj columns and the step applies their RMSNorm over N itself (eps 1e-5)."""
     dev = batch.device
     s = _Spec(x, Bn, Cn, dd_dt, dd_A, trap, angles, dt_bias, B_bias, C_bias, D, n_heads,
               n_groups, S, step=True, mimo_x=mimo_x)
+    if bc_norm is not None and not step_folds_bc_norm(dev, s.mimo, s.N):
+        raise ValueError("mamba3_step: this step cannot fold B's and C's norm (MIMO, N > 128, "
+                         "or not the lanes step): normalise them first (step_folds_bc_norm)")
     if state is None:
         raise ValueError("mamba3_step needs a state (angle, ssm, k, v)")
     st = s.states(state, dev)
@@ -281,11 +287,26 @@ def mamba3_step(batch, x, Bn, Cn, dd_dt, dd_A, trap, angles, state, *, dt_bias, 
     xv, bv, cv, yv = view(x), view(Bn), view(Cn), view(y)
     uniform, pre = _prep(batch, s, dd_dt, dd_A, trap, angles, dt_bias, B_bias, C_bias, D, A_floor,
                          heavy_tail, HAS_INIT, xv, bv, cv, yv, mimo_x)
-    entry = "mamba3_step_lanes" if not s.mimo and step_lanes(dev) else "mamba3_step"
-    batch.run(STEP, entry, _scan_resources(uniform(), pre, xv, bv, cv, yv, st), s.H, s.nb,
-              constants={"WS": _ws(s)})
+    res = _scan_resources(uniform(), pre, xv, bv, cv, yv, st)
+    consts = {"WS": _ws(s)}
+    entry = "mamba3_step"
+    if not s.mimo and step_lanes(dev):
+        entry = "mamba3_step_lanes"
+        from py_engine.ops._common import dummy
+        res += [w.binding for w in bc_norm] if bc_norm is not None else [dummy(dev)] * 2
+        consts["NORM_BC"] = int(bc_norm is not None)
+    batch.run(STEP, entry, res, s.H, s.nb, constants=consts)
     pre.release()
     return y
+
+
+LANES_STORAGE = 11       # storage buffers mamba3_step_lanes binds (9 + the two norm weights)
+
+
+def step_folds_bc_norm(dev, mimo, N):
+    """Whether mamba3_step can take raw B / C with their norm weights (bc_norm): the SISO lanes
+    step, N <= 128 (its workgroup holds a normalised row of each)."""
+    return not mimo and N <= 128 and step_lanes(dev)
 
 
 def step_lanes(dev):
@@ -293,4 +314,6 @@ def step_lanes(dev):
     of loads in flight, 256 threads per head) rather than mamba3_step (a thread per row): real
     GPUs, unless `device.mamba3_step_lanes` (tests) or MAMBAWEB_MAMBA3_STEP=rows|lanes says
     otherwise (ops/step_kernels.py). MIMO keeps mamba3_step."""
+    if dev.limits.get("maxStorageBuffersPerShaderStage", 8) < LANES_STORAGE:
+        return False
     return step_kernels.lanes(dev, "mamba3_step_lanes", "MAMBAWEB_MAMBA3_STEP")
