@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# One call on a lent GPU machine (no network): correctness first, then the decode benches with
+# the kernel choices side by side, native (wgpu-py) and, with --dawn, Chrome's WebGPU (Dawn).
+# Carried from this machine (git-ignored): .gl/*.deb (libvulkan1, libglvnd0, libegl1, libgl1,
+# libglx0, libopengl0, libgles2 from Debian), .whl/*.whl (wgpu-py and the server's wheels), and
+# for --dawn .whl_dawn/*.whl and .dawn/bundle.tar.xz (tools/dawn/bundle.sh). Results go to $OUT.
+#
+#   bash tools/device/gpu_session.sh            # ~5 min: checks + native bench
+#   bash tools/device/gpu_session.sh --dawn     # ~4 min: Dawn checks + Dawn bench instead
+set -uo pipefail
+OUT=${OUT:-/tmp/gpu_session}
+mkdir -p "$OUT"
+for f in .gl/*.deb; do dpkg -x "$f" /; done
+ldconfig
+export VK_DRIVER_FILES=${VK_DRIVER_FILES:-/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json}
+T0=$(date +%s)
+stamp() { echo "rc=$1 t=$(( $(date +%s) - T0 ))"; }
+if [ "${1:-}" = "--dawn" ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl_dawn/*.whl
+  export PYTHONPATH=/tmp/site:$PWD
+  bash tools/dawn/unpack.sh > "$OUT/unpack.txt" 2>&1
+  timeout 120 python3 -m tools.device_checks --engine dawn > "$OUT/checks_dawn.txt" 2>&1
+  stamp $? >> "$OUT/checks_dawn.txt"
+  timeout 240 python3 -m tools.cli bench --dawn --json --only model --models mamba130m,mamba1_4b \
+    --weights f32,f16,q4 --decode-tokens 256 --max-seconds 8 > "$OUT/bench_dawn.json" 2> "$OUT/bench_dawn.err"
+  stamp $? >> "$OUT/bench_dawn.err"
+  timeout 120 python3 -m tools.cli bench --dawn --json --only model --models mamba2_130m,mamba3_187m \
+    --weights f16,q4 --decode-tokens 256 --max-seconds 8 > "$OUT/bench_dawn2.json" 2> "$OUT/bench_dawn2.err"
+  stamp $? >> "$OUT/bench_dawn2.err"
+  exit 0
+fi
+python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
+export PYTHONPATH=/tmp/site:$PWD
+timeout 90 python3 -m tools.device_checks --engine native > "$OUT/checks.txt" 2>&1
+stamp $? >> "$OUT/checks.txt"
+# every model under the engine's own choices, then with each newer kernel turned off
+timeout 420 python3 -m tools.cli bench --native --json --only model \
+  --models mamba130m,mamba2_130m,mamba3_187m,mamba1_4b --weights f16,q4 --decode-tokens 256 \
+  --max-seconds 8 --variant stage0:MAMBAWEB_MATVEC_STAGE=0 \
+  --variant rows:MAMBAWEB_SSD_STEP=rows,MAMBAWEB_MAMBA3_STEP=rows \
+  > "$OUT/bench.json" 2> "$OUT/bench.err"
+stamp $? >> "$OUT/bench.err"
