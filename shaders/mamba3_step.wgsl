@@ -36,8 +36,8 @@ struct Params {
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(9) var<storage, read> pre: array<f32>;       // [Bsz, 4H+S] | B_bias | C_bias | D
 @group(0) @binding(10) var<storage, read> x: array<f32>;        // [Bsz, *] view, H*P wide
-@group(0) @binding(11) var<storage, read> Bn: array<f32>;       // [Bsz, *] view, R*G*N wide (normed)
-@group(0) @binding(12) var<storage, read> Cn: array<f32>;       // [Bsz, *] view, R*G*N wide (normed)
+@group(0) @binding(11) var<storage, read> Bn: array<f32>;       // [Bsz, *] view, R*G*N wide (normed; raw with NORM_BC)
+@group(0) @binding(12) var<storage, read> Cn: array<f32>;       // [Bsz, *] view, R*G*N wide (normed; raw with NORM_BC)
 @group(0) @binding(13) var<storage, read_write> y: array<f32>;  // [Bsz, *] view, R*H*P wide
 @group(0) @binding(14) var<storage, read_write> s_ang: array<f32>; // [Bsz, H, S], in place
 @group(0) @binding(15) var<storage, read_write> s_ssm: array<f32>; // [Bsz, H, P, N], in place
@@ -46,23 +46,23 @@ struct Params {
 
 var<workgroup> sh: array<f32, WS>;
 
-// B's and C's RMSNorm over N folded into mamba3_step_lanes (NORM_BC, SISO, N <= 128): Bn and
-// Cn then hold the raw in_proj columns, and the workgroup normalises its group's row of each
-// into bc (B at [0, N), C at [N, 2N)) as ops/rmsnorm.rmsnorm_forward would -- the same 64-lane
-// sums in the same tree, x * (1/rms) * w -- two dispatches fewer per layer.
+// B's and C's RMSNorm over N folded into mamba3_step_lanes (NORM_BC, SISO): Bn and Cn then hold
+// the raw in_proj columns, and the workgroup normalises its group's row of each into sh after
+// phi (B at [3N + S, 4N + S), C at [4N + S, 5N + S); the host sizes WS for them) as
+// ops/rmsnorm.rmsnorm_forward would -- the same 64-lane sums in the same tree, x * (1/rms) * w
+// -- two dispatches fewer per layer.
 override NORM_BC: bool = false;
-override NORM_EPS: f32 = 1e-5;
+override NORM_EPS: f32 = 1e-5;          // the host passes the model's eps
 @group(0) @binding(18) var<storage, read> B_normw: array<f32>;  // [N] (NORM_BC)
 @group(0) @binding(19) var<storage, read> C_normw: array<f32>;  // [N] (NORM_BC)
-var<workgroup> bc: array<f32, 256>;
 
 fn b_in(bo: u32, n: u32) -> f32 {
-  if (NORM_BC) { return bc[n]; }
+  if (NORM_BC) { return sh[3u * p.N + p.S + n]; }
   return Bn[bo + n];
 }
 
 fn c_in(co: u32, n: u32) -> f32 {
-  if (NORM_BC) { return bc[p.N + n]; }
+  if (NORM_BC) { return sh[4u * p.N + p.S + n]; }
   return Cn[co + n];
 }
 
@@ -238,8 +238,8 @@ fn mamba3_step_lanes(@builtin(workgroup_id) wid: vec3<u32>,
     let rb = inverseSqrt(sum64(lid, sb) / f32(N) + NORM_EPS);
     let rc = inverseSqrt(sum64(lid, sc) / f32(N) + NORM_EPS);
     for (var j = lid; j < N; j += 256u) {
-      bc[j] = Bn[bo + j] * rb * B_normw[j];
-      bc[N + j] = Cn[co + j] * rc * C_normw[j];
+      sh[3u * N + S + j] = Bn[bo + j] * rb * B_normw[j];
+      sh[4u * N + S + j] = Cn[co + j] * rc * C_normw[j];
     }
     workgroupBarrier();
   }

@@ -6,9 +6,10 @@
 //   y    = h C + D x                                            [Bsz, H*P]
 // Head h reads group g = h / (H / G) of B and C ([Bsz, G*N]).
 //
-// One thread owns one (b, h, p) row of the state and loops over n: no barriers, no workgroup
-// memory, no atomics; grid (ceil(H*P / 64), Bsz). Each state element is read and written once,
-// so the step is bound by reading the state (Bsz*H*P*N floats). 1 dispatch.
+// Two forms, 1 dispatch each; every state element is read and written once. ssd_step: one thread
+// owns one (b, h, p) row of the state and loops over n -- no barriers, no workgroup memory, grid
+// (ceil(H*P / 64), Bsz); software adapters run it. ssd_step_lanes (below): 32 threads a row,
+// coalesced; real GPUs run it.
 // x, dt, B, C and y are views (element (b, j) at off + b*str + j): x/B/C straight out of the
 // conv step's [x | B | C] output, dt out of in_proj's.
 

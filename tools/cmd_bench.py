@@ -93,6 +93,10 @@ def run(args):
     if args.native and args.dawn:
         print("bench: choose one of --native and --dawn", file=sys.stderr)
         return 2
+    if args.variant and not args.native:
+        print("bench: --variant needs --native (environment settings apply to this process; "
+              "the browser and Dawn engines run elsewhere)", file=sys.stderr)
+        return 2
     if args.native:
         return _run_native(args)
     if args.dawn:

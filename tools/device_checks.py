@@ -50,7 +50,7 @@ def decode_cases():
 
 def fold_cases():
     from pathlib import Path
-    from tests.browser.decode_fold_cases import check_fold, check_gated, check_relu2
+    from tests.browser.decode_fold_cases import check_fold, check_gated, check_mamba3_lanes, check_relu2
     repo = Path(__file__).resolve().parents[1]
     for folder, fmt in ((repo / "tests" / "fixtures" / "models" / "mamba2-g1-tied", "f32"),
                         (repo / "models" / "default", "f32"), (repo / "models" / "default", "q4")):
@@ -66,8 +66,7 @@ def fold_cases():
     for name in ("mamba3-g1-r05-tied", "mamba3-g2-r10-untied-onorm"):
         folder = repo / "tests" / "fixtures" / "models" / name
         yield f"decode mamba3 step lanes {name} f32", \
-            (lambda e, folder=folder: check_fold(e, folder, "f32", "mamba3_step_lanes", 0,
-                                                 ids=[1, 5, 9, 2, 7, 3], reset=None))
+            (lambda e, folder=folder: check_mamba3_lanes(e, folder))
 
 
 def staged_matvec_cases():

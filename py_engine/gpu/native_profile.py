@@ -21,8 +21,8 @@ import struct
 
 import wgpu
 
-CAPACITY = 4096        # timestamp slots per submit (the most a query set holds): 2048 dispatches;
-                       # later ones in the same submit are run but not timed
+CAPACITY = 4096        # timestamp slots per submit (the most a query set holds): 2048 dispatches
+                       # a pass each, ~4,095 in one pass; later ones are run but not timed
 
 
 class KernelProfiler:

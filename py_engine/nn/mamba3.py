@@ -145,11 +145,11 @@ class Mamba3Mixer:
         trap, ang = linear_multi(batch, h, w[6:8])
         s = self.spec
         if (self.B_norm is not None and self.C_norm is not None
-                and step_folds_bc_norm(batch.device, s.mimo, s.N)):
+                and step_folds_bc_norm(batch.device, s.mimo, s.N, s.S)):
             # B's and C's norms inside the step (real GPUs, SISO): two dispatches fewer
             Bn, Cn = B, C
             y = mamba3_step(batch, x, B, C, dd_dt, dd_A, trap, ang, state,
-                            bc_norm=(self.B_norm, self.C_norm), **self.kw)
+                            bc_norm=(self.B_norm, self.C_norm, EPS), **self.kw)
         else:
             Bn = self._norm_bc(batch, B, self.B_norm, Bsz)
             Cn = self._norm_bc(batch, C, self.C_norm, Bsz)

@@ -269,14 +269,18 @@ def mamba3_step(batch, x, Bn, Cn, dd_dt, dd_A, trap, angles, state, *, dt_bias, 
     """One token: x [Bsz, H*P], Bn/Cn [Bsz, R*G*N], dd_dt/dd_A/trap [Bsz, H], angles [Bsz, S]
     (Tensors or Cols views); state (angle, ssm, k, v) updated in place -> y [Bsz, R*H*P] (a new
     tensor, or `out`: a tensor or Cols view). 2 dispatches (prep, step; + a copy with MIMO).
-    bc_norm (B_norm.weight, C_norm.weight), where step_folds_bc_norm allows it: Bn/Cn are the
-    raw in_proj columns and the step applies their RMSNorm over N itself (eps 1e-5)."""
+    bc_norm (B_norm.weight, C_norm.weight, eps), where step_folds_bc_norm allows it: Bn/Cn are
+    the raw in_proj columns and the step applies their RMSNorm over N itself."""
     dev = batch.device
     s = _Spec(x, Bn, Cn, dd_dt, dd_A, trap, angles, dt_bias, B_bias, C_bias, D, n_heads,
               n_groups, S, step=True, mimo_x=mimo_x)
-    if bc_norm is not None and not step_folds_bc_norm(dev, s.mimo, s.N):
-        raise ValueError("mamba3_step: this step cannot fold B's and C's norm (MIMO, N > 128, "
-                         "or not the lanes step): normalise them first (step_folds_bc_norm)")
+    if bc_norm is not None and not step_folds_bc_norm(dev, s.mimo, s.N, s.S):
+        raise ValueError("mamba3_step: this step cannot fold B's and C's norm (MIMO, too large "
+                         "a state for workgroup memory, or not the lanes step): normalise them "
+                         "first (step_folds_bc_norm)")
+    if bc_norm is not None and any(tuple(w.shape) != (s.N,) for w in bc_norm[:2]):
+        raise ValueError(f"mamba3_step: bc_norm weights must be [{s.N}], got "
+                         f"{[list(w.shape) for w in bc_norm[:2]]}")
     if state is None:
         raise ValueError("mamba3_step needs a state (angle, ssm, k, v)")
     st = s.states(state, dev)
@@ -293,8 +297,9 @@ def mamba3_step(batch, x, Bn, Cn, dd_dt, dd_A, trap, angles, state, *, dt_bias, 
     if not s.mimo and step_lanes(dev):
         entry = "mamba3_step_lanes"
         from py_engine.ops._common import dummy
-        res += [w.binding for w in bc_norm] if bc_norm is not None else [dummy(dev)] * 2
-        consts["NORM_BC"] = int(bc_norm is not None)
+        res += [w.binding for w in bc_norm[:2]] if bc_norm is not None else [dummy(dev)] * 2
+        if bc_norm is not None:                # normalised B and C after phi in sh
+            consts.update(NORM_BC=1, NORM_EPS=float(bc_norm[2]), WS=_ws(s) + 2 * s.N)
     batch.run(STEP, entry, res, s.H, s.nb, constants=consts)
     pre.release()
     return y
@@ -303,10 +308,12 @@ def mamba3_step(batch, x, Bn, Cn, dd_dt, dd_A, trap, angles, state, *, dt_bias, 
 LANES_STORAGE = 11       # storage buffers mamba3_step_lanes binds (9 + the two norm weights)
 
 
-def step_folds_bc_norm(dev, mimo, N):
+def step_folds_bc_norm(dev, mimo, N, S):
     """Whether mamba3_step can take raw B / C with their norm weights (bc_norm): the SISO lanes
-    step, N <= 128 (its workgroup holds a normalised row of each)."""
-    return not mimo and N <= 128 and step_lanes(dev)
+    step, its workgroup memory (k, k_prev, q, phi, the normalised B and C: 5N + S floats, and
+    256 for its sums) within the device's limit."""
+    limit = dev.limits.get("maxComputeWorkgroupStorageSize", 16384)
+    return not mimo and 4 * (5 * N + S + 256) <= limit and step_lanes(dev)
 
 
 def step_lanes(dev):

@@ -10,8 +10,9 @@ from py_engine.ops.linear import _matvec_ok
 
 def lanes(dev, attr, env):
     """`device.<attr>` True/False (tests) decides, else the environment variable `env` = rows
-    | lanes (benches), else real GPU (the decode mat-vec's own test: subgroups, not a fallback
-    adapter) -> lanes."""
+    | lanes (benches), else the decode mat-vec's own test (linear._matvec_ok: a real GPU --
+    subgroups, not a fallback adapter -- or `device.force_matvec`, which the real-GPU decode
+    checks on lavapipe set: they run the lanes steps too) -> lanes."""
     forced = getattr(dev, attr, None)
     if forced is not None:
         return bool(forced)

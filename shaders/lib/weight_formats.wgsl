@@ -15,10 +15,13 @@ fn bf16_pair(word: u32) -> vec2<f32> {
   return vec2<f32>(bitcast<f32>(word << 16u), bitcast<f32>(word & 0xffff0000u));
 }
 
-// q8 and q4 decode without an int -> float conversion (a quarter-rate instruction on NVIDIA, by
-// our measurement what bound the q4/q8 mat-vecs): an unsigned integer u < 2^23 OR-ed into the
-// mantissa of 2^23 is the float 2^23 + u exactly, so subtracting 2^23 + offset gives u - offset
-// exactly -- the same values as f32(u) - offset, bit for bit.
+// q8 and q4 decode without an int -> float conversion (a quarter-rate instruction on NVIDIA; with
+// the staged x, what we read as bounding the q4/q8 mat-vecs: 1.4b q8 reached f16's tok/s on an
+// H200 after both): an unsigned integer u < 2^23 OR-ed into the mantissa of 2^23 is the float
+// 2^23 + u exactly, so subtracting 2^23 + offset gives u - offset exactly (IEEE f32, no
+// reassociation) -- f32(u) - offset bit for bit. q8's byte 0x80 now decodes to -128 (the old
+// unpack4x8snorm path clamped it to -127), as q8_byte and dequant.wgsl do; quantize.wgsl never
+// writes it.
 const MAGIC = 0x4B000000u;                   // bits of 8388608.0 = 2^23
 
 fn q8_quad(word: u32) -> vec4<f32> {

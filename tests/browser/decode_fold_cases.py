@@ -74,3 +74,14 @@ def check_relu2(engine, folder, fmt, stage=None, ids=IDS):
     pattern = cfg.get("hybrid_override_pattern") or ""
     fewer = kinds.count("mlp") if kinds else pattern.count("-")
     return check_fold(engine, folder, fmt, "fuse_mlp_act", fewer, stage, ids, tol=1e-6)
+
+
+def check_mamba3_lanes(engine, folder, ids=(1, 5, 9, 2, 7, 3)):
+    """Mamba-3's lanes step (device.mamba3_step_lanes) against the thread-per-row step: SISO
+    folds B's and C's norms into it, two dispatches fewer per layer; MIMO keeps its kernel."""
+    import json
+    from pathlib import Path
+    cfg = json.loads((Path(folder) / "config.json").read_text())
+    fewer = 0 if (cfg.get("ssm_cfg") or {}).get("is_mimo") else 2 * cfg["n_layer"]
+    return check_fold(engine, folder, "f32", "mamba3_step_lanes", fewer, ids=list(ids),
+                      reset=None)

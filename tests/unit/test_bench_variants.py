@@ -25,3 +25,11 @@ def test_environ_restored(monkeypatch):
     with cmd_bench._environ({"MW_T_KEEP": "new", "MW_T_NEW": "1"}):
         assert os.environ["MW_T_KEEP"] == "new" and os.environ["MW_T_NEW"] == "1"
     assert os.environ["MW_T_KEEP"] == "old" and "MW_T_NEW" not in os.environ
+
+
+def test_variant_needs_native():
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-m", "tools.cli", "bench", "--variant", "a:B=1"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "--variant needs --native" in r.stderr

@@ -22,7 +22,7 @@ IDS = [1, 5, 9, 2, 7, 3, 11, 4]
 @pytest.mark.parametrize("name", ["mamba-d40-tied", "falcon-d40-untied", "mamba2-g1-tied",
                                   "mamba2-g2-untied"])
 def test_fused_conv_step_equals_the_separate_dispatches(engine, name, fmt, stage):
-    """The engine's mat-vec, and the one with x staged in workgroup memory (opt-in)."""
+    """The engine's mat-vec (its own staging rule), and with x staged in workgroup memory forced."""
     if engine.device.limits.get("maxStorageBuffersPerShaderStage", 8) < 12:
         pytest.skip("this adapter binds fewer than 12 storage buffers per stage")
     check_fused(engine, FIX / name, fmt, IDS, stage)

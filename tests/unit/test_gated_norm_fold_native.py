@@ -26,7 +26,7 @@ def test_folded_gated_norm_equals_the_separate_dispatches(engine, name, fmt):
 @pytest.mark.parametrize("fmt, stage", [("f32", None), ("q4", None), ("q4", True)])
 def test_the_default_model_folds_its_gated_norms(engine, fmt, stage):
     """models/default (Mamba-2 d256 x 8, one group): out_proj's K = 512 takes q4 too, and the
-    staged x (opt-in) stages the gated, normalised input."""
+    staged x (forced) stages the gated, normalised input."""
     folder = REPO / "models" / "default"
     if not (folder / "model.safetensors").is_file():
         pytest.skip("models/default is not built here")
