@@ -121,6 +121,48 @@ fn mx(h: u32, r: u32, pp: u32) -> f32 {
   return pre[p.par + 2u * p.H * p.R * p.N + p.H + (h * p.R + r) * p.P + pp];
 }
 
+// The token's scalars of head h, sequence b (mamba3_prep's row of pre).
+struct HeadStep { dt: f32, alpha: f32, beta: f32, gamma: f32, Dh: f32 };
+
+fn head_step(b: u32, h: u32) -> HeadStep {
+  let row = b * p.pw;
+  var t: HeadStep;
+  t.dt = pre[row + h];
+  t.alpha = pre[row + p.H + h];
+  t.beta = pre[row + 2u * p.H + h];
+  t.gamma = pre[row + 3u * p.H + h];
+  t.Dh = pre[p.par + 2u * p.H * p.R * p.N + h];
+  return t;
+}
+
+// The step's prologue, threads lid < WG of the workgroup (the others pass through; both parts
+// are called by every thread, the barrier between them outside): the angles advanced and the
+// old k into sh, then k and q rotated into sh and the k and angle states written.
+fn prologue_load(b: u32, h: u32, dt: f32, lid: u32) {
+  if (lid >= WG) { return; }
+  let N = p.N;
+  let S = p.S;
+  let RN = p.R * N;
+  let bh = b * p.H + h;
+  for (var i = lid; i < S; i += WG) {   // each thread owns its angles
+    let ph = s_ang[bh * S + i] + pre[b * p.pw + 4u * p.H + i] * dt;
+    sh[3u * RN + i] = ph - TWO_PI * floor(ph / TWO_PI);
+  }
+  for (var e = lid; e < RN; e += WG) { sh[RN + e] = s_k[((b * p.R + e / N) * p.H + h) * N + e % N]; }
+}
+
+fn prologue_rotate(b: u32, h: u32, g: u32, lid: u32) {
+  if (lid >= WG) { return; }
+  let N = p.N;
+  let S = p.S;
+  let RN = p.R * N;
+  rotate_kq(b, h, g, 0u, lid);
+  for (var e = lid; e < RN; e += WG) {   // the old k was copied into sh[RN + e] before the barrier
+    s_k[((b * p.R + e / N) * p.H + h) * N + e % N] = sh[e];
+  }
+  for (var i = lid; i < S; i += WG) { s_ang[(b * p.H + h) * S + i] = sh[3u * RN + i]; }
+}
+
 @compute @workgroup_size(WG)
 fn mamba3_step(@builtin(workgroup_id) wid: vec3<u32>,
                @builtin(local_invocation_index) lid: u32) {
@@ -128,29 +170,19 @@ fn mamba3_step(@builtin(workgroup_id) wid: vec3<u32>,
   let b = wid.y;
   if (h >= p.H || b >= p.nb) { return; }   // uniform: depends on the workgroup only
   let N = p.N;
-  let S = p.S;
   let P = p.P;
   let R = p.R;
   let RN = R * N;
   let g = h / (p.H / p.G);
   let bh = b * p.H + h;
-  let row = b * p.pw;
-  let dt = pre[row + h];
-  let alpha = pre[row + p.H + h];
-  let beta = pre[row + 2u * p.H + h];
-  let gamma = pre[row + 3u * p.H + h];
-  let Dh = pre[p.par + 2u * p.H * RN + h];
-  for (var i = lid; i < S; i += WG) {   // each thread owns its angles
-    let ph = s_ang[bh * S + i] + pre[row + 4u * p.H + i] * dt;
-    sh[3u * RN + i] = ph - TWO_PI * floor(ph / TWO_PI);
-  }
-  for (var e = lid; e < RN; e += WG) { sh[RN + e] = s_k[((b * R + e / N) * p.H + h) * N + e % N]; }
+  let t = head_step(b, h);
+  let alpha = t.alpha;
+  let beta = t.beta;
+  let gamma = t.gamma;
+  let Dh = t.Dh;
+  prologue_load(b, h, t.dt, lid);
   workgroupBarrier();
-  rotate_kq(b, h, g, 0u, lid);
-  for (var e = lid; e < RN; e += WG) {   // the old k was copied into sh[RN + e] before the barrier
-    s_k[((b * R + e / N) * p.H + h) * N + e % N] = sh[e];
-  }
-  for (var i = lid; i < S; i += WG) { s_ang[bh * S + i] = sh[3u * RN + i]; }
+  prologue_rotate(b, h, g, lid);
   workgroupBarrier();
   for (var pp = lid; pp < P; pp += WG) {
     let v = x[p.x_off + b * p.x_str + h * P + pp];
@@ -216,12 +248,11 @@ fn mamba3_step_lanes(@builtin(workgroup_id) wid: vec3<u32>,
   let P = p.P;
   let g = h / (p.H / p.G);
   let bh = b * p.H + h;
-  let row = b * p.pw;
-  let dt = pre[row + h];
-  let alpha = pre[row + p.H + h];
-  let beta = pre[row + 2u * p.H + h];
-  let gamma = pre[row + 3u * p.H + h];
-  let Dh = pre[p.par + 2u * p.H * N + h];
+  let t = head_step(b, h);
+  let alpha = t.alpha;
+  let beta = t.beta;
+  let gamma = t.gamma;
+  let Dh = t.Dh;
   if (NORM_BC) {                           // uniform: a pipeline constant
     let bo = p.b_off + b * p.b_str + g * N;
     let co = p.c_off + b * p.c_str + g * N;
@@ -243,19 +274,9 @@ fn mamba3_step_lanes(@builtin(workgroup_id) wid: vec3<u32>,
     }
     workgroupBarrier();
   }
-  if (lid < WG) {                          // mamba3_step's prologue (R = 1), WG threads
-    for (var i = lid; i < S; i += WG) {
-      let ph = s_ang[bh * S + i] + pre[row + 4u * p.H + i] * dt;
-      sh[3u * N + i] = ph - TWO_PI * floor(ph / TWO_PI);
-    }
-    for (var e = lid; e < N; e += WG) { sh[N + e] = s_k[(b * p.H + h) * N + e]; }
-  }
+  prologue_load(b, h, t.dt, lid);         // mamba3_step's prologue (R = 1), WG threads
   workgroupBarrier();
-  if (lid < WG) {
-    rotate_kq(b, h, g, 0u, lid);
-    for (var e = lid; e < N; e += WG) { s_k[(b * p.H + h) * N + e] = sh[e]; }
-    for (var i = lid; i < S; i += WG) { s_ang[bh * S + i] = sh[3u * N + i]; }
-  }
+  prologue_rotate(b, h, g, lid);
   workgroupBarrier();
   // sh: k [0, N) | k_prev [N, 2N) | q [2N, 3N)
   let lane = lid % LANES;
