@@ -50,7 +50,7 @@ copies of the initial states (None when the scan started from zeros). With the i
 recompute phi, k, q and every state from the initial state (or checkpoint states per chunk).
 """
 from py_engine.gpu.tensor import Tensor
-from py_engine.ops._common import fold, params
+from py_engine.ops._common import dummy, fold, params
 from py_engine.ops.conv1d import Cols, bt_of, view  # noqa: F401  (Cols re-exported)
 from py_engine.ops.mamba3_windows import chunk_passes_per_chunk, serial_passes_per_token, windows
 from py_engine.ops import step_kernels
@@ -296,7 +296,6 @@ def mamba3_step(batch, x, Bn, Cn, dd_dt, dd_A, trap, angles, state, *, dt_bias, 
     entry = "mamba3_step"
     if not s.mimo and step_lanes(dev):
         entry = "mamba3_step_lanes"
-        from py_engine.ops._common import dummy
         res += [w.binding for w in bc_norm[:2]] if bc_norm is not None else [dummy(dev)] * 2
         if bc_norm is not None:                # normalised B and C after phi in sh
             consts.update(NORM_BC=1, NORM_EPS=float(bc_norm[2]), WS=_ws(s) + 2 * s.N)

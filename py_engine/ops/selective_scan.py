@@ -61,7 +61,6 @@ BACKWARD_SHADER = "selective_scan_backward"
 LANES_SHADER = "selective_scan_lanes"
 LANES_CPW = 8          # channels per workgroup of the lanes kernels (selective_scan_lanes.wgsl)
 LANES_TB = 16          # tokens per block (one barrier pair) of the lanes kernels
-SCAN_KERNELS = ("lanes", "classic")
 LANES_DEFAULT = "classic"   # what real GPUs run unless told otherwise (see scan_kernel)
 
 
@@ -138,21 +137,15 @@ def scan_kernel(device):
     when set, else MAMBAWEB_SCAN=lanes|classic when set, else LANES_DEFAULT on real GPUs and
     classic on software adapters (is_fallback: SwiftShader, lavapipe), where workgroup barriers
     are costly."""
-    forced = getattr(device, "force_scan_lanes", None)
-    if forced is not None:
-        return "lanes" if forced else "classic"
-    import os
-    v = os.environ.get("MAMBAWEB_SCAN", "").strip().lower()
-    if v:
-        if v not in SCAN_KERNELS:
-            raise ValueError(f"MAMBAWEB_SCAN must be 'lanes' or 'classic', got {v!r}")
-        return v
     # Not the default anywhere yet: on an H200 the lanes kernels took mamba-1.4b prefill at 1024
     # tokens from 3,644 to 4,638 tok/s, but with them and the tiled GEMM both in use, the
     # decode that followed in the same process ran at ~575 tok/s instead of ~920 (mamba-130m,
     # native; either one alone: ~920; GPU time per decoded token unchanged, so not the
     # kernels themselves). Until that interaction is understood, lanes is opt-in.
-    return LANES_DEFAULT if not device.info.get("is_fallback") else "classic"
+    from py_engine.ops.step_kernels import choose
+    lanes = choose(device, "force_scan_lanes", "MAMBAWEB_SCAN", "lanes", "classic",
+                   lambda: LANES_DEFAULT == "lanes" and not device.info.get("is_fallback"))
+    return "lanes" if lanes else "classic"
 
 
 class _Spec:

@@ -1,22 +1,30 @@
-"""Which decode-step kernel a family's one-token step runs: the thread-per-state-row kernels
-(every backend; on SwiftShader, a CPU, their strided loads cost less than barriers would) or
-the lanes kernels (several threads per state row, coalesced: real GPUs). Mamba-2's
-ssd_step_lanes measured 1.5x faster end to end than its thread-per-row step on an H200
-(mamba2-130m f16, README's decode tables)."""
+"""How the engine picks between two kernels for one job: `choose` (a device flag for tests, an
+environment variable for benches and sweeps, else the measured rule) -- shared by the scan's
+lanes/classic forward, the decode mat-vec's staging of x, and the decode steps' lanes/rows
+kernels (`lanes` below: Mamba-2's ssd_step_lanes measured 1.5x faster end to end than its
+thread-per-row step on an H200, mamba2-130m f16, README's decode tables)."""
 import os
 
-from py_engine.ops.linear import _matvec_ok
 
-
-def lanes(dev, attr, env):
-    """`device.<attr>` True/False (tests) decides, else the environment variable `env` = rows
-    | lanes (benches), else the decode mat-vec's own test (linear._matvec_ok: a real GPU --
-    subgroups, not a fallback adapter -- or `device.force_matvec`, which the real-GPU decode
-    checks on lavapipe set: they run the lanes steps too) -> lanes."""
+def choose(dev, attr, env, on, off, rule):
+    """True/False: `device.<attr>` when it is True/False (tests), else the environment variable
+    `env` = `on` | `off` (benches, sweeps; any other value is refused by name), else rule()."""
     forced = getattr(dev, attr, None)
     if forced is not None:
         return bool(forced)
-    choice = os.environ.get(env, "")
-    if choice in ("rows", "lanes"):
-        return choice == "lanes"
-    return _matvec_ok(dev)
+    v = os.environ.get(env, "").strip().lower()
+    if v:
+        if v not in (on, off):
+            raise ValueError(f"{env} must be '{on}' or '{off}', got {v!r}")
+        return v == on
+    return bool(rule())
+
+
+def lanes(dev, attr, env):
+    """A decode step's lanes kernel (several threads per state row, coalesced) over its
+    thread-per-row one: choose(..., 'lanes', 'rows', rule) with rule = the decode mat-vec's own
+    test (linear._matvec_ok: a real GPU -- subgroups, not a fallback adapter -- or
+    `device.force_matvec`, which the real-GPU decode checks on lavapipe set: they run the lanes
+    steps too)."""
+    from py_engine.ops.linear import _matvec_ok
+    return choose(dev, attr, env, "lanes", "rows", lambda: _matvec_ok(dev))

@@ -121,16 +121,10 @@ def stage_x(device, M, override=None, fmt="f32", N=0):
         return False
     if override is not None:
         return bool(override)
-    forced = getattr(device, "matvec_stage", None)
-    if forced is not None:
-        return bool(forced)
-    import os
-    env = os.environ.get("MAMBAWEB_MATVEC_STAGE", "")
-    if env in ("0", "1"):
-        return env == "1"
-    if fmt in ("q4", "q8"):
-        return N >= 512
-    return fmt in ("f16", "bf16") and N >= 8192
+    from py_engine.ops.step_kernels import choose
+    return choose(device, "matvec_stage", "MAMBAWEB_MATVEC_STAGE", "1", "0",
+                  lambda: N >= 512 if fmt in ("q4", "q8") else
+                  fmt in ("f16", "bf16") and N >= 8192)
 
 
 def rows_per_thread_group(fmt, K, N, rpt=1):

@@ -40,3 +40,9 @@ def test_staging_overrides(monkeypatch):
                                        (8192, 2, 2), (8192, 4, 1)])
 def test_rows_per_thread(N, M, rpt):
     assert wf.rows_per_thread(_Dev(), N, M) == rpt
+
+
+def test_staging_env_refuses_other_values(monkeypatch):
+    monkeypatch.setenv("MAMBAWEB_MATVEC_STAGE", "yes")
+    with pytest.raises(ValueError, match="MAMBAWEB_MATVEC_STAGE must be '1' or '0'"):
+        wf.stage_x(_Dev(), 1, None, "q4", 8192)
