@@ -5,7 +5,6 @@ py_engine/benchmarks run inside the page's engine. `--native` runs the same sect
 CPython with the native backend (wgpu-py: Vulkan/Metal/D3D12) and asyncio instead; `--dawn`
 runs them through the tab's code path under Node.js on Chrome's WebGPU (tools/bench_dawn.py).
 """
-import contextlib
 import json
 import os
 import platform
@@ -143,19 +142,10 @@ def _parse_variant(text):
     return name, {k: v for k, _, v in pairs}
 
 
-@contextlib.contextmanager
 def _environ(env):
     """os.environ updated with env for the block, restored after."""
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    from unittest import mock
+    return mock.patch.dict(os.environ, env)
 
 
 def _run_dawn(args):
