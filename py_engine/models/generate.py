@@ -5,12 +5,15 @@ private buffer pool, and replayed every token with one bridge call; per token th
 writes 16 bytes (the fed token, sampler step counter, history length, the token into the
 repetition history) and reads 4 (the chosen id). Sampling runs on the GPU.
 """
+import os
 import struct
 from dataclasses import dataclass
 
 from py_engine.gpu.tensor import Tensor
 from py_engine.ops import sampling
 from py_engine.autograd.functional import Ctx
+
+DEPTH = 3      # decode groups in flight (Generator.depth)
 
 
 @dataclass
@@ -40,18 +43,29 @@ class Generator:
     chain without the host. The host mirrors those counters (`step_no`, `n_history`).
 
     `stream` decodes in groups of `group` steps: one submit per group (the step recording
-    replayed `group` times, each sampled id copied into a ring), with the next group queued
-    before the current one's ids are read back. A stop id (or a cancel) found inside a group
+    replayed `group` times, each sampled id copied into a ring), with `depth` groups queued on
+    the GPU while the oldest one's ids are read back and handed out (the next group is queued
+    as soon as they arrive, before the consumer sees them, so a slow consumer or a late
+    readback does not leave the GPU idle). A stop id (or a cancel) found inside a group
     rolls the state back to the group's start (a GPU copy made by the group itself) and
     re-runs the steps up to it, so the state is exactly the one a token-by-token decode leaves.
     """
 
-    def __init__(self, model, sampling_cfg=None, max_tokens=4096, state=None, group=8):
+    def __init__(self, model, sampling_cfg=None, max_tokens=4096, state=None, group=8, depth=None):
         self.model = model
         self.device = model.device
         self.cfg = sampling_cfg or SamplingConfig()
         self.max_tokens = max_tokens
         self.group = max(1, int(group))
+        # Groups in flight. Two (one running, one queued) left the H200 idle 16-27% of a
+        # streamed token at mamba-130m and the 1.4b f16 shape (README: gpu_busy): the ids of a
+        # finished group arrive late (mapAsync's callback) while the host encodes the next
+        # group's ~1,600 dispatches.
+        # MAMBAWEB_DECODE_DEPTH: the bench's side-by-side (--variant) of other depths.
+        if depth is None:
+            depth = os.environ.get("MAMBAWEB_DECODE_DEPTH", "").strip() or DEPTH
+        self.depth = max(1, int(depth))
+        self._slots = self.depth + 1   # ring slots: the groups in flight + the one being read
         self.state = state or model.new_state(max_tokens=max_tokens)
         self.token = Tensor(self.device, (1,), "u32")
         self.history = Tensor(self.device, (max_tokens,), "u32")
@@ -63,7 +77,7 @@ class Generator:
         self._pool = None              # the private pool the step recording's buffers came from
         self._recorded_for = None      # the sampling settings the recording has baked in
         self._groups = {}              # (k, slot) -> Recording of k chained steps
-        self._ring = None              # u32 [2, group]: each slot's sampled ids
+        self._ring = None              # u32 [slots, group]: each slot's sampled ids
         self._shadow = None            # per slot: copies of the rollback tensors + position
         self.dispatches_per_token = None
 
@@ -174,9 +188,9 @@ class Generator:
         if rec is not None:
             return rec
         if self._ring is None:
-            self._ring = Tensor(self.device, (2, self.group), "u32")
+            self._ring = Tensor(self.device, (self._slots, self.group), "u32")
             self._shadow = [[Tensor(self.device, t.shape, t.dtype) for t in self._rollback_tensors()]
-                            for _ in range(2)]
+                            for _ in range(self._slots)]
         cmds = [(1, t.buffer, t.offset, s.buffer, s.offset, t.nbytes)
                 for t, s in zip(self._rollback_tensors(), self._shadow[slot])]
         ring_off = self._ring.offset + 4 * slot * self.group
@@ -227,18 +241,25 @@ class Generator:
         remaining, slot = max_new_tokens - 1, 0
         inflight = []
         first = fed = tok            # fed: the input of the next group to be read
+
+        def refill():
+            # Slots go round-robin over depth + 1: the groups in flight and the one whose ids
+            # are being handed out (a stop inside it restores its slot's shadow) never share one.
+            nonlocal first, slot, remaining
+            while remaining > 0 and len(inflight) < self.depth and not (cancelled and cancelled()):
+                k = min(self.group, remaining)
+                inflight.append(self._launch(k, slot, first))
+                first, slot, remaining = None, (slot + 1) % self._slots, remaining - k
+
         try:
             while remaining > 0 or inflight:
-                # keep one group queued behind the one being read
-                while remaining > 0 and len(inflight) < 2 and not (cancelled and cancelled()):
-                    k = min(self.group, remaining)
-                    inflight.append(self._launch(k, slot, first))
-                    first, slot, remaining = None, slot ^ 1, remaining - k
+                refill()
                 if not inflight:
                     return
                 g = inflight.pop(0)
                 ids = list(struct.unpack(f"<{g.k}I", await g.ids))
                 g.ids = None
+                refill()                    # before the consumer sees g's ids
                 self.last_token = ids[-1]
                 for j, t in enumerate(ids):
                     yield t

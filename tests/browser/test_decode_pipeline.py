@@ -1,5 +1,6 @@
-"""Pipelined decode (Generator.stream): groups of chained steps, one submit per group, the next
-group queued before the ids of the current one come back. The ids equal a token-by-token
+"""Pipelined decode (Generator.stream): groups of chained steps, one submit per group, `depth`
+groups queued while the ids of the oldest come back (one more launched before they are handed
+out). The ids equal a token-by-token
 decode's; a stop id or a cancel inside a group leaves exactly the token-by-token state (SSM
 states, KV cache position, repetition history), so continuing the conversation gives the same
 ids as if no step had run past the stop."""
@@ -28,8 +29,8 @@ async def one_by_one(n, stop=None):
         out.append(await g.decode_one(out[-1]))
     return g, out
 
-async def streamed(n, group, stop=None, cancel_at=None):
-    g = Generator(model, cfg(), max_tokens=256, group=group)
+async def streamed(n, group, stop=None, cancel_at=None, depth=None):
+    g = Generator(model, cfg(), max_tokens=256, group=group, depth=depth)
     out = []
     before = device.stats()['submits']
     async for t in g.stream(prompt, n, (stop,) if stop is not None else (),
@@ -69,11 +70,14 @@ for name, kw in (('stop', dict(stop=stop)), ('cancel', dict(cancel_at=args['stop
         r2 = [await g_ref.prefill(prompt)]
         while len(r2) < args['stop_at'] + 1:
             r2.append(await g_ref.decode_one(r2[-1]))
-    g, ids, _ = await streamed(args['n'], 8, **kw)
-    res[name] = {'ref': r, 'ids': ids, 'ref_state': await state_of(g_ref), 'state': await state_of(g),
-                 'ref_then': await then(g_ref), 'then': await then(g)}
-    g.release()
+    res[name] = {'ref': r, 'ref_state': await state_of(g_ref), 'ref_then': await then(g_ref)}
     g_ref.release()
+    # groups of 8: the stop inside the second of three; groups of 3: the stop opens the fourth,
+    # with two more queued behind it (depth 3), or none (depth 1)
+    for group, depth in ((8, None), (3, None), (3, 1)):
+        g, ids, _ = await streamed(args['n'], group, depth=depth, **kw)
+        res[name][f'{group}/{depth}'] = {'ids': ids, 'state': await state_of(g), 'then': await then(g)}
+        g.release()
 res['first_stop'] = first_stop
 model.release()
 result = res
@@ -95,19 +99,22 @@ def test_pipelined_stream_equals_token_by_token(engine, server, name):
     for case in ("stop", "cancel"):
         c = out[case]
         want = ref[:out["first_stop"] + 1] if case == "stop" else ref[:stop_at + 1]
-        assert c["ref"] == want and c["ids"] == want, case
-        # the state left behind is the token-by-token one, bit for bit (KV caches up to the
-        # position: slots past it are never read, and the next tokens overwrite them)
-        got, want_state = c["state"], c["ref_state"]
-        seen = want_state["seen"]
-        for la, lb in zip(got.pop("layers"), want_state.pop("layers")):
-            for (shape, a), (_, b) in zip(la["tensors"], lb["tensors"]):
-                a, b = (np.frombuffer(v, np.float32).reshape(shape) for v in (a, b))
-                if la["kv"]:                      # [Bsz, KVH, Tmax, Dh]
-                    a, b = a[:, :, :seen], b[:, :, :seen]
-                assert np.array_equal(a, b), case
-        assert got == want_state, case
-        assert c["then"] == c["ref_then"], case
+        assert c["ref"] == want, case
+        for run in ("8/None", "3/None", "3/1"):
+            r, where = c[run], (case, run)
+            assert r["ids"] == want, where
+            # the state left behind is the token-by-token one, bit for bit (KV caches up to
+            # the position: slots past it are never read, and the next tokens overwrite them)
+            got, want_state = dict(r["state"]), dict(c["ref_state"])
+            seen = want_state["seen"]
+            for la, lb in zip(got.pop("layers"), want_state.pop("layers")):
+                for (shape, a), (_, b) in zip(la["tensors"], lb["tensors"]):
+                    a, b = (np.frombuffer(v, np.float32).reshape(shape) for v in (a, b))
+                    if la["kv"]:                      # [Bsz, KVH, Tmax, Dh]
+                        a, b = a[:, :, :seen], b[:, :, :seen]
+                    assert np.array_equal(a, b), where
+            assert got == want_state, where
+            assert r["then"] == c["ref_then"], where
 
 
 SWITCH = """
