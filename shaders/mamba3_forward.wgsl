@@ -46,11 +46,9 @@
 // and overwritten with the final state.
 
 const HAS_INIT = 1u;
-const HEAVY = 2u;          // A activation: heavy tail (else softplus)
 const MIMO = 4u;           // rank-R MIMO (v_r = x * mimo_x, half-split rotation pairs)
 const MAX_R = 8u;
 const WG = 64u;
-const PI = 3.14159265358979;
 const TWO_PI = 6.28318530717959;
 
 override WS: u32 = 416u;   // floats of workgroup memory: 3 N + S (host-set)
@@ -89,10 +87,8 @@ struct Params {
 
 var<workgroup> sh: array<f32, WS>;
 
-// softplus (threshold 20, exact log1p) and sigmoid, shared with the other kernels:
-//#include "lib/activations.wgsl"
-
-// cos_sin / tanh_exact: accurate f32 trigonometry shared with RoPE
+// cos_sin / tanh_exact: accurate f32 trigonometry shared with RoPE (and softplus, sigmoid,
+// HEAVY, PI: lib/mamba3_prep.wgsl, below)
 //#include "lib/trig.wgsl"
 
 // (sin a, cos a) of an angle kept in [0, 2 pi)
@@ -102,28 +98,14 @@ fn has(f: u32) -> bool { return (p.flags & f) != 0u; }
 
 
 
-// Element j of row r of pre: the per-token scalars (see the header).
-fn prep_value(r: u32, j: u32) -> f32 {
-  let H = p.H;
-  if (j >= 4u * H) {   // theta; clamped so tanh never sees a huge argument (exp overflow -> NaN)
-    return tanh_exact(clamp(angles[p.an_off + r * p.an_str + j - 4u * H], -10.0, 10.0)) * PI;
-  }
-  let h = j % H;
-  let dt = softplus(dd_dt[p.dt_off + r * p.dt_str + h] + dt_bias[h]);
-  if (j < H) { return dt; }
-  let a = dd_A[p.da_off + r * p.da_str + h];
-  var f: f32;
-  if (has(HEAVY)) {
-    if (a >= 0.0) { f = 1.0 + a; } else { f = 1.0 / (1.0 - a); }
-  } else {
-    f = softplus(a);
-  }
-  let alpha = exp(min(-f, -p.a_floor) * dt);
-  if (j < 2u * H) { return alpha; }
-  let lam = sigmoid(trap[p.tr_off + r * p.tr_str + h]);
-  if (j < 3u * H) { return (1.0 - lam) * dt * alpha; }
-  return lam * dt;
-}
+// The raw in_proj values prep_value reads (lib/mamba3_prep.wgsl): this kernel's four views.
+fn raw_dt(r: u32, h: u32) -> f32 { return dd_dt[p.dt_off + r * p.dt_str + h]; }
+fn raw_da(r: u32, h: u32) -> f32 { return dd_A[p.da_off + r * p.da_str + h]; }
+fn raw_trap(r: u32, h: u32) -> f32 { return trap[p.tr_off + r * p.tr_str + h]; }
+fn raw_angle(r: u32, i: u32) -> f32 { return angles[p.an_off + r * p.an_str + i]; }
+
+// prep_value(r, j): element j of row r of pre (see the header)
+//#include "lib/mamba3_prep.wgsl"
 
 @compute @workgroup_size(WG)
 fn mamba3_prep(@builtin(global_invocation_id) gid: vec3<u32>,

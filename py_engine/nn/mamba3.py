@@ -30,7 +30,7 @@ from py_engine.nn.registry import register, whole
 from py_engine.ops import elementwise as ew
 from py_engine.ops.gated_rmsnorm import gated_rmsnorm_forward
 from py_engine.ops.linear import gated_norm_accumulate, linear_accumulate, linear_multi
-from py_engine.ops.mamba3 import mamba3_step, step_folds_bc_norm
+from py_engine.ops.mamba3 import mamba3_step, step_folds_bc_norm, step_folds_prep
 from py_engine.ops.mamba3_mimo import mamba3_mimo_out
 from py_engine.ops.rmsnorm import rmsnorm_forward
 
@@ -137,13 +137,28 @@ class Mamba3Mixer:
         n = F.rmsnorm(ctx, M3.view(ctx, t, (rows * s.R * s.G, s.N)), w, EPS)
         return n, M3.view(ctx, n, (rows, s.R * s.G * s.N))
 
+    def _scalars_block(self, dev, Bsz):
+        """One tensor holding dd_dt, dd_A, trap [Bsz, H] and angles [Bsz, S] at binding-aligned
+        offsets, and the four as views of it: in_proj writes them there, and the step reads all
+        four through one binding and computes DT, alpha, beta, gamma, theta itself (no
+        mamba3_prep dispatch; ops/mamba3.step_folds_prep)."""
+        s = self.spec
+        seg = -(-Bsz * max(s.H, s.S) * 4 // dev.align) * dev.align // 4
+        block = Tensor(dev, (4 * seg,))
+        views = [Tensor(dev, (Bsz, n), buffer=block.buffer, offset=block.offset + 4 * i * seg)
+                 for i, n in enumerate((s.H, s.H, s.H, s.S))]
+        return block, views
+
     def step(self, batch, h, residual, Bsz, state):
         # the eight in_proj row blocks in three matvec dispatches (linear_multi takes up to 3)
         w = self.inp
-        z, x, B = linear_multi(batch, h, w[0:3])
-        C, dd_dt, dd_A = linear_multi(batch, h, w[3:6])
-        trap, ang = linear_multi(batch, h, w[6:8])
         s = self.spec
+        block, raw = None, [None] * 4
+        if step_folds_prep(batch.device, s.mimo):
+            block, raw = self._scalars_block(batch.device, Bsz)
+        z, x, B = linear_multi(batch, h, w[0:3])
+        C, dd_dt, dd_A = linear_multi(batch, h, w[3:6], outs=[None, raw[0], raw[1]])
+        trap, ang = linear_multi(batch, h, w[6:8], outs=raw[2:])
         if (self.B_norm is not None and self.C_norm is not None
                 and step_folds_bc_norm(batch.device, s.mimo, s.N, s.S)):
             # B's and C's norms inside the step (real GPUs, SISO): two dispatches fewer
@@ -156,8 +171,8 @@ class Mamba3Mixer:
             B.release()
             C.release()
             y = mamba3_step(batch, x, Bn, Cn, dd_dt, dd_A, trap, ang, state, **self.kw)
-        for t in (x, Bn, Cn, dd_dt, dd_A, trap, ang):
-            t.release()
+        for t in (x, Bn, Cn, dd_dt, dd_A, trap, ang) + ((block,) if block is not None else ()):
+            t.release()                   # (the block's views release nothing)
         # SISO without the out-projection norm: the gate folded into out_proj's mat-vec
         plain = not self.spec.mimo and not self.spec.onorm
         if not (plain and gated_norm_accumulate(batch, y, z, None, 0.0, 1, self.out_w, residual)):

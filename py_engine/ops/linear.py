@@ -319,15 +319,17 @@ def _streamed_multi(dev, x, weights):
                                            or _rows_kernel(dev, x.shape[-1]))
 
 
-def linear_multi(batch, x, weights):
-    """[x @ W^T for W in weights] (2 or 3 bias-free matrices sharing x's last dim K).
+def linear_multi(batch, x, weights, outs=None):
+    """[x @ W^T for W in weights] (2 or 3 bias-free matrices sharing x's last dim K), into
+    `outs` where given (a list; None entries: new tensors).
 
     Decode-sized x (M <= 4) with subgroups: one dispatch for all of them; otherwise one
     linear_forward each."""
     dev = batch.device
     K = x.shape[-1]
     M = rows_of(x)
-    outs = [out_like(dev, tuple(x.shape[:-1]) + (w.shape[0],)) for w in weights]
+    given = list(outs) if outs is not None else [None] * len(weights)
+    outs = [out_like(dev, tuple(x.shape[:-1]) + (w.shape[0],), y) for w, y in zip(weights, given)]
     for w in weights:
         if w.shape[1] != K:
             raise ValueError(f"linear_multi: weight {list(w.shape)} does not take K={K}")

@@ -58,7 +58,7 @@ from py_engine.ops import step_kernels
 HAS_INIT, HEAVY, MIMO = 1, 2, 4
 MAX_RANK = 8               # the shaders' per-thread accumulator arrays
 WG = 64                    # threads per workgroup (the shaders' WG)
-FWD, STEP = "mamba3_forward", "mamba3_step"
+FWD, STEP, STEP_PREP = "mamba3_forward", "mamba3_step", "mamba3_step_prep"
 STATE_NAMES = ("angle", "ssm", "k", "v")
 
 
@@ -151,6 +151,18 @@ class _Spec:
         return out
 
 
+def _uniform_fn(dev, s, flags, A_floor, xv, bv, cv, yv, raws, pw, par, packed, total):
+    """uniform(t0, tn): the Params of the token window [t0, t0 + tn) (raws: the (element offset,
+    row stride) of dd_dt, dd_A, trap and angles)."""
+    (do, ds), (ao, as_), (to, ts), (no, ns) = raws
+
+    def uniform(t0=0, tn=s.T):
+        return dev.uniform(params(s.T, s.H, s.P, s.N, s.G, s.S, s.nb, flags, float(A_floor), pw,
+                                  par, packed, xv[1], xv[2], bv[1], bv[2], cv[1], cv[2], yv[1],
+                                  yv[2], do, ds, ao, as_, to, ts, no, ns, s.R, total, t0, tn))
+    return uniform
+
+
 def _prep(batch, s, dd_dt, dd_A, trap, angles, dt_bias, B_bias, C_bias, D, A_floor, heavy_tail,
           flags, xv, bv, cv, yv, mimo_x=None):
     """uniform(t0, tn) (the Params of the token window [t0, t0 + tn)) + the pre buffer, and the
@@ -165,12 +177,8 @@ def _prep(batch, s, dd_dt, dd_A, trap, angles, dt_bias, B_bias, C_bias, D, A_flo
     pre = Tensor(dev, (total,))
     flags |= (HEAVY if heavy_tail else 0) | (MIMO if s.mimo else 0)
     dv, av, tv, anv = view(dd_dt), view(dd_A), view(trap), view(angles)
-
-    def uniform(t0=0, tn=s.T):
-        return dev.uniform(params(s.T, H, s.P, N, s.G, S, s.nb, flags, float(A_floor), pw, par,
-                                  packed, xv[1], xv[2], bv[1], bv[2], cv[1], cv[2], yv[1], yv[2],
-                                  dv[1], dv[2], av[1], av[2], tv[1], tv[2], anv[1], anv[2], R,
-                                  total, t0, tn))
+    uniform = _uniform_fn(dev, s, flags, A_floor, xv, bv, cv, yv,
+                          [v[1:] for v in (dv, av, tv, anv)], pw, par, packed, total)
     un = uniform()
     gx, gy = fold(-(-packed // WG))
     batch.run(FWD, "mamba3_prep",
@@ -180,6 +188,18 @@ def _prep(batch, s, dd_dt, dd_A, trap, angles, dt_bias, B_bias, C_bias, D, A_flo
         batch.copy(mimo_x.buffer, mimo_x.offset, pre.buffer, pre.offset + 4 * packed,
                    4 * H * R * s.P)
     return uniform, pre
+
+
+def one_binding(views):
+    """(binding, [(element offset, row stride) of each]) when the views (Tensors or Cols) lie in
+    one buffer, so a kernel can read them all through one binding; else None."""
+    vs = [view(a) for a in views]
+    buf = vs[0][0][0]
+    if any(v[0][0] is not buf for v in vs):
+        return None
+    base = min(v[0][1] for v in vs)
+    end = max(v[0][1] + v[0][2] for v in vs)
+    return (buf, base, end - base), [((v[0][1] - base) // 4 + v[1], v[2]) for v in vs]
 
 
 def _ws(s):
@@ -268,7 +288,9 @@ def mamba3_step(batch, x, Bn, Cn, dd_dt, dd_A, trap, angles, state, *, dt_bias, 
                 bc_norm=None):
     """One token: x [Bsz, H*P], Bn/Cn [Bsz, R*G*N], dd_dt/dd_A/trap [Bsz, H], angles [Bsz, S]
     (Tensors or Cols views); state (angle, ssm, k, v) updated in place -> y [Bsz, R*H*P] (a new
-    tensor, or `out`: a tensor or Cols view). 2 dispatches (prep, step; + a copy with MIMO).
+    tensor, or `out`: a tensor or Cols view). 2 dispatches (prep, step; + a copy with MIMO), or
+    1 where step_folds_prep allows it and dd_dt, dd_A, trap and angles are views of one buffer
+    (the step reads them through one binding and computes its head's scalars itself).
     bc_norm (B_norm.weight, C_norm.weight, eps), where step_folds_bc_norm allows it: Bn/Cn are
     the raw in_proj columns and the step applies their RMSNorm over N itself."""
     dev = batch.device
@@ -289,22 +311,45 @@ def mamba3_step(batch, x, Bn, Cn, dd_dt, dd_A, trap, angles, state, *, dt_bias, 
     if y.shape[-1] != W:
         raise ValueError(f"out has shape {list(y.shape)}, expected [{s.nb}, {W}]")
     xv, bv, cv, yv = view(x), view(Bn), view(Cn), view(y)
+    norms = [w.binding for w in bc_norm[:2]] if bc_norm is not None else [dummy(dev)] * 2
+    lanes_consts = {"WS": _ws(s)}
+    if bc_norm is not None:                # normalised B and C after phi in sh
+        lanes_consts.update(NORM_BC=1, NORM_EPS=float(bc_norm[2]), WS=_ws(s) + 2 * s.N)
+    raw = one_binding([dd_dt, dd_A, trap, angles]) if step_folds_prep(dev, s.mimo) else None
+    if raw is not None:                    # the step computes its head's scalars: no prep
+        flags = HAS_INIT | (HEAVY if heavy_tail else 0)
+        un = _uniform_fn(dev, s, flags, A_floor, xv, bv, cv, yv, raw[1], 0, 0, 0, 0)()
+        res = [un, raw[0], None, None, None, dt_bias.binding, B_bias.binding, C_bias.binding,
+               D.binding, None, xv[0], bv[0], cv[0], yv[0]] + [t.binding for t in st] + norms
+        batch.run(STEP_PREP, "mamba3_step_lanes_prep", res, s.H, s.nb, constants=lanes_consts)
+        return y
     uniform, pre = _prep(batch, s, dd_dt, dd_A, trap, angles, dt_bias, B_bias, C_bias, D, A_floor,
                          heavy_tail, HAS_INIT, xv, bv, cv, yv, mimo_x)
     res = _scan_resources(uniform(), pre, xv, bv, cv, yv, st)
-    consts = {"WS": _ws(s)}
-    entry = "mamba3_step"
+    consts, entry = {"WS": _ws(s)}, "mamba3_step"
     if not s.mimo and step_lanes(dev):
-        entry = "mamba3_step_lanes"
-        res += [w.binding for w in bc_norm[:2]] if bc_norm is not None else [dummy(dev)] * 2
-        if bc_norm is not None:                # normalised B and C after phi in sh
-            consts.update(NORM_BC=1, NORM_EPS=float(bc_norm[2]), WS=_ws(s) + 2 * s.N)
+        consts, entry = lanes_consts, "mamba3_step_lanes"
+        res += norms
     batch.run(STEP, entry, res, s.H, s.nb, constants=consts)
     pre.release()
     return y
 
 
 LANES_STORAGE = 11       # storage buffers mamba3_step_lanes binds (9 + the two norm weights)
+PREP_STORAGE = 15        # mamba3_step_lanes_prep: raw scalars, 4 parameters, 4 views, 4 states, 2 norms
+
+
+def step_folds_prep(dev, mimo):
+    """Whether a SISO step computes its per-token scalars itself (shaders/mamba3_step_prep.wgsl,
+    no mamba3_prep dispatch) when dd_dt, dd_A, trap and angles lie in one buffer: the lanes step
+    on a device binding PREP_STORAGE storage buffers, unless `device.mamba3_fold_prep` (tests) or
+    MAMBAWEB_MAMBA3_PREP=fold|separate says otherwise."""
+    if mimo or dev.limits.get("maxStorageBuffersPerShaderStage", 8) < PREP_STORAGE:
+        return False
+    if not step_lanes(dev):
+        return False
+    return step_kernels.choose(dev, "mamba3_fold_prep", "MAMBAWEB_MAMBA3_PREP", "fold",
+                               "separate", lambda: True)
 
 
 def step_folds_bc_norm(dev, mimo, N, S):

@@ -78,10 +78,15 @@ def check_relu2(engine, folder, fmt, stage=None, ids=IDS):
 
 def check_mamba3_lanes(engine, folder, ids=(1, 5, 9, 2, 7, 3)):
     """Mamba-3's lanes step (device.mamba3_step_lanes) against the thread-per-row step: SISO
-    folds B's and C's norms into it, two dispatches fewer per layer; MIMO keeps its kernel."""
+    folds B's and C's norms into it, two dispatches fewer per layer, and mamba3_prep where the
+    device binds its 15 storage buffers (ops/mamba3.step_folds_prep), one more; MIMO keeps its
+    kernel."""
     import json
     from pathlib import Path
     cfg = json.loads((Path(folder) / "config.json").read_text())
-    fewer = 0 if (cfg.get("ssm_cfg") or {}).get("is_mimo") else 2 * cfg["n_layer"]
+    storage = engine.run("result = device.limits.get('maxStorageBuffersPerShaderStage', 8)")
+    from py_engine.ops.mamba3 import PREP_STORAGE
+    per_layer = 2 + (storage >= PREP_STORAGE)
+    fewer = 0 if (cfg.get("ssm_cfg") or {}).get("is_mimo") else per_layer * cfg["n_layer"]
     return check_fold(engine, folder, "f32", "mamba3_step_lanes", fewer, ids=list(ids),
                       reset=None)

@@ -5,13 +5,14 @@ backend (lavapipe here), forced with `device.mamba3_step_lanes`: the Mamba-3 ker
 128, groups, rope fractions, Cols views, Bsz 2) through it; whole Mamba-3 models decode the same
 logits (y's sums meet in another order: 1e-5) and greedy tokens with it as with the
 thread-per-row step, SISO with B's and C's RMSNorms folded into it (two dispatches fewer per
-layer; MIMO keeps its kernel and its norms), and the reference logits stored with a fixture;
-and the choice itself."""
+layer; MIMO keeps its kernel and its norms) and with mamba3_prep folded into it where in_proj's
+dd_dt / dd_A / trap / angles share a buffer (one more fewer: shaders/mamba3_step_prep.wgsl),
+and the reference logits stored with a fixture; and the choices themselves."""
 import pytest
 
 import py_engine.ops.mamba3 as m3
 from tests.browser import test_kernels_mamba3 as KM3
-from tests.browser.decode_fold_cases import check_mamba3_lanes
+from tests.browser.decode_fold_cases import check_fold, check_mamba3_lanes
 from tests.conftest import REPO
 from tests.native_support import engine, native as pytestmark  # noqa: F401
 
@@ -27,7 +28,10 @@ def forced(engine):
 
 @pytest.mark.parametrize("nb,T,H,P,G,N,rf,heavy,with_state,cols", KM3.CASES)
 def test_kernel_suite_steps_with_lanes(forced, nb, T, H, P, G, N, rf, heavy, with_state, cols):
-    KM3.test_mamba3_forward_step_reference(forced, nb, T, H, P, G, N, rf, heavy, with_state, cols)
+    info = KM3.check_forward_step(forced, nb, T, H, P, G, N, rf, heavy, with_state, cols)
+    # Cols of one in_proj-like matrix: the step computes its scalars itself (mamba3_step_prep,
+    # one dispatch a token); separate tensors: mamba3_prep + the lanes step
+    assert info["step_folded"] == cols
 
 
 @pytest.mark.parametrize("name", ["mamba3-g1-r05-tied", "mamba3-g2-r05-tied-softplus",
@@ -53,6 +57,18 @@ def test_lanes_step_matches_transformers_reference(engine):
     assert np.abs(got - exp["logits"].reshape(len(ids), -1)).max() <= 1e-4
 
 
+@pytest.mark.parametrize("name", ["mamba3-g1-r05-tied", "mamba3-g2-r10-untied-onorm"])
+def test_models_decode_the_same_with_prep_folded(forced, name):
+    """in_proj writes dd_dt, dd_A, trap and angles into one buffer and the lanes step computes
+    DT, alpha, beta, gamma and theta itself: one dispatch fewer per layer, the same logits (the
+    same expressions as mamba3_prep) and greedy tokens."""
+    import json
+    n_layer = json.loads((FIX / name / "config.json").read_text())["n_layer"]
+    r = check_fold(forced, FIX / name, "f32", "mamba3_fold_prep", n_layer,
+                   ids=[1, 5, 9, 2, 7, 3], reset=None)
+    assert len(r["fold_tokens"]) > 1
+
+
 class _Dev:
     def __init__(self, fallback=False, forced=None, storage=16):
         self.features, self.info = {"subgroups"}, {"is_fallback": fallback}
@@ -70,6 +86,16 @@ def test_the_choice(monkeypatch):
     assert m3.step_folds_bc_norm(_Dev(), False, 128, 32)
     assert not m3.step_folds_bc_norm(_Dev(), True, 128, 32)     # MIMO
     assert not m3.step_folds_bc_norm(_Dev(), False, 1024, 32)   # 5N + S + 256 floats > 16 KiB
+    monkeypatch.delenv("MAMBAWEB_MAMBA3_PREP", raising=False)
+    assert m3.step_folds_prep(_Dev(), False)
+    assert not m3.step_folds_prep(_Dev(), True)                  # MIMO
+    assert not m3.step_folds_prep(_Dev(storage=14), False)       # 15 storage bindings needed
+    assert not m3.step_folds_prep(_Dev(fallback=True), False)    # not the lanes step
+    off = _Dev()
+    off.mamba3_fold_prep = False
+    assert not m3.step_folds_prep(off, False)
+    monkeypatch.setenv("MAMBAWEB_MAMBA3_PREP", "separate")
+    assert not m3.step_folds_prep(_Dev(), False)
     monkeypatch.setenv("MAMBAWEB_MAMBA3_STEP", "rows")
     assert not m3.step_lanes(_Dev())
 

@@ -1,0 +1,264 @@
+// Mamba-3's one-token step (decode), shared by shaders/mamba3_step.wgsl (the per-token scalars
+// from mamba3_prep's `pre`) and shaders/mamba3_step_prep.wgsl (the lanes step computing its own
+// head's scalars from in_proj's raw columns: one dispatch fewer per layer). The including file
+// defines, besides its bindings:
+//   fn head_step(b: u32, h: u32) -> HeadStep    DT, alpha, beta, gamma and D of head h, sequence b
+//   fn theta(b: u32, i: u32) -> f32             angle i's theta of sequence b
+//   fn k_bias(h: u32, rk: u32, n: u32) -> f32   B_bias[h, rk, n]   (q_bias: C_bias)
+//
+//   phi = (phi + theta DT) mod 2pi;  k = rot(Bn[g] + B_bias[h], phi), q = rot(Cn[g] + C_bias[h], phi)
+//   S   = alpha S + beta v_prev k_prev^T + gamma v k^T;  y = S q + D v;  v_prev, k_prev = v, k
+// (DT, alpha, beta, gamma, theta, the packed parameters and MIMO's rank-R form: see
+// mamba3_forward.wgsl; rotate_kq below is the same as there.)
+//
+// One workgroup of WG threads per (h, b), grid (H, Bsz): phi (threads over i < S), then k, q and
+// the old k into workgroup memory (threads over n), then each thread owns state rows p and loops
+// over n. Workgroup memory (WS = 3RN + S floats): k [R][N] | k_prev [R][N] | q [R][N] | phi [S].
+// x [Bsz, *] view H*P wide, Bn/Cn [Bsz, *] views R*G*N wide, y [Bsz, *] view R*H*P wide.
+
+const WG = 64u;
+const MIMO = 4u;
+const MAX_R = 8u;
+const TWO_PI = 6.28318530717959;
+
+override WS: u32 = 416u;   // floats of workgroup memory: 3 N + S (host-set)
+
+struct Params {
+  T: u32, H: u32, P: u32, N: u32,
+  G: u32, S: u32, nb: u32, flags: u32,
+  a_floor: f32, pw: u32, par: u32, total: u32,        // pw = 4H + S; par = offset of the params
+  x_off: u32, x_str: u32, b_off: u32, b_str: u32,     // x, Bn views
+  c_off: u32, c_str: u32, y_off: u32, y_str: u32,     // Cn, y views
+  dt_off: u32, dt_str: u32, da_off: u32, da_str: u32, // dd_dt, dd_A views (mamba3_step_prep.wgsl:
+  tr_off: u32, tr_str: u32, an_off: u32, an_str: u32, // its raw binding; prep's otherwise)
+  R: u32, pre_len: u32, t0: u32, tn: u32,              // MIMO rank (1: SISO), pre's full length;
+                                                      // (the scans' token window, unused here)
+};
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(10) var<storage, read> x: array<f32>;        // [Bsz, *] view, H*P wide
+@group(0) @binding(11) var<storage, read> Bn: array<f32>;       // [Bsz, *] view, R*G*N wide (normed; raw with NORM_BC)
+@group(0) @binding(12) var<storage, read> Cn: array<f32>;       // [Bsz, *] view, R*G*N wide (normed; raw with NORM_BC)
+@group(0) @binding(13) var<storage, read_write> y: array<f32>;  // [Bsz, *] view, R*H*P wide
+@group(0) @binding(14) var<storage, read_write> s_ang: array<f32>; // [Bsz, H, S], in place
+@group(0) @binding(15) var<storage, read_write> s_ssm: array<f32>; // [Bsz, H, P, N], in place
+@group(0) @binding(16) var<storage, read_write> s_k: array<f32>;   // [Bsz, R, H, N], in place
+@group(0) @binding(17) var<storage, read_write> s_v: array<f32>;   // [Bsz, H, P], in place
+
+var<workgroup> sh: array<f32, WS>;
+
+// B's and C's RMSNorm over N folded into mamba3_step_lanes (NORM_BC, SISO): Bn and Cn then hold
+// the raw in_proj columns, and the workgroup normalises its group's row of each into sh after
+// phi (B at [3N + S, 4N + S), C at [4N + S, 5N + S); the host sizes WS for them) as
+// ops/rmsnorm.rmsnorm_forward would -- the same 64-lane sums in the same tree, x * (1/rms) * w
+// -- two dispatches fewer per layer.
+override NORM_BC: bool = false;
+override NORM_EPS: f32 = 1e-5;          // the host passes the model's eps
+@group(0) @binding(18) var<storage, read> B_normw: array<f32>;  // [N] (NORM_BC)
+@group(0) @binding(19) var<storage, read> C_normw: array<f32>;  // [N] (NORM_BC)
+
+fn b_in(bo: u32, n: u32) -> f32 {
+  if (NORM_BC) { return sh[3u * p.N + p.S + n]; }
+  return Bn[bo + n];
+}
+
+fn c_in(co: u32, n: u32) -> f32 {
+  if (NORM_BC) { return sh[4u * p.N + p.S + n]; }
+  return Cn[co + n];
+}
+
+// cos_sin / tanh_exact: accurate f32 trigonometry shared with RoPE
+//#include "lib/trig.wgsl"
+
+// (sin a, cos a) of an angle kept in [0, 2 pi)
+fn sin_cos(a: f32) -> vec2<f32> { return cos_sin(a).yx; }
+
+fn has(f: u32) -> bool { return (p.flags & f) != 0u; }
+
+// k_r (into sh[ko + r*N + n]) and q_r (into sh[2RN + r*N + n]) of batch row `row`, rotated by
+// phi = sh[3RN ..]: pairs (2i, 2i+1) (SISO) or (i, i + N/2) (MIMO), i < S (as mamba3_forward.wgsl)
+fn rotate_kq(row: u32, h: u32, g: u32, ko: u32, lid: u32) {
+  let N = p.N;
+  let RN = p.R * N;
+  let mimo = has(MIMO);
+  for (var e = lid; e < RN; e += WG) {
+    let rk = e / N;
+    let n = e % N;
+    let bo = p.b_off + row * p.b_str + (rk * p.G + g) * N;
+    let co = p.c_off + row * p.c_str + (rk * p.G + g) * N;
+    let kb = b_in(bo, n) + k_bias(h, rk, n);
+    let qb = c_in(co, n) + q_bias(h, rk, n);
+    var kk = kb;
+    var qq = qb;
+    var m = n;
+    var i = 0u;
+    var first = false;
+    var rot = false;
+    if (mimo) {
+      let hN = N / 2u;
+      if (n < p.S) { rot = true; m = n + hN; i = n; first = true; }
+      else if (n >= hN && n < hN + p.S) { rot = true; m = n - hN; i = n - hN; }
+    } else if (n < 2u * p.S) {
+      rot = true; m = n ^ 1u; i = n / 2u; first = (n & 1u) == 0u;
+    }
+    if (rot) {
+      let kp = b_in(bo, m) + k_bias(h, rk, m);
+      let qp = c_in(co, m) + q_bias(h, rk, m);
+      let sc = sin_cos(sh[3u * RN + i]);
+      let s = sc.x;
+      let c = sc.y;
+      if (first) { kk = kb * c - kp * s; qq = qb * c - qp * s; }
+      else { kk = kp * s + kb * c; qq = qp * s + qb * c; }
+    }
+    sh[ko + e] = kk;
+    sh[2u * RN + e] = qq;
+  }
+}
+
+// The token's scalars of head h, sequence b (the includer's head_step).
+struct HeadStep { dt: f32, alpha: f32, beta: f32, gamma: f32, Dh: f32 };
+
+// The step's prologue, threads lid < WG of the workgroup (the others pass through; both parts
+// are called by every thread, the barrier between them outside): the angles advanced and the
+// old k into sh, then k and q rotated into sh and the k and angle states written.
+fn prologue_load(b: u32, h: u32, dt: f32, lid: u32) {
+  if (lid >= WG) { return; }
+  let N = p.N;
+  let S = p.S;
+  let RN = p.R * N;
+  let bh = b * p.H + h;
+  for (var i = lid; i < S; i += WG) {   // each thread owns its angles
+    let ph = s_ang[bh * S + i] + theta(b, i) * dt;
+    sh[3u * RN + i] = ph - TWO_PI * floor(ph / TWO_PI);
+  }
+  for (var e = lid; e < RN; e += WG) { sh[RN + e] = s_k[((b * p.R + e / N) * p.H + h) * N + e % N]; }
+}
+
+fn prologue_rotate(b: u32, h: u32, g: u32, lid: u32) {
+  if (lid >= WG) { return; }
+  let N = p.N;
+  let S = p.S;
+  let RN = p.R * N;
+  rotate_kq(b, h, g, 0u, lid);
+  for (var e = lid; e < RN; e += WG) {   // the old k was copied into sh[RN + e] before the barrier
+    s_k[((b * p.R + e / N) * p.H + h) * N + e % N] = sh[e];
+  }
+  for (var i = lid; i < S; i += WG) { s_ang[(b * p.H + h) * S + i] = sh[3u * RN + i]; }
+}
+
+// The SISO step with LANES threads per state row (real GPUs; py_engine/ops/mamba3.step_lanes):
+// in mamba3_step thread p walks its own row s_ssm[b, h, p, :] -- neighbouring threads N floats
+// apart, N dependent load/store pairs each, one 64-thread workgroup per head -- the pattern that
+// held Mamba-2's step at a third of its speed on an H200 (ssd_step.wgsl). Here the same
+// workgroup per (h, b) has 256 threads: the first WG of them run mamba3_step's prologue (angles,
+// k, q into workgroup memory, the k and angle states written), then RPW rows at a time, lane l
+// of a row takes n = l, l + LANES, ... (consecutive floats), four states a trip loaded before
+// any is stored; y's partial sums meet in a workgroup-memory tree. Same math per state as
+// mamba3_step; y's sum over n in another order.
+const LANES = 32u;
+const RPW = 8u;                                 // rows per pass of the 256 threads
+var<workgroup> red: array<f32, 256>;
+
+// The sum of v over threads 0..63 (the others pass 0), every thread gets it: lib/reduce.wgsl's
+// workgroup_sum64 tree on red[0, 64), so a folded norm sums as rmsnorm_forward does.
+fn sum64(lid: u32, v: f32) -> f32 {
+  if (lid < 64u) { red[lid] = v; }
+  workgroupBarrier();
+  for (var s = 32u; s > 0u; s >>= 1u) {
+    if (lid < s) { red[lid] += red[lid + s]; }
+    workgroupBarrier();
+  }
+  let total = red[0];
+  workgroupBarrier();
+  return total;
+}
+
+// The lanes step of head h, sequence b (a 256-thread workgroup; the includer's entry point checks
+// h < H, b < nb first).
+fn lanes_step(h: u32, b: u32, lid: u32) {
+  let N = p.N;
+  let S = p.S;
+  let P = p.P;
+  let g = h / (p.H / p.G);
+  let bh = b * p.H + h;
+  let t = head_step(b, h);
+  let alpha = t.alpha;
+  let beta = t.beta;
+  let gamma = t.gamma;
+  let Dh = t.Dh;
+  if (NORM_BC) {                           // uniform: a pipeline constant
+    let bo = p.b_off + b * p.b_str + g * N;
+    let co = p.c_off + b * p.c_str + g * N;
+    var sb = 0.0;
+    var sc = 0.0;
+    if (lid < 64u) {
+      for (var j = lid; j < N; j += 64u) {
+        let vb = Bn[bo + j];
+        sb += vb * vb;
+        let vc = Cn[co + j];
+        sc += vc * vc;
+      }
+    }
+    let rb = inverseSqrt(sum64(lid, sb) / f32(N) + NORM_EPS);
+    let rc = inverseSqrt(sum64(lid, sc) / f32(N) + NORM_EPS);
+    for (var j = lid; j < N; j += 256u) {
+      sh[3u * N + S + j] = Bn[bo + j] * rb * B_normw[j];
+      sh[4u * N + S + j] = Cn[co + j] * rc * C_normw[j];
+    }
+    workgroupBarrier();
+  }
+  prologue_load(b, h, t.dt, lid);         // mamba3_step's prologue (R = 1), WG threads
+  workgroupBarrier();
+  prologue_rotate(b, h, g, lid);
+  workgroupBarrier();
+  // sh: k [0, N) | k_prev [N, 2N) | q [2N, 3N)
+  let lane = lid % LANES;
+  let passes = (P + RPW - 1u) / RPW;       // uniform: every thread runs every pass
+  for (var it = 0u; it < passes; it++) {
+    let pp = it * RPW + lid / LANES;
+    let live = pp < P;
+    var acc = 0.0;
+    var v = 0.0;
+    if (live) {
+      v = x[p.x_off + b * p.x_str + h * P + pp];
+      let bv = beta * s_v[bh * P + pp];
+      let gv = gamma * v;
+      let base = (bh * P + pp) * N;
+      var n = lane;
+      for (; n + 3u * LANES < N; n += 4u * LANES) {
+        let h0 = s_ssm[base + n];
+        let h1 = s_ssm[base + n + LANES];
+        let h2 = s_ssm[base + n + 2u * LANES];
+        let h3 = s_ssm[base + n + 3u * LANES];
+        let s0 = alpha * h0 + (bv * sh[N + n] + gv * sh[n]);
+        let s1 = alpha * h1 + (bv * sh[N + n + LANES] + gv * sh[n + LANES]);
+        let s2 = alpha * h2 + (bv * sh[N + n + 2u * LANES] + gv * sh[n + 2u * LANES]);
+        let s3 = alpha * h3 + (bv * sh[N + n + 3u * LANES] + gv * sh[n + 3u * LANES]);
+        s_ssm[base + n] = s0;
+        s_ssm[base + n + LANES] = s1;
+        s_ssm[base + n + 2u * LANES] = s2;
+        s_ssm[base + n + 3u * LANES] = s3;
+        acc += s0 * sh[2u * N + n];
+        acc += s1 * sh[2u * N + n + LANES];
+        acc += s2 * sh[2u * N + n + 2u * LANES];
+        acc += s3 * sh[2u * N + n + 3u * LANES];
+      }
+      for (; n < N; n += LANES) {
+        let s = alpha * s_ssm[base + n] + (bv * sh[N + n] + gv * sh[n]);
+        s_ssm[base + n] = s;
+        acc += s * sh[2u * N + n];
+      }
+    }
+    red[lid] = acc;
+    workgroupBarrier();                    // every lane has read s_v[pp] and stored its sums
+    for (var st = LANES / 2u; st > 0u; st >>= 1u) {
+      if (lane < st) { red[lid] += red[lid + st]; }
+      workgroupBarrier();
+    }
+    if (live && lane == 0u) {
+      s_v[bh * P + pp] = v;
+      y[p.y_off + b * p.y_str + h * P + pp] = red[lid] + Dh * v;
+    }
+    workgroupBarrier();                    // red is rewritten by the next pass
+  }
+}
