@@ -26,9 +26,8 @@ Two kernels for F1 and F3, the same math, Params, flags and chunk layout (F2 and
 are shared): "classic" (shaders/selective_scan_forward.wgsl, one thread per (b, i, c) holding
 its N states in an array) and "lanes" (shaders/selective_scan_lanes.wgsl, 16 threads per
 (b, i, c), lane n holding state n in a register, y reduced over the lanes 16 tokens per
-barrier pair). `scan_kernel` picks classic everywhere for now (LANES_DEFAULT: lanes is faster
-on an H200 but was seen slowing the decode that follows; see scan_kernel), always classic on
-software adapters (SwiftShader, lavapipe), where barriers are costly; `device.force_scan_lanes`
+barrier pair). `scan_kernel` picks lanes on real GPUs (LANES_DEFAULT; see scan_kernel), always
+classic on software adapters (SwiftShader, lavapipe), where barriers are costly; `device.force_scan_lanes`
 (True / False) or MAMBAWEB_SCAN=lanes|classic overrides that (tests, tools/sweep_prefill.py).
 
 Dispatches: forward 1 (nc = 1) or 3; step 1 (dt softplus, D skip, silu(z), Falcon's B/C norms
@@ -61,7 +60,7 @@ BACKWARD_SHADER = "selective_scan_backward"
 LANES_SHADER = "selective_scan_lanes"
 LANES_CPW = 8          # channels per workgroup of the lanes kernels (selective_scan_lanes.wgsl)
 LANES_TB = 16          # tokens per block (one barrier pair) of the lanes kernels
-LANES_DEFAULT = "classic"   # what real GPUs run unless told otherwise (see scan_kernel)
+LANES_DEFAULT = "lanes"     # what real GPUs run unless told otherwise (see scan_kernel)
 
 
 class ScanSaved:
@@ -137,11 +136,12 @@ def scan_kernel(device):
     when set, else MAMBAWEB_SCAN=lanes|classic when set, else LANES_DEFAULT on real GPUs and
     classic on software adapters (is_fallback: SwiftShader, lavapipe), where workgroup barriers
     are costly."""
-    # Not the default anywhere yet: on an H200 the lanes kernels took mamba-1.4b prefill at 1024
-    # tokens from 3,644 to 4,638 tok/s, but with them and the tiled GEMM both in use, the
-    # decode that followed in the same process ran at ~575 tok/s instead of ~920 (mamba-130m,
-    # native; either one alone: ~920; GPU time per decoded token unchanged, so not the
-    # kernels themselves). Until that interaction is understood, lanes is opt-in.
+    # On an H200 (native, side by side in one process: bench --variant scanlanes:MAMBAWEB_SCAN=
+    # lanes) the lanes kernels took prefill at 1,024 tokens from 18.6k to 28.1k tok/s
+    # (mamba-130m f16) and from 3.56k to 4.69k (mamba-1.4b f16), the decode after it unchanged
+    # (1,081 / 1,032 tok/s, 383 / 381). An earlier call had seen that decode fall to ~575
+    # tok/s after a lanes prefill with its GPU time unchanged; with three decode groups in
+    # flight (models/generate.py) it no longer does.
     from py_engine.ops.step_kernels import choose
     lanes = choose(device, "force_scan_lanes", "MAMBAWEB_SCAN", "lanes", "classic",
                    lambda: LANES_DEFAULT == "lanes" and not device.info.get("is_fallback"))
