@@ -7,8 +7,8 @@
 // thread 8x8 of C) for big products, matmul_tiled_64 (BM 64, 4x4 each) for products that big
 // tiles would leave the GPU short of workgroups. K is walked in steps of BK (8 and 16: BM * BK =
 // 1024 either way): the 256 threads stage a BM x BK slice of A and a BK x BM slice of B in
-// workgroup memory (4 elements each per operand), then each thread does BK rank-1 updates of its
-// block. Global reads are coalesced along whichever index of each operand is contiguous (k for
+// workgroup memory (4 elements each per operand, loaded a slice ahead), then each thread does BK
+// rank-1 updates of its block. Global reads are coalesced along whichever index of each operand is contiguous (k for
 // x @ W^T, i or j for the backward products), chosen per dispatch from the strides. Zero-filled
 // past M, N and K; nothing written past M or N.
 // The accumulators are named vec4 variables, not an array: an array indexed in a loop that the
@@ -34,32 +34,68 @@ struct Params {
 // then adds the S partials (+ bias, + the old C) into the real C.
 const SPLIT: u32 = 16u;
 
-// Staged slices, k-major with rows of S = BM + 4 cells: As[kk * S + ii] = A[i0 + ii, k0 + kk],
-// Bs[kk * S + jj] = B[k0 + kk, j0 + jj]. The 4 cells of padding put the k-fast staging writes
-// (8 or 16 consecutive threads, consecutive kk) in different banks; 4 keeps rows 16-byte aligned.
-var<workgroup> As: array<f32, 1088>;   // [BK][BM + 4]: 8 x 132 or 16 x 68 used
-var<workgroup> Bs: array<f32, 1088>;
+// Staged slices, k-major with rows of S = BM + 4 cells: cell kk * S + ii holds A[i0 + ii, k0 + kk],
+// of Bs B[k0 + kk, j0 + jj]; the arrays are of vec4s (S / 4 per row) so the product loop reads a
+// thread's 4 rows (or columns) in one 16-byte load -- the scalar reads it did before were 4
+// instructions each. The 4 cells of padding put the k-fast staging writes (8 or 16 consecutive
+// threads, consecutive kk) in different banks; 4 keeps rows 16-byte aligned.
+var<workgroup> As: array<vec4<f32>, 272>;   // [BK][(BM + 4) / 4]: 8 x 33 or 16 x 17 used
+var<workgroup> Bs: array<vec4<f32>, 272>;
 
-fn stage(lid: u32, i0: u32, j0: u32, k0: u32, kend: u32, BM: u32, BK: u32) {
-  let a_kfast = p.sa1 == 1u;          // A's k contiguous (x @ W^T, dY @ W)
-  let b_kfast = p.sb0 == 1u;          // B's k contiguous (W read as W^T)
-  for (var l = 0u; l < 4u; l++) {
-    let e = lid + 256u * l;
-    var ii = e % BM; var ka = e / BM;
-    if (a_kfast) { ka = e % BK; ii = e / BK; }
-    var va = 0.0;
-    if (i0 + ii < p.M && k0 + ka < kend) { va = a[(i0 + ii) * p.sa0 + (k0 + ka) * p.sa1]; }
-    As[ka * (BM + 4u) + ii] = va;
-    var jj = e % BM; var kb = e / BM;
-    if (b_kfast) { kb = e % BK; jj = e / BK; }
-    var vb = 0.0;
-    if (j0 + jj < p.N && k0 + kb < kend) { vb = b[(k0 + kb) * p.sb0 + (j0 + jj) * p.sb1]; }
-    Bs[kb * (BM + 4u) + jj] = vb;
-  }
+// The 4 elements of each operand a thread stages per slice, held in registers between the
+// global loads that fetch them and the stores into workgroup memory: the loads of slice k0 + BK
+// are issued before the products of slice k0 and arrive while they run (with the loads right
+// before the barrier, every slice waited a global memory latency).
+struct Slice { a: vec4<f32>, b: vec4<f32> };
+
+// Element e = lid + 256 l of the slice: (ii, ka) of A, (kb, jj) of B, coalesced along whichever
+// index is contiguous in memory.
+fn a_cell(e: u32, BM: u32, BK: u32) -> vec2<u32> {     // (ii, ka)
+  if (p.sa1 == 1u) { return vec2<u32>(e / BK, e % BK); }   // A's k contiguous (x @ W^T, dY @ W)
+  return vec2<u32>(e % BM, e / BM);
 }
 
-fn a4(o: u32) -> vec4<f32> { return vec4<f32>(As[o], As[o + 1u], As[o + 2u], As[o + 3u]); }
-fn b4(o: u32) -> vec4<f32> { return vec4<f32>(Bs[o], Bs[o + 1u], Bs[o + 2u], Bs[o + 3u]); }
+fn b_cell(e: u32, BM: u32, BK: u32) -> vec2<u32> {     // (jj, kb)
+  if (p.sb0 == 1u) { return vec2<u32>(e / BK, e % BK); }   // B's k contiguous (W read as W^T)
+  return vec2<u32>(e % BM, e / BM);
+}
+
+fn load_a(e: u32, i0: u32, k0: u32, kend: u32, BM: u32, BK: u32) -> f32 {
+  let c = a_cell(e, BM, BK);
+  if (i0 + c.x < p.M && k0 + c.y < kend) { return a[(i0 + c.x) * p.sa0 + (k0 + c.y) * p.sa1]; }
+  return 0.0;
+}
+
+fn load_b(e: u32, j0: u32, k0: u32, kend: u32, BM: u32, BK: u32) -> f32 {
+  let c = b_cell(e, BM, BK);
+  if (j0 + c.x < p.N && k0 + c.y < kend) { return b[(k0 + c.y) * p.sb0 + (j0 + c.x) * p.sb1]; }
+  return 0.0;
+}
+
+fn load_slice(lid: u32, i0: u32, j0: u32, k0: u32, kend: u32, BM: u32, BK: u32) -> Slice {
+  var s: Slice;
+  s.a = vec4<f32>(load_a(lid, i0, k0, kend, BM, BK), load_a(lid + 256u, i0, k0, kend, BM, BK),
+                  load_a(lid + 512u, i0, k0, kend, BM, BK), load_a(lid + 768u, i0, k0, kend, BM, BK));
+  s.b = vec4<f32>(load_b(lid, j0, k0, kend, BM, BK), load_b(lid + 256u, j0, k0, kend, BM, BK),
+                  load_b(lid + 512u, j0, k0, kend, BM, BK), load_b(lid + 768u, j0, k0, kend, BM, BK));
+  return s;
+}
+
+fn put(e: u32, va: f32, vb: f32, BM: u32, BK: u32) {
+  let ca = a_cell(e, BM, BK);
+  let ia = ca.y * (BM + 4u) + ca.x;
+  As[ia / 4u][ia % 4u] = va;
+  let cb = b_cell(e, BM, BK);
+  let ib = cb.y * (BM + 4u) + cb.x;
+  Bs[ib / 4u][ib % 4u] = vb;
+}
+
+fn store_slice(s: Slice, lid: u32, BM: u32, BK: u32) {
+  put(lid, s.a.x, s.b.x, BM, BK);
+  put(lid + 256u, s.a.y, s.b.y, BM, BK);
+  put(lid + 512u, s.a.z, s.b.z, BM, BK);
+  put(lid + 768u, s.a.w, s.b.w, BM, BK);
+}
 
 // C[i, j .. j+3] (+ bias, + old C) for the columns inside N; nothing for a row past M.
 // Split-K: the raw partial of slice z instead, at c[z, i, j].
@@ -101,14 +137,16 @@ fn matmul_tiled_128(@builtin(workgroup_id) wid: vec3<u32>,
   var r6a = vec4<f32>(0.0); var r6b = vec4<f32>(0.0);
   var r7a = vec4<f32>(0.0); var r7b = vec4<f32>(0.0);
   let kr = k_range(wid.z);
+  var next = load_slice(lid, i0, j0, kr.x, kr.y, 128u, 8u);
   for (var k0 = kr.x; k0 < kr.y; k0 += 8u) {
-    stage(lid, i0, j0, k0, kr.y, 128u, 8u);
+    store_slice(next, lid, 128u, 8u);
     workgroupBarrier();
+    if (k0 + 8u < kr.y) { next = load_slice(lid, i0, j0, k0 + 8u, kr.y, 128u, 8u); }
     for (var kk = 0u; kk < 8u; kk++) {
-      let a0 = a4(kk * 132u + ty * 4u);
-      let a1 = a4(kk * 132u + 64u + ty * 4u);
-      let b0 = b4(kk * 132u + tx * 4u);
-      let b1 = b4(kk * 132u + 64u + tx * 4u);
+      let a0 = As[kk * 33u + ty];
+      let a1 = As[kk * 33u + 16u + ty];
+      let b0 = Bs[kk * 33u + tx];
+      let b1 = Bs[kk * 33u + 16u + tx];
       r0a += a0.x * b0; r0b += a0.x * b1;
       r1a += a0.y * b0; r1b += a0.y * b1;
       r2a += a0.z * b0; r2b += a0.z * b1;
@@ -152,12 +190,14 @@ fn matmul_tiled_64(@builtin(workgroup_id) wid: vec3<u32>,
   var r2 = vec4<f32>(0.0);
   var r3 = vec4<f32>(0.0);
   let kr = k_range(wid.z);
+  var next = load_slice(lid, i0, j0, kr.x, kr.y, 64u, 16u);
   for (var k0 = kr.x; k0 < kr.y; k0 += 16u) {
-    stage(lid, i0, j0, k0, kr.y, 64u, 16u);
+    store_slice(next, lid, 64u, 16u);
     workgroupBarrier();
+    if (k0 + 16u < kr.y) { next = load_slice(lid, i0, j0, k0 + 16u, kr.y, 64u, 16u); }
     for (var kk = 0u; kk < 16u; kk++) {
-      let a0 = a4(kk * 68u + ty * 4u);
-      let b0 = b4(kk * 68u + tx * 4u);
+      let a0 = As[kk * 17u + ty];
+      let b0 = Bs[kk * 17u + tx];
       r0 += a0.x * b0;
       r1 += a0.y * b0;
       r2 += a0.z * b0;
