@@ -30,7 +30,9 @@ workgroup per (b, h), sequential in t, states in place, once per token window); 
 prep, mamba3_step). W = the number of token windows (ops/mamba3_windows.py: lavapipe ends a
 long-running invocation's loops early, so a long sequence is walked in several dispatches whose
 states carry through their buffers; W = 1 for short ones).
-Two, not one, because inputs + parameters + states are 16 storage bindings and a browser gives 10.
+Two, not one, because inputs + parameters + states are 16 storage bindings and a browser gives 10;
+the SISO step is one (shaders/mamba3_step_prep.wgsl) where the device binds 15 and the mixer hands
+it dd_dt, dd_A, trap and angles in one buffer (step_folds_prep).
 The forward has two forms of one workgroup per (b, h): the sequential scan (O(T) dependent steps)
 and the chunked form mamba3_chunk_scan (reference scan_chunked / state-spaces' mamba3_siso_fwd_ref
 and mamba3_MIMO_chunk_ref, with a carried state): per chunk of L tokens the intra-chunk part is an
