@@ -7,10 +7,10 @@
 // thread 8x8 of C) for big products, matmul_tiled_64 (BM 64, 4x4 each) for products that big
 // tiles would leave the GPU short of workgroups. K is walked in steps of BK (8 and 16: BM * BK =
 // 1024 either way): the 256 threads stage a BM x BK slice of A and a BK x BM slice of B in
-// workgroup memory (4 elements each per operand, loaded a slice ahead), then each thread does BK
-// rank-1 updates of its block. Global reads are coalesced along whichever index of each operand is contiguous (k for
-// x @ W^T, i or j for the backward products), chosen per dispatch from the strides. Zero-filled
-// past M, N and K; nothing written past M or N.
+// workgroup memory (one vec4 cell of each operand per thread, loaded a slice ahead), then each
+// thread does BK rank-1 updates of its block. Global reads follow whichever index of each
+// operand is contiguous (k for x @ W^T, i or j for the backward products), chosen per dispatch
+// from the strides. Zero-filled past M, N and K; nothing written past M or N.
 // The accumulators are named vec4 variables, not an array: an array indexed in a loop that the
 // driver does not unroll lives in slow local memory (an array version of this kernel measured
 // 3x slower than the register-only matmul.wgsl on an H200).
@@ -42,59 +42,53 @@ const SPLIT: u32 = 16u;
 var<workgroup> As: array<vec4<f32>, 272>;   // [BK][(BM + 4) / 4]: 8 x 33 or 16 x 17 used
 var<workgroup> Bs: array<vec4<f32>, 272>;
 
-// The 4 elements of each operand a thread stages per slice, held in registers between the
-// global loads that fetch them and the stores into workgroup memory: the loads of slice k0 + BK
-// are issued before the products of slice k0 and arrive while they run (with the loads right
-// before the barrier, every slice waited a global memory latency).
+// What a thread stages per slice: one vec4 cell of each operand (4 consecutive rows of A, or
+// columns of B, at one k; BM / 4 * BK = 256 cells), held in registers between the global loads
+// that fetch it and one whole-vec4 store into workgroup memory. The loads of slice k0 + BK are
+// issued before the products of slice k0 and arrive while they run (with the loads right before
+// the barrier, every slice waited a global memory latency). Whole vec4s, because WGSL lets a
+// write to one component of a vector touch all of it (Tint's HLSL rewrites the whole vector):
+// four threads writing the components of one cell would race.
 struct Slice { a: vec4<f32>, b: vec4<f32> };
 
-// Element e = lid + 256 l of the slice: (ii, ka) of A, (kb, jj) of B, coalesced along whichever
-// index is contiguous in memory.
-fn a_cell(e: u32, BM: u32, BK: u32) -> vec2<u32> {     // (ii, ka)
-  if (p.sa1 == 1u) { return vec2<u32>(e / BK, e % BK); }   // A's k contiguous (x @ W^T, dY @ W)
-  return vec2<u32>(e % BM, e / BM);
+// Thread lid's cell: (first of its 4 rows or columns, k). k-fast operands (A of x @ W^T and
+// dY @ W, B of W read as W^T) give consecutive threads consecutive k, else consecutive cells.
+fn cell(lid: u32, kfast: bool, BM: u32, BK: u32) -> vec2<u32> {
+  if (kfast) { return vec2<u32>(4u * (lid / BK), lid % BK); }
+  return vec2<u32>(4u * (lid % (BM / 4u)), lid / (BM / 4u));
 }
 
-fn b_cell(e: u32, BM: u32, BK: u32) -> vec2<u32> {     // (jj, kb)
-  if (p.sb0 == 1u) { return vec2<u32>(e / BK, e % BK); }   // B's k contiguous (W read as W^T)
-  return vec2<u32>(e % BM, e / BM);
-}
-
-fn load_a(e: u32, i0: u32, k0: u32, kend: u32, BM: u32, BK: u32) -> f32 {
-  let c = a_cell(e, BM, BK);
-  if (i0 + c.x < p.M && k0 + c.y < kend) { return a[(i0 + c.x) * p.sa0 + (k0 + c.y) * p.sa1]; }
+fn load_a(c: vec2<u32>, l: u32, i0: u32, k0: u32, kend: u32) -> f32 {
+  let i = i0 + c.x + l;
+  let k = k0 + c.y;
+  if (i < p.M && k < kend) { return a[i * p.sa0 + k * p.sa1]; }
   return 0.0;
 }
 
-fn load_b(e: u32, j0: u32, k0: u32, kend: u32, BM: u32, BK: u32) -> f32 {
-  let c = b_cell(e, BM, BK);
-  if (j0 + c.x < p.N && k0 + c.y < kend) { return b[(k0 + c.y) * p.sb0 + (j0 + c.x) * p.sb1]; }
+fn load_b(c: vec2<u32>, l: u32, j0: u32, k0: u32, kend: u32) -> f32 {
+  let j = j0 + c.x + l;
+  let k = k0 + c.y;
+  if (j < p.N && k < kend) { return b[k * p.sb0 + j * p.sb1]; }
   return 0.0;
 }
 
 fn load_slice(lid: u32, i0: u32, j0: u32, k0: u32, kend: u32, BM: u32, BK: u32) -> Slice {
+  let ca = cell(lid, p.sa1 == 1u, BM, BK);
+  let cb = cell(lid, p.sb0 == 1u, BM, BK);
   var s: Slice;
-  s.a = vec4<f32>(load_a(lid, i0, k0, kend, BM, BK), load_a(lid + 256u, i0, k0, kend, BM, BK),
-                  load_a(lid + 512u, i0, k0, kend, BM, BK), load_a(lid + 768u, i0, k0, kend, BM, BK));
-  s.b = vec4<f32>(load_b(lid, j0, k0, kend, BM, BK), load_b(lid + 256u, j0, k0, kend, BM, BK),
-                  load_b(lid + 512u, j0, k0, kend, BM, BK), load_b(lid + 768u, j0, k0, kend, BM, BK));
+  s.a = vec4<f32>(load_a(ca, 0u, i0, k0, kend), load_a(ca, 1u, i0, k0, kend),
+                  load_a(ca, 2u, i0, k0, kend), load_a(ca, 3u, i0, k0, kend));
+  s.b = vec4<f32>(load_b(cb, 0u, j0, k0, kend), load_b(cb, 1u, j0, k0, kend),
+                  load_b(cb, 2u, j0, k0, kend), load_b(cb, 3u, j0, k0, kend));
   return s;
 }
 
-fn put(e: u32, va: f32, vb: f32, BM: u32, BK: u32) {
-  let ca = a_cell(e, BM, BK);
-  let ia = ca.y * (BM + 4u) + ca.x;
-  As[ia / 4u][ia % 4u] = va;
-  let cb = b_cell(e, BM, BK);
-  let ib = cb.y * (BM + 4u) + cb.x;
-  Bs[ib / 4u][ib % 4u] = vb;
-}
-
 fn store_slice(s: Slice, lid: u32, BM: u32, BK: u32) {
-  put(lid, s.a.x, s.b.x, BM, BK);
-  put(lid + 256u, s.a.y, s.b.y, BM, BK);
-  put(lid + 512u, s.a.z, s.b.z, BM, BK);
-  put(lid + 768u, s.a.w, s.b.w, BM, BK);
+  let S4 = (BM + 4u) / 4u;
+  let ca = cell(lid, p.sa1 == 1u, BM, BK);
+  As[ca.y * S4 + ca.x / 4u] = s.a;
+  let cb = cell(lid, p.sb0 == 1u, BM, BK);
+  Bs[cb.y * S4 + cb.x / 4u] = s.b;
 }
 
 // C[i, j .. j+3] (+ bias, + old C) for the columns inside N; nothing for a row past M.
