@@ -5,6 +5,7 @@ private buffer pool, and replayed every token with one bridge call; per token th
 writes 16 bytes (the fed token, sampler step counter, history length, the token into the
 repetition history) and reads 4 (the chosen id). Sampling runs on the GPU.
 """
+import functools
 import os
 import struct
 from dataclasses import dataclass
@@ -63,7 +64,10 @@ class Generator:
         # group's ~1,600 dispatches.
         # MAMBAWEB_DECODE_DEPTH: the bench's side-by-side (--variant) of other depths.
         if depth is None:
-            depth = os.environ.get("MAMBAWEB_DECODE_DEPTH", "").strip() or DEPTH
+            env = os.environ.get("MAMBAWEB_DECODE_DEPTH", "").strip()
+            if env and not env.isdigit():
+                raise ValueError(f"MAMBAWEB_DECODE_DEPTH must be a whole number, got {env!r}")
+            depth = int(env) if env else DEPTH
         self.depth = max(1, int(depth))
         self._slots = self.depth + 1   # ring slots: the groups in flight + the one being read
         self.state = state or model.new_state(max_tokens=max_tokens)
@@ -80,6 +84,7 @@ class Generator:
         self._ring = None              # u32 [slots, group]: each slot's sampled ids
         self._shadow = None            # per slot: copies of the rollback tensors + position
         self.dispatches_per_token = None
+        self._abandoned = None         # how to end a stream left mid-way (_settle)
 
     # -- history (repetition penalty) ----------------------------------------------------
     def _append_history(self, ids):
@@ -111,6 +116,7 @@ class Generator:
         new token into the token buffer and return it."""
         if not prompt_ids:
             raise ValueError("the prompt is empty: give at least one token")
+        self._settle()
         ids_t = self.model.ids_tensor(prompt_ids)
         self._append_history(prompt_ids)
         sampling.set_control(self.device, self.ctl, self.step_no, [self.n_history])
@@ -167,6 +173,7 @@ class Generator:
 
     async def decode_one(self, prev_token):
         """Feed `prev_token` and sample the next one (one step, read back at once)."""
+        self._settle()
         self._check_room(1)
         self._ensure_recording()
         self._feed(prev_token)
@@ -223,6 +230,8 @@ class Generator:
             batch.copy(s.buffer, s.offset, t.buffer, t.offset, t.nbytes)
         batch.submit()
         self.state.tokens_seen, self.step_no, self.n_history = g.tokens_seen, g.step_no, g.n_history
+        # the sampler's control too: the groups that ran on advanced it on the GPU
+        sampling.set_control(self.device, self.ctl, self.step_no, [self.n_history])
         for tok in inputs:
             self.device.write(self.token.buffer, struct.pack("<I", tok), self.token.offset)
             sampling.set_control(self.device, self.ctl, self.step_no, [self.n_history])
@@ -259,22 +268,38 @@ class Generator:
                 g = inflight.pop(0)
                 ids = list(struct.unpack(f"<{g.k}I", await g.ids))
                 g.ids = None
-                refill()                    # before the consumer sees g's ids
+                if not any(t in stop_ids for t in ids):
+                    refill()                # before the consumer sees g's ids
                 self.last_token = ids[-1]
                 for j, t in enumerate(ids):
+                    # a consumer that leaves here (break) without a stop or a cancel: the next
+                    # prefill / stream / decode_one first ends the decode after t (_settle)
+                    self._abandoned = functools.partial(self._end_after, g, j, ids, fed, inflight)
                     yield t
+                    self._abandoned = None
                     if t in stop_ids or (cancelled and cancelled()):
-                        if j < len(ids) - 1:        # steps ran past t: undo them
-                            self._rollback(g, [fed] + ids[:j])
-                        elif inflight:              # t ended its group: the next one's start
-                            self._rollback(inflight[0], [])
-                        self.last_token = t
+                        self._end_after(g, j, ids, fed, inflight)
                         return
                 fed = ids[-1]
         finally:
             for g in inflight:       # finish reads still pending (their staging buffers)
                 if g.ids is not None:
                     await g.ids
+
+    def _end_after(self, g, j, ids, fed, inflight):
+        """Leave exactly the token-by-token state after ids[j] of group g was handed out (every
+        id before it fed), whatever ran since."""
+        if j < len(ids) - 1:            # steps ran past it: undo them
+            self._rollback(g, [fed] + ids[:j])
+        elif inflight:                  # it ended its group: the next one's start
+            self._rollback(inflight[0], [])
+        self.last_token = ids[j]
+
+    def _settle(self):
+        """End a stream its consumer left without a stop or a cancel (its groups ran on)."""
+        end, self._abandoned = self._abandoned, None
+        if end is not None:
+            end()
 
     def release(self):
         own = [self.token, self.history, self.ctl]

@@ -29,13 +29,15 @@ async def one_by_one(n, stop=None):
         out.append(await g.decode_one(out[-1]))
     return g, out
 
-async def streamed(n, group, stop=None, cancel_at=None, depth=None):
+async def streamed(n, group, stop=None, cancel_at=None, depth=None, break_at=None):
     g = Generator(model, cfg(), max_tokens=256, group=group, depth=depth)
     out = []
     before = device.stats()['submits']
     async for t in g.stream(prompt, n, (stop,) if stop is not None else (),
                             cancelled=lambda: cancel_at is not None and len(out) >= cancel_at):
         out.append(t)
+        if break_at is not None and len(out) >= break_at:
+            break                   # left without a cancel: the next turn must settle it
     return g, out, device.stats()['submits'] - before
 
 async def state_of(g):
@@ -61,14 +63,19 @@ for group in (1, 3, 8):
     g.release()
 stop = ref[args['stop_at']]
 first_stop = ref.index(stop)
-for name, kw in (('stop', dict(stop=stop)), ('cancel', dict(cancel_at=args['stop_at'] + 1))):
+# cancel / break after stop_at + 1 ids: inside a group; cancel_end after 10: the last id of a
+# group of 3 (ids 7..9 of the decode), so the rollback is to the next queued group's start
+for name, kw, upto in (('stop', dict(stop=stop), None),
+                       ('cancel', dict(cancel_at=args['stop_at'] + 1), args['stop_at'] + 1),
+                       ('cancel_end', dict(cancel_at=10), 10),
+                       ('break', dict(break_at=args['stop_at'] + 1), args['stop_at'] + 1)):
     g_ref, r = await one_by_one(args['n'], stop=stop if name == 'stop' else None)
-    if name == 'cancel':
-        r = r[:args['stop_at'] + 1]
+    if upto is not None:
+        r = r[:upto]
         g_ref.release()
         g_ref = Generator(model, cfg(), max_tokens=256)
         r2 = [await g_ref.prefill(prompt)]
-        while len(r2) < args['stop_at'] + 1:
+        while len(r2) < upto:
             r2.append(await g_ref.decode_one(r2[-1]))
     res[name] = {'ref': r, 'ref_state': await state_of(g_ref), 'ref_then': await then(g_ref)}
     g_ref.release()
@@ -76,7 +83,10 @@ for name, kw in (('stop', dict(stop=stop)), ('cancel', dict(cancel_at=args['stop
     # with two more queued behind it (depth 3), or none (depth 1)
     for group, depth in ((8, None), (3, None), (3, 1)):
         g, ids, _ = await streamed(args['n'], group, depth=depth, **kw)
-        res[name][f'{group}/{depth}'] = {'ids': ids, 'state': await state_of(g), 'then': await then(g)}
+        # (after a break the state is settled by the next turn: `then` first, then the state)
+        got = {'ids': ids, 'then': await then(g)} if name == 'break' else \
+            {'ids': ids, 'state': await state_of(g), 'then': await then(g)}
+        res[name][f'{group}/{depth}'] = got
         g.release()
 res['first_stop'] = first_stop
 model.release()
@@ -96,13 +106,16 @@ def test_pipelined_stream_equals_token_by_token(engine, server, name):
     for group in (1, 3, 8):
         assert out[f"ids{group}"] == ref, group
         assert out[f"submits{group}"] == 1 + -(-(n - 1) // group)   # prefill + one per group
-    for case in ("stop", "cancel"):
+    for case in ("stop", "cancel", "cancel_end", "break"):
         c = out[case]
-        want = ref[:out["first_stop"] + 1] if case == "stop" else ref[:stop_at + 1]
+        want = {"stop": ref[:out["first_stop"] + 1], "cancel_end": ref[:10]}.get(case, ref[:stop_at + 1])
         assert c["ref"] == want, case
         for run in ("8/None", "3/None", "3/1"):
             r, where = c[run], (case, run)
             assert r["ids"] == want, where
+            assert r["then"] == c["ref_then"], where
+            if case == "break":
+                continue
             # the state left behind is the token-by-token one, bit for bit (KV caches up to
             # the position: slots past it are never read, and the next tokens overwrite them)
             got, want_state = dict(r["state"]), dict(c["ref_state"])
@@ -114,7 +127,6 @@ def test_pipelined_stream_equals_token_by_token(engine, server, name):
                         a, b = a[:, :, :seen], b[:, :, :seen]
                     assert np.array_equal(a, b), where
             assert got == want_state, where
-            assert r["then"] == c["ref_then"], where
 
 
 SWITCH = """
