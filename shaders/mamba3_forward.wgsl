@@ -1,6 +1,7 @@
 // Mamba-3 scan (SISO; MIMO of rank R with flag MIMO), sequence forward (state-spaces Mamba3 / mamba3_siso_fwd_ref; float64 reference
-// tests/reference/mamba3_numpy.py scan_sequential). The one-token step is shaders/mamba3_step.wgsl; it
-// reuses mamba3_prep below.
+// tests/reference/mamba3_numpy.py scan_sequential). The one-token step is shaders/mamba3_step.wgsl
+// (kernels in lib/mamba3_step_common.wgsl), which reuses mamba3_prep below, or, where 15 storage
+// bindings allow, shaders/mamba3_step_folded.wgsl, which computes the same prep values itself.
 //
 // Per token t (row r = b*T + t), head h, group g = h / (H / G):
 //   DT    = softplus(dd_dt + dt_bias[h])                     (threshold 20)

@@ -3,7 +3,7 @@
 // lib/mamba3_step_common.wgsl). Its per-token scalars come from mamba3_forward.wgsl's mamba3_prep
 // run on the one token (rows r = b), so a step is 2 dispatches (prep, step): inputs, parameters
 // and states need 16 storage bindings, over the 10 a browser may give. Where the device binds 15,
-// the SISO lanes step folds prep in: shaders/mamba3_step_prep.wgsl.
+// the SISO lanes step folds prep in: shaders/mamba3_step_folded.wgsl.
 
 //#include "lib/mamba3_step_common.wgsl"
 

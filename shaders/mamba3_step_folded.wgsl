@@ -39,7 +39,7 @@ fn head_step(b: u32, h: u32) -> HeadStep {
 }
 
 @compute @workgroup_size(256)
-fn mamba3_step_lanes_prep(@builtin(workgroup_id) wid: vec3<u32>,
+fn mamba3_step_lanes_folded(@builtin(workgroup_id) wid: vec3<u32>,
                           @builtin(local_invocation_index) lid: u32) {
   if (wid.x >= p.H || wid.y >= p.nb) { return; }   // uniform: depends on the workgroup only
   lanes_step(wid.x, wid.y, lid);

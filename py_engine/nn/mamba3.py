@@ -153,12 +153,12 @@ class Mamba3Mixer:
         # the eight in_proj row blocks in three matvec dispatches (linear_multi takes up to 3)
         w = self.inp
         s = self.spec
-        block, raw = None, [None] * 4
+        block, views = None, [None] * 4
         if step_folds_prep(batch.device, s.mimo):
-            block, raw = self._scalars_block(batch.device, Bsz)
+            block, views = self._scalars_block(batch.device, Bsz)
         z, x, B = linear_multi(batch, h, w[0:3])
-        C, dd_dt, dd_A = linear_multi(batch, h, w[3:6], outs=[None, raw[0], raw[1]])
-        trap, ang = linear_multi(batch, h, w[6:8], outs=raw[2:])
+        C, dd_dt, dd_A = linear_multi(batch, h, w[3:6], outs=[None, views[0], views[1]])
+        trap, ang = linear_multi(batch, h, w[6:8], outs=views[2:])
         if (self.B_norm is not None and self.C_norm is not None
                 and step_folds_bc_norm(batch.device, s.mimo, s.N, s.S)):
             # B's and C's norms inside the step (real GPUs, SISO): two dispatches fewer

@@ -31,7 +31,7 @@ prep, mamba3_step). W = the number of token windows (ops/mamba3_windows.py: lava
 long-running invocation's loops early, so a long sequence is walked in several dispatches whose
 states carry through their buffers; W = 1 for short ones).
 Two, not one, because inputs + parameters + states are 16 storage bindings and a browser gives 10;
-the SISO step is one (shaders/mamba3_step_prep.wgsl) where the device binds 15 and the mixer hands
+the SISO step is one (shaders/mamba3_step_folded.wgsl) where the device binds 15 and the mixer hands
 it dd_dt, dd_A, trap and angles in one buffer (step_folds_prep).
 The forward has two forms of one workgroup per (b, h): the sequential scan (O(T) dependent steps)
 and the chunked form mamba3_chunk_scan (reference scan_chunked / state-spaces' mamba3_siso_fwd_ref
@@ -60,7 +60,7 @@ from py_engine.ops import step_kernels
 HAS_INIT, HEAVY, MIMO = 1, 2, 4
 MAX_RANK = 8               # the shaders' per-thread accumulator arrays
 WG = 64                    # threads per workgroup (the shaders' WG)
-FWD, STEP, STEP_PREP = "mamba3_forward", "mamba3_step", "mamba3_step_prep"
+FWD, STEP, STEP_FOLDED = "mamba3_forward", "mamba3_step", "mamba3_step_folded"
 STATE_NAMES = ("angle", "ssm", "k", "v")
 
 
@@ -318,12 +318,14 @@ def mamba3_step(batch, x, Bn, Cn, dd_dt, dd_A, trap, angles, state, *, dt_bias, 
     if bc_norm is not None:                # normalised B and C after phi in sh
         lanes_consts.update(NORM_BC=1, NORM_EPS=float(bc_norm[2]), WS=_ws(s) + 2 * s.N)
     raw = one_binding([dd_dt, dd_A, trap, angles]) if step_folds_prep(dev, s.mimo) else None
+    if raw is not None and any(b[0] is raw[0][0] for b in [yv[0]] + [t.binding for t in st]):
+        raw = None                         # y or a state in that buffer: read and written at once
     if raw is not None:                    # the step computes its head's scalars: no prep
         flags = HAS_INIT | (HEAVY if heavy_tail else 0)
         un = _uniform_fn(dev, s, flags, A_floor, xv, bv, cv, yv, raw[1], 0, 0, 0, 0)()
         res = [un, raw[0], None, None, None, dt_bias.binding, B_bias.binding, C_bias.binding,
                D.binding, None, xv[0], bv[0], cv[0], yv[0]] + [t.binding for t in st] + norms
-        batch.run(STEP_PREP, "mamba3_step_lanes_prep", res, s.H, s.nb, constants=lanes_consts)
+        batch.run(STEP_FOLDED, "mamba3_step_lanes_folded", res, s.H, s.nb, constants=lanes_consts)
         return y
     uniform, pre = _prep(batch, s, dd_dt, dd_A, trap, angles, dt_bias, B_bias, C_bias, D, A_floor,
                          heavy_tail, HAS_INIT, xv, bv, cv, yv, mimo_x)
@@ -338,11 +340,11 @@ def mamba3_step(batch, x, Bn, Cn, dd_dt, dd_A, trap, angles, state, *, dt_bias, 
 
 
 LANES_STORAGE = 11       # storage buffers mamba3_step_lanes binds (9 + the two norm weights)
-PREP_STORAGE = 15        # mamba3_step_lanes_prep: raw scalars, 4 parameters, 4 views, 4 states, 2 norms
+PREP_STORAGE = 15        # mamba3_step_lanes_folded: raw scalars, 4 parameters, 4 views, 4 states, 2 norms
 
 
 def step_folds_prep(dev, mimo):
-    """Whether a SISO step computes its per-token scalars itself (shaders/mamba3_step_prep.wgsl,
+    """Whether a SISO step computes its per-token scalars itself (shaders/mamba3_step_folded.wgsl,
     no mamba3_prep dispatch) when dd_dt, dd_A, trap and angles lie in one buffer: the lanes step
     on a device binding PREP_STORAGE storage buffers, unless `device.mamba3_fold_prep` (tests) or
     MAMBAWEB_MAMBA3_PREP=fold|separate says otherwise."""

@@ -1,7 +1,7 @@
 // Mamba-3's per-token scalars: element j of token row r of mamba3_prep's `pre` row
 //   [DT (H) | alpha (H) | beta (H) | gamma (H) | theta (S)]    (the math: mamba3_forward.wgsl's header)
 // Shared by mamba3_forward.wgsl's mamba3_prep, which stores them for the scans, and
-// mamba3_step_prep.wgsl's decode step, which computes its own head's (one dispatch fewer per
+// mamba3_step_folded.wgsl's decode step, which computes its own head's (one dispatch fewer per
 // layer). The including file defines, before this include: Params p (H, flags, a_floor), has(),
 // dt_bias [H], and the token's raw in_proj values of row r:
 //   fn raw_dt(r: u32, h: u32) -> f32      dd_dt[r, h]   (likewise raw_da: dd_A, raw_trap: trap)

@@ -1,5 +1,5 @@
 // Mamba-3's one-token step (decode), shared by shaders/mamba3_step.wgsl (the per-token scalars
-// from mamba3_prep's `pre`) and shaders/mamba3_step_prep.wgsl (the lanes step computing its own
+// from mamba3_prep's `pre`) and shaders/mamba3_step_folded.wgsl (the lanes step computing its own
 // head's scalars from in_proj's raw columns: one dispatch fewer per layer). The including file
 // defines, besides its bindings:
 //   fn head_step(b: u32, h: u32) -> HeadStep    DT, alpha, beta, gamma and D of head h, sequence b
@@ -29,7 +29,7 @@ struct Params {
   a_floor: f32, pw: u32, par: u32, total: u32,        // pw = 4H + S; par = offset of the params
   x_off: u32, x_str: u32, b_off: u32, b_str: u32,     // x, Bn views
   c_off: u32, c_str: u32, y_off: u32, y_str: u32,     // Cn, y views
-  dt_off: u32, dt_str: u32, da_off: u32, da_str: u32, // dd_dt, dd_A views (mamba3_step_prep.wgsl:
+  dt_off: u32, dt_str: u32, da_off: u32, da_str: u32, // dd_dt, dd_A views (mamba3_step_folded.wgsl:
   tr_off: u32, tr_str: u32, an_off: u32, an_str: u32, // its raw binding; prep's otherwise)
   R: u32, pre_len: u32, t0: u32, tn: u32,              // MIMO rank (1: SISO), pre's full length;
                                                       // (the scans' token window, unused here)

@@ -84,9 +84,13 @@ def check_mamba3_lanes(engine, folder, ids=(1, 5, 9, 2, 7, 3)):
     import json
     from pathlib import Path
     cfg = json.loads((Path(folder) / "config.json").read_text())
-    storage = engine.run("result = device.limits.get('maxStorageBuffersPerShaderStage', 8)")
-    from py_engine.ops.mamba3 import PREP_STORAGE
-    per_layer = 2 + (storage >= PREP_STORAGE)
+    folds_prep = engine.run(
+        "import py_engine.ops.mamba3 as m3\n"
+        "saved = getattr(device, 'mamba3_step_lanes', None)\n"
+        "device.mamba3_step_lanes = True\n"
+        "result = m3.step_folds_prep(device, False)\n"
+        "device.mamba3_step_lanes = saved")
+    per_layer = 2 + bool(folds_prep)
     fewer = 0 if (cfg.get("ssm_cfg") or {}).get("is_mimo") else per_layer * cfg["n_layer"]
     return check_fold(engine, folder, "f32", "mamba3_step_lanes", fewer, ids=list(ids),
                       reset=None)

@@ -6,7 +6,7 @@ backend (lavapipe here), forced with `device.mamba3_step_lanes`: the Mamba-3 ker
 logits (y's sums meet in another order: 1e-5) and greedy tokens with it as with the
 thread-per-row step, SISO with B's and C's RMSNorms folded into it (two dispatches fewer per
 layer; MIMO keeps its kernel and its norms) and with mamba3_prep folded into it where in_proj's
-dd_dt / dd_A / trap / angles share a buffer (one more fewer: shaders/mamba3_step_prep.wgsl),
+dd_dt / dd_A / trap / angles share a buffer (one more fewer: shaders/mamba3_step_folded.wgsl),
 and the reference logits stored with a fixture; and the choices themselves."""
 import pytest
 
@@ -29,7 +29,7 @@ def forced(engine):
 @pytest.mark.parametrize("nb,T,H,P,G,N,rf,heavy,with_state,cols", KM3.CASES)
 def test_kernel_suite_steps_with_lanes(forced, nb, T, H, P, G, N, rf, heavy, with_state, cols):
     info = KM3.check_forward_step(forced, nb, T, H, P, G, N, rf, heavy, with_state, cols)
-    # Cols of one in_proj-like matrix: the step computes its scalars itself (mamba3_step_prep,
+    # Cols of one in_proj-like matrix: the step computes its scalars itself (mamba3_step_folded,
     # one dispatch a token); separate tensors: mamba3_prep + the lanes step
     assert info["step_folded"] == cols
 

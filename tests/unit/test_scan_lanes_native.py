@@ -88,7 +88,7 @@ def test_kernel_choice_and_chunk_target(monkeypatch):
     monkeypatch.delenv("MAMBAWEB_SCAN", raising=False)
     monkeypatch.delenv("MAMBAWEB_SCAN_THREADS", raising=False)
     gpu, soft = _Dev(False), _Dev(True)
-    assert ss.scan_kernel(gpu) == ss.LANES_DEFAULT and ss.scan_kernel(soft) == "classic"
+    assert ss.scan_kernel(gpu) == "lanes" and ss.scan_kernel(soft) == "classic"
     soft.force_scan_lanes = True
     gpu.force_scan_lanes = False
     assert ss.scan_kernel(soft) == "lanes" and ss.scan_kernel(gpu) == "classic"
