@@ -47,25 +47,8 @@
 // and overwritten with the final state.
 
 const HAS_INIT = 1u;
-const MIMO = 4u;           // rank-R MIMO (v_r = x * mimo_x, half-split rotation pairs)
-const MAX_R = 8u;
-const WG = 64u;
-const TWO_PI = 6.28318530717959;
-
-override WS: u32 = 416u;   // floats of workgroup memory: 3 N + S (host-set)
-
-struct Params {
-  T: u32, H: u32, P: u32, N: u32,
-  G: u32, S: u32, nb: u32, flags: u32,
-  a_floor: f32, pw: u32, par: u32, total: u32,        // pw = 4H + S; par = offset of the params;
-                                                      // total = prep's elements (pre up to mimo_x)
-  x_off: u32, x_str: u32, b_off: u32, b_str: u32,     // x, Bn views
-  c_off: u32, c_str: u32, y_off: u32, y_str: u32,     // Cn, y views
-  dt_off: u32, dt_str: u32, da_off: u32, da_str: u32, // dd_dt, dd_A views
-  tr_off: u32, tr_str: u32, an_off: u32, an_str: u32, // trap, angles views
-  R: u32, pre_len: u32, t0: u32, tn: u32,              // MIMO rank (1: SISO), pre's full length;
-                                                      // the scans' token window [t0, t0 + tn)
-};
+// MIMO, MAX_R, WG, TWO_PI, WS and Params:
+//#include "lib/mamba3_params.wgsl"
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> dd_dt: array<f32>;     // [Bsz*T, *] view, H wide
@@ -88,14 +71,8 @@ struct Params {
 
 var<workgroup> sh: array<f32, WS>;
 
-// cos_sin / tanh_exact: accurate f32 trigonometry shared with RoPE (and softplus, sigmoid,
-// HEAVY, PI: lib/mamba3_prep.wgsl, below)
-//#include "lib/trig.wgsl"
-
-// (sin a, cos a) of an angle kept in [0, 2 pi)
-fn sin_cos(a: f32) -> vec2<f32> { return cos_sin(a).yx; }
-
-fn has(f: u32) -> bool { return (p.flags & f) != 0u; }
+// (softplus, sigmoid, HEAVY, PI: lib/mamba3_prep.wgsl, below; sin_cos, has, the rotation:
+// lib/mamba3_params.wgsl, above)
 
 
 
@@ -134,34 +111,11 @@ fn kq_rotated(row: u32, h: u32, g: u32, rk: u32, n: u32, phb: u32) -> vec2<f32> 
   let cb = p.par + p.H * RN + (h * p.R + rk) * N;
   let kb = Bn[bo + n] + pre[bb + n];
   let qb = Cn[co + n] + pre[cb + n];
-  var kk = kb;
-  var qq = qb;
-  var m = n;          // the pair partner
-  var i = 0u;         // the angle index
-  var first = false;  // n is the pair's first element (out = a c - b s), else out = a s + b c
-  var rot = false;
-  if (has(MIMO)) {
-    let hN = N / 2u;
-    if (n < p.S) { rot = true; m = n + hN; i = n; first = true; }
-    else if (n >= hN && n < hN + p.S) { rot = true; m = n - hN; i = n - hN; }
-  } else if (n < 2u * p.S) {
-    rot = true; m = n ^ 1u; i = n / 2u; first = (n & 1u) == 0u;
-  }
-  if (rot) {
-    let kp = Bn[bo + m] + pre[bb + m];
-    let qp = Cn[co + m] + pre[cb + m];
-    let sc = sin_cos(sh[phb + i]);
-    let s = sc.x;
-    let c = sc.y;
-    if (first) {
-      kk = kb * c - kp * s;
-      qq = qb * c - qp * s;
-    } else {
-      kk = kp * s + kb * c;
-      qq = qp * s + qb * c;
-    }
-  }
-  return vec2<f32>(kk, qq);
+  let q = pair_of(n, N);
+  if (!q.rot) { return vec2<f32>(kb, qb); }
+  let kp = Bn[bo + q.m] + pre[bb + q.m];
+  let qp = Cn[co + q.m] + pre[cb + q.m];
+  return rotated(kb, qb, kp, qp, sin_cos(sh[phb + q.i]), q.first);
 }
 
 // k_r (into sh[ko + r*N + n]) and q_r (into sh[2RN + r*N + n]) of token row r for e = r*N + n over

@@ -16,24 +16,9 @@
 // over n. Workgroup memory (WS = 3RN + S floats): k [R][N] | k_prev [R][N] | q [R][N] | phi [S].
 // x [Bsz, *] view H*P wide, Bn/Cn [Bsz, *] views R*G*N wide, y [Bsz, *] view R*H*P wide.
 
-const WG = 64u;
-const MIMO = 4u;
-const MAX_R = 8u;
-const TWO_PI = 6.28318530717959;
-
-override WS: u32 = 416u;   // floats of workgroup memory: 3 N + S (host-set)
-
-struct Params {
-  T: u32, H: u32, P: u32, N: u32,
-  G: u32, S: u32, nb: u32, flags: u32,
-  a_floor: f32, pw: u32, par: u32, total: u32,        // pw = 4H + S; par = offset of the params
-  x_off: u32, x_str: u32, b_off: u32, b_str: u32,     // x, Bn views
-  c_off: u32, c_str: u32, y_off: u32, y_str: u32,     // Cn, y views
-  dt_off: u32, dt_str: u32, da_off: u32, da_str: u32, // dd_dt, dd_A views (mamba3_step_folded.wgsl:
-  tr_off: u32, tr_str: u32, an_off: u32, an_str: u32, // its raw binding; prep's otherwise)
-  R: u32, pre_len: u32, t0: u32, tn: u32,              // MIMO rank (1: SISO), pre's full length;
-                                                      // (the scans' token window, unused here)
-};
+// MIMO, MAX_R, WG, TWO_PI, WS and Params (the scans' fields unused here; the raw scalars'
+// views dt_off .. an_str: mamba3_step_folded.wgsl's binding):
+//#include "lib/mamba3_params.wgsl"
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(10) var<storage, read> x: array<f32>;        // [Bsz, *] view, H*P wide
@@ -67,20 +52,12 @@ fn c_in(co: u32, n: u32) -> f32 {
   return Cn[co + n];
 }
 
-// cos_sin / tanh_exact: accurate f32 trigonometry shared with RoPE
-//#include "lib/trig.wgsl"
-
-// (sin a, cos a) of an angle kept in [0, 2 pi)
-fn sin_cos(a: f32) -> vec2<f32> { return cos_sin(a).yx; }
-
-fn has(f: u32) -> bool { return (p.flags & f) != 0u; }
 
 // k_r (into sh[ko + r*N + n]) and q_r (into sh[2RN + r*N + n]) of batch row `row`, rotated by
 // phi = sh[3RN ..]: pairs (2i, 2i+1) (SISO) or (i, i + N/2) (MIMO), i < S (as mamba3_forward.wgsl)
 fn rotate_kq(row: u32, h: u32, g: u32, ko: u32, lid: u32) {
   let N = p.N;
   let RN = p.R * N;
-  let mimo = has(MIMO);
   for (var e = lid; e < RN; e += WG) {
     let rk = e / N;
     let n = e % N;
@@ -88,30 +65,15 @@ fn rotate_kq(row: u32, h: u32, g: u32, ko: u32, lid: u32) {
     let co = p.c_off + row * p.c_str + (rk * p.G + g) * N;
     let kb = b_in(bo, n) + k_bias(h, rk, n);
     let qb = c_in(co, n) + q_bias(h, rk, n);
-    var kk = kb;
-    var qq = qb;
-    var m = n;
-    var i = 0u;
-    var first = false;
-    var rot = false;
-    if (mimo) {
-      let hN = N / 2u;
-      if (n < p.S) { rot = true; m = n + hN; i = n; first = true; }
-      else if (n >= hN && n < hN + p.S) { rot = true; m = n - hN; i = n - hN; }
-    } else if (n < 2u * p.S) {
-      rot = true; m = n ^ 1u; i = n / 2u; first = (n & 1u) == 0u;
+    var kq = vec2<f32>(kb, qb);
+    let q = pair_of(n, N);
+    if (q.rot) {
+      let kp = b_in(bo, q.m) + k_bias(h, rk, q.m);
+      let qp = c_in(co, q.m) + q_bias(h, rk, q.m);
+      kq = rotated(kb, qb, kp, qp, sin_cos(sh[3u * RN + q.i]), q.first);
     }
-    if (rot) {
-      let kp = b_in(bo, m) + k_bias(h, rk, m);
-      let qp = c_in(co, m) + q_bias(h, rk, m);
-      let sc = sin_cos(sh[3u * RN + i]);
-      let s = sc.x;
-      let c = sc.y;
-      if (first) { kk = kb * c - kp * s; qq = qb * c - qp * s; }
-      else { kk = kp * s + kb * c; qq = qp * s + qb * c; }
-    }
-    sh[ko + e] = kk;
-    sh[2u * RN + e] = qq;
+    sh[ko + e] = kq.x;
+    sh[2u * RN + e] = kq.y;
   }
 }
 
