@@ -45,10 +45,6 @@ fn mamba3_step(@builtin(workgroup_id) wid: vec3<u32>,
   let g = h / (p.H / p.G);
   let bh = b * p.H + h;
   let t = head_step(b, h);
-  let alpha = t.alpha;
-  let beta = t.beta;
-  let gamma = t.gamma;
-  let Dh = t.Dh;
   prologue_load(b, h, t.dt, lid);
   workgroupBarrier();
   prologue_rotate(b, h, g, lid);
@@ -61,20 +57,20 @@ fn mamba3_step(@builtin(workgroup_id) wid: vec3<u32>,
     var acc: array<f32, MAX_R>;
     for (var k = 0u; k < R; k++) {
       let w = mx(h, k, pp);
-      bv[k] = beta * vp * w;
-      gv[k] = gamma * v * w;
+      bv[k] = t.beta * vp * w;
+      gv[k] = t.gamma * v * w;
       acc[k] = 0.0;
     }
     let base = (bh * P + pp) * N;
     for (var n = 0u; n < N; n++) {
-      var s = alpha * s_ssm[base + n];
+      var s = t.alpha * s_ssm[base + n];
       for (var k = 0u; k < R; k++) { s += bv[k] * sh[RN + k * N + n] + gv[k] * sh[k * N + n]; }
       s_ssm[base + n] = s;
       for (var k = 0u; k < R; k++) { acc[k] += s * sh[2u * RN + k * N + n]; }
     }
     s_v[bh * P + pp] = v;
     for (var k = 0u; k < R; k++) {
-      y[p.y_off + b * p.y_str + (k * p.H + h) * P + pp] = acc[k] + Dh * v * mx(h, k, pp);
+      y[p.y_off + b * p.y_str + (k * p.H + h) * P + pp] = acc[k] + t.Dh * v * mx(h, k, pp);
     }
   }
 }

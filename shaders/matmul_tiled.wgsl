@@ -72,23 +72,26 @@ fn load_b(c: vec2<u32>, l: u32, j0: u32, k0: u32, kend: u32) -> f32 {
   return 0.0;
 }
 
-fn load_slice(lid: u32, i0: u32, j0: u32, k0: u32, kend: u32, BM: u32, BK: u32) -> Slice {
-  let ca = cell(lid, p.sa1 == 1u, BM, BK);
-  let cb = cell(lid, p.sb0 == 1u, BM, BK);
+// Thread lid's cells of both operands, fixed for the whole K walk.
+struct Cells { a: vec2<u32>, b: vec2<u32> };
+
+fn cells(lid: u32, BM: u32, BK: u32) -> Cells {
+  return Cells(cell(lid, p.sa1 == 1u, BM, BK), cell(lid, p.sb0 == 1u, BM, BK));
+}
+
+fn load_slice(c: Cells, i0: u32, j0: u32, k0: u32, kend: u32) -> Slice {
   var s: Slice;
-  s.a = vec4<f32>(load_a(ca, 0u, i0, k0, kend), load_a(ca, 1u, i0, k0, kend),
-                  load_a(ca, 2u, i0, k0, kend), load_a(ca, 3u, i0, k0, kend));
-  s.b = vec4<f32>(load_b(cb, 0u, j0, k0, kend), load_b(cb, 1u, j0, k0, kend),
-                  load_b(cb, 2u, j0, k0, kend), load_b(cb, 3u, j0, k0, kend));
+  s.a = vec4<f32>(load_a(c.a, 0u, i0, k0, kend), load_a(c.a, 1u, i0, k0, kend),
+                  load_a(c.a, 2u, i0, k0, kend), load_a(c.a, 3u, i0, k0, kend));
+  s.b = vec4<f32>(load_b(c.b, 0u, j0, k0, kend), load_b(c.b, 1u, j0, k0, kend),
+                  load_b(c.b, 2u, j0, k0, kend), load_b(c.b, 3u, j0, k0, kend));
   return s;
 }
 
-fn store_slice(s: Slice, lid: u32, BM: u32, BK: u32) {
+fn store_slice(s: Slice, c: Cells, BM: u32) {
   let S4 = (BM + 4u) / 4u;
-  let ca = cell(lid, p.sa1 == 1u, BM, BK);
-  As[ca.y * S4 + ca.x / 4u] = s.a;
-  let cb = cell(lid, p.sb0 == 1u, BM, BK);
-  Bs[cb.y * S4 + cb.x / 4u] = s.b;
+  As[c.a.y * S4 + c.a.x / 4u] = s.a;
+  Bs[c.b.y * S4 + c.b.x / 4u] = s.b;
 }
 
 // C[i, j .. j+3] (+ bias, + old C) for the columns inside N; nothing for a row past M.
@@ -131,11 +134,12 @@ fn matmul_tiled_128(@builtin(workgroup_id) wid: vec3<u32>,
   var r6a = vec4<f32>(0.0); var r6b = vec4<f32>(0.0);
   var r7a = vec4<f32>(0.0); var r7b = vec4<f32>(0.0);
   let kr = k_range(wid.z);
-  var next = load_slice(lid, i0, j0, kr.x, kr.y, 128u, 8u);
+  let cl = cells(lid, 128u, 8u);
+  var next = load_slice(cl, i0, j0, kr.x, kr.y);
   for (var k0 = kr.x; k0 < kr.y; k0 += 8u) {
-    store_slice(next, lid, 128u, 8u);
+    store_slice(next, cl, 128u);
     workgroupBarrier();
-    if (k0 + 8u < kr.y) { next = load_slice(lid, i0, j0, k0 + 8u, kr.y, 128u, 8u); }
+    if (k0 + 8u < kr.y) { next = load_slice(cl, i0, j0, k0 + 8u, kr.y); }
     for (var kk = 0u; kk < 8u; kk++) {
       let a0 = As[kk * 33u + ty];
       let a1 = As[kk * 33u + 16u + ty];
@@ -184,11 +188,12 @@ fn matmul_tiled_64(@builtin(workgroup_id) wid: vec3<u32>,
   var r2 = vec4<f32>(0.0);
   var r3 = vec4<f32>(0.0);
   let kr = k_range(wid.z);
-  var next = load_slice(lid, i0, j0, kr.x, kr.y, 64u, 16u);
+  let cl = cells(lid, 64u, 16u);
+  var next = load_slice(cl, i0, j0, kr.x, kr.y);
   for (var k0 = kr.x; k0 < kr.y; k0 += 16u) {
-    store_slice(next, lid, 64u, 16u);
+    store_slice(next, cl, 64u);
     workgroupBarrier();
-    if (k0 + 16u < kr.y) { next = load_slice(lid, i0, j0, k0 + 16u, kr.y, 64u, 16u); }
+    if (k0 + 16u < kr.y) { next = load_slice(cl, i0, j0, k0 + 16u, kr.y); }
     for (var kk = 0u; kk < 16u; kk++) {
       let a0 = As[kk * 17u + ty];
       let b0 = Bs[kk * 17u + tx];

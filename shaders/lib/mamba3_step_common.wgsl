@@ -144,10 +144,6 @@ fn lanes_step(h: u32, b: u32, lid: u32) {
   let g = h / (p.H / p.G);
   let bh = b * p.H + h;
   let t = head_step(b, h);
-  let alpha = t.alpha;
-  let beta = t.beta;
-  let gamma = t.gamma;
-  let Dh = t.Dh;
   if (NORM_BC) {                           // uniform: a pipeline constant
     let bo = p.b_off + b * p.b_str + g * N;
     let co = p.c_off + b * p.c_str + g * N;
@@ -183,8 +179,8 @@ fn lanes_step(h: u32, b: u32, lid: u32) {
     var v = 0.0;
     if (live) {
       v = x[p.x_off + b * p.x_str + h * P + pp];
-      let bv = beta * s_v[bh * P + pp];
-      let gv = gamma * v;
+      let bv = t.beta * s_v[bh * P + pp];
+      let gv = t.gamma * v;
       let base = (bh * P + pp) * N;
       var n = lane;
       for (; n + 3u * LANES < N; n += 4u * LANES) {
@@ -192,10 +188,10 @@ fn lanes_step(h: u32, b: u32, lid: u32) {
         let h1 = s_ssm[base + n + LANES];
         let h2 = s_ssm[base + n + 2u * LANES];
         let h3 = s_ssm[base + n + 3u * LANES];
-        let s0 = alpha * h0 + (bv * sh[N + n] + gv * sh[n]);
-        let s1 = alpha * h1 + (bv * sh[N + n + LANES] + gv * sh[n + LANES]);
-        let s2 = alpha * h2 + (bv * sh[N + n + 2u * LANES] + gv * sh[n + 2u * LANES]);
-        let s3 = alpha * h3 + (bv * sh[N + n + 3u * LANES] + gv * sh[n + 3u * LANES]);
+        let s0 = t.alpha * h0 + (bv * sh[N + n] + gv * sh[n]);
+        let s1 = t.alpha * h1 + (bv * sh[N + n + LANES] + gv * sh[n + LANES]);
+        let s2 = t.alpha * h2 + (bv * sh[N + n + 2u * LANES] + gv * sh[n + 2u * LANES]);
+        let s3 = t.alpha * h3 + (bv * sh[N + n + 3u * LANES] + gv * sh[n + 3u * LANES]);
         s_ssm[base + n] = s0;
         s_ssm[base + n + LANES] = s1;
         s_ssm[base + n + 2u * LANES] = s2;
@@ -206,7 +202,7 @@ fn lanes_step(h: u32, b: u32, lid: u32) {
         acc += s3 * sh[2u * N + n + 3u * LANES];
       }
       for (; n < N; n += LANES) {
-        let s = alpha * s_ssm[base + n] + (bv * sh[N + n] + gv * sh[n]);
+        let s = t.alpha * s_ssm[base + n] + (bv * sh[N + n] + gv * sh[n]);
         s_ssm[base + n] = s;
         acc += s * sh[2u * N + n];
       }
@@ -219,7 +215,7 @@ fn lanes_step(h: u32, b: u32, lid: u32) {
     }
     if (live && lane == 0u) {
       s_v[bh * P + pp] = v;
-      y[p.y_off + b * p.y_str + h * P + pp] = red[lid] + Dh * v;
+      y[p.y_off + b * p.y_str + h * P + pp] = red[lid] + t.Dh * v;
     }
     workgroupBarrier();                    // red is rewritten by the next pass
   }
