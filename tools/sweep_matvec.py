@@ -32,7 +32,7 @@ for fmt in args['formats']:
     b = device.batch(); w = wf.quantize(b, w32, fmt); b.submit(); await device.finish()
     engine_rpt = wf.rows_per_thread(device, N, 1)
     for rpt, stage in [(r, st) for r in args['rpts'] for st in args['stages']]:
-        auto = wf.rows_per_thread_group(fmt, K, N, rpt)
+        auto = wf.rows_per_thread_group(fmt, K, N, rpt, device)
         for tpr in sorted(set(args['tprs'] + [auto])):
             prof = KernelProfiler(device)
             device.profiler = prof

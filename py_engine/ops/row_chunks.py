@@ -51,7 +51,7 @@ def linear(batch, x, w, y, M, bias=None, accumulate=False):
     rows_matvec = (M <= L.MATVEC_MAX_M and L._matvec_ok(dev)
                    and (fmt != "f32" or L._rows_kernel(dev, K)))
     rpt = weight_format.rows_per_thread(dev, V, M)
-    tpr = weight_format.rows_per_thread_group(fmt, K, V, rpt) if rows_matvec else None
+    tpr = weight_format.rows_per_thread_group(fmt, K, V, rpt, dev) if rows_matvec else None
     if isinstance(x, NormedRows) and not (rows_matvec and x.w is not None and K % 4 == 0):
         x = x.materialize(batch)              # once, not once per block
     for r0, r1, part in w.parts:

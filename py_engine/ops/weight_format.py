@@ -18,6 +18,7 @@ FORMATS = ("f32", "f16", "bf16", "q8", "q4")
 K_MULTIPLE = {"f32": 4, "f16": 8, "bf16": 8, "q8": 16, "q4": 32}
 BITS = {"f32": 32, "f16": 16, "bf16": 16, "q8": 8, "q4": 4}
 THREADS = 256
+TARGET_GROUPS = 512   # workgroups a decode mat-vec aims for (rows_per_thread_group)
 
 
 def check_format(fmt):
@@ -127,17 +128,53 @@ def stage_x(device, M, override=None, fmt="f32", N=0):
                   fmt in ("f16", "bf16") and N >= 8192)
 
 
-def rows_per_thread_group(fmt, K, N, rpt=1):
+def _forced_tpr(device):
+    import os
+    want = getattr(device, "matvec_tpr", None) or os.environ.get("MAMBAWEB_MATVEC_TPR", "")
+    if not want:
+        return 0
+    tpr = int(want)
+    if tpr not in (16, 32, 64, 128, 256):
+        raise ValueError(f"mat-vec threads per row {want!r}: choose 16, 32, 64, 128 or 256")
+    return tpr
+
+
+def prefetch_level(device):
+    """When the decode mat-vec loads its weights (PREFETCH in lib/matvec_rows.wgsl): 0 each trip
+    of four loads as it is summed, 1 also the first trip and the store's addends before the norm
+    prologue / staging, 2 also the next trip while summing the current one. Every level
+    computes the same sums in the same order. Default 0 (the load order measured before): one
+    native H200 call with 2 gave 1.4b f16 368 / q4 255 tok/s against 383 / 323 a session
+    earlier (different calls, not side by side), so 1 and 2 stay bench variants until timed. `device.matvec_prefetch` (tests), else
+    MAMBAWEB_MATVEC_PREFETCH (bench variants)."""
+    import os
+    want = getattr(device, "matvec_prefetch", None)
+    if want is None:
+        want = os.environ.get("MAMBAWEB_MATVEC_PREFETCH", "") or 0
+    if str(want) not in ("0", "1", "2"):
+        raise ValueError(f"mat-vec prefetch level {want!r}: choose 0, 1 or 2")
+    return int(want)
+
+
+def rows_per_thread_group(fmt, K, N, rpt=1, device=None):
     """Threads sharing one row (TPR, a pipeline constant, a power of two in 16..256): the
     fewest that still give the GPU about 512 workgroups (256 / TPR * rpt rows each), and never
     more than the row has 16-byte chunks. Measured on an H200 (tools/sweep_matvec.py, f32/f16/q4,
     Mamba 130m and 1.4b shapes): tall matrices want few threads per row (the LM head, 50280
     rows: TPR 16 read 2.95 TB/s where 128 read 1.9), short ones many (x_proj's 160 rows:
     TPR 256, 3x faster than 16); this rule lands within ~10% of the best TPR on every shape
-    swept, where the older "four chunks per thread" rule was up to 1.5x slower."""
+    swept, where the older "four chunks per thread" rule was up to 1.5x slower.
+    `device.matvec_tpr` (tests), else MAMBAWEB_MATVEC_TPR (bench variants), replaces the rule
+    (a power of two in 16..256); MAMBAWEB_MATVEC_GROUPS replaces the ~512 workgroups aimed at
+    (TARGET_GROUPS; bench variants)."""
+    forced = _forced_tpr(device)
+    if forced:
+        return forced
+    import os
+    groups = int(os.environ.get("MAMBAWEB_MATVEC_GROUPS", "") or TARGET_GROUPS)
     chunks = K // (128 // BITS[fmt])          # 16 bytes hold 128 / bits values
     tpr = 16
-    while tpr < THREADS and tpr < chunks and N * tpr < 512 * THREADS * rpt:
+    while tpr < THREADS and tpr < chunks and N * tpr < groups * THREADS * rpt:
         tpr *= 2
     return tpr
 
@@ -179,8 +216,9 @@ def matvec(batch, x, ws, ys, M, bias=None, accumulate=False, tpr=None, conv=None
     flags = (1 if bias is not None else 0) | (2 if accumulate else 0) | (4 if norm is not None else 0)
     u = dev.uniform(params(M, Ns[0], K, flags, len(ws), Ns[1], Ns[2], float(eps)))
     rpt = rows_per_thread(dev, max(Ns), M, rpt)
-    tpr = tpr or rows_per_thread_group(fmt, K, max(Ns), rpt)
+    tpr = tpr or rows_per_thread_group(fmt, K, max(Ns), rpt, dev)
     consts = {"TPR": tpr, "MR": M, "RPT": rpt, "NORMED": int(norm is not None),
+              "PREFETCH": prefetch_level(dev),
               "STAGE": int(stage_x(dev, M, stage, fmt, max(Ns))), "GATED": int(gate is not None),
               "RELU2": int(bool(relu2))}
     if (gate is not None and (bias is not None or conv is not None or gate.numel != M * K)) or \

@@ -17,8 +17,9 @@
 //        vec4s xin(xo + i, no + i), i < CV, written out term by term
 //   fn chunk_scale(g: u32, row: u32, c: u32) -> f32             their scale (1 when unscaled)
 // and the weight bindings w (W_0 -> binding 2), w1 (binding 5), w2 (binding 6).
-// Each thread issues four weight loads before decoding any of them: with one load in flight
-// per thread the H200 read ~15-25% of its bandwidth (decode at the 1.4b shape).
+// Each thread issues four weight loads (a trip) before decoding any of them -- with one load in
+// flight per thread the H200 read ~15-25% of its bandwidth (decode at the 1.4b shape) -- and, by
+// PREFETCH (below), the first trip before the norm prologue and the next trip while summing one.
 
 struct Params { M: u32, N: u32, K: u32, flags: u32,        // bit0 bias, bit1 accumulate, bit2 norm
                 G: u32, N1: u32, N2: u32, eps: f32 };      // matrices; rows of W_1, W_2; norm eps
@@ -40,8 +41,7 @@ override MR: u32 = 1u;
 // reduction tree): the thread reads the same chunk of RPT rows, so each x (and norm weight)
 // load serves RPT rows. Narrow formats were bound by those loads, not by the weight stream (q4:
 // 16 weight bytes per 128 bytes of x). Thread slot s of a workgroup owns rows
-// row0 + s + ri * (THREADS / TPR), ri < RPT; every thread keeps four weight loads in flight (U chunks
-// of RPT rows).
+// row0 + s + ri * (THREADS / TPR), ri < RPT; a trip is U = 4 / RPT chunks of its RPT rows.
 override RPT: u32 = 1u;
 const THREADS = 256u;
 var<workgroup> red: array<vec4<f32>, THREADS>;
@@ -129,63 +129,116 @@ fn stage_tile(t: u32, lid: u32, xs: u32) {
 fn slot_row(row: u32, N: u32, s: u32) -> u32 { return min(row + (s % RPT) * (THREADS / TPR), N - 1u); }
 fn slot_chunk(c: u32, s: u32) -> u32 { return c + (s / RPT) * TPR; }
 
-// Load slot s's chunk dotted with each x row m, in component (s % RPT) * MR + m. The format's
-// scale multiplies the chunk's dot product, not each value.
-fn slot_sum(q: Raw, s: u32, g: u32, r: u32, cc: u32, xs: u32) -> vec4<f32> {
+// Load slot s's chunk (scale sc) dotted with each x row m, in component (s % RPT) * MR + m.
+// The format's scale multiplies the chunk's dot product, not each value.
+fn slot_sum(q: Raw, sc: f32, s: u32, cc: u32, xs: u32) -> vec4<f32> {
   var out = vec4<f32>(0.0);
-  let sc = chunk_scale(g, r, cc);
   for (var m = 0u; m < MR; m++) {
     out[(s % RPT) * MR + m] = raw_dot(q, m * xs + cc * CV, cc * CV) * sc;
   }
   return out;
 }
 
-// The thread's sums over chunks c0, c0 + TPR, ... below c1 of its rows (rows: the four load
-// slots' rows), four weight loads in flight per trip.
-fn walk(g: u32, rows: vec4<u32>, c0: u32, c1: u32, xs: u32) -> vec4<f32> {
+// One trip: four weight loads (U = 4 / RPT chunks of the thread's RPT rows) and their scales,
+// all issued before any is used. Chunks are clamped into the row: the prefetch after a walk's
+// last trip reads chunks it never uses rather than past the row.
+struct Trip { q0: Raw, q1: Raw, q2: Raw, q3: Raw, s: vec4<f32> };
+
+fn load_trip(g: u32, rows: vec4<u32>, c: u32, nchunk: u32) -> Trip {
+  let c0 = min(slot_chunk(c, 0u), nchunk - 1u);
+  let c1 = min(slot_chunk(c, 1u), nchunk - 1u);
+  let c2 = min(slot_chunk(c, 2u), nchunk - 1u);
+  let c3 = min(slot_chunk(c, 3u), nchunk - 1u);
+  var t: Trip;
+  t.q0 = load_raw(g, rows.x, c0);
+  t.q1 = load_raw(g, rows.y, c1);
+  t.q2 = load_raw(g, rows.z, c2);
+  t.q3 = load_raw(g, rows.w, c3);
+  t.s = vec4<f32>(chunk_scale(g, rows.x, c0), chunk_scale(g, rows.y, c1),
+                  chunk_scale(g, rows.z, c2), chunk_scale(g, rows.w, c3));
+  return t;
+}
+
+fn trip_sum(t: Trip, c: u32, xs: u32) -> vec4<f32> {
   var acc = vec4<f32>(0.0);
-  let U = 4u / RPT;                     // chunks per trip: U * RPT = 4 weight loads in flight
+  acc += slot_sum(t.q0, t.s.x, 0u, slot_chunk(c, 0u), xs);
+  acc += slot_sum(t.q1, t.s.y, 1u, slot_chunk(c, 1u), xs);
+  acc += slot_sum(t.q2, t.s.z, 2u, slot_chunk(c, 2u), xs);
+  acc += slot_sum(t.q3, t.s.w, 3u, slot_chunk(c, 3u), xs);
+  return acc;
+}
+
+// When weights load (a pipeline constant; MAMBAWEB_MATVEC_PREFETCH, py_engine/ops/weight_format.py):
+//   0  each trip as it is summed (the default: 1 and 2 are not yet timed side by side on a GPU);
+//   1  also the first trip (and what the store adds: bias, accumulated y, the conv's taps) before
+//      the norm prologue and the staging of x -- all ~512 workgroups start together, so without
+//      it no weight byte moves until both are done;
+//   2  also the next trip while the current one is summed (eight weight loads in flight).
+// Every level adds the same sums in the same order: the same result bit for bit.
+override PREFETCH: u32 = 0u;
+
+// The thread's sums over chunks c0, c0 + TPR, ... below c1 of its rows (rows: the four load
+// slots' rows); `first`: the trip at c0 when the caller loaded it (PREFETCH >= 1).
+fn walk(g: u32, rows: vec4<u32>, c0: u32, c1: u32, xs: u32, nchunk: u32, first: Trip) -> vec4<f32> {
+  var acc = vec4<f32>(0.0);
+  let U = 4u / RPT;                     // chunks per trip: U * RPT = 4 weight loads
   var c = c0;
+  var cur = first;
   for (; c + (U - 1u) * TPR < c1; c += U * TPR) {
-    let q0 = load_raw(g, rows.x, slot_chunk(c, 0u));
-    let q1 = load_raw(g, rows.y, slot_chunk(c, 1u));
-    let q2 = load_raw(g, rows.z, slot_chunk(c, 2u));
-    let q3 = load_raw(g, rows.w, slot_chunk(c, 3u));
-    acc += slot_sum(q0, 0u, g, rows.x, slot_chunk(c, 0u), xs);
-    acc += slot_sum(q1, 1u, g, rows.y, slot_chunk(c, 1u), xs);
-    acc += slot_sum(q2, 2u, g, rows.z, slot_chunk(c, 2u), xs);
-    acc += slot_sum(q3, 3u, g, rows.w, slot_chunk(c, 3u), xs);
+    if (PREFETCH == 0u || (PREFETCH == 1u && c != c0)) { cur = load_trip(g, rows, c, nchunk); }
+    var next = cur;
+    if (PREFETCH == 2u && c + (2u * U - 1u) * TPR < c1) {   // a whole next trip: load it now
+      next = load_trip(g, rows, c + U * TPR, nchunk);
+    }
+    acc += trip_sum(cur, c, xs);
+    cur = next;
   }
   for (; c < c1; c += TPR) {             // the last chunks: one per row (slots 0 .. RPT-1)
-    acc += slot_sum(load_raw(g, rows.x, c), 0u, g, rows.x, c, xs);
-    if (RPT > 1u) { acc += slot_sum(load_raw(g, rows.y, c), 1u, g, rows.y, c, xs); }
+    acc += slot_sum(load_raw(g, rows.x, c), chunk_scale(g, rows.x, c), 0u, c, xs);
+    if (RPT > 1u) { acc += slot_sum(load_raw(g, rows.y, c), chunk_scale(g, rows.y, c), 1u, c, xs); }
     if (RPT > 2u) {
-      acc += slot_sum(load_raw(g, rows.z, c), 2u, g, rows.z, c, xs);
-      acc += slot_sum(load_raw(g, rows.w, c), 3u, g, rows.w, c, xs);
+      acc += slot_sum(load_raw(g, rows.z, c), chunk_scale(g, rows.z, c), 2u, c, xs);
+      acc += slot_sum(load_raw(g, rows.w, c), chunk_scale(g, rows.w, c), 3u, c, xs);
     }
   }
   return acc;
 }
 
-// Row sums of one workgroup's rows: lane 0 of each slot gets its rows' totals (tot[ri * MR + m])
-// after the tree; `ok` is false for a workgroup past the end of W_g (uniform per workgroup).
-struct RowSums { g: u32, N: u32, row: u32, lane: u32, tot: vec4<f32>, ok: bool };
+// One workgroup's rows: lane 0 of each slot gets its rows' totals (tot[ri * MR + m]) after the
+// tree.
+struct RowSums { g: u32, N: u32, row: u32, lane: u32, tot: vec4<f32> };
 
-fn row_sums(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> RowSums {
+fn first_row(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+  return (wid.x + wid.y * nwg.x) * (THREADS / TPR) * RPT;
+}
+
+// Whether the workgroup has rows of W_g (false past the end of a smaller W_g of a multi call).
+// A plain bool, not a field of RowSums: WGSL's uniformity analysis judges a struct as a whole,
+// and the thread's row and lane in it would make the test (and every barrier after it)
+// non-uniform.
+fn has_rows(wid: vec3<u32>, nwg: vec3<u32>) -> bool { return first_row(wid, nwg) < rows_of(wid.z); }
+
+fn row_slot(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> RowSums {
   var out: RowSums;
-  let g = wid.z;
-  let N = rows_of(g);
-  out.g = g;
-  out.N = N;
-  let row0 = (wid.x + wid.y * nwg.x) * (THREADS / TPR) * RPT;
-  out.ok = row0 < N;
-  if (!out.ok) { return out; }          // uniform per workgroup (a smaller W_g of a multi call)
-  let row = row0 + lid / TPR;
-  let lane = lid % TPR;
-  out.row = row;
-  out.lane = lane;
+  out.g = wid.z;
+  out.N = rows_of(out.g);
+  out.row = first_row(wid, nwg) + lid / TPR;
+  out.lane = lid % TPR;
+  return out;
+}
+
+fn row_sums(slot: RowSums, lid: u32) -> RowSums {
+  var out = slot;
+  let g = out.g;
+  let N = out.N;
+  let row = out.row;
+  let lane = out.lane;
   let xs = p.K / 4u;                    // vec4s per x row
   let nchunk = xs / CV;
+  let rows = vec4<u32>(slot_row(row, N, 0u), slot_row(row, N, 1u), slot_row(row, N, 2u),
+                       slot_row(row, N, 3u));
+  var first: Trip;                      // loads while the norm prologue and the staging run
+  if (PREFETCH >= 1u) { first = load_trip(g, rows, lane, nchunk); }
   var rstd = vec4<f32>(1.0);
   if (NORMED) {                         // every workgroup computes the rows' 1/rms itself
     var ss = vec4<f32>(0.0);
@@ -204,20 +257,19 @@ fn row_sums(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> RowSums {
     }
     workgroupBarrier();                 // red is reused below
   }
-  let rows = vec4<u32>(slot_row(row, N, 0u), slot_row(row, N, 1u), slot_row(row, N, 2u),
-                       slot_row(row, N, 3u));
   var acc = vec4<f32>(0.0);
   if (STAGE) {
     let ntiles = (xs + TILE - 1u) / TILE;
     for (var t = 0u; t < ntiles; t++) {
+      if (PREFETCH >= 1u && t > 0u) { first = load_trip(g, rows, t * TC + lane, nchunk); }
       workgroupBarrier();                 // every lane is done with the previous tile
       stage_tile(t, lid, xs);
       workgroupBarrier();
       tile_c0 = t * TC;
-      acc += walk(g, rows, tile_c0 + lane, min(nchunk, tile_c0 + TC), xs);
+      acc += walk(g, rows, tile_c0 + lane, min(nchunk, tile_c0 + TC), xs, nchunk, first);
     }
   } else {
-    acc = walk(g, rows, lane, nchunk, xs);
+    acc = walk(g, rows, lane, nchunk, xs, nchunk, first);
   }
   acc *= rstd;
   red[lid] = acc;
@@ -230,20 +282,34 @@ fn row_sums(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> RowSums {
   return out;
 }
 
-// y_g[m, row] (+)= tot (+ bias[row]) for each of the slot's rows, by the slot's lane 0. Every
-// load (bias, the accumulated y) is issued before any store: a store waits for its value, and
-// a load after it in program order waits behind it (the compiler cannot move a load of y above
-// a store to y), so loads interleaved with stores cost one memory latency per row.
-fn store_rows(rs: RowSums) {
-  if (rs.lane != 0u) { return; }
-  var v = rs.tot;
-  for (var ri = 0u; ri < RPT; ri++) {
-    let row = min(rs.row + ri * (THREADS / TPR), rs.N - 1u);
-    for (var m = 0u; m < MR; m++) {
-      if ((p.flags & 1u) != 0u) { v[ri * MR + m] += bias[row]; }
-      if ((p.flags & 2u) != 0u) { v[ri * MR + m] += yload(rs.g, m * rs.N + row); }
+// What lane 0 of a slot adds to its rows' totals: bias[row] (flags bit0) and the y it
+// accumulates into (bit1), per (ri, m) component. Loaded before the rows' sums (PREFETCH >= 1:
+// the store after the tree waits on no memory); kept apart and added in the order bias, then y,
+// as before: the same result bit for bit.
+struct Addends { b: vec4<f32>, y: vec4<f32> };
+
+fn addends_load(rs: RowSums) -> Addends {
+  var e: Addends;
+  e.b = vec4<f32>(0.0);
+  e.y = vec4<f32>(0.0);
+  if (rs.lane == 0u) {                  // no early return: callers sit before barriers
+    for (var ri = 0u; ri < RPT; ri++) {
+      let row = min(rs.row + ri * (THREADS / TPR), rs.N - 1u);
+      for (var m = 0u; m < MR; m++) {
+        if ((p.flags & 1u) != 0u) { e.b[ri * MR + m] = bias[row]; }
+        if ((p.flags & 2u) != 0u) { e.y[ri * MR + m] = yload(rs.g, m * rs.N + row); }
+      }
     }
   }
+  return e;
+}
+
+// y_g[m, row] (+)= tot (+ bias[row]) for each of the slot's rows, by the slot's lane 0.
+fn store_rows(rs: RowSums, e: Addends) {
+  if (rs.lane != 0u) { return; }
+  var v = rs.tot;
+  if ((p.flags & 1u) != 0u) { v += e.b; }
+  if ((p.flags & 2u) != 0u) { v += e.y; }
   for (var ri = 0u; ri < RPT; ri++) {
     let row = rs.row + ri * (THREADS / TPR);
     if (row >= rs.N) { break; }
@@ -254,8 +320,13 @@ fn store_rows(rs: RowSums) {
 @compute @workgroup_size(THREADS)
 fn matvec_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                   @builtin(local_invocation_index) lid: u32) {
-  let rs = row_sums(wid, nwg, lid);
-  if (rs.ok) { store_rows(rs); }
+  if (!has_rows(wid, nwg)) { return; }  // uniform per workgroup
+  let slot = row_slot(wid, nwg, lid);             // uniform per workgroup (a smaller W_g of a multi call)
+  var e: Addends;
+  if (PREFETCH >= 1u) { e = addends_load(slot); }
+  let rs = row_sums(slot, lid);
+  if (PREFETCH == 0u) { e = addends_load(rs); }
+  store_rows(rs, e);
 }
 
 // Mamba decode: in_proj with the causal conv step and its SiLU folded into the store of the
@@ -273,22 +344,35 @@ override CONV_G: u32 = 0u;
 @group(0) @binding(11) var<storage, read> conv_b: array<f32>;        // [N] (bit3 of flags)
 @group(0) @binding(12) var<storage, read_write> conv_s: array<f32>;  // [M, N, DCONV], in place
 
-// The conv of one (x row m, channel j) with DCONV = 4 (every Mamba): its loads, all issued
-// before the stores of any row (see store_rows), then its stores.
+// The conv of one slot component k = ri * MR + m (x row m, channel j = row + ri * THREADS/TPR)
+// with DCONV = 4 (every Mamba): the state's last three taps, the conv weights and bias, loaded
+// by lane 0 before the rows' sums (with the addends: no memory wait after the tree); the
+// projection's value x_mj becomes the fourth tap once summed.
 struct Conv4 { s: vec4<f32>, w: vec4<f32>, b: f32 };
 
-fn conv4_load(m: u32, j: u32, N: u32, xv: f32) -> Conv4 {
-  let base = (m * N + j) * 4u;
+fn conv4_load(rs: RowSums, k: u32) -> Conv4 {
   var c: Conv4;
-  c.s = vec4<f32>(conv_s[base + 1u], conv_s[base + 2u], conv_s[base + 3u], xv);   // s' = [s[1:], x]
-  c.w = vec4<f32>(conv_w[j * 4u], conv_w[j * 4u + 1u], conv_w[j * 4u + 2u], conv_w[j * 4u + 3u]);
-  c.b = 0.0;
-  if ((p.flags & 8u) != 0u) { c.b = conv_b[j]; }
+  if (rs.lane == 0u && k < RPT * MR) {  // no early return: callers sit before barriers
+    let m = k % MR;
+    let j = min(rs.row + (k / MR) * (THREADS / TPR), rs.N - 1u);
+    let base = (m * rs.N + j) * 4u;
+    c.s = vec4<f32>(conv_s[base + 1u], conv_s[base + 2u], conv_s[base + 3u], 0.0);  // s' = [s[1:], x]
+    c.w = vec4<f32>(conv_w[j * 4u], conv_w[j * 4u + 1u], conv_w[j * 4u + 2u], conv_w[j * 4u + 3u]);
+    if ((p.flags & 8u) != 0u) { c.b = conv_b[j]; }
+  }
   return c;
 }
 
-fn conv4_store(c: Conv4, g: u32, m: u32, j: u32, N: u32) {
-  let base = (m * N + j) * 4u;
+// Component k's shifted state and silu(conv) stored, its value xv the fourth tap (past the end
+// of W_g: nothing).
+fn conv4_store(rs: RowSums, k: u32, cin: Conv4, xv: f32) {
+  if (k >= RPT * MR) { return; }
+  let m = k % MR;
+  let j = rs.row + (k / MR) * (THREADS / TPR);
+  if (j >= rs.N) { return; }
+  var c = cin;
+  c.s.w = xv;
+  let base = (m * rs.N + j) * 4u;
   conv_s[base] = c.s.x;
   conv_s[base + 1u] = c.s.y;
   conv_s[base + 2u] = c.s.z;
@@ -298,39 +382,49 @@ fn conv4_store(c: Conv4, g: u32, m: u32, j: u32, N: u32) {
   acc += c.s.y * c.w.y;
   acc += c.s.z * c.w.z;
   acc += c.s.w * c.w.w;
-  ystore(g, m * N + j, silu(acc));
+  ystore(rs.g, m * rs.N + j, silu(acc));
 }
 
 @compute @workgroup_size(THREADS)
 fn matvec_forward_conv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                        @builtin(local_invocation_index) lid: u32) {
-  let rs = row_sums(wid, nwg, lid);
-  if (!rs.ok) { return; }
-  if (rs.g != CONV_G) { store_rows(rs); return; }
+  if (!has_rows(wid, nwg)) { return; }  // uniform per workgroup
+  let slot = row_slot(wid, nwg, lid);
+  var e: Addends;
+  var c0: Conv4;                          // the conv block's four components (named: no arrays)
+  var c1: Conv4;
+  var c2: Conv4;
+  var c3: Conv4;
+  let conv4 = DCONV == 4u && slot.g == CONV_G;
+  if (PREFETCH >= 1u) {
+    e = addends_load(slot);
+    if (conv4) {
+      c0 = conv4_load(slot, 0u);
+      c1 = conv4_load(slot, 1u);
+      c2 = conv4_load(slot, 2u);
+      c3 = conv4_load(slot, 3u);
+    }
+  }
+  let rs = row_sums(slot, lid);
+  if (PREFETCH == 0u) {
+    e = addends_load(rs);
+    if (conv4) {
+      c0 = conv4_load(rs, 0u);
+      c1 = conv4_load(rs, 1u);
+      c2 = conv4_load(rs, 2u);
+      c3 = conv4_load(rs, 3u);
+    }
+  }
+  if (rs.g != CONV_G) { store_rows(rs, e); return; }
   if (rs.lane != 0u) { return; }
   let T = THREADS / TPR;
   if (DCONV == 4u) {
-    // the thread's rows j_ri = row + ri * T (ri < RPT; past the end: row N-1, not stored), one
-    // x row at a time: four rows' loads in flight together
-    for (var m = 0u; m < MR; m++) {
-      var xv = vec4<f32>(rs.tot[m], 0.0, 0.0, 0.0);
-      if (RPT > 1u) { xv.y = rs.tot[MR + m]; }
-      if (RPT > 2u) { xv.z = rs.tot[2u * MR + m]; xv.w = rs.tot[3u * MR + m]; }
-      let j = min(vec4<u32>(rs.row) + vec4<u32>(0u, T, 2u * T, 3u * T), vec4<u32>(rs.N - 1u));
-      if ((p.flags & 1u) != 0u) {
-        xv += vec4<f32>(bias[j.x], bias[j.y], bias[j.z], bias[j.w]);
-      }
-      let c0 = conv4_load(m, j.x, rs.N, xv.x);
-      var c1 = c0;
-      var c2 = c0;
-      var c3 = c0;
-      if (RPT > 1u) { c1 = conv4_load(m, j.y, rs.N, xv.y); }
-      if (RPT > 2u) { c2 = conv4_load(m, j.z, rs.N, xv.z); c3 = conv4_load(m, j.w, rs.N, xv.w); }
-      if (rs.row < rs.N) { conv4_store(c0, rs.g, m, j.x, rs.N); }
-      if (RPT > 1u && rs.row + T < rs.N) { conv4_store(c1, rs.g, m, j.y, rs.N); }
-      if (RPT > 2u && rs.row + 2u * T < rs.N) { conv4_store(c2, rs.g, m, j.z, rs.N); }
-      if (RPT > 2u && rs.row + 3u * T < rs.N) { conv4_store(c3, rs.g, m, j.w, rs.N); }
-    }
+    var xv = rs.tot;                      // x_mj = the projection's value (+ bias)
+    if ((p.flags & 1u) != 0u) { xv += e.b; }
+    conv4_store(rs, 0u, c0, xv.x);
+    conv4_store(rs, 1u, c1, xv.y);
+    conv4_store(rs, 2u, c2, xv.z);
+    conv4_store(rs, 3u, c3, xv.w);
     return;
   }
   for (var ri = 0u; ri < RPT; ri++) {     // another conv width: tap by tap

@@ -12,8 +12,10 @@ gpu = runner("from py_engine.ops import weight_format as wf\nfrom py_engine.ops 
 
 CODE = """
 dev.force_matvec = True
-dev.matvec_stage = True
+dev.matvec_stage = args['stage']
 dev.matvec_rpt = args['rpt']
+dev.matvec_tpr = args['tpr']
+dev.matvec_prefetch = args['prefetch']
 try:
     Q = [wf.quantize(b, T[n], args['fmt']) for n in ('w0', 'w1', 'w2')]
     outs['q0'], outs['q1'], outs['q2'] = (Q if Q[0].dtype != 'f32' else (None,) * 3)
@@ -23,6 +25,8 @@ finally:
     dev.force_matvec = False
     dev.matvec_stage = None
     dev.matvec_rpt = None
+    dev.matvec_tpr = None
+    dev.matvec_prefetch = None
 """
 
 
@@ -30,15 +34,23 @@ def f64(raw):
     return np.frombuffer(raw, np.float32).astype(np.float64)
 
 
-def check_staged(engine, fmt, rpt, K, seed, rows=(37, 8, 70)):
+def check_staged(engine, fmt, rpt, K, seed, rows=(37, 8, 70), tpr=None, stage=True,
+                 prefetch=None):
     """Three weights of one format in one dispatch (rows: their row counts), on normalised x
     (the in_proj case: x times the norm weight staged) and on plain x; K past 2,048 inputs
-    spans several tiles, the last one partial."""
+    spans several tiles, the last one partial. tpr: threads per row (few: each thread walks
+    several trips of loads, the next trip's loads in flight while it sums the current one);
+    stage False: x read from its buffer, not staged; prefetch: the weights' load level
+    (weight_format.prefetch_level)."""
     rng = np.random.default_rng(seed)
     ws = [rng.standard_normal((n, K)).astype(np.float32) * 0.1 for n in rows]
     x = rng.standard_normal((1, K)).astype(np.float32)
     nw = rng.uniform(0.5, 1.5, K).astype(np.float32)
-    outs, _ = gpu(engine, CODE.replace("args['rpt']", repr(rpt)).replace("args['fmt']", repr(fmt)),
+    code = CODE
+    for key, val in (("rpt", rpt), ("fmt", fmt), ("tpr", tpr), ("stage", stage),
+                     ("prefetch", prefetch)):
+        code = code.replace(f"args['{key}']", repr(val))
+    outs, _ = gpu(engine, code,
                   x=x, nw=nw, w0=ws[0], w1=ws[1], w2=ws[2])
     W = [ref.unpack(outs[f"q{g}"], w.shape, fmt) if fmt != "f32" else w.astype(np.float64)
          for g, w in enumerate(ws)]

@@ -82,6 +82,24 @@ def test_decode_matvec_with_x_staged_in_workgroup_memory(engine, fmt, rpt):
     check_staged(engine, fmt, rpt, K=2304, seed=5)
 
 
+@pytest.mark.parametrize("fmt", ["f16", "q4", "f32"])
+@pytest.mark.parametrize("rpt,stage", [(1, True), (4, True), (2, False)])
+def test_decode_matvec_walks_several_trips(engine, fmt, rpt, stage):
+    """16 threads per row: each thread sums several trips of four loads (at the default
+    prefetch level; the others below), several tiles when staged; partial trips at the tile's
+    and the row's end."""
+    check_staged(engine, fmt, rpt, K=2304, seed=9, rows=(37, 8, 19), tpr=16, stage=stage)
+
+
+@pytest.mark.parametrize("prefetch", [1, 2])
+@pytest.mark.parametrize("fmt,rpt,stage", [("q4", 1, True), ("f16", 2, False)])
+def test_decode_matvec_prefetch_levels(engine, prefetch, fmt, rpt, stage):
+    """The prefetch levels (bench variants; the default is 0) walk the same trips: the first
+    trip ahead (1), and the next trip while summing one (2)."""
+    check_staged(engine, fmt, rpt, K=2304, seed=9, rows=(37, 8, 19), tpr=16, stage=stage,
+                 prefetch=prefetch)
+
+
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_gemm_and_gather_dequantize(engine, fmt):
     """Prefill-sized products (a temporary f32 copy), the input gradient through a frozen narrow
