@@ -143,9 +143,13 @@ def prefetch_level(device):
     """When the decode mat-vec loads its weights (PREFETCH in lib/matvec_rows.wgsl): 0 each trip
     of four loads as it is summed, 1 also the first trip and the store's addends before the norm
     prologue / staging, 2 also the next trip while summing the current one. Every level
-    computes the same sums in the same order. Default 0 (the load order measured before): one
-    native H200 call with 2 gave 1.4b f16 368 / q4 255 tok/s against 383 / 323 a session
-    earlier (different calls, not side by side), so 1 and 2 stay bench variants until timed. `device.matvec_prefetch` (tests), else
+    computes the same sums in the same order. Default 0: side by side in one native H200 process
+    (`mambaweb bench --native --only model --models mamba130m,mamba1_4b --weights f16,q4
+    --variant pf1:MAMBAWEB_MATVEC_PREFETCH=1 --variant pf2:MAMBAWEB_MATVEC_PREFETCH=2`) the
+    earlier loads cost GPU time: 1.4b f16 2.30 ms/token at 0, 2.48 at 1, 2.53 at 2; q4 2.74,
+    3.35, 3.43; mamba-130m q4 0.67, 0.85, 0.95 (longer-lived registers, by our reading: the
+    first trip held across the norm prologue and the staging). Kept as variants to re-test
+    with other work-per-thread choices.""" `device.matvec_prefetch` (tests), else
     MAMBAWEB_MATVEC_PREFETCH (bench variants)."""
     import os
     want = getattr(device, "matvec_prefetch", None)

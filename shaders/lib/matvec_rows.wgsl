@@ -169,7 +169,8 @@ fn trip_sum(t: Trip, c: u32, xs: u32) -> vec4<f32> {
 }
 
 // When weights load (a pipeline constant; MAMBAWEB_MATVEC_PREFETCH, py_engine/ops/weight_format.py):
-//   0  each trip as it is summed (the default: 1 and 2 are not yet timed side by side on a GPU);
+//   0  each trip as it is summed (the default: 1 and 2 measured slower on an H200, see
+//      weight_format.prefetch_level);
 //   1  also the first trip (and what the store adds: bias, accumulated y, the conv's taps) before
 //      the norm prologue and the staging of x -- all ~512 workgroups start together, so without
 //      it no weight byte moves until both are done;
