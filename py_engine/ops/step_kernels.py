@@ -20,6 +20,20 @@ def choose(dev, attr, env, on, off, rule):
     return bool(rule())
 
 
+def pick(dev, attr, env, allowed, rule):
+    """choose() for a numeric setting: `device.<attr>` when set (tests), else the environment
+    variable `env` (benches, sweeps), else rule(); a set value must be one of `allowed` (ints),
+    else it is refused by name."""
+    v = getattr(dev, attr, None)
+    if v is None:
+        v = os.environ.get(env, "").strip() or None
+    if v is None:
+        return rule()
+    if str(v) not in {str(a) for a in allowed}:
+        raise ValueError(f"{env} must be one of {', '.join(map(str, allowed))}, got {v!r}")
+    return int(v)
+
+
 def lanes(dev, attr, env):
     """A decode step's lanes kernel (several threads per state row, coalesced) over its
     thread-per-row one: choose(..., 'lanes', 'rows', rule) with rule = the decode mat-vec's own

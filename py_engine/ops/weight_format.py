@@ -128,17 +128,6 @@ def stage_x(device, M, override=None, fmt="f32", N=0):
                   fmt in ("f16", "bf16") and N >= 8192)
 
 
-def _forced_tpr(device):
-    import os
-    want = getattr(device, "matvec_tpr", None) or os.environ.get("MAMBAWEB_MATVEC_TPR", "")
-    if not want:
-        return 0
-    tpr = int(want)
-    if tpr not in (16, 32, 64, 128, 256):
-        raise ValueError(f"mat-vec threads per row {want!r}: choose 16, 32, 64, 128 or 256")
-    return tpr
-
-
 def prefetch_level(device):
     """When the decode mat-vec loads its weights (PREFETCH in lib/matvec_rows.wgsl): 0 each trip
     of four loads as it is summed, 1 also the first trip and the store's addends before the norm
@@ -149,15 +138,10 @@ def prefetch_level(device):
     earlier loads cost GPU time: 1.4b f16 2.30 ms/token at 0, 2.48 at 1, 2.53 at 2; q4 2.74,
     3.35, 3.43; mamba-130m q4 0.67, 0.85, 0.95 (longer-lived registers, by our reading: the
     first trip held across the norm prologue and the staging). Kept as variants to re-test
-    with other work-per-thread choices.""" `device.matvec_prefetch` (tests), else
+    with other work-per-thread choices. `device.matvec_prefetch` (tests), else
     MAMBAWEB_MATVEC_PREFETCH (bench variants)."""
-    import os
-    want = getattr(device, "matvec_prefetch", None)
-    if want is None:
-        want = os.environ.get("MAMBAWEB_MATVEC_PREFETCH", "") or 0
-    if str(want) not in ("0", "1", "2"):
-        raise ValueError(f"mat-vec prefetch level {want!r}: choose 0, 1 or 2")
-    return int(want)
+    from py_engine.ops.step_kernels import pick
+    return pick(device, "matvec_prefetch", "MAMBAWEB_MATVEC_PREFETCH", (0, 1, 2), lambda: 0)
 
 
 def rows_per_thread_group(fmt, K, N, rpt=1, device=None):
@@ -171,16 +155,17 @@ def rows_per_thread_group(fmt, K, N, rpt=1, device=None):
     `device.matvec_tpr` (tests), else MAMBAWEB_MATVEC_TPR (bench variants), replaces the rule
     (a power of two in 16..256); MAMBAWEB_MATVEC_GROUPS replaces the ~512 workgroups aimed at
     (TARGET_GROUPS; bench variants)."""
-    forced = _forced_tpr(device)
-    if forced:
-        return forced
-    import os
-    groups = int(os.environ.get("MAMBAWEB_MATVEC_GROUPS", "") or TARGET_GROUPS)
-    chunks = K // (128 // BITS[fmt])          # 16 bytes hold 128 / bits values
-    tpr = 16
-    while tpr < THREADS and tpr < chunks and N * tpr < groups * THREADS * rpt:
-        tpr *= 2
-    return tpr
+    from py_engine.ops.step_kernels import pick
+
+    def rule():
+        import os
+        groups = int(os.environ.get("MAMBAWEB_MATVEC_GROUPS", "") or TARGET_GROUPS)
+        chunks = K // (128 // BITS[fmt])          # 16 bytes hold 128 / bits values
+        tpr = 16
+        while tpr < THREADS and tpr < chunks and N * tpr < groups * THREADS * rpt:
+            tpr *= 2
+        return tpr
+    return pick(device, "matvec_tpr", "MAMBAWEB_MATVEC_TPR", (16, 32, 64, 128, 256), rule)
 
 
 CONV_STORAGE_BUFFERS = 12   # matvec_forward_conv binds 12 storage buffers (SwiftShader allows 10)

@@ -364,6 +364,21 @@ fn conv4_load(rs: RowSums, k: u32) -> Conv4 {
   return c;
 }
 
+// The conv block's four components (named fields, not an array: registers), loaded where the
+// workgroup's block is the conv's and DCONV = 4; zeros elsewhere (unused there).
+struct ConvTaps { c0: Conv4, c1: Conv4, c2: Conv4, c3: Conv4 };
+
+fn conv_taps_load(rs: RowSums) -> ConvTaps {
+  var t: ConvTaps;
+  if (DCONV == 4u && rs.g == CONV_G) {
+    t.c0 = conv4_load(rs, 0u);
+    t.c1 = conv4_load(rs, 1u);
+    t.c2 = conv4_load(rs, 2u);
+    t.c3 = conv4_load(rs, 3u);
+  }
+  return t;
+}
+
 // Component k's shifted state and silu(conv) stored, its value xv the fourth tap (past the end
 // of W_g: nothing).
 fn conv4_store(rs: RowSums, k: u32, cin: Conv4, xv: f32) {
@@ -392,40 +407,20 @@ fn matvec_forward_conv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workg
   if (!has_rows(wid, nwg)) { return; }  // uniform per workgroup
   let slot = row_slot(wid, nwg, lid);
   var e: Addends;
-  var c0: Conv4;                          // the conv block's four components (named: no arrays)
-  var c1: Conv4;
-  var c2: Conv4;
-  var c3: Conv4;
-  let conv4 = DCONV == 4u && slot.g == CONV_G;
-  if (PREFETCH >= 1u) {
-    e = addends_load(slot);
-    if (conv4) {
-      c0 = conv4_load(slot, 0u);
-      c1 = conv4_load(slot, 1u);
-      c2 = conv4_load(slot, 2u);
-      c3 = conv4_load(slot, 3u);
-    }
-  }
+  var taps: ConvTaps;
+  if (PREFETCH >= 1u) { e = addends_load(slot); taps = conv_taps_load(slot); }
   let rs = row_sums(slot, lid);
-  if (PREFETCH == 0u) {
-    e = addends_load(rs);
-    if (conv4) {
-      c0 = conv4_load(rs, 0u);
-      c1 = conv4_load(rs, 1u);
-      c2 = conv4_load(rs, 2u);
-      c3 = conv4_load(rs, 3u);
-    }
-  }
+  if (PREFETCH == 0u) { e = addends_load(rs); taps = conv_taps_load(rs); }
   if (rs.g != CONV_G) { store_rows(rs, e); return; }
   if (rs.lane != 0u) { return; }
   let T = THREADS / TPR;
   if (DCONV == 4u) {
     var xv = rs.tot;                      // x_mj = the projection's value (+ bias)
     if ((p.flags & 1u) != 0u) { xv += e.b; }
-    conv4_store(rs, 0u, c0, xv.x);
-    conv4_store(rs, 1u, c1, xv.y);
-    conv4_store(rs, 2u, c2, xv.z);
-    conv4_store(rs, 3u, c3, xv.w);
+    conv4_store(rs, 0u, taps.c0, xv.x);
+    conv4_store(rs, 1u, taps.c1, xv.y);
+    conv4_store(rs, 2u, taps.c2, xv.z);
+    conv4_store(rs, 3u, taps.c3, xv.w);
     return;
   }
   for (var ri = 0u; ri < RPT; ri++) {     // another conv width: tap by tap
