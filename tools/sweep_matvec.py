@@ -1,9 +1,10 @@
 """GPU time of the decode mat-vec per shape, weight format and threads-per-row (native backend).
 
-  python -m tools.sweep_matvec --shapes 8192x2048n,160x4096,2048x4096,50280x2048 --formats f32,f16,q4
+  python -m tools.sweep_matvec --shapes 2*4096x2048nc,160x4096,2048x4096,50280x2048n --formats f16,q4 --chain 300
 
-A shape is NxK (rows x inputs), suffixed `n` when the layer's RMSNorm is folded into it (as
-Mamba's in_proj is when decoding). For each shape, format, rows per thread (RPT) in --rpts,
+A shape is [G*]NxK (G matrices of N rows x K inputs sharing x, one dispatch), suffixed `n` when
+the layer's RMSNorm is folded into it and `c` when the conv step is folded into matrix 0's store
+(Mamba-1's in_proj when decoding: 2*d_inner x d_model nc). For each shape, format, rows per thread (RPT) in --rpts,
 staging of x (--stages) and TPR in --tprs (and the TPR the engine picks for that RPT; the
 engine's own choice is marked), the kernel runs --reps times with timestamp queries around each
 dispatch (py_engine/gpu/native_profile.py), in --passes interleaved passes; prints JSON lines:
@@ -21,42 +22,77 @@ from py_engine.gpu.native_profile import KernelProfiler
 from py_engine.gpu.tensor import Tensor
 from py_engine.ops import weight_format as wf
 from py_engine.ops.rmsnorm import NormedRows
-N, K, normed = args['N'], args['K'], args['normed']
+G, N, K, normed, conv = args['G'], args['N'], args['K'], args['normed'], args['conv']
 rnd = random.Random(0)
 x = Tensor.from_list(device, (1, K), [rnd.uniform(-1, 1) for _ in range(K)])
 nw = Tensor.from_list(device, (K,), [rnd.uniform(0.5, 1.5) for _ in range(K)])
 w32 = Tensor.from_bytes(device, (N, K), struct.pack('<f', 0.01) * (N * K))
-y = Tensor(device, (1, N))
+ys = [Tensor(device, (1, N)) for _ in range(G)]
+cv = None
+if conv:
+    cv = (Tensor.from_list(device, (N, 4), [0.1] * (4 * N)), Tensor.from_list(device, (N,), [0.0] * N),
+          Tensor.from_list(device, (1, N, 4), [0.0] * (4 * N)), 0)
 out = []
 for fmt in args['formats']:
-    b = device.batch(); w = wf.quantize(b, w32, fmt); b.submit(); await device.finish()
+    copies = 1
+    if args['chain_mb']:           # enough distinct weights that the chain streams from memory
+        one = G * N * K * wf.BITS[fmt] // 8 + (G * N * K // 32 * 2 if fmt == 'q4' else 0)
+        copies = max(2, min(64, -(-int(args['chain_mb'] * 1e6) // one)))
+    sets = []
+    for _ in range(copies):
+        b = device.batch()       # f32 copies made apart (quantize returns f32 itself)
+        sets.append([wf.quantize(b, w32, fmt) if fmt != 'f32' or copies == 1 else
+                     Tensor.from_bytes(device, (N, K), struct.pack('<f', 0.01) * (N * K))
+                     for _ in range(G)])
+        b.submit()
+    await device.finish()
     engine_rpt = wf.rows_per_thread(device, N, 1)
-    for rpt, stage in [(r, st) for r in args['rpts'] for st in args['stages']]:
+    engine_stage = wf.stage_x(device, 1, None, fmt, N)
+    for rpt, stage, pf in [(r, st, f) for r in args['rpts'] for st in args['stages']
+                           for f in args['prefetch']]:
+        device.matvec_prefetch = pf
         auto = wf.rows_per_thread_group(fmt, K, N, rpt, device)
         for tpr in sorted(set(args['tprs'] + [auto])):
-            prof = KernelProfiler(device)
+            prof = KernelProfiler(device, span=bool(args['chain_mb']))
             device.profiler = prof
             for rep in range(args['reps'] + 3):
                 b = device.batch()
-                xin = NormedRows(x, nw, 1e-5) if normed else x
-                wf.matvec(b, xin, [w], [y], 1, tpr=tpr, rpt=rpt, stage=stage)
+                for ws in sets:
+                    xin = NormedRows(x, nw, 1e-5) if normed else x
+                    wf.matvec(b, xin, ws, ys, 1, tpr=tpr, rpt=rpt, stage=stage, conv=cv)
                 b.submit()
                 if rep == 2:
                     await device.finish(); await prof.collect()
             rows = await prof.collect()
             device.profiler = None
             us = rows[0]['us_per_call']
-            out.append({'N': N, 'K': K, 'normed': normed, 'format': fmt, 'rpt': rpt, 'tpr': tpr,
-                        'stage': stage, 'gpu_us': us,
+            out.append({'G': G, 'N': N, 'K': K, 'normed': normed, 'conv': conv, 'format': fmt,
+                        'rpt': rpt, 'tpr': tpr, 'stage': stage, 'prefetch': pf, 'gpu_us': us,
+                        'chain': copies if args['chain_mb'] else 0,
                         'engine_pick': tpr == auto and rpt == engine_rpt and
-                        stage == wf.stage_x(device, 1, None, fmt, N),
-                        'weight_gb_per_s': round(w.nbytes / us / 1e3, 1)})
-    if w is not w32:
-        w.release()
-for t in (x, nw, w32, y):
+                        stage == engine_stage and pf == 0,
+                        'weight_gb_per_s': round(sum(w.nbytes for w in sets[0]) / us / 1e3, 1)})
+    device.matvec_prefetch = None
+    for ws in sets:
+        for w in ws:
+            if w is not w32:
+                w.release()
+for t in [x, nw, w32] + ys + (list(cv[:3]) if cv else []):
     t.release()
 result = out
 """
+
+
+def parse_shape(shape):
+    """'[G*]NxK[n][c]' -> (G, N, K, normed, conv): G matrices of N rows sharing x (a multi
+    call, as in_proj's x and z halves), n: the layer's RMSNorm folded in, c: the conv step
+    folded into matrix 0's store (Mamba's in_proj when decoding)."""
+    g, _, rest = shape.rpartition("*")
+    flags = ""
+    while rest and rest[-1] in "nc":
+        flags, rest = rest[-1] + flags, rest[:-1]
+    N, K = (int(v) for v in rest.split("x"))
+    return int(g or 1), N, K, "n" in flags, "c" in flags
 
 
 def main(argv=None):
@@ -68,7 +104,15 @@ def main(argv=None):
                     help="threads per row to try besides the engine's pick ('' for that alone)")
     ap.add_argument("--rpts", default="1,2,4", help="rows per thread to try")
     ap.add_argument("--stages", default="0,1", help="x staged in workgroup memory: 0, 1 or both")
+    ap.add_argument("--prefetch", default="0", help="PREFETCH levels to try (0,1,2)")
+    ap.add_argument("--chain", type=float, default=0, metavar="MB",
+                    help="time chains of distinct weights (about MB of them, 2..64 copies) "
+                         "dispatched back to back in one pass, stamped only at its ends: the "
+                         "cost of a dispatch in decode's own encoding (0: one dispatch per "
+                         "submit, stamped around it)")
     ap.add_argument("--reps", type=int, default=30)
+    ap.add_argument("--each", action="store_true",
+                    help="also print every pass's row as it is measured (marked each: true)")
     ap.add_argument("--passes", type=int, default=2,
                     help="sweep every shape this many times, interleaved, and keep each "
                          "configuration's fastest pass (one H200 call saw the same kernel "
@@ -79,16 +123,20 @@ def main(argv=None):
         print(json.dumps({"adapter": eng.info["adapter"]}), flush=True)
         for _ in range(max(1, args.passes)):
             for shape in args.shapes.split(","):
-                normed = shape.endswith("n")
-                N, K = (int(v) for v in shape.rstrip("n").split("x"))
-                for r in eng.run(SNIPPET, N=N, K=K, normed=normed,
+                G, N, K, normed, conv = parse_shape(shape)
+                for r in eng.run(SNIPPET, G=G, N=N, K=K, normed=normed, conv=conv,
+                                 chain_mb=args.chain,
+                                 prefetch=[int(f) for f in args.prefetch.split(",")],
                                  formats=args.formats.split(","),
                                  tprs=[int(t) for t in args.tprs.split(",") if t],
                                  rpts=[int(r) for r in args.rpts.split(",")],
                                  stages=[s == "1" for s in args.stages.split(",")],
                                  reps=args.reps):
-                    key = tuple(r[k] for k in ("N", "K", "normed", "format", "rpt", "tpr", "stage"))
+                    key = tuple(r[k] for k in ("G", "N", "K", "normed", "conv", "format", "rpt",
+                                               "tpr", "stage", "prefetch"))
                     runs.setdefault(key, []).append(r)
+                    if args.each:                  # as it comes (a cut-short run keeps them)
+                        print(json.dumps(dict(r, each=True)), flush=True)
     for rows in runs.values():
         r = dict(min(rows, key=lambda r: r["gpu_us"]), passes_us=[x["gpu_us"] for x in rows])
         print(json.dumps(r), flush=True)

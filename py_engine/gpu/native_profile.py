@@ -14,6 +14,10 @@ Two ways to time, picked by `in_pass`:
   measure to split a token's time by kernel.
 - a pass per dispatch, timestamps at the pass's start and end: each kernel's own time, the
   pass boundaries' cost left out but their effect on clocks and caches not.
+- `span=True`: a pass per run of dispatches (as decode encodes them), stamped only at its
+  start and end -- one row, "pass", whose us_per_call is the run's time over its dispatches:
+  what a dispatch costs back to back with no stamp between (the in-pass stamps themselves add
+  ~7 us each on an H200, more than a small mat-vec takes; tools/sweep_matvec.py --chain).
 Timestamps are nanoseconds (WebGPU's unit; wgpu-native converts the driver's ticks).
 Host-only: imports wgpu.
 """
@@ -26,7 +30,7 @@ CAPACITY = 4096        # timestamp slots per submit (the most a query set holds)
 
 
 class KernelProfiler:
-    def __init__(self, device, in_pass=None):
+    def __init__(self, device, in_pass=None, span=False):
         if "timestamp-query" not in device.features:
             raise ValueError("this adapter has no timestamp-query feature: per-kernel GPU "
                              "time cannot be measured on it")
@@ -35,6 +39,7 @@ class KernelProfiler:
             raise ValueError("this device has no timestamp-query-inside-passes feature: time "
                              "kernels with a pass each (in_pass=False)")
         self.in_pass = inside if in_pass is None else bool(in_pass)
+        self.span = bool(span)
         self.device = device
         self.query_set = device.gpu.create_query_set(type=wgpu.QueryType.timestamp,
                                                      count=CAPACITY)
@@ -47,6 +52,8 @@ class KernelProfiler:
     def submit(self, encoded):
         """Encode `encoded` (NativeDevice._encode_commands's list, public-API form) with its
         dispatches timed, submit it, and queue the timestamps' readback."""
+        if self.span:
+            return self._submit_span(encoded)
         if self.in_pass:
             return self._submit_in_pass(encoded)
         dev = self.device
@@ -107,6 +114,40 @@ class KernelProfiler:
             cpass.end()
         self._finish(enc, names, slot, spans)
 
+    def _submit_span(self, encoded):
+        """A pass per run of dispatches with timestamps at its start and end only: one span
+        per pass, counted as that many calls of "pass"."""
+        enc = self.device.gpu.create_command_encoder()
+        names, spans, slot, cpass = [], [], 0, None
+        for c in encoded:
+            if c[0] == 0:
+                if cpass is None:
+                    if slot + 2 <= CAPACITY:
+                        tw = {"query_set": self.query_set, "beginning_of_pass_write_index": slot,
+                              "end_of_pass_write_index": slot + 1}
+                        cpass = enc.begin_compute_pass(timestamp_writes=tw)
+                        spans.append((slot, slot + 1))
+                        names.append(["pass", 0])
+                        slot += 2
+                    else:
+                        cpass = enc.begin_compute_pass()
+                        names.append(None)
+                cpass.set_pipeline(c[1])
+                cpass.set_bind_group(0, c[2])
+                cpass.dispatch_workgroups(c[3], c[4], c[5])
+                if names[-1] is None:
+                    self.untimed += 1
+                else:
+                    names[-1][1] += 1
+            else:
+                if cpass is not None:
+                    cpass.end()
+                    cpass = None
+                enc.copy_buffer_to_buffer(c[1], c[2], c[3], c[4], c[5])
+        if cpass is not None:
+            cpass.end()
+        self._finish(enc, [n for n in names if n is not None], slot, spans)
+
     def _finish(self, enc, names, slot, spans):
         dev = self.device
         if slot:
@@ -127,8 +168,9 @@ class KernelProfiler:
             buf.gpu.destroy()
             stamps = struct.unpack(f"<{n}Q", data)
             for name, (a, b) in zip(names, spans):
+                name, calls = name if isinstance(name, list) else (name, 1)   # span: [name, n]
                 t = totals.setdefault(name, [0, 0])
-                t[0] += 1
+                t[0] += calls
                 t[1] += max(0, stamps[b] - stamps[a])
         all_ns = sum(t[1] for t in totals.values()) or 1
         rows = [{"kernel": k, "calls": c, "gpu_us": round(ns / 1e3, 1),

@@ -171,6 +171,30 @@ def rows_per_thread_group(fmt, K, N, rpt=1, device=None):
 CONV_STORAGE_BUFFERS = 12   # matvec_forward_conv binds 12 storage buffers (SwiftShader allows 10)
 
 
+def planned(fmt, N, K):
+    """(rpt, tpr, stage) that MAMBAWEB_MATVEC_PLAN sets for a decode mat-vec of N rows (the
+    tallest matrix of the call) by K inputs in `fmt`, else None. The plan is entries
+    `[fmt:]NxK=RPT/TPR/STAGE` joined by ';' (a format-less entry serves every format; RPT or
+    TPR 0 keeps the rule's choice; STAGE 0 or 1), e.g. `q4:4096x2048=2/16/1;50280x2048=1/16/1`: per-matrix choices to
+    try end to end as bench variants (tools/sweep_matvec.py times them one shape at a time)."""
+    import os
+    text = os.environ.get("MAMBAWEB_MATVEC_PLAN", "").strip()
+    if not text:
+        return None
+    for entry in text.split(";"):
+        try:
+            key, _, val = entry.strip().partition("=")
+            f, _, shape = key.rpartition(":")
+            n, k = (int(v) for v in shape.split("x"))
+            rpt, tpr, stage = (int(v) for v in val.split("/"))
+        except ValueError:
+            raise ValueError(f"MAMBAWEB_MATVEC_PLAN entry {entry!r} is not "
+                             "[fmt:]NxK=RPT/TPR/STAGE (e.g. q4:4096x2048=2/16/1)") from None
+        if (n, k) == (N, K) and f in ("", fmt):
+            return rpt or None, tpr or None, bool(stage)
+    return None
+
+
 def matvec_conv_ok(device):
     """Whether the in_proj mat-vec with the conv step folded in (matvec_forward_conv) fits."""
     return device.limits.get("maxStorageBuffersPerShaderStage", 8) >= CONV_STORAGE_BUFFERS
@@ -204,6 +228,9 @@ def matvec(batch, x, ws, ys, M, bias=None, accumulate=False, tpr=None, conv=None
     Ns = [w.shape[0] for w in ws] + [0] * (3 - len(ws))
     flags = (1 if bias is not None else 0) | (2 if accumulate else 0) | (4 if norm is not None else 0)
     u = dev.uniform(params(M, Ns[0], K, flags, len(ws), Ns[1], Ns[2], float(eps)))
+    plan = planned(fmt, max(Ns), K)
+    if plan is not None:                      # a bench variant's per-matrix choice
+        rpt, tpr, stage = rpt or plan[0], tpr or plan[1], plan[2] if stage is None else stage
     rpt = rows_per_thread(dev, max(Ns), M, rpt)
     tpr = tpr or rows_per_thread_group(fmt, K, max(Ns), rpt, dev)
     consts = {"TPR": tpr, "MR": M, "RPT": rpt, "NORMED": int(norm is not None),

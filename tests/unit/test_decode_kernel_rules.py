@@ -14,6 +14,7 @@ class _Dev:
 def _no_env(monkeypatch):
     monkeypatch.delenv("MAMBAWEB_MATVEC_STAGE", raising=False)
     monkeypatch.delenv("MAMBAWEB_MATVEC_RPT", raising=False)
+    monkeypatch.delenv("MAMBAWEB_MATVEC_PLAN", raising=False)
 
 
 @pytest.mark.parametrize("fmt, N, staged", [
@@ -46,3 +47,18 @@ def test_staging_env_refuses_other_values(monkeypatch):
     monkeypatch.setenv("MAMBAWEB_MATVEC_STAGE", "yes")
     with pytest.raises(ValueError, match="MAMBAWEB_MATVEC_STAGE must be '1' or '0'"):
         wf.stage_x(_Dev(), 1, None, "q4", 8192)
+
+
+def test_plan_sets_choices_per_matrix(monkeypatch):
+    """MAMBAWEB_MATVEC_PLAN (bench variants): per shape, for one format or all; RPT/TPR 0 keep
+    the rule's choice; other shapes and formats keep the rule; a malformed entry is refused by
+    name with the form it wants."""
+    assert wf.planned("q4", 4096, 2048) is None
+    monkeypatch.setenv("MAMBAWEB_MATVEC_PLAN", "q4:4096x2048=2/16/1; 50280x2048=0/32/0")
+    assert wf.planned("q4", 4096, 2048) == (2, 16, True)
+    assert wf.planned("f16", 4096, 2048) is None
+    assert wf.planned("f16", 50280, 2048) == (None, 32, False)
+    assert wf.planned("q4", 2048, 4096) is None
+    monkeypatch.setenv("MAMBAWEB_MATVEC_PLAN", "q4:4096x2048=2/16")
+    with pytest.raises(ValueError, match=r"not \[fmt:\]NxK=RPT/TPR/STAGE"):
+        wf.planned("q4", 4096, 2048)
