@@ -46,12 +46,13 @@ for fmt in args['formats']:
                      for _ in range(G)])
         b.submit()
     await device.finish()
-    engine_rpt = wf.rows_per_thread(device, N, 1)
-    engine_stage = wf.stage_x(device, 1, None, fmt, N)
+    engine_rpt = wf.rows_per_thread(device, N, 1, fmt=fmt)
+    engine_tpr = wf.rows_per_thread_group(fmt, K, N, engine_rpt, device, G)
+    engine_stage = wf.stage_x(device, 1, None, fmt, N, engine_tpr)
     for rpt, stage, pf in [(r, st, f) for r in args['rpts'] for st in args['stages']
                            for f in args['prefetch']]:
         device.matvec_prefetch = pf
-        auto = wf.rows_per_thread_group(fmt, K, N, rpt, device)
+        auto = wf.rows_per_thread_group(fmt, K, N, rpt, device, G)
         for tpr in sorted(set(args['tprs'] + [auto])):
             prof = KernelProfiler(device, span=bool(args['chain_mb']))
             device.profiler = prof
@@ -69,7 +70,7 @@ for fmt in args['formats']:
             out.append({'G': G, 'N': N, 'K': K, 'normed': normed, 'conv': conv, 'format': fmt,
                         'rpt': rpt, 'tpr': tpr, 'stage': stage, 'prefetch': pf, 'gpu_us': us,
                         'chain': copies if args['chain_mb'] else 0,
-                        'engine_pick': tpr == auto and rpt == engine_rpt and
+                        'engine_pick': tpr == engine_tpr and rpt == engine_rpt and
                         stage == engine_stage and pf == 0,
                         'weight_gb_per_s': round(sum(w.nbytes for w in sets[0]) / us / 1e3, 1)})
     device.matvec_prefetch = None

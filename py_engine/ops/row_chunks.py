@@ -50,7 +50,7 @@ def linear(batch, x, w, y, M, bias=None, accumulate=False):
     fmt = w.dtype
     rows_matvec = (M <= L.MATVEC_MAX_M and L._matvec_ok(dev)
                    and (fmt != "f32" or L._rows_kernel(dev, K)))
-    rpt = weight_format.rows_per_thread(dev, V, M)
+    rpt = weight_format.rows_per_thread(dev, V, M, fmt=fmt)   # the whole matrix's choice, every part
     tpr = weight_format.rows_per_thread_group(fmt, K, V, rpt, dev) if rows_matvec else None
     if isinstance(x, NormedRows) and not (rows_matvec and x.w is not None and K % 4 == 0):
         x = x.materialize(batch)              # once, not once per block
@@ -63,7 +63,8 @@ def linear(batch, x, w, y, M, bias=None, accumulate=False):
         out = _from(y, r0, n).view((1, n)) if direct else Tensor(dev, (M, n))
         acc = accumulate and direct
         if rows_matvec:
-            weight_format.matvec(batch, x, [part], [out], M, bias=b, accumulate=acc, tpr=tpr)
+            weight_format.matvec(batch, x, [part], [out], M, bias=b, accumulate=acc, tpr=tpr,
+                                 rpt=rpt)
         else:
             L.matmul(batch, x, part, out, M, n, K, (K, 1, 1, K), bias=b, accumulate=acc)
         if not direct:

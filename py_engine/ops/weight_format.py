@@ -18,7 +18,7 @@ FORMATS = ("f32", "f16", "bf16", "q8", "q4")
 K_MULTIPLE = {"f32": 4, "f16": 8, "bf16": 8, "q8": 16, "q4": 32}
 BITS = {"f32": 32, "f16": 16, "bf16": 16, "q8": 8, "q4": 4}
 THREADS = 256
-TARGET_GROUPS = 512   # workgroups a decode mat-vec aims for (rows_per_thread_group)
+TARGET_GROUPS = 512   # workgroups an f32 decode mat-vec aims for per matrix (rows_per_thread_group)
 
 
 def check_format(fmt):
@@ -90,42 +90,78 @@ def _row_slice(y, row0, rows, K):
     return (y.buffer, y.offset + off, rows * K * 4)
 
 
-def rows_per_thread(device, N, M, override=None):
+# Rows at which a thread starts reading 2, then 4 weight rows (RPT), per format. Measured on an
+# H200 with tools/sweep_matvec.py --chain (distinct weights back to back in one pass, as decode
+# runs them; 2026-12-01): q4's fastest mamba-1.4b in_proj (2 x 4096 x 2048) and out_proj (2048 x
+# 4096) ran at RPT 2 (15.6 and 11.2 us against 19.9 and 12.4 at RPT 1), f16's at RPT 1 (15.2 and
+# 11.1 against 16.3 and 11.7 at RPT 2); the LM heads (50,280 rows) at RPT 2-4 in both. f32 keeps
+# the rule of the one-dispatch sweeps before (not re-swept: its 1.4b decode is at 61% of the read
+# ceiling already).
+RPT_FROM = {"f32": (4096, 8192), "f16": (8192, 8192), "bf16": (8192, 8192),
+            "q8": (2048, 8192), "q4": (2048, 8192)}
+# Workgroups a decode mat-vec aims for, counted over all of a call's matrices (the grid's z),
+# per format -- f32: per matrix, the older rule's 512 (TARGET_GROUPS). The chain sweep's fastest
+# choice per shape gave 384-512 workgroups for f16 (1.4b in_proj 512: TPR 16 at 15.2 us, where
+# the older rule's 1,024 took 23.1; mamba-130m's in_proj 384: 7.4 us against 13.5 at 1,536; its
+# out_proj 384: 7.5 against 10.1), and about half that for q4 (in_proj 256: 15.6 against 28.2;
+# out_proj 256: 11.2 against 16.6), whose thread does more decoding per byte.
+GROUPS_AIMED = {"f16": 384, "bf16": 384, "q8": 192, "q4": 192}
+
+
+def _tuned(fmt):
+    """The format whose RPT/TPR/staging rows apply: `fmt`, or f32 for every format when
+    MAMBAWEB_MATVEC_RULE=older (the one rule of before 2026-12-01, for side-by-side bench
+    variants)."""
+    import os
+    v = os.environ.get("MAMBAWEB_MATVEC_RULE", "").strip()
+    if v not in ("", "older", "tuned"):
+        raise ValueError(f"MAMBAWEB_MATVEC_RULE must be 'tuned' or 'older', got {v!r}")
+    return "f32" if v == "older" else fmt
+
+
+def rows_per_thread(device, N, M, override=None, fmt="f32"):
     """Weight rows each thread reads (RPT in lib/matvec_rows.wgsl: 1, 2 or 4, RPT * M <= 4):
-    the largest power of two <= N / 2048 (4 from 8192 rows, 2 from 4096), so tall matrices
-    only. Swept on
-    an H200 (tools/sweep_matvec.py, three runs): mamba-1.4b's 8192-row in_proj took 27.7-30.5 us
-    at RPT 4 against 32.0-34.5 at RPT 1 (f32); short matrices (x_proj's 160 rows, out_proj's
-    2048, mamba-130m's in_proj 3072) were slower at RPT 2 or 4 in every run (fewer, longer
-    workgroups).
+    2 from RPT_FROM[fmt][0] rows, 4 from [1] -- tall matrices only: short ones were slower at
+    RPT 2 or 4 in every sweep (fewer, longer workgroups).
     `override`, else device.matvec_rpt (tests), else MAMBAWEB_MATVEC_RPT (the sweep) replaces
     the rule."""
     import os
     env = os.environ.get("MAMBAWEB_MATVEC_RPT", "")
     want = override or getattr(device, "matvec_rpt", None) or (int(env) if env.isdigit() else 0)
+    if not want:
+        two, four = RPT_FROM.get(_tuned(fmt), RPT_FROM["f32"])
+        want = 4 if N >= four else 2 if N >= two else 1
     rpt = 1
-    while rpt < 4 and rpt * 2 * M <= 4 and (rpt * 2 <= want if want else N >= 2048 * rpt * 2):
+    while rpt < 4 and rpt * 2 * M <= 4 and rpt * 2 <= want:
         rpt *= 2
     return rpt
 
 
-def stage_x(device, M, override=None, fmt="f32", N=0):
+def stage_x(device, M, override=None, fmt="f32", N=0, tpr=None):
     """Whether the decode mat-vec stages x in workgroup memory, chunk-interleaved (STAGE in
     lib/matvec_rows.wgsl; one x row only): `override`, else device.matvec_stage (tests), else
     MAMBAWEB_MATVEC_STAGE=0|1 (sweeps), else the rule below. Unstaged, the lanes of a narrow
-    format read x CV vec4s apart (q4: 128 bytes of x per 16 weight bytes). Swept on an H200
-    (tools/sweep_matvec.py, one dispatch at a time): q4 in_proj 8192x2048 226 -> 87 us, LM head
-    50280x2048 q4 302 -> 120, f16 in_proj 19.3 -> 14.2, LM head f16 205 -> 173; x_proj-sized
-    matrices (160 rows) and f32 ran slower staged (the tile's barriers, nothing to win). So:
-    q4/q8 from 512 rows, f16/bf16 from 8,192, never f32."""
+    format read x CV vec4s apart (q4: 128 bytes of x per 16 weight bytes), and with few lanes
+    per row (TPR) a warp spans several rows' x reads. Swept on an H200: q4 in_proj 226 -> 87 us
+    staged (one dispatch at a time), LM head q4 302 -> 120; with the chain sweep (back to back),
+    f16 at TPR 16 (1.4b in_proj 15.2 us staged, over 18 unstaged; LM head 64 against over 74),
+    while at TPR 64 and up staging was even or slower (out_proj 11.1 unstaged, 11.4 staged;
+    x_proj-sized matrices, 160 rows, and f32 slower staged: the tile's barriers, nothing to
+    win). So: q4/q8 from 512 rows; f16/bf16 at TPR <= 32 (from 8,192 rows when no TPR is
+    given); never f32."""
     if M != 1:
         return False
     if override is not None:
         return bool(override)
     from py_engine.ops.step_kernels import choose
-    return choose(device, "matvec_stage", "MAMBAWEB_MATVEC_STAGE", "1", "0",
-                  lambda: N >= 512 if fmt in ("q4", "q8") else
-                  fmt in ("f16", "bf16") and N >= 8192)
+
+    def rule():
+        if fmt in ("q4", "q8"):
+            return N >= 512
+        if fmt in ("f16", "bf16"):
+            return tpr <= 32 if tpr is not None and _tuned(fmt) == fmt else N >= 8192
+        return False
+    return choose(device, "matvec_stage", "MAMBAWEB_MATVEC_STAGE", "1", "0", rule)
 
 
 def prefetch_level(device):
@@ -144,25 +180,27 @@ def prefetch_level(device):
     return pick(device, "matvec_prefetch", "MAMBAWEB_MATVEC_PREFETCH", (0, 1, 2), lambda: 0)
 
 
-def rows_per_thread_group(fmt, K, N, rpt=1, device=None):
+def rows_per_thread_group(fmt, K, N, rpt=1, device=None, G=1):
     """Threads sharing one row (TPR, a pipeline constant, a power of two in 16..256): the
-    fewest that still give the GPU about 512 workgroups (256 / TPR * rpt rows each), and never
-    more than the row has 16-byte chunks. Measured on an H200 (tools/sweep_matvec.py, f32/f16/q4,
-    Mamba 130m and 1.4b shapes): tall matrices want few threads per row (the LM head, 50280
-    rows: TPR 16 read 2.95 TB/s where 128 read 1.9), short ones many (x_proj's 160 rows:
-    TPR 256, 3x faster than 16); this rule lands within ~10% of the best TPR on every shape
-    swept, where the older "four chunks per thread" rule was up to 1.5x slower.
+    fewest that still give the GPU the workgroups GROUPS_AIMED[fmt] asks for over the call's G
+    matrices of N rows (256 / TPR * rpt rows a workgroup; f32: TARGET_GROUPS per matrix), and
+    never more than the row has 16-byte chunks. Tall matrices want few threads per row (the LM
+    head, 50,280 rows: TPR 16 read 2.95 TB/s where 128 read 1.9), short ones many (x_proj's 160
+    rows: TPR 128-256, 3x faster than 16); the chain sweep's numbers are at GROUPS_AIMED.
     `device.matvec_tpr` (tests), else MAMBAWEB_MATVEC_TPR (bench variants), replaces the rule
-    (a power of two in 16..256); MAMBAWEB_MATVEC_GROUPS replaces the ~512 workgroups aimed at
-    (TARGET_GROUPS; bench variants)."""
+    (a power of two in 16..256); MAMBAWEB_MATVEC_GROUPS replaces the workgroups aimed at
+    (bench variants)."""
     from py_engine.ops.step_kernels import pick
 
     def rule():
         import os
-        groups = int(os.environ.get("MAMBAWEB_MATVEC_GROUPS", "") or TARGET_GROUPS)
+        env = os.environ.get("MAMBAWEB_MATVEC_GROUPS", "")
+        tuned = _tuned(fmt)
+        groups = int(env) if env else GROUPS_AIMED.get(tuned, TARGET_GROUPS)
+        rows = N * (G if tuned in GROUPS_AIMED else 1)
         chunks = K // (128 // BITS[fmt])          # 16 bytes hold 128 / bits values
         tpr = 16
-        while tpr < THREADS and tpr < chunks and N * tpr < groups * THREADS * rpt:
+        while tpr < THREADS and tpr < chunks and rows * tpr < groups * THREADS * rpt:
             tpr *= 2
         return tpr
     return pick(device, "matvec_tpr", "MAMBAWEB_MATVEC_TPR", (16, 32, 64, 128, 256), rule)
@@ -231,11 +269,11 @@ def matvec(batch, x, ws, ys, M, bias=None, accumulate=False, tpr=None, conv=None
     plan = planned(fmt, max(Ns), K)
     if plan is not None:                      # a bench variant's per-matrix choice
         rpt, tpr, stage = rpt or plan[0], tpr or plan[1], plan[2] if stage is None else stage
-    rpt = rows_per_thread(dev, max(Ns), M, rpt)
-    tpr = tpr or rows_per_thread_group(fmt, K, max(Ns), rpt, dev)
+    rpt = rows_per_thread(dev, max(Ns), M, rpt, fmt)
+    tpr = tpr or rows_per_thread_group(fmt, K, max(Ns), rpt, dev, len(ws))
     consts = {"TPR": tpr, "MR": M, "RPT": rpt, "NORMED": int(norm is not None),
               "PREFETCH": prefetch_level(dev),
-              "STAGE": int(stage_x(dev, M, stage, fmt, max(Ns))), "GATED": int(gate is not None),
+              "STAGE": int(stage_x(dev, M, stage, fmt, max(Ns), tpr)), "GATED": int(gate is not None),
               "RELU2": int(bool(relu2))}
     if (gate is not None and (bias is not None or conv is not None or gate.numel != M * K)) or \
             (relu2 and (gate is not None or norm is not None)):

@@ -15,6 +15,9 @@ def _no_env(monkeypatch):
     monkeypatch.delenv("MAMBAWEB_MATVEC_STAGE", raising=False)
     monkeypatch.delenv("MAMBAWEB_MATVEC_RPT", raising=False)
     monkeypatch.delenv("MAMBAWEB_MATVEC_PLAN", raising=False)
+    monkeypatch.delenv("MAMBAWEB_MATVEC_TPR", raising=False)
+    monkeypatch.delenv("MAMBAWEB_MATVEC_GROUPS", raising=False)
+    monkeypatch.delenv("MAMBAWEB_MATVEC_RULE", raising=False)
 
 
 @pytest.mark.parametrize("fmt, N, staged", [
@@ -62,3 +65,47 @@ def test_plan_sets_choices_per_matrix(monkeypatch):
     monkeypatch.setenv("MAMBAWEB_MATVEC_PLAN", "q4:4096x2048=2/16")
     with pytest.raises(ValueError, match=r"not \[fmt:\]NxK=RPT/TPR/STAGE"):
         wf.planned("q4", 4096, 2048)
+
+
+@pytest.mark.parametrize("fmt, G, N, K, want", [
+    # the chain sweep's fastest (or within a few %) per shape, H200, 2026-12-01
+    ("f16", 2, 4096, 2048, (1, 16, True)),      # mamba-1.4b in_proj (x and z halves, conv)
+    ("q4", 2, 4096, 2048, (2, 16, True)),
+    ("f16", 1, 2048, 4096, (1, 64, False)),     # its out_proj
+    ("q4", 1, 2048, 4096, (2, 64, True)),
+    ("f16", 1, 160, 4096, (1, 256, False)),     # its x_proj
+    ("q4", 1, 50280, 2048, (4, 16, True)),      # the LM head
+    ("f16", 2, 1536, 768, (1, 32, True)),       # mamba-130m in_proj
+    ("f16", 1, 768, 1536, (1, 128, False)),     # its out_proj
+    ("q4", 1, 768, 1536, (1, 64, True)),
+    ("f32", 2, 4096, 2048, (2, 64, False)),     # f32 keeps the older rule (per matrix)
+])
+def test_rules_per_shape(fmt, G, N, K, want):
+    d = _Dev()
+    rpt = wf.rows_per_thread(d, N, 1, fmt=fmt)
+    tpr = wf.rows_per_thread_group(fmt, K, N, rpt, d, G)
+    assert (rpt, tpr, wf.stage_x(d, 1, None, fmt, N, tpr)) == want
+
+
+def test_groups_count_every_matrix_of_the_call():
+    """A call's G matrices share the grid (z): twice the matrices, half the rows per group's
+    worth of threads -- the TPR doubles (f32 aims per matrix, as before)."""
+    d = _Dev()
+    assert wf.rows_per_thread_group("f16", 2048, 4096, 1, d, 1) == 32
+    assert wf.rows_per_thread_group("f16", 2048, 4096, 1, d, 2) == 16
+    assert wf.rows_per_thread_group("f32", 2048, 4096, 2, d, 1) == \
+        wf.rows_per_thread_group("f32", 2048, 4096, 2, d, 2)
+
+
+def test_older_rule_for_side_by_side(monkeypatch):
+    """MAMBAWEB_MATVEC_RULE=older: every format takes f32's rows (the rule before the chain
+    sweep), staging keeps its format's row-count test; other values are refused by name."""
+    d = _Dev()
+    monkeypatch.setenv("MAMBAWEB_MATVEC_RULE", "older")
+    assert wf.rows_per_thread(d, 4096, 1, fmt="f16") == 2
+    assert wf.rows_per_thread_group("f16", 2048, 4096, 2, d, 2) == 64
+    assert wf.stage_x(d, 1, None, "f16", 4096, 16) is False
+    assert wf.stage_x(d, 1, None, "q4", 4096, 64) is True
+    monkeypatch.setenv("MAMBAWEB_MATVEC_RULE", "new")
+    with pytest.raises(ValueError, match="MAMBAWEB_MATVEC_RULE must be 'tuned' or 'older'"):
+        wf.rows_per_thread(d, 4096, 1, fmt="f16")
