@@ -1,7 +1,9 @@
 """`mambaweb bench --dawn`: the bench's GPU sections through the tab's own code path (Pyodide +
 py_engine/gpu/browser.py + web/js/gpu_bridge.mjs) on Chrome's WebGPU (Dawn) under Node.js,
 with no browser: on a real GPU these are the numbers a Chrome tab gets. Same sections, same
-snippets and the same JSON as the browser run, with "backend": "dawn" and the adapter info."""
+snippets and the same JSON as the browser run, with "backend": "dawn" and the adapter info;
+`--variant NAME:VAR=VALUE` runs each model again with those variables set in the engine's own
+(Pyodide's) environment, in the same process on the same weights, under the model's `variants`."""
 import json
 import platform
 import sys
@@ -68,4 +70,27 @@ def _model(eng, name, c, args, formats, ceiling):
                 decode=args.decode_tokens or c["decode"], max_seconds=args.max_seconds,
                 weights=formats, read_gb_per_s=ceiling)
     r["model_load_and_first_token_s"] = eng.run(COLD_SNIPPET, url=url)["load_and_first_token_s"]
+    for vname, env in getattr(args, "variants", []):
+        # the engine's environment is Pyodide's own: set there for this run, restored after
+        saved = eng.run(ENV_SNIPPET, env=env)
+        try:
+            r.setdefault("variants", {})[vname] = eng.run(
+                MODEL_SNIPPET, url=url, prompts=list(c["prompts"]),
+                decode=args.decode_tokens or c["decode"], max_seconds=args.max_seconds,
+                weights=formats, read_gb_per_s=ceiling)
+        finally:
+            eng.run(ENV_SNIPPET, env=saved)
     return r
+
+
+# Set the engine's (Pyodide's) environment variables in args['env'] (None: unset); result: the
+# values they had, in the same form (to restore them).
+ENV_SNIPPET = """
+import os
+result = {k: os.environ.get(k) for k in args['env']}
+for k, v in args['env'].items():
+    if v is None:
+        os.environ.pop(k, None)
+    else:
+        os.environ[k] = v
+"""

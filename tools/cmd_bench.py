@@ -79,9 +79,10 @@ def register(sub):
     p.add_argument("--native", action="store_true",
                    help="run in CPython on the native backend (wgpu-py) instead of headless Chromium")
     p.add_argument("--variant", action="append", default=[], metavar="NAME:VAR=VALUE[,VAR=VALUE]",
-                   help="--native only: also run each model under these environment settings "
-                        "(kernel choices such as MAMBAWEB_MATVEC_STAGE=0), in the same process "
-                        "on the same weights, reported under the model's `variants`")
+                   help="--native or --dawn: also run each model under these environment "
+                        "settings (kernel choices such as MAMBAWEB_MATVEC_STAGE=0; with --dawn set "
+                        "in the engine's Pyodide), in the same process on the same weights, "
+                        "reported under the model's `variants`")
     p.add_argument("--dawn", action="store_true",
                    help="run the tab's code path under Node.js on Chrome's WebGPU (Dawn, npm "
                         "`webgpu`) instead of headless Chromium (tools/bench_dawn.py)")
@@ -92,9 +93,14 @@ def run(args):
     if args.native and args.dawn:
         print("bench: choose one of --native and --dawn", file=sys.stderr)
         return 2
-    if args.variant and not args.native:
-        print("bench: --variant needs --native (environment settings apply to this process; "
-              "the browser and Dawn engines run elsewhere)", file=sys.stderr)
+    if args.variant and not (args.native or args.dawn):
+        print("bench: --variant needs --native or --dawn (the browser's engine runs in a tab, "
+              "out of reach of environment settings)", file=sys.stderr)
+        return 2
+    try:
+        args.variants = [_parse_variant(v) for v in args.variant]
+    except ValueError as e:
+        print(f"bench: {e}", file=sys.stderr)
         return 2
     if args.native:
         return _run_native(args)

@@ -82,6 +82,19 @@ def test_snippet_errors_come_back_as_exceptions(dawn):
 
 
 @needs_webgpu
+def test_variant_environment_is_the_engines_own(dawn):
+    """`bench --dawn --variant`: the variables are set in the engine's Pyodide, where the
+    kernel rules read them, and put back as they were after the variant's run."""
+    from tools.bench_dawn import ENV_SNIPPET
+    read = "import os\nresult = os.environ.get('MW_T_VARIANT')"
+    saved = dawn.run(ENV_SNIPPET, env={"MW_T_VARIANT": "older"})
+    assert saved == {"MW_T_VARIANT": None}
+    assert dawn.run(read) == "older"
+    dawn.run(ENV_SNIPPET, env=saved)
+    assert dawn.run(read) is None
+
+
+@needs_webgpu
 def test_bench_dawn_prints_the_model_section_json():
     r = subprocess.run([sys.executable, "-m", "tools.cli", "bench", "--dawn", "--json",
                         "--only", "model", "--models", "d256x4", "--decode-tokens", "4",
