@@ -18,7 +18,7 @@ FORMATS = ("f32", "f16", "bf16", "q8", "q4")
 K_MULTIPLE = {"f32": 4, "f16": 8, "bf16": 8, "q8": 16, "q4": 32}
 BITS = {"f32": 32, "f16": 16, "bf16": 16, "q8": 8, "q4": 4}
 THREADS = 256
-TARGET_GROUPS = 512   # workgroups an f32 decode mat-vec aims for per matrix (rows_per_thread_group)
+TARGET_GROUPS = 512   # workgroups per matrix under MAMBAWEB_MATVEC_RULE=older (rows_per_thread_group)
 
 
 def check_format(fmt):
@@ -90,33 +90,35 @@ def _row_slice(y, row0, rows, K):
     return (y.buffer, y.offset + off, rows * K * 4)
 
 
-# Rows at which a thread starts reading 2, then 4 weight rows (RPT), per format. Measured on an
-# H200 with tools/sweep_matvec.py --chain (distinct weights back to back in one pass, as decode
-# runs them; 2026-12-01): q4's fastest mamba-1.4b in_proj (2 x 4096 x 2048) and out_proj (2048 x
-# 4096) ran at RPT 2 (15.6 and 11.2 us against 19.9 and 12.4 at RPT 1), f16's at RPT 1 (15.2 and
-# 11.1 against 16.3 and 11.7 at RPT 2); the LM heads (50,280 rows) at RPT 2-4 in both. f32 keeps
-# the rule of the one-dispatch sweeps before (not re-swept: its 1.4b decode is at 61% of the read
-# ceiling already).
-RPT_FROM = {"f32": (4096, 8192), "f16": (8192, 8192), "bf16": (8192, 8192),
-            "q8": (2048, 8192), "q4": (2048, 8192)}
+# Rows at which a thread starts reading 2, then 4 weight rows (RPT), per format ("older": the
+# rule before, one for all formats). Measured on an H200 with tools/sweep_matvec.py --chain
+# (distinct weights back to back in one pass, as decode runs them; 2026-12-01): q4's fastest
+# mamba-1.4b in_proj (2 x 4096 x 2048) and out_proj (2048 x 4096) ran at RPT 2 (15.6 and 11.2 us
+# against 19.9 and 12.4 at RPT 1), f16's at RPT 1 (15.2 and 11.1 against 16.3 and 11.7 at RPT
+# 2), f32's at RPT 1 (24.0 and 14.4, against 28.1 under the older rule's RPT 2 for the in_proj);
+# the LM heads (50,280 rows) within a few % at RPT 2-4 (f32's 1.4b head varied 1.5x between
+# passes).
+RPT_FROM = {"older": (4096, 8192), "f32": (8192, 8192), "f16": (8192, 8192),
+            "bf16": (8192, 8192), "q8": (2048, 8192), "q4": (2048, 8192)}
 # Workgroups a decode mat-vec aims for, counted over all of a call's matrices (the grid's z),
-# per format -- f32: per matrix, the older rule's 512 (TARGET_GROUPS). The chain sweep's fastest
-# choice per shape gave 384-512 workgroups for f16 (1.4b in_proj 512: TPR 16 at 15.2 us, where
-# the older rule's 1,024 took 23.1; mamba-130m's in_proj 384: 7.4 us against 13.5 at 1,536; its
-# out_proj 384: 7.5 against 10.1), and about half that for q4 (in_proj 256: 15.6 against 28.2;
-# out_proj 256: 11.2 against 16.6), whose thread does more decoding per byte.
-GROUPS_AIMED = {"f16": 384, "bf16": 384, "q8": 192, "q4": 192}
+# per format ("older": TARGET_GROUPS per matrix). The chain sweep's fastest choice per shape
+# gave 384-512 workgroups for f16 and f32 (1.4b in_proj 512: TPR 16 at 15.2 us f16 / 24.0 f32,
+# where the older rule's 1,024 took 23.1 / 28.1; mamba-130m's in_proj 384: 7.4 us f16 against
+# 13.5 at 1,536, f32 10.8 against 19.3; its out_proj 384: 7.5 against 10.1 f16, 11.6 against
+# 16.0 f32), and about half that for q4 (in_proj 256: 15.6 against 28.2; out_proj 256: 11.2
+# against 16.6), whose thread does more decoding per byte.
+GROUPS_AIMED = {"f32": 384, "f16": 384, "bf16": 384, "q8": 192, "q4": 192}
 
 
-def _tuned(fmt):
-    """The format whose RPT/TPR/staging rows apply: `fmt`, or f32 for every format when
+def _rules(fmt):
+    """The rows of RPT_FROM / GROUPS_AIMED / staging that apply: `fmt`'s, or "older" when
     MAMBAWEB_MATVEC_RULE=older (the one rule of before 2026-12-01, for side-by-side bench
     variants)."""
     import os
     v = os.environ.get("MAMBAWEB_MATVEC_RULE", "").strip()
     if v not in ("", "older", "tuned"):
         raise ValueError(f"MAMBAWEB_MATVEC_RULE must be 'tuned' or 'older', got {v!r}")
-    return "f32" if v == "older" else fmt
+    return "older" if v == "older" else fmt
 
 
 def rows_per_thread(device, N, M, override=None, fmt="f32"):
@@ -129,7 +131,7 @@ def rows_per_thread(device, N, M, override=None, fmt="f32"):
     env = os.environ.get("MAMBAWEB_MATVEC_RPT", "")
     want = override or getattr(device, "matvec_rpt", None) or (int(env) if env.isdigit() else 0)
     if not want:
-        two, four = RPT_FROM.get(_tuned(fmt), RPT_FROM["f32"])
+        two, four = RPT_FROM.get(_rules(fmt), RPT_FROM["older"])
         want = 4 if N >= four else 2 if N >= two else 1
     rpt = 1
     while rpt < 4 and rpt * 2 * M <= 4 and rpt * 2 <= want:
@@ -143,12 +145,12 @@ def stage_x(device, M, override=None, fmt="f32", N=0, tpr=None):
     MAMBAWEB_MATVEC_STAGE=0|1 (sweeps), else the rule below. Unstaged, the lanes of a narrow
     format read x CV vec4s apart (q4: 128 bytes of x per 16 weight bytes), and with few lanes
     per row (TPR) a warp spans several rows' x reads. Swept on an H200: q4 in_proj 226 -> 87 us
-    staged (one dispatch at a time), LM head q4 302 -> 120; with the chain sweep (back to back),
-    f16 at TPR 16 (1.4b in_proj 15.2 us staged, over 18 unstaged; LM head 64 against over 74),
-    while at TPR 64 and up staging was even or slower (out_proj 11.1 unstaged, 11.4 staged;
-    x_proj-sized matrices, 160 rows, and f32 slower staged: the tile's barriers, nothing to
-    win). So: q4/q8 from 512 rows; f16/bf16 at TPR <= 32 (from 8,192 rows when no TPR is
-    given); never f32."""
+    staged (one dispatch at a time), LM head q4 302 -> 120; with the chain sweep (back to back)
+    at TPR 16, the 1.4b in_proj f16 15.2 us staged against 18+ unstaged, f32 24.0 against 30.4,
+    while from TPR 64 staging was even or slower (out_proj f16 11.1 unstaged, 11.4 staged;
+    x_proj-sized matrices, 160 rows, slower staged: the tile's barriers, nothing to win). So:
+    q4/q8 from 512 rows; f32/f16/bf16 at TPR <= 32 (without a TPR, or under
+    MAMBAWEB_MATVEC_RULE=older: f16/bf16 from 8,192 rows, f32 never)."""
     if M != 1:
         return False
     if override is not None:
@@ -158,9 +160,9 @@ def stage_x(device, M, override=None, fmt="f32", N=0, tpr=None):
     def rule():
         if fmt in ("q4", "q8"):
             return N >= 512
-        if fmt in ("f16", "bf16"):
-            return tpr <= 32 if tpr is not None and _tuned(fmt) == fmt else N >= 8192
-        return False
+        if tpr is not None and _rules(fmt) != "older":
+            return tpr <= 32
+        return fmt in ("f16", "bf16") and N >= 8192
     return choose(device, "matvec_stage", "MAMBAWEB_MATVEC_STAGE", "1", "0", rule)
 
 
@@ -183,10 +185,10 @@ def prefetch_level(device):
 def rows_per_thread_group(fmt, K, N, rpt=1, device=None, G=1):
     """Threads sharing one row (TPR, a pipeline constant, a power of two in 16..256): the
     fewest that still give the GPU the workgroups GROUPS_AIMED[fmt] asks for over the call's G
-    matrices of N rows (256 / TPR * rpt rows a workgroup; f32: TARGET_GROUPS per matrix), and
-    never more than the row has 16-byte chunks. Tall matrices want few threads per row (the LM
-    head, 50,280 rows: TPR 16 read 2.95 TB/s where 128 read 1.9), short ones many (x_proj's 160
-    rows: TPR 128-256, 3x faster than 16); the chain sweep's numbers are at GROUPS_AIMED.
+    matrices of N rows (256 / TPR * rpt rows a workgroup), and never more than the row has
+    16-byte chunks. Tall matrices want few threads per row (the LM head, 50,280 rows: TPR 16
+    read 2.95 TB/s where 128 read 1.9), short ones many (x_proj's 160 rows: TPR 128-256, 3x
+    faster than 16); the chain sweep's numbers are at GROUPS_AIMED.
     `device.matvec_tpr` (tests), else MAMBAWEB_MATVEC_TPR (bench variants), replaces the rule
     (a power of two in 16..256); MAMBAWEB_MATVEC_GROUPS replaces the workgroups aimed at
     (bench variants)."""
@@ -195,9 +197,9 @@ def rows_per_thread_group(fmt, K, N, rpt=1, device=None, G=1):
     def rule():
         import os
         env = os.environ.get("MAMBAWEB_MATVEC_GROUPS", "")
-        tuned = _tuned(fmt)
-        groups = int(env) if env else GROUPS_AIMED.get(tuned, TARGET_GROUPS)
-        rows = N * (G if tuned in GROUPS_AIMED else 1)
+        rules = _rules(fmt)
+        groups = int(env) if env else GROUPS_AIMED.get(rules, TARGET_GROUPS)
+        rows = N * (G if rules in GROUPS_AIMED else 1)
         chunks = K // (128 // BITS[fmt])          # 16 bytes hold 128 / bits values
         tpr = 16
         while tpr < THREADS and tpr < chunks and rows * tpr < groups * THREADS * rpt:

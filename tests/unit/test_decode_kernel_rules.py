@@ -40,10 +40,23 @@ def test_staging_overrides(monkeypatch):
     assert wf.stage_x(d, 1, None, "f32", 16)
 
 
-@pytest.mark.parametrize("N, M, rpt", [(50280, 1, 4), (8192, 1, 4), (4096, 1, 2), (2048, 1, 1),
-                                       (8192, 2, 2), (8192, 4, 1)])
-def test_rows_per_thread(N, M, rpt):
-    assert wf.rows_per_thread(_Dev(), N, M) == rpt
+@pytest.mark.parametrize("fmt, N, M, rpt", [
+    ("f32", 50280, 1, 4), ("f32", 8192, 1, 4), ("f32", 4096, 1, 1), ("f16", 4096, 1, 1),
+    ("q4", 4096, 1, 2), ("q8", 2048, 1, 2), ("q4", 1536, 1, 1), ("f32", 8192, 2, 2),
+    ("f32", 8192, 4, 1), ("q4", 4096, 4, 1)])
+def test_rows_per_thread(fmt, N, M, rpt):
+    assert wf.rows_per_thread(_Dev(), N, M, fmt=fmt) == rpt
+
+
+def test_rows_per_thread_overrides(monkeypatch):
+    d = _Dev()
+    assert wf.rows_per_thread(d, 64, 1, override=4) == 4
+    assert wf.rows_per_thread(d, 64, 2, override=4) == 2          # RPT * M <= 4
+    d.matvec_rpt = 2
+    assert wf.rows_per_thread(d, 64, 1) == 2
+    d.matvec_rpt = None
+    monkeypatch.setenv("MAMBAWEB_MATVEC_RPT", "4")
+    assert wf.rows_per_thread(d, 64, 1, fmt="f16") == 4
 
 
 def test_staging_env_refuses_other_values(monkeypatch):
@@ -78,7 +91,9 @@ def test_plan_sets_choices_per_matrix(monkeypatch):
     ("f16", 2, 1536, 768, (1, 32, True)),       # mamba-130m in_proj
     ("f16", 1, 768, 1536, (1, 128, False)),     # its out_proj
     ("q4", 1, 768, 1536, (1, 64, True)),
-    ("f32", 2, 4096, 2048, (2, 64, False)),     # f32 keeps the older rule (per matrix)
+    ("f32", 2, 4096, 2048, (1, 16, True)),
+    ("f32", 1, 768, 1536, (1, 128, False)),
+    ("f32", 1, 50280, 768, (4, 16, True)),
 ])
 def test_rules_per_shape(fmt, G, N, K, want):
     d = _Dev()
@@ -88,23 +103,24 @@ def test_rules_per_shape(fmt, G, N, K, want):
 
 
 def test_groups_count_every_matrix_of_the_call():
-    """A call's G matrices share the grid (z): twice the matrices, half the rows per group's
-    worth of threads -- the TPR doubles (f32 aims per matrix, as before)."""
+    """A call's G matrices share the grid (z): twice the matrices, twice the rows for the same
+    workgroups -- the TPR halves."""
     d = _Dev()
     assert wf.rows_per_thread_group("f16", 2048, 4096, 1, d, 1) == 32
     assert wf.rows_per_thread_group("f16", 2048, 4096, 1, d, 2) == 16
-    assert wf.rows_per_thread_group("f32", 2048, 4096, 2, d, 1) == \
-        wf.rows_per_thread_group("f32", 2048, 4096, 2, d, 2)
 
 
 def test_older_rule_for_side_by_side(monkeypatch):
-    """MAMBAWEB_MATVEC_RULE=older: every format takes f32's rows (the rule before the chain
-    sweep), staging keeps its format's row-count test; other values are refused by name."""
+    """MAMBAWEB_MATVEC_RULE=older: the one rule before the chain sweep (RPT 2 from 4,096 rows,
+    512 workgroups per matrix, staging by row count: q4/q8 from 512, f16/bf16 from 8,192, f32
+    never); other values are refused by name."""
     d = _Dev()
     monkeypatch.setenv("MAMBAWEB_MATVEC_RULE", "older")
-    assert wf.rows_per_thread(d, 4096, 1, fmt="f16") == 2
-    assert wf.rows_per_thread_group("f16", 2048, 4096, 2, d, 2) == 64
+    for fmt in ("f32", "f16", "q4"):
+        assert wf.rows_per_thread(d, 4096, 1, fmt=fmt) == 2
+        assert wf.rows_per_thread_group(fmt, 2048, 4096, 2, d, 2) == 64
     assert wf.stage_x(d, 1, None, "f16", 4096, 16) is False
+    assert wf.stage_x(d, 1, None, "f32", 50280, 16) is False
     assert wf.stage_x(d, 1, None, "q4", 4096, 64) is True
     monkeypatch.setenv("MAMBAWEB_MATVEC_RULE", "new")
     with pytest.raises(ValueError, match="MAMBAWEB_MATVEC_RULE must be 'tuned' or 'older'"):
