@@ -6,7 +6,7 @@
 # for --dawn .whl_dawn/*.whl and .dawn/bundle.tar.xz (tools/dawn/bundle.sh). Results go to $OUT.
 #
 #   bash tools/device/gpu_session.sh            # ~5 min: checks + native bench
-#   bash tools/device/gpu_session.sh --dawn     # ~4 min: Dawn checks + Dawn bench instead
+#   bash tools/device/gpu_session.sh --dawn     # ~8 min: Dawn checks + Dawn bench instead
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu_session}
 mkdir -p "$OUT"
@@ -21,8 +21,9 @@ if [ "${1:-}" = "--dawn" ]; then
   bash tools/dawn/unpack.sh > "$OUT/unpack.txt" 2>&1
   timeout 120 python3 -m tools.device_checks --engine dawn > "$OUT/checks_dawn.txt" 2>&1
   stamp $? >> "$OUT/checks_dawn.txt"
-  timeout 240 python3 -m tools.cli bench --dawn --json --only model --models mamba130m,mamba1_4b \
-    --weights f32,f16,q4 --decode-tokens 256 --max-seconds 8 > "$OUT/bench_dawn.json" 2> "$OUT/bench_dawn.err"
+  timeout 420 python3 -m tools.cli bench --dawn --json --only model --models mamba130m,mamba1_4b \
+    --weights f32,f16,q4 --decode-tokens 256 --max-seconds 8 \
+    --variant older:MAMBAWEB_MATVEC_RULE=older > "$OUT/bench_dawn.json" 2> "$OUT/bench_dawn.err"
   stamp $? >> "$OUT/bench_dawn.err"
   timeout 120 python3 -m tools.cli bench --dawn --json --only model --models mamba2_130m,mamba3_187m \
     --weights f16,q4 --decode-tokens 256 --max-seconds 8 > "$OUT/bench_dawn2.json" 2> "$OUT/bench_dawn2.err"
@@ -38,5 +39,6 @@ timeout 420 python3 -m tools.cli bench --native --json --only model \
   --models mamba130m,mamba2_130m,mamba3_187m,mamba1_4b --weights f16,q4 --decode-tokens 256 \
   --max-seconds 8 --variant stage0:MAMBAWEB_MATVEC_STAGE=0 \
   --variant rows:MAMBAWEB_SSD_STEP=rows,MAMBAWEB_MAMBA3_STEP=rows \
+  --variant older:MAMBAWEB_MATVEC_RULE=older \
   > "$OUT/bench.json" 2> "$OUT/bench.err"
 stamp $? >> "$OUT/bench.err"
