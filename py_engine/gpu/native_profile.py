@@ -29,6 +29,14 @@ CAPACITY = 4096        # timestamp slots per submit (the most a query set holds)
                        # a pass each, ~4,095 in one pass; later ones are run but not timed
 
 
+def _copy_ending_pass(enc, cpass, c):
+    """A copy command c ends the open pass, as NativeDevice encodes it; -> no pass open."""
+    if cpass is not None:
+        cpass.end()
+    enc.copy_buffer_to_buffer(c[1], c[2], c[3], c[4], c[5])
+    return None
+
+
 class KernelProfiler:
     def __init__(self, device, in_pass=None, span=False):
         if "timestamp-query" not in device.features:
@@ -106,10 +114,7 @@ class KernelProfiler:
                 else:
                     self.untimed += 1
             else:
-                if cpass is not None:
-                    cpass.end()
-                    cpass = None
-                enc.copy_buffer_to_buffer(c[1], c[2], c[3], c[4], c[5])
+                cpass = _copy_ending_pass(enc, cpass, c)
         if cpass is not None:
             cpass.end()
         self._finish(enc, names, slot, spans)
@@ -140,10 +145,7 @@ class KernelProfiler:
                 else:
                     names[-1][1] += 1
             else:
-                if cpass is not None:
-                    cpass.end()
-                    cpass = None
-                enc.copy_buffer_to_buffer(c[1], c[2], c[3], c[4], c[5])
+                cpass = _copy_ending_pass(enc, cpass, c)
         if cpass is not None:
             cpass.end()
         self._finish(enc, [n for n in names if n is not None], slot, spans)
