@@ -283,6 +283,16 @@ def step_takes_dt_proj(device):
     return device.limits.get("maxStorageBuffersPerShaderStage", 8) >= 11
 
 
+def step_loads_early(device):
+    """Whether the fused step loads the channel's dt-independent inputs (u, A, its state, B, C,
+    D, z) before the dt_proj reduction (EARLY in shaders/selective_scan_step.wgsl; the same
+    result bit for bit): `device.scan_step_early` (tests), else MAMBAWEB_SCAN_STEP_EARLY=1|0
+    (bench variants), else off -- not yet timed on a GPU, so the order before stays the
+    default until a side-by-side run says otherwise."""
+    from py_engine.ops.step_kernels import choose
+    return choose(device, "scan_step_early", "MAMBAWEB_SCAN_STEP_EARLY", "1", "0", lambda: False)
+
+
 def selective_scan_step(batch, u_t, delta_t, A_log, B_t, C_t, state, D=None, z_t=None,
                         dt_bias=None, out=None, norm_bc_eps=None, dt_w=None):
     """One token: u_t, delta_t, z_t [Bsz, I] (or [I]), B_t, C_t [Bsz, N], state [Bsz, I, N]
@@ -311,7 +321,7 @@ def selective_scan_step(batch, u_t, delta_t, A_log, B_t, C_t, state, D=None, z_t
     if dt_w is not None:
         batch.run("selective_scan_step", "selective_scan_step_dtproj",
                   resources + [None, None, dt_w.binding], -(-spec.I // 8), spec.nb,
-                  constants={"NS": spec.N})
+                  constants={"NS": spec.N, "EARLY": int(step_loads_early(dev))})
         return y
     batch.run(FORWARD_SHADER, "selective_scan_step", resources,
               -(-spec.I // 64), spec.nb, constants={"NS": spec.N})

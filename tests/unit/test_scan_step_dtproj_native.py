@@ -2,8 +2,9 @@
 shaders/selective_scan_step.wgsl) at a low-rank width R large enough for its four-terms-a-trip
 loop (R = 100 over 16 lanes: one four-term trip per lane, then a ragged tail), against float64
 numpy: outputs and the state updated in place, Mamba-1 (bias, D, gate) and Falcon-Mamba (dt_low,
-B and C RMS-normalised), two sequences. Native backend (lavapipe here); the model fixtures'
-R of 3 never reach the four-term loop."""
+B and C RMS-normalised), two sequences, with the dt-independent inputs loaded after the dt
+reduction (the default) and before it (EARLY: the same sums). Native backend (lavapipe here);
+the model fixtures' R of 3 never reach the four-term loop."""
 import numpy as np
 import pytest
 
@@ -19,18 +20,24 @@ outs.update(y=y, h=T['h'])
 """
 
 
+def _with_early(early, code):
+    """code with the step's EARLY loads set, and the device's choice put back after."""
+    return f"device.scan_step_early = {early}\n" + code + "device.scan_step_early = None\n"
+
+
 def _softplus(v):
     return np.where(v > 20, v, np.log1p(np.exp(np.minimum(v, 20))))
 
 
+@pytest.mark.parametrize("early", [False, True])
 @pytest.mark.parametrize("eps", [None, 1e-6])
-def test_step_with_wide_dt_rank(engine, eps):
+def test_step_with_wide_dt_rank(engine, eps, early):
     rng = np.random.default_rng(11)
     nb, I, N, R = 2, 40, 16, 100
     f = lambda *s, sc=1.0: (rng.standard_normal(s) * sc).astype(np.float32)
     d = dict(u=f(nb, I), dl=f(nb, R, sc=0.3), A_log=f(I, N, sc=0.5), B=f(nb, N), C=f(nb, N),
              h=f(nb, I, N), D=f(I), z=f(nb, I), bias=f(I, sc=0.5), dt_w=f(I, R, sc=0.1))
-    o, _ = gpu(engine, CODE.format(eps=eps), **d)
+    o, _ = gpu(engine, _with_early(early, CODE.format(eps=eps)), **d)
     g = {k: v.astype(np.float64) for k, v in d.items()}
     dl, Bm, Cm = g["dl"], g["B"], g["C"]
     x = dl @ g["dt_w"].T                                               # [nb, I]
@@ -45,3 +52,17 @@ def test_step_with_wide_dt_rank(engine, eps):
     y = y * g["z"] / (1 + np.exp(-g["z"]))
     assert np.abs(o["y"] - y.ravel()).max() <= 1e-5 * max(1.0, np.abs(y).max())
     assert np.abs(o["h"] - h.ravel()).max() <= 1e-5 * max(1.0, np.abs(h).max())
+
+
+@pytest.mark.parametrize("eps, N", [(None, 16), (1e-6, 16), (None, 8), (1e-6, 4)])
+def test_early_loads_give_the_same_bits(engine, eps, N):
+    """EARLY changes when loads issue, not the sums: the same bits, also with fewer states
+    than lanes (N = 8, 4: the lanes past N load nothing)."""
+    rng = np.random.default_rng(12)
+    nb, I, R = 2, 24, 40
+    f = lambda *s, sc=1.0: (rng.standard_normal(s) * sc).astype(np.float32)
+    d = dict(u=f(nb, I), dl=f(nb, R, sc=0.3), A_log=f(I, N, sc=0.5), B=f(nb, N), C=f(nb, N),
+             h=f(nb, I, N), D=f(I), z=f(nb, I), bias=f(I, sc=0.5), dt_w=f(I, R, sc=0.1))
+    late, _ = gpu(engine, _with_early(False, CODE.format(eps=eps)), **d)
+    early, _ = gpu(engine, _with_early(True, CODE.format(eps=eps)), **d)
+    assert np.array_equal(late["y"], early["y"]) and np.array_equal(late["h"], early["h"])

@@ -39,6 +39,6 @@ timeout 420 python3 -m tools.cli bench --native --json --only model \
   --models mamba130m,mamba2_130m,mamba3_187m,mamba1_4b --weights f16,q4 --decode-tokens 256 \
   --max-seconds 8 --variant stage0:MAMBAWEB_MATVEC_STAGE=0 \
   --variant rows:MAMBAWEB_SSD_STEP=rows,MAMBAWEB_MAMBA3_STEP=rows \
-  --variant older:MAMBAWEB_MATVEC_RULE=older \
+  --variant older:MAMBAWEB_MATVEC_RULE=older --variant early:MAMBAWEB_SCAN_STEP_EARLY=1 \
   > "$OUT/bench.json" 2> "$OUT/bench.err"
 stamp $? >> "$OUT/bench.err"
