@@ -136,6 +136,8 @@ fn selective_scan_step_dtproj(@builtin(local_invocation_id) lid3: vec3<u32>,
     for (var n = lane; n < NS; n += LANES) {
       let s = (b * p.I + i) * NS + n;
       var al: f32; var h0: f32; var bn: f32; var cn: f32;
+      // (with NS <= MAXN = LANES, n == lane on the loop's only trip: the else under EARLY is
+      // for a wider NS, should MAXN grow)
       if (EARLY && n == lane) { al = e.a_log; h0 = e.h; bn = e.b; cn = e.c; }
       else { al = A_log[i * NS + n]; h0 = hs[s]; bn = Bm[bo + n]; cn = Cm[co + n]; }
       let a = -exp(al);

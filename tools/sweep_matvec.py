@@ -7,7 +7,9 @@ the layer's RMSNorm is folded into it and `c` when the conv step is folded into 
 (Mamba-1's in_proj when decoding: 2*d_inner x d_model nc). For each shape, format, rows per thread (RPT) in --rpts,
 staging of x (--stages) and TPR in --tprs (and the TPR the engine picks for that RPT; the
 engine's own choice is marked), the kernel runs --reps times with timestamp queries around each
-dispatch (py_engine/gpu/native_profile.py), in --passes interleaved passes; prints JSON lines:
+dispatch (py_engine/gpu/native_profile.py) -- or, with --chain, around each pass of back-to-back
+dispatches over distinct weight copies (what decode does; the measure the rules now come
+from) -- in --passes interleaved passes; prints JSON lines:
 the fastest pass's mean GPU us per call (every pass's in passes_us) and the weight-read rate in
 GB/s (weight bytes / GPU time), so the best choice per shape and its distance from the device's
 read ceiling are plain.

@@ -5,7 +5,7 @@
     ... run work ...
     table = await prof.collect()       # [{"kernel": "shader:entry", "calls", "gpu_us", ...}]
 
-Two ways to time, picked by `in_pass`:
+Three ways to time, picked by `in_pass` and `span`:
 - in one pass (the default where the device has wgpu-native's timestamp-query-inside-passes):
   the dispatches are encoded as decode encodes them, one compute pass, with a timestamp
   written before the first and after each one; a dispatch's time is the step between its two

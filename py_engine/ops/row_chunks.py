@@ -50,8 +50,11 @@ def linear(batch, x, w, y, M, bias=None, accumulate=False):
     fmt = w.dtype
     rows_matvec = (M <= L.MATVEC_MAX_M and L._matvec_ok(dev)
                    and (fmt != "f32" or L._rows_kernel(dev, K)))
-    rpt = weight_format.rows_per_thread(dev, V, M, fmt=fmt)   # the whole matrix's choice, every part
-    tpr = weight_format.rows_per_thread_group(fmt, K, V, rpt, dev) if rows_matvec else None
+    rpt = tpr = stage = None
+    if rows_matvec:        # the whole table's choices (and plan entry), for every part
+        rpt, tpr, stage = weight_format.choices(dev, fmt, K, V, M)
+        if weight_format.rules_of(fmt) == "older":
+            rpt = stage = None             # as before: each part's own RPT and staging
     if isinstance(x, NormedRows) and not (rows_matvec and x.w is not None and K % 4 == 0):
         x = x.materialize(batch)              # once, not once per block
     for r0, r1, part in w.parts:
@@ -64,7 +67,7 @@ def linear(batch, x, w, y, M, bias=None, accumulate=False):
         acc = accumulate and direct
         if rows_matvec:
             weight_format.matvec(batch, x, [part], [out], M, bias=b, accumulate=acc, tpr=tpr,
-                                 rpt=rpt)
+                                 rpt=rpt, stage=stage)
         else:
             L.matmul(batch, x, part, out, M, n, K, (K, 1, 1, K), bias=b, accumulate=acc)
         if not direct:

@@ -110,7 +110,7 @@ RPT_FROM = {"older": (4096, 8192), "f32": (8192, 8192), "f16": (8192, 8192),
 GROUPS_AIMED = {"f32": 384, "f16": 384, "bf16": 384, "q8": 192, "q4": 192}
 
 
-def _rules(fmt):
+def rules_of(fmt):
     """The rows of RPT_FROM / GROUPS_AIMED / staging that apply: `fmt`'s, or "older" when
     MAMBAWEB_MATVEC_RULE=older (the one rule of before 2026-12-01, for side-by-side bench
     variants)."""
@@ -131,7 +131,7 @@ def rows_per_thread(device, N, M, override=None, fmt="f32"):
     env = os.environ.get("MAMBAWEB_MATVEC_RPT", "")
     want = override or getattr(device, "matvec_rpt", None) or (int(env) if env.isdigit() else 0)
     if not want:
-        two, four = RPT_FROM.get(_rules(fmt), RPT_FROM["older"])
+        two, four = RPT_FROM.get(rules_of(fmt), RPT_FROM["older"])
         want = 4 if N >= four else 2 if N >= two else 1
     rpt = 1
     while rpt < 4 and rpt * 2 * M <= 4 and rpt * 2 <= want:
@@ -160,7 +160,7 @@ def stage_x(device, M, override=None, fmt="f32", N=0, tpr=None):
     def rule():
         if fmt in ("q4", "q8"):
             return N >= 512
-        if tpr is not None and _rules(fmt) != "older":
+        if tpr is not None and rules_of(fmt) != "older":
             return tpr <= 32
         return fmt in ("f16", "bf16") and N >= 8192
     return choose(device, "matvec_stage", "MAMBAWEB_MATVEC_STAGE", "1", "0", rule)
@@ -190,14 +190,15 @@ def rows_per_thread_group(fmt, K, N, rpt=1, device=None, G=1):
     read 2.95 TB/s where 128 read 1.9), short ones many (x_proj's 160 rows: TPR 128-256, 3x
     faster than 16); the chain sweep's numbers are at GROUPS_AIMED.
     `device.matvec_tpr` (tests), else MAMBAWEB_MATVEC_TPR (bench variants), replaces the rule
-    (a power of two in 16..256); MAMBAWEB_MATVEC_GROUPS replaces the workgroups aimed at
-    (bench variants)."""
+    (a power of two in 16..256); MAMBAWEB_MATVEC_GROUPS replaces the workgroups aimed at,
+    counted as the rule in force counts them (over the call's matrices; per matrix under
+    MAMBAWEB_MATVEC_RULE=older) -- bench variants."""
     from py_engine.ops.step_kernels import pick
 
     def rule():
         import os
         env = os.environ.get("MAMBAWEB_MATVEC_GROUPS", "")
-        rules = _rules(fmt)
+        rules = rules_of(fmt)
         groups = int(env) if env else GROUPS_AIMED.get(rules, TARGET_GROUPS)
         rows = N * (G if rules in GROUPS_AIMED else 1)
         chunks = K // (128 // BITS[fmt])          # 16 bytes hold 128 / bits values
@@ -213,26 +214,49 @@ CONV_STORAGE_BUFFERS = 12   # matvec_forward_conv binds 12 storage buffers (Swif
 
 def planned(fmt, N, K):
     """(rpt, tpr, stage) that MAMBAWEB_MATVEC_PLAN sets for a decode mat-vec of N rows (the
-    tallest matrix of the call) by K inputs in `fmt`, else None. The plan is entries
-    `[fmt:]NxK=RPT/TPR/STAGE` joined by ';' (a format-less entry serves every format; RPT or
-    TPR 0 keeps the rule's choice; STAGE 0 or 1), e.g. `q4:4096x2048=2/16/1;50280x2048=1/16/1`: per-matrix choices to
-    try end to end as bench variants (tools/sweep_matvec.py times them one shape at a time)."""
+    tallest matrix of the call, or a row-chunked table's whole height) by K inputs in `fmt`,
+    else None; None in a slot keeps the rule's choice. The plan is entries
+    `[fmt:]NxK=RPT/TPR/STAGE` joined by ';' -- a format-less entry serves every format; RPT 1, 2
+    or 4 (0: the rule's), TPR 16..256 a power of two (0: the rule's), STAGE 0, 1 or - (the
+    rule's) -- e.g. `q4:4096x2048=2/16/1;50280x2048=0/16/-`: per-matrix choices to try end to
+    end as bench variants (tools/sweep_matvec.py times them one shape at a time)."""
     import os
     text = os.environ.get("MAMBAWEB_MATVEC_PLAN", "").strip()
     if not text:
         return None
-    for entry in text.split(";"):
+    for entry in (e.strip() for e in text.split(";")):
+        if not entry:
+            continue
         try:
-            key, _, val = entry.strip().partition("=")
+            key, _, val = entry.partition("=")
             f, _, shape = key.rpartition(":")
             n, k = (int(v) for v in shape.split("x"))
-            rpt, tpr, stage = (int(v) for v in val.split("/"))
+            r, t, st = val.split("/")
+            rpt, tpr = int(r), int(t)
+            if f not in ("",) + FORMATS or rpt not in (0, 1, 2, 4) or \
+                    tpr not in (0, 16, 32, 64, 128, 256) or st not in ("0", "1", "-"):
+                raise ValueError
         except ValueError:
             raise ValueError(f"MAMBAWEB_MATVEC_PLAN entry {entry!r} is not "
-                             "[fmt:]NxK=RPT/TPR/STAGE (e.g. q4:4096x2048=2/16/1)") from None
+                             "[fmt:]NxK=RPT/TPR/STAGE with fmt one of " + ", ".join(FORMATS) +
+                             ", RPT 0/1/2/4, TPR 0 or 16..256 a power of two, STAGE 0/1/- "
+                             "(e.g. q4:4096x2048=2/16/1)") from None
         if (n, k) == (N, K) and f in ("", fmt):
-            return rpt or None, tpr or None, bool(stage)
+            return rpt or None, tpr or None, None if st == "-" else st == "1"
     return None
+
+
+def choices(dev, fmt, K, N, M, G=1, rpt=None, tpr=None, stage=None):
+    """(rpt, tpr, staged) of a decode mat-vec over G matrices of up to N rows by K inputs and M
+    x rows: the values given win, then MAMBAWEB_MATVEC_PLAN's entry for (fmt, N, K), then the
+    rules (rows_per_thread, rows_per_thread_group, stage_x)."""
+    plan = planned(fmt, N, K)
+    if plan is not None:                      # a bench variant's per-matrix choice
+        rpt, tpr = rpt or plan[0], tpr or plan[1]
+        stage = plan[2] if stage is None else stage
+    rpt = rows_per_thread(dev, N, M, rpt, fmt)
+    tpr = tpr or rows_per_thread_group(fmt, K, N, rpt, dev, G)
+    return rpt, tpr, stage_x(dev, M, stage, fmt, N, tpr)
 
 
 def matvec_conv_ok(device):
@@ -268,15 +292,10 @@ def matvec(batch, x, ws, ys, M, bias=None, accumulate=False, tpr=None, conv=None
     Ns = [w.shape[0] for w in ws] + [0] * (3 - len(ws))
     flags = (1 if bias is not None else 0) | (2 if accumulate else 0) | (4 if norm is not None else 0)
     u = dev.uniform(params(M, Ns[0], K, flags, len(ws), Ns[1], Ns[2], float(eps)))
-    plan = planned(fmt, max(Ns), K)
-    if plan is not None:                      # a bench variant's per-matrix choice
-        rpt, tpr, stage = rpt or plan[0], tpr or plan[1], plan[2] if stage is None else stage
-    rpt = rows_per_thread(dev, max(Ns), M, rpt, fmt)
-    tpr = tpr or rows_per_thread_group(fmt, K, max(Ns), rpt, dev, len(ws))
+    rpt, tpr, staged = choices(dev, fmt, K, max(Ns), M, len(ws), rpt, tpr, stage)
     consts = {"TPR": tpr, "MR": M, "RPT": rpt, "NORMED": int(norm is not None),
-              "PREFETCH": prefetch_level(dev),
-              "STAGE": int(stage_x(dev, M, stage, fmt, max(Ns), tpr)), "GATED": int(gate is not None),
-              "RELU2": int(bool(relu2))}
+              "PREFETCH": prefetch_level(dev), "STAGE": int(staged),
+              "GATED": int(gate is not None), "RELU2": int(bool(relu2))}
     if (gate is not None and (bias is not None or conv is not None or gate.numel != M * K)) or \
             (relu2 and (gate is not None or norm is not None)):
         raise ValueError(f"matvec: a gate must be [{M}, {K}] and takes no bias or conv; relu2 "

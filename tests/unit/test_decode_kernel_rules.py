@@ -28,6 +28,16 @@ def test_staging_rule(fmt, N, staged):
     assert wf.stage_x(_Dev(), 2, None, fmt, N) is False         # one x row only
 
 
+@pytest.mark.parametrize("fmt, N, tpr, staged", [
+    ("f16", 4096, 16, True), ("f32", 50280, 16, True), ("bf16", 3072, 32, True),
+    ("f16", 2048, 64, False), ("f32", 768, 128, False), ("q4", 160, 16, False),
+    ("q4", 2048, 64, True)])
+def test_staging_rule_by_threads_per_row(fmt, N, tpr, staged):
+    """What the engine asks (matvec always knows its TPR): f32/f16/bf16 staged at TPR <= 32,
+    q4/q8 from 512 rows whatever the TPR."""
+    assert wf.stage_x(_Dev(), 1, None, fmt, N, tpr) is staged
+
+
 def test_staging_overrides(monkeypatch):
     d = _Dev()
     assert wf.stage_x(d, 1, True, "f32", 16)
@@ -66,17 +76,30 @@ def test_staging_env_refuses_other_values(monkeypatch):
 
 
 def test_plan_sets_choices_per_matrix(monkeypatch):
-    """MAMBAWEB_MATVEC_PLAN (bench variants): per shape, for one format or all; RPT/TPR 0 keep
-    the rule's choice; other shapes and formats keep the rule; a malformed entry is refused by
-    name with the form it wants."""
+    """MAMBAWEB_MATVEC_PLAN (bench variants): per shape, for one format or all; RPT/TPR 0 and
+    STAGE - keep the rule's choice; other shapes and formats keep the rule; given values win
+    over the plan; empty entries are skipped."""
+    d = _Dev()
     assert wf.planned("q4", 4096, 2048) is None
-    monkeypatch.setenv("MAMBAWEB_MATVEC_PLAN", "q4:4096x2048=2/16/1; 50280x2048=0/32/0")
+    monkeypatch.setenv("MAMBAWEB_MATVEC_PLAN", "q4:4096x2048=2/16/1; 50280x2048=0/32/-;")
     assert wf.planned("q4", 4096, 2048) == (2, 16, True)
     assert wf.planned("f16", 4096, 2048) is None
-    assert wf.planned("f16", 50280, 2048) == (None, 32, False)
+    assert wf.planned("f16", 50280, 2048) == (None, 32, None)
     assert wf.planned("q4", 2048, 4096) is None
-    monkeypatch.setenv("MAMBAWEB_MATVEC_PLAN", "q4:4096x2048=2/16")
-    with pytest.raises(ValueError, match=r"not \[fmt:\]NxK=RPT/TPR/STAGE"):
+    assert wf.choices(d, "q4", 2048, 4096, 1, 2) == (2, 16, True)
+    assert wf.choices(d, "q4", 2048, 4096, 1, 2, tpr=64) == (2, 64, True)
+    rpt = wf.rows_per_thread(d, 50280, 1, fmt="f16")                 # the rule's RPT, plan's TPR
+    assert wf.choices(d, "f16", 2048, 50280, 1) == (rpt, 32, True)   # staged by rule at TPR 32
+
+
+@pytest.mark.parametrize("bad", ["q4:4096x2048=2/16", "q5:4096x2048=2/16/1", "4096x2048=3/16/1",
+                                 "4096x2048=1/24/1", "4096x2048=1/512/1", "4096x2048=1/16/2",
+                                 "4096=1/16/1"])
+def test_plan_refuses_what_the_kernel_cannot_run(monkeypatch, bad):
+    """A TPR that is no power of two in 16..256 would sum wrongly (the lanes' halving tree) or
+    not at all; RPT is 1, 2 or 4: refused by name, with the form wanted."""
+    monkeypatch.setenv("MAMBAWEB_MATVEC_PLAN", bad)
+    with pytest.raises(ValueError, match=r"is not \[fmt:\]NxK=RPT/TPR/STAGE with fmt one of"):
         wf.planned("q4", 4096, 2048)
 
 
@@ -108,6 +131,33 @@ def test_groups_count_every_matrix_of_the_call():
     d = _Dev()
     assert wf.rows_per_thread_group("f16", 2048, 4096, 1, d, 1) == 32
     assert wf.rows_per_thread_group("f16", 2048, 4096, 1, d, 2) == 16
+
+
+def _rule_before(fmt, K, N, M, G):
+    """The decode mat-vec's rule as it was before the chain sweep (b3884e9), frozen here:
+    (rpt, tpr, staged); G did not count."""
+    rpt = 1
+    while rpt < 4 and rpt * 2 * M <= 4 and N >= 2048 * rpt * 2:
+        rpt *= 2
+    chunks = K // (128 // wf.BITS[fmt])
+    tpr = 16
+    while tpr < 256 and tpr < chunks and N * tpr < 512 * 256 * rpt:
+        tpr *= 2
+    staged = M == 1 and (N >= 512 if fmt in ("q4", "q8") else fmt in ("f16", "bf16") and N >= 8192)
+    return rpt, tpr, staged
+
+
+def test_older_rule_is_the_rule_before(monkeypatch):
+    """MAMBAWEB_MATVEC_RULE=older gives exactly the rule before, on a grid of shapes."""
+    d = _Dev()
+    monkeypatch.setenv("MAMBAWEB_MATVEC_RULE", "older")
+    for fmt in wf.FORMATS:
+        for K in (256, 768, 2048, 4096, 8192):
+            for N in (16, 80, 160, 512, 768, 1536, 2048, 3072, 4096, 6720, 8192, 16384, 50280):
+                for M in (1, 2, 4):
+                    for G in (1, 2, 3):
+                        assert wf.choices(d, fmt, K, N, M, G) == _rule_before(fmt, K, N, M, G), \
+                            (fmt, K, N, M, G)
 
 
 def test_older_rule_for_side_by_side(monkeypatch):

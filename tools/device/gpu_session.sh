@@ -5,8 +5,10 @@
 # libglx0, libopengl0, libgles2 from Debian), .whl/*.whl (wgpu-py and the server's wheels), and
 # for --dawn .whl_dawn/*.whl and .dawn/bundle.tar.xz (tools/dawn/bundle.sh). Results go to $OUT.
 #
-#   bash tools/device/gpu_session.sh            # ~5 min: checks + native bench
-#   bash tools/device/gpu_session.sh --dawn     # ~8 min: Dawn checks + Dawn bench instead
+#   bash tools/device/gpu_session.sh            # ~9 min: checks + native bench
+#   bash tools/device/gpu_session.sh --dawn     # ~9 min: Dawn checks + Dawn bench instead
+# (each under the device's 10-minute limit per command; a bench killed by its timeout prints
+# nothing, so the timeouts below leave room).
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu_session}
 mkdir -p "$OUT"
@@ -19,10 +21,10 @@ if [ "${1:-}" = "--dawn" ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl_dawn/*.whl
   export PYTHONPATH=/tmp/site:$PWD
   bash tools/dawn/unpack.sh > "$OUT/unpack.txt" 2>&1
-  timeout 120 python3 -m tools.device_checks --engine dawn > "$OUT/checks_dawn.txt" 2>&1
+  timeout 90 python3 -m tools.device_checks --engine dawn > "$OUT/checks_dawn.txt" 2>&1
   stamp $? >> "$OUT/checks_dawn.txt"
-  timeout 420 python3 -m tools.cli bench --dawn --json --only model --models mamba130m,mamba1_4b \
-    --weights f32,f16,q4 --decode-tokens 256 --max-seconds 8 \
+  timeout 330 python3 -m tools.cli bench --dawn --json --only model --models mamba130m,mamba1_4b \
+    --weights f32,f16,q4 --decode-tokens 256 --max-seconds 4 \
     --variant older:MAMBAWEB_MATVEC_RULE=older > "$OUT/bench_dawn.json" 2> "$OUT/bench_dawn.err"
   stamp $? >> "$OUT/bench_dawn.err"
   timeout 120 python3 -m tools.cli bench --dawn --json --only model --models mamba2_130m,mamba3_187m \
@@ -34,11 +36,11 @@ python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .
 export PYTHONPATH=/tmp/site:$PWD
 timeout 90 python3 -m tools.device_checks --engine native > "$OUT/checks.txt" 2>&1
 stamp $? >> "$OUT/checks.txt"
-# every model under the engine's own choices, then with each newer kernel turned off
-timeout 420 python3 -m tools.cli bench --native --json --only model \
+# every model under the engine's own choices, then with newer kernels turned off (rows, older)
+# and a candidate not yet the default turned on (early)
+timeout 450 python3 -m tools.cli bench --native --json --only model \
   --models mamba130m,mamba2_130m,mamba3_187m,mamba1_4b --weights f16,q4 --decode-tokens 256 \
-  --max-seconds 8 --variant stage0:MAMBAWEB_MATVEC_STAGE=0 \
-  --variant rows:MAMBAWEB_SSD_STEP=rows,MAMBAWEB_MAMBA3_STEP=rows \
+  --max-seconds 4 --variant rows:MAMBAWEB_SSD_STEP=rows,MAMBAWEB_MAMBA3_STEP=rows \
   --variant older:MAMBAWEB_MATVEC_RULE=older --variant early:MAMBAWEB_SCAN_STEP_EARLY=1 \
   > "$OUT/bench.json" 2> "$OUT/bench.err"
 stamp $? >> "$OUT/bench.err"
