@@ -12,7 +12,8 @@ dispatches over distinct weight copies (what decode does; the measure the rules 
 from) -- in --passes interleaved passes; prints JSON lines:
 the fastest pass's mean GPU us per call (every pass's in passes_us) and the weight-read rate in
 GB/s (weight bytes / GPU time), so the best choice per shape and its distance from the device's
-read ceiling are plain.
+read ceiling are plain; the last line, {"plan": ...}, is the fastest choice per shape as a
+MAMBAWEB_MATVEC_PLAN for an end-to-end bench variant.
 """
 import argparse
 import json
@@ -140,10 +141,27 @@ def main(argv=None):
                     runs.setdefault(key, []).append(r)
                     if args.each:                  # as it comes (a cut-short run keeps them)
                         print(json.dumps(dict(r, each=True)), flush=True)
+    best = []
     for rows in runs.values():
         r = dict(min(rows, key=lambda r: r["gpu_us"]), passes_us=[x["gpu_us"] for x in rows])
+        best.append(r)
         print(json.dumps(r), flush=True)
+    # the fastest choice per shape, as a bench variant takes it:
+    #   mambaweb bench --native ... --variant "best:MAMBAWEB_MATVEC_PLAN=<plan>"
+    print(json.dumps({"plan": plan_of(best)}), flush=True)
     return 0
+
+
+def plan_of(rows):
+    """MAMBAWEB_MATVEC_PLAN (py_engine/ops/weight_format.planned) of the fastest PREFETCH-0 row
+    per (format, N, K): 'fmt:NxK=RPT/TPR/STAGE;...', in the rows' order."""
+    fastest = {}
+    for r in rows:
+        k = (r["format"], r["N"], r["K"])
+        if r.get("prefetch", 0) == 0 and (k not in fastest or r["gpu_us"] < fastest[k]["gpu_us"]):
+            fastest[k] = r
+    return ";".join(f"{f}:{n}x{k}={r['rpt']}/{r['tpr']}/{int(r['stage'])}"
+                    for (f, n, k), r in fastest.items())
 
 
 if __name__ == "__main__":

@@ -175,3 +175,17 @@ def test_older_rule_for_side_by_side(monkeypatch):
     monkeypatch.setenv("MAMBAWEB_MATVEC_RULE", "new")
     with pytest.raises(ValueError, match="MAMBAWEB_MATVEC_RULE must be 'tuned' or 'older'"):
         wf.rows_per_thread(d, 4096, 1, fmt="f16")
+
+
+def test_sweep_plan_is_what_the_engine_reads(monkeypatch):
+    """tools/sweep_matvec.py's last line: the fastest PREFETCH-0 choice per (format, N, K) as a
+    MAMBAWEB_MATVEC_PLAN, which planned() then reads back."""
+    from tools.sweep_matvec import plan_of
+    row = lambda f, n, k, rpt, tpr, st, us, pf=0: dict(format=f, N=n, K=k, rpt=rpt, tpr=tpr,
+                                                       stage=st, gpu_us=us, prefetch=pf)
+    plan = plan_of([row("f16", 4096, 2048, 2, 64, False, 23.1), row("f16", 4096, 2048, 1, 16, True, 15.2),
+                    row("f16", 4096, 2048, 1, 16, True, 12.0, pf=2), row("q4", 2048, 4096, 2, 64, True, 11.2)])
+    assert plan == "f16:4096x2048=1/16/1;q4:2048x4096=2/64/1"
+    monkeypatch.setenv("MAMBAWEB_MATVEC_PLAN", plan)
+    assert wf.planned("f16", 4096, 2048) == (1, 16, True)
+    assert wf.planned("q4", 2048, 4096) == (2, 64, True)
