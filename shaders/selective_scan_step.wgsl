@@ -49,17 +49,17 @@ fn rms_c(off: u32) -> f32 {
 }
 
 // When the channel's own inputs load (a pipeline constant; MAMBAWEB_SCAN_STEP_EARLY, py_engine/
-// ops/selective_scan.py): false, after the dt reduction, as they are used (three memory waits
-// in a row: dt's terms, then u / A / the state / B / C, then D / z); true, all before the dt
-// loop (the lane's first state n = lane, u, D and z), so one wait covers them. The same
-// arithmetic in the same order either way: the same result bit for bit.
+// ops/selective_scan.py): false, after the dt reduction (a memory wait for dt's terms, then one
+// for these); true, before the dt loop, so one wait covers both. The same arithmetic in the
+// same order either way: the same result bit for bit.
 override EARLY: bool = false;
 
-// The channel's inputs that do not depend on dt, for the lane's first state n = lane.
-struct Early { u: f32, a_log: f32, h: f32, b: f32, c: f32, d: f32, z: f32 };
+// The channel's inputs that do not depend on dt: u, D, z, and lane n's state, A, B and C
+// (lane n owns state n: NS <= MAXN = 16 = LANES, py_engine/ops/selective_scan.py).
+struct Inputs { u: f32, a_log: f32, h: f32, b: f32, c: f32, d: f32, z: f32 };
 
-fn early_load(i: u32, b: u32, lane: u32) -> Early {
-  var e: Early;
+fn inputs_load(i: u32, b: u32, lane: u32) -> Inputs {
+  var e: Inputs;
   e.u = u[p.u_off + b * p.u_str + i];
   if (lane < NS) {
     e.a_log = A_log[i * NS + lane];
@@ -84,8 +84,8 @@ fn selective_scan_step_dtproj(@builtin(local_invocation_id) lid3: vec3<u32>,
   let R = p._p0;
   var x = 0.0;
   var ss = 0.0;
-  var e: Early;
-  if (EARLY && ok) { e = early_load(i, b, lane); }
+  var e: Inputs;
+  if (EARLY && ok) { e = inputs_load(i, b, lane); }
   if (ok) {
     // four of the lane's terms per trip, loaded before they are summed (a loop that loads and
     // then adds waits a memory latency per term); the sums keep the one-by-one order
@@ -127,23 +127,16 @@ fn selective_scan_step_dtproj(@builtin(local_invocation_id) lid3: vec3<u32>,
   if (ok) {
     if (has(HAS_BIAS)) { x += dt_bias[i]; }
     let dt = softplus(x);
-    if (EARLY) { uu = e.u; } else { uu = u[p.u_off + b * p.u_str + i]; }
-    let bo = p.b_off + b * p.b_str;
-    let co = p.c_off + b * p.c_str;
-    let sb = rms_b(bo);
-    let sc = rms_c(co);
+    if (!EARLY) { e = inputs_load(i, b, lane); }
+    uu = e.u;
+    let sb = rms_b(p.b_off + b * p.b_str);
+    let sc = rms_c(p.c_off + b * p.c_str);
     let dbu = dt * uu;
-    for (var n = lane; n < NS; n += LANES) {
-      let s = (b * p.I + i) * NS + n;
-      var al: f32; var h0: f32; var bn: f32; var cn: f32;
-      // (with NS <= MAXN = LANES, n == lane on the loop's only trip: the else under EARLY is
-      // for a wider NS, should MAXN grow)
-      if (EARLY && n == lane) { al = e.a_log; h0 = e.h; bn = e.b; cn = e.c; }
-      else { al = A_log[i * NS + n]; h0 = hs[s]; bn = Bm[bo + n]; cn = Cm[co + n]; }
-      let a = -exp(al);
-      let h = exp(dt * a) * h0 + dbu * bn * sb;
-      hs[s] = h;
-      acc += cn * sc * h;
+    if (lane < NS) {
+      let a = -exp(e.a_log);
+      let h = exp(dt * a) * e.h + dbu * e.b * sb;
+      hs[(b * p.I + i) * NS + lane] = h;
+      acc += e.c * sc * h;
     }
   }
   workgroupBarrier();          // every lane has read red_a[base] before it is overwritten
@@ -151,14 +144,8 @@ fn selective_scan_step_dtproj(@builtin(local_invocation_id) lid3: vec3<u32>,
   red_b[lid] = 0.0;
   reduce_lanes(lid, lane);
   if (ok && lane == 0u) {
-    var dv: f32; var zv: f32;
-    if (EARLY) { dv = e.d; zv = e.z; }
-    else {
-      dv = d_at(i);
-      if (has(HAS_Z)) { zv = z[p.z_off + b * p.z_str + i]; }
-    }
-    var out = red_a[lid] + dv * uu;
-    if (has(HAS_Z)) { out *= silu(zv); }
+    var out = red_a[lid] + e.d * uu;
+    if (has(HAS_Z)) { out *= silu(e.z); }
     y[p.y_off + b * p.y_str + i] = out;
   }
 }

@@ -36,22 +36,20 @@ if conv:
     cv = (Tensor.from_list(device, (N, 4), [0.1] * (4 * N)), Tensor.from_list(device, (N,), [0.0] * N),
           Tensor.from_list(device, (1, N, 4), [0.0] * (4 * N)), 0)
 out = []
+def weight(fmt):    # a new weight in fmt (quantize hands f32 back as itself: copy it)
+    if fmt == 'f32':
+        return Tensor.from_bytes(device, (N, K), struct.pack('<f', 0.01) * (N * K))
+    b = device.batch(); w = wf.quantize(b, w32, fmt); b.submit()
+    return w
+
 for fmt in args['formats']:
-    copies = 1
+    sets = [[weight(fmt) for _ in range(G)]]
     if args['chain_mb']:           # enough distinct weights that the chain streams from memory
-        one = G * N * K * wf.BITS[fmt] // 8 + (G * N * K // 32 * 2 if fmt == 'q4' else 0)
+        one = sum(w.nbytes for w in sets[0])
         copies = max(2, min(64, -(-int(args['chain_mb'] * 1e6) // one)))
-    sets = []
-    for _ in range(copies):
-        b = device.batch()       # f32 copies made apart (quantize returns f32 itself)
-        sets.append([wf.quantize(b, w32, fmt) if fmt != 'f32' or copies == 1 else
-                     Tensor.from_bytes(device, (N, K), struct.pack('<f', 0.01) * (N * K))
-                     for _ in range(G)])
-        b.submit()
+        sets += [[weight(fmt) for _ in range(G)] for _ in range(copies - 1)]
     await device.finish()
-    engine_rpt = wf.rows_per_thread(device, N, 1, fmt=fmt)
-    engine_tpr = wf.rows_per_thread_group(fmt, K, N, engine_rpt, device, G)
-    engine_stage = wf.stage_x(device, 1, None, fmt, N, engine_tpr)
+    engine_rpt, engine_tpr, engine_stage = wf.choices(device, fmt, K, N, 1, G)
     for rpt, stage, pf in [(r, st, f) for r in args['rpts'] for st in args['stages']
                            for f in args['prefetch']]:
         device.matvec_prefetch = pf
@@ -72,15 +70,14 @@ for fmt in args['formats']:
             us = rows[0]['us_per_call']
             out.append({'G': G, 'N': N, 'K': K, 'normed': normed, 'conv': conv, 'format': fmt,
                         'rpt': rpt, 'tpr': tpr, 'stage': stage, 'prefetch': pf, 'gpu_us': us,
-                        'chain': copies if args['chain_mb'] else 0,
+                        'chain': len(sets) if args['chain_mb'] else 0,
                         'engine_pick': tpr == engine_tpr and rpt == engine_rpt and
                         stage == engine_stage and pf == 0,
                         'weight_gb_per_s': round(sum(w.nbytes for w in sets[0]) / us / 1e3, 1)})
     device.matvec_prefetch = None
     for ws in sets:
         for w in ws:
-            if w is not w32:
-                w.release()
+            w.release()
 for t in [x, nw, w32] + ys + (list(cv[:3]) if cv else []):
     t.release()
 result = out

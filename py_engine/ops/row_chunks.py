@@ -53,8 +53,6 @@ def linear(batch, x, w, y, M, bias=None, accumulate=False):
     rpt = tpr = stage = None
     if rows_matvec:        # the whole table's choices (and plan entry), for every part
         rpt, tpr, stage = weight_format.choices(dev, fmt, K, V, M)
-        if weight_format.rules_of(fmt) == "older":
-            rpt = stage = None             # as before: each part's own RPT and staging
     if isinstance(x, NormedRows) and not (rows_matvec and x.w is not None and K % 4 == 0):
         x = x.materialize(batch)              # once, not once per block
     for r0, r1, part in w.parts:

@@ -54,7 +54,8 @@ from py_engine.ops.loop_budget import window_len
 
 HAS_Z, HAS_BIAS, HAS_INIT, WRITE_FINAL, NORM_BC = 1, 2, 4, 8, 16
 HAS_DH, ACCUMULATE, HAS_D, WRITE_DH0 = 32, 64, 128, 256
-MAXN = 16
+MAXN = 16             # state size limit; the decode step (selective_scan_step.wgsl) gives each of
+                      # its 16 lanes per channel one state: raising this needs that kernel changed
 FORWARD_SHADER = "selective_scan_forward"
 BACKWARD_SHADER = "selective_scan_backward"
 LANES_SHADER = "selective_scan_lanes"

@@ -112,13 +112,12 @@ GROUPS_AIMED = {"f32": 384, "f16": 384, "bf16": 384, "q8": 192, "q4": 192}
 
 def rules_of(fmt):
     """The rows of RPT_FROM / GROUPS_AIMED / staging that apply: `fmt`'s, or "older" when
-    MAMBAWEB_MATVEC_RULE=older (the one rule of before 2026-12-01, for side-by-side bench
-    variants)."""
-    import os
-    v = os.environ.get("MAMBAWEB_MATVEC_RULE", "").strip()
-    if v not in ("", "older", "tuned"):
-        raise ValueError(f"MAMBAWEB_MATVEC_RULE must be 'tuned' or 'older', got {v!r}")
-    return "older" if v == "older" else fmt
+    MAMBAWEB_MATVEC_RULE=older (the one rule of before 2026-12-01 for every call, for
+    side-by-side bench variants; a row-chunked table's parts now all take the whole table's
+    choices, where before each part took its own RPT and staging)."""
+    from py_engine.ops.step_kernels import choose
+    tuned = choose(None, "matvec_rule", "MAMBAWEB_MATVEC_RULE", "tuned", "older", lambda: True)
+    return fmt if tuned else "older"
 
 
 def rows_per_thread(device, N, M, override=None, fmt="f32"):
@@ -127,12 +126,12 @@ def rows_per_thread(device, N, M, override=None, fmt="f32"):
     RPT 2 or 4 in every sweep (fewer, longer workgroups).
     `override`, else device.matvec_rpt (tests), else MAMBAWEB_MATVEC_RPT (the sweep) replaces
     the rule."""
-    import os
-    env = os.environ.get("MAMBAWEB_MATVEC_RPT", "")
-    want = override or getattr(device, "matvec_rpt", None) or (int(env) if env.isdigit() else 0)
-    if not want:
+    from py_engine.ops.step_kernels import pick
+
+    def rule():
         two, four = RPT_FROM.get(rules_of(fmt), RPT_FROM["older"])
-        want = 4 if N >= four else 2 if N >= two else 1
+        return 4 if N >= four else 2 if N >= two else 1
+    want = override or pick(device, "matvec_rpt", "MAMBAWEB_MATVEC_RPT", (1, 2, 4), rule)
     rpt = 1
     while rpt < 4 and rpt * 2 * M <= 4 and rpt * 2 <= want:
         rpt *= 2
