@@ -1,3 +1,4 @@
+enable subgroups;
 // Mat-vec with bf16 weights, two per u32, read 8 at a time; the kernel: lib/matvec_rows.wgsl.
 //#include "lib/weight_formats.wgsl"
 @group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;    // W_0 [N, K/8] (8 bf16s per vec4)

@@ -1,3 +1,4 @@
+enable subgroups;
 // Mat-vec with f32 weights read as vec4<f32> (16-byte chunks); the kernel: lib/matvec_rows.wgsl.
 @group(0) @binding(2) var<storage, read> w: array<vec4<f32>>;    // W_0 [N, K/4]
 @group(0) @binding(5) var<storage, read> w1: array<vec4<f32>>;   // W_1 [N1, K/4]

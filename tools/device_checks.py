@@ -80,6 +80,16 @@ def staged_matvec_cases():
                      check_staged(e, fmt, rpt, K, 7, rows=(1024, 160, 50)))
 
 
+def subgroup_tree_cases():
+    from tests.browser.matvec_cases import check_subgroup_tree
+    # threads per row below, at and above the GPU's subgroup size; the 1.4b shapes' K
+    for fmt in ("f32", "f16", "q4"):
+        for tpr in (16, 32, 64, 256):
+            yield f"matvec subgroup tree {fmt} tpr{tpr}", \
+                (lambda e, fmt=fmt, tpr=tpr: check_subgroup_tree(e, fmt, tpr, K=4096,
+                                                                 rows=(2048, 160)))
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--engine", choices=("native", "dawn"), default="native")
@@ -92,7 +102,8 @@ def main(argv=None):
     with Engine() as eng:
         print(json.dumps({"engine": args.engine, "adapter": eng.info.get("adapter")}), flush=True)
         for name, fn in (list(gemm_cases()) + list(scan_cases()) + list(decode_cases())
-                         + list(fold_cases()) + list(staged_matvec_cases())):
+                         + list(fold_cases()) + list(staged_matvec_cases())
+                         + list(subgroup_tree_cases())):
             try:
                 fn(eng)
                 print(json.dumps({"case": name, "ok": True}), flush=True)

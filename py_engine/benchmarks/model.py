@@ -1,4 +1,5 @@
 """Model benchmarks inside the engine: prefill and decode throughput, dispatches per token."""
+import os
 import time
 
 from py_engine.models.generate import Generator, SamplingConfig
@@ -27,20 +28,24 @@ async def prefill_tokens_per_s(model, T, reps=1):
     return {"prompt": T, "seconds": best, "tokens_per_s": T / best}
 
 
-async def decode_tokens_per_s(model, n_tokens, group=16):
+async def decode_tokens_per_s(model, n_tokens, group=None):
     """Decode throughput the way the app decodes (Generator.stream: chained groups of `group`
     steps, one submit each, ids read back while the next group runs), and token by token
-    (decode_one: a host round trip per token) for comparison."""
+    (decode_one: a host round trip per token) for comparison. group: 16, or
+    MAMBAWEB_BENCH_GROUP (bench variants)."""
+    group = group or int(os.environ.get("MAMBAWEB_BENCH_GROUP", "16"))
     gen = Generator(model, SamplingConfig(greedy=True), max_tokens=2 * n_tokens + 64, group=group)
     async for _ in gen.stream([1, 2, 3, 4], group + 1):     # records the step graph, warms up
         pass
     t0 = time.perf_counter()
     count = 0
+    gen.timeline = timeline = []
     async for _ in gen.stream([5], n_tokens + 1):
         count += 1
         if count == 1:
             t0 = time.perf_counter()      # the prefill's token is not a decoded one
     total = time.perf_counter() - t0
+    gen.timeline = None
     tok = gen.last_token
     t1 = time.perf_counter()
     for _ in range(n_tokens):
@@ -50,6 +55,7 @@ async def decode_tokens_per_s(model, n_tokens, group=16):
            "ms_per_token": 1000 * total / n_tokens,
            "one_by_one_tokens_per_s": n_tokens / one_by_one,
            "dispatches_per_token": gen.dispatches_per_token}
+    out["stream_split"] = stream_split(timeline, t0, total, n_tokens)
     out.update(await _group_timeline(gen, group, 1000 * total / n_tokens))
     gen.release()
     return out
@@ -67,20 +73,48 @@ async def _group_timeline(gen, group, stream_ms):
         t = time.perf_counter()
         await dev.read_begin(gen.token.buffer, gen.token.offset, 4)
         idle.append(time.perf_counter() - t)
-    host, wait = [], []
+    host, wait, splits = [], [], []
     tok = gen.last_token
+    dev.take_submit_times()
     for _ in range(3):
         t = time.perf_counter()
         g = gen._launch(group, 0, tok)
         t1 = time.perf_counter()
+        splits.append(dev.take_submit_times())
         ids = await g.ids
         wait.append(time.perf_counter() - t1)
         host.append(t1 - t)
         gen.last_token = tok = int.from_bytes(ids[-4:], "little")
-    host_ms = 1000 * min(host) / group
+    best = host.index(min(host))
+    host_ms = 1000 * host[best] / group
     gpu_ms = max(0.0, 1000 * (min(wait) - min(idle)) / group)
-    return {"host_ms_per_token": host_ms, "gpu_ms_per_token": gpu_ms,
-            "readback_ms": 1000 * min(idle), "gpu_busy": min(1.0, gpu_ms / stream_ms)}
+    return {"host_ms_per_token": host_ms, "host_split": host_split(splits[best], host_ms, group),
+            "gpu_ms_per_token": gpu_ms, "readback_ms": 1000 * min(idle),
+            "gpu_busy": min(1.0, gpu_ms / stream_ms)}
+
+
+def stream_split(timeline, t0, total, n_tokens):
+    """Where the streamed decode's time went, per token (Generator.timeline from t0 on):
+    queueing groups (launch_ms), waiting for a group's ids (wait_ms; near 0: the host is the
+    limit, the GPU always ahead) and the rest (the consumer, Python's loop)."""
+    launch = sum(e[2] - max(e[1], t0) for e in timeline if e[0] == "launch" and e[2] > t0)
+    wait = sum(e[2] - max(e[1], t0) for e in timeline if e[0] == "wait" and e[2] > t0)
+    waits = [1000 * (e[2] - e[1]) for e in timeline if e[0] == "wait" and e[1] >= t0]
+    return {"launch_ms": 1000 * launch / n_tokens, "wait_ms": 1000 * wait / n_tokens,
+            "other_ms": 1000 * max(0.0, total - launch - wait) / n_tokens,
+            "waits": len(waits), "longest_wait_ms": max(waits) if waits else 0.0}
+
+
+def host_split(times, host_ms, group):
+    """A launched group's host time per token, by where it went (Device.take_submit_times):
+    the WebGPU calls that encode the commands, finish() (validation), submit() (to the driver)
+    and the rest (Python: the group's bookkeeping, its writes and the readback's request)."""
+    out = {k: times[k] / group for k in ("encode_ms", "finish_ms", "submit_ms")}
+    out["other_ms"] = max(0.0, host_ms - sum(out.values()))
+    cmds = times["commands"] / group
+    out["commands_per_token"] = cmds
+    out["encode_us_per_command"] = 1000 * out["encode_ms"] / cmds if cmds else None
+    return out
 
 
 def weight_bytes_per_token(model):

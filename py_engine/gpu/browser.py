@@ -3,6 +3,7 @@
 Everything here is small objects and handles; bytes move JS -> GPU (writeBuffer) and
 GPU -> JS (mapAsync) without crossing into Python except for small readbacks.
 """
+import json
 import js
 from pyodide.ffi import JsException, to_js
 
@@ -225,6 +226,10 @@ class BrowserDevice(Device):
 
     def _submit_encoded(self, encoded):
         js.mwGpu.encodeAndSubmit(self.js, encoded)
+
+    def take_submit_times(self):
+        # counted by the bridge (web/js/gpu_bridge.mjs) as it encodes, in the page's clock
+        return json.loads(str(js.mwGpu.takeSubmitTimes()))
 
     async def finish(self):
         await self._queue.onSubmittedWorkDone()

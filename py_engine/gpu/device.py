@@ -226,6 +226,26 @@ class Device:
         self.dispatches_submitted += dispatches
         self._submit_encoded(encoded if encoded is not None else self._encode_commands(commands))
 
+    # -- where the host's time goes when it submits (the bench's decode split) ------------
+    _SUBMIT_KEYS = ("encode_ms", "finish_ms", "submit_ms", "batches", "commands")
+
+    def _count_submit(self, t0, t1, t2, t3, commands):
+        """Add one batch's host times (perf_counter seconds: start, commands encoded,
+        finished, submitted) to what take_submit_times returns."""
+        t = self.__dict__.setdefault("_submit_times", dict.fromkeys(self._SUBMIT_KEYS, 0))
+        t["encode_ms"] += 1000 * (t1 - t0)
+        t["finish_ms"] += 1000 * (t2 - t1)
+        t["submit_ms"] += 1000 * (t3 - t2)
+        t["batches"] += 1
+        t["commands"] += commands
+
+    def take_submit_times(self):
+        """The host time spent submitting since the last call: encode_ms (the loop of
+        setPipeline / setBindGroup / dispatch / copy calls), finish_ms (the backend validates
+        the commands), submit_ms (it hands them to the driver), batches, commands; zeroed."""
+        t = self.__dict__.pop("_submit_times", None)
+        return t or dict.fromkeys(self._SUBMIT_KEYS, 0)
+
     def stats(self):
         return {"buffers_created": self.buffers_created, "live_buffers": self.live_buffers,
                 "live_bytes": self.live_bytes, "pipelines": len(self._pipelines),

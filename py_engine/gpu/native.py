@@ -10,6 +10,7 @@ Errors the driver reports outside any call (logged by wgpu-py) are collected and
 the next `check()`.
 """
 import logging
+import time
 
 import wgpu
 
@@ -253,6 +254,7 @@ class NativeDevice(Device):
                 return self.profiler.submit(encoded)
             except wgpu.GPUError as e:
                 raise GPUValidationError(f"GPU validation error in a profiled batch: {e}") from e
+        t0 = time.perf_counter()
         try:
             enc = self.gpu.create_command_encoder()
             cpass = None
@@ -283,7 +285,11 @@ class NativeDevice(Device):
                     enc.copy_buffer_to_buffer(c[1], c[2], c[3], c[4], c[5])
             if cpass is not None:
                 cpass.end()
-            self._queue.submit([enc.finish()])
+            t1 = time.perf_counter()
+            buffer = enc.finish()
+            t2 = time.perf_counter()
+            self._queue.submit([buffer])
+            self._count_submit(t0, t1, t2, time.perf_counter(), len(encoded))
         except wgpu.GPUError as e:
             raise GPUValidationError(f"GPU validation error in a submitted batch: {e}") from e
 

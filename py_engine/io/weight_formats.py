@@ -84,7 +84,9 @@ def format_shaders(fmt):
 def needed_features(fmt, read=None):
     """The WebGPU features `fmt`'s kernels need, read from their `enable` directives (today
     none: f16/bf16 are unpacked from u32 words with unpack2x16float, core WGSL, so no
-    shader-f16). `read(name) -> WGSL text` defaults to the engine's shader files."""
+    shader-f16). The mat-vecs' `subgroups` does not count: they run only where the device has
+    them (ops/linear._matvec_ok), elsewhere decode takes the dequantize + GEMM path.
+    `read(name) -> WGSL text` defaults to the engine's shader files."""
     if read is None:
         from py_engine.gpu.shaders import shader_source as read
     out = set()
@@ -92,7 +94,8 @@ def needed_features(fmt, read=None):
         for m in _ENABLE.finditer(read(shader)):
             for ext in m.group(1).split(","):
                 ext = ext.strip()
-                out.add(ENABLE_FEATURES.get(ext, ext))
+                if not (ext == "subgroups" and shader.startswith("matvec_")):
+                    out.add(ENABLE_FEATURES.get(ext, ext))
     return out
 
 

@@ -8,6 +8,7 @@ repetition history) and reads 4 (the chosen id). Sampling runs on the GPU.
 import functools
 import os
 import struct
+import time
 from dataclasses import dataclass
 
 from py_engine.gpu.tensor import Tensor
@@ -85,6 +86,10 @@ class Generator:
         self._shadow = None            # per slot: copies of the rollback tensors + position
         self.dispatches_per_token = None
         self._abandoned = None         # how to end a stream left mid-way (_settle)
+        # A list to log the stream's timeline into (the bench's decode split), else None:
+        # ("launch", start, end, k) per group queued, ("wait", start, end) per wait for ids
+        # (time.perf_counter seconds).
+        self.timeline = None
 
     # -- history (repetition penalty) ----------------------------------------------------
     def _append_history(self, ids):
@@ -214,12 +219,15 @@ class Generator:
         self._check_room(k)
         if first_input is not None:
             self._feed(first_input)
+        t0 = time.perf_counter() if self.timeline is not None else None
         g = _Group(slot, k, self.state.tokens_seen, self.step_no, self.n_history)
         self._group_recording(k, slot).replay()
         g.ids = self.device.read_begin(self._ring.buffer,
                                        self._ring.offset + 4 * slot * self.group, 4 * k)
         self.state.tokens_seen += k
         self._sampled(k)
+        if t0 is not None:
+            self.timeline.append(("launch", t0, time.perf_counter(), k))
         return g
 
     def _rollback(self, g, inputs):
@@ -266,7 +274,11 @@ class Generator:
                 if not inflight:
                     return
                 g = inflight.pop(0)
-                ids = list(struct.unpack(f"<{g.k}I", await g.ids))
+                t0 = time.perf_counter()
+                raw = await g.ids
+                if self.timeline is not None:
+                    self.timeline.append(("wait", t0, time.perf_counter()))
+                ids = list(struct.unpack(f"<{g.k}I", raw))
                 g.ids = None
                 if not any(t in stop_ids for t in ids):
                     refill()                # before the consumer sees g's ids

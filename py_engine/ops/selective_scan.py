@@ -288,8 +288,9 @@ def step_loads_early(device):
     """Whether the fused step loads the channel's dt-independent inputs (u, A, its state, B, C,
     D, z) before the dt_proj reduction (EARLY in shaders/selective_scan_step.wgsl; the same
     result bit for bit): `device.scan_step_early` (tests), else MAMBAWEB_SCAN_STEP_EARLY=1|0
-    (bench variants), else off -- not yet timed on a GPU, so the order before stays the
-    default until a side-by-side run says otherwise."""
+    (bench variants), else off: timed side by side in one native H200 process (`--variant
+    early:MAMBAWEB_SCAN_STEP_EARLY=1`) it saved nothing (GPU ms per token 1.869 -> 1.879 at
+    mamba-1.4b f16, 1.944 -> 1.946 q4, 0.614 -> 0.623 mamba-130m f16)."""
     from py_engine.ops.step_kernels import choose
     return choose(device, "scan_step_early", "MAMBAWEB_SCAN_STEP_EARLY", "1", "0", lambda: False)
 

@@ -181,6 +181,33 @@ def prefetch_level(device):
     return pick(device, "matvec_prefetch", "MAMBAWEB_MATVEC_PREFETCH", (0, 1, 2), lambda: 0)
 
 
+def subgroup_tree(device):
+    """Whether the decode mat-vec's reductions (the norm prologue's sum of squares, the rows'
+    partial sums) take their steps below the subgroup size as subgroup shuffles (SG in
+    lib/matvec_rows.wgsl) instead of workgroup-memory steps with a barrier each: the same
+    additions in the same order, the same bits. On: side by side in one native H200 process
+    (`mambaweb bench --native --only model --models mamba1_4b,mamba130m --weights f16,q4
+    --variant base:MAMBAWEB_MATVEC_SG=0 --variant sg:MAMBAWEB_MATVEC_SG=1`) GPU ms per token
+    went 1.869 -> 1.820 (1.4b f16), 1.944 -> 1.881 (q4), 0.614 -> 0.601 (130m f16), 0.648 ->
+    0.621 (q4). `device.matvec_sg` (tests), else MAMBAWEB_MATVEC_SG = 1 | 0 (bench variants)."""
+    from py_engine.ops.step_kernels import choose
+    return choose(device, "matvec_sg", "MAMBAWEB_MATVEC_SG", "1", "0", lambda: True)
+
+
+def norm_in_stage(device):
+    """Whether a normalised, staged decode mat-vec sums x's squares in its staging loads
+    (NORM_IN_STAGE in lib/matvec_rows.wgsl: no prologue reading x before the weights, 1/rms
+    from a tree after the rows' sums) instead of a prologue: the same values to rounding.
+    On: with the subgroup tree, in the same process as subgroup_tree's numbers (`--variant
+    late:MAMBAWEB_MATVEC_SG=1,MAMBAWEB_MATVEC_NORM_IN_STAGE=1`), GPU ms per token 1.820 ->
+    1.785 (1.4b f16), 1.881 -> 1.883 (q4), 0.601 -> 0.615 and 0.621 -> 0.623 (130m f16, q4:
+    within that run's noise). `device.matvec_norm_in_stage` (tests), else
+    MAMBAWEB_MATVEC_NORM_IN_STAGE = 1 | 0 (bench variants)."""
+    from py_engine.ops.step_kernels import choose
+    return choose(device, "matvec_norm_in_stage", "MAMBAWEB_MATVEC_NORM_IN_STAGE", "1", "0",
+                  lambda: True)
+
+
 def rows_per_thread_group(fmt, K, N, rpt=1, device=None, G=1):
     """Threads sharing one row (TPR, a pipeline constant, a power of two in 16..256): the
     fewest that still give the GPU the workgroups GROUPS_AIMED[fmt] asks for over the call's G
@@ -293,7 +320,8 @@ def matvec(batch, x, ws, ys, M, bias=None, accumulate=False, tpr=None, conv=None
     u = dev.uniform(params(M, Ns[0], K, flags, len(ws), Ns[1], Ns[2], float(eps)))
     rpt, tpr, staged = choices(dev, fmt, K, max(Ns), M, len(ws), rpt, tpr, stage)
     consts = {"TPR": tpr, "MR": M, "RPT": rpt, "NORMED": int(norm is not None),
-              "PREFETCH": prefetch_level(dev), "STAGE": int(staged),
+              "PREFETCH": prefetch_level(dev), "STAGE": int(staged), "SG": int(subgroup_tree(dev)),
+              "NORM_IN_STAGE": int(staged and norm is not None and norm_in_stage(dev)),
               "GATED": int(gate is not None), "RELU2": int(bool(relu2))}
     if (gate is not None and (bias is not None or conv is not None or gate.numel != M * K)) or \
             (relu2 and (gate is not None or norm is not None)):

@@ -7,8 +7,10 @@
 // TPR threads share a row (a pipeline override the host picks from K and N: 16..256) and each
 // thread reads RPT rows (below), so a 256-thread workgroup covers 256/TPR * RPT rows;
 // consecutive threads read consecutive chunks (coalesced), and the row's partial sums meet in a
-// shared-memory tree (no subgroup op: correct whatever the subgroup size, and the reduction is a
-// small part of the row's reads).
+// tree (lanes_sum below: workgroup memory, or with SG its steps below the subgroup size through
+// subgroup shuffles, the same additions in the same order).
+// Each including file starts with `enable subgroups;` (the kernel runs where the device has
+// them: py_engine/ops/linear._matvec_ok).
 // The including file defines, before this include:
 //   const CV: u32       vec4s of values per 16-byte chunk (f32 1, f16/bf16 2, q8 4, q4 8)
 //   alias Raw           the chunk as loaded (vec4<f32> or vec4<u32>)
@@ -45,6 +47,39 @@ override MR: u32 = 1u;
 override RPT: u32 = 1u;
 const THREADS = 256u;
 var<workgroup> red: array<vec4<f32>, THREADS>;
+
+// Whether the reductions' steps below the subgroup size run as subgroup shuffles instead of
+// workgroup-memory steps (one barrier each): MAMBAWEB_MATVEC_SG, py_engine/ops/weight_format.py.
+override SG: bool = false;
+
+// The sum of v over each aligned group of L consecutive invocations (L a power of two, at most
+// THREADS), in the group's first lane (the other lanes hold partial sums). The tree: step L/2,
+// L/4, ... 1, lane l < step adding lane l + step. Steps of at least the subgroup size go through
+// `red` (a barrier each); with SG the rest go through subgroupShuffleXor -- lane l adds lane
+// l ^ step, which for l < step is l + step: the same additions in the same order, so the same
+// bits (lanes past the step add too, unused). That needs subgroups of consecutive, aligned
+// invocations, as every GPU we know forms them for a 1-D workgroup; tools/device_checks
+// compares the two on the GPU. Called in uniform control flow (barriers; sg is uniform).
+fn lanes_sum(v: vec4<f32>, lid: u32, L: u32, sg: u32) -> vec4<f32> {
+  let lane = lid % L;
+  var low = 1u;                           // steps >= low go through workgroup memory
+  if (SG) { low = max(sg, 1u); }
+  var step = L / 2u;
+  var s = v;
+  if (step >= low) {
+    red[lid] = s;
+    workgroupBarrier();
+    for (; step >= low; step >>= 1u) {
+      if (lane < step) { red[lid] += red[lid + step]; }
+      workgroupBarrier();
+    }
+    s = red[lid];
+  }
+  if (SG) {
+    for (; step > 0u; step >>= 1u) { s += subgroupShuffleXor(s, step); }
+  }
+  return s;
+}
 
 fn rows_of(g: u32) -> u32 {
   switch g { case 0u: { return p.N; } case 1u: { return p.N1; } default: { return p.N2; } }
@@ -110,17 +145,47 @@ const TC = TILE / CV;                    // chunks per tile
 var<workgroup> xt: array<vec4<f32>, TILE>;
 var<private> tile_c0: u32;               // the first chunk of the tile in xt
 
-// Tile t of x row 0 into xt (past K: zeros), times the norm weight when normalised.
-fn stage_tile(t: u32, lid: u32, xs: u32) {
+// Tile t of x row 0 into xt (past K: zeros), times the norm weight when normalised; returns
+// the sum of squares of the inputs this thread staged (before the norm weight: NORM_IN_STAGE).
+fn stage_tile(t: u32, lid: u32, xs: u32) -> f32 {
+  var ss = 0.0;
   for (var v = lid; v < TILE; v += THREADS) {
     let gi = t * TILE + v;
     var val = vec4<f32>(0.0);
     if (gi < xs) {
       val = x_at(gi);
+      ss += dot(val, val);
       if (NORMED) { val *= nw[gi]; }
     }
     xt[(v % CV) * TC + v / CV] = val;
   }
+  return ss;
+}
+
+// Where a normalised, staged x gets its sum of squares (a pipeline constant;
+// MAMBAWEB_MATVEC_NORM_IN_STAGE, py_engine/ops/weight_format.py): false, a prologue reads x
+// before the staging (one more memory wait and tree before any weight is summed); true, the
+// staging's own loads square and add, and the tree runs after the rows' sums (1/rms multiplies
+// the finished sums either way). A different order of the squares' additions: the same values
+// to rounding, not bit for bit.
+override NORM_IN_STAGE: bool = false;
+
+// 1/rms per slot component (ri * MR + m) from each thread's partial sums of squares ss[m]:
+// summed over the workgroup (lanes_sum), shared, and a barrier after (red is reused).
+fn rstd_of(ss: vec4<f32>, lid: u32, sg: u32) -> vec4<f32> {
+  let total = lanes_sum(ss, lid, THREADS, sg);
+  if (SG) {                             // the total is in thread 0's registers: share it
+    workgroupBarrier();                 // every lane is done reading red
+    if (lid == 0u) { red[0] = total; }
+    workgroupBarrier();
+  }
+  let r = inverseSqrt(red[0] / f32(p.K) + p.eps);
+  var rstd = vec4<f32>(1.0);
+  for (var ri = 0u; ri < RPT; ri++) {
+    for (var m = 0u; m < MR; m++) { rstd[ri * MR + m] = r[m]; }
+  }
+  workgroupBarrier();                   // red is reused below
+  return rstd;
 }
 
 // Load slot s < 4 of a thread's trip: row ri = s % RPT of its rows (clamped: past-the-end rows
@@ -228,7 +293,7 @@ fn row_slot(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> RowSums {
   return out;
 }
 
-fn row_sums(slot: RowSums, lid: u32) -> RowSums {
+fn row_sums(slot: RowSums, lid: u32, sg: u32) -> RowSums {
   var out = slot;
   let g = out.g;
   let N = out.N;
@@ -241,45 +306,32 @@ fn row_sums(slot: RowSums, lid: u32) -> RowSums {
   var first: Trip;                      // loads while the norm prologue and the staging run
   if (PREFETCH >= 1u) { first = load_trip(g, rows, lane, nchunk); }
   var rstd = vec4<f32>(1.0);
-  if (NORMED) {                         // every workgroup computes the rows' 1/rms itself
+  let late_norm = NORMED && STAGE && NORM_IN_STAGE;
+  if (NORMED && !late_norm) {           // every workgroup computes the rows' 1/rms itself
     var ss = vec4<f32>(0.0);
     for (var k = lid; k < xs; k += THREADS) {
       for (var m = 0u; m < MR; m++) { let v = x_at(m * xs + k); ss[m] += dot(v, v); }
     }
-    red[lid] = ss;
-    workgroupBarrier();
-    for (var step = THREADS / 2u; step > 0u; step >>= 1u) {
-      if (lid < step) { red[lid] += red[lid + step]; }
-      workgroupBarrier();
-    }
-    let r = inverseSqrt(red[0] / f32(p.K) + p.eps);
-    for (var ri = 0u; ri < RPT; ri++) {
-      for (var m = 0u; m < MR; m++) { rstd[ri * MR + m] = r[m]; }
-    }
-    workgroupBarrier();                 // red is reused below
+    rstd = rstd_of(ss, lid, sg);
   }
   var acc = vec4<f32>(0.0);
   if (STAGE) {
     let ntiles = (xs + TILE - 1u) / TILE;
+    var ss = 0.0;
     for (var t = 0u; t < ntiles; t++) {
       if (PREFETCH >= 1u && t > 0u) { first = load_trip(g, rows, t * TC + lane, nchunk); }
       workgroupBarrier();                 // every lane is done with the previous tile
-      stage_tile(t, lid, xs);
+      ss += stage_tile(t, lid, xs);
       workgroupBarrier();
       tile_c0 = t * TC;
       acc += walk(g, rows, tile_c0 + lane, min(nchunk, tile_c0 + TC), xs, nchunk, first);
     }
+    if (late_norm) { rstd = rstd_of(vec4<f32>(ss, 0.0, 0.0, 0.0), lid, sg); }
   } else {
     acc = walk(g, rows, lane, nchunk, xs, nchunk, first);
   }
   acc *= rstd;
-  red[lid] = acc;
-  workgroupBarrier();
-  for (var step = TPR / 2u; step > 0u; step >>= 1u) {
-    if (lane < step) { red[lid] += red[lid + step]; }
-    workgroupBarrier();
-  }
-  out.tot = red[lid];
+  out.tot = lanes_sum(acc, lid, TPR, sg);
   return out;
 }
 
@@ -320,12 +372,12 @@ fn store_rows(rs: RowSums, e: Addends) {
 
 @compute @workgroup_size(THREADS)
 fn matvec_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                  @builtin(local_invocation_index) lid: u32) {
+                  @builtin(local_invocation_index) lid: u32, @builtin(subgroup_size) sg: u32) {
   if (!has_rows(wid, nwg)) { return; }  // uniform per workgroup
   let slot = row_slot(wid, nwg, lid);             // uniform per workgroup (a smaller W_g of a multi call)
   var e: Addends;
   if (PREFETCH >= 1u) { e = addends_load(slot); }
-  let rs = row_sums(slot, lid);
+  let rs = row_sums(slot, lid, sg);
   if (PREFETCH == 0u) { e = addends_load(rs); }
   store_rows(rs, e);
 }
@@ -403,13 +455,13 @@ fn conv4_store(rs: RowSums, k: u32, cin: Conv4, xv: f32) {
 
 @compute @workgroup_size(THREADS)
 fn matvec_forward_conv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                       @builtin(local_invocation_index) lid: u32) {
+                       @builtin(local_invocation_index) lid: u32, @builtin(subgroup_size) sg: u32) {
   if (!has_rows(wid, nwg)) { return; }  // uniform per workgroup
   let slot = row_slot(wid, nwg, lid);
   var e: Addends;
   var taps: ConvTaps;
   if (PREFETCH >= 1u) { e = addends_load(slot); taps = conv_taps_load(slot); }
-  let rs = row_sums(slot, lid);
+  let rs = row_sums(slot, lid, sg);
   if (PREFETCH == 0u) { e = addends_load(rs); taps = conv_taps_load(rs); }
   if (rs.g != CONV_G) { store_rows(rs, e); return; }
   if (rs.lane != 0u) { return; }

@@ -62,3 +62,58 @@ def check_staged(engine, fmt, rpt, K, seed, rows=(37, 8, 70), tpr=None, stage=Tr
             got = f64(outs[f"{key}{g}"]).reshape(1, -1)
             assert np.allclose(got, xin @ W[g].T, atol=tol, rtol=1e-5), \
                 (key, g, np.abs(got - xin @ W[g].T).max())
+
+
+SG_CODE = """
+dev.force_matvec = True
+dev.matvec_tpr = args['tpr']
+try:
+    Q = [wf.quantize(b, T[n], args['fmt']) for n in ('w0', 'w1')]
+    outs['q0'], outs['q1'] = (Q if Q[0].dtype != 'f32' else (None,) * 2)
+    for k, sg, late in (('tree', False, False), ('sg', True, False), ('late', True, True)):
+        dev.matvec_sg = sg
+        dev.matvec_norm_in_stage = late
+        dev.matvec_stage = True if late else args['stage']
+        outs[k + 'n0'], outs[k + 'n1'] = L.linear_multi(b, NormedRows(T['x'], T['nw'], 1e-5), Q)
+        outs[k + 'm0'], outs[k + 'm1'] = L.linear_multi(b, T['x'], Q)
+finally:
+    dev.force_matvec = False
+    dev.matvec_tpr = None
+    dev.matvec_sg = None
+    dev.matvec_norm_in_stage = None
+    dev.matvec_stage = None
+"""
+
+
+def check_subgroup_tree(engine, fmt, tpr, K=2304, rows=(37, 70), seed=3, stage=None):
+    """The mat-vec's reductions with their steps below the subgroup size as subgroup shuffles
+    (SG in shaders/lib/matvec_rows.wgsl) give the workgroup-memory tree's results bit for bit:
+    the norm prologue's sum over the whole workgroup and the rows' sums over `tpr` lanes (more
+    or fewer than a subgroup), on normalised and plain x; and both are the float64 product.
+    So is x staged with its squares summed in the staging (NORM_IN_STAGE, 'late'), to rounding.
+    stage: x staged (True / False) or the engine's rule (None)."""
+    rng = np.random.default_rng(seed)
+    ws = [rng.standard_normal((n, K)).astype(np.float32) * 0.1 for n in rows]
+    x = rng.standard_normal((1, K)).astype(np.float32)
+    nw = rng.uniform(0.5, 1.5, K).astype(np.float32)
+    code = SG_CODE.replace("args['tpr']", repr(tpr)).replace("args['fmt']", repr(fmt)) \
+        .replace("args['stage']", repr(stage))
+    outs, _ = gpu(engine, code, x=x, nw=nw, w0=ws[0], w1=ws[1])
+    x64 = x.astype(np.float64)
+    xn = x64 / np.sqrt((x64 ** 2).mean() + 1e-5) * nw
+    W = [ref.unpack(outs[f"q{g}"], w.shape, fmt) if fmt != "f32" else w.astype(np.float64)
+         for g, w in enumerate(ws)]
+    tol = 2e-6 * np.sqrt(K)
+    for key, xin in (("m", x64), ("n", xn)):
+        for g in range(2):
+            tree, sg = outs[f"tree{key}{g}"], outs[f"sg{key}{g}"]
+            assert tree == sg, (fmt, tpr, key, g, np.abs(f64(tree) - f64(sg)).max())
+            got = f64(sg).reshape(1, -1)
+            want = xin @ W[g].T
+            assert np.allclose(got, want, atol=tol, rtol=1e-5), \
+                (fmt, tpr, key, g, np.abs(got - want).max())
+            late = f64(outs[f"late{key}{g}"]).reshape(1, -1)
+            assert np.allclose(late, want, atol=tol, rtol=1e-5), \
+                ("late", fmt, tpr, key, g, np.abs(late - want).max())
+            if key == "m":                     # no norm: the staged sums alone
+                assert np.allclose(late, got, atol=1e-6 * np.sqrt(K), rtol=1e-6)

@@ -113,6 +113,19 @@ def test_bench_dawn_prints_the_model_section_json():
     d = m["decode"]                      # where a token's time goes: host, GPU, readback
     assert d["host_ms_per_token"] > 0 and d["readback_ms"] > 0 and d["gpu_ms_per_token"] >= 0
     assert 0 <= d["gpu_busy"] <= 1
+    # the host part split by the bridge's own clock: its parts add up to no more than it, and
+    # a group of `group` steps encodes at least the step's dispatches per token
+    split = d["host_split"]
+    parts = split["encode_ms"] + split["finish_ms"] + split["submit_ms"] + split["other_ms"]
+    assert split["encode_ms"] > 0
+    assert d["host_ms_per_token"] - 1e-9 <= parts <= 1.05 * d["host_ms_per_token"] + 0.01
+    assert split["commands_per_token"] >= d["dispatches_per_token"]
+    assert split["encode_us_per_command"] > 0
+    # the streamed run's time: queueing groups, waiting for ids, the rest, per token
+    st = d["stream_split"]
+    assert st["launch_ms"] > 0 and st["wait_ms"] >= 0 and st["waits"] >= 1
+    total = st["launch_ms"] + st["wait_ms"] + st["other_ms"]
+    assert abs(total - d["ms_per_token"]) <= 0.01 * d["ms_per_token"] + 1e-6
     assert m["model_load_and_first_token_s"] > 0
 
 

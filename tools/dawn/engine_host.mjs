@@ -81,6 +81,7 @@ async function main() {
   globalThis.mwGpu = { encodeAndSubmit: bridge.encodeAndSubmit, readBuffer: bridge.readBuffer,
                        fetchRangeToBuffers: bridge.fetchRangeToBuffers,
                        watchDevice: bridge.watchDevice, takeGpuErrors: bridge.takeGpuErrors,
+                       takeSubmitTimes: bridge.takeSubmitTimes,
                        status: (text) => log(text) };
   globalThis.mwEmit = () => {};                   // page events: no page here
 

@@ -5,7 +5,7 @@
 // Node (tools/dawn/engine_host.mjs) imports too, so `mambaweb bench --dawn` runs this code.
 import { loadPyodide } from "/pyodide/pyodide.mjs";
 import { encodeAndSubmit, readBuffer, fetchRangeToBuffers, writePieces, watchDevice, takeGpuErrors,
-         startEngine, onDeviceLost, loseDevice } from "./gpu_bridge.mjs";
+         takeSubmitTimes, startEngine, onDeviceLost, loseDevice } from "./gpu_bridge.mjs";
 import { installWeightCache } from "./weight_cache.mjs";
 
 let pyodide = null;
@@ -18,7 +18,7 @@ const status = (text, extra) => post({ event: "status", text, ...(extra || {}) }
 self.mwEmit = (name, json) => post({ event: name, ...JSON.parse(json) });
 
 self.mwGpu = { encodeAndSubmit, readBuffer, fetchRangeToBuffers, watchDevice, takeGpuErrors,
-               status };
+               takeSubmitTimes, status };
 
 // ---- training helpers (py_engine.train.checkpoint / session) ---------------------------
 // Files the page hands to the engine (corpus files, a tokenizer.json, a saved state) and
