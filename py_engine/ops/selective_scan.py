@@ -295,6 +295,16 @@ def step_loads_early(device):
     return choose(device, "scan_step_early", "MAMBAWEB_SCAN_STEP_EARLY", "1", "0", lambda: False)
 
 
+def step_subgroups(device):
+    """Whether the fused step runs as shaders/selective_scan_step_sg.wgsl: its lane reductions'
+    steps below the subgroup size as subgroup shuffles (the same bits, three barriers fewer per
+    reduction). On where the device has subgroups: `device.scan_step_sg` (tests), else
+    MAMBAWEB_SCAN_STEP_SG = 1 | 0 (bench variants), else whether it has them."""
+    from py_engine.ops.step_kernels import choose
+    return choose(device, "scan_step_sg", "MAMBAWEB_SCAN_STEP_SG", "1", "0",
+                  lambda: "subgroups" in device.features)
+
+
 def selective_scan_step(batch, u_t, delta_t, A_log, B_t, C_t, state, D=None, z_t=None,
                         dt_bias=None, out=None, norm_bc_eps=None, dt_w=None):
     """One token: u_t, delta_t, z_t [Bsz, I] (or [I]), B_t, C_t [Bsz, N], state [Bsz, I, N]
@@ -321,7 +331,8 @@ def selective_scan_step(batch, u_t, delta_t, A_log, B_t, C_t, state, D=None, z_t
                  views["b"][0], views["c"][0], D.binding if D is not None else dummy(dev),
                  views["z"][0], views["y"][0], state.binding]
     if dt_w is not None:
-        batch.run("selective_scan_step", "selective_scan_step_dtproj",
+        shader = "selective_scan_step_sg" if step_subgroups(dev) else "selective_scan_step"
+        batch.run(shader, "selective_scan_step_dtproj",
                   resources + [None, None, dt_w.binding], -(-spec.I // 8), spec.nb,
                   constants={"NS": spec.N, "EARLY": int(step_loads_early(dev))})
         return y

@@ -109,6 +109,7 @@ def test_bench_dawn_prints_the_model_section_json():
     assert m["prefill"][0]["tokens_per_s"] > 0                      # 64 tokens ran
     assert all("skipped" in p for p in m["prefill"][1:])            # then the time cap
     assert m["decode"]["tokens"] == 4 and m["decode"]["tokens_per_s"] > 0
+    assert max(m["decode"]["streams_tokens_per_s"]) == m["decode"]["tokens_per_s"]
     assert m["decode"]["dispatches_per_token"] > 0
     d = m["decode"]                      # where a token's time goes: host, GPU, readback
     assert d["host_ms_per_token"] > 0 and d["readback_ms"] > 0 and d["gpu_ms_per_token"] >= 0

@@ -20,12 +20,14 @@ outs.update(y=y, h=T['h'])
 """
 
 
-def _with_early(early, code):
-    """code with the step's EARLY loads set, and the device's choice put back after (also when
-    the code raises: the engine is shared by the module's tests)."""
+def _with_early(early, code, sg=None):
+    """code with the step's EARLY loads set (and its subgroup-shuffle reductions when sg is
+    not None), and the device's choices put back after (also when the code raises: the engine
+    is shared by the module's tests)."""
     import textwrap
-    return (f"device.scan_step_early = {early}\ntry:\n" + textwrap.indent(code.strip("\n"), "    ") +
-            "\nfinally:\n    device.scan_step_early = None\n")
+    return (f"device.scan_step_early = {early}\ndevice.scan_step_sg = {sg}\ntry:\n" +
+            textwrap.indent(code.strip("\n"), "    ") +
+            "\nfinally:\n    device.scan_step_early = None\n    device.scan_step_sg = None\n")
 
 
 PLAIN = """
@@ -78,3 +80,22 @@ def test_early_loads_give_the_same_bits(engine, eps, N, plain):
     late, _ = gpu(engine, _with_early(False, code), **d)
     early, _ = gpu(engine, _with_early(True, code), **d)
     assert np.array_equal(late["y"], early["y"]) and np.array_equal(late["h"], early["h"])
+
+
+@pytest.mark.parametrize("eps, N, plain", [(None, 16, False), (1e-6, 16, False), (None, 4, False),
+                                           (None, 16, True)])
+def test_subgroup_reductions_give_the_same_bits(engine, eps, N, plain):
+    """selective_scan_step_sg.wgsl (the lane reductions' steps below the subgroup size as
+    subgroup shuffles) against the workgroup-memory tree: the same bits, with and without the
+    early loads."""
+    rng = np.random.default_rng(13)
+    nb, I, R = 2, 24, 40
+    f = lambda *s, sc=1.0: (rng.standard_normal(s) * sc).astype(np.float32)
+    d = dict(u=f(nb, I), dl=f(nb, R, sc=0.3), A_log=f(I, N, sc=0.5), B=f(nb, N), C=f(nb, N),
+             h=f(nb, I, N), D=f(I), z=f(nb, I), bias=f(I, sc=0.5), dt_w=f(I, R, sc=0.1))
+    code = PLAIN if plain else CODE.format(eps=eps)
+    for early in (False, True):
+        tree, _ = gpu(engine, _with_early(early, code, sg=False), **d)
+        sg, _ = gpu(engine, _with_early(early, code, sg=True), **d)
+        assert np.array_equal(tree["y"], sg["y"]) and np.array_equal(tree["h"], sg["h"])
+        assert np.abs(tree["y"]).max() > 0.01

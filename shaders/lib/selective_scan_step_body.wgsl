@@ -1,0 +1,165 @@
+// The body of Mamba-1's decode step with dt_proj folded in, shared by
+// shaders/selective_scan_step.wgsl (workgroup-memory reductions) and
+// shaders/selective_scan_step_sg.wgsl (their steps below the subgroup size as subgroup
+// shuffles: `enable subgroups;` must open the file, so it is a file of its own). The including
+// file defines `const SUBGROUPS: bool` and `fn shuffle_xor2(v: vec2<f32>, mask: u32) -> vec2<f32>`.
+//#include "lib/selective_scan_common.wgsl"
+
+@group(0) @binding(9) var<storage, read_write> y: array<f32>;       // [Bsz, I] view
+@group(0) @binding(10) var<storage, read_write> hs: array<f32>;     // state [Bsz, I, N], in place
+@group(0) @binding(13) var<storage, read> dt_w: array<f32>;         // dt_proj.weight [I, R]
+
+// grid: (ceil(I / CPW), Bsz). A workgroup owns CPW channels, LANES threads per channel: the
+// lanes split the dt_proj dot product (neighbouring lanes read neighbouring floats of row i:
+// coalesced) and the N states (lane n owns state n), and meet through workgroup memory. One
+// thread per channel, as before, read dt_w with a row stride between threads and ran R
+// dependent loads each: 30 us per layer on an H200 at I = 4096, R = 128 (tools/profile_kernels).
+// The low-rank width R rides in Params._p0 (unused elsewhere here).
+const LANES = 16u;
+const CPW = 8u;
+var<workgroup> red_a: array<f32, 128>;   // LANES * CPW
+var<workgroup> red_b: array<f32, 128>;
+
+// Sum red_a (and red_b) over each channel's LANES lanes into lane 0's slot: the tree, step
+// LANES/2 .. 1, lane l < step adding lane l + step. With SUBGROUPS (the including file's
+// constant) the steps below the subgroup size sg are subgroup shuffles (shuffle_xor2): lane l
+// adds lane l ^ step, for l < step lane l + step, the same additions in the same order (the
+// same bits), two barriers instead of five at 16 lanes in a subgroup of 32. Uniform control flow.
+fn reduce_lanes(lid: u32, lane: u32, sg: u32) {
+  workgroupBarrier();
+  var low = 1u;                  // steps >= low through workgroup memory
+  if (SUBGROUPS) { low = max(sg, 1u); }
+  var s = LANES / 2u;
+  for (; s >= low; s >>= 1u) {
+    if (lane < s) {
+      red_a[lid] += red_a[lid + s];
+      red_b[lid] += red_b[lid + s];
+    }
+    workgroupBarrier();
+  }
+  if (SUBGROUPS && s > 0u) {
+    var v = vec2<f32>(red_a[lid], red_b[lid]);   // each lane its own slot: no barrier needed
+    for (; s > 0u; s >>= 1u) { v += shuffle_xor2(v, s); }
+    if (lane == 0u) {
+      red_a[lid] = v.x;
+      red_b[lid] = v.y;
+    }
+    workgroupBarrier();
+  }
+}
+
+// 1/rms of row `off` of B (C) over N when NORM_BC (Falcon), else 1; every lane needs it.
+fn rms_b(off: u32) -> f32 {
+  if (!has(NORM_BC)) { return 1.0; }
+  var ss = 0.0;
+  for (var n = 0u; n < NS; n++) { let v = Bm[off + n]; ss += v * v; }
+  return inverseSqrt(ss / f32(NS) + p.eps);
+}
+
+fn rms_c(off: u32) -> f32 {
+  if (!has(NORM_BC)) { return 1.0; }
+  var ss = 0.0;
+  for (var n = 0u; n < NS; n++) { let v = Cm[off + n]; ss += v * v; }
+  return inverseSqrt(ss / f32(NS) + p.eps);
+}
+
+// When the channel's own inputs load (a pipeline constant; MAMBAWEB_SCAN_STEP_EARLY, py_engine/
+// ops/selective_scan.py): false, after the dt reduction (a memory wait for dt's terms, then one
+// for these); true, before the dt loop, so one wait covers both. The same arithmetic in the
+// same order either way: the same result bit for bit.
+override EARLY: bool = false;
+
+// The channel's inputs that do not depend on dt: u, D, z, and lane n's state, A, B and C
+// (lane n owns state n: NS <= MAXN = 16 = LANES, py_engine/ops/selective_scan.py).
+struct Inputs { u: f32, a_log: f32, h: f32, b: f32, c: f32, d: f32, z: f32 };
+
+fn inputs_load(i: u32, b: u32, lane: u32) -> Inputs {
+  var e: Inputs;
+  e.u = u[p.u_off + b * p.u_str + i];
+  if (lane < NS) {
+    e.a_log = A_log[i * NS + lane];
+    e.h = hs[(b * p.I + i) * NS + lane];
+    e.b = Bm[p.b_off + b * p.b_str + lane];
+    e.c = Cm[p.c_off + b * p.c_str + lane];
+  }
+  e.d = d_at(i);
+  if (has(HAS_Z)) { e.z = z[p.z_off + b * p.z_str + i]; }
+  return e;
+}
+
+// The kernel, called by the entry point of selective_scan_step.wgsl (sg = 0) or
+// selective_scan_step_sg.wgsl (sg: the subgroup size); a 128-thread workgroup, lid its index.
+fn scan_step_dtproj(lid: u32, wid: vec3<u32>, sg: u32) {
+  let lane = lid % LANES;
+  let base = lid - lane;
+  let i = wid.x * CPW + lid / LANES;
+  let b = wid.y;
+  let ok = i < p.I;
+  let R = p._p0;
+  var x = 0.0;
+  var ss = 0.0;
+  var e: Inputs;
+  if (EARLY && ok) { e = inputs_load(i, b, lane); }
+  if (ok) {
+    // four of the lane's terms per trip, loaded before they are summed (a loop that loads and
+    // then adds waits a memory latency per term); the sums keep the one-by-one order
+    let dl = p.dl_off + b * p.dl_str;
+    var k = lane;
+    for (; k + 3u * LANES < R; k += 4u * LANES) {
+      let d0 = delta[dl + k];
+      let d1 = delta[dl + k + LANES];
+      let d2 = delta[dl + k + 2u * LANES];
+      let d3 = delta[dl + k + 3u * LANES];
+      let w0 = dt_w[i * R + k];
+      let w1 = dt_w[i * R + k + LANES];
+      let w2 = dt_w[i * R + k + 2u * LANES];
+      let w3 = dt_w[i * R + k + 3u * LANES];
+      x += d0 * w0;
+      ss += d0 * d0;
+      x += d1 * w1;
+      ss += d1 * d1;
+      x += d2 * w2;
+      ss += d2 * d2;
+      x += d3 * w3;
+      ss += d3 * d3;
+    }
+    for (; k < R; k += LANES) {
+      let d = delta[dl + k];
+      x += d * dt_w[i * R + k];
+      ss += d * d;
+    }
+  }
+  red_a[lid] = x;
+  red_b[lid] = ss;
+  reduce_lanes(lid, lane, sg);
+  x = red_a[base];
+  ss = red_b[base];
+  // Falcon-Mamba normalises dt_low (weightless RMSNorm, eps as for B and C) before dt_proj
+  if (has(NORM_BC)) { x *= inverseSqrt(ss / f32(R) + p.eps); }
+  var acc = 0.0;
+  var uu = 0.0;
+  if (ok) {
+    if (has(HAS_BIAS)) { x += dt_bias[i]; }
+    let dt = softplus(x);
+    if (!EARLY) { e = inputs_load(i, b, lane); }
+    uu = e.u;
+    let sb = rms_b(p.b_off + b * p.b_str);
+    let sc = rms_c(p.c_off + b * p.c_str);
+    let dbu = dt * uu;
+    if (lane < NS) {
+      let a = -exp(e.a_log);
+      let h = exp(dt * a) * e.h + dbu * e.b * sb;
+      hs[(b * p.I + i) * NS + lane] = h;
+      acc += e.c * sc * h;
+    }
+  }
+  workgroupBarrier();          // every lane has read red_a[base] before it is overwritten
+  red_a[lid] = acc;
+  red_b[lid] = 0.0;
+  reduce_lanes(lid, lane, sg);
+  if (ok && lane == 0u) {
+    var out = red_a[lid] + e.d * uu;
+    if (has(HAS_Z)) { out *= silu(e.z); }
+    y[p.y_off + b * p.y_str + i] = out;
+  }
+}
