@@ -3,7 +3,8 @@ shaders/selective_scan_step.wgsl) at a low-rank width R large enough for its fou
 loop (R = 100 over 16 lanes: one four-term trip per lane, then a ragged tail), against float64
 numpy: outputs and the state updated in place, Mamba-1 (bias, D, gate) and Falcon-Mamba (dt_low,
 B and C RMS-normalised), two sequences, with the dt-independent inputs loaded after the dt
-reduction (the default) and before it (EARLY: the same sums). Native backend (lavapipe here);
+reduction (the default) and before it (EARLY: the same sums), and the lane reductions through
+subgroup shuffles (selective_scan_step_sg.wgsl: the same sums). Native backend (lavapipe here);
 the model fixtures' R of 3 never reach the four-term loop."""
 import numpy as np
 import pytest
@@ -66,36 +67,22 @@ def test_step_with_wide_dt_rank(engine, eps, early):
     assert np.abs(o["h"] - h.ravel()).max() <= 1e-5 * max(1.0, np.abs(h).max())
 
 
+@pytest.mark.parametrize("early, sg", [(True, False), (False, True), (True, True)])
 @pytest.mark.parametrize("eps, N, plain", [(None, 16, False), (1e-6, 16, False), (None, 8, False),
                                            (1e-6, 4, False), (None, 16, True)])
-def test_early_loads_give_the_same_bits(engine, eps, N, plain):
-    """EARLY changes when loads issue, not the sums: the same bits, also with fewer states
-    than lanes (N = 8, 4: the lanes past N load nothing) and without D, z and dt_bias."""
+def test_load_order_and_subgroup_reductions_give_the_same_bits(engine, eps, N, plain, early, sg):
+    """Against the default kernel's workgroup-memory tree with the dt-independent loads after
+    the dt reduction: EARLY changes when loads issue, selective_scan_step_sg.wgsl takes the lane
+    reductions' steps below the subgroup size as subgroup shuffles -- neither changes a sum: the
+    same bits, also with fewer states than lanes (N = 8, 4: the lanes past N load nothing) and
+    without D, z and dt_bias."""
     rng = np.random.default_rng(12)
     nb, I, R = 2, 24, 40
     f = lambda *s, sc=1.0: (rng.standard_normal(s) * sc).astype(np.float32)
     d = dict(u=f(nb, I), dl=f(nb, R, sc=0.3), A_log=f(I, N, sc=0.5), B=f(nb, N), C=f(nb, N),
              h=f(nb, I, N), D=f(I), z=f(nb, I), bias=f(I, sc=0.5), dt_w=f(I, R, sc=0.1))
     code = PLAIN if plain else CODE.format(eps=eps)
-    late, _ = gpu(engine, _with_early(False, code), **d)
-    early, _ = gpu(engine, _with_early(True, code), **d)
-    assert np.array_equal(late["y"], early["y"]) and np.array_equal(late["h"], early["h"])
-
-
-@pytest.mark.parametrize("eps, N, plain", [(None, 16, False), (1e-6, 16, False), (None, 4, False),
-                                           (None, 16, True)])
-def test_subgroup_reductions_give_the_same_bits(engine, eps, N, plain):
-    """selective_scan_step_sg.wgsl (the lane reductions' steps below the subgroup size as
-    subgroup shuffles) against the workgroup-memory tree: the same bits, with and without the
-    early loads."""
-    rng = np.random.default_rng(13)
-    nb, I, R = 2, 24, 40
-    f = lambda *s, sc=1.0: (rng.standard_normal(s) * sc).astype(np.float32)
-    d = dict(u=f(nb, I), dl=f(nb, R, sc=0.3), A_log=f(I, N, sc=0.5), B=f(nb, N), C=f(nb, N),
-             h=f(nb, I, N), D=f(I), z=f(nb, I), bias=f(I, sc=0.5), dt_w=f(I, R, sc=0.1))
-    code = PLAIN if plain else CODE.format(eps=eps)
-    for early in (False, True):
-        tree, _ = gpu(engine, _with_early(early, code, sg=False), **d)
-        sg, _ = gpu(engine, _with_early(early, code, sg=True), **d)
-        assert np.array_equal(tree["y"], sg["y"]) and np.array_equal(tree["h"], sg["h"])
-        assert np.abs(tree["y"]).max() > 0.01
+    base, _ = gpu(engine, _with_early(False, code, sg=False), **d)
+    other, _ = gpu(engine, _with_early(early, code, sg=sg), **d)
+    assert np.abs(base["y"]).max() > 0.01
+    assert np.array_equal(base["y"], other["y"]) and np.array_equal(base["h"], other["h"])
