@@ -298,11 +298,12 @@ def step_loads_early(device):
 def step_subgroups(device):
     """Whether the fused step runs as shaders/selective_scan_step_sg.wgsl: its lane reductions'
     steps below the subgroup size as subgroup shuffles (the same bits, three barriers fewer per
-    reduction). On where the device has subgroups: `device.scan_step_sg` (tests), else
-    MAMBAWEB_SCAN_STEP_SG = 1 | 0 (bench variants), else whether it has them."""
-    from py_engine.ops.step_kernels import choose
+    reduction). `device.scan_step_sg` (tests), else MAMBAWEB_SCAN_STEP_SG = 1 | 0 (bench
+    variants), else on GPUs with hardware subgroups (step_kernels.subgroup_gpu: not on
+    SwiftShader or lavapipe, which emulate the shuffles slower than the barriers they save)."""
+    from py_engine.ops.step_kernels import choose, subgroup_gpu
     return choose(device, "scan_step_sg", "MAMBAWEB_SCAN_STEP_SG", "1", "0",
-                  lambda: "subgroups" in device.features)
+                  lambda: subgroup_gpu(device))
 
 
 def selective_scan_step(batch, u_t, delta_t, A_log, B_t, C_t, state, D=None, z_t=None,

@@ -189,9 +189,12 @@ def subgroup_tree(device):
     (`mambaweb bench --native --only model --models mamba1_4b,mamba130m --weights f16,q4
     --variant base:MAMBAWEB_MATVEC_SG=0 --variant sg:MAMBAWEB_MATVEC_SG=1`) GPU ms per token
     went 1.869 -> 1.820 (1.4b f16), 1.944 -> 1.881 (q4), 0.614 -> 0.601 (130m f16), 0.648 ->
-    0.621 (q4). `device.matvec_sg` (tests), else MAMBAWEB_MATVEC_SG = 1 | 0 (bench variants)."""
-    from py_engine.ops.step_kernels import choose
-    return choose(device, "matvec_sg", "MAMBAWEB_MATVEC_SG", "1", "0", lambda: True)
+    0.621 (q4). On GPUs with hardware subgroups (step_kernels.subgroup_gpu; a CPU adapter
+    running the kernel under `force_matvec` keeps the tree). `device.matvec_sg` (tests), else
+    MAMBAWEB_MATVEC_SG = 1 | 0 (bench variants)."""
+    from py_engine.ops.step_kernels import choose, subgroup_gpu
+    return choose(device, "matvec_sg", "MAMBAWEB_MATVEC_SG", "1", "0",
+                  lambda: subgroup_gpu(device))
 
 
 def norm_in_stage(device):
