@@ -33,6 +33,7 @@ class Device:
         self.fail_allocations_over = None   # test hook: bytes of new buffers before "out of memory"
         self.dispatches_submitted = 0
         self.submits = 0
+        self._submit_times = dict.fromkeys(self._SUBMIT_KEYS, 0)   # see take_submit_times
         # test hook: bind at most this many bytes per storage binding (tests split a tiny
         # model's embedding into row blocks as a 128 MiB-limit GPU splits a real one)
         self.binding_cap = None
@@ -232,7 +233,7 @@ class Device:
     def _count_submit(self, t0, t1, t2, t3, commands):
         """Add one batch's host times (perf_counter seconds: start, commands encoded,
         finished, submitted) to what take_submit_times returns."""
-        t = self.__dict__.setdefault("_submit_times", dict.fromkeys(self._SUBMIT_KEYS, 0))
+        t = self._submit_times
         t["encode_ms"] += 1000 * (t1 - t0)
         t["finish_ms"] += 1000 * (t2 - t1)
         t["submit_ms"] += 1000 * (t3 - t2)
@@ -243,8 +244,8 @@ class Device:
         """The host time spent submitting since the last call: encode_ms (the loop of
         setPipeline / setBindGroup / dispatch / copy calls), finish_ms (the backend validates
         the commands), submit_ms (it hands them to the driver), batches, commands; zeroed."""
-        t = self.__dict__.pop("_submit_times", None)
-        return t or dict.fromkeys(self._SUBMIT_KEYS, 0)
+        t, self._submit_times = self._submit_times, dict.fromkeys(self._SUBMIT_KEYS, 0)
+        return t
 
     def stats(self):
         return {"buffers_created": self.buffers_created, "live_buffers": self.live_buffers,

@@ -274,9 +274,9 @@ class Generator:
                 if not inflight:
                     return
                 g = inflight.pop(0)
-                t0 = time.perf_counter()
+                t0 = time.perf_counter() if self.timeline is not None else None
                 raw = await g.ids
-                if self.timeline is not None:
+                if t0 is not None:
                     self.timeline.append(("wait", t0, time.perf_counter()))
                 ids = list(struct.unpack(f"<{g.k}I", raw))
                 g.ids = None

@@ -6,7 +6,7 @@ gradient: shaders/linear_backward.wgsl).
 """
 from py_engine.gpu.tensor import Tensor
 from py_engine.ops._common import ACCUMULATE, ADD_BIAS, dummy, fold, out_like, params, rows_of
-from py_engine.ops import weight_format
+from py_engine.ops import step_kernels, weight_format
 from py_engine.ops.lora import adapter_of, branch_forward
 from py_engine.ops.loop_budget import ALIGN_ROWS, shifted, spans, window_len
 from py_engine.ops.rmsnorm import NormedRows
@@ -21,9 +21,7 @@ def _matvec_ok(dev):
     subgroup ops and barriers are emulated: measured in Chromium here, decode at d256x4 ran
     0.96 tok/s with it (256 threads), 8.5 (64 threads) and 56.5 with the tiled matmul.
     `device.force_matvec` (tests on a CPU Vulkan driver) takes them anyway."""
-    if getattr(dev, "force_matvec", False):
-        return True
-    return "subgroups" in dev.features and not dev.info.get("is_fallback")
+    return getattr(dev, "force_matvec", False) or step_kernels.subgroup_gpu(dev)
 
 
 def _rows_kernel(dev, K):

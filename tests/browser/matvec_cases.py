@@ -10,23 +10,22 @@ from tests.reference import weight_format_numpy as ref
 gpu = runner("from py_engine.ops import weight_format as wf\nfrom py_engine.ops import linear as L\n"
              "from py_engine.ops.rmsnorm import NormedRows", decode=False)
 
+
+def with_knobs(body, **knobs):
+    """Snippet: `body` run with the mat-vec forced (device.force_matvec) and the device's
+    matvec_<name> attributes set from knobs, all reset after, also when body fails."""
+    sets = "".join(f"dev.matvec_{k} = {v!r}\n" for k, v in knobs.items())
+    resets = "".join(f"    dev.matvec_{k} = None\n" for k in knobs)
+    body = "".join("    " + line + "\n" for line in body.strip("\n").splitlines())
+    return (f"dev.force_matvec = True\n{sets}try:\n{body}"
+            f"finally:\n    dev.force_matvec = False\n{resets}")
+
+
 CODE = """
-dev.force_matvec = True
-dev.matvec_stage = args['stage']
-dev.matvec_rpt = args['rpt']
-dev.matvec_tpr = args['tpr']
-dev.matvec_prefetch = args['prefetch']
-try:
-    Q = [wf.quantize(b, T[n], args['fmt']) for n in ('w0', 'w1', 'w2')]
-    outs['q0'], outs['q1'], outs['q2'] = (Q if Q[0].dtype != 'f32' else (None,) * 3)
-    outs['n0'], outs['n1'], outs['n2'] = L.linear_multi(b, NormedRows(T['x'], T['nw'], 1e-5), Q)
-    outs['m0'], outs['m1'], outs['m2'] = L.linear_multi(b, T['x'], Q)
-finally:
-    dev.force_matvec = False
-    dev.matvec_stage = None
-    dev.matvec_rpt = None
-    dev.matvec_tpr = None
-    dev.matvec_prefetch = None
+Q = [wf.quantize(b, T[n], FMT) for n in ('w0', 'w1', 'w2')]
+outs['q0'], outs['q1'], outs['q2'] = (Q if Q[0].dtype != 'f32' else (None,) * 3)
+outs['n0'], outs['n1'], outs['n2'] = L.linear_multi(b, NormedRows(T['x'], T['nw'], 1e-5), Q)
+outs['m0'], outs['m1'], outs['m2'] = L.linear_multi(b, T['x'], Q)
 """
 
 
@@ -46,10 +45,8 @@ def check_staged(engine, fmt, rpt, K, seed, rows=(37, 8, 70), tpr=None, stage=Tr
     ws = [rng.standard_normal((n, K)).astype(np.float32) * 0.1 for n in rows]
     x = rng.standard_normal((1, K)).astype(np.float32)
     nw = rng.uniform(0.5, 1.5, K).astype(np.float32)
-    code = CODE
-    for key, val in (("rpt", rpt), ("fmt", fmt), ("tpr", tpr), ("stage", stage),
-                     ("prefetch", prefetch)):
-        code = code.replace(f"args['{key}']", repr(val))
+    code = with_knobs(CODE.replace("FMT", repr(fmt)), stage=stage, rpt=rpt, tpr=tpr,
+                      prefetch=prefetch)
     outs, _ = gpu(engine, code,
                   x=x, nw=nw, w0=ws[0], w1=ws[1], w2=ws[2])
     W = [ref.unpack(outs[f"q{g}"], w.shape, fmt) if fmt != "f32" else w.astype(np.float64)
@@ -65,23 +62,14 @@ def check_staged(engine, fmt, rpt, K, seed, rows=(37, 8, 70), tpr=None, stage=Tr
 
 
 SG_CODE = """
-dev.force_matvec = True
-dev.matvec_tpr = args['tpr']
-try:
-    Q = [wf.quantize(b, T[n], args['fmt']) for n in ('w0', 'w1')]
-    outs['q0'], outs['q1'] = (Q if Q[0].dtype != 'f32' else (None,) * 2)
-    for k, sg, late in (('tree', False, False), ('sg', True, False), ('late', True, True)):
-        dev.matvec_sg = sg
-        dev.matvec_norm_in_stage = late
-        dev.matvec_stage = True if late else args['stage']
-        outs[k + 'n0'], outs[k + 'n1'] = L.linear_multi(b, NormedRows(T['x'], T['nw'], 1e-5), Q)
-        outs[k + 'm0'], outs[k + 'm1'] = L.linear_multi(b, T['x'], Q)
-finally:
-    dev.force_matvec = False
-    dev.matvec_tpr = None
-    dev.matvec_sg = None
-    dev.matvec_norm_in_stage = None
-    dev.matvec_stage = None
+Q = [wf.quantize(b, T[n], FMT) for n in ('w0', 'w1')]
+outs['q0'], outs['q1'] = (Q if Q[0].dtype != 'f32' else (None,) * 2)
+for k, sg, late in (('tree', False, False), ('sg', True, False), ('late', True, True)):
+    dev.matvec_sg = sg
+    dev.matvec_norm_in_stage = late
+    dev.matvec_stage = True if late else STAGE
+    outs[k + 'n0'], outs[k + 'n1'] = L.linear_multi(b, NormedRows(T['x'], T['nw'], 1e-5), Q)
+    outs[k + 'm0'], outs[k + 'm1'] = L.linear_multi(b, T['x'], Q)
 """
 
 
@@ -96,8 +84,8 @@ def check_subgroup_tree(engine, fmt, tpr, K=2304, rows=(37, 70), seed=3, stage=N
     ws = [rng.standard_normal((n, K)).astype(np.float32) * 0.1 for n in rows]
     x = rng.standard_normal((1, K)).astype(np.float32)
     nw = rng.uniform(0.5, 1.5, K).astype(np.float32)
-    code = SG_CODE.replace("args['tpr']", repr(tpr)).replace("args['fmt']", repr(fmt)) \
-        .replace("args['stage']", repr(stage))
+    code = with_knobs(SG_CODE.replace("FMT", repr(fmt)).replace("STAGE", repr(stage)),
+                      tpr=tpr, sg=None, norm_in_stage=None, stage=None)
     outs, _ = gpu(engine, code, x=x, nw=nw, w0=ws[0], w1=ws[1])
     x64 = x.astype(np.float64)
     xn = x64 / np.sqrt((x64 ** 2).mean() + 1e-5) * nw
