@@ -6,6 +6,7 @@ writes 16 bytes (the fed token, sampler step counter, history length, the token 
 repetition history) and reads 4 (the chosen id). Sampling runs on the GPU.
 """
 import functools
+import math
 import os
 import struct
 import time
@@ -16,6 +17,25 @@ from py_engine.ops import sampling
 from py_engine.autograd.functional import Ctx
 
 DEPTH = 3      # decode groups in flight (Generator.depth)
+RAMP = 1.5     # a stream's first groups grow by this factor up to `group` (ramp_sizes)
+
+
+def ramp_sizes(group, factor=RAMP):
+    """The sizes of a stream's first groups, before every group is `group` steps: ceil of
+    factor**i below `group` (1, 2, 3, 4, 6, 8, 12 for 16). The GPU waits for the host to
+    encode a stream's first group, and its ids come back only when the whole group ran: a
+    first group of 16 left an H200 idle ~16 host-steps (~17 ms at mamba-1.4b through Dawn) and
+    held the second token back as long. Growing by 1.5 keeps the host's next group (1.5x the
+    steps) within the GPU time of the ones queued when a step's host cost is up to ~1.5x its
+    GPU time; faster growth idles the GPU between groups, slower launches more of them.
+    factor <= 1: no ramp."""
+    sizes, x = [], 1.0
+    while factor > 1 and math.ceil(x - 1e-9) < group:
+        k = math.ceil(x - 1e-9)
+        if not sizes or k > sizes[-1]:
+            sizes.append(k)
+        x *= factor
+    return sizes
 
 
 @dataclass
@@ -44,16 +64,17 @@ class Generator:
     the step counter moves and the sampled id joins the repetition history, so recorded steps
     chain without the host. The host mirrors those counters (`step_no`, `n_history`).
 
-    `stream` decodes in groups of `group` steps: one submit per group (the step recording
-    replayed `group` times, each sampled id copied into a ring), with `depth` groups queued on
-    the GPU while the oldest one's ids are read back and handed out (the next group is queued
-    as soon as they arrive, before the consumer sees them, so a slow consumer or a late
-    readback does not leave the GPU idle). A stop id (or a cancel) found inside a group
+    `stream` decodes in groups of `group` steps (the first few smaller: `ramp`): one submit per
+    group (the step recording replayed k times, each sampled id copied into a ring), with
+    `depth` groups queued on the GPU while the oldest one's ids are read back and handed out
+    (the next group is queued as soon as they arrive, before the consumer sees them, so a slow
+    consumer or a late readback does not leave the GPU idle). A stop id (or a cancel) found inside a group
     rolls the state back to the group's start (a GPU copy made by the group itself) and
     re-runs the steps up to it, so the state is exactly the one a token-by-token decode leaves.
     """
 
-    def __init__(self, model, sampling_cfg=None, max_tokens=4096, state=None, group=8, depth=None):
+    def __init__(self, model, sampling_cfg=None, max_tokens=4096, state=None, group=8, depth=None,
+                 ramp=None):
         self.model = model
         self.device = model.device
         self.cfg = sampling_cfg or SamplingConfig()
@@ -70,6 +91,16 @@ class Generator:
                 raise ValueError(f"MAMBAWEB_DECODE_DEPTH must be a whole number, got {env!r}")
             depth = int(env) if env else DEPTH
         self.depth = max(1, int(depth))
+        # The first groups' sizes of every stream (ramp_sizes; () for none). Default: on, or
+        # MAMBAWEB_DECODE_RAMP (the growth factor; 0 = off) for the bench's side by side.
+        if ramp is None:
+            env = os.environ.get("MAMBAWEB_DECODE_RAMP", "").strip()
+            try:
+                factor = float(env) if env else RAMP
+            except ValueError:
+                raise ValueError(f"MAMBAWEB_DECODE_RAMP must be a number (0: off), got {env!r}")
+            ramp = ramp_sizes(self.group, factor)
+        self.ramp = tuple(int(k) for k in ramp if 0 < int(k) < self.group)
         self._slots = self.depth + 1   # ring slots: the groups in flight + the one being read
         self.state = state or model.new_state(max_tokens=max_tokens)
         self.token = Tensor(self.device, (1,), "u32")
@@ -111,9 +142,9 @@ class Generator:
             kw["history"] = self.history
         return kw
 
-    def _sample(self, batch, logits):
+    def _sample(self, batch, logits, pos=None):
         sampling.sample(batch, logits, self.ctl, out=self.token, **self._sample_kwargs())
-        sampling.advance(batch, self.token, self.ctl, self.history)
+        sampling.advance(batch, self.token, self.ctl, self.history, pos=pos)
 
     # -- prefill -------------------------------------------------------------------------
     async def prefill(self, prompt_ids):
@@ -151,8 +182,9 @@ class Generator:
         self._drop_recordings()
         with self.device.private_pool() as pool:
             batch = self.device.batch()
-            logits = self.model.step(batch, self.token, self.state)
-            self._sample(batch, logits)
+            # the position advances in the sampler's control dispatch (one fewer a token)
+            logits = self.model.step(batch, self.token, self.state, advance_position=False)
+            self._sample(batch, logits, pos=self.state.pos)
             logits.release()
             self.dispatches_per_token = batch.dispatch_count
             self._recording = batch.record()
@@ -256,6 +288,7 @@ class Generator:
             return
         self._ensure_recording()
         remaining, slot = max_new_tokens - 1, 0
+        sizes = list(self.ramp)          # the first groups' sizes, then `group` each
         inflight = []
         first = fed = tok            # fed: the input of the next group to be read
 
@@ -264,7 +297,7 @@ class Generator:
             # are being handed out (a stop inside it restores its slot's shadow) never share one.
             nonlocal first, slot, remaining
             while remaining > 0 and len(inflight) < self.depth and not (cancelled and cancelled()):
-                k = min(self.group, remaining)
+                k = min(sizes.pop(0) if sizes else self.group, remaining)
                 inflight.append(self._launch(k, slot, first))
                 first, slot, remaining = None, (slot + 1) % self._slots, remaining - k
 

@@ -222,8 +222,10 @@ class MambaModel:
         ctx.done(x)
         return out
 
-    def step(self, batch, token, state):
-        """token: u32 Tensor [Bsz] (e.g. the last sampled ids). Returns logits [Bsz, V]."""
+    def step(self, batch, token, state, advance_position=True):
+        """token: u32 Tensor [Bsz] (e.g. the last sampled ids). Returns logits [Bsz, V].
+        advance_position False: the caller advances state.pos after the step (the Generator's
+        recorded step does it in its sampler's control dispatch, sampling.advance)."""
         cfg = self.cfg
         Bsz = state.Bsz
         residual = embedding_forward(batch, token, self.embed)          # [Bsz, D]
@@ -237,7 +239,8 @@ class MambaModel:
         logits = linear_forward(batch, h, self.lm_head)                 # [Bsz, V]
         h.release()
         residual.release()      # after the LM head has read it through h
-        position.advance(batch, state.pos, 1)
+        if advance_position:
+            position.advance(batch, state.pos, 1)
         state.tokens_seen += 1
         return logits
 

@@ -125,15 +125,18 @@ def _greedy(batch, u, lb, scratch, out, rows, V, H, loff, lstr, flags, wg):
     cand.release()
 
 
-def advance(batch, token, ctl, history):
+def advance(batch, token, ctl, history, pos=None):
     """After `sample`: ctl's step += 1 and the sampled ids appended to `history` (where it has
-    room), on the GPU (shaders/decode_control.wgsl), so decode steps chain without the host."""
+    room), on the GPU (shaders/decode_control.wgsl), so decode steps chain without the host.
+    pos: the model state's positions [Bsz] u32, advanced by 1 in the same dispatch (a decode
+    step recorded with `model.step(..., advance_position=False)`), or None."""
     dev = batch.device
     rows = token.numel
     cap = history.shape[-1]
-    u = dev.uniform(params(rows, cap, 0, 0))
+    u = dev.uniform(params(rows, cap, pos.numel if pos is not None else 0, 0))
     batch.run("decode_control", "decode_advance",
-              [u, token.binding, ctl.binding, history.binding], 1)
+              [u, token.binding, ctl.binding, history.binding,
+               pos.binding if pos is not None else rw_dummy(dev)], 1)
 
 
 __all__ = ["sample", "make_control", "set_control", "advance"]

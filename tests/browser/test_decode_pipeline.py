@@ -29,8 +29,10 @@ async def one_by_one(n, stop=None):
         out.append(await g.decode_one(out[-1]))
     return g, out
 
-async def streamed(n, group, stop=None, cancel_at=None, depth=None, break_at=None):
-    g = Generator(model, cfg(), max_tokens=256, group=group, depth=depth)
+async def streamed(n, group, stop=None, cancel_at=None, depth=None, break_at=None, ramp=()):
+    # ramp=(): every group `group` steps (the boundaries the cases below place stops at);
+    # ramp=None: the default first groups of 1, 2, 3, 4, 6 steps
+    g = Generator(model, cfg(), max_tokens=256, group=group, depth=depth, ramp=ramp)
     out = []
     before = device.stats()['submits']
     async for t in g.stream(prompt, n, (stop,) if stop is not None else (),
@@ -61,6 +63,9 @@ for group in (1, 3, 8):
     res[f'ids{group}'] = ids
     res[f'submits{group}'] = submits
     g.release()
+g, res['ids_ramp'], res['submits_ramp'] = await streamed(args['n'], 8, ramp=None)
+res['ramp'] = list(g.ramp)
+g.release()
 stop = ref[args['stop_at']]
 first_stop = ref.index(stop)
 # cancel / break after stop_at + 1 ids: inside a group; cancel_end after 10: the last id of a
@@ -80,13 +85,14 @@ for name, kw, upto in (('stop', dict(stop=stop), None),
     res[name] = {'ref': r, 'ref_state': await state_of(g_ref), 'ref_then': await then(g_ref)}
     g_ref.release()
     # groups of 8: the stop inside the second of three; groups of 3: the stop opens the fourth,
-    # with two more queued behind it (depth 3), or none (depth 1)
-    for group, depth in ((8, None), (3, None), (3, 1)):
-        g, ids, _ = await streamed(args['n'], group, depth=depth, **kw)
+    # with two more queued behind it (depth 3), or none (depth 1); with the ramp (1, 2, 3, 4,
+    # 6, 4 steps) inside the fourth group, after the 10th id or at the end of the fourth
+    for group, depth, ramp in ((8, None, ()), (3, None, ()), (3, 1, ()), (8, None, None)):
+        g, ids, _ = await streamed(args['n'], group, depth=depth, ramp=ramp, **kw)
         # (after a break the state is settled by the next turn: `then` first, then the state)
         got = {'ids': ids, 'then': await then(g)} if name == 'break' else \
             {'ids': ids, 'state': await state_of(g), 'then': await then(g)}
-        res[name][f'{group}/{depth}'] = got
+        res[name][f'{group}/{depth}' + ('/ramp' if ramp is None else '')] = got
         g.release()
 res['first_stop'] = first_stop
 model.release()
@@ -106,11 +112,15 @@ def test_pipelined_stream_equals_token_by_token(engine, server, name):
     for group in (1, 3, 8):
         assert out[f"ids{group}"] == ref, group
         assert out[f"submits{group}"] == 1 + -(-(n - 1) // group)   # prefill + one per group
+    # the default ramp: first groups of 1, 2, 3, 4, 6 steps, then 8 (the last: what is left)
+    assert out["ramp"] == [1, 2, 3, 4, 6]
+    assert out["ids_ramp"] == ref
+    assert out["submits_ramp"] == 1 + 6              # 1 + 2 + 3 + 4 + 6 + 4 = 20 steps
     for case in ("stop", "cancel", "cancel_end", "break"):
         c = out[case]
         want = {"stop": ref[:out["first_stop"] + 1], "cancel_end": ref[:10]}.get(case, ref[:stop_at + 1])
         assert c["ref"] == want, case
-        for run in ("8/None", "3/None", "3/1"):
+        for run in ("8/None", "3/None", "3/1", "8/None/ramp"):
             r, where = c[run], (case, run)
             assert r["ids"] == want, where
             assert r["then"] == c["ref_then"], where
@@ -127,6 +137,9 @@ def test_pipelined_stream_equals_token_by_token(engine, server, name):
                         a, b = a[:, :, :seen], b[:, :, :seen]
                     assert np.array_equal(a, b), where
             assert got == want_state, where
+            # the position the recorded steps advanced on the GPU (in the sampler's control
+            # dispatch) is the number of tokens the state has seen
+            assert np.frombuffer(got["pos"], np.uint32).tolist() == [seen], where
 
 
 SWITCH = """

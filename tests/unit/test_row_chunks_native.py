@@ -128,7 +128,7 @@ try:
         st.release()
     finally:
         device.force_matvec = False
-    gen = Generator(m, SamplingConfig(greedy=True), max_tokens=64, group=8)
+    gen = Generator(m, SamplingConfig(greedy=True), max_tokens=64, group=8, ramp=())
     s0 = device.submits
     out['tokens'] = [t async for t in gen.stream(args['ids'], 17)]
     out['submits'] = device.submits - s0
