@@ -49,6 +49,16 @@ class Recording:
         self.commands = list(commands)
         self.dispatch_count = sum(1 for c in commands if c[0] == 0)
         self._encoded = device._encode_commands(self.commands)
+        self._prefix_dispatches = {}     # replay(count): count -> dispatches among them
 
-    def replay(self):
-        self.device.submit_commands(self.commands, self.dispatch_count, self._encoded)
+    def replay(self, count=None):
+        """Submit the recorded commands again, or only the first `count` of them (a prefix
+        of a recording is a recording: Generator's groups of fewer steps replay the first
+        steps of the full group's)."""
+        if count is None or count >= len(self.commands):
+            return self.device.submit_commands(self.commands, self.dispatch_count, self._encoded)
+        dispatches = self._prefix_dispatches.get(count)
+        if dispatches is None:
+            dispatches = self._prefix_dispatches[count] = \
+                sum(1 for c in self.commands[:count] if c[0] == 0)
+        self.device.submit_commands(self.commands, dispatches, self._encoded, count=count)

@@ -224,8 +224,9 @@ class BrowserDevice(Device):
         out = [c if c[0] == 0 else (1, c[1].js, c[2], c[3].js, c[4], c[5]) for c in commands]
         return to_js(out)
 
-    def _submit_encoded(self, encoded):
-        js.mwGpu.encodeAndSubmit(self.js, encoded)
+    def _submit_encoded(self, encoded, count=None):
+        # count: the first `count` commands only (Recording.replay(count)); the JS array stays
+        js.mwGpu.encodeAndSubmit(self.js, encoded, count if count is not None else -1)
 
     def take_submit_times(self):
         # counted by the bridge (web/js/gpu_bridge.mjs) as it encodes, in the page's clock

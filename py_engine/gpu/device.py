@@ -222,10 +222,13 @@ class Device:
         from py_engine.gpu.batch import Batch
         return Batch(self)
 
-    def submit_commands(self, commands, dispatches, encoded=None):
+    def submit_commands(self, commands, dispatches, encoded=None, count=None):
+        """One submit of `commands` (their backend form `encoded` when already made), or of
+        the first `count` of them."""
         self.submits += 1
         self.dispatches_submitted += dispatches
-        self._submit_encoded(encoded if encoded is not None else self._encode_commands(commands))
+        self._submit_encoded(encoded if encoded is not None else self._encode_commands(commands),
+                             count)
 
     # -- where the host's time goes when it submits (the bench's decode split) ------------
     _SUBMIT_KEYS = ("encode_ms", "finish_ms", "submit_ms", "batches", "commands")

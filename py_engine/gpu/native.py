@@ -248,7 +248,9 @@ class NativeDevice(Device):
                 out.append((1, c[1].gpu, c[2], c[3].gpu, c[4], c[5]))
         return out
 
-    def _submit_encoded(self, encoded):
+    def _submit_encoded(self, encoded, count=None):
+        if count is not None:          # a prefix (Recording.replay(count))
+            encoded = encoded[:count]
         if self.profiler is not None:
             try:
                 return self.profiler.submit(encoded)

@@ -112,7 +112,7 @@ class Generator:
         self._recording = None
         self._pool = None              # the private pool the step recording's buffers came from
         self._recorded_for = None      # the sampling settings the recording has baked in
-        self._groups = {}              # (k, slot) -> Recording of k chained steps
+        self._groups = {}              # slot -> Recording of `group` chained steps
         self._ring = None              # u32 [slots, group]: each slot's sampled ids
         self._shadow = None            # per slot: copies of the rollback tensors + position
         self.dispatches_per_token = None
@@ -227,8 +227,11 @@ class Generator:
         return [t for layer in self.state.layers if not getattr(layer, "capacity", None)
                 for t in layer.tensors()] + [self.state.pos]
 
-    def _group_recording(self, k, slot):
-        rec = self._groups.get((k, slot))
+    def _group_recording(self, slot):
+        """The recording of a whole group in ring slot `slot`: the rollback tensors copied to
+        the slot's shadow, then `group` times the step and the copy of its sampled id into
+        the ring. A group of k steps replays its first k steps (_group_commands(k))."""
+        rec = self._groups.get(slot)
         if rec is not None:
             return rec
         if self._ring is None:
@@ -238,13 +241,17 @@ class Generator:
         cmds = [(1, t.buffer, t.offset, s.buffer, s.offset, t.nbytes)
                 for t, s in zip(self._rollback_tensors(), self._shadow[slot])]
         ring_off = self._ring.offset + 4 * slot * self.group
-        for j in range(k):
+        for j in range(self.group):
             cmds += self._recording.commands
             cmds.append((1, self.token.buffer, self.token.offset, self._ring.buffer,
                          ring_off + 4 * j, 4))
         from py_engine.gpu.batch import Recording
-        rec = self._groups[(k, slot)] = Recording(self.device, cmds)
+        rec = self._groups[slot] = Recording(self.device, cmds)
         return rec
+
+    def _group_commands(self, k):
+        """How many leading commands of a group recording run k steps."""
+        return len(self._rollback_tensors()) + k * (len(self._recording.commands) + 1)
 
     def _launch(self, k, slot, first_input):
         """Queue k chained steps (one submit) and the read of their ids; returns the group."""
@@ -253,7 +260,7 @@ class Generator:
             self._feed(first_input)
         t0 = time.perf_counter() if self.timeline is not None else None
         g = _Group(slot, k, self.state.tokens_seen, self.step_no, self.n_history)
-        self._group_recording(k, slot).replay()
+        self._group_recording(slot).replay(self._group_commands(k))
         g.ids = self.device.read_begin(self._ring.buffer,
                                        self._ring.offset + 4 * slot * self.group, 4 * k)
         self.state.tokens_seen += k

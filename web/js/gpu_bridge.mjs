@@ -13,11 +13,13 @@
 // Chrome only serialises them for its GPU process) -- a few clock reads per batch.
 const submitTimes = { encode_ms: 0, finish_ms: 0, submit_ms: 0, batches: 0, commands: 0 };
 
-export function encodeAndSubmit(device, commands) {
+export function encodeAndSubmit(device, commands, count = -1) {
+  // count >= 0: only the first `count` commands (a replayed recording's prefix)
+  const n = count >= 0 ? Math.min(count, commands.length) : commands.length;
   const t0 = performance.now();
   const enc = device.createCommandEncoder();
   let pass = null;
-  for (let i = 0; i < commands.length; i++) {
+  for (let i = 0; i < n; i++) {
     const c = commands[i];
     if (c[0] === 0) {
       if (pass === null) pass = enc.beginComputePass();
@@ -39,7 +41,7 @@ export function encodeAndSubmit(device, commands) {
   t.finish_ms += t2 - t1;
   t.encode_ms += t1 - t0;
   t.batches += 1;
-  t.commands += commands.length;
+  t.commands += n;
 }
 
 // The host time encodeAndSubmit spent since the last call, as JSON (milliseconds and counts).
