@@ -43,11 +43,13 @@ export PYTHONPATH=/tmp/site:$PWD
 timeout 100 python3 -m tools.device_checks --engine native > "$OUT/checks.txt" 2>&1
 stamp $? >> "$OUT/checks.txt"
 # every model under the engine's own choices, then with newer kernels turned off (rows, older,
-# old: the reductions through subgroup shuffles and the norm summed in the staging)
+# old: the reductions through subgroup shuffles and the norm summed in the staging; noramp: a
+# stream's first groups as big as the rest)
 timeout 450 python3 -m tools.cli bench --native --json --only model \
   --models mamba130m,mamba2_130m,mamba3_187m,mamba1_4b --weights f16,q4 --decode-tokens 256 \
   --max-seconds 2 --variant rows:MAMBAWEB_SSD_STEP=rows,MAMBAWEB_MAMBA3_STEP=rows \
   --variant older:MAMBAWEB_MATVEC_RULE=older \
   --variant old:MAMBAWEB_MATVEC_SG=0,MAMBAWEB_MATVEC_NORM_IN_STAGE=0,MAMBAWEB_SCAN_STEP_SG=0 \
+  --variant noramp:MAMBAWEB_DECODE_RAMP=0 \
   > "$OUT/bench.json" 2> "$OUT/bench.err"
 stamp $? >> "$OUT/bench.err"
