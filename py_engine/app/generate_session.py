@@ -255,7 +255,7 @@ async def generate(prompt=None, ids=None, max_new_tokens=64, sampling=None, stop
     if gen is None or not keep_state:
         if gen is not None:
             gen.release()
-        gen = current["gen"] = Generator(model, cfg, max_tokens=MAX_TOKENS)
+        gen = current["gen"] = Generator(model, cfg, max_tokens=MAX_TOKENS, group="auto")
         current["pending"] = None
     if current["pending"] is not None:
         prompt_ids = [current["pending"]] + prompt_ids
@@ -316,7 +316,8 @@ def restore_state(data, pending=None):
         raise RuntimeError("load the model this state belongs to first")
     gen = current["gen"]
     if gen is None:
-        gen = current["gen"] = Generator(model, SamplingConfig(), max_tokens=MAX_TOKENS)
+        gen = current["gen"] = Generator(model, SamplingConfig(), max_tokens=MAX_TOKENS,
+                                         group="auto")
     gen.state.load_bytes(data)
     current["pending"] = pending
     return {"tokens_seen": gen.state.tokens_seen}

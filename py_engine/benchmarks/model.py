@@ -36,11 +36,13 @@ async def decode_tokens_per_s(model, n_tokens, group=None):
     steps, one submit each, ids read back while the next group runs; the best of STREAMS runs
     of n_tokens, each listed: one run on a busy host varied +-30%), and token by token
     (decode_one: a host round trip per token) for comparison. group: 16, or
-    MAMBAWEB_BENCH_GROUP (bench variants)."""
-    group = group or int(os.environ.get("MAMBAWEB_BENCH_GROUP", "16"))
+    MAMBAWEB_BENCH_GROUP (bench variants; "auto": Generator's time-sized groups, the app's)."""
+    group = group or os.environ.get("MAMBAWEB_BENCH_GROUP", "16")
+    if group != "auto":                    # "auto": sized by time, as the app decodes
+        group = int(group)
     gen = Generator(model, SamplingConfig(greedy=True), max_tokens=(STREAMS + 2) * n_tokens + 64,
                     group=group)
-    async for _ in gen.stream([1, 2, 3, 4], group + 1):     # records the step graph, warms up
+    async for _ in gen.stream([1, 2, 3, 4], gen.group + 1):     # records the step graph, warms up
         pass
     runs = []                             # (seconds, t0, timeline) per streamed run
     for _ in range(STREAMS):
@@ -65,7 +67,8 @@ async def decode_tokens_per_s(model, n_tokens, group=None):
            "one_by_one_tokens_per_s": n_tokens / one_by_one,
            "dispatches_per_token": gen.dispatches_per_token}
     out["stream_split"] = stream_split(timeline, t0, total, n_tokens)
-    out.update(await _group_timeline(gen, group, 1000 * total / n_tokens))
+    out.update(await _group_timeline(gen, 16 if group == "auto" else group,
+                                     1000 * total / n_tokens))
     gen.release()
     return out
 

@@ -66,6 +66,10 @@ for group in (1, 3, 8):
 g, res['ids_ramp'], res['submits_ramp'] = await streamed(args['n'], 8, ramp=None)
 res['ramp'] = list(g.ramp)
 g.release()
+# the app's groups sized by the steps' measured time (boundaries vary from run to run)
+g, res['ids_auto'], _ = await streamed(args['n'], 'auto', ramp=None)
+res['auto_group'] = g.group
+g.release()
 stop = ref[args['stop_at']]
 first_stop = ref.index(stop)
 # cancel / break after stop_at + 1 ids: inside a group; cancel_end after 10: the last id of a
@@ -87,7 +91,8 @@ for name, kw, upto in (('stop', dict(stop=stop), None),
     # groups of 8: the stop inside the second of three; groups of 3: the stop opens the fourth,
     # with two more queued behind it (depth 3), or none (depth 1); with the ramp (1, 2, 3, 4,
     # 6, 4 steps) inside the fourth group, after the 10th id or at the end of the fourth
-    for group, depth, ramp in ((8, None, ()), (3, None, ()), (3, 1, ()), (8, None, None)):
+    for group, depth, ramp in ((8, None, ()), (3, None, ()), (3, 1, ()), (8, None, None),
+                               ('auto', None, None)):
         g, ids, _ = await streamed(args['n'], group, depth=depth, ramp=ramp, **kw)
         # (after a break the state is settled by the next turn: `then` first, then the state)
         got = {'ids': ids, 'then': await then(g)} if name == 'break' else \
@@ -116,11 +121,12 @@ def test_pipelined_stream_equals_token_by_token(engine, server, name):
     assert out["ramp"] == [1, 2, 3, 4, 6]
     assert out["ids_ramp"] == ref
     assert out["submits_ramp"] == 1 + 6              # 1 + 2 + 3 + 4 + 6 + 4 = 20 steps
+    assert out["ids_auto"] == ref and out["auto_group"] == 32
     for case in ("stop", "cancel", "cancel_end", "break"):
         c = out[case]
         want = {"stop": ref[:out["first_stop"] + 1], "cancel_end": ref[:10]}.get(case, ref[:stop_at + 1])
         assert c["ref"] == want, case
-        for run in ("8/None", "3/None", "3/1", "8/None/ramp"):
+        for run in ("8/None", "3/None", "3/1", "8/None/ramp", "auto/None/ramp"):
             r, where = c[run], (case, run)
             assert r["ids"] == want, where
             assert r["then"] == c["ref_then"], where
