@@ -31,13 +31,16 @@ async def prefill_tokens_per_s(model, T, reps=1):
 STREAMS = 3    # streamed decode runs per measure; the fastest is reported (all are listed)
 
 
+GROUP = 16     # the bench's decode group (steps per submit), unless MAMBAWEB_BENCH_GROUP
+
+
 async def decode_tokens_per_s(model, n_tokens, group=None):
     """Decode throughput the way the app decodes (Generator.stream: chained groups of `group`
     steps, one submit each, ids read back while the next group runs; the best of STREAMS runs
     of n_tokens, each listed: one run on a busy host varied +-30%), and token by token
-    (decode_one: a host round trip per token) for comparison. group: 16, or
+    (decode_one: a host round trip per token) for comparison. group: GROUP, or
     MAMBAWEB_BENCH_GROUP (bench variants; "auto": Generator's time-sized groups, the app's)."""
-    group = group or os.environ.get("MAMBAWEB_BENCH_GROUP", "16")
+    group = group or os.environ.get("MAMBAWEB_BENCH_GROUP", str(GROUP))
     if group != "auto":                    # "auto": sized by time, as the app decodes
         group = int(group)
     gen = Generator(model, SamplingConfig(greedy=True), max_tokens=(STREAMS + 2) * n_tokens + 64,
@@ -67,7 +70,7 @@ async def decode_tokens_per_s(model, n_tokens, group=None):
            "one_by_one_tokens_per_s": n_tokens / one_by_one,
            "dispatches_per_token": gen.dispatches_per_token}
     out["stream_split"] = stream_split(timeline, t0, total, n_tokens)
-    out.update(await _group_timeline(gen, 16 if group == "auto" else group,
+    out.update(await _group_timeline(gen, GROUP if group == "auto" else group,
                                      1000 * total / n_tokens))
     gen.release()
     return out

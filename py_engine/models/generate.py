@@ -42,6 +42,20 @@ def ramp_sizes(group, factor=RAMP):
     return sizes
 
 
+def _env_number(name, default, whole=False):
+    """The bench's side-by-side setting `name` (a whole number, or any number), else default."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        if whole and not text.isdigit():
+            raise ValueError(text)
+        return int(text) if whole else float(text)
+    except ValueError:
+        kind = "a whole number" if whole else "a number"
+        raise ValueError(f"{name} must be {kind}, got {text!r}") from None
+
+
 @dataclass
 class SamplingConfig:
     greedy: bool = True
@@ -72,9 +86,10 @@ class Generator:
     group (the step recording replayed k times, each sampled id copied into a ring), with
     `depth` groups queued on the GPU while the oldest one's ids are read back and handed out
     (the next group is queued as soon as they arrive, before the consumer sees them, so a slow
-    consumer or a late readback does not leave the GPU idle). A stop id (or a cancel) found inside a group
-    rolls the state back to the group's start (a GPU copy made by the group itself) and
-    re-runs the steps up to it, so the state is exactly the one a token-by-token decode leaves.
+    consumer or a late readback does not leave the GPU idle). A stop id (or a cancel) found
+    inside a group rolls the state back to the group's start (a GPU copy made by the group
+    itself) and re-runs the steps up to it, so the state is exactly the one a token-by-token
+    decode leaves.
     """
 
     def __init__(self, model, sampling_cfg=None, max_tokens=4096, state=None, group=8, depth=None,
@@ -97,20 +112,12 @@ class Generator:
         # group's ~1,600 dispatches.
         # MAMBAWEB_DECODE_DEPTH: the bench's side-by-side (--variant) of other depths.
         if depth is None:
-            env = os.environ.get("MAMBAWEB_DECODE_DEPTH", "").strip()
-            if env and not env.isdigit():
-                raise ValueError(f"MAMBAWEB_DECODE_DEPTH must be a whole number, got {env!r}")
-            depth = int(env) if env else DEPTH
+            depth = _env_number("MAMBAWEB_DECODE_DEPTH", DEPTH, whole=True)
         self.depth = max(1, int(depth))
         # The first groups' sizes of every stream (ramp_sizes; () for none). Default: on, or
         # MAMBAWEB_DECODE_RAMP (the growth factor; 0 = off) for the bench's side by side.
         if ramp is None:
-            env = os.environ.get("MAMBAWEB_DECODE_RAMP", "").strip()
-            try:
-                factor = float(env) if env else RAMP
-            except ValueError:
-                raise ValueError(f"MAMBAWEB_DECODE_RAMP must be a number (0: off), got {env!r}")
-            ramp = ramp_sizes(self.group, factor)
+            ramp = ramp_sizes(self.group, _env_number("MAMBAWEB_DECODE_RAMP", RAMP))
         self.ramp = tuple(int(k) for k in ramp if 0 < int(k) < self.group)
         self._slots = self.depth + 1   # ring slots: the groups in flight + the one being read
         self.state = state or model.new_state(max_tokens=max_tokens)
@@ -247,8 +254,8 @@ class Generator:
             return rec
         if self._ring is None:
             self._ring = Tensor(self.device, (self._slots, self.group), "u32")
-            self._shadow = [[Tensor(self.device, t.shape, t.dtype) for t in self._rollback_tensors()]
-                            for _ in range(self._slots)]
+            self._shadow = [[Tensor(self.device, t.shape, t.dtype)
+                             for t in self._rollback_tensors()] for _ in range(self._slots)]
         cmds = [(1, t.buffer, t.offset, s.buffer, s.offset, t.nbytes)
                 for t, s in zip(self._rollback_tensors(), self._shadow[slot])]
         ring_off = self._ring.offset + 4 * slot * self.group
@@ -261,8 +268,9 @@ class Generator:
         return rec
 
     def _group_commands(self, k):
-        """How many leading commands of a group recording run k steps."""
-        return len(self._rollback_tensors()) + k * (len(self._recording.commands) + 1)
+        """How many leading commands of a group recording run k steps: the shadow copies,
+        then k times the step and its id's copy."""
+        return len(self._shadow[0]) + k * (len(self._recording.commands) + 1)
 
     def _launch(self, k, slot, first_input):
         """Queue k chained steps (one submit) and the read of their ids; returns the group."""

@@ -20,3 +20,21 @@ def test_no_ramp():
     assert ramp_sizes(1) == []
     assert ramp_sizes(16, 0) == ramp_sizes(16, 1.0) == []
     assert ramp_sizes(16, 2) == [1, 2, 4, 8]
+
+
+def test_the_bench_settings_are_read_as_numbers_or_refused(monkeypatch):
+    """MAMBAWEB_DECODE_DEPTH (whole) and MAMBAWEB_DECODE_RAMP (a factor) for bench variants."""
+    import pytest
+    from py_engine.models.generate import _env_number
+    monkeypatch.delenv("MAMBAWEB_DECODE_RAMP", raising=False)
+    assert _env_number("MAMBAWEB_DECODE_RAMP", 1.5) == 1.5
+    monkeypatch.setenv("MAMBAWEB_DECODE_RAMP", "0")
+    assert _env_number("MAMBAWEB_DECODE_RAMP", 1.5) == 0.0
+    monkeypatch.setenv("MAMBAWEB_DECODE_DEPTH", "4")
+    assert _env_number("MAMBAWEB_DECODE_DEPTH", 3, whole=True) == 4
+    for name, text, whole, words in (("MAMBAWEB_DECODE_DEPTH", "2.5", True, "a whole number"),
+                                     ("MAMBAWEB_DECODE_DEPTH", "-1", True, "a whole number"),
+                                     ("MAMBAWEB_DECODE_RAMP", "fast", False, "a number")):
+        monkeypatch.setenv(name, text)
+        with pytest.raises(ValueError, match=f"{name} must be {words}, got '{text}'"):
+            _env_number(name, 1, whole=whole)
