@@ -5,11 +5,6 @@ enable subgroups;
 // subgroups). The kernel: lib/selective_scan_step_body.wgsl.
 const SUBGROUPS = true;
 fn shuffle_xor2(v: vec2<f32>, mask: u32) -> vec2<f32> { return subgroupShuffleXor(v, mask); }
-const CPW = 8u;   // channels per 128-thread workgroup
-// the step's x_proj outputs: storage views (dt_low: x_proj's dt columns; B, C)
-fn dl_at(b: u32, k: u32) -> f32 { return delta[p.dl_off + b * p.dl_str + k]; }
-fn b_at(b: u32, n: u32) -> f32 { return Bm[p.b_off + b * p.b_str + n]; }
-fn c_at(b: u32, n: u32) -> f32 { return Cm[p.c_off + b * p.c_str + n]; }
 //#include "lib/selective_scan_step_body.wgsl"
 
 @compute @workgroup_size(128)

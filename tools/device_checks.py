@@ -46,11 +46,6 @@ def decode_cases():
         for fmt in ("f32", "q4"):
             yield f"decode conv fused {name} {fmt}", \
                 (lambda e, name=name, fmt=fmt: check_fused(e, fix / name, fmt, [1, 5, 9, 2, 7, 3]))
-    from tests.browser.xproj_fold_cases import check_x_proj_fold
-    for name in ("mamba-d40-tied", "falcon-d40-untied"):
-        for fmt in ("f32", "f16", "q4"):
-            yield f"decode x_proj folded {name} {fmt}", \
-                (lambda e, name=name, fmt=fmt: check_x_proj_fold(e, fix / name, fmt))
 
 
 def fold_cases():

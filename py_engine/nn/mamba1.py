@@ -30,7 +30,6 @@ from py_engine.ops import selective_scan as scan_ops
 from py_engine.ops.linear import in_proj_conv_step, linear_accumulate, linear_forward, linear_multi
 from py_engine.ops.lora import adapter_of
 from py_engine.ops.rmsnorm import rmsnorm_forward
-from py_engine.ops.scan_step_xproj import selective_scan_step_xproj, step_folds_x_proj
 from py_engine.autograd import functional as F
 from py_engine.nn.registry import bias_hint, conv_weight, register, whole
 
@@ -112,23 +111,7 @@ class Mamba1Mixer:
                 z = linear_forward(batch, h, self.in_z, self.in_z_b)
             u = conv_ops.conv1d_step(batch, x, state.conv, self.conv_w, self.conv_b, silu=True)
             x.release()
-        x_ws = [self.x_dt, self.x_B, self.x_C]
-        if step_folds_x_proj(batch.device, u, x_ws, self.dt_w):
-            # x_proj, dt_proj and the scan step in one dispatch (each workgroup repeats x_proj)
-            y = selective_scan_step_xproj(batch, u, x_ws, self.dt_w, self.A_log, state.ssm,
-                                          D=self.D, z_t=z, dt_bias=self.dt_b,
-                                          norm_bc_eps=self.bc_eps)
-            u.release()
-            z.release()
-        else:
-            y = self._scan_step(batch, u, z, x_ws, state)
-        linear_accumulate(batch, y, self.out_w, residual, bias=self.out_b)
-        y.release()
-
-    def _scan_step(self, batch, u, z, x_ws, state):
-        """x_proj's mat-vec, then the scan step (with dt_proj inside where the device allows);
-        releases u and z -> y [Bsz, I]."""
-        dt_low, B, C = linear_multi(batch, u, x_ws)
+        dt_low, B, C = linear_multi(batch, u, [self.x_dt, self.x_B, self.x_C])
         if scan_ops.step_takes_dt_proj(batch.device) and adapter_of(batch.device, self.dt_w) is None:
             # dt_proj (and Falcon's dt_low norm) inside the scan step: one dispatch fewer
             y = scan_ops.selective_scan_step(batch, u, dt_low, self.A_log, B, C, state.ssm,
@@ -147,7 +130,8 @@ class Mamba1Mixer:
             delta.release()
         for t in (u, dt_low, B, C, z):
             t.release()
-        return y
+        linear_accumulate(batch, y, self.out_w, residual, bias=self.out_b)
+        y.release()
 
 
 class LayerState:

@@ -2,11 +2,7 @@
 // shaders/selective_scan_step.wgsl (workgroup-memory reductions) and
 // shaders/selective_scan_step_sg.wgsl (their steps below the subgroup size as subgroup
 // shuffles: `enable subgroups;` must open the file, so it is a file of its own). The including
-// file defines `SUBGROUPS: bool` (a const or an override), `fn shuffle_xor2(v: vec2<f32>, mask: u32)
-// -> vec2<f32>`, `const CPW: u32` (channels per workgroup: the workgroup has LANES * CPW threads)
-// and where the step's x_proj outputs come from: `fn dl_at(b, k)` (dt_low[b, k]), `fn b_at(b, n)`,
-// `fn c_at(b, n)` -- storage views (delta, Bm, Cm) or, with x_proj folded in
-// (selective_scan_step_xproj.wgsl), the workgroup's own copy.
+// file defines `const SUBGROUPS: bool` and `fn shuffle_xor2(v: vec2<f32>, mask: u32) -> vec2<f32>`.
 //#include "lib/selective_scan_common.wgsl"
 
 @group(0) @binding(9) var<storage, read_write> y: array<f32>;       // [Bsz, I] view
@@ -20,8 +16,9 @@
 // dependent loads each: 30 us per layer on an H200 at I = 4096, R = 128 (tools/profile_kernels).
 // The low-rank width R rides in Params._p0 (unused elsewhere here).
 const LANES = 16u;
-var<workgroup> red_a: array<f32, LANES * CPW>;
-var<workgroup> red_b: array<f32, LANES * CPW>;
+const CPW = 8u;
+var<workgroup> red_a: array<f32, 128>;   // LANES * CPW
+var<workgroup> red_b: array<f32, 128>;
 
 // Sum red_a (and red_b) over each channel's LANES lanes into lane 0's slot: the tree, step
 // LANES/2 .. 1, lane l < step adding lane l + step. With SUBGROUPS (the including file's
@@ -51,18 +48,18 @@ fn reduce_lanes(lid: u32, lane: u32, sg: u32) {
   }
 }
 
-// 1/rms of sequence b's B (C) over N when NORM_BC (Falcon), else 1; every lane needs it.
-fn rms_b(b: u32) -> f32 {
+// 1/rms of row `off` of B (C) over N when NORM_BC (Falcon), else 1; every lane needs it.
+fn rms_b(off: u32) -> f32 {
   if (!has(NORM_BC)) { return 1.0; }
   var ss = 0.0;
-  for (var n = 0u; n < NS; n++) { let v = b_at(b, n); ss += v * v; }
+  for (var n = 0u; n < NS; n++) { let v = Bm[off + n]; ss += v * v; }
   return inverseSqrt(ss / f32(NS) + p.eps);
 }
 
-fn rms_c(b: u32) -> f32 {
+fn rms_c(off: u32) -> f32 {
   if (!has(NORM_BC)) { return 1.0; }
   var ss = 0.0;
-  for (var n = 0u; n < NS; n++) { let v = c_at(b, n); ss += v * v; }
+  for (var n = 0u; n < NS; n++) { let v = Cm[off + n]; ss += v * v; }
   return inverseSqrt(ss / f32(NS) + p.eps);
 }
 
@@ -82,8 +79,8 @@ fn inputs_load(i: u32, b: u32, lane: u32) -> Inputs {
   if (lane < NS) {
     e.a_log = A_log[i * NS + lane];
     e.h = hs[(b * p.I + i) * NS + lane];
-    e.b = b_at(b, lane);
-    e.c = c_at(b, lane);
+    e.b = Bm[p.b_off + b * p.b_str + lane];
+    e.c = Cm[p.c_off + b * p.c_str + lane];
   }
   e.d = d_at(i);
   if (has(HAS_Z)) { e.z = z[p.z_off + b * p.z_str + i]; }
@@ -91,7 +88,7 @@ fn inputs_load(i: u32, b: u32, lane: u32) -> Inputs {
 }
 
 // The kernel, called by the entry point of selective_scan_step.wgsl (sg = 0) or
-// selective_scan_step_sg.wgsl (sg: the subgroup size); a LANES * CPW-thread workgroup, lid its index.
+// selective_scan_step_sg.wgsl (sg: the subgroup size); a 128-thread workgroup, lid its index.
 fn scan_step_dtproj(lid: u32, wid: vec3<u32>, sg: u32) {
   let lane = lid % LANES;
   let base = lid - lane;
@@ -106,12 +103,13 @@ fn scan_step_dtproj(lid: u32, wid: vec3<u32>, sg: u32) {
   if (ok) {
     // four of the lane's terms per trip, loaded before they are summed (a loop that loads and
     // then adds waits a memory latency per term); the sums keep the one-by-one order
+    let dl = p.dl_off + b * p.dl_str;
     var k = lane;
     for (; k + 3u * LANES < R; k += 4u * LANES) {
-      let d0 = dl_at(b, k);
-      let d1 = dl_at(b, k + LANES);
-      let d2 = dl_at(b, k + 2u * LANES);
-      let d3 = dl_at(b, k + 3u * LANES);
+      let d0 = delta[dl + k];
+      let d1 = delta[dl + k + LANES];
+      let d2 = delta[dl + k + 2u * LANES];
+      let d3 = delta[dl + k + 3u * LANES];
       let w0 = dt_w[i * R + k];
       let w1 = dt_w[i * R + k + LANES];
       let w2 = dt_w[i * R + k + 2u * LANES];
@@ -126,7 +124,7 @@ fn scan_step_dtproj(lid: u32, wid: vec3<u32>, sg: u32) {
       ss += d3 * d3;
     }
     for (; k < R; k += LANES) {
-      let d = dl_at(b, k);
+      let d = delta[dl + k];
       x += d * dt_w[i * R + k];
       ss += d * d;
     }
@@ -145,8 +143,8 @@ fn scan_step_dtproj(lid: u32, wid: vec3<u32>, sg: u32) {
     let dt = softplus(x);
     if (!EARLY) { e = inputs_load(i, b, lane); }
     uu = e.u;
-    let sb = rms_b(b);
-    let sc = rms_c(b);
+    let sb = rms_b(p.b_off + b * p.b_str);
+    let sc = rms_c(p.c_off + b * p.c_str);
     let dbu = dt * uu;
     if (lane < NS) {
       let a = -exp(e.a_log);
