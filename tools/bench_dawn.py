@@ -11,6 +11,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from py_engine.benchmarks.ceilings import annotate_floor
+
 DAWN_SECTIONS = ("foundation", "model", "train")   # sections that measure the GPU engine
 
 
@@ -57,6 +59,7 @@ def run(args):
                 else:
                     report[name] = "browser-only section: run `mambaweb bench` without --dawn"
                 report[name + "_wall_s"] = round(time.time() - t0, 2)
+    annotate_floor(report)       # each decode's GPU time against the device's floor
     print(json.dumps(report, indent=None if args.json else 2))
     return 0
 

@@ -11,6 +11,8 @@ import platform
 import sys
 import time
 
+from py_engine.benchmarks.ceilings import annotate_floor
+
 SECTIONS = {
     "foundation": "from py_engine.benchmarks import foundation\nresult = await foundation.run_all(device)",
     "model": "model",
@@ -135,6 +137,7 @@ def run(args):
                 report[name] = eng.run(SECTIONS[name])
             report[name + "_wall_s"] = round(time.time() - t0, 2)
     tmp.cleanup()
+    annotate_floor(report)       # each decode's GPU time against the device's floor
     print(json.dumps(report, indent=None if args.json else 2))
     return 0
 
@@ -303,5 +306,6 @@ def _run_native(args):
             else:
                 report[name] = "browser-only section: run `mambaweb bench` without --native"
             report[name + "_wall_s"] = round(time.time() - t0, 2)
+    annotate_floor(report)       # each decode's GPU time against the device's floor
     print(json.dumps(report, indent=None if args.json else 2))
     return 0

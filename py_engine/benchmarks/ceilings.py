@@ -1,7 +1,14 @@
 """The measured ceilings a GPU bench run judges itself against, on the same device and backend:
-read bandwidth of a plain streaming kernel (shaders/bench_read.wgsl) and the cost of one
-dispatch in a replayed recording (the decode path). Timed with the host clock around
-submit + queue drain, over enough repetitions to make the submit latency small."""
+read bandwidth of a plain streaming kernel (shaders/bench_read.wgsl), the cost of one
+dispatch in a replayed recording (the decode path: host encoding and GPU together), and the
+GPU time a dependent dispatch costs with no work in it (`dispatch_floor`). Timed with the host
+clock around submit + queue drain, over enough repetitions to make the submit latency small.
+
+`annotate_floor(report)` then gives each decode in a bench report the GPU time per token those
+two ceilings allow at its dispatch count -- dispatches x floor + weight bytes / read bandwidth --
+and how far the measured GPU time is above it: near 1, the kernels do no more than the device's
+floor and the bytes; only fewer dispatches (or fewer bytes) can make that decode faster."""
+import struct
 import time
 
 from py_engine.gpu.tensor import Tensor
@@ -47,7 +54,70 @@ async def read_bandwidth(device, mib=512, min_seconds=0.3):
             "check_ok": check > 0}
 
 
+async def dispatch_floor(device, n=512, reps=3):
+    """GPU microseconds a dependent dispatch costs with nothing in it: a recorded chain of n
+    dispatches of the cheapest kernel (silu of 64 floats, x -> y then y -> x: each reads what
+    the one before wrote, so the backend puts a barrier between every two, as between a decode
+    step's kernels) replayed alone; the wait from its submit to a 4-byte readback behind it,
+    less that readback's own latency with nothing queued, over n. Best of `reps`."""
+    x = Tensor.from_list(device, (64,), [0.5] * 64)
+    y = Tensor(device, (64,))
+    b = device.batch()
+    for i in range(n):
+        ew.silu(b, x if i % 2 == 0 else y, out=y if i % 2 == 0 else x)
+    rec = b.record()
+    rec.replay()                                  # pipelines built, caches warm
+    await device.finish()
+    idle, chain = [], []
+    for _ in range(reps):
+        t = time.perf_counter()
+        await device.read_begin(x.buffer, x.offset, 4)
+        idle.append(time.perf_counter() - t)
+        rec.replay()
+        t = time.perf_counter()                   # the chain is submitted: the GPU runs it
+        last = await device.read_begin(x.buffer, x.offset, 4)
+        chain.append(time.perf_counter() - t)
+    x.release()
+    y.release()
+    gpu_us = max(0.0, 1e6 * (min(chain) - min(idle)) / n)
+    # x[0] after the (reps + 1) replays: what a caller can check the chain ran in order with
+    return {"dispatches": n, "gpu_us_per_dispatch": gpu_us, "readback_ms": 1000 * min(idle),
+            "x0": struct.unpack("<f", bytes(last))[0]}
+
+
+def annotate_floor(report):
+    """Each decode of report["model"] (every format, every variant) gets `floor_gpu_ms_per_token`
+    = dispatches_per_token x the floor's GPU us per dispatch + weight bytes per token / the read
+    ceiling, and `gpu_over_floor` = its measured gpu_ms_per_token / that. Nothing where the
+    report lacks a ceiling or a decode lacks its numbers. Returns report."""
+    ceil = report.get("ceilings") or {}
+    floor_us = (ceil.get("dispatch_floor") or {}).get("gpu_us_per_dispatch")
+    gbps = (ceil.get("read") or {}).get("gb_per_s")
+    if not floor_us or not gbps or not isinstance(report.get("model"), dict):
+        return report
+
+    def runs(m):          # a model's top level (its first format), its formats, its variants'
+        for r in (m, *(m.get("variants") or {}).values()):
+            yield r
+            yield from (r.get("formats") or {}).values()
+
+    for m in report["model"].values():
+        if not isinstance(m, dict):
+            continue
+        for r in runs(m):
+            d = r.get("decode") or {}
+            if not {"dispatches_per_token", "gpu_ms_per_token"} <= d.keys() or \
+                    "weight_bytes_per_token" not in r:
+                continue
+            floor_ms = (d["dispatches_per_token"] * floor_us / 1000
+                        + r["weight_bytes_per_token"] / (gbps * 1e6))
+            d["floor_gpu_ms_per_token"] = floor_ms
+            d["gpu_over_floor"] = d["gpu_ms_per_token"] / floor_ms
+    return report
+
+
 async def run(device):
     from py_engine.benchmarks.foundation import dispatch_overhead
     replay = (await dispatch_overhead(device, submits=10))["replay_total_us_per_dispatch"]
-    return {"read": await read_bandwidth(device), "replay_us_per_dispatch": replay}
+    return {"read": await read_bandwidth(device), "replay_us_per_dispatch": replay,
+            "dispatch_floor": await dispatch_floor(device)}

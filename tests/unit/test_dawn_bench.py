@@ -104,6 +104,7 @@ def test_bench_dawn_prints_the_model_section_json():
     report = json.loads(r.stdout)
     assert report["backend"] == "dawn" and report["adapter"]["vendor"]
     assert report["ceilings"]["read"]["gb_per_s"] > 0                # measured on this device
+    assert report["ceilings"]["dispatch_floor"]["gpu_us_per_dispatch"] >= 0
     m = report["model"]["d256x4"]
     assert (m["d_model"], m["layers"], m["vocab"]) == (256, 4, 6144)
     assert m["prefill"][0]["tokens_per_s"] > 0                      # 64 tokens ran
@@ -114,6 +115,7 @@ def test_bench_dawn_prints_the_model_section_json():
     d = m["decode"]                      # where a token's time goes: host, GPU, readback
     assert d["host_ms_per_token"] > 0 and d["readback_ms"] > 0 and d["gpu_ms_per_token"] >= 0
     assert 0 <= d["gpu_busy"] <= 1
+    assert d["floor_gpu_ms_per_token"] > 0 and d["gpu_over_floor"] >= 0     # annotate_floor
     # the host part split by the bridge's own clock: its parts add up to no more than it, and
     # a group of `group` steps encodes at least the step's dispatches per token
     split = d["host_split"]

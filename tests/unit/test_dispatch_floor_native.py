@@ -1,0 +1,58 @@
+"""The bench's dispatch floor (py_engine/benchmarks/ceilings.dispatch_floor: a recorded chain of
+dependent no-work dispatches, its GPU time per dispatch) and the floor model every decode is
+judged by (annotate_floor: dispatches x floor + weight bytes / read bandwidth). Native backend
+(lavapipe here: the numbers are a CPU's, the checks are that the chain runs, in order, and the
+arithmetic of the model)."""
+
+import numpy as np
+import pytest
+
+from py_engine.benchmarks.ceilings import annotate_floor
+from tests.native_support import engine, native as pytestmark  # noqa: F401
+
+
+def test_the_floor_chain_runs_every_dispatch_in_order(engine):
+    r = engine.run("from py_engine.benchmarks import ceilings\n"
+                   "result = await ceilings.dispatch_floor(device, n=8, reps=2)")
+    assert r["dispatches"] == 8
+    assert np.isfinite(r["gpu_us_per_dispatch"]) and r["gpu_us_per_dispatch"] >= 0
+    assert r["readback_ms"] > 0
+    # x <- silu(y <- silu(x)), 8 dispatches a replay, 3 replays: silu applied 24 times to 0.5
+    x = np.float32(0.5)
+    for _ in range(24):
+        x = np.float32(x / (np.float32(1) + np.exp(-x, dtype=np.float32)))
+    assert r["x0"] == pytest.approx(float(x), rel=1e-5)
+
+
+def _decode(dispatches, gpu_ms):
+    return {"decode": {"dispatches_per_token": dispatches, "gpu_ms_per_token": gpu_ms}}
+
+
+def test_annotate_floor_judges_every_decode_of_the_report():
+    def run(dispatches, gpu_ms, nbytes):
+        r = _decode(dispatches, gpu_ms)
+        r["weight_bytes_per_token"] = nbytes
+        return r
+    f16 = run(100, 1.0, 400_000_000)
+    model = dict(run(100, 1.0, 400_000_000), formats={"f16": f16, "q4": run(100, 0.8, 100_000_000)},
+                 variants={"old": {"formats": {"f16": run(120, 1.2, 400_000_000)}}})
+    report = {"ceilings": {"read": {"gb_per_s": 4000.0},
+                           "dispatch_floor": {"gpu_us_per_dispatch": 5.0}},
+              "model": {"m": model, "note": "skipped"}}
+    annotate_floor(report)
+    d = report["model"]["m"]["formats"]["f16"]["decode"]
+    assert d["floor_gpu_ms_per_token"] == pytest.approx(100 * 5e-3 + 0.1)     # 0.5 + 0.1 ms
+    assert d["gpu_over_floor"] == pytest.approx(1.0 / 0.6)
+    assert report["model"]["m"]["decode"]["floor_gpu_ms_per_token"] == pytest.approx(0.6)
+    q4 = report["model"]["m"]["formats"]["q4"]["decode"]
+    assert q4["floor_gpu_ms_per_token"] == pytest.approx(0.525)
+    old = report["model"]["m"]["variants"]["old"]["formats"]["f16"]["decode"]
+    assert old["floor_gpu_ms_per_token"] == pytest.approx(0.7)
+    assert old["gpu_over_floor"] == pytest.approx(1.2 / 0.7)
+
+
+def test_annotate_floor_leaves_a_report_without_ceilings_alone():
+    r = {"model": {"m": dict(_decode(100, 1.0), weight_bytes_per_token=1)}}
+    assert annotate_floor(r) == {"model": {"m": dict(_decode(100, 1.0), weight_bytes_per_token=1)}}
+    r = {"ceilings": {"read": {"gb_per_s": 1.0}}, "model": {"m": _decode(1, 1.0)}}
+    assert "floor_gpu_ms_per_token" not in annotate_floor(r)["model"]["m"]["decode"]
