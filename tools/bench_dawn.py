@@ -46,6 +46,7 @@ def run(args):
             report["vulkan_icd"] = eng.info.get("vulkan_icd")
             report["node"] = eng.info.get("node")
             report["engine_boot_ms"] = eng.info.get("boot_ms")
+            report["engine_boot_split_ms"] = eng.info.get("boot_split_ms")   # Pyodide, zip, imports, GPU
             # the device's own ceilings first, as --native: every decode number is judged on them
             report["ceilings"] = eng.run(CEILINGS_SNIPPET)
             ceiling = report["ceilings"]["read"]["gb_per_s"]

@@ -123,6 +123,7 @@ def run(args):
                          extra_static=peer_static()) as eng:
         report["adapter"] = eng.info.get("adapter")
         report["engine_boot_ms"] = eng.info.get("boot_ms")
+        report["engine_boot_split_ms"] = eng.info.get("boot_split_ms")   # Pyodide, zip, imports, GPU
         for name in sections:
             t0 = time.time()
             if name == "model":

@@ -105,6 +105,9 @@ def test_bench_dawn_prints_the_model_section_json():
     assert report["backend"] == "dawn" and report["adapter"]["vendor"]
     assert report["ceilings"]["read"]["gb_per_s"] > 0                # measured on this device
     assert report["ceilings"]["dispatch_floor"]["gpu_us_per_dispatch"] >= 0
+    split = report["engine_boot_split_ms"]          # where the engine's boot went
+    assert set(split) == {"pyodide", "engine_zip", "imports", "gpu"} and split["pyodide"] > 0
+    assert sum(split.values()) <= report["engine_boot_ms"] + 1
     m = report["model"]["d256x4"]
     assert (m["d_model"], m["layers"], m["vocab"]) == (256, 4, 6144)
     assert m["prefill"][0]["tokens_per_s"] > 0                      # 64 tokens ran

@@ -125,15 +125,21 @@ export async function startEngine(loadPyodide, { indexURL, origin = "", status =
   const t0 = performance.now();
   status("loading Pyodide");
   const pyodide = await loadPyodide({ indexURL, ...pyodideOptions });
+  const t1 = performance.now();
   status("loading engine");
   const manifest = await (await fetch(`${origin}/engine/manifest.json`, { cache: "no-store" })).json();
   const zip = await (await fetch(`${origin}${manifest.url}`)).arrayBuffer();
   pyodide.unpackArchive(zip, "zip", { extractDir: "/engine" });
   pyodide.runPython("import sys; sys.path.insert(0, '/engine')");
+  const t2 = performance.now();
   status("starting GPU");
   const rpc = pyodide.pyimport("py_engine.rpc");
+  const t3 = performance.now();
   const info = JSON.parse(await rpc.boot());
   info.engine = manifest.hash;
-  info.boot_ms = performance.now() - t0;
+  const t4 = performance.now();
+  info.boot_ms = t4 - t0;
+  // where a boot's time goes: Pyodide itself, the engine's zip, importing it, the GPU device
+  info.boot_split_ms = { pyodide: t1 - t0, engine_zip: t2 - t1, imports: t3 - t2, gpu: t4 - t3 };
   return { pyodide, info };
 }

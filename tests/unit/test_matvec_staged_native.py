@@ -1,0 +1,35 @@
+"""The decode mat-vec's staging, trip and prefetch variants (STAGE, RPT, TPR, PREFETCH in
+shaders/lib/matvec_rows.wgsl) against float64 numpy in every weight format: the whole grid on
+the native backend (lavapipe here, the real-GPU kernel forced), where it runs several times
+faster than on SwiftShader; tests/browser/test_kernels_weight_format.py keeps one case of each
+in the browser (Tint's compile of the same WGSL). tests/browser/matvec_cases.py."""
+import pytest
+
+from tests.browser.matvec_cases import check_staged
+from tests.native_support import engine, native as pytestmark  # noqa: F401
+
+FORMATS = ["f16", "bf16", "q8", "q4", "f32"]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("rpt", [None, 4])
+def test_decode_matvec_with_x_staged_in_workgroup_memory(engine, fmt, rpt):
+    """The staged mat-vec (weight_format.stage_x), K past one 2,048-input tile."""
+    check_staged(engine, fmt, rpt, K=2304, seed=5)
+
+
+@pytest.mark.parametrize("fmt", ["f16", "q4", "f32"])
+@pytest.mark.parametrize("rpt,stage", [(1, True), (4, True), (2, False)])
+def test_decode_matvec_walks_several_trips(engine, fmt, rpt, stage):
+    """16 threads per row: each thread sums several trips of four loads, several tiles when
+    staged; partial trips at the tile's and the row's end."""
+    check_staged(engine, fmt, rpt, K=2304, seed=9, rows=(37, 8, 19), tpr=16, stage=stage)
+
+
+@pytest.mark.parametrize("prefetch", [1, 2])
+@pytest.mark.parametrize("fmt,rpt,stage", [("q4", 1, True), ("f16", 2, False)])
+def test_decode_matvec_prefetch_levels(engine, prefetch, fmt, rpt, stage):
+    """The prefetch levels (bench variants; the default is 0) walk the same trips: the first
+    trip ahead (1), and the next trip while summing one (2)."""
+    check_staged(engine, fmt, rpt, K=2304, seed=9, rows=(37, 8, 19), tpr=16, stage=stage,
+                 prefetch=prefetch)
