@@ -50,3 +50,51 @@ def check_products(engine, M, K, N, big_tiles, seed=0, split=False):
     if split:
         assert "matmul_split_reduce" in res["info"]["tiles"]
     return res["info"]
+
+
+NARROW = """
+import py_engine.ops.linear as L
+from py_engine.ops import weight_format as wf
+dev.force_tiled_matmul = True
+dev.force_split_k = args['split']
+L.BIG_TILE_MIN_SIDE = args['min_side']
+q = wf.quantize(b, T['w'], args['fmt'])
+outs['q'] = q
+try:
+    for key, direct in (('direct', True), ('copy', False)):
+        dev.tiled_reads_narrow = direct
+        n0 = b.dispatch_count
+        outs[key + '_y'] = L.linear_forward(b, T['x'], q, T['b'])
+        outs[key + '_dx'] = L.linear_backward_input(b, T['dy'], q)
+        info[key + '_dispatches'] = b.dispatch_count - n0
+        info[key + '_reads'] = L._tiled_reads_narrow(dev, q, q.shape[1])
+finally:
+    dev.force_tiled_matmul = None
+    dev.force_split_k = False
+    dev.tiled_reads_narrow = None
+    L.BIG_TILE_MIN_SIDE = 65
+"""
+
+
+def check_narrow_products(engine, M, K, N, fmt, big_tiles, split=False, seed=1):
+    """x @ W^T + b and dY @ W with W stored f16 / bf16: the tiled GEMM reading W as it is
+    (B_FMT) gives the bits the temporary f32 copy gives, without the copy's dispatch, and both
+    equal float64 numpy on the rounded weight."""
+    from tests.reference import weight_format_numpy as ref
+    rng = np.random.default_rng(seed)
+    x, w, bias = rng.standard_normal((M, K)), rng.standard_normal((N, K)), rng.standard_normal(N)
+    dy = rng.standard_normal((M, N))
+    spec, data = tensor_args(dict(x=x, w=w, b=bias, dy=dy))
+    res = engine.run(PRELUDE + NARROW + EPILOGUE, spec=spec, data=data, fmt=fmt,
+                     min_side=1 if big_tiles else 10 ** 9, split=split)
+    outs, info = res["outs"], res["info"]
+    assert info["direct_reads"] is True and info["copy_reads"] is False
+    assert info["direct_dispatches"] < info["copy_dispatches"]     # no dequantize dispatches
+    for key in ("y", "dx"):
+        assert outs["direct_" + key] == outs["copy_" + key], key
+    w64 = ref.unpack(outs["q"], (N, K), fmt)
+    x64, dy64, b64 = (d64(a.astype(np.float32)) for a in (x, dy, bias))
+    got = {k: np.frombuffer(outs["direct_" + k], np.float32).astype(np.float64) for k in ("y", "dx")}
+    assert rel_err(got["y"], x64 @ w64.T + b64) <= TOL
+    assert rel_err(got["dx"], dy64 @ w64) <= TOL
+    return info
