@@ -25,7 +25,7 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;          // A, strides (sa0, sa1)
-@group(0) @binding(2) var<storage, read> b: array<u32>;          // B, strides (sb0, sb1), as B_FMT
+@group(0) @binding(2) var<storage, read> b: array<f32>;          // B, strides (sb0, sb1)
 @group(0) @binding(3) var<storage, read> bias: array<f32>;       // [N]
 @group(0) @binding(4) var<storage, read_write> c: array<f32>;    // C [M, N]; split: [S, M, N]
 
@@ -65,26 +65,10 @@ fn load_a(c: vec2<u32>, l: u32, i0: u32, k0: u32, kend: u32) -> f32 {
   return 0.0;
 }
 
-// How B is stored: 0 f32; 1 f16, 2 bf16 -- two a u32, element e in word e / 2, the low half when
-// e is even (lib/weight_formats.wgsl) -- so a 16-bit weight is read as it is, not through a
-// temporary f32 copy (py_engine/ops/linear.py: _tiled_reads_narrow). The same values either way.
-override B_FMT: u32 = 0u;
-
-fn b_at(e: u32) -> f32 {
-  switch B_FMT {
-    case 1u: { return unpack2x16float(b[e >> 1u])[e & 1u]; }
-    case 2u: {
-      let w = b[e >> 1u];
-      return bitcast<f32>(select(w << 16u, w & 0xffff0000u, (e & 1u) == 1u));
-    }
-    default: { return bitcast<f32>(b[e]); }
-  }
-}
-
 fn load_b(c: vec2<u32>, l: u32, j0: u32, k0: u32, kend: u32) -> f32 {
   let j = j0 + c.x + l;
   let k = k0 + c.y;
-  if (j < p.N && k < kend) { return b_at(k * p.sb0 + j * p.sb1); }
+  if (j < p.N && k < kend) { return b[k * p.sb0 + j * p.sb1]; }
   return 0.0;
 }
 

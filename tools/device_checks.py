@@ -25,11 +25,6 @@ def gemm_cases():
         for big in (False, True):
             yield f"gemm M{M} K{K} N{N} {'128' if big else '64'}", \
                 (lambda e, M=M, K=K, N=N, big=big: check_products(e, M, K, N, big))
-    from tests.browser.tiled_matmul_cases import check_narrow_products
-    for fmt in ("f16", "bf16"):
-        for M, K, N, big, split in ((1024, 2048, 512, True, False), (1024, 4096, 160, False, True)):
-            yield f"gemm {fmt} weight read as it is M{M} K{K} N{N}", \
-                (lambda e, a=(M, K, N, fmt, big), split=split: check_narrow_products(e, *a, split))
 
 
 def scan_cases():

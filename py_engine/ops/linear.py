@@ -82,32 +82,8 @@ def _split_count(dev, M, N, K, groups):
     return max(1, s)
 
 
-NARROW_B = {"f16": 1, "bf16": 2}   # B formats the tiled GEMM reads as they are (its B_FMT)
-
-
-def _tiled_spans(dev, K):
-    """The K windows one tiled product runs as: lavapipe's loop-pass cap (ops/loop_budget.py)
-    when the kernel is forced there, else all of K at once."""
-    if dev.info.get("is_fallback"):
-        return spans(K, window_len(TILED_PASSES_PER_K, fixed=64, align=ALIGN_ROWS))
-    return [(0, K)]
-
-
-def _tiled_reads_narrow(dev, b, K):
-    """Whether the tiled GEMM reads a 16-bit weight b as it is (B_FMT) instead of through a
-    temporary f32 copy: f16 / bf16, the tiled kernel on, one K window (a window's shifted
-    binding would have to start on a 16-bit element's 256-byte boundary), then
-    `device.tiled_reads_narrow` (tests), else MAMBAWEB_MATMUL_NARROW_B = 1 | 0 (bench
-    variants), else on. The same values and sums either way: the same bits."""
-    if b.dtype not in NARROW_B or not _tiled_ok(dev) or len(_tiled_spans(dev, K)) > 1:
-        return False
-    return step_kernels.choose(dev, "tiled_reads_narrow", "MAMBAWEB_MATMUL_NARROW_B", "1", "0",
-                               lambda: True)
-
-
 def _matmul_tiled(batch, a, b, c, M, N, K, strides, bias_res, flags):
     dev = batch.device
-    consts = {"B_FMT": NARROW_B.get(b.dtype, 0)}
     sa0, sa1, sb0, sb1 = strides
     bm = 128 if min(M, N) >= BIG_TILE_MIN_SIDE else 64
     entry = f"matmul_tiled_{bm}"
@@ -120,22 +96,22 @@ def _matmul_tiled(batch, a, b, c, M, N, K, strides, bias_res, flags):
         part = Tensor(dev, (S * M * N,))
         u = dev.uniform(params(M, N, K, SPLIT_K, sa0, sa1, sb0, sb1, ks))
         batch.run("matmul_tiled", entry, [u, a.binding, b.binding, dummy(dev), part.binding],
-                  -(-N // bm), -(-M // bm), S, constants=consts)
+                  -(-N // bm), -(-M // bm), S)
         u = dev.uniform(params(M, N, S, flags, 0, 0, 0, 0, 0))
         gx, gy = fold(-(-(M * N) // 256))
         batch.run("matmul_tiled", "matmul_split_reduce",
                   [u, part.binding, dummy(dev), bias_res, c.binding], gx, gy)
         part.release()                    # reused only after this product in queue order
         return
-    kspans = _tiled_spans(dev, K)
-    if consts["B_FMT"] and len(kspans) > 1:
-        raise ValueError("a 16-bit B takes one K window (ask _tiled_reads_narrow first)")
+    # lavapipe's loop-pass cap (ops/loop_budget.py) when the kernel is forced there: windows of K
+    kspans = spans(K, window_len(TILED_PASSES_PER_K, fixed=64, align=ALIGN_ROWS)) \
+        if dev.info.get("is_fallback") else [(0, K)]
     for k0, kn in kspans:
         f = flags if k0 == 0 else (flags & ~ADD_BIAS) | ACCUMULATE
         u = dev.uniform(params(M, N, kn, f, sa0, sa1, sb0, sb1, kn))
         batch.run("matmul_tiled", entry,
                   [u, shifted(a.binding, 4 * k0 * sa1), shifted(b.binding, 4 * k0 * sb0),
-                   bias_res, c.binding], -(-N // bm), -(-M // bm), constants=consts)
+                   bias_res, c.binding], -(-N // bm), -(-M // bm))
 
 
 def matmul(batch, a, b, c, M, N, K, strides, bias=None, accumulate=False):
@@ -152,10 +128,6 @@ def matmul(batch, a, b, c, M, N, K, strides, bias=None, accumulate=False):
         # only after this GEMM in queue order)
         if decode_shape:
             weight_format.matvec(batch, a, [b], [c], M, bias=bias, accumulate=accumulate)
-            return
-        if _tiled_reads_narrow(dev, b, K):
-            _matmul_tiled(batch, a, b, c, M, N, K, strides,
-                          bias.binding if bias is not None else dummy(dev), flags)
             return
         tmp = weight_format.dequantize(batch, b)
         matmul(batch, a, tmp, c, M, N, K, strides, bias=bias, accumulate=accumulate)

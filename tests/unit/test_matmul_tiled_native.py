@@ -4,7 +4,7 @@ sizes, and a K long enough to need lavapipe's loop-pass windows (ops/loop_budget
 why, only without any Vulkan/Metal/D3D12 adapter."""
 import pytest
 
-from tests.browser.tiled_matmul_cases import check_narrow_products, check_products
+from tests.browser.tiled_matmul_cases import check_products
 from tests.native_support import engine, native as pytestmark  # noqa: F401
 
 
@@ -30,13 +30,3 @@ def test_split_k_products_equal_float64(engine, M, K, N, big_tiles):
     accumulation by matmul_split_reduce."""
     info = check_products(engine, M, K, N, big_tiles, seed=5, split=True)
     assert info["dispatches"] > 4           # a reduce after each product whose K was split
-
-
-@pytest.mark.parametrize("fmt", ["f16", "bf16"])
-@pytest.mark.parametrize("M,K,N,big_tiles,split", [(65, 136, 129, True, False),
-                                                   (200, 96, 70, False, False),
-                                                   (70, 1032, 20, False, True)])
-def test_16_bit_weights_are_read_as_they_are(engine, fmt, M, K, N, big_tiles, split):
-    """A 16-bit weight through the tiled GEMM without its f32 copy (B_FMT): the copy's bits,
-    one dispatch fewer per product, ragged edges, both tiles and split-K."""
-    check_narrow_products(engine, M, K, N, fmt, big_tiles, split=split)
