@@ -319,18 +319,18 @@ result = [ok, S.current.warnings[-1], S.current.step]
 @pytest.mark.slow
 def test_small_model_on_python_source_drops_its_loss(engine):
     """The bundled sample corpus (300 KB of CPython source), byte-level, tiny preset (82K
-    parameters): 60 steps of 4 x 64 tokens take the loss from ~5.5 (uniform over bytes) to
-    well under 3 nats."""
+    parameters): 40 steps of 4 x 64 tokens take the loss from ~5.3 (near uniform over bytes) to
+    well under 3 nats (steps 31-40 averaged 2.70 in the 60-step run this was cut from)."""
     from tests.conftest import REPO
     text = (REPO / "web" / "samples" / "python-stdlib.txt").read_text()
-    train = {"lr": 5e-3, "batch": 4, "seq_len": 64, "steps": 60, "warmup": 5,
+    train = {"lr": 5e-3, "batch": 4, "seq_len": 64, "steps": 40, "warmup": 5,
              "sample_every": 0}
     t0 = time.time()
     summary = new_session(engine, train, model={"size": "tiny"}, text=text)
     assert summary["corpus"]["tokens"] > 290_000
     losses = []
-    while len(losses) < 60:
+    while len(losses) < 40:
         losses += engine.run(STEPS, n=20)
     first, last = np.mean(losses[:3]), np.mean(losses[-10:])
-    print(f"python source: loss {first:.3f} -> {last:.3f} in 60 steps, {time.time() - t0:.1f} s")
+    print(f"python source: loss {first:.3f} -> {last:.3f} in 40 steps, {time.time() - t0:.1f} s")
     assert first > 5.0 and last < 3.0 and last < 0.6 * first
