@@ -8,8 +8,9 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 CHROMIUM ?= /usr/bin/chromium
 # Two pytest workers, each test file on one of them (its module fixtures -- a browser page, a
-# native engine -- stay whole): on the 2-core CI machine the suite took 23.7 instead of 31.6
-# minutes, the browsers' waits overlapping the other worker's work. PYTEST_ARGS= runs serially.
+# native engine -- stay whole): on a 2-core machine 16.5-21 minutes of pytest instead of 31.6, the
+# browsers' waits overlapping the other worker's work (three workers: no faster). PYTEST_ARGS=
+# runs serially.
 PYTEST_ARGS ?= -n 2 --dist loadfile
 
 .PHONY: run test deps test-deps chromium vulkan bench bench-native bench-dawn dawn dawn-bundle clean

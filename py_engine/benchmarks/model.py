@@ -2,6 +2,7 @@
 import os
 import time
 
+from py_engine.benchmarks.ceilings import readback_latency
 from py_engine.models.generate import Generator, SamplingConfig
 from py_engine.models.mamba import MambaModel
 from py_engine.io.hf_loader import load_model, load_model_local
@@ -83,11 +84,7 @@ async def _group_timeline(gen, group, stream_ms):
     the streamed token's: near 1 the GPU never waits for the host; host_ms_per_token near the
     streamed ms/token means the host is the limit."""
     dev = gen.device
-    idle = []
-    for _ in range(3):                      # a readback with nothing queued: the wait's floor
-        t = time.perf_counter()
-        await dev.read_begin(gen.token.buffer, gen.token.offset, 4)
-        idle.append(time.perf_counter() - t)
+    idle = await readback_latency(dev, gen.token)   # nothing queued: the wait's floor
     host, wait, splits = [], [], []
     tok = gen.last_token
     dev.take_submit_times()
@@ -102,9 +99,9 @@ async def _group_timeline(gen, group, stream_ms):
         gen.last_token = tok = int.from_bytes(ids[-4:], "little")
     best = host.index(min(host))
     host_ms = 1000 * host[best] / group
-    gpu_ms = max(0.0, 1000 * (min(wait) - min(idle)) / group)
+    gpu_ms = max(0.0, 1000 * (min(wait) - idle) / group)
     return {"host_ms_per_token": host_ms, "host_split": host_split(splits[best], host_ms, group),
-            "gpu_ms_per_token": gpu_ms, "readback_ms": 1000 * min(idle),
+            "gpu_ms_per_token": gpu_ms, "readback_ms": 1000 * idle,
             "gpu_busy": min(1.0, gpu_ms / stream_ms)}
 
 

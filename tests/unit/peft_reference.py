@@ -18,6 +18,17 @@ def draw_b(pm, seed, scale):
     return pm
 
 
+def peft_with_drawn_b(make_model, config, seed, scale):
+    """Stock PEFT with `config` on the float64 model make_model() builds, after seeding torch's
+    global generator with `seed` (PEFT draws A from it; unseeded, A -- and so which near-zero
+    gradient entries the AdamW comparisons meet -- depended on the tests run before in the
+    process), then draw_b."""
+    import torch
+    from peft import get_peft_model
+    torch.manual_seed(seed)
+    return draw_b(get_peft_model(make_model(), config), seed, scale)
+
+
 def adapter_files(pm, folder):
     """PEFT's adapter folder with f32 tensors (the model is float64): {file name: bytes}."""
     from safetensors.torch import load_file, save_file

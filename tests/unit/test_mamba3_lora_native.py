@@ -27,7 +27,8 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO
-from tests.unit.peft_reference import adamw_reference, adapter_files, draw_b, trainer_loss
+from tests.unit.peft_reference import adamw_reference, adapter_files, peft_with_drawn_b, \
+    trainer_loss
 from tests.native_support import engine, native as pytestmark  # noqa: F401
 
 FIX = REPO / "tests" / "fixtures" / "models"
@@ -134,13 +135,11 @@ def _batch(name):
 def _peft_model(folder, seed=None):
     """PEFT (stock) on the torch model, in_proj + out_proj, B drawn non-zero (PEFT starts it
     at 0, which would leave A without gradient), every adapter value rounded to f32."""
-    import torch
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig
     seed = SEED if seed is None else seed
-    torch.manual_seed(seed)                 # PEFT draws A from torch's global generator
-    pm = get_peft_model(torch_lm(folder), LoraConfig(r=R, lora_alpha=ALPHA, lora_dropout=0.0,
-                                                     target_modules=["in_proj", "out_proj"]))
-    return draw_b(pm, seed, SCALE_B)
+    config = LoraConfig(r=R, lora_alpha=ALPHA, lora_dropout=0.0,
+                        target_modules=["in_proj", "out_proj"])
+    return peft_with_drawn_b(lambda: torch_lm(folder), config, seed, SCALE_B)
 
 
 def _joined(out):

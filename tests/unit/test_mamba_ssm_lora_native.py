@@ -20,7 +20,8 @@ import pytest
 
 from tests.conftest import REPO
 from tools.native_engine import wgpu_adapter_problem
-from tests.unit.peft_reference import adamw_reference, adapter_files, draw_b, trainer_loss
+from tests.unit.peft_reference import adamw_reference, adapter_files, peft_with_drawn_b, \
+    trainer_loss
 
 _problem = wgpu_adapter_problem()
 pytestmark = pytest.mark.skipif(_problem is not None, reason=f"no native GPU adapter: {_problem}")
@@ -68,17 +69,12 @@ def _base():
 def _peft_model(targets, seed=5):
     """PEFT on the torch model; B drawn non-zero (PEFT starts it at 0, which would leave A
     without gradient) and every adapter value rounded to f32 (what the file carries)."""
-    import torch
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig
     from tools.make_mamba_ssm_hybrid_fixtures import torch_model
     c, W = _base()
-    # PEFT draws A from torch's global generator: seeded, or A (and so which of the 5 AdamW steps'
-    # near-zero gradient entries the 1e-4 bound meets) depends on the tests run before in this
-    # process -- under two pytest workers one order put an entry 1.5e-4 off
-    torch.manual_seed(seed)
-    pm = get_peft_model(torch_model(c, W), LoraConfig(r=R, lora_alpha=ALPHA, lora_dropout=0.0,
-                                                      target_modules=targets))
-    return draw_b(pm, seed, 0.2)
+    return peft_with_drawn_b(lambda: torch_model(c, W),
+                             LoraConfig(r=R, lora_alpha=ALPHA, lora_dropout=0.0,
+                                        target_modules=targets), seed, 0.2)
 
 
 def _engine_tensors(out, r):

@@ -2,12 +2,11 @@
 // how fast is a plain GEMM written with it? A probe for the prefill GEMM, outside the engine:
 //
 //   node tools/dawn/subgroup_matrix_probe.mjs tools/dawn/node_modules/webgpu [M N K ...]
-//   PROBE_ONE=1 node tools/dawn/subgroup_matrix_probe.mjs tools/dawn/node_modules/webgpu M N K
 //
 // With Dawn's unsafe APIs allowed (Chrome: --enable-unsafe-webgpu) it lists the adapter's
 // subgroup-matrix configs, takes the first with f16 operands and f32 results, else i8 operands
-// and i32 results (8-bit operands are stored 4 to an i32 word, offsets and strides in words),
-// and runs C[M, N] = A[M, K] @ B[K, N] (A, B row-major): one subgroup per workgroup, each
+// and i32 results (8-bit operands stored 4 to an i32 word, offsets and strides counted in 8-bit
+// elements), and runs C[M, N] = A[M, K] @ B[K, N] (A, B row-major): one subgroup per workgroup, each
 // computing 2 x 2 tiles of the config's M x N, K walked a tile at a time straight from global
 // memory (no workgroup staging: a floor, not a tuned kernel). Inputs are the integers -4 .. 4
 // (over 4 for f16: exact, and their sums exact in f32), so every checked entry must equal the
@@ -16,8 +15,8 @@
 //
 // What it found on the H200 (2026-12-01, npm webgpu's Dawn, Vulkan): no shader-f16 and so no
 // f16 configs -- only i8 / u8 operands into i32 / u32 results, 16x16x32 and 16x8x32; the i8
-// 128^3 product exact (all 16,384 entries) with offsets and strides counted in 8-bit elements
-// (counted in words, every entry was wrong); the next, larger product aborted the process
+// 128^3 product exact (all 16,384 entries; with offsets and strides counted in words, as some of
+// Dawn's own tests count them, every entry was wrong); the next, larger product aborted the process
 // (std::system_error from dawn.node), not investigated further. A timed GEMM is still to come.
 import { writeSync } from "node:fs";
 import { join, resolve } from "node:path";
@@ -47,11 +46,7 @@ const cfg = configs.find((c) => c.componentType === "f16" && c.resultComponentTy
             configs.find((c) => c.componentType === "i8" && c.resultComponentType === "i32");
 if (!cfg) { say({ step: "config", error: "no f16 -> f32 or i8 -> i32 config" }); process.exit(0); }
 const I8 = cfg.componentType === "i8";
-// D: an 8-bit operand's offset and stride are counted in 8-bit elements by the Dawn in npm
-// webgpu (checked on the H200: in words, as some of Dawn's own tests count them, every entry was
-// wrong); PROBE_8BIT_UNITS=4 counts them in words
-const [T, RT, ST, D] = I8 ? ["i8", "i32", "i32", Number(process.env.PROBE_8BIT_UNITS ?? 1)]
-                          : ["f16", "f32", "f16", 1];
+const [T, RT, ST] = I8 ? ["i8", "i32", "i32"] : ["f16", "f32", "f16"];   // operand, result, storage
 say({ step: "config", ...cfg });
 const device = await adapter.requestDevice({
   requiredFeatures: [FEATURE, "shader-f16", "subgroups", "timestamp-query"].filter((f) => adapter.features.has(f)),
@@ -64,14 +59,14 @@ const SG = adapter.info.subgroupMaxSize;
 const code = `
 enable chromium_experimental_subgroup_matrix;
 ${I8 ? "" : "enable f16;"}
-const TM = ${cfg.M}u; const TN = ${cfg.N}u; const TK = ${cfg.K}u; const D = ${D}u;
+const TM = ${cfg.M}u; const TN = ${cfg.N}u; const TK = ${cfg.K}u;
 alias L = subgroup_matrix_left<${T}, ${cfg.K}, ${cfg.M}>;
 alias R = subgroup_matrix_right<${T}, ${cfg.N}, ${cfg.K}>;
 alias C = subgroup_matrix_result<${RT}, ${cfg.N}, ${cfg.M}>;
 struct P { M: u32, N: u32, K: u32, _p: u32 };
 @group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> a: array<${ST}>;         // [M, K] row-major (D a word)
-@group(0) @binding(2) var<storage, read> b: array<${ST}>;         // [K, N] row-major (D a word)
+@group(0) @binding(1) var<storage, read> a: array<${ST}>;         // [M, K] row-major
+@group(0) @binding(2) var<storage, read> b: array<${ST}>;         // [K, N] row-major
 @group(0) @binding(3) var<storage, read_write> c: array<${RT}>;   // [M, N] row-major
 @compute @workgroup_size(${SG})
 fn gemm(@builtin(workgroup_id) wid: vec3<u32>) {
@@ -79,10 +74,10 @@ fn gemm(@builtin(workgroup_id) wid: vec3<u32>) {
   let j0 = wid.x * 2u * TN;
   var c00 = C(); var c01 = C(); var c10 = C(); var c11 = C();
   for (var k = 0u; k < p.K; k += TK) {
-    let a0 = subgroupMatrixLoad<L>(&a, (i0 * p.K + k) / D, false, p.K / D);
-    let a1 = subgroupMatrixLoad<L>(&a, ((i0 + TM) * p.K + k) / D, false, p.K / D);
-    let b0 = subgroupMatrixLoad<R>(&b, (k * p.N + j0) / D, false, p.N / D);
-    let b1 = subgroupMatrixLoad<R>(&b, (k * p.N + j0 + TN) / D, false, p.N / D);
+    let a0 = subgroupMatrixLoad<L>(&a, i0 * p.K + k, false, p.K);
+    let a1 = subgroupMatrixLoad<L>(&a, (i0 + TM) * p.K + k, false, p.K);
+    let b0 = subgroupMatrixLoad<R>(&b, k * p.N + j0, false, p.N);
+    let b1 = subgroupMatrixLoad<R>(&b, k * p.N + j0 + TN, false, p.N);
     c00 = subgroupMatrixMultiplyAccumulate(a0, b0, c00);
     c01 = subgroupMatrixMultiplyAccumulate(a0, b1, c01);
     c10 = subgroupMatrixMultiplyAccumulate(a1, b0, c10);
@@ -102,7 +97,7 @@ if (err) { say({ step: "compile", error: err.message }); process.exit(0); }
 const F16 = [0xBC00, 0xBA00, 0xB800, 0xB400, 0x0000, 0x3400, 0x3800, 0x3A00, 0x3C00];  // -1 .. 1 by 1/4
 const aVal = (i, k) => (i * 7 + k * 3) % 9;          // index into F16: value (v - 4) / 4
 const bVal = (k, j) => (k * 5 + j * 2 + 1) % 9;
-const exact = (M, N, K, i, j) => {
+const exact = (K, i, j) => {
   let s = 0;
   for (let k = 0; k < K; k++) s += (aVal(i, k) - 4) * (bVal(k, j) - 4);
   return I8 ? s : s / 16;
@@ -151,17 +146,15 @@ async function run(M, N, K, reps) {
     const idx = whole ? t : Math.floor((t * 2654435761) % (M * N));
     const i = Math.floor(idx / N), j = idx % N;
     checked++;
-    if (got[idx] !== exact(M, N, K, i, j)) wrong++;
+    if (got[idx] !== exact(K, i, j)) wrong++;
   }
   return { M, N, K, operands: T, ms_per_gemm: ms, tera_ops_per_s: (2 * M * N * K) / (ms * 1e9),
            checked, wrong };
 }
 
 const tile = [2 * cfg.M, 2 * cfg.N, Math.max(cfg.K, 4)];
-// PROBE_ONE=1: only the first shape, no check product (one product per process)
-const one = process.env.PROBE_ONE === "1";
-if (!one) say({ step: "check", ...(await run(128, 128, 128, 1)) });
-for (const [M, N, K] of one ? shapes.slice(0, 1) : shapes) {
+say({ step: "check", ...(await run(128, 128, 128, 1)) });
+for (const [M, N, K] of shapes) {
   if (M % tile[0] || N % tile[1] || K % tile[2]) { say({ step: "gemm", M, N, K, error: `shape not a multiple of ${tile}` }); continue; }
   say({ step: "gemm", ...(await run(M, N, K, 10)) });
 }
