@@ -201,7 +201,7 @@ async def heldout_loss(model, rows):
         dev = model.device
         ids_t = Tensor.from_list(dev, (T,), list(ids), "u32")
         tgt_t = Tensor.from_list(dev, (T,), shift_targets(labels, 1, T), "i32")
-        batch = dev.batch()
+        batch = dev.batch(stream=True)
         logits = model.forward(Ctx(batch), ids_t, 1)
         loss = cross_entropy(Ctx(batch), logits, tgt_t)
         batch.submit()

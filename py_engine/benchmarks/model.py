@@ -17,7 +17,7 @@ async def prefill_tokens_per_s(model, T, reps=1):
     for _ in range(reps + 1):   # first run warms pipelines
         state.reset()
         t0 = time.perf_counter()
-        batch = model.device.batch()
+        batch = model.device.batch(stream=True)
         logits = model.forward(Ctx(batch), ids, 1, state, last_only=True)
         batch.submit()
         await logits.to_bytes()

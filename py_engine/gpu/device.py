@@ -218,9 +218,12 @@ class Device:
         self.destroy_many(pool.drain())
 
     # -- batches -------------------------------------------------------------------------
-    def batch(self):
+    def batch(self, stream=False):
+        """A command batch; stream=True submits it in chunks as it is recorded
+        (py_engine/gpu/batch.py; MAMBAWEB_BATCH_STREAM=0 turns that off, for comparisons)."""
+        import os
         from py_engine.gpu.batch import Batch
-        return Batch(self)
+        return Batch(self, stream and os.environ.get("MAMBAWEB_BATCH_STREAM", "1") != "0")
 
     def submit_commands(self, commands, dispatches, encoded=None, count=None):
         """One submit of `commands` (their backend form `encoded` when already made), or of

@@ -174,7 +174,7 @@ class Generator:
         ids_t = self.model.ids_tensor(prompt_ids)
         self._append_history(prompt_ids)
         sampling.set_control(self.device, self.ctl, self.step_no, [self.n_history])
-        batch = self.device.batch()
+        batch = self.device.batch(stream=True)
         logits = self.model.forward(Ctx(batch), ids_t, 1, self.state, last_only=True)
         self._sample(batch, logits)
         batch.submit()

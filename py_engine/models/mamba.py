@@ -254,7 +254,7 @@ class MambaModel:
     async def logits(self, ids, state=None) -> bytes:
         """f32 bytes of logits [len(ids), V] through the parallel path."""
         t = self.ids_tensor(ids)
-        batch = self.device.batch()
+        batch = self.device.batch(stream=True)
         out = self.forward(Ctx(batch), t, 1, state)
         batch.submit()
         data = await out.to_bytes()

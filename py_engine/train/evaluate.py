@@ -176,7 +176,7 @@ class Evaluator:
         dev = self.model.device
         ids_t = Tensor.from_bytes(dev, (Bsz * Tw,), rows.tobytes(), "u32")
         tgt_t = Tensor.from_bytes(dev, (Bsz * Tw,), targets.tobytes(), "i32")
-        batch = dev.batch()
+        batch = dev.batch(stream=True)
         ctx = Ctx(batch)
         logits = self.model.forward(ctx, ids_t, Bsz)                  # [Bsz*Tw, V]
         loss = cross_entropy(ctx, logits, tgt_t)                      # (mean, n_valid)

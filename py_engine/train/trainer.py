@@ -150,7 +150,7 @@ class Trainer:
         (the gate inside the AdamW kernels) and is counted."""
         lr = lr if lr is not None else lr_at(self.step_count, self.base_lr, self.warmup,
                                              self.total_steps or 1 << 30)
-        batch = self.device.batch()
+        batch = self.device.batch(stream=True)
         self._zero_grads(batch)
         n = len(micro_batches)
         losses = [self.accumulate(batch, ids, labels, Bsz, T, 1.0 / n) for ids, labels in micro_batches]
@@ -180,7 +180,7 @@ class Trainer:
 
     async def gradients(self, ids, labels, Bsz, T):
         """Loss and gradients at the current weights (no update): ({piece: bytes}, loss)."""
-        batch = self.device.batch()
+        batch = self.device.batch(stream=True)
         self._zero_grads(batch)
         loss = self.accumulate(batch, ids, labels, Bsz, T)
         for mask in self.row_masks:

@@ -1,0 +1,101 @@
+"""A streaming batch (device.batch(stream=True), py_engine/gpu/batch.py) submits what it has
+recorded in growing chunks while the rest is recorded, so the GPU starts on a prefill's first
+layers while Python still encodes its last ones. Checked on the native backend: a long chain
+submits in the planned chunks and computes what one submit computes, bit for bit; a model's
+prefill logits (Generator.prefill and MambaModel.logits stream) equal the unstreamed ones; a
+streamed batch refuses to become a Recording."""
+import pytest
+
+from py_engine.gpu import batch as B
+from tests.native_support import engine, native as pytestmark  # noqa: F401
+
+CHAIN = """
+from py_engine.gpu.tensor import Tensor
+from py_engine.ops import elementwise as E
+out = {}
+for stream in (False, True):
+    a = Tensor.from_list(device, (64,), [0.01 * i for i in range(64)])
+    b = Tensor(device, (64,))
+    s0 = device.stats()['submits']
+    batch = device.batch(stream=stream)
+    for i in range(args['n']):                     # a <- silu(b <- a + a), n times
+        E.add(batch, a, a, out=b)
+        E.silu(batch, b, out=a)
+    counted = batch.dispatch_count
+    batch.submit()
+    out[str(stream)] = {'values': await a.to_list(), 'dispatches': counted,
+                        'submits': device.stats()['submits'] - s0}
+    a.release(); b.release()
+result = out
+"""
+
+
+def _chunks(n):
+    """The submits a streaming batch of n dispatches makes: FIRST_CHUNK, doubling to MAX_CHUNK,
+    then the rest at submit()."""
+    submits, left, chunk = 0, n, B.FIRST_CHUNK
+    while left >= chunk:
+        submits, left, chunk = submits + 1, left - chunk, min(B.MAX_CHUNK, 2 * chunk)
+    return submits + (1 if left else 0)
+
+
+def test_a_streamed_chain_submits_in_chunks_and_computes_the_same(engine):
+    n = 300                                            # 600 dispatches: 32+64+128+256, then 120
+    r = engine.run(CHAIN, n=n)
+    one, streamed = r["False"], r["True"]
+    assert one["submits"] == 1 and one["dispatches"] == streamed["dispatches"] == 2 * n
+    assert streamed["submits"] == _chunks(2 * n) == 5
+    assert streamed["values"] == one["values"]         # the same commands in the same order
+    assert max(streamed["values"]) > 0
+
+
+MODEL = """
+from py_engine.io.hf_loader import load_model_local
+from py_engine.models.generate import Generator, SamplingConfig
+from py_engine.autograd.functional import Ctx
+import py_engine.gpu.batch as B
+model = await load_model_local(device, args['folder'])
+ids = [(i * 37) % model.cfg.vocab_size for i in range(args['T'])]
+out = {}
+for first in (10 ** 9, 4):                         # never flushed / flushed every few layers
+    B.FIRST_CHUNK, B.MAX_CHUNK = first, max(first, 8)
+    s0 = device.stats()['submits']
+    logits = await model.logits(ids)
+    gen = Generator(model, SamplingConfig(greedy=True), max_tokens=args['T'] + 8)
+    tok = await gen.prefill(ids)
+    gen.release()
+    out[str(first)] = {'logits': logits, 'token': tok, 'submits': device.stats()['submits'] - s0}
+B.FIRST_CHUNK, B.MAX_CHUNK = 32, 256
+model.release()
+result = out
+"""
+
+
+@pytest.mark.parametrize("fixture", ["mamba-d24-untied", "mamba2-g1-tied"])
+def test_streamed_prefill_equals_one_submit(engine, fixture):
+    from pathlib import Path
+    folder = Path(__file__).resolve().parents[1] / "fixtures" / "models" / fixture
+    r = engine.run(MODEL, folder=str(folder), T=24)
+    whole, streamed = r[str(10 ** 9)], r["4"]
+    assert streamed["submits"] > whole["submits"] + 4  # the forward went in several chunks
+    assert streamed["logits"] == whole["logits"]       # bit for bit
+    assert streamed["token"] == whole["token"]
+
+
+def test_a_streamed_batch_cannot_be_recorded(engine):
+    r = engine.run("""
+from py_engine.gpu.tensor import Tensor
+from py_engine.ops import elementwise as E
+import py_engine.gpu.batch as B
+a, b = Tensor.from_list(device, (4,), [1.0] * 4), Tensor(device, (4,))
+batch = device.batch(stream=True)
+for i in range(B.FIRST_CHUNK):
+    E.silu(batch, a, out=b)
+try:
+    batch.record()
+    result = 'recorded'
+except RuntimeError as e:
+    result = str(e)
+batch.submit()
+""")
+    assert "stream=False" in r
