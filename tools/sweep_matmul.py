@@ -7,17 +7,14 @@ at a 1024-token prompt by default). Each product of Linear (forward, dX = dY @ W
 runs --reps times per kernel -- the register-only `classic` (shaders/matmul.wgsl, what software
 adapters run) and the shared-memory tiled one with 64x64 and 128x128 blocks
 (shaders/matmul_tiled.wgsl) -- with timestamp queries around each dispatch
-(py_engine/gpu/native_profile.py). `nt16` / `nt32` / `nt16x2` are the 128x128 kernel with x @ W^T
-through shaders/matmul_nt.wgsl (vec4 loads along k; slices of 16 or 32 k, or 16 in two buffers),
-`tiled_128` without it.
-Prints JSON lines: mean GPU us per call and TFLOP/s.
+(py_engine/gpu/native_profile.py). Prints JSON lines: mean GPU us per call and TFLOP/s, and which
+kernel the engine picks for that shape.
 """
 import argparse
 import json
 import sys
 
 SNIPPET = """
-import os
 import struct
 import py_engine.ops.linear as L
 from py_engine.gpu.native_profile import KernelProfiler
@@ -27,12 +24,10 @@ x = Tensor.from_bytes(device, (M, K), struct.pack('<f', 0.01) * (M * K))
 w = Tensor.from_bytes(device, (N, K), struct.pack('<f', 0.02) * (N * K))
 dy = Tensor.from_bytes(device, (M, N), struct.pack('<f', 0.03) * (M * N))
 y, dx, dw = Tensor(device, (M, N)), Tensor(device, (M, K)), Tensor(device, (N, K))
-picks = {'classic': (False, 256, 0), 'tiled_64': (True, 10 ** 9, 0), 'tiled_128': (True, 1, 0),
-         'nt16': (True, 1, '16'), 'nt32': (True, 1, '32'), 'nt16x2': (True, 1, '16x2')}
+picks = {'classic': (False, 256), 'tiled_64': (True, 10 ** 9), 'tiled_128': (True, 1)}
 out = []
 for kernel in args['kernels']:
-    device.force_tiled_matmul, L.BIG_TILE_MIN_SIDE, nt = picks[kernel]
-    os.environ['MAMBAWEB_MATMUL_NT'] = str(nt)
+    device.force_tiled_matmul, L.BIG_TILE_MIN_SIDE = picks[kernel]
     for product in ('forward', 'dx', 'dw'):
         prof = KernelProfiler(device)
         device.profiler = prof
@@ -54,7 +49,6 @@ for kernel in args['kernels']:
                     'gpu_us': round(us, 1), 'tflop_per_s': round(2 * M * N * K / us / 1e6, 2)})
 device.force_tiled_matmul = None
 L.BIG_TILE_MIN_SIDE = 65
-os.environ.pop('MAMBAWEB_MATMUL_NT', None)
 for t in (x, w, dy, y, dx, dw):
     t.release()
 result = out
@@ -65,7 +59,7 @@ def main(argv=None):
     from tools.native_engine import NativeEngine
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--shapes", default="1024x8192x2048,1024x160x4096,1024x4096x128,1024x2048x4096")
-    ap.add_argument("--kernels", default="classic,tiled_64,tiled_128,nt16,nt32,nt16x2")
+    ap.add_argument("--kernels", default="classic,tiled_64,tiled_128")
     ap.add_argument("--reps", type=int, default=5)
     args = ap.parse_args(argv)
     with NativeEngine() as eng:

@@ -65,7 +65,6 @@ def _tiled_ok(dev):
 BIG_TILE_MIN_SIDE = 65
 SPLIT_TARGET_GROUPS = 264  # split K until C's tiles x slices reach this (2 per SM on an H200)
 SPLIT_K = 16               # matmul_tiled.wgsl's flag: write slice partials
-NT_MODE = "16"             # shaders/matmul_nt.wgsl's slices (MAMBAWEB_MATMUL_NT: 16, 32, 16x2, 0 off)
 TILED_PASSES_PER_K = 8    # loop passes of the busiest thread per k (generous: ~2.5 counted)
 
 
@@ -83,34 +82,11 @@ def _split_count(dev, M, N, K, groups):
     return max(1, s)
 
 
-def _nt_constants(dev, a, b, strides, K):
-    """shaders/matmul_nt.wgsl's slice constants (BK: k per staged slice, NBUF: slices staged)
-    for x @ W^T with both operands read as vec4s along k, or None where it does not apply: an
-    operand not contiguous in k, K or a row stride not a multiple of 4, a binding not 16-byte
-    aligned, too little workgroup memory (32 cells x BK x NBUF x 16 bytes x 2 operands), or
-    MAMBAWEB_MATMUL_NT=0 (else 16, 32 or 16x2: BK 16 in two buffers)."""
-    import os
-    sa0, sa1, sb0, sb1 = strides
-    mode = os.environ.get("MAMBAWEB_MATMUL_NT", NT_MODE)
-    bk, nbuf = (16, 2) if mode == "16x2" else (int(mode), 1) if mode in ("16", "32") else (0, 0)
-    if not bk or sa1 != 1 or sb0 != 1 or K % 4 or sa0 % 4 or sb1 % 4:
-        return None
-    if any(t.binding[1] % 16 or t.binding[2] % 16 for t in (a, b)):
-        return None
-    if dev.limits.get("maxComputeWorkgroupStorageSize", 16384) < bk * nbuf * 32 * 16 * 2:
-        return None
-    return {"BK": bk, "NBUF": nbuf}
-
-
 def _matmul_tiled(batch, a, b, c, M, N, K, strides, bias_res, flags):
     dev = batch.device
     sa0, sa1, sb0, sb1 = strides
     bm = 128 if min(M, N) >= BIG_TILE_MIN_SIDE else 64
     entry = f"matmul_tiled_{bm}"
-    shader, constants = "matmul_tiled", None
-    nt = _nt_constants(dev, a, b, strides, K) if bm == 128 else None
-    if nt:
-        shader, entry, constants = "matmul_nt", "matmul_nt_128", nt
     groups = (-(-M // bm)) * (-(-N // bm))
     S = _split_count(dev, M, N, K, groups)
     if S > 1:
@@ -119,8 +95,8 @@ def _matmul_tiled(batch, a, b, c, M, N, K, strides, bias_res, flags):
         S = -(-K // ks)
         part = Tensor(dev, (S * M * N,))
         u = dev.uniform(params(M, N, K, SPLIT_K, sa0, sa1, sb0, sb1, ks))
-        batch.run(shader, entry, [u, a.binding, b.binding, dummy(dev), part.binding],
-                  -(-N // bm), -(-M // bm), S, constants=constants)
+        batch.run("matmul_tiled", entry, [u, a.binding, b.binding, dummy(dev), part.binding],
+                  -(-N // bm), -(-M // bm), S)
         u = dev.uniform(params(M, N, S, flags, 0, 0, 0, 0, 0))
         gx, gy = fold(-(-(M * N) // 256))
         batch.run("matmul_tiled", "matmul_split_reduce",
@@ -133,9 +109,9 @@ def _matmul_tiled(batch, a, b, c, M, N, K, strides, bias_res, flags):
     for k0, kn in kspans:
         f = flags if k0 == 0 else (flags & ~ADD_BIAS) | ACCUMULATE
         u = dev.uniform(params(M, N, kn, f, sa0, sa1, sb0, sb1, kn))
-        batch.run(shader, entry,
+        batch.run("matmul_tiled", entry,
                   [u, shifted(a.binding, 4 * k0 * sa1), shifted(b.binding, 4 * k0 * sb0),
-                   bias_res, c.binding], -(-N // bm), -(-M // bm), constants=constants)
+                   bias_res, c.binding], -(-N // bm), -(-M // bm))
 
 
 def matmul(batch, a, b, c, M, N, K, strides, bias=None, accumulate=False):

@@ -15,11 +15,3 @@ def test_tiled_products_in_chromium(engine, big_tiles):
 
 def test_split_k_products_in_chromium(engine):
     check_products(engine, 40, 1030, 24, big_tiles=False, split=True)
-
-
-def test_vec4_staged_products_in_chromium(engine):
-    """x @ W^T through shaders/matmul_nt.wgsl (what a real GPU runs for a prefill's and a training
-    forward's products) under Tint, slices of 16 k (16 KiB of workgroup memory: WebGPU's default
-    limit), a split K whose last slice runs past K."""
-    check_products(engine, 70, 132, 150, True, nt="16")
-    check_products(engine, 40, 1028, 136, True, split=True, nt="16")

@@ -1,9 +1,8 @@
-"""The tiled GEMM's checks (shaders/matmul_tiled.wgsl, what real GPUs run for prefill and training,
-and shaders/matmul_nt.wgsl, its vec4-staged form for x @ W^T), shared by the native test
-(lavapipe, tests/unit/test_matmul_tiled_native.py) and the browser one (SwiftShader,
-tests/browser/test_kernels_matmul_tiled.py). Both force the kernel, which software adapters would
-not pick, for all four products of Linear -- x @ W^T + b, dY @ W, dY^T @ X and out += x @ W^T,
-each reading a different operand contiguously -- against float64 numpy."""
+"""The tiled GEMM's checks (shaders/matmul_tiled.wgsl, what real GPUs run for prefill and training),
+shared by the native test (lavapipe, tests/unit/test_matmul_tiled_native.py) and the browser one
+(SwiftShader, tests/browser/test_kernels_matmul_tiled.py). Both force the kernel, which software
+adapters would not pick, for all four products of Linear -- x @ W^T + b, dY @ W, dY^T @ X and
+out += x @ W^T, each reading a different operand contiguously -- against float64 numpy."""
 import numpy as np
 
 from tests.browser.kernel_harness import EPILOGUE, PRELUDE, d64, rel_err, tensor_args
@@ -11,9 +10,7 @@ from tests.browser.kernel_harness import EPILOGUE, PRELUDE, d64, rel_err, tensor
 TOL = 1e-4
 
 CODE = """
-import os
 import py_engine.ops.linear as L
-os.environ['MAMBAWEB_MATMUL_NT'] = str(args['nt'])
 dev.force_tiled_matmul = True
 dev.force_split_k = args['split']
 L.BIG_TILE_MIN_SIDE = args['min_side']
@@ -25,28 +22,23 @@ L.linear_accumulate(b, T['x'], T['w'], T['acc'])
 outs['acc'] = T['acc']
 info['dispatches'] = b.dispatch_count - n0
 info['tiles'] = sorted({k[1] for k in dev._pipelines if k[0] == 'matmul_tiled'})
-info['nt'] = sorted({'%dx%d' % (dict(k[2])['BK'], dict(k[2])['NBUF']) for k in dev._pipelines
-                     if k[0] == 'matmul_nt'})
-del os.environ['MAMBAWEB_MATMUL_NT']
 dev.force_tiled_matmul = None
 dev.force_split_k = False
 L.BIG_TILE_MIN_SIDE = 65
 """
 
 
-def check_products(engine, M, K, N, big_tiles, seed=0, split=False, nt=0):
+def check_products(engine, M, K, N, big_tiles, seed=0, split=False):
     """All four products at (M, K, N); big_tiles: the 128x128 variant, else 64x64.
     split: K cut into slices run side by side, partials summed by matmul_split_reduce (what a
-    real GPU does when C has few tiles), also on a software adapter. nt: x @ W^T through
-    matmul_nt.wgsl with slices "16", "32" or "16x2" (two buffers; where K % 4 == 0 and tiles
-    are big), 0 not.
-    Returns the run's info (dispatch count, entry points built so far)."""
+    real GPU does when C has few tiles), also on a software adapter. Returns the run's info
+    (dispatch count, entry points built so far)."""
     rng = np.random.default_rng(seed)
     x, w, bias = rng.standard_normal((M, K)), rng.standard_normal((N, K)), rng.standard_normal(N)
     dy, acc = rng.standard_normal((M, N)), rng.standard_normal((M, N))
     spec, data = tensor_args(dict(x=x, w=w, b=bias, dy=dy, acc=acc))
     res = engine.run(PRELUDE + CODE + EPILOGUE, spec=spec, data=data,
-                     min_side=1 if big_tiles else 10 ** 9, split=split, nt=nt)
+                     min_side=1 if big_tiles else 10 ** 9, split=split)
     got = {k: np.frombuffer(v, dtype=np.float32).astype(np.float64) for k, v in res["outs"].items()}
     x64, w64, dy64 = (d64(a.astype(np.float32)) for a in (x, w, dy))
     b64, acc64 = d64(bias.astype(np.float32)), d64(acc.astype(np.float32))
@@ -57,6 +49,4 @@ def check_products(engine, M, K, N, big_tiles, seed=0, split=False, nt=0):
     assert ("matmul_tiled_128" if big_tiles else "matmul_tiled_64") in res["info"]["tiles"]
     if split:
         assert "matmul_split_reduce" in res["info"]["tiles"]
-    if nt and big_tiles and K % 4 == 0:
-        assert (nt if "x" in nt else nt + "x1") in res["info"]["nt"]
     return res["info"]
