@@ -210,66 +210,6 @@ fn matmul_tiled_64(@builtin(workgroup_id) wid: vec3<u32>,
   store4(wid.z, i0 + ty * 4u + 3u, j0 + tx * 4u, r3);
 }
 
-// 128 x 128 block per workgroup of 16x32 = 512 threads (twice the warps of matmul_tiled_128 for
-// the same block: half the accumulators per thread, so more of the latency of the product loop's
-// workgroup-memory reads is hidden by other warps); thread (tx, ty) owns rows ty*4 + 0..3 and
-// columns {0, 64} + tx*4 + 0..3. A slice's 256 cells of each operand: threads 0..255 stage A,
-// 256..511 B (one cell each). Needs maxComputeInvocationsPerWorkgroup >= 512.
-@compute @workgroup_size(16, 32)
-fn matmul_tiled_128w(@builtin(workgroup_id) wid: vec3<u32>,
-                     @builtin(local_invocation_id) l3: vec3<u32>,
-                     @builtin(local_invocation_index) lid: u32) {
-  let i0 = wid.y * 128u;
-  let j0 = wid.x * 128u;
-  let tx = l3.x;
-  let ty = l3.y;
-  var r0a = vec4<f32>(0.0); var r0b = vec4<f32>(0.0);
-  var r1a = vec4<f32>(0.0); var r1b = vec4<f32>(0.0);
-  var r2a = vec4<f32>(0.0); var r2b = vec4<f32>(0.0);
-  var r3a = vec4<f32>(0.0); var r3b = vec4<f32>(0.0);
-  let kr = k_range(wid.z);
-  let is_b = lid >= 256u;
-  let cl = cells(lid % 256u, 128u, 8u);
-  var next = load_half(is_b, cl, i0, j0, kr.x, kr.y);
-  for (var k0 = kr.x; k0 < kr.y; k0 += 8u) {
-    store_half(is_b, next, cl);
-    workgroupBarrier();
-    if (k0 + 8u < kr.y) { next = load_half(is_b, cl, i0, j0, k0 + 8u, kr.y); }
-    for (var kk = 0u; kk < 8u; kk++) {
-      let a0 = As[kk * 33u + ty];
-      let b0 = Bs[kk * 33u + tx];
-      let b1 = Bs[kk * 33u + 16u + tx];
-      r0a += a0.x * b0; r0b += a0.x * b1;
-      r1a += a0.y * b0; r1b += a0.y * b1;
-      r2a += a0.z * b0; r2b += a0.z * b1;
-      r3a += a0.w * b0; r3b += a0.w * b1;
-    }
-    workgroupBarrier();
-  }
-  store4(wid.z, i0 + ty * 4u + 0u, j0 + tx * 4u, r0a);
-  store4(wid.z, i0 + ty * 4u + 0u, j0 + 64u + tx * 4u, r0b);
-  store4(wid.z, i0 + ty * 4u + 1u, j0 + tx * 4u, r1a);
-  store4(wid.z, i0 + ty * 4u + 1u, j0 + 64u + tx * 4u, r1b);
-  store4(wid.z, i0 + ty * 4u + 2u, j0 + tx * 4u, r2a);
-  store4(wid.z, i0 + ty * 4u + 2u, j0 + 64u + tx * 4u, r2b);
-  store4(wid.z, i0 + ty * 4u + 3u, j0 + tx * 4u, r3a);
-  store4(wid.z, i0 + ty * 4u + 3u, j0 + 64u + tx * 4u, r3b);
-}
-
-// One operand's cell of a slice (matmul_tiled_128w: half the threads stage A, half B).
-fn load_half(is_b: bool, c: Cells, i0: u32, j0: u32, k0: u32, kend: u32) -> vec4<f32> {
-  if (is_b) {
-    return vec4<f32>(load_b(c.b, 0u, j0, k0, kend), load_b(c.b, 1u, j0, k0, kend),
-                     load_b(c.b, 2u, j0, k0, kend), load_b(c.b, 3u, j0, k0, kend));
-  }
-  return vec4<f32>(load_a(c.a, 0u, i0, k0, kend), load_a(c.a, 1u, i0, k0, kend),
-                   load_a(c.a, 2u, i0, k0, kend), load_a(c.a, 3u, i0, k0, kend));
-}
-
-fn store_half(is_b: bool, v: vec4<f32>, c: Cells) {
-  if (is_b) { Bs[c.b.y * 33u + c.b.x / 4u] = v; } else { As[c.a.y * 33u + c.a.x / 4u] = v; }
-}
-
 // C[i, j] (+)= sum over the S slices' partials (+ bias): one thread per element of C.
 // a: the partials [S, M, N]; S = p.K here (the slice count), b unused.
 @compute @workgroup_size(256)

@@ -25,8 +25,6 @@ def gemm_cases():
         for big in (False, True):
             yield f"gemm M{M} K{K} N{N} {'128' if big else '64'}", \
                 (lambda e, M=M, K=K, N=N, big=big: check_products(e, M, K, N, big))
-        yield f"gemm M{M} K{K} N{N} 128w", \
-            (lambda e, M=M, K=K, N=N: check_products(e, M, K, N, True, wide=True))
 
 
 def scan_cases():

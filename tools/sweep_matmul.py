@@ -7,8 +7,7 @@ at a 1024-token prompt by default). Each product of Linear (forward, dX = dY @ W
 runs --reps times per kernel -- the register-only `classic` (shaders/matmul.wgsl, what software
 adapters run) and the shared-memory tiled one with 64x64 and 128x128 blocks
 (shaders/matmul_tiled.wgsl) -- with timestamp queries around each dispatch
-(py_engine/gpu/native_profile.py); `tiled_128w`: 128x128 blocks as 512 threads of 4x8.
-Prints JSON lines: mean GPU us per call and TFLOP/s, and which
+(py_engine/gpu/native_profile.py). Prints JSON lines: mean GPU us per call and TFLOP/s, and which
 kernel the engine picks for that shape.
 """
 import argparse
@@ -16,7 +15,6 @@ import json
 import sys
 
 SNIPPET = """
-import os
 import struct
 import py_engine.ops.linear as L
 from py_engine.gpu.native_profile import KernelProfiler
@@ -26,12 +24,10 @@ x = Tensor.from_bytes(device, (M, K), struct.pack('<f', 0.01) * (M * K))
 w = Tensor.from_bytes(device, (N, K), struct.pack('<f', 0.02) * (N * K))
 dy = Tensor.from_bytes(device, (M, N), struct.pack('<f', 0.03) * (M * N))
 y, dx, dw = Tensor(device, (M, N)), Tensor(device, (M, K)), Tensor(device, (N, K))
-picks = {'classic': (False, 256, '0'), 'tiled_64': (True, 10 ** 9, '0'), 'tiled_128': (True, 1, '0'),
-         'tiled_128w': (True, 1, '1')}
+picks = {'classic': (False, 256), 'tiled_64': (True, 10 ** 9), 'tiled_128': (True, 1)}
 out = []
 for kernel in args['kernels']:
-    device.force_tiled_matmul, L.BIG_TILE_MIN_SIDE, wide = picks[kernel]
-    os.environ['MAMBAWEB_MATMUL_WIDE'] = wide
+    device.force_tiled_matmul, L.BIG_TILE_MIN_SIDE = picks[kernel]
     for product in ('forward', 'dx', 'dw'):
         prof = KernelProfiler(device)
         device.profiler = prof
@@ -53,7 +49,6 @@ for kernel in args['kernels']:
                     'gpu_us': round(us, 1), 'tflop_per_s': round(2 * M * N * K / us / 1e6, 2)})
 device.force_tiled_matmul = None
 L.BIG_TILE_MIN_SIDE = 65
-os.environ.pop('MAMBAWEB_MATMUL_WIDE', None)
 for t in (x, w, dy, y, dx, dw):
     t.release()
 result = out
@@ -64,7 +59,7 @@ def main(argv=None):
     from tools.native_engine import NativeEngine
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--shapes", default="1024x8192x2048,1024x160x4096,1024x4096x128,1024x2048x4096")
-    ap.add_argument("--kernels", default="classic,tiled_64,tiled_128,tiled_128w")
+    ap.add_argument("--kernels", default="classic,tiled_64,tiled_128")
     ap.add_argument("--reps", type=int, default=5)
     args = ap.parse_args(argv)
     with NativeEngine() as eng:

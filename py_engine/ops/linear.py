@@ -82,21 +82,11 @@ def _split_count(dev, M, N, K, groups):
     return max(1, s)
 
 
-def _wide_128(dev):
-    """Whether 128x128 blocks run as 512 threads of 4x8 (matmul_tiled_128w) instead of 256 of
-    8x8: MAMBAWEB_MATMUL_WIDE=1 (an experiment), on a device that allows 512-thread workgroups."""
-    import os
-    return os.environ.get("MAMBAWEB_MATMUL_WIDE", "0") == "1" and \
-        dev.limits.get("maxComputeInvocationsPerWorkgroup", 256) >= 512
-
-
 def _matmul_tiled(batch, a, b, c, M, N, K, strides, bias_res, flags):
     dev = batch.device
     sa0, sa1, sb0, sb1 = strides
     bm = 128 if min(M, N) >= BIG_TILE_MIN_SIDE else 64
     entry = f"matmul_tiled_{bm}"
-    if bm == 128 and _wide_128(dev):
-        entry = "matmul_tiled_128w"
     groups = (-(-M // bm)) * (-(-N // bm))
     S = _split_count(dev, M, N, K, groups)
     if S > 1:

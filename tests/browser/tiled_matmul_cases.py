@@ -10,9 +10,7 @@ from tests.browser.kernel_harness import EPILOGUE, PRELUDE, d64, rel_err, tensor
 TOL = 1e-4
 
 CODE = """
-import os
 import py_engine.ops.linear as L
-os.environ['MAMBAWEB_MATMUL_WIDE'] = '1' if args['wide'] else '0'
 dev.force_tiled_matmul = True
 dev.force_split_k = args['split']
 L.BIG_TILE_MIN_SIDE = args['min_side']
@@ -24,25 +22,23 @@ L.linear_accumulate(b, T['x'], T['w'], T['acc'])
 outs['acc'] = T['acc']
 info['dispatches'] = b.dispatch_count - n0
 info['tiles'] = sorted({k[1] for k in dev._pipelines if k[0] == 'matmul_tiled'})
-del os.environ['MAMBAWEB_MATMUL_WIDE']
 dev.force_tiled_matmul = None
 dev.force_split_k = False
 L.BIG_TILE_MIN_SIDE = 65
 """
 
 
-def check_products(engine, M, K, N, big_tiles, seed=0, split=False, wide=False):
+def check_products(engine, M, K, N, big_tiles, seed=0, split=False):
     """All four products at (M, K, N); big_tiles: the 128x128 variant, else 64x64.
     split: K cut into slices run side by side, partials summed by matmul_split_reduce (what a
-    real GPU does when C has few tiles), also on a software adapter. wide: the 128x128 blocks
-    as 512 threads (matmul_tiled_128w). Returns the run's info (dispatch count, entry points
-    built so far)."""
+    real GPU does when C has few tiles), also on a software adapter. Returns the run's info
+    (dispatch count, entry points built so far)."""
     rng = np.random.default_rng(seed)
     x, w, bias = rng.standard_normal((M, K)), rng.standard_normal((N, K)), rng.standard_normal(N)
     dy, acc = rng.standard_normal((M, N)), rng.standard_normal((M, N))
     spec, data = tensor_args(dict(x=x, w=w, b=bias, dy=dy, acc=acc))
     res = engine.run(PRELUDE + CODE + EPILOGUE, spec=spec, data=data,
-                     min_side=1 if big_tiles else 10 ** 9, split=split, wide=wide)
+                     min_side=1 if big_tiles else 10 ** 9, split=split)
     got = {k: np.frombuffer(v, dtype=np.float32).astype(np.float64) for k, v in res["outs"].items()}
     x64, w64, dy64 = (d64(a.astype(np.float32)) for a in (x, w, dy))
     b64, acc64 = d64(bias.astype(np.float32)), d64(acc.astype(np.float32))
@@ -50,8 +46,7 @@ def check_products(engine, M, K, N, big_tiles, seed=0, split=False, wide=False):
     assert rel_err(got["dx"], dy64 @ w64) <= TOL
     assert rel_err(got["dw"], dy64.T @ x64) <= TOL
     assert rel_err(got["acc"], acc64 + x64 @ w64.T) <= TOL
-    want = ("matmul_tiled_128w" if wide else "matmul_tiled_128") if big_tiles else "matmul_tiled_64"
-    assert want in res["info"]["tiles"]
+    assert ("matmul_tiled_128" if big_tiles else "matmul_tiled_64") in res["info"]["tiles"]
     if split:
         assert "matmul_split_reduce" in res["info"]["tiles"]
     return res["info"]

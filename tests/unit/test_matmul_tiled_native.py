@@ -15,14 +15,6 @@ def test_tiled_products_equal_float64(engine, M, K, N, big_tiles):
     check_products(engine, M, K, N, big_tiles)
 
 
-@pytest.mark.parametrize("M,K,N,split", [(64, 64, 64, False), (130, 100, 260, False),
-                                         (3, 4100, 9, False), (130, 600, 140, True),
-                                         (70, 1030, 20, True)])
-def test_wide_blocks_equal_float64(engine, M, K, N, split):
-    """128x128 blocks as 512 threads of 4x8 (matmul_tiled_128w): every product of Linear."""
-    check_products(engine, M, K, N, True, seed=11, split=split, wide=True)
-
-
 def test_long_k_is_windowed_on_lavapipe(engine):
     """K = 9000 is past the kernel's (conservative) loop-pass estimate for one dispatch: on
     lavapipe each product is split into K windows (each accumulating into C), and stays exact."""
