@@ -9,11 +9,21 @@ ACCUMULATE = 2
 MAX_GROUPS = 65535
 
 
+_PACKED = {}     # params' results by (value, type) list: a recorded graph packs the same ones again
+
+
 def params(*values) -> bytes:
     """Pack ints as u32 and floats as f32, zero-padded to a 16-byte multiple (uniform rules)."""
-    fmt = "".join("f" if isinstance(v, float) else "I" for v in values)
-    data = struct.pack("<" + fmt, *values)
-    return data + b"\0" * (-len(data) % 16)
+    key = values + tuple(map(type, values))      # 1 and 1.0 are equal keys but pack apart
+    data = _PACKED.get(key)
+    if data is None:
+        fmt = "".join("f" if isinstance(v, float) else "I" for v in values)
+        data = struct.pack("<" + fmt, *values)
+        data += b"\0" * (-len(data) % 16)
+        if len(_PACKED) > 8192:                  # steps and offsets that never repeat
+            _PACKED.clear()
+        _PACKED[key] = data
+    return data
 
 
 def f32_bits(value: float) -> int:
