@@ -58,6 +58,17 @@ class Batch:
         self.commands = []
         self._pending = 0
 
+    @property
+    def streamed(self):
+        """Whether part of this batch already went to the GPU (a streaming batch's chunks)."""
+        return self._flushed > 0
+
+    def discard(self):
+        """Drop the commands not yet submitted (a recording that failed part-way)."""
+        self.commands = []
+        self._pending = self._flushed = 0
+        self._chunk = FIRST_CHUNK
+
     def submit(self):
         """Submit what is left; the batch then starts afresh (counts, chunk sizes)."""
         self._submit_pending()

@@ -133,6 +133,7 @@ class Generator:
         self._groups = {}              # slot -> Recording of `group` chained steps
         self._ring = None              # u32 [slots, group]: each slot's sampled ids
         self._shadow = None            # per slot: copies of the rollback tensors + position
+        self._backup = None            # copies of the state a prefill overwrites (_back_up_state)
         self.dispatches_per_token = None
         self._abandoned = None         # how to end a stream left mid-way (_settle)
         # A list to log the stream's timeline into (the bench's decode split), else None:
@@ -172,11 +173,18 @@ class Generator:
             raise ValueError("the prompt is empty: give at least one token")
         self._settle()
         ids_t = self.model.ids_tensor(prompt_ids)
+        before = (self.n_history, self.state.tokens_seen)
         self._append_history(prompt_ids)
         sampling.set_control(self.device, self.ctl, self.step_no, [self.n_history])
         batch = self.device.batch(stream=True)
-        logits = self.model.forward(Ctx(batch), ids_t, 1, self.state, last_only=True)
-        self._sample(batch, logits)
+        backup = self._back_up_state(batch)
+        try:
+            logits = self.model.forward(Ctx(batch), ids_t, 1, self.state, last_only=True)
+            self._sample(batch, logits)
+        except BaseException:
+            self._restore_state(batch, backup, *before)
+            ids_t.release()
+            raise
         batch.submit()
         tok = struct.unpack("<I", await self.token.to_bytes())[0]
         logits.release()
@@ -184,6 +192,33 @@ class Generator:
         self._sampled()
         self.last_token = tok
         return tok
+
+    def _back_up_state(self, batch):
+        """Copies of the state a prefill overwrites, recorded first into its streaming batch:
+        the batch goes to the GPU in chunks while it is recorded, so a recording that fails
+        part-way (out of memory for a new activation, a binding past the device's limit) has
+        already run some layers. The copies (kept for the next prefill) put the state back."""
+        tensors = self.state.overwritten_tensors()
+        if self._backup is None:
+            self._backup = [Tensor(self.device, t.shape) for t in tensors]
+        for t, b in zip(tensors, self._backup):
+            batch.copy(t.buffer, t.offset, b.buffer, b.offset, t.nbytes)
+        return list(zip(tensors, self._backup))
+
+    def _restore_state(self, batch, backup, n_history, tokens_seen):
+        """After a prefill's recording failed: drop what was not submitted and, when some of it
+        ran, copy the state back and set the position again; the prompt leaves the history."""
+        from py_engine.ops import position
+        ran = batch.streamed
+        batch.discard()
+        if ran:
+            undo = self.device.batch()
+            for t, b in backup:
+                undo.copy(b.buffer, b.offset, t.buffer, t.offset, t.nbytes)
+            undo.submit()
+            position.set_positions(self.device, self.state.pos, tokens_seen)
+        self.n_history = n_history
+        self.state.tokens_seen = tokens_seen
 
     # -- decode --------------------------------------------------------------------------
     def _ensure_recording(self):
@@ -385,7 +420,7 @@ class Generator:
             end()
 
     def release(self):
-        own = [self.token, self.history, self.ctl]
+        own = [self.token, self.history, self.ctl] + (self._backup or [])
         if self._ring is not None:
             own += [self._ring] + [t for ts in self._shadow for t in ts]
         self.device.release_tensors(own)

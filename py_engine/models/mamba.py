@@ -49,6 +49,13 @@ class ModelState:
     def tensors(self):
         return [t for layer in self.layers for t in layer.tensors()]
 
+    def overwritten_tensors(self):
+        """The tensors a forward over new tokens overwrites in place (recurrent and conv
+        states; an attention cache only gains slots past the position, which the forward
+        advances last)."""
+        return [t for layer in self.layers if not getattr(layer, "APPEND_ONLY", False)
+                for t in layer.tensors()]
+
     def reset(self):
         batch = self.device.batch()
         for t in self.tensors():

@@ -145,6 +145,10 @@ class KVCache:
     def tensors(self):
         return (self.k, self.v)
 
+    # A prefill writes slots [pos, pos + T) and leaves the earlier ones: nothing to back up
+    # before it (ModelState.overwritten_tensors).
+    APPEND_ONLY = True
+
 
 @register
 class Attention(LayerKind):

@@ -159,6 +159,10 @@ class Trainer:
         self.poison = None
         for mask in self.row_masks:
             mask.mask_grad(batch)
+        # Forward and backward went to the GPU in chunks while they were recorded (a failure
+        # there leaves the weights alone: the gradients are zeroed again next step); the update
+        # goes whole, at submit, so no failure can leave some parameters stepped and others not.
+        batch.stream = False
         self.opt.step(batch, self.grads, lr=lr, losses=losses)
         for mask in self.row_masks:
             mask.restore(batch)

@@ -99,3 +99,63 @@ except RuntimeError as e:
 batch.submit()
 """)
     assert "stream=False" in r
+
+
+FAIL_MIDWAY = """
+import py_engine.autograd.functional as F
+import py_engine.gpu.batch as B
+from py_engine.io.hf_loader import load_model_local
+from py_engine.models.generate import Generator, SamplingConfig
+model = await load_model_local(device, args['folder'])
+first, second = [5, 9, 2, 7], [(i * 37) % model.cfg.vocab_size for i in range(20)]
+gen = Generator(model, SamplingConfig(greedy=True), max_tokens=64)
+await gen.prefill(first)
+state_before = await gen.state.to_bytes()
+seen, hist = gen.state.tokens_seen, gen.n_history
+scan, calls = F.selective_scan, []
+fail_at = model.cfg.num_hidden_layers
+def failing_scan(*a, **k):                     # the last layer's scan cannot be recorded
+    calls.append(1)
+    if len(calls) == fail_at:
+        raise MemoryError("no GPU memory for this activation (test)")
+    return scan(*a, **k)
+B.FIRST_CHUNK, B.MAX_CHUNK = 4, 8              # chunks go to the GPU before the failure
+s0 = device.stats()['submits']
+F.selective_scan = failing_scan
+try:
+    await gen.prefill(second)
+    error = None
+except MemoryError as e:
+    error = str(e)
+finally:
+    F.selective_scan = scan
+    B.FIRST_CHUNK, B.MAX_CHUNK = 32, 256
+out = {'error': error, 'submits_before_failure': device.stats()['submits'] - s0, 'layers': fail_at,
+       'same_state': await gen.state.to_bytes() == state_before,
+       'seen': [seen, gen.state.tokens_seen], 'history': [hist, gen.n_history]}
+out['retry'] = await gen.prefill(second)       # the same prompt again, nothing failing now
+out['retry_state'] = await gen.state.to_bytes()
+gen.release()
+ref = Generator(model, SamplingConfig(greedy=True), max_tokens=64)
+await ref.prefill(first)
+out['ref'] = await ref.prefill(second)
+out['ref_state'] = await ref.state.to_bytes()
+ref.release()
+model.release()
+result = out
+"""
+
+
+def test_a_prefill_failing_part_way_leaves_the_state_as_it_was(engine):
+    """A streamed prefill runs its first layers on the GPU while later ones are recorded: when
+    recording fails part-way (here the last layer's scan, after chunks were submitted), the
+    state those layers overwrote is copied back, the position, token count and history are as
+    before, and the same prompt then gives what it gives on a generator that never failed."""
+    from pathlib import Path
+    folder = Path(__file__).resolve().parents[1] / "fixtures" / "models" / "mamba-d24-untied"
+    r = engine.run(FAIL_MIDWAY, folder=str(folder))
+    assert r["error"] == "no GPU memory for this activation (test)" and r["layers"] >= 2
+    assert r["submits_before_failure"] >= 2            # layers ran before the failure
+    assert r["same_state"]
+    assert r["seen"][0] == r["seen"][1] and r["history"][0] == r["history"][1]
+    assert r["retry"] == r["ref"] and r["retry_state"] == r["ref_state"]
