@@ -58,6 +58,12 @@ res = {}
 g0, ref = await one_by_one(args['n'])
 res['ref'] = ref
 g0.release()
+# what the prompt's prefill submits by itself (a streamed batch: one submit per chunk)
+g = Generator(model, cfg(), max_tokens=256)
+s0 = device.stats()['submits']
+await g.prefill(prompt)
+res['prefill_submits'] = device.stats()['submits'] - s0
+g.release()
 for group in (1, 3, 8):
     g, ids, submits = await streamed(args['n'], group)
     res[f'ids{group}'] = ids
@@ -116,11 +122,13 @@ def test_pipelined_stream_equals_token_by_token(engine, server, name):
     assert len(ref) == n
     for group in (1, 3, 8):
         assert out[f"ids{group}"] == ref, group
-        assert out[f"submits{group}"] == 1 + -(-(n - 1) // group)   # prefill + one per group
+        # the prefill's submits (1, or one per streamed chunk), then one per group
+        assert out[f"submits{group}"] == out["prefill_submits"] + -(-(n - 1) // group)
+    assert out["prefill_submits"] >= 1
     # the default ramp: first groups of 1, 2, 3, 4, 6 steps, then 8 (the last: what is left)
     assert out["ramp"] == [1, 2, 3, 4, 6]
     assert out["ids_ramp"] == ref
-    assert out["submits_ramp"] == 1 + 6              # 1 + 2 + 3 + 4 + 6 + 4 = 20 steps
+    assert out["submits_ramp"] == out["prefill_submits"] + 6   # 1 + 2 + 3 + 4 + 6 + 4 = 20 steps
     assert out["ids_auto"] == ref and out["auto_group"] == 32
     for case in ("stop", "cancel", "cancel_end", "break"):
         c = out[case]
