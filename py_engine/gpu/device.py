@@ -222,11 +222,20 @@ class Device:
 
     # -- batches -------------------------------------------------------------------------
     def batch(self, stream=False):
-        """A command batch; stream=True submits it in chunks as it is recorded
-        (py_engine/gpu/batch.py; MAMBAWEB_BATCH_STREAM=0 turns that off, for comparisons)."""
-        import os
+        """A command batch; stream=True asks for one submitted in chunks as it is recorded
+        (py_engine/gpu/batch.py), which a real GPU gets: on a software adapter the "GPU" is the
+        same CPU cores the recording runs on, and streaming measured slower there (Dawn on
+        SwiftShader, this 2-core machine: d256x4 prefills 15-35% slower). `stream_batches`
+        True/False (tests), else MAMBAWEB_BATCH_STREAM=1/0 (bench variants), decide instead."""
         from py_engine.gpu.batch import Batch
-        return Batch(self, stream and os.environ.get("MAMBAWEB_BATCH_STREAM", "1") != "0")
+        if stream:
+            forced = getattr(self, "stream_batches", None)
+            if forced is None:
+                import os
+                env = os.environ.get("MAMBAWEB_BATCH_STREAM", "")
+                forced = env == "1" if env in ("0", "1") else None
+            stream = forced if forced is not None else not self.info.get("is_fallback")
+        return Batch(self, bool(stream))
 
     def submit_commands(self, commands, dispatches, encoded=None, count=None):
         """One submit of `commands` (their backend form `encoded` when already made), or of

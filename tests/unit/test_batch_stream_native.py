@@ -3,13 +3,15 @@ recorded in growing chunks while the rest is recorded, so the GPU starts on a pr
 layers while Python still encodes its last ones. Checked on the native backend: a long chain
 submits in the planned chunks and computes what one submit computes, bit for bit; a model's
 prefill logits (Generator.prefill and MambaModel.logits stream) equal the unstreamed ones; a
-streamed batch refuses to become a Recording."""
+streamed batch refuses to become a Recording; a prefill failing part-way loses nothing. Real GPUs
+stream; a software adapter does not unless told (`device.stream_batches`), as here."""
 import pytest
 
 from py_engine.gpu import batch as B
 from tests.native_support import engine, native as pytestmark  # noqa: F401
 
 CHAIN = """
+device.stream_batches = True                       # a real GPU's choice, on lavapipe too
 from py_engine.gpu.tensor import Tensor
 from py_engine.ops import elementwise as E
 out = {}
@@ -26,6 +28,7 @@ for stream in (False, True):
     out[str(stream)] = {'values': await a.to_list(), 'dispatches': counted,
                         'submits': device.stats()['submits'] - s0}
     a.release(); b.release()
+device.stream_batches = None
 result = out
 """
 
@@ -50,6 +53,7 @@ def test_a_streamed_chain_submits_in_chunks_and_computes_the_same(engine):
 
 
 MODEL = """
+device.stream_batches = True
 from py_engine.io.hf_loader import load_model_local
 from py_engine.models.generate import Generator, SamplingConfig
 from py_engine.autograd.functional import Ctx
@@ -66,6 +70,7 @@ for first in (10 ** 9, 4):                         # never flushed / flushed eve
     gen.release()
     out[str(first)] = {'logits': logits, 'token': tok, 'submits': device.stats()['submits'] - s0}
 B.FIRST_CHUNK, B.MAX_CHUNK = 32, 256
+device.stream_batches = None
 model.release()
 result = out
 """
@@ -84,6 +89,7 @@ def test_streamed_prefill_equals_one_submit(engine, fixture):
 
 def test_a_streamed_batch_cannot_be_recorded(engine):
     r = engine.run("""
+device.stream_batches = True
 from py_engine.gpu.tensor import Tensor
 from py_engine.ops import elementwise as E
 import py_engine.gpu.batch as B
@@ -97,11 +103,13 @@ try:
 except RuntimeError as e:
     result = str(e)
 batch.submit()
+device.stream_batches = None
 """)
     assert "stream=False" in r
 
 
 FAIL_MIDWAY = """
+device.stream_batches = True
 import py_engine.autograd.functional as F
 import py_engine.gpu.batch as B
 from py_engine.io.hf_loader import load_model_local
@@ -141,6 +149,7 @@ await ref.prefill(first)
 out['ref'] = await ref.prefill(second)
 out['ref_state'] = await ref.state.to_bytes()
 ref.release()
+device.stream_batches = None
 model.release()
 result = out
 """
@@ -159,3 +168,19 @@ def test_a_prefill_failing_part_way_leaves_the_state_as_it_was(engine):
     assert r["same_state"]
     assert r["seen"][0] == r["seen"][1] and r["history"][0] == r["history"][1]
     assert r["retry"] == r["ref"] and r["retry_state"] == r["ref_state"]
+
+
+def test_only_real_gpus_stream_unless_told(engine):
+    r = engine.run("""
+import os
+out = [device.batch(stream=True).stream, device.batch().stream]
+device.stream_batches = True
+out.append(device.batch(stream=True).stream)
+device.stream_batches = None
+os.environ['MAMBAWEB_BATCH_STREAM'] = '1'
+out.append(device.batch(stream=True).stream)
+del os.environ['MAMBAWEB_BATCH_STREAM']
+result = out + [bool(device.info.get('is_fallback'))]
+""")
+    fallback = r.pop()
+    assert r == [not fallback, False, True, True]
