@@ -124,6 +124,10 @@ class KVCache:
     """k, v [Bsz, KVH, Tmax, Dh] of one attention layer; `pos` is the model's GPU position
     buffer (set by ModelState), the slot the next token's k/v go to."""
 
+    # A prefill writes slots [pos, pos + T) and leaves the earlier ones: nothing to back up
+    # before it (ModelState.overwritten_tensors).
+    APPEND_ONLY = True
+
     def __init__(self, device, cfg, Bsz=1, max_tokens=None):
         s = spec(cfg)
         self.Tmax = int(max_tokens or s.max_tokens)
@@ -144,10 +148,6 @@ class KVCache:
 
     def tensors(self):
         return (self.k, self.v)
-
-    # A prefill writes slots [pos, pos + T) and leaves the earlier ones: nothing to back up
-    # before it (ModelState.overwritten_tensors).
-    APPEND_ONLY = True
 
 
 @register
