@@ -223,12 +223,10 @@ class Device:
     # -- batches -------------------------------------------------------------------------
     def batch(self, stream=False):
         """A command batch; stream=True asks for one submitted in chunks as it is recorded
-        (py_engine/gpu/batch.py). Every adapter streams: a software one too, whose "GPU" runs
-        on the cores the recording needs -- there it measured mixed (Dawn on SwiftShader, this
-        2-core machine: d256x4 prefills slower in one order, even in the other; training steps
-        on lavapipe as fast or 20% faster; the whole suite ~3 minutes faster streamed).
-        `stream_batches` True/False (tests), else MAMBAWEB_BATCH_STREAM=1/0 (bench variants),
-        decide instead."""
+        (py_engine/gpu/batch.py), which a real GPU gets: on a software adapter the "GPU" is the
+        same CPU cores the recording runs on, and streaming measured slower there (Dawn on
+        SwiftShader, this 2-core machine: d256x4 prefills 15-35% slower). `stream_batches`
+        True/False (tests), else MAMBAWEB_BATCH_STREAM=1/0 (bench variants), decide instead."""
         from py_engine.gpu.batch import Batch
         if stream:
             forced = getattr(self, "stream_batches", None)
@@ -236,7 +234,7 @@ class Device:
                 import os
                 env = os.environ.get("MAMBAWEB_BATCH_STREAM", "")
                 forced = env == "1" if env in ("0", "1") else None
-            stream = forced if forced is not None else True
+            stream = forced if forced is not None else not self.info.get("is_fallback")
         return Batch(self, bool(stream))
 
     def submit_commands(self, commands, dispatches, encoded=None, count=None):

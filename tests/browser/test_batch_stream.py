@@ -1,6 +1,7 @@
 """A streamed prefill in the tab (py_engine/gpu/batch.py's chunks through the worker's JS bridge
-and Chromium's WebGPU): the hybrid fixture's logits and first token equal the unstreamed ones
-(`device.stream_batches = False`) bit for bit, in several submits instead of one."""
+and Chromium's WebGPU): forced on here, since SwiftShader, a software adapter, does not stream by
+itself; the hybrid fixture's logits and first token equal the unstreamed ones bit for bit, in
+several submits instead of one."""
 import pytest
 
 pytestmark = pytest.mark.browser
