@@ -228,13 +228,10 @@ class Device:
         SwiftShader, this 2-core machine: d256x4 prefills 15-35% slower). `stream_batches`
         True/False (tests), else MAMBAWEB_BATCH_STREAM=1/0 (bench variants), decide instead."""
         from py_engine.gpu.batch import Batch
+        from py_engine.gpu.settings import choose
         if stream:
-            forced = getattr(self, "stream_batches", None)
-            if forced is None:
-                import os
-                env = os.environ.get("MAMBAWEB_BATCH_STREAM", "")
-                forced = env == "1" if env in ("0", "1") else None
-            stream = forced if forced is not None else not self.info.get("is_fallback")
+            stream = choose(self, "stream_batches", "MAMBAWEB_BATCH_STREAM", "1", "0",
+                            lambda: not self.info.get("is_fallback"))
         return Batch(self, bool(stream))
 
     def submit_commands(self, commands, dispatches, encoded=None, count=None):

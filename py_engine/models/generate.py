@@ -197,7 +197,11 @@ class Generator:
         """Copies of the state a prefill overwrites, recorded first into its streaming batch:
         the batch goes to the GPU in chunks while it is recorded, so a recording that fails
         part-way (out of memory for a new activation, a binding past the device's limit) has
-        already run some layers. The copies (kept for the next prefill) put the state back."""
+        already run some layers. The copies (kept for the next prefill) put the state back.
+        A batch that does not stream (software adapters) runs nothing before its submit, so
+        there is nothing to put back: no copies."""
+        if not batch.stream:
+            return []
         tensors = self.state.overwritten_tensors()
         if self._backup is None:
             self._backup = [Tensor(self.device, t.shape) for t in tensors]

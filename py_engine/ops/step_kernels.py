@@ -1,37 +1,9 @@
-"""How the engine picks between two kernels for one job: `choose` (a device flag for tests, an
-environment variable for benches and sweeps, else the measured rule) -- shared by the scan's
+"""How the engine picks between two kernels for one job: `choose` (py_engine/gpu/settings.py: a
+device flag for tests, an environment variable for benches and sweeps, else the measured rule) -- shared by the scan's
 lanes/classic forward, the decode mat-vec's staging of x, and the decode steps' lanes/rows
 kernels (`lanes` below: Mamba-2's ssd_step_lanes measured 1.5x faster end to end than its
 thread-per-row step on an H200, mamba2-130m f16, README's decode tables)."""
-import os
-
-
-def choose(dev, attr, env, on, off, rule):
-    """True/False: `device.<attr>` when it is True/False (tests), else the environment variable
-    `env` = `on` | `off` (benches, sweeps; any other value is refused by name), else rule()."""
-    forced = getattr(dev, attr, None)
-    if forced is not None:
-        return bool(forced)
-    v = os.environ.get(env, "").strip().lower()
-    if v:
-        if v not in (on, off):
-            raise ValueError(f"{env} must be '{on}' or '{off}', got {v!r}")
-        return v == on
-    return bool(rule())
-
-
-def pick(dev, attr, env, allowed, rule):
-    """choose() for a numeric setting: `device.<attr>` when set (tests), else the environment
-    variable `env` (benches, sweeps), else rule(); a set value must be one of `allowed` (ints),
-    else it is refused by name."""
-    v = getattr(dev, attr, None)
-    if v is None:
-        v = os.environ.get(env, "").strip() or None
-    if v is None:
-        return rule()
-    if str(v) not in {str(a) for a in allowed}:
-        raise ValueError(f"{env} must be one of {', '.join(map(str, allowed))}, got {v!r}")
-    return int(v)
+from py_engine.gpu.settings import choose, pick  # noqa: F401 (used here and by callers)
 
 
 def subgroup_gpu(dev):

@@ -109,7 +109,7 @@ device.stream_batches = None
 
 
 FAIL_MIDWAY = """
-device.stream_batches = True
+device.stream_batches = args['stream']
 import py_engine.autograd.functional as F
 import py_engine.gpu.batch as B
 from py_engine.io.hf_loader import load_model_local
@@ -153,6 +153,7 @@ out = {'error': error, 'submits_before_failure': device.stats()['submits'] - s0,
        'layers': model.cfg.num_hidden_layers,
        'same_state': await kept(gen.state) == state_before,
        'seen': [seen, gen.state.tokens_seen], 'history': [hist, gen.n_history]}
+out['backed_up'] = gen._backup is not None     # copies made for a rollback
 out['retry'] = await gen.prefill(second)       # the same prompt again, nothing failing now
 out['retry_state'] = await gen.state.to_bytes()
 gen.release()
@@ -167,18 +168,26 @@ result = out
 """
 
 
-@pytest.mark.parametrize("fixture", ["mamba-d24-untied", "nemotronh-mamf-untied"])
-def test_a_prefill_failing_part_way_leaves_the_state_as_it_was(engine, fixture):
+@pytest.mark.parametrize("fixture,stream", [("mamba-d24-untied", True),
+                                            ("nemotronh-mamf-untied", True),
+                                            ("mamba-d24-untied", False)])
+def test_a_prefill_failing_part_way_leaves_the_state_as_it_was(engine, fixture, stream):
     """A streamed prefill runs its first layers on the GPU while later ones are recorded: when
     recording fails part-way (here the 8th projection, after chunks were submitted), the
     state those layers overwrote is copied back, the position, token count and history are as
     before, and the same prompt then gives what it gives on a generator that never failed --
-    Mamba-1, and a hybrid whose attention layers' caches gained slots past the position."""
+    Mamba-1, and a hybrid whose attention layers' caches gained slots past the position.
+    Unstreamed (software adapters), nothing runs before the submit: no copies are made, and
+    the state is as before all the same."""
     from pathlib import Path
     folder = Path(__file__).resolve().parents[1] / "fixtures" / "models" / fixture
-    r = engine.run(FAIL_MIDWAY, folder=str(folder))
+    r = engine.run(FAIL_MIDWAY, folder=str(folder), stream=stream)
     assert r["error"] == "no GPU memory for this activation (test)" and r["layers"] >= 2
-    assert r["submits_before_failure"] >= 2            # layers ran before the failure
+    if stream:
+        assert r["submits_before_failure"] >= 2        # layers ran before the failure
+        assert r["backed_up"]
+    else:
+        assert r["submits_before_failure"] == 0 and not r["backed_up"]
     assert r["same_state"]
     assert r["seen"][0] == r["seen"][1] and r["history"][0] == r["history"][1]
     assert r["retry"] == r["ref"] and r["retry_state"] == r["ref_state"]
@@ -193,8 +202,16 @@ out.append(device.batch(stream=True).stream)
 device.stream_batches = None
 os.environ['MAMBAWEB_BATCH_STREAM'] = '1'
 out.append(device.batch(stream=True).stream)
+os.environ['MAMBAWEB_BATCH_STREAM'] = 'yes'
+try:
+    device.batch(stream=True)
+    out.append(None)
+except ValueError as e:
+    out.append(str(e))
 del os.environ['MAMBAWEB_BATCH_STREAM']
 result = out + [bool(device.info.get('is_fallback'))]
 """)
     fallback = r.pop()
+    refused = r.pop()
     assert r == [not fallback, False, True, True]
+    assert "MAMBAWEB_BATCH_STREAM must be '1' or '0'" in refused
