@@ -105,7 +105,7 @@ def main(argv=None):
                     help="threads per row to try besides the engine's pick ('' for that alone)")
     ap.add_argument("--rpts", default="1,2,4", help="rows per thread to try")
     ap.add_argument("--stages", default="0,1", help="x staged in workgroup memory: 0, 1 or both")
-    ap.add_argument("--prefetch", default="0", help="PREFETCH levels to try (0,1,2)")
+    ap.add_argument("--prefetch", default="0", help="PREFETCH levels to try (0,1,2,3)")
     ap.add_argument("--chain", type=float, default=0, metavar="MB",
                     help="time chains of distinct weights (about MB of them, 2..64 copies) "
                          "dispatched back to back in one pass, stamped only at its ends: the "

@@ -168,17 +168,21 @@ def stage_x(device, M, override=None, fmt="f32", N=0, tpr=None):
 def prefetch_level(device):
     """When the decode mat-vec loads its weights (PREFETCH in lib/matvec_rows.wgsl): 0 each trip
     of four loads as it is summed, 1 also the first trip and the store's addends before the norm
-    prologue / staging, 2 also the next trip while summing the current one. Every level
-    computes the same sums in the same order. Default 0: side by side in one native H200 process
-    (`mambaweb bench --native --only model --models mamba130m,mamba1_4b --weights f16,q4
-    --variant pf1:MAMBAWEB_MATVEC_PREFETCH=1 --variant pf2:MAMBAWEB_MATVEC_PREFETCH=2`) the
-    earlier loads cost GPU time: 1.4b f16 2.30 ms/token at 0, 2.48 at 1, 2.53 at 2; q4 2.74,
-    3.35, 3.43; mamba-130m q4 0.67, 0.85, 0.95 (longer-lived registers, by our reading: the
-    first trip held across the norm prologue and the staging). Kept as variants to re-test
-    with other work-per-thread choices. `device.matvec_prefetch` (tests), else
-    MAMBAWEB_MATVEC_PREFETCH (bench variants)."""
+    prologue / staging, 2 also the next trip while summing the current one, 3 the weights as at
+    0 but the store's addends (bias, the residual out_proj accumulates into, the conv's taps)
+    before the sums. Every level computes the same sums in the same order.
+    Default 3: side by side in one native H200 process (`mambaweb bench --native --json --only
+    model --models mamba1_4b,mamba130m --weights f16,q4 --decode-tokens 128 --max-seconds 1
+    --variant pf3:MAMBAWEB_MATVEC_PREFETCH=3 --variant base2:MAMBAWEB_MATVEC_PREFETCH=0
+    --variant pf3b:MAMBAWEB_MATVEC_PREFETCH=3`, 2026-12-01) GPU ms per token at 0 / 3, two runs
+    of each interleaved: 1.4b f16 1.772, 1.779 / 1.753, 1.738; q4 1.870, 1.855 / 1.838, 1.844;
+    mamba-130m f16 0.598, 0.593 / 0.574, 0.584; q4 0.616, 0.630 / 0.608, 0.609 -- 1-3% less,
+    every pair (no memory wait after the tree). 1 and 2 cost GPU time (1.4b f16 2.30 ms/token at
+    0, 2.48 at 1, 2.53 at 2 in an earlier run; q4 2.74, 3.35, 3.43; mamba-130m q4 0.67, 0.85,
+    0.95: the first trip's registers held across the norm prologue and the staging, by our
+    reading). `device.matvec_prefetch` (tests), else MAMBAWEB_MATVEC_PREFETCH (bench variants)."""
     from py_engine.ops.step_kernels import pick
-    return pick(device, "matvec_prefetch", "MAMBAWEB_MATVEC_PREFETCH", (0, 1, 2), lambda: 0)
+    return pick(device, "matvec_prefetch", "MAMBAWEB_MATVEC_PREFETCH", (0, 1, 2, 3), lambda: 3)
 
 
 def subgroup_tree(device):

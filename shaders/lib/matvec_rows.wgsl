@@ -234,24 +234,30 @@ fn trip_sum(t: Trip, c: u32, xs: u32) -> vec4<f32> {
 }
 
 // When weights load (a pipeline constant; MAMBAWEB_MATVEC_PREFETCH, py_engine/ops/weight_format.py):
-//   0  each trip as it is summed (the default: 1 and 2 measured slower on an H200, see
+//   0  each trip as it is summed (1 and 2 measured slower on an H200, see
 //      weight_format.prefetch_level);
 //   1  also the first trip (and what the store adds: bias, accumulated y, the conv's taps) before
 //      the norm prologue and the staging of x -- all ~512 workgroups start together, so without
 //      it no weight byte moves until both are done;
-//   2  also the next trip while the current one is summed (eight weight loads in flight).
+//   2  also the next trip while the current one is summed (eight weight loads in flight);
+//   3  only what the store adds (bias, accumulated y, the conv's taps) before the sums, the
+//      weights as at 0: lane 0's few registers, not a trip's, held across the sums, and no
+//      memory wait after the tree (the host's default: 1-3% less GPU time a token than 0).
 // Every level adds the same sums in the same order: the same result bit for bit.
 override PREFETCH: u32 = 0u;
 
+// Whether the caller loads a walk's first trip (PREFETCH 1, 2).
+fn first_trip_early() -> bool { return PREFETCH == 1u || PREFETCH == 2u; }
+
 // The thread's sums over chunks c0, c0 + TPR, ... below c1 of its rows (rows: the four load
-// slots' rows); `first`: the trip at c0 when the caller loaded it (PREFETCH >= 1).
+// slots' rows); `first`: the trip at c0 when the caller loaded it (first_trip_early).
 fn walk(g: u32, rows: vec4<u32>, c0: u32, c1: u32, xs: u32, nchunk: u32, first: Trip) -> vec4<f32> {
   var acc = vec4<f32>(0.0);
   let U = 4u / RPT;                     // chunks per trip: U * RPT = 4 weight loads
   var c = c0;
   var cur = first;
   for (; c + (U - 1u) * TPR < c1; c += U * TPR) {
-    if (PREFETCH == 0u || (PREFETCH == 1u && c != c0)) { cur = load_trip(g, rows, c, nchunk); }
+    if (!first_trip_early() || (PREFETCH == 1u && c != c0)) { cur = load_trip(g, rows, c, nchunk); }
     var next = cur;
     if (PREFETCH == 2u && c + (2u * U - 1u) * TPR < c1) {   // a whole next trip: load it now
       next = load_trip(g, rows, c + U * TPR, nchunk);
@@ -304,7 +310,7 @@ fn row_sums(slot: RowSums, lid: u32, sg: u32) -> RowSums {
   let rows = vec4<u32>(slot_row(row, N, 0u), slot_row(row, N, 1u), slot_row(row, N, 2u),
                        slot_row(row, N, 3u));
   var first: Trip;                      // loads while the norm prologue and the staging run
-  if (PREFETCH >= 1u) { first = load_trip(g, rows, lane, nchunk); }
+  if (first_trip_early()) { first = load_trip(g, rows, lane, nchunk); }
   var rstd = vec4<f32>(1.0);
   let late_norm = NORMED && STAGE && NORM_IN_STAGE;
   if (NORMED && !late_norm) {           // every workgroup computes the rows' 1/rms itself
@@ -319,7 +325,7 @@ fn row_sums(slot: RowSums, lid: u32, sg: u32) -> RowSums {
     let ntiles = (xs + TILE - 1u) / TILE;
     var ss = 0.0;
     for (var t = 0u; t < ntiles; t++) {
-      if (PREFETCH >= 1u && t > 0u) { first = load_trip(g, rows, t * TC + lane, nchunk); }
+      if (first_trip_early() && t > 0u) { first = load_trip(g, rows, t * TC + lane, nchunk); }
       workgroupBarrier();                 // every lane is done with the previous tile
       ss += stage_tile(t, lid, xs);
       workgroupBarrier();

@@ -42,6 +42,7 @@ m = await load_model_local(device, args['folder'], weights_format=args['fmt'])
 device.force_matvec = True
 device.matvec_stage = args.get('stage')
 device.matvec_rpt = args.get('rpt')
+device.matvec_prefetch = args.get('prefetch')
 out = {}
 try:
     for fuse in (False, True):
@@ -60,6 +61,7 @@ finally:
     device.force_matvec = False
     device.matvec_stage = None
     device.matvec_rpt = None
+    device.matvec_prefetch = None
     device.fuse_conv_step = True
 out['layers'] = m.cfg.num_hidden_layers
 m.release()
@@ -67,13 +69,15 @@ result = out
 """
 
 
-def check_fused(engine, folder, fmt, ids, stage=None, rpt=None):
+def check_fused(engine, folder, fmt, ids, stage=None, rpt=None, prefetch=None):
     """Step logits (one sequence and two at once), conv and SSM states and greedy tokens equal bit
     for bit with and without the fold, one dispatch fewer per layer with it (none fewer when
     in_proj has biases: that layer keeps the separate conv step). stage: the mat-vec's x staged
     in workgroup memory (True), or the engine's choice (None); rpt: rows per thread asked for
-    (4: one sequence at 4, two at 2; the rule gives 1 below 4,096 rows). Returns the run."""
-    r = engine.run(RUN, folder=str(folder), fmt=fmt, ids=ids, stage=stage, rpt=rpt)
+    (4: one sequence at 4, two at 2; the rule gives 1 below 4,096 rows); prefetch: the
+    mat-vec's load level (weight_format.prefetch_level), else the rule's. Returns the run."""
+    r = engine.run(RUN, folder=str(folder), fmt=fmt, ids=ids, stage=stage, rpt=rpt,
+                   prefetch=prefetch)
     for key in ("", "_b2"):
         a = np.frombuffer(r["plain" + key], np.float32)
         b = np.frombuffer(r["fused" + key], np.float32)

@@ -39,6 +39,20 @@ def test_fused_conv_step_with_several_rows_per_thread(engine, name, fmt):
     check_fused(engine, FIX / name, fmt, IDS, None, rpt=4)
 
 
+@pytest.mark.parametrize("fmt", ["f16", "q4"])
+@pytest.mark.parametrize("name", ["mamba-d40-tied", "mamba2-g2-untied"])
+def test_store_addends_loaded_early_change_nothing(engine, name, fmt):
+    """PREFETCH 3 (the store's addends -- the residual out_proj accumulates into, the conv's
+    taps -- loaded before the sums): the same logits, states and tokens bit for bit as level 0,
+    with the fold and without."""
+    if engine.device.limits.get("maxStorageBuffersPerShaderStage", 8) < 12:
+        pytest.skip("this adapter binds fewer than 12 storage buffers per stage")
+    r0 = check_fused(engine, FIX / name, fmt, IDS, None, prefetch=0)
+    r3 = check_fused(engine, FIX / name, fmt, IDS, None, prefetch=3)
+    for key in ("plain", "fused", "fused_b2", "fused_conv", "fused_ssm", "fused_tokens"):
+        assert r0[key] == r3[key], key
+
+
 def test_fused_decode_matches_transformers(engine):
     """Prefill one token at a time through the fused step: transformers' logits (fixture)."""
     if engine.device.limits.get("maxStorageBuffersPerShaderStage", 8) < 12:
