@@ -762,6 +762,7 @@ async def start(device, args):
         raise ValueError("no WebGPU device: training needs WebGPU (see the engine status line)")
     if current is not None and current.status in ("running", "pausing", "stopping"):
         raise ValueError("a run is in progress: pause or stop it first")
+    await settle_previous(current)       # its final autosave, not over the new run's
 
     def emit(ev):
         if _in_browser():
@@ -878,13 +879,74 @@ async def saved_info():
         return {"error": "browser storage (OPFS) is unavailable: " + _js_message(e)}
 
 
+# How long a resume waits for the previous run's last steps (its final autosave) to end.
+SETTLE_SECONDS = 30.0
+# How often a resume reads the autosave again when a file changed under it.
+UNREADABLE_RETRIES = 3
+
+
+async def settle_previous(sess, timeout=SETTLE_SECONDS):
+    """Wait until `sess`'s background run has ended (at most `timeout` seconds): a run that
+    failed -- on a lost GPU device -- still writes its final autosave after it reports the
+    error, and a resume reading the autosave meanwhile read files that changed under it
+    (Chromium: "NotReadableError: the requested file could not be read"). True when it ended."""
+    task = getattr(sess, "task", None) if sess is not None else None
+    if task is None or task.done():
+        return True
+    try:
+        await asyncio.wait_for(asyncio.shield(task), timeout)
+        return True
+    except asyncio.TimeoutError:
+        return False
+    except Exception:                    # the run's own failure was reported by the run
+        return True
+
+
+def _unreadable(e):
+    """A browser file read failed because the file changed after it was opened (a write
+    swapped it): reading it afresh gets the new bytes."""
+    return "NotReadableError" in f"{type(e).__name__} {getattr(e, 'name', '')} {e}"
+
+
+async def retry_unreadable(read, retries=UNREADABLE_RETRIES, pause=0.5):
+    """await read() again (after `pause` seconds) while it fails with a file changed under it,
+    at most `retries` more times; any other error, or the last one, is raised."""
+    for attempt in range(retries + 1):
+        try:
+            return await read()
+        except Exception as e:
+            if attempt == retries or not _unreadable(e):
+                raise
+            await asyncio.sleep(pause)
+
+
 async def resume_saved(device, args=None, session_cls=PretrainSession):
     """Rebuild the autosaved run from OPFS (state + corpus ids) and keep training.
-    session_cls: the class whose `restore` rebuilds it (a fine-tune's, py_engine/app)."""
+    session_cls: the class whose `restore` rebuilds it (a fine-tune's, py_engine/app).
+    The previous run's final autosave is waited for first, and a file found changed while it
+    is read is read again (retry_unreadable): the manifest names what verifies, so a read
+    afresh takes the newest whole generation."""
     global current
-    import js
     if current is not None and current.status in ("running", "pausing", "stopping"):
         raise ValueError("a run is in progress: pause or stop it first")
+    await settle_previous(current)
+    args = args or {}
+    sess, warnings = await retry_unreadable(lambda: _restore_saved(device, args, session_cls))
+    if current is not None:
+        current.release()
+    current = sess
+    sess.autosave_path = OPFS_STATE
+    for w in warnings:
+        sess.warn(w)
+    sess.emit(sess.summary())
+    if args.get("start", True) and sess.status == "paused":
+        sess.start_background()
+    return sess.summary()
+
+
+async def _restore_saved(device, args, session_cls):
+    """(session, warnings) rebuilt from the autosave as it is stored now."""
+    import js
     found = await _autosave_store(device).load()    # verified; a damaged one is named
     state_path, entry, tokens_path, warnings = found or (OPFS_STATE, None, OPFS_TOKENS, [])
     sf = await js.mwTrain.opfsFile(state_path)
@@ -895,18 +957,9 @@ async def resume_saved(device, args=None, session_cls=PretrainSession):
     ids = array("I")
     ids.frombytes((await tf.arrayBuffer()).to_bytes())
     sess = await session_cls.restore(device, state, ids=ids,
-                                     train_overrides=(args or {}).get("train_overrides"),
-                                     **session_cls.restore_kwargs(args or {}))
-    if current is not None:
-        current.release()
-    current = sess
-    sess.autosave_path = OPFS_STATE
-    for w in warnings:
-        sess.warn(w)
-    sess.emit(sess.summary())
-    if (args or {}).get("start", True) and sess.status == "paused":
-        sess.start_background()
-    return sess.summary()
+                                     train_overrides=args.get("train_overrides"),
+                                     **session_cls.restore_kwargs(args))
+    return sess, warnings
 
 
 async def load_state(device, args, session_cls=PretrainSession):
@@ -916,6 +969,7 @@ async def load_state(device, args, session_cls=PretrainSession):
     import js
     if current is not None and current.status in ("running", "pausing", "stopping"):
         raise ValueError("a run is in progress: pause or stop it first")
+    await settle_previous(current)       # its final autosave would land on the new run's
     blob = js.mwTrain.store.get(args.get("state_key", "state"))
     if _nullish(blob):
         raise ValueError("no training-state file chosen")
