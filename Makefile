@@ -9,9 +9,11 @@ PORT ?= 8000
 CHROMIUM ?= /usr/bin/chromium
 # Two pytest workers, each test file on one of them (its module fixtures -- a browser page, a
 # native engine -- stay whole): on a 2-core machine 16.5-21 minutes of pytest instead of 31.6, the
-# browsers' waits overlapping the other worker's work (three workers: no faster). PYTEST_ARGS=
-# runs serially.
-PYTEST_ARGS ?= -n 2 --dist loadfile
+# browsers' waits overlapping the other worker's work (three workers: no faster). Files go out
+# in collection order (tests/browser, tests/e2e, then tests/unit), not xdist's default of most
+# tests first: that sent the few-test, minute-long page and CLI files last, one worker running
+# them alone at the end. PYTEST_ARGS= runs serially.
+PYTEST_ARGS ?= -n 2 --dist loadfile --no-loadscope-reorder
 
 .PHONY: run test deps test-deps chromium vulkan bench bench-native bench-dawn dawn dawn-bundle clean
 
