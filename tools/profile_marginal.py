@@ -52,16 +52,8 @@ def record(self, *a, **kw):
 
 B.Batch.dispatch, G.Generator._record_step = dispatch, record
 
-async def gpu_ms():
-    best = None
-    for _ in range(args['reps']):
-        d = await mb.decode_tokens_per_s(model, args['tokens'])
-        if best is None or d['gpu_ms_per_token'] < best['gpu_ms_per_token']:
-            best = d
-    return best
-
 try:
-    plain = await gpu_ms()
+    plain = await mb.least_gpu_decode(model, args['tokens'], args['reps'])
     per_token = plain['dispatches_per_token']
     steps = max(1, round(sum(seen.values()) / per_token))     # steps in the recorded graph
     rows = []
@@ -70,13 +62,13 @@ try:
         if k.startswith(skip):
             continue
         state['twice'] = k
-        d = await gpu_ms()
+        d = await mb.least_gpu_decode(model, args['tokens'], args['reps'])
         state['twice'] = None
         added = 1000 * (d['gpu_ms_per_token'] - plain['gpu_ms_per_token'])
         calls = n / steps
         rows.append({'kernel': k, 'per_token': calls, 'added_us_per_token': round(added, 1),
                      'us_per_dispatch': round(added / calls, 2)})
-    again = await gpu_ms()
+    again = await mb.least_gpu_decode(model, args['tokens'], args['reps'])
 finally:
     B.Batch.dispatch, G.Generator._record_step = orig_dispatch, orig_record
 result = {'weights': args['fmt'], 'gpu_ms_per_token': round(plain['gpu_ms_per_token'], 4),

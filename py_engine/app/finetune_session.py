@@ -536,9 +536,7 @@ async def start(device, args):
     if device is None:
         raise ValueError("no WebGPU device: training needs WebGPU (see the engine status line)")
     cur = S.current
-    if cur is not None and cur.status in ("running", "pausing", "stopping"):
-        raise ValueError("a run is in progress: pause or stop it first")
-    await S.settle_previous(cur)        # its final autosave, not over the new run's
+    await S.clear_for_a_new_run(cur)
     texts, info = await S.read_corpus(args.get("corpus_key", "corpus"))
     if args.get("corpus_label"):
         info["label"] = str(args["corpus_label"])

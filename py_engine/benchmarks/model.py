@@ -84,6 +84,14 @@ async def decode_tokens_per_s(model, n_tokens, group=None):
     return out
 
 
+async def least_gpu_decode(model, n_tokens, reps=2):
+    """decode_tokens_per_s run `reps` times, the run with the least GPU time per token kept:
+    for comparing kernel variants by the GPU's time (tools/profile_marginal.py,
+    tools/ablate_matvec_q4.py), where one run's host noise would hide a 1-2% change."""
+    runs = [await decode_tokens_per_s(model, n_tokens) for _ in range(reps)]
+    return min(runs, key=lambda d: d["gpu_ms_per_token"])
+
+
 async def _group_timeline(gen, group, stream_ms):
     """Where a streamed token's time goes: one group of `group` steps launched alone (best of
     3), its host part (encoding and submitting the steps) timed apart from the wait for its ids;

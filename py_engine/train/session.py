@@ -760,9 +760,7 @@ async def start(device, args):
     global current
     if device is None:
         raise ValueError("no WebGPU device: training needs WebGPU (see the engine status line)")
-    if current is not None and current.status in ("running", "pausing", "stopping"):
-        raise ValueError("a run is in progress: pause or stop it first")
-    await settle_previous(current)       # its final autosave, not over the new run's
+    await clear_for_a_new_run(current)
 
     def emit(ev):
         if _in_browser():
@@ -902,6 +900,15 @@ async def settle_previous(sess, timeout=SETTLE_SECONDS):
         return True
 
 
+async def clear_for_a_new_run(sess):
+    """Before a run starts or is resumed in place of `sess` (the current one): refused while
+    `sess` is training; else its background run is let finish (settle_previous), so its
+    final autosave lands before the new run reads or replaces the autosave."""
+    if sess is not None and sess.status in ("running", "pausing", "stopping"):
+        raise ValueError("a run is in progress: pause or stop it first")
+    await settle_previous(sess)
+
+
 def _unreadable(e):
     """A browser file read failed because the file changed after it was opened (a write
     swapped it): reading it afresh gets the new bytes."""
@@ -927,9 +934,7 @@ async def resume_saved(device, args=None, session_cls=PretrainSession):
     is read is read again (retry_unreadable): the manifest names what verifies, so a read
     afresh takes the newest whole generation."""
     global current
-    if current is not None and current.status in ("running", "pausing", "stopping"):
-        raise ValueError("a run is in progress: pause or stop it first")
-    await settle_previous(current)
+    await clear_for_a_new_run(current)
     args = args or {}
     sess, warnings = await retry_unreadable(lambda: _restore_saved(device, args, session_cls))
     if current is not None:
@@ -967,9 +972,7 @@ async def load_state(device, args, session_cls=PretrainSession):
     under "corpus"."""
     global current
     import js
-    if current is not None and current.status in ("running", "pausing", "stopping"):
-        raise ValueError("a run is in progress: pause or stop it first")
-    await settle_previous(current)       # its final autosave would land on the new run's
+    await clear_for_a_new_run(current)
     blob = js.mwTrain.store.get(args.get("state_key", "state"))
     if _nullish(blob):
         raise ValueError("no training-state file chosen")

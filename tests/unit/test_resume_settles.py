@@ -104,3 +104,21 @@ def test_other_errors_and_the_last_unreadable_one_are_raised():
     with pytest.raises(NotReadable):
         run(S.retry_unreadable(unreadable, retries=2, pause=0))
     assert len(calls) == 1 + 3
+
+
+def test_a_training_run_is_refused_and_a_failed_one_waited_for():
+    async def go():
+        busy = _Run(60)
+        busy.status = "running"
+        try:
+            await S.clear_for_a_new_run(busy)
+            refused = None
+        except ValueError as e:
+            refused = str(e)
+        failed = _Run(0.1)
+        failed.status = "error"                # reported, its final autosave still going
+        failed.task = asyncio.ensure_future(failed._run())
+        await S.clear_for_a_new_run(failed)
+        return refused, failed.saved
+    refused, saved = run(go())
+    assert refused == "a run is in progress: pause or stop it first" and saved
