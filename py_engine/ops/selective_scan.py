@@ -295,6 +295,16 @@ def step_loads_early(device):
     return choose(device, "scan_step_early", "MAMBAWEB_SCAN_STEP_EARLY", "1", "0", lambda: False)
 
 
+def step_trip8(device):
+    """Whether the fused step loads its dt_proj terms eight per lane at a time (DT_TRIP8 in
+    shaders/lib/selective_scan_step_body.wgsl: one memory wait for dt_rank up to 128, where
+    four at a time and the rest one by one waited three times at the 130m shape's dt_rank 48);
+    the same sums in the same order. `device.scan_step_trip8` (tests), else
+    MAMBAWEB_SCAN_STEP_TRIP8 = 1 | 0 (bench variants), else on."""
+    from py_engine.ops.step_kernels import choose
+    return choose(device, "scan_step_trip8", "MAMBAWEB_SCAN_STEP_TRIP8", "1", "0", lambda: True)
+
+
 def step_subgroups(device):
     """Whether the fused step runs as shaders/selective_scan_step_sg.wgsl: its lane reductions'
     steps below the subgroup size as subgroup shuffles (the same bits, three barriers fewer per
@@ -335,7 +345,8 @@ def selective_scan_step(batch, u_t, delta_t, A_log, B_t, C_t, state, D=None, z_t
         shader = "selective_scan_step_sg" if step_subgroups(dev) else "selective_scan_step"
         batch.run(shader, "selective_scan_step_dtproj",
                   resources + [None, None, dt_w.binding], -(-spec.I // 8), spec.nb,
-                  constants={"NS": spec.N, "EARLY": int(step_loads_early(dev))})
+                  constants={"NS": spec.N, "EARLY": int(step_loads_early(dev)),
+                             "DT_TRIP8": int(step_trip8(dev))})
         return y
     batch.run(FORWARD_SHADER, "selective_scan_step", resources,
               -(-spec.I // 64), spec.nb, constants={"NS": spec.N})

@@ -170,7 +170,8 @@ def prefetch_level(device):
     of four loads as it is summed, 1 also the first trip and the store's addends before the norm
     prologue / staging, 2 also the next trip while summing the current one, 3 the weights as at
     0 but the store's addends (bias, the residual out_proj accumulates into, the conv's taps)
-    before the sums. Every level computes the same sums in the same order.
+    before the sums, 4 as 3 with 2's next trip loaded while summing the current one. Every
+    level computes the same sums in the same order.
     Default 3: side by side in one native H200 process (`mambaweb bench --native --json --only
     model --models mamba1_4b,mamba130m --weights f16,q4 --decode-tokens 128 --max-seconds 1
     --variant pf3:MAMBAWEB_MATVEC_PREFETCH=3 --variant base2:MAMBAWEB_MATVEC_PREFETCH=0
@@ -182,7 +183,17 @@ def prefetch_level(device):
     0.95: the first trip's registers held across the norm prologue and the staging, by our
     reading). `device.matvec_prefetch` (tests), else MAMBAWEB_MATVEC_PREFETCH (bench variants)."""
     from py_engine.ops.step_kernels import pick
-    return pick(device, "matvec_prefetch", "MAMBAWEB_MATVEC_PREFETCH", (0, 1, 2, 3), lambda: 3)
+    return pick(device, "matvec_prefetch", "MAMBAWEB_MATVEC_PREFETCH", (0, 1, 2, 3, 4), lambda: 3)
+
+
+def tail_trip(device):
+    """Whether the decode mat-vec loads a walk's last chunks (fewer than a trip's) as one trip
+    and its norm prologue's x four vec4s at a time (TAIL in lib/matvec_rows.wgsl), instead of
+    one load per loop pass -- a memory wait each (mamba-130m's in_proj: three chunks per thread,
+    all of them in that loop). The same sums in the same order, bit for bit.
+    `device.matvec_tail` (tests), else MAMBAWEB_MATVEC_TAIL = 1 | 0 (bench variants), else on."""
+    from py_engine.ops.step_kernels import choose
+    return choose(device, "matvec_tail", "MAMBAWEB_MATVEC_TAIL", "1", "0", lambda: True)
 
 
 def subgroup_tree(device):
@@ -327,7 +338,7 @@ def matvec(batch, x, ws, ys, M, bias=None, accumulate=False, tpr=None, conv=None
     u = dev.uniform(params(M, Ns[0], K, flags, len(ws), Ns[1], Ns[2], float(eps)))
     rpt, tpr, staged = choices(dev, fmt, K, max(Ns), M, len(ws), rpt, tpr, stage)
     consts = {"TPR": tpr, "MR": M, "RPT": rpt, "NORMED": int(norm is not None),
-              "PREFETCH": prefetch_level(dev), "STAGE": int(staged), "SG": int(subgroup_tree(dev)),
+              "PREFETCH": prefetch_level(dev), "TAIL": int(tail_trip(dev)), "STAGE": int(staged), "SG": int(subgroup_tree(dev)),
               "NORM_IN_STAGE": int(staged and norm is not None and norm_in_stage(dev)),
               "GATED": int(gate is not None), "RELU2": int(bool(relu2))}
     if (gate is not None and (bias is not None or conv is not None or gate.numel != M * K)) or \

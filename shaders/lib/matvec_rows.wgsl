@@ -233,6 +233,49 @@ fn trip_sum(t: Trip, c: u32, xs: u32) -> vec4<f32> {
   return acc;
 }
 
+// How a walk's last chunks (fewer than a trip's: up to U - 1 per row) load (a pipeline
+// constant; MAMBAWEB_MATVEC_TAIL, py_engine/ops/weight_format.py): false, one chunk per row at a
+// time, a loop whose runtime trip count keeps each load behind the previous one's sum -- a
+// memory latency per chunk (mamba-130m's in_proj: three of them per thread, its only chunks);
+// true, as one trip (its four loads issued together, the slots past the walk's end clamped into
+// the row and not added). The kept slots are added to acc one by one in the loop's order: the
+// same result bit for bit. The norm prologue's x loads likewise (squares_by_trips, below).
+override TAIL: bool = false;
+
+// acc plus trip t's slots whose chunks lie below c1, in slot order (the tail loop's order).
+fn tail_sum(t: Trip, acc0: vec4<f32>, c: u32, c1: u32, xs: u32) -> vec4<f32> {
+  var acc = acc0;
+  if (slot_chunk(c, 0u) < c1) { acc += slot_sum(t.q0, t.s.x, 0u, slot_chunk(c, 0u), xs); }
+  if (slot_chunk(c, 1u) < c1) { acc += slot_sum(t.q1, t.s.y, 1u, slot_chunk(c, 1u), xs); }
+  if (slot_chunk(c, 2u) < c1) { acc += slot_sum(t.q2, t.s.z, 2u, slot_chunk(c, 2u), xs); }
+  if (slot_chunk(c, 3u) < c1) { acc += slot_sum(t.q3, t.s.w, 3u, slot_chunk(c, 3u), xs); }
+  return acc;
+}
+
+// The norm prologue's sums of squares of each x row m (component m), the thread's vec4s
+// k = lid, lid + THREADS, ... four at a time: loaded together (indices clamped into the row),
+// then added in k order, those past the row skipped -- the one-at-a-time loop's sums bit for
+// bit, a memory wait per four vec4s instead of per vec4 (TAIL).
+fn squares_by_trips(lid: u32, xs: u32) -> vec4<f32> {
+  var ss = vec4<f32>(0.0);
+  for (var k = lid; k < xs; k += 4u * THREADS) {
+    let k1 = min(k + THREADS, xs - 1u);
+    let k2 = min(k + 2u * THREADS, xs - 1u);
+    let k3 = min(k + 3u * THREADS, xs - 1u);
+    for (var m = 0u; m < MR; m++) {
+      let v0 = x_at(m * xs + k);
+      let v1 = x_at(m * xs + k1);
+      let v2 = x_at(m * xs + k2);
+      let v3 = x_at(m * xs + k3);
+      ss[m] += dot(v0, v0);
+      if (k + THREADS < xs) { ss[m] += dot(v1, v1); }
+      if (k + 2u * THREADS < xs) { ss[m] += dot(v2, v2); }
+      if (k + 3u * THREADS < xs) { ss[m] += dot(v3, v3); }
+    }
+  }
+  return ss;
+}
+
 // When weights load (a pipeline constant; MAMBAWEB_MATVEC_PREFETCH, py_engine/ops/weight_format.py):
 //   0  each trip as it is summed (1 and 2 measured slower on an H200, see
 //      weight_format.prefetch_level);
@@ -242,8 +285,12 @@ fn trip_sum(t: Trip, c: u32, xs: u32) -> vec4<f32> {
 //   2  also the next trip while the current one is summed (eight weight loads in flight);
 //   3  only what the store adds (bias, accumulated y, the conv's taps) before the sums, the
 //      weights as at 0: lane 0's few registers, not a trip's, held across the sums, and no
-//      memory wait after the tree (the host's default: 1-3% less GPU time a token than 0).
-// Every level adds the same sums in the same order: the same result bit for bit.
+//      memory wait after the tree (the host's default: 1-3% less GPU time a token than 0);
+//   4  3, and the next trip while the current one is summed (2's double buffer without 1's
+//      first trip ahead of the prologue and the staging).
+// Every level adds the same sums in the same order (bit for bit where the compiler fuses the
+// same multiply-adds: lavapipe's fuses some differently in the loops of levels 1, 2 and 4,
+// 1 ulp apart on normalised f16 rows; tests hold those to float64).
 override PREFETCH: u32 = 0u;
 
 // Whether the caller loads a walk's first trip (PREFETCH 1, 2).
@@ -257,13 +304,19 @@ fn walk(g: u32, rows: vec4<u32>, c0: u32, c1: u32, xs: u32, nchunk: u32, first: 
   var c = c0;
   var cur = first;
   for (; c + (U - 1u) * TPR < c1; c += U * TPR) {
-    if (!first_trip_early() || (PREFETCH == 1u && c != c0)) { cur = load_trip(g, rows, c, nchunk); }
+    if (first_trip_early()) {
+      if (PREFETCH == 1u && c != c0) { cur = load_trip(g, rows, c, nchunk); }
+    } else if (PREFETCH != 4u || c == c0) { cur = load_trip(g, rows, c, nchunk); }
     var next = cur;
-    if (PREFETCH == 2u && c + (2u * U - 1u) * TPR < c1) {   // a whole next trip: load it now
+    if ((PREFETCH == 2u || PREFETCH == 4u) && c + (2u * U - 1u) * TPR < c1) {   // a whole next trip: load it now
       next = load_trip(g, rows, c + U * TPR, nchunk);
     }
     acc += trip_sum(cur, c, xs);
     cur = next;
+  }
+  if (TAIL && c < c1) {                  // the last chunks (fewer than a trip): one trip
+    acc = tail_sum(load_trip(g, rows, c, nchunk), acc, c, c1, xs);
+    c = c1;
   }
   for (; c < c1; c += TPR) {             // the last chunks: one per row (slots 0 .. RPT-1)
     acc += slot_sum(load_raw(g, rows.x, c), chunk_scale(g, rows.x, c), 0u, c, xs);
@@ -315,8 +368,10 @@ fn row_sums(slot: RowSums, lid: u32, sg: u32) -> RowSums {
   let late_norm = NORMED && STAGE && NORM_IN_STAGE;
   if (NORMED && !late_norm) {           // every workgroup computes the rows' 1/rms itself
     var ss = vec4<f32>(0.0);
-    for (var k = lid; k < xs; k += THREADS) {
-      for (var m = 0u; m < MR; m++) { let v = x_at(m * xs + k); ss[m] += dot(v, v); }
+    if (TAIL) { ss = squares_by_trips(lid, xs); } else {
+      for (var k = lid; k < xs; k += THREADS) {
+        for (var m = 0u; m < MR; m++) { let v = x_at(m * xs + k); ss[m] += dot(v, v); }
+      }
     }
     rstd = rstd_of(ss, lid, sg);
   }

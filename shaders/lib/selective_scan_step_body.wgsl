@@ -87,6 +87,14 @@ fn inputs_load(i: u32, b: u32, lane: u32) -> Inputs {
   return e;
 }
 
+// How the dt_proj terms load (a pipeline constant; MAMBAWEB_SCAN_STEP_TRIP8, py_engine/ops/
+// selective_scan.py): false, four per lane at a time and then the rest one by one -- a memory
+// wait per four terms and per leftover term (R = 48 at the 130m shape: three waits, one per
+// term; R = 128 at 1.4b: two); true, eight per lane at a time, the indices past R clamped into
+// the row and their terms not added -- one wait up to R = 8 * LANES. The same sums in the same
+// order either way.
+override DT_TRIP8: bool = false;
+
 // The kernel, called by the entry point of selective_scan_step.wgsl (sg = 0) or
 // selective_scan_step_sg.wgsl (sg: the subgroup size); a 128-thread workgroup, lid its index.
 fn scan_step_dtproj(lid: u32, wid: vec3<u32>, sg: u32) {
@@ -105,6 +113,46 @@ fn scan_step_dtproj(lid: u32, wid: vec3<u32>, sg: u32) {
     // then adds waits a memory latency per term); the sums keep the one-by-one order
     let dl = p.dl_off + b * p.dl_str;
     var k = lane;
+    if (DT_TRIP8) {
+      for (; k < R; k += 8u * LANES) {
+        // every load issued before any is used (indices clamped below R), then the terms added
+        // in k order, those past R skipped: the loop below's sums bit for bit. Named values,
+        // not an array: registers (lib/matvec_rows.wgsl's xin says why).
+        let wr = i * R;
+        let k1 = min(k + LANES, R - 1u);
+        let k2 = min(k + 2u * LANES, R - 1u);
+        let k3 = min(k + 3u * LANES, R - 1u);
+        let k4 = min(k + 4u * LANES, R - 1u);
+        let k5 = min(k + 5u * LANES, R - 1u);
+        let k6 = min(k + 6u * LANES, R - 1u);
+        let k7 = min(k + 7u * LANES, R - 1u);
+        let d0 = delta[dl + k];
+        let d1 = delta[dl + k1];
+        let d2 = delta[dl + k2];
+        let d3 = delta[dl + k3];
+        let d4 = delta[dl + k4];
+        let d5 = delta[dl + k5];
+        let d6 = delta[dl + k6];
+        let d7 = delta[dl + k7];
+        let w0 = dt_w[wr + k];
+        let w1 = dt_w[wr + k1];
+        let w2 = dt_w[wr + k2];
+        let w3 = dt_w[wr + k3];
+        let w4 = dt_w[wr + k4];
+        let w5 = dt_w[wr + k5];
+        let w6 = dt_w[wr + k6];
+        let w7 = dt_w[wr + k7];
+        x += d0 * w0;
+        ss += d0 * d0;
+        if (k + LANES < R) { x += d1 * w1; ss += d1 * d1; }
+        if (k + 2u * LANES < R) { x += d2 * w2; ss += d2 * d2; }
+        if (k + 3u * LANES < R) { x += d3 * w3; ss += d3 * d3; }
+        if (k + 4u * LANES < R) { x += d4 * w4; ss += d4 * d4; }
+        if (k + 5u * LANES < R) { x += d5 * w5; ss += d5 * d5; }
+        if (k + 6u * LANES < R) { x += d6 * w6; ss += d6 * d6; }
+        if (k + 7u * LANES < R) { x += d7 * w7; ss += d7 * d7; }
+      }
+    }
     for (; k + 3u * LANES < R; k += 4u * LANES) {
       let d0 = delta[dl + k];
       let d1 = delta[dl + k + LANES];

@@ -105,3 +105,36 @@ def check_subgroup_tree(engine, fmt, tpr, K=2304, rows=(37, 70), seed=3, stage=N
                 ("late", fmt, tpr, key, g, np.abs(late - want).max())
             if key == "m":                     # no norm: the staged sums alone
                 assert np.allclose(late, got, atol=1e-6 * np.sqrt(K), rtol=1e-6)
+
+
+SAME_BITS_CODE = """
+Q = [wf.quantize(b, T[n], FMT) for n in ('w0', 'w1')]
+for k, v in (('a', VALUE_A), ('b', VALUE_B)):
+    setattr(dev, 'matvec_' + KNOB, v)
+    outs[k + 'n0'], outs[k + 'n1'] = L.linear_multi(b, NormedRows(T['x'], T['nw'], 1e-5), Q)
+    outs[k + 'm0'], outs[k + 'm1'] = L.linear_multi(b, T['x'], Q)
+"""
+
+
+def check_same_bits(engine, fmt, rpt, tpr, stage, K, knob, a, b, rows=(37, 70), seed=4):
+    """The mat-vec with device.matvec_<knob> = a and = b gives the same bits, on normalised x
+    (staged: its squares summed in the staging; unstaged: the prologue) and plain x -- for the
+    knobs that only change when loads issue, such as TAIL (a walk's last chunks as one trip, the
+    norm prologue's x four vec4s at a time). K and tpr pick how many chunks each thread walks:
+    whole trips, and how many left after them. (Not the PREFETCH levels: the same additions,
+    but lavapipe's compiler fuses some multiply-adds differently in their loops -- 1 ulp apart
+    on normalised f16 rows -- so tests/unit/test_matvec_staged_native.py holds them to
+    float64.)"""
+    rng = np.random.default_rng(seed)
+    ws = [rng.standard_normal((n, K)).astype(np.float32) * 0.1 for n in rows]
+    x = rng.standard_normal((1, K)).astype(np.float32)
+    nw = rng.uniform(0.5, 1.5, K).astype(np.float32)
+    body = (SAME_BITS_CODE.replace("FMT", repr(fmt)).replace("KNOB", repr(knob))
+            .replace("VALUE_A", repr(a)).replace("VALUE_B", repr(b)))
+    code = with_knobs(body, tpr=tpr, rpt=rpt, stage=stage, **{knob: None})
+    outs, _ = gpu(engine, code, x=x, nw=nw, w0=ws[0], w1=ws[1])
+    for key in ("n", "m"):
+        for g in range(2):
+            ra, rb = outs[f"a{key}{g}"], outs[f"b{key}{g}"]
+            assert np.abs(f64(ra)).max() > 0.05
+            assert ra == rb, (knob, fmt, rpt, tpr, key, g, np.abs(f64(ra) - f64(rb)).max())

@@ -5,7 +5,7 @@ faster than on SwiftShader; tests/browser/test_kernels_weight_format.py keeps on
 in the browser (Tint's compile of the same WGSL). tests/browser/matvec_cases.py."""
 import pytest
 
-from tests.browser.matvec_cases import check_staged
+from tests.browser.matvec_cases import check_same_bits, check_staged
 from tests.native_support import engine, native as pytestmark  # noqa: F401
 
 FORMATS = ["f16", "bf16", "q8", "q4", "f32"]
@@ -26,11 +26,25 @@ def test_decode_matvec_walks_several_trips(engine, fmt, rpt, stage):
     check_staged(engine, fmt, rpt, K=2304, seed=9, rows=(37, 8, 19), tpr=16, stage=stage)
 
 
-@pytest.mark.parametrize("prefetch", [1, 2, 3])
+@pytest.mark.parametrize("prefetch", [1, 2, 3, 4])
 @pytest.mark.parametrize("fmt,rpt,stage", [("q4", 1, True), ("f16", 2, False)])
 def test_decode_matvec_prefetch_levels(engine, prefetch, fmt, rpt, stage):
     """The prefetch levels (the default is 3; the others bench variants) walk the same trips:
     the first trip ahead (1), the next trip while summing one (2), only the store's addends
-    ahead (3)."""
+    ahead (3), 3 with 2's next trip (4)."""
     check_staged(engine, fmt, rpt, K=2304, seed=9, rows=(37, 8, 19), tpr=16, stage=stage,
                  prefetch=prefetch)
+
+
+@pytest.mark.parametrize("fmt", ["f16", "q4", "f32"])
+@pytest.mark.parametrize("rpt,tpr,stage,K", [
+    (1, 16, True, 2304),    # 18 f16 chunks a thread: four trips and two left; two tiles
+    (1, 32, True, 768),     # the 130m in_proj: three chunks a thread (f16), none in a trip
+    (2, 64, False, 1536),   # unstaged, two rows a thread, a ragged last chunk; the prologue
+    (1, 256, False, 4096),  # x_proj-like: a row per workgroup, two chunks a thread (f16)
+    (1, 128, False, 8192)])  # the prologue's x: eight vec4s a thread, two passes of four
+def test_decode_matvec_last_chunks_as_one_trip(engine, fmt, rpt, tpr, stage, K):
+    """TAIL (the default): the walk's last chunks as one trip, the prologue's x loads four at a
+    time -- the same bits as one load a pass."""
+    check_same_bits(engine, fmt, rpt, tpr, stage, K, "tail", False, True)
+

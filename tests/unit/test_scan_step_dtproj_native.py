@@ -1,6 +1,7 @@
 """Mamba-1's decode step with dt_proj folded in (selective_scan_step_dtproj in
 shaders/selective_scan_step.wgsl) at a low-rank width R large enough for its four-terms-a-trip
-loop (R = 100 over 16 lanes: one four-term trip per lane, then a ragged tail), against float64
+loop (R = 100 over 16 lanes: one four-term trip per lane, then a ragged tail; R = 200 for
+the eight-term trips of DT_TRIP8, the default: one whole, one ragged), against float64
 numpy: outputs and the state updated in place, Mamba-1 (bias, D, gate) and Falcon-Mamba (dt_low,
 B and C RMS-normalised), two sequences, with the dt-independent inputs loaded after the dt
 reduction (the default) and before it (EARLY: the same sums), and the lane reductions through
@@ -21,14 +22,17 @@ outs.update(y=y, h=T['h'])
 """
 
 
-def _with_early(early, code, sg=None):
+def _with_early(early, code, sg=None, trip8=None):
     """code with the step's EARLY loads set (and its subgroup-shuffle reductions when sg is
-    not None), and the device's choices put back after (also when the code raises: the engine
-    is shared by the module's tests)."""
+    not None, its dt terms eight at a time (DT_TRIP8) or not when trip8 is not None), and the
+    device's choices put back after (also when the code raises: the engine is shared by the
+    module's tests)."""
     import textwrap
-    return (f"device.scan_step_early = {early}\ndevice.scan_step_sg = {sg}\ntry:\n" +
+    return (f"device.scan_step_early = {early}\ndevice.scan_step_sg = {sg}\n"
+            f"device.scan_step_trip8 = {trip8}\ntry:\n" +
             textwrap.indent(code.strip("\n"), "    ") +
-            "\nfinally:\n    device.scan_step_early = None\n    device.scan_step_sg = None\n")
+            "\nfinally:\n    device.scan_step_early = None\n    device.scan_step_sg = None\n"
+            "    device.scan_step_trip8 = None\n")
 
 
 PLAIN = """
@@ -44,9 +48,10 @@ def _softplus(v):
 
 @pytest.mark.parametrize("early", [False, True])
 @pytest.mark.parametrize("eps", [None, 1e-6])
-def test_step_with_wide_dt_rank(engine, eps, early):
+@pytest.mark.parametrize("R", [100, 200])
+def test_step_with_wide_dt_rank(engine, eps, early, R):
     rng = np.random.default_rng(11)
-    nb, I, N, R = 2, 40, 16, 100
+    nb, I, N = 2, 40, 16
     f = lambda *s, sc=1.0: (rng.standard_normal(s) * sc).astype(np.float32)
     d = dict(u=f(nb, I), dl=f(nb, R, sc=0.3), A_log=f(I, N, sc=0.5), B=f(nb, N), C=f(nb, N),
              h=f(nb, I, N), D=f(I), z=f(nb, I), bias=f(I, sc=0.5), dt_w=f(I, R, sc=0.1))
@@ -67,22 +72,28 @@ def test_step_with_wide_dt_rank(engine, eps, early):
     assert np.abs(o["h"] - h.ravel()).max() <= 1e-5 * max(1.0, np.abs(h).max())
 
 
-@pytest.mark.parametrize("early, sg", [(True, False), (False, True), (True, True)])
-@pytest.mark.parametrize("eps, N, plain", [(None, 16, False), (1e-6, 16, False), (None, 8, False),
-                                           (1e-6, 4, False), (None, 16, True)])
-def test_load_order_and_subgroup_reductions_give_the_same_bits(engine, eps, N, plain, early, sg):
+@pytest.mark.parametrize("early, sg, trip8", [(True, False, False), (False, True, False),
+                                              (True, True, False), (False, False, True),
+                                              (True, True, True)])
+@pytest.mark.parametrize("eps, N, plain, R", [(None, 16, False, 40), (1e-6, 16, False, 40),
+                                              (None, 8, False, 40), (1e-6, 4, False, 40),
+                                              (None, 16, True, 40), (None, 16, False, 200)])
+def test_load_order_and_subgroup_reductions_give_the_same_bits(engine, eps, N, plain, R, early,
+                                                               sg, trip8):
     """Against the default kernel's workgroup-memory tree with the dt-independent loads after
-    the dt reduction: EARLY changes when loads issue, selective_scan_step_sg.wgsl takes the lane
-    reductions' steps below the subgroup size as subgroup shuffles -- neither changes a sum: the
-    same bits, also with fewer states than lanes (N = 8, 4: the lanes past N load nothing) and
-    without D, z and dt_bias."""
+    the dt reduction and the dt terms four at a time: EARLY changes when loads issue,
+    selective_scan_step_sg.wgsl takes the lane reductions' steps below the subgroup size as
+    subgroup shuffles, DT_TRIP8 loads eight dt terms a lane at once (R = 40: one ragged trip,
+    where the four-term loop left three terms one by one; R = 200: a whole trip and a ragged
+    one) -- none changes a sum: the same bits, also with fewer states than lanes (N = 8, 4: the
+    lanes past N load nothing) and without D, z and dt_bias."""
     rng = np.random.default_rng(12)
-    nb, I, R = 2, 24, 40
+    nb, I = 2, 24
     f = lambda *s, sc=1.0: (rng.standard_normal(s) * sc).astype(np.float32)
     d = dict(u=f(nb, I), dl=f(nb, R, sc=0.3), A_log=f(I, N, sc=0.5), B=f(nb, N), C=f(nb, N),
              h=f(nb, I, N), D=f(I), z=f(nb, I), bias=f(I, sc=0.5), dt_w=f(I, R, sc=0.1))
     code = PLAIN if plain else CODE.format(eps=eps)
-    base, _ = gpu(engine, _with_early(False, code, sg=False), **d)
-    other, _ = gpu(engine, _with_early(early, code, sg=sg), **d)
+    base, _ = gpu(engine, _with_early(False, code, sg=False, trip8=False), **d)
+    other, _ = gpu(engine, _with_early(early, code, sg=sg, trip8=trip8), **d)
     assert np.abs(base["y"]).max() > 0.01
     assert np.array_equal(base["y"], other["y"]) and np.array_equal(base["h"], other["h"])
