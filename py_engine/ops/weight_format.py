@@ -196,16 +196,6 @@ def tail_trip(device):
     return choose(device, "matvec_tail", "MAMBAWEB_MATVEC_TAIL", "1", "0", lambda: True)
 
 
-def norm_subgroups(device):
-    """Whether the decode mat-vec's RMS norm sums its squares over the workgroup by subgroup
-    butterflies and one barrier (NORM_SG in lib/matvec_rows.wgsl, with the subgroup tree)
-    instead of the tree's workgroup-memory steps: the same values to rounding.
-    `device.matvec_norm_sg` (tests), else MAMBAWEB_MATVEC_NORM_SG = 1 | 0 (bench variants),
-    else off."""
-    from py_engine.ops.step_kernels import choose
-    return choose(device, "matvec_norm_sg", "MAMBAWEB_MATVEC_NORM_SG", "1", "0", lambda: False)
-
-
 def subgroup_tree(device):
     """Whether the decode mat-vec's reductions (the norm prologue's sum of squares, the rows'
     partial sums) take their steps below the subgroup size as subgroup shuffles (SG in
@@ -349,7 +339,6 @@ def matvec(batch, x, ws, ys, M, bias=None, accumulate=False, tpr=None, conv=None
     rpt, tpr, staged = choices(dev, fmt, K, max(Ns), M, len(ws), rpt, tpr, stage)
     consts = {"TPR": tpr, "MR": M, "RPT": rpt, "NORMED": int(norm is not None),
               "PREFETCH": prefetch_level(dev), "TAIL": int(tail_trip(dev)), "STAGE": int(staged), "SG": int(subgroup_tree(dev)),
-              "NORM_SG": int(norm is not None and norm_subgroups(dev)),
               "NORM_IN_STAGE": int(staged and norm is not None and norm_in_stage(dev)),
               "GATED": int(gate is not None), "RELU2": int(bool(relu2))}
     if (gate is not None and (bias is not None or conv is not None or gate.numel != M * K)) or \

@@ -170,41 +170,16 @@ fn stage_tile(t: u32, lid: u32, xs: u32) -> f32 {
 // to rounding, not bit for bit.
 override NORM_IN_STAGE: bool = false;
 
-// How the norm's sum of squares meets over the workgroup (a pipeline constant, with SG;
-// MAMBAWEB_MATVEC_NORM_SG, py_engine/ops/weight_format.py): false, lanes_sum's tree (three
-// workgroup-memory steps at 256 threads in subgroups of 32, a barrier each, then two more to
-// share the total); true, each subgroup's total by a shuffle butterfly, one barrier, and every
-// thread adding the subgroups' totals in order -- two barriers where the tree takes six, a
-// different order of additions (the same values to rounding).
-override NORM_SG: bool = false;
-
-// The sum of v over the workgroup, in every thread (SG: subgroups of consecutive invocations).
-fn subgroups_total(v: vec4<f32>, lid: u32, sg: u32) -> vec4<f32> {
-  var s = v;
-  for (var step = sg / 2u; step > 0u; step >>= 1u) { s += subgroupShuffleXor(s, step); }
-  if (lid % sg == 0u) { red[lid / sg] = s; }
-  workgroupBarrier();
-  var t = red[0];
-  for (var i = 1u; i < THREADS / sg; i++) { t += red[i]; }
-  return t;
-}
-
 // 1/rms per slot component (ri * MR + m) from each thread's partial sums of squares ss[m]:
 // summed over the workgroup (lanes_sum), shared, and a barrier after (red is reused).
 fn rstd_of(ss: vec4<f32>, lid: u32, sg: u32) -> vec4<f32> {
-  var sum_sq: vec4<f32>;
-  if (SG && NORM_SG) {
-    sum_sq = subgroups_total(ss, lid, sg);
-  } else {
-    let total = lanes_sum(ss, lid, THREADS, sg);
-    if (SG) {                           // the total is in thread 0's registers: share it
-      workgroupBarrier();               // every lane is done reading red
-      if (lid == 0u) { red[0] = total; }
-      workgroupBarrier();
-    }
-    sum_sq = red[0];
+  let total = lanes_sum(ss, lid, THREADS, sg);
+  if (SG) {                             // the total is in thread 0's registers: share it
+    workgroupBarrier();                 // every lane is done reading red
+    if (lid == 0u) { red[0] = total; }
+    workgroupBarrier();
   }
-  let r = inverseSqrt(sum_sq / f32(p.K) + p.eps);
+  let r = inverseSqrt(red[0] / f32(p.K) + p.eps);
   var rstd = vec4<f32>(1.0);
   for (var ri = 0u; ri < RPT; ri++) {
     for (var m = 0u; m < MR; m++) { rstd[ri * MR + m] = r[m]; }

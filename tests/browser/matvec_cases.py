@@ -34,19 +34,19 @@ def f64(raw):
 
 
 def check_staged(engine, fmt, rpt, K, seed, rows=(37, 8, 70), tpr=None, stage=True,
-                 prefetch=None, **knobs):
+                 prefetch=None):
     """Three weights of one format in one dispatch (rows: their row counts), on normalised x
     (the in_proj case: x times the norm weight staged) and on plain x; K past 2,048 inputs
     spans several tiles, the last one partial. tpr: threads per row (few: each thread walks
     several trips of loads, the next trip's loads in flight while it sums the current one);
     stage False: x read from its buffer, not staged; prefetch: the weights' load level
-    (weight_format.prefetch_level); knobs: more device.matvec_<name> settings."""
+    (weight_format.prefetch_level)."""
     rng = np.random.default_rng(seed)
     ws = [rng.standard_normal((n, K)).astype(np.float32) * 0.1 for n in rows]
     x = rng.standard_normal((1, K)).astype(np.float32)
     nw = rng.uniform(0.5, 1.5, K).astype(np.float32)
     code = with_knobs(CODE.replace("FMT", repr(fmt)), stage=stage, rpt=rpt, tpr=tpr,
-                      prefetch=prefetch, **knobs)
+                      prefetch=prefetch)
     outs, _ = gpu(engine, code,
                   x=x, nw=nw, w0=ws[0], w1=ws[1], w2=ws[2])
     W = [ref.unpack(outs[f"q{g}"], w.shape, fmt) if fmt != "f32" else w.astype(np.float64)

@@ -48,13 +48,3 @@ def test_decode_matvec_last_chunks_as_one_trip(engine, fmt, rpt, tpr, stage, K):
     time -- the same bits as one load a pass."""
     check_same_bits(engine, fmt, rpt, tpr, stage, K, "tail", False, True)
 
-
-
-@pytest.mark.parametrize("fmt", ["f16", "q4"])
-@pytest.mark.parametrize("tpr,stage,late", [(16, True, True), (16, True, False),
-                                            (128, False, False)])
-def test_decode_matvec_norm_over_subgroups(engine, fmt, tpr, stage, late):
-    """NORM_SG (a bench variant): the norm's sum of squares by subgroup butterflies and one
-    barrier, from the staging (late) or the prologue -- the float64 product to rounding."""
-    check_staged(engine, fmt, None, K=2304, seed=7, rows=(37, 8, 19), tpr=tpr, stage=stage,
-                 sg=True, norm_sg=True, norm_in_stage=late)
