@@ -170,8 +170,7 @@ def prefetch_level(device):
     of four loads as it is summed, 1 also the first trip and the store's addends before the norm
     prologue / staging, 2 also the next trip while summing the current one, 3 the weights as at
     0 but the store's addends (bias, the residual out_proj accumulates into, the conv's taps)
-    before the sums, 4 as 3 with 2's next trip loaded while summing the current one. Every
-    level computes the same sums in the same order.
+    before the sums. Every level computes the same sums in the same order.
     Default 3: side by side in one native H200 process (`mambaweb bench --native --json --only
     model --models mamba1_4b,mamba130m --weights f16,q4 --decode-tokens 128 --max-seconds 1
     --variant pf3:MAMBAWEB_MATVEC_PREFETCH=3 --variant base2:MAMBAWEB_MATVEC_PREFETCH=0
@@ -183,7 +182,7 @@ def prefetch_level(device):
     0.95: the first trip's registers held across the norm prologue and the staging, by our
     reading). `device.matvec_prefetch` (tests), else MAMBAWEB_MATVEC_PREFETCH (bench variants)."""
     from py_engine.ops.step_kernels import pick
-    return pick(device, "matvec_prefetch", "MAMBAWEB_MATVEC_PREFETCH", (0, 1, 2, 3, 4), lambda: 3)
+    return pick(device, "matvec_prefetch", "MAMBAWEB_MATVEC_PREFETCH", (0, 1, 2, 3), lambda: 3)
 
 
 def tail_trip(device):

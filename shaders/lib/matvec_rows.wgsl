@@ -237,10 +237,28 @@ fn trip_sum(t: Trip, c: u32, xs: u32) -> vec4<f32> {
 // constant; MAMBAWEB_MATVEC_TAIL, py_engine/ops/weight_format.py): false, one chunk per row at a
 // time, a loop whose runtime trip count keeps each load behind the previous one's sum -- a
 // memory latency per chunk (mamba-130m's in_proj: three of them per thread, its only chunks);
-// true, as one trip (its four loads issued together, the slots past the walk's end clamped into
-// the row and not added). The kept slots are added to acc one by one in the loop's order: the
-// same result bit for bit. The norm prologue's x loads likewise (squares_by_trips, below).
+// true, as one trip (its loads issued together, the slots past the walk's end neither loaded
+// nor added). The kept slots are added to acc one by one in the loop's order: the same result
+// bit for bit. Only the kept slots load: clamped loads of slots past the end (a
+// first version) cost the q4 mat-vec more than the trip saved (1.4b q4 1.84 -> 1.92 ms a token,
+// its out_proj's tiles leaving one chunk per row: two useless weight and scale loads). The norm
+// prologue's x loads likewise (squares_by_trips, below).
 override TAIL: bool = false;
+
+// The slots of the trip at c whose chunks lie below c1, loaded together (the others zero).
+fn load_tail(g: u32, rows: vec4<u32>, c: u32, c1: u32) -> Trip {
+  var t: Trip;
+  t.s = vec4<f32>(0.0);
+  let c0 = slot_chunk(c, 0u);
+  let c1s = slot_chunk(c, 1u);
+  let c2 = slot_chunk(c, 2u);
+  let c3 = slot_chunk(c, 3u);
+  if (c0 < c1) { t.q0 = load_raw(g, rows.x, c0); t.s.x = chunk_scale(g, rows.x, c0); }
+  if (c1s < c1) { t.q1 = load_raw(g, rows.y, c1s); t.s.y = chunk_scale(g, rows.y, c1s); }
+  if (c2 < c1) { t.q2 = load_raw(g, rows.z, c2); t.s.z = chunk_scale(g, rows.z, c2); }
+  if (c3 < c1) { t.q3 = load_raw(g, rows.w, c3); t.s.w = chunk_scale(g, rows.w, c3); }
+  return t;
+}
 
 // acc plus trip t's slots whose chunks lie below c1, in slot order (the tail loop's order).
 fn tail_sum(t: Trip, acc0: vec4<f32>, c: u32, c1: u32, xs: u32) -> vec4<f32> {
@@ -253,24 +271,27 @@ fn tail_sum(t: Trip, acc0: vec4<f32>, c: u32, c1: u32, xs: u32) -> vec4<f32> {
 }
 
 // The norm prologue's sums of squares of each x row m (component m), the thread's vec4s
-// k = lid, lid + THREADS, ... four at a time: loaded together (indices clamped into the row),
-// then added in k order, those past the row skipped -- the one-at-a-time loop's sums bit for
-// bit, a memory wait per four vec4s instead of per vec4 (TAIL).
+// k = lid, lid + THREADS, ... four at a time: those inside the row loaded together, then added
+// in k order -- the one-at-a-time loop's sums bit for bit, a memory wait per four vec4s
+// instead of per vec4 (TAIL).
 fn squares_by_trips(lid: u32, xs: u32) -> vec4<f32> {
   var ss = vec4<f32>(0.0);
   for (var k = lid; k < xs; k += 4u * THREADS) {
-    let k1 = min(k + THREADS, xs - 1u);
-    let k2 = min(k + 2u * THREADS, xs - 1u);
-    let k3 = min(k + 3u * THREADS, xs - 1u);
+    let in1 = k + THREADS < xs;
+    let in2 = k + 2u * THREADS < xs;
+    let in3 = k + 3u * THREADS < xs;
     for (var m = 0u; m < MR; m++) {
       let v0 = x_at(m * xs + k);
-      let v1 = x_at(m * xs + k1);
-      let v2 = x_at(m * xs + k2);
-      let v3 = x_at(m * xs + k3);
+      var v1 = vec4<f32>(0.0);
+      var v2 = vec4<f32>(0.0);
+      var v3 = vec4<f32>(0.0);
+      if (in1) { v1 = x_at(m * xs + k + THREADS); }
+      if (in2) { v2 = x_at(m * xs + k + 2u * THREADS); }
+      if (in3) { v3 = x_at(m * xs + k + 3u * THREADS); }
       ss[m] += dot(v0, v0);
-      if (k + THREADS < xs) { ss[m] += dot(v1, v1); }
-      if (k + 2u * THREADS < xs) { ss[m] += dot(v2, v2); }
-      if (k + 3u * THREADS < xs) { ss[m] += dot(v3, v3); }
+      if (in1) { ss[m] += dot(v1, v1); }
+      if (in2) { ss[m] += dot(v2, v2); }
+      if (in3) { ss[m] += dot(v3, v3); }
     }
   }
   return ss;
@@ -285,11 +306,11 @@ fn squares_by_trips(lid: u32, xs: u32) -> vec4<f32> {
 //   2  also the next trip while the current one is summed (eight weight loads in flight);
 //   3  only what the store adds (bias, accumulated y, the conv's taps) before the sums, the
 //      weights as at 0: lane 0's few registers, not a trip's, held across the sums, and no
-//      memory wait after the tree (the host's default: 1-3% less GPU time a token than 0);
-//   4  3, and the next trip while the current one is summed (2's double buffer without 1's
-//      first trip ahead of the prologue and the staging).
+//      memory wait after the tree (the host's default: 1-3% less GPU time a token than 0).
+//      (3 with 2's next trip loaded while summing, without 1's first trip early, measured
+//      slower again: 1.4b f16 2.11 against 1.73 ms a token.)
 // Every level adds the same sums in the same order (bit for bit where the compiler fuses the
-// same multiply-adds: lavapipe's fuses some differently in the loops of levels 1, 2 and 4,
+// same multiply-adds: lavapipe's fuses some differently in the loops of levels 1 and 2,
 // 1 ulp apart on normalised f16 rows; tests hold those to float64).
 override PREFETCH: u32 = 0u;
 
@@ -304,18 +325,16 @@ fn walk(g: u32, rows: vec4<u32>, c0: u32, c1: u32, xs: u32, nchunk: u32, first: 
   var c = c0;
   var cur = first;
   for (; c + (U - 1u) * TPR < c1; c += U * TPR) {
-    if (first_trip_early()) {
-      if (PREFETCH == 1u && c != c0) { cur = load_trip(g, rows, c, nchunk); }
-    } else if (PREFETCH != 4u || c == c0) { cur = load_trip(g, rows, c, nchunk); }
+    if (!first_trip_early() || (PREFETCH == 1u && c != c0)) { cur = load_trip(g, rows, c, nchunk); }
     var next = cur;
-    if ((PREFETCH == 2u || PREFETCH == 4u) && c + (2u * U - 1u) * TPR < c1) {   // a whole next trip: load it now
+    if (PREFETCH == 2u && c + (2u * U - 1u) * TPR < c1) {   // a whole next trip: load it now
       next = load_trip(g, rows, c + U * TPR, nchunk);
     }
     acc += trip_sum(cur, c, xs);
     cur = next;
   }
   if (TAIL && c < c1) {                  // the last chunks (fewer than a trip): one trip
-    acc = tail_sum(load_trip(g, rows, c, nchunk), acc, c, c1, xs);
+    acc = tail_sum(load_tail(g, rows, c, c1), acc, c, c1, xs);
     c = c1;
   }
   for (; c < c1; c += TPR) {             // the last chunks: one per row (slots 0 .. RPT-1)

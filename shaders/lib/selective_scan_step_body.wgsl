@@ -90,9 +90,8 @@ fn inputs_load(i: u32, b: u32, lane: u32) -> Inputs {
 // How the dt_proj terms load (a pipeline constant; MAMBAWEB_SCAN_STEP_TRIP8, py_engine/ops/
 // selective_scan.py): false, four per lane at a time and then the rest one by one -- a memory
 // wait per four terms and per leftover term (R = 48 at the 130m shape: three waits, one per
-// term; R = 128 at 1.4b: two); true, eight per lane at a time, the indices past R clamped into
-// the row and their terms not added -- one wait up to R = 8 * LANES. The same sums in the same
-// order either way.
+// term; R = 128 at 1.4b: two); true, eight per lane at a time, those past R neither loaded nor
+// added -- one wait up to R = 8 * LANES. The same sums in the same order either way.
 override DT_TRIP8: bool = false;
 
 // The kernel, called by the entry point of selective_scan_step.wgsl (sg = 0) or
@@ -115,33 +114,23 @@ fn scan_step_dtproj(lid: u32, wid: vec3<u32>, sg: u32) {
     var k = lane;
     if (DT_TRIP8) {
       for (; k < R; k += 8u * LANES) {
-        // every load issued before any is used (indices clamped below R), then the terms added
-        // in k order, those past R skipped: the loop below's sums bit for bit. Named values,
-        // not an array: registers (lib/matvec_rows.wgsl's xin says why).
+        // the terms below R loaded before any is used, then added in k order: the loop
+        // below's sums bit for bit. Named values, not an array: registers (lib/matvec_rows.wgsl's
+        // xin says why).
         let wr = i * R;
-        let k1 = min(k + LANES, R - 1u);
-        let k2 = min(k + 2u * LANES, R - 1u);
-        let k3 = min(k + 3u * LANES, R - 1u);
-        let k4 = min(k + 4u * LANES, R - 1u);
-        let k5 = min(k + 5u * LANES, R - 1u);
-        let k6 = min(k + 6u * LANES, R - 1u);
-        let k7 = min(k + 7u * LANES, R - 1u);
         let d0 = delta[dl + k];
-        let d1 = delta[dl + k1];
-        let d2 = delta[dl + k2];
-        let d3 = delta[dl + k3];
-        let d4 = delta[dl + k4];
-        let d5 = delta[dl + k5];
-        let d6 = delta[dl + k6];
-        let d7 = delta[dl + k7];
         let w0 = dt_w[wr + k];
-        let w1 = dt_w[wr + k1];
-        let w2 = dt_w[wr + k2];
-        let w3 = dt_w[wr + k3];
-        let w4 = dt_w[wr + k4];
-        let w5 = dt_w[wr + k5];
-        let w6 = dt_w[wr + k6];
-        let w7 = dt_w[wr + k7];
+        var d1 = 0.0; var w1 = 0.0; var d2 = 0.0; var w2 = 0.0;
+        var d3 = 0.0; var w3 = 0.0; var d4 = 0.0; var w4 = 0.0;
+        var d5 = 0.0; var w5 = 0.0; var d6 = 0.0; var w6 = 0.0;
+        var d7 = 0.0; var w7 = 0.0;
+        if (k + LANES < R) { d1 = delta[dl + k + LANES]; w1 = dt_w[wr + k + LANES]; }
+        if (k + 2u * LANES < R) { d2 = delta[dl + k + 2u * LANES]; w2 = dt_w[wr + k + 2u * LANES]; }
+        if (k + 3u * LANES < R) { d3 = delta[dl + k + 3u * LANES]; w3 = dt_w[wr + k + 3u * LANES]; }
+        if (k + 4u * LANES < R) { d4 = delta[dl + k + 4u * LANES]; w4 = dt_w[wr + k + 4u * LANES]; }
+        if (k + 5u * LANES < R) { d5 = delta[dl + k + 5u * LANES]; w5 = dt_w[wr + k + 5u * LANES]; }
+        if (k + 6u * LANES < R) { d6 = delta[dl + k + 6u * LANES]; w6 = dt_w[wr + k + 6u * LANES]; }
+        if (k + 7u * LANES < R) { d7 = delta[dl + k + 7u * LANES]; w7 = dt_w[wr + k + 7u * LANES]; }
         x += d0 * w0;
         ss += d0 * d0;
         if (k + LANES < R) { x += d1 * w1; ss += d1 * d1; }
