@@ -299,8 +299,9 @@ def step_trip8(device):
     """Whether the fused step loads its dt_proj terms eight per lane at a time (DT_TRIP8 in
     shaders/lib/selective_scan_step_body.wgsl: one memory wait for dt_rank up to 128, where
     four at a time and the rest one by one waited three times at the 130m shape's dt_rank 48);
-    the same sums in the same order. `device.scan_step_trip8` (tests), else
-    MAMBAWEB_SCAN_STEP_TRIP8 = 1 | 0 (bench variants), else on."""
+    the same sums in the same order. Timed with the mat-vec's TAIL (weight_format.tail_trip has
+    the numbers). `device.scan_step_trip8` (tests), else MAMBAWEB_SCAN_STEP_TRIP8 = 1 | 0 (bench
+    variants), else on."""
     from py_engine.ops.step_kernels import choose
     return choose(device, "scan_step_trip8", "MAMBAWEB_SCAN_STEP_TRIP8", "1", "0", lambda: True)
 

@@ -106,7 +106,9 @@ RPT_FROM = {"older": (4096, 8192), "f32": (8192, 8192), "f16": (8192, 8192),
 # where the older rule's 1,024 took 23.1 / 28.1; mamba-130m's in_proj 384: 7.4 us f16 against
 # 13.5 at 1,536, f32 10.8 against 19.3; its out_proj 384: 7.5 against 10.1 f16, 11.6 against
 # 16.0 f32), and about half that for q4 (in_proj 256: 15.6 against 28.2; out_proj 256: 11.2
-# against 16.6), whose thread does more decoding per byte.
+# against 16.6), whose thread does more decoding per byte. Re-checked end to end for q4 at
+# mamba-130m (2026-12-01, `--variant g384:MAMBAWEB_MATVEC_GROUPS=384 --variant
+# g256:MAMBAWEB_MATVEC_GROUPS=256`): GPU ms per token 0.607 at 192, 0.669 at 384, 0.658 at 256.
 GROUPS_AIMED = {"f32": 384, "f16": 384, "bf16": 384, "q8": 192, "q4": 192}
 
 
@@ -189,8 +191,14 @@ def tail_trip(device):
     """Whether the decode mat-vec loads a walk's last chunks (fewer than a trip's) as one trip
     and its norm prologue's x four vec4s at a time (TAIL in lib/matvec_rows.wgsl), instead of
     one load per loop pass -- a memory wait each (mamba-130m's in_proj: three chunks per thread,
-    all of them in that loop). The same sums in the same order, bit for bit.
-    `device.matvec_tail` (tests), else MAMBAWEB_MATVEC_TAIL = 1 | 0 (bench variants), else on."""
+    all of them in that loop). The same sums in the same order, bit for bit. With the scan
+    step's DT_TRIP8, side by side in one native H200 process (`mambaweb bench --native --json
+    --only model --models M --weights f16,q4 --decode-tokens 128 --max-seconds 1 --variant
+    old:MAMBAWEB_MATVEC_TAIL=0,MAMBAWEB_SCAN_STEP_TRIP8=0`, 2026-12-01), GPU ms per token new /
+    old: mamba-130m f16 0.548 / 0.575, q4 0.607 / 0.608; mamba-1.4b f16 1.750, 1.736 / 1.728,
+    1.751, q4 1.844, 1.854 / 1.837, 1.829 (two runs each: within the spread at 1.4b, whose
+    walks have no tail but x_proj's). `device.matvec_tail` (tests), else MAMBAWEB_MATVEC_TAIL =
+    1 | 0 (bench variants), else on."""
     from py_engine.ops.step_kernels import choose
     return choose(device, "matvec_tail", "MAMBAWEB_MATVEC_TAIL", "1", "0", lambda: True)
 
