@@ -98,8 +98,12 @@ async def dispatch_floor(device, n=512, reps=3):
 def annotate_floor(report):
     """Each decode of report["model"] (every format, every variant) gets `floor_gpu_ms_per_token`
     = dispatches_per_token x the floor's GPU us per dispatch + weight bytes per token / the read
-    ceiling, and `gpu_over_floor` = its measured gpu_ms_per_token / that. Nothing where the
-    report lacks a ceiling or a decode lacks its numbers. Returns report."""
+    ceiling, and `gpu_over_floor` = its measured gpu_ms_per_token / that; also
+    `pct_of_read_ceiling_at_gpu_time`, the weights' share of the ceiling if the stream ran at the
+    GPU's time per token, and `bound_by`: "host" where the stream's launches took at least the
+    GPU's time per token (stream_split's launch_ms: the host set the pace, as through Dawn under
+    Node at mamba-1.4b on 2026-12-01), else "gpu". Nothing where the report lacks a ceiling or a
+    decode lacks its numbers. Returns report."""
     ceil = report.get("ceilings") or {}
     floor_us = (ceil.get("dispatch_floor") or {}).get("gpu_us_per_dispatch")
     gbps = (ceil.get("read") or {}).get("gb_per_s")
@@ -123,6 +127,12 @@ def annotate_floor(report):
                         + r["weight_bytes_per_token"] / (gbps * 1e6))
             d["floor_gpu_ms_per_token"] = floor_ms
             d["gpu_over_floor"] = d["gpu_ms_per_token"] / floor_ms
+            if d["gpu_ms_per_token"] > 0:
+                d["pct_of_read_ceiling_at_gpu_time"] = \
+                    100.0 * r["weight_bytes_per_token"] / (d["gpu_ms_per_token"] * gbps * 1e6)
+            launch = (d.get("stream_split") or {}).get("launch_ms")
+            if launch is not None:
+                d["bound_by"] = "host" if launch >= d["gpu_ms_per_token"] else "gpu"
     return report
 
 

@@ -50,6 +50,26 @@ def test_annotate_floor_judges_every_decode_of_the_report():
     old = report["model"]["m"]["variants"]["old"]["formats"]["f16"]["decode"]
     assert old["floor_gpu_ms_per_token"] == pytest.approx(0.7)
     assert old["gpu_over_floor"] == pytest.approx(1.2 / 0.7)
+    # 400 MB a token at 1 ms of GPU: 400 GB/s, 10% of the 4,000 GB/s ceiling
+    assert d["pct_of_read_ceiling_at_gpu_time"] == pytest.approx(10.0)
+    assert q4["pct_of_read_ceiling_at_gpu_time"] == pytest.approx(100 / 0.8 / 4000 * 100)
+    assert "bound_by" not in d                    # no stream split: not judged
+
+
+def test_annotate_floor_says_which_side_set_the_streams_pace():
+    def run(launch_ms, gpu_ms):
+        r = _decode(100, gpu_ms)
+        r["decode"]["stream_split"] = {"launch_ms": launch_ms, "wait_ms": 0.01}
+        r["weight_bytes_per_token"] = 1_000_000
+        return r
+    model = dict(run(1.76, 1.64), formats={"host": run(1.76, 1.64), "gpu": run(0.46, 0.50)})
+    report = {"ceilings": {"read": {"gb_per_s": 3738.0},
+                           "dispatch_floor": {"gpu_us_per_dispatch": 1.6}},
+              "model": {"m": model}}
+    annotate_floor(report)
+    f = report["model"]["m"]["formats"]
+    assert f["host"]["decode"]["bound_by"] == "host"
+    assert f["gpu"]["decode"]["bound_by"] == "gpu"
 
 
 def test_annotate_floor_leaves_a_report_without_ceilings_alone():
