@@ -29,6 +29,15 @@ outs['m0'], outs['m1'], outs['m2'] = L.linear_multi(b, T['x'], Q)
 """
 
 
+def random_case(seed, rows, K):
+    """Weights [n, K] per n in rows, one x row [1, K] and a norm weight [K], from `seed`."""
+    rng = np.random.default_rng(seed)
+    ws = [rng.standard_normal((n, K)).astype(np.float32) * 0.1 for n in rows]
+    x = rng.standard_normal((1, K)).astype(np.float32)
+    nw = rng.uniform(0.5, 1.5, K).astype(np.float32)
+    return ws, x, nw
+
+
 def f64(raw):
     return np.frombuffer(raw, np.float32).astype(np.float64)
 
@@ -41,10 +50,7 @@ def check_staged(engine, fmt, rpt, K, seed, rows=(37, 8, 70), tpr=None, stage=Tr
     several trips of loads, the next trip's loads in flight while it sums the current one);
     stage False: x read from its buffer, not staged; prefetch: the weights' load level
     (weight_format.prefetch_level)."""
-    rng = np.random.default_rng(seed)
-    ws = [rng.standard_normal((n, K)).astype(np.float32) * 0.1 for n in rows]
-    x = rng.standard_normal((1, K)).astype(np.float32)
-    nw = rng.uniform(0.5, 1.5, K).astype(np.float32)
+    ws, x, nw = random_case(seed, rows, K)
     code = with_knobs(CODE.replace("FMT", repr(fmt)), stage=stage, rpt=rpt, tpr=tpr,
                       prefetch=prefetch)
     outs, _ = gpu(engine, code,
@@ -80,10 +86,7 @@ def check_subgroup_tree(engine, fmt, tpr, K=2304, rows=(37, 70), seed=3, stage=N
     or fewer than a subgroup), on normalised and plain x; and both are the float64 product.
     So is x staged with its squares summed in the staging (NORM_IN_STAGE, 'late'), to rounding.
     stage: x staged (True / False) or the engine's rule (None)."""
-    rng = np.random.default_rng(seed)
-    ws = [rng.standard_normal((n, K)).astype(np.float32) * 0.1 for n in rows]
-    x = rng.standard_normal((1, K)).astype(np.float32)
-    nw = rng.uniform(0.5, 1.5, K).astype(np.float32)
+    ws, x, nw = random_case(seed, rows, K)
     code = with_knobs(SG_CODE.replace("FMT", repr(fmt)).replace("STAGE", repr(stage)),
                       tpr=tpr, sg=None, norm_in_stage=None, stage=None)
     outs, _ = gpu(engine, code, x=x, nw=nw, w0=ws[0], w1=ws[1])
@@ -125,10 +128,7 @@ def check_same_bits(engine, fmt, rpt, tpr, stage, K, knob, a, b, rows=(37, 70), 
     but lavapipe's compiler fuses some multiply-adds differently in their loops -- 1 ulp apart
     on normalised f16 rows -- so tests/unit/test_matvec_staged_native.py holds them to
     float64.)"""
-    rng = np.random.default_rng(seed)
-    ws = [rng.standard_normal((n, K)).astype(np.float32) * 0.1 for n in rows]
-    x = rng.standard_normal((1, K)).astype(np.float32)
-    nw = rng.uniform(0.5, 1.5, K).astype(np.float32)
+    ws, x, nw = random_case(seed, rows, K)
     body = (SAME_BITS_CODE.replace("FMT", repr(fmt)).replace("KNOB", repr(knob))
             .replace("VALUE_A", repr(a)).replace("VALUE_B", repr(b)))
     code = with_knobs(body, tpr=tpr, rpt=rpt, stage=stage, **{knob: None})
