@@ -55,7 +55,7 @@ async def decode_tokens_per_s(model, n_tokens, group=None):
                     group=group)
     async for _ in gen.stream([1, 2, 3, 4], gen.group + 1):     # records the step graph, warms up
         pass
-    runs = []                             # (seconds, t0, timeline) per streamed run
+    runs = []                             # (seconds, t0, timeline, host split) per streamed run
     for _ in range(STREAMS):
         t0 = time.perf_counter()
         count = 0
@@ -64,9 +64,10 @@ async def decode_tokens_per_s(model, n_tokens, group=None):
             count += 1
             if count == 1:
                 t0 = time.perf_counter()      # the prefill's token is not a decoded one
-        runs.append((time.perf_counter() - t0, t0, timeline))
+                gen.device.take_submit_times()
+        runs.append((time.perf_counter() - t0, t0, timeline, gen.device.take_submit_times()))
     gen.timeline = None
-    total, t0, timeline = min(runs, key=lambda r: r[0])
+    total, t0, timeline, times = min(runs, key=lambda r: r[0])
     tok = gen.last_token
     t1 = time.perf_counter()
     for _ in range(n_tokens):
@@ -78,6 +79,7 @@ async def decode_tokens_per_s(model, n_tokens, group=None):
            "one_by_one_tokens_per_s": n_tokens / one_by_one,
            "dispatches_per_token": gen.dispatches_per_token}
     out["stream_split"] = stream_split(timeline, t0, total, n_tokens)
+    out["stream_split"]["host"] = stream_host(times, out["stream_split"]["launch_ms"], n_tokens)
     out.update(await _group_timeline(gen, GROUP if group == "auto" else group,
                                      1000 * total / n_tokens))
     gen.release()
@@ -127,9 +129,26 @@ def stream_split(timeline, t0, total, n_tokens):
     launch = sum(e[2] - max(e[1], t0) for e in timeline if e[0] == "launch" and e[2] > t0)
     wait = sum(e[2] - max(e[1], t0) for e in timeline if e[0] == "wait" and e[2] > t0)
     waits = [1000 * (e[2] - e[1]) for e in timeline if e[0] == "wait" and e[1] >= t0]
+    # each launch's time per step it queued, in launch order: a steady host gives one value
+    # (after the ramp's small groups), a hiccup (a collector's pause, another process) an outlier
+    per_step = [1000 * (e[2] - e[1]) / e[3] for e in timeline if e[0] == "launch" and e[1] >= t0]
     return {"launch_ms": 1000 * launch / n_tokens, "wait_ms": 1000 * wait / n_tokens,
             "other_ms": 1000 * max(0.0, total - launch - wait) / n_tokens,
-            "waits": len(waits), "longest_wait_ms": max(waits) if waits else 0.0}
+            "waits": len(waits), "longest_wait_ms": max(waits) if waits else 0.0,
+            "launch_ms_per_step": [round(v, 4) for v in per_step]}
+
+
+def stream_host(times, launch_ms, n_tokens):
+    """The streamed run's launches per token by where their time went (Device.take_submit_times
+    over the run), as host_split does for a group launched alone: a stream's launches have
+    taken up to 1.5x a lone group's time per token through Dawn. None where the device counts
+    no commands."""
+    if not times.get("commands"):
+        return None
+    out = {k: times[k] / n_tokens for k in ("encode_ms", "finish_ms", "submit_ms")}
+    out["other_ms"] = max(0.0, launch_ms - sum(out.values()))
+    out["commands_per_token"] = times["commands"] / n_tokens
+    return out
 
 
 def host_split(times, host_ms, group):

@@ -130,6 +130,10 @@ def test_bench_dawn_prints_the_model_section_json():
     # the streamed run's time: queueing groups, waiting for ids, the rest, per token
     st = d["stream_split"]
     assert st["launch_ms"] > 0 and st["wait_ms"] >= 0 and st["waits"] >= 1
+    assert len(st["launch_ms_per_step"]) >= 1 and min(st["launch_ms_per_step"]) > 0
+    host = st["host"]              # the stream's launches split as the lone group's
+    assert host["encode_ms"] > 0 and host["commands_per_token"] >= d["dispatches_per_token"]
+    assert host["encode_ms"] + host["finish_ms"] + host["submit_ms"] <= st["launch_ms"] * 1.05 + 0.01
     total = st["launch_ms"] + st["wait_ms"] + st["other_ms"]
     assert abs(total - d["ms_per_token"]) <= 0.01 * d["ms_per_token"] + 1e-6
     assert m["model_load_and_first_token_s"] > 0
