@@ -15,10 +15,3 @@ fn selective_scan_step_dtproj(@builtin(local_invocation_id) lid3: vec3<u32>,
                               @builtin(workgroup_id) wid: vec3<u32>) {
   scan_step_dtproj(lid3.x, wid, 0u);
 }
-
-@compute @workgroup_size(128)
-fn selective_scan_step_dtproj_pf(@builtin(local_invocation_id) lid3: vec3<u32>,
-                                 @builtin(workgroup_id) wid: vec3<u32>,
-                                 @builtin(num_workgroups) nwg: vec3<u32>) {
-  scan_step_dtproj_pf(lid3.x, wid, nwg, 0u);
-}

@@ -162,9 +162,6 @@ class MambaModel:
         self.norms = [weights[f"backbone.layers.{p}.norm.weight"] for p in order]
         self.mixers = [registry.get(cfg.layers[p]).Mixer(cfg, weights, f"backbone.layers.{p}.mixer.")
                        for p in order]
-        for i, m in enumerate(self.mixers):     # experiment: what the next layer reads first
-            nxt = self.mixers[i + 1] if i + 1 < len(self.mixers) else None
-            m.next_first_reads = nxt.first_reads() if hasattr(nxt, "first_reads") else [self.lm_head]
 
     def new_state(self, Bsz=1, max_tokens=None):
         """A zero decode state; max_tokens sizes attention layers' KV caches (default the

@@ -26,7 +26,6 @@ from dataclasses import dataclass
 
 from py_engine.gpu.tensor import Tensor
 from py_engine.ops import conv1d as conv_ops
-from py_engine.ops import l2_prefetch
 from py_engine.ops import selective_scan as scan_ops
 from py_engine.ops.linear import in_proj_conv_step, linear_accumulate, linear_forward, linear_multi
 from py_engine.ops.lora import adapter_of
@@ -96,9 +95,6 @@ class Mamba1Mixer:
         ctx.done(y)
         return out
 
-    def first_reads(self):
-        return [self.in_x, self.in_z]
-
     def step(self, batch, h, residual, Bsz, state):
         """One token per sequence: h [Bsz, D]; updates `state` and `residual` in place."""
         fused = None
@@ -115,19 +111,12 @@ class Mamba1Mixer:
                 z = linear_forward(batch, h, self.in_z, self.in_z_b)
             u = conv_ops.conv1d_step(batch, x, state.conv, self.conv_w, self.conv_b, silu=True)
             x.release()
-        # out_proj's weight is read next but one: x_proj and the scan step, latency-bound,
-        # read it into the L2 meanwhile (ops/l2_prefetch.py)
-        ahead = [self.out_w, self.out_w]
-        nxt = getattr(self, "next_first_reads", None)
-        if nxt and l2_prefetch.site(batch.device) == "nextin":
-            ahead = (list(nxt) * 2)[:2]
-        dt_low, B, C = linear_multi(batch, u, [self.x_dt, self.x_B, self.x_C], prefetch=ahead[0])
+        dt_low, B, C = linear_multi(batch, u, [self.x_dt, self.x_B, self.x_C])
         if scan_ops.step_takes_dt_proj(batch.device) and adapter_of(batch.device, self.dt_w) is None:
             # dt_proj (and Falcon's dt_low norm) inside the scan step: one dispatch fewer
             y = scan_ops.selective_scan_step(batch, u, dt_low, self.A_log, B, C, state.ssm,
                                              D=self.D, z_t=z, dt_bias=self.dt_b,
-                                             norm_bc_eps=self.bc_eps, dt_w=self.dt_w,
-                                             prefetch=ahead[1])
+                                             norm_bc_eps=self.bc_eps, dt_w=self.dt_w)
         else:
             if self.bc_eps is not None:
                 normed, rstd = rmsnorm_forward(batch, dt_low, None, eps=self.bc_eps)

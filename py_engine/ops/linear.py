@@ -317,10 +317,9 @@ def _streamed_multi(dev, x, weights):
                                            or _rows_kernel(dev, x.shape[-1]))
 
 
-def linear_multi(batch, x, weights, outs=None, prefetch=None):
+def linear_multi(batch, x, weights, outs=None):
     """[x @ W^T for W in weights] (2 or 3 bias-free matrices sharing x's last dim K), into
-    `outs` where given (a list; None entries: new tensors). prefetch: the weight the next
-    dispatch reads, warmed in the GPU's L2 where ops.l2_prefetch.plan says so (decode only).
+    `outs` where given (a list; None entries: new tensors).
 
     Decode-sized x (M <= 4) with subgroups: one dispatch for all of them; otherwise one
     linear_forward each."""
@@ -337,11 +336,7 @@ def linear_multi(batch, x, weights, outs=None, prefetch=None):
             linear_forward(batch, x, w, out=y)
         return outs
     if _streamed_multi(dev, x, weights):
-        from py_engine.ops import l2_prefetch
-        pf = l2_prefetch.plan(dev, prefetch, weight_format.THREADS, at="xproj") \
-            if prefetch is not None and not isinstance(x, NormedRows) and \
-            dev.limits.get("maxStorageBuffersPerShaderStage", 8) >= 10 else None
-        weight_format.matvec(batch, x, weights, outs, M, prefetch=pf)
+        weight_format.matvec(batch, x, weights, outs, M)
         return outs
     if isinstance(x, NormedRows):
         x = x.materialize(batch)

@@ -49,7 +49,6 @@ Total transient work: Bsz*T*I*(N+4) + Bsz*nc*I*(N+3) floats.
 """
 from py_engine.gpu.tensor import Tensor
 from py_engine.ops._common import dummy, fold, params
-from py_engine.ops import l2_prefetch
 from py_engine.ops.conv1d import Cols, bt_of, rw_dummy, view  # noqa: F401  (Cols re-exported)
 from py_engine.ops.loop_budget import window_len
 
@@ -60,7 +59,6 @@ MAXN = 16             # state size limit; the decode step (selective_scan_step.w
 FORWARD_SHADER = "selective_scan_forward"
 BACKWARD_SHADER = "selective_scan_backward"
 LANES_SHADER = "selective_scan_lanes"
-STEP_THREADS = 128     # a workgroup of the fused decode step (selective_scan_step.wgsl)
 LANES_CPW = 8          # channels per workgroup of the lanes kernels (selective_scan_lanes.wgsl)
 LANES_TB = 16          # tokens per block (one barrier pair) of the lanes kernels
 LANES_DEFAULT = "lanes"     # what real GPUs run unless told otherwise (see scan_kernel)
@@ -320,14 +318,12 @@ def step_subgroups(device):
 
 
 def selective_scan_step(batch, u_t, delta_t, A_log, B_t, C_t, state, D=None, z_t=None,
-                        dt_bias=None, out=None, norm_bc_eps=None, dt_w=None, prefetch=None):
+                        dt_bias=None, out=None, norm_bc_eps=None, dt_w=None):
     """One token: u_t, delta_t, z_t [Bsz, I] (or [I]), B_t, C_t [Bsz, N], state [Bsz, I, N]
     updated in place -> y_t [Bsz, I]. The same math as the forward for T = 1; 1 dispatch.
 
     dt_w [I, R] (f32): delta_t is then x_proj's low-rank dt [Bsz, R] and the kernel applies
-    dt_proj itself (shaders/selective_scan_step.wgsl), saving a dispatch per layer.
-    prefetch: the weight the next dispatch reads (out_proj's), read into the GPU's L2 by extra
-    workgroups where ops.l2_prefetch.plan says so (with dt_w only; the same results)."""
+    dt_proj itself (shaders/selective_scan_step.wgsl), saving a dispatch per layer."""
     dev = batch.device
     if dt_w is not None:
         I, R = dt_w.shape
@@ -348,16 +344,10 @@ def selective_scan_step(batch, u_t, delta_t, A_log, B_t, C_t, state, D=None, z_t
                  views["z"][0], views["y"][0], state.binding]
     if dt_w is not None:
         shader = "selective_scan_step_sg" if step_subgroups(dev) else "selective_scan_step"
-        consts = {"NS": spec.N, "EARLY": int(step_loads_early(dev)), "DT_TRIP8": int(step_trip8(dev))}
-        resources += [None, None, dt_w.binding]
-        pf = l2_prefetch.plan(dev, prefetch, STEP_THREADS) if prefetch is not None and \
-            dev.limits.get("maxStorageBuffersPerShaderStage", 8) >= 12 else None
-        if pf is None:
-            batch.run(shader, "selective_scan_step_dtproj", resources, -(-spec.I // 8), spec.nb,
-                      constants=consts)
-        else:
-            batch.run(shader, "selective_scan_step_dtproj_pf", resources + [pf.binding],
-                      -(-spec.I // 8) + pf.groups, spec.nb, constants=dict(consts, **pf.constants))
+        batch.run(shader, "selective_scan_step_dtproj",
+                  resources + [None, None, dt_w.binding], -(-spec.I // 8), spec.nb,
+                  constants={"NS": spec.N, "EARLY": int(step_loads_early(dev)),
+                             "DT_TRIP8": int(step_trip8(dev))})
         return y
     batch.run(FORWARD_SHADER, "selective_scan_step", resources,
               -(-spec.I // 64), spec.nb, constants={"NS": spec.N})

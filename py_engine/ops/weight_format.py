@@ -316,7 +316,7 @@ def matvec_conv_ok(device):
 
 
 def matvec(batch, x, ws, ys, M, bias=None, accumulate=False, tpr=None, conv=None, rpt=None,
-           stage=None, gate=None, relu2=False, prefetch=None):
+           stage=None, gate=None, relu2=False):
     """ys[g] (+)= x[M, K] @ ws[g]^T (+ bias, g = 0 only) for up to 3 weights of one format.
     x may be an ops.rmsnorm.NormedRows: the kernel normalises it on the fly. tpr: threads per
     row, overriding rows_per_thread_group; rpt: rows per thread, overriding rows_per_thread;
@@ -327,9 +327,7 @@ def matvec(batch, x, ws, ys, M, bias=None, accumulate=False, tpr=None, conv=None
     relu2: the input is relu(x)^2 (NemotronH's MLP activation before down_proj).
     conv (conv_w [Ng, DCONV], conv_b [Ng] or None, state [M, Ng, DCONV], g): ys[g] gets
     silu(causal conv step) of its projection instead (Mamba-1's in_proj x half, Mamba-2's x|B|C
-    block; the state is shifted in place, as ops.conv1d.conv1d_step does), one dispatch for all.
-    prefetch: an ops.l2_prefetch.Prefetch (no conv): a slice of workgroups more reads that
-    range of the next dispatch's weight into the GPU's L2 (the same results)."""
+    block; the state is shifted in place, as ops.conv1d.conv1d_step does), one dispatch for all."""
     from py_engine.ops.conv1d import rw_dummy
     dev = batch.device
     norm, eps = None, 0.0
@@ -361,10 +359,6 @@ def matvec(batch, x, ws, ys, M, bias=None, accumulate=False, tpr=None, conv=None
     aux = bias if bias is not None else gate       # binding 3: the bias, or the gate z
     res = [u, x.binding, wb[0], aux.binding if aux is not None else dummy(dev), yb[0],
            wb[1], wb[2], yb[1], yb[2], norm.binding if norm is not None else dummy(dev)]
-    if conv is None and prefetch is not None:
-        batch.run(f"matvec_{fmt}", "matvec_forward_pf", res + [None] * 4 + [prefetch.binding],
-                  gx, gy, len(ws) + 1, constants=dict(consts, **prefetch.constants))
-        return
     if conv is None:
         batch.run(f"matvec_{fmt}", "matvec_forward", res, gx, gy, len(ws), constants=consts)
         return

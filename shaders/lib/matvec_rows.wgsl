@@ -453,10 +453,6 @@ fn store_rows(rs: RowSums, e: Addends) {
 @compute @workgroup_size(THREADS)
 fn matvec_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                   @builtin(local_invocation_index) lid: u32, @builtin(subgroup_size) sg: u32) {
-  matvec_rows(wid, nwg, lid, sg);
-}
-
-fn matvec_rows(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, sg: u32) {
   if (!has_rows(wid, nwg)) { return; }  // uniform per workgroup
   let slot = row_slot(wid, nwg, lid);             // uniform per workgroup (a smaller W_g of a multi call)
   var e: Addends;
@@ -464,21 +460,6 @@ fn matvec_rows(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, sg: u32) {
   let rs = row_sums(slot, lid, sg);
   if (PREFETCH == 0u) { e = addends_load(rs); }
   store_rows(rs, e);
-}
-
-//#include "lib/l2_prefetch.wgsl"
-// The mat-vec with a slice of workgroups more (z = G, as many as one matrix's) that read the
-// next dispatch's weight into the L2 (lib/l2_prefetch.wgsl: Mamba-1's x_proj, latency-bound,
-// warming out_proj's). The matrices' workgroups are the ones without it: the same results.
-@compute @workgroup_size(THREADS)
-fn matvec_forward_pf(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                     @builtin(local_invocation_index) lid: u32, @builtin(subgroup_size) sg: u32) {
-  if (wid.z == p.G) {                   // uniform per workgroup
-    let v = l2_prefetch(wid.x + wid.y * nwg.x, nwg.x * nwg.y, lid, THREADS);
-    if (pf_sink(p.flags, v)) { y[0] = bitcast<f32>(v.y); }
-    return;
-  }
-  matvec_rows(wid, nwg, lid, sg);
 }
 
 // Mamba decode: in_proj with the causal conv step and its SiLU folded into the store of the

@@ -200,20 +200,3 @@ fn scan_step_dtproj(lid: u32, wid: vec3<u32>, sg: u32) {
     y[p.y_off + b * p.y_str + i] = out;
   }
 }
-
-//#include "lib/l2_prefetch.wgsl"
-// The step with extra workgroups past the channels' (x >= ceil(I / CPW); sequence row 0 only)
-// that read the next dispatch's weight into the L2 (lib/l2_prefetch.wgsl: out_proj's, which
-// the step's own few MB leave the memory idle for). The channels' workgroups are the first
-// ones, as without the extra ones: the same results bit for bit.
-fn scan_step_dtproj_pf(lid: u32, wid: vec3<u32>, nwg: vec3<u32>, sg: u32) {
-  let own = (p.I + CPW - 1u) / CPW;
-  if (wid.x >= own) {                    // uniform per workgroup: no barrier below it here
-    if (wid.y == 0u) {
-      let v = l2_prefetch(wid.x - own, nwg.x - own, lid, CPW * LANES);
-      if (pf_sink(p.flags, v)) { y[p.y_off] = bitcast<f32>(v.y); }
-    }
-    return;
-  }
-  scan_step_dtproj(lid, wid, sg);
-}

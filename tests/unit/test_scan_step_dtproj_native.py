@@ -97,4 +97,3 @@ def test_load_order_and_subgroup_reductions_give_the_same_bits(engine, eps, N, p
     other, _ = gpu(engine, _with_early(early, code, sg=sg, trip8=trip8), **d)
     assert np.abs(base["y"]).max() > 0.01
     assert np.array_equal(base["y"], other["y"]) and np.array_equal(base["h"], other["h"])
-
