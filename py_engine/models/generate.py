@@ -202,7 +202,7 @@ class Generator:
         there is nothing to put back: no copies."""
         if not batch.stream:
             return []
-        tensors = self.state.overwritten_tensors()
+        tensors = self.state.overwritten_spans()
         if self._backup is None:
             self._backup = [Tensor(self.device, t.shape) for t in tensors]
         for t, b in zip(tensors, self._backup):
@@ -278,11 +278,10 @@ class Generator:
         return self.last_token
 
     def _rollback_tensors(self):
-        """The state a group may have to undo: every layer's recurrent tensors and the
-        position. KV caches need no copy: a slot past the position is never read, and the
-        re-run rewrites it."""
-        return [t for layer in self.state.layers if not getattr(layer, "capacity", None)
-                for t in layer.tensors()] + [self.state.pos]
+        """The state a group may have to undo: every layer's recurrent tensors (packed in one
+        buffer: one copy, ModelState.overwritten_spans) and the position. KV caches need no
+        copy: a slot past the position is never read, and the re-run rewrites it."""
+        return self.state.overwritten_spans() + [self.state.pos]
 
     def _group_recording(self, slot):
         """The recording of a whole group in ring slot `slot`: the rollback tensors copied to

@@ -18,6 +18,8 @@ from py_engine.ops import elementwise as ew
 from py_engine.ops import position
 from py_engine.ops.embedding import embedding_forward
 from py_engine.ops.linear import linear_forward
+
+PACK_LIMIT = 128 << 20   # ModelState packs its recurrent tensors into one buffer up to this size
 from py_engine.ops.rmsnorm import NormedRows
 from py_engine.autograd import functional as F
 from py_engine.autograd.functional import Ctx
@@ -43,8 +45,33 @@ class ModelState:
             layer.pos = self.pos
         caps = [layer.capacity for layer in self.layers if getattr(layer, "capacity", None)]
         self.capacity = min(caps) if caps else None   # tokens the state can hold (None: any)
+        self.packed = self._pack()
         self.tokens_seen = 0
         self.reset()
+
+    def _pack(self):
+        """Move every tensor a prefill overwrites (the recurrent and conv states, not attention
+        caches) into one buffer, each at a 256-byte boundary (bindings' offset alignment), and
+        return that buffer's tensor; None (each keeps its own) for fewer than two or past
+        PACK_LIMIT. A decode group's rollback copy and a prefill's backup are then one copy
+        command instead of one per tensor: 97 at mamba-1.4b, ~3% of a streamed token's
+        commands through Dawn and a third of a one-step group's."""
+        ts = self.overwritten_tensors()
+        sizes = [-(-t.nbytes // 256) * 256 for t in ts]
+        if len(ts) < 2 or sum(sizes) > PACK_LIMIT:
+            return None
+        packed = Tensor(self.device, (sum(sizes) // 4,))
+        off = 0
+        for t, n in zip(ts, sizes):
+            t.release()                   # its own buffer back; the tensor now a view of packed
+            t.buffer, t.offset, t.pooled, t.pool = packed.buffer, packed.offset + off, False, None
+            off += n
+        return packed
+
+    def overwritten_spans(self):
+        """The bytes of overwritten_tensors as few tensors as possible, for copies: the packed
+        buffer (padding included), else each tensor."""
+        return [self.packed] if self.packed is not None else self.overwritten_tensors()
 
     def tensors(self):
         return [t for layer in self.layers for t in layer.tensors()]
@@ -135,7 +162,8 @@ class ModelState:
         return 20, seen
 
     def release(self):
-        self.device.release_tensors(list(self.tensors()) + [self.pos])
+        packed = [self.packed] if self.packed is not None else []
+        self.device.release_tensors(list(self.tensors()) + [self.pos] + packed)
 
 
 def _runs(kinds):
