@@ -77,3 +77,14 @@ def test_annotate_floor_leaves_a_report_without_ceilings_alone():
     assert annotate_floor(r) == {"model": {"m": dict(_decode(100, 1.0), weight_bytes_per_token=1)}}
     r = {"ceilings": {"read": {"gb_per_s": 1.0}}, "model": {"m": _decode(1, 1.0)}}
     assert "floor_gpu_ms_per_token" not in annotate_floor(r)["model"]["m"]["decode"]
+
+
+def test_read_ceiling_reads_every_pass_in_few_dispatches(engine):
+    """The read ceiling (ceilings.read_bandwidth) times a run of few dispatches, each reading the
+    buffer several times, recorded before the clock starts: thread 0's sum shows every pass ran
+    (check_ok: exactly 4 x passes x its vec4s), and the reads went through at most
+    max_dispatches dispatches."""
+    r = engine.run("from py_engine.benchmarks.ceilings import read_bandwidth\n"
+                   "result = await read_bandwidth(device, mib=4, min_seconds=0.05, max_dispatches=2)")
+    assert r["check_ok"] and r["gb_per_s"] > 0
+    assert r["reps"] >= 2 and r["dispatches"] <= 2 and r["reps"] % r["dispatches"] == 0
