@@ -79,7 +79,9 @@ async def decode_tokens_per_s(model, n_tokens, group=None):
            "one_by_one_tokens_per_s": n_tokens / one_by_one,
            "dispatches_per_token": gen.dispatches_per_token}
     out["stream_split"] = stream_split(timeline, t0, total, n_tokens)
-    out["stream_split"]["host"] = stream_host(times, out["stream_split"]["launch_ms"], n_tokens)
+    # the stream's launches split as a lone group's (_group_timeline below): a stream's have
+    # taken up to 1.5x a lone group's time per token through Dawn
+    out["stream_split"]["host"] = host_split(times, out["stream_split"]["launch_ms"], n_tokens)
     out.update(await _group_timeline(gen, GROUP if group == "auto" else group,
                                      1000 * total / n_tokens))
     gen.release()
@@ -136,19 +138,6 @@ def stream_split(timeline, t0, total, n_tokens):
             "other_ms": 1000 * max(0.0, total - launch - wait) / n_tokens,
             "waits": len(waits), "longest_wait_ms": max(waits) if waits else 0.0,
             "launch_ms_per_step": [round(v, 4) for v in per_step]}
-
-
-def stream_host(times, launch_ms, n_tokens):
-    """The streamed run's launches per token by where their time went (Device.take_submit_times
-    over the run), as host_split does for a group launched alone: a stream's launches have
-    taken up to 1.5x a lone group's time per token through Dawn. None where the device counts
-    no commands."""
-    if not times.get("commands"):
-        return None
-    out = {k: times[k] / n_tokens for k in ("encode_ms", "finish_ms", "submit_ms")}
-    out["other_ms"] = max(0.0, launch_ms - sum(out.values()))
-    out["commands_per_token"] = times["commands"] / n_tokens
-    return out
 
 
 def host_split(times, host_ms, group):

@@ -76,6 +76,13 @@ class Tensor:
         data = await self.to_bytes()
         return list(struct.unpack(f"<{self.numel}{STRUCT[self.dtype]}", data))
 
+    def rebind(self, buffer, offset):
+        """Give this tensor's own buffer back and make it a view of `buffer` at `offset` (which
+        its owner releases): the same object, so whoever holds it sees the new bytes
+        (ModelState packs its layers' states into one buffer this way)."""
+        self.release()
+        self.buffer, self.offset, self.pooled, self.pool = buffer, offset, False, None
+
     def release(self):
         """Give the buffer back to the pool (pooled tensors only)."""
         if self.pooled and self.buffer is not None:

@@ -18,11 +18,11 @@ from py_engine.ops import elementwise as ew
 from py_engine.ops import position
 from py_engine.ops.embedding import embedding_forward
 from py_engine.ops.linear import linear_forward
-
-PACK_LIMIT = 128 << 20   # ModelState packs its recurrent tensors into one buffer up to this size
 from py_engine.ops.rmsnorm import NormedRows
 from py_engine.autograd import functional as F
 from py_engine.autograd.functional import Ctx
+
+PACK_LIMIT = 128 << 20   # ModelState packs its recurrent tensors into one buffer up to this size
 
 
 class ModelState:
@@ -63,8 +63,7 @@ class ModelState:
         packed = Tensor(self.device, (sum(sizes) // 4,))
         off = 0
         for t, n in zip(ts, sizes):
-            t.release()                   # its own buffer back; the tensor now a view of packed
-            t.buffer, t.offset, t.pooled, t.pool = packed.buffer, packed.offset + off, False, None
+            t.rebind(packed.buffer, packed.offset + off)    # the layer's own tensor object
             off += n
         return packed
 
