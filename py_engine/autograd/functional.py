@@ -12,7 +12,8 @@ from py_engine.ops.elementwise import add
 from py_engine.ops.embedding import embedding_backward, embedding_forward
 from py_engine.ops.elementwise import scale
 from py_engine.ops.linear import (linear_accumulate, linear_backward_bias, linear_backward_input,
-                                  linear_backward_weight, linear_forward, raw_linear)
+                                  linear_backward_weight, linear_forward, linear_multi,
+                                  raw_linear)
 from py_engine.ops.lora import adapter_of
 from py_engine.ops.rmsnorm import rmsnorm_backward, rmsnorm_forward
 
@@ -100,15 +101,32 @@ def _rmsnorm_dx_only(batch, g, x, rstd, w):
 def linear(ctx, x, w, b=None):
     """x [M, K] @ w[N, K]^T + b -> [M, N]."""
     y = linear_forward(ctx.batch, x, w, b)
-    if ctx.tape is not None:
-        def rule(batch, tape):
-            g = tape.pop(y)
-            if g is None:
-                return
-            _linear_grads(batch, tape, g, x, w, b)
-            g.release()
-        ctx.tape.record(rule)
+    _record_linear(ctx, y, x, w, b)
     return y
+
+
+def linear_many(ctx, x, ws):
+    """[x [M, K] @ w^T for w in ws] (2-3 bias-free weights sharing K): on a real GPU one GEMM
+    over the weights side by side (ops.linear.linear_multi); each output's gradient is the
+    separate linear's."""
+    ys = linear_multi(ctx.batch, x, ws)
+    for y, w in zip(ys, ws):
+        _record_linear(ctx, y, x, w, None)
+    return ys
+
+
+def _record_linear(ctx, y, x, w, b):
+    """With a tape: y = x @ w^T + b's backward."""
+    if ctx.tape is None:
+        return
+
+    def rule(batch, tape):
+        g = tape.pop(y)
+        if g is None:
+            return
+        _linear_grads(batch, tape, g, x, w, b)
+        g.release()
+    ctx.tape.record(rule)
 
 
 def _linear_grads(batch, tape, g, x, w, b):

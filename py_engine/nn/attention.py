@@ -80,9 +80,12 @@ class AttentionMixer:
         self.rope_kw = dict(head_dim=s.Dh, rot_dim=s.rot, theta=s.theta)
 
     def forward(self, ctx, h, residual, Bsz, T, state=None):
-        q = F.linear(ctx, h, self.wq, self.bq)         # [Bsz*T, H*Dh]
-        k = F.linear(ctx, h, self.wk, self.bk)         # [Bsz*T, KVH*Dh]
-        v = F.linear(ctx, h, self.wv, self.bv)
+        if self.bq is None and self.bk is None and self.bv is None:   # one GEMM on a GPU
+            q, k, v = F.linear_many(ctx, h, [self.wq, self.wk, self.wv])
+        else:
+            q = F.linear(ctx, h, self.wq, self.bq)         # [Bsz*T, H*Dh]
+            k = F.linear(ctx, h, self.wk, self.bk)         # [Bsz*T, KVH*Dh]
+            v = F.linear(ctx, h, self.wv, self.bv)
         if self.spec.rope:
             start = state.tokens_seen if state is not None else 0
             q0, k0 = q, k

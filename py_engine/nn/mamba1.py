@@ -71,20 +71,21 @@ class Mamba1Mixer:
     def forward(self, ctx, h, residual, Bsz, T, state=None):
         """h = norm(residual) [Bsz*T, D] -> new residual. `state` (LayerState): continue from
         it and leave the final state there (inference only)."""
-        x = F.linear(ctx, h, self.in_x, self.in_x_b)
-        z = F.linear(ctx, h, self.in_z, self.in_z_b)
+        if self.in_x_b is None and self.in_z_b is None:   # both halves in one GEMM on a GPU
+            x, z = F.linear_many(ctx, h, [self.in_x, self.in_z])
+        else:
+            x = F.linear(ctx, h, self.in_x, self.in_x_b)
+            z = F.linear(ctx, h, self.in_z, self.in_z_b)
         if state is not None:
             u = F.conv1d_with_state(ctx, x, self.conv_w, self.conv_b, Bsz, T, state)
         else:
             u = F.conv1d(ctx, x, self.conv_w, self.conv_b, Bsz, T)
         ctx.done(x)
-        dt_low = F.linear(ctx, u, self.x_dt)
+        dt_low, B, C = F.linear_many(ctx, u, [self.x_dt, self.x_B, self.x_C])
         if self.bc_eps is not None:
             normed = F.rmsnorm(ctx, dt_low, None, self.bc_eps)
             ctx.done(dt_low)
             dt_low = normed
-        B = F.linear(ctx, u, self.x_B)
-        C = F.linear(ctx, u, self.x_C)
         delta = F.linear(ctx, dt_low, self.dt_w)
         ctx.done(dt_low)
         y = F.selective_scan(ctx, u, delta, self.A_log, B, C, self.D, z, self.dt_b, Bsz, T,

@@ -108,9 +108,13 @@ class Mamba2Mixer:
         """h = norm(residual) [Bsz*T, D] -> new residual. `state` (Mamba2State): continue from
         it and leave the final state there (inference only)."""
         s = self.spec
-        z = F.linear(ctx, h, self.in_z, self.in_z_b)                  # [Bsz*T, I]
-        xbc = F.linear(ctx, h, self.in_xbc, self.in_xbc_b)            # [Bsz*T, CD]
-        dt = F.linear(ctx, h, self.in_dt, self.in_dt_b)               # [Bsz*T, H]
+        if self.in_z_b is None and self.in_xbc_b is None and self.in_dt_b is None:
+            # z [Bsz*T, I], xbc [Bsz*T, CD], dt [Bsz*T, H]: one GEMM on a GPU
+            z, xbc, dt = F.linear_many(ctx, h, [self.in_z, self.in_xbc, self.in_dt])
+        else:
+            z = F.linear(ctx, h, self.in_z, self.in_z_b)                  # [Bsz*T, I]
+            xbc = F.linear(ctx, h, self.in_xbc, self.in_xbc_b)            # [Bsz*T, CD]
+            dt = F.linear(ctx, h, self.in_dt, self.in_dt_b)               # [Bsz*T, H]
         if state is not None:
             u = F.conv1d_with_state(ctx, xbc, self.conv_w, self.conv_b, Bsz, T, state)
         else:

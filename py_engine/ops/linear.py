@@ -64,6 +64,10 @@ def _tiled_ok(dev):
 # shapes at 1024 tokens): 128 + split-K beat 64 on every product, e.g. out_proj 1277 vs 1568 us.
 BIG_TILE_MIN_SIDE = 65
 SPLIT_TARGET_GROUPS = 264  # split K until C's tiles x slices reach this (2 per SM on an H200)
+SPLIT_MAX = 8              # slices at most (MAMBAWEB_SPLIT_TARGET / _MAX: bench variants)
+# Side by side natively on the H200 (mamba-1.4b f32, 1,024 tokens, every multi-weight GEMM on;
+# 2026-12-02): prefill 8,225 tok/s as set, 8,206 at SPLIT_MAX 16, 7,939 at target 128
+# (out_proj unsplit), 8,236 at target 512.
 SPLIT_K = 16               # matmul_tiled.wgsl's flag: write slice partials
 TILED_PASSES_PER_K = 8    # loop passes of the busiest thread per k (generous: ~2.5 counted)
 
@@ -71,20 +75,29 @@ TILED_PASSES_PER_K = 8    # loop passes of the busiest thread per k (generous: ~
 def _split_count(dev, M, N, K, groups):
     """Slices of K run side by side (split-K) when C has too few tiles to fill a real GPU:
     enough that groups * S reaches SPLIT_TARGET_GROUPS, each slice at least 256 deep, at most
-    8, and the partials [S, M, N] within one binding."""
-    if groups >= SPLIT_TARGET_GROUPS or K < 512 or dev.info.get("is_fallback") and \
+    SPLIT_MAX, and the partials [S, M, N] within one binding."""
+    target = step_kernels.pick(dev, "split_target", "MAMBAWEB_SPLIT_TARGET",
+                               (128, 256, 264, 384, 512, 1024), lambda: SPLIT_TARGET_GROUPS)
+    most = step_kernels.pick(dev, "split_max", "MAMBAWEB_SPLIT_MAX", (2, 4, 8, 16, 32),
+                             lambda: SPLIT_MAX)
+    if groups >= target or K < 512 or dev.info.get("is_fallback") and \
             not getattr(dev, "force_split_k", False):
         return 1
-    s = min(8, -(-SPLIT_TARGET_GROUPS // groups), K // 256)
+    s = min(most, -(-target // groups), K // 256)
     limit = getattr(dev, "limits", {}).get("maxStorageBufferBindingSize", 1 << 27)
     while s > 1 and s * M * N * 4 > limit:
         s -= 1
     return max(1, s)
 
 
-def _matmul_tiled(batch, a, b, c, M, N, K, strides, bias_res, flags):
+def _matmul_tiled(batch, a, b, c, M, N, K, strides, bias_res, flags, multi=None):
+    """C[M, N] (+)= A @ B (+ bias) on shaders/matmul_tiled.wgsl. multi (N0, N1, extra): C's
+    columns are up to three weights' rows side by side (shaders/matmul_tiled_multi.wgsl; b is
+    W_0 and c is Y_0, extra the bindings of W_1, W_2, Y_1 and Y_2); no bias then."""
     dev = batch.device
     sa0, sa1, sb0, sb1 = strides
+    shader, (N0, N1, extra) = ("matmul_tiled", (0, 0, [])) if multi is None else \
+        ("matmul_tiled_multi", multi)
     bm = 128 if min(M, N) >= BIG_TILE_MIN_SIDE else 64
     entry = f"matmul_tiled_{bm}"
     groups = (-(-M // bm)) * (-(-N // bm))
@@ -94,13 +107,14 @@ def _matmul_tiled(batch, a, b, c, M, N, K, strides, bias_res, flags):
         ks += -ks % 16                        # whole staging steps per slice
         S = -(-K // ks)
         part = Tensor(dev, (S * M * N,))
-        u = dev.uniform(params(M, N, K, SPLIT_K, sa0, sa1, sb0, sb1, ks))
-        batch.run("matmul_tiled", entry, [u, a.binding, b.binding, dummy(dev), part.binding],
+        u = dev.uniform(params(M, N, K, SPLIT_K, sa0, sa1, sb0, sb1, ks, N0, N1))
+        batch.run(shader, entry, [u, a.binding, b.binding, bias_res, part.binding] + extra,
                   -(-N // bm), -(-M // bm), S)
-        u = dev.uniform(params(M, N, S, flags, 0, 0, 0, 0, 0))
+        u = dev.uniform(params(M, N, S, flags, 0, 0, 0, 0, 0, N0, N1))
         gx, gy = fold(-(-(M * N) // 256))
-        batch.run("matmul_tiled", "matmul_split_reduce",
-                  [u, part.binding, dummy(dev), bias_res, c.binding], gx, gy)
+        outs = [dummy(dev), bias_res, c.binding] if multi is None else \
+            [None, None, c.binding, None, None] + extra[2:]
+        batch.run(shader, "matmul_split_reduce", [u, part.binding] + outs, gx, gy)
         part.release()                    # reused only after this product in queue order
         return
     # lavapipe's loop-pass cap (ops/loop_budget.py) when the kernel is forced there: windows of K
@@ -108,10 +122,12 @@ def _matmul_tiled(batch, a, b, c, M, N, K, strides, bias_res, flags):
         if dev.info.get("is_fallback") else [(0, K)]
     for k0, kn in kspans:
         f = flags if k0 == 0 else (flags & ~ADD_BIAS) | ACCUMULATE
-        u = dev.uniform(params(M, N, kn, f, sa0, sa1, sb0, sb1, kn))
-        batch.run("matmul_tiled", entry,
+        u = dev.uniform(params(M, N, kn, f, sa0, sa1, sb0, sb1, kn, N0, N1))
+        more = [shifted(e, 4 * k0 * sb0) if i < 2 and isinstance(e, tuple) else e
+                for i, e in enumerate(extra)]     # W_1, W_2 walk K as W_0 does
+        batch.run(shader, entry,
                   [u, shifted(a.binding, 4 * k0 * sa1), shifted(b.binding, 4 * k0 * sb0),
-                   bias_res, c.binding], -(-N // bm), -(-M // bm))
+                   bias_res, c.binding] + more, -(-N // bm), -(-M // bm))
 
 
 def matmul(batch, a, b, c, M, N, K, strides, bias=None, accumulate=False):
@@ -317,11 +333,57 @@ def _streamed_multi(dev, x, weights):
                                            or _rows_kernel(dev, x.shape[-1]))
 
 
+def _tiled_multi_ok(dev, x, weights):
+    """Whether [x @ W^T for W in weights] may run as ONE tiled GEMM over the weights side by
+    side (shaders/matmul_tiled_multi.wgsl): more rows than a mat-vec takes, the tiled GEMM on,
+    2-3 matrices of one format, no adapter and no row blocks -- and, by rule, where even the
+    whole product has too few tiles to fill the GPU (it is cut into K slices anyway): one GEMM
+    and one reduce instead of one of each per weight. On the H200 (tools/sweep_matmul,
+    mamba-1.4b at 1,024 tokens) x_proj's dt|B|C as one 160-column product took 114.5 us where
+    its three products took 114.7 + 59.6 + 59.6; side by side through Dawn the prefill went
+    9,225 -> 9,460 and 9,395 tok/s. Where the whole product fills the GPU the weights go one by
+    one: mamba-1.4b's in_proj halves as one 8,192-column product left the prefill's GPU time
+    where it was (125.7 against 126.0 ms, tools/profile_kernels) although x_proj's share fell.
+    `device.tiled_multi` (tests), else MAMBAWEB_TILED_MULTI = 1 | 0 (bench variants), else
+    the rule."""
+    if rows_of(x) <= MATVEC_MAX_M or not _tiled_ok(dev) or not 2 <= len(weights) <= 3 \
+            or any(adapter_of(dev, w) is not None or _split(w) for w in weights) \
+            or len({w.dtype for w in weights}) > 1:
+        return False
+
+    def few_tiles():
+        M, N = rows_of(x), sum(w.shape[0] for w in weights)
+        bm = 128 if min(M, N) >= BIG_TILE_MIN_SIDE else 64
+        return (-(-M // bm)) * (-(-N // bm)) < SPLIT_TARGET_GROUPS
+    return step_kernels.choose(dev, "tiled_multi", "MAMBAWEB_TILED_MULTI", "1", "0", few_tiles)
+
+
+def _tiled_multi(batch, x, weights, outs):
+    """outs[g] = x @ weights[g]^T for every g in one tiled GEMM (narrow weights through f32
+    copies, as matmul takes them)."""
+    dev = batch.device
+    if isinstance(x, NormedRows):
+        x = x.materialize(batch)
+    tmps = [weight_format.dequantize(batch, w) if w.dtype != "f32" else None for w in weights]
+    ws = [t if t is not None else w for t, w in zip(tmps, weights)]
+    Ns = [w.shape[0] for w in weights]
+    G, K = len(weights), x.shape[-1]
+    from py_engine.ops.conv1d import rw_dummy
+    extra = [ws[1].binding, ws[2].binding if G > 2 else dummy(dev),
+             outs[1].binding, outs[2].binding if G > 2 else rw_dummy(dev)]
+    _matmul_tiled(batch, x, ws[0], outs[0], rows_of(x), sum(Ns), K, (K, 1, 1, K), None, 0,
+                  multi=(Ns[0], Ns[1], extra))
+    for t in tmps:
+        if t is not None:
+            t.release()            # reused only after this GEMM in queue order
+
+
 def linear_multi(batch, x, weights, outs=None):
     """[x @ W^T for W in weights] (2 or 3 bias-free matrices sharing x's last dim K), into
     `outs` where given (a list; None entries: new tensors).
 
-    Decode-sized x (M <= 4) with subgroups: one dispatch for all of them; otherwise one
+    Decode-sized x (M <= 4) with subgroups: one dispatch for all of them; more rows on a real
+    GPU: one tiled GEMM over the weights side by side (_tiled_multi); otherwise one
     linear_forward each."""
     dev = batch.device
     K = x.shape[-1]
@@ -332,6 +394,9 @@ def linear_multi(batch, x, weights, outs=None):
         if w.shape[1] != K:
             raise ValueError(f"linear_multi: weight {list(w.shape)} does not take K={K}")
     if not _multi_ok(dev, x, weights):
+        if _tiled_multi_ok(dev, x, weights):
+            _tiled_multi(batch, x, weights, outs)
+            return outs
         for w, y in zip(weights, outs):
             linear_forward(batch, x, w, out=y)
         return outs

@@ -132,22 +132,24 @@ gen = Generator(model, SamplingConfig(greedy=True), max_tokens=64)
 await gen.prefill(first)
 state_before = await kept(gen.state)
 seen, hist = gen.state.tokens_seen, gen.n_history
-linear, calls = F.linear, []
-def failing_linear(*a, **k):                   # the 8th projection cannot be recorded
-    calls.append(1)
-    if len(calls) == 8:
-        raise MemoryError("no GPU memory for this activation (test)")
-    return linear(*a, **k)
+linear, linear_many, calls = F.linear, F.linear_many, []
+def failing(op):                               # the 5th projection call cannot be recorded
+    def call(*a, **k):
+        calls.append(1)
+        if len(calls) == 5:
+            raise MemoryError("no GPU memory for this activation (test)")
+        return op(*a, **k)
+    return call
 B.FIRST_CHUNK, B.MAX_CHUNK = 4, 8              # chunks go to the GPU before the failure
 s0 = device.stats()['submits']
-F.linear = failing_linear
+F.linear, F.linear_many = failing(linear), failing(linear_many)
 try:
     await gen.prefill(second)
     error = None
 except MemoryError as e:
     error = str(e)
 finally:
-    F.linear = linear
+    F.linear, F.linear_many = linear, linear_many
     B.FIRST_CHUNK, B.MAX_CHUNK = 32, 256
 out = {'error': error, 'submits_before_failure': device.stats()['submits'] - s0,
        'layers': model.cfg.num_hidden_layers,
@@ -173,7 +175,7 @@ result = out
                                             ("mamba-d24-untied", False)])
 def test_a_prefill_failing_part_way_leaves_the_state_as_it_was(engine, fixture, stream):
     """A streamed prefill runs its first layers on the GPU while later ones are recorded: when
-    recording fails part-way (here the 8th projection, after chunks were submitted), the
+    recording fails part-way (here the 5th projection call, after chunks were submitted), the
     state those layers overwrote is copied back, the position, token count and history are as
     before, and the same prompt then gives what it gives on a generator that never failed --
     Mamba-1, and a hybrid whose attention layers' caches gained slots past the position.

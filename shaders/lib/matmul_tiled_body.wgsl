@@ -1,0 +1,179 @@
+// The shared-memory tiled GEMM's body: its staging, its K walk and its two tile sizes, shared
+// by shaders/matmul_tiled.wgsl (one B, one C: the kernel's contract and design are described
+// there) and shaders/matmul_tiled_multi.wgsl (up to three weights side by side, each into its
+// own output). The including file declares binding 2 (`b`, read by its load_b) and its outputs,
+// and defines
+//   fn load_b(c: vec2<u32>, l: u32, j0: u32, k0: u32, kend: u32) -> f32
+//        B[k0 + c.y, j0 + c.x + l] (zero past N or kend)
+//   fn store4(z: u32, i: u32, j: u32, v: vec4<f32>)
+//        C[i, j .. j+3] from the finished sums (slice z's raw partial under flags SPLIT)
+
+struct Params {
+  M: u32, N: u32, K: u32, flags: u32,      // flags: bit0 add bias, bit1 accumulate into C,
+  sa0: u32, sa1: u32, sb0: u32, sb1: u32,  //        bit4 split-K partials (see below)
+  ks: u32, N0: u32, N1: u32, _p2: u32,     // k per slice: workgroup z sums k in [z ks, (z+1) ks);
+                                           // N0, N1: matmul_tiled_multi's first two blocks of columns
+};
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> a: array<f32>;          // A, strides (sa0, sa1)
+
+// Split-K (products whose C has too few tiles to fill the GPU, e.g. x_proj's 160 columns):
+// workgroup z writes its partial sum over its k slice, raw, to c[z, i, j]; matmul_split_reduce
+// then adds the S partials (+ bias, + the old C) into the real C.
+const SPLIT: u32 = 16u;
+
+// Staged slices, k-major with rows of S = BM + 4 cells: cell kk * S + ii holds A[i0 + ii, k0 + kk],
+// of Bs B[k0 + kk, j0 + jj]; the arrays are of vec4s (S / 4 per row) so the product loop reads a
+// thread's 4 rows (or columns) in one 16-byte load -- the scalar reads it did before were 4
+// instructions each. The 4 cells of padding put the k-fast staging writes (8 or 16 consecutive
+// threads, consecutive kk) in different banks; 4 keeps rows 16-byte aligned.
+var<workgroup> As: array<vec4<f32>, 272>;   // [BK][(BM + 4) / 4]: 8 x 33 or 16 x 17 used
+var<workgroup> Bs: array<vec4<f32>, 272>;
+
+// What a thread stages per slice: one vec4 cell of each operand (4 consecutive rows of A, or
+// columns of B, at one k; BM / 4 * BK = 256 cells), held in registers between the global loads
+// that fetch it and one whole-vec4 store into workgroup memory. The loads of slice k0 + BK are
+// issued before the products of slice k0 and arrive while they run (with the loads right before
+// the barrier, every slice waited a global memory latency). Whole vec4s, because WGSL lets a
+// write to one component of a vector touch all of it (Tint's HLSL rewrites the whole vector):
+// four threads writing the components of one cell would race.
+struct Slice { a: vec4<f32>, b: vec4<f32> };
+
+// Thread lid's cell: (first of its 4 rows or columns, k). k-fast operands (A of x @ W^T and
+// dY @ W, B of W read as W^T) give consecutive threads consecutive k, else consecutive cells.
+fn cell(lid: u32, kfast: bool, BM: u32, BK: u32) -> vec2<u32> {
+  if (kfast) { return vec2<u32>(4u * (lid / BK), lid % BK); }
+  return vec2<u32>(4u * (lid % (BM / 4u)), lid / (BM / 4u));
+}
+
+fn load_a(c: vec2<u32>, l: u32, i0: u32, k0: u32, kend: u32) -> f32 {
+  let i = i0 + c.x + l;
+  let k = k0 + c.y;
+  if (i < p.M && k < kend) { return a[i * p.sa0 + k * p.sa1]; }
+  return 0.0;
+}
+
+
+// Thread lid's cells of both operands, fixed for the whole K walk.
+struct Cells { a: vec2<u32>, b: vec2<u32> };
+
+fn cells(lid: u32, BM: u32, BK: u32) -> Cells {
+  return Cells(cell(lid, p.sa1 == 1u, BM, BK), cell(lid, p.sb0 == 1u, BM, BK));
+}
+
+fn load_slice(c: Cells, i0: u32, j0: u32, k0: u32, kend: u32) -> Slice {
+  var s: Slice;
+  s.a = vec4<f32>(load_a(c.a, 0u, i0, k0, kend), load_a(c.a, 1u, i0, k0, kend),
+                  load_a(c.a, 2u, i0, k0, kend), load_a(c.a, 3u, i0, k0, kend));
+  s.b = vec4<f32>(load_b(c.b, 0u, j0, k0, kend), load_b(c.b, 1u, j0, k0, kend),
+                  load_b(c.b, 2u, j0, k0, kend), load_b(c.b, 3u, j0, k0, kend));
+  return s;
+}
+
+fn store_slice(s: Slice, c: Cells, BM: u32) {
+  let S4 = (BM + 4u) / 4u;
+  As[c.a.y * S4 + c.a.x / 4u] = s.a;
+  Bs[c.b.y * S4 + c.b.x / 4u] = s.b;
+}
+
+
+fn k_range(z: u32) -> vec2<u32> {
+  let k0 = z * p.ks;
+  return vec2<u32>(k0, min(p.K, k0 + p.ks));
+}
+
+// 128 x 128 block per workgroup; thread (tx, ty) owns rows {0, 64} + ty*4 + 0..3 and columns
+// {0, 64} + tx*4 + 0..3 of it: r<row>a holds columns tx*4.., r<row>b columns 64 + tx*4..
+@compute @workgroup_size(16, 16)
+fn matmul_tiled_128(@builtin(workgroup_id) wid: vec3<u32>,
+                    @builtin(local_invocation_id) l3: vec3<u32>,
+                    @builtin(local_invocation_index) lid: u32) {
+  let i0 = wid.y * 128u;
+  let j0 = wid.x * 128u;
+  let tx = l3.x;
+  let ty = l3.y;
+  var r0a = vec4<f32>(0.0); var r0b = vec4<f32>(0.0);
+  var r1a = vec4<f32>(0.0); var r1b = vec4<f32>(0.0);
+  var r2a = vec4<f32>(0.0); var r2b = vec4<f32>(0.0);
+  var r3a = vec4<f32>(0.0); var r3b = vec4<f32>(0.0);
+  var r4a = vec4<f32>(0.0); var r4b = vec4<f32>(0.0);
+  var r5a = vec4<f32>(0.0); var r5b = vec4<f32>(0.0);
+  var r6a = vec4<f32>(0.0); var r6b = vec4<f32>(0.0);
+  var r7a = vec4<f32>(0.0); var r7b = vec4<f32>(0.0);
+  let kr = k_range(wid.z);
+  let cl = cells(lid, 128u, 8u);
+  var next = load_slice(cl, i0, j0, kr.x, kr.y);
+  for (var k0 = kr.x; k0 < kr.y; k0 += 8u) {
+    store_slice(next, cl, 128u);
+    workgroupBarrier();
+    if (k0 + 8u < kr.y) { next = load_slice(cl, i0, j0, k0 + 8u, kr.y); }
+    for (var kk = 0u; kk < 8u; kk++) {
+      let a0 = As[kk * 33u + ty];
+      let a1 = As[kk * 33u + 16u + ty];
+      let b0 = Bs[kk * 33u + tx];
+      let b1 = Bs[kk * 33u + 16u + tx];
+      r0a += a0.x * b0; r0b += a0.x * b1;
+      r1a += a0.y * b0; r1b += a0.y * b1;
+      r2a += a0.z * b0; r2b += a0.z * b1;
+      r3a += a0.w * b0; r3b += a0.w * b1;
+      r4a += a1.x * b0; r4b += a1.x * b1;
+      r5a += a1.y * b0; r5b += a1.y * b1;
+      r6a += a1.z * b0; r6b += a1.z * b1;
+      r7a += a1.w * b0; r7b += a1.w * b1;
+    }
+    workgroupBarrier();
+  }
+  store4(wid.z, i0 + 0u + ty * 4u + 0u, j0 + tx * 4u, r0a);
+  store4(wid.z, i0 + 0u + ty * 4u + 0u, j0 + 64u + tx * 4u, r0b);
+  store4(wid.z, i0 + 0u + ty * 4u + 1u, j0 + tx * 4u, r1a);
+  store4(wid.z, i0 + 0u + ty * 4u + 1u, j0 + 64u + tx * 4u, r1b);
+  store4(wid.z, i0 + 0u + ty * 4u + 2u, j0 + tx * 4u, r2a);
+  store4(wid.z, i0 + 0u + ty * 4u + 2u, j0 + 64u + tx * 4u, r2b);
+  store4(wid.z, i0 + 0u + ty * 4u + 3u, j0 + tx * 4u, r3a);
+  store4(wid.z, i0 + 0u + ty * 4u + 3u, j0 + 64u + tx * 4u, r3b);
+  store4(wid.z, i0 + 64u + ty * 4u + 0u, j0 + tx * 4u, r4a);
+  store4(wid.z, i0 + 64u + ty * 4u + 0u, j0 + 64u + tx * 4u, r4b);
+  store4(wid.z, i0 + 64u + ty * 4u + 1u, j0 + tx * 4u, r5a);
+  store4(wid.z, i0 + 64u + ty * 4u + 1u, j0 + 64u + tx * 4u, r5b);
+  store4(wid.z, i0 + 64u + ty * 4u + 2u, j0 + tx * 4u, r6a);
+  store4(wid.z, i0 + 64u + ty * 4u + 2u, j0 + 64u + tx * 4u, r6b);
+  store4(wid.z, i0 + 64u + ty * 4u + 3u, j0 + tx * 4u, r7a);
+  store4(wid.z, i0 + 64u + ty * 4u + 3u, j0 + 64u + tx * 4u, r7b);
+}
+
+// 64 x 64 block per workgroup; thread (tx, ty) owns rows ty*4 + 0..3, columns tx*4 + 0..3.
+@compute @workgroup_size(16, 16)
+fn matmul_tiled_64(@builtin(workgroup_id) wid: vec3<u32>,
+                   @builtin(local_invocation_id) l3: vec3<u32>,
+                   @builtin(local_invocation_index) lid: u32) {
+  let i0 = wid.y * 64u;
+  let j0 = wid.x * 64u;
+  let tx = l3.x;
+  let ty = l3.y;
+  var r0 = vec4<f32>(0.0);
+  var r1 = vec4<f32>(0.0);
+  var r2 = vec4<f32>(0.0);
+  var r3 = vec4<f32>(0.0);
+  let kr = k_range(wid.z);
+  let cl = cells(lid, 64u, 16u);
+  var next = load_slice(cl, i0, j0, kr.x, kr.y);
+  for (var k0 = kr.x; k0 < kr.y; k0 += 16u) {
+    store_slice(next, cl, 64u);
+    workgroupBarrier();
+    if (k0 + 16u < kr.y) { next = load_slice(cl, i0, j0, k0 + 16u, kr.y); }
+    for (var kk = 0u; kk < 16u; kk++) {
+      let a0 = As[kk * 17u + ty];
+      let b0 = Bs[kk * 17u + tx];
+      r0 += a0.x * b0;
+      r1 += a0.y * b0;
+      r2 += a0.z * b0;
+      r3 += a0.w * b0;
+    }
+    workgroupBarrier();
+  }
+  store4(wid.z, i0 + ty * 4u + 0u, j0 + tx * 4u, r0);
+  store4(wid.z, i0 + ty * 4u + 1u, j0 + tx * 4u, r1);
+  store4(wid.z, i0 + ty * 4u + 2u, j0 + tx * 4u, r2);
+  store4(wid.z, i0 + ty * 4u + 3u, j0 + tx * 4u, r3);
+}
