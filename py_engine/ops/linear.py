@@ -351,10 +351,10 @@ def _tiled_multi_ok(dev, x, weights):
             or len({w.dtype for w in weights}) > 1:
         return False
 
-    def few_tiles():
-        M, N = rows_of(x), sum(w.shape[0] for w in weights)
+    def few_tiles():                      # the whole product is cut into K slices
+        M, N, K = rows_of(x), sum(w.shape[0] for w in weights), x.shape[-1]
         bm = 128 if min(M, N) >= BIG_TILE_MIN_SIDE else 64
-        return (-(-M // bm)) * (-(-N // bm)) < SPLIT_TARGET_GROUPS
+        return _split_count(dev, M, N, K, (-(-M // bm)) * (-(-N // bm))) > 1
     return step_kernels.choose(dev, "tiled_multi", "MAMBAWEB_TILED_MULTI", "1", "0", few_tiles)
 
 

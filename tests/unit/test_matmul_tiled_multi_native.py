@@ -22,12 +22,18 @@ ws = [T[k] for k in names]
 if args_fmt != 'f32':
     ws = [WF.quantize(b, w, args_fmt) for w in ws]
 dev.tiled_multi = True
+calls, orig = [], L._tiled_multi
+L._tiled_multi = lambda *a, **k: (calls.append(len(a[2])), orig(*a, **k))[1]
 n0 = b.dispatch_count
 ys = L.linear_multi(b, T['x'], ws)
 info['multi_dispatches'] = b.dispatch_count - n0
+info['multi_calls'] = list(calls)
+L._tiled_multi = orig
 info['built'] = sorted({k[0] + ':' + k[1] for k in dev._pipelines if k[0].startswith('matmul_tiled')})
 dev.tiled_multi = False
+n0 = b.dispatch_count
 sep = L.linear_multi(b, T['x'], ws)
+info['separate_dispatches'] = b.dispatch_count - n0
 for k, y, s in zip(names, ys, sep):
     outs['y' + k[1]] = y
     outs['s' + k[1]] = s
@@ -49,16 +55,24 @@ def run_multi(engine, M, K, Ns, big_tiles, split=False, fmt="f32", seed=0):
 
 
 @pytest.mark.parametrize("M,K,Ns", [(5, 3, (7, 2)), (65, 130, (129, 64)), (200, 96, (70, 16, 16)),
-                                    (70, 1030, (20, 9, 7)), (130, 600, (64, 64, 12))])
+                                    (70, 1030, (20, 9, 7)), (130, 600, (64, 64, 12)),
+                                    (33, 4100, (20, 9, 7))])
 @pytest.mark.parametrize("big_tiles", [False, True])
 def test_each_output_is_its_own_product(engine, M, K, Ns, big_tiles):
     """Every Y_g equals x @ W_g^T (float64) and, with the same K walk (no split on lavapipe),
-    the separate product bit for bit -- also where one tile holds columns of two weights."""
+    the separate product bit for bit -- also where one tile holds columns of two weights, and
+    past lavapipe's loop-pass cap (K 4100: windows of K, each accumulating into every Y_g,
+    W_1 and W_2 walked along with W_0) -- in one dispatch per window where the separate
+    products take one each."""
     x, ws, outs, info = run_multi(engine, M, K, Ns, big_tiles)
     for g in range(len(Ns)):
         ref = d64(x) @ d64(ws[f"w{g}"]).T
         assert rel_err(outs[f"y{g}"], ref) <= 1e-4, g
         assert np.array_equal(outs[f"y{g}"], outs[f"s{g}"]), g
+    assert info["multi_calls"] == [len(Ns)]
+    assert info["separate_dispatches"] == len(Ns) * info["multi_dispatches"]
+    if K > 4032:
+        assert info["multi_dispatches"] > 1              # K windows
     entry = "matmul_tiled_128" if big_tiles else "matmul_tiled_64"
     assert f"matmul_tiled_multi:{entry}" in info["built"]
 
@@ -73,7 +87,7 @@ def test_split_k_partials_reduce_into_each_output(engine, M, K, Ns, big_tiles):
     for g in range(len(Ns)):
         assert rel_err(outs[f"y{g}"], d64(x) @ d64(ws[f"w{g}"]).T) <= 1e-4, g
     assert "matmul_tiled_multi:matmul_split_reduce" in info["built"]
-    assert info["multi_dispatches"] == 2
+    assert info["multi_calls"] == [len(Ns)] and info["multi_dispatches"] == 2
 
 
 def test_narrow_weights_through_their_f32_copies(engine):
@@ -84,6 +98,7 @@ def test_narrow_weights_through_their_f32_copies(engine):
         w16 = ws[f"w{g}"].astype(np.float16).astype(np.float64)
         assert rel_err(outs[f"y{g}"], d64(x) @ w16.T) <= 1e-4, g
         assert np.array_equal(outs[f"y{g}"], outs[f"s{g}"]), g
+    assert info["multi_calls"] == [3]
 
 
 FIX = __import__("tests.conftest", fromlist=["REPO"]).REPO / "tests" / "fixtures"
