@@ -55,8 +55,7 @@ fn matmul_split_reduce(@builtin(global_invocation_id) gid: vec3<u32>,
   let mn = p.M * p.N;
   if (idx >= mn) { return; }
   _ = b[0];                          // keeps the binding layout the tiled entries have
-  var x = 0.0;
-  for (var z = 0u; z < p.K; z++) { x += a[z * mn + idx]; }
+  var x = partials_sum(idx, mn);
   if ((p.flags & 1u) != 0u) { x += bias[idx % p.N]; }
   if ((p.flags & 2u) != 0u) { x += c[idx]; }
   c[idx] = x;

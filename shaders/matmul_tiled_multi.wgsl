@@ -88,7 +88,5 @@ fn matmul_split_reduce(@builtin(global_invocation_id) gid: vec3<u32>,
   let idx = gid.x + gid.y * nwg.x * 256u;
   let mn = p.M * p.N;
   if (idx >= mn) { return; }
-  var x = 0.0;
-  for (var z = 0u; z < p.K; z++) { x += a[z * mn + idx]; }
-  put(idx / p.N, idx % p.N, x);
+  put(idx / p.N, idx % p.N, partials_sum(idx, mn));
 }

@@ -90,17 +90,22 @@ def _split_count(dev, M, N, K, groups):
     return max(1, s)
 
 
+def _tiles(M, N):
+    """(tile side, tiles) of a tiled GEMM's C [M, N]."""
+    bm = 128 if min(M, N) >= BIG_TILE_MIN_SIDE else 64
+    return bm, (-(-M // bm)) * (-(-N // bm))
+
+
 def _matmul_tiled(batch, a, b, c, M, N, K, strides, bias_res, flags, multi=None):
-    """C[M, N] (+)= A @ B (+ bias) on shaders/matmul_tiled.wgsl. multi (N0, N1, extra): C's
+    """C[M, N] (+)= A @ B (+ bias) on shaders/matmul_tiled.wgsl. multi (N0, N1, ws, ys): C's
     columns are up to three weights' rows side by side (shaders/matmul_tiled_multi.wgsl; b is
-    W_0 and c is Y_0, extra the bindings of W_1, W_2, Y_1 and Y_2); no bias then."""
+    W_0 and c is Y_0, ws the bindings of W_1 and W_2, ys of Y_1 and Y_2); no bias then."""
     dev = batch.device
     sa0, sa1, sb0, sb1 = strides
-    shader, (N0, N1, extra) = ("matmul_tiled", (0, 0, [])) if multi is None else \
+    shader, (N0, N1, ws, ys) = ("matmul_tiled", (0, 0, [], [])) if multi is None else \
         ("matmul_tiled_multi", multi)
-    bm = 128 if min(M, N) >= BIG_TILE_MIN_SIDE else 64
+    bm, groups = _tiles(M, N)
     entry = f"matmul_tiled_{bm}"
-    groups = (-(-M // bm)) * (-(-N // bm))
     S = _split_count(dev, M, N, K, groups)
     if S > 1:
         ks = -(-K // S)
@@ -108,12 +113,12 @@ def _matmul_tiled(batch, a, b, c, M, N, K, strides, bias_res, flags, multi=None)
         S = -(-K // ks)
         part = Tensor(dev, (S * M * N,))
         u = dev.uniform(params(M, N, K, SPLIT_K, sa0, sa1, sb0, sb1, ks, N0, N1))
-        batch.run(shader, entry, [u, a.binding, b.binding, bias_res, part.binding] + extra,
+        batch.run(shader, entry, [u, a.binding, b.binding, bias_res, part.binding] + ws + ys,
                   -(-N // bm), -(-M // bm), S)
         u = dev.uniform(params(M, N, S, flags, 0, 0, 0, 0, 0, N0, N1))
         gx, gy = fold(-(-(M * N) // 256))
         outs = [dummy(dev), bias_res, c.binding] if multi is None else \
-            [None, None, c.binding, None, None] + extra[2:]
+            [None, None, c.binding, None, None] + ys
         batch.run(shader, "matmul_split_reduce", [u, part.binding] + outs, gx, gy)
         part.release()                    # reused only after this product in queue order
         return
@@ -123,11 +128,11 @@ def _matmul_tiled(batch, a, b, c, M, N, K, strides, bias_res, flags, multi=None)
     for k0, kn in kspans:
         f = flags if k0 == 0 else (flags & ~ADD_BIAS) | ACCUMULATE
         u = dev.uniform(params(M, N, kn, f, sa0, sa1, sb0, sb1, kn, N0, N1))
-        more = [shifted(e, 4 * k0 * sb0) if i < 2 and isinstance(e, tuple) else e
-                for i, e in enumerate(extra)]     # W_1, W_2 walk K as W_0 does
+        # W_1, W_2 walk K as W_0 does (a dummy for a missing W_2 is a bare buffer: left)
+        wk = [shifted(w, 4 * k0 * sb0) if isinstance(w, tuple) else w for w in ws]
         batch.run(shader, entry,
                   [u, shifted(a.binding, 4 * k0 * sa1), shifted(b.binding, 4 * k0 * sb0),
-                   bias_res, c.binding] + more, -(-N // bm), -(-M // bm))
+                   bias_res, c.binding] + wk + ys, -(-N // bm), -(-M // bm))
 
 
 def matmul(batch, a, b, c, M, N, K, strides, bias=None, accumulate=False):
@@ -353,8 +358,7 @@ def _tiled_multi_ok(dev, x, weights):
 
     def few_tiles():                      # the whole product is cut into K slices
         M, N, K = rows_of(x), sum(w.shape[0] for w in weights), x.shape[-1]
-        bm = 128 if min(M, N) >= BIG_TILE_MIN_SIDE else 64
-        return _split_count(dev, M, N, K, (-(-M // bm)) * (-(-N // bm))) > 1
+        return _split_count(dev, M, N, K, _tiles(M, N)[1]) > 1
     return step_kernels.choose(dev, "tiled_multi", "MAMBAWEB_TILED_MULTI", "1", "0", few_tiles)
 
 
@@ -369,10 +373,10 @@ def _tiled_multi(batch, x, weights, outs):
     Ns = [w.shape[0] for w in weights]
     G, K = len(weights), x.shape[-1]
     from py_engine.ops.conv1d import rw_dummy
-    extra = [ws[1].binding, ws[2].binding if G > 2 else dummy(dev),
-             outs[1].binding, outs[2].binding if G > 2 else rw_dummy(dev)]
+    more_w = [ws[1].binding, ws[2].binding if G > 2 else dummy(dev)]
+    more_y = [outs[1].binding, outs[2].binding if G > 2 else rw_dummy(dev)]
     _matmul_tiled(batch, x, ws[0], outs[0], rows_of(x), sum(Ns), K, (K, 1, 1, K), None, 0,
-                  multi=(Ns[0], Ns[1], extra))
+                  multi=(Ns[0], Ns[1], more_w, more_y))
     for t in tmps:
         if t is not None:
             t.release()            # reused only after this GEMM in queue order

@@ -78,6 +78,14 @@ fn store_slice(s: Slice, c: Cells, BM: u32) {
 }
 
 
+// Element idx of C summed over the S = p.K slices' partials a [S, M, N] (mn = M * N), in
+// slice order: both split reduces' sum.
+fn partials_sum(idx: u32, mn: u32) -> f32 {
+  var x = 0.0;
+  for (var z = 0u; z < p.K; z++) { x += a[z * mn + idx]; }
+  return x;
+}
+
 fn k_range(z: u32) -> vec2<u32> {
   let k0 = z * p.ks;
   return vec2<u32>(k0, min(p.K, k0 + p.ks));

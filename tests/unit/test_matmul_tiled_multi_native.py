@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from tests.browser.kernel_harness import d64, rel_err, runner
+from tests.conftest import REPO
 from tests.native_support import engine, native as pytestmark  # noqa: F401
 
 gpu = runner("import py_engine.ops.linear as L\nimport py_engine.ops.weight_format as WF")
@@ -101,7 +102,7 @@ def test_narrow_weights_through_their_f32_copies(engine):
     assert info["multi_calls"] == [3]
 
 
-FIX = __import__("tests.conftest", fromlist=["REPO"]).REPO / "tests" / "fixtures"
+FIX = REPO / "tests" / "fixtures"
 
 MODEL = """
 from py_engine.autograd.functional import Ctx
@@ -130,7 +131,7 @@ for on in (True, False):
     grads, loss = await tr.gradients(ids, ids[1:] + ids[:1], 1, len(ids))
     out[f'grads_{on}'], out[f'loss_{on}'] = grads, loss
     out[f'train_multi_{on}'] = list(calls)
-    tr.release() if hasattr(tr, 'release') else None
+    tr.release()
 L._tiled_multi = orig
 dev.tiled_multi = None
 dev.force_tiled_matmul = None
