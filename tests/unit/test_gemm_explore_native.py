@@ -1,0 +1,22 @@
+"""tools/gemm_explore.py (candidate forms of the prefill GEMM's tile, timed beside the engine's
+own) stays runnable: every variant, the engine's kernel included, computes x @ W^T against
+float64 at whole-tile shapes on the native backend (lavapipe here), and a shape that is not
+whole tiles is refused by name. Skips, saying why, only without any Vulkan/Metal/D3D12 adapter."""
+import pytest
+
+from tests.native_support import native as pytestmark  # noqa: F401
+from tools import gemm_explore
+
+
+def test_every_variant_computes_the_product():
+    names = ["engine"] + list(gemm_explore.VARIANTS)
+    rows = gemm_explore.run(names, [(128, 256, 48), (256, 128, 16)], reps=1)
+    assert [r["variant"] for r in rows] == names * 2
+    for r in rows:
+        assert r["rel_err"] is not None and r["rel_err"] <= 1e-5, r
+        assert r["us"] > 0, r
+
+
+def test_a_shape_off_the_tiles_is_refused():
+    with pytest.raises(ValueError, match="multiples of 128"):
+        gemm_explore.run(["v16"], [(100, 128, 16)], reps=1)
