@@ -105,7 +105,7 @@ class AttentionMixer:
 
     def step(self, batch, h, residual, Bsz, state):
         s = self.spec
-        if self.bq is None:
+        if self.bq is None and self.bk is None and self.bv is None:   # as forward asks
             q, k, v = linear_multi(batch, h, [self.wq, self.wk, self.wv])
         else:
             q, k, v = (linear_forward(batch, h, w, b) for w, b in

@@ -99,13 +99,14 @@ class Mamba1Mixer:
     def step(self, batch, h, residual, Bsz, state):
         """One token per sequence: h [Bsz, D]; updates `state` and `residual` in place."""
         fused = None
-        if self.in_z_b is None:   # in_proj's halves and the conv step in one dispatch
+        unbiased = self.in_x_b is None and self.in_z_b is None     # as forward asks
+        if unbiased:   # in_proj's halves and the conv step in one dispatch
             fused = in_proj_conv_step(batch, h, [self.in_x, self.in_z], 0, self.conv_w,
-                                      self.conv_b, state.conv, bias=self.in_x_b)
+                                      self.conv_b, state.conv)
         if fused is not None:
             u, z = fused
         else:
-            if self.in_x_b is None:   # x and z halves of in_proj in one dispatch
+            if unbiased:   # x and z halves of in_proj in one dispatch
                 x, z = linear_multi(batch, h, [self.in_x, self.in_z])
             else:
                 x = linear_forward(batch, h, self.in_x, self.in_x_b)

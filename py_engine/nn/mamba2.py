@@ -136,13 +136,14 @@ class Mamba2Mixer:
         """One token per sequence: h [Bsz, D]; updates `state` and `residual` in place."""
         s = self.spec
         fused = None
-        if self.in_z_b is None:   # in_proj's three row blocks and the conv step in one dispatch
+        unbiased = self.in_z_b is None and self.in_xbc_b is None and self.in_dt_b is None
+        if unbiased:   # in_proj's three row blocks and the conv step in one dispatch
             fused = in_proj_conv_step(batch, h, [self.in_z, self.in_xbc, self.in_dt], 1,
                                       self.conv_w, self.conv_b, state.conv)
         if fused is not None:
             z, u, dt = fused
         else:
-            if self.in_z_b is None:   # the three row blocks of in_proj in one dispatch
+            if unbiased:   # the three row blocks of in_proj in one dispatch
                 z, xbc, dt = linear_multi(batch, h, [self.in_z, self.in_xbc, self.in_dt])
             else:
                 z = linear_forward(batch, h, self.in_z, self.in_z_b)

@@ -261,24 +261,26 @@ def linear_backward_bias(batch, dy, out=None, accumulate=False):
     return db
 
 
-def in_proj_conv_step(batch, x, weights, conv_index, conv_w, conv_b, conv_state, bias=None):
+def in_proj_conv_step(batch, x, weights, conv_index, conv_w, conv_b, conv_state):
     """A Mamba layer's decode in_proj with its conv step folded in, or None where that path does
     not apply: [x @ W^T for W in weights] (2 or 3 row blocks of in_proj, one format) except that
     block `conv_index` -- the one the conv reads: Mamba-1's x half, Mamba-2's x|B|C -- comes out
     as silu(its causal conv step), the conv state shifted in place, all in ONE dispatch
     (shaders/lib/matvec_rows.wgsl, matvec_forward_conv) instead of in_proj + conv1d_step.
-    bias: block 0's (Mamba-1 only). Applies where linear_multi takes the weight-streaming
-    mat-vec (_streamed_multi) and 12 storage bindings are allowed; `device.fuse_conv_step =
+    Bias-free blocks only: a biased in_proj takes linear_forward per block and conv1d_step (the
+    fold with block 0's bias gave wrong logits from the first token on lavapipe, Mamba-1 with
+    in_x_b alone, and no checkpoint of transformers' biases one half only). Applies where
+    linear_multi takes the weight-streaming mat-vec (_streamed_multi) and 12 storage bindings
+    are allowed; `device.fuse_conv_step =
     False` turns it off (tests)."""
     dev = batch.device
     M = rows_of(x)
     if (not _streamed_multi(dev, x, weights) or not weight_format.matvec_conv_ok(dev)
             or getattr(dev, "fuse_conv_step", True) is False
-            or weights[conv_index].shape[0] != conv_w.shape[0]
-            or (bias is not None and conv_index != 0)):
+            or weights[conv_index].shape[0] != conv_w.shape[0]):
         return None
     outs = [out_like(dev, tuple(x.shape[:-1]) + (w.shape[0],)) for w in weights]
-    weight_format.matvec(batch, x, weights, outs, M, bias=bias,
+    weight_format.matvec(batch, x, weights, outs, M,
                          conv=(conv_w, conv_b, conv_state, conv_index))
     return outs
 
