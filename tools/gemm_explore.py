@@ -17,6 +17,9 @@ as named vec4 registers, as in shaders/lib/matmul_tiled_body.wgsl):
   v16      K steps of 16 with 16-byte loads: threads 0..127 read A's 128 x 16 slice, the rest
            B's, each a 4 x 4 block (four rows at k .. k+3), transposed in registers into the
            same cells; v16_db with two buffers, v16_s32 with rows of 32 cells instead of 33
+  v16_rows, v16_clamp, v16_chk, g16: v16 with the steps a general kernel takes (each row's
+           address held from the start; those rows clamped to M / N; the store testing each
+           element; all three) -- not yet timed on a GPU
 On one H200 (2026-12-02, native wgpu over Vulkan; `python -m tools.gemm_explore`), us at
 1024 x 8192 x 2048: engine 1,211-1,246, b8_checks 1,332, b8 1,385, b8_db 1,253, b16 1,372,
 b16_db 1,797, v16 1,087 (31.6 TFLOP/s), v16_db 1,503, v16_s32 1,102. Two engine kernels of the
@@ -30,10 +33,15 @@ import sys
 
 import numpy as np
 
-def gen(BK=8, load="scalar", dbuf=False, checks=False, s4=33):
+def gen(BK=8, load="scalar", dbuf=False, checks=False, s4=33, rowregs=False, clamp=False,
+        checked=False):
     """WGSL of one generated variant (entry `main`; bindings: P, x, W, C): K steps of BK,
     staging `load` = scalar (4 rows at one k a cell) or vec4 (a 4 x 4 block a thread, BK 16),
-    dbuf: two staging buffers, checks: bounds tests in the scalar loads, s4: cells a row."""
+    dbuf: two staging buffers, checks: bounds tests in the scalar loads, s4: cells a row.
+    The vec4 staging's steps toward a general kernel (the engine's form that lost v16's gain
+    had all three): rowregs: each row's address held from the start (a vec4<u32>) instead of
+    recomputed per step; clamp: rows past M / N read the last row's (min); checked: the
+    store tests each element against M and N."""
     S4 = s4  # (128 + 4) / 4 by default: 4 cells of padding against bank conflicts
     nbuf = 2 if dbuf else 1
     cells = BK * S4
@@ -79,6 +87,26 @@ fn store_slice(s: Sl, lid: u32, buf: u32) {{
         assert BK == 16
         src.append(f"""
 struct Sl {{ v0: vec4<f32>, v1: vec4<f32>, v2: vec4<f32>, v3: vec4<f32> }};
+// rowregs: the vec4 index of the thread's four rows at k = 0 (clamp: rows past the end read
+// the last row)
+fn row_bases(lid: u32, i0: u32, j0: u32) -> vec4<u32> {{
+  let blk = lid % 128u;
+  let r0 = select(j0, i0, lid < 128u) + (blk / 4u) * 4u;
+  let last = select(p.N, p.M, lid < 128u) - 1u;
+  let r = {'min(vec4<u32>(r0, r0 + 1u, r0 + 2u, r0 + 3u), vec4<u32>(last))' if clamp else
+           'vec4<u32>(r0, r0 + 1u, r0 + 2u, r0 + 3u)'};
+  return r * (p.K / 4u) + vec4<u32>(blk % 4u);
+}}
+fn load_rows(lid: u32, h: vec4<u32>, k0: u32) -> Sl {{
+  let k4 = k0 / 4u;
+  var s: Sl;
+  if (lid < 128u) {{
+    s.v0 = a[h.x + k4]; s.v1 = a[h.y + k4]; s.v2 = a[h.z + k4]; s.v3 = a[h.w + k4];
+  }} else {{
+    s.v0 = w[h.x + k4]; s.v1 = w[h.y + k4]; s.v2 = w[h.z + k4]; s.v3 = w[h.w + k4];
+  }}
+  return s;
+}}
 // thread lid < 128: a 4x4 block of A (rows rb*4.., k kb*4..); else the same block of W
 fn load_slice(lid: u32, i0: u32, j0: u32, k0: u32) -> Sl {{
   let blk = lid % 128u;
@@ -128,13 +156,13 @@ fn store_slice(s: Sl, lid: u32, buf: u32) {{
     }}"""
     if dbuf:
         loop = f"""
-  var nxt = load_slice(lid, i0, j0, 0u);
+  var nxt = LOAD(0u);
   store_slice(nxt, lid, 0u);
   workgroupBarrier();
   var buf = 0u;
   for (var k0 = 0u; k0 < p.K; k0 += {BK}u) {{
     let more = k0 + {BK}u < p.K;
-    if (more) {{ nxt = load_slice(lid, i0, j0, k0 + {BK}u); }}
+    if (more) {{ nxt = LOAD(k0 + {BK}u); }}
 {compute}
     if (more) {{ store_slice(nxt, lid, buf ^ 1u); }}
     workgroupBarrier();
@@ -142,19 +170,21 @@ fn store_slice(s: Sl, lid: u32, buf: u32) {{
   }}"""
     else:
         loop = f"""
-  var nxt = load_slice(lid, i0, j0, 0u);
+  var nxt = LOAD(0u);
   let buf = 0u;
   for (var k0 = 0u; k0 < p.K; k0 += {BK}u) {{
     store_slice(nxt, lid, 0u);
     workgroupBarrier();
-    if (k0 + {BK}u < p.K) {{ nxt = load_slice(lid, i0, j0, k0 + {BK}u); }}
+    if (k0 + {BK}u < p.K) {{ nxt = LOAD(k0 + {BK}u); }}
 {compute}
     workgroupBarrier();
   }}"""
+    STORE = ("if (i >= p.M) { return; }\n  for (var s = 0u; s < 4u; s++) {\n"
+             "    if (j + s >= p.N) { return; }\n    c[i * p.N + j + s] = v[s];\n  }") if checked \
+        else "let o = i * p.N + j;\n  c[o] = v.x; c[o + 1u] = v.y; c[o + 2u] = v.z; c[o + 3u] = v.w;"
     src.append(f"""
 fn st(i: u32, j: u32, v: vec4<f32>) {{
-  let o = i * p.N + j;
-  c[o] = v.x; c[o + 1u] = v.y; c[o + 2u] = v.z; c[o + 3u] = v.w;
+  {STORE}
 }}
 @compute @workgroup_size(16, 16)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l3: vec3<u32>,
@@ -163,12 +193,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l3:
   let j0 = wid.x * 128u;
   let tx = l3.x;
   let ty = l3.y;
+{"  let h = row_bases(lid, i0, j0);" if rowregs else ""}
 {regs}
 {loop}
 {stores}
 }}
 """)
-    return "".join(src)
+    if rowregs and load != "vec4":
+        raise ValueError("rowregs: the vec4 staging only")
+    return "".join(src).replace("LOAD(", "load_rows(lid, h, " if rowregs else
+                                "load_slice(lid, i0, j0, ")
 
 
 VARIANTS = {
@@ -180,6 +214,10 @@ VARIANTS = {
     "v16": dict(BK=16, load="vec4", dbuf=False),
     "v16_db": dict(BK=16, load="vec4", dbuf=True),
     "v16_s32": dict(BK=16, load="vec4", dbuf=False, s4=32),
+    "v16_rows": dict(BK=16, load="vec4", rowregs=True),
+    "v16_clamp": dict(BK=16, load="vec4", rowregs=True, clamp=True),
+    "v16_chk": dict(BK=16, load="vec4", checked=True),
+    "g16": dict(BK=16, load="vec4", rowregs=True, clamp=True, checked=True),
 }
 
 
