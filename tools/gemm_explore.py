@@ -17,9 +17,10 @@ as named vec4 registers, as in shaders/lib/matmul_tiled_body.wgsl):
   v16      K steps of 16 with 16-byte loads: threads 0..127 read A's 128 x 16 slice, the rest
            B's, each a 4 x 4 block (four rows at k .. k+3), transposed in registers into the
            same cells; v16_db with two buffers, v16_s32 with rows of 32 cells instead of 33
-  v16_rows, v16_clamp, v16_chk, g16: v16 with the steps a general kernel takes (each row's
-           address held from the start; those rows clamped to M / N; the store testing each
-           element; all three) -- not yet timed on a GPU
+  v16_rows, v16_clamp, v16_chk, v16_krange, v16_extra, g16: v16 with the steps a general
+           kernel takes (each row's address held from the start; those rows clamped to M / N;
+           the store testing each element; K from a split-K slice's range; another entry point
+           with its own workgroup arrays in the module; all of them) -- not yet timed on a GPU
 On one H200 (2026-12-02, native wgpu over Vulkan; `python -m tools.gemm_explore`), us at
 1024 x 8192 x 2048: engine 1,211-1,246, b8_checks 1,332, b8 1,385, b8_db 1,253, b16 1,372,
 b16_db 1,797, v16 1,087 (31.6 TFLOP/s), v16_db 1,503, v16_s32 1,102. Two engine kernels of the
@@ -34,14 +35,16 @@ import sys
 import numpy as np
 
 def gen(BK=8, load="scalar", dbuf=False, checks=False, s4=33, rowregs=False, clamp=False,
-        checked=False):
+        checked=False, krange=False, extra=False):
     """WGSL of one generated variant (entry `main`; bindings: P, x, W, C): K steps of BK,
     staging `load` = scalar (4 rows at one k a cell) or vec4 (a 4 x 4 block a thread, BK 16),
     dbuf: two staging buffers, checks: bounds tests in the scalar loads, s4: cells a row.
     The vec4 staging's steps toward a general kernel (the engine's form that lost v16's gain
     had all three): rowregs: each row's address held from the start (a vec4<u32>) instead of
     recomputed per step; clamp: rows past M / N read the last row's (min); checked: the
-    store tests each element against M and N."""
+    store tests each element against M and N; krange: K walked from a slice's range (P._p is
+    the slice length, workgroup z the slice) as split-K does; extra: another entry point in
+    the module with its own workgroup arrays (as the engine's shader file has)."""
     S4 = s4  # (128 + 4) / 4 by default: 4 cells of padding against bank conflicts
     nbuf = 2 if dbuf else 1
     cells = BK * S4
@@ -156,12 +159,12 @@ fn store_slice(s: Sl, lid: u32, buf: u32) {{
     }}"""
     if dbuf:
         loop = f"""
-  var nxt = LOAD(0u);
+  var nxt = LOAD(KBEG);
   store_slice(nxt, lid, 0u);
   workgroupBarrier();
   var buf = 0u;
-  for (var k0 = 0u; k0 < p.K; k0 += {BK}u) {{
-    let more = k0 + {BK}u < p.K;
+  for (var k0 = KBEG; k0 < KEND; k0 += {BK}u) {{
+    let more = k0 + {BK}u < KEND;
     if (more) {{ nxt = LOAD(k0 + {BK}u); }}
 {compute}
     if (more) {{ store_slice(nxt, lid, buf ^ 1u); }}
@@ -170,12 +173,12 @@ fn store_slice(s: Sl, lid: u32, buf: u32) {{
   }}"""
     else:
         loop = f"""
-  var nxt = LOAD(0u);
+  var nxt = LOAD(KBEG);
   let buf = 0u;
-  for (var k0 = 0u; k0 < p.K; k0 += {BK}u) {{
+  for (var k0 = KBEG; k0 < KEND; k0 += {BK}u) {{
     store_slice(nxt, lid, 0u);
     workgroupBarrier();
-    if (k0 + {BK}u < p.K) {{ nxt = LOAD(k0 + {BK}u); }}
+    if (k0 + {BK}u < KEND) {{ nxt = LOAD(k0 + {BK}u); }}
 {compute}
     workgroupBarrier();
   }}"""
@@ -194,6 +197,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l3:
   let tx = l3.x;
   let ty = l3.y;
 {"  let h = row_bases(lid, i0, j0);" if rowregs else ""}
+{"  let kbeg = wid.z * p._p;" if krange else ""}
+{"  let kend = min(p.K, kbeg + p._p);" if krange else ""}
 {regs}
 {loop}
 {stores}
@@ -201,8 +206,22 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l3:
 """)
     if rowregs and load != "vec4":
         raise ValueError("rowregs: the vec4 staging only")
-    return "".join(src).replace("LOAD(", "load_rows(lid, h, " if rowregs else
-                                "load_slice(lid, i0, j0, ")
+    if extra:
+        src.append("""
+var<workgroup> X1: array<vec4<f32>, 272>;
+var<workgroup> X2: array<vec4<f32>, 272>;
+@compute @workgroup_size(256)
+fn other(@builtin(local_invocation_index) lid: u32) {
+  X1[lid] = vec4<f32>(f32(lid));
+  workgroupBarrier();
+  X2[lid] = X1[255u - lid];
+  workgroupBarrier();
+  c[lid] = X2[lid].x;
+}
+""")
+    text = "".join(src).replace("KBEG", "kbeg" if krange else "0u")
+    text = text.replace("KEND", "kend" if krange else "p.K")
+    return text.replace("LOAD(", "load_rows(lid, h, " if rowregs else "load_slice(lid, i0, j0, ")
 
 
 VARIANTS = {
@@ -217,7 +236,10 @@ VARIANTS = {
     "v16_rows": dict(BK=16, load="vec4", rowregs=True),
     "v16_clamp": dict(BK=16, load="vec4", rowregs=True, clamp=True),
     "v16_chk": dict(BK=16, load="vec4", checked=True),
-    "g16": dict(BK=16, load="vec4", rowregs=True, clamp=True, checked=True),
+    "v16_krange": dict(BK=16, load="vec4", krange=True),
+    "v16_extra": dict(BK=16, load="vec4", extra=True),
+    "g16": dict(BK=16, load="vec4", rowregs=True, clamp=True, checked=True, krange=True,
+                extra=True),
 }
 
 
@@ -248,8 +270,8 @@ def run(variants, shapes, reps=3):
         bw = dev.create_buffer_with_data(data=w.tobytes(), usage=S)
         bc = dev.create_buffer(size=M * N * 4, usage=S | wgpu.BufferUsage.COPY_SRC)
         bias = dev.create_buffer(size=max(256, N * 4), usage=S)
-        # generated: M N K _; the engine's Params: M N K flags sa0 sa1 sb0 sb1 ks N0 N1 _
-        pg = dev.create_buffer_with_data(data=struct.pack("<4I", M, N, K, 0), usage=U)
+        # generated: M N K and the K slice's length (all of K); the engine's Params: M N K flags sa0 sa1 sb0 sb1 ks N0 N1 _
+        pg = dev.create_buffer_with_data(data=struct.pack("<4I", M, N, K, K), usage=U)
         pe = dev.create_buffer_with_data(
             data=struct.pack("<12I", M, N, K, 0, K, 1, 1, K, K, 0, 0, 0), usage=U)
         for name in variants:
