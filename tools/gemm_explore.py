@@ -34,13 +34,14 @@ import sys
 
 import numpy as np
 
+
 def gen(BK=8, load="scalar", dbuf=False, checks=False, s4=33, rowregs=False, clamp=False,
         checked=False, krange=False, extra=False):
     """WGSL of one generated variant (entry `main`; bindings: P, x, W, C): K steps of BK,
     staging `load` = scalar (4 rows at one k a cell) or vec4 (a 4 x 4 block a thread, BK 16),
     dbuf: two staging buffers, checks: bounds tests in the scalar loads, s4: cells a row.
     The vec4 staging's steps toward a general kernel (the engine's form that lost v16's gain
-    had all three): rowregs: each row's address held from the start (a vec4<u32>) instead of
+    took all of them): rowregs: each row's address held from the start (a vec4<u32>) instead of
     recomputed per step; clamp: rows past M / N read the last row's (min); checked: the
     store tests each element against M and N; krange: K walked from a slice's range (P._p is
     the slice length, workgroup z the slice) as split-K does; extra: another entry point in
@@ -72,8 +73,10 @@ fn load_slice(lid: u32, i0: u32, j0: u32, k0: u32) -> Sl {{
     let cell = lid + q * 256u;
     let r = 4u * (cell / {BK}u);
     let k = k0 + cell % {BK}u;
-    s.a[q] = vec4<f32>(ld(true, i0 + r, k), ld(true, i0 + r + 1u, k), ld(true, i0 + r + 2u, k), ld(true, i0 + r + 3u, k));
-    s.b[q] = vec4<f32>(ld(false, j0 + r, k), ld(false, j0 + r + 1u, k), ld(false, j0 + r + 2u, k), ld(false, j0 + r + 3u, k));
+    s.a[q] = vec4<f32>(ld(true, i0 + r, k), ld(true, i0 + r + 1u, k),
+                       ld(true, i0 + r + 2u, k), ld(true, i0 + r + 3u, k));
+    s.b[q] = vec4<f32>(ld(false, j0 + r, k), ld(false, j0 + r + 1u, k),
+                       ld(false, j0 + r + 2u, k), ld(false, j0 + r + 3u, k));
   }}
   return s;
 }}
@@ -183,8 +186,9 @@ fn store_slice(s: Sl, lid: u32, buf: u32) {{
     workgroupBarrier();
   }}"""
     STORE = ("if (i >= p.M) { return; }\n  for (var s = 0u; s < 4u; s++) {\n"
-             "    if (j + s >= p.N) { return; }\n    c[i * p.N + j + s] = v[s];\n  }") if checked \
-        else "let o = i * p.N + j;\n  c[o] = v.x; c[o + 1u] = v.y; c[o + 2u] = v.z; c[o + 3u] = v.w;"
+             "    if (j + s >= p.N) { return; }\n    c[i * p.N + j + s] = v[s];\n  }") \
+        if checked else \
+        "let o = i * p.N + j;\n  c[o] = v.x; c[o + 1u] = v.y; c[o + 2u] = v.z; c[o + 3u] = v.w;"
     src.append(f"""
 fn st(i: u32, j: u32, v: vec4<f32>) {{
   {STORE}
@@ -268,9 +272,11 @@ def run(variants, shapes, reps=3):
         ref = x.astype(np.float64) @ w.T.astype(np.float64) if M * N * K <= 2 ** 35 else None
         bx = dev.create_buffer_with_data(data=x.tobytes(), usage=S)
         bw = dev.create_buffer_with_data(data=w.tobytes(), usage=S)
-        bc = dev.create_buffer(size=M * N * 4, usage=S | wgpu.BufferUsage.COPY_SRC)
+        bc = dev.create_buffer(size=M * N * 4,
+                               usage=S | wgpu.BufferUsage.COPY_SRC | wgpu.BufferUsage.COPY_DST)
         bias = dev.create_buffer(size=max(256, N * 4), usage=S)
-        # generated: M N K and the K slice's length (all of K); the engine's Params: M N K flags sa0 sa1 sb0 sb1 ks N0 N1 _
+        # generated: M N K and the K slice's length (all of K); the engine's Params:
+        # M N K flags sa0 sa1 sb0 sb1 ks N0 N1 _
         pg = dev.create_buffer_with_data(data=struct.pack("<4I", M, N, K, K), usage=U)
         pe = dev.create_buffer_with_data(
             data=struct.pack("<12I", M, N, K, 0, K, 1, 1, K, K, 0, 0, 0), usage=U)
@@ -289,6 +295,7 @@ def run(variants, shapes, reps=3):
             R, times = 20, []
             for rep in range(reps + 1):          # the first pass warms up
                 enc = dev.create_command_encoder()
+                enc.clear_buffer(bc)             # no form is judged on an earlier one's C
                 cp = enc.begin_compute_pass(timestamp_writes={
                     "query_set": qs, "beginning_of_pass_write_index": 0,
                     "end_of_pass_write_index": 1})

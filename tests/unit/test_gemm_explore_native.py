@@ -20,3 +20,15 @@ def test_every_variant_computes_the_product():
 def test_a_shape_off_the_tiles_is_refused():
     with pytest.raises(ValueError, match="multiples of 128"):
         gemm_explore.run(["v16"], [(100, 128, 16)], reps=1)
+
+
+def test_a_form_that_writes_little_fails_its_check(monkeypatch):
+    """C is cleared before each variant's passes: a form that stores only C[0, 0] is not judged
+    on the output a correct form left before it."""
+    real = gemm_explore.gen
+    lazy = "if (i == 0u && j == 0u) { c[0] = v.x; }"
+    monkeypatch.setattr(gemm_explore, "gen", lambda **kw: real(**kw) if kw["load"] != "vec4"
+                        else real(**kw).replace("c[o] = v.x; c[o + 1u] = v.y; c[o + 2u] = v.z; "
+                                                "c[o + 3u] = v.w;", lazy))
+    rows = gemm_explore.run(["b8", "v16"], [(128, 128, 16)], reps=1)
+    assert rows[0]["rel_err"] <= 1e-5 and rows[1]["rel_err"] > 0.5, rows

@@ -3,8 +3,8 @@ in_proj halves, Mamba-2's z | xBC | dt blocks, attention's q | k | v). Forward t
 each block with its own bias, and so must decode: its one-dispatch paths (linear_multi, the
 conv step folded into in_proj) take no biases, and each used to ask only one block's bias
 (in_x_b / in_z_b, in_z_b, bq), dropping the others' -- and Mamba-1's fold took in_x_b and got
-it wrong. Here one block gets a bias after loading: the step logits move, and with the real-GPU decode
-kernels forced (`device.force_matvec`) equal the plain dispatches' and, for the Mamba layers,
+it wrong. Here one block gets a bias after loading: the step logits move, and with the real-GPU
+decode kernels forced (`device.force_matvec`) equal the plain dispatches' and, for the Mamba layers,
 the forward's. Native backend (lavapipe here); skips, saying why, only without any
 Vulkan/Metal/D3D12 adapter."""
 import numpy as np
