@@ -11,7 +11,8 @@
 // are the same (py_engine/ops/linear.py picks them for the whole N).
 // Weights are read as W^T (sb0 = 1, sb1 = K); no bias. flags bit1 accumulates into Y_g (the K
 // windows of a loop-pass-capped driver), bit4 (SPLIT) writes slice z's raw partials to the
-// combined [S, M, N] at binding 4 instead, and matmul_split_reduce below adds them up into Y_g.
+// combined [S, M, N] at binding 4 instead, and matmul_split_reduce (the body's, through put
+// below) adds them up into Y_g.
 
 //#include "lib/matmul_tiled_body.wgsl"
 
@@ -66,27 +67,4 @@ fn put(i: u32, j: u32, x: f32) {
   var v = x;
   if ((p.flags & 2u) != 0u) { v += yload(w.g, idx); }
   ystore(w.g, idx, v);
-}
-
-// C[i, j .. j+3] for the columns inside N; nothing for a row past M. Split-K: slice z's raw
-// partial at c[z, i, j] of the combined [S, M, N].
-fn store4(z: u32, i: u32, j: u32, v: vec4<f32>) {
-  if (i >= p.M) { return; }
-  for (var s = 0u; s < 4u; s++) {
-    let jj = j + s;
-    if (jj >= p.N) { return; }
-    if ((p.flags & SPLIT) != 0u) { c[z * p.M * p.N + i * p.N + jj] = v[s]; continue; }
-    put(i, jj, v[s]);
-  }
-}
-
-// Y_g (+)= the sum of the S slices' partials (a: the combined [S, M, N]; S = p.K here): one
-// thread per element of the combined C, the separate product's reduce order.
-@compute @workgroup_size(256)
-fn matmul_split_reduce(@builtin(global_invocation_id) gid: vec3<u32>,
-                       @builtin(num_workgroups) nwg: vec3<u32>) {
-  let idx = gid.x + gid.y * nwg.x * 256u;
-  let mn = p.M * p.N;
-  if (idx >= mn) { return; }
-  put(idx / p.N, idx % p.N, partials_sum(idx, mn));
 }

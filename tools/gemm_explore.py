@@ -255,12 +255,15 @@ def engine_source():
 
 def run(variants, shapes, reps=3):
     """[{variant, M, N, K, us, tflops, rel_err}] for each shape and variant."""
+    import asyncio
+
     import wgpu
-    adapter = wgpu.gpu.request_adapter_sync(power_preference="high-performance")
-    lim = adapter.limits
-    dev = adapter.request_device_sync(required_features=["timestamp-query"], required_limits={
-        k: lim[k] for k in ("max-storage-buffer-binding-size", "max-buffer-size",
-                            "max-compute-workgroup-storage-size")})
+
+    from py_engine.gpu.native import create_native_device
+    native = asyncio.run(create_native_device())      # the engine's device: adapter limits
+    if "timestamp-query" not in native.info["features"]:
+        raise RuntimeError("this adapter offers no timestamp-query: nothing to time with")
+    dev = native.gpu
     U, S = wgpu.BufferUsage.UNIFORM, wgpu.BufferUsage.STORAGE
     rng = np.random.default_rng(0)
     out = []

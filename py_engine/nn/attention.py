@@ -79,8 +79,13 @@ class AttentionMixer:
         s = self.spec
         self.rope_kw = dict(head_dim=s.Dh, rot_dim=s.rot, theta=s.theta)
 
+    @property
+    def qkv_unbiased(self):
+        """None of q, k, v has a bias: the paths that multiply all three at once take none."""
+        return self.bq is None and self.bk is None and self.bv is None
+
     def forward(self, ctx, h, residual, Bsz, T, state=None):
-        if self.bq is None and self.bk is None and self.bv is None:   # one GEMM on a GPU
+        if self.qkv_unbiased:   # one GEMM on a GPU
             q, k, v = F.linear_many(ctx, h, [self.wq, self.wk, self.wv])
         else:
             q = F.linear(ctx, h, self.wq, self.bq)         # [Bsz*T, H*Dh]
@@ -105,7 +110,7 @@ class AttentionMixer:
 
     def step(self, batch, h, residual, Bsz, state):
         s = self.spec
-        if self.bq is None and self.bk is None and self.bv is None:   # as forward asks
+        if self.qkv_unbiased:   # one mat-vec for q, k and v
             q, k, v = linear_multi(batch, h, [self.wq, self.wk, self.wv])
         else:
             q, k, v = (linear_forward(batch, h, w, b) for w, b in

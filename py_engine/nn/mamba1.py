@@ -68,10 +68,16 @@ class Mamba1Mixer:
         self.out_w, self.out_b = w("out_proj.weight"), w("out_proj.bias")
         self.bc_eps = self.spec.bc_eps
 
+    @property
+    def in_unbiased(self):
+        """Neither in_proj half has a bias: the paths that multiply both at once (one GEMM,
+        one mat-vec, the folded conv step) take none."""
+        return self.in_x_b is None and self.in_z_b is None
+
     def forward(self, ctx, h, residual, Bsz, T, state=None):
         """h = norm(residual) [Bsz*T, D] -> new residual. `state` (LayerState): continue from
         it and leave the final state there (inference only)."""
-        if self.in_x_b is None and self.in_z_b is None:   # both halves in one GEMM on a GPU
+        if self.in_unbiased:   # both halves in one GEMM on a GPU
             x, z = F.linear_many(ctx, h, [self.in_x, self.in_z])
         else:
             x = F.linear(ctx, h, self.in_x, self.in_x_b)
@@ -99,14 +105,13 @@ class Mamba1Mixer:
     def step(self, batch, h, residual, Bsz, state):
         """One token per sequence: h [Bsz, D]; updates `state` and `residual` in place."""
         fused = None
-        unbiased = self.in_x_b is None and self.in_z_b is None     # as forward asks
-        if unbiased:   # in_proj's halves and the conv step in one dispatch
+        if self.in_unbiased:   # in_proj's halves and the conv step in one dispatch
             fused = in_proj_conv_step(batch, h, [self.in_x, self.in_z], 0, self.conv_w,
                                       self.conv_b, state.conv)
         if fused is not None:
             u, z = fused
         else:
-            if unbiased:   # x and z halves of in_proj in one dispatch
+            if self.in_unbiased:   # x and z halves of in_proj in one dispatch
                 x, z = linear_multi(batch, h, [self.in_x, self.in_z])
             else:
                 x = linear_forward(batch, h, self.in_x, self.in_x_b)

@@ -104,11 +104,17 @@ class Mamba2Mixer:
         return (Cols(u, 0, s.I, (rows, s.I)), Cols(u, s.I, GN, (rows, GN)),
                 Cols(u, s.I + GN, GN, (rows, GN)))
 
+    @property
+    def in_unbiased(self):
+        """No in_proj row block (z, xBC, dt) has a bias: the paths that multiply all three at
+        once (one GEMM, one mat-vec, the folded conv step) take none."""
+        return self.in_z_b is None and self.in_xbc_b is None and self.in_dt_b is None
+
     def forward(self, ctx, h, residual, Bsz, T, state=None):
         """h = norm(residual) [Bsz*T, D] -> new residual. `state` (Mamba2State): continue from
         it and leave the final state there (inference only)."""
         s = self.spec
-        if self.in_z_b is None and self.in_xbc_b is None and self.in_dt_b is None:
+        if self.in_unbiased:
             # z [Bsz*T, I], xbc [Bsz*T, CD], dt [Bsz*T, H]: one GEMM on a GPU
             z, xbc, dt = F.linear_many(ctx, h, [self.in_z, self.in_xbc, self.in_dt])
         else:
@@ -136,14 +142,13 @@ class Mamba2Mixer:
         """One token per sequence: h [Bsz, D]; updates `state` and `residual` in place."""
         s = self.spec
         fused = None
-        unbiased = self.in_z_b is None and self.in_xbc_b is None and self.in_dt_b is None
-        if unbiased:   # in_proj's three row blocks and the conv step in one dispatch
+        if self.in_unbiased:   # in_proj's three row blocks and the conv step in one dispatch
             fused = in_proj_conv_step(batch, h, [self.in_z, self.in_xbc, self.in_dt], 1,
                                       self.conv_w, self.conv_b, state.conv)
         if fused is not None:
             z, u, dt = fused
         else:
-            if unbiased:   # the three row blocks of in_proj in one dispatch
+            if self.in_unbiased:   # the three row blocks of in_proj in one dispatch
                 z, xbc, dt = linear_multi(batch, h, [self.in_z, self.in_xbc, self.in_dt])
             else:
                 z = linear_forward(batch, h, self.in_z, self.in_z_b)

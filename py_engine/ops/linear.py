@@ -117,8 +117,7 @@ def _matmul_tiled(batch, a, b, c, M, N, K, strides, bias_res, flags, multi=None)
                   -(-N // bm), -(-M // bm), S)
         u = dev.uniform(params(M, N, S, flags, 0, 0, 0, 0, 0, N0, N1))
         gx, gy = fold(-(-(M * N) // 256))
-        outs = [dummy(dev), bias_res, c.binding] if multi is None else \
-            [None, None, c.binding, None, None] + ys
+        outs = [dummy(dev), bias_res, c.binding] + ([] if multi is None else [None, None] + ys)
         batch.run(shader, "matmul_split_reduce", [u, part.binding] + outs, gx, gy)
         part.release()                    # reused only after this product in queue order
         return
@@ -269,10 +268,9 @@ def in_proj_conv_step(batch, x, weights, conv_index, conv_w, conv_b, conv_state)
     (shaders/lib/matvec_rows.wgsl, matvec_forward_conv) instead of in_proj + conv1d_step.
     Bias-free blocks only: a biased in_proj takes linear_forward per block and conv1d_step (the
     fold with block 0's bias gave wrong logits from the first token on lavapipe, Mamba-1 with
-    in_x_b alone, and no checkpoint of transformers' biases one half only). Applies where
-    linear_multi takes the weight-streaming mat-vec (_streamed_multi) and 12 storage bindings
-    are allowed; `device.fuse_conv_step =
-    False` turns it off (tests)."""
+    in_x_b alone; no transformers checkpoint biases one half only). Applies where linear_multi
+    takes the weight-streaming mat-vec (_streamed_multi) and 12 storage bindings are allowed;
+    `device.fuse_conv_step = False` turns it off (tests)."""
     dev = batch.device
     M = rows_of(x)
     if (not _streamed_multi(dev, x, weights) or not weight_format.matvec_conv_ok(dev)

@@ -1,12 +1,12 @@
 // The shared-memory tiled GEMM's body: its staging, its K walk and its two tile sizes, shared
 // by shaders/matmul_tiled.wgsl (one B, one C: the kernel's contract and design are described
 // there) and shaders/matmul_tiled_multi.wgsl (up to three weights side by side, each into its
-// own output). The including file declares binding 2 (`b`, read by its load_b) and its outputs,
-// and defines
+// own output). The including file declares binding 2 (`b`, read by its load_b), binding 4 (`c`:
+// C, or the split-K partials) and its other outputs, and defines
 //   fn load_b(c: vec2<u32>, l: u32, j0: u32, k0: u32, kend: u32) -> f32
 //        B[k0 + c.y, j0 + c.x + l] (zero past N or kend)
-//   fn store4(z: u32, i: u32, j: u32, v: vec4<f32>)
-//        C[i, j .. j+3] from the finished sums (slice z's raw partial under flags SPLIT)
+//   fn put(i: u32, j: u32, x: f32)
+//        C[i, j] from its finished sum x (with the bias and the old C as its flags ask)
 
 struct Params {
   M: u32, N: u32, K: u32, flags: u32,      // flags: bit0 add bias, bit1 accumulate into C,
@@ -79,11 +79,36 @@ fn store_slice(s: Slice, c: Cells, BM: u32) {
 
 
 // Element idx of C summed over the S = p.K slices' partials a [S, M, N] (mn = M * N), in
-// slice order: both split reduces' sum.
+// slice order: the split reduce's sum.
 fn partials_sum(idx: u32, mn: u32) -> f32 {
   var x = 0.0;
   for (var z = 0u; z < p.K; z++) { x += a[z * mn + idx]; }
   return x;
+}
+
+// C[i, j .. j+3] from the finished sums, for the columns inside N; nothing for a row past M.
+// Split-K (flags SPLIT): slice z's raw partials at c[z, i, j] of the [S, M, N] partials instead.
+fn store4(z: u32, i: u32, j: u32, v: vec4<f32>) {
+  if (i >= p.M) { return; }
+  for (var s = 0u; s < 4u; s++) {
+    let jj = j + s;
+    if (jj >= p.N) { return; }
+    if ((p.flags & SPLIT) != 0u) { c[z * p.M * p.N + i * p.N + jj] = v[s]; continue; }
+    put(i, jj, v[s]);
+  }
+}
+
+// C (+)= the sum of the S slices' partials (a: the [S, M, N] partials, S = p.K here) through
+// put: one thread per element of C, adding the slices in order (matmul_tiled_multi: of the
+// combined C, each element into its own Y_g).
+@compute @workgroup_size(256)
+fn matmul_split_reduce(@builtin(global_invocation_id) gid: vec3<u32>,
+                       @builtin(num_workgroups) nwg: vec3<u32>) {
+  let idx = gid.x + gid.y * nwg.x * 256u;
+  let mn = p.M * p.N;
+  if (idx >= mn) { return; }
+  _ = b[0];                          // keeps binding 2 in the layout, as the tiled entries have it
+  put(idx / p.N, idx % p.N, partials_sum(idx, mn));
 }
 
 fn k_range(z: u32) -> vec2<u32> {
