@@ -255,12 +255,18 @@ def engine_source():
 
 def run(variants, shapes, reps=3):
     """[{variant, M, N, K, us, tflops, rel_err}] for each shape and variant."""
-    import asyncio
+    from tools.native_engine import NativeEngine
+    # the engine's device (adapter limits), created on the engine's own loop thread: the
+    # caller's thread may already run a loop (Playwright's, in the test suite)
+    engine = NativeEngine()
+    try:
+        return _run(engine.device, variants, shapes, reps)
+    finally:
+        engine.close()
 
+
+def _run(native, variants, shapes, reps):
     import wgpu
-
-    from py_engine.gpu.native import create_native_device
-    native = asyncio.run(create_native_device())      # the engine's device: adapter limits
     if "timestamp-query" not in native.info["features"]:
         raise RuntimeError("this adapter offers no timestamp-query: nothing to time with")
     dev = native.gpu

@@ -2,6 +2,8 @@
 own) stays runnable: every variant, the engine's kernel included, computes x @ W^T against
 float64 at whole-tile shapes on the native backend (lavapipe here), and a shape that is not
 whole tiles is refused by name. Skips, saying why, only without any Vulkan/Metal/D3D12 adapter."""
+import asyncio
+
 import pytest
 
 from tests.native_support import native as pytestmark  # noqa: F401
@@ -32,3 +34,12 @@ def test_a_form_that_writes_little_fails_its_check(monkeypatch):
                                                 "c[o + 3u] = v.w;", lazy))
     rows = gemm_explore.run(["b8", "v16"], [(128, 128, 16)], reps=1)
     assert rows[0]["rel_err"] <= 1e-5 and rows[1]["rel_err"] > 0.5, rows
+
+
+def test_runs_where_the_thread_already_runs_an_event_loop():
+    """As in the suite, where Playwright's sync API keeps a loop running in the main thread:
+    the device comes up on the engine's own loop thread (tools.native_engine)."""
+    async def inside():
+        return gemm_explore.run(["v16"], [(128, 128, 16)], reps=1)
+    rows = asyncio.run(inside())
+    assert rows[0]["rel_err"] <= 1e-5, rows
