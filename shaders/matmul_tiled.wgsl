@@ -20,21 +20,11 @@
 //#include "lib/matmul_tiled_body.wgsl"
 
 @group(0) @binding(2) var<storage, read> b: array<f32>;          // B, strides (sb0, sb1)
-@group(0) @binding(3) var<storage, read> bias: array<f32>;       // [N]
-@group(0) @binding(4) var<storage, read_write> c: array<f32>;    // C [M, N]; split: [S, M, N]
+//#include "lib/matmul_tiled_put.wgsl"
 
 fn load_b(c: vec2<u32>, l: u32, j0: u32, k0: u32, kend: u32) -> f32 {
   let j = j0 + c.x + l;
   let k = k0 + c.y;
   if (j < p.N && k < kend) { return b[k * p.sb0 + j * p.sb1]; }
   return 0.0;
-}
-
-// C[i, j] = x (+ bias[j], + the old C[i, j]).
-fn put(i: u32, j: u32, x: f32) {
-  let idx = i * p.N + j;
-  var v = x;
-  if ((p.flags & 1u) != 0u) { v += bias[j]; }
-  if ((p.flags & 2u) != 0u) { v += c[idx]; }
-  c[idx] = v;
 }

@@ -10,6 +10,8 @@ around a pass of 20 dispatches (best of --reps). Prints JSON lines: variant, sha
 dispatch, TFLOP/s, relative error. The variants (a 16 x 16 workgroup, each thread 8 x 8 of C
 as named vec4 registers, as in shaders/lib/matmul_tiled_body.wgsl):
   engine   the engine's matmul_tiled_128 itself (shaders/matmul_tiled.wgsl, its Params)
+  engine_kk  the engine's 16-byte-staged matmul_tiled_128_kk (shaders/matmul_tiled_kk.wgsl);
+           engine_kk32 the same with unpadded staged rows (what a 16 KiB device gets)
   b8       the engine's form: K steps of 8, each thread staging 4 rows of A and of B at one k
            in 8 scalar loads, loaded a step ahead; b8_checks with its bounds tests
   b8_db    ... two staging buffers (one barrier a step instead of two)
@@ -17,15 +19,17 @@ as named vec4 registers, as in shaders/lib/matmul_tiled_body.wgsl):
   v16      K steps of 16 with 16-byte loads: threads 0..127 read A's 128 x 16 slice, the rest
            B's, each a 4 x 4 block (four rows at k .. k+3), transposed in registers into the
            same cells; v16_db with two buffers, v16_s32 with rows of 32 cells instead of 33
-  v16_rows, v16_clamp, v16_chk, v16_krange, v16_extra, g16: v16 with the steps a general
-           kernel takes (each row's address held from the start; those rows clamped to M / N;
-           the store testing each element; K from a split-K slice's range; another entry point
-           with its own workgroup arrays in the module; all of them) -- not yet timed on a GPU
-On one H200 (2026-12-02, native wgpu over Vulkan; `python -m tools.gemm_explore`), us at
-1024 x 8192 x 2048: engine 1,211-1,246, b8_checks 1,332, b8 1,385, b8_db 1,253, b16 1,372,
-b16_db 1,797, v16 1,087 (31.6 TFLOP/s), v16_db 1,503, v16_s32 1,102. Two engine kernels of the
-v16 form, made general (ragged M and N read clamped, K slices, the multi-weight GEMM's
-weights), ran 1,398 and 1,214 us: what keeps them from v16's 1,087 is not yet found.
+  v16_rows, v16_clamp, v16_chk, v16_krange, v16_extra, v16_put, g16, g16_put, g16_s32_put:
+           v16 with the steps a general kernel takes (each row's address held from the start;
+           those rows clamped to M / N; the store testing each element; K from a split-K
+           slice's range; another entry point with its own workgroup arrays in the module; the
+           store through the engine's put with its bias / accumulate flags; all of them; all
+           with rows of 32 cells)
+On one H200 (2026-12-02, native wgpu over Vulkan), us at 1024 x 8192 x 2048: engine
+1,211-1,255, b8_checks 1,332, b8 1,385, b8_db 1,253, b16 1,372, b16_db 1,797, v16 1,087
+(31.6 TFLOP/s), v16_db 1,503, v16_s32 1,102, v16_rows 1,107, v16_clamp 1,101, v16_chk 1,214,
+v16_krange 1,166, v16_put 1,189, g16_put 1,165, g16_s32_put 1,210; engine_kk (the kernel
+made from g16_put) 1,157 and engine_kk32 1,218 against engine 1,239 in the same call.
 """
 import argparse
 import json
@@ -36,7 +40,7 @@ import numpy as np
 
 
 def gen(BK=8, load="scalar", dbuf=False, checks=False, s4=33, rowregs=False, clamp=False,
-        checked=False, krange=False, extra=False):
+        checked=False, krange=False, extra=False, put=False):
     """WGSL of one generated variant (entry `main`; bindings: P, x, W, C): K steps of BK,
     staging `load` = scalar (4 rows at one k a cell) or vec4 (a 4 x 4 block a thread, BK 16),
     dbuf: two staging buffers, checks: bounds tests in the scalar loads, s4: cells a row.
@@ -45,16 +49,18 @@ def gen(BK=8, load="scalar", dbuf=False, checks=False, s4=33, rowregs=False, cla
     recomputed per step; clamp: rows past M / N read the last row's (min); checked: the
     store tests each element against M and N; krange: K walked from a slice's range (P._p is
     the slice length, workgroup z the slice) as split-K does; extra: another entry point in
-    the module with its own workgroup arrays (as the engine's shader file has)."""
+    the module with its own workgroup arrays (as the engine's shader file has); put: the
+    store goes through the engine's put (bias and old C by run-time flags, both off here)."""
     S4 = s4  # (128 + 4) / 4 by default: 4 cells of padding against bank conflicts
     nbuf = 2 if dbuf else 1
     cells = BK * S4
     src = [f"""
-struct P {{ M: u32, N: u32, K: u32, _p: u32 }};
+struct P {{ M: u32, N: u32, K: u32, _p: u32, flags: u32, _q: u32, _r: u32, _s: u32 }};
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> a: array<{'vec4<f32>' if load == 'vec4' else 'f32'}>;
 @group(0) @binding(2) var<storage, read> w: array<{'vec4<f32>' if load == 'vec4' else 'f32'}>;
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;
+{'@group(0) @binding(4) var<storage, read> bias: array<f32>;' if put else ''}
 var<workgroup> As: array<vec4<f32>, {nbuf * cells}>;
 var<workgroup> Bs: array<vec4<f32>, {nbuf * cells}>;
 """]
@@ -185,8 +191,12 @@ fn store_slice(s: Sl, lid: u32, buf: u32) {{
 {compute}
     workgroupBarrier();
   }}"""
+    PUT = ("let idx = i * p.N + j + s;\n    var x = v[s];\n"
+           "    if ((p.flags & 1u) != 0u) { x += bias[j + s]; }\n"
+           "    if ((p.flags & 2u) != 0u) { x += c[idx]; }\n    c[idx] = x;") if put else \
+        "c[i * p.N + j + s] = v[s];"
     STORE = ("if (i >= p.M) { return; }\n  for (var s = 0u; s < 4u; s++) {\n"
-             "    if (j + s >= p.N) { return; }\n    c[i * p.N + j + s] = v[s];\n  }") \
+             "    if (j + s >= p.N) { return; }\n    " + PUT + "\n  }") \
         if checked else \
         "let o = i * p.N + j;\n  c[o] = v.x; c[o + 1u] = v.y; c[o + 2u] = v.z; c[o + 3u] = v.w;"
     src.append(f"""
@@ -242,15 +252,26 @@ VARIANTS = {
     "v16_chk": dict(BK=16, load="vec4", checked=True),
     "v16_krange": dict(BK=16, load="vec4", krange=True),
     "v16_extra": dict(BK=16, load="vec4", extra=True),
+    "v16_put": dict(BK=16, load="vec4", checked=True, put=True),
     "g16": dict(BK=16, load="vec4", rowregs=True, clamp=True, checked=True, krange=True,
                 extra=True),
+    "g16_put": dict(BK=16, load="vec4", rowregs=True, clamp=True, checked=True, krange=True,
+                    extra=True, put=True),
+    "g16_s32_put": dict(BK=16, load="vec4", rowregs=True, clamp=True, checked=True,
+                        krange=True, put=True, s4=32),
 }
 
 
-def engine_source():
-    """The engine's tiled GEMM shader, includes resolved (entry matmul_tiled_128)."""
+ENGINE = {"engine": ("matmul_tiled", "matmul_tiled_128", {}),
+          "engine_kk": ("matmul_tiled_kk", "matmul_tiled_128_kk", {"S4": 33}),
+          "engine_kk32": ("matmul_tiled_kk", "matmul_tiled_128_kk", {"S4": 32})}
+
+
+def engine_source(name="engine"):
+    """An engine tiled GEMM shader, includes resolved: `engine` (matmul_tiled_128) or
+    `engine_kk` / `engine_kk32` (the 16-byte-staged matmul_tiled_128_kk, rows of 33 / 32)."""
     from py_engine.gpu.shaders import shader_source
-    return shader_source("matmul_tiled")
+    return shader_source(ENGINE[name][0])
 
 
 def run(variants, shapes, reps=3):
@@ -286,16 +307,20 @@ def _run(native, variants, shapes, reps):
         bias = dev.create_buffer(size=max(256, N * 4), usage=S)
         # generated: M N K and the K slice's length (all of K); the engine's Params:
         # M N K flags sa0 sa1 sb0 sb1 ks N0 N1 _
-        pg = dev.create_buffer_with_data(data=struct.pack("<4I", M, N, K, K), usage=U)
+        pg = dev.create_buffer_with_data(data=struct.pack("<8I", M, N, K, K, 0, 0, 0, 0),
+                                         usage=U)
         pe = dev.create_buffer_with_data(
             data=struct.pack("<12I", M, N, K, 0, K, 1, 1, K, K, 0, 0, 0), usage=U)
         for name in variants:
-            eng = name == "engine"
-            mod = dev.create_shader_module(code=engine_source() if eng else gen(**VARIANTS[name]))
+            eng = name in ENGINE
+            mod = dev.create_shader_module(code=engine_source(name) if eng
+                                           else gen(**VARIANTS[name]))
             pipe = dev.create_compute_pipeline(layout="auto", compute={
-                "module": mod, "entry_point": "matmul_tiled_128" if eng else "main"})
+                "module": mod, "entry_point": ENGINE[name][1] if eng else "main",
+                "constants": ENGINE[name][2] if eng else {}})
             ents = [(0, pe), (1, bx), (2, bw), (3, bias), (4, bc)] if eng else \
-                [(0, pg), (1, bx), (2, bw), (3, bc)]
+                [(0, pg), (1, bx), (2, bw), (3, bc)] + \
+                ([(4, bias)] if VARIANTS[name].get("put") else [])
             bg = dev.create_bind_group(layout=pipe.get_bind_group_layout(0), entries=[
                 {"binding": i, "resource": {"buffer": b}} for i, b in ents])
             qs = dev.create_query_set(type=wgpu.QueryType.timestamp, count=2)
@@ -330,14 +355,14 @@ def _run(native, variants, shapes, reps):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--variants", default=",".join(["engine"] + list(VARIANTS)))
+    ap.add_argument("--variants", default=",".join(list(ENGINE) + list(VARIANTS)))
     ap.add_argument("--shapes", default="1024x8192x2048,2048x8192x2048,1024x2048x4096")
     ap.add_argument("--reps", type=int, default=3)
     a = ap.parse_args(argv)
     names = [v for v in a.variants.split(",") if v]
-    bad = [v for v in names if v != "engine" and v not in VARIANTS]
+    bad = [v for v in names if v not in ENGINE and v not in VARIANTS]
     if bad:
-        ap.error(f"unknown variants {bad}: pick from engine, {', '.join(VARIANTS)}")
+        ap.error(f"unknown variants {bad}: pick from {', '.join(list(ENGINE) + list(VARIANTS))}")
     shapes = [tuple(int(v) for v in s.split("x")) for s in a.shapes.split(",") if s]
     for row in run(names, shapes, a.reps):
         print(json.dumps(row), flush=True)

@@ -6,6 +6,7 @@ gradient: shaders/linear_backward.wgsl).
 """
 from py_engine.gpu.tensor import Tensor
 from py_engine.ops._common import ACCUMULATE, ADD_BIAS, dummy, fold, out_like, params, rows_of
+from py_engine.gpu.settings import choose
 from py_engine.ops import step_kernels, weight_format
 from py_engine.ops.lora import adapter_of, branch_forward
 from py_engine.ops.loop_budget import ALIGN_ROWS, shifted, spans, window_len
@@ -96,16 +97,42 @@ def _tiles(M, N):
     return bm, (-(-M // bm)) * (-(-N // bm))
 
 
+def _kk_ok(dev, bm, K, strides, multi):
+    """Whether a 128-tile product of x @ W^T runs on the 16-byte-staged kernel
+    (shaders/matmul_tiled_kk.wgsl): both operands contiguous along k, K a multiple of its
+    16-deep steps, both row strides of 4. `device.tiled_kk` (tests), else MAMBAWEB_TILED_KK =
+    1 | 0 (bench variants), else on."""
+    sa0, sa1, sb0, sb1 = strides
+    if multi is not None or bm != 128 or sa1 != 1 or sb0 != 1 or K % 16 or (sa0 | sb1) % 4:
+        return False
+    return choose(dev, "tiled_kk", "MAMBAWEB_TILED_KK", "1", "0", lambda: True)
+
+
+KK_PADDED_BYTES = 2 * 16 * 33 * 16   # the kk kernel's two staged slices with padded rows
+
+
+def _kk_constants(dev):
+    """The kk kernel's staged row length: padded (33 cells) where the device's workgroup
+    memory holds it, else 32 (WebGPU's default 16 KiB)."""
+    limit = int(getattr(dev, "limits", {}).get("maxComputeWorkgroupStorageSize", 16384))
+    return {"S4": 33 if limit >= KK_PADDED_BYTES else 32}
+
+
 def _matmul_tiled(batch, a, b, c, M, N, K, strides, bias_res, flags, multi=None):
     """C[M, N] (+)= A @ B (+ bias) on shaders/matmul_tiled.wgsl. multi (N0, N1, ws, ys): C's
     columns are up to three weights' rows side by side (shaders/matmul_tiled_multi.wgsl; b is
-    W_0 and c is Y_0, ws the bindings of W_1 and W_2, ys of Y_1 and Y_2); no bias then."""
+    W_0 and c is Y_0, ws the bindings of W_1 and W_2, ys of Y_1 and Y_2); no bias then.
+    x @ W^T in 128 tiles: shaders/matmul_tiled_kk.wgsl (same sums, 16-byte staging loads);
+    its split-K partials are summed by matmul_tiled's reduce."""
     dev = batch.device
     sa0, sa1, sb0, sb1 = strides
     shader, (N0, N1, ws, ys) = ("matmul_tiled", (0, 0, [], [])) if multi is None else \
         ("matmul_tiled_multi", multi)
     bm, groups = _tiles(M, N)
     entry = f"matmul_tiled_{bm}"
+    kk = _kk_ok(dev, bm, K, strides, multi)
+    tiled = ("matmul_tiled_kk", "matmul_tiled_128_kk") if kk else (shader, entry)
+    consts = {"constants": _kk_constants(dev)} if kk else {}
     S = _split_count(dev, M, N, K, groups)
     if S > 1:
         ks = -(-K // S)
@@ -113,8 +140,8 @@ def _matmul_tiled(batch, a, b, c, M, N, K, strides, bias_res, flags, multi=None)
         S = -(-K // ks)
         part = Tensor(dev, (S * M * N,))
         u = dev.uniform(params(M, N, K, SPLIT_K, sa0, sa1, sb0, sb1, ks, N0, N1))
-        batch.run(shader, entry, [u, a.binding, b.binding, bias_res, part.binding] + ws + ys,
-                  -(-N // bm), -(-M // bm), S)
+        batch.run(*tiled, [u, a.binding, b.binding, bias_res, part.binding] + ws + ys,
+                  -(-N // bm), -(-M // bm), S, **consts)
         u = dev.uniform(params(M, N, S, flags, 0, 0, 0, 0, 0, N0, N1))
         gx, gy = fold(-(-(M * N) // 256))
         outs = [dummy(dev), bias_res, c.binding] + ([] if multi is None else [None, None] + ys)
@@ -129,9 +156,9 @@ def _matmul_tiled(batch, a, b, c, M, N, K, strides, bias_res, flags, multi=None)
         u = dev.uniform(params(M, N, kn, f, sa0, sa1, sb0, sb1, kn, N0, N1))
         # W_1, W_2 walk K as W_0 does (a dummy for a missing W_2 is a bare buffer: left)
         wk = [shifted(w, 4 * k0 * sb0) if isinstance(w, tuple) else w for w in ws]
-        batch.run(shader, entry,
+        batch.run(*tiled,
                   [u, shifted(a.binding, 4 * k0 * sa1), shifted(b.binding, 4 * k0 * sb0),
-                   bias_res, c.binding] + wk + ys, -(-N // bm), -(-M // bm))
+                   bias_res, c.binding] + wk + ys, -(-N // bm), -(-M // bm), **consts)
 
 
 def matmul(batch, a, b, c, M, N, K, strides, bias=None, accumulate=False):

@@ -7,21 +7,11 @@
 //        B[k0 + c.y, j0 + c.x + l] (zero past N or kend)
 //   fn put(i: u32, j: u32, x: f32)
 //        C[i, j] from its finished sum x (with the bias and the old C as its flags ask)
+// Params, split-K, the K slice and the store: lib/matmul_tiled_params.wgsl.
 
-struct Params {
-  M: u32, N: u32, K: u32, flags: u32,      // flags: bit0 add bias, bit1 accumulate into C,
-  sa0: u32, sa1: u32, sb0: u32, sb1: u32,  //        bit4 split-K partials (see below)
-  ks: u32, N0: u32, N1: u32, _p2: u32,     // k per slice: workgroup z sums k in [z ks, (z+1) ks);
-                                           // N0, N1: matmul_tiled_multi's first two blocks of columns
-};
+//#include "lib/matmul_tiled_params.wgsl"
 
-@group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;          // A, strides (sa0, sa1)
-
-// Split-K (products whose C has too few tiles to fill the GPU, e.g. x_proj's 160 columns):
-// workgroup z writes its partial sum over its k slice, raw, to c[z, i, j]; matmul_split_reduce
-// then adds the S partials (+ bias, + the old C) into the real C.
-const SPLIT: u32 = 16u;
 
 // Staged slices, k-major with rows of S = BM + 4 cells: cell kk * S + ii holds A[i0 + ii, k0 + kk],
 // of Bs B[k0 + kk, j0 + jj]; the arrays are of vec4s (S / 4 per row) so the product loop reads a
@@ -86,18 +76,6 @@ fn partials_sum(idx: u32, mn: u32) -> f32 {
   return x;
 }
 
-// C[i, j .. j+3] from the finished sums, for the columns inside N; nothing for a row past M.
-// Split-K (flags SPLIT): slice z's raw partials at c[z, i, j] of the [S, M, N] partials instead.
-fn store4(z: u32, i: u32, j: u32, v: vec4<f32>) {
-  if (i >= p.M) { return; }
-  for (var s = 0u; s < 4u; s++) {
-    let jj = j + s;
-    if (jj >= p.N) { return; }
-    if ((p.flags & SPLIT) != 0u) { c[z * p.M * p.N + i * p.N + jj] = v[s]; continue; }
-    put(i, jj, v[s]);
-  }
-}
-
 // C (+)= the sum of the S slices' partials (a: the [S, M, N] partials, S = p.K here) through
 // put: one thread per element of C, adding the slices in order (matmul_tiled_multi: of the
 // combined C, each element into its own Y_g).
@@ -109,11 +87,6 @@ fn matmul_split_reduce(@builtin(global_invocation_id) gid: vec3<u32>,
   if (idx >= mn) { return; }
   _ = b[0];                          // keeps binding 2 in the layout, as the tiled entries have it
   put(idx / p.N, idx % p.N, partials_sum(idx, mn));
-}
-
-fn k_range(z: u32) -> vec2<u32> {
-  let k0 = z * p.ks;
-  return vec2<u32>(k0, min(p.K, k0 + p.ks));
 }
 
 // 128 x 128 block per workgroup; thread (tx, ty) owns rows {0, 64} + ty*4 + 0..3 and columns

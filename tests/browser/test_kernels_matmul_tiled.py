@@ -1,4 +1,5 @@
-"""The tiled GEMM that Chrome on a real GPU runs for prefill and training (shaders/matmul_tiled.wgsl),
+"""The tiled GEMMs that Chrome on a real GPU runs for prefill and training (shaders/matmul_tiled.wgsl,
+shaders/matmul_tiled_kk.wgsl),
 compiled by Chromium's own WGSL compiler and run on SwiftShader: every product of Linear against
 float64 numpy, both tile sizes, ragged edges (tests/browser/tiled_matmul_cases.py)."""
 import pytest
@@ -11,6 +12,13 @@ pytestmark = pytest.mark.browser
 @pytest.mark.parametrize("big_tiles", [False, True])
 def test_tiled_products_in_chromium(engine, big_tiles):
     check_products(engine, 70, 133, 150, big_tiles)
+
+
+def test_16_byte_staged_products_in_chromium(engine):
+    """K of whole 16-deep steps: x @ W^T (and out += x @ W^T) in 128 tiles take
+    shaders/matmul_tiled_kk.wgsl, whose staged slices are sized by a pipeline constant."""
+    info = check_products(engine, 70, 144, 150, big_tiles=True)
+    assert info["kk_tiles"] == ["matmul_tiled_128_kk"], info
 
 
 def test_split_k_products_in_chromium(engine):

@@ -22,6 +22,7 @@ L.linear_accumulate(b, T['x'], T['w'], T['acc'])
 outs['acc'] = T['acc']
 info['dispatches'] = b.dispatch_count - n0
 info['tiles'] = sorted({k[1] for k in dev._pipelines if k[0] == 'matmul_tiled'})
+info['kk_tiles'] = sorted({k[1] for k in dev._pipelines if k[0] == 'matmul_tiled_kk'})
 dev.force_tiled_matmul = None
 dev.force_split_k = False
 L.BIG_TILE_MIN_SIDE = 65

@@ -273,8 +273,10 @@ def _record_matvec(batch):
         q = wf.quantize(batch, t(6, 32), fmt) if fmt != "f32" else t(6, 32)
         wf.matvec(batch, t(1, 32), [q, q], [t(1, 6), t(1, 6)], 1,
                   conv=(t(6, 4), t(6), t(1, 6, 4), 0))
-    # the tiled GEMM of real GPUs: 128x128 and 64x64 blocks, and split-K with its reduce
+    # the tiled GEMM of real GPUs: 128x128 (16-byte-staged where K % 4 == 0, else scalar) and
+    # 64x64 blocks, and split-K with its reduce
     linear.linear_forward(batch, t(80, 32), t(70, 32))
+    linear.linear_forward(batch, t(80, 30), t(70, 30))
     linear.linear_forward(batch, t(9, 1024), t(6, 1024))
     sampling.advance(batch, Tensor(dev, (1,), "u32"), Tensor(dev, (2,), "u32"),
                      Tensor(dev, (8,), "u32"))
@@ -289,7 +291,7 @@ WIRED = {"rmsnorm_forward", "rmsnorm_backward", "gated_rmsnorm_forward",
          "cross_entropy_forward", "cross_entropy_backward", "embedding_forward",
          "embedding_backward", "matmul", "linear_backward", "matvec", "sampling",
          "matvec_f32", "matvec_f16", "matvec_bf16", "matvec_q8", "matvec_q4", "quantize",
-         "dequant", "decode_control", "matmul_tiled"}
+         "dequant", "decode_control", "matmul_tiled", "matmul_tiled_kk"}
 ENTRY = re.compile(r"@compute[^;{]*?fn\s+(\w+)", re.S)
 STRUCT_OF = {("matvec", "matvec_multi_forward"): "MultiParams"}   # entries not bound to Params
 
