@@ -64,11 +64,14 @@ def _tiled_ok(dev):
 # tiles are made up by split-K. Measured on an H200 (tools/sweep_matmul.py, mamba-1.4b prefill
 # shapes at 1024 tokens): 128 + split-K beat 64 on every product, e.g. out_proj 1277 vs 1568 us.
 BIG_TILE_MIN_SIDE = 65
-SPLIT_TARGET_GROUPS = 264  # split K until C's tiles x slices reach this (2 per SM on an H200)
+SPLIT_TARGET_GROUPS = 256  # split K until C's tiles x slices reach this (~2 per SM on an H200)
 SPLIT_MAX = 8              # slices at most (MAMBAWEB_SPLIT_TARGET / _MAX: bench variants)
 # Side by side natively on the H200 (mamba-1.4b f32, 1,024 tokens, every multi-weight GEMM on;
-# 2026-12-02): prefill 8,225 tok/s as set, 8,206 at SPLIT_MAX 16, 7,939 at target 128
-# (out_proj unsplit), 8,236 at target 512.
+# 2026-12-02): prefill 8,225 tok/s at target 264, 8,206 at SPLIT_MAX 16, 7,939 at target 128
+# (out_proj unsplit), 8,236 at target 512. With the 16-byte-staged kernel (eleventh session),
+# target 256 against 264: 9,117 against 8,857 (one call): mamba-1.4b's in_proj halves (256
+# tiles, 97% of the two-per-SM slots) no longer write, re-read and reduce two K slices'
+# partials, and out_proj's 128 tiles take 2 slices (one wave of 256) instead of 3 (1.45).
 SPLIT_K = 16               # matmul_tiled.wgsl's flag: write slice partials
 TILED_PASSES_PER_K = 8    # loop passes of the busiest thread per k (generous: ~2.5 counted)
 
