@@ -1,0 +1,75 @@
+"""The prefill bench (py_engine.benchmarks.model.prefill_tokens_per_s) times up to `reps` runs
+after its warm-up and stops early only on the timed runs' own time: a warm-up that builds
+pipelines (seconds, the first model of a bench process) used to count against the budget and
+leave one timed run, so the first variant's short prompts were judged on one sample. A fake
+model whose forward takes a scripted time (no GPU) shows which runs were timed."""
+import asyncio
+import time
+
+from py_engine.benchmarks import model as mb
+
+
+class _Logits:
+    async def to_bytes(self):
+        return b""
+
+    def release(self):
+        pass
+
+
+class _Batch:
+    def __init__(self, device):
+        self.device = device
+
+    def submit(self):
+        pass
+
+
+class _Device:
+    def batch(self, stream=False):
+        return _Batch(self)
+
+
+class _State:
+    def reset(self):
+        pass
+
+    def release(self):
+        pass
+
+
+class _Cfg:
+    vocab_size = 100
+
+
+class FakeModel:
+    """forward() sleeps the next of `seconds` (the warm-up's first)."""
+
+    def __init__(self, seconds):
+        self.seconds, self.calls = list(seconds), 0
+        self.device, self.cfg = _Device(), _Cfg()
+
+    def ids_tensor(self, ids):
+        return _State()
+
+    def new_state(self):
+        return _State()
+
+    def forward(self, ctx, ids, batch_size, state, last_only=False):
+        time.sleep(self.seconds[self.calls])
+        self.calls += 1
+        return _Logits()
+
+
+def test_a_slow_warm_up_still_leaves_every_timed_run():
+    m = FakeModel([0.4, 0.05, 0.02, 0.03])
+    r = asyncio.run(mb.prefill_tokens_per_s(m, 8, reps=3, budget_s=0.3))
+    assert m.calls == 4                       # the warm-up and all three timed runs
+    assert 0.02 <= r["seconds"] < 0.03        # the best timed run, never the warm-up
+
+
+def test_slow_timed_runs_still_stop_early():
+    """A software adapter: the first timed run alone is past the budget, so no more follow."""
+    m = FakeModel([0.01, 0.35, 0.01, 0.01])
+    r = asyncio.run(mb.prefill_tokens_per_s(m, 8, reps=3, budget_s=0.3))
+    assert m.calls == 2 and r["seconds"] >= 0.35
