@@ -4,21 +4,21 @@
 //   C[i, j] (+)= sum_k A[i*sa0 + k] * W[j*sb1 + k]  (+ bias[j])      C is [M, N]
 //
 // (A = x [M, K], B = W^T with W [N, K]: sa1 = sb0 = 1). py_engine/ops/linear.py takes it for
-// 128 x 128 tiles when K is a multiple of 16 (whole steps: every slice, split-K's and the K
-// windows' too, is whole steps, so no load needs a test against K) and sa0, sb1 of 4 (a row's
-// vec4s never straddle rows; WebGPU binds at 256-byte offsets); every other product keeps
-// shaders/matmul_tiled.wgsl. Same Params, split-K partials (its matmul_split_reduce sums them)
-// and store, and the same sums in the same order -- each thread adds k = 0, 1, 2, ... into its
-// 8 x 8 block of C -- so C is bit for bit that kernel's.
+// 128 x 128 tiles when K is a positive multiple of 16 (whole steps: every slice, split-K's and
+// the K windows' too, is whole steps, so no load needs a test against K) and both rows are K
+// long (a row's vec4s never straddle rows; WebGPU binds at 256-byte offsets); every other
+// product keeps shaders/matmul_tiled.wgsl. Same Params, split-K partials (its
+// matmul_split_reduce sums them) and store, and the same sums in the same order -- each thread
+// adds k = 0, 1, 2, ... into its 8 x 8 block of C -- so C is bit for bit that kernel's.
 //
 // What differs is how a K slice reaches workgroup memory. The scalar kernel walks K in steps of
 // 8, each thread loading one 4-row cell of A and of B at one k: 8 four-byte loads. Here K goes
 // in steps of 16 (half the barriers); threads 0..127 load A's 128 x 16 slice and threads
 // 128..255 W's, each a 4 x 4 block (four rows, one vec4 of k each: four 16-byte loads, the four
 // threads of a row block reading 64 contiguous bytes of each row) transposed in registers into
-// the k-major cells the products read. On an H200 at 1024 x 8192 x 2048 (mamba-1.4b's in_proj
-// at 1,024 tokens) this form ran 1,087 us against the scalar kernel's 1,211-1,246
-// (`python -m tools.gemm_explore`, variants v16 / engine).
+// the k-major cells the products read. On an H200 (`python -m tools.gemm_explore`, engine_kk
+// against engine, one call): 1,157 against 1,239 us at 1024 x 8192 x 2048 (mamba-1.4b's
+// in_proj at 1,024 tokens), 655 against 750 at 1024 x 2048 x 4096 (out_proj).
 
 //#include "lib/matmul_tiled_params.wgsl"
 
@@ -30,8 +30,8 @@
 // columns' W rows: Bs) at k0 + kk, as one vec4, so a thread reads its 4 rows (or columns) of
 // one k in one load. S4 = 33: one cell of padding a row spreads the transposed stores over the
 // banks (2 x 8.25 KiB), where the device offers more than WebGPU's default 16 KiB of workgroup
-// memory; else 32 (exactly 16 KiB). On an H200, 1024 x 8192 x 2048: 1,165 against 1,210 us,
-// 1024 x 2048 x 4096: 666 against 691 (tools/gemm_explore g16_put, g16_s32_put).
+// memory; else 32 (exactly 16 KiB). On an H200, 1024 x 8192 x 2048: 1,157 against 1,218 us,
+// 1024 x 2048 x 4096: 655 against 666 (tools/gemm_explore engine_kk, engine_kk32).
 override S4: u32 = 32u;
 var<workgroup> As: array<vec4<f32>, 16u * S4>;   // [16][S4]
 var<workgroup> Bs: array<vec4<f32>, 16u * S4>;

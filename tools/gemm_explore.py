@@ -23,8 +23,8 @@ as named vec4 registers, as in shaders/lib/matmul_tiled_body.wgsl):
            v16 with the steps a general kernel takes (each row's address held from the start;
            those rows clamped to M / N; the store testing each element; K from a split-K
            slice's range; another entry point with its own workgroup arrays in the module; the
-           store through the engine's put with its bias / accumulate flags; all of them; all
-           with rows of 32 cells)
+           store through the engine's put with its bias / accumulate flags; all of them;
+           g16_s32_put: g16_put with rows of 32 cells and without the other entry point)
 On one H200 (2026-12-02, native wgpu over Vulkan), us at 1024 x 8192 x 2048: engine
 1,211-1,255, b8_checks 1,332, b8 1,385, b8_db 1,253, b16 1,372, b16_db 1,797, v16 1,087
 (31.6 TFLOP/s), v16_db 1,503, v16_s32 1,102, v16_rows 1,107, v16_clamp 1,101, v16_chk 1,214,

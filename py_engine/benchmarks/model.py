@@ -18,6 +18,7 @@ async def prefill_tokens_per_s(model, T, reps=3, budget_s=0.3):
     model of a bench process) only one timed run followed -- the first variant's short prompts
     read up to 2.4x slower than the same graph's in a later variant of the same process (H200,
     64 tokens, 668 against 1,590 tok/s)."""
+    reps = max(1, reps)
     ids = model.ids_tensor([(i * 7919) % model.cfg.vocab_size for i in range(T)])
     state = model.new_state()
     best = None

@@ -102,11 +102,11 @@ def _tiles(M, N):
 
 def _kk_ok(dev, bm, K, strides, multi):
     """Whether a 128-tile product of x @ W^T runs on the 16-byte-staged kernel
-    (shaders/matmul_tiled_kk.wgsl): both operands contiguous along k, K a multiple of its
-    16-deep steps, both row strides of 4. `device.tiled_kk` (tests), else MAMBAWEB_TILED_KK =
-    1 | 0 (bench variants), else on."""
-    sa0, sa1, sb0, sb1 = strides
-    if multi is not None or bm != 128 or sa1 != 1 or sb0 != 1 or K % 16 or (sa0 | sb1) % 4:
+    (shaders/matmul_tiled_kk.wgsl): x [M, K] and W [N, K] both contiguous rows of K (every
+    forward caller's layout; the kernel reads rows sa0 / sb1 apart, but only this is tested),
+    K a positive multiple of its 16-deep steps. `device.tiled_kk` (tests), else
+    MAMBAWEB_TILED_KK = 1 | 0 (bench variants), else on."""
+    if multi is not None or bm != 128 or K < 16 or K % 16 or tuple(strides) != (K, 1, 1, K):
         return False
     return choose(dev, "tiled_kk", "MAMBAWEB_TILED_KK", "1", "0", lambda: True)
 

@@ -273,7 +273,7 @@ def _record_matvec(batch):
         q = wf.quantize(batch, t(6, 32), fmt) if fmt != "f32" else t(6, 32)
         wf.matvec(batch, t(1, 32), [q, q], [t(1, 6), t(1, 6)], 1,
                   conv=(t(6, 4), t(6), t(1, 6, 4), 0))
-    # the tiled GEMM of real GPUs: 128x128 (16-byte-staged where K % 4 == 0, else scalar) and
+    # the tiled GEMM of real GPUs: 128x128 (16-byte-staged where K % 16 == 0, else scalar) and
     # 64x64 blocks, and split-K with its reduce
     linear.linear_forward(batch, t(80, 32), t(70, 32))
     linear.linear_forward(batch, t(80, 30), t(70, 30))
