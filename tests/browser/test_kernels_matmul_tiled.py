@@ -21,5 +21,19 @@ def test_16_byte_staged_products_in_chromium(engine):
     assert info["kk_tiles"] == ["matmul_tiled_128_kk"], info
 
 
+def test_16_byte_staged_products_with_unpadded_rows_in_chromium(engine):
+    """The staged rows of 32 cells a device with WebGPU's default 16 KiB of workgroup memory
+    gets (the pipeline constant S4 = 32), whatever this adapter offers."""
+    flip = "import py_engine.ops.linear as L\nL.KK_PADDED_BYTES = {}\nresult = {{}}"
+    engine.run(flip.format(1 << 40))
+    try:
+        check_products(engine, 70, 144, 150, big_tiles=True, seed=2)
+    finally:
+        engine.run(flip.format("2 * 16 * 33 * 16"))
+    got = engine.run("result = sorted(str(k[2]) for k in device._pipelines "
+                     "if k[0] == 'matmul_tiled_kk')")
+    assert "(('S4', 32),)" in got, got
+
+
 def test_split_k_products_in_chromium(engine):
     check_products(engine, 40, 1030, 24, big_tiles=False, split=True)
