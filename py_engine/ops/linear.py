@@ -6,7 +6,6 @@ gradient: shaders/linear_backward.wgsl).
 """
 from py_engine.gpu.tensor import Tensor
 from py_engine.ops._common import ACCUMULATE, ADD_BIAS, dummy, fold, out_like, params, rows_of
-from py_engine.gpu.settings import choose
 from py_engine.ops import step_kernels, weight_format
 from py_engine.ops.lora import adapter_of, branch_forward
 from py_engine.ops.loop_budget import ALIGN_ROWS, shifted, spans, window_len
@@ -108,7 +107,7 @@ def _kk_ok(dev, bm, K, strides, multi):
     MAMBAWEB_TILED_KK = 1 | 0 (bench variants), else on."""
     if multi is not None or bm != 128 or K < 16 or K % 16 or tuple(strides) != (K, 1, 1, K):
         return False
-    return choose(dev, "tiled_kk", "MAMBAWEB_TILED_KK", "1", "0", lambda: True)
+    return step_kernels.choose(dev, "tiled_kk", "MAMBAWEB_TILED_KK", "1", "0", lambda: True)
 
 
 KK_PADDED_BYTES = 2 * 16 * 33 * 16   # the kk kernel's two staged slices with padded rows
@@ -135,7 +134,7 @@ def _matmul_tiled(batch, a, b, c, M, N, K, strides, bias_res, flags, multi=None)
     entry = f"matmul_tiled_{bm}"
     kk = _kk_ok(dev, bm, K, strides, multi)
     tiled = ("matmul_tiled_kk", "matmul_tiled_128_kk") if kk else (shader, entry)
-    consts = {"constants": _kk_constants(dev)} if kk else {}
+    consts = _kk_constants(dev) if kk else None
     S = _split_count(dev, M, N, K, groups)
     if S > 1:
         ks = -(-K // S)
@@ -144,7 +143,7 @@ def _matmul_tiled(batch, a, b, c, M, N, K, strides, bias_res, flags, multi=None)
         part = Tensor(dev, (S * M * N,))
         u = dev.uniform(params(M, N, K, SPLIT_K, sa0, sa1, sb0, sb1, ks, N0, N1))
         batch.run(*tiled, [u, a.binding, b.binding, bias_res, part.binding] + ws + ys,
-                  -(-N // bm), -(-M // bm), S, **consts)
+                  -(-N // bm), -(-M // bm), S, constants=consts)
         u = dev.uniform(params(M, N, S, flags, 0, 0, 0, 0, 0, N0, N1))
         gx, gy = fold(-(-(M * N) // 256))
         outs = [dummy(dev), bias_res, c.binding] + ([] if multi is None else [None, None] + ys)
@@ -161,7 +160,7 @@ def _matmul_tiled(batch, a, b, c, M, N, K, strides, bias_res, flags, multi=None)
         wk = [shifted(w, 4 * k0 * sb0) if isinstance(w, tuple) else w for w in ws]
         batch.run(*tiled,
                   [u, shifted(a.binding, 4 * k0 * sa1), shifted(b.binding, 4 * k0 * sb0),
-                   bias_res, c.binding] + wk + ys, -(-N // bm), -(-M // bm), **consts)
+                   bias_res, c.binding] + wk + ys, -(-N // bm), -(-M // bm), constants=consts)
 
 
 def matmul(batch, a, b, c, M, N, K, strides, bias=None, accumulate=False):

@@ -24,12 +24,13 @@ def test_16_byte_staged_products_in_chromium(engine):
 def test_16_byte_staged_products_with_unpadded_rows_in_chromium(engine):
     """The staged rows of 32 cells a device with WebGPU's default 16 KiB of workgroup memory
     gets (the pipeline constant S4 = 32), whatever this adapter offers."""
-    flip = "import py_engine.ops.linear as L\nL.KK_PADDED_BYTES = {}\nresult = {{}}"
-    engine.run(flip.format(1 << 40))
+    padded = engine.run("import py_engine.ops.linear as L\nresult = L.KK_PADDED_BYTES")
+    put = "import py_engine.ops.linear as L\nL.KK_PADDED_BYTES = {}\nresult = {{}}"
+    engine.run(put.format(1 << 40))
     try:
         check_products(engine, 70, 144, 150, big_tiles=True, seed=2)
     finally:
-        engine.run(flip.format("2 * 16 * 33 * 16"))
+        engine.run(put.format(padded))
     got = engine.run("result = sorted(str(k[2]) for k in device._pipelines "
                      "if k[0] == 'matmul_tiled_kk')")
     assert "(('S4', 32),)" in got, got

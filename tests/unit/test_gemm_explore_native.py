@@ -2,12 +2,10 @@
 own) stays runnable: every variant, the engine's kernel included, computes x @ W^T against
 float64 at whole-tile shapes on the native backend (lavapipe here), and a shape that is not
 whole tiles is refused by name. Skips, saying why, only without any Vulkan/Metal/D3D12 adapter."""
-import asyncio
-import threading
-
 import pytest
 
 from tests.native_support import native as pytestmark  # noqa: F401
+from tests.async_run import run
 from tools import gemm_explore
 
 
@@ -40,13 +38,9 @@ def test_a_form_that_writes_little_fails_its_check(monkeypatch):
 def test_runs_where_the_thread_already_runs_an_event_loop():
     """As in the suite, where Playwright's sync API keeps a loop running in the main thread:
     the device comes up on the engine's own loop thread (tools.native_engine). The loop runs
-    in a thread of this test's own, so the case holds alone and inside the suite."""
-    out = {}
-
+    in a thread of its own (tests.async_run), so the case holds alone and inside the suite."""
     async def inside():
-        out["rows"] = gemm_explore.run(["v16"], [(128, 128, 16)], reps=1)
+        return gemm_explore.run(["v16"], [(128, 128, 16)], reps=1)
 
-    t = threading.Thread(target=lambda: asyncio.run(inside()))
-    t.start()
-    t.join()
-    assert out["rows"][0]["rel_err"] <= 1e-5, out
+    rows = run(inside())
+    assert rows[0]["rel_err"] <= 1e-5, rows

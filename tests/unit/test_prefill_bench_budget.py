@@ -3,11 +3,10 @@ after its warm-up and stops early only on the timed runs' own time: a warm-up th
 pipelines (seconds, the first model of a bench process) used to count against the budget and
 leave one timed run, so the first variant's short prompts were judged on one sample. A fake
 model whose forward takes a scripted time (no GPU) shows which runs were timed."""
-import asyncio
-import threading
 import time
 
 from py_engine.benchmarks import model as mb
+from tests.async_run import run   # Playwright may own this thread's loop in the full suite
 
 
 class _Logits:
@@ -62,19 +61,9 @@ class FakeModel:
         return _Logits()
 
 
-def run_in_own_loop(coro):
-    """The coroutine's result, run on a loop in a thread of its own: in the full suite
-    Playwright's sync API keeps a loop running in this thread, where asyncio.run is refused."""
-    out = {}
-    t = threading.Thread(target=lambda: out.setdefault("r", asyncio.run(coro)))
-    t.start()
-    t.join()
-    return out["r"]
-
-
 def test_a_slow_warm_up_still_leaves_every_timed_run():
     m = FakeModel([0.4, 0.1, 0.02, 0.1])
-    r = run_in_own_loop(mb.prefill_tokens_per_s(m, 8, reps=3, budget_s=0.3))
+    r = run(mb.prefill_tokens_per_s(m, 8, reps=3, budget_s=0.3))
     assert m.calls == 4                       # the warm-up and all three timed runs
     assert 0.02 <= r["seconds"] < 0.1         # the best timed run, never the warm-up
 
@@ -82,5 +71,5 @@ def test_a_slow_warm_up_still_leaves_every_timed_run():
 def test_slow_timed_runs_still_stop_early():
     """A software adapter: the first timed run alone is past the budget, so no more follow."""
     m = FakeModel([0.01, 0.35, 0.01, 0.01])
-    r = run_in_own_loop(mb.prefill_tokens_per_s(m, 8, reps=3, budget_s=0.3))
+    r = run(mb.prefill_tokens_per_s(m, 8, reps=3, budget_s=0.3))
     assert m.calls == 2 and r["seconds"] >= 0.35
