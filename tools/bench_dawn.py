@@ -13,11 +13,11 @@ from pathlib import Path
 
 from py_engine.benchmarks.ceilings import annotate_floor
 
-DAWN_SECTIONS = ("foundation", "model", "train")   # sections that measure the GPU engine
+DAWN_SECTIONS = ("foundation", "model", "train", "prefill_gemm")   # sections that measure the GPU engine
 
 
 def run(args):
-    from tools.cmd_bench import CEILINGS_SNIPPET, MODEL_CONFIGS, SECTIONS, _formats, \
+    from tools.cmd_bench import ASKED_ONLY, CEILINGS_SNIPPET, MODEL_CONFIGS, SECTIONS, _formats, \
         _write_random_model
     from tools.dawn_engine import DawnEngine, DawnUnavailable, dawn_problem
     problem = dawn_problem()          # before writing models: say what is missing at once
@@ -26,7 +26,7 @@ def run(args):
         return 1
     report = {"host": {"machine": platform.machine(), "python": sys.version.split()[0]},
               "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "backend": "dawn"}
-    sections = args.only or [s for s in SECTIONS if s in DAWN_SECTIONS]
+    sections = args.only or [s for s in SECTIONS if s in DAWN_SECTIONS and s not in ASKED_ONLY]
     models = args.models.split(",") if "model" in sections else []
     unknown = [m for m in models if m not in MODEL_CONFIGS]
     if unknown:

@@ -21,10 +21,15 @@ SECTIONS = {
               "result = await tb.run(device, vocab_size=6144)\n"
               "result['mamba2'] = await tb.run(device, vocab_size=6144, family='mamba2')"),
     "peer": "peer",
+    # the prefill's GEMMs alone, 16-byte-staged and scalar-staged tiles side by side
+    "prefill_gemm": ("from py_engine.benchmarks import prefill_gemm\n"
+                     "result = await prefill_gemm.run(device)"),
     # Mamba-3's sequential vs chunked scan forward at the 187m head shape
     "mamba3_scan": ("from py_engine.benchmarks import mamba3_scan\n"
                     "result = await mamba3_scan.run(device)"),
 }
+# Run only when named by --only: real-GPU shapes (seconds each on a software adapter).
+ASKED_ONLY = ("prefill_gemm",)
 # The two model shapes of the bench: small, and mamba-130m's (random weights, bf16 on disk).
 MODEL_CONFIGS = {
     "d256x4": dict(d_model=256, n_layers=4, vocab_size=6144, prompts=(64, 256, 1024), decode=32),
@@ -114,7 +119,7 @@ def run(args):
     import tempfile
     from pathlib import Path
     tmp = tempfile.TemporaryDirectory(prefix="mambaweb-bench-")
-    sections = args.only or list(SECTIONS)
+    sections = args.only or [s for s in SECTIONS if s not in ASKED_ONLY]
     if "model" in sections:
         for name in args.models.split(","):
             _write_random_model(Path(tmp.name) / name, MODEL_CONFIGS[name])
@@ -247,7 +252,8 @@ def _formats(args):
     return [check_format(f.strip()) for f in args.weights.split(",") if f.strip()]
 
 
-NATIVE_SECTIONS = ("foundation", "model", "train", "mamba3_scan")   # sections that measure the GPU engine
+NATIVE_SECTIONS = ("foundation", "model", "train", "mamba3_scan",
+                   "prefill_gemm")   # sections that measure the GPU engine
 NATIVE_MODEL_SNIPPET = """
 import time
 from py_engine.benchmarks import model as mb
@@ -276,7 +282,7 @@ def _run_native(args):
     variants = args.variants               # parsed (or refused) by run()
     report = {"host": {"machine": platform.machine(), "python": sys.version.split()[0]},
               "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "backend": "native"}
-    sections = args.only or [s for s in SECTIONS if s in NATIVE_SECTIONS]
+    sections = args.only or [s for s in SECTIONS if s in NATIVE_SECTIONS and s not in ASKED_ONLY]
     with tempfile.TemporaryDirectory(prefix="mambaweb-bench-") as tmp, NativeEngine() as eng:
         report["adapter"] = eng.info["adapter"]
         report["engine_boot_ms"] = eng.info["boot_ms"]

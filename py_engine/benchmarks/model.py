@@ -43,6 +43,34 @@ async def prefill_tokens_per_s(model, T, reps=3, budget_s=0.3):
     return {"prompt": T, "seconds": best, "tokens_per_s": T / best}
 
 
+async def prefill_recorded_seconds(model, T, reps=2):
+    """The same prefill recorded whole first (untimed), then timed from its submit to its
+    logits' arrival: the GPU's time plus one encode + submit and the readback, without the
+    host's recording. Against prefill_tokens_per_s's streamed time it says how much of a
+    prefill the recording still adds where streaming should hide it (through Dawn under Node
+    mamba-1.4b's 1,024 tokens took ~16% longer than natively on the same H200)."""
+    ids = model.ids_tensor([(i * 7919) % model.cfg.vocab_size for i in range(T)])
+    state = model.new_state()
+    best = None
+    for _ in range(max(1, reps)):
+        state.reset()
+        batch = model.device.batch()
+        logits = model.forward(Ctx(batch), ids, 1, state, last_only=True)
+        t0 = time.perf_counter()
+        batch.submit()
+        await logits.to_bytes()
+        dt = time.perf_counter() - t0
+        logits.release()
+        best = dt if best is None else min(best, dt)
+    ids.release()
+    state.release()
+    return {"recorded_seconds": best, "recorded_tokens_per_s": T / best}
+
+
+# The longest prompt's prefill is also timed recorded-first where it took less than this (a real
+# GPU; a software adapter's would only add minutes to CI).
+RECORDED_UNDER_S = 0.5
+
 STREAMS = 3    # streamed decode runs per measure; the fastest is reported (all are listed)
 
 
@@ -205,6 +233,8 @@ async def run_one(device, base_url, prompts, decode_tokens, max_seconds, folder,
             continue
         r = await prefill_tokens_per_s(model, T)
         spent += 2 * r["seconds"]
+        if T == max(prompts) and r["seconds"] < RECORDED_UNDER_S:   # a real GPU's long prefill
+            r.update(await prefill_recorded_seconds(model, T))
         out["prefill"].append(r)
     d = out["decode"] = await decode_tokens_per_s(model, decode_tokens)
     d["weights_gb_per_s"] = out["weight_bytes_per_token"] * d["tokens_per_s"] / 1e9

@@ -18,6 +18,21 @@ FIRST_CHUNK = 32
 MAX_CHUNK = 256
 
 
+def chunk_sizes(dev=None):
+    """(first, max) chunk of a streaming batch: FIRST_CHUNK and MAX_CHUNK, or the bench variants'
+    MAMBAWEB_STREAM_FIRST / MAMBAWEB_STREAM_MAX (powers of two from 1 to 4096, first <= max;
+    anything else refused by name) -- whether a prefill's recording keeps ahead of the GPU is
+    the host's matter, so it is measured per host."""
+    from py_engine.gpu.settings import pick
+    sizes = [1 << i for i in range(13)]
+    first = pick(dev, "stream_first", "MAMBAWEB_STREAM_FIRST", sizes, lambda: FIRST_CHUNK)
+    most = pick(dev, "stream_max", "MAMBAWEB_STREAM_MAX", sizes, lambda: MAX_CHUNK)
+    if first > most:
+        raise ValueError(f"MAMBAWEB_STREAM_FIRST ({first}) must not exceed MAMBAWEB_STREAM_MAX "
+                         f"({most})")
+    return first, most
+
+
 class Batch:
     def __init__(self, device, stream=False):
         self.device = device
@@ -25,7 +40,8 @@ class Batch:
         self.stream = stream
         self._pending = 0                # dispatches among self.commands
         self._flushed = 0                # dispatches already submitted (streaming)
-        self._chunk = FIRST_CHUNK
+        self._first, self._max = chunk_sizes(device) if stream else (FIRST_CHUNK, MAX_CHUNK)
+        self._chunk = self._first
 
     def dispatch(self, pipeline, bind_group, x, y=1, z=1):
         if x > MAX_WORKGROUPS or y > MAX_WORKGROUPS or z > MAX_WORKGROUPS:
@@ -36,7 +52,7 @@ class Batch:
             self._pending += 1
             if self.stream and self._pending >= self._chunk:
                 self._submit_pending()
-                self._chunk = min(MAX_CHUNK, 2 * self._chunk)
+                self._chunk = min(self._max, 2 * self._chunk)
 
     def run(self, shader, entry, resources, x, y=1, z=1, constants=None):
         """Look up the pipeline, bind `resources`, and record a dispatch."""
@@ -67,13 +83,13 @@ class Batch:
         """Drop the commands not yet submitted (a recording that failed part-way)."""
         self.commands = []
         self._pending = self._flushed = 0
-        self._chunk = FIRST_CHUNK
+        self._chunk = self._first
 
     def submit(self):
         """Submit what is left; the batch then starts afresh (counts, chunk sizes)."""
         self._submit_pending()
         self._flushed = 0
-        self._chunk = FIRST_CHUNK
+        self._chunk = self._first
 
     def record(self):
         """Freeze these commands into a Recording that replays with one backend call."""

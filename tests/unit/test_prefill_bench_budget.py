@@ -73,3 +73,32 @@ def test_slow_timed_runs_still_stop_early():
     m = FakeModel([0.01, 0.35, 0.01, 0.01])
     r = run(mb.prefill_tokens_per_s(m, 8, reps=3, budget_s=0.3))
     assert m.calls == 2 and r["seconds"] >= 0.35
+
+
+class _TimedSubmitDevice:
+    """Records which kind of batch each prefill asked for; a submit takes `submit_s`."""
+
+    def __init__(self, submit_s):
+        self.submit_s, self.kinds = submit_s, []
+
+    def batch(self, stream=False):
+        self.kinds.append(stream)
+        dev = self
+
+        class _B:
+            device = dev
+
+            def submit(self):
+                time.sleep(dev.submit_s)
+        return _B()
+
+
+def test_the_recorded_prefill_times_submit_to_logits_not_the_recording():
+    """prefill_recorded_seconds records the whole graph into one unstreamed batch before its
+    clock starts: a slow recording (forward) is left out, the submit's time is in."""
+    m = FakeModel([0.2, 0.2])
+    m.device = _TimedSubmitDevice(0.03)
+    r = run(mb.prefill_recorded_seconds(m, 8, reps=2))
+    assert m.calls == 2 and m.device.kinds == [False, False]
+    assert 0.03 <= r["recorded_seconds"] < 0.15
+    assert r["recorded_tokens_per_s"] == 8 / r["recorded_seconds"]

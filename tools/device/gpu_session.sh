@@ -9,9 +9,10 @@
 #
 #   bash tools/device/gpu_session.sh            # ~9 min: checks + native bench
 #   bash tools/device/gpu_session.sh --dawn     # ~9 min: Dawn checks + Dawn bench instead
-#   bash tools/device/gpu_session.sh --prefill  # ~7 min: the prefill GEMM forms side by side
-#     (tools/gemm_explore), then the 1.4b f32 prefill through Dawn in two processes and
-#     natively, the 16-byte-staged GEMM on and off (carry as for --dawn)
+#   bash tools/device/gpu_session.sh --prefill  # ~8 min: the prefill's GEMMs alone through each
+#     backend (bench section prefill_gemm), then the 1.4b f32 prefill through Dawn and
+#     natively, streamed and recorded first, with and without the kk GEMM, then where the
+#     prefill's GPU time goes natively (tools/profile_kernels) (carry as for --dawn)
 # (each under the device's 10-minute limit per command; a bench killed by its timeout prints
 # nothing, so the timeouts below leave room).
 set -uo pipefail
@@ -25,20 +26,26 @@ stamp() { echo "rc=$1 t=$(( $(date +%s) - T0 ))"; }
 if [ "${1:-}" = "--prefill" ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl .whl_dawn/*.whl
   export PYTHONPATH=/tmp/site:$PWD
-  timeout 60 python3 -m tools.gemm_explore --variants engine,engine_kk,engine_kk32,engine,engine_kk \
-    --shapes 1024x8192x2048,1024x2048x4096 > "$OUT/gemm.jsonl" 2>&1
-  stamp $? >> "$OUT/gemm.jsonl"
   bash tools/dawn/unpack.sh > "$OUT/unpack.txt" 2>&1
-  for run in 1 2; do           # two processes: the Dawn host's pace moved between processes
-    timeout 150 python3 -m tools.cli bench --dawn --json --only model --models mamba1_4b \
-      --weights f32 --decode-tokens 16 --max-seconds 8 --variant nokk:MAMBAWEB_TILED_KK=0 \
-      > "$OUT/prefill_dawn$run.json" 2> "$OUT/prefill_dawn$run.err"
-    stamp $? >> "$OUT/prefill_dawn$run.err"
+  # the prefill's GEMMs alone, kk and scalar-staged, through each backend
+  for be in native dawn; do
+    timeout 90 python3 -m tools.cli bench --$be --json --only prefill_gemm \
+      > "$OUT/gemm_$be.json" 2> "$OUT/gemm_$be.err"
+    stamp $? >> "$OUT/gemm_$be.err"
   done
-  timeout 140 python3 -m tools.cli bench --native --json --only model --models mamba1_4b \
+  # the 1.4b f32 prefill streamed and recorded-first, with and without the kk GEMM
+  timeout 200 python3 -m tools.cli bench --dawn --json --only model --models mamba1_4b \
+    --weights f32 --decode-tokens 16 --max-seconds 8 --variant nokk:MAMBAWEB_TILED_KK=0 \
+    > "$OUT/prefill_dawn.json" 2> "$OUT/prefill_dawn.err"
+  stamp $? >> "$OUT/prefill_dawn.err"
+  timeout 130 python3 -m tools.cli bench --native --json --only model --models mamba1_4b \
     --weights f32 --decode-tokens 16 --max-seconds 8 --variant nokk:MAMBAWEB_TILED_KK=0 \
     > "$OUT/prefill_native.json" 2> "$OUT/prefill_native.err"
   stamp $? >> "$OUT/prefill_native.err"
+  # where the prefill's GPU time goes, kernel by kernel (native timestamps)
+  timeout 120 python3 -m tools.profile_kernels --models mamba1_4b --weights f32 --tokens 8 \
+    --prefill 1024 > "$OUT/profile.json" 2> "$OUT/profile.err"
+  stamp $? >> "$OUT/profile.err"
   exit 0
 fi
 if [ "${1:-}" = "--dawn" ]; then
