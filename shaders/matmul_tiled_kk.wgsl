@@ -21,6 +21,7 @@
 // in_proj at 1,024 tokens), 655 against 750 at 1024 x 2048 x 4096 (out_proj).
 
 //#include "lib/matmul_tiled_params.wgsl"
+//#include "lib/matmul_tiled_acc.wgsl"
 
 @group(0) @binding(1) var<storage, read> a4: array<vec4<f32>>;   // A [M, K], rows sa0 apart
 @group(0) @binding(2) var<storage, read> w4: array<vec4<f32>>;   // W [N, K], rows sb1 apart
@@ -29,12 +30,16 @@
 // The staged slice, k-major: cell kk * S4 + q holds rows 4q .. 4q + 3 (of A: As, of the 128
 // columns' W rows: Bs) at k0 + kk, as one vec4, so a thread reads its 4 rows (or columns) of
 // one k in one load. S4 = 33: one cell of padding a row spreads the transposed stores over the
-// banks (2 x 8.25 KiB), where the device offers more than WebGPU's default 16 KiB of workgroup
-// memory; else 32 (exactly 16 KiB). On an H200, 1024 x 8192 x 2048: 1,157 against 1,218 us,
-// 1024 x 2048 x 4096: 655 against 666 (tools/gemm_explore engine_kk, engine_kk32).
-override S4: u32 = 32u;
-var<workgroup> As: array<vec4<f32>, 16u * S4>;   // [16][S4]
-var<workgroup> Bs: array<vec4<f32>, 16u * S4>;
+// banks (2 x 8.25 KiB, past WebGPU's default 16 KiB of workgroup memory: py_engine/ops/linear.py
+// takes this kernel only where the device offers it). On an H200, 1024 x 8192 x 2048: 1,157
+// against 1,218 us unpadded, 1024 x 2048 x 4096: 655 against 666 (tools/gemm_explore). A
+// constant, not a pipeline override as it was: Tint's robustness drops a load's clamp only
+// against an array of constant length, and with override-sized arrays every staged load was
+// clamped -- through Dawn on the H200 this kernel then took 1,263 us at mamba-1.4b's in_proj,
+// slower than the scalar-staged one's 1,148 (`mambaweb bench --dawn --only prefill_gemm`).
+const S4 = 33u;
+var<workgroup> As: array<vec4<f32>, 528>;   // [16][S4]
+var<workgroup> Bs: array<vec4<f32>, 528>;
 
 // A thread's 4 x 4 block: v<r> is row r's vec4 of k.
 struct Block { v0: vec4<f32>, v1: vec4<f32>, v2: vec4<f32>, v3: vec4<f32> };
@@ -79,8 +84,7 @@ fn store_block(s: Block, lid: u32) {
 }
 
 // 128 x 128 block per workgroup; thread (tx, ty) owns rows {0, 64} + ty*4 + 0..3 and columns
-// {0, 64} + tx*4 + 0..3 of it, as matmul_tiled_128: r<row>a holds columns tx*4.., r<row>b
-// columns 64 + tx*4.. (named registers: an array would live in slow local memory).
+// {0, 64} + tx*4 + 0..3 of it (Acc8), as matmul_tiled_128.
 @compute @workgroup_size(16, 16)
 fn matmul_tiled_128_kk(@builtin(workgroup_id) wid: vec3<u32>,
                        @builtin(local_invocation_id) l3: vec3<u32>,
@@ -89,14 +93,7 @@ fn matmul_tiled_128_kk(@builtin(workgroup_id) wid: vec3<u32>,
   let j0 = wid.x * 128u;
   let tx = l3.x;
   let ty = l3.y;
-  var r0a = vec4<f32>(0.0); var r0b = vec4<f32>(0.0);
-  var r1a = vec4<f32>(0.0); var r1b = vec4<f32>(0.0);
-  var r2a = vec4<f32>(0.0); var r2b = vec4<f32>(0.0);
-  var r3a = vec4<f32>(0.0); var r3b = vec4<f32>(0.0);
-  var r4a = vec4<f32>(0.0); var r4b = vec4<f32>(0.0);
-  var r5a = vec4<f32>(0.0); var r5b = vec4<f32>(0.0);
-  var r6a = vec4<f32>(0.0); var r6b = vec4<f32>(0.0);
-  var r7a = vec4<f32>(0.0); var r7b = vec4<f32>(0.0);
+  var c: Acc8;                           // zero-initialised
   let kr = k_range(wid.z);
   let h = row_bases(lid, i0, j0);
   var next = load_block(lid, h, kr.x);
@@ -105,36 +102,40 @@ fn matmul_tiled_128_kk(@builtin(workgroup_id) wid: vec3<u32>,
     workgroupBarrier();
     // the next slice's loads are issued here and arrive while this slice's products run
     if (k0 + 16u < kr.y) { next = load_block(lid, h, k0 + 16u); }
-    for (var kk = 0u; kk < 16u; kk++) {
-      let a0 = As[kk * S4 + ty];
-      let a1 = As[kk * S4 + 16u + ty];
-      let b0 = Bs[kk * S4 + tx];
-      let b1 = Bs[kk * S4 + 16u + tx];
-      r0a += a0.x * b0; r0b += a0.x * b1;
-      r1a += a0.y * b0; r1b += a0.y * b1;
-      r2a += a0.z * b0; r2b += a0.z * b1;
-      r3a += a0.w * b0; r3b += a0.w * b1;
-      r4a += a1.x * b0; r4b += a1.x * b1;
-      r5a += a1.y * b0; r5b += a1.y * b1;
-      r6a += a1.z * b0; r6b += a1.z * b1;
-      r7a += a1.w * b0; r7b += a1.w * b1;
-    }
+    // k = 0 .. 15 of the slice, written out (lib/matmul_tiled_acc.wgsl says why)
+    c = mac8(c, As[0u * S4 + ty], As[0u * S4 + 16u + ty], Bs[0u * S4 + tx],
+             Bs[0u * S4 + 16u + tx]);
+    c = mac8(c, As[1u * S4 + ty], As[1u * S4 + 16u + ty], Bs[1u * S4 + tx],
+             Bs[1u * S4 + 16u + tx]);
+    c = mac8(c, As[2u * S4 + ty], As[2u * S4 + 16u + ty], Bs[2u * S4 + tx],
+             Bs[2u * S4 + 16u + tx]);
+    c = mac8(c, As[3u * S4 + ty], As[3u * S4 + 16u + ty], Bs[3u * S4 + tx],
+             Bs[3u * S4 + 16u + tx]);
+    c = mac8(c, As[4u * S4 + ty], As[4u * S4 + 16u + ty], Bs[4u * S4 + tx],
+             Bs[4u * S4 + 16u + tx]);
+    c = mac8(c, As[5u * S4 + ty], As[5u * S4 + 16u + ty], Bs[5u * S4 + tx],
+             Bs[5u * S4 + 16u + tx]);
+    c = mac8(c, As[6u * S4 + ty], As[6u * S4 + 16u + ty], Bs[6u * S4 + tx],
+             Bs[6u * S4 + 16u + tx]);
+    c = mac8(c, As[7u * S4 + ty], As[7u * S4 + 16u + ty], Bs[7u * S4 + tx],
+             Bs[7u * S4 + 16u + tx]);
+    c = mac8(c, As[8u * S4 + ty], As[8u * S4 + 16u + ty], Bs[8u * S4 + tx],
+             Bs[8u * S4 + 16u + tx]);
+    c = mac8(c, As[9u * S4 + ty], As[9u * S4 + 16u + ty], Bs[9u * S4 + tx],
+             Bs[9u * S4 + 16u + tx]);
+    c = mac8(c, As[10u * S4 + ty], As[10u * S4 + 16u + ty], Bs[10u * S4 + tx],
+             Bs[10u * S4 + 16u + tx]);
+    c = mac8(c, As[11u * S4 + ty], As[11u * S4 + 16u + ty], Bs[11u * S4 + tx],
+             Bs[11u * S4 + 16u + tx]);
+    c = mac8(c, As[12u * S4 + ty], As[12u * S4 + 16u + ty], Bs[12u * S4 + tx],
+             Bs[12u * S4 + 16u + tx]);
+    c = mac8(c, As[13u * S4 + ty], As[13u * S4 + 16u + ty], Bs[13u * S4 + tx],
+             Bs[13u * S4 + 16u + tx]);
+    c = mac8(c, As[14u * S4 + ty], As[14u * S4 + 16u + ty], Bs[14u * S4 + tx],
+             Bs[14u * S4 + 16u + tx]);
+    c = mac8(c, As[15u * S4 + ty], As[15u * S4 + 16u + ty], Bs[15u * S4 + tx],
+             Bs[15u * S4 + 16u + tx]);
     workgroupBarrier();
   }
-  store4(wid.z, i0 + 0u + ty * 4u + 0u, j0 + tx * 4u, r0a);
-  store4(wid.z, i0 + 0u + ty * 4u + 0u, j0 + 64u + tx * 4u, r0b);
-  store4(wid.z, i0 + 0u + ty * 4u + 1u, j0 + tx * 4u, r1a);
-  store4(wid.z, i0 + 0u + ty * 4u + 1u, j0 + 64u + tx * 4u, r1b);
-  store4(wid.z, i0 + 0u + ty * 4u + 2u, j0 + tx * 4u, r2a);
-  store4(wid.z, i0 + 0u + ty * 4u + 2u, j0 + 64u + tx * 4u, r2b);
-  store4(wid.z, i0 + 0u + ty * 4u + 3u, j0 + tx * 4u, r3a);
-  store4(wid.z, i0 + 0u + ty * 4u + 3u, j0 + 64u + tx * 4u, r3b);
-  store4(wid.z, i0 + 64u + ty * 4u + 0u, j0 + tx * 4u, r4a);
-  store4(wid.z, i0 + 64u + ty * 4u + 0u, j0 + 64u + tx * 4u, r4b);
-  store4(wid.z, i0 + 64u + ty * 4u + 1u, j0 + tx * 4u, r5a);
-  store4(wid.z, i0 + 64u + ty * 4u + 1u, j0 + 64u + tx * 4u, r5b);
-  store4(wid.z, i0 + 64u + ty * 4u + 2u, j0 + tx * 4u, r6a);
-  store4(wid.z, i0 + 64u + ty * 4u + 2u, j0 + 64u + tx * 4u, r6b);
-  store4(wid.z, i0 + 64u + ty * 4u + 3u, j0 + tx * 4u, r7a);
-  store4(wid.z, i0 + 64u + ty * 4u + 3u, j0 + 64u + tx * 4u, r7b);
+  store8(wid.z, i0, j0, tx, ty, c);
 }

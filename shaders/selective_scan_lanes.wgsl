@@ -164,6 +164,25 @@ fn norm_c(lid: u32) {
   }
 }
 
+// Token k of the staged block for lane n of channel j: h_k = exp(dt a) h_{k-1} + dt u B[k, n],
+// and (F3) C[k, n] h_k into red. A whole block's 16 calls are written out: as a loop, Tint
+// (Chrome's WebGPU) puts a counter of its own into it (Dawn's guard against infinite loops)
+// and the loop's loads wait token by token; written out, the compiler issues the block's loads
+// ahead of the exp/FMA chain, the same operations in the same order (the same bits).
+fn walk3(h: f32, a: f32, k: u32, j: u32, n: u32) -> f32 {
+  let q = k * CPW + j;
+  let hn = exp(sdt[q] * a) * h + sdbu[q] * sB[k * LANES + n];
+  red[q * RS + n] = sC[k * LANES + n] * hn;
+  return hn;
+}
+
+// F1's token k: s = (h, sum of dt so far).
+fn walk1(s: vec2<f32>, a: f32, k: u32, j: u32, n: u32) -> vec2<f32> {
+  let q = k * CPW + j;
+  let dt = sdt[q];
+  return vec2<f32>(exp(dt * a) * s.x + sdbu[q] * sB[k * LANES + n], s.y + dt);
+}
+
 // F3 (lanes): run chunk c of channels wid.x*CPW.. of sequence b from the start state, writing y
 // (and the final state when WRITE_FINAL and this is the last chunk).
 @compute @workgroup_size(128)
@@ -198,10 +217,25 @@ fn selective_scan_forward_lanes(@builtin(local_invocation_id) lid3: vec3<u32>,
       let kn = min(TB, g.t1 - tn);
       f = fetch_cz(fetch_b(g.b, l, lid, tn, kn), g.b, l, lid, tn, kn);
     }
-    for (var k = 0u; k < kk; k++) {
-      let q = k * CPW + l.j;
-      h = exp(sdt[q] * a) * h + sdbu[q] * sB[k * LANES + l.n];
-      red[q * RS + l.n] = sC[k * LANES + l.n] * h;
+    if (kk == TB) {            // a whole block: its 16 tokens written out (walk3 says why)
+      h = walk3(h, a, 0u, l.j, l.n);
+      h = walk3(h, a, 1u, l.j, l.n);
+      h = walk3(h, a, 2u, l.j, l.n);
+      h = walk3(h, a, 3u, l.j, l.n);
+      h = walk3(h, a, 4u, l.j, l.n);
+      h = walk3(h, a, 5u, l.j, l.n);
+      h = walk3(h, a, 6u, l.j, l.n);
+      h = walk3(h, a, 7u, l.j, l.n);
+      h = walk3(h, a, 8u, l.j, l.n);
+      h = walk3(h, a, 9u, l.j, l.n);
+      h = walk3(h, a, 10u, l.j, l.n);
+      h = walk3(h, a, 11u, l.j, l.n);
+      h = walk3(h, a, 12u, l.j, l.n);
+      h = walk3(h, a, 13u, l.j, l.n);
+      h = walk3(h, a, 14u, l.j, l.n);
+      h = walk3(h, a, 15u, l.j, l.n);
+    } else {
+      for (var k = 0u; k < kk; k++) { h = walk3(h, a, k, l.j, l.n); }
     }
     workgroupBarrier();
     if (l.k < kk && l.ok2) {
@@ -244,12 +278,29 @@ fn selective_scan_forward_chunk_lanes(@builtin(local_invocation_id) lid3: vec3<u
       let tn = tb + TB;
       f = fetch_b(g.b, l, lid, tn, min(TB, g.t1 - tn));
     }
-    for (var k = 0u; k < kk; k++) {
-      let q = k * CPW + l.j;
-      let dt = sdt[q];
-      sum_dt += dt;
-      h = exp(dt * a) * h + sdbu[q] * sB[k * LANES + l.n];
+    var hs_dt = vec2<f32>(h, sum_dt);
+    if (kk == TB) {            // a whole block: its 16 tokens written out (walk3 says why)
+      hs_dt = walk1(hs_dt, a, 0u, l.j, l.n);
+      hs_dt = walk1(hs_dt, a, 1u, l.j, l.n);
+      hs_dt = walk1(hs_dt, a, 2u, l.j, l.n);
+      hs_dt = walk1(hs_dt, a, 3u, l.j, l.n);
+      hs_dt = walk1(hs_dt, a, 4u, l.j, l.n);
+      hs_dt = walk1(hs_dt, a, 5u, l.j, l.n);
+      hs_dt = walk1(hs_dt, a, 6u, l.j, l.n);
+      hs_dt = walk1(hs_dt, a, 7u, l.j, l.n);
+      hs_dt = walk1(hs_dt, a, 8u, l.j, l.n);
+      hs_dt = walk1(hs_dt, a, 9u, l.j, l.n);
+      hs_dt = walk1(hs_dt, a, 10u, l.j, l.n);
+      hs_dt = walk1(hs_dt, a, 11u, l.j, l.n);
+      hs_dt = walk1(hs_dt, a, 12u, l.j, l.n);
+      hs_dt = walk1(hs_dt, a, 13u, l.j, l.n);
+      hs_dt = walk1(hs_dt, a, 14u, l.j, l.n);
+      hs_dt = walk1(hs_dt, a, 15u, l.j, l.n);
+    } else {
+      for (var k = 0u; k < kk; k++) { hs_dt = walk1(hs_dt, a, k, l.j, l.n); }
     }
+    h = hs_dt.x;
+    sum_dt = hs_dt.y;
     workgroupBarrier();   // every lane has read sB / sdt / sdbu before the next block stages
   }
   if (l.ok) { work[p.w_hs + sidx(g.b, g.c, l.i, l.n)] = h; }

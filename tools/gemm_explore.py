@@ -10,8 +10,7 @@ around a pass of 20 dispatches (best of --reps). Prints JSON lines: variant, sha
 dispatch, TFLOP/s, relative error. The variants (a 16 x 16 workgroup, each thread 8 x 8 of C
 as named vec4 registers, as in shaders/lib/matmul_tiled_body.wgsl):
   engine   the engine's matmul_tiled_128 itself (shaders/matmul_tiled.wgsl, its Params)
-  engine_kk  the engine's 16-byte-staged matmul_tiled_128_kk (shaders/matmul_tiled_kk.wgsl);
-           engine_kk32 the same with unpadded staged rows (what a 16 KiB device gets)
+  engine_kk  the engine's 16-byte-staged matmul_tiled_128_kk (shaders/matmul_tiled_kk.wgsl)
   b8       the engine's form: K steps of 8, each thread staging 4 rows of A and of B at one k
            in 8 scalar loads, loaded a step ahead; b8_checks with its bounds tests
   b8_db    ... two staging buffers (one barrier a step instead of two)
@@ -29,7 +28,9 @@ On one H200 (2026-12-02, native wgpu over Vulkan), us at 1024 x 8192 x 2048: eng
 1,211-1,255, b8_checks 1,332, b8 1,385, b8_db 1,253, b16 1,372, b16_db 1,797, v16 1,087
 (31.6 TFLOP/s), v16_db 1,503, v16_s32 1,102, v16_rows 1,107, v16_clamp 1,101, v16_chk 1,214,
 v16_krange 1,166, v16_put 1,189, g16_put 1,165, g16_s32_put 1,210; engine_kk (the kernel
-made from g16_put) 1,157 and engine_kk32 1,218 against engine 1,239 in the same call.
+made from g16_put) 1,157 and its unpadded form 1,218 against engine 1,239 in the same call.
+Both engine kernels now write their k loop out (shaders/lib/matmul_tiled_acc.wgsl); these
+variants keep theirs as loops.
 """
 import argparse
 import json
@@ -263,13 +264,12 @@ VARIANTS = {
 
 
 ENGINE = {"engine": ("matmul_tiled", "matmul_tiled_128", {}),
-          "engine_kk": ("matmul_tiled_kk", "matmul_tiled_128_kk", {"S4": 33}),
-          "engine_kk32": ("matmul_tiled_kk", "matmul_tiled_128_kk", {"S4": 32})}
+          "engine_kk": ("matmul_tiled_kk", "matmul_tiled_128_kk", {})}
 
 
 def engine_source(name="engine"):
     """An engine tiled GEMM shader, includes resolved: `engine` (matmul_tiled_128) or
-    `engine_kk` / `engine_kk32` (the 16-byte-staged matmul_tiled_128_kk, rows of 33 / 32)."""
+    `engine_kk` (the 16-byte-staged matmul_tiled_128_kk)."""
     from py_engine.gpu.shaders import shader_source
     return shader_source(ENGINE[name][0])
 

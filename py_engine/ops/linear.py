@@ -103,21 +103,25 @@ def _kk_ok(dev, bm, K, strides, multi):
     """Whether a 128-tile product of x @ W^T runs on the 16-byte-staged kernel
     (shaders/matmul_tiled_kk.wgsl): x [M, K] and W [N, K] both contiguous rows of K (every
     forward caller's layout; the kernel reads rows sa0 / sb1 apart, but only this is tested),
-    K a positive multiple of its 16-deep steps. `device.tiled_kk` (tests), else
-    MAMBAWEB_TILED_KK = 1 | 0 (bench variants), else on."""
+    K a positive multiple of its 16-deep steps, and the device's workgroup memory holds its
+    padded staged rows (KK_BYTES; WebGPU's default 16 KiB does not: the scalar kernel then).
+    `device.tiled_kk` (tests), else MAMBAWEB_TILED_KK = 1 | 0 (bench variants), else natively
+    (wgpu) only. On an H200 with both kernels' k loops written out, us at mamba-1.4b's in_proj /
+    out_proj at 1,024 tokens, kk against scalar: natively 924 / 502 against 1,046 / 545; through
+    Dawn (Chrome's WebGPU) 1,263 / 678 against 1,148 / 631, its staged arrays then sized by a
+    pipeline override (every load clamped by Tint's robustness; now constant) -- so the
+    browser keeps the scalar kernel until the constant-sized kk is measured there (`mambaweb
+    bench --dawn --only prefill_gemm` times both whatever the rule)."""
     if multi is not None or bm != 128 or K < 16 or K % 16 or tuple(strides) != (K, 1, 1, K):
         return False
-    return step_kernels.choose(dev, "tiled_kk", "MAMBAWEB_TILED_KK", "1", "0", lambda: True)
-
-
-KK_PADDED_BYTES = 2 * 16 * 33 * 16   # the kk kernel's two staged slices with padded rows
-
-
-def _kk_constants(dev):
-    """The kk kernel's staged row length: padded (33 cells) where the device's workgroup
-    memory holds it, else 32 (WebGPU's default 16 KiB)."""
     limit = int(getattr(dev, "limits", {}).get("maxComputeWorkgroupStorageSize", 16384))
-    return {"S4": 33 if limit >= KK_PADDED_BYTES else 32}
+    if limit < KK_BYTES:
+        return False
+    return step_kernels.choose(dev, "tiled_kk", "MAMBAWEB_TILED_KK", "1", "0",
+                               lambda: dev.info.get("backend") == "native")
+
+
+KK_BYTES = 2 * 16 * 33 * 16   # the kk kernel's two staged slices (rows of 33 vec4 cells)
 
 
 def _matmul_tiled(batch, a, b, c, M, N, K, strides, bias_res, flags, multi=None):
@@ -134,7 +138,6 @@ def _matmul_tiled(batch, a, b, c, M, N, K, strides, bias_res, flags, multi=None)
     entry = f"matmul_tiled_{bm}"
     kk = _kk_ok(dev, bm, K, strides, multi)
     tiled = ("matmul_tiled_kk", "matmul_tiled_128_kk") if kk else (shader, entry)
-    consts = _kk_constants(dev) if kk else None
     S = _split_count(dev, M, N, K, groups)
     if S > 1:
         ks = -(-K // S)
@@ -143,7 +146,7 @@ def _matmul_tiled(batch, a, b, c, M, N, K, strides, bias_res, flags, multi=None)
         part = Tensor(dev, (S * M * N,))
         u = dev.uniform(params(M, N, K, SPLIT_K, sa0, sa1, sb0, sb1, ks, N0, N1))
         batch.run(*tiled, [u, a.binding, b.binding, bias_res, part.binding] + ws + ys,
-                  -(-N // bm), -(-M // bm), S, constants=consts)
+                  -(-N // bm), -(-M // bm), S)
         u = dev.uniform(params(M, N, S, flags, 0, 0, 0, 0, 0, N0, N1))
         gx, gy = fold(-(-(M * N) // 256))
         outs = [dummy(dev), bias_res, c.binding] + ([] if multi is None else [None, None] + ys)
@@ -160,7 +163,7 @@ def _matmul_tiled(batch, a, b, c, M, N, K, strides, bias_res, flags, multi=None)
         wk = [shifted(w, 4 * k0 * sb0) if isinstance(w, tuple) else w for w in ws]
         batch.run(*tiled,
                   [u, shifted(a.binding, 4 * k0 * sa1), shifted(b.binding, 4 * k0 * sb0),
-                   bias_res, c.binding] + wk + ys, -(-N // bm), -(-M // bm), constants=consts)
+                   bias_res, c.binding] + wk + ys, -(-N // bm), -(-M // bm))
 
 
 def matmul(batch, a, b, c, M, N, K, strides, bias=None, accumulate=False):

@@ -10,6 +10,7 @@
 // Params, split-K, the K slice and the store: lib/matmul_tiled_params.wgsl.
 
 //#include "lib/matmul_tiled_params.wgsl"
+//#include "lib/matmul_tiled_acc.wgsl"
 
 @group(0) @binding(1) var<storage, read> a: array<f32>;          // A, strides (sa0, sa1)
 
@@ -90,7 +91,7 @@ fn matmul_split_reduce(@builtin(global_invocation_id) gid: vec3<u32>,
 }
 
 // 128 x 128 block per workgroup; thread (tx, ty) owns rows {0, 64} + ty*4 + 0..3 and columns
-// {0, 64} + tx*4 + 0..3 of it: r<row>a holds columns tx*4.., r<row>b columns 64 + tx*4..
+// {0, 64} + tx*4 + 0..3 of it (Acc8).
 @compute @workgroup_size(16, 16)
 fn matmul_tiled_128(@builtin(workgroup_id) wid: vec3<u32>,
                     @builtin(local_invocation_id) l3: vec3<u32>,
@@ -99,14 +100,7 @@ fn matmul_tiled_128(@builtin(workgroup_id) wid: vec3<u32>,
   let j0 = wid.x * 128u;
   let tx = l3.x;
   let ty = l3.y;
-  var r0a = vec4<f32>(0.0); var r0b = vec4<f32>(0.0);
-  var r1a = vec4<f32>(0.0); var r1b = vec4<f32>(0.0);
-  var r2a = vec4<f32>(0.0); var r2b = vec4<f32>(0.0);
-  var r3a = vec4<f32>(0.0); var r3b = vec4<f32>(0.0);
-  var r4a = vec4<f32>(0.0); var r4b = vec4<f32>(0.0);
-  var r5a = vec4<f32>(0.0); var r5b = vec4<f32>(0.0);
-  var r6a = vec4<f32>(0.0); var r6b = vec4<f32>(0.0);
-  var r7a = vec4<f32>(0.0); var r7b = vec4<f32>(0.0);
+  var c: Acc8;                          // zero-initialised
   let kr = k_range(wid.z);
   let cl = cells(lid, 128u, 8u);
   var next = load_slice(cl, i0, j0, kr.x, kr.y);
@@ -114,38 +108,26 @@ fn matmul_tiled_128(@builtin(workgroup_id) wid: vec3<u32>,
     store_slice(next, cl, 128u);
     workgroupBarrier();
     if (k0 + 8u < kr.y) { next = load_slice(cl, i0, j0, k0 + 8u, kr.y); }
-    for (var kk = 0u; kk < 8u; kk++) {
-      let a0 = As[kk * 33u + ty];
-      let a1 = As[kk * 33u + 16u + ty];
-      let b0 = Bs[kk * 33u + tx];
-      let b1 = Bs[kk * 33u + 16u + tx];
-      r0a += a0.x * b0; r0b += a0.x * b1;
-      r1a += a0.y * b0; r1b += a0.y * b1;
-      r2a += a0.z * b0; r2b += a0.z * b1;
-      r3a += a0.w * b0; r3b += a0.w * b1;
-      r4a += a1.x * b0; r4b += a1.x * b1;
-      r5a += a1.y * b0; r5b += a1.y * b1;
-      r6a += a1.z * b0; r6b += a1.z * b1;
-      r7a += a1.w * b0; r7b += a1.w * b1;
-    }
+    // k = 0 .. 7 of the slice, written out (lib/matmul_tiled_acc.wgsl says why)
+    c = mac8(c, As[0u * 33u + ty], As[0u * 33u + 16u + ty], Bs[0u * 33u + tx],
+             Bs[0u * 33u + 16u + tx]);
+    c = mac8(c, As[1u * 33u + ty], As[1u * 33u + 16u + ty], Bs[1u * 33u + tx],
+             Bs[1u * 33u + 16u + tx]);
+    c = mac8(c, As[2u * 33u + ty], As[2u * 33u + 16u + ty], Bs[2u * 33u + tx],
+             Bs[2u * 33u + 16u + tx]);
+    c = mac8(c, As[3u * 33u + ty], As[3u * 33u + 16u + ty], Bs[3u * 33u + tx],
+             Bs[3u * 33u + 16u + tx]);
+    c = mac8(c, As[4u * 33u + ty], As[4u * 33u + 16u + ty], Bs[4u * 33u + tx],
+             Bs[4u * 33u + 16u + tx]);
+    c = mac8(c, As[5u * 33u + ty], As[5u * 33u + 16u + ty], Bs[5u * 33u + tx],
+             Bs[5u * 33u + 16u + tx]);
+    c = mac8(c, As[6u * 33u + ty], As[6u * 33u + 16u + ty], Bs[6u * 33u + tx],
+             Bs[6u * 33u + 16u + tx]);
+    c = mac8(c, As[7u * 33u + ty], As[7u * 33u + 16u + ty], Bs[7u * 33u + tx],
+             Bs[7u * 33u + 16u + tx]);
     workgroupBarrier();
   }
-  store4(wid.z, i0 + 0u + ty * 4u + 0u, j0 + tx * 4u, r0a);
-  store4(wid.z, i0 + 0u + ty * 4u + 0u, j0 + 64u + tx * 4u, r0b);
-  store4(wid.z, i0 + 0u + ty * 4u + 1u, j0 + tx * 4u, r1a);
-  store4(wid.z, i0 + 0u + ty * 4u + 1u, j0 + 64u + tx * 4u, r1b);
-  store4(wid.z, i0 + 0u + ty * 4u + 2u, j0 + tx * 4u, r2a);
-  store4(wid.z, i0 + 0u + ty * 4u + 2u, j0 + 64u + tx * 4u, r2b);
-  store4(wid.z, i0 + 0u + ty * 4u + 3u, j0 + tx * 4u, r3a);
-  store4(wid.z, i0 + 0u + ty * 4u + 3u, j0 + 64u + tx * 4u, r3b);
-  store4(wid.z, i0 + 64u + ty * 4u + 0u, j0 + tx * 4u, r4a);
-  store4(wid.z, i0 + 64u + ty * 4u + 0u, j0 + 64u + tx * 4u, r4b);
-  store4(wid.z, i0 + 64u + ty * 4u + 1u, j0 + tx * 4u, r5a);
-  store4(wid.z, i0 + 64u + ty * 4u + 1u, j0 + 64u + tx * 4u, r5b);
-  store4(wid.z, i0 + 64u + ty * 4u + 2u, j0 + tx * 4u, r6a);
-  store4(wid.z, i0 + 64u + ty * 4u + 2u, j0 + 64u + tx * 4u, r6b);
-  store4(wid.z, i0 + 64u + ty * 4u + 3u, j0 + tx * 4u, r7a);
-  store4(wid.z, i0 + 64u + ty * 4u + 3u, j0 + 64u + tx * 4u, r7b);
+  store8(wid.z, i0, j0, tx, ty, c);
 }
 
 // 64 x 64 block per workgroup; thread (tx, ty) owns rows ty*4 + 0..3, columns tx*4 + 0..3.
@@ -157,10 +139,7 @@ fn matmul_tiled_64(@builtin(workgroup_id) wid: vec3<u32>,
   let j0 = wid.x * 64u;
   let tx = l3.x;
   let ty = l3.y;
-  var r0 = vec4<f32>(0.0);
-  var r1 = vec4<f32>(0.0);
-  var r2 = vec4<f32>(0.0);
-  var r3 = vec4<f32>(0.0);
+  var c: Acc4;                          // zero-initialised
   let kr = k_range(wid.z);
   let cl = cells(lid, 64u, 16u);
   var next = load_slice(cl, i0, j0, kr.x, kr.y);
@@ -168,18 +147,27 @@ fn matmul_tiled_64(@builtin(workgroup_id) wid: vec3<u32>,
     store_slice(next, cl, 64u);
     workgroupBarrier();
     if (k0 + 16u < kr.y) { next = load_slice(cl, i0, j0, k0 + 16u, kr.y); }
-    for (var kk = 0u; kk < 16u; kk++) {
-      let a0 = As[kk * 17u + ty];
-      let b0 = Bs[kk * 17u + tx];
-      r0 += a0.x * b0;
-      r1 += a0.y * b0;
-      r2 += a0.z * b0;
-      r3 += a0.w * b0;
-    }
+    // k = 0 .. 15 of the slice, written out (lib/matmul_tiled_acc.wgsl says why)
+    c = mac4(c, As[0u * 17u + ty], Bs[0u * 17u + tx]);
+    c = mac4(c, As[1u * 17u + ty], Bs[1u * 17u + tx]);
+    c = mac4(c, As[2u * 17u + ty], Bs[2u * 17u + tx]);
+    c = mac4(c, As[3u * 17u + ty], Bs[3u * 17u + tx]);
+    c = mac4(c, As[4u * 17u + ty], Bs[4u * 17u + tx]);
+    c = mac4(c, As[5u * 17u + ty], Bs[5u * 17u + tx]);
+    c = mac4(c, As[6u * 17u + ty], Bs[6u * 17u + tx]);
+    c = mac4(c, As[7u * 17u + ty], Bs[7u * 17u + tx]);
+    c = mac4(c, As[8u * 17u + ty], Bs[8u * 17u + tx]);
+    c = mac4(c, As[9u * 17u + ty], Bs[9u * 17u + tx]);
+    c = mac4(c, As[10u * 17u + ty], Bs[10u * 17u + tx]);
+    c = mac4(c, As[11u * 17u + ty], Bs[11u * 17u + tx]);
+    c = mac4(c, As[12u * 17u + ty], Bs[12u * 17u + tx]);
+    c = mac4(c, As[13u * 17u + ty], Bs[13u * 17u + tx]);
+    c = mac4(c, As[14u * 17u + ty], Bs[14u * 17u + tx]);
+    c = mac4(c, As[15u * 17u + ty], Bs[15u * 17u + tx]);
     workgroupBarrier();
   }
-  store4(wid.z, i0 + ty * 4u + 0u, j0 + tx * 4u, r0);
-  store4(wid.z, i0 + ty * 4u + 1u, j0 + tx * 4u, r1);
-  store4(wid.z, i0 + ty * 4u + 2u, j0 + tx * 4u, r2);
-  store4(wid.z, i0 + ty * 4u + 3u, j0 + tx * 4u, r3);
+  store4(wid.z, i0 + ty * 4u + 0u, j0 + tx * 4u, c.r0);
+  store4(wid.z, i0 + ty * 4u + 1u, j0 + tx * 4u, c.r1);
+  store4(wid.z, i0 + ty * 4u + 2u, j0 + tx * 4u, c.r2);
+  store4(wid.z, i0 + ty * 4u + 3u, j0 + tx * 4u, c.r3);
 }

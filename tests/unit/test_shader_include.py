@@ -165,7 +165,8 @@ class FakeDevice:
 
     def __init__(self, features=(), fallback=True):
         self.features = set(features)
-        self.info = {"is_fallback": fallback}
+        self.info = {"is_fallback": fallback, "backend": "native"}   # every tile's rule
+        self.limits = {"maxComputeWorkgroupStorageSize": 32768}   # room for every tile
         self.pool = _Pool()
 
     def buffer(self, n, usage=None, label=None):

@@ -9,7 +9,7 @@
 #
 #   bash tools/device/gpu_session.sh            # ~9 min: checks + native bench
 #   bash tools/device/gpu_session.sh --dawn     # ~9 min: Dawn checks + Dawn bench instead
-#   bash tools/device/gpu_session.sh --prefill  # ~8 min: the prefill's GEMMs alone through each
+#   bash tools/device/gpu_session.sh --prefill  # ~9 min: the prefill's GEMMs alone through each
 #     backend (bench section prefill_gemm), then the 1.4b f32 prefill through Dawn and
 #     natively, streamed and recorded first, with and without the kk GEMM, then where the
 #     prefill's GPU time goes natively (tools/profile_kernels) (carry as for --dawn)
@@ -43,7 +43,7 @@ if [ "${1:-}" = "--prefill" ]; then
     > "$OUT/prefill_native.json" 2> "$OUT/prefill_native.err"
   stamp $? >> "$OUT/prefill_native.err"
   # where the prefill's GPU time goes, kernel by kernel (native timestamps)
-  timeout 120 python3 -m tools.profile_kernels --models mamba1_4b --weights f32 --tokens 8 \
+  timeout 170 python3 -m tools.profile_kernels --models mamba1_4b --weights f32 --tokens 8 \
     --prefill 1024 > "$OUT/profile.json" 2> "$OUT/profile.err"
   stamp $? >> "$OUT/profile.err"
   exit 0
