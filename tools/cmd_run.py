@@ -91,6 +91,18 @@ def _adapter_files(folder, command="run"):
     return out
 
 
+def served_model_names():
+    """The names (and Hub repo ids) of the models `mambaweb serve` offers: models/ and the
+    local HF cache, as the server's catalog lists them."""
+    from server.app import DEFAULT_MODEL_DIRS
+    from server.model_catalog import ModelCatalog
+    try:
+        models = ModelCatalog(DEFAULT_MODEL_DIRS, hf_cache=True).list_models()
+    except Exception:   # an unreadable HF cache: what models/ holds
+        models = ModelCatalog(DEFAULT_MODEL_DIRS, hf_cache=False).list_models()
+    return {m["name"] for m in models} | {m["repo_id"] for m in models if m.get("repo_id")}
+
+
 def _fresh_model(args, log):
     """(model_dirs, name, cleanup) of generate-bin's model for --arch/--pattern/--seed and the
     shape flags, written to a temporary folder."""
@@ -127,6 +139,11 @@ def run(args):
             print(f"mambaweb run: {', '.join(extra)} shape a fresh --arch/--pattern model, not "
                   f"--model {args.model}: drop them, or drop --model", file=sys.stderr)
             return 2
+    try:        # a missing adapter file is refused before the browser starts, not after its boot
+        adapter = _adapter_files(args.adapter)
+    except SystemExit as e:
+        print(e, file=sys.stderr)
+        return 2
     hub = None if fresh else hub_spec(args.model)
     endpoint = (args.hub_endpoint or os.environ.get("HF_ENDPOINT") or "").strip() or None
     expect = None
@@ -141,6 +158,13 @@ def run(args):
         model_dirs, name, cleanup = None, hub, lambda: None
     else:
         model_dirs, name, cleanup = resolve_model(args.model, log, mbjs_hints(args))
+        if model_dirs is None:
+            served = served_model_names()
+            if name not in served:          # refused now, not after the browser's boot
+                print(f"mambaweb run: no model named {name!r}: give an HF model folder, an MBJS "
+                      f".bin file, a Hub repo (org/name), or one of the served models: "
+                      f"{', '.join(sorted(served)) or '(none)'}", file=sys.stderr)
+                return 2
     if not fresh and (args.family or args.pattern):
         if model_dirs:      # a local folder or MBJS file: checked before the browser starts
             try:
@@ -161,7 +185,7 @@ def run(args):
                               prompt=args.prompt, ids=ids,
                               max_new=args.max_new_tokens, sampling=sampling,
                               logits_out=bool(args.logits_out), stepwise=args.stepwise,
-                              adapter=_adapter_files(args.adapter), expect=expect)
+                              adapter=adapter, expect=expect)
             except Exception as e:  # the engine's message names what went wrong
                 print(f"mambaweb run: {worker_error_message(e)}", file=sys.stderr)
                 return 1
