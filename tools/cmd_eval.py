@@ -201,13 +201,19 @@ def prepare_tokens(args, folder):
     return ids, nbytes, {"tokenizer": tok_what, "seq_len": seq_len, "files": info["files"]}
 
 
-def _drive(eng, args, folder, url, ids, nbytes, seq_len):
-    """START, STEPs with progress, FINISH on an engine (browser page or NativeEngine)."""
+def _adapter(args):
+    """The --adapter folder's files ({name: bytes}, None without one); ValueError naming a
+    missing one."""
     from tools.cmd_run import _adapter_files
     try:
-        adapter = _adapter_files(args.adapter, "eval")
+        return _adapter_files(args.adapter, "eval")
     except SystemExit as e:
         raise ValueError(str(e).replace("mambaweb eval: ", "")) from None
+
+
+def _drive(eng, args, folder, url, ids, nbytes, seq_len):
+    """START, STEPs with progress, FINISH on an engine (browser page or NativeEngine)."""
+    adapter = _adapter(args)
     plan = eng.run(START, folder=str(folder) if folder else None, url=url, weights=args.weights,
                    ids=ids.tobytes(), seq_len=seq_len, batch=args.batch, adapter=adapter)
     gpu = plan["gpu_weights"]
@@ -242,6 +248,7 @@ def run(args):
         return _fail(str(e).replace("mambaweb run: ", ""))
     try:
         folder = model_dirs[0] / name if model_dirs else _served_folder(name)
+        _adapter(args)          # a missing adapter file: refused before any engine starts
         ids, nbytes, info = prepare_tokens(args, folder)
         t0 = time.perf_counter()
         if args.native:
