@@ -156,15 +156,19 @@ def test_pretrain_page_trains_a_hybrid_chosen_from_the_page(browser, server, tmp
 
 def test_reload_mid_training_with_default_settings_resumes(browser, server):
     """Issue: with the defaults (autosave every 50 steps) a reload at step 8 of 30 lost the run.
-    Now the engine also autosaves after step 1, every 30 s and when the page is hidden or left."""
+    Now the engine also autosaves after step 1, every 30 s and when the page is hidden or left.
+    The autosave settings stay the defaults; the model is the tiny one (the default size took a
+    minute of CI for 5 steps), and its non-default batch and context must come back too."""
     handle = open_engine_page(browser, server.url, "/pretrain")
     page = handle.page
     page.set_default_timeout(120_000)
     page.wait_for_function("document.body.dataset.pretrain === 'ready'")
     page.click("#use-sample")
     page.wait_for_function("document.body.dataset.corpus === 'ready'")
+    page.select_option("#size", "tiny")
     page.click("#config-details summary")
-    fill(page, {"#steps": 5})           # the default model and autosave settings; few steps
+    fill(page, {"#cfg-hidden_size": 32, "#batch": 2, "#seq_len": 32, "#steps": 40})
+    page.wait_for_function("document.getElementById('model-summary').textContent.includes('d_model 32')")
     page.click("#start")
     page.wait_for_function("Number(document.body.dataset.step) >= 2")
     # the save after step 1 (or a later one) has landed; the default every-50-steps had none
@@ -174,11 +178,12 @@ def test_reload_mid_training_with_default_settings_resumes(browser, server):
     page.wait_for_selector("#resume-banner:not([hidden])")
     text = page.inner_text("#resume-text")
     saved_at = int(text.split("step ")[1].split(" of")[0])
-    assert 1 <= saved_at < 5 and "of 5" in text
+    assert 1 <= saved_at < 40 and "of 40" in text
     page.click("#resume-saved")
     page.wait_for_function("document.body.dataset.runShown !== undefined")
-    assert page.input_value("#steps") == "5" and page.input_value("#batch") == "4"
+    assert page.input_value("#steps") == "40" and page.input_value("#batch") == "2"
+    assert page.input_value("#seq_len") == "32"
     assert page.inner_text("#corpus-summary").startswith("Sample corpus")
     page.wait_for_function("document.body.dataset.train === 'done'")
-    assert int(page.evaluate("document.body.dataset.step")) == 5
+    assert int(page.evaluate("document.body.dataset.step")) == 40
     page.close()
