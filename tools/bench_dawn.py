@@ -13,7 +13,7 @@ from pathlib import Path
 
 from py_engine.benchmarks.ceilings import annotate_floor
 
-DAWN_SECTIONS = ("foundation", "model", "train", "prefill_gemm")   # sections that measure the GPU engine
+DAWN_SECTIONS = ("foundation", "model", "train", "prefill_gemm", "prefill_ops")   # sections that measure the GPU engine
 
 
 def run(args):

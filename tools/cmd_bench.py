@@ -24,12 +24,15 @@ SECTIONS = {
     # the prefill's GEMMs alone, 16-byte-staged and scalar-staged tiles side by side
     "prefill_gemm": ("from py_engine.benchmarks import prefill_gemm\n"
                      "result = await prefill_gemm.run(device)"),
+    # the prefill's scan and conv alone
+    "prefill_ops": ("from py_engine.benchmarks import prefill_ops\n"
+                    "result = await prefill_ops.run(device)"),
     # Mamba-3's sequential vs chunked scan forward at the 187m head shape
     "mamba3_scan": ("from py_engine.benchmarks import mamba3_scan\n"
                     "result = await mamba3_scan.run(device)"),
 }
 # Run only when named by --only: real-GPU shapes (seconds each on a software adapter).
-ASKED_ONLY = ("prefill_gemm",)
+ASKED_ONLY = ("prefill_gemm", "prefill_ops")
 # The two model shapes of the bench: small, and mamba-130m's (random weights, bf16 on disk).
 MODEL_CONFIGS = {
     "d256x4": dict(d_model=256, n_layers=4, vocab_size=6144, prompts=(64, 256, 1024), decode=32),
@@ -253,7 +256,7 @@ def _formats(args):
 
 
 NATIVE_SECTIONS = ("foundation", "model", "train", "mamba3_scan",
-                   "prefill_gemm")   # sections that measure the GPU engine
+                   "prefill_gemm", "prefill_ops")   # sections that measure the GPU engine
 NATIVE_MODEL_SNIPPET = """
 import time
 from py_engine.benchmarks import model as mb

@@ -56,3 +56,26 @@ model.release()
     assert big == [r["graph"], r["graph"]]         # each timed prefill in one whole submit
     assert r["recorded_seconds"] > 0
     assert abs(r["recorded_tokens_per_s"] - 24 / r["recorded_seconds"]) < 1e-6
+
+
+def test_the_ops_section_times_the_scan_and_the_conv_and_gets_their_values(engine):
+    """prefill_ops at a small shape: both ops timed, and their last outputs what a float64
+    recurrence of the section's constant inputs gives (u 0.5, delta -1 + dt_bias 0.1, A -1,
+    B 0.25, C 0.5, D 1, z 0.25; conv taps 0.25 over four tokens, silu)."""
+    import math
+    r = engine.run("""
+from py_engine.benchmarks import prefill_ops
+result = await prefill_ops.run(device, T=40, I=24, N=16, K=4, min_seconds=0.0)
+""")
+    ops = [x for x in r if "op" in x]
+    assert [x["op"] for x in ops] == ["selective_scan_forward", "conv1d_forward"]
+    assert all(x["us"] > 0 and x["reps"] >= 1 for x in ops)
+    silu = lambda v: v / (1 + math.exp(-v))
+    dt = math.log1p(math.exp(-1.0 + 0.1))
+    h = 0.0
+    for _ in range(40):
+        h = math.exp(-dt) * h + dt * 0.5 * 0.25
+    y = (16 * 0.5 * h + 0.5) * silu(0.25)
+    scan_last, conv_last = r[-1]["check"]
+    assert abs(scan_last - y) <= 1e-5 * abs(y), (scan_last, y)
+    assert abs(conv_last - silu(4 * 0.5 * 0.25)) <= 1e-6

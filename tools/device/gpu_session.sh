@@ -9,8 +9,8 @@
 #
 #   bash tools/device/gpu_session.sh            # ~9 min: checks + native bench
 #   bash tools/device/gpu_session.sh --dawn     # ~9 min: Dawn checks + Dawn bench instead
-#   bash tools/device/gpu_session.sh --prefill  # ~9 min: the prefill's GEMMs alone through each
-#     backend (bench section prefill_gemm), then the 1.4b f32 prefill through Dawn and
+#   bash tools/device/gpu_session.sh --prefill  # ~9 min: the prefill's GEMMs, scan and conv
+#     alone through each backend (bench sections prefill_gemm, prefill_ops), then the 1.4b f32 prefill through Dawn and
 #     natively, streamed and recorded first, with and without the kk GEMM, then where the
 #     prefill's GPU time goes natively (tools/profile_kernels) (carry as for --dawn)
 # (each under the device's 10-minute limit per command; a bench killed by its timeout prints
@@ -27,9 +27,9 @@ if [ "${1:-}" = "--prefill" ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl .whl_dawn/*.whl
   export PYTHONPATH=/tmp/site:$PWD
   bash tools/dawn/unpack.sh > "$OUT/unpack.txt" 2>&1
-  # the prefill's GEMMs alone, kk and scalar-staged, through each backend
+  # the prefill's GEMMs (kk and scalar-staged), scan and conv alone, through each backend
   for be in native dawn; do
-    timeout 90 python3 -m tools.cli bench --$be --json --only prefill_gemm \
+    timeout 110 python3 -m tools.cli bench --$be --json --only prefill_gemm --only prefill_ops \
       > "$OUT/gemm_$be.json" 2> "$OUT/gemm_$be.err"
     stamp $? >> "$OUT/gemm_$be.err"
   done
