@@ -10,9 +10,9 @@
 #   bash tools/device/gpu_session.sh            # ~9 min: checks + native bench
 #   bash tools/device/gpu_session.sh --dawn     # ~9 min: Dawn checks + Dawn bench instead
 #   bash tools/device/gpu_session.sh --prefill  # ~9 min: the prefill's GEMMs, scan and conv
-#     alone through each backend (bench sections prefill_gemm, prefill_ops), then the 1.4b f32 prefill through Dawn and
-#     natively, streamed and recorded first, with and without the kk GEMM, then where the
-#     prefill's GPU time goes natively (tools/profile_kernels) (carry as for --dawn)
+#     alone through each backend (bench sections prefill_gemm, prefill_ops), then the 1.4b f32
+#     prefill through Dawn and natively, streamed and recorded first, with and without the kk
+#     GEMM, then where its GPU time goes natively (tools/profile_kernels) (carry as for --dawn)
 # (each under the device's 10-minute limit per command; a bench killed by its timeout prints
 # nothing, so the timeouts below leave room).
 set -uo pipefail
