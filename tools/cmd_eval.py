@@ -98,11 +98,8 @@ def _fail(msg, code=2):
 
 def _served_folder(name):
     """The local folder of a model the server lists by `name` (models/ and the HF cache)."""
-    from server.app import DEFAULT_MODEL_DIRS
-    from server.model_catalog import ModelCatalog
-    cat = ModelCatalog(DEFAULT_MODEL_DIRS, hf_cache=True)
-    cat.refresh()
-    entry = cat._lookup(name)     # the catalog's own name / repo-id matching
+    from tools.model_source import served_entry
+    entry, _ = served_entry(name)
     if entry is None or entry.info.get("format") != "hf":
         raise ValueError(f"--model {name}: not a folder, not an MBJS file, and no served HF "
                          "model has that name; give a model folder, an MBJS .bin, or a name "

@@ -91,18 +91,6 @@ def _adapter_files(folder, command="run"):
     return out
 
 
-def served_model_names():
-    """The names (and Hub repo ids) of the models `mambaweb serve` offers: models/ and the
-    local HF cache, as the server's catalog lists them."""
-    from server.app import DEFAULT_MODEL_DIRS
-    from server.model_catalog import ModelCatalog
-    try:
-        models = ModelCatalog(DEFAULT_MODEL_DIRS, hf_cache=True).list_models()
-    except Exception:   # an unreadable HF cache: what models/ holds
-        models = ModelCatalog(DEFAULT_MODEL_DIRS, hf_cache=False).list_models()
-    return {m["name"] for m in models} | {m["repo_id"] for m in models if m.get("repo_id")}
-
-
 def _fresh_model(args, log):
     """(model_dirs, name, cleanup) of generate-bin's model for --arch/--pattern/--seed and the
     shape flags, written to a temporary folder."""
@@ -123,7 +111,7 @@ def _fresh_model(args, log):
 def run(args):
     import numpy as np
     from tools.headless import headless_engine, worker_error_message
-    from tools.model_source import hub_spec, resolve_model
+    from tools.model_source import hub_spec, resolve_model, served_entry
 
     ids = [int(x) for x in args.ids.split(",") if x.strip()] if args.ids else None
     greedy = args.greedy or args.temperature is None
@@ -159,11 +147,11 @@ def run(args):
     else:
         model_dirs, name, cleanup = resolve_model(args.model, log, mbjs_hints(args))
         if model_dirs is None:
-            served = served_model_names()
-            if name not in served:          # refused now, not after the browser's boot
+            entry, served = served_entry(name)
+            if entry is None:               # refused now, not after the browser's boot
                 print(f"mambaweb run: no model named {name!r}: give an HF model folder, an MBJS "
                       f".bin file, a Hub repo (org/name), or one of the served models: "
-                      f"{', '.join(sorted(served)) or '(none)'}", file=sys.stderr)
+                      f"{', '.join(served) or '(none)'}", file=sys.stderr)
                 return 2
     if not fresh and (args.family or args.pattern):
         if model_dirs:      # a local folder or MBJS file: checked before the browser starts

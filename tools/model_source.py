@@ -45,6 +45,27 @@ def resolve_model(arg, log=print, hints=None):
     return None, arg, lambda: None
 
 
+def served_catalog():
+    """The models `mambaweb serve` offers (models/ and the local HF cache), as its catalog lists
+    them; models/ alone where the HF cache cannot be read."""
+    from server.app import DEFAULT_MODEL_DIRS
+    from server.model_catalog import ModelCatalog
+    try:
+        cat = ModelCatalog(DEFAULT_MODEL_DIRS, hf_cache=True)
+        cat.refresh()
+    except Exception:
+        cat = ModelCatalog(DEFAULT_MODEL_DIRS, hf_cache=False)
+        cat.refresh()
+    return cat
+
+
+def served_entry(name):
+    """(catalog entry or None, the served names): `name` matched as the server matches it (its
+    URL name, or an HF-cache model's repo id)."""
+    cat = served_catalog()
+    return cat._lookup(name), sorted(m["name"] for m in cat.list_models(refresh=False))
+
+
 def hub_spec(arg):
     """`arg` when it names a Hub repo the tab should open itself (py_engine/io/hub.py): shaped
     org/name[@revision], not a local path, and (without @revision) not already in the local HF

@@ -2,6 +2,7 @@
 the cost of a dispatch. Timed with the host clock around submit + queue drain."""
 import time
 
+from py_engine.benchmarks.timing import seconds_per_call
 from py_engine.gpu.tensor import Tensor
 from py_engine.ops import elementwise as ew
 from py_engine.ops.linear import linear_forward
@@ -21,28 +22,13 @@ async def matmul_gflops(device, M, K, N, min_seconds=0.5):
     ew.fill(b, w, 0.25)
     b.submit()
     y = Tensor(device, (M, N))
-    b = device.batch()
-    linear_forward(b, x, w, out=y)  # warm-up: pipeline build, first dispatch
-    b.submit()
-    await device.finish()
-    reps, elapsed = 1, 0.0
-    while True:
-        t0 = _now()
-        b = device.batch()
-        for _ in range(reps):
-            linear_forward(b, x, w, out=y)
-        b.submit()
-        await device.finish()
-        elapsed = _now() - t0
-        if elapsed >= min_seconds or reps >= 1024:
-            break
-        reps = reps * 2 if elapsed < min_seconds / 8 else reps * 2
+    sec, reps = await seconds_per_call(device, lambda b: linear_forward(b, x, w, out=y),
+                                       min_seconds, 1024)
     check = (await y.to_list())[0]
     for t in (x, w, y):
         t.release()
-    flops = 2.0 * M * K * N * reps
-    return {"M": M, "K": K, "N": N, "reps": reps, "ms_per_matmul": 1000 * elapsed / reps,
-            "gflops": flops / elapsed / 1e9, "check": check, "check_expected": 0.125 * K}
+    return {"M": M, "K": K, "N": N, "reps": reps, "ms_per_matmul": 1000 * sec,
+            "gflops": 2.0 * M * K * N / sec / 1e9, "check": check, "check_expected": 0.125 * K}
 
 
 async def dispatch_overhead(device, n=1000, submits=100):

@@ -10,8 +10,8 @@ Result: {"shape", "chunk_len", "lengths": [rows]} for SISO, and "mimo": [{"R", "
 "max_abs_diff", "y_scale"}."""
 import math
 import struct
-import time
 
+from py_engine.benchmarks.timing import seconds_per_call
 from py_engine.gpu.tensor import Tensor
 from py_engine.ops import mamba3 as m3
 
@@ -33,25 +33,6 @@ def _values(n, seed, scale):
 
 def _tensor(device, shape, seed, scale=1.0):
     return Tensor.from_bytes(device, shape, _values(math.prod(shape), seed, scale), "f32")
-
-
-async def _time(device, run, min_seconds):
-    b = device.batch()
-    run(b)
-    b.submit()
-    await device.finish()
-    reps, elapsed = 1, 0.0
-    while True:
-        t0 = time.perf_counter()
-        b = device.batch()
-        for _ in range(reps):
-            run(b)
-        b.submit()
-        await device.finish()
-        elapsed = time.perf_counter() - t0
-        if elapsed >= min_seconds or reps >= 64:
-            return 1000.0 * elapsed / reps
-        reps *= 2
 
 
 async def _rank(device, s, R, lengths, min_seconds):
@@ -81,7 +62,8 @@ async def _rank(device, s, R, lengths, min_seconds):
             return go
         row = {"T": T}
         for path in ("serial", "chunked"):
-            row[f"{path}_ms"] = round(await _time(device, form(path), min_seconds), 3)
+            sec, _ = await seconds_per_call(device, form(path), min_seconds, 64)
+            row[f"{path}_ms"] = round(1000.0 * sec, 3)
         row["speedup"] = round(row["serial_ms"] / max(row["chunked_ms"], 1e-9), 2)
         n = T * R * H * P
         a = struct.unpack(f"<{n}f", await ys["serial"].to_bytes())

@@ -10,6 +10,28 @@ from py_engine.autograd.functional import Ctx
 from py_engine.models.names import EMBED
 
 
+def _prompt_ids(model, T):
+    """The bench's T-token prompt (ids spread over the vocabulary)."""
+    return model.ids_tensor([(i * 7919) % model.cfg.vocab_size for i in range(T)])
+
+
+async def _prefill_seconds(model, ids, state, recorded):
+    """One prefill of `ids` from a reset `state` to its last logits on the host: streamed
+    (recorded = False: the clock starts before the recording, chunks go to the GPU as they are
+    recorded, as the app prefills) or recorded whole first (the clock starts at its submit)."""
+    state.reset()
+    t0 = time.perf_counter()
+    batch = model.device.batch(stream=not recorded)
+    logits = model.forward(Ctx(batch), ids, 1, state, last_only=True)
+    if recorded:
+        t0 = time.perf_counter()
+    batch.submit()
+    await logits.to_bytes()
+    dt = time.perf_counter() - t0
+    logits.release()
+    return dt
+
+
 async def prefill_tokens_per_s(model, T, reps=3, budget_s=0.3):
     """The best of up to `reps` timed prefills of T tokens after one that builds pipelines (no
     more once the timed ones took `budget_s`: on a software adapter that is the first timed
@@ -19,21 +41,13 @@ async def prefill_tokens_per_s(model, T, reps=3, budget_s=0.3):
     read up to 2.4x slower than the same graph's in a later variant of the same process (H200,
     64 tokens, 668 against 1,590 tok/s)."""
     reps = max(1, reps)
-    ids = model.ids_tensor([(i * 7919) % model.cfg.vocab_size for i in range(T)])
-    state = model.new_state()
+    ids, state = _prompt_ids(model, T), model.new_state()
     best = None
     spent = 0.0
     for rep in range(reps + 1):   # the first run warms pipelines
         if rep > 1 and spent > budget_s:
             break
-        state.reset()
-        t0 = time.perf_counter()
-        batch = model.device.batch(stream=True)
-        logits = model.forward(Ctx(batch), ids, 1, state, last_only=True)
-        batch.submit()
-        await logits.to_bytes()
-        dt = time.perf_counter() - t0
-        logits.release()
+        dt = await _prefill_seconds(model, ids, state, recorded=False)
         if rep == 0:
             continue                  # the warm-up: neither timed nor counted
         spent += dt
@@ -49,19 +63,9 @@ async def prefill_recorded_seconds(model, T, reps=2):
     host's recording. Against prefill_tokens_per_s's streamed time it says how much of a
     prefill the recording still adds where streaming should hide it (through Dawn under Node
     mamba-1.4b's 1,024 tokens took ~16% longer than natively on the same H200)."""
-    ids = model.ids_tensor([(i * 7919) % model.cfg.vocab_size for i in range(T)])
-    state = model.new_state()
-    best = None
-    for _ in range(max(1, reps)):
-        state.reset()
-        batch = model.device.batch()
-        logits = model.forward(Ctx(batch), ids, 1, state, last_only=True)
-        t0 = time.perf_counter()
-        batch.submit()
-        await logits.to_bytes()
-        dt = time.perf_counter() - t0
-        logits.release()
-        best = dt if best is None else min(best, dt)
+    ids, state = _prompt_ids(model, T), model.new_state()
+    best = min([await _prefill_seconds(model, ids, state, recorded=True)
+                for _ in range(max(1, reps))])
     ids.release()
     state.release()
     return {"recorded_seconds": best, "recorded_tokens_per_s": T / best}

@@ -2,36 +2,15 @@
 selective scan forward (the lanes kernel a real GPU takes, its chunks as the engine picks them)
 and the causal conv at mamba-1.4b's shape, T tokens. As `prefill_gemm` found the GEMMs' gap
 between Dawn and wgpu, this times these two on each (`mambaweb bench --dawn --only prefill_ops`,
-then `--native`). Each op is recorded `reps` times into one submit, reps doubling until the
-submit takes `min_seconds` (host clock around submit + drain)."""
-import time
-
+then `--native`), each as py_engine/benchmarks/timing.py times an op."""
+from py_engine.benchmarks.timing import seconds_per_call
 from py_engine.gpu.tensor import Tensor
 from py_engine.ops import conv1d as conv_ops
 from py_engine.ops import elementwise as ew
 from py_engine.ops import selective_scan as scan_ops
 
 SHAPE = dict(T=1024, I=4096, N=16, K=4)     # mamba-1.4b: d_inner 4096, d_state 16, d_conv 4
-
-
-async def _time(device, record, min_seconds):
-    """Microseconds per call of record(batch) (one warm-up submit first), and the reps."""
-    b = device.batch()
-    record(b)
-    b.submit()
-    await device.finish()
-    reps = 1
-    while True:
-        t0 = time.perf_counter()
-        b = device.batch()
-        for _ in range(reps):
-            record(b)
-        b.submit()
-        await device.finish()
-        elapsed = time.perf_counter() - t0
-        if elapsed >= min_seconds or reps >= 256:
-            return 1e6 * elapsed / reps, reps
-        reps *= 2
+MAX_REPS = 256
 
 
 async def run(device, T=SHAPE["T"], I=SHAPE["I"], N=SHAPE["N"], K=SHAPE["K"], min_seconds=0.3):
@@ -57,7 +36,8 @@ async def run(device, T=SHAPE["T"], I=SHAPE["I"], N=SHAPE["N"], K=SHAPE["K"], mi
             y.release()
             h.release()
 
-        us, reps = await _time(device, scan, min_seconds)
+        s, reps = await seconds_per_call(device, scan, min_seconds, MAX_REPS)
+        us = 1e6 * s
         out.append({"op": "selective_scan_forward", "kernel": scan_ops.scan_kernel(device),
                     "T": T, "I": I, "N": N, "us": us, "reps": reps})
 
@@ -65,7 +45,8 @@ async def run(device, T=SHAPE["T"], I=SHAPE["I"], N=SHAPE["N"], K=SHAPE["K"], mi
             y, _ = conv_ops.conv1d_forward(b, u, w, cb, silu=True)
             y.release()
 
-        us, reps = await _time(device, conv, min_seconds)
+        s, reps = await seconds_per_call(device, conv, min_seconds, MAX_REPS)
+        us = 1e6 * s
         out.append({"op": "conv1d_forward", "T": T, "I": I, "K": K, "us": us, "reps": reps})
         b = device.batch()                    # one more of each, read back: finite values
         y, h, _ = scan_ops.selective_scan_forward(b, u, delta, A_log, B, C, D=D, z=z,

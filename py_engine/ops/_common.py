@@ -26,6 +26,16 @@ def params(*values) -> bytes:
     return data
 
 
+DEFAULT_WG_STORAGE = 16384   # WebGPU's default maxComputeWorkgroupStorageSize
+
+
+def workgroup_storage(device) -> int:
+    """Bytes of workgroup memory a kernel of this device may use (maxComputeWorkgroupStorageSize;
+    WebGPU's default where the device, or a test's stand-in, states none)."""
+    limits = getattr(device, "limits", None) or {}
+    return int(limits.get("maxComputeWorkgroupStorageSize", DEFAULT_WG_STORAGE))
+
+
 def f32_bits(value: float) -> int:
     return struct.unpack("<I", struct.pack("<f", value))[0]
 

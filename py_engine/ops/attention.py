@@ -35,7 +35,7 @@ All kernels are deterministic: every output element is summed by one thread in a
 (no atomics, no subgroup reductions).
 """
 from py_engine.gpu.tensor import Tensor
-from py_engine.ops._common import params
+from py_engine.ops._common import params, workgroup_storage
 from py_engine.ops.conv1d import Cols, rw_dummy, view  # noqa: F401  (Cols re-exported)
 from py_engine.ops.loop_budget import spans, window_len
 
@@ -43,7 +43,6 @@ MAX_HEAD_DIM = 256          # the shaders' MAXD: q/o rows live in registers
 MAX_TILE = 64               # key (query) rows per staged tile
 WG = 64                     # threads per workgroup (the shaders' WG): query rows per workgroup
 MAX_GRID = 65535
-DEFAULT_WG_STORAGE = 16384  # WebGPU's default maxComputeWorkgroupStorageSize
 SAVE, CACHE_SHARED = 1, 2   # attention_forward flags
 NOT_FIRST, NOT_LAST = 4, 8  # attention_forward: a key window after the first / before the last
 ALL_KEYS = 0xFFFFFFFF       # w1 of a single key window
@@ -58,7 +57,7 @@ TILED_ROWS = (64, 48, 32, 16)   # tiled path: key (query) rows per staged tile, 
 def tile_rows(device, Dh):
     """Rows BT of a staged K/V (Q/dO) tile for head_dim Dh: 2 BT (Dh + 1) floats must fit in
     maxComputeWorkgroupStorageSize; at most MAX_TILE."""
-    limit = int(device.limits.get("maxComputeWorkgroupStorageSize", DEFAULT_WG_STORAGE))
+    limit = workgroup_storage(device)
     bt = limit // 4 // (2 * (Dh + 1))
     if bt < 1:
         raise ValueError(f"attention head_dim {Dh} needs {2 * (Dh + 1) * 4} bytes of workgroup "
@@ -66,9 +65,6 @@ def tile_rows(device, Dh):
                          f"{limit} bytes")
     return min(bt, MAX_TILE)
 
-
-def _wg_limit(device):
-    return int(device.limits.get("maxComputeWorkgroupStorageSize", DEFAULT_WG_STORAGE))
 
 
 def _tiled_words(kind, Dh, bt):
@@ -85,7 +81,7 @@ def _tiled_words(kind, Dh, bt):
 def tiled_constants(device, kind, Dh):
     """Pipeline constants of a tiled kernel ("fwd", "dq" or "dkv") for head_dim Dh, or None
     when even 16-row tiles do not fit maxComputeWorkgroupStorageSize."""
-    limit = _wg_limit(device) // 4
+    limit = workgroup_storage(device) // 4
     for bt in TILED_ROWS:
         ws = _tiled_words(kind, Dh, bt)
         if ws <= limit:
@@ -106,7 +102,7 @@ def _use_tiled(device, kinds, Dh, fast):
         return fits and not device.info.get("is_fallback")
     if fast and not fits:
         raise ValueError(f"the tiled attention kernels for head_dim {Dh} do not fit this GPU's "
-                         f"maxComputeWorkgroupStorageSize ({_wg_limit(device)} bytes)")
+                         f"maxComputeWorkgroupStorageSize ({workgroup_storage(device)} bytes)")
     return bool(fast)
 
 

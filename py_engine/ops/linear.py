@@ -5,7 +5,8 @@ gradient: shaders/linear_backward.wgsl).
   backward: dx[M,K] = dy[M,N] @ W[N,K];  dW[N,K] = dy^T @ x;  db[N] = sum_rows dy
 """
 from py_engine.gpu.tensor import Tensor
-from py_engine.ops._common import ACCUMULATE, ADD_BIAS, dummy, fold, out_like, params, rows_of
+from py_engine.ops._common import (ACCUMULATE, ADD_BIAS, dummy, fold, out_like, params, rows_of,
+                                   workgroup_storage)
 from py_engine.ops import step_kernels, weight_format
 from py_engine.ops.lora import adapter_of, branch_forward
 from py_engine.ops.loop_budget import ALIGN_ROWS, shifted, spans, window_len
@@ -114,8 +115,7 @@ def _kk_ok(dev, bm, K, strides, multi):
     bench --dawn --only prefill_gemm` times both whatever the rule)."""
     if multi is not None or bm != 128 or K < 16 or K % 16 or tuple(strides) != (K, 1, 1, K):
         return False
-    limit = int(getattr(dev, "limits", {}).get("maxComputeWorkgroupStorageSize", 16384))
-    if limit < KK_BYTES:
+    if workgroup_storage(dev) < KK_BYTES:
         return False
     return step_kernels.choose(dev, "tiled_kk", "MAMBAWEB_TILED_KK", "1", "0",
                                lambda: dev.info.get("backend") == "native")

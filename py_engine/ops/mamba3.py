@@ -52,7 +52,7 @@ copies of the initial states (None when the scan started from zeros). With the i
 recompute phi, k, q and every state from the initial state (or checkpoint states per chunk).
 """
 from py_engine.gpu.tensor import Tensor
-from py_engine.ops._common import dummy, fold, params
+from py_engine.ops._common import dummy, fold, params, workgroup_storage
 from py_engine.ops.conv1d import Cols, bt_of, view  # noqa: F401  (Cols re-exported)
 from py_engine.ops.mamba3_windows import chunk_passes_per_chunk, serial_passes_per_token, windows
 from py_engine.ops import step_kernels
@@ -360,7 +360,7 @@ def step_folds_bc_norm(dev, mimo, N, S):
     """Whether mamba3_step can take raw B / C with their norm weights (bc_norm): the SISO lanes
     step, its workgroup memory (k, k_prev, q, phi, the normalised B and C: 5N + S floats, and
     256 for its sums) within the device's limit."""
-    limit = dev.limits.get("maxComputeWorkgroupStorageSize", 16384)
+    limit = workgroup_storage(dev)
     return not mimo and 4 * (5 * N + S + 256) <= limit and step_lanes(dev)
 
 

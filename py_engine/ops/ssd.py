@@ -33,7 +33,7 @@ ValueError naming the limit (16 KiB, the WebGPU default, fits L <= 1365).
 import math
 
 from py_engine.gpu.tensor import Tensor
-from py_engine.ops._common import dummy, fold, params
+from py_engine.ops._common import dummy, fold, params, workgroup_storage
 from py_engine.ops.conv1d import Cols, bt_of, rw_dummy, view  # noqa: F401  (Cols re-exported)
 from py_engine.ops import loop_budget
 from py_engine.ops import step_kernels
@@ -42,7 +42,6 @@ HAS_BIAS, HAS_D, HAS_INIT, SAVE, HAS_DT_MIN, HAS_DT_MAX = 1, 2, 4, 8, 16, 32
 DEFAULT_CHUNK = 256        # transformers' Mamba2Config.chunk_size
 MAX_TILE_ROWS = 16         # rows per intra-chunk tile: more only costs occupancy on a real GPU
 WG = 64                    # threads per workgroup (the shaders' WG)
-DEFAULT_WG_STORAGE = 16384  # WebGPU's default maxComputeWorkgroupStorageSize
 FWD, STEP = "ssd_forward", "ssd_step"
 
 
@@ -67,20 +66,16 @@ def default_chunk(device=None):
     return min(DEFAULT_CHUNK, max_chunk(device))
 
 
-def _wg_storage(device):
-    limits = getattr(device, "limits", None) or {}   # no device: argument checks on the host
-    return int(limits.get("maxComputeWorkgroupStorageSize", DEFAULT_WG_STORAGE))
-
 
 def max_chunk(device):
     """Longest chunk the forward can run here: (2 + 1 tile row) * L floats of workgroup memory."""
-    return _wg_storage(device) // 4 // 3
+    return workgroup_storage(device) // 4 // 3
 
 
 def tile_rows(device, L):
     """Rows TL of the intra-chunk tile for chunk length L: the most that fit next to cum and dt
     in maxComputeWorkgroupStorageSize, at most MAX_TILE_ROWS and L."""
-    limit = _wg_storage(device)
+    limit = workgroup_storage(device)
     tl = (limit // 4 - 2 * L) // L
     if tl < 1:
         raise ValueError(
