@@ -109,6 +109,13 @@ def _check_w(w, b, I):
     return w.shape[1]
 
 
+def _four_ok():
+    """conv1d_forward4 for K = 4 unless MAMBAWEB_CONV4=0 (bench variants: the tap-by-tap
+    kernel side by side)."""
+    import os
+    return os.environ.get("MAMBAWEB_CONV4", "1") != "0"
+
+
 def conv1d_forward(batch, x, w, b=None, silu=False, state_in=None, state_out=None,
                    write_state=False, out=None):
     """x [Bsz, T, I] (or [T, I], or a Cols view), w [I, K], b [I] -> (y [Bsz, T, I], state_out)
@@ -133,8 +140,11 @@ def conv1d_forward(batch, x, w, b=None, silu=False, state_in=None, state_out=Non
     rows_out = max(T, K) if write_state else T
     xv, yv = view(x), view(y)
     u = _uniform(dev, T, I, K, flags, nb, rows_out, xv=xv, ov=yv)
-    gy, gz = fold(nb * rows_out)
-    batch.run("conv1d_forward", "conv1d_forward",
+    # K = 4 (every Mamba): four tokens a thread, their seven inputs loaded together
+    # (conv1d_forward4 says why); other widths one token a thread, tap by tap
+    four = K == 4 and _four_ok()
+    gy, gz = fold(nb * (-(-rows_out // 4) if four else rows_out))
+    batch.run("conv1d_forward", "conv1d_forward4" if four else "conv1d_forward",
               [u, xv[0], w.binding, b.binding if b is not None else dummy(dev), yv[0],
                state_in.binding if state_in is not None else dummy(dev),
                state_out.binding if write_state else rw_dummy(dev)],

@@ -50,7 +50,7 @@ Total transient work: Bsz*T*I*(N+4) + Bsz*nc*I*(N+3) floats.
 from py_engine.gpu.tensor import Tensor
 from py_engine.ops._common import dummy, fold, params
 from py_engine.ops.conv1d import Cols, bt_of, rw_dummy, view  # noqa: F401  (Cols re-exported)
-from py_engine.ops.loop_budget import window_len
+from py_engine.ops.loop_budget import LOOP_PASS_BUDGET, window_len
 
 HAS_Z, HAS_BIAS, HAS_INIT, WRITE_FINAL, NORM_BC = 1, 2, 4, 8, 16
 HAS_DH, ACCUMULATE, HAS_D, WRITE_DH0 = 32, 64, 128, 256
@@ -95,16 +95,26 @@ def lanes_loop_passes(L, N):
     return -(-int(L) // LANES_TB) * (3 * (N + 1) + 1 + LANES_TB + 1) + 8
 
 
+def lanes_max_chunk(N):
+    """Longest chunk of the lanes forward when no backward shares its chunks (inference): one
+    invocation's loop passes (lanes_loop_passes) within a quarter of the loop-pass budget, in
+    whole 16-token blocks -- about 1,870 tokens at N 16, where the classic kernels' cap
+    (max_chunk) is 269."""
+    per_block = 3 * (N + 1) + 1 + LANES_TB + 1
+    return max(LANES_TB, (LOOP_PASS_BUDGET // 4 - 8) // per_block * LANES_TB)
+
+
 def default_chunk(device, nb, T, I, target_threads=None, N=MAXN, lanes=False):
     """Chunk length L: enough chunks that Bsz*I*nc (b, channel, chunk) walks reach
     `target_threads` (SwiftShader's 2-4 CPU cores are already full with Bsz*I >= 256, where
     chunking only adds the 2x recompute; a real GPU: gpu_scan_threads(lanes)), but never
-    chunks shorter than 16 tokens nor longer than max_chunk(N)."""
+    chunks shorter than 16 tokens nor longer than max_chunk(N) (lanes, which callers pass only
+    when no backward reads the chunks: lanes_max_chunk(N))."""
     if target_threads is None:
         target_threads = 256 if device.info.get("is_fallback") else gpu_scan_threads(lanes)
     nc = max(1, -(-target_threads // max(1, nb * I)))
     L = max(16, -(-T // nc))
-    return min(L, max(T, 1), max_chunk(N))
+    return min(L, max(T, 1), lanes_max_chunk(N) if lanes else max_chunk(N))
 
 
 def gpu_scan_threads(lanes=False):

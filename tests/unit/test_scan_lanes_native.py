@@ -38,6 +38,15 @@ def test_lanes_forward_equals_float64_and_classic(engine, nb, T, I, N, chunk, ga
                 with_bias=with_bias, eps=eps, seed=T + I + N)
 
 
+def test_an_inference_walks_a_chunk_longer_than_the_classic_cap(engine):
+    """No backward shares the chunks of an inference, so its lanes forward takes chunks up to
+    lanes_max_chunk (1,888 tokens at N 16) instead of max_chunk (269): here 600 tokens in one
+    chunk, one dispatch (on lavapipe 256 walks fill the device), within the loop-pass budget --
+    equal to float64 and to the classic kernel's three chunks."""
+    info = check_lanes(engine, 1, 600, 256, 16, None, seed=11)
+    assert info["lanes_dispatches"] == 1 and info["classic_dispatches"] == 3, info
+
+
 @pytest.mark.parametrize("nb,T,I,N,chunk,eps,with_h0", [(2, 37, 40, 16, 16, None, True),
                                                        (2, 41, 12, 4, 18, 1e-6, False)])
 def test_backward_from_lanes_forward(engine, nb, T, I, N, chunk, eps, with_h0):
@@ -77,6 +86,8 @@ def test_lanes_loop_passes_fit_lavapipes_budget():
     for N in range(1, ss.MAXN + 1):
         assert ss.lanes_loop_passes(ss.max_chunk(N), N) <= LOOP_PASS_BUDGET // 4, N
     assert ss.lanes_loop_passes(16, 16) == 69 + 8   # the shader header's count per block
+    for N in range(1, ss.MAXN + 1):                  # an inference's longer chunks too
+        assert ss.lanes_loop_passes(ss.lanes_max_chunk(N), N) <= LOOP_PASS_BUDGET // 4, N
 
 
 class _Dev:
@@ -103,10 +114,15 @@ def test_kernel_choice_and_chunk_target(monkeypatch):
     # chunk targets on a GPU: mamba-1.4b (I 4096) at 1024 tokens
     assert ss.default_chunk(gpu, 1, 1024, 4096, lanes=True) == 256        # 16384 walks: 4 chunks
     assert ss.default_chunk(gpu, 1, 1024, 4096, lanes=False) == 64        # 65536: 16 chunks
-    assert ss.default_chunk(soft, 1, 1024, 4096, lanes=True) == ss.max_chunk(16)
+    assert ss.default_chunk(soft, 1, 1024, 4096, lanes=True) == 1024        # one chunk
+    assert ss.default_chunk(soft, 1, 1024, 4096, lanes=False) == ss.max_chunk(16)
     monkeypatch.setenv("MAMBAWEB_SCAN_THREADS", "8192")
-    assert ss.default_chunk(gpu, 1, 1024, 4096, lanes=True) == ss.max_chunk(16)   # nc 2 -> capped
-    assert ss.default_chunk(gpu, 1, 1024, 4096, lanes=False) == ss.max_chunk(16)
+    # the lanes forward of an inference walks longer chunks than the classic kernels' cap
+    assert ss.default_chunk(gpu, 1, 1024, 4096, lanes=True) == 512                # nc 2
+    assert ss.default_chunk(gpu, 1, 1024, 4096, lanes=False) == ss.max_chunk(16)   # capped
+    monkeypatch.setenv("MAMBAWEB_SCAN_THREADS", "4096")
+    assert ss.default_chunk(gpu, 1, 1024, 4096, lanes=True) == 1024               # one chunk
+    assert ss.default_chunk(gpu, 1, 4096, 4096, lanes=True) == ss.lanes_max_chunk(16) == 1888
     monkeypatch.setenv("MAMBAWEB_SCAN_THREADS", "lots")
     with pytest.raises(ValueError, match="MAMBAWEB_SCAN_THREADS must be a positive whole number"):
         ss.default_chunk(gpu, 1, 1024, 4096, lanes=True)

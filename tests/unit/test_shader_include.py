@@ -217,6 +217,7 @@ def _record_ops(batch):
     _, st = conv1d.conv1d_forward(batch, xc, wc, bc, silu=True, write_state=True)
     conv1d.conv1d_step(batch, t(nb, I), st, wc, bc)
     conv1d.conv1d_backward(batch, t(nb, T, I), xc, wc, bc, silu=True)
+    conv1d.conv1d_forward(batch, xc, t(I, 3), bc, silu=True)    # a width other than 4: tap by tap
     # selective scan: chunked forward (+ carry), step, backward without saved states
     u, dl, A, Bm, Cm, D, zz, dtb = (t(nb, T, I), t(nb, T, I), t(I, N), t(nb, T, N), t(nb, T, N),
                                     t(I), t(nb, T, I), t(I))
