@@ -95,8 +95,14 @@ def _split_count(dev, M, N, K, groups):
 
 
 def _tiles(M, N):
-    """(tile side, tiles) of a tiled GEMM's C [M, N]."""
-    bm = 128 if min(M, N) >= BIG_TILE_MIN_SIDE else 64
+    """(tile side, tiles) of a tiled GEMM's C [M, N]. MAMBAWEB_BIG_TILE_MIN_SIDE replaces
+    BIG_TILE_MIN_SIDE (bench variants: e.g. 161 puts mamba-1.4b's x_proj, 160 columns, on the
+    64 tile, where the 128 tile computes 256 columns for its 160)."""
+    import os
+    env = os.environ.get("MAMBAWEB_BIG_TILE_MIN_SIDE", "").strip()
+    if env and not env.isdigit():
+        raise ValueError(f"MAMBAWEB_BIG_TILE_MIN_SIDE must be a whole number, got {env!r}")
+    bm = 128 if min(M, N) >= (int(env) if env else BIG_TILE_MIN_SIDE) else 64
     return bm, (-(-M // bm)) * (-(-N // bm))
 
 

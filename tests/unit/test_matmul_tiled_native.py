@@ -30,3 +30,16 @@ def test_split_k_products_equal_float64(engine, M, K, N, big_tiles):
     accumulation by matmul_split_reduce."""
     info = check_products(engine, M, K, N, big_tiles, seed=5, split=True)
     assert info["dispatches"] > 4           # a reduce after each product whose K was split
+
+
+def test_big_tile_side_as_a_bench_variant(monkeypatch):
+    """MAMBAWEB_BIG_TILE_MIN_SIDE moves the 128/64 tile boundary (bench variants): 161 puts a
+    160-column product (mamba-1.4b's x_proj) on the 64 tile and leaves wider ones alone."""
+    import py_engine.ops.linear as L
+    monkeypatch.delenv("MAMBAWEB_BIG_TILE_MIN_SIDE", raising=False)
+    assert L._tiles(1024, 160) == (128, 16) and L._tiles(1024, 4096) == (128, 256)
+    monkeypatch.setenv("MAMBAWEB_BIG_TILE_MIN_SIDE", "161")
+    assert L._tiles(1024, 160) == (64, 48) and L._tiles(1024, 4096) == (128, 256)
+    monkeypatch.setenv("MAMBAWEB_BIG_TILE_MIN_SIDE", "big")
+    with pytest.raises(ValueError, match="MAMBAWEB_BIG_TILE_MIN_SIDE must be a whole number"):
+        L._tiles(1024, 160)
