@@ -136,10 +136,15 @@ def gpu_scan_threads(lanes=False):
 
 # classic: H200, mamba-1.4b prefill 1024: 2997 tok/s at 16384, 3510 at 65536 (tools/sweep_prefill.py)
 GPU_SCAN_THREADS = 65536
-# lanes: 16384 walks = 262k threads, about one full wave of an H200 (132 SMs x 2048); at
-# mamba-1.4b (I 4096) and 1024 tokens that is 4 chunks of 256, which max_chunk(16) = 269
-# requires anyway. Not yet measured: sweep with MAMBAWEB_SCAN=lanes,MAMBAWEB_SCAN_THREADS=...
-GPU_SCAN_LANES_THREADS = 16384
+# lanes: 4096 walks -- one chunk at mamba-1.4b (I 4096), three at mamba-130m (I 1536). Each
+# chunk past the first costs its whole walk twice (F1, then F3 from the carried state), and a
+# walk is a chain of 16-token blocks, so more chunks only paid where they filled an idle GPU.
+# On an H200, mamba-1.4b f32 prefill of 1,024 tokens, side by side in one process
+# (`--variant nc1:MAMBAWEB_SCAN_THREADS=4096`, nc2 8192; 2026-12-02): through Dawn 10,467 tok/s
+# at one chunk, 10,125 at two, 10,141 at four (16,384 walks, the old target: one full wave of
+# 262k threads); natively 11,823 against 11,458 at four. mamba-130m f16 through Dawn, 1,024
+# tokens: 19,485 against 18,153 at the old target (with the old conv too).
+GPU_SCAN_LANES_THREADS = 4096
 
 
 def scan_kernel(device):

@@ -112,7 +112,8 @@ def test_kernel_choice_and_chunk_target(monkeypatch):
     with pytest.raises(ValueError, match="MAMBAWEB_SCAN must be 'lanes' or 'classic'"):
         ss.scan_kernel(gpu)
     # chunk targets on a GPU: mamba-1.4b (I 4096) at 1024 tokens
-    assert ss.default_chunk(gpu, 1, 1024, 4096, lanes=True) == 256        # 16384 walks: 4 chunks
+    assert ss.default_chunk(gpu, 1, 1024, 4096, lanes=True) == 1024       # 4096 walks: 1 chunk
+    assert ss.default_chunk(gpu, 1, 1024, 1536, lanes=True) == 342        # mamba-130m: 3 chunks
     assert ss.default_chunk(gpu, 1, 1024, 4096, lanes=False) == 64        # 65536: 16 chunks
     assert ss.default_chunk(soft, 1, 1024, 4096, lanes=True) == 1024        # one chunk
     assert ss.default_chunk(soft, 1, 1024, 4096, lanes=False) == ss.max_chunk(16)
