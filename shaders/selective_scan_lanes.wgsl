@@ -186,6 +186,24 @@ fn walk1(s: vec2<f32>, a: f32, k: u32, j: u32, n: u32) -> vec2<f32> {
   return vec2<f32>(exp(dt * a) * s.x + sdbu[q] * sB[k * LANES + n], s.y + dt);
 }
 
+// The 16 lanes' terms of one (token, channel) summed in lane order, written out (as walk3 is:
+// a loop keeps each load behind the last add through Tint's loop guard); the loop's sum bit for
+// bit. RED16: MAMBAWEB_SCAN_RED16 (bench variants; py_engine/ops/selective_scan.py).
+override RED16: bool = true;
+
+fn red16(base: u32) -> f32 {
+  let r0 = red[base];       let r1 = red[base + 1u];  let r2 = red[base + 2u];
+  let r3 = red[base + 3u];  let r4 = red[base + 4u];  let r5 = red[base + 5u];
+  let r6 = red[base + 6u];  let r7 = red[base + 7u];  let r8 = red[base + 8u];
+  let r9 = red[base + 9u];  let r10 = red[base + 10u]; let r11 = red[base + 11u];
+  let r12 = red[base + 12u]; let r13 = red[base + 13u]; let r14 = red[base + 14u];
+  let r15 = red[base + 15u];
+  var acc = 0.0;
+  acc += r0; acc += r1; acc += r2; acc += r3; acc += r4; acc += r5; acc += r6; acc += r7;
+  acc += r8; acc += r9; acc += r10; acc += r11; acc += r12; acc += r13; acc += r14; acc += r15;
+  return acc;
+}
+
 // F3 (lanes): run chunk c of channels wid.x*CPW.. of sequence b from the start state, writing y
 // (and the final state when WRITE_FINAL and this is the last chunk).
 @compute @workgroup_size(128)
@@ -244,7 +262,9 @@ fn selective_scan_forward_lanes(@builtin(local_invocation_id) lid3: vec3<u32>,
     if (l.k < kk && l.ok2) {
       let base = (l.k * CPW + l.j2) * RS;
       var acc = 0.0;
-      for (var n = 0u; n < NS; n++) { acc += red[base + n]; }
+      if (NS == 16u && RED16) { acc = red16(base); } else {
+        for (var n = 0u; n < NS; n++) { acc += red[base + n]; }
+      }
       var out = acc + D * uu;
       if (has(HAS_Z)) { out *= silu(zz); }
       y[p.y_off + (g.b * p.T + tb + l.k) * p.y_str + l.i2] = out;

@@ -147,6 +147,14 @@ GPU_SCAN_THREADS = 65536
 GPU_SCAN_LANES_THREADS = 4096
 
 
+def _red16(device):
+    """Whether the lanes F3 sums a token's 16 lane terms written out (RED16 in
+    shaders/selective_scan_lanes.wgsl; the loop's sum bit for bit): `device.scan_red16` (tests),
+    else MAMBAWEB_SCAN_RED16 = 1 | 0 (bench variants), else on."""
+    from py_engine.gpu.settings import choose
+    return choose(device, "scan_red16", "MAMBAWEB_SCAN_RED16", "1", "0", lambda: True)
+
+
 def scan_kernel(device):
     """'lanes' or 'classic' for the forward's F1 / F3: `device.force_scan_lanes` (True/False)
     when set, else MAMBAWEB_SCAN=lanes|classic when set, else LANES_DEFAULT on real GPUs and
@@ -284,7 +292,7 @@ def selective_scan_forward(batch, u, delta, A_log, B, C, D=None, z=None, dt_bias
                dt_bias.binding if dt_bias is not None else dummy(dev), A_log.binding,
                views["b"][0], views["c"][0], D.binding if D is not None else dummy(dev),
                views["z"][0], views["y"][0], start.binding],
-              gx, nc * nb, constants=consts)
+              gx, nc * nb, constants=dict(consts, RED16=int(_red16(dev))) if lanes else consts)
     saved = None
     if save:
         saved = ScanSaved(L, nc, hc)

@@ -24,8 +24,9 @@ D = T['D'] if args['with_D'] else None
 bias = T['dt_bias'] if args['with_bias'] else None
 h0 = T.get('h0')
 eps = args['eps']
-for kernel, force in (('lanes', True), ('classic', False)):
+for kernel, force in (('lanes', True), ('lanesloop', True), ('classic', False)):
     dev.force_scan_lanes = force
+    dev.scan_red16 = kernel != 'lanesloop'   # the 16 lane terms summed by the loop instead
     info[kernel + '_picked'] = ss.scan_kernel(dev)
     n0 = b.dispatch_count
     y, hT, saved = ss.selective_scan_forward(b, T['u'], T['delta'], T['A_log'], Bv, Cv, D, zv, bias,
@@ -34,14 +35,17 @@ for kernel, force in (('lanes', True), ('classic', False)):
     info[kernel + '_dispatches'] = b.dispatch_count - n0
     info[kernel + '_nc'] = saved.nc if saved is not None else None
     outs[kernel + '_y'], outs[kernel + '_h'] = y, hT
-    if args['backward']:   # the backward from the lanes forward's saved chunk states
+    if args['backward'] and kernel == 'lanesloop':
+        b.submit()
+        saved.release()
+    elif args['backward']:   # the backward from the lanes forward's saved chunk states
         g = ss.selective_scan_backward(b, T['dy'], T['u'], T['delta'], T['A_log'], Bv, Cv, D, zv,
                                        bias, h0=h0, saved=saved, want_dh0=True, norm_bc_eps=eps)
         for k in ('du', 'ddelta', 'dA_log', 'dB', 'dC', 'dh0'):
             outs[kernel + '_' + k] = g[k]
         b.submit()
         saved.release()
-dev.force_scan_lanes = None
+dev.force_scan_lanes = dev.scan_red16 = None
 info['entries'] = sorted(k[1] for k in dev._pipelines if k[0] == 'selective_scan_lanes')
 """
 
@@ -99,6 +103,8 @@ def check_lanes(engine, nb, T, I, N, chunk, gate=True, with_h0=True, with_D=True
         assert info["lanes_dispatches"] == info["classic_dispatches"] == (1 if nc == 1 else 3)
         if nc > 1:
             assert "selective_scan_forward_chunk_lanes" in info["entries"]
+    for name in ("y", "h"):          # the written-out sum of the lanes' terms: the loop's bits
+        assert np.array_equal(o["lanes_" + name], o["lanesloop_" + name]), name
     for name, ref in (("y", ry), ("h", rh)):
         assert rel_err(o["lanes_" + name], ref) <= TOL_REF, (name, rel_err(o["lanes_" + name], ref))
         assert rel_err(o["lanes_" + name], o["classic_" + name], scale=np.abs(ref).max()) \
