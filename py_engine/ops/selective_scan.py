@@ -150,7 +150,11 @@ GPU_SCAN_LANES_THREADS = 4096
 def _red16(device):
     """Whether the lanes F3 sums a token's 16 lane terms written out (RED16 in
     shaders/selective_scan_lanes.wgsl; the loop's sum bit for bit): `device.scan_red16` (tests),
-    else MAMBAWEB_SCAN_RED16 = 1 | 0 (bench variants), else on."""
+    else MAMBAWEB_SCAN_RED16 = 1 | 0 (bench variants), else on. On an H200, the scan alone at
+    mamba-1.4b's shape (1,024 tokens, one chunk; `MAMBAWEB_SCAN_RED16=1|0 mambaweb bench
+    --native|--dawn --only prefill_ops`, alternating runs, 2026-12-02), us: natively 148.5,
+    153.0 written out against 187.7, 181.1 looped; through Dawn 170.5-221.8 (median 206.6)
+    against 178.1-223.9 (median 217.0), each backend's runs drifting more than the two differ."""
     from py_engine.gpu.settings import choose
     return choose(device, "scan_red16", "MAMBAWEB_SCAN_RED16", "1", "0", lambda: True)
 
