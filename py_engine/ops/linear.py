@@ -115,10 +115,12 @@ def _kk_ok(dev, bm, K, strides, multi):
     `device.tiled_kk` (tests), else MAMBAWEB_TILED_KK = 1 | 0 (bench variants), else natively
     (wgpu) only. On an H200 with both kernels' k loops written out, us at mamba-1.4b's in_proj /
     out_proj at 1,024 tokens, kk against scalar: natively 924 / 502 against 1,046 / 545; through
-    Dawn (Chrome's WebGPU) 1,263 / 678 against 1,148 / 631, its staged arrays then sized by a
-    pipeline override (every load clamped by Tint's robustness; now constant) -- so the
-    browser keeps the scalar kernel until the constant-sized kk is measured there (`mambaweb
-    bench --dawn --only prefill_gemm` times both whatever the rule)."""
+    Dawn (Chrome's WebGPU) 1,263 / 678 against 1,148 / 631 with its staged arrays sized by a
+    pipeline override, and with them constant-sized (thirteenth session, `mambaweb bench --dawn
+    --only prefill_gemm`, which times both whatever the rule) still 1,216 / 695 against
+    1,143 / 648 (x_proj 223 against 155, dt_proj 100 against 90) -- so the browser keeps the
+    scalar kernel; the whole 1.4b prefill through Dawn with kk forced on: 9,757 against 9,931
+    tok/s."""
     if multi is not None or bm != 128 or K < 16 or K % 16 or tuple(strides) != (K, 1, 1, K):
         return False
     if workgroup_storage(dev) < KK_BYTES:
