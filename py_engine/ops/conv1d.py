@@ -109,11 +109,11 @@ def _check_w(w, b, I):
     return w.shape[1]
 
 
-def _four_ok():
-    """conv1d_forward4 for K = 4 unless MAMBAWEB_CONV4=0 (bench variants: the tap-by-tap
-    kernel side by side)."""
-    import os
-    return os.environ.get("MAMBAWEB_CONV4", "1") != "0"
+def _four_ok(dev):
+    """conv1d_forward4 for K = 4: `device.conv4` (tests), else MAMBAWEB_CONV4 = 1 | 0 (bench
+    variants: the tap-by-tap kernel side by side), else on."""
+    from py_engine.gpu.settings import choose
+    return choose(dev, "conv4", "MAMBAWEB_CONV4", "1", "0", lambda: True)
 
 
 def conv1d_forward(batch, x, w, b=None, silu=False, state_in=None, state_out=None,
@@ -142,7 +142,7 @@ def conv1d_forward(batch, x, w, b=None, silu=False, state_in=None, state_out=Non
     u = _uniform(dev, T, I, K, flags, nb, rows_out, xv=xv, ov=yv)
     # K = 4 (every Mamba): four tokens a thread, their seven inputs loaded together
     # (conv1d_forward4 says why); other widths one token a thread, tap by tap
-    four = K == 4 and _four_ok()
+    four = K == 4 and _four_ok(dev)
     gy, gz = fold(nb * (-(-rows_out // 4) if four else rows_out))
     batch.run("conv1d_forward", "conv1d_forward4" if four else "conv1d_forward",
               [u, xv[0], w.binding, b.binding if b is not None else dummy(dev), yv[0],

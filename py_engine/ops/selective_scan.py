@@ -98,7 +98,7 @@ def lanes_loop_passes(L, N):
 def lanes_max_chunk(N):
     """Longest chunk of the lanes forward when no backward shares its chunks (inference): one
     invocation's loop passes (lanes_loop_passes) within a quarter of the loop-pass budget, in
-    whole 16-token blocks -- about 1,870 tokens at N 16, where the classic kernels' cap
+    whole 16-token blocks -- 1,888 tokens at N 16, where the classic kernels' cap
     (max_chunk) is 269."""
     per_block = 3 * (N + 1) + 1 + LANES_TB + 1
     return max(LANES_TB, (LOOP_PASS_BUDGET // 4 - 8) // per_block * LANES_TB)

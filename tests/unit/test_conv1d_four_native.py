@@ -16,10 +16,10 @@ gpu = runner("import py_engine.ops.conv1d as conv")
 
 CODE = """
 I, T1, T2, nb, silu = args
-four0, ran, run0 = conv._four_ok, [], b.run
+ran, run0 = [], b.run
 b.run = lambda shader, entry, *a, **k: (ran.append(entry), run0(shader, entry, *a, **k))[1]
 for four in (True, False):
-    conv._four_ok = lambda: four
+    dev.conv4 = four
     x1 = Cols(T['xz1'], 0, I, (nb, T1, I))
     y1, st = conv.conv1d_forward(b, x1, T['w'], T['bias'], silu=silu, write_state=True)
     y2, st2 = conv.conv1d_forward(b, T['x2'], T['w'], T['bias'], silu=silu, state_in=st,
@@ -28,7 +28,7 @@ for four in (True, False):
     outs.update({f'y1_{k}': y1, f'st_{k}': st, f'y2_{k}': y2, f'st2_{k}': st2})
     info[f'entries{k}'] = sorted(set(ran))
     ran.clear()
-conv._four_ok, b.run = four0, run0
+dev.conv4, b.run = None, run0
 """
 
 
