@@ -11,8 +11,9 @@
 #   bash tools/device/gpu_session.sh --dawn     # ~9 min: Dawn checks + Dawn bench instead
 #   bash tools/device/gpu_session.sh --prefill  # ~9 min: the prefill's GEMMs, scan and conv
 #     alone through each backend (bench sections prefill_gemm, prefill_ops), then the 1.4b f32
-#     prefill through Dawn and natively, streamed and recorded first, with and without the kk
-#     GEMM, then where its GPU time goes natively (tools/profile_kernels) (carry as for --dawn)
+#     prefill through Dawn (with the old conv and scan chunks, and kk forced on, as variants)
+#     and natively (without kk), streamed and recorded first, then where its GPU time goes
+#     natively (tools/profile_kernels) (carry as for --dawn)
 # (each under the device's 10-minute limit per command; a bench killed by its timeout prints
 # nothing, so the timeouts below leave room).
 set -uo pipefail
@@ -33,9 +34,11 @@ if [ "${1:-}" = "--prefill" ]; then
       > "$OUT/gemm_$be.json" 2> "$OUT/gemm_$be.err"
     stamp $? >> "$OUT/gemm_$be.err"
   done
-  # the 1.4b f32 prefill streamed and recorded-first, with and without the kk GEMM
-  timeout 200 python3 -m tools.cli bench --dawn --json --only model --models mamba1_4b \
-    --weights f32 --decode-tokens 16 --max-seconds 8 --variant nokk:MAMBAWEB_TILED_KK=0 \
+  # the 1.4b f32 prefill streamed and recorded-first: the engine's choices, the conv tap by tap
+  # with the scan in four chunks (before the thirteenth session), and the kk GEMM forced on
+  timeout 260 python3 -m tools.cli bench --dawn --json --only model --models mamba1_4b \
+    --weights f32 --decode-tokens 16 --max-seconds 8 \
+    --variant old:MAMBAWEB_CONV4=0,MAMBAWEB_SCAN_THREADS=16384 --variant kk:MAMBAWEB_TILED_KK=1 \
     > "$OUT/prefill_dawn.json" 2> "$OUT/prefill_dawn.err"
   stamp $? >> "$OUT/prefill_dawn.err"
   timeout 130 python3 -m tools.cli bench --native --json --only model --models mamba1_4b \
