@@ -251,8 +251,8 @@ result = await ceilings.run(device)
 
 
 def _formats(args):
-    from py_engine.ops.weight_format import check_format
-    return [check_format(f.strip()) for f in args.weights.split(",") if f.strip()]
+    from py_engine.ops.weight_format import format_named
+    return [format_named(f) for f in args.weights.split(",") if f.strip()]
 
 
 NATIVE_SECTIONS = ("foundation", "model", "train", "mamba3_scan",

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
-from py_engine.ops.weight_format import FORMATS, K_MULTIPLE
+from py_engine.ops.weight_format import FORMATS, K_MULTIPLE, format_arg
 from tools.arch_options import add_mbjs_hint_args, mbjs_hints
 
 # The config keys that state the context a model was trained at (when it states one).
@@ -68,8 +68,8 @@ def register(sub):
                    help="an HF model folder, an MBJS .bin, or a model name the server lists")
     p.add_argument("--corpus", required=True,
                    help="a UTF-8 text file or a folder (its text files, as pretrain reads them)")
-    p.add_argument("--weights", default="f32", choices=FORMATS,
-                   help="how the weights are kept on the GPU (default f32)")
+    p.add_argument("--weights", default="f32", type=format_arg, metavar="|".join(FORMATS),
+                   help="how the weights are kept on the GPU (default f32; int8 = q8)")
     p.add_argument("--seq-len", type=int,
                    help="window length T (default: the training context the model's config.json "
                         "states, at most 1024; 1024 when it states none)")

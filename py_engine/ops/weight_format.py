@@ -21,10 +21,31 @@ THREADS = 256
 TARGET_GROUPS = 512   # workgroups per matrix under MAMBAWEB_MATVEC_RULE=older (rows_per_thread_group)
 
 
+ALIASES = {"int8": "q8", "fp32": "f32", "fp16": "f16"}   # other names people give the formats
+
+
 def check_format(fmt):
     if fmt not in FORMATS:
-        raise ValueError(f"unknown weight format {fmt!r}: choose one of {', '.join(FORMATS)}")
+        raise ValueError(f"unknown weight format {fmt!r}: choose one of {', '.join(FORMATS)} "
+                         f"(int8 is q8: 8-bit with one scale per row)")
     return fmt
+
+
+def format_named(name):
+    """The weight format `name` stands for, as a person may type it on the command line: one of
+    FORMATS, any case, or an alias (int8 -> q8, fp16 -> f16, fp32 -> f32); else ValueError
+    naming the choices."""
+    key = str(name).strip().lower()
+    return check_format(ALIASES.get(key, key))
+
+
+def format_arg(name):
+    """format_named for argparse (`type=`): its message shown as the error."""
+    import argparse
+    try:
+        return format_named(name)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def fits(shape, fmt) -> bool:
