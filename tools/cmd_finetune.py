@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
-from py_engine.ops.weight_format import format_arg
+from py_engine.ops.weight_format import FORMATS, format_arg
 
 LOAD = """
 from py_engine.app import generate_session as G
@@ -73,7 +73,7 @@ def register(subparsers):
                    help="also write OUT/merged: the base with the adapter folded in (an HF "
                         "folder transformers loads; with --full: the trained model)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--weights", default="f32", type=format_arg, metavar="f32|f16|bf16|q8|q4",
+    p.add_argument("--weights", default="f32", type=format_arg, metavar="|".join(FORMATS),
                    help="keep the frozen base narrow on the GPU (LoRA on a q4/q8 base: QLoRA; "
                         "int8 = q8)")
     p.set_defaults(func=run)

@@ -100,8 +100,9 @@ def lanes_max_chunk(N):
     invocation's loop passes (lanes_loop_passes) within a quarter of the loop-pass budget, in
     whole 16-token blocks -- 1,888 tokens at N 16, where the classic kernels' cap
     (max_chunk) is 269."""
-    per_block = 3 * (N + 1) + 1 + LANES_TB + 1
-    return max(LANES_TB, (LOOP_PASS_BUDGET // 4 - 8) // per_block * LANES_TB)
+    fixed = lanes_loop_passes(0, N)
+    per_block = lanes_loop_passes(LANES_TB, N) - fixed
+    return max(LANES_TB, (LOOP_PASS_BUDGET // 4 - fixed) // per_block * LANES_TB)
 
 
 def default_chunk(device, nb, T, I, target_threads=None, N=MAXN, lanes=False):
