@@ -21,3 +21,18 @@ fn raw_dot(q: Raw, xo: u32, no: u32) -> f32 {
 fn chunk_scale(g: u32, row: u32, c: u32) -> f32 { return 1.0; }
 
 //#include "lib/matvec_rows.wgsl"
+
+// Mamba-1's x_proj folded into the conv block's store (lib/matvec_xproj.wgsl): its dt rows at
+// binding 6 (W_2), its B and C rows here.
+@group(0) @binding(13) var<storage, read> xb: array<vec4<u32>>;   // x_proj's B rows [XN, I/8]
+@group(0) @binding(14) var<storage, read> xc: array<vec4<u32>>;   // x_proj's C rows [XN, I/8]
+
+fn piece_raw(b: u32, i: u32) -> Raw {
+  switch b { case 0u: { return w2[i]; } case 1u: { return xb[i]; } default: { return xc[i]; } }
+}
+
+fn raw_vals(q: Raw, v: u32) -> vec4<f32> {
+  if (v == 0u) { return vec4<f32>(bf16_pair(q.x), bf16_pair(q.y)); }
+  return vec4<f32>(bf16_pair(q.z), bf16_pair(q.w));
+}
+//#include "lib/matvec_xproj.wgsl"

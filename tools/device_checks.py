@@ -1,11 +1,12 @@
 """Kernel correctness on a real GPU: the checks that CI runs on software adapters, run on the GPU
 that picks the real-GPU kernels by itself (the tiled GEMM with split-K, the lanes scan, the conv
-step folded into Mamba-1/2's decode in_proj, Mamba-2's gated norm into out_proj, NemotronH's MLP
+step folded into Mamba-1/2's decode in_proj, Mamba-1's x_proj into it, Mamba-2's gated norm into out_proj, NemotronH's MLP
 activation into down_proj, Mamba-2's and Mamba-3's lanes decode steps), and the decode mat-vec
 with x staged in workgroup memory.
 
   python -m tools.device_checks --engine native      # wgpu-py (Vulkan/Metal/D3D12)
   python -m tools.device_checks --engine dawn        # Chrome's Dawn under Node (tools/dawn_engine.py)
+  python -m tools.device_checks --only "x_proj"      # the cases whose name holds the text
 
 Runs the shared check functions of the kernel tests (tests/browser/*_cases.py) at shapes larger
 than CI's, against float64 numpy; prints one JSON line per case ({"case", "ok", "error"?}) and
@@ -50,12 +51,18 @@ def decode_cases():
 
 def fold_cases():
     from pathlib import Path
-    from tests.browser.decode_fold_cases import check_fold, check_gated, check_mamba3_lanes, check_relu2
+    from tests.browser.decode_fold_cases import (check_fold, check_gated, check_mamba3_lanes,
+                                                 check_relu2, check_xproj)
     repo = Path(__file__).resolve().parents[1]
     for folder, fmt in ((repo / "tests" / "fixtures" / "models" / "mamba2-g1-tied", "f32"),
                         (repo / "models" / "default", "f32"), (repo / "models" / "default", "q4")):
         yield f"decode gated norm folded {folder.name} {fmt}", \
             (lambda e, folder=folder, fmt=fmt: check_gated(e, folder, fmt))
+    for name in ("mamba-d40-tied", "falcon-d40-untied"):
+        for fmt in ("f32", "f16"):
+            folder = repo / "tests" / "fixtures" / "models" / name
+            yield f"decode x_proj folded {name} {fmt}", \
+                (lambda e, folder=folder, fmt=fmt: check_xproj(e, folder, fmt))
     hybrid = repo / "tests" / "fixtures" / "models" / "nemotronh-mamf-untied"
     yield "decode MLP relu2 folded nemotronh-mamf-untied f32", \
         (lambda e: check_relu2(e, hybrid, "f32"))
@@ -93,6 +100,7 @@ def subgroup_tree_cases():
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--engine", choices=("native", "dawn"), default="native")
+    ap.add_argument("--only", default="", help="run the cases whose name contains this text")
     args = ap.parse_args(argv)
     if args.engine == "native":
         from tools.native_engine import NativeEngine as Engine
@@ -104,6 +112,8 @@ def main(argv=None):
         for name, fn in (list(gemm_cases()) + list(scan_cases()) + list(decode_cases())
                          + list(fold_cases()) + list(staged_matvec_cases())
                          + list(subgroup_tree_cases())):
+            if args.only not in name:
+                continue
             try:
                 fn(eng)
                 print(json.dumps({"case": name, "ok": True}), flush=True)

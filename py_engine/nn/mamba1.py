@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from py_engine.gpu.tensor import Tensor
 from py_engine.ops import conv1d as conv_ops
 from py_engine.ops import selective_scan as scan_ops
-from py_engine.ops.linear import in_proj_conv_step, linear_accumulate, linear_forward, linear_multi
+from py_engine.ops.linear import (in_proj_conv_step, in_proj_conv_xproj_step, linear_accumulate,
+                                  linear_forward, linear_multi)
 from py_engine.ops.lora import adapter_of
 from py_engine.ops.rmsnorm import rmsnorm_forward
 from py_engine.autograd import functional as F
@@ -104,6 +105,25 @@ class Mamba1Mixer:
 
     def step(self, batch, h, residual, Bsz, state):
         """One token per sequence: h [Bsz, D]; updates `state` and `residual` in place."""
+        dt_in_scan = (scan_ops.step_takes_dt_proj(batch.device)
+                      and adapter_of(batch.device, self.dt_w) is None)
+        if self.in_unbiased and dt_in_scan:
+            # in_proj, the conv step and x_proj's shares in one dispatch, the scan step (with
+            # dt_proj) summing the shares in the next: three dispatches a layer
+            fused = in_proj_conv_xproj_step(batch, h, [self.in_x, self.in_z], self.conv_w,
+                                            self.conv_b, state.conv,
+                                            (self.x_dt, self.x_B, self.x_C))
+            if fused is not None:
+                u, z, xpart = fused
+                y = scan_ops.selective_scan_step(batch, u, None, self.A_log, None, None,
+                                                 state.ssm, D=self.D, z_t=z, dt_bias=self.dt_b,
+                                                 norm_bc_eps=self.bc_eps, dt_w=self.dt_w,
+                                                 xpart=xpart)
+                for t in (u, z, xpart[0]):
+                    t.release()
+                linear_accumulate(batch, y, self.out_w, residual, bias=self.out_b)
+                y.release()
+                return
         fused = None
         if self.in_unbiased:   # in_proj's halves and the conv step in one dispatch
             fused = in_proj_conv_step(batch, h, [self.in_x, self.in_z], 0, self.conv_w,
@@ -119,7 +139,7 @@ class Mamba1Mixer:
             u = conv_ops.conv1d_step(batch, x, state.conv, self.conv_w, self.conv_b, silu=True)
             x.release()
         dt_low, B, C = linear_multi(batch, u, [self.x_dt, self.x_B, self.x_C])
-        if scan_ops.step_takes_dt_proj(batch.device) and adapter_of(batch.device, self.dt_w) is None:
+        if dt_in_scan:
             # dt_proj (and Falcon's dt_low norm) inside the scan step: one dispatch fewer
             y = scan_ops.selective_scan_step(batch, u, dt_low, self.A_log, B, C, state.ssm,
                                              D=self.D, z_t=z, dt_bias=self.dt_b,

@@ -323,6 +323,44 @@ def in_proj_conv_step(batch, x, weights, conv_index, conv_w, conv_b, conv_state)
     return outs
 
 
+def in_proj_conv_xproj_step(batch, x, weights, conv_w, conv_b, conv_state, xproj_w):
+    """Mamba-1's decode in_proj + conv step with x_proj folded in, or None where it does not
+    apply: in_proj_conv_step's u and z, and instead of x_proj's dispatch (u @ x_proj^T ->
+    dt_low, B, C) the conv block's workgroups' shares of it, summed by the scan step
+    (selective_scan_step's xpart). xproj_w: x_proj's three row blocks (dt [R, I], B [S, I],
+    C [S, I]) in in_proj's format, no adapter. Returns (u, z, (shares [M, P, 4Q], P, Q))
+    with Q = ceil((R + 2S) / 4). Taken by rule where the scan's sum of the shares is short
+    (weight_format.XPROJ_MAX_LOADS); `device.fuse_xproj` True / False (tests), else
+    MAMBAWEB_FUSE_XPROJ=1 / 0 (the bench's side by side), takes it wherever it fits / nowhere."""
+    import os
+    dev = batch.device
+    M = rows_of(x)
+    w_dt, w_b, w_c = xproj_w
+    force = getattr(dev, "fuse_xproj", None)
+    if force is None:
+        force = {"0": False, "1": True}.get(os.environ.get("MAMBAWEB_FUSE_XPROJ", "").strip())
+    if (force is False
+            or not _streamed_multi(dev, x, weights) or not weight_format.matvec_conv_ok(dev)
+            or getattr(dev, "fuse_conv_step", True) is False
+            or weights[0].shape[0] != conv_w.shape[0] or conv_w.shape[1] != 4
+            or any(adapter_of(dev, w) is not None or _split(w) for w in xproj_w)):
+        return None
+    fmt, K = weights[0].dtype, x.shape[-1]
+    I, R, S = weights[0].shape[0], w_dt.shape[0], w_b.shape[0]
+    O = R + 2 * S
+    Ns = [w.shape[0] for w in weights]
+    blk = weight_format.xproj_block(dev, fmt, K, Ns, M, O, rule=force is not True)
+    if blk is None or any(w.dtype != fmt or w.shape[1] != I for w in xproj_w):
+        return None
+    P = -(-I // blk)
+    u, z = (out_like(dev, tuple(x.shape[:-1]) + (n,)) for n in Ns)
+    Q = -(-O // 4)
+    shares = Tensor(dev, (M, P, 4 * Q))
+    weight_format.matvec(batch, x, weights, [u, z], M, conv=(conv_w, conv_b, conv_state, 0),
+                         xproj=(w_dt, w_b, w_c, shares, S))
+    return u, z, (shares, P, Q)
+
+
 def _input_foldable(dev, x, w, flag):
     """Whether an op on x [M, K] can fold into W's weight-streaming mat-vec input (the
     gated_norm / relu2 folds below): x a whole Tensor of K = W's columns, K a multiple of 4,

@@ -307,9 +307,10 @@ def selective_scan_forward(batch, u, delta, A_log, B, C, D=None, z=None, dt_bias
 
 
 def step_takes_dt_proj(device):
-    """Whether the fused step (dt_w given) fits this device: it binds 11 storage buffers,
-    one more than SwiftShader's limit of 10 (which keeps the separate dt_proj dispatch)."""
-    return device.limits.get("maxStorageBuffersPerShaderStage", 8) >= 11
+    """Whether the fused step (dt_w given) fits this device: it binds 12 storage buffers
+    (the x_proj shares' binding among them, a dummy when x_proj runs apart), two more than
+    SwiftShader's limit of 10 (which keeps the separate dt_proj dispatch)."""
+    return device.limits.get("maxStorageBuffersPerShaderStage", 8) >= 12
 
 
 def step_loads_early(device):
@@ -346,13 +347,27 @@ def step_subgroups(device):
 
 
 def selective_scan_step(batch, u_t, delta_t, A_log, B_t, C_t, state, D=None, z_t=None,
-                        dt_bias=None, out=None, norm_bc_eps=None, dt_w=None):
+                        dt_bias=None, out=None, norm_bc_eps=None, dt_w=None, xpart=None):
     """One token: u_t, delta_t, z_t [Bsz, I] (or [I]), B_t, C_t [Bsz, N], state [Bsz, I, N]
     updated in place -> y_t [Bsz, I]. The same math as the forward for T = 1; 1 dispatch.
 
     dt_w [I, R] (f32): delta_t is then x_proj's low-rank dt [Bsz, R] and the kernel applies
-    dt_proj itself (shaders/selective_scan_step.wgsl), saving a dispatch per layer."""
+    dt_proj itself (shaders/selective_scan_step.wgsl), saving a dispatch per layer.
+    xpart (shares [Bsz, P, 4Q], P, Q = ceil((R + 2N) / 4)), with dt_w: x_proj's outputs come as the previous
+    dispatch's P shares per sequence (ops.linear.in_proj_conv_xproj_step), which the kernel
+    sums; delta_t, B_t and C_t are then None."""
     dev = batch.device
+    if xpart is not None:
+        shares, P, Q = xpart
+        nb = 1 if len(u_t.shape) == 1 else u_t.shape[0]
+        R, N = (dt_w.shape[1] if dt_w is not None else 0), A_log.shape[1]
+        if dt_w is None or tuple(shares.shape) != (nb, P, 4 * Q) or -(-(R + 2 * N) // 4) != Q:
+            raise ValueError(f"xpart needs dt_w and shares [{nb}, {P}, {R + 2 * N}], got "
+                             f"{list(shares.shape)}")
+        # the shares stand in for dt_low, B and C (the kernel reads none of these views: XPROJ)
+        delta_t = Cols(shares, 0, R, (nb, R))
+        B_t = Cols(shares, R, N, (nb, N))
+        C_t = Cols(shares, R + N, N, (nb, N))
     if dt_w is not None:
         I, R = dt_w.shape
         if dt_w.dtype != "f32" or delta_t.shape[-1] != R:
@@ -372,10 +387,14 @@ def selective_scan_step(batch, u_t, delta_t, A_log, B_t, C_t, state, D=None, z_t
                  views["z"][0], views["y"][0], state.binding]
     if dt_w is not None:
         shader = "selective_scan_step_sg" if step_subgroups(dev) else "selective_scan_step"
-        batch.run(shader, "selective_scan_step_dtproj",
-                  resources + [None, None, dt_w.binding], -(-spec.I // 8), spec.nb,
-                  constants={"NS": spec.N, "EARLY": int(step_loads_early(dev)),
-                             "DT_TRIP8": int(step_trip8(dev))})
+        consts = {"NS": spec.N, "EARLY": int(step_loads_early(dev)),
+                  "DT_TRIP8": int(step_trip8(dev))}
+        extra = [None, None, dt_w.binding, dummy(dev)]
+        if xpart is not None:
+            consts.update(XPROJ=1, XP_P=xpart[1], XP_Q=xpart[2])
+            extra[3] = xpart[0].binding
+        batch.run(shader, "selective_scan_step_dtproj", resources + extra, -(-spec.I // 8),
+                  spec.nb, constants=consts)
         return y
     batch.run(FORWARD_SHADER, "selective_scan_step", resources,
               -(-spec.I // 64), spec.nb, constants={"NS": spec.N})

@@ -336,8 +336,44 @@ def matvec_conv_ok(device):
     return device.limits.get("maxStorageBuffersPerShaderStage", 8) >= CONV_STORAGE_BUFFERS
 
 
+XPROJ_STORAGE_BUFFERS = 14   # matvec_forward_conv_xproj: the conv's 12 and x_proj's B and C rows
+XPROJ_FORMATS = ("f32", "f16", "bf16")   # whole 16-byte chunks of one row (lib/matvec_xproj.wgsl)
+CHUNK_VALUES = {"f32": 4, "f16": 8, "bf16": 8}
+
+
+# The scan step sums the P shares of x_proj's Q = ceil(O / 4) vec4s per sequence in every
+# workgroup, 128 / Q threads to a vec4: up to this many loads per thread the fold is taken (by
+# rule; MAMBAWEB_FUSE_XPROJ=1 takes it wherever it fits, =0 nowhere). Measured through Dawn on
+# an H200, side by side in one process (f16): mamba-130m (P = 192, Q = 20: 32 loads) 0.485-0.493
+# ms of GPU a token against 0.515-0.516 without the fold; mamba-1.4b (P = 256, Q = 40: 86 loads)
+# 1.767 against 1.546 -- every one of 512 scan workgroups waiting on 11 rounds of loads.
+XPROJ_MAX_LOADS = 32
+
+
+def xproj_block(dev, fmt, K, Ns, M, O, rule=True):
+    """The channels per workgroup (CB) of Mamba-1's in_proj + conv step with x_proj's shares
+    folded in (lib/matvec_xproj.wgsl), or None where that kernel does not apply: a format
+    without whole chunks per block, CB not a multiple of the format's chunk, more than 64
+    values of u per workgroup, O (x_proj's rows) over 512, fewer than 14 storage bindings, or
+    (rule) more than XPROJ_MAX_LOADS loads per thread for the scan step's sum of the shares.
+    Ns: [I, I] (x and z halves of in_proj)."""
+    if (fmt not in XPROJ_FORMATS or O > 512 or len(Ns) != 2
+            or dev.limits.get("maxStorageBuffersPerShaderStage", 8) < XPROJ_STORAGE_BUFFERS):
+        return None
+    rpt, tpr, _ = choices(dev, fmt, K, max(Ns), M, len(Ns))
+    cb = THREADS // tpr * rpt
+    cv = CHUNK_VALUES[fmt]
+    if cb % cv or Ns[0] % cv or M * cb > 64:
+        return None
+    if rule:
+        P, Q = -(-Ns[0] // cb), -(-O // 4)
+        if -(-P // (128 // Q)) > XPROJ_MAX_LOADS:
+            return None
+    return cb
+
+
 def matvec(batch, x, ws, ys, M, bias=None, accumulate=False, tpr=None, conv=None, rpt=None,
-           stage=None, gate=None, relu2=False):
+           stage=None, gate=None, relu2=False, xproj=None):
     """ys[g] (+)= x[M, K] @ ws[g]^T (+ bias, g = 0 only) for up to 3 weights of one format.
     x may be an ops.rmsnorm.NormedRows: the kernel normalises it on the fly. tpr: threads per
     row, overriding rows_per_thread_group; rpt: rows per thread, overriding rows_per_thread;
@@ -348,7 +384,11 @@ def matvec(batch, x, ws, ys, M, bias=None, accumulate=False, tpr=None, conv=None
     relu2: the input is relu(x)^2 (NemotronH's MLP activation before down_proj).
     conv (conv_w [Ng, DCONV], conv_b [Ng] or None, state [M, Ng, DCONV], g): ys[g] gets
     silu(causal conv step) of its projection instead (Mamba-1's in_proj x half, Mamba-2's x|B|C
-    block; the state is shifted in place, as ops.conv1d.conv1d_step does), one dispatch for all."""
+    block; the state is shifted in place, as ops.conv1d.conv1d_step does), one dispatch for all.
+    xproj (w_dt [R, I], w_B [S, I], w_C [S, I], shares [M, P, O4], S): with conv on block 0
+    of two (Mamba-1), each workgroup of the conv block also writes its channels' share of
+    x_proj's outputs (lib/matvec_xproj.wgsl; xproj_block says where it applies and P; O4 is
+    R + 2S rounded up to a multiple of 4)."""
     from py_engine.ops.conv1d import rw_dummy
     dev = batch.device
     norm, eps = None, 0.0
@@ -390,8 +430,30 @@ def matvec(batch, x, ws, ys, M, bias=None, accumulate=False, tpr=None, conv=None
         raise ValueError(f"matvec conv: weight {list(cw.shape)} and state {list(state.shape)} "
                          f"do not fit {M} rows of block {cg}'s channels")
     flags |= 8 if cb is not None else 0
-    u = dev.uniform(params(M, Ns[0], K, flags, len(ws), Ns[1], Ns[2], float(eps)))
+    conv_res = [cw.binding, cb.binding if cb is not None else dummy(dev), state.binding]
+    consts = dict(consts, DCONV=dconv, CONV_G=cg)
+    if xproj is None:
+        u = dev.uniform(params(M, Ns[0], K, flags, len(ws), Ns[1], Ns[2], float(eps)))
+        res[0] = u
+        batch.run(f"matvec_{fmt}", "matvec_forward_conv", res + conv_res, gx, gy, len(ws),
+                  constants=consts)
+        return
+    w_dt, w_b, w_c, shares, S = xproj
+    I, R = Ns[0], w_dt.shape[0]
+    blk = THREADS // tpr * rpt
+    P = -(-I // blk)
+    if (len(ws) != 2 or cg != 0 or dconv != 4 or bias is not None
+            or any(w.dtype != fmt or w.shape[1] != I for w in (w_dt, w_b, w_c))
+            or w_b.shape[0] != S or w_c.shape[0] != S
+            or xproj_block(dev, fmt, K, Ns[:2], M, R + 2 * S, rule=False) != blk
+            or shares.numel != M * P * (-(-(R + 2 * S) // 4) * 4)):
+        raise ValueError(f"matvec xproj: x_proj pieces {[list(w.shape) for w in (w_dt, w_b, w_c)]} "
+                         f"and shares {list(shares.shape)} do not fit in_proj's {I} channels "
+                         f"in blocks of {blk}")
+    # p.N2 carries R (the dt rows at W_2's binding; the grid's z stays 2, so no W_2 rows run)
+    u = dev.uniform(params(M, Ns[0], K, flags, len(ws), Ns[1], R, float(eps)))
     res[0] = u
-    batch.run(f"matvec_{fmt}", "matvec_forward_conv",
-              res + [cw.binding, cb.binding if cb is not None else dummy(dev), state.binding],
-              gx, gy, len(ws), constants=dict(consts, DCONV=dconv, CONV_G=cg))
+    res[6], res[8] = w_dt.binding, shares.binding
+    batch.run(f"matvec_{fmt}", "matvec_forward_conv_xproj",
+              res + conv_res + [w_b.binding, w_c.binding], gx, gy, len(ws),
+              constants=dict(consts, XN=S))

@@ -511,13 +511,13 @@ fn conv_taps_load(rs: RowSums) -> ConvTaps {
   return t;
 }
 
-// Component k's shifted state and silu(conv) stored, its value xv the fourth tap (past the end
-// of W_g: nothing).
-fn conv4_store(rs: RowSums, k: u32, cin: Conv4, xv: f32) {
-  if (k >= RPT * MR) { return; }
+// Component k's shifted state and silu(conv) stored, its value xv the fourth tap; returns the
+// stored silu(conv) (past the end of W_g: nothing stored, 0 returned).
+fn conv4_store(rs: RowSums, k: u32, cin: Conv4, xv: f32) -> f32 {
+  if (k >= RPT * MR) { return 0.0; }
   let m = k % MR;
   let j = rs.row + (k / MR) * (THREADS / TPR);
-  if (j >= rs.N) { return; }
+  if (j >= rs.N) { return 0.0; }
   var c = cin;
   c.s.w = xv;
   let base = (m * rs.N + j) * 4u;
@@ -530,7 +530,9 @@ fn conv4_store(rs: RowSums, k: u32, cin: Conv4, xv: f32) {
   acc += c.s.y * c.w.y;
   acc += c.s.z * c.w.z;
   acc += c.s.w * c.w.w;
-  ystore(rs.g, m * rs.N + j, silu(acc));
+  let out = silu(acc);
+  ystore(rs.g, m * rs.N + j, out);
+  return out;
 }
 
 @compute @workgroup_size(THREADS)
@@ -549,10 +551,10 @@ fn matvec_forward_conv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workg
   if (DCONV == 4u) {
     var xv = rs.tot;                      // x_mj = the projection's value (+ bias)
     if ((p.flags & 1u) != 0u) { xv += e.b; }
-    conv4_store(rs, 0u, taps.c0, xv.x);
-    conv4_store(rs, 1u, taps.c1, xv.y);
-    conv4_store(rs, 2u, taps.c2, xv.z);
-    conv4_store(rs, 3u, taps.c3, xv.w);
+    _ = conv4_store(rs, 0u, taps.c0, xv.x);
+    _ = conv4_store(rs, 1u, taps.c1, xv.y);
+    _ = conv4_store(rs, 2u, taps.c2, xv.z);
+    _ = conv4_store(rs, 3u, taps.c3, xv.w);
     return;
   }
   for (var ri = 0u; ri < RPT; ri++) {     // another conv width: tap by tap

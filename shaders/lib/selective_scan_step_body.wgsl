@@ -48,18 +48,72 @@ fn reduce_lanes(lid: u32, lane: u32, sg: u32) {
   }
 }
 
+// x_proj folded into the previous dispatch (a pipeline constant; py_engine/ops/linear.py,
+// in_proj_conv_xproj_step): that dispatch's workgroups left P shares of x_proj's outputs
+// (dt_low [R], B [NS], C [NS]: O = R + 2 NS, Q = ceil(O / 4) vec4s) per sequence, each over its block
+// of channels (lib/matvec_xproj.wgsl); every workgroup here sums them for its sequence into
+// workgroup memory first, and reads dt_low, B and C there instead of bindings 2, 5 and 6.
+override XPROJ: bool = false;
+override XP_P: u32 = 1u;                 // shares per sequence
+override XP_Q: u32 = 1u;                 // x_proj's outputs / 4, rounded up (O <= 512)
+@group(0) @binding(14) var<storage, read> xpart: array<vec4<f32>>;   // shares [Bsz, P, Q]
+var<workgroup> xo: array<vec4<f32>, 128>;       // the sequence's x_proj outputs [Q]
+var<workgroup> xsplit: array<vec4<f32>, 128>;   // split s of vec4 q at [s * Q + q]
+
+// xo = the sum of sequence b's shares. Thread lid sums vec4 q = lid % Q of shares s, s + S,
+// s + 2S, ... (s = lid / Q, S = 128 / Q splits), eight loads issued before any is added (one
+// memory wait per eight shares), then thread q adds the S splits in order. Uniform control flow.
+fn xproj_sum(lid: u32, b: u32) {
+  let S = 128u / XP_Q;
+  let q = lid % XP_Q;
+  let s = lid / XP_Q;
+  var acc = vec4<f32>(0.0);
+  if (s < S) {
+    let base = b * XP_P * XP_Q + q;
+    var k = s;
+    for (; k + 7u * S < XP_P; k += 8u * S) {
+      let v0 = xpart[base + k * XP_Q];
+      let v1 = xpart[base + (k + S) * XP_Q];
+      let v2 = xpart[base + (k + 2u * S) * XP_Q];
+      let v3 = xpart[base + (k + 3u * S) * XP_Q];
+      let v4 = xpart[base + (k + 4u * S) * XP_Q];
+      let v5 = xpart[base + (k + 5u * S) * XP_Q];
+      let v6 = xpart[base + (k + 6u * S) * XP_Q];
+      let v7 = xpart[base + (k + 7u * S) * XP_Q];
+      acc += v0; acc += v1; acc += v2; acc += v3;
+      acc += v4; acc += v5; acc += v6; acc += v7;
+    }
+    for (; k < XP_P; k += S) { acc += xpart[base + k * XP_Q]; }
+  }
+  xsplit[lid] = acc;
+  workgroupBarrier();
+  if (lid < XP_Q) {
+    var t = xsplit[lid];
+    for (var j = 1u; j < S; j++) { t += xsplit[j * XP_Q + lid]; }
+    xo[lid] = t;
+  }
+  workgroupBarrier();
+}
+
+fn xo_at(k: u32) -> f32 { return xo[k / 4u][k % 4u]; }
+
+// dt_low[k] (at dl in binding 2), B[n] and C[n] (at off in bindings 5, 6), or from xo (XPROJ).
+fn dlow(dl: u32, k: u32) -> f32 { if (XPROJ) { return xo_at(k); } return delta[dl + k]; }
+fn b_at(off: u32, n: u32) -> f32 { if (XPROJ) { return xo_at(p._p0 + n); } return Bm[off + n]; }
+fn c_at(off: u32, n: u32) -> f32 { if (XPROJ) { return xo_at(p._p0 + NS + n); } return Cm[off + n]; }
+
 // 1/rms of row `off` of B (C) over N when NORM_BC (Falcon), else 1; every lane needs it.
 fn rms_b(off: u32) -> f32 {
   if (!has(NORM_BC)) { return 1.0; }
   var ss = 0.0;
-  for (var n = 0u; n < NS; n++) { let v = Bm[off + n]; ss += v * v; }
+  for (var n = 0u; n < NS; n++) { let v = b_at(off, n); ss += v * v; }
   return inverseSqrt(ss / f32(NS) + p.eps);
 }
 
 fn rms_c(off: u32) -> f32 {
   if (!has(NORM_BC)) { return 1.0; }
   var ss = 0.0;
-  for (var n = 0u; n < NS; n++) { let v = Cm[off + n]; ss += v * v; }
+  for (var n = 0u; n < NS; n++) { let v = c_at(off, n); ss += v * v; }
   return inverseSqrt(ss / f32(NS) + p.eps);
 }
 
@@ -79,8 +133,8 @@ fn inputs_load(i: u32, b: u32, lane: u32) -> Inputs {
   if (lane < NS) {
     e.a_log = A_log[i * NS + lane];
     e.h = hs[(b * p.I + i) * NS + lane];
-    e.b = Bm[p.b_off + b * p.b_str + lane];
-    e.c = Cm[p.c_off + b * p.c_str + lane];
+    e.b = b_at(p.b_off + b * p.b_str, lane);
+    e.c = c_at(p.c_off + b * p.c_str, lane);
   }
   e.d = d_at(i);
   if (has(HAS_Z)) { e.z = z[p.z_off + b * p.z_str + i]; }
@@ -106,6 +160,7 @@ fn scan_step_dtproj(lid: u32, wid: vec3<u32>, sg: u32) {
   var x = 0.0;
   var ss = 0.0;
   var e: Inputs;
+  if (XPROJ) { xproj_sum(lid, b); }      // before any read of dt_low, B or C
   if (EARLY && ok) { e = inputs_load(i, b, lane); }
   if (ok) {
     // four of the lane's terms per trip, loaded before they are summed (a loop that loads and
@@ -118,19 +173,19 @@ fn scan_step_dtproj(lid: u32, wid: vec3<u32>, sg: u32) {
         // below's sums bit for bit. Named values, not an array: registers (lib/matvec_rows.wgsl's
         // xin says why).
         let wr = i * R;
-        let d0 = delta[dl + k];
+        let d0 = dlow(dl, k);
         let w0 = dt_w[wr + k];
         var d1 = 0.0; var w1 = 0.0; var d2 = 0.0; var w2 = 0.0;
         var d3 = 0.0; var w3 = 0.0; var d4 = 0.0; var w4 = 0.0;
         var d5 = 0.0; var w5 = 0.0; var d6 = 0.0; var w6 = 0.0;
         var d7 = 0.0; var w7 = 0.0;
-        if (k + LANES < R) { d1 = delta[dl + k + LANES]; w1 = dt_w[wr + k + LANES]; }
-        if (k + 2u * LANES < R) { d2 = delta[dl + k + 2u * LANES]; w2 = dt_w[wr + k + 2u * LANES]; }
-        if (k + 3u * LANES < R) { d3 = delta[dl + k + 3u * LANES]; w3 = dt_w[wr + k + 3u * LANES]; }
-        if (k + 4u * LANES < R) { d4 = delta[dl + k + 4u * LANES]; w4 = dt_w[wr + k + 4u * LANES]; }
-        if (k + 5u * LANES < R) { d5 = delta[dl + k + 5u * LANES]; w5 = dt_w[wr + k + 5u * LANES]; }
-        if (k + 6u * LANES < R) { d6 = delta[dl + k + 6u * LANES]; w6 = dt_w[wr + k + 6u * LANES]; }
-        if (k + 7u * LANES < R) { d7 = delta[dl + k + 7u * LANES]; w7 = dt_w[wr + k + 7u * LANES]; }
+        if (k + LANES < R) { d1 = dlow(dl, k + LANES); w1 = dt_w[wr + k + LANES]; }
+        if (k + 2u * LANES < R) { d2 = dlow(dl, k + 2u * LANES); w2 = dt_w[wr + k + 2u * LANES]; }
+        if (k + 3u * LANES < R) { d3 = dlow(dl, k + 3u * LANES); w3 = dt_w[wr + k + 3u * LANES]; }
+        if (k + 4u * LANES < R) { d4 = dlow(dl, k + 4u * LANES); w4 = dt_w[wr + k + 4u * LANES]; }
+        if (k + 5u * LANES < R) { d5 = dlow(dl, k + 5u * LANES); w5 = dt_w[wr + k + 5u * LANES]; }
+        if (k + 6u * LANES < R) { d6 = dlow(dl, k + 6u * LANES); w6 = dt_w[wr + k + 6u * LANES]; }
+        if (k + 7u * LANES < R) { d7 = dlow(dl, k + 7u * LANES); w7 = dt_w[wr + k + 7u * LANES]; }
         x += d0 * w0;
         ss += d0 * d0;
         if (k + LANES < R) { x += d1 * w1; ss += d1 * d1; }
@@ -143,10 +198,10 @@ fn scan_step_dtproj(lid: u32, wid: vec3<u32>, sg: u32) {
       }
     }
     for (; k + 3u * LANES < R; k += 4u * LANES) {
-      let d0 = delta[dl + k];
-      let d1 = delta[dl + k + LANES];
-      let d2 = delta[dl + k + 2u * LANES];
-      let d3 = delta[dl + k + 3u * LANES];
+      let d0 = dlow(dl, k);
+      let d1 = dlow(dl, k + LANES);
+      let d2 = dlow(dl, k + 2u * LANES);
+      let d3 = dlow(dl, k + 3u * LANES);
       let w0 = dt_w[i * R + k];
       let w1 = dt_w[i * R + k + LANES];
       let w2 = dt_w[i * R + k + 2u * LANES];
@@ -161,7 +216,7 @@ fn scan_step_dtproj(lid: u32, wid: vec3<u32>, sg: u32) {
       ss += d3 * d3;
     }
     for (; k < R; k += LANES) {
-      let d = delta[dl + k];
+      let d = dlow(dl, k);
       x += d * dt_w[i * R + k];
       ss += d * d;
     }

@@ -43,6 +43,7 @@ device.force_matvec = True
 device.matvec_stage = args.get('stage')
 device.matvec_rpt = args.get('rpt')
 device.matvec_prefetch = args.get('prefetch')
+device.fuse_xproj = False     # the conv fold alone (x_proj's: tests/browser/decode_fold_cases.py)
 out = {}
 try:
     for fuse in (False, True):
@@ -63,6 +64,7 @@ finally:
     device.matvec_rpt = None
     device.matvec_prefetch = None
     device.fuse_conv_step = True
+    device.fuse_xproj = None      # the rule's choice again
 out['layers'] = m.cfg.num_hidden_layers
 m.release()
 result = out

@@ -1,6 +1,7 @@
 """Decode with an op folded into the next mat-vec's input (shaders/lib/matvec_rows.wgsl) against
 the separate dispatches: Mamba-2's gated RMSNorm and Mamba-3's gate into out_proj (GATED,
-device.fuse_gated_norm) and NemotronH's MLP relu^2 into down_proj (RELU2, device.fuse_mlp_act). Shared by
+device.fuse_gated_norm) and NemotronH's MLP relu^2 into down_proj (RELU2, device.fuse_mlp_act), and Mamba-1's x_proj into in_proj + conv step's store (lib/matvec_xproj.wgsl,
+device.fuse_xproj). Shared by
 tests/unit/test_gated_norm_fold_native.py (lavapipe, the real-GPU kernels forced) and
 tools/device_checks.py (a real GPU)."""
 import numpy as np
@@ -74,6 +75,17 @@ def check_relu2(engine, folder, fmt, stage=None, ids=IDS):
     pattern = cfg.get("hybrid_override_pattern") or ""
     fewer = kinds.count("mlp") if kinds else pattern.count("-")
     return check_fold(engine, folder, fmt, "fuse_mlp_act", fewer, stage, ids, tol=1e-6)
+
+
+def check_xproj(engine, folder, fmt, stage=None, ids=IDS):
+    """Mamba-1's x_proj as the in_proj + conv dispatch's shares, summed by the scan step (taken
+    wherever it fits: device.fuse_xproj = True): one dispatch fewer per layer where in_proj has
+    no bias (x_proj's sums meet in another order: 1e-5 of the largest logit)."""
+    import json
+    from pathlib import Path
+    cfg = json.loads((Path(folder) / "config.json").read_text())
+    fewer = 0 if cfg.get("use_bias", False) else cfg["num_hidden_layers"]
+    return check_fold(engine, folder, fmt, "fuse_xproj", fewer, stage, ids, reset=None)
 
 
 def check_mamba3_lanes(engine, folder, ids=(1, 5, 9, 2, 7, 3)):

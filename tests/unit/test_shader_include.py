@@ -275,6 +275,15 @@ def _record_matvec(batch):
         q = wf.quantize(batch, t(6, 32), fmt) if fmt != "f32" else t(6, 32)
         wf.matvec(batch, t(1, 32), [q, q], [t(1, 6), t(1, 6)], 1,
                   conv=(t(6, 4), t(6), t(1, 6, 4), 0))
+    # and with x_proj's shares (Mamba-1 decode where it folds, 14 storage bindings): f32, f16, bf16
+    dev.limits["maxStorageBuffersPerShaderStage"] = 16
+    for fmt in ("f32", "f16", "bf16"):
+        n = lambda *shape: wf.quantize(batch, t(*shape), fmt) if fmt != "f32" else t(*shape)  # noqa: E731
+        q = n(16, 32)
+        cb = wf.xproj_block(dev, fmt, 32, [16, 16], 1, 10, rule=False)
+        wf.matvec(batch, t(1, 32), [q, q], [t(1, 16), t(1, 16)], 1,
+                  conv=(t(16, 4), t(16), t(1, 16, 4), 0),
+                  xproj=(n(2, 16), n(4, 16), n(4, 16), t(1, -(-16 // cb), 12), 4))
     # the tiled GEMM of real GPUs: 128x128 (16-byte-staged where K % 16 == 0, else scalar) and
     # 64x64 blocks, and split-K with its reduce
     linear.linear_forward(batch, t(80, 32), t(70, 32))

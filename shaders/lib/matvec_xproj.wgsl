@@ -1,0 +1,77 @@
+// Mamba-1 decode: in_proj + conv step (matvec_forward_conv) with x_proj's partial sums folded
+// into the store -- the x_proj dispatch goes, one of four per layer (py_engine/ops/linear.py,
+// in_proj_conv_xproj_step). x_proj [O = R + 2 XN, I] maps the conv's output u [M, I] to
+// (dt_low [R], B [XN], C [XN]); the workgroup that computes channels j0 .. j0 + CB of u
+// (CB = THREADS / TPR * RPT, contiguous) adds their share of every output:
+//   part[m, wg, o] = sum_{j < CB} x_proj[o, j0 + j] * u[m, j0 + j]       wg = j0 / CB
+// (rows of the shares O4 = O rounded up to a multiple of 4 long: the scan reads them as vec4s)
+// and the scan step sums the P = ceil(I / CB) shares itself (lib/selective_scan_step_body.wgsl,
+// XPROJ) -- a workgroup cannot see another's results inside one dispatch, so the sum has to
+// wait for the next one, which the scan is. x_proj's three row blocks are bound apart (the
+// loader keeps them as three pieces): dt at binding 6 (W_2, unused with G = 2; its rows
+// p.N2 = R), B and C at 13 and 14, all in the format of in_proj (f32, f16 or bf16: whole
+// 16-byte chunks of 4 CV values, CB a multiple of 4 CV; the host checks).
+// The including format file defines, before this include:
+//   fn piece_raw(b: u32, i: u32) -> Raw     chunk i of x_proj block b (0 dt, 1 B, 2 C)
+//   fn raw_vals(q: Raw, v: u32) -> vec4<f32>   values 4v .. 4v + 3 of a chunk (v < CV)
+// Bindings: y2 (8) [M, P, O4] the shares, written here; the rest as matvec_forward_conv.
+override XN: u32 = 16u;                  // B's and C's rows (the SSM state size)
+var<workgroup> ush: array<vec4<f32>, 16>;   // u of the block: [MR, CB / 4] (MR * CB <= 64)
+
+fn xproj_row_chunk(o: u32, c: u32) -> Raw {
+  let rs = p.N / (4u * CV);              // chunks per x_proj row (I inputs)
+  let R = p.N2;
+  if (o < R) { return piece_raw(0u, o * rs + c); }
+  if (o < R + XN) { return piece_raw(1u, (o - R) * rs + c); }
+  return piece_raw(2u, (o - R - XN) * rs + c);
+}
+
+@compute @workgroup_size(THREADS)
+fn matvec_forward_conv_xproj(@builtin(workgroup_id) wid: vec3<u32>,
+                             @builtin(num_workgroups) nwg: vec3<u32>,
+                             @builtin(local_invocation_index) lid: u32,
+                             @builtin(subgroup_size) sg: u32) {
+  if (!has_rows(wid, nwg)) { return; }  // uniform per workgroup
+  let slot = row_slot(wid, nwg, lid);
+  var e: Addends;
+  var taps: ConvTaps;
+  if (PREFETCH >= 1u) { e = addends_load(slot); taps = conv_taps_load(slot); }
+  let rs = row_sums(slot, lid, sg);
+  if (PREFETCH == 0u) { e = addends_load(rs); taps = conv_taps_load(rs); }
+  // the z block stores as matvec_forward does (wid.z, not rs.g: the barrier below needs a test
+  // WGSL's uniformity analysis sees as uniform, and rs also holds the thread's row and lane)
+  if (wid.z != CONV_G) { store_rows(rs, e); return; }
+  let T = THREADS / TPR;
+  let CB = T * RPT;                      // the block's channels
+  if (rs.lane == 0u) {                   // the conv (DCONV = 4: the host checks) and u kept
+    var xv = rs.tot;
+    if ((p.flags & 1u) != 0u) { xv += e.b; }
+    let u = vec4<f32>(conv4_store(rs, 0u, taps.c0, xv.x), conv4_store(rs, 1u, taps.c1, xv.y),
+                      conv4_store(rs, 2u, taps.c2, xv.z), conv4_store(rs, 3u, taps.c3, xv.w));
+    let jl = lid / TPR;                  // the slot's first channel in the block
+    for (var k = 0u; k < RPT * MR; k++) {
+      let idx = (k % MR) * CB + jl + (k / MR) * T;      // [m, channel in the block]
+      ush[idx / 4u][idx % 4u] = u[k];
+    }
+  }
+  workgroupBarrier();
+  let wg = first_row(wid, nwg) / CB;
+  let P = (p.N + CB - 1u) / CB;
+  let O = p.N2 + 2u * XN;
+  let O4 = (O + 3u) / 4u * 4u;
+  let nc = CB / (4u * CV);               // chunks of each x_proj row in the block
+  let c0 = first_row(wid, nwg) / (4u * CV);
+  for (var o = lid; o < O; o += THREADS) {
+    for (var m = 0u; m < MR; m++) {
+      var acc = 0.0;
+      for (var c = 0u; c < nc; c++) {
+        let q = xproj_row_chunk(o, min(c0 + c, p.N / (4u * CV) - 1u));
+        for (var v = 0u; v < CV; v++) {
+          let ui = (m * CB) / 4u + c * CV + v;
+          if (c0 + c < p.N / (4u * CV)) { acc += dot(raw_vals(q, v), ush[ui]); }
+        }
+      }
+      y2[(m * P + wg) * O4 + o] = acc;
+    }
+  }
+}

@@ -1,0 +1,84 @@
+"""Mamba-1 decode with x_proj folded away (lib/matvec_xproj.wgsl: in_proj + conv step's
+workgroups write their channels' shares of x_proj's outputs, the scan step sums them; three
+dispatches a layer instead of four) on the native backend (lavapipe here) with the real-GPU
+decode kernels forced: step logits for one and two sequences and greedy tokens against the
+separate x_proj dispatch (the shares meet in another order: within 1e-5), one dispatch fewer per
+layer; Falcon-Mamba (B, C and dt_low normalised) too; transformers' logits step by step; and the
+formats and shapes the kernel does not take (q8/q4: 16/32 values a chunk with a scale) keep
+the x_proj dispatch."""
+import numpy as np
+import pytest
+
+from tests.browser.decode_fold_cases import RUN, check_xproj
+from tests.conftest import REPO
+from tests.native_support import engine, native as pytestmark  # noqa: F401
+
+FIX = REPO / "tests" / "fixtures" / "models"
+
+
+def _binds_14(engine):
+    if engine.device.limits.get("maxStorageBuffersPerShaderStage", 8) < 14:
+        pytest.skip("this adapter binds fewer than 14 storage buffers per stage")
+
+
+@pytest.mark.parametrize("fmt", ["f32", "f16", "bf16"])
+@pytest.mark.parametrize("name", ["mamba-d40-tied", "falcon-d40-untied"])
+def test_folded_xproj_equals_the_separate_dispatch(engine, name, fmt):
+    _binds_14(engine)
+    check_xproj(engine, FIX / name, fmt)
+
+
+def test_folded_xproj_with_x_staged(engine):
+    _binds_14(engine)
+    check_xproj(engine, FIX / "mamba-d40-tied", "f16", stage=True)
+
+
+def test_folded_xproj_step_matches_transformers(engine):
+    """Step by step through the folded decode: transformers' logits stored with the fixture."""
+    _binds_14(engine)
+    for name in ("mamba-d40-tied", "falcon-d40-untied"):
+        folder = FIX / name
+        exp = np.load(folder / "expected.npz")
+        ids = exp["prompt_ids"].tolist()
+        r = engine.run(RUN, folder=str(folder), fmt="f32", ids=ids, stage=None,
+                       flag="fuse_xproj")
+        got = np.frombuffer(r["fold"], np.float32).reshape(len(ids), -1)
+        assert np.abs(got - exp["logits"].reshape(len(ids), -1)).max() <= 1e-4, name
+
+
+def test_block_rules():
+    """Where the kernel applies: whole chunks per workgroup block, u within 64 values, x_proj's
+    rows within 512, 14 storage bindings."""
+    from py_engine.ops import weight_format as wf
+
+    class _Dev:
+        limits = {"maxStorageBuffersPerShaderStage": 16}
+        has_subgroups = True
+    assert wf.xproj_block(_Dev(), "f16", 768, [1536, 1536], 1, 80) is not None
+    assert wf.xproj_block(_Dev(), "q4", 768, [1536, 1536], 1, 80) is None
+    assert wf.xproj_block(_Dev(), "q8", 768, [1536, 1536], 1, 80) is None
+    assert wf.xproj_block(_Dev(), "f16", 768, [1536, 1536], 1, 600) is None
+    _Dev.limits = {"maxStorageBuffersPerShaderStage": 12}
+    assert wf.xproj_block(_Dev(), "f16", 768, [1536, 1536], 1, 80) is None
+
+
+def test_the_rule_takes_the_fold_where_the_shares_sum_is_short():
+    """By rule (weight_format.XPROJ_MAX_LOADS) the fold goes where the scan step's sum of the
+    shares takes few loads a thread -- mamba-130m's shape (I 1536, O 80) -- and not at
+    mamba-1.4b's (I 4096, O 160), where it measured slower; forced, it fits both."""
+    from py_engine.ops import weight_format as wf
+
+    class _Dev:
+        limits = {"maxStorageBuffersPerShaderStage": 16}
+        has_subgroups = True
+    dev = _Dev()
+
+    def loads(I, O):
+        cb = wf.xproj_block(dev, "f16", I // 2, [I, I], 1, O, rule=False)
+        P, Q = -(-I // cb), -(-O // 4)
+        return -(-P // (128 // Q))
+    assert loads(1536, 80) <= wf.XPROJ_MAX_LOADS < loads(4096, 160)
+    assert wf.xproj_block(dev, "f16", 768, [1536, 1536], 1, 80) is not None
+    assert wf.xproj_block(dev, "f16", 2048, [4096, 4096], 1, 160) is None
+    assert wf.xproj_block(dev, "f16", 2048, [4096, 4096], 1, 160, rule=False) is not None
+
