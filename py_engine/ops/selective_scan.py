@@ -313,21 +313,6 @@ def step_takes_dt_proj(device):
     return device.limits.get("maxStorageBuffersPerShaderStage", 8) >= 12
 
 
-def scan_groups(device):
-    """Channel groups of 8 per workgroup of the fused step when it sums x_proj's shares (GROUPS
-    in lib/selective_scan_step_body.wgsl: each workgroup sums every share once, so G groups a
-    workgroup read them G times less from L2): `device.scan_groups` (tests), else
-    MAMBAWEB_SCAN_GROUPS (bench variants: 1, 2, 4 or 8), else 1."""
-    g = getattr(device, "scan_groups", None)
-    if g is None:
-        import os
-        g = os.environ.get("MAMBAWEB_SCAN_GROUPS", "").strip() or 1
-    g = int(g)
-    if g not in (1, 2, 4, 8):
-        raise ValueError(f"MAMBAWEB_SCAN_GROUPS must be 1, 2, 4 or 8, not {g}")
-    return g
-
-
 def step_loads_early(device):
     """Whether the fused step loads the channel's dt-independent inputs (u, A, its state, B, C,
     D, z) before the dt_proj reduction (EARLY in shaders/selective_scan_step.wgsl; the same
@@ -405,13 +390,11 @@ def selective_scan_step(batch, u_t, delta_t, A_log, B_t, C_t, state, D=None, z_t
         consts = {"NS": spec.N, "EARLY": int(step_loads_early(dev)),
                   "DT_TRIP8": int(step_trip8(dev))}
         extra = [None, None, dt_w.binding, dummy(dev)]
-        groups = 1
         if xpart is not None:
-            groups = scan_groups(dev)
-            consts.update(XPROJ=1, XP_P=xpart[1], XP_Q=xpart[2], GROUPS=groups)
+            consts.update(XPROJ=1, XP_P=xpart[1], XP_Q=xpart[2])
             extra[3] = xpart[0].binding
-        batch.run(shader, "selective_scan_step_dtproj", resources + extra,
-                  -(-spec.I // (8 * groups)), spec.nb, constants=consts)
+        batch.run(shader, "selective_scan_step_dtproj", resources + extra, -(-spec.I // 8),
+                  spec.nb, constants=consts)
         return y
     batch.run(FORWARD_SHADER, "selective_scan_step", resources,
               -(-spec.I // 64), spec.nb, constants={"NS": spec.N})

@@ -151,26 +151,16 @@ override DT_TRIP8: bool = false;
 // The kernel, called by the entry point of selective_scan_step.wgsl (sg = 0) or
 // selective_scan_step_sg.wgsl (sg: the subgroup size); a 128-thread workgroup, lid its index.
 fn scan_step_dtproj(lid: u32, wid: vec3<u32>, sg: u32) {
-  if (XPROJ) { xproj_sum(lid, wid.y); }  // before any read of dt_low, B or C
-  for (var g = 0u; g < GROUPS; g++) { scan_group(lid, wid.x * GROUPS + g, wid.y, sg); }
-}
-
-// Channel groups (of CPW channels) per workgroup, one after another (a pipeline constant;
-// MAMBAWEB_SCAN_GROUPS, py_engine/ops/selective_scan.py): with XPROJ every workgroup sums all
-// the shares first, so fewer, longer workgroups read them fewer times from L2.
-override GROUPS: u32 = 1u;
-
-// Channels grp * CPW .. + CPW of sequence b. Uniform control flow (barriers); the red_a / red_b
-// slots a group leaves are read only by their own threads after its last barrier.
-fn scan_group(lid: u32, grp: u32, b: u32, sg: u32) {
   let lane = lid % LANES;
   let base = lid - lane;
-  let i = grp * CPW + lid / LANES;
+  let i = wid.x * CPW + lid / LANES;
+  let b = wid.y;
   let ok = i < p.I;
   let R = p._p0;
   var x = 0.0;
   var ss = 0.0;
   var e: Inputs;
+  if (XPROJ) { xproj_sum(lid, b); }      // before any read of dt_low, B or C
   if (EARLY && ok) { e = inputs_load(i, b, lane); }
   if (ok) {
     // four of the lane's terms per trip, loaded before they are summed (a loop that loads and

@@ -33,22 +33,6 @@ def test_folded_xproj_with_x_staged(engine):
     check_xproj(engine, FIX / "mamba-d40-tied", "f16", stage=True)
 
 
-@pytest.mark.parametrize("groups", [2, 4])
-def test_scan_workgroups_of_several_channel_groups_change_nothing(engine, groups):
-    """The scan step summing the shares once for 2 or 4 groups of 8 channels (the last
-    workgroup's past the 80 channels): the same logits bit for bit as one group a workgroup."""
-    _binds_14(engine)
-    folder = FIX / "mamba-d40-tied"
-    one = check_xproj(engine, folder, "f32")
-    engine.run(f"device.scan_groups = {groups}\nresult = 0")
-    try:
-        more = check_xproj(engine, folder, "f32")
-    finally:
-        engine.run("device.scan_groups = None\nresult = 0")
-    for key in ("fold", "fold_b2", "fold_tokens"):
-        assert one[key] == more[key], key
-
-
 def test_folded_xproj_step_matches_transformers(engine):
     """Step by step through the folded decode: transformers' logits stored with the fixture."""
     _binds_14(engine)
@@ -98,14 +82,3 @@ def test_the_rule_takes_the_fold_where_the_shares_sum_is_short():
     assert wf.xproj_block(dev, "f16", 2048, [4096, 4096], 1, 160) is None
     assert wf.xproj_block(dev, "f16", 2048, [4096, 4096], 1, 160, rule=False) is not None
 
-
-
-def test_scan_groups_setting():
-    from py_engine.ops.selective_scan import scan_groups
-
-    class _Dev:
-        scan_groups = 4
-    assert scan_groups(_Dev()) == 4
-    _Dev.scan_groups = 3
-    with pytest.raises(ValueError, match="1, 2, 4 or 8"):
-        scan_groups(_Dev())
