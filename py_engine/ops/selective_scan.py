@@ -313,18 +313,6 @@ def step_takes_dt_proj(device):
     return device.limits.get("maxStorageBuffersPerShaderStage", 8) >= 12
 
 
-def xproj_trip16(device):
-    """Whether the fused step's sum of x_proj's shares keeps sixteen loads a thread in flight
-    instead of eight (XP_TRIP16 in lib/selective_scan_step_body.wgsl; the same result bit for
-    bit): `device.xproj_trip16` (tests), else MAMBAWEB_XPROJ_TRIP16=1|0 (bench variants), else
-    off."""
-    v = getattr(device, "xproj_trip16", None)
-    if v is None:
-        import os
-        v = os.environ.get("MAMBAWEB_XPROJ_TRIP16", "").strip() == "1"
-    return bool(v)
-
-
 def step_loads_early(device):
     """Whether the fused step loads the channel's dt-independent inputs (u, A, its state, B, C,
     D, z) before the dt_proj reduction (EARLY in shaders/selective_scan_step.wgsl; the same
@@ -403,8 +391,7 @@ def selective_scan_step(batch, u_t, delta_t, A_log, B_t, C_t, state, D=None, z_t
                   "DT_TRIP8": int(step_trip8(dev))}
         extra = [None, None, dt_w.binding, dummy(dev)]
         if xpart is not None:
-            consts.update(XPROJ=1, XP_P=xpart[1], XP_Q=xpart[2],
-                          XP_TRIP16=int(xproj_trip16(dev)))
+            consts.update(XPROJ=1, XP_P=xpart[1], XP_Q=xpart[2])
             extra[3] = xpart[0].binding
         batch.run(shader, "selective_scan_step_dtproj", resources + extra, -(-spec.I // 8),
                   spec.nb, constants=consts)

@@ -60,20 +60,9 @@ override XP_Q: u32 = 1u;                 // x_proj's outputs / 4, rounded up (O 
 var<workgroup> xo: array<vec4<f32>, 128>;       // the sequence's x_proj outputs [Q]
 var<workgroup> xsplit: array<vec4<f32>, 128>;   // split s of vec4 q at [s * Q + q]
 
-// How many of a thread's share loads are in flight together (a pipeline constant;
-// MAMBAWEB_XPROJ_TRIP16, py_engine/ops/selective_scan.py): false, eight (then the rest one by
-// one); true, sixteen, those past P neither loaded nor added. The same sums in the same order.
-override XP_TRIP16: bool = false;
-
-fn share_at(i: u32, ok: bool) -> vec4<f32> {
-  if (ok) { return xpart[i]; }
-  return vec4<f32>(0.0);
-}
-
 // xo = the sum of sequence b's shares. Thread lid sums vec4 q = lid % Q of shares s, s + S,
-// s + 2S, ... (s = lid / Q, S = 128 / Q splits), eight or sixteen loads issued before any is
-// added (one memory wait per trip), then thread q adds the S splits in order. Uniform control
-// flow.
+// s + 2S, ... (s = lid / Q, S = 128 / Q splits), eight loads issued before any is added (one
+// memory wait per eight shares), then thread q adds the S splits in order. Uniform control flow.
 fn xproj_sum(lid: u32, b: u32) {
   let S = 128u / XP_Q;
   let q = lid % XP_Q;
@@ -82,42 +71,6 @@ fn xproj_sum(lid: u32, b: u32) {
   if (s < S) {
     let base = b * XP_P * XP_Q + q;
     var k = s;
-    if (XP_TRIP16) {
-      for (; k < XP_P; k += 16u * S) {
-        let v0 = xpart[base + k * XP_Q];
-        let v1 = share_at(base + (k + 1u * S) * XP_Q, k + 1u * S < XP_P);
-        let v2 = share_at(base + (k + 2u * S) * XP_Q, k + 2u * S < XP_P);
-        let v3 = share_at(base + (k + 3u * S) * XP_Q, k + 3u * S < XP_P);
-        let v4 = share_at(base + (k + 4u * S) * XP_Q, k + 4u * S < XP_P);
-        let v5 = share_at(base + (k + 5u * S) * XP_Q, k + 5u * S < XP_P);
-        let v6 = share_at(base + (k + 6u * S) * XP_Q, k + 6u * S < XP_P);
-        let v7 = share_at(base + (k + 7u * S) * XP_Q, k + 7u * S < XP_P);
-        let v8 = share_at(base + (k + 8u * S) * XP_Q, k + 8u * S < XP_P);
-        let v9 = share_at(base + (k + 9u * S) * XP_Q, k + 9u * S < XP_P);
-        let v10 = share_at(base + (k + 10u * S) * XP_Q, k + 10u * S < XP_P);
-        let v11 = share_at(base + (k + 11u * S) * XP_Q, k + 11u * S < XP_P);
-        let v12 = share_at(base + (k + 12u * S) * XP_Q, k + 12u * S < XP_P);
-        let v13 = share_at(base + (k + 13u * S) * XP_Q, k + 13u * S < XP_P);
-        let v14 = share_at(base + (k + 14u * S) * XP_Q, k + 14u * S < XP_P);
-        let v15 = share_at(base + (k + 15u * S) * XP_Q, k + 15u * S < XP_P);
-        acc += v0;
-        if (k + 1u * S < XP_P) { acc += v1; }
-        if (k + 2u * S < XP_P) { acc += v2; }
-        if (k + 3u * S < XP_P) { acc += v3; }
-        if (k + 4u * S < XP_P) { acc += v4; }
-        if (k + 5u * S < XP_P) { acc += v5; }
-        if (k + 6u * S < XP_P) { acc += v6; }
-        if (k + 7u * S < XP_P) { acc += v7; }
-        if (k + 8u * S < XP_P) { acc += v8; }
-        if (k + 9u * S < XP_P) { acc += v9; }
-        if (k + 10u * S < XP_P) { acc += v10; }
-        if (k + 11u * S < XP_P) { acc += v11; }
-        if (k + 12u * S < XP_P) { acc += v12; }
-        if (k + 13u * S < XP_P) { acc += v13; }
-        if (k + 14u * S < XP_P) { acc += v14; }
-        if (k + 15u * S < XP_P) { acc += v15; }
-      }
-    }
     for (; k + 7u * S < XP_P; k += 8u * S) {
       let v0 = xpart[base + k * XP_Q];
       let v1 = xpart[base + (k + S) * XP_Q];

@@ -33,25 +33,6 @@ def test_folded_xproj_with_x_staged(engine):
     check_xproj(engine, FIX / "mamba-d40-tied", "f16", stage=True)
 
 
-def test_sixteen_share_loads_in_flight_change_nothing(engine):
-    """The scan step's sum of the shares with sixteen loads a thread in flight gives the same
-    logits bit for bit as with eight: in_proj at 64 threads a row (4 channels a workgroup, so
-    20 shares of 9 vec4s, up to two a thread: a partial trip, and the one-by-one rest)."""
-    _binds_14(engine)
-    folder = FIX / "mamba-d40-tied"
-    plan = "import os\nos.environ['MAMBAWEB_MATVEC_PLAN'] = {!r}\nresult = 0"
-    engine.run(plan.format("80x40=1/64/-"))
-    try:
-        eight = check_xproj(engine, folder, "f32")
-        engine.run("device.xproj_trip16 = True\nresult = 0")
-        sixteen = check_xproj(engine, folder, "f32")
-    finally:
-        engine.run("device.xproj_trip16 = None\nresult = 0")
-        engine.run(plan.format(""))
-    for key in ("fold", "fold_b2", "fold_tokens"):
-        assert eight[key] == sixteen[key], key
-
-
 def test_folded_xproj_step_matches_transformers(engine):
     """Step by step through the folded decode: transformers' logits stored with the fixture."""
     _binds_14(engine)
