@@ -535,16 +535,27 @@ fn conv4_store(rs: RowSums, k: u32, cin: Conv4, xv: f32) -> f32 {
   return out;
 }
 
+// A conv entry point's rows' sums, with what its store adds: the addends and the conv's taps,
+// loaded before the sums from PREFETCH 1 on. Called in uniform control flow (barriers).
+struct ConvSums { rs: RowSums, e: Addends, taps: ConvTaps };
+
+fn conv_sums(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, sg: u32) -> ConvSums {
+  let slot = row_slot(wid, nwg, lid);
+  var out: ConvSums;
+  if (PREFETCH >= 1u) { out.e = addends_load(slot); out.taps = conv_taps_load(slot); }
+  out.rs = row_sums(slot, lid, sg);
+  if (PREFETCH == 0u) { out.e = addends_load(out.rs); out.taps = conv_taps_load(out.rs); }
+  return out;
+}
+
 @compute @workgroup_size(THREADS)
 fn matvec_forward_conv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                        @builtin(local_invocation_index) lid: u32, @builtin(subgroup_size) sg: u32) {
   if (!has_rows(wid, nwg)) { return; }  // uniform per workgroup
-  let slot = row_slot(wid, nwg, lid);
-  var e: Addends;
-  var taps: ConvTaps;
-  if (PREFETCH >= 1u) { e = addends_load(slot); taps = conv_taps_load(slot); }
-  let rs = row_sums(slot, lid, sg);
-  if (PREFETCH == 0u) { e = addends_load(rs); taps = conv_taps_load(rs); }
+  let cs = conv_sums(wid, nwg, lid, sg);
+  let rs = cs.rs;
+  let e = cs.e;
+  let taps = cs.taps;
   if (rs.g != CONV_G) { store_rows(rs, e); return; }
   if (rs.lane != 0u) { return; }
   let T = THREADS / TPR;

@@ -32,12 +32,10 @@ fn matvec_forward_conv_xproj(@builtin(workgroup_id) wid: vec3<u32>,
                              @builtin(local_invocation_index) lid: u32,
                              @builtin(subgroup_size) sg: u32) {
   if (!has_rows(wid, nwg)) { return; }  // uniform per workgroup
-  let slot = row_slot(wid, nwg, lid);
-  var e: Addends;
-  var taps: ConvTaps;
-  if (PREFETCH >= 1u) { e = addends_load(slot); taps = conv_taps_load(slot); }
-  let rs = row_sums(slot, lid, sg);
-  if (PREFETCH == 0u) { e = addends_load(rs); taps = conv_taps_load(rs); }
+  let cs = conv_sums(wid, nwg, lid, sg);
+  let rs = cs.rs;
+  let e = cs.e;
+  let taps = cs.taps;
   // the z block stores as matvec_forward does (wid.z, not rs.g: the barrier below needs a test
   // WGSL's uniformity analysis sees as uniform, and rs also holds the thread's row and lane)
   if (wid.z != CONV_G) { store_rows(rs, e); return; }
