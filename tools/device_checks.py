@@ -1,8 +1,8 @@
 """Kernel correctness on a real GPU: the checks that CI runs on software adapters, run on the GPU
 that picks the real-GPU kernels by itself (the tiled GEMM with split-K, the lanes scan, the conv
-step folded into Mamba-1/2's decode in_proj, Mamba-1's x_proj into it, Mamba-2's gated norm into out_proj, NemotronH's MLP
-activation into down_proj, Mamba-2's and Mamba-3's lanes decode steps), and the decode mat-vec
-with x staged in workgroup memory.
+step folded into Mamba-1/2's decode in_proj, Mamba-1's x_proj into it, Mamba-2's gated norm into
+out_proj, NemotronH's MLP activation into down_proj, Mamba-2's and Mamba-3's lanes decode
+steps), and the decode mat-vec with x staged in workgroup memory.
 
   python -m tools.device_checks --engine native      # wgpu-py (Vulkan/Metal/D3D12)
   python -m tools.device_checks --engine dawn        # Chrome's Dawn under Node (tools/dawn_engine.py)

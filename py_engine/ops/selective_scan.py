@@ -353,9 +353,9 @@ def selective_scan_step(batch, u_t, delta_t, A_log, B_t, C_t, state, D=None, z_t
 
     dt_w [I, R] (f32): delta_t is then x_proj's low-rank dt [Bsz, R] and the kernel applies
     dt_proj itself (shaders/selective_scan_step.wgsl), saving a dispatch per layer.
-    xpart (shares [Bsz, P, 4Q], P, Q = ceil((R + 2N) / 4)), with dt_w: x_proj's outputs come as the previous
-    dispatch's P shares per sequence (ops.linear.in_proj_conv_xproj_step), which the kernel
-    sums; delta_t, B_t and C_t are then None."""
+    xpart (shares [Bsz, P, 4Q], P, Q = ceil((R + 2N) / 4)), with dt_w: x_proj's outputs come
+    as the previous dispatch's P shares per sequence (ops.linear.in_proj_conv_xproj_step),
+    which the kernel sums; delta_t, B_t and C_t are then None."""
     dev = batch.device
     if xpart is not None:
         shares, P, Q = xpart

@@ -50,9 +50,9 @@ fn reduce_lanes(lid: u32, lane: u32, sg: u32) {
 
 // x_proj folded into the previous dispatch (a pipeline constant; py_engine/ops/linear.py,
 // in_proj_conv_xproj_step): that dispatch's workgroups left P shares of x_proj's outputs
-// (dt_low [R], B [NS], C [NS]: O = R + 2 NS, Q = ceil(O / 4) vec4s) per sequence, each over its block
-// of channels (lib/matvec_xproj.wgsl); every workgroup here sums them for its sequence into
-// workgroup memory first, and reads dt_low, B and C there instead of bindings 2, 5 and 6.
+// (dt_low [R], B [NS], C [NS]: O = R + 2 NS, Q = ceil(O / 4) vec4s) per sequence, each over its
+// block of channels (lib/matvec_xproj.wgsl); every workgroup here sums them for its sequence
+// into workgroup memory first, and reads dt_low, B and C there instead of bindings 2, 5 and 6.
 override XPROJ: bool = false;
 override XP_P: u32 = 1u;                 // shares per sequence
 override XP_Q: u32 = 1u;                 // x_proj's outputs / 4, rounded up (O <= 512)
@@ -100,7 +100,10 @@ fn xo_at(k: u32) -> f32 { return xo[k / 4u][k % 4u]; }
 // dt_low[k] (at dl in binding 2), B[n] and C[n] (at off in bindings 5, 6), or from xo (XPROJ).
 fn dlow(dl: u32, k: u32) -> f32 { if (XPROJ) { return xo_at(k); } return delta[dl + k]; }
 fn b_at(off: u32, n: u32) -> f32 { if (XPROJ) { return xo_at(p._p0 + n); } return Bm[off + n]; }
-fn c_at(off: u32, n: u32) -> f32 { if (XPROJ) { return xo_at(p._p0 + NS + n); } return Cm[off + n]; }
+fn c_at(off: u32, n: u32) -> f32 {
+  if (XPROJ) { return xo_at(p._p0 + NS + n); }
+  return Cm[off + n];
+}
 
 // 1/rms of row `off` of B (C) over N when NORM_BC (Falcon), else 1; every lane needs it.
 fn rms_b(off: u32) -> f32 {
