@@ -254,7 +254,7 @@ def norm_in_stage(device):
                   lambda: True)
 
 
-def rows_per_thread_group(fmt, K, N, rpt=1, device=None, G=1):
+def rows_per_thread_group(fmt, K, N, rpt=1, device=None, G=1, xproj=False):
     """Threads sharing one row (TPR, a pipeline constant, a power of two in 16..256): the
     fewest that still give the GPU the workgroups GROUPS_AIMED[fmt] asks for over the call's G
     matrices of N rows (256 / TPR * rpt rows a workgroup), and never more than the row has
@@ -264,11 +264,14 @@ def rows_per_thread_group(fmt, K, N, rpt=1, device=None, G=1):
     `device.matvec_tpr` (tests), else MAMBAWEB_MATVEC_TPR (bench variants), replaces the rule
     (a power of two in 16..256); MAMBAWEB_MATVEC_GROUPS replaces the workgroups aimed at,
     counted as the rule in force counts them (over the call's matrices; per matrix under
-    MAMBAWEB_MATVEC_RULE=older) -- bench variants."""
+    MAMBAWEB_MATVEC_RULE=older) -- bench variants. xproj: Mamba-1's in_proj with x_proj's
+    shares folded in (XPROJ_TPR below)."""
     from py_engine.ops.step_kernels import pick
 
     def rule():
         import os
+        if xproj:
+            return XPROJ_TPR
         env = os.environ.get("MAMBAWEB_MATVEC_GROUPS", "")
         rules = rules_of(fmt)
         groups = int(env) if env else GROUPS_AIMED.get(rules, TARGET_GROUPS)
@@ -318,16 +321,17 @@ def planned(fmt, N, K):
     return None
 
 
-def choices(dev, fmt, K, N, M, G=1, rpt=None, tpr=None, stage=None):
+def choices(dev, fmt, K, N, M, G=1, rpt=None, tpr=None, stage=None, xproj=False):
     """(rpt, tpr, staged) of a decode mat-vec over G matrices of up to N rows by K inputs and M
     x rows: the values given win, then MAMBAWEB_MATVEC_PLAN's entry for (fmt, N, K), then the
-    rules (rows_per_thread, rows_per_thread_group, stage_x)."""
+    rules (rows_per_thread, rows_per_thread_group, stage_x). xproj: Mamba-1's in_proj with
+    x_proj's shares folded in (matvec's xproj)."""
     plan = planned(fmt, N, K)
     if plan is not None:                      # a bench variant's per-matrix choice
         rpt, tpr = rpt or plan[0], tpr or plan[1]
         stage = plan[2] if stage is None else stage
     rpt = rows_per_thread(dev, N, M, rpt, fmt)
-    tpr = tpr or rows_per_thread_group(fmt, K, N, rpt, dev, G)
+    tpr = tpr or rows_per_thread_group(fmt, K, N, rpt, dev, G, xproj)
     return rpt, tpr, stage_x(dev, M, stage, fmt, N, tpr)
 
 
@@ -344,10 +348,17 @@ CHUNK_VALUES = {"f32": 4, "f16": 8, "bf16": 8}
 # The scan step sums the P shares of x_proj's Q = ceil(O / 4) vec4s per sequence in every
 # workgroup, 128 / Q threads to a vec4: up to this many loads per thread the fold is taken (by
 # rule; MAMBAWEB_FUSE_XPROJ=1 takes it wherever it fits, =0 nowhere). Measured through Dawn on
-# an H200, side by side in one process (f16): mamba-130m (P = 192, Q = 20: 32 loads) 0.485-0.493
-# ms of GPU a token against 0.515-0.516 without the fold; mamba-1.4b (P = 256, Q = 40: 86 loads)
-# 1.767 against 1.546 -- every one of 512 scan workgroups waiting on 11 rounds of loads.
+# an H200, side by side in one process (f16, in_proj at 32 threads a row): mamba-130m (P = 192,
+# Q = 20: 32 loads; 16 at XPROJ_TPR) 0.485-0.493 ms of GPU a token against 0.515-0.516 without
+# the fold; mamba-1.4b (P = 256, Q = 40: 86 loads) 1.767 against 1.546 -- every one of 512 scan
+# workgroups waiting on 11 rounds of loads.
 XPROJ_MAX_LOADS = 32
+# The folded in_proj's threads a row by rule (the fewest: the most channels a workgroup, the
+# fewest shares to sum). mamba-130m f16 through Dawn, side by side in one process, at 16 / at
+# the unfolded rule's 32: 0.4685 / 0.4853 and 0.4702 ms of GPU a token, then 0.4811 and 0.4805
+# / 0.4884 and 0.4914 (two calls; 96 shares to sum instead of 192); as the rule, 0.4612 and
+# 0.4605 / 0.4737 and 0.4692 (a third).
+XPROJ_TPR = 16
 
 
 def xproj_block(dev, fmt, K, Ns, M, O, rule=True):
@@ -360,7 +371,7 @@ def xproj_block(dev, fmt, K, Ns, M, O, rule=True):
     if (fmt not in XPROJ_FORMATS or O > 512 or len(Ns) != 2
             or dev.limits.get("maxStorageBuffersPerShaderStage", 8) < XPROJ_STORAGE_BUFFERS):
         return None
-    rpt, tpr, _ = choices(dev, fmt, K, max(Ns), M, len(Ns))
+    rpt, tpr, _ = choices(dev, fmt, K, max(Ns), M, len(Ns), xproj=True)
     cb = THREADS // tpr * rpt
     cv = CHUNK_VALUES[fmt]
     if cb % cv or Ns[0] % cv or M * cb > 64:
@@ -404,7 +415,8 @@ def matvec(batch, x, ws, ys, M, bias=None, accumulate=False, tpr=None, conv=None
     Ns = [w.shape[0] for w in ws] + [0] * (3 - len(ws))
     flags = (1 if bias is not None else 0) | (2 if accumulate else 0) | (4 if norm is not None else 0)
     u = dev.uniform(params(M, Ns[0], K, flags, len(ws), Ns[1], Ns[2], float(eps)))
-    rpt, tpr, staged = choices(dev, fmt, K, max(Ns), M, len(ws), rpt, tpr, stage)
+    rpt, tpr, staged = choices(dev, fmt, K, max(Ns), M, len(ws), rpt, tpr, stage,
+                               xproj=xproj is not None)
     consts = {"TPR": tpr, "MR": M, "RPT": rpt, "NORMED": int(norm is not None),
               "PREFETCH": prefetch_level(dev), "TAIL": int(tail_trip(dev)), "STAGE": int(staged),
               "SG": int(subgroup_tree(dev)),

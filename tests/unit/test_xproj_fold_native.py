@@ -82,3 +82,22 @@ def test_the_rule_takes_the_fold_where_the_shares_sum_is_short():
     assert wf.xproj_block(dev, "f16", 2048, [4096, 4096], 1, 160) is None
     assert wf.xproj_block(dev, "f16", 2048, [4096, 4096], 1, 160, rule=False) is not None
 
+
+def test_the_folded_in_proj_takes_16_threads_a_row(monkeypatch):
+    """By rule (weight_format.XPROJ_TPR) the folded in_proj reads each row with 16 threads (at
+    mamba-130m's shape: 16 channels a workgroup, 96 shares where the unfolded rule's 32 threads
+    a row gave 192); a MAMBAWEB_MATVEC_PLAN entry for the shape still wins."""
+    from py_engine.ops import weight_format as wf
+
+    class _Dev:
+        limits = {"maxStorageBuffersPerShaderStage": 16}
+        has_subgroups = True
+    dev = _Dev()
+    monkeypatch.delenv("MAMBAWEB_MATVEC_PLAN", raising=False)
+    monkeypatch.delenv("MAMBAWEB_MATVEC_TPR", raising=False)
+    assert wf.choices(dev, "f16", 768, 1536, 1, 2)[1] == 32          # the unfolded rule's
+    assert wf.choices(dev, "f16", 768, 1536, 1, 2, xproj=True)[1] == 16
+    assert wf.xproj_block(dev, "f16", 768, [1536, 1536], 1, 80) == 16
+    monkeypatch.setenv("MAMBAWEB_MATVEC_PLAN", "1536x768=0/32/-")
+    assert wf.xproj_block(dev, "f16", 768, [1536, 1536], 1, 80) == 8
+
