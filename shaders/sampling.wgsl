@@ -35,6 +35,9 @@
 //                     GP candidates. One workgroup scanning a 50k vocabulary took 130-220 us
 //                     per token on an H200 (tools/profile_kernels.py), as long as a 1.4b
 //                     layer's weights; spread over the GPU it is two short dispatches.
+// With ADVANCE (a pipeline constant) the dispatch that writes out[row] -- sampling_sample or
+// sampling_greedy_final -- also does decode_control.wgsl's work (advance_after below): one
+// dispatch fewer a decoded token for every family (py_engine/ops/sampling.sample's `advance`).
 
 override WG: u32 = 128u;    // threads per row (a pipeline constant: 32 for small V, 128 above)
 const GREEDY = 1u;
@@ -46,16 +49,47 @@ struct Params {
   V: u32, rows: u32, flags: u32, top_k: u32,
   top_p: f32, temperature: f32, penalty: f32, seed: u32,
   hist_cap: u32, l_off: u32, l_str: u32, _p0: u32,
+  pos_count: u32, _p1: u32, _p2: u32, _p3: u32,   // ADVANCE: positions to count
 };
 
+// ctl and hist are written only with ADVANCE; the other entry points read them.
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> logits: array<f32>;
-@group(0) @binding(2) var<storage, read> ctl: array<u32>;        // [step, count_0, count_1, ...]
-@group(0) @binding(3) var<storage, read> hist: array<u32>;       // [rows, hist_cap]
+@group(0) @binding(2) var<storage, read_write> ctl: array<u32>;  // [step, count_0, count_1, ...]
+@group(0) @binding(3) var<storage, read_write> hist: array<u32>; // [rows, hist_cap]
 @group(0) @binding(4) var<storage, read_write> scratch: array<f32>;  // [rows, V]
 @group(0) @binding(5) var<storage, read_write> out: array<u32>;  // [rows]
 @group(0) @binding(6) var<storage, read_write> cand: array<vec2<u32>>;  // greedy: [rows, GP]
                                                                    // (value bits, index)
+@group(0) @binding(7) var<storage, read_write> pos: array<u32>;  // [pos_count] (ADVANCE)
+
+// Whether the dispatch that chooses the ids also advances the decode's counters (the host
+// binds scratch buffers at 3 and 7 when it does not: rw_dummy).
+override ADVANCE: bool = false;
+
+// decode_control.wgsl's decode_advance, by the thread that chose row `row`'s id `tok` (lid 0
+// of the row's workgroup): the row's history and count; row 0's workgroup also the step
+// counter and the positions. Only sampling_sample reads ctl[0] (its draw's seed), so the host
+// folds this into it for one row only: another row's workgroup could still be drawing.
+fn advance_after(row: u32, tok: u32) {
+  let n = ctl[1u + row];
+  if (n < p.hist_cap) {
+    hist[row * p.hist_cap + n] = tok;
+    ctl[1u + row] = n + 1u;
+  }
+  if (row == 0u) {
+    ctl[0] += 1u;
+    for (var b = 0u; b < p.pos_count; b++) { pos[b] += 1u; }
+  }
+}
+
+// out[row] = tok, and with ADVANCE the counters (lid 0 only; after every thread's reads of ctl).
+fn put_id(row: u32, lid: u32, tok: u32) {
+  if (lid == 0u) {
+    out[row] = tok;
+    if (ADVANCE) { advance_after(row, tok); }
+  }
+}
 
 var<workgroup> bins: array<atomic<u32>, 256>;
 var<workgroup> part: array<f32, 16 * WG>;    // 16 bins x WG threads (top-p), or WG values
@@ -128,7 +162,9 @@ fn sampling_sample(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
     part[lid] = best;
     part_i[lid] = bi;
     workgroupBarrier();
-    if (lid == 0u) { out[row] = argmax_shared(); }
+    var tok = 0u;
+    if (lid == 0u) { tok = argmax_shared(); }
+    put_id(row, lid, tok);
     return;
   }
 
@@ -258,8 +294,10 @@ fn sampling_sample(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
   }
   part[lid] = best;
   part_i[lid] = bi;
-  workgroupBarrier();
-  if (lid == 0u) { out[row] = argmax_shared(); }
+  workgroupBarrier();        // every thread has read ctl[0] (k1) before lid 0 moves it
+  var tok = 0u;
+  if (lid == 0u) { tok = argmax_shared(); }
+  put_id(row, lid, tok);
 }
 
 // ------------------------------------------------------------------------------------------
@@ -319,5 +357,5 @@ fn sampling_greedy_final(@builtin(workgroup_id) wid: vec3<u32>,
   part[lid] = best;
   part_i[lid] = bi;
   argmax_tree(lid);
-  if (lid == 0u) { out[row] = part_i[0]; }
+  put_id(row, lid, part_i[0]);
 }

@@ -78,9 +78,9 @@ class SamplingConfig:
 class Generator:
     """Holds one sequence's decoding resources: state, token buffer, history, recordings.
 
-    Every sampling (prefill's and each step's) is followed on the GPU by `sampling.advance`:
-    the step counter moves and the sampled id joins the repetition history, so recorded steps
-    chain without the host. The host mirrors those counters (`step_no`, `n_history`).
+    Every sampling (prefill's and each step's) is followed on the GPU by `sampling.advance`
+    (in the sampler's last dispatch: sampling.fold_control): the step counter moves and the
+    sampled id joins the repetition history, so recorded steps chain without the host. The host mirrors those counters (`step_no`, `n_history`).
 
     `stream` decodes in groups of `group` steps (the first few smaller: `ramp`): one submit per
     group (the step recording replayed k times, each sampled id copied into a ring), with
@@ -162,8 +162,9 @@ class Generator:
         return kw
 
     def _sample(self, batch, logits, pos=None):
-        sampling.sample(batch, logits, self.ctl, out=self.token, **self._sample_kwargs())
-        sampling.advance(batch, self.token, self.ctl, self.history, pos=pos)
+        # the counters advance in the sampler's last dispatch (sampling.fold_control)
+        sampling.sample(batch, logits, self.ctl, out=self.token,
+                        then_advance=(self.history, pos), **self._sample_kwargs())
 
     # -- prefill -------------------------------------------------------------------------
     async def prefill(self, prompt_ids):

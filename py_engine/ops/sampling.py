@@ -15,8 +15,10 @@ largest probabilities whose mass reaches p; the top token is always kept) -> a d
 renormalised softmax. The draw is Gumbel-max with a counter-based hash of (seed, step, row, v):
 the same seed and step give the same ids on any run.
 
-Dispatches per call: 1 (+1 and a buffer copy with a repetition penalty). V up to the binding
-limit works (one 128-thread workgroup per row loops over V; top-k/top-p are radix selections,
+Dispatches per call: 1 (+1 and a buffer copy with a repetition penalty; greedy takes 2). With
+`then_advance` the decode's counters move in the last of them (decode_control.wgsl's work: one
+dispatch fewer a decoded token), or in a dispatch of their own where they cannot (several rows
+drawn at random: `fold_control`). V up to the binding limit works (one 128-thread workgroup per row loops over V; top-k/top-p are radix selections,
 not sorts: at most 15 passes over V).
 """
 import struct
@@ -42,15 +44,27 @@ def set_control(device, ctl, step, counts=None):
     device.write(ctl.buffer, struct.pack(f"<{len(vals)}I", *vals), ctl.offset)
 
 
+def fold_control(device, rows, greedy):
+    """Whether sample(..., then_advance=...) advances the counters in its own last dispatch:
+    greedy (sampling_greedy_final reads no counter) or one row (sampling_sample reads the
+    step counter for its draw, and with several rows one row's workgroup could move it while
+    another still draws). `device.fuse_control` (tests), else MAMBAWEB_FUSE_CONTROL=1|0 (bench variants)."""
+    from py_engine.gpu.settings import choose
+    return (greedy or rows == 1) and choose(device, "fuse_control", "MAMBAWEB_FUSE_CONTROL",
+                                            "1", "0", lambda: True)
+
+
 def sample(batch, logits, ctl=None, *, temperature=1.0, top_k=0, top_p=1.0,
            repetition_penalty=1.0, history=None, seed=0, greedy=False, out=None, scratch=None,
-           wg=None):
+           wg=None, then_advance=None):
     """-> out [rows] u32 token ids (see the module doc). greedy (or temperature <= 0): argmax.
 
     ctl: control buffer from `make_control` (None: a shared one with step 0, no history).
     scratch: [rows, V] f32 for the penalised copy (default: pooled, released after recording;
     pass your own when the batch is recorded for replay, so the pool cannot hand it elsewhere).
     wg: threads per row (default 32 for V <= 4096, else 128).
+    then_advance: (history, pos) -- then `advance(batch, out, ctl, history, pos)`, folded into
+    the sampler's last dispatch where fold_control allows (the same writes).
     """
     dev = batch.device
     V = logits.shape[-1]
@@ -76,10 +90,23 @@ def sample(batch, logits, ctl=None, *, temperature=1.0, top_k=0, top_p=1.0,
     lb, loff, lstr = view(logits)
     if len(logits.shape) == 1:
         lstr = V
-    H = history.shape[-1] if history is not None else 0
+    if then_advance is not None and history is not None and then_advance[0] is not history:
+        raise ValueError("then_advance's history must be the one the penalty reads")
+    adv_hist, adv_pos = then_advance if then_advance is not None else (None, None)
+    folded = then_advance is not None and fold_control(dev, rows, greedy)
+    hist = history if history is not None else adv_hist if folded else None
+    H = hist.shape[-1] if hist is not None else 0
+    npos = adv_pos.numel if folded and adv_pos is not None else 0
     u = dev.uniform(params(V, rows, flags, int(top_k), float(top_p),
                            float(temperature if temperature > 0 else 1.0),
-                           float(repetition_penalty), int(seed) & 0xFFFFFFFF, H, loff, lstr, 0))
+                           float(repetition_penalty), int(seed) & 0xFFFFFFFF, H, loff, lstr, 0,
+                           npos, 0, 0, 0))
+    # what the last dispatch binds at 2 (ctl), 3 (history) and 7 (positions): scratch
+    # buffers where it does not advance (no two writable bindings may share one)
+    tail = {"constants": {"ADVANCE": folded},
+            "ctl": ctl.binding if folded else rw_dummy(dev, 1),
+            "hist": adv_hist.binding if folded else rw_dummy(dev, 2),
+            "pos": adv_pos.binding if folded and adv_pos is not None else rw_dummy(dev, 3)}
     own = None
     if penalised:
         if scratch is None:
@@ -95,21 +122,27 @@ def sample(batch, logits, ctl=None, *, temperature=1.0, top_k=0, top_p=1.0,
                   [u, lb, ctl.binding, history.binding, scratch.binding], -(-H // 64), rows)
     if greedy:
         _greedy(batch, u, lb, scratch if penalised else None, out, rows, V, H, loff, lstr, flags,
-                wg)
+                wg, tail, npos)
     else:
+        # sampling_sample reads the real ctl (its draw's step) whether or not it advances it
         batch.run("sampling", "sampling_sample",
-                  [u, lb, ctl.binding, None, scratch.binding if penalised else rw_dummy(dev),
-                   out.binding, None],
-                  rows, constants={"WG": wg if wg else (32 if V <= 4096 else 128)})
+                  [u, lb, ctl.binding, tail["hist"],
+                   scratch.binding if penalised else rw_dummy(dev), out.binding, None,
+                   tail["pos"]],
+                  rows, constants={"WG": wg if wg else (32 if V <= 4096 else 128),
+                                   **tail["constants"]})
     if own is not None:
         own.release()
+    if then_advance is not None and not folded:
+        advance(batch, out, ctl, adv_hist, adv_pos)
     return out
 
 
 
-def _greedy(batch, u, lb, scratch, out, rows, V, H, loff, lstr, flags, wg):
+def _greedy(batch, u, lb, scratch, out, rows, V, H, loff, lstr, flags, wg, tail, npos):
     """Argmax in two dispatches (shaders/sampling.wgsl sampling_greedy_part / _final): GP
-    workgroups per row, each scanning about 8 logits per thread, then one per row."""
+    workgroups per row, each scanning about 8 logits per thread, then one per row (which also
+    advances the counters with tail's ADVANCE)."""
     dev = batch.device
     wg = wg or (32 if V <= 4096 else 128)
     gp = max(1, min(256, -(-V // (8 * wg))))
@@ -118,10 +151,12 @@ def _greedy(batch, u, lb, scratch, out, rows, V, H, loff, lstr, flags, wg):
     batch.run("sampling", "sampling_greedy_part",
               [u, lb, None, None, sb, None, cand.binding], gp, rows,
               constants={"WG": wg})
-    u2 = dev.uniform(params(V, rows, flags, 0, 1.0, 1.0, 1.0, 0, H, loff, lstr, gp))
+    u2 = dev.uniform(params(V, rows, flags, 0, 1.0, 1.0, 1.0, 0, H, loff, lstr, gp,
+                            npos, 0, 0, 0))
     batch.run("sampling", "sampling_greedy_final",
-              [u2, None, None, None, None, out.binding, cand.binding], rows,
-              constants={"WG": wg})
+              [u2, None, tail["ctl"], tail["hist"], None, out.binding, cand.binding,
+               tail["pos"]], rows,
+              constants={"WG": wg, **tail["constants"]})
     cand.release()
 
 
