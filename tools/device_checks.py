@@ -2,7 +2,8 @@
 that picks the real-GPU kernels by itself (the tiled GEMM with split-K, the lanes scan, the conv
 step folded into Mamba-1/2's decode in_proj, Mamba-1's x_proj into it, Mamba-2's gated norm into
 out_proj, NemotronH's MLP activation into down_proj, Mamba-2's and Mamba-3's lanes decode
-steps), and the decode mat-vec with x staged in workgroup memory.
+steps, the decode's counters in the sampler), and the decode mat-vec with x staged in workgroup
+memory.
 
   python -m tools.device_checks --engine native      # wgpu-py (Vulkan/Metal/D3D12)
   python -m tools.device_checks --engine dawn        # Chrome's Dawn under Node (tools/dawn_engine.py)
@@ -74,6 +75,15 @@ def fold_cases():
         folder = repo / "tests" / "fixtures" / "models" / name
         yield f"decode mamba3 step lanes {name} f32", \
             (lambda e, folder=folder: check_mamba3_lanes(e, folder))
+    from tests.browser.control_fold_cases import MODES, check_rows, check_streams
+    for name in ("mamba-d40-tied", "mamba2-g2-untied"):
+        for mode in MODES:
+            folder = repo / "tests" / "fixtures" / "models" / name
+            yield f"decode counters in the sampler {name} {mode}", \
+                (lambda e, folder=folder, mode=mode: check_streams(e, folder, mode))
+    for mode in ("greedy", "draw"):
+        yield f"decode counters in the sampler two rows {mode}", \
+            (lambda e, mode=mode: check_rows(e, mode))
 
 
 def staged_matvec_cases():

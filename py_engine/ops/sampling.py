@@ -103,7 +103,7 @@ def sample(batch, logits, ctl=None, *, temperature=1.0, top_k=0, top_p=1.0,
                            npos, 0, 0, 0))
     # what the last dispatch binds at 2 (ctl), 3 (history) and 7 (positions): scratch
     # buffers where it does not advance (no two writable bindings may share one)
-    tail = {"constants": {"ADVANCE": folded},
+    tail = {"constants": {"ADVANCE": int(folded)},
             "ctl": ctl.binding if folded else rw_dummy(dev, 1),
             "hist": adv_hist.binding if folded else rw_dummy(dev, 2),
             "pos": adv_pos.binding if folded and adv_pos is not None else rw_dummy(dev, 3)}

@@ -1,0 +1,113 @@
+"""The decode's counters advanced inside the sampler's last dispatch (shaders/sampling.wgsl
+ADVANCE, py_engine/ops/sampling.fold_control) against their own dispatch
+(decode_control.wgsl): shared by tests/unit/test_control_fold_native.py (lavapipe) and
+tools/device_checks.py (a real GPU)."""
+
+MODES = {
+    "greedy": dict(greedy=True),
+    "greedy_penalty": dict(greedy=True, repetition_penalty=1.3),
+    "draw": dict(greedy=False, temperature=0.9, top_k=20, top_p=0.9, seed=7),
+    "draw_penalty": dict(greedy=False, temperature=1.1, top_k=0, top_p=0.95, seed=3,
+                         repetition_penalty=1.2),
+}
+
+STREAMS = """
+import struct
+from py_engine.io.hf_loader import load_model_local
+from py_engine.models.generate import Generator, SamplingConfig
+model = await load_model_local(device, args['folder'])
+cfg = SamplingConfig(**args['mode'])
+
+async def u32s(t, n=None):
+    data = await t.to_bytes()
+    vals = list(struct.unpack(f"<{len(data) // 4}I", data))
+    return vals if n is None else vals[:n]
+
+out = {}
+try:
+    device.fuse_control = False
+    gen = Generator(model, cfg, max_tokens=64, group=4)
+    free = [t async for t in gen.stream([1, 2, 3], 12)]
+    gen.release()
+    stop = free[6]
+    for fold in (False, True):
+        device.fuse_control = fold
+        gen = Generator(model, cfg, max_tokens=64, group=4)
+        a = [t async for t in gen.stream([1, 2, 3], 12, stop_ids=(stop,))]
+        b = [t async for t in gen.stream([5, 6], 9)]
+        out[fold] = {'a': a, 'b': b, 'ctl': await u32s(gen.ctl),
+                     'history': await u32s(gen.history, gen.n_history),
+                     'pos': await u32s(gen.state.pos), 'step_no': gen.step_no,
+                     'n_history': gen.n_history, 'dpt': gen.dispatches_per_token}
+        gen.release()
+    out['free'] = free
+finally:
+    device.fuse_control = None
+model.release()
+result = {'plain': out[False], 'fold': out[True], 'free': out['free']}
+"""
+
+
+def check_streams(engine, folder, mode):
+    """A stream stopped inside a group and the conversation continued after it, in sampling
+    mode `mode` (MODES), with the counters in the sampler and in their own dispatch: the same
+    ids, counters, history and positions, one dispatch fewer a token."""
+    r = engine.run(STREAMS, folder=str(folder), mode=MODES[mode])
+    plain, fold = r["plain"], r["fold"]
+    assert plain["a"] == r["free"][:len(plain["a"])]
+    assert plain["a"][-1] == r["free"][6] and len(plain["a"]) <= 7    # stopped at the stop id
+    for key in ("a", "b", "ctl", "history", "pos", "step_no", "n_history"):
+        assert fold[key] == plain[key], key
+    # the device's counters are the host's mirror: every step counted, every id in the history
+    assert fold["ctl"] == [fold["step_no"], fold["n_history"]]
+    assert fold["history"][:3] == [1, 2, 3] and fold["history"][-len(fold["b"]):] == fold["b"]
+    assert fold["dpt"] == plain["dpt"] - 1, (plain["dpt"], fold["dpt"])
+
+
+ROWS = """
+import struct
+from py_engine.gpu.tensor import Tensor
+from py_engine.ops import sampling
+import random
+rng = random.Random(5)
+V, rows, H = 300, 2, 16
+logits = Tensor.from_list(device, (rows, V), [rng.uniform(-3, 3) for _ in range(rows * V)])
+
+async def u32s(t):
+    data = await t.to_bytes()
+    return list(struct.unpack(f"<{len(data) // 4}I", data))
+
+out = {}
+try:
+    for fold in (False, True):
+        device.fuse_control = fold
+        ctl = sampling.make_control(device, rows, step=4, counts=[2, H])   # row 1's history full
+        hist = Tensor.from_list(device, (rows, H), list(range(rows * H)), "u32")
+        pos = Tensor.from_list(device, (rows,), [10, 20], "u32")
+        ids = Tensor(device, (rows,), "u32")
+        batch = device.batch()
+        sampling.sample(batch, logits, ctl, out=ids, then_advance=(hist, pos),
+                        **args['mode'])
+        n = batch.dispatch_count
+        batch.submit()
+        out[fold] = {'ids': await u32s(ids), 'ctl': await u32s(ctl),
+                     'hist': await u32s(hist), 'pos': await u32s(pos), 'n': n}
+        for t in (ctl, hist, pos, ids):
+            t.release()
+finally:
+    device.fuse_control = None
+logits.release()
+result = {'plain': out[False], 'fold': out[True]}
+"""
+
+
+def check_rows(engine, mode):
+    """Two rows sampled directly with then_advance: the same ids and counters either way;
+    greedy folds (one dispatch fewer), a draw of two rows keeps its own dispatch."""
+    r = engine.run(ROWS, mode={**MODES[mode], "repetition_penalty": 1.0})
+    plain, fold = r["plain"], r["fold"]
+    assert plain["ctl"] == [5, 3, 16]                     # row 1's history had no room
+    assert plain["hist"][2] == plain["ids"][0] and plain["pos"] == [11, 21]
+    for key in ("ids", "ctl", "hist", "pos"):
+        assert fold[key] == plain[key], key
+    assert fold["n"] == plain["n"] - (1 if mode == "greedy" else 0)
