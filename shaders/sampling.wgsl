@@ -49,7 +49,7 @@ struct Params {
   V: u32, rows: u32, flags: u32, top_k: u32,
   top_p: f32, temperature: f32, penalty: f32, seed: u32,
   hist_cap: u32, l_off: u32, l_str: u32, _p0: u32,
-  pos_count: u32, _p1: u32, _p2: u32, _p3: u32,   // ADVANCE: positions to count
+  pos_count: u32, ring_len: u32, _p2: u32, _p3: u32,   // ADVANCE: positions; ring length R
 };
 
 // ctl and hist are written only with ADVANCE; the other entry points read them.
@@ -62,15 +62,20 @@ struct Params {
 @group(0) @binding(6) var<storage, read_write> cand: array<vec2<u32>>;  // greedy: [rows, GP]
                                                                    // (value bits, index)
 @group(0) @binding(7) var<storage, read_write> pos: array<u32>;  // [pos_count] (ADVANCE)
+@group(0) @binding(8) var<storage, read_write> ring: array<u32>; // [2 * ring_len] (ADVANCE)
 
 // Whether the dispatch that chooses the ids also advances the decode's counters (the host
-// binds scratch buffers at 3 and 7 when it does not: rw_dummy).
+// binds scratch buffers at 3, 7 and 8 when it does not: rw_dummy).
 override ADVANCE: bool = false;
 
 // decode_control.wgsl's decode_advance, by the thread that chose row `row`'s id `tok` (lid 0
 // of the row's workgroup): the row's history and count; row 0's workgroup also the step
 // counter and the positions. Only sampling_sample reads ctl[0] (its draw's seed), so the host
 // folds this into it for one row only: another row's workgroup could still be drawing.
+// With a ring (ring_len R > 0, one row: py_engine/models/generate.py) the id also goes to
+// ring[s % R] and ring[s % R + R], s the step counter before it moves: the ids of any R
+// consecutive steps lie in one contiguous range for the host to read back, written here
+// instead of by a buffer copy after each step (which also ended the compute pass).
 fn advance_after(row: u32, tok: u32) {
   let n = ctl[1u + row];
   if (n < p.hist_cap) {
@@ -78,7 +83,12 @@ fn advance_after(row: u32, tok: u32) {
     ctl[1u + row] = n + 1u;
   }
   if (row == 0u) {
-    ctl[0] += 1u;
+    let s = ctl[0];
+    if (p.ring_len > 0u) {
+      ring[s % p.ring_len] = tok;
+      ring[s % p.ring_len + p.ring_len] = tok;
+    }
+    ctl[0] = s + 1u;
     for (var b = 0u; b < p.pos_count; b++) { pos[b] += 1u; }
   }
 }

@@ -83,7 +83,7 @@ class Generator:
     sampled id joins the repetition history, so recorded steps chain without the host. The host mirrors those counters (`step_no`, `n_history`).
 
     `stream` decodes in groups of `group` steps (the first few smaller: `ramp`): one submit per
-    group (the step recording replayed k times, each sampled id copied into a ring), with
+    group (the step recording replayed k times, each sampled id put in a ring), with
     `depth` groups queued on the GPU while the oldest one's ids are read back and handed out
     (the next group is queued as soon as they arrive, before the consumer sees them, so a slow
     consumer or a late readback does not leave the GPU idle). A stop id (or a cancel) found
@@ -131,7 +131,13 @@ class Generator:
         self._pool = None              # the private pool the step recording's buffers came from
         self._recorded_for = None      # the sampling settings the recording has baked in
         self._groups = {}              # slot -> Recording of `group` chained steps
-        self._ring = None              # u32 [slots, group]: each slot's sampled ids
+        # The sampled ids of the groups in flight: the sampler writes step s's id at s % R and
+        # s % R + R (R = slots x group; sampling.sample's ring), so any group's ids are one
+        # contiguous read, and no copy after each step ends the compute pass. Where the sampler
+        # cannot (sampling.fold_control off) a copy per step fills [slots, group] instead.
+        self._ring_len = self._slots * self.group
+        self._ring = Tensor(self.device, (2 * self._ring_len,), "u32")
+        self._ring_by_sampler = None   # which of the two the recorded step does
         self._shadow = None            # per slot: copies of the rollback tensors + position
         self._backup = None            # copies of the state a prefill overwrites (_back_up_state)
         self.dispatches_per_token = None
@@ -162,9 +168,10 @@ class Generator:
         return kw
 
     def _sample(self, batch, logits, pos=None):
-        # the counters advance in the sampler's last dispatch (sampling.fold_control)
+        # the counters advance in the sampler's last dispatch (sampling.fold_control), which
+        # also puts the id in the ring
         sampling.sample(batch, logits, self.ctl, out=self.token,
-                        then_advance=(self.history, pos), **self._sample_kwargs())
+                        then_advance=(self.history, pos, self._ring), **self._sample_kwargs())
 
     # -- prefill -------------------------------------------------------------------------
     async def prefill(self, prompt_ids):
@@ -244,6 +251,8 @@ class Generator:
             logits = self.model.step(batch, self.token, self.state, advance_position=False)
             self._sample(batch, logits, pos=self.state.pos)
             logits.release()
+            self._ring_by_sampler = sampling.fold_control(
+                self.device, 1, self.cfg.greedy or self.cfg.temperature <= 0)
             self.dispatches_per_token = batch.dispatch_count
             self._recording = batch.record()
             self._pool = pool
@@ -286,13 +295,13 @@ class Generator:
 
     def _group_recording(self, slot):
         """The recording of a whole group in ring slot `slot`: the rollback tensors copied to
-        the slot's shadow, then `group` times the step and the copy of its sampled id into
-        the ring. A group of k steps replays its first k steps (_group_commands(k))."""
+        the slot's shadow, then `group` times the step (and, where the sampler does not write
+        the ring, the copy of its sampled id into the slot's part of it). A group of k steps
+        replays its first k steps (_group_commands(k))."""
         rec = self._groups.get(slot)
         if rec is not None:
             return rec
-        if self._ring is None:
-            self._ring = Tensor(self.device, (self._slots, self.group), "u32")
+        if self._shadow is None:
             self._shadow = [[Tensor(self.device, t.shape, t.dtype)
                              for t in self._rollback_tensors()] for _ in range(self._slots)]
         cmds = [(1, t.buffer, t.offset, s.buffer, s.offset, t.nbytes)
@@ -300,16 +309,24 @@ class Generator:
         ring_off = self._ring.offset + 4 * slot * self.group
         for j in range(self.group):
             cmds += self._recording.commands
-            cmds.append((1, self.token.buffer, self.token.offset, self._ring.buffer,
-                         ring_off + 4 * j, 4))
+            if not self._ring_by_sampler:
+                cmds.append((1, self.token.buffer, self.token.offset, self._ring.buffer,
+                             ring_off + 4 * j, 4))
         from py_engine.gpu.batch import Recording
         rec = self._groups[slot] = Recording(self.device, cmds)
         return rec
 
     def _group_commands(self, k):
         """How many leading commands of a group recording run k steps: the shadow copies,
-        then k times the step and its id's copy."""
-        return len(self._shadow[0]) + k * (len(self._recording.commands) + 1)
+        then k times the step (and its id's copy)."""
+        per_step = len(self._recording.commands) + (0 if self._ring_by_sampler else 1)
+        return len(self._shadow[0]) + k * per_step
+
+    def _ring_range(self, g):
+        """(byte offset, size) of group g's ids in the ring."""
+        if self._ring_by_sampler:
+            return self._ring.offset + 4 * (g.step_no % self._ring_len), 4 * g.k
+        return self._ring.offset + 4 * g.slot * self.group, 4 * g.k
 
     def _launch(self, k, slot, first_input):
         """Queue k chained steps (one submit) and the read of their ids; returns the group."""
@@ -319,8 +336,7 @@ class Generator:
         t0 = time.perf_counter() if self.timeline is not None else None
         g = _Group(slot, k, self.state.tokens_seen, self.step_no, self.n_history)
         self._group_recording(slot).replay(self._group_commands(k))
-        g.ids = self.device.read_begin(self._ring.buffer,
-                                       self._ring.offset + 4 * slot * self.group, 4 * k)
+        g.ids = self.device.read_begin(self._ring.buffer, *self._ring_range(g))
         self.state.tokens_seen += k
         self._sampled(k)
         if t0 is not None:
@@ -424,9 +440,9 @@ class Generator:
             end()
 
     def release(self):
-        own = [self.token, self.history, self.ctl] + (self._backup or [])
-        if self._ring is not None:
-            own += [self._ring] + [t for ts in self._shadow for t in ts]
+        own = [self.token, self.history, self.ctl, self._ring] + (self._backup or [])
+        if self._shadow is not None:
+            own += [t for ts in self._shadow for t in ts]
         self.device.release_tensors(own)
         self.state.release()
         self._drop_recordings()

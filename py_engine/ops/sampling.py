@@ -63,8 +63,10 @@ def sample(batch, logits, ctl=None, *, temperature=1.0, top_k=0, top_p=1.0,
     scratch: [rows, V] f32 for the penalised copy (default: pooled, released after recording;
     pass your own when the batch is recorded for replay, so the pool cannot hand it elsewhere).
     wg: threads per row (default 32 for V <= 4096, else 128).
-    then_advance: (history, pos) -- then `advance(batch, out, ctl, history, pos)`, folded into
-    the sampler's last dispatch where fold_control allows (the same writes).
+    then_advance: (history, pos) or (history, pos, ring) -- then `advance(batch, out, ctl,
+    history, pos)`, folded into the sampler's last dispatch where fold_control allows (the same
+    writes). ring (one row, folded only): u32 [2R]; the id of step s (the step counter before
+    it moves) also goes to ring[s % R] and ring[s % R + R].
     """
     dev = batch.device
     V = logits.shape[-1]
@@ -92,21 +94,27 @@ def sample(batch, logits, ctl=None, *, temperature=1.0, top_k=0, top_p=1.0,
         lstr = V
     if then_advance is not None and history is not None and then_advance[0] is not history:
         raise ValueError("then_advance's history must be the one the penalty reads")
-    adv_hist, adv_pos = then_advance if then_advance is not None else (None, None)
+    adv_hist, adv_pos, ring = (tuple(then_advance) + (None,))[:3] if then_advance is not None \
+        else (None, None, None)
     folded = then_advance is not None and fold_control(dev, rows, greedy)
+    if ring is not None and (rows != 1 or ring.numel % 2):
+        raise ValueError(f"a ring of sampled ids needs one row and an even length, got {rows} "
+                         f"rows and {ring.numel} entries")
+    ring_len = ring.numel // 2 if folded and ring is not None else 0
     hist = history if history is not None else adv_hist if folded else None
     H = hist.shape[-1] if hist is not None else 0
     npos = adv_pos.numel if folded and adv_pos is not None else 0
     u = dev.uniform(params(V, rows, flags, int(top_k), float(top_p),
                            float(temperature if temperature > 0 else 1.0),
                            float(repetition_penalty), int(seed) & 0xFFFFFFFF, H, loff, lstr, 0,
-                           npos, 0, 0, 0))
-    # what the last dispatch binds at 2 (ctl), 3 (history) and 7 (positions): scratch
-    # buffers where it does not advance (no two writable bindings may share one)
+                           npos, ring_len, 0, 0))
+    # what the last dispatch binds at 2 (ctl), 3 (history), 7 (positions) and 8 (the ring):
+    # scratch buffers where it does not advance (no two writable bindings may share one)
     tail = {"constants": {"ADVANCE": int(folded)},
             "ctl": ctl.binding if folded else rw_dummy(dev, 1),
             "hist": adv_hist.binding if folded else rw_dummy(dev, 2),
-            "pos": adv_pos.binding if folded and adv_pos is not None else rw_dummy(dev, 3)}
+            "pos": adv_pos.binding if folded and adv_pos is not None else rw_dummy(dev, 3),
+            "ring": ring.binding if ring_len else rw_dummy(dev, 4)}
     own = None
     if penalised:
         if scratch is None:
@@ -122,13 +130,13 @@ def sample(batch, logits, ctl=None, *, temperature=1.0, top_k=0, top_p=1.0,
                   [u, lb, ctl.binding, history.binding, scratch.binding], -(-H // 64), rows)
     if greedy:
         _greedy(batch, u, lb, scratch if penalised else None, out, rows, V, H, loff, lstr, flags,
-                wg, tail, npos)
+                wg, tail, npos, ring_len)
     else:
         # sampling_sample reads the real ctl (its draw's step) whether or not it advances it
         batch.run("sampling", "sampling_sample",
                   [u, lb, ctl.binding, tail["hist"],
                    scratch.binding if penalised else rw_dummy(dev), out.binding, None,
-                   tail["pos"]],
+                   tail["pos"], tail["ring"]],
                   rows, constants={"WG": wg if wg else (32 if V <= 4096 else 128),
                                    **tail["constants"]})
     if own is not None:
@@ -139,7 +147,8 @@ def sample(batch, logits, ctl=None, *, temperature=1.0, top_k=0, top_p=1.0,
 
 
 
-def _greedy(batch, u, lb, scratch, out, rows, V, H, loff, lstr, flags, wg, tail, npos):
+def _greedy(batch, u, lb, scratch, out, rows, V, H, loff, lstr, flags, wg, tail, npos,
+            ring_len):
     """Argmax in two dispatches (shaders/sampling.wgsl sampling_greedy_part / _final): GP
     workgroups per row, each scanning about 8 logits per thread, then one per row (which also
     advances the counters with tail's ADVANCE)."""
@@ -152,10 +161,10 @@ def _greedy(batch, u, lb, scratch, out, rows, V, H, loff, lstr, flags, wg, tail,
               [u, lb, None, None, sb, None, cand.binding], gp, rows,
               constants={"WG": wg})
     u2 = dev.uniform(params(V, rows, flags, 0, 1.0, 1.0, 1.0, 0, H, loff, lstr, gp,
-                            npos, 0, 0, 0))
+                            npos, ring_len, 0, 0))
     batch.run("sampling", "sampling_greedy_final",
               [u2, None, tail["ctl"], tail["hist"], None, out.binding, cand.binding,
-               tail["pos"]], rows,
+               tail["pos"], tail["ring"]], rows,
               constants={"WG": wg, **tail["constants"]})
     cand.release()
 

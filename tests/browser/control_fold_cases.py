@@ -32,13 +32,16 @@ try:
     stop = free[6]
     for fold in (False, True):
         device.fuse_control = fold
-        gen = Generator(model, cfg, max_tokens=64, group=4)
+        gen = Generator(model, cfg, max_tokens=96, group=4)
         a = [t async for t in gen.stream([1, 2, 3], 12, stop_ids=(stop,))]
         b = [t async for t in gen.stream([5, 6], 9)]
-        out[fold] = {'a': a, 'b': b, 'ctl': await u32s(gen.ctl),
+        c = [t async for t in gen.stream([8], 40)]   # past the ring's 16 ids, twice
+        out[fold] = {'a': a, 'b': b, 'c': c, 'ctl': await u32s(gen.ctl),
                      'history': await u32s(gen.history, gen.n_history),
                      'pos': await u32s(gen.state.pos), 'step_no': gen.step_no,
-                     'n_history': gen.n_history, 'dpt': gen.dispatches_per_token}
+                     'n_history': gen.n_history, 'dpt': gen.dispatches_per_token,
+                     'copies': sum(1 for c in gen._group_recording(0).commands if c[0] == 1),
+                     'shadows': len(gen._shadow[0]), 'group': gen.group}
         gen.release()
     out['free'] = free
 finally:
@@ -51,17 +54,24 @@ result = {'plain': out[False], 'fold': out[True], 'free': out['free']}
 def check_streams(engine, folder, mode):
     """A stream stopped inside a group and the conversation continued after it, in sampling
     mode `mode` (MODES), with the counters in the sampler and in their own dispatch: the same
-    ids, counters, history and positions, one dispatch fewer a token."""
+    ids, counters, history and positions, one dispatch fewer a token and no copy of each id
+    into the ring (the sampler writes it)."""
     r = engine.run(STREAMS, folder=str(folder), mode=MODES[mode])
     plain, fold = r["plain"], r["fold"]
     assert plain["a"] == r["free"][:len(plain["a"])]
     assert plain["a"][-1] == r["free"][6] and len(plain["a"]) <= 7    # stopped at the stop id
-    for key in ("a", "b", "ctl", "history", "pos", "step_no", "n_history"):
+    for key in ("a", "b", "c", "ctl", "history", "pos", "step_no", "n_history"):
         assert fold[key] == plain[key], key
     # the device's counters are the host's mirror: every step counted, every id in the history
     assert fold["ctl"] == [fold["step_no"], fold["n_history"]]
-    assert fold["history"][:3] == [1, 2, 3] and fold["history"][-len(fold["b"]):] == fold["b"]
+    assert fold["history"][:3] == [1, 2, 3] and fold["history"][-len(fold["c"]):] == fold["c"]
     assert fold["dpt"] == plain["dpt"] - 1, (plain["dpt"], fold["dpt"])
+    # the sampler puts each id in the ring, where each step copied its id after it before: a
+    # group's only copies are its rollback shadows (and, with a penalty, each step's copy of
+    # the logits it penalises)
+    assert fold["copies"] == plain["copies"] - plain["group"]
+    if "repetition_penalty" not in MODES[mode]:
+        assert fold["copies"] == fold["shadows"]
 
 
 ROWS = """
