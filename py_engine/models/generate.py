@@ -80,7 +80,8 @@ class Generator:
 
     Every sampling (prefill's and each step's) is followed on the GPU by `sampling.advance`
     (in the sampler's last dispatch: sampling.fold_control): the step counter moves and the
-    sampled id joins the repetition history, so recorded steps chain without the host. The host mirrors those counters (`step_no`, `n_history`).
+    sampled id joins the repetition history, so recorded steps chain without the host. The
+    host mirrors those counters (`step_no`, `n_history`).
 
     `stream` decodes in groups of `group` steps (the first few smaller: `ramp`): one submit per
     group (the step recording replayed k times, each sampled id put in a ring), with

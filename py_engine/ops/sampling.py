@@ -18,8 +18,8 @@ the same seed and step give the same ids on any run.
 Dispatches per call: 1 (+1 and a buffer copy with a repetition penalty; greedy takes 2). With
 `then_advance` the decode's counters move in the last of them (decode_control.wgsl's work: one
 dispatch fewer a decoded token), or in a dispatch of their own where they cannot (several rows
-drawn at random: `fold_control`). V up to the binding limit works (one 128-thread workgroup per row loops over V; top-k/top-p are radix selections,
-not sorts: at most 15 passes over V).
+drawn at random: `fold_control`). V up to the binding limit works (one 128-thread workgroup
+per row loops over V; top-k/top-p are radix selections, not sorts: at most 15 passes over V).
 """
 import struct
 
@@ -48,7 +48,8 @@ def fold_control(device, rows, greedy):
     """Whether sample(..., then_advance=...) advances the counters in its own last dispatch:
     greedy (sampling_greedy_final reads no counter) or one row (sampling_sample reads the
     step counter for its draw, and with several rows one row's workgroup could move it while
-    another still draws). `device.fuse_control` (tests), else MAMBAWEB_FUSE_CONTROL=1|0 (bench variants)."""
+    another still draws). `device.fuse_control` (tests), else MAMBAWEB_FUSE_CONTROL=1|0 (bench
+    variants)."""
     from py_engine.gpu.settings import choose
     return (greedy or rows == 1) and choose(device, "fuse_control", "MAMBAWEB_FUSE_CONTROL",
                                             "1", "0", lambda: True)

@@ -357,7 +357,9 @@ XPROJ_MAX_LOADS = 32
 # fewest shares to sum). mamba-130m f16 through Dawn, side by side in one process, at 16 / at
 # the unfolded rule's 32: 0.4685 / 0.4853 and 0.4702 ms of GPU a token, then 0.4811 and 0.4805
 # / 0.4884 and 0.4914 (two calls; 96 shares to sum instead of 192); as the rule, 0.4612 and
-# 0.4605 / 0.4737 and 0.4692 (a third).
+# 0.4605 / 0.4737 and 0.4692 (a third). Two or four rows a thread (32 or 64 channels, 48 or 24
+# shares; `MAMBAWEB_MATVEC_PLAN=1536x768=2/16/-`, `4/16`) measured slower: 0.488 and 0.604
+# against 0.450-0.459 (2026-12-03).
 XPROJ_TPR = 16
 
 
