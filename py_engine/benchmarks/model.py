@@ -80,18 +80,34 @@ STREAMS = 3    # streamed decode runs per measure; the fastest is reported (all 
 
 GROUP = 16     # the bench's decode group (steps per submit), unless MAMBAWEB_BENCH_GROUP
 
+# The generate page's sampling defaults (web/index.html's inputs; tests/unit/
+# test_bench_sampling.py keeps the two equal). The bench decodes greedily unless
+# MAMBAWEB_BENCH_SAMPLING=app (a bench variant): then as a user of the page does, with a
+# repetition penalty and a draw after top-k and top-p.
+APP_SAMPLING = dict(greedy=False, temperature=0.8, top_k=40, top_p=0.95,
+                    repetition_penalty=1.1, seed=0)
+
+
+def bench_sampling():
+    """(name, SamplingConfig) the bench decodes with: MAMBAWEB_BENCH_SAMPLING greedy | app."""
+    name = os.environ.get("MAMBAWEB_BENCH_SAMPLING", "").strip().lower() or "greedy"
+    if name not in ("greedy", "app"):
+        raise ValueError(f"MAMBAWEB_BENCH_SAMPLING must be 'greedy' or 'app', got {name!r}")
+    return name, SamplingConfig(**APP_SAMPLING) if name == "app" else SamplingConfig(greedy=True)
+
 
 async def decode_tokens_per_s(model, n_tokens, group=None):
     """Decode throughput the way the app decodes (Generator.stream: chained groups of `group`
     steps, one submit each, ids read back while the next group runs; the best of STREAMS runs
     of n_tokens, each listed: one run on a busy host varied +-30%), and token by token
     (decode_one: a host round trip per token) for comparison. group: GROUP, or
-    MAMBAWEB_BENCH_GROUP (bench variants; "auto": Generator's time-sized groups, the app's)."""
+    MAMBAWEB_BENCH_GROUP (bench variants; "auto": Generator's time-sized groups, the app's).
+    Greedy, or with MAMBAWEB_BENCH_SAMPLING=app the generate page's defaults (APP_SAMPLING)."""
     group = group or os.environ.get("MAMBAWEB_BENCH_GROUP", str(GROUP))
     if group != "auto":                    # "auto": sized by time, as the app decodes
         group = int(group)
-    gen = Generator(model, SamplingConfig(greedy=True), max_tokens=(STREAMS + 2) * n_tokens + 64,
-                    group=group)
+    sampling_name, sampling_cfg = bench_sampling()
+    gen = Generator(model, sampling_cfg, max_tokens=(STREAMS + 2) * n_tokens + 64, group=group)
     async for _ in gen.stream([1, 2, 3, 4], gen.group + 1):     # records the step graph, warms up
         pass
     runs = []                             # (seconds, t0, timeline, host split) per streamed run
@@ -112,7 +128,8 @@ async def decode_tokens_per_s(model, n_tokens, group=None):
     for _ in range(n_tokens):
         tok = await gen.decode_one(tok)
     one_by_one = time.perf_counter() - t1
-    out = {"tokens": n_tokens, "group": group, "tokens_per_s": n_tokens / total,
+    out = {"tokens": n_tokens, "group": group, "sampling": sampling_name,
+           "tokens_per_s": n_tokens / total,
            "ms_per_token": 1000 * total / n_tokens,
            "streams_tokens_per_s": [n_tokens / r[0] for r in runs],
            "one_by_one_tokens_per_s": n_tokens / one_by_one,
