@@ -28,7 +28,9 @@
 //   sampling_penalty  one thread per (row, history slot): scratch[tok] = penalised logits[tok]
 //                     (scratch holds a copy of the logits, made by a buffer copy before it)
 //   sampling_sample   one 128-thread workgroup per row; passes over V: 1 (max) + 4 (top-k)
-//                     + 1 (Z) + 8 (top-p) + 1 (draw) at most.
+//                     + 1 (Z) + 8 (top-p) + 1 (draw) at most; with top-k, 1 (max) + 4
+//                     + 1 (each thread keeps its values at or above the threshold), the
+//                     later passes walking those lists (KEEP_LISTS).
 //   sampling_greedy_part, sampling_greedy_final
 //                     greedy in two dispatches: GP workgroups per row each take the argmax of
 //                     a strided share of the row, then one workgroup per row picks among those
@@ -40,6 +42,7 @@
 // dispatch fewer a decoded token for every family (py_engine/ops/sampling.sample's `advance`).
 
 override WG: u32 = 128u;    // threads per row (a pipeline constant: 32 for small V, 128 above)
+override KEEP_LISTS: bool = true;   // sampling_sample's kept lists (KEPT below); false: tests
 const GREEDY = 1u;
 const PENALISED = 2u;   // read the penalised scratch copy instead of the logits
 const TOP_K = 4u;
@@ -106,6 +109,8 @@ var<workgroup> part: array<f32, 16 * WG>;    // 16 bins x WG threads (top-p), or
 var<workgroup> part_i: array<u32, WG>;
 var<workgroup> sel: array<u32, 2>;          // chosen digit, remaining count
 var<workgroup> self_f: array<f32, 2>;       // above mass / Z
+var<workgroup> kept_over: atomic<u32>;      // a thread kept more than KEPT values (PASS_KEEP)
+var<workgroup> kept_all: u32;               // ... as thread 0 read it after the pass
 
 fn has(f: u32) -> bool { return (p.flags & f) != 0u; }
 
@@ -156,6 +161,104 @@ fn argmax_shared() -> u32 {
   return bi;
 }
 
+// -- the passes of sampling_sample over a row's x = logit / temperature ---------------------
+// Each pass visits v = lid, lid + WG, lid + 2 WG, ... in that order (the float sums depend on
+// it), eight values a step of the sweep, whose eight loads are issued before any is used: with
+// one load in flight a thread, each of up to 15 passes of this one-workgroup kernel waited on
+// memory for every value (one such pass over 50,280 logits took 130-220 us on an H200 when
+// greedy ran this way). What a pass does with a value (visit) reads its parameters from, and
+// adds into, the private variables below.
+const PASS_MAX = 0u;       // the largest x
+const PASS_TOPK = 1u;      // counts of the 8-bit digit at pv_shift of the keys under pv_prefix
+const PASS_Z = 2u;         // the mass exp(x - m) of the keys >= pv_tau
+const PASS_TOPP = 3u;      // that mass by 4-bit digit, under pv_prefix
+const PASS_DRAW = 4u;      // Gumbel-max over the keys >= pv_tau
+const PASS_KEEP = 5u;      // the values with keys >= pv_tau into the thread's kept list
+// After top-k, the later passes (top-p's nine, the draw) see only the values at or above its
+// threshold: about k of the row's V. Each thread keeps its own (at most KEPT, in the order it
+// visits them, so its sums are the same as a full pass's) and the later passes walk those
+// lists instead of the row; if any thread has more (ties, or a k much larger than the
+// workgroup), every pass walks the row as before.
+const KEPT = 8u;
+var<private> kept_x: array<f32, KEPT>;
+var<private> kept_v: array<u32, KEPT>;
+var<private> kept_n: u32;
+var<private> use_kept: bool;
+var<private> acc_m: f32;
+var<private> acc_z: f32;
+var<private> acc_h: array<f32, 16>;
+var<private> acc_best: f32;
+var<private> acc_bi: u32;
+var<private> pv_shift: u32;
+var<private> pv_mask: u32;
+var<private> pv_prefix: u32;
+var<private> pv_tau: u32;
+var<private> pv_m: f32;
+var<private> pv_k1: u32;
+var<private> pv_k2: u32;
+
+fn visit(kind: u32, x: f32, v: u32) {
+  // past the row (a clamped load), or a NaN logit: `x == x` as everywhere here (naga emits
+  // `!=` as an ordered comparison, false for a NaN)
+  if (v >= p.V || !(x == x)) { return; }
+  switch kind {
+    case 0u: { acc_m = max(acc_m, x); }
+    case 1u: {
+      let key = key_of(x);
+      if ((key & pv_mask) == pv_prefix) { atomicAdd(&bins[(key >> pv_shift) & 255u], 1u); }
+    }
+    case 2u: { if (key_of(x) >= pv_tau) { acc_z += exp(x - pv_m); } }
+    case 3u: {
+      let key = key_of(x);
+      if (key >= pv_tau && (key & pv_mask) == pv_prefix) {
+        acc_h[(key >> pv_shift) & 15u] += exp(x - pv_m);
+      }
+    }
+    case 5u: {
+      if (key_of(x) >= pv_tau) {
+        if (kept_n < KEPT) {
+          kept_x[kept_n] = x;
+          kept_v[kept_n] = v;
+          kept_n += 1u;
+        } else {
+          atomicStore(&kept_over, 1u);
+        }
+      }
+    }
+    default: {
+      if (key_of(x) >= pv_tau) {
+        let hsh = pcg(pcg(v + pv_k1) ^ pv_k2);
+        let u = (f32(hsh >> 8u) + 0.5) * (1.0 / 16777216.0);
+        let s = (x - pv_m) - log(-log(u));
+        if (acc_bi == 0xFFFFFFFFu || s > acc_best) { acc_best = s; acc_bi = v; }
+      }
+    }
+  }
+}
+
+fn xv(row: u32, v: u32) -> f32 { return logit(row, min(v, p.V - 1u)) / p.temperature; }
+
+fn sweep(row: u32, lid: u32, kind: u32) {
+  if (use_kept) {
+    for (var i = 0u; i < kept_n; i++) { visit(kind, kept_x[i], kept_v[i]); }
+    return;
+  }
+  for (var v0 = lid; v0 < p.V; v0 += 8u * WG) {
+    let a = vec4<f32>(xv(row, v0), xv(row, v0 + WG), xv(row, v0 + 2u * WG),
+                      xv(row, v0 + 3u * WG));
+    let b = vec4<f32>(xv(row, v0 + 4u * WG), xv(row, v0 + 5u * WG), xv(row, v0 + 6u * WG),
+                      xv(row, v0 + 7u * WG));
+    visit(kind, a.x, v0);
+    visit(kind, a.y, v0 + WG);
+    visit(kind, a.z, v0 + 2u * WG);
+    visit(kind, a.w, v0 + 3u * WG);
+    visit(kind, b.x, v0 + 4u * WG);
+    visit(kind, b.y, v0 + 5u * WG);
+    visit(kind, b.z, v0 + 6u * WG);
+    visit(kind, b.w, v0 + 7u * WG);
+  }
+}
+
 @compute @workgroup_size(WG)
 fn sampling_sample(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let row = wid.x;            // one workgroup per row: uniform
@@ -179,12 +282,10 @@ fn sampling_sample(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
   }
 
   // -- max of x ----------------------------------------------------------------------------
-  var m = -3.4e38;
-  for (var v = lid; v < V; v += WG) {
-    let x = logit(row, v) / p.temperature;
-    if (x == x) { m = max(m, x); }
-  }
-  part[lid] = m;
+  use_kept = false;
+  acc_m = -3.4e38;
+  sweep(row, lid, PASS_MAX);
+  part[lid] = acc_m;
   workgroupBarrier();
   if (lid == 0u) {
     var mm = part[0];
@@ -192,7 +293,7 @@ fn sampling_sample(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
     self_f[0] = mm;
   }
   workgroupBarrier();
-  m = self_f[0];
+  pv_m = self_f[0];
   workgroupBarrier();
 
   // -- top-k threshold: the k-th largest key -----------------------------------------------
@@ -205,11 +306,10 @@ fn sampling_sample(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
       let shift = 24u - 8u * ps;
       for (var k = lid; k < 256u; k += WG) { atomicStore(&bins[k], 0u); }
       workgroupBarrier();
-      for (var v = lid; v < V; v += WG) {
-        let x = logit(row, v) / p.temperature;
-        let key = key_of(x);
-        if (x == x && (key & mask) == prefix) { atomicAdd(&bins[(key >> shift) & 255u], 1u); }
-      }
+      pv_shift = shift;
+      pv_mask = mask;
+      pv_prefix = prefix;
+      sweep(row, lid, PASS_TOPK);
       workgroupBarrier();
       if (lid == 0u) {
         var rem = remaining;
@@ -229,16 +329,24 @@ fn sampling_sample(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
       workgroupBarrier();
     }
     tau = prefix;
+    if (KEEP_LISTS) {   // the values at or above the threshold into each thread's list (KEPT)
+      if (lid == 0u) { atomicStore(&kept_over, 0u); }
+      workgroupBarrier();
+      kept_n = 0u;
+      pv_tau = tau;
+      sweep(row, lid, PASS_KEEP);
+      workgroupBarrier();
+      if (lid == 0u) { kept_all = atomicLoad(&kept_over); }
+      use_kept = workgroupUniformLoad(&kept_all) == 0u;
+    }
   }
 
   // -- top-p threshold ---------------------------------------------------------------------
   if (has(TOP_P)) {
-    var z = 0.0;
-    for (var v = lid; v < V; v += WG) {
-      let x = logit(row, v) / p.temperature;
-      if (x == x && key_of(x) >= tau) { z += exp(x - m); }
-    }
-    part[lid] = z;
+    acc_z = 0.0;
+    pv_tau = tau;
+    sweep(row, lid, PASS_Z);
+    part[lid] = acc_z;
     workgroupBarrier();
     if (lid == 0u) {
       var s = 0.0;
@@ -252,16 +360,12 @@ fn sampling_sample(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
     var mask = 0u;
     for (var ps = 0u; ps < 8u; ps++) {
       let shift = 28u - 4u * ps;
-      var h: array<f32, 16>;
-      for (var d = 0u; d < 16u; d++) { h[d] = 0.0; }
-      for (var v = lid; v < V; v += WG) {
-        let x = logit(row, v) / p.temperature;
-        let key = key_of(x);
-        if (x == x && key >= tau && (key & mask) == prefix) {
-          h[(key >> shift) & 15u] += exp(x - m);
-        }
-      }
-      for (var d = 0u; d < 16u; d++) { part[d * WG + lid] = h[d]; }
+      for (var d = 0u; d < 16u; d++) { acc_h[d] = 0.0; }
+      pv_shift = shift;
+      pv_mask = mask;
+      pv_prefix = prefix;
+      sweep(row, lid, PASS_TOPP);
+      for (var d = 0u; d < 16u; d++) { part[d * WG + lid] = acc_h[d]; }
       workgroupBarrier();
       if (lid < 16u) {
         var s = 0.0;
@@ -289,21 +393,14 @@ fn sampling_sample(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
   }
 
   // -- draw: Gumbel-max over the kept tokens -----------------------------------------------
-  let k1 = pcg(p.seed ^ pcg(ctl[0] ^ pcg(row + 0x9E3779B9u)));
-  let k2 = pcg(k1 + 0x632BE5ABu);
-  var best = 0.0;
-  var bi = 0xFFFFFFFFu;
-  for (var v = lid; v < V; v += WG) {
-    let x = logit(row, v) / p.temperature;
-    if (x == x && key_of(x) >= tau) {
-      let hsh = pcg(pcg(v + k1) ^ k2);
-      let u = (f32(hsh >> 8u) + 0.5) * (1.0 / 16777216.0);
-      let s = (x - m) - log(-log(u));
-      if (bi == 0xFFFFFFFFu || s > best) { best = s; bi = v; }
-    }
-  }
-  part[lid] = best;
-  part_i[lid] = bi;
+  pv_k1 = pcg(p.seed ^ pcg(ctl[0] ^ pcg(row + 0x9E3779B9u)));
+  pv_k2 = pcg(pv_k1 + 0x632BE5ABu);
+  pv_tau = tau;
+  acc_best = 0.0;
+  acc_bi = 0xFFFFFFFFu;
+  sweep(row, lid, PASS_DRAW);
+  part[lid] = acc_best;
+  part_i[lid] = acc_bi;
   workgroupBarrier();        // every thread has read ctl[0] (k1) before lid 0 moves it
   var tok = 0u;
   if (lid == 0u) { tok = argmax_shared(); }

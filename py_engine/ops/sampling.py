@@ -55,6 +55,15 @@ def fold_control(device, rows, greedy):
                                             "1", "0", lambda: True)
 
 
+def keep_lists(device):
+    """Whether sampling_sample's passes after top-k walk each thread's list of the values at or
+    above its threshold instead of the whole row (KEEP_LISTS in shaders/sampling.wgsl: the
+    same ids; 6 passes over the row instead of 15 with top-k and top-p). `device.sample_keep`
+    (tests), else MAMBAWEB_SAMPLE_KEEP=1|0 (bench variants), else on."""
+    from py_engine.gpu.settings import choose
+    return choose(device, "sample_keep", "MAMBAWEB_SAMPLE_KEEP", "1", "0", lambda: True)
+
+
 def sample(batch, logits, ctl=None, *, temperature=1.0, top_k=0, top_p=1.0,
            repetition_penalty=1.0, history=None, seed=0, greedy=False, out=None, scratch=None,
            wg=None, then_advance=None):
@@ -139,7 +148,7 @@ def sample(batch, logits, ctl=None, *, temperature=1.0, top_k=0, top_p=1.0,
                    scratch.binding if penalised else rw_dummy(dev), out.binding, None,
                    tail["pos"], tail["ring"]],
                   rows, constants={"WG": wg if wg else (32 if V <= 4096 else 128),
-                                   **tail["constants"]})
+                                   "KEEP_LISTS": int(keep_lists(dev)), **tail["constants"]})
     if own is not None:
         own.release()
     if then_advance is not None and not folded:

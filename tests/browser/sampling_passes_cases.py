@@ -1,0 +1,59 @@
+"""sampling_sample's kept lists (KEEP_LISTS in shaders/sampling.wgsl) against walking the whole
+row: shared by tests/unit/test_sampling_passes_native.py (lavapipe) and tools/device_checks.py
+(a real GPU)."""
+import numpy as np
+
+RUN = """
+import struct
+import py_engine.ops.sampling as S
+from py_engine.gpu.tensor import Tensor
+rows, V = args['rows'], args['V']
+lg = Tensor.from_list(device, (rows, V), args['logits'])
+hist = Tensor.from_list(device, (rows, 8), args['hist'], 'u32')
+out = {}
+try:
+    for keep in (False, True):
+        device.sample_keep = keep
+        got = []
+        for step in range(args['steps']):
+            ctl = S.make_control(device, rows, step=step, counts=[5] * rows)
+            ids = Tensor(device, (rows,), 'u32')
+            batch = device.batch()
+            kw = dict(args['kw'])
+            if kw.get('repetition_penalty', 1.0) != 1.0:
+                kw['history'] = hist
+            S.sample(batch, lg, ctl, out=ids, **kw)
+            batch.submit()
+            got.append(list(struct.unpack(f'<{rows}I', await ids.to_bytes())))
+            ids.release()
+            ctl.release()
+        out[keep] = got
+finally:
+    device.sample_keep = None
+lg.release()
+hist.release()
+result = {'rows': out[False], 'lists': out[True]}
+"""
+
+SETTINGS = [
+    dict(temperature=0.8, top_k=40, top_p=0.95, repetition_penalty=1.1, seed=1),  # the page's
+    dict(temperature=0.7, top_k=5, top_p=1.0, seed=3),
+    dict(temperature=0.9, top_k=17, top_p=0.99, seed=6),
+    dict(temperature=0.9, top_k=2000, top_p=0.8, seed=5),      # more than the lists hold
+]
+
+
+def check_kept_lists(engine, kw, V, rows):
+    """Eight draws (steps 0-7) from the same logits with the lists and without: the same ids;
+    a NaN logit never drawn; the draws move with the step."""
+    rng = np.random.default_rng(V + kw["top_k"])
+    lg = (rng.standard_normal((rows, V)) * 3).astype(np.float32)
+    lg[0, :50:3] = lg[0].max()                  # 17 tied maxima: ties at small thresholds
+    lg[-1, 4] = np.nan
+    lg[-1, 100::97] = 0.5                       # ties across the row
+    r = engine.run(RUN, rows=rows, V=V, steps=8, kw=kw,
+                   logits=[float(x) for x in lg.ravel()],
+                   hist=[int(i) for i in rng.integers(0, V, rows * 8)])
+    assert r["lists"] == r["rows"]
+    assert all(step[-1] != 4 for step in r["rows"])         # a NaN logit is never drawn
+    assert len({tuple(step) for step in r["rows"]}) > 1     # the draws move with the step

@@ -1,0 +1,17 @@
+"""sampling_sample (shaders/sampling.wgsl) with top-k walks, after finding the threshold, only
+each thread's list of the values at or above it (KEEP_LISTS, py_engine/ops/sampling.keep_lists)
+instead of the whole row in its top-p and draw passes: the same ids as walking the row, draw
+after draw, with and without a repetition penalty and top-p, through ties at the threshold
+(kept, as HF keeps them), a NaN logit, and a k too large for the lists (every pass walks the
+row then); one row and two. Native backend (lavapipe here). The row's values are loaded eight
+at a time in both forms, visited in the same order as one at a time (the same sums)."""
+import pytest
+
+from tests.browser.sampling_passes_cases import SETTINGS, check_kept_lists
+from tests.native_support import engine, native as pytestmark  # noqa: F401
+
+
+@pytest.mark.parametrize("kw", SETTINGS, ids=lambda kw: f"k{kw['top_k']}")
+@pytest.mark.parametrize("V,rows", [(5000, 2), (50280, 1)])
+def test_kept_lists_draw_what_the_whole_row_draws(engine, kw, V, rows):
+    check_kept_lists(engine, kw, V, rows)
