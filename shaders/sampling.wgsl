@@ -43,6 +43,7 @@
 
 override WG: u32 = 128u;    // threads per row (a pipeline constant: 32 for small V, 128 above)
 override KEEP_LISTS: bool = true;   // sampling_sample's kept lists (KEPT below); false: tests
+override PROBE: bool = false;       // tests: sampling_sample writes cand[row] = (lists used, 0)
 const GREEDY = 1u;
 const PENALISED = 2u;   // read the penalised scratch copy instead of the logits
 const TOP_K = 4u;
@@ -63,6 +64,7 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> scratch: array<f32>;  // [rows, V]
 @group(0) @binding(5) var<storage, read_write> out: array<u32>;  // [rows]
 @group(0) @binding(6) var<storage, read_write> cand: array<vec2<u32>>;  // greedy: [rows, GP]
+                                                                   // (sampling_sample: PROBE)
                                                                    // (value bits, index)
 @group(0) @binding(7) var<storage, read_write> pos: array<u32>;  // [pos_count] (ADVANCE)
 @group(0) @binding(8) var<storage, read_write> ring: array<u32>; // [2 * ring_len] (ADVANCE)
@@ -401,7 +403,9 @@ fn sampling_sample(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
   sweep(row, lid, PASS_DRAW);
   part[lid] = acc_best;
   part_i[lid] = acc_bi;
-  workgroupBarrier();        // every thread has read ctl[0] (k1) before lid 0 moves it
+  workgroupBarrier();
+  storageBarrier();          // every thread has read ctl[0] (k1) before lid 0 moves it
+  if (PROBE && lid == 0u) { cand[row] = vec2<u32>(select(0u, 1u, use_kept), 0u); }
   var tok = 0u;
   if (lid == 0u) { tok = argmax_shared(); }
   put_id(row, lid, tok);

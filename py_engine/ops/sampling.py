@@ -66,7 +66,7 @@ def keep_lists(device):
 
 def sample(batch, logits, ctl=None, *, temperature=1.0, top_k=0, top_p=1.0,
            repetition_penalty=1.0, history=None, seed=0, greedy=False, out=None, scratch=None,
-           wg=None, then_advance=None):
+           wg=None, then_advance=None, probe=None):
     """-> out [rows] u32 token ids (see the module doc). greedy (or temperature <= 0): argmax.
 
     ctl: control buffer from `make_control` (None: a shared one with step 0, no history).
@@ -77,6 +77,8 @@ def sample(batch, logits, ctl=None, *, temperature=1.0, top_k=0, top_p=1.0,
     history, pos)`, folded into the sampler's last dispatch where fold_control allows (the same
     writes). ring (one row, folded only): u32 [2R]; the id of step s (the step counter before
     it moves) also goes to ring[s % R] and ring[s % R + R].
+    probe (tests): u32 [rows, 2]; a draw (not greedy) writes (1 if its passes after top-k
+    walked the kept lists else 0, 0) per row.
     """
     dev = batch.device
     V = logits.shape[-1]
@@ -145,10 +147,12 @@ def sample(batch, logits, ctl=None, *, temperature=1.0, top_k=0, top_p=1.0,
         # sampling_sample reads the real ctl (its draw's step) whether or not it advances it
         batch.run("sampling", "sampling_sample",
                   [u, lb, ctl.binding, tail["hist"],
-                   scratch.binding if penalised else rw_dummy(dev), out.binding, None,
+                   scratch.binding if penalised else rw_dummy(dev), out.binding,
+                   probe.binding if probe is not None else rw_dummy(dev, 5),
                    tail["pos"], tail["ring"]],
                   rows, constants={"WG": wg if wg else (32 if V <= 4096 else 128),
-                                   "KEEP_LISTS": int(keep_lists(dev)), **tail["constants"]})
+                                   "KEEP_LISTS": int(keep_lists(dev)),
+                                   "PROBE": int(probe is not None), **tail["constants"]})
     if own is not None:
         own.release()
     if then_advance is not None and not folded:

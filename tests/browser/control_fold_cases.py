@@ -29,7 +29,13 @@ try:
     gen = Generator(model, cfg, max_tokens=64, group=4)
     free = [t async for t in gen.stream([1, 2, 3], 12)]
     gen.release()
-    stop = free[6]
+    # a stop inside a group (ids 0 | 1 | 2 3 | 4 5 6 | 7 8 9 10: the prefill's, then the ramp's
+    # groups of 1, 2, 3 and 4): the first id of 4, 5, 8 or 9 not seen before it, so the steps
+    # after it are undone and re-run (Generator._rollback); else (a model that repeats one id)
+    # wherever its value first comes
+    inside = [i for i in (5, 4, 8, 9) if free.index(free[i]) == i]
+    at = inside[0] if inside else 5
+    stop = free[at]
     for fold in (False, True):
         device.fuse_control = fold
         gen = Generator(model, cfg, max_tokens=96, group=4)
@@ -44,10 +50,11 @@ try:
                      'shadows': len(gen._shadow[0]), 'group': gen.group}
         gen.release()
     out['free'] = free
+    out['at'] = free.index(stop)
 finally:
     device.fuse_control = None
 model.release()
-result = {'plain': out[False], 'fold': out[True], 'free': out['free']}
+result = {'plain': out[False], 'fold': out[True], 'free': out['free'], 'at': out['at']}
 """
 
 
@@ -58,8 +65,12 @@ def check_streams(engine, folder, mode):
     into the ring (the sampler writes it)."""
     r = engine.run(STREAMS, folder=str(folder), mode=MODES[mode])
     plain, fold = r["plain"], r["fold"]
-    assert plain["a"] == r["free"][:len(plain["a"])]
-    assert plain["a"][-1] == r["free"][6] and len(plain["a"]) <= 7    # stopped at the stop id
+    assert plain["a"] == r["free"][:r["at"] + 1]                      # stopped at the stop id
+    if not MODES[mode]["greedy"]:
+        # random draws vary: the stop fell inside a group, and a misplaced ring read would
+        # show in the ids
+        assert r["at"] in (4, 5, 8, 9), r["free"]
+        assert len(set(fold["c"])) > 1
     for key in ("a", "b", "c", "ctl", "history", "pos", "step_no", "n_history"):
         assert fold[key] == plain[key], key
     # the device's counters are the host's mirror: every step counted, every id in the history

@@ -8,9 +8,13 @@ import struct
 import py_engine.ops.sampling as S
 from py_engine.gpu.tensor import Tensor
 rows, V = args['rows'], args['V']
-lg = Tensor.from_list(device, (rows, V), args['logits'])
+# NaN travels as None (JSON has no NaN: the Dawn engine's requests are JSON)
+lg = Tensor.from_list(device, (rows, V),
+                      [float('nan') if x is None else x for x in args['logits']])
 hist = Tensor.from_list(device, (rows, 8), args['hist'], 'u32')
 out = {}
+probe = Tensor(device, (rows, 2), 'u32')
+used = []
 try:
     for keep in (False, True):
         device.sample_keep = keep
@@ -22,9 +26,11 @@ try:
             kw = dict(args['kw'])
             if kw.get('repetition_penalty', 1.0) != 1.0:
                 kw['history'] = hist
-            S.sample(batch, lg, ctl, out=ids, **kw)
+            S.sample(batch, lg, ctl, out=ids, probe=probe if keep else None, **kw)
             batch.submit()
             got.append(list(struct.unpack(f'<{rows}I', await ids.to_bytes())))
+            if keep:
+                used.append(list(struct.unpack(f'<{2 * rows}I', await probe.to_bytes()))[::2])
             ids.release()
             ctl.release()
         out[keep] = got
@@ -32,7 +38,8 @@ finally:
     device.sample_keep = None
 lg.release()
 hist.release()
-result = {'rows': out[False], 'lists': out[True]}
+probe.release()
+result = {'rows': out[False], 'lists': out[True], 'used': used}
 """
 
 SETTINGS = [
@@ -45,15 +52,21 @@ SETTINGS = [
 
 def check_kept_lists(engine, kw, V, rows):
     """Eight draws (steps 0-7) from the same logits with the lists and without: the same ids;
-    a NaN logit never drawn; the draws move with the step."""
-    rng = np.random.default_rng(V + kw["top_k"])
+    the lists used where every thread's fit (not at k = 2000); a NaN logit never drawn; the
+    draws move with the step."""
+    k = kw["top_k"]
+    rng = np.random.default_rng(V + k)
     lg = (rng.standard_normal((rows, V)) * 3).astype(np.float32)
-    lg[0, :50:3] = lg[0].max()                  # 17 tied maxima: ties at small thresholds
-    lg[-1, 4] = np.nan
-    lg[-1, 100::97] = 0.5                       # ties across the row
+    lg[0, :50:3] = lg[0].max()                  # 17 tied maxima: ties at k = 5
+    last = lg[-1]
+    last[4] = np.nan
+    kth = np.sort(last[~np.isnan(last)])[-k]
+    last[1000::997] = kth                       # ties at the last row's k-th value
     r = engine.run(RUN, rows=rows, V=V, steps=8, kw=kw,
-                   logits=[float(x) for x in lg.ravel()],
+                   logits=[None if np.isnan(x) else float(x) for x in lg.ravel()],
                    hist=[int(i) for i in rng.integers(0, V, rows * 8)])
     assert r["lists"] == r["rows"]
+    used = {u for step in r["used"] for u in step}
+    assert used == ({0} if k > 8 * 128 else {1}), used       # KEPT values a thread, 128 threads
     assert all(step[-1] != 4 for step in r["rows"])         # a NaN logit is never drawn
     assert len({tuple(step) for step in r["rows"]}) > 1     # the draws move with the step
