@@ -41,6 +41,8 @@
 // sampling_greedy_final -- also does decode_control.wgsl's work (advance_after below): one
 // dispatch fewer a decoded token for every family (py_engine/ops/sampling.sample's `advance`).
 
+//#include "lib/decode_counters.wgsl"
+
 override WG: u32 = 128u;    // threads per row (a pipeline constant: 32 for small V, 128 above)
 override KEEP_LISTS: bool = true;   // sampling_sample's kept lists (KEPT below); false: tests
 override PROBE: bool = false;       // tests: sampling_sample writes cand[row] = (lists used, 0)
@@ -73,29 +75,13 @@ struct Params {
 // binds scratch buffers at 3, 7 and 8 when it does not: rw_dummy).
 override ADVANCE: bool = false;
 
-// decode_control.wgsl's decode_advance, by the thread that chose row `row`'s id `tok` (lid 0
-// of the row's workgroup): the row's history and count; row 0's workgroup also the step
-// counter and the positions. Only sampling_sample reads ctl[0] (its draw's seed), so the host
-// folds this into it for one row only: another row's workgroup could still be drawing.
-// With a ring (ring_len R > 0, one row: py_engine/models/generate.py) the id also goes to
-// ring[s % R] and ring[s % R + R], s the step counter before it moves: the ids of any R
-// consecutive steps lie in one contiguous range for the host to read back, written here
-// instead of by a buffer copy after each step (which also ended the compute pass).
+// The decode's counters (lib/decode_counters.wgsl), by the thread that chose row `row`'s id
+// `tok` (lid 0 of the row's workgroup): the row's history; row 0's workgroup also the ring, the
+// step counter and the positions. Only sampling_sample reads ctl[0] (its draw's seed), so the
+// host folds this into it for one row only: another row's workgroup could still be drawing.
 fn advance_after(row: u32, tok: u32) {
-  let n = ctl[1u + row];
-  if (n < p.hist_cap) {
-    hist[row * p.hist_cap + n] = tok;
-    ctl[1u + row] = n + 1u;
-  }
-  if (row == 0u) {
-    let s = ctl[0];
-    if (p.ring_len > 0u) {
-      ring[s % p.ring_len] = tok;
-      ring[s % p.ring_len + p.ring_len] = tok;
-    }
-    ctl[0] = s + 1u;
-    for (var b = 0u; b < p.pos_count; b++) { pos[b] += 1u; }
-  }
+  count_row(row, tok);
+  if (row == 0u) { count_step(tok); }
 }
 
 // out[row] = tok, and with ADVANCE the counters (lid 0 only; after every thread's reads of ctl).

@@ -120,7 +120,7 @@ class Generator:
         if ramp is None:
             ramp = ramp_sizes(self.group, _env_number("MAMBAWEB_DECODE_RAMP", RAMP))
         self.ramp = tuple(int(k) for k in ramp if 0 < int(k) < self.group)
-        self._slots = self.depth + 1   # ring slots: the groups in flight + the one being read
+        self._slots = self.depth + 1   # the groups in flight + the one being read: a shadow each
         self.state = state or model.new_state(max_tokens=max_tokens)
         self.token = Tensor(self.device, (1,), "u32")
         self.history = Tensor(self.device, (max_tokens,), "u32")
@@ -132,13 +132,12 @@ class Generator:
         self._pool = None              # the private pool the step recording's buffers came from
         self._recorded_for = None      # the sampling settings the recording has baked in
         self._groups = {}              # slot -> Recording of `group` chained steps
-        # The sampled ids of the groups in flight: the sampler writes step s's id at s % R and
-        # s % R + R (R = slots x group; sampling.sample's ring), so any group's ids are one
-        # contiguous read, and no copy after each step ends the compute pass. Where the sampler
-        # cannot (sampling.fold_control off) a copy per step fills [slots, group] instead.
+        # The sampled ids of the groups in flight: the decode's counters (in the sampler's last
+        # dispatch, or their own: sampling.sample's then_advance) write step s's id at s % R
+        # and s % R + R (R = slots x group), so any group's ids are one contiguous read, and no
+        # copy after each step ends the compute pass.
         self._ring_len = self._slots * self.group
         self._ring = Tensor(self.device, (2 * self._ring_len,), "u32")
-        self._ring_by_sampler = None   # which of the two the recorded step does
         self._shadow = None            # per slot: copies of the rollback tensors + position
         self._backup = None            # copies of the state a prefill overwrites (_back_up_state)
         self.dispatches_per_token = None
@@ -252,8 +251,6 @@ class Generator:
             logits = self.model.step(batch, self.token, self.state, advance_position=False)
             self._sample(batch, logits, pos=self.state.pos)
             logits.release()
-            self._ring_by_sampler = sampling.fold_control(
-                self.device, 1, self.cfg.greedy or self.cfg.temperature <= 0)
             self.dispatches_per_token = batch.dispatch_count
             self._recording = batch.record()
             self._pool = pool
@@ -295,10 +292,9 @@ class Generator:
         return self.state.overwritten_spans() + [self.state.pos]
 
     def _group_recording(self, slot):
-        """The recording of a whole group in ring slot `slot`: the rollback tensors copied to
-        the slot's shadow, then `group` times the step (and, where the sampler does not write
-        the ring, the copy of its sampled id into the slot's part of it). A group of k steps
-        replays its first k steps (_group_commands(k))."""
+        """The recording of a whole group in slot `slot`: the rollback tensors copied to
+        the slot's shadow, then `group` times the step (which puts its id in the ring). A
+        group of k steps replays its first k steps (_group_commands(k))."""
         rec = self._groups.get(slot)
         if rec is not None:
             return rec
@@ -307,27 +303,19 @@ class Generator:
                              for t in self._rollback_tensors()] for _ in range(self._slots)]
         cmds = [(1, t.buffer, t.offset, s.buffer, s.offset, t.nbytes)
                 for t, s in zip(self._rollback_tensors(), self._shadow[slot])]
-        ring_off = self._ring.offset + 4 * slot * self.group
-        for j in range(self.group):
-            cmds += self._recording.commands
-            if not self._ring_by_sampler:
-                cmds.append((1, self.token.buffer, self.token.offset, self._ring.buffer,
-                             ring_off + 4 * j, 4))
+        cmds += self._recording.commands * self.group
         from py_engine.gpu.batch import Recording
         rec = self._groups[slot] = Recording(self.device, cmds)
         return rec
 
     def _group_commands(self, k):
         """How many leading commands of a group recording run k steps: the shadow copies,
-        then k times the step (and its id's copy)."""
-        per_step = len(self._recording.commands) + (0 if self._ring_by_sampler else 1)
-        return len(self._shadow[0]) + k * per_step
+        then k times the step."""
+        return len(self._shadow[0]) + k * len(self._recording.commands)
 
     def _ring_range(self, g):
-        """(byte offset, size) of group g's ids in the ring."""
-        if self._ring_by_sampler:
-            return self._ring.offset + 4 * (g.step_no % self._ring_len), 4 * g.k
-        return self._ring.offset + 4 * g.slot * self.group, 4 * g.k
+        """(byte offset, size) of group g's ids in the ring: from its first step's."""
+        return self._ring.offset + 4 * (g.step_no % self._ring_len), 4 * g.k
 
     def _launch(self, k, slot, first_input):
         """Queue k chained steps (one submit) and the read of their ids; returns the group."""

@@ -156,7 +156,7 @@ def sample(batch, logits, ctl=None, *, temperature=1.0, top_k=0, top_p=1.0,
     if own is not None:
         own.release()
     if then_advance is not None and not folded:
-        advance(batch, out, ctl, adv_hist, adv_pos)
+        advance(batch, out, ctl, adv_hist, adv_pos, ring)
     return out
 
 
@@ -183,18 +183,22 @@ def _greedy(batch, u, lb, scratch, out, rows, V, H, loff, lstr, flags, wg, tail,
     cand.release()
 
 
-def advance(batch, token, ctl, history, pos=None):
+def advance(batch, token, ctl, history, pos=None, ring=None):
     """After `sample`: ctl's step += 1 and the sampled ids appended to `history` (where it has
-    room), on the GPU (shaders/decode_control.wgsl), so decode steps chain without the host.
+    room), on the GPU (shaders/decode_control.wgsl, the counters sample(then_advance=) moves in
+    its own last dispatch where it can), so decode steps chain without the host.
     pos: the model state's positions [Bsz] u32, advanced by 1 in the same dispatch (a decode
-    step recorded with `model.step(..., advance_position=False)`), or None."""
+    step recorded with `model.step(..., advance_position=False)`), or None.
+    ring: u32 [2R] (one row): row 0's id of step s also at ring[s % R] and ring[s % R + R]."""
     dev = batch.device
     rows = token.numel
     cap = history.shape[-1]
-    u = dev.uniform(params(rows, cap, pos.numel if pos is not None else 0, 0))
+    u = dev.uniform(params(rows, cap, pos.numel if pos is not None else 0,
+                           ring.numel // 2 if ring is not None else 0))
     batch.run("decode_control", "decode_advance",
               [u, token.binding, ctl.binding, history.binding,
-               pos.binding if pos is not None else rw_dummy(dev)], 1)
+               pos.binding if pos is not None else rw_dummy(dev),
+               ring.binding if ring is not None else rw_dummy(dev, 1)], 1)
 
 
 __all__ = ["sample", "make_control", "set_control", "advance"]

@@ -77,12 +77,11 @@ def check_streams(engine, folder, mode):
     assert fold["ctl"] == [fold["step_no"], fold["n_history"]]
     assert fold["history"][:3] == [1, 2, 3] and fold["history"][-len(fold["c"]):] == fold["c"]
     assert fold["dpt"] == plain["dpt"] - 1, (plain["dpt"], fold["dpt"])
-    # the sampler puts each id in the ring, where each step copied its id after it before: a
-    # group's only copies are its rollback shadows (and, with a penalty, each step's copy of
-    # the logits it penalises)
-    assert fold["copies"] == plain["copies"] - plain["group"]
-    if "repetition_penalty" not in MODES[mode]:
-        assert fold["copies"] == fold["shadows"]
+    # the counters put each id in the ring, in the sampler or in their own dispatch: a group's
+    # only copies are its rollback shadows (and, with a penalty, each step's copy of the logits
+    # it penalises) -- no copy of each step's id, which also ended the compute pass
+    per_step = plain["group"] if "repetition_penalty" in MODES[mode] else 0
+    assert fold["copies"] == plain["copies"] == fold["shadows"] + per_step
 
 
 ROWS = """
