@@ -75,7 +75,7 @@ def sample(batch, logits, ctl=None, *, temperature=1.0, top_k=0, top_p=1.0,
     wg: threads per row (default 32 for V <= 4096, else 128).
     then_advance: (history, pos) or (history, pos, ring) -- then `advance(batch, out, ctl,
     history, pos)`, folded into the sampler's last dispatch where fold_control allows (the same
-    writes). ring (one row, folded only): u32 [2R]; the id of step s (the step counter before
+    writes). ring (one row): u32 [2R]; the id of step s (the step counter before
     it moves) also goes to ring[s % R] and ring[s % R + R].
     probe (tests): u32 [rows, 2]; a draw (not greedy) writes (1 if its passes after top-k
     walked the kept lists else 0, 0) per row.
