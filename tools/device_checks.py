@@ -84,15 +84,6 @@ def fold_cases():
     for mode in ("greedy", "draw"):
         yield f"decode counters in the sampler two rows {mode}", \
             (lambda e, mode=mode: check_rows(e, mode))
-    from tests.browser.l2_warm_cases import check_warm
-    for name in ("mamba-d40-tied", "falcon-d40-untied"):
-        for fmt in ("f32", "f16", "q4"):
-            folder = repo / "tests" / "fixtures" / "models" / name
-            yield f"decode l2 warm {name} {fmt}", \
-                (lambda e, folder=folder, fmt=fmt: check_warm(e, folder, fmt, xproj=False))
-    yield "decode l2 warm x_proj folded", \
-        (lambda e: check_warm(e, repo / "tests" / "fixtures" / "models" / "mamba-d40-tied", "f16",
-                              xproj=True, plan="s:out;o:in"))
     from tests.browser.sampling_passes_cases import SETTINGS, check_kept_lists
     for kw in SETTINGS:
         for V, rows in ((5000, 2), (50280, 1), (152064, 1)):

@@ -189,10 +189,6 @@ class MambaModel:
         self.norms = [weights[f"backbone.layers.{p}.norm.weight"] for p in order]
         self.mixers = [registry.get(cfg.layers[p]).Mixer(cfg, weights, f"backbone.layers.{p}.mixer.")
                        for p in order]
-        # each mixer knows the next one: a decode step may warm L2 with the weights that layer
-        # reads first (py_engine/ops/l2_warm.py)
-        for mixer, following in zip(self.mixers, self.mixers[1:] + [None]):
-            mixer.following = following
 
     def new_state(self, Bsz=1, max_tokens=None):
         """A zero decode state; max_tokens sizes attention layers' KV caches (default the

@@ -26,7 +26,6 @@ from dataclasses import dataclass
 
 from py_engine.gpu.tensor import Tensor
 from py_engine.ops import conv1d as conv_ops
-from py_engine.ops import l2_warm
 from py_engine.ops import selective_scan as scan_ops
 from py_engine.ops.linear import (in_proj_conv_step, in_proj_conv_xproj_step, linear_accumulate,
                                   linear_forward, linear_multi)
@@ -69,13 +68,6 @@ class Mamba1Mixer:
         self.A_log, self.D = w("A_log"), w("D")
         self.out_w, self.out_b = w("out_proj.weight"), w("out_proj.bias")
         self.bc_eps = self.spec.bc_eps
-
-    following = None    # the next layer's mixer (set by the model): what L2 warming reads
-
-    def first_weights(self):
-        """The weights this layer's decode step reads first (in_proj's halves): what the layer
-        before may warm L2 with (py_engine/ops/l2_warm.py)."""
-        return (self.in_x, self.in_z)
 
     @property
     def in_unbiased(self):
@@ -126,11 +118,10 @@ class Mamba1Mixer:
                 y = scan_ops.selective_scan_step(batch, u, None, self.A_log, None, None,
                                                  state.ssm, D=self.D, z_t=z, dt_bias=self.dt_b,
                                                  norm_bc_eps=self.bc_eps, dt_w=self.dt_w,
-                                                 xpart=xpart, warm=self._warm(batch, "s"))
+                                                 xpart=xpart)
                 for t in (u, z, xpart[0]):
                     t.release()
-                linear_accumulate(batch, y, self.out_w, residual, bias=self.out_b,
-                                  warm=self._warm(batch, "o"))
+                linear_accumulate(batch, y, self.out_w, residual, bias=self.out_b)
                 y.release()
                 return
         fused = None
@@ -147,14 +138,12 @@ class Mamba1Mixer:
                 z = linear_forward(batch, h, self.in_z, self.in_z_b)
             u = conv_ops.conv1d_step(batch, x, state.conv, self.conv_w, self.conv_b, silu=True)
             x.release()
-        dt_low, B, C = linear_multi(batch, u, [self.x_dt, self.x_B, self.x_C],
-                                    warm=self._warm(batch, "x"))
+        dt_low, B, C = linear_multi(batch, u, [self.x_dt, self.x_B, self.x_C])
         if dt_in_scan:
             # dt_proj (and Falcon's dt_low norm) inside the scan step: one dispatch fewer
             y = scan_ops.selective_scan_step(batch, u, dt_low, self.A_log, B, C, state.ssm,
                                              D=self.D, z_t=z, dt_bias=self.dt_b,
-                                             norm_bc_eps=self.bc_eps, dt_w=self.dt_w,
-                                             warm=self._warm(batch, "s"))
+                                             norm_bc_eps=self.bc_eps, dt_w=self.dt_w)
         else:
             if self.bc_eps is not None:
                 normed, rstd = rmsnorm_forward(batch, dt_low, None, eps=self.bc_eps)
@@ -168,13 +157,8 @@ class Mamba1Mixer:
             delta.release()
         for t in (u, dt_low, B, C, z):
             t.release()
-        linear_accumulate(batch, y, self.out_w, residual, bias=self.out_b,
-                          warm=self._warm(batch, "o"))
+        linear_accumulate(batch, y, self.out_w, residual, bias=self.out_b)
         y.release()
-
-    def _warm(self, batch, stage):
-        """What `stage` (x: x_proj, s: the scan step, o: out_proj) warms L2 with, or None."""
-        return l2_warm.ranges(batch.device, stage, self, self.following)
 
 
 class LayerState:

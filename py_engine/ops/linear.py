@@ -174,10 +174,8 @@ def _matmul_tiled(batch, a, b, c, M, N, K, strides, bias_res, flags, multi=None)
                    bias_res, c.binding] + wk + ys, -(-N // bm), -(-M // bm))
 
 
-def matmul(batch, a, b, c, M, N, K, strides, bias=None, accumulate=False, warm=None):
-    """C[M,N] (+)= A @ B (+ bias) with A[i,k] = a[i*sa0 + k*sa1], B[k,j] = b[k*sb0 + j*sb1].
-    warm: bindings the decode mat-vec reads into L2 meanwhile (py_engine/ops/l2_warm.py; the
-    other paths ignore it)."""
+def matmul(batch, a, b, c, M, N, K, strides, bias=None, accumulate=False):
+    """C[M,N] (+)= A @ B (+ bias) with A[i,k] = a[i*sa0 + k*sa1], B[k,j] = b[k*sb0 + j*sb1]."""
     dev = batch.device
     flags = (ADD_BIAS if bias is not None else 0) | (ACCUMULATE if accumulate else 0)
     sa0, sa1, sb0, sb1 = strides
@@ -189,15 +187,14 @@ def matmul(batch, a, b, c, M, N, K, strides, bias=None, accumulate=False, warm=N
         # else through a temporary f32 copy (released once recorded: later work reuses it
         # only after this GEMM in queue order)
         if decode_shape:
-            weight_format.matvec(batch, a, [b], [c], M, bias=bias, accumulate=accumulate,
-                                 warm=warm)
+            weight_format.matvec(batch, a, [b], [c], M, bias=bias, accumulate=accumulate)
             return
         tmp = weight_format.dequantize(batch, b)
         matmul(batch, a, tmp, c, M, N, K, strides, bias=bias, accumulate=accumulate)
         tmp.release()
         return
     if decode_shape and _rows_kernel(dev, K):
-        weight_format.matvec(batch, a, [b], [c], M, bias=bias, accumulate=accumulate, warm=warm)
+        weight_format.matvec(batch, a, [b], [c], M, bias=bias, accumulate=accumulate)
         return
     if decode_shape:
         # x @ W^T with few rows (decode): the bandwidth-bound kernel
@@ -258,15 +255,14 @@ def linear_forward(batch, x, w, b=None, out=None):
     return y
 
 
-def linear_accumulate(batch, x, w, out, bias=None, warm=None):
-    """out += x @ w^T + bias (+ the LoRA branch): the residual add of out_proj-like layers.
-    warm: bindings a decode mat-vec reads into L2 meanwhile (py_engine/ops/l2_warm.py)."""
+def linear_accumulate(batch, x, w, out, bias=None):
+    """out += x @ w^T + bias (+ the LoRA branch): the residual add of out_proj-like layers."""
     N, K = w.shape
     M = rows_of(x)
     if _split(w):
         _chunks().linear(batch, x, w, out, M, bias=bias, accumulate=True)
     else:
-        matmul(batch, x, w, out, M, N, K, (K, 1, 1, K), bias=bias, accumulate=True, warm=warm)
+        matmul(batch, x, w, out, M, N, K, (K, 1, 1, K), bias=bias, accumulate=True)
     ad = adapter_of(batch.device, w)
     if ad is not None:
         branch_forward(batch, x, ad, out, M)
@@ -464,10 +460,9 @@ def _tiled_multi(batch, x, weights, outs):
             t.release()            # reused only after this GEMM in queue order
 
 
-def linear_multi(batch, x, weights, outs=None, warm=None):
+def linear_multi(batch, x, weights, outs=None):
     """[x @ W^T for W in weights] (2 or 3 bias-free matrices sharing x's last dim K), into
-    `outs` where given (a list; None entries: new tensors). warm: bindings the decode mat-vec
-    reads into L2 meanwhile (py_engine/ops/l2_warm.py; the other paths ignore it).
+    `outs` where given (a list; None entries: new tensors).
 
     Decode-sized x (M <= 4) with subgroups: one dispatch for all of them; more rows on a real
     GPU: one tiled GEMM over the weights side by side (_tiled_multi); otherwise one
@@ -488,7 +483,7 @@ def linear_multi(batch, x, weights, outs=None, warm=None):
             linear_forward(batch, x, w, out=y)
         return outs
     if _streamed_multi(dev, x, weights):
-        weight_format.matvec(batch, x, weights, outs, M, warm=warm)
+        weight_format.matvec(batch, x, weights, outs, M)
         return outs
     if isinstance(x, NormedRows):
         x = x.materialize(batch)

@@ -347,8 +347,7 @@ def step_subgroups(device):
 
 
 def selective_scan_step(batch, u_t, delta_t, A_log, B_t, C_t, state, D=None, z_t=None,
-                        dt_bias=None, out=None, norm_bc_eps=None, dt_w=None, xpart=None,
-                        warm=None):
+                        dt_bias=None, out=None, norm_bc_eps=None, dt_w=None, xpart=None):
     """One token: u_t, delta_t, z_t [Bsz, I] (or [I]), B_t, C_t [Bsz, N], state [Bsz, I, N]
     updated in place -> y_t [Bsz, I]. The same math as the forward for T = 1; 1 dispatch.
 
@@ -356,9 +355,7 @@ def selective_scan_step(batch, u_t, delta_t, A_log, B_t, C_t, state, D=None, z_t
     dt_proj itself (shaders/selective_scan_step.wgsl), saving a dispatch per layer.
     xpart (shares [Bsz, P, 4Q], P, Q = ceil((R + 2N) / 4)), with dt_w: x_proj's outputs come
     as the previous dispatch's P shares per sequence (ops.linear.in_proj_conv_xproj_step),
-    which the kernel sums; delta_t, B_t and C_t are then None.
-    warm (with dt_w): one or two bindings a second grid slice reads into L2 for a later
-    dispatch meanwhile (py_engine/ops/l2_warm.py)."""
+    which the kernel sums; delta_t, B_t and C_t are then None."""
     dev = batch.device
     if xpart is not None:
         shares, P, Q = xpart
@@ -396,12 +393,6 @@ def selective_scan_step(batch, u_t, delta_t, A_log, B_t, C_t, state, D=None, z_t
         if xpart is not None:
             consts.update(XPROJ=1, XP_P=xpart[1], XP_Q=xpart[2])
             extra[3] = xpart[0].binding
-        if warm:                          # a second grid slice warms L2 (ops/l2_warm.py)
-            from py_engine.ops.l2_warm import bindings
-            batch.run(shader, "selective_scan_step_dtproj_warm",
-                      resources + extra + bindings(dev, warm), -(-spec.I // 8), spec.nb, 2,
-                      constants=consts)
-            return y
         batch.run(shader, "selective_scan_step_dtproj", resources + extra, -(-spec.I // 8),
                   spec.nb, constants=consts)
         return y

@@ -386,7 +386,7 @@ def xproj_block(dev, fmt, K, Ns, M, O, rule=True):
 
 
 def matvec(batch, x, ws, ys, M, bias=None, accumulate=False, tpr=None, conv=None, rpt=None,
-           stage=None, gate=None, relu2=False, xproj=None, warm=None):
+           stage=None, gate=None, relu2=False, xproj=None):
     """ys[g] (+)= x[M, K] @ ws[g]^T (+ bias, g = 0 only) for up to 3 weights of one format.
     x may be an ops.rmsnorm.NormedRows: the kernel normalises it on the fly. tpr: threads per
     row, overriding rows_per_thread_group; rpt: rows per thread, overriding rows_per_thread;
@@ -401,9 +401,7 @@ def matvec(batch, x, ws, ys, M, bias=None, accumulate=False, tpr=None, conv=None
     xproj (w_dt [R, I], w_B [S, I], w_C [S, I], shares [M, P, O4], S): with conv on block 0
     of two (Mamba-1), each workgroup of the conv block also writes its channels' share of
     x_proj's outputs (lib/matvec_xproj.wgsl; xproj_block says where it applies and P; O4 is
-    R + 2S rounded up to a multiple of 4).
-    warm (one or two bindings, py_engine/ops/l2_warm.py): a slice of extra workgroups reads them
-    into L2 for a later dispatch (matvec_forward_warm; not with conv)."""
+    R + 2S rounded up to a multiple of 4)."""
     from py_engine.ops.conv1d import rw_dummy
     dev = batch.device
     norm, eps = None, 0.0
@@ -436,11 +434,6 @@ def matvec(batch, x, ws, ys, M, bias=None, accumulate=False, tpr=None, conv=None
     aux = bias if bias is not None else gate       # binding 3: the bias, or the gate z
     res = [u, x.binding, wb[0], aux.binding if aux is not None else dummy(dev), yb[0],
            wb[1], wb[2], yb[1], yb[2], norm.binding if norm is not None else dummy(dev)]
-    if conv is None and warm:
-        from py_engine.ops.l2_warm import bindings
-        batch.run(f"matvec_{fmt}", "matvec_forward_warm", res + [None] * 5 + bindings(dev, warm),
-                  gx, gy, len(ws) + 1, constants=consts)
-        return
     if conv is None:
         batch.run(f"matvec_{fmt}", "matvec_forward", res, gx, gy, len(ws), constants=consts)
         return

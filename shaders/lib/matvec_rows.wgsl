@@ -462,26 +462,6 @@ fn matvec_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
   store_rows(rs, e);
 }
 
-// matvec_forward with one more z slice of workgroups (z = G, as many as one matrix gets) that
-// warm L2 with a later dispatch's weights (lib/l2_warm.wgsl); the rows' work is matvec_forward's.
-//#include "lib/l2_warm.wgsl"
-@compute @workgroup_size(THREADS)
-fn matvec_forward_warm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                       @builtin(local_invocation_index) lid: u32, @builtin(subgroup_size) sg: u32) {
-  if (wid.z == p.G) {                   // uniform per workgroup
-    let v = warm_l2(wid.x + wid.y * nwg.x, nwg.x * nwg.y, lid, THREADS);
-    if ((p.flags & WARM_SINK) != 0u) { y[lid] = v; }
-    return;
-  }
-  if (!has_rows(wid, nwg)) { return; }
-  let slot = row_slot(wid, nwg, lid);
-  var e: Addends;
-  if (PREFETCH >= 1u) { e = addends_load(slot); }
-  let rs = row_sums(slot, lid, sg);
-  if (PREFETCH == 0u) { e = addends_load(rs); }
-  store_rows(rs, e);
-}
-
 // Mamba decode: in_proj with the causal conv step and its SiLU folded into the store of the
 // block the conv reads (W_CONV_G: Mamba-1's x half, Mamba-2's x|B|C block) -- one dispatch fewer
 // per layer (no conv1d_step). The lane-0 thread of row j is the only writer of channel j's conv
