@@ -4,7 +4,12 @@
 //   repetition penalty : for every token in the row's history, l = l < 0 ? l * pen : l / pen
 //                        (applied once per token however often it occurs)
 //   greedy             : argmax of the penalised logits, lowest index on ties (torch.argmax)
-//   temperature        : x = l / temperature
+//   temperature        : x = l * (1 / temperature), the reciprocal rounded once on the host
+//                        (Params.inv_temp): every pass and kernel computes the same x from the
+//                        same l (a division may be compiled differently at each use -- Vulkan
+//                        allows 2.5 ULP -- and a value recomputed one ULP lower between the
+//                        top-k count and the keep pass fell out of the kept set; a product is
+//                        rounded correctly everywhere)
 //   top-k              : keep x >= the k-th largest x (ties at the threshold kept, as HF)
 //   top-p (nucleus)    : over the top-k survivors' softmax, keep token v iff the probability
 //                        mass of tokens *strictly above* x_v is < p (HF TopPLogitsWarper: sort
@@ -31,6 +36,9 @@
 //                     + 1 (Z) + 8 (top-p) + 1 (draw) at most; with top-k, 1 (max) + 4
 //                     + 1 (each thread keeps its values at or above the threshold), the
 //                     later passes walking those lists (KEEP_LISTS).
+//   sampling_candidates  with top-k (SPREAD): one workgroup per slice of 8 WG logits writes
+//                     the slice's values at or above its own k-th largest; sampling_sample
+//                     then walks those candidates instead of the row (below, at SPREAD).
 //   sampling_greedy_part, sampling_greedy_final
 //                     greedy in two dispatches: GP workgroups per row each take the argmax of
 //                     a strided share of the row, then one workgroup per row picks among those
@@ -45,7 +53,10 @@
 
 override WG: u32 = 128u;    // threads per row (a pipeline constant: 32 for small V, 128 above)
 override KEEP_LISTS: bool = true;   // sampling_sample's kept lists (KEPT below); false: tests
-override PROBE: bool = false;       // tests: sampling_sample writes cand[row] = (lists used, 0)
+override PROBE: bool = false;       // tests: sampling_sample writes probe[row] = (lists used,
+                                    // candidates used)
+override SPREAD: bool = false;      // sampling_sample reads sampling_candidates' candidates
+override KC: u32 = 48u;             // candidate slots a slice (>= top_k + ties; host's rule)
 const GREEDY = 1u;
 const PENALISED = 2u;   // read the penalised scratch copy instead of the logits
 const TOP_K = 4u;
@@ -54,8 +65,8 @@ const TOP_P = 8u;
 struct Params {
   V: u32, rows: u32, flags: u32, top_k: u32,
   top_p: f32, temperature: f32, penalty: f32, seed: u32,
-  hist_cap: u32, l_off: u32, l_str: u32, _p0: u32,
-  pos_count: u32, ring_len: u32, _p2: u32, _p3: u32,   // ADVANCE: positions; ring length R
+  hist_cap: u32, l_off: u32, l_str: u32, _p0: u32,    // _p0: greedy's GP, a draw's SP
+  pos_count: u32, ring_len: u32, inv_temp: f32, _p3: u32,   // ADVANCE: positions; ring length R
 };
 
 // ctl and hist are written only with ADVANCE; the other entry points read them.
@@ -65,9 +76,10 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> hist: array<u32>; // [rows, hist_cap]
 @group(0) @binding(4) var<storage, read_write> scratch: array<f32>;  // [rows, V]
 @group(0) @binding(5) var<storage, read_write> out: array<u32>;  // [rows]
-@group(0) @binding(6) var<storage, read_write> cand: array<vec2<u32>>;  // greedy: [rows, GP]
-                                                                   // (sampling_sample: PROBE)
-                                                                   // (value bits, index)
+@group(0) @binding(6) var<storage, read_write> cand: array<vec2<u32>>;  // (value bits, index):
+                                 // greedy [rows, GP]; a draw's top-k candidates [rows, SP, KC]
+                                 // then each slice's count [rows, SP] (SPREAD below)
+@group(0) @binding(9) var<storage, read_write> probe: array<vec2<u32>>;  // [rows] (PROBE)
 @group(0) @binding(7) var<storage, read_write> pos: array<u32>;  // [pos_count] (ADVANCE)
 @group(0) @binding(8) var<storage, read_write> ring: array<u32>; // [2 * ring_len] (ADVANCE)
 
@@ -149,7 +161,7 @@ fn argmax_shared() -> u32 {
   return bi;
 }
 
-// -- the passes of sampling_sample over a row's x = logit / temperature ---------------------
+// -- the passes of sampling_sample over a row's x = logit * (1 / temperature) ---------------
 // Each pass visits v = lid, lid + WG, lid + 2 WG, ... in that order (the float sums depend on
 // it), eight values a step of the sweep, whose eight loads are issued before any is used: with
 // one load in flight a thread, each of up to 15 passes of this one-workgroup kernel waited on
@@ -172,6 +184,7 @@ var<private> kept_x: array<f32, KEPT>;
 var<private> kept_v: array<u32, KEPT>;
 var<private> kept_n: u32;
 var<private> use_kept: bool;
+var<private> use_cand: bool;
 var<private> acc_m: f32;
 var<private> acc_z: f32;
 var<private> acc_h: array<f32, 16>;
@@ -224,11 +237,15 @@ fn visit(kind: u32, x: f32, v: u32) {
   }
 }
 
-fn xv(row: u32, v: u32) -> f32 { return logit(row, min(v, p.V - 1u)) / p.temperature; }
+fn xv(row: u32, v: u32) -> f32 { return logit(row, min(v, p.V - 1u)) * p.inv_temp; }
 
 fn sweep(row: u32, lid: u32, kind: u32) {
   if (use_kept) {
     for (var i = 0u; i < kept_n; i++) { visit(kind, kept_x[i], kept_v[i]); }
+    return;
+  }
+  if (use_cand) {
+    sweep_cand(row, lid, kind);
     return;
   }
   for (var v0 = lid; v0 < p.V; v0 += 8u * WG) {
@@ -245,6 +262,149 @@ fn sweep(row: u32, lid: u32, kind: u32) {
     visit(kind, b.z, v0 + 6u * WG);
     visit(kind, b.w, v0 + 7u * WG);
   }
+}
+
+// -- top-k spread over the GPU (SPREAD): the row's candidates --------------------------------
+// One workgroup walking a 50k-logit row took most of a sampled token's time (the page's settings
+// on mamba-130m through Dawn on an H200: 0.83 ms of GPU a token against greedy's 0.44). With
+// top-k, only values at or above the row's k-th largest can matter, and each of them is at or
+// above the k-th largest of its own slice of the row (a slice's k largest are k values of the
+// row: the row's k-th largest is at least theirs). So sampling_candidates, one workgroup per
+// slice of SLICE values, finds its slice's exact k-th largest x (the radix selection below) and
+// writes every value at or above it -- k of them plus ties -- in its visiting order; then
+// sampling_sample's passes walk those SP * KC candidates (unused slots: index NONE) instead of
+// the row: the same top-k threshold, the same kept set, the same draw's terms, whose sums meet
+// in the candidates' order (the order is fixed: the same seed and step give the same ids). A
+// slice with more than KC (ties) records that and the row is walked whole, as without SPREAD.
+
+const SLICE_VALUES = 8u;    // values a thread of a slice: SLICE = 8 WG
+
+fn cand_at(row: u32, i: u32) -> vec2<u32> { return cand[row * p._p0 * KC + i]; }
+
+fn sweep_cand(row: u32, lid: u32, kind: u32) {
+  let n = p._p0 * KC;
+  for (var i0 = lid; i0 < n; i0 += 8u * WG) {
+    let c0 = cand_at(row, min(i0, n - 1u));
+    let c1 = cand_at(row, min(i0 + WG, n - 1u));
+    let c2 = cand_at(row, min(i0 + 2u * WG, n - 1u));
+    let c3 = cand_at(row, min(i0 + 3u * WG, n - 1u));
+    let c4 = cand_at(row, min(i0 + 4u * WG, n - 1u));
+    let c5 = cand_at(row, min(i0 + 5u * WG, n - 1u));
+    let c6 = cand_at(row, min(i0 + 6u * WG, n - 1u));
+    let c7 = cand_at(row, min(i0 + 7u * WG, n - 1u));
+    visit(kind, bitcast<f32>(c0.x), c0.y);
+    visit(kind, bitcast<f32>(c1.x), select(NONE, c1.y, i0 + WG < n));
+    visit(kind, bitcast<f32>(c2.x), select(NONE, c2.y, i0 + 2u * WG < n));
+    visit(kind, bitcast<f32>(c3.x), select(NONE, c3.y, i0 + 3u * WG < n));
+    visit(kind, bitcast<f32>(c4.x), select(NONE, c4.y, i0 + 4u * WG < n));
+    visit(kind, bitcast<f32>(c5.x), select(NONE, c5.y, i0 + 5u * WG < n));
+    visit(kind, bitcast<f32>(c6.x), select(NONE, c6.y, i0 + 6u * WG < n));
+    visit(kind, bitcast<f32>(c7.x), select(NONE, c7.y, i0 + 7u * WG < n));
+  }
+}
+
+// The inclusive suffix sums of part_i[0..WG) in place (Hillis-Steele: part_i[t] becomes the sum
+// of part_i[t..WG)); integers, so the order does not matter. Uniform control flow.
+fn suffix_sums(lid: u32) {
+  for (var off = 1u; off < WG; off <<= 1u) {
+    workgroupBarrier();
+    var v = part_i[lid];
+    if (lid + off < WG) { v += part_i[lid + off]; }
+    workgroupBarrier();
+    part_i[lid] = v;
+  }
+  workgroupBarrier();
+}
+
+// grid (SP, rows): slice wid.x of row wid.y, values v = slice * SLICE + lid + j WG (j < 8).
+@compute @workgroup_size(WG)
+fn sampling_candidates(@builtin(workgroup_id) wid: vec3<u32>,
+                       @builtin(num_workgroups) nwg: vec3<u32>,
+                       @builtin(local_invocation_index) lid: u32) {
+  let row = wid.y;
+  let base = wid.x * SLICE_VALUES * WG + lid;
+  var xs: array<f32, 8>;
+  for (var j = 0u; j < SLICE_VALUES; j++) { xs[j] = xv(row, base + j * WG); }
+  var ks: array<u32, 8>;
+  var ok: array<bool, 8>;
+  for (var j = 0u; j < SLICE_VALUES; j++) {
+    ok[j] = base + j * WG < p.V && xs[j] == xs[j];      // in the row and not a NaN
+    ks[j] = key_of(xs[j]);
+  }
+  // the slice's k-th largest key, 8 bits a pass (as sampling_sample's top-k); each thread
+  // owns 256 / WG bins of the digit search, whose counts above come from suffix sums
+  let per = 256u / WG;
+  var prefix = 0u;
+  var mask = 0u;
+  var remaining = p.top_k;
+  var found = true;
+  for (var ps = 0u; ps < 4u; ps++) {
+    let shift = 24u - 8u * ps;
+    for (var k = lid; k < 256u; k += WG) { atomicStore(&bins[k], 0u); }
+    if (lid == 0u) { sel[0] = NONE; }
+    workgroupBarrier();
+    for (var j = 0u; j < SLICE_VALUES; j++) {
+      if (ok[j] && (ks[j] & mask) == prefix) { atomicAdd(&bins[(ks[j] >> shift) & 255u], 1u); }
+    }
+    workgroupBarrier();
+    var mine = 0u;
+    for (var q = 0u; q < per; q++) { mine += atomicLoad(&bins[lid * per + q]); }
+    part_i[lid] = mine;
+    suffix_sums(lid);
+    var above = part_i[lid] - mine;          // the counts of the bins above this thread's
+    for (var q = per; q > 0u; q--) {
+      let d = lid * per + q - 1u;
+      let c = atomicLoad(&bins[d]);
+      if (above < remaining && remaining <= above + c) {
+        sel[0] = d;
+        sel[1] = remaining - above;
+      }
+      above += c;
+    }
+    workgroupBarrier();
+    let d = workgroupUniformLoad(&sel[0]);
+    if (d == NONE) {                         // fewer than k values: every one is a candidate
+      found = false;
+      break;
+    }
+    prefix |= d << shift;
+    remaining = sel[1];
+    mask |= 255u << shift;
+  }
+  let tau = select(0u, prefix, found);
+  // every value at or above tau, in visiting order: each thread's count, their prefix sums
+  var mine = 0u;
+  for (var j = 0u; j < SLICE_VALUES; j++) { if (ok[j] && ks[j] >= tau) { mine += 1u; } }
+  workgroupBarrier();
+  part_i[lid] = mine;
+  suffix_sums(lid);
+  let total = workgroupUniformLoad(&part_i[0]);
+  var at = total - part_i[lid];              // slots taken by threads before this one
+  let slot0 = (row * nwg.x + wid.x) * KC;
+  let counts = nwg.y * nwg.x * KC;           // the slices' counts follow every row's slots
+  if (lid == 0u) { cand[counts + row * nwg.x + wid.x] = vec2<u32>(total, 0u); }
+  if (total > KC) { return; }                // ties past the slots: the row is walked whole
+  for (var j = 0u; j < SLICE_VALUES; j++) {
+    if (ok[j] && ks[j] >= tau) {
+      cand[slot0 + at] = vec2<u32>(bitcast<u32>(xs[j]), base + j * WG);
+      at += 1u;
+    }
+  }
+  for (var i = total + lid; i < KC; i += WG) { cand[slot0 + i] = vec2<u32>(0u, NONE); }
+}
+
+// Whether every slice of the row fit its KC slots (sampling_candidates' counts). Uniform.
+fn slices_fit(row: u32, lid: u32) -> bool {
+  let sp = p._p0;
+  let counts = p.rows * sp * KC;
+  if (lid == 0u) { atomicStore(&kept_over, 0u); }
+  workgroupBarrier();
+  for (var s = lid; s < sp; s += WG) {
+    if (cand[counts + row * sp + s].x > KC) { atomicStore(&kept_over, 1u); }
+  }
+  workgroupBarrier();
+  if (lid == 0u) { kept_all = atomicLoad(&kept_over); }
+  return workgroupUniformLoad(&kept_all) == 0u;
 }
 
 @compute @workgroup_size(WG)
@@ -271,6 +431,8 @@ fn sampling_sample(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
 
   // -- max of x ----------------------------------------------------------------------------
   use_kept = false;
+  use_cand = false;
+  if (SPREAD) { use_cand = slices_fit(row, lid); }
   acc_m = -3.4e38;
   sweep(row, lid, PASS_MAX);
   part[lid] = acc_m;
@@ -391,7 +553,9 @@ fn sampling_sample(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
   part_i[lid] = acc_bi;
   workgroupBarrier();
   storageBarrier();          // every thread has read ctl[0] (k1) before lid 0 moves it
-  if (PROBE && lid == 0u) { cand[row] = vec2<u32>(select(0u, 1u, use_kept), 0u); }
+  if (PROBE && lid == 0u) {
+    probe[row] = vec2<u32>(select(0u, 1u, use_kept), select(0u, 1u, use_cand));
+  }
   var tok = 0u;
   if (lid == 0u) { tok = argmax_shared(); }
   put_id(row, lid, tok);

@@ -2,8 +2,8 @@
 that picks the real-GPU kernels by itself (the tiled GEMM with split-K, the lanes scan, the conv
 step folded into Mamba-1/2's decode in_proj, Mamba-1's x_proj into it, Mamba-2's gated norm into
 out_proj, NemotronH's MLP activation into down_proj, Mamba-2's and Mamba-3's lanes decode
-steps, the decode's counters in the sampler, the sampler's kept lists), and the decode mat-vec
-with x staged in workgroup memory.
+steps, the decode's counters in the sampler, the sampler's kept lists and spread top-k), and
+the decode mat-vec with x staged in workgroup memory.
 
   python -m tools.device_checks --engine native      # wgpu-py (Vulkan/Metal/D3D12)
   python -m tools.device_checks --engine dawn        # Chrome's Dawn under Node (tools/dawn_engine.py)
@@ -84,11 +84,16 @@ def fold_cases():
     for mode in ("greedy", "draw"):
         yield f"decode counters in the sampler two rows {mode}", \
             (lambda e, mode=mode: check_rows(e, mode))
-    from tests.browser.sampling_passes_cases import SETTINGS, check_kept_lists
+    from tests.browser.sampling_passes_cases import (SETTINGS, SPREAD_SETTINGS,
+                                                     check_kept_lists, check_spread)
     for kw in SETTINGS:
         for V, rows in ((5000, 2), (50280, 1), (152064, 1)):
             yield f"sampling kept lists k{kw['top_k']} V{V} rows{rows}", \
                 (lambda e, kw=kw, V=V, rows=rows: check_kept_lists(e, kw, V, rows))
+    for kw in SPREAD_SETTINGS:
+        for V, rows in ((5000, 2), (50280, 1), (152064, 1)):
+            yield f"sampling spread k{kw['top_k']} V{V} rows{rows}", \
+                (lambda e, kw=kw, V=V, rows=rows: check_spread(e, kw, V, rows))
 
 
 def staged_matvec_cases():

@@ -15,11 +15,13 @@ largest probabilities whose mass reaches p; the top token is always kept) -> a d
 renormalised softmax. The draw is Gumbel-max with a counter-based hash of (seed, step, row, v):
 the same seed and step give the same ids on any run.
 
-Dispatches per call: 1 (+1 and a buffer copy with a repetition penalty; greedy takes 2). With
-`then_advance` the decode's counters move in the last of them (decode_control.wgsl's work: one
-dispatch fewer a decoded token), or in a dispatch of their own where they cannot (several rows
-drawn at random: `fold_control`). V up to the binding limit works (one 128-thread workgroup
-per row loops over V; top-k/top-p are radix selections, not sorts: at most 15 passes over V).
+Dispatches per call: 1 (+1 and a buffer copy with a repetition penalty; greedy takes 2; a draw
+with top-k up to SPREAD_MAX_K takes 2: each slice of the row's candidates, then the draw over
+them, `spread_slots`). With `then_advance` the decode's counters move in the last of them
+(decode_control.wgsl's work: one dispatch fewer a decoded token), or in a dispatch of their own
+where they cannot (several rows drawn at random: `fold_control`). V up to the binding limit
+works (top-k/top-p are radix selections, not sorts: at most 15 passes over what one 128-thread
+workgroup per row walks -- the row, or its top-k candidates).
 """
 import struct
 
@@ -64,6 +66,23 @@ def keep_lists(device):
     return choose(device, "sample_keep", "MAMBAWEB_SAMPLE_KEEP", "1", "0", lambda: True)
 
 
+SPREAD_MAX_K = 128   # the largest top-k whose candidates spread over the GPU (spread_slots)
+
+
+def spread_slots(device, V, top_k, wg):
+    """KC, the candidate slots a slice of 8 * wg logits when a draw's top-k spreads over the
+    GPU (sampling_candidates in shaders/sampling.wgsl, then sampling_sample over the
+    candidates), else 0: top-k on, k at most SPREAD_MAX_K, at least two slices. KC is k and
+    eight slots for ties, rounded up to 8. `device.sample_spread` (tests), else
+    MAMBAWEB_SAMPLE_SPREAD=1|0 (bench variants), else on."""
+    from py_engine.gpu.settings import choose
+    if not (0 < top_k <= SPREAD_MAX_K and V >= 2 * 8 * wg and top_k < V):
+        return 0
+    if not choose(device, "sample_spread", "MAMBAWEB_SAMPLE_SPREAD", "1", "0", lambda: True):
+        return 0
+    return -(-(top_k + 8) // 8) * 8
+
+
 def sample(batch, logits, ctl=None, *, temperature=1.0, top_k=0, top_p=1.0,
            repetition_penalty=1.0, history=None, seed=0, greedy=False, out=None, scratch=None,
            wg=None, then_advance=None, probe=None):
@@ -78,7 +97,7 @@ def sample(batch, logits, ctl=None, *, temperature=1.0, top_k=0, top_p=1.0,
     writes). ring (one row): u32 [2R]; the id of step s (the step counter before
     it moves) also goes to ring[s % R] and ring[s % R + R].
     probe (tests): u32 [rows, 2]; a draw (not greedy) writes (1 if its passes after top-k
-    walked the kept lists else 0, 0) per row.
+    walked the kept lists else 0, 1 if they walked the spread candidates else 0) per row.
     """
     dev = batch.device
     V = logits.shape[-1]
@@ -116,10 +135,13 @@ def sample(batch, logits, ctl=None, *, temperature=1.0, top_k=0, top_p=1.0,
     hist = history if history is not None else adv_hist if folded else None
     H = hist.shape[-1] if hist is not None else 0
     npos = adv_pos.numel if folded and adv_pos is not None else 0
-    u = dev.uniform(params(V, rows, flags, int(top_k), float(top_p),
-                           float(temperature if temperature > 0 else 1.0),
-                           float(repetition_penalty), int(seed) & 0xFFFFFFFF, H, loff, lstr, 0,
-                           npos, ring_len, 0, 0))
+    wg = wg if wg else (32 if V <= 4096 else 128)
+    kc = 0 if greedy or not flags & TOP_K else spread_slots(dev, V, int(top_k), wg)
+    sp = -(-V // (8 * wg)) if kc else 0              # slices of the row (Params._p0)
+    temp = float(temperature if temperature > 0 else 1.0)
+    u = dev.uniform(params(V, rows, flags, int(top_k), float(top_p), temp,
+                           float(repetition_penalty), int(seed) & 0xFFFFFFFF, H, loff, lstr, sp,
+                           npos, ring_len, 1.0 / temp, 0))   # x = l * (1 / t): sampling.wgsl
     # what the last dispatch binds at 2 (ctl), 3 (history), 7 (positions) and 8 (the ring):
     # scratch buffers where it does not advance (no two writable bindings may share one)
     tail = {"constants": {"ADVANCE": int(folded)},
@@ -144,15 +166,24 @@ def sample(batch, logits, ctl=None, *, temperature=1.0, top_k=0, top_p=1.0,
         _greedy(batch, u, lb, scratch if penalised else None, out, rows, V, H, loff, lstr, flags,
                 wg, tail, npos, ring_len)
     else:
+        sb = scratch.binding if penalised else rw_dummy(dev)
+        cand = None
+        if kc:                    # the row's top-k candidates, one workgroup per slice
+            cand = Tensor(dev, (rows * sp * (kc + 1), 2), "u32")
+            batch.run("sampling", "sampling_candidates",
+                      [u, lb, None, None, sb, None, cand.binding], sp, rows,
+                      constants={"WG": wg, "KC": kc})
         # sampling_sample reads the real ctl (its draw's step) whether or not it advances it
         batch.run("sampling", "sampling_sample",
-                  [u, lb, ctl.binding, tail["hist"],
-                   scratch.binding if penalised else rw_dummy(dev), out.binding,
-                   probe.binding if probe is not None else rw_dummy(dev, 5),
-                   tail["pos"], tail["ring"]],
-                  rows, constants={"WG": wg if wg else (32 if V <= 4096 else 128),
-                                   "KEEP_LISTS": int(keep_lists(dev)),
-                                   "PROBE": int(probe is not None), **tail["constants"]})
+                  [u, lb, ctl.binding, tail["hist"], sb, out.binding,
+                   cand.binding if cand is not None else rw_dummy(dev, 6),
+                   tail["pos"], tail["ring"],
+                   probe.binding if probe is not None else rw_dummy(dev, 5)],
+                  rows, constants={"WG": wg, "KEEP_LISTS": int(keep_lists(dev)),
+                                   "PROBE": int(probe is not None), "SPREAD": int(bool(kc)),
+                                   "KC": kc or 8, **tail["constants"]})
+        if cand is not None:
+            cand.release()        # reused only after these dispatches in queue order
     if own is not None:
         own.release()
     if then_advance is not None and not folded:
@@ -167,7 +198,6 @@ def _greedy(batch, u, lb, scratch, out, rows, V, H, loff, lstr, flags, wg, tail,
     workgroups per row, each scanning about 8 logits per thread, then one per row (which also
     advances the counters with tail's ADVANCE)."""
     dev = batch.device
-    wg = wg or (32 if V <= 4096 else 128)
     gp = max(1, min(256, -(-V // (8 * wg))))
     cand = Tensor(dev, (rows, gp, 2), "u32")
     sb = scratch.binding if scratch is not None else rw_dummy(dev)

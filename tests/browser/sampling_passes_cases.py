@@ -70,3 +70,36 @@ def check_kept_lists(engine, kw, V, rows):
     assert used == ({0} if k > 8 * 128 else {1}), used       # KEPT values a thread, 128 threads
     assert all(step[-1] != 4 for step in r["rows"])         # a NaN logit is never drawn
     assert len({tuple(step) for step in r["rows"]}) > 1     # the draws move with the step
+
+
+SPREAD_RUN = RUN.replace("for keep in (False, True):\n        device.sample_keep = keep",
+                         "for keep in (False, True):\n        device.sample_spread = keep") \
+    .replace("device.sample_keep = None", "device.sample_spread = None") \
+    .replace("used.append(list(struct.unpack(f'<{2 * rows}I', await probe.to_bytes()))[::2])",
+             "used.append(list(struct.unpack(f'<{2 * rows}I', await probe.to_bytes()))[1::2])")
+
+SPREAD_SETTINGS = SETTINGS + [dict(temperature=1.1, top_k=128, top_p=0.9, seed=8)]
+
+
+def check_spread(engine, kw, V, rows):
+    """Eight draws with top-k spread over the GPU (sampling_candidates, then sampling_sample
+    over the candidates: py_engine/ops/sampling.spread_slots) and with one workgroup walking
+    the row: the same ids. The candidates are used wherever every slice's values at or above
+    its own k-th largest fit its slots -- not in row 0 at k = 5 (17 tied maxima in one slice,
+    16 slots: that row is walked whole) nor at k = 2000 (past SPREAD_MAX_K)."""
+    k = kw["top_k"]
+    rng = np.random.default_rng(V + k)
+    lg = (rng.standard_normal((rows, V)) * 3).astype(np.float32)
+    lg[0, :50:3] = lg[0].max()                  # 17 tied maxima in row 0's first slice
+    last = lg[-1]
+    last[4] = np.nan
+    kth = np.sort(last[~np.isnan(last)])[-k]
+    last[1000::997] = kth                       # ties at the last row's k-th value
+    r = engine.run(SPREAD_RUN, rows=rows, V=V, steps=8, kw=kw,
+                   logits=[None if np.isnan(x) else float(x) for x in lg.ravel()],
+                   hist=[int(i) for i in rng.integers(0, V, rows * 8)])
+    assert r["lists"] == r["rows"]
+    want = [0 if k > 128 or (k == 5 and row == 0) else 1 for row in range(rows)]
+    assert all(step == want for step in r["used"]), (r["used"][0], want)
+    assert all(step[-1] != 4 for step in r["rows"])         # a NaN logit is never drawn
+    assert len({tuple(step) for step in r["rows"]}) > 1     # the draws move with the step

@@ -7,7 +7,8 @@ row then); one row and two. Native backend (lavapipe here). The row's values are
 at a time in both forms, visited in the same order as one at a time (the same sums)."""
 import pytest
 
-from tests.browser.sampling_passes_cases import SETTINGS, check_kept_lists
+from tests.browser.sampling_passes_cases import (SETTINGS, SPREAD_SETTINGS, check_kept_lists,
+                                               check_spread)
 from tests.native_support import engine, native as pytestmark  # noqa: F401
 
 
@@ -15,3 +16,12 @@ from tests.native_support import engine, native as pytestmark  # noqa: F401
 @pytest.mark.parametrize("V,rows", [(5000, 2), (50280, 1)])
 def test_kept_lists_draw_what_the_whole_row_draws(engine, kw, V, rows):
     check_kept_lists(engine, kw, V, rows)
+
+
+@pytest.mark.parametrize("kw", SPREAD_SETTINGS, ids=lambda kw: f"k{kw['top_k']}")
+@pytest.mark.parametrize("V,rows", [(5000, 2), (50280, 1)])
+def test_spread_candidates_draw_what_the_whole_row_draws(engine, kw, V, rows):
+    """Top-k spread over the GPU (sampling_candidates: each slice's values at or above its
+    own k-th largest) against one workgroup walking the row: the same ids; a slice whose ties
+    overflow its slots sends its row down the whole-row walk."""
+    check_spread(engine, kw, V, rows)
