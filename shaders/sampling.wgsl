@@ -31,7 +31,8 @@
 //          kappa with mass(key >= kappa) >= p * Z.
 // Entry points:
 //   sampling_penalty  one thread per (row, history slot): scratch[tok] = penalised logits[tok]
-//                     (scratch holds a copy of the logits, made by a buffer copy before it)
+//                     (scratch holds a copy of the logits, made by a buffer copy before it;
+//                     with SPREAD sampling_candidates does both itself: PENALISE)
 //   sampling_sample   one 128-thread workgroup per row; passes over V: 1 (max) + 4 (top-k)
 //                     + 1 (Z) + 8 (top-p) + 1 (draw) at most; with top-k, 1 (max) + 4
 //                     + 1 (each thread keeps its values at or above the threshold), the
@@ -57,6 +58,7 @@ override PROBE: bool = false;       // tests: sampling_sample writes probe[row] 
                                     // candidates used)
 override SPREAD: bool = false;      // sampling_sample reads sampling_candidates' candidates
 override KC: u32 = 48u;             // candidate slots a slice (>= top_k + ties; host's rule)
+override PENALISE: bool = false;    // sampling_candidates applies the repetition penalty itself
 const GREEDY = 1u;
 const PENALISED = 2u;   // read the penalised scratch copy instead of the logits
 const TOP_K = 4u;
@@ -66,7 +68,8 @@ struct Params {
   V: u32, rows: u32, flags: u32, top_k: u32,
   top_p: f32, temperature: f32, penalty: f32, seed: u32,
   hist_cap: u32, l_off: u32, l_str: u32, _p0: u32,    // _p0: greedy's GP, a draw's SP
-  pos_count: u32, ring_len: u32, inv_temp: f32, _p3: u32,   // ADVANCE: positions; ring length R
+  pos_count: u32, ring_len: u32, inv_temp: f32, inv_pen: f32,  // ADVANCE: positions, ring
+                                                               // length R; 1/t, 1/penalty
 };
 
 // ctl and hist are written only with ADVANCE; the other entry points read them.
@@ -123,9 +126,13 @@ fn sampling_penalty(@builtin(global_invocation_id) gid: vec3<u32>) {
   if (row >= p.rows || j >= p.hist_cap || j >= ctl[1u + row]) { return; }
   let tok = hist[row * p.hist_cap + j];
   if (tok >= p.V) { return; }
-  let l = logits[p.l_off + row * p.l_str + tok];
-  scratch[row * p.V + tok] = select(l / p.penalty, l * p.penalty, l < 0.0);
+  scratch[row * p.V + tok] = penalised(logits[p.l_off + row * p.l_str + tok]);
 }
+
+// HF's repetition penalty, l < 0 ? l * pen : l / pen -- the division as a product with the
+// reciprocal rounded on the host (Params.inv_pen), so sampling_penalty and
+// sampling_candidates (PENALISE) give the same bits (see inv_temp above).
+fn penalised(l: f32) -> f32 { return select(l * p.inv_pen, l * p.penalty, l < 0.0); }
 
 // ------------------------------------------------------------------------------------------
 
@@ -316,6 +323,31 @@ fn suffix_sums(lid: u32) {
   workgroupBarrier();
 }
 
+// PENALISE: the slice of the logits (from `s0`) with the repetition penalty applied, into
+// part[0..SLICE) and into the row's scratch copy (which sampling_sample's whole-row walk reads
+// when a slice overflows) -- what the buffer copy and sampling_penalty did, two commands a
+// token fewer. Every thread walks its share of the row's history and penalises the tokens that
+// fall in the slice (a repeated token is written again with the same value). Uniform.
+fn penalise_slice(row: u32, s0: u32, lid: u32) {
+  for (var j = 0u; j < SLICE_VALUES; j++) {
+    let v = min(s0 + lid + j * WG, p.V - 1u);
+    part[lid + j * WG] = logits[p.l_off + row * p.l_str + v];
+  }
+  workgroupBarrier();
+  let n = min(ctl[1u + row], p.hist_cap);
+  for (var j = lid; j < n; j += WG) {
+    let tok = hist[row * p.hist_cap + j];
+    if (tok >= s0 && tok < p.V && tok - s0 < SLICE_VALUES * WG) {
+      part[tok - s0] = penalised(logits[p.l_off + row * p.l_str + tok]);
+    }
+  }
+  workgroupBarrier();
+  for (var j = 0u; j < SLICE_VALUES; j++) {
+    let v = s0 + lid + j * WG;
+    if (v < p.V) { scratch[row * p.V + v] = part[lid + j * WG]; }
+  }
+}
+
 // grid (SP, rows): slice wid.x of row wid.y, values v = slice * SLICE + lid + j WG (j < 8).
 @compute @workgroup_size(WG)
 fn sampling_candidates(@builtin(workgroup_id) wid: vec3<u32>,
@@ -324,7 +356,12 @@ fn sampling_candidates(@builtin(workgroup_id) wid: vec3<u32>,
   let row = wid.y;
   let base = wid.x * SLICE_VALUES * WG + lid;
   var xs: array<f32, 8>;
-  for (var j = 0u; j < SLICE_VALUES; j++) { xs[j] = xv(row, base + j * WG); }
+  if (PENALISE) {
+    penalise_slice(row, wid.x * SLICE_VALUES * WG, lid);
+    for (var j = 0u; j < SLICE_VALUES; j++) { xs[j] = part[lid + j * WG] * p.inv_temp; }
+  } else {
+    for (var j = 0u; j < SLICE_VALUES; j++) { xs[j] = xv(row, base + j * WG); }
+  }
   var ks: array<u32, 8>;
   var ok: array<bool, 8>;
   for (var j = 0u; j < SLICE_VALUES; j++) {

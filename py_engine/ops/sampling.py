@@ -141,7 +141,8 @@ def sample(batch, logits, ctl=None, *, temperature=1.0, top_k=0, top_p=1.0,
     temp = float(temperature if temperature > 0 else 1.0)
     u = dev.uniform(params(V, rows, flags, int(top_k), float(top_p), temp,
                            float(repetition_penalty), int(seed) & 0xFFFFFFFF, H, loff, lstr, sp,
-                           npos, ring_len, 1.0 / temp, 0))   # x = l * (1 / t): sampling.wgsl
+                           npos, ring_len, 1.0 / temp,      # x = l * (1 / t): sampling.wgsl
+                           1.0 / float(repetition_penalty) if repetition_penalty else 0.0))
     # what the last dispatch binds at 2 (ctl), 3 (history), 7 (positions) and 8 (the ring):
     # scratch buffers where it does not advance (no two writable bindings may share one)
     tail = {"constants": {"ADVANCE": int(folded)},
@@ -150,7 +151,10 @@ def sample(batch, logits, ctl=None, *, temperature=1.0, top_k=0, top_p=1.0,
             "pos": adv_pos.binding if folded and adv_pos is not None else rw_dummy(dev, 3),
             "ring": ring.binding if ring_len else rw_dummy(dev, 4)}
     own = None
-    if penalised:
+    if penalised and kc:      # sampling_candidates copies and penalises the row (PENALISE)
+        if scratch is None:
+            own = scratch = Tensor(dev, (rows, V))
+    elif penalised:
         if scratch is None:
             own = scratch = Tensor(dev, (rows, V))
         src = logits.tensor if isinstance(logits, Cols) else logits
@@ -170,9 +174,11 @@ def sample(batch, logits, ctl=None, *, temperature=1.0, top_k=0, top_p=1.0,
         cand = None
         if kc:                    # the row's top-k candidates, one workgroup per slice
             cand = Tensor(dev, (rows * sp * (kc + 1), 2), "u32")
+            # bindings 2 and 3 (read only with PENALISE, but always part of the layout)
+            pen = [ctl.binding, history.binding if penalised else rw_dummy(dev, 2)]
             batch.run("sampling", "sampling_candidates",
-                      [u, lb, None, None, sb, None, cand.binding], sp, rows,
-                      constants={"WG": wg, "KC": kc})
+                      [u, lb] + pen + [sb, None, cand.binding], sp, rows,
+                      constants={"WG": wg, "KC": kc, "PENALISE": int(penalised)})
         # sampling_sample reads the real ctl (its draw's step) whether or not it advances it
         batch.run("sampling", "sampling_sample",
                   [u, lb, ctl.binding, tail["hist"], sb, out.binding,

@@ -95,9 +95,12 @@ def check_spread(engine, kw, V, rows):
     last[4] = np.nan
     kth = np.sort(last[~np.isnan(last)])[-k]
     last[1000::997] = kth                       # ties at the last row's k-th value
+    hist = rng.integers(0, V, (rows, 8))
+    for row in range(rows):                     # the penalty (where on) hits the row's top
+        hist[row, :3] = np.argsort(np.nan_to_num(lg[row], nan=-np.inf))[-3:]
     r = engine.run(SPREAD_RUN, rows=rows, V=V, steps=8, kw=kw,
                    logits=[None if np.isnan(x) else float(x) for x in lg.ravel()],
-                   hist=[int(i) for i in rng.integers(0, V, rows * 8)])
+                   hist=[int(i) for i in hist.ravel()])
     assert r["lists"] == r["rows"]
     want = [0 if k > 128 or (k == 5 and row == 0) else 1 for row in range(rows)]
     assert all(step == want for step in r["used"]), (r["used"][0], want)

@@ -203,7 +203,7 @@ for j, step in enumerate((0, 1, 2, 1)):
             for r in range(rows):
                 assert keep[r][d[r]]
         assert len({tuple(d) for d in draws}) > 1
-    assert info["recorded_dispatches"] == 3    # penalty, the top-k candidates, the draw
+    assert info["recorded_dispatches"] == 2    # the candidates (with the penalty), the draw
     pen = lg.astype(np.float64).copy()
     pen[:, :10] = np.where(pen[:, :10] < 0, pen[:, :10] * 1.2, pen[:, :10] / 1.2)
     rep = {k: ids(v) for k, v in o.items() if k.startswith("r")}
