@@ -141,6 +141,13 @@ fn logit(row: u32, v: u32) -> f32 {
   return logits[p.l_off + row * p.l_str + v];
 }
 
+// A NaN, by its bits. The float test `!(x == x)` did not keep a NaN logit out of the
+// one-workgroup draw on the H200 (through Dawn and natively: it counted as the largest key and
+// was drawn at every step; tests/browser/sampling_passes_cases.py), where lavapipe kept it out
+// -- compilers may fold a float self-comparison where they assume no NaN, and naga emits
+// `x != x` as an ordered comparison (false for a NaN). An integer test cannot be folded.
+fn is_nan(x: f32) -> bool { return (bitcast<u32>(x) & 0x7FFFFFFFu) > 0x7F800000u; }
+
 fn key_of(x: f32) -> u32 {
   let b = bitcast<u32>(x);
   return select(b ^ 0x80000000u, ~b, (b & 0x80000000u) != 0u);
@@ -206,9 +213,8 @@ var<private> pv_k1: u32;
 var<private> pv_k2: u32;
 
 fn visit(kind: u32, x: f32, v: u32) {
-  // past the row (a clamped load), or a NaN logit: `x == x` as everywhere here (naga emits
-  // `!=` as an ordered comparison, false for a NaN)
-  if (v >= p.V || !(x == x)) { return; }
+  // past the row (a clamped load), or a NaN logit (is_nan)
+  if (v >= p.V || is_nan(x)) { return; }
   switch kind {
     case 0u: { acc_m = max(acc_m, x); }
     case 1u: {
@@ -365,7 +371,7 @@ fn sampling_candidates(@builtin(workgroup_id) wid: vec3<u32>,
   var ks: array<u32, 8>;
   var ok: array<bool, 8>;
   for (var j = 0u; j < SLICE_VALUES; j++) {
-    ok[j] = base + j * WG < p.V && xs[j] == xs[j];      // in the row and not a NaN
+    ok[j] = base + j * WG < p.V && !is_nan(xs[j]);      // in the row and not a NaN
     ks[j] = key_of(xs[j]);
   }
   // the slice's k-th largest key, 8 bits a pass (as sampling_sample's top-k); each thread
@@ -455,7 +461,7 @@ fn sampling_sample(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
     var bi = 0xFFFFFFFFu;
     for (var v = lid; v < V; v += WG) {
       let x = logit(row, v);
-      if (x == x && (bi == 0xFFFFFFFFu || x > best)) { best = x; bi = v; }
+      if (!is_nan(x) && (bi == 0xFFFFFFFFu || x > best)) { best = x; bi = v; }
     }
     part[lid] = best;
     part_i[lid] = bi;
@@ -632,7 +638,7 @@ fn sampling_greedy_part(@builtin(workgroup_id) wid: vec3<u32>,
   var bi = NONE;
   for (var v = wid.x * WG + lid; v < p.V; v += GP * WG) {
     let x = logit(row, v);
-    if (x == x && (bi == NONE || x > best)) { best = x; bi = v; }
+    if (!is_nan(x) && (bi == NONE || x > best)) { best = x; bi = v; }
   }
   part[lid] = best;
   part_i[lid] = bi;
