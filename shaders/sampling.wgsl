@@ -54,8 +54,8 @@
 
 override WG: u32 = 128u;    // threads per row (a pipeline constant: 32 for small V, 128 above)
 override KEEP_LISTS: bool = true;   // sampling_sample's kept lists (KEPT below); false: tests
-override PROBE: bool = false;       // tests: sampling_sample writes probe[row] = (lists used,
-                                    // candidates used)
+override PROBE: bool = false;       // tests: sampling_sample writes (lists used, candidates
+                                    // used) at cand[probe_at(row)]
 override SPREAD: bool = false;      // sampling_sample reads sampling_candidates' candidates
 override KC: u32 = 48u;             // candidate slots a slice (>= top_k + ties; host's rule)
 override PENALISE: bool = false;    // sampling_candidates applies the repetition penalty itself
@@ -81,8 +81,9 @@ struct Params {
 @group(0) @binding(5) var<storage, read_write> out: array<u32>;  // [rows]
 @group(0) @binding(6) var<storage, read_write> cand: array<vec2<u32>>;  // (value bits, index):
                                  // greedy [rows, GP]; a draw's top-k candidates [rows, SP, KC]
-                                 // then each slice's count [rows, SP] (SPREAD below)
-@group(0) @binding(9) var<storage, read_write> probe: array<vec2<u32>>;  // [rows] (PROBE)
+                                 // then each slice's count [rows, SP] (SPREAD below), then
+                                 // PROBE's [rows]; without SPREAD, PROBE's [rows] alone
+// (8 storage bindings at most an entry point: WebGPU's default limit)
 @group(0) @binding(7) var<storage, read_write> pos: array<u32>;  // [pos_count] (ADVANCE)
 @group(0) @binding(8) var<storage, read_write> ring: array<u32>; // [2 * ring_len] (ADVANCE)
 
@@ -244,7 +245,7 @@ fn visit(kind: u32, x: f32, v: u32) {
         let hsh = pcg(pcg(v + pv_k1) ^ pv_k2);
         let u = (f32(hsh >> 8u) + 0.5) * (1.0 / 16777216.0);
         let s = (x - pv_m) - log(-log(u));
-        if (acc_bi == 0xFFFFFFFFu || s > acc_best) { acc_best = s; acc_bi = v; }
+        if (beats(s, v, acc_best, acc_bi)) { acc_best = s; acc_bi = v; }   // lowest index on ties
       }
     }
   }
@@ -354,6 +355,50 @@ fn penalise_slice(row: u32, s0: u32, lid: u32) {
   }
 }
 
+// The bin of `bins` (the keys' digit) that holds the key of rank `remaining` (1: the largest),
+// counting from bin 255 down, and in rank_left its rank within that bin -- or NONE and, in
+// rank_left, `remaining` less every key counted, where the bins hold fewer. The same answer as
+// one thread walking the bins down one by one (which took a dependent workgroup-memory load a
+// bin, up to 256 a pass): each thread owns 256 / WG consecutive bins and gets the counts above
+// them from suffix sums. Call after the barrier that ends the counting; uniform control flow.
+var<private> rank_left: u32;
+fn digit_at_rank(lid: u32, remaining: u32) -> u32 {
+  let per = 256u / WG;
+  var mine = 0u;
+  for (var q = 0u; q < per; q++) { mine += atomicLoad(&bins[lid * per + q]); }
+  part_i[lid] = mine;
+  if (lid == 0u) { sel[0] = NONE; }
+  suffix_sums(lid);
+  var above = part_i[lid] - mine;            // the keys in the bins above this thread's
+  for (var q = per; q > 0u; q--) {
+    let b = lid * per + q - 1u;
+    let c = atomicLoad(&bins[b]);
+    if (above < remaining && remaining <= above + c) {
+      sel[0] = b;
+      sel[1] = remaining - above;
+    }
+    above += c;
+  }
+  let total = part_i[0];
+  let d = workgroupUniformLoad(&sel[0]);     // after every thread's search
+  rank_left = select(sel[1], remaining - total, d == NONE);
+  workgroupBarrier();                        // sel and part_i read before their next writes
+  return d;
+}
+
+// The sum (SUM) or the max of part[0..WG) into part[0], pairs in a fixed order (the same
+// value for the same inputs on every run). Starts and ends with a barrier; uniform.
+const SUM = true;
+fn part_tree(lid: u32, sum: bool) {
+  for (var st = WG / 2u; st > 0u; st >>= 1u) {
+    workgroupBarrier();
+    if (lid < st) {
+      if (sum) { part[lid] += part[lid + st]; } else { part[lid] = max(part[lid], part[lid + st]); }
+    }
+  }
+  workgroupBarrier();
+}
+
 // grid (SP, rows): slice wid.x of row wid.y, values v = slice * SLICE + lid + j WG (j < 8).
 @compute @workgroup_size(WG)
 fn sampling_candidates(@builtin(workgroup_id) wid: vec3<u32>,
@@ -374,9 +419,7 @@ fn sampling_candidates(@builtin(workgroup_id) wid: vec3<u32>,
     ok[j] = base + j * WG < p.V && !is_nan(xs[j]);      // in the row and not a NaN
     ks[j] = key_of(xs[j]);
   }
-  // the slice's k-th largest key, 8 bits a pass (as sampling_sample's top-k); each thread
-  // owns 256 / WG bins of the digit search, whose counts above come from suffix sums
-  let per = 256u / WG;
+  // the slice's k-th largest key, 8 bits a pass (as sampling_sample's top-k)
   var prefix = 0u;
   var mask = 0u;
   var remaining = p.top_k;
@@ -384,34 +427,18 @@ fn sampling_candidates(@builtin(workgroup_id) wid: vec3<u32>,
   for (var ps = 0u; ps < 4u; ps++) {
     let shift = 24u - 8u * ps;
     for (var k = lid; k < 256u; k += WG) { atomicStore(&bins[k], 0u); }
-    if (lid == 0u) { sel[0] = NONE; }
     workgroupBarrier();
     for (var j = 0u; j < SLICE_VALUES; j++) {
       if (ok[j] && (ks[j] & mask) == prefix) { atomicAdd(&bins[(ks[j] >> shift) & 255u], 1u); }
     }
     workgroupBarrier();
-    var mine = 0u;
-    for (var q = 0u; q < per; q++) { mine += atomicLoad(&bins[lid * per + q]); }
-    part_i[lid] = mine;
-    suffix_sums(lid);
-    var above = part_i[lid] - mine;          // the counts of the bins above this thread's
-    for (var q = per; q > 0u; q--) {
-      let d = lid * per + q - 1u;
-      let c = atomicLoad(&bins[d]);
-      if (above < remaining && remaining <= above + c) {
-        sel[0] = d;
-        sel[1] = remaining - above;
-      }
-      above += c;
-    }
-    workgroupBarrier();
-    let d = workgroupUniformLoad(&sel[0]);
+    let d = digit_at_rank(lid, remaining);
     if (d == NONE) {                         // fewer than k values: every one is a candidate
       found = false;
       break;
     }
     prefix |= d << shift;
-    remaining = sel[1];
+    remaining = rank_left;
     mask |= 255u << shift;
   }
   let tau = select(0u, prefix, found);
@@ -479,14 +506,8 @@ fn sampling_sample(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
   acc_m = -3.4e38;
   sweep(row, lid, PASS_MAX);
   part[lid] = acc_m;
-  workgroupBarrier();
-  if (lid == 0u) {
-    var mm = part[0];
-    for (var k = 1u; k < WG; k++) { mm = max(mm, part[k]); }
-    self_f[0] = mm;
-  }
-  workgroupBarrier();
-  pv_m = self_f[0];
+  part_tree(lid, !SUM);
+  pv_m = part[0];
   workgroupBarrier();
 
   // -- top-k threshold: the k-th largest key -----------------------------------------------
@@ -504,22 +525,11 @@ fn sampling_sample(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
       pv_prefix = prefix;
       sweep(row, lid, PASS_TOPK);
       workgroupBarrier();
-      if (lid == 0u) {
-        var rem = remaining;
-        var d = 0u;
-        for (var k = 256u; k > 0u; k--) {
-          let c = atomicLoad(&bins[k - 1u]);
-          if (c >= rem) { d = k - 1u; break; }
-          rem -= c;
-        }
-        sel[0] = d;
-        sel[1] = rem;
-      }
-      workgroupBarrier();
-      prefix |= sel[0] << shift;
-      remaining = sel[1];
+      var d = digit_at_rank(lid, remaining);
+      if (d == NONE) { d = 0u; }           // fewer keys than k (NaN logits): bin 0, as ever
+      prefix |= d << shift;
+      remaining = rank_left;
       mask |= 255u << shift;
-      workgroupBarrier();
     }
     tau = prefix;
     if (KEEP_LISTS) {   // the values at or above the threshold into each thread's list (KEPT)
@@ -540,12 +550,10 @@ fn sampling_sample(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
     pv_tau = tau;
     sweep(row, lid, PASS_Z);
     part[lid] = acc_z;
-    workgroupBarrier();
+    part_tree(lid, SUM);
     if (lid == 0u) {
-      var s = 0.0;
-      for (var k = 0u; k < WG; k++) { s += part[k]; }
-      self_f[1] = s * p.top_p;    // goal mass
-      self_f[0] = 0.0;            // mass above the current key range
+      self_f[1] = part[0] * p.top_p;    // goal mass
+      self_f[0] = 0.0;                  // mass above the current key range
     }
     workgroupBarrier();
     let goal = self_f[1];
@@ -559,11 +567,11 @@ fn sampling_sample(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
       pv_prefix = prefix;
       sweep(row, lid, PASS_TOPP);
       for (var d = 0u; d < 16u; d++) { part[d * WG + lid] = acc_h[d]; }
-      workgroupBarrier();
-      if (lid < 16u) {
-        var s = 0.0;
-        for (var k = 0u; k < WG; k++) { s += part[lid * WG + k]; }
-        part[lid * WG] = s;
+      for (var st = WG / 2u; st > 0u; st >>= 1u) {   // each bin's WG sums, pairs in a fixed order
+        workgroupBarrier();
+        if (lid < st) {
+          for (var d = 0u; d < 16u; d++) { part[d * WG + lid] += part[d * WG + lid + st]; }
+        }
       }
       workgroupBarrier();
       if (lid == 0u) {
@@ -594,14 +602,14 @@ fn sampling_sample(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
   sweep(row, lid, PASS_DRAW);
   part[lid] = acc_best;
   part_i[lid] = acc_bi;
-  workgroupBarrier();
+  argmax_tree(lid);          // the highest score, the lowest index on ties: argmax_shared's
   storageBarrier();          // every thread has read ctl[0] (k1) before lid 0 moves it
   if (PROBE && lid == 0u) {
-    probe[row] = vec2<u32>(select(0u, 1u, use_kept), select(0u, 1u, use_cand));
+    var at = row;                            // after the candidates and the slices' counts
+    if (SPREAD) { at = p.rows * p._p0 * (KC + 1u) + row; }
+    cand[at] = vec2<u32>(select(0u, 1u, use_kept), select(0u, 1u, use_cand));
   }
-  var tok = 0u;
-  if (lid == 0u) { tok = argmax_shared(); }
-  put_id(row, lid, tok);
+  put_id(row, lid, part_i[0]);
 }
 
 // ------------------------------------------------------------------------------------------

@@ -92,7 +92,8 @@ def fold_cases():
                 (lambda e, kw=kw, V=V, rows=rows: check_kept_lists(e, kw, V, rows))
     for kw in SPREAD_SETTINGS:
         for V, rows in ((5000, 2), (50280, 1), (152064, 1)):
-            yield f"sampling spread k{kw['top_k']} V{V} rows{rows}", \
+            pen = "-pen" if kw.get("repetition_penalty", 1.0) != 1.0 else ""
+            yield f"sampling spread k{kw['top_k']}{pen} V{V} rows{rows}", \
                 (lambda e, kw=kw, V=V, rows=rows: check_spread(e, kw, V, rows))
 
 

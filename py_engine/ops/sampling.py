@@ -114,6 +114,9 @@ def sample(batch, logits, ctl=None, *, temperature=1.0, top_k=0, top_p=1.0,
         cache = dev.__dict__.setdefault("_sampling_ctl", {})   # step 0, no history; reused
         ctl = cache.get(rows) or cache.setdefault(rows, make_control(dev, rows))
     greedy = greedy or temperature <= 0
+    if not repetition_penalty > 0:
+        raise ValueError(f"repetition_penalty must be above 0 (1 means none), got "
+                         f"{repetition_penalty!r}")
     penalised = repetition_penalty != 1.0 and history is not None
     flags = (GREEDY if greedy else 0) | (PENALISED if penalised else 0)
     if not greedy and 0 < top_k < V:
@@ -142,7 +145,7 @@ def sample(batch, logits, ctl=None, *, temperature=1.0, top_k=0, top_p=1.0,
     u = dev.uniform(params(V, rows, flags, int(top_k), float(top_p), temp,
                            float(repetition_penalty), int(seed) & 0xFFFFFFFF, H, loff, lstr, sp,
                            npos, ring_len, 1.0 / temp,      # x = l * (1 / t): sampling.wgsl
-                           1.0 / float(repetition_penalty) if repetition_penalty else 0.0))
+                           1.0 / float(repetition_penalty)))
     # what the last dispatch binds at 2 (ctl), 3 (history), 7 (positions) and 8 (the ring):
     # scratch buffers where it does not advance (no two writable bindings may share one)
     tail = {"constants": {"ADVANCE": int(folded)},
@@ -173,7 +176,8 @@ def sample(batch, logits, ctl=None, *, temperature=1.0, top_k=0, top_p=1.0,
         sb = scratch.binding if penalised else rw_dummy(dev)
         cand = None
         if kc:                    # the row's top-k candidates, one workgroup per slice
-            cand = Tensor(dev, (rows * sp * (kc + 1), 2), "u32")
+            cand = Tensor(dev, (rows * sp * (kc + 1) + (rows if probe is not None else 0), 2),
+                          "u32")
             # bindings 2 and 3 (read only with PENALISE, but always part of the layout)
             pen = [ctl.binding, history.binding if penalised else rw_dummy(dev, 2)]
             batch.run("sampling", "sampling_candidates",
@@ -182,13 +186,16 @@ def sample(batch, logits, ctl=None, *, temperature=1.0, top_k=0, top_p=1.0,
         # sampling_sample reads the real ctl (its draw's step) whether or not it advances it
         batch.run("sampling", "sampling_sample",
                   [u, lb, ctl.binding, tail["hist"], sb, out.binding,
-                   cand.binding if cand is not None else rw_dummy(dev, 6),
-                   tail["pos"], tail["ring"],
-                   probe.binding if probe is not None else rw_dummy(dev, 5)],
+                   cand.binding if cand is not None else
+                   probe.binding if probe is not None else rw_dummy(dev, 5),
+                   tail["pos"], tail["ring"]],
                   rows, constants={"WG": wg, "KEEP_LISTS": int(keep_lists(dev)),
                                    "PROBE": int(probe is not None), "SPREAD": int(bool(kc)),
                                    "KC": kc or 8, **tail["constants"]})
         if cand is not None:
+            if probe is not None:   # PROBE wrote after the candidates and the slices' counts
+                at = cand.offset + rows * sp * (kc + 1) * 8
+                batch.copy(cand.buffer, at, probe.buffer, probe.offset, rows * 8)
             cand.release()        # reused only after these dispatches in queue order
     if own is not None:
         own.release()

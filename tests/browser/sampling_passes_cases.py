@@ -72,29 +72,53 @@ def check_kept_lists(engine, kw, V, rows):
     assert len({tuple(step) for step in r["rows"]}) > 1     # the draws move with the step
 
 
-SPREAD_RUN = RUN.replace("for keep in (False, True):\n        device.sample_keep = keep",
-                         "for keep in (False, True):\n        device.sample_spread = keep") \
-    .replace("device.sample_keep = None", "device.sample_spread = None") \
-    .replace("used.append(list(struct.unpack(f'<{2 * rows}I', await probe.to_bytes()))[::2])",
-             "used.append(list(struct.unpack(f'<{2 * rows}I', await probe.to_bytes()))[1::2])")
+def _replaced(text, old, new):
+    assert old in text, old
+    return text.replace(old, new)
 
-SPREAD_SETTINGS = SETTINGS + [dict(temperature=1.1, top_k=128, top_p=0.9, seed=8)]
+
+SPREAD_RUN = RUN
+for _old, _new in (
+        ("for keep in (False, True):\n        device.sample_keep = keep",
+         "for keep in (False, True):\n        device.sample_spread = keep"),
+        ("device.sample_keep = None", "device.sample_spread = None"),
+        # the spread arm's penalised copy starts as 7s: the whole-row walk of a row whose slice
+        # overflowed reads only what sampling_candidates wrote there
+        ("S.sample(batch, lg, ctl, out=ids, probe=probe if keep else None, **kw)",
+         "S.sample(batch, lg, ctl, out=ids, probe=probe if keep else None,\n"
+         "                     scratch=poison if keep else None, **kw)"),
+        ("probe = Tensor(device, (rows, 2), 'u32')",
+         "probe = Tensor(device, (rows, 2), 'u32')\npoison = Tensor.from_list(device, (rows, V), "
+         "[7.0] * (rows * V))"),
+        ("probe.release()", "probe.release()\npoison.release()"),
+        ("used.append(list(struct.unpack(f'<{2 * rows}I', await probe.to_bytes()))[::2])",
+         "used.append(list(struct.unpack(f'<{2 * rows}I', await probe.to_bytes()))[1::2])")):
+    SPREAD_RUN = _replaced(SPREAD_RUN, _old, _new)
+
+SPREAD_SETTINGS = SETTINGS + [
+    dict(temperature=1.1, top_k=128, top_p=0.9, seed=8),
+    # row 0's first slice overflows even with the penalty on three of its tied maxima: the
+    # whole-row walk reads the penalised copy sampling_candidates wrote
+    dict(temperature=0.8, top_k=5, top_p=0.9, repetition_penalty=1.3, seed=9),
+]
 
 
 def check_spread(engine, kw, V, rows):
     """Eight draws with top-k spread over the GPU (sampling_candidates, then sampling_sample
-    over the candidates: py_engine/ops/sampling.spread_slots) and with one workgroup walking
-    the row: the same ids. The candidates are used wherever every slice's values at or above
-    its own k-th largest fit its slots -- not in row 0 at k = 5 (17 tied maxima in one slice,
-    16 slots: that row is walked whole) nor at k = 2000 (past SPREAD_MAX_K)."""
+    over the candidates: py_engine/ops/sampling.spread_slots) and with sampling_sample alone
+    (one workgroup a row, its kept lists): the same ids. The candidates are used wherever
+    every slice's values at or above its own k-th largest fit its slots -- not in row 0 at
+    k = 5 (27 tied maxima in one slice, 24 with the penalty, 16 slots: that row is walked
+    whole) nor at k = 2000 (past SPREAD_MAX_K). With a penalty, each row's top three tokens
+    are in its history."""
     k = kw["top_k"]
     rng = np.random.default_rng(V + k)
     lg = (rng.standard_normal((rows, V)) * 3).astype(np.float32)
-    lg[0, :50:3] = lg[0].max()                  # 17 tied maxima in row 0's first slice
+    lg[0, :80:3] = lg[0].max()                  # 27 tied maxima in row 0's first slice
     last = lg[-1]
     last[4] = np.nan
     kth = np.sort(last[~np.isnan(last)])[-k]
-    last[1000::997] = kth                       # ties at the last row's k-th value
+    last[200::197 if V < 5000 else 997] = kth   # ties at the last row's k-th value
     hist = rng.integers(0, V, (rows, 8))
     for row in range(rows):                     # the penalty (where on) hits the row's top
         hist[row, :3] = np.argsort(np.nan_to_num(lg[row], nan=-np.inf))[-3:]

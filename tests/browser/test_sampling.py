@@ -186,10 +186,15 @@ for ci, (t, k, p) in enumerate({cases}):
         b.submit()
 # a recorded graph: penalty + sample, replayed for 3 steps, then step 1 again
 out = Tensor(dev, ({rows},), 'u32')
+asked = []
+plain_pipeline = dev.pipeline
+dev.pipeline = lambda s, e, c=None: (asked.append(e), plain_pipeline(s, e, c))[1]
 S.sample(b, T['lg'], ctl, temperature=0.8, top_k=50, top_p=0.9, repetition_penalty=1.2,
          history=T['hist'], seed=11, out=out)
+del dev.pipeline
 rec = b.record()
 info['recorded_dispatches'] = rec.dispatch_count
+info['entries'] = asked
 for j, step in enumerate((0, 1, 2, 1)):
     S.set_control(dev, ctl, step)
     rec.replay()
@@ -204,6 +209,7 @@ for j, step in enumerate((0, 1, 2, 1)):
                 assert keep[r][d[r]]
         assert len({tuple(d) for d in draws}) > 1
     assert info["recorded_dispatches"] == 2    # the candidates (with the penalty), the draw
+    assert info["entries"] == ["sampling_candidates", "sampling_sample"]   # and no penalty pass
     pen = lg.astype(np.float64).copy()
     pen[:, :10] = np.where(pen[:, :10] < 0, pen[:, :10] * 1.2, pen[:, :10] / 1.2)
     rep = {k: ids(v) for k, v in o.items() if k.startswith("r")}

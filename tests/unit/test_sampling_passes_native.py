@@ -18,7 +18,8 @@ def test_kept_lists_draw_what_the_whole_row_draws(engine, kw, V, rows):
     check_kept_lists(engine, kw, V, rows)
 
 
-@pytest.mark.parametrize("kw", SPREAD_SETTINGS, ids=lambda kw: f"k{kw['top_k']}")
+@pytest.mark.parametrize("kw", SPREAD_SETTINGS, ids=lambda kw: f"k{kw['top_k']}" +
+                         ("-pen" if kw.get("repetition_penalty", 1.0) != 1.0 else ""))
 @pytest.mark.parametrize("V,rows", [(1000, 2), (5000, 2), (50280, 1)])   # 32 and 128 threads
 def test_spread_candidates_draw_what_the_whole_row_draws(engine, kw, V, rows):
     """Top-k spread over the GPU (sampling_candidates: each slice's values at or above its

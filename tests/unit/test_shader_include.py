@@ -254,6 +254,9 @@ def _record_ops(batch):
     sampling.sample(batch, t(2, 50), sampling.make_control(dev, 2), repetition_penalty=1.2,
                     history=t(2, 4, dtype="u32"), top_k=5, top_p=0.9)
     sampling.sample(batch, t(2, 50), greedy=True)
+    # top-k spread over slices of the row (sampling_candidates, penalising them itself)
+    sampling.sample(batch, t(2, 600), sampling.make_control(dev, 2), repetition_penalty=1.2,
+                    history=t(2, 4, dtype="u32"), top_k=5, top_p=0.9)
 
 
 def _record_matvec(batch):
