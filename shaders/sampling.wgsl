@@ -55,7 +55,7 @@
 override WG: u32 = 128u;    // threads per row (a pipeline constant: 32 for small V, 128 above)
 override KEEP_LISTS: bool = true;   // sampling_sample's kept lists (KEPT below); false: tests
 override PROBE: bool = false;       // tests: sampling_sample writes (lists used, candidates
-                                    // used) at cand[probe_at(row)]
+                                    // used) at cand[row], with SPREAD after the slices' counts
 override SPREAD: bool = false;      // sampling_sample reads sampling_candidates' candidates
 override KC: u32 = 48u;             // candidate slots a slice (>= top_k + ties; host's rule)
 override PENALISE: bool = false;    // sampling_candidates applies the repetition penalty itself
@@ -109,12 +109,13 @@ fn put_id(row: u32, lid: u32, tok: u32) {
 }
 
 var<workgroup> bins: array<atomic<u32>, 256>;
-var<workgroup> part: array<f32, 16 * WG>;    // 16 bins x WG threads (top-p), or WG values
+var<workgroup> part: array<f32, 16 * WG>;    // 16 bins x WG threads (top-p), WG values, or
+                                            // a slice's 8 WG penalised logits (PENALISE)
 var<workgroup> part_i: array<u32, WG>;
 var<workgroup> sel: array<u32, 2>;          // chosen digit, remaining count
 var<workgroup> self_f: array<f32, 2>;       // above mass / Z
-var<workgroup> kept_over: atomic<u32>;      // a thread kept more than KEPT values (PASS_KEEP)
-var<workgroup> kept_all: u32;               // ... as thread 0 read it after the pass
+var<workgroup> kept_over: atomic<u32>;      // some thread flagged (flag_clear / flag_any): a
+var<workgroup> kept_all: u32;               // kept list overflowed, or a slice did not fit
 
 fn has(f: u32) -> bool { return (p.flags & f) != 0u; }
 
@@ -161,19 +162,17 @@ fn pcg(v: u32) -> u32 {
   return (word >> 22u) ^ word;
 }
 
-// Argmax over WG (value, index) pairs in `part` / `part_i`, lowest index on ties. Thread 0.
-fn argmax_shared() -> u32 {
-  var best = part[0];
-  var bi = part_i[0];
-  for (var k = 1u; k < WG; k++) {
-    let v = part[k];
-    let i = part_i[k];
-    if (i != 0xFFFFFFFFu && (bi == 0xFFFFFFFFu || v > best || (v == best && i < bi))) {
-      best = v;
-      bi = i;
-    }
-  }
-  return bi;
+// Whether any thread of the workgroup flagged something (kept_over): flag_clear, then threads
+// atomicStore(&kept_over, 1u), then flag_any. Uniform control flow; flag_any's answer is uniform.
+fn flag_clear(lid: u32) {
+  if (lid == 0u) { atomicStore(&kept_over, 0u); }
+  workgroupBarrier();
+}
+
+fn flag_any(lid: u32) -> bool {
+  workgroupBarrier();
+  if (lid == 0u) { kept_all = atomicLoad(&kept_over); }
+  return workgroupUniformLoad(&kept_all) != 0u;
 }
 
 // -- the passes of sampling_sample over a row's x = logit * (1 / temperature) ---------------
@@ -294,6 +293,8 @@ fn sweep(row: u32, lid: u32, kind: u32) {
 const SLICE_VALUES = 8u;    // values a thread of a slice: SLICE = 8 WG
 
 fn cand_at(row: u32, i: u32) -> vec2<u32> { return cand[row * p._p0 * KC + i]; }
+// Where the slices' counts start in `cand`: after every row's SP * KC slots (SP = Params._p0).
+fn counts_at() -> u32 { return p.rows * p._p0 * KC; }
 
 fn sweep_cand(row: u32, lid: u32, kind: u32) {
   let n = p._p0 * KC;
@@ -402,7 +403,6 @@ fn part_tree(lid: u32, sum: bool) {
 // grid (SP, rows): slice wid.x of row wid.y, values v = slice * SLICE + lid + j WG (j < 8).
 @compute @workgroup_size(WG)
 fn sampling_candidates(@builtin(workgroup_id) wid: vec3<u32>,
-                       @builtin(num_workgroups) nwg: vec3<u32>,
                        @builtin(local_invocation_index) lid: u32) {
   let row = wid.y;
   let base = wid.x * SLICE_VALUES * WG + lid;
@@ -450,9 +450,8 @@ fn sampling_candidates(@builtin(workgroup_id) wid: vec3<u32>,
   suffix_sums(lid);
   let total = workgroupUniformLoad(&part_i[0]);
   var at = total - part_i[lid];              // slots taken by threads before this one
-  let slot0 = (row * nwg.x + wid.x) * KC;
-  let counts = nwg.y * nwg.x * KC;           // the slices' counts follow every row's slots
-  if (lid == 0u) { cand[counts + row * nwg.x + wid.x] = vec2<u32>(total, 0u); }
+  let slot0 = (row * p._p0 + wid.x) * KC;
+  if (lid == 0u) { cand[counts_at() + row * p._p0 + wid.x] = vec2<u32>(total, 0u); }
   if (total > KC) { return; }                // ties past the slots: the row is walked whole
   for (var j = 0u; j < SLICE_VALUES; j++) {
     if (ok[j] && ks[j] >= tau) {
@@ -465,39 +464,16 @@ fn sampling_candidates(@builtin(workgroup_id) wid: vec3<u32>,
 
 // Whether every slice of the row fit its KC slots (sampling_candidates' counts). Uniform.
 fn slices_fit(row: u32, lid: u32) -> bool {
-  let sp = p._p0;
-  let counts = p.rows * sp * KC;
-  if (lid == 0u) { atomicStore(&kept_over, 0u); }
-  workgroupBarrier();
-  for (var s = lid; s < sp; s += WG) {
-    if (cand[counts + row * sp + s].x > KC) { atomicStore(&kept_over, 1u); }
+  flag_clear(lid);
+  for (var s = lid; s < p._p0; s += WG) {
+    if (cand[counts_at() + row * p._p0 + s].x > KC) { atomicStore(&kept_over, 1u); }
   }
-  workgroupBarrier();
-  if (lid == 0u) { kept_all = atomicLoad(&kept_over); }
-  return workgroupUniformLoad(&kept_all) == 0u;
+  return !flag_any(lid);
 }
 
 @compute @workgroup_size(WG)
 fn sampling_sample(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let row = wid.x;            // one workgroup per row: uniform
-  let V = p.V;
-
-  // -- greedy: argmax of the (penalised) logits ------------------------------------------
-  if (has(GREEDY)) {
-    var best = 0.0;
-    var bi = 0xFFFFFFFFu;
-    for (var v = lid; v < V; v += WG) {
-      let x = logit(row, v);
-      if (!is_nan(x) && (bi == 0xFFFFFFFFu || x > best)) { best = x; bi = v; }
-    }
-    part[lid] = best;
-    part_i[lid] = bi;
-    workgroupBarrier();
-    var tok = 0u;
-    if (lid == 0u) { tok = argmax_shared(); }
-    put_id(row, lid, tok);
-    return;
-  }
+  let row = wid.x;            // one workgroup per row: uniform (a draw: greedy is _greedy's)
 
   // -- max of x ----------------------------------------------------------------------------
   use_kept = false;
@@ -533,14 +509,11 @@ fn sampling_sample(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
     }
     tau = prefix;
     if (KEEP_LISTS) {   // the values at or above the threshold into each thread's list (KEPT)
-      if (lid == 0u) { atomicStore(&kept_over, 0u); }
-      workgroupBarrier();
+      flag_clear(lid);
       kept_n = 0u;
       pv_tau = tau;
       sweep(row, lid, PASS_KEEP);
-      workgroupBarrier();
-      if (lid == 0u) { kept_all = atomicLoad(&kept_over); }
-      use_kept = workgroupUniformLoad(&kept_all) == 0u;
+      use_kept = !flag_any(lid);
     }
   }
 
@@ -606,7 +579,7 @@ fn sampling_sample(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
   storageBarrier();          // every thread has read ctl[0] (k1) before lid 0 moves it
   if (PROBE && lid == 0u) {
     var at = row;                            // after the candidates and the slices' counts
-    if (SPREAD) { at = p.rows * p._p0 * (KC + 1u) + row; }
+    if (SPREAD) { at = counts_at() + p.rows * p._p0 + row; }
     cand[at] = vec2<u32>(select(0u, 1u, use_kept), select(0u, 1u, use_cand));
   }
   put_id(row, lid, part_i[0]);

@@ -85,15 +85,15 @@ def fold_cases():
         yield f"decode counters in the sampler two rows {mode}", \
             (lambda e, mode=mode: check_rows(e, mode))
     from tests.browser.sampling_passes_cases import (SETTINGS, SPREAD_SETTINGS,
-                                                     check_kept_lists, check_spread)
+                                                     check_kept_lists, check_spread,
+                                                     setting_name)
     for kw in SETTINGS:
         for V, rows in ((5000, 2), (50280, 1), (152064, 1)):
             yield f"sampling kept lists k{kw['top_k']} V{V} rows{rows}", \
                 (lambda e, kw=kw, V=V, rows=rows: check_kept_lists(e, kw, V, rows))
     for kw in SPREAD_SETTINGS:
         for V, rows in ((5000, 2), (50280, 1), (152064, 1)):
-            pen = "-pen" if kw.get("repetition_penalty", 1.0) != 1.0 else ""
-            yield f"sampling spread k{kw['top_k']}{pen} V{V} rows{rows}", \
+            yield f"sampling spread {setting_name(kw)} V{V} rows{rows}", \
                 (lambda e, kw=kw, V=V, rows=rows: check_spread(e, kw, V, rows))
 
 

@@ -15,9 +15,10 @@ largest probabilities whose mass reaches p; the top token is always kept) -> a d
 renormalised softmax. The draw is Gumbel-max with a counter-based hash of (seed, step, row, v):
 the same seed and step give the same ids on any run.
 
-Dispatches per call: 1 (+1 and a buffer copy with a repetition penalty; greedy takes 2; a draw
-with top-k up to SPREAD_MAX_K takes 2: each slice of the row's candidates, then the draw over
-them, `spread_slots`). With `then_advance` the decode's counters move in the last of them
+Dispatches per call: greedy 2 (+1 and a buffer copy with a repetition penalty); a draw 1 (+1
+and a copy with a penalty), or -- top-k up to SPREAD_MAX_K over at least two slices of the row,
+`spread_slots` -- 2: each slice's candidates (penalised there, no copy), then the draw over
+them. With `then_advance` the decode's counters move in the last of them
 (decode_control.wgsl's work: one dispatch fewer a decoded token), or in a dispatch of their own
 where they cannot (several rows drawn at random: `fold_control`). V up to the binding limit
 works (top-k/top-p are radix selections, not sorts: at most 15 passes over what one 128-thread
@@ -114,9 +115,14 @@ def sample(batch, logits, ctl=None, *, temperature=1.0, top_k=0, top_p=1.0,
         cache = dev.__dict__.setdefault("_sampling_ctl", {})   # step 0, no history; reused
         ctl = cache.get(rows) or cache.setdefault(rows, make_control(dev, rows))
     greedy = greedy or temperature <= 0
-    if not repetition_penalty > 0:
-        raise ValueError(f"repetition_penalty must be above 0 (1 means none), got "
+    if not repetition_penalty >= 1e-30:
+        raise ValueError(f"repetition_penalty must be at least 1e-30 (1 means none), got "
                          f"{repetition_penalty!r}")
+    if not greedy and not temperature >= 1e-30:
+        raise ValueError(f"temperature {temperature!r} is too small to sample with: use 0 for "
+                         "greedy decoding")
+    if wg is not None and wg not in (32, 64, 128, 256):
+        raise ValueError(f"wg (threads a row) must be 32, 64, 128 or 256, got {wg!r}")
     penalised = repetition_penalty != 1.0 and history is not None
     flags = (GREEDY if greedy else 0) | (PENALISED if penalised else 0)
     if not greedy and 0 < top_k < V:
@@ -218,7 +224,7 @@ def _greedy(batch, u, lb, scratch, out, rows, V, H, loff, lstr, flags, wg, tail,
               [u, lb, None, None, sb, None, cand.binding], gp, rows,
               constants={"WG": wg})
     u2 = dev.uniform(params(V, rows, flags, 0, 1.0, 1.0, 1.0, 0, H, loff, lstr, gp,
-                            npos, ring_len, 0, 0))
+                            npos, ring_len, 1.0, 1.0))
     batch.run("sampling", "sampling_greedy_final",
               [u2, None, tail["ctl"], tail["hist"], None, out.binding, cand.binding,
                tail["pos"], tail["ring"]], rows,

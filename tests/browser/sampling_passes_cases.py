@@ -103,6 +103,11 @@ SPREAD_SETTINGS = SETTINGS + [
 ]
 
 
+def setting_name(kw):
+    """A spread setting's name in test ids and device-check names: k, and -pen with a penalty."""
+    return f"k{kw['top_k']}" + ("-pen" if kw.get("repetition_penalty", 1.0) != 1.0 else "")
+
+
 def check_spread(engine, kw, V, rows):
     """Eight draws with top-k spread over the GPU (sampling_candidates, then sampling_sample
     over the candidates: py_engine/ops/sampling.spread_slots) and with sampling_sample alone

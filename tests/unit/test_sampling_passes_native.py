@@ -8,7 +8,7 @@ at a time in both forms, visited in the same order as one at a time (the same su
 import pytest
 
 from tests.browser.sampling_passes_cases import (SETTINGS, SPREAD_SETTINGS, check_kept_lists,
-                                               check_spread)
+                                               check_spread, setting_name)
 from tests.native_support import engine, native as pytestmark  # noqa: F401
 
 
@@ -19,8 +19,7 @@ def test_kept_lists_draw_what_the_whole_row_draws(engine, kw, V, rows):
 
 
 # every spread setting at every shape where its k is a top-k (k = 2,000 is past V = 1,000)
-SPREAD_CASES = [pytest.param(kw, V, rows, id=f"{V}-{rows}-k{kw['top_k']}" +
-                             ("-pen" if kw.get("repetition_penalty", 1.0) != 1.0 else ""))
+SPREAD_CASES = [pytest.param(kw, V, rows, id=f"{V}-{rows}-{setting_name(kw)}")
                 for V, rows in [(1000, 2), (5000, 2), (50280, 1)]     # 32 and 128 threads
                 for kw in SPREAD_SETTINGS if kw["top_k"] < V]
 
