@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One call on a lent GPU machine (no network): correctness first, then the decode benches with
 # the kernel choices side by side, native (wgpu-py) and, with --dawn, Chrome's WebGPU (Dawn).
-# Carried from this machine (git-ignored): .gl/*.deb (libvulkan1, libglvnd0, libegl1, libgl1,
+# Carried from this machine (git-ignored; bash tools/device/carry.sh makes all of it): .gl/*.deb (libvulkan1, libglvnd0, libegl1, libgl1,
 # libglx0, libopengl0, libgles2 from Debian), .whl/*.whl (wgpu-py and the server's wheels), and
 # for --dawn .whl_dawn/*.whl (the server's wheels) and .dawn/bundle.tar.xz (tools/dawn/bundle.sh).
 # A Dawn call's working tree plus carry must stay under 64 MiB: leave models/default's weights
@@ -70,7 +70,7 @@ if [ "${1:-}" = "--dawn" ]; then
   stamp $? >> "$OUT/bench_dawn2.err"
   exit 0
 fi
-python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
+python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl .whl_dawn/*.whl
 export PYTHONPATH=/tmp/site:$PWD
 timeout 100 python3 -m tools.device_checks --engine native > "$OUT/checks.txt" 2>&1
 stamp $? >> "$OUT/checks.txt"
