@@ -30,9 +30,9 @@
 //          summed in a fixed order (no float atomics: deterministic); finds the largest key
 //          kappa with mass(key >= kappa) >= p * Z.
 // Entry points:
-//   sampling_penalty  one thread per (row, history slot): scratch[tok] = penalised logits[tok]
-//                     (scratch holds a copy of the logits, made by a buffer copy before it;
-//                     with SPREAD sampling_candidates does both itself: PENALISE)
+//   (the repetition penalty: penalise_slice, by whichever kernel first reads a slice of the
+//   row -- sampling_candidates, sampling_greedy_part, or sampling_penalise, which writes the
+//   penalised row to scratch for a draw that walks it in one workgroup)
 //   sampling_sample   one 128-thread workgroup per row; passes over V: 1 (max) + 4 (top-k)
 //                     + 1 (Z) + 8 (top-p) + 1 (draw) at most; with top-k, 1 (max) + 4
 //                     + 1 (each thread keeps its values at or above the threshold), the
@@ -42,7 +42,7 @@
 //                     then walks those candidates instead of the row (below, at SPREAD).
 //   sampling_greedy_part, sampling_greedy_final
 //                     greedy in two dispatches: GP workgroups per row each take the argmax of
-//                     a strided share of the row, then one workgroup per row picks among those
+//                     their slices of the row, then one workgroup per row picks among those
 //                     GP candidates. One workgroup scanning a 50k vocabulary took 130-220 us
 //                     per token on an H200 (tools/profile_kernels.py), as long as a 1.4b
 //                     layer's weights; spread over the GPU it is two short dispatches.
@@ -58,7 +58,7 @@ override PROBE: bool = false;       // tests: sampling_sample writes (lists used
                                     // used) at cand[row], with SPREAD after the slices' counts
 override SPREAD: bool = false;      // sampling_sample reads sampling_candidates' candidates
 override KC: u32 = 48u;             // candidate slots a slice (>= top_k + ties; host's rule)
-override PENALISE: bool = false;    // sampling_candidates applies the repetition penalty itself
+override PENALISE: bool = false;    // sampling_candidates / _greedy_part penalise their slices
 const GREEDY = 1u;
 const PENALISED = 2u;   // read the penalised scratch copy instead of the logits
 const TOP_K = 4u;
@@ -121,19 +121,9 @@ fn has(f: u32) -> bool { return (p.flags & f) != 0u; }
 
 // ------------------------------------------------------------------------------------------
 
-@compute @workgroup_size(64)
-fn sampling_penalty(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let j = gid.x;
-  let row = gid.y;
-  if (row >= p.rows || j >= p.hist_cap || j >= ctl[1u + row]) { return; }
-  let tok = hist[row * p.hist_cap + j];
-  if (tok >= p.V) { return; }
-  scratch[row * p.V + tok] = penalised(logits[p.l_off + row * p.l_str + tok]);
-}
-
 // HF's repetition penalty, l < 0 ? l * pen : l / pen -- the division as a product with the
-// reciprocal rounded on the host (Params.inv_pen), so sampling_penalty and
-// sampling_candidates (PENALISE) give the same bits (see inv_temp above).
+// reciprocal rounded on the host (Params.inv_pen): one rounding for every kernel that
+// penalises (penalise_slice below; see inv_temp above).
 fn penalised(l: f32) -> f32 { return select(l * p.inv_pen, l * p.penalty, l < 0.0); }
 
 // ------------------------------------------------------------------------------------------
@@ -290,7 +280,9 @@ fn sweep(row: u32, lid: u32, kind: u32) {
 // in the candidates' order (the order is fixed: the same seed and step give the same ids). A
 // slice with more than KC (ties) records that and the row is walked whole, as without SPREAD.
 
-const SLICE_VALUES = 8u;    // values a thread of a slice: SLICE = 8 WG
+// Values a thread of a slice (SLICE = 8 WG): a whole kept list (KEPT), which sampling_candidates'
+// threshold passes walk.
+const SLICE_VALUES = KEPT;
 
 fn cand_at(row: u32, i: u32) -> vec2<u32> { return cand[row * p._p0 * KC + i]; }
 // Where the slices' counts start in `cand`: after every row's SP * KC slots (SP = Params._p0).
@@ -331,12 +323,15 @@ fn suffix_sums(lid: u32) {
   workgroupBarrier();
 }
 
-// PENALISE: the slice of the logits (from `s0`) with the repetition penalty applied, into
-// part[0..SLICE) and into the row's scratch copy (which sampling_sample's whole-row walk reads
-// when a slice overflows) -- what the buffer copy and sampling_penalty did, two commands a
-// token fewer. Every thread walks its share of the row's history and penalises the tokens that
-// fall in the slice (a repeated token is written again with the same value). Uniform.
-fn penalise_slice(row: u32, s0: u32, lid: u32) {
+// The repetition penalty, applied where a slice of the row is first read: slice s0 .. s0 + SLICE
+// of the logits with every history token's logit penalised, into part[0..SLICE) -- and with
+// `copy` into the row's scratch, which the one-workgroup draw reads (PENALISED) when it walks
+// the whole row. The one mechanism for every path: sampling_candidates and sampling_greedy_part
+// call it on their own slices (PENALISE), sampling_penalise on every slice for a draw without
+// candidates; no buffer copy of the logits, no dispatch of its own beside them. Every thread
+// walks its share of the row's history and penalises the tokens that fall in the slice (a
+// repeated token is written again with the same value). Uniform control flow.
+fn penalise_slice(row: u32, s0: u32, lid: u32, copy: bool) {
   for (var j = 0u; j < SLICE_VALUES; j++) {
     let v = min(s0 + lid + j * WG, p.V - 1u);
     part[lid + j * WG] = logits[p.l_off + row * p.l_str + v];
@@ -350,10 +345,19 @@ fn penalise_slice(row: u32, s0: u32, lid: u32) {
     }
   }
   workgroupBarrier();
+  if (!copy) { return; }
   for (var j = 0u; j < SLICE_VALUES; j++) {
     let v = s0 + lid + j * WG;
     if (v < p.V) { scratch[row * p.V + v] = part[lid + j * WG]; }
   }
+}
+
+// grid (SP, rows): slice wid.x of row wid.y penalised into the row's scratch, for a draw that
+// walks the row in one workgroup (top-p alone, or top-k past the host's SPREAD_MAX_K).
+@compute @workgroup_size(WG)
+fn sampling_penalise(@builtin(workgroup_id) wid: vec3<u32>,
+                     @builtin(local_invocation_index) lid: u32) {
+  penalise_slice(wid.y, wid.x * SLICE_VALUES * WG, lid, true);
 }
 
 // The bin of `bins` (the keys' digit) that holds the key of rank `remaining` (1: the largest),
@@ -387,6 +391,33 @@ fn digit_at_rank(lid: u32, remaining: u32) -> u32 {
   return d;
 }
 
+// The k-th largest key of what sweep(PASS_TOPK) visits (the row, the candidates, or the
+// thread's kept list), by four passes of 8-bit digits (radix selection, integer counts: the same
+// answer in any order); 0 -- keep everything -- when there are fewer than k (NaN is not
+// counted: visit). Fewer than k can only show in the first pass, as a digit found holds at
+// least the rank left for the next passes. Uniform control flow (d is workgroup-uniform).
+fn topk_threshold(row: u32, lid: u32) -> u32 {
+  var prefix = 0u;
+  var mask = 0u;
+  var remaining = p.top_k;
+  for (var ps = 0u; ps < 4u; ps++) {
+    let shift = 24u - 8u * ps;
+    for (var k = lid; k < 256u; k += WG) { atomicStore(&bins[k], 0u); }
+    workgroupBarrier();
+    pv_shift = shift;
+    pv_mask = mask;
+    pv_prefix = prefix;
+    sweep(row, lid, PASS_TOPK);
+    workgroupBarrier();
+    let d = digit_at_rank(lid, remaining);
+    if (d == NONE) { return 0u; }
+    prefix |= d << shift;
+    remaining = rank_left;
+    mask |= 255u << shift;
+  }
+  return prefix;
+}
+
 // The sum (SUM) or the max of part[0..WG) into part[0], pairs in a fixed order (the same
 // value for the same inputs on every run). Starts and ends with a barrier; uniform.
 const SUM = true;
@@ -400,51 +431,31 @@ fn part_tree(lid: u32, sum: bool) {
   workgroupBarrier();
 }
 
+// Whether value j of the thread's kept list counts at threshold tau: in the row, not a NaN.
+fn kept_from(j: u32, tau: u32) -> bool {
+  return kept_v[j] < p.V && !is_nan(kept_x[j]) && key_of(kept_x[j]) >= tau;
+}
+
 // grid (SP, rows): slice wid.x of row wid.y, values v = slice * SLICE + lid + j WG (j < 8).
 @compute @workgroup_size(WG)
 fn sampling_candidates(@builtin(workgroup_id) wid: vec3<u32>,
                        @builtin(local_invocation_index) lid: u32) {
   let row = wid.y;
-  let base = wid.x * SLICE_VALUES * WG + lid;
-  var xs: array<f32, 8>;
-  if (PENALISE) {
-    penalise_slice(row, wid.x * SLICE_VALUES * WG, lid);
-    for (var j = 0u; j < SLICE_VALUES; j++) { xs[j] = part[lid + j * WG] * p.inv_temp; }
-  } else {
-    for (var j = 0u; j < SLICE_VALUES; j++) { xs[j] = xv(row, base + j * WG); }
-  }
-  var ks: array<u32, 8>;
-  var ok: array<bool, 8>;
+  let s0 = wid.x * SLICE_VALUES * WG;
+  if (PENALISE) { penalise_slice(row, s0, lid, true); }
+  // the thread's values of the slice as its kept list: the threshold's passes walk it (sweep)
   for (var j = 0u; j < SLICE_VALUES; j++) {
-    ok[j] = base + j * WG < p.V && !is_nan(xs[j]);      // in the row and not a NaN
-    ks[j] = key_of(xs[j]);
+    let v = s0 + lid + j * WG;               // past the row: visit and kept_from skip it
+    if (PENALISE) { kept_x[j] = part[lid + j * WG] * p.inv_temp; } else { kept_x[j] = xv(row, v); }
+    kept_v[j] = v;
   }
-  // the slice's k-th largest key, 8 bits a pass (as sampling_sample's top-k)
-  var prefix = 0u;
-  var mask = 0u;
-  var remaining = p.top_k;
-  var found = true;
-  for (var ps = 0u; ps < 4u; ps++) {
-    let shift = 24u - 8u * ps;
-    for (var k = lid; k < 256u; k += WG) { atomicStore(&bins[k], 0u); }
-    workgroupBarrier();
-    for (var j = 0u; j < SLICE_VALUES; j++) {
-      if (ok[j] && (ks[j] & mask) == prefix) { atomicAdd(&bins[(ks[j] >> shift) & 255u], 1u); }
-    }
-    workgroupBarrier();
-    let d = digit_at_rank(lid, remaining);
-    if (d == NONE) {                         // fewer than k values: every one is a candidate
-      found = false;
-      break;
-    }
-    prefix |= d << shift;
-    remaining = rank_left;
-    mask |= 255u << shift;
-  }
-  let tau = select(0u, prefix, found);
+  kept_n = SLICE_VALUES;
+  use_kept = true;
+  use_cand = false;
+  let tau = topk_threshold(row, lid);        // the slice's k-th largest (0: fewer than k)
   // every value at or above tau, in visiting order: each thread's count, their prefix sums
   var mine = 0u;
-  for (var j = 0u; j < SLICE_VALUES; j++) { if (ok[j] && ks[j] >= tau) { mine += 1u; } }
+  for (var j = 0u; j < SLICE_VALUES; j++) { if (kept_from(j, tau)) { mine += 1u; } }
   workgroupBarrier();
   part_i[lid] = mine;
   suffix_sums(lid);
@@ -454,8 +465,8 @@ fn sampling_candidates(@builtin(workgroup_id) wid: vec3<u32>,
   if (lid == 0u) { cand[counts_at() + row * p._p0 + wid.x] = vec2<u32>(total, 0u); }
   if (total > KC) { return; }                // ties past the slots: the row is walked whole
   for (var j = 0u; j < SLICE_VALUES; j++) {
-    if (ok[j] && ks[j] >= tau) {
-      cand[slot0 + at] = vec2<u32>(bitcast<u32>(xs[j]), base + j * WG);
+    if (kept_from(j, tau)) {
+      cand[slot0 + at] = vec2<u32>(bitcast<u32>(kept_x[j]), kept_v[j]);
       at += 1u;
     }
   }
@@ -489,25 +500,7 @@ fn sampling_sample(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
   // -- top-k threshold: the k-th largest key -----------------------------------------------
   var tau = 0u;
   if (has(TOP_K)) {
-    var prefix = 0u;
-    var mask = 0u;
-    var remaining = p.top_k;
-    for (var ps = 0u; ps < 4u; ps++) {
-      let shift = 24u - 8u * ps;
-      for (var k = lid; k < 256u; k += WG) { atomicStore(&bins[k], 0u); }
-      workgroupBarrier();
-      pv_shift = shift;
-      pv_mask = mask;
-      pv_prefix = prefix;
-      sweep(row, lid, PASS_TOPK);
-      workgroupBarrier();
-      var d = digit_at_rank(lid, remaining);
-      if (d == NONE) { d = 0u; }           // fewer keys than k (NaN logits): bin 0, as ever
-      prefix |= d << shift;
-      remaining = rank_left;
-      mask |= 255u << shift;
-    }
-    tau = prefix;
+    tau = topk_threshold(row, lid);
     if (KEEP_LISTS) {   // the values at or above the threshold into each thread's list (KEPT)
       flag_clear(lid);
       kept_n = 0u;
@@ -608,18 +601,26 @@ fn argmax_tree(lid: u32) {
   }
 }
 
-// grid (GP, rows): workgroup g of row `row` scans v = g*WG + lid, stepping GP*WG (coalesced).
+// grid (GP, rows): workgroup g of row `row` takes slices g, g + GP, ... of SLICE = 8 WG values
+// (thread lid: s0 + lid + j WG, coalesced), penalised there with PENALISE, and their argmax.
 @compute @workgroup_size(WG)
 fn sampling_greedy_part(@builtin(workgroup_id) wid: vec3<u32>,
                         @builtin(num_workgroups) nwg: vec3<u32>,
                         @builtin(local_invocation_index) lid: u32) {
   let row = wid.y;
   let GP = nwg.x;
+  let S = SLICE_VALUES * WG;
   var best = 0.0;
   var bi = NONE;
-  for (var v = wid.x * WG + lid; v < p.V; v += GP * WG) {
-    let x = logit(row, v);
-    if (!is_nan(x) && (bi == NONE || x > best)) { best = x; bi = v; }
+  for (var s0 = wid.x * S; s0 < p.V; s0 += GP * S) {     // uniform: barriers with PENALISE
+    if (PENALISE) { penalise_slice(row, s0, lid, false); }
+    for (var j = 0u; j < SLICE_VALUES; j++) {
+      let v = s0 + lid + j * WG;
+      var x: f32;
+      if (PENALISE) { x = part[lid + j * WG]; } else { x = logit(row, min(v, p.V - 1u)); }
+      if (v < p.V && !is_nan(x) && (bi == NONE || x > best)) { best = x; bi = v; }
+    }
+    if (PENALISE) { workgroupBarrier(); }   // the slice read before the next one's writes
   }
   part[lid] = best;
   part_i[lid] = bi;

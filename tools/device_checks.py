@@ -85,8 +85,8 @@ def fold_cases():
         yield f"decode counters in the sampler two rows {mode}", \
             (lambda e, mode=mode: check_rows(e, mode))
     from tests.browser.sampling_passes_cases import (SETTINGS, SPREAD_SETTINGS,
-                                                     check_kept_lists, check_spread,
-                                                     setting_name)
+                                                     check_kept_lists, check_penalty,
+                                                     check_spread, setting_name)
     for kw in SETTINGS:
         for V, rows in ((5000, 2), (50280, 1), (152064, 1)):
             yield f"sampling kept lists k{kw['top_k']} V{V} rows{rows}", \
@@ -95,6 +95,9 @@ def fold_cases():
         for V, rows in ((5000, 2), (50280, 1), (152064, 1)):
             yield f"sampling spread {setting_name(kw)} V{V} rows{rows}", \
                 (lambda e, kw=kw, V=V, rows=rows: check_spread(e, kw, V, rows))
+    for V, rows in ((5000, 2), (50280, 1), (152064, 1), (300_000, 1)):
+        yield f"sampling penalty where read V{V} rows{rows}", \
+            (lambda e, V=V, rows=rows: check_penalty(e, V, rows))
 
 
 def staged_matvec_cases():

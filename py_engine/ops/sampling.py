@@ -15,10 +15,11 @@ largest probabilities whose mass reaches p; the top token is always kept) -> a d
 renormalised softmax. The draw is Gumbel-max with a counter-based hash of (seed, step, row, v):
 the same seed and step give the same ids on any run.
 
-Dispatches per call: greedy 2 (+1 and a buffer copy with a repetition penalty); a draw 1 (+1
-and a copy with a penalty), or -- top-k up to SPREAD_MAX_K over at least two slices of the row,
-`spread_slots` -- 2: each slice's candidates (penalised there, no copy), then the draw over
-them. With `then_advance` the decode's counters move in the last of them
+Dispatches per call: greedy 2 (its first penalises the slices it reads); a draw 1 (+1 with a
+repetition penalty: sampling_penalise writes the penalised row the draw walks), or -- top-k up
+to SPREAD_MAX_K over at least two slices of the row, `spread_slots` -- 2: each slice's
+candidates (penalised there), then the draw over them. The penalty is one function
+(penalise_slice) wherever the row is first read; no buffer copy of the logits. With `then_advance` the decode's counters move in the last of them
 (decode_control.wgsl's work: one dispatch fewer a decoded token), or in a dispatch of their own
 where they cannot (several rows drawn at random: `fold_control`). V up to the binding limit
 works (top-k/top-p are radix selections, not sorts: at most 15 passes over what one 128-thread
@@ -28,7 +29,7 @@ import struct
 
 from py_engine.gpu.tensor import Tensor
 from py_engine.ops._common import params
-from py_engine.ops.conv1d import Cols, rw_dummy, view
+from py_engine.ops.conv1d import rw_dummy, view
 
 GREEDY, PENALISED, TOP_K, TOP_P = 1, 2, 4, 8
 
@@ -90,8 +91,9 @@ def sample(batch, logits, ctl=None, *, temperature=1.0, top_k=0, top_p=1.0,
     """-> out [rows] u32 token ids (see the module doc). greedy (or temperature <= 0): argmax.
 
     ctl: control buffer from `make_control` (None: a shared one with step 0, no history).
-    scratch: [rows, V] f32 for the penalised copy (default: pooled, released after recording;
-    pass your own when the batch is recorded for replay, so the pool cannot hand it elsewhere).
+    scratch: [rows, V] f32 for the penalised row a draw walks (default: pooled, released after
+    recording; pass your own when the batch is recorded for replay, so the pool cannot hand it
+    elsewhere). Greedy needs none.
     wg: threads per row (default 32 for V <= 4096, else 128).
     then_advance: (history, pos) or (history, pos, ring) -- then `advance(batch, out, ctl,
     history, pos)`, folded into the sampler's last dispatch where fold_control allows (the same
@@ -160,24 +162,15 @@ def sample(batch, logits, ctl=None, *, temperature=1.0, top_k=0, top_p=1.0,
             "pos": adv_pos.binding if folded and adv_pos is not None else rw_dummy(dev, 3),
             "ring": ring.binding if ring_len else rw_dummy(dev, 4)}
     own = None
-    if penalised and kc:      # sampling_candidates copies and penalises the row (PENALISE)
-        if scratch is None:
-            own = scratch = Tensor(dev, (rows, V))
-    elif penalised:
-        if scratch is None:
-            own = scratch = Tensor(dev, (rows, V))
-        src = logits.tensor if isinstance(logits, Cols) else logits
-        if loff == 0 and lstr == V:
-            batch.copy(src.buffer, src.offset, scratch.buffer, scratch.offset, rows * V * 4)
-        else:
-            for r in range(rows):
-                batch.copy(src.buffer, src.offset + (loff + r * lstr) * 4, scratch.buffer,
-                           scratch.offset + r * V * 4, V * 4)
-        batch.run("sampling", "sampling_penalty",
-                  [u, lb, ctl.binding, history.binding, scratch.binding], -(-H // 64), rows)
+    if penalised and scratch is None and not greedy:   # the penalised row a fallback walks
+        own = scratch = Tensor(dev, (rows, V))
+    if penalised and not greedy and not kc:   # the draw walks the row: penalise it into scratch
+        batch.run("sampling", "sampling_penalise",
+                  [u, lb, ctl.binding, history.binding, scratch.binding], -(-V // (8 * wg)), rows,
+                  constants={"WG": wg})
     if greedy:
-        _greedy(batch, u, lb, scratch if penalised else None, out, rows, V, H, loff, lstr, flags,
-                wg, tail, npos, ring_len)
+        _greedy(batch, u, lb, ctl, history if penalised else None, out, rows, V, H, loff, lstr,
+                flags, wg, tail, npos, ring_len)
     else:
         sb = scratch.binding if penalised else rw_dummy(dev)
         cand = None
@@ -211,18 +204,21 @@ def sample(batch, logits, ctl=None, *, temperature=1.0, top_k=0, top_p=1.0,
 
 
 
-def _greedy(batch, u, lb, scratch, out, rows, V, H, loff, lstr, flags, wg, tail, npos,
+def _greedy(batch, u, lb, ctl, history, out, rows, V, H, loff, lstr, flags, wg, tail, npos,
             ring_len):
     """Argmax in two dispatches (shaders/sampling.wgsl sampling_greedy_part / _final): GP
-    workgroups per row, each scanning about 8 logits per thread, then one per row (which also
-    advances the counters with tail's ADVANCE)."""
+    workgroups per row, each taking slices of 8 * wg logits (penalised there from `history`
+    when given: PENALISE), then one per row (which also advances the counters with tail's
+    ADVANCE)."""
     dev = batch.device
     gp = max(1, min(256, -(-V // (8 * wg))))
     cand = Tensor(dev, (rows, gp, 2), "u32")
-    sb = scratch.binding if scratch is not None else rw_dummy(dev)
+    # bindings 2-4 are part of the layout (read with PENALISE; scratch never written here)
+    pen = [ctl.binding, history.binding if history is not None else rw_dummy(dev, 2),
+           rw_dummy(dev)]
     batch.run("sampling", "sampling_greedy_part",
-              [u, lb, None, None, sb, None, cand.binding], gp, rows,
-              constants={"WG": wg})
+              [u, lb] + pen + [None, cand.binding], gp, rows,
+              constants={"WG": wg, "PENALISE": int(history is not None)})
     u2 = dev.uniform(params(V, rows, flags, 0, 1.0, 1.0, 1.0, 0, H, loff, lstr, gp,
                             npos, ring_len, 1.0, 1.0))
     batch.run("sampling", "sampling_greedy_final",

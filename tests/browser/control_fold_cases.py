@@ -78,10 +78,9 @@ def check_streams(engine, folder, mode):
     assert fold["history"][:3] == [1, 2, 3] and fold["history"][-len(fold["c"]):] == fold["c"]
     assert fold["dpt"] == plain["dpt"] - 1, (plain["dpt"], fold["dpt"])
     # the counters put each id in the ring, in the sampler or in their own dispatch: a group's
-    # only copies are its rollback shadows (and, with a penalty, each step's copy of the logits
-    # it penalises) -- no copy of each step's id, which also ended the compute pass
-    per_step = plain["group"] if "repetition_penalty" in MODES[mode] else 0
-    assert fold["copies"] == plain["copies"] == fold["shadows"] + per_step
+    # only copies are its rollback shadows -- no copy of each step's id, which also ended the
+    # compute pass, and none of the logits with a penalty (penalised where they are read)
+    assert fold["copies"] == plain["copies"] == fold["shadows"]
 
 
 ROWS = """

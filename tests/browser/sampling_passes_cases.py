@@ -135,3 +135,55 @@ def check_spread(engine, kw, V, rows):
     assert all(step == want for step in r["used"]), (r["used"][0], want)
     assert all(step[-1] != 4 for step in r["rows"])         # a NaN logit is never drawn
     assert len({tuple(step) for step in r["rows"]}) > 1     # the draws move with the step
+
+
+PENALTY_RUN = """
+import struct
+import py_engine.ops.sampling as S
+from py_engine.gpu.tensor import Tensor
+rows, V = args['rows'], args['V']
+lg = Tensor.from_list(device, (rows, V), args['logits'])
+hist = Tensor.from_list(device, (rows, 8), args['hist'], 'u32')
+ctl = S.make_control(device, rows, step=0, counts=[8] * rows)
+ids = Tensor(device, (rows,), 'u32')
+scratch = Tensor(device, (rows, V))
+batch = device.batch()
+S.sample(batch, lg, ctl, out=ids, greedy=True, repetition_penalty=args['pen'], history=hist)
+S.sample(batch, lg, ctl, top_p=0.9, repetition_penalty=args['pen'], history=hist,
+         scratch=scratch)
+batch.submit()
+result = {'greedy': list(struct.unpack(f'<{rows}I', await ids.to_bytes())),
+          'row': list(struct.unpack(f'<{rows * V}f', await scratch.to_bytes()))}
+for t in (lg, hist, ctl, ids, scratch):
+    t.release()
+"""
+
+
+def check_penalty(engine, V, rows, pen=3.0):
+    """The repetition penalty where the row is first read (penalise_slice): greedy's slices
+    (sampling_greedy_part, several a workgroup past 256 slices) take the penalised argmax, and
+    the row a draw without top-k walks (sampling_penalise's scratch) is the logits with every
+    history token's penalised -- l * pen below 0, l * f32(1 / pen) above, as the kernels
+    compute HF's l / pen -- bit for bit. Each row's two largest logits are in its history and
+    its largest after the penalty is not, at its far end."""
+    rng = np.random.default_rng(V + rows)
+    lg = rng.uniform(-1, 1, (rows, V)).astype(np.float32)
+    hist = rng.integers(0, V, (rows, 8)).astype(np.uint32)
+    for r in range(rows):
+        hist[r, :2] = (V // 3 + r, V - 2 - r)
+        lg[r, hist[r, 0]], lg[r, hist[r, 1]] = 9.0, 8.0
+        lg[r, 7] = -5.0
+        hist[r, 2] = 7                          # a negative logit: times pen
+    lg[:, V - 1] = 3.5                          # above 9/3 = 3.0: the penalised argmax
+    r = engine.run(PENALTY_RUN, rows=rows, V=V, pen=pen,
+                   logits=[float(x) for x in lg.ravel()],
+                   hist=[int(i) for i in hist.ravel()])
+    inv = np.float32(1.0) / np.float32(pen)
+    ref = lg.copy()
+    for i in range(rows):
+        for t in set(hist[i].tolist()):
+            v = lg[i, t]
+            ref[i, t] = v * np.float32(pen) if v < 0 else v * inv
+    got = np.array(r["row"], np.float32).reshape(rows, V)
+    assert np.array_equal(got, ref), np.argwhere(got != ref)[:5]
+    assert r["greedy"] == ref.argmax(1).tolist() == [V - 1] * rows

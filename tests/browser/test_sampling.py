@@ -72,6 +72,8 @@ outs['ids'] = out
 
 
 def test_repetition_penalty_matches_hf(engine):
+    """The penalised row (sampling_penalise's scratch, which a draw without top-k walks) is
+    HF's, and greedy -- penalising the slices it reads itself -- takes its argmax."""
     rows, V, H = 2, 50, 12
     lg = rng.standard_normal((rows, V)).astype(np.float32) * 3
     hist = rng.integers(0, V, (rows, H)).astype(np.uint32)
@@ -80,9 +82,12 @@ def test_repetition_penalty_matches_hf(engine):
     pen = 1.3
     code = f"""
 ctl = S.make_control(dev, {rows}, step=0, counts={counts})
+g = S.sample(b, T['lg'], ctl, greedy=True, repetition_penalty={pen}, history=T['hist'])
+info['greedy_dispatches'] = b.dispatch_count
 scratch = Tensor(dev, ({rows}, {V}))
-g = S.sample(b, T['lg'], ctl, greedy=True, repetition_penalty={pen}, history=T['hist'], scratch=scratch)
-info['dispatches'] = b.dispatch_count
+S.sample(b, T['lg'], ctl, top_p=0.5, repetition_penalty={pen}, history=T['hist'],
+         scratch=scratch)
+info['draw_dispatches'] = b.dispatch_count - info['greedy_dispatches']
 outs.update(ids=g, scratch=scratch)
 """
     o, info = gpu(engine, code, lg=lg, hist=hist)
@@ -94,7 +99,8 @@ outs.update(ids=g, scratch=scratch)
     got = np.frombuffer(o["scratch"], dtype=np.float32).reshape(rows, V)
     assert np.abs(got - ref).max() <= 1e-6 * np.abs(ref).max()
     assert ids(o["ids"]).tolist() == ref.argmax(1).tolist()
-    assert info["dispatches"] == 3      # penalty, then greedy's two
+    assert info["greedy_dispatches"] == 2    # greedy's two, penalising as they read: no copy
+    assert info["draw_dispatches"] == 2      # the penalised row, then the draw over it
     try:  # HF's own processor agrees with the semantics written out above
         import torch
         from transformers.generation.logits_process import RepetitionPenaltyLogitsProcessor
@@ -104,6 +110,25 @@ outs.update(ids=g, scratch=scratch)
         hf = RepetitionPenaltyLogitsProcessor(pen)(
             torch.tensor(hist[r:r + 1, :counts[r]].astype(np.int64)), torch.tensor(lg[r:r + 1]))
         assert np.abs(hf.numpy()[0] - got[r]).max() <= 1e-6 * np.abs(ref).max()
+
+
+def test_greedy_penalty_past_one_slice_a_workgroup(engine):
+    """Greedy with a penalty over more slices than workgroups (V > 256 slices of 1,024: each
+    workgroup takes several): a penalised maximum in a workgroup's second slice loses to the
+    next value, which wins only penalised; the row's other maxima are penalised away."""
+    V = 300_000
+    lg = rng.uniform(-1, 1, (1, V)).astype(np.float32)
+    first, second, runner_up = 5, 256 * 1024 + 7, 299_990   # second: workgroup 0's 2nd slice
+    lg[0, first] = 9.0
+    lg[0, second] = 10.0
+    lg[0, runner_up] = 4.0
+    hist = np.array([[second, first, 3]], np.uint32)
+    code = """
+ctl = S.make_control(dev, 1, step=0, counts=[3])
+outs['ids'] = S.sample(b, T['lg'], ctl, greedy=True, repetition_penalty=4.0, history=T['hist'])
+"""
+    o, _ = gpu(engine, code, lg=lg, hist=hist)
+    assert ids(o["ids"]).tolist() == [runner_up]      # 10/4 and 9/4 fall below 4.0
 
 
 DIST_CASES = [  # temperature, top_k, top_p

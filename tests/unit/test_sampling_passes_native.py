@@ -8,7 +8,7 @@ at a time in both forms, visited in the same order as one at a time (the same su
 import pytest
 
 from tests.browser.sampling_passes_cases import (SETTINGS, SPREAD_SETTINGS, check_kept_lists,
-                                               check_spread, setting_name)
+                                               check_penalty, check_spread, setting_name)
 from tests.native_support import engine, native as pytestmark  # noqa: F401
 
 
@@ -30,3 +30,11 @@ def test_spread_candidates_draw_what_the_whole_row_draws(engine, kw, V, rows):
     own k-th largest) against one workgroup walking the row: the same ids; a slice whose ties
     overflow its slots sends its row down the whole-row walk."""
     check_spread(engine, kw, V, rows)
+
+
+@pytest.mark.parametrize("V,rows", [(1000, 2), (50280, 1), (300_000, 1)])
+def test_penalty_where_the_row_is_first_read(engine, V, rows):
+    """Greedy's slices penalise themselves (300,000 logits: 293 slices, more than its 256
+    workgroups) and sampling_penalise writes the penalised row a draw without top-k walks:
+    HF's penalty, bit for bit."""
+    check_penalty(engine, V, rows)

@@ -250,10 +250,13 @@ def _record_ops(batch):
     # linear: tiled matmul, bias backward (matvec below, on a "real GPU" device)
     linear.linear_forward(batch, t(5, 8), t(6, 8), t(6))
     linear.linear_backward_bias(batch, t(5, 6))
-    # sampling, with a repetition penalty (2 entry points), and greedy (2 more)
+    # sampling, with a repetition penalty (2 entry points), and greedy (2 more, penalising
+    # their slices in the second call)
     sampling.sample(batch, t(2, 50), sampling.make_control(dev, 2), repetition_penalty=1.2,
                     history=t(2, 4, dtype="u32"), top_k=5, top_p=0.9)
     sampling.sample(batch, t(2, 50), greedy=True)
+    sampling.sample(batch, t(2, 50), sampling.make_control(dev, 2), repetition_penalty=1.2,
+                    history=t(2, 4, dtype="u32"), greedy=True)
     # top-k spread over slices of the row (sampling_candidates, penalising them itself)
     sampling.sample(batch, t(2, 600), sampling.make_control(dev, 2), repetition_penalty=1.2,
                     history=t(2, 4, dtype="u32"), top_k=5, top_p=0.9)
