@@ -60,7 +60,7 @@ override SPREAD: bool = false;      // sampling_sample reads sampling_candidates
 override KC: u32 = 48u;             // candidate slots a slice (>= top_k + ties; host's rule)
 override PENALISE: bool = false;    // sampling_candidates / _greedy_part penalise their slices
 const GREEDY = 1u;
-const PENALISED = 2u;   // read the penalised scratch copy instead of the logits
+const PENALISED = 2u;   // sampling_sample reads the penalised row in scratch (greedy: PENALISE)
 const TOP_K = 4u;
 const TOP_P = 8u;
 
@@ -353,7 +353,8 @@ fn penalise_slice(row: u32, s0: u32, lid: u32, copy: bool) {
 }
 
 // grid (SP, rows): slice wid.x of row wid.y penalised into the row's scratch, for a draw that
-// walks the row in one workgroup (top-p alone, or top-k past the host's SPREAD_MAX_K).
+// walks the row in one workgroup: any draw without sampling_candidates (no top-k, top-k past the
+// host's SPREAD_MAX_K, a row shorter than two slices, MAMBAWEB_SAMPLE_SPREAD=0).
 @compute @workgroup_size(WG)
 fn sampling_penalise(@builtin(workgroup_id) wid: vec3<u32>,
                      @builtin(local_invocation_index) lid: u32) {

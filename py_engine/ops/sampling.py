@@ -19,8 +19,9 @@ Dispatches per call: greedy 2 (its first penalises the slices it reads); a draw 
 repetition penalty: sampling_penalise writes the penalised row the draw walks), or -- top-k up
 to SPREAD_MAX_K over at least two slices of the row, `spread_slots` -- 2: each slice's
 candidates (penalised there), then the draw over them. The penalty is one function
-(penalise_slice) wherever the row is first read; no buffer copy of the logits. With `then_advance` the decode's counters move in the last of them
-(decode_control.wgsl's work: one dispatch fewer a decoded token), or in a dispatch of their own
+(penalise_slice) wherever the row is first read; no buffer copy of the logits. With
+`then_advance` the decode's counters move in the last of them (decode_control.wgsl's work:
+one dispatch fewer a decoded token), or in a dispatch of their own
 where they cannot (several rows drawn at random: `fold_control`). V up to the binding limit
 works (top-k/top-p are radix selections, not sorts: at most 15 passes over what one 128-thread
 workgroup per row walks -- the row, or its top-k candidates).

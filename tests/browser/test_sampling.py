@@ -51,7 +51,7 @@ def renorm(logits, keep, temperature=1.0):
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("V", [1, 7, 1000, 152064])
+@pytest.mark.parametrize("V", [1, 7, 1000, 152064, 300_000])
 def test_greedy_is_argmax_lowest_index_on_ties(engine, V):
     rows = 3
     lg = rng.standard_normal((rows, V)).astype(np.float32)
@@ -60,6 +60,8 @@ def test_greedy_is_argmax_lowest_index_on_ties(engine, V):
         lg[1, :] = -np.inf
         lg[1, V // 2:] = 2.0                                    # -inf and an all-equal tail
         lg[2, 0] = np.nan                                       # NaN never wins
+    if V > 256 * 1024:   # a tie between a workgroup's first and second slice (of 1,024)
+        lg[2, 5] = lg[2, 5 + 256 * 1024] = lg[2, 1:].max() + 1.0
     code = """
 out = S.sample(b, T['lg'], greedy=True)
 info['dispatches'] = b.dispatch_count
