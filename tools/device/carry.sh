@@ -6,7 +6,7 @@
 #                      libglx0, libopengl0, libgles2): dpkg -x into / there, then ldconfig
 #   .whl/*.whl         wgpu-py and what it imports (cffi, pycparser), for --native
 #   .whl_dawn/*.whl    the server's wheels the device image lacks (fastapi, starlette, uvicorn,
-#                      pydantic and its parts), for every mode
+#                      pydantic and its parts, opentelemetry-api: fastapi imports it), for every mode
 #   .dawn/bundle.tar.xz  Node 20 + Dawn + Pyodide (tools/dawn/bundle.sh), for --dawn
 # Wheels are for the device's Python (3.12, x86-64), at the versions this checkout's .venv holds
 # (make test-deps first), one version of each. Run from anywhere: bash tools/device/carry.sh
@@ -38,7 +38,7 @@ download() {   # download DIR NAME...: each NAME at this .venv's version, for CP
   done
 }
 download .whl wgpu cffi pycparser
-download .whl_dawn fastapi starlette uvicorn pydantic pydantic-core annotated-types typing-inspection
+download .whl_dawn fastapi starlette uvicorn pydantic pydantic-core annotated-types typing-inspection opentelemetry-api
 
 [ -f .dawn/bundle.tar.xz ] || { make -s dawn && bash tools/dawn/bundle.sh; }
 du -sh .gl .whl .whl_dawn .dawn/bundle.tar.xz
