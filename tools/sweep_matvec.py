@@ -4,15 +4,19 @@
 
 A shape is [G*]NxK (G matrices of N rows x K inputs sharing x, one dispatch), suffixed `n` when
 the layer's RMSNorm is folded into it and `c` when the conv step is folded into matrix 0's store
-(Mamba-1's in_proj when decoding: 2*d_inner x d_model nc). For each shape, format, rows per thread (RPT) in --rpts,
-staging of x (--stages) and TPR in --tprs (and the TPR the engine picks for that RPT; the
-engine's own choice is marked), the kernel runs --reps times with timestamp queries around each
-dispatch (py_engine/gpu/native_profile.py) -- or, with --chain, around each pass of back-to-back
-dispatches over distinct weight copies (what decode does; the measure the rules now come
-from) -- in --passes interleaved passes; prints JSON lines:
-the fastest pass's mean GPU us per call (every pass's in passes_us) and the weight-read rate in
-GB/s (weight bytes / GPU time), so the best choice per shape and its distance from the device's
-read ceiling are plain; the last line, {"plan": ...}, is the fastest choice per shape as a
+(Mamba-1's in_proj when decoding: 2*d_inner x d_model nc). For each shape, format, rows per
+thread (RPT) in --rpts, staging of x (--stages), PREFETCH level in --prefetch and TPR in --tprs
+(and the TPR the engine picks for that RPT; the engine's own choice is marked), the kernel runs
+--reps times with timestamp queries around each dispatch (py_engine/gpu/native_profile.py) --
+or, with --chain, around each pass of back-to-back dispatches over distinct weight copies (what
+decode does; the measure the rules now come from) -- in --passes interleaved passes. Before
+each configuration the engine's own choice (its RPT, TPR, staging and PREFETCH level) is timed
+again, and the configuration is judged by its `ratio` to that neighbour: on an H200 one
+configuration's time moved 2-4x between passes of one run (clocks, memory state), far more
+than between neighbours (--no-reference: time alone, half the run). Prints JSON lines: each
+configuration's best pass (by ratio) with every pass's time and ratio (passes_us,
+passes_ratio) and the weight-read rate in GB/s (weight bytes / GPU time); the last line,
+{"plan": ...}, is the best choice per shape at the engine's PREFETCH level as a
 MAMBAWEB_MATVEC_PLAN for an end-to-end bench variant.
 """
 import argparse
@@ -42,6 +46,25 @@ def weight(fmt):    # a new weight in fmt (quantize hands f32 back as itself: co
     b = device.batch(); w = wf.quantize(b, w32, fmt); b.submit()
     return w
 
+async def measure(sets, rpt, tpr, stage, pf):
+    # GPU us per call of one configuration: the mean of --reps runs after 3 warm-ups
+    device.matvec_prefetch = pf
+    prof = KernelProfiler(device, span=bool(args['chain_mb']))
+    device.profiler = prof
+    for rep in range(args['reps'] + 3):
+        b = device.batch()
+        for ws in sets:
+            xin = NormedRows(x, nw, 1e-5) if normed else x
+            wf.matvec(b, xin, ws, ys, 1, tpr=tpr, rpt=rpt, stage=stage, conv=cv)
+        b.submit()
+        if rep == 2:
+            await device.finish(); await prof.collect()
+    rows = await prof.collect()
+    device.profiler = None
+    return rows[0]['us_per_call']
+
+device.matvec_prefetch = None
+engine_pf = wf.prefetch_level(device)
 for fmt in args['formats']:
     sets = [[weight(fmt) for _ in range(G)]]
     if args['chain_mb']:           # enough distinct weights that the chain streams from memory
@@ -50,29 +73,21 @@ for fmt in args['formats']:
         sets += [[weight(fmt) for _ in range(G)] for _ in range(copies - 1)]
     await device.finish()
     engine_rpt, engine_tpr, engine_stage = wf.choices(device, fmt, K, N, 1, G)
+    pick = (engine_rpt, engine_tpr, engine_stage, engine_pf)
     for rpt, stage, pf in [(r, st, f) for r in args['rpts'] for st in args['stages']
                            for f in args['prefetch']]:
         device.matvec_prefetch = pf
         auto = wf.rows_per_thread_group(fmt, K, N, rpt, device, G)
         for tpr in sorted(set(args['tprs'] + [auto])):
-            prof = KernelProfiler(device, span=bool(args['chain_mb']))
-            device.profiler = prof
-            for rep in range(args['reps'] + 3):
-                b = device.batch()
-                for ws in sets:
-                    xin = NormedRows(x, nw, 1e-5) if normed else x
-                    wf.matvec(b, xin, ws, ys, 1, tpr=tpr, rpt=rpt, stage=stage, conv=cv)
-                b.submit()
-                if rep == 2:
-                    await device.finish(); await prof.collect()
-            rows = await prof.collect()
-            device.profiler = None
-            us = rows[0]['us_per_call']
+            # the engine's own choice timed just before: the GPU's clocks and the memory's state
+            # drift within a run (2-4x between passes on an H200), much less between neighbours
+            ref = await measure(sets, *pick) if args['reference'] else None
+            us = await measure(sets, rpt, tpr, stage, pf)
             out.append({'G': G, 'N': N, 'K': K, 'normed': normed, 'conv': conv, 'format': fmt,
                         'rpt': rpt, 'tpr': tpr, 'stage': stage, 'prefetch': pf, 'gpu_us': us,
+                        'ref_us': ref, 'ratio': round(us / ref, 4) if ref else None,
                         'chain': len(sets) if args['chain_mb'] else 0,
-                        'engine_pick': tpr == engine_tpr and rpt == engine_rpt and
-                        stage == engine_stage and pf == 0,
+                        'engine_pick': (rpt, tpr, stage, pf) == pick,
                         'weight_gb_per_s': round(sum(w.nbytes for w in sets[0]) / us / 1e3, 1)})
     device.matvec_prefetch = None
     for ws in sets:
@@ -105,7 +120,9 @@ def main(argv=None):
                     help="threads per row to try besides the engine's pick ('' for that alone)")
     ap.add_argument("--rpts", default="1,2,4", help="rows per thread to try")
     ap.add_argument("--stages", default="0,1", help="x staged in workgroup memory: 0, 1 or both")
-    ap.add_argument("--prefetch", default="0", help="PREFETCH levels to try (0,1,2,3)")
+    ap.add_argument("--prefetch", default="3",
+                    help="PREFETCH levels to try (0,1,2,3; the engine's is 3, and a plan runs at "
+                         "the engine's)")
     ap.add_argument("--chain", type=float, default=0, metavar="MB",
                     help="time chains of distinct weights (about MB of them, 2..64 copies) "
                          "dispatched back to back in one pass, stamped only at its ends: the "
@@ -114,6 +131,9 @@ def main(argv=None):
     ap.add_argument("--reps", type=int, default=30)
     ap.add_argument("--each", action="store_true",
                     help="also print every pass's row as it is measured (marked each: true)")
+    ap.add_argument("--no-reference", dest="reference", action="store_false",
+                    help="do not time the engine's own choice before each configuration (its "
+                         "rows then rank by time alone, not by `ratio` to that neighbour)")
     ap.add_argument("--passes", type=int, default=2,
                     help="sweep every shape this many times, interleaved, and keep each "
                          "configuration's fastest pass (one H200 call saw the same kernel "
@@ -132,7 +152,7 @@ def main(argv=None):
                                  tprs=[int(t) for t in args.tprs.split(",") if t],
                                  rpts=[int(r) for r in args.rpts.split(",")],
                                  stages=[s == "1" for s in args.stages.split(",")],
-                                 reps=args.reps):
+                                 reps=args.reps, reference=args.reference):
                     key = tuple(r[k] for k in ("G", "N", "K", "normed", "conv", "format", "rpt",
                                                "tpr", "stage", "prefetch"))
                     runs.setdefault(key, []).append(r)
@@ -140,25 +160,34 @@ def main(argv=None):
                         print(json.dumps(dict(r, each=True)), flush=True)
     best = []
     for rows in runs.values():
-        r = dict(min(rows, key=lambda r: r["gpu_us"]), passes_us=[x["gpu_us"] for x in rows])
+        r = dict(min(rows, key=rank), passes_us=[x["gpu_us"] for x in rows],
+                 passes_ratio=[x.get("ratio") for x in rows])
         best.append(r)
         print(json.dumps(r), flush=True)
-    # the fastest choice per shape, as a bench variant takes it:
+    # the best choice per shape at the engine's prefetch level, as a bench variant takes it:
     #   mambaweb bench --native ... --variant "best:MAMBAWEB_MATVEC_PLAN=<plan>"
-    print(json.dumps({"plan": plan_of(best)}), flush=True)
+    level = next((r["prefetch"] for r in best if r.get("engine_pick")), 0)
+    print(json.dumps({"plan": plan_of(best, level)}), flush=True)
     return 0
 
 
-def plan_of(rows):
-    """MAMBAWEB_MATVEC_PLAN (py_engine/ops/weight_format.planned) of the fastest PREFETCH-0 row
-    per (format, N, K): 'fmt:NxK=RPT/TPR/STAGE;...', in the rows' order."""
-    fastest = {}
+def rank(r):
+    """How a row ranks (lower is better): its time over the engine's choice timed just before it
+    (`ratio`, the sweep's default), else its time."""
+    return r["ratio"] if r.get("ratio") is not None else r["gpu_us"]
+
+
+def plan_of(rows, prefetch=0):
+    """MAMBAWEB_MATVEC_PLAN (py_engine/ops/weight_format.planned) of the best row (`rank`) at
+    PREFETCH level `prefetch` (the plan cannot set it: the engine's level) per (format, N, K):
+    'fmt:NxK=RPT/TPR/STAGE;...', in the rows' order."""
+    best = {}
     for r in rows:
         k = (r["format"], r["N"], r["K"])
-        if r.get("prefetch", 0) == 0 and (k not in fastest or r["gpu_us"] < fastest[k]["gpu_us"]):
-            fastest[k] = r
+        if r.get("prefetch", 0) == prefetch and (k not in best or rank(r) < rank(best[k])):
+            best[k] = r
     return ";".join(f"{f}:{n}x{k}={r['rpt']}/{r['tpr']}/{int(r['stage'])}"
-                    for (f, n, k), r in fastest.items())
+                    for (f, n, k), r in best.items())
 
 
 if __name__ == "__main__":

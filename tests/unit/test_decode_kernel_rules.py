@@ -178,8 +178,9 @@ def test_older_rule_for_side_by_side(monkeypatch):
 
 
 def test_sweep_plan_is_what_the_engine_reads(monkeypatch):
-    """tools/sweep_matvec.py's last line: the fastest PREFETCH-0 choice per (format, N, K) as a
-    MAMBAWEB_MATVEC_PLAN, which planned() then reads back."""
+    """tools/sweep_matvec.py's last line: the best choice per (format, N, K) at one PREFETCH
+    level as a MAMBAWEB_MATVEC_PLAN, which planned() then reads back; rows timed against the
+    engine's choice just before them rank by that ratio, not by their time (clocks drift)."""
     from tools.sweep_matvec import plan_of
     row = lambda f, n, k, rpt, tpr, st, us, pf=0: dict(format=f, N=n, K=k, rpt=rpt, tpr=tpr,
                                                        stage=st, gpu_us=us, prefetch=pf)
@@ -189,3 +190,9 @@ def test_sweep_plan_is_what_the_engine_reads(monkeypatch):
     monkeypatch.setenv("MAMBAWEB_MATVEC_PLAN", plan)
     assert wf.planned("f16", 4096, 2048) == (1, 16, True)
     assert wf.planned("q4", 2048, 4096) == (2, 64, True)
+    ratio = lambda r, q: dict(r, ratio=q)
+    rows = [ratio(row("f32", 2048, 4096, 1, 64, False, 20.0, pf=3), 1.10),   # faster, but 10% over its reference
+            ratio(row("f32", 2048, 4096, 2, 128, False, 30.0, pf=3), 0.90),  # slower, but 10% under its own
+            ratio(row("f32", 2048, 4096, 2, 16, True, 10.0, pf=0), 0.50)]    # another level
+    assert plan_of(rows, 3) == "f32:2048x4096=2/128/0"
+    assert plan_of(rows) == "f32:2048x4096=2/16/1"
