@@ -352,6 +352,13 @@ fn penalise_slice(row: u32, s0: u32, lid: u32, copy: bool) {
   }
 }
 
+// Value j of this thread's share of the slice at s0 (v = s0 + lid + j WG, clamped into the row):
+// the penalised logit penalise_slice left in part (PENALISE), else the logit as read.
+fn slice_logit(row: u32, s0: u32, lid: u32, j: u32) -> f32 {
+  if (PENALISE) { return part[lid + j * WG]; }
+  return logit(row, min(s0 + lid + j * WG, p.V - 1u));
+}
+
 // grid (SP, rows): slice wid.x of row wid.y penalised into the row's scratch, for a draw that
 // walks the row in one workgroup: any draw without sampling_candidates (no top-k, top-k past the
 // host's SPREAD_MAX_K, a row shorter than two slices, MAMBAWEB_SAMPLE_SPREAD=0).
@@ -447,7 +454,7 @@ fn sampling_candidates(@builtin(workgroup_id) wid: vec3<u32>,
   // the thread's values of the slice as its kept list: the threshold's passes walk it (sweep)
   for (var j = 0u; j < SLICE_VALUES; j++) {
     let v = s0 + lid + j * WG;               // past the row: visit and kept_from skip it
-    if (PENALISE) { kept_x[j] = part[lid + j * WG] * p.inv_temp; } else { kept_x[j] = xv(row, v); }
+    kept_x[j] = slice_logit(row, s0, lid, j) * p.inv_temp;
     kept_v[j] = v;
   }
   kept_n = SLICE_VALUES;
@@ -617,8 +624,7 @@ fn sampling_greedy_part(@builtin(workgroup_id) wid: vec3<u32>,
     if (PENALISE) { penalise_slice(row, s0, lid, false); }
     for (var j = 0u; j < SLICE_VALUES; j++) {
       let v = s0 + lid + j * WG;
-      var x: f32;
-      if (PENALISE) { x = part[lid + j * WG]; } else { x = logit(row, min(v, p.V - 1u)); }
+      let x = slice_logit(row, s0, lid, j);
       if (v < p.V && !is_nan(x) && (bi == NONE || x > best)) { best = x; bi = v; }
     }
     if (PENALISE) { workgroupBarrier(); }   // the slice read before the next one's writes

@@ -127,7 +127,9 @@ def sample(batch, logits, ctl=None, *, temperature=1.0, top_k=0, top_p=1.0,
     if wg is not None and wg not in (32, 64, 128, 256):
         raise ValueError(f"wg (threads a row) must be 32, 64, 128 or 256, got {wg!r}")
     penalised = repetition_penalty != 1.0 and history is not None
-    flags = (GREEDY if greedy else 0) | (PENALISED if penalised else 0)
+    # PENALISED: sampling_sample reads the penalised row in scratch (greedy penalises its own
+    # slices instead: PENALISE in _greedy)
+    flags = (GREEDY if greedy else 0) | (PENALISED if penalised and not greedy else 0)
     if not greedy and 0 < top_k < V:
         flags |= TOP_K
     if not greedy and top_p < 1.0:
