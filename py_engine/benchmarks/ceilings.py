@@ -4,6 +4,8 @@ dispatch in a replayed recording (the decode path: host encoding and GPU togethe
 GPU time a dependent dispatch costs with no work in it (`dispatch_floor`). Timed with the host
 clock around submit + queue drain, over enough repetitions to make the submit latency small.
 
+`rejudge_ceiling(report, after)` folds a second read measurement, made after the model section,
+into the ceiling (the best of both) and re-judges every decode against it;
 `annotate_floor(report)` then gives each decode in a bench report the GPU time per token those
 two ceilings allow at its dispatch count -- dispatches x floor + weight bytes / read bandwidth --
 and how far the measured GPU time is above it: near 1, the kernels do no more than the device's
@@ -109,6 +111,40 @@ async def dispatch_floor(device, n=512, reps=3):
             "x0": struct.unpack("<f", bytes(last))[0]}
 
 
+def _runs_of(m):
+    """A model entry's runs: its top level (its first format), its formats, its variants'."""
+    for r in (m, *(m.get("variants") or {}).values()):
+        yield r
+        yield from (r.get("formats") or {}).values()
+
+
+def rejudge_ceiling(report, after):
+    """Fold a second read-bandwidth measurement, made after the model section (`after`, as
+    read_bandwidth returns), into report["ceilings"]["read"]: its runs join `runs_gb_per_s`,
+    `gb_per_s` becomes the best of all, and every decode's `pct_of_read_ceiling` is re-judged
+    against that best. On the H200 the same measurement came out 3,805-3,987 GB/s in one Dawn
+    process and 4,190-4,288 in the next (2026-12-03): a ceiling measured once, while the device
+    happened to read slowly, flattered every decode after it by up to 11%. Judged against the
+    most the device was seen to read in the process, a percentage can only be conservative.
+    Returns report."""
+    read = (report.get("ceilings") or {}).get("read")
+    if not read or not after or not after.get("gb_per_s"):
+        return report
+    before = read["gb_per_s"]
+    read.setdefault("gb_per_s_first", before)
+    read["runs_gb_per_s"] = list(read.get("runs_gb_per_s") or [before]) + \
+        list(after.get("runs_gb_per_s") or [after["gb_per_s"]])
+    read["gb_per_s"] = best = max(before, after["gb_per_s"])
+    if isinstance(report.get("model"), dict) and best != before:
+        for m in report["model"].values():
+            if isinstance(m, dict):
+                for r in _runs_of(m):
+                    d = r.get("decode") or {}
+                    if "pct_of_read_ceiling" in d:
+                        d["pct_of_read_ceiling"] *= before / best
+    return report
+
+
 def annotate_floor(report):
     """Each decode of report["model"] (every format, every variant) gets `floor_gpu_ms_per_token`
     = dispatches_per_token x the floor's GPU us per dispatch + weight bytes per token / the read
@@ -124,15 +160,10 @@ def annotate_floor(report):
     if not floor_us or not gbps or not isinstance(report.get("model"), dict):
         return report
 
-    def runs(m):          # a model's top level (its first format), its formats, its variants'
-        for r in (m, *(m.get("variants") or {}).values()):
-            yield r
-            yield from (r.get("formats") or {}).values()
-
     for m in report["model"].values():
         if not isinstance(m, dict):
             continue
-        for r in runs(m):
+        for r in _runs_of(m):
             d = r.get("decode") or {}
             if not {"dispatches_per_token", "gpu_ms_per_token"} <= d.keys() or \
                     "weight_bytes_per_token" not in r:

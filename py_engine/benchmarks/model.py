@@ -193,6 +193,9 @@ def stream_split(timeline, t0, total, n_tokens):
     return {"launch_ms": 1000 * launch / n_tokens, "wait_ms": 1000 * wait / n_tokens,
             "other_ms": 1000 * max(0.0, total - launch - wait) / n_tokens,
             "waits": len(waits), "longest_wait_ms": max(waits) if waits else 0.0,
+            # each wait in order: the stream's start (a GPU, a host waking from the prefill's
+            # wait) against its steady state
+            "wait_ms_each": [round(v, 4) for v in waits],
             "launch_ms_per_step": [round(v, 4) for v in per_step]}
 
 

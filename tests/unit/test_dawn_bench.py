@@ -103,7 +103,10 @@ def test_bench_dawn_prints_the_model_section_json():
     assert r.returncode == 0, r.stderr[-2000:]
     report = json.loads(r.stdout)
     assert report["backend"] == "dawn" and report["adapter"]["vendor"]
-    assert report["ceilings"]["read"]["gb_per_s"] > 0                # measured on this device
+    read = report["ceilings"]["read"]
+    assert read["gb_per_s"] > 0                # measured on this device, before and after
+    assert len(read["runs_gb_per_s"]) >= 2 and read["gb_per_s"] == max(read["runs_gb_per_s"])
+    assert read["gb_per_s_first"] <= read["gb_per_s"]
     assert report["ceilings"]["dispatch_floor"]["gpu_us_per_dispatch"] >= 0
     split = report["engine_boot_split_ms"]          # where the engine's boot went
     assert set(split) == {"pyodide", "engine_zip", "imports", "gpu"} and split["pyodide"] > 0
@@ -130,6 +133,8 @@ def test_bench_dawn_prints_the_model_section_json():
     # the streamed run's time: queueing groups, waiting for ids, the rest, per token
     st = d["stream_split"]
     assert st["launch_ms"] > 0 and st["wait_ms"] >= 0 and st["waits"] >= 1
+    assert len(st["wait_ms_each"]) == st["waits"]
+    assert max(st["wait_ms_each"]) == pytest.approx(st["longest_wait_ms"], abs=1e-4)
     assert len(st["launch_ms_per_step"]) >= 1 and min(st["launch_ms_per_step"]) > 0
     host = st["host"]              # the stream's launches split as the lone group's
     assert host["encode_ms"] > 0 and host["commands_per_token"] >= d["dispatches_per_token"]

@@ -90,3 +90,36 @@ def test_read_ceiling_reads_every_pass_in_few_dispatches(engine):
     assert r["reps"] >= 2 and r["dispatches"] <= 2 and r["reps"] % r["dispatches"] == 0
     # the best of three runs at the final size
     assert len(r["runs_gb_per_s"]) == 3 and r["gb_per_s"] == max(r["runs_gb_per_s"])
+
+
+def test_rejudge_ceiling_judges_every_decode_on_the_best_read():
+    """A second read measurement after the model section: the ceiling becomes the best of both
+    runs' sets, every decode's percentage is re-judged against it (formats and variants too),
+    and annotate_floor then uses it; a slower second measurement changes no percentage."""
+    from py_engine.benchmarks.ceilings import rejudge_ceiling
+
+    def run(pct):
+        r = _decode(100, 1.0)
+        r["decode"]["pct_of_read_ceiling"] = pct
+        r["weight_bytes_per_token"] = 400_000_000
+        return r
+    model = dict(run(40.0), formats={"f16": run(40.0), "q4": run(20.0)},
+                 variants={"old": {"formats": {"f16": run(30.0)}}})
+    report = {"ceilings": {"read": {"gb_per_s": 3800.0, "runs_gb_per_s": [3800.0, 3700.0]},
+                           "dispatch_floor": {"gpu_us_per_dispatch": 5.0}},
+              "model": {"m": model, "note": "skipped"}}
+    rejudge_ceiling(report, {"gb_per_s": 4000.0, "runs_gb_per_s": [4000.0, 3900.0]})
+    read = report["ceilings"]["read"]
+    assert read["gb_per_s"] == 4000.0 and read["gb_per_s_first"] == 3800.0
+    assert read["runs_gb_per_s"] == [3800.0, 3700.0, 4000.0, 3900.0]
+    m = report["model"]["m"]
+    assert m["decode"]["pct_of_read_ceiling"] == pytest.approx(38.0)
+    assert m["formats"]["q4"]["decode"]["pct_of_read_ceiling"] == pytest.approx(19.0)
+    assert m["variants"]["old"]["formats"]["f16"]["decode"]["pct_of_read_ceiling"] == \
+        pytest.approx(28.5)
+    annotate_floor(report)        # 400 MB at 1 ms: 400 GB/s, 10% of the best ceiling
+    assert m["formats"]["f16"]["decode"]["pct_of_read_ceiling_at_gpu_time"] == pytest.approx(10.0)
+    rejudge_ceiling(report, {"gb_per_s": 3000.0, "runs_gb_per_s": [3000.0]})
+    assert read["gb_per_s"] == 4000.0 and len(read["runs_gb_per_s"]) == 5
+    assert m["decode"]["pct_of_read_ceiling"] == pytest.approx(38.0)
+    assert rejudge_ceiling({"model": {}}, {"gb_per_s": 1.0}) == {"model": {}}
