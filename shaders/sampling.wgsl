@@ -40,6 +40,8 @@
 //   sampling_candidates  with top-k (SPREAD): one workgroup per slice of 8 WG logits writes
 //                     the slice's values at or above its own k-th largest; sampling_sample
 //                     then walks those candidates instead of the row (below, at SPREAD).
+//                     Top-p alone takes each slice's top 128 and its mass (TOP-P ALONE):
+//                     the draw walks them where the top-p set is among them, else the row.
 //   sampling_greedy_part, sampling_greedy_final
 //                     greedy in two dispatches: GP workgroups per row each take the argmax of
 //                     their slices of the row, then one workgroup per row picks among those
@@ -59,6 +61,8 @@ override PROBE: bool = false;       // tests: sampling_sample writes (lists used
 override SPREAD: bool = false;      // sampling_sample reads sampling_candidates' candidates
 override KC: u32 = 48u;             // candidate slots a slice (>= top_k + ties; host's rule)
 override PENALISE: bool = false;    // sampling_candidates / _greedy_part penalise their slices
+override SLICE_Z: bool = false;     // sampling_candidates also writes its slice's (max, mass):
+                                    // top-p alone spread (TOP-P ALONE below)
 const GREEDY = 1u;
 const PENALISED = 2u;   // sampling_sample reads the penalised row in scratch (greedy: PENALISE)
 const TOP_K = 4u;
@@ -81,8 +85,9 @@ struct Params {
 @group(0) @binding(5) var<storage, read_write> out: array<u32>;  // [rows]
 @group(0) @binding(6) var<storage, read_write> cand: array<vec2<u32>>;  // (value bits, index):
                                  // greedy [rows, GP]; a draw's top-k candidates [rows, SP, KC]
-                                 // then each slice's count [rows, SP] (SPREAD below), then
-                                 // PROBE's [rows]; without SPREAD, PROBE's [rows] alone
+                                 // then each slice's (count, threshold key) [rows, SP] and
+                                 // (max, mass) [rows, SP] (SPREAD below), then PROBE's [rows];
+                                 // without SPREAD, PROBE's [rows] alone
 // (8 storage bindings at most an entry point: WebGPU's default limit)
 @group(0) @binding(7) var<storage, read_write> pos: array<u32>;  // [pos_count] (ADVANCE)
 @group(0) @binding(8) var<storage, read_write> ring: array<u32>; // [2 * ring_len] (ADVANCE)
@@ -279,6 +284,15 @@ fn sweep(row: u32, lid: u32, kind: u32) {
 // the row: the same top-k threshold, the same kept set, the same draw's terms, whose sums meet
 // in the candidates' order (the order is fixed: the same seed and step give the same ids). A
 // slice with more than KC (ties) records that and the row is walked whole, as without SPREAD.
+//
+// TOP-P ALONE (no top-k): no k bounds the top-p set, but where that set has few members -- a
+// model sure of its next token -- it lies among the slices' top 128 (k = 128 for the
+// candidates; SLICE_Z: each slice also writes its max and softmax mass). sampling_sample then
+// takes the row's mass from the slices' (sum_s z_s exp(m_s - m)), finds the threshold among
+// the candidates, and keeps it if it is at or above every slice's own threshold key: every
+// value at or above it is then a candidate, so each key range the radix search weighs holds
+// the same values as in the row -- the row's threshold. Otherwise (a flat distribution, a
+// set reaching below some slice's 128th largest) it walks the row as without SPREAD.
 
 // Values a thread of a slice (SLICE = 8 WG): a whole kept list (KEPT), which sampling_candidates'
 // threshold passes walk.
@@ -287,6 +301,8 @@ const SLICE_VALUES = KEPT;
 fn cand_at(row: u32, i: u32) -> vec2<u32> { return cand[row * p._p0 * KC + i]; }
 // Where the slices' counts start in `cand`: after every row's SP * KC slots (SP = Params._p0).
 fn counts_at() -> u32 { return p.rows * p._p0 * KC; }
+// Where the slices' (max, mass) start (SLICE_Z): after the counts.
+fn masses_at() -> u32 { return counts_at() + p.rows * p._p0; }
 
 fn sweep_cand(row: u32, lid: u32, kind: u32) {
   let n = p._p0 * KC;
@@ -470,7 +486,7 @@ fn sampling_candidates(@builtin(workgroup_id) wid: vec3<u32>,
   let total = workgroupUniformLoad(&part_i[0]);
   var at = total - part_i[lid];              // slots taken by threads before this one
   let slot0 = (row * p._p0 + wid.x) * KC;
-  if (lid == 0u) { cand[counts_at() + row * p._p0 + wid.x] = vec2<u32>(total, 0u); }
+  if (lid == 0u) { cand[counts_at() + row * p._p0 + wid.x] = vec2<u32>(total, tau); }
   if (total > KC) { return; }                // ties past the slots: the row is walked whole
   for (var j = 0u; j < SLICE_VALUES; j++) {
     if (kept_from(j, tau)) {
@@ -479,6 +495,28 @@ fn sampling_candidates(@builtin(workgroup_id) wid: vec3<u32>,
     }
   }
   for (var i = total + lid; i < KC; i += WG) { cand[slot0 + i] = vec2<u32>(0u, NONE); }
+  if (SLICE_Z) { slice_mass(row, wid.x, lid); }
+}
+
+// TOP-P ALONE: the slice's largest x, m_s, and its softmax mass z_s = sum exp(x - m_s) over its
+// values (NaN and past the row not counted), in a fixed order, at masses_at(): sampling_sample
+// puts the row's mass together as sum_s z_s exp(m_s - m). Uniform control flow.
+fn slice_mass(row: u32, s: u32, lid: u32) {
+  var m = -3.4e38;
+  for (var j = 0u; j < SLICE_VALUES; j++) { if (kept_from(j, 0u)) { m = max(m, kept_x[j]); } }
+  part[lid] = m;
+  part_tree(lid, !SUM);
+  let ms = part[0];
+  workgroupBarrier();                        // every thread has read part[0]
+  var z = 0.0;
+  for (var j = 0u; j < SLICE_VALUES; j++) {
+    if (kept_from(j, 0u)) { z += exp(kept_x[j] - ms); }
+  }
+  part[lid] = z;
+  part_tree(lid, SUM);
+  if (lid == 0u) {
+    cand[masses_at() + row * p._p0 + s] = vec2<u32>(bitcast<u32>(ms), bitcast<u32>(part[0]));
+  }
 }
 
 // Whether every slice of the row fit its KC slots (sampling_candidates' counts). Uniform.
@@ -490,14 +528,102 @@ fn slices_fit(row: u32, lid: u32) -> bool {
   return !flag_any(lid);
 }
 
+// The softmax mass exp(x - pv_m) of what sweep visits with keys >= tau (the row, or the
+// candidates, or the kept lists), summed in visiting order then in a fixed tree. Uniform.
+fn row_mass(row: u32, lid: u32, tau: u32) -> f32 {
+  acc_z = 0.0;
+  pv_tau = tau;
+  sweep(row, lid, PASS_Z);
+  part[lid] = acc_z;
+  part_tree(lid, SUM);
+  if (lid == 0u) { self_f[1] = part[0]; }
+  workgroupBarrier();
+  return self_f[1];
+}
+
+// TOP-P ALONE: the row's mass from its slices' (m_s, z_s) (sampling_candidates, SLICE_Z):
+// sum_s z_s exp(m_s - pv_m), thread-strided over the slices, then a fixed tree. Uniform.
+fn slices_mass(row: u32, lid: u32) -> f32 {
+  var z = 0.0;
+  for (var s = lid; s < p._p0; s += WG) {
+    let e = cand[masses_at() + row * p._p0 + s];
+    z += bitcast<f32>(e.y) * exp(bitcast<f32>(e.x) - pv_m);
+  }
+  part[lid] = z;
+  part_tree(lid, SUM);
+  if (lid == 0u) { self_f[1] = part[0]; }
+  workgroupBarrier();
+  return self_f[1];
+}
+
+// TOP-P ALONE: whether every value with key >= kappa is a candidate: kappa at or above every
+// slice's threshold key (a slice's candidates are all its values at or above its own 128th
+// largest). Then the top-p threshold found among the candidates is the row's: every key range
+// at or above it holds the same values -- the same masses -- in both. Uniform.
+fn candidates_hold(row: u32, lid: u32, kappa: u32) -> bool {
+  flag_clear(lid);
+  for (var s = lid; s < p._p0; s += WG) {
+    if (cand[counts_at() + row * p._p0 + s].y > kappa) { atomicStore(&kept_over, 1u); }
+  }
+  return !flag_any(lid);
+}
+
+// The top-p threshold over what sweep visits with keys >= tau: the largest key kappa with
+// mass(key >= kappa) >= goal, by eight passes of 4-bit digits (each bin's mass summed per
+// thread in visiting order, then the threads' sums in a fixed tree). Uniform control flow.
+fn topp_threshold(row: u32, lid: u32, tau: u32, goal_mass: f32) -> u32 {
+  pv_tau = tau;
+  if (lid == 0u) {
+    self_f[1] = goal_mass;
+    self_f[0] = 0.0;                  // mass above the current key range
+  }
+  workgroupBarrier();
+  let goal = self_f[1];
+  var prefix = 0u;
+  var mask = 0u;
+  for (var ps = 0u; ps < 8u; ps++) {
+    let shift = 28u - 4u * ps;
+    for (var d = 0u; d < 16u; d++) { acc_h[d] = 0.0; }
+    pv_shift = shift;
+    pv_mask = mask;
+    pv_prefix = prefix;
+    sweep(row, lid, PASS_TOPP);
+    for (var d = 0u; d < 16u; d++) { part[d * WG + lid] = acc_h[d]; }
+    for (var st = WG / 2u; st > 0u; st >>= 1u) {   // each bin's WG sums, pairs in a fixed order
+      workgroupBarrier();
+      if (lid < st) {
+        for (var d = 0u; d < 16u; d++) { part[d * WG + lid] += part[d * WG + lid + st]; }
+      }
+    }
+    workgroupBarrier();
+    if (lid == 0u) {
+      var above = self_f[0];
+      var d = 0u;
+      for (var k = 16u; k > 0u; k--) {
+        let s = part[(k - 1u) * WG];
+        if (above + s >= goal && s > 0.0) { d = k - 1u; break; }
+        above += s;
+      }
+      sel[0] = d;
+      self_f[0] = above;
+    }
+    workgroupBarrier();
+    prefix |= sel[0] << shift;
+    mask |= 15u << shift;
+    workgroupBarrier();
+  }
+  return prefix;
+}
+
 @compute @workgroup_size(WG)
 fn sampling_sample(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let row = wid.x;            // one workgroup per row: uniform (a draw: greedy is _greedy's)
 
   // -- max of x ----------------------------------------------------------------------------
   use_kept = false;
-  use_cand = false;
-  if (SPREAD) { use_cand = slices_fit(row, lid); }
+  var fit = false;            // every slice's candidates fit its slots (uniform)
+  if (SPREAD) { fit = slices_fit(row, lid); }
+  use_cand = fit;
   acc_m = -3.4e38;
   sweep(row, lid, PASS_MAX);
   part[lid] = acc_m;
@@ -520,51 +646,20 @@ fn sampling_sample(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
 
   // -- top-p threshold ---------------------------------------------------------------------
   if (has(TOP_P)) {
-    acc_z = 0.0;
-    pv_tau = tau;
-    sweep(row, lid, PASS_Z);
-    part[lid] = acc_z;
-    part_tree(lid, SUM);
-    if (lid == 0u) {
-      self_f[1] = part[0] * p.top_p;    // goal mass
-      self_f[0] = 0.0;                  // mass above the current key range
-    }
-    workgroupBarrier();
-    let goal = self_f[1];
-    var prefix = 0u;
-    var mask = 0u;
-    for (var ps = 0u; ps < 8u; ps++) {
-      let shift = 28u - 4u * ps;
-      for (var d = 0u; d < 16u; d++) { acc_h[d] = 0.0; }
-      pv_shift = shift;
-      pv_mask = mask;
-      pv_prefix = prefix;
-      sweep(row, lid, PASS_TOPP);
-      for (var d = 0u; d < 16u; d++) { part[d * WG + lid] = acc_h[d]; }
-      for (var st = WG / 2u; st > 0u; st >>= 1u) {   // each bin's WG sums, pairs in a fixed order
-        workgroupBarrier();
-        if (lid < st) {
-          for (var d = 0u; d < 16u; d++) { part[d * WG + lid] += part[d * WG + lid + st]; }
-        }
+    // top-p alone over the candidates (TOP-P ALONE): the row's mass from the slices', the
+    // threshold among the candidates, kept only if every value at or above it is a candidate
+    let alone = SPREAD && !has(TOP_K) && fit;
+    var kappa = 0u;
+    if (alone) {
+      kappa = topp_threshold(row, lid, tau, slices_mass(row, lid) * p.top_p);
+      if (!candidates_hold(row, lid, kappa)) {
+        use_cand = false;       // the set reaches below some slice's candidates: the row
+        kappa = topp_threshold(row, lid, tau, row_mass(row, lid, tau) * p.top_p);
       }
-      workgroupBarrier();
-      if (lid == 0u) {
-        var above = self_f[0];
-        var d = 0u;
-        for (var k = 16u; k > 0u; k--) {
-          let s = part[(k - 1u) * WG];
-          if (above + s >= goal && s > 0.0) { d = k - 1u; break; }
-          above += s;
-        }
-        sel[0] = d;
-        self_f[0] = above;
-      }
-      workgroupBarrier();
-      prefix |= sel[0] << shift;
-      mask |= 15u << shift;
-      workgroupBarrier();
+    } else {
+      kappa = topp_threshold(row, lid, tau, row_mass(row, lid, tau) * p.top_p);
     }
-    tau = max(tau, prefix);
+    tau = max(tau, kappa);
   }
 
   // -- draw: Gumbel-max over the kept tokens -----------------------------------------------
@@ -580,7 +675,7 @@ fn sampling_sample(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
   storageBarrier();          // every thread has read ctl[0] (k1) before lid 0 moves it
   if (PROBE && lid == 0u) {
     var at = row;                            // after the candidates and the slices' counts
-    if (SPREAD) { at = counts_at() + p.rows * p._p0 + row; }
+    if (SPREAD) { at = counts_at() + 2u * p.rows * p._p0 + row; }
     cand[at] = vec2<u32>(select(0u, 1u, use_kept), select(0u, 1u, use_cand));
   }
   put_id(row, lid, part_i[0]);

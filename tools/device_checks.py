@@ -84,9 +84,10 @@ def fold_cases():
     for mode in ("greedy", "draw"):
         yield f"decode counters in the sampler two rows {mode}", \
             (lambda e, mode=mode: check_rows(e, mode))
-    from tests.browser.sampling_passes_cases import (SETTINGS, SPREAD_SETTINGS,
+    from tests.browser.sampling_passes_cases import (SETTINGS, SPREAD_SETTINGS, TOPP_SETTINGS,
                                                      check_kept_lists, check_penalty,
-                                                     check_spread, setting_name)
+                                                     check_spread, check_topp_alone,
+                                                     setting_name)
     for kw in SETTINGS:
         for V, rows in ((5000, 2), (50280, 1), (152064, 1)):
             yield f"sampling kept lists k{kw['top_k']} V{V} rows{rows}", \
@@ -98,6 +99,10 @@ def fold_cases():
     for V, rows in ((5000, 2), (50280, 1), (152064, 1), (300_000, 1)):
         yield f"sampling penalty where read V{V} rows{rows}", \
             (lambda e, V=V, rows=rows: check_penalty(e, V, rows))
+    for kw in TOPP_SETTINGS:
+        for V, rows in ((5000, 4), (50280, 2), (152064, 2)):
+            yield f"sampling top-p alone p{kw['top_p']} V{V} rows{rows}", \
+                (lambda e, kw=kw, V=V, rows=rows: check_topp_alone(e, kw, V, rows))
 
 
 def staged_matvec_cases():

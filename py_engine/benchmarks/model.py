@@ -86,14 +86,19 @@ GROUP = 16     # the bench's decode group (steps per submit), unless MAMBAWEB_BE
 # repetition penalty and a draw after top-k and top-p.
 APP_SAMPLING = dict(greedy=False, temperature=0.8, top_k=40, top_p=0.95,
                     repetition_penalty=1.1, seed=0)
+# MAMBAWEB_BENCH_SAMPLING=topp: the page's settings with top-k off (0), top-p alone
+TOPP_SAMPLING = dict(APP_SAMPLING, top_k=0)
 
 
 def bench_sampling():
-    """(name, SamplingConfig) the bench decodes with: MAMBAWEB_BENCH_SAMPLING greedy | app."""
+    """(name, SamplingConfig) the bench decodes with: MAMBAWEB_BENCH_SAMPLING greedy | app |
+    topp."""
     name = os.environ.get("MAMBAWEB_BENCH_SAMPLING", "").strip().lower() or "greedy"
-    if name not in ("greedy", "app"):
-        raise ValueError(f"MAMBAWEB_BENCH_SAMPLING must be 'greedy' or 'app', got {name!r}")
-    return name, SamplingConfig(**APP_SAMPLING) if name == "app" else SamplingConfig(greedy=True)
+    modes = {"greedy": dict(greedy=True), "app": APP_SAMPLING, "topp": TOPP_SAMPLING}
+    if name not in modes:
+        raise ValueError("MAMBAWEB_BENCH_SAMPLING must be 'greedy', 'app' or 'topp', got "
+                         f"{name!r}")
+    return name, SamplingConfig(**modes[name])
 
 
 async def decode_tokens_per_s(model, n_tokens, group=None):

@@ -17,8 +17,9 @@ the same seed and step give the same ids on any run.
 
 Dispatches per call: greedy 2 (its first penalises the slices it reads); a draw 1 (+1 with a
 repetition penalty: sampling_penalise writes the penalised row the draw walks), or -- top-k up
-to SPREAD_MAX_K over at least two slices of the row, `spread_slots` -- 2: each slice's
-candidates (penalised there), then the draw over them. The penalty is one function
+to SPREAD_MAX_K, or top-p alone, over at least two slices of the row, `spread_slots` -- 2:
+each slice's candidates (penalised there), then the draw over them (top-p alone: over its
+slices' top SPREAD_MAX_K where the top-p set stays among them, else over the row). The penalty is one function
 (penalise_slice) wherever the row is first read; no buffer copy of the logits. With
 `then_advance` the decode's counters move in the last of them (decode_control.wgsl's work:
 one dispatch fewer a decoded token), or in a dispatch of their own
@@ -72,16 +73,21 @@ def keep_lists(device):
 SPREAD_MAX_K = 128   # the largest top-k whose candidates spread over the GPU (spread_slots)
 
 
-def spread_slots(device, V, top_k, wg):
+def spread_slots(device, V, top_k, wg, alone=False):
     """KC, the candidate slots a slice of 8 * wg logits when a draw's top-k spreads over the
     GPU (sampling_candidates in shaders/sampling.wgsl, then sampling_sample over the
     candidates), else 0: top-k on, k at most SPREAD_MAX_K, at least two slices. KC is k and
     eight slots for ties, rounded up to 8. `device.sample_spread` (tests), else
-    MAMBAWEB_SAMPLE_SPREAD=1|0 (bench variants), else on."""
+    MAMBAWEB_SAMPLE_SPREAD=1|0 (bench variants), else on. Top-p alone (`alone`) asks with
+    top_k = SPREAD_MAX_K (`sample`: its candidates hold the top-p set where that set stays
+    within them, TOP-P ALONE in the shader), by rule only on a GPU, not a CPU adapter: there
+    the slices' kernel is work added, not spread (SwiftShader, V = 5,000 through Dawn: 13.7 ms
+    a draw against 6.3 walking the row)."""
     from py_engine.gpu.settings import choose
     if not (0 < top_k <= SPREAD_MAX_K and V >= 2 * 8 * wg and top_k < V):
         return 0
-    if not choose(device, "sample_spread", "MAMBAWEB_SAMPLE_SPREAD", "1", "0", lambda: True):
+    rule = (lambda: not device.info.get("is_fallback")) if alone else (lambda: True)
+    if not choose(device, "sample_spread", "MAMBAWEB_SAMPLE_SPREAD", "1", "0", rule):
         return 0
     return -(-(top_k + 8) // 8) * 8
 
@@ -150,10 +156,14 @@ def sample(batch, logits, ctl=None, *, temperature=1.0, top_k=0, top_p=1.0,
     H = hist.shape[-1] if hist is not None else 0
     npos = adv_pos.numel if folded and adv_pos is not None else 0
     wg = wg if wg else (32 if V <= 4096 else 128)
-    kc = 0 if greedy or not flags & TOP_K else spread_slots(dev, V, int(top_k), wg)
+    # top-p alone: the slices' top SPREAD_MAX_K as candidates, and their masses (SLICE_Z)
+    alone = not greedy and (flags & (TOP_K | TOP_P)) == TOP_P
+    cand_k = SPREAD_MAX_K if alone else int(top_k)
+    kc = 0 if greedy or not flags & (TOP_K | TOP_P) else \
+        spread_slots(dev, V, cand_k, wg, alone=bool(alone))
     sp = -(-V // (8 * wg)) if kc else 0              # slices of the row (Params._p0)
     temp = float(temperature if temperature > 0 else 1.0)
-    u = dev.uniform(params(V, rows, flags, int(top_k), float(top_p), temp,
+    u = dev.uniform(params(V, rows, flags, cand_k, float(top_p), temp,
                            float(repetition_penalty), int(seed) & 0xFFFFFFFF, H, loff, lstr, sp,
                            npos, ring_len, 1.0 / temp,      # x = l * (1 / t): sampling.wgsl
                            1.0 / float(repetition_penalty)))
@@ -178,13 +188,15 @@ def sample(batch, logits, ctl=None, *, temperature=1.0, top_k=0, top_p=1.0,
         sb = scratch.binding if penalised else rw_dummy(dev)
         cand = None
         if kc:                    # the row's top-k candidates, one workgroup per slice
-            cand = Tensor(dev, (rows * sp * (kc + 1) + (rows if probe is not None else 0), 2),
+            # [rows, SP, KC] candidates, each slice's (count, threshold), (max, mass), probe
+            cand = Tensor(dev, (rows * sp * (kc + 2) + (rows if probe is not None else 0), 2),
                           "u32")
             # bindings 2 and 3 (read only with PENALISE, but always part of the layout)
             pen = [ctl.binding, history.binding if penalised else rw_dummy(dev, 2)]
             batch.run("sampling", "sampling_candidates",
                       [u, lb] + pen + [sb, None, cand.binding], sp, rows,
-                      constants={"WG": wg, "KC": kc, "PENALISE": int(penalised)})
+                      constants={"WG": wg, "KC": kc, "PENALISE": int(penalised),
+                                 "SLICE_Z": int(bool(alone))})
         # sampling_sample reads the real ctl (its draw's step) whether or not it advances it
         batch.run("sampling", "sampling_sample",
                   [u, lb, ctl.binding, tail["hist"], sb, out.binding,
@@ -196,7 +208,7 @@ def sample(batch, logits, ctl=None, *, temperature=1.0, top_k=0, top_p=1.0,
                                    "KC": kc or 8, **tail["constants"]})
         if cand is not None:
             if probe is not None:   # PROBE wrote after the candidates and the slices' counts
-                at = cand.offset + rows * sp * (kc + 1) * 8
+                at = cand.offset + rows * sp * (kc + 2) * 8
                 batch.copy(cand.buffer, at, probe.buffer, probe.offset, rows * 8)
             cand.release()        # reused only after these dispatches in queue order
     if own is not None:

@@ -187,3 +187,41 @@ def check_penalty(engine, V, rows, pen=3.0):
     got = np.array(r["row"], np.float32).reshape(rows, V)
     assert np.array_equal(got, ref), np.argwhere(got != ref)[:5]
     assert r["greedy"] == ref.argmax(1).tolist() == [V - 1] * rows
+
+
+TOPP_SETTINGS = [
+    dict(temperature=0.8, top_k=0, top_p=0.9, seed=11),
+    dict(temperature=1.0, top_k=0, top_p=0.95, repetition_penalty=1.3, seed=12),
+]
+
+
+def check_topp_alone(engine, kw, V, rows):
+    """Top-p without top-k over the slices' top-128 candidates (TOP-P ALONE in
+    shaders/sampling.wgsl: the row's mass from the slices' own, the threshold among the
+    candidates, kept where every value at or above it is a candidate) and one workgroup walking
+    the row: the same ids, eight draws. Row 0 is peaked (its top-p set a few tokens: the
+    candidates are used), row 1 flat (its set reaches below the slices' candidates: the row is
+    walked after the try); with four rows, row 2 peaked with a NaN logit (never drawn) and row 3
+    with 150 tied maxima in its first slice (past its slots: walked whole). With a penalty,
+    each row's top three tokens are in its history (the walk reads the penalised copy the
+    candidates kernel wrote: the spread arm's scratch starts as 7s)."""
+    rng = np.random.default_rng(V + 7)
+    lg = (rng.standard_normal((rows, V)) * 8).astype(np.float32)
+    lg[1] *= 0.03
+    if rows > 2:
+        lg[2, 4] = np.nan
+        lg[2, 5] = np.nanmax(lg[2]) + 1.0       # next to the NaN: often drawn
+        lg[3, :150] = lg[3].max()              # 150 ties within the first slice
+    hist = rng.integers(0, V, (rows, 8))
+    for row in range(rows):
+        hist[row, :3] = np.argsort(np.nan_to_num(lg[row], nan=-np.inf))[-3:]
+    r = engine.run(SPREAD_RUN, rows=rows, V=V, steps=8, kw=kw,
+                   logits=[None if np.isnan(x) else float(x) for x in lg.ravel()],
+                   hist=[int(i) for i in hist.ravel()])
+    assert r["lists"] == r["rows"]
+    want = [1, 0, 1, 0][:rows]
+    assert all(step == want for step in r["used"]), (r["used"][0], want)
+    if rows > 2:
+        assert all(step[2] != 4 for step in r["rows"])      # a NaN logit is never drawn
+    assert len({tuple(step) for step in r["rows"]}) > 1     # the draws move with the step
+    assert len({step[1] for step in r["rows"]}) == 8        # the flat row: a wide set

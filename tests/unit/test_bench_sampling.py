@@ -1,6 +1,6 @@
 """The bench's `MAMBAWEB_BENCH_SAMPLING=app` decodes with the generate page's defaults: the two
-stay equal (py_engine/benchmarks/model.APP_SAMPLING against web/index.html's inputs), and a
-value other than greedy / app is refused by name."""
+stay equal (py_engine/benchmarks/model.APP_SAMPLING against web/index.html's inputs); `topp` is
+those with top-k off; any other value is refused by name."""
 import re
 
 import pytest
@@ -36,6 +36,9 @@ def test_bench_sampling_by_environment(monkeypatch):
     monkeypatch.setenv("MAMBAWEB_BENCH_SAMPLING", "app")
     name, cfg = mb.bench_sampling()
     assert name == "app" and not cfg.greedy and cfg.top_k == 40 and cfg.repetition_penalty == 1.1
+    monkeypatch.setenv("MAMBAWEB_BENCH_SAMPLING", "topp")
+    name, cfg = mb.bench_sampling()
+    assert name == "topp" and not cfg.greedy and cfg.top_k == 0 and cfg.top_p == 0.95
     monkeypatch.setenv("MAMBAWEB_BENCH_SAMPLING", "nucleus")
     with pytest.raises(ValueError, match="MAMBAWEB_BENCH_SAMPLING"):
         mb.bench_sampling()

@@ -7,7 +7,8 @@ row then); one row and two. Native backend (lavapipe here). The row's values are
 at a time in both forms, visited in the same order as one at a time (the same sums)."""
 import pytest
 
-from tests.browser.sampling_passes_cases import (SETTINGS, SPREAD_SETTINGS, check_kept_lists,
+from tests.browser.sampling_passes_cases import (SETTINGS, SPREAD_SETTINGS, TOPP_SETTINGS,
+                                               check_kept_lists, check_topp_alone,
                                                check_penalty, check_spread, setting_name)
 from tests.native_support import engine, native as pytestmark  # noqa: F401
 
@@ -38,3 +39,9 @@ def test_penalty_where_the_row_is_first_read(engine, V, rows):
     workgroups) and sampling_penalise writes the penalised row a draw without top-k walks:
     HF's penalty, bit for bit."""
     check_penalty(engine, V, rows)
+
+
+@pytest.mark.parametrize("kw", TOPP_SETTINGS, ids=lambda kw: f"p{kw['top_p']}")
+@pytest.mark.parametrize("V,rows", [(1000, 4), (5000, 4), (50280, 2)])
+def test_top_p_alone_over_the_candidates_draws_what_the_whole_row_draws(engine, kw, V, rows):
+    check_topp_alone(engine, kw, V, rows)
