@@ -100,7 +100,7 @@ def fold_cases():
         yield f"sampling penalty where read V{V} rows{rows}", \
             (lambda e, V=V, rows=rows: check_penalty(e, V, rows))
     for kw in TOPP_SETTINGS:
-        for V, rows in ((5000, 4), (50280, 2), (152064, 2)):
+        for V, rows in ((5000, 5), (50280, 3), (152064, 3)):
             yield f"sampling top-p alone p{kw['top_p']} V{V} rows{rows}", \
                 (lambda e, kw=kw, V=V, rows=rows: check_topp_alone(e, kw, V, rows))
 

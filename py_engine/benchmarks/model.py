@@ -107,7 +107,8 @@ async def decode_tokens_per_s(model, n_tokens, group=None):
     of n_tokens, each listed: one run on a busy host varied +-30%), and token by token
     (decode_one: a host round trip per token) for comparison. group: GROUP, or
     MAMBAWEB_BENCH_GROUP (bench variants; "auto": Generator's time-sized groups, the app's).
-    Greedy, or with MAMBAWEB_BENCH_SAMPLING=app the generate page's defaults (APP_SAMPLING)."""
+    Greedy, or with MAMBAWEB_BENCH_SAMPLING=app the generate page's defaults (APP_SAMPLING),
+    =topp those with top-k off (TOPP_SAMPLING)."""
     group = group or os.environ.get("MAMBAWEB_BENCH_GROUP", str(GROUP))
     if group != "auto":                    # "auto": sized by time, as the app decodes
         group = int(group)

@@ -19,8 +19,8 @@ Dispatches per call: greedy 2 (its first penalises the slices it reads); a draw 
 repetition penalty: sampling_penalise writes the penalised row the draw walks), or -- top-k up
 to SPREAD_MAX_K, or top-p alone, over at least two slices of the row, `spread_slots` -- 2:
 each slice's candidates (penalised there), then the draw over them (top-p alone: over its
-slices' top SPREAD_MAX_K where the top-p set stays among them, else over the row). The penalty is one function
-(penalise_slice) wherever the row is first read; no buffer copy of the logits. With
+slices' top SPREAD_MAX_K where the top-p set stays among them, else over the row). The
+penalty is one function (penalise_slice) wherever the row is first read; no buffer copy of the logits. With
 `then_advance` the decode's counters move in the last of them (decode_control.wgsl's work:
 one dispatch fewer a decoded token), or in a dispatch of their own
 where they cannot (several rows drawn at random: `fold_control`). V up to the binding limit
@@ -85,6 +85,8 @@ def spread_slots(device, V, top_k, wg, alone=False):
     a draw against 6.3 walking the row)."""
     from py_engine.gpu.settings import choose
     if not (0 < top_k <= SPREAD_MAX_K and V >= 2 * 8 * wg and top_k < V):
+        return 0
+    if alone and wg < 128:      # 136 slots of a 256-value slice: half the row, little spread
         return 0
     rule = (lambda: not device.info.get("is_fallback")) if alone else (lambda: True)
     if not choose(device, "sample_spread", "MAMBAWEB_SAMPLE_SPREAD", "1", "0", rule):
@@ -207,7 +209,7 @@ def sample(batch, logits, ctl=None, *, temperature=1.0, top_k=0, top_p=1.0,
                                    "PROBE": int(probe is not None), "SPREAD": int(bool(kc)),
                                    "KC": kc or 8, **tail["constants"]})
         if cand is not None:
-            if probe is not None:   # PROBE wrote after the candidates and the slices' counts
+            if probe is not None:   # PROBE wrote after the candidates, counts and masses
                 at = cand.offset + rows * sp * (kc + 2) * 8
                 batch.copy(cand.buffer, at, probe.buffer, probe.offset, rows * 8)
             cand.release()        # reused only after these dispatches in queue order

@@ -147,14 +147,23 @@ hist = Tensor.from_list(device, (rows, 8), args['hist'], 'u32')
 ctl = S.make_control(device, rows, step=0, counts=[8] * rows)
 ids = Tensor(device, (rows,), 'u32')
 scratch = Tensor(device, (rows, V))
+spread = Tensor(device, (rows, V))
 batch = device.batch()
 S.sample(batch, lg, ctl, out=ids, greedy=True, repetition_penalty=args['pen'], history=hist)
-S.sample(batch, lg, ctl, top_p=0.9, repetition_penalty=args['pen'], history=hist,
-         scratch=scratch)
+try:
+    # top-p alone walking the row (sampling_penalise's scratch), then over the slices'
+    # candidates where the device spreads it (sampling_candidates' copy)
+    for on, sc in ((False, scratch), (True, spread)):
+        device.sample_spread = on
+        S.sample(batch, lg, ctl, top_p=0.9, repetition_penalty=args['pen'], history=hist,
+                 scratch=sc)
+finally:
+    device.sample_spread = None
 batch.submit()
 result = {'greedy': list(struct.unpack(f'<{rows}I', await ids.to_bytes())),
-          'row': list(struct.unpack(f'<{rows * V}f', await scratch.to_bytes()))}
-for t in (lg, hist, ctl, ids, scratch):
+          'row': list(struct.unpack(f'<{rows * V}f', await scratch.to_bytes())),
+          'spread': list(struct.unpack(f'<{rows * V}f', await spread.to_bytes()))}
+for t in (lg, hist, ctl, ids, scratch, spread):
     t.release()
 """
 
@@ -162,9 +171,9 @@ for t in (lg, hist, ctl, ids, scratch):
 def check_penalty(engine, V, rows, pen=3.0):
     """The repetition penalty where the row is first read (penalise_slice): greedy's slices
     (sampling_greedy_part, several a workgroup past 256 slices) take the penalised argmax, and
-    the row a draw without top-k walks (sampling_penalise's scratch) is the logits with every
-    history token's penalised -- l * pen below 0, l * f32(1 / pen) above, as the kernels
-    compute HF's l / pen -- bit for bit. Each row's two largest logits are in its history and
+    the row a draw without top-k walks (sampling_penalise's scratch; with top-p alone spread,
+    sampling_candidates' copy) is the logits with every history token's penalised -- l * pen
+    below 0, l * f32(1 / pen) above, as the kernels compute HF's l / pen -- bit for bit. Each row's two largest logits are in its history and
     its largest after the penalty is not, at its far end."""
     rng = np.random.default_rng(V + rows)
     lg = rng.uniform(-1, 1, (rows, V)).astype(np.float32)
@@ -184,8 +193,9 @@ def check_penalty(engine, V, rows, pen=3.0):
         for t in set(hist[i].tolist()):
             v = lg[i, t]
             ref[i, t] = v * np.float32(pen) if v < 0 else v * inv
-    got = np.array(r["row"], np.float32).reshape(rows, V)
-    assert np.array_equal(got, ref), np.argwhere(got != ref)[:5]
+    for key in ("row", "spread"):
+        got = np.array(r[key], np.float32).reshape(rows, V)
+        assert np.array_equal(got, ref), (key, np.argwhere(got != ref)[:5])
     assert r["greedy"] == ref.argmax(1).tolist() == [V - 1] * rows
 
 
@@ -195,33 +205,56 @@ TOPP_SETTINGS = [
 ]
 
 
+def _topp_rows(rng, V, kinds):
+    """Logit rows for check_topp_alone by kind (x = l / temperature in the draw)."""
+    lg = (rng.standard_normal((len(kinds), V)) * 8).astype(np.float32)
+    for i, kind in enumerate(kinds):
+        row = lg[i]
+        if kind == "flat":
+            row *= 0.03
+        elif kind == "nan":
+            row[4] = np.nan
+            row[5] = np.nanmax(row) + 1.0      # next to the NaN: often drawn
+        elif kind == "overflow":
+            row[:150] = row.max()              # 150 ties within the first slice
+        elif kind == "below":
+            # 128 values near 10 and 30 near 9.5 in slice 0, 120 near 9 in slice 2, the rest
+            # near -10: the candidates alone reach the top-p mass within the 9s, but the set
+            # takes the 9.5s, which are below slice 0's 128th largest (not candidates)
+            row[:] = -10 + rng.uniform(0, 0.01, V)
+            sl = 1024 if V > 4096 else 256
+            row[:128] = 10 + rng.uniform(0, 0.01, 128)
+            row[128:158] = 9.5 + rng.uniform(0, 0.01, 30)
+            row[2 * sl:2 * sl + 120] = 9 + rng.uniform(0, 0.01, 120)
+    return lg
+
+
 def check_topp_alone(engine, kw, V, rows):
     """Top-p without top-k over the slices' top-128 candidates (TOP-P ALONE in
     shaders/sampling.wgsl: the row's mass from the slices' own, the threshold among the
     candidates, kept where every value at or above it is a candidate) and one workgroup walking
-    the row: the same ids, eight draws. Row 0 is peaked (its top-p set a few tokens: the
-    candidates are used), row 1 flat (its set reaches below the slices' candidates: the row is
-    walked after the try); with four rows, row 2 peaked with a NaN logit (never drawn) and row 3
-    with 150 tied maxima in its first slice (past its slots: walked whole). With a penalty,
-    each row's top three tokens are in its history (the walk reads the penalised copy the
-    candidates kernel wrote: the spread arm's scratch starts as 7s)."""
+    the row: the same ids, 32 draws. Rows: peaked (its top-p set a few tokens: the candidates
+    are used), flat (its set reaches below the slices' candidates: the row is walked after the
+    try), one whose set takes values just below one slice's candidates while the candidates
+    alone would reach the mass further down (walked whole); with five rows also peaked with a
+    NaN logit (never drawn) and 150 tied maxima in one slice (past its slots: walked whole).
+    With a penalty, each row's top three tokens are in its history (the walk reads the
+    penalised copy the candidates kernel wrote: the spread arm's scratch starts as 7s)."""
+    kinds = ["peaked", "flat", "below", "nan", "overflow"][:rows]
     rng = np.random.default_rng(V + 7)
-    lg = (rng.standard_normal((rows, V)) * 8).astype(np.float32)
-    lg[1] *= 0.03
-    if rows > 2:
-        lg[2, 4] = np.nan
-        lg[2, 5] = np.nanmax(lg[2]) + 1.0       # next to the NaN: often drawn
-        lg[3, :150] = lg[3].max()              # 150 ties within the first slice
+    lg = _topp_rows(rng, V, kinds)
     hist = rng.integers(0, V, (rows, 8))
     for row in range(rows):
         hist[row, :3] = np.argsort(np.nan_to_num(lg[row], nan=-np.inf))[-3:]
-    r = engine.run(SPREAD_RUN, rows=rows, V=V, steps=8, kw=kw,
+    r = engine.run(SPREAD_RUN, rows=rows, V=V, steps=32, kw=kw,
                    logits=[None if np.isnan(x) else float(x) for x in lg.ravel()],
                    hist=[int(i) for i in hist.ravel()])
     assert r["lists"] == r["rows"]
-    want = [1, 0, 1, 0][:rows]
+    want = [int(k in ("peaked", "nan")) for k in kinds]
     assert all(step == want for step in r["used"]), (r["used"][0], want)
-    if rows > 2:
-        assert all(step[2] != 4 for step in r["rows"])      # a NaN logit is never drawn
+    if "nan" in kinds:
+        assert all(step[kinds.index("nan")] != 4 for step in r["rows"])   # NaN never drawn
     assert len({tuple(step) for step in r["rows"]}) > 1     # the draws move with the step
-    assert len({step[1] for step in r["rows"]}) == 8        # the flat row: a wide set
+    assert len({step[1] for step in r["rows"]}) > 16        # the flat row: a wide set
+    below = {step[2] for step in r["rows"]}                 # the 9.5s are in its set
+    assert any(128 <= i < 158 for i in below), sorted(below)[:10]

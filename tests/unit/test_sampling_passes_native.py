@@ -42,6 +42,6 @@ def test_penalty_where_the_row_is_first_read(engine, V, rows):
 
 
 @pytest.mark.parametrize("kw", TOPP_SETTINGS, ids=lambda kw: f"p{kw['top_p']}")
-@pytest.mark.parametrize("V,rows", [(1000, 4), (5000, 4), (50280, 2)])
+@pytest.mark.parametrize("V,rows", [(5000, 5), (50280, 3)])
 def test_top_p_alone_over_the_candidates_draws_what_the_whole_row_draws(engine, kw, V, rows):
     check_topp_alone(engine, kw, V, rows)
