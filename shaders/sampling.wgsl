@@ -512,10 +512,9 @@ fn slice_mass(row: u32, s: u32, lid: u32) {
   for (var j = 0u; j < SLICE_VALUES; j++) {
     if (kept_from(j, 0u)) { z += exp(kept_x[j] - ms); }
   }
-  part[lid] = z;
-  part_tree(lid, SUM);
+  let zs = threads_sum(lid, z);
   if (lid == 0u) {
-    cand[masses_at() + row * p._p0 + s] = vec2<u32>(bitcast<u32>(ms), bitcast<u32>(part[0]));
+    cand[masses_at() + row * p._p0 + s] = vec2<u32>(bitcast<u32>(ms), bitcast<u32>(zs));
   }
 }
 
@@ -534,7 +533,13 @@ fn row_mass(row: u32, lid: u32, tau: u32) -> f32 {
   acc_z = 0.0;
   pv_tau = tau;
   sweep(row, lid, PASS_Z);
-  part[lid] = acc_z;
+  return threads_sum(lid, acc_z);
+}
+
+// The sum of every thread's v, pairs in a fixed order (part_tree), for every thread (through
+// self_f[1]: topp_threshold's barrier comes before its next write). Uniform control flow.
+fn threads_sum(lid: u32, v: f32) -> f32 {
+  part[lid] = v;
   part_tree(lid, SUM);
   if (lid == 0u) { self_f[1] = part[0]; }
   workgroupBarrier();
@@ -549,41 +554,28 @@ fn slices_mass(row: u32, lid: u32) -> f32 {
     let e = cand[masses_at() + row * p._p0 + s];
     z += bitcast<f32>(e.y) * exp(bitcast<f32>(e.x) - pv_m);
   }
-  part[lid] = z;
-  part_tree(lid, SUM);
-  if (lid == 0u) { self_f[1] = part[0]; }
-  workgroupBarrier();
-  return self_f[1];
+  return threads_sum(lid, z);
 }
 
-// TOP-P ALONE: whether every value with key >= kappa is a candidate: kappa at or above every
-// slice's threshold key (a slice's candidates are all its values at or above its own 128th
-// largest). Then the top-p threshold found among the candidates is the row's: every key range
-// at or above it holds the same values -- the same masses -- in both. Uniform.
-fn candidates_hold(row: u32, lid: u32, kappa: u32) -> bool {
-  flag_clear(lid);
-  for (var s = lid; s < p._p0; s += WG) {
-    if (cand[counts_at() + row * p._p0 + s].y > kappa) { atomicStore(&kept_over, 1u); }
-  }
-  return !flag_any(lid);
-}
-
-// TOP-P ALONE: whether the candidates at or above every slice's threshold key (T, the largest
-// of them) already hold the goal mass -- then the top-p threshold is at or above T, among the
-// candidates; if not, the row is walked without the search's eight passes over the candidates
-// first (on the H200 a flat row's draw took 1.06 ms with them against 0.76 walking the row
-// alone). Uniform.
-var<workgroup> reach: u32;
-fn candidates_reach(row: u32, lid: u32, goal: f32) -> bool {
+// TOP-P ALONE: T, the largest of the slices' threshold keys: every value with a key at or above
+// T is a candidate (a slice's candidates are all its values at or above its own 128th largest).
+// A threshold kappa >= T is then the row's: every key range the search weighs at or above it
+// holds the same values -- the same masses -- among the candidates as in the row.
+fn slices_top_key(row: u32, lid: u32) -> u32 {
   if (lid == 0u) { atomicStore(&bins[0], 0u); }
   workgroupBarrier();
   for (var s = lid; s < p._p0; s += WG) {
     atomicMax(&bins[0], cand[counts_at() + row * p._p0 + s].y);
   }
   workgroupBarrier();
-  let z = row_mass(row, lid, atomicLoad(&bins[0]));
-  if (lid == 0u) { reach = select(0u, 1u, z >= goal); }
-  return workgroupUniformLoad(&reach) != 0u;
+  return atomicLoad(&bins[0]);
+}
+
+// `v` (the same in every thread) as a uniform value, for a branch around barriers.
+var<workgroup> flag_v: u32;
+fn uniform_flag(lid: u32, v: bool) -> bool {
+  if (lid == 0u) { flag_v = select(0u, 1u, v); }
+  return workgroupUniformLoad(&flag_v) != 0u;
 }
 
 // The top-p threshold over what sweep visits with keys >= tau: the largest key kappa with
@@ -671,10 +663,14 @@ fn sampling_sample(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
     var kappa = 0u;
     if (alone) {
       let goal = slices_mass(row, lid) * p.top_p;
-      var held = candidates_reach(row, lid, goal);   // one pass, before the search's eight
+      let top = slices_top_key(row, lid);
+      // one pass first: the candidates at or above T hold the goal mass, so the threshold is
+      // at or above T (if not, the row is walked without the search's eight passes over the
+      // candidates: on the H200 a flat row's draw took 1.06 ms with them, 0.76 without)
+      var held = uniform_flag(lid, row_mass(row, lid, top) >= goal);
       if (held) {
         kappa = topp_threshold(row, lid, tau, goal);
-        held = candidates_hold(row, lid, kappa);     // the sums' order could still differ
+        held = uniform_flag(lid, kappa >= top);     // the sums' order could still differ
       }
       if (!held) {
         use_cand = false;       // the set reaches below some slice's candidates: the row
