@@ -42,6 +42,10 @@
 //                     then walks those candidates instead of the row (below, at SPREAD).
 //                     Top-p alone takes each slice's top 128 and its mass (TOP-P ALONE):
 //                     the draw walks them where the top-p set is among them, else the row.
+//   sampling_topp_pass, sampling_topp_draw
+//                     top-p alone over the whole row spread over the GPU (TOP-P PASSES, at
+//                     the end): eight digit passes and the draw, one workgroup a slice each,
+//                     then sampling_greedy_final picks the best of the slices' draws.
 //   sampling_greedy_part, sampling_greedy_final
 //                     greedy in two dispatches: GP workgroups per row each take the argmax of
 //                     their slices of the row, then one workgroup per row picks among those
@@ -467,15 +471,7 @@ fn sampling_candidates(@builtin(workgroup_id) wid: vec3<u32>,
   let row = wid.y;
   let s0 = wid.x * SLICE_VALUES * WG;
   if (PENALISE) { penalise_slice(row, s0, lid, true); }
-  // the thread's values of the slice as its kept list: the threshold's passes walk it (sweep)
-  for (var j = 0u; j < SLICE_VALUES; j++) {
-    let v = s0 + lid + j * WG;               // past the row: visit and kept_from skip it
-    kept_x[j] = slice_logit(row, s0, lid, j) * p.inv_temp;
-    kept_v[j] = v;
-  }
-  kept_n = SLICE_VALUES;
-  use_kept = true;
-  use_cand = false;
+  load_slice(row, s0, lid);   // the thread's values as its kept list: the passes walk it
   let tau = topk_threshold(row, lid);        // the slice's k-th largest (0: fewer than k)
   // every value at or above tau, in visiting order: each thread's count, their prefix sums
   var mine = 0u;
@@ -766,4 +762,198 @@ fn sampling_greedy_final(@builtin(workgroup_id) wid: vec3<u32>,
   part_i[lid] = bi;
   argmax_tree(lid);
   put_id(row, lid, part_i[0]);
+}
+
+// ------------------------------------------------------------------------------------------
+// TOP-P PASSES: top-p alone over the whole row, spread over the GPU. The one-workgroup walk
+// of a flat row (a set of most of the vocabulary) took 0.76 ms a draw at 50,280 logits on an
+// H200; here each of topp_threshold's eight 4-bit digit passes is a dispatch of one workgroup
+// per slice (sampling_topp_pass: the slice's mass by digit under the prefix chosen so far),
+// and every workgroup of the next dispatch puts the slices' bins together in the same fixed
+// order, so all of them choose the same digit (no grid barrier needed: the dispatch boundary
+// is one). Then sampling_topp_draw: each slice's Gumbel-max over its keys at or above the
+// threshold, and sampling_greedy_final the best of the slices -- the same score, index and
+// tie rule as the one-workgroup draw (beats), so the same id wherever the threshold is the
+// same; the masses are the same sums up to their order. Pass 0 also finds each slice's max
+// m_s and weighs its bins by exp(x - m_s); pass 1 takes the row's max m = max_s m_s and scales
+// pass 0's bins by exp(m_s - m) (the row's mass is then the sum of the bins); later passes
+// weigh by exp(x - m) as the walk does.
+//
+// `cand` for the passes, in vec2<u32> slots (SP = Params._p0 slices, Params.top_k = the pass):
+//   [rows, SP]            each slice's draw (score bits, id): sampling_greedy_final's input
+//   [rows, SP]            each slice's max m_s (pass 0)
+//   [rows, 9, 2]          state after pass k's choice (k = 1 .. 8): (prefix, mask) and
+//                         (mass above the prefix's range, goal = p * the row's mass); m at
+//   [rows, 9]             (m, 0)
+//   [rows, 8, SP, 8]      pass k's 16 bin masses of slice s, two a slot
+//   [rows]                PROBE's (0, 2): the passes (tests)
+
+fn tp_best(row: u32, s: u32) -> u32 { return row * p._p0 + s; }
+fn tp_max(row: u32, s: u32) -> u32 { return (p.rows + row) * p._p0 + s; }
+fn tp_state(row: u32, k: u32) -> u32 { return 2u * p.rows * p._p0 + (row * 9u + k) * 2u; }
+fn tp_m(row: u32, k: u32) -> u32 { return 2u * p.rows * p._p0 + p.rows * 18u + row * 9u + k; }
+fn tp_hist(row: u32, k: u32, s: u32) -> u32 {
+  return 2u * p.rows * p._p0 + p.rows * 27u + ((row * 8u + k) * p._p0 + s) * 8u;
+}
+fn tp_probe(row: u32) -> u32 { return tp_hist(p.rows, 0u, 0u) + row; }
+
+// The thread's values of slice s0 (v = s0 + lid + j WG) as its kept list, x = l / temperature.
+fn load_slice(row: u32, s0: u32, lid: u32) {
+  for (var j = 0u; j < SLICE_VALUES; j++) {
+    kept_x[j] = slice_logit(row, s0, lid, j) * p.inv_temp;
+    kept_v[j] = s0 + lid + j * WG;           // past the row: visit and kept_from skip it
+  }
+  kept_n = SLICE_VALUES;
+  use_kept = true;
+  use_cand = false;
+}
+
+var<workgroup> tp_f: array<f32, 3>;          // above, goal, m (uniform through barriers)
+var<workgroup> tp_u: array<u32, 2>;          // prefix, mask
+var<workgroup> tp_bin: array<f32, 16>;      // the row's mass by digit (topp_choose)
+
+// Pass k's choice (k = 1 .. 8) from pass k - 1's bins: sets pv_prefix, pv_mask, pv_m and
+// tp_f / tp_u as topp_threshold's loop leaves them after that pass; the slice-0 workgroup
+// writes it for the next pass. Uniform control flow.
+fn topp_choose(row: u32, lid: u32, k: u32, first: bool) {
+  let L = WG / 16u;                          // threads a bin
+  let d = lid / L;
+  let j = lid % L;
+  var m = 0.0;
+  if (k == 1u) {                             // the row's max: the slices' (fixed tree)
+    var mm = -3.4e38;
+    for (var s = lid; s < p._p0; s += WG) { mm = max(mm, bitcast<f32>(cand[tp_max(row, s)].x)); }
+    part[lid] = mm;
+    part_tree(lid, !SUM);
+    m = part[0];
+    workgroupBarrier();                      // every thread has read part[0]
+  } else {
+    m = bitcast<f32>(cand[tp_m(row, k - 1u)].x);
+  }
+  // bin d's mass over the slices: thread (d, j) takes slices j, j + L, ..., then the L sums
+  // in order; pass 0's bins are in their slice's scale
+  var h = 0.0;
+  for (var s = j; s < p._p0; s += L) {
+    let e = cand[tp_hist(row, k - 1u, s) + d / 2u];
+    var b = bitcast<f32>(select(e.x, e.y, (d & 1u) == 1u));
+    if (k == 1u) { b *= exp(bitcast<f32>(cand[tp_max(row, s)].x) - m); }
+    h += b;
+  }
+  workgroupBarrier();
+  part[lid] = h;
+  workgroupBarrier();
+  if (lid < 16u) {
+    var t = 0.0;
+    for (var q = 0u; q < L; q++) { t += part[lid * L + q]; }
+    tp_bin[lid] = t;
+  }
+  workgroupBarrier();
+  if (lid == 0u) {
+    var z = 0.0;
+    for (var b = 0u; b < 16u; b++) { z += tp_bin[b]; }
+    var above = 0.0;
+    var goal = z * p.top_p;                  // pass 1: every key counts (the row's mass)
+    var prefix = 0u;
+    var mask = 0u;
+    if (k > 1u) {
+      let st = cand[tp_state(row, k - 1u)];
+      let sf = cand[tp_state(row, k - 1u) + 1u];
+      prefix = st.x;
+      mask = st.y;
+      above = bitcast<f32>(sf.x);
+      goal = bitcast<f32>(sf.y);
+    }
+    var dig = 0u;
+    for (var b = 16u; b > 0u; b--) {
+      let sb = tp_bin[b - 1u];
+      if (above + sb >= goal && sb > 0.0) { dig = b - 1u; break; }
+      above += sb;
+    }
+    let shift = 28u - 4u * (k - 1u);
+    prefix |= dig << shift;
+    mask |= 15u << shift;
+    tp_u[0] = prefix;
+    tp_u[1] = mask;
+    tp_f[0] = above;
+    tp_f[1] = goal;
+    tp_f[2] = m;
+    if (first) {
+      cand[tp_state(row, k)] = vec2<u32>(prefix, mask);
+      cand[tp_state(row, k) + 1u] = vec2<u32>(bitcast<u32>(above), bitcast<u32>(goal));
+      cand[tp_m(row, k)] = vec2<u32>(bitcast<u32>(m), 0u);
+    }
+  }
+  workgroupBarrier();
+  pv_prefix = tp_u[0];
+  pv_mask = tp_u[1];
+  pv_m = tp_f[2];
+}
+
+// grid (SP, rows), Params.top_k = k (0 .. 7): slice wid.x's mass by the 4-bit digit at
+// 28 - 4k of its keys under the prefix chosen so far (pass 0: every key, in the slice's own
+// scale, and the slice's max; penalised there with PENALISE, copied to scratch for the later
+// passes, which read it through PENALISED).
+@compute @workgroup_size(WG)
+fn sampling_topp_pass(@builtin(workgroup_id) wid: vec3<u32>,
+                      @builtin(local_invocation_index) lid: u32) {
+  let row = wid.y;
+  let s = wid.x;
+  let k = p.top_k;
+  let s0 = s * SLICE_VALUES * WG;
+  if (PENALISE) { penalise_slice(row, s0, lid, true); }
+  load_slice(row, s0, lid);
+  if (k == 0u) {
+    var m = -3.4e38;
+    for (var j = 0u; j < SLICE_VALUES; j++) { if (kept_from(j, 0u)) { m = max(m, kept_x[j]); } }
+    part[lid] = m;
+    part_tree(lid, !SUM);
+    pv_m = part[0];
+    workgroupBarrier();                      // every thread has read part[0]
+    if (lid == 0u) { cand[tp_max(row, s)] = vec2<u32>(bitcast<u32>(pv_m), 0u); }
+    pv_prefix = 0u;
+    pv_mask = 0u;
+  } else {
+    topp_choose(row, lid, k, s == 0u);
+  }
+  for (var d = 0u; d < 16u; d++) { acc_h[d] = 0.0; }
+  pv_tau = 0u;
+  pv_shift = 28u - 4u * k;
+  sweep(row, lid, PASS_TOPP);
+  for (var d = 0u; d < 16u; d++) { part[d * WG + lid] = acc_h[d]; }
+  for (var st = WG / 2u; st > 0u; st >>= 1u) {   // each bin's WG sums, pairs in a fixed order
+    workgroupBarrier();
+    if (lid < st) {
+      for (var d = 0u; d < 16u; d++) { part[d * WG + lid] += part[d * WG + lid + st]; }
+    }
+  }
+  workgroupBarrier();
+  if (lid < 8u) {
+    cand[tp_hist(row, k, s) + lid] = vec2<u32>(bitcast<u32>(part[2u * lid * WG]),
+                                              bitcast<u32>(part[(2u * lid + 1u) * WG]));
+  }
+}
+
+// grid (SP, rows): the threshold from pass 7's bins, then slice wid.x's Gumbel-max over its
+// keys at or above it (the one-workgroup draw's scores) at tp_best; sampling_greedy_final
+// (Params._p0 = SP) then picks the row's.
+@compute @workgroup_size(WG)
+fn sampling_topp_draw(@builtin(workgroup_id) wid: vec3<u32>,
+                      @builtin(local_invocation_index) lid: u32) {
+  let row = wid.y;
+  let s = wid.x;
+  load_slice(row, s * SLICE_VALUES * WG, lid);
+  topp_choose(row, lid, 8u, false);
+  pv_k1 = pcg(p.seed ^ pcg(ctl[0] ^ pcg(row + 0x9E3779B9u)));
+  pv_k2 = pcg(pv_k1 + 0x632BE5ABu);
+  pv_tau = pv_prefix;
+  acc_best = 0.0;
+  acc_bi = NONE;
+  sweep(row, lid, PASS_DRAW);
+  part[lid] = acc_best;
+  part_i[lid] = acc_bi;
+  argmax_tree(lid);
+  if (lid == 0u) {
+    cand[tp_best(row, s)] = vec2<u32>(bitcast<u32>(part[0]), part_i[0]);
+    if (PROBE && s == 0u) { cand[tp_probe(row)] = vec2<u32>(0u, 2u); }
+  }
 }

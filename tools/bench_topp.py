@@ -1,13 +1,14 @@
-"""GPU time of one draw with top-p alone (the generate page's settings with top-k off), over
-the slices' candidates (TOP-P ALONE in shaders/sampling.wgsl) and walking the row in one
-workgroup, on a peaked row (a model sure of its next token: the candidates hold the top-p set)
-and a flat one (the set is most of the row: the try, then the row walk).
+"""GPU time of one draw with top-p alone (the generate page's settings with top-k off) three
+ways: as passes over the whole row spread over the GPU (TOP-P PASSES in shaders/sampling.wgsl,
+the rule), over the slices' top-128 candidates with the one-workgroup walk as fallback (TOP-P
+ALONE), and walking the row in one workgroup -- on a peaked row (a model sure of its next
+token: the candidates hold the top-p set) and a flat one (the set is most of the row).
 
   python -m tools.bench_topp [--V 50280] [--engine dawn|native] [--draws 200]
 
 Each arm records `draws` draws into one batch, replays it five times with the queue drained,
-and prints JSON: ms a draw (the best replay), the probe (kept lists used, candidates used) and
-the id drawn -- the same id in both arms."""
+and prints JSON: ms a draw (the best replay), the probe (kept lists used, candidates used: 2
+for the passes) and the id drawn -- the same id in every arm."""
 import argparse
 import json
 
@@ -22,8 +23,10 @@ res = {}
 for name, vals in args['rows'].items():
     lg = Tensor.from_list(device, (1, V), vals)
     hist = Tensor.from_list(device, (1, 8), list(range(8)), 'u32')
-    for spread in (True, False):
+    for arm, spread, passes in (("passes", True, True), ("candidates", True, False),
+                                ("row", False, None)):
         device.sample_spread = spread
+        device.topp_passes = passes
         ctl = S.make_control(device, 1, step=0, counts=[8])
         ids = Tensor(device, (1,), 'u32')
         scratch = Tensor(device, (1, V))
@@ -41,7 +44,7 @@ for name, vals in args['rows'].items():
             rec.replay()
             await device.finish()
             best = min(best, (time.perf_counter() - t0) / n * 1e3)
-        res[f"{name} spread={spread}"] = {"ms_per_draw": best,
+        res[f"{name} {arm}"] = {"ms_per_draw": best,
                                           "probe": list(await probe.to_list()),
                                           "id": list(await ids.to_list())}
         for t in (ctl, ids, scratch, probe):
@@ -49,6 +52,7 @@ for name, vals in args['rows'].items():
     lg.release()
     hist.release()
 device.sample_spread = None
+device.topp_passes = None
 result = res
 """
 

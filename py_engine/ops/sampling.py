@@ -17,9 +17,11 @@ the same seed and step give the same ids on any run.
 
 Dispatches per call: greedy 2 (its first penalises the slices it reads); a draw 1 (+1 with a
 repetition penalty: sampling_penalise writes the penalised row the draw walks), or -- top-k up
-to SPREAD_MAX_K, or top-p alone, over at least two slices of the row, `spread_slots` -- 2:
-each slice's candidates (penalised there), then the draw over them (top-p alone: over its
-slices' top SPREAD_MAX_K where the top-p set stays among them, else over the row). The
+to SPREAD_MAX_K over at least two slices of the row, `spread_slots` -- 2: each slice's
+candidates (penalised there), then the draw over them. Top-p alone where it spreads: 10, the
+threshold's eight digit passes over the whole row as dispatches of one workgroup a slice, each
+slice's draw, the best of them (`topp_passes`; or 2 over the slices' top SPREAD_MAX_K where the
+top-p set stays among them, else over the row). The
 penalty is one function (penalise_slice) wherever the row is first read; no buffer copy of the logits. With
 `then_advance` the decode's counters move in the last of them (decode_control.wgsl's work:
 one dispatch fewer a decoded token), or in a dispatch of their own
@@ -92,6 +94,17 @@ def spread_slots(device, V, top_k, wg, alone=False):
     if not choose(device, "sample_spread", "MAMBAWEB_SAMPLE_SPREAD", "1", "0", rule):
         return 0
     return -(-(top_k + 8) // 8) * 8
+
+
+def topp_passes(device):
+    """Whether top-p alone, where it spreads (spread_slots(..., alone=True)), walks the whole
+    row as passes spread over the GPU (TOP-P PASSES in shaders/sampling.wgsl: eight digit
+    passes of one workgroup a slice, a draw a slice, the best of the slices; 10 dispatches)
+    instead of over the slices' top-128 candidates with the one-workgroup walk as fallback
+    (TOP-P ALONE: 2 dispatches). `device.topp_passes` (tests), else MAMBAWEB_TOPP_PASSES=1|0
+    (bench variants), else on."""
+    from py_engine.gpu.settings import choose
+    return choose(device, "topp_passes", "MAMBAWEB_TOPP_PASSES", "1", "0", lambda: True)
 
 
 def sample(batch, logits, ctl=None, *, temperature=1.0, top_k=0, top_p=1.0,
@@ -186,6 +199,13 @@ def sample(batch, logits, ctl=None, *, temperature=1.0, top_k=0, top_p=1.0,
     if greedy:
         _greedy(batch, u, lb, ctl, history if penalised else None, out, rows, V, H, loff, lstr,
                 flags, wg, tail, npos, ring_len)
+    elif alone and kc and topp_passes(dev):
+        pen = [ctl.binding, history.binding if penalised else rw_dummy(dev, 2),
+               scratch.binding if penalised else rw_dummy(dev)]
+        each = (V, rows, flags, float(top_p), temp, float(repetition_penalty),
+                int(seed) & 0xFFFFFFFF, H, loff, lstr, sp, npos, ring_len, 1.0 / temp,
+                1.0 / float(repetition_penalty))
+        _topp_passes(batch, each, lb, pen, out, rows, sp, wg, penalised, tail, probe)
     else:
         sb = scratch.binding if penalised else rw_dummy(dev)
         cand = None
@@ -219,6 +239,38 @@ def sample(batch, logits, ctl=None, *, temperature=1.0, top_k=0, top_p=1.0,
         advance(batch, out, ctl, adv_hist, adv_pos, ring)
     return out
 
+
+
+def _topp_passes(batch, each, lb, pen, out, rows, sp, wg, penalised, tail, probe):
+    """Top-p alone as passes over the whole row, spread (TOP-P PASSES in shaders/sampling.wgsl):
+    sampling_topp_pass for k = 0 .. 7 (one workgroup a slice; the first penalises its slice
+    into scratch: pen = [ctl, history, scratch] bindings), sampling_topp_draw, then
+    sampling_greedy_final over the slices' draws (which advances the counters with tail's
+    ADVANCE). each: params' fields but the pass (Params.top_k)."""
+    dev = batch.device
+    V, _, flags = each[:3]
+    # [rows, SP] draws, [rows, SP] maxima, [rows, 9, 2] states, [rows, 9] maxima, [rows, 8, SP,
+    # 8] bins, then PROBE's [rows]
+    at_probe = 2 * rows * sp + 27 * rows + 64 * rows * sp
+    cand = Tensor(dev, (at_probe + (rows if probe is not None else 0), 2), "u32")
+
+    def uniform(k):
+        return dev.uniform(params(*each[:3], k, *each[3:]))
+    for k in range(8):
+        batch.run("sampling", "sampling_topp_pass", [uniform(k), lb] + pen + [None, cand.binding],
+                  sp, rows, constants={"WG": wg, "PENALISE": int(bool(penalised and k == 0))})
+    batch.run("sampling", "sampling_topp_draw",
+              [uniform(8), lb, pen[0], None, pen[2], None, cand.binding], sp, rows,
+              constants={"WG": wg, "PROBE": int(probe is not None)})
+    u2 = dev.uniform(params(V, rows, flags, 0, 1.0, 1.0, 1.0, 0, *each[7:10], sp, *each[11:13],
+                            1.0, 1.0))
+    batch.run("sampling", "sampling_greedy_final",
+              [u2, None, tail["ctl"], tail["hist"], None, out.binding, cand.binding,
+               tail["pos"], tail["ring"]], rows,
+              constants={"WG": wg, **tail["constants"]})
+    if probe is not None:
+        batch.copy(cand.buffer, cand.offset + at_probe * 8, probe.buffer, probe.offset, rows * 8)
+    cand.release()
 
 
 def _greedy(batch, u, lb, ctl, history, out, rows, V, H, loff, lstr, flags, wg, tail, npos,

@@ -229,6 +229,12 @@ def _topp_rows(rng, V, kinds):
     return lg
 
 
+# SPREAD_RUN with top-p alone's form chosen: the slices' candidates or the passes over the row
+TOPP_RUN = _replaced(_replaced(
+    SPREAD_RUN, "try:\n", "try:\n    device.topp_passes = args['passes']\n"),
+    "device.sample_spread = None", "device.sample_spread = None\n    device.topp_passes = None")
+
+
 def check_topp_alone(engine, kw, V, rows):
     """Top-p without top-k over the slices' top-128 candidates (TOP-P ALONE in
     shaders/sampling.wgsl: the row's mass from the slices' own, the threshold among the
@@ -246,12 +252,39 @@ def check_topp_alone(engine, kw, V, rows):
     hist = rng.integers(0, V, (rows, 8))
     for row in range(rows):
         hist[row, :3] = np.argsort(np.nan_to_num(lg[row], nan=-np.inf))[-3:]
-    r = engine.run(SPREAD_RUN, rows=rows, V=V, steps=32, kw=kw,
+    r = engine.run(TOPP_RUN, rows=rows, V=V, steps=32, kw=kw, passes=False,
                    logits=[None if np.isnan(x) else float(x) for x in lg.ravel()],
                    hist=[int(i) for i in hist.ravel()])
     assert r["lists"] == r["rows"]
     want = [int(k in ("peaked", "nan")) for k in kinds]
     assert all(step == want for step in r["used"]), (r["used"][0], want)
+    if "nan" in kinds:
+        assert all(step[kinds.index("nan")] != 4 for step in r["rows"])   # NaN never drawn
+    assert len({tuple(step) for step in r["rows"]}) > 1     # the draws move with the step
+    assert len({step[1] for step in r["rows"]}) > 16        # the flat row: a wide set
+    below = {step[2] for step in r["rows"]}                 # the 9.5s are in its set
+    assert any(128 <= i < 158 for i in below), sorted(below)[:10]
+
+
+def check_topp_passes(engine, kw, V, rows):
+    """Top-p without top-k as passes over the whole row spread over the GPU (TOP-P PASSES in
+    shaders/sampling.wgsl: each digit pass a dispatch of one workgroup a slice, every slice's
+    draw, the best of them) against one workgroup walking the row: the same ids, 32 draws, on
+    the rows of check_topp_alone -- peaked, flat (a set of most of the row), a set reaching
+    just below one slice's top 128, a NaN logit (never drawn), 150 tied maxima in one slice --
+    with and without a penalty (the walk reads the penalised copy pass 0 wrote: the arm's
+    scratch starts as 7s); every row takes the passes (the probe's 2)."""
+    kinds = ["peaked", "flat", "below", "nan", "overflow"][:rows]
+    rng = np.random.default_rng(V + 11)
+    lg = _topp_rows(rng, V, kinds)
+    hist = rng.integers(0, V, (rows, 8))
+    for row in range(rows):
+        hist[row, :3] = np.argsort(np.nan_to_num(lg[row], nan=-np.inf))[-3:]
+    r = engine.run(TOPP_RUN, rows=rows, V=V, steps=32, kw=kw, passes=True,
+                   logits=[None if np.isnan(x) else float(x) for x in lg.ravel()],
+                   hist=[int(i) for i in hist.ravel()])
+    assert r["lists"] == r["rows"]
+    assert all(step == [2] * rows for step in r["used"]), r["used"][0]
     if "nan" in kinds:
         assert all(step[kinds.index("nan")] != 4 for step in r["rows"])   # NaN never drawn
     assert len({tuple(step) for step in r["rows"]}) > 1     # the draws move with the step
