@@ -78,6 +78,7 @@ struct Params {
   hist_cap: u32, l_off: u32, l_str: u32, _p0: u32,    // _p0: greedy's GP, a draw's SP
   pos_count: u32, ring_len: u32, inv_temp: f32, inv_pen: f32,  // ADVANCE: positions, ring
                                                                // length R; 1/t, 1/penalty
+  pass_i: u32, _p1: u32, _p2: u32, _p3: u32,   // the pass of sampling_topk_pass / _topp_pass
 };
 
 // ctl and hist are written only with ADVANCE; the other entry points read them.
@@ -779,13 +780,16 @@ fn sampling_greedy_final(@builtin(workgroup_id) wid: vec3<u32>,
 // pass 0's bins by exp(m_s - m) (the row's mass is then the sum of the bins); later passes
 // weigh by exp(x - m) as the walk does.
 //
-// `cand` for the passes, in vec2<u32> slots (SP = Params._p0 slices, Params.top_k = the pass):
+// `cand` for the passes, in vec2<u32> slots (SP = Params._p0 slices, Params.pass_i = the pass):
 //   [rows, SP]            each slice's draw (score bits, id): sampling_greedy_final's input
-//   [rows, SP]            each slice's max m_s (pass 0)
-//   [rows, 9, 2]          state after pass k's choice (k = 1 .. 8): (prefix, mask) and
+//   [rows, SP]            each slice's max m_s (the first pass)
+//   [rows, 9, 2]          top-p's state after pass k's choice (k = 1 .. 8): (prefix, mask) and
 //                         (mass above the prefix's range, goal = p * the row's mass); m at
 //   [rows, 9]             (m, 0)
-//   [rows, 8, SP, 8]      pass k's 16 bin masses of slice s, two a slot
+//   [rows, 8, SP, 8]      top-p pass k's 16 bin masses of slice s, two a slot
+//   [rows, 5, 2]          top-k's state after pass j's choice (j = 1 .. 4): (prefix, mask),
+//                         (rank left, 1 if the row holds fewer than k); j = 4: the threshold
+//   [rows, 4, SP, 128]    top-k pass j's 256 bin counts of slice s, two a slot
 //   [rows]                PROBE's (0, 2): the passes (tests)
 
 fn tp_best(row: u32, s: u32) -> u32 { return row * p._p0 + s; }
@@ -795,7 +799,11 @@ fn tp_m(row: u32, k: u32) -> u32 { return 2u * p.rows * p._p0 + p.rows * 18u + r
 fn tp_hist(row: u32, k: u32, s: u32) -> u32 {
   return 2u * p.rows * p._p0 + p.rows * 27u + ((row * 8u + k) * p._p0 + s) * 8u;
 }
-fn tp_probe(row: u32) -> u32 { return tp_hist(p.rows, 0u, 0u) + row; }
+fn tk_state(row: u32, j: u32) -> u32 { return tp_hist(p.rows, 0u, 0u) + (row * 5u + j) * 2u; }
+fn tk_counts(row: u32, j: u32, s: u32) -> u32 {
+  return tk_state(p.rows, 0u) + ((row * 4u + j) * p._p0 + s) * 128u;
+}
+fn tp_probe(row: u32) -> u32 { return tk_counts(p.rows, 0u, 0u) + row; }
 
 // The thread's values of slice s0 (v = s0 + lid + j WG) as its kept list, x = l / temperature.
 fn load_slice(row: u32, s0: u32, lid: u32) {
@@ -806,6 +814,108 @@ fn load_slice(row: u32, s0: u32, lid: u32) {
   kept_n = SLICE_VALUES;
   use_kept = true;
   use_cand = false;
+}
+
+// The row's max x from its slices' (the first pass's tp_max), a fixed tree. Uniform.
+fn slices_max(row: u32, lid: u32) -> f32 {
+  var mm = -3.4e38;
+  for (var s = lid; s < p._p0; s += WG) { mm = max(mm, bitcast<f32>(cand[tp_max(row, s)].x)); }
+  part[lid] = mm;
+  part_tree(lid, !SUM);
+  let m = part[0];
+  workgroupBarrier();                        // every thread has read part[0]
+  return m;
+}
+
+// The slice's max x into tp_max (the first pass of a chain). Uniform.
+fn put_slice_max(row: u32, s: u32, lid: u32) {
+  var m = -3.4e38;
+  for (var j = 0u; j < SLICE_VALUES; j++) { if (kept_from(j, 0u)) { m = max(m, kept_x[j]); } }
+  part[lid] = m;
+  part_tree(lid, !SUM);
+  pv_m = part[0];
+  workgroupBarrier();                        // every thread has read part[0]
+  if (lid == 0u) { cand[tp_max(row, s)] = vec2<u32>(bitcast<u32>(pv_m), 0u); }
+}
+
+// Top-k pass j's choice (j = 1 .. 4) from pass j - 1's counts: the 8-bit digit holding the
+// key of the rank left (digit_at_rank over the slices' counts summed into bins, integers: the
+// same in any order), as topk_threshold's loop chooses it; the slice-0 workgroup (first)
+// writes the state for the next pass. Sets pv_prefix and pv_mask; returns the threshold so
+// far (j = 4: the k-th largest key, 0 where the row holds fewer than k). Uniform control flow.
+fn topk_choose(row: u32, lid: u32, j: u32, first: bool) -> u32 {
+  var prefix = 0u;
+  var mask = 0u;
+  var remaining = p.top_k;
+  var fewer = 0u;
+  if (j > 1u) {
+    let a = cand[tk_state(row, j - 1u)];
+    let b = cand[tk_state(row, j - 1u) + 1u];
+    prefix = a.x;
+    mask = a.y;
+    remaining = b.x;
+    fewer = b.y;
+  }
+  for (var b = lid; b < 256u; b += WG) {
+    var c = 0u;
+    for (var s = 0u; s < p._p0; s++) {
+      let e = cand[tk_counts(row, j - 1u, s) + b / 2u];
+      c += select(e.x, e.y, (b & 1u) == 1u);
+    }
+    atomicStore(&bins[b], c);
+  }
+  workgroupBarrier();
+  let d = digit_at_rank(lid, remaining);
+  if (fewer == 0u) {
+    if (d == NONE) {                         // fewer than k in the row: keep everything
+      fewer = 1u;
+      prefix = 0u;
+      mask = 0u;
+    } else {
+      let shift = 32u - 8u * j;
+      prefix |= d << shift;
+      mask |= 255u << shift;
+      remaining = rank_left;
+    }
+  }
+  if (first && lid == 0u) {
+    cand[tk_state(row, j)] = vec2<u32>(prefix, mask);
+    cand[tk_state(row, j) + 1u] = vec2<u32>(remaining, fewer);
+  }
+  pv_prefix = prefix;
+  pv_mask = mask;
+  return prefix;
+}
+
+// grid (SP, rows), Params.pass_i = j (0 .. 3): slice wid.x's counts of the 8-bit digit at
+// 24 - 8j of its keys under the prefix chosen so far (topk_threshold's passes, spread; the
+// first also the slice's max, and penalised there with PENALISE, copied to scratch).
+@compute @workgroup_size(WG)
+fn sampling_topk_pass(@builtin(workgroup_id) wid: vec3<u32>,
+                      @builtin(local_invocation_index) lid: u32) {
+  let row = wid.y;
+  let s = wid.x;
+  let j = p.pass_i;
+  let s0 = s * SLICE_VALUES * WG;
+  if (PENALISE) { penalise_slice(row, s0, lid, true); }
+  load_slice(row, s0, lid);
+  if (j == 0u) {
+    put_slice_max(row, s, lid);
+    pv_prefix = 0u;
+    pv_mask = 0u;
+  } else {
+    topk_choose(row, lid, j, s == 0u);
+  }
+  workgroupBarrier();                        // digit_at_rank has read bins
+  for (var b = lid; b < 256u; b += WG) { atomicStore(&bins[b], 0u); }
+  workgroupBarrier();
+  pv_shift = 24u - 8u * j;
+  sweep(row, lid, PASS_TOPK);
+  workgroupBarrier();
+  for (var b = lid; b < 128u; b += WG) {
+    cand[tk_counts(row, j, s) + b] = vec2<u32>(atomicLoad(&bins[2u * b]),
+                                               atomicLoad(&bins[2u * b + 1u]));
+  }
 }
 
 var<workgroup> tp_f: array<f32, 3>;          // above, goal, m (uniform through barriers)
@@ -820,13 +930,8 @@ fn topp_choose(row: u32, lid: u32, k: u32, first: bool) {
   let d = lid / L;
   let j = lid % L;
   var m = 0.0;
-  if (k == 1u) {                             // the row's max: the slices' (fixed tree)
-    var mm = -3.4e38;
-    for (var s = lid; s < p._p0; s += WG) { mm = max(mm, bitcast<f32>(cand[tp_max(row, s)].x)); }
-    part[lid] = mm;
-    part_tree(lid, !SUM);
-    m = part[0];
-    workgroupBarrier();                      // every thread has read part[0]
+  if (k == 1u) {
+    m = slices_max(row, lid);
   } else {
     m = bitcast<f32>(cand[tp_m(row, k - 1u)].x);
   }
@@ -889,34 +994,37 @@ fn topp_choose(row: u32, lid: u32, k: u32, first: bool) {
   pv_m = tp_f[2];
 }
 
-// grid (SP, rows), Params.top_k = k (0 .. 7): slice wid.x's mass by the 4-bit digit at
-// 28 - 4k of its keys under the prefix chosen so far (pass 0: every key, in the slice's own
-// scale, and the slice's max; penalised there with PENALISE, copied to scratch for the later
-// passes, which read it through PENALISED).
+// grid (SP, rows), Params.pass_i = k (0 .. 7): slice wid.x's mass by the 4-bit digit at
+// 28 - 4k of its keys at or above top-k's threshold and under the prefix chosen so far (pass
+// 0: in the slice's own scale, and the slice's max; penalised there with PENALISE -- the
+// first dispatch of the chain -- and copied to scratch for the later passes, which read it
+// through PENALISED).
 @compute @workgroup_size(WG)
 fn sampling_topp_pass(@builtin(workgroup_id) wid: vec3<u32>,
                       @builtin(local_invocation_index) lid: u32) {
   let row = wid.y;
   let s = wid.x;
-  let k = p.top_k;
+  let k = p.pass_i;
   let s0 = s * SLICE_VALUES * WG;
   if (PENALISE) { penalise_slice(row, s0, lid, true); }
   load_slice(row, s0, lid);
+  var tau = 0u;                              // top-k's threshold: its passes came first
+  if (has(TOP_K)) {
+    if (k == 0u) {
+      tau = topk_choose(row, lid, 4u, s == 0u);
+    } else {
+      tau = cand[tk_state(row, 4u)].x;
+    }
+  }
   if (k == 0u) {
-    var m = -3.4e38;
-    for (var j = 0u; j < SLICE_VALUES; j++) { if (kept_from(j, 0u)) { m = max(m, kept_x[j]); } }
-    part[lid] = m;
-    part_tree(lid, !SUM);
-    pv_m = part[0];
-    workgroupBarrier();                      // every thread has read part[0]
-    if (lid == 0u) { cand[tp_max(row, s)] = vec2<u32>(bitcast<u32>(pv_m), 0u); }
+    put_slice_max(row, s, lid);
     pv_prefix = 0u;
     pv_mask = 0u;
   } else {
     topp_choose(row, lid, k, s == 0u);
   }
   for (var d = 0u; d < 16u; d++) { acc_h[d] = 0.0; }
-  pv_tau = 0u;
+  pv_tau = tau;
   pv_shift = 28u - 4u * k;
   sweep(row, lid, PASS_TOPP);
   for (var d = 0u; d < 16u; d++) { part[d * WG + lid] = acc_h[d]; }
@@ -933,19 +1041,28 @@ fn sampling_topp_pass(@builtin(workgroup_id) wid: vec3<u32>,
   }
 }
 
-// grid (SP, rows): the threshold from pass 7's bins, then slice wid.x's Gumbel-max over its
-// keys at or above it (the one-workgroup draw's scores) at tp_best; sampling_greedy_final
-// (Params._p0 = SP) then picks the row's.
+// grid (SP, rows): the threshold from top-p pass 7's bins (at or above top-k's), or from top-k
+// pass 3's counts without top-p, then slice wid.x's Gumbel-max over its keys at or above it
+// (the one-workgroup draw's scores) at tp_best; sampling_greedy_final (Params._p0 = SP) then
+// picks the row's.
 @compute @workgroup_size(WG)
 fn sampling_topp_draw(@builtin(workgroup_id) wid: vec3<u32>,
                       @builtin(local_invocation_index) lid: u32) {
   let row = wid.y;
   let s = wid.x;
   load_slice(row, s * SLICE_VALUES * WG, lid);
-  topp_choose(row, lid, 8u, false);
+  var tau = 0u;
+  if (has(TOP_P)) {
+    if (has(TOP_K)) { tau = cand[tk_state(row, 4u)].x; }
+    topp_choose(row, lid, 8u, false);
+    tau = max(tau, pv_prefix);               // as sampling_sample: max(top-k's, top-p's)
+  } else {
+    tau = topk_choose(row, lid, 4u, false);
+    pv_m = slices_max(row, lid);
+  }
   pv_k1 = pcg(p.seed ^ pcg(ctl[0] ^ pcg(row + 0x9E3779B9u)));
   pv_k2 = pcg(pv_k1 + 0x632BE5ABu);
-  pv_tau = pv_prefix;
+  pv_tau = tau;
   acc_best = 0.0;
   acc_bi = NONE;
   sweep(row, lid, PASS_DRAW);

@@ -4,7 +4,10 @@ the rule), over the slices' top-128 candidates with the one-workgroup walk as fa
 ALONE), and walking the row in one workgroup -- on a peaked row (a model sure of its next
 token: the candidates hold the top-p set) and a flat one (the set is most of the row).
 
-  python -m tools.bench_topp [--V 50280] [--engine dawn|native] [--draws 200]
+  python -m tools.bench_topp [--V 50280] [--engine dawn|native] [--draws 200] [--top-k 0]
+
+With --top-k past 128 (a top-k too wide for the candidates) the arms are the passes (top-k's
+four, then top-p's eight) and the row walk; "candidates" then walks the row too.
 
 Each arm records `draws` draws into one batch, replays it five times with the queue drained,
 and prints JSON: ms a draw (the best replay), the probe (kept lists used, candidates used: 2
@@ -26,7 +29,7 @@ for name, vals in args['rows'].items():
     for arm, spread, passes in (("passes", True, True), ("candidates", True, False),
                                 ("row", False, None)):
         device.sample_spread = spread
-        device.topp_passes = passes
+        device.sample_passes = passes
         ctl = S.make_control(device, 1, step=0, counts=[8])
         ids = Tensor(device, (1,), 'u32')
         scratch = Tensor(device, (1, V))
@@ -52,7 +55,7 @@ for name, vals in args['rows'].items():
     lg.release()
     hist.release()
 device.sample_spread = None
-device.topp_passes = None
+device.sample_passes = None
 result = res
 """
 
@@ -62,11 +65,13 @@ def main(argv=None):
     ap.add_argument("--V", type=int, default=50280)
     ap.add_argument("--engine", choices=("dawn", "native"), default="dawn")
     ap.add_argument("--draws", type=int, default=200)
+    ap.add_argument("--top-k", type=int, default=0,
+                    help="0: top-p alone; past 128: top-k's passes before top-p's")
     args = ap.parse_args(argv)
     rng = np.random.default_rng(0)
     rows = {"peaked": (rng.standard_normal(args.V) * 8).astype(np.float32).tolist(),
             "flat": (rng.standard_normal(args.V) * 0.3).astype(np.float32).tolist()}
-    kw = dict(temperature=0.8, top_k=0, top_p=0.95, repetition_penalty=1.1, seed=0)
+    kw = dict(temperature=0.8, top_k=args.top_k, top_p=0.95, repetition_penalty=1.1, seed=0)
     if args.engine == "dawn":
         from tools.dawn_engine import DawnEngine as Engine
     else:

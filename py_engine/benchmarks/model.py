@@ -88,16 +88,19 @@ APP_SAMPLING = dict(greedy=False, temperature=0.8, top_k=40, top_p=0.95,
                     repetition_penalty=1.1, seed=0)
 # MAMBAWEB_BENCH_SAMPLING=topp: the page's settings with top-k off (0), top-p alone
 TOPP_SAMPLING = dict(APP_SAMPLING, top_k=0)
+# MAMBAWEB_BENCH_SAMPLING=wide: the page's settings with top-k 300, past the candidates' 128
+WIDE_SAMPLING = dict(APP_SAMPLING, top_k=300)
 
 
 def bench_sampling():
     """(name, SamplingConfig) the bench decodes with: MAMBAWEB_BENCH_SAMPLING greedy | app |
-    topp."""
+    topp | wide."""
     name = os.environ.get("MAMBAWEB_BENCH_SAMPLING", "").strip().lower() or "greedy"
-    modes = {"greedy": dict(greedy=True), "app": APP_SAMPLING, "topp": TOPP_SAMPLING}
+    modes = {"greedy": dict(greedy=True), "app": APP_SAMPLING, "topp": TOPP_SAMPLING,
+             "wide": WIDE_SAMPLING}
     if name not in modes:
-        raise ValueError("MAMBAWEB_BENCH_SAMPLING must be 'greedy', 'app' or 'topp', got "
-                         f"{name!r}")
+        raise ValueError("MAMBAWEB_BENCH_SAMPLING must be 'greedy', 'app', 'topp' or 'wide', "
+                         f"got {name!r}")
     return name, SamplingConfig(**modes[name])
 
 
@@ -108,7 +111,7 @@ async def decode_tokens_per_s(model, n_tokens, group=None):
     (decode_one: a host round trip per token) for comparison. group: GROUP, or
     MAMBAWEB_BENCH_GROUP (bench variants; "auto": Generator's time-sized groups, the app's).
     Greedy, or with MAMBAWEB_BENCH_SAMPLING=app the generate page's defaults (APP_SAMPLING),
-    =topp those with top-k off (TOPP_SAMPLING)."""
+    =topp those with top-k off (TOPP_SAMPLING), =wide with top-k 300 (WIDE_SAMPLING)."""
     group = group or os.environ.get("MAMBAWEB_BENCH_GROUP", str(GROUP))
     if group != "auto":                    # "auto": sized by time, as the app decodes
         group = int(group)

@@ -20,8 +20,9 @@ repetition penalty: sampling_penalise writes the penalised row the draw walks), 
 to SPREAD_MAX_K over at least two slices of the row, `spread_slots` -- 2: each slice's
 candidates (penalised there), then the draw over them. Top-p alone where it spreads: 10, the
 threshold's eight digit passes over the whole row as dispatches of one workgroup a slice, each
-slice's draw, the best of them (`topp_passes`; or 2 over the slices' top SPREAD_MAX_K where the
-top-p set stays among them, else over the row). The
+slice's draw, the best of them (`sample_passes`; or 2 over the slices' top SPREAD_MAX_K where the
+top-p set stays among them, else over the row); top-k past SPREAD_MAX_K likewise, its four digit
+passes before top-p's (6 dispatches, 14 with top-p). The
 penalty is one function (penalise_slice) wherever the row is first read; no buffer copy of the logits. With
 `then_advance` the decode's counters move in the last of them (decode_control.wgsl's work:
 one dispatch fewer a decoded token), or in a dispatch of their own
@@ -96,15 +97,17 @@ def spread_slots(device, V, top_k, wg, alone=False):
     return -(-(top_k + 8) // 8) * 8
 
 
-def topp_passes(device):
-    """Whether top-p alone, where it spreads (spread_slots(..., alone=True)), walks the whole
-    row as passes spread over the GPU (TOP-P PASSES in shaders/sampling.wgsl: eight digit
-    passes of one workgroup a slice, a draw a slice, the best of the slices; 10 dispatches)
-    instead of over the slices' top-128 candidates with the one-workgroup walk as fallback
-    (TOP-P ALONE: 2 dispatches). `device.topp_passes` (tests), else MAMBAWEB_TOPP_PASSES=1|0
-    (bench variants), else on."""
+def sample_passes(device):
+    """Whether a draw that would walk the row in one workgroup -- top-p alone, or top-k past
+    SPREAD_MAX_K -- runs instead as passes over the whole row spread over the GPU, where the
+    device spreads top-p alone (spread_slots(..., alone=True)): TOP-P PASSES in
+    shaders/sampling.wgsl, the thresholds' digit passes (top-k's four, top-p's eight) as
+    dispatches of one workgroup a slice, each slice's draw, the best of the slices. Otherwise
+    top-p alone goes over the slices' top-128 candidates with the one-workgroup walk as
+    fallback (TOP-P ALONE) and a wide top-k walks the row. `device.sample_passes` (tests), else
+    MAMBAWEB_SAMPLE_PASSES=1|0 (bench variants), else on."""
     from py_engine.gpu.settings import choose
-    return choose(device, "topp_passes", "MAMBAWEB_TOPP_PASSES", "1", "0", lambda: True)
+    return choose(device, "sample_passes", "MAMBAWEB_SAMPLE_PASSES", "1", "0", lambda: True)
 
 
 def sample(batch, logits, ctl=None, *, temperature=1.0, top_k=0, top_p=1.0,
@@ -173,15 +176,18 @@ def sample(batch, logits, ctl=None, *, temperature=1.0, top_k=0, top_p=1.0,
     wg = wg if wg else (32 if V <= 4096 else 128)
     # top-p alone: the slices' top SPREAD_MAX_K as candidates, and their masses (SLICE_Z)
     alone = not greedy and (flags & (TOP_K | TOP_P)) == TOP_P
-    cand_k = SPREAD_MAX_K if alone else int(top_k)
-    kc = 0 if greedy or not flags & (TOP_K | TOP_P) else \
+    # top-p alone and a top-k too wide for candidates: passes over the row where they spread
+    passes = not greedy and (alone or (flags & TOP_K and top_k > SPREAD_MAX_K)) and \
+        sample_passes(dev) and spread_slots(dev, V, SPREAD_MAX_K, wg, alone=True) > 0
+    cand_k = SPREAD_MAX_K if alone and not passes else int(top_k)
+    kc = 0 if greedy or passes or not flags & (TOP_K | TOP_P) else \
         spread_slots(dev, V, cand_k, wg, alone=bool(alone))
-    sp = -(-V // (8 * wg)) if kc else 0              # slices of the row (Params._p0)
+    sp = -(-V // (8 * wg)) if kc or passes else 0    # slices of the row (Params._p0)
     temp = float(temperature if temperature > 0 else 1.0)
-    u = dev.uniform(params(V, rows, flags, cand_k, float(top_p), temp,
-                           float(repetition_penalty), int(seed) & 0xFFFFFFFF, H, loff, lstr, sp,
-                           npos, ring_len, 1.0 / temp,      # x = l * (1 / t): sampling.wgsl
-                           1.0 / float(repetition_penalty)))
+    each = (V, rows, flags, cand_k, float(top_p), temp, float(repetition_penalty),
+            int(seed) & 0xFFFFFFFF, H, loff, lstr, sp, npos, ring_len,
+            1.0 / temp, 1.0 / float(repetition_penalty))   # x = l * (1 / t): sampling.wgsl
+    u = dev.uniform(params(*each, 0))
     # what the last dispatch binds at 2 (ctl), 3 (history), 7 (positions) and 8 (the ring):
     # scratch buffers where it does not advance (no two writable bindings may share one)
     tail = {"constants": {"ADVANCE": int(folded)},
@@ -199,13 +205,10 @@ def sample(batch, logits, ctl=None, *, temperature=1.0, top_k=0, top_p=1.0,
     if greedy:
         _greedy(batch, u, lb, ctl, history if penalised else None, out, rows, V, H, loff, lstr,
                 flags, wg, tail, npos, ring_len)
-    elif alone and kc and topp_passes(dev):
+    elif passes:
         pen = [ctl.binding, history.binding if penalised else rw_dummy(dev, 2),
                scratch.binding if penalised else rw_dummy(dev)]
-        each = (V, rows, flags, float(top_p), temp, float(repetition_penalty),
-                int(seed) & 0xFFFFFFFF, H, loff, lstr, sp, npos, ring_len, 1.0 / temp,
-                1.0 / float(repetition_penalty))
-        _topp_passes(batch, each, lb, pen, out, rows, sp, wg, penalised, tail, probe)
+        _passes(batch, each, lb, pen, out, rows, sp, wg, penalised, tail, probe)
     else:
         sb = scratch.binding if penalised else rw_dummy(dev)
         cand = None
@@ -241,29 +244,30 @@ def sample(batch, logits, ctl=None, *, temperature=1.0, top_k=0, top_p=1.0,
 
 
 
-def _topp_passes(batch, each, lb, pen, out, rows, sp, wg, penalised, tail, probe):
-    """Top-p alone as passes over the whole row, spread (TOP-P PASSES in shaders/sampling.wgsl):
-    sampling_topp_pass for k = 0 .. 7 (one workgroup a slice; the first penalises its slice
-    into scratch: pen = [ctl, history, scratch] bindings), sampling_topp_draw, then
+def _passes(batch, each, lb, pen, out, rows, sp, wg, penalised, tail, probe):
+    """A draw as passes over the whole row, spread (TOP-P PASSES in shaders/sampling.wgsl):
+    with top-k, sampling_topk_pass for j = 0 .. 3; with top-p, sampling_topp_pass for k =
+    0 .. 7 (one workgroup a slice each; the chain's first dispatch penalises its slice into
+    scratch: pen = [ctl, history, scratch] bindings); sampling_topp_draw; then
     sampling_greedy_final over the slices' draws (which advances the counters with tail's
-    ADVANCE). each: params' fields but the pass (Params.top_k)."""
+    ADVANCE). each: params' fields but the pass (Params.pass_i)."""
     dev = batch.device
     V, _, flags = each[:3]
     # [rows, SP] draws, [rows, SP] maxima, [rows, 9, 2] states, [rows, 9] maxima, [rows, 8, SP,
-    # 8] bins, then PROBE's [rows]
-    at_probe = 2 * rows * sp + 27 * rows + 64 * rows * sp
+    # 8] bins, [rows, 5, 2] top-k states, [rows, 4, SP, 128] counts, then PROBE's [rows]
+    at_probe = 2 * rows * sp + 27 * rows + 64 * rows * sp + 10 * rows + 512 * rows * sp
     cand = Tensor(dev, (at_probe + (rows if probe is not None else 0), 2), "u32")
-
-    def uniform(k):
-        return dev.uniform(params(*each[:3], k, *each[3:]))
-    for k in range(8):
-        batch.run("sampling", "sampling_topp_pass", [uniform(k), lb] + pen + [None, cand.binding],
-                  sp, rows, constants={"WG": wg, "PENALISE": int(bool(penalised and k == 0))})
+    chain = ([("sampling_topk_pass", j) for j in range(4)] if flags & TOP_K else []) + \
+        ([("sampling_topp_pass", k) for k in range(8)] if flags & TOP_P else [])
+    for i, (entry, k) in enumerate(chain):
+        batch.run("sampling", entry, [dev.uniform(params(*each, k)), lb] + pen +
+                  [None, cand.binding], sp, rows,
+                  constants={"WG": wg, "PENALISE": int(bool(penalised and i == 0))})
     batch.run("sampling", "sampling_topp_draw",
-              [uniform(8), lb, pen[0], None, pen[2], None, cand.binding], sp, rows,
-              constants={"WG": wg, "PROBE": int(probe is not None)})
-    u2 = dev.uniform(params(V, rows, flags, 0, 1.0, 1.0, 1.0, 0, *each[7:10], sp, *each[11:13],
-                            1.0, 1.0))
+              [dev.uniform(params(*each, 0)), lb, pen[0], None, pen[2], None, cand.binding],
+              sp, rows, constants={"WG": wg, "PROBE": int(probe is not None)})
+    u2 = dev.uniform(params(V, rows, flags, 0, 1.0, 1.0, 1.0, 0, *each[8:11], sp, *each[12:14],
+                            1.0, 1.0, 0))
     batch.run("sampling", "sampling_greedy_final",
               [u2, None, tail["ctl"], tail["hist"], None, out.binding, cand.binding,
                tail["pos"], tail["ring"]], rows,
@@ -289,7 +293,7 @@ def _greedy(batch, u, lb, ctl, history, out, rows, V, H, loff, lstr, flags, wg, 
               [u, lb] + pen + [None, cand.binding], gp, rows,
               constants={"WG": wg, "PENALISE": int(history is not None)})
     u2 = dev.uniform(params(V, rows, flags, 0, 1.0, 1.0, 1.0, 0, H, loff, lstr, gp,
-                            npos, ring_len, 1.0, 1.0))
+                            npos, ring_len, 1.0, 1.0, 0))
     batch.run("sampling", "sampling_greedy_final",
               [u2, None, tail["ctl"], tail["hist"], None, out.binding, cand.binding,
                tail["pos"], tail["ring"]], rows,

@@ -114,8 +114,8 @@ def check_spread(engine, kw, V, rows):
     (one workgroup a row, its kept lists): the same ids. The candidates are used wherever
     every slice's values at or above its own k-th largest fit its slots -- not in row 0 at
     k = 5 (27 tied maxima in one slice, 24 with the penalty, 16 slots: that row is walked
-    whole) nor at k = 2000 (past SPREAD_MAX_K). With a penalty, each row's top three tokens
-    are in its history."""
+    whole); at k = 2000 (past SPREAD_MAX_K) the draw runs as passes over the row (check_passes).
+    With a penalty, each row's top three tokens are in its history."""
     k = kw["top_k"]
     rng = np.random.default_rng(V + k)
     lg = (rng.standard_normal((rows, V)) * 3).astype(np.float32)
@@ -131,7 +131,8 @@ def check_spread(engine, kw, V, rows):
                    logits=[None if np.isnan(x) else float(x) for x in lg.ravel()],
                    hist=[int(i) for i in hist.ravel()])
     assert r["lists"] == r["rows"]
-    want = [0 if k > 128 or (k == 5 and row == 0) else 1 for row in range(rows)]
+    # k past the candidates' 128: passes over the row (2); row 0 at k = 5: walked whole (0)
+    want = [2 if k > 128 else 0 if (k == 5 and row == 0) else 1 for row in range(rows)]
     assert all(step == want for step in r["used"]), (r["used"][0], want)
     assert all(step[-1] != 4 for step in r["rows"])         # a NaN logit is never drawn
     assert len({tuple(step) for step in r["rows"]}) > 1     # the draws move with the step
@@ -231,8 +232,8 @@ def _topp_rows(rng, V, kinds):
 
 # SPREAD_RUN with top-p alone's form chosen: the slices' candidates or the passes over the row
 TOPP_RUN = _replaced(_replaced(
-    SPREAD_RUN, "try:\n", "try:\n    device.topp_passes = args['passes']\n"),
-    "device.sample_spread = None", "device.sample_spread = None\n    device.topp_passes = None")
+    SPREAD_RUN, "try:\n", "try:\n    device.sample_passes = args['passes']\n"),
+    "device.sample_spread = None", "device.sample_spread = None\n    device.sample_passes = None")
 
 
 def check_topp_alone(engine, kw, V, rows):
@@ -266,13 +267,20 @@ def check_topp_alone(engine, kw, V, rows):
     assert any(128 <= i < 158 for i in below), sorted(below)[:10]
 
 
-def check_topp_passes(engine, kw, V, rows):
-    """Top-p without top-k as passes over the whole row spread over the GPU (TOP-P PASSES in
-    shaders/sampling.wgsl: each digit pass a dispatch of one workgroup a slice, every slice's
-    draw, the best of them) against one workgroup walking the row: the same ids, 32 draws, on
-    the rows of check_topp_alone -- peaked, flat (a set of most of the row), a set reaching
-    just below one slice's top 128, a NaN logit (never drawn), 150 tied maxima in one slice --
-    with and without a penalty (the walk reads the penalised copy pass 0 wrote: the arm's
+PASSES_SETTINGS = TOPP_SETTINGS + [
+    dict(temperature=0.9, top_k=2000, top_p=0.8, seed=5),          # top-k past the candidates
+    dict(temperature=0.7, top_k=300, top_p=1.0, repetition_penalty=1.2, seed=4),   # top-k alone
+]
+
+
+def check_passes(engine, kw, V, rows):
+    """A draw as passes over the whole row spread over the GPU (TOP-P PASSES in
+    shaders/sampling.wgsl: each digit pass of the thresholds -- top-k's four when k is past the
+    candidates' 128, top-p's eight -- a dispatch of one workgroup a slice, every slice's draw,
+    the best of them) against one workgroup walking the row: the same ids, 32 draws, on the
+    rows of check_topp_alone -- peaked, flat (a set of most of the row), a set reaching just
+    below one slice's top 128, a NaN logit (never drawn), 150 tied maxima in one slice -- with
+    and without a penalty (the walk reads the penalised copy the first pass wrote: the arm's
     scratch starts as 7s); every row takes the passes (the probe's 2)."""
     kinds = ["peaked", "flat", "below", "nan", "overflow"][:rows]
     rng = np.random.default_rng(V + 11)
@@ -289,5 +297,6 @@ def check_topp_passes(engine, kw, V, rows):
         assert all(step[kinds.index("nan")] != 4 for step in r["rows"])   # NaN never drawn
     assert len({tuple(step) for step in r["rows"]}) > 1     # the draws move with the step
     assert len({step[1] for step in r["rows"]}) > 16        # the flat row: a wide set
-    below = {step[2] for step in r["rows"]}                 # the 9.5s are in its set
-    assert any(128 <= i < 158 for i in below), sorted(below)[:10]
+    if kw["top_k"] == 0:
+        below = {step[2] for step in r["rows"]}             # the 9.5s are in its set
+        assert any(128 <= i < 158 for i in below), sorted(below)[:10]

@@ -9,7 +9,7 @@ import pytest
 
 from tests.browser.sampling_passes_cases import (SETTINGS, SPREAD_SETTINGS, TOPP_SETTINGS,
                                                check_kept_lists, check_topp_alone,
-                                               check_topp_passes,
+                                               check_passes, PASSES_SETTINGS,
                                                check_penalty, check_spread, setting_name)
 from tests.native_support import engine, native as pytestmark  # noqa: F401
 
@@ -48,7 +48,8 @@ def test_top_p_alone_over_the_candidates_draws_what_the_whole_row_draws(engine, 
     check_topp_alone(engine, kw, V, rows)
 
 
-@pytest.mark.parametrize("kw", TOPP_SETTINGS, ids=lambda kw: f"p{kw['top_p']}")
+@pytest.mark.parametrize("kw", PASSES_SETTINGS, ids=lambda kw: f"k{kw['top_k']}-p{kw['top_p']}")
 @pytest.mark.parametrize("V,rows", [(5000, 5), (50280, 3)])
-def test_top_p_alone_as_passes_over_the_row_draws_what_one_workgroup_draws(engine, kw, V, rows):
-    check_topp_passes(engine, kw, V, rows)
+def test_passes_over_the_row_draw_what_one_workgroup_draws(engine, kw, V, rows):
+    """Top-p alone and top-k past the candidates' 128 as passes spread over the GPU."""
+    check_passes(engine, kw, V, rows)

@@ -265,6 +265,8 @@ def _record_ops(batch):
     dev.sample_spread = True
     sampling.sample(batch, t(2, 5000), sampling.make_control(dev, 2), repetition_penalty=1.2,
                     history=t(2, 4, dtype="u32"), top_p=0.9)
+    # and top-k past the candidates' 128 (sampling_topk_pass, then top-p's passes)
+    sampling.sample(batch, t(2, 5000), sampling.make_control(dev, 2), top_k=300, top_p=0.9)
     dev.sample_spread = None
 
 
