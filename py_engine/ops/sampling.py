@@ -198,7 +198,7 @@ def sample(batch, logits, ctl=None, *, temperature=1.0, top_k=0, top_p=1.0,
     own = None
     if penalised and scratch is None and not greedy:   # the penalised row a fallback walks
         own = scratch = Tensor(dev, (rows, V))
-    if penalised and not greedy and not kc:   # the draw walks the row: penalise it into scratch
+    if penalised and not greedy and not kc and not passes:   # the draw walks the row: penalise it
         batch.run("sampling", "sampling_penalise",
                   [u, lb, ctl.binding, history.binding, scratch.binding], -(-V // (8 * wg)), rows,
                   constants={"WG": wg})
