@@ -17,7 +17,7 @@ transformers are imported inside the functions: importing this module needs nump
   counted_loss(model, ids, labels, mm, n) training forward asserting the torch chunked scan ran n times
   write_train_fixture(out, name, ...)     train/<name>/: f32 params + batch, loss, grads, 5 AdamW steps
   write_train_set(out, models, seed0,...) write_train_fixture for every (name, *build args) entry
-  assert_torch_path(mm)                   no mamba_ssm / causal_conv1d / kernels: transformers' torch code
+  assert_torch_path(mm)                   no mamba_ssm / causal_conv1d, Hub kernels off: transformers' torch code
   run_cli(argv, description, write_all)   the generators' main(): --out, torch settings, size report
 """
 
@@ -27,6 +27,7 @@ import argparse
 import copy
 import io
 import json
+import os
 import shutil
 import zipfile
 from pathlib import Path
@@ -225,12 +226,18 @@ def write_train_set(out: Path, models, seed0: int, build, shape, decay_suffixes,
 
 
 def assert_torch_path(mm):
-    """mamba_ssm / causal_conv1d / kernels absent, and the module's fused entry point is transformers'
-    stub returning None: every kernel hook falls back to transformers' torch code."""
+    """mamba_ssm / causal_conv1d absent, Hub kernels switched off, and the module's fused entry point is
+    transformers' stub returning None: every kernel hook falls back to transformers' torch code.
+    transformers >= 5.25 depends on `kernels` (the Hub kernel loader), so it is installed; it swaps in a
+    Hub kernel only where a model is kernelized, which USE_HUB_KERNELS=NO (set by run_cli) refuses."""
     import importlib.util
     import torch
-    for pkg in ("mamba_ssm", "causal_conv1d", "kernels"):
+    from transformers.integrations import hub_kernels
+    for pkg in ("mamba_ssm", "causal_conv1d"):
         assert importlib.util.find_spec(pkg) is None, f"{pkg} installed: fixtures would not use the torch path"
+    enabled = getattr(hub_kernels, "_kernels_enabled", None)
+    assert importlib.util.find_spec("kernels") is None or (enabled is not None and not enabled()), \
+        "Hub kernels enabled: set USE_HUB_KERNELS=NO"
     assert mm.mamba2_split_conv1d_scan_combined(torch.zeros(1, 1, 1), torch.zeros(1, 1), None, None, None,
                                                 D=None, chunk_size=1) is None
 
@@ -241,6 +248,7 @@ def run_cli(argv, description: str, write_all, checks=None) -> int:
     ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--out", default=str(REPO / "tests" / "fixtures"))
     args = ap.parse_args(argv)
+    os.environ["USE_HUB_KERNELS"] = "NO"       # transformers' torch code only (assert_torch_path)
     import torch
     import transformers
     torch.set_num_threads(1)

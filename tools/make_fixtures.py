@@ -3,7 +3,7 @@
     .venv/bin/python tools/make_fixtures.py [--out tests/fixtures]
 
 Needs the `reference` extra (torch + transformers); the unit tests that read the fixtures do not.
-transformers runs its pure-PyTorch path (no mamba_ssm / causal_conv1d / kernels installed).
+transformers runs its pure-PyTorch path (no mamba_ssm / causal_conv1d installed, Hub kernels off).
 Deterministic: fixed seeds, one torch thread, npz written with fixed zip timestamps -> re-running
 gives byte-identical files (same torch/transformers versions).
 

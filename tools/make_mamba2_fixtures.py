@@ -4,8 +4,9 @@
 
 The Mamba-2 sibling of tools/make_fixtures.py: same folder layout, same file names, same npz keys
 (only the shapes of conv_state / ssm_state differ, see below), so the same test helpers read both.
-Needs the `reference` extra (torch + transformers 5.24); mamba_ssm / causal_conv1d / kernels are NOT
-installed, so every kernel hook below falls back to transformers' torch code (asserted at run time).
+Needs the `reference` extra (torch + transformers 5.25); mamba_ssm / causal_conv1d are NOT installed and
+Hub kernels are switched off (USE_HUB_KERNELS=NO: transformers >= 5.25 installs `kernels`), so every kernel
+hook below falls back to transformers' torch code (asserted at run time).
 Deterministic: fixed seeds, one torch thread, npz with fixed zip timestamps. The one exception is
 pytorch_model.bin: torch.save writes a random `.data/serialization_id` record, so an existing .bin
 whose tensors are unchanged is kept as is (re-running leaves every file byte-identical).
@@ -58,7 +59,7 @@ train/<name>/expected.npz -- same keys and hyper-parameters as tools/make_fixtur
                                       has no x_proj / dt_proj), 0 on everything else (A_log, D, dt_bias,
                                       conv1d.*, norms, biases)
 
-transformers 5.24 Mamba-2 conventions verified here (asserted in checks_on_conventions() / the unit test):
+transformers 5.24 / 5.25 Mamba-2 conventions verified here (asserted in checks_on_conventions() / the unit test):
   * in_proj output rows: [z (I) | x (I) | B (G*N) | C (G*N) | dt (H)], I = expand*hidden = H*P.
     mamba_ssm's Mamba2 uses the same order ("Order: [z, x, B, C, dt]") with d_mlp = 0.
   * conv1d is depthwise over the conv_dim = I + 2*G*N channels x|B|C (weight [CD, 1, K], bias [CD]),
@@ -69,9 +70,10 @@ transformers 5.24 Mamba-2 conventions verified here (asserted in checks_on_conve
     decode path (mamba2_selective_state_update) does NOT clamp (neither does mamba_ssm's step()).
     The default limit is (0, inf), so with it both agree; all fixtures use the default.
     save_pretrained writes it as [0.0, {"__float__": "Infinity"}] (transformers' JSON encoding of inf).
-  * gated RMSNorm (MambaRMSNormGated, norm_before_gate=False): y = y * silu(z) first, then RMS-normalise
-    in n_groups groups of group_size = I / n_groups contiguous channels (group g = the heads that share
-    B/C group g), eps = layer_norm_epsilon, then * weight [I]. mamba_ssm: RMSNormGated(group_size=d_ssm/ngroups).
+  * gated RMSNorm (Mamba2RMSNormGated, named MambaRMSNormGated before 5.25; norm_before_gate=False):
+    y = y * silu(z) first, then RMS-normalise in n_groups groups of group_size = I / n_groups contiguous
+    channels (group g = the heads that share B/C group g), eps = layer_norm_epsilon, then * weight [I].
+    mamba_ssm: RMSNormGated(group_size=d_ssm/ngroups).
   * every RMSNorm eps is layer_norm_epsilon = 1e-5 (= mamba_ssm's hard-wired 1e-5); residual in f32.
   * cache (DynamicCache of LinearAttentionLayer): conv state [Bsz, CD, K] newest last, recurrent state
     [Bsz, H, P, N], as documented for expected.npz above.

@@ -71,11 +71,10 @@ class Mamba2Spec:
 
 
 def spec(cfg):
+    # Mamba-2 and NemotronH alike (transformers >= 5.25; 5.24's NemotronH clamped to
+    # [time_step_min, inf) instead): the chunked path clamps dt to time_step_limit, the
+    # one-token path does not clamp (nor does ours, see step).
     lo, hi = cfg.time_step_limit
-    if cfg.model_type == "nemotron_h":
-        # NemotronH's Mamba-2 mixer ignores time_step_limit: its chunked path clamps dt to
-        # [time_step_min, inf); its one-token path does not clamp (nor does ours, see step).
-        lo, hi = cfg.time_step_min, float("inf")
     return Mamba2Spec(D=cfg.hidden_size, I=cfg.num_heads * cfg.head_dim, H=cfg.num_heads,
                       P=cfg.head_dim, G=cfg.n_groups, N=cfg.state_size, K=cfg.conv_kernel,
                       chunk=cfg.chunk_size, dt_min=float(lo), dt_max=float(hi),

@@ -1,5 +1,5 @@
 """Mamba-2's gated, grouped RMSNorm (py_engine/ops/gated_rmsnorm.py) in headless Chromium's
-WebGPU, against float64 torch autograd of transformers' MambaRMSNormGated math
+WebGPU, against float64 torch autograd of transformers' Mamba2RMSNormGated math
 (norm_before_gate=False): v = y * silu(z), RMS-normalised per group of I/G channels, times w.
 
 Tolerances: relative error (to max |reference|) <= 1e-5 forward, <= 1e-4 gradients. Shapes are
@@ -37,10 +37,13 @@ def reference(y, z, w, dout, group_size, eps):
 
 
 def test_reference_is_transformers_math():
-    """The float64 reference above is transformers' MambaRMSNormGated (run in its f32)."""
-    from transformers.models.mamba2.modeling_mamba2 import MambaRMSNormGated
+    """The float64 reference above is transformers' Mamba-2 gated norm (run in its f32)."""
+    try:        # transformers >= 5.25 renamed it (same module, same code)
+        from transformers.models.mamba2.modeling_mamba2 import Mamba2RMSNormGated as Gated
+    except ImportError:
+        from transformers.models.mamba2.modeling_mamba2 import MambaRMSNormGated as Gated
     y, z, w = f32(7, 24), f32(7, 24, scale=3.0), f32(24)
-    norm = MambaRMSNormGated(24, group_size=12, eps=1e-5)
+    norm = Gated(24, group_size=12, eps=1e-5)
     with torch.no_grad():
         norm.weight.copy_(torch.from_numpy(w))
         hf = norm(torch.from_numpy(y), gate=torch.from_numpy(z)).numpy()

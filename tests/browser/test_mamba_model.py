@@ -60,7 +60,7 @@ def test_logits_match_transformers(engine, server, name):
     fwd = np.frombuffer(out["forward"], np.float32).reshape(T, V)
     stp = np.frombuffer(out["step"], np.float32).reshape(T, V)
     ref = exp["logits"].reshape(T, V)
-    # NemotronH's decode path does not floor dt as its prefill does: its own step logits differ
+    # NemotronH's decode path does not clamp dt as its prefill does: its own step logits differ
     ref_step = exp["step_logits"].reshape(T, V) if "step_logits" in exp.files else ref
     assert np.abs(fwd - ref).max() <= 1e-4, np.abs(fwd - ref).max()
     assert np.abs(stp - ref_step).max() <= 1e-4, np.abs(stp - ref_step).max()

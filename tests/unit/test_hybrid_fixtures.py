@@ -1,7 +1,8 @@
 """The NemotronH hybrid fixtures (tools/make_hybrid_fixtures.py) re-checked on the host with transformers:
 stored logits / Mamba caches / attention KV caches / greedy continuations, the hybrid_override_pattern copy,
 the bf16/f16 copies, the training fixtures, and the conventions the generator's docstring states (on-disk
-names, no tying, dt floored on the chunked path only, GQA without RoPE, relu2 MLP) against float64 numpy."""
+names, no tying, dt clamped to time_step_limit on the chunked path only, GQA without RoPE, relu2 MLP) against
+float64 numpy."""
 import json
 
 import numpy as np
@@ -41,19 +42,25 @@ def _greedy(model, ids):
     return gen.sequences[0, ids.shape[1]:].tolist(), torch.stack(gen.logits, 0)[:, 0].numpy()
 
 
-class _NoFloor:
-    """The chunked path with (0, inf) instead of the mixer's (time_step_min, inf)."""
+LIMIT = (0.05, 4.0)     # the fixtures' time_step_limit: both bounds bite (tools/make_hybrid_fixtures.py)
+NO_CLAMP = (0.0, float("inf"))
 
-    def __init__(self, model):
+
+class _Limit:
+    """The chunked path clamping dt to `limit` instead of the mixer's time_step_limit."""
+
+    def __init__(self, model, limit):
         self.mx = [l.mixer for l in model.model.layers if l.block_type == "linear_attention"]
+        self.limit = tuple(limit)
 
     def __enter__(self):
+        self.saved = [m.time_step_limit for m in self.mx]
         for m in self.mx:
-            m.time_step_limit = (0.0, float("inf"))
+            m.time_step_limit = self.limit
 
     def __exit__(self, *exc):
-        for m in self.mx:
-            m.time_step_limit = (m.config.time_step_min, float("inf"))
+        for m, v in zip(self.mx, self.saved):
+            m.time_step_limit = v
 
 
 def test_fixture_folders_present_and_small():
@@ -78,8 +85,8 @@ def test_logits_caches_and_greedy_match_transformers(name):
     with torch.no_grad():
         out = model(ids, use_cache=True)
     assert exp["logits"].shape == (P, V)
-    # relative to max(1, max|logits|) as below: transformers 5.24's NemotronH moved these
-    # logits (magnitude 7-22) by up to 1.5e-5 from the fixture's -- 2e-6 relative, rounding
+    # relative to max(1, max|logits|) as below (logits of magnitude 7-22: rounding across
+    # transformers releases reached 1.5e-5 absolute, 2e-6 relative)
     assert _rel(out.logits[0].numpy(), exp["logits"]) <= TOL
     got, m, a = _caches(out.cache, cfg)
     assert (m, a) == (info["mamba_layers"], info["attention_layers"]) == ([0, 3], [1])
@@ -123,7 +130,10 @@ def test_configs_names_and_tying():
         assert c["mlp_hidden_act"] == "relu2" and c["n_groups"] == 2 and c["conv_kernel"] == 4
         assert (c["num_attention_heads"], c["num_key_value_heads"]) == (4, 2) and c["head_dim"] in (8, 12)
         assert c["mamba_head_dim"] & (c["mamba_head_dim"] - 1) != 0               # not a power of two
-        assert c["layer_norm_epsilon"] == 1e-5 and c["time_step_min"] == 0.05
+        assert c["layer_norm_epsilon"] == 1e-5
+        # the clamp is time_step_limit; time_step_min (init only since transformers 5.25) differs
+        # from its low bound, so an engine that kept 5.24's floor at time_step_min fails the fixtures
+        assert c["time_step_limit"] == list(LIMIT) and c["time_step_min"] == 0.001
         assert 90 <= c["vocab_size"] <= 101
         sd = load_file(MODELS / name / "model.safetensors")
         L = 4
@@ -143,7 +153,7 @@ def test_configs_names_and_tying():
     sd = load_file(tied / "model.safetensors")
     assert torch.equal(sd["lm_head.weight"], sd["backbone.embeddings.weight"])
     model = _load(tied)
-    # transformers 5.24 does not tie NemotronH: lm_head is its own parameter, loaded from the file
+    # transformers (5.24, 5.25) does not tie NemotronH: lm_head is its own parameter, loaded from the file
     assert model.lm_head.weight is not model.model.embeddings.weight
     assert torch.equal(model.lm_head.weight, model.model.embeddings.weight)
     assert not torch.equal(*(load_file(MODELS / "nemotronh-mamf-untied" / "model.safetensors")[k]
@@ -151,33 +161,52 @@ def test_configs_names_and_tying():
 
 
 # ---------------------------------------------------------------------------------------------
-# dt floor: chunked path clamps at time_step_min, decode path does not
+# dt clamp: the chunked path clamps dt to time_step_limit, the decode path does not
 # ---------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", ["nemotronh-mamf-tied", "nemotronh-mamf-untied"])
-def test_fixtures_are_sensitive_to_the_prefill_dt_floor(name):
+def test_fixtures_are_sensitive_to_the_prefill_dt_clamp(name):
+    """transformers >= 5.25 clamps NemotronH's chunked dt to config.time_step_limit (5.24: to
+    [time_step_min, inf)); the stored logits hold that clamp, and each bound of it matters."""
     folder = MODELS / name
     exp = np.load(folder / "expected.npz")
     info = json.loads((folder / "fixture.json").read_text())
+    stored = info["dt_limit_effect"]
     model = _load(folder)
+    cfg = model.config
+    assert tuple(cfg.time_step_limit) == LIMIT == tuple(info["time_step_limit"])
     for l in (0, 3):
-        assert model.model.layers[l].mixer.time_step_limit == (0.05, float("inf"))   # not config.time_step_limit
+        assert tuple(model.model.layers[l].mixer.time_step_limit) == LIMIT
     ids = torch.from_numpy(exp["prompt_ids"])[None]
+
+    def prompt_logits(limit):
+        with _Limit(model, limit), torch.no_grad():
+            return model(ids).logits[0].numpy()
+
     with torch.no_grad():
-        full = model(ids).logits[0, -1].numpy()
+        full = model(ids).logits[0].numpy()
         pre = model(ids[:, :-1], use_cache=True)
         step = model(ids[:, -1:], cache=pre.cache, use_cache=True).logits[0, -1].numpy()
-        with _NoFloor(model):
-            full_nf = model(ids).logits[0].numpy()
+        with _Limit(model, NO_CLAMP):
+            full_nc = model(ids).logits[0].numpy()
             pre = model(ids[:, :-1], use_cache=True)
-            step_nf = model(ids[:, -1:], cache=pre.cache, use_cache=True).logits[0, -1].numpy()
-    assert np.abs(full - exp["logits"][-1]).max() <= TOL
-    # without the floor the decode step equals the full prefill: the decode path never floors ...
-    assert np.abs(full_nf[-1] - step_nf).max() <= 1e-4
-    # ... and the floor moves the stored prompt logits by far more than any parity tolerance
-    effect = float(np.abs(full_nf - exp["logits"]).max())
-    assert effect > 1.0 and abs(effect - info["dt_floor_effect"]["prompt_logits"]) <= 1e-3
-    assert np.abs(full - step).max() > 1e-2
+            step_nc = model(ids[:, -1:], cache=pre.cache, use_cache=True).logits[0, -1].numpy()
+    assert _rel(full, exp["logits"]) <= TOL
+    # without the clamp the decode step equals the full prefill: the decode path never clamps ...
+    assert np.abs(full_nc[-1] - step_nc).max() <= 1e-4
+    # ... and with it the two differ
+    assert np.abs(full[-1] - step).max() > 1e-2
+    # the clamp, each of its bounds alone, and 5.24's rule in its place move the stored prompt
+    # logits by far more than any parity tolerance (1e-4; and as much as the generator measured)
+    lo, hi = LIMIT
+    effects = {"prompt_logits": full_nc,
+               "prompt_logits_without_low": prompt_logits((0.0, hi)),
+               "prompt_logits_without_high": prompt_logits((lo, float("inf"))),
+               "prompt_logits_with_5_24_rule": prompt_logits((cfg.time_step_min, float("inf")))}
+    for key, logits in effects.items():
+        effect = float(np.abs(logits - exp["logits"]).max())
+        assert effect > 0.5 and abs(effect - stored[key]) <= 1e-3, (key, effect, stored[key])
+    assert float(np.abs(full_nc - exp["logits"]).max()) > 5.0
 
 
 # ---------------------------------------------------------------------------------------------
