@@ -31,8 +31,9 @@
 //          kappa with mass(key >= kappa) >= p * Z.
 // Entry points:
 //   (the repetition penalty: penalise_slice, by whichever kernel first reads a slice of the
-//   row -- sampling_candidates, sampling_greedy_part, or sampling_penalise, which writes the
-//   penalised row to scratch for a draw that walks it in one workgroup)
+//   row -- sampling_candidates, sampling_greedy_part, the first of the passes (sampling_topk_pass
+//   or sampling_topp_pass), or sampling_penalise, which writes the penalised row to scratch
+//   for a draw that walks it in one workgroup)
 //   sampling_sample   one 128-thread workgroup per row; passes over V: 1 (max) + 4 (top-k)
 //                     + 1 (Z) + 8 (top-p) + 1 (draw) at most; with top-k, 1 (max) + 4
 //                     + 1 (each thread keeps its values at or above the threshold), the
@@ -42,10 +43,11 @@
 //                     then walks those candidates instead of the row (below, at SPREAD).
 //                     Top-p alone takes each slice's top 128 and its mass (TOP-P ALONE):
 //                     the draw walks them where the top-p set is among them, else the row.
-//   sampling_topp_pass, sampling_topp_draw
-//                     top-p alone over the whole row spread over the GPU (TOP-P PASSES, at
-//                     the end): eight digit passes and the draw, one workgroup a slice each,
-//                     then sampling_greedy_final picks the best of the slices' draws.
+//   sampling_topk_pass, sampling_topp_pass, sampling_topp_draw
+//                     top-p alone and top-k past 128 over the whole row spread over the GPU
+//                     (TOP-P PASSES, at the end): top-k's four digit passes, top-p's eight,
+//                     the draw, one workgroup a slice each, then sampling_greedy_final picks
+//                     the best of the slices' draws.
 //   sampling_greedy_part, sampling_greedy_final
 //                     greedy in two dispatches: GP workgroups per row each take the argmax of
 //                     their slices of the row, then one workgroup per row picks among those
@@ -381,8 +383,9 @@ fn slice_logit(row: u32, s0: u32, lid: u32, j: u32) -> f32 {
 }
 
 // grid (SP, rows): slice wid.x of row wid.y penalised into the row's scratch, for a draw that
-// walks the row in one workgroup: any draw without sampling_candidates (no top-k, top-k past the
-// host's SPREAD_MAX_K, a row shorter than two slices, MAMBAWEB_SAMPLE_SPREAD=0).
+// walks the row in one workgroup: any draw without sampling_candidates or the passes (a CPU
+// adapter's top-p alone or top-k past SPREAD_MAX_K, a row shorter than two slices,
+// MAMBAWEB_SAMPLE_SPREAD=0).
 @compute @workgroup_size(WG)
 fn sampling_penalise(@builtin(workgroup_id) wid: vec3<u32>,
                      @builtin(local_invocation_index) lid: u32) {
@@ -766,7 +769,9 @@ fn sampling_greedy_final(@builtin(workgroup_id) wid: vec3<u32>,
 }
 
 // ------------------------------------------------------------------------------------------
-// TOP-P PASSES: top-p alone over the whole row, spread over the GPU. The one-workgroup walk
+// TOP-P PASSES: top-p alone (and top-k past SPREAD_MAX_K, whose four 8-bit digit passes come
+// first: sampling_topk_pass, integer counts) over the whole row, spread over the GPU. The
+// one-workgroup walk
 // of a flat row (a set of most of the vocabulary) took 0.76 ms a draw at 50,280 logits on an
 // H200; here each of topp_threshold's eight 4-bit digit passes is a dispatch of one workgroup
 // per slice (sampling_topp_pass: the slice's mass by digit under the prefix chosen so far),
@@ -783,9 +788,10 @@ fn sampling_greedy_final(@builtin(workgroup_id) wid: vec3<u32>,
 // `cand` for the passes, in vec2<u32> slots (SP = Params._p0 slices, Params.pass_i = the pass):
 //   [rows, SP]            each slice's draw (score bits, id): sampling_greedy_final's input
 //   [rows, SP]            each slice's max m_s (the first pass)
-//   [rows, 9, 2]          top-p's state after pass k's choice (k = 1 .. 8): (prefix, mask) and
-//                         (mass above the prefix's range, goal = p * the row's mass); m at
-//   [rows, 9]             (m, 0)
+//   [rows, 9, 2]          top-p's state after pass k's choice (k = 1 .. 7 written; the draw
+//                         makes choice 8 itself): (prefix, mask) and (mass above the prefix's
+//                         range, goal = p * the row's mass)
+//   [rows, 9]             (m, 0): the row's max, beside each state
 //   [rows, 8, SP, 8]      top-p pass k's 16 bin masses of slice s, two a slot
 //   [rows, 5, 2]          top-k's state after pass j's choice (j = 1 .. 4): (prefix, mask),
 //                         (rank left, 1 if the row holds fewer than k); j = 4: the threshold

@@ -48,8 +48,8 @@ for name, vals in args['rows'].items():
             await device.finish()
             best = min(best, (time.perf_counter() - t0) / n * 1e3)
         res[f"{name} {arm}"] = {"ms_per_draw": best,
-                                          "probe": list(await probe.to_list()),
-                                          "id": list(await ids.to_list())}
+                                "probe": list(await probe.to_list()),
+                                "id": list(await ids.to_list())}
         for t in (ctl, ids, scratch, probe):
             t.release()
     lg.release()

@@ -87,7 +87,8 @@ def fold_cases():
     from tests.browser.sampling_passes_cases import (SETTINGS, SPREAD_SETTINGS, TOPP_SETTINGS,
                                                      check_kept_lists, check_penalty,
                                                      check_spread, check_topp_alone,
-                                                     check_passes, PASSES_SETTINGS, setting_name)
+                                                     check_passes, check_passes_edges,
+                                                     PASSES_SETTINGS, setting_name)
     for kw in SETTINGS:
         for V, rows in ((5000, 2), (50280, 1), (152064, 1)):
             yield f"sampling kept lists k{kw['top_k']} V{V} rows{rows}", \
@@ -107,6 +108,8 @@ def fold_cases():
         for V, rows in ((5000, 5), (50280, 3), (152064, 3)):
             yield f"sampling passes k{kw['top_k']} p{kw['top_p']} V{V} rows{rows}", \
                 (lambda e, kw=kw, V=V, rows=rows: check_passes(e, kw, V, rows))
+    for V in (5000, 50280, 152064):
+        yield f"sampling passes edges V{V}", (lambda e, V=V: check_passes_edges(e, V))
 
 
 def staged_matvec_cases():

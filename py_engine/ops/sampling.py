@@ -125,7 +125,8 @@ def sample(batch, logits, ctl=None, *, temperature=1.0, top_k=0, top_p=1.0,
     writes). ring (one row): u32 [2R]; the id of step s (the step counter before
     it moves) also goes to ring[s % R] and ring[s % R + R].
     probe (tests): u32 [rows, 2]; a draw (not greedy) writes (1 if its passes after top-k
-    walked the kept lists else 0, 1 if they walked the spread candidates else 0) per row.
+    walked the kept lists else 0, 1 if they walked the spread candidates else 0) per row, or
+    (0, 2) where it ran as passes over the row (`sample_passes`).
     """
     dev = batch.device
     V = logits.shape[-1]
@@ -196,7 +197,7 @@ def sample(batch, logits, ctl=None, *, temperature=1.0, top_k=0, top_p=1.0,
             "pos": adv_pos.binding if folded and adv_pos is not None else rw_dummy(dev, 3),
             "ring": ring.binding if ring_len else rw_dummy(dev, 4)}
     own = None
-    if penalised and scratch is None and not greedy:   # the penalised row a fallback walks
+    if penalised and scratch is None and not greedy:   # the penalised row the later reads see
         own = scratch = Tensor(dev, (rows, V))
     if penalised and not greedy and not kc and not passes:   # the draw walks the row: penalise it
         batch.run("sampling", "sampling_penalise",

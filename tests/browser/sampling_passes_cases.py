@@ -16,6 +16,7 @@ out = {}
 probe = Tensor(device, (rows, 2), 'u32')
 used = []
 try:
+    device.sample_passes = args.get('passes')     # None: the rule
     for keep in (False, True):
         device.sample_keep = keep
         got = []
@@ -36,6 +37,7 @@ try:
         out[keep] = got
 finally:
     device.sample_keep = None
+    device.sample_passes = None
 lg.release()
 hist.release()
 probe.release()
@@ -62,7 +64,7 @@ def check_kept_lists(engine, kw, V, rows):
     last[4] = np.nan
     kth = np.sort(last[~np.isnan(last)])[-k]
     last[1000::997] = kth                       # ties at the last row's k-th value
-    r = engine.run(RUN, rows=rows, V=V, steps=8, kw=kw,
+    r = engine.run(RUN, passes=False, rows=rows, V=V, steps=8, kw=kw,
                    logits=[None if np.isnan(x) else float(x) for x in lg.ravel()],
                    hist=[int(i) for i in rng.integers(0, V, rows * 8)])
     assert r["lists"] == r["rows"]
@@ -149,22 +151,27 @@ ctl = S.make_control(device, rows, step=0, counts=[8] * rows)
 ids = Tensor(device, (rows,), 'u32')
 scratch = Tensor(device, (rows, V))
 spread = Tensor(device, (rows, V))
+viap = Tensor(device, (rows, V))
 batch = device.batch()
 S.sample(batch, lg, ctl, out=ids, greedy=True, repetition_penalty=args['pen'], history=hist)
 try:
     # top-p alone walking the row (sampling_penalise's scratch), then over the slices'
-    # candidates where the device spreads it (sampling_candidates' copy)
-    for on, sc in ((False, scratch), (True, spread)):
+    # candidates where the device spreads it (sampling_candidates' copy), then as passes over
+    # the row (the first pass's copy)
+    for on, passes, sc in ((False, False, scratch), (True, False, spread), (True, True, viap)):
         device.sample_spread = on
+        device.sample_passes = passes
         S.sample(batch, lg, ctl, top_p=0.9, repetition_penalty=args['pen'], history=hist,
                  scratch=sc)
 finally:
     device.sample_spread = None
+    device.sample_passes = None
 batch.submit()
 result = {'greedy': list(struct.unpack(f'<{rows}I', await ids.to_bytes())),
           'row': list(struct.unpack(f'<{rows * V}f', await scratch.to_bytes())),
-          'spread': list(struct.unpack(f'<{rows * V}f', await spread.to_bytes()))}
-for t in (lg, hist, ctl, ids, scratch, spread):
+          'spread': list(struct.unpack(f'<{rows * V}f', await spread.to_bytes())),
+          'passes': list(struct.unpack(f'<{rows * V}f', await viap.to_bytes()))}
+for t in (lg, hist, ctl, ids, scratch, spread, viap):
     t.release()
 """
 
@@ -173,7 +180,7 @@ def check_penalty(engine, V, rows, pen=3.0):
     """The repetition penalty where the row is first read (penalise_slice): greedy's slices
     (sampling_greedy_part, several a workgroup past 256 slices) take the penalised argmax, and
     the row a draw without top-k walks (sampling_penalise's scratch; with top-p alone spread,
-    sampling_candidates' copy) is the logits with every history token's penalised -- l * pen
+    sampling_candidates' copy, and the first pass's copy where it runs as passes) is the logits with every history token's penalised -- l * pen
     below 0, l * f32(1 / pen) above, as the kernels compute HF's l / pen -- bit for bit. Each row's two largest logits are in its history and
     its largest after the penalty is not, at its far end."""
     rng = np.random.default_rng(V + rows)
@@ -194,7 +201,7 @@ def check_penalty(engine, V, rows, pen=3.0):
         for t in set(hist[i].tolist()):
             v = lg[i, t]
             ref[i, t] = v * np.float32(pen) if v < 0 else v * inv
-    for key in ("row", "spread"):
+    for key in ("row", "spread", "passes"):
         got = np.array(r[key], np.float32).reshape(rows, V)
         assert np.array_equal(got, ref), (key, np.argwhere(got != ref)[:5])
     assert r["greedy"] == ref.argmax(1).tolist() == [V - 1] * rows
@@ -230,10 +237,8 @@ def _topp_rows(rng, V, kinds):
     return lg
 
 
-# SPREAD_RUN with top-p alone's form chosen: the slices' candidates or the passes over the row
-TOPP_RUN = _replaced(_replaced(
-    SPREAD_RUN, "try:\n", "try:\n    device.sample_passes = args['passes']\n"),
-    "device.sample_spread = None", "device.sample_spread = None\n    device.sample_passes = None")
+# SPREAD_RUN, with args['passes'] choosing the passes over the row (True) or not (False)
+TOPP_RUN = SPREAD_RUN
 
 
 def check_topp_alone(engine, kw, V, rows):
@@ -300,3 +305,59 @@ def check_passes(engine, kw, V, rows):
     if kw["top_k"] == 0:
         below = {step[2] for step in r["rows"]}             # the 9.5s are in its set
         assert any(128 <= i < 158 for i in below), sorted(below)[:10]
+
+
+EDGES_RUN = """
+import struct
+import py_engine.ops.sampling as S
+from py_engine.gpu.tensor import Tensor
+rows, V = args['rows'], args['V']
+lg = Tensor.from_list(device, (rows, V),
+                      [float('nan') if x is None else x for x in args['logits']])
+out = {}
+try:
+    device.sample_spread = True
+    for passes in (False, True):
+        device.sample_passes = passes
+        got = []
+        for step in range(args['steps']):
+            ctl = S.make_control(device, rows, step=step)
+            ids = Tensor(device, (rows,), 'u32')
+            batch = device.batch()
+            S.sample(batch, lg, ctl, out=ids, **args['kw'])
+            batch.submit()
+            got.append(list(struct.unpack(f'<{rows}I', await ids.to_bytes())))
+            ids.release()
+            ctl.release()
+        out[passes] = got
+finally:
+    device.sample_spread = None
+    device.sample_passes = None
+lg.release()
+result = {'walk': out[False], 'passes': out[True]}
+"""
+
+
+def check_passes_edges(engine, V):
+    """The passes at the thresholds' edges, against one workgroup walking the row, 32 draws:
+    top-k 299 on a row of 299 values at 1.0 and 60 at 0.5 (the k-th largest is a 1.0: no 0.5
+    is drawn; a threshold one rank low would take all the 0.5s, drawn ~1 in 9) and on a row of
+    only 200 values besides NaN (fewer than k: every value kept); top-p 0 (HF keeps the top
+    token: always the argmax)."""
+    rng = np.random.default_rng(V)
+    tie = np.full(V, -30.0, np.float32)
+    tie[rng.choice(V, 359, replace=False)] = [1.0] * 299 + [0.5] * 60
+    halves = set(np.flatnonzero(tie == 0.5).tolist())
+    few = np.full(V, np.nan, np.float32)
+    few[rng.choice(V, 200, replace=False)] = rng.standard_normal(200).astype(np.float32)
+    lg = np.stack([tie, few])
+    r = engine.run(EDGES_RUN, rows=2, V=V, steps=32, kw=dict(temperature=1.0, top_k=299, seed=2),
+                   logits=[None if np.isnan(x) else float(x) for x in lg.ravel()])
+    assert r["passes"] == r["walk"]
+    assert not halves & {step[0] for step in r["passes"]}
+    assert len({step[1] for step in r["passes"]}) > 16                 # the 200 are all kept
+    assert all(not np.isnan(few[step[1]]) for step in r["passes"])
+    top = (rng.standard_normal((2, V)) * 0.01).astype(np.float32)     # a flat row: p 0 keeps 1
+    r = engine.run(EDGES_RUN, rows=2, V=V, steps=8, kw=dict(temperature=1.0, top_p=0.0, seed=3),
+                   logits=[float(x) for x in top.ravel()])
+    assert r["passes"] == r["walk"] == [top.argmax(1).tolist()] * 8

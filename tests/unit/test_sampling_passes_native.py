@@ -9,7 +9,7 @@ import pytest
 
 from tests.browser.sampling_passes_cases import (SETTINGS, SPREAD_SETTINGS, TOPP_SETTINGS,
                                                check_kept_lists, check_topp_alone,
-                                               check_passes, PASSES_SETTINGS,
+                                               check_passes, check_passes_edges, PASSES_SETTINGS,
                                                check_penalty, check_spread, setting_name)
 from tests.native_support import engine, native as pytestmark  # noqa: F401
 
@@ -53,3 +53,9 @@ def test_top_p_alone_over_the_candidates_draws_what_the_whole_row_draws(engine, 
 def test_passes_over_the_row_draw_what_one_workgroup_draws(engine, kw, V, rows):
     """Top-p alone and top-k past the candidates' 128 as passes spread over the GPU."""
     check_passes(engine, kw, V, rows)
+
+
+@pytest.mark.parametrize("V", [5000, 50280])
+def test_passes_at_the_thresholds_edges(engine, V):
+    """Top-k's k-th value tied at the boundary, fewer values than k, top-p 0."""
+    check_passes_edges(engine, V)
