@@ -252,24 +252,38 @@ def check_topp_alone(engine, kw, V, rows):
     NaN logit (never drawn) and 150 tied maxima in one slice (past its slots: walked whole).
     With a penalty, each row's top three tokens are in its history (the walk reads the
     penalised copy the candidates kernel wrote: the spread arm's scratch starts as 7s)."""
+    kinds, r = _draw_topp_rows(engine, kw, V, rows, V + 7, passes=False)
+    want = [int(k in ("peaked", "nan")) for k in kinds]
+    assert all(step == want for step in r["used"]), (r["used"][0], want)
+    _assert_topp_rows(kinds, r, below=True)
+
+
+def _draw_topp_rows(engine, kw, V, rows, seed, passes):
+    """32 draws on _topp_rows' first `rows` kinds, each row's top three tokens in its history,
+    with the passes on or off (TOPP_RUN) -> (kinds, result); the two arms drew the same ids."""
     kinds = ["peaked", "flat", "below", "nan", "overflow"][:rows]
-    rng = np.random.default_rng(V + 7)
+    rng = np.random.default_rng(seed)
     lg = _topp_rows(rng, V, kinds)
     hist = rng.integers(0, V, (rows, 8))
     for row in range(rows):
         hist[row, :3] = np.argsort(np.nan_to_num(lg[row], nan=-np.inf))[-3:]
-    r = engine.run(TOPP_RUN, rows=rows, V=V, steps=32, kw=kw, passes=False,
+    r = engine.run(TOPP_RUN, rows=rows, V=V, steps=32, kw=kw, passes=passes,
                    logits=[None if np.isnan(x) else float(x) for x in lg.ravel()],
                    hist=[int(i) for i in hist.ravel()])
     assert r["lists"] == r["rows"]
-    want = [int(k in ("peaked", "nan")) for k in kinds]
-    assert all(step == want for step in r["used"]), (r["used"][0], want)
+    return kinds, r
+
+
+def _assert_topp_rows(kinds, r, below):
+    """What the draws on those rows must show: a NaN never drawn, draws moving with the step, a
+    wide set on the flat row, and (below) the 9.5s in the just-below row's set."""
     if "nan" in kinds:
         assert all(step[kinds.index("nan")] != 4 for step in r["rows"])   # NaN never drawn
     assert len({tuple(step) for step in r["rows"]}) > 1     # the draws move with the step
     assert len({step[1] for step in r["rows"]}) > 16        # the flat row: a wide set
-    below = {step[2] for step in r["rows"]}                 # the 9.5s are in its set
-    assert any(128 <= i < 158 for i in below), sorted(below)[:10]
+    if below:
+        got = {step[2] for step in r["rows"]}               # the 9.5s are in its set
+        assert any(128 <= i < 158 for i in got), sorted(got)[:10]
 
 
 PASSES_SETTINGS = TOPP_SETTINGS + [
@@ -287,24 +301,9 @@ def check_passes(engine, kw, V, rows):
     below one slice's top 128, a NaN logit (never drawn), 150 tied maxima in one slice -- with
     and without a penalty (the walk reads the penalised copy the first pass wrote: the arm's
     scratch starts as 7s); every row takes the passes (the probe's 2)."""
-    kinds = ["peaked", "flat", "below", "nan", "overflow"][:rows]
-    rng = np.random.default_rng(V + 11)
-    lg = _topp_rows(rng, V, kinds)
-    hist = rng.integers(0, V, (rows, 8))
-    for row in range(rows):
-        hist[row, :3] = np.argsort(np.nan_to_num(lg[row], nan=-np.inf))[-3:]
-    r = engine.run(TOPP_RUN, rows=rows, V=V, steps=32, kw=kw, passes=True,
-                   logits=[None if np.isnan(x) else float(x) for x in lg.ravel()],
-                   hist=[int(i) for i in hist.ravel()])
-    assert r["lists"] == r["rows"]
+    kinds, r = _draw_topp_rows(engine, kw, V, rows, V + 11, passes=True)
     assert all(step == [2] * rows for step in r["used"]), r["used"][0]
-    if "nan" in kinds:
-        assert all(step[kinds.index("nan")] != 4 for step in r["rows"])   # NaN never drawn
-    assert len({tuple(step) for step in r["rows"]}) > 1     # the draws move with the step
-    assert len({step[1] for step in r["rows"]}) > 16        # the flat row: a wide set
-    if kw["top_k"] == 0:
-        below = {step[2] for step in r["rows"]}             # the 9.5s are in its set
-        assert any(128 <= i < 158 for i in below), sorted(below)[:10]
+    _assert_topp_rows(kinds, r, below=kw["top_k"] == 0)
 
 
 EDGES_RUN = """
