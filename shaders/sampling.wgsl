@@ -1047,8 +1047,24 @@ fn sampling_topp_pass(@builtin(workgroup_id) wid: vec3<u32>,
   }
 }
 
+// grid (SP, rows): plain temperature (no top-k, no top-p), the chain's only pass -- slice
+// wid.x's max x at tp_max (penalised there with PENALISE, copied to scratch), all the draw
+// needs besides the row: the one-workgroup draw's two sweeps (the max, then Gumbel-max)
+// spread, the max's by slice (max is exact in any order: the same m, the same scores).
+@compute @workgroup_size(WG)
+fn sampling_max_pass(@builtin(workgroup_id) wid: vec3<u32>,
+                     @builtin(local_invocation_index) lid: u32) {
+  let row = wid.y;
+  let s = wid.x;
+  let s0 = s * SLICE_VALUES * WG;
+  if (PENALISE) { penalise_slice(row, s0, lid, true); }
+  load_slice(row, s0, lid);
+  put_slice_max(row, s, lid);
+}
+
 // grid (SP, rows): the threshold from top-p pass 7's bins (at or above top-k's), or from top-k
-// pass 3's counts without top-p, then slice wid.x's Gumbel-max over its keys at or above it
+// pass 3's counts without top-p, or none (0: every key) for plain temperature, then slice
+// wid.x's Gumbel-max over its keys at or above it
 // (the one-workgroup draw's scores) at tp_best; sampling_greedy_final (Params._p0 = SP) then
 // picks the row's.
 @compute @workgroup_size(WG)
@@ -1063,7 +1079,7 @@ fn sampling_topp_draw(@builtin(workgroup_id) wid: vec3<u32>,
     topp_choose(row, lid, 8u, false);
     tau = max(tau, pv_prefix);               // as sampling_sample: max(top-k's, top-p's)
   } else {
-    tau = topk_choose(row, lid, 4u, false);
+    if (has(TOP_K)) { tau = topk_choose(row, lid, 4u, false); }
     pv_m = slices_max(row, lid);
   }
   pv_k1 = pcg(p.seed ^ pcg(ctl[0] ^ pcg(row + 0x9E3779B9u)));

@@ -5,9 +5,12 @@ ALONE), and walking the row in one workgroup -- on a peaked row (a model sure of
 token: the candidates hold the top-p set) and a flat one (the set is most of the row).
 
   python -m tools.bench_topp [--V 50280] [--engine dawn|native] [--draws 200] [--top-k 0]
+                            [--top-p 0.95]
 
 With --top-k past 128 (a top-k too wide for the candidates) the arms are the passes (top-k's
-four, then top-p's eight) and the row walk; "candidates" then walks the row too.
+four, then top-p's eight) and the row walk; "candidates" then walks the row too. With
+--top-k 0 --top-p 1 (plain temperature) the passes are each slice's max, then the draw;
+"candidates" walks the row.
 
 Each arm records `draws` draws into one batch, replays it five times with the queue drained,
 and prints JSON: ms a draw (the best replay), the probe (kept lists used, candidates used: 2
@@ -67,11 +70,12 @@ def main(argv=None):
     ap.add_argument("--draws", type=int, default=200)
     ap.add_argument("--top-k", type=int, default=0,
                     help="0: top-p alone; past 128: top-k's passes before top-p's")
+    ap.add_argument("--top-p", type=float, default=0.95, help="1: off")
     args = ap.parse_args(argv)
     rng = np.random.default_rng(0)
     rows = {"peaked": (rng.standard_normal(args.V) * 8).astype(np.float32).tolist(),
             "flat": (rng.standard_normal(args.V) * 0.3).astype(np.float32).tolist()}
-    kw = dict(temperature=0.8, top_k=args.top_k, top_p=0.95, repetition_penalty=1.1, seed=0)
+    kw = dict(temperature=0.8, top_k=args.top_k, top_p=args.top_p, repetition_penalty=1.1, seed=0)
     if args.engine == "dawn":
         from tools.dawn_engine import DawnEngine as Engine
     else:

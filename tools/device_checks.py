@@ -81,7 +81,7 @@ def fold_cases():
             folder = repo / "tests" / "fixtures" / "models" / name
             yield f"decode counters in the sampler {name} {mode}", \
                 (lambda e, folder=folder, mode=mode: check_streams(e, folder, mode))
-    for mode in ("greedy", "draw"):
+    for mode in ("greedy", "draw", "passes"):
         yield f"decode counters in the sampler two rows {mode}", \
             (lambda e, mode=mode: check_rows(e, mode))
     from tests.browser.sampling_passes_cases import (SETTINGS, SPREAD_SETTINGS, TOPP_SETTINGS,
@@ -106,7 +106,8 @@ def fold_cases():
                 (lambda e, kw=kw, V=V, rows=rows: check_topp_alone(e, kw, V, rows))
     for kw in PASSES_SETTINGS:
         for V, rows in ((5000, 5), (50280, 3), (152064, 3)):
-            yield f"sampling passes k{kw['top_k']} p{kw['top_p']} V{V} rows{rows}", \
+            yield (f"sampling passes k{kw['top_k']} p{kw['top_p']} t{kw['temperature']} V{V} "
+                   f"rows{rows}"), \
                 (lambda e, kw=kw, V=V, rows=rows: check_passes(e, kw, V, rows))
     for V in (5000, 50280, 152064):
         yield f"sampling passes edges V{V}", (lambda e, V=V: check_passes_edges(e, V))

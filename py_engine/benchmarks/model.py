@@ -90,17 +90,19 @@ APP_SAMPLING = dict(greedy=False, temperature=0.8, top_k=40, top_p=0.95,
 TOPP_SAMPLING = dict(APP_SAMPLING, top_k=0)
 # MAMBAWEB_BENCH_SAMPLING=wide: the page's settings with top-k 300, past the candidates' 128
 WIDE_SAMPLING = dict(APP_SAMPLING, top_k=300)
+# MAMBAWEB_BENCH_SAMPLING=temp: the page's settings with top-k and top-p off (temperature alone)
+TEMP_SAMPLING = dict(APP_SAMPLING, top_k=0, top_p=1.0)
 
 
 def bench_sampling():
     """(name, SamplingConfig) the bench decodes with: MAMBAWEB_BENCH_SAMPLING greedy | app |
-    topp | wide."""
+    topp | wide | temp."""
     name = os.environ.get("MAMBAWEB_BENCH_SAMPLING", "").strip().lower() or "greedy"
     modes = {"greedy": dict(greedy=True), "app": APP_SAMPLING, "topp": TOPP_SAMPLING,
-             "wide": WIDE_SAMPLING}
+             "wide": WIDE_SAMPLING, "temp": TEMP_SAMPLING}
     if name not in modes:
-        raise ValueError("MAMBAWEB_BENCH_SAMPLING must be 'greedy', 'app', 'topp' or 'wide', "
-                         f"got {name!r}")
+        raise ValueError("MAMBAWEB_BENCH_SAMPLING must be 'greedy', 'app', 'topp', 'wide' or "
+                         f"'temp', got {name!r}")
     return name, SamplingConfig(**modes[name])
 
 
@@ -111,7 +113,8 @@ async def decode_tokens_per_s(model, n_tokens, group=None):
     (decode_one: a host round trip per token) for comparison. group: GROUP, or
     MAMBAWEB_BENCH_GROUP (bench variants; "auto": Generator's time-sized groups, the app's).
     Greedy, or with MAMBAWEB_BENCH_SAMPLING=app the generate page's defaults (APP_SAMPLING),
-    =topp those with top-k off (TOPP_SAMPLING), =wide with top-k 300 (WIDE_SAMPLING)."""
+    =topp those with top-k off (TOPP_SAMPLING), =wide with top-k 300 (WIDE_SAMPLING), =temp
+    with top-k and top-p off (TEMP_SAMPLING)."""
     group = group or os.environ.get("MAMBAWEB_BENCH_GROUP", str(GROUP))
     if group != "auto":                    # "auto": sized by time, as the app decodes
         group = int(group)

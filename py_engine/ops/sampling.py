@@ -22,11 +22,12 @@ candidates (penalised there), then the draw over them. Top-p alone where it spre
 threshold's eight digit passes over the whole row as dispatches of one workgroup a slice, each
 slice's draw, the best of them (`sample_passes`; or 2 over the slices' top SPREAD_MAX_K where the
 top-p set stays among them, else over the row); top-k past SPREAD_MAX_K likewise, its four digit
-passes before top-p's (6 dispatches, 14 with top-p). The
-penalty is one function (penalise_slice) wherever the row is first read; no buffer copy of the logits. With
+passes before top-p's (6 dispatches, 14 with top-p); plain temperature (neither) likewise, 3:
+each slice's max, each slice's draw, the best of them. The penalty is one function
+(penalise_slice) wherever the row is first read; no buffer copy of the logits. With
 `then_advance` the decode's counters move in the last of them (decode_control.wgsl's work:
-one dispatch fewer a decoded token), or in a dispatch of their own
-where they cannot (several rows drawn at random: `fold_control`). V up to the binding limit
+one dispatch fewer a decoded token), or in a dispatch of their own where they cannot (several
+rows drawn by sampling_sample: `fold_control`). V up to the binding limit
 works (top-k/top-p are radix selections, not sorts: at most 15 passes over what one 128-thread
 workgroup per row walks -- the row, or its top-k candidates).
 """
@@ -53,14 +54,15 @@ def set_control(device, ctl, step, counts=None):
     device.write(ctl.buffer, struct.pack(f"<{len(vals)}I", *vals), ctl.offset)
 
 
-def fold_control(device, rows, greedy):
+def fold_control(device, rows, ends_in_final):
     """Whether sample(..., then_advance=...) advances the counters in its own last dispatch:
-    greedy (sampling_greedy_final reads no counter) or one row (sampling_sample reads the
-    step counter for its draw, and with several rows one row's workgroup could move it while
-    another still draws). `device.fuse_control` (tests), else MAMBAWEB_FUSE_CONTROL=1|0 (bench
-    variants)."""
+    where that is sampling_greedy_final (`ends_in_final`: greedy, and the passes, whose draw
+    read the step counter a dispatch earlier), which reads no counter, or for one row
+    (sampling_sample reads the step counter for its draw, and with several rows one row's
+    workgroup could move it while another still draws). `device.fuse_control` (tests), else
+    MAMBAWEB_FUSE_CONTROL=1|0 (bench variants)."""
     from py_engine.gpu.settings import choose
-    return (greedy or rows == 1) and choose(device, "fuse_control", "MAMBAWEB_FUSE_CONTROL",
+    return (ends_in_final or rows == 1) and choose(device, "fuse_control", "MAMBAWEB_FUSE_CONTROL",
                                             "1", "0", lambda: True)
 
 
@@ -98,13 +100,13 @@ def spread_slots(device, V, top_k, wg, alone=False):
 
 
 def sample_passes(device):
-    """Whether a draw that would walk the row in one workgroup -- top-p alone, or top-k past
-    SPREAD_MAX_K -- runs instead as passes over the whole row spread over the GPU, where the
+    """Whether a draw that would walk the row in one workgroup -- top-p alone, top-k past
+    SPREAD_MAX_K, or plain temperature (neither) -- runs instead as passes over the whole row spread over the GPU, where the
     device spreads top-p alone (spread_slots(..., alone=True)): TOP-P PASSES in
     shaders/sampling.wgsl, the thresholds' digit passes (top-k's four, top-p's eight) as
     dispatches of one workgroup a slice, each slice's draw, the best of the slices. Otherwise
     top-p alone goes over the slices' top-128 candidates with the one-workgroup walk as
-    fallback (TOP-P ALONE) and a wide top-k walks the row. `device.sample_passes` (tests), else
+    fallback (TOP-P ALONE) and a wide top-k or plain temperature walks the row. `device.sample_passes` (tests), else
     MAMBAWEB_SAMPLE_PASSES=1|0 (bench variants), else on."""
     from py_engine.gpu.settings import choose
     return choose(device, "sample_passes", "MAMBAWEB_SAMPLE_PASSES", "1", "0", lambda: True)
@@ -166,7 +168,15 @@ def sample(batch, logits, ctl=None, *, temperature=1.0, top_k=0, top_p=1.0,
         raise ValueError("then_advance's history must be the one the penalty reads")
     adv_hist, adv_pos, ring = (tuple(then_advance) + (None,))[:3] if then_advance is not None \
         else (None, None, None)
-    folded = then_advance is not None and fold_control(dev, rows, greedy)
+    wg = wg if wg else (32 if V <= 4096 else 128)
+    # top-p alone: the slices' top SPREAD_MAX_K as candidates, and their masses (SLICE_Z)
+    alone = not greedy and (flags & (TOP_K | TOP_P)) == TOP_P
+    # a draw that would walk the row in one workgroup -- top-p alone, a top-k too wide for
+    # candidates, plain temperature -- as passes over the row where they spread
+    passes = not greedy and (alone or not flags & (TOP_K | TOP_P) or
+                             (flags & TOP_K and top_k > SPREAD_MAX_K)) and \
+        sample_passes(dev) and spread_slots(dev, V, SPREAD_MAX_K, wg, alone=True) > 0
+    folded = then_advance is not None and fold_control(dev, rows, greedy or passes)
     if ring is not None and (rows != 1 or ring.numel % 2):
         raise ValueError(f"a ring of sampled ids needs one row and an even length, got {rows} "
                          f"rows and {ring.numel} entries")
@@ -174,12 +184,6 @@ def sample(batch, logits, ctl=None, *, temperature=1.0, top_k=0, top_p=1.0,
     hist = history if history is not None else adv_hist if folded else None
     H = hist.shape[-1] if hist is not None else 0
     npos = adv_pos.numel if folded and adv_pos is not None else 0
-    wg = wg if wg else (32 if V <= 4096 else 128)
-    # top-p alone: the slices' top SPREAD_MAX_K as candidates, and their masses (SLICE_Z)
-    alone = not greedy and (flags & (TOP_K | TOP_P)) == TOP_P
-    # top-p alone and a top-k too wide for candidates: passes over the row where they spread
-    passes = not greedy and (alone or (flags & TOP_K and top_k > SPREAD_MAX_K)) and \
-        sample_passes(dev) and spread_slots(dev, V, SPREAD_MAX_K, wg, alone=True) > 0
     cand_k = SPREAD_MAX_K if alone and not passes else int(top_k)
     kc = 0 if greedy or passes or not flags & (TOP_K | TOP_P) else \
         spread_slots(dev, V, cand_k, wg, alone=bool(alone))
@@ -259,7 +263,8 @@ def _passes(batch, each, lb, pen, out, rows, sp, wg, penalised, tail, probe):
     at_probe = 2 * rows * sp + 27 * rows + 64 * rows * sp + 10 * rows + 512 * rows * sp
     cand = Tensor(dev, (at_probe + (rows if probe is not None else 0), 2), "u32")
     chain = ([("sampling_topk_pass", j) for j in range(4)] if flags & TOP_K else []) + \
-        ([("sampling_topp_pass", k) for k in range(8)] if flags & TOP_P else [])
+        ([("sampling_topp_pass", k) for k in range(8)] if flags & TOP_P else []) or \
+        [("sampling_max_pass", 0)]       # plain temperature: each slice's max, then the draw
     for i, (entry, k) in enumerate(chain):
         batch.run("sampling", entry, [dev.uniform(params(*each, k)), lb] + pen +
                   [None, cand.binding], sp, rows,

@@ -89,7 +89,7 @@ from py_engine.gpu.tensor import Tensor
 from py_engine.ops import sampling
 import random
 rng = random.Random(5)
-V, rows, H = 300, 2, 16
+V, rows, H = args['V'], 2, 16
 logits = Tensor.from_list(device, (rows, V), [rng.uniform(-3, 3) for _ in range(rows * V)])
 
 async def u32s(t):
@@ -98,6 +98,8 @@ async def u32s(t):
 
 out = {}
 try:
+    if args['passes']:             # the passes over the row (a CPU adapter's rule is off)
+        device.sample_spread = device.sample_passes = True
     for fold in (False, True):
         device.fuse_control = fold
         ctl = sampling.make_control(device, rows, step=4, counts=[2, H])   # row 1's history full
@@ -114,7 +116,7 @@ try:
         for t in (ctl, hist, pos, ids):
             t.release()
 finally:
-    device.fuse_control = None
+    device.fuse_control = device.sample_spread = device.sample_passes = None
 logits.release()
 result = {'plain': out[False], 'fold': out[True]}
 """
@@ -122,11 +124,17 @@ result = {'plain': out[False], 'fold': out[True]}
 
 def check_rows(engine, mode):
     """Two rows sampled directly with then_advance: the same ids and counters either way;
-    greedy folds (one dispatch fewer), a draw of two rows keeps its own dispatch."""
-    r = engine.run(ROWS, mode={**MODES[mode], "repetition_penalty": 1.0})
+    greedy folds (one dispatch fewer), and so does a draw as passes over the row (mode
+    "passes": top-p alone over 5,000 logits, the passes forced on; the step counter was read a
+    dispatch before the last), while a draw of two rows in sampling_sample keeps its own
+    dispatch."""
+    passes = mode == "passes"
+    kw = dict(MODES["draw"], top_k=0) if passes else MODES[mode]
+    r = engine.run(ROWS, mode={**kw, "repetition_penalty": 1.0}, V=5000 if passes else 300,
+                   passes=passes)
     plain, fold = r["plain"], r["fold"]
     assert plain["ctl"] == [5, 3, 16]                     # row 1's history had no room
     assert plain["hist"][2] == plain["ids"][0] and plain["pos"] == [11, 21]
     for key in ("ids", "ctl", "hist", "pos"):
         assert fold[key] == plain[key], key
-    assert fold["n"] == plain["n"] - (1 if mode == "greedy" else 0)
+    assert fold["n"] == plain["n"] - (1 if mode in ("greedy", "passes") else 0)

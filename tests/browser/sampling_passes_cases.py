@@ -289,6 +289,8 @@ def _assert_topp_rows(kinds, r, below):
 PASSES_SETTINGS = TOPP_SETTINGS + [
     dict(temperature=0.9, top_k=2000, top_p=0.8, seed=5),          # top-k past the candidates
     dict(temperature=0.7, top_k=300, top_p=1.0, repetition_penalty=1.2, seed=4),   # top-k alone
+    dict(temperature=0.9, top_k=0, top_p=1.0, repetition_penalty=1.2, seed=13),   # neither
+    dict(temperature=1.3, top_k=0, top_p=1.0, seed=14),
 ]
 
 
@@ -296,14 +298,15 @@ def check_passes(engine, kw, V, rows):
     """A draw as passes over the whole row spread over the GPU (TOP-P PASSES in
     shaders/sampling.wgsl: each digit pass of the thresholds -- top-k's four when k is past the
     candidates' 128, top-p's eight -- a dispatch of one workgroup a slice, every slice's draw,
-    the best of them) against one workgroup walking the row: the same ids, 32 draws, on the
+    the best of them; plain temperature: each slice's max, then the draw) against one
+    workgroup walking the row: the same ids, 32 draws, on the
     rows of check_topp_alone -- peaked, flat (a set of most of the row), a set reaching just
     below one slice's top 128, a NaN logit (never drawn), 150 tied maxima in one slice -- with
     and without a penalty (the walk reads the penalised copy the first pass wrote: the arm's
     scratch starts as 7s); every row takes the passes (the probe's 2)."""
     kinds, r = _draw_topp_rows(engine, kw, V, rows, V + 11, passes=True)
     assert all(step == [2] * rows for step in r["used"]), r["used"][0]
-    _assert_topp_rows(kinds, r, below=kw["top_k"] == 0)
+    _assert_topp_rows(kinds, r, below=kw["top_k"] == 0 and kw["top_p"] < 1.0)
 
 
 EDGES_RUN = """

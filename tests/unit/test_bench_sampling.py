@@ -42,6 +42,10 @@ def test_bench_sampling_by_environment(monkeypatch):
     monkeypatch.setenv("MAMBAWEB_BENCH_SAMPLING", "wide")
     name, cfg = mb.bench_sampling()
     assert name == "wide" and not cfg.greedy and cfg.top_k == 300 and cfg.top_p == 0.95
+    monkeypatch.setenv("MAMBAWEB_BENCH_SAMPLING", "temp")
+    name, cfg = mb.bench_sampling()
+    assert name == "temp" and not cfg.greedy and cfg.top_k == 0 and cfg.top_p == 1.0 and \
+        cfg.temperature == 0.8 and cfg.repetition_penalty == 1.1
     monkeypatch.setenv("MAMBAWEB_BENCH_SAMPLING", "nucleus")
     with pytest.raises(ValueError, match="MAMBAWEB_BENCH_SAMPLING"):
         mb.bench_sampling()

@@ -17,3 +17,16 @@ def test_bench_topp_reports_the_three_arms(capsys):
         assert arms["passes"]["probe"] == [0, 2]
         assert arms["candidates"]["probe"] == used and arms["row"]["probe"] == [0, 0]
         assert all(a["ms_per_draw"] > 0 for a in arms.values())
+
+
+def test_bench_topp_times_plain_temperature(capsys):
+    """--top-p 1 with top-k 0 (temperature alone): the passes (each slice's max, the draw)
+    against the row walk, which the "candidates" arm takes too (nothing to spread over)."""
+    from tools.bench_topp import main
+    main(["--V", "5000", "--engine", "native", "--draws", "2", "--top-p", "1"])
+    r = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    for row in ("peaked", "flat"):
+        arms = {arm: r[f"{row} {arm}"] for arm in ("passes", "candidates", "row")}
+        assert len({tuple(a["id"]) for a in arms.values()}) == 1, arms
+        assert arms["passes"]["probe"] == [0, 2]
+        assert arms["candidates"]["probe"] == arms["row"]["probe"] == [0, 0]

@@ -5,9 +5,9 @@ py_engine/ops/sampling.fold_control) against their own dispatch, on the native b
 top-k/top-p draw with and without one -- a stream stopped inside a group and the conversation
 continued after it give the same ids, leave the same counters, history and positions, with one
 dispatch fewer a token; Mamba-1 and Mamba-2 (the Generator serves every family). Two rows
-sampled directly: greedy folds and writes what the separate dispatch writes; a random draw of
-two rows keeps its own dispatch (one row's workgroup could move the step counter while the
-other still draws)."""
+sampled directly: greedy and a draw as passes over the row fold and write what the separate
+dispatch writes; a random draw of two rows in sampling_sample keeps its own dispatch (one row's
+workgroup could move the step counter while the other still draws)."""
 import pytest
 
 from tests.browser.control_fold_cases import MODES, check_rows, check_streams
@@ -23,6 +23,6 @@ def test_counters_in_the_sampler_equal_their_own_dispatch(engine, name, mode):
     check_streams(engine, FIX / name, mode)
 
 
-@pytest.mark.parametrize("mode", ["greedy", "draw"])
+@pytest.mark.parametrize("mode", ["greedy", "draw", "passes"])
 def test_two_rows(engine, mode):
     check_rows(engine, mode)

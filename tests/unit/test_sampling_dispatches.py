@@ -1,7 +1,7 @@
 """Which dispatches a draw records (py_engine/ops/sampling.sample), by setting, on a GPU-like
 device (not a CPU adapter) and on a CPU adapter: the passes over the row where a draw would
-otherwise walk it in one workgroup (top-p alone, top-k past the candidates' 128), the slices'
-candidates for top-k up to 128, and the penalty in the first dispatch that reads the row --
+otherwise walk it in one workgroup (top-p alone, top-k past the candidates' 128, plain
+temperature), the slices' candidates for top-k up to 128, and the penalty in the first dispatch that reads the row --
 never a sampling_penalise beside a chain that penalises its own slices."""
 import pytest
 
@@ -28,11 +28,13 @@ DRAW = ["sampling_topp_draw", "sampling_greedy_final"]
     (dict(top_p=0.9), PASS + DRAW),
     (dict(top_k=300, top_p=0.9, repetition_penalty=1.1), ["sampling_topk_pass"] * 4 + PASS + DRAW),
     (dict(top_k=300), ["sampling_topk_pass"] * 4 + DRAW),
+    (dict(temperature=0.8, repetition_penalty=1.1), ["sampling_max_pass"] + DRAW),
+    (dict(temperature=0.8), ["sampling_max_pass"] + DRAW),
     (dict(top_k=40, top_p=0.95, repetition_penalty=1.1),
      ["sampling_candidates", "sampling_sample"]),
     (dict(greedy=True, repetition_penalty=1.1),
      ["sampling_greedy_part", "sampling_greedy_final"]),
-], ids=["p", "p-nopen", "k300-p", "k300", "k40-p", "greedy"])
+], ids=["p", "p-nopen", "k300-p", "k300", "t", "t-nopen", "k40-p", "greedy"])
 def test_a_gpu_records_the_spread_forms(kw, want):
     assert _entries(False, **kw) == want
 
@@ -40,6 +42,7 @@ def test_a_gpu_records_the_spread_forms(kw, want):
 @pytest.mark.parametrize("kw,want", [
     (dict(top_p=0.9, repetition_penalty=1.1), ["sampling_penalise", "sampling_sample"]),
     (dict(top_k=300, top_p=0.9), ["sampling_sample"]),
+    (dict(temperature=0.8, repetition_penalty=1.1), ["sampling_penalise", "sampling_sample"]),
 ])
 def test_a_cpu_adapter_walks_the_row(kw, want):
     """SwiftShader and lavapipe: top-p alone and a wide top-k in one workgroup (by rule)."""
@@ -50,3 +53,4 @@ def test_passes_off_by_setting(monkeypatch):
     monkeypatch.setenv("MAMBAWEB_SAMPLE_PASSES", "0")
     assert _entries(False, top_p=0.9) == ["sampling_candidates", "sampling_sample"]
     assert _entries(False, top_k=300, top_p=0.9) == ["sampling_sample"]
+    assert _entries(False, temperature=0.8) == ["sampling_sample"]

@@ -48,10 +48,12 @@ def test_top_p_alone_over_the_candidates_draws_what_the_whole_row_draws(engine, 
     check_topp_alone(engine, kw, V, rows)
 
 
-@pytest.mark.parametrize("kw", PASSES_SETTINGS, ids=lambda kw: f"k{kw['top_k']}-p{kw['top_p']}")
+@pytest.mark.parametrize("kw", PASSES_SETTINGS,
+                         ids=lambda kw: f"k{kw['top_k']}-p{kw['top_p']}-t{kw['temperature']}")
 @pytest.mark.parametrize("V,rows", [(5000, 5), (50280, 3)])
 def test_passes_over_the_row_draw_what_one_workgroup_draws(engine, kw, V, rows):
-    """Top-p alone and top-k past the candidates' 128 as passes spread over the GPU."""
+    """Top-p alone, top-k past the candidates' 128 and plain temperature as passes spread
+    over the GPU."""
     check_passes(engine, kw, V, rows)
 
 

@@ -267,6 +267,8 @@ def _record_ops(batch):
                     history=t(2, 4, dtype="u32"), top_p=0.9)
     # and top-k past the candidates' 128 (sampling_topk_pass, then top-p's passes)
     sampling.sample(batch, t(2, 5000), sampling.make_control(dev, 2), top_k=300, top_p=0.9)
+    # and plain temperature (sampling_max_pass, then the draw)
+    sampling.sample(batch, t(2, 5000), sampling.make_control(dev, 2), temperature=0.8)
     dev.sample_spread = None
 
 
