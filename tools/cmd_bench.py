@@ -251,7 +251,7 @@ result = await ceilings.run(device)
 # the read ceiling alone, measured again after the model section (ceilings.rejudge_ceiling)
 READ_SNIPPET = """
 from py_engine.benchmarks import ceilings
-result = await ceilings.read_bandwidth(device)
+result = await ceilings.device_read_bandwidth(device)
 """
 
 

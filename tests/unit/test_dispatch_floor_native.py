@@ -123,3 +123,20 @@ def test_rejudge_ceiling_judges_every_decode_on_the_best_read():
     assert read["gb_per_s"] == 4000.0 and len(read["runs_gb_per_s"]) == 5
     assert m["decode"]["pct_of_read_ceiling"] == pytest.approx(38.0)
     assert rejudge_ceiling({"model": {}}, {"gb_per_s": 1.0}) == {"model": {}}
+
+
+@pytest.mark.parametrize("fallback,mib", [(True, 64), (False, 512)])
+def test_the_read_ceiling_is_sized_for_the_device(monkeypatch, fallback, mib):
+    """A CPU adapter reads 64 MiB (past its caches; 512 MiB took 5.7 s a measurement in CI's
+    headless runs), a GPU 512 MiB (past its L2)."""
+    import asyncio
+    from py_engine.benchmarks import ceilings
+    seen = []
+
+    async def fake(device, mib=512, **kw):
+        seen.append(mib)
+        return {"gb_per_s": 1.0}
+    monkeypatch.setattr(ceilings, "read_bandwidth", fake)
+    dev = type("Dev", (), {"info": {"is_fallback": fallback}})()
+    asyncio.run(ceilings.device_read_bandwidth(dev))
+    assert seen == [mib]
