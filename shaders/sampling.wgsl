@@ -43,11 +43,12 @@
 //                     then walks those candidates instead of the row (below, at SPREAD).
 //                     Top-p alone takes each slice's top 128 and its mass (TOP-P ALONE):
 //                     the draw walks them where the top-p set is among them, else the row.
-//   sampling_topk_pass, sampling_topp_pass, sampling_topp_draw
-//                     top-p alone and top-k past 128 over the whole row spread over the GPU
-//                     (TOP-P PASSES, at the end): top-k's four digit passes, top-p's eight,
-//                     the draw, one workgroup a slice each, then sampling_greedy_final picks
-//                     the best of the slices' draws.
+//   sampling_topk_pass, sampling_topp_pass, sampling_max_pass, sampling_slices_draw
+//                     top-p alone, top-k past 128 and plain temperature over the whole row
+//                     spread over the GPU (TOP-P PASSES, at the end): top-k's four digit
+//                     passes, top-p's eight (or, with neither, each slice's max), the draw,
+//                     one workgroup a slice each, then sampling_greedy_final picks the best of
+//                     the slices' draws.
 //   sampling_greedy_part, sampling_greedy_final
 //                     greedy in two dispatches: GP workgroups per row each take the argmax of
 //                     their slices of the row, then one workgroup per row picks among those
@@ -770,14 +771,14 @@ fn sampling_greedy_final(@builtin(workgroup_id) wid: vec3<u32>,
 
 // ------------------------------------------------------------------------------------------
 // TOP-P PASSES: top-p alone (and top-k past SPREAD_MAX_K, whose four 8-bit digit passes come
-// first: sampling_topk_pass, integer counts) over the whole row, spread over the GPU. The
-// one-workgroup walk
-// of a flat row (a set of most of the vocabulary) took 0.76 ms a draw at 50,280 logits on an
+// first: sampling_topk_pass, integer counts; and plain temperature, whose only pass is each
+// slice's max: sampling_max_pass) over the whole row, spread over the GPU. The one-workgroup
+// walk of a flat row (a set of most of the vocabulary) took 0.76 ms a draw at 50,280 logits on an
 // H200; here each of topp_threshold's eight 4-bit digit passes is a dispatch of one workgroup
 // per slice (sampling_topp_pass: the slice's mass by digit under the prefix chosen so far),
 // and every workgroup of the next dispatch puts the slices' bins together in the same fixed
 // order, so all of them choose the same digit (no grid barrier needed: the dispatch boundary
-// is one). Then sampling_topp_draw: each slice's Gumbel-max over its keys at or above the
+// is one). Then sampling_slices_draw: each slice's Gumbel-max over its keys at or above the
 // threshold, and sampling_greedy_final the best of the slices -- the same score, index and
 // tie rule as the one-workgroup draw (beats), so the same id wherever the threshold is the
 // same; the masses are the same sums up to their order. Pass 0 also finds each slice's max
@@ -787,7 +788,7 @@ fn sampling_greedy_final(@builtin(workgroup_id) wid: vec3<u32>,
 //
 // `cand` for the passes, in vec2<u32> slots (SP = Params._p0 slices, Params.pass_i = the pass):
 //   [rows, SP]            each slice's draw (score bits, id): sampling_greedy_final's input
-//   [rows, SP]            each slice's max m_s (the first pass)
+//   [rows, SP]            each slice's max m_s (the first pass; sampling_max_pass's only)
 //   [rows, 9, 2]          top-p's state after pass k's choice (k = 1 .. 7 written; the draw
 //                         makes choice 8 itself): (prefix, mask) and (mass above the prefix's
 //                         range, goal = p * the row's mass)
@@ -1064,12 +1065,11 @@ fn sampling_max_pass(@builtin(workgroup_id) wid: vec3<u32>,
 
 // grid (SP, rows): the threshold from top-p pass 7's bins (at or above top-k's), or from top-k
 // pass 3's counts without top-p, or none (0: every key) for plain temperature, then slice
-// wid.x's Gumbel-max over its keys at or above it
-// (the one-workgroup draw's scores) at tp_best; sampling_greedy_final (Params._p0 = SP) then
-// picks the row's.
+// wid.x's Gumbel-max over its keys at or above it (the one-workgroup draw's scores) at
+// tp_best; sampling_greedy_final (Params._p0 = SP) then picks the row's.
 @compute @workgroup_size(WG)
-fn sampling_topp_draw(@builtin(workgroup_id) wid: vec3<u32>,
-                      @builtin(local_invocation_index) lid: u32) {
+fn sampling_slices_draw(@builtin(workgroup_id) wid: vec3<u32>,
+                        @builtin(local_invocation_index) lid: u32) {
   let row = wid.y;
   let s = wid.x;
   load_slice(row, s * SLICE_VALUES * WG, lid);

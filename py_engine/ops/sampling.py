@@ -253,7 +253,7 @@ def _passes(batch, each, lb, pen, out, rows, sp, wg, penalised, tail, probe):
     """A draw as passes over the whole row, spread (TOP-P PASSES in shaders/sampling.wgsl):
     with top-k, sampling_topk_pass for j = 0 .. 3; with top-p, sampling_topp_pass for k =
     0 .. 7 (one workgroup a slice each; the chain's first dispatch penalises its slice into
-    scratch: pen = [ctl, history, scratch] bindings); sampling_topp_draw; then
+    scratch: pen = [ctl, history, scratch] bindings); sampling_slices_draw; then
     sampling_greedy_final over the slices' draws (which advances the counters with tail's
     ADVANCE). each: params' fields but the pass (Params.pass_i)."""
     dev = batch.device
@@ -269,7 +269,7 @@ def _passes(batch, each, lb, pen, out, rows, sp, wg, penalised, tail, probe):
         batch.run("sampling", entry, [dev.uniform(params(*each, k)), lb] + pen +
                   [None, cand.binding], sp, rows,
                   constants={"WG": wg, "PENALISE": int(bool(penalised and i == 0))})
-    batch.run("sampling", "sampling_topp_draw",
+    batch.run("sampling", "sampling_slices_draw",
               [dev.uniform(params(*each, 0)), lb, pen[0], None, pen[2], None, cand.binding],
               sp, rows, constants={"WG": wg, "PROBE": int(probe is not None)})
     u2 = dev.uniform(params(V, rows, flags, 0, 1.0, 1.0, 1.0, 0, *each[8:11], sp, *each[12:14],

@@ -20,7 +20,7 @@ def _entries(fallback, V=5000, **kw):
 
 
 PASS = ["sampling_topp_pass"] * 8
-DRAW = ["sampling_topp_draw", "sampling_greedy_final"]
+DRAW = ["sampling_slices_draw", "sampling_greedy_final"]
 
 
 @pytest.mark.parametrize("kw,want", [

@@ -260,7 +260,7 @@ def _record_ops(batch):
     # top-k spread over slices of the row (sampling_candidates, penalising them itself)
     sampling.sample(batch, t(2, 600), sampling.make_control(dev, 2), repetition_penalty=1.2,
                     history=t(2, 4, dtype="u32"), top_k=5, top_p=0.9)
-    # top-p alone as passes over the whole row, spread (sampling_topp_pass, sampling_topp_draw;
+    # top-p alone as passes over the whole row, spread (sampling_topp_pass, sampling_slices_draw;
     # the first pass penalising its slice)
     dev.sample_spread = True
     sampling.sample(batch, t(2, 5000), sampling.make_control(dev, 2), repetition_penalty=1.2,

@@ -19,11 +19,13 @@ export function encodeAndSubmit(device, commands, count = -1) {
   const t0 = performance.now();
   const enc = device.createCommandEncoder();
   let pass = null;
+  let pipeline = null;   // the pass's pipeline: set again only where it changes (a call fewer
+                         // for each of the sampler's consecutive passes of one entry point)
   for (let i = 0; i < n; i++) {
     const c = commands[i];
     if (c[0] === 0) {
-      if (pass === null) pass = enc.beginComputePass();
-      pass.setPipeline(c[1]);
+      if (pass === null) { pass = enc.beginComputePass(); pipeline = null; }
+      if (c[1] !== pipeline) { pass.setPipeline(c[1]); pipeline = c[1]; }
       pass.setBindGroup(0, c[2]);
       pass.dispatchWorkgroups(c[3], c[4], c[5]);
     } else {
