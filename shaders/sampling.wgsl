@@ -31,9 +31,9 @@
 //          kappa with mass(key >= kappa) >= p * Z.
 // Entry points:
 //   (the repetition penalty: penalise_slice, by whichever kernel first reads a slice of the
-//   row -- sampling_candidates, sampling_greedy_part, the first of the passes (sampling_topk_pass
-//   or sampling_topp_pass), or sampling_penalise, which writes the penalised row to scratch
-//   for a draw that walks it in one workgroup)
+//   row -- sampling_candidates, sampling_greedy_part, the first of the passes
+//   (sampling_topk_pass, sampling_topp_pass or sampling_max_pass), or sampling_penalise, which
+//   writes the penalised row to scratch for a draw that walks it in one workgroup)
 //   sampling_sample   one 128-thread workgroup per row; passes over V: 1 (max) + 4 (top-k)
 //                     + 1 (Z) + 8 (top-p) + 1 (draw) at most; with top-k, 1 (max) + 4
 //                     + 1 (each thread keeps its values at or above the threshold), the
@@ -106,8 +106,11 @@ override ADVANCE: bool = false;
 
 // The decode's counters (lib/decode_counters.wgsl), by the thread that chose row `row`'s id
 // `tok` (lid 0 of the row's workgroup): the row's history; row 0's workgroup also the ring, the
-// step counter and the positions. Only sampling_sample reads ctl[0] (its draw's seed), so the
-// host folds this into it for one row only: another row's workgroup could still be drawing.
+// step counter and the positions. A draw's dispatch reads ctl[0] (its seed): sampling_sample
+// is such a dispatch, so the host folds this into it for one row only (another row's
+// workgroup could still be drawing); sampling_greedy_final reads no counter but the ones this
+// writes (its own row's, and ctl[0] in row 0's), the draw before it having read ctl[0] a
+// dispatch earlier, so the host folds it there for any number of rows.
 fn advance_after(row: u32, tok: u32) {
   count_row(row, tok);
   if (row == 0u) { count_step(tok); }
@@ -385,8 +388,8 @@ fn slice_logit(row: u32, s0: u32, lid: u32, j: u32) -> f32 {
 
 // grid (SP, rows): slice wid.x of row wid.y penalised into the row's scratch, for a draw that
 // walks the row in one workgroup: any draw without sampling_candidates or the passes (a CPU
-// adapter's top-p alone or top-k past SPREAD_MAX_K, a row shorter than two slices,
-// MAMBAWEB_SAMPLE_SPREAD=0).
+// adapter's top-p alone, top-k past SPREAD_MAX_K or temperature alone, a row shorter than two
+// slices, MAMBAWEB_SAMPLE_SPREAD=0).
 @compute @workgroup_size(WG)
 fn sampling_penalise(@builtin(workgroup_id) wid: vec3<u32>,
                      @builtin(local_invocation_index) lid: u32) {
@@ -797,7 +800,7 @@ fn sampling_greedy_final(@builtin(workgroup_id) wid: vec3<u32>,
 //   [rows, 5, 2]          top-k's state after pass j's choice (j = 1 .. 4): (prefix, mask),
 //                         (rank left, 1 if the row holds fewer than k); j = 4: the threshold
 //   [rows, 4, SP, 128]    top-k pass j's 256 bin counts of slice s, two a slot
-//   [rows]                PROBE's (0, 2): the passes (tests)
+//   [rows]                PROBE's (the row's max x, 2): the passes (tests)
 
 fn tp_best(row: u32, s: u32) -> u32 { return row * p._p0 + s; }
 fn tp_max(row: u32, s: u32) -> u32 { return (p.rows + row) * p._p0 + s; }
@@ -1093,6 +1096,7 @@ fn sampling_slices_draw(@builtin(workgroup_id) wid: vec3<u32>,
   argmax_tree(lid);
   if (lid == 0u) {
     cand[tp_best(row, s)] = vec2<u32>(bitcast<u32>(part[0]), part_i[0]);
-    if (PROBE && s == 0u) { cand[tp_probe(row)] = vec2<u32>(0u, 2u); }
+    // the probe (tests): the row's max x the scores are taken from, and 2 (the passes)
+    if (PROBE && s == 0u) { cand[tp_probe(row)] = vec2<u32>(bitcast<u32>(pv_m), 2u); }
   }
 }

@@ -81,7 +81,7 @@ def fold_cases():
             folder = repo / "tests" / "fixtures" / "models" / name
             yield f"decode counters in the sampler {name} {mode}", \
                 (lambda e, folder=folder, mode=mode: check_streams(e, folder, mode))
-    for mode in ("greedy", "draw", "passes"):
+    for mode in ("greedy", "draw", "passes", "passes_temp"):
         yield f"decode counters in the sampler two rows {mode}", \
             (lambda e, mode=mode: check_rows(e, mode))
     from tests.browser.sampling_passes_cases import (SETTINGS, SPREAD_SETTINGS, TOPP_SETTINGS,

@@ -183,9 +183,10 @@ def annotate_floor(report):
 
 async def device_read_bandwidth(device):
     """read_bandwidth sized for the device: 512 MiB on a GPU (ten times an H200's 50 MB L2);
-    64 MiB on a CPU adapter (SwiftShader, lavapipe: still past any CPU cache), where each of the
-    bench's two measurements of 512 MiB took 5.7 s of CI's headless runs at ~0.5 GB/s and
-    64 MiB ~1 s, the same GB/s to the run-to-run spread."""
+    64 MiB and runs of at least 0.1 s instead of 0.3 on a CPU adapter (SwiftShader, lavapipe:
+    still past any CPU cache), where each of the bench's two measurements of 512 MiB took 5.7 s
+    of CI's headless runs at ~0.5 GB/s and 64 MiB ~1 s, the same GB/s to the run-to-run
+    spread."""
     if device.info.get("is_fallback"):
         return await read_bandwidth(device, mib=64, min_seconds=0.1)
     return await read_bandwidth(device)

@@ -20,10 +20,12 @@ repetition penalty: sampling_penalise writes the penalised row the draw walks), 
 to SPREAD_MAX_K over at least two slices of the row, `spread_slots` -- 2: each slice's
 candidates (penalised there), then the draw over them. Top-p alone where it spreads: 10, the
 threshold's eight digit passes over the whole row as dispatches of one workgroup a slice, each
-slice's draw, the best of them (`sample_passes`; or 2 over the slices' top SPREAD_MAX_K where the
-top-p set stays among them, else over the row); top-k past SPREAD_MAX_K likewise, its four digit
-passes before top-p's (6 dispatches, 14 with top-p); plain temperature (neither) likewise, 3:
-each slice's max, each slice's draw, the best of them. The penalty is one function
+slice's draw, the best of them (`sample_passes`: from PASSES_FROM logits; below, 2 over the
+slices' top SPREAD_MAX_K where the top-p set stays among them, else over the row); top-k past
+SPREAD_MAX_K likewise from TOPK_PASSES_FROM, its four digit passes before top-p's (6
+dispatches, 14 with top-p); plain temperature (neither) likewise from PASSES_FROM, 3: each
+slice's max, each slice's draw, the best of them. Below those rows they walk it in one
+workgroup, faster there. The penalty is one function
 (penalise_slice) wherever the row is first read; no buffer copy of the logits. With
 `then_advance` the decode's counters move in the last of them (decode_control.wgsl's work:
 one dispatch fewer a decoded token), or in a dispatch of their own where they cannot (several
@@ -57,13 +59,15 @@ def set_control(device, ctl, step, counts=None):
 def fold_control(device, rows, ends_in_final):
     """Whether sample(..., then_advance=...) advances the counters in its own last dispatch:
     where that is sampling_greedy_final (`ends_in_final`: greedy, and the passes, whose draw
-    read the step counter a dispatch earlier), which reads no counter, or for one row
+    read the step counter a dispatch earlier), which reads no counter for its choice (under
+    ADVANCE only those it moves: its own row's, and the step counter in row 0's), or for one row
     (sampling_sample reads the step counter for its draw, and with several rows one row's
     workgroup could move it while another still draws). `device.fuse_control` (tests), else
     MAMBAWEB_FUSE_CONTROL=1|0 (bench variants)."""
     from py_engine.gpu.settings import choose
-    return (ends_in_final or rows == 1) and choose(device, "fuse_control", "MAMBAWEB_FUSE_CONTROL",
-                                            "1", "0", lambda: True)
+    return (ends_in_final or rows == 1) and choose(device, "fuse_control",
+                                                   "MAMBAWEB_FUSE_CONTROL", "1", "0",
+                                                   lambda: True)
 
 
 def keep_lists(device):
@@ -99,17 +103,37 @@ def spread_slots(device, V, top_k, wg, alone=False):
     return -(-(top_k + 8) // 8) * 8
 
 
-def sample_passes(device):
+# The rows from which the passes are the rule (sample_passes). A draw's ms on the H200 through
+# Dawn (`python -m tools.bench_topp --V V [--top-p 1 | --top-k 300]`, 200 draws of the page's
+# settings, peaked / flat rows), passes against one workgroup walking the row:
+#   temperature alone  5,000: 0.057 / 0.046 against 0.039 / 0.031;  8,192: 0.056 / 0.054
+#                      against 0.048 / 0.046;  16,384: 0.053 / 0.042 against 0.067 / 0.073;
+#                      32,000: 0.058 / 0.053 against 0.124 / 0.123
+#   top-p alone        8,192: 0.171 / 0.172 against 0.131 / 0.137 (the candidates 0.091 /
+#                      0.165);  16,384: 0.178 / 0.174 against 0.205 / 0.215;  32,000: 0.177 /
+#                      0.185 against 0.355 / 0.390
+#   top-k 300 (+ top-p)  16,384: 0.224 / 0.249 against 0.155 / 0.153;  32,000: 0.277 / 0.287
+#                      against 0.240 / 0.233;  50,280: 0.275 / 0.272 against 0.422 / 0.422
+# (2026-12-04). The passes cost about the same at any size (their dispatches), the walk grows
+# with the row.
+PASSES_FROM = 16384           # temperature alone, top-p alone
+TOPK_PASSES_FROM = 40000      # top-k past SPREAD_MAX_K (four more passes), with or without top-p
+
+
+def sample_passes(device, V=None, top_k=False):
     """Whether a draw that would walk the row in one workgroup -- top-p alone, top-k past
-    SPREAD_MAX_K, or plain temperature (neither) -- runs instead as passes over the whole row spread over the GPU, where the
-    device spreads top-p alone (spread_slots(..., alone=True)): TOP-P PASSES in
-    shaders/sampling.wgsl, the thresholds' digit passes (top-k's four, top-p's eight) as
-    dispatches of one workgroup a slice, each slice's draw, the best of the slices. Otherwise
-    top-p alone goes over the slices' top-128 candidates with the one-workgroup walk as
-    fallback (TOP-P ALONE) and a wide top-k or plain temperature walks the row. `device.sample_passes` (tests), else
-    MAMBAWEB_SAMPLE_PASSES=1|0 (bench variants), else on."""
+    SPREAD_MAX_K, or plain temperature (neither) -- runs instead as passes over the whole row
+    spread over the GPU, where the device spreads top-p alone (spread_slots(..., alone=True)):
+    TOP-P PASSES in shaders/sampling.wgsl, the thresholds' digit passes (top-k's four, top-p's
+    eight; with neither, each slice's max) as dispatches of one workgroup a slice, each slice's
+    draw, the best of the slices. Otherwise top-p alone goes over the slices' top-128
+    candidates with the one-workgroup walk as fallback (TOP-P ALONE) and a wide top-k or plain
+    temperature walks the row. `device.sample_passes` (tests), else MAMBAWEB_SAMPLE_PASSES=1|0
+    (bench variants), else from V = PASSES_FROM logits (TOPK_PASSES_FROM with a wide `top_k`),
+    where they measured faster than the walk."""
     from py_engine.gpu.settings import choose
-    return choose(device, "sample_passes", "MAMBAWEB_SAMPLE_PASSES", "1", "0", lambda: True)
+    return choose(device, "sample_passes", "MAMBAWEB_SAMPLE_PASSES", "1", "0",
+                  lambda: V is None or V >= (TOPK_PASSES_FROM if top_k else PASSES_FROM))
 
 
 def sample(batch, logits, ctl=None, *, temperature=1.0, top_k=0, top_p=1.0,
@@ -128,7 +152,8 @@ def sample(batch, logits, ctl=None, *, temperature=1.0, top_k=0, top_p=1.0,
     it moves) also goes to ring[s % R] and ring[s % R + R].
     probe (tests): u32 [rows, 2]; a draw (not greedy) writes (1 if its passes after top-k
     walked the kept lists else 0, 1 if they walked the spread candidates else 0) per row, or
-    (0, 2) where it ran as passes over the row (`sample_passes`).
+    (the bits of the row's max x = l / temperature the draw's scores are taken from, 2) where
+    it ran as passes over the row (`sample_passes`).
     """
     dev = batch.device
     V = logits.shape[-1]
@@ -172,10 +197,11 @@ def sample(batch, logits, ctl=None, *, temperature=1.0, top_k=0, top_p=1.0,
     # top-p alone: the slices' top SPREAD_MAX_K as candidates, and their masses (SLICE_Z)
     alone = not greedy and (flags & (TOP_K | TOP_P)) == TOP_P
     # a draw that would walk the row in one workgroup -- top-p alone, a top-k too wide for
-    # candidates, plain temperature -- as passes over the row where they spread
+    # candidates, plain temperature -- as passes over the row where they spread and pay
     passes = not greedy and (alone or not flags & (TOP_K | TOP_P) or
                              (flags & TOP_K and top_k > SPREAD_MAX_K)) and \
-        sample_passes(dev) and spread_slots(dev, V, SPREAD_MAX_K, wg, alone=True) > 0
+        sample_passes(dev, V, bool(flags & TOP_K)) and \
+        spread_slots(dev, V, SPREAD_MAX_K, wg, alone=True) > 0
     folded = then_advance is not None and fold_control(dev, rows, greedy or passes)
     if ring is not None and (rows != 1 or ring.numel % 2):
         raise ValueError(f"a ring of sampled ids needs one row and an even length, got {rows} "

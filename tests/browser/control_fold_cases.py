@@ -9,6 +9,7 @@ MODES = {
     "draw": dict(greedy=False, temperature=0.9, top_k=20, top_p=0.9, seed=7),
     "draw_penalty": dict(greedy=False, temperature=1.1, top_k=0, top_p=0.95, seed=3,
                          repetition_penalty=1.2),
+    "temp": dict(greedy=False, temperature=0.9, top_k=0, top_p=1.0, seed=4),   # alone
 }
 
 STREAMS = """
@@ -107,8 +108,9 @@ try:
         pos = Tensor.from_list(device, (rows,), [10, 20], "u32")
         ids = Tensor(device, (rows,), "u32")
         batch = device.batch()
+        pen = args['mode'].get('repetition_penalty', 1.0) != 1.0
         sampling.sample(batch, logits, ctl, out=ids, then_advance=(hist, pos),
-                        **args['mode'])
+                        history=hist if pen else None, **args['mode'])
         n = batch.dispatch_count
         batch.submit()
         out[fold] = {'ids': await u32s(ids), 'ctl': await u32s(ctl),
@@ -122,19 +124,24 @@ result = {'plain': out[False], 'fold': out[True]}
 """
 
 
+ROW_MODES = {"greedy": dict(MODES["greedy"], repetition_penalty=1.0),
+             "draw": dict(MODES["draw"], repetition_penalty=1.0),
+             # as passes over the row: top-p alone, and temperature alone with a penalty
+             "passes": dict(MODES["draw"], top_k=0, repetition_penalty=1.0),
+             "passes_temp": dict(MODES["temp"], repetition_penalty=1.3)}
+
+
 def check_rows(engine, mode):
     """Two rows sampled directly with then_advance: the same ids and counters either way;
-    greedy folds (one dispatch fewer), and so does a draw as passes over the row (mode
-    "passes": top-p alone over 5,000 logits, the passes forced on; the step counter was read a
-    dispatch before the last), while a draw of two rows in sampling_sample keeps its own
-    dispatch."""
-    passes = mode == "passes"
-    kw = dict(MODES["draw"], top_k=0) if passes else MODES[mode]
-    r = engine.run(ROWS, mode={**kw, "repetition_penalty": 1.0}, V=5000 if passes else 300,
-                   passes=passes)
+    greedy folds (one dispatch fewer), and so does a draw as passes over the row (modes
+    "passes", "passes_temp": top-p alone, temperature alone with a penalty, over 5,000 logits,
+    the passes forced on; the step counter was read a dispatch before the last), while a draw
+    of two rows in sampling_sample keeps its own dispatch."""
+    passes = mode.startswith("passes")
+    r = engine.run(ROWS, mode=ROW_MODES[mode], V=5000 if passes else 300, passes=passes)
     plain, fold = r["plain"], r["fold"]
     assert plain["ctl"] == [5, 3, 16]                     # row 1's history had no room
     assert plain["hist"][2] == plain["ids"][0] and plain["pos"] == [11, 21]
     for key in ("ids", "ctl", "hist", "pos"):
         assert fold[key] == plain[key], key
-    assert fold["n"] == plain["n"] - (1 if mode in ("greedy", "passes") else 0)
+    assert fold["n"] == plain["n"] - (1 if mode == "greedy" or passes else 0)

@@ -93,8 +93,14 @@ for _old, _new in (
          "probe = Tensor(device, (rows, 2), 'u32')\npoison = Tensor.from_list(device, (rows, V), "
          "[7.0] * (rows * V))"),
         ("probe.release()", "probe.release()\npoison.release()"),
+        # the probe's second word (which path each row took); its first on the passes: the
+        # bits of the row's max x the draw's scores were taken from
         ("used.append(list(struct.unpack(f'<{2 * rows}I', await probe.to_bytes()))[::2])",
-         "used.append(list(struct.unpack(f'<{2 * rows}I', await probe.to_bytes()))[1::2])")):
+         "pr = list(struct.unpack(f'<{2 * rows}I', await probe.to_bytes()))\n"
+         "                used.append(pr[1::2])\n"
+         "                firsts.append(pr[::2])"),
+        ("used = []", "used = []\nfirsts = []"),
+        ("'used': used}", "'used': used, 'firsts': firsts}")):
     SPREAD_RUN = _replaced(SPREAD_RUN, _old, _new)
 
 SPREAD_SETTINGS = SETTINGS + [
@@ -116,7 +122,8 @@ def check_spread(engine, kw, V, rows):
     (one workgroup a row, its kept lists): the same ids. The candidates are used wherever
     every slice's values at or above its own k-th largest fit its slots -- not in row 0 at
     k = 5 (27 tied maxima in one slice, 24 with the penalty, 16 slots: that row is walked
-    whole); at k = 2000 (past SPREAD_MAX_K) the draw runs as passes over the row (check_passes).
+    whole); at k = 2000 (past SPREAD_MAX_K) the draw runs as passes over the row (check_passes)
+    from TOPK_PASSES_FROM logits, and walks it below.
     With a penalty, each row's top three tokens are in its history."""
     k = kw["top_k"]
     rng = np.random.default_rng(V + k)
@@ -133,8 +140,11 @@ def check_spread(engine, kw, V, rows):
                    logits=[None if np.isnan(x) else float(x) for x in lg.ravel()],
                    hist=[int(i) for i in hist.ravel()])
     assert r["lists"] == r["rows"]
-    # k past the candidates' 128: passes over the row (2); row 0 at k = 5: walked whole (0)
-    want = [2 if k > 128 else 0 if (k == 5 and row == 0) else 1 for row in range(rows)]
+    # k past the candidates' 128: passes over the row (2) from TOPK_PASSES_FROM logits, else
+    # walked whole (0); row 0 at k = 5: walked whole (0)
+    from py_engine.ops.sampling import TOPK_PASSES_FROM
+    wide = 2 if V >= TOPK_PASSES_FROM else 0
+    want = [wide if k > 128 else 0 if (k == 5 and row == 0) else 1 for row in range(rows)]
     assert all(step == want for step in r["used"]), (r["used"][0], want)
     assert all(step[-1] != 4 for step in r["rows"])         # a NaN logit is never drawn
     assert len({tuple(step) for step in r["rows"]}) > 1     # the draws move with the step
@@ -271,7 +281,26 @@ def _draw_topp_rows(engine, kw, V, rows, seed, passes):
                    logits=[None if np.isnan(x) else float(x) for x in lg.ravel()],
                    hist=[int(i) for i in hist.ravel()])
     assert r["lists"] == r["rows"]
-    return kinds, r
+    return (kinds, r, lg, hist) if passes else (kinds, r)
+
+
+def _row_max_x(lg, hist, kw):
+    """Each row's max of x = l' * f32(1 / temperature) over its non-NaN logits, l' the logit
+    penalised as HF does where its token is among the history's first 5 (RUN's count): the
+    sampler's arithmetic in float32."""
+    pen = kw.get("repetition_penalty", 1.0)
+    inv_t = np.float32(1.0 / kw["temperature"])
+    out = []
+    for i in range(lg.shape[0]):
+        row = lg[i].astype(np.float32).copy()
+        if pen != 1.0:
+            inv = np.float32(1.0 / pen)
+            for t in set(hist[i, :5].tolist()):
+                v = row[t]
+                row[t] = v * np.float32(pen) if v < 0 else v * inv
+        x = row * inv_t
+        out.append(np.nanmax(x))
+    return out
 
 
 def _assert_topp_rows(kinds, r, below):
@@ -303,10 +332,16 @@ def check_passes(engine, kw, V, rows):
     rows of check_topp_alone -- peaked, flat (a set of most of the row), a set reaching just
     below one slice's top 128, a NaN logit (never drawn), 150 tied maxima in one slice -- with
     and without a penalty (the walk reads the penalised copy the first pass wrote: the arm's
-    scratch starts as 7s); every row takes the passes (the probe's 2)."""
-    kinds, r = _draw_topp_rows(engine, kw, V, rows, V + 11, passes=True)
+    scratch starts as 7s); every row takes the passes (the probe's 2), and its draw takes its
+    scores from the row's max (the probe's first word)."""
+    kinds, r, lg, hist = _draw_topp_rows(engine, kw, V, rows, V + 11, passes=True)
     assert all(step == [2] * rows for step in r["used"]), r["used"][0]
     _assert_topp_rows(kinds, r, below=kw["top_k"] == 0 and kw["top_p"] < 1.0)
+    # the row max the scores were taken from: the max of x = penalised(l) * (1 / temperature)
+    # over the row's numbers (a shift of every score, so the ids alone would hide a wrong one
+    # unless it moved their rounding)
+    want = [int(np.float32(m).view(np.uint32)) for m in _row_max_x(lg, hist, kw)]
+    assert all(step == want for step in r["firsts"]), (r["firsts"][0], want)
 
 
 EDGES_RUN = """

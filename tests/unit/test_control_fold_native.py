@@ -23,6 +23,6 @@ def test_counters_in_the_sampler_equal_their_own_dispatch(engine, name, mode):
     check_streams(engine, FIX / name, mode)
 
 
-@pytest.mark.parametrize("mode", ["greedy", "draw", "passes"])
+@pytest.mark.parametrize("mode", ["greedy", "draw", "passes", "passes_temp"])
 def test_two_rows(engine, mode):
     check_rows(engine, mode)

@@ -262,14 +262,14 @@ def _record_ops(batch):
                     history=t(2, 4, dtype="u32"), top_k=5, top_p=0.9)
     # top-p alone as passes over the whole row, spread (sampling_topp_pass, sampling_slices_draw;
     # the first pass penalising its slice)
-    dev.sample_spread = True
+    dev.sample_spread = dev.sample_passes = True
     sampling.sample(batch, t(2, 5000), sampling.make_control(dev, 2), repetition_penalty=1.2,
                     history=t(2, 4, dtype="u32"), top_p=0.9)
     # and top-k past the candidates' 128 (sampling_topk_pass, then top-p's passes)
     sampling.sample(batch, t(2, 5000), sampling.make_control(dev, 2), top_k=300, top_p=0.9)
     # and plain temperature (sampling_max_pass, then the draw)
     sampling.sample(batch, t(2, 5000), sampling.make_control(dev, 2), temperature=0.8)
-    dev.sample_spread = None
+    dev.sample_spread = dev.sample_passes = None
 
 
 def _record_matvec(batch):

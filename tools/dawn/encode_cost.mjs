@@ -67,7 +67,7 @@ for (const [n, report] of [...counts.map((n) => [n, false]), ...counts.map((n) =
     const t0 = performance.now();
     const enc = device.createCommandEncoder();
     const pass = enc.beginComputePass();
-    for (const [pipe, group] of cmds) {   // what web/js/gpu_bridge.mjs's encodeAndSubmit does
+    for (const [pipe, group] of cmds) {   // as gpu_bridge.mjs encodes, the pipeline changing each time
       pass.setPipeline(pipe);
       pass.setBindGroup(0, group);
       pass.dispatchWorkgroups(1);
