@@ -278,8 +278,9 @@ def sample(batch, logits, ctl=None, *, temperature=1.0, top_k=0, top_p=1.0,
 def _passes(batch, each, lb, pen, out, rows, sp, wg, penalised, tail, probe):
     """A draw as passes over the whole row, spread (TOP-P PASSES in shaders/sampling.wgsl):
     with top-k, sampling_topk_pass for j = 0 .. 3; with top-p, sampling_topp_pass for k =
-    0 .. 7 (one workgroup a slice each; the chain's first dispatch penalises its slice into
-    scratch: pen = [ctl, history, scratch] bindings); sampling_slices_draw; then
+    0 .. 7; with neither, sampling_max_pass (one workgroup a slice each; the chain's first
+    dispatch penalises its slice into scratch: pen = [ctl, history, scratch] bindings);
+    sampling_slices_draw; then
     sampling_greedy_final over the slices' draws (which advances the counters with tail's
     ADVANCE). each: params' fields but the pass (Params.pass_i)."""
     dev = batch.device
