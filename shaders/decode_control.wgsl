@@ -1,8 +1,8 @@
 // Runs after a decode step's sampler (py_engine/models/generate.py) where the sampler cannot
-// do it itself (ops/sampling.fold_control: several rows drawn by sampling_sample, or turned off): counts
-// the step, appends the chosen ids to the repetition-penalty history, advances a recorded
-// decode step's positions and puts row 0's id in the Generator's ring, on the GPU, so that
-// recorded steps chain one after another in one submit without the host writing anything.
+// do it itself (ops/sampling.fold_control: several rows drawn by sampling_sample, or turned
+// off): counts the step, appends the chosen ids to the repetition-penalty history, advances a
+// recorded decode step's positions and puts row 0's id in the Generator's ring, on the GPU, so
+// that recorded steps chain one after another in one submit without the host writing anything.
 //#include "lib/decode_counters.wgsl"
 
 struct Params { rows: u32, hist_cap: u32, pos_count: u32, ring_len: u32 };

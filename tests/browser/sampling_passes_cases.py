@@ -186,6 +186,19 @@ for t in (lg, hist, ctl, ids, scratch, spread, viap):
 """
 
 
+def _penalised(lg, hist, pen):
+    """lg [rows, V] f32 with each distinct token of row i's history hist[i] penalised as the
+    kernels compute HF's penalty: l * pen below 0, l * (1 / pen) above, 1 / pen packed as f32
+    (ops/sampling.sample's params)."""
+    inv = np.float32(1.0 / pen)
+    out = lg.copy()
+    for i in range(lg.shape[0]):
+        for t in set(hist[i].tolist()):
+            v = lg[i, t]
+            out[i, t] = v * np.float32(pen) if v < 0 else v * inv
+    return out
+
+
 def check_penalty(engine, V, rows, pen=3.0):
     """The repetition penalty where the row is first read (penalise_slice): greedy's slices
     (sampling_greedy_part, several a workgroup past 256 slices) take the penalised argmax, and
@@ -205,12 +218,7 @@ def check_penalty(engine, V, rows, pen=3.0):
     r = engine.run(PENALTY_RUN, rows=rows, V=V, pen=pen,
                    logits=[float(x) for x in lg.ravel()],
                    hist=[int(i) for i in hist.ravel()])
-    inv = np.float32(1.0) / np.float32(pen)
-    ref = lg.copy()
-    for i in range(rows):
-        for t in set(hist[i].tolist()):
-            v = lg[i, t]
-            ref[i, t] = v * np.float32(pen) if v < 0 else v * inv
+    ref = _penalised(lg, hist, pen)
     for key in ("row", "spread", "passes"):
         got = np.array(r[key], np.float32).reshape(rows, V)
         assert np.array_equal(got, ref), (key, np.argwhere(got != ref)[:5])
@@ -262,7 +270,7 @@ def check_topp_alone(engine, kw, V, rows):
     NaN logit (never drawn) and 150 tied maxima in one slice (past its slots: walked whole).
     With a penalty, each row's top three tokens are in its history (the walk reads the
     penalised copy the candidates kernel wrote: the spread arm's scratch starts as 7s)."""
-    kinds, r = _draw_topp_rows(engine, kw, V, rows, V + 7, passes=False)
+    kinds, r, _, _ = _draw_topp_rows(engine, kw, V, rows, V + 7, passes=False)
     want = [int(k in ("peaked", "nan")) for k in kinds]
     assert all(step == want for step in r["used"]), (r["used"][0], want)
     _assert_topp_rows(kinds, r, below=True)
@@ -270,7 +278,8 @@ def check_topp_alone(engine, kw, V, rows):
 
 def _draw_topp_rows(engine, kw, V, rows, seed, passes):
     """32 draws on _topp_rows' first `rows` kinds, each row's top three tokens in its history,
-    with the passes on or off (TOPP_RUN) -> (kinds, result); the two arms drew the same ids."""
+    with the passes on or off (TOPP_RUN) -> (kinds, result, logits, history); the two arms drew
+    the same ids."""
     kinds = ["peaked", "flat", "below", "nan", "overflow"][:rows]
     rng = np.random.default_rng(seed)
     lg = _topp_rows(rng, V, kinds)
@@ -281,26 +290,16 @@ def _draw_topp_rows(engine, kw, V, rows, seed, passes):
                    logits=[None if np.isnan(x) else float(x) for x in lg.ravel()],
                    hist=[int(i) for i in hist.ravel()])
     assert r["lists"] == r["rows"]
-    return (kinds, r, lg, hist) if passes else (kinds, r)
+    return kinds, r, lg, hist
 
 
 def _row_max_x(lg, hist, kw):
     """Each row's max of x = l' * f32(1 / temperature) over its non-NaN logits, l' the logit
-    penalised as HF does where its token is among the history's first 5 (RUN's count): the
+    penalised (_penalised) where its token is among the history's first 5 (RUN's count): the
     sampler's arithmetic in float32."""
     pen = kw.get("repetition_penalty", 1.0)
-    inv_t = np.float32(1.0 / kw["temperature"])
-    out = []
-    for i in range(lg.shape[0]):
-        row = lg[i].astype(np.float32).copy()
-        if pen != 1.0:
-            inv = np.float32(1.0 / pen)
-            for t in set(hist[i, :5].tolist()):
-                v = row[t]
-                row[t] = v * np.float32(pen) if v < 0 else v * inv
-        x = row * inv_t
-        out.append(np.nanmax(x))
-    return out
+    rows = _penalised(lg, hist[:, :5], pen) if pen != 1.0 else lg
+    return np.nanmax(rows * np.float32(1.0 / kw["temperature"]), axis=1)
 
 
 def _assert_topp_rows(kinds, r, below):
