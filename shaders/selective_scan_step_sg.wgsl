@@ -13,18 +13,3 @@ fn selective_scan_step_dtproj(@builtin(local_invocation_id) lid3: vec3<u32>,
                               @builtin(subgroup_size) sg: u32) {
   scan_step_dtproj(lid3.x, wid, sg);
 }
-
-// The same with workgroups past WARM_FROM (x; last sequence's row of the grid only) warming the
-// L2 with a later mat-vec's weights meanwhile (lib/l2_warm.wgsl; Mamba-1's out_proj).
-//#include "lib/l2_warm.wgsl"
-
-@compute @workgroup_size(128)
-fn selective_scan_step_dtproj_warm(@builtin(local_invocation_id) lid3: vec3<u32>,
-                                   @builtin(workgroup_id) wid: vec3<u32>,
-                                   @builtin(num_workgroups) nwg: vec3<u32>,
-                                   @builtin(subgroup_size) sg: u32) {
-  if (wid.x < WARM_FROM) { scan_step_dtproj(lid3.x, wid, sg); return; }   // uniform per workgroup
-  if (wid.y + 1u != nwg.y) { return; }
-  let acc = warm_l2((wid.x - WARM_FROM) * 128u + lid3.x, (nwg.x - WARM_FROM) * 128u);
-  if (warm_kept(p.flags, acc)) { y[0] = bitcast<f32>(acc); }
-}

@@ -50,18 +50,6 @@ def decode_cases():
                 (lambda e, name=name, fmt=fmt: check_fused(e, fix / name, fmt, [1, 5, 9, 2, 7, 3]))
 
 
-def warm_cases():
-    from pathlib import Path
-    from tests.browser.l2_warm_cases import check_warm_decode
-    from tests.browser.matvec_cases import check_warm
-    fix = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "models"
-    for name, fmt in (("mamba-d40-tied", "f16"), ("falcon-d40-untied", "q4")):
-        yield f"l2 warm decode {name} {fmt}", \
-            (lambda e, name=name, fmt=fmt: check_warm_decode(e, fix / name, fmt, [1, 5, 9, 2, 7, 3]))
-    for fmt in ("f32", "f16", "q4"):
-        yield f"l2 warm matvec {fmt}", (lambda e, fmt=fmt: check_warm(e, fmt, 256, 8, K=4096))
-
-
 def fold_cases():
     from pathlib import Path
     from tests.browser.decode_fold_cases import (check_fold, check_gated, check_mamba3_lanes,
@@ -159,7 +147,7 @@ def main(argv=None):
     with Engine() as eng:
         print(json.dumps({"engine": args.engine, "adapter": eng.info.get("adapter")}), flush=True)
         for name, fn in (list(gemm_cases()) + list(scan_cases()) + list(decode_cases())
-                         + list(warm_cases()) + list(fold_cases()) + list(staged_matvec_cases())
+                         + list(fold_cases()) + list(staged_matvec_cases())
                          + list(subgroup_tree_cases())):
             if args.only not in name:
                 continue

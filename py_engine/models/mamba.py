@@ -189,11 +189,6 @@ class MambaModel:
         self.norms = [weights[f"backbone.layers.{p}.norm.weight"] for p in order]
         self.mixers = [registry.get(cfg.layers[p]).Mixer(cfg, weights, f"backbone.layers.{p}.mixer.")
                        for p in order]
-        # what a decode step may warm the GPU's L2 with ahead of the next layer
-        # (weight_format.warm_split): its input projections, where the mixers have them
-        for mixer, nxt in zip(self.mixers, self.mixers[1:]):
-            if hasattr(mixer, "next_in") and hasattr(nxt, "in_x"):
-                mixer.next_in = [nxt.in_x, nxt.in_z] if hasattr(nxt, "in_z") else [nxt.in_x]
 
     def new_state(self, Bsz=1, max_tokens=None):
         """A zero decode state; max_tokens sizes attention layers' KV caches (default the

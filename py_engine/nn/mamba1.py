@@ -30,7 +30,6 @@ from py_engine.ops import selective_scan as scan_ops
 from py_engine.ops.linear import (in_proj_conv_step, in_proj_conv_xproj_step, linear_accumulate,
                                   linear_forward, linear_multi)
 from py_engine.ops.lora import adapter_of
-from py_engine.ops.weight_format import warm_split
 from py_engine.ops.rmsnorm import rmsnorm_forward
 from py_engine.autograd import functional as F
 from py_engine.nn.registry import bias_hint, conv_weight, register, whole
@@ -62,7 +61,6 @@ class Mamba1Mixer:
         self.cfg = cfg
         self.spec = spec(cfg)
         self.in_x, self.in_z = w("in_proj.weight#x"), w("in_proj.weight#z")
-        self.next_in = None      # the next layer's input projections, if any (L2 warming)
         self.in_x_b, self.in_z_b = w("in_proj.bias#x"), w("in_proj.bias#z")
         self.conv_w, self.conv_b = w("conv1d.weight"), w("conv1d.bias")
         self.x_dt, self.x_B, self.x_C = w("x_proj.weight#dt"), w("x_proj.weight#B"), w("x_proj.weight#C")
@@ -140,17 +138,12 @@ class Mamba1Mixer:
                 z = linear_forward(batch, h, self.in_z, self.in_z_b)
             u = conv_ops.conv1d_step(batch, x, state.conv, self.conv_w, self.conv_b, silu=True)
             x.release()
-        # x_proj and the scan step are bound by chains of steps, not bytes: meanwhile
-        # out_proj's weights may be loaded into the L2 (weight_format.warm_groups)
-        warm_x, warm_s = (warm_split(batch.device, self.out_w, self.next_in) if dt_in_scan
-                          else (None, None))
-        dt_low, B, C = linear_multi(batch, u, [self.x_dt, self.x_B, self.x_C], warm=warm_x)
+        dt_low, B, C = linear_multi(batch, u, [self.x_dt, self.x_B, self.x_C])
         if dt_in_scan:
             # dt_proj (and Falcon's dt_low norm) inside the scan step: one dispatch fewer
             y = scan_ops.selective_scan_step(batch, u, dt_low, self.A_log, B, C, state.ssm,
                                              D=self.D, z_t=z, dt_bias=self.dt_b,
-                                             norm_bc_eps=self.bc_eps, dt_w=self.dt_w,
-                                             warm=warm_s)
+                                             norm_bc_eps=self.bc_eps, dt_w=self.dt_w)
         else:
             if self.bc_eps is not None:
                 normed, rstd = rmsnorm_forward(batch, dt_low, None, eps=self.bc_eps)

@@ -460,14 +460,13 @@ def _tiled_multi(batch, x, weights, outs):
             t.release()            # reused only after this GEMM in queue order
 
 
-def linear_multi(batch, x, weights, outs=None, warm=None):
+def linear_multi(batch, x, weights, outs=None):
     """[x @ W^T for W in weights] (2 or 3 bias-free matrices sharing x's last dim K), into
     `outs` where given (a list; None entries: new tensors).
 
     Decode-sized x (M <= 4) with subgroups: one dispatch for all of them; more rows on a real
     GPU: one tiled GEMM over the weights side by side (_tiled_multi); otherwise one
-    linear_forward each. warm: a tensor the next dispatches read, which the streaming
-    mat-vec may load into the L2 meanwhile (weight_format.matvec)."""
+    linear_forward each."""
     dev = batch.device
     K = x.shape[-1]
     M = rows_of(x)
@@ -484,7 +483,7 @@ def linear_multi(batch, x, weights, outs=None, warm=None):
             linear_forward(batch, x, w, out=y)
         return outs
     if _streamed_multi(dev, x, weights):
-        weight_format.matvec(batch, x, weights, outs, M, warm=warm)
+        weight_format.matvec(batch, x, weights, outs, M)
         return outs
     if isinstance(x, NormedRows):
         x = x.materialize(batch)

@@ -50,7 +50,6 @@ Total transient work: Bsz*T*I*(N+4) + Bsz*nc*I*(N+3) floats.
 from py_engine.gpu.tensor import Tensor
 from py_engine.ops._common import dummy, fold, params
 from py_engine.ops.conv1d import Cols, bt_of, rw_dummy, view  # noqa: F401  (Cols re-exported)
-from py_engine.ops import weight_format
 from py_engine.ops.loop_budget import LOOP_PASS_BUDGET, window_len
 
 HAS_Z, HAS_BIAS, HAS_INIT, WRITE_FINAL, NORM_BC = 1, 2, 4, 8, 16
@@ -347,12 +346,8 @@ def step_subgroups(device):
                   lambda: subgroup_gpu(device))
 
 
-SCAN_WARM_STORAGE_BUFFERS = 13   # selective_scan_step_dtproj_warm: 10, dt_w, the shares, warm
-
-
 def selective_scan_step(batch, u_t, delta_t, A_log, B_t, C_t, state, D=None, z_t=None,
-                        dt_bias=None, out=None, norm_bc_eps=None, dt_w=None, xpart=None,
-                        warm=None):
+                        dt_bias=None, out=None, norm_bc_eps=None, dt_w=None, xpart=None):
     """One token: u_t, delta_t, z_t [Bsz, I] (or [I]), B_t, C_t [Bsz, N], state [Bsz, I, N]
     updated in place -> y_t [Bsz, I]. The same math as the forward for T = 1; 1 dispatch.
 
@@ -360,10 +355,7 @@ def selective_scan_step(batch, u_t, delta_t, A_log, B_t, C_t, state, D=None, z_t
     dt_proj itself (shaders/selective_scan_step.wgsl), saving a dispatch per layer.
     xpart (shares [Bsz, P, 4Q], P, Q = ceil((R + 2N) / 4)), with dt_w: x_proj's outputs come
     as the previous dispatch's P shares per sequence (ops.linear.in_proj_conv_xproj_step),
-    which the kernel sums; delta_t, B_t and C_t are then None.
-    warm ((buffer, offset, size): bytes a later dispatch reads), with dt_w: where
-    weight_format.warm_groups says so, added workgroups load them into the GPU's L2 meanwhile
-    (selective_scan_step_dtproj_warm); the same results either way."""
+    which the kernel sums; delta_t, B_t and C_t are then None."""
     dev = batch.device
     if xpart is not None:
         shares, P, Q = xpart
@@ -401,15 +393,7 @@ def selective_scan_step(batch, u_t, delta_t, A_log, B_t, C_t, state, D=None, z_t
         if xpart is not None:
             consts.update(XPROJ=1, XP_P=xpart[1], XP_Q=xpart[2])
             extra[3] = xpart[0].binding
-        gx = -(-spec.I // 8)
-        nwarm = weight_format.warm_groups(dev) if warm is not None else 0
-        if nwarm and shader == "selective_scan_step_sg" and \
-                weight_format.warm_fits(dev, warm, SCAN_WARM_STORAGE_BUFFERS):
-            batch.run(shader, "selective_scan_step_dtproj_warm", resources + extra + [warm],
-                      gx + nwarm, spec.nb,
-                      constants=dict(consts, WARM_FROM=gx, WARM_STEP=weight_format.warm_step(dev)))
-            return y
-        batch.run(shader, "selective_scan_step_dtproj", resources + extra, gx,
+        batch.run(shader, "selective_scan_step_dtproj", resources + extra, -(-spec.I // 8),
                   spec.nb, constants=consts)
         return y
     batch.run(FORWARD_SHADER, "selective_scan_step", resources,

@@ -208,79 +208,6 @@ def prefetch_level(device):
     return pick(device, "matvec_prefetch", "MAMBAWEB_MATVEC_PREFETCH", (0, 1, 2, 3), lambda: 3)
 
 
-WARM_STORAGE_BUFFERS = 10   # matvec_forward_warm: matvec_forward's 9 and the warmed bytes
-
-
-def warm_groups(device):
-    """Workgroups a decode kernel adds to load a later dispatch's weights into the GPU's L2
-    (shaders/lib/l2_warm.wgsl: matvec_forward_warm, selective_scan_step_dtproj_warm); 0: none.
-    `device.matvec_warm` (tests), else MAMBAWEB_L2_WARM (bench variants), else the rule: none
-    (being measured)."""
-    from py_engine.ops.step_kernels import pick
-    return pick(device, "matvec_warm", "MAMBAWEB_L2_WARM", (0, 32, 64, 128, 256, 512, 1024),
-                lambda: 0)
-
-
-def warm_step(device):
-    """Words between the warming loads (WARM_STEP): 8 = one load per 32-byte sector, the L2's
-    unit of fill on NVIDIA GPUs. `device.matvec_warm_step`, else MAMBAWEB_L2_WARM_STEP."""
-    from py_engine.ops.step_kernels import pick
-    return pick(device, "matvec_warm_step", "MAMBAWEB_L2_WARM_STEP", (1, 4, 8, 16, 32), lambda: 8)
-
-
-def warm_plan(device):
-    """Which of Mamba-1's decode dispatches warm what: 1 x_proj all of out_proj, 2 x_proj its
-    first half and the scan step the second, 3 the scan step all of it, 4 x_proj out_proj and
-    the scan step the next layer's in_proj, 5 the scan step the next layer's in_proj alone.
-    `device.matvec_warm_plan`, else MAMBAWEB_L2_WARM_PLAN, else 1."""
-    from py_engine.ops.step_kernels import pick
-    return pick(device, "matvec_warm_plan", "MAMBAWEB_L2_WARM_PLAN", (1, 2, 3, 4, 5), lambda: 1)
-
-
-def span_of(tensors):
-    """One binding (buffer, offset, size) over tensors laid end to end in one buffer (the
-    pieces of one matrix, such as in_proj's x and z halves), else the first one's; None for
-    none or row blocks."""
-    if not tensors or not all(hasattr(t, "binding") for t in tensors):
-        return None
-    buf, off, size = tensors[0].binding
-    for t in tensors[1:]:
-        b, o, n = t.binding
-        if b is not buf or o < off + size or o - (off + size) >= 256:
-            break
-        size = o + n - off
-    return (buf, off, size)
-
-
-def warm_split(device, w, nxt=None):
-    """(x_proj's, the scan step's) bytes to warm under warm_plan, each a binding (buffer,
-    offset, size) or None: w is this layer's out_proj, nxt the next layer's in_proj pieces
-    (or None: the last layer). Nothing where warm_groups is 0 or w is not one plain tensor."""
-    if not warm_groups(device) or not hasattr(w, "binding"):
-        return None, None
-    whole = w.binding
-    plan = warm_plan(device)
-    if plan in (4, 5):
-        return (whole if plan == 4 else None), span_of(nxt)
-    if plan == 1:
-        return whole, None
-    if plan == 3:
-        return None, whole
-    buf, off, size = whole
-    align = device.limits.get("minStorageBufferOffsetAlignment", 256)
-    half = size // 2 // align * align
-    if half < 4:
-        return whole, None
-    return (buf, off, half), (buf, off + half, size - half)
-
-
-def warm_fits(device, warm, storage_buffers=WARM_STORAGE_BUFFERS):
-    """Whether the binding `warm` can be warmed by a kernel binding `storage_buffers` storage
-    buffers with it on this device."""
-    return (warm is not None and warm[2] >= 4
-            and device.limits.get("maxStorageBuffersPerShaderStage", 8) >= storage_buffers)
-
-
 def tail_trip(device):
     """Whether the decode mat-vec loads a walk's last chunks (fewer than a trip's) as one trip
     and its norm prologue's x four vec4s at a time (TAIL in lib/matvec_rows.wgsl), instead of
@@ -459,7 +386,7 @@ def xproj_block(dev, fmt, K, Ns, M, O, rule=True):
 
 
 def matvec(batch, x, ws, ys, M, bias=None, accumulate=False, tpr=None, conv=None, rpt=None,
-           stage=None, gate=None, relu2=False, xproj=None, warm=None):
+           stage=None, gate=None, relu2=False, xproj=None):
     """ys[g] (+)= x[M, K] @ ws[g]^T (+ bias, g = 0 only) for up to 3 weights of one format.
     x may be an ops.rmsnorm.NormedRows: the kernel normalises it on the fly. tpr: threads per
     row, overriding rows_per_thread_group; rpt: rows per thread, overriding rows_per_thread;
@@ -474,11 +401,7 @@ def matvec(batch, x, ws, ys, M, bias=None, accumulate=False, tpr=None, conv=None
     xproj (w_dt [R, I], w_B [S, I], w_C [S, I], shares [M, P, O4], S): with conv on block 0
     of two (Mamba-1), each workgroup of the conv block also writes its channels' share of
     x_proj's outputs (lib/matvec_xproj.wgsl; xproj_block says where it applies and P; O4 is
-    R + 2S rounded up to a multiple of 4).
-    warm: a binding (buffer, offset, size) of bytes a later dispatch reads (Mamba-1's out_proj,
-    given to x_proj: warm_split): where warm_groups(device) says so, extra workgroups load
-    them into the GPU's L2 while the rows are summed (matvec_forward_warm); the results are the
-    same either way."""
+    R + 2S rounded up to a multiple of 4)."""
     from py_engine.ops.conv1d import rw_dummy
     dev = batch.device
     norm, eps = None, 0.0
@@ -512,12 +435,6 @@ def matvec(batch, x, ws, ys, M, bias=None, accumulate=False, tpr=None, conv=None
     res = [u, x.binding, wb[0], aux.binding if aux is not None else dummy(dev), yb[0],
            wb[1], wb[2], yb[1], yb[2], norm.binding if norm is not None else dummy(dev)]
     if conv is None:
-        nwarm = warm_groups(dev) if warm is not None and gy == 1 else 0
-        if nwarm and warm_fits(dev, warm):
-            batch.run(f"matvec_{fmt}", "matvec_forward_warm", res + [None] * 5 + [warm],
-                      gx + nwarm, 1, len(ws),
-                      constants=dict(consts, WARM_FROM=gx, WARM_STEP=warm_step(dev)))
-            return
         batch.run(f"matvec_{fmt}", "matvec_forward", res, gx, gy, len(ws), constants=consts)
         return
     cw, cb, state, cg = conv

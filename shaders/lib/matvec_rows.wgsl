@@ -450,7 +450,9 @@ fn store_rows(rs: RowSums, e: Addends) {
   }
 }
 
-fn matvec_rows(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, sg: u32) {
+@compute @workgroup_size(THREADS)
+fn matvec_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_index) lid: u32, @builtin(subgroup_size) sg: u32) {
   if (!has_rows(wid, nwg)) { return; }  // uniform per workgroup
   let slot = row_slot(wid, nwg, lid);             // uniform per workgroup (a smaller W_g of a multi call)
   var e: Addends;
@@ -458,30 +460,6 @@ fn matvec_rows(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, sg: u32) {
   let rs = row_sums(slot, lid, sg);
   if (PREFETCH == 0u) { e = addends_load(rs); }
   store_rows(rs, e);
-}
-
-@compute @workgroup_size(THREADS)
-fn matvec_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                  @builtin(local_invocation_index) lid: u32, @builtin(subgroup_size) sg: u32) {
-  matvec_rows(wid, nwg, lid, sg);
-}
-
-// --- warming the L2 with a later dispatch's weights (lib/l2_warm.wgsl) -------------------
-// A small decode mat-vec (Mamba-1's x_proj at 1.4b: 160 rows of 4,096) is bound by its chain
-// of dependent steps, not by bytes: ~4 us in which the memory system is nearly idle. Here its
-// workgroups run as in matvec_forward and, in the grid's last z slice, workgroups past
-// WARM_FROM (x) warm the L2 with the bytes of a matrix the token reads next. The row
-// workgroups come first in the grid's order (x fastest, then z), so they start before any
-// warming one.
-//#include "lib/l2_warm.wgsl"
-
-@compute @workgroup_size(THREADS)
-fn matvec_forward_warm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                       @builtin(local_invocation_index) lid: u32, @builtin(subgroup_size) sg: u32) {
-  if (wid.x < WARM_FROM) { matvec_rows(wid, nwg, lid, sg); return; }   // uniform per workgroup
-  if (wid.z + 1u != nwg.z) { return; }
-  let acc = warm_l2((wid.x - WARM_FROM) * THREADS + lid, (nwg.x - WARM_FROM) * THREADS);
-  if (warm_kept(p.flags, acc)) { y[0] = bitcast<f32>(acc); }
 }
 
 // Mamba decode: in_proj with the causal conv step and its SiLU folded into the store of the

@@ -138,31 +138,3 @@ def check_same_bits(engine, fmt, rpt, tpr, stage, K, knob, a, b, rows=(37, 70), 
             ra, rb = outs[f"a{key}{g}"], outs[f"b{key}{g}"]
             assert np.abs(f64(ra)).max() > 0.05
             assert ra == rb, (knob, fmt, rpt, tpr, key, g, np.abs(f64(ra) - f64(rb)).max())
-
-
-WARM_CODE = """
-Q = [wf.quantize(b, T[n], FMT) for n in ('w0', 'w1')]
-for k, v in (('a', 0), ('b', GROUPS)):
-    dev.matvec_warm = v
-    outs[k + 'n0'], outs[k + 'n1'] = L.linear_multi(b, NormedRows(T['x'], T['nw'], 1e-5), Q,
-                                                    warm=Q[1].binding)
-    outs[k + 'm0'], outs[k + 'm1'] = L.linear_multi(b, T['x'], Q, warm=T['big'].binding)
-info['warmed'] = sum(key[1] == 'matvec_forward_warm' for key in dev._pipelines)
-"""
-
-
-def check_warm(engine, fmt, groups, step, K=1024, rows=(37, 70), seed=5):
-    """The mat-vec with workgroups warming the L2 (matvec_forward_warm, weight_format.warm_groups)
-    gives the bits it gives without them, warming one of its own matrices or a separate
-    tensor of another size, and those workgroups did run (its pipeline was built)."""
-    ws, x, nw = random_case(seed, rows, K)
-    big = np.random.default_rng(seed).standard_normal(50_003).astype(np.float32)
-    body = WARM_CODE.replace("FMT", repr(fmt)).replace("GROUPS", repr(groups))
-    code = with_knobs(body, warm=None, warm_step=step)
-    outs, info = gpu(engine, code, x=x, nw=nw, w0=ws[0], w1=ws[1], big=big)
-    assert info["warmed"] >= 1
-    for key in ("n", "m"):
-        for g in range(2):
-            ra, rb = outs[f"a{key}{g}"], outs[f"b{key}{g}"]
-            assert np.abs(f64(ra)).max() > 0.05
-            assert ra == rb, ("warm", fmt, groups, key, g, np.abs(f64(ra) - f64(rb)).max())

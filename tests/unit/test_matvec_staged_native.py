@@ -5,7 +5,7 @@ faster than on SwiftShader; tests/browser/test_kernels_weight_format.py keeps on
 in the browser (Tint's compile of the same WGSL). tests/browser/matvec_cases.py."""
 import pytest
 
-from tests.browser.matvec_cases import check_same_bits, check_staged, check_warm
+from tests.browser.matvec_cases import check_same_bits, check_staged
 from tests.native_support import engine, native as pytestmark  # noqa: F401
 
 FORMATS = ["f16", "bf16", "q8", "q4", "f32"]
@@ -48,9 +48,3 @@ def test_decode_matvec_last_chunks_as_one_trip(engine, fmt, rpt, tpr, stage, K):
     time -- the same bits as one load a pass."""
     check_same_bits(engine, fmt, rpt, tpr, stage, K, "tail", False, True)
 
-
-
-@pytest.mark.parametrize("fmt,groups,step", [("f32", 32, 8), ("f16", 64, 1), ("q4", 32, 32)])
-def test_warming_the_l2_leaves_the_sums_alone(engine, fmt, groups, step):
-    """matvec_forward_warm's rows are matvec_forward's bits, whatever it warms and however."""
-    check_warm(engine, fmt, groups, step)
