@@ -8,7 +8,8 @@ read ceiling that moved 4,000-4,500 GB/s between calls) falls on all of them ali
 
 A setting is NAME:ATTR=VALUE[,ATTR=VALUE]: device attributes the engine's choices read
 (py_engine/gpu/settings.py: `device.<attr>` before the environment and the rule), set for that
-setting's runs and unset after. One model load per shape and format (a 1.4b load through Dawn
+setting's runs and unset after; an ATTR in capitals is an environment variable of the engine
+instead (Pyodide's own under --dawn), such as MAMBAWEB_MATVEC_PLAN. One model load per shape and format (a 1.4b load through Dawn
 is most of a bench variant's time). --dawn runs the tab's code path (Pyodide under Node on
 Chrome's WebGPU), else the native backend. Prints one JSON line per model and format."""
 import argparse
@@ -24,17 +25,24 @@ if args.get('url'):
     model = await load_model(device, args['url'], weights_format=args['fmt'])
 else:
     model = await load_model_local(device, args['folder'], weights_format=args['fmt'])
+import os
 rows = {name: [] for name, _ in args['settings']}
 try:
     for _ in range(args['rounds']):
         for name, attrs in args['settings']:
             for k, v in attrs.items():
-                setattr(device, k, v)
+                if k.isupper():
+                    os.environ[k] = str(v)
+                else:
+                    setattr(device, k, v)
             try:
                 d = await mb.decode_tokens_per_s(model, args['tokens'])
             finally:
                 for k in attrs:
-                    setattr(device, k, None)
+                    if k.isupper():
+                        os.environ.pop(k, None)
+                    else:
+                        setattr(device, k, None)
             rows[name].append({'gpu_ms_per_token': round(d['gpu_ms_per_token'], 4),
                                'tokens_per_s': round(d['tokens_per_s'], 1),
                                'dispatches_per_token': d['dispatches_per_token']})

@@ -1,4 +1,5 @@
-"""What each kernel of the decode step costs inside the token's chain (native backend), measured
+"""What each kernel of the decode step costs inside the token's chain (native backend, or with
+--dawn the tab's code path on Chrome's WebGPU), measured
 by adding it: every dispatch of one kernel and grid is recorded twice into the step graph, and
 the decode's GPU ms per token (py_engine/benchmarks/model.py: a queued group's wait less an idle
 readback) is compared with the plain graph's. The difference is that dispatch's marginal cost
@@ -6,7 +7,7 @@ where it sits -- its launch, its ramp and tail, its memory time, as the chain pa
 which timestamp queries between dispatches overstate (they drain the pipe at each stamp:
 tools/profile_kernels.py read ~2.7x the plain token time on an H200).
 
-  python -m tools.profile_marginal --models mamba1_4b --weights f16,q4 --tokens 64
+  python -m tools.profile_marginal --models mamba1_4b --weights f16,q4 --tokens 64 [--dawn]
 
 Doubled dispatches compute garbage (a residual added twice, a conv state shifted twice) at the
 same cost; the generated ids are not looked at. The position and sampling kernels are never
@@ -26,13 +27,21 @@ from py_engine.gpu import batch as B
 from py_engine.io.hf_loader import load_model_local
 from py_engine.models import generate as G
 
-model = await load_model_local(device, args['folder'], weights_format=args['fmt'])
+from py_engine.io.hf_loader import load_model
+if args.get('url'):
+    model = await load_model(device, args['url'], weights_format=args['fmt'])
+else:
+    model = await load_model_local(device, args['folder'], weights_format=args['fmt'])
 orig_dispatch, orig_record = B.Batch.dispatch, G.Generator._record_step
 seen = {}                                   # key -> dispatches in the recorded step graph
 state = {'log': False, 'twice': None}
 
+names = {}                                  # id(pipeline) -> "shader:entry", any backend
+
 def key_of(batch, pipeline, x, y, z):
-    return f"{batch.device._layouts[id(pipeline)][2]}@{x}x{y}x{z}"
+    if id(pipeline) not in names:
+        names.update({id(p): f"{k[0]}:{k[1]}" for k, p in batch.device._pipelines.items()})
+    return f"{names[id(pipeline)]}@{x}x{y}x{z}"
 
 def dispatch(self, pipeline, bind_group, x, y=1, z=1):
     orig_dispatch(self, pipeline, bind_group, x, y, z)
@@ -87,16 +96,27 @@ def main(argv=None):
     ap.add_argument("--weights", default="f16")
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--reps", type=int, default=2, help="decode runs per variant, best kept")
+    ap.add_argument("--dawn", action="store_true",
+                    help="through the tab's code path on Chrome's WebGPU (Dawn under Node)")
     args = ap.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="mambaweb-marginal-") as tmp, NativeEngine() as eng:
-        print(json.dumps({"adapter": eng.info["adapter"]}), flush=True)
-        for m in args.models.split(","):
-            folder = Path(tmp) / m
-            _write_random_model(folder, MODEL_CONFIGS[m])
-            for fmt in args.weights.split(","):
-                r = eng.run(SNIPPET, folder=str(folder), fmt=fmt, tokens=args.tokens,
-                            reps=args.reps)
-                print(json.dumps({f"{m}/{fmt}": r}), flush=True)
+    models = args.models.split(",")
+    with tempfile.TemporaryDirectory(prefix="mambaweb-marginal-") as tmp:
+        for m in models:
+            _write_random_model(Path(tmp) / m, MODEL_CONFIGS[m])
+        if args.dawn:
+            from tools.dawn_engine import DawnEngine
+            eng = DawnEngine(model_dirs=[tmp])
+        else:
+            eng = NativeEngine()
+        with eng:
+            print(json.dumps({"adapter": eng.info.get("adapter")}), flush=True)
+            for m in models:
+                where = ({"url": f"{eng.server.url}/weights/{m}/"} if args.dawn
+                         else {"folder": str(Path(tmp) / m)})
+                for fmt in args.weights.split(","):
+                    r = eng.run(SNIPPET, fmt=fmt, tokens=args.tokens, reps=args.reps,
+                                timeout=3000, **where)
+                    print(json.dumps({f"{m}/{fmt}": r}), flush=True)
     return 0
 
 
