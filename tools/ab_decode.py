@@ -1,17 +1,22 @@
 """Decode kernel settings side by side on one loaded model: each setting's GPU ms per token
 (py_engine/benchmarks/model.decode_tokens_per_s: a queued group's wait less an idle readback)
-and streamed tok/s, the settings interleaved round by round so that drift on the device (a
-read ceiling that moved 4,000-4,500 GB/s between calls) falls on all of them alike.
+and streamed tok/s, the settings interleaved round by round -- in reverse order every other
+round -- so that slow drift on the device (a read ceiling that moved 4,000-4,500 GB/s between
+calls) is spread over all of them rather than falling on whichever runs last.
 
   python -m tools.ab_decode --dawn --models mamba1_4b --weights f16,q4 --tokens 128 \\
-      --rounds 2 --setting off:matvec_warm=0 --setting w256:matvec_warm=256
+      --rounds 2 --setting base:matvec_stage=1 --setting nostage:matvec_stage=0 \\
+      --setting plan:MAMBAWEB_MATVEC_PLAN=4096x2048=2/16/-
 
 A setting is NAME:ATTR=VALUE[,ATTR=VALUE]: device attributes the engine's choices read
 (py_engine/gpu/settings.py: `device.<attr>` before the environment and the rule), set for that
-setting's runs and unset after; an ATTR in capitals is an environment variable of the engine
-instead (Pyodide's own under --dawn), such as MAMBAWEB_MATVEC_PLAN. One model load per shape and format (a 1.4b load through Dawn
-is most of a bench variant's time). --dawn runs the tab's code path (Pyodide under Node on
-Chrome's WebGPU), else the native backend. Prints one JSON line per model and format."""
+setting's runs and restored after (to what they were, set or not); an ATTR in capitals is an
+environment variable of the engine instead (Pyodide's own under --dawn), such as
+MAMBAWEB_MATVEC_PLAN. A name the engine's sources never mention is refused (a typo would
+otherwise measure the rule under another name). One model load per shape and format (a 1.4b
+load through Dawn is most of a bench variant's time). --dawn runs the tab's code path (Pyodide
+under Node on Chrome's WebGPU), else the native backend. Prints one JSON line per model and
+format."""
 import argparse
 import json
 import sys
@@ -27,22 +32,32 @@ else:
     model = await load_model_local(device, args['folder'], weights_format=args['fmt'])
 import os
 rows = {name: [] for name, _ in args['settings']}
+UNSET = object()
 try:
-    for _ in range(args['rounds']):
-        for name, attrs in args['settings']:
-            for k, v in attrs.items():
-                if k.isupper():
-                    os.environ[k] = str(v)
-                else:
-                    setattr(device, k, v)
+    for r in range(args['rounds']):
+        order = args['settings'] if r % 2 == 0 else args['settings'][::-1]
+        for name, attrs in order:
+            before = {}
             try:
+                for k, v in attrs.items():
+                    if k.isupper():
+                        before[k] = os.environ.get(k, UNSET)
+                        os.environ[k] = str(v)
+                    else:
+                        before[k] = getattr(device, k, UNSET)
+                        setattr(device, k, v)
                 d = await mb.decode_tokens_per_s(model, args['tokens'])
             finally:
-                for k in attrs:
+                for k, old in before.items():
                     if k.isupper():
-                        os.environ.pop(k, None)
+                        if old is UNSET:
+                            os.environ.pop(k, None)
+                        else:
+                            os.environ[k] = old
+                    elif old is UNSET:
+                        delattr(device, k)
                     else:
-                        setattr(device, k, None)
+                        setattr(device, k, old)
             rows[name].append({'gpu_ms_per_token': round(d['gpu_ms_per_token'], 4),
                                'tokens_per_s': round(d['tokens_per_s'], 1),
                                'dispatches_per_token': d['dispatches_per_token']})
@@ -54,23 +69,48 @@ result = {name: {'gpu_ms_per_token_best': min(r['gpu_ms_per_token'] for r in run
 
 
 def parse_setting(text):
-    """NAME:ATTR=VALUE[,ATTR=VALUE] -> (name, {attr: int, float or str})."""
+    """NAME:ATTR=VALUE[,ATTR=VALUE] -> (name, {attr: int, float or str}); a malformed one is
+    refused by name (argparse prints the message)."""
+    def bad(why):
+        return argparse.ArgumentTypeError(f"--setting {text!r}: {why}")
     name, sep, rest = text.partition(":")
-    if not sep or not name or not rest:
-        raise ValueError(f"--setting {text!r}: expected NAME:ATTR=VALUE[,ATTR=VALUE]")
+    name = name.strip()
+    if not sep or not name or not rest.strip():
+        raise bad("expected NAME:ATTR=VALUE[,ATTR=VALUE]")
     attrs = {}
     for part in rest.split(","):
         k, eq, v = part.partition("=")
-        if not eq or not k:
-            raise ValueError(f"--setting {text!r}: {part!r} is not ATTR=VALUE")
+        k, v = k.strip(), v.strip()
+        if not eq or not k or not v:
+            raise bad(f"{part!r} is not ATTR=VALUE")
+        if not k.replace("_", "a").isalnum():
+            raise bad(f"{k!r} is not an attribute or environment variable name")
+        if k in attrs:
+            raise bad(f"{k} given twice")
         for cast in (int, float):
             try:
                 v = cast(v)
                 break
             except ValueError:
                 continue
-        attrs[k.strip()] = v
+        attrs[k] = v
     return name, attrs
+
+
+def unknown_names(settings, root=None):
+    """The attribute and environment variable names of `settings` that no source file of
+    py_engine mentions in quotes: the engine cannot be reading them."""
+    root = Path(root or Path(__file__).resolve().parents[1] / "py_engine")
+    text = "\n".join(p.read_text(encoding="utf-8") for p in root.rglob("*.py"))
+    names = {k for _, attrs in settings for k in attrs}
+    return sorted(k for k in names if f'"{k}"' not in text and f"'{k}'" not in text)
+
+
+def positive(text):
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
 
 
 def main(argv=None):
@@ -78,11 +118,18 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", default="mamba130m")
     ap.add_argument("--weights", default="f16")
-    ap.add_argument("--tokens", type=int, default=128)
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--tokens", type=positive, default=128)
+    ap.add_argument("--rounds", type=positive, default=2)
     ap.add_argument("--setting", action="append", required=True, type=parse_setting)
     ap.add_argument("--dawn", action="store_true")
     args = ap.parse_args(argv)
+    names = [n for n, _ in args.setting]
+    if len(set(names)) != len(names):
+        ap.error(f"--setting names must differ: {', '.join(names)}")
+    unknown = unknown_names(args.setting)
+    if unknown:
+        ap.error(f"no engine source reads {', '.join(unknown)}: a typo? (device attributes: "
+                 "py_engine/gpu/settings.py's choose/pick calls; environment: MAMBAWEB_*)")
     models = args.models.split(",")
     with tempfile.TemporaryDirectory(prefix="mambaweb-ab-") as tmp:
         for m in models:

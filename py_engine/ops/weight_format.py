@@ -351,7 +351,10 @@ CHUNK_VALUES = {"f32": 4, "f16": 8, "bf16": 8}
 # an H200, side by side in one process (f16, in_proj at 32 threads a row): mamba-130m (P = 192,
 # Q = 20: 32 loads; 16 at XPROJ_TPR) 0.485-0.493 ms of GPU a token against 0.515-0.516 without
 # the fold; mamba-1.4b (P = 256, Q = 40: 86 loads) 1.767 against 1.546 -- every one of 512 scan
-# workgroups waiting on 11 rounds of loads.
+# workgroups waiting on 11 rounds of loads. Larger blocks at 1.4b (more rows a thread, fewer
+# shares) lengthen the in_proj more than they shorten the sum (2026-12-04, tools/ab_decode,
+# one process): f16 unfolded 1.552 ms, folded at 16 / 32 / 64 channels 1.740 / 1.631 / 1.875;
+# f32 2.139 against 2.355 / 2.282 / 2.773.
 XPROJ_MAX_LOADS = 32
 # The folded in_proj's threads a row by rule (the fewest: the most channels a workgroup, the
 # fewest shares to sum). mamba-130m f16 through Dawn, side by side in one process, at 16 / at
