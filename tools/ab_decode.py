@@ -69,8 +69,9 @@ result = {name: {'gpu_ms_per_token_best': min(r['gpu_ms_per_token'] for r in run
 
 
 def parse_setting(text):
-    """NAME:ATTR=VALUE[,ATTR=VALUE] -> (name, {attr: int, float or str}); a malformed one is
-    refused by name (argparse prints the message)."""
+    """NAME:ATTR=VALUE[,ATTR=VALUE] -> (name, {attr: value}): a device attribute's value an int
+    or float where it reads as one, else text; an environment variable's (ATTR in capitals) its
+    text as given. A malformed one is refused by name (argparse prints the message)."""
     def bad(why):
         return argparse.ArgumentTypeError(f"--setting {text!r}: {why}")
     name, sep, rest = text.partition(":")
@@ -87,13 +88,14 @@ def parse_setting(text):
             raise bad(f"{k!r} is not an attribute or environment variable name")
         if k in attrs:
             raise bad(f"{k} given twice")
-        for cast in (int, float):
-            try:
-                v = cast(v)
-                break
-            except ValueError:
-                continue
-        attrs[k] = v
+        if not k.isupper():       # a device attribute: a number where it reads as one
+            for cast in (int, float):
+                try:
+                    v = cast(v)
+                    break
+                except ValueError:
+                    continue
+        attrs[k] = v                # an environment variable keeps its text as given
     return name, attrs
 
 

@@ -13,6 +13,9 @@ def test_a_setting_names_device_attributes_with_typed_values():
     assert parse_setting("w:matvec_stage=0,scan_step_sg=1") == \
         ("w", {"matvec_stage": 0, "scan_step_sg": 1})
     assert parse_setting("e: eps=1e-5 , mode=rows") == ("e", {"eps": 1e-5, "mode": "rows"})
+    # an environment variable keeps its text (1e5 is not 100000.0, 010 not 10)
+    assert parse_setting("v:MAMBAWEB_A=1e5,MAMBAWEB_B=010") == \
+        ("v", {"MAMBAWEB_A": "1e5", "MAMBAWEB_B": "010"})
     # a value may hold '=' and ':' (a plan entry)
     assert parse_setting("p:MAMBAWEB_MATVEC_PLAN=f16:4096x2048=2/16/-") == \
         ("p", {"MAMBAWEB_MATVEC_PLAN": "f16:4096x2048=2/16/-"})
