@@ -19,6 +19,7 @@ under Node on Chrome's WebGPU), else the native backend. Prints one JSON line pe
 format."""
 import argparse
 import json
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -37,27 +38,34 @@ try:
     for r in range(args['rounds']):
         order = args['settings'] if r % 2 == 0 else args['settings'][::-1]
         for name, attrs in order:
-            before = {}
+            before = {}                      # what each key held, recorded once it is set
             try:
                 for k, v in attrs.items():
                     if k.isupper():
-                        before[k] = os.environ.get(k, UNSET)
+                        old = os.environ.get(k, UNSET)
                         os.environ[k] = str(v)
                     else:
-                        before[k] = getattr(device, k, UNSET)
+                        old = vars(device)[k] if k in vars(device) else UNSET
                         setattr(device, k, v)
+                    before[k] = old
                 d = await mb.decode_tokens_per_s(model, args['tokens'])
             finally:
-                for k, old in before.items():
-                    if k.isupper():
-                        if old is UNSET:
-                            os.environ.pop(k, None)
+                errors = []
+                for k, old in before.items():    # each key put back on its own
+                    try:
+                        if k.isupper():
+                            if old is UNSET:
+                                os.environ.pop(k, None)
+                            else:
+                                os.environ[k] = old
+                        elif old is UNSET:
+                            delattr(device, k)
                         else:
-                            os.environ[k] = old
-                    elif old is UNSET:
-                        delattr(device, k)
-                    else:
-                        setattr(device, k, old)
+                            setattr(device, k, old)
+                    except Exception as e:
+                        errors.append(f"{k}: {e}")
+                if errors:
+                    raise RuntimeError("ab_decode could not restore " + "; ".join(errors))
             rows[name].append({'gpu_ms_per_token': round(d['gpu_ms_per_token'], 4),
                                'tokens_per_s': round(d['tokens_per_s'], 1),
                                'dispatches_per_token': d['dispatches_per_token']})
@@ -68,40 +76,57 @@ result = {name: {'gpu_ms_per_token_best': min(r['gpu_ms_per_token'] for r in run
 """
 
 
+def numeric_attrs(root=None):
+    """The device attributes the engine reads as numbers (py_engine's pick(...) calls: each
+    must be one of its allowed ints); every other attribute is an on/off choice."""
+    root = Path(root or Path(__file__).resolve().parents[1] / "py_engine")
+    text = "\n".join(p.read_text(encoding="utf-8") for p in root.rglob("*.py"))
+    return set(re.findall(r'\bpick\([^,()]+, "([a-z_0-9]+)"', text))
+
+
 def parse_setting(text):
-    """NAME:ATTR=VALUE[,ATTR=VALUE] -> (name, {attr: value}): a device attribute's value an int
-    or float where it reads as one, else text; an environment variable's (ATTR in capitals) its
-    text as given. A malformed one is refused by name (argparse prints the message)."""
+    """NAME:ATTR=VALUE[,ATTR=VALUE] -> (name, {attr: value}). An environment variable (ATTR in
+    capitals) keeps its text as given. A device attribute the engine reads as a number
+    (numeric_attrs) takes an int; any other is an on/off choice: 1/true/on or 0/false/off,
+    made a bool -- the engine tests some with `is False` / `is not True`, where 0 and 1 would
+    quietly leave the rule in force, and others with bool(), where the text "off" is true. A
+    malformed one is refused by name (argparse prints the message)."""
     def bad(why):
         return argparse.ArgumentTypeError(f"--setting {text!r}: {why}")
     name, sep, rest = text.partition(":")
     name = name.strip()
     if not sep or not name or not rest.strip():
         raise bad("expected NAME:ATTR=VALUE[,ATTR=VALUE]")
+    numeric = numeric_attrs()
     attrs = {}
     for part in rest.split(","):
         k, eq, v = part.partition("=")
         k, v = k.strip(), v.strip()
         if not eq or not k or not v:
             raise bad(f"{part!r} is not ATTR=VALUE")
-        if not k.replace("_", "a").isalnum():
-            raise bad(f"{k!r} is not an attribute or environment variable name")
+        if not (k.isascii() and k.isidentifier() and (k.isupper() or k.islower())):
+            raise bad(f"{k!r} is neither a device attribute (lower case) nor an environment "
+                      "variable (capitals)")
         if k in attrs:
             raise bad(f"{k} given twice")
-        if not k.isupper():       # a device attribute: a number where it reads as one
-            for cast in (int, float):
-                try:
-                    v = cast(v)
-                    break
-                except ValueError:
-                    continue
-        attrs[k] = v                # an environment variable keeps its text as given
+        if k.islower() and k in numeric:
+            try:
+                v = int(v)
+            except ValueError:
+                raise bad(f"{k} takes a whole number, got {v!r}") from None
+        elif k.islower():
+            on = {"1": True, "true": True, "on": True, "0": False, "false": False, "off": False}
+            if v.lower() not in on:
+                raise bad(f"{k} is an on/off choice: 1/true/on or 0/false/off, got {v!r}")
+            v = on[v.lower()]
+        attrs[k] = v
     return name, attrs
 
 
 def unknown_names(settings, root=None):
     """The attribute and environment variable names of `settings` that no source file of
-    py_engine mentions in quotes: the engine cannot be reading them."""
+    py_engine mentions in quotes: the engine cannot be reading them (a guard against typos; a
+    name that is mentioned may still not be a setting)."""
     root = Path(root or Path(__file__).resolve().parents[1] / "py_engine")
     text = "\n".join(p.read_text(encoding="utf-8") for p in root.rglob("*.py"))
     names = {k for _, attrs in settings for k in attrs}

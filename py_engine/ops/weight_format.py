@@ -352,9 +352,10 @@ CHUNK_VALUES = {"f32": 4, "f16": 8, "bf16": 8}
 # Q = 20: 32 loads; 16 at XPROJ_TPR) 0.485-0.493 ms of GPU a token against 0.515-0.516 without
 # the fold; mamba-1.4b (P = 256, Q = 40: 86 loads) 1.767 against 1.546 -- every one of 512 scan
 # workgroups waiting on 11 rounds of loads. Larger blocks at 1.4b (more rows a thread, fewer
-# shares) lengthen the in_proj more than they shorten the sum (2026-12-04, tools/ab_decode,
-# one process): f16 unfolded 1.552 ms, folded at 16 / 32 / 64 channels 1.740 / 1.631 / 1.875;
-# f32 2.139 against 2.355 / 2.282 / 2.773.
+# shares) were slower still -- by our reading the in_proj lengthens more than the sum shortens
+# (2026-12-04, tools/ab_decode, one process): f16 unfolded 1.552 ms, folded at 16 channels
+# 1.740, 32 (2 rows a thread, 16 threads a row) 1.631, 32 (4 rows, 32 threads) 1.681, 64 (4
+# rows, 16 threads) 1.875; f32 2.139 against 2.355, 2.282, 2.299, 2.773.
 XPROJ_MAX_LOADS = 32
 # The folded in_proj's threads a row by rule (the fewest: the most channels a workgroup, the
 # fewest shares to sum). mamba-130m f16 through Dawn, side by side in one process, at 16 / at
