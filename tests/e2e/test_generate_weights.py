@@ -91,8 +91,11 @@ def _loads(page):
 
 
 def _wait_load(page, before):
+    # and no plan in flight: the change event's plan of the chosen model can open its cache
+    # entry after the load closed it (CI once met its lock in CORRUPT's createWritable)
     page.wait_for_function(f"+(document.body.dataset.loads || 0) > {before} && "
-                           "!document.getElementById('weights-format').disabled")
+                           "!document.getElementById('weights-format').disabled && "
+                           "!+(document.body.dataset.planning || 0)")
     assert page.is_hidden("#model-error"), page.inner_text("#model-error")
 
 

@@ -70,6 +70,9 @@ async function planChosen() {
   if (!name || !sel.selectedOptions[0]?.dataset.files || busy) return;
   $("weights-format").value = formatFor(name);
   showFormatTable(null, name);
+  // plans in flight, for tests: a plan started just before a load can still hold the cache
+  // entry open (it re-checks every stored piece) after that load is done
+  document.body.dataset.planning = String(+(document.body.dataset.planning || 0) + 1);
   try {
     const table = await engine.run(S + "result = await s.plan(args['url'], args['files'])",
       { url: new URL(`/weights/${encodeURIComponent(name)}/`, location.href).href,
@@ -77,6 +80,7 @@ async function planChosen() {
     if ($("model-select").value === name) showFormatTable(table, name);
     showDiscarded(table.cache);
   } catch (err) { /* the load itself will say what is wrong with this model */ }
+  finally { document.body.dataset.planning = String(+document.body.dataset.planning - 1); }
 }
 
 async function formatChanged() {
