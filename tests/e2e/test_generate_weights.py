@@ -253,6 +253,33 @@ def test_clear_cached_models(page, served):
     assert served.log.ranges(mark, "/weights/default/model.safetensors")
 
 
+HOLD_ENTRY = """
+import asyncio, js
+from pyodide.ffi import to_js
+h = await js.mwCache.open(args['url'])
+async def release():
+    await asyncio.sleep(2)
+    await js.mwCache.finish(to_js([h]), True)
+js.self.mwHeld = asyncio.ensure_future(release())
+result = h.mode
+"""
+
+
+def test_clear_waits_for_an_entry_open_in_the_worker(page, served):
+    # a plan of the list's model runs beside the buttons and holds its entry's file lock while
+    # it re-checks the pieces; "Clear cached models" then waits for it instead of failing
+    assert int(page.evaluate("document.body.dataset.cacheBytes")) > 0
+    url = page.evaluate("new URL('/weights/default/model.safetensors', location.href).href")
+    assert page.evaluate("(url) => window.engine.run(arguments_code, {url})".replace(
+        "arguments_code", json.dumps(HOLD_ENTRY)), url) == "cache"           # open now
+    page.click("#cache-clear")
+    page.wait_for_function("document.body.dataset.cacheBytes === '0' || "
+                           "!document.getElementById('model-error').hidden")
+    assert page.is_hidden("#model-error"), page.inner_text("#model-error")
+    assert "cleared" in page.inner_text("#cache-note")
+    assert "none yet" in page.inner_text("#cache-info")
+
+
 def test_full_storage_streams_uncached_and_says_so_once(page, served):
     page.click("#cache-clear")
     page.wait_for_function("document.body.dataset.cacheBytes === '0'")

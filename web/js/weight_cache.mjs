@@ -243,6 +243,9 @@ async function usage() {
 }
 
 async function clear() {
+  // an entry open now (a plan of the list's model runs beside the page's buttons) holds its
+  // file's lock, and removing the folder would fail: let it finish first
+  while (busyUrls.size) await Promise.all(busyUrls.values());
   if (opfsOk()) {
     const root = await navigator.storage.getDirectory();
     try { await root.removeEntry(DIR, { recursive: true }); } catch (e) {
