@@ -113,6 +113,17 @@ def fold_cases():
         yield f"sampling passes edges V{V}", (lambda e, V=V: check_passes_edges(e, V))
 
 
+def mamba3_step_cases():
+    from tests.browser import test_kernels_mamba3 as KM3
+    # the Mamba-3 kernel suite's steps through the lanes step (a real GPU's default): a
+    # 187m-class head (P 64, N 128: one round of rows and states held in registers), then more
+    # rows and states than a round holds (tests/unit/test_mamba3_step_lanes_native.py's cases)
+    for name, a in (("real-head-N128-P64", (2, 3, 2, 64, 1, 128, 0.5, False, True, True)),
+                    ("rounds-P70-N160", (1, 2, 2, 70, 1, 160, 0.5, True, True, True)),
+                    ("rounds-P66-N136-tensors", (2, 2, 2, 66, 2, 136, 1.0, False, True, False))):
+        yield f"mamba3 lanes step kernel {name}", (lambda e, a=a: KM3.check_forward_step(e, *a))
+
+
 def staged_matvec_cases():
     from tests.browser.matvec_cases import check_staged
     # the 1.4b shapes' K (in_proj, LM head: one tile; out_proj, x_proj: two); 1 and 4 rows a thread
@@ -147,7 +158,8 @@ def main(argv=None):
     with Engine() as eng:
         print(json.dumps({"engine": args.engine, "adapter": eng.info.get("adapter")}), flush=True)
         for name, fn in (list(gemm_cases()) + list(scan_cases()) + list(decode_cases())
-                         + list(fold_cases()) + list(staged_matvec_cases())
+                         + list(fold_cases()) + list(mamba3_step_cases())
+                         + list(staged_matvec_cases())
                          + list(subgroup_tree_cases())):
             if args.only not in name:
                 continue

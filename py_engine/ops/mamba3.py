@@ -317,7 +317,9 @@ def mamba3_step(batch, x, Bn, Cn, dd_dt, dd_A, trap, angles, state, *, dt_bias, 
     lanes_consts = {"WS": _ws(s)}
     if bc_norm is not None:                # normalised B and C after phi in sh
         lanes_consts.update(NORM_BC=1, NORM_EPS=float(bc_norm[2]), WS=_ws(s) + 2 * s.N)
-    raw = one_binding([dd_dt, dd_A, trap, angles]) if step_folds_prep(dev, s.mimo) else None
+    lanes = not s.mimo and step_lanes(dev) and lanes_fit(dev, s.N, s.S)
+    raw = (one_binding([dd_dt, dd_A, trap, angles])
+           if lanes and step_folds_prep(dev, s.mimo) else None)
     if raw is not None and any(b[0] is raw[0][0] for b in [yv[0]] + [t.binding for t in st]):
         raw = None                         # y or a state in that buffer: read and written at once
     if raw is not None:                    # the step computes its head's scalars: no prep
@@ -331,7 +333,7 @@ def mamba3_step(batch, x, Bn, Cn, dd_dt, dd_A, trap, angles, state, *, dt_bias, 
                          heavy_tail, HAS_INIT, xv, bv, cv, yv, mimo_x)
     res = _scan_resources(uniform(), pre, xv, bv, cv, yv, st)
     consts, entry = {"WS": _ws(s)}, "mamba3_step"
-    if not s.mimo and step_lanes(dev):
+    if lanes:
         consts, entry = lanes_consts, "mamba3_step_lanes"
         res += norms
     batch.run(STEP, entry, res, s.H, s.nb, constants=consts)
@@ -356,17 +358,26 @@ def step_folds_prep(dev, mimo):
                                "separate", lambda: True)
 
 
+LANES_RED = 2048          # floats of the lanes step's lane trees (8 passes x 256 threads)
+
+
+def lanes_fit(dev, N, S, extra=0):
+    """Whether the lanes step's workgroup memory fits the device: k, k_prev, q, phi (3N + S
+    floats), `extra` (the normalised B and C: 2N) and its lane trees (LANES_RED)."""
+    return 4 * (3 * N + S + extra + LANES_RED) <= workgroup_storage(dev)
+
+
 def step_folds_bc_norm(dev, mimo, N, S):
     """Whether mamba3_step can take raw B / C with their norm weights (bc_norm): the SISO lanes
     step, its workgroup memory (k, k_prev, q, phi, the normalised B and C: 5N + S floats, and
-    256 for its sums) within the device's limit."""
-    limit = workgroup_storage(dev)
-    return not mimo and 4 * (5 * N + S + 256) <= limit and step_lanes(dev)
+    its lane trees) within the device's limit."""
+    return not mimo and lanes_fit(dev, N, S, 2 * N) and step_lanes(dev)
 
 
 def step_lanes(dev):
-    """Whether a SISO step runs mamba3_step_lanes (32 threads per state row, four rows' worth
-    of loads in flight, 256 threads per head) rather than mamba3_step (a thread per row): real
+    """Whether a SISO step runs mamba3_step_lanes (32 threads per state row, 256 threads per
+    head, a head's 64 rows x 128 states loaded at once before the prologue; lanes_fit says
+    whether its workgroup memory fits) rather than mamba3_step (a thread per row): real
     GPUs, unless `device.mamba3_step_lanes` (tests) or MAMBAWEB_MAMBA3_STEP=rows|lanes says
     otherwise (ops/step_kernels.py). MIMO keeps mamba3_step."""
     if dev.limits.get("maxStorageBuffersPerShaderStage", 8) < LANES_STORAGE:

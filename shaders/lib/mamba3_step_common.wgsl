@@ -113,26 +113,71 @@ fn prologue_rotate(b: u32, h: u32, g: u32, lid: u32) {
 // apart, N dependent load/store pairs each, one 64-thread workgroup per head -- the pattern that
 // held Mamba-2's step at a third of its speed on an H200 (ssd_step.wgsl). Here the same
 // workgroup per (h, b) has 256 threads: the first WG of them run mamba3_step's prologue (angles,
-// k, q into workgroup memory, the k and angle states written), then RPW rows at a time, lane l
-// of a row takes n = l, l + LANES, ... (consecutive floats), four states a trip loaded before
-// any is stored; y's partial sums meet in a workgroup-memory tree. Same math per state as
-// mamba3_step; y's sum over n in another order.
+// k, q into workgroup memory, the k and angle states written); RPW rows a pass, lane l of a row
+// takes n = l, l + LANES, ... (consecutive floats). A head's P rows are MAXP passes (64 rows at
+// P <= 64) and each lane's states MAXJ (N <= 128) held in registers at once: the first round's
+// states, x and old v are loaded before the prologue (nothing in them waits for it), so the
+// whole step waits on one round of state loads and one lane tree for all its rows -- it used to
+// run P / RPW passes one after another, each a load round and a 5-level tree (19 us a dispatch
+// at mamba3-187m on an H200 through Dawn, a third of the token). Same math per state as
+// mamba3_step; y's sum over n in the same order as before (n ascending a lane, then the tree).
 const LANES = 32u;
 const RPW = 8u;                                 // rows per pass of the 256 threads
-var<workgroup> red: array<f32, 256>;
+const MAXP = 8u;                                // passes a round (their rows' states in registers)
+const MAXJ = 4u;                                // states a lane holds per row a round
+const LANES_RED = 2048u;                        // MAXP * 256: the round's lane trees side by side
+var<workgroup> red: array<f32, LANES_RED>;      // ops/mamba3.lanes_fit counts it
 
-// The sum of v over threads 0..63 (the others pass 0), every thread gets it: lib/reduce.wgsl's
-// workgroup_sum64 tree on red[0, 64), so a folded norm sums as rmsnorm_forward does.
-fn sum64(lid: u32, v: f32) -> f32 {
-  if (lid < 64u) { red[lid] = v; }
+// The sums of a and c over threads 0..63 (the others pass 0), every thread gets both:
+// lib/reduce.wgsl's workgroup_sum64 tree, on red[0, 64) and red[64, 128) at once, so a folded
+// norm sums as rmsnorm_forward does.
+fn sum64_pair(lid: u32, a: f32, c: f32) -> vec2<f32> {
+  if (lid < 64u) {
+    red[lid] = a;
+    red[64u + lid] = c;
+  }
   workgroupBarrier();
   for (var s = 32u; s > 0u; s >>= 1u) {
-    if (lid < s) { red[lid] += red[lid + s]; }
+    if (lid < s) {
+      red[lid] += red[lid + s];
+      red[64u + lid] += red[64u + lid + s];
+    }
     workgroupBarrier();
   }
-  let total = red[0];
+  let total = vec2<f32>(red[0], red[64]);
   workgroupBarrier();
   return total;
+}
+
+// A round's states of this thread: hs[i * MAXJ + jj] = s_ssm[b, h, row (r0 + i) * RPW + slot,
+// state (j0 + jj) * LANES + lane] (0 past P or N).
+fn load_states(bh: u32, r0: u32, j0: u32, slot: u32, lane: u32,
+               hs: ptr<function, array<f32, 32>>) {
+  for (var i = 0u; i < MAXP; i++) {
+    let pp = (r0 + i) * RPW + slot;
+    for (var jj = 0u; jj < MAXJ; jj++) {
+      let n = (j0 + jj) * LANES + lane;
+      var v = 0.0;
+      if (pp < p.P && n < p.N) { v = s_ssm[(bh * p.P + pp) * p.N + n]; }
+      (*hs)[i * MAXJ + jj] = v;
+    }
+  }
+}
+
+// A round's rows' inputs: xs[i] = x[b, h, row], vs[i] = the row's old v (0 past P).
+fn load_rows(b: u32, h: u32, bh: u32, r0: u32, slot: u32,
+             xs: ptr<function, array<f32, 8>>, vs: ptr<function, array<f32, 8>>) {
+  for (var i = 0u; i < MAXP; i++) {
+    let pp = (r0 + i) * RPW + slot;
+    var xv = 0.0;
+    var vv = 0.0;
+    if (pp < p.P) {
+      xv = x[p.x_off + b * p.x_str + h * p.P + pp];
+      vv = s_v[bh * p.P + pp];
+    }
+    (*xs)[i] = xv;
+    (*vs)[i] = vv;
+  }
 }
 
 // The lanes step of head h, sequence b (a 256-thread workgroup; the includer's entry point checks
@@ -143,6 +188,15 @@ fn lanes_step(h: u32, b: u32, lid: u32) {
   let P = p.P;
   let g = h / (p.H / p.G);
   let bh = b * p.H + h;
+  let lane = lid % LANES;
+  let slot = lid / LANES;
+  let passes = (P + RPW - 1u) / RPW;       // uniform: every thread runs every round
+  let J = (N + LANES - 1u) / LANES;        // states a lane walks in a row
+  var hs: array<f32, 32>;                  // [MAXP][MAXJ]
+  var xs: array<f32, 8>;
+  var vs: array<f32, 8>;
+  load_states(bh, 0u, 0u, slot, lane, &hs);
+  load_rows(b, h, bh, 0u, slot, &xs, &vs);
   let t = head_step(b, h);
   if (NORM_BC) {                           // uniform: a pipeline constant
     let bo = p.b_off + b * p.b_str + g * N;
@@ -157,8 +211,9 @@ fn lanes_step(h: u32, b: u32, lid: u32) {
         sc += vc * vc;
       }
     }
-    let rb = inverseSqrt(sum64(lid, sb) / f32(N) + NORM_EPS);
-    let rc = inverseSqrt(sum64(lid, sc) / f32(N) + NORM_EPS);
+    let sums = sum64_pair(lid, sb, sc);
+    let rb = inverseSqrt(sums.x / f32(N) + NORM_EPS);
+    let rc = inverseSqrt(sums.y / f32(N) + NORM_EPS);
     for (var j = lid; j < N; j += 256u) {
       sh[3u * N + S + j] = Bn[bo + j] * rb * B_normw[j];
       sh[4u * N + S + j] = Cn[co + j] * rc * C_normw[j];
@@ -170,53 +225,48 @@ fn lanes_step(h: u32, b: u32, lid: u32) {
   prologue_rotate(b, h, g, lid);
   workgroupBarrier();
   // sh: k [0, N) | k_prev [N, 2N) | q [2N, 3N)
-  let lane = lid % LANES;
-  let passes = (P + RPW - 1u) / RPW;       // uniform: every thread runs every pass
-  for (var it = 0u; it < passes; it++) {
-    let pp = it * RPW + lid / LANES;
-    let live = pp < P;
-    var acc = 0.0;
-    var v = 0.0;
-    if (live) {
-      v = x[p.x_off + b * p.x_str + h * P + pp];
-      let bv = t.beta * s_v[bh * P + pp];
-      let gv = t.gamma * v;
-      let base = (bh * P + pp) * N;
-      var n = lane;
-      for (; n + 3u * LANES < N; n += 4u * LANES) {
-        let h0 = s_ssm[base + n];
-        let h1 = s_ssm[base + n + LANES];
-        let h2 = s_ssm[base + n + 2u * LANES];
-        let h3 = s_ssm[base + n + 3u * LANES];
-        let s0 = t.alpha * h0 + (bv * sh[N + n] + gv * sh[n]);
-        let s1 = t.alpha * h1 + (bv * sh[N + n + LANES] + gv * sh[n + LANES]);
-        let s2 = t.alpha * h2 + (bv * sh[N + n + 2u * LANES] + gv * sh[n + 2u * LANES]);
-        let s3 = t.alpha * h3 + (bv * sh[N + n + 3u * LANES] + gv * sh[n + 3u * LANES]);
-        s_ssm[base + n] = s0;
-        s_ssm[base + n + LANES] = s1;
-        s_ssm[base + n + 2u * LANES] = s2;
-        s_ssm[base + n + 3u * LANES] = s3;
-        acc += s0 * sh[2u * N + n];
-        acc += s1 * sh[2u * N + n + LANES];
-        acc += s2 * sh[2u * N + n + 2u * LANES];
-        acc += s3 * sh[2u * N + n + 3u * LANES];
-      }
-      for (; n < N; n += LANES) {
-        let s = t.alpha * s_ssm[base + n] + (bv * sh[N + n] + gv * sh[n]);
-        s_ssm[base + n] = s;
-        acc += s * sh[2u * N + n];
+  var acc: array<f32, 8>;
+  for (var r0 = 0u; r0 < passes; r0 += MAXP) {
+    if (r0 > 0u) { load_rows(b, h, bh, r0, slot, &xs, &vs); }
+    // zeroed here, not by a declaration in the loop: naga hoists a loop's var and its
+    // initialiser out of the loop
+    for (var i = 0u; i < MAXP; i++) { acc[i] = 0.0; }
+    for (var j0 = 0u; j0 < J; j0 += MAXJ) {
+      if (r0 > 0u || j0 > 0u) { load_states(bh, r0, j0, slot, lane, &hs); }
+      for (var i = 0u; i < MAXP; i++) {
+        let pp = (r0 + i) * RPW + slot;
+        if (pp < P) {
+          let bv = t.beta * vs[i];
+          let gv = t.gamma * xs[i];
+          let base = (bh * P + pp) * N;
+          for (var jj = 0u; jj < MAXJ; jj++) {
+            let n = (j0 + jj) * LANES + lane;
+            if (n < N) {
+              let s = t.alpha * hs[i * MAXJ + jj] + (bv * sh[N + n] + gv * sh[n]);
+              s_ssm[base + n] = s;
+              acc[i] += s * sh[2u * N + n];
+            }
+          }
+        }
       }
     }
-    red[lid] = acc;
-    workgroupBarrier();                    // every lane has read s_v[pp] and stored its sums
+    for (var i = 0u; i < MAXP; i++) { red[i * 256u + lid] = acc[i]; }
+    workgroupBarrier();                    // every lane has read s_v of its rows
     for (var st = LANES / 2u; st > 0u; st >>= 1u) {
-      if (lane < st) { red[lid] += red[lid + st]; }
+      if (lane < st) {
+        for (var i = 0u; i < MAXP; i++) { red[i * 256u + lid] += red[i * 256u + lid + st]; }
+      }
       workgroupBarrier();
     }
-    if (live && lane == 0u) {
-      s_v[bh * P + pp] = v;
-      y[p.y_off + b * p.y_str + h * P + pp] = red[lid] + t.Dh * v;
+    if (lane == 0u) {
+      for (var i = 0u; i < MAXP; i++) {
+        let pp = (r0 + i) * RPW + slot;
+        if (pp < P) {
+          s_v[bh * P + pp] = xs[i];
+          y[p.y_off + b * p.y_str + h * P + pp] = red[i * 256u + lid] + t.Dh * xs[i];
+        }
+      }
     }
-    workgroupBarrier();                    // red is rewritten by the next pass
+    workgroupBarrier();                    // red is rewritten by the next round
   }
 }

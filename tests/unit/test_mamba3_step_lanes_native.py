@@ -34,6 +34,17 @@ def test_kernel_suite_steps_with_lanes(forced, nb, T, H, P, G, N, rf, heavy, wit
     assert info["step_folded"] == cols
 
 
+@pytest.mark.parametrize("nb,T,H,P,G,N,rf,heavy,with_state,cols", [
+    pytest.param(1, 2, 2, 70, 1, 160, 0.5, True, True, True, id="rounds-P70-N160"),
+    pytest.param(2, 2, 2, 66, 2, 136, 1.0, False, True, False, id="rounds-P66-N136-tensors")])
+def test_lanes_step_takes_its_rows_and_states_in_rounds(forced, nb, T, H, P, G, N, rf, heavy,
+                                                         with_state, cols):
+    """More than the 64 rows (8 passes) and 128 states a lane a round holds in registers: the
+    step walks rounds of rows and of states (lib/mamba3_step_common.wgsl, MAXP / MAXJ)."""
+    info = KM3.check_forward_step(forced, nb, T, H, P, G, N, rf, heavy, with_state, cols)
+    assert info["step_folded"] == cols
+
+
 @pytest.mark.parametrize("name", ["mamba3-g1-r05-tied", "mamba3-g2-r05-tied-softplus",
                                   "mamba3-g2-r10-untied-onorm", "mamba3-mimo-r2-g1-r05-tied"])
 def test_models_decode_the_same_with_lanes(engine, name):
