@@ -228,8 +228,8 @@ fn lanes_step(h: u32, b: u32, lid: u32) {
   var acc: array<f32, 8>;
   for (var r0 = 0u; r0 < passes; r0 += MAXP) {
     if (r0 > 0u) { load_rows(b, h, bh, r0, slot, &xs, &vs); }
-    // zeroed here, not by a declaration in the loop: naga hoists a loop's var and its
-    // initialiser out of the loop
+    // zeroed here: declared inside the loop (zero each pass, as WGSL says), the native backend
+    // (naga, lavapipe) kept the last round's sums -- tests/unit/test_mamba3_step_lanes_native.py
     for (var i = 0u; i < MAXP; i++) { acc[i] = 0.0; }
     for (var j0 = 0u; j0 < J; j0 += MAXJ) {
       if (r0 > 0u || j0 > 0u) { load_states(bh, r0, j0, slot, lane, &hs); }
