@@ -44,7 +44,7 @@ async def _rank(device, s, R, lengths, min_seconds):
                B_bias=_tensor(device, bias, 3, 0.5), C_bias=_tensor(device, bias, 4, 0.5))
     if mimo:
         par["mimo_x"] = _tensor(device, (H, R, P), 5, 0.5)
-    out = {"R": R, "chunk_len": m3.chunk_len(N, S, R), "lengths": []}
+    out = {"R": R, "chunk_len": m3.forward_chunk_len(device, N, S, R), "lengths": []}
     for T in lengths:
         ins = [_tensor(device, (1, T, w), 10 + i, sc) for i, (w, sc) in enumerate(
             ((H * P, 1.0), (R * G * N, 1.0), (R * G * N, 1.0), (H, 1.0), (H, 1.0), (H, 1.0),
@@ -83,7 +83,7 @@ async def run(device, lengths=LENGTHS, min_seconds=0.3, shape=None, ranks=RANKS)
     s = dict(SHAPE, **(shape or {}))
     out = {"shape": s, "chunk_len": None, "lengths": [], "mimo": []}
     for R in ranks:
-        if not m3.chunk_len(s["N"], s["S"], R):
+        if not m3.forward_chunk_len(device, s["N"], s["S"], R):
             continue
         r = await _rank(device, s, R, lengths, min_seconds)
         if R == 1:

@@ -214,14 +214,36 @@ WG_FLOATS = 4096          # 16 KiB of workgroup memory, the WebGPU default limit
 MAX_LR = 32               # the chunked shader's per-thread y accumulators: chunk tokens x ranks
 
 
-def chunk_len(N, S, R=1):
+CHUNK_LENS = (32, 16, 8, 4, 2)
+
+
+def chunk_len(N, S, R=1, floats=WG_FLOATS):
     """Tokens per chunk of mamba3_chunk_scan at rank R (SISO: 1): the largest L of 32, 16, 8, 4, 2
-    with L R <= MAX_LR whose k, q, M, phi tiles fit the workgroup memory; 0 when none does (the
-    serial scan runs then). MIMO's chunks hold L R (token, rank) rows, as the reference's 64 / R."""
-    for L in (32, 16, 8, 4, 2):
-        if L * R <= MAX_LR and _chunk_ws(L, N, S, R) <= WG_FLOATS:
+    with L R <= MAX_LR whose k, q, M, phi tiles fit `floats` of workgroup memory (WebGPU's
+    default 16 KiB unless said); 0 when none does (the serial scan runs then). MIMO's chunks
+    hold L R (token, rank) rows, as the reference's 64 / R."""
+    for L in CHUNK_LENS:
+        if L * R <= MAX_LR and _chunk_ws(L, N, S, R) <= floats:
             return L
     return 0
+
+
+def forward_chunk_len(dev, N, S, R=1):
+    """The chunk length the forward runs at: on a real GPU the largest that fits the device's
+    own workgroup memory (an H200 offers 48 KiB through Dawn: L 32 at d_state 128 where 16 KiB
+    holds L 8 -- a workgroup per (b, h) walks the chunks one after another, so fewer, longer
+    chunks mean fewer dependent steps), elsewhere chunk_len's 16 KiB. `device.mamba3_chunk`
+    (tests) or MAMBAWEB_MAMBA3_CHUNK=L (benches) sets another, refused by name where it does
+    not fit."""
+    floats = workgroup_storage(dev) // 4
+    rule = lambda: chunk_len(N, S, R, floats if step_kernels.subgroup_gpu(dev) else WG_FLOATS)  # noqa: E731
+    L = step_kernels.pick(dev, "mamba3_chunk", "MAMBAWEB_MAMBA3_CHUNK", CHUNK_LENS, rule)
+    if L and (L * R > MAX_LR or _chunk_ws(L, N, S, R) > floats):
+        raise ValueError(f"MAMBAWEB_MAMBA3_CHUNK={L}: a chunk of {L} tokens at rank {R} and "
+                         f"d_state {N} needs {4 * _chunk_ws(L, N, S, R)} bytes of workgroup "
+                         f"memory (and L x rank <= {MAX_LR}); this device has {4 * floats}: "
+                         "choose a shorter chunk")
+    return L
 
 
 def _chunk_ws(L, N, S, R=1):
@@ -257,7 +279,7 @@ def mamba3_forward(batch, x, Bn, Cn, dd_dt, dd_A, trap, angles, *, dt_bias, B_bi
     xv, bv, cv, yv = view(x), view(Bn), view(Cn), view(y)
     uniform, pre = _prep(batch, s, dd_dt, dd_A, trap, angles, dt_bias, B_bias, C_bias, D, A_floor,
                          heavy_tail, HAS_INIT if state is not None else 0, xv, bv, cv, yv, mimo_x)
-    L = chunk_len(s.N, s.S, s.R)
+    L = forward_chunk_len(dev, s.N, s.S, s.R)
     if path is None:
         path = "chunked" if L and s.T >= CHUNK_MIN_T else "serial"
     if path == "chunked":

@@ -249,7 +249,7 @@ def copy_state():
         b.copy(T['s_' + n].buffer, T['s_' + n].offset, t.buffer, t.offset, t.nbytes)
         setattr(st, n, t)
     return st
-info['L'] = m3.chunk_len({N}, {S})
+info['L'] = m3.forward_chunk_len(dev, {N}, {S})
 info['auto'] = None
 for path in ('serial', 'chunked', None):
     st = copy_state()
@@ -266,6 +266,12 @@ CHUNK_CASES = [  # nb, T, H, P, G, N, rope fraction, heavy tail
 
 @pytest.mark.parametrize("nb,T,H,P,G,N,rf,heavy", CHUNK_CASES)
 def test_mamba3_chunked_equals_serial(engine, nb, T, H, P, G, N, rf, heavy):
+    assert check_chunked(engine, nb, T, H, P, G, N, rf, heavy) in (8, 32)
+
+
+def check_chunked(engine, nb, T, H, P, G, N, rf, heavy):
+    """The chunked forward == the serial one to 1e-5, both == the float64 reference, over
+    several chunks with a short last one; returns the chunk length the device ran."""
     S = n_angles(N, rf)
     raw = dict(x=f32(nb, T, H * P), Bn=f32(nb, T, G * N), Cn=f32(nb, T, G * N), dd_dt=f32(nb, T, H),
                dd_A=f32(nb, T, H), trap=f32(nb, T, H), angles=f32(nb, T, S))
@@ -278,7 +284,7 @@ def test_mamba3_chunked_equals_serial(engine, nb, T, H, P, G, N, rf, heavy):
     code = CHUNK_CODE.format(H=H, G=G, N=N, S=S, A_floor=A_FLOOR, heavy=heavy)
     o, info = gpu(engine, code, **raw, **par, **{"s_" + k: v for k, v in state.items()})
     L = info["L"]
-    assert L in (8, 32) and T % L and T > L               # several chunks, the last one short
+    assert T % L and T > L                                # several chunks, the last one short
     ry, rst = reference(dict(raw, **par), nb, T, H, P, G, N, S, heavy, state)
     for path in ("serial", "chunked"):
         assert rel_err(o[f"{path}_y"], ry) <= TOL, path
@@ -289,6 +295,7 @@ def test_mamba3_chunked_equals_serial(engine, nb, T, H, P, G, N, rf, heavy):
         assert rel_err(o["chunked_" + n], o["serial_" + n]) <= 1e-5, n
     assert angle_err(o["chunked_angle"], o["serial_angle"].reshape(nb, H, S)) <= 1e-5
     assert np.array_equal(o["None_y"], o["chunked_y"])
+    return L
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -308,7 +315,7 @@ def copy_state():
         b.copy(T['s_' + n].buffer, T['s_' + n].offset, t.buffer, t.offset, t.nbytes)
         setattr(st, n, t)
     return st
-info['L'] = m3.chunk_len({N}, {S}, {R})
+info['L'] = m3.forward_chunk_len(dev, {N}, {S}, {R})
 info['dispatches'] = {{}}
 for path in ('serial', 'chunked', None):
     st = copy_state()

@@ -2,6 +2,8 @@
 the float64 reference) on the native backend (wgpu-py, the same WGSL). Skips, saying why, only
 without any Vulkan/Metal/D3D12 adapter."""
 
+import pytest
+
 from tests.browser import test_kernels_mamba3 as K
 
 from tests.native_support import engine, native as pytestmark  # noqa: E402,F401
@@ -9,3 +11,36 @@ from tests.native_support import engine, native as pytestmark  # noqa: E402,F401
 
 test_mamba3_chunked_equals_serial = K.test_mamba3_chunked_equals_serial
 test_mamba3_mimo_chunked_equals_serial = K.test_mamba3_mimo_chunked_equals_serial
+
+
+@pytest.fixture
+def chunk16(engine):
+    engine.device.mamba3_chunk = 16
+    yield engine
+    engine.device.mamba3_chunk = None
+
+
+def test_mamba3_longer_chunks_where_the_workgroup_memory_holds_them(chunk16):
+    """A real GPU runs the longest chunk its workgroup memory holds (ops/mamba3.forward_chunk_len;
+    an H200 through Dawn: L 32 at d_state 128, where WebGPU's default 16 KiB holds L 8): forced
+    here at L 16 on the real head (lavapipe offers 32 KiB), three chunks and a short one."""
+    assert K.check_chunked(chunk16, 1, 53, 2, 64, 1, 128, 0.5, True) == 16
+
+
+def test_mamba3_chunk_that_does_not_fit_is_refused(engine):
+    """MAMBAWEB_MAMBA3_CHUNK / device.mamba3_chunk past the device's workgroup memory: refused
+    in one sentence naming the setting, the bytes needed and the device's."""
+    engine.device.mamba3_chunk = 32
+    try:
+        r = engine.run("""
+import py_engine.ops.mamba3 as m3
+try:
+    m3.forward_chunk_len(device, 128, 32)
+    result = None
+except ValueError as e:
+    result = str(e)
+""")
+    finally:
+        engine.device.mamba3_chunk = None
+    assert r is not None and "MAMBAWEB_MAMBA3_CHUNK=32" in r and "41984 bytes" in r, r
+    assert "32768" in r and "choose a shorter chunk" in r
