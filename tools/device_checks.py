@@ -122,8 +122,9 @@ def mamba3_step_cases():
                     ("rounds-P70-N160", (1, 2, 2, 70, 1, 160, 0.5, True, True, True)),
                     ("rounds-P66-N136-tensors", (2, 2, 2, 66, 2, 136, 1.0, False, True, False))):
         yield f"mamba3 lanes step kernel {name}", (lambda e, a=a: KM3.check_forward_step(e, *a))
-    # the chunked forward at the chunk the device's workgroup memory holds (ops/mamba3
-    # .forward_chunk_len: L 32 at d_state 128 on an H200), == serial == float64, a short last chunk
+    # the chunked forward (ops/mamba3.forward_chunk_len; MAMBAWEB_MAMBA3_CHUNK=32 in the
+    # environment of --engine native runs the H200's longest chunk) == serial == float64, a
+    # short last chunk
     yield "mamba3 chunked forward real-head T70", \
         (lambda e: KM3.check_chunked(e, 1, 70, 2, 64, 1, 128, 0.5, True))
     yield "mamba3 chunked forward T37-G2", \

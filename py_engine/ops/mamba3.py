@@ -229,14 +229,14 @@ def chunk_len(N, S, R=1, floats=WG_FLOATS):
 
 
 def forward_chunk_len(dev, N, S, R=1):
-    """The chunk length the forward runs at: on a real GPU the largest that fits the device's
-    own workgroup memory (an H200 offers 48 KiB through Dawn: L 32 at d_state 128 where 16 KiB
-    holds L 8 -- a workgroup per (b, h) walks the chunks one after another, so fewer, longer
-    chunks mean fewer dependent steps), elsewhere chunk_len's 16 KiB. `device.mamba3_chunk`
-    (tests) or MAMBAWEB_MAMBA3_CHUNK=L (benches) sets another, refused by name where it does
-    not fit."""
+    """The chunk length the forward runs at: chunk_len's (within WebGPU's default 16 KiB), or
+    what `device.mamba3_chunk` (tests) or MAMBAWEB_MAMBA3_CHUNK=L (benches) sets, up to what
+    the device's own workgroup memory holds (refused by name past it). An H200 offers 48 KiB
+    through Dawn, enough for L 32 at d_state 128 where 16 KiB holds L 8: a workgroup per
+    (b, h) walks the chunks one after another, so longer chunks may pay there -- not measured
+    on a GPU yet, so not the rule."""
     floats = workgroup_storage(dev) // 4
-    rule = lambda: chunk_len(N, S, R, floats if step_kernels.subgroup_gpu(dev) else WG_FLOATS)  # noqa: E731
+    rule = lambda: chunk_len(N, S, R)  # noqa: E731
     L = step_kernels.pick(dev, "mamba3_chunk", "MAMBAWEB_MAMBA3_CHUNK", CHUNK_LENS, rule)
     if L and (L * R > MAX_LR or _chunk_ws(L, N, S, R) > floats):
         raise ValueError(f"MAMBAWEB_MAMBA3_CHUNK={L}: a chunk of {L} tokens at rank {R} and "

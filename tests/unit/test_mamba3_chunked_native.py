@@ -21,9 +21,10 @@ def chunk16(engine):
 
 
 def test_mamba3_longer_chunks_where_the_workgroup_memory_holds_them(chunk16):
-    """A real GPU runs the longest chunk its workgroup memory holds (ops/mamba3.forward_chunk_len;
-    an H200 through Dawn: L 32 at d_state 128, where WebGPU's default 16 KiB holds L 8): forced
-    here at L 16 on the real head (lavapipe offers 32 KiB), three chunks and a short one."""
+    """A chunk longer than WebGPU's default 16 KiB holds, where the device's workgroup memory
+    holds it (ops/mamba3.forward_chunk_len, MAMBAWEB_MAMBA3_CHUNK: an H200 holds L 32 at d_state
+    128, where 16 KiB holds L 8): L 16 on the real head here (lavapipe offers 32 KiB), three
+    chunks and a short one."""
     assert K.check_chunked(chunk16, 1, 53, 2, 64, 1, 128, 0.5, True) == 16
 
 
