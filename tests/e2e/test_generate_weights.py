@@ -254,14 +254,16 @@ def test_clear_cached_models(page, served):
 
 
 HOLD_ENTRY = """
-import asyncio, js
-from pyodide.ffi import to_js
+import js
 h = await js.mwCache.open(args['url'])
-async def release():
-    await asyncio.sleep(2)
-    await js.mwCache.finish(to_js([h]), True)
-js.self.mwHeld = asyncio.ensure_future(release())
+js.self.mwHeld = h
 result = h.mode
+"""
+RELEASE_ENTRY = """
+import js
+from pyodide.ffi import to_js
+await js.mwCache.finish(to_js([js.self.mwHeld]), True)
+result = True
 """
 
 
@@ -270,9 +272,14 @@ def test_clear_waits_for_an_entry_open_in_the_worker(page, served):
     # it re-checks the pieces; "Clear cached models" then waits for it instead of failing
     assert int(page.evaluate("document.body.dataset.cacheBytes")) > 0
     url = page.evaluate("new URL('/weights/default/model.safetensors', location.href).href")
-    assert page.evaluate("(url) => window.engine.run(arguments_code, {url})".replace(
-        "arguments_code", json.dumps(HOLD_ENTRY)), url) == "cache"           # open now
+    run = "([code, args]) => window.engine.run(code, args)"
+    assert page.evaluate(run, [HOLD_ENTRY, {"url": url}]) == "cache"          # held open
     page.click("#cache-clear")
+    page.wait_for_timeout(1500)                 # the clear waits while the entry is held
+    assert page.is_hidden("#model-error"), page.inner_text("#model-error")
+    assert page.inner_text("#cache-note") == "Clearing cached models…"
+    assert int(page.evaluate("document.body.dataset.cacheBytes")) > 0
+    assert page.evaluate(run, [RELEASE_ENTRY, {}]) is True                    # let go
     page.wait_for_function("document.body.dataset.cacheBytes === '0' || "
                            "!document.getElementById('model-error').hidden")
     assert page.is_hidden("#model-error"), page.inner_text("#model-error")

@@ -96,7 +96,12 @@ def test_the_choice(monkeypatch):
     assert not m3.step_lanes(_Dev(storage=10, forced=True))    # 11 storage bindings needed
     assert m3.step_folds_bc_norm(_Dev(), False, 128, 32)
     assert not m3.step_folds_bc_norm(_Dev(), True, 128, 32)     # MIMO
-    assert not m3.step_folds_bc_norm(_Dev(), False, 1024, 32)   # 5N + S + 256 floats > 16 KiB
+    assert not m3.step_folds_bc_norm(_Dev(), False, 1024, 32)   # 5N + S + 2048 floats > 16 KiB
+    # the lanes step's workgroup memory: 3N + S floats, the B/C norm's 2N, 2048 of lane trees
+    assert m3.lanes_fit(_Dev(), 128, 64, 2 * 128)                # 11 KiB
+    assert m3.lanes_fit(_Dev(), 640, 0) and not m3.lanes_fit(_Dev(), 704, 0)   # 16 KiB edge
+    assert m3.step_folds_bc_norm(_Dev(), False, 403, 32)        # 5N + S + 2048 = 4095 floats
+    assert not m3.step_folds_bc_norm(_Dev(), False, 404, 32)    # 4100 > 4096
     monkeypatch.delenv("MAMBAWEB_MAMBA3_PREP", raising=False)
     assert m3.step_folds_prep(_Dev(), False)
     assert not m3.step_folds_prep(_Dev(), True)                  # MIMO

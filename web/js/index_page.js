@@ -108,11 +108,20 @@ async function showCacheUsage() {
 
 async function clearCache() {
   clearError($("model-error"));
+  $("cache-clear").disabled = true;
+  // a model being read from the cache (a plan of the chosen model) finishes first
+  $("cache-note").textContent = "Clearing cached models…";
+  $("cache-note").hidden = false;
   try {
     await engine.call({ op: "cacheClear" });
     $("cache-note").textContent = "Cached models cleared: the next load downloads its weights again.";
     $("cache-note").hidden = false;
-  } catch (err) { showError($("model-error"), "Could not clear the cached models", err); }
+  } catch (err) {
+    $("cache-note").hidden = true;
+    showError($("model-error"), "Could not clear the cached models", err);
+  } finally {
+    $("cache-clear").disabled = busy;
+  }
   await showCacheUsage();
 }
 

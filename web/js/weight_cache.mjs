@@ -24,6 +24,9 @@ let simulatedStored = 0;
 // sync access handle at a time, so a second open of the same URL (the page's plan of a model
 // racing its load) waits for the first instead of failing
 const busyUrls = new Map();
+// a promise while "Clear cached models" runs: opens wait for it, so none takes a file's lock
+// between the clear's wait for the open entries and its removal of the folder
+let clearing = null;
 
 const opfsOk = () => !!(self.navigator && navigator.storage && navigator.storage.getDirectory &&
   self.FileSystemFileHandle && FileSystemFileHandle.prototype.createSyncAccessHandle);
@@ -124,12 +127,29 @@ async function fallBack(h, err) {
 
 // -> a handle for `url`: {url, size (-1: unknown), mode "cache" | "network", ...}.
 async function open(url) {
-  while (busyUrls.has(url)) await busyUrls.get(url);
-  let release = null;
-  busyUrls.set(url, new Promise((resolve) => { release = resolve; }));
-  const h = { release: () => { busyUrls.delete(url); release(); }, url, size: -1, validator: "", mode: "network", name: null, access: null,
+  while (clearing || busyUrls.has(url)) await (clearing || busyUrls.get(url));
+  let resolve = null;
+  const busy = new Promise((r) => { resolve = r; });
+  busyUrls.set(url, busy);
+  let released = false;
+  const release = () => {       // once; and only this open's mark (a later open may hold the URL)
+    if (released) return;
+    released = true;
+    if (busyUrls.get(url) === busy) busyUrls.delete(url);
+    resolve();
+  };
+  const h = { release, url, size: -1, validator: "", mode: "network", name: null, access: null,
               pieces: [], dirty: false, notice: null, discarded: null,
               hitBytes: 0, fetchedBytes: 0, storedBytes: 0 };
+  try {
+    return await openEntry(h, url);
+  } catch (err) {               // nothing will finish this handle: let the URL go
+    release();
+    throw err;
+  }
+}
+
+async function openEntry(h, url) {
   let resp = null;
   try { resp = await fetch(url, { method: "HEAD" }); } catch (e) { return h; }  // the GET will say
   if (!resp.ok) return h;
@@ -207,24 +227,29 @@ async function finish(handles) {
   const out = { hit_bytes: 0, fetched_bytes: 0, stored_bytes: 0, discarded: [], notice: null };
   let dir = null;
   for (const h of handles) {
-    out.hit_bytes += h.hitBytes; out.fetched_bytes += h.fetchedBytes;
-    if (h.discarded) out.discarded.push(h.discarded);
-    if (h.mode === "cache" && h.access) {
-      try {
-        h.access.flush();
-        h.access.close();
-        h.access = null;
-        if (h.dirty) {
-          dir = dir || await cacheDir();
-          await writeMeta(dir, h.name, { url: h.url, validator: h.validator, size: h.size,
-                                         pieces: h.pieces, saved: new Date().toISOString() });
+    try {
+      out.hit_bytes += h.hitBytes; out.fetched_bytes += h.fetchedBytes;
+      if (h.discarded) out.discarded.push(h.discarded);
+      if (h.mode === "cache" && h.access) {
+        try {
+          h.access.flush();
+          h.access.close();
+          h.access = null;
+          if (h.dirty) {
+            dir = dir || await cacheDir();
+            await writeMeta(dir, h.name, { url: h.url, validator: h.validator, size: h.size,
+                                           pieces: h.pieces, saved: new Date().toISOString() });
+          }
+          out.stored_bytes += h.storedBytes;
+        } catch (err) {
+          try { await fallBack(h, err); } catch (e2) { if (!h.notice) h.notice = storageSentence(h, e2); }
         }
-        out.stored_bytes += h.storedBytes;
-      } catch (err) { await fallBack(h, err); }
+      }
+      if (h.notice && !out.notice) out.notice = h.notice;   // one sentence, however many files
+    } finally {                 // every handle lets its URL go, whatever failed
+      h.mode = "closed";
+      h.release();
     }
-    if (h.notice && !out.notice) out.notice = h.notice;   // one sentence, however many files
-    h.mode = "closed";
-    h.release();
   }
   return out;
 }
@@ -243,16 +268,26 @@ async function usage() {
 }
 
 async function clear() {
-  // an entry open now (a plan of the list's model runs beside the page's buttons) holds its
-  // file's lock, and removing the folder would fail: let it finish first
-  while (busyUrls.size) await Promise.all(busyUrls.values());
-  if (opfsOk()) {
-    const root = await navigator.storage.getDirectory();
-    try { await root.removeEntry(DIR, { recursive: true }); } catch (e) {
-      if (!e || e.name !== "NotFoundError") throw e;
-    }
+  if (!clearing) {
+    clearing = (async () => {
+      try {
+        if (opfsOk()) {
+          const root = await navigator.storage.getDirectory();
+          // an entry open now (a plan of the list's model runs beside the page's buttons) holds
+          // its file's lock, and removing the folder would fail: let it finish first (new
+          // opens wait for `clearing`), then remove with no await in between
+          while (busyUrls.size) await Promise.all(busyUrls.values());
+          try { await root.removeEntry(DIR, { recursive: true }); } catch (e) {
+            if (!e || e.name !== "NotFoundError") throw e;
+          }
+        }
+        simulatedStored = 0;
+      } finally {
+        clearing = null;
+      }
+    })();
   }
-  simulatedStored = 0;
+  await clearing;
   return usage();
 }
 
