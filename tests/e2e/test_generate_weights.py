@@ -256,13 +256,13 @@ def test_clear_cached_models(page, served):
 HOLD_ENTRY = """
 import js
 h = await js.mwCache.open(args['url'])
-js.self.mwHeld = h
+setattr(js.self, args['name'], h)
 result = h.mode
 """
-RELEASE_ENTRY = """
+RELEASE_ENTRIES = """
 import js
 from pyodide.ffi import to_js
-await js.mwCache.finish(to_js([js.self.mwHeld]), True)
+await js.mwCache.finish(to_js([getattr(js.self, n) for n in args['names']]), True)
 result = True
 """
 
@@ -273,13 +273,19 @@ def test_clear_waits_for_an_entry_open_in_the_worker(page, served):
     assert int(page.evaluate("document.body.dataset.cacheBytes")) > 0
     url = page.evaluate("new URL('/weights/default/model.safetensors', location.href).href")
     run = "([code, args]) => window.engine.run(code, args)"
-    assert page.evaluate(run, [HOLD_ENTRY, {"url": url}]) == "cache"          # held open
+    assert page.evaluate(run, [HOLD_ENTRY, {"url": url, "name": "mwHeldA"}]) == "cache"
     page.click("#cache-clear")
     page.wait_for_timeout(1500)                 # the clear waits while the entry is held
     assert page.is_hidden("#model-error"), page.inner_text("#model-error")
     assert page.inner_text("#cache-note") == "Clearing cached models…"
     assert int(page.evaluate("document.body.dataset.cacheBytes")) > 0
-    assert page.evaluate(run, [RELEASE_ENTRY, {}]) is True                    # let go
+    # the holder opens its next file meanwhile (a plan reads config.json, then the weights):
+    # that open must not wait for the clear, which waits for the holder
+    other = url.replace("model.safetensors", "config.json")
+    bounded = ("([code, args]) => Promise.race([window.engine.run(code, args), new Promise("
+               "(_, no) => setTimeout(() => no(new Error('the open waited for the clear')), 20000))])")
+    assert page.evaluate(bounded, [HOLD_ENTRY, {"url": other, "name": "mwHeldB"}]) == "cache"
+    assert page.evaluate(run, [RELEASE_ENTRIES, {"names": ["mwHeldA", "mwHeldB"]}]) is True
     page.wait_for_function("document.body.dataset.cacheBytes === '0' || "
                            "!document.getElementById('model-error').hidden")
     assert page.is_hidden("#model-error"), page.inner_text("#model-error")

@@ -24,8 +24,9 @@ let simulatedStored = 0;
 // sync access handle at a time, so a second open of the same URL (the page's plan of a model
 // racing its load) waits for the first instead of failing
 const busyUrls = new Map();
-// a promise while "Clear cached models" runs: opens wait for it, so none takes a file's lock
-// between the clear's wait for the open entries and its removal of the folder
+// a promise while "Clear cached models" runs (a second clear joins it). Opens do not wait for
+// it: a plan holding one file while it opens the next would then wait for a clear that waits
+// for the plan. The clear retries instead where an open took a lock after its wait.
 let clearing = null;
 
 const opfsOk = () => !!(self.navigator && navigator.storage && navigator.storage.getDirectory &&
@@ -127,7 +128,7 @@ async function fallBack(h, err) {
 
 // -> a handle for `url`: {url, size (-1: unknown), mode "cache" | "network", ...}.
 async function open(url) {
-  while (clearing || busyUrls.has(url)) await (clearing || busyUrls.get(url));
+  while (busyUrls.has(url)) await busyUrls.get(url);
   let resolve = null;
   const busy = new Promise((r) => { resolve = r; });
   busyUrls.set(url, busy);
@@ -274,11 +275,18 @@ async function clear() {
         if (opfsOk()) {
           const root = await navigator.storage.getDirectory();
           // an entry open now (a plan of the list's model runs beside the page's buttons) holds
-          // its file's lock, and removing the folder would fail: let it finish first (new
-          // opens wait for `clearing`), then remove with no await in between
-          while (busyUrls.size) await Promise.all(busyUrls.values());
-          try { await root.removeEntry(DIR, { recursive: true }); } catch (e) {
-            if (!e || e.name !== "NotFoundError") throw e;
+          // its file's lock, and removing the folder would fail: let it finish first; an open
+          // that took a lock since makes the removal fail, and the clear waits again. A lock
+          // this Worker does not hold (another tab's) fails it with the browser's words.
+          for (;;) {
+            while (busyUrls.size) await Promise.all(busyUrls.values());
+            try {
+              await root.removeEntry(DIR, { recursive: true });
+              break;
+            } catch (e) {
+              if (e && e.name === "NotFoundError") break;
+              if (!(e && e.name === "NoModificationAllowedError" && busyUrls.size)) throw e;
+            }
           }
         }
         simulatedStored = 0;
