@@ -18,6 +18,7 @@ load through Dawn is most of a bench variant's time). --dawn runs the tab's code
 under Node on Chrome's WebGPU), else the native backend. Prints one JSON line per model and
 format."""
 import argparse
+import functools
 import json
 import re
 import sys
@@ -76,12 +77,17 @@ result = {name: {'gpu_ms_per_token_best': min(r['gpu_ms_per_token'] for r in run
 """
 
 
+@functools.lru_cache(maxsize=None)
+def _engine_source(root=None):
+    """py_engine's Python sources as one text (read once: every --setting consults them)."""
+    root = Path(root or Path(__file__).resolve().parents[1] / "py_engine")
+    return "\n".join(p.read_text(encoding="utf-8") for p in sorted(root.rglob("*.py")))
+
+
 def numeric_attrs(root=None):
     """The device attributes the engine reads as numbers (py_engine's pick(...) calls: each
     must be one of its allowed ints); every other attribute is an on/off choice."""
-    root = Path(root or Path(__file__).resolve().parents[1] / "py_engine")
-    text = "\n".join(p.read_text(encoding="utf-8") for p in root.rglob("*.py"))
-    return set(re.findall(r'\bpick\([^,()]+, "([a-z_0-9]+)"', text))
+    return set(re.findall(r'\bpick\([^,()]+, "([a-z_0-9]+)"', _engine_source(root)))
 
 
 def parse_setting(text):
@@ -127,8 +133,7 @@ def unknown_names(settings, root=None):
     """The attribute and environment variable names of `settings` that no source file of
     py_engine mentions in quotes: the engine cannot be reading them (a guard against typos; a
     name that is mentioned may still not be a setting)."""
-    root = Path(root or Path(__file__).resolve().parents[1] / "py_engine")
-    text = "\n".join(p.read_text(encoding="utf-8") for p in root.rglob("*.py"))
+    text = _engine_source(root)
     names = {k for _, attrs in settings for k in attrs}
     return sorted(k for k in names if f'"{k}"' not in text and f"'{k}'" not in text)
 

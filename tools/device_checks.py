@@ -117,11 +117,12 @@ def mamba3_step_cases():
     from tests.browser import test_kernels_mamba3 as KM3
     # the Mamba-3 kernel suite's steps through the lanes step (a real GPU's default): a
     # 187m-class head (P 64, N 128: one round of rows and states held in registers), then more
-    # rows and states than a round holds (tests/unit/test_mamba3_step_lanes_native.py's cases)
-    for name, a in (("real-head-N128-P64", (2, 3, 2, 64, 1, 128, 0.5, False, True, True)),
-                    ("rounds-P70-N160", (1, 2, 2, 70, 1, 160, 0.5, True, True, True)),
-                    ("rounds-P66-N136-tensors", (2, 2, 2, 66, 2, 136, 1.0, False, True, False))):
-        yield f"mamba3 lanes step kernel {name}", (lambda e, a=a: KM3.check_forward_step(e, *a))
+    # rows and states than a round holds (the cases tests/unit/test_mamba3_step_lanes_native.py
+    # forces the lanes step on)
+    cases = [c for c in KM3.CASES if c.id == "real-head-N128-P64"] + KM3.LANES_ROUNDS_CASES
+    for c in cases:
+        yield f"mamba3 lanes step kernel {c.id}", \
+            (lambda e, a=c.values: KM3.check_forward_step(e, *a))
     # the chunked forward (ops/mamba3.forward_chunk_len; MAMBAWEB_MAMBA3_CHUNK=32 in the
     # environment of --engine native runs the H200's longest chunk) == serial == float64, a
     # short last chunk

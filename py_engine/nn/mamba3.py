@@ -30,7 +30,7 @@ from py_engine.nn.registry import register, whole
 from py_engine.ops import elementwise as ew
 from py_engine.ops.gated_rmsnorm import gated_rmsnorm_forward
 from py_engine.ops.linear import gated_norm_accumulate, linear_accumulate, linear_multi
-from py_engine.ops.mamba3 import lanes_fit, mamba3_step, step_folds_bc_norm, step_folds_prep
+from py_engine.ops.mamba3 import mamba3_step, step_folds_bc_norm, step_reads_raw
 from py_engine.ops.mamba3_mimo import mamba3_mimo_out
 from py_engine.ops.rmsnorm import rmsnorm_forward
 
@@ -144,7 +144,7 @@ class Mamba3Mixer:
         """One tensor holding dd_dt, dd_A, trap [Bsz, H] and angles [Bsz, S] at binding-aligned
         offsets, and the four as views of it: in_proj writes them there, and the step reads all
         four through one binding and computes DT, alpha, beta, gamma, theta itself (no
-        mamba3_prep dispatch; ops/mamba3.step_folds_prep)."""
+        mamba3_prep dispatch; ops/mamba3.step_reads_raw)."""
         s = self.spec
         seg = -(-Bsz * max(s.H, s.S) * 4 // dev.align) * dev.align // 4
         block = Tensor(dev, (4 * seg,))
@@ -157,8 +157,8 @@ class Mamba3Mixer:
         w = self.inp
         s = self.spec
         block, views = None, [None] * 4
-        if step_folds_prep(batch.device, s.mimo) and lanes_fit(batch.device, s.N, s.S):
-            block, views = self._scalars_block(batch.device, Bsz)   # the folded lanes step
+        if step_reads_raw(batch.device, s.mimo, s.N, s.S):
+            block, views = self._scalars_block(batch.device, Bsz)
         z, x, B = linear_multi(batch, h, w[0:3])
         C, dd_dt, dd_A = linear_multi(batch, h, w[3:6], outs=[None, views[0], views[1]])
         trap, ang = linear_multi(batch, h, w[6:8], outs=views[2:])

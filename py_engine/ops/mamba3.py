@@ -223,9 +223,13 @@ def chunk_len(N, S, R=1, floats=WG_FLOATS):
     default 16 KiB unless said); 0 when none does (the serial scan runs then). MIMO's chunks
     hold L R (token, rank) rows, as the reference's 64 / R."""
     for L in CHUNK_LENS:
-        if L * R <= MAX_LR and _chunk_ws(L, N, S, R) <= floats:
+        if _chunk_fits(L, N, S, R, floats):
             return L
     return 0
+
+
+def _chunk_fits(L, N, S, R, floats):
+    return L * R <= MAX_LR and _chunk_ws(L, N, S, R) <= floats
 
 
 def forward_chunk_len(dev, N, S, R=1):
@@ -238,7 +242,7 @@ def forward_chunk_len(dev, N, S, R=1):
     floats = workgroup_storage(dev) // 4
     rule = lambda: chunk_len(N, S, R)  # noqa: E731
     L = step_kernels.pick(dev, "mamba3_chunk", "MAMBAWEB_MAMBA3_CHUNK", CHUNK_LENS, rule)
-    if L and (L * R > MAX_LR or _chunk_ws(L, N, S, R) > floats):
+    if L and not _chunk_fits(L, N, S, R, floats):
         raise ValueError(f"MAMBAWEB_MAMBA3_CHUNK={L}: a chunk of {L} tokens at rank {R} and "
                          f"d_state {N} needs {4 * _chunk_ws(L, N, S, R)} bytes of workgroup "
                          f"memory (and L x rank <= {MAX_LR}); this device has {4 * floats}: "
@@ -339,9 +343,9 @@ def mamba3_step(batch, x, Bn, Cn, dd_dt, dd_A, trap, angles, state, *, dt_bias, 
     lanes_consts = {"WS": _ws(s)}
     if bc_norm is not None:                # normalised B and C after phi in sh
         lanes_consts.update(NORM_BC=1, NORM_EPS=float(bc_norm[2]), WS=_ws(s) + 2 * s.N)
-    lanes = not s.mimo and step_lanes(dev) and lanes_fit(dev, s.N, s.S)
+    lanes = step_runs_lanes(dev, s.mimo, s.N, s.S)
     raw = (one_binding([dd_dt, dd_A, trap, angles])
-           if lanes and step_folds_prep(dev, s.mimo) else None)
+           if step_reads_raw(dev, s.mimo, s.N, s.S) else None)
     if raw is not None and any(b[0] is raw[0][0] for b in [yv[0]] + [t.binding for t in st]):
         raw = None                         # y or a state in that buffer: read and written at once
     if raw is not None:                    # the step computes its head's scalars: no prep
@@ -387,6 +391,18 @@ def lanes_fit(dev, N, S, extra=0):
     """Whether the lanes step's workgroup memory fits the device: k, k_prev, q, phi (3N + S
     floats), `extra` (the normalised B and C: 2N) and its lane trees (LANES_RED)."""
     return 4 * (3 * N + S + extra + LANES_RED) <= workgroup_storage(dev)
+
+
+def step_runs_lanes(dev, mimo, N, S):
+    """Whether mamba3_step runs a lanes kernel: SISO, step_lanes, and its workgroup memory fits."""
+    return not mimo and step_lanes(dev) and lanes_fit(dev, N, S)
+
+
+def step_reads_raw(dev, mimo, N, S):
+    """Whether mamba3_step computes its head's scalars from in_proj's raw columns in one
+    buffer (mamba3_step_folded.wgsl), so the mixer lays them out there: the lanes step runs and
+    step_folds_prep allows it."""
+    return step_runs_lanes(dev, mimo, N, S) and step_folds_prep(dev, mimo)
 
 
 def step_folds_bc_norm(dev, mimo, N, S):

@@ -125,7 +125,7 @@ const LANES = 32u;
 const RPW = 8u;                                 // rows per pass of the 256 threads
 const MAXP = 8u;                                // passes a round (their rows' states in registers)
 const MAXJ = 4u;                                // states a lane holds per row a round
-const LANES_RED = 2048u;                        // MAXP * 256: the round's lane trees side by side
+const LANES_RED = MAXP * 256u;                  // the round's lane trees side by side (2048)
 var<workgroup> red: array<f32, LANES_RED>;      // ops/mamba3.lanes_fit counts it
 
 // The sums of a and c over threads 0..63 (the others pass 0), every thread gets both:

@@ -41,6 +41,12 @@ CASES = [  # nb, T, H, P, G, N, rope fraction, heavy tail, initial state, Cols v
     pytest.param(2, 5, 2, 6, 1, 10, 1.0, True, True, False, id="T5-G1-rf1-tensors"),
     pytest.param(2, 3, 2, 64, 1, 128, 0.5, False, True, True, id="real-head-N128-P64"),
 ]
+# more rows and states than the lanes step holds in registers a round (64 rows, 128 states:
+# lib/mamba3_step_common.wgsl's MAXP / MAXJ), for the lanes step on lavapipe and a real GPU
+LANES_ROUNDS_CASES = [
+    pytest.param(1, 2, 2, 70, 1, 160, 0.5, True, True, True, id="rounds-P70-N160"),
+    pytest.param(2, 2, 2, 66, 2, 136, 1.0, False, True, False, id="rounds-P66-N136-tensors"),
+]
 
 CODE = """
 import types

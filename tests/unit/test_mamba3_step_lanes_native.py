@@ -34,9 +34,7 @@ def test_kernel_suite_steps_with_lanes(forced, nb, T, H, P, G, N, rf, heavy, wit
     assert info["step_folded"] == cols
 
 
-@pytest.mark.parametrize("nb,T,H,P,G,N,rf,heavy,with_state,cols", [
-    pytest.param(1, 2, 2, 70, 1, 160, 0.5, True, True, True, id="rounds-P70-N160"),
-    pytest.param(2, 2, 2, 66, 2, 136, 1.0, False, True, False, id="rounds-P66-N136-tensors")])
+@pytest.mark.parametrize("nb,T,H,P,G,N,rf,heavy,with_state,cols", KM3.LANES_ROUNDS_CASES)
 def test_lanes_step_takes_its_rows_and_states_in_rounds(forced, nb, T, H, P, G, N, rf, heavy,
                                                          with_state, cols):
     """More than the 64 rows (8 passes) and 128 states a lane a round holds in registers: the

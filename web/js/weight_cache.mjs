@@ -24,10 +24,6 @@ let simulatedStored = 0;
 // sync access handle at a time, so a second open of the same URL (the page's plan of a model
 // racing its load) waits for the first instead of failing
 const busyUrls = new Map();
-// a promise while "Clear cached models" runs (a second clear joins it). Opens do not wait for
-// it: a plan holding one file while it opens the next would then wait for a clear that waits
-// for the plan. The clear retries instead where an open took a lock after its wait.
-let clearing = null;
 
 const opfsOk = () => !!(self.navigator && navigator.storage && navigator.storage.getDirectory &&
   self.FileSystemFileHandle && FileSystemFileHandle.prototype.createSyncAccessHandle);
@@ -132,10 +128,7 @@ async function open(url) {
   let resolve = null;
   const busy = new Promise((r) => { resolve = r; });
   busyUrls.set(url, busy);
-  let released = false;
-  const release = () => {       // once; and only this open's mark (a later open may hold the URL)
-    if (released) return;
-    released = true;
+  const release = () => {       // only this open's mark: a later open may hold the URL by then
     if (busyUrls.get(url) === busy) busyUrls.delete(url);
     resolve();
   };
@@ -269,33 +262,26 @@ async function usage() {
 }
 
 async function clear() {
-  if (!clearing) {
-    clearing = (async () => {
+  if (opfsOk()) {
+    const root = await navigator.storage.getDirectory();
+    // an entry open now (a plan of the list's model runs beside the page's buttons) holds its
+    // file's lock, and removing the folder would fail: let it finish first. Opens do not wait
+    // for the clear (a plan holding config.json while it opens the weights would then wait for
+    // a clear that waits for it): one that took a lock since makes the removal fail, and the
+    // clear waits again. A lock this Worker does not hold (another tab's) fails it in the
+    // browser's words.
+    for (;;) {
+      while (busyUrls.size) await Promise.all(busyUrls.values());
       try {
-        if (opfsOk()) {
-          const root = await navigator.storage.getDirectory();
-          // an entry open now (a plan of the list's model runs beside the page's buttons) holds
-          // its file's lock, and removing the folder would fail: let it finish first; an open
-          // that took a lock since makes the removal fail, and the clear waits again. A lock
-          // this Worker does not hold (another tab's) fails it with the browser's words.
-          for (;;) {
-            while (busyUrls.size) await Promise.all(busyUrls.values());
-            try {
-              await root.removeEntry(DIR, { recursive: true });
-              break;
-            } catch (e) {
-              if (e && e.name === "NotFoundError") break;
-              if (!(e && e.name === "NoModificationAllowedError" && busyUrls.size)) throw e;
-            }
-          }
-        }
-        simulatedStored = 0;
-      } finally {
-        clearing = null;
+        await root.removeEntry(DIR, { recursive: true });
+        break;
+      } catch (e) {
+        if (e && e.name === "NotFoundError") break;
+        if (!(e && e.name === "NoModificationAllowedError" && busyUrls.size)) throw e;
       }
-    })();
+    }
   }
-  await clearing;
+  simulatedStored = 0;
   return usage();
 }
 
