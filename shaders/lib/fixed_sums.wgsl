@@ -32,8 +32,7 @@ fn fx_digits(a: f32) -> array<f32, 5> {
 // words negated and propagated again, then the top 32 bits below the leading one converted
 // (within one f32 rounding of the exact sum) and scaled by their place.
 fn fx_value(w: array<i32, 6>) -> f32 {
-  // NaN built from a run-time value: a constant NaN is refused by Tint (Chrome's compiler)
-  if (w[FX_DIGITS] != 0) { return bitcast<f32>(0x7fc00000u | u32(w[FX_DIGITS])); }   // flagged
+  if (w[FX_DIGITS] != 0) { return bitcast<f32>(0x7fc00000u); }   // a flagged value: NaN
   var neg = false;
   var d: array<i32, 5>;
   var c = 0;
@@ -51,7 +50,7 @@ fn fx_value(w: array<i32, 6>) -> f32 {
       c = t >> 16u;
     }
   }
-  if (c != 0) { return bitcast<f32>(0x7fc00000u | u32(c)); }   // past 2^80: cannot happen unflagged
+  if (c != 0) { return bitcast<f32>(0x7fc00000u); }   // past 2^80: cannot happen unflagged
   var top = -1;
   for (var k = 0; k < i32(FX_DIGITS); k++) { if (d[k] != 0) { top = k; } }
   if (top < 0) { return 0.0; }
