@@ -8,7 +8,6 @@
 // subgroup-shuffle variant: selective_scan_step_sg.wgsl).
 const SUBGROUPS = false;
 fn shuffle_xor2(v: vec2<f32>, mask: u32) -> vec2<f32> { return v; }   // unused: SUBGROUPS off
-//#include "lib/scan_step_xproj_shares.wgsl"
 //#include "lib/selective_scan_step_body.wgsl"
 
 @compute @workgroup_size(128)

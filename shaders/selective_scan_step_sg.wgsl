@@ -5,7 +5,6 @@ enable subgroups;
 // subgroups). The kernel: lib/selective_scan_step_body.wgsl.
 const SUBGROUPS = true;
 fn shuffle_xor2(v: vec2<f32>, mask: u32) -> vec2<f32> { return subgroupShuffleXor(v, mask); }
-//#include "lib/scan_step_xproj_shares.wgsl"
 //#include "lib/selective_scan_step_body.wgsl"
 
 @compute @workgroup_size(128)

@@ -53,8 +53,7 @@ def decode_cases():
 def fold_cases():
     from pathlib import Path
     from tests.browser.decode_fold_cases import (check_fold, check_gated, check_mamba3_lanes,
-                                                 check_relu2, check_xproj,
-                                                 check_xproj_atomic)
+                                                 check_relu2, check_xproj)
     repo = Path(__file__).resolve().parents[1]
     for folder, fmt in ((repo / "tests" / "fixtures" / "models" / "mamba2-g1-tied", "f32"),
                         (repo / "models" / "default", "f32"), (repo / "models" / "default", "q4")):
@@ -65,8 +64,6 @@ def fold_cases():
             folder = repo / "tests" / "fixtures" / "models" / name
             yield f"decode x_proj folded {name} {fmt}", \
                 (lambda e, folder=folder, fmt=fmt: check_xproj(e, folder, fmt))
-            yield f"decode x_proj atomic sums {name} {fmt}", \
-                (lambda e, folder=folder, fmt=fmt: check_xproj_atomic(e, folder, fmt))
     hybrid = repo / "tests" / "fixtures" / "models" / "nemotronh-mamf-untied"
     yield "decode MLP relu2 folded nemotronh-mamf-untied f32", \
         (lambda e: check_relu2(e, hybrid, "f32"))

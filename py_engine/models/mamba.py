@@ -82,13 +82,9 @@ class ModelState:
         return [t for layer in self.layers if not getattr(layer, "APPEND_ONLY", False)
                 for t in layer.tensors()]
 
-    def scratch(self):
-        """The layers' scratch tensors (zero between steps; not in snapshots)."""
-        return [t for layer in self.layers for t in getattr(layer, "scratch", tuple)()]
-
     def reset(self):
         batch = self.device.batch()
-        for t in self.tensors() + self.scratch():
+        for t in self.tensors():
             ew.fill(batch, t, 0.0)
         batch.submit()
         position.set_positions(self.device, self.pos, 0)
@@ -166,7 +162,7 @@ class ModelState:
 
     def release(self):
         packed = [self.packed] if self.packed is not None else []
-        self.device.release_tensors(list(self.tensors()) + self.scratch() + [self.pos] + packed)
+        self.device.release_tensors(list(self.tensors()) + [self.pos] + packed)
 
 
 def _runs(kinds):

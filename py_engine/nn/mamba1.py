@@ -112,15 +112,14 @@ class Mamba1Mixer:
             # dt_proj) summing the shares in the next: three dispatches a layer
             fused = in_proj_conv_xproj_step(batch, h, [self.in_x, self.in_z], self.conv_w,
                                             self.conv_b, state.conv,
-                                            (self.x_dt, self.x_B, self.x_C), sums=state.xacc)
+                                            (self.x_dt, self.x_B, self.x_C))
             if fused is not None:
                 u, z, xpart = fused
                 y = scan_ops.selective_scan_step(batch, u, None, self.A_log, None, None,
                                                  state.ssm, D=self.D, z_t=z, dt_bias=self.dt_b,
                                                  norm_bc_eps=self.bc_eps, dt_w=self.dt_w,
                                                  xpart=xpart)
-                done = (u, z) if xpart[3] else (u, z, xpart[0])   # the state keeps its sums
-                for t in done:
+                for t in (u, z, xpart[0]):
                     t.release()
                 linear_accumulate(batch, y, self.out_w, residual, bias=self.out_b)
                 y.release()
@@ -163,26 +162,17 @@ class Mamba1Mixer:
 
 
 class LayerState:
-    """conv [Bsz, I, K] and ssm [Bsz, I, N] of one Mamba-1 layer, owned GPU tensors; and xacc,
-    scratch the decode step's folded x_proj adds its sums into (weight_format.xproj_atomic:
-    [xacc_words(Bsz, R + 2N)] i32, zero between steps -- the scan step zeroes it after reading),
-    not part of the state a snapshot keeps."""
+    """conv [Bsz, I, K] and ssm [Bsz, I, N] of one Mamba-1 layer, owned GPU tensors."""
 
     def __init__(self, device, cfg, Bsz=1, max_tokens=None):
-        from py_engine.ops.weight_format import xacc_words
         s = spec(cfg)
         I, K, N = s.I, s.K, s.N
         self.conv = Tensor(device, (Bsz, I, K))
         self.ssm = Tensor(device, (Bsz, I, N))
-        self.xacc = Tensor(device, (xacc_words(Bsz, s.R + 2 * N),), dtype="i32")
         self.tokens_seen = 0
 
     def tensors(self):
         return (self.conv, self.ssm)
-
-    def scratch(self):
-        """Tensors the state owns that hold nothing between steps (zeroed with the state)."""
-        return (self.xacc,)
 
 
 @register

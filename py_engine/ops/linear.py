@@ -323,19 +323,15 @@ def in_proj_conv_step(batch, x, weights, conv_index, conv_w, conv_b, conv_state)
     return outs
 
 
-def in_proj_conv_xproj_step(batch, x, weights, conv_w, conv_b, conv_state, xproj_w, sums=None):
+def in_proj_conv_xproj_step(batch, x, weights, conv_w, conv_b, conv_state, xproj_w):
     """Mamba-1's decode in_proj + conv step with x_proj folded in, or None where it does not
     apply: in_proj_conv_step's u and z, and instead of x_proj's dispatch (u @ x_proj^T ->
     dt_low, B, C) the conv block's workgroups' shares of it, summed by the scan step
     (selective_scan_step's xpart). xproj_w: x_proj's three row blocks (dt [R, I], B [S, I],
-    C [S, I]) in in_proj's format, no adapter. Returns (u, z, (shares [M, P, 4Q], P, Q,
-    False)) with Q = ceil((R + 2S) / 4). Taken by rule where the scan's sum of the shares is
-    short (weight_format.XPROJ_MAX_LOADS); `device.fuse_xproj` True / False (tests), else
-    MAMBAWEB_FUSE_XPROJ=1 / 0 (the bench's side by side), takes it wherever it fits / nowhere.
-    sums: the decode state's atomic sums (LayerState.xacc [xacc_words(M, R + 2S)], zero
-    between steps): where weight_format.xproj_atomic, the shares are added into them instead
-    and the result is (u, z, (sums, P, Q, True)), taken wherever the kernel fits (no
-    share-count rule: the scan reads R + 2S sums whatever P is)."""
+    C [S, I]) in in_proj's format, no adapter. Returns (u, z, (shares [M, P, 4Q], P, Q))
+    with Q = ceil((R + 2S) / 4). Taken by rule where the scan's sum of the shares is short
+    (weight_format.XPROJ_MAX_LOADS); `device.fuse_xproj` True / False (tests), else
+    MAMBAWEB_FUSE_XPROJ=1 / 0 (the bench's side by side), takes it wherever it fits / nowhere."""
     import os
     dev = batch.device
     M = rows_of(x)
@@ -353,18 +349,16 @@ def in_proj_conv_xproj_step(batch, x, weights, conv_w, conv_b, conv_state, xproj
     I, R, S = weights[0].shape[0], w_dt.shape[0], w_b.shape[0]
     O = R + 2 * S
     Ns = [w.shape[0] for w in weights]
-    atomic = (sums is not None and sums.numel == weight_format.xacc_words(M, O)
-              and weight_format.xproj_atomic(dev))
-    blk = weight_format.xproj_block(dev, fmt, K, Ns, M, O, rule=force is not True and not atomic)
+    blk = weight_format.xproj_block(dev, fmt, K, Ns, M, O, rule=force is not True)
     if blk is None or any(w.dtype != fmt or w.shape[1] != I for w in xproj_w):
         return None
     P = -(-I // blk)
     u, z = (out_like(dev, tuple(x.shape[:-1]) + (n,)) for n in Ns)
     Q = -(-O // 4)
-    out = sums if atomic else Tensor(dev, (M, P, 4 * Q))
+    shares = Tensor(dev, (M, P, 4 * Q))
     weight_format.matvec(batch, x, weights, [u, z], M, conv=(conv_w, conv_b, conv_state, 0),
-                         xproj=(w_dt, w_b, w_c, out, S, atomic))
-    return u, z, (out, P, Q, atomic)
+                         xproj=(w_dt, w_b, w_c, shares, S))
+    return u, z, (shares, P, Q)
 
 
 def _input_foldable(dev, x, w, flag):

@@ -353,28 +353,21 @@ def selective_scan_step(batch, u_t, delta_t, A_log, B_t, C_t, state, D=None, z_t
 
     dt_w [I, R] (f32): delta_t is then x_proj's low-rank dt [Bsz, R] and the kernel applies
     dt_proj itself (shaders/selective_scan_step.wgsl), saving a dispatch per layer.
-    xpart (shares [Bsz, P, 4Q], P, Q = ceil((R + 2N) / 4), False), with dt_w: x_proj's
-    outputs come as the previous dispatch's P shares per sequence
-    (ops.linear.in_proj_conv_xproj_step), which the kernel sums; delta_t, B_t and C_t are then
-    None. (sums, P, Q, True): as the atomic sums that dispatch added
-    (weight_format.xproj_atomic), which the kernel reads and zeroes again
-    (shaders/selective_scan_step_xacc.wgsl)."""
-    from py_engine.ops.weight_format import xacc_words
+    xpart (shares [Bsz, P, 4Q], P, Q = ceil((R + 2N) / 4)), with dt_w: x_proj's outputs come
+    as the previous dispatch's P shares per sequence (ops.linear.in_proj_conv_xproj_step),
+    which the kernel sums; delta_t, B_t and C_t are then None."""
     dev = batch.device
-    atomic = False
     if xpart is not None:
-        shares, P, Q, atomic = xpart
+        shares, P, Q = xpart
         nb = 1 if len(u_t.shape) == 1 else u_t.shape[0]
         R, N = (dt_w.shape[1] if dt_w is not None else 0), A_log.shape[1]
-        want = (xacc_words(nb, R + 2 * N),) if atomic else (nb, P, 4 * Q)
-        if dt_w is None or tuple(shares.shape) != want or -(-(R + 2 * N) // 4) != Q:
-            raise ValueError(f"xpart needs dt_w and {'sums' if atomic else 'shares'} "
-                             f"{list(want)}, got {list(shares.shape)}")
+        if dt_w is None or tuple(shares.shape) != (nb, P, 4 * Q) or -(-(R + 2 * N) // 4) != Q:
+            raise ValueError(f"xpart needs dt_w and shares [{nb}, {P}, {R + 2 * N}], got "
+                             f"{list(shares.shape)}")
         # the shares stand in for dt_low, B and C (the kernel reads none of these views: XPROJ)
-        flat = shares.view((1, shares.numel))
-        delta_t = Cols(flat, 0, R, (nb, R))
-        B_t = Cols(flat, R, N, (nb, N))
-        C_t = Cols(flat, R + N, N, (nb, N))
+        delta_t = Cols(shares, 0, R, (nb, R))
+        B_t = Cols(shares, R, N, (nb, N))
+        C_t = Cols(shares, R + N, N, (nb, N))
     if dt_w is not None:
         I, R = dt_w.shape
         if dt_w.dtype != "f32" or delta_t.shape[-1] != R:
@@ -386,9 +379,6 @@ def selective_scan_step(batch, u_t, delta_t, A_log, B_t, C_t, state, D=None, z_t
     flags = _flags(D, z_t, dt_bias, norm_bc_eps) | HAS_INIT | WRITE_FINAL
     views = {"u": view(u_t), "dl": view(delta_t), "b": view(B_t), "c": view(C_t), "y": view(y)}
     views["z"] = view(z_t) if z_t is not None else (dummy(dev), 0, 0)
-    if atomic:       # the sums are bound read-write at 14: none of them read-only as well
-        for k in ("dl", "b", "c"):
-            views[k] = (dummy(dev),) + tuple(views[k][1:])
     un = dev.uniform(_fields(spec, flags, 1, 1, norm_bc_eps or 0.0, views,
                              dt_rank=dt_w.shape[1] if dt_w is not None else 0))
     resources = [un, views["u"][0], views["dl"][0],
@@ -396,15 +386,12 @@ def selective_scan_step(batch, u_t, delta_t, A_log, B_t, C_t, state, D=None, z_t
                  views["b"][0], views["c"][0], D.binding if D is not None else dummy(dev),
                  views["z"][0], views["y"][0], state.binding]
     if dt_w is not None:
-        shader = "selective_scan_step_xacc" if atomic else "selective_scan_step"
-        shader += "_sg" if step_subgroups(dev) else ""
+        shader = "selective_scan_step_sg" if step_subgroups(dev) else "selective_scan_step"
         consts = {"NS": spec.N, "EARLY": int(step_loads_early(dev)),
                   "DT_TRIP8": int(step_trip8(dev))}
         extra = [None, None, dt_w.binding, dummy(dev)]
         if xpart is not None:
-            consts.update(XPROJ=1, XP_Q=xpart[2])
-            if not atomic:
-                consts["XP_P"] = xpart[1]
+            consts.update(XPROJ=1, XP_P=xpart[1], XP_Q=xpart[2])
             extra[3] = xpart[0].binding
         batch.run(shader, "selective_scan_step_dtproj", resources + extra, -(-spec.I // 8),
                   spec.nb, constants=consts)

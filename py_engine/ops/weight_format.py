@@ -367,30 +367,6 @@ XPROJ_MAX_LOADS = 32
 XPROJ_TPR = 16
 
 
-XACC_STORAGE_BUFFERS = 15   # matvec_forward_conv_xacc: matvec_forward_conv_xproj's 14 and the sums
-FX_WORDS = 6                # i32 words a sum (shaders/lib/fixed_sums.wgsl: 5 digits and a flag)
-
-
-def xproj_atomic(dev):
-    """Whether Mamba-1's folded x_proj adds its workgroups' shares into one sum per output
-    through integer atomics (matvec_forward_conv_xacc; shaders/lib/fixed_sums.wgsl: the same
-    sum in any order), read and zeroed again by the scan step, instead of writing P shares
-    per output for the scan step to sum: the scan then reads O sums whatever P is, so the fold
-    has no share-count rule (XPROJ_MAX_LOADS). Where the device binds its 15 storage buffers
-    and the decode state holds the sums (nn/mamba1.LayerState.xacc). `device.xproj_atomic`
-    (tests), else MAMBAWEB_XPROJ_ATOMIC = 1 | 0 (bench variants), else off."""
-    from py_engine.gpu.settings import choose
-    if dev.limits.get("maxStorageBuffersPerShaderStage", 8) < XACC_STORAGE_BUFFERS:
-        return False
-    return choose(dev, "xproj_atomic", "MAMBAWEB_XPROJ_ATOMIC", "1", "0", lambda: False)
-
-
-def xacc_words(M, O):
-    """i32 words of the atomic sums for M sequences of O x_proj outputs: a count word, three
-    unused (16-byte alignment), then [M, O, FX_WORDS]."""
-    return 4 + M * O * FX_WORDS
-
-
 def xproj_block(dev, fmt, K, Ns, M, O, rule=True):
     """The channels per workgroup (CB) of Mamba-1's in_proj + conv step with x_proj's shares
     folded in (lib/matvec_xproj.wgsl), or None where that kernel does not apply: a format
@@ -429,8 +405,7 @@ def matvec(batch, x, ws, ys, M, bias=None, accumulate=False, tpr=None, conv=None
     xproj (w_dt [R, I], w_B [S, I], w_C [S, I], shares [M, P, O4], S): with conv on block 0
     of two (Mamba-1), each workgroup of the conv block also writes its channels' share of
     x_proj's outputs (lib/matvec_xproj.wgsl; xproj_block says where it applies and P; O4 is
-    R + 2S rounded up to a multiple of 4). (w_dt, w_B, w_C, sums, S, True): the shares added
-    into sums [xacc_words(M, R + 2S)] instead, zero on entry (xproj_atomic)."""
+    R + 2S rounded up to a multiple of 4)."""
     from py_engine.ops.conv1d import rw_dummy
     dev = batch.device
     norm, eps = None, 0.0
@@ -481,30 +456,22 @@ def matvec(batch, x, ws, ys, M, bias=None, accumulate=False, tpr=None, conv=None
         batch.run(f"matvec_{fmt}", "matvec_forward_conv", res + conv_res, gx, gy, len(ws),
                   constants=consts)
         return
-    w_dt, w_b, w_c, shares, S = xproj[:5]
-    atomic = len(xproj) > 5 and xproj[5]
+    w_dt, w_b, w_c, shares, S = xproj
     I, R = Ns[0], w_dt.shape[0]
     blk = THREADS // tpr * rpt
     P = -(-I // blk)
-    want = xacc_words(M, R + 2 * S) if atomic else M * P * (-(-(R + 2 * S) // 4) * 4)
     if (len(ws) != 2 or cg != 0 or dconv != 4 or bias is not None
             or any(w.dtype != fmt or w.shape[1] != I for w in (w_dt, w_b, w_c))
             or w_b.shape[0] != S or w_c.shape[0] != S
             or xproj_block(dev, fmt, K, Ns[:2], M, R + 2 * S, rule=False) != blk
-            or shares.numel != want):
+            or shares.numel != M * P * (-(-(R + 2 * S) // 4) * 4)):
         raise ValueError(f"matvec xproj: x_proj pieces {[list(w.shape) for w in (w_dt, w_b, w_c)]} "
                          f"and shares {list(shares.shape)} do not fit in_proj's {I} channels "
                          f"in blocks of {blk}")
     # p.N2 carries R (the dt rows at W_2's binding; the grid's z stays 2, so no W_2 rows run)
     u = dev.uniform(params(M, Ns[0], K, flags, len(ws), Ns[1], R, float(eps)))
     res[0] = u
-    res[6] = w_dt.binding
-    if atomic:                            # the sums at binding 15; y2 (8) keeps its scratch (G = 2)
-        batch.run(f"matvec_{fmt}", "matvec_forward_conv_xacc",
-                  res + conv_res + [w_b.binding, w_c.binding, shares.binding], gx, gy, len(ws),
-                  constants=dict(consts, XN=S))
-        return
-    res[8] = shares.binding
+    res[6], res[8] = w_dt.binding, shares.binding
     batch.run(f"matvec_{fmt}", "matvec_forward_conv_xproj",
               res + conv_res + [w_b.binding, w_c.binding], gx, gy, len(ws),
               constants=dict(consts, XN=S))

@@ -15,15 +15,6 @@
 //   fn piece_raw(b: u32, i: u32) -> Raw     chunk i of x_proj block b (0 dt, 1 B, 2 C)
 //   fn raw_vals(q: Raw, v: u32) -> vec4<f32>   values 4v .. 4v + 3 of a chunk (v < CV)
 // Bindings: y2 (8) [M, P, O4] the shares, written here; the rest as matvec_forward_conv.
-//
-// The second entry point, matvec_forward_conv_xacc, adds the shares instead into one sum per
-// output through integer atomics (lib/fixed_sums.wgsl: the same sum in any order), so the scan
-// step reads O sums, not P * O shares, whatever P is: binding 15, [4 + M * O * FX_WORDS] i32
-// (word 0: the scan step's count of workgroups done reading, words 1 .. 3 unused), zero when
-// this dispatch starts -- the scan step that reads them zeroes them again
-// (lib/scan_step_xproj_sums.wgsl).
-//#include "lib/fixed_sums.wgsl"
-@group(0) @binding(15) var<storage, read_write> xacc: array<atomic<i32>>;
 override XN: u32 = 16u;                  // B's and C's rows (the SSM state size)
 var<workgroup> ush: array<vec4<f32>, 16>;   // u of the block: [MR, CB / 4] (MR * CB <= 64)
 
@@ -35,16 +26,19 @@ fn xproj_row_chunk(o: u32, c: u32) -> Raw {
   return piece_raw(2u, (o - R - XN) * rs + c);
 }
 
-// The workgroup's conv and z rows summed and stored, u kept in ush; false where the workgroup
-// holds z rows only (it has no share to add). Uniform per workgroup.
-fn conv_xproj_rows(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, sg: u32) -> bool {
+@compute @workgroup_size(THREADS)
+fn matvec_forward_conv_xproj(@builtin(workgroup_id) wid: vec3<u32>,
+                             @builtin(num_workgroups) nwg: vec3<u32>,
+                             @builtin(local_invocation_index) lid: u32,
+                             @builtin(subgroup_size) sg: u32) {
+  if (!has_rows(wid, nwg)) { return; }  // uniform per workgroup
   let cs = conv_sums(wid, nwg, lid, sg);
   let rs = cs.rs;
   let e = cs.e;
   let taps = cs.taps;
   // the z block stores as matvec_forward does (wid.z, not rs.g: the barrier below needs a test
   // WGSL's uniformity analysis sees as uniform, and rs also holds the thread's row and lane)
-  if (wid.z != CONV_G) { store_rows(rs, e); return false; }
+  if (wid.z != CONV_G) { store_rows(rs, e); return; }
   let T = THREADS / TPR;
   let CB = T * RPT;                      // the block's channels
   if (rs.lane == 0u) {                   // the conv (DCONV = 4: the host checks) and u kept
@@ -59,66 +53,23 @@ fn conv_xproj_rows(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, sg: u32) -> bool {
     }
   }
   workgroupBarrier();
-  return true;
-}
-
-// The block's share of x_proj output o for sequence m: its CB channels of u against row o.
-fn xproj_share(wid: vec3<u32>, nwg: vec3<u32>, o: u32, m: u32) -> f32 {
-  let CB = THREADS / TPR * RPT;
-  let nc = CB / (4u * CV);               // chunks of each x_proj row in the block
-  let c0 = first_row(wid, nwg) / (4u * CV);
-  var acc = 0.0;
-  for (var c = 0u; c < nc; c++) {
-    let q = xproj_row_chunk(o, min(c0 + c, p.N / (4u * CV) - 1u));
-    for (var v = 0u; v < CV; v++) {
-      let ui = (m * CB) / 4u + c * CV + v;
-      if (c0 + c < p.N / (4u * CV)) { acc += dot(raw_vals(q, v), ush[ui]); }
-    }
-  }
-  return acc;
-}
-
-@compute @workgroup_size(THREADS)
-fn matvec_forward_conv_xproj(@builtin(workgroup_id) wid: vec3<u32>,
-                             @builtin(num_workgroups) nwg: vec3<u32>,
-                             @builtin(local_invocation_index) lid: u32,
-                             @builtin(subgroup_size) sg: u32) {
-  if (!has_rows(wid, nwg)) { return; }  // uniform per workgroup
-  if (!conv_xproj_rows(wid, nwg, lid, sg)) { return; }
-  let CB = THREADS / TPR * RPT;
   let wg = first_row(wid, nwg) / CB;
   let P = (p.N + CB - 1u) / CB;
   let O = p.N2 + 2u * XN;
   let O4 = (O + 3u) / 4u * 4u;
-  for (var o = lid; o < O; o += THREADS) {
-    for (var m = 0u; m < MR; m++) { y2[(m * P + wg) * O4 + o] = xproj_share(wid, nwg, o, m); }
-  }
-}
-
-// The shares added into the sums at binding 15 (their digits; a share past FX_LIMIT or not
-// finite sets the sum's flag word). Digits that are 0 are not added: most of a share's five.
-@compute @workgroup_size(THREADS)
-fn matvec_forward_conv_xacc(@builtin(workgroup_id) wid: vec3<u32>,
-                            @builtin(num_workgroups) nwg: vec3<u32>,
-                            @builtin(local_invocation_index) lid: u32,
-                            @builtin(subgroup_size) sg: u32) {
-  if (!has_rows(wid, nwg)) { return; }  // uniform per workgroup
-  if (!conv_xproj_rows(wid, nwg, lid, sg)) { return; }
-  let O = p.N2 + 2u * XN;
+  let nc = CB / (4u * CV);               // chunks of each x_proj row in the block
+  let c0 = first_row(wid, nwg) / (4u * CV);
   for (var o = lid; o < O; o += THREADS) {
     for (var m = 0u; m < MR; m++) {
-      let v = xproj_share(wid, nwg, o, m);
-      let base = 4u + (m * O + o) * FX_WORDS;
-      let a = abs(v);
-      if (!(a < FX_LIMIT)) {             // NaN, an infinity or too large: flag the sum
-        atomicOr(&xacc[base + FX_DIGITS], 1);
-        continue;
+      var acc = 0.0;
+      for (var c = 0u; c < nc; c++) {
+        let q = xproj_row_chunk(o, min(c0 + c, p.N / (4u * CV) - 1u));
+        for (var v = 0u; v < CV; v++) {
+          let ui = (m * CB) / 4u + c * CV + v;
+          if (c0 + c < p.N / (4u * CV)) { acc += dot(raw_vals(q, v), ush[ui]); }
+        }
       }
-      let s = select(1, -1, v < 0.0);
-      let d = fx_digits(a);
-      for (var k = 0u; k < FX_DIGITS; k++) {
-        if (d[k] != 0.0) { atomicAdd(&xacc[base + k], s * i32(d[k])); }
-      }
+      y2[(m * P + wg) * O4 + o] = acc;
     }
   }
 }

@@ -49,14 +49,51 @@ fn reduce_lanes(lid: u32, lane: u32, sg: u32) {
 }
 
 // x_proj folded into the previous dispatch (a pipeline constant; py_engine/ops/linear.py,
-// in_proj_conv_xproj_step): dt_low [R], B [NS] and C [NS] (O = R + 2 NS, Q = ceil(O / 4)
-// vec4s) come from there, and every workgroup here puts them together for its sequence into
-// xo first (fn xproj_sum, defined by the including file: lib/scan_step_xproj_shares.wgsl sums
-// the workgroups' shares, lib/scan_step_xproj_sums.wgsl reads their atomic sums), reading
-// dt_low, B and C there instead of bindings 2, 5 and 6.
+// in_proj_conv_xproj_step): that dispatch's workgroups left P shares of x_proj's outputs
+// (dt_low [R], B [NS], C [NS]: O = R + 2 NS, Q = ceil(O / 4) vec4s) per sequence, each over its
+// block of channels (lib/matvec_xproj.wgsl); every workgroup here sums them for its sequence
+// into workgroup memory first, and reads dt_low, B and C there instead of bindings 2, 5 and 6.
 override XPROJ: bool = false;
+override XP_P: u32 = 1u;                 // shares per sequence
 override XP_Q: u32 = 1u;                 // x_proj's outputs / 4, rounded up (O <= 512)
+@group(0) @binding(14) var<storage, read> xpart: array<vec4<f32>>;   // shares [Bsz, P, Q]
 var<workgroup> xo: array<vec4<f32>, 128>;       // the sequence's x_proj outputs [Q]
+var<workgroup> xsplit: array<vec4<f32>, 128>;   // split s of vec4 q at [s * Q + q]
+
+// xo = the sum of sequence b's shares. Thread lid sums vec4 q = lid % Q of shares s, s + S,
+// s + 2S, ... (s = lid / Q, S = 128 / Q splits), eight loads issued before any is added (one
+// memory wait per eight shares), then thread q adds the S splits in order. Uniform control flow.
+fn xproj_sum(lid: u32, b: u32) {
+  let S = 128u / XP_Q;
+  let q = lid % XP_Q;
+  let s = lid / XP_Q;
+  var acc = vec4<f32>(0.0);
+  if (s < S) {
+    let base = b * XP_P * XP_Q + q;
+    var k = s;
+    for (; k + 7u * S < XP_P; k += 8u * S) {
+      let v0 = xpart[base + k * XP_Q];
+      let v1 = xpart[base + (k + S) * XP_Q];
+      let v2 = xpart[base + (k + 2u * S) * XP_Q];
+      let v3 = xpart[base + (k + 3u * S) * XP_Q];
+      let v4 = xpart[base + (k + 4u * S) * XP_Q];
+      let v5 = xpart[base + (k + 5u * S) * XP_Q];
+      let v6 = xpart[base + (k + 6u * S) * XP_Q];
+      let v7 = xpart[base + (k + 7u * S) * XP_Q];
+      acc += v0; acc += v1; acc += v2; acc += v3;
+      acc += v4; acc += v5; acc += v6; acc += v7;
+    }
+    for (; k < XP_P; k += S) { acc += xpart[base + k * XP_Q]; }
+  }
+  xsplit[lid] = acc;
+  workgroupBarrier();
+  if (lid < XP_Q) {
+    var t = xsplit[lid];
+    for (var j = 1u; j < S; j++) { t += xsplit[j * XP_Q + lid]; }
+    xo[lid] = t;
+  }
+  workgroupBarrier();
+}
 
 fn xo_at(k: u32) -> f32 { return xo[k / 4u][k % 4u]; }
 

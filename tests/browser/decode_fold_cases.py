@@ -1,7 +1,7 @@
 """Decode with an op folded into the next mat-vec's input (shaders/lib/matvec_rows.wgsl) against
 the separate dispatches: Mamba-2's gated RMSNorm and Mamba-3's gate into out_proj (GATED,
 device.fuse_gated_norm) and NemotronH's MLP relu^2 into down_proj (RELU2, device.fuse_mlp_act), and Mamba-1's x_proj into in_proj + conv step's store (lib/matvec_xproj.wgsl,
-device.fuse_xproj; its shares as atomic sums, device.xproj_atomic). Shared by
+device.fuse_xproj). Shared by
 tests/unit/test_gated_norm_fold_native.py (lavapipe, the real-GPU kernels forced) and
 tools/device_checks.py (a real GPU)."""
 import numpy as np
@@ -86,74 +86,6 @@ def check_xproj(engine, folder, fmt, stage=None, ids=IDS):
     cfg = json.loads((Path(folder) / "config.json").read_text())
     fewer = 0 if cfg.get("use_bias", False) else cfg["num_hidden_layers"]
     return check_fold(engine, folder, fmt, "fuse_xproj", fewer, stage, ids, reset=None)
-
-
-SUMS_RUN = """
-import struct
-from py_engine.io.hf_loader import load_model_local
-from py_engine.ops import weight_format as wf
-m = await load_model_local(device, args['folder'], weights_format='f32')
-device.force_matvec = True
-device.fuse_xproj = True
-out = {}
-try:
-    st = m.new_state()
-    out['logits'] = await m.step_logits(args['ids'], st)
-    out['sums'] = [await l.xacc.to_bytes() for l in st.layers]   # after the last step
-    st.release()
-    # sums the in_proj finds nonzero: the scan reads them (so the step's logits change)
-    st = m.new_state()
-    words = st.layers[0].xacc.numel
-    digits = [1 << 14] * (wf.FX_WORDS - 1) + [0]            # flag words left clear
-    junk = struct.pack(f'<{words}i', *([0, 0, 0, 0] + digits * ((words - 4) // wf.FX_WORDS)))
-    device.write(st.layers[0].xacc.buffer, junk, st.layers[0].xacc.offset)
-    out['junk'] = await m.step_logits(args['ids'][:1], st)
-    st.release()
-    # a flagged sum (the flag word of layer 0's first output): NaN logits
-    st = m.new_state()
-    flag = struct.pack('<i', 1)
-    device.write(st.layers[0].xacc.buffer, flag, st.layers[0].xacc.offset + 4 * (4 + wf.FX_WORDS - 1))
-    out['flagged'] = await m.step_logits(args['ids'][:1], st)
-    st.release()
-finally:
-    device.force_matvec = False
-    device.fuse_xproj = None
-m.release()
-result = out
-"""
-
-
-def check_xproj_sums(engine, folder):
-    """With the fold's shares added into atomic sums (device.xproj_atomic set by the caller):
-    every layer's sums zero after each step (the scan step zeroed them for the next token),
-    sums left nonzero before a step change its logits (the kernel reads them), a flagged sum
-    gives NaN logits."""
-    from pathlib import Path
-    ids = np.load(Path(folder) / "expected.npz")["prompt_ids"].tolist()
-    r = engine.run(SUMS_RUN, folder=str(folder), ids=ids)
-    for layer in r["sums"]:
-        assert not np.frombuffer(layer, np.int32).any()
-    junk = np.frombuffer(r["junk"], np.float32)
-    first = np.frombuffer(r["logits"], np.float32)[:len(junk)]
-    assert np.isfinite(junk).all() and np.abs(junk - first).max() > 1e-3
-    assert np.isnan(np.frombuffer(r["flagged"], np.float32)).all()
-    return r
-
-
-def check_xproj_atomic(engine, folder, fmt):
-    """check_xproj and check_xproj_sums with the shares added into atomic sums (for a device
-    check: refused by name where the device binds fewer than the 15 storage buffers)."""
-    n = engine.run("result = device.limits.get('maxStorageBuffersPerShaderStage', 8)")
-    if n < 15:
-        raise RuntimeError(f"this device binds {n} storage buffers a stage; the atomic sums' "
-                           "in_proj needs 15")
-    engine.run("device.xproj_atomic = True")
-    try:
-        check_xproj(engine, folder, fmt)
-        if fmt == "f32":
-            check_xproj_sums(engine, folder)
-    finally:
-        engine.run("device.xproj_atomic = None")
 
 
 def check_mamba3_lanes(engine, folder, ids=(1, 5, 9, 2, 7, 3)):

@@ -300,9 +300,6 @@ def _record_matvec(batch):
         wf.matvec(batch, t(1, 32), [q, q], [t(1, 16), t(1, 16)], 1,
                   conv=(t(16, 4), t(16), t(1, 16, 4), 0),
                   xproj=(n(2, 16), n(4, 16), n(4, 16), t(1, -(-16 // cb), 12), 4))
-        wf.matvec(batch, t(1, 32), [q, q], [t(1, 16), t(1, 16)], 1,     # as atomic sums
-                  conv=(t(16, 4), t(16), t(1, 16, 4), 0),
-                  xproj=(n(2, 16), n(4, 16), n(4, 16), t(wf.xacc_words(1, 10)), 4, True))
     # the tiled GEMM of real GPUs: 128x128 (16-byte-staged where K % 16 == 0, else scalar) and
     # 64x64 blocks, and split-K with its reduce
     linear.linear_forward(batch, t(80, 32), t(70, 32))

@@ -9,7 +9,7 @@ the x_proj dispatch."""
 import numpy as np
 import pytest
 
-from tests.browser.decode_fold_cases import RUN, check_xproj, check_xproj_sums
+from tests.browser.decode_fold_cases import RUN, check_xproj
 from tests.conftest import REPO
 from tests.native_support import engine, native as pytestmark  # noqa: F401
 
@@ -101,50 +101,3 @@ def test_the_folded_in_proj_takes_16_threads_a_row(monkeypatch):
     monkeypatch.setenv("MAMBAWEB_MATVEC_PLAN", "1536x768=0/32/-")
     assert wf.xproj_block(dev, "f16", 768, [1536, 1536], 1, 80) == 8
 
-
-
-@pytest.fixture
-def atomic(engine):
-    """The fold's shares added into atomic sums (weight_format.xproj_atomic) for one test."""
-    if engine.device.limits.get("maxStorageBuffersPerShaderStage", 8) < 15:
-        pytest.skip("this adapter binds fewer than 15 storage buffers per stage")
-    engine.run("device.xproj_atomic = True")
-    try:
-        yield engine
-    finally:
-        engine.run("device.xproj_atomic = None")
-
-
-@pytest.mark.parametrize("fmt", ["f32", "f16", "bf16"])
-@pytest.mark.parametrize("name", ["mamba-d40-tied", "falcon-d40-untied"])
-def test_atomic_sums_equal_the_separate_dispatch(atomic, name, fmt):
-    check_xproj(atomic, FIX / name, fmt)
-
-
-def test_atomic_sums_step_matches_transformers(atomic):
-    for name in ("mamba-d40-tied", "falcon-d40-untied"):
-        folder = FIX / name
-        exp = np.load(folder / "expected.npz")
-        ids = exp["prompt_ids"].tolist()
-        r = atomic.run(RUN, folder=str(folder), fmt="f32", ids=ids, stage=None,
-                       flag="fuse_xproj")
-        got = np.frombuffer(r["fold"], np.float32).reshape(len(ids), -1)
-        assert np.abs(got - exp["logits"].reshape(len(ids), -1)).max() <= 1e-4, name
-
-
-def test_atomic_sums_are_read_then_zeroed_for_the_next_token(atomic):
-    """After every step the state's sums are zero again (the scan step's last workgroup zeroed
-    them: the next token adds into zeros); sums left nonzero change the step's logits (the
-    kernel reads them); a flagged sum gives NaN."""
-    check_xproj_sums(atomic, FIX / "mamba-d40-tied")
-
-
-def test_atomic_sums_with_the_subgroup_scan_step(atomic):
-    """The scan step's subgroup-shuffle file (selective_scan_step_xacc_sg.wgsl, a real GPU's
-    default) reads the sums as the plain one does."""
-    atomic.run("device.scan_step_sg = True")
-    try:
-        check_xproj(atomic, FIX / "mamba-d40-tied", "f32")
-        check_xproj_sums(atomic, FIX / "mamba-d40-tied")
-    finally:
-        atomic.run("device.scan_step_sg = None")
