@@ -100,23 +100,7 @@ fn mamba3_prep(@builtin(global_invocation_id) gid: vec3<u32>,
   else { pre[k] = Dv[e - 2u * HN]; }
 }
 
-// (k, q) of dim n of rank rk at token row `row`, head h (group g): bias added, then the rotation by
-// phi_i = sh[phb + i] of pair (2i, 2i+1) (SISO) or (i, i + N/2) (MIMO), i < S; other dims pass through.
-fn kq_rotated(row: u32, h: u32, g: u32, rk: u32, n: u32, phb: u32) -> vec2<f32> {
-  let N = p.N;
-  let RN = p.R * N;
-  let bo = p.b_off + row * p.b_str + (rk * p.G + g) * N;
-  let co = p.c_off + row * p.c_str + (rk * p.G + g) * N;
-  let bb = p.par + (h * p.R + rk) * N;
-  let cb = p.par + p.H * RN + (h * p.R + rk) * N;
-  let kb = Bn[bo + n] + pre[bb + n];
-  let qb = Cn[co + n] + pre[cb + n];
-  let q = pair_of(n, N);
-  if (!q.rot) { return vec2<f32>(kb, qb); }
-  let kp = Bn[bo + q.m] + pre[bb + q.m];
-  let qp = Cn[co + q.m] + pre[cb + q.m];
-  return rotated(kb, qb, kp, qp, sin_cos(sh[phb + q.i]), q.first);
-}
+// kq_rotated(row, h, g, rk, n, phb): lib/mamba3_chunk_common.wgsl (included below)
 
 // k_r (into sh[ko + r*N + n]) and q_r (into sh[2RN + r*N + n]) of token row r for e = r*N + n over
 // lid, lid + WG ..; the angles at sh[3RN ..].
@@ -238,17 +222,8 @@ fn mamba3_scan(@builtin(workgroup_id) wid: vec3<u32>,
 // (threads over p, each streaming its state row once). Workgroup memory (host-set WS): k [L][R][N] |
 // q [L][R][N] | M [L R][L R] | phi [L][S] | cp, sc, wl (= dec(L-1, s) sc_s), sh [L] | k_prev [R][N].
 
-const MAX_L = 32u;
-const MAX_LR = 32u;
-override CHUNK: u32 = 8u;
-override RANK: u32 = 1u;   // = p.R, as a constant so the rank loops of the hot loop unroll (SISO: 1)
-
-fn CK() -> u32 { return 0u; }
-fn CQ() -> u32 { return CHUNK * RANK * p.N; }
-fn CM() -> u32 { return 2u * CHUNK * RANK * p.N; }
-fn CPH() -> u32 { return CM() + CHUNK * RANK * CHUNK * RANK; }
-fn CS() -> u32 { return CPH() + CHUNK * p.S; }
-fn CKP() -> u32 { return CS() + 4u * CHUNK; }
+// The chunk tiles' layout and phases (2) to (4), shared with mamba3_chunked.wgsl:
+//#include "lib/mamba3_chunk_common.wgsl"
 
 @compute @workgroup_size(WG)
 fn mamba3_chunk_scan(@builtin(workgroup_id) wid: vec3<u32>,
@@ -298,53 +273,10 @@ fn mamba3_chunk_scan(@builtin(workgroup_id) wid: vec3<u32>,
       if (Lc < L) { sh[CPH() + (L - 1u) * S + i] = ph; }   // the carried angle of a short last chunk
     }
     workgroupBarrier();
-    // (2) k_{t,r}, q_{t,r} rotated, (t, r, n) over threads
-    for (var e = lid; e < Lc * RN; e += WG) {
-      let t = e / RN;
-      let kq = kq_rotated(b * p.T + t0 + t, h, g, (e % RN) / N, e % N, CPH() + t * S);
-      sh[CK() + e] = kq.x;
-      sh[CQ() + e] = kq.y;
-    }
-    // (3) thread 0: cp, sc, wl, sh of the chunk (fixed order)
-    if (lid == 0u) {
-      var cpv = 1.0;
-      for (var t = 0u; t < Lc; t++) {
-        let row = (b * p.T + t0 + t) * p.pw;
-        cpv *= pre[row + p.H + h];
-        sh[CS() + t] = cpv;
-        var shn = 0.0;
-        if (t + 1u < Lc) {
-          let rn = row + p.pw;
-          shn = pre[rn + h] - pre[rn + 3u * p.H + h];
-        }
-        sh[CS() + L + t] = pre[row + 3u * p.H + h] + shn;
-        sh[CS() + 3u * L + t] = shn;
-      }
-      var dec = 1.0;                  // dec(Lc-1, s), s from the end
-      for (var k = 0u; k < Lc; k++) {
-        let s = Lc - 1u - k;
-        sh[CS() + 2u * L + s] = dec * sh[CS() + L + s];
-        dec *= pre[(b * p.T + t0 + s) * p.pw + p.H + h];
-      }
-    }
+    chunk_rotate(b, h, g, t0, Lc, lid);        // (2)
+    chunk_scalars(b, h, t0, Lc, lid);          // (3)
     workgroupBarrier();
-    // (4) M[(t,u), (s,r)], s <= t (rows / columns (token, rank): i = t R + u, j = s R + r)
-    for (var e = lid; e < LcR * LcR; e += WG) {
-      let i = e / LcR;
-      let j = e % LcR;
-      let t = i / R;
-      let s = j / R;
-      var m = 0.0;
-      if (s <= t) {
-        var dot = 0.0;
-        for (var n = 0u; n < N; n++) { dot += sh[CQ() + i * N + n] * sh[CK() + j * N + n]; }
-        var dec = 1.0;
-        for (var r = s + 1u; r <= t; r++) { dec *= pre[(b * p.T + t0 + r) * p.pw + p.H + h]; }
-        m = dot * dec * sh[CS() + L + s];
-        if (s == t) { m -= dot * sh[CS() + 3u * L + t]; }
-      }
-      sh[CM() + i * LR + j] = m;
-    }
+    chunk_m(b, h, t0, Lc, lid);                // (4)
     workgroupBarrier();
     // (5) threads over p: y of the chunk's tokens and ranks, and the state S' (row p streamed once)
     let r0 = b * p.T + t0;

@@ -1,0 +1,102 @@
+// Mamba-3's chunked scan: the workgroup-memory layout of a chunk's tiles and the phases that
+// depend only on the chunk's own tokens (and their angles phi, already in the tiles), shared by
+// mamba3_forward.wgsl (mamba3_chunk_scan: one workgroup walks a head's chunks in order) and
+// mamba3_chunked.wgsl (the chunks of a head side by side). The includer declares p: Params, pre,
+// Bn, Cn and sh: array<f32, WS>, and includes lib/mamba3_params.wgsl (kq_rotated's pieces).
+// Tiles (floats of sh, L = CHUNK tokens of R = RANK ranks): k [L R, N] at CK | q [L R, N] at CQ |
+// M [L R, L R] at CM | phi [L, S] at CPH | 4 scalar rows [L] at CS (cp, wl, dw, shn: phase 3) |
+// k_prev [R, N] at CKP.
+const MAX_L = 32u;
+const MAX_LR = 32u;
+override CHUNK: u32 = 8u;
+override RANK: u32 = 1u;   // = p.R, as a constant so the rank loops of the hot loop unroll (SISO: 1)
+
+fn CK() -> u32 { return 0u; }
+fn CQ() -> u32 { return CHUNK * RANK * p.N; }
+fn CM() -> u32 { return 2u * CHUNK * RANK * p.N; }
+fn CPH() -> u32 { return CM() + CHUNK * RANK * CHUNK * RANK; }
+fn CS() -> u32 { return CPH() + CHUNK * p.S; }
+fn CKP() -> u32 { return CS() + 4u * CHUNK; }
+
+
+// (k, q) of dim n of rank rk at token row `row`, head h (group g): bias added, then the rotation by
+// phi_i = sh[phb + i] of pair (2i, 2i+1) (SISO) or (i, i + N/2) (MIMO), i < S; other dims pass through.
+fn kq_rotated(row: u32, h: u32, g: u32, rk: u32, n: u32, phb: u32) -> vec2<f32> {
+  let N = p.N;
+  let RN = p.R * N;
+  let bo = p.b_off + row * p.b_str + (rk * p.G + g) * N;
+  let co = p.c_off + row * p.c_str + (rk * p.G + g) * N;
+  let bb = p.par + (h * p.R + rk) * N;
+  let cb = p.par + p.H * RN + (h * p.R + rk) * N;
+  let kb = Bn[bo + n] + pre[bb + n];
+  let qb = Cn[co + n] + pre[cb + n];
+  let q = pair_of(n, N);
+  if (!q.rot) { return vec2<f32>(kb, qb); }
+  let kp = Bn[bo + q.m] + pre[bb + q.m];
+  let qp = Cn[co + q.m] + pre[cb + q.m];
+  return rotated(kb, qb, kp, qp, sin_cos(sh[phb + q.i]), q.first);
+}
+
+// (2) k_{t,r}, q_{t,r} of the chunk's Lc tokens from t0 rotated into the k and q tiles, (t, r, n)
+// over threads; phi of token t at sh[CPH + t S ..].
+fn chunk_rotate(b: u32, h: u32, g: u32, t0: u32, Lc: u32, lid: u32) {
+  let RN = RANK * p.N;
+  for (var e = lid; e < Lc * RN; e += WG) {
+    let t = e / RN;
+    let kq = kq_rotated(b * p.T + t0 + t, h, g, (e % RN) / p.N, e % p.N, CPH() + t * p.S);
+    sh[CK() + e] = kq.x;
+    sh[CQ() + e] = kq.y;
+  }
+}
+
+// (3) thread 0: the chunk's scalar rows (fixed order): cp_t = prod_{u <= t} alpha_u, wl_t =
+// gamma_t + shn_t, dw_t = wl_t prod_{u > t} alpha_u (token t's weight in the chunk's final
+// state), shn_t = (DT - gamma)_{t+1} (0 for the chunk's last token).
+fn chunk_scalars(b: u32, h: u32, t0: u32, Lc: u32, lid: u32) {
+  if (lid != 0u) { return; }
+  let L = CHUNK;
+  var cpv = 1.0;
+  for (var t = 0u; t < Lc; t++) {
+    let row = (b * p.T + t0 + t) * p.pw;
+    cpv *= pre[row + p.H + h];
+    sh[CS() + t] = cpv;
+    var shn = 0.0;
+    if (t + 1u < Lc) {
+      let rn = row + p.pw;
+      shn = pre[rn + h] - pre[rn + 3u * p.H + h];
+    }
+    sh[CS() + L + t] = pre[row + 3u * p.H + h] + shn;
+    sh[CS() + 3u * L + t] = shn;
+  }
+  var dec = 1.0;                  // dec(Lc-1, s), s from the end
+  for (var k = 0u; k < Lc; k++) {
+    let s = Lc - 1u - k;
+    sh[CS() + 2u * L + s] = dec * sh[CS() + L + s];
+    dec *= pre[(b * p.T + t0 + s) * p.pw + p.H + h];
+  }
+}
+
+// (4) M[(t,u), (s,r)], s <= t (rows / columns (token, rank): i = t R + u, j = s R + r)
+fn chunk_m(b: u32, h: u32, t0: u32, Lc: u32, lid: u32) {
+  let R = RANK;
+  let N = p.N;
+  let L = CHUNK;
+  let LR = L * R;
+  let LcR = Lc * R;
+  for (var e = lid; e < LcR * LcR; e += WG) {
+    let i = e / LcR;
+    let j = e % LcR;
+    let t = i / R;
+    let s = j / R;
+    var m = 0.0;
+    if (s <= t) {
+      var dot = 0.0;
+      for (var n = 0u; n < N; n++) { dot += sh[CQ() + i * N + n] * sh[CK() + j * N + n]; }
+      var dec = 1.0;
+      for (var r = s + 1u; r <= t; r++) { dec *= pre[(b * p.T + t0 + r) * p.pw + p.H + h]; }
+      m = dot * dec * sh[CS() + L + s];
+      if (s == t) { m -= dot * sh[CS() + 3u * L + t]; }
+    }
+    sh[CM() + i * LR + j] = m;
+  }
+}
