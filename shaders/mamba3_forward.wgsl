@@ -113,11 +113,7 @@ fn rotate_kq(row: u32, h: u32, g: u32, ko: u32, lid: u32) {
   }
 }
 
-// The MIMO up-projection weight mimo_x[h, r, pp] (1 for SISO)
-fn mx(h: u32, r: u32, pp: u32) -> f32 {
-  if (!has(MIMO)) { return 1.0; }
-  return pre[p.par + 2u * p.H * p.R * p.N + p.H + (h * p.R + r) * p.P + pp];
-}
+// mx(h, r, pp), the MIMO up-projection weight: lib/mamba3_chunk_common.wgsl
 
 @compute @workgroup_size(WG)
 fn mamba3_scan(@builtin(workgroup_id) wid: vec3<u32>,

@@ -61,6 +61,7 @@ HAS_INIT, HEAVY, MIMO = 1, 2, 4
 MAX_RANK = 8               # the shaders' per-thread accumulator arrays
 WG = 64                    # threads per workgroup (the shaders' WG)
 FWD, STEP, STEP_FOLDED = "mamba3_forward", "mamba3_step", "mamba3_step_folded"
+CHUNKED = "mamba3_chunked"   # the chunks side by side (path "parallel")
 STATE_NAMES = ("angle", "ssm", "k", "v")
 
 
@@ -267,9 +268,11 @@ def mamba3_forward(batch, x, Bn, Cn, dd_dt, dd_A, trap, angles, *, dt_bias, B_bi
     """-> (y [Bsz, T, R*H*P], saved: Mamba3Saved or None). state: None (zeros, final state
     dropped) or an object with tensors angle/ssm/k/v, read as the initial state and overwritten
     with the final one. mimo_x: None (SISO) or the [H, R, P] MIMO up-projection. path: None
-    (chunked for T >= CHUNK_MIN_T where a chunk fits, else serial), "serial" or "chunked".
-    1 + W dispatches (+ a copy of mimo_x with MIMO): prep, then the scan once per token window
-    (W = 1 unless T is long: ops/mamba3_windows.py; the states carry from window to window)."""
+    (chunked for T >= CHUNK_MIN_T where a chunk fits, else serial), "serial", "chunked" or
+    "parallel". 1 + W dispatches (+ a copy of mimo_x with MIMO): prep, then the scan once per
+    token window (W = 1 unless T is long: ops/mamba3_windows.py; the states carry from window to
+    window). "parallel": the chunked form with a head's chunks side by side (_forward_parallel:
+    4 dispatches a window), what None picks for "chunked" where chunks_side_by_side."""
     dev = batch.device
     s = _Spec(x, Bn, Cn, dd_dt, dd_A, trap, angles, dt_bias, B_bias, C_bias, D, n_heads,
               n_groups, S, step=False, mimo_x=mimo_x)
@@ -285,7 +288,8 @@ def mamba3_forward(batch, x, Bn, Cn, dd_dt, dd_A, trap, angles, *, dt_bias, B_bi
                          heavy_tail, HAS_INIT if state is not None else 0, xv, bv, cv, yv, mimo_x)
     L = forward_chunk_len(dev, s.N, s.S, s.R)
     if path is None:
-        path = "chunked" if L and s.T >= CHUNK_MIN_T else "serial"
+        path = ("serial" if not L or s.T < CHUNK_MIN_T
+                else "parallel" if chunks_side_by_side(dev) else "chunked")
     if path == "chunked":
         if not L:
             raise ValueError(f"the chunked Mamba-3 scan needs a 2-token chunk of rank {s.R} to fit "
@@ -295,6 +299,12 @@ def mamba3_forward(batch, x, Bn, Cn, dd_dt, dd_A, trap, angles, *, dt_bias, B_bi
             batch.run(FWD, "mamba3_chunk_scan",
                       _scan_resources(uniform(t0, tn), pre, xv, bv, cv, yv, st), s.H, s.nb,
                       constants={"WS": _chunk_ws(L, s.N, s.S, s.R), "CHUNK": L, "RANK": s.R})
+    elif path == "parallel":
+        if not L:
+            raise ValueError(f"the chunked Mamba-3 scan needs a 2-token chunk of rank {s.R} to fit "
+                             f"workgroup memory, and d_state {s.N} is too large for it; use "
+                             "path='serial'")
+        _forward_parallel(batch, s, L, uniform, pre, x, xv, bv, cv, yv, st)
     elif path == "serial":
         for t0, tn in windows(s.T, serial_passes_per_token(s.N, s.P, s.S, s.R)):
             batch.run(FWD, "mamba3_scan",
@@ -309,6 +319,63 @@ def mamba3_forward(batch, x, Bn, Cn, dd_dt, dd_A, trap, angles, *, dt_bias, B_bi
         pre.release()
         return y, None
     return y, Mamba3Saved(pre, init)
+
+
+def chunks_side_by_side(dev):
+    """Whether a chunked forward runs a head's chunks side by side (path "parallel",
+    shaders/mamba3_chunked.wgsl) rather than in order in one workgroup (mamba3_chunk_scan):
+    `device.mamba3_parallel` (tests), else MAMBAWEB_MAMBA3_PARALLEL = 1 | 0 (bench variants),
+    else off until measured on a GPU."""
+    return step_kernels.choose(dev, "mamba3_parallel", "MAMBAWEB_MAMBA3_PARALLEL", "1", "0",
+                               lambda: False)
+
+
+PHI_PASSES_PER_TOKEN = 2   # mamba3_phi's loop: one pass a token (and its end); tests set more
+
+
+def _forward_parallel(batch, s, L, uniform, pre, x, xv, bv, cv, yv, st):
+    """mamba3_forward's path "parallel" (shaders/mamba3_chunked.wgsl): per token window, the
+    angles walked per (b, h, angle), each chunk's state contribution side by side, the chunk
+    start states walked per state element, each chunk's outputs side by side; 4 dispatches and
+    up to 3 + Bsz copies a window (the k and v states in and out). Windows only for lavapipe's
+    loop limit (mamba3_windows): the angle walk, PHI_PASSES_PER_TOKEN passes a token, is the
+    longest loop (the chunk kernels' are mamba3_chunk_scan's phases for one chunk)."""
+    dev = batch.device
+    ang, ssm, k, v = st
+    nb, T, H, P, N, S, R = s.nb, s.T, s.H, s.P, s.N, s.S, s.R
+    phi = Tensor(dev, (nb * T, H * S))
+    kn, vn = nb * R * H * N, nb * H * P
+    scratch = Tensor(dev, (2 * kn + vn,))
+    consts = {"WS": _chunk_ws(L, N, S, R) + S, "CHUNK": L, "RANK": R}
+    xbuf, xoff, xstr = xv
+    for t0, tn in windows(T, PHI_PASSES_PER_TOKEN * L, unit=L):
+        nc = -(-tn // L)
+        chunks = Tensor(dev, (nb * H * nc * (P * N + 1),))
+        batch.copy(k.buffer, k.offset, scratch.buffer, scratch.offset, 4 * kn)
+        batch.copy(v.buffer, v.offset, scratch.buffer, scratch.offset + 4 * kn, 4 * vn)
+        un = uniform(t0, tn)
+        pb, xb, bb, cb, yb = pre.binding, xbuf, bv[0], cv[0], yv[0]
+        batch.run(CHUNKED, "mamba3_phi",
+                  [un, pb, None, None, None, None, phi.binding, None, None, ang.binding],
+                  -(-nb * H * S // 64), constants=consts)
+        batch.run(CHUNKED, "mamba3_chunk_delta",
+                  [un, pb, xb, bb, cb, None, phi.binding, chunks.binding, scratch.binding],
+                  H, nb, nc, constants=consts)
+        gx, gy = fold(-(-nb * H * P * N // 256))
+        batch.run(CHUNKED, "mamba3_chunk_carry",
+                  [un, None, None, None, None, None, None, chunks.binding, None, None,
+                   ssm.binding], gx, gy, constants=consts)
+        batch.run(CHUNKED, "mamba3_chunk_out",
+                  [un, pb, xb, bb, cb, yb, phi.binding, chunks.binding, scratch.binding],
+                  H, nb, nc, constants=consts)
+        batch.copy(scratch.buffer, scratch.offset + 4 * (kn + vn), k.buffer, k.offset, 4 * kn)
+        last = t0 + tn - 1                               # the v state: the window's last x row
+        for b in range(nb):
+            src = xbuf[1] + 4 * (xoff + (b * T + last) * xstr)
+            batch.copy(xbuf[0], src, v.buffer, v.offset + 4 * b * H * P, 4 * H * P)
+        chunks.release()
+    phi.release()
+    scratch.release()
 
 
 def mamba3_step(batch, x, Bn, Cn, dd_dt, dd_A, trap, angles, state, *, dt_bias, B_bias, C_bias,

@@ -37,6 +37,12 @@ fn kq_rotated(row: u32, h: u32, g: u32, rk: u32, n: u32, phb: u32) -> vec2<f32> 
   return rotated(kb, qb, kp, qp, sin_cos(sh[phb + q.i]), q.first);
 }
 
+// The MIMO up-projection weight mimo_x[h, r, pp] (1 for SISO)
+fn mx(h: u32, r: u32, pp: u32) -> f32 {
+  if (!has(MIMO)) { return 1.0; }
+  return pre[p.par + 2u * p.H * p.R * p.N + p.H + (h * p.R + r) * p.P + pp];
+}
+
 // (2) k_{t,r}, q_{t,r} of the chunk's Lc tokens from t0 rotated into the k and q tiles, (t, r, n)
 // over threads; phi of token t at sh[CPH + t S ..].
 fn chunk_rotate(b: u32, h: u32, g: u32, t0: u32, Lc: u32, lid: u32) {

@@ -257,7 +257,7 @@ def copy_state():
     return st
 info['L'] = m3.forward_chunk_len(dev, {N}, {S})
 info['auto'] = None
-for path in ('serial', 'chunked', None):
+for path in ('serial', 'chunked', 'parallel', None):
     st = copy_state()
     n0 = b.dispatch_count
     y, _ = m3.mamba3_forward(b, *[T[k] for k in order], state=st, path=path, **kw)
@@ -292,14 +292,16 @@ def check_chunked(engine, nb, T, H, P, G, N, rf, heavy):
     L = info["L"]
     assert T % L and T > L                                # several chunks, the last one short
     ry, rst = reference(dict(raw, **par), nb, T, H, P, G, N, S, heavy, state)
-    for path in ("serial", "chunked"):
+    for path in ("serial", "chunked", "parallel"):
         assert rel_err(o[f"{path}_y"], ry) <= TOL, path
         check_states(o, f"{path}_", rst)
-    # chunked == serial to 1e-5 of each output's scale (the bar), and the default picks it
-    assert rel_err(o["chunked_y"], o["serial_y"]) <= 1e-5
-    for n in ("ssm", "k", "v"):
-        assert rel_err(o["chunked_" + n], o["serial_" + n]) <= 1e-5, n
-    assert angle_err(o["chunked_angle"], o["serial_angle"].reshape(nb, H, S)) <= 1e-5
+    # chunked (one head's chunks in order, or side by side) == serial to 1e-5 of each output's
+    # scale (the bar), and the default picks the chunked form
+    for path in ("chunked", "parallel"):
+        assert rel_err(o[path + "_y"], o["serial_y"]) <= 1e-5, path
+        for n in ("ssm", "k", "v"):
+            assert rel_err(o[path + "_" + n], o["serial_" + n]) <= 1e-5, (path, n)
+        assert angle_err(o[path + "_angle"], o["serial_angle"].reshape(nb, H, S)) <= 1e-5, path
     assert np.array_equal(o["None_y"], o["chunked_y"])
     return L
 
@@ -323,7 +325,7 @@ def copy_state():
     return st
 info['L'] = m3.forward_chunk_len(dev, {N}, {S}, {R})
 info['dispatches'] = {{}}
-for path in ('serial', 'chunked', None):
+for path in ('serial', 'chunked', 'parallel', None):
     st = copy_state()
     n0 = b.dispatch_count
     y, _ = m3.mamba3_forward(b, *[T[k] for k in order], state=st, path=path, **kw)
@@ -383,13 +385,14 @@ def test_mamba3_mimo_chunked_equals_serial(engine, nb, T, H, P, G, N, R, rf, hea
     L = info["L"]
     assert L >= 2 and T % L and T > L                      # several chunks, the last one short
     ry, rst = reference_mimo(dict(raw, **par), state, nb, T, H, P, G, N, R, heavy)
-    for path in ("serial", "chunked"):
+    for path in ("serial", "chunked", "parallel"):
         assert rel_err(o[f"{path}_y"], ry) <= TOL, path
         check_states(o, f"{path}_", rst)
-    assert rel_err(o["chunked_y"], o["serial_y"]) <= 1e-5
-    for n in ("ssm", "k", "v"):
-        assert rel_err(o["chunked_" + n], o["serial_" + n]) <= 1e-5, n
-    assert angle_err(o["chunked_angle"], o["serial_angle"].reshape(nb, H, S)) <= 1e-5
+    for path in ("chunked", "parallel"):
+        assert rel_err(o[path + "_y"], o["serial_y"]) <= 1e-5, path
+        for n in ("ssm", "k", "v"):
+            assert rel_err(o[path + "_" + n], o["serial_" + n]) <= 1e-5, (path, n)
+        assert angle_err(o[path + "_angle"], o["serial_angle"].reshape(nb, H, S)) <= 1e-5, path
     # picked by length: T >= CHUNK_MIN_T runs the chunked form (prep + copy of mimo_x + scan)
     assert np.array_equal(o["None_y"], o["chunked_y"])
     assert info["dispatches"]["None"] == info["dispatches"]["chunked"]

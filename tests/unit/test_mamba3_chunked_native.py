@@ -45,3 +45,21 @@ except ValueError as e:
         engine.device.mamba3_chunk = None
     assert r is not None and "MAMBAWEB_MAMBA3_CHUNK=32" in r and "41984 bytes" in r, r
     assert "32768" in r and "choose a shorter chunk" in r
+
+
+@pytest.fixture
+def small_windows(engine):
+    """Token windows of a chunk or two for the chunks-side-by-side path (path "parallel"):
+    mamba3_phi's cost a token set high, as if lavapipe's loop limit bit after two chunks."""
+    engine.run("import py_engine.ops.mamba3 as m3\nm3.PHI_PASSES_PER_TOKEN = 2000")
+    yield engine
+    engine.run("import py_engine.ops.mamba3 as m3\nm3.PHI_PASSES_PER_TOKEN = 2")
+
+
+def test_mamba3_chunks_side_by_side_over_several_windows(small_windows):
+    """The states carry from window to window (the angle and ssm states in place, k and v
+    through the copies): SISO at L 32 (two windows of one chunk) and the real head at L 8 (two
+    chunks a window), MIMO at rank 2, against the serial scan and the float64 reference."""
+    K.check_chunked(small_windows, 2, 37, 2, 5, 2, 12, 1.0, True)
+    K.check_chunked(small_windows, 1, 21, 2, 64, 1, 128, 0.5, False)
+    K.test_mamba3_mimo_chunked_equals_serial(small_windows, 2, 37, 2, 5, 2, 12, 2, 1.0, True)

@@ -1,0 +1,248 @@
+// Mamba-3's chunked scan with a head's chunks side by side (py_engine/ops/mamba3.py,
+// mamba3_forward path "parallel"): the same sums as mamba3_forward.wgsl's mamba3_chunk_scan
+// (see its header for the recurrence and the chunk form), arranged so that only two short walks
+// are sequential. mamba3_chunk_scan has one workgroup walk all of a head's chunks in order, so
+// a model with 24 heads kept 24 workgroups busy on a 132-SM GPU, each waiting on its own chain
+// of loads and barriers (97% of mamba3-187m's prefill of 1,024 tokens, H200). Here, per token
+// window [t0, t0 + tn) (whole chunks of L = CHUNK tokens):
+//   mamba3_phi          one thread per (b, h, angle i): phi_t for every token of the window, in
+//                       order (the same sum and wrap as mamba3_chunk_scan's phase 1), into
+//                       phi; the window's last into the angle state.
+//   mamba3_chunk_delta  one workgroup per (h, b, chunk): the chunk's k rotated (phi from phi),
+//                       its scalar rows, and D_c = cl_c (c0 v_prev k_prev^T) + sum_t dw_t v_t k_t^T
+//                       [P, N] (the chunk's final state from a zero start), and cl_c = prod alpha.
+//   mamba3_chunk_carry  one thread per (b, h, p, n): the chunk start states in order,
+//                       S_c = cl_{c-1} S_{c-1} + D_{c-1} (S at the window's start: the state, or 0),
+//                       written over D_c; the window's final state into the ssm state.
+//   mamba3_chunk_out    one workgroup per (h, b, chunk): rotation, scalars and M again, and y of
+//                       the chunk's tokens from its start state (mamba3_chunk_scan's phase 5
+//                       without the state update); the last chunk's last k into kfin.
+// The host copies the k and v states into `scratch` first (they are read as k_prev / v_prev of
+// the window's first chunk while the last chunk writes the new k) and kfin and the window's last
+// x row back into them after. v_prev and k_prev of any other chunk are its previous token's x
+// and rotated k (phi of that token: the tile at CPP).
+//
+// Bindings (views as in mamba3_forward.wgsl): pre [Bsz*T, 4H+S] | params; x, Bn, Cn, y views;
+// phi [Bsz*T, H*S]; chunks [Bsz, H, C, P, N] (D_c, then S_c) | cl [Bsz, H, C] (C = the window's
+// chunks); scratch kinit [Bsz, R, H, N] | vinit [Bsz, H, P] | kfin [Bsz, R, H, N]; the angle
+// state [Bsz, H, S] and the ssm state [Bsz, H, P, N], in place.
+
+const HAS_INIT = 1u;
+//#include "lib/mamba3_params.wgsl"
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> pre: array<f32>;
+@group(0) @binding(2) var<storage, read> x: array<f32>;
+@group(0) @binding(3) var<storage, read> Bn: array<f32>;
+@group(0) @binding(4) var<storage, read> Cn: array<f32>;
+@group(0) @binding(5) var<storage, read_write> y: array<f32>;
+@group(0) @binding(6) var<storage, read_write> phi: array<f32>;
+@group(0) @binding(7) var<storage, read_write> chunks: array<f32>;
+@group(0) @binding(8) var<storage, read_write> scratch: array<f32>;
+@group(0) @binding(9) var<storage, read_write> s_ang: array<f32>;
+@group(0) @binding(10) var<storage, read_write> s_ssm: array<f32>;
+
+var<workgroup> sh: array<f32, WS>;
+
+//#include "lib/mamba3_chunk_common.wgsl"
+
+fn CPP() -> u32 { return CKP() + RANK * p.N; }   // phi of the chunk's previous token [S]
+
+struct Window { c_first: u32, chunks: u32, t_end: u32, carried: bool };
+
+fn window() -> Window {
+  var w: Window;
+  w.c_first = p.t0 / CHUNK;
+  w.t_end = min(p.T, p.t0 + p.tn);
+  w.chunks = (w.t_end - p.t0 + CHUNK - 1u) / CHUNK;
+  w.carried = has(HAS_INIT) || p.t0 > 0u;     // the states hold token t0 - 1's values
+  return w;
+}
+
+@compute @workgroup_size(WG)
+fn mamba3_phi(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let S = p.S;
+  let k = gid.x;
+  if (k >= p.nb * p.H * S) { return; }
+  let bh = k / S;
+  let i = k % S;
+  let b = bh / p.H;
+  let h = bh % p.H;
+  let w = window();
+  var ph = 0.0;
+  if (w.carried) { ph = s_ang[bh * S + i]; }
+  for (var t = p.t0; t < w.t_end; t++) {
+    let r = b * p.T + t;
+    let row = r * p.pw;
+    let a = ph + pre[row + 4u * p.H + i] * pre[row + h];
+    ph = a - TWO_PI * floor(a / TWO_PI);
+    phi[r * p.H * S + h * S + i] = ph;
+  }
+  s_ang[bh * S + i] = ph;
+}
+
+// The chunk a workgroup of the delta and out kernels owns, its tiles filled: phi, k_prev, the
+// rotated k and q, the scalar rows (a barrier after). Uniform per workgroup.
+struct Chunk { h: u32, b: u32, g: u32, c: u32, cw: u32, t0: u32, Lc: u32 };
+
+fn chunk_tiles(wid: vec3<u32>, lid: u32, w: Window) -> Chunk {
+  var k: Chunk;
+  k.h = wid.x;
+  k.b = wid.y;
+  k.g = k.h / (p.H / p.G);
+  k.cw = wid.z;
+  k.c = w.c_first + k.cw;
+  k.t0 = k.c * CHUNK;
+  k.Lc = min(CHUNK, p.T - k.t0);
+  let S = p.S;
+  let N = p.N;
+  let RN = RANK * N;
+  let r0 = k.b * p.T + k.t0;
+  for (var e = lid; e < k.Lc * S; e += WG) {
+    sh[CPH() + e] = phi[(r0 + e / S) * p.H * S + k.h * S + e % S];
+  }
+  let first = k.cw == 0u;
+  if (!first) {
+    for (var i = lid; i < S; i += WG) { sh[CPP() + i] = phi[(r0 - 1u) * p.H * S + k.h * S + i]; }
+  }
+  workgroupBarrier();
+  for (var e = lid; e < RN; e += WG) {
+    var v = 0.0;
+    if (!first) {
+      v = kq_rotated(r0 - 1u, k.h, k.g, e / N, e % N, CPP()).x;
+    } else if (w.carried) {
+      v = scratch[((k.b * RANK + e / N) * p.H + k.h) * N + e % N];
+    }
+    sh[CKP() + e] = v;
+  }
+  chunk_rotate(k.b, k.h, k.g, k.t0, k.Lc, lid);
+  chunk_scalars(k.b, k.h, k.t0, k.Lc, lid);
+  workgroupBarrier();
+  return k;
+}
+
+// v_prev of state row pp of the chunk: the previous token's x, or the v state (copied to
+// scratch) before the sequence's first chunk, or 0 for a fresh sequence.
+fn v_prev(k: Chunk, pp: u32) -> f32 {
+  if (k.c > 0u) { return x[p.x_off + (k.b * p.T + k.t0 - 1u) * p.x_str + k.h * p.P + pp]; }
+  if (has(HAS_INIT)) { return scratch[p.nb * RANK * p.H * p.N + (k.b * p.H + k.h) * p.P + pp]; }
+  return 0.0;
+}
+
+fn chunk_base(k: Chunk, w: Window) -> u32 {         // D_c / S_c of (b, h, c) in chunks
+  return ((k.b * p.H + k.h) * w.chunks + k.cw) * p.P * p.N;
+}
+
+fn cl_index(bh: u32, cw: u32, w: Window) -> u32 {
+  return p.nb * p.H * w.chunks * p.P * p.N + bh * w.chunks + cw;
+}
+
+@compute @workgroup_size(WG)
+fn mamba3_chunk_delta(@builtin(workgroup_id) wid: vec3<u32>,
+                      @builtin(local_invocation_index) lid: u32) {
+  if (wid.x >= p.H || wid.y >= p.nb) { return; }   // uniform: depends on the workgroup only
+  let w = window();
+  if (wid.z >= w.chunks) { return; }
+  let k = chunk_tiles(wid, lid, w);
+  let N = p.N;
+  let R = RANK;
+  let L = CHUNK;
+  let Lc = k.Lc;
+  let r0 = k.b * p.T + k.t0;
+  let c0 = pre[r0 * p.pw + k.h] - pre[r0 * p.pw + 3u * p.H + k.h];   // (DT - gamma)_0
+  let cl = sh[CS() + Lc - 1u];
+  let base = chunk_base(k, w);
+  for (var pp = lid; pp < p.P; pp += WG) {
+    var xs: array<f32, MAX_L>;
+    var wr: array<f32, MAX_R>;
+    for (var j = 0u; j < R; j++) { wr[j] = mx(k.h, j, pp); }
+    for (var t = 0u; t < Lc; t++) { xs[t] = x[p.x_off + (r0 + t) * p.x_str + k.h * p.P + pp]; }
+    let vp = v_prev(k, pp);
+    for (var n = 0u; n < N; n++) {
+      var kv = 0.0;                                  // sum_r mimo_x_r k_prev_r[n]
+      for (var j = 0u; j < R; j++) { kv += wr[j] * sh[CKP() + j * N + n]; }
+      var sn = cl * (c0 * vp * kv);
+      for (var t = 0u; t < Lc; t++) {
+        var kt = 0.0;                                // sum_r mimo_x_r k_{t,r}[n]
+        for (var j = 0u; j < R; j++) { kt += wr[j] * sh[CK() + (t * R + j) * N + n]; }
+        sn += sh[CS() + 2u * L + t] * xs[t] * kt;
+      }
+      chunks[base + pp * N + n] = sn;
+    }
+  }
+  if (lid == 0u) { chunks[cl_index(k.b * p.H + k.h, k.cw, w)] = cl; }
+}
+
+@compute @workgroup_size(256)
+fn mamba3_chunk_carry(@builtin(global_invocation_id) gid: vec3<u32>,
+                      @builtin(num_workgroups) nwg: vec3<u32>) {
+  let PN = p.P * p.N;
+  let k = gid.x + gid.y * nwg.x * 256u;
+  if (k >= p.nb * p.H * PN) { return; }
+  let bh = k / PN;
+  let e = k % PN;
+  let w = window();
+  var s = 0.0;
+  if (w.carried) { s = s_ssm[k]; }
+  for (var cw = 0u; cw < w.chunks; cw++) {
+    let j = (bh * w.chunks + cw) * PN + e;
+    let d = chunks[j];
+    chunks[j] = s;
+    s = chunks[cl_index(bh, cw, w)] * s + d;
+  }
+  s_ssm[k] = s;
+}
+
+@compute @workgroup_size(WG)
+fn mamba3_chunk_out(@builtin(workgroup_id) wid: vec3<u32>,
+                    @builtin(local_invocation_index) lid: u32) {
+  if (wid.x >= p.H || wid.y >= p.nb) { return; }   // uniform: depends on the workgroup only
+  let w = window();
+  if (wid.z >= w.chunks) { return; }
+  let k = chunk_tiles(wid, lid, w);
+  chunk_m(k.b, k.h, k.t0, k.Lc, lid);
+  workgroupBarrier();
+  let N = p.N;
+  let P = p.P;
+  let R = RANK;
+  let L = CHUNK;
+  let LR = L * R;
+  let Lc = k.Lc;
+  let LcR = Lc * R;
+  let h = k.h;
+  let r0 = k.b * p.T + k.t0;
+  let Dh = pre[p.par + 2u * p.H * R * N + h];
+  let c0 = pre[r0 * p.pw + h] - pre[r0 * p.pw + 3u * p.H + h];   // (DT - gamma)_0
+  let base = chunk_base(k, w);
+  for (var pp = lid; pp < P; pp += WG) {
+    var xs: array<f32, MAX_L>;
+    var ya: array<f32, MAX_LR>;
+    var wr: array<f32, MAX_R>;
+    for (var j = 0u; j < R; j++) { wr[j] = mx(h, j, pp); }
+    for (var t = 0u; t < Lc; t++) { xs[t] = x[p.x_off + (r0 + t) * p.x_str + h * P + pp]; }
+    for (var i = 0u; i < LcR; i++) { ya[i] = 0.0; }
+    let vp = v_prev(k, pp);
+    for (var n = 0u; n < N; n++) {
+      var kv = 0.0;
+      for (var j = 0u; j < R; j++) { kv += wr[j] * sh[CKP() + j * N + n]; }
+      var a = c0 * vp * kv;
+      a += chunks[base + pp * N + n];
+      for (var t = 0u; t < Lc; t++) {
+        for (var j = 0u; j < R; j++) { ya[t * R + j] += a * sh[CQ() + (t * R + j) * N + n]; }
+      }
+    }
+    for (var i = 0u; i < LcR; i++) {
+      let t = i / R;
+      var acc = sh[CS() + t] * ya[i] + Dh * xs[t] * wr[i % R];
+      for (var j = 0u; j < (t + 1u) * R; j++) { acc += sh[CM() + i * LR + j] * (xs[j / R] * wr[j % R]); }
+      y[p.y_off + (r0 + t) * p.y_str + ((i % R) * p.H + h) * P + pp] = acc;
+    }
+  }
+  if (k.cw + 1u == w.chunks) {                      // the window's last k: the k state after
+    let RN = R * N;
+    let kfin = p.nb * RN * p.H + p.nb * p.H * P;
+    for (var e = lid; e < RN; e += WG) {
+      scratch[kfin + ((k.b * R + e / N) * p.H + h) * N + e % N] = sh[CK() + (Lc - 1u) * RN + e];
+    }
+  }
+}
