@@ -325,9 +325,15 @@ def chunks_side_by_side(dev):
     """Whether a chunked forward runs a head's chunks side by side (path "parallel",
     shaders/mamba3_chunked.wgsl) rather than in order in one workgroup (mamba3_chunk_scan):
     `device.mamba3_parallel` (tests), else MAMBAWEB_MAMBA3_PARALLEL = 1 | 0 (bench variants),
-    else off until measured on a GPU."""
+    else on real GPUs (not a CPU adapter: SwiftShader, lavapipe, where the in-order walk has no
+    idle SMs to fill and the tests' short sequences gain nothing). Measured on the H200 through
+    Dawn (`mambaweb bench --dawn --only model --models mamba3_187m --weights f16 --variant
+    par:MAMBAWEB_MAMBA3_PARALLEL=1`, .bench/call25d.sh), prefill 64 / 256 / 1,024 tokens: in
+    order 754 / 2,041 / 2,156 tok/s, side by side 1,061 / 4,775 / 9,594 (at 16-token chunks
+    1,397 / 4,456 / 8,519, 32: 1,247 / 3,464 / 5,336); GPU ms for 1,024 tokens (native
+    tools.profile_kernels) 567 -> 111."""
     return step_kernels.choose(dev, "mamba3_parallel", "MAMBAWEB_MAMBA3_PARALLEL", "1", "0",
-                               lambda: False)
+                               lambda: not dev.info.get("is_fallback"))
 
 
 PHI_PASSES_PER_TOKEN = 2   # mamba3_phi's loop: one pass a token (and its end); tests set more
