@@ -44,6 +44,12 @@ const HAS_INIT = 1u;
 
 var<workgroup> sh: array<f32, WS>;
 
+// The delta and out kernels: CWG threads, a thread per (state row pp, n class q): dims n = q,
+// q + NQ, q + 2 NQ .. (NQ a pipeline constant, 1, 2 or 4; the host keeps P NQ R L within the
+// k and q tiles, where out gathers the classes' shares of y).
+const CWG = 256u;
+override NQ: u32 = 1u;
+
 //#include "lib/mamba3_chunk_common.wgsl"
 
 fn CPP() -> u32 { return CKP() + RANK * p.N; }   // phi of the chunk's previous token [S]
@@ -98,15 +104,15 @@ fn chunk_tiles(wid: vec3<u32>, lid: u32, w: Window) -> Chunk {
   let N = p.N;
   let RN = RANK * N;
   let r0 = k.b * p.T + k.t0;
-  for (var e = lid; e < k.Lc * S; e += WG) {
+  for (var e = lid; e < k.Lc * S; e += CWG) {
     sh[CPH() + e] = phi[(r0 + e / S) * p.H * S + k.h * S + e % S];
   }
   let first = k.cw == 0u;
   if (!first) {
-    for (var i = lid; i < S; i += WG) { sh[CPP() + i] = phi[(r0 - 1u) * p.H * S + k.h * S + i]; }
+    for (var i = lid; i < S; i += CWG) { sh[CPP() + i] = phi[(r0 - 1u) * p.H * S + k.h * S + i]; }
   }
   workgroupBarrier();
-  for (var e = lid; e < RN; e += WG) {
+  for (var e = lid; e < RN; e += CWG) {
     var v = 0.0;
     if (!first) {
       v = kq_rotated(r0 - 1u, k.h, k.g, e / N, e % N, CPP()).x;
@@ -137,7 +143,7 @@ fn cl_index(bh: u32, cw: u32, w: Window) -> u32 {
   return p.nb * p.H * w.chunks * p.P * p.N + bh * w.chunks + cw;
 }
 
-@compute @workgroup_size(WG)
+@compute @workgroup_size(CWG)
 fn mamba3_chunk_delta(@builtin(workgroup_id) wid: vec3<u32>,
                       @builtin(local_invocation_index) lid: u32) {
   if (wid.x >= p.H || wid.y >= p.nb) { return; }   // uniform: depends on the workgroup only
@@ -152,20 +158,26 @@ fn mamba3_chunk_delta(@builtin(workgroup_id) wid: vec3<u32>,
   let c0 = pre[r0 * p.pw + k.h] - pre[r0 * p.pw + 3u * p.H + k.h];   // (DT - gamma)_0
   let cl = sh[CS() + Lc - 1u];
   let base = chunk_base(k, w);
-  for (var pp = lid; pp < p.P; pp += WG) {
+  for (var e = lid; e < p.P * NQ; e += CWG) {
+    let pp = e / NQ;
     var xs: array<f32, MAX_L>;
     var wr: array<f32, MAX_R>;
     for (var j = 0u; j < R; j++) { wr[j] = mx(k.h, j, pp); }
-    for (var t = 0u; t < Lc; t++) { xs[t] = x[p.x_off + (r0 + t) * p.x_str + k.h * p.P + pp]; }
+    for (var t = 0u; t < L; t++) {
+      if (t < Lc) { xs[t] = x[p.x_off + (r0 + t) * p.x_str + k.h * p.P + pp]; }
+    }
     let vp = v_prev(k, pp);
-    for (var n = 0u; n < N; n++) {
+    for (var n = e % NQ; n < N; n += NQ) {
       var kv = 0.0;                                  // sum_r mimo_x_r k_prev_r[n]
       for (var j = 0u; j < R; j++) { kv += wr[j] * sh[CKP() + j * N + n]; }
       var sn = cl * (c0 * vp * kv);
-      for (var t = 0u; t < Lc; t++) {
-        var kt = 0.0;                                // sum_r mimo_x_r k_{t,r}[n]
-        for (var j = 0u; j < R; j++) { kt += wr[j] * sh[CK() + (t * R + j) * N + n]; }
-        sn += sh[CS() + 2u * L + t] * xs[t] * kt;
+      // to CHUNK, a pipeline constant, not Lc: the loop unrolls and xs stays in registers
+      for (var t = 0u; t < L; t++) {
+        if (t < Lc) {
+          var kt = 0.0;                              // sum_r mimo_x_r k_{t,r}[n]
+          for (var j = 0u; j < R; j++) { kt += wr[j] * sh[CK() + (t * R + j) * N + n]; }
+          sn += sh[CS() + 2u * L + t] * xs[t] * kt;
+        }
       }
       chunks[base + pp * N + n] = sn;
     }
@@ -184,7 +196,22 @@ fn mamba3_chunk_carry(@builtin(global_invocation_id) gid: vec3<u32>,
   let w = window();
   var s = 0.0;
   if (w.carried) { s = s_ssm[k]; }
-  for (var cw = 0u; cw < w.chunks; cw++) {
+  // eight chunks' D and cl loaded before any is used (a loop that loads and then stores waits a
+  // memory latency a chunk: the stores may alias the next loads), then walked in order
+  var cw = 0u;
+  for (; cw + 8u <= w.chunks; cw += 8u) {
+    var d: array<f32, 8>;
+    var c: array<f32, 8>;
+    for (var u = 0u; u < 8u; u++) {
+      d[u] = chunks[(bh * w.chunks + cw + u) * PN + e];
+      c[u] = chunks[cl_index(bh, cw + u, w)];
+    }
+    for (var u = 0u; u < 8u; u++) {
+      chunks[(bh * w.chunks + cw + u) * PN + e] = s;
+      s = c[u] * s + d[u];
+    }
+  }
+  for (; cw < w.chunks; cw++) {
     let j = (bh * w.chunks + cw) * PN + e;
     let d = chunks[j];
     chunks[j] = s;
@@ -193,7 +220,7 @@ fn mamba3_chunk_carry(@builtin(global_invocation_id) gid: vec3<u32>,
   s_ssm[k] = s;
 }
 
-@compute @workgroup_size(WG)
+@compute @workgroup_size(CWG)
 fn mamba3_chunk_out(@builtin(workgroup_id) wid: vec3<u32>,
                     @builtin(local_invocation_index) lid: u32) {
   if (wid.x >= p.H || wid.y >= p.nb) { return; }   // uniform: depends on the workgroup only
@@ -201,48 +228,68 @@ fn mamba3_chunk_out(@builtin(workgroup_id) wid: vec3<u32>,
   if (wid.z >= w.chunks) { return; }
   let k = chunk_tiles(wid, lid, w);
   chunk_m(k.b, k.h, k.t0, k.Lc, lid);
-  workgroupBarrier();
   let N = p.N;
   let P = p.P;
   let R = RANK;
   let L = CHUNK;
   let LR = L * R;
+  let RN = R * N;
   let Lc = k.Lc;
   let LcR = Lc * R;
   let h = k.h;
   let r0 = k.b * p.T + k.t0;
+  if (k.cw + 1u == w.chunks) {                      // the window's last k: the k state after
+    let kfin = p.nb * RN * p.H + p.nb * p.H * P;
+    for (var e = lid; e < RN; e += CWG) {
+      scratch[kfin + ((k.b * R + e / N) * p.H + h) * N + e % N] = sh[CK() + (Lc - 1u) * RN + e];
+    }
+  }
+  workgroupBarrier();
   let Dh = pre[p.par + 2u * p.H * R * N + h];
   let c0 = pre[r0 * p.pw + h] - pre[r0 * p.pw + 3u * p.H + h];   // (DT - gamma)_0
   let base = chunk_base(k, w);
-  for (var pp = lid; pp < P; pp += WG) {
-    var xs: array<f32, MAX_L>;
-    var ya: array<f32, MAX_LR>;
+  // (pp, q): class q's share of sum_n a[pp, n] q_{t,r}[n] for every (t, r) of the chunk
+  var ya: array<f32, MAX_LR>;
+  let e = lid;
+  let busy = e < P * NQ;
+  if (busy) {
+    let pp = e / NQ;
     var wr: array<f32, MAX_R>;
     for (var j = 0u; j < R; j++) { wr[j] = mx(h, j, pp); }
-    for (var t = 0u; t < Lc; t++) { xs[t] = x[p.x_off + (r0 + t) * p.x_str + h * P + pp]; }
-    for (var i = 0u; i < LcR; i++) { ya[i] = 0.0; }
+    for (var i = 0u; i < LR; i++) { ya[i] = 0.0; }
     let vp = v_prev(k, pp);
-    for (var n = 0u; n < N; n++) {
+    for (var n = e % NQ; n < N; n += NQ) {
       var kv = 0.0;
       for (var j = 0u; j < R; j++) { kv += wr[j] * sh[CKP() + j * N + n]; }
       var a = c0 * vp * kv;
       a += chunks[base + pp * N + n];
-      for (var t = 0u; t < Lc; t++) {
-        for (var j = 0u; j < R; j++) { ya[t * R + j] += a * sh[CQ() + (t * R + j) * N + n]; }
+      // to CHUNK, a pipeline constant, not Lc: the loop unrolls and ya stays in registers
+      for (var t = 0u; t < L; t++) {
+        if (t < Lc) {
+          for (var j = 0u; j < R; j++) { ya[t * R + j] += a * sh[CQ() + (t * R + j) * N + n]; }
+        }
       }
     }
-    for (var i = 0u; i < LcR; i++) {
-      let t = i / R;
-      var acc = sh[CS() + t] * ya[i] + Dh * xs[t] * wr[i % R];
-      for (var j = 0u; j < (t + 1u) * R; j++) { acc += sh[CM() + i * LR + j] * (xs[j / R] * wr[j % R]); }
-      y[p.y_off + (r0 + t) * p.y_str + ((i % R) * p.H + h) * P + pp] = acc;
-    }
   }
-  if (k.cw + 1u == w.chunks) {                      // the window's last k: the k state after
-    let RN = R * N;
-    let kfin = p.nb * RN * p.H + p.nb * p.H * P;
-    for (var e = lid; e < RN; e += WG) {
-      scratch[kfin + ((k.b * R + e / N) * p.H + h) * N + e % N] = sh[CK() + (Lc - 1u) * RN + e];
+  workgroupBarrier();                               // the k and q tiles read: the shares go there
+  if (busy) {
+    for (var i = 0u; i < LR; i++) { sh[CK() + e * LR + i] = ya[i]; }
+  }
+  workgroupBarrier();
+  // y[t, r, pp] = cp_t (the classes' shares in order) + D v + sum_(s, r') M v, (pp, i) over threads
+  for (var f = lid; f < P * LcR; f += CWG) {
+    let pp = f / LcR;
+    let i = f % LcR;
+    let t = i / R;
+    var sq = 0.0;
+    for (var q = 0u; q < NQ; q++) { sq += sh[CK() + (pp * NQ + q) * LR + i]; }
+    let wi = mx(h, i % R, pp);
+    let xt = x[p.x_off + (r0 + t) * p.x_str + h * P + pp];
+    var acc = sh[CS() + t] * sq + Dh * xt * wi;
+    for (var j = 0u; j < (t + 1u) * R; j++) {
+      let xj = x[p.x_off + (r0 + j / R) * p.x_str + h * P + pp];
+      acc += sh[CM() + i * LR + j] * (xj * mx(h, j % R, pp));
     }
+    y[p.y_off + (r0 + t) * p.y_str + ((i % R) * p.H + h) * P + pp] = acc;
   }
 }

@@ -219,6 +219,7 @@ fn mamba3_scan(@builtin(workgroup_id) wid: vec3<u32>,
 // q [L][R][N] | M [L R][L R] | phi [L][S] | cp, sc, wl (= dec(L-1, s) sc_s), sh [L] | k_prev [R][N].
 
 // The chunk tiles' layout and phases (2) to (4), shared with mamba3_chunked.wgsl:
+const CWG = WG;
 //#include "lib/mamba3_chunk_common.wgsl"
 
 @compute @workgroup_size(WG)

@@ -289,7 +289,8 @@ def mamba3_forward(batch, x, Bn, Cn, dd_dt, dd_A, trap, angles, *, dt_bias, B_bi
     L = forward_chunk_len(dev, s.N, s.S, s.R)
     if path is None:
         path = ("serial" if not L or s.T < CHUNK_MIN_T
-                else "parallel" if chunks_side_by_side(dev) else "chunked")
+                else "parallel" if chunks_side_by_side(dev) and side_by_side_nq(s.P, s.N)
+                else "chunked")
     if path == "chunked":
         if not L:
             raise ValueError(f"the chunked Mamba-3 scan needs a 2-token chunk of rank {s.R} to fit "
@@ -304,6 +305,10 @@ def mamba3_forward(batch, x, Bn, Cn, dd_dt, dd_A, trap, angles, *, dt_bias, B_bi
             raise ValueError(f"the chunked Mamba-3 scan needs a 2-token chunk of rank {s.R} to fit "
                              f"workgroup memory, and d_state {s.N} is too large for it; use "
                              "path='serial'")
+        if not side_by_side_nq(s.P, s.N):
+            raise ValueError(f"the chunks-side-by-side Mamba-3 scan takes head dims P up to "
+                             f"{SIDE_BY_SIDE_WG} and 2 N ({2 * s.N}), got P {s.P}; use "
+                             "path='chunked'")
         _forward_parallel(batch, s, L, uniform, pre, x, xv, bv, cv, yv, st)
     elif path == "serial":
         for t0, tn in windows(s.T, serial_passes_per_token(s.N, s.P, s.S, s.R)):
@@ -336,6 +341,20 @@ def chunks_side_by_side(dev):
                                lambda: not dev.info.get("is_fallback"))
 
 
+SIDE_BY_SIDE_WG = 256   # shaders/mamba3_chunked.wgsl's CWG
+
+
+def side_by_side_nq(P, N):
+    """The n classes a state row's dims split into in mamba3_chunked.wgsl's delta and out
+    kernels (NQ: a thread per (row, class)): the most of 4, 2, 1 with P NQ threads within the
+    workgroup and the out kernel's shares [P, NQ, L R] within its k and q tiles [2, L R, N];
+    0 where even one class does not fit (P > 256 or P > 2 N: the in-order chunk scan runs)."""
+    for nq in (4, 2, 1):
+        if P * nq <= SIDE_BY_SIDE_WG and P * nq <= 2 * N:
+            return nq
+    return 0
+
+
 PHI_PASSES_PER_TOKEN = 2   # mamba3_phi's loop: one pass a token (and its end); tests set more
 
 
@@ -352,7 +371,7 @@ def _forward_parallel(batch, s, L, uniform, pre, x, xv, bv, cv, yv, st):
     phi = Tensor(dev, (nb * T, H * S))
     kn, vn = nb * R * H * N, nb * H * P
     scratch = Tensor(dev, (2 * kn + vn,))
-    consts = {"WS": _chunk_ws(L, N, S, R) + S, "CHUNK": L, "RANK": R}
+    consts = {"WS": _chunk_ws(L, N, S, R) + S, "CHUNK": L, "RANK": R, "NQ": side_by_side_nq(P, N)}
     xbuf, xoff, xstr = xv
     for t0, tn in windows(T, PHI_PASSES_PER_TOKEN * L, unit=L):
         nc = -(-tn // L)

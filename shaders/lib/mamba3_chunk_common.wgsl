@@ -2,7 +2,7 @@
 // depend only on the chunk's own tokens (and their angles phi, already in the tiles), shared by
 // mamba3_forward.wgsl (mamba3_chunk_scan: one workgroup walks a head's chunks in order) and
 // mamba3_chunked.wgsl (the chunks of a head side by side). The includer declares p: Params, pre,
-// Bn, Cn and sh: array<f32, WS>, and includes lib/mamba3_params.wgsl (kq_rotated's pieces).
+// Bn, Cn, sh: array<f32, WS> and CWG (its chunk kernels' workgroup size), and includes lib/mamba3_params.wgsl (kq_rotated's pieces).
 // Tiles (floats of sh, L = CHUNK tokens of R = RANK ranks): k [L R, N] at CK | q [L R, N] at CQ |
 // M [L R, L R] at CM | phi [L, S] at CPH | 4 scalar rows [L] at CS (cp, wl, dw, shn: phase 3) |
 // k_prev [R, N] at CKP.
@@ -47,7 +47,7 @@ fn mx(h: u32, r: u32, pp: u32) -> f32 {
 // over threads; phi of token t at sh[CPH + t S ..].
 fn chunk_rotate(b: u32, h: u32, g: u32, t0: u32, Lc: u32, lid: u32) {
   let RN = RANK * p.N;
-  for (var e = lid; e < Lc * RN; e += WG) {
+  for (var e = lid; e < Lc * RN; e += CWG) {
     let t = e / RN;
     let kq = kq_rotated(b * p.T + t0 + t, h, g, (e % RN) / p.N, e % p.N, CPH() + t * p.S);
     sh[CK() + e] = kq.x;
@@ -89,7 +89,7 @@ fn chunk_m(b: u32, h: u32, t0: u32, Lc: u32, lid: u32) {
   let L = CHUNK;
   let LR = L * R;
   let LcR = Lc * R;
-  for (var e = lid; e < LcR * LcR; e += WG) {
+  for (var e = lid; e < LcR * LcR; e += CWG) {
     let i = e / LcR;
     let j = e % LcR;
     let t = i / R;

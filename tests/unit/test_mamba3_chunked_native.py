@@ -79,3 +79,15 @@ def test_real_gpus_run_the_chunks_side_by_side(monkeypatch):
     assert m3.chunks_side_by_side(cpu)
     cpu.mamba3_parallel = False
     assert not m3.chunks_side_by_side(cpu)
+
+
+def test_side_by_side_rows_split_their_dims_where_the_tiles_hold_the_shares():
+    """mamba3_chunked's delta and out kernels give each (state row, class of dims) a thread:
+    4 classes where P x 4 fits the 256 threads and the out kernel's shares fit its k and q tiles
+    (P NQ <= 2 N), fewer where not; none (the in-order chunk scan) past P 256 or 2 N."""
+    from py_engine.ops import mamba3 as m3
+    assert m3.side_by_side_nq(64, 128) == 4        # mamba3-187m's heads
+    assert m3.side_by_side_nq(128, 128) == 2
+    assert m3.side_by_side_nq(256, 128) == 1
+    assert m3.side_by_side_nq(5, 12) == 4
+    assert m3.side_by_side_nq(64, 16) == 0 and m3.side_by_side_nq(300, 256) == 0
