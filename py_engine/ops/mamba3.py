@@ -288,9 +288,7 @@ def mamba3_forward(batch, x, Bn, Cn, dd_dt, dd_A, trap, angles, *, dt_bias, B_bi
                          heavy_tail, HAS_INIT if state is not None else 0, xv, bv, cv, yv, mimo_x)
     L = forward_chunk_len(dev, s.N, s.S, s.R)
     if path is None:
-        path = ("serial" if not L or s.T < CHUNK_MIN_T
-                else "parallel" if chunks_side_by_side(dev) and side_by_side_nq(s.P, s.N)
-                else "chunked")
+        path = "serial" if not L or s.T < CHUNK_MIN_T else chunked_path(dev, s.T, s.P, s.N)
     if path == "chunked":
         if not L:
             raise ValueError(f"the chunked Mamba-3 scan needs a 2-token chunk of rank {s.R} to fit "
@@ -331,17 +329,21 @@ def chunks_side_by_side(dev):
     shaders/mamba3_chunked.wgsl) rather than in order in one workgroup (mamba3_chunk_scan):
     `device.mamba3_parallel` (tests), else MAMBAWEB_MAMBA3_PARALLEL = 1 | 0 (bench variants),
     else on real GPUs (not a CPU adapter: SwiftShader, lavapipe, where the in-order walk has no
-    idle SMs to fill and the tests' short sequences gain nothing). Measured on the H200 through
-    Dawn (`mambaweb bench --dawn --only model --models mamba3_187m --weights f16 --variant
-    par:MAMBAWEB_MAMBA3_PARALLEL=1`, .bench/call25d.sh), prefill 64 / 256 / 1,024 tokens: in
-    order 754 / 2,041 / 2,156 tok/s, side by side 1,061 / 4,775 / 9,594 (at 16-token chunks
-    1,397 / 4,456 / 8,519, 32: 1,247 / 3,464 / 5,336); GPU ms for 1,024 tokens (native
-    tools.profile_kernels) 567 -> 111."""
+    idle SMs to fill and the tests' short sequences gain nothing), from SIDE_BY_SIDE_MIN_T
+    tokens. Measured on the H200 through Dawn (`mambaweb bench --dawn --only model --models
+    mamba3_187m --weights f16,q4 --variant inorder:MAMBAWEB_MAMBA3_PARALLEL=0`,
+    .bench/call25e.sh), prefill of 1,024 tokens: in order 2,161 tok/s f16, side by side 20,515
+    (q4 2,156 / 16,529); at 16-token chunks 15,047. The first form of the kernels (a thread a
+    state row, .bench/call25d.sh) reached 9,594."""
     return step_kernels.choose(dev, "mamba3_parallel", "MAMBAWEB_MAMBA3_PARALLEL", "1", "0",
                                lambda: not dev.info.get("is_fallback"))
 
 
 SIDE_BY_SIDE_WG = 256   # shaders/mamba3_chunked.wgsl's CWG
+# Shorter sequences run the in-order chunk scan (few chunks to set side by side, four dispatches
+# instead of one): mamba3-187m f16 through Dawn on the H200 (.bench/call25e.sh), prefill of 64 /
+# 256 / 1,024 tokens in order 1,576 / 2,068 / 2,161 tok/s, side by side 1,453 / 3,976 / 20,515.
+SIDE_BY_SIDE_MIN_T = 128
 
 
 def side_by_side_nq(P, N):
@@ -353,6 +355,15 @@ def side_by_side_nq(P, N):
         if P * nq <= SIDE_BY_SIDE_WG and P * nq <= 2 * N:
             return nq
     return 0
+
+
+def chunked_path(dev, T, P, N):
+    """The chunked form mamba3_forward runs for T tokens of head dims P and d_state N:
+    "parallel" (the chunks side by side) where chunks_side_by_side, from SIDE_BY_SIDE_MIN_T
+    tokens and where side_by_side_nq fits the head, else "chunked" (in order)."""
+    if T >= SIDE_BY_SIDE_MIN_T and side_by_side_nq(P, N) and chunks_side_by_side(dev):
+        return "parallel"
+    return "chunked"
 
 
 PHI_PASSES_PER_TOKEN = 2   # mamba3_phi's loop: one pass a token (and its end); tests set more

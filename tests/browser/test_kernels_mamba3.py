@@ -256,7 +256,7 @@ def copy_state():
         setattr(st, n, t)
     return st
 info['L'] = m3.forward_chunk_len(dev, {N}, {S})
-info['default'] = 'parallel' if m3.chunks_side_by_side(dev) else 'chunked'
+info['default'] = m3.chunked_path(dev, T['x'].shape[1], T['x'].shape[2] // {H}, {N})
 info['auto'] = None
 for path in ('serial', 'chunked', 'parallel', None):
     st = copy_state()
@@ -325,7 +325,7 @@ def copy_state():
         setattr(st, n, t)
     return st
 info['L'] = m3.forward_chunk_len(dev, {N}, {S}, {R})
-info['default'] = 'parallel' if m3.chunks_side_by_side(dev) else 'chunked'
+info['default'] = m3.chunked_path(dev, T['x'].shape[1], T['x'].shape[2] // {H}, {N})
 info['dispatches'] = {{}}
 for path in ('serial', 'chunked', 'parallel', None):
     st = copy_state()

@@ -66,9 +66,9 @@ def test_mamba3_chunks_side_by_side_over_several_windows(small_windows):
 
 
 def test_real_gpus_run_the_chunks_side_by_side(monkeypatch):
-    """By rule the chunked forward runs a head's chunks side by side on a real GPU (4.5x the
-    in-order walk's prefill at 1,024 tokens on an H200) and in order on a CPU adapter; the
-    device attribute and MAMBAWEB_MAMBA3_PARALLEL override it."""
+    """By rule the chunked forward runs a head's chunks side by side on a real GPU (9.5x the
+    in-order walk's prefill at 1,024 tokens on an H200) from 128 tokens, and in order on a CPU
+    adapter; the device attribute and MAMBAWEB_MAMBA3_PARALLEL override it."""
     import types
     from py_engine.ops import mamba3 as m3
     monkeypatch.delenv("MAMBAWEB_MAMBA3_PARALLEL", raising=False)
@@ -91,3 +91,35 @@ def test_side_by_side_rows_split_their_dims_where_the_tiles_hold_the_shares():
     assert m3.side_by_side_nq(256, 128) == 1
     assert m3.side_by_side_nq(5, 12) == 4
     assert m3.side_by_side_nq(64, 16) == 0 and m3.side_by_side_nq(300, 256) == 0
+
+
+PATH_CODE = """
+import py_engine.ops.mamba3 as m3
+from py_engine.gpu.tensor import Tensor
+H, P, N, S = 2, 64, 128, 32
+runs = []
+saved = m3._forward_parallel
+m3._forward_parallel = lambda *a, **k: (runs.append('parallel'), saved(*a, **k))[1]
+try:
+    device.mamba3_parallel = True
+    b = device.batch()
+    for T in args['Ts']:
+        n0 = len(runs)
+        t = lambda w: Tensor(device, (1, T, w))
+        y, _ = m3.mamba3_forward(b, t(H * P), t(N), t(N), t(H), t(H), t(H), t(S),
+                                 dt_bias=Tensor(device, (H,)), B_bias=Tensor(device, (H, N)),
+                                 C_bias=Tensor(device, (H, N)), D=Tensor(device, (H,)),
+                                 n_heads=H, n_groups=1, S=S, A_floor=1e-4)
+        runs.append(len(runs) > n0)
+    b.discard()
+finally:
+    m3._forward_parallel = saved
+    device.mamba3_parallel = None
+result = [r for r in runs if isinstance(r, bool)]
+"""
+
+
+def test_short_sequences_keep_the_in_order_walk(engine):
+    """Where the chunks run side by side, sequences under SIDE_BY_SIDE_MIN_T (128) tokens still
+    take the in-order chunk scan (at 64 tokens it was the faster on the H200)."""
+    assert engine.run(PATH_CODE, Ts=[64, 127, 128, 300]) == [False, False, True, True]
