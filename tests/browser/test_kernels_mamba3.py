@@ -276,6 +276,21 @@ def test_mamba3_chunked_equals_serial(engine, nb, T, H, P, G, N, rf, heavy):
     assert check_chunked(engine, nb, T, H, P, G, N, rf, heavy) in (8, 32)
 
 
+def check_paths(o, info, ry, rst, nb, H, S):
+    """Every path's y and final states against the float64 reference (ry, rst); the chunked
+    forms (one head's chunks in order, or side by side) == the serial scan to 1e-5 of each
+    output's scale (the issue's bar); the default (path None) is the form the rule picks."""
+    for path in ("serial", "chunked", "parallel"):
+        assert rel_err(o[f"{path}_y"], ry) <= TOL, path
+        check_states(o, f"{path}_", rst)
+    for path in ("chunked", "parallel"):
+        assert rel_err(o[path + "_y"], o["serial_y"]) <= 1e-5, path
+        for n in ("ssm", "k", "v"):
+            assert rel_err(o[path + "_" + n], o["serial_" + n]) <= 1e-5, (path, n)
+        assert angle_err(o[path + "_angle"], o["serial_angle"].reshape(nb, H, S)) <= 1e-5, path
+    assert np.array_equal(o["None_y"], o[info["default"] + "_y"])
+
+
 def check_chunked(engine, nb, T, H, P, G, N, rf, heavy):
     """The chunked forward == the serial one to 1e-5, both == the float64 reference, over
     several chunks with a short last one; returns the chunk length the device ran."""
@@ -293,17 +308,7 @@ def check_chunked(engine, nb, T, H, P, G, N, rf, heavy):
     L = info["L"]
     assert T % L and T > L                                # several chunks, the last one short
     ry, rst = reference(dict(raw, **par), nb, T, H, P, G, N, S, heavy, state)
-    for path in ("serial", "chunked", "parallel"):
-        assert rel_err(o[f"{path}_y"], ry) <= TOL, path
-        check_states(o, f"{path}_", rst)
-    # chunked (one head's chunks in order, or side by side) == serial to 1e-5 of each output's
-    # scale (the issue's bar), and the default picks the chunked form
-    for path in ("chunked", "parallel"):
-        assert rel_err(o[path + "_y"], o["serial_y"]) <= 1e-5, path
-        for n in ("ssm", "k", "v"):
-            assert rel_err(o[path + "_" + n], o["serial_" + n]) <= 1e-5, (path, n)
-        assert angle_err(o[path + "_angle"], o["serial_angle"].reshape(nb, H, S)) <= 1e-5, path
-    assert np.array_equal(o["None_y"], o[info["default"] + "_y"])
+    check_paths(o, info, ry, rst, nb, H, S)
     return L
 
 
@@ -387,14 +392,6 @@ def test_mamba3_mimo_chunked_equals_serial(engine, nb, T, H, P, G, N, R, rf, hea
     L = info["L"]
     assert L >= 2 and T % L and T > L                      # several chunks, the last one short
     ry, rst = reference_mimo(dict(raw, **par), state, nb, T, H, P, G, N, R, heavy)
-    for path in ("serial", "chunked", "parallel"):
-        assert rel_err(o[f"{path}_y"], ry) <= TOL, path
-        check_states(o, f"{path}_", rst)
-    for path in ("chunked", "parallel"):
-        assert rel_err(o[path + "_y"], o["serial_y"]) <= 1e-5, path
-        for n in ("ssm", "k", "v"):
-            assert rel_err(o[path + "_" + n], o["serial_" + n]) <= 1e-5, (path, n)
-        assert angle_err(o[path + "_angle"], o["serial_angle"].reshape(nb, H, S)) <= 1e-5, path
-    # picked by length: T >= CHUNK_MIN_T runs the chunked form (prep + copy of mimo_x + scan)
-    assert np.array_equal(o["None_y"], o[info["default"] + "_y"])
+    # picked by length: T >= CHUNK_MIN_T runs a chunked form (prep + copy of mimo_x + scans)
+    check_paths(o, info, ry, rst, nb, H, S)
     assert info["dispatches"]["None"] == info["dispatches"][info["default"]]
