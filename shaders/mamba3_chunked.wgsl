@@ -7,7 +7,7 @@
 // window [t0, t0 + tn) (whole chunks of L = CHUNK tokens):
 //   mamba3_phi          one thread per (b, h, angle i): phi_t for every token of the window, in
 //                       order (the same sum and wrap as mamba3_chunk_scan's phase 1), into
-//                       phi; the window's last into the angle state.
+//                       phi (rows of the window only); the window's last into the angle state.
 //   mamba3_chunk_delta  one workgroup per (h, b, chunk): the chunk's k rotated (phi from phi),
 //                       its scalar rows, and D_c = cl_c (c0 v_prev k_prev^T) + sum_t dw_t v_t k_t^T
 //                       [P, N] (the chunk's final state from a zero start), and cl_c = prod alpha.
@@ -23,8 +23,8 @@
 // and rotated k (phi of that token: the tile at CPP).
 //
 // Bindings (views as in mamba3_forward.wgsl): pre [Bsz*T, 4H+S] | params; x, Bn, Cn, y views;
-// phi [Bsz*T, H*S]; chunks [Bsz, H, C, P, N] (D_c, then S_c) | cl [Bsz, H, C] (C = the window's
-// chunks); scratch kinit [Bsz, R, H, N] | vinit [Bsz, H, P] | kfin [Bsz, R, H, N]; the angle
+// phi [Bsz, tn, H*S] (the window's tokens); chunks [Bsz, H, C, P, N] (D_c, then S_c) |
+// cl [Bsz, H, C] (C = the window's chunks); scratch kinit [Bsz, R, H, N] | vinit [Bsz, H, P] | kfin [Bsz, R, H, N]; the angle
 // state [Bsz, H, S] and the ssm state [Bsz, H, P, N], in place.
 
 const HAS_INIT = 1u;
@@ -56,6 +56,9 @@ fn CPP() -> u32 { return CKP() + RANK * p.N; }   // phi of the chunk's previous 
 
 struct Window { c_first: u32, chunks: u32, t_end: u32, carried: bool };
 
+// The row of phi holding token t of sequence b (t in the window: phi holds its tokens only)
+fn phi_row(b: u32, t: u32) -> u32 { return b * p.tn + t - p.t0; }
+
 fn window() -> Window {
   var w: Window;
   w.c_first = p.t0 / CHUNK;
@@ -82,7 +85,7 @@ fn mamba3_phi(@builtin(global_invocation_id) gid: vec3<u32>) {
     let row = r * p.pw;
     let a = ph + pre[row + 4u * p.H + i] * pre[row + h];
     ph = a - TWO_PI * floor(a / TWO_PI);
-    phi[r * p.H * S + h * S + i] = ph;
+    phi[phi_row(b, t) * p.H * S + h * S + i] = ph;
   }
   s_ang[bh * S + i] = ph;
 }
@@ -105,11 +108,13 @@ fn chunk_tiles(wid: vec3<u32>, lid: u32, w: Window) -> Chunk {
   let RN = RANK * N;
   let r0 = k.b * p.T + k.t0;
   for (var e = lid; e < k.Lc * S; e += CWG) {
-    sh[CPH() + e] = phi[(r0 + e / S) * p.H * S + k.h * S + e % S];
+    sh[CPH() + e] = phi[phi_row(k.b, k.t0 + e / S) * p.H * S + k.h * S + e % S];
   }
   let first = k.cw == 0u;
   if (!first) {
-    for (var i = lid; i < S; i += CWG) { sh[CPP() + i] = phi[(r0 - 1u) * p.H * S + k.h * S + i]; }
+    for (var i = lid; i < S; i += CWG) {
+      sh[CPP() + i] = phi[phi_row(k.b, k.t0 - 1u) * p.H * S + k.h * S + i];
+    }
   }
   workgroupBarrier();
   for (var e = lid; e < RN; e += CWG) {

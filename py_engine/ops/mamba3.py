@@ -54,7 +54,8 @@ recompute phi, k, q and every state from the initial state (or checkpoint states
 from py_engine.gpu.tensor import Tensor
 from py_engine.ops._common import dummy, fold, params, workgroup_storage
 from py_engine.ops.conv1d import Cols, bt_of, view  # noqa: F401  (Cols re-exported)
-from py_engine.ops.mamba3_windows import chunk_passes_per_chunk, serial_passes_per_token, windows
+from py_engine.ops.mamba3_windows import (LOOP_PASS_BUDGET, chunk_passes_per_chunk,
+                                          serial_passes_per_token, windows)
 from py_engine.ops import step_kernels
 
 HAS_INIT, HEAVY, MIMO = 1, 2, 4
@@ -289,6 +290,8 @@ def mamba3_forward(batch, x, Bn, Cn, dd_dt, dd_A, trap, angles, *, dt_bias, B_bi
     L = forward_chunk_len(dev, s.N, s.S, s.R)
     if path is None:
         path = "serial" if not L or s.T < CHUNK_MIN_T else chunked_path(dev, s.T, s.P, s.N)
+        if path == "parallel" and not side_by_side_chunks(dev, s, L):
+            path = "chunked"   # not even one chunk's tiles or buffers fit this device
     if path == "chunked":
         if not L:
             raise ValueError(f"the chunked Mamba-3 scan needs a 2-token chunk of rank {s.R} to fit "
@@ -303,10 +306,11 @@ def mamba3_forward(batch, x, Bn, Cn, dd_dt, dd_A, trap, angles, *, dt_bias, B_bi
             raise ValueError(f"the chunked Mamba-3 scan needs a 2-token chunk of rank {s.R} to fit "
                              f"workgroup memory, and d_state {s.N} is too large for it; use "
                              "path='serial'")
-        if not side_by_side_nq(s.P, s.N):
+        if not side_by_side_nq(s.P, s.N) or not side_by_side_chunks(dev, s, L):
             raise ValueError(f"the chunks-side-by-side Mamba-3 scan takes head dims P up to "
-                             f"{SIDE_BY_SIDE_WG} and 2 N ({2 * s.N}), got P {s.P}; use "
-                             "path='chunked'")
+                             f"{SIDE_BY_SIDE_WG} and 2 N ({2 * s.N}), got P {s.P}, and a chunk's "
+                             "tiles and buffers within the device's workgroup memory and binding "
+                             "size; use path='chunked'")
         _forward_parallel(batch, s, L, uniform, pre, x, xv, bv, cv, yv, st)
     elif path == "serial":
         for t0, tn in windows(s.T, serial_passes_per_token(s.N, s.P, s.S, s.R)):
@@ -314,7 +318,7 @@ def mamba3_forward(batch, x, Bn, Cn, dd_dt, dd_A, trap, angles, *, dt_bias, B_bi
                       _scan_resources(uniform(t0, tn), pre, xv, bv, cv, yv, st), s.H, s.nb,
                       constants={"WS": _ws(s)})
     else:
-        raise ValueError(f"path must be None, 'serial' or 'chunked', got {path!r}")
+        raise ValueError(f"path must be None, 'serial', 'chunked' or 'parallel', got {path!r}")
     if state is None:
         for t in st:
             t.release()   # the pool hands them out again only to later-recorded work
@@ -366,6 +370,18 @@ def chunked_path(dev, T, P, N):
     return "chunked"
 
 
+def side_by_side_chunks(dev, s, L):
+    """Chunks a token window of the side-by-side path may hold (0: it does not fit): its
+    kernels' tiles (_chunk_ws + the previous token's angles) within the device's workgroup
+    memory, and the window's chunk states ([Bsz, H, C, P, N] and C decays) and angles
+    ([Bsz, C L, H, S]) each within one binding (Device.max_binding): mamba3-187m holds ~98 KB of
+    chunk states a token, so a 128 MiB binding takes ~1,300 tokens a window."""
+    if _chunk_ws(L, s.N, s.S, s.R) + s.S > workgroup_storage(dev) // 4:
+        return 0
+    per_chunk = 4 * s.nb * s.H * max(s.P * s.N + 1, L * s.S)
+    return dev.max_binding // per_chunk
+
+
 PHI_PASSES_PER_TOKEN = 2   # mamba3_phi's loop: one pass a token (and its end); tests set more
 
 
@@ -379,12 +395,15 @@ def _forward_parallel(batch, s, L, uniform, pre, x, xv, bv, cv, yv, st):
     dev = batch.device
     ang, ssm, k, v = st
     nb, T, H, P, N, S, R = s.nb, s.T, s.H, s.P, s.N, s.S, s.R
-    phi = Tensor(dev, (nb * T, H * S))
+    # windows: within lavapipe's loop limit and within one binding (side_by_side_chunks)
+    per_chunk = max(PHI_PASSES_PER_TOKEN * L, -(-LOOP_PASS_BUDGET // side_by_side_chunks(dev, s, L)))
+    spans = windows(T, per_chunk, unit=L)
+    phi = Tensor(dev, (nb * spans[0][1], H * S))       # the longest window's angles
     kn, vn = nb * R * H * N, nb * H * P
     scratch = Tensor(dev, (2 * kn + vn,))
     consts = {"WS": _chunk_ws(L, N, S, R) + S, "CHUNK": L, "RANK": R, "NQ": side_by_side_nq(P, N)}
     xbuf, xoff, xstr = xv
-    for t0, tn in windows(T, PHI_PASSES_PER_TOKEN * L, unit=L):
+    for t0, tn in spans:
         nc = -(-tn // L)
         chunks = Tensor(dev, (nb * H * nc * (P * N + 1),))
         batch.copy(k.buffer, k.offset, scratch.buffer, scratch.offset, 4 * kn)

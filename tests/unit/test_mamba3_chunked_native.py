@@ -2,6 +2,7 @@
 the float64 reference) on the native backend (wgpu-py, the same WGSL). Skips, saying why, only
 without any Vulkan/Metal/D3D12 adapter."""
 
+import numpy as np
 import pytest
 
 from tests.browser import test_kernels_mamba3 as K
@@ -123,3 +124,57 @@ def test_short_sequences_keep_the_in_order_walk(engine):
     """Where the chunks run side by side, sequences under SIDE_BY_SIDE_MIN_T (128) tokens still
     take the in-order chunk scan (at 64 tokens it was the faster on the H200)."""
     assert engine.run(PATH_CODE, Ts=[64, 127, 128, 300]) == [False, False, True, True]
+
+
+@pytest.fixture
+def small_binding(engine):
+    """A 128 KiB binding limit (Device.binding_cap): the real head's chunk states take 64 KiB
+    a chunk, so a token window holds two chunks (side_by_side_chunks)."""
+    engine.device.binding_cap = 128 * 1024
+    yield engine
+    engine.device.binding_cap = None
+
+
+def test_windows_keep_the_chunk_states_within_one_binding(small_binding):
+    K.check_chunked(small_binding, 1, 21, 2, 64, 1, 128, 0.5, False)
+
+
+MODEL_CODE = """
+import py_engine.ops.mamba3 as m3
+from py_engine.io.hf_loader import load_model_local
+m = await load_model_local(device, args['folder'], weights_format='f32')
+out = {}
+saved = m3.SIDE_BY_SIDE_MIN_T
+m3.SIDE_BY_SIDE_MIN_T = 16
+try:
+    for side in (False, True):
+        device.mamba3_parallel = side
+        out[side] = await m.logits(args['ids'])            # no state: fresh, views of in_proj
+        st = m.new_state()
+        await m.logits(args['ids'][:20], st)               # then a state carried into a second
+        out[str(side) + '_cont'] = await m.logits(args['ids'][20:], st)
+        st.release()
+finally:
+    m3.SIDE_BY_SIDE_MIN_T = saved
+    device.mamba3_parallel = None
+m.release()
+result = out
+"""
+
+
+@pytest.mark.parametrize("name", ["mamba3-g2-r10-untied-onorm", "mamba3-mimo-r2-g1-r05-tied"])
+def test_model_logits_with_the_chunks_side_by_side(engine, name):
+    """A whole model's prefill through the side-by-side path (the 128-token threshold lowered
+    to 16) equals the in-order chunk scan's to 1e-5 of the largest logit: in_proj's column
+    views as inputs, a fresh sequence and one continued from a state."""
+    import json
+    from tests.conftest import REPO
+    folder = REPO / "tests" / "fixtures" / "models" / name
+    vocab = json.loads((folder / "config.json").read_text())["vocab_size"]
+    ids = np.random.default_rng(5).integers(0, vocab, 45).tolist()
+    r = engine.run(MODEL_CODE, folder=str(folder), ids=ids)
+    for key in ("", "_cont"):
+        a = np.frombuffer(r["False" + key] if key else r[False], np.float32)
+        b = np.frombuffer(r["True" + key] if key else r[True], np.float32)
+        assert np.abs(a).max() > 0.05
+        assert np.abs(a - b).max() <= 1e-5 * np.abs(a).max(), key
