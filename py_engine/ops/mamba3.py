@@ -389,14 +389,16 @@ def _forward_parallel(batch, s, L, uniform, pre, x, xv, bv, cv, yv, st):
     """mamba3_forward's path "parallel" (shaders/mamba3_chunked.wgsl): per token window, the
     angles walked per (b, h, angle), each chunk's state contribution side by side, the chunk
     start states walked per state element, each chunk's outputs side by side; 4 dispatches and
-    up to 3 + Bsz copies a window (the k and v states in and out). Windows only for lavapipe's
-    loop limit (mamba3_windows): the angle walk, PHI_PASSES_PER_TOKEN passes a token, is the
-    longest loop (the chunk kernels' are mamba3_chunk_scan's phases for one chunk)."""
+    up to 3 + Bsz copies a window (the k and v states in and out). A window holds as many
+    chunks as one binding takes (side_by_side_chunks) and lavapipe's loop limit allows
+    (mamba3_windows: the angle walk, PHI_PASSES_PER_TOKEN passes a token, is the longest loop;
+    the chunk kernels' are mamba3_chunk_scan's phases for one chunk)."""
     dev = batch.device
     ang, ssm, k, v = st
     nb, T, H, P, N, S, R = s.nb, s.T, s.H, s.P, s.N, s.S, s.R
     # windows: within lavapipe's loop limit and within one binding (side_by_side_chunks)
-    per_chunk = max(PHI_PASSES_PER_TOKEN * L, -(-LOOP_PASS_BUDGET // side_by_side_chunks(dev, s, L)))
+    most = side_by_side_chunks(dev, s, L)
+    per_chunk = max(PHI_PASSES_PER_TOKEN * L, -(-LOOP_PASS_BUDGET // most))
     spans = windows(T, per_chunk, unit=L)
     phi = Tensor(dev, (nb * spans[0][1], H * S))       # the longest window's angles
     kn, vn = nb * R * H * N, nb * H * P
