@@ -81,10 +81,7 @@ fn mamba3_phi(@builtin(global_invocation_id) gid: vec3<u32>) {
   var ph = 0.0;
   if (w.carried) { ph = s_ang[bh * S + i]; }
   for (var t = p.t0; t < w.t_end; t++) {
-    let r = b * p.T + t;
-    let row = r * p.pw;
-    let a = ph + pre[row + 4u * p.H + i] * pre[row + h];
-    ph = a - TWO_PI * floor(a / TWO_PI);
+    ph = angle_step(ph, (b * p.T + t) * p.pw, h, i);
     phi[phi_row(b, t) * p.H * S + h * S + i] = ph;
   }
   s_ang[bh * S + i] = ph;
@@ -92,7 +89,8 @@ fn mamba3_phi(@builtin(global_invocation_id) gid: vec3<u32>) {
 
 // The chunk a workgroup of the delta and out kernels owns, its tiles filled: phi, k_prev, the
 // rotated k and q, the scalar rows (a barrier after). Uniform per workgroup.
-struct Chunk { h: u32, b: u32, g: u32, c: u32, cw: u32, t0: u32, Lc: u32 };
+// r0: its first token's row; c0: (DT - gamma) of that token (the weight of v_prev k_prev^T)
+struct Chunk { h: u32, b: u32, g: u32, c: u32, cw: u32, t0: u32, Lc: u32, r0: u32, c0: f32 };
 
 fn chunk_tiles(wid: vec3<u32>, lid: u32, w: Window) -> Chunk {
   var k: Chunk;
@@ -103,10 +101,11 @@ fn chunk_tiles(wid: vec3<u32>, lid: u32, w: Window) -> Chunk {
   k.c = w.c_first + k.cw;
   k.t0 = k.c * CHUNK;
   k.Lc = min(CHUNK, p.T - k.t0);
+  k.r0 = k.b * p.T + k.t0;
+  k.c0 = dt_less_gamma(k.r0, k.h);
   let S = p.S;
   let N = p.N;
   let RN = RANK * N;
-  let r0 = k.b * p.T + k.t0;
   for (var e = lid; e < k.Lc * S; e += CWG) {
     sh[CPH() + e] = phi[phi_row(k.b, k.t0 + e / S) * p.H * S + k.h * S + e % S];
   }
@@ -120,9 +119,9 @@ fn chunk_tiles(wid: vec3<u32>, lid: u32, w: Window) -> Chunk {
   for (var e = lid; e < RN; e += CWG) {
     var v = 0.0;
     if (!first) {
-      v = kq_rotated(r0 - 1u, k.h, k.g, e / N, e % N, CPP()).x;
+      v = kq_rotated(k.r0 - 1u, k.h, k.g, e / N, e % N, CPP()).x;
     } else if (w.carried) {
-      v = scratch[((k.b * RANK + e / N) * p.H + k.h) * N + e % N];
+      v = scratch[k_index(k.b, k.h, e)];          // kinit
     }
     sh[CKP() + e] = v;
   }
@@ -136,9 +135,13 @@ fn chunk_tiles(wid: vec3<u32>, lid: u32, w: Window) -> Chunk {
 // scratch) before the sequence's first chunk, or 0 for a fresh sequence.
 fn v_prev(k: Chunk, pp: u32) -> f32 {
   if (k.c > 0u) { return x[p.x_off + (k.b * p.T + k.t0 - 1u) * p.x_str + k.h * p.P + pp]; }
-  if (has(HAS_INIT)) { return scratch[p.nb * RANK * p.H * p.N + (k.b * p.H + k.h) * p.P + pp]; }
+  if (has(HAS_INIT)) { return scratch[VINIT() + (k.b * p.H + k.h) * p.P + pp]; }
   return 0.0;
 }
+
+// scratch: kinit [Bsz, R, H, N] at 0 | vinit [Bsz, H, P] at VINIT | kfin [Bsz, R, H, N] at KFIN
+fn VINIT() -> u32 { return p.nb * RANK * p.H * p.N; }
+fn KFIN() -> u32 { return VINIT() + p.nb * p.H * p.P; }
 
 fn chunk_base(k: Chunk, w: Window) -> u32 {         // D_c / S_c of (b, h, c) in chunks
   return ((k.b * p.H + k.h) * w.chunks + k.cw) * p.P * p.N;
@@ -159,8 +162,8 @@ fn mamba3_chunk_delta(@builtin(workgroup_id) wid: vec3<u32>,
   let R = RANK;
   let L = CHUNK;
   let Lc = k.Lc;
-  let r0 = k.b * p.T + k.t0;
-  let c0 = pre[r0 * p.pw + k.h] - pre[r0 * p.pw + 3u * p.H + k.h];   // (DT - gamma)_0
+  let r0 = k.r0;
+  let c0 = k.c0;
   let cl = sh[CS() + Lc - 1u];
   let base = chunk_base(k, w);
   for (var e = lid; e < p.P * NQ; e += CWG) {
@@ -242,16 +245,15 @@ fn mamba3_chunk_out(@builtin(workgroup_id) wid: vec3<u32>,
   let Lc = k.Lc;
   let LcR = Lc * R;
   let h = k.h;
-  let r0 = k.b * p.T + k.t0;
+  let r0 = k.r0;
   if (k.cw + 1u == w.chunks) {                      // the window's last k: the k state after
-    let kfin = p.nb * RN * p.H + p.nb * p.H * P;
     for (var e = lid; e < RN; e += CWG) {
-      scratch[kfin + ((k.b * R + e / N) * p.H + h) * N + e % N] = sh[CK() + (Lc - 1u) * RN + e];
+      scratch[KFIN() + k_index(k.b, h, e)] = sh[CK() + (Lc - 1u) * RN + e];
     }
   }
   workgroupBarrier();
   let Dh = pre[p.par + 2u * p.H * R * N + h];
-  let c0 = pre[r0 * p.pw + h] - pre[r0 * p.pw + 3u * p.H + h];   // (DT - gamma)_0
+  let c0 = k.c0;
   let base = chunk_base(k, w);
   // (pp, q): class q's share of sum_n a[pp, n] q_{t,r}[n] for every (t, r) of the chunk
   var ya: array<f32, MAX_LR>;

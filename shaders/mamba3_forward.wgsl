@@ -140,7 +140,7 @@ fn mamba3_scan(@builtin(workgroup_id) wid: vec3<u32>,
   let kslot = ((p.t0 + 1u) & 1u) * RN;
   for (var e = lid; e < RN; e += WG) {
     var v = 0.0;
-    if (carried) { v = s_k[((b * R + e / N) * p.H + h) * N + e % N]; }
+    if (carried) { v = s_k[k_index(b, h, e)]; }
     sh[kslot + e] = v;
   }
   let Dh = pre[p.par + 2u * p.H * RN + h];
@@ -156,7 +156,7 @@ fn mamba3_scan(@builtin(workgroup_id) wid: vec3<u32>,
     let prv = RN - cur;
     for (var i = lid; i < S; i += WG) {   // each thread owns its angles
       let ph = sh[3u * RN + i] + pre[row + 4u * p.H + i] * dt;
-      sh[3u * RN + i] = ph - TWO_PI * floor(ph / TWO_PI);
+      sh[3u * RN + i] = wrap_angle(ph);
     }
     workgroupBarrier();
     rotate_kq(r, h, g, cur, lid);
@@ -195,7 +195,7 @@ fn mamba3_scan(@builtin(workgroup_id) wid: vec3<u32>,
   // the window's final angle, k (its last token's slot) and v states, in place (each read only above)
   let last = ((t1 - 1u) & 1u) * RN;
   for (var i = lid; i < S; i += WG) { s_ang[bh * S + i] = sh[3u * RN + i]; }
-  for (var e = lid; e < RN; e += WG) { s_k[((b * R + e / N) * p.H + h) * N + e % N] = sh[last + e]; }
+  for (var e = lid; e < RN; e += WG) { s_k[k_index(b, h, e)] = sh[last + e]; }
   let rl = b * p.T + t1 - 1u;
   for (var pp = lid; pp < P; pp += WG) { s_v[bh * P + pp] = x[p.x_off + rl * p.x_str + h * P + pp]; }
 }
@@ -250,7 +250,7 @@ fn mamba3_chunk_scan(@builtin(workgroup_id) wid: vec3<u32>,
   }
   for (var e = lid; e < RN; e += WG) {
     var v = 0.0;
-    if (carried) { v = s_k[((b * R + e / N) * p.H + h) * N + e % N]; }
+    if (carried) { v = s_k[k_index(b, h, e)]; }
     sh[CKP() + e] = v;
   }
   workgroupBarrier();
@@ -263,8 +263,7 @@ fn mamba3_chunk_scan(@builtin(workgroup_id) wid: vec3<u32>,
       var ph = sh[CPH() + (L - 1u) * S + i];
       for (var t = 0u; t < Lc; t++) {
         let row = (b * p.T + t0 + t) * p.pw;
-        let a = ph + pre[row + 4u * p.H + i] * pre[row + h];
-        ph = a - TWO_PI * floor(a / TWO_PI);
+        ph = angle_step(ph, row, h, i);
         sh[CPH() + t * S + i] = ph;
       }
       if (Lc < L) { sh[CPH() + (L - 1u) * S + i] = ph; }   // the carried angle of a short last chunk
@@ -277,7 +276,7 @@ fn mamba3_chunk_scan(@builtin(workgroup_id) wid: vec3<u32>,
     workgroupBarrier();
     // (5) threads over p: y of the chunk's tokens and ranks, and the state S' (row p streamed once)
     let r0 = b * p.T + t0;
-    let c0 = pre[r0 * p.pw + h] - pre[r0 * p.pw + 3u * p.H + h];   // (DT - gamma)_0
+    let c0 = dt_less_gamma(r0, h);
     for (var pp = lid; pp < P; pp += WG) {
       var xs: array<f32, MAX_L>;
       var ya: array<f32, MAX_LR>;
@@ -320,7 +319,7 @@ fn mamba3_chunk_scan(@builtin(workgroup_id) wid: vec3<u32>,
   }
   // the window's final angle, k, v states, in place
   for (var i = lid; i < S; i += WG) { s_ang[bh * S + i] = sh[CPH() + (L - 1u) * S + i]; }
-  for (var e = lid; e < RN; e += WG) { s_k[((b * R + e / N) * p.H + h) * N + e % N] = sh[CKP() + e]; }
+  for (var e = lid; e < RN; e += WG) { s_k[k_index(b, h, e)] = sh[CKP() + e]; }
   let rl = b * p.T + t_end - 1u;
   for (var pp = lid; pp < P; pp += WG) { s_v[bh * P + pp] = x[p.x_off + rl * p.x_str + h * P + pp]; }
 }

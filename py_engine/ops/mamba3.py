@@ -288,30 +288,28 @@ def mamba3_forward(batch, x, Bn, Cn, dd_dt, dd_A, trap, angles, *, dt_bias, B_bi
     uniform, pre = _prep(batch, s, dd_dt, dd_A, trap, angles, dt_bias, B_bias, C_bias, D, A_floor,
                          heavy_tail, HAS_INIT if state is not None else 0, xv, bv, cv, yv, mimo_x)
     L = forward_chunk_len(dev, s.N, s.S, s.R)
-    if path is None:
+    chosen = path is None
+    if chosen:
         path = "serial" if not L or s.T < CHUNK_MIN_T else chunked_path(dev, s.T, s.P, s.N)
-        if path == "parallel" and not side_by_side_chunks(dev, s, L):
-            path = "chunked"   # not even one chunk's tiles or buffers fit this device
+    most = side_by_side_chunks(dev, s, L) if path == "parallel" and L else 0
+    if chosen and path == "parallel" and not most:
+        path = "chunked"   # not even one chunk's tiles or buffers fit this device
+    if path in ("chunked", "parallel") and not L:
+        raise ValueError(f"the chunked Mamba-3 scan needs a 2-token chunk of rank {s.R} to fit "
+                         f"workgroup memory, and d_state {s.N} is too large for it; use "
+                         "path='serial'")
     if path == "chunked":
-        if not L:
-            raise ValueError(f"the chunked Mamba-3 scan needs a 2-token chunk of rank {s.R} to fit "
-                             f"workgroup memory, and d_state {s.N} is too large for it; use "
-                             "path='serial'")
         for t0, tn in windows(s.T, chunk_passes_per_chunk(L, s.N, s.P, s.S, s.R), unit=L):
             batch.run(FWD, "mamba3_chunk_scan",
                       _scan_resources(uniform(t0, tn), pre, xv, bv, cv, yv, st), s.H, s.nb,
                       constants={"WS": _chunk_ws(L, s.N, s.S, s.R), "CHUNK": L, "RANK": s.R})
     elif path == "parallel":
-        if not L:
-            raise ValueError(f"the chunked Mamba-3 scan needs a 2-token chunk of rank {s.R} to fit "
-                             f"workgroup memory, and d_state {s.N} is too large for it; use "
-                             "path='serial'")
-        if not side_by_side_nq(s.P, s.N) or not side_by_side_chunks(dev, s, L):
+        if not side_by_side_nq(s.P, s.N) or not most:
             raise ValueError(f"the chunks-side-by-side Mamba-3 scan takes head dims P up to "
                              f"{SIDE_BY_SIDE_WG} and 2 N ({2 * s.N}), got P {s.P}, and a chunk's "
                              "tiles and buffers within the device's workgroup memory and binding "
                              "size; use path='chunked'")
-        _forward_parallel(batch, s, L, uniform, pre, x, xv, bv, cv, yv, st)
+        _forward_parallel(batch, s, L, most, uniform, pre, xv, bv, cv, yv, st)
     elif path == "serial":
         for t0, tn in windows(s.T, serial_passes_per_token(s.N, s.P, s.S, s.R)):
             batch.run(FWD, "mamba3_scan",
@@ -385,40 +383,40 @@ def side_by_side_chunks(dev, s, L):
 PHI_PASSES_PER_TOKEN = 2   # mamba3_phi's loop: one pass a token (and its end); tests set more
 
 
-def _forward_parallel(batch, s, L, uniform, pre, x, xv, bv, cv, yv, st):
+def _forward_parallel(batch, s, L, most, uniform, pre, xv, bv, cv, yv, st):
     """mamba3_forward's path "parallel" (shaders/mamba3_chunked.wgsl): per token window, the
     angles walked per (b, h, angle), each chunk's state contribution side by side, the chunk
     start states walked per state element, each chunk's outputs side by side; 4 dispatches and
     up to 3 + Bsz copies a window (the k and v states in and out). A window holds as many
-    chunks as one binding takes (side_by_side_chunks) and lavapipe's loop limit allows
+    chunks as one binding takes (`most`, side_by_side_chunks) and lavapipe's loop limit allows
     (mamba3_windows: the angle walk, PHI_PASSES_PER_TOKEN passes a token, is the longest loop;
     the chunk kernels' are mamba3_chunk_scan's phases for one chunk)."""
     dev = batch.device
     ang, ssm, k, v = st
     nb, T, H, P, N, S, R = s.nb, s.T, s.H, s.P, s.N, s.S, s.R
     # windows: within lavapipe's loop limit and within one binding (side_by_side_chunks)
-    most = side_by_side_chunks(dev, s, L)
     per_chunk = max(PHI_PASSES_PER_TOKEN * L, -(-LOOP_PASS_BUDGET // most))
     spans = windows(T, per_chunk, unit=L)
-    phi = Tensor(dev, (nb * spans[0][1], H * S))       # the longest window's angles
+    longest = spans[0][1]                 # the first window is the longest: buffers sized by it
+    phi = Tensor(dev, (nb * longest, H * S))
+    chunks = Tensor(dev, (nb * H * -(-longest // L) * (P * N + 1),))
     kn, vn = nb * R * H * N, nb * H * P
     scratch = Tensor(dev, (2 * kn + vn,))
     consts = {"WS": _chunk_ws(L, N, S, R) + S, "CHUNK": L, "RANK": R, "NQ": side_by_side_nq(P, N)}
     xbuf, xoff, xstr = xv
+    pb, xb, bb, cb, yb = pre.binding, xbuf, bv[0], cv[0], yv[0]
+    gx, gy = fold(-(-nb * H * P * N // 256))
     for t0, tn in spans:
         nc = -(-tn // L)
-        chunks = Tensor(dev, (nb * H * nc * (P * N + 1),))
         batch.copy(k.buffer, k.offset, scratch.buffer, scratch.offset, 4 * kn)
         batch.copy(v.buffer, v.offset, scratch.buffer, scratch.offset + 4 * kn, 4 * vn)
         un = uniform(t0, tn)
-        pb, xb, bb, cb, yb = pre.binding, xbuf, bv[0], cv[0], yv[0]
         batch.run(CHUNKED, "mamba3_phi",
                   [un, pb, None, None, None, None, phi.binding, None, None, ang.binding],
                   -(-nb * H * S // 64), constants=consts)
         batch.run(CHUNKED, "mamba3_chunk_delta",
                   [un, pb, xb, bb, cb, None, phi.binding, chunks.binding, scratch.binding],
                   H, nb, nc, constants=consts)
-        gx, gy = fold(-(-nb * H * P * N // 256))
         batch.run(CHUNKED, "mamba3_chunk_carry",
                   [un, None, None, None, None, None, None, chunks.binding, None, None,
                    ssm.binding], gx, gy, constants=consts)
@@ -430,9 +428,8 @@ def _forward_parallel(batch, s, L, uniform, pre, x, xv, bv, cv, yv, st):
         for b in range(nb):
             src = xbuf[1] + 4 * (xoff + (b * T + last) * xstr)
             batch.copy(xbuf[0], src, v.buffer, v.offset + 4 * b * H * P, 4 * H * P)
-        chunks.release()
-    phi.release()
-    scratch.release()
+    for t in (phi, chunks, scratch):
+        t.release()
 
 
 def mamba3_step(batch, x, Bn, Cn, dd_dt, dd_A, trap, angles, state, *, dt_bias, B_bias, C_bias,

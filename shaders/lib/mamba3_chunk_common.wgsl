@@ -43,6 +43,16 @@ fn mx(h: u32, r: u32, pp: u32) -> f32 {
   return pre[p.par + 2u * p.H * p.R * p.N + p.H + (h * p.R + r) * p.P + pp];
 }
 
+// (DT - gamma) = beta / alpha of token row r, head h: the weight the trapezoid gives v_{r-1}
+// k_{r-1}^T at step r, before alpha_r's decay
+fn dt_less_gamma(r: u32, h: u32) -> f32 { return pre[r * p.pw + h] - pre[r * p.pw + 3u * p.H + h]; }
+
+// (1) the angle phi_i after token row `row` (pre's row offset) of head h, from phi before it:
+// phi + theta_i DT_h, wrapped (the same sum in the in-order and the side-by-side scans)
+fn angle_step(ph: f32, row: u32, h: u32, i: u32) -> f32 {
+  return wrap_angle(ph + pre[row + 4u * p.H + i] * pre[row + h]);
+}
+
 // (2) k_{t,r}, q_{t,r} of the chunk's Lc tokens from t0 rotated into the k and q tiles, (t, r, n)
 // over threads; phi of token t at sh[CPH + t S ..].
 fn chunk_rotate(b: u32, h: u32, g: u32, t0: u32, Lc: u32, lid: u32) {
@@ -67,10 +77,7 @@ fn chunk_scalars(b: u32, h: u32, t0: u32, Lc: u32, lid: u32) {
     cpv *= pre[row + p.H + h];
     sh[CS() + t] = cpv;
     var shn = 0.0;
-    if (t + 1u < Lc) {
-      let rn = row + p.pw;
-      shn = pre[rn + h] - pre[rn + 3u * p.H + h];
-    }
+    if (t + 1u < Lc) { shn = dt_less_gamma(b * p.T + t0 + t + 1u, h); }
     sh[CS() + L + t] = pre[row + 3u * p.H + h] + shn;
     sh[CS() + 3u * L + t] = shn;
   }

@@ -30,6 +30,12 @@ fn sin_cos(a: f32) -> vec2<f32> { return cos_sin(a).yx; }
 
 fn has(f: u32) -> bool { return (p.flags & f) != 0u; }
 
+// An angle brought back into [0, 2 pi) (the phi state is kept there between tokens)
+fn wrap_angle(a: f32) -> f32 { return a - TWO_PI * floor(a / TWO_PI); }
+
+// Element e = r N + n of head h's rotated-k state of sequence b, k [Bsz, R, H, N]
+fn k_index(b: u32, h: u32, e: u32) -> u32 { return ((b * p.R + e / p.N) * p.H + h) * p.N + e % p.N; }
+
 // Dim n's rotation of a k or q row of N dims: its partner m and angle i, whether n is the pair's
 // first element (out = a c - b s, else a s + b c) and whether n is rotated at all -- pairs
 // (2i, 2i+1) (SISO) or (i, i + N/2) (MIMO), i < S.

@@ -91,9 +91,9 @@ fn prologue_load(b: u32, h: u32, dt: f32, lid: u32) {
   let bh = b * p.H + h;
   for (var i = lid; i < S; i += WG) {   // each thread owns its angles
     let ph = s_ang[bh * S + i] + theta(b, i) * dt;
-    sh[3u * RN + i] = ph - TWO_PI * floor(ph / TWO_PI);
+    sh[3u * RN + i] = wrap_angle(ph);
   }
-  for (var e = lid; e < RN; e += WG) { sh[RN + e] = s_k[((b * p.R + e / N) * p.H + h) * N + e % N]; }
+  for (var e = lid; e < RN; e += WG) { sh[RN + e] = s_k[k_index(b, h, e)]; }
 }
 
 fn prologue_rotate(b: u32, h: u32, g: u32, lid: u32) {
@@ -103,7 +103,7 @@ fn prologue_rotate(b: u32, h: u32, g: u32, lid: u32) {
   let RN = p.R * N;
   rotate_kq(b, h, g, 0u, lid);
   for (var e = lid; e < RN; e += WG) {   // the old k was copied into sh[RN + e] before the barrier
-    s_k[((b * p.R + e / N) * p.H + h) * N + e % N] = sh[e];
+    s_k[k_index(b, h, e)] = sh[e];
   }
   for (var i = lid; i < S; i += WG) { s_ang[(b * p.H + h) * S + i] = sh[3u * RN + i]; }
 }
