@@ -29,6 +29,8 @@
 //           F2 ssd_forward_carry  one thread per (b, h, p, n), serial over chunks: hc[c] = H_c,
 //                                 final state in place into hs (which holds h0 or is unread)
 //           F3 ssd_forward        grid (H, nc*Bsz): y from hc
+// Real GPUs run F1 and F3 as shaders/ssd_chunked.wgsl (a chunk's work over 256 threads, B and C
+// staged once; py_engine/ops/ssd.py path "parallel"), with this file's F2 between them.
 // One workgroup of WG threads per (b, h, chunk). Workgroup memory sh (WS floats, sized by the
 // host from maxComputeWorkgroupStorageSize): cum [L] | dt [L] | M tile [TL rows x <= L cols].
 // F3 walks the chunk in row tiles of TL: the workgroup fills M[i, s] = (C_l . B_s) decay dt_s
@@ -36,91 +38,10 @@
 // M[i, :] x[:, p] in a fixed order: barriers only between tiles, no atomics, deterministic.
 // Work: intra L^2/2 (N + P), states/output L P N per (b, h, chunk), as transformers' einsums.
 
-const HAS_BIAS = 1u;
-const HAS_D = 2u;
-const HAS_INIT = 4u;    // an initial state is in hs (else zeros)
-const SAVE = 8u;        // nc = 1: also write the chunk start state into hc
-const HAS_DT_MIN = 16u;
-const HAS_DT_MAX = 32u;
-const WG = 64u;
+const WG = 64u;   // threads per workgroup
 
-override WS: u32 = 4096u;   // floats of workgroup memory: 2 L + TL L (host-sized)
-
-struct Params {
-  T: u32, H: u32, P: u32, N: u32,
-  G: u32, L: u32, nc: u32, nb: u32,
-  flags: u32, TL: u32, dt_min: f32, dt_max: f32,
-  x_off: u32, x_str: u32, dt_off: u32, dt_str: u32,   // x, dt views
-  b_off: u32, b_str: u32, c_off: u32, c_str: u32,     // B, C views
-  y_off: u32, y_str: u32, w_s: u32, w_dec: u32,       // y view; work regions (element offsets)
-};
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;          // [Bsz*T, *] view, H*P wide
-@group(0) @binding(2) var<storage, read> dtm: array<f32>;        // [Bsz*T, *] view, H wide (raw dt)
-@group(0) @binding(3) var<storage, read> dt_bias: array<f32>;    // [H]
-@group(0) @binding(4) var<storage, read> A_log: array<f32>;      // [H]
-@group(0) @binding(5) var<storage, read> Bm: array<f32>;         // [Bsz*T, *] view, G*N wide
-@group(0) @binding(6) var<storage, read> Cm: array<f32>;         // [Bsz*T, *] view, G*N wide
-@group(0) @binding(7) var<storage, read> Dv: array<f32>;         // [H]
-@group(0) @binding(8) var<storage, read_write> y: array<f32>;    // [Bsz*T, *] view, H*P wide
-@group(0) @binding(9) var<storage, read_write> hs: array<f32>;   // state [Bsz, H, P, N], in place
-@group(0) @binding(10) var<storage, read_write> hc: array<f32>;  // chunk starts [Bsz, nc, H, P, N]
-@group(0) @binding(11) var<storage, read_write> work: array<f32>;
-
-var<workgroup> sh: array<f32, WS>;
-
-// softplus (threshold 20, exact log1p) and sigmoid, shared with the other kernels:
-//#include "lib/activations.wgsl"
-
-fn has(f: u32) -> bool { return (p.flags & f) != 0u; }
-
-
-// dt of token row r, head h: bias, softplus, then clamp (flags, so dt_max = inf needs no inf).
-fn dt_of(r: u32, h: u32) -> f32 {
-  var v = dtm[p.dt_off + r * p.dt_str + h];
-  if (has(HAS_BIAS)) { v += dt_bias[h]; }
-  var d = softplus(v);
-  if (has(HAS_DT_MIN)) { d = max(d, p.dt_min); }
-  if (has(HAS_DT_MAX)) { d = min(d, p.dt_max); }
-  return d;
-}
-
-fn xv(r: u32, h: u32, pp: u32) -> f32 { return x[p.x_off + r * p.x_str + h * p.P + pp]; }
-fn bv(r: u32, g: u32, n: u32) -> f32 { return Bm[p.b_off + r * p.b_str + g * p.N + n]; }
-fn cv(r: u32, g: u32, n: u32) -> f32 { return Cm[p.c_off + r * p.c_str + g * p.N + n]; }
-
-struct Chunk { b: u32, h: u32, c: u32, g: u32, r0: u32, len: u32, ok: bool };
-
-// Workgroup (x = head, y = chunk + nc * batch) -> its chunk; r0 = row of its first token.
-fn chunk_of(wid: vec3<u32>) -> Chunk {
-  var ch: Chunk;
-  ch.h = wid.x;
-  ch.c = wid.y % p.nc;
-  ch.b = wid.y / p.nc;
-  ch.g = ch.h / (p.H / p.G);
-  let t0 = ch.c * p.L;
-  ch.ok = ch.h < p.H && ch.b < p.nb && t0 < p.T;
-  ch.r0 = ch.b * p.T + t0;
-  ch.len = 0u;
-  if (ch.ok) { ch.len = min(p.L, p.T - t0); }
-  return ch;
-}
-
-// sh[L + s] = dt_s (threads in parallel), then sh[s] = cum[s] (one thread, fixed order).
-fn chunk_prep(ch: Chunk, lid: u32) {
-  for (var s = lid; s < ch.len; s += WG) { sh[p.L + s] = dt_of(ch.r0 + s, ch.h); }
-  workgroupBarrier();
-  if (lid == 0u) {
-    let A = -exp(A_log[ch.h]);
-    var acc = 0.0;
-    for (var s = 0u; s < ch.len; s++) {
-      acc += sh[p.L + s] * A;
-      sh[s] = acc;
-    }
-  }
-  workgroupBarrier();
-}
+// Params, bindings, dt/x/B/C reads, chunk_of, chunk_prep; WS here: 2 L + TL L floats
+//#include "lib/ssd_forward_common.wgsl"
 
 // Chunk end state from zero for element (pp, n), with weights w_s = exp(cum_last - cum_s) dt_s
 // at sh[wo + s].
@@ -151,7 +72,9 @@ fn ssd_forward_chunk(@builtin(workgroup_id) wid: vec3<u32>,
   if (lid == 0u) { work[p.w_dec + (ch.b * p.nc + ch.c) * p.H + ch.h] = exp(last); }
 }
 
-// F2: chunk start states, serial over chunks; one thread per (b, h, p, n).
+// F2: chunk start states, serial over chunks; one thread per (b, h, p, n). Eight chunks' S and
+// decay are loaded before any is used: a loop that loads and then stores waits a memory latency
+// a chunk (the stores to hc may alias the next loads as far as the compiler knows).
 @compute @workgroup_size(WG)
 fn ssd_forward_carry(@builtin(global_invocation_id) gid: vec3<u32>,
                      @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -163,7 +86,21 @@ fn ssd_forward_carry(@builtin(global_invocation_id) gid: vec3<u32>,
   let b = k / (PN * p.H);
   var H = 0.0;
   if (has(HAS_INIT)) { H = hs[k]; }
-  for (var c = 0u; c < p.nc; c++) {
+  var c = 0u;
+  for (; c + 8u <= p.nc; c += 8u) {
+    var d: array<f32, 8>;
+    var s: array<f32, 8>;
+    for (var u = 0u; u < 8u; u++) {
+      let q = (b * p.nc + c + u) * p.H + h;
+      d[u] = work[p.w_dec + q];
+      s[u] = work[p.w_s + q * PN + e];
+    }
+    for (var u = 0u; u < 8u; u++) {
+      hc[((b * p.nc + c + u) * p.H + h) * PN + e] = H;
+      H = d[u] * H + s[u];
+    }
+  }
+  for (; c < p.nc; c++) {
     let q = (b * p.nc + c) * p.H + h;
     let idx = q * PN + e;
     hc[idx] = H;

@@ -132,6 +132,23 @@ def mamba3_step_cases():
         (lambda e: KM3.check_chunked(e, 2, 37, 2, 5, 2, 12, 1.0, True))
 
 
+def ssd_cases():
+    from tests.browser import test_kernels_ssd as KS
+    # Mamba-2's chunked forward on both chunk paths (ssd_chunked.wgsl is a real GPU's default)
+    # == the float64 recurrence, then the real head at 32-token chunks (an H200 holds them in
+    # workgroup memory; the CI's adapters take 16 or 8) over 100 tokens
+    for c in KS.RUNS:
+        yield f"ssd forward {c.id}", (lambda e, a=c.values: KS.test_ssd_forward_step_reference(e, *a))
+    def long_chunks(e):
+        e.run("device.ssd_chunk = 32")           # past the rule's 8: MAMBAWEB_SSD_CHUNK=32
+        try:
+            KS.test_ssd_forward_step_reference(e, 1, 100, 2, 64, 1, 128, 32, True, False, True,
+                                               (0.0, None), True)
+        finally:
+            e.run("device.ssd_chunk = None")
+    yield "ssd forward real-head T100 L32-spread", long_chunks
+
+
 def staged_matvec_cases():
     from tests.browser.matvec_cases import check_staged
     # the 1.4b shapes' K (in_proj, LM head: one tile; out_proj, x_proj: two); 1 and 4 rows a thread
@@ -166,7 +183,7 @@ def main(argv=None):
     with Engine() as eng:
         print(json.dumps({"engine": args.engine, "adapter": eng.info.get("adapter")}), flush=True)
         for name, fn in (list(gemm_cases()) + list(scan_cases()) + list(decode_cases())
-                         + list(fold_cases()) + list(mamba3_step_cases())
+                         + list(fold_cases()) + list(mamba3_step_cases()) + list(ssd_cases())
                          + list(staged_matvec_cases())
                          + list(subgroup_tree_cases())):
             if args.only not in name:

@@ -21,7 +21,10 @@ output. See the shader header for the kernels.
 
 Dispatches: forward 1 when T <= L (output and final state in one kernel), else 3 (chunk states,
 carry, output); step 1 (decode replays it per token: dt softplus/clamp, D skip fused, state in
-place).
+place). The chunk states and outputs of T > L run in one of two forms (forward_path):
+shaders/ssd_forward.wgsl's 64 threads a chunk (CPU adapters) or shaders/ssd_chunked.wgsl's 256
+with B and C staged once (path "parallel": real GPUs, chunks of 8 by rule; chunks_spread,
+spread_chunk).
 
 Memory: the forward keeps hc [Bsz, nc, H, P, N] (chunk start states; always when nc > 1, and
 with save=True also when nc = 1) and a transient work buffer of Bsz*nc*H*(P*N + 1) floats when
@@ -33,7 +36,7 @@ ValueError naming the limit (16 KiB, the WebGPU default, fits L <= 1365).
 import math
 
 from py_engine.gpu.tensor import Tensor
-from py_engine.ops._common import dummy, fold, params, workgroup_storage
+from py_engine.ops._common import dummy, fold, params, state_row_classes, workgroup_storage
 from py_engine.ops.conv1d import Cols, bt_of, rw_dummy, view  # noqa: F401  (Cols re-exported)
 from py_engine.ops import loop_budget
 from py_engine.ops import step_kernels
@@ -43,6 +46,9 @@ DEFAULT_CHUNK = 256        # transformers' Mamba2Config.chunk_size
 MAX_TILE_ROWS = 16         # rows per intra-chunk tile: more only costs occupancy on a real GPU
 WG = 64                    # threads per workgroup (the shaders' WG)
 FWD, STEP = "ssd_forward", "ssd_step"
+SPREAD = "ssd_chunked"     # path "parallel": a chunk's work over 256 threads (real GPUs)
+SPREAD_WG = 256            # its WG
+SPREAD_MAX_L = 32          # its MAX_L: a chunk's tokens in registers
 
 
 class SSDSaved:
@@ -113,6 +119,52 @@ def loop_chunk(device, L, P, N, hg=1):
     while L > 1 and chunk_loop_passes(L, tile_rows(device, L), P, N, hg) > budget:
         L = -(-L // 2)
     return L
+
+
+def chunks_spread(dev):
+    """Whether the chunked forward runs shaders/ssd_chunked.wgsl (path "parallel": B and C
+    staged once per chunk, a thread per (state row, class of dims), 256 threads a chunk) rather
+    than ssd_forward.wgsl's chunk kernels (64 threads a chunk, every product term read from
+    memory): `device.ssd_parallel` (tests), else MAMBAWEB_SSD_PARALLEL = 1 | 0 (bench
+    variants), else on real GPUs (not a CPU adapter: SwiftShader, lavapipe)."""
+    return step_kernels.choose(dev, "ssd_parallel", "MAMBAWEB_SSD_PARALLEL", "1", "0",
+                               lambda: not dev.info.get("is_fallback"))
+
+
+def spread_ws(L, N):
+    """Workgroup floats of ssd_chunked.wgsl: cum, dt [L] | C [L, N] | B [N, L] | M [L, L]."""
+    return 2 * L + 2 * L * N + L * L
+
+
+SPREAD_CHUNKS = (4, 8, 16, 32)   # what MAMBAWEB_SSD_CHUNK / device.ssd_chunk may set
+SPREAD_RULE_L = 8
+
+
+def spread_chunk(dev, L, P, N):
+    """The chunk length path "parallel" runs for a requested L: at most SPREAD_RULE_L (8, or what
+    `device.ssd_chunk` / MAMBAWEB_SSD_CHUNK sets), halved until its tiles fit the device's
+    workgroup memory (at d_state 128: 16 KiB holds L 8, an H200's 48 KiB through Dawn L 32); 0
+    where the head's state rows do not fit its threads (state_row_classes). The chunking
+    changes only rounding. Measured on the H200 natively (`python -m tools.ablate_ssd`,
+    mamba2-130m's heads, one forward of 1,024 / 256 tokens, .bench/call26b.sh): L 32 1,267 /
+    396 us, 16 795 / 244, 8 683 / 223; ssd_forward.wgsl's kernels 1,674 / 988."""
+    if not state_row_classes(P, N, SPREAD_WG):
+        return 0
+    cap = step_kernels.pick(dev, "ssd_chunk", "MAMBAWEB_SSD_CHUNK", SPREAD_CHUNKS,
+                            lambda: SPREAD_RULE_L)
+    L, floats = min(int(L), cap, SPREAD_MAX_L), workgroup_storage(dev) // 4
+    while L > 1 and spread_ws(L, N) > floats:
+        L //= 2
+    return L if spread_ws(L, N) <= floats else 0
+
+
+def forward_path(dev, T, L, P, N):
+    """(path, chunk) of a forward of T tokens asked to chunk by L (after loop_chunk): "one"
+    (T <= L: one dispatch), "parallel" (chunks_spread and spread_chunk fits) or "chunked"."""
+    if T <= L:
+        return "one", L
+    Ls = spread_chunk(dev, L, P, N) if chunks_spread(dev) else 0
+    return ("parallel", Ls) if Ls else ("chunked", L)
 
 
 def dt_limit_flags(dt_min=0.0, dt_max=float("inf")):
@@ -204,6 +256,7 @@ def ssd_forward(batch, x, dt, A_log, B, C, *, n_groups, D=None, dt_bias=None, dt
         raise ValueError(f"chunk must be >= 1, got {chunk}")
     tile_rows(dev, int(chunk))          # a chunk too long for workgroup memory: refused by name
     L = loop_chunk(dev, chunk, P, N, H // s.G)
+    path, L = forward_path(dev, T, L, P, N)
     TL = tile_rows(dev, L)
     nc = -(-T // L)
     y = out if out is not None else Tensor(dev, tuple(x.shape))
@@ -220,12 +273,18 @@ def ssd_forward(batch, x, dt, A_log, B, C, *, n_groups, D=None, dt_bias=None, dt
     un = dev.uniform(params(T, H, P, N, s.G, L, nc, nb, flags, TL, lo, hi,
                             xv[1], xv[2], dv[1], dv[2], bv[1], bv[2], cv[1], cv[2],
                             yv[1], yv[2], 0, n_s))
-    consts = {"WS": (2 + TL) * L}
     ub = dummy(dev)
     bias_b = dt_bias.binding if dt_bias is not None else ub
+    D_b = D.binding if D is not None else ub
+    if path == "parallel":
+        shader, first, last = SPREAD, "ssd_chunk_states", "ssd_chunk_out"
+        consts = {"WS": spread_ws(L, N), "CHUNK": L, "NQ": state_row_classes(P, N, SPREAD_WG)}
+    else:
+        shader, first, last = FWD, "ssd_forward_chunk", "ssd_forward"
+        consts = {"WS": (2 + TL) * L}
     if nc > 1:
         work = Tensor(dev, (n_s + nb * nc * H,))
-        batch.run(FWD, "ssd_forward_chunk",
+        batch.run(shader, first,
                   [un, xv[0], dv[0], bias_b, A_log.binding, bv[0], None, None, None, None, None,
                    work.binding], H, nc * nb, constants=consts)
         gx, gy = fold(-(-nb * H * P * N // WG))
@@ -233,10 +292,9 @@ def ssd_forward(batch, x, dt, A_log, B, C, *, n_groups, D=None, dt_bias=None, dt
                   [un, None, None, None, None, None, None, None, None, state.binding, hc.binding,
                    work.binding], gx, gy)
         work.release()   # the pool hands it out again only to later-recorded work
-    batch.run(FWD, "ssd_forward",
-              [un, xv[0], dv[0], bias_b, A_log.binding, bv[0], cv[0],
-               D.binding if D is not None else ub, yv[0],
-               state.binding if nc == 1 else rw_dummy(dev, 0),
+    batch.run(shader, last,
+              [un, xv[0], dv[0], bias_b, A_log.binding, bv[0], cv[0], D_b, yv[0],
+               state.binding if nc == 1 else None if path == "parallel" else rw_dummy(dev, 0),
                hc.binding if hc is not None else rw_dummy(dev, 1)],
               H, nc * nb, constants=consts)
     saved = None

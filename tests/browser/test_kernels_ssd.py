@@ -31,6 +31,8 @@ FWD_CASES = [  # nb, T, H, P, G, N, chunk, with h0, h_out = h0 (in place), Cols 
     pytest.param(2, 24, 4, 12, 2, 4, 8, True, True, True, (0.05, 0.6), id="dt-clamp-B2"),
     pytest.param(2, 21, 6, 3, 3, 5, 4, True, False, False, (0.0, None), id="6chunks-G3"),
     pytest.param(1, 40, 2, 64, 1, 128, 16, True, False, True, (0.0, None), id="real-head-N128-P64"),
+    # 12 chunks: the carry's blocks of eight chunks and a tail of four
+    pytest.param(2, 45, 2, 6, 1, 4, 4, True, False, True, (0.0, None), id="12chunks-carry8"),
 ]
 
 CODE = """
@@ -60,6 +62,8 @@ if h0 is not None:
     b.copy(h0.buffer, h0.offset, st.buffer, st.offset, h0.nbytes)
 else:
     dev.write(st.buffer, bytes(nb * H * P * N * 4), st.offset)
+dev.ssd_parallel = {spread}
+info['path'] = ssd.forward_path(dev, Tn, ssd.loop_chunk(dev, L, P, N, H // G), P, N)
 n0 = b.dispatch_count
 y, hT, saved = ssd.ssd_forward(b, xv, dtv, T['A_log'], Bv, Cv, chunk=L, h0=h0,
                                h_out=h0 if inplace else None, save=True, **kw)
@@ -84,11 +88,23 @@ s2 = Tensor(dev, (nb, H, P, N))
 b.copy(hT.buffer, hT.offset, s2.buffer, s2.offset, hT.nbytes)
 y1 = ssd.ssd_step(b, T['x1'], T['dt1'], T['A_log'], T['B1'], T['C1'], s2, **kw)
 outs.update(y=y, hT=hT, hc=saved.hc, ys=ys, st=st, y1=y1, s2=s2)
+dev.ssd_parallel = None
 """
 
 
-@pytest.mark.parametrize("nb,T,H,P,G,N,L,with_h0,inplace,cols,dt_lim", FWD_CASES)
-def test_ssd_forward_step_reference(engine, nb, T, H, P, G, N, L, with_h0, inplace, cols, dt_lim):
+# each case on ssd_forward.wgsl's chunk kernels; those of several chunks whose state rows fit
+# ssd_chunked.wgsl's threads (P <= 2 N: ops/_common.state_row_classes) on those too
+RUNS = [pytest.param(*c.values, False, id=c.id) for c in FWD_CASES] + \
+    [pytest.param(*c.values, True, id=c.id + "-spread") for c in FWD_CASES
+     if c.values[1] > c.values[6] and c.values[3] <= 2 * c.values[5]]
+
+
+@pytest.mark.parametrize("nb,T,H,P,G,N,L,with_h0,inplace,cols,dt_lim,spread", RUNS)
+def test_ssd_forward_step_reference(engine, nb, T, H, P, G, N, L, with_h0, inplace, cols, dt_lim,
+                                    spread):
+    """The forward (both chunk paths: ssd_forward.wgsl's 64 threads a chunk, and ssd_chunked.wgsl's
+    256, which real GPUs run -- forced here), the unrolled steps and one more step, against the
+    float64 recurrence; the forward's chunk start states too."""
     HP, GN = H * P, G * N
     WD = H + 7
     xbc = f32(nb * T, HP + 2 * GN)
@@ -110,12 +126,15 @@ def test_ssd_forward_step_reference(engine, nb, T, H, P, G, N, L, with_h0, inpla
         d["h0"] = f32(nb, H, P, N)
     dt_min, dt_max = dt_lim
     code = CODE.format(nb=nb, T=T, H=H, P=P, G=G, N=N, L=L, WD=WD, cols=cols, inplace=inplace,
+                       spread=spread,
                        dt_min=dt_min, dt_max=dt_max if dt_max is not None else "float('inf')")
     o, info = gpu(engine, code, **d)
 
     lim = dict(dt_min=dt_min, dt_max=dt_max if dt_max is not None else float("inf"))
     par = dict(D=d64(d["D"]), dt_bias=d64(d["dt_bias"]), **lim)
     h0 = d64(d.get("h0"))
+    path, L = info["path"]               # the chunk the forward ran (the spread one may be shorter)
+    assert path == ("one" if T <= L else "parallel" if spread else "chunked")
     ry, rh, rhc = sn.ssd_sequential(d64(x), d64(dt), d64(d["A_log"]), d64(Bm), d64(Cm), G,
                                     h0=h0, chunk=L, **par)
     nc = -(-T // L)

@@ -1,0 +1,115 @@
+"""Mamba-2's chunked forward on shaders/ssd_chunked.wgsl (ops/ssd.py path "parallel", what real
+GPUs run) against ssd_forward.wgsl's chunk kernels (what CPU adapters run), through whole models
+on the native backend (wgpu-py, the same WGSL): logits, a state carried into a second call, and
+every gradient of a training step (the backward reads the forward's chunk start states). The
+kernel checks against the float64 recurrence are tests/browser/test_kernels_ssd.py's (both paths).
+Skips, saying why, only without any Vulkan/Metal/D3D12 adapter."""
+import json
+import types
+
+import numpy as np
+import pytest
+
+from tests.conftest import REPO
+from tests.native_support import engine, native as pytestmark  # noqa: E402,F401
+
+MODELS = REPO / "tests" / "fixtures" / "models"
+
+
+def test_real_gpus_spread_the_chunks(monkeypatch):
+    """By rule the spread kernels run on a real GPU, the 64-thread ones on a CPU adapter; the
+    device attribute and MAMBAWEB_SSD_PARALLEL override it, and anything else is refused."""
+    from py_engine.ops import ssd
+    monkeypatch.delenv("MAMBAWEB_SSD_PARALLEL", raising=False)
+    gpu = types.SimpleNamespace(info={"is_fallback": False})
+    cpu = types.SimpleNamespace(info={"is_fallback": True})
+    assert ssd.chunks_spread(gpu) and not ssd.chunks_spread(cpu)
+    monkeypatch.setenv("MAMBAWEB_SSD_PARALLEL", "1")
+    assert ssd.chunks_spread(cpu)
+    cpu.ssd_parallel = False
+    assert not ssd.chunks_spread(cpu)
+    monkeypatch.setenv("MAMBAWEB_SSD_PARALLEL", "yes")
+    with pytest.raises(ValueError, match="MAMBAWEB_SSD_PARALLEL must be '1' or '0'"):
+        ssd.chunks_spread(gpu)
+
+
+def test_spread_chunk_fits_the_workgroup_memory(monkeypatch):
+    """The spread path's chunk: the asked L up to 8 by rule (the fastest measured on an H200) or
+    what MAMBAWEB_SSD_CHUNK / device.ssd_chunk sets (up to 32), halved until C, B, M and the
+    cumsums fit: mamba2-130m's heads (P 64, N 128) take L 32 in an H200's 48 KiB, 8 in WebGPU's
+    default 16 KiB; heads whose rows do not fit the threads (P > 2 N) keep the 64-thread kernels."""
+    from py_engine.ops import ssd
+    monkeypatch.setenv("MAMBAWEB_SSD_PARALLEL", "1")
+    monkeypatch.delenv("MAMBAWEB_SSD_CHUNK", raising=False)
+    dev = lambda kib: types.SimpleNamespace(  # noqa: E731
+        info={"is_fallback": False}, limits={"maxComputeWorkgroupStorageSize": kib * 1024})
+    assert ssd.spread_chunk(dev(48), 32, 64, 128) == 8
+    assert ssd.spread_chunk(dev(48), 4, 64, 128) == 4
+    assert ssd.forward_path(dev(48), 1024, 32, 64, 128) == ("parallel", 8)
+    assert ssd.forward_path(dev(48), 32, 32, 64, 128) == ("one", 32)
+    assert ssd.forward_path(dev(48), 1024, 32, 64, 16) == ("chunked", 32)
+    monkeypatch.setenv("MAMBAWEB_SSD_CHUNK", "32")
+    assert ssd.spread_chunk(dev(48), 32, 64, 128) == 32
+    assert ssd.spread_chunk(dev(48), 256, 64, 128) == 32
+    assert ssd.spread_chunk(dev(32), 32, 64, 128) == 16
+    assert ssd.spread_chunk(dev(16), 32, 64, 128) == 8
+    assert ssd.spread_chunk(dev(16), 32, 64, 16) == 0
+    d = dev(48)
+    d.ssd_chunk = 16
+    assert ssd.forward_path(d, 1024, 32, 64, 128) == ("parallel", 16)
+    monkeypatch.setenv("MAMBAWEB_SSD_CHUNK", "12")
+    with pytest.raises(ValueError, match="MAMBAWEB_SSD_CHUNK must be one of 4, 8, 16, 32"):
+        ssd.spread_chunk(dev(48), 32, 64, 128)
+
+
+MODEL_CODE = """
+from py_engine.io.hf_loader import load_model_local
+from py_engine.train.trainer import Trainer
+m = await load_model_local(device, args['folder'], weights_format='f32')
+ids = args['ids']
+out = {}
+try:
+    for side in (False, True):
+        device.ssd_parallel = side
+        out[f'{side}'] = await m.logits(ids)                 # fresh: x, B, C views of the conv
+        st = m.new_state()
+        await m.logits(ids[:20], st)                         # then a state carried into a second
+        out[f'{side}_cont'] = await m.logits(ids[20:], st)
+        st.release()
+        tr = Trainer(m, lr=1e-2, max_grad_norm=0.0)
+        grads, loss = await tr.gradients(ids[:-1] * 2, ids[1:] * 2, 2, len(ids) - 1)
+        out[f'{side}_loss'] = loss
+        out[f'{side}_grads'] = grads
+        tr.release()
+finally:
+    device.ssd_parallel = None
+m.release()
+result = out
+"""
+
+
+@pytest.mark.parametrize("name", ["mamba2-g2-untied", "nemotronh-mamf-untied"])
+def test_model_logits_and_gradients_with_the_chunks_spread(engine, name):
+    """A Mamba-2 model and a NemotronH hybrid: prefill of 45 tokens (chunks of 16: three, the
+    last short) and a continued one equal the 64-thread kernels' logits to 1e-5 of the largest;
+    the loss to 1e-5 and every gradient of a two-sequence batch to 1e-4 of each tensor's largest
+    (the tolerance tests/browser/test_training.py holds both to against torch: the start-state
+    term's sum runs in another order, and the backward carries that rounding on; measured 1.5e-5
+    at most)."""
+    folder = MODELS / name
+    vocab = json.loads((folder / "config.json").read_text())["vocab_size"]
+    ids = np.random.default_rng(7).integers(0, vocab, 45).tolist()
+    r = engine.run(MODEL_CODE, folder=str(folder), ids=ids)
+    for key in ("", "_cont"):
+        a = np.frombuffer(r["False" + key], np.float32)
+        b = np.frombuffer(r["True" + key], np.float32)
+        assert np.abs(a).max() > 0.05
+        assert np.abs(a - b).max() <= 1e-5 * np.abs(a).max(), key
+    assert abs(r["False_loss"] - r["True_loss"]) <= 1e-5 * abs(r["False_loss"])
+    ga, gb = r["False_grads"], r["True_grads"]
+    assert set(ga) == set(gb) and ga
+    for piece in ga:
+        a, b = np.frombuffer(ga[piece], np.float32), np.frombuffer(gb[piece], np.float32)
+        scale = np.abs(a).max()
+        assert scale > 0, piece
+        assert np.abs(a - b).max() <= 1e-4 * scale, (piece, np.abs(a - b).max() / scale)
