@@ -8,6 +8,9 @@ enable subgroups;
 @group(0) @binding(6) var<storage, read> w2: array<vec4<u32>>;   // W_2: [N2, K/32], then scales
 
 const CV = 8u;
+// Whether a scale loads as its own word (wword) rather than as the vec4 that holds it
+// (MAMBAWEB_MATVEC_SCALE_WORD, py_engine/ops/weight_format.py).
+override SCALE_WORD: bool = false;
 alias Raw = vec4<u32>;
 
 fn wvec(g: u32, i: u32) -> vec4<u32> {
@@ -23,10 +26,21 @@ fn raw_dot(q: Raw, xo: u32, no: u32) -> f32 {
          dot(q4_low(q.w), xin(xo + 6u, no + 6u)) + dot(q4_high(q.w), xin(xo + 7u, no + 7u));
 }
 
+// Word i of W_g's buffer, loaded alone: a component of the vec4 in memory, not the whole vec4
+// taken apart after (a 16-byte load and four registers held per scale while in flight).
+fn wword(g: u32, i: u32) -> u32 {
+  switch g {
+    case 0u: { return w[i / 4u][i % 4u]; }
+    case 1u: { return w1[i / 4u][i % 4u]; }
+    default: { return w2[i / 4u][i % 4u]; }
+  }
+}
+
 fn chunk_scale(g: u32, row: u32, c: u32) -> f32 {   // the group's f16 scale
   let groups = p.K / 32u;                            // = chunks per row
   let group = row * groups + c;
   let s = rows_of(g) * groups * 4u + group / 2u;     // the scale pair's word index
+  if (SCALE_WORD) { return half_of(wword(g, s), (group & 1u) == 1u); }
   return half_of(wvec(g, s / 4u)[s % 4u], (group & 1u) == 1u);
 }
 

@@ -160,6 +160,15 @@ def staged_matvec_cases():
                      check_staged(e, fmt, rpt, K, 7, rows=(1024, 160, 50)))
 
 
+def scale_word_cases():
+    from tests.browser.matvec_cases import check_same_bits
+    # q4's scales loaded as words (SCALE_WORD) == as the vec4 holding them, bit for bit
+    for rpt, tpr, stage, K in ((1, 16, True, 2048), (2, 16, True, 2048), (1, 128, False, 4096)):
+        yield f"matvec q4 scale words rpt{rpt} tpr{tpr} K{K}", \
+            (lambda e, a=(rpt, tpr, stage, K):
+             check_same_bits(e, "q4", *a, "scale_word", False, True))
+
+
 def subgroup_tree_cases():
     from tests.browser.matvec_cases import check_subgroup_tree
     # threads per row below, at and above the GPU's subgroup size; the 1.4b shapes' K
@@ -183,7 +192,7 @@ def main(argv=None):
     with Engine() as eng:
         print(json.dumps({"engine": args.engine, "adapter": eng.info.get("adapter")}), flush=True)
         for name, fn in (list(gemm_cases()) + list(scan_cases()) + list(decode_cases())
-                         + list(fold_cases()) + list(mamba3_step_cases()) + list(ssd_cases())
+                         + list(fold_cases()) + list(mamba3_step_cases()) + list(ssd_cases()) + list(scale_word_cases())
                          + list(staged_matvec_cases())
                          + list(subgroup_tree_cases())):
             if args.only not in name:

@@ -224,6 +224,20 @@ def tail_trip(device):
     return choose(device, "matvec_tail", "MAMBAWEB_MATVEC_TAIL", "1", "0", lambda: True)
 
 
+def scale_word(device):
+    """Whether the q4 mat-vec loads each group scale as its own 4-byte word (SCALE_WORD in
+    shaders/matvec_q4.wgsl) rather than the 16-byte vec4 that holds it, taken apart after: the
+    same scales, bit for bit. Through Dawn on the H200, one process (`python -m tools.ab_decode
+    --dawn --models mamba1_4b --weights q4,f16 --tokens 128 --rounds 2 --setting
+    base:MAMBAWEB_MATVEC_SCALE_WORD=0 --setting sw:MAMBAWEB_MATVEC_SCALE_WORD=1`,
+    .bench/call26c.sh), GPU ms a token: mamba-1.4b q4 1.634, 1.617 -> 1.563, 1.565 (f16 in the
+    same process 1.565-1.604); mamba-130m q4 0.510 either way. `device.matvec_scale_word`
+    (tests), else MAMBAWEB_MATVEC_SCALE_WORD = 1 | 0 (bench variants), else on."""
+    from py_engine.ops.step_kernels import choose
+    return choose(device, "matvec_scale_word", "MAMBAWEB_MATVEC_SCALE_WORD", "1", "0",
+                  lambda: True)
+
+
 def subgroup_tree(device):
     """Whether the decode mat-vec's reductions (the norm prologue's sum of squares, the rows'
     partial sums) take their steps below the subgroup size as subgroup shuffles (SG in
@@ -428,6 +442,8 @@ def matvec(batch, x, ws, ys, M, bias=None, accumulate=False, tpr=None, conv=None
               "SG": int(subgroup_tree(dev)),
               "NORM_IN_STAGE": int(staged and norm is not None and norm_in_stage(dev)),
               "GATED": int(gate is not None), "RELU2": int(bool(relu2))}
+    if fmt == "q4":
+        consts["SCALE_WORD"] = int(scale_word(dev))
     if (gate is not None and (bias is not None or conv is not None or gate.numel != M * K)) or \
             (relu2 and (gate is not None or norm is not None)):
         raise ValueError(f"matvec: a gate must be [{M}, {K}] and takes no bias or conv; relu2 "

@@ -48,3 +48,11 @@ def test_decode_matvec_last_chunks_as_one_trip(engine, fmt, rpt, tpr, stage, K):
     time -- the same bits as one load a pass."""
     check_same_bits(engine, fmt, rpt, tpr, stage, K, "tail", False, True)
 
+
+
+@pytest.mark.parametrize("rpt,tpr,stage,K", [(1, 16, True, 2304), (2, 64, False, 1536),
+                                             (4, 32, True, 768), (1, 256, False, 4096)])
+def test_q4_scales_loaded_as_words(engine, rpt, tpr, stage, K):
+    """SCALE_WORD (shaders/matvec_q4.wgsl): each group scale loaded as its own word, not as
+    the vec4 holding it -- the same scales, the same bits, for both matrices of a call."""
+    check_same_bits(engine, "q4", rpt, tpr, stage, K, "scale_word", False, True)
