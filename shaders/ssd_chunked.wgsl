@@ -1,38 +1,46 @@
-// Mamba-2 SSD sequence forward with each chunk's work spread over 256 threads (py_engine/ops/
-// ssd.py, path "parallel"): the same chunked sums as ssd_forward.wgsl (its header has the
-// recurrence, the chunk form, the views and the buffers), in its F1 / F3 roles; its carry
-// (ssd_forward_carry) runs between them. ssd_forward.wgsl gives a chunk 64 threads that read x,
-// B and C from memory once per product term (a thread per state element walking the chunk's
-// tokens: L loads of x and B for each of P N / 64 elements); here a workgroup stages B and C in
-// workgroup memory once, and a thread owns a state row's class of dims with the chunk's
-// per-token values in registers:
-//   ssd_chunk_states  S_c [P, N] (the chunk end state from zero, into work) and exp(cum_last):
-//                     thread (pp, q) holds w_t x_t[pp] for every token t and sums
-//                     w_t x_t[pp] B_t[n] over t for n = q, q + NQ, .. (the same terms in the
-//                     same order as ssd_forward_chunk)
-//   ssd_chunk_out     y of the chunk's tokens from its start state hc:
-//                     M[l, s] = (C_l . B_s) exp(cum_l - cum_s) dt_s (s <= l; as ssd_forward),
-//                     thread (pp, q) sums hc[pp, n] C_t[n] over its n for every t (a share),
-//                     then thread (t, pp): sum_(s <= t) M[t, s] x_s[pp] + exp(cum_t) (the
-//                     shares of row pp in class order) + D x_t[pp]
-// The start-state term's dims are summed class by class, so y equals ssd_forward's to
-// rounding, not bit for bit; S_c is bit-identical where the compiler contracts alike.
-// Workgroup memory (floats): cum [L] | dt [L] | C tile [L, N] | B tile [N, L] (transposed:
-// M's threads read consecutive tokens s of one dim, conflict-free) | M [L, L]; the shares
-// [P NQ, L] overwrite the two tiles once M and the shares are made (the host keeps P NQ <= 2 N
-// and P NQ <= WG). Grid (H, nc * Bsz), one workgroup per (b, h, chunk), nc > 1 only.
+// Mamba-2 SSD sequence forward with each chunk's sums as small matrix products in register tiles
+// (py_engine/ops/ssd.py, path "parallel"; real GPUs): the same chunked sums as
+// ssd_forward.wgsl (its header has the recurrence, the chunk form, the views and the buffers) in
+// its F1 / F3 roles; its carry (ssd_forward_carry) runs between them. ssd_forward.wgsl gives a
+// chunk 64 threads that read x, B and C from memory once per product term; here a workgroup of
+// 256 stages the chunk's operands once in workgroup memory as vec4s and each thread owns a 4 x 4
+// tile of a product, so one pair of 16-byte loads feeds 16 multiply-adds:
+//   ssd_chunk_states  S_c[p, n] = sum_t (w_t x_t[p]) B_t[n], w_t = exp(cum_last - cum_t) dt_t
+//                     (the chunk end state from zero, into work) and exp(cum_last): tiles of
+//                     (4 rows p, 4 dims n) over XW [L, P] and B [L, N]
+//   ssd_chunk_out     M[l, s] = (C_l . B_s) exp(cum_l - cum_s) dt_s (s <= l, else 0): tiles of
+//                     (4 l, 4 s) over C^T and B^T [N, L];
+//                     y[t, p] = sum_(s <= t) M[t, s] x_s[p] + exp(cum_t) sum_n C_t[n] hc[p, n]
+//                     + D x_t[p]: tiles of (4 t, 4 p), the hc rows staged in blocks of dims
+// Every sum runs over the same terms in the same order as ssd_forward.wgsl's (the tiles add
+// M's masked zeros, which change no sum): the same values, bit for bit where the compiler fuses
+// the same multiply-adds.
+// Workgroup memory: sh (the common lib's f32s) holds cum [L] | dt [L]; sv (vec4s, WS4 of them,
+// the host sizes it per entry point) holds, with PV = ceil(P / 4), NV = ceil(N / 4), LV =
+// ceil(L / 4):
+//   states  XW [L, PV] | B [L, NV]                     (a vec4: 4 rows p, or 4 dims n, of token t)
+//   out     CT [N, LV] | BT [N, LV], later hc blocks [NB, PV] | X [L, PV] | MT [L, LV]
+//           (CT, BT, MT: a vec4 holds 4 tokens; MT[s, l/4] = M[l .. l+3, s])
+// The out kernel's (t, p) tiles are one per thread: the host keeps LV PV <= 256.
+// Grid (H, nc * Bsz), one workgroup per (b, h, chunk), nc > 1 only.
 
 const WG = 256u;   // threads per workgroup
-override CHUNK: u32 = 32u;   // L (= p.L), a pipeline constant so the token loops unroll
-const MAX_L = 32u;           // register arrays hold a chunk: CHUNK <= MAX_L
-override NQ: u32 = 1u;       // classes a state row's dims split into (1, 2 or 4)
+override WS4: u32 = 1024u;
+var<workgroup> sv: array<vec4<f32>, WS4>;
 
-// Params, bindings, dt/x/B/C reads, chunk_of, chunk_prep
+// Params, bindings, dt/x/B/C reads, chunk_of, chunk_prep (sh: cum | dt)
 //#include "lib/ssd_forward_common.wgsl"
 
-fn TC() -> u32 { return 2u * CHUNK; }               // C tile [L, N]
-fn TB() -> u32 { return TC() + CHUNK * p.N; }       // B tile [N, L]
-fn TM() -> u32 { return TB() + CHUNK * p.N; }       // M [L, L]
+fn vecs(a: u32) -> u32 { return (a + 3u) / 4u; }
+
+// Elements n0 .. n0 + 3 (those below N) of state row pp of this chunk's S into work.
+fn put_state(base: u32, pp: u32, n0: u32, v: vec4<f32>) {
+  if (pp >= p.P) { return; }
+  let o = p.w_s + base + pp * p.N + n0;
+  for (var i = 0u; i < 4u; i++) {
+    if (n0 + i < p.N) { work[o + i] = v[i]; }
+  }
+}
 
 // F1: S_c of this chunk into work (element (pp, n) at pp N + n), exp(cum_last) into work.
 @compute @workgroup_size(WG)
@@ -41,30 +49,75 @@ fn ssd_chunk_states(@builtin(workgroup_id) wid: vec3<u32>,
   let ch = chunk_of(wid);
   if (!ch.ok) { return; }   // uniform: depends on the workgroup only
   chunk_prep(ch, lid);
+  let L = p.L;
+  let P = p.P;
   let N = p.N;
   let len = ch.len;
+  let PV = vecs(P);
+  let NV = vecs(N);
+  let XB = L * PV;          // B's tile in sv
   let last = sh[len - 1u];
-  // the weights w_s = exp(cum_last - cum_s) dt_s over dt, and B's tile (as [L, N] here)
-  for (var s = lid; s < len; s += WG) { sh[p.L + s] = exp(last - sh[s]) * sh[p.L + s]; }
-  for (var e = lid; e < len * N; e += WG) { sh[TC() + e] = bv(ch.r0 + e / N, ch.g, e % N); }
+  for (var e = lid; e < len * PV; e += WG) {
+    let t = e / PV;
+    let p0 = 4u * (e % PV);
+    let wt = exp(last - sh[t]) * sh[L + t];          // as ssd_forward_chunk's weights
+    var v = vec4<f32>(0.0);
+    for (var i = 0u; i < 4u; i++) {
+      if (p0 + i < P) { v[i] = wt * xv(ch.r0 + t, ch.h, p0 + i); }
+    }
+    sv[e] = v;
+  }
+  for (var e = lid; e < len * NV; e += WG) {
+    let t = e / NV;
+    let n0 = 4u * (e % NV);
+    var v = vec4<f32>(0.0);
+    for (var i = 0u; i < 4u; i++) {
+      if (n0 + i < N) { v[i] = bv(ch.r0 + t, ch.g, n0 + i); }
+    }
+    sv[XB + e] = v;
+  }
   workgroupBarrier();
-  let base = ((ch.b * p.nc + ch.c) * p.H + ch.h) * p.P * N;
-  for (var e = lid; e < p.P * NQ; e += WG) {
-    let pp = e / NQ;
-    var wx: array<f32, MAX_L>;
-    // to CHUNK, a pipeline constant, not len: the loops unroll and wx stays in registers
-    for (var t = 0u; t < CHUNK; t++) {
-      if (t < len) { wx[t] = sh[p.L + t] * xv(ch.r0 + t, ch.h, pp); }
+  let base = ((ch.b * p.nc + ch.c) * p.H + ch.h) * P * N;
+  // tile (4 rows from p0, 4 dims from n0); consecutive threads take consecutive n0: B's loads
+  // are consecutive vec4s, XW's the same one
+  for (var tile = lid; tile < PV * NV; tile += WG) {
+    let pi = tile / NV;
+    let ni = tile % NV;
+    var a0 = vec4<f32>(0.0);
+    var a1 = vec4<f32>(0.0);
+    var a2 = vec4<f32>(0.0);
+    var a3 = vec4<f32>(0.0);
+    for (var t = 0u; t < len; t++) {
+      let x4 = sv[t * PV + pi];
+      let b4 = sv[XB + t * NV + ni];
+      a0 += x4.x * b4;
+      a1 += x4.y * b4;
+      a2 += x4.z * b4;
+      a3 += x4.w * b4;
     }
-    for (var n = e % NQ; n < N; n += NQ) {
-      var acc = 0.0;
-      for (var t = 0u; t < CHUNK; t++) {
-        if (t < len) { acc += wx[t] * sh[TC() + t * N + n]; }
-      }
-      work[p.w_s + base + pp * N + n] = acc;
-    }
+    let p0 = 4u * pi;
+    let n0 = 4u * ni;
+    put_state(base, p0, n0, a0);
+    put_state(base, p0 + 1u, n0, a1);
+    put_state(base, p0 + 2u, n0, a2);
+    put_state(base, p0 + 3u, n0, a3);
   }
   if (lid == 0u) { work[p.w_dec + (ch.b * p.nc + ch.c) * p.H + ch.h] = exp(last); }
+}
+
+// Row t of the chunk's y, dims 4 pi .. 4 pi + 3 (those below P): the intra-chunk sum, the
+// start state's term and the D skip, added in ssd_forward's order.
+fn put_y(ch: Chunk, t: u32, pi: u32, intra: vec4<f32>, inter: vec4<f32>, x4: vec4<f32>, D: f32) {
+  if (t >= ch.len) { return; }
+  let o = p.y_off + (ch.r0 + t) * p.y_str + ch.h * p.P;
+  for (var i = 0u; i < 4u; i++) {
+    let pp = 4u * pi + i;
+    if (pp < p.P) {
+      var acc = intra[i];
+      acc += exp(sh[t]) * inter[i];
+      y[o + pp] = acc + D * x4[i];
+    }
+  }
 }
 
 // F3: y of this chunk's tokens from its start state hc[b, c, h] (written by the carry).
@@ -74,60 +127,128 @@ fn ssd_chunk_out(@builtin(workgroup_id) wid: vec3<u32>,
   let ch = chunk_of(wid);
   if (!ch.ok) { return; }
   chunk_prep(ch, lid);
-  let N = p.N;
+  let L = p.L;
   let P = p.P;
-  let L = CHUNK;
+  let N = p.N;
   let len = ch.len;
-  for (var e = lid; e < len * N; e += WG) {
-    let t = e / N;
+  let PV = vecs(P);
+  let LV = vecs(L);
+  let RB = N * LV;                       // BT, then the hc blocks
+  let RX = RB + max(N * LV, PV);         // X
+  let RM = RX + L * PV;                  // MT
+  // C^T and B^T: consecutive threads read consecutive dims n of the same four tokens
+  for (var e = lid; e < N * LV; e += WG) {
     let n = e % N;
-    sh[TC() + e] = cv(ch.r0 + t, ch.g, n);
-    sh[TB() + n * L + t] = bv(ch.r0 + t, ch.g, n);
+    let tb = e / N;
+    var c = vec4<f32>(0.0);
+    var b = vec4<f32>(0.0);
+    for (var i = 0u; i < 4u; i++) {
+      let t = 4u * tb + i;
+      if (t < len) {
+        c[i] = cv(ch.r0 + t, ch.g, n);
+        b[i] = bv(ch.r0 + t, ch.g, n);
+      }
+    }
+    sv[n * LV + tb] = c;
+    sv[RB + n * LV + tb] = b;
+  }
+  for (var e = lid; e < len * PV; e += WG) {
+    let t = e / PV;
+    let p0 = 4u * (e % PV);
+    var v = vec4<f32>(0.0);
+    for (var i = 0u; i < 4u; i++) {
+      if (p0 + i < P) { v[i] = xv(ch.r0 + t, ch.h, p0 + i); }
+    }
+    sv[RX + e] = v;
   }
   workgroupBarrier();
-  // M[l, s] (0 for s > l): mask first, so exp() only of cum[l] - cum[s] <= 0
-  for (var e = lid; e < len * len; e += WG) {
-    let l = e / len;
-    let s = e % len;
-    var m = 0.0;
-    if (s <= l) {
-      var gsum = 0.0;
-      for (var n = 0u; n < N; n++) { gsum += sh[TC() + l * N + n] * sh[TB() + n * L + s]; }
-      m = gsum * exp(sh[l] - sh[s]) * sh[p.L + s];
+  // M in tiles (4 l from 4 li, 4 s from 4 si); mask first, so exp() only of cum[l] - cum[s] <= 0
+  for (var tile = lid; tile < LV * LV; tile += WG) {
+    let li = tile / LV;
+    let si = tile % LV;
+    var m0 = vec4<f32>(0.0);
+    var m1 = vec4<f32>(0.0);
+    var m2 = vec4<f32>(0.0);
+    var m3 = vec4<f32>(0.0);
+    if (si <= li) {                      // tiles above the diagonal are all masked
+      for (var n = 0u; n < N; n++) {
+        let c4 = sv[n * LV + li];
+        let b4 = sv[RB + n * LV + si];
+        m0 += c4.x * b4;
+        m1 += c4.y * b4;
+        m2 += c4.z * b4;
+        m3 += c4.w * b4;
+      }
     }
-    sh[TM() + l * L + s] = m;
-  }
-  // thread (pp, q): its class's share of sum_n hc[pp, n] C_t[n] for every token t
-  var ya: array<f32, MAX_L>;
-  let busy = lid < P * NQ;
-  if (busy) {
-    let pp = lid / NQ;
-    for (var t = 0u; t < CHUNK; t++) { ya[t] = 0.0; }
-    let hb = (((ch.b * p.nc + ch.c) * p.H + ch.h) * P + pp) * N;
-    for (var n = lid % NQ; n < N; n += NQ) {
-      let a = hc[hb + n];
-      for (var t = 0u; t < CHUNK; t++) {
-        if (t < len) { ya[t] += a * sh[TC() + t * N + n]; }
+    for (var k = 0u; k < 4u; k++) {
+      let s = 4u * si + k;
+      if (s < L) {
+        let g = vec4<f32>(m0[k], m1[k], m2[k], m3[k]);   // C_l . B_s for l = 4 li + j
+        var col = vec4<f32>(0.0);
+        for (var j = 0u; j < 4u; j++) {
+          let l = 4u * li + j;
+          if (s <= l && l < len) { col[j] = g[j] * exp(sh[l] - sh[s]) * sh[L + s]; }
+        }
+        sv[RM + s * LV + li] = col;
       }
     }
   }
-  workgroupBarrier();                     // the tiles are read: the shares go there
-  if (busy) {
-    for (var t = 0u; t < CHUNK; t++) { sh[TC() + lid * L + t] = ya[t]; }
+  workgroupBarrier();                    // BT is read: the hc blocks go there
+  // thread (ti, pi): rows t = 4 ti + j, dims 4 pi .. 4 pi + 3
+  let busy = lid < LV * PV;
+  let ti = lid / PV;
+  let pi = lid % PV;
+  var y0 = vec4<f32>(0.0);               // sum_n C_t[n] hc[p, n], t = 4 ti + j
+  var y1 = vec4<f32>(0.0);
+  var y2 = vec4<f32>(0.0);
+  var y3 = vec4<f32>(0.0);
+  let NB = min(N, max(N * LV, PV) / PV); // hc dims a block
+  let hb = ((ch.b * p.nc + ch.c) * p.H + ch.h) * P * N;
+  for (var nb = 0u; nb < N; nb += NB) {
+    let nn = min(NB, N - nb);
+    for (var e = lid; e < nn * PV; e += WG) {          // consecutive threads: consecutive n
+      let k = e % nn;
+      let pv = e / nn;
+      var v = vec4<f32>(0.0);
+      for (var i = 0u; i < 4u; i++) {
+        let pp = 4u * pv + i;
+        if (pp < P) { v[i] = hc[hb + pp * N + nb + k]; }
+      }
+      sv[RB + k * PV + pv] = v;
+    }
+    workgroupBarrier();
+    if (busy) {
+      for (var k = 0u; k < nn; k++) {
+        let c4 = sv[(nb + k) * LV + ti];
+        let h4 = sv[RB + k * PV + pi];
+        y0 += c4.x * h4;
+        y1 += c4.y * h4;
+        y2 += c4.z * h4;
+        y3 += c4.w * h4;
+      }
+    }
+    workgroupBarrier();
   }
-  workgroupBarrier();
-  var D = 0.0;
-  if (has(HAS_D)) { D = Dv[ch.h]; }
-  // thread (t, pp), consecutive threads consecutive pp: x and y rows read and written whole
-  for (var f = lid; f < len * P; f += WG) {
-    let t = f / P;
-    let pp = f % P;
-    let r = ch.r0 + t;
-    var acc = 0.0;
-    for (var s = 0u; s <= t; s++) { acc += sh[TM() + t * L + s] * xv(ch.r0 + s, ch.h, pp); }
-    var co = 0.0;
-    for (var q = 0u; q < NQ; q++) { co += sh[TC() + (pp * NQ + q) * L + t]; }
-    acc += exp(sh[t]) * co;
-    y[p.y_off + r * p.y_str + ch.h * P + pp] = acc + D * xv(r, ch.h, pp);
+  if (busy) {
+    var i0 = vec4<f32>(0.0);             // sum_(s <= t) M[t, s] x_s, t = 4 ti + j
+    var i1 = vec4<f32>(0.0);
+    var i2 = vec4<f32>(0.0);
+    var i3 = vec4<f32>(0.0);
+    let s_end = min(4u * ti + 4u, len);
+    for (var s = 0u; s < s_end; s++) {
+      let m4 = sv[RM + s * LV + ti];
+      let x4 = sv[RX + s * PV + pi];
+      i0 += m4.x * x4;
+      i1 += m4.y * x4;
+      i2 += m4.z * x4;
+      i3 += m4.w * x4;
+    }
+    var D = 0.0;
+    if (has(HAS_D)) { D = Dv[ch.h]; }
+    let t0 = 4u * ti;
+    put_y(ch, t0, pi, i0, y0, sv[RX + min(t0, len - 1u) * PV + pi], D);
+    put_y(ch, t0 + 1u, pi, i1, y1, sv[RX + min(t0 + 1u, len - 1u) * PV + pi], D);
+    put_y(ch, t0 + 2u, pi, i2, y2, sv[RX + min(t0 + 2u, len - 1u) * PV + pi], D);
+    put_y(ch, t0 + 3u, pi, i3, y3, sv[RX + min(t0 + 3u, len - 1u) * PV + pi], D);
   }
 }

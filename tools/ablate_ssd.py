@@ -2,7 +2,7 @@
 `ops/ssd.ssd_forward` call at a model's head shape timed alone (many calls in one submit, the
 wall time of the submit to a readback, less that of a shorter run: no host time counted), with
 parts of shaders/ssd_chunked.wgsl removed -- results wrong on purpose, timing only -- and with
-its choices changed (the 64-thread kernels, the chunk length, the dim classes), all in one process.
+its choices changed (the 64-thread kernels, the chunk length), all in one process.
 
   python -m tools.ablate_ssd [T] [H] [P] [N]      # default 1024 tokens, mamba2-130m's 24 x 64 x 128
 
@@ -31,13 +31,11 @@ A_log, D, dtb = tensor((H,), low=-1.0), tensor((H,)), tensor((H,), low=-1.0)
 y, st = Tensor(device, (nb, T, H * P)), Tensor(device, (nb, H, P, N))
 S.shader_source('ssd_chunked')
 base = S._cache['ssd_chunked']
-EDITS = {   # (text in ssd_chunked.wgsl, replacement): each a part taken out
- 'states_nowrite': ('      work[p.w_s + base + pp * N + n] = acc;',
-                    '      if (acc == 1234.5) { work[p.w_s + base + pp * N + n] = acc; }'),
- 'states_nosum': ('        if (t < len) { acc += wx[t] * sh[TC() + t * N + n]; }', ''),
- 'out_noM': ('      for (var n = 0u; n < N; n++) { gsum += sh[TC() + l * N + n] * sh[TB() + n * L + s]; }', ''),
- 'out_noshares': ('        if (t < len) { ya[t] += a * sh[TC() + t * N + n]; }', ''),
- 'out_nointra': ('    for (var s = 0u; s <= t; s++) { acc += sh[TM() + t * L + s] * xv(ch.r0 + s, ch.h, pp); }', ''),
+EDITS = {   # (text in ssd_chunked.wgsl, replacement): each a product's sums taken out
+ 'states_nosum': ('      a0 += x4.x * b4;\n      a1 += x4.y * b4;\n      a2 += x4.z * b4;\n      a3 += x4.w * b4;', ''),
+ 'out_noM': ('        m0 += c4.x * b4;\n        m1 += c4.y * b4;\n        m2 += c4.z * b4;\n        m3 += c4.w * b4;', ''),
+ 'out_nointer': ('        y0 += c4.x * h4;\n        y1 += c4.y * h4;\n        y2 += c4.z * h4;\n        y3 += c4.w * h4;', ''),
+ 'out_nointra': ('      i0 += m4.x * x4;\n      i1 += m4.y * x4;\n      i2 += m4.z * x4;\n      i3 += m4.w * x4;', ''),
 }
 def set_src(name):
     src = base
@@ -81,16 +79,8 @@ for name in EDITS:
     set_src(name)
     await one(name, ssd_parallel=True)
 set_src('base')
-saved = ssd.SPREAD_MAX_L
 for Ls in (16, 8):
-    ssd.SPREAD_MAX_L = Ls
-    await one(f'chunk{Ls}', ssd_parallel=True)
-ssd.SPREAD_MAX_L = saved
-saved = ssd.state_row_classes
-for nq in (1, 2):
-    ssd.state_row_classes = lambda P, N, wg=256, nq=nq: nq
-    await one(f'nq{nq}', ssd_parallel=True)
-ssd.state_row_classes = saved
+    await one(f'chunk{Ls}', ssd_parallel=True, ssd_chunk=Ls)
 await one('spread-again', ssd_parallel=True)
 result = out
 """

@@ -36,7 +36,7 @@ ValueError naming the limit (16 KiB, the WebGPU default, fits L <= 1365).
 import math
 
 from py_engine.gpu.tensor import Tensor
-from py_engine.ops._common import dummy, fold, params, state_row_classes, workgroup_storage
+from py_engine.ops._common import dummy, fold, params, workgroup_storage
 from py_engine.ops.conv1d import Cols, bt_of, rw_dummy, view  # noqa: F401  (Cols re-exported)
 from py_engine.ops import loop_budget
 from py_engine.ops import step_kernels
@@ -46,9 +46,8 @@ DEFAULT_CHUNK = 256        # transformers' Mamba2Config.chunk_size
 MAX_TILE_ROWS = 16         # rows per intra-chunk tile: more only costs occupancy on a real GPU
 WG = 64                    # threads per workgroup (the shaders' WG)
 FWD, STEP = "ssd_forward", "ssd_step"
-SPREAD = "ssd_chunked"     # path "parallel": a chunk's work over 256 threads (real GPUs)
+SPREAD = "ssd_chunked"     # path "parallel": a chunk's products in register tiles (real GPUs)
 SPREAD_WG = 256            # its WG
-SPREAD_MAX_L = 32          # its MAX_L: a chunk's tokens in registers
 
 
 class SSDSaved:
@@ -122,8 +121,8 @@ def loop_chunk(device, L, P, N, hg=1):
 
 
 def chunks_spread(dev):
-    """Whether the chunked forward runs shaders/ssd_chunked.wgsl (path "parallel": B and C
-    staged once per chunk, a thread per (state row, class of dims), 256 threads a chunk) rather
+    """Whether the chunked forward runs shaders/ssd_chunked.wgsl (path "parallel": a chunk's
+    operands staged once, its products in 4 x 4 register tiles, 256 threads a chunk) rather
     than ssd_forward.wgsl's chunk kernels (64 threads a chunk, every product term read from
     memory): `device.ssd_parallel` (tests), else MAMBAWEB_SSD_PARALLEL = 1 | 0 (bench
     variants), else on real GPUs (not a CPU adapter: SwiftShader, lavapipe)."""
@@ -131,31 +130,41 @@ def chunks_spread(dev):
                                lambda: not dev.info.get("is_fallback"))
 
 
-def spread_ws(L, N):
-    """Workgroup floats of ssd_chunked.wgsl: cum, dt [L] | C [L, N] | B [N, L] | M [L, L]."""
-    return 2 * L + 2 * L * N + L * L
+def _v(a):
+    return -(-a // 4)
+
+
+def spread_vec4s(L, P, N):
+    """(states, out): the vec4s of workgroup memory ssd_chunked.wgsl's two kernels use at chunk
+    length L (sv; its header has the layout), beside sh's 2 L floats."""
+    LV, PV, NV = _v(L), _v(P), _v(N)
+    return L * (PV + NV), N * LV + max(N * LV, PV) + L * PV + L * LV
+
+
+def _spread_fits(dev, L, P, N):
+    return (4 * 2 * L + 16 * max(spread_vec4s(L, P, N)) <= workgroup_storage(dev)
+            and _v(L) * _v(P) <= SPREAD_WG)
 
 
 SPREAD_CHUNKS = (4, 8, 16, 32)   # what MAMBAWEB_SSD_CHUNK / device.ssd_chunk may set
-SPREAD_RULE_L = 8
+SPREAD_RULE_L = 32
 
 
 def spread_chunk(dev, L, P, N):
-    """The chunk length path "parallel" runs for a requested L: at most SPREAD_RULE_L (8, or what
+    """The chunk length path "parallel" runs for a requested L: at most SPREAD_RULE_L (or what
     `device.ssd_chunk` / MAMBAWEB_SSD_CHUNK sets), halved until its tiles fit the device's
-    workgroup memory (at d_state 128: 16 KiB holds L 8, an H200's 48 KiB through Dawn L 32); 0
-    where the head's state rows do not fit its threads (state_row_classes). The chunking
-    changes only rounding. Measured on the H200 natively (`python -m tools.ablate_ssd`,
-    mamba2-130m's heads, one forward of 1,024 / 256 tokens, .bench/call26b.sh): L 32 1,267 /
-    396 us, 16 795 / 244, 8 683 / 223; ssd_forward.wgsl's kernels 1,674 / 988."""
-    if not state_row_classes(P, N, SPREAD_WG):
-        return 0
+    workgroup memory (mamba2-130m's heads, P 64 and N 128: an H200's 48 KiB through Dawn holds
+    L 32, 32 KiB L 16, WebGPU's default 16 KiB L 8) and its out kernel's (4 tokens, 4 rows)
+    tiles fit its threads (ceil(L/4) ceil(P/4) <= 256); 0 where not even L 1 fits. The chunking
+    changes only rounding. Measured on the H200 natively (`python -m tools.ablate_ssd 1024` and
+    `256`: one forward at mamba2-130m's heads, .bench/call26d.sh), us a call at 1,024 / 256
+    tokens: L 32 426 / 137, 16 452 / 134, 8 572 / 183; ssd_forward.wgsl's kernels 1,715 / 991."""
     cap = step_kernels.pick(dev, "ssd_chunk", "MAMBAWEB_SSD_CHUNK", SPREAD_CHUNKS,
                             lambda: SPREAD_RULE_L)
-    L, floats = min(int(L), cap, SPREAD_MAX_L), workgroup_storage(dev) // 4
-    while L > 1 and spread_ws(L, N) > floats:
+    L = min(int(L), cap)
+    while L > 1 and not _spread_fits(dev, L, P, N):
         L //= 2
-    return L if spread_ws(L, N) <= floats else 0
+    return L if _spread_fits(dev, L, P, N) else 0
 
 
 def forward_path(dev, T, L, P, N):
@@ -278,10 +287,12 @@ def ssd_forward(batch, x, dt, A_log, B, C, *, n_groups, D=None, dt_bias=None, dt
     D_b = D.binding if D is not None else ub
     if path == "parallel":
         shader, first, last = SPREAD, "ssd_chunk_states", "ssd_chunk_out"
-        consts = {"WS": spread_ws(L, N), "CHUNK": L, "NQ": state_row_classes(P, N, SPREAD_WG)}
+        v_states, v_out = spread_vec4s(L, P, N)
+        consts = {"WS": 2 * L, "WS4": v_states}
+        consts_last = {"WS": 2 * L, "WS4": v_out}
     else:
         shader, first, last = FWD, "ssd_forward_chunk", "ssd_forward"
-        consts = {"WS": (2 + TL) * L}
+        consts = consts_last = {"WS": (2 + TL) * L}
     if nc > 1:
         work = Tensor(dev, (n_s + nb * nc * H,))
         batch.run(shader, first,
@@ -296,7 +307,7 @@ def ssd_forward(batch, x, dt, A_log, B, C, *, n_groups, D=None, dt_bias=None, dt
               [un, xv[0], dv[0], bias_b, A_log.binding, bv[0], cv[0], D_b, yv[0],
                state.binding if nc == 1 else None if path == "parallel" else rw_dummy(dev, 0),
                hc.binding if hc is not None else rw_dummy(dev, 1)],
-              H, nc * nb, constants=consts)
+              H, nc * nb, constants=consts_last)
     saved = None
     if save:
         saved = SSDSaved(L, nc, hc)

@@ -92,11 +92,10 @@ dev.ssd_parallel = None
 """
 
 
-# each case on ssd_forward.wgsl's chunk kernels; those of several chunks whose state rows fit
-# ssd_chunked.wgsl's threads (P <= 2 N: ops/_common.state_row_classes) on those too
+# each case on ssd_forward.wgsl's chunk kernels; those of several chunks on ssd_chunked.wgsl's
 RUNS = [pytest.param(*c.values, False, id=c.id) for c in FWD_CASES] + \
     [pytest.param(*c.values, True, id=c.id + "-spread") for c in FWD_CASES
-     if c.values[1] > c.values[6] and c.values[3] <= 2 * c.values[5]]
+     if c.values[1] > c.values[6]]
 
 
 @pytest.mark.parametrize("nb,T,H,P,G,N,L,with_h0,inplace,cols,dt_lim,spread", RUNS)
