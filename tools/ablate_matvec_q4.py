@@ -8,8 +8,10 @@ variables, beside f16, all in one process on the same random weights.
 Ablations: noscale (every group scale 1: no scale loads), lowonly (half the nibbles decoded and
 summed), nodecode (the words bitcast to floats: no decode), onex (one x vector per chunk instead
 of eight). Prints one JSON line per run: variant, format, GPU ms per token, streamed tok/s.
-On an H200 (README, sixth session) none of the ablations moved the 1.4b q4 token (1.858-1.885
-ms against 1.869): the kernel is bound by its chain of dependent steps, not bytes or arithmetic.
+On an H200 the sixth session read none of the ablations moving the 1.4b q4 token, but the
+native backend kept the compiled module, so that run timed the unedited kernel; with the module
+dropped too (twenty-sixth session, docs/gpu_journal.md): 1.776 ms as is, 1.577 without scale
+loads, 1.586 half the nibbles, 1.626 no decode, 1.676 one x vector (f16 1.694).
 """
 import json
 import sys
