@@ -33,6 +33,33 @@ var<workgroup> sv: array<vec4<f32>, WS4>;
 
 fn vecs(a: u32) -> u32 { return (a + 3u) / 4u; }
 
+// x_t[p0 .. p0+3] and B_t[n0 .. n0+3] of the chunk's token t (0 past P, N)
+fn x4_of(ch: Chunk, t: u32, p0: u32) -> vec4<f32> {
+  var v = vec4<f32>(0.0);
+  for (var i = 0u; i < 4u; i++) {
+    if (p0 + i < p.P) { v[i] = xv(ch.r0 + t, ch.h, p0 + i); }
+  }
+  return v;
+}
+
+fn b4_of(ch: Chunk, t: u32, n0: u32) -> vec4<f32> {
+  var v = vec4<f32>(0.0);
+  for (var i = 0u; i < 4u; i++) {
+    if (n0 + i < p.N) { v[i] = bv(ch.r0 + t, ch.g, n0 + i); }
+  }
+  return v;
+}
+
+// A thread's 4 x 4 tile of a product: row i of the tile in r<i>, one vec4 over the columns.
+struct Tile { r0: vec4<f32>, r1: vec4<f32>, r2: vec4<f32>, r3: vec4<f32> };
+
+// The tile plus the outer product of a (rows) and b (columns): r<i> + a[i] b, in that order.
+fn tile_add(t: Tile, a: vec4<f32>, b: vec4<f32>) -> Tile {
+  return Tile(t.r0 + a.x * b, t.r1 + a.y * b, t.r2 + a.z * b, t.r3 + a.w * b);
+}
+
+fn zero_tile() -> Tile { return Tile(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0)); }
+
 // Elements n0 .. n0 + 3 (those below N) of state row pp of this chunk's S into work.
 fn put_state(base: u32, pp: u32, n0: u32, v: vec4<f32>) {
   if (pp >= p.P) { return; }
@@ -61,21 +88,9 @@ fn ssd_chunk_states(@builtin(workgroup_id) wid: vec3<u32>,
     let t = e / PV;
     let p0 = 4u * (e % PV);
     let wt = exp(last - sh[t]) * sh[L + t];          // as ssd_forward_chunk's weights
-    var v = vec4<f32>(0.0);
-    for (var i = 0u; i < 4u; i++) {
-      if (p0 + i < P) { v[i] = wt * xv(ch.r0 + t, ch.h, p0 + i); }
-    }
-    sv[e] = v;
+    sv[e] = wt * x4_of(ch, t, p0);
   }
-  for (var e = lid; e < len * NV; e += WG) {
-    let t = e / NV;
-    let n0 = 4u * (e % NV);
-    var v = vec4<f32>(0.0);
-    for (var i = 0u; i < 4u; i++) {
-      if (n0 + i < N) { v[i] = bv(ch.r0 + t, ch.g, n0 + i); }
-    }
-    sv[XB + e] = v;
-  }
+  for (var e = lid; e < len * NV; e += WG) { sv[XB + e] = b4_of(ch, e / NV, 4u * (e % NV)); }
   workgroupBarrier();
   let base = ((ch.b * p.nc + ch.c) * p.H + ch.h) * P * N;
   // tile (4 rows from p0, 4 dims from n0); consecutive threads take consecutive n0: B's loads
@@ -83,24 +98,14 @@ fn ssd_chunk_states(@builtin(workgroup_id) wid: vec3<u32>,
   for (var tile = lid; tile < PV * NV; tile += WG) {
     let pi = tile / NV;
     let ni = tile % NV;
-    var a0 = vec4<f32>(0.0);
-    var a1 = vec4<f32>(0.0);
-    var a2 = vec4<f32>(0.0);
-    var a3 = vec4<f32>(0.0);
-    for (var t = 0u; t < len; t++) {
-      let x4 = sv[t * PV + pi];
-      let b4 = sv[XB + t * NV + ni];
-      a0 += x4.x * b4;
-      a1 += x4.y * b4;
-      a2 += x4.z * b4;
-      a3 += x4.w * b4;
-    }
+    var a = zero_tile();
+    for (var t = 0u; t < len; t++) { a = tile_add(a, sv[t * PV + pi], sv[XB + t * NV + ni]); }
     let p0 = 4u * pi;
     let n0 = 4u * ni;
-    put_state(base, p0, n0, a0);
-    put_state(base, p0 + 1u, n0, a1);
-    put_state(base, p0 + 2u, n0, a2);
-    put_state(base, p0 + 3u, n0, a3);
+    put_state(base, p0, n0, a.r0);
+    put_state(base, p0 + 1u, n0, a.r1);
+    put_state(base, p0 + 2u, n0, a.r2);
+    put_state(base, p0 + 3u, n0, a.r3);
   }
   if (lid == 0u) { work[p.w_dec + (ch.b * p.nc + ch.c) * p.H + ch.h] = exp(last); }
 }
@@ -152,38 +157,20 @@ fn ssd_chunk_out(@builtin(workgroup_id) wid: vec3<u32>,
     sv[n * LV + tb] = c;
     sv[RB + n * LV + tb] = b;
   }
-  for (var e = lid; e < len * PV; e += WG) {
-    let t = e / PV;
-    let p0 = 4u * (e % PV);
-    var v = vec4<f32>(0.0);
-    for (var i = 0u; i < 4u; i++) {
-      if (p0 + i < P) { v[i] = xv(ch.r0 + t, ch.h, p0 + i); }
-    }
-    sv[RX + e] = v;
-  }
+  for (var e = lid; e < len * PV; e += WG) { sv[RX + e] = x4_of(ch, e / PV, 4u * (e % PV)); }
   workgroupBarrier();
   // M in tiles (4 l from 4 li, 4 s from 4 si); mask first, so exp() only of cum[l] - cum[s] <= 0
   for (var tile = lid; tile < LV * LV; tile += WG) {
     let li = tile / LV;
     let si = tile % LV;
-    var m0 = vec4<f32>(0.0);
-    var m1 = vec4<f32>(0.0);
-    var m2 = vec4<f32>(0.0);
-    var m3 = vec4<f32>(0.0);
+    var m = zero_tile();                 // row j: C_l . B_s for l = 4 li + j, s = 4 si + k
     if (si <= li) {                      // tiles above the diagonal are all masked
-      for (var n = 0u; n < N; n++) {
-        let c4 = sv[n * LV + li];
-        let b4 = sv[RB + n * LV + si];
-        m0 += c4.x * b4;
-        m1 += c4.y * b4;
-        m2 += c4.z * b4;
-        m3 += c4.w * b4;
-      }
+      for (var n = 0u; n < N; n++) { m = tile_add(m, sv[n * LV + li], sv[RB + n * LV + si]); }
     }
     for (var k = 0u; k < 4u; k++) {
       let s = 4u * si + k;
       if (s < L) {
-        let g = vec4<f32>(m0[k], m1[k], m2[k], m3[k]);   // C_l . B_s for l = 4 li + j
+        let g = vec4<f32>(m.r0[k], m.r1[k], m.r2[k], m.r3[k]);
         var col = vec4<f32>(0.0);
         for (var j = 0u; j < 4u; j++) {
           let l = 4u * li + j;
@@ -198,10 +185,7 @@ fn ssd_chunk_out(@builtin(workgroup_id) wid: vec3<u32>,
   let busy = lid < LV * PV;
   let ti = lid / PV;
   let pi = lid % PV;
-  var y0 = vec4<f32>(0.0);               // sum_n C_t[n] hc[p, n], t = 4 ti + j
-  var y1 = vec4<f32>(0.0);
-  var y2 = vec4<f32>(0.0);
-  var y3 = vec4<f32>(0.0);
+  var yh = zero_tile();                  // row j: sum_n C_t[n] hc[p, n], t = 4 ti + j
   let NB = min(N, max(N * LV, PV) / PV); // hc dims a block
   let hb = ((ch.b * p.nc + ch.c) * p.H + ch.h) * P * N;
   for (var nb = 0u; nb < N; nb += NB) {
@@ -218,37 +202,20 @@ fn ssd_chunk_out(@builtin(workgroup_id) wid: vec3<u32>,
     }
     workgroupBarrier();
     if (busy) {
-      for (var k = 0u; k < nn; k++) {
-        let c4 = sv[(nb + k) * LV + ti];
-        let h4 = sv[RB + k * PV + pi];
-        y0 += c4.x * h4;
-        y1 += c4.y * h4;
-        y2 += c4.z * h4;
-        y3 += c4.w * h4;
-      }
+      for (var k = 0u; k < nn; k++) { yh = tile_add(yh, sv[(nb + k) * LV + ti], sv[RB + k * PV + pi]); }
     }
     workgroupBarrier();
   }
   if (busy) {
-    var i0 = vec4<f32>(0.0);             // sum_(s <= t) M[t, s] x_s, t = 4 ti + j
-    var i1 = vec4<f32>(0.0);
-    var i2 = vec4<f32>(0.0);
-    var i3 = vec4<f32>(0.0);
+    var yi = zero_tile();                // row j: sum_(s <= t) M[t, s] x_s, t = 4 ti + j
     let s_end = min(4u * ti + 4u, len);
-    for (var s = 0u; s < s_end; s++) {
-      let m4 = sv[RM + s * LV + ti];
-      let x4 = sv[RX + s * PV + pi];
-      i0 += m4.x * x4;
-      i1 += m4.y * x4;
-      i2 += m4.z * x4;
-      i3 += m4.w * x4;
-    }
+    for (var s = 0u; s < s_end; s++) { yi = tile_add(yi, sv[RM + s * LV + ti], sv[RX + s * PV + pi]); }
     var D = 0.0;
     if (has(HAS_D)) { D = Dv[ch.h]; }
     let t0 = 4u * ti;
-    put_y(ch, t0, pi, i0, y0, sv[RX + min(t0, len - 1u) * PV + pi], D);
-    put_y(ch, t0 + 1u, pi, i1, y1, sv[RX + min(t0 + 1u, len - 1u) * PV + pi], D);
-    put_y(ch, t0 + 2u, pi, i2, y2, sv[RX + min(t0 + 2u, len - 1u) * PV + pi], D);
-    put_y(ch, t0 + 3u, pi, i3, y3, sv[RX + min(t0 + 3u, len - 1u) * PV + pi], D);
+    put_y(ch, t0, pi, yi.r0, yh.r0, sv[RX + min(t0, len - 1u) * PV + pi], D);
+    put_y(ch, t0 + 1u, pi, yi.r1, yh.r1, sv[RX + min(t0 + 1u, len - 1u) * PV + pi], D);
+    put_y(ch, t0 + 2u, pi, yi.r2, yh.r2, sv[RX + min(t0 + 2u, len - 1u) * PV + pi], D);
+    put_y(ch, t0 + 3u, pi, yi.r3, yh.r3, sv[RX + min(t0 + 3u, len - 1u) * PV + pi], D);
   }
 }

@@ -32,10 +32,10 @@ y, st = Tensor(device, (nb, T, H * P)), Tensor(device, (nb, H, P, N))
 S.shader_source('ssd_chunked')
 base = S._cache['ssd_chunked']
 EDITS = {   # (text in ssd_chunked.wgsl, replacement): each a product's sums taken out
- 'states_nosum': ('      a0 += x4.x * b4;\n      a1 += x4.y * b4;\n      a2 += x4.z * b4;\n      a3 += x4.w * b4;', ''),
- 'out_noM': ('        m0 += c4.x * b4;\n        m1 += c4.y * b4;\n        m2 += c4.z * b4;\n        m3 += c4.w * b4;', ''),
- 'out_nointer': ('        y0 += c4.x * h4;\n        y1 += c4.y * h4;\n        y2 += c4.z * h4;\n        y3 += c4.w * h4;', ''),
- 'out_nointra': ('      i0 += m4.x * x4;\n      i1 += m4.y * x4;\n      i2 += m4.z * x4;\n      i3 += m4.w * x4;', ''),
+ 'states_nosum': ('a = tile_add(a, sv[t * PV + pi], sv[XB + t * NV + ni]);', ''),
+ 'out_noM': ('m = tile_add(m, sv[n * LV + li], sv[RB + n * LV + si]);', ''),
+ 'out_nointer': ('yh = tile_add(yh, sv[(nb + k) * LV + ti], sv[RB + k * PV + pi]);', ''),
+ 'out_nointra': ('yi = tile_add(yi, sv[RM + s * LV + ti], sv[RX + s * PV + pi]);', ''),
 }
 def set_src(name):
     src = base

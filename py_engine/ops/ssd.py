@@ -22,16 +22,19 @@ output. See the shader header for the kernels.
 Dispatches: forward 1 when T <= L (output and final state in one kernel), else 3 (chunk states,
 carry, output); step 1 (decode replays it per token: dt softplus/clamp, D skip fused, state in
 place). The chunk states and outputs of T > L run in one of two forms (forward_path):
-shaders/ssd_forward.wgsl's 64 threads a chunk (CPU adapters) or shaders/ssd_chunked.wgsl's 256
-with B and C staged once (path "parallel": real GPUs, chunks of 8 by rule; chunks_spread,
-spread_chunk).
+shaders/ssd_forward.wgsl's 64 threads a chunk (CPU adapters) or shaders/ssd_chunked.wgsl's 256,
+the chunk's products in register tiles (path "parallel": real GPUs where its tiles fit at the
+chunk asked for; chunks_spread, spread_chunk).
 
 Memory: the forward keeps hc [Bsz, nc, H, P, N] (chunk start states; always when nc > 1, and
 with save=True also when nc = 1) and a transient work buffer of Bsz*nc*H*(P*N + 1) floats when
 nc > 1. save=True returns hc for the backward (`SSDSaved`, release with .release()).
-Workgroup memory: (2 + TL) * L floats per workgroup, TL (rows of the intra-chunk tile) sized
-from the device's maxComputeWorkgroupStorageSize; a chunk length that does not fit raises a
-ValueError naming the limit (16 KiB, the WebGPU default, fits L <= 1365).
+Workgroup memory: ssd_forward.wgsl (2 + TL) * L floats per workgroup, TL (rows of the
+intra-chunk tile) sized from the device's maxComputeWorkgroupStorageSize; a chunk length that
+does not fit raises a ValueError naming the limit (16 KiB, the WebGPU default, fits L <= 1365).
+ssd_chunked.wgsl: 2 L floats and spread_vec4s' vec4s (~45 KiB at L 32, P 64, N 128); where
+they do not fit, the 64-thread kernels run at the same L (never a shorter chunk: hc and work
+grow as 1 / L, and the models' memory estimates count the asked chunk).
 """
 import math
 
@@ -151,19 +154,19 @@ SPREAD_RULE_L = 32
 
 
 def spread_chunk(dev, L, P, N):
-    """The chunk length path "parallel" runs for a requested L: at most SPREAD_RULE_L (or what
-    `device.ssd_chunk` / MAMBAWEB_SSD_CHUNK sets), halved until its tiles fit the device's
-    workgroup memory (mamba2-130m's heads, P 64 and N 128: an H200's 48 KiB through Dawn holds
-    L 32, 32 KiB L 16, WebGPU's default 16 KiB L 8) and its out kernel's (4 tokens, 4 rows)
-    tiles fit its threads (ceil(L/4) ceil(P/4) <= 256); 0 where not even L 1 fits. The chunking
-    changes only rounding. Measured on the H200 natively (`python -m tools.ablate_ssd 1024` and
+    """The chunk length path "parallel" runs for a requested L: L, at most SPREAD_RULE_L or what
+    `device.ssd_chunk` / MAMBAWEB_SSD_CHUNK sets (a bench knob), where its tiles fit the
+    device's workgroup memory and its out kernel's (4 tokens, 4 rows) tiles its threads
+    (ceil(L/4) ceil(P/4) <= 256); else 0 (the 64-thread kernels run). Not a shorter chunk to
+    make it fit: the chunk states it keeps grow as 1 / L (at 8 instead of 32, a 2,048-token
+    mamba2-130m prefill's ~200 MB a layer, past a 128 MiB binding). mamba2-130m's heads (P 64,
+    N 128) at L 32 need ~45 KiB: an H200 through Dawn offers 48. The chunking changes only
+    rounding. Measured on the H200 natively (`python -m tools.ablate_ssd 1024` and
     `256`: one forward at mamba2-130m's heads, .bench/call26d.sh), us a call at 1,024 / 256
     tokens: L 32 426 / 137, 16 452 / 134, 8 572 / 183; ssd_forward.wgsl's kernels 1,715 / 991."""
     cap = step_kernels.pick(dev, "ssd_chunk", "MAMBAWEB_SSD_CHUNK", SPREAD_CHUNKS,
                             lambda: SPREAD_RULE_L)
     L = min(int(L), cap)
-    while L > 1 and not _spread_fits(dev, L, P, N):
-        L //= 2
     return L if _spread_fits(dev, L, P, N) else 0
 
 

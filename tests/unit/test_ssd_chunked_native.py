@@ -33,11 +33,12 @@ def test_real_gpus_spread_the_chunks(monkeypatch):
         ssd.chunks_spread(gpu)
 
 
-def test_spread_chunk_fits_the_workgroup_memory(monkeypatch):
+def test_spread_chunk_runs_at_the_asked_chunk_where_it_fits(monkeypatch):
     """The spread path's chunk: the asked L up to 32 (the rule) or what MAMBAWEB_SSD_CHUNK /
-    device.ssd_chunk sets, halved until its tiles fit the workgroup memory and its out tiles the
-    threads: mamba2-130m's heads (P 64, N 128) take L 32 in an H200's 48 KiB, 16 in 32 KiB, 8 in
-    WebGPU's default 16 KiB; P 256 takes L 16 (ceil(L/4) ceil(P/4) <= 256)."""
+    device.ssd_chunk sets, where its tiles fit the workgroup memory and its out tiles the
+    threads; else 0, the 64-thread kernels at the same L (never a shorter chunk: the chunk
+    states grow as 1 / L). mamba2-130m's heads (P 64, N 128) need ~45 KiB at L 32: an H200's
+    48 KiB holds them, 32 KiB only L 16 (by setting), 16 KiB L 8."""
     from py_engine.ops import ssd
     monkeypatch.setenv("MAMBAWEB_SSD_PARALLEL", "1")
     monkeypatch.delenv("MAMBAWEB_SSD_CHUNK", raising=False)
@@ -45,18 +46,21 @@ def test_spread_chunk_fits_the_workgroup_memory(monkeypatch):
         info={"is_fallback": False}, limits={"maxComputeWorkgroupStorageSize": kib * 1024})
     assert ssd.spread_chunk(dev(48), 32, 64, 128) == 32
     assert ssd.spread_chunk(dev(48), 256, 64, 128) == 32
-    assert ssd.spread_chunk(dev(32), 32, 64, 128) == 16
-    assert ssd.spread_chunk(dev(16), 32, 64, 128) == 8
-    assert ssd.spread_chunk(dev(48), 32, 256, 16) == 16
-    assert ssd.spread_chunk(dev(48), 4, 64, 128) == 4
+    assert ssd.spread_chunk(dev(32), 32, 64, 128) == 0
+    assert ssd.spread_chunk(dev(32), 16, 64, 128) == 16
+    assert ssd.spread_chunk(dev(16), 16, 64, 128) == 0
+    assert ssd.spread_chunk(dev(16), 8, 64, 128) == 8
+    assert ssd.spread_chunk(dev(48), 32, 256, 16) == 0       # 8 x 64 out tiles > 256 threads
+    assert ssd.spread_chunk(dev(48), 16, 256, 16) == 16
     v = ssd.spread_vec4s(32, 64, 128)             # XW + B; CT + BT + X + MT
     assert v == (32 * 16 + 32 * 32, 128 * 8 + 128 * 8 + 32 * 16 + 32 * 8)
     assert 16 * max(v) + 4 * 64 <= 48 * 1024 < 16 * max(ssd.spread_vec4s(64, 64, 128))
     assert ssd.forward_path(dev(48), 1024, 32, 64, 128) == ("parallel", 32)
+    assert ssd.forward_path(dev(32), 1024, 32, 64, 128) == ("chunked", 32)
     assert ssd.forward_path(dev(48), 32, 32, 64, 128) == ("one", 32)
     monkeypatch.setenv("MAMBAWEB_SSD_CHUNK", "8")
     assert ssd.forward_path(dev(48), 1024, 32, 64, 128) == ("parallel", 8)
-    d = dev(48)
+    d = dev(32)
     d.ssd_chunk = 16
     assert ssd.forward_path(d, 1024, 32, 64, 128) == ("parallel", 16)
     monkeypatch.setenv("MAMBAWEB_SSD_CHUNK", "12")
@@ -92,24 +96,26 @@ result = out
 
 @pytest.mark.parametrize("name", ["mamba2-g2-untied", "nemotronh-mamf-untied"])
 def test_model_logits_and_gradients_with_the_chunks_spread(engine, name):
-    """A Mamba-2 model and a NemotronH hybrid: prefill of 45 tokens (chunks of 16: three, the
-    last short), a continued one, the loss and every gradient of a two-sequence batch equal the
-    64-thread kernels' to 1e-6 of each tensor's largest value (the two paths add the same terms
-    in the same order: bit for bit on lavapipe, where the compiler fuses alike)."""
+    """A Mamba-2 model (chunks of 16: three, the last short) and a NemotronH hybrid (chunks of
+    12: four): prefill of 45 tokens, a continued one, the loss and every gradient of a
+    two-sequence batch equal the 64-thread kernels' -- bit for bit on lavapipe, where the
+    compiler fuses the same multiply-adds in both (the two paths add the same terms in the same
+    order), else to 1e-6 of each tensor's largest value."""
     folder = MODELS / name
     vocab = json.loads((folder / "config.json").read_text())["vocab_size"]
     ids = np.random.default_rng(7).integers(0, vocab, 45).tolist()
     r = engine.run(MODEL_CODE, folder=str(folder), ids=ids)
+    tol = 0.0 if "llvmpipe" in str(engine.info.get("adapter", {}).get("device", "")) else 1e-6
     for key in ("", "_cont"):
         a = np.frombuffer(r["False" + key], np.float32)
         b = np.frombuffer(r["True" + key], np.float32)
         assert np.abs(a).max() > 0.05
-        assert np.abs(a - b).max() <= 1e-6 * np.abs(a).max(), key
-    assert abs(r["False_loss"] - r["True_loss"]) <= 1e-6 * abs(r["False_loss"])
+        assert np.abs(a - b).max() <= tol * np.abs(a).max(), key
+    assert abs(r["False_loss"] - r["True_loss"]) <= tol * abs(r["False_loss"])
     ga, gb = r["False_grads"], r["True_grads"]
     assert set(ga) == set(gb) and ga
     for piece in ga:
         a, b = np.frombuffer(ga[piece], np.float32), np.frombuffer(gb[piece], np.float32)
         scale = np.abs(a).max()
         assert scale > 0, piece
-        assert np.abs(a - b).max() <= 1e-6 * scale, (piece, np.abs(a - b).max() / scale)
+        assert np.abs(a - b).max() <= tol * scale, (piece, np.abs(a - b).max() / scale)

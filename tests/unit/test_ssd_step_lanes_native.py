@@ -26,7 +26,7 @@ def forced(engine):
 def test_kernel_suite_steps_with_lanes(forced, nb, T, H, P, G, N, L, with_h0, inplace, cols,
                                        dt_lim):
     KS.test_ssd_forward_step_reference(forced, nb, T, H, P, G, N, L, with_h0, inplace, cols,
-                                       dt_lim)
+                                       dt_lim, False)
 
 
 @pytest.mark.parametrize("name", ["mamba2-g1-tied", "mamba2-g2-untied", "nemotronh-mamf-untied"])
