@@ -11,21 +11,25 @@
 //   ssd_chunk_out     M[l, s] = (C_l . B_s) exp(cum_l - cum_s) dt_s (s <= l, else 0): tiles of
 //                     (4 l, 4 s) over C^T and B^T [N, L];
 //                     y[t, p] = sum_(s <= t) M[t, s] x_s[p] + exp(cum_t) sum_n C_t[n] hc[p, n]
-//                     + D x_t[p]: tiles of (4 t, 4 p), the hc rows staged in blocks of dims
+//                     + D x_t[p]: tiles of (4 t, 4 p); C, B and hc staged in blocks of dims
 // Every sum runs over the same terms in the same order as ssd_forward.wgsl's (the tiles add
 // M's masked zeros, which change no sum): the same values, bit for bit where the compiler fuses
 // the same multiply-adds.
 // Workgroup memory: sh (the common lib's f32s) holds cum [L] | dt [L]; sv (vec4s, WS4 of them,
-// the host sizes it per entry point) holds, with PV = ceil(P / 4), NV = ceil(N / 4), LV =
-// ceil(L / 4):
-//   states  XW [L, PV] | B [L, NV]                     (a vec4: 4 rows p, or 4 dims n, of token t)
-//   out     CT [N, LV] | BT [N, LV], later hc blocks [NB, PV] | X [L, PV] | MT [L, LV]
-//           (CT, BT, MT: a vec4 holds 4 tokens; MT[s, l/4] = M[l .. l+3, s])
-// The out kernel's (t, p) tiles are one per thread: the host keeps LV PV <= 256.
+// the host sizes it and the blocks per entry point from the device's workgroup memory) holds,
+// with PV = ceil(P / 4), NV = ceil(N / 4), LV = ceil(L / 4):
+//   states  XW [L, PV] | a block of B [L, NBS] (NBS vec4s of dims at a time)
+//   out     X [L, PV] | MT [L, LV] | blocks of NBO dims: C^T [NBO, LV] | B^T [NBO, LV] |
+//           hc^T [NBO, PV]   (C^T, B^T, MT: a vec4 holds 4 tokens; MT[s, l/4] = M[l .. l+3, s])
+// so a chunk of 32 tokens fits WebGPU's default 16 KiB at mamba2-130m's heads (in 15 and 7
+// blocks; one or two in an H200's 48 KiB). A thread owns at most one M tile and one y tile
+// (accumulated over the blocks): the host keeps LV PV <= 256.
 // Grid (H, nc * Bsz), one workgroup per (b, h, chunk), nc > 1 only.
 
 const WG = 256u;   // threads per workgroup
 override WS4: u32 = 1024u;
+override NBS: u32 = 1u;   // ssd_chunk_states: B's vec4s of dims a block
+override NBO: u32 = 1u;   // ssd_chunk_out: dims a block of C^T, B^T and hc^T
 var<workgroup> sv: array<vec4<f32>, WS4>;
 
 // Params, bindings, dt/x/B/C reads, chunk_of, chunk_prep (sh: cum | dt)
@@ -82,7 +86,7 @@ fn ssd_chunk_states(@builtin(workgroup_id) wid: vec3<u32>,
   let len = ch.len;
   let PV = vecs(P);
   let NV = vecs(N);
-  let XB = L * PV;          // B's tile in sv
+  let XB = L * PV;          // B's block in sv
   let last = sh[len - 1u];
   for (var e = lid; e < len * PV; e += WG) {
     let t = e / PV;
@@ -90,22 +94,26 @@ fn ssd_chunk_states(@builtin(workgroup_id) wid: vec3<u32>,
     let wt = exp(last - sh[t]) * sh[L + t];          // as ssd_forward_chunk's weights
     sv[e] = wt * x4_of(ch, t, p0);
   }
-  for (var e = lid; e < len * NV; e += WG) { sv[XB + e] = b4_of(ch, e / NV, 4u * (e % NV)); }
-  workgroupBarrier();
   let base = ((ch.b * p.nc + ch.c) * p.H + ch.h) * P * N;
-  // tile (4 rows from p0, 4 dims from n0); consecutive threads take consecutive n0: B's loads
-  // are consecutive vec4s, XW's the same one
-  for (var tile = lid; tile < PV * NV; tile += WG) {
-    let pi = tile / NV;
-    let ni = tile % NV;
-    var a = zero_tile();
-    for (var t = 0u; t < len; t++) { a = tile_add(a, sv[t * PV + pi], sv[XB + t * NV + ni]); }
-    let p0 = 4u * pi;
-    let n0 = 4u * ni;
-    put_state(base, p0, n0, a.r0);
-    put_state(base, p0 + 1u, n0, a.r1);
-    put_state(base, p0 + 2u, n0, a.r2);
-    put_state(base, p0 + 3u, n0, a.r3);
+  for (var nb = 0u; nb < NV; nb += NBS) {           // B in blocks of NBS vec4s of dims
+    let nn = min(NBS, NV - nb);
+    workgroupBarrier();                             // the last block's tiles are done with B
+    for (var e = lid; e < len * nn; e += WG) { sv[XB + e] = b4_of(ch, e / nn, 4u * (nb + e % nn)); }
+    workgroupBarrier();
+    // tile (4 rows from p0, 4 dims from n0); consecutive threads take consecutive n0: B's loads
+    // are consecutive vec4s, XW's the same one
+    for (var tile = lid; tile < PV * nn; tile += WG) {
+      let pi = tile / nn;
+      let ni = tile % nn;
+      var a = zero_tile();
+      for (var t = 0u; t < len; t++) { a = tile_add(a, sv[t * PV + pi], sv[XB + t * nn + ni]); }
+      let p0 = 4u * pi;
+      let n0 = 4u * (nb + ni);
+      put_state(base, p0, n0, a.r0);
+      put_state(base, p0 + 1u, n0, a.r1);
+      put_state(base, p0 + 2u, n0, a.r2);
+      put_state(base, p0 + 3u, n0, a.r3);
+    }
   }
   if (lid == 0u) { work[p.w_dec + (ch.b * p.nc + ch.c) * p.H + ch.h] = exp(last); }
 }
@@ -138,35 +146,60 @@ fn ssd_chunk_out(@builtin(workgroup_id) wid: vec3<u32>,
   let len = ch.len;
   let PV = vecs(P);
   let LV = vecs(L);
-  let RB = N * LV;                       // BT, then the hc blocks
-  let RX = RB + max(N * LV, PV);         // X
-  let RM = RX + L * PV;                  // MT
-  // C^T and B^T: consecutive threads read consecutive dims n of the same four tokens
-  for (var e = lid; e < N * LV; e += WG) {
-    let n = e % N;
-    let tb = e / N;
-    var c = vec4<f32>(0.0);
-    var b = vec4<f32>(0.0);
-    for (var i = 0u; i < 4u; i++) {
-      let t = 4u * tb + i;
-      if (t < len) {
-        c[i] = cv(ch.r0 + t, ch.g, n);
-        b[i] = bv(ch.r0 + t, ch.g, n);
+  let RM = L * PV;                       // MT (X at 0)
+  let RC = RM + L * LV;                  // the block of C^T
+  let RB = RC + NBO * LV;                // of B^T
+  let RH = RB + NBO * LV;                // of hc^T
+  for (var e = lid; e < len * PV; e += WG) { sv[e] = x4_of(ch, e / PV, 4u * (e % PV)); }
+  // thread lid owns M's tile (4 l from 4 li, 4 s from 4 si) and y's (4 t from 4 ti, 4 rows
+  // from 4 pi), where there is one
+  let li = lid / LV;
+  let si = lid % LV;
+  let owns_m = lid < LV * LV && si <= li;           // tiles above the diagonal are all masked
+  let ti = lid / PV;
+  let pi = lid % PV;
+  let busy = lid < LV * PV;
+  var m = zero_tile();                   // row j: C_l . B_s for l = 4 li + j, s = 4 si + k
+  var yh = zero_tile();                  // row j: sum_n C_t[n] hc[p, n], t = 4 ti + j
+  let hb = ((ch.b * p.nc + ch.c) * p.H + ch.h) * P * N;
+  for (var nb = 0u; nb < N; nb += NBO) { // C, B and hc in blocks of NBO dims
+    let nn = min(NBO, N - nb);
+    workgroupBarrier();                  // the last block's sums are done with it
+    for (var e = lid; e < nn * LV; e += WG) {       // consecutive threads: consecutive dims
+      let k = e % nn;
+      let tb = e / nn;
+      var c = vec4<f32>(0.0);
+      var b = vec4<f32>(0.0);
+      for (var i = 0u; i < 4u; i++) {
+        let t = 4u * tb + i;
+        if (t < len) {
+          c[i] = cv(ch.r0 + t, ch.g, nb + k);
+          b[i] = bv(ch.r0 + t, ch.g, nb + k);
+        }
       }
+      sv[RC + k * LV + tb] = c;
+      sv[RB + k * LV + tb] = b;
     }
-    sv[n * LV + tb] = c;
-    sv[RB + n * LV + tb] = b;
+    for (var e = lid; e < nn * PV; e += WG) {
+      let k = e % nn;
+      let pv = e / nn;
+      var v = vec4<f32>(0.0);
+      for (var i = 0u; i < 4u; i++) {
+        let pp = 4u * pv + i;
+        if (pp < P) { v[i] = hc[hb + pp * N + nb + k]; }
+      }
+      sv[RH + k * PV + pv] = v;
+    }
+    workgroupBarrier();
+    if (owns_m) {
+      for (var k = 0u; k < nn; k++) { m = tile_add(m, sv[RC + k * LV + li], sv[RB + k * LV + si]); }
+    }
+    if (busy) {
+      for (var k = 0u; k < nn; k++) { yh = tile_add(yh, sv[RC + k * LV + ti], sv[RH + k * PV + pi]); }
+    }
   }
-  for (var e = lid; e < len * PV; e += WG) { sv[RX + e] = x4_of(ch, e / PV, 4u * (e % PV)); }
-  workgroupBarrier();
-  // M in tiles (4 l from 4 li, 4 s from 4 si); mask first, so exp() only of cum[l] - cum[s] <= 0
-  for (var tile = lid; tile < LV * LV; tile += WG) {
-    let li = tile / LV;
-    let si = tile % LV;
-    var m = zero_tile();                 // row j: C_l . B_s for l = 4 li + j, s = 4 si + k
-    if (si <= li) {                      // tiles above the diagonal are all masked
-      for (var n = 0u; n < N; n++) { m = tile_add(m, sv[n * LV + li], sv[RB + n * LV + si]); }
-    }
+  // M's columns into MT, scaled; mask first, so exp() only of cum[l] - cum[s] <= 0
+  if (lid < LV * LV) {
     for (var k = 0u; k < 4u; k++) {
       let s = 4u * si + k;
       if (s < L) {
@@ -180,42 +213,17 @@ fn ssd_chunk_out(@builtin(workgroup_id) wid: vec3<u32>,
       }
     }
   }
-  workgroupBarrier();                    // BT is read: the hc blocks go there
-  // thread (ti, pi): rows t = 4 ti + j, dims 4 pi .. 4 pi + 3
-  let busy = lid < LV * PV;
-  let ti = lid / PV;
-  let pi = lid % PV;
-  var yh = zero_tile();                  // row j: sum_n C_t[n] hc[p, n], t = 4 ti + j
-  let NB = min(N, max(N * LV, PV) / PV); // hc dims a block
-  let hb = ((ch.b * p.nc + ch.c) * p.H + ch.h) * P * N;
-  for (var nb = 0u; nb < N; nb += NB) {
-    let nn = min(NB, N - nb);
-    for (var e = lid; e < nn * PV; e += WG) {          // consecutive threads: consecutive n
-      let k = e % nn;
-      let pv = e / nn;
-      var v = vec4<f32>(0.0);
-      for (var i = 0u; i < 4u; i++) {
-        let pp = 4u * pv + i;
-        if (pp < P) { v[i] = hc[hb + pp * N + nb + k]; }
-      }
-      sv[RB + k * PV + pv] = v;
-    }
-    workgroupBarrier();
-    if (busy) {
-      for (var k = 0u; k < nn; k++) { yh = tile_add(yh, sv[(nb + k) * LV + ti], sv[RB + k * PV + pi]); }
-    }
-    workgroupBarrier();
-  }
+  workgroupBarrier();
   if (busy) {
     var yi = zero_tile();                // row j: sum_(s <= t) M[t, s] x_s, t = 4 ti + j
     let s_end = min(4u * ti + 4u, len);
-    for (var s = 0u; s < s_end; s++) { yi = tile_add(yi, sv[RM + s * LV + ti], sv[RX + s * PV + pi]); }
+    for (var s = 0u; s < s_end; s++) { yi = tile_add(yi, sv[RM + s * LV + ti], sv[s * PV + pi]); }
     var D = 0.0;
     if (has(HAS_D)) { D = Dv[ch.h]; }
     let t0 = 4u * ti;
-    put_y(ch, t0, pi, yi.r0, yh.r0, sv[RX + min(t0, len - 1u) * PV + pi], D);
-    put_y(ch, t0 + 1u, pi, yi.r1, yh.r1, sv[RX + min(t0 + 1u, len - 1u) * PV + pi], D);
-    put_y(ch, t0 + 2u, pi, yi.r2, yh.r2, sv[RX + min(t0 + 2u, len - 1u) * PV + pi], D);
-    put_y(ch, t0 + 3u, pi, yi.r3, yh.r3, sv[RX + min(t0 + 3u, len - 1u) * PV + pi], D);
+    put_y(ch, t0, pi, yi.r0, yh.r0, sv[min(t0, len - 1u) * PV + pi], D);
+    put_y(ch, t0 + 1u, pi, yi.r1, yh.r1, sv[min(t0 + 1u, len - 1u) * PV + pi], D);
+    put_y(ch, t0 + 2u, pi, yi.r2, yh.r2, sv[min(t0 + 2u, len - 1u) * PV + pi], D);
+    put_y(ch, t0 + 3u, pi, yi.r3, yh.r3, sv[min(t0 + 3u, len - 1u) * PV + pi], D);
   }
 }

@@ -32,9 +32,10 @@ nc > 1. save=True returns hc for the backward (`SSDSaved`, release with .release
 Workgroup memory: ssd_forward.wgsl (2 + TL) * L floats per workgroup, TL (rows of the
 intra-chunk tile) sized from the device's maxComputeWorkgroupStorageSize; a chunk length that
 does not fit raises a ValueError naming the limit (16 KiB, the WebGPU default, fits L <= 1365).
-ssd_chunked.wgsl: 2 L floats and spread_vec4s' vec4s (~45 KiB at L 32, P 64, N 128); where
-they do not fit, the 64-thread kernels run at the same L (never a shorter chunk: hc and work
-grow as 1 / L, and the models' memory estimates count the asked chunk).
+ssd_chunked.wgsl: 2 L floats and spread_blocks' vec4s, its operands staged in blocks of dims
+sized to the device (L 32 at P 64, N 128 fits 16 KiB); where even one dim a block does not fit,
+the 64-thread kernels run at the same L (never a shorter chunk: hc and work grow as 1 / L, and
+the models' memory estimates count the asked chunk).
 """
 import math
 
@@ -137,16 +138,22 @@ def _v(a):
     return -(-a // 4)
 
 
-def spread_vec4s(L, P, N):
-    """(states, out): the vec4s of workgroup memory ssd_chunked.wgsl's two kernels use at chunk
-    length L (sv; its header has the layout), beside sh's 2 L floats."""
+def spread_blocks(dev, L, P, N):
+    """(NBS, NBO, states vec4s, out vec4s) of ssd_chunked.wgsl at chunk length L on this device:
+    the most of B's vec4s of dims (states) and of dims (out: C^T, B^T and hc^T) a block that
+    fit the workgroup memory beside sh's 2 L floats and the fixed tiles (its header has the
+    layout); `device.ssd_block` (tests) caps both. NBS or NBO 0: it does not fit."""
     LV, PV, NV = _v(L), _v(P), _v(N)
-    return L * (PV + NV), N * LV + max(N * LV, PV) + L * PV + L * LV
+    avail = (workgroup_storage(dev) - 4 * 2 * L) // 16
+    cap = getattr(dev, "ssd_block", None) or 1 << 30
+    nbs = max(0, min(NV, cap, (avail - L * PV) // max(L, 1)))
+    nbo = max(0, min(N, cap, (avail - L * PV - L * LV) // (2 * LV + PV)))
+    return nbs, nbo, L * PV + L * nbs, L * PV + L * LV + nbo * (2 * LV + PV)
 
 
 def _spread_fits(dev, L, P, N):
-    return (4 * 2 * L + 16 * max(spread_vec4s(L, P, N)) <= workgroup_storage(dev)
-            and _v(L) * _v(P) <= SPREAD_WG)
+    nbs, nbo, _, _ = spread_blocks(dev, L, P, N)
+    return nbs > 0 and nbo > 0 and _v(L) * _v(P) <= SPREAD_WG
 
 
 SPREAD_CHUNKS = (4, 8, 16, 32)   # what MAMBAWEB_SSD_CHUNK / device.ssd_chunk may set
@@ -155,15 +162,16 @@ SPREAD_RULE_L = 32
 
 def spread_chunk(dev, L, P, N):
     """The chunk length path "parallel" runs for a requested L: L, at most SPREAD_RULE_L or what
-    `device.ssd_chunk` / MAMBAWEB_SSD_CHUNK sets (a bench knob), where its tiles fit the
-    device's workgroup memory and its out kernel's (4 tokens, 4 rows) tiles its threads
-    (ceil(L/4) ceil(P/4) <= 256); else 0 (the 64-thread kernels run). Not a shorter chunk to
-    make it fit: the chunk states it keeps grow as 1 / L (at 8 instead of 32, a 2,048-token
-    mamba2-130m prefill's ~200 MB a layer, past a 128 MiB binding). mamba2-130m's heads (P 64,
-    N 128) at L 32 need ~45 KiB: an H200 through Dawn offers 48. The chunking changes only
-    rounding. Measured on the H200 natively (`python -m tools.ablate_ssd 1024` and
-    `256`: one forward at mamba2-130m's heads, .bench/call26d.sh), us a call at 1,024 / 256
-    tokens: L 32 426 / 137, 16 452 / 134, 8 572 / 183; ssd_forward.wgsl's kernels 1,715 / 991."""
+    `device.ssd_chunk` / MAMBAWEB_SSD_CHUNK sets (a bench knob), where a block of one dim fits
+    the device's workgroup memory beside the fixed tiles (spread_blocks) and its out kernel's
+    (4 tokens, 4 rows) tiles its threads (ceil(L/4) ceil(P/4) <= 256); else 0 (the 64-thread
+    kernels run). Not a shorter chunk to make it fit: the chunk states it keeps grow as 1 / L.
+    mamba2-130m's heads (P 64, N 128) fit L 32 in WebGPU's default 16 KiB (blocks of 60 / 7
+    dims; an H200's 48 KiB takes 128 / 71). The chunking changes only rounding. Measured on the
+    H200 natively before the blocks (their tiles whole, in 48 KiB) (`python -m tools.ablate_ssd
+    1024` and `256`: one forward at mamba2-130m's heads, .bench/call26d.sh), us a call at 1,024 /
+    256 tokens: L 32 426 / 137, 16 452 / 134, 8 572 / 183; ssd_forward.wgsl's kernels 1,715 /
+    991."""
     cap = step_kernels.pick(dev, "ssd_chunk", "MAMBAWEB_SSD_CHUNK", SPREAD_CHUNKS,
                             lambda: SPREAD_RULE_L)
     L = min(int(L), cap)
@@ -290,9 +298,9 @@ def ssd_forward(batch, x, dt, A_log, B, C, *, n_groups, D=None, dt_bias=None, dt
     D_b = D.binding if D is not None else ub
     if path == "parallel":
         shader, first, last = SPREAD, "ssd_chunk_states", "ssd_chunk_out"
-        v_states, v_out = spread_vec4s(L, P, N)
-        consts = {"WS": 2 * L, "WS4": v_states}
-        consts_last = {"WS": 2 * L, "WS4": v_out}
+        nbs, nbo, v_states, v_out = spread_blocks(dev, L, P, N)
+        consts = {"WS": 2 * L, "WS4": v_states, "NBS": nbs}
+        consts_last = {"WS": 2 * L, "WS4": v_out, "NBO": nbo}
     else:
         shader, first, last = FWD, "ssd_forward_chunk", "ssd_forward"
         consts = consts_last = {"WS": (2 + TL) * L}

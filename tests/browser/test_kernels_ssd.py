@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from tests.browser.kernel_harness import d64, rel_err, runner
-from py_engine.ops import ssd as ssd_op
 from tests.reference import ssd_numpy as sn
 
 pytestmark = pytest.mark.browser
@@ -143,10 +142,8 @@ def test_ssd_forward_step_reference(engine, nb, T, H, P, G, N, L, with_h0, inpla
     par = dict(D=d64(d["D"]), dt_bias=d64(d["dt_bias"]), **lim)
     h0 = d64(d.get("h0"))
     path, L = info["path"]               # the chunk the forward ran (a bench setting may shorten it)
-    if spread:                           # the spread form runs wherever its tiles fit
-        need = 4 * 2 * L + 16 * max(ssd_op.spread_vec4s(L, P, N))
-        assert info["spread_fits"] == (need <= info["limit"]), (need, info["limit"])
-        assert info["spread_fits"] or need > 16384   # the small cases fit every adapter
+    if spread:                           # its blocks fit WebGPU's default 16 KiB at these heads
+        assert info["spread_fits"], info["limit"]
     assert path == ("one" if T <= L else "parallel" if spread and info["spread_fits"] else
                     "chunked")
     ry, rh, rhc = sn.ssd_sequential(d64(x), d64(dt), d64(d["A_log"]), d64(Bm), d64(Cm), G,

@@ -35,28 +35,31 @@ def test_real_gpus_spread_the_chunks(monkeypatch):
 
 def test_spread_chunk_runs_at_the_asked_chunk_where_it_fits(monkeypatch):
     """The spread path's chunk: the asked L up to 32 (the rule) or what MAMBAWEB_SSD_CHUNK /
-    device.ssd_chunk sets, where its tiles fit the workgroup memory and its out tiles the
-    threads; else 0, the 64-thread kernels at the same L (never a shorter chunk: the chunk
-    states grow as 1 / L). mamba2-130m's heads (P 64, N 128) need ~45 KiB at L 32: an H200's
-    48 KiB holds them, 32 KiB only L 16 (by setting), 16 KiB L 8."""
+    device.ssd_chunk sets, where a block of its operands fits the workgroup memory beside the
+    fixed tiles and its out tiles the threads; else 0, the 64-thread kernels at the same L (never
+    a shorter chunk: the chunk states grow as 1 / L). mamba2-130m's heads (P 64, N 128) fit L 32
+    in WebGPU's default 16 KiB, in blocks of 15 vec4s of B (states) and 7 dims (out); an H200's
+    48 KiB takes all 32 and 71."""
     from py_engine.ops import ssd
     monkeypatch.setenv("MAMBAWEB_SSD_PARALLEL", "1")
     monkeypatch.delenv("MAMBAWEB_SSD_CHUNK", raising=False)
     dev = lambda kib: types.SimpleNamespace(  # noqa: E731
         info={"is_fallback": False}, limits={"maxComputeWorkgroupStorageSize": kib * 1024})
-    assert ssd.spread_chunk(dev(48), 32, 64, 128) == 32
+    assert ssd.spread_blocks(dev(16), 32, 64, 128) == (15, 7, 512 + 32 * 15, 768 + 7 * 32)
+    assert ssd.spread_blocks(dev(48), 32, 64, 128)[:2] == (32, 71)
+    for kib in (16, 32, 48):
+        nbs, nbo, vs, vo = ssd.spread_blocks(dev(kib), 32, 64, 128)
+        assert 16 * max(vs, vo) + 4 * 64 <= kib * 1024
+    d = dev(48)
+    d.ssd_block = 5                               # tests cap the blocks
+    assert ssd.spread_blocks(d, 32, 64, 128)[:2] == (5, 5)
+    assert ssd.spread_chunk(dev(16), 32, 64, 128) == 32
     assert ssd.spread_chunk(dev(48), 256, 64, 128) == 32
-    assert ssd.spread_chunk(dev(32), 32, 64, 128) == 0
-    assert ssd.spread_chunk(dev(32), 16, 64, 128) == 16
-    assert ssd.spread_chunk(dev(16), 16, 64, 128) == 0
-    assert ssd.spread_chunk(dev(16), 8, 64, 128) == 8
+    assert ssd.spread_chunk(dev(4), 32, 64, 128) == 0        # not even one dim a block
     assert ssd.spread_chunk(dev(48), 32, 256, 16) == 0       # 8 x 64 out tiles > 256 threads
     assert ssd.spread_chunk(dev(48), 16, 256, 16) == 16
-    v = ssd.spread_vec4s(32, 64, 128)             # XW + B; CT + BT + X + MT
-    assert v == (32 * 16 + 32 * 32, 128 * 8 + 128 * 8 + 32 * 16 + 32 * 8)
-    assert 16 * max(v) + 4 * 64 <= 48 * 1024 < 16 * max(ssd.spread_vec4s(64, 64, 128))
-    assert ssd.forward_path(dev(48), 1024, 32, 64, 128) == ("parallel", 32)
-    assert ssd.forward_path(dev(32), 1024, 32, 64, 128) == ("chunked", 32)
+    assert ssd.forward_path(dev(16), 1024, 32, 64, 128) == ("parallel", 32)
+    assert ssd.forward_path(dev(4), 1024, 32, 64, 128) == ("chunked", 32)
     assert ssd.forward_path(dev(48), 32, 32, 64, 128) == ("one", 32)
     monkeypatch.setenv("MAMBAWEB_SSD_CHUNK", "8")
     assert ssd.forward_path(dev(48), 1024, 32, 64, 128) == ("parallel", 8)
@@ -66,6 +69,24 @@ def test_spread_chunk_runs_at_the_asked_chunk_where_it_fits(monkeypatch):
     monkeypatch.setenv("MAMBAWEB_SSD_CHUNK", "12")
     with pytest.raises(ValueError, match="MAMBAWEB_SSD_CHUNK must be one of 4, 8, 16, 32"):
         ssd.spread_chunk(dev(48), 32, 64, 128)
+
+
+@pytest.fixture
+def small_blocks(engine):
+    """ssd_chunked.wgsl's operands in blocks of 5 dims (B: 5 vec4s), where the device would
+    take them whole or nearly: several blocks and a short last one."""
+    engine.device.ssd_block = 5
+    yield engine
+    engine.device.ssd_block = None
+
+
+@pytest.mark.parametrize("case", ["real-head-N128-P64", "hc-blocks-3-2", "dt-clamp-B2"])
+def test_spread_kernels_in_small_blocks(small_blocks, case):
+    """The kernel suite's forward (== the float64 recurrence) with the operands in blocks of 5:
+    128 dims in 26 blocks (the last of 3), B's 32 vec4s in 7, and N 5 / 4 in one or two."""
+    from tests.browser import test_kernels_ssd as KS
+    (c,) = [c for c in KS.FWD_CASES if c.id == case]
+    KS.test_ssd_forward_step_reference(small_blocks, *c.values, True)
 
 
 MODEL_CODE = """
