@@ -21,8 +21,8 @@
 //   states  XW [L, PV] | a block of B [L, NBS] (NBS vec4s of dims at a time)
 //   out     X [L, PV] | MT [L, LV] | blocks of NBO dims: C^T [NBO, LV] | B^T [NBO, LV] |
 //           hc^T [NBO, PV]   (C^T, B^T, MT: a vec4 holds 4 tokens; MT[s, l/4] = M[l .. l+3, s])
-// so a chunk of 32 tokens fits WebGPU's default 16 KiB at mamba2-130m's heads (in 15 and 7
-// blocks; one or two in an H200's 48 KiB). A thread owns at most one M tile and one y tile
+// so a chunk of 32 tokens fits WebGPU's default 16 KiB at mamba2-130m's heads (blocks of 15
+// vec4s of B and 7 dims: 3 and 19 blocks; 1 and 2 in an H200's 48 KiB). A thread owns at most one M tile and one y tile
 // (accumulated over the blocks): the host keeps LV PV <= 256.
 // Grid (H, nc * Bsz), one workgroup per (b, h, chunk), nc > 1 only.
 

@@ -2,7 +2,8 @@
 `ops/ssd.ssd_forward` call at a model's head shape timed alone (many calls in one submit, the
 wall time of the submit to a readback, less that of a shorter run: no host time counted), with
 parts of shaders/ssd_chunked.wgsl removed -- results wrong on purpose, timing only -- and with
-its choices changed (the 64-thread kernels, the chunk length), all in one process.
+its choices changed (the 64-thread kernels, the chunk length, the blocks of dims), all in one
+process.
 
   python -m tools.ablate_ssd [T] [H] [P] [N]      # default 1024 tokens, mamba2-130m's 24 x 64 x 128
 
@@ -32,10 +33,10 @@ y, st = Tensor(device, (nb, T, H * P)), Tensor(device, (nb, H, P, N))
 S.shader_source('ssd_chunked')
 base = S._cache['ssd_chunked']
 EDITS = {   # (text in ssd_chunked.wgsl, replacement): each a product's sums taken out
- 'states_nosum': ('a = tile_add(a, sv[t * PV + pi], sv[XB + t * NV + ni]);', ''),
- 'out_noM': ('m = tile_add(m, sv[n * LV + li], sv[RB + n * LV + si]);', ''),
- 'out_nointer': ('yh = tile_add(yh, sv[(nb + k) * LV + ti], sv[RB + k * PV + pi]);', ''),
- 'out_nointra': ('yi = tile_add(yi, sv[RM + s * LV + ti], sv[RX + s * PV + pi]);', ''),
+ 'states_nosum': ('a = tile_add(a, sv[t * PV + pi], sv[XB + t * nn + ni]);', ''),
+ 'out_noM': ('m = tile_add(m, sv[RC + k * LV + li], sv[RB + k * LV + si]);', ''),
+ 'out_nointer': ('yh = tile_add(yh, sv[RC + k * LV + ti], sv[RH + k * PV + pi]);', ''),
+ 'out_nointra': ('yi = tile_add(yi, sv[RM + s * LV + ti], sv[s * PV + pi]);', ''),
 }
 def set_src(name):
     src = base
@@ -81,6 +82,8 @@ for name in EDITS:
 set_src('base')
 for Ls in (16, 8):
     await one(f'chunk{Ls}', ssd_parallel=True, ssd_chunk=Ls)
+for nb in (15, 7):      # the blocks a 16 KiB device takes at mamba2-130m's heads (B vec4s 15, dims 7)
+    await one(f'blocks{nb}', ssd_parallel=True, ssd_block=nb)
 await one('spread-again', ssd_parallel=True)
 result = out
 """

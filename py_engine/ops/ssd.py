@@ -152,8 +152,9 @@ def spread_blocks(dev, L, P, N):
 
 
 def _spread_fits(dev, L, P, N):
+    """A block of one dim fits, and each thread owns at most one M and one y tile."""
     nbs, nbo, _, _ = spread_blocks(dev, L, P, N)
-    return nbs > 0 and nbo > 0 and _v(L) * _v(P) <= SPREAD_WG
+    return nbs > 0 and nbo > 0 and _v(L) * max(_v(P), _v(L)) <= SPREAD_WG
 
 
 SPREAD_CHUNKS = (4, 8, 16, 32)   # what MAMBAWEB_SSD_CHUNK / device.ssd_chunk may set

@@ -71,22 +71,20 @@ def test_spread_chunk_runs_at_the_asked_chunk_where_it_fits(monkeypatch):
         ssd.spread_chunk(dev(48), 32, 64, 128)
 
 
-@pytest.fixture
-def small_blocks(engine):
-    """ssd_chunked.wgsl's operands in blocks of 5 dims (B: 5 vec4s), where the device would
-    take them whole or nearly: several blocks and a short last one."""
-    engine.device.ssd_block = 5
-    yield engine
-    engine.device.ssd_block = None
-
-
-@pytest.mark.parametrize("case", ["real-head-N128-P64", "hc-blocks-3-2", "dt-clamp-B2"])
-def test_spread_kernels_in_small_blocks(small_blocks, case):
-    """The kernel suite's forward (== the float64 recurrence) with the operands in blocks of 5:
-    128 dims in 26 blocks (the last of 3), B's 32 vec4s in 7, and N 5 / 4 in one or two."""
+@pytest.mark.parametrize("case,block", [("real-head-N128-P64", 5), ("N5-P12-L8", 1),
+                                        ("6chunks-G3", 1), ("dt-clamp-B2", 3)])
+def test_spread_kernels_in_small_blocks(engine, case, block):
+    """The kernel suite's forward (== the float64 recurrence) with ssd_chunked.wgsl's operands
+    in blocks capped by device.ssd_block, where the device would take them whole or nearly:
+    the real head's 128 dims in 26 blocks of 5 (the last of 3) and B's 32 vec4s in 7; N 5 in
+    five blocks of one dim and B's two vec4s (the second holding one dim) in two; N 4 in two."""
     from tests.browser import test_kernels_ssd as KS
     (c,) = [c for c in KS.FWD_CASES if c.id == case]
-    KS.test_ssd_forward_step_reference(small_blocks, *c.values, True)
+    engine.device.ssd_block = block
+    try:
+        KS.test_ssd_forward_step_reference(engine, *c.values, True)
+    finally:
+        engine.device.ssd_block = None
 
 
 MODEL_CODE = """
