@@ -129,7 +129,10 @@ def chunks_spread(dev):
     operands staged once, its products in 4 x 4 register tiles, 256 threads a chunk) rather
     than ssd_forward.wgsl's chunk kernels (64 threads a chunk, every product term read from
     memory): `device.ssd_parallel` (tests), else MAMBAWEB_SSD_PARALLEL = 1 | 0 (bench
-    variants), else on real GPUs (not a CPU adapter: SwiftShader, lavapipe)."""
+    variants), else on real GPUs (not a CPU adapter: SwiftShader, lavapipe). Measured on
+    Chromium's SwiftShader (one forward, P 64, 32-token chunks, ms): T 128 H 8 N 64 the 64-thread
+    kernels 92-151, the tile form 193-203; T 256 H 4 N 128 157-173 against 205-214 -- slower
+    there (lavapipe ran it ~8x faster)."""
     return step_kernels.choose(dev, "ssd_parallel", "MAMBAWEB_SSD_PARALLEL", "1", "0",
                                lambda: not dev.info.get("is_fallback"))
 
