@@ -14,6 +14,10 @@
 #     prefill through Dawn (with the old conv and scan chunks, and kk forced on, as variants)
 #     and natively (without kk), streamed and recorded first, then where its GPU time goes
 #     natively (tools/profile_kernels) (carry as for --dawn)
+#   bash tools/device/gpu_session.sh --ssd      # ~4 min: Mamba-2's chunked SSD forward: its
+#     kernel checks natively and through Dawn, one forward timed alone in each form, block size
+#     and chunk length (tools/ablate_ssd), and the mamba2-130m and hybrid-130m prefills through
+#     Dawn with the 64-thread kernels as a variant (carry as for --dawn)
 # (each under the device's 10-minute limit per command; a bench killed by its timeout prints
 # nothing, so the timeouts below leave room).
 set -uo pipefail
@@ -49,6 +53,25 @@ if [ "${1:-}" = "--prefill" ]; then
   timeout 170 python3 -m tools.profile_kernels --models mamba1_4b --weights f32 --tokens 8 \
     --prefill 1024 > "$OUT/profile.json" 2> "$OUT/profile.err"
   stamp $? >> "$OUT/profile.err"
+  exit 0
+fi
+if [ "${1:-}" = "--ssd" ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl .whl_dawn/*.whl
+  export PYTHONPATH=/tmp/site:$PWD
+  bash tools/dawn/unpack.sh > "$OUT/unpack.txt" 2>&1
+  for eng in native dawn; do
+    timeout 90 python3 -m tools.device_checks --engine $eng --only "ssd forward" \
+      > "$OUT/checks_ssd_$eng.txt" 2>&1
+    stamp $? >> "$OUT/checks_ssd_$eng.txt"
+  done
+  for T in 1024 256; do
+    timeout 90 python3 -m tools.ablate_ssd $T > "$OUT/ablate_ssd_$T.txt" 2>&1
+    stamp $? >> "$OUT/ablate_ssd_$T.txt"
+  done
+  timeout 200 python3 -m tools.cli bench --dawn --json --only model --models mamba2_130m,hybrid_130m \
+    --weights f16 --decode-tokens 64 --max-seconds 2 --variant classic:MAMBAWEB_SSD_PARALLEL=0 \
+    > "$OUT/ssd_dawn.json" 2> "$OUT/ssd_dawn.err"
+  stamp $? >> "$OUT/ssd_dawn.err"
   exit 0
 fi
 if [ "${1:-}" = "--dawn" ]; then
