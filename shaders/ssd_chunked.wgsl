@@ -88,13 +88,8 @@ fn ssd_chunk_states(@builtin(workgroup_id) wid: vec3<u32>,
   let NV = vecs(N);
   let XB = L * PV;          // B's block in sv
   let last = sh[len - 1u];
-  for (var e = lid; e < len * PV; e += WG) {
-    let t = e / PV;
-    let p0 = 4u * (e % PV);
-    let wt = exp(last - sh[t]) * sh[L + t];          // as ssd_forward_chunk's weights
-    sv[e] = wt * x4_of(ch, t, p0);
-  }
-  let base = ((ch.b * p.nc + ch.c) * p.H + ch.h) * P * N;
+  for (var e = lid; e < len * PV; e += WG) { sv[e] = end_weight(e / PV, last) * x4_of(ch, e / PV, 4u * (e % PV)); }
+  let base = chunk_slot(ch) * P * N;
   for (var nb = 0u; nb < NV; nb += NBS) {           // B in blocks of NBS vec4s of dims
     let nn = min(NBS, NV - nb);
     workgroupBarrier();                             // the last block's tiles are done with B
@@ -115,7 +110,7 @@ fn ssd_chunk_states(@builtin(workgroup_id) wid: vec3<u32>,
       put_state(base, p0 + 3u, n0, a.r3);
     }
   }
-  if (lid == 0u) { work[p.w_dec + (ch.b * p.nc + ch.c) * p.H + ch.h] = exp(last); }
+  if (lid == 0u) { work[p.w_dec + chunk_slot(ch)] = exp(last); }
 }
 
 // Row t of the chunk's y, dims 4 pi .. 4 pi + 3 (those below P): the intra-chunk sum, the
@@ -161,7 +156,7 @@ fn ssd_chunk_out(@builtin(workgroup_id) wid: vec3<u32>,
   let busy = lid < LV * PV;
   var m = zero_tile();                   // row j: C_l . B_s for l = 4 li + j, s = 4 si + k
   var yh = zero_tile();                  // row j: sum_n C_t[n] hc[p, n], t = 4 ti + j
-  let hb = ((ch.b * p.nc + ch.c) * p.H + ch.h) * P * N;
+  let hb = chunk_slot(ch) * P * N;
   for (var nb = 0u; nb < N; nb += NBO) { // C, B and hc in blocks of NBO dims
     let nn = min(NBO, N - nb);
     workgroupBarrier();                  // the last block's sums are done with it
@@ -207,7 +202,7 @@ fn ssd_chunk_out(@builtin(workgroup_id) wid: vec3<u32>,
         var col = vec4<f32>(0.0);
         for (var j = 0u; j < 4u; j++) {
           let l = 4u * li + j;
-          if (s <= l && l < len) { col[j] = g[j] * exp(sh[l] - sh[s]) * sh[L + s]; }
+          if (s <= l && l < len) { col[j] = m_entry(g[j], l, s); }
         }
         sv[RM + s * LV + li] = col;
       }

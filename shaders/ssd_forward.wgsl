@@ -62,14 +62,14 @@ fn ssd_forward_chunk(@builtin(workgroup_id) wid: vec3<u32>,
   if (!ch.ok) { return; }   // uniform: depends on the workgroup only
   chunk_prep(ch, lid);
   let last = sh[ch.len - 1u];
-  for (var s = lid; s < ch.len; s += WG) { sh[p.L + s] = exp(last - sh[s]) * sh[p.L + s]; }
+  for (var s = lid; s < ch.len; s += WG) { sh[p.L + s] = end_weight(s, last); }
   workgroupBarrier();
   let PN = p.P * p.N;
-  let base = ((ch.b * p.nc + ch.c) * p.H + ch.h) * PN;
+  let base = chunk_slot(ch) * PN;
   for (var e = lid; e < PN; e += WG) {
     work[p.w_s + base + e] = local_state(ch, p.L, e / p.N, e % p.N);
   }
-  if (lid == 0u) { work[p.w_dec + (ch.b * p.nc + ch.c) * p.H + ch.h] = exp(last); }
+  if (lid == 0u) { work[p.w_dec + chunk_slot(ch)] = exp(last); }
 }
 
 // F2: chunk start states, serial over chunks; one thread per (b, h, p, n). Eight chunks' S and
@@ -111,7 +111,7 @@ fn ssd_forward_carry(@builtin(global_invocation_id) gid: vec3<u32>,
 
 // Start state of this chunk, element (pp, n): hc[b, c, h] (nc > 1), else h0 in hs or 0.
 fn start_state(ch: Chunk, pp: u32, n: u32) -> f32 {
-  if (p.nc > 1u) { return hc[(((ch.b * p.nc + ch.c) * p.H + ch.h) * p.P + pp) * p.N + n]; }
+  if (p.nc > 1u) { return hc[(chunk_slot(ch) * p.P + pp) * p.N + n]; }
   if (has(HAS_INIT)) { return hs[((ch.b * p.H + ch.h) * p.P + pp) * p.N + n]; }
   return 0.0;
 }
@@ -138,7 +138,7 @@ fn ssd_forward(@builtin(workgroup_id) wid: vec3<u32>,
       if (s <= l) {   // mask first: exp() only of cum[l] - cum[s] <= 0
         var gsum = 0.0;
         for (var n = 0u; n < p.N; n++) { gsum += cv(ch.r0 + l, ch.g, n) * bv(ch.r0 + s, ch.g, n); }
-        m = gsum * exp(sh[l] - sh[s]) * sh[p.L + s];
+        m = m_entry(gsum, l, s);
       }
       sh[m0 + e] = m;
     }
@@ -163,7 +163,7 @@ fn ssd_forward(@builtin(workgroup_id) wid: vec3<u32>,
     // Final state H = exp(cum_last) h0 + S, in place over h0: every read of hs above is done
     // (storageBarrier) before any thread writes it. Weights w_s go where the M tile was.
     let last = sh[ch.len - 1u];
-    for (var s = lid; s < ch.len; s += WG) { sh[m0 + s] = exp(last - sh[s]) * sh[p.L + s]; }
+    for (var s = lid; s < ch.len; s += WG) { sh[m0 + s] = end_weight(s, last); }
     storageBarrier();
     workgroupBarrier();
     let dec = exp(last);

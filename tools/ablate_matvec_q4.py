@@ -37,9 +37,7 @@ def set_src(name):
         fn = EXTRA[name].split('(')[0].split()[-1]
         src = src.replace(f'fn {fn}(', f'fn {fn}_orig(', 1) + '\n' + EXTRA[name] + '\n'
     S._cache['matvec_q4'] = src
-    for k in [k for k in device._pipelines if k[0] == 'matvec_q4']:
-        del device._pipelines[k]
-    getattr(device, '_modules', {}).pop('matvec_q4', None)   # the native backend's module cache
+    device.forget_shader('matvec_q4')
 ENVS = {'rpt1': {'MAMBAWEB_MATVEC_RPT': '1'}, 'rpt4': {'MAMBAWEB_MATVEC_RPT': '4'},
         'pf1': {'MAMBAWEB_MATVEC_PREFETCH': '1'}, 'pf2': {'MAMBAWEB_MATVEC_PREFETCH': '2'},
         'g96': {'MAMBAWEB_MATVEC_GROUPS': '96'}, 'g768': {'MAMBAWEB_MATVEC_GROUPS': '768'},

@@ -45,9 +45,7 @@ def set_src(name):
         assert old in src, name
         src = src.replace(old, new, 1)
     S._cache['ssd_chunked'] = src
-    for k in [k for k in device._pipelines if k[0] == 'ssd_chunked']:
-        del device._pipelines[k]
-    getattr(device, '_modules', {}).pop('ssd_chunked', None)   # the native backend's module cache
+    device.forget_shader('ssd_chunked')
 async def timed(reps):
     b = device.batch()
     for _ in range(reps):

@@ -139,6 +139,17 @@ class Device:
             self._pipelines[key] = pipe
         return pipe
 
+    def forget_shader(self, shader: str):
+        """Drop every pipeline built from shaders/<shader>.wgsl and the backend's compiled
+        module of it, so the next pipeline() compiles shader_source(shader) again (tools that
+        time a kernel with parts edited out)."""
+        for key in [k for k in self._pipelines if k[0] == shader]:
+            del self._pipelines[key]
+        self._forget_module(shader)
+
+    def _forget_module(self, shader: str):
+        """Backends that keep compiled shader modules apart from pipelines drop `shader`'s."""
+
     def bind(self, pipeline, resources):
         """Bind group for `pipeline` with bindings 0..n-1 = `resources`.
 

@@ -193,6 +193,9 @@ class NativeDevice(Device):
         return data
 
     # -- pipelines -----------------------------------------------------------------------
+    def _forget_module(self, shader):
+        self._modules.pop(shader, None)
+
     def _build_pipeline(self, shader, entry, source, constants):
         module = self._modules.get(shader)
         if module is None:

@@ -68,16 +68,3 @@ def dummy(device):
         device.write(buf, bytes(256))
         device._dummy = buf
     return buf
-
-
-def state_row_classes(P, N, wg=256):
-    """How many classes a state row's N dims split into where a chunk kernel runs a thread per
-    (state row, class) and later gathers the classes' shares of each output in the tiles that
-    held the chunk's two [L, N] operands (shaders/mamba3_chunked.wgsl):
-    the most of 4, 2, 1 with P NQ <= wg threads and P NQ <= 2 N; 0 where even one class does not
-    fit (P > wg or P > 2 N: those heads take the in-order kernels)."""
-    for nq in (4, 2, 1):
-        if P * nq <= wg and P * nq <= 2 * N:
-            return nq
-    return 0
-

@@ -52,7 +52,7 @@ copies of the initial states (None when the scan started from zeros). With the i
 recompute phi, k, q and every state from the initial state (or checkpoint states per chunk).
 """
 from py_engine.gpu.tensor import Tensor
-from py_engine.ops._common import dummy, fold, params, state_row_classes, workgroup_storage
+from py_engine.ops._common import dummy, fold, params, workgroup_storage
 from py_engine.ops.conv1d import Cols, bt_of, view  # noqa: F401  (Cols re-exported)
 from py_engine.ops.mamba3_windows import (LOOP_PASS_BUDGET, chunk_passes_per_chunk,
                                           serial_passes_per_token, windows)
@@ -337,8 +337,7 @@ def chunks_side_by_side(dev):
     .bench/call25e.sh), prefill of 1,024 tokens: in order 2,161 tok/s f16, side by side 20,515
     (q4 2,156 / 16,529); at 16-token chunks 15,047. The first form of the kernels (a thread a
     state row, .bench/call25d.sh) reached 9,594."""
-    return step_kernels.choose(dev, "mamba3_parallel", "MAMBAWEB_MAMBA3_PARALLEL", "1", "0",
-                               lambda: not dev.info.get("is_fallback"))
+    return step_kernels.hardware(dev, "mamba3_parallel", "MAMBAWEB_MAMBA3_PARALLEL")
 
 
 SIDE_BY_SIDE_WG = 256   # shaders/mamba3_chunked.wgsl's CWG
@@ -350,9 +349,13 @@ SIDE_BY_SIDE_MIN_T = 128
 
 def side_by_side_nq(P, N):
     """The n classes a state row's dims split into in mamba3_chunked.wgsl's delta and out
-    kernels (NQ: a thread per (row, class)): ops/_common.state_row_classes -- the out kernel's
-    shares [P, NQ, L R] within its k and q tiles [2, L R, N]; 0: the in-order chunk scan runs."""
-    return state_row_classes(P, N, SIDE_BY_SIDE_WG)
+    kernels (NQ: a thread per (row, class)): the most of 4, 2, 1 with P NQ threads within the
+    workgroup and the out kernel's shares [P, NQ, L R] within its k and q tiles [2, L R, N];
+    0 where even one class does not fit (P > 256 or P > 2 N: the in-order chunk scan runs)."""
+    for nq in (4, 2, 1):
+        if P * nq <= SIDE_BY_SIDE_WG and P * nq <= 2 * N:
+            return nq
+    return 0
 
 
 def chunked_path(dev, T, P, N):

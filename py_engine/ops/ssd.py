@@ -133,8 +133,7 @@ def chunks_spread(dev):
     Chromium's SwiftShader (one forward, P 64, 32-token chunks, ms): T 128 H 8 N 64 the 64-thread
     kernels 92-151, the tile form 193-203; T 256 H 4 N 128 157-173 against 205-214 -- slower
     there (lavapipe ran it ~8x faster)."""
-    return step_kernels.choose(dev, "ssd_parallel", "MAMBAWEB_SSD_PARALLEL", "1", "0",
-                               lambda: not dev.info.get("is_fallback"))
+    return step_kernels.hardware(dev, "ssd_parallel", "MAMBAWEB_SSD_PARALLEL")
 
 
 def _v(a):

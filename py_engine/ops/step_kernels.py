@@ -6,6 +6,13 @@ thread-per-row step on an H200, mamba2-130m f16, README's decode tables)."""
 from py_engine.gpu.settings import choose, pick  # noqa: F401 (used here and by callers)
 
 
+def hardware(dev, attr, env):
+    """choose(dev, attr, env, '1', '0', rule) with rule = a real GPU (not a CPU adapter:
+    SwiftShader, lavapipe): the rule of the kernels that fill a big GPU's idle units and only
+    cost a CPU adapter (Mamba-2's and Mamba-3's chunked forwards)."""
+    return choose(dev, attr, env, "1", "0", lambda: not dev.info.get("is_fallback"))
+
+
 def subgroup_gpu(dev):
     """A GPU whose subgroup operations are hardware: it offers `subgroups` and is not a CPU
     adapter (SwiftShader, lavapipe), which emulate them -- with the decode step's subgroup

@@ -88,3 +88,14 @@ fn chunk_prep(ch: Chunk, lid: u32) {
   }
   workgroupBarrier();
 }
+
+// This workgroup's chunk as an index of [Bsz, nc, H]: its slot in hc, in work's chunk states
+// (times P N) and in work's chunk decays.
+fn chunk_slot(ch: Chunk) -> u32 { return (ch.b * p.nc + ch.c) * p.H + ch.h; }
+
+// Token s's weight in the chunk's end state, w_s = exp(cum_last - cum_s) dt_s (after chunk_prep).
+fn end_weight(s: u32, last: f32) -> f32 { return exp(last - sh[s]) * sh[p.L + s]; }
+
+// M[l, s] (s <= l) from g = C_l . B_s: times the decay from s to l and dt_s (after chunk_prep;
+// mask first: cum[l] - cum[s] <= 0).
+fn m_entry(g: f32, l: u32, s: u32) -> f32 { return g * exp(sh[l] - sh[s]) * sh[p.L + s]; }

@@ -70,16 +70,10 @@ def test_real_gpus_run_the_chunks_side_by_side(monkeypatch):
     """By rule the chunked forward runs a head's chunks side by side on a real GPU (9.5x the
     in-order walk's prefill at 1,024 tokens on an H200) from 128 tokens, and in order on a CPU
     adapter; the device attribute and MAMBAWEB_MAMBA3_PARALLEL override it."""
-    import types
     from py_engine.ops import mamba3 as m3
-    monkeypatch.delenv("MAMBAWEB_MAMBA3_PARALLEL", raising=False)
-    gpu = types.SimpleNamespace(info={"is_fallback": False})
-    cpu = types.SimpleNamespace(info={"is_fallback": True})
-    assert m3.chunks_side_by_side(gpu) and not m3.chunks_side_by_side(cpu)
-    monkeypatch.setenv("MAMBAWEB_MAMBA3_PARALLEL", "1")
-    assert m3.chunks_side_by_side(cpu)
-    cpu.mamba3_parallel = False
-    assert not m3.chunks_side_by_side(cpu)
+    from tests.unit._rule_checks import check_real_gpu_rule
+    check_real_gpu_rule(monkeypatch, m3.chunks_side_by_side, "mamba3_parallel",
+                        "MAMBAWEB_MAMBA3_PARALLEL")
 
 
 def test_side_by_side_rows_split_their_dims_where_the_tiles_hold_the_shares():

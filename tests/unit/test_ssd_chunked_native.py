@@ -20,17 +20,8 @@ def test_real_gpus_spread_the_chunks(monkeypatch):
     """By rule the spread kernels run on a real GPU, the 64-thread ones on a CPU adapter; the
     device attribute and MAMBAWEB_SSD_PARALLEL override it, and anything else is refused."""
     from py_engine.ops import ssd
-    monkeypatch.delenv("MAMBAWEB_SSD_PARALLEL", raising=False)
-    gpu = types.SimpleNamespace(info={"is_fallback": False})
-    cpu = types.SimpleNamespace(info={"is_fallback": True})
-    assert ssd.chunks_spread(gpu) and not ssd.chunks_spread(cpu)
-    monkeypatch.setenv("MAMBAWEB_SSD_PARALLEL", "1")
-    assert ssd.chunks_spread(cpu)
-    cpu.ssd_parallel = False
-    assert not ssd.chunks_spread(cpu)
-    monkeypatch.setenv("MAMBAWEB_SSD_PARALLEL", "yes")
-    with pytest.raises(ValueError, match="MAMBAWEB_SSD_PARALLEL must be '1' or '0'"):
-        ssd.chunks_spread(gpu)
+    from tests.unit._rule_checks import check_real_gpu_rule
+    check_real_gpu_rule(monkeypatch, ssd.chunks_spread, "ssd_parallel", "MAMBAWEB_SSD_PARALLEL")
 
 
 def test_spread_chunk_runs_at_the_asked_chunk_where_it_fits(monkeypatch):
