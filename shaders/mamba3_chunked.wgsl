@@ -22,51 +22,18 @@
 // x row back into them after. v_prev and k_prev of any other chunk are its previous token's x
 // and rotated k (phi of that token: the tile at CPP).
 //
-// Bindings (views as in mamba3_forward.wgsl): pre [Bsz*T, 4H+S] | params; x, Bn, Cn, y views;
-// phi [Bsz, tn, H*S] (the window's tokens); chunks [Bsz, H, C, P, N] (D_c, then S_c) |
-// cl [Bsz, H, C] (C = the window's chunks); scratch kinit [Bsz, R, H, N] | vinit [Bsz, H, P] | kfin [Bsz, R, H, N]; the angle
-// state [Bsz, H, S] and the ssm state [Bsz, H, P, N], in place.
+// Bindings: lib/mamba3_side_by_side.wgsl.
 
 const HAS_INIT = 1u;
 //#include "lib/mamba3_params.wgsl"
+//#include "lib/mamba3_side_by_side.wgsl"
 
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> pre: array<f32>;
-@group(0) @binding(2) var<storage, read> x: array<f32>;
-@group(0) @binding(3) var<storage, read> Bn: array<f32>;
-@group(0) @binding(4) var<storage, read> Cn: array<f32>;
-@group(0) @binding(5) var<storage, read_write> y: array<f32>;
-@group(0) @binding(6) var<storage, read_write> phi: array<f32>;
-@group(0) @binding(7) var<storage, read_write> chunks: array<f32>;
-@group(0) @binding(8) var<storage, read_write> scratch: array<f32>;
-@group(0) @binding(9) var<storage, read_write> s_ang: array<f32>;
-@group(0) @binding(10) var<storage, read_write> s_ssm: array<f32>;
-
-var<workgroup> sh: array<f32, WS>;
-
-// The delta and out kernels: CWG threads, a thread per (state row pp, n class q): dims n = q,
-// q + NQ, q + 2 NQ .. (NQ a pipeline constant, 1, 2 or 4; the host keeps P NQ R L within the
-// k and q tiles, where out gathers the classes' shares of y).
-const CWG = 256u;
+// The delta and out kernels here: a thread per (state row pp, n class q): dims n = q, q + NQ,
+// q + 2 NQ .. (NQ a pipeline constant, 1, 2 or 4; the host keeps P NQ R L within the k and q
+// tiles, where out gathers the classes' shares of y).
 override NQ: u32 = 1u;
 
-//#include "lib/mamba3_chunk_common.wgsl"
-
 fn CPP() -> u32 { return CKP() + RANK * p.N; }   // phi of the chunk's previous token [S]
-
-struct Window { c_first: u32, chunks: u32, t_end: u32, carried: bool };
-
-// The row of phi holding token t of sequence b (t in the window: phi holds its tokens only)
-fn phi_row(b: u32, t: u32) -> u32 { return b * p.tn + t - p.t0; }
-
-fn window() -> Window {
-  var w: Window;
-  w.c_first = p.t0 / CHUNK;
-  w.t_end = min(p.T, p.t0 + p.tn);
-  w.chunks = (w.t_end - p.t0 + CHUNK - 1u) / CHUNK;
-  w.carried = has(HAS_INIT) || p.t0 > 0u;     // the states hold token t0 - 1's values
-  return w;
-}
 
 @compute @workgroup_size(WG)
 fn mamba3_phi(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -89,66 +56,15 @@ fn mamba3_phi(@builtin(global_invocation_id) gid: vec3<u32>) {
 
 // The chunk a workgroup of the delta and out kernels owns, its tiles filled: phi, k_prev, the
 // rotated k and q, the scalar rows (a barrier after). Uniform per workgroup.
-// r0: its first token's row; c0: (DT - gamma) of that token (the weight of v_prev k_prev^T)
-struct Chunk { h: u32, b: u32, g: u32, c: u32, cw: u32, t0: u32, Lc: u32, r0: u32, c0: f32 };
-
 fn chunk_tiles(wid: vec3<u32>, lid: u32, w: Window) -> Chunk {
-  var k: Chunk;
-  k.h = wid.x;
-  k.b = wid.y;
-  k.g = k.h / (p.H / p.G);
-  k.cw = wid.z;
-  k.c = w.c_first + k.cw;
-  k.t0 = k.c * CHUNK;
-  k.Lc = min(CHUNK, p.T - k.t0);
-  k.r0 = k.b * p.T + k.t0;
-  k.c0 = dt_less_gamma(k.r0, k.h);
-  let S = p.S;
-  let N = p.N;
-  let RN = RANK * N;
-  for (var e = lid; e < k.Lc * S; e += CWG) {
-    sh[CPH() + e] = phi[phi_row(k.b, k.t0 + e / S) * p.H * S + k.h * S + e % S];
-  }
-  let first = k.cw == 0u;
-  if (!first) {
-    for (var i = lid; i < S; i += CWG) {
-      sh[CPP() + i] = phi[phi_row(k.b, k.t0 - 1u) * p.H * S + k.h * S + i];
-    }
-  }
+  let k = chunk_at(wid, w);
+  load_phi(k, lid, CPH(), CPP());
   workgroupBarrier();
-  for (var e = lid; e < RN; e += CWG) {
-    var v = 0.0;
-    if (!first) {
-      v = kq_rotated(k.r0 - 1u, k.h, k.g, e / N, e % N, CPP()).x;
-    } else if (w.carried) {
-      v = scratch[k_index(k.b, k.h, e)];          // kinit
-    }
-    sh[CKP() + e] = v;
-  }
+  load_k_prev(k, lid, w, CPP(), CKP());
   chunk_rotate(k.b, k.h, k.g, k.t0, k.Lc, lid);
   chunk_scalars(k.b, k.h, k.t0, k.Lc, lid);
   workgroupBarrier();
   return k;
-}
-
-// v_prev of state row pp of the chunk: the previous token's x, or the v state (copied to
-// scratch) before the sequence's first chunk, or 0 for a fresh sequence.
-fn v_prev(k: Chunk, pp: u32) -> f32 {
-  if (k.c > 0u) { return x[p.x_off + (k.b * p.T + k.t0 - 1u) * p.x_str + k.h * p.P + pp]; }
-  if (has(HAS_INIT)) { return scratch[VINIT() + (k.b * p.H + k.h) * p.P + pp]; }
-  return 0.0;
-}
-
-// scratch: kinit [Bsz, R, H, N] at 0 | vinit [Bsz, H, P] at VINIT | kfin [Bsz, R, H, N] at KFIN
-fn VINIT() -> u32 { return p.nb * RANK * p.H * p.N; }
-fn KFIN() -> u32 { return VINIT() + p.nb * p.H * p.P; }
-
-fn chunk_base(k: Chunk, w: Window) -> u32 {         // D_c / S_c of (b, h, c) in chunks
-  return ((k.b * p.H + k.h) * w.chunks + k.cw) * p.P * p.N;
-}
-
-fn cl_index(bh: u32, cw: u32, w: Window) -> u32 {
-  return p.nb * p.H * w.chunks * p.P * p.N + bh * w.chunks + cw;
 }
 
 @compute @workgroup_size(CWG)

@@ -35,8 +35,6 @@ var<workgroup> sv: array<vec4<f32>, WS4>;
 // Params, bindings, dt/x/B/C reads, chunk_of, chunk_prep (sh: cum | dt)
 //#include "lib/ssd_forward_common.wgsl"
 
-fn vecs(a: u32) -> u32 { return (a + 3u) / 4u; }
-
 // x_t[p0 .. p0+3] and B_t[n0 .. n0+3] of the chunk's token t (0 past P, N)
 fn x4_of(ch: Chunk, t: u32, p0: u32) -> vec4<f32> {
   var v = vec4<f32>(0.0);
@@ -54,15 +52,8 @@ fn b4_of(ch: Chunk, t: u32, n0: u32) -> vec4<f32> {
   return v;
 }
 
-// A thread's 4 x 4 tile of a product: row i of the tile in r<i>, one vec4 over the columns.
-struct Tile { r0: vec4<f32>, r1: vec4<f32>, r2: vec4<f32>, r3: vec4<f32> };
-
-// The tile plus the outer product of a (rows) and b (columns): r<i> + a[i] b, in that order.
-fn tile_add(t: Tile, a: vec4<f32>, b: vec4<f32>) -> Tile {
-  return Tile(t.r0 + a.x * b, t.r1 + a.y * b, t.r2 + a.z * b, t.r3 + a.w * b);
-}
-
-fn zero_tile() -> Tile { return Tile(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0)); }
+// Tile, tile_add, zero_tile: a thread's 4 x 4 tile of a product
+//#include "lib/tile4.wgsl"
 
 // Elements n0 .. n0 + 3 (those below N) of state row pp of this chunk's S into work.
 fn put_state(base: u32, pp: u32, n0: u32, v: vec4<f32>) {

@@ -130,6 +130,21 @@ def mamba3_step_cases():
         (lambda e: KM3.check_chunked(e, 1, 70, 2, 64, 1, 128, 0.5, True))
     yield "mamba3 chunked forward T37-G2", \
         (lambda e: KM3.check_chunked(e, 2, 37, 2, 5, 2, 12, 1.0, True))
+    # the register-tiled delta and out kernels (ops/mamba3_tiles) at the real head: 32-token
+    # chunks (an H200's 48 KiB), 16 (WebGPU's default 16 KiB), 8 in blocks of one dim; MIMO
+    for L, block in ((32, None), (16, None), (8, 1)):
+        yield f"mamba3 tiled forward real-head L{L}", \
+            (lambda e, L=L, block=block: _tiled(e, L, block, KM3.check_chunked,
+                                               1, 3 * L + 5, 2, 64, 1, 128, 0.5, True))
+    yield "mamba3 tiled forward MIMO R4 real-head L8", \
+        (lambda e: _tiled(e, 8, None, KM3.test_mamba3_mimo_chunked_equals_serial,
+                          1, 37, 2, 64, 1, 128, 4, 0.5, True))
+
+
+def _tiled(e, L, block, check, *args):
+    from tests.browser import test_kernels_mamba3 as KM3
+    with KM3.tiled(e, L, block):
+        check(e, *args)
 
 
 def ssd_cases():

@@ -56,13 +56,14 @@ from py_engine.ops._common import dummy, fold, params, workgroup_storage
 from py_engine.ops.conv1d import Cols, bt_of, view  # noqa: F401  (Cols re-exported)
 from py_engine.ops.mamba3_windows import (LOOP_PASS_BUDGET, chunk_passes_per_chunk,
                                           serial_passes_per_token, windows)
-from py_engine.ops import step_kernels
+from py_engine.ops import mamba3_tiles, step_kernels
 
 HAS_INIT, HEAVY, MIMO = 1, 2, 4
 MAX_RANK = 8               # the shaders' per-thread accumulator arrays
 WG = 64                    # threads per workgroup (the shaders' WG)
 FWD, STEP, STEP_FOLDED = "mamba3_forward", "mamba3_step", "mamba3_step_folded"
 CHUNKED = "mamba3_chunked"   # the chunks side by side (path "parallel")
+TILES = "mamba3_chunk_tiles"  # its delta and out in register tiles (ops/mamba3_tiles)
 STATE_NAMES = ("angle", "ssm", "k", "v")
 
 
@@ -287,13 +288,7 @@ def mamba3_forward(batch, x, Bn, Cn, dd_dt, dd_A, trap, angles, *, dt_bias, B_bi
     xv, bv, cv, yv = view(x), view(Bn), view(Cn), view(y)
     uniform, pre = _prep(batch, s, dd_dt, dd_A, trap, angles, dt_bias, B_bias, C_bias, D, A_floor,
                          heavy_tail, HAS_INIT if state is not None else 0, xv, bv, cv, yv, mimo_x)
-    L = forward_chunk_len(dev, s.N, s.S, s.R)
-    chosen = path is None
-    if chosen:
-        path = "serial" if not L or s.T < CHUNK_MIN_T else chunked_path(dev, s.T, s.P, s.N)
-    most = side_by_side_chunks(dev, s, L) if path == "parallel" and L else 0
-    if chosen and path == "parallel" and not most:
-        path = "chunked"   # not even one chunk's tiles or buffers fit this device
+    L, path, most, tiled = _chunk_plan(dev, s, path)
     if path in ("chunked", "parallel") and not L:
         raise ValueError(f"the chunked Mamba-3 scan needs a 2-token chunk of rank {s.R} to fit "
                          f"workgroup memory, and d_state {s.N} is too large for it; use "
@@ -309,7 +304,7 @@ def mamba3_forward(batch, x, Bn, Cn, dd_dt, dd_A, trap, angles, *, dt_bias, B_bi
                              f"{SIDE_BY_SIDE_WG} and 2 N ({2 * s.N}), got P {s.P}, and a chunk's "
                              "tiles and buffers within the device's workgroup memory and binding "
                              "size; use path='chunked'")
-        _forward_parallel(batch, s, L, most, uniform, pre, xv, bv, cv, yv, st)
+        _forward_parallel(batch, s, L, most, uniform, pre, xv, bv, cv, yv, st, bool(tiled))
     elif path == "serial":
         for t0, tn in windows(s.T, serial_passes_per_token(s.N, s.P, s.S, s.R)):
             batch.run(FWD, "mamba3_scan",
@@ -324,6 +319,31 @@ def mamba3_forward(batch, x, Bn, Cn, dd_dt, dd_A, trap, angles, *, dt_bias, B_bi
         pre.release()
         return y, None
     return y, Mamba3Saved(pre, init)
+
+
+def _chunk_plan(dev, s, path):
+    """(L, path, most, tiled) of a forward: its chunk length, its path (None picks by the
+    rules), the chunks a token window of path "parallel" holds (side_by_side_chunks) and whether
+    that path runs the tiled kernels (ops/mamba3_tiles: their own chunk length, so a chunk the
+    thread-per-row kernels' tiles cannot hold is not refused when they run)."""
+    chosen = path is None
+    tiled = 0
+    if path in (None, "parallel") and mamba3_tiles.tiles_on(dev):
+        tiled = mamba3_tiles.chunk_len(dev, s.P, s.N, s.S, s.R)
+        if chosen and tiled and chunked_path(dev, s.T, s.P, s.N) == "parallel":
+            path = "parallel"
+    if path == "parallel" and tiled:
+        L = tiled
+    else:
+        tiled = 0
+        L = forward_chunk_len(dev, s.N, s.S, s.R)
+    if path is None:
+        path = "serial" if not L or s.T < CHUNK_MIN_T else chunked_path(dev, s.T, s.P, s.N)
+    most = side_by_side_chunks(dev, s, L, bool(tiled)) if path == "parallel" and L else 0
+    if chosen and path == "parallel" and not most:
+        path, tiled = "chunked", 0   # not even one chunk's tiles or buffers fit this device
+        L = forward_chunk_len(dev, s.N, s.S, s.R)
+    return L, path, most, tiled
 
 
 def chunks_side_by_side(dev):
@@ -367,13 +387,16 @@ def chunked_path(dev, T, P, N):
     return "chunked"
 
 
-def side_by_side_chunks(dev, s, L):
+def side_by_side_chunks(dev, s, L, tiled=False):
     """Chunks a token window of the side-by-side path may hold (0: it does not fit): its
     kernels' tiles (_chunk_ws + the previous token's angles) within the device's workgroup
     memory, and the window's chunk states ([Bsz, H, C, P, N] and C decays) and angles
     ([Bsz, C L, H, S]) each within one binding (Device.max_binding): mamba3-187m holds ~98 KB of
     chunk states a token, so a 128 MiB binding takes ~1,300 tokens a window."""
-    if _chunk_ws(L, s.N, s.S, s.R) + s.S > workgroup_storage(dev) // 4:
+    if tiled:
+        if not mamba3_tiles.fits(dev, L, s.P, s.N, s.S, s.R):
+            return 0
+    elif _chunk_ws(L, s.N, s.S, s.R) + s.S > workgroup_storage(dev) // 4:
         return 0
     per_chunk = 4 * s.nb * s.H * max(s.P * s.N + 1, L * s.S)
     return dev.max_binding // per_chunk
@@ -382,7 +405,7 @@ def side_by_side_chunks(dev, s, L):
 PHI_PASSES_PER_TOKEN = 2   # mamba3_phi's loop: one pass a token (and its end); tests set more
 
 
-def _forward_parallel(batch, s, L, most, uniform, pre, xv, bv, cv, yv, st):
+def _forward_parallel(batch, s, L, most, uniform, pre, xv, bv, cv, yv, st, tiled=False):
     """mamba3_forward's path "parallel" (shaders/mamba3_chunked.wgsl): per token window, the
     angles walked per (b, h, angle), each chunk's state contribution side by side, the chunk
     start states walked per state element, each chunk's outputs side by side; 4 dispatches and
@@ -402,6 +425,14 @@ def _forward_parallel(batch, s, L, most, uniform, pre, xv, bv, cv, yv, st):
     kn, vn = nb * R * H * N, nb * H * P
     scratch = Tensor(dev, (2 * kn + vn,))
     consts = {"WS": _chunk_ws(L, N, S, R) + S, "CHUNK": L, "RANK": R, "NQ": side_by_side_nq(P, N)}
+    delta = (CHUNKED, "mamba3_chunk_delta", consts)
+    out = (CHUNKED, "mamba3_chunk_out", consts)
+    if tiled:   # the register-tiled delta and out (ops/mamba3_tiles); phi and carry keep no tiles
+        nbs, nbo, ws, ws4_delta, ws4_out = mamba3_tiles.blocks(dev, L, P, N, S, R)
+        consts = {"WS": ws, "CHUNK": L, "RANK": R, "NQ": 1}
+        tile = {"WS": ws, "CHUNK": L, "RANK": R}
+        delta = (TILES, "mamba3_tile_delta", dict(tile, WS4=ws4_delta, NBS=nbs))
+        out = (TILES, "mamba3_tile_out", dict(tile, WS4=ws4_out, NBO=nbo))
     xbuf, xoff, xstr = xv
     pb, xb, bb, cb, yb = pre.binding, xbuf, bv[0], cv[0], yv[0]
     gx, gy = fold(-(-nb * H * P * N // 256))
@@ -413,15 +444,15 @@ def _forward_parallel(batch, s, L, most, uniform, pre, xv, bv, cv, yv, st):
         batch.run(CHUNKED, "mamba3_phi",
                   [un, pb, None, None, None, None, phi.binding, None, None, ang.binding],
                   -(-nb * H * S // 64), constants=consts)
-        batch.run(CHUNKED, "mamba3_chunk_delta",
+        batch.run(delta[0], delta[1],
                   [un, pb, xb, bb, cb, None, phi.binding, chunks.binding, scratch.binding],
-                  H, nb, nc, constants=consts)
+                  H, nb, nc, constants=delta[2])
         batch.run(CHUNKED, "mamba3_chunk_carry",
                   [un, None, None, None, None, None, None, chunks.binding, None, None,
                    ssm.binding], gx, gy, constants=consts)
-        batch.run(CHUNKED, "mamba3_chunk_out",
+        batch.run(out[0], out[1],
                   [un, pb, xb, bb, cb, yb, phi.binding, chunks.binding, scratch.binding],
-                  H, nb, nc, constants=consts)
+                  H, nb, nc, constants=out[2])
         batch.copy(scratch.buffer, scratch.offset + 4 * (kn + vn), k.buffer, k.offset, 4 * kn)
         last = t0 + tn - 1                               # the v state: the window's last x row
         for b in range(nb):

@@ -8,6 +8,7 @@ wide in_proj-like matrix (and Bn/Cn from one normed [B | C] matrix) or plain ten
 step must equal the forward (outputs and states). Shapes are tiny (SwiftShader is a CPU) except one
 case at the real head shape (N = 128, P = 64).
 """
+import contextlib
 import math
 
 import numpy as np
@@ -395,3 +396,42 @@ def test_mamba3_mimo_chunked_equals_serial(engine, nb, T, H, P, G, N, R, rf, hea
     # picked by length: T >= CHUNK_MIN_T runs a chunked form (prep + copy of mimo_x + scans)
     check_paths(o, info, ry, rst, nb, H, S)
     assert info["dispatches"]["None"] == info["dispatches"][info["default"]]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The register-tiled delta and out kernels (shaders/mamba3_chunk_tiles.wgsl, ops/mamba3_tiles.py;
+# off by rule until timed on a GPU): path "parallel" with them on == serial to 1e-5 == float64,
+# here through the browser's own WGSL compiler (tests/unit/test_mamba3_tiles_native.py has more)
+
+TILES_SET = """
+device.mamba3_tiles = {on}
+device.mamba3_chunk = {chunk}
+device.mamba3_block = {block}
+result = None
+"""
+
+
+@contextlib.contextmanager
+def tiled(engine, chunk, block=None):
+    """Path "parallel" runs the tiled kernels at `chunk` tokens (both chunked forms do: the chunk
+    length is one setting), K's and the out kernel's operands in blocks of at most `block`."""
+    engine.run(TILES_SET.format(on=True, chunk=chunk, block=block))
+    try:
+        yield engine
+    finally:
+        engine.run(TILES_SET.format(on=None, chunk=None, block=None))
+
+
+TILE_CASES = [  # chunk, block, then check_chunked's or the MIMO test's arguments
+    pytest.param(8, 1, (2, 37, 2, 5, 2, 12, 1.0, True), id="siso-T37-G2-blocks1"),
+    pytest.param(8, None, (1, 23, 4, 3, 1, 8, 3, 0.5, False), id="mimo-R3-T23"),
+]
+
+
+@pytest.mark.parametrize("chunk,block,args", TILE_CASES)
+def test_mamba3_tiled_chunks_equal_serial(engine, chunk, block, args):
+    with tiled(engine, chunk, block):
+        if len(args) == 8:
+            check_chunked(engine, *args)
+        else:
+            test_mamba3_mimo_chunked_equals_serial(engine, *args)

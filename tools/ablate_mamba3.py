@@ -1,0 +1,127 @@
+"""Where Mamba-3's chunks-side-by-side forward spends its time, by ablation (native backend): one
+`ops/mamba3.mamba3_forward` call (path "parallel") at mamba3-187m's head shape (24 heads of 64,
+d_state 128, 32 angles, SISO) timed alone -- many calls in one submit, the wall time of the
+submit to a readback less that of a shorter run, so no host time counts -- with parts of
+shaders/mamba3_chunked.wgsl and lib/mamba3_chunk_common.wgsl removed (results wrong on purpose,
+timing only), whole kernels skipped, the in-order chunk scan and the register-tiled kernels
+(ops/mamba3_tiles, at 32 / 16 / 8-token chunks and in small blocks) beside it, all in one process.
+
+  python -m tools.ablate_mamba3 [T]        # default 1024 tokens
+
+Prints one JSON line per variant: us per forward call (prep, angle walk, delta, carry, out).
+"""
+import json
+import sys
+
+SNIPPET = r"""
+import sys
+import time
+import numpy as np
+import py_engine.ops.mamba3 as m3
+from py_engine.gpu import shaders as S
+from py_engine.gpu.tensor import Tensor
+T, H, P, N, NS = args['T'], 24, 64, 128, 32
+rng = np.random.default_rng(0)
+def tensor(shape, scale=1.0):
+    t = Tensor(device, shape)
+    device.write(t.buffer, (rng.standard_normal(shape) * scale).astype(np.float32).tobytes(),
+                 t.offset)
+    return t
+ins = [tensor((1, T, w), sc) for w, sc in ((H * P, 1.0), (N, 0.5), (N, 0.5), (H, 0.5), (H, 0.5),
+                                          (H, 0.5), (NS, 0.5))]
+kw = dict(dt_bias=tensor((H,), 0.5), D=tensor((H,)), B_bias=tensor((H, N), 0.3),
+          C_bias=tensor((H, N), 0.3), n_heads=H, n_groups=1, S=NS, A_floor=1e-4, heavy_tail=True)
+names = ('mamba3_chunked',)
+base = {n: S.shader_source(n) for n in names}
+def skip(entry):            # the entry point returns at once (its dispatch still runs)
+    src = base['mamba3_chunked']
+    i = src.index('fn ' + entry + '(')
+    j = src.index('{', i) + 1
+    return (src[i:j], src[i:j] + '\n  if (p.T > 0u) { return; }')
+EDITS = {   # (text in the resolved mamba3_chunked source, replacement)
+ 'no_scalars': ('if (lid != 0u) { return; }\n  let L = CHUNK;\n  var cpv',
+                'return;\n  let L = CHUNK;\n  var cpv'),
+ 'no_rotate': ('let kq = kq_rotated(b * p.T + t0 + t, h, g, (e % RN) / p.N, e % p.N, CPH() + t * p.S);',
+               'let kq = vec2<f32>(f32(e), f32(t));'),
+ 'no_m_dot': ('for (var n = 0u; n < N; n++) { dot += sh[CQ() + i * N + n] * sh[CK() + j * N + n]; }', ''),
+ 'no_m_decay': ('for (var r = s + 1u; r <= t; r++) { dec *= pre[(b * p.T + t0 + r) * p.pw + p.H + h]; }', ''),
+ 'delta_no_sum': ('sn += sh[CS() + 2u * L + t] * xs[t] * kt;', ''),
+ 'out_no_state': ('for (var j = 0u; j < R; j++) { ya[t * R + j] += a * sh[CQ() + (t * R + j) * N + n]; }', ''),
+ 'out_no_intra': ('acc += sh[CM() + i * LR + j] * (xj * mx(h, j % R, pp));', ''),
+ 'skip_phi': None, 'skip_delta': None, 'skip_carry': None, 'skip_out': None,
+}
+for k in list(EDITS):
+    if k.startswith('skip_'):
+        EDITS[k] = skip('mamba3_' + {'phi': 'phi', 'delta': 'chunk_delta', 'carry': 'chunk_carry',
+                                     'out': 'chunk_out'}[k[5:]])
+def set_src(name):
+    src = base['mamba3_chunked']
+    if name in EDITS:
+        old, new = EDITS[name]
+        assert src.count(old) == 1, name
+        src = src.replace(old, new, 1)
+    S._cache['mamba3_chunked'] = src
+    device.forget_shader('mamba3_chunked')
+ys = []
+async def timed(reps, path):
+    b = device.batch()
+    for _ in range(reps):
+        y, _ = m3.mamba3_forward(b, *ins, path=path, **kw)
+        ys.append(y)
+    t0 = time.perf_counter()
+    b.submit()
+    await ys[-1].to_bytes()
+    dt = time.perf_counter() - t0
+    while len(ys) > 1:
+        ys.pop(0).release()
+    return dt
+async def per_call(path):
+    await timed(2, path)
+    long_runs, short_runs = [], []
+    for _ in range(3):
+        long_runs.append(await timed(12, path))
+        short_runs.append(await timed(2, path))
+    return round((min(long_runs) - min(short_runs)) / 10 * 1e6, 1)
+out = []
+async def one(label, path='parallel', **dev_attrs):
+    print('variant', label, file=sys.stderr, flush=True)
+    for k, v in dev_attrs.items():
+        setattr(device, k, v)
+    try:
+        us = await per_call(path)
+        yv = np.frombuffer(await ys[-1].to_bytes(), np.float32)
+        out.append({'v': label, 'us_per_call': us, 'y_mean_abs': float(np.abs(yv).mean()),
+                    'chunk': getattr(device, 'mamba3_chunk', None) or m3.forward_chunk_len(device, N, NS)})
+    except Exception as e:
+        out.append({'v': label, 'error': repr(e)[:300]})
+    for k in dev_attrs:
+        setattr(device, k, None)
+set_src('base')
+await one('parallel')
+await one('in_order', path='chunked')
+for name in EDITS:
+    set_src(name)
+    await one(name)
+set_src('base')
+await one('parallel_chunk16', mamba3_chunk=16)
+for L in (32, 16, 8):                 # the register-tiled delta and out (ops/mamba3_tiles)
+    await one(f'tiles{L}', mamba3_tiles=True, mamba3_chunk=L)
+for nb in (8, 1):                     # their operands in blocks of (at most) nb vec4s / dims
+    await one(f'tiles16_blocks{nb}', mamba3_tiles=True, mamba3_chunk=16, mamba3_block=nb)
+await one('parallel-again')
+result = out
+"""
+
+
+def main(argv):
+    from tools.native_engine import NativeEngine
+    T = int(argv[0]) if argv else 1024
+    with NativeEngine() as eng:
+        print(json.dumps({"adapter": eng.info.get("adapter", {}).get("device")}), flush=True)
+        for row in eng.run(SNIPPET, T=T):
+            print(json.dumps(row), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
