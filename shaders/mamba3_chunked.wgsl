@@ -6,7 +6,8 @@
 // of loads and barriers (97% of mamba3-187m's prefill of 1,024 tokens, H200). Here, per token
 // window [t0, t0 + tn) (whole chunks of L = CHUNK tokens):
 //   mamba3_phi          one thread per (b, h, angle i): phi_t for every token of the window, in
-//                       order (the same sum and wrap as mamba3_chunk_scan's phase 1), into
+//                       order (the same sum and wrap as mamba3_chunk_scan's phase 1; the inputs
+//                       loaded eight tokens ahead), into
 //                       phi (rows of the window only); the window's last into the angle state.
 //   mamba3_chunk_delta  one workgroup per (h, b, chunk): the chunk's k rotated (phi from phi),
 //                       its scalar rows, and D_c = cl_c (c0 v_prev k_prev^T) + sum_t dw_t v_t k_t^T
@@ -47,7 +48,23 @@ fn mamba3_phi(@builtin(global_invocation_id) gid: vec3<u32>) {
   let w = window();
   var ph = 0.0;
   if (w.carried) { ph = s_ang[bh * S + i]; }
-  for (var t = p.t0; t < w.t_end; t++) {
+  // eight tokens' theta and DT loaded before any is used, then walked in order: the same steps
+  // as angle_step (one memory wait per eight tokens instead of per token)
+  var t = p.t0;
+  for (; t + 8u <= w.t_end; t += 8u) {
+    var th: array<f32, 8>;
+    var dt: array<f32, 8>;
+    for (var u = 0u; u < 8u; u++) {
+      let row = (b * p.T + t + u) * p.pw;
+      th[u] = pre[row + 4u * p.H + i];
+      dt[u] = pre[row + h];
+    }
+    for (var u = 0u; u < 8u; u++) {
+      ph = wrap_angle(ph + th[u] * dt[u]);
+      phi[phi_row(b, t + u) * p.H * S + h * S + i] = ph;
+    }
+  }
+  for (; t < w.t_end; t++) {
     ph = angle_step(ph, (b * p.T + t) * p.pw, h, i);
     phi[phi_row(b, t) * p.H * S + h * S + i] = ph;
   }

@@ -402,7 +402,8 @@ def side_by_side_chunks(dev, s, L, tiled=False):
     return dev.max_binding // per_chunk
 
 
-PHI_PASSES_PER_TOKEN = 2   # mamba3_phi's loop: one pass a token (and its end); tests set more
+PHI_PASSES_PER_TOKEN = 3   # mamba3_phi's loops: ~2.4 passes a token (an eight-token round: one
+#                            pass and two loops of eight); tests set more
 
 
 def _forward_parallel(batch, s, L, most, uniform, pre, xv, bv, cv, yv, st, tiled=False):

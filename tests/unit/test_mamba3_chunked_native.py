@@ -52,9 +52,10 @@ except ValueError as e:
 def small_windows(engine):
     """Token windows of a chunk or two for the chunks-side-by-side path (path "parallel"):
     mamba3_phi's cost a token set high, as if lavapipe's loop limit bit after two chunks."""
-    engine.run("import py_engine.ops.mamba3 as m3\nm3.PHI_PASSES_PER_TOKEN = 2000")
+    old = engine.run("import py_engine.ops.mamba3 as m3\nresult = m3.PHI_PASSES_PER_TOKEN\n"
+                     "m3.PHI_PASSES_PER_TOKEN = 2000")
     yield engine
-    engine.run("import py_engine.ops.mamba3 as m3\nm3.PHI_PASSES_PER_TOKEN = 2")
+    engine.run(f"import py_engine.ops.mamba3 as m3\nm3.PHI_PASSES_PER_TOKEN = {old}")
 
 
 def test_mamba3_chunks_side_by_side_over_several_windows(small_windows):

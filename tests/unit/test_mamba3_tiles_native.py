@@ -37,14 +37,15 @@ def test_tiled_chunks_equal_the_serial_scan_mimo(engine, nb, T, H, P, G, N, R, r
 def test_tiled_chunks_carry_their_states_over_token_windows(engine):
     """Windows of a chunk or two (mamba3_phi's cost a token set high, as if lavapipe's loop limit
     bit early): the angle and ssm states in place, k and v through the copies."""
-    engine.run("import py_engine.ops.mamba3 as m3\nm3.PHI_PASSES_PER_TOKEN = 2000")
+    old = engine.run("import py_engine.ops.mamba3 as m3\nresult = m3.PHI_PASSES_PER_TOKEN\n"
+                     "m3.PHI_PASSES_PER_TOKEN = 2000")
     try:
         with K.tiled(engine, 8):
             K.check_chunked(engine, 2, 37, 2, 5, 2, 12, 1.0, True)
             K.check_chunked(engine, 1, 21, 2, 64, 1, 128, 0.5, False)
             K.test_mamba3_mimo_chunked_equals_serial(engine, 2, 37, 2, 5, 2, 12, 2, 1.0, True)
     finally:
-        engine.run("import py_engine.ops.mamba3 as m3\nm3.PHI_PASSES_PER_TOKEN = 2")
+        engine.run(f"import py_engine.ops.mamba3 as m3\nm3.PHI_PASSES_PER_TOKEN = {old}")
 
 
 def _dev(kib, **attrs):

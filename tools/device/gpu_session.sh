@@ -18,6 +18,10 @@
 #     kernel checks natively and through Dawn, one forward timed alone in each form, block size
 #     and chunk length (tools/ablate_ssd), and the mamba2-130m and hybrid-130m prefills through
 #     Dawn with the 64-thread kernels as a variant (carry as for --dawn)
+#   bash tools/device/gpu_session.sh --mamba3   # ~5 min: Mamba-3's chunked forward: its kernel
+#     checks (the register-tiled kernels too) natively and through Dawn, one forward timed alone
+#     in each form, with parts ablated (tools/ablate_mamba3), and the mamba3-187m prefill
+#     through Dawn with the tiled kernels as variants (carry as for --dawn)
 # (each under the device's 10-minute limit per command; a bench killed by its timeout prints
 # nothing, so the timeouts below leave room).
 set -uo pipefail
@@ -72,6 +76,26 @@ if [ "${1:-}" = "--ssd" ]; then
     --weights f16 --decode-tokens 64 --max-seconds 2 --variant classic:MAMBAWEB_SSD_PARALLEL=0 \
     > "$OUT/ssd_dawn.json" 2> "$OUT/ssd_dawn.err"
   stamp $? >> "$OUT/ssd_dawn.err"
+  exit 0
+fi
+if [ "${1:-}" = "--mamba3" ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl .whl_dawn/*.whl
+  export PYTHONPATH=/tmp/site:$PWD
+  bash tools/dawn/unpack.sh > "$OUT/unpack.txt" 2>&1
+  for eng in native dawn; do
+    timeout 90 python3 -m tools.device_checks --engine $eng --only "mamba3" \
+      > "$OUT/checks_mamba3_$eng.txt" 2>&1
+    stamp $? >> "$OUT/checks_mamba3_$eng.txt"
+  done
+  for T in 1024 256; do
+    timeout 90 python3 -m tools.ablate_mamba3 $T > "$OUT/ablate_mamba3_$T.txt" 2>&1
+    stamp $? >> "$OUT/ablate_mamba3_$T.txt"
+  done
+  timeout 200 python3 -m tools.cli bench --dawn --json --only model --models mamba3_187m \
+    --weights f16 --decode-tokens 64 --max-seconds 2 --variant tiles:MAMBAWEB_MAMBA3_TILES=1 \
+    --variant tiles16:MAMBAWEB_MAMBA3_TILES=1,MAMBAWEB_MAMBA3_CHUNK=16 \
+    > "$OUT/mamba3_dawn.json" 2> "$OUT/mamba3_dawn.err"
+  stamp $? >> "$OUT/mamba3_dawn.err"
   exit 0
 fi
 if [ "${1:-}" = "--dawn" ]; then
