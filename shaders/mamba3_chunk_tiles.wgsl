@@ -24,9 +24,9 @@
 // Different association than the thread-per-row kernels (their sums are added in the same order,
 // y's three terms are summed before they meet): the same values to rounding.
 // Workgroup memory: sh (f32s, WS of them) holds phi [L, S] at TPH | the previous token's phi [S]
-// at TPP | scalar rows at TS: cp, wl, dw, shn, alpha, gamma, DT - gamma [L each] | k_prev [R, N]
-// at TKP. sv (vec4s, WS4 of them; the host sizes it and the blocks from the device's workgroup
-// memory, ops/mamba3.tile_blocks), with PV = ceil(P/4), LRV = ceil(L R / 4):
+// at TPP | the 7 scalar rows [L] at TS (lib/mamba3_chunk_common's ROW_*) | k_prev [R, N] at TKP.
+// sv (vec4s, WS4 of them; the host sizes it and the blocks from the device's workgroup memory,
+// ops/mamba3_tiles.blocks), with PV = ceil(P/4), LRV = ceil(L R / 4):
 //   delta  XW [R + L R, PV] | a block of K [R + L R, NBS] (NBS vec4s of dims)
 //   out    U [L R, PV] | MT [L R, LRV] (MT[j, i/4] = M[i .. i+3, j]) | blocks of NBO dims:
 //          Q^T [NBO, LRV] | K^T [NBO, LRV] | a^T [NBO, PV]
@@ -48,48 +48,15 @@ fn TPH() -> u32 { return 0u; }
 fn TPP() -> u32 { return CHUNK * p.S; }
 fn TS() -> u32 { return TPP() + p.S; }
 fn TKP() -> u32 { return TS() + 7u * CHUNK; }
-// the scalar rows: cp | wl | dw | shn (as lib/mamba3_chunk_common's chunk_scalars) | alpha |
-// gamma | DT - gamma
-fn CP_ROW() -> u32 { return TS(); }
-fn WL_ROW() -> u32 { return TS() + CHUNK; }
-fn DW_ROW() -> u32 { return TS() + 2u * CHUNK; }
-fn SHN_ROW() -> u32 { return TS() + 3u * CHUNK; }
-fn AL_ROW() -> u32 { return TS() + 4u * CHUNK; }
-fn GA_ROW() -> u32 { return TS() + 5u * CHUNK; }
-fn DG_ROW() -> u32 { return TS() + 6u * CHUNK; }
-
-// The chunk a workgroup owns with phi, k_prev and the scalar rows in sh (a barrier after):
-// the tokens' alpha, gamma and DT - gamma loaded side by side, then thread 0 forms the rows
-// from them in lib/mamba3_chunk_common's chunk_scalars order (the same values).
+// The chunk a workgroup owns with phi, k_prev and the scalar rows (at TS: lib/mamba3_chunk_common's
+// token_rows and chunk_scalars) in sh, a barrier after.
 fn tile_setup(wid: vec3<u32>, lid: u32, w: Window) -> Chunk {
   let k = chunk_at(wid, w);
   load_phi(k, lid, TPH(), TPP());
-  for (var t = lid; t < k.Lc; t += CWG) {
-    let row = (k.r0 + t) * p.pw;
-    sh[AL_ROW() + t] = pre[row + p.H + k.h];
-    sh[GA_ROW() + t] = pre[row + 3u * p.H + k.h];
-    sh[DG_ROW() + t] = dt_less_gamma(k.r0 + t, k.h);
-  }
+  token_rows(k.b, k.h, k.t0, k.Lc, lid, TS());
   workgroupBarrier();
   load_k_prev(k, lid, w, TPP(), TKP());
-  if (lid == 0u) {
-    let Lc = k.Lc;
-    var cpv = 1.0;
-    for (var t = 0u; t < Lc; t++) {
-      cpv *= sh[AL_ROW() + t];
-      sh[CP_ROW() + t] = cpv;
-      var shn = 0.0;
-      if (t + 1u < Lc) { shn = sh[DG_ROW() + t + 1u]; }
-      sh[WL_ROW() + t] = sh[GA_ROW() + t] + shn;
-      sh[SHN_ROW() + t] = shn;
-    }
-    var dec = 1.0;                                  // dec(Lc-1, s), s from the end
-    for (var j = 0u; j < Lc; j++) {
-      let s = Lc - 1u - j;
-      sh[DW_ROW() + s] = dec * sh[WL_ROW() + s];
-      dec *= sh[AL_ROW() + s];
-    }
-  }
+  chunk_scalars(k.Lc, lid, TS());
   workgroupBarrier();
   return k;
 }
@@ -134,7 +101,7 @@ fn mamba3_tile_delta(@builtin(workgroup_id) wid: vec3<u32>,
   let NV = vecs(N);
   let rows = R + k.Lc * R;                         // k_prev's R rows, then the chunk's (t, r)
   let KB = (R + CHUNK * R) * PV;                   // K's block in sv
-  let cl = sh[CP_ROW() + k.Lc - 1u];
+  let cl = sh[ROW_CP(TS()) + k.Lc - 1u];
   for (var e = lid; e < rows * PV; e += CWG) {
     let j = e / PV;
     let p0 = 4u * (e % PV);
@@ -145,7 +112,7 @@ fn mamba3_tile_delta(@builtin(workgroup_id) wid: vec3<u32>,
         if (pp < P) { v[c] = cl * (k.c0 * v_prev(k, pp)) * mx(k.h, j, pp); }
       }
     } else {
-      v = sh[DW_ROW() + (j - R) / R] * u4_of(k, j - R, p0);
+      v = sh[ROW_DW(TS()) + (j - R) / R] * u4_of(k, j - R, p0);
     }
     sv[e] = v;
   }
@@ -190,9 +157,9 @@ fn m_of(g: f32, i: u32, j: u32, LcR: u32) -> f32 {
   let s = j / RANK;
   if (s > t || i >= LcR) { return 0.0; }
   var dec = 1.0;
-  for (var r = s + 1u; r <= t; r++) { dec *= sh[AL_ROW() + r]; }
-  var m = g * dec * sh[WL_ROW() + s];
-  if (s == t) { m -= g * sh[SHN_ROW() + t]; }
+  for (var r = s + 1u; r <= t; r++) { dec *= sh[ROW_AL(TS()) + r]; }
+  var m = g * dec * sh[ROW_WL(TS()) + s];
+  if (s == t) { m -= g * sh[ROW_SHN(TS()) + t]; }
   return m;
 }
 
@@ -203,7 +170,7 @@ fn put_y(k: Chunk, i: u32, pi: u32, inter: vec4<f32>, intra: vec4<f32>, Dh: f32,
   let t = i / RANK;
   let r = i % RANK;
   let o = p.y_off + (k.r0 + t) * p.y_str + (r * p.H + k.h) * p.P;
-  let cp = sh[CP_ROW() + t];
+  let cp = sh[ROW_CP(TS()) + t];
   for (var c = 0u; c < 4u; c++) {
     let pp = 4u * pi + c;
     if (pp < p.P) {

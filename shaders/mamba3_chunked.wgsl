@@ -76,10 +76,11 @@ fn mamba3_phi(@builtin(global_invocation_id) gid: vec3<u32>) {
 fn chunk_tiles(wid: vec3<u32>, lid: u32, w: Window) -> Chunk {
   let k = chunk_at(wid, w);
   load_phi(k, lid, CPH(), CPP());
+  token_rows(k.b, k.h, k.t0, k.Lc, lid, CS());
   workgroupBarrier();
   load_k_prev(k, lid, w, CPP(), CKP());
   chunk_rotate(k.b, k.h, k.g, k.t0, k.Lc, lid);
-  chunk_scalars(k.b, k.h, k.t0, k.Lc, lid);
+  chunk_scalars(k.Lc, lid, CS());
   workgroupBarrier();
   return k;
 }
@@ -97,7 +98,7 @@ fn mamba3_chunk_delta(@builtin(workgroup_id) wid: vec3<u32>,
   let Lc = k.Lc;
   let r0 = k.r0;
   let c0 = k.c0;
-  let cl = sh[CS() + Lc - 1u];
+  let cl = sh[ROW_CP(CS()) + Lc - 1u];
   let base = chunk_base(k, w);
   for (var e = lid; e < p.P * NQ; e += CWG) {
     let pp = e / NQ;
@@ -117,7 +118,7 @@ fn mamba3_chunk_delta(@builtin(workgroup_id) wid: vec3<u32>,
         if (t < Lc) {
           var kt = 0.0;                              // sum_r mimo_x_r k_{t,r}[n]
           for (var j = 0u; j < R; j++) { kt += wr[j] * sh[CK() + (t * R + j) * N + n]; }
-          sn += sh[CS() + 2u * L + t] * xs[t] * kt;
+          sn += sh[ROW_DW(CS()) + t] * xs[t] * kt;
         }
       }
       chunks[base + pp * N + n] = sn;
@@ -168,7 +169,7 @@ fn mamba3_chunk_out(@builtin(workgroup_id) wid: vec3<u32>,
   let w = window();
   if (wid.z >= w.chunks) { return; }
   let k = chunk_tiles(wid, lid, w);
-  chunk_m(k.b, k.h, k.t0, k.Lc, lid);
+  chunk_m(k.Lc, lid);
   let N = p.N;
   let P = p.P;
   let R = RANK;
@@ -225,7 +226,7 @@ fn mamba3_chunk_out(@builtin(workgroup_id) wid: vec3<u32>,
     for (var q = 0u; q < NQ; q++) { sq += sh[CK() + (pp * NQ + q) * LR + i]; }
     let wi = mx(h, i % R, pp);
     let xt = x[p.x_off + (r0 + t) * p.x_str + h * P + pp];
-    var acc = sh[CS() + t] * sq + Dh * xt * wi;
+    var acc = sh[ROW_CP(CS()) + t] * sq + Dh * xt * wi;
     for (var j = 0u; j < (t + 1u) * R; j++) {
       let xj = x[p.x_off + (r0 + j / R) * p.x_str + h * P + pp];
       acc += sh[CM() + i * LR + j] * (xj * mx(h, j % R, pp));

@@ -214,9 +214,11 @@ fn mamba3_scan(@builtin(workgroup_id) wid: vec3<u32>,
 //   y_{t,u} = sum_{s <= t, r} M[(t,u),(s,r)] v_{s,r} + cp_t acc q_{t,u} + D v_{t,u}   (v_{s,r} = x_s mimo_x_r)
 //   S'     = cp_{L-1} acc + sum_s dec(L-1, s) sc_s sum_r v_{s,r} k_{s,r}^T
 // Phases per chunk (barriers between): phi of every token (threads over i < S); k_{t,r}, q_{t,r} rotated
-// (threads over (t, r, n)); the per-token scalars (thread 0); M (threads over its entries); y and S'
+// (threads over (t, r, n)); the per-token scalars (loaded side by side, formed by thread 0); M (threads over its entries); y and S'
 // (threads over p, each streaming its state row once). Workgroup memory (host-set WS): k [L][R][N] |
-// q [L][R][N] | M [L R][L R] | phi [L][S] | cp, sc, wl (= dec(L-1, s) sc_s), sh [L] | k_prev [R][N].
+// q [L][R][N] | M [L R][L R] | phi [L][S] | the 7 scalar rows [L] (lib/mamba3_chunk_common's
+// ROW_*: cp, wl, dw (= dec(L-1, s) wl_s), shn, and the tokens' alpha, gamma, DT - gamma) |
+// k_prev [R][N].
 
 // The chunk tiles' layout and phases (2) to (4), shared with mamba3_chunked.wgsl:
 const CWG = WG;
@@ -268,11 +270,12 @@ fn mamba3_chunk_scan(@builtin(workgroup_id) wid: vec3<u32>,
       }
       if (Lc < L) { sh[CPH() + (L - 1u) * S + i] = ph; }   // the carried angle of a short last chunk
     }
+    token_rows(b, h, t0, Lc, lid, CS());       // (3a)
     workgroupBarrier();
     chunk_rotate(b, h, g, t0, Lc, lid);        // (2)
-    chunk_scalars(b, h, t0, Lc, lid);          // (3)
+    chunk_scalars(Lc, lid, CS());              // (3b)
     workgroupBarrier();
-    chunk_m(b, h, t0, Lc, lid);                // (4)
+    chunk_m(Lc, lid);                          // (4)
     workgroupBarrier();
     // (5) threads over p: y of the chunk's tokens and ranks, and the state S' (row p streamed once)
     let r0 = b * p.T + t0;
@@ -289,7 +292,7 @@ fn mamba3_chunk_scan(@builtin(workgroup_id) wid: vec3<u32>,
       else if (init) { vp = s_v[bh * P + pp]; }
       let fresh = c == 0u && !init;
       let base = (bh * P + pp) * N;
-      let cl = sh[CS() + Lc - 1u];
+      let cl = sh[ROW_CP(CS()) + Lc - 1u];
       for (var n = 0u; n < N; n++) {
         var kv = 0.0;                                  // sum_r mimo_x_r k_prev_r[n]
         for (var k = 0u; k < R; k++) { kv += w[k] * sh[CKP() + k * N + n]; }
@@ -302,13 +305,13 @@ fn mamba3_chunk_scan(@builtin(workgroup_id) wid: vec3<u32>,
             ya[t * R + k] += a * sh[CQ() + (t * R + k) * N + n];
             kt += w[k] * sh[CK() + (t * R + k) * N + n];
           }
-          sn += sh[CS() + 2u * L + t] * xs[t] * kt;
+          sn += sh[ROW_DW(CS()) + t] * xs[t] * kt;
         }
         s_ssm[base + n] = sn;
       }
       for (var i = 0u; i < LcR; i++) {
         let t = i / R;
-        var acc = sh[CS() + t] * ya[i] + Dh * xs[t] * w[i % R];
+        var acc = sh[ROW_CP(CS()) + t] * ya[i] + Dh * xs[t] * w[i % R];
         for (var j = 0u; j < (t + 1u) * R; j++) { acc += sh[CM() + i * LR + j] * (xs[j / R] * w[j % R]); }
         y[p.y_off + (r0 + t) * p.y_str + ((i % R) * p.H + h) * P + pp] = acc;
       }

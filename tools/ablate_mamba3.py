@@ -31,37 +31,43 @@ ins = [tensor((1, T, w), sc) for w, sc in ((H * P, 1.0), (N, 0.5), (N, 0.5), (H,
                                           (H, 0.5), (NS, 0.5))]
 kw = dict(dt_bias=tensor((H,), 0.5), D=tensor((H,)), B_bias=tensor((H, N), 0.3),
           C_bias=tensor((H, N), 0.3), n_heads=H, n_groups=1, S=NS, A_floor=1e-4, heavy_tail=True)
-names = ('mamba3_chunked',)
+names = ('mamba3_chunked', 'mamba3_chunk_tiles')
 base = {n: S.shader_source(n) for n in names}
-def skip(entry):            # the entry point returns at once (its dispatch still runs)
-    src = base['mamba3_chunked']
+def skip(shader, entry):    # the entry point returns at once (its dispatch still runs)
+    src = base[shader]
     i = src.index('fn ' + entry + '(')
     j = src.index('{', i) + 1
-    return (src[i:j], src[i:j] + '\n  if (p.T > 0u) { return; }')
-EDITS = {   # (text in the resolved mamba3_chunked source, replacement)
- 'no_scalars': ('if (lid != 0u) { return; }\n  let L = CHUNK;\n  var cpv',
-                'return;\n  let L = CHUNK;\n  var cpv'),
- 'no_rotate': ('let kq = kq_rotated(b * p.T + t0 + t, h, g, (e % RN) / p.N, e % p.N, CPH() + t * p.S);',
+    return (shader, src[i:j], src[i:j] + '\n  if (p.T > 0u) { return; }')
+C, TL = 'mamba3_chunked', 'mamba3_chunk_tiles'
+EDITS = {   # (shader, text in its resolved source, replacement)
+ 'no_scalars': (C, 'if (lid != 0u) { return; }\n  var cpv', 'return;\n  var cpv'),
+ 'no_rotate': (C, 'let kq = kq_rotated(b * p.T + t0 + t, h, g, (e % RN) / p.N, e % p.N, CPH() + t * p.S);',
                'let kq = vec2<f32>(f32(e), f32(t));'),
- 'no_m_dot': ('for (var n = 0u; n < N; n++) { dot += sh[CQ() + i * N + n] * sh[CK() + j * N + n]; }', ''),
- 'no_m_decay': ('for (var r = s + 1u; r <= t; r++) { dec *= pre[(b * p.T + t0 + r) * p.pw + p.H + h]; }', ''),
- 'delta_no_sum': ('sn += sh[CS() + 2u * L + t] * xs[t] * kt;', ''),
- 'out_no_state': ('for (var j = 0u; j < R; j++) { ya[t * R + j] += a * sh[CQ() + (t * R + j) * N + n]; }', ''),
- 'out_no_intra': ('acc += sh[CM() + i * LR + j] * (xj * mx(h, j % R, pp));', ''),
- 'skip_phi': None, 'skip_delta': None, 'skip_carry': None, 'skip_out': None,
+ 'no_m_dot': (C, 'for (var n = 0u; n < N; n++) { dot += sh[CQ() + i * N + n] * sh[CK() + j * N + n]; }', ''),
+ 'no_m_decay': (C, 'for (var r = s + 1u; r <= t; r++) { dec *= sh[ROW_AL(CS()) + r]; }', ''),
+ 'delta_no_sum': (C, 'sn += sh[ROW_DW(CS()) + t] * xs[t] * kt;', ''),
+ 'out_no_state': (C, 'for (var j = 0u; j < R; j++) { ya[t * R + j] += a * sh[CQ() + (t * R + j) * N + n]; }', ''),
+ 'out_no_intra': (C, 'acc += sh[CM() + i * LR + j] * (xj * mx(h, j % R, pp));', ''),
+ 'skip_phi': skip(C, 'mamba3_phi'), 'skip_delta': skip(C, 'mamba3_chunk_delta'),
+ 'skip_carry': skip(C, 'mamba3_chunk_carry'), 'skip_out': skip(C, 'mamba3_chunk_out'),
 }
-for k in list(EDITS):
-    if k.startswith('skip_'):
-        EDITS[k] = skip('mamba3_' + {'phi': 'phi', 'delta': 'chunk_delta', 'carry': 'chunk_carry',
-                                     'out': 'chunk_out'}[k[5:]])
+TILE_EDITS = {   # the same for the tiled kernels (run at 32-token chunks)
+ 'tiles_delta_no_sum': (TL, 'for (var j = 0u; j < rows; j++) { a = tile_add(a, sv[j * PV + pi], sv[KB + j * nn + ni]); }', ''),
+ 'tiles_out_no_m': (TL, 'for (var kk = 0u; kk < nn; kk++) { m = tile_add(m, sv[RC + kk * LRV + li], sv[RK + kk * LRV + si]); }', ''),
+ 'tiles_out_no_state': (TL, 'for (var kk = 0u; kk < nn; kk++) { yh = tile_add(yh, sv[RC + kk * LRV + ti], sv[RA + kk * PV + pi]); }', ''),
+ 'tiles_out_no_intra': (TL, 'for (var j = 0u; j < j_end; j++) { yi = tile_add(yi, sv[RM + j * LRV + ti], sv[j * PV + pi]); }', ''),
+ 'tiles_skip_delta': skip(TL, 'mamba3_tile_delta'), 'tiles_skip_out': skip(TL, 'mamba3_tile_out'),
+}
 def set_src(name):
-    src = base['mamba3_chunked']
-    if name in EDITS:
-        old, new = EDITS[name]
-        assert src.count(old) == 1, name
-        src = src.replace(old, new, 1)
-    S._cache['mamba3_chunked'] = src
-    device.forget_shader('mamba3_chunked')
+    for n in names:
+        S._cache[n] = base[n]
+    edit = EDITS.get(name) or TILE_EDITS.get(name)
+    if edit:
+        shader, old, new = edit
+        assert base[shader].count(old) == 1, name
+        S._cache[shader] = base[shader].replace(old, new, 1)
+    for n in names:
+        device.forget_shader(n)
 ys = []
 async def timed(reps, path):
     b = device.batch()
@@ -108,6 +114,10 @@ for L in (32, 16, 8):                 # the register-tiled delta and out (ops/ma
     await one(f'tiles{L}', mamba3_tiles=True, mamba3_chunk=L)
 for nb in (8, 1):                     # their operands in blocks of (at most) nb vec4s / dims
     await one(f'tiles16_blocks{nb}', mamba3_tiles=True, mamba3_chunk=16, mamba3_block=nb)
+for name in TILE_EDITS:
+    set_src(name)
+    await one(name, mamba3_tiles=True, mamba3_chunk=32)
+set_src('base')
 await one('parallel-again')
 result = out
 """

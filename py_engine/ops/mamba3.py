@@ -254,9 +254,9 @@ def forward_chunk_len(dev, N, S, R=1):
 
 
 def _chunk_ws(L, N, S, R=1):
-    """Workgroup floats of the chunked scan: k, q [L, R, N] | M [L R, L R] | phi [L, S] | 4 [L] |
+    """Workgroup floats of the chunked scan: k, q [L, R, N] | M [L R, L R] | phi [L, S] | 7 [L] |
     k_prev [R, N]."""
-    return 2 * L * R * N + (L * R) ** 2 + L * S + 4 * L + R * N
+    return 2 * L * R * N + (L * R) ** 2 + L * S + 7 * L + R * N
 
 
 def _scan_resources(un, pre, xv, bv, cv, yv, st):
@@ -299,7 +299,7 @@ def mamba3_forward(batch, x, Bn, Cn, dd_dt, dd_A, trap, angles, *, dt_bias, B_bi
                       _scan_resources(uniform(t0, tn), pre, xv, bv, cv, yv, st), s.H, s.nb,
                       constants={"WS": _chunk_ws(L, s.N, s.S, s.R), "CHUNK": L, "RANK": s.R})
     elif path == "parallel":
-        if not side_by_side_nq(s.P, s.N) or not most:
+        if not (tiled or side_by_side_nq(s.P, s.N)) or not most:
             raise ValueError(f"the chunks-side-by-side Mamba-3 scan takes head dims P up to "
                              f"{SIDE_BY_SIDE_WG} and 2 N ({2 * s.N}), got P {s.P}, and a chunk's "
                              "tiles and buffers within the device's workgroup memory and binding "
@@ -341,8 +341,9 @@ def _chunk_plan(dev, s, path):
         path = "serial" if not L or s.T < CHUNK_MIN_T else chunked_path(dev, s.T, s.P, s.N)
     most = side_by_side_chunks(dev, s, L, bool(tiled)) if path == "parallel" and L else 0
     if chosen and path == "parallel" and not most:
-        path, tiled = "chunked", 0   # not even one chunk's tiles or buffers fit this device
+        tiled = 0                    # not even one chunk's tiles or buffers fit this device
         L = forward_chunk_len(dev, s.N, s.S, s.R)
+        path = "chunked" if L else "serial"
     return L, path, most, tiled
 
 

@@ -4,8 +4,8 @@
 // mamba3_chunked.wgsl (the chunks of a head side by side). The includer declares p: Params, pre,
 // Bn, Cn, sh: array<f32, WS> and CWG (its chunk kernels' workgroup size), and includes lib/mamba3_params.wgsl (kq_rotated's pieces).
 // Tiles (floats of sh, L = CHUNK tokens of R = RANK ranks): k [L R, N] at CK | q [L R, N] at CQ |
-// M [L R, L R] at CM | phi [L, S] at CPH | 4 scalar rows [L] at CS (cp, wl, dw, shn: phase 3) |
-// k_prev [R, N] at CKP.
+// M [L R, L R] at CM | phi [L, S] at CPH | 7 scalar rows [L] at CS (cp, wl, dw, shn: phase 3;
+// the tokens' alpha, gamma, DT - gamma: token_rows) | k_prev [R, N] at CKP.
 const MAX_L = 32u;
 const MAX_LR = 32u;
 override CHUNK: u32 = 8u;
@@ -16,7 +16,7 @@ fn CQ() -> u32 { return CHUNK * RANK * p.N; }
 fn CM() -> u32 { return 2u * CHUNK * RANK * p.N; }
 fn CPH() -> u32 { return CM() + CHUNK * RANK * CHUNK * RANK; }
 fn CS() -> u32 { return CPH() + CHUNK * p.S; }
-fn CKP() -> u32 { return CS() + 4u * CHUNK; }
+fn CKP() -> u32 { return CS() + 7u * CHUNK; }
 
 
 // (k, q) of dim n of rank rk at token row `row`, head h (group g): bias added, then the rotation by
@@ -65,32 +65,51 @@ fn chunk_rotate(b: u32, h: u32, g: u32, t0: u32, Lc: u32, lid: u32) {
   }
 }
 
-// (3) thread 0: the chunk's scalar rows (fixed order): cp_t = prod_{u <= t} alpha_u, wl_t =
-// gamma_t + shn_t, dw_t = wl_t prod_{u > t} alpha_u (token t's weight in the chunk's final
-// state), shn_t = (DT - gamma)_{t+1} (0 for the chunk's last token).
-fn chunk_scalars(b: u32, h: u32, t0: u32, Lc: u32, lid: u32) {
+// The scalar rows from row base cs (L = CHUNK floats each): cp | wl | dw | shn | alpha | gamma |
+// DT - gamma
+fn ROW_CP(cs: u32) -> u32 { return cs; }
+fn ROW_WL(cs: u32) -> u32 { return cs + CHUNK; }
+fn ROW_DW(cs: u32) -> u32 { return cs + 2u * CHUNK; }
+fn ROW_SHN(cs: u32) -> u32 { return cs + 3u * CHUNK; }
+fn ROW_AL(cs: u32) -> u32 { return cs + 4u * CHUNK; }
+fn ROW_GA(cs: u32) -> u32 { return cs + 5u * CHUNK; }
+fn ROW_DG(cs: u32) -> u32 { return cs + 6u * CHUNK; }
+
+// (3a) the chunk's Lc tokens' alpha, gamma and DT - gamma into the rows at cs, side by side (a
+// barrier before chunk_scalars reads them: one memory wait, not one per token in thread 0)
+fn token_rows(b: u32, h: u32, t0: u32, Lc: u32, lid: u32, cs: u32) {
+  for (var t = lid; t < Lc; t += CWG) {
+    let r = b * p.T + t0 + t;
+    sh[ROW_AL(cs) + t] = pre[r * p.pw + p.H + h];
+    sh[ROW_GA(cs) + t] = pre[r * p.pw + 3u * p.H + h];
+    sh[ROW_DG(cs) + t] = dt_less_gamma(r, h);
+  }
+}
+
+// (3b) thread 0: the chunk's scalar rows (fixed order) from token_rows': cp_t = prod_{u <= t}
+// alpha_u, wl_t = gamma_t + shn_t, dw_t = wl_t prod_{u > t} alpha_u (token t's weight in the
+// chunk's final state), shn_t = (DT - gamma)_{t+1} (0 for the chunk's last token).
+fn chunk_scalars(Lc: u32, lid: u32, cs: u32) {
   if (lid != 0u) { return; }
-  let L = CHUNK;
   var cpv = 1.0;
   for (var t = 0u; t < Lc; t++) {
-    let row = (b * p.T + t0 + t) * p.pw;
-    cpv *= pre[row + p.H + h];
-    sh[CS() + t] = cpv;
+    cpv *= sh[ROW_AL(cs) + t];
+    sh[ROW_CP(cs) + t] = cpv;
     var shn = 0.0;
-    if (t + 1u < Lc) { shn = dt_less_gamma(b * p.T + t0 + t + 1u, h); }
-    sh[CS() + L + t] = pre[row + 3u * p.H + h] + shn;
-    sh[CS() + 3u * L + t] = shn;
+    if (t + 1u < Lc) { shn = sh[ROW_DG(cs) + t + 1u]; }
+    sh[ROW_WL(cs) + t] = sh[ROW_GA(cs) + t] + shn;
+    sh[ROW_SHN(cs) + t] = shn;
   }
   var dec = 1.0;                  // dec(Lc-1, s), s from the end
   for (var k = 0u; k < Lc; k++) {
     let s = Lc - 1u - k;
-    sh[CS() + 2u * L + s] = dec * sh[CS() + L + s];
-    dec *= pre[(b * p.T + t0 + s) * p.pw + p.H + h];
+    sh[ROW_DW(cs) + s] = dec * sh[ROW_WL(cs) + s];
+    dec *= sh[ROW_AL(cs) + s];
   }
 }
 
 // (4) M[(t,u), (s,r)], s <= t (rows / columns (token, rank): i = t R + u, j = s R + r)
-fn chunk_m(b: u32, h: u32, t0: u32, Lc: u32, lid: u32) {
+fn chunk_m(Lc: u32, lid: u32) {
   let R = RANK;
   let N = p.N;
   let L = CHUNK;
@@ -106,9 +125,9 @@ fn chunk_m(b: u32, h: u32, t0: u32, Lc: u32, lid: u32) {
       var dot = 0.0;
       for (var n = 0u; n < N; n++) { dot += sh[CQ() + i * N + n] * sh[CK() + j * N + n]; }
       var dec = 1.0;
-      for (var r = s + 1u; r <= t; r++) { dec *= pre[(b * p.T + t0 + r) * p.pw + p.H + h]; }
-      m = dot * dec * sh[CS() + L + s];
-      if (s == t) { m -= dot * sh[CS() + 3u * L + t]; }
+      for (var r = s + 1u; r <= t; r++) { dec *= sh[ROW_AL(CS()) + r]; }
+      m = dot * dec * sh[ROW_WL(CS()) + s];
+      if (s == t) { m -= dot * sh[ROW_SHN(CS()) + t]; }
     }
     sh[CM() + i * LR + j] = m;
   }

@@ -403,23 +403,39 @@ def test_mamba3_mimo_chunked_equals_serial(engine, nb, T, H, P, G, N, R, rf, hea
 # off by rule until timed on a GPU): path "parallel" with them on == serial to 1e-5 == float64,
 # here through the browser's own WGSL compiler (tests/unit/test_mamba3_tiles_native.py has more)
 
-TILES_SET = """
-device.mamba3_tiles = {on}
+TILES_ON = """
+import py_engine.ops.mamba3 as m3
+device.mamba3_tiles = True
 device.mamba3_chunk = {chunk}
 device.mamba3_block = {block}
+m3._tile_runs = []
+m3._untiled_forward_parallel = m3._forward_parallel
+def _recorded(*a, **k):
+    m3._tile_runs.append(bool(a[11] if len(a) > 11 else k.get('tiled')))
+    return m3._untiled_forward_parallel(*a, **k)
+m3._forward_parallel = _recorded
 result = None
+"""
+TILES_OFF = """
+import py_engine.ops.mamba3 as m3
+for name in ('mamba3_tiles', 'mamba3_chunk', 'mamba3_block'):
+    setattr(device, name, None)
+m3._forward_parallel = m3._untiled_forward_parallel
+result = m3._tile_runs
 """
 
 
 @contextlib.contextmanager
 def tiled(engine, chunk, block=None):
     """Path "parallel" runs the tiled kernels at `chunk` tokens (both chunked forms do: the chunk
-    length is one setting), K's and the out kernel's operands in blocks of at most `block`."""
-    engine.run(TILES_SET.format(on=True, chunk=chunk, block=block))
+    length is one setting), K's and the out kernel's operands in blocks of at most `block`; on
+    leaving, every side-by-side forward inside ran them (not the thread-per-row kernels)."""
+    engine.run(TILES_ON.format(chunk=chunk, block=block))
     try:
         yield engine
     finally:
-        engine.run(TILES_SET.format(on=None, chunk=None, block=None))
+        runs = engine.run(TILES_OFF)
+    assert runs and all(runs), runs
 
 
 TILE_CASES = [  # chunk, block, then check_chunked's or the MIMO test's arguments
