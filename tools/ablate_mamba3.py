@@ -6,27 +6,25 @@ shaders/mamba3_chunked.wgsl and lib/mamba3_chunk_common.wgsl removed (results wr
 timing only), whole kernels skipped, the in-order chunk scan and the register-tiled kernels
 (ops/mamba3_tiles, at 32 / 16 / 8-token chunks and in small blocks) beside it, all in one process.
 
-  python -m tools.ablate_mamba3 [T]        # default 1024 tokens
+  python -m tools.ablate_mamba3 [T] [--dawn] [--quick]   # default 1024 tokens, wgpu-py
 
 Prints one JSON line per variant: us per forward call (prep, angle walk, delta, carry, out).
 """
+import argparse
 import json
 import sys
 
 SNIPPET = r"""
 import sys
+import struct
 import time
-import numpy as np
 import py_engine.ops.mamba3 as m3
+from py_engine.benchmarks.mamba3_scan import _tensor
 from py_engine.gpu import shaders as S
-from py_engine.gpu.tensor import Tensor
 T, H, P, N, NS = args['T'], 24, 64, 128, 32
-rng = np.random.default_rng(0)
-def tensor(shape, scale=1.0):
-    t = Tensor(device, shape)
-    device.write(t.buffer, (rng.standard_normal(shape) * scale).astype(np.float32).tobytes(),
-                 t.offset)
-    return t
+seed = iter(range(100, 200))
+def tensor(shape, scale=1.0):      # fixed pseudo-random values, no numpy (Pyodide has none)
+    return _tensor(device, shape, next(seed), scale)
 ins = [tensor((1, T, w), sc) for w, sc in ((H * P, 1.0), (N, 0.5), (N, 0.5), (H, 0.5), (H, 0.5),
                                           (H, 0.5), (NS, 0.5))]
 kw = dict(dt_bias=tensor((H,), 0.5), D=tensor((H,)), B_bias=tensor((H, N), 0.3),
@@ -82,12 +80,13 @@ async def timed(reps, path):
         ys.pop(0).release()
     return dt
 async def per_call(path):
-    await timed(2, path)
+    n_long, n_short, rounds = args['reps']
+    await timed(n_short, path)
     long_runs, short_runs = [], []
-    for _ in range(3):
-        long_runs.append(await timed(12, path))
-        short_runs.append(await timed(2, path))
-    return round((min(long_runs) - min(short_runs)) / 10 * 1e6, 1)
+    for _ in range(rounds):
+        long_runs.append(await timed(n_long, path))
+        short_runs.append(await timed(n_short, path))
+    return round((min(long_runs) - min(short_runs)) / (n_long - n_short) * 1e6, 1)
 out = []
 async def one(label, path='parallel', **dev_attrs):
     print('variant', label, file=sys.stderr, flush=True)
@@ -95,26 +94,29 @@ async def one(label, path='parallel', **dev_attrs):
         setattr(device, k, v)
     try:
         us = await per_call(path)
-        yv = np.frombuffer(await ys[-1].to_bytes(), np.float32)
-        out.append({'v': label, 'us_per_call': us, 'y_mean_abs': float(np.abs(yv).mean()),
+        raw = await ys[-1].to_bytes()
+        yv = struct.unpack(f'<{len(raw) // 4}f', raw)
+        out.append({'v': label, 'us_per_call': us, 'y_mean_abs': sum(map(abs, yv)) / len(yv),
                     'chunk': getattr(device, 'mamba3_chunk', None) or m3.forward_chunk_len(device, N, NS)})
     except Exception as e:
         out.append({'v': label, 'error': repr(e)[:300]})
     for k in dev_attrs:
         setattr(device, k, None)
 set_src('base')
+quick = args['quick']
 await one('parallel')
 await one('in_order', path='chunked')
-for name in EDITS:
+for name in () if quick else EDITS:
     set_src(name)
     await one(name)
 set_src('base')
-await one('parallel_chunk16', mamba3_chunk=16)
+if not quick:
+    await one('parallel_chunk16', mamba3_chunk=16)
 for L in (32, 16, 8):                 # the register-tiled delta and out (ops/mamba3_tiles)
     await one(f'tiles{L}', mamba3_tiles=True, mamba3_chunk=L)
-for nb in (8, 1):                     # their operands in blocks of (at most) nb vec4s / dims
+for nb in () if quick else (8, 1):    # their operands in blocks of (at most) nb vec4s / dims
     await one(f'tiles16_blocks{nb}', mamba3_tiles=True, mamba3_chunk=16, mamba3_block=nb)
-for name in TILE_EDITS:
+for name in () if quick else TILE_EDITS:
     set_src(name)
     await one(name, mamba3_tiles=True, mamba3_chunk=32)
 set_src('base')
@@ -124,11 +126,24 @@ result = out
 
 
 def main(argv):
-    from tools.native_engine import NativeEngine
-    T = int(argv[0]) if argv else 1024
-    with NativeEngine() as eng:
-        print(json.dumps({"adapter": eng.info.get("adapter", {}).get("device")}), flush=True)
-        for row in eng.run(SNIPPET, T=T):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("T", nargs="?", type=int, default=1024, help="tokens (default 1024)")
+    ap.add_argument("--dawn", action="store_true",
+                    help="through Dawn under Node (the tab's path) instead of wgpu-py")
+    ap.add_argument("--quick", action="store_true",
+                    help="the forms only (side by side, in order, tiled at 32/16/8), no ablations, "
+                    "fewer runs (CPU adapters)")
+    a = ap.parse_args(argv)
+    if a.dawn:
+        from tools.dawn_engine import DawnEngine as Engine
+    else:
+        from tools.native_engine import NativeEngine as Engine
+    with Engine() as eng:
+        adapter = eng.info.get("adapter") or {}
+        print(json.dumps({"adapter": adapter.get("device") or adapter.get("description")}),
+              flush=True)
+        reps = (4, 1, 1) if a.quick else (12, 2, 3)   # forwards a long / short run, rounds
+        for row in eng.run(SNIPPET, T=a.T, quick=a.quick, reps=reps):
             print(json.dumps(row), flush=True)
     return 0
 

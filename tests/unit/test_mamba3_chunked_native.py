@@ -142,16 +142,18 @@ out = {}
 saved = m3.SIDE_BY_SIDE_MIN_T
 m3.SIDE_BY_SIDE_MIN_T = 16
 try:
-    for side in (False, True):
-        device.mamba3_parallel = side
-        out[side] = await m.logits(args['ids'])            # no state: fresh, views of in_proj
+    for mode in ('inorder', 'side', 'tiles'):
+        device.mamba3_parallel = mode != 'inorder'
+        device.mamba3_tiles = mode == 'tiles'
+        device.mamba3_chunk = 8 if mode == 'tiles' else None   # several tiled chunks
+        out[mode] = await m.logits(args['ids'])            # no state: fresh, views of in_proj
         st = m.new_state()
         await m.logits(args['ids'][:20], st)               # then a state carried into a second
-        out[str(side) + '_cont'] = await m.logits(args['ids'][20:], st)
+        out[mode + '_cont'] = await m.logits(args['ids'][20:], st)
         st.release()
 finally:
     m3.SIDE_BY_SIDE_MIN_T = saved
-    device.mamba3_parallel = None
+    device.mamba3_parallel = device.mamba3_tiles = device.mamba3_chunk = None
 m.release()
 result = out
 """
@@ -160,8 +162,9 @@ result = out
 @pytest.mark.parametrize("name", ["mamba3-g2-r10-untied-onorm", "mamba3-mimo-r2-g1-r05-tied"])
 def test_model_logits_with_the_chunks_side_by_side(engine, name):
     """A whole model's prefill through the side-by-side path (the 128-token threshold lowered
-    to 16) equals the in-order chunk scan's to 1e-5 of the largest logit: in_proj's column
-    views as inputs, a fresh sequence and one continued from a state."""
+    to 16), with the thread-per-row kernels and with the register-tiled ones (8-token chunks),
+    equals the in-order chunk scan's to 1e-5 of the largest logit: in_proj's column views as
+    inputs, a fresh sequence and one continued from a state."""
     import json
     from tests.conftest import REPO
     folder = REPO / "tests" / "fixtures" / "models" / name
@@ -169,7 +172,8 @@ def test_model_logits_with_the_chunks_side_by_side(engine, name):
     ids = np.random.default_rng(5).integers(0, vocab, 45).tolist()
     r = engine.run(MODEL_CODE, folder=str(folder), ids=ids)
     for key in ("", "_cont"):
-        a = np.frombuffer(r["False" + key] if key else r[False], np.float32)
-        b = np.frombuffer(r["True" + key] if key else r[True], np.float32)
+        a = np.frombuffer(r["inorder" + key], np.float32)
         assert np.abs(a).max() > 0.05
-        assert np.abs(a - b).max() <= 1e-5 * np.abs(a).max(), key
+        for mode in ("side", "tiles"):
+            b = np.frombuffer(r[mode + key], np.float32)
+            assert np.abs(a - b).max() <= 1e-5 * np.abs(a).max(), (mode, key)
