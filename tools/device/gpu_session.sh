@@ -20,8 +20,9 @@
 #     Dawn with the 64-thread kernels as a variant (carry as for --dawn)
 #   bash tools/device/gpu_session.sh --mamba3   # ~5 min: Mamba-3's chunked forward: its kernel
 #     checks (the register-tiled kernels too) natively and through Dawn, one forward timed alone
-#     in each form, with parts ablated (tools/ablate_mamba3), and the mamba3-187m prefill
-#     through Dawn with the tiled kernels as variants (carry as for --dawn)
+#     in each form, with parts ablated (tools/ablate_mamba3), the mamba3-187m prefill through
+#     Dawn with the tiled kernels as variants, and its native profile with them on (carry as
+#     for --dawn)
 # (each under the device's 10-minute limit per command; a bench killed by its timeout prints
 # nothing, so the timeouts below leave room).
 set -uo pipefail
@@ -83,12 +84,12 @@ if [ "${1:-}" = "--mamba3" ]; then
   export PYTHONPATH=/tmp/site:$PWD
   bash tools/dawn/unpack.sh > "$OUT/unpack.txt" 2>&1
   for eng in native dawn; do
-    timeout 90 python3 -m tools.device_checks --engine $eng --only "mamba3" \
+    timeout 70 python3 -m tools.device_checks --engine $eng --only "mamba3" \
       > "$OUT/checks_mamba3_$eng.txt" 2>&1
     stamp $? >> "$OUT/checks_mamba3_$eng.txt"
   done
   for T in 1024 256; do
-    timeout 90 python3 -m tools.ablate_mamba3 $T > "$OUT/ablate_mamba3_$T.txt" 2>&1
+    timeout 80 python3 -m tools.ablate_mamba3 $T > "$OUT/ablate_mamba3_$T.txt" 2>&1
     stamp $? >> "$OUT/ablate_mamba3_$T.txt"
   done
   timeout 200 python3 -m tools.cli bench --dawn --json --only model --models mamba3_187m \
@@ -96,6 +97,10 @@ if [ "${1:-}" = "--mamba3" ]; then
     --variant tiles16:MAMBAWEB_MAMBA3_TILES=1,MAMBAWEB_MAMBA3_CHUNK=16 \
     > "$OUT/mamba3_dawn.json" 2> "$OUT/mamba3_dawn.err"
   stamp $? >> "$OUT/mamba3_dawn.err"
+  # where the prefill's GPU time goes with the tiled kernels (native timestamps)
+  MAMBAWEB_MAMBA3_TILES=1 timeout 100 python3 -m tools.profile_kernels --models mamba3_187m \
+    --weights f16 --tokens 8 --prefill 1024 > "$OUT/mamba3_profile.json" 2> "$OUT/mamba3_profile.err"
+  stamp $? >> "$OUT/mamba3_profile.err"
   exit 0
 fi
 if [ "${1:-}" = "--dawn" ]; then
