@@ -36,26 +36,10 @@ def skip(shader, entry):    # the entry point returns at once (its dispatch stil
     i = src.index('fn ' + entry + '(')
     j = src.index('{', i) + 1
     return (shader, src[i:j], src[i:j] + '\n  if (p.T > 0u) { return; }')
-C, TL = 'mamba3_chunked', 'mamba3_chunk_tiles'
-EDITS = {   # (shader, text in its resolved source, replacement)
- 'no_scalars': (C, 'if (lid != 0u) { return; }\n  var cpv', 'return;\n  var cpv'),
- 'no_rotate': (C, 'let kq = kq_rotated(b * p.T + t0 + t, h, g, (e % RN) / p.N, e % p.N, CPH() + t * p.S);',
-               'let kq = vec2<f32>(f32(e), f32(t));'),
- 'no_m_dot': (C, 'for (var n = 0u; n < N; n++) { dot += sh[CQ() + i * N + n] * sh[CK() + j * N + n]; }', ''),
- 'no_m_decay': (C, 'for (var r = s + 1u; r <= t; r++) { dec *= sh[ROW_AL(CS()) + r]; }', ''),
- 'delta_no_sum': (C, 'sn += sh[ROW_DW(CS()) + t] * xs[t] * kt;', ''),
- 'out_no_state': (C, 'for (var j = 0u; j < R; j++) { ya[t * R + j] += a * sh[CQ() + (t * R + j) * N + n]; }', ''),
- 'out_no_intra': (C, 'acc += sh[CM() + i * LR + j] * (xj * mx(h, j % R, pp));', ''),
- 'skip_phi': skip(C, 'mamba3_phi'), 'skip_delta': skip(C, 'mamba3_chunk_delta'),
- 'skip_carry': skip(C, 'mamba3_chunk_carry'), 'skip_out': skip(C, 'mamba3_chunk_out'),
-}
-TILE_EDITS = {   # the same for the tiled kernels (run at 32-token chunks)
- 'tiles_delta_no_sum': (TL, 'for (var j = 0u; j < rows; j++) { a = tile_add(a, sv[j * PV + pi], sv[KB + j * nn + ni]); }', ''),
- 'tiles_out_no_m': (TL, 'for (var kk = 0u; kk < nn; kk++) { m = tile_add(m, sv[RC + kk * LRV + li], sv[RK + kk * LRV + si]); }', ''),
- 'tiles_out_no_state': (TL, 'for (var kk = 0u; kk < nn; kk++) { yh = tile_add(yh, sv[RC + kk * LRV + ti], sv[RA + kk * PV + pi]); }', ''),
- 'tiles_out_no_intra': (TL, 'for (var j = 0u; j < j_end; j++) { yi = tile_add(yi, sv[RM + j * LRV + ti], sv[j * PV + pi]); }', ''),
- 'tiles_skip_delta': skip(TL, 'mamba3_tile_delta'), 'tiles_skip_out': skip(TL, 'mamba3_tile_out'),
-}
+def edit_of(e):             # [shader, old, new] or [shader, None, entry]: that entry skipped
+    return skip(e[0], e[2]) if e[1] is None else tuple(e)
+EDITS = {k: edit_of(e) for k, e in args['edits'].items()}
+TILE_EDITS = {k: edit_of(e) for k, e in args['tile_edits'].items()}
 def set_src(name):
     for n in names:
         S._cache[n] = base[n]
@@ -125,6 +109,37 @@ result = out
 """
 
 
+C, TL = "mamba3_chunked", "mamba3_chunk_tiles"
+# (shader, text in its resolved source, replacement), or (shader, None, entry): the entry point
+# returns at once. tests/unit/test_ablation_edits.py checks each text is there, once.
+EDITS = {
+    "no_scalars": (C, "if (lid != 0u) { return; }\n  var cpv", "return;\n  var cpv"),
+    "no_rotate": (C, "let kq = kq_rotated(b * p.T + t0 + t, h, g, (e % RN) / p.N, e % p.N, "
+                     "CPH() + t * p.S);", "let kq = vec2<f32>(f32(e), f32(t));"),
+    "no_m_dot": (C, "for (var n = 0u; n < N; n++) { dot += sh[CQ() + i * N + n] * "
+                    "sh[CK() + j * N + n]; }", ""),
+    "no_m_decay": (C, "for (var r = s + 1u; r <= t; r++) { dec *= sh[ROW_AL(CS()) + r]; }", ""),
+    "delta_no_sum": (C, "sn += sh[ROW_DW(CS()) + t] * xs[t] * kt;", ""),
+    "out_no_state": (C, "for (var j = 0u; j < R; j++) { ya[t * R + j] += a * "
+                        "sh[CQ() + (t * R + j) * N + n]; }", ""),
+    "out_no_intra": (C, "acc += sh[CM() + i * LR + j] * (xj * mx(h, j % R, pp));", ""),
+    "skip_phi": (C, None, "mamba3_phi"), "skip_delta": (C, None, "mamba3_chunk_delta"),
+    "skip_carry": (C, None, "mamba3_chunk_carry"), "skip_out": (C, None, "mamba3_chunk_out"),
+}
+TILE_EDITS = {   # the same for the tiled kernels (run at 32-token chunks)
+    "tiles_delta_no_sum": (TL, "for (var j = 0u; j < rows; j++) { a = tile_add(a, "
+                               "sv[j * PV + pi], sv[KB + j * nn + ni]); }", ""),
+    "tiles_out_no_m": (TL, "for (var kk = 0u; kk < nn; kk++) { m = tile_add(m, "
+                           "sv[RC + kk * LRV + li], sv[RK + kk * LRV + si]); }", ""),
+    "tiles_out_no_state": (TL, "for (var kk = 0u; kk < nn; kk++) { yh = tile_add(yh, "
+                               "sv[RC + kk * LRV + ti], sv[RA + kk * PV + pi]); }", ""),
+    "tiles_out_no_intra": (TL, "for (var j = 0u; j < j_end; j++) { yi = tile_add(yi, "
+                               "sv[RM + j * LRV + ti], sv[j * PV + pi]); }", ""),
+    "tiles_skip_delta": (TL, None, "mamba3_tile_delta"),
+    "tiles_skip_out": (TL, None, "mamba3_tile_out"),
+}
+
+
 def main(argv):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("T", nargs="?", type=int, default=1024, help="tokens (default 1024)")
@@ -143,7 +158,8 @@ def main(argv):
         print(json.dumps({"adapter": adapter.get("device") or adapter.get("description")}),
               flush=True)
         reps = (4, 1, 1) if a.quick else (12, 2, 3)   # forwards a long / short run, rounds
-        for row in eng.run(SNIPPET, T=a.T, quick=a.quick, reps=reps):
+        for row in eng.run(SNIPPET, T=a.T, quick=a.quick, reps=reps, edits=EDITS,
+                           tile_edits=TILE_EDITS):
             print(json.dumps(row), flush=True)
     return 0
 

@@ -32,12 +32,7 @@ A_log, D, dtb = tensor((H,), low=-1.0), tensor((H,)), tensor((H,), low=-1.0)
 y, st = Tensor(device, (nb, T, H * P)), Tensor(device, (nb, H, P, N))
 S.shader_source('ssd_chunked')
 base = S._cache['ssd_chunked']
-EDITS = {   # (text in ssd_chunked.wgsl, replacement): each a product's sums taken out
- 'states_nosum': ('a = tile_add(a, sv[t * PV + pi], sv[XB + t * nn + ni]);', ''),
- 'out_noM': ('m = tile_add(m, sv[RC + k * LV + li], sv[RB + k * LV + si]);', ''),
- 'out_nointer': ('yh = tile_add(yh, sv[RC + k * LV + ti], sv[RH + k * PV + pi]);', ''),
- 'out_nointra': ('yi = tile_add(yi, sv[RM + s * LV + ti], sv[s * PV + pi]);', ''),
-}
+EDITS = args['edits']
 def set_src(name):
     src = base
     if name in EDITS:
@@ -92,12 +87,22 @@ result = out
 """
 
 
+# (text in the resolved ssd_chunked source, replacement): each a product's sums taken out.
+# tests/unit/test_ablation_edits.py checks each text is there, once.
+EDITS = {
+    "states_nosum": ("a = tile_add(a, sv[t * PV + pi], sv[XB + t * nn + ni]);", ""),
+    "out_noM": ("m = tile_add(m, sv[RC + k * LV + li], sv[RB + k * LV + si]);", ""),
+    "out_nointer": ("yh = tile_add(yh, sv[RC + k * LV + ti], sv[RH + k * PV + pi]);", ""),
+    "out_nointra": ("yi = tile_add(yi, sv[RM + s * LV + ti], sv[s * PV + pi]);", ""),
+}
+
+
 def main(argv):
     from tools.native_engine import NativeEngine
     T, H, P, N = [int(a) for a in argv] + [1024, 24, 64, 128][len(argv):]
     with NativeEngine() as eng:
         print(json.dumps({"adapter": eng.info.get("adapter", {}).get("device")}), flush=True)
-        for row in eng.run(SNIPPET, T=T, H=H, P=P, N=N):
+        for row in eng.run(SNIPPET, T=T, H=H, P=P, N=N, edits=EDITS):
             print(json.dumps(row), flush=True)
     return 0
 
