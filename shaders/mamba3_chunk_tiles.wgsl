@@ -36,7 +36,7 @@
 const HAS_INIT = 1u;
 //#include "lib/mamba3_params.wgsl"
 //#include "lib/mamba3_side_by_side.wgsl"
-// Tile, tile_add, zero_tile, vecs
+// Tile, tile_add, tile_run, tile_col, zero_tile, vecs
 //#include "lib/tile4.wgsl"
 
 override WS4: u32 = 1024u;
@@ -90,9 +90,8 @@ fn put_delta(base: u32, pp: u32, n0: u32, v: vec4<f32>) {
 @compute @workgroup_size(CWG)
 fn mamba3_tile_delta(@builtin(workgroup_id) wid: vec3<u32>,
                      @builtin(local_invocation_index) lid: u32) {
-  if (wid.x >= p.H || wid.y >= p.nb) { return; }   // uniform: depends on the workgroup only
+  if (!owns_chunk(wid)) { return; }
   let w = window();
-  if (wid.z >= w.chunks) { return; }
   let k = tile_setup(wid, lid, w);
   let R = RANK;
   let P = p.P;
@@ -137,8 +136,7 @@ fn mamba3_tile_delta(@builtin(workgroup_id) wid: vec3<u32>,
     for (var tile = lid; tile < PV * nn; tile += CWG) {
       let pi = tile / nn;
       let ni = tile % nn;
-      var a = zero_tile();
-      for (var j = 0u; j < rows; j++) { a = tile_add(a, sv[j * PV + pi], sv[KB + j * nn + ni]); }
+      let a = tile_run(zero_tile(), pi, PV, KB + ni, nn, rows);
       let p0 = 4u * pi;
       let n0 = 4u * (nb + ni);
       put_delta(base, p0, n0, a.r0);
@@ -183,9 +181,8 @@ fn put_y(k: Chunk, i: u32, pi: u32, inter: vec4<f32>, intra: vec4<f32>, Dh: f32,
 @compute @workgroup_size(CWG)
 fn mamba3_tile_out(@builtin(workgroup_id) wid: vec3<u32>,
                    @builtin(local_invocation_index) lid: u32) {
-  if (wid.x >= p.H || wid.y >= p.nb) { return; }   // uniform: depends on the workgroup only
+  if (!owns_chunk(wid)) { return; }
   let w = window();
-  if (wid.z >= w.chunks) { return; }
   let k = tile_setup(wid, lid, w);
   let R = RANK;
   let P = p.P;
@@ -252,10 +249,10 @@ fn mamba3_tile_out(@builtin(workgroup_id) wid: vec3<u32>,
     }
     workgroupBarrier();
     if (owns_m) {
-      for (var kk = 0u; kk < nn; kk++) { m = tile_add(m, sv[RC + kk * LRV + li], sv[RK + kk * LRV + si]); }
+      m = tile_run(m, RC + li, LRV, RK + si, LRV, nn);
     }
     if (busy) {
-      for (var kk = 0u; kk < nn; kk++) { yh = tile_add(yh, sv[RC + kk * LRV + ti], sv[RA + kk * PV + pi]); }
+      yh = tile_run(yh, RC + ti, LRV, RA + pi, PV, nn);
     }
   }
   // M's columns into MT, decayed and weighted
@@ -263,7 +260,7 @@ fn mamba3_tile_out(@builtin(workgroup_id) wid: vec3<u32>,
     for (var c = 0u; c < 4u; c++) {
       let j = 4u * si + c;
       if (j < LR) {
-        let g = vec4<f32>(m.r0[c], m.r1[c], m.r2[c], m.r3[c]);
+        let g = tile_col(m, c);
         var col = vec4<f32>(0.0);
         for (var q = 0u; q < 4u; q++) { col[q] = m_of(g[q], 4u * li + q, j, LcR); }
         sv[RM + j * LRV + li] = col;
@@ -272,9 +269,9 @@ fn mamba3_tile_out(@builtin(workgroup_id) wid: vec3<u32>,
   }
   workgroupBarrier();
   if (busy) {
-    var yi = zero_tile();                  // row c: sum_j M[i, j] u_j, i = 4 ti + c
+    // row c: sum_j M[i, j] u_j, i = 4 ti + c, over the columns j up to the last row's token
     let j_end = min(((4u * ti + 3u) / R + 1u) * R, LcR);
-    for (var j = 0u; j < j_end; j++) { yi = tile_add(yi, sv[RM + j * LRV + ti], sv[j * PV + pi]); }
+    let yi = tile_run(zero_tile(), RM + ti, LRV, pi, PV, j_end);
     let Dh = pre[p.par + 2u * p.H * R * N + k.h];
     put_y(k, 4u * ti, pi, yh.r0, yi.r0, Dh, LcR);
     put_y(k, 4u * ti + 1u, pi, yh.r1, yi.r1, Dh, LcR);

@@ -88,9 +88,8 @@ fn chunk_tiles(wid: vec3<u32>, lid: u32, w: Window) -> Chunk {
 @compute @workgroup_size(CWG)
 fn mamba3_chunk_delta(@builtin(workgroup_id) wid: vec3<u32>,
                       @builtin(local_invocation_index) lid: u32) {
-  if (wid.x >= p.H || wid.y >= p.nb) { return; }   // uniform: depends on the workgroup only
+  if (!owns_chunk(wid)) { return; }
   let w = window();
-  if (wid.z >= w.chunks) { return; }
   let k = chunk_tiles(wid, lid, w);
   let N = p.N;
   let R = RANK;
@@ -165,9 +164,8 @@ fn mamba3_chunk_carry(@builtin(global_invocation_id) gid: vec3<u32>,
 @compute @workgroup_size(CWG)
 fn mamba3_chunk_out(@builtin(workgroup_id) wid: vec3<u32>,
                     @builtin(local_invocation_index) lid: u32) {
-  if (wid.x >= p.H || wid.y >= p.nb) { return; }   // uniform: depends on the workgroup only
+  if (!owns_chunk(wid)) { return; }
   let w = window();
-  if (wid.z >= w.chunks) { return; }
   let k = chunk_tiles(wid, lid, w);
   chunk_m(k.Lc, lid);
   let N = p.N;

@@ -52,7 +52,7 @@ fn b4_of(ch: Chunk, t: u32, n0: u32) -> vec4<f32> {
   return v;
 }
 
-// Tile, tile_add, zero_tile: a thread's 4 x 4 tile of a product
+// Tile, tile_run, tile_col, zero_tile: a thread's 4 x 4 tile of a product
 //#include "lib/tile4.wgsl"
 
 // Elements n0 .. n0 + 3 (those below N) of state row pp of this chunk's S into work.
@@ -91,8 +91,7 @@ fn ssd_chunk_states(@builtin(workgroup_id) wid: vec3<u32>,
     for (var tile = lid; tile < PV * nn; tile += WG) {
       let pi = tile / nn;
       let ni = tile % nn;
-      var a = zero_tile();
-      for (var t = 0u; t < len; t++) { a = tile_add(a, sv[t * PV + pi], sv[XB + t * nn + ni]); }
+      let a = tile_run(zero_tile(), pi, PV, XB + ni, nn, len);
       let p0 = 4u * pi;
       let n0 = 4u * (nb + ni);
       put_state(base, p0, n0, a.r0);
@@ -178,10 +177,10 @@ fn ssd_chunk_out(@builtin(workgroup_id) wid: vec3<u32>,
     }
     workgroupBarrier();
     if (owns_m) {
-      for (var k = 0u; k < nn; k++) { m = tile_add(m, sv[RC + k * LV + li], sv[RB + k * LV + si]); }
+      m = tile_run(m, RC + li, LV, RB + si, LV, nn);
     }
     if (busy) {
-      for (var k = 0u; k < nn; k++) { yh = tile_add(yh, sv[RC + k * LV + ti], sv[RH + k * PV + pi]); }
+      yh = tile_run(yh, RC + ti, LV, RH + pi, PV, nn);
     }
   }
   // M's columns into MT, scaled; mask first, so exp() only of cum[l] - cum[s] <= 0
@@ -189,7 +188,7 @@ fn ssd_chunk_out(@builtin(workgroup_id) wid: vec3<u32>,
     for (var k = 0u; k < 4u; k++) {
       let s = 4u * si + k;
       if (s < L) {
-        let g = vec4<f32>(m.r0[k], m.r1[k], m.r2[k], m.r3[k]);
+        let g = tile_col(m, k);
         var col = vec4<f32>(0.0);
         for (var j = 0u; j < 4u; j++) {
           let l = 4u * li + j;
@@ -201,9 +200,8 @@ fn ssd_chunk_out(@builtin(workgroup_id) wid: vec3<u32>,
   }
   workgroupBarrier();
   if (busy) {
-    var yi = zero_tile();                // row j: sum_(s <= t) M[t, s] x_s, t = 4 ti + j
-    let s_end = min(4u * ti + 4u, len);
-    for (var s = 0u; s < s_end; s++) { yi = tile_add(yi, sv[RM + s * LV + ti], sv[s * PV + pi]); }
+    // row j: sum_(s <= t) M[t, s] x_s, t = 4 ti + j
+    let yi = tile_run(zero_tile(), RM + ti, LV, pi, PV, min(4u * ti + 4u, len));
     var D = 0.0;
     if (has(HAS_D)) { D = Dv[ch.h]; }
     let t0 = 4u * ti;

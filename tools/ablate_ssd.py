@@ -12,11 +12,11 @@ Prints one JSON line per variant: us per forward call (three dispatches: states,
 import json
 import sys
 
+from tools.ablation import HARNESS
+
 SNIPPET = r"""
-import time
 import numpy as np
 import py_engine.ops.ssd as ssd
-from py_engine.gpu import shaders as S
 from py_engine.gpu.tensor import Tensor
 nb, T, H, P, N = 1, args['T'], args['H'], args['P'], args['N']
 G, L = 1, 32
@@ -30,48 +30,12 @@ x, dt = tensor((nb, T, H * P)), tensor((nb, T, H), 0.5)
 B, C = tensor((nb, T, G * N), 0.3), tensor((nb, T, G * N), 0.3)
 A_log, D, dtb = tensor((H,), low=-1.0), tensor((H,)), tensor((H,), low=-1.0)
 y, st = Tensor(device, (nb, T, H * P)), Tensor(device, (nb, H, P, N))
-S.shader_source('ssd_chunked')
-base = S._cache['ssd_chunked']
-EDITS = args['edits']
-def set_src(name):
-    src = base
-    if name in EDITS:
-        old, new = EDITS[name]
-        assert old in src, name
-        src = src.replace(old, new, 1)
-    S._cache['ssd_chunked'] = src
-    device.forget_shader('ssd_chunked')
-async def timed(reps):
-    b = device.batch()
-    for _ in range(reps):
-        ssd.ssd_forward(b, x, dt, A_log, B, C, n_groups=G, D=D, dt_bias=dtb, chunk=L, h0=st,
-                        h_out=st, out=y)
-    t0 = time.perf_counter()
-    b.submit()
-    await y.to_bytes()
-    return time.perf_counter() - t0
-async def per_call():
-    await timed(2)                                   # pipelines made, caches warm
-    # the best of three runs of each length, then their difference (a difference per pair went
-    # negative once on the H200: one pair's short run met a slow moment)
-    long_runs, short_runs = [], []
-    for _ in range(3):
-        long_runs.append(await timed(24))
-        short_runs.append(await timed(4))
-    return round((min(long_runs) - min(short_runs)) / 20 * 1e6, 1)
-out = []
-async def one(label, **dev_attrs):
-    for k, v in dev_attrs.items():
-        setattr(device, k, v)
-    try:
-        us = await per_call()
-        ys = np.frombuffer(await y.to_bytes(), np.float32)
-        out.append({'v': label, 'us_per_call': us, 'y_mean_abs': float(np.abs(ys).mean()),
-                    'path': list(ssd.forward_path(device, T, L, P, N))})
-    except Exception as e:
-        out.append({'v': label, 'error': repr(e)[:300]})
-    for k in dev_attrs:
-        setattr(device, k, None)
+def record(b):
+    ssd.ssd_forward(b, x, dt, A_log, B, C, n_groups=G, D=D, dt_bias=dtb, chunk=L, h0=st,
+                    h_out=st, out=y)
+output = lambda: y
+info = lambda: {'path': list(ssd.forward_path(device, T, L, P, N))}
+""" + HARNESS + r"""
 await one('spread', ssd_parallel=True)
 await one('classic', ssd_parallel=False)
 for name in EDITS:
@@ -87,13 +51,16 @@ result = out
 """
 
 
-# (text in the resolved ssd_chunked source, replacement): each a product's sums taken out.
-# tests/unit/test_ablation_edits.py checks each text is there, once.
+# (shader, text in its resolved source, replacement) (tools/ablation.py): each a product's sums
+# taken out. tests/unit/test_ablation_edits.py checks each text is there, once.
+K = "ssd_chunked"
 EDITS = {
-    "states_nosum": ("a = tile_add(a, sv[t * PV + pi], sv[XB + t * nn + ni]);", ""),
-    "out_noM": ("m = tile_add(m, sv[RC + k * LV + li], sv[RB + k * LV + si]);", ""),
-    "out_nointer": ("yh = tile_add(yh, sv[RC + k * LV + ti], sv[RH + k * PV + pi]);", ""),
-    "out_nointra": ("yi = tile_add(yi, sv[RM + s * LV + ti], sv[s * PV + pi]);", ""),
+    "states_nosum": (K, "let a = tile_run(zero_tile(), pi, PV, XB + ni, nn, len);",
+                     "let a = zero_tile();"),
+    "out_noM": (K, "m = tile_run(m, RC + li, LV, RB + si, LV, nn);", ""),
+    "out_nointer": (K, "yh = tile_run(yh, RC + ti, LV, RH + pi, PV, nn);", ""),
+    "out_nointra": (K, "let yi = tile_run(zero_tile(), RM + ti, LV, pi, PV, min(4u * ti + 4u, len));",
+                    "let yi = zero_tile();"),
 }
 
 
@@ -102,7 +69,7 @@ def main(argv):
     T, H, P, N = [int(a) for a in argv] + [1024, 24, 64, 128][len(argv):]
     with NativeEngine() as eng:
         print(json.dumps({"adapter": eng.info.get("adapter", {}).get("device")}), flush=True)
-        for row in eng.run(SNIPPET, T=T, H=H, P=P, N=N, edits=EDITS):
+        for row in eng.run(SNIPPET, T=T, H=H, P=P, N=N, edits=EDITS, reps=(24, 4, 3)):
             print(json.dumps(row), flush=True)
     return 0
 

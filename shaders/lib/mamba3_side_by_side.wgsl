@@ -42,6 +42,12 @@ fn window() -> Window {
   return w;
 }
 
+// Whether workgroup wid of the delta and out kernels' grid (H, Bsz, chunks) owns a chunk of the
+// window (uniform: the workgroup's id and p only)
+fn owns_chunk(wid: vec3<u32>) -> bool {
+  return wid.x < p.H && wid.y < p.nb && wid.z < window().chunks;
+}
+
 // The chunk a workgroup of the delta and out kernels owns (grid (H, Bsz, chunks)); uniform per
 // workgroup. r0: its first token's row; c0: (DT - gamma) of that token (the weight of
 // v_prev k_prev^T)

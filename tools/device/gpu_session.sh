@@ -33,10 +33,22 @@ ldconfig
 export VK_DRIVER_FILES=${VK_DRIVER_FILES:-/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json}
 T0=$(date +%s)
 stamp() { echo "rc=$1 t=$(( $(date +%s) - T0 ))"; }
-if [ "${1:-}" = "--prefill" ]; then
+# wgpu-py and the server's wheels into /tmp/site, Node + Dawn unpacked: both engines ready
+both_engines() {
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl .whl_dawn/*.whl
   export PYTHONPATH=/tmp/site:$PWD
   bash tools/dawn/unpack.sh > "$OUT/unpack.txt" 2>&1
+}
+# checks_both NAME TEXT SECONDS: the device checks whose names hold TEXT, natively and through
+# Dawn, into $OUT/checks_NAME_<engine>.txt
+checks_both() {
+  for eng in native dawn; do
+    timeout "$3" python3 -m tools.device_checks --engine $eng --only "$2" > "$OUT/checks_$1_$eng.txt" 2>&1
+    stamp $? >> "$OUT/checks_$1_$eng.txt"
+  done
+}
+if [ "${1:-}" = "--prefill" ]; then
+  both_engines
   # the prefill's GEMMs (kk and scalar-staged), scan and conv alone, through each backend
   for be in native dawn; do
     timeout 110 python3 -m tools.cli bench --$be --json --only prefill_gemm --only prefill_ops \
@@ -61,14 +73,8 @@ if [ "${1:-}" = "--prefill" ]; then
   exit 0
 fi
 if [ "${1:-}" = "--ssd" ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl .whl_dawn/*.whl
-  export PYTHONPATH=/tmp/site:$PWD
-  bash tools/dawn/unpack.sh > "$OUT/unpack.txt" 2>&1
-  for eng in native dawn; do
-    timeout 90 python3 -m tools.device_checks --engine $eng --only "ssd forward" \
-      > "$OUT/checks_ssd_$eng.txt" 2>&1
-    stamp $? >> "$OUT/checks_ssd_$eng.txt"
-  done
+  both_engines
+  checks_both ssd "ssd forward" 90
   for T in 1024 256; do
     timeout 90 python3 -m tools.ablate_ssd $T > "$OUT/ablate_ssd_$T.txt" 2>&1
     stamp $? >> "$OUT/ablate_ssd_$T.txt"
@@ -80,14 +86,8 @@ if [ "${1:-}" = "--ssd" ]; then
   exit 0
 fi
 if [ "${1:-}" = "--mamba3" ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl .whl_dawn/*.whl
-  export PYTHONPATH=/tmp/site:$PWD
-  bash tools/dawn/unpack.sh > "$OUT/unpack.txt" 2>&1
-  for eng in native dawn; do
-    timeout 70 python3 -m tools.device_checks --engine $eng --only "mamba3" \
-      > "$OUT/checks_mamba3_$eng.txt" 2>&1
-    stamp $? >> "$OUT/checks_mamba3_$eng.txt"
-  done
+  both_engines
+  checks_both mamba3 "mamba3" 70
   for T in 1024 256; do
     timeout 80 python3 -m tools.ablate_mamba3 $T > "$OUT/ablate_mamba3_$T.txt" 2>&1
     stamp $? >> "$OUT/ablate_mamba3_$T.txt"
