@@ -23,6 +23,10 @@
 #     in each form, with parts ablated (tools/ablate_mamba3), the mamba3-187m prefill through
 #     Dawn with the tiled kernels as variants, and its native profile with them on (carry as
 #     for --dawn)
+#   bash tools/device/gpu_session.sh --chain    # ~4 min: would a decode token run faster as
+#     one dispatch? tools/bench_chain (a decode-shaped chain of f16 mat-vecs, one dispatch a
+#     stage against one dispatch of resident workgroups waiting inside the kernel) at
+#     mamba-1.4b's and mamba-130m's shapes, natively and through Dawn (carry as for --dawn)
 # (each under the device's 10-minute limit per command; a bench killed by its timeout prints
 # nothing, so the timeouts below leave room).
 set -uo pipefail
@@ -101,6 +105,19 @@ if [ "${1:-}" = "--mamba3" ]; then
   MAMBAWEB_MAMBA3_TILES=1 timeout 100 python3 -m tools.profile_kernels --models mamba3_187m \
     --weights f16 --tokens 8 --prefill 1024 > "$OUT/mamba3_profile.json" 2> "$OUT/mamba3_profile.err"
   stamp $? >> "$OUT/mamba3_profile.err"
+  exit 0
+fi
+if [ "${1:-}" = "--chain" ]; then
+  both_engines
+  for shape in "2048 48" "768 24"; do
+    set -- $shape
+    timeout 150 python3 -m tools.bench_chain --d $1 --layers $2 --grids 66,132,264,528,1056 \
+      --tpr 32,64,128 > "$OUT/chain_native_$1.txt" 2>&1
+    stamp $? >> "$OUT/chain_native_$1.txt"
+    timeout 150 python3 -m tools.bench_chain --dawn --d $1 --layers $2 --grids 132,264,528 \
+      --tpr 64 > "$OUT/chain_dawn_$1.txt" 2>&1
+    stamp $? >> "$OUT/chain_dawn_$1.txt"
+  done
   exit 0
 fi
 if [ "${1:-}" = "--dawn" ]; then
