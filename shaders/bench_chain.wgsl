@@ -7,9 +7,9 @@ enable subgroups;
 //   chain_stage       one dispatch a stage, as the engine's decode: the dispatch boundary is
 //                     the wait (an H200 costs ~2 us a boundary with nothing in it, and each
 //                     small kernel ramps up and drains on its own)
-//   chain_persistent  every stage in one dispatch of G workgroups that stay resident: each
-//                     waits inside the kernel for its stage's input, with its first weights
-//                     already loading
+//   chain_persistent  every stage in one dispatch of G workgroups that stay resident (or one
+//                     dispatch a layer): each waits inside the kernel for its stage's input,
+//                     with its first weights already loading
 // WGSL has no grid barrier and no device-scope fence, so the wait carries validity in the data
 // itself: a stage's outputs live in words of a buffer zeroed before the token, the producer
 // stores each value with atomicStore (+0.0 stored as -0.0, so no value is the zero word) and a
@@ -22,6 +22,7 @@ enable subgroups;
 // spin pass also counts against its 65,535 loop passes an invocation, shaders/LOOP_BUDGET.md:
 // keep p.spin x stages well under that there, as the test does.)
 
+// chain_stage runs stage `stage`; chain_persistent stages stage .. stage + stages - 1.
 struct Params { stage: u32, stages: u32, spin: u32, _pad: u32 };
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -204,12 +205,13 @@ fn chain_stage(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
   run_stage(p.stage, wg.x, nw.x, lid, sg, false);
 }
 
-// Every stage (p.stages) in one dispatch; its workgroups must all be resident at once.
+// Stages p.stage .. p.stage + p.stages - 1 in one dispatch (every stage of the chain, or one
+// layer's four); its workgroups must all be resident at once.
 @compute @workgroup_size(256)
 fn chain_persistent(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>,
                     @builtin(local_invocation_index) lid: u32, @builtin(subgroup_size) sg: u32) {
   failed = false;
-  for (var s = 0u; s < p.stages; s++) {
+  for (var s = p.stage; s < p.stage + p.stages; s++) {
     run_stage(s, wg.x, nw.x, lid, sg, true);
     workgroupBarrier();                           // xs is staged again by the next stage
   }

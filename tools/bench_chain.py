@@ -4,8 +4,9 @@ dt [2d, R], out_proj [d, 2d]; each stage's input the outputs of the stage before
 dispatch a stage (the engine's decode) and as one dispatch of G resident workgroups that wait
 for each stage's input inside the kernel (shaders/bench_chain.wgsl says how, without a grid
 barrier) -- with thread 0 waiting on a count of the workgroups done before the words are read
-(`persistent`), or every thread spinning on its own words at once (`words`). The same row code
-every way, so the difference is the dispatch boundaries.
+(`persistent`), or every thread spinning on its own words at once (`words`) -- and as one such
+dispatch a layer (`layer`: what a layer kernel in the engine would be). The same row code every
+way, so the difference is the dispatch boundaries.
 
   python -m tools.bench_chain [--dawn] [--d 2048] [--layers 48] [--grids 132,264,528]
                               [--tpr 64] [--tokens 8]
@@ -65,7 +66,8 @@ for t in (zeros, fails):
 b.submit()
 wbytes = sum(n * k * 2 for n, k, *_ in stages)
 spin = args['spin']
-U = [device.uniform(params(s, S, spin, 0)) for s in range(S)]
+U = [device.uniform(params(s, S, spin, 0)) for s in range(S)]      # a stage, or stages s..S-1
+UL = [device.uniform(params(4 * l, 4, spin, 0)) for l in range(L)]  # layer l's four stages
 
 def res(u):
     return [u, table, x0.binding, act.binding, done.binding, fails.binding] + [w.binding for w in W]
@@ -78,9 +80,13 @@ def token(b, form, G, consts):
         for s, (n, *_rest) in enumerate(stages):
             b.run('bench_chain', 'chain_stage', res(U[s]), -(-n // (256 // consts['TPR'])),
                   constants=consts)
-    else:
-        b.copy(zeros.buffer, zeros.offset, done.buffer, done.offset, done.nbytes)
-        b.run('bench_chain', 'chain_persistent', res(U[0]), G, constants=consts)   # or 'words'
+        return
+    b.copy(zeros.buffer, zeros.offset, done.buffer, done.offset, done.nbytes)
+    if form == 'layer':
+        for l in range(L):
+            b.run('bench_chain', 'chain_persistent', res(UL[l]), G, constants=consts)
+    else:                                        # 'persistent' or 'words': the whole chain
+        b.run('bench_chain', 'chain_persistent', res(U[0]), G, constants=consts)
 
 async def gpu_ms(form, G, consts):
     b = device.batch()
@@ -109,7 +115,8 @@ for tpr in args['tprs']:
     ref = None                     # the one-dispatch-a-stage form's output at this TPR
     consts = {'TPR': tpr, 'SG': int(args['sg'])}
     clear = await gpu_ms('clear', 0, consts)
-    forms = [('stage', None)] + [(f, G) for f in ('persistent', 'words') for G in args['grids']]
+    forms = [('stage', None)] + [(f, G) for f in ('persistent', 'words', 'layer')
+                                 for G in args['grids']]
     for form, G in forms:
         ms = await gpu_ms(form, G, dict(consts, COUNTER=int(form != 'words')))
         y = await act.to_bytes()

@@ -36,12 +36,12 @@ def test_bench_chain_forms_agree_with_float64_and_give_up_when_not_resident(caps
     ref = _chain_ref(dump)
     assert np.abs(ref).max() > 0.1                      # the chain keeps its scale
     by = {(r["form"], r["G"], r["tpr"]): r for r in runs}
-    assert len(by) == 14                    # stage, then persistent and words at G 1, 2, 64
+    assert len(by) == 20                # stage, then persistent, words and layer at G 1, 2, 64
     for tpr in (16, 64):
         stage = by[("stage", None, tpr)]
         np.testing.assert_allclose(stage["y"], ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
         assert stage["fails"] == 0 and stage["same_as_stage_form"]
-        for form in ("persistent", "words"):
+        for form in ("persistent", "words", "layer"):
             one = by[(form, 1, tpr)]
             assert one["fails"] == 0 and one["same_as_stage_form"]
             big = by[(form, 64, tpr)]
