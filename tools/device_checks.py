@@ -1,6 +1,7 @@
 """Kernel correctness on a real GPU: the checks that CI runs on software adapters, run on the GPU
 that picks the real-GPU kernels by itself (the tiled GEMM with split-K, the lanes scan, the conv
-step folded into Mamba-1/2's decode in_proj, Mamba-1's x_proj into it, Mamba-2's gated norm into
+step folded into Mamba-1/2's decode in_proj, Mamba-1's x_proj into it, a Mamba-1 layer in one
+dispatch (ops/mamba1_persist, at the grids a GPU holds), Mamba-2's gated norm into
 out_proj, NemotronH's MLP activation into down_proj, Mamba-2's and Mamba-3's lanes decode
 steps, the decode's counters in the sampler, the sampler's kept lists and spread top-k), and
 the decode mat-vec with x staged in workgroup memory.
@@ -113,6 +114,17 @@ def fold_cases():
         yield f"sampling passes edges V{V}", (lambda e, V=V: check_passes_edges(e, V))
 
 
+def persist_cases():
+    from pathlib import Path
+    from tests.browser.persist_cases import check_on_gpu
+    fix = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "models"
+    for name in ("mamba-d40-tied", "falcon-d40-untied"):
+        for fmt in ("f32", "f16"):
+            for groups in (1, 8, 66, 132, 264):
+                yield f"decode mamba1 persist {name} {fmt} G{groups}", \
+                    (lambda e, name=name, fmt=fmt, g=groups: check_on_gpu(e, fix / name, fmt, g))
+
+
 def mamba3_step_cases():
     from tests.browser import test_kernels_mamba3 as KM3
     # the Mamba-3 kernel suite's steps through the lanes step (a real GPU's default): a
@@ -202,7 +214,7 @@ def main(argv=None):
     with Engine() as eng:
         print(json.dumps({"engine": args.engine, "adapter": eng.info.get("adapter")}), flush=True)
         for name, fn in (list(gemm_cases()) + list(scan_cases()) + list(decode_cases())
-                         + list(fold_cases()) + list(mamba3_step_cases()) + list(ssd_cases()) + list(scale_word_cases())
+                         + list(fold_cases()) + list(persist_cases()) + list(mamba3_step_cases()) + list(ssd_cases()) + list(scale_word_cases())
                          + list(staged_matvec_cases())
                          + list(subgroup_tree_cases())):
             if args.only not in name:

@@ -27,6 +27,10 @@
 #     one dispatch? tools/bench_chain (a decode-shaped chain of f16 mat-vecs, one dispatch a
 #     stage against one dispatch of resident workgroups waiting inside the kernel) at
 #     mamba-1.4b's and mamba-130m's shapes, natively and through Dawn (carry as for --dawn)
+#   bash tools/device/gpu_session.sh --persist  # ~7 min: a Mamba-1 layer in one dispatch
+#     (ops/mamba1_persist, off by rule): its checks natively and through Dawn at the grids a GPU
+#     holds, then mamba-1.4b (f16, f32) and mamba-130m (f16) decoding through Dawn with it on at
+#     132 / 264 / 528 workgroups as variants (persist_fails must be 0) (carry as for --dawn)
 # (each under the device's 10-minute limit per command; a bench killed by its timeout prints
 # nothing, so the timeouts below leave room).
 set -uo pipefail
@@ -118,6 +122,20 @@ if [ "${1:-}" = "--chain" ]; then
       --tpr 64 > "$OUT/chain_dawn_$1.txt" 2>&1
     stamp $? >> "$OUT/chain_dawn_$1.txt"
   done
+  exit 0
+fi
+if [ "${1:-}" = "--persist" ]; then
+  both_engines
+  checks_both persist "mamba1 persist" 90
+  P=MAMBAWEB_MAMBA1_PERSIST=1,MAMBAWEB_PERSIST_GROUPS
+  timeout 270 python3 -m tools.cli bench --dawn --json --only model --models mamba1_4b \
+    --weights f16,f32 --decode-tokens 256 --max-seconds 1 --variant p132:$P=132 \
+    --variant p264:$P=264 > "$OUT/persist_14b.json" 2> "$OUT/persist_14b.err"
+  stamp $? >> "$OUT/persist_14b.err"
+  timeout 110 python3 -m tools.cli bench --dawn --json --only model --models mamba130m \
+    --weights f16 --decode-tokens 256 --max-seconds 1 --variant p66:$P=66 --variant p132:$P=132 \
+    --variant p264:$P=264 --variant p528:$P=528 > "$OUT/persist_130m.json" 2> "$OUT/persist_130m.err"
+  stamp $? >> "$OUT/persist_130m.err"
   exit 0
 fi
 if [ "${1:-}" = "--dawn" ]; then

@@ -1,0 +1,358 @@
+// A whole Mamba-1 (or Falcon-Mamba) decode layer in ONE dispatch, one token (M = 1): the
+// layer's four dependent steps -- the pre-norm, in_proj and the conv step; x_proj; dt_proj,
+// the scan step and the gate; out_proj into the residual -- are phases of one kernel whose G
+// workgroups stay resident and wait for each phase's inputs inside it, where the engine's
+// decode takes one dispatch for each (py_engine/ops/mamba1_persist.py; the engine's path is
+// nn/mamba1.Mamba1Mixer.step). How a phase waits without a grid barrier (WGSL has none, nor a
+// device-scope fence) is tools/bench_chain's: every value passed between phases is a word of
+// the scratch buffer `sc`, zeroed before the token (a copy command, models/mamba.py), stored
+// by its producer with atomicStore (+0.0 as -0.0: no value is the zero word) and spun on by
+// its consumers with atomicLoad until it is not zero -- only the per-location coherence of
+// atomics is relied on. A count of the workgroups done with each phase (done[ph]) tells
+// thread 0 when to start reading, so that a workgroup does not poll words not yet written.
+// Forward progress needs all G workgroups resident at once, which WebGPU does not promise:
+// every spin is bounded (p.spin passes) and a thread that gives up adds one to the fails word
+// (the token is then wrong; ops/mamba1_persist.fails reads it). On lavapipe a spin pass also
+// counts against the driver's 65,535 loop passes an invocation (shaders/LOOP_BUDGET.md):
+// there this path is for tiny models (the tests).
+//
+// The including file (mamba1_persist_<format>.wgsl) defines, before this include:
+//   const CV: u32      vec4s of x per 16-byte chunk of weights (f32 1, f16 2)
+//   alias Raw          the chunk as loaded
+//   fn load_m(m: u32, i: u32) -> Raw     chunk i (16-byte units) of matrix m: 0 in_proj's x
+//                                        half, 1 its z half, 2 x_proj's dt rows, 3 its B rows,
+//                                        4 its C rows, 5 out_proj (bindings 3..8)
+//   fn raw_dot(q: Raw, c: u32) -> f32    its values dotted with xs[c * CV ..]
+
+struct Params {
+  D: u32, I: u32, R: u32, N: u32,          // d_model, inner channels, dt rank, state size
+  flags: u32, spin: u32, eps: f32, bc_eps: f32,   // bit0 conv bias, bit1 Falcon's B/C/dt norm
+  conv_off: u32, ssm_off: u32, fail_at: u32, _p: u32,  // in st: conv [I, 4], ssm [I, N]; sc's fails word
+};
+// The scratch words of the layer (offsets in sc): u [I], z [I], xp [R + 2N], y [I], done [4].
+fn U0() -> u32 { return 0u; }
+fn Z0() -> u32 { return p.I; }
+fn XP0() -> u32 { return 2u * p.I; }
+fn Y0() -> u32 { return 2u * p.I + p.R + 2u * p.N; }
+fn DONE0() -> u32 { return 3u * p.I + p.R + 2u * p.N; }
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read_write> res: array<f32>;       // [D] residual, += out_proj
+@group(0) @binding(2) var<storage, read> nw: array<vec4<f32>>;        // [D/4] the pre-norm's weight
+@group(0) @binding(9) var<storage, read> conv_w: array<f32>;          // [I, 4]
+@group(0) @binding(10) var<storage, read> conv_b: array<f32>;         // [I] (flags bit0)
+@group(0) @binding(11) var<storage, read_write> st: array<f32>;       // conv [I, 4], ssm [I, N]
+@group(0) @binding(12) var<storage, read> dt_w: array<f32>;           // [I, R]
+@group(0) @binding(13) var<storage, read> dt_b: array<f32>;           // [I]
+@group(0) @binding(14) var<storage, read> a_log: array<f32>;          // [I, N]
+@group(0) @binding(15) var<storage, read> dskip: array<f32>;          // [I]
+@group(0) @binding(16) var<storage, read_write> sc: array<atomic<u32>>;  // scratch words (above)
+
+//#include "lib/activations.wgsl"
+
+const THREADS = 256u;
+// Threads a weight row (a power of two, 4..256): a pass of a workgroup covers THREADS / TPR rows.
+override TPR: u32 = 64u;
+// The sums' tree steps below the subgroup size as subgroup shuffles, else workgroup memory.
+override SG: bool = true;
+const LANES = 16u;                           // threads a channel in the scan phase (a state each)
+
+var<workgroup> xs: array<vec4<f32>, 1024>;   // a phase's input: the normalised h (D), u or y (I)
+var<workgroup> red: array<f32, THREADS>;
+var<workgroup> xq: array<f32, 512>;          // x_proj's outputs: dt_low [R], B [N], C [N]
+var<workgroup> wsum: f32;                    // the residual's sum of squares
+var<workgroup> nq: array<f32, 4>;            // Falcon: 1/rms of dt_low, B, C
+var<workgroup> dts: array<f32, 16>;          // the scan pass's channels' dt (THREADS / LANES)
+var<private> failed: bool;                   // this thread gave up a spin: spin no more
+
+// The sum of v over each aligned group of L threads (a power of two), in the group's first
+// thread: steps of at least the subgroup size through workgroup memory, the rest (SG) as
+// subgroup shuffles. Uniform control flow.
+fn group_sum(v: f32, lid: u32, L: u32, sg: u32) -> f32 {
+  let lane = lid % L;
+  var low = 1u;
+  if (SG) { low = max(sg, 1u); }
+  var step = L / 2u;
+  var s = v;
+  if (step >= low) {
+    red[lid] = s;
+    workgroupBarrier();
+    for (; step >= low; step >>= 1u) {
+      if (lane < step) { red[lid] += red[lid + step]; }
+      workgroupBarrier();
+    }
+    s = red[lid];
+    workgroupBarrier();                      // red is written again by the next sum
+  }
+  if (SG) {
+    for (; step > 0u; step >>= 1u) { s += subgroupShuffleXor(s, step); }
+  }
+  return s;
+}
+
+fn give_up() {
+  failed = true;
+  atomicAdd(&sc[p.fail_at], 1u);
+}
+
+// Scratch word i once written (spun on, bounded). A pass of the spin makes SPIN_LOADS loads
+// (a constant count: unrolled), so that lavapipe's cap on loop passes (header) allows long
+// waits and p.spin passes there can be set below it.
+const SPIN_LOADS = 16u;
+
+fn word(i: u32) -> f32 {
+  var u = atomicLoad(&sc[i]);
+  var n = 0u;
+  while (u == 0u && !failed) {
+    n++;
+    if (n >= p.spin) { give_up(); }
+    for (var j = 0u; j < SPIN_LOADS; j++) {
+      if (u == 0u) { u = atomicLoad(&sc[i]); }
+    }
+  }
+  return bitcast<f32>(u);
+}
+
+fn put(i: u32, v: f32) {
+  let u = bitcast<u32>(v);
+  atomicStore(&sc[i], select(u, 0x80000000u, u == 0u));
+}
+
+// Thread 0 waits until every workgroup has finished phase ph; then the workgroup reads.
+fn wait_phase(ph: u32, G: u32, lid: u32) {
+  if (lid == 0u) {
+    var n = 0u;
+    var k = atomicLoad(&sc[DONE0() + ph]);
+    while (k < G && !failed) {
+      n++;
+      if (n >= p.spin) { give_up(); }
+      for (var j = 0u; j < SPIN_LOADS; j++) {
+        if (k < G) { k = atomicLoad(&sc[DONE0() + ph]); }
+      }
+    }
+  }
+  workgroupBarrier();
+}
+
+fn finish_phase(ph: u32, lid: u32) {
+  workgroupBarrier();                        // every thread's stores issued
+  if (lid == 0u) { atomicAdd(&sc[DONE0() + ph], 1u); }
+}
+
+// n words from scratch word w0 into xs (as n / 4 vec4s).
+fn stage_words(w0: u32, n: u32, lid: u32) {
+  for (var i = lid; i < n / 4u; i += THREADS) {
+    let o = w0 + 4u * i;
+    xs[i] = vec4<f32>(word(o), word(o + 1u), word(o + 2u), word(o + 3u));
+  }
+  workgroupBarrier();
+}
+
+// Weight rows: phase ph's row r is row `row` of matrix `m`.
+struct Row { m: u32, row: u32 };
+
+fn row_of(ph: u32, r: u32) -> Row {
+  var o: Row;
+  if (ph == 0u) {                            // in_proj: x half, then z half
+    o.m = select(1u, 0u, r < p.I);
+    o.row = select(r - p.I, r, r < p.I);
+  } else if (ph == 1u) {                     // x_proj: dt, B, C
+    if (r < p.R) { o.m = 2u; o.row = r; }
+    else if (r < p.R + p.N) { o.m = 3u; o.row = r - p.R; }
+    else { o.m = 4u; o.row = r - p.R - p.N; }
+  } else {                                   // out_proj
+    o.m = 5u;
+    o.row = r;
+  }
+  return o;
+}
+
+// Four chunks of the row (clamped into it; the caller drops those past its end), loaded
+// before any is used.
+struct Trip { a: Raw, b: Raw, c: Raw, d: Raw };
+
+fn load_trip(w: Row, nchunk: u32, c: u32) -> Trip {
+  let base = w.row * nchunk;
+  var t: Trip;
+  t.a = load_m(w.m, base + min(c, nchunk - 1u));
+  t.b = load_m(w.m, base + min(c + TPR, nchunk - 1u));
+  t.c = load_m(w.m, base + min(c + 2u * TPR, nchunk - 1u));
+  t.d = load_m(w.m, base + min(c + 3u * TPR, nchunk - 1u));
+  return t;
+}
+
+fn chunk_sum(q: Raw, c: u32, nchunk: u32) -> f32 {
+  return select(0.0, raw_dot(q, min(c, nchunk - 1u)), c < nchunk);
+}
+
+// Phase ph's rows (nrows of K inputs, xs staged) by workgroup g0 of G, in passes of
+// THREADS / TPR rows; `first` is the thread's first trip, loaded before xs was. Lane 0 of each
+// row's threads calls emit(ph, r, total * scale).
+fn run_rows(ph: u32, nrows: u32, K: u32, g0: u32, G: u32, lid: u32, sg: u32, first: Trip,
+            scale: f32) {
+  let nchunk = K / (4u * CV);
+  let rpw = THREADS / TPR;
+  let lane = lid % TPR;
+  let slot = lid / TPR;
+  let span = 4u * TPR;
+  let trips = (nchunk + span - 1u) / span;
+  var q = first;
+  for (var ps = g0; ps * rpw < nrows; ps += G) {
+    let r = ps * rpw + slot;
+    let w = row_of(ph, min(r, nrows - 1u));
+    var acc = 0.0;
+    for (var t = 0u; t < trips; t++) {
+      let c = lane + span * t;
+      var nxt: Trip;
+      if (t + 1u < trips) {
+        nxt = load_trip(w, nchunk, c + span);
+      } else {                               // the next pass's first trip
+        nxt = load_trip(row_of(ph, min((ps + G) * rpw + slot, nrows - 1u)), nchunk, lane);
+      }
+      acc += chunk_sum(q.a, c, nchunk) + chunk_sum(q.b, c + TPR, nchunk) +
+             chunk_sum(q.c, c + 2u * TPR, nchunk) + chunk_sum(q.d, c + 3u * TPR, nchunk);
+      q = nxt;
+    }
+    let total = group_sum(acc, lid, TPR, sg) * scale;
+    if (lane == 0u && r < nrows) { emit(ph, r, total); }
+  }
+}
+
+fn first_trip(ph: u32, nrows: u32, K: u32, g0: u32, lid: u32) -> Trip {
+  let r = min(g0 * (THREADS / TPR) + lid / TPR, nrows - 1u);
+  return load_trip(row_of(ph, r), K / (4u * CV), lid % TPR);
+}
+
+// Phase 0, a row of in_proj: x rows through the conv step (state shifted in place, as
+// conv1d_step: bias, then taps 0..3) into u; z rows into z.
+fn emit(ph: u32, r: u32, v: f32) {
+  if (ph == 0u) {
+    if (r >= p.I) { put(Z0() + r - p.I, v); return; }
+    let s = p.conv_off + r * 4u;
+    let s1 = st[s + 1u];
+    let s2 = st[s + 2u];
+    let s3 = st[s + 3u];
+    st[s] = s1;
+    st[s + 1u] = s2;
+    st[s + 2u] = s3;
+    st[s + 3u] = v;
+    var acc = 0.0;
+    if ((p.flags & 1u) != 0u) { acc = conv_b[r]; }
+    acc += s1 * conv_w[r * 4u];
+    acc += s2 * conv_w[r * 4u + 1u];
+    acc += s3 * conv_w[r * 4u + 2u];
+    acc += v * conv_w[r * 4u + 3u];
+    put(U0() + r, silu(acc));
+  } else if (ph == 1u) {
+    put(XP0() + r, v);
+  } else {
+    res[r] += v;
+  }
+}
+
+// Phase 2: channel i's dt (dt_proj over dt_low, + bias, softplus), its N states stepped
+// (lane n: state n), y_i = (C . h + D u_i) * silu(z_i): the engine's scan step
+// (lib/selective_scan_step_body.wgsl) in its order, a channel per LANES threads. xq holds
+// x_proj's outputs; Falcon's 1/rms of dt_low, B and C are in nq.
+fn scan_channels(g0: u32, G: u32, lid: u32, sg: u32) {
+  let lane = lid % LANES;
+  let cpw = THREADS / LANES;
+  let falcon = (p.flags & 2u) != 0u;
+  for (var ps = g0; ps * cpw < p.I; ps += G) {
+    let i = ps * cpw + lid / LANES;
+    let ok = i < p.I;
+    let ic = min(i, p.I - 1u);
+    var x = 0.0;
+    for (var k = lane; k < p.R; k += LANES) { x += xq[k] * dt_w[ic * p.R + k]; }
+    x = group_sum(x, lid, LANES, sg);        // in the channel's lane 0
+    if (lane == 0u) {
+      if (falcon) { x *= nq[0]; }
+      dts[lid / LANES] = softplus(x + dt_b[ic]);
+    }
+    workgroupBarrier();
+    let dt = dts[lid / LANES];
+    let uu = word(U0() + ic);
+    var acc = 0.0;
+    if (ok && lane < p.N) {
+      let hi = p.ssm_off + ic * p.N + lane;
+      var sb = 1.0;
+      var sc_ = 1.0;
+      if (falcon) { sb = nq[1]; sc_ = nq[2]; }
+      let a = -exp(a_log[ic * p.N + lane]);
+      let dbu = dt * uu;
+      let h = exp(dt * a) * st[hi] + dbu * xq[p.R + lane] * sb;
+      st[hi] = h;
+      acc = xq[p.R + p.N + lane] * sc_ * h;
+    }
+    let tot = group_sum(acc, lid, LANES, sg);
+    if (ok && lane == 0u) {
+      put(Y0() + i, (tot + dskip[ic] * uu) * silu(word(Z0() + ic)));
+    }
+    workgroupBarrier();                      // dts is written again by the next pass
+  }
+}
+
+// x_proj's R + 2N outputs into xq; with Falcon's norm, 1/rms of dt_low, B and C into nq.
+fn stage_xproj(lid: u32) {
+  for (var k = lid; k < p.R + 2u * p.N; k += THREADS) { xq[k] = word(XP0() + k); }
+  workgroupBarrier();
+  if ((p.flags & 2u) != 0u && lid < 3u) {
+    var n0 = 0u;
+    var cnt = p.R;
+    if (lid > 0u) { n0 = p.R + (lid - 1u) * p.N; cnt = p.N; }
+    var s = 0.0;
+    for (var k = 0u; k < cnt; k++) { let v = xq[n0 + k]; s += v * v; }
+    nq[lid] = inverseSqrt(s / f32(cnt) + p.bc_eps);
+  }
+  workgroupBarrier();
+}
+
+// Row kinds of run_rows / row_of / emit.
+const RK_IN = 0u;
+const RK_XP = 1u;
+const RK_OUT = 2u;
+
+@compute @workgroup_size(THREADS)
+fn mamba1_persist(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_index) lid: u32, @builtin(subgroup_size) sg: u32) {
+  failed = false;
+  let g0 = wg.x;
+  let G = nwg.x;
+  let nin = 2u * p.I;
+  let nxp = p.R + 2u * p.N;
+  // phase 0: h = residual * norm weight staged (its 1/rms scales the sums), in_proj's rows,
+  // the x half through the conv step into u, the z half into z
+  // (a workgroup with no rows here reads nothing: phase 3's writes into the residual are
+  // ordered after every read of it only through the rows' outputs)
+  if (g0 * (THREADS / TPR) < nin) {
+    let q0 = first_trip(RK_IN, nin, p.D, g0, lid);
+    var ss = 0.0;
+    for (var k = lid; k < p.D / 4u; k += THREADS) {
+      let v = vec4<f32>(res[4u * k], res[4u * k + 1u], res[4u * k + 2u], res[4u * k + 3u]);
+      ss += dot(v, v);
+      xs[k] = v * nw[k];
+    }
+    ss = group_sum(ss, lid, THREADS, sg);
+    if (lid == 0u) { wsum = ss; }
+    workgroupBarrier();
+    let rstd = inverseSqrt(wsum / f32(p.D) + p.eps);
+    run_rows(RK_IN, nin, p.D, g0, G, lid, sg, q0, rstd);
+  }
+  finish_phase(0u, lid);
+  // phase 1: x_proj over u
+  let q1 = first_trip(RK_XP, nxp, p.I, g0, lid);
+  wait_phase(0u, G, lid);
+  stage_words(U0(), p.I, lid);
+  run_rows(RK_XP, nxp, p.I, g0, G, lid, sg, q1, 1.0);
+  finish_phase(1u, lid);
+  // phase 2: dt_proj, the scan step, the gate, into y
+  let q3 = first_trip(RK_OUT, p.D, p.I, g0, lid);   // out_proj's first weights, already
+  wait_phase(1u, G, lid);
+  stage_xproj(lid);
+  scan_channels(g0, G, lid, sg);
+  finish_phase(2u, lid);
+  // phase 3: out_proj over y, added into the residual
+  wait_phase(2u, G, lid);
+  stage_words(Y0(), p.I, lid);
+  run_rows(RK_OUT, p.D, p.I, g0, G, lid, sg, q3, 1.0);
+}
