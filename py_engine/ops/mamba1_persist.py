@@ -53,6 +53,12 @@ def groups(dev):
     return pick(dev, "persist_groups", "MAMBAWEB_PERSIST_GROUPS", GROUPS, lambda: 132)
 
 
+def tpr(dev):
+    """Threads a weight row: `device.persist_tpr` / MAMBAWEB_PERSIST_TPR, else 64 (the
+    engine's mat-vec rule at mamba-1.4b's in_proj)."""
+    return pick(dev, "persist_tpr", "MAMBAWEB_PERSIST_TPR", (16, 32, 64, 128, 256), lambda: 64)
+
+
 def _fmt(ws):
     dts = {w.dtype for w in ws}
     return dts.pop() if len(dts) == 1 and dts <= set(SHADERS) else None
@@ -151,5 +157,5 @@ def layer_step(batch, mixer, residual, norm_w, eps, state, scratch, layer):
            mixer.conv_w.binding, conv_b.binding, (state.conv.buffer, base, st_size),
            mixer.dt_w.binding, mixer.dt_b.binding, mixer.A_log.binding, mixer.D.binding,
            (scratch.buf.buffer, scratch.buf.offset + off, 4 * scratch.words - off)]
-    consts = {"SG": 1 if not dev.info.get("is_fallback") else 0}
+    consts = {"SG": 1 if not dev.info.get("is_fallback") else 0, "TPR": tpr(dev)}
     batch.run(SHADERS[fmt], "mamba1_persist", res, groups(dev), constants=consts)

@@ -12,6 +12,7 @@ from py_engine.ops import mamba1_persist as MP
 m = await load_model_local(device, args['folder'], weights_format=args['fmt'])
 device.force_matvec = True
 device.persist_groups = args['groups']
+device.persist_tpr = args.get('tpr')
 out = {'layers': m.cfg.num_hidden_layers}
 try:
     for on in (False, True):
@@ -32,6 +33,7 @@ finally:
     device.force_matvec = False
     device.mamba1_persist = None
     device.persist_groups = None
+    device.persist_tpr = None
 m.release()
 result = out
 """

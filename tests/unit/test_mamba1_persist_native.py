@@ -21,12 +21,13 @@ def _binds_16(engine):
         pytest.skip("this adapter binds fewer than 16 storage buffers per stage")
 
 
-@pytest.mark.parametrize("fmt", ["f32", "f16"])
+@pytest.mark.parametrize("fmt,tpr", [("f32", None), ("f16", None), ("f16", 16), ("f32", 256)])
 @pytest.mark.parametrize("name", ["mamba-d40-tied", "falcon-d40-untied"])
-def test_one_dispatch_a_layer_equals_the_engine_step(engine, name, fmt):
-    """One workgroup: every phase's waits are on its own words (deterministic here)."""
+def test_one_dispatch_a_layer_equals_the_engine_step(engine, name, fmt, tpr):
+    """One workgroup: every phase's waits are on its own words (deterministic here); 64
+    threads a weight row (the rule), 16 and 256."""
     _binds_16(engine)
-    r = engine.run(RUN, folder=str(FIX / name), fmt=fmt, ids=IDS, groups=1)
+    r = engine.run(RUN, folder=str(FIX / name), fmt=fmt, ids=IDS, groups=1, tpr=tpr)
     assert r["fails"] == 0
     check_persist(r)
 

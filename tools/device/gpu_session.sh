@@ -130,7 +130,8 @@ if [ "${1:-}" = "--persist" ]; then
   P=MAMBAWEB_MAMBA1_PERSIST=1,MAMBAWEB_PERSIST_GROUPS
   timeout 270 python3 -m tools.cli bench --dawn --json --only model --models mamba1_4b \
     --weights f16,f32 --decode-tokens 256 --max-seconds 1 --variant p132:$P=132 \
-    --variant p264:$P=264 > "$OUT/persist_14b.json" 2> "$OUT/persist_14b.err"
+    --variant p264:$P=264 --variant p132t32:$P=132,MAMBAWEB_PERSIST_TPR=32 \
+    > "$OUT/persist_14b.json" 2> "$OUT/persist_14b.err"
   stamp $? >> "$OUT/persist_14b.err"
   timeout 110 python3 -m tools.cli bench --dawn --json --only model --models mamba130m \
     --weights f16 --decode-tokens 256 --max-seconds 1 --variant p66:$P=66 --variant p132:$P=132 \
