@@ -146,12 +146,41 @@ fn get_input(s: u32, K: u32, in_off: u32, lid: u32, G: u32, wait_done: bool) {
       }
     }
     workgroupBarrier();
-    for (var i = lid; i < K / 4u; i += THREADS) {
-      let o = in_off + 4u * i;
-      xs[i] = vec4<f32>(word(o), word(o + 1u), word(o + 2u), word(o + 3u));
+    // a thread's words load together, 16 at a time, before any is looked at; only a word still
+    // zero is spun on (alone, each would cost a round trip to the L2: 16 of them a thread at K
+    // 4096)
+    let nv = K / 4u;
+    for (var i = lid; i < nv; i += 4u * THREADS) {
+      let i1 = i + THREADS;
+      let i2 = i + 2u * THREADS;
+      let i3 = i + 3u * THREADS;
+      let a = load4(in_off + 4u * i);
+      let b = load4(in_off + 4u * min(i1, nv - 1u));
+      let c = load4(in_off + 4u * min(i2, nv - 1u));
+      let d = load4(in_off + 4u * min(i3, nv - 1u));
+      put4(i, nv, in_off + 4u * i, a);
+      put4(i1, nv, in_off + 4u * i1, b);
+      put4(i2, nv, in_off + 4u * i2, c);
+      put4(i3, nv, in_off + 4u * i3, d);
     }
   }
   workgroupBarrier();
+}
+
+fn settle(i: u32, u: u32) -> f32 {
+  if (u != 0u) { return bitcast<f32>(u); }
+  return word(i);
+}
+
+fn load4(o: u32) -> vec4<u32> {
+  return vec4<u32>(atomicLoad(&act[o]), atomicLoad(&act[o + 1u]), atomicLoad(&act[o + 2u]),
+                   atomicLoad(&act[o + 3u]));
+}
+
+fn put4(v: u32, nv: u32, o: u32, u: vec4<u32>) {
+  if (v < nv) {
+    xs[v] = vec4<f32>(settle(o, u.x), settle(o + 1u, u.y), settle(o + 2u, u.z), settle(o + 3u, u.w));
+  }
 }
 
 // Stage s by workgroup g0 of G: passes g0, g0 + G, .. of THREADS / TPR rows each. The thread's

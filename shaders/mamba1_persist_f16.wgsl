@@ -28,4 +28,6 @@ fn raw_dot(q: Raw, c: u32) -> f32 {
          dot(vec4<f32>(f16_pair(q.z), f16_pair(q.w)), xs[2u * c + 1u]);
 }
 
+fn chunk_scale(m: u32, row: u32, c: u32) -> f32 { return 1.0; }
+
 //#include "lib/mamba1_persist.wgsl"

@@ -24,4 +24,6 @@ fn load_m(m: u32, i: u32) -> Raw {
 
 fn raw_dot(q: Raw, c: u32) -> f32 { return dot(q, xs[c]); }
 
+fn chunk_scale(m: u32, row: u32, c: u32) -> f32 { return 1.0; }
+
 //#include "lib/mamba1_persist.wgsl"

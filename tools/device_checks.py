@@ -123,6 +123,24 @@ def persist_cases():
             for groups in (1, 8, 66, 132, 264):
                 yield f"decode mamba1 persist {name} {fmt} G{groups}", \
                     (lambda e, name=name, fmt=fmt, g=groups: check_on_gpu(e, fix / name, fmt, g))
+    for fmt in ("q8", "q4"):                  # a random d_model 64: whole chunks of 16 and 32
+        for groups in (1, 66, 132, 264):
+            yield f"decode mamba1 persist d64 {fmt} G{groups}", \
+                (lambda e, fmt=fmt, g=groups: check_on_gpu(e, _d64(), fmt, g))
+
+
+def _d64():
+    import tempfile
+    from pathlib import Path
+    global _D64
+    if _D64 is None:
+        from tools.cmd_bench import _write_random_model
+        _D64 = Path(tempfile.mkdtemp(prefix="persist_d64_"))
+        _write_random_model(str(_D64), dict(d_model=64, n_layers=2, vocab_size=128))
+    return _D64
+
+
+_D64 = None
 
 
 def mamba3_step_cases():

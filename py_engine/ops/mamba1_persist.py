@@ -13,8 +13,9 @@ tools/bench_chain measures on a GPU; until a GPU has timed it, off by rule:
 at once; a GPU that cannot hold them gives up its spins -- counted, `fails` -- and the token is
 wrong, never hung).
 
-Applies to one sequence (Bsz 1) with in_proj, x_proj and out_proj unbiased, in one format (f32 or
-f16), no LoRA adapter, 4 conv taps, d_state <= 16, d_model and the inner width <= 4096 (one
+Applies to one sequence (Bsz 1) with in_proj, x_proj and out_proj unbiased, in one format (f32,
+f16, q8 or q4, whose chunk of 4 / 8 / 16 / 32 weights must divide d_model and the inner width),
+no LoRA adapter, 4 conv taps, d_state <= 16, d_model and the inner width <= 4096 (one
 workgroup's staged input), the layer's conv and ssm states in one buffer (ModelState packs
 them), and 16 storage buffers a shader stage (an H200 through Dawn offers 16; SwiftShader 10).
 
@@ -29,16 +30,19 @@ from py_engine.ops import elementwise as ew
 from py_engine.ops._common import params
 from py_engine.ops.lora import adapter_of
 
-SHADERS = {"f32": "mamba1_persist_f32", "f16": "mamba1_persist_f16"}
+SHADERS = {"f32": "mamba1_persist_f32", "f16": "mamba1_persist_f16", "q8": "mamba1_persist_q8",
+           "q4": "mamba1_persist_q4"}
+VALUES_A_CHUNK = {"f32": 4, "f16": 8, "q8": 16, "q4": 32}   # a 16-byte chunk's weights
 STORAGE_BINDINGS = 16
 MAX_WIDTH = 4096           # D and I: the staged input is 1,024 vec4s of workgroup memory
 WORKGROUP_BYTES = 4 * (4 * 1024 + 256 + 512 + 1 + 4 + 16)
 GROUPS = (1, 2, 4, 8, 16, 32, 66, 132, 264, 528, 1056)
-SPIN = 1 << 14             # spin passes (16 loads each) before a thread gives up: ~0.1 s on a GPU
-# On lavapipe every spin pass counts against the driver's 65,535 loop passes an invocation
-# (shaders/LOOP_BUDGET.md), three waits a layer: below that, a wait too long gives up and is
-# counted rather than stopping the kernel's loops silently.
-SPIN_CPU = 4000
+SPIN = 1 << 14             # spin rounds (16 loads each) before a thread gives up: ~0.1 s on a GPU
+# On lavapipe every load of a spin is a loop pass counted against the driver's 65,535 an
+# invocation (shaders/LOOP_BUDGET.md; the 16 are not unrolled there), and thread 0 waits three
+# times a layer: 3 x 1,000 x 16 passes stay below it with the tiny models' loops, so a wait too
+# long gives up and is counted rather than stopping the kernel's loops silently.
+SPIN_CPU = 1000
 
 
 def enabled(dev):
@@ -88,7 +92,7 @@ def applies(dev, mixer, Bsz, state):
         return "biases"
     if s.K != 4 or s.N > 16 or s.D > MAX_WIDTH or s.I > MAX_WIDTH or s.R + 2 * s.N > 512:
         return "shape"
-    if s.D % (4 * (2 if fmt == "f16" else 1)) or s.I % (8 if fmt == "f16" else 4):
+    if s.D % VALUES_A_CHUNK[fmt] or s.I % VALUES_A_CHUNK[fmt]:
         return "shape"
     if mixer.dt_w.dtype != "f32":
         return "dt_proj format"

@@ -22,7 +22,10 @@
 //   fn load_m(m: u32, i: u32) -> Raw     chunk i (16-byte units) of matrix m: 0 in_proj's x
 //                                        half, 1 its z half, 2 x_proj's dt rows, 3 its B rows,
 //                                        4 its C rows, 5 out_proj (bindings 3..8)
-//   fn raw_dot(q: Raw, c: u32) -> f32    its values dotted with xs[c * CV ..]
+//   fn raw_dot(q: Raw, c: u32) -> f32    its values (unscaled) dotted with xs[c * CV ..]
+//   fn chunk_scale(m: u32, row: u32, c: u32) -> f32   their scale (1 when unscaled; q8 the
+//                                        row's, q4 the chunk's group of 32), read from the
+//                                        words after matrix m's data (mat_rows, mat_k below)
 
 struct Params {
   D: u32, I: u32, R: u32, N: u32,          // d_model, inner channels, dt rank, state size
@@ -95,9 +98,9 @@ fn give_up() {
   atomicAdd(&sc[p.fail_at], 1u);
 }
 
-// Scratch word i once written (spun on, bounded). A pass of the spin makes SPIN_LOADS loads
-// (a constant count: unrolled), so that lavapipe's cap on loop passes (header) allows long
-// waits and p.spin passes there can be set below it.
+// Scratch word i once written (spun on, bounded): p.spin rounds of SPIN_LOADS loads. (lavapipe
+// counts each load's pass against its cap, header: the host keeps p.spin x SPIN_LOADS x 3
+// waits below it there.)
 const SPIN_LOADS = 16u;
 
 fn word(i: u32) -> f32 {
@@ -139,14 +142,56 @@ fn finish_phase(ph: u32, lid: u32) {
   if (lid == 0u) { atomicAdd(&sc[DONE0() + ph], 1u); }
 }
 
-// n words from scratch word w0 into xs (as n / 4 vec4s).
+// Word i, loaded as u: u itself, or (still zero) spun on.
+fn settle(i: u32, u: u32) -> f32 {
+  if (u != 0u) { return bitcast<f32>(u); }
+  return word(i);
+}
+
+fn load4(o: u32) -> vec4<u32> {
+  return vec4<u32>(atomicLoad(&sc[o]), atomicLoad(&sc[o + 1u]), atomicLoad(&sc[o + 2u]),
+                   atomicLoad(&sc[o + 3u]));
+}
+
+fn put4(v: u32, nv: u32, o: u32, u: vec4<u32>) {
+  if (v < nv) {
+    xs[v] = vec4<f32>(settle(o, u.x), settle(o + 1u, u.y), settle(o + 2u, u.z), settle(o + 3u, u.w));
+  }
+}
+
+// n words from scratch word w0 into xs (as n / 4 vec4s). A thread's words load together, 16 at
+// a time, before any is looked at; only a word still zero is then spun on (none, once thread 0
+// has seen the phase's count: a word spun on alone costs a round trip to the L2 each, and a
+// thread stages 16 of them at mamba-1.4b's width).
 fn stage_words(w0: u32, n: u32, lid: u32) {
-  for (var i = lid; i < n / 4u; i += THREADS) {
-    let o = w0 + 4u * i;
-    xs[i] = vec4<f32>(word(o), word(o + 1u), word(o + 2u), word(o + 3u));
+  let nv = n / 4u;
+  for (var i = lid; i < nv; i += 4u * THREADS) {
+    let i1 = i + THREADS;
+    let i2 = i + 2u * THREADS;
+    let i3 = i + 3u * THREADS;
+    let a = load4(w0 + 4u * i);
+    let b = load4(w0 + 4u * min(i1, nv - 1u));
+    let c = load4(w0 + 4u * min(i2, nv - 1u));
+    let d = load4(w0 + 4u * min(i3, nv - 1u));
+    put4(i, nv, w0 + 4u * i, a);
+    put4(i1, nv, w0 + 4u * i1, b);
+    put4(i2, nv, w0 + 4u * i2, c);
+    put4(i3, nv, w0 + 4u * i3, d);
   }
   workgroupBarrier();
 }
+
+// Matrix m's rows and inputs (the formats' scales sit after rows x K values of data).
+fn mat_rows(m: u32) -> u32 {
+  switch m {
+    case 0u, 1u: { return p.I; }
+    case 2u: { return p.R; }
+    case 3u, 4u: { return p.N; }
+    default: { return p.D; }
+  }
+}
+
+fn mat_k(m: u32) -> u32 { return select(p.I, p.D, m < 2u); }
 
 // Weight rows: phase ph's row r is row `row` of matrix `m`.
 struct Row { m: u32, row: u32 };
@@ -167,22 +212,28 @@ fn row_of(ph: u32, r: u32) -> Row {
   return o;
 }
 
-// Four chunks of the row (clamped into it; the caller drops those past its end), loaded
-// before any is used.
-struct Trip { a: Raw, b: Raw, c: Raw, d: Raw };
+// Four chunks of the row and their scales (clamped into it; the caller drops those past its
+// end), loaded before any is used.
+struct Trip { a: Raw, b: Raw, c: Raw, d: Raw, s: vec4<f32> };
 
 fn load_trip(w: Row, nchunk: u32, c: u32) -> Trip {
   let base = w.row * nchunk;
+  let c0 = min(c, nchunk - 1u);
+  let c1 = min(c + TPR, nchunk - 1u);
+  let c2 = min(c + 2u * TPR, nchunk - 1u);
+  let c3 = min(c + 3u * TPR, nchunk - 1u);
   var t: Trip;
-  t.a = load_m(w.m, base + min(c, nchunk - 1u));
-  t.b = load_m(w.m, base + min(c + TPR, nchunk - 1u));
-  t.c = load_m(w.m, base + min(c + 2u * TPR, nchunk - 1u));
-  t.d = load_m(w.m, base + min(c + 3u * TPR, nchunk - 1u));
+  t.a = load_m(w.m, base + c0);
+  t.b = load_m(w.m, base + c1);
+  t.c = load_m(w.m, base + c2);
+  t.d = load_m(w.m, base + c3);
+  t.s = vec4<f32>(chunk_scale(w.m, w.row, c0), chunk_scale(w.m, w.row, c1),
+                  chunk_scale(w.m, w.row, c2), chunk_scale(w.m, w.row, c3));
   return t;
 }
 
-fn chunk_sum(q: Raw, c: u32, nchunk: u32) -> f32 {
-  return select(0.0, raw_dot(q, min(c, nchunk - 1u)), c < nchunk);
+fn chunk_sum(q: Raw, sc: f32, c: u32, nchunk: u32) -> f32 {
+  return select(0.0, raw_dot(q, min(c, nchunk - 1u)) * sc, c < nchunk);
 }
 
 // Phase ph's rows (nrows of K inputs, xs staged) by workgroup g0 of G, in passes of
@@ -209,8 +260,9 @@ fn run_rows(ph: u32, nrows: u32, K: u32, g0: u32, G: u32, lid: u32, sg: u32, fir
       } else {                               // the next pass's first trip
         nxt = load_trip(row_of(ph, min((ps + G) * rpw + slot, nrows - 1u)), nchunk, lane);
       }
-      acc += chunk_sum(q.a, c, nchunk) + chunk_sum(q.b, c + TPR, nchunk) +
-             chunk_sum(q.c, c + 2u * TPR, nchunk) + chunk_sum(q.d, c + 3u * TPR, nchunk);
+      acc += chunk_sum(q.a, q.s.x, c, nchunk) + chunk_sum(q.b, q.s.y, c + TPR, nchunk) +
+             chunk_sum(q.c, q.s.z, c + 2u * TPR, nchunk) +
+             chunk_sum(q.d, q.s.w, c + 3u * TPR, nchunk);
       q = nxt;
     }
     let total = group_sum(acc, lid, TPR, sg) * scale;
@@ -271,7 +323,8 @@ fn scan_channels(g0: u32, G: u32, lid: u32, sg: u32) {
     }
     workgroupBarrier();
     let dt = dts[lid / LANES];
-    let uu = word(U0() + ic);
+    let uu = settle(U0() + ic, atomicLoad(&sc[U0() + ic]));
+    let zw = atomicLoad(&sc[Z0() + ic]);      // loaded with u: both in flight at once
     var acc = 0.0;
     if (ok && lane < p.N) {
       let hi = p.ssm_off + ic * p.N + lane;
@@ -286,7 +339,7 @@ fn scan_channels(g0: u32, G: u32, lid: u32, sg: u32) {
     }
     let tot = group_sum(acc, lid, LANES, sg);
     if (ok && lane == 0u) {
-      put(Y0() + i, (tot + dskip[ic] * uu) * silu(word(Z0() + ic)));
+      put(Y0() + i, (tot + dskip[ic] * uu) * silu(settle(Z0() + ic, zw)));
     }
     workgroupBarrier();                      // dts is written again by the next pass
   }
@@ -294,7 +347,9 @@ fn scan_channels(g0: u32, G: u32, lid: u32, sg: u32) {
 
 // x_proj's R + 2N outputs into xq; with Falcon's norm, 1/rms of dt_low, B and C into nq.
 fn stage_xproj(lid: u32) {
-  for (var k = lid; k < p.R + 2u * p.N; k += THREADS) { xq[k] = word(XP0() + k); }
+  for (var k = lid; k < p.R + 2u * p.N; k += THREADS) {
+    xq[k] = settle(XP0() + k, atomicLoad(&sc[XP0() + k]));
+  }
   workgroupBarrier();
   if ((p.flags & 2u) != 0u && lid < 3u) {
     var n0 = 0u;
