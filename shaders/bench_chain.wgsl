@@ -26,10 +26,11 @@ enable subgroups;
 struct Params { stage: u32, stages: u32, spin: u32, _pad: u32 };
 
 @group(0) @binding(0) var<uniform> p: Params;
-// Stage s: st[2s] = (N, K, kind, w_off), st[2s + 1] = (in_off, out_off, -, -): rows, inputs
+// Stage s: st.s[2s] = (N, K, kind, w_off), st.s[2s + 1] = (in_off, out_off, -, -): rows, inputs
 // (a multiple of 8), which weight buffer (0..3), its first vec4 in it; the input's and the
 // output's first word in act.
-@group(0) @binding(1) var<uniform> st: array<vec4<u32>, 1024>;
+struct Stages { s: array<vec4<u32>, 1024> };
+@group(0) @binding(1) var<uniform> st: Stages;
 @group(0) @binding(2) var<storage, read> x0: array<vec4<f32>>;             // [K_0 / 4] stage 0's input
 @group(0) @binding(3) var<storage, read_write> act: array<atomic<u32>>;    // every stage's outputs
 @group(0) @binding(4) var<storage, read_write> done: array<atomic<u32>>;   // [stages] workgroups finished
@@ -187,8 +188,8 @@ fn put4(v: u32, nv: u32, o: u32, u: vec4<u32>) {
 // next trip of weights is always in flight while it sums one: the first before the input is
 // there, the next pass's first during a pass's last trip.
 fn run_stage(s: u32, g0: u32, G: u32, lid: u32, sg: u32, persist: bool) {
-  let a = st[2u * s];
-  let b = st[2u * s + 1u];
+  let a = st.s[2u * s];
+  let b = st.s[2u * s + 1u];
   let N = a.x;
   let K = a.y;
   let kind = a.z;

@@ -214,9 +214,12 @@ class MambaModel:
         if not layers:
             return None
         sc = getattr(self, "_persist_scratch", None)
-        if sc is None:
+        G = MP.groups(device)
+        if sc is None or sc.G != G:
+            if sc is not None:
+                sc.release()
             spec = self.mixers[min(layers)].spec
-            sc = self._persist_scratch = MP.Scratch(device, spec, len(self.mixers))
+            sc = self._persist_scratch = MP.Scratch(device, spec, len(self.mixers), G)
         return sc, layers
 
     # -- the two paths -------------------------------------------------------------------

@@ -10,8 +10,9 @@ makes it 52. Whether the in-kernel waits cost less than the boundaries they repl
 tools/bench_chain measures on a GPU; until a GPU has timed it, off by rule:
 `device.mamba1_persist` (tests) or MAMBAWEB_MAMBA1_PERSIST=1 (bench variants) turns it on,
 `device.persist_groups` / MAMBAWEB_PERSIST_GROUPS sets the workgroups (all must be resident
-at once; a GPU that cannot hold them gives up its spins -- counted, `fails` -- and the token is
-wrong, never hung).
+at once for the speed, not for the result: a workgroup takes whichever blocks of a phase are
+left, so those resident do the work of those that are not; every spin is bounded all the same,
+a give-up counted in `fails`).
 
 Applies to one sequence (Bsz 1) with in_proj, x_proj and out_proj unbiased, in one format (f32,
 f16, q8 or q4, whose chunk of 4 / 8 / 16 / 32 weights must divide d_model and the inner width),
@@ -20,8 +21,10 @@ workgroup's staged input), the layer's conv and ssm states in one buffer (ModelS
 them), and 16 storage buffers a shader stage (an H200 through Dawn offers 16; SwiftShader 10).
 
 Scratch (one buffer for the model, `Scratch`): per layer u [I], z [I], x_proj's outputs
-[R + 2N], y [I] and four phase counts, at 256-byte boundaries, zeroed by one copy at the start
-of each token (models/mamba.py); then one word counting spins given up, never zeroed."""
+[R + 2N], y [I] and per phase its passes done, blocks taken and a flag a block (the shader's
+header: any workgroup takes any block, so a GPU that holds fewer than G workgroups at once still
+finishes), at 256-byte boundaries, zeroed by one copy at the start of each token
+(models/mamba.py); then one word counting spins given up, never zeroed."""
 import struct
 
 from py_engine.gpu.settings import choose, pick
@@ -37,12 +40,13 @@ STORAGE_BINDINGS = 16
 MAX_WIDTH = 4096           # D and I: the staged input is 1,024 vec4s of workgroup memory
 WORKGROUP_BYTES = 4 * (4 * 1024 + 256 + 512 + 1 + 4 + 16)
 GROUPS = (1, 2, 4, 8, 16, 32, 66, 132, 264, 528, 1056)
-SPIN = 1 << 14             # spin rounds (16 loads each) before a thread gives up: ~0.1 s on a GPU
-# On lavapipe every load of a spin is a loop pass counted against the driver's 65,535 an
-# invocation (shaders/LOOP_BUDGET.md; the 16 are not unrolled there), and thread 0 waits three
-# times a layer: 3 x 1,000 x 16 passes stay below it with the tiny models' loops, so a wait too
-# long gives up and is counted rather than stopping the kernel's loops silently.
-SPIN_CPU = 1000
+SPIN = 1 << 12             # spin rounds before a thread gives up (a phase's wait: 64 loads a
+                           # round, ~0.1 s on a GPU; a word's: one load a round)
+# On lavapipe every round is a loop pass counted against the driver's 65,535 an invocation
+# (shaders/LOOP_BUDGET.md; a phase wait's 64 loads are written out, no loop), and thread 0
+# waits up to three times a layer: 3 x 12,000 rounds stay below it with the tiny models' loops,
+# so a wait too long gives up and is counted rather than stopping the kernel's loops silently.
+SPIN_CPU = 12000
 
 
 def enabled(dev):
@@ -101,9 +105,10 @@ def applies(dev, mixer, Bsz, state):
     return None
 
 
-def layer_words(s):
-    """Scratch words of one layer (u, z, x_proj's outputs, y, four counts), 256-byte rounded."""
-    n = 3 * s.I + s.R + 2 * s.N + 4
+def layer_words(s, G):
+    """Scratch words of one layer at G workgroups (u, z, x_proj's outputs, y; per phase the
+    passes done, the blocks taken and a flag a block), 256-byte rounded."""
+    n = 3 * s.I + s.R + 2 * s.N + 4 * (2 + G)
     return -(-n // 64) * 64
 
 
@@ -111,10 +116,11 @@ class Scratch:
     """The model's scratch: layer i's words at i * per, the fails word after the last 64-word
     block that is zeroed each token. `clear(batch)` records the zeroing copy."""
 
-    def __init__(self, dev, spec, layers):
+    def __init__(self, dev, spec, layers, G):
         self.dev = dev
         self.layers = layers
-        self.per = layer_words(spec)
+        self.G = G
+        self.per = layer_words(spec, G)
         self.words = self.per * layers + 64
         # buffers of its own, not the pool's: made during the Generator's first recorded step,
         # pool tensors would come from that recording's private pool and die with it
@@ -162,4 +168,4 @@ def layer_step(batch, mixer, residual, norm_w, eps, state, scratch, layer):
            mixer.dt_w.binding, mixer.dt_b.binding, mixer.A_log.binding, mixer.D.binding,
            (scratch.buf.buffer, scratch.buf.offset + off, 4 * scratch.words - off)]
     consts = {"SG": 1 if not dev.info.get("is_fallback") else 0, "TPR": tpr(dev)}
-    batch.run(SHADERS[fmt], "mamba1_persist", res, groups(dev), constants=consts)
+    batch.run(SHADERS[fmt], "mamba1_persist", res, scratch.G, constants=consts)

@@ -8,11 +8,18 @@
 // the scratch buffer `sc`, zeroed before the token (a copy command, models/mamba.py), stored
 // by its producer with atomicStore (+0.0 as -0.0: no value is the zero word) and spun on by
 // its consumers with atomicLoad until it is not zero -- only the per-location coherence of
-// atomics is relied on. A count of the workgroups done with each phase (done[ph]) tells
-// thread 0 when to start reading, so that a workgroup does not poll words not yet written.
-// Forward progress needs all G workgroups resident at once, which WebGPU does not promise:
-// every spin is bounded (p.spin passes) and a thread that gives up adds one to the fails word
-// (the token is then wrong; ops/mamba1_persist.fails reads it). On lavapipe a spin pass also
+// atomics is relied on. A count of each phase's passes done tells thread 0 when to start
+// reading, so that a workgroup does not poll words not yet written.
+//
+// Forward progress without a promise that all G workgroups are resident at once (WebGPU makes
+// none): a phase's passes are cut into at most G blocks, and a block is processed by whichever
+// workgroup takes its flag first (atomicExchange) -- workgroup g tries block g first (its first
+// weights already loading), then any block not yet taken. A workgroup waits for a phase only
+// after every block of the phase before was taken, so it waits only on workgroups that are
+// running a block, which wait on nothing: with fewer resident than G, the resident ones do all
+// the work and the rest find none (slower, still right). Every spin is bounded all the same
+// (p.spin rounds) and a thread that gives up adds one to the fails word (ops/mamba1_persist's
+// `fails`; the token is then wrong). On lavapipe a spin pass also
 // counts against the driver's 65,535 loop passes an invocation (shaders/LOOP_BUDGET.md):
 // there this path is for tiny models (the tests).
 //
@@ -32,12 +39,16 @@ struct Params {
   flags: u32, spin: u32, eps: f32, bc_eps: f32,   // bit0 conv bias, bit1 Falcon's B/C/dt norm
   conv_off: u32, ssm_off: u32, fail_at: u32, _p: u32,  // in st: conv [I, 4], ssm [I, N]; sc's fails word
 };
-// The scratch words of the layer (offsets in sc): u [I], z [I], xp [R + 2N], y [I], done [4].
+// The scratch words of the layer (offsets in sc): u [I], z [I], xp [R + 2N], y [I], then for
+// each phase ph < 4: the passes done, the blocks taken, and a flag a block [G].
 fn U0() -> u32 { return 0u; }
 fn Z0() -> u32 { return p.I; }
 fn XP0() -> u32 { return 2u * p.I; }
 fn Y0() -> u32 { return 2u * p.I + p.R + 2u * p.N; }
-fn DONE0() -> u32 { return 3u * p.I + p.R + 2u * p.N; }
+fn PH0(ph: u32, G: u32) -> u32 { return 3u * p.I + p.R + 2u * p.N + ph * (2u + G); }
+fn DONE(ph: u32, G: u32) -> u32 { return PH0(ph, G); }
+fn TAKEN(ph: u32, G: u32) -> u32 { return PH0(ph, G) + 1u; }
+fn FLAG(ph: u32, G: u32, b: u32) -> u32 { return PH0(ph, G) + 2u + b; }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> res: array<f32>;       // [D] residual, += out_proj
@@ -98,22 +109,38 @@ fn give_up() {
   atomicAdd(&sc[p.fail_at], 1u);
 }
 
-// Scratch word i once written (spun on, bounded): p.spin rounds of SPIN_LOADS loads. (lavapipe
-// counts each load's pass against its cap, header: the host keeps p.spin x SPIN_LOADS x 3
-// waits below it there.)
-const SPIN_LOADS = 16u;
-
+// Scratch word i once written (spun on, bounded: p.spin loads). Spun on only where a word is
+// still zero after thread 0 saw its phase's count complete: rarely, and briefly.
 fn word(i: u32) -> f32 {
   var u = atomicLoad(&sc[i]);
   var n = 0u;
   while (u == 0u && !failed) {
     n++;
     if (n >= p.spin) { give_up(); }
-    for (var j = 0u; j < SPIN_LOADS; j++) {
-      if (u == 0u) { u = atomicLoad(&sc[i]); }
-    }
+    u = atomicLoad(&sc[i]);
   }
   return bitcast<f32>(u);
+}
+
+// Thread 0's wait for a phase's count: p.spin rounds of 64 loads, written out rather than
+// looped -- lavapipe counts every loop pass against its cap (header), so a round there costs
+// one pass, and its waits, milliseconds long when the OS puts a thread aside, fit.
+fn count8(i: u32, np: u32, k0: u32) -> u32 {
+  var k = k0;
+  if (k < np) { k = atomicLoad(&sc[i]); }
+  if (k < np) { k = atomicLoad(&sc[i]); }
+  if (k < np) { k = atomicLoad(&sc[i]); }
+  if (k < np) { k = atomicLoad(&sc[i]); }
+  if (k < np) { k = atomicLoad(&sc[i]); }
+  if (k < np) { k = atomicLoad(&sc[i]); }
+  if (k < np) { k = atomicLoad(&sc[i]); }
+  if (k < np) { k = atomicLoad(&sc[i]); }
+  return k;
+}
+
+fn count64(i: u32, np: u32, k0: u32) -> u32 {
+  let k = count8(i, np, count8(i, np, count8(i, np, count8(i, np, k0))));
+  return count8(i, np, count8(i, np, count8(i, np, count8(i, np, k))));
 }
 
 fn put(i: u32, v: f32) {
@@ -121,25 +148,65 @@ fn put(i: u32, v: f32) {
   atomicStore(&sc[i], select(u, 0x80000000u, u == 0u));
 }
 
-// Thread 0 waits until every workgroup has finished phase ph; then the workgroup reads.
-fn wait_phase(ph: u32, G: u32, lid: u32) {
+var<workgroup> wfailed: u32;
+
+// Thread 0 waits until all np passes of phase ph are done; then the workgroup reads. If thread
+// 0 gave up, no thread of the workgroup spins again (the token is wrong already; 256 threads
+// each spinning out its bound took minutes on lavapipe).
+fn wait_phase(ph: u32, G: u32, np: u32, lid: u32) {
   if (lid == 0u) {
     var n = 0u;
-    var k = atomicLoad(&sc[DONE0() + ph]);
-    while (k < G && !failed) {
+    var k = atomicLoad(&sc[DONE(ph, G)]);
+    while (k < np && !failed) {
       n++;
       if (n >= p.spin) { give_up(); }
-      for (var j = 0u; j < SPIN_LOADS; j++) {
-        if (k < G) { k = atomicLoad(&sc[DONE0() + ph]); }
-      }
+      k = count64(DONE(ph, G), np, k);
     }
+    wfailed = select(0u, 1u, failed);
   }
   workgroupBarrier();
+  if (wfailed == 1u) { failed = true; }
 }
 
-fn finish_phase(ph: u32, lid: u32) {
+fn finish_block(ph: u32, G: u32, passes: u32, lid: u32) {
   workgroupBarrier();                        // every thread's stores issued
-  if (lid == 0u) { atomicAdd(&sc[DONE0() + ph], 1u); }
+  if (lid == 0u) { atomicAdd(&sc[DONE(ph, G)], passes); }
+}
+
+// A phase of np passes in blocks of `per` passes (at most G blocks: nb).
+struct Blocks { np: u32, per: u32, nb: u32 };
+
+fn blocks_of(np: u32, G: u32) -> Blocks {
+  var o: Blocks;
+  o.np = np;
+  o.per = max((np + G - 1u) / G, 1u);
+  o.nb = (np + o.per - 1u) / o.per;
+  return o;
+}
+
+var<workgroup> wtake: u32;
+
+// The block of phase ph this workgroup takes: `own` if nobody has, else the first one not yet
+// taken from `start` on (in turn), else nb (every block taken). Thread 0 decides; uniform.
+fn take_block(ph: u32, G: u32, bl: Blocks, own: u32, start: u32, lid: u32) -> u32 {
+  if (lid == 0u) {
+    var got = bl.nb;
+    if (own < bl.nb && atomicExchange(&sc[FLAG(ph, G, own)], 1u) == 0u) {
+      got = own;
+    } else if (atomicLoad(&sc[TAKEN(ph, G)]) < bl.nb) {
+      for (var i = 0u; i < bl.nb; i++) {
+        let b = (start + i) % bl.nb;
+        if (atomicLoad(&sc[FLAG(ph, G, b)]) == 0u &&
+            atomicExchange(&sc[FLAG(ph, G, b)], 1u) == 0u) {
+          got = b;
+          break;
+        }
+      }
+    }
+    if (got < bl.nb) { atomicAdd(&sc[TAKEN(ph, G)], 1u); }
+    wtake = got;
+  }
+  return workgroupUniformLoad(&wtake);
 }
 
 // Word i, loaded as u: u itself, or (still zero) spun on.
@@ -236,10 +303,10 @@ fn chunk_sum(q: Raw, sc: f32, c: u32, nchunk: u32) -> f32 {
   return select(0.0, raw_dot(q, min(c, nchunk - 1u)) * sc, c < nchunk);
 }
 
-// Phase ph's rows (nrows of K inputs, xs staged) by workgroup g0 of G, in passes of
-// THREADS / TPR rows; `first` is the thread's first trip, loaded before xs was. Lane 0 of each
-// row's threads calls emit(ph, r, total * scale).
-fn run_rows(ph: u32, nrows: u32, K: u32, g0: u32, G: u32, lid: u32, sg: u32, first: Trip,
+// Passes ps0 .. ps1 - 1 of phase ph's rows (nrows of K inputs, xs staged), THREADS / TPR rows
+// a pass; `first` is the thread's first trip, loaded before xs was. Lane 0 of each row's
+// threads calls emit(ph, r, total * scale).
+fn run_rows(ph: u32, nrows: u32, K: u32, ps0: u32, ps1: u32, lid: u32, sg: u32, first: Trip,
             scale: f32) {
   let nchunk = K / (4u * CV);
   let rpw = THREADS / TPR;
@@ -248,7 +315,7 @@ fn run_rows(ph: u32, nrows: u32, K: u32, g0: u32, G: u32, lid: u32, sg: u32, fir
   let span = 4u * TPR;
   let trips = (nchunk + span - 1u) / span;
   var q = first;
-  for (var ps = g0; ps * rpw < nrows; ps += G) {
+  for (var ps = ps0; ps < ps1; ps++) {
     let r = ps * rpw + slot;
     let w = row_of(ph, min(r, nrows - 1u));
     var acc = 0.0;
@@ -258,7 +325,7 @@ fn run_rows(ph: u32, nrows: u32, K: u32, g0: u32, G: u32, lid: u32, sg: u32, fir
       if (t + 1u < trips) {
         nxt = load_trip(w, nchunk, c + span);
       } else {                               // the next pass's first trip
-        nxt = load_trip(row_of(ph, min((ps + G) * rpw + slot, nrows - 1u)), nchunk, lane);
+        nxt = load_trip(row_of(ph, min((ps + 1u) * rpw + slot, nrows - 1u)), nchunk, lane);
       }
       acc += chunk_sum(q.a, q.s.x, c, nchunk) + chunk_sum(q.b, q.s.y, c + TPR, nchunk) +
              chunk_sum(q.c, q.s.z, c + 2u * TPR, nchunk) +
@@ -270,8 +337,9 @@ fn run_rows(ph: u32, nrows: u32, K: u32, g0: u32, G: u32, lid: u32, sg: u32, fir
   }
 }
 
-fn first_trip(ph: u32, nrows: u32, K: u32, g0: u32, lid: u32) -> Trip {
-  let r = min(g0 * (THREADS / TPR) + lid / TPR, nrows - 1u);
+// The thread's first trip of pass ps.
+fn first_trip(ph: u32, nrows: u32, K: u32, ps: u32, lid: u32) -> Trip {
+  let r = min(ps * (THREADS / TPR) + lid / TPR, nrows - 1u);
   return load_trip(row_of(ph, r), K / (4u * CV), lid % TPR);
 }
 
@@ -306,16 +374,37 @@ fn emit(ph: u32, r: u32, v: f32) {
 // (lane n: state n), y_i = (C . h + D u_i) * silu(z_i): the engine's scan step
 // (lib/selective_scan_step_body.wgsl) in its order, a channel per LANES threads. xq holds
 // x_proj's outputs; Falcon's 1/rms of dt_low, B and C are in nq.
-fn scan_channels(g0: u32, G: u32, lid: u32, sg: u32) {
+fn scan_channels(ps0: u32, ps1: u32, lid: u32, sg: u32) {
   let lane = lid % LANES;
   let cpw = THREADS / LANES;
   let falcon = (p.flags & 2u) != 0u;
-  for (var ps = g0; ps * cpw < p.I; ps += G) {
+  for (var ps = ps0; ps < ps1; ps++) {
     let i = ps * cpw + lid / LANES;
     let ok = i < p.I;
     let ic = min(i, p.I - 1u);
+    // dt_proj: the lane's terms k = lane, lane + LANES, .. eight loaded before any is added
+    // (a loop that loads and then adds waits a memory latency a term), added in k order
     var x = 0.0;
-    for (var k = lane; k < p.R; k += LANES) { x += xq[k] * dt_w[ic * p.R + k]; }
+    let wr = ic * p.R;
+    let last = p.R - 1u;
+    for (var k = lane; k < p.R; k += 8u * LANES) {
+      let w0 = dt_w[wr + k];
+      let w1 = dt_w[wr + min(k + LANES, last)];
+      let w2 = dt_w[wr + min(k + 2u * LANES, last)];
+      let w3 = dt_w[wr + min(k + 3u * LANES, last)];
+      let w4 = dt_w[wr + min(k + 4u * LANES, last)];
+      let w5 = dt_w[wr + min(k + 5u * LANES, last)];
+      let w6 = dt_w[wr + min(k + 6u * LANES, last)];
+      let w7 = dt_w[wr + min(k + 7u * LANES, last)];
+      x += xq[k] * w0;
+      if (k + LANES < p.R) { x += xq[k + LANES] * w1; }
+      if (k + 2u * LANES < p.R) { x += xq[k + 2u * LANES] * w2; }
+      if (k + 3u * LANES < p.R) { x += xq[k + 3u * LANES] * w3; }
+      if (k + 4u * LANES < p.R) { x += xq[k + 4u * LANES] * w4; }
+      if (k + 5u * LANES < p.R) { x += xq[k + 5u * LANES] * w5; }
+      if (k + 6u * LANES < p.R) { x += xq[k + 6u * LANES] * w6; }
+      if (k + 7u * LANES < p.R) { x += xq[k + 7u * LANES] * w7; }
+    }
     x = group_sum(x, lid, LANES, sg);        // in the channel's lane 0
     if (lane == 0u) {
       if (falcon) { x *= nq[0]; }
@@ -367,47 +456,92 @@ const RK_IN = 0u;
 const RK_XP = 1u;
 const RK_OUT = 2u;
 
+// Phase 0: in_proj's rows over h = residual * norm weight (its 1/rms scales the sums), the x
+// half through the conv step into u, the z half into z; h staged by the workgroup's first
+// block -- a workgroup that takes none reads nothing of the residual, so phase 3's writes into
+// it come after every read (through the rows' outputs).
+fn phase_in(G: u32, g0: u32, lid: u32, sg: u32) {
+  let nrows = 2u * p.I;
+  let bl = blocks_of((nrows + THREADS / TPR - 1u) / (THREADS / TPR), G);
+  var q = first_trip(RK_IN, nrows, p.D, min(g0 * bl.per, bl.np - 1u), lid);
+  var b = take_block(0u, G, bl, g0, g0 + 1u, lid);
+  var rstd = 0.0;
+  var staged = false;
+  while (b < bl.nb) {
+    if (b != g0) { q = first_trip(RK_IN, nrows, p.D, b * bl.per, lid); }
+    if (!staged) {
+      var ss = 0.0;
+      for (var k = lid; k < p.D / 4u; k += THREADS) {
+        let v = vec4<f32>(res[4u * k], res[4u * k + 1u], res[4u * k + 2u], res[4u * k + 3u]);
+        ss += dot(v, v);
+        xs[k] = v * nw[k];
+      }
+      ss = group_sum(ss, lid, THREADS, sg);
+      if (lid == 0u) { wsum = ss; }
+      workgroupBarrier();
+      rstd = inverseSqrt(wsum / f32(p.D) + p.eps);
+      staged = true;
+    }
+    let ps1 = min((b + 1u) * bl.per, bl.np);
+    run_rows(RK_IN, nrows, p.D, b * bl.per, ps1, lid, sg, q, rstd);
+    finish_block(0u, G, ps1 - b * bl.per, lid);
+    b = take_block(0u, G, bl, bl.nb, b + 1u, lid);
+  }
+}
+
+// Phase 1 (x_proj over u) or 3 (out_proj over y, into the residual): the input staged, once
+// phase ph - 1's wait_np passes are done, by the workgroup's first block.
+fn phase_rows(ph: u32, kind: u32, nrows: u32, in0: u32, G: u32, g0: u32, lid: u32, sg: u32,
+              wait_np: u32) {
+  let bl = blocks_of((nrows + THREADS / TPR - 1u) / (THREADS / TPR), G);
+  var q = first_trip(kind, nrows, p.I, min(g0 * bl.per, bl.np - 1u), lid);
+  var b = take_block(ph, G, bl, g0, g0 + 1u, lid);
+  var staged = false;
+  while (b < bl.nb) {
+    if (b != g0) { q = first_trip(kind, nrows, p.I, b * bl.per, lid); }
+    if (!staged) {
+      wait_phase(ph - 1u, G, wait_np, lid);
+      stage_words(in0, p.I, lid);
+      staged = true;
+    }
+    let ps1 = min((b + 1u) * bl.per, bl.np);
+    run_rows(kind, nrows, p.I, b * bl.per, ps1, lid, sg, q, 1.0);
+    finish_block(ph, G, ps1 - b * bl.per, lid);
+    b = take_block(ph, G, bl, bl.nb, b + 1u, lid);
+  }
+}
+
+// Phase 2: dt_proj, the scan step and the gate into y; x_proj's outputs staged, once phase 1's
+// wait_np passes are done, by the workgroup's first block.
+fn phase_scan(G: u32, g0: u32, lid: u32, sg: u32, wait_np: u32) {
+  let bl = blocks_of((p.I + THREADS / LANES - 1u) / (THREADS / LANES), G);
+  var b = take_block(2u, G, bl, g0, g0 + 1u, lid);
+  var staged = false;
+  while (b < bl.nb) {
+    if (!staged) {
+      wait_phase(1u, G, wait_np, lid);
+      stage_xproj(lid);
+      staged = true;
+    }
+    let ps1 = min((b + 1u) * bl.per, bl.np);
+    scan_channels(b * bl.per, ps1, lid, sg);
+    finish_block(2u, G, ps1 - b * bl.per, lid);
+    b = take_block(2u, G, bl, bl.nb, b + 1u, lid);
+  }
+}
+
 @compute @workgroup_size(THREADS)
 fn mamba1_persist(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                   @builtin(local_invocation_index) lid: u32, @builtin(subgroup_size) sg: u32) {
   failed = false;
   let g0 = wg.x;
   let G = nwg.x;
-  let nin = 2u * p.I;
-  let nxp = p.R + 2u * p.N;
-  // phase 0: h = residual * norm weight staged (its 1/rms scales the sums), in_proj's rows,
-  // the x half through the conv step into u, the z half into z
-  // (a workgroup with no rows here reads nothing: phase 3's writes into the residual are
-  // ordered after every read of it only through the rows' outputs)
-  if (g0 * (THREADS / TPR) < nin) {
-    let q0 = first_trip(RK_IN, nin, p.D, g0, lid);
-    var ss = 0.0;
-    for (var k = lid; k < p.D / 4u; k += THREADS) {
-      let v = vec4<f32>(res[4u * k], res[4u * k + 1u], res[4u * k + 2u], res[4u * k + 3u]);
-      ss += dot(v, v);
-      xs[k] = v * nw[k];
-    }
-    ss = group_sum(ss, lid, THREADS, sg);
-    if (lid == 0u) { wsum = ss; }
-    workgroupBarrier();
-    let rstd = inverseSqrt(wsum / f32(p.D) + p.eps);
-    run_rows(RK_IN, nin, p.D, g0, G, lid, sg, q0, rstd);
-  }
-  finish_phase(0u, lid);
-  // phase 1: x_proj over u
-  let q1 = first_trip(RK_XP, nxp, p.I, g0, lid);
-  wait_phase(0u, G, lid);
-  stage_words(U0(), p.I, lid);
-  run_rows(RK_XP, nxp, p.I, g0, G, lid, sg, q1, 1.0);
-  finish_phase(1u, lid);
-  // phase 2: dt_proj, the scan step, the gate, into y
-  let q3 = first_trip(RK_OUT, p.D, p.I, g0, lid);   // out_proj's first weights, already
-  wait_phase(1u, G, lid);
-  stage_xproj(lid);
-  scan_channels(g0, G, lid, sg);
-  finish_phase(2u, lid);
-  // phase 3: out_proj over y, added into the residual
-  wait_phase(2u, G, lid);
-  stage_words(Y0(), p.I, lid);
-  run_rows(RK_OUT, p.D, p.I, g0, G, lid, sg, q3, 1.0);
+  let rpw = THREADS / TPR;
+  let np_in = (2u * p.I + rpw - 1u) / rpw;
+  let np_xp = (p.R + 2u * p.N + rpw - 1u) / rpw;
+  let np_scan = (p.I + THREADS / LANES - 1u) / (THREADS / LANES);
+  phase_in(G, g0, lid, sg);                                          // -> u, z
+  phase_rows(1u, RK_XP, p.R + 2u * p.N, U0(), G, g0, lid, sg, np_in);    // x_proj -> xp
+  phase_scan(G, g0, lid, sg, np_xp);                                 // dt_proj, scan, gate -> y
+  phase_rows(3u, RK_OUT, p.D, Y0(), G, g0, lid, sg, np_scan);        // out_proj -> residual
 }

@@ -21,8 +21,10 @@ def _binds_16(engine):
         pytest.skip("this adapter binds fewer than 16 storage buffers per stage")
 
 
-@pytest.mark.parametrize("fmt,tpr", [("f32", None), ("f16", None), ("f16", 16), ("f32", 256)])
-@pytest.mark.parametrize("name", ["mamba-d40-tied", "falcon-d40-untied"])
+@pytest.mark.parametrize("name,fmt,tpr", [
+    ("mamba-d40-tied", "f32", None), ("mamba-d40-tied", "f16", None),
+    ("falcon-d40-untied", "f32", None), ("falcon-d40-untied", "f16", None),
+    ("mamba-d40-tied", "f16", 16), ("falcon-d40-untied", "f32", 256)])
 def test_one_dispatch_a_layer_equals_the_engine_step(engine, name, fmt, tpr):
     """One workgroup: every phase's waits are on its own words (deterministic here); 64
     threads a weight row (the rule), 16 and 256."""
@@ -32,22 +34,23 @@ def test_one_dispatch_a_layer_equals_the_engine_step(engine, name, fmt, tpr):
     check_persist(r)
 
 
-@pytest.mark.parametrize("name,fmt", [("mamba-d40-tied", "f32"), ("falcon-d40-untied", "f16")])
-def test_two_workgroups_wait_for_each_other(engine, name, fmt):
-    """Two workgroups, each phase's rows split between them: each waits for the other's words.
-    lavapipe runs them on two threads, which a loaded machine may not schedule at once: a wait
-    that outlasts its bound gives up and is counted (fails), and such a run proves nothing --
-    up to three runs, every run without a give-up must equal the engine's step."""
+@pytest.mark.parametrize("name,fmt,groups", [("mamba-d40-tied", "f32", 2),
+                                             ("falcon-d40-untied", "f16", 2),
+                                             ("mamba-d40-tied", "f16", 32)])
+def test_more_workgroups_than_one(engine, name, fmt, groups):
+    """Two workgroups, each phase's blocks split between them, each waiting for the other's
+    words; and 32, more than lavapipe runs at once (its two threads): those running take the
+    blocks of those not yet started, which then find none -- the same results, no spin given up.
+    A wait can still outlast its bound where the OS puts one thread aside (a loaded machine: the
+    give-up is counted and the run proves nothing), so up to three runs; the first without a
+    give-up must equal the engine's step."""
     _binds_16(engine)
-    clean = 0
     for _ in range(3):
-        r = engine.run(RUN, folder=str(FIX / name), fmt=fmt, ids=IDS, groups=2)
+        r = engine.run(RUN, folder=str(FIX / name), fmt=fmt, ids=IDS, groups=groups)
         if r["fails"] == 0:
             check_persist(r)
-            clean += 1
-            break
-    if not clean:
-        pytest.skip("lavapipe did not run the two workgroups at once in three tries")
+            return
+    pytest.skip(f"a wait gave up in each of three runs at {groups} workgroups (a loaded host)")
 
 
 def test_one_dispatch_a_layer_matches_transformers(engine):
@@ -72,7 +75,7 @@ def d64(tmp_path_factory):
     return folder
 
 
-@pytest.mark.parametrize("fmt", ["q8", "q4", "f16"])
+@pytest.mark.parametrize("fmt", ["q8", "q4"])
 def test_narrow_formats_in_one_dispatch(engine, d64, fmt):
     """q8 (a scale a row) and q4 (a scale a group of 32), each scale loaded as its own word,
     against the engine's mat-vecs of the same quantised weights."""
@@ -89,31 +92,3 @@ def test_mixed_formats_keep_the_engine_path(engine):
     r = engine.run(RUN, folder=str(FIX / "mamba-d40-tied"), fmt="q8", ids=IDS[:3], groups=2)
     assert r["persist_why"] == "weight formats"
     assert r["persist"] == r["plain"] and r["persist_dpt"] == r["plain_dpt"]
-
-
-def test_a_grid_too_big_to_be_resident_gives_up_and_ends(engine):
-    """32 workgroups on lavapipe's few threads: the first ones wait for workgroups that cannot
-    start until they end. Their spins give up -- counted -- and the dispatch ends (the tokens
-    are then wrong: what a bench reports as persist_fails)."""
-    _binds_16(engine)
-    r = engine.run(ONE_TOKEN, folder=str(FIX / "mamba-d40-tied"), groups=32)
-    assert r["why"] is None and r["fails"] > 0
-
-
-ONE_TOKEN = """
-from py_engine.io.hf_loader import load_model_local
-from py_engine.ops import mamba1_persist as MP
-m = await load_model_local(device, args['folder'])
-device.mamba1_persist = True
-device.persist_groups = args['groups']
-try:
-    st = m.new_state()
-    why = MP.applies(device, m.mixers[0], 1, st.layers[0])
-    await m.step_logits([3], st)
-    st.release()
-    result = {'why': why, 'fails': await m._persist_scratch.fails()}
-finally:
-    device.mamba1_persist = None
-    device.persist_groups = None
-    m.release()
-"""
