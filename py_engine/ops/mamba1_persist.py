@@ -38,7 +38,7 @@ SHADERS = {"f32": "mamba1_persist_f32", "f16": "mamba1_persist_f16", "q8": "mamb
 VALUES_A_CHUNK = {"f32": 4, "f16": 8, "q8": 16, "q4": 32}   # a 16-byte chunk's weights
 STORAGE_BINDINGS = 16
 MAX_WIDTH = 4096           # D and I: the staged input is 1,024 vec4s of workgroup memory
-WORKGROUP_BYTES = 4 * (4 * 1024 + 256 + 512 + 1 + 4 + 16)
+WORKGROUP_BYTES = 4 * (4 * 1024 + 256 + 512 + 1 + 4 + 16 + 2)   # xs, red, xq, wsum, nq, dts, ..
 GROUPS = (1, 2, 4, 8, 16, 32, 66, 132, 264, 528, 1056)
 SPIN = 1 << 12             # spin rounds before a thread gives up (a phase's wait: 64 loads a
                            # round, ~0.1 s on a GPU; a word's: one load a round)
@@ -62,8 +62,8 @@ def groups(dev):
 
 
 def tpr(dev):
-    """Threads a weight row: `device.persist_tpr` / MAMBAWEB_PERSIST_TPR, else 64 (the
-    engine's mat-vec rule at mamba-1.4b's in_proj)."""
+    """Threads a weight row: `device.persist_tpr` / MAMBAWEB_PERSIST_TPR, else 64 (untimed: the
+    --persist device call times 32 beside it)."""
     return pick(dev, "persist_tpr", "MAMBAWEB_PERSIST_TPR", (16, 32, 64, 128, 256), lambda: 64)
 
 
