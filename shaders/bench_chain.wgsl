@@ -11,10 +11,11 @@ enable subgroups;
 //                     dispatch a layer): each waits inside the kernel for its stage's input,
 //                     with its first weights already loading
 // WGSL has no grid barrier and no device-scope fence, so the wait carries validity in the data
-// itself: a stage's outputs live in words of a buffer zeroed before the token, the producer
-// stores each value with atomicStore (+0.0 stored as -0.0, so no value is the zero word) and a
-// consumer spins on each word with atomicLoad until it is not zero. Only the per-location
-// coherence of atomics is relied on, no ordering between words. A per-stage count of finished
+// itself (lib/spin_words.wgsl, shared with the engine's layer kernel lib/mamba1_persist.wgsl):
+// a stage's outputs live in words of a buffer zeroed before the token, stored once with
+// atomicStore and spun on with atomicLoad until not zero. Unlike the layer kernel, whose
+// workgroups take whichever blocks of rows are left, rows go to workgroups by a fixed stride
+// here -- the bench's bound on what the boundaries cost. A per-stage count of finished
 // workgroups (done[s]) only tells thread 0 when to start reading, so that 256 threads do not
 // poll words not yet written. Forward progress needs all G workgroups resident at once, which
 // WebGPU does not promise: every spin is bounded (p.spin loads) and each thread that gives up
@@ -28,11 +29,11 @@ struct Params { stage: u32, stages: u32, spin: u32, _pad: u32 };
 @group(0) @binding(0) var<uniform> p: Params;
 // Stage s: st.s[2s] = (N, K, kind, w_off), st.s[2s + 1] = (in_off, out_off, -, -): rows, inputs
 // (a multiple of 8), which weight buffer (0..3), its first vec4 in it; the input's and the
-// output's first word in act.
+// output's first word in sc.
 struct Stages { s: array<vec4<u32>, 1024> };
 @group(0) @binding(1) var<uniform> st: Stages;
 @group(0) @binding(2) var<storage, read> x0: array<vec4<f32>>;             // [K_0 / 4] stage 0's input
-@group(0) @binding(3) var<storage, read_write> act: array<atomic<u32>>;    // every stage's outputs
+@group(0) @binding(3) var<storage, read_write> sc: array<atomic<u32>>;     // every stage's outputs
 @group(0) @binding(4) var<storage, read_write> done: array<atomic<u32>>;   // [stages] workgroups finished
 @group(0) @binding(5) var<storage, read_write> fails: array<atomic<u32>>;  // [1] spins given up
 @group(0) @binding(6) var<storage, read> w0: array<vec4<u32>>;             // [sets, N, K / 8] 8 f16s a vec4
@@ -54,6 +55,9 @@ override COUNTER: bool = true;
 var<workgroup> xs: array<vec4<f32>, 1024>;     // the stage's input, K <= 4096
 var<workgroup> red: array<f32, THREADS>;
 var<private> failed: bool;                     // this thread gave up a spin: spin no more
+
+//#include "lib/group_sum.wgsl"
+//#include "lib/spin_words.wgsl"
 
 fn load_w(kind: u32, i: u32) -> vec4<u32> {
   switch kind {
@@ -85,49 +89,9 @@ fn chunk_dot(q: vec4<u32>, c: u32, nchunk: u32) -> f32 {
   return select(0.0, v, c < nchunk);
 }
 
-// The sum of v over each aligned group of TPR threads, in the group's first thread: a tree
-// (step TPR/2, TPR/4, .. 1), steps of at least the subgroup size through workgroup memory,
-// the rest (SG) through subgroupShuffleXor. Uniform control flow.
-fn row_total(v: f32, lid: u32, sg: u32) -> f32 {
-  let lane = lid % TPR;
-  var low = 1u;
-  if (SG) { low = max(sg, 1u); }
-  var step = TPR / 2u;
-  var s = v;
-  if (step >= low) {
-    red[lid] = s;
-    workgroupBarrier();
-    for (; step >= low; step >>= 1u) {
-      if (lane < step) { red[lid] += red[lid + step]; }
-      workgroupBarrier();
-    }
-    s = red[lid];
-  }
-  if (SG) {
-    for (; step > 0u; step >>= 1u) { s += subgroupShuffleXor(s, step); }
-  }
-  return s;
-}
-
-// The word a consumer waits for: spun on until it is not zero (bounded; see the header).
-fn word(i: u32) -> f32 {
-  var u = atomicLoad(&act[i]);
-  var n = 0u;
-  while (u == 0u && !failed) {
-    n++;
-    if (n >= p.spin) {
-      failed = true;
-      atomicAdd(&fails[0], 1u);
-    }
-    u = atomicLoad(&act[i]);
-  }
-  return bitcast<f32>(u);
-}
-
-// A value as the producer stores it: never the zero word.
-fn enc(v: f32) -> u32 {
-  let u = bitcast<u32>(v);
-  return select(u, 0x80000000u, u == 0u);
+fn give_up() {
+  failed = true;
+  atomicAdd(&fails[0], 1u);
 }
 
 // Stage s's K inputs into xs. Persistent (wait_done), thread 0 first waits until all G
@@ -140,48 +104,13 @@ fn get_input(s: u32, K: u32, in_off: u32, lid: u32, G: u32, wait_done: bool) {
       var n = 0u;
       while (atomicLoad(&done[s - 1u]) < G && !failed) {
         n++;
-        if (n >= p.spin) {
-          failed = true;
-          atomicAdd(&fails[0], 1u);
-        }
+        if (n >= p.spin) { give_up(); }
       }
     }
     workgroupBarrier();
-    // a thread's words load together, 16 at a time, before any is looked at; only a word still
-    // zero is spun on (alone, each would cost a round trip to the L2: 16 of them a thread at K
-    // 4096)
-    let nv = K / 4u;
-    for (var i = lid; i < nv; i += 4u * THREADS) {
-      let i1 = i + THREADS;
-      let i2 = i + 2u * THREADS;
-      let i3 = i + 3u * THREADS;
-      let a = load4(in_off + 4u * i);
-      let b = load4(in_off + 4u * min(i1, nv - 1u));
-      let c = load4(in_off + 4u * min(i2, nv - 1u));
-      let d = load4(in_off + 4u * min(i3, nv - 1u));
-      put4(i, nv, in_off + 4u * i, a);
-      put4(i1, nv, in_off + 4u * i1, b);
-      put4(i2, nv, in_off + 4u * i2, c);
-      put4(i3, nv, in_off + 4u * i3, d);
-    }
+    stage_words(in_off, K, lid, THREADS);
   }
   workgroupBarrier();
-}
-
-fn settle(i: u32, u: u32) -> f32 {
-  if (u != 0u) { return bitcast<f32>(u); }
-  return word(i);
-}
-
-fn load4(o: u32) -> vec4<u32> {
-  return vec4<u32>(atomicLoad(&act[o]), atomicLoad(&act[o + 1u]), atomicLoad(&act[o + 2u]),
-                   atomicLoad(&act[o + 3u]));
-}
-
-fn put4(v: u32, nv: u32, o: u32, u: vec4<u32>) {
-  if (v < nv) {
-    xs[v] = vec4<f32>(settle(o, u.x), settle(o + 1u, u.y), settle(o + 2u, u.z), settle(o + 3u, u.w));
-  }
 }
 
 // Stage s by workgroup g0 of G: passes g0, g0 + G, .. of THREADS / TPR rows each. The thread's
@@ -218,8 +147,8 @@ fn run_stage(s: u32, g0: u32, G: u32, lid: u32, sg: u32, persist: bool) {
              chunk_dot(q.c, c + 2u * TPR, nchunk) + chunk_dot(q.d, c + 3u * TPR, nchunk);
       q = nxt;
     }
-    let total = row_total(acc, lid, sg);
-    if (lane == 0u && r < N) { atomicStore(&act[b.y + r], enc(total)); }
+    let total = group_sum(acc, lid, TPR, sg);
+    if (lane == 0u && r < N) { put(b.y + r, total); }
   }
   if (persist) {
     workgroupBarrier();                           // every thread's stores issued

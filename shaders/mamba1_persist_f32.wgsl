@@ -1,28 +1,11 @@
 enable subgroups;
-// A Mamba-1 decode layer in one dispatch, f32 weights read as vec4<f32> (16-byte chunks); the
-// kernel: lib/mamba1_persist.wgsl.
-@group(0) @binding(3) var<storage, read> w_x: array<vec4<f32>>;      // in_proj's x half [I, D/4]
-@group(0) @binding(4) var<storage, read> w_z: array<vec4<f32>>;      // in_proj's z half [I, D/4]
-@group(0) @binding(5) var<storage, read> w_dt: array<vec4<f32>>;     // x_proj's dt rows [R, I/4]
-@group(0) @binding(6) var<storage, read> w_b: array<vec4<f32>>;      // x_proj's B rows [N, I/4]
-@group(0) @binding(7) var<storage, read> w_c: array<vec4<f32>>;      // x_proj's C rows [N, I/4]
-@group(0) @binding(8) var<storage, read> w_out: array<vec4<f32>>;    // out_proj [D, I/4]
+// A Mamba-1 decode layer in one dispatch, f32 weights (16-byte chunks of four); the kernel:
+// lib/mamba1_persist.wgsl.
+//#include "lib/mamba1_persist_weights.wgsl"
 
 const CV = 1u;
-alias Raw = vec4<f32>;
 
-fn load_m(m: u32, i: u32) -> Raw {
-  switch m {
-    case 0u: { return w_x[i]; }
-    case 1u: { return w_z[i]; }
-    case 2u: { return w_dt[i]; }
-    case 3u: { return w_b[i]; }
-    case 4u: { return w_c[i]; }
-    default: { return w_out[i]; }
-  }
-}
-
-fn raw_dot(q: Raw, c: u32) -> f32 { return dot(q, xs[c]); }
+fn raw_dot(q: Raw, c: u32) -> f32 { return dot(bitcast<vec4<f32>>(q), xs[c]); }
 
 fn chunk_scale(m: u32, row: u32, c: u32) -> f32 { return 1.0; }
 

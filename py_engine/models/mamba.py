@@ -15,6 +15,7 @@ from py_engine.models.names import EMBED, LM_HEAD, NORM_F
 from py_engine.models.schedule import logical_kinds, logical_layers
 from py_engine.nn import registry
 from py_engine.ops import elementwise as ew
+from py_engine.ops import mamba1_persist as MP
 from py_engine.ops import position
 from py_engine.ops.embedding import embedding_forward
 from py_engine.ops.linear import linear_forward
@@ -206,7 +207,6 @@ class MambaModel:
         """(scratch, the logical layers that decode in one dispatch) where ops/mamba1_persist
         applies to any Mamba-1 layer (off by rule), else None."""
         from py_engine.nn.mamba1 import Mamba1Mixer
-        from py_engine.ops import mamba1_persist as MP
         if not MP.enabled(device):
             return None
         layers = {i for i, m in enumerate(self.mixers) if isinstance(m, Mamba1Mixer)
@@ -293,9 +293,8 @@ class MambaModel:
         # read it normalise on the fly. Mixers read h before they add into the residual.
         for i, mixer in enumerate(self.mixers):
             if persist is not None and i in persist[1]:     # the layer in one dispatch
-                from py_engine.ops.mamba1_persist import layer_step
-                layer_step(batch, mixer, residual, self.norms[i], cfg.layer_norm_epsilon,
-                           state.layers[i], persist[0], i)
+                MP.layer_step(batch, mixer, residual, self.norms[i], cfg.layer_norm_epsilon,
+                              state.layers[i], persist[0], i)
                 continue
             h = NormedRows(residual, self.norms[i], cfg.layer_norm_epsilon)
             mixer.step(batch, h, residual, Bsz, state.layers[i])

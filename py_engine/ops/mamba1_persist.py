@@ -40,10 +40,10 @@ STORAGE_BINDINGS = 16
 MAX_WIDTH = 4096           # D and I: the staged input is 1,024 vec4s of workgroup memory
 WORKGROUP_BYTES = 4 * (4 * 1024 + 256 + 512 + 1 + 4 + 16 + 2)   # xs, red, xq, wsum, nq, dts, ..
 GROUPS = (1, 2, 4, 8, 16, 32, 66, 132, 264, 528, 1056)
-SPIN = 1 << 12             # spin rounds before a thread gives up (a phase's wait: 64 loads a
+SPIN = 1 << 10             # spin rounds before a thread gives up (a phase's wait: 256 loads a
                            # round, ~0.1 s on a GPU; a word's: one load a round)
 # On lavapipe every round is a loop pass counted against the driver's 65,535 an invocation
-# (shaders/LOOP_BUDGET.md; a phase wait's 64 loads are written out, no loop), and thread 0
+# (shaders/LOOP_BUDGET.md; a phase wait's 256 loads are written out, no loop), and thread 0
 # waits up to three times a layer: 3 x 12,000 rounds stay below it with the tiny models' loops,
 # so a wait too long gives up and is counted rather than stopping the kernel's loops silently.
 SPIN_CPU = 12000

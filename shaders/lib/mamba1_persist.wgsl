@@ -23,12 +23,9 @@
 // counts against the driver's 65,535 loop passes an invocation (shaders/LOOP_BUDGET.md):
 // there this path is for tiny models (the tests).
 //
-// The including file (mamba1_persist_<format>.wgsl) defines, before this include:
-//   const CV: u32      vec4s of x per 16-byte chunk of weights (f32 1, f16 2)
-//   alias Raw          the chunk as loaded
-//   fn load_m(m: u32, i: u32) -> Raw     chunk i (16-byte units) of matrix m: 0 in_proj's x
-//                                        half, 1 its z half, 2 x_proj's dt rows, 3 its B rows,
-//                                        4 its C rows, 5 out_proj (bindings 3..8)
+// The including file (mamba1_persist_<format>.wgsl) includes lib/mamba1_persist_weights.wgsl
+// (the matrices at bindings 3..8, `Raw`, load_m, load_word) and defines, before this include:
+//   const CV: u32      vec4s of x per 16-byte chunk of weights (f32 1, f16 2, q8 4, q4 8)
 //   fn raw_dot(q: Raw, c: u32) -> f32    its values (unscaled) dotted with xs[c * CV ..]
 //   fn chunk_scale(m: u32, row: u32, c: u32) -> f32   their scale (1 when unscaled; q8 the
 //                                        row's, q4 the chunk's group of 32), read from the
@@ -63,6 +60,8 @@ fn FLAG(ph: u32, G: u32, b: u32) -> u32 { return PH0(ph, G) + 2u + b; }
 @group(0) @binding(16) var<storage, read_write> sc: array<atomic<u32>>;  // scratch words (above)
 
 //#include "lib/activations.wgsl"
+//#include "lib/group_sum.wgsl"
+//#include "lib/spin_words.wgsl"
 
 const THREADS = 256u;
 // Threads a weight row (a power of two, 4..256): a pass of a workgroup covers THREADS / TPR rows.
@@ -79,50 +78,12 @@ var<workgroup> nq: array<f32, 4>;            // Falcon: 1/rms of dt_low, B, C
 var<workgroup> dts: array<f32, 16>;          // the scan pass's channels' dt (THREADS / LANES)
 var<private> failed: bool;                   // this thread gave up a spin: spin no more
 
-// The sum of v over each aligned group of L threads (a power of two), in the group's first
-// thread: steps of at least the subgroup size through workgroup memory, the rest (SG) as
-// subgroup shuffles. Uniform control flow.
-fn group_sum(v: f32, lid: u32, L: u32, sg: u32) -> f32 {
-  let lane = lid % L;
-  var low = 1u;
-  if (SG) { low = max(sg, 1u); }
-  var step = L / 2u;
-  var s = v;
-  if (step >= low) {
-    red[lid] = s;
-    workgroupBarrier();
-    for (; step >= low; step >>= 1u) {
-      if (lane < step) { red[lid] += red[lid + step]; }
-      workgroupBarrier();
-    }
-    s = red[lid];
-    workgroupBarrier();                      // red is written again by the next sum
-  }
-  if (SG) {
-    for (; step > 0u; step >>= 1u) { s += subgroupShuffleXor(s, step); }
-  }
-  return s;
-}
-
 fn give_up() {
   failed = true;
   atomicAdd(&sc[p.fail_at], 1u);
 }
 
-// Scratch word i once written (spun on, bounded: p.spin loads). Spun on only where a word is
-// still zero after thread 0 saw its phase's count complete: rarely, and briefly.
-fn word(i: u32) -> f32 {
-  var u = atomicLoad(&sc[i]);
-  var n = 0u;
-  while (u == 0u && !failed) {
-    n++;
-    if (n >= p.spin) { give_up(); }
-    u = atomicLoad(&sc[i]);
-  }
-  return bitcast<f32>(u);
-}
-
-// Thread 0's wait for a phase's count: p.spin rounds of 64 loads, written out rather than
+// Thread 0's wait for a phase's count: p.spin rounds of 256 loads, written out rather than
 // looped -- lavapipe counts every loop pass against its cap (header), so a round there costs
 // one pass, and its waits, milliseconds long when the OS puts a thread aside, fit.
 fn count8(i: u32, np: u32, k0: u32) -> u32 {
@@ -143,11 +104,6 @@ fn count64(i: u32, np: u32, k0: u32) -> u32 {
   return count8(i, np, count8(i, np, count8(i, np, count8(i, np, k))));
 }
 
-fn put(i: u32, v: f32) {
-  let u = bitcast<u32>(v);
-  atomicStore(&sc[i], select(u, 0x80000000u, u == 0u));
-}
-
 var<workgroup> wfailed: u32;
 
 // Thread 0 waits until all np passes of phase ph are done; then the workgroup reads. If thread
@@ -160,7 +116,8 @@ fn wait_phase(ph: u32, G: u32, np: u32, lid: u32) {
     while (k < np && !failed) {
       n++;
       if (n >= p.spin) { give_up(); }
-      k = count64(DONE(ph, G), np, k);
+      k = count64(DONE(ph, G), np, count64(DONE(ph, G), np, count64(DONE(ph, G), np,
+                  count64(DONE(ph, G), np, k))));
     }
     wfailed = select(0u, 1u, failed);
   }
@@ -207,45 +164,6 @@ fn take_block(ph: u32, G: u32, bl: Blocks, own: u32, start: u32, lid: u32) -> u3
     wtake = got;
   }
   return workgroupUniformLoad(&wtake);
-}
-
-// Word i, loaded as u: u itself, or (still zero) spun on.
-fn settle(i: u32, u: u32) -> f32 {
-  if (u != 0u) { return bitcast<f32>(u); }
-  return word(i);
-}
-
-fn load4(o: u32) -> vec4<u32> {
-  return vec4<u32>(atomicLoad(&sc[o]), atomicLoad(&sc[o + 1u]), atomicLoad(&sc[o + 2u]),
-                   atomicLoad(&sc[o + 3u]));
-}
-
-fn put4(v: u32, nv: u32, o: u32, u: vec4<u32>) {
-  if (v < nv) {
-    xs[v] = vec4<f32>(settle(o, u.x), settle(o + 1u, u.y), settle(o + 2u, u.z), settle(o + 3u, u.w));
-  }
-}
-
-// n words from scratch word w0 into xs (as n / 4 vec4s). A thread's words load together, 16 at
-// a time, before any is looked at; only a word still zero is then spun on (none, once thread 0
-// has seen the phase's count: a word spun on alone costs a round trip to the L2 each, and a
-// thread stages 16 of them at mamba-1.4b's width).
-fn stage_words(w0: u32, n: u32, lid: u32) {
-  let nv = n / 4u;
-  for (var i = lid; i < nv; i += 4u * THREADS) {
-    let i1 = i + THREADS;
-    let i2 = i + 2u * THREADS;
-    let i3 = i + 3u * THREADS;
-    let a = load4(w0 + 4u * i);
-    let b = load4(w0 + 4u * min(i1, nv - 1u));
-    let c = load4(w0 + 4u * min(i2, nv - 1u));
-    let d = load4(w0 + 4u * min(i3, nv - 1u));
-    put4(i, nv, w0 + 4u * i, a);
-    put4(i1, nv, w0 + 4u * i1, b);
-    put4(i2, nv, w0 + 4u * i2, c);
-    put4(i3, nv, w0 + 4u * i3, d);
-  }
-  workgroupBarrier();
 }
 
 // Matrix m's rows and inputs (the formats' scales sit after rows x K values of data).
@@ -501,7 +419,7 @@ fn phase_rows(ph: u32, kind: u32, nrows: u32, in0: u32, G: u32, g0: u32, lid: u3
     if (b != g0) { q = first_trip(kind, nrows, p.I, b * bl.per, lid); }
     if (!staged) {
       wait_phase(ph - 1u, G, wait_np, lid);
-      stage_words(in0, p.I, lid);
+      stage_words(in0, p.I, lid, THREADS);
       staged = true;
     }
     let ps1 = min((b + 1u) * bl.per, bl.np);
