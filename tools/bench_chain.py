@@ -160,7 +160,7 @@ def main(argv):
     ap.add_argument("--no-sg", action="store_true", help="the row sums' tree without shuffles")
     ap.add_argument("--tokens", type=int, default=8, help="tokens a timed replay")
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--spin", type=int, default=1 << 18,
+    ap.add_argument("--spin", type=int, default=1 << 16,
                     help="loads a waiting thread makes before it gives up")
     ap.add_argument("--no-ceilings", action="store_true")
     ap.add_argument("--dump", action="store_true",

@@ -67,6 +67,14 @@ def tpr(dev):
     return pick(dev, "persist_tpr", "MAMBAWEB_PERSIST_TPR", (16, 32, 64, 128, 256), lambda: 64)
 
 
+def static_blocks(dev):
+    """Workgroup g takes block g of each phase and no other (no flags): `device.persist_static`
+    / MAMBAWEB_PERSIST_STATIC=1, a bench variant pricing the flags; it needs every workgroup
+    resident at once (a GPU that cannot hold them gives up its spins: persist_fails), so never
+    the rule."""
+    return choose(dev, "persist_static", "MAMBAWEB_PERSIST_STATIC", "1", "0", lambda: False)
+
+
 def _fmt(ws):
     dts = {w.dtype for w in ws}
     return dts.pop() if len(dts) == 1 and dts <= set(SHADERS) else None
@@ -167,5 +175,6 @@ def layer_step(batch, mixer, residual, norm_w, eps, state, scratch, layer):
            mixer.conv_w.binding, conv_b.binding, (state.conv.buffer, base, st_size),
            mixer.dt_w.binding, mixer.dt_b.binding, mixer.A_log.binding, mixer.D.binding,
            (scratch.buf.buffer, scratch.buf.offset + off, 4 * scratch.words - off)]
-    consts = {"SG": 1 if not dev.info.get("is_fallback") else 0, "TPR": tpr(dev)}
+    consts = {"SG": 1 if not dev.info.get("is_fallback") else 0, "TPR": tpr(dev),
+              "STATIC": 1 if static_blocks(dev) else 0}
     batch.run(SHADERS[fmt], "mamba1_persist", res, scratch.G, constants=consts)

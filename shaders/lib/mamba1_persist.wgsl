@@ -143,9 +143,15 @@ fn blocks_of(np: u32, G: u32) -> Blocks {
 
 var<workgroup> wtake: u32;
 
+// Blocks by a fixed stride instead (workgroup g takes block g, nothing else; no flags): a bench
+// variant (MAMBAWEB_PERSIST_STATIC=1) that prices the flags -- it needs every workgroup
+// resident, as tools/bench_chain's forms do, and is never the rule.
+override STATIC: bool = false;
+
 // The block of phase ph this workgroup takes: `own` if nobody has, else the first one not yet
 // taken from `start` on (in turn), else nb (every block taken). Thread 0 decides; uniform.
 fn take_block(ph: u32, G: u32, bl: Blocks, own: u32, start: u32, lid: u32) -> u32 {
+  if (STATIC) { return select(bl.nb, own, own < bl.nb); }
   if (lid == 0u) {
     var got = bl.nb;
     if (own < bl.nb && atomicExchange(&sc[FLAG(ph, G, own)], 1u) == 0u) {

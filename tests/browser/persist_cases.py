@@ -13,6 +13,7 @@ m = await load_model_local(device, args['folder'], weights_format=args['fmt'])
 device.force_matvec = True
 device.persist_groups = args['groups']
 device.persist_tpr = args.get('tpr')
+device.persist_static = args.get('static')
 out = {'layers': m.cfg.num_hidden_layers}
 try:
     for on in (False, True):
@@ -34,6 +35,7 @@ finally:
     device.mamba1_persist = None
     device.persist_groups = None
     device.persist_tpr = None
+    device.persist_static = None
 m.release()
 result = out
 """

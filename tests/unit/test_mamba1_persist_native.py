@@ -53,6 +53,16 @@ def test_more_workgroups_than_one(engine, name, fmt, groups):
     pytest.skip(f"a wait gave up in each of three runs at {groups} workgroups (a loaded host)")
 
 
+def test_static_blocks_at_one_workgroup(engine):
+    """The bench variant without flags (workgroup g takes block g): the same results where
+    every workgroup is resident -- one here."""
+    _binds_16(engine)
+    r = engine.run(RUN, folder=str(FIX / "falcon-d40-untied"), fmt="f16", ids=IDS, groups=1,
+                   static=True)
+    assert r["fails"] == 0
+    check_persist(r)
+
+
 def test_one_dispatch_a_layer_matches_transformers(engine):
     """Step by step, transformers' logits stored with the fixtures (f32)."""
     _binds_16(engine)
