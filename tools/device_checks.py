@@ -130,12 +130,14 @@ def persist_cases():
 
 
 def _d64():
-    import tempfile
+    """A random d_model-64 Mamba-1, written inside the checkout (git-ignored .bench/): the Dawn
+    engine's Pyodide sees the checkout's files, not /tmp's."""
     from pathlib import Path
     global _D64
     if _D64 is None:
         from tools.cmd_bench import _write_random_model
-        _D64 = Path(tempfile.mkdtemp(prefix="persist_d64_"))
+        _D64 = Path(__file__).resolve().parents[1] / ".bench" / "persist_d64"
+        _D64.mkdir(parents=True, exist_ok=True)
         _write_random_model(str(_D64), dict(d_model=64, n_layers=2, vocab_size=128))
     return _D64
 

@@ -23,12 +23,12 @@
 #     in each form, with parts ablated (tools/ablate_mamba3), the mamba3-187m prefill through
 #     Dawn with the tiled kernels as variants, and its native profile with them on (carry as
 #     for --dawn)
-#   bash tools/device/gpu_session.sh --chain    # ~7 min: would a decode token run faster as
+#   bash tools/device/gpu_session.sh --chain    # ~9 min: would a decode token run faster as
 #     one dispatch? tools/bench_chain (a decode-shaped chain of f16 mat-vecs, one dispatch a
 #     stage against one dispatch of resident workgroups waiting inside the kernel) at
 #     mamba-1.4b's and mamba-130m's shapes, natively and through Dawn; then mamba-130m f16
-#     at 66-528 workgroups and mamba-1.4b f32 at 132 (64 and 32 threads a row) decoding
-#     through Dawn with the layer kernel (ops/mamba1_persist) (carry as for --dawn)
+#     at 66-528 workgroups and mamba-1.4b f16 at 528 and at 264 with 16 / 32 threads a row
+#     decoding through Dawn with the layer kernel (ops/mamba1_persist) (carry as for --dawn)
 #   bash tools/device/gpu_session.sh --persist  # ~8 min: a Mamba-1 layer in one dispatch
 #     (ops/mamba1_persist, off by rule): its checks natively and through Dawn at the grids a GPU
 #     holds, then mamba-1.4b f16 / q4 decoding through Dawn with it on at 132 / 264
@@ -118,10 +118,10 @@ if [ "${1:-}" = "--chain" ]; then
   both_engines
   for shape in "2048 48" "768 24"; do
     set -- $shape
-    timeout 150 python3 -m tools.bench_chain --d $1 --layers $2 --grids 66,132,264,528 \
-      --tpr 32,64,128 > "$OUT/chain_native_$1.txt" 2>&1
+    timeout 150 python3 -m tools.bench_chain --d $1 --layers $2 --grids 132,264 \
+      --tpr 32,64 > "$OUT/chain_native_$1.txt" 2>&1
     stamp $? >> "$OUT/chain_native_$1.txt"
-    timeout 150 python3 -m tools.bench_chain --dawn --d $1 --layers $2 --grids 132,264,528 \
+    timeout 150 python3 -m tools.bench_chain --dawn --d $1 --layers $2 --grids 132,264 \
       --tpr 64 > "$OUT/chain_dawn_$1.txt" 2>&1
     stamp $? >> "$OUT/chain_dawn_$1.txt"
   done
@@ -131,11 +131,11 @@ if [ "${1:-}" = "--chain" ]; then
     --weights f16 --decode-tokens 256 --max-seconds 1 --variant p66:$P=66 --variant p132:$P=132 \
     --variant p264:$P=264 --variant p528:$P=528 > "$OUT/persist_130m.json" 2> "$OUT/persist_130m.err"
   stamp $? >> "$OUT/persist_130m.err"
-  timeout 130 python3 -m tools.cli bench --dawn --json --only model --models mamba1_4b \
-    --weights f32 --decode-tokens 256 --max-seconds 1 --variant p132:$P=132 \
-    --variant p132t32:$P=132,MAMBAWEB_PERSIST_TPR=32 \
-    > "$OUT/persist_14b_f32.json" 2> "$OUT/persist_14b_f32.err"
-  stamp $? >> "$OUT/persist_14b_f32.err"
+  timeout 150 python3 -m tools.cli bench --dawn --json --only model --models mamba1_4b \
+    --weights f16 --decode-tokens 128 --max-seconds 1 --variant p528:$P=528 \
+    --variant p264t16:$P=264,MAMBAWEB_PERSIST_TPR=16 --variant p264t32:$P=264,MAMBAWEB_PERSIST_TPR=32 \
+    > "$OUT/persist_14b_grid.json" 2> "$OUT/persist_14b_grid.err"
+  stamp $? >> "$OUT/persist_14b_grid.err"
   exit 0
 fi
 if [ "${1:-}" = "--persist" ]; then
