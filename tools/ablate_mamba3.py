@@ -101,14 +101,9 @@ def main(argv):
                     help="the forms only (side by side, in order, tiled at 32/16/8), no ablations, "
                     "fewer runs (CPU adapters)")
     a = ap.parse_args(argv)
-    if a.dawn:
-        from tools.dawn_engine import DawnEngine as Engine
-    else:
-        from tools.native_engine import NativeEngine as Engine
-    with Engine() as eng:
-        adapter = eng.info.get("adapter") or {}
-        print(json.dumps({"adapter": adapter.get("device") or adapter.get("description")}),
-              flush=True)
+    from tools.engines import adapter_name, engine_class
+    with engine_class(a.dawn)() as eng:
+        print(json.dumps({"adapter": adapter_name(eng)}), flush=True)
         reps = (4, 1, 1) if a.quick else (12, 2, 3)   # forwards a long / short run, rounds
         for row in eng.run(SNIPPET, T=a.T, quick=a.quick, reps=reps,
                            edits=dict(EDITS, **TILE_EDITS)):

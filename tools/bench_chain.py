@@ -166,14 +166,9 @@ def main(argv):
     ap.add_argument("--dump", action="store_true",
                     help="also print inputs, weights and outputs (tiny shapes: the tests)")
     a = ap.parse_args(argv)
-    if a.dawn:
-        from tools.dawn_engine import DawnEngine as Engine
-    else:
-        from tools.native_engine import NativeEngine as Engine
-    with Engine() as eng:
-        adapter = eng.info.get("adapter") or {}
-        print(json.dumps({"adapter": adapter.get("device") or adapter.get("description")}),
-              flush=True)
+    from tools.engines import adapter_name, engine_class
+    with engine_class(a.dawn)() as eng:
+        print(json.dumps({"adapter": adapter_name(eng)}), flush=True)
         rows = eng.run(SNIPPET, d=a.d, layers=a.layers, R=a.R or a.d // 16, N=a.N,
                        tokens=a.tokens, reps=a.reps, spin=a.spin, sg=not a.no_sg,
                        grids=[int(g) for g in a.grids.split(",") if g],

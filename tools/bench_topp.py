@@ -76,11 +76,8 @@ def main(argv=None):
     rows = {"peaked": (rng.standard_normal(args.V) * 8).astype(np.float32).tolist(),
             "flat": (rng.standard_normal(args.V) * 0.3).astype(np.float32).tolist()}
     kw = dict(temperature=0.8, top_k=args.top_k, top_p=args.top_p, repetition_penalty=1.1, seed=0)
-    if args.engine == "dawn":
-        from tools.dawn_engine import DawnEngine as Engine
-    else:
-        from tools.native_engine import NativeEngine as Engine
-    with Engine() as eng:
+    from tools.engines import engine_class
+    with engine_class(args.engine == "dawn")() as eng:
         print(json.dumps(eng.run(SNIPPET, V=args.V, draws=args.draws, rows=rows, kw=kw)))
 
 

@@ -226,12 +226,9 @@ def main(argv=None):
     ap.add_argument("--engine", choices=("native", "dawn"), default="native")
     ap.add_argument("--only", default="", help="run the cases whose name contains this text")
     args = ap.parse_args(argv)
-    if args.engine == "native":
-        from tools.native_engine import NativeEngine as Engine
-    else:
-        from tools.dawn_engine import DawnEngine as Engine
+    from tools.engines import engine_class
     failed = 0
-    with Engine() as eng:
+    with engine_class(args.engine == "dawn")() as eng:
         print(json.dumps({"engine": args.engine, "adapter": eng.info.get("adapter")}), flush=True)
         for name, fn in (list(gemm_cases()) + list(scan_cases()) + list(decode_cases())
                          + list(fold_cases()) + list(persist_cases()) + list(mamba3_step_cases()) + list(ssd_cases()) + list(scale_word_cases())

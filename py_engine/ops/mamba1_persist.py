@@ -31,11 +31,11 @@ from py_engine.gpu.settings import choose, pick
 from py_engine.gpu.tensor import Tensor
 from py_engine.ops import elementwise as ew
 from py_engine.ops._common import params
+from py_engine.ops import weight_format
 from py_engine.ops.lora import adapter_of
 
 SHADERS = {"f32": "mamba1_persist_f32", "f16": "mamba1_persist_f16", "q8": "mamba1_persist_q8",
            "q4": "mamba1_persist_q4"}
-VALUES_A_CHUNK = {"f32": 4, "f16": 8, "q8": 16, "q4": 32}   # a 16-byte chunk's weights
 STORAGE_BINDINGS = 16
 MAX_WIDTH = 4096           # D and I: the staged input is 1,024 vec4s of workgroup memory
 WORKGROUP_BYTES = 4 * (4 * 1024 + 256 + 512 + 1 + 4 + 16 + 2)   # xs, red, xq, wsum, nq, dts, ..
@@ -104,7 +104,7 @@ def applies(dev, mixer, Bsz, state):
         return "biases"
     if s.K != 4 or s.N > 16 or s.D > MAX_WIDTH or s.I > MAX_WIDTH or s.R + 2 * s.N > 512:
         return "shape"
-    if s.D % VALUES_A_CHUNK[fmt] or s.I % VALUES_A_CHUNK[fmt]:
+    if not all(weight_format.fits(w.shape, fmt) for w in mats):    # whole 16-byte chunks
         return "shape"
     if mixer.dt_w.dtype != "f32":
         return "dt_proj format"
