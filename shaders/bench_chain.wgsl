@@ -59,6 +59,8 @@ var<private> failed: bool;                     // this thread gave up a spin: sp
 //#include "lib/group_sum.wgsl"
 //#include "lib/spin_words.wgsl"
 
+fn xs_slot(v: u32) -> u32 { return v; }        // the input in order (lib/spin_words.wgsl)
+
 fn load_w(kind: u32, i: u32) -> vec4<u32> {
   switch kind {
     case 0u: { return w0[i]; }

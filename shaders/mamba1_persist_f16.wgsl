@@ -7,10 +7,10 @@ enable subgroups;
 const CV = 2u;
 
 fn raw_dot(q: Raw, c: u32) -> f32 {
-  return dot(vec4<f32>(f16_pair(q.x), f16_pair(q.y)), xs[2u * c]) +
-         dot(vec4<f32>(f16_pair(q.z), f16_pair(q.w)), xs[2u * c + 1u]);
+  return dot(vec4<f32>(f16_pair(q.x), f16_pair(q.y)), xv(c, 0u)) +
+         dot(vec4<f32>(f16_pair(q.z), f16_pair(q.w)), xv(c, 1u));
 }
 
-fn chunk_scale(m: u32, row: u32, c: u32) -> f32 { return 1.0; }
+fn trip_scales(m: u32, row: u32, c: vec4<u32>) -> vec4<f32> { return vec4<f32>(1.0); }
 
 //#include "lib/mamba1_persist.wgsl"

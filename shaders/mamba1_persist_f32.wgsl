@@ -5,8 +5,8 @@ enable subgroups;
 
 const CV = 1u;
 
-fn raw_dot(q: Raw, c: u32) -> f32 { return dot(bitcast<vec4<f32>>(q), xs[c]); }
+fn raw_dot(q: Raw, c: u32) -> f32 { return dot(bitcast<vec4<f32>>(q), xv(c, 0u)); }
 
-fn chunk_scale(m: u32, row: u32, c: u32) -> f32 { return 1.0; }
+fn trip_scales(m: u32, row: u32, c: vec4<u32>) -> vec4<f32> { return vec4<f32>(1.0); }
 
 //#include "lib/mamba1_persist.wgsl"

@@ -8,17 +8,21 @@ enable subgroups;
 const CV = 8u;
 
 fn raw_dot(q: Raw, c: u32) -> f32 {
-  let x = 8u * c;
-  return dot(q4_low(q.x), xs[x]) + dot(q4_high(q.x), xs[x + 1u]) +
-         dot(q4_low(q.y), xs[x + 2u]) + dot(q4_high(q.y), xs[x + 3u]) +
-         dot(q4_low(q.z), xs[x + 4u]) + dot(q4_high(q.z), xs[x + 5u]) +
-         dot(q4_low(q.w), xs[x + 6u]) + dot(q4_high(q.w), xs[x + 7u]);
+  return dot(q4_low(q.x), xv(c, 0u)) + dot(q4_high(q.x), xv(c, 1u)) +
+         dot(q4_low(q.y), xv(c, 2u)) + dot(q4_high(q.y), xv(c, 3u)) +
+         dot(q4_low(q.z), xv(c, 4u)) + dot(q4_high(q.z), xv(c, 5u)) +
+         dot(q4_low(q.w), xv(c, 6u)) + dot(q4_high(q.w), xv(c, 7u));
 }
 
-fn chunk_scale(m: u32, row: u32, c: u32) -> f32 {   // the chunk's group's f16 scale
+// The four chunks' groups' f16 scales (chunk c of a row is its group c), each its own word.
+fn trip_scales(m: u32, row: u32, c: vec4<u32>) -> vec4<f32> {
   let groups = mat_k(m) / 32u;                       // = chunks a row
-  let group = row * groups + c;
-  return half_of(load_word(m, mat_rows(m) * groups * 4u + group / 2u), (group & 1u) == 1u);
+  let at = mat_rows(m) * groups * 4u;                // the first scale word
+  let g = vec4<u32>(row * groups) + c;
+  return vec4<f32>(half_of(load_word(m, at + g.x / 2u), (g.x & 1u) == 1u),
+                   half_of(load_word(m, at + g.y / 2u), (g.y & 1u) == 1u),
+                   half_of(load_word(m, at + g.z / 2u), (g.z & 1u) == 1u),
+                   half_of(load_word(m, at + g.w / 2u), (g.w & 1u) == 1u));
 }
 
 //#include "lib/mamba1_persist.wgsl"

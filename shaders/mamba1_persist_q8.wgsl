@@ -8,13 +8,12 @@ enable subgroups;
 const CV = 4u;
 
 fn raw_dot(q: Raw, c: u32) -> f32 {
-  let x = 4u * c;
-  return dot(q8_quad(q.x), xs[x]) + dot(q8_quad(q.y), xs[x + 1u]) +
-         dot(q8_quad(q.z), xs[x + 2u]) + dot(q8_quad(q.w), xs[x + 3u]);
+  return dot(q8_quad(q.x), xv(c, 0u)) + dot(q8_quad(q.y), xv(c, 1u)) +
+         dot(q8_quad(q.z), xv(c, 2u)) + dot(q8_quad(q.w), xv(c, 3u));
 }
 
-fn chunk_scale(m: u32, row: u32, c: u32) -> f32 {   // the row's scale
-  return bitcast<f32>(load_word(m, mat_rows(m) * (mat_k(m) / 4u) + row));
+fn trip_scales(m: u32, row: u32, c: vec4<u32>) -> vec4<f32> {   // the row's scale, once
+  return vec4<f32>(bitcast<f32>(load_word(m, mat_rows(m) * (mat_k(m) / 4u) + row)));
 }
 
 //#include "lib/mamba1_persist.wgsl"

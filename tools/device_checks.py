@@ -120,29 +120,33 @@ def persist_cases():
     fix = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "models"
     for name in ("mamba-d40-tied", "falcon-d40-untied"):
         for fmt in ("f32", "f16"):
-            for groups in (1, 8, 66, 132, 264):
+            for groups in (1, 8, 66, 132, 264, 528):
                 yield f"decode mamba1 persist {name} {fmt} G{groups}", \
                     (lambda e, name=name, fmt=fmt, g=groups: check_on_gpu(e, fix / name, fmt, g))
     for fmt in ("q8", "q4"):                  # a random d_model 64: whole chunks of 16 and 32
-        for groups in (1, 66, 132, 264):
+        for groups in (1, 66, 132, 264, 528):
             yield f"decode mamba1 persist d64 {fmt} G{groups}", \
-                (lambda e, fmt=fmt, g=groups: check_on_gpu(e, _d64(), fmt, g))
+                (lambda e, fmt=fmt, g=groups: check_on_gpu(e, _random_model(64), fmt, g))
+    for fmt in ("f16", "q4"):                 # several sub-blocks of rows a block
+        for groups in (1, 132, 528):
+            yield f"decode mamba1 persist d160 {fmt} G{groups}", \
+                (lambda e, fmt=fmt, g=groups: check_on_gpu(e, _random_model(160), fmt, g))
 
 
-def _d64():
-    """A random d_model-64 Mamba-1, written inside the checkout (git-ignored .bench/): the Dawn
-    engine's Pyodide sees the checkout's files, not /tmp's."""
+def _random_model(d):
+    """A random d_model-d Mamba-1 of two layers, written inside the checkout (git-ignored
+    .bench/): the Dawn engine's Pyodide sees the checkout's files, not /tmp's."""
     from pathlib import Path
-    global _D64
-    if _D64 is None:
+    if d not in _RANDOM:
         from tools.cmd_bench import _write_random_model
-        _D64 = Path(__file__).resolve().parents[1] / ".bench" / "persist_d64"
-        _D64.mkdir(parents=True, exist_ok=True)
-        _write_random_model(str(_D64), dict(d_model=64, n_layers=2, vocab_size=128))
-    return _D64
+        folder = Path(__file__).resolve().parents[1] / ".bench" / f"persist_d{d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        _write_random_model(str(folder), dict(d_model=d, n_layers=2, vocab_size=128))
+        _RANDOM[d] = folder
+    return _RANDOM[d]
 
 
-_D64 = None
+_RANDOM = {}
 
 
 def mamba3_step_cases():

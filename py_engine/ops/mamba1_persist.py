@@ -38,7 +38,7 @@ SHADERS = {"f32": "mamba1_persist_f32", "f16": "mamba1_persist_f16", "q8": "mamb
            "q4": "mamba1_persist_q4"}
 STORAGE_BINDINGS = 16
 MAX_WIDTH = 4096           # D and I: the staged input is 1,024 vec4s of workgroup memory
-WORKGROUP_BYTES = 4 * (4 * 1024 + 256 + 512 + 1 + 4 + 16 + 2)   # xs, red, xq, wsum, nq, dts, ..
+WORKGROUP_BYTES = 4 * (4 * 1024 + 256 + 512 + 1 + 4 + 16 + 3)   # xs, red, xq, wsum, nq, dts, ..
 GROUPS = (1, 2, 4, 8, 16, 32, 66, 132, 264, 528, 1056)
 SPIN = 1 << 10             # spin rounds before a thread gives up (a phase's wait: 256 loads a
                            # round, ~0.1 s on a GPU; a word's: one load a round)
@@ -61,10 +61,24 @@ def groups(dev):
     return pick(dev, "persist_groups", "MAMBAWEB_PERSIST_GROUPS", GROUPS, lambda: 132)
 
 
-def tpr(dev):
-    """Threads a weight row: `device.persist_tpr` / MAMBAWEB_PERSIST_TPR, else 64 (untimed: the
-    --persist device call times 32 beside it)."""
-    return pick(dev, "persist_tpr", "MAMBAWEB_PERSIST_TPR", (16, 32, 64, 128, 256), lambda: 64)
+TPRS = (16, 32, 64, 128, 256)
+# Threads a row per phase when nothing is set: the engine's decode rule at mamba-1.4b's shapes
+# (weight_format.rows_per_thread_group: in_proj 16, x_proj's 160 rows 256, out_proj 64).
+TPR_RULE = {"in": 16, "xp": 256, "out": 64}
+
+
+def tprs(dev):
+    """Threads a weight row in the in_proj, x_proj and out_proj phases (TPR_IN, TPR_XP,
+    TPR_OUT): `device.persist_tpr` / MAMBAWEB_PERSIST_TPR sets all three (tests, bench
+    variants), else `device.persist_tpr_<in|xp|out>` / MAMBAWEB_PERSIST_TPR_<IN|XP|OUT> each,
+    else TPR_RULE."""
+    every = pick(dev, "persist_tpr", "MAMBAWEB_PERSIST_TPR", TPRS, lambda: None)
+    if every is not None:
+        return every, every, every
+    return (pick(dev, "persist_tpr_in", "MAMBAWEB_PERSIST_TPR_IN", TPRS, lambda: TPR_RULE["in"]),
+            pick(dev, "persist_tpr_xp", "MAMBAWEB_PERSIST_TPR_XP", TPRS, lambda: TPR_RULE["xp"]),
+            pick(dev, "persist_tpr_out", "MAMBAWEB_PERSIST_TPR_OUT", TPRS,
+                 lambda: TPR_RULE["out"]))
 
 
 def static_blocks(dev):
@@ -175,6 +189,7 @@ def layer_step(batch, mixer, residual, norm_w, eps, state, scratch, layer):
            mixer.conv_w.binding, conv_b.binding, (state.conv.buffer, base, st_size),
            mixer.dt_w.binding, mixer.dt_b.binding, mixer.A_log.binding, mixer.D.binding,
            (scratch.buf.buffer, scratch.buf.offset + off, 4 * scratch.words - off)]
-    consts = {"SG": 1 if not dev.info.get("is_fallback") else 0, "TPR": tpr(dev),
-              "STATIC": 1 if static_blocks(dev) else 0}
+    t_in, t_xp, t_out = tprs(dev)
+    consts = {"SG": 1 if not dev.info.get("is_fallback") else 0, "TPR_IN": t_in,
+              "TPR_XP": t_xp, "TPR_OUT": t_out, "STATIC": 1 if static_blocks(dev) else 0}
     batch.run(SHADERS[fmt], "mamba1_persist", res, scratch.G, constants=consts)

@@ -24,12 +24,25 @@
 // there this path is for tiny models (the tests).
 //
 // The including file (mamba1_persist_<format>.wgsl) includes lib/mamba1_persist_weights.wgsl
-// (the matrices at bindings 3..8, `Raw`, load_m, load_word) and defines, before this include:
+// (the matrices at bindings 3..8, `Raw`, load_quad, load_word) and defines, before this include:
 //   const CV: u32      vec4s of x per 16-byte chunk of weights (f32 1, f16 2, q8 4, q4 8)
-//   fn raw_dot(q: Raw, c: u32) -> f32    its values (unscaled) dotted with xs[c * CV ..]
-//   fn chunk_scale(m: u32, row: u32, c: u32) -> f32   their scale (1 when unscaled; q8 the
-//                                        row's, q4 the chunk's group of 32), read from the
-//                                        words after matrix m's data (mat_rows, mat_k below)
+//   fn raw_dot(q: Raw, c: u32) -> f32    its values (unscaled) dotted with chunk c's inputs,
+//                                        xv(c, i) for i < CV
+//   fn trip_scales(m: u32, row: u32, c: vec4<u32>) -> vec4<f32>   chunks c.x .. c.w's scales
+//                                        (1 when unscaled; q8 the row's, q4 each chunk's group
+//                                        of 32), read from the words after matrix m's data
+//                                        (mat_rows, mat_k below)
+//
+// How the rows run (the engine's tuned mat-vec's habits, lib/matvec_rows.wgsl): TPR threads a
+// row, a value per phase (in_proj's tall rows few threads, x_proj's 160 rows the whole
+// workgroup); each thread four 16-byte loads in flight (a trip) and the next trip loading while
+// it sums one; the staged input chunk-interleaved (vec4 i of chunk c at xs[i * XSC + c]: the
+// lanes of a row read consecutive vec4s, no bank conflicts for the narrow formats); the sums
+// below the subgroup size as shuffles. What a row's result is added to or stored with (the conv
+// taps and state, the residual) is loaded before the row's sums, by one thread a row, and the
+// results are stored once a sub-block of up to THREADS rows is summed: no memory wait between
+// passes (the first version waited on the conv state in every pass: 5.99 ms a token at 1.4b f16
+// on an H200, against 1.60 for the engine's dispatches).
 
 struct Params {
   D: u32, I: u32, R: u32, N: u32,          // d_model, inner channels, dt rank, state size
@@ -64,19 +77,30 @@ fn FLAG(ph: u32, G: u32, b: u32) -> u32 { return PH0(ph, G) + 2u + b; }
 //#include "lib/spin_words.wgsl"
 
 const THREADS = 256u;
-// Threads a weight row (a power of two, 4..256): a pass of a workgroup covers THREADS / TPR rows.
-override TPR: u32 = 64u;
+// Threads a weight row per phase (powers of two, 4..256; a pass of a workgroup covers
+// THREADS / TPR rows): in_proj's, x_proj's and out_proj's.
+override TPR_IN: u32 = 16u;
+override TPR_XP: u32 = 256u;
+override TPR_OUT: u32 = 64u;
 // The sums' tree steps below the subgroup size as subgroup shuffles, else workgroup memory.
 override SG: bool = true;
 const LANES = 16u;                           // threads a channel in the scan phase (a state each)
+const XS = 1024u;                            // vec4s of staged input (D, I <= 4096)
+const XSC = XS / CV;                         // chunks of it
 
-var<workgroup> xs: array<vec4<f32>, 1024>;   // a phase's input: the normalised h (D), u or y (I)
+var<workgroup> xs: array<vec4<f32>, XS>;     // a phase's input: the normalised h (D), u or y (I)
 var<workgroup> red: array<f32, THREADS>;
-var<workgroup> xq: array<f32, 512>;          // x_proj's outputs: dt_low [R], B [N], C [N]
+// The scan phase: x_proj's outputs dt_low [R], B [N], C [N]. The row phases: a sub-block's row
+// sums (at most THREADS).
+var<workgroup> xq: array<f32, 512>;
 var<workgroup> wsum: f32;                    // the residual's sum of squares
 var<workgroup> nq: array<f32, 4>;            // Falcon: 1/rms of dt_low, B, C
 var<workgroup> dts: array<f32, 16>;          // the scan pass's channels' dt (THREADS / LANES)
 var<private> failed: bool;                   // this thread gave up a spin: spin no more
+
+// Vec4 i < CV of chunk c of the staged input, and where vec4 v of the input is staged.
+fn xv(c: u32, i: u32) -> vec4<f32> { return xs[i * XSC + c]; }
+fn xs_slot(v: u32) -> u32 { return (v % CV) * XSC + v / CV; }
 
 fn give_up() {
   failed = true;
@@ -142,34 +166,54 @@ fn blocks_of(np: u32, G: u32) -> Blocks {
 }
 
 var<workgroup> wtake: u32;
+var<workgroup> wfree: atomic<u32>;
 
 // Blocks by a fixed stride instead (workgroup g takes block g, nothing else; no flags): a bench
 // variant (MAMBAWEB_PERSIST_STATIC=1) that prices the flags -- it needs every workgroup
 // resident, as tools/bench_chain's forms do, and is never the rule.
 override STATIC: bool = false;
 
-// The block of phase ph this workgroup takes: `own` if nobody has, else the first one not yet
-// taken from `start` on (in turn), else nb (every block taken). Thread 0 decides; uniform.
+// The block of phase ph this workgroup takes (uniform): `own` if nobody has, else one not yet
+// taken, else nb (every block taken). Looking for one, the workgroup's threads load every
+// block's flag at once (one memory wait, where a loop of thread 0 waited a load a flag) and
+// thread 0 tries the first free one from `start` on (so that workgroups looking at once
+// try different ones); lost to another workgroup, it looks again.
 fn take_block(ph: u32, G: u32, bl: Blocks, own: u32, start: u32, lid: u32) -> u32 {
   if (STATIC) { return select(bl.nb, own, own < bl.nb); }
   if (lid == 0u) {
-    var got = bl.nb;
+    var got = bl.nb;                         // look for one
     if (own < bl.nb && atomicExchange(&sc[FLAG(ph, G, own)], 1u) == 0u) {
       got = own;
-    } else if (atomicLoad(&sc[TAKEN(ph, G)]) < bl.nb) {
-      for (var i = 0u; i < bl.nb; i++) {
-        let b = (start + i) % bl.nb;
-        if (atomicLoad(&sc[FLAG(ph, G, b)]) == 0u &&
-            atomicExchange(&sc[FLAG(ph, G, b)], 1u) == 0u) {
-          got = b;
-          break;
-        }
-      }
+      atomicAdd(&sc[TAKEN(ph, G)], 1u);
+    } else if (atomicLoad(&sc[TAKEN(ph, G)]) >= bl.nb) {
+      got = bl.nb + 1u;                      // none left
     }
-    if (got < bl.nb) { atomicAdd(&sc[TAKEN(ph, G)], 1u); }
     wtake = got;
   }
-  return workgroupUniformLoad(&wtake);
+  var got = workgroupUniformLoad(&wtake);
+  for (var round = 0u; got == bl.nb && round <= bl.nb; round++) {
+    if (lid == 0u) { atomicStore(&wfree, bl.nb); }
+    workgroupBarrier();
+    for (var b = lid; b < bl.nb; b += THREADS) {
+      if (atomicLoad(&sc[FLAG(ph, G, b)]) == 0u) { atomicMin(&wfree, (b + bl.nb - start % bl.nb) % bl.nb); }
+    }
+    workgroupBarrier();
+    if (lid == 0u) {
+      let key = atomicLoad(&wfree);
+      var r = bl.nb + 1u;                    // none free
+      if (key < bl.nb) {
+        let b = (key + start % bl.nb) % bl.nb;
+        r = bl.nb;                           // lost the race: look again
+        if (atomicExchange(&sc[FLAG(ph, G, b)], 1u) == 0u) {
+          r = b;
+          atomicAdd(&sc[TAKEN(ph, G)], 1u);
+        }
+      }
+      wtake = r;
+    }
+    got = workgroupUniformLoad(&wtake);
+  }
+  return min(got, bl.nb);
 }
 
 // Matrix m's rows and inputs (the formats' scales sit after rows x K values of data).
@@ -184,178 +228,244 @@ fn mat_rows(m: u32) -> u32 {
 
 fn mat_k(m: u32) -> u32 { return select(p.I, p.D, m < 2u); }
 
-// Weight rows: phase ph's row r is row `row` of matrix `m`.
+// Row kinds: in_proj (x half, then z half), x_proj (dt, B, C), out_proj.
+const RK_IN = 0u;
+const RK_XP = 1u;
+const RK_OUT = 2u;
+
+fn tpr_of(kind: u32) -> u32 {
+  switch kind {
+    case 0u: { return TPR_IN; }
+    case 1u: { return TPR_XP; }
+    default: { return TPR_OUT; }
+  }
+}
+
+// Weight rows: row r of a kind is row `row` of matrix `m`.
 struct Row { m: u32, row: u32 };
 
-fn row_of(ph: u32, r: u32) -> Row {
+fn row_of(kind: u32, r: u32) -> Row {
   var o: Row;
-  if (ph == 0u) {                            // in_proj: x half, then z half
+  if (kind == RK_IN) {
     o.m = select(1u, 0u, r < p.I);
     o.row = select(r - p.I, r, r < p.I);
-  } else if (ph == 1u) {                     // x_proj: dt, B, C
+  } else if (kind == RK_XP) {
     if (r < p.R) { o.m = 2u; o.row = r; }
     else if (r < p.R + p.N) { o.m = 3u; o.row = r - p.R; }
     else { o.m = 4u; o.row = r - p.R - p.N; }
-  } else {                                   // out_proj
+  } else {
     o.m = 5u;
     o.row = r;
   }
   return o;
 }
 
-// Four chunks of the row and their scales (clamped into it; the caller drops those past its
-// end), loaded before any is used.
-struct Trip { a: Raw, b: Raw, c: Raw, d: Raw, s: vec4<f32> };
+// Chunks c, c + tpr, c + 2 tpr, c + 3 tpr of a row and their scales (clamped into it; the
+// caller drops those past its end), loaded before any is used.
+struct Trip { q: Quad, s: vec4<f32> };
 
-fn load_trip(w: Row, nchunk: u32, c: u32) -> Trip {
-  let base = w.row * nchunk;
-  let c0 = min(c, nchunk - 1u);
-  let c1 = min(c + TPR, nchunk - 1u);
-  let c2 = min(c + 2u * TPR, nchunk - 1u);
-  let c3 = min(c + 3u * TPR, nchunk - 1u);
+fn load_trip(w: Row, nchunk: u32, c: u32, tpr: u32) -> Trip {
+  let cc = min(vec4<u32>(c, c + tpr, c + 2u * tpr, c + 3u * tpr), vec4<u32>(nchunk - 1u));
   var t: Trip;
-  t.a = load_m(w.m, base + c0);
-  t.b = load_m(w.m, base + c1);
-  t.c = load_m(w.m, base + c2);
-  t.d = load_m(w.m, base + c3);
-  t.s = vec4<f32>(chunk_scale(w.m, w.row, c0), chunk_scale(w.m, w.row, c1),
-                  chunk_scale(w.m, w.row, c2), chunk_scale(w.m, w.row, c3));
+  t.q = load_quad(w.m, vec4<u32>(w.row * nchunk) + cc);
+  t.s = trip_scales(w.m, w.row, cc);
   return t;
 }
 
-fn chunk_sum(q: Raw, sc: f32, c: u32, nchunk: u32) -> f32 {
-  return select(0.0, raw_dot(q, min(c, nchunk - 1u)) * sc, c < nchunk);
+fn chunk_sum(q: Raw, s: f32, c: u32, nchunk: u32) -> f32 {
+  return select(0.0, raw_dot(q, min(c, nchunk - 1u)) * s, c < nchunk);
 }
 
-// Passes ps0 .. ps1 - 1 of phase ph's rows (nrows of K inputs, xs staged), THREADS / TPR rows
-// a pass; `first` is the thread's first trip, loaded before xs was. Lane 0 of each row's
-// threads calls emit(ph, r, total * scale).
-fn run_rows(ph: u32, nrows: u32, K: u32, ps0: u32, ps1: u32, lid: u32, sg: u32, first: Trip,
-            scale: f32) {
-  let nchunk = K / (4u * CV);
-  let rpw = THREADS / TPR;
-  let lane = lid % TPR;
-  let slot = lid / TPR;
-  let span = 4u * TPR;
-  let trips = (nchunk + span - 1u) / span;
-  var q = first;
-  for (var ps = ps0; ps < ps1; ps++) {
-    let r = ps * rpw + slot;
-    let w = row_of(ph, min(r, nrows - 1u));
-    var acc = 0.0;
-    for (var t = 0u; t < trips; t++) {
-      let c = lane + span * t;
-      var nxt: Trip;
-      if (t + 1u < trips) {
-        nxt = load_trip(w, nchunk, c + span);
-      } else {                               // the next pass's first trip
-        nxt = load_trip(row_of(ph, min((ps + 1u) * rpw + slot, nrows - 1u)), nchunk, lane);
-      }
-      acc += chunk_sum(q.a, q.s.x, c, nchunk) + chunk_sum(q.b, q.s.y, c + TPR, nchunk) +
-             chunk_sum(q.c, q.s.z, c + 2u * TPR, nchunk) +
-             chunk_sum(q.d, q.s.w, c + 3u * TPR, nchunk);
-      q = nxt;
-    }
-    let total = group_sum(acc, lid, TPR, sg) * scale;
-    if (lane == 0u && r < nrows) { emit(ph, r, total); }
+// What a row's sum is stored with, loaded before the sums: in_proj's x rows the conv state's
+// taps 1..3 and bias (a) and the conv weights (b); out_proj's rows the residual (a.x).
+struct Add { a: vec4<f32>, b: vec4<f32> };
+
+fn addends(kind: u32, r: u32) -> Add {
+  var o: Add;
+  if (kind == RK_IN && r < p.I) {
+    let s = p.conv_off + r * 4u;
+    var bias = 0.0;
+    if ((p.flags & 1u) != 0u) { bias = conv_b[r]; }
+    o.a = vec4<f32>(st[s + 1u], st[s + 2u], st[s + 3u], bias);
+    o.b = vec4<f32>(conv_w[r * 4u], conv_w[r * 4u + 1u], conv_w[r * 4u + 2u], conv_w[r * 4u + 3u]);
+  } else if (kind == RK_OUT) {
+    o.a.x = res[r];
   }
+  return o;
 }
 
-// The thread's first trip of pass ps.
-fn first_trip(ph: u32, nrows: u32, K: u32, ps: u32, lid: u32) -> Trip {
-  let r = min(ps * (THREADS / TPR) + lid / TPR, nrows - 1u);
-  return load_trip(row_of(ph, r), K / (4u * CV), lid % TPR);
-}
-
-// Phase 0, a row of in_proj: x rows through the conv step (state shifted in place, as
-// conv1d_step: bias, then taps 0..3) into u; z rows into z.
-fn emit(ph: u32, r: u32, v: f32) {
-  if (ph == 0u) {
+// Row r's sum v stored: in_proj's x rows through the conv step (state shifted in place, as
+// conv1d_step: bias, then taps 0..3) into u, its z rows into z; x_proj's into xp; out_proj's
+// added to the residual.
+fn emit(kind: u32, r: u32, v: f32, ad: Add) {
+  if (kind == RK_IN) {
     if (r >= p.I) { put(Z0() + r - p.I, v); return; }
     let s = p.conv_off + r * 4u;
-    let s1 = st[s + 1u];
-    let s2 = st[s + 2u];
-    let s3 = st[s + 3u];
-    st[s] = s1;
-    st[s + 1u] = s2;
-    st[s + 2u] = s3;
+    st[s] = ad.a.x;
+    st[s + 1u] = ad.a.y;
+    st[s + 2u] = ad.a.z;
     st[s + 3u] = v;
-    var acc = 0.0;
-    if ((p.flags & 1u) != 0u) { acc = conv_b[r]; }
-    acc += s1 * conv_w[r * 4u];
-    acc += s2 * conv_w[r * 4u + 1u];
-    acc += s3 * conv_w[r * 4u + 2u];
-    acc += v * conv_w[r * 4u + 3u];
+    var acc = ad.a.w;
+    acc += ad.a.x * ad.b.x;
+    acc += ad.a.y * ad.b.y;
+    acc += ad.a.z * ad.b.z;
+    acc += v * ad.b.w;
     put(U0() + r, silu(acc));
-  } else if (ph == 1u) {
+  } else if (kind == RK_XP) {
     put(XP0() + r, v);
   } else {
-    res[r] += v;
+    res[r] = ad.a.x + v;
   }
 }
 
-// Phase 2: channel i's dt (dt_proj over dt_low, + bias, softplus), its N states stepped
-// (lane n: state n), y_i = (C . h + D u_i) * silu(z_i): the engine's scan step
-// (lib/selective_scan_step_body.wgsl) in its order, a channel per LANES threads. xq holds
-// x_proj's outputs; Falcon's 1/rms of dt_low, B and C are in nq.
-fn scan_channels(ps0: u32, ps1: u32, lid: u32, sg: u32) {
-  let lane = lid % LANES;
-  let cpw = THREADS / LANES;
-  let falcon = (p.flags & 2u) != 0u;
-  for (var ps = ps0; ps < ps1; ps++) {
-    let i = ps * cpw + lid / LANES;
-    let ok = i < p.I;
-    let ic = min(i, p.I - 1u);
-    // dt_proj: the lane's terms k = lane, lane + LANES, .. eight loaded before any is added
-    // (a loop that loads and then adds waits a memory latency a term), added in k order
-    var x = 0.0;
-    let wr = ic * p.R;
-    let last = p.R - 1u;
-    for (var k = lane; k < p.R; k += 8u * LANES) {
-      let w0 = dt_w[wr + k];
-      let w1 = dt_w[wr + min(k + LANES, last)];
-      let w2 = dt_w[wr + min(k + 2u * LANES, last)];
-      let w3 = dt_w[wr + min(k + 3u * LANES, last)];
-      let w4 = dt_w[wr + min(k + 4u * LANES, last)];
-      let w5 = dt_w[wr + min(k + 5u * LANES, last)];
-      let w6 = dt_w[wr + min(k + 6u * LANES, last)];
-      let w7 = dt_w[wr + min(k + 7u * LANES, last)];
-      x += xq[k] * w0;
-      if (k + LANES < p.R) { x += xq[k + LANES] * w1; }
-      if (k + 2u * LANES < p.R) { x += xq[k + 2u * LANES] * w2; }
-      if (k + 3u * LANES < p.R) { x += xq[k + 3u * LANES] * w3; }
-      if (k + 4u * LANES < p.R) { x += xq[k + 4u * LANES] * w4; }
-      if (k + 5u * LANES < p.R) { x += xq[k + 5u * LANES] * w5; }
-      if (k + 6u * LANES < p.R) { x += xq[k + 6u * LANES] * w6; }
-      if (k + 7u * LANES < p.R) { x += xq[k + 7u * LANES] * w7; }
-    }
-    x = group_sum(x, lid, LANES, sg);        // in the channel's lane 0
-    if (lane == 0u) {
-      if (falcon) { x *= nq[0]; }
-      dts[lid / LANES] = softplus(x + dt_b[ic]);
+// Passes ps0 .. ps1 - 1 of a kind's rows (nrows of K inputs, staged in xs), THREADS / tpr
+// rows a pass, in sub-blocks of at most THREADS rows: thread t loads the addends of the
+// sub-block's row t, the passes leave the rows' sums (times `scale`) in xq, then thread t
+// stores row t. `q` is the thread's first trip, loaded earlier (before the input was staged);
+// the last trip of each pass is summed while the next pass's first loads. Returns the trip
+// loaded last (the pass after ps1's).
+fn run_rows(kind: u32, nrows: u32, K: u32, ps0: u32, ps1: u32, lid: u32, sg: u32, first: Trip,
+            scale: f32) -> Trip {
+  let tpr = tpr_of(kind);
+  let rpw = THREADS / tpr;
+  let nchunk = K / (4u * CV);
+  let lane = lid % tpr;
+  let slot = lid / tpr;
+  let span = 4u * tpr;
+  let trips = (nchunk + span - 1u) / span;
+  var q = first;
+  for (var sb = ps0; sb < ps1; sb += tpr) {  // a sub-block: tpr passes, THREADS rows
+    let se = min(sb + tpr, ps1);
+    let mine = sb * rpw + lid;               // the row this thread stores
+    let ad = addends(kind, min(mine, nrows - 1u));
+    for (var ps = sb; ps < se; ps++) {
+      let r = ps * rpw + slot;
+      let w = row_of(kind, min(r, nrows - 1u));
+      var acc = 0.0;
+      for (var t = 0u; t < trips; t++) {
+        let c = lane + span * t;
+        var nxt: Trip;
+        if (t + 1u < trips) {
+          nxt = load_trip(w, nchunk, c + span, tpr);
+        } else {                             // the next pass's first trip
+          nxt = load_trip(row_of(kind, min((ps + 1u) * rpw + slot, nrows - 1u)), nchunk, lane,
+                          tpr);
+        }
+        acc += chunk_sum(q.q.a, q.s.x, c, nchunk) + chunk_sum(q.q.b, q.s.y, c + tpr, nchunk) +
+               chunk_sum(q.q.c, q.s.z, c + 2u * tpr, nchunk) +
+               chunk_sum(q.q.d, q.s.w, c + 3u * tpr, nchunk);
+        q = nxt;
+      }
+      let total = group_sum(acc, lid, tpr, sg);
+      if (lane == 0u) { xq[(ps - sb) * rpw + slot] = total * scale; }
     }
     workgroupBarrier();
-    let dt = dts[lid / LANES];
-    let uu = settle(U0() + ic, atomicLoad(&sc[U0() + ic]));
-    let zw = atomicLoad(&sc[Z0() + ic]);      // loaded with u: both in flight at once
-    var acc = 0.0;
-    if (ok && lane < p.N) {
-      let hi = p.ssm_off + ic * p.N + lane;
-      var sb = 1.0;
-      var sc_ = 1.0;
-      if (falcon) { sb = nq[1]; sc_ = nq[2]; }
-      let a = -exp(a_log[ic * p.N + lane]);
-      let dbu = dt * uu;
-      let h = exp(dt * a) * st[hi] + dbu * xq[p.R + lane] * sb;
-      st[hi] = h;
-      acc = xq[p.R + p.N + lane] * sc_ * h;
-    }
-    let tot = group_sum(acc, lid, LANES, sg);
-    if (ok && lane == 0u) {
-      put(Y0() + i, (tot + dskip[ic] * uu) * silu(settle(Z0() + ic, zw)));
-    }
-    workgroupBarrier();                      // dts is written again by the next pass
+    if (mine < min(se * rpw, nrows)) { emit(kind, mine, xq[lid], ad); }
+    workgroupBarrier();                      // xq is written again
   }
+  return q;
+}
+
+// The thread's first trip of pass ps of a kind's rows.
+fn first_trip(kind: u32, nrows: u32, K: u32, ps: u32, lid: u32) -> Trip {
+  let tpr = tpr_of(kind);
+  let r = min(ps * (THREADS / tpr) + lid / tpr, nrows - 1u);
+  return load_trip(row_of(kind, r), K / (4u * CV), lid % tpr, tpr);
+}
+
+// The scan phase's loads that do not wait for x_proj (a thread's, for one pass): its lane's
+// first eight dt_proj weights (k = lane + j LANES; zeros past R), its state's A and h, the
+// channel's D and dt bias.
+struct ScanIn { w0: vec4<f32>, w1: vec4<f32>, a: f32, h: f32, d: f32, b: f32 };
+
+fn scan_in(ps: u32, lid: u32) -> ScanIn {
+  let lane = lid % LANES;
+  let ic = min(ps * (THREADS / LANES) + lid / LANES, p.I - 1u);
+  let wr = ic * p.R;
+  let last = p.R - 1u;
+  var o: ScanIn;
+  o.w0 = vec4<f32>(dt_w[wr + min(lane, last)], dt_w[wr + min(lane + LANES, last)],
+                   dt_w[wr + min(lane + 2u * LANES, last)], dt_w[wr + min(lane + 3u * LANES, last)]);
+  o.w1 = vec4<f32>(dt_w[wr + min(lane + 4u * LANES, last)], dt_w[wr + min(lane + 5u * LANES, last)],
+                   dt_w[wr + min(lane + 6u * LANES, last)], dt_w[wr + min(lane + 7u * LANES, last)]);
+  let n = min(lane, p.N - 1u);
+  o.a = a_log[ic * p.N + n];
+  o.h = st[p.ssm_off + ic * p.N + n];
+  o.d = dskip[ic];
+  o.b = dt_b[ic];
+  return o;
+}
+
+// The term j of dt_proj's sum for the lane, k = k0 + j LANES (skipped past R).
+fn dt_term(x: f32, k: u32, w: f32) -> f32 { return select(x, x + xq[k] * w, k < p.R); }
+
+// Pass ps of the scan phase: channel i's dt (dt_proj over dt_low, + bias, softplus), its N
+// states stepped (lane n: state n), y_i = (C . h + D u_i) * silu(z_i): the engine's scan step
+// (lib/selective_scan_step_body.wgsl) in its order, a channel per LANES threads. xq holds
+// x_proj's outputs; Falcon's 1/rms of dt_low, B and C are in nq. `pre`: scan_in(ps).
+fn scan_pass(ps: u32, pre: ScanIn, lid: u32, sg: u32) {
+  let lane = lid % LANES;
+  let falcon = (p.flags & 2u) != 0u;
+  let i = ps * (THREADS / LANES) + lid / LANES;
+  let ok = i < p.I;
+  let ic = min(i, p.I - 1u);
+  let uw = atomicLoad(&sc[U0() + ic]);       // u and z in flight while dt is summed
+  let zw = atomicLoad(&sc[Z0() + ic]);
+  // dt_proj: the lane's terms in k order, the first eight preloaded; past 8 LANES (R > 128)
+  // eight loaded before any is added
+  var x = 0.0;
+  x = dt_term(x, lane, pre.w0.x);
+  x = dt_term(x, lane + LANES, pre.w0.y);
+  x = dt_term(x, lane + 2u * LANES, pre.w0.z);
+  x = dt_term(x, lane + 3u * LANES, pre.w0.w);
+  x = dt_term(x, lane + 4u * LANES, pre.w1.x);
+  x = dt_term(x, lane + 5u * LANES, pre.w1.y);
+  x = dt_term(x, lane + 6u * LANES, pre.w1.z);
+  x = dt_term(x, lane + 7u * LANES, pre.w1.w);
+  let wr = ic * p.R;
+  let last = p.R - 1u;
+  for (var k = lane + 8u * LANES; k < p.R; k += 8u * LANES) {
+    let w0 = dt_w[wr + k];
+    let w1 = dt_w[wr + min(k + LANES, last)];
+    let w2 = dt_w[wr + min(k + 2u * LANES, last)];
+    let w3 = dt_w[wr + min(k + 3u * LANES, last)];
+    let w4 = dt_w[wr + min(k + 4u * LANES, last)];
+    let w5 = dt_w[wr + min(k + 5u * LANES, last)];
+    let w6 = dt_w[wr + min(k + 6u * LANES, last)];
+    let w7 = dt_w[wr + min(k + 7u * LANES, last)];
+    x = dt_term(x, k, w0);
+    x = dt_term(x, k + LANES, w1);
+    x = dt_term(x, k + 2u * LANES, w2);
+    x = dt_term(x, k + 3u * LANES, w3);
+    x = dt_term(x, k + 4u * LANES, w4);
+    x = dt_term(x, k + 5u * LANES, w5);
+    x = dt_term(x, k + 6u * LANES, w6);
+    x = dt_term(x, k + 7u * LANES, w7);
+  }
+  x = group_sum(x, lid, LANES, sg);          // in the channel's lane 0
+  if (lane == 0u) {
+    if (falcon) { x *= nq[0]; }
+    dts[lid / LANES] = softplus(x + pre.b);
+  }
+  workgroupBarrier();
+  let dt = dts[lid / LANES];
+  let uu = settle(U0() + ic, uw);
+  var acc = 0.0;
+  if (ok && lane < p.N) {
+    var sb = 1.0;
+    var sc_ = 1.0;
+    if (falcon) { sb = nq[1]; sc_ = nq[2]; }
+    let a = -exp(pre.a);
+    let dbu = dt * uu;
+    let h = exp(dt * a) * pre.h + dbu * xq[p.R + lane] * sb;
+    st[p.ssm_off + ic * p.N + lane] = h;
+    acc = xq[p.R + p.N + lane] * sc_ * h;
+  }
+  let tot = group_sum(acc, lid, LANES, sg);
+  if (ok && lane == 0u) {
+    put(Y0() + i, (tot + pre.d * uu) * silu(settle(Z0() + ic, zw)));
+  }
+  workgroupBarrier();                        // dts is written again by the next pass
 }
 
 // x_proj's R + 2N outputs into xq; with Falcon's norm, 1/rms of dt_low, B and C into nq.
@@ -375,10 +485,11 @@ fn stage_xproj(lid: u32) {
   workgroupBarrier();
 }
 
-// Row kinds of run_rows / row_of / emit.
-const RK_IN = 0u;
-const RK_XP = 1u;
-const RK_OUT = 2u;
+// Passes a phase of a kind's rows.
+fn passes_of(kind: u32, nrows: u32) -> u32 {
+  let rpw = THREADS / tpr_of(kind);
+  return (nrows + rpw - 1u) / rpw;
+}
 
 // Phase 0: in_proj's rows over h = residual * norm weight (its 1/rms scales the sums), the x
 // half through the conv step into u, the z half into z; h staged by the workgroup's first
@@ -386,9 +497,9 @@ const RK_OUT = 2u;
 // it come after every read (through the rows' outputs).
 fn phase_in(G: u32, g0: u32, lid: u32, sg: u32) {
   let nrows = 2u * p.I;
-  let bl = blocks_of((nrows + THREADS / TPR - 1u) / (THREADS / TPR), G);
+  let bl = blocks_of(passes_of(RK_IN, nrows), G);
   var q = first_trip(RK_IN, nrows, p.D, min(g0 * bl.per, bl.np - 1u), lid);
-  var b = take_block(0u, G, bl, g0, g0 + 1u, lid);
+  var b = take_block(0u, G, bl, g0, g0, lid);
   var rstd = 0.0;
   var staged = false;
   while (b < bl.nb) {
@@ -398,7 +509,7 @@ fn phase_in(G: u32, g0: u32, lid: u32, sg: u32) {
       for (var k = lid; k < p.D / 4u; k += THREADS) {
         let v = vec4<f32>(res[4u * k], res[4u * k + 1u], res[4u * k + 2u], res[4u * k + 3u]);
         ss += dot(v, v);
-        xs[k] = v * nw[k];
+        xs[xs_slot(k)] = v * nw[k];
       }
       ss = group_sum(ss, lid, THREADS, sg);
       if (lid == 0u) { wsum = ss; }
@@ -407,9 +518,9 @@ fn phase_in(G: u32, g0: u32, lid: u32, sg: u32) {
       staged = true;
     }
     let ps1 = min((b + 1u) * bl.per, bl.np);
-    run_rows(RK_IN, nrows, p.D, b * bl.per, ps1, lid, sg, q, rstd);
+    q = run_rows(RK_IN, nrows, p.D, b * bl.per, ps1, lid, sg, q, rstd);
     finish_block(0u, G, ps1 - b * bl.per, lid);
-    b = take_block(0u, G, bl, bl.nb, b + 1u, lid);
+    b = take_block(0u, G, bl, bl.nb, g0, lid);
   }
 }
 
@@ -417,9 +528,9 @@ fn phase_in(G: u32, g0: u32, lid: u32, sg: u32) {
 // phase ph - 1's wait_np passes are done, by the workgroup's first block.
 fn phase_rows(ph: u32, kind: u32, nrows: u32, in0: u32, G: u32, g0: u32, lid: u32, sg: u32,
               wait_np: u32) {
-  let bl = blocks_of((nrows + THREADS / TPR - 1u) / (THREADS / TPR), G);
+  let bl = blocks_of(passes_of(kind, nrows), G);
   var q = first_trip(kind, nrows, p.I, min(g0 * bl.per, bl.np - 1u), lid);
-  var b = take_block(ph, G, bl, g0, g0 + 1u, lid);
+  var b = take_block(ph, G, bl, g0, g0, lid);
   var staged = false;
   while (b < bl.nb) {
     if (b != g0) { q = first_trip(kind, nrows, p.I, b * bl.per, lid); }
@@ -429,17 +540,21 @@ fn phase_rows(ph: u32, kind: u32, nrows: u32, in0: u32, G: u32, g0: u32, lid: u3
       staged = true;
     }
     let ps1 = min((b + 1u) * bl.per, bl.np);
-    run_rows(kind, nrows, p.I, b * bl.per, ps1, lid, sg, q, 1.0);
+    q = run_rows(kind, nrows, p.I, b * bl.per, ps1, lid, sg, q, 1.0);
     finish_block(ph, G, ps1 - b * bl.per, lid);
-    b = take_block(ph, G, bl, bl.nb, b + 1u, lid);
+    b = take_block(ph, G, bl, bl.nb, g0, lid);
   }
 }
 
 // Phase 2: dt_proj, the scan step and the gate into y; x_proj's outputs staged, once phase 1's
-// wait_np passes are done, by the workgroup's first block.
+// wait_np passes are done, by the workgroup's first block. The loads that do not wait for
+// x_proj (scan_in) are issued before the wait for the workgroup's own block's first pass, and
+// a pass ahead after that.
 fn phase_scan(G: u32, g0: u32, lid: u32, sg: u32, wait_np: u32) {
   let bl = blocks_of((p.I + THREADS / LANES - 1u) / (THREADS / LANES), G);
-  var b = take_block(2u, G, bl, g0, g0 + 1u, lid);
+  var at = min(g0 * bl.per, bl.np - 1u);     // the pass `pre` holds
+  var pre = scan_in(at, lid);
+  var b = take_block(2u, G, bl, g0, g0, lid);
   var staged = false;
   while (b < bl.nb) {
     if (!staged) {
@@ -448,9 +563,15 @@ fn phase_scan(G: u32, g0: u32, lid: u32, sg: u32, wait_np: u32) {
       staged = true;
     }
     let ps1 = min((b + 1u) * bl.per, bl.np);
-    scan_channels(b * bl.per, ps1, lid, sg);
+    for (var ps = b * bl.per; ps < ps1; ps++) {
+      if (at != ps) { pre = scan_in(ps, lid); }
+      at = min(ps + 1u, bl.np - 1u);
+      let nxt = scan_in(at, lid);
+      scan_pass(ps, pre, lid, sg);
+      pre = nxt;
+    }
     finish_block(2u, G, ps1 - b * bl.per, lid);
-    b = take_block(2u, G, bl, bl.nb, b + 1u, lid);
+    b = take_block(2u, G, bl, bl.nb, g0, lid);
   }
 }
 
@@ -460,9 +581,8 @@ fn mamba1_persist(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
   failed = false;
   let g0 = wg.x;
   let G = nwg.x;
-  let rpw = THREADS / TPR;
-  let np_in = (2u * p.I + rpw - 1u) / rpw;
-  let np_xp = (p.R + 2u * p.N + rpw - 1u) / rpw;
+  let np_in = passes_of(RK_IN, 2u * p.I);
+  let np_xp = passes_of(RK_XP, p.R + 2u * p.N);
   let np_scan = (p.I + THREADS / LANES - 1u) / (THREADS / LANES);
   phase_in(G, g0, lid, sg);                                          // -> u, z
   phase_rows(1u, RK_XP, p.R + 2u * p.N, U0(), G, g0, lid, sg, np_in);    // x_proj -> xp

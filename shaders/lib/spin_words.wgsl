@@ -7,6 +7,7 @@
 // The including file declares:
 //   var<storage, read_write> sc: array<atomic<u32>>   the words
 //   var<workgroup> xs: array<vec4<f32>, ..>            where a workgroup stages a phase's input
+//   fn xs_slot(v: u32) -> u32                          where in xs vec4 v of the input goes
 //   var<private> failed: bool                          this thread gave up a spin: no more spins
 //   fn give_up()                                       sets failed, counts the give-up
 // and its Params p a field `spin`: the loads a spin makes before it gives up.
@@ -42,7 +43,7 @@ fn load4(o: u32) -> vec4<u32> {
 
 fn put4(v: u32, nv: u32, o: u32, u: vec4<u32>) {
   if (v < nv) {
-    xs[v] = vec4<f32>(settle(o, u.x), settle(o + 1u, u.y), settle(o + 2u, u.z), settle(o + 3u, u.w));
+    xs[xs_slot(v)] = vec4<f32>(settle(o, u.x), settle(o + 1u, u.y), settle(o + 2u, u.z), settle(o + 3u, u.w));
   }
 }
 

