@@ -11,6 +11,9 @@ fn raw_dot(q: Raw, c: u32) -> f32 {
          dot(vec4<f32>(f16_pair(q.z), f16_pair(q.w)), xv(c, 1u));
 }
 
-fn trip_scales(m: u32, row: u32, c: vec4<u32>) -> vec4<f32> { return vec4<f32>(1.0); }
+const SCALED = false;
+
+fn scale_words(m: u32, row: u32, c: vec4<u32>) -> vec4<u32> { return vec4<u32>(); }
+fn scales_of(sw: vec4<u32>, m: u32, row: u32, c: vec4<u32>) -> vec4<f32> { return vec4<f32>(1.0); }
 
 //#include "lib/mamba1_persist.wgsl"

@@ -14,15 +14,19 @@ fn raw_dot(q: Raw, c: u32) -> f32 {
          dot(q4_low(q.w), xv(c, 6u)) + dot(q4_high(q.w), xv(c, 7u));
 }
 
-// The four chunks' groups' f16 scales (chunk c of a row is its group c), each its own word.
-fn trip_scales(m: u32, row: u32, c: vec4<u32>) -> vec4<f32> {
+const SCALED = true;
+
+// The words holding the chunks' groups' f16 scales (chunk c of a row is its group c; two
+// scales a word after the matrix's rows x K/8 words of data), and the halves they are.
+fn scale_words(m: u32, row: u32, c: vec4<u32>) -> vec4<u32> {
   let groups = mat_k(m) / 32u;                       // = chunks a row
-  let at = mat_rows(m) * groups * 4u;                // the first scale word
-  let g = vec4<u32>(row * groups) + c;
-  return vec4<f32>(half_of(load_word(m, at + g.x / 2u), (g.x & 1u) == 1u),
-                   half_of(load_word(m, at + g.y / 2u), (g.y & 1u) == 1u),
-                   half_of(load_word(m, at + g.z / 2u), (g.z & 1u) == 1u),
-                   half_of(load_word(m, at + g.w / 2u), (g.w & 1u) == 1u));
+  return vec4<u32>(mat_rows(m) * groups * 4u) + (vec4<u32>(row * groups) + c) / 2u;
+}
+
+fn scales_of(sw: vec4<u32>, m: u32, row: u32, c: vec4<u32>) -> vec4<f32> {
+  let odd = ((vec4<u32>(row * (mat_k(m) / 32u)) + c) & vec4<u32>(1u)) == vec4<u32>(1u);
+  return vec4<f32>(half_of(sw.x, odd.x), half_of(sw.y, odd.y), half_of(sw.z, odd.z),
+                   half_of(sw.w, odd.w));
 }
 
 //#include "lib/mamba1_persist.wgsl"

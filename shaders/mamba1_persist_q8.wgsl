@@ -12,8 +12,15 @@ fn raw_dot(q: Raw, c: u32) -> f32 {
          dot(q8_quad(q.z), xv(c, 2u)) + dot(q8_quad(q.w), xv(c, 3u));
 }
 
-fn trip_scales(m: u32, row: u32, c: vec4<u32>) -> vec4<f32> {   // the row's scale, once
-  return vec4<f32>(bitcast<f32>(load_word(m, mat_rows(m) * (mat_k(m) / 4u) + row)));
+const SCALED = true;
+
+// The row's scale (the word after the matrix's rows x K/4 words of data), for each chunk.
+fn scale_words(m: u32, row: u32, c: vec4<u32>) -> vec4<u32> {
+  return vec4<u32>(mat_rows(m) * (mat_k(m) / 4u) + row);
+}
+
+fn scales_of(sw: vec4<u32>, m: u32, row: u32, c: vec4<u32>) -> vec4<f32> {
+  return bitcast<vec4<f32>>(sw);
 }
 
 //#include "lib/mamba1_persist.wgsl"

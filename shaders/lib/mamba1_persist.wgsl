@@ -24,14 +24,17 @@
 // there this path is for tiny models (the tests).
 //
 // The including file (mamba1_persist_<format>.wgsl) includes lib/mamba1_persist_weights.wgsl
-// (the matrices at bindings 3..8, `Raw`, load_quad, load_word) and defines, before this include:
+// (the matrices at bindings 3..8, `Raw`, load_quad) and defines, before this include:
 //   const CV: u32      vec4s of x per 16-byte chunk of weights (f32 1, f16 2, q8 4, q4 8)
 //   fn raw_dot(q: Raw, c: u32) -> f32    its values (unscaled) dotted with chunk c's inputs,
 //                                        xv(c, i) for i < CV
-//   fn trip_scales(m: u32, row: u32, c: vec4<u32>) -> vec4<f32>   chunks c.x .. c.w's scales
-//                                        (1 when unscaled; q8 the row's, q4 each chunk's group
-//                                        of 32), read from the words after matrix m's data
+//   const SCALED: bool                   whether chunks have scales (q8 the row's, q4 each
+//                                        chunk's group of 32), words after matrix m's data
 //                                        (mat_rows, mat_k below)
+//   fn scale_words(m: u32, row: u32, c: vec4<u32>) -> vec4<u32>   the words holding chunks
+//                                        c.x .. c.w's scales (loaded with the chunks)
+//   fn scales_of(sw: vec4<u32>, m: u32, row: u32, c: vec4<u32>) -> vec4<f32>   the scales in
+//                                        them (1 when unscaled)
 //
 // How the rows run (the engine's tuned mat-vec's habits, lib/matvec_rows.wgsl): TPR threads a
 // row, a value per phase (in_proj's tall rows few threads, x_proj's 160 rows the whole
@@ -267,8 +270,8 @@ struct Trip { q: Quad, s: vec4<f32> };
 fn load_trip(w: Row, nchunk: u32, c: u32, tpr: u32) -> Trip {
   let cc = min(vec4<u32>(c, c + tpr, c + 2u * tpr, c + 3u * tpr), vec4<u32>(nchunk - 1u));
   var t: Trip;
-  t.q = load_quad(w.m, vec4<u32>(w.row * nchunk) + cc);
-  t.s = trip_scales(w.m, w.row, cc);
+  t.q = load_quad(w.m, vec4<u32>(w.row * nchunk) + cc, scale_words(w.m, w.row, cc));
+  t.s = scales_of(t.q.s, w.m, w.row, cc);
   return t;
 }
 
