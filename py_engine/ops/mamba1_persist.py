@@ -89,6 +89,13 @@ def static_blocks(dev):
     return choose(dev, "persist_static", "MAMBAWEB_PERSIST_STATIC", "1", "0", lambda: False)
 
 
+def ahead(dev):
+    """Whether x_proj's and out_proj's phases load their own block's second trip before waiting
+    (AHEAD in the shader): `device.persist_ahead` / MAMBAWEB_PERSIST_AHEAD = 1 | 0, else off
+    (untimed)."""
+    return choose(dev, "persist_ahead", "MAMBAWEB_PERSIST_AHEAD", "1", "0", lambda: False)
+
+
 def _fmt(ws):
     dts = {w.dtype for w in ws}
     return dts.pop() if len(dts) == 1 and dts <= set(SHADERS) else None
@@ -191,5 +198,6 @@ def layer_step(batch, mixer, residual, norm_w, eps, state, scratch, layer):
            (scratch.buf.buffer, scratch.buf.offset + off, 4 * scratch.words - off)]
     t_in, t_xp, t_out = tprs(dev)
     consts = {"SG": 1 if not dev.info.get("is_fallback") else 0, "TPR_IN": t_in,
-              "TPR_XP": t_xp, "TPR_OUT": t_out, "STATIC": 1 if static_blocks(dev) else 0}
+              "TPR_XP": t_xp, "TPR_OUT": t_out, "STATIC": 1 if static_blocks(dev) else 0,
+              "AHEAD": 1 if ahead(dev) else 0}
     batch.run(SHADERS[fmt], "mamba1_persist", res, scratch.G, constants=consts)

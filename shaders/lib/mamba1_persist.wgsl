@@ -176,6 +176,11 @@ var<workgroup> wfree: atomic<u32>;
 // resident, as tools/bench_chain's forms do, and is never the rule.
 override STATIC: bool = false;
 
+// Whether x_proj's and out_proj's phases load a second trip of their own block before waiting
+// for the phase before (out_proj's rows at 1.4b are two trips a thread: all its bytes then
+// move while the latency-bound phases before it run), at eight 16-byte registers a thread.
+override AHEAD: bool = false;
+
 // The block of phase ph this workgroup takes (uniform): `own` if nobody has, else one not yet
 // taken, else nb (every block taken). Looking for one, the workgroup's threads load every
 // block's flag at once (one memory wait, where a loop of thread 0 waited a load a flag) and
@@ -324,11 +329,12 @@ fn emit(kind: u32, r: u32, v: f32, ad: Add) {
 // Passes ps0 .. ps1 - 1 of a kind's rows (nrows of K inputs, staged in xs), THREADS / tpr
 // rows a pass, in sub-blocks of at most THREADS rows: thread t loads the addends of the
 // sub-block's row t, the passes leave the rows' sums (times `scale`) in xq, then thread t
-// stores row t. `q` is the thread's first trip, loaded earlier (before the input was staged);
-// the last trip of each pass is summed while the next pass's first loads. Returns the trip
-// loaded last (the pass after ps1's).
+// stores row t. `first` is the thread's first trip, loaded earlier (before the input was
+// staged), and with `early` `second` its next (trip_after), loaded then too; a pass's trip is
+// summed while the next loads, the last one while the next pass's first loads. Returns the
+// trip loaded last (the pass after ps1's).
 fn run_rows(kind: u32, nrows: u32, K: u32, ps0: u32, ps1: u32, lid: u32, sg: u32, first: Trip,
-            scale: f32) -> Trip {
+            second: Trip, early: bool, scale: f32) -> Trip {
   let tpr = tpr_of(kind);
   let rpw = THREADS / tpr;
   let nchunk = K / (4u * CV);
@@ -348,11 +354,10 @@ fn run_rows(kind: u32, nrows: u32, K: u32, ps0: u32, ps1: u32, lid: u32, sg: u32
       for (var t = 0u; t < trips; t++) {
         let c = lane + span * t;
         var nxt: Trip;
-        if (t + 1u < trips) {
-          nxt = load_trip(w, nchunk, c + span, tpr);
-        } else {                             // the next pass's first trip
-          nxt = load_trip(row_of(kind, min((ps + 1u) * rpw + slot, nrows - 1u)), nchunk, lane,
-                          tpr);
+        if (early && ps == ps0 && t == 0u) {
+          nxt = second;                      // loaded before the wait
+        } else {
+          nxt = trip_after(kind, nrows, nchunk, w, ps, t, lid);
         }
         acc += chunk_sum(q.q.a, q.s.x, c, nchunk) + chunk_sum(q.q.b, q.s.y, c + tpr, nchunk) +
                chunk_sum(q.q.c, q.s.z, c + 2u * tpr, nchunk) +
@@ -367,6 +372,18 @@ fn run_rows(kind: u32, nrows: u32, K: u32, ps0: u32, ps1: u32, lid: u32, sg: u32
     workgroupBarrier();                      // xq is written again
   }
   return q;
+}
+
+// The thread's trip after trip t of pass ps (row w): the pass's next, or the next pass's first.
+fn trip_after(kind: u32, nrows: u32, nchunk: u32, w: Row, ps: u32, t: u32, lid: u32) -> Trip {
+  let tpr = tpr_of(kind);
+  let span = 4u * tpr;
+  let lane = lid % tpr;
+  if (t + 1u < (nchunk + span - 1u) / span) {
+    return load_trip(w, nchunk, lane + span * (t + 1u), tpr);
+  }
+  let rpw = THREADS / tpr;
+  return load_trip(row_of(kind, min((ps + 1u) * rpw + lid / tpr, nrows - 1u)), nchunk, lane, tpr);
 }
 
 // The thread's first trip of pass ps of a kind's rows.
@@ -521,21 +538,30 @@ fn phase_in(G: u32, g0: u32, lid: u32, sg: u32) {
       staged = true;
     }
     let ps1 = min((b + 1u) * bl.per, bl.np);
-    q = run_rows(RK_IN, nrows, p.D, b * bl.per, ps1, lid, sg, q, rstd);
+    q = run_rows(RK_IN, nrows, p.D, b * bl.per, ps1, lid, sg, q, q, false, rstd);
     finish_block(0u, G, ps1 - b * bl.per, lid);
     b = take_block(0u, G, bl, bl.nb, g0, lid);
   }
 }
 
 // Phase 1 (x_proj over u) or 3 (out_proj over y, into the residual): the input staged, once
-// phase ph - 1's wait_np passes are done, by the workgroup's first block.
+// phase ph - 1's wait_np passes are done, by the workgroup's first block; its own block's
+// first trip (with AHEAD its second too) loading before that wait.
 fn phase_rows(ph: u32, kind: u32, nrows: u32, in0: u32, G: u32, g0: u32, lid: u32, sg: u32,
               wait_np: u32) {
   let bl = blocks_of(passes_of(kind, nrows), G);
-  var q = first_trip(kind, nrows, p.I, min(g0 * bl.per, bl.np - 1u), lid);
+  let own = min(g0 * bl.per, bl.np - 1u);
+  let nchunk = p.I / (4u * CV);
+  var q = first_trip(kind, nrows, p.I, own, lid);
+  var q2 = q;
+  if (AHEAD) {                               // its next trip too, while the phase before runs
+    q2 = trip_after(kind, nrows, nchunk, row_of(kind, min(own * (THREADS / tpr_of(kind)) +
+                    lid / tpr_of(kind), nrows - 1u)), own, 0u, lid);
+  }
   var b = take_block(ph, G, bl, g0, g0, lid);
   var staged = false;
   while (b < bl.nb) {
+    let early = AHEAD && b == g0 && !staged;
     if (b != g0) { q = first_trip(kind, nrows, p.I, b * bl.per, lid); }
     if (!staged) {
       wait_phase(ph - 1u, G, wait_np, lid);
@@ -543,7 +569,7 @@ fn phase_rows(ph: u32, kind: u32, nrows: u32, in0: u32, G: u32, g0: u32, lid: u3
       staged = true;
     }
     let ps1 = min((b + 1u) * bl.per, bl.np);
-    q = run_rows(kind, nrows, p.I, b * bl.per, ps1, lid, sg, q, 1.0);
+    q = run_rows(kind, nrows, p.I, b * bl.per, ps1, lid, sg, q, q2, early, 1.0);
     finish_block(ph, G, ps1 - b * bl.per, lid);
     b = take_block(ph, G, bl, bl.nb, g0, lid);
   }

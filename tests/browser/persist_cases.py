@@ -14,6 +14,7 @@ device.force_matvec = True
 device.persist_groups = args['groups']
 device.persist_tpr = args.get('tpr')
 device.persist_static = args.get('static')
+device.persist_ahead = args.get('ahead')
 out = {'layers': m.cfg.num_hidden_layers}
 try:
     for on in (False, True):
@@ -36,6 +37,7 @@ finally:
     device.persist_groups = None
     device.persist_tpr = None
     device.persist_static = None
+    device.persist_ahead = None
 m.release()
 result = out
 """

@@ -106,14 +106,17 @@ def d160(tmp_path_factory):
     return folder
 
 
-@pytest.mark.parametrize("fmt,groups", [("q4", 1), ("f16", 2)])
-def test_rows_in_several_sub_blocks(engine, d160, fmt, groups):
+@pytest.mark.parametrize("fmt,groups,ahead,tpr", [("q4", 1, False, None), ("f16", 2, False, None),
+                                                  ("f32", 1, True, 16), ("q4", 2, True, None)])
+def test_rows_in_several_sub_blocks(engine, d160, fmt, groups, ahead, tpr):
     """More rows a block than a workgroup's threads: each sub-block's addends loaded and its
     sums stored before the next (ops/mamba1_persist's phase geometry, the rule's threads a
-    row)."""
+    row); and with x_proj's and out_proj's second trips loaded before their waits (AHEAD: at
+    16 threads a row in f32 their rows are two trips a thread, else the next pass's first)."""
     _binds_16(engine)
     for _ in range(3):
-        r = engine.run(RUN, folder=str(d160), fmt=fmt, ids=IDS, groups=groups)
+        r = engine.run(RUN, folder=str(d160), fmt=fmt, ids=IDS, groups=groups, ahead=ahead,
+                       tpr=tpr)
         if r["fails"] == 0:
             check_persist(r)
             return

@@ -29,11 +29,11 @@
 #     mamba-1.4b's and mamba-130m's shapes, natively and through Dawn; then mamba-130m f16
 #     at 66-528 workgroups and mamba-1.4b f16 at 528 and at 264 with 16 / 32 threads a row
 #     decoding through Dawn with the layer kernel (ops/mamba1_persist) (carry as for --dawn)
-#   bash tools/device/gpu_session.sh --persist  # ~8 min: a Mamba-1 layer in one dispatch
-#     (ops/mamba1_persist, off by rule): its checks natively and through Dawn at the grids a GPU
-#     holds, then mamba-1.4b f16 / q4 decoding through Dawn with it on at 132 / 264
-#     workgroups as variants, and at 132 with fixed blocks (no flags: their price)
-#     (persist_fails must be 0) (carry as for --dawn)
+#   bash tools/device/gpu_session.sh --persist  # ~9 min: a Mamba-1 layer in one dispatch
+#     (ops/mamba1_persist, off by rule): its checks natively at the grids a GPU holds, then
+#     mamba-1.4b f16 / q4 and mamba-130m f16 decoding through Dawn with it off and on at
+#     66-528 workgroups and other threads a row, side by side on one loaded model
+#     (tools/ab_decode) (carry as for --dawn)
 # (each under the device's 10-minute limit per command; a bench killed by its timeout prints
 # nothing, so the timeouts below leave room).
 set -uo pipefail
@@ -140,13 +140,23 @@ if [ "${1:-}" = "--chain" ]; then
 fi
 if [ "${1:-}" = "--persist" ]; then
   both_engines
-  checks_both persist "mamba1 persist" 90
-  P=MAMBAWEB_MAMBA1_PERSIST=1,MAMBAWEB_PERSIST_GROUPS
-  timeout 300 python3 -m tools.cli bench --dawn --json --only model --models mamba1_4b \
-    --weights f16,q4 --decode-tokens 256 --max-seconds 1 --variant p132:$P=132 \
-    --variant p264:$P=264 --variant s132:$P=132,MAMBAWEB_PERSIST_STATIC=1 \
-    > "$OUT/persist_14b.json" 2> "$OUT/persist_14b.err"
-  stamp $? >> "$OUT/persist_14b.err"
+  timeout 100 python3 -m tools.device_checks --engine native --only "mamba1 persist" \
+    > "$OUT/checks_persist_native.txt" 2>&1
+  stamp $? >> "$OUT/checks_persist_native.txt"
+  # the layer kernel against the engine's dispatches on one loaded model (tools/ab_decode),
+  # at 132 / 264 / 528 workgroups and with other threads a row for in_proj and out_proj
+  S="--setting base:mamba1_persist=0"
+  for g in 132 264 528; do S="$S --setting p$g:mamba1_persist=1,persist_groups=$g"; done
+  S="$S --setting p264i32:mamba1_persist=1,persist_groups=264,persist_tpr_in=32"
+  S="$S --setting p528o128:mamba1_persist=1,persist_groups=528,persist_tpr_out=128"
+  timeout 330 python3 -m tools.ab_decode --dawn --models mamba1_4b --weights f16,q4 --tokens 128 \
+    --rounds 2 $S > "$OUT/persist_14b.txt" 2>&1
+  stamp $? >> "$OUT/persist_14b.txt"
+  timeout 120 python3 -m tools.ab_decode --dawn --models mamba130m --weights f16 --tokens 256 \
+    --rounds 2 --setting base:mamba1_persist=0 --setting p66:mamba1_persist=1,persist_groups=66 \
+    --setting p132:mamba1_persist=1,persist_groups=132 \
+    --setting p264:mamba1_persist=1,persist_groups=264 > "$OUT/persist_130m.txt" 2>&1
+  stamp $? >> "$OUT/persist_130m.txt"
   exit 0
 fi
 if [ "${1:-}" = "--dawn" ]; then
