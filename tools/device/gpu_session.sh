@@ -149,6 +149,7 @@ if [ "${1:-}" = "--persist" ]; then
   for g in 132 264 528; do S="$S --setting p$g:mamba1_persist=1,persist_groups=$g"; done
   S="$S --setting p264i32:mamba1_persist=1,persist_groups=264,persist_tpr_in=32"
   S="$S --setting p528o128:mamba1_persist=1,persist_groups=528,persist_tpr_out=128"
+  S="$S --setting p528a:mamba1_persist=1,persist_groups=528,persist_ahead=1"
   timeout 330 python3 -m tools.ab_decode --dawn --models mamba1_4b --weights f16,q4 --tokens 128 \
     --rounds 2 $S > "$OUT/persist_14b.txt" 2>&1
   stamp $? >> "$OUT/persist_14b.txt"
