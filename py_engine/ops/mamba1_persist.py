@@ -96,6 +96,13 @@ def ahead(dev):
     return choose(dev, "persist_ahead", "MAMBAWEB_PERSIST_AHEAD", "1", "0", lambda: False)
 
 
+def last_phase(dev):
+    """The last of the layer's four phases the kernel runs (LAST in the shader): 3 (all) by
+    rule; 0-2 only as a bench ablation -- `device.persist_last` / MAMBAWEB_PERSIST_LAST -- which
+    leaves the layer's output WRONG, to time what each phase adds."""
+    return pick(dev, "persist_last", "MAMBAWEB_PERSIST_LAST", (0, 1, 2, 3), lambda: 3)
+
+
 def _fmt(ws):
     dts = {w.dtype for w in ws}
     return dts.pop() if len(dts) == 1 and dts <= set(SHADERS) else None
@@ -199,5 +206,5 @@ def layer_step(batch, mixer, residual, norm_w, eps, state, scratch, layer):
     t_in, t_xp, t_out = tprs(dev)
     consts = {"SG": 1 if not dev.info.get("is_fallback") else 0, "TPR_IN": t_in,
               "TPR_XP": t_xp, "TPR_OUT": t_out, "STATIC": 1 if static_blocks(dev) else 0,
-              "AHEAD": 1 if ahead(dev) else 0}
+              "AHEAD": 1 if ahead(dev) else 0, "LAST": last_phase(dev)}
     batch.run(SHADERS[fmt], "mamba1_persist", res, scratch.G, constants=consts)

@@ -176,6 +176,10 @@ var<workgroup> wfree: atomic<u32>;
 // resident, as tools/bench_chain's forms do, and is never the rule.
 override STATIC: bool = false;
 
+// The last phase run (a bench ablation, MAMBAWEB_PERSIST_LAST: the layer is then WRONG -- what
+// each phase adds to a token's time, phases 0..LAST of every layer timed; 3, all, the rule).
+override LAST: u32 = 3u;
+
 // Whether x_proj's and out_proj's phases load a second trip of their own block before waiting
 // for the phase before (out_proj's rows at 1.4b are two trips a thread: all its bytes then
 // move while the latency-bound phases before it run), at eight 16-byte registers a thread.
@@ -614,7 +618,10 @@ fn mamba1_persist(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
   let np_xp = passes_of(RK_XP, p.R + 2u * p.N);
   let np_scan = (p.I + THREADS / LANES - 1u) / (THREADS / LANES);
   phase_in(G, g0, lid, sg);                                          // -> u, z
+  if (LAST < 1u) { return; }
   phase_rows(1u, RK_XP, p.R + 2u * p.N, U0(), G, g0, lid, sg, np_in);    // x_proj -> xp
+  if (LAST < 2u) { return; }
   phase_scan(G, g0, lid, sg, np_xp);                                 // dt_proj, scan, gate -> y
+  if (LAST < 3u) { return; }
   phase_rows(3u, RK_OUT, p.D, Y0(), G, g0, lid, sg, np_scan);        // out_proj -> residual
 }

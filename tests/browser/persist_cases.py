@@ -15,6 +15,7 @@ device.persist_groups = args['groups']
 device.persist_tpr = args.get('tpr')
 device.persist_static = args.get('static')
 device.persist_ahead = args.get('ahead')
+device.persist_last = args.get('last')
 out = {'layers': m.cfg.num_hidden_layers}
 try:
     for on in (False, True):
@@ -38,6 +39,7 @@ finally:
     device.persist_tpr = None
     device.persist_static = None
     device.persist_ahead = None
+    device.persist_last = None
 m.release()
 result = out
 """

@@ -9,7 +9,7 @@ refuses (two sequences at once, mixed formats) keeps the engine's path."""
 import numpy as np
 import pytest
 
-from tests.browser.persist_cases import IDS, RUN, check_persist
+from tests.browser.persist_cases import IDS, RUN, check_persist, close
 from tests.conftest import REPO
 from tests.native_support import engine, native as pytestmark  # noqa: F401
 
@@ -121,6 +121,19 @@ def test_rows_in_several_sub_blocks(engine, d160, fmt, groups, ahead, tpr):
             check_persist(r)
             return
     pytest.skip(f"a wait gave up in each of three runs at {groups} workgroups (a loaded host)")
+
+
+def test_the_phase_ablation_stops_after_the_scan(engine):
+    """MAMBAWEB_PERSIST_LAST=2 (a bench ablation) runs norm + in_proj + conv, x_proj and the scan
+    and no out_proj: the first layer's conv and SSM states (its input is the embedding alone)
+    are the engine's, the logits are not (no layer adds to the residual)."""
+    _binds_16(engine)
+    r = engine.run(RUN, folder=str(FIX / "mamba-d40-tied"), fmt="f32", ids=IDS, groups=1, last=2)
+    assert r["fails"] == 0
+    close(r["plain_conv"][0], r["persist_conv"][0])
+    close(r["plain_ssm"][0], r["persist_ssm"][0])
+    a, b = (np.frombuffer(r[k], np.float32) for k in ("plain", "persist"))
+    assert np.abs(a - b).max() > 0.1
 
 
 def test_mixed_formats_keep_the_engine_path(engine):
