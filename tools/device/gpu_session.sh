@@ -32,8 +32,8 @@
 #   bash tools/device/gpu_session.sh --persist  # ~9 min: a Mamba-1 layer in one dispatch
 #     (ops/mamba1_persist, off by rule): its checks natively at the grids a GPU holds, then
 #     mamba-1.4b f16 / q4 and mamba-130m f16 decoding through Dawn with it off and on at
-#     66-528 workgroups and other threads a row, side by side on one loaded model
-#     (tools/ab_decode) (carry as for --dawn)
+#     66-528 workgroups, other threads a row, out_proj loaded ahead and phases ablated, side by
+#     side on one loaded model (tools/ab_decode) (carry as for --dawn)
 # (each under the device's 10-minute limit per command; a bench killed by its timeout prints
 # nothing, so the timeouts below leave room).
 set -uo pipefail
@@ -140,23 +140,28 @@ if [ "${1:-}" = "--chain" ]; then
 fi
 if [ "${1:-}" = "--persist" ]; then
   both_engines
-  timeout 100 python3 -m tools.device_checks --engine native --only "mamba1 persist" \
+  timeout 60 python3 -m tools.device_checks --engine native --only "mamba1 persist" \
     > "$OUT/checks_persist_native.txt" 2>&1
   stamp $? >> "$OUT/checks_persist_native.txt"
-  # the layer kernel against the engine's dispatches on one loaded model (tools/ab_decode),
-  # at 132 / 264 / 528 workgroups and with other threads a row for in_proj and out_proj
+  # the layer kernel against the engine's dispatches on one loaded model (tools/ab_decode):
+  # 132 / 264 / 528 workgroups, other threads a row for in_proj and out_proj, out_proj's bytes
+  # loaded ahead, and phases 0..L only (the ablation: what each phase adds to a token)
+  P=mamba1_persist=1,persist_groups
   S="--setting base:mamba1_persist=0"
-  for g in 132 264 528; do S="$S --setting p$g:mamba1_persist=1,persist_groups=$g"; done
-  S="$S --setting p264i32:mamba1_persist=1,persist_groups=264,persist_tpr_in=32"
-  S="$S --setting p528o128:mamba1_persist=1,persist_groups=528,persist_tpr_out=128"
-  S="$S --setting p528a:mamba1_persist=1,persist_groups=528,persist_ahead=1"
-  timeout 330 python3 -m tools.ab_decode --dawn --models mamba1_4b --weights f16,q4 --tokens 128 \
-    --rounds 2 $S > "$OUT/persist_14b.txt" 2>&1
-  stamp $? >> "$OUT/persist_14b.txt"
-  timeout 120 python3 -m tools.ab_decode --dawn --models mamba130m --weights f16 --tokens 256 \
-    --rounds 2 --setting base:mamba1_persist=0 --setting p66:mamba1_persist=1,persist_groups=66 \
-    --setting p132:mamba1_persist=1,persist_groups=132 \
-    --setting p264:mamba1_persist=1,persist_groups=264 > "$OUT/persist_130m.txt" 2>&1
+  for g in 132 264 528; do S="$S --setting p$g:$P=$g"; done
+  S="$S --setting p264i32:$P=264,persist_tpr_in=32 --setting p528o128:$P=528,persist_tpr_out=128"
+  S="$S --setting p528a:$P=528,persist_ahead=1"
+  for l in 0 1 2; do S="$S --setting p528L$l:$P=528,persist_last=$l"; done
+  timeout 250 python3 -m tools.ab_decode --dawn --models mamba1_4b --weights f16 --tokens 96 \
+    --rounds 2 $S > "$OUT/persist_14b_f16.txt" 2>&1
+  stamp $? >> "$OUT/persist_14b_f16.txt"
+  timeout 120 python3 -m tools.ab_decode --dawn --models mamba1_4b --weights q4 --tokens 96 \
+    --rounds 2 --setting base:mamba1_persist=0 --setting p264:$P=264 --setting p528:$P=528 \
+    > "$OUT/persist_14b_q4.txt" 2>&1
+  stamp $? >> "$OUT/persist_14b_q4.txt"
+  timeout 90 python3 -m tools.ab_decode --dawn --models mamba130m --weights f16 --tokens 256 \
+    --rounds 2 --setting base:mamba1_persist=0 --setting p66:$P=66 --setting p132:$P=132 \
+    --setting p264:$P=264 > "$OUT/persist_130m.txt" 2>&1
   stamp $? >> "$OUT/persist_130m.txt"
   exit 0
 fi
