@@ -6,8 +6,10 @@ words, spun on: the shader's header says why that needs no grid barrier).
 
 A token at mamba-1.4b is 196 dependent dispatches, each costing the GPU's floor (~2 us on an
 H200) and its own ramp and drain beyond its bytes (README: "What bounds decode at 1.4b"); this
-makes it 52. Whether the in-kernel waits cost less than the boundaries they replace is what
-tools/bench_chain measures on a GPU; until a GPU has timed it, off by rule:
+makes it 52. tools/bench_chain says in-kernel waits beat the boundaries with equal row code;
+this kernel, timed on an H200 through Dawn, is still slower than the engine's dispatches
+(mamba-130m f16 1.14 ms a token at 264 workgroups against 0.44: docs/gpu_journal.md,
+twenty-ninth session), so off by rule:
 `device.mamba1_persist` (tests) or MAMBAWEB_MAMBA1_PERSIST=1 (bench variants) turns it on,
 `device.persist_groups` / MAMBAWEB_PERSIST_GROUPS sets the workgroups (all must be resident
 at once for the speed, not for the result: a workgroup takes whichever blocks of a phase are

@@ -29,11 +29,11 @@
 #     mamba-1.4b's and mamba-130m's shapes, natively and through Dawn; then mamba-130m f16
 #     at 66-528 workgroups and mamba-1.4b f16 at 528 and at 264 with 16 / 32 threads a row
 #     decoding through Dawn with the layer kernel (ops/mamba1_persist) (carry as for --dawn)
-#   bash tools/device/gpu_session.sh --persist  # ~9 min: a Mamba-1 layer in one dispatch
+#   bash tools/device/gpu_session.sh --persist  # ~8 min: a Mamba-1 layer in one dispatch
 #     (ops/mamba1_persist, off by rule): its checks natively at the grids a GPU holds, then
-#     mamba-1.4b f16 / q4 and mamba-130m f16 decoding through Dawn with it off and on at
-#     66-528 workgroups, other threads a row, out_proj loaded ahead and phases ablated, side by
-#     side on one loaded model (tools/ab_decode) (carry as for --dawn)
+#     mamba-130m f16 decoding through Dawn with it off and on, phases ablated, fixed blocks and
+#     out_proj loaded ahead, and mamba-1.4b f16 at 264 / 528 workgroups, side by side on one
+#     loaded model (tools/ab_decode) (carry as for --dawn)
 # (each under the device's 10-minute limit per command; a bench killed by its timeout prints
 # nothing, so the timeouts below leave room).
 set -uo pipefail
@@ -143,26 +143,21 @@ if [ "${1:-}" = "--persist" ]; then
   timeout 60 python3 -m tools.device_checks --engine native --only "mamba1 persist" \
     > "$OUT/checks_persist_native.txt" 2>&1
   stamp $? >> "$OUT/checks_persist_native.txt"
-  # the layer kernel against the engine's dispatches on one loaded model (tools/ab_decode):
-  # 132 / 264 / 528 workgroups, other threads a row for in_proj and out_proj, out_proj's bytes
-  # loaded ahead, and phases 0..L only (the ablation: what each phase adds to a token)
+  # the layer kernel against the engine's dispatches on one loaded model (tools/ab_decode) at
+  # mamba-130m: 264 workgroups, phases 0..L only (the ablation: what each phase adds to a
+  # token), fixed blocks at 132 (the flags' price), out_proj's bytes loaded ahead
   P=mamba1_persist=1,persist_groups
-  S="--setting base:mamba1_persist=0"
-  for g in 132 264 528; do S="$S --setting p$g:$P=$g"; done
-  S="$S --setting p264i32:$P=264,persist_tpr_in=32 --setting p528o128:$P=528,persist_tpr_out=128"
-  S="$S --setting p528a:$P=528,persist_ahead=1"
-  for l in 0 1 2; do S="$S --setting p528L$l:$P=528,persist_last=$l"; done
-  timeout 250 python3 -m tools.ab_decode --dawn --models mamba1_4b --weights f16 --tokens 96 \
-    --rounds 2 $S > "$OUT/persist_14b_f16.txt" 2>&1
-  stamp $? >> "$OUT/persist_14b_f16.txt"
-  timeout 120 python3 -m tools.ab_decode --dawn --models mamba1_4b --weights q4 --tokens 96 \
-    --rounds 2 --setting base:mamba1_persist=0 --setting p264:$P=264 --setting p528:$P=528 \
-    > "$OUT/persist_14b_q4.txt" 2>&1
-  stamp $? >> "$OUT/persist_14b_q4.txt"
-  timeout 90 python3 -m tools.ab_decode --dawn --models mamba130m --weights f16 --tokens 256 \
-    --rounds 2 --setting base:mamba1_persist=0 --setting p66:$P=66 --setting p132:$P=132 \
-    --setting p264:$P=264 > "$OUT/persist_130m.txt" 2>&1
+  timeout 110 python3 -m tools.ab_decode --dawn --models mamba130m --weights f16 --tokens 128 \
+    --rounds 2 --setting base:mamba1_persist=0 --setting p264:$P=264 \
+    --setting L0:$P=264,persist_last=0 --setting L1:$P=264,persist_last=1 \
+    --setting L2:$P=264,persist_last=2 --setting s132:$P=132,persist_static=1 \
+    --setting a264:$P=264,persist_ahead=1 > "$OUT/persist_130m.txt" 2>&1
   stamp $? >> "$OUT/persist_130m.txt"
+  # mamba-1.4b f16 (its load through Dawn takes most of this; ten settings did not fit 240 s)
+  timeout 250 python3 -m tools.ab_decode --dawn --models mamba1_4b --weights f16 --tokens 64 \
+    --rounds 1 --setting base:mamba1_persist=0 --setting p264:$P=264 --setting p528:$P=528 \
+    > "$OUT/persist_14b.txt" 2>&1
+  stamp $? >> "$OUT/persist_14b.txt"
   exit 0
 fi
 if [ "${1:-}" = "--dawn" ]; then
