@@ -98,6 +98,13 @@ def ahead(dev):
     return choose(dev, "persist_ahead", "MAMBAWEB_PERSIST_AHEAD", "1", "0", lambda: False)
 
 
+def count_wait(dev):
+    """Whether thread 0 waits for a phase's count before its workgroup reads the phase's words
+    (COUNT in the shader), else every thread spins on its own words: `device.persist_count` /
+    MAMBAWEB_PERSIST_COUNT = 1 | 0, else on."""
+    return choose(dev, "persist_count", "MAMBAWEB_PERSIST_COUNT", "1", "0", lambda: True)
+
+
 def last_phase(dev):
     """The last of the layer's four phases the kernel runs (LAST in the shader): 3 (all) by
     rule; 0-2 only as a bench ablation -- `device.persist_last` / MAMBAWEB_PERSIST_LAST -- which
@@ -208,5 +215,6 @@ def layer_step(batch, mixer, residual, norm_w, eps, state, scratch, layer):
     t_in, t_xp, t_out = tprs(dev)
     consts = {"SG": 1 if not dev.info.get("is_fallback") else 0, "TPR_IN": t_in,
               "TPR_XP": t_xp, "TPR_OUT": t_out, "STATIC": 1 if static_blocks(dev) else 0,
-              "AHEAD": 1 if ahead(dev) else 0, "LAST": last_phase(dev)}
+              "AHEAD": 1 if ahead(dev) else 0, "LAST": last_phase(dev),
+              "COUNT": 1 if count_wait(dev) else 0}
     batch.run(SHADERS[fmt], "mamba1_persist", res, scratch.G, constants=consts)

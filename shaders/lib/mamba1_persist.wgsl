@@ -137,6 +137,7 @@ var<workgroup> wfailed: u32;
 // 0 gave up, no thread of the workgroup spins again (the token is wrong already; 256 threads
 // each spinning out its bound took minutes on lavapipe).
 fn wait_phase(ph: u32, G: u32, np: u32, lid: u32) {
+  if (!COUNT) { return; }                    // each thread spins on its own words instead
   if (lid == 0u) {
     var n = 0u;
     var k = atomicLoad(&sc[DONE(ph, G)]);
@@ -175,6 +176,11 @@ var<workgroup> wfree: atomic<u32>;
 // variant (MAMBAWEB_PERSIST_STATIC=1) that prices the flags -- it needs every workgroup
 // resident, as tools/bench_chain's forms do, and is never the rule.
 override STATIC: bool = false;
+
+// Whether thread 0 waits for the count of a phase's passes before the workgroup reads its
+// words (else every thread spins on its words from the start: bench_chain's "words" form, 8%
+// faster than the count at mamba-130m's shape, 3% slower at 1.4b's; MAMBAWEB_PERSIST_COUNT).
+override COUNT: bool = true;
 
 // The last phase run (a bench ablation, MAMBAWEB_PERSIST_LAST: the layer is then WRONG -- what
 // each phase adds to a token's time, phases 0..LAST of every layer timed; 3, all, the rule).

@@ -16,6 +16,7 @@ device.persist_tpr = args.get('tpr')
 device.persist_static = args.get('static')
 device.persist_ahead = args.get('ahead')
 device.persist_last = args.get('last')
+device.persist_count = args.get('count')
 out = {'layers': m.cfg.num_hidden_layers}
 try:
     for on in (False, True):
@@ -40,6 +41,7 @@ finally:
     device.persist_static = None
     device.persist_ahead = None
     device.persist_last = None
+    device.persist_count = None
 m.release()
 result = out
 """

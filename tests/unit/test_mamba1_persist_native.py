@@ -123,6 +123,16 @@ def test_rows_in_several_sub_blocks(engine, d160, fmt, groups, ahead, tpr):
     pytest.skip(f"a wait gave up in each of three runs at {groups} workgroups (a loaded host)")
 
 
+def test_words_spun_on_without_the_count(engine):
+    """MAMBAWEB_PERSIST_COUNT=0: no thread waits for a phase's count, each spins on the words it
+    stages -- the same results (one workgroup: its own words, written before it reads them)."""
+    _binds_16(engine)
+    r = engine.run(RUN, folder=str(FIX / "falcon-d40-untied"), fmt="f16", ids=IDS, groups=1,
+                   count=False)
+    assert r["fails"] == 0
+    check_persist(r)
+
+
 def test_the_phase_ablation_stops_after_the_scan(engine):
     """MAMBAWEB_PERSIST_LAST=2 (a bench ablation) runs norm + in_proj + conv, x_proj and the scan
     and no out_proj: the first layer's conv and SSM states (its input is the embedding alone)

@@ -151,7 +151,8 @@ if [ "${1:-}" = "--persist" ]; then
     --rounds 2 --setting base:mamba1_persist=0 --setting p264:$P=264 \
     --setting L0:$P=264,persist_last=0 --setting L1:$P=264,persist_last=1 \
     --setting L2:$P=264,persist_last=2 --setting s132:$P=132,persist_static=1 \
-    --setting a264:$P=264,persist_ahead=1 > "$OUT/persist_130m.txt" 2>&1
+    --setting a264:$P=264,persist_ahead=1 --setting c264:$P=264,persist_count=0 \
+    > "$OUT/persist_130m.txt" 2>&1
   stamp $? >> "$OUT/persist_130m.txt"
   # mamba-1.4b f16 (its load through Dawn takes most of this; ten settings did not fit 240 s)
   timeout 250 python3 -m tools.ab_decode --dawn --models mamba1_4b --weights f16 --tokens 64 \
