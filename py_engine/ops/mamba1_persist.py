@@ -105,6 +105,15 @@ def count_wait(dev):
     return choose(dev, "persist_count", "MAMBAWEB_PERSIST_COUNT", "1", "0", lambda: True)
 
 
+def written_out_poll(dev):
+    """Whether thread 0 polls a phase's count in rounds of 256 written-out loads (WRITTEN_OUT
+    in the shader: lavapipe, whose every loop pass counts against its cap) or one load a loop
+    pass: `device.persist_written_out` / MAMBAWEB_PERSIST_WRITTEN_OUT = 1 | 0, else on CPU
+    adapters only."""
+    return choose(dev, "persist_written_out", "MAMBAWEB_PERSIST_WRITTEN_OUT", "1", "0",
+                  lambda: bool(dev.info.get("is_fallback")))
+
+
 def last_phase(dev):
     """The last of the layer's four phases the kernel runs (LAST in the shader): 3 (all) by
     rule; 0-2 only as a bench ablation -- `device.persist_last` / MAMBAWEB_PERSIST_LAST -- which
@@ -216,5 +225,6 @@ def layer_step(batch, mixer, residual, norm_w, eps, state, scratch, layer):
     consts = {"SG": 1 if not dev.info.get("is_fallback") else 0, "TPR_IN": t_in,
               "TPR_XP": t_xp, "TPR_OUT": t_out, "STATIC": 1 if static_blocks(dev) else 0,
               "AHEAD": 1 if ahead(dev) else 0, "LAST": last_phase(dev),
-              "COUNT": 1 if count_wait(dev) else 0}
+              "COUNT": 1 if count_wait(dev) else 0,
+              "WRITTEN_OUT": 1 if written_out_poll(dev) else 0}
     batch.run(SHADERS[fmt], "mamba1_persist", res, scratch.G, constants=consts)

@@ -133,6 +133,12 @@ fn count64(i: u32, np: u32, k0: u32) -> u32 {
 
 var<workgroup> wfailed: u32;
 
+// Whether the count is polled in rounds of 256 written-out loads (lavapipe's loop-pass cap,
+// above) or one load a loop pass (a GPU: on the H200 the written-out rounds made mamba-130m's
+// out_proj phase, 192 workgroups polling one word, cost 26 us a layer -- by our reading their
+// loads issued together and queued at that word ahead of the adds they wait for).
+override WRITTEN_OUT: bool = true;
+
 // Thread 0 waits until all np passes of phase ph are done; then the workgroup reads. If thread
 // 0 gave up, no thread of the workgroup spins again (the token is wrong already; 256 threads
 // each spinning out its bound took minutes on lavapipe).
@@ -143,9 +149,14 @@ fn wait_phase(ph: u32, G: u32, np: u32, lid: u32) {
     var k = atomicLoad(&sc[DONE(ph, G)]);
     while (k < np && !failed) {
       n++;
-      if (n >= p.spin) { give_up(); }
-      k = count64(DONE(ph, G), np, count64(DONE(ph, G), np, count64(DONE(ph, G), np,
-                  count64(DONE(ph, G), np, k))));
+      if (WRITTEN_OUT) {
+        if (n >= p.spin) { give_up(); }
+        k = count64(DONE(ph, G), np, count64(DONE(ph, G), np, count64(DONE(ph, G), np,
+                    count64(DONE(ph, G), np, k))));
+      } else {
+        if (n >= 256u * p.spin) { give_up(); }
+        k = atomicLoad(&sc[DONE(ph, G)]);
+      }
     }
     wfailed = select(0u, 1u, failed);
   }

@@ -17,6 +17,7 @@ device.persist_static = args.get('static')
 device.persist_ahead = args.get('ahead')
 device.persist_last = args.get('last')
 device.persist_count = args.get('count')
+device.persist_written_out = args.get('written_out')
 out = {'layers': m.cfg.num_hidden_layers}
 try:
     for on in (False, True):
@@ -42,6 +43,7 @@ finally:
     device.persist_ahead = None
     device.persist_last = None
     device.persist_count = None
+    device.persist_written_out = None
 m.release()
 result = out
 """

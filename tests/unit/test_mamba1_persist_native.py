@@ -123,12 +123,14 @@ def test_rows_in_several_sub_blocks(engine, d160, fmt, groups, ahead, tpr):
     pytest.skip(f"a wait gave up in each of three runs at {groups} workgroups (a loaded host)")
 
 
-def test_words_spun_on_without_the_count(engine):
+@pytest.mark.parametrize("count,written_out", [(False, None), (True, False)])
+def test_other_waits(engine, count, written_out):
     """MAMBAWEB_PERSIST_COUNT=0: no thread waits for a phase's count, each spins on the words it
-    stages -- the same results (one workgroup: its own words, written before it reads them)."""
+    stages; MAMBAWEB_PERSIST_WRITTEN_OUT=0: the count polled a load a loop pass (a GPU's rule)
+    -- the same results (one workgroup: its own words, written before it reads them)."""
     _binds_16(engine)
     r = engine.run(RUN, folder=str(FIX / "falcon-d40-untied"), fmt="f16", ids=IDS, groups=1,
-                   count=False)
+                   count=count, written_out=written_out)
     assert r["fails"] == 0
     check_persist(r)
 
