@@ -31,9 +31,9 @@
 #     decoding through Dawn with the layer kernel (ops/mamba1_persist) (carry as for --dawn)
 #   bash tools/device/gpu_session.sh --persist  # ~8 min: a Mamba-1 layer in one dispatch
 #     (ops/mamba1_persist, off by rule): its checks natively at the grids a GPU holds, then
-#     mamba-130m f16 decoding through Dawn with it off and on, phases ablated, fixed blocks and
-#     out_proj loaded ahead, and mamba-1.4b f16 at 264 / 528 workgroups, side by side on one
-#     loaded model (tools/ab_decode) (carry as for --dawn)
+#     mamba-130m f16 decoding through Dawn with it off and on, its count polled each way and
+#     phases ablated, and mamba-1.4b f16 at 264 / 528 workgroups, side by side on one loaded
+#     model (tools/ab_decode) (carry as for --dawn)
 # (each under the device's 10-minute limit per command; a bench killed by its timeout prints
 # nothing, so the timeouts below leave room).
 set -uo pipefail
@@ -144,14 +144,14 @@ if [ "${1:-}" = "--persist" ]; then
     > "$OUT/checks_persist_native.txt" 2>&1
   stamp $? >> "$OUT/checks_persist_native.txt"
   # the layer kernel against the engine's dispatches on one loaded model (tools/ab_decode) at
-  # mamba-130m: 264 workgroups, phases 0..L only (the ablation: what each phase adds to a
-  # token), fixed blocks at 132 (the flags' price), out_proj's bytes loaded ahead
+  # mamba-130m: 132 / 264 / 528 workgroups, the count polled in written-out rounds (lavapipe's
+  # form; 26 us a layer on the out_proj phase in the twenty-ninth session's call) and not at
+  # all, and phases 0..2 only (the ablation: what out_proj's phase adds)
   P=mamba1_persist=1,persist_groups
   timeout 110 python3 -m tools.ab_decode --dawn --models mamba130m --weights f16 --tokens 128 \
     --rounds 2 --setting base:mamba1_persist=0 --setting p264:$P=264 \
-    --setting L0:$P=264,persist_last=0 --setting L1:$P=264,persist_last=1 \
-    --setting L2:$P=264,persist_last=2 --setting s132:$P=132,persist_static=1 \
-    --setting a264:$P=264,persist_ahead=1 --setting c264:$P=264,persist_count=0 \
+    --setting w264:$P=264,persist_written_out=1 --setting c264:$P=264,persist_count=0 \
+    --setting L2:$P=264,persist_last=2 --setting p132:$P=132 --setting p528:$P=528 \
     > "$OUT/persist_130m.txt" 2>&1
   stamp $? >> "$OUT/persist_130m.txt"
   # mamba-1.4b f16 (its load through Dawn takes most of this; ten settings did not fit 240 s)
