@@ -9,7 +9,7 @@ alias Raw = vec4<f32>;
 
 fn load_raw(g: u32, row: u32, c: u32) -> Raw {
   let i = row * (p.K / 4u) + c;
-  switch g { case 0u: { return w[i]; } case 1u: { return w1[i]; } default: { return w2[i]; } }
+  switch g { case 0u: { return w[w0() + i]; } case 1u: { return w1[i]; } default: { return w2[i]; } }
 }
 
 fn raw_dot(q: Raw, xo: u32, no: u32) -> f32 { return dot(q, xin(xo, no)); }

@@ -14,7 +14,7 @@ override SCALE_WORD: bool = false;
 alias Raw = vec4<u32>;
 
 fn wvec(g: u32, i: u32) -> vec4<u32> {
-  switch g { case 0u: { return w[i]; } case 1u: { return w1[i]; } default: { return w2[i]; } }
+  switch g { case 0u: { return w[w0() + i]; } case 1u: { return w1[i]; } default: { return w2[i]; } }
 }
 
 fn load_raw(g: u32, row: u32, c: u32) -> Raw { return wvec(g, row * (p.K / 32u) + c); }
@@ -30,7 +30,7 @@ fn raw_dot(q: Raw, xo: u32, no: u32) -> f32 {
 // taken apart after (a 16-byte load and four registers held per scale while in flight).
 fn wword(g: u32, i: u32) -> u32 {
   switch g {
-    case 0u: { return w[i / 4u][i % 4u]; }
+    case 0u: { return w[w0() + i / 4u][i % 4u]; }
     case 1u: { return w1[i / 4u][i % 4u]; }
     default: { return w2[i / 4u][i % 4u]; }
   }

@@ -11,7 +11,7 @@ const CV = 4u;
 alias Raw = vec4<u32>;
 
 fn wvec(g: u32, i: u32) -> vec4<u32> {
-  switch g { case 0u: { return w[i]; } case 1u: { return w1[i]; } default: { return w2[i]; } }
+  switch g { case 0u: { return w[w0() + i]; } case 1u: { return w1[i]; } default: { return w2[i]; } }
 }
 
 fn load_raw(g: u32, row: u32, c: u32) -> Raw { return wvec(g, row * (p.K / 16u) + c); }

@@ -133,20 +133,48 @@ def persist_cases():
                 (lambda e, fmt=fmt, g=groups: check_on_gpu(e, _random_model(160), fmt, g))
 
 
-def _random_model(d):
-    """A random d_model-d Mamba-1 of two layers, written inside the checkout (git-ignored
-    .bench/): the Dawn engine's Pyodide sees the checkout's files, not /tmp's."""
+def _random_model(d, family="mamba1"):
+    """A random d_model-d model of two layers (Mamba-1, or `family`), written inside the
+    checkout (git-ignored .bench/): the Dawn engine's Pyodide sees the checkout's files, not
+    /tmp's."""
     from pathlib import Path
-    if d not in _RANDOM:
+    if (d, family) not in _RANDOM:
         from tools.cmd_bench import _write_random_model
-        folder = Path(__file__).resolve().parents[1] / ".bench" / f"persist_d{d}"
+        name = f"persist_d{d}" if family == "mamba1" else f"{family}_d{d}"
+        folder = Path(__file__).resolve().parents[1] / ".bench" / name
         folder.mkdir(parents=True, exist_ok=True)
-        _write_random_model(str(folder), dict(d_model=d, n_layers=2, vocab_size=128))
-        _RANDOM[d] = folder
-    return _RANDOM[d]
+        _write_random_model(str(folder), dict(d_model=d, n_layers=2, vocab_size=128,
+                                              family=family))
+        _RANDOM[d, family] = folder
+    return _RANDOM[d, family]
 
 
 _RANDOM = {}
+
+
+def pieces_cases():
+    from pathlib import Path
+    from tests.browser.decode_fold_cases import check_fold
+    from tests.browser.matvec_pieces_cases import check_pieces
+    # mamba3-187m's in_proj blocks (d 768: z, x 1,536; B, C 128; dd_dt, dd_A, trap 24; 32
+    # angle pairs) in one dispatch: pinned choices (the same bits as three to a dispatch) and
+    # the rule's
+    rows = (1536, 1536, 128, 128, 24, 24, 24, 32)
+    for fmt in ("f32", "f16", "bf16", "q8", "q4"):
+        yield f"matvec pieces 187m-shaped {fmt} pinned", \
+            (lambda e, fmt=fmt: check_pieces(e, fmt, K=768, rows=rows, tpr=32, rpt=1,
+                                             stage=True))
+        yield f"matvec pieces 187m-shaped {fmt} rule", \
+            (lambda e, fmt=fmt: check_pieces(e, fmt, K=768, rows=rows, same_bits=False))
+    fix = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "models"
+    for name, fmt in (("mamba3-g1-r05-tied", "f32"), ("mamba3-mimo-r2-g1-r05-tied", "f16")):
+        yield f"decode mamba3 in_proj packed {name} {fmt}", \
+            (lambda e, name=name, fmt=fmt: check_fold(e, fix / name, fmt, "matvec_pieces", 4,
+                                                      reset=None))
+    for fmt in ("q8", "q4"):
+        yield f"decode mamba3 in_proj packed d64 {fmt}", \
+            (lambda e, fmt=fmt: check_fold(e, _random_model(64, "mamba3"), fmt, "matvec_pieces",
+                                           4, reset=None))
 
 
 def mamba3_step_cases():
@@ -235,7 +263,7 @@ def main(argv=None):
     with engine_class(args.engine == "dawn")() as eng:
         print(json.dumps({"engine": args.engine, "adapter": eng.info.get("adapter")}), flush=True)
         for name, fn in (list(gemm_cases()) + list(scan_cases()) + list(decode_cases())
-                         + list(fold_cases()) + list(persist_cases()) + list(mamba3_step_cases()) + list(ssd_cases()) + list(scale_word_cases())
+                         + list(fold_cases()) + list(persist_cases()) + list(pieces_cases()) + list(mamba3_step_cases()) + list(ssd_cases()) + list(scale_word_cases())
                          + list(staged_matvec_cases())
                          + list(subgroup_tree_cases())):
             if args.only not in name:

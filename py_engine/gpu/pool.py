@@ -35,6 +35,12 @@ class BufferPool:
         self.in_use += 1
         return buf
 
+    def forget(self, buf) -> None:
+        """A buffer this pool handed out that its holder destroys instead of giving back."""
+        self.in_use -= 1
+        if self._made is not None:
+            self._made = [b for b in self._made if b is not buf]
+
     def release(self, buf) -> None:
         self.in_use -= 1
         self._free.setdefault(buf.size, []).append(buf)

@@ -190,6 +190,11 @@ class MambaModel:
         self.norms = [weights[f"backbone.layers.{p}.norm.weight"] for p in order]
         self.mixers = [registry.get(cfg.layers[p]).Mixer(cfg, weights, f"backbone.layers.{p}.mixer.")
                        for p in order]
+        # row blocks decode multiplies together, side by side in one buffer a layer where the
+        # kind asks for it (Mamba-3's in_proj: ops/weight_pack.py); their owners go with the
+        # weights (a block of a virtual layer's second use is packed already: nothing moves)
+        packs = (getattr(m, "pack_weights", lambda d: None)(device) for m in self.mixers)
+        self._weight_packs = [p for p in packs if p is not None]
 
     def new_state(self, Bsz=1, max_tokens=None):
         """A zero decode state; max_tokens sizes attention layers' KV caches (default the
@@ -197,8 +202,9 @@ class MambaModel:
         return ModelState(self.device, self.cfg, Bsz, max_tokens)
 
     def release(self):
-        self.device.release_tensors(self.weights.values())
+        self.device.release_tensors(list(self.weights.values()) + self._weight_packs)
         self.weights = {}
+        self._weight_packs = []
         if getattr(self, "_persist_scratch", None) is not None:
             self._persist_scratch.release()
             self._persist_scratch = None

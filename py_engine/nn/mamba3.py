@@ -29,7 +29,8 @@ from py_engine.gpu.tensor import Tensor
 from py_engine.nn.registry import register, whole
 from py_engine.ops import elementwise as ew
 from py_engine.ops.gated_rmsnorm import gated_rmsnorm_forward
-from py_engine.ops.linear import gated_norm_accumulate, linear_accumulate, linear_multi
+from py_engine.ops.linear import (gated_norm_accumulate, linear_accumulate, linear_multi,
+                                  linear_pieces, pieces_ok)
 from py_engine.ops.mamba3 import mamba3_step, step_folds_bc_norm, step_reads_raw
 from py_engine.ops.mamba3_mimo import mamba3_mimo_out
 from py_engine.ops.rmsnorm import rmsnorm_forward
@@ -152,16 +153,42 @@ class Mamba3Mixer:
                  for i, n in enumerate((s.H, s.H, s.H, s.S))]
         return block, views
 
+    def pack_weights(self, device):
+        """in_proj's eight row blocks side by side in one buffer (ops/weight_pack.py), so that
+        decode multiplies them in one dispatch (linear.pieces_ok) instead of three; each block
+        stays a tensor of its own for everything else. Returns the buffer's owning tensor for
+        the model to release (None: nothing moved)."""
+        from py_engine.ops.weight_pack import pack_rows
+        return pack_rows(device, self.inp)
+
+    def _pieces_block(self, dev, Bsz):
+        """One tensor holding in_proj's eight outputs [Bsz, rows] at binding-aligned offsets,
+        and the eight as views of it (z, x, B, C, dd_dt, dd_A, trap, angles): the pieces
+        dispatch writes them all, and the step reads the four scalars through one binding."""
+        a = dev.align // 4
+        offs, end = [], 0
+        for n in self.spec.rows():
+            offs.append(end)
+            end += -(-Bsz * n // a) * a
+        block = Tensor(dev, (end,))
+        return block, [Tensor(dev, (Bsz, n), buffer=block.buffer, offset=block.offset + 4 * o)
+                       for n, o in zip(self.spec.rows(), offs)]
+
     def step(self, batch, h, residual, Bsz, state):
-        # the eight in_proj row blocks in three matvec dispatches (linear_multi takes up to 3)
         w = self.inp
         s = self.spec
-        block, views = None, [None] * 4
-        if step_reads_raw(batch.device, s.mimo, s.N, s.S):
-            block, views = self._scalars_block(batch.device, Bsz)
-        z, x, B = linear_multi(batch, h, w[0:3])
-        C, dd_dt, dd_A = linear_multi(batch, h, w[3:6], outs=[None, views[0], views[1]])
-        trap, ang = linear_multi(batch, h, w[6:8], outs=views[2:])
+        block, views, outs = None, [None] * 4, None
+        if pieces_ok(batch.device, h, w):
+            # the eight in_proj row blocks, packed (pack_weights), in one mat-vec dispatch
+            outs, pieces = self._pieces_block(batch.device, Bsz)
+            z, x, B, C, dd_dt, dd_A, trap, ang = linear_pieces(batch, h, w, pieces)
+        else:
+            # in three (linear_multi takes up to 3)
+            if step_reads_raw(batch.device, s.mimo, s.N, s.S):
+                block, views = self._scalars_block(batch.device, Bsz)
+            z, x, B = linear_multi(batch, h, w[0:3])
+            C, dd_dt, dd_A = linear_multi(batch, h, w[3:6], outs=[None, views[0], views[1]])
+            trap, ang = linear_multi(batch, h, w[6:8], outs=views[2:])
         if (self.B_norm is not None and self.C_norm is not None
                 and step_folds_bc_norm(batch.device, s.mimo, s.N, s.S)):
             # B's and C's norms inside the step (real GPUs, SISO): two dispatches fewer
@@ -184,6 +211,8 @@ class Mamba3Mixer:
             v.release()
         y.release()
         z.release()
+        if outs is not None:
+            outs.release()                # (its views released nothing)
 
 
 class Mamba3State:

@@ -460,6 +460,38 @@ def _tiled_multi(batch, x, weights, outs):
             t.release()            # reused only after this GEMM in queue order
 
 
+def pieces_ok(dev, x, weights):
+    """Whether [x @ W^T for W in weights] may run as ONE mat-vec dispatch over row blocks packed
+    side by side in one buffer (ops/weight_pack.py, weight_format.matvec_pieces): what
+    _streamed_multi asks of a multi call (decode-sized x on a real GPU, one format, no adapter,
+    no row blocks) for up to weight_format.MAX_PIECES blocks that lie packed. On unless
+    `device.matvec_pieces` (tests) or MAMBAWEB_MATVEC_PIECES=0 (bench variants) says otherwise:
+    it takes Mamba-3's in_proj from three dispatches a decoded layer to one."""
+    from py_engine.gpu.settings import choose
+    from py_engine.ops.weight_pack import is_packed
+    ws = list(weights)
+    return (2 <= len(ws) <= weight_format.MAX_PIECES
+            and choose(dev, "matvec_pieces", "MAMBAWEB_MATVEC_PIECES", "1", "0", lambda: True)
+            and rows_of(x) <= MATVEC_MAX_M and _matvec_ok(dev)
+            and not any(adapter_of(dev, w) is not None or _split(w) for w in ws)
+            and len({(w.dtype, w.shape[1]) for w in ws}) == 1
+            and (ws[0].dtype != "f32" or _rows_kernel(dev, x.shape[-1]))
+            and is_packed(dev, ws))
+
+
+def linear_pieces(batch, x, weights, outs):
+    """outs[i] = x @ weights[i]^T for any number of bias-free matrices sharing x's last dim: one
+    dispatch where pieces_ok and the outputs lie side by side in one buffer (the caller lays
+    them out so), else linear_multi three at a time."""
+    dev = batch.device
+    if pieces_ok(dev, x, weights) and weight_format.side_by_side(outs, 4) is not None:
+        weight_format.matvec_pieces(batch, x, list(weights), list(outs), rows_of(x))
+        return outs
+    for i in range(0, len(weights), 3):
+        linear_multi(batch, x, weights[i:i + 3], outs=outs[i:i + 3])
+    return outs
+
+
 def linear_multi(batch, x, weights, outs=None):
     """[x @ W^T for W in weights] (2 or 3 bias-free matrices sharing x's last dim K), into
     `outs` where given (a list; None entries: new tensors).

@@ -403,6 +403,27 @@ def xproj_block(dev, fmt, K, Ns, M, O, rule=True):
     return cb
 
 
+def _norm_input(batch, x):
+    """(norm weight or None, eps, the rows): an ops.rmsnorm.NormedRows whose norm the kernel
+    applies on the fly (NORMED), else x as it is (a weightless norm runs its own kernel)."""
+    if isinstance(x, NormedRows):
+        if x.w is not None and x.x.shape[-1] % 4 == 0:
+            return x.w, x.eps, x.x
+        return None, 0.0, x.materialize(batch)
+    return None, 0.0, x
+
+
+def _constants(dev, fmt, M, rpt, tpr, staged, normed, **more):
+    """The mat-vec pipeline's override constants (lib/matvec_rows.wgsl) for these choices."""
+    consts = {"TPR": tpr, "MR": M, "RPT": rpt, "NORMED": int(normed),
+              "PREFETCH": prefetch_level(dev), "TAIL": int(tail_trip(dev)), "STAGE": int(staged),
+              "SG": int(subgroup_tree(dev)),
+              "NORM_IN_STAGE": int(staged and normed and norm_in_stage(dev)), **more}
+    if fmt == "q4":
+        consts["SCALE_WORD"] = int(scale_word(dev))
+    return consts
+
+
 def matvec(batch, x, ws, ys, M, bias=None, accumulate=False, tpr=None, conv=None, rpt=None,
            stage=None, gate=None, relu2=False, xproj=None):
     """ys[g] (+)= x[M, K] @ ws[g]^T (+ bias, g = 0 only) for up to 3 weights of one format.
@@ -422,12 +443,7 @@ def matvec(batch, x, ws, ys, M, bias=None, accumulate=False, tpr=None, conv=None
     R + 2S rounded up to a multiple of 4)."""
     from py_engine.ops.conv1d import rw_dummy
     dev = batch.device
-    norm, eps = None, 0.0
-    if isinstance(x, NormedRows):
-        if x.w is not None and x.x.shape[-1] % 4 == 0:
-            norm, eps, x = x.w, x.eps, x.x
-        else:
-            x = x.materialize(batch)          # weightless: the separate norm kernel
+    norm, eps, x = _norm_input(batch, x)
     fmt = ws[0].dtype
     K = ws[0].shape[1]
     if any(w.dtype != fmt or w.shape[1] != K for w in ws) or len(ws) > 3 or M > 4:
@@ -437,13 +453,8 @@ def matvec(batch, x, ws, ys, M, bias=None, accumulate=False, tpr=None, conv=None
     u = dev.uniform(params(M, Ns[0], K, flags, len(ws), Ns[1], Ns[2], float(eps)))
     rpt, tpr, staged = choices(dev, fmt, K, max(Ns), M, len(ws), rpt, tpr, stage,
                                xproj=xproj is not None)
-    consts = {"TPR": tpr, "MR": M, "RPT": rpt, "NORMED": int(norm is not None),
-              "PREFETCH": prefetch_level(dev), "TAIL": int(tail_trip(dev)), "STAGE": int(staged),
-              "SG": int(subgroup_tree(dev)),
-              "NORM_IN_STAGE": int(staged and norm is not None and norm_in_stage(dev)),
-              "GATED": int(gate is not None), "RELU2": int(bool(relu2))}
-    if fmt == "q4":
-        consts["SCALE_WORD"] = int(scale_word(dev))
+    consts = _constants(dev, fmt, M, rpt, tpr, staged, norm is not None,
+                        GATED=int(gate is not None), RELU2=int(bool(relu2)))
     if (gate is not None and (bias is not None or conv is not None or gate.numel != M * K)) or \
             (relu2 and (gate is not None or norm is not None)):
         raise ValueError(f"matvec: a gate must be [{M}, {K}] and takes no bias or conv; relu2 "
@@ -491,3 +502,59 @@ def matvec(batch, x, ws, ys, M, bias=None, accumulate=False, tpr=None, conv=None
     batch.run(f"matvec_{fmt}", "matvec_forward_conv_xproj",
               res + conv_res + [w_b.binding, w_c.binding], gx, gy, len(ws),
               constants=dict(consts, XN=S))
+
+
+MAX_PIECES = 8      # lib/matvec_rows.wgsl's piece table
+
+
+def side_by_side(ts, unit):
+    """(binding, [each tensor's start in `unit`-byte words from the binding's start]) of tensors
+    that share one buffer (py_engine/ops/weight_pack.py lays weights out so; a caller lays
+    outputs out so), or None where they do not, or a start is not a whole word."""
+    buf = ts[0].buffer
+    if buf is None or any(t.buffer is not buf for t in ts):
+        return None
+    start = min(t.offset for t in ts)
+    end = max(t.offset + t.nbytes for t in ts)
+    if any((t.offset - start) % unit for t in ts):
+        return None
+    return (buf, start, end - start), [(t.offset - start) // unit for t in ts]
+
+
+def matvec_pieces(batch, x, ws, ys, M, rpt=None, tpr=None, stage=None):
+    """ys[i] = x[M, K] @ ws[i]^T for up to MAX_PIECES bias-free weights of one format and K
+    that lie side by side in one buffer (weight_pack.pack_rows), into f32 outputs [M, N_i]
+    that lie side by side in another, in ONE dispatch (matvec_forward_pieces in
+    lib/matvec_rows.wgsl; matvec takes at most 3 matrices, each bound on its own). x may be an
+    ops.rmsnorm.NormedRows. The choices (rows a thread, threads a row, staging) are those of
+    one matrix of all the pieces' rows."""
+    from py_engine.ops.conv1d import rw_dummy
+    dev = batch.device
+    norm, eps, x = _norm_input(batch, x)
+    fmt, K = ws[0].dtype, ws[0].shape[1]
+    Ns = [w.shape[0] for w in ws]
+    wpl = side_by_side(ws, 16)
+    ypl = side_by_side(ys, 4)
+    if (any(w.dtype != fmt or w.shape[1] != K or len(w.shape) != 2 for w in ws)
+            or not 1 <= len(ws) <= MAX_PIECES or len(ys) != len(ws) or M > 4
+            or any(y.dtype != "f32" or y.numel != M * n for y, n in zip(ys, Ns))
+            or wpl is None or ypl is None):
+        raise ValueError(f"matvec_pieces: 1..{MAX_PIECES} weights of one format and K side by "
+                         f"side in one buffer, f32 outputs [M, N_i] side by side in another, "
+                         f"M <= 4; got {[(w.dtype, list(w.shape)) for w in ws]} -> "
+                         f"{[list(y.shape) for y in ys]}")
+    rpt, tpr, staged = choices(dev, fmt, K, sum(Ns), M, 1, rpt, tpr, stage)
+    per = THREADS // tpr * rpt                # rows a workgroup
+    table, first = [], 0
+    for n, wb, yb in zip(Ns, wpl[1], ypl[1]):
+        table += [first, n, wb, yb]
+        first += -(-n // per)
+    table += [0] * (4 * MAX_PIECES - len(table))
+    pt = dev.uniform(params(len(ws), first, 0, 0, *table))
+    u = dev.uniform(params(M, Ns[0], K, 4 if norm is not None else 0, 1, 0, 0, float(eps)))
+    gx, gy = fold(first)
+    res = [u, x.binding, wpl[0], dummy(dev), ypl[0], dummy(dev), dummy(dev), rw_dummy(dev, 0),
+           rw_dummy(dev, 1), norm.binding if norm is not None else dummy(dev)]
+    res += [None] * 5 + [pt]
+    batch.run(f"matvec_{fmt}", "matvec_forward_pieces", res, gx, gy, 1,
+              constants=_constants(dev, fmt, M, rpt, tpr, staged, norm is not None, PIECES=1))

@@ -82,16 +82,34 @@ fn lanes_sum(v: vec4<f32>, lid: u32, L: u32, sg: u32) -> vec4<f32> {
 }
 
 fn rows_of(g: u32) -> u32 {
-  switch g { case 0u: { return p.N; } case 1u: { return p.N1; } default: { return p.N2; } }
+  switch g { case 0u: { return n0(); } case 1u: { return p.N1; } default: { return p.N2; } }
 }
 
 fn ystore(g: u32, idx: u32, v: f32) {
-  switch g { case 0u: { y[idx] = v; } case 1u: { y1[idx] = v; } default: { y2[idx] = v; } }
+  switch g { case 0u: { y[y0() + idx] = v; } case 1u: { y1[idx] = v; } default: { y2[idx] = v; } }
 }
 
 fn yload(g: u32, idx: u32) -> f32 {
-  switch g { case 0u: { return y[idx]; } case 1u: { return y1[idx]; } default: { return y2[idx]; } }
+  switch g {
+    case 0u: { return y[y0() + idx]; }
+    case 1u: { return y1[idx]; }
+    default: { return y2[idx]; }
+  }
 }
+
+// Packed pieces (matvec_forward_pieces, below): one dispatch for any number of row blocks
+// that sit side by side in one buffer (binding 2), each a whole matrix of its format (rows,
+// then its own scales), their outputs side by side in another (binding 4) -- Mamba-3's eight
+// in_proj blocks (py_engine/ops/weight_pack.py) in one dispatch instead of three. Matrix 0 of
+// the format's accessors is then the workgroup's piece: these say where it starts. A pipeline
+// constant, so the other entry points fold the offsets to 0.
+override PIECES: bool = false;
+var<private> piece_w: u32;               // vec4 index of the piece's first word in binding 2
+var<private> piece_y: u32;               // f32 index of its first output in binding 4
+var<private> piece_n: u32;               // its rows
+fn w0() -> u32 { if (PIECES) { return piece_w; } return 0u; }
+fn y0() -> u32 { if (PIECES) { return piece_y; } return 0u; }
+fn n0() -> u32 { if (PIECES) { return piece_n; } return p.N; }
 
 // Whether the rows are RMS-normalised (flags bit2, given again as a pipeline constant so that no
 // load of the weight loop waits on a runtime branch).
@@ -360,7 +378,13 @@ fn first_row(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
 // A plain bool, not a field of RowSums: WGSL's uniformity analysis judges a struct as a whole,
 // and the thread's row and lane in it would make the test (and every barrier after it)
 // non-uniform.
-fn has_rows(wid: vec3<u32>, nwg: vec3<u32>) -> bool { return first_row(wid, nwg) < rows_of(wid.z); }
+// (Its rows from Params, not rows_of: that reads piece_n, a private variable, which Tint's
+// uniformity analysis takes as non-uniform even where PIECES is false.)
+fn has_rows(wid: vec3<u32>, nwg: vec3<u32>) -> bool {
+  var n = p.N;
+  if (wid.z == 1u) { n = p.N1; } else if (wid.z > 1u) { n = p.N2; }
+  return first_row(wid, nwg) < n;
+}
 
 fn row_slot(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> RowSums {
   var out: RowSums;
@@ -586,4 +610,39 @@ fn matvec_forward_conv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workg
       ystore(rs.g, m * rs.N + j, silu(acc));
     }
   }
+}
+
+// Row blocks packed side by side (PIECES above): the grid's workgroups walk the pieces in
+// order, piece i taking workgroups [first_i, first_i + ceil(rows_i / rows a workgroup)); each
+// workgroup is then matvec_forward's over its piece (no bias, no accumulate: the host refuses
+// them). head = (pieces, workgroups in all, 0, 0); e[i] = (first_i, rows_i, the piece's first
+// vec4 in binding 2, its first output in binding 4) -- output row m of piece i at
+// y[e[i].w + m * rows_i + j], so each piece's [M, rows_i] output is a tensor of its own.
+const MAX_PIECES = 8u;
+struct PieceTable { head: vec4<u32>, e: array<vec4<u32>, 8> };     // 8: MAX_PIECES
+@group(0) @binding(15) var<uniform> pt: PieceTable;
+
+@compute @workgroup_size(THREADS)
+fn matvec_forward_pieces(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                         @builtin(local_invocation_index) lid: u32, @builtin(subgroup_size) sg: u32) {
+  let f = wid.x + wid.y * nwg.x;          // uniform per workgroup, as is all that follows from it
+  if (f >= pt.head.y) { return; }         // past the last piece (the grid is folded into 2-D)
+  var i = 0u;
+  for (var j = 1u; j < min(pt.head.x, MAX_PIECES); j++) {
+    if (pt.e[j].x <= f) { i = j; }
+  }
+  let e = pt.e[i];
+  piece_n = e.y;
+  piece_w = e.z;
+  piece_y = e.w;
+  var slot: RowSums;
+  slot.g = 0u;
+  slot.N = e.y;
+  slot.row = (f - e.x) * (THREADS / TPR) * RPT + lid / TPR;
+  slot.lane = lid % TPR;
+  var a: Addends;
+  if (PREFETCH >= 1u) { a = addends_load(slot); }
+  let rs = row_sums(slot, lid, sg);
+  if (PREFETCH == 0u) { a = addends_load(rs); }
+  store_rows(rs, a);
 }

@@ -7,6 +7,7 @@ import pytest
 
 from tests.browser.kernel_harness import runner
 from tests.browser.matvec_cases import check_staged
+from tests.browser.matvec_pieces_cases import check_pieces
 from tests.reference import weight_format_numpy as ref
 
 rng = np.random.default_rng(11)
@@ -86,6 +87,13 @@ def test_decode_matvec_with_x_staged_in_workgroup_memory(engine):
 def test_decode_matvec_walks_several_trips(engine):
     """16 threads per row: each thread sums several trips of four loads, several tiles."""
     check_staged(engine, "f16", 1, K=2304, seed=9, rows=(37, 8, 19), tpr=16, stage=True)
+
+
+def test_packed_blocks_in_one_dispatch(engine):
+    """Row blocks side by side in one buffer, one dispatch (matvec_forward_pieces: Mamba-3's
+    in_proj), Tint's compile of it: the same bits as three to a dispatch (q4: the scales of
+    each block after its own values). The grid: tests/unit/test_matvec_pieces_native.py."""
+    check_pieces(engine, "q4", tpr=16, rpt=1, stage=True)
 
 
 def test_decode_matvec_prefetch_levels(engine):

@@ -291,6 +291,12 @@ def _record_matvec(batch):
         q = wf.quantize(batch, t(6, 32), fmt) if fmt != "f32" else t(6, 32)
         wf.matvec(batch, t(1, 32), [q, q], [t(1, 6), t(1, 6)], 1,
                   conv=(t(6, 4), t(6), t(1, 6, 4), 0))
+    # row blocks packed side by side, one dispatch for all (Mamba-3's in_proj), every format
+    for fmt in ("f32", "f16", "bf16", "q8", "q4"):
+        ws_, ys_ = t(4096), t(4096)
+        w3 = [Tensor(dev, (6, 32), fmt, buffer=ws_.buffer, offset=1024 * i) for i in range(3)]
+        y3 = [Tensor(dev, (1, 6), buffer=ys_.buffer, offset=256 * i) for i in range(3)]
+        wf.matvec_pieces(batch, t(1, 32), w3, y3, 1)
     # and with x_proj's shares (Mamba-1 decode where it folds, 14 storage bindings): f32, f16, bf16
     dev.limits["maxStorageBuffersPerShaderStage"] = 16
     for fmt in ("f32", "f16", "bf16"):
