@@ -371,8 +371,7 @@ fn run_rows(kind: u32, nrows: u32, K: u32, ps0: u32, ps1: u32, lid: u32, sg: u32
     let mine = sb * rpw + lid;               // the row this thread stores
     let ad = addends(kind, min(mine, nrows - 1u));
     for (var ps = sb; ps < se; ps++) {
-      let r = ps * rpw + slot;
-      let w = row_of(kind, min(r, nrows - 1u));
+      let w = row_of(kind, pass_row(kind, nrows, ps, lid));
       var acc = 0.0;
       for (var t = 0u; t < trips; t++) {
         let c = lane + span * t;
@@ -397,6 +396,13 @@ fn run_rows(kind: u32, nrows: u32, K: u32, ps0: u32, ps1: u32, lid: u32, sg: u32
   return q;
 }
 
+// The row thread `lid` sums in pass ps of a kind's rows (clamped: a pass past the last row
+// computes the last row again and stores nothing).
+fn pass_row(kind: u32, nrows: u32, ps: u32, lid: u32) -> u32 {
+  let tpr = tpr_of(kind);
+  return min(ps * (THREADS / tpr) + lid / tpr, nrows - 1u);
+}
+
 // The thread's trip after trip t of pass ps (row w): the pass's next, or the next pass's first.
 fn trip_after(kind: u32, nrows: u32, nchunk: u32, w: Row, ps: u32, t: u32, lid: u32) -> Trip {
   let tpr = tpr_of(kind);
@@ -405,15 +411,13 @@ fn trip_after(kind: u32, nrows: u32, nchunk: u32, w: Row, ps: u32, t: u32, lid: 
   if (t + 1u < (nchunk + span - 1u) / span) {
     return load_trip(w, nchunk, lane + span * (t + 1u), tpr);
   }
-  let rpw = THREADS / tpr;
-  return load_trip(row_of(kind, min((ps + 1u) * rpw + lid / tpr, nrows - 1u)), nchunk, lane, tpr);
+  return load_trip(row_of(kind, pass_row(kind, nrows, ps + 1u, lid)), nchunk, lane, tpr);
 }
 
 // The thread's first trip of pass ps of a kind's rows.
 fn first_trip(kind: u32, nrows: u32, K: u32, ps: u32, lid: u32) -> Trip {
   let tpr = tpr_of(kind);
-  let r = min(ps * (THREADS / tpr) + lid / tpr, nrows - 1u);
-  return load_trip(row_of(kind, r), K / (4u * CV), lid % tpr, tpr);
+  return load_trip(row_of(kind, pass_row(kind, nrows, ps, lid)), K / (4u * CV), lid % tpr, tpr);
 }
 
 // The scan phase's loads that do not wait for x_proj (a thread's, for one pass): its lane's
@@ -578,8 +582,8 @@ fn phase_rows(ph: u32, kind: u32, nrows: u32, in0: u32, G: u32, g0: u32, lid: u3
   var q = first_trip(kind, nrows, p.I, own, lid);
   var q2 = q;
   if (AHEAD) {                               // its next trip too, while the phase before runs
-    q2 = trip_after(kind, nrows, nchunk, row_of(kind, min(own * (THREADS / tpr_of(kind)) +
-                    lid / tpr_of(kind), nrows - 1u)), own, 0u, lid);
+    q2 = trip_after(kind, nrows, nchunk, row_of(kind, pass_row(kind, nrows, own, lid)), own, 0u,
+                    lid);
   }
   var b = take_block(ph, G, bl, g0, g0, lid);
   var staged = false;
