@@ -26,6 +26,7 @@ from py_engine.io.weight_formats import narrow_weights
 from py_engine.io.safetensors_format import header_length, parse_header, parse_index
 from py_engine.models.config import MambaConfig
 from py_engine.ops._common import fold, params
+from py_engine.ops.weight_pack import pack_model
 
 CHUNK = 16 * 2**20
 ITEM = {"F32": 4, "F16": 2, "BF16": 2}
@@ -144,6 +145,7 @@ async def load_from_source(device, source, progress=None, weights_format="f32", 
         try:
             await _stream(device, source, cfg, {k: v for k, v in infos.items() if k in wanted},
                           weights, progress, weights_format, blocks)
+            pack_model(device, cfg, weights)     # inside the scope: it allocates
         except BaseException:
             # an out-of-memory explains whatever failed after it; other scoped errors do not
             problem = await device.close_allocation_scope(what)

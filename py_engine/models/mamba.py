@@ -20,6 +20,7 @@ from py_engine.ops import position
 from py_engine.ops.embedding import embedding_forward
 from py_engine.ops.linear import linear_forward
 from py_engine.ops.rmsnorm import NormedRows
+from py_engine.ops.weight_pack import pack_model
 from py_engine.autograd import functional as F
 from py_engine.autograd.functional import Ctx
 
@@ -190,11 +191,10 @@ class MambaModel:
         self.norms = [weights[f"backbone.layers.{p}.norm.weight"] for p in order]
         self.mixers = [registry.get(cfg.layers[p]).Mixer(cfg, weights, f"backbone.layers.{p}.mixer.")
                        for p in order]
-        # row blocks decode multiplies together, side by side in one buffer a layer where the
-        # kind asks for it (Mamba-3's in_proj: ops/weight_pack.py); their owners go with the
-        # weights (a block of a virtual layer's second use is packed already: nothing moves)
-        packs = (getattr(m, "pack_weights", lambda d: None)(device) for m in self.mixers)
-        self._weight_packs = [p for p in packs if p is not None]
+        # row blocks decode multiplies together, side by side in one buffer where the kind
+        # asks for it (Mamba-3's in_proj, ops/weight_pack.py): the loader packs them already;
+        # models made otherwise (training's fresh ones, checkpoints) here
+        pack_model(device, cfg, weights)
 
     def new_state(self, Bsz=1, max_tokens=None):
         """A zero decode state; max_tokens sizes attention layers' KV caches (default the
@@ -202,9 +202,8 @@ class MambaModel:
         return ModelState(self.device, self.cfg, Bsz, max_tokens)
 
     def release(self):
-        self.device.release_tensors(list(self.weights.values()) + self._weight_packs)
+        self.device.release_tensors(self.weights.values())
         self.weights = {}
-        self._weight_packs = []
         if getattr(self, "_persist_scratch", None) is not None:
             self._persist_scratch.release()
             self._persist_scratch = None

@@ -153,14 +153,6 @@ class Mamba3Mixer:
                  for i, n in enumerate((s.H, s.H, s.H, s.S))]
         return block, views
 
-    def pack_weights(self, device):
-        """in_proj's eight row blocks side by side in one buffer (ops/weight_pack.py), so that
-        decode multiplies them in one dispatch (linear.pieces_ok) instead of three; each block
-        stays a tensor of its own for everything else. Returns the buffer's owning tensor for
-        the model to release (None: nothing moved)."""
-        from py_engine.ops.weight_pack import pack_rows
-        return pack_rows(device, self.inp)
-
     def _pieces_block(self, dev, Bsz):
         """One tensor holding in_proj's eight outputs [Bsz, rows] at binding-aligned offsets,
         and the eight as views of it (z, x, B, C, dd_dt, dd_A, trap, angles): the pieces
@@ -179,7 +171,7 @@ class Mamba3Mixer:
         s = self.spec
         block, views, outs = None, [None] * 4, None
         if pieces_ok(batch.device, h, w):
-            # the eight in_proj row blocks, packed (pack_weights), in one mat-vec dispatch
+            # the eight in_proj row blocks, packed at load (decode_packs), in one mat-vec dispatch
             outs, pieces = self._pieces_block(batch.device, Bsz)
             z, x, B, C, dd_dt, dd_A, trap, ang = linear_pieces(batch, h, w, pieces)
         else:
@@ -273,6 +265,12 @@ class Mamba3:
             out["norm.weight"] = (s.I,)
         out["out_proj.weight"] = (s.D, s.I)
         return out
+
+    @staticmethod
+    def decode_packs(cfg):
+        """in_proj's eight row blocks, side by side in one buffer (ops/weight_pack.py): decode
+        multiplies them in one dispatch (linear.pieces_ok) instead of three."""
+        return (tuple(f"in_proj.weight#{p}" for p in PIECES),)
 
     @staticmethod
     def pieces(cfg, rel, shape):

@@ -6,18 +6,21 @@ a mat-vec dispatch binds at most three weights; Mamba-3's in_proj has eight bloc
 dd_dt, dd_A, trap, angles), three dispatches a decoded layer. Packed, each block stays the same
 tensor object -- a whole matrix of its format (values, then its own scales for q8 / q4) at an
 offset that is a multiple of the device's binding alignment, so prefill, training, adapters and
-checkpoints still bind it alone -- and the eight sit in one buffer the pieces kernel binds once.
+checkpoints still bind it alone -- and the blocks sit in one buffer the pieces kernel binds once.
+The first block owns that buffer (releasing it releases them all, as a model's weights are
+released together); the others are views.
 
-    owner = pack_rows(device, [w_z, w_x, ...])   # one copy each, at model build time
-    ...
-    owner.release()                               # with the model's weights (the blocks are views)
+A layer kind names its groups with `decode_packs(cfg)` (relative piece names, in row order);
+pack_model packs every layer's, once the weights are loaded (py_engine/io/hf_loader.py, inside
+its out-of-memory scope) and again, where nothing is packed yet, when a model is built
+(py_engine/models/mamba.py: models made in other ways, training's fresh ones).
 """
 from py_engine.gpu.tensor import Tensor
 
 
 def is_packed(device, tensors):
     """Whether `tensors` already lie in one buffer in order, each at an aligned offset past the
-    previous one's bytes (a second model built over the same weights packs nothing)."""
+    previous one's bytes."""
     buf = tensors[0].buffer
     end = None
     for t in tensors:
@@ -28,32 +31,47 @@ def is_packed(device, tensors):
 
 
 def pack_rows(device, tensors):
-    """Copy `tensors` (2-D weights of one dtype, each in a buffer of its own) into one new buffer,
-    each at the next multiple of the device's binding alignment, and make each tensor object a
-    view of it; their old buffers are destroyed at once (not pooled: a model's weights are
-    long-lived, and a pooled copy would hold their bytes twice on the GPU). Returns the owning
-    tensor, which the caller releases when the weights go; None (nothing moved) where there is
-    nothing to pack: fewer than two, mixed dtypes or shapes, row blocks or views, or already
-    packed."""
+    """Copy `tensors` (2-D weights of one dtype and K, each in a pooled buffer of its own) into
+    one new pooled buffer, each at the next multiple of the device's binding alignment; the
+    first tensor object then owns that buffer and the others are views of it. Their old
+    buffers are destroyed (not pooled: a model's weights are long-lived, and pooled copies would
+    hold their bytes twice on the GPU). Returns whether anything moved: nothing does for fewer
+    than two tensors, mixed dtypes or K, row blocks or views, or blocks already packed."""
     ts = list(tensors)
     if (len(ts) < 2 or any(not isinstance(t, Tensor) or len(t.shape) != 2 for t in ts)
             or len({(t.dtype, t.shape[1]) for t in ts}) != 1
             or is_packed(device, ts) or any(not t.pooled or t.buffer is None for t in ts)):
-        return None
+        return False
     align = device.align
-    starts, off = [], 0
+    starts, end = [], 0
     for t in ts:
-        starts.append(off)
-        off += -(-t.nbytes // align) * align
-    owner = Tensor(device, (off // 4,), "u32")
+        starts.append(end)
+        end += -(-t.nbytes // align) * align
+    pool = ts[0].pool
+    buf = pool.acquire(end)
     batch = device.batch()
     for t, s in zip(ts, starts):
-        batch.copy(t.buffer, t.offset, owner.buffer, owner.offset + s, t.nbytes)
+        batch.copy(t.buffer, t.offset, buf, s, t.nbytes)
     batch.submit()                   # the copies are queued before the old buffers go
     old = []
-    for t, s in zip(ts, starts):
+    for i, (t, s) in enumerate(zip(ts, starts)):
         old.append(t.buffer)
         t.pool.forget(t.buffer)
-        t.buffer, t.offset, t.pooled, t.pool = owner.buffer, owner.offset + s, False, None
+        t.buffer, t.offset = buf, s
+        t.pooled, t.pool = (True, pool) if i == 0 else (False, None)
     device.destroy_many(old)         # WebGPU frees them once the queued copies have read them
-    return owner
+    return True
+
+
+def pack_model(device, cfg, weights):
+    """Pack every layer's decode_packs groups found whole in `weights` ({piece name: tensor});
+    returns how many groups moved."""
+    from py_engine.nn import registry
+    moved = 0
+    for i, kind in enumerate(cfg.layers):
+        groups = getattr(registry.get(kind), "decode_packs", None)
+        for group in (groups(cfg) if groups is not None else ()):
+            ts = [weights.get(f"backbone.layers.{i}.mixer.{rel}") for rel in group]
+            if all(t is not None for t in ts):
+                moved += pack_rows(device, ts)
+    return moved

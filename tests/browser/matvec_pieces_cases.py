@@ -19,9 +19,9 @@ ROWS = (37, 37, 8, 8, 3, 3, 3, 5)
 CODE = """
 Q = [wf.quantize(b, T[f'w{i}'], FMT) for i in range(NW)]
 b.submit()                # (f32: Q are T's own tensors, which packing moves)
-owner = pack_rows(dev, Q)
-info['packed'] = owner is not None and is_packed(dev, Q)
-info['again'] = pack_rows(dev, Q) is None
+info['packed'] = pack_rows(dev, Q) and is_packed(dev, Q)
+info['again'] = not pack_rows(dev, Q)            # packed already: nothing moves
+info['owner'] = [q.pooled for q in Q]            # the first block owns the buffer
 for i, q in enumerate(Q):
     outs[f'q{i}'] = q if FMT != 'f32' else None
 a = dev.align // 4
@@ -64,6 +64,7 @@ def check_pieces(engine, fmt, K=512, rows=ROWS, seed=7, same_bits=True, **knobs)
     arrays = {f"w{i}": w for i, w in enumerate(ws)}
     outs, info = gpu(engine, code, x=x2[:1], x2=x2, nw=nw, **arrays)
     assert info["packed"] and info["again"], info
+    assert info["owner"] == [True] + [False] * (len(rows) - 1), info
     for key in ("1m", "1n", "2m", "2n"):
         assert info["dispatches"][key] == 1, info["dispatches"]
         assert info["dispatches"][key + "sep"] == -(-len(rows) // 3), info["dispatches"]

@@ -43,3 +43,30 @@ def d64(tmp_path_factory):
 @pytest.mark.parametrize("fmt", ["q8", "q4"])
 def test_narrow_formats_decode_the_same_with_packed_in_proj(engine, d64, fmt):
     check_fold(engine, d64, fmt, "matvec_pieces", _fewer(d64), reset=None)
+
+
+PACKED = """
+from py_engine.io.hf_loader import load_model_local
+from py_engine.models.mamba import MambaModel
+from py_engine.ops.weight_pack import is_packed
+from py_engine.train.init import init_model
+in_use = device.pool.in_use
+m = await load_model_local(device, args['folder'], weights_format=args['fmt'])
+result = {'loaded': [[is_packed(device, mx.inp), [t.pooled for t in mx.inp]] for mx in m.mixers]}
+n = len(m.weights)
+m.release()
+result['in_use_after'] = device.pool.in_use - in_use
+fresh = init_model(device, m.cfg, seed=1)        # a model built without the loader
+result['fresh'] = all(is_packed(device, mx.inp) for mx in fresh.mixers)
+fresh.release()
+result['in_use_fresh'] = device.pool.in_use - in_use
+"""
+
+
+@pytest.mark.parametrize("fmt", ["f32", "q4"])
+def test_loader_and_fresh_models_pack_in_proj_and_release_it(engine, d64, fmt):
+    """Every layer's eight blocks in one buffer, the first block its owner; releasing the
+    model gives every pooled buffer back (the views own nothing)."""
+    r = engine.run(PACKED, folder=str(d64), fmt=fmt)
+    assert r["loaded"] == [[True, [True] + [False] * 7]] * 2, r
+    assert r["in_use_after"] == 0 and r["fresh"] and r["in_use_fresh"] == 0, r

@@ -21,8 +21,9 @@
 #   bash tools/device/gpu_session.sh --mamba3   # ~5 min: Mamba-3's chunked forward: its kernel
 #     checks (the register-tiled kernels too) natively and through Dawn, one forward timed alone
 #     in each form, with parts ablated (tools/ablate_mamba3), the mamba3-187m prefill through
-#     Dawn with the tiled kernels as variants, and its native profile with them on (carry as
-#     for --dawn)
+#     Dawn with the tiled kernels as variants, its native profile with them on, and its decode
+#     with in_proj's eight blocks in one dispatch against three (tools/ab_decode) (carry as
+#     for --dawn; ~7 min)
 #   bash tools/device/gpu_session.sh --chain    # ~9 min: would a decode token run faster as
 #     one dispatch? tools/bench_chain (a decode-shaped chain of f16 mat-vecs, one dispatch a
 #     stage against one dispatch of resident workgroups waiting inside the kernel) at
@@ -112,6 +113,12 @@ if [ "${1:-}" = "--mamba3" ]; then
   MAMBAWEB_MAMBA3_TILES=1 timeout 100 python3 -m tools.profile_kernels --models mamba3_187m \
     --weights f16 --tokens 8 --prefill 1024 > "$OUT/mamba3_profile.json" 2> "$OUT/mamba3_profile.err"
   stamp $? >> "$OUT/mamba3_profile.err"
+  # decode: in_proj's eight blocks packed in one dispatch (3 a layer) against three (5 a
+  # layer), side by side on one loaded model
+  timeout 150 python3 -m tools.ab_decode --dawn --models mamba3_187m --weights f16,q4 \
+    --tokens 128 --rounds 2 --setting packed:matvec_pieces=1 --setting three:matvec_pieces=0 \
+    > "$OUT/mamba3_pieces.txt" 2>&1
+  stamp $? >> "$OUT/mamba3_pieces.txt"
   exit 0
 fi
 if [ "${1:-}" = "--chain" ]; then
