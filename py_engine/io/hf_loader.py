@@ -26,7 +26,7 @@ from py_engine.io.weight_formats import narrow_weights
 from py_engine.io.safetensors_format import header_length, parse_header, parse_index
 from py_engine.models.config import MambaConfig
 from py_engine.ops._common import fold, params
-from py_engine.ops.weight_pack import pack_model
+from py_engine.models.packing import pack_model
 
 CHUNK = 16 * 2**20
 ITEM = {"F32": 4, "F16": 2, "BF16": 2}

@@ -20,7 +20,7 @@ from py_engine.ops import position
 from py_engine.ops.embedding import embedding_forward
 from py_engine.ops.linear import linear_forward
 from py_engine.ops.rmsnorm import NormedRows
-from py_engine.ops.weight_pack import pack_model
+from py_engine.models.packing import pack_model
 from py_engine.autograd import functional as F
 from py_engine.autograd.functional import Ctx
 

@@ -11,9 +11,7 @@ The first block owns that buffer (releasing it releases them all, as a model's w
 released together); the others are views.
 
 A layer kind names its groups with `decode_packs(cfg)` (relative piece names, in row order);
-pack_model packs every layer's, once the weights are loaded (py_engine/io/hf_loader.py, inside
-its out-of-memory scope) and again, where nothing is packed yet, when a model is built
-(py_engine/models/mamba.py: models made in other ways, training's fresh ones).
+py_engine/models/packing.pack_model packs every layer's.
 """
 from py_engine.gpu.tensor import Tensor
 
@@ -62,16 +60,3 @@ def pack_rows(device, tensors):
     device.destroy_many(old)         # WebGPU frees them once the queued copies have read them
     return True
 
-
-def pack_model(device, cfg, weights):
-    """Pack every layer's decode_packs groups found whole in `weights` ({piece name: tensor});
-    returns how many groups moved."""
-    from py_engine.nn import registry
-    moved = 0
-    for i, kind in enumerate(cfg.layers):
-        groups = getattr(registry.get(kind), "decode_packs", None)
-        for group in (groups(cfg) if groups is not None else ()):
-            ts = [weights.get(f"backbone.layers.{i}.mixer.{rel}") for rel in group]
-            if all(t is not None for t in ts):
-                moved += pack_rows(device, ts)
-    return moved
