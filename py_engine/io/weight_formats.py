@@ -37,15 +37,31 @@ def narrow_weights(device, cfg, weights, fmt, names=None):
         return done
     from py_engine.gpu.row_chunks import RowChunks
     batch = device.batch()
-    for name in list(names if names is not None else weights):
-        t = weights[name]
-        if t.dtype == "f32" and narrowable(cfg, name, t.shape, fmt):
-            if isinstance(t, RowChunks):      # row blocks: each block on its own
-                weights[name] = t.map(lambda part: weight_format.quantize(batch, part, fmt))
-            else:
-                weights[name] = weight_format.quantize(batch, t, fmt)
-            done.append((name, t))
-    batch.submit()
+    made = []            # narrow blocks of a row-chunked table made so far (one table at a time)
+
+    def narrow(part):
+        made.append(weight_format.quantize(batch, part, fmt))
+        return made[-1]
+
+    try:
+        for name in list(names if names is not None else weights):
+            t = weights[name]
+            if t.dtype == "f32" and narrowable(cfg, name, t.shape, fmt):
+                made.clear()
+                if isinstance(t, RowChunks):      # row blocks: each block on its own
+                    weights[name] = t.map(narrow)
+                else:
+                    weights[name] = weight_format.quantize(batch, t, fmt)
+                done.append((name, t))
+        batch.submit()
+    except BaseException:
+        # an allocation failed (out of memory): the f32 tensors already replaced in `weights`
+        # and a half-narrowed table's blocks are held by nothing the caller releases
+        for part in made:
+            part.release()
+        for _, t in done:
+            t.release()
+        raise
     for _, t in done:
         t.release()      # queue order: the quantize kernels read it before any reuse
     return [n for n, _ in done]
