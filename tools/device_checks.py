@@ -60,6 +60,13 @@ def fold_cases():
                         (repo / "models" / "default", "f32"), (repo / "models" / "default", "q4")):
         yield f"decode gated norm folded {folder.name} {fmt}", \
             (lambda e, folder=folder, fmt=fmt: check_gated(e, folder, fmt))
+    # several norm groups (Mamba-2's n_groups) and Mamba-3's head-wise norm before its gate,
+    # each group's 1/rms applied while out_proj stages its input
+    for family, over in (("mamba2", {"n_groups": 4}), ("mamba3", {"is_outproj_norm": True})):
+        for fmt in ("f32", "q4"):
+            yield f"decode gated norm grouped {family} {fmt}", \
+                (lambda e, family=family, over=over, fmt=fmt:
+                 check_gated(e, _random_model(64, family, **over), fmt))
     for name in ("mamba-d40-tied", "falcon-d40-untied"):
         for fmt in ("f32", "f16"):
             folder = repo / "tests" / "fixtures" / "models" / name
@@ -133,20 +140,24 @@ def persist_cases():
                 (lambda e, fmt=fmt, g=groups: check_on_gpu(e, _random_model(160), fmt, g))
 
 
-def _random_model(d, family="mamba1"):
-    """A random d_model-d model of two layers (Mamba-1, or `family`), written inside the
-    checkout (git-ignored .bench/): the Dawn engine's Pyodide sees the checkout's files, not
-    /tmp's."""
+def _random_model(d, family="mamba1", **overrides):
+    """A random d_model-d model of two layers (Mamba-1, or `family`, with config overrides),
+    written inside the checkout (git-ignored .bench/): the Dawn engine's Pyodide sees the
+    checkout's files, not /tmp's."""
     from pathlib import Path
-    if (d, family) not in _RANDOM:
-        from tools.cmd_bench import _write_random_model
+    key = (d, family) + tuple(sorted(overrides.items()))
+    if key not in _RANDOM:
+        from tools import convert_host
+        from tools.init_weights import init_weights, make_config
         name = f"persist_d{d}" if family == "mamba1" else f"{family}_d{d}"
+        name += "".join(f"_{k}{v}" for k, v in sorted(overrides.items()))
         folder = Path(__file__).resolve().parents[1] / ".bench" / name
         folder.mkdir(parents=True, exist_ok=True)
-        _write_random_model(str(folder), dict(d_model=d, n_layers=2, vocab_size=128,
-                                              family=family))
-        _RANDOM[d, family] = folder
-    return _RANDOM[d, family]
+        cfg = make_config("nano", family=family, hidden_size=d, num_hidden_layers=2,
+                          vocab_size=128, **overrides)
+        convert_host.write_hf(str(folder), cfg, init_weights(cfg, 0), "BF16")
+        _RANDOM[key] = folder
+    return _RANDOM[key]
 
 
 _RANDOM = {}

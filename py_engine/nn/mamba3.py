@@ -195,9 +195,12 @@ class Mamba3Mixer:
             y = mamba3_step(batch, x, Bn, Cn, dd_dt, dd_A, trap, ang, state, **self.kw)
         for t in (x, Bn, Cn, dd_dt, dd_A, trap, ang) + ((block,) if block is not None else ()):
             t.release()                   # (the block's views release nothing)
-        # SISO without the out-projection norm: the gate folded into out_proj's mat-vec
-        plain = not self.spec.mimo and not self.spec.onorm
-        if not (plain and gated_norm_accumulate(batch, y, z, None, 0.0, 1, self.out_w, residual)):
+        # SISO: the gate (and the out-projection norm, a group a head) folded into out_proj's
+        # mat-vec
+        folded = not s.mimo and gated_norm_accumulate(
+            batch, y, z, self.norm_w if s.onorm else None, EPS, s.H if s.onorm else 1,
+            self.out_w, residual, norm_before_gate=s.onorm)
+        if not folded:
             v = self._gate(batch, y, z)
             linear_accumulate(batch, v, self.out_w, residual)
             v.release()

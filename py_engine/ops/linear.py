@@ -371,20 +371,30 @@ def _input_foldable(dev, x, w, flag):
             and tuple(x.shape[-1:]) == (K,) and _streamed_multi(dev, x, [w]))
 
 
-def gated_norm_accumulate(batch, y, z, norm_w, eps, groups, w, residual, bias=None):
+def gated_norm_accumulate(batch, y, z, norm_w, eps, groups, w, residual, bias=None,
+                          norm_before_gate=False):
     """Mamba-2's decode tail in ONE dispatch where it applies: residual += out_proj(
     MambaRMSNormGated(y, z)) (norm_before_gate=False), i.e. RMSNorm(y * silu(z)) * norm_w fed
     to W's weight-streaming mat-vec with the gate and the norm folded into its input
     (shaders/lib/matvec_rows.wgsl, GATED); norm_w None: residual += out_proj(y * silu(z))
-    (Mamba-3 SISO without its out-projection norm). Returns False where it does not apply --
-    several norm groups, an out_proj bias, an adapter on W, a split W, or no streaming mat-vec
-    -- and the caller runs the separate ops; `device.fuse_gated_norm = False` turns it off
-    (tests)."""
-    if (groups != 1 or bias is not None or not isinstance(z, Tensor)
+    (Mamba-3 SISO without its out-projection norm). The norm over `groups` groups of the row
+    (n_groups > 1), and norm_before_gate (Mamba-3's out-projection norm: RMSNorm_g(y) * norm_w
+    * silu(z), a group a head), for one row: its groups' 1/rms applied while x is staged
+    (NORM_GROUPS). Returns False where it does not apply -- several rows with several groups or
+    the gate after the norm, groups that do not split K into whole vec4s, an out_proj bias, an
+    adapter on W, a split W, or no streaming mat-vec -- and the caller runs the separate ops;
+    `device.fuse_gated_norm = False` turns it off (tests)."""
+    K = w.shape[1]
+    grouped = norm_w is not None and (groups != 1 or norm_before_gate)
+    if grouped and (rows_of(y) != 1 or K % (4 * groups) or groups > weight_format.THREADS):
+        return False
+    if (bias is not None or not isinstance(z, Tensor) or (norm_before_gate and norm_w is None)
             or not _input_foldable(batch.device, y, w, "fuse_gated_norm")):
         return False
     x = NormedRows(y, norm_w, eps) if norm_w is not None else y
-    weight_format.matvec(batch, x, [w], [residual], rows_of(y), accumulate=True, gate=z)
+    weight_format.matvec(batch, x, [w], [residual], rows_of(y), accumulate=True, gate=z,
+                         norm_groups=groups if grouped else 0,
+                         gate_after_norm=grouped and norm_before_gate)
     return True
 
 

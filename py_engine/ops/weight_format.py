@@ -425,7 +425,7 @@ def _constants(dev, fmt, M, rpt, tpr, staged, normed, **more):
 
 
 def matvec(batch, x, ws, ys, M, bias=None, accumulate=False, tpr=None, conv=None, rpt=None,
-           stage=None, gate=None, relu2=False, xproj=None):
+           stage=None, gate=None, relu2=False, xproj=None, norm_groups=0, gate_after_norm=False):
     """ys[g] (+)= x[M, K] @ ws[g]^T (+ bias, g = 0 only) for up to 3 weights of one format.
     x may be an ops.rmsnorm.NormedRows: the kernel normalises it on the fly. tpr: threads per
     row, overriding rows_per_thread_group; rpt: rows per thread, overriding rows_per_thread;
@@ -434,6 +434,10 @@ def matvec(batch, x, ws, ys, M, bias=None, accumulate=False, tpr=None, conv=None
     gate z [M, K] (no bias): the input is x * silu(z) (Mamba-3's gate), and with x a NormedRows
     Mamba-2's gated norm, RMSNorm(x * silu(z)) * w over the whole row (one group).
     relu2: the input is relu(x)^2 (NemotronH's MLP activation before down_proj).
+    norm_groups G (with a gate and x a NormedRows, one x row): the norm is over each of G
+    groups of K/G inputs -- RMSNorm_g(x * silu(z)) * w (Mamba-2's gated norm with n_groups G),
+    or with gate_after_norm RMSNorm_g(x) * w * silu(z) (Mamba-3's out-projection norm, a group
+    a head) -- applied while x is staged (NORM_GROUPS in lib/matvec_rows.wgsl).
     conv (conv_w [Ng, DCONV], conv_b [Ng] or None, state [M, Ng, DCONV], g): ys[g] gets
     silu(causal conv step) of its projection instead (Mamba-1's in_proj x half, Mamba-2's x|B|C
     block; the state is shifted in place, as ops.conv1d.conv1d_step does), one dispatch for all.
@@ -449,12 +453,28 @@ def matvec(batch, x, ws, ys, M, bias=None, accumulate=False, tpr=None, conv=None
     if any(w.dtype != fmt or w.shape[1] != K for w in ws) or len(ws) > 3 or M > 4:
         raise ValueError("matvec: weights must share format and K, at most 3 of them, M <= 4")
     Ns = [w.shape[0] for w in ws] + [0] * (3 - len(ws))
+    grouped = {}
+    if norm_groups or gate_after_norm:
+        G = norm_groups or 1
+        if (norm is None or gate is None or M != 1 or K % (4 * G) or G > THREADS
+                or conv is not None or xproj is not None):
+            raise ValueError(f"matvec: norm groups need a normalised, gated x of one row whose "
+                             f"{K} inputs split into {G} groups of whole vec4s (at most "
+                             f"{THREADS} groups)")
+        L = 1
+        while 2 * L * G <= THREADS:
+            L *= 2
+        grouped = {"NORM_GROUPS": G, "NORM_GS4": K // (4 * G), "NORM_L": L,
+                   "GATE_AFTER_NORM": int(bool(gate_after_norm))}
+        stage = True                          # the groups' 1/rms multiply x as it is staged
     flags = (1 if bias is not None else 0) | (2 if accumulate else 0) | (4 if norm is not None else 0)
     u = dev.uniform(params(M, Ns[0], K, flags, len(ws), Ns[1], Ns[2], float(eps)))
     rpt, tpr, staged = choices(dev, fmt, K, max(Ns), M, len(ws), rpt, tpr, stage,
                                xproj=xproj is not None)
     consts = _constants(dev, fmt, M, rpt, tpr, staged, norm is not None,
-                        GATED=int(gate is not None), RELU2=int(bool(relu2)))
+                        GATED=int(gate is not None), RELU2=int(bool(relu2)), **grouped)
+    if grouped:
+        consts["NORM_IN_STAGE"] = 0           # the groups' sums come first
     if (gate is not None and (bias is not None or conv is not None or gate.numel != M * K)) or \
             (relu2 and (gate is not None or norm is not None)):
         raise ValueError(f"matvec: a gate must be [{M}, {K}] and takes no bias or conv; relu2 "

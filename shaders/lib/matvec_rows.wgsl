@@ -170,7 +170,9 @@ fn stage_tile(t: u32, lid: u32, xs: u32) -> f32 {
   for (var v = lid; v < TILE; v += THREADS) {
     let gi = t * TILE + v;
     var val = vec4<f32>(0.0);
-    if (gi < xs) {
+    if (gi < xs && NORM_GROUPS > 0u) {
+      val = grouped_val(gi);
+    } else if (gi < xs) {
       val = x_at(gi);
       ss += dot(val, val);
       if (NORMED) { val *= nw[gi]; }
@@ -178,6 +180,54 @@ fn stage_tile(t: u32, lid: u32, xs: u32) -> f32 {
     xt[(v % CV) * TC + v / CV] = val;
   }
   return ss;
+}
+
+// Norm groups (NORM_GROUPS > 0; with NORMED, STAGE, one x row, and NORM_IN_STAGE off): an RMSNorm
+// over each group of NORM_GS4 vec4s of the row instead of the whole row -- Mamba-2's
+// MambaRMSNormGated with n_groups > 1 (RMSNorm_g(y * silu(z)) * w, GATED) and Mamba-3's
+// out-projection norm (GATE_AFTER_NORM: RMSNorm_g(y) * w * silu(z), a group a head) -- so their
+// out_proj takes the norm and the gate too, one dispatch fewer a decoded layer. Each
+// workgroup sums the groups' squares first (group_rstd: NORM_L lanes a group, one tree for
+// all), and the staging multiplies each input by its group's 1/rms (grouped_val); the rows'
+// sums then need none.
+override NORM_GROUPS: u32 = 0u;
+override NORM_GS4: u32 = 1u;             // vec4s a group
+override NORM_L: u32 = 1u;               // lanes a group in group_rstd: a power of two, NORM_GROUPS * NORM_L <= THREADS
+override GATE_AFTER_NORM: bool = false;
+var<workgroup> grs: array<f32, THREADS>; // 1/rms of each group
+
+// Input vec4 i before the grouped norm: y * silu(z) (GATED), or y when the gate comes after.
+fn grouped_in(i: u32) -> vec4<f32> {
+  if (GATE_AFTER_NORM) { return x4[i]; }
+  return x_at(i);
+}
+
+// Input vec4 i normalised by its group (times the norm weight; the gate after with
+// GATE_AFTER_NORM), as ops/gated_rmsnorm.py's kernels compute it.
+fn grouped_val(i: u32) -> vec4<f32> {
+  var v = grouped_in(i) * grs[i / NORM_GS4] * nw[i];
+  if (GATE_AFTER_NORM) {
+    let zv = vec4<f32>(bias[4u * i], bias[4u * i + 1u], bias[4u * i + 2u], bias[4u * i + 3u]);
+    v = v * zv / (vec4<f32>(1.0) + exp(-zv));
+  }
+  return v;
+}
+
+// grs[g] = 1/rms of group g: lanes [g NORM_L, (g + 1) NORM_L) sum its squares in one tree (lanes
+// past the groups add zeros). Called in uniform control flow (barriers).
+fn group_rstd(lid: u32, sg: u32) {
+  let g = lid / NORM_L;
+  let j = lid % NORM_L;
+  var ss = 0.0;
+  if (g < NORM_GROUPS) {
+    for (var k = j; k < NORM_GS4; k += NORM_L) {
+      let v = grouped_in(g * NORM_GS4 + k);
+      ss += dot(v, v);
+    }
+  }
+  let tot = lanes_sum(vec4<f32>(ss, 0.0, 0.0, 0.0), lid, NORM_L, sg);
+  if (j == 0u && g < NORM_GROUPS) { grs[g] = inverseSqrt(tot.x / f32(4u * NORM_GS4) + p.eps); }
+  workgroupBarrier();                     // grs is read by the staging; red is reused
 }
 
 // Where a normalised, staged x gets its sum of squares (a pipeline constant;
@@ -409,7 +459,9 @@ fn row_sums(slot: RowSums, lid: u32, sg: u32) -> RowSums {
   if (first_trip_early()) { first = load_trip(g, rows, lane, nchunk); }
   var rstd = vec4<f32>(1.0);
   let late_norm = NORMED && STAGE && NORM_IN_STAGE;
-  if (NORMED && !late_norm) {           // every workgroup computes the rows' 1/rms itself
+  if (NORMED && NORM_GROUPS > 0u) {     // each group's 1/rms, applied while staging
+    group_rstd(lid, sg);
+  } else if (NORMED && !late_norm) {    // every workgroup computes the rows' 1/rms itself
     var ss = vec4<f32>(0.0);
     if (TAIL) { ss = squares_by_trips(lid, xs); } else {
       for (var k = lid; k < xs; k += THREADS) {

@@ -51,18 +51,32 @@ def check_fold(engine, folder, fmt, flag, fewer, stage=None, ids=IDS, tol=1e-5, 
 
 
 def check_gated(engine, folder, fmt, stage=None, ids=IDS):
-    """Mamba-2's gated norm: one dispatch fewer per layer where the norm has one group and
-    out_proj no bias; Mamba-3's gate (SISO without the out-projection norm): two fewer."""
+    """Mamba-2's gated norm: one dispatch fewer per layer where out_proj has no bias and the
+    norm's groups split its input into whole vec4s (several groups: their 1/rms applied while
+    x is staged); Mamba-3's gate (SISO without the out-projection norm): two fewer; with the
+    norm (a group a head, the gate after it) one fewer where a head's dims are whole vec4s;
+    MIMO none."""
     import json
     from pathlib import Path
     cfg = json.loads((Path(folder) / "config.json").read_text())
     ssm = cfg.get("ssm_cfg") or {}
     if ssm.get("layer") == "Mamba3":
-        plain = not ssm.get("is_mimo") and not ssm.get("is_outproj_norm")
-        fewer = 2 * cfg["n_layer"] if plain else 0
+        n = cfg["n_layer"]
+        if ssm.get("is_mimo"):
+            fewer = 0
+        elif ssm.get("is_outproj_norm"):
+            fewer = n if ssm["headdim"] % 4 == 0 else 0
+        else:
+            fewer = 2 * n
     else:
-        one_group = cfg.get("n_groups", 1) == 1 and not cfg.get("use_bias", False)
-        fewer = cfg["num_hidden_layers"] if one_group else 0
+        D = cfg.get("hidden_size") or cfg["d_model"]
+        heads, hd = cfg.get("mamba_num_heads"), cfg.get("mamba_head_dim")
+        inner = heads * hd if heads and hd else int(cfg.get("expand", 2) * D)
+        groups = cfg.get("n_groups", 1)
+        from py_engine.models.config import MambaConfig
+        mamba = MambaConfig.from_hf_dict(cfg).layers.count("mamba2")
+        foldable = not cfg.get("use_bias", False) and inner % (4 * groups) == 0
+        fewer = mamba if foldable else 0
     return check_fold(engine, folder, fmt, "fuse_gated_norm", fewer, stage, ids)
 
 

@@ -4,8 +4,8 @@ out_proj (GATED, py_engine/ops/linear.gated_norm_accumulate), Mamba-3's gate lik
 NemotronH's MLP relu^2 into
 down_proj (RELU2, linear.relu2_accumulate). Step logits for one and two sequences and greedy
 tokens against the separate dispatches (the gated norm's sums meet in another order: 1e-5), one
-dispatch fewer per folded layer (none where a Mamba-2 norm has several groups); the fixtures'
-step logits against transformers.
+dispatch fewer per folded layer (several norm groups and Mamba-3's head-wise norm too: their
+1/rms applied while the input is staged); the fixtures' step logits against transformers.
 """
 import numpy as np
 import pytest
@@ -66,5 +66,41 @@ def test_folded_hybrid_step_matches_transformers(engine):
                                   "mamba3-g2-r10-untied-onorm", "mamba3-mimo-r2-g1-r05-tied"])
 def test_mamba3_gate_folds_into_out_proj(engine, name):
     """Mamba-3 SISO without the out-projection norm: y * silu(z) folded into out_proj's input,
-    two dispatches fewer per layer; with the norm or MIMO, nothing changes."""
+    two dispatches fewer per layer; with the norm one fewer where a head's dims are whole vec4s
+    (not this fixture's 10); MIMO: nothing changes."""
     check_gated(engine, FIX / name, "f32", ids=[1, 5, 9, 2, 7, 3])
+
+
+def _random(tmp_path_factory, name, family, **overrides):
+    """A random two-layer model of d_model 64 (bf16 on disk) with config overrides."""
+    from tools import convert_host
+    from tools.init_weights import init_weights, make_config
+    folder = tmp_path_factory.mktemp(name)
+    cfg = make_config("nano", family=family, hidden_size=64, num_hidden_layers=2,
+                      vocab_size=128, **overrides)
+    convert_host.write_hf(str(folder), cfg, init_weights(cfg, 0), "BF16")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def grouped(tmp_path_factory):
+    """Mamba-2 with four norm groups (32 inputs each), Mamba-3 SISO with its out-projection
+    norm (a group a head of 32)."""
+    return {"mamba2": _random(tmp_path_factory, "m2g4", "mamba2", n_groups=4),
+            "mamba3": _random(tmp_path_factory, "m3on", "mamba3", is_outproj_norm=True)}
+
+
+@pytest.mark.parametrize("kind,fmt,stage", [("mamba2", "f32", None), ("mamba2", "q4", None),
+                                            ("mamba3", "f32", None), ("mamba3", "f16", None),
+                                            ("mamba3", "q8", None)])
+def test_grouped_norms_fold_into_out_proj(engine, grouped, kind, fmt, stage):
+    """Several norm groups (Mamba-2's n_groups, real NemotronH and Codestral checkpoints have
+    8) and Mamba-3's head-wise norm before its gate: each group's 1/rms applied while out_proj
+    stages its input (NORM_GROUPS), one dispatch fewer a layer; two sequences keep the separate
+    ops (their logits equal too)."""
+    check_gated(engine, grouped[kind], fmt, stage, ids=[1, 5, 9, 2, 7, 3])
+
+
+def test_grouped_norm_fold_in_a_hybrid(engine):
+    """NemotronH with two norm groups and no out_proj bias: its Mamba-2 layers fold."""
+    check_gated(engine, FIX / "nemotronh-mamf-tied", "f32")
