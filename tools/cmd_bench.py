@@ -49,6 +49,11 @@ MODEL_CONFIGS = {
     # 4 relu^2 MLP (3072) layers
     "hybrid_130m": dict(family="hybrid", size="base", d_model=768, n_layers=24, vocab_size=50280,
                         pattern=("MM*M-M" * 4)[:24], prompts=(64, 256, 1024), decode=8),
+    # the same with 8 norm groups in its Mamba-2 layers, as real NemotronH checkpoints have
+    # (their gated norm folds into out_proj's staging since the thirtieth session)
+    "hybrid_130m_g8": dict(family="hybrid", size="base", d_model=768, n_layers=24,
+                           vocab_size=50280, pattern=("MM*M-M" * 4)[:24], prompts=(64, 256, 1024),
+                           decode=8, overrides=dict(n_groups=8)),
     # a 187m-class Mamba-3 SISO (d_state 128, head_dim 64, half the state rotated)
     "mamba3_187m": dict(family="mamba3", size="base", d_model=768, n_layers=24, vocab_size=50280,
                         prompts=(64, 256, 1024), decode=8),
@@ -220,7 +225,8 @@ def _write_random_model(folder, c):
     from tools.init_weights import init_weights, make_config
     cfg = make_config(c.get("size", "nano"), family=c.get("family", "mamba1"),
                       pattern=c.get("pattern"), hidden_size=c["d_model"],
-                      num_hidden_layers=c["n_layers"], vocab_size=c["vocab_size"])
+                      num_hidden_layers=c["n_layers"], vocab_size=c["vocab_size"],
+                      **c.get("overrides", {}))
     convert_host.write_hf(folder, cfg, init_weights(cfg, 0), "BF16")
 
 

@@ -21,9 +21,13 @@
 #   bash tools/device/gpu_session.sh --mamba3   # ~5 min: Mamba-3's chunked forward: its kernel
 #     checks (the register-tiled kernels too) natively and through Dawn, one forward timed alone
 #     in each form, with parts ablated (tools/ablate_mamba3), the mamba3-187m prefill through
-#     Dawn with the tiled kernels as variants, its native profile with them on, and its decode
-#     with in_proj's eight blocks in one dispatch against three (tools/ab_decode) (carry as
-#     for --dawn; ~7 min)
+#     Dawn with the tiled kernels as variants, and its native profile with them on (carry as
+#     for --dawn)
+#   bash tools/device/gpu_session.sh --folds    # ~7 min: the thirtieth session's decode folds
+#     (Mamba-3's in_proj packed in one dispatch, grouped norms into out_proj): their checks
+#     natively and through Dawn, each timed against the form before on one loaded model
+#     (tools/ab_decode: mamba3_187m f16/q4, hybrid_130m_g8 f16), and mamba3-187m's decode
+#     profiled kernel by kernel natively (where its step kernel stands) (carry as for --dawn)
 #   bash tools/device/gpu_session.sh --chain    # ~9 min: would a decode token run faster as
 #     one dispatch? tools/bench_chain (a decode-shaped chain of f16 mat-vecs, one dispatch a
 #     stage against one dispatch of resident workgroups waiting inside the kernel) at
@@ -113,12 +117,29 @@ if [ "${1:-}" = "--mamba3" ]; then
   MAMBAWEB_MAMBA3_TILES=1 timeout 100 python3 -m tools.profile_kernels --models mamba3_187m \
     --weights f16 --tokens 8 --prefill 1024 > "$OUT/mamba3_profile.json" 2> "$OUT/mamba3_profile.err"
   stamp $? >> "$OUT/mamba3_profile.err"
-  # decode: in_proj's eight blocks packed in one dispatch (3 a layer) against three (5 a
-  # layer), side by side on one loaded model
+  exit 0
+fi
+if [ "${1:-}" = "--folds" ]; then
+  both_engines
+  # the thirtieth session's decode folds: their kernel checks natively and through Dawn
+  checks_both pieces "pieces" 60
+  checks_both packed "packed" 60
+  checks_both grouped "grouped" 60
+  # Mamba-3's in_proj: eight blocks packed in one dispatch (3 a layer) against three (5 a
+  # layer), side by side on one loaded model, with a decode profile of the packed form
   timeout 150 python3 -m tools.ab_decode --dawn --models mamba3_187m --weights f16,q4 \
     --tokens 128 --rounds 2 --setting packed:matvec_pieces=1 --setting three:matvec_pieces=0 \
     > "$OUT/mamba3_pieces.txt" 2>&1
   stamp $? >> "$OUT/mamba3_pieces.txt"
+  # the gated norm of 8 groups folded into out_proj's staging (NemotronH-style) against the
+  # separate norm kernel
+  timeout 100 python3 -m tools.ab_decode --dawn --models hybrid_130m_g8 --weights f16 \
+    --tokens 128 --rounds 2 --setting fold:fuse_gated_norm=1 --setting sep:fuse_gated_norm=0 \
+    > "$OUT/grouped_norm.txt" 2>&1
+  stamp $? >> "$OUT/grouped_norm.txt"
+  timeout 90 python3 -m tools.profile_kernels --models mamba3_187m --weights f16 --tokens 16 \
+    --prefill 64 > "$OUT/mamba3_decode_profile.json" 2> "$OUT/mamba3_decode_profile.err"
+  stamp $? >> "$OUT/mamba3_decode_profile.err"
   exit 0
 fi
 if [ "${1:-}" = "--chain" ]; then
