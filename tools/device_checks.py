@@ -147,15 +147,13 @@ def _random_model(d, family="mamba1", **overrides):
     from pathlib import Path
     key = (d, family) + tuple(sorted(overrides.items()))
     if key not in _RANDOM:
-        from tools import convert_host
-        from tools.init_weights import init_weights, make_config
+        from tools.cmd_bench import _write_random_model
         name = f"persist_d{d}" if family == "mamba1" else f"{family}_d{d}"
         name += "".join(f"_{k}{v}" for k, v in sorted(overrides.items()))
         folder = Path(__file__).resolve().parents[1] / ".bench" / name
         folder.mkdir(parents=True, exist_ok=True)
-        cfg = make_config("nano", family=family, hidden_size=d, num_hidden_layers=2,
-                          vocab_size=128, **overrides)
-        convert_host.write_hf(str(folder), cfg, init_weights(cfg, 0), "BF16")
+        _write_random_model(str(folder), dict(d_model=d, n_layers=2, vocab_size=128,
+                                              family=family, overrides=overrides))
         _RANDOM[key] = folder
     return _RANDOM[key]
 

@@ -23,6 +23,16 @@ def storage_bytes(shape, dtype) -> int:
     return (n * ITEMSIZE[dtype] + 3) & ~3
 
 
+def aligned_offsets(sizes, align):
+    """([start of each], total bytes) of byte ranges of `sizes` laid one after another in one
+    buffer, each starting at a multiple of `align` (a binding's offset alignment)."""
+    starts, end = [], 0
+    for n in sizes:
+        starts.append(end)
+        end += -(-int(n) // align) * align
+    return starts, end
+
+
 class Tensor:
     __slots__ = ("device", "shape", "dtype", "buffer", "offset", "pooled", "pool")
 

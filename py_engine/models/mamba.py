@@ -10,7 +10,7 @@ Falcon-Mamba is Mamba-1 with weightless norms on B, C, dt.
 import json
 import struct
 
-from py_engine.gpu.tensor import Tensor
+from py_engine.gpu.tensor import Tensor, aligned_offsets
 from py_engine.models.names import EMBED, LM_HEAD, NORM_F
 from py_engine.models.schedule import logical_kinds, logical_layers
 from py_engine.nn import registry
@@ -59,14 +59,12 @@ class ModelState:
         command instead of one per tensor: 97 at mamba-1.4b, ~3% of a streamed token's
         commands through Dawn and a third of a one-step group's."""
         ts = self.overwritten_tensors()
-        sizes = [-(-t.nbytes // 256) * 256 for t in ts]
-        if len(ts) < 2 or sum(sizes) > PACK_LIMIT:
+        starts, total = aligned_offsets([t.nbytes for t in ts], 256)
+        if len(ts) < 2 or total > PACK_LIMIT:
             return None
-        packed = Tensor(self.device, (sum(sizes) // 4,))
-        off = 0
-        for t, n in zip(ts, sizes):
+        packed = Tensor(self.device, (total // 4,))
+        for t, off in zip(ts, starts):
             t.rebind(packed.buffer, packed.offset + off)    # the layer's own tensor object
-            off += n
         return packed
 
     def overwritten_spans(self):

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from py_engine.autograd import functional as F
 from py_engine.autograd import mamba3 as M3
-from py_engine.gpu.tensor import Tensor
+from py_engine.gpu.tensor import Tensor, aligned_offsets
 from py_engine.nn.registry import register, whole
 from py_engine.ops import elementwise as ew
 from py_engine.ops.gated_rmsnorm import gated_rmsnorm_forward
@@ -141,43 +141,29 @@ class Mamba3Mixer:
         n = F.rmsnorm(ctx, M3.view(ctx, t, (rows * s.R * s.G, s.N)), w, EPS)
         return n, M3.view(ctx, n, (rows, s.R * s.G * s.N))
 
-    def _scalars_block(self, dev, Bsz):
-        """One tensor holding dd_dt, dd_A, trap [Bsz, H] and angles [Bsz, S] at binding-aligned
-        offsets, and the four as views of it: in_proj writes them there, and the step reads all
-        four through one binding and computes DT, alpha, beta, gamma, theta itself (no
-        mamba3_prep dispatch; ops/mamba3.step_reads_raw)."""
-        s = self.spec
-        seg = -(-Bsz * max(s.H, s.S) * 4 // dev.align) * dev.align // 4
-        block = Tensor(dev, (4 * seg,))
-        views = [Tensor(dev, (Bsz, n), buffer=block.buffer, offset=block.offset + 4 * i * seg)
-                 for i, n in enumerate((s.H, s.H, s.H, s.S))]
-        return block, views
-
-    def _pieces_block(self, dev, Bsz):
-        """One tensor holding in_proj's eight outputs [Bsz, rows] at binding-aligned offsets,
-        and the eight as views of it (z, x, B, C, dd_dt, dd_A, trap, angles): the pieces
-        dispatch writes them all, and the step reads the four scalars through one binding."""
-        a = dev.align // 4
-        offs, end = [], 0
-        for n in self.spec.rows():
-            offs.append(end)
-            end += -(-Bsz * n // a) * a
-        block = Tensor(dev, (end,))
-        return block, [Tensor(dev, (Bsz, n), buffer=block.buffer, offset=block.offset + 4 * o)
-                       for n, o in zip(self.spec.rows(), offs)]
+    @staticmethod
+    def _views_block(dev, Bsz, widths):
+        """One tensor holding outputs [Bsz, n] for n in widths at binding-aligned offsets, and
+        those outputs as views of it (they release nothing; the block does). in_proj writes
+        them, and the step reads dd_dt, dd_A, trap and angles through one binding
+        (ops/mamba3.step_reads_raw; mamba3_step's one_binding)."""
+        starts, end = aligned_offsets([4 * Bsz * n for n in widths], dev.align)
+        block = Tensor(dev, (end // 4,))
+        return block, [Tensor(dev, (Bsz, n), buffer=block.buffer, offset=block.offset + o)
+                       for n, o in zip(widths, starts)]
 
     def step(self, batch, h, residual, Bsz, state):
         w = self.inp
         s = self.spec
-        block, views, outs = None, [None] * 4, None
+        block, views = None, [None] * 4
         if pieces_ok(batch.device, h, w):
             # the eight in_proj row blocks, packed at load (decode_packs), in one mat-vec dispatch
-            outs, pieces = self._pieces_block(batch.device, Bsz)
-            z, x, B, C, dd_dt, dd_A, trap, ang = linear_pieces(batch, h, w, pieces)
+            block, outs = self._views_block(batch.device, Bsz, s.rows())
+            z, x, B, C, dd_dt, dd_A, trap, ang = linear_pieces(batch, h, w, outs)
         else:
             # in three (linear_multi takes up to 3)
             if step_reads_raw(batch.device, s.mimo, s.N, s.S):
-                block, views = self._scalars_block(batch.device, Bsz)
+                block, views = self._views_block(batch.device, Bsz, (s.H, s.H, s.H, s.S))
             z, x, B = linear_multi(batch, h, w[0:3])
             C, dd_dt, dd_A = linear_multi(batch, h, w[3:6], outs=[None, views[0], views[1]])
             trap, ang = linear_multi(batch, h, w[6:8], outs=views[2:])
@@ -193,7 +179,7 @@ class Mamba3Mixer:
             B.release()
             C.release()
             y = mamba3_step(batch, x, Bn, Cn, dd_dt, dd_A, trap, ang, state, **self.kw)
-        for t in (x, Bn, Cn, dd_dt, dd_A, trap, ang) + ((block,) if block is not None else ()):
+        for t in (x, Bn, Cn, dd_dt, dd_A, trap, ang):
             t.release()                   # (the block's views release nothing)
         # SISO: the gate (and the out-projection norm, a group a head) folded into out_proj's
         # mat-vec
@@ -206,8 +192,8 @@ class Mamba3Mixer:
             v.release()
         y.release()
         z.release()
-        if outs is not None:
-            outs.release()                # (its views released nothing)
+        if block is not None:
+            block.release()               # after out_proj: z may be one of its views
 
 
 class Mamba3State:

@@ -465,7 +465,8 @@ def matvec(batch, x, ws, ys, M, bias=None, accumulate=False, tpr=None, conv=None
         while 2 * L * G <= THREADS:
             L *= 2
         grouped = {"NORM_GROUPS": G, "NORM_GS4": K // (4 * G), "NORM_L": L,
-                   "GATE_AFTER_NORM": int(bool(gate_after_norm))}
+                   "GATE_AFTER_NORM": int(bool(gate_after_norm)),
+                   "NORM_IN_STAGE": 0}            # the groups' sums come before the staging
         stage = True                          # the groups' 1/rms multiply x as it is staged
     flags = (1 if bias is not None else 0) | (2 if accumulate else 0) | (4 if norm is not None else 0)
     u = dev.uniform(params(M, Ns[0], K, flags, len(ws), Ns[1], Ns[2], float(eps)))
@@ -473,8 +474,6 @@ def matvec(batch, x, ws, ys, M, bias=None, accumulate=False, tpr=None, conv=None
                                xproj=xproj is not None)
     consts = _constants(dev, fmt, M, rpt, tpr, staged, norm is not None,
                         GATED=int(gate is not None), RELU2=int(bool(relu2)), **grouped)
-    if grouped:
-        consts["NORM_IN_STAGE"] = 0           # the groups' sums come first
     if (gate is not None and (bias is not None or conv is not None or gate.numel != M * K)) or \
             (relu2 and (gate is not None or norm is not None)):
         raise ValueError(f"matvec: a gate must be [{M}, {K}] and takes no bias or conv; relu2 "

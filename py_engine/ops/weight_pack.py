@@ -13,7 +13,7 @@ released together); the others are views.
 A layer kind names its groups with `decode_packs(cfg)` (relative piece names, in row order);
 py_engine/models/packing.pack_model packs every layer's.
 """
-from py_engine.gpu.tensor import Tensor
+from py_engine.gpu.tensor import Tensor, aligned_offsets
 
 
 def is_packed(device, tensors):
@@ -40,11 +40,7 @@ def pack_rows(device, tensors):
             or len({(t.dtype, t.shape[1]) for t in ts}) != 1
             or is_packed(device, ts) or any(not t.pooled or t.buffer is None for t in ts)):
         return False
-    align = device.align
-    starts, end = [], 0
-    for t in ts:
-        starts.append(end)
-        end += -(-t.nbytes // align) * align
+    starts, end = aligned_offsets([t.nbytes for t in ts], device.align)
     pool = ts[0].pool
     buf = pool.acquire(end)
     batch = device.batch()

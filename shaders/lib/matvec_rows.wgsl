@@ -133,8 +133,14 @@ fn x_at(i: u32) -> vec4<f32> {
     return r * r;
   }
   if (!GATED) { return v; }
+  return v * gate_at(i);
+}
+
+// silu(z) of vec4 i of the gate (GATED: binding 3 holds z [M, K]), in x_at's form v * silu(z)
+// = v * z / (1 + exp(-z)).
+fn gate_at(i: u32) -> vec4<f32> {
   let zv = vec4<f32>(bias[4u * i], bias[4u * i + 1u], bias[4u * i + 2u], bias[4u * i + 3u]);
-  return v * zv / (vec4<f32>(1.0) + exp(-zv));
+  return zv / (vec4<f32>(1.0) + exp(-zv));
 }
 
 // Inputs i of x (as vec4s; ni: the same inputs' slot of the norm weight), times the norm weight
@@ -205,11 +211,8 @@ fn grouped_in(i: u32) -> vec4<f32> {
 // Input vec4 i normalised by its group (times the norm weight; the gate after with
 // GATE_AFTER_NORM), as ops/gated_rmsnorm.py's kernels compute it.
 fn grouped_val(i: u32) -> vec4<f32> {
-  var v = grouped_in(i) * grs[i / NORM_GS4] * nw[i];
-  if (GATE_AFTER_NORM) {
-    let zv = vec4<f32>(bias[4u * i], bias[4u * i + 1u], bias[4u * i + 2u], bias[4u * i + 3u]);
-    v = v * zv / (vec4<f32>(1.0) + exp(-zv));
-  }
+  let v = grouped_in(i) * grs[i / NORM_GS4] * nw[i];
+  if (GATE_AFTER_NORM) { return v * gate_at(i); }
   return v;
 }
 

@@ -12,7 +12,7 @@ import pytest
 
 from tests.browser.decode_fold_cases import RUN, check_gated, check_relu2
 from tests.conftest import REPO
-from tests.native_support import engine, native as pytestmark  # noqa: F401
+from tests.native_support import engine, native as pytestmark, random_model  # noqa: F401
 
 FIX = REPO / "tests" / "fixtures" / "models"
 
@@ -71,23 +71,12 @@ def test_mamba3_gate_folds_into_out_proj(engine, name):
     check_gated(engine, FIX / name, "f32", ids=[1, 5, 9, 2, 7, 3])
 
 
-def _random(tmp_path_factory, name, family, **overrides):
-    """A random two-layer model of d_model 64 (bf16 on disk) with config overrides."""
-    from tools import convert_host
-    from tools.init_weights import init_weights, make_config
-    folder = tmp_path_factory.mktemp(name)
-    cfg = make_config("nano", family=family, hidden_size=64, num_hidden_layers=2,
-                      vocab_size=128, **overrides)
-    convert_host.write_hf(str(folder), cfg, init_weights(cfg, 0), "BF16")
-    return folder
-
-
 @pytest.fixture(scope="module")
 def grouped(tmp_path_factory):
     """Mamba-2 with four norm groups (32 inputs each), Mamba-3 SISO with its out-projection
     norm (a group a head of 32)."""
-    return {"mamba2": _random(tmp_path_factory, "m2g4", "mamba2", n_groups=4),
-            "mamba3": _random(tmp_path_factory, "m3on", "mamba3", is_outproj_norm=True)}
+    return {"mamba2": random_model(tmp_path_factory, "m2g4", "mamba2", n_groups=4),
+            "mamba3": random_model(tmp_path_factory, "m3on", "mamba3", is_outproj_norm=True)}
 
 
 @pytest.mark.parametrize("kind,fmt,stage", [("mamba2", "f32", None), ("mamba2", "q4", None),

@@ -3,19 +3,7 @@
 pooled buffer the load took given back -- failing at a Mamba-3 layer's in_proj pack
 (py_engine/ops/weight_pack.py, the first layer packed already) and anywhere in a q4 load
 (narrowing included). tests/browser/test_faults_gpu.py has the browser's forms."""
-import pytest
-
-from tests.native_support import engine, native as pytestmark  # noqa: F401
-
-
-@pytest.fixture(scope="module")
-def d64(tmp_path_factory):
-    """A random two-layer Mamba-3 of d_model 64 (bf16 on disk; q4 takes its K)."""
-    from tools.cmd_bench import _write_random_model
-    folder = tmp_path_factory.mktemp("m3d64")
-    _write_random_model(str(folder), dict(d_model=64, n_layers=2, vocab_size=128,
-                                          family="mamba3"))
-    return folder
+from tests.native_support import engine, mamba3_d64, native as pytestmark  # noqa: F401
 
 
 OOM_AT_PACK = """
@@ -63,11 +51,11 @@ finally:
 
 
 
-def test_out_of_memory_while_packing_is_plain_and_leaves_nothing(engine, d64):
+def test_out_of_memory_while_packing_is_plain_and_leaves_nothing(engine, mamba3_d64):
     """The second layer's pack cannot allocate (the first layer packed already): the loader's
     one sentence, and every buffer the load took given back, the packed first layer's through
     its first block. (f32: a narrow load's packs reuse the f32 buffers narrowing gave back.)"""
-    r = engine.run(OOM_AT_PACK, folder=str(d64), fmt="f32")
+    r = engine.run(OOM_AT_PACK, folder=str(mamba3_d64), fmt="f32")
     assert r["calls"] == ["pack", "pack", "raised"], r
     assert r["error"] is not None and r["error"].startswith("GPUOutOfMemory"), r
     assert "the GPU ran out of memory loading the weights of" in r["error"], r
@@ -108,10 +96,10 @@ for cut in range(1, len(full), max(1, len(full) // 12)):
 """
 
 
-def test_out_of_memory_anywhere_in_a_q4_load_leaves_nothing(engine, d64):
+def test_out_of_memory_anywhere_in_a_q4_load_leaves_nothing(engine, mamba3_d64):
     """A q4 load failing at a dozen points: each time the one error and no buffer held after.
     (Failing while narrowing a chunk, a load held the f32 tensors narrow_weights had already
     replaced -- 10-18 buffers of a two-layer model -- until this test.)"""
-    r = engine.run(OOM_ANYWHERE, folder=str(d64))
+    r = engine.run(OOM_ANYWHERE, folder=str(mamba3_d64))
     assert len(r) >= 10, r
     assert all(err == "GPUOutOfMemory" and in_use == 0 for _, err, in_use in r), r

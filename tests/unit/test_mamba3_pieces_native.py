@@ -9,7 +9,7 @@ import pytest
 
 from tests.browser.decode_fold_cases import check_fold
 from tests.conftest import REPO
-from tests.native_support import engine, native as pytestmark  # noqa: F401
+from tests.native_support import engine, mamba3_d64, native as pytestmark  # noqa: F401
 
 FIX = REPO / "tests" / "fixtures" / "models"
 
@@ -30,19 +30,9 @@ def test_fixtures_decode_the_same_with_packed_in_proj(engine, name, fmt):
     assert len(r["fold_tokens"]) > 1
 
 
-@pytest.fixture(scope="module")
-def d64(tmp_path_factory):
-    """A random Mamba-3 of d_model 64 (bf16 on disk): in_proj's K takes q8's and q4's chunks."""
-    from tools.cmd_bench import _write_random_model
-    folder = tmp_path_factory.mktemp("m3d64")
-    _write_random_model(str(folder), dict(d_model=64, n_layers=2, vocab_size=128,
-                                          family="mamba3"))
-    return folder
-
-
 @pytest.mark.parametrize("fmt", ["q8", "q4"])
-def test_narrow_formats_decode_the_same_with_packed_in_proj(engine, d64, fmt):
-    check_fold(engine, d64, fmt, "matvec_pieces", _fewer(d64), reset=None)
+def test_narrow_formats_decode_the_same_with_packed_in_proj(engine, mamba3_d64, fmt):
+    check_fold(engine, mamba3_d64, fmt, "matvec_pieces", _fewer(mamba3_d64), reset=None)
 
 
 PACKED = """
@@ -64,9 +54,9 @@ result['in_use_fresh'] = device.pool.in_use - in_use
 
 
 @pytest.mark.parametrize("fmt", ["f32", "q4"])
-def test_loader_and_fresh_models_pack_in_proj_and_release_it(engine, d64, fmt):
+def test_loader_and_fresh_models_pack_in_proj_and_release_it(engine, mamba3_d64, fmt):
     """Every layer's eight blocks in one buffer, the first block its owner; releasing the
     model gives every pooled buffer back (the views own nothing)."""
-    r = engine.run(PACKED, folder=str(d64), fmt=fmt)
+    r = engine.run(PACKED, folder=str(mamba3_d64), fmt=fmt)
     assert r["loaded"] == [[True, [True] + [False] * 7]] * 2, r
     assert r["in_use_after"] == 0 and r["fresh"] and r["in_use_fresh"] == 0, r
