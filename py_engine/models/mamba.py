@@ -15,7 +15,6 @@ from py_engine.models.names import EMBED, LM_HEAD, NORM_F
 from py_engine.models.schedule import logical_kinds, logical_layers
 from py_engine.nn import registry
 from py_engine.ops import elementwise as ew
-from py_engine.ops import mamba1_persist as MP
 from py_engine.ops import position
 from py_engine.ops.embedding import embedding_forward
 from py_engine.ops.linear import linear_forward
@@ -202,28 +201,6 @@ class MambaModel:
     def release(self):
         self.device.release_tensors(self.weights.values())
         self.weights = {}
-        if getattr(self, "_persist_scratch", None) is not None:
-            self._persist_scratch.release()
-            self._persist_scratch = None
-
-    def persist_plan(self, device, state):
-        """(scratch, the logical layers that decode in one dispatch) where ops/mamba1_persist
-        applies to any Mamba-1 layer (off by rule), else None."""
-        from py_engine.nn.mamba1 import Mamba1Mixer
-        if not MP.enabled(device):
-            return None
-        layers = {i for i, m in enumerate(self.mixers) if isinstance(m, Mamba1Mixer)
-                  and MP.applies(device, m, state.Bsz, state.layers[i]) is None}
-        if not layers:
-            return None
-        sc = getattr(self, "_persist_scratch", None)
-        G = MP.groups(device)
-        if sc is None or sc.G != G:
-            if sc is not None:
-                sc.release()
-            spec = self.mixers[min(layers)].spec
-            sc = self._persist_scratch = MP.Scratch(device, spec, len(self.mixers), G)
-        return sc, layers
 
     # -- the two paths -------------------------------------------------------------------
     def forward(self, ctx, ids, Bsz=1, state=None, last_only=False):
@@ -289,16 +266,9 @@ class MambaModel:
         cfg = self.cfg
         Bsz = state.Bsz
         residual = embedding_forward(batch, token, self.embed)          # [Bsz, D]
-        persist = self.persist_plan(batch.device, state)
-        if persist is not None:
-            persist[0].clear(batch)
         # Each pre-norm is handed over unevaluated (NormedRows): the input projections that
         # read it normalise on the fly. Mixers read h before they add into the residual.
         for i, mixer in enumerate(self.mixers):
-            if persist is not None and i in persist[1]:     # the layer in one dispatch
-                MP.layer_step(batch, mixer, residual, self.norms[i], cfg.layer_norm_epsilon,
-                              state.layers[i], persist[0], i)
-                continue
             h = NormedRows(residual, self.norms[i], cfg.layer_norm_epsilon)
             mixer.step(batch, h, residual, Bsz, state.layers[i])
             h.release()

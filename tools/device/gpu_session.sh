@@ -28,17 +28,6 @@
 #     natively and through Dawn, each timed against the form before on one loaded model
 #     (tools/ab_decode: mamba3_187m f16/q4, hybrid_130m_g8 f16), and mamba3-187m's decode
 #     profiled kernel by kernel natively (where its step kernel stands) (carry as for --dawn)
-#   bash tools/device/gpu_session.sh --chain    # ~9 min: would a decode token run faster as
-#     one dispatch? tools/bench_chain (a decode-shaped chain of f16 mat-vecs, one dispatch a
-#     stage against one dispatch of resident workgroups waiting inside the kernel) at
-#     mamba-1.4b's and mamba-130m's shapes, natively and through Dawn; then mamba-130m f16
-#     at 66-528 workgroups and mamba-1.4b f16 at 528 and at 264 with 16 / 32 threads a row
-#     decoding through Dawn with the layer kernel (ops/mamba1_persist) (carry as for --dawn)
-#   bash tools/device/gpu_session.sh --persist  # ~8 min: a Mamba-1 layer in one dispatch
-#     (ops/mamba1_persist, off by rule): its checks natively at the grids a GPU holds, then
-#     mamba-130m f16 decoding through Dawn with it off and on, its count polled each way and
-#     phases ablated, and mamba-1.4b f16 at 264 / 528 workgroups, side by side on one loaded
-#     model (tools/ab_decode) (carry as for --dawn)
 # (each under the device's 10-minute limit per command; a bench killed by its timeout prints
 # nothing, so the timeouts below leave room).
 set -uo pipefail
@@ -140,53 +129,6 @@ if [ "${1:-}" = "--folds" ]; then
   timeout 90 python3 -m tools.profile_kernels --models mamba3_187m --weights f16 --tokens 16 \
     --prefill 64 > "$OUT/mamba3_decode_profile.json" 2> "$OUT/mamba3_decode_profile.err"
   stamp $? >> "$OUT/mamba3_decode_profile.err"
-  exit 0
-fi
-if [ "${1:-}" = "--chain" ]; then
-  both_engines
-  for shape in "2048 48" "768 24"; do
-    set -- $shape
-    timeout 150 python3 -m tools.bench_chain --d $1 --layers $2 --grids 132,264 \
-      --tpr 32,64 > "$OUT/chain_native_$1.txt" 2>&1
-    stamp $? >> "$OUT/chain_native_$1.txt"
-    timeout 150 python3 -m tools.bench_chain --dawn --d $1 --layers $2 --grids 132,264 \
-      --tpr 64 > "$OUT/chain_dawn_$1.txt" 2>&1
-    stamp $? >> "$OUT/chain_dawn_$1.txt"
-  done
-  # the layer kernel (ops/mamba1_persist) at the 130m shape through Dawn, four grids
-  P=MAMBAWEB_MAMBA1_PERSIST=1,MAMBAWEB_PERSIST_GROUPS
-  timeout 110 python3 -m tools.cli bench --dawn --json --only model --models mamba130m \
-    --weights f16 --decode-tokens 256 --max-seconds 1 --variant p66:$P=66 --variant p132:$P=132 \
-    --variant p264:$P=264 --variant p528:$P=528 > "$OUT/persist_130m.json" 2> "$OUT/persist_130m.err"
-  stamp $? >> "$OUT/persist_130m.err"
-  timeout 150 python3 -m tools.cli bench --dawn --json --only model --models mamba1_4b \
-    --weights f16 --decode-tokens 128 --max-seconds 1 --variant p528:$P=528 \
-    --variant p264t16:$P=264,MAMBAWEB_PERSIST_TPR=16 --variant p264t32:$P=264,MAMBAWEB_PERSIST_TPR=32 \
-    > "$OUT/persist_14b_grid.json" 2> "$OUT/persist_14b_grid.err"
-  stamp $? >> "$OUT/persist_14b_grid.err"
-  exit 0
-fi
-if [ "${1:-}" = "--persist" ]; then
-  both_engines
-  timeout 60 python3 -m tools.device_checks --engine native --only "mamba1 persist" \
-    > "$OUT/checks_persist_native.txt" 2>&1
-  stamp $? >> "$OUT/checks_persist_native.txt"
-  # the layer kernel against the engine's dispatches on one loaded model (tools/ab_decode) at
-  # mamba-130m: 132 / 264 / 528 workgroups, the count polled in written-out rounds (lavapipe's
-  # form; 26 us a layer on the out_proj phase in the twenty-ninth session's call) and not at
-  # all, and phases 0..2 only (the ablation: what out_proj's phase adds)
-  P=mamba1_persist=1,persist_groups
-  timeout 110 python3 -m tools.ab_decode --dawn --models mamba130m --weights f16 --tokens 128 \
-    --rounds 2 --setting base:mamba1_persist=0 --setting p264:$P=264 \
-    --setting w264:$P=264,persist_written_out=1 --setting c264:$P=264,persist_count=0 \
-    --setting L2:$P=264,persist_last=2 --setting p132:$P=132 --setting p528:$P=528 \
-    > "$OUT/persist_130m.txt" 2>&1
-  stamp $? >> "$OUT/persist_130m.txt"
-  # mamba-1.4b f16 (its load through Dawn takes most of this; ten settings did not fit 240 s)
-  timeout 250 python3 -m tools.ab_decode --dawn --models mamba1_4b --weights f16 --tokens 64 \
-    --rounds 1 --setting base:mamba1_persist=0 --setting p264:$P=264 --setting p528:$P=528 \
-    > "$OUT/persist_14b.txt" 2>&1
-  stamp $? >> "$OUT/persist_14b.txt"
   exit 0
 fi
 if [ "${1:-}" = "--dawn" ]; then
