@@ -1,13 +1,23 @@
 // Mamba-3's SISO lanes step (lib/mamba3_step_common.wgsl) with mamba3_prep folded in: each
 // workgroup computes its own head's DT, alpha, beta, gamma and the S thetas from in_proj's raw
 // columns (lib/mamba3_prep.wgsl's prep_value, the same expressions mamba3_prep stores) and reads
-// the biases and D from the parameters themselves -- one dispatch fewer per decoded layer (5: three
-// in_proj mat-vecs, this step, out_proj with the gate).
+// the biases and D from the parameters themselves -- one dispatch fewer per decoded layer.
 // Storage bindings: the raw scalars, 4 parameters, x/Bn/Cn/y, 4 states, 2 norm weights = 15, so
 // the host uses it only where the device binds that many (py_engine/ops/mamba3.step_folds_prep;
 // the H200 gives 16 through Dawn, SwiftShader 10). The four raw inputs come in ONE binding: the
 // mixer has in_proj write dd_dt, dd_A, trap and angles into one buffer (their views' offsets and
 // strides in p.dt_off ..  p.an_str).
+//
+// Two forms (py_engine/ops/mamba3.step_splits picks):
+//   mamba3_step_lanes_folded   one dispatch, one 256-thread workgroup a head (grid H, Bsz): the
+//                              head's P rows x N states in one workgroup -- 24 workgroups at
+//                              mamba3-187m, 48% of its decode's GPU time on an H100
+//   mamba3_step_head + mamba3_step_rows   two dispatches: the head's prologue once (grid H, Bsz;
+//                              the k and angle states are per head, read then overwritten, so the
+//                              workgroups that split a head's rows cannot each update them), its
+//                              k, k_prev, q and scalars into `kq`; then RPW rows a workgroup
+//                              (grid H * ceil(P / RPW), Bsz: 192 at mamba3-187m) -- the same
+//                              arithmetic in the same order as the one-dispatch form.
 
 //#include "lib/mamba3_step_common.wgsl"
 
@@ -43,4 +53,91 @@ fn mamba3_step_lanes_folded(@builtin(workgroup_id) wid: vec3<u32>,
                           @builtin(local_invocation_index) lid: u32) {
   if (wid.x >= p.H || wid.y >= p.nb) { return; }   // uniform: depends on the workgroup only
   lanes_step(wid.x, wid.y, lid);
+}
+
+// kq [Bsz, H, KQ], KQ = 3N + 4: k [0, N) | k_prev [N, 2N) | q [2N, 3N) | alpha, beta, gamma, D
+@group(0) @binding(2) var<storage, read_write> kq: array<f32>;
+
+fn kq_base(b: u32, h: u32) -> u32 { return (b * p.H + h) * (3u * p.N + 4u); }
+
+@compute @workgroup_size(256)
+fn mamba3_step_head(@builtin(workgroup_id) wid: vec3<u32>,
+                    @builtin(local_invocation_index) lid: u32) {
+  if (wid.x >= p.H || wid.y >= p.nb) { return; }   // uniform: depends on the workgroup only
+  let h = wid.x;
+  let b = wid.y;
+  let t = head_step(b, h);
+  siso_prologue(b, h, h / (p.H / p.G), t.dt, lid);
+  let o = kq_base(b, h);
+  for (var e = lid; e < 3u * p.N; e += 256u) { kq[o + e] = sh[e]; }
+  if (lid == 0u) {
+    kq[o + 3u * p.N] = t.alpha;
+    kq[o + 3u * p.N + 1u] = t.beta;
+    kq[o + 3u * p.N + 2u] = t.gamma;
+    kq[o + 3u * p.N + 3u] = t.Dh;
+  }
+}
+
+// RPW rows of one head a workgroup: row blk * RPW + slot, lane l of it taking n = l, l + LANES, ..
+// (states MAXJ a round, loaded before kq is); y's sum over n as lanes_step's (n ascending a lane,
+// then the same tree).
+@compute @workgroup_size(256)
+fn mamba3_step_rows(@builtin(workgroup_id) wid: vec3<u32>,
+                    @builtin(local_invocation_index) lid: u32) {
+  let blocks = (p.P + RPW - 1u) / RPW;
+  if (wid.x >= p.H * blocks || wid.y >= p.nb) { return; }   // uniform: the workgroup's
+  let N = p.N;
+  let P = p.P;
+  let h = wid.x / blocks;
+  let b = wid.y;
+  let bh = b * p.H + h;
+  let lane = lid % LANES;
+  let pp = (wid.x % blocks) * RPW + lid / LANES;
+  let J = (N + LANES - 1u) / LANES;        // states a lane walks in its row
+  let live = pp < P;
+  var hs: array<f32, 4>;                   // [MAXJ]
+  var xv = 0.0;
+  var vv = 0.0;
+  if (live) {
+    for (var jj = 0u; jj < MAXJ; jj++) {
+      let n = jj * LANES + lane;
+      if (n < N) { hs[jj] = s_ssm[(bh * P + pp) * N + n]; }
+    }
+    xv = x[p.x_off + b * p.x_str + h * P + pp];
+    vv = s_v[bh * P + pp];
+  }
+  let o = kq_base(b, h);
+  for (var e = lid; e < 3u * N; e += 256u) { sh[e] = kq[o + e]; }
+  let alpha = kq[o + 3u * N];
+  let bv = kq[o + 3u * N + 1u] * vv;
+  let gv = kq[o + 3u * N + 2u] * xv;
+  let Dh = kq[o + 3u * N + 3u];
+  workgroupBarrier();
+  // sh: k [0, N) | k_prev [N, 2N) | q [2N, 3N)
+  var acc = 0.0;
+  for (var j0 = 0u; j0 < J; j0 += MAXJ) {
+    if (live) {
+      let base = (bh * P + pp) * N;
+      for (var jj = 0u; jj < MAXJ; jj++) {
+        let n = (j0 + jj) * LANES + lane;
+        if (n < N) {
+          var hv = hs[jj];
+          if (j0 > 0u) { hv = s_ssm[base + n]; }
+          let s = alpha * hv + (bv * sh[N + n] + gv * sh[n]);
+          s_ssm[base + n] = s;
+          acc += s * sh[2u * N + n];
+        }
+      }
+    }
+  }
+  red[lid] = acc;
+  workgroupBarrier();
+  for (var st = LANES / 2u; st > 0u; st >>= 1u) {
+    if (lane < st) { red[lid] += red[lid + st]; }
+    workgroupBarrier();
+  }
+  if (lane == 0u && live) {
+    s_v[bh * P + pp] = xv;
+    y[p.y_off + b * p.y_str + h * P + pp] = red[lid] + Dh * xv;
+  }
 }

@@ -176,6 +176,18 @@ def mamba3_step_cases():
     for c in cases:
         yield f"mamba3 lanes step kernel {c.id}", \
             (lambda e, a=c.values: KM3.check_forward_step(e, *a))
+    # the folded step as two dispatches (ops/mamba3.step_splits: the head's prologue, then 8
+    # rows a workgroup) on the same cases, and two models decoding with it against one dispatch
+    for c in cases:
+        yield f"mamba3 split step kernel {c.id}", \
+            (lambda e, a=c.values: _split(e, KM3.check_forward_step, *a))
+    from pathlib import Path
+    from tests.browser.decode_fold_cases import check_fold
+    for name, layers in (("mamba3-g1-r05-tied", 2), ("mamba3-g2-r10-untied-onorm", 2)):
+        folder = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "models" / name
+        yield f"decode mamba3 step split {name} f32", \
+            (lambda e, folder=folder, layers=layers: check_fold(
+                e, folder, "f32", "mamba3_step_split", -layers, reset=None))
     # the chunked forward (ops/mamba3.forward_chunk_len; MAMBAWEB_MAMBA3_CHUNK=32 in the
     # environment of --engine native runs the H200's longest chunk) == serial == float64, a
     # short last chunk
@@ -192,6 +204,14 @@ def mamba3_step_cases():
     yield "mamba3 tiled forward MIMO R4 real-head L8", \
         (lambda e: _tiled(e, 8, None, KM3.test_mamba3_mimo_chunked_equals_serial,
                           1, 37, 2, 64, 1, 128, 4, 0.5, True))
+
+
+def _split(e, check, *args):
+    e.run("device.mamba3_step_split = True")
+    try:
+        return check(e, *args)
+    finally:
+        e.run("device.mamba3_step_split = None")
 
 
 def _tiled(e, L, block, check, *args):

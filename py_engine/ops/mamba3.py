@@ -504,6 +504,10 @@ def mamba3_step(batch, x, Bn, Cn, dd_dt, dd_A, trap, angles, state, *, dt_bias, 
     if raw is not None:                    # the step computes its head's scalars: no prep
         flags = HAS_INIT | (HEAVY if heavy_tail else 0)
         un = _uniform_fn(dev, s, flags, A_floor, xv, bv, cv, yv, raw[1], 0, 0, 0, 0)()
+        if step_splits(dev):
+            _step_split(batch, s, un, raw[0], dt_bias, B_bias, C_bias, D, xv, bv, cv, yv, st,
+                        norms, lanes_consts)
+            return y
         res = [un, raw[0], None, None, None, dt_bias.binding, B_bias.binding, C_bias.binding,
                D.binding, None, xv[0], bv[0], cv[0], yv[0]] + [t.binding for t in st] + norms
         batch.run(STEP_FOLDED, "mamba3_step_lanes_folded", res, s.H, s.nb, constants=lanes_consts)
@@ -518,6 +522,37 @@ def mamba3_step(batch, x, Bn, Cn, dd_dt, dd_A, trap, angles, state, *, dt_bias, 
     batch.run(STEP, entry, res, s.H, s.nb, constants=consts)
     pre.release()
     return y
+
+
+def _step_split(batch, s, un, raw, dt_bias, B_bias, C_bias, D, xv, bv, cv, yv, st, norms,
+                consts):
+    """The folded SISO step in two dispatches (shaders/mamba3_step_folded.wgsl): mamba3_step_head
+    (a workgroup a head: its scalars, B's and C's norms, the angles, k and q; the k and angle
+    states) writes kq [Bsz, H, 3N + 4]; mamba3_step_rows (SPLIT_ROWS rows a workgroup) updates
+    the ssm and v states and writes y."""
+    ang, ssm, k, v = (t.binding for t in st)
+    kq = Tensor(batch.device, (s.nb, s.H, 3 * s.N + 4))
+    head = [un, raw, kq.binding, None, None, dt_bias.binding, B_bias.binding, C_bias.binding,
+            D.binding, None, None, bv[0], cv[0], None, ang, None, k, None] + norms
+    batch.run(STEP_FOLDED, "mamba3_step_head", head, s.H, s.nb, constants=consts)
+    rows = [un, None, kq.binding, None, None, None, None, None, None, None, xv[0], None, None,
+            yv[0], None, ssm, None, v]
+    blocks = -(-s.P // SPLIT_ROWS)
+    batch.run(STEP_FOLDED, "mamba3_step_rows", rows, s.H * blocks, s.nb,
+              constants={"WS": consts["WS"]})
+    kq.release()
+
+
+SPLIT_ROWS = 8           # mamba3_step_rows' rows a workgroup (the shader's RPW)
+
+
+def step_splits(dev):
+    """Whether the folded SISO step runs as two dispatches, a head's rows over ceil(P / 8)
+    workgroups (_step_split), rather than one workgroup a head (mamba3_step_lanes_folded: 24
+    workgroups at mamba3-187m, 48% of its decode's GPU time on an H100): `device.mamba3_step_split`
+    (tests) or MAMBAWEB_MAMBA3_SPLIT=1|0 (bench variants); off by rule until timed on a GPU."""
+    return step_kernels.choose(dev, "mamba3_step_split", "MAMBAWEB_MAMBA3_SPLIT", "1", "0",
+                               lambda: False)
 
 
 LANES_STORAGE = 11       # storage buffers mamba3_step_lanes binds (9 + the two norm weights)

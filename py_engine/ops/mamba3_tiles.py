@@ -8,8 +8,13 @@ in register arrays and every k, q and M tile in workgroup memory as f32s, which 
 there (15,047 against 22,110 tok/s prefill of 1,024 tokens, H200 through Dawn, the twenty-fifth
 session). The tiled kernels stage their operands as vec4s in blocks of dims sized from the
 device, as Mamba-2's ssd_chunked.wgsl does (measured 2.6x Mamba-2's prefill), so the chunks may
-be longer and the chunk states the carry walks fewer. Not timed on a GPU yet: off unless set."""
-from py_engine.gpu.settings import choose, pick
+be longer and the chunk states the carry walks fewer. Timed on an H100 through Dawn (the
+thirty-first session, mamba3-187m f16, against the thread-per-row kernels at 8-token chunks):
+1,024-token prefill 21,315 against 18,978 tok/s streamed (25,653 against 20,809 recorded),
+256 tokens 5,878 against 4,301; one forward of 1,024 tokens alone natively 1,131 against
+1,647 us (tools/ablate_mamba3). On by rule on real GPUs."""
+from py_engine.gpu.settings import pick
+from py_engine.ops.step_kernels import hardware
 from py_engine.ops._common import workgroup_storage
 
 TILE_WG = 256              # the kernels' workgroup size (CWG)
@@ -20,8 +25,9 @@ MAX_LR = 32                # (token, rank) rows a chunk: M tiles of one workgrou
 
 def tiles_on(dev):
     """Whether path "parallel" runs the tiled kernels: `device.mamba3_tiles` (tests), else
-    MAMBAWEB_MAMBA3_TILES = 1 | 0 (bench variants); off by rule until timed on a GPU."""
-    return choose(dev, "mamba3_tiles", "MAMBAWEB_MAMBA3_TILES", "1", "0", lambda: False)
+    MAMBAWEB_MAMBA3_TILES = 1 | 0 (bench variants), else on a real GPU (not a CPU adapter:
+    SwiftShader, lavapipe, where the tests force them)."""
+    return hardware(dev, "mamba3_tiles", "MAMBAWEB_MAMBA3_TILES")
 
 
 def _v(n):

@@ -149,6 +149,44 @@ fn sum64_pair(lid: u32, a: f32, c: f32) -> vec2<f32> {
   return total;
 }
 
+// B's and C's rows of group g normalised into sh (NORM_BC: [3N + S, 4N + S) and [4N + S, 5N + S)),
+// 256 threads; call from uniform control flow (barriers inside).
+fn norm_bc_into_sh(b: u32, g: u32, lid: u32) {
+  let N = p.N;
+  let S = p.S;
+  let bo = p.b_off + b * p.b_str + g * N;
+  let co = p.c_off + b * p.c_str + g * N;
+  var sb = 0.0;
+  var sc = 0.0;
+  if (lid < 64u) {
+    for (var j = lid; j < N; j += 64u) {
+      let vb = Bn[bo + j];
+      sb += vb * vb;
+      let vc = Cn[co + j];
+      sc += vc * vc;
+    }
+  }
+  let sums = sum64_pair(lid, sb, sc);
+  let rb = inverseSqrt(sums.x / f32(N) + NORM_EPS);
+  let rc = inverseSqrt(sums.y / f32(N) + NORM_EPS);
+  for (var j = lid; j < N; j += 256u) {
+    sh[3u * N + S + j] = Bn[bo + j] * rb * B_normw[j];
+    sh[4u * N + S + j] = Cn[co + j] * rc * C_normw[j];
+  }
+  workgroupBarrier();
+}
+
+// The SISO step's prologue for a 256-thread workgroup of head h, sequence b (group g): B's and C's
+// norms where folded, the angles advanced by dt, k and q rotated into sh (k [0, N) | k_prev
+// [N, 2N) | q [2N, 3N)) and the k and angle states written. Uniform control flow (barriers).
+fn siso_prologue(b: u32, h: u32, g: u32, dt: f32, lid: u32) {
+  if (NORM_BC) { norm_bc_into_sh(b, g, lid); }   // uniform: a pipeline constant
+  prologue_load(b, h, dt, lid);           // mamba3_step's prologue (R = 1), WG threads
+  workgroupBarrier();
+  prologue_rotate(b, h, g, lid);
+  workgroupBarrier();
+}
+
 // A round's states of this thread: hs[i * MAXJ + jj] = s_ssm[b, h, row (r0 + i) * RPW + slot,
 // state (j0 + jj) * LANES + lane] (0 past P or N).
 fn load_states(bh: u32, r0: u32, j0: u32, slot: u32, lane: u32,
@@ -198,32 +236,7 @@ fn lanes_step(h: u32, b: u32, lid: u32) {
   load_states(bh, 0u, 0u, slot, lane, &hs);
   load_rows(b, h, bh, 0u, slot, &xs, &vs);
   let t = head_step(b, h);
-  if (NORM_BC) {                           // uniform: a pipeline constant
-    let bo = p.b_off + b * p.b_str + g * N;
-    let co = p.c_off + b * p.c_str + g * N;
-    var sb = 0.0;
-    var sc = 0.0;
-    if (lid < 64u) {
-      for (var j = lid; j < N; j += 64u) {
-        let vb = Bn[bo + j];
-        sb += vb * vb;
-        let vc = Cn[co + j];
-        sc += vc * vc;
-      }
-    }
-    let sums = sum64_pair(lid, sb, sc);
-    let rb = inverseSqrt(sums.x / f32(N) + NORM_EPS);
-    let rc = inverseSqrt(sums.y / f32(N) + NORM_EPS);
-    for (var j = lid; j < N; j += 256u) {
-      sh[3u * N + S + j] = Bn[bo + j] * rb * B_normw[j];
-      sh[4u * N + S + j] = Cn[co + j] * rc * C_normw[j];
-    }
-    workgroupBarrier();
-  }
-  prologue_load(b, h, t.dt, lid);         // mamba3_step's prologue (R = 1), WG threads
-  workgroupBarrier();
-  prologue_rotate(b, h, g, lid);
-  workgroupBarrier();
+  siso_prologue(b, h, g, t.dt, lid);
   // sh: k [0, N) | k_prev [N, 2N) | q [2N, 3N)
   var acc: array<f32, 8>;
   for (var r0 = 0u; r0 < passes; r0 += MAXP) {

@@ -34,6 +34,34 @@ def test_kernel_suite_steps_with_lanes(forced, nb, T, H, P, G, N, rf, heavy, wit
     assert info["step_folded"] == cols
 
 
+@pytest.fixture
+def split(forced):
+    forced.device.mamba3_step_split = True
+    yield forced
+    forced.device.mamba3_step_split = None
+
+
+@pytest.mark.parametrize("nb,T,H,P,G,N,rf,heavy,with_state,cols",
+                         KM3.CASES + KM3.LANES_ROUNDS_CASES)
+def test_kernel_suite_steps_split(split, nb, T, H, P, G, N, rf, heavy, with_state, cols):
+    """The folded step as two dispatches (mamba3_step_head, then mamba3_step_rows: 8 rows a
+    workgroup) where it folds (Cols views): the same reference checks; P not a multiple of 8,
+    rows past 64 and states past 128 a row (a lane's second round)."""
+    info = KM3.check_forward_step(split, nb, T, H, P, G, N, rf, heavy, with_state, cols)
+    assert info["step_split"] == cols
+
+
+@pytest.mark.parametrize("name", ["mamba3-g1-r05-tied", "mamba3-g2-r10-untied-onorm"])
+def test_models_decode_the_same_with_the_step_split(forced, name):
+    """The step split in two (head, rows): one dispatch more a layer, the same arithmetic in the
+    same order -- the same logits (1e-6) and greedy tokens, B's and C's norms folded or not."""
+    import json
+    n_layer = json.loads((FIX / name / "config.json").read_text())["n_layer"]
+    r = check_fold(forced, FIX / name, "f32", "mamba3_step_split", -n_layer,
+                   ids=[1, 5, 9, 2, 7, 3], reset=None, tol=1e-6)
+    assert len(r["fold_tokens"]) > 1
+
+
 @pytest.mark.parametrize("nb,T,H,P,G,N,rf,heavy,with_state,cols", KM3.LANES_ROUNDS_CASES)
 def test_lanes_step_takes_its_rows_and_states_in_rounds(forced, nb, T, H, P, G, N, rf, heavy,
                                                          with_state, cols):
@@ -112,6 +140,16 @@ def test_the_choice(monkeypatch):
     assert not m3.step_folds_prep(_Dev(), False)
     monkeypatch.setenv("MAMBAWEB_MAMBA3_STEP", "rows")
     assert not m3.step_lanes(_Dev())
+    monkeypatch.delenv("MAMBAWEB_MAMBA3_SPLIT", raising=False)
+    assert not m3.step_splits(_Dev())                           # off by rule until timed
+    on = _Dev()
+    on.mamba3_step_split = True
+    assert m3.step_splits(on)
+    monkeypatch.setenv("MAMBAWEB_MAMBA3_SPLIT", "1")
+    assert m3.step_splits(_Dev())
+    monkeypatch.setenv("MAMBAWEB_MAMBA3_SPLIT", "yes")
+    with pytest.raises(ValueError, match="MAMBAWEB_MAMBA3_SPLIT"):
+        m3.step_splits(_Dev())
 
 
 FOLD_SNIPPET = """

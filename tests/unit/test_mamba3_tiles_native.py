@@ -57,7 +57,8 @@ def test_tile_chunk_length_and_blocks_follow_the_workgroup_memory(monkeypatch):
     """mamba3-187m's heads (P 64, N 128, 32 angles): 16-token chunks in WebGPU's default 16 KiB
     (K whole, the out kernel's operands in blocks of 21 dims), 32 in an H200's 48 KiB; the
     stated blocks fit; a chunk length set past what fits takes the longest that does; rank 4
-    takes 8 tokens (L R 32); off by rule, on by the device flag or the environment."""
+    takes 8 tokens (L R 32); on by rule on a real GPU, off on a CPU adapter, the device
+    flag or the environment over both."""
     from py_engine.ops import mamba3_tiles as T
     for var in ("MAMBAWEB_MAMBA3_TILES", "MAMBAWEB_MAMBA3_CHUNK"):
         monkeypatch.delenv(var, raising=False)
@@ -71,6 +72,9 @@ def test_tile_chunk_length_and_blocks_follow_the_workgroup_memory(monkeypatch):
     assert T.chunk_len(d48, 64, 128, 32, R=4) == 8
     assert T.chunk_len(_dev(48, mamba3_chunk=8), 64, 128, 32) == 8
     assert T.chunk_len(_dev(1), 64, 128, 32) == 0
-    assert T.tiles_on(_dev(16)) is False and T.tiles_on(_dev(16, mamba3_tiles=True)) is True
+    assert T.tiles_on(_dev(16)) is True        # a real GPU
+    fallback = _dev(16)
+    fallback.info = {"is_fallback": True}
+    assert T.tiles_on(fallback) is False and T.tiles_on(_dev(16, mamba3_tiles=True)) is True
     monkeypatch.setenv("MAMBAWEB_MAMBA3_TILES", "1")
     assert T.tiles_on(_dev(16)) is True

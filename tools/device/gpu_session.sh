@@ -5,7 +5,9 @@
 # libglx0, libopengl0, libgles2 from Debian), .whl/*.whl (wgpu-py and the server's wheels), and
 # for --dawn .whl_dawn/*.whl (the server's wheels) and .dawn/bundle.tar.xz (tools/dawn/bundle.sh).
 # A Dawn call's working tree plus carry must stay under 64 MiB: leave models/default's weights
-# out of it (three device checks then fail for want of them). Results go to $OUT.
+# out of it (three device checks then fail for want of them). Results go to $OUT/results.tgz (a
+# call brings back at most 8 files: the --folds call of the thirty-first session lost two of its
+# eleven), written on exit.
 #
 #   bash tools/device/gpu_session.sh            # ~9 min: checks + native bench
 #   bash tools/device/gpu_session.sh --dawn     # ~9 min: Dawn checks + Dawn bench instead
@@ -23,6 +25,10 @@
 #     in each form, with parts ablated (tools/ablate_mamba3), the mamba3-187m prefill through
 #     Dawn with the tiled kernels as variants, and its native profile with them on (carry as
 #     for --dawn)
+#   bash tools/device/gpu_session.sh --split    # ~5 min: Mamba-3's folded decode step as two
+#     dispatches (ops/mamba3.step_splits: the head's prologue, then 8 rows a workgroup) checked
+#     natively and through Dawn, timed against one dispatch on one loaded model (tools/ab_decode:
+#     mamba3_187m f16/q4), and mamba3-187m's decode profiled with it (carry as for --dawn)
 #   bash tools/device/gpu_session.sh --folds    # ~7 min: the thirtieth session's decode folds
 #     (Mamba-3's in_proj packed in one dispatch, grouped norms into out_proj): their checks
 #     natively and through Dawn, each timed against the form before on one loaded model
@@ -31,8 +37,10 @@
 # (each under the device's 10-minute limit per command; a bench killed by its timeout prints
 # nothing, so the timeouts below leave room).
 set -uo pipefail
-OUT=${OUT:-/tmp/gpu_session}
-mkdir -p "$OUT"
+FINAL=${OUT:-/tmp/gpu_session}
+mkdir -p "$FINAL"
+OUT=$(mktemp -d)
+trap 'tar czf "$FINAL/results.tgz" -C "$OUT" .' EXIT
 for f in .gl/*.deb; do dpkg -x "$f" /; done
 ldconfig
 export VK_DRIVER_FILES=${VK_DRIVER_FILES:-/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json}
@@ -106,6 +114,19 @@ if [ "${1:-}" = "--mamba3" ]; then
   MAMBAWEB_MAMBA3_TILES=1 timeout 100 python3 -m tools.profile_kernels --models mamba3_187m \
     --weights f16 --tokens 8 --prefill 1024 > "$OUT/mamba3_profile.json" 2> "$OUT/mamba3_profile.err"
   stamp $? >> "$OUT/mamba3_profile.err"
+  exit 0
+fi
+if [ "${1:-}" = "--split" ]; then
+  both_engines
+  checks_both split "split" 120
+  timeout 150 python3 -m tools.ab_decode --dawn --models mamba3_187m --weights f16,q4 \
+    --tokens 128 --rounds 2 --setting split:mamba3_step_split=1 --setting one:mamba3_step_split=0 \
+    > "$OUT/mamba3_split.txt" 2>&1
+  stamp $? >> "$OUT/mamba3_split.txt"
+  MAMBAWEB_MAMBA3_SPLIT=1 timeout 90 python3 -m tools.profile_kernels --models mamba3_187m \
+    --weights f16 --tokens 16 --prefill 64 > "$OUT/mamba3_split_profile.json" \
+    2> "$OUT/mamba3_split_profile.err"
+  stamp $? >> "$OUT/mamba3_split_profile.err"
   exit 0
 fi
 if [ "${1:-}" = "--folds" ]; then
