@@ -18,6 +18,11 @@
 //                              k, k_prev, q and scalars into `kq`; then RPW rows a workgroup
 //                              (grid H * ceil(P / RPW), Bsz: 192 at mamba3-187m) -- the same
 //                              arithmetic in the same order as the one-dispatch form.
+//   mamba3_step_rows_last      one dispatch of the rows' grid: every workgroup runs the head's
+//                              prologue itself (reading the old k and angles), counts itself in
+//                              `arrived` once they are read, and the head's last to arrive writes
+//                              the new k and angles and sets the count back to 0 -- no workgroup
+//                              waits on another, so no forward-progress assumption is made.
 
 //#include "lib/mamba3_step_common.wgsl"
 
@@ -79,51 +84,52 @@ fn mamba3_step_head(@builtin(workgroup_id) wid: vec3<u32>,
 }
 
 // RPW rows of one head a workgroup: row blk * RPW + slot, lane l of it taking n = l, l + LANES, ..
-// (states MAXJ a round, loaded before kq is); y's sum over n as lanes_step's (n ascending a lane,
-// then the same tree).
-@compute @workgroup_size(256)
-fn mamba3_step_rows(@builtin(workgroup_id) wid: vec3<u32>,
-                    @builtin(local_invocation_index) lid: u32) {
+// (states MAXJ a round, loaded before the prologue's values are waited for); y's sum over n as
+// lanes_step's (n ascending a lane, then the same tree).
+struct Rows { h: u32, blk: u32, pp: u32, live: bool };
+
+fn rows_of_workgroup(wid: vec3<u32>, lid: u32) -> Rows {
   let blocks = (p.P + RPW - 1u) / RPW;
-  if (wid.x >= p.H * blocks || wid.y >= p.nb) { return; }   // uniform: the workgroup's
-  let N = p.N;
-  let P = p.P;
-  let h = wid.x / blocks;
-  let b = wid.y;
-  let bh = b * p.H + h;
-  let lane = lid % LANES;
-  let pp = (wid.x % blocks) * RPW + lid / LANES;
-  let J = (N + LANES - 1u) / LANES;        // states a lane walks in its row
-  let live = pp < P;
-  var hs: array<f32, 4>;                   // [MAXJ]
-  var xv = 0.0;
-  var vv = 0.0;
-  if (live) {
+  var r: Rows;
+  r.h = wid.x / blocks;
+  r.blk = wid.x % blocks;
+  r.pp = r.blk * RPW + lid / LANES;
+  r.live = r.pp < p.P;
+  return r;
+}
+
+// The first round's states of a lane's row (MAXJ, 0 past N).
+fn first_states(bh: u32, r: Rows, lane: u32) -> array<f32, 4> {
+  var hs: array<f32, 4>;
+  if (r.live) {
     for (var jj = 0u; jj < MAXJ; jj++) {
       let n = jj * LANES + lane;
-      if (n < N) { hs[jj] = s_ssm[(bh * P + pp) * N + n]; }
+      if (n < p.N) { hs[jj] = s_ssm[(bh * p.P + r.pp) * p.N + n]; }
     }
-    xv = x[p.x_off + b * p.x_str + h * P + pp];
-    vv = s_v[bh * P + pp];
   }
-  let o = kq_base(b, h);
-  for (var e = lid; e < 3u * N; e += 256u) { sh[e] = kq[o + e]; }
-  let alpha = kq[o + 3u * N];
-  let bv = kq[o + 3u * N + 1u] * vv;
-  let gv = kq[o + 3u * N + 2u] * xv;
-  let Dh = kq[o + 3u * N + 3u];
-  workgroupBarrier();
-  // sh: k [0, N) | k_prev [N, 2N) | q [2N, 3N)
+  return hs;
+}
+
+// The rows' update once sh holds k [0, N) | k_prev [N, 2N) | q [2N, 3N) (a barrier before);
+// t: the head's alpha, beta, gamma and D.
+fn rows_update(b: u32, r: Rows, lid: u32, hs0: array<f32, 4>, xv: f32, vv: f32, t: HeadStep) {
+  let N = p.N;
+  let P = p.P;
+  let bh = b * p.H + r.h;
+  let lane = lid % LANES;
+  let J = (N + LANES - 1u) / LANES;        // states a lane walks in its row
+  let bv = t.beta * vv;
+  let gv = t.gamma * xv;
   var acc = 0.0;
   for (var j0 = 0u; j0 < J; j0 += MAXJ) {
-    if (live) {
-      let base = (bh * P + pp) * N;
+    if (r.live) {
+      let base = (bh * P + r.pp) * N;
       for (var jj = 0u; jj < MAXJ; jj++) {
         let n = (j0 + jj) * LANES + lane;
         if (n < N) {
-          var hv = hs[jj];
+          var hv = hs0[jj];
           if (j0 > 0u) { hv = s_ssm[base + n]; }
-          let s = alpha * hv + (bv * sh[N + n] + gv * sh[n]);
+          let s = t.alpha * hv + (bv * sh[N + n] + gv * sh[n]);
           s_ssm[base + n] = s;
           acc += s * sh[2u * N + n];
         }
@@ -136,8 +142,67 @@ fn mamba3_step_rows(@builtin(workgroup_id) wid: vec3<u32>,
     if (lane < st) { red[lid] += red[lid + st]; }
     workgroupBarrier();
   }
-  if (lane == 0u && live) {
-    s_v[bh * P + pp] = xv;
-    y[p.y_off + b * p.y_str + h * P + pp] = red[lid] + Dh * xv;
+  if (lane == 0u && r.live) {
+    s_v[bh * P + r.pp] = xv;
+    y[p.y_off + b * p.y_str + r.h * P + r.pp] = red[lid] + t.Dh * xv;
   }
+}
+
+fn x_of(b: u32, r: Rows) -> f32 {
+  if (!r.live) { return 0.0; }
+  return x[p.x_off + b * p.x_str + r.h * p.P + r.pp];
+}
+
+fn v_of(b: u32, r: Rows) -> f32 {
+  if (!r.live) { return 0.0; }
+  return s_v[(b * p.H + r.h) * p.P + r.pp];
+}
+
+@compute @workgroup_size(256)
+fn mamba3_step_rows(@builtin(workgroup_id) wid: vec3<u32>,
+                    @builtin(local_invocation_index) lid: u32) {
+  if (wid.x >= p.H * ((p.P + RPW - 1u) / RPW) || wid.y >= p.nb) { return; }   // uniform
+  let b = wid.y;
+  let r = rows_of_workgroup(wid, lid);
+  let hs = first_states(b * p.H + r.h, r, lid % LANES);
+  let xv = x_of(b, r);
+  let vv = v_of(b, r);
+  let o = kq_base(b, r.h);
+  for (var e = lid; e < 3u * p.N; e += 256u) { sh[e] = kq[o + e]; }
+  var t: HeadStep;
+  t.alpha = kq[o + 3u * p.N];
+  t.beta = kq[o + 3u * p.N + 1u];
+  t.gamma = kq[o + 3u * p.N + 2u];
+  t.Dh = kq[o + 3u * p.N + 3u];
+  workgroupBarrier();
+  rows_update(b, r, lid, hs, xv, vv, t);
+}
+
+// arrived [Bsz, H]: the workgroups of a head that have read the old k and angles this dispatch
+// (0 between dispatches: the last to arrive sets it back)
+@group(0) @binding(3) var<storage, read_write> arrived: array<atomic<u32>>;
+var<workgroup> last_to_arrive: u32;
+
+@compute @workgroup_size(256)
+fn mamba3_step_rows_last(@builtin(workgroup_id) wid: vec3<u32>,
+                         @builtin(local_invocation_index) lid: u32) {
+  let blocks = (p.P + RPW - 1u) / RPW;
+  if (wid.x >= p.H * blocks || wid.y >= p.nb) { return; }   // uniform
+  let b = wid.y;
+  let r = rows_of_workgroup(wid, lid);
+  let bh = b * p.H + r.h;
+  let hs = first_states(bh, r, lid % LANES);
+  let xv = x_of(b, r);
+  let vv = v_of(b, r);
+  let t = head_step(b, r.h);
+  siso_prologue_read_only(b, r.h, r.h / (p.H / p.G), t.dt, lid);
+  // the old k and angles are in sh now (a barrier above): this workgroup has read them
+  if (lid == 0u) {
+    let before = atomicAdd(&arrived[bh], 1u);
+    last_to_arrive = select(0u, 1u, before + 1u == blocks);
+    if (before + 1u == blocks) { atomicStore(&arrived[bh], 0u); }
+  }
+  workgroupBarrier();
+  if (last_to_arrive == 1u) { write_k_angles(b, r.h, lid, 256u); }
+  rows_update(b, r, lid, hs, xv, vv, t);
 }

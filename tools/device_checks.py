@@ -181,6 +181,9 @@ def mamba3_step_cases():
     for c in cases:
         yield f"mamba3 split step kernel {c.id}", \
             (lambda e, a=c.values: _split(e, KM3.check_forward_step, *a))
+        # in one dispatch: the head's last workgroup writes its k and angle states
+        yield f"mamba3 split step last kernel {c.id}", \
+            (lambda e, a=c.values: _split(e, KM3.check_forward_step, *a, last=True))
     from pathlib import Path
     from tests.browser.decode_fold_cases import check_fold
     for name, layers in (("mamba3-g1-r05-tied", 2), ("mamba3-g2-r10-untied-onorm", 2)):
@@ -188,6 +191,9 @@ def mamba3_step_cases():
         yield f"decode mamba3 step split {name} f32", \
             (lambda e, folder=folder, layers=layers: check_fold(
                 e, folder, "f32", "mamba3_step_split", -layers, reset=None))
+        yield f"decode mamba3 step split last {name} f32", \
+            (lambda e, folder=folder, layers=layers: _split(
+                e, check_fold, folder, "f32", "mamba3_step_last", layers, reset=None))
     # the chunked forward (ops/mamba3.forward_chunk_len; MAMBAWEB_MAMBA3_CHUNK=32 in the
     # environment of --engine native runs the H200's longest chunk) == serial == float64, a
     # short last chunk
@@ -206,12 +212,14 @@ def mamba3_step_cases():
                           1, 37, 2, 64, 1, 128, 4, 0.5, True))
 
 
-def _split(e, check, *args):
+def _split(e, check, *args, last=False, **kw):
     e.run("device.mamba3_step_split = True")
+    if last:
+        e.run("device.mamba3_step_last = True")
     try:
-        return check(e, *args)
+        return check(e, *args, **kw)
     finally:
-        e.run("device.mamba3_step_split = None")
+        e.run("device.mamba3_step_split = None\ndevice.mamba3_step_last = None")
 
 
 def _tiled(e, L, block, check, *args):

@@ -505,8 +505,9 @@ def mamba3_step(batch, x, Bn, Cn, dd_dt, dd_A, trap, angles, state, *, dt_bias, 
         flags = HAS_INIT | (HEAVY if heavy_tail else 0)
         un = _uniform_fn(dev, s, flags, A_floor, xv, bv, cv, yv, raw[1], 0, 0, 0, 0)()
         if step_splits(dev):
-            _step_split(batch, s, un, raw[0], dt_bias, B_bias, C_bias, D, xv, bv, cv, yv, st,
-                        norms, lanes_consts)
+            split = _step_rows_last if step_last(dev) else _step_split
+            split(batch, s, un, raw[0], dt_bias, B_bias, C_bias, D, xv, bv, cv, yv, st, norms,
+                  lanes_consts)
             return y
         res = [un, raw[0], None, None, None, dt_bias.binding, B_bias.binding, C_bias.binding,
                D.binding, None, xv[0], bv[0], cv[0], yv[0]] + [t.binding for t in st] + norms
@@ -543,7 +544,40 @@ def _step_split(batch, s, un, raw, dt_bias, B_bias, C_bias, D, xv, bv, cv, yv, s
     kq.release()
 
 
+def _step_rows_last(batch, s, un, raw, dt_bias, B_bias, C_bias, D, xv, bv, cv, yv, st, norms,
+                    consts):
+    """The folded SISO step over the rows' grid in one dispatch (mamba3_step_rows_last): each
+    workgroup runs its head's prologue itself; the head's last workgroup to have read the old k
+    and angles (counted in `arrived`) writes the new ones."""
+    dev = batch.device
+    res = [un, raw, None, _arrived(dev, s.nb * s.H), None, dt_bias.binding, B_bias.binding,
+           C_bias.binding, D.binding, None, xv[0], bv[0], cv[0], yv[0]] + \
+        [t.binding for t in st] + norms
+    batch.run(STEP_FOLDED, "mamba3_step_rows_last", res, s.H * -(-s.P // SPLIT_ROWS), s.nb,
+              constants=consts)
+
+
+def _arrived(dev, n):
+    """A zeroed u32 buffer of at least n counts (mamba3_step_rows_last's `arrived`), one per
+    device: every dispatch leaves its counts at 0, so all layers and models share it."""
+    buf, have = getattr(dev, "_mamba3_arrived", (None, 0))
+    if buf is None or have < n:
+        have = max(n, 64)
+        buf = dev.buffer(4 * have, label="mamba3 arrived")
+        dev.write(buf, bytes(4 * have))
+        dev._mamba3_arrived = (buf, have)
+    return buf
+
+
 SPLIT_ROWS = 8           # mamba3_step_rows' rows a workgroup (the shader's RPW)
+
+
+def step_last(dev):
+    """Whether a split step runs in one dispatch, the head's last workgroup writing its k and
+    angle states (_step_rows_last), rather than two (_step_split): `device.mamba3_step_last`
+    (tests) or MAMBAWEB_MAMBA3_LAST=1|0 (bench variants); off by rule until timed."""
+    return step_kernels.choose(dev, "mamba3_step_last", "MAMBAWEB_MAMBA3_LAST", "1", "0",
+                               lambda: False)
 
 
 def step_splits(dev):

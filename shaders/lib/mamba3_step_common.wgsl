@@ -98,14 +98,16 @@ fn prologue_load(b: u32, h: u32, dt: f32, lid: u32) {
 
 fn prologue_rotate(b: u32, h: u32, g: u32, lid: u32) {
   if (lid >= WG) { return; }
-  let N = p.N;
-  let S = p.S;
-  let RN = p.R * N;
   rotate_kq(b, h, g, 0u, lid);
-  for (var e = lid; e < RN; e += WG) {   // the old k was copied into sh[RN + e] before the barrier
-    s_k[k_index(b, h, e)] = sh[e];
-  }
-  for (var i = lid; i < S; i += WG) { s_ang[(b * p.H + h) * S + i] = sh[3u * RN + i]; }
+  write_k_angles(b, h, lid, WG);          // the old k was copied into sh[RN + e] before the barrier
+}
+
+// The new k (sh[0, RN)) and angles (sh[3RN, 3RN + S)) into the k and angle states, threads
+// lid < step of the workgroup.
+fn write_k_angles(b: u32, h: u32, lid: u32, step: u32) {
+  let RN = p.R * p.N;
+  for (var e = lid; e < RN; e += step) { s_k[k_index(b, h, e)] = sh[e]; }
+  for (var i = lid; i < p.S; i += step) { s_ang[(b * p.H + h) * p.S + i] = sh[3u * RN + i]; }
 }
 
 // The SISO step with LANES threads per state row (real GPUs; py_engine/ops/mamba3.step_lanes):
@@ -184,6 +186,16 @@ fn siso_prologue(b: u32, h: u32, g: u32, dt: f32, lid: u32) {
   prologue_load(b, h, dt, lid);           // mamba3_step's prologue (R = 1), WG threads
   workgroupBarrier();
   prologue_rotate(b, h, g, lid);
+  workgroupBarrier();
+}
+
+// siso_prologue without writing the k and angle states (mamba3_step_rows_last: one workgroup of
+// the head writes them once every workgroup has read the old ones).
+fn siso_prologue_read_only(b: u32, h: u32, g: u32, dt: f32, lid: u32) {
+  if (NORM_BC) { norm_bc_into_sh(b, g, lid); }
+  prologue_load(b, h, dt, lid);
+  workgroupBarrier();
+  if (lid < WG) { rotate_kq(b, h, g, 0u, lid); }
   workgroupBarrier();
 }
 

@@ -51,6 +51,36 @@ def test_kernel_suite_steps_split(split, nb, T, H, P, G, N, rf, heavy, with_stat
     assert info["step_split"] == cols
 
 
+@pytest.fixture
+def split_last(split):
+    split.device.mamba3_step_last = True
+    yield split
+    split.device.mamba3_step_last = None
+
+
+@pytest.mark.parametrize("nb,T,H,P,G,N,rf,heavy,with_state,cols",
+                         KM3.CASES + KM3.LANES_ROUNDS_CASES)
+def test_kernel_suite_steps_split_in_one_dispatch(split_last, nb, T, H, P, G, N, rf, heavy,
+                                                  with_state, cols):
+    """The split step in one dispatch (mamba3_step_rows_last: each workgroup runs its head's
+    prologue, the last to have read the old k and angles writes the new ones): the reference
+    checks over several tokens and two sequences -- a state written before another workgroup
+    of the head read it would show in every later token."""
+    info = KM3.check_forward_step(split_last, nb, T, H, P, G, N, rf, heavy, with_state, cols)
+    assert info["step_last"] == cols
+
+
+@pytest.mark.parametrize("name", ["mamba3-g1-r05-tied", "mamba3-g2-r10-untied-onorm"])
+def test_models_decode_the_same_with_the_split_step_in_one_dispatch(split, name):
+    """The same logits (1e-6) and greedy tokens as the two-dispatch split, one dispatch fewer a
+    layer."""
+    import json
+    n_layer = json.loads((FIX / name / "config.json").read_text())["n_layer"]
+    r = check_fold(split, FIX / name, "f32", "mamba3_step_last", n_layer,
+                   ids=[1, 5, 9, 2, 7, 3], reset=None, tol=1e-6)
+    assert len(r["fold_tokens"]) > 1
+
+
 @pytest.mark.parametrize("name", ["mamba3-g1-r05-tied", "mamba3-g2-r10-untied-onorm"])
 def test_models_decode_the_same_with_the_step_split(forced, name):
     """The step split in two (head, rows): one dispatch more a layer, the same arithmetic in the
@@ -147,6 +177,10 @@ def test_the_choice(monkeypatch):
     assert m3.step_splits(on)
     monkeypatch.setenv("MAMBAWEB_MAMBA3_SPLIT", "1")
     assert m3.step_splits(_Dev())
+    monkeypatch.delenv("MAMBAWEB_MAMBA3_LAST", raising=False)
+    assert not m3.step_last(_Dev())
+    monkeypatch.setenv("MAMBAWEB_MAMBA3_LAST", "1")
+    assert m3.step_last(_Dev())
     monkeypatch.setenv("MAMBAWEB_MAMBA3_SPLIT", "yes")
     with pytest.raises(ValueError, match="MAMBAWEB_MAMBA3_SPLIT"):
         m3.step_splits(_Dev())

@@ -26,8 +26,9 @@
 #     Dawn with the tiled kernels as variants, and its native profile with them on (carry as
 #     for --dawn)
 #   bash tools/device/gpu_session.sh --split    # ~5 min: Mamba-3's folded decode step as two
-#     dispatches (ops/mamba3.step_splits: the head's prologue, then 8 rows a workgroup) checked
-#     natively and through Dawn, timed against one dispatch on one loaded model (tools/ab_decode:
+#     dispatches (ops/mamba3.step_splits: the head's prologue, then 8 rows a workgroup) and as
+#     one over the rows' grid (step_last: the head's last workgroup writes its k and angles)
+#     checked natively and through Dawn, timed against one workgroup a head (tools/ab_decode:
 #     mamba3_187m f16/q4), and mamba3-187m's decode profiled with it (carry as for --dawn)
 #   bash tools/device/gpu_session.sh --folds    # ~7 min: the thirtieth session's decode folds
 #     (Mamba-3's in_proj packed in one dispatch, grouped norms into out_proj): their checks
@@ -121,6 +122,7 @@ if [ "${1:-}" = "--split" ]; then
   checks_both split "split" 120
   timeout 150 python3 -m tools.ab_decode --dawn --models mamba3_187m --weights f16,q4 \
     --tokens 128 --rounds 2 --setting split:mamba3_step_split=1 --setting one:mamba3_step_split=0 \
+    --setting last:mamba3_step_split=1,mamba3_step_last=1 \
     > "$OUT/mamba3_split.txt" 2>&1
   stamp $? >> "$OUT/mamba3_split.txt"
   MAMBAWEB_MAMBA3_SPLIT=1 timeout 90 python3 -m tools.profile_kernels --models mamba3_187m \
