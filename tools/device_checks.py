@@ -189,8 +189,8 @@ def mamba3_step_cases():
     for name, layers in (("mamba3-g1-r05-tied", 2), ("mamba3-g2-r10-untied-onorm", 2)):
         folder = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "models" / name
         yield f"decode mamba3 step split {name} f32", \
-            (lambda e, folder=folder, layers=layers: check_fold(
-                e, folder, "f32", "mamba3_step_split", -layers, reset=None))
+            (lambda e, folder=folder, layers=layers: _split(
+                e, check_fold, folder, "f32", "mamba3_step_split", -layers, reset=None))
         yield f"decode mamba3 step split last {name} f32", \
             (lambda e, folder=folder, layers=layers: _split(
                 e, check_fold, folder, "f32", "mamba3_step_last", layers, reset=None))
@@ -213,9 +213,7 @@ def mamba3_step_cases():
 
 
 def _split(e, check, *args, last=False, **kw):
-    e.run("device.mamba3_step_split = True")
-    if last:
-        e.run("device.mamba3_step_last = True")
+    e.run(f"device.mamba3_step_split = True\ndevice.mamba3_step_last = {bool(last)}")
     try:
         return check(e, *args, **kw)
     finally:

@@ -574,19 +574,22 @@ SPLIT_ROWS = 8           # mamba3_step_rows' rows a workgroup (the shader's RPW)
 
 def step_last(dev):
     """Whether a split step runs in one dispatch, the head's last workgroup writing its k and
-    angle states (_step_rows_last), rather than two (_step_split): `device.mamba3_step_last`
-    (tests) or MAMBAWEB_MAMBA3_LAST=1|0 (bench variants); off by rule until timed."""
+    angle states (_step_rows_last), rather than two (_step_split): the rule (8-9% less GPU a
+    token than two dispatches on an H100, step_splits), unless `device.mamba3_step_last` (tests)
+    or MAMBAWEB_MAMBA3_LAST=1|0 (bench variants) says otherwise."""
     return step_kernels.choose(dev, "mamba3_step_last", "MAMBAWEB_MAMBA3_LAST", "1", "0",
-                               lambda: False)
+                               lambda: True)
 
 
 def step_splits(dev):
     """Whether the folded SISO step runs as two dispatches, a head's rows over ceil(P / 8)
     workgroups (_step_split), rather than one workgroup a head (mamba3_step_lanes_folded: 24
-    workgroups at mamba3-187m, 48% of its decode's GPU time on an H100): `device.mamba3_step_split`
-    (tests) or MAMBAWEB_MAMBA3_SPLIT=1|0 (bench variants); off by rule until timed on a GPU."""
-    return step_kernels.choose(dev, "mamba3_step_split", "MAMBAWEB_MAMBA3_SPLIT", "1", "0",
-                               lambda: False)
+    workgroups at mamba3-187m, 48% of its decode's GPU time on an H100): on a real GPU, unless
+    `device.mamba3_step_split` (tests) or MAMBAWEB_MAMBA3_SPLIT=1|0 (bench variants) says
+    otherwise. mamba3-187m on an H100 through Dawn (tools/ab_decode, one process), GPU ms a token
+    one workgroup a head / head + rows / rows alone (step_last): f16 0.743 / 0.704 / 0.645, q4
+    0.679 / 0.634 / 0.569; streamed f16 1,291 / 1,324 / 1,470 tok/s."""
+    return step_kernels.hardware(dev, "mamba3_step_split", "MAMBAWEB_MAMBA3_SPLIT")
 
 
 LANES_STORAGE = 11       # storage buffers mamba3_step_lanes binds (9 + the two norm weights)
