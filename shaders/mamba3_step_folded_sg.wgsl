@@ -1,0 +1,16 @@
+enable subgroups;
+// Mamba-3's folded SISO step over the rows' grid (mamba3_step_rows_last: shaders/
+// mamba3_step_folded.wgsl has the forms and their bindings) with each row's lane sum as subgroup
+// shuffles -- the same sums bit for bit, five barriers fewer where a row's 32 lanes are one
+// subgroup (py_engine/ops/mamba3.step_subgroups: off by rule, within the runs' spread of the
+// tree on an H100).
+const SUBGROUPS = true;
+fn shuffle_xor(v: f32, mask: u32) -> f32 { return subgroupShuffleXor(v, mask); }
+//#include "lib/mamba3_step_folded_body.wgsl"
+
+@compute @workgroup_size(256)
+fn mamba3_step_rows_last(@builtin(workgroup_id) wid: vec3<u32>,
+                         @builtin(local_invocation_index) lid: u32,
+                         @builtin(subgroup_size) sg: u32) {
+  rows_last_step(wid, lid, sg);
+}
