@@ -71,6 +71,81 @@ fn mamba3_phi(@builtin(global_invocation_id) gid: vec3<u32>) {
   s_ang[bh * S + i] = ph;
 }
 
+// mamba3_phi with each (b, h, angle)'s tokens cut into PHI_SEGS segments walked side by side
+// (py_engine/ops/mamba3.phi_segments): mamba3_phi's one thread walks the window's every token in
+// order -- at 1,024 tokens 17% of mamba3-187m's prefill (H100, native profile), 768 threads
+// waiting on 128 rounds of loads. A workgroup here is PHI_AG angles x PHI_SEGS segments of one
+// (b, h): each thread walks its segment from 0 (the same sum and wrap a token), a thread an angle
+// adds the segments' sums to the window's start angle in order (wrapped each time), and each
+// thread walks its segment again from that carry, writing phi (and the last token's into the
+// angle state). The same steps as mamba3_phi
+// within a segment; the carry's wraps round differently (well within the 1e-5 the parallel
+// forms keep to the serial scan). Grid: nb * H * ceil(S / PHI_AG).
+const PHI_SEGS = 32u;
+const PHI_AG = 8u;                       // angles a workgroup (PHI_AG * PHI_SEGS = 256 threads)
+var<workgroup> seg_end: array<f32, 256>;  // [PHI_AG][PHI_SEGS]: a segment walked from 0, then its carry in
+
+// phi walked over tokens [t, t_end) of (b, h, angle i) from ph, stored into phi where `store`
+fn phi_walk(ph0: f32, b: u32, h: u32, i: u32, t_begin: u32, t_end: u32, store: bool) -> f32 {
+  let S = p.S;
+  var ph = ph0;
+  var t = t_begin;
+  for (; t + 8u <= t_end; t += 8u) {
+    var th: array<f32, 8>;
+    var dt: array<f32, 8>;
+    for (var u = 0u; u < 8u; u++) {
+      let row = (b * p.T + t + u) * p.pw;
+      th[u] = pre[row + 4u * p.H + i];
+      dt[u] = pre[row + h];
+    }
+    for (var u = 0u; u < 8u; u++) {
+      ph = wrap_angle(ph + th[u] * dt[u]);
+      if (store) { phi[phi_row(b, t + u) * p.H * S + h * S + i] = ph; }
+    }
+  }
+  for (; t < t_end; t++) {
+    ph = angle_step(ph, (b * p.T + t) * p.pw, h, i);
+    if (store) { phi[phi_row(b, t) * p.H * S + h * S + i] = ph; }
+  }
+  return ph;
+}
+
+@compute @workgroup_size(256)
+fn mamba3_phi_segments(@builtin(workgroup_id) wid: vec3<u32>,
+                       @builtin(local_invocation_index) lid: u32) {
+  let S = p.S;
+  let groups = (S + PHI_AG - 1u) / PHI_AG;
+  if (wid.x >= p.nb * p.H * groups) { return; }   // uniform: the workgroup's id
+  let bh = wid.x / groups;
+  let a = lid / PHI_SEGS;
+  let j = lid % PHI_SEGS;
+  let i = (wid.x % groups) * PHI_AG + a;
+  let live = i < S;
+  let b = bh / p.H;
+  let h = bh % p.H;
+  let w = window();
+  let seg_len = (w.t_end - p.t0 + PHI_SEGS - 1u) / PHI_SEGS;
+  let t_begin = min(p.t0 + j * seg_len, w.t_end);
+  let t_end = min(t_begin + seg_len, w.t_end);
+  if (live) { seg_end[lid] = phi_walk(0.0, b, h, i, t_begin, t_end, false); }
+  workgroupBarrier();
+  if (live && j == 0u) {                   // the carries in order, from the window's start angle
+    var c = 0.0;
+    if (w.carried) { c = s_ang[bh * S + i]; }
+    for (var k = 0u; k < PHI_SEGS; k++) {
+      let sum = seg_end[a * PHI_SEGS + k];
+      seg_end[a * PHI_SEGS + k] = c;
+      c = wrap_angle(c + sum);
+    }
+  }
+  workgroupBarrier();
+  if (live) {
+    let last = phi_walk(seg_end[lid], b, h, i, t_begin, t_end, true);
+    // the angle state: the window's last token's phi as stored (the segment holding it)
+    if (t_begin < t_end && t_end == w.t_end) { s_ang[bh * S + i] = last; }
+  }
+}
+
 // The chunk a workgroup of the delta and out kernels owns, its tiles filled: phi, k_prev, the
 // rotated k and q, the scalar rows (a barrier after). Uniform per workgroup.
 fn chunk_tiles(wid: vec3<u32>, lid: u32, w: Window) -> Chunk {

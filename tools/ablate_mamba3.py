@@ -39,17 +39,20 @@ info = lambda: {'chunk': getattr(device, 'mamba3_chunk', None) or m3.forward_chu
 """ + HARNESS + r"""
 set_src('base')
 quick = args['quick']
-await one('parallel')
+await one('parallel', mamba3_tiles=False)   # the tiles are the rule on real GPUs
 path = 'chunked'
 await one('in_order')
 path = 'parallel'
 TILE_NAMES = [n for n in EDITS if n.startswith('tiles_')]   # run with the tiles on
 for name in () if quick else [n for n in EDITS if n not in TILE_NAMES]:
     set_src(name)
-    await one(name)
+    await one(name, mamba3_tiles=False)
 set_src('base')
 if not quick:
-    await one('parallel_chunk16', mamba3_chunk=16)
+    await one('parallel_chunk16', mamba3_tiles=False, mamba3_chunk=16)
+# the angles walked in 32 segments side by side (ops/mamba3.phi_segments), untiled and tiled
+await one('phi_segments', mamba3_tiles=False, mamba3_phi_segments=True)
+await one('tiles32_phi_segments', mamba3_tiles=True, mamba3_chunk=32, mamba3_phi_segments=True)
 for L in (32, 16, 8):                 # the register-tiled delta and out (ops/mamba3_tiles)
     await one(f'tiles{L}', mamba3_tiles=True, mamba3_chunk=L)
 for nb in () if quick else (8, 1):    # their operands in blocks of (at most) nb vec4s / dims
@@ -58,7 +61,7 @@ for name in () if quick else TILE_NAMES:
     set_src(name)
     await one(name, mamba3_tiles=True, mamba3_chunk=32)
 set_src('base')
-await one('parallel-again')
+await one('parallel-again', mamba3_tiles=False)
 result = out
 """
 

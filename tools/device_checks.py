@@ -201,6 +201,9 @@ def mamba3_step_cases():
         (lambda e: KM3.check_chunked(e, 1, 70, 2, 64, 1, 128, 0.5, True))
     yield "mamba3 chunked forward T37-G2", \
         (lambda e: KM3.check_chunked(e, 2, 37, 2, 5, 2, 12, 1.0, True))
+    # the angles walked in 32 segments side by side (ops/mamba3.phi_segments)
+    yield "mamba3 chunked forward phi segments real-head T300", \
+        (lambda e: _phi_segments(e, KM3.check_chunked, 1, 300, 2, 64, 1, 128, 0.5, True))
     # the register-tiled delta and out kernels (ops/mamba3_tiles) at the real head: 32-token
     # chunks (an H200's 48 KiB), 16 (WebGPU's default 16 KiB), 8 in blocks of one dim; MIMO
     for L, block in ((32, None), (16, None), (8, 1)):
@@ -210,6 +213,14 @@ def mamba3_step_cases():
     yield "mamba3 tiled forward MIMO R4 real-head L8", \
         (lambda e: _tiled(e, 8, None, KM3.test_mamba3_mimo_chunked_equals_serial,
                           1, 37, 2, 64, 1, 128, 4, 0.5, True))
+
+
+def _phi_segments(e, check, *args):
+    e.run("device.mamba3_phi_segments = True")
+    try:
+        return check(e, *args)
+    finally:
+        e.run("device.mamba3_phi_segments = None")
 
 
 def _split(e, check, *args, last=False, **kw):

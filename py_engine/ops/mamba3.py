@@ -404,6 +404,19 @@ def side_by_side_chunks(dev, s, L, tiled=False):
     return dev.max_binding // per_chunk
 
 
+PHI_AG = 8                 # mamba3_phi_segments' angles a workgroup (32 segments each)
+
+
+def phi_segments(dev):
+    """Whether the side-by-side forward walks its angles in 32 segments a (sequence, head,
+    angle) side by side (mamba3_phi_segments) rather than one thread over every token
+    (mamba3_phi: 17% of mamba3-187m's 1,024-token prefill on an H100): `device.
+    mamba3_phi_segments` (tests) or MAMBAWEB_MAMBA3_PHI=segments|serial (bench variants); off
+    by rule until timed on a GPU."""
+    return step_kernels.choose(dev, "mamba3_phi_segments", "MAMBAWEB_MAMBA3_PHI", "segments",
+                               "serial", lambda: False)
+
+
 PHI_PASSES_PER_TOKEN = 3   # mamba3_phi's loops: ~2.4 passes a token (an eight-token round: one
 #                            pass and two loops of eight); tests set more
 
@@ -444,9 +457,12 @@ def _forward_parallel(batch, s, L, most, uniform, pre, xv, bv, cv, yv, st, tiled
         batch.copy(k.buffer, k.offset, scratch.buffer, scratch.offset, 4 * kn)
         batch.copy(v.buffer, v.offset, scratch.buffer, scratch.offset + 4 * kn, 4 * vn)
         un = uniform(t0, tn)
-        batch.run(CHUNKED, "mamba3_phi",
-                  [un, pb, None, None, None, None, phi.binding, None, None, ang.binding],
-                  -(-nb * H * S // 64), constants=consts)
+        phi_res = [un, pb, None, None, None, None, phi.binding, None, None, ang.binding]
+        if phi_segments(dev):
+            batch.run(CHUNKED, "mamba3_phi_segments", phi_res, nb * H * -(-S // PHI_AG),
+                      constants=consts)
+        else:
+            batch.run(CHUNKED, "mamba3_phi", phi_res, -(-nb * H * S // 64), constants=consts)
         batch.run(delta[0], delta[1],
                   [un, pb, xb, bb, cb, None, phi.binding, chunks.binding, scratch.binding],
                   H, nb, nc, constants=delta[2])

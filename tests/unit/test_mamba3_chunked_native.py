@@ -67,6 +67,33 @@ def test_mamba3_chunks_side_by_side_over_several_windows(small_windows):
     K.test_mamba3_mimo_chunked_equals_serial(small_windows, 2, 37, 2, 5, 2, 12, 2, 1.0, True)
 
 
+@pytest.fixture
+def phi_segments(engine):
+    engine.device.mamba3_phi_segments = True
+    yield engine
+    engine.device.mamba3_phi_segments = None
+
+
+def test_angles_walked_in_segments_side_by_side(phi_segments):
+    """mamba3_phi_segments (ops/mamba3.phi_segments): each (sequence, head, angle)'s tokens in
+    32 segments walked side by side, then the carries: chunked == serial to 1e-5 (angles, every
+    state, y) and both == float64 -- 37 tokens (segments of 2, the last ones empty), 300 (of 10:
+    the eight-ahead loads and the tail), 10 angles in two workgroups of 8, the real head."""
+    K.check_chunked(phi_segments, 2, 37, 2, 5, 2, 12, 1.0, True)
+    K.check_chunked(phi_segments, 1, 300, 2, 5, 1, 20, 1.0, False)
+    K.check_chunked(phi_segments, 1, 21, 2, 64, 1, 128, 0.5, False)
+    K.test_mamba3_mimo_chunked_equals_serial(phi_segments, 2, 37, 2, 5, 2, 12, 2, 1.0, True)
+
+
+def test_angles_in_segments_over_several_windows(small_windows):
+    """The segments within each token window, the angle state carried between windows."""
+    small_windows.device.mamba3_phi_segments = True
+    try:
+        K.check_chunked(small_windows, 2, 37, 2, 5, 2, 12, 1.0, True)
+    finally:
+        small_windows.device.mamba3_phi_segments = None
+
+
 def test_real_gpus_run_the_chunks_side_by_side(monkeypatch):
     """By rule the chunked forward runs a head's chunks side by side on a real GPU (9.5x the
     in-order walk's prefill at 1,024 tokens on an H200) from 128 tokens, and in order on a CPU

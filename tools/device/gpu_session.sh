@@ -23,8 +23,9 @@
 #   bash tools/device/gpu_session.sh --mamba3   # ~5 min: Mamba-3's chunked forward: its kernel
 #     checks (the register-tiled kernels too) natively and through Dawn, one forward timed alone
 #     in each form, with parts ablated (tools/ablate_mamba3), the mamba3-187m prefill through
-#     Dawn with the tiled kernels as variants, and its native profile with them on (carry as
-#     for --dawn)
+#     Dawn (the rule: the tiled kernels) with the untiled kernels and the angles walked in
+#     segments (ops/mamba3.phi_segments) as variants, and its native profile (carry as for
+#     --dawn)
 #   bash tools/device/gpu_session.sh --split    # ~5 min: Mamba-3's folded decode step as two
 #     dispatches (ops/mamba3.step_splits: the head's prologue, then 8 rows a workgroup) and as
 #     one over the rows' grid (step_last: the head's last workgroup writes its k and angles)
@@ -107,12 +108,12 @@ if [ "${1:-}" = "--mamba3" ]; then
     stamp $? >> "$OUT/ablate_mamba3_$T.txt"
   done
   timeout 200 python3 -m tools.cli bench --dawn --json --only model --models mamba3_187m \
-    --weights f16 --decode-tokens 64 --max-seconds 2 --variant tiles:MAMBAWEB_MAMBA3_TILES=1 \
-    --variant tiles16:MAMBAWEB_MAMBA3_TILES=1,MAMBAWEB_MAMBA3_CHUNK=16 \
+    --weights f16 --decode-tokens 64 --max-seconds 2 --variant untiled:MAMBAWEB_MAMBA3_TILES=0 \
+    --variant phiseg:MAMBAWEB_MAMBA3_PHI=segments \
     > "$OUT/mamba3_dawn.json" 2> "$OUT/mamba3_dawn.err"
   stamp $? >> "$OUT/mamba3_dawn.err"
-  # where the prefill's GPU time goes with the tiled kernels (native timestamps)
-  MAMBAWEB_MAMBA3_TILES=1 timeout 100 python3 -m tools.profile_kernels --models mamba3_187m \
+  # where the prefill's GPU time goes with the tiled kernels and the angles in segments
+  MAMBAWEB_MAMBA3_PHI=segments timeout 100 python3 -m tools.profile_kernels --models mamba3_187m \
     --weights f16 --tokens 8 --prefill 1024 > "$OUT/mamba3_profile.json" 2> "$OUT/mamba3_profile.err"
   stamp $? >> "$OUT/mamba3_profile.err"
   exit 0
