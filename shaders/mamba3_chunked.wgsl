@@ -83,7 +83,8 @@ fn mamba3_phi(@builtin(global_invocation_id) gid: vec3<u32>) {
 // forms keep to the serial scan). Grid: nb * H * ceil(S / PHI_AG).
 const PHI_SEGS = 32u;
 const PHI_AG = 8u;                       // angles a workgroup (PHI_AG * PHI_SEGS = 256 threads)
-var<workgroup> seg_end: array<f32, 256>;  // [PHI_AG][PHI_SEGS]: a segment walked from 0, then its carry in
+// [PHI_AG][PHI_SEGS]: a segment's walk from 0, then the carry it starts from
+var<workgroup> seg_end: array<f32, 256>;
 
 // phi walked over tokens [t, t_end) of (b, h, angle i) from ph, stored into phi where `store`
 fn phi_walk(ph0: f32, b: u32, h: u32, i: u32, t_begin: u32, t_end: u32, store: bool) -> f32 {
@@ -112,14 +113,16 @@ fn phi_walk(ph0: f32, b: u32, h: u32, i: u32, t_begin: u32, t_end: u32, store: b
 
 @compute @workgroup_size(256)
 fn mamba3_phi_segments(@builtin(workgroup_id) wid: vec3<u32>,
+                       @builtin(num_workgroups) nwg: vec3<u32>,
                        @builtin(local_invocation_index) lid: u32) {
   let S = p.S;
   let groups = (S + PHI_AG - 1u) / PHI_AG;
-  if (wid.x >= p.nb * p.H * groups) { return; }   // uniform: the workgroup's id
-  let bh = wid.x / groups;
+  let wg = wid.x + wid.y * nwg.x;                  // the host folds the grid (ops/_common.fold)
+  if (wg >= p.nb * p.H * groups) { return; }       // uniform: the workgroup's id
+  let bh = wg / groups;
   let a = lid / PHI_SEGS;
   let j = lid % PHI_SEGS;
-  let i = (wid.x % groups) * PHI_AG + a;
+  let i = (wg % groups) * PHI_AG + a;
   let live = i < S;
   let b = bh / p.H;
   let h = bh % p.H;
@@ -138,6 +141,7 @@ fn mamba3_phi_segments(@builtin(workgroup_id) wid: vec3<u32>,
       c = wrap_angle(c + sum);
     }
   }
+  storageBarrier();                        // s_ang read above before the last segment writes it
   workgroupBarrier();
   if (live) {
     let last = phi_walk(seg_end[lid], b, h, i, t_begin, t_end, true);

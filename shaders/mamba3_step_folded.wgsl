@@ -2,13 +2,14 @@
 // workgroup computes its own head's DT, alpha, beta, gamma and the S thetas from in_proj's raw
 // columns (lib/mamba3_prep.wgsl's prep_value, the same expressions mamba3_prep stores) and reads
 // the biases and D from the parameters themselves -- one dispatch fewer per decoded layer.
-// Storage bindings: the raw scalars, 4 parameters, x/Bn/Cn/y, 4 states, 2 norm weights = 15, so
-// the host uses it only where the device binds that many (py_engine/ops/mamba3.step_folds_prep;
-// the H200 gives 16 through Dawn, SwiftShader 10). The four raw inputs come in ONE binding: the
+// Storage bindings: the raw scalars, 4 parameters, x/Bn/Cn/y, 4 states, 2 norm weights = 15
+// (mamba3_step_rows_last: 16 with `arrived`), so the host uses it only where the device binds
+// that many (py_engine/ops/mamba3.step_folds_prep, step_last; H100s and H200s give 16 through
+// Dawn, SwiftShader 10). The four raw inputs come in ONE binding: the
 // mixer has in_proj write dd_dt, dd_A, trap and angles into one buffer (their views' offsets and
 // strides in p.dt_off ..  p.an_str).
 //
-// Two forms (py_engine/ops/mamba3.step_splits picks):
+// Three forms (py_engine/ops/mamba3.step_splits and step_last pick):
 //   mamba3_step_lanes_folded   one dispatch, one 256-thread workgroup a head (grid H, Bsz): the
 //                              head's P rows x N states in one workgroup -- 24 workgroups at
 //                              mamba3-187m, 48% of its decode's GPU time on an H100

@@ -459,7 +459,7 @@ def _forward_parallel(batch, s, L, most, uniform, pre, xv, bv, cv, yv, st, tiled
         un = uniform(t0, tn)
         phi_res = [un, pb, None, None, None, None, phi.binding, None, None, ang.binding]
         if phi_segments(dev):
-            batch.run(CHUNKED, "mamba3_phi_segments", phi_res, nb * H * -(-S // PHI_AG),
+            batch.run(CHUNKED, "mamba3_phi_segments", phi_res, *fold(nb * H * -(-S // PHI_AG)),
                       constants=consts)
         else:
             batch.run(CHUNKED, "mamba3_phi", phi_res, -(-nb * H * S // 64), constants=consts)
@@ -577,10 +577,10 @@ def _step_rows_last(batch, s, un, raw, dt_bias, B_bias, C_bias, D, xv, bv, cv, y
 
 def step_subgroups(dev):
     """Whether mamba3_step_rows_last sums each row's lanes by subgroup shuffles
-    (shaders/mamba3_step_folded_sg.wgsl: the same bits, five barriers fewer where a row's 32
-    lanes are one subgroup), on a device offering `subgroups`: `device.mamba3_step_sg` (tests)
-    or MAMBAWEB_MAMBA3_STEP_SG=1|0 (bench variants); off by rule -- on an H100 through Dawn it
-    was within the runs' spread of the tree (mamba3-187m f16 0.635 against 0.639 ms a token,
+    (shaders/mamba3_step_folded_sg.wgsl: the same bits, the tree's six barriers gone where a
+    row's 32 lanes are one subgroup), on a device offering `subgroups`:
+    `device.mamba3_step_sg` (tests) or MAMBAWEB_MAMBA3_STEP_SG=1|0 (bench variants); off by
+    rule -- on an H100 through Dawn it was within the runs' spread of the tree (mamba3-187m f16 0.635 against 0.639 ms a token,
     q4 0.542-0.558 against 0.519-0.571; thirty-first session), so the tree stays."""
     if "subgroups" not in dev.features:
         return False
@@ -601,20 +601,25 @@ def _arrived(dev, n):
 
 
 SPLIT_ROWS = 8           # mamba3_step_rows' rows a workgroup (the shader's RPW)
+LAST_STORAGE = 16        # mamba3_step_rows_last: the folded step's 15 and `arrived`
 
 
 def step_last(dev):
     """Whether a split step runs in one dispatch, the head's last workgroup writing its k and
-    angle states (_step_rows_last), rather than two (_step_split): the rule (8-9% less GPU a
-    token than two dispatches on an H100, step_splits), unless `device.mamba3_step_last` (tests)
-    or MAMBAWEB_MAMBA3_LAST=1|0 (bench variants) says otherwise."""
+    angle states (_step_rows_last: 16 storage bindings), rather than two (_step_split: 12 and
+    5): the rule where the device binds 16 (8-10% less GPU a token than two dispatches on an
+    H100, step_splits), unless `device.mamba3_step_last` (tests) or MAMBAWEB_MAMBA3_LAST=1|0
+    (bench variants) says otherwise."""
+    if dev.limits.get("maxStorageBuffersPerShaderStage", 8) < LAST_STORAGE:
+        return False
     return step_kernels.choose(dev, "mamba3_step_last", "MAMBAWEB_MAMBA3_LAST", "1", "0",
                                lambda: True)
 
 
 def step_splits(dev):
-    """Whether the folded SISO step runs as two dispatches, a head's rows over ceil(P / 8)
-    workgroups (_step_split), rather than one workgroup a head (mamba3_step_lanes_folded: 24
+    """Whether the folded SISO step runs over the rows' grid, a head's rows over ceil(P / 8)
+    workgroups (in one dispatch where step_last, else two: _step_split), rather than one
+    workgroup a head (mamba3_step_lanes_folded: 24
     workgroups at mamba3-187m, 48% of its decode's GPU time on an H100): on a real GPU, unless
     `device.mamba3_step_split` (tests) or MAMBAWEB_MAMBA3_SPLIT=1|0 (bench variants) says
     otherwise. mamba3-187m on an H100 through Dawn (tools/ab_decode, one process), GPU ms a token
@@ -645,8 +650,9 @@ LANES_RED = 2048          # floats of the lanes step's lane trees (8 passes x 25
 
 def lanes_fit(dev, N, S, extra=0):
     """Whether the lanes step's workgroup memory fits the device: k, k_prev, q, phi (3N + S
-    floats), `extra` (the normalised B and C: 2N) and its lane trees (LANES_RED)."""
-    return 4 * (3 * N + S + extra + LANES_RED) <= workgroup_storage(dev)
+    floats), `extra` (the normalised B and C: 2N), its lane trees (LANES_RED) and the rows
+    step's one-word flag (mamba3_step_rows_last's last_to_arrive)."""
+    return 4 * (3 * N + S + extra + LANES_RED + 1) <= workgroup_storage(dev)
 
 
 def step_runs_lanes(dev, mimo, N, S):

@@ -220,6 +220,7 @@ def test_the_choice(monkeypatch):
     assert not m3.step_splits(_Dev())
     monkeypatch.delenv("MAMBAWEB_MAMBA3_LAST", raising=False)
     assert m3.step_last(_Dev())                                 # one dispatch where it splits
+    assert not m3.step_last(_Dev(storage=15))                   # it binds 16 storage buffers
     monkeypatch.setenv("MAMBAWEB_MAMBA3_LAST", "0")
     assert not m3.step_last(_Dev())
     monkeypatch.setenv("MAMBAWEB_MAMBA3_SPLIT", "yes")
