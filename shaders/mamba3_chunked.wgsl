@@ -36,57 +36,9 @@ override NQ: u32 = 1u;
 
 fn CPP() -> u32 { return CKP() + RANK * p.N; }   // phi of the chunk's previous token [S]
 
-@compute @workgroup_size(WG)
-fn mamba3_phi(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let S = p.S;
-  let k = gid.x;
-  if (k >= p.nb * p.H * S) { return; }
-  let bh = k / S;
-  let i = k % S;
-  let b = bh / p.H;
-  let h = bh % p.H;
-  let w = window();
-  var ph = 0.0;
-  if (w.carried) { ph = s_ang[bh * S + i]; }
-  // eight tokens' theta and DT loaded before any is used, then walked in order: the same steps
-  // as angle_step (one memory wait per eight tokens instead of per token)
-  var t = p.t0;
-  for (; t + 8u <= w.t_end; t += 8u) {
-    var th: array<f32, 8>;
-    var dt: array<f32, 8>;
-    for (var u = 0u; u < 8u; u++) {
-      let row = (b * p.T + t + u) * p.pw;
-      th[u] = pre[row + 4u * p.H + i];
-      dt[u] = pre[row + h];
-    }
-    for (var u = 0u; u < 8u; u++) {
-      ph = wrap_angle(ph + th[u] * dt[u]);
-      phi[phi_row(b, t + u) * p.H * S + h * S + i] = ph;
-    }
-  }
-  for (; t < w.t_end; t++) {
-    ph = angle_step(ph, (b * p.T + t) * p.pw, h, i);
-    phi[phi_row(b, t) * p.H * S + h * S + i] = ph;
-  }
-  s_ang[bh * S + i] = ph;
-}
-
-// mamba3_phi with each (b, h, angle)'s tokens cut into PHI_SEGS segments walked side by side
-// (py_engine/ops/mamba3.phi_segments): mamba3_phi's one thread walks the window's every token in
-// order -- at 1,024 tokens 17% of mamba3-187m's prefill (H100, native profile), 768 threads
-// waiting on 128 rounds of loads. A workgroup here is PHI_AG angles x PHI_SEGS segments of one
-// (b, h): each thread walks its segment from 0 (the same sum and wrap a token), a thread an angle
-// adds the segments' sums to the window's start angle in order (wrapped each time), and each
-// thread walks its segment again from that carry, writing phi (and the last token's into the
-// angle state). The same steps as mamba3_phi
-// within a segment; the carry's wraps round differently (well within the 1e-5 the parallel
-// forms keep to the serial scan). Grid: nb * H * ceil(S / PHI_AG).
-const PHI_SEGS = 32u;
-const PHI_AG = 8u;                       // angles a workgroup (PHI_AG * PHI_SEGS = 256 threads)
-// [PHI_AG][PHI_SEGS]: a segment's walk from 0, then the carry it starts from
-var<workgroup> seg_end: array<f32, 256>;
-
-// phi walked over tokens [t, t_end) of (b, h, angle i) from ph, stored into phi where `store`
+// phi walked over tokens [t_begin, t_end) of (b, h, angle i) from ph0, stored into phi where
+// `store`: eight tokens' theta and DT loaded before any is used, then walked in order -- the same
+// steps as angle_step (one memory wait per eight tokens instead of per token)
 fn phi_walk(ph0: f32, b: u32, h: u32, i: u32, t_begin: u32, t_end: u32, store: bool) -> f32 {
   let S = p.S;
   var ph = ph0;
@@ -110,6 +62,34 @@ fn phi_walk(ph0: f32, b: u32, h: u32, i: u32, t_begin: u32, t_end: u32, store: b
   }
   return ph;
 }
+
+@compute @workgroup_size(WG)
+fn mamba3_phi(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let S = p.S;
+  let k = gid.x;
+  if (k >= p.nb * p.H * S) { return; }
+  let bh = k / S;
+  let i = k % S;
+  let w = window();
+  var ph = 0.0;
+  if (w.carried) { ph = s_ang[bh * S + i]; }
+  s_ang[bh * S + i] = phi_walk(ph, bh / p.H, bh % p.H, i, p.t0, w.t_end, true);
+}
+
+// mamba3_phi with each (b, h, angle)'s tokens cut into PHI_SEGS segments walked side by side
+// (py_engine/ops/mamba3.phi_segments): mamba3_phi's one thread walks the window's every token in
+// order -- at 1,024 tokens 17% of mamba3-187m's prefill (H100, native profile), 768 threads
+// waiting on 128 rounds of loads. A workgroup here is PHI_AG angles x PHI_SEGS segments of one
+// (b, h): each thread walks its segment from 0 (the same sum and wrap a token), a thread an angle
+// adds the segments' sums to the window's start angle in order (wrapped each time), and each
+// thread walks its segment again from that carry, writing phi (and the last token's into the
+// angle state). The same steps as mamba3_phi
+// within a segment; the carry's wraps round differently (well within the 1e-5 the parallel
+// forms keep to the serial scan). Grid: nb * H * ceil(S / PHI_AG).
+const PHI_SEGS = 32u;
+const PHI_AG = 8u;                       // angles a workgroup (PHI_AG * PHI_SEGS = 256 threads)
+// [PHI_AG][PHI_SEGS]: a segment's walk from 0, then the carry it starts from
+var<workgroup> seg_end: array<f32, 256>;
 
 @compute @workgroup_size(256)
 fn mamba3_phi_segments(@builtin(workgroup_id) wid: vec3<u32>,
