@@ -62,7 +62,6 @@ HAS_INIT, HEAVY, MIMO = 1, 2, 4
 MAX_RANK = 8               # the shaders' per-thread accumulator arrays
 WG = 64                    # threads per workgroup (the shaders' WG)
 FWD, STEP, STEP_FOLDED = "mamba3_forward", "mamba3_step", "mamba3_step_folded"
-STEP_FOLDED_SG = "mamba3_step_folded_sg"   # mamba3_step_rows_last's lane sums as shuffles
 CHUNKED = "mamba3_chunked"   # the chunks side by side (path "parallel")
 TILES = "mamba3_chunk_tiles"  # its delta and out in register tiles (ops/mamba3_tiles)
 STATE_NAMES = ("angle", "ssm", "k", "v")
@@ -570,22 +569,9 @@ def _step_rows_last(batch, s, un, raw, dt_bias, B_bias, C_bias, D, xv, bv, cv, y
     res = [un, raw, None, _arrived(dev, s.nb * s.H), None, dt_bias.binding, B_bias.binding,
            C_bias.binding, D.binding, None, xv[0], bv[0], cv[0], yv[0]] + \
         [t.binding for t in st] + norms
-    shader = STEP_FOLDED_SG if step_subgroups(dev) else STEP_FOLDED
-    batch.run(shader, "mamba3_step_rows_last", res, s.H * -(-s.P // SPLIT_ROWS), s.nb,
+    batch.run(STEP_FOLDED, "mamba3_step_rows_last", res, s.H * -(-s.P // SPLIT_ROWS), s.nb,
               constants=consts)
 
-
-def step_subgroups(dev):
-    """Whether mamba3_step_rows_last sums each row's lanes by subgroup shuffles
-    (shaders/mamba3_step_folded_sg.wgsl: the same bits, the tree's six barriers gone where a
-    row's 32 lanes are one subgroup), on a device offering `subgroups`:
-    `device.mamba3_step_sg` (tests) or MAMBAWEB_MAMBA3_STEP_SG=1|0 (bench variants); off by
-    rule -- on an H100 through Dawn it was within the runs' spread of the tree (mamba3-187m f16 0.635 against 0.639 ms a token,
-    q4 0.542-0.558 against 0.519-0.571; thirty-first session), so the tree stays."""
-    if "subgroups" not in dev.features:
-        return False
-    return step_kernels.choose(dev, "mamba3_step_sg", "MAMBAWEB_MAMBA3_STEP_SG", "1", "0",
-                               lambda: False)
 
 
 def _arrived(dev, n):

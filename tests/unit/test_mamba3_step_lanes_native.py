@@ -8,7 +8,6 @@ thread-per-row step, SISO with B's and C's RMSNorms folded into it (two dispatch
 layer; MIMO keeps its kernel and its norms) and with mamba3_prep folded into it where in_proj's
 dd_dt / dd_A / trap / angles share a buffer (one more fewer: shaders/mamba3_step_folded.wgsl),
 and the reference logits stored with a fixture; and the choices themselves."""
-import numpy as np
 import pytest
 
 import py_engine.ops.mamba3 as m3
@@ -72,38 +71,6 @@ def test_kernel_suite_steps_split_in_one_dispatch(split_last, nb, T, H, P, G, N,
     of the head read it would show in every later token."""
     info = KM3.check_forward_step(split_last, nb, T, H, P, G, N, rf, heavy, with_state, cols)
     assert info["step_last"] == cols
-
-
-SG_SNIPPET = """
-import py_engine.ops.mamba3 as m3
-result = 'subgroups' in device.features
-"""
-
-
-@pytest.mark.parametrize("nb,T,H,P,G,N,rf,heavy,with_state,cols",
-                         [c for c in KM3.CASES + KM3.LANES_ROUNDS_CASES if c.values[-1]])
-def test_split_step_lane_sums_by_subgroup_shuffles_are_the_same_bits(split_last, monkeypatch, nb,
-                                                                      T, H, P, G, N, rf, heavy,
-                                                                      with_state, cols):
-    """mamba3_step_rows_last with its rows' lane sums as subgroup shuffles
-    (mamba3_step_folded_sg.wgsl) against the tree: every output and state the same bits, and
-    the reference checks (lavapipe's subgroups are narrower than a row's 32 lanes: the tree's
-    first steps, then shuffles)."""
-    if not split_last.run(SG_SNIPPET):
-        pytest.skip("this adapter offers no subgroups")
-    outs = []
-    for sg in (False, True):
-        monkeypatch.setattr(KM3, "rng", np.random.default_rng(11))   # the same inputs twice
-        split_last.run(f"device.mamba3_step_sg = {sg}")
-        try:
-            outs.append(KM3.check_forward_step(split_last, nb, T, H, P, G, N, rf, heavy,
-                                               with_state, cols, return_outputs=True))
-        finally:
-            split_last.run("device.mamba3_step_sg = None")
-    (o0, i0), (o1, i1) = outs
-    assert i0["step_sg"] is False and i1["step_sg"] is True
-    for k in ("ys", "s_angle", "s_ssm", "s_k", "s_v"):
-        assert np.array_equal(o0[k], o1[k]), k
 
 
 @pytest.mark.parametrize("name", ["mamba3-g1-r05-tied", "mamba3-g2-r10-untied-onorm"])

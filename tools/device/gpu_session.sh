@@ -123,8 +123,7 @@ if [ "${1:-}" = "--split" ]; then
   checks_both split "split" 120
   timeout 200 python3 -m tools.ab_decode --dawn --models mamba3_187m --weights f16,q4 \
     --tokens 128 --rounds 2 --setting split:mamba3_step_split=1,mamba3_step_last=0 --setting one:mamba3_step_split=0 \
-    --setting last:mamba3_step_split=1,mamba3_step_last=1,mamba3_step_sg=0 \
-    --setting last_sg:mamba3_step_split=1,mamba3_step_last=1,mamba3_step_sg=1 \
+    --setting last:mamba3_step_split=1,mamba3_step_last=1 \
     > "$OUT/mamba3_split.txt" 2>&1
   stamp $? >> "$OUT/mamba3_split.txt"
   MAMBAWEB_MAMBA3_SPLIT=1 timeout 90 python3 -m tools.profile_kernels --models mamba3_187m \
