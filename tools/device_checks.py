@@ -166,6 +166,10 @@ def pieces_cases():
                                            4, reset=None))
 
 
+SPLIT_TWO = {"mamba3_step_split": True, "mamba3_step_last": False}   # head, then rows
+SPLIT_ONE = {"mamba3_step_split": True, "mamba3_step_last": True}    # rows alone
+
+
 def mamba3_step_cases():
     from tests.browser import test_kernels_mamba3 as KM3
     # the Mamba-3 kernel suite's steps through the lanes step (a real GPU's default): a
@@ -180,20 +184,22 @@ def mamba3_step_cases():
     # rows a workgroup) on the same cases, and two models decoding with it against one dispatch
     for c in cases:
         yield f"mamba3 split step kernel {c.id}", \
-            (lambda e, a=c.values: _split(e, KM3.check_forward_step, *a))
+            (lambda e, a=c.values: _with(e, SPLIT_TWO, KM3.check_forward_step, *a))
         # in one dispatch: the head's last workgroup writes its k and angle states
         yield f"mamba3 split step last kernel {c.id}", \
-            (lambda e, a=c.values: _split(e, KM3.check_forward_step, *a, last=True))
+            (lambda e, a=c.values: _with(e, SPLIT_ONE, KM3.check_forward_step, *a))
     from pathlib import Path
     from tests.browser.decode_fold_cases import check_fold
     for name, layers in (("mamba3-g1-r05-tied", 2), ("mamba3-g2-r10-untied-onorm", 2)):
         folder = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "models" / name
         yield f"decode mamba3 step split {name} f32", \
-            (lambda e, folder=folder, layers=layers: _split(
-                e, check_fold, folder, "f32", "mamba3_step_split", -layers, reset=None))
+            (lambda e, folder=folder, layers=layers: _with(
+                e, SPLIT_TWO, check_fold, folder, "f32", "mamba3_step_split", -layers,
+                reset=None))
         yield f"decode mamba3 step split last {name} f32", \
-            (lambda e, folder=folder, layers=layers: _split(
-                e, check_fold, folder, "f32", "mamba3_step_last", layers, reset=None))
+            (lambda e, folder=folder, layers=layers: _with(
+                e, SPLIT_TWO, check_fold, folder, "f32", "mamba3_step_last", layers,
+                reset=None))
     # the chunked forward (ops/mamba3.forward_chunk_len; MAMBAWEB_MAMBA3_CHUNK=32 in the
     # environment of --engine native runs the H200's longest chunk) == serial == float64, a
     # short last chunk
@@ -203,7 +209,8 @@ def mamba3_step_cases():
         (lambda e: KM3.check_chunked(e, 2, 37, 2, 5, 2, 12, 1.0, True))
     # the angles walked in 32 segments side by side (ops/mamba3.phi_segments)
     yield "mamba3 chunked forward phi segments real-head T300", \
-        (lambda e: _phi_segments(e, KM3.check_chunked, 1, 300, 2, 64, 1, 128, 0.5, True))
+        (lambda e: _with(e, {"mamba3_phi_segments": True}, KM3.check_chunked,
+                          1, 300, 2, 64, 1, 128, 0.5, True))
     # the register-tiled delta and out kernels (ops/mamba3_tiles) at the real head: 32-token
     # chunks (an H200's 48 KiB), 16 (WebGPU's default 16 KiB), 8 in blocks of one dim; MIMO
     for L, block in ((32, None), (16, None), (8, 1)):
@@ -215,20 +222,14 @@ def mamba3_step_cases():
                           1, 37, 2, 64, 1, 128, 4, 0.5, True))
 
 
-def _phi_segments(e, check, *args):
-    e.run("device.mamba3_phi_segments = True")
-    try:
-        return check(e, *args)
-    finally:
-        e.run("device.mamba3_phi_segments = None")
-
-
-def _split(e, check, *args, last=False, **kw):
-    e.run(f"device.mamba3_step_split = True\ndevice.mamba3_step_last = {bool(last)}")
+def _with(e, attrs, check, *args, **kw):
+    """check(e, *args, **kw) with the device attributes `attrs` set (the engine's choices read
+    them before the environment and the rule), each back to unset after."""
+    e.run("".join(f"device.{k} = {v!r}\n" for k, v in attrs.items()))
     try:
         return check(e, *args, **kw)
     finally:
-        e.run("device.mamba3_step_split = None\ndevice.mamba3_step_last = None")
+        e.run("".join(f"device.{k} = None\n" for k in attrs))
 
 
 def _tiled(e, L, block, check, *args):
