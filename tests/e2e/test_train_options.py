@@ -83,8 +83,11 @@ def assert_loss_falls(loss):
 
 
 def wait_summary(page, words):
-    page.wait_for_function("(w) => document.getElementById('model-summary').textContent"
-                           ".includes(w)", arg=words)
+    """Wait until the (debounced) summary says `words` and answers the form as filled now: a
+    describe begun before the last field was filled reads an estimate for the old fields."""
+    page.wait_for_function("(w) => document.body.dataset.described === 'fresh' && "
+                           "document.getElementById('model-summary').textContent.includes(w)",
+                           arg=words)
     return page.inner_text("#model-summary")
 
 

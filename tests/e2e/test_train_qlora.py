@@ -43,7 +43,8 @@ def open_page(browser, server):
 
 def described(page, text):
     """Wait until the fine-tune summary (debounced) says `text`; return the page's estimate."""
-    page.wait_for_function(f"document.getElementById('ft-summary').textContent.includes({text!r})")
+    page.wait_for_function("document.body.dataset.described === 'fresh' && document."
+                           f"getElementById('ft-summary').textContent.includes({text!r})")
     return {k: int(page.evaluate(f"document.body.dataset.{k}")) for k in ("ftMemory", "ftTrained")}
 
 

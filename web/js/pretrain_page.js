@@ -22,6 +22,8 @@ let status = "empty";       // empty | preparing | running | pausing | paused | 
 let history = [];           // [[step, loss]]
 let steps = 0;
 let describeTimer = null;
+let describeGen = 0;        // bumped by every change the estimate depends on; a describe that
+                            // finishes with no newer change marks the summary "fresh" for tests
 let corpusLabel = null;     // what the corpus summary calls the chosen corpus
 let runKind = null;         // the current run: "pretrain" | "finetune" (null: none)
 let runMode = null;         // a fine-tune's mode: lora | full | wsla
@@ -461,12 +463,26 @@ async function describeFinetune() {
 }
 
 function scheduleDescribe() {
+  describeGen += 1;
+  document.body.dataset.described = "stale";
   clearTimeout(describeTimer);
   describeTimer = setTimeout(describe, 150);
 }
 
+// The summary (and the estimate in dataset.memory / ftMemory) answers the form as it was when
+// the describe began; it is "fresh" only when no field changed while that describe ran, so a
+// reader never takes an estimate made for fields half-filled.
 async function describe() {
   if (!engine) return;
+  const gen = describeGen;
+  try {
+    await describeNow();
+  } finally {
+    if (gen === describeGen) document.body.dataset.described = "fresh";
+  }
+}
+
+async function describeNow() {
   if (what() === "finetune") return describeFinetune();
   try {
     const r = await py("result = S.describe(args, device.limits if device is not None else None)",
