@@ -45,5 +45,10 @@ def browser():
 @pytest.fixture(scope="session")
 def engine(browser, server):
     handle = open_engine_page(browser, server.url)
+    # "/" opens the default model by itself: let that load end (or fail) before a test counts
+    # the GPU's buffers or replaces the current model, so none of its buffers land in a count
+    handle.page.wait_for_function("document.body.dataset.loads !== undefined || "
+                                  "!document.getElementById('model-error').hidden",
+                                  timeout=120_000)
     yield handle
     handle.page.close()

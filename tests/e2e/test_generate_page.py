@@ -38,6 +38,8 @@ def test_default_model_generates(page):
 def test_stop_button_cancels(page):
     page.fill("#max-new", "4000")
     page.uncheck("#greedy")
+    # the previous test's stats also say "tok/s": clear them, so the wait is for this run's
+    page.evaluate("document.querySelector('#gen-stats').textContent = ''")
     page.click("#generate-btn")
     page.wait_for_function("document.querySelector('#gen-stats').textContent.includes('tok/s')", timeout=30_000)
     page.click("#stop-btn")

@@ -270,7 +270,8 @@ result = True
 def test_clear_waits_for_an_entry_open_in_the_worker(page, served):
     # a plan of the list's model runs beside the buttons and holds its entry's file lock while
     # it re-checks the pieces; "Clear cached models" then waits for it instead of failing
-    assert int(page.evaluate("document.body.dataset.cacheBytes")) > 0
+    # (the previous test's load reports the cache's size without being awaited: wait for it)
+    page.wait_for_function("+(document.body.dataset.cacheBytes || 0) > 0")
     url = page.evaluate("new URL('/weights/default/model.safetensors', location.href).href")
     run = "([code, args]) => window.engine.run(code, args)"
     assert page.evaluate(run, [HOLD_ENTRY, {"url": url, "name": "mwHeldA"}]) == "cache"
@@ -294,12 +295,16 @@ def test_clear_waits_for_an_entry_open_in_the_worker(page, served):
 
 
 def test_full_storage_streams_uncached_and_says_so_once(page, served):
+    # the previous test left cacheBytes at '0': clear the flag so that '0' means this clear
+    # has finished (its last step reports the size), not the one before
+    page.evaluate("delete document.body.dataset.cacheBytes")
     page.click("#cache-clear")
     page.wait_for_function("document.body.dataset.cacheBytes === '0'")
     # the storage "fills up" after 100 kB: the header fits, the first 16 MiB chunk does not
     page.evaluate("window.engine.call({op: 'cacheDebug', quota: 100000})")
     try:
         notices = int(page.evaluate("document.body.dataset.cacheNotices || '0'"))
+        page.evaluate("delete document.body.dataset.cacheBytes")
         _load_default(page)
         assert int(page.evaluate("document.body.dataset.cacheNotices")) == notices + 1
         note = page.inner_text("#cache-note")
@@ -307,7 +312,8 @@ def test_full_storage_streams_uncached_and_says_so_once(page, served):
                                "without being kept for the next load"), note
         assert "Traceback" not in note
         assert page.evaluate("window.q4Text") == _generate(page)   # the model works as before
-        page.wait_for_function("document.body.dataset.cacheBytes === '0'")  # nothing half-kept
+        # nothing half-kept: the size the load reported after it (the flag cleared before it)
+        page.wait_for_function("document.body.dataset.cacheBytes === '0'")
         mark = served.log.mark()
         _load_default(page)                                        # still not cached: streams
         assert served.log.ranges(mark, "/weights/default/model.safetensors")

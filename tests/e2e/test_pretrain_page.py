@@ -20,6 +20,16 @@ def msg(page):
     return page.inner_text("#message") if page.is_visible("#message") else ""
 
 
+def clicked_download(page, which):
+    """Click #dl-<which> and return the one download it starts. Waiting for the browser's own
+    download event (not the page's `downloaded` flag, set as the link is clicked, plus a fixed
+    pause) is what makes the file certain to be there on a slow machine."""
+    with page.expect_download() as dl:
+        page.click(f"#dl-{which}")
+    page.wait_for_function(f"document.body.dataset.downloaded === '{which}'")
+    return dl.value
+
+
 def unzip_model(download, tmp_path):
     """The HF download: one .zip holding mambaweb-model/{config.json, model.safetensors,
     tokenizer.json}; extracted, its folder."""
@@ -71,13 +81,9 @@ def test_pretrain_page_trains_downloads_and_resumes(browser, server, tmp_path):
     assert first_losses > 0
 
     # downloads: the HF folder (one .zip of three files) and the training state
-    got = {}
-    page.on("download", lambda d: got.__setitem__(d.suggested_filename, d))
-    page.click("#dl-hf")
-    page.wait_for_function("document.body.dataset.downloaded === 'hf'")
-    page.wait_for_timeout(500)
-    assert set(got) == {"mambaweb-model.zip"}
-    folder = unzip_model(got["mambaweb-model.zip"], tmp_path)
+    hf = clicked_download(page, "hf")
+    assert hf.suggested_filename == "mambaweb-model.zip"
+    folder = unzip_model(hf, tmp_path)
     cfg = json.loads((folder / "config.json").read_text())
     assert cfg["hidden_size"] == 32 and cfg["vocab_size"] == 256
     import torch
@@ -86,10 +92,7 @@ def test_pretrain_page_trains_downloads_and_resumes(browser, server, tmp_path):
     with torch.no_grad():
         out = model(torch.tensor([list(b"def f(x):")]), labels=torch.tensor([list(b"def f(x):")]))
     assert np.isfinite(out.loss.item())
-    page.click("#dl-state")
-    page.wait_for_function("document.body.dataset.downloaded === 'state'")
-    page.wait_for_timeout(300)
-    assert "training_state.safetensors" in got
+    assert clicked_download(page, "state").suggested_filename == "training_state.safetensors"
 
     # reload the tab: the autosaved run is offered and resumes at the step it paused at
     page.reload()
@@ -139,12 +142,7 @@ def test_pretrain_page_trains_a_hybrid_chosen_from_the_page(browser, server, tmp
     page.click("#start")
     page.wait_for_function("document.body.dataset.train === 'done'")
     page.wait_for_selector("#samples pre")      # samples come through the one decode path
-    got = {}
-    page.on("download", lambda d: got.__setitem__(d.suggested_filename, d))
-    page.click("#dl-hf")
-    page.wait_for_function("document.body.dataset.downloaded === 'hf'")
-    page.wait_for_timeout(500)
-    folder = unzip_model(got["mambaweb-model.zip"], tmp_path)
+    folder = unzip_model(clicked_download(page, "hf"), tmp_path)
     import torch
     import transformers
     model = transformers.AutoModelForCausalLM.from_pretrained(str(folder)).eval()

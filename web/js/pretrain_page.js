@@ -431,11 +431,12 @@ function dropBase(e) {
   })().catch((err) => message(plainError(err)));
 }
 
-async function describeFinetune() {
+async function describeFinetune(gen) {
   const spec = ftSpec();
   if (!spec.base) { $("ft-summary").textContent = "Choose a model to fine-tune."; return; }
   try {
     const r = await py("result = await F.describe(args['base'], args)", spec);
+    if (gen !== describeGen) return;
     if (targetsFor !== baseKey(spec.base)) {
       showTargets(r.linear_modules, spec.base, pendingTicks);
       if (pendingTicks) scheduleDescribe();        // the estimate for the run's own targets
@@ -457,6 +458,7 @@ async function describeFinetune() {
     document.body.dataset.ftMemory = mb[mode];       // tests read what the page estimates
     document.body.dataset.ftTrained = n[mode];
   } catch (err) {
+    if (gen !== describeGen) return;
     $("ft-summary").textContent = $("ft-problem").textContent = "";
     $("fit-problems").textContent = `That model cannot be fine-tuned here: ${plainError(err)}`;
   }
@@ -476,17 +478,21 @@ async function describe() {
   if (!engine) return;
   const gen = describeGen;
   try {
-    await describeNow();
+    await describeNow(gen);
   } finally {
     if (gen === describeGen) document.body.dataset.described = "fresh";
   }
 }
 
-async function describeNow() {
-  if (what() === "finetune") return describeFinetune();
+// gen: the describeGen this describe began at; a describe that a newer change has overtaken
+// writes nothing (two can be in flight: the worker awaits a fine-tune base's config.json, so an
+// older answer may arrive after a newer one)
+async function describeNow(gen) {
+  if (what() === "finetune") return describeFinetune(gen);
   try {
     const r = await py("result = S.describe(args, device.limits if device is not None else None)",
                        { model: modelSpec(), train: trainSpec(), vocab_size: vocabForDescribe() });
+    if (gen !== describeGen) return;
     if (!r.ok && r.error) {
       $("model-summary").textContent = "";
       $("fit-problems").textContent = sentence(r.error);
@@ -514,6 +520,7 @@ async function describeNow() {
       ? `Too large for this GPU: ${r.problems.join("; ")}.` : "";
     document.body.dataset.params = r.params;
   } catch (err) {
+    if (gen !== describeGen) return;
     $("fit-problems").textContent = plainError(err);
   }
 }
