@@ -197,7 +197,11 @@ fn mamba3_step_rows_last(@builtin(workgroup_id) wid: vec3<u32>,
   let vv = v_of(b, r);
   let t = head_step(b, r.h);
   siso_prologue_read_only(b, r.h, r.h / (p.H / p.G), t.dt, lid);
-  // the old k and angles are in sh now (a barrier above): this workgroup has read them
+  // the old k and angles are in sh now (a barrier above): this workgroup has read them.
+  // WGSL's atomics are relaxed, so the memory model does not itself order those reads before
+  // the last arriver's writes; what does: the loaded values were stored to sh before the
+  // barrier that precedes this atomicAdd (a load cannot return after its value was used), and
+  // the writes below depend on the atomic's result (they cannot be issued before it).
   if (lid == 0u) {
     let before = atomicAdd(&arrived[bh], 1u);
     last_to_arrive = select(0u, 1u, before + 1u == blocks);

@@ -51,6 +51,7 @@ copies of the initial states (None when the scan started from zeros). With the i
 (x, Bn, Cn, the raw columns) that the caller keeps, that is everything a backward needs: it can
 recompute phi, k, q and every state from the initial state (or checkpoint states per chunk).
 """
+from py_engine.gpu.batch import MAX_WORKGROUPS
 from py_engine.gpu.tensor import Tensor
 from py_engine.ops._common import dummy, fold, params, workgroup_storage
 from py_engine.ops.conv1d import Cols, bt_of, view  # noqa: F401  (Cols re-exported)
@@ -520,7 +521,7 @@ def mamba3_step(batch, x, Bn, Cn, dd_dt, dd_A, trap, angles, state, *, dt_bias, 
     if raw is not None:                    # the step computes its head's scalars: no prep
         flags = HAS_INIT | (HEAVY if heavy_tail else 0)
         un = _uniform_fn(dev, s, flags, A_floor, xv, bv, cv, yv, raw[1], 0, 0, 0, 0)()
-        if step_splits(dev):
+        if step_splits_for(dev, s.H, s.P):
             split = _step_rows_last if step_last(dev) else _step_split
             split(batch, s, un, raw[0], dt_bias, B_bias, C_bias, D, xv, bv, cv, yv, st, norms,
                   lanes_consts)
@@ -614,6 +615,13 @@ def step_splits(dev):
     return step_kernels.hardware(dev, "mamba3_step_split", "MAMBAWEB_MAMBA3_SPLIT")
 
 
+def step_splits_for(dev, H, P):
+    """step_splits where the rows' grid, H * ceil(P / 8) workgroups, fits one dispatch's x (the
+    split forms read wid.x unfolded); past MAX_WORKGROUPS (d_inner > ~524k at P 64) the
+    one-workgroup-a-head step runs instead."""
+    return step_splits(dev) and H * -(-P // SPLIT_ROWS) <= MAX_WORKGROUPS
+
+
 LANES_STORAGE = 11       # storage buffers mamba3_step_lanes binds (9 + the two norm weights)
 PREP_STORAGE = 15        # mamba3_step_lanes_folded: raw scalars, 4 parameters, 4 views, 4 states, 2 norms
 
@@ -637,8 +645,12 @@ LANES_RED = 2048          # floats of the lanes step's lane trees (8 passes x 25
 def lanes_fit(dev, N, S, extra=0):
     """Whether the lanes step's workgroup memory fits the device: k, k_prev, q, phi (3N + S
     floats), `extra` (the normalised B and C: 2N), its lane trees (LANES_RED) and the rows
-    step's one-word flag (mamba3_step_rows_last's last_to_arrive)."""
-    return 4 * (3 * N + S + extra + LANES_RED + 1) <= workgroup_storage(dev)
+    step's one-word flag (mamba3_step_rows_last's last_to_arrive). Each variable is counted
+    rounded up to 16 bytes: Tint's count rounds to the type's alignment (4 here), but a backend
+    may pad more, and a shape counted short fails at pipeline creation where one counted long
+    only takes the slower step."""
+    sh = -(-(3 * N + S + extra) // 4) * 4
+    return 4 * (sh + LANES_RED) + 16 <= workgroup_storage(dev)
 
 
 def step_runs_lanes(dev, mimo, N, S):

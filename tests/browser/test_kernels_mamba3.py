@@ -104,7 +104,7 @@ d0 = step_in(0)
 # the lanes step computes its own scalars when the four raw inputs share a buffer (Cols of proj)
 info['step_folded'] = (m3.step_folds_prep(dev, False)
                        and m3.one_binding([d0[k] for k in ('dd_dt', 'dd_A', 'trap', 'angles')]) is not None)
-info['step_split'] = info['step_folded'] and m3.step_splits(dev)   # head, then rows: two
+info['step_split'] = info['step_folded'] and m3.step_splits_for(dev, {H}, {P})   # head, rows: two
 info['step_last'] = info['step_split'] and m3.step_last(dev)       # rows alone: one
 for t in range(Tn):
     d = step_in(t)

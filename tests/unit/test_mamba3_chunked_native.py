@@ -67,11 +67,38 @@ def test_mamba3_chunks_side_by_side_over_several_windows(small_windows):
     K.test_mamba3_mimo_chunked_equals_serial(small_windows, 2, 37, 2, 5, 2, 12, 2, 1.0, True)
 
 
+ENTRIES_SEEN = """
+from py_engine.gpu import batch as B
+if not hasattr(B.Batch, '_mw_plain_run'):
+    B.Batch._mw_plain_run = B.Batch.run
+    def _run(self, shader, entry, *a, **k):
+        B.Batch._mw_seen.add(entry)
+        return B.Batch._mw_plain_run(self, shader, entry, *a, **k)
+    B.Batch.run = _run
+B.Batch._mw_seen = set()
+result = None
+"""
+ENTRIES_PLAIN = """
+from py_engine.gpu import batch as B
+B.Batch.run = B.Batch._mw_plain_run
+del B.Batch._mw_plain_run
+result = sorted(B.Batch._mw_seen)
+del B.Batch._mw_seen
+"""
+
+
 @pytest.fixture
 def phi_segments(engine):
+    """The segmented walk turned on, and the entry points the batches ran, so a test can show
+    it ran (and not the serial walk that a missed setting would fall back to)."""
     engine.device.mamba3_phi_segments = True
-    yield engine
-    engine.device.mamba3_phi_segments = None
+    engine.run(ENTRIES_SEEN)
+    try:
+        yield engine
+    finally:
+        seen = engine.run(ENTRIES_PLAIN)
+        engine.device.mamba3_phi_segments = None
+    assert "mamba3_phi_segments" in seen and "mamba3_phi" not in seen, seen
 
 
 def test_angles_walked_in_segments_side_by_side(phi_segments):
@@ -88,10 +115,13 @@ def test_angles_walked_in_segments_side_by_side(phi_segments):
 def test_angles_in_segments_over_several_windows(small_windows):
     """The segments within each token window, the angle state carried between windows."""
     small_windows.device.mamba3_phi_segments = True
+    small_windows.run(ENTRIES_SEEN)
     try:
         K.check_chunked(small_windows, 2, 37, 2, 5, 2, 12, 1.0, True)
     finally:
+        seen = small_windows.run(ENTRIES_PLAIN)
         small_windows.device.mamba3_phi_segments = None
+    assert "mamba3_phi_segments" in seen and "mamba3_phi" not in seen, seen
 
 
 def test_real_gpus_run_the_chunks_side_by_side(monkeypatch):

@@ -73,6 +73,21 @@ def test_kernel_suite_steps_split_in_one_dispatch(split_last, nb, T, H, P, G, N,
     assert info["step_last"] == cols
 
 
+def test_split_step_past_the_grid_limit_runs_a_workgroup_a_head(split):
+    """Where a head's rows over 8-row workgroups would pass a dispatch's x limit (the split forms
+    read wid.x unfolded), the one-workgroup-a-head step runs instead of a refused dispatch: the
+    limit lowered to 15 here, under the real head's 2 x 8 workgroups; the two-dispatch split is
+    the form asked for, so one dispatch a token shows the fallback ran."""
+    split.run("import py_engine.ops.mamba3 as m3\nm3.MAX_WORKGROUPS = 15")
+    try:
+        info = KM3.check_forward_step(split, 2, 3, 2, 64, 1, 128, 0.5, False, True, True)
+    finally:
+        split.run("import py_engine.ops.mamba3 as m3\nfrom py_engine.gpu.batch import "
+                       "MAX_WORKGROUPS\nm3.MAX_WORKGROUPS = MAX_WORKGROUPS")
+    assert info["step_folded"] and not info["step_split"]
+    assert info["step_dispatches"] == 3          # one a token
+
+
 @pytest.mark.parametrize("name", ["mamba3-g1-r05-tied", "mamba3-g2-r10-untied-onorm"])
 def test_models_decode_the_same_with_the_split_step_in_one_dispatch(split, name):
     """The same logits (1e-6) and greedy tokens as the two-dispatch split, one dispatch fewer a
@@ -163,8 +178,9 @@ def test_the_choice(monkeypatch):
     # the lanes step's workgroup memory: 3N + S floats, the B/C norm's 2N, 2048 of lane trees
     assert m3.lanes_fit(_Dev(), 128, 64, 2 * 128)                # 11 KiB
     assert m3.lanes_fit(_Dev(), 640, 0) and not m3.lanes_fit(_Dev(), 704, 0)   # 16 KiB edge
-    assert m3.step_folds_bc_norm(_Dev(), False, 403, 32)        # 5N + S + 2048 = 4095 floats
-    assert not m3.step_folds_bc_norm(_Dev(), False, 404, 32)    # 4100 > 4096
+    # each variable rounded up to 16 bytes: 5N + S -> 2044, + 2048 + the flag's 4 = 4096 floats
+    assert m3.step_folds_bc_norm(_Dev(), False, 402, 32)        # 5N + S = 2042 -> 2044
+    assert not m3.step_folds_bc_norm(_Dev(), False, 403, 32)    # 2047 -> 2048: 4100 > 4096
     monkeypatch.delenv("MAMBAWEB_MAMBA3_PREP", raising=False)
     assert m3.step_folds_prep(_Dev(), False)
     assert not m3.step_folds_prep(_Dev(), True)                  # MIMO
