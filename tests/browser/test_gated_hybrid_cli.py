@@ -43,9 +43,11 @@ def test_pretrain_cli_trains_a_gated_mlp_hybrid(tmp_path):
     ids = list(b"the cat sat")
     ref, _ = forward(conf, W, torch.tensor(ids))
     from tools.native_engine import NativeEngine, wgpu_adapter_problem
-    if wgpu_adapter_problem() is None:      # the engine reads the folder back to the same logits
-        with NativeEngine() as eng:
-            got = eng.run(LOGITS, src=str(out), ids=ids)
-        assert got["layers"] == ["mamba2", "gated_mlp", "attention", "gated_mlp"]
-        logits = np.frombuffer(got["logits"], np.float32).reshape(len(ids), -1)
-        assert np.abs(logits - ref.numpy()).max() <= 1e-4
+    problem = wgpu_adapter_problem()
+    if problem is not None:     # the check below needs the native engine: say so, not pass
+        pytest.skip(f"no native GPU adapter for the engine's read-back: {problem}")
+    with NativeEngine() as eng:     # the engine reads the folder back to the same logits
+        got = eng.run(LOGITS, src=str(out), ids=ids)
+    assert got["layers"] == ["mamba2", "gated_mlp", "attention", "gated_mlp"]
+    logits = np.frombuffer(got["logits"], np.float32).reshape(len(ids), -1)
+    assert np.abs(logits - ref.numpy()).max() <= 1e-4

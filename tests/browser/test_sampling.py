@@ -103,11 +103,10 @@ outs.update(ids=g, scratch=scratch)
     assert ids(o["ids"]).tolist() == ref.argmax(1).tolist()
     assert info["greedy_dispatches"] == 2    # greedy's two, penalising as they read: no copy
     assert info["draw_dispatches"] == 2      # the penalised row, then the draw over it
-    try:  # HF's own processor agrees with the semantics written out above
-        import torch
-        from transformers.generation.logits_process import RepetitionPenaltyLogitsProcessor
-    except ImportError:
-        return
+    # HF's own processor agrees with the semantics written out above (`make test` installs
+    # the reference extra: torch and transformers are there, not optional)
+    import torch
+    from transformers.generation.logits_process import RepetitionPenaltyLogitsProcessor
     for r in range(rows):
         hf = RepetitionPenaltyLogitsProcessor(pen)(
             torch.tensor(hist[r:r + 1, :counts[r]].astype(np.int64)), torch.tensor(lg[r:r + 1]))
@@ -176,12 +175,9 @@ outs.update(a=a, a2=a2, c=c)
 
 def test_hf_warpers_agree_with_reference_mask():
     """hf_keep above is HF's Temperature/TopK/TopP warpers' algorithm (checked against them)."""
-    try:
-        import torch
-        from transformers.generation.logits_process import (TemperatureLogitsWarper,
-                                                            TopKLogitsWarper, TopPLogitsWarper)
-    except ImportError:
-        pytest.skip("transformers not installed (reference extra)")
+    import torch
+    from transformers.generation.logits_process import (TemperatureLogitsWarper,
+                                                        TopKLogitsWarper, TopPLogitsWarper)
     r = np.random.default_rng(3)
     for temperature, top_k, top_p in DIST_CASES + [(1.0, 50, 0.9)]:
         lg = (r.standard_normal(300) * 2).astype(np.float32)

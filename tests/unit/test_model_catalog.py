@@ -65,8 +65,8 @@ def test_resolve_file_inside(models):
     model_catalog.list_models([models], hf_cache=False)
     p = model_catalog.resolve_file("tiny", "model.safetensors")
     assert p == (models / "tiny" / "model.safetensors").resolve()
-    assert model_catalog.resolve_file("mb", "weights.bin") is not None
-    assert model_catalog.resolve_file("loose", "loose.bin") is not None
+    assert model_catalog.resolve_file("mb", "weights.bin") == (models / "mb" / "weights.bin").resolve()
+    assert model_catalog.resolve_file("loose", "loose.bin") == (models / "loose.bin").resolve()
     assert model_catalog.resolve_file("tiny", "missing.json") is None
     assert model_catalog.resolve_file("nobody", "config.json") is None
 
@@ -98,7 +98,8 @@ def test_symlinks(models, tmp_path):
     assert model_catalog.resolve_file("tiny", "out.txt") is None
     assert model_catalog.resolve_file("tiny", "rel_out.txt") is None
     assert model_catalog.resolve_file("tiny", "updir/secret.txt") is None
-    assert model_catalog.resolve_file("tiny", "alias.safetensors") is not None
+    # a link inside the model's own folder is served (it resolves to the file it names)
+    assert model_catalog.resolve_file("tiny", "alias.safetensors") == (models / "tiny" / "model.safetensors").resolve()
 
 
 def _fake_cache(tmp_path, source_dir, repo="models--org--tiny", rev="a" * 40):
@@ -147,15 +148,16 @@ def test_hf_cache_discovery(tmp_path, monkeypatch):
     shutil.move(blob, store / ("ab" + "0" * 62))
     os.symlink(store / ("ab" + "0" * 62), blob)
     model_catalog.list_models([])
-    assert model_catalog.resolve_file("org/tiny", "model.safetensors") is not None
+    assert model_catalog.resolve_file("org/tiny", "model.safetensors") == \
+        (store / ("ab" + "0" * 62)).resolve()
 
 
 def test_app_call_style(models):
     # server/app.py passes the folder list on every call
     got = model_catalog.list_models([models], use_hf_cache=False)
     assert "tiny" in {m["name"] for m in got}
-    assert model_catalog.resolve_file([models], "tiny", "config.json",
-                                      use_hf_cache=False) is not None
+    assert model_catalog.resolve_file([models], "tiny", "config.json", use_hf_cache=False) == \
+        (models / "tiny" / "config.json").resolve()
     assert model_catalog.resolve_file([models], "tiny", "../secret.txt",
                                       use_hf_cache=False) is None
     assert all("/" not in m["name"] for m in got)

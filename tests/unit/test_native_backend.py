@@ -85,6 +85,19 @@ test_batch_is_one_submit_and_steady_loop_allocates_nothing = \
     _gl.test_batch_is_one_submit_and_steady_loop_allocates_nothing
 
 
+def test_the_cpu_adapter_runs_every_limit_gated_test(engine):
+    """Some native tests skip on an adapter whose limits leave nothing to test (the conv step
+    folded into in_proj needs 12 storage buffers a stage, Mamba-1's x_proj fold 14; the
+    vocabulary table split needs a binding limit under mamba-130m's 154 MB table). On the CPU
+    adapter CI runs (lavapipe) none may skip: a driver update that moved a limit fails here,
+    by name, instead of those tests quietly no longer running."""
+    a = engine.info["adapter"]
+    if a["adapter_type"] != "CPU":
+        pytest.skip("a hardware adapter: its limits are its own")
+    assert a["limits"]["maxStorageBuffersPerShaderStage"] >= 14, a["limits"]
+    assert a["limits"]["maxStorageBufferBindingSize"] < 154_429_440, a["limits"]
+
+
 def test_native_device_requests_adapter_limits_and_subgroups(engine):
     import wgpu
     a = engine.info["adapter"]

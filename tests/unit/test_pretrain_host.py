@@ -25,12 +25,27 @@ def run(coro):
         return ex.submit(asyncio.run, coro).result()
 
 
-def test_presets_match_generate_bin():
-    for name in ("nano", "micro", "small"):
-        ours, host = pinit.preset_config(name), host_init.make_config(name)
-        assert ours.to_hf_dict() == host.to_hf_dict(), name
-        assert pinit.param_count(ours) == host_init.param_count(host)
-    assert 0.05e6 < pinit.param_count(pinit.preset_config("tiny")) < 0.15e6
+def mamba1_param_count(d, L, V, N=16, k=4):
+    """Mamba-1's parameters counted from its layer's formulas (not from the engine's tensor
+    list): in_proj, conv weight + bias, x_proj, dt_proj + bias, A_log, D, out_proj, the
+    layer's norm; the tied embedding and the final norm."""
+    di, r = 2 * d, -(-d // 16)
+    layer = 2 * di * d + di * k + di + di * (r + 2 * N) + r * di + di + di * N + di + d * di + d
+    return V * d + L * layer + d
+
+
+def test_presets_are_the_mamba_shapes_they_name():
+    # the host tools take the one preset table (tools/init_weights.make_config is the engine's)
+    assert host_init.make_config is pinit.preset_config
+    shapes = {"tiny": (64, 2, 256), "nano": (128, 4, 4096), "micro": (256, 8, 6144),
+              "small": (512, 8, 12288), "base": (768, 24, 50280)}
+    for name, (d, L, V) in shapes.items():
+        cfg = pinit.preset_config(name)
+        assert (cfg.hidden_size, cfg.num_hidden_layers, cfg.vocab_size, cfg.state_size,
+                cfg.tie_word_embeddings) == (d, L, V, 16, True), name
+        assert pinit.param_count(cfg) == mamba1_param_count(d, L, V), name
+    # "base" is mamba-130m's shape (d 768, 24 layers, vocab 50280, tied): the 129M its card states
+    assert pinit.param_count(pinit.preset_config("base")) == 129_135_360
     with pytest.raises(ValueError, match="unknown size"):
         pinit.preset_config("huge")
 
