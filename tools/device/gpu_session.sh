@@ -24,8 +24,8 @@
 #     checks (the register-tiled kernels too) natively and through Dawn, one forward timed alone
 #     in each form, with parts ablated (tools/ablate_mamba3), the mamba3-187m prefill through
 #     Dawn (the rule: the tiled kernels) with the untiled kernels and the angles walked in
-#     segments (ops/mamba3.phi_segments) as variants, and its native profile (carry as for
-#     --dawn)
+#     segments (ops/mamba3.phi_segments) as variants, its native profile, and a MIMO (rank 4)
+#     mamba3 of that size beside SISO, its decode never timed (carry as for --dawn)
 #   bash tools/device/gpu_session.sh --split    # ~5 min: Mamba-3's folded decode step as two
 #     dispatches (ops/mamba3.step_splits: the head's prologue, then 8 rows a workgroup) and as
 #     one over the rows' grid (step_last: the head's last workgroup writes its k and angles)
@@ -116,6 +116,11 @@ if [ "${1:-}" = "--mamba3" ]; then
   MAMBAWEB_MAMBA3_PHI=segments timeout 100 python3 -m tools.profile_kernels --models mamba3_187m \
     --weights f16 --tokens 8 --prefill 1024 > "$OUT/mamba3_profile.json" 2> "$OUT/mamba3_profile.err"
   stamp $? >> "$OUT/mamba3_profile.err"
+  # MIMO (rank 4) beside SISO: its decode step is still a thread a row (mamba3_step), untimed
+  timeout 150 python3 -m tools.cli bench --dawn --json --only model \
+    --models mamba3_187m,mamba3_mimo_187m --weights f16 --decode-tokens 64 --max-seconds 2 \
+    > "$OUT/mamba3_mimo_dawn.json" 2> "$OUT/mamba3_mimo_dawn.err"
+  stamp $? >> "$OUT/mamba3_mimo_dawn.err"
   exit 0
 fi
 if [ "${1:-}" = "--split" ]; then
