@@ -2,11 +2,30 @@
 after its warm-up and stops early only on the timed runs' own time: a warm-up that builds
 pipelines (seconds, the first model of a bench process) used to count against the budget and
 leave one timed run, so the first variant's short prompts were judged on one sample. A fake
-model whose forward takes a scripted time (no GPU) shows which runs were timed."""
-import time
+model whose forward takes a scripted time (no GPU) shows which runs were timed. Its time is a
+fake clock's (CLOCK, set as the bench's time.perf_counter), advanced only by the fake's calls:
+the checks are exact whatever else the machine is doing (a loaded CI machine stretches real
+sleeps several-fold)."""
+import pytest
 
 from py_engine.benchmarks import model as mb
 from tests.async_run import run   # Playwright may own this thread's loop in the full suite
+
+
+class _Clock:
+    now = 0.0
+
+    def perf_counter(self):
+        return self.now
+
+
+CLOCK = _Clock()
+
+
+@pytest.fixture(autouse=True)
+def fake_clock(monkeypatch):
+    CLOCK.now = 0.0
+    monkeypatch.setattr(mb, "time", CLOCK)
 
 
 class _Logits:
@@ -43,7 +62,7 @@ class _Cfg:
 
 
 class FakeModel:
-    """forward() sleeps the next of `seconds` (the warm-up's first)."""
+    """forward() takes the next of `seconds` on the fake clock (the warm-up's first)."""
 
     def __init__(self, seconds):
         self.seconds, self.calls = list(seconds), 0
@@ -56,7 +75,7 @@ class FakeModel:
         return _State()
 
     def forward(self, ctx, ids, batch_size, state, last_only=False):
-        time.sleep(self.seconds[self.calls])
+        CLOCK.now += self.seconds[self.calls]
         self.calls += 1
         return _Logits()
 
@@ -65,14 +84,14 @@ def test_a_slow_warm_up_still_leaves_every_timed_run():
     m = FakeModel([0.4, 0.1, 0.02, 0.1])
     r = run(mb.prefill_tokens_per_s(m, 8, reps=3, budget_s=0.3))
     assert m.calls == 4                       # the warm-up and all three timed runs
-    assert 0.02 <= r["seconds"] < 0.1         # the best timed run, never the warm-up
+    assert r["seconds"] == pytest.approx(0.02)   # the best timed run, never the warm-up
 
 
 def test_slow_timed_runs_still_stop_early():
     """A software adapter: the first timed run alone is past the budget, so no more follow."""
     m = FakeModel([0.01, 0.35, 0.01, 0.01])
     r = run(mb.prefill_tokens_per_s(m, 8, reps=3, budget_s=0.3))
-    assert m.calls == 2 and r["seconds"] >= 0.35
+    assert m.calls == 2 and r["seconds"] == pytest.approx(0.35)
 
 
 class _TimedSubmitDevice:
@@ -89,7 +108,7 @@ class _TimedSubmitDevice:
             device = dev
 
             def submit(self):
-                time.sleep(dev.submit_s)
+                CLOCK.now += dev.submit_s
         return _B()
 
 
@@ -100,5 +119,5 @@ def test_the_recorded_prefill_times_submit_to_logits_not_the_recording():
     m.device = _TimedSubmitDevice(0.03)
     r = run(mb.prefill_recorded_seconds(m, 8, reps=2))
     assert m.calls == 2 and m.device.kinds == [False, False]
-    assert 0.03 <= r["recorded_seconds"] < 0.15
+    assert r["recorded_seconds"] == pytest.approx(0.03)     # the submit, not the 0.2 s recording
     assert r["recorded_tokens_per_s"] == 8 / r["recorded_seconds"]
