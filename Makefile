@@ -20,10 +20,10 @@ PYTEST_ARGS ?= -n 2 --dist loadfile --no-loadscope-reorder
 run: deps
 	$(VENV)/bin/mambaweb serve --host $(HOST) --port $(PORT)
 
-# MAMBAWEB_REQUIRE_NATIVE=1: the native (wgpu) tests fail the run rather than skip when no
-# adapter answers (test-deps installed one: lavapipe)
+# MAMBAWEB_STRICT_TESTS=1: no native adapter stops the run (test-deps installed one: lavapipe),
+# and on a CPU adapter a skipped test fails it (tests/conftest.py)
 test: test-deps
-	MAMBAWEB_REQUIRE_NATIVE=1 $(PY) -m pytest -q $(PYTEST_ARGS)
+	MAMBAWEB_STRICT_TESTS=1 $(PY) -m pytest -q $(PYTEST_ARGS)
 
 bench: test-deps
 	$(VENV)/bin/mambaweb bench --json

@@ -11,20 +11,25 @@ import os
 import time
 
 
-def wgpu_adapter_problem():
-    """None when wgpu imports and offers an adapter; otherwise why not (for skips/errors)."""
+def wgpu_adapter():
+    """(the adapter wgpu offers, None) or (None, why not: for skips/errors)."""
     try:
         import wgpu
     except ImportError as e:
-        return f"wgpu-py is not installed ({e}): pip install wgpu"
+        return None, f"wgpu-py is not installed ({e}): pip install wgpu"
     try:
         adapter = wgpu.gpu.request_adapter_sync(power_preference="high-performance")
     except Exception as e:
-        return (f"wgpu found no Vulkan/Metal/D3D12 adapter ({str(e).splitlines()[0]}); for a "
-                "CPU one: apt-get install mesa-vulkan-drivers")
+        return None, (f"wgpu found no Vulkan/Metal/D3D12 adapter ({str(e).splitlines()[0]}); "
+                      "for a CPU one: apt-get install mesa-vulkan-drivers")
     if adapter is None:
-        return "wgpu found no adapter; for a CPU one: apt-get install mesa-vulkan-drivers"
-    return None
+        return None, "wgpu found no adapter; for a CPU one: apt-get install mesa-vulkan-drivers"
+    return adapter, None
+
+
+def wgpu_adapter_problem():
+    """None when wgpu imports and offers an adapter; otherwise why not (for skips/errors)."""
+    return wgpu_adapter()[1]
 
 
 class NativeEngine:

@@ -574,7 +574,6 @@ def _step_rows_last(batch, s, un, raw, dt_bias, B_bias, C_bias, D, xv, bv, cv, y
               constants=consts)
 
 
-
 def _arrived(dev, n):
     """A zeroed u32 buffer of at least n counts (mamba3_step_rows_last's `arrived`), one per
     device: every dispatch leaves its counts at 0, so all layers and models share it."""

@@ -1,7 +1,8 @@
 """py_engine/benchmarks/timing.seconds_per_call, the loop every kernel benchmark times an op
 with (foundation's matmul, prefill_ops, mamba3_scan): a warm-up submit, then reps doubling until
-one submit takes min_seconds or reps reach max_reps. A fake device whose op sleeps (no GPU)."""
+one submit takes min_seconds or reps reach max_reps. A fake device whose op takes 2 ms of a fake clock (no GPU)."""
 from py_engine.benchmarks.timing import seconds_per_call
+from tests import fake_clock
 from tests.async_run import run   # Playwright may own this thread's loop in the full suite
 
 
@@ -25,21 +26,9 @@ class _Device:
         pass
 
 
-class _Clock:
-    """time.perf_counter for timing.py, advanced only by the fake op: the loop's arithmetic is
-    checked exactly, whatever else the machine is doing (a real 2 ms sleep measured 7.3 ms a
-    call on a loaded CI machine)."""
-    def __init__(self):
-        self.now = 0.0
-
-    def perf_counter(self):
-        return self.now
-
-
 def test_reps_double_until_the_submit_takes_min_seconds(monkeypatch):
     from py_engine.benchmarks import timing
-    dev, clock = _Device(), _Clock()
-    monkeypatch.setattr(timing, "time", clock)
+    dev, clock = _Device(), fake_clock.install(monkeypatch, timing)   # the fake op's 2 ms, exactly
 
     def record(b):
         dev.pending += 1

@@ -2,6 +2,8 @@
 the float64 reference) on the native backend (wgpu-py, the same WGSL). Skips, saying why, only
 without any Vulkan/Metal/D3D12 adapter."""
 
+from contextlib import contextmanager
+
 import numpy as np
 import pytest
 
@@ -87,10 +89,10 @@ del B.Batch._mw_seen
 """
 
 
-@pytest.fixture
-def phi_segments(engine):
-    """The segmented walk turned on, and the entry points the batches ran, so a test can show
-    it ran (and not the serial walk that a missed setting would fall back to)."""
+@contextmanager
+def walked_in_segments(engine):
+    """The segmented walk turned on, and after the block, proof from the entry points the
+    batches ran that it ran -- not the serial walk a missed setting would fall back to."""
     engine.device.mamba3_phi_segments = True
     engine.run(ENTRIES_SEEN)
     try:
@@ -99,6 +101,12 @@ def phi_segments(engine):
         seen = engine.run(ENTRIES_PLAIN)
         engine.device.mamba3_phi_segments = None
     assert "mamba3_phi_segments" in seen and "mamba3_phi" not in seen, seen
+
+
+@pytest.fixture
+def phi_segments(engine):
+    with walked_in_segments(engine):
+        yield engine
 
 
 def test_angles_walked_in_segments_side_by_side(phi_segments):
@@ -114,14 +122,8 @@ def test_angles_walked_in_segments_side_by_side(phi_segments):
 
 def test_angles_in_segments_over_several_windows(small_windows):
     """The segments within each token window, the angle state carried between windows."""
-    small_windows.device.mamba3_phi_segments = True
-    small_windows.run(ENTRIES_SEEN)
-    try:
+    with walked_in_segments(small_windows):
         K.check_chunked(small_windows, 2, 37, 2, 5, 2, 12, 1.0, True)
-    finally:
-        seen = small_windows.run(ENTRIES_PLAIN)
-        small_windows.device.mamba3_phi_segments = None
-    assert "mamba3_phi_segments" in seen and "mamba3_phi" not in seen, seen
 
 
 def test_real_gpus_run_the_chunks_side_by_side(monkeypatch):

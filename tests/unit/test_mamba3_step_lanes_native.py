@@ -100,17 +100,13 @@ def test_models_decode_the_same_with_the_split_step_in_one_dispatch(split, name)
 
 
 @pytest.mark.parametrize("name", ["mamba3-g1-r05-tied", "mamba3-g2-r10-untied-onorm"])
-def test_models_decode_the_same_with_the_step_split(forced, name):
+def test_models_decode_the_same_with_the_step_split(split, name):
     """The step split in two (head, rows): one dispatch more a layer, the same arithmetic in the
     same order -- the same logits (1e-6) and greedy tokens, B's and C's norms folded or not."""
     import json
     n_layer = json.loads((FIX / name / "config.json").read_text())["n_layer"]
-    forced.device.mamba3_step_last = False
-    try:
-        r = check_fold(forced, FIX / name, "f32", "mamba3_step_split", -n_layer,
-                       ids=[1, 5, 9, 2, 7, 3], reset=None, tol=1e-6)
-    finally:
-        forced.device.mamba3_step_last = None
+    r = check_fold(split, FIX / name, "f32", "mamba3_step_split", -n_layer,
+                   ids=[1, 5, 9, 2, 7, 3], reset=None, tol=1e-6)
     assert len(r["fold_tokens"]) > 1
 
 

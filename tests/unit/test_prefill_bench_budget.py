@@ -2,30 +2,21 @@
 after its warm-up and stops early only on the timed runs' own time: a warm-up that builds
 pipelines (seconds, the first model of a bench process) used to count against the budget and
 leave one timed run, so the first variant's short prompts were judged on one sample. A fake
-model whose forward takes a scripted time (no GPU) shows which runs were timed. Its time is a
-fake clock's (CLOCK, set as the bench's time.perf_counter), advanced only by the fake's calls:
-the checks are exact whatever else the machine is doing (a loaded CI machine stretches real
-sleeps several-fold)."""
+model whose forward takes a scripted time of a fake clock (tests/fake_clock.py; no GPU) shows
+which runs were timed."""
 import pytest
 
 from py_engine.benchmarks import model as mb
+from tests import fake_clock
 from tests.async_run import run   # Playwright may own this thread's loop in the full suite
 
-
-class _Clock:
-    now = 0.0
-
-    def perf_counter(self):
-        return self.now
-
-
-CLOCK = _Clock()
+CLOCK = None     # this test's FakeClock, the bench's time.perf_counter
 
 
 @pytest.fixture(autouse=True)
-def fake_clock(monkeypatch):
-    CLOCK.now = 0.0
-    monkeypatch.setattr(mb, "time", CLOCK)
+def clock(monkeypatch):
+    global CLOCK
+    CLOCK = fake_clock.install(monkeypatch, mb)
 
 
 class _Logits:
