@@ -159,11 +159,32 @@ def pieces_cases():
     for name, fmt in (("mamba3-g1-r05-tied", "f32"), ("mamba3-mimo-r2-g1-r05-tied", "f16")):
         yield f"decode mamba3 in_proj packed {name} {fmt}", \
             (lambda e, name=name, fmt=fmt: check_fold(e, fix / name, fmt, "matvec_pieces", 4,
-                                                      reset=None))
+                                                      reset=None,
+                                                      pin={"mamba3_mimo_fused": False}))
     for fmt in ("q8", "q4"):
         yield f"decode mamba3 in_proj packed d64 {fmt}", \
             (lambda e, fmt=fmt: check_fold(e, _random_model(64, "mamba3"), fmt, "matvec_pieces",
                                            4, reset=None))
+
+
+def mimo_step_cases():
+    """Mamba-3 MIMO's decode step in one dispatch (ops/mamba3_mimo_step.py) against the separate
+    kernels: the two MIMO fixtures, and mamba3-187m MIMO's heads (d_state 128, head_dim 64,
+    rank 4) with the out-projection norm in f16 and q4."""
+    from pathlib import Path
+    from tests.browser.decode_fold_cases import check_fold
+    fix = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "models"
+    for name, fmt in (("mamba3-mimo-r2-g1-r05-tied", "f32"),
+                      ("mamba3-mimo-r4-g2-r10-onorm-softplus", "f16")):
+        yield f"decode mamba3 mimo step {name} {fmt}", \
+            (lambda e, name=name, fmt=fmt: check_fold(e, fix / name, fmt, "mamba3_mimo_fused", 8,
+                                                      reset=None))
+    for fmt in ("f16", "q4"):
+        yield f"decode mamba3 mimo step heads {fmt}", \
+            (lambda e, fmt=fmt: check_fold(
+                e, _random_model(64, "mamba3", is_mimo=True, mimo_rank=4, state_size=128,
+                                 head_dim=64, n_groups=2, is_outproj_norm=True),
+                fmt, "mamba3_mimo_fused", 8, reset=None))
 
 
 ONE_HEAD = {"mamba3_step_split": False}                               # a workgroup a head
@@ -293,7 +314,7 @@ def main(argv=None):
     with engine_class(args.engine == "dawn")() as eng:
         print(json.dumps({"engine": args.engine, "adapter": eng.info.get("adapter")}), flush=True)
         for name, fn in (list(gemm_cases()) + list(scan_cases()) + list(decode_cases())
-                         + list(fold_cases()) + list(pieces_cases()) + list(mamba3_step_cases()) + list(ssd_cases()) + list(scale_word_cases())
+                         + list(fold_cases()) + list(pieces_cases()) + list(mimo_step_cases()) + list(mamba3_step_cases()) + list(ssd_cases()) + list(scale_word_cases())
                          + list(staged_matvec_cases())
                          + list(subgroup_tree_cases())):
             if args.only not in name:

@@ -33,6 +33,7 @@ from py_engine.ops.linear import (gated_norm_accumulate, linear_accumulate, line
                                   linear_pieces, pieces_ok)
 from py_engine.ops.mamba3 import mamba3_step, step_folds_bc_norm, step_reads_raw
 from py_engine.ops.mamba3_mimo import mamba3_mimo_out
+from py_engine.ops.mamba3_mimo_step import fused as mimo_fused, mamba3_mimo_step
 from py_engine.ops.rmsnorm import rmsnorm_forward
 
 PIECES = ("z", "x", "B", "C", "dd_dt", "dd_A", "trap", "angles")
@@ -86,6 +87,19 @@ class Mamba3Mixer:
                        heavy_tail=s.heavy_tail)
         if s.mimo:
             self.kw["mimo_x"] = self.mimo[0]
+
+    def _mimo_weights(self):
+        """ops/mamba3_mimo_step's weights (read each call: training may replace a tensor)."""
+        return dict(dt_bias=self.dt_bias, B_bias=self.B_bias, C_bias=self.C_bias, D=self.D,
+                    mimo_x=self.mimo[0], mimo_z=self.mimo[1], mimo_o=self.mimo[2],
+                    B_norm=self.B_norm, C_norm=self.C_norm,
+                    norm_w=self.norm_w if self.spec.onorm else None)
+
+    @property
+    def _mimo_kw(self):
+        s = self.spec
+        return dict(S=s.S, A_floor=s.A_floor, heavy_tail=s.heavy_tail, n_heads=s.H,
+                    n_groups=s.G, eps_bc=EPS, eps_o=EPS)
 
     def _norm_bc(self, batch, t, w, rows):
         """RMSNorm over N of each group (and rank) of B (or C): [rows, R*G*N] -> same."""
@@ -160,6 +174,15 @@ class Mamba3Mixer:
             # the eight in_proj row blocks, packed at load (decode_packs), in one mat-vec dispatch
             block, outs = self._views_block(batch.device, Bsz, s.rows())
             z, x, B, C, dd_dt, dd_A, trap, ang = linear_pieces(batch, h, w, outs)
+            if (s.mimo and self.B_norm is not None and self.C_norm is not None
+                    and mimo_fused(batch.device, s.R, s.N, s.P, s.S)):
+                # MIMO: norms, scalars, step and output in one dispatch (3 a layer, not 7)
+                v = mamba3_mimo_step(batch, dict(zip(PIECES, outs)), state,
+                                     weights=self._mimo_weights(), **self._mimo_kw)
+                linear_accumulate(batch, v, self.out_w, residual)
+                v.release()
+                block.release()
+                return
         else:
             # in three (linear_multi takes up to 3)
             if step_reads_raw(batch.device, s.mimo, s.N, s.S):

@@ -14,6 +14,8 @@ RUN = PROBES + """
 m = await load_model_local(device, args['folder'], weights_format=args['fmt'])
 device.force_matvec = True
 device.matvec_stage = args['stage']
+for k, v in args.get('pin', {}).items():
+    setattr(device, k, v)
 out = {}
 try:
     for fold in (False, True):
@@ -28,18 +30,23 @@ try:
 finally:
     device.force_matvec = False
     device.matvec_stage = None
+    for k in args.get('pin', {}):
+        setattr(device, k, None)
     setattr(device, args['flag'], args.get('reset', True))
 m.release()
 result = out
 """
 
 
-def check_fold(engine, folder, fmt, flag, fewer, stage=None, ids=IDS, tol=1e-5, reset=True):
+def check_fold(engine, folder, fmt, flag, fewer, stage=None, ids=IDS, tol=1e-5, reset=True,
+               pin=None):
     """Logits (one sequence and two) within tol (relative to their largest) and greedy tokens
     equal with and without the fold named by `flag` (a device attribute, `reset` afterwards),
-    `fewer` dispatches fewer per token with it. Returns the run."""
+    `fewer` dispatches fewer per token with it. `pin`: other device attributes held for both
+    runs (cleared afterwards), so that a fold that enables another counts only its own
+    dispatches. Returns the run."""
     r = engine.run(RUN, folder=str(folder), fmt=fmt, ids=ids, stage=stage, flag=flag,
-                   reset=reset)
+                   reset=reset, pin=pin or {})
     for key in ("", "_b2"):
         a = np.frombuffer(r["plain" + key], np.float32)
         b = np.frombuffer(r["fold" + key], np.float32)

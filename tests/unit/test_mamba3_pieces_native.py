@@ -26,7 +26,9 @@ def _fewer(folder):
                                       ("mamba3-mimo-r2-g1-r05-tied", "f32"),
                                       ("mamba3-mimo-r4-g2-r10-onorm-softplus", "f16")])
 def test_fixtures_decode_the_same_with_packed_in_proj(engine, name, fmt):
-    r = check_fold(engine, FIX / name, fmt, "matvec_pieces", _fewer(FIX / name), reset=None)
+    # MIMO's one-dispatch step (ops/mamba3_mimo_step) needs the packed block: held off here
+    r = check_fold(engine, FIX / name, fmt, "matvec_pieces", _fewer(FIX / name), reset=None,
+                   pin={"mamba3_mimo_fused": False})
     assert len(r["fold_tokens"]) > 1
 
 

@@ -20,12 +20,13 @@
 #     kernel checks natively and through Dawn, one forward timed alone in each form, block size
 #     and chunk length (tools/ablate_ssd), and the mamba2-130m and hybrid-130m prefills through
 #     Dawn with the 64-thread kernels as a variant (carry as for --dawn)
-#   bash tools/device/gpu_session.sh --mamba3   # ~5 min: Mamba-3's chunked forward: its kernel
-#     checks (the register-tiled kernels too) natively and through Dawn, one forward timed alone
-#     in each form, with parts ablated (tools/ablate_mamba3), the mamba3-187m prefill through
-#     Dawn (the rule: the tiled kernels) with the untiled kernels and the angles walked in
-#     segments (ops/mamba3.phi_segments) as variants, its native profile, and a MIMO (rank 4)
-#     mamba3 of that size beside SISO, its decode never timed (carry as for --dawn)
+#   bash tools/device/gpu_session.sh --mamba3   # ~8 min: Mamba-3's kernel checks (the
+#     register-tiled kernels and MIMO's one-dispatch step too) natively and through Dawn; a MIMO
+#     (rank 4) mamba3 of mamba3-187m's size beside SISO through Dawn, its step in one dispatch
+#     and as the separate kernels; the mamba3-187m prefill through Dawn (the rule: the tiled
+#     kernels) with the untiled kernels and the angles walked in segments
+#     (ops/mamba3.phi_segments) as variants; one forward timed alone in each form, with parts
+#     ablated (tools/ablate_mamba3); its native profile (carry as for --dawn)
 #   bash tools/device/gpu_session.sh --split    # ~5 min: Mamba-3's folded decode step as two
 #     dispatches (ops/mamba3.step_splits: the head's prologue, then 8 rows a workgroup) and as
 #     one over the rows' grid (step_last: the head's last workgroup writes its k and angles)
@@ -36,6 +37,9 @@
 #     natively and through Dawn, each timed against the form before on one loaded model
 #     (tools/ab_decode: mamba3_187m f16/q4, hybrid_130m_g8 f16), and mamba3-187m's decode
 #     profiled kernel by kernel natively (where its step kernel stands) (carry as for --dawn)
+#   bash tools/device/gpu_session.sh --table    # ~9 min: the README's GPU table through Dawn,
+#     its two bench commands as written there (Mamba-1 at 1.4b and 130m in four formats, then
+#     Mamba-2, Mamba-3 SISO and MIMO and the hybrid in f16 and q4) (carry as for --dawn)
 # (each under the device's 10-minute limit per command; a bench killed by its timeout prints
 # nothing, so the timeouts below leave room).
 set -uo pipefail
@@ -102,25 +106,39 @@ if [ "${1:-}" = "--ssd" ]; then
 fi
 if [ "${1:-}" = "--mamba3" ]; then
   both_engines
-  checks_both mamba3 "mamba3" 70
-  for T in 1024 256; do
-    timeout 80 python3 -m tools.ablate_mamba3 $T > "$OUT/ablate_mamba3_$T.txt" 2>&1
-    stamp $? >> "$OUT/ablate_mamba3_$T.txt"
-  done
-  timeout 200 python3 -m tools.cli bench --dawn --json --only model --models mamba3_187m \
+  checks_both mamba3 "mamba3" 100
+  # MIMO (rank 4) beside SISO, its decode step in one dispatch (ops/mamba3_mimo_step) and as the
+  # separate kernels (two norms, prep, the thread-a-row step, the output: 7 dispatches a layer)
+  timeout 150 python3 -m tools.cli bench --dawn --json --only model \
+    --models mamba3_mimo_187m,mamba3_187m --weights f16,q4 --decode-tokens 128 --max-seconds 1 \
+    --variant separate:MAMBAWEB_MAMBA3_MIMO_STEP=separate \
+    > "$OUT/mamba3_mimo_dawn.json" 2> "$OUT/mamba3_mimo_dawn.err"
+  stamp $? >> "$OUT/mamba3_mimo_dawn.err"
+  timeout 130 python3 -m tools.cli bench --dawn --json --only model --models mamba3_187m \
     --weights f16 --decode-tokens 64 --max-seconds 2 --variant untiled:MAMBAWEB_MAMBA3_TILES=0 \
     --variant phiseg:MAMBAWEB_MAMBA3_PHI=segments \
     > "$OUT/mamba3_dawn.json" 2> "$OUT/mamba3_dawn.err"
   stamp $? >> "$OUT/mamba3_dawn.err"
+  for T in 1024 256; do
+    timeout 45 python3 -m tools.ablate_mamba3 $T > "$OUT/ablate_mamba3_$T.txt" 2>&1
+    stamp $? >> "$OUT/ablate_mamba3_$T.txt"
+  done
   # where the prefill's GPU time goes with the tiled kernels and the angles in segments
-  MAMBAWEB_MAMBA3_PHI=segments timeout 100 python3 -m tools.profile_kernels --models mamba3_187m \
+  MAMBAWEB_MAMBA3_PHI=segments timeout 60 python3 -m tools.profile_kernels --models mamba3_187m \
     --weights f16 --tokens 8 --prefill 1024 > "$OUT/mamba3_profile.json" 2> "$OUT/mamba3_profile.err"
   stamp $? >> "$OUT/mamba3_profile.err"
-  # MIMO (rank 4) beside SISO: its decode step is still a thread a row (mamba3_step), untimed
-  timeout 150 python3 -m tools.cli bench --dawn --json --only model \
-    --models mamba3_187m,mamba3_mimo_187m --weights f16 --decode-tokens 64 --max-seconds 2 \
-    > "$OUT/mamba3_mimo_dawn.json" 2> "$OUT/mamba3_mimo_dawn.err"
-  stamp $? >> "$OUT/mamba3_mimo_dawn.err"
+  exit 0
+fi
+if [ "${1:-}" = "--table" ]; then
+  both_engines
+  timeout 330 python3 -m tools.cli bench --dawn --json --only model --models mamba1_4b,mamba130m \
+    --weights f32,f16,q8,q4 --decode-tokens 256 --max-seconds 4 \
+    > "$OUT/table_mamba1.json" 2> "$OUT/table_mamba1.err"
+  stamp $? >> "$OUT/table_mamba1.err"
+  timeout 220 python3 -m tools.cli bench --dawn --json --only model \
+    --models mamba2_130m,mamba3_187m,mamba3_mimo_187m,hybrid_130m --weights f16,q4 \
+    --decode-tokens 256 --max-seconds 2 > "$OUT/table_others.json" 2> "$OUT/table_others.err"
+  stamp $? >> "$OUT/table_others.err"
   exit 0
 fi
 if [ "${1:-}" = "--split" ]; then

@@ -1,0 +1,104 @@
+"""Mamba-3 MIMO's decode step in one dispatch (shaders/mamba3_step_mimo.wgsl): the per-token
+scalars, B's and C's RMSNorm, the angles, k_r / q_r, the state update, y_r and the MIMO output
+(gate, head-wise norm where is_outproj_norm, mimo_o) -- 3 dispatches a decoded layer with in_proj
+and out_proj, where the separate kernels (two rmsnorm_forward, mamba3_prep, mamba3_step,
+mamba3_mimo_out; ops/mamba3.py, ops/mamba3_mimo.py) make it 7. Same math, same order per state
+(y_r's sum over N meets in a 32-lane tree instead of one thread's loop).
+
+    mamba3_mimo_step(batch, ins, state, *, weights, S, A_floor, heavy_tail, n_heads, n_groups,
+                     eps_bc, eps_o, out=None) -> out [Bsz, H*P]
+ins     dict of in_proj's outputs for one token, views of ONE buffer (the mixer's packed in_proj
+        writes them side by side): x [Bsz, H*P], B / C [Bsz, R*G*N] (raw: normalised here),
+        z [Bsz, H*P], dd_dt / dd_A / trap [Bsz, H], angles [Bsz, S]
+state   angle [Bsz, H, S], ssm [Bsz, H, P, N], k [Bsz, R, H, N], v [Bsz, H, P], in place
+weights dict: dt_bias [H], B_bias / C_bias [H, R, N], D [H], mimo_x / mimo_z / mimo_o [H, R, P],
+        B_norm / C_norm [N], norm_w [H*P] or None (is_outproj_norm)
+out     the MIMO output, out_proj's input: a new Tensor, or the given Tensor / Cols view
+1 dispatch, grid (H, Bsz): one 256-thread workgroup a head.
+"""
+from py_engine.gpu.settings import choose
+from py_engine.gpu.tensor import Tensor
+from py_engine.ops._common import dummy, params, workgroup_storage
+from py_engine.ops.conv1d import view
+from py_engine.ops.mamba3 import HEAVY, MIMO, _Spec, _uniform_fn, one_binding
+
+SHADER = ENTRY = "mamba3_step_mimo"
+STORAGE = 16             # storage bindings: the in_proj block, 7 parameters, out, 4 states, 3 norms
+INS = ("x", "B", "C", "z", "dd_dt", "dd_A", "trap", "angles")
+
+
+def sh_floats(R, N, P, S):
+    """The kernel's `sh`: k, k_prev, q [R][N] each | phi [S] | 1/rms of B, C, y [3][R] | y [R][P]."""
+    return 3 * R * N + S + 3 * R + R * P
+
+
+def red_floats(R):
+    """The kernel's `red`: a 256-lane tree a rank (the norm sums use two)."""
+    return 256 * max(R, 2)
+
+
+def fits(dev, R, N, P, S):
+    """Whether the kernel's bindings and workgroup memory fit the device (each workgroup variable
+    counted rounded up to 16 bytes, as ops/mamba3.lanes_fit counts)."""
+    if dev.limits.get("maxStorageBuffersPerShaderStage", 8) < STORAGE:
+        return False
+    rounded = lambda n: -(-n // 4) * 4  # noqa: E731
+    return 4 * (rounded(sh_floats(R, N, P, S)) + red_floats(R)) <= workgroup_storage(dev)
+
+
+def fused(dev, R, N, P, S):
+    """Whether a MIMO layer decodes through mamba3_step_mimo: it fits (`fits`), and on a real GPU
+    (the decode mat-vec's rule, ops/linear._matvec_ok: not a CPU adapter unless
+    `device.force_matvec`), unless `device.mamba3_mimo_fused` (tests) or
+    MAMBAWEB_MAMBA3_MIMO_STEP=fused|separate (bench variants) says otherwise."""
+    from py_engine.ops.linear import _matvec_ok
+    return fits(dev, R, N, P, S) and choose(dev, "mamba3_mimo_fused", "MAMBAWEB_MAMBA3_MIMO_STEP",
+                                            "fused", "separate", lambda: _matvec_ok(dev))
+
+
+def mamba3_mimo_step(batch, ins, state, *, weights, S, A_floor, heavy_tail, n_heads, n_groups,
+                     eps_bc, eps_o, out=None):
+    dev = batch.device
+    pr = weights
+    s = _Spec(ins["x"], ins["B"], ins["C"], ins["dd_dt"], ins["dd_A"], ins["trap"],
+              ins["angles"], pr["dt_bias"], pr["B_bias"], pr["C_bias"], pr["D"], n_heads,
+              n_groups, S, step=True, mimo_x=pr["mimo_x"])
+    H, P, N, R = s.H, s.P, s.N, s.R
+    for name in ("mimo_z", "mimo_o"):
+        if tuple(pr[name].shape) != (H, R, P):
+            raise ValueError(f"{name} has shape {list(pr[name].shape)}, expected {[H, R, P]}")
+    for name in ("B_norm", "C_norm"):
+        if pr[name].numel != N:
+            raise ValueError(f"{name} must have {N} elements, got {list(pr[name].shape)}")
+    if pr.get("norm_w") is not None and pr["norm_w"].numel != H * P:
+        raise ValueError(f"norm_w must have {H * P} elements, got {list(pr['norm_w'].shape)}")
+    if ins["z"].shape[-1] != H * P:
+        raise ValueError(f"z has last dim {ins['z'].shape[-1]}, expected H*P = {H * P}")
+    if not fits(dev, R, N, P, S):
+        raise ValueError("mamba3_mimo_step: this shape's step does not fit the device "
+                         "(mamba3_mimo_step.fits): decode through the separate kernels")
+    one = one_binding([ins[k] for k in INS])
+    if one is None:
+        raise ValueError("mamba3_mimo_step: in_proj's outputs must be views of one buffer "
+                         "(the packed in_proj's block)")
+    inp, offs = one
+    (xo, xs), (bo, bs), (co, cs), (zo, zs), *raws = offs
+    st = s.states(state, dev)
+    y = out if out is not None else Tensor(dev, (s.nb, H * P))
+    if y.shape[-1] != H * P:
+        raise ValueError(f"out has shape {list(y.shape)}, expected [{s.nb}, {H * P}]")
+    yv = view(y)
+    flags = MIMO | (HEAVY if heavy_tail else 0)
+    un = _uniform_fn(dev, s, flags, A_floor, (None, xo, xs), (None, bo, bs), (None, co, cs), yv,
+                     raws, 0, 0, 0, 0)()
+    mq = dev.uniform(params(zo, zs, float(eps_o), float(eps_bc)))
+    onorm = pr.get("norm_w") is not None
+    res = [un, inp, mq, pr["mimo_z"].binding, pr["mimo_o"].binding, pr["dt_bias"].binding,
+           pr["B_bias"].binding, pr["C_bias"].binding, pr["D"].binding, pr["mimo_x"].binding,
+           None, None, None, yv[0]] + [t.binding for t in st] + \
+        [pr["B_norm"].binding, pr["C_norm"].binding,
+         pr["norm_w"].binding if onorm else dummy(dev)]
+    batch.run(SHADER, ENTRY, res, H, s.nb,
+              constants={"RK": R, "ONORM": int(onorm), "WSM": sh_floats(R, N, P, S),
+                         "RED": red_floats(R)})
+    return y
