@@ -14,15 +14,26 @@
 //   S = alpha S + sum_r (beta v_prev_r k_prev_r^T + gamma v_r k_r^T);  y_r = S q_r + D[h] v_r
 //   out = sum_r mimo_o[h, r] * y_r [* rsqrt(mean_P y_r^2 + eps_o) * norm_w[h]] * silu(z mimo_z[h, r])
 //
-// One 256-thread workgroup per (h, b), grid (H, Bsz): the whole head in one workgroup, because
-// the head-wise norm (ONORM) needs every row's y_r before any output, and the k and angle states
-// are the head's, read and overwritten. Rows: 8 a pass (RPW), 32 lanes a row, lane l taking
-// states n = l, l + 32, ..; each row's R sums over n meet in one lane tree per rank.
+// Two forms (py_engine/ops/mamba3_mimo_step.rows_form picks):
+//   mamba3_step_mimo       one 256-thread workgroup per (h, b), grid (H, Bsz): the whole head in
+//                          one workgroup, so the head-wise norm (ONORM), which needs every row's
+//                          y_r, is folded too (3 dispatches a layer in every case)
+//   mamba3_step_mimo_rows  RPW rows of a head a workgroup, grid (H * ceil(P / RPW), Bsz): every
+//                          workgroup runs the head's prologue itself and the head's last to have
+//                          read the old k and angles writes the new ones (`arrived`, as
+//                          mamba3_step_folded.wgsl's mamba3_step_rows_last: no workgroup waits
+//                          on another); its rows' states are loaded before the prologue. Without
+//                          ONORM it writes the MIMO output; with it, y_r [Bsz, RK*H*P] for
+//                          mamba3_mimo_out (4 dispatches a layer).
+// Rows: RPW a pass, 32 lanes a row, lane l taking states n = l, l + 32, ..; each row's RK sums
+// over n meet in one lane tree per rank.
 //
-// Storage bindings: the in_proj block, 7 parameters, out, 4 states, 3 norm weights = 16 (the
-// host takes this kernel only where the device binds that many: H100/H200 through Dawn do,
-// SwiftShader's 10 do not). in_proj's eight outputs come through ONE binding, `inp` (the mixer
-// has its packed in_proj write them side by side: ops/mamba3.one_binding gives their offsets).
+// Storage bindings, 16 in each form (the host takes these kernels only where the device binds
+// that many: H100/H200 through Dawn do, SwiftShader's 10 do not): the in_proj block, 7
+// parameters, out, 4 states, B's and C's norm weights, and the out-projection norm's weight
+// (mamba3_step_mimo) or `arrived` (mamba3_step_mimo_rows). in_proj's eight outputs come through
+// ONE binding, `inp` (the mixer has its packed in_proj write them side by side:
+// ops/mamba3.one_binding gives their offsets).
 
 //#include "lib/mamba3_params.wgsl"
 
@@ -40,6 +51,7 @@ struct MimoStep { z_off: u32, z_str: u32, eps_o: f32, eps_bc: f32 };
 @group(0) @binding(8) var<storage, read> Dv: array<f32>;        // [H]
 @group(0) @binding(9) var<storage, read> mimo_x: array<f32>;    // [H, RK, P]
 @group(0) @binding(13) var<storage, read_write> out: array<f32>;   // [Bsz, *] view, H*P wide
+                                                                   // (rows with ONORM: y, RK*H*P)
 @group(0) @binding(14) var<storage, read_write> s_ang: array<f32>; // [Bsz, H, S], in place
 @group(0) @binding(15) var<storage, read_write> s_ssm: array<f32>; // [Bsz, H, P, N], in place
 @group(0) @binding(16) var<storage, read_write> s_k: array<f32>;   // [Bsz, RK, H, N], in place
@@ -126,32 +138,21 @@ fn q_in(b: u32, h: u32, g: u32, r: u32, n: u32) -> f32 {
   return v * sh[o_rs() + RK + r] * C_normw[n] + C_bias[(h * RK + r) * p.N + n];
 }
 
-@compute @workgroup_size(256)
-fn mamba3_step_mimo(@builtin(workgroup_id) wid: vec3<u32>,
-                    @builtin(local_invocation_index) lid: u32) {
-  let h = wid.x;
-  let b = wid.y;
-  if (h >= p.H || b >= p.nb) { return; }   // uniform: depends on the workgroup only
+// The head's prologue, 256 threads, uniform control flow (barriers): B's and C's 1/rms, the
+// angles advanced and the old k into sh, then k_r and q_r rotated into sh (mamba3_step_common's
+// rotate_kq with the MIMO pairs). Leaves the k and angle states as they were.
+fn prologue(b: u32, h: u32, dt: f32, lid: u32) {
   let N = p.N;
-  let P = p.P;
   let S = p.S;
   let RN = RK * N;
   let g = h / (p.H / p.G);
   let bh = b * p.H + h;
-  let dt = prep_value(b, h);
-  let alpha = prep_value(b, p.H + h);
-  let beta = prep_value(b, 2u * p.H + h);
-  let gamma = prep_value(b, 3u * p.H + h);
-  let Dh = Dv[h];
   norm_sums(b, g, lid);
-  // the angles advanced, the old k kept
   for (var i = lid; i < S; i += 256u) {
     sh[o_phi() + i] = wrap_angle(s_ang[bh * S + i] + prep_value(b, 4u * p.H + i) * dt);
   }
   for (var e = lid; e < RN; e += 256u) { sh[o_kprev() + e] = s_k[k_index(b, h, e)]; }
   workgroupBarrier();
-  // k_r and q_r rotated (mamba3_step_common's rotate_kq, MIMO pairs); the new k and angles
-  // written (every thread has its old k in sh: the barrier above)
   for (var e = lid; e < RN; e += 256u) {
     let r = e / N;
     let n = e % N;
@@ -165,9 +166,32 @@ fn mamba3_step_mimo(@builtin(workgroup_id) wid: vec3<u32>,
     }
     sh[o_k() + e] = kq.x;
     sh[o_q() + e] = kq.y;
-    s_k[k_index(b, h, e)] = kq.x;
   }
-  for (var i = lid; i < S; i += 256u) { s_ang[bh * S + i] = sh[o_phi() + i]; }
+  workgroupBarrier();
+}
+
+// The new k (sh's k) and angles into their states.
+fn write_k_angles(b: u32, h: u32, lid: u32) {
+  for (var e = lid; e < RK * p.N; e += 256u) { s_k[k_index(b, h, e)] = sh[o_k() + e]; }
+  for (var i = lid; i < p.S; i += 256u) { s_ang[(b * p.H + h) * p.S + i] = sh[o_phi() + i]; }
+}
+
+@compute @workgroup_size(256)
+fn mamba3_step_mimo(@builtin(workgroup_id) wid: vec3<u32>,
+                    @builtin(local_invocation_index) lid: u32) {
+  let h = wid.x;
+  let b = wid.y;
+  if (h >= p.H || b >= p.nb) { return; }   // uniform: depends on the workgroup only
+  let N = p.N;
+  let P = p.P;
+  let bh = b * p.H + h;
+  let dt = prep_value(b, h);
+  let alpha = prep_value(b, p.H + h);
+  let beta = prep_value(b, 2u * p.H + h);
+  let gamma = prep_value(b, 3u * p.H + h);
+  let Dh = Dv[h];
+  prologue(b, h, dt, lid);
+  write_k_angles(b, h, lid);               // every thread has its old k in sh: a barrier above
   workgroupBarrier();
   // the rows, RPW a pass: S = alpha S + sum_r (bv_r k_prev_r + gv_r k_r), acc_r += S q_r
   let lane = lid % LANES;
@@ -245,5 +269,110 @@ fn mamba3_step_mimo(@builtin(workgroup_id) wid: vec3<u32>,
       o += gr * mimo_o[wi];
     }
     out[p.y_off + b * p.y_str + h * P + pp] = o;
+  }
+}
+
+// arrived [Bsz, H]: the workgroups of a head that have read the old k and angles this dispatch
+// (0 between dispatches: the last to arrive sets it back; ops/mamba3._arrived, shared with the
+// SISO step)
+@group(0) @binding(21) var<storage, read_write> arrived: array<atomic<u32>>;
+var<workgroup> last_to_arrive: u32;
+
+const MAXJ = 4u;                           // a lane's states loaded before the prologue (N <= 128)
+
+@compute @workgroup_size(256)
+fn mamba3_step_mimo_rows(@builtin(workgroup_id) wid: vec3<u32>,
+                         @builtin(local_invocation_index) lid: u32) {
+  let blocks = (p.P + RPW - 1u) / RPW;
+  if (wid.x >= p.H * blocks || wid.y >= p.nb) { return; }   // uniform
+  let b = wid.y;
+  let h = wid.x / blocks;
+  let N = p.N;
+  let P = p.P;
+  let bh = b * p.H + h;
+  let lane = lid % LANES;
+  let pp = (wid.x % blocks) * RPW + lid / LANES;
+  let live = pp < P;
+  let base = (bh * P + pp) * N;
+  // what the row's update reads and the prologue does not produce, loaded first
+  var hs: array<f32, MAXJ>;
+  var xv = 0.0;
+  var vp = 0.0;
+  var w: array<f32, MAX_R>;
+  if (live) {
+    for (var jj = 0u; jj < MAXJ; jj++) {
+      let n = jj * LANES + lane;
+      if (n < N) { hs[jj] = s_ssm[base + n]; }
+    }
+    xv = inp[p.x_off + b * p.x_str + h * P + pp];
+    vp = s_v[bh * P + pp];
+    for (var r = 0u; r < RK; r++) { w[r] = mimo_x[(h * RK + r) * P + pp]; }
+  }
+  let dt = prep_value(b, h);
+  let alpha = prep_value(b, p.H + h);
+  let beta = prep_value(b, 2u * p.H + h);
+  let gamma = prep_value(b, 3u * p.H + h);
+  prologue(b, h, dt, lid);
+  // the old k and angles are in sh (a barrier in the prologue): this workgroup has read them.
+  // What orders those reads before the last arriver's writes, WGSL's atomics being relaxed:
+  // mamba3_step_folded.wgsl's mamba3_step_rows_last says.
+  if (lid == 0u) {
+    let before = atomicAdd(&arrived[bh], 1u);
+    last_to_arrive = select(0u, 1u, before + 1u == blocks);
+    if (before + 1u == blocks) { atomicStore(&arrived[bh], 0u); }
+  }
+  workgroupBarrier();
+  if (last_to_arrive == 1u) { write_k_angles(b, h, lid); }
+  var bv: array<f32, MAX_R>;
+  var gv: array<f32, MAX_R>;
+  var acc: array<f32, MAX_R>;
+  for (var r = 0u; r < RK; r++) {
+    bv[r] = beta * vp * w[r];
+    gv[r] = gamma * xv * w[r];
+    acc[r] = 0.0;
+  }
+  if (live) {
+    let J = (N + LANES - 1u) / LANES;
+    for (var j0 = 0u; j0 < J; j0 += MAXJ) {
+      for (var jj = 0u; jj < MAXJ; jj++) {  // a constant trip count: hs[jj] stays a register
+        let n = (j0 + jj) * LANES + lane;
+        if (n < N) {
+          var hv = hs[jj];
+          if (j0 > 0u) { hv = s_ssm[base + n]; }
+          var st = alpha * hv;
+          for (var r = 0u; r < RK; r++) {
+            st += bv[r] * sh[o_kprev() + r * N + n] + gv[r] * sh[o_k() + r * N + n];
+          }
+          s_ssm[base + n] = st;
+          for (var r = 0u; r < RK; r++) { acc[r] += st * sh[o_q() + r * N + n]; }
+        }
+      }
+    }
+  }
+  for (var r = 0u; r < RK; r++) { red[r * 256u + lid] = acc[r]; }
+  workgroupBarrier();
+  for (var st = LANES / 2u; st > 0u; st >>= 1u) {
+    if (lane < st) {
+      for (var r = 0u; r < RK; r++) { red[r * 256u + lid] += red[r * 256u + lid + st]; }
+    }
+    workgroupBarrier();
+  }
+  if (lane == 0u && live) {
+    s_v[bh * P + pp] = xv;
+    let Dh = Dv[h];
+    if (ONORM) {           // y_r for mamba3_mimo_out (rank-major per row: [RK][H*P])
+      for (var r = 0u; r < RK; r++) {
+        out[p.y_off + b * p.y_str + (r * p.H + h) * P + pp] = red[r * 256u + lid] + Dh * xv * w[r];
+      }
+    } else {               // mamba3_mimo_out without the norm: rs = 1, norm weight 1
+      let zv = inp[mq.z_off + b * mq.z_str + h * P + pp];
+      var o = 0.0;
+      for (var r = 0u; r < RK; r++) {
+        let wi = (h * RK + r) * P + pp;
+        let yr = red[r * 256u + lid] + Dh * xv * w[r];
+        o += yr * silu(zv * mimo_z[wi]) * mimo_o[wi];   // y_r * 1 * 1 there: the same bits
+      }
+      out[p.y_off + b * p.y_str + h * P + pp] = o;
+    }
   }
 }

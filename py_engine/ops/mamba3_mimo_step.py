@@ -14,22 +14,28 @@ state   angle [Bsz, H, S], ssm [Bsz, H, P, N], k [Bsz, R, H, N], v [Bsz, H, P], 
 weights dict: dt_bias [H], B_bias / C_bias [H, R, N], D [H], mimo_x / mimo_z / mimo_o [H, R, P],
         B_norm / C_norm [N], norm_w [H*P] or None (is_outproj_norm)
 out     the MIMO output, out_proj's input: a new Tensor, or the given Tensor / Cols view
-1 dispatch, grid (H, Bsz): one 256-thread workgroup a head.
+1 dispatch: one 256-thread workgroup a head (grid (H, Bsz)), or by `rows_form` 8 rows of a head
+a workgroup (grid (H * ceil(P / 8), Bsz); with the out-projection norm, then mamba3_mimo_out: 2).
 """
+from py_engine.gpu.batch import MAX_WORKGROUPS
 from py_engine.gpu.settings import choose
 from py_engine.gpu.tensor import Tensor
 from py_engine.ops._common import dummy, params, workgroup_storage
 from py_engine.ops.conv1d import view
-from py_engine.ops.mamba3 import HEAVY, MIMO, _Spec, _uniform_fn, one_binding
+from py_engine.ops.mamba3 import HEAVY, MIMO, _arrived, _Spec, _uniform_fn, one_binding
+from py_engine.ops.mamba3_mimo import mamba3_mimo_out
 
 SHADER = ENTRY = "mamba3_step_mimo"
-STORAGE = 16             # storage bindings: the in_proj block, 7 parameters, out, 4 states, 3 norms
+ROWS_ENTRY = "mamba3_step_mimo_rows"
+RPW = 8                  # the rows form's rows a workgroup (the shader's RPW)
+STORAGE = 16             # storage bindings of either form (the shader's header lists them)
 INS = ("x", "B", "C", "z", "dd_dt", "dd_A", "trap", "angles")
 
 
-def sh_floats(R, N, P, S):
-    """The kernel's `sh`: k, k_prev, q [R][N] each | phi [S] | 1/rms of B, C, y [3][R] | y [R][P]."""
-    return 3 * R * N + S + 3 * R + R * P
+def sh_floats(R, N, P, S, rows=False):
+    """The kernel's `sh`: k, k_prev, q [R][N] each | phi [S] | 1/rms of B, C, y [3][R] | y [R][P]
+    (the head's rows' y_r: the one-workgroup form only)."""
+    return 3 * R * N + S + 3 * R + (0 if rows else R * P)
 
 
 def red_floats(R):
@@ -37,13 +43,26 @@ def red_floats(R):
     return 256 * max(R, 2)
 
 
-def fits(dev, R, N, P, S):
+def fits(dev, R, N, P, S, rows=False):
     """Whether the kernel's bindings and workgroup memory fit the device (each workgroup variable
     counted rounded up to 16 bytes, as ops/mamba3.lanes_fit counts)."""
     if dev.limits.get("maxStorageBuffersPerShaderStage", 8) < STORAGE:
         return False
     rounded = lambda n: -(-n // 4) * 4  # noqa: E731
-    return 4 * (rounded(sh_floats(R, N, P, S)) + red_floats(R)) <= workgroup_storage(dev)
+    need = 4 * (rounded(sh_floats(R, N, P, S, rows)) + red_floats(R)) + (16 if rows else 0)
+    return need <= workgroup_storage(dev)
+
+
+def rows_form(dev, H, R, N, P, S):
+    """Whether the step runs 8 rows of a head a workgroup (mamba3_step_mimo_rows: H * P / 8
+    workgroups; with the out-projection norm, mamba3_mimo_out after it) rather than a head a
+    workgroup (mamba3_step_mimo: H workgroups, 24 at mamba3-187m -- the SISO step took half the
+    GPU time in that form, ops/mamba3.step_splits): where it fits and its grid fits one
+    dispatch's x, unless `device.mamba3_mimo_rows` (tests) or MAMBAWEB_MAMBA3_MIMO_ROWS=1|0
+    (bench variants) says otherwise."""
+    if not fits(dev, R, N, P, S, rows=True) or H * -(-P // RPW) > MAX_WORKGROUPS:
+        return False
+    return choose(dev, "mamba3_mimo_rows", "MAMBAWEB_MAMBA3_MIMO_ROWS", "1", "0", lambda: True)
 
 
 def fused(dev, R, N, P, S):
@@ -52,8 +71,9 @@ def fused(dev, R, N, P, S):
     `device.force_matvec`), unless `device.mamba3_mimo_fused` (tests) or
     MAMBAWEB_MAMBA3_MIMO_STEP=fused|separate (bench variants) says otherwise."""
     from py_engine.ops.linear import _matvec_ok
-    return fits(dev, R, N, P, S) and choose(dev, "mamba3_mimo_fused", "MAMBAWEB_MAMBA3_MIMO_STEP",
-                                            "fused", "separate", lambda: _matvec_ok(dev))
+    return ((fits(dev, R, N, P, S) or fits(dev, R, N, P, S, rows=True))
+            and choose(dev, "mamba3_mimo_fused", "MAMBAWEB_MAMBA3_MIMO_STEP", "fused",
+                       "separate", lambda: _matvec_ok(dev)))
 
 
 def mamba3_mimo_step(batch, ins, state, *, weights, S, A_floor, heavy_tail, n_heads, n_groups,
@@ -74,7 +94,8 @@ def mamba3_mimo_step(batch, ins, state, *, weights, S, A_floor, heavy_tail, n_he
         raise ValueError(f"norm_w must have {H * P} elements, got {list(pr['norm_w'].shape)}")
     if ins["z"].shape[-1] != H * P:
         raise ValueError(f"z has last dim {ins['z'].shape[-1]}, expected H*P = {H * P}")
-    if not fits(dev, R, N, P, S):
+    rows = rows_form(dev, H, R, N, P, S)
+    if not rows and not fits(dev, R, N, P, S):
         raise ValueError("mamba3_mimo_step: this shape's step does not fit the device "
                          "(mamba3_mimo_step.fits): decode through the separate kernels")
     one = one_binding([ins[k] for k in INS])
@@ -87,18 +108,28 @@ def mamba3_mimo_step(batch, ins, state, *, weights, S, A_floor, heavy_tail, n_he
     y = out if out is not None else Tensor(dev, (s.nb, H * P))
     if y.shape[-1] != H * P:
         raise ValueError(f"out has shape {list(y.shape)}, expected [{s.nb}, {H * P}]")
-    yv = view(y)
+    onorm = pr.get("norm_w") is not None
+    # the rows form with the out-projection norm writes y_r [Bsz, R*H*P] for mamba3_mimo_out
+    yr = Tensor(dev, (s.nb, R * H * P)) if rows and onorm else None
+    kv = view(yr if yr is not None else y)
     flags = MIMO | (HEAVY if heavy_tail else 0)
-    un = _uniform_fn(dev, s, flags, A_floor, (None, xo, xs), (None, bo, bs), (None, co, cs), yv,
+    un = _uniform_fn(dev, s, flags, A_floor, (None, xo, xs), (None, bo, bs), (None, co, cs), kv,
                      raws, 0, 0, 0, 0)()
     mq = dev.uniform(params(zo, zs, float(eps_o), float(eps_bc)))
-    onorm = pr.get("norm_w") is not None
     res = [un, inp, mq, pr["mimo_z"].binding, pr["mimo_o"].binding, pr["dt_bias"].binding,
            pr["B_bias"].binding, pr["C_bias"].binding, pr["D"].binding, pr["mimo_x"].binding,
-           None, None, None, yv[0]] + [t.binding for t in st] + \
-        [pr["B_norm"].binding, pr["C_norm"].binding,
-         pr["norm_w"].binding if onorm else dummy(dev)]
-    batch.run(SHADER, ENTRY, res, H, s.nb,
-              constants={"RK": R, "ONORM": int(onorm), "WSM": sh_floats(R, N, P, S),
-                         "RED": red_floats(R)})
+           None, None, None, kv[0]] + [t.binding for t in st] + \
+        [pr["B_norm"].binding, pr["C_norm"].binding]
+    consts = {"RK": R, "ONORM": int(onorm), "RED": red_floats(R)}
+    if not rows:
+        res.append(pr["norm_w"].binding if onorm else dummy(dev))
+        batch.run(SHADER, ENTRY, res, H, s.nb, constants=dict(consts, WSM=sh_floats(R, N, P, S)))
+        return y
+    res += [None, _arrived(dev, s.nb * H)]
+    batch.run(SHADER, ROWS_ENTRY, res, H * -(-P // RPW), s.nb,
+              constants=dict(consts, WSM=sh_floats(R, N, P, S, rows=True)))
+    if yr is not None:
+        mamba3_mimo_out(batch, yr, ins["z"], pr["mimo_z"], pr["mimo_o"], pr["norm_w"], eps_o,
+                        out=y)
+        yr.release()
     return y

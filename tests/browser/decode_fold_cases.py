@@ -57,6 +57,22 @@ def check_fold(engine, folder, fmt, flag, fewer, stage=None, ids=IDS, tol=1e-5, 
     return r
 
 
+# Mamba-3 MIMO's one-dispatch step (ops/mamba3_mimo_step.py) in each form, as device attributes
+MIMO_FORMS = {"head": {"mamba3_mimo_rows": False}, "rows": {"mamba3_mimo_rows": True}}
+
+
+def mimo_fewer(folder, form):
+    """Dispatches a token the MIMO step in `form` saves against the separate kernels' 7 a layer:
+    4 a layer, 3 in the rows form with the out-projection norm (mamba3_mimo_out runs)."""
+    import json
+    from pathlib import Path
+    cfg = json.loads((Path(folder) / "config.json").read_text())
+    ssm = cfg.get("ssm_cfg") or {}
+    n = cfg.get("n_layer") or cfg["num_hidden_layers"]
+    onorm = ssm.get("is_outproj_norm", cfg.get("is_outproj_norm", False))
+    return n * (3 if form == "rows" and onorm else 4)
+
+
 def check_gated(engine, folder, fmt, stage=None, ids=IDS):
     """Mamba-2's gated norm: one dispatch fewer per layer where out_proj has no bias and the
     norm's groups split its input into whole vec4s (several groups: their 1/rms applied while

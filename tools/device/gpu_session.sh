@@ -37,6 +37,9 @@
 #     natively and through Dawn, each timed against the form before on one loaded model
 #     (tools/ab_decode: mamba3_187m f16/q4, hybrid_130m_g8 f16), and mamba3-187m's decode
 #     profiled kernel by kernel natively (where its step kernel stands) (carry as for --dawn)
+#   bash tools/device/gpu_session.sh --mimo     # ~5 min: Mamba-3 MIMO's one-dispatch decode
+#     step checked natively and through Dawn in both forms, timed against the separate kernels
+#     (tools/ab_decode: mamba3_mimo_187m f16/q4) and profiled natively (carry as for --dawn)
 #   bash tools/device/gpu_session.sh --table    # ~9 min: the README's GPU table through Dawn,
 #     its two bench commands as written there (Mamba-1 at 1.4b and 130m in four formats, then
 #     Mamba-2, Mamba-3 SISO and MIMO and the hybrid in f16 and q4) (carry as for --dawn)
@@ -127,6 +130,19 @@ if [ "${1:-}" = "--mamba3" ]; then
   MAMBAWEB_MAMBA3_PHI=segments timeout 60 python3 -m tools.profile_kernels --models mamba3_187m \
     --weights f16 --tokens 8 --prefill 1024 > "$OUT/mamba3_profile.json" 2> "$OUT/mamba3_profile.err"
   stamp $? >> "$OUT/mamba3_profile.err"
+  exit 0
+fi
+if [ "${1:-}" = "--mimo" ]; then
+  both_engines
+  checks_both mimo "mimo step" 90
+  # MIMO (rank 4) decode: 8 rows a workgroup (the rule), a head a workgroup, the separate kernels
+  timeout 200 python3 -m tools.ab_decode --dawn --models mamba3_mimo_187m --weights f16,q4 \
+    --tokens 128 --rounds 2 --setting rows:mamba3_mimo_rows=1 --setting head:mamba3_mimo_rows=0 \
+    --setting separate:mamba3_mimo_fused=0 > "$OUT/mimo_ab.txt" 2>&1
+  stamp $? >> "$OUT/mimo_ab.txt"
+  timeout 80 python3 -m tools.profile_kernels --models mamba3_mimo_187m --weights f16 \
+    --tokens 16 --prefill 64 > "$OUT/mimo_profile.json" 2> "$OUT/mimo_profile.err"
+  stamp $? >> "$OUT/mimo_profile.err"
   exit 0
 fi
 if [ "${1:-}" = "--table" ]; then
