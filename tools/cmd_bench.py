@@ -59,8 +59,8 @@ MODEL_CONFIGS = {
     # journal's numbers stay findable; it has no MLP blocks
     "mamba3_187m": dict(family="mamba3", size="base", d_model=768, n_layers=24, vocab_size=50280,
                         prompts=(64, 256, 1024), decode=8),
-    # the same as MIMO of rank 4 (mamba_ssm's default): its decode step is still the
-    # thread-a-row mamba3_step, never timed on a GPU
+    # the same as MIMO of rank 4 (mamba_ssm's default): its decode step in one dispatch
+    # (ops/mamba3_mimo_step) since the thirty-third session
     "mamba3_mimo_187m": dict(family="mamba3", size="base", d_model=768, n_layers=24,
                              vocab_size=50280, prompts=(64, 256, 1024), decode=8,
                              overrides=dict(is_mimo=True, mimo_rank=4)),

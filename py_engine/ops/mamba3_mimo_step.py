@@ -59,7 +59,9 @@ def rows_form(dev, H, R, N, P, S):
     workgroup (mamba3_step_mimo: H workgroups, 24 at mamba3-187m -- the SISO step took half the
     GPU time in that form, ops/mamba3.step_splits): where it fits and its grid fits one
     dispatch's x, unless `device.mamba3_mimo_rows` (tests) or MAMBAWEB_MAMBA3_MIMO_ROWS=1|0
-    (bench variants) says otherwise."""
+    (bench variants) says otherwise. mamba3_mimo_187m (rank 4, no out-projection norm) on an
+    H100 through Dawn (tools/ab_decode, one process; gpu_session.sh --mimo), GPU ms a token
+    rows / head / the separate kernels: f16 0.668 / 1.251 / 4.405, q4 0.609 / 1.194 / 4.335."""
     if not fits(dev, R, N, P, S, rows=True) or H * -(-P // RPW) > MAX_WORKGROUPS:
         return False
     return choose(dev, "mamba3_mimo_rows", "MAMBAWEB_MAMBA3_MIMO_ROWS", "1", "0", lambda: True)

@@ -40,6 +40,8 @@
 #   bash tools/device/gpu_session.sh --mimo     # ~5 min: Mamba-3 MIMO's one-dispatch decode
 #     step checked natively and through Dawn in both forms, timed against the separate kernels
 #     (tools/ab_decode: mamba3_mimo_187m f16/q4) and profiled natively (carry as for --dawn)
+#   bash tools/device/gpu_session.sh --mamba1   # ~6 min: the table's mamba-1.4b rows alone,
+#     f32/f16/q8/q4 through Dawn (carry as for --dawn)
 #   bash tools/device/gpu_session.sh --table    # ~9 min: the README's GPU table through Dawn,
 #     its two bench commands as written there (Mamba-1 at 1.4b and 130m in four formats, then
 #     Mamba-2, Mamba-3 SISO and MIMO and the hybrid in f16 and q4) (carry as for --dawn)
@@ -143,6 +145,15 @@ if [ "${1:-}" = "--mimo" ]; then
   timeout 80 python3 -m tools.profile_kernels --models mamba3_mimo_187m --weights f16 \
     --tokens 16 --prefill 64 > "$OUT/mimo_profile.json" 2> "$OUT/mimo_profile.err"
   stamp $? >> "$OUT/mimo_profile.err"
+  exit 0
+fi
+if [ "${1:-}" = "--mamba1" ]; then
+  both_engines
+  # the README table's mamba-1.4b rows alone (the GPU issue's targets), through Dawn
+  timeout 450 python3 -m tools.cli bench --dawn --json --only model --models mamba1_4b \
+    --weights f32,f16,q8,q4 --decode-tokens 256 --max-seconds 2 \
+    > "$OUT/mamba1_4b_dawn.json" 2> "$OUT/mamba1_4b_dawn.err"
+  stamp $? >> "$OUT/mamba1_4b_dawn.err"
   exit 0
 fi
 if [ "${1:-}" = "--table" ]; then
