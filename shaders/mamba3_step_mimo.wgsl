@@ -138,6 +138,34 @@ fn q_in(b: u32, h: u32, g: u32, r: u32, n: u32) -> f32 {
   return v * sh[o_rs() + RK + r] * C_normw[n] + C_bias[(h * RK + r) * p.N + n];
 }
 
+// One state of a row (ssm index i, dim n): S = alpha S_old + sum_r (bv_r k_prev_r[n] + gv_r
+// k_r[n]) stored, and acc_r += S q_r[n] -- mamba3_step's order.
+fn state_update(i: u32, n: u32, old: f32, alpha: f32, bv: ptr<function, array<f32, MAX_R>>,
+                gv: ptr<function, array<f32, MAX_R>>, acc: ptr<function, array<f32, MAX_R>>) {
+  let N = p.N;
+  var s = alpha * old;
+  for (var r = 0u; r < RK; r++) {
+    s += (*bv)[r] * sh[o_kprev() + r * N + n] + (*gv)[r] * sh[o_k() + r * N + n];
+  }
+  s_ssm[i] = s;
+  for (var r = 0u; r < RK; r++) { (*acc)[r] += s * sh[o_q() + r * N + n]; }
+}
+
+// Each rank's sum of acc over a row's 32 lanes, into red[r * 256 + lid] of the row's lane 0.
+// Uniform control flow (barriers); red is free again once the caller has read it and passed a
+// barrier.
+fn lane_sums(lid: u32, acc: ptr<function, array<f32, MAX_R>>) {
+  let lane = lid % LANES;
+  for (var r = 0u; r < RK; r++) { red[r * 256u + lid] = (*acc)[r]; }
+  workgroupBarrier();
+  for (var st = LANES / 2u; st > 0u; st >>= 1u) {
+    if (lane < st) {
+      for (var r = 0u; r < RK; r++) { red[r * 256u + lid] += red[r * 256u + lid + st]; }
+    }
+    workgroupBarrier();
+  }
+}
+
 // The head's prologue, 256 threads, uniform control flow (barriers): B's and C's 1/rms, the
 // angles advanced and the old k into sh, then k_r and q_r rotated into sh (mamba3_step_common's
 // rotate_kq with the MIMO pairs). Leaves the k and angle states as they were.
@@ -221,24 +249,10 @@ fn mamba3_step_mimo(@builtin(workgroup_id) wid: vec3<u32>,
       let base = (bh * P + pp) * N;
       for (var j = 0u; j < J; j++) {
         let n = j * LANES + lane;
-        if (n < N) {
-          var s = alpha * s_ssm[base + n];
-          for (var r = 0u; r < RK; r++) {
-            s += bv[r] * sh[o_kprev() + r * N + n] + gv[r] * sh[o_k() + r * N + n];
-          }
-          s_ssm[base + n] = s;
-          for (var r = 0u; r < RK; r++) { acc[r] += s * sh[o_q() + r * N + n]; }
-        }
+        if (n < N) { state_update(base + n, n, s_ssm[base + n], alpha, &bv, &gv, &acc); }
       }
     }
-    for (var r = 0u; r < RK; r++) { red[r * 256u + lid] = acc[r]; }
-    workgroupBarrier();
-    for (var st = LANES / 2u; st > 0u; st >>= 1u) {
-      if (lane < st) {
-        for (var r = 0u; r < RK; r++) { red[r * 256u + lid] += red[r * 256u + lid + st]; }
-      }
-      workgroupBarrier();
-    }
+    lane_sums(lid, &acc);
     if (lane == 0u && live) {
       s_v[bh * P + pp] = xv;
       for (var r = 0u; r < RK; r++) {
@@ -339,24 +353,12 @@ fn mamba3_step_mimo_rows(@builtin(workgroup_id) wid: vec3<u32>,
         if (n < N) {
           var hv = hs[jj];
           if (j0 > 0u) { hv = s_ssm[base + n]; }
-          var st = alpha * hv;
-          for (var r = 0u; r < RK; r++) {
-            st += bv[r] * sh[o_kprev() + r * N + n] + gv[r] * sh[o_k() + r * N + n];
-          }
-          s_ssm[base + n] = st;
-          for (var r = 0u; r < RK; r++) { acc[r] += st * sh[o_q() + r * N + n]; }
+          state_update(base + n, n, hv, alpha, &bv, &gv, &acc);
         }
       }
     }
   }
-  for (var r = 0u; r < RK; r++) { red[r * 256u + lid] = acc[r]; }
-  workgroupBarrier();
-  for (var st = LANES / 2u; st > 0u; st >>= 1u) {
-    if (lane < st) {
-      for (var r = 0u; r < RK; r++) { red[r * 256u + lid] += red[r * 256u + lid + st]; }
-    }
-    workgroupBarrier();
-  }
+  lane_sums(lid, &acc);
   if (lane == 0u && live) {
     s_v[bh * P + pp] = xv;
     let Dh = Dv[h];

@@ -64,6 +64,12 @@ MODEL_CONFIGS = {
     "mamba3_mimo_187m": dict(family="mamba3", size="base", d_model=768, n_layers=24,
                              vocab_size=50280, prompts=(64, 256, 1024), decode=8,
                              overrides=dict(is_mimo=True, mimo_rank=4)),
+    # and with the out-projection norm (a head-wise RMSNorm of each rank's y before its gate),
+    # which the one-workgroup-a-head MIMO step folds and the rows form leaves to mamba3_mimo_out
+    "mamba3_mimo_onorm_187m": dict(family="mamba3", size="base", d_model=768, n_layers=24,
+                                   vocab_size=50280, prompts=(64, 256, 1024), decode=8,
+                                   overrides=dict(is_mimo=True, mimo_rank=4,
+                                                  is_outproj_norm=True)),
 }
 DEFAULT_MODELS = "d256x4,mamba130m,mamba2_130m,hybrid_130m"
 MODEL_SNIPPET = """

@@ -319,10 +319,10 @@ def main(argv=None):
     failed = 0
     with engine_class(args.engine == "dawn")() as eng:
         print(json.dumps({"engine": args.engine, "adapter": eng.info.get("adapter")}), flush=True)
-        for name, fn in (list(gemm_cases()) + list(scan_cases()) + list(decode_cases())
-                         + list(fold_cases()) + list(pieces_cases()) + list(mimo_step_cases()) + list(mamba3_step_cases()) + list(ssd_cases()) + list(scale_word_cases())
-                         + list(staged_matvec_cases())
-                         + list(subgroup_tree_cases())):
+        groups = (gemm_cases, scan_cases, decode_cases, fold_cases, pieces_cases,
+                  mimo_step_cases, mamba3_step_cases, ssd_cases, scale_word_cases,
+                  staged_matvec_cases, subgroup_tree_cases)
+        for name, fn in (case for group in groups for case in group()):
             if args.only not in name:
                 continue
             try:

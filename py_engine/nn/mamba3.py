@@ -37,7 +37,10 @@ from py_engine.ops.mamba3_mimo_step import fused as mimo_fused, mamba3_mimo_step
 from py_engine.ops.rmsnorm import rmsnorm_forward
 
 PIECES = ("z", "x", "B", "C", "dd_dt", "dd_A", "trap", "angles")
-EPS = 1e-5
+# RMSNorm eps of B_norm / C_norm and of the output norm (is_outproj_norm), as the reference's;
+# two names for two norms (tests set them apart to show which kernel reads which)
+BC_EPS = 1e-5
+OUT_EPS = 1e-5
 
 
 @dataclass(frozen=True)
@@ -87,24 +90,19 @@ class Mamba3Mixer:
                        heavy_tail=s.heavy_tail)
         if s.mimo:
             self.kw["mimo_x"] = self.mimo[0]
-
-    def _mimo_weights(self):
-        """ops/mamba3_mimo_step's weights (read each call: training may replace a tensor)."""
-        return dict(dt_bias=self.dt_bias, B_bias=self.B_bias, C_bias=self.C_bias, D=self.D,
-                    mimo_x=self.mimo[0], mimo_z=self.mimo[1], mimo_o=self.mimo[2],
-                    B_norm=self.B_norm, C_norm=self.C_norm,
-                    norm_w=self.norm_w if self.spec.onorm else None)
-
-    @property
-    def _mimo_kw(self):
-        s = self.spec
-        return dict(S=s.S, A_floor=s.A_floor, heavy_tail=s.heavy_tail, n_heads=s.H,
-                    n_groups=s.G, eps_bc=EPS, eps_o=EPS)
+            # ops/mamba3_mimo_step's arguments
+            self.mimo_kw = dict(
+                weights=dict(dt_bias=self.dt_bias, B_bias=self.B_bias, C_bias=self.C_bias,
+                             D=self.D, mimo_x=self.mimo[0], mimo_z=self.mimo[1],
+                             mimo_o=self.mimo[2], B_norm=self.B_norm, C_norm=self.C_norm,
+                             norm_w=self.norm_w if s.onorm else None),
+                S=s.S, A_floor=s.A_floor, heavy_tail=s.heavy_tail, n_heads=s.H, n_groups=s.G,
+                eps_bc=BC_EPS, eps_o=OUT_EPS)
 
     def _norm_bc(self, batch, t, w, rows):
         """RMSNorm over N of each group (and rank) of B (or C): [rows, R*G*N] -> same."""
         s = self.spec
-        y, rstd = rmsnorm_forward(batch, t.view((rows * s.R * s.G, s.N)), w, eps=EPS)
+        y, rstd = rmsnorm_forward(batch, t.view((rows * s.R * s.G, s.N)), w, eps=BC_EPS)
         rstd.release()
         y.shape = (rows, s.R * s.G * s.N)
         return y
@@ -113,9 +111,9 @@ class Mamba3Mixer:
         s = self.spec
         if s.mimo:      # y [rows, R*I]: per-rank gate (or head-wise norm + gate), mimo_o
             return mamba3_mimo_out(batch, y, z, self.mimo[1], self.mimo[2],
-                                   self.norm_w if s.onorm else None, EPS)
+                                   self.norm_w if s.onorm else None, OUT_EPS)
         if s.onorm:
-            v, rstd = gated_rmsnorm_forward(batch, y, z, self.norm_w, group_size=s.P, eps=EPS,
+            v, rstd = gated_rmsnorm_forward(batch, y, z, self.norm_w, group_size=s.P, eps=OUT_EPS,
                                             norm_before_gate=True)
             rstd.release()
             return v
@@ -138,9 +136,9 @@ class Mamba3Mixer:
         ctx.done(x, Bo, Co, dd_dt, dd_A, trap, ang)      # Bo/Co own what the views Bn/Cn show
         if s.mimo:      # y [rows, R*I]: per-rank gate (or head-wise norm + gate), mimo_o
             v = M3.mimo_out(ctx, y, z, self.mimo[1], self.mimo[2],
-                            self.norm_w if s.onorm else None, EPS)
+                            self.norm_w if s.onorm else None, OUT_EPS)
         elif s.onorm:
-            v = M3.norm_gate(ctx, y, z, self.norm_w, s.P, EPS)
+            v = M3.norm_gate(ctx, y, z, self.norm_w, s.P, OUT_EPS)
         else:
             v = M3.silu_gate(ctx, y, z)
         ctx.done(y, z)
@@ -152,7 +150,7 @@ class Mamba3Mixer:
         """Differentiable RMSNorm over N of each group of t [rows, G*N] -> (the owning tensor
         [rows*G, N], a [rows, G*N] view of it; views never release, so the owner is done())."""
         s = self.spec
-        n = F.rmsnorm(ctx, M3.view(ctx, t, (rows * s.R * s.G, s.N)), w, EPS)
+        n = F.rmsnorm(ctx, M3.view(ctx, t, (rows * s.R * s.G, s.N)), w, BC_EPS)
         return n, M3.view(ctx, n, (rows, s.R * s.G * s.N))
 
     @staticmethod
@@ -175,10 +173,10 @@ class Mamba3Mixer:
             block, outs = self._views_block(batch.device, Bsz, s.rows())
             z, x, B, C, dd_dt, dd_A, trap, ang = linear_pieces(batch, h, w, outs)
             if (s.mimo and self.B_norm is not None and self.C_norm is not None
-                    and mimo_fused(batch.device, s.R, s.N, s.P, s.S)):
-                # MIMO: norms, scalars, step and output in one dispatch (3 a layer, not 7)
-                v = mamba3_mimo_step(batch, dict(zip(PIECES, outs)), state,
-                                     weights=self._mimo_weights(), **self._mimo_kw)
+                    and mimo_fused(batch.device, s.H, s.R, s.N, s.P, s.S, s.onorm)):
+                # MIMO: norms, scalars, step and output in one dispatch (3 a layer, not 7;
+                # ops/mamba3_mimo_step)
+                v = mamba3_mimo_step(batch, dict(zip(PIECES, outs)), state, **self.mimo_kw)
                 linear_accumulate(batch, v, self.out_w, residual)
                 v.release()
                 block.release()
@@ -195,7 +193,7 @@ class Mamba3Mixer:
             # B's and C's norms inside the step (real GPUs, SISO): two dispatches fewer
             Bn, Cn = B, C
             y = mamba3_step(batch, x, B, C, dd_dt, dd_A, trap, ang, state,
-                            bc_norm=(self.B_norm, self.C_norm, EPS), **self.kw)
+                            bc_norm=(self.B_norm, self.C_norm, BC_EPS), **self.kw)
         else:
             Bn = self._norm_bc(batch, B, self.B_norm, Bsz)
             Cn = self._norm_bc(batch, C, self.C_norm, Bsz)
@@ -207,7 +205,7 @@ class Mamba3Mixer:
         # SISO: the gate (and the out-projection norm, a group a head) folded into out_proj's
         # mat-vec
         folded = not s.mimo and gated_norm_accumulate(
-            batch, y, z, self.norm_w if s.onorm else None, EPS, s.H if s.onorm else 1,
+            batch, y, z, self.norm_w if s.onorm else None, OUT_EPS, s.H if s.onorm else 1,
             self.out_w, residual, norm_before_gate=s.onorm)
         if not folded:
             v = self._gate(batch, y, z)

@@ -14,8 +14,9 @@ state   angle [Bsz, H, S], ssm [Bsz, H, P, N], k [Bsz, R, H, N], v [Bsz, H, P], 
 weights dict: dt_bias [H], B_bias / C_bias [H, R, N], D [H], mimo_x / mimo_z / mimo_o [H, R, P],
         B_norm / C_norm [N], norm_w [H*P] or None (is_outproj_norm)
 out     the MIMO output, out_proj's input: a new Tensor, or the given Tensor / Cols view
-1 dispatch: one 256-thread workgroup a head (grid (H, Bsz)), or by `rows_form` 8 rows of a head
-a workgroup (grid (H * ceil(P / 8), Bsz); with the out-projection norm, then mamba3_mimo_out: 2).
+1 dispatch: one 256-thread workgroup a head (grid (H, Bsz)), or by `rows_form` (the rule without
+the out-projection norm) 8 rows of a head a workgroup (grid (H * ceil(P / 8), Bsz); with the
+norm, then mamba3_mimo_out: 2).
 """
 from py_engine.gpu.batch import MAX_WORKGROUPS
 from py_engine.gpu.settings import choose
@@ -33,9 +34,9 @@ INS = ("x", "B", "C", "z", "dd_dt", "dd_A", "trap", "angles")
 
 
 def sh_floats(R, N, P, S, rows=False):
-    """The kernel's `sh`: k, k_prev, q [R][N] each | phi [S] | 1/rms of B, C, y [3][R] | y [R][P]
-    (the head's rows' y_r: the one-workgroup form only)."""
-    return 3 * R * N + S + 3 * R + (0 if rows else R * P)
+    """The kernel's `sh`: k, k_prev, q [R][N] each | phi [S] | 1/rms of B, C (and, in the
+    one-workgroup form, y) per rank | y [R][P] (the head's rows' y_r: that form only)."""
+    return 3 * R * N + S + (2 * R if rows else 3 * R + R * P)
 
 
 def red_floats(R):
@@ -53,27 +54,31 @@ def fits(dev, R, N, P, S, rows=False):
     return need <= workgroup_storage(dev)
 
 
-def rows_form(dev, H, R, N, P, S):
+def rows_form(dev, H, R, N, P, S, onorm=False):
     """Whether the step runs 8 rows of a head a workgroup (mamba3_step_mimo_rows: H * P / 8
     workgroups; with the out-projection norm, mamba3_mimo_out after it) rather than a head a
-    workgroup (mamba3_step_mimo: H workgroups, 24 at mamba3-187m -- the SISO step took half the
-    GPU time in that form, ops/mamba3.step_splits): where it fits and its grid fits one
-    dispatch's x, unless `device.mamba3_mimo_rows` (tests) or MAMBAWEB_MAMBA3_MIMO_ROWS=1|0
-    (bench variants) says otherwise. mamba3_mimo_187m (rank 4, no out-projection norm) on an
-    H100 through Dawn (tools/ab_decode, one process; gpu_session.sh --mimo), GPU ms a token
-    rows / head / the separate kernels: f16 0.668 / 1.251 / 4.405, q4 0.609 / 1.194 / 4.335."""
+    workgroup (mamba3_step_mimo: H workgroups): where it fits and its grid fits one dispatch's
+    x, and by rule without the out-projection norm (`onorm`), unless `device.mamba3_mimo_rows`
+    (tests) or MAMBAWEB_MAMBA3_MIMO_ROWS=1|0 (bench variants) says otherwise. On an H100
+    through Dawn (tools/ab_decode, one process; gpu_session.sh --mimo, --mimo-onorm), GPU ms a
+    token rows / head / the separate kernels: mamba3_mimo_187m (rank 4) f16 0.668 / 1.251 /
+    4.405, q4 0.609 / 1.194 / 4.335; with the norm (mamba3_mimo_onorm_187m) f16 2.582 rows /
+    1.329 head -- mamba3_mimo_out, a thread a (row, head), 24 threads a decoded token, costs
+    the rows form more than it saves."""
     if not fits(dev, R, N, P, S, rows=True) or H * -(-P // RPW) > MAX_WORKGROUPS:
         return False
-    return choose(dev, "mamba3_mimo_rows", "MAMBAWEB_MAMBA3_MIMO_ROWS", "1", "0", lambda: True)
+    return choose(dev, "mamba3_mimo_rows", "MAMBAWEB_MAMBA3_MIMO_ROWS", "1", "0",
+                  lambda: not onorm)
 
 
-def fused(dev, R, N, P, S):
-    """Whether a MIMO layer decodes through mamba3_step_mimo: it fits (`fits`), and on a real GPU
-    (the decode mat-vec's rule, ops/linear._matvec_ok: not a CPU adapter unless
+def fused(dev, H, R, N, P, S, onorm=False):
+    """Whether a MIMO layer decodes through one of this module's kernels: the form
+    `mamba3_mimo_step` would take fits (rows_form's, else the one-workgroup form's), and on a
+    real GPU (the decode mat-vec's rule, ops/linear._matvec_ok: not a CPU adapter unless
     `device.force_matvec`), unless `device.mamba3_mimo_fused` (tests) or
     MAMBAWEB_MAMBA3_MIMO_STEP=fused|separate (bench variants) says otherwise."""
     from py_engine.ops.linear import _matvec_ok
-    return ((fits(dev, R, N, P, S) or fits(dev, R, N, P, S, rows=True))
+    return ((rows_form(dev, H, R, N, P, S, onorm) or fits(dev, R, N, P, S))
             and choose(dev, "mamba3_mimo_fused", "MAMBAWEB_MAMBA3_MIMO_STEP", "fused",
                        "separate", lambda: _matvec_ok(dev)))
 
@@ -82,6 +87,8 @@ def mamba3_mimo_step(batch, ins, state, *, weights, S, A_floor, heavy_tail, n_he
                      eps_bc, eps_o, out=None):
     dev = batch.device
     pr = weights
+    if state is None:
+        raise ValueError("mamba3_mimo_step needs a state (angle, ssm, k, v)")
     s = _Spec(ins["x"], ins["B"], ins["C"], ins["dd_dt"], ins["dd_A"], ins["trap"],
               ins["angles"], pr["dt_bias"], pr["B_bias"], pr["C_bias"], pr["D"], n_heads,
               n_groups, S, step=True, mimo_x=pr["mimo_x"])
@@ -96,7 +103,8 @@ def mamba3_mimo_step(batch, ins, state, *, weights, S, A_floor, heavy_tail, n_he
         raise ValueError(f"norm_w must have {H * P} elements, got {list(pr['norm_w'].shape)}")
     if ins["z"].shape[-1] != H * P:
         raise ValueError(f"z has last dim {ins['z'].shape[-1]}, expected H*P = {H * P}")
-    rows = rows_form(dev, H, R, N, P, S)
+    onorm = pr.get("norm_w") is not None
+    rows = rows_form(dev, H, R, N, P, S, onorm)
     if not rows and not fits(dev, R, N, P, S):
         raise ValueError("mamba3_mimo_step: this shape's step does not fit the device "
                          "(mamba3_mimo_step.fits): decode through the separate kernels")
@@ -110,17 +118,19 @@ def mamba3_mimo_step(batch, ins, state, *, weights, S, A_floor, heavy_tail, n_he
     y = out if out is not None else Tensor(dev, (s.nb, H * P))
     if y.shape[-1] != H * P:
         raise ValueError(f"out has shape {list(y.shape)}, expected [{s.nb}, {H * P}]")
-    onorm = pr.get("norm_w") is not None
+    if any(view(t)[0][0] is inp[0] for t in [y] + st):
+        raise ValueError("mamba3_mimo_step: out and the states must not lie in in_proj's "
+                         "output buffer (read and written in one dispatch)")
     # the rows form with the out-projection norm writes y_r [Bsz, R*H*P] for mamba3_mimo_out
     yr = Tensor(dev, (s.nb, R * H * P)) if rows and onorm else None
-    kv = view(yr if yr is not None else y)
+    yv = view(yr if yr is not None else y)
     flags = MIMO | (HEAVY if heavy_tail else 0)
-    un = _uniform_fn(dev, s, flags, A_floor, (None, xo, xs), (None, bo, bs), (None, co, cs), kv,
+    un = _uniform_fn(dev, s, flags, A_floor, (None, xo, xs), (None, bo, bs), (None, co, cs), yv,
                      raws, 0, 0, 0, 0)()
     mq = dev.uniform(params(zo, zs, float(eps_o), float(eps_bc)))
     res = [un, inp, mq, pr["mimo_z"].binding, pr["mimo_o"].binding, pr["dt_bias"].binding,
            pr["B_bias"].binding, pr["C_bias"].binding, pr["D"].binding, pr["mimo_x"].binding,
-           None, None, None, kv[0]] + [t.binding for t in st] + \
+           None, None, None, yv[0]] + [t.binding for t in st] + \
         [pr["B_norm"].binding, pr["C_norm"].binding]
     consts = {"RK": R, "ONORM": int(onorm), "RED": red_floats(R)}
     if not rows:

@@ -53,4 +53,7 @@ def test_every_bench_shape_builds_the_model_it_names():
     siso, mimo = (bench_config(MODEL_CONFIGS[n]) for n in ("mamba3_187m", "mamba3_mimo_187m"))
     assert (siso.model_type, siso.is_mimo) == ("mamba3", False)
     assert (mimo.model_type, mimo.is_mimo, mimo.mimo_rank) == ("mamba3", True, 4)
+    onorm = bench_config(MODEL_CONFIGS["mamba3_mimo_onorm_187m"])
+    assert (onorm.is_mimo, onorm.mimo_rank, onorm.is_outproj_norm) == (True, 4, True)
+    assert not mimo.is_outproj_norm
     assert bench_config(MODEL_CONFIGS["hybrid_130m_g8"]).n_groups == 8

@@ -9,7 +9,7 @@ import pytest
 
 from tests.browser import test_kernels_mamba3 as K
 
-from tests.native_support import engine, native as pytestmark  # noqa: E402,F401
+from tests.native_support import engine, entries_run, native as pytestmark  # noqa: E402,F401
 
 
 test_mamba3_chunked_equals_serial = K.test_mamba3_chunked_equals_serial
@@ -69,36 +69,15 @@ def test_mamba3_chunks_side_by_side_over_several_windows(small_windows):
     K.test_mamba3_mimo_chunked_equals_serial(small_windows, 2, 37, 2, 5, 2, 12, 2, 1.0, True)
 
 
-ENTRIES_SEEN = """
-from py_engine.gpu import batch as B
-if not hasattr(B.Batch, '_mw_plain_run'):
-    B.Batch._mw_plain_run = B.Batch.run
-    def _run(self, shader, entry, *a, **k):
-        B.Batch._mw_seen.add(entry)
-        return B.Batch._mw_plain_run(self, shader, entry, *a, **k)
-    B.Batch.run = _run
-B.Batch._mw_seen = set()
-result = None
-"""
-ENTRIES_PLAIN = """
-from py_engine.gpu import batch as B
-B.Batch.run = B.Batch._mw_plain_run
-del B.Batch._mw_plain_run
-result = sorted(B.Batch._mw_seen)
-del B.Batch._mw_seen
-"""
-
-
 @contextmanager
 def walked_in_segments(engine):
     """The segmented walk turned on, and after the block, proof from the entry points the
     batches ran that it ran -- not the serial walk a missed setting would fall back to."""
     engine.device.mamba3_phi_segments = True
-    engine.run(ENTRIES_SEEN)
     try:
-        yield engine
+        with entries_run(engine) as seen:
+            yield engine
     finally:
-        seen = engine.run(ENTRIES_PLAIN)
         engine.device.mamba3_phi_segments = None
     assert "mamba3_phi_segments" in seen and "mamba3_phi" not in seen, seen
 
