@@ -23,8 +23,7 @@
 //                          read the old k and angles writes the new ones (`arrived`, as
 //                          mamba3_step_folded.wgsl's mamba3_step_rows_last: no workgroup waits
 //                          on another); its rows' states are loaded before the prologue. Without
-//                          ONORM it writes the MIMO output; with it, y_r [Bsz, RK*H*P] for
-//                          mamba3_mimo_out (4 dispatches a layer).
+//                          ONORM only: a row's output needs no other row's.
 // Rows: RPW a pass, 32 lanes a row, lane l taking states n = l, l + 32, ..; each row's RK sums
 // over n meet in one lane tree per rank.
 //
@@ -51,7 +50,6 @@ struct MimoStep { z_off: u32, z_str: u32, eps_o: f32, eps_bc: f32 };
 @group(0) @binding(8) var<storage, read> Dv: array<f32>;        // [H]
 @group(0) @binding(9) var<storage, read> mimo_x: array<f32>;    // [H, RK, P]
 @group(0) @binding(13) var<storage, read_write> out: array<f32>;   // [Bsz, *] view, H*P wide
-                                                                   // (rows with ONORM: y, RK*H*P)
 @group(0) @binding(14) var<storage, read_write> s_ang: array<f32>; // [Bsz, H, S], in place
 @group(0) @binding(15) var<storage, read_write> s_ssm: array<f32>; // [Bsz, H, P, N], in place
 @group(0) @binding(16) var<storage, read_write> s_k: array<f32>;   // [Bsz, RK, H, N], in place
@@ -359,22 +357,16 @@ fn mamba3_step_mimo_rows(@builtin(workgroup_id) wid: vec3<u32>,
     }
   }
   lane_sums(lid, &acc);
-  if (lane == 0u && live) {
+  if (lane == 0u && live) {                // mamba3_mimo_out without the norm (rs = 1, w = 1)
     s_v[bh * P + pp] = xv;
     let Dh = Dv[h];
-    if (ONORM) {           // y_r for mamba3_mimo_out (rank-major per row: [RK][H*P])
-      for (var r = 0u; r < RK; r++) {
-        out[p.y_off + b * p.y_str + (r * p.H + h) * P + pp] = red[r * 256u + lid] + Dh * xv * w[r];
-      }
-    } else {               // mamba3_mimo_out without the norm: rs = 1, norm weight 1
-      let zv = inp[mq.z_off + b * mq.z_str + h * P + pp];
-      var o = 0.0;
-      for (var r = 0u; r < RK; r++) {
-        let wi = (h * RK + r) * P + pp;
-        let yr = red[r * 256u + lid] + Dh * xv * w[r];
-        o += yr * silu(zv * mimo_z[wi]) * mimo_o[wi];   // y_r * 1 * 1 there: the same bits
-      }
-      out[p.y_off + b * p.y_str + h * P + pp] = o;
+    let zv = inp[mq.z_off + b * mq.z_str + h * P + pp];
+    var o = 0.0;
+    for (var r = 0u; r < RK; r++) {
+      let wi = (h * RK + r) * P + pp;
+      let yr = red[r * 256u + lid] + Dh * xv * w[r];
+      o += yr * silu(zv * mimo_z[wi]) * mimo_o[wi];   // y_r * 1 * 1 there: the same bits
     }
+    out[p.y_off + b * p.y_str + h * P + pp] = o;
   }
 }

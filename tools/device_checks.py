@@ -169,28 +169,26 @@ def pieces_cases():
 
 def mimo_step_cases():
     """Mamba-3 MIMO's decode step in one dispatch (ops/mamba3_mimo_step.py), a head a workgroup
-    and 8 rows a workgroup, against the separate kernels: the two MIMO fixtures, and
-    mamba3-187m MIMO's heads (d_state 128, head_dim 64, rank 4) with the out-projection norm in
-    f16 and q4."""
+    and 8 rows a workgroup (the head form where the out-projection norm is), against the
+    separate kernels: the two MIMO fixtures, mamba3-187m MIMO's heads (d_state 128, head_dim
+    64, rank 4) in f16 and q4 with the out-projection norm, and without it in f16."""
     from pathlib import Path
-    from tests.browser.decode_fold_cases import MIMO_FORMS as FORMS, check_fold
-    from tests.browser.decode_fold_cases import mimo_fewer as fewer
+    from tests.browser.decode_fold_cases import MIMO_FORMS as FORMS, check_fold, mimo_layers
     fix = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "models"
-    heads = dict(is_mimo=True, mimo_rank=4, state_size=128, head_dim=64, n_groups=2,
-                 is_outproj_norm=True)
+    heads = dict(is_mimo=True, mimo_rank=4, state_size=128, head_dim=64, n_groups=2)
+    cases = [(f"{name} {fmt}", (lambda name=name: fix / name), fmt)
+             for name, fmt in (("mamba3-mimo-r2-g1-r05-tied", "f32"),
+                               ("mamba3-mimo-r4-g2-r10-onorm-softplus", "f16"))]
+    cases += [(f"heads onorm {fmt}",
+               (lambda: _random_model(64, "mamba3", is_outproj_norm=True, **heads)), fmt)
+              for fmt in ("f16", "q4")]
+    cases += [("heads f16", (lambda: _random_model(64, "mamba3", **heads)), "f16")]
     for form in sorted(FORMS):
-        for name, fmt in (("mamba3-mimo-r2-g1-r05-tied", "f32"),
-                          ("mamba3-mimo-r4-g2-r10-onorm-softplus", "f16")):
-            yield f"decode mamba3 mimo step {form} {name} {fmt}", \
-                (lambda e, name=name, fmt=fmt, form=form: check_fold(
-                    e, fix / name, fmt, "mamba3_mimo_fused", fewer(fix / name, form),
+        for label, folder, fmt in cases:
+            yield f"decode mamba3 mimo step {form} {label}", \
+                (lambda e, folder=folder, fmt=fmt, form=form: check_fold(
+                    e, folder(), fmt, "mamba3_mimo_fused", 4 * mimo_layers(folder())[0],
                     reset=None, pin=FORMS[form]))
-        for fmt in ("f16", "q4"):
-            yield f"decode mamba3 mimo step {form} heads {fmt}", \
-                (lambda e, fmt=fmt, form=form: check_fold(
-                    e, _random_model(64, "mamba3", **heads), fmt, "mamba3_mimo_fused",
-                    fewer(_random_model(64, "mamba3", **heads), form), reset=None,
-                    pin=FORMS[form]))
 
 
 ONE_HEAD = {"mamba3_step_split": False}                               # a workgroup a head

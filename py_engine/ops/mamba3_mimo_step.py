@@ -14,9 +14,8 @@ state   angle [Bsz, H, S], ssm [Bsz, H, P, N], k [Bsz, R, H, N], v [Bsz, H, P], 
 weights dict: dt_bias [H], B_bias / C_bias [H, R, N], D [H], mimo_x / mimo_z / mimo_o [H, R, P],
         B_norm / C_norm [N], norm_w [H*P] or None (is_outproj_norm)
 out     the MIMO output, out_proj's input: a new Tensor, or the given Tensor / Cols view
-1 dispatch: one 256-thread workgroup a head (grid (H, Bsz)), or by `rows_form` (the rule without
-the out-projection norm) 8 rows of a head a workgroup (grid (H * ceil(P / 8), Bsz); with the
-norm, then mamba3_mimo_out: 2).
+1 dispatch: one 256-thread workgroup a head (grid (H, Bsz)), or, by `rows_form` (without the
+out-projection norm), 8 rows of a head a workgroup (grid (H * ceil(P / 8), Bsz)).
 """
 from py_engine.gpu.batch import MAX_WORKGROUPS
 from py_engine.gpu.settings import choose
@@ -24,7 +23,6 @@ from py_engine.gpu.tensor import Tensor
 from py_engine.ops._common import dummy, params, workgroup_storage
 from py_engine.ops.conv1d import view
 from py_engine.ops.mamba3 import HEAVY, MIMO, _arrived, _Spec, _uniform_fn, one_binding
-from py_engine.ops.mamba3_mimo import mamba3_mimo_out
 
 SHADER = ENTRY = "mamba3_step_mimo"
 ROWS_ENTRY = "mamba3_step_mimo_rows"
@@ -56,19 +54,19 @@ def fits(dev, R, N, P, S, rows=False):
 
 def rows_form(dev, H, R, N, P, S, onorm=False):
     """Whether the step runs 8 rows of a head a workgroup (mamba3_step_mimo_rows: H * P / 8
-    workgroups; with the out-projection norm, mamba3_mimo_out after it) rather than a head a
-    workgroup (mamba3_step_mimo: H workgroups): where it fits and its grid fits one dispatch's
-    x, and by rule without the out-projection norm (`onorm`), unless `device.mamba3_mimo_rows`
+    workgroups) rather than a head a workgroup (mamba3_step_mimo: H workgroups): without the
+    out-projection norm (`onorm`: a head-wise norm of each y_r, which needs all of a head's
+    rows), where it fits and its grid fits one dispatch's x, unless `device.mamba3_mimo_rows`
     (tests) or MAMBAWEB_MAMBA3_MIMO_ROWS=1|0 (bench variants) says otherwise. On an H100
-    through Dawn (tools/ab_decode, one process; gpu_session.sh --mimo, --mimo-onorm), GPU ms a
-    token rows / head / the separate kernels: mamba3_mimo_187m (rank 4) f16 0.668 / 1.251 /
-    4.405, q4 0.609 / 1.194 / 4.335; with the norm (mamba3_mimo_onorm_187m) f16 2.582 rows /
-    1.329 head -- mamba3_mimo_out, a thread a (row, head), 24 threads a decoded token, costs
-    the rows form more than it saves."""
-    if not fits(dev, R, N, P, S, rows=True) or H * -(-P // RPW) > MAX_WORKGROUPS:
+    through Dawn (tools/ab_decode, one process; gpu_session.sh --mimo), GPU ms a token rows /
+    head / the separate kernels: mamba3_mimo_187m (rank 4) f16 0.668 / 1.251 / 4.405, q4
+    0.609 / 1.194 / 4.335. With the norm, the rows form followed by mamba3_mimo_out (a thread a
+    (row, head): 24 threads a decoded token) took 2.582 ms against the head form's 1.329
+    (mamba3_mimo_onorm_187m f16; that form was removed after the measurement, commit b12161a
+    has it)."""
+    if onorm or not fits(dev, R, N, P, S, rows=True) or H * -(-P // RPW) > MAX_WORKGROUPS:
         return False
-    return choose(dev, "mamba3_mimo_rows", "MAMBAWEB_MAMBA3_MIMO_ROWS", "1", "0",
-                  lambda: not onorm)
+    return choose(dev, "mamba3_mimo_rows", "MAMBAWEB_MAMBA3_MIMO_ROWS", "1", "0", lambda: True)
 
 
 def fused(dev, H, R, N, P, S, onorm=False):
@@ -121,9 +119,7 @@ def mamba3_mimo_step(batch, ins, state, *, weights, S, A_floor, heavy_tail, n_he
     if any(view(t)[0][0] is inp[0] for t in [y] + st):
         raise ValueError("mamba3_mimo_step: out and the states must not lie in in_proj's "
                          "output buffer (read and written in one dispatch)")
-    # the rows form with the out-projection norm writes y_r [Bsz, R*H*P] for mamba3_mimo_out
-    yr = Tensor(dev, (s.nb, R * H * P)) if rows and onorm else None
-    yv = view(yr if yr is not None else y)
+    yv = view(y)
     flags = MIMO | (HEAVY if heavy_tail else 0)
     un = _uniform_fn(dev, s, flags, A_floor, (None, xo, xs), (None, bo, bs), (None, co, cs), yv,
                      raws, 0, 0, 0, 0)()
@@ -132,16 +128,13 @@ def mamba3_mimo_step(batch, ins, state, *, weights, S, A_floor, heavy_tail, n_he
            pr["B_bias"].binding, pr["C_bias"].binding, pr["D"].binding, pr["mimo_x"].binding,
            None, None, None, yv[0]] + [t.binding for t in st] + \
         [pr["B_norm"].binding, pr["C_norm"].binding]
-    consts = {"RK": R, "ONORM": int(onorm), "RED": red_floats(R)}
+    consts = {"RK": R, "RED": red_floats(R)}
     if not rows:
         res.append(pr["norm_w"].binding if onorm else dummy(dev))
-        batch.run(SHADER, ENTRY, res, H, s.nb, constants=dict(consts, WSM=sh_floats(R, N, P, S)))
+        batch.run(SHADER, ENTRY, res, H, s.nb,
+                  constants=dict(consts, ONORM=int(onorm), WSM=sh_floats(R, N, P, S)))
         return y
     res += [None, _arrived(dev, s.nb * H)]
     batch.run(SHADER, ROWS_ENTRY, res, H * -(-P // RPW), s.nb,
               constants=dict(consts, WSM=sh_floats(R, N, P, S, rows=True)))
-    if yr is not None:
-        mamba3_mimo_out(batch, yr, ins["z"], pr["mimo_z"], pr["mimo_o"], pr["norm_w"], eps_o,
-                        out=y)
-        yr.release()
     return y

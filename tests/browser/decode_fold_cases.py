@@ -61,16 +61,14 @@ def check_fold(engine, folder, fmt, flag, fewer, stage=None, ids=IDS, tol=1e-5, 
 MIMO_FORMS = {"head": {"mamba3_mimo_rows": False}, "rows": {"mamba3_mimo_rows": True}}
 
 
-def mimo_fewer(folder, form):
-    """Dispatches a token the MIMO step in `form` saves against the separate kernels' 7 a layer:
-    4 a layer, 3 in the rows form with the out-projection norm (mamba3_mimo_out runs)."""
+def mimo_layers(folder):
+    """(layers, is_outproj_norm) of a MIMO model folder: its step saves 4 dispatches a layer
+    against the separate kernels' 7, and with the norm runs a head a workgroup in either form."""
     import json
     from pathlib import Path
-    cfg = json.loads((Path(folder) / "config.json").read_text())
-    ssm = cfg.get("ssm_cfg") or {}
-    n = cfg.get("n_layer") or cfg["num_hidden_layers"]
-    onorm = ssm.get("is_outproj_norm", cfg.get("is_outproj_norm", False))
-    return n * (3 if form == "rows" and onorm else 4)
+    from py_engine.models.config import MambaConfig
+    cfg = MambaConfig.from_hf_dict(json.loads((Path(folder) / "config.json").read_text()))
+    return cfg.num_hidden_layers, bool(cfg.is_outproj_norm)
 
 
 def check_gated(engine, folder, fmt, stage=None, ids=IDS):

@@ -2,14 +2,14 @@
 (ops/mamba3_mimo_step.py, shaders/mamba3_step_mimo.wgsl) against the separate kernels (B's and
 C's norms, mamba3_prep, mamba3_step, mamba3_mimo_out; `device.mamba3_mimo_fused = False`): the
 same logits (one sequence and two; y_r's sums over N meet in a lane tree, so within rounding)
-and greedy tokens, in both forms -- a head a workgroup (four dispatches fewer a layer) and 8 rows
-a workgroup (four fewer; three with the out-projection norm, whose mamba3_mimo_out still runs) --
-each shown to have run by its entry point. The real-GPU kernels forced on the native backend
+and greedy tokens, four dispatches fewer a layer, in both forms -- a head a workgroup and 8 rows
+a workgroup (which never takes the out-projection norm: the head form runs then) -- each shown
+to have run by its entry point. The real-GPU kernels forced on the native backend
 (lavapipe here). The random models' per-head and per-rank parameters are spread (the reference
 init makes them constant), and one run sets the two norms' eps apart."""
 import pytest
 
-from tests.browser.decode_fold_cases import MIMO_FORMS as FORMS, check_fold, mimo_fewer as fewer
+from tests.browser.decode_fold_cases import MIMO_FORMS as FORMS, check_fold, mimo_layers
 from tests.conftest import REPO
 from tests.native_support import engine, entries_run, random_model, spread_parameters  # noqa: F401
 from tests.native_support import native as pytestmark  # noqa: F401
@@ -19,12 +19,15 @@ ENTRY = {"head": "mamba3_step_mimo", "rows": "mamba3_step_mimo_rows"}
 
 
 def check_form(engine, folder, fmt, form, **kw):
-    """check_fold in `form`, and proof that form's kernel ran (and not the other)."""
+    """check_fold in `form`, and proof that the kernel expected ran (and not the other): the
+    rows form's, or the head form's with the out-projection norm."""
+    layers, onorm = mimo_layers(folder)
     with entries_run(engine) as seen:
-        r = check_fold(engine, folder, fmt, "mamba3_mimo_fused", fewer(folder, form),
-                       reset=None, pin=FORMS[form], **kw)
-    other = ENTRY["head" if form == "rows" else "rows"]
-    assert ENTRY[form] in seen and other not in seen, sorted(seen)
+        r = check_fold(engine, folder, fmt, "mamba3_mimo_fused", 4 * layers, reset=None,
+                       pin=FORMS[form], **kw)
+    ran = "head" if onorm else form
+    other = ENTRY["head" if ran == "rows" else "rows"]
+    assert ENTRY[ran] in seen and other not in seen, sorted(seen)
     return r
 
 
@@ -92,15 +95,15 @@ class FakeDevice:
 
 def test_the_rules_take_a_form_that_fits_or_none():
     """fused() says yes only where the form mamba3_mimo_step takes fits: rows_form where it
-    fits (by rule without the out-projection norm), else the one-workgroup form; fewer than
-    16 storage bindings: neither."""
+    fits (never with the out-projection norm), else the one-workgroup form; fewer than 16
+    storage bindings: neither."""
     from py_engine.ops import mamba3_mimo_step as ms
     head = (4, 4, 128, 64, 32)                # H, R, N, P, S of mamba3_mimo_187m
     assert ms.fused(FakeDevice(), *head) and ms.rows_form(FakeDevice(), *head)
-    # with the out-projection norm the one-workgroup form is the rule (it folds the norm)
+    # with the out-projection norm only the one-workgroup form runs (it folds the norm)
     assert not ms.rows_form(FakeDevice(), *head, onorm=True)
     assert ms.fused(FakeDevice(), *head, onorm=True)
-    assert ms.rows_form(FakeDevice(mamba3_mimo_rows=True), *head, onorm=True)
+    assert not ms.rows_form(FakeDevice(mamba3_mimo_rows=True), *head, onorm=True)
     assert not ms.fused(FakeDevice(storage=12), *head)
     # rank 8, N 64, P 256: only the rows form fits 16 KiB; pinned to the head form, none does
     big = (2, 8, 64, 256, 16)

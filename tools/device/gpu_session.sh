@@ -40,9 +40,6 @@
 #   bash tools/device/gpu_session.sh --mimo     # ~5 min: Mamba-3 MIMO's one-dispatch decode
 #     step checked natively and through Dawn in both forms, timed against the separate kernels
 #     (tools/ab_decode: mamba3_mimo_187m f16/q4) and profiled natively (carry as for --dawn)
-#   bash tools/device/gpu_session.sh --mimo-onorm   # ~2 min: MIMO with the out-projection norm,
-#     the step a head a workgroup (norm folded) against 8 rows (then mamba3_mimo_out), and the
-#     rows form without the norm (carry as for --dawn)
 #   bash tools/device/gpu_session.sh --mamba1   # ~6 min: the table's mamba-1.4b rows alone,
 #     f32/f16/q8/q4 through Dawn (carry as for --dawn)
 #   bash tools/device/gpu_session.sh --table    # ~9 min: the README's GPU table through Dawn,
@@ -157,16 +154,6 @@ if [ "${1:-}" = "--mamba1" ]; then
     --weights f32,f16,q8,q4 --decode-tokens 256 --max-seconds 2 \
     > "$OUT/mamba1_4b_dawn.json" 2> "$OUT/mamba1_4b_dawn.err"
   stamp $? >> "$OUT/mamba1_4b_dawn.err"
-  exit 0
-fi
-if [ "${1:-}" = "--mimo-onorm" ]; then
-  both_engines
-  # with the out-projection norm: the head form folds it (3 dispatches a layer), the rows form
-  # leaves it to mamba3_mimo_out (4); and the rows form again without it
-  timeout 110 python3 -m tools.ab_decode --dawn --models mamba3_mimo_onorm_187m,mamba3_mimo_187m \
-    --weights f16 --tokens 128 --rounds 2 --setting rows:mamba3_mimo_rows=1 \
-    --setting head:mamba3_mimo_rows=0 > "$OUT/mimo_onorm_ab.txt" 2>&1
-  stamp $? >> "$OUT/mimo_onorm_ab.txt"
   exit 0
 fi
 if [ "${1:-}" = "--table" ]; then
