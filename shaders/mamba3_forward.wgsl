@@ -77,6 +77,7 @@ var<workgroup> sh: array<f32, WS>;
 
 
 // The raw in_proj values prep_value reads (lib/mamba3_prep.wgsl): this kernel's four views.
+fn dt_bias_at(h: u32) -> f32 { return dt_bias[h]; }
 fn raw_dt(r: u32, h: u32) -> f32 { return dd_dt[p.dt_off + r * p.dt_str + h]; }
 fn raw_da(r: u32, h: u32) -> f32 { return dd_A[p.da_off + r * p.da_str + h]; }
 fn raw_trap(r: u32, h: u32) -> f32 { return trap[p.tr_off + r * p.tr_str + h]; }

@@ -33,6 +33,7 @@
 @group(0) @binding(7) var<storage, read> C_bias: array<f32>;    // [H, N]
 @group(0) @binding(8) var<storage, read> Dv: array<f32>;        // [H]
 
+fn dt_bias_at(h: u32) -> f32 { return dt_bias[h]; }
 fn raw_dt(r: u32, h: u32) -> f32 { return raw[p.dt_off + r * p.dt_str + h]; }
 fn raw_da(r: u32, h: u32) -> f32 { return raw[p.da_off + r * p.da_str + h]; }
 fn raw_trap(r: u32, h: u32) -> f32 { return raw[p.tr_off + r * p.tr_str + h]; }

@@ -27,36 +27,45 @@
 // Rows: RPW a pass, 32 lanes a row, lane l taking states n = l, l + 32, ..; each row's RK sums
 // over n meet in one lane tree per rank.
 //
-// Storage bindings, 16 in each form (the host takes these kernels only where the device binds
-// that many: H100/H200 through Dawn do, SwiftShader's 10 do not): the in_proj block, 7
-// parameters, out, 4 states, B's and C's norm weights, and the out-projection norm's weight
-// (mamba3_step_mimo) or `arrived` (mamba3_step_mimo_rows). in_proj's eight outputs come through
-// ONE binding, `inp` (the mixer has its packed in_proj write them side by side:
-// ops/mamba3.one_binding gives their offsets).
+// Storage bindings, 7 (mamba3_step_mimo) or 8 (mamba3_step_mimo_rows: `arrived`): the in_proj
+// block, the layer's parameters, out and 4 states -- within the 10 a Mac's Chrome binds (Dawn's
+// Metal tier; 16 bindings, one a parameter, kept this kernel off Macs and SwiftShader until the
+// thirty-fourth session). in_proj's eight outputs come through ONE binding, `inp` (the mixer has
+// its packed in_proj write them side by side: ops/mamba3.one_binding gives their offsets), and
+// the parameters through another, `prm` (packed at load: nn/mamba3.decode_param_packs,
+// ops/weight_pack.pack_params; their offsets in `mq`).
 
 //#include "lib/mamba3_params.wgsl"
 
 @group(0) @binding(0) var<uniform> p: Params;       // x/b/c/dt/da/tr/an views into inp; y: out's view
 
-struct MimoStep { z_off: u32, z_str: u32, eps_o: f32, eps_bc: f32 };
-@group(0) @binding(2) var<uniform> mq: MimoStep;     // z's view into inp; the norms' eps
+// z's view into inp, the norms' eps, then each parameter's first element in prm
+struct MimoStep {
+  z_off: u32, z_str: u32, eps_o: f32, eps_bc: f32,
+  o_mz: u32, o_mo: u32, o_dtb: u32, o_bb: u32,
+  o_cb: u32, o_d: u32, o_mx: u32, o_bn: u32,
+  o_cn: u32, o_nw: u32, _q0: u32, _q1: u32,
+};
+@group(0) @binding(2) var<uniform> mq: MimoStep;
 
 @group(0) @binding(1) var<storage, read> inp: array<f32>;       // in_proj's outputs [Bsz, *] views
-@group(0) @binding(3) var<storage, read> mimo_z: array<f32>;    // [H, RK, P]
-@group(0) @binding(4) var<storage, read> mimo_o: array<f32>;    // [H, RK, P]
-@group(0) @binding(5) var<storage, read> dt_bias: array<f32>;   // [H]
-@group(0) @binding(6) var<storage, read> B_bias: array<f32>;    // [H, RK, N]
-@group(0) @binding(7) var<storage, read> C_bias: array<f32>;    // [H, RK, N]
-@group(0) @binding(8) var<storage, read> Dv: array<f32>;        // [H]
-@group(0) @binding(9) var<storage, read> mimo_x: array<f32>;    // [H, RK, P]
+@group(0) @binding(3) var<storage, read> prm: array<f32>;       // the parameters below, packed
 @group(0) @binding(13) var<storage, read_write> out: array<f32>;   // [Bsz, *] view, H*P wide
 @group(0) @binding(14) var<storage, read_write> s_ang: array<f32>; // [Bsz, H, S], in place
 @group(0) @binding(15) var<storage, read_write> s_ssm: array<f32>; // [Bsz, H, P, N], in place
 @group(0) @binding(16) var<storage, read_write> s_k: array<f32>;   // [Bsz, RK, H, N], in place
 @group(0) @binding(17) var<storage, read_write> s_v: array<f32>;   // [Bsz, H, P], in place
-@group(0) @binding(18) var<storage, read> B_normw: array<f32>;  // [N]
-@group(0) @binding(19) var<storage, read> C_normw: array<f32>;  // [N]
-@group(0) @binding(20) var<storage, read> norm_w: array<f32>;   // [H*P] (ONORM; else a dummy)
+
+fn mimo_z(i: u32) -> f32 { return prm[mq.o_mz + i]; }    // [H, RK, P]
+fn mimo_o(i: u32) -> f32 { return prm[mq.o_mo + i]; }    // [H, RK, P]
+fn dt_bias_at(h: u32) -> f32 { return prm[mq.o_dtb + h]; }  // [H]
+fn B_bias(i: u32) -> f32 { return prm[mq.o_bb + i]; }    // [H, RK, N]
+fn C_bias(i: u32) -> f32 { return prm[mq.o_cb + i]; }    // [H, RK, N]
+fn Dv(h: u32) -> f32 { return prm[mq.o_d + h]; }         // [H]
+fn mimo_x(i: u32) -> f32 { return prm[mq.o_mx + i]; }    // [H, RK, P]
+fn B_normw(n: u32) -> f32 { return prm[mq.o_bn + n]; }   // [N]
+fn C_normw(n: u32) -> f32 { return prm[mq.o_cn + n]; }   // [N]
+fn norm_w(i: u32) -> f32 { return prm[mq.o_nw + i]; }    // [H*P] (ONORM only)
 
 // The rank as a pipeline constant: the per-rank loops then have constant trip counts and the
 // per-thread arrays below index registers (arrays indexed by runtime loops ran slowly on the
@@ -128,12 +137,12 @@ fn norm_sums(b: u32, g: u32, lid: u32) {
 // k_r / q_r's input at dim n: the normalised B_r / C_r plus the head's bias
 fn k_in(b: u32, h: u32, g: u32, r: u32, n: u32) -> f32 {
   let v = inp[p.b_off + b * p.b_str + (r * p.G + g) * p.N + n];
-  return v * sh[o_rs() + r] * B_normw[n] + B_bias[(h * RK + r) * p.N + n];
+  return v * sh[o_rs() + r] * B_normw(n) + B_bias((h * RK + r) * p.N + n);
 }
 
 fn q_in(b: u32, h: u32, g: u32, r: u32, n: u32) -> f32 {
   let v = inp[p.c_off + b * p.c_str + (r * p.G + g) * p.N + n];
-  return v * sh[o_rs() + RK + r] * C_normw[n] + C_bias[(h * RK + r) * p.N + n];
+  return v * sh[o_rs() + RK + r] * C_normw(n) + C_bias((h * RK + r) * p.N + n);
 }
 
 // One state of a row (ssm index i, dim n): S = alpha S_old + sum_r (bv_r k_prev_r[n] + gv_r
@@ -215,7 +224,7 @@ fn mamba3_step_mimo(@builtin(workgroup_id) wid: vec3<u32>,
   let alpha = prep_value(b, p.H + h);
   let beta = prep_value(b, 2u * p.H + h);
   let gamma = prep_value(b, 3u * p.H + h);
-  let Dh = Dv[h];
+  let Dh = Dv(h);
   prologue(b, h, dt, lid);
   write_k_angles(b, h, lid);               // every thread has its old k in sh: a barrier above
   workgroupBarrier();
@@ -238,7 +247,7 @@ fn mamba3_step_mimo(@builtin(workgroup_id) wid: vec3<u32>,
     var acc: array<f32, MAX_R>;
     for (var r = 0u; r < RK; r++) {
       var w = 0.0;
-      if (live) { w = mimo_x[(h * RK + r) * P + pp]; }
+      if (live) { w = mimo_x((h * RK + r) * P + pp); }
       bv[r] = beta * vp * w;
       gv[r] = gamma * xv * w;
       acc[r] = 0.0;
@@ -254,7 +263,7 @@ fn mamba3_step_mimo(@builtin(workgroup_id) wid: vec3<u32>,
     if (lane == 0u && live) {
       s_v[bh * P + pp] = xv;
       for (var r = 0u; r < RK; r++) {
-        sh[o_y() + r * P + pp] = red[r * 256u + lid] + Dh * xv * mimo_x[(h * RK + r) * P + pp];
+        sh[o_y() + r * P + pp] = red[r * 256u + lid] + Dh * xv * mimo_x((h * RK + r) * P + pp);
       }
     }
     workgroupBarrier();                    // red is rewritten by the next pass
@@ -273,12 +282,12 @@ fn mamba3_step_mimo(@builtin(workgroup_id) wid: vec3<u32>,
   for (var pp = lid; pp < P; pp += 256u) {
     let zv = inp[mq.z_off + b * mq.z_str + h * P + pp];
     var w = 1.0;
-    if (ONORM) { w = norm_w[h * P + pp]; }
+    if (ONORM) { w = norm_w(h * P + pp); }
     var o = 0.0;
     for (var r = 0u; r < RK; r++) {
       let wi = (h * RK + r) * P + pp;
-      let gr = sh[o_y() + r * P + pp] * sh[o_rs() + 2u * RK + r] * w * silu(zv * mimo_z[wi]);
-      o += gr * mimo_o[wi];
+      let gr = sh[o_y() + r * P + pp] * sh[o_rs() + 2u * RK + r] * w * silu(zv * mimo_z(wi));
+      o += gr * mimo_o(wi);
     }
     out[p.y_off + b * p.y_str + h * P + pp] = o;
   }
@@ -318,7 +327,7 @@ fn mamba3_step_mimo_rows(@builtin(workgroup_id) wid: vec3<u32>,
     }
     xv = inp[p.x_off + b * p.x_str + h * P + pp];
     vp = s_v[bh * P + pp];
-    for (var r = 0u; r < RK; r++) { w[r] = mimo_x[(h * RK + r) * P + pp]; }
+    for (var r = 0u; r < RK; r++) { w[r] = mimo_x((h * RK + r) * P + pp); }
   }
   let dt = prep_value(b, h);
   let alpha = prep_value(b, p.H + h);
@@ -359,13 +368,13 @@ fn mamba3_step_mimo_rows(@builtin(workgroup_id) wid: vec3<u32>,
   lane_sums(lid, &acc);
   if (lane == 0u && live) {                // mamba3_mimo_out without the norm (rs = 1, w = 1)
     s_v[bh * P + pp] = xv;
-    let Dh = Dv[h];
+    let Dh = Dv(h);
     let zv = inp[mq.z_off + b * mq.z_str + h * P + pp];
     var o = 0.0;
     for (var r = 0u; r < RK; r++) {
       let wi = (h * RK + r) * P + pp;
       let yr = red[r * 256u + lid] + Dh * xv * w[r];
-      o += yr * silu(zv * mimo_z[wi]) * mimo_o[wi];   // y_r * 1 * 1 there: the same bits
+      o += yr * silu(zv * mimo_z(wi)) * mimo_o(wi);   // y_r * 1 * 1 there: the same bits
     }
     out[p.y_off + b * p.y_str + h * P + pp] = o;
   }

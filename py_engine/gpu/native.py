@@ -16,6 +16,7 @@ import wgpu
 
 from py_engine.gpu.device import STORAGE_USAGE, Device
 from py_engine.gpu.errors import GPUUnavailable, GPUValidationError, ShaderError
+from py_engine.gpu.settings import capped_storage
 
 # Same names as the browser backend; wgpu-py accepts camelCase limit names.
 REQUESTED_LIMITS = (
@@ -62,6 +63,9 @@ async def create_native_device(power_preference="high-performance", force_fallba
         raise GPUUnavailable("wgpu found no GPU adapter: install a Vulkan driver (for a CPU "
                              "one, `apt-get install mesa-vulkan-drivers`)")
     limits = {name: _limit(adapter.limits, name) for name in REQUESTED_LIMITS}
+    # MAMBAWEB_STORAGE_BINDINGS=10 asks for a Mac tab's binding tier (gpu/settings.py)
+    key = "maxStorageBuffersPerShaderStage"
+    limits[key] = capped_storage(limits[key])
     offered = set(adapter.features)
     features, native_names = [], []
     for ours, names in FEATURE_ALIASES.items():

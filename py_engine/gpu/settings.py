@@ -31,3 +31,34 @@ def pick(dev, attr, env, allowed, rule):
     if str(v) not in {str(a) for a in allowed}:
         raise ValueError(f"{env} must be one of {', '.join(map(str, allowed))}, got {v!r}")
     return int(v)
+
+
+# Dawn's tiers of maxStorageBuffersPerShaderStage (src/dawn/native/Limits.cpp): Chrome rounds an
+# adapter's limit down to one of them, so a tab sees 8, 10 or 16 whatever the GPU offers.
+# Vulkan and D3D12 GPUs reach 16; every Metal device (each Mac) sits in the 10 tier, as does
+# SwiftShader. Node's Dawn (the bench's --dawn) reports the NVIDIA adapter's 16.
+STORAGE_TIERS = (8, 10, 16)
+
+
+def storage_bindings(dev):
+    """Storage buffers one shader stage may bind on `dev`: the device's limit, lowered by
+    `device.storage_cap` (tests, tools/ab_decode settings) or MAMBAWEB_STORAGE_BINDINGS (bench
+    variants) to one of Dawn's tiers -- so a GPU giving 16 times the kernels a Mac's tab would
+    choose."""
+    limit = int(dev.limits.get("maxStorageBuffersPerShaderStage", 8))
+    cap = getattr(dev, "storage_cap", None)
+    return capped_storage(limit) if cap is None else min(limit, _tier(cap))
+
+
+def capped_storage(limit):
+    """`limit` lowered to MAMBAWEB_STORAGE_BINDINGS where that is set: what a device is requested
+    with (py_engine/gpu/native.py), so the backend itself refuses a kernel binding more."""
+    cap = os.environ.get("MAMBAWEB_STORAGE_BINDINGS", "").strip()
+    return min(int(limit), _tier(cap)) if cap else int(limit)
+
+
+def _tier(cap):
+    if str(cap) not in {str(t) for t in STORAGE_TIERS}:
+        raise ValueError("MAMBAWEB_STORAGE_BINDINGS (device.storage_cap) must be one of "
+                         f"{', '.join(map(str, STORAGE_TIERS))}, got {cap!r}")
+    return int(cap)

@@ -173,7 +173,8 @@ class Mamba3Mixer:
             block, outs = self._views_block(batch.device, Bsz, s.rows())
             z, x, B, C, dd_dt, dd_A, trap, ang = linear_pieces(batch, h, w, outs)
             if (s.mimo and self.B_norm is not None and self.C_norm is not None
-                    and mimo_fused(batch.device, s.H, s.R, s.N, s.P, s.S, s.onorm)):
+                    and mimo_fused(batch.device, s.H, s.R, s.N, s.P, s.S, s.onorm,
+                                   self.mimo_kw["weights"])):
                 # MIMO: norms, scalars, step and output in one dispatch (3 a layer, not 7;
                 # ops/mamba3_mimo_step)
                 v = mamba3_mimo_step(batch, dict(zip(PIECES, outs)), state, **self.mimo_kw)
@@ -281,6 +282,19 @@ class Mamba3:
         """in_proj's eight row blocks, side by side in one buffer (ops/weight_pack.py): decode
         multiplies them in one dispatch (linear.pieces_ok) instead of three."""
         return (tuple(f"in_proj.weight#{p}" for p in PIECES),)
+
+    @staticmethod
+    def decode_param_packs(cfg):
+        """The step kernels' small parameters side by side in one buffer (ops/weight_pack
+        .pack_params), read through one binding: MIMO's one-dispatch step binds 8 storage
+        buffers with them so (ops/mamba3_mimo_step.STORAGE), where a Mac's Chrome allows 10."""
+        s = spec(cfg)
+        names = ("dt_bias", "D", "B_bias", "C_bias", "B_norm.weight", "C_norm.weight")
+        if s.mimo:
+            names += ("mimo_x", "mimo_z", "mimo_o")
+        if s.onorm:
+            names += ("norm.weight",)
+        return (names,)
 
     @staticmethod
     def pieces(cfg, rel, shape):

@@ -52,6 +52,7 @@ copies of the initial states (None when the scan started from zeros). With the i
 recompute phi, k, q and every state from the initial state (or checkpoint states per chunk).
 """
 from py_engine.gpu.batch import MAX_WORKGROUPS
+from py_engine.gpu.settings import storage_bindings
 from py_engine.gpu.tensor import Tensor
 from py_engine.ops._common import dummy, fold, params, workgroup_storage
 from py_engine.ops.conv1d import Cols, bt_of, view  # noqa: F401  (Cols re-exported)
@@ -596,7 +597,7 @@ def step_last(dev):
     5): the rule where the device binds 16 (8-10% less GPU a token than two dispatches on an
     H100, step_splits), unless `device.mamba3_step_last` (tests) or MAMBAWEB_MAMBA3_LAST=1|0
     (bench variants) says otherwise."""
-    if dev.limits.get("maxStorageBuffersPerShaderStage", 8) < LAST_STORAGE:
+    if storage_bindings(dev) < LAST_STORAGE:
         return False
     return step_kernels.choose(dev, "mamba3_step_last", "MAMBAWEB_MAMBA3_LAST", "1", "0",
                                lambda: True)
@@ -630,7 +631,7 @@ def step_folds_prep(dev, mimo):
     no mamba3_prep dispatch) when dd_dt, dd_A, trap and angles lie in one buffer: the lanes step
     on a device binding PREP_STORAGE storage buffers, unless `device.mamba3_fold_prep` (tests) or
     MAMBAWEB_MAMBA3_PREP=fold|separate says otherwise."""
-    if mimo or dev.limits.get("maxStorageBuffersPerShaderStage", 8) < PREP_STORAGE:
+    if mimo or storage_bindings(dev) < PREP_STORAGE:
         return False
     if not step_lanes(dev):
         return False
@@ -677,6 +678,6 @@ def step_lanes(dev):
     whether its workgroup memory fits) rather than mamba3_step (a thread per row): real
     GPUs, unless `device.mamba3_step_lanes` (tests) or MAMBAWEB_MAMBA3_STEP=rows|lanes says
     otherwise (ops/step_kernels.py). MIMO keeps mamba3_step."""
-    if dev.limits.get("maxStorageBuffersPerShaderStage", 8) < LANES_STORAGE:
+    if storage_bindings(dev) < LANES_STORAGE:
         return False
     return step_kernels.lanes(dev, "mamba3_step_lanes", "MAMBAWEB_MAMBA3_STEP")

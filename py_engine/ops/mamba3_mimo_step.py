@@ -18,17 +18,32 @@ out     the MIMO output, out_proj's input: a new Tensor, or the given Tensor / C
 out-projection norm), 8 rows of a head a workgroup (grid (H * ceil(P / 8), Bsz)).
 """
 from py_engine.gpu.batch import MAX_WORKGROUPS
-from py_engine.gpu.settings import choose
+from py_engine.gpu.settings import choose, storage_bindings
 from py_engine.gpu.tensor import Tensor
-from py_engine.ops._common import dummy, params, workgroup_storage
+from py_engine.ops._common import params, workgroup_storage
 from py_engine.ops.conv1d import view
 from py_engine.ops.mamba3 import HEAVY, MIMO, _arrived, _Spec, _uniform_fn, one_binding
 
 SHADER = ENTRY = "mamba3_step_mimo"
 ROWS_ENTRY = "mamba3_step_mimo_rows"
 RPW = 8                  # the rows form's rows a workgroup (the shader's RPW)
-STORAGE = 16             # storage bindings of either form (the shader's header lists them)
+STORAGE = 8              # storage bindings of the rows form (the head form: 7; the shader's header)
 INS = ("x", "B", "C", "z", "dd_dt", "dd_A", "trap", "angles")
+# the parameters read through `prm`, in MimoStep's offset order (norm_w last: ONORM only)
+PARAMS = ("mimo_z", "mimo_o", "dt_bias", "B_bias", "C_bias", "D", "mimo_x", "B_norm", "C_norm",
+          "norm_w")
+
+
+def packed_params(weights):
+    """(binding, element offsets in PARAMS order) of a layer's parameters when they lie in one
+    buffer (nn/mamba3.decode_param_packs packs them at load), else None -- the kernel then does
+    not run (fused() says no) and the separate kernels decode the layer."""
+    ts = [weights[k] for k in PARAMS if weights.get(k) is not None]
+    one = one_binding(ts)
+    if one is None:
+        return None
+    binding, offs = one
+    return binding, [o for o, _ in offs]
 
 
 def sh_floats(R, N, P, S, rows=False):
@@ -45,7 +60,7 @@ def red_floats(R):
 def fits(dev, R, N, P, S, rows=False):
     """Whether the kernel's bindings and workgroup memory fit the device (each workgroup variable
     counted rounded up to 16 bytes, as ops/mamba3.lanes_fit counts)."""
-    if dev.limits.get("maxStorageBuffersPerShaderStage", 8) < STORAGE:
+    if storage_bindings(dev) < STORAGE:
         return False
     rounded = lambda n: -(-n // 4) * 4  # noqa: E731
     need = 4 * (rounded(sh_floats(R, N, P, S, rows)) + red_floats(R)) + (16 if rows else 0)
@@ -69,14 +84,16 @@ def rows_form(dev, H, R, N, P, S, onorm=False):
     return choose(dev, "mamba3_mimo_rows", "MAMBAWEB_MAMBA3_MIMO_ROWS", "1", "0", lambda: True)
 
 
-def fused(dev, H, R, N, P, S, onorm=False):
+def fused(dev, H, R, N, P, S, onorm=False, weights=None):
     """Whether a MIMO layer decodes through one of this module's kernels: the form
-    `mamba3_mimo_step` would take fits (rows_form's, else the one-workgroup form's), and on a
+    `mamba3_mimo_step` would take fits (rows_form's, else the one-workgroup form's), the
+    layer's parameters (`weights`, mamba3_mimo_step's) lie in one buffer where given, and on a
     real GPU (the decode mat-vec's rule, ops/linear._matvec_ok: not a CPU adapter unless
     `device.force_matvec`), unless `device.mamba3_mimo_fused` (tests) or
     MAMBAWEB_MAMBA3_MIMO_STEP=fused|separate (bench variants) says otherwise."""
     from py_engine.ops.linear import _matvec_ok
     return ((rows_form(dev, H, R, N, P, S, onorm) or fits(dev, R, N, P, S))
+            and (weights is None or packed_params(weights) is not None)
             and choose(dev, "mamba3_mimo_fused", "MAMBAWEB_MAMBA3_MIMO_STEP", "fused",
                        "separate", lambda: _matvec_ok(dev)))
 
@@ -111,6 +128,11 @@ def mamba3_mimo_step(batch, ins, state, *, weights, S, A_floor, heavy_tail, n_he
         raise ValueError("mamba3_mimo_step: in_proj's outputs must be views of one buffer "
                          "(the packed in_proj's block)")
     inp, offs = one
+    packed = packed_params(pr)
+    if packed is None:
+        raise ValueError("mamba3_mimo_step: the layer's parameters must lie in one buffer "
+                         "(nn/mamba3.decode_param_packs, packed at load)")
+    prm, poffs = packed
     (xo, xs), (bo, bs), (co, cs), (zo, zs), *raws = offs
     st = s.states(state, dev)
     y = out if out is not None else Tensor(dev, (s.nb, H * P))
@@ -123,18 +145,15 @@ def mamba3_mimo_step(batch, ins, state, *, weights, S, A_floor, heavy_tail, n_he
     flags = MIMO | (HEAVY if heavy_tail else 0)
     un = _uniform_fn(dev, s, flags, A_floor, (None, xo, xs), (None, bo, bs), (None, co, cs), yv,
                      raws, 0, 0, 0, 0)()
-    mq = dev.uniform(params(zo, zs, float(eps_o), float(eps_bc)))
-    res = [un, inp, mq, pr["mimo_z"].binding, pr["mimo_o"].binding, pr["dt_bias"].binding,
-           pr["B_bias"].binding, pr["C_bias"].binding, pr["D"].binding, pr["mimo_x"].binding,
-           None, None, None, yv[0]] + [t.binding for t in st] + \
-        [pr["B_norm"].binding, pr["C_norm"].binding]
+    poffs += [0] * (len(PARAMS) - len(poffs))          # norm_w's slot unread without ONORM
+    mq = dev.uniform(params(zo, zs, float(eps_o), float(eps_bc), *poffs, 0, 0))
+    res = [un, inp, mq, prm] + [None] * 9 + [yv[0]] + [t.binding for t in st]
     consts = {"RK": R, "RED": red_floats(R)}
     if not rows:
-        res.append(pr["norm_w"].binding if onorm else dummy(dev))
         batch.run(SHADER, ENTRY, res, H, s.nb,
                   constants=dict(consts, ONORM=int(onorm), WSM=sh_floats(R, N, P, S)))
         return y
-    res += [None, _arrived(dev, s.nb * H)]
+    res += [None] * 3 + [_arrived(dev, s.nb * H)]
     batch.run(SHADER, ROWS_ENTRY, res, H * -(-P // RPW), s.nb,
               constants=dict(consts, WSM=sh_floats(R, N, P, S, rows=True)))
     return y

@@ -47,6 +47,7 @@ Backward memory choice: the forward keeps only the chunk-boundary states hc [Bsz
 [Bsz, T, I, N] (one layer at a time, reused through the pool), then scans the adjoint back.
 Total transient work: Bsz*T*I*(N+4) + Bsz*nc*I*(N+3) floats.
 """
+from py_engine.gpu.settings import storage_bindings
 from py_engine.gpu.tensor import Tensor
 from py_engine.ops._common import dummy, fold, params
 from py_engine.ops.conv1d import Cols, bt_of, rw_dummy, view  # noqa: F401  (Cols re-exported)
@@ -310,7 +311,7 @@ def step_takes_dt_proj(device):
     """Whether the fused step (dt_w given) fits this device: it binds 12 storage buffers
     (the x_proj shares' binding among them, a dummy when x_proj runs apart), two more than
     SwiftShader's limit of 10 (which keeps the separate dt_proj dispatch)."""
-    return device.limits.get("maxStorageBuffersPerShaderStage", 8) >= 12
+    return storage_bindings(device) >= 12
 
 
 def step_loads_early(device):

@@ -9,6 +9,7 @@ Decode reads the narrow bytes directly (the point: half / a quarter / an eighth 
 traffic); prefill and training GEMMs dequantize a temporary f32 copy of one weight at a time
 (compute-bound there, and the GEMM kernels stay one per shape, not one per format).
 """
+from py_engine.gpu.settings import storage_bindings
 from py_engine.gpu.tensor import Tensor
 from py_engine.ops._common import MAX_GROUPS, dummy, fold, params
 from py_engine.ops.rmsnorm import NormedRows
@@ -351,7 +352,7 @@ def choices(dev, fmt, K, N, M, G=1, rpt=None, tpr=None, stage=None, xproj=False)
 
 def matvec_conv_ok(device):
     """Whether the in_proj mat-vec with the conv step folded in (matvec_forward_conv) fits."""
-    return device.limits.get("maxStorageBuffersPerShaderStage", 8) >= CONV_STORAGE_BUFFERS
+    return storage_bindings(device) >= CONV_STORAGE_BUFFERS
 
 
 XPROJ_STORAGE_BUFFERS = 14   # matvec_forward_conv_xproj: the conv's 12 and x_proj's B and C rows
@@ -389,7 +390,7 @@ def xproj_block(dev, fmt, K, Ns, M, O, rule=True):
     (rule) more than XPROJ_MAX_LOADS loads per thread for the scan step's sum of the shares.
     Ns: [I, I] (x and z halves of in_proj)."""
     if (fmt not in XPROJ_FORMATS or O > 512 or len(Ns) != 2
-            or dev.limits.get("maxStorageBuffersPerShaderStage", 8) < XPROJ_STORAGE_BUFFERS):
+            or storage_bindings(dev) < XPROJ_STORAGE_BUFFERS):
         return None
     rpt, tpr, _ = choices(dev, fmt, K, max(Ns), M, len(Ns), xproj=True)
     cb = THREADS // tpr * rpt

@@ -37,8 +37,26 @@ def pack_rows(device, tensors):
     than two tensors, mixed dtypes or K, row blocks or views, or blocks already packed."""
     ts = list(tensors)
     if (len(ts) < 2 or any(not isinstance(t, Tensor) or len(t.shape) != 2 for t in ts)
-            or len({(t.dtype, t.shape[1]) for t in ts}) != 1
-            or is_packed(device, ts) or any(not t.pooled or t.buffer is None for t in ts)):
+            or len({(t.dtype, t.shape[1]) for t in ts}) != 1):
+        return False
+    return _pack(device, ts)
+
+
+def pack_params(device, tensors):
+    """pack_rows for a layer's small f32 parameters of any shape (biases, D, norm weights,
+    MIMO's projections): one buffer a decode kernel reads through one binding, each parameter
+    at its own aligned offset (ops/mamba3.one_binding gives the offsets). A Mac's Chrome binds
+    10 storage buffers a shader stage (gpu/settings.STORAGE_TIERS), so a step kernel that bound
+    each parameter apart did not fit there. Same refusals as pack_rows, and any tensor not
+    f32."""
+    ts = list(tensors)
+    if len(ts) < 2 or any(not isinstance(t, Tensor) or t.dtype != "f32" for t in ts):
+        return False
+    return _pack(device, ts)
+
+
+def _pack(device, ts):
+    if is_packed(device, ts) or any(not t.pooled or t.buffer is None for t in ts):
         return False
     starts, end = aligned_offsets([t.nbytes for t in ts], device.align)
     pool = ts[0].pool

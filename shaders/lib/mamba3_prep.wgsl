@@ -3,7 +3,7 @@
 // Shared by mamba3_forward.wgsl's mamba3_prep, which stores them for the scans, and
 // mamba3_step_folded.wgsl's decode step, which computes its own head's (one dispatch fewer per
 // layer). The including file defines, before this include: Params p (H, flags, a_floor), has(),
-// dt_bias [H], and the token's raw in_proj values of row r:
+// fn dt_bias_at(h: u32) -> f32 (dt_bias[h]), and the token's raw in_proj values of row r:
 //   fn raw_dt(r: u32, h: u32) -> f32      dd_dt[r, h]   (likewise raw_da: dd_A, raw_trap: trap)
 //   fn raw_angle(r: u32, i: u32) -> f32   angles[r, i]
 // softplus (threshold 20, exact log1p) and sigmoid, shared with the other kernels:
@@ -20,7 +20,7 @@ fn prep_value(r: u32, j: u32) -> f32 {
     return tanh_exact(clamp(raw_angle(r, j - 4u * H), -10.0, 10.0)) * PI;
   }
   let h = j % H;
-  let dt = softplus(raw_dt(r, h) + dt_bias[h]);
+  let dt = softplus(raw_dt(r, h) + dt_bias_at(h));
   if (j < H) { return dt; }
   let a = raw_da(r, h);
   var f: f32;

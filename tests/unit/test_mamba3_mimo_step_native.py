@@ -95,8 +95,9 @@ class FakeDevice:
 
 def test_the_rules_take_a_form_that_fits_or_none():
     """fused() says yes only where the form mamba3_mimo_step takes fits: rows_form where it
-    fits (never with the out-projection norm), else the one-workgroup form; fewer than 16
-    storage bindings: neither."""
+    fits (never with the out-projection norm), else the one-workgroup form; fewer than 8
+    storage bindings (below every tier Dawn gives: 8, 10, 16), or the layer's parameters not in
+    one buffer: neither."""
     from py_engine.ops import mamba3_mimo_step as ms
     head = (4, 4, 128, 64, 32)                # H, R, N, P, S of mamba3_mimo_187m
     assert ms.fused(FakeDevice(), *head) and ms.rows_form(FakeDevice(), *head)
@@ -104,7 +105,14 @@ def test_the_rules_take_a_form_that_fits_or_none():
     assert not ms.rows_form(FakeDevice(), *head, onorm=True)
     assert ms.fused(FakeDevice(), *head, onorm=True)
     assert not ms.rows_form(FakeDevice(mamba3_mimo_rows=True), *head, onorm=True)
-    assert not ms.fused(FakeDevice(storage=12), *head)
+    assert ms.fused(FakeDevice(storage=10), *head)          # a Mac's Chrome
+    assert ms.fused(FakeDevice(storage=8), *head)
+    assert not ms.fused(FakeDevice(storage=7), *head)
+    from py_engine.gpu.settings import storage_bindings
+    assert storage_bindings(FakeDevice(storage_cap=10)) == 10      # a tier asked for
+    assert storage_bindings(FakeDevice(storage=10, storage_cap=16)) == 10
+    with pytest.raises(ValueError, match="one of 8, 10, 16"):
+        storage_bindings(FakeDevice(storage_cap=12))
     # rank 8, N 64, P 256: only the rows form fits 16 KiB; pinned to the head form, none does
     big = (2, 8, 64, 256, 16)
     assert not ms.fits(FakeDevice(), *big[1:]) and ms.fits(FakeDevice(), *big[1:], rows=True)
