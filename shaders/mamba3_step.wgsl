@@ -8,6 +8,11 @@
 //#include "lib/mamba3_step_common.wgsl"
 
 @group(0) @binding(9) var<storage, read> pre: array<f32>;       // [Bsz, 4H+S] | B_bias | C_bias | D
+@group(0) @binding(18) var<storage, read> B_normw: array<f32>;  // [N] (NORM_BC)
+@group(0) @binding(19) var<storage, read> C_normw: array<f32>;  // [N] (NORM_BC)
+
+fn b_normw(n: u32) -> f32 { return B_normw[n]; }
+fn c_normw(n: u32) -> f32 { return C_normw[n]; }
 
 fn k_bias(h: u32, rk: u32, n: u32) -> f32 { return pre[p.par + (h * p.R + rk) * p.N + n]; }
 fn q_bias(h: u32, rk: u32, n: u32) -> f32 {

@@ -2,12 +2,14 @@
 // workgroup computes its own head's DT, alpha, beta, gamma and the S thetas from in_proj's raw
 // columns (lib/mamba3_prep.wgsl's prep_value, the same expressions mamba3_prep stores) and reads
 // the biases and D from the parameters themselves -- one dispatch fewer per decoded layer.
-// Storage bindings: the raw scalars, 4 parameters, x/Bn/Cn/y, 4 states, 2 norm weights = 15
-// (mamba3_step_rows_last: 16 with `arrived`), so the host uses it only where the device binds
-// that many (py_engine/ops/mamba3.step_folds_prep, step_last; H100s and H200s give 16 through
-// Dawn, SwiftShader 10). The four raw inputs come in ONE binding: the
-// mixer has in_proj write dd_dt, dd_A, trap and angles into one buffer (their views' offsets and
-// strides in p.dt_off ..  p.an_str).
+// Storage bindings: the raw scalars, the parameters, x/Bn/Cn/y, 4 states = 10 -- the tier a
+// Mac's Chrome gives (mamba3_step_rows_last: 11 with `arrived`, so 16-binding devices only;
+// mamba3_step_head: 7), py_engine/ops/mamba3.step_folds_prep, step_last. The four raw inputs
+// come in ONE binding: the mixer has in_proj write dd_dt, dd_A, trap and angles into one buffer
+// (their views' offsets and strides in p.dt_off .. p.an_str). The layer's dt_bias, B_bias,
+// C_bias, D and the norms' weights come in another, `prm`, packed side by side at load
+// (nn/mamba3.decode_param_packs; their offsets in `po`): until the thirty-fourth session each
+// had a binding of its own (15), and a 10-binding device ran prep and the norms apart.
 //
 // Three forms (py_engine/ops/mamba3.step_splits and step_last pick):
 //   mamba3_step_lanes_folded   one dispatch, one 256-thread workgroup a head (grid H, Bsz): the
@@ -28,12 +30,14 @@
 //#include "lib/mamba3_step_common.wgsl"
 
 @group(0) @binding(1) var<storage, read> raw: array<f32>;       // dd_dt | dd_A | trap | angles views
-@group(0) @binding(5) var<storage, read> dt_bias: array<f32>;   // [H]
-@group(0) @binding(6) var<storage, read> B_bias: array<f32>;    // [H, N] (SISO: R = 1)
-@group(0) @binding(7) var<storage, read> C_bias: array<f32>;    // [H, N]
-@group(0) @binding(8) var<storage, read> Dv: array<f32>;        // [H]
+@group(0) @binding(5) var<storage, read> prm: array<f32>;       // the parameters below, packed
+// each parameter's first element in prm (the norms' weights: NORM_BC only)
+struct ParamOffsets { dtb: u32, bb: u32, cb: u32, d: u32, bn: u32, cn: u32, _q0: u32, _q1: u32 };
+@group(0) @binding(4) var<uniform> po: ParamOffsets;
 
-fn dt_bias_at(h: u32) -> f32 { return dt_bias[h]; }
+fn dt_bias_at(h: u32) -> f32 { return prm[po.dtb + h]; }                  // dt_bias [H]
+fn b_normw(n: u32) -> f32 { return prm[po.bn + n]; }                      // B_norm.weight [N]
+fn c_normw(n: u32) -> f32 { return prm[po.cn + n]; }                      // C_norm.weight [N]
 fn raw_dt(r: u32, h: u32) -> f32 { return raw[p.dt_off + r * p.dt_str + h]; }
 fn raw_da(r: u32, h: u32) -> f32 { return raw[p.da_off + r * p.da_str + h]; }
 fn raw_trap(r: u32, h: u32) -> f32 { return raw[p.tr_off + r * p.tr_str + h]; }
@@ -41,8 +45,8 @@ fn raw_angle(r: u32, i: u32) -> f32 { return raw[p.an_off + r * p.an_str + i]; }
 
 //#include "lib/mamba3_prep.wgsl"
 
-fn k_bias(h: u32, rk: u32, n: u32) -> f32 { return B_bias[(h * p.R + rk) * p.N + n]; }
-fn q_bias(h: u32, rk: u32, n: u32) -> f32 { return C_bias[(h * p.R + rk) * p.N + n]; }
+fn k_bias(h: u32, rk: u32, n: u32) -> f32 { return prm[po.bb + (h * p.R + rk) * p.N + n]; }  // B_bias [H, N]
+fn q_bias(h: u32, rk: u32, n: u32) -> f32 { return prm[po.cb + (h * p.R + rk) * p.N + n]; }  // C_bias
 fn theta(b: u32, i: u32) -> f32 { return prep_value(b, 4u * p.H + i); }
 
 fn head_step(b: u32, h: u32) -> HeadStep {
@@ -51,7 +55,7 @@ fn head_step(b: u32, h: u32) -> HeadStep {
   t.alpha = prep_value(b, p.H + h);
   t.beta = prep_value(b, 2u * p.H + h);
   t.gamma = prep_value(b, 3u * p.H + h);
-  t.Dh = Dv[h];
+  t.Dh = prm[po.d + h];                       // D [H]
   return t;
 }
 

@@ -88,6 +88,9 @@ class Mamba3Mixer:
         self.kw = dict(dt_bias=self.dt_bias, B_bias=self.B_bias, C_bias=self.C_bias, D=self.D,
                        n_heads=s.H, n_groups=s.G, S=s.S, A_floor=s.A_floor,
                        heavy_tail=s.heavy_tail)
+        # the folded SISO step's parameters (ops/mamba3.step_folds_bc_norm), packed at load
+        self.step_params = (self.dt_bias, self.B_bias, self.C_bias, self.D, self.B_norm,
+                            self.C_norm)
         if s.mimo:
             self.kw["mimo_x"] = self.mimo[0]
             # ops/mamba3_mimo_step's arguments
@@ -190,7 +193,7 @@ class Mamba3Mixer:
             C, dd_dt, dd_A = linear_multi(batch, h, w[3:6], outs=[None, views[0], views[1]])
             trap, ang = linear_multi(batch, h, w[6:8], outs=views[2:])
         if (self.B_norm is not None and self.C_norm is not None
-                and step_folds_bc_norm(batch.device, s.mimo, s.N, s.S)):
+                and step_folds_bc_norm(batch.device, s.mimo, s.N, s.S, self.step_params)):
             # B's and C's norms inside the step (real GPUs, SISO): two dispatches fewer
             Bn, Cn = B, C
             y = mamba3_step(batch, x, B, C, dd_dt, dd_A, trap, ang, state,

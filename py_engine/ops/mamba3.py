@@ -495,7 +495,8 @@ def mamba3_step(batch, x, Bn, Cn, dd_dt, dd_A, trap, angles, state, *, dt_bias, 
     dev = batch.device
     s = _Spec(x, Bn, Cn, dd_dt, dd_A, trap, angles, dt_bias, B_bias, C_bias, D, n_heads,
               n_groups, S, step=True, mimo_x=mimo_x)
-    if bc_norm is not None and not step_folds_bc_norm(dev, s.mimo, s.N, s.S):
+    if bc_norm is not None and not step_folds_bc_norm(
+            dev, s.mimo, s.N, s.S, (dt_bias, B_bias, C_bias, D) + tuple(bc_norm[:2])):
         raise ValueError("mamba3_step: this step cannot fold B's and C's norm (MIMO, too large "
                          "a state for workgroup memory, or not the lanes step): normalise them "
                          "first (step_folds_bc_norm)")
@@ -515,22 +516,27 @@ def mamba3_step(batch, x, Bn, Cn, dd_dt, dd_A, trap, angles, state, *, dt_bias, 
     if bc_norm is not None:                # normalised B and C after phi in sh
         lanes_consts.update(NORM_BC=1, NORM_EPS=float(bc_norm[2]), WS=_ws(s) + 2 * s.N)
     lanes = step_runs_lanes(dev, s.mimo, s.N, s.S)
-    raw = (one_binding([dd_dt, dd_A, trap, angles])
-           if step_reads_raw(dev, s.mimo, s.N, s.S) else None)
+    folded = step_reads_raw(dev, s.mimo, s.N, s.S)
+    prm = folded_params(dt_bias, B_bias, C_bias, D, bc_norm) if folded else None
+    raw = one_binding([dd_dt, dd_A, trap, angles]) if prm is not None else None
     if raw is not None and any(b[0] is raw[0][0] for b in [yv[0]] + [t.binding for t in st]):
         raw = None                         # y or a state in that buffer: read and written at once
     if raw is not None:                    # the step computes its head's scalars: no prep
         flags = HAS_INIT | (HEAVY if heavy_tail else 0)
         un = _uniform_fn(dev, s, flags, A_floor, xv, bv, cv, yv, raw[1], 0, 0, 0, 0)()
+        po = dev.uniform(params(*prm[1], 0, 0))
         if step_splits_for(dev, s.H, s.P):
             split = _step_rows_last if step_last(dev) else _step_split
-            split(batch, s, un, raw[0], dt_bias, B_bias, C_bias, D, xv, bv, cv, yv, st, norms,
-                  lanes_consts)
+            split(batch, s, un, raw[0], po, prm[0], xv, bv, cv, yv, st, lanes_consts)
             return y
-        res = [un, raw[0], None, None, None, dt_bias.binding, B_bias.binding, C_bias.binding,
-               D.binding, None, xv[0], bv[0], cv[0], yv[0]] + [t.binding for t in st] + norms
+        res = [un, raw[0], None, None, po, prm[0], None, None, None, None, xv[0], bv[0], cv[0],
+               yv[0]] + [t.binding for t in st]
         batch.run(STEP_FOLDED, "mamba3_step_lanes_folded", res, s.H, s.nb, constants=lanes_consts)
         return y
+    if bc_norm is not None and not lanes:
+        raise ValueError("mamba3_step: B's and C's norms fold into the lanes step only, which "
+                         "this device cannot bind here (the layer's parameters not packed, or "
+                         "fewer than LANES_STORAGE storage bindings): normalise them first")
     uniform, pre = _prep(batch, s, dd_dt, dd_A, trap, angles, dt_bias, B_bias, C_bias, D, A_floor,
                          heavy_tail, HAS_INIT, xv, bv, cv, yv, mimo_x)
     res = _scan_resources(uniform(), pre, xv, bv, cv, yv, st)
@@ -543,16 +549,27 @@ def mamba3_step(batch, x, Bn, Cn, dd_dt, dd_A, trap, angles, state, *, dt_bias, 
     return y
 
 
-def _step_split(batch, s, un, raw, dt_bias, B_bias, C_bias, D, xv, bv, cv, yv, st, norms,
-                consts):
+def folded_params(dt_bias, B_bias, C_bias, D, bc_norm=None):
+    """(binding, [element offsets of dt_bias, B_bias, C_bias, D, B_norm.weight, C_norm.weight])
+    of the folded step's parameters when they lie in one buffer (nn/mamba3.decode_param_packs
+    packs them at load; the norms' offsets 0 without bc_norm), else None."""
+    ts = [dt_bias, B_bias, C_bias, D] + (list(bc_norm[:2]) if bc_norm is not None else [])
+    one = one_binding(ts)
+    if one is None:
+        return None
+    offs = [o for o, _ in one[1]]
+    return one[0], offs + [0] * (6 - len(offs))
+
+
+def _step_split(batch, s, un, raw, po, prm, xv, bv, cv, yv, st, consts):
     """The folded SISO step in two dispatches (shaders/mamba3_step_folded.wgsl): mamba3_step_head
     (a workgroup a head: its scalars, B's and C's norms, the angles, k and q; the k and angle
     states) writes kq [Bsz, H, 3N + 4]; mamba3_step_rows (SPLIT_ROWS rows a workgroup) updates
     the ssm and v states and writes y."""
     ang, ssm, k, v = (t.binding for t in st)
     kq = Tensor(batch.device, (s.nb, s.H, 3 * s.N + 4))
-    head = [un, raw, kq.binding, None, None, dt_bias.binding, B_bias.binding, C_bias.binding,
-            D.binding, None, None, bv[0], cv[0], None, ang, None, k, None] + norms
+    head = [un, raw, kq.binding, None, po, prm, None, None, None, None, None, bv[0], cv[0], None,
+            ang, None, k, None]
     batch.run(STEP_FOLDED, "mamba3_step_head", head, s.H, s.nb, constants=consts)
     rows = [un, None, kq.binding, None, None, None, None, None, None, None, xv[0], None, None,
             yv[0], None, ssm, None, v]
@@ -562,15 +579,13 @@ def _step_split(batch, s, un, raw, dt_bias, B_bias, C_bias, D, xv, bv, cv, yv, s
     kq.release()
 
 
-def _step_rows_last(batch, s, un, raw, dt_bias, B_bias, C_bias, D, xv, bv, cv, yv, st, norms,
-                    consts):
+def _step_rows_last(batch, s, un, raw, po, prm, xv, bv, cv, yv, st, consts):
     """The folded SISO step over the rows' grid in one dispatch (mamba3_step_rows_last): each
     workgroup runs its head's prologue itself; the head's last workgroup to have read the old k
     and angles (counted in `arrived`) writes the new ones."""
     dev = batch.device
-    res = [un, raw, None, _arrived(dev, s.nb * s.H), None, dt_bias.binding, B_bias.binding,
-           C_bias.binding, D.binding, None, xv[0], bv[0], cv[0], yv[0]] + \
-        [t.binding for t in st] + norms
+    res = [un, raw, None, _arrived(dev, s.nb * s.H), po, prm, None, None, None, None, xv[0],
+           bv[0], cv[0], yv[0]] + [t.binding for t in st]
     batch.run(STEP_FOLDED, "mamba3_step_rows_last", res, s.H * -(-s.P // SPLIT_ROWS), s.nb,
               constants=consts)
 
@@ -588,7 +603,7 @@ def _arrived(dev, n):
 
 
 SPLIT_ROWS = 8           # mamba3_step_rows' rows a workgroup (the shader's RPW)
-LAST_STORAGE = 16        # mamba3_step_rows_last: the folded step's 15 and `arrived`
+LAST_STORAGE = 11        # mamba3_step_rows_last: the folded step's 10 and `arrived`
 
 
 def step_last(dev):
@@ -623,7 +638,7 @@ def step_splits_for(dev, H, P):
 
 
 LANES_STORAGE = 11       # storage buffers mamba3_step_lanes binds (9 + the two norm weights)
-PREP_STORAGE = 15        # mamba3_step_lanes_folded: raw scalars, 4 parameters, 4 views, 4 states, 2 norms
+PREP_STORAGE = 10        # mamba3_step_lanes_folded: raw scalars, the packed parameters, 4 views, 4 states
 
 
 def step_folds_prep(dev, mimo):
@@ -633,7 +648,7 @@ def step_folds_prep(dev, mimo):
     MAMBAWEB_MAMBA3_PREP=fold|separate says otherwise."""
     if mimo or storage_bindings(dev) < PREP_STORAGE:
         return False
-    if not step_lanes(dev):
+    if not lanes_rule(dev):
         return False
     return step_kernels.choose(dev, "mamba3_fold_prep", "MAMBAWEB_MAMBA3_PREP", "fold",
                                "separate", lambda: True)
@@ -660,16 +675,26 @@ def step_runs_lanes(dev, mimo, N, S):
 
 def step_reads_raw(dev, mimo, N, S):
     """Whether mamba3_step computes its head's scalars from in_proj's raw columns in one
-    buffer (mamba3_step_folded.wgsl), so the mixer lays them out there: the lanes step runs and
-    step_folds_prep allows it."""
-    return step_runs_lanes(dev, mimo, N, S) and step_folds_prep(dev, mimo)
+    buffer (mamba3_step_folded.wgsl), so the mixer lays them out there: SISO, the lanes rule,
+    its workgroup memory fits and step_folds_prep allows it (10 storage bindings: the layer's
+    parameters read through one, packed at load; else the step runs apart from prep)."""
+    return (not mimo and lanes_rule(dev) and lanes_fit(dev, N, S)
+            and step_folds_prep(dev, mimo))
 
 
-def step_folds_bc_norm(dev, mimo, N, S):
+def step_folds_bc_norm(dev, mimo, N, S, params=None):
     """Whether mamba3_step can take raw B / C with their norm weights (bc_norm): the SISO lanes
     step, its workgroup memory (k, k_prev, q, phi, the normalised B and C: 5N + S floats, and
-    its lane trees) within the device's limit."""
-    return not mimo and lanes_fit(dev, N, S, 2 * N) and step_lanes(dev)
+    its lane trees) within the device's limit, and the step's bindings: the unfolded lanes step
+    binds LANES_STORAGE; below that (a Mac's 10) only the folded step can, where it reads
+    `params` ((dt_bias, B_bias, C_bias, D, B_norm.weight, C_norm.weight): nn/mamba3's) through
+    one binding."""
+    if mimo or not lanes_fit(dev, N, S, 2 * N):
+        return False
+    if step_lanes(dev):
+        return True
+    return (params is not None and step_reads_raw(dev, mimo, N, S)
+            and folded_params(*params[:4], params[4:]) is not None)
 
 
 def step_lanes(dev):
@@ -678,6 +703,10 @@ def step_lanes(dev):
     whether its workgroup memory fits) rather than mamba3_step (a thread per row): real
     GPUs, unless `device.mamba3_step_lanes` (tests) or MAMBAWEB_MAMBA3_STEP=rows|lanes says
     otherwise (ops/step_kernels.py). MIMO keeps mamba3_step."""
-    if storage_bindings(dev) < LANES_STORAGE:
-        return False
+    return storage_bindings(dev) >= LANES_STORAGE and lanes_rule(dev)
+
+
+def lanes_rule(dev):
+    """step_lanes' choice without its binding count: the folded step (mamba3_step_folded.wgsl)
+    binds fewer, so step_folds_prep asks this."""
     return step_kernels.lanes(dev, "mamba3_step_lanes", "MAMBAWEB_MAMBA3_STEP")

@@ -39,8 +39,8 @@ var<workgroup> sh: array<f32, WS>;
 // -- two dispatches fewer per layer.
 override NORM_BC: bool = false;
 override NORM_EPS: f32 = 1e-5;          // the host passes the model's eps
-@group(0) @binding(18) var<storage, read> B_normw: array<f32>;  // [N] (NORM_BC)
-@group(0) @binding(19) var<storage, read> C_normw: array<f32>;  // [N] (NORM_BC)
+// The including file defines the norms' weights (NORM_BC): fn b_normw(n: u32) -> f32 and
+// c_normw, B_norm.weight[n] and C_norm.weight[n] (their own bindings, or the packed parameters).
 
 fn b_in(bo: u32, n: u32) -> f32 {
   if (NORM_BC) { return sh[3u * p.N + p.S + n]; }
@@ -172,8 +172,8 @@ fn norm_bc_into_sh(b: u32, g: u32, lid: u32) {
   let rb = inverseSqrt(sums.x / f32(N) + NORM_EPS);
   let rc = inverseSqrt(sums.y / f32(N) + NORM_EPS);
   for (var j = lid; j < N; j += 256u) {
-    sh[3u * N + S + j] = Bn[bo + j] * rb * B_normw[j];
-    sh[4u * N + S + j] = Cn[co + j] * rc * C_normw[j];
+    sh[3u * N + S + j] = Bn[bo + j] * rb * b_normw(j);
+    sh[4u * N + S + j] = Cn[co + j] * rc * c_normw(j);
   }
   workgroupBarrier();
 }

@@ -57,6 +57,9 @@ HP, GN, WP = H * P, G * N, {WP}
 cols, with_state = {cols}, {with_state}
 kw = dict(dt_bias=T['dt_bias'], B_bias=T['B_bias'], C_bias=T['C_bias'], D=T['D'], n_heads=H,
           n_groups=G, S=S, A_floor={A_floor}, heavy_tail={heavy})
+if cols:   # packed as a loaded model's are (nn/mamba3.decode_param_packs): the folded step reads them
+    from py_engine.ops.weight_pack import pack_params
+    pack_params(dev, [T['dt_bias'], T['B_bias'], T['C_bias'], T['D']])
 # in_proj-like [z | x | B | C | dd_dt | dd_A | trap | angles] (B/C raw: unused), normed [Bn | Cn]
 ox, odt = HP, 2 * HP + 2 * GN
 off = dict(x=(ox, HP), dd_dt=(odt, H), dd_A=(odt + H, H), trap=(odt + 2 * H, H),
@@ -103,7 +106,8 @@ n0 = b.dispatch_count
 d0 = step_in(0)
 # the lanes step computes its own scalars when the four raw inputs share a buffer (Cols of proj)
 info['step_folded'] = (m3.step_folds_prep(dev, False)
-                       and m3.one_binding([d0[k] for k in ('dd_dt', 'dd_A', 'trap', 'angles')]) is not None)
+                       and m3.one_binding([d0[k] for k in ('dd_dt', 'dd_A', 'trap', 'angles')]) is not None
+                       and m3.folded_params(kw['dt_bias'], kw['B_bias'], kw['C_bias'], kw['D']) is not None)
 info['step_split'] = info['step_folded'] and m3.step_splits_for(dev, {H}, {P})   # head, rows: two
 info['step_last'] = info['step_split'] and m3.step_last(dev)       # rows alone: one
 for t in range(Tn):

@@ -180,7 +180,10 @@ def test_the_choice(monkeypatch):
     monkeypatch.delenv("MAMBAWEB_MAMBA3_PREP", raising=False)
     assert m3.step_folds_prep(_Dev(), False)
     assert not m3.step_folds_prep(_Dev(), True)                  # MIMO
-    assert not m3.step_folds_prep(_Dev(storage=14), False)       # 15 storage bindings needed
+    assert m3.step_folds_prep(_Dev(storage=10), False)           # 10 storage bindings: a Mac's
+    assert not m3.step_folds_prep(_Dev(storage=8), False)
+    # the norms fold at 10 bindings only into the folded step, with its parameters packed
+    assert not m3.step_folds_bc_norm(_Dev(storage=10), False, 128, 32)
     assert not m3.step_folds_prep(_Dev(fallback=True), False)    # not the lanes step
     off = _Dev()
     off.mamba3_fold_prep = False
@@ -199,7 +202,8 @@ def test_the_choice(monkeypatch):
     assert not m3.step_splits(_Dev())
     monkeypatch.delenv("MAMBAWEB_MAMBA3_LAST", raising=False)
     assert m3.step_last(_Dev())                                 # one dispatch where it splits
-    assert not m3.step_last(_Dev(storage=15))                   # it binds 16 storage buffers
+    assert m3.step_last(_Dev(storage=11))
+    assert not m3.step_last(_Dev(storage=10))                   # it binds 11 storage buffers
     monkeypatch.setenv("MAMBAWEB_MAMBA3_LAST", "0")
     assert not m3.step_last(_Dev())
     monkeypatch.setenv("MAMBAWEB_MAMBA3_SPLIT", "yes")

@@ -55,7 +55,9 @@ finally:
 @pytest.mark.parametrize("family,overrides,per_layer", [
     ("mamba1", {}, 6),      # in_proj, conv step, x_proj, dt_proj, scan step, out_proj
     ("mamba2", {}, 4),      # in_proj, conv step, SSD step, out_proj with the gated norm
-    ("mamba3", {}, 6),
+    # in_proj, the folded step (a workgroup a head here; a real GPU splits it in two at this
+    # tier, its one-dispatch rows form binding 11), out_proj: 6 before the parameters packed
+    ("mamba3", {}, 3),
     ("mamba3", {"is_mimo": True, "mimo_rank": 4}, 3),   # the one-dispatch step: 8 bindings
 ])
 def test_every_family_decodes_within_the_tier(engine10, tmp_path_factory, family, overrides,
