@@ -32,7 +32,7 @@ from py_engine.ops.linear import (in_proj_conv_step, in_proj_conv_xproj_step, li
 from py_engine.ops.lora import adapter_of
 from py_engine.ops.rmsnorm import rmsnorm_forward
 from py_engine.autograd import functional as F
-from py_engine.nn.registry import bias_hint, conv_weight, register, whole
+from py_engine.nn.registry import bias_hint, conv_param_packs, conv_weight, register, whole
 
 
 @dataclass(frozen=True)
@@ -214,6 +214,8 @@ class Mamba1:
         if s.use_bias:
             out["out_proj.bias"] = (D,)
         return out
+
+    decode_param_packs = staticmethod(conv_param_packs)
 
     @staticmethod
     def pieces(cfg, rel, shape):

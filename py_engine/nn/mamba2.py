@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from py_engine.autograd import functional as F
 from py_engine.autograd import ssd as SSD
 from py_engine.gpu.tensor import Tensor
-from py_engine.nn.registry import bias_hint, conv_weight, register, whole
+from py_engine.nn.registry import bias_hint, conv_param_packs, conv_weight, register, whole
 from py_engine.ops import conv1d as conv_ops
 from py_engine.ops.conv1d import Cols
 from py_engine.ops.gated_rmsnorm import gated_rmsnorm_forward
@@ -230,6 +230,8 @@ class Mamba2:
         if s.use_bias:
             out["out_proj.bias"] = (s.D,)
         return out
+
+    decode_param_packs = staticmethod(conv_param_packs)
 
     @staticmethod
     def pieces(cfg, rel, shape):

@@ -297,7 +297,7 @@ class Mamba3:
             names += ("mimo_x", "mimo_z", "mimo_o")
         if s.onorm:
             names += ("norm.weight",)
-        return (names,)
+        return (tuple("mixer." + n for n in names),)
 
     @staticmethod
     def pieces(cfg, rel, shape):

@@ -92,6 +92,15 @@ def conv_weight(rel, shape):
     return [(rel, 0, shape[0], (shape[0], shape[2]))]
 
 
+def conv_param_packs(cfg):
+    """decode_param_packs of the kinds whose decode folds the conv step into in_proj (Mamba-1,
+    Mamba-2): the layer's pre-norm weight, conv1d.weight and conv1d.bias side by side in one
+    buffer (ops/weight_pack.pack_params), which that mat-vec reads through the norm weight's
+    binding (ops/weight_format.conv_binding) -- 10 storage bindings, the tier a Mac's Chrome
+    gives, where binding them apart took 12."""
+    return (("norm.weight", "mixer.conv1d.weight", "mixer.conv1d.bias"),)
+
+
 def linear_piece(kind, rel):
     """Whether piece `rel` of a `kind` layer is a weight matrix used only through
     py_engine/ops/linear.py, so it may be stored in a narrow format (ops/weight_format.py).

@@ -309,13 +309,15 @@ def in_proj_conv_step(batch, x, weights, conv_index, conv_w, conv_b, conv_state)
     Bias-free blocks only: a biased in_proj takes linear_forward per block and conv1d_step (the
     fold with block 0's bias gave wrong logits from the first token on lavapipe, Mamba-1 with
     in_x_b alone; no transformers checkpoint biases one half only). Applies where linear_multi
-    takes the weight-streaming mat-vec (_streamed_multi) and 12 storage bindings are allowed;
+    takes the weight-streaming mat-vec (_streamed_multi), 10 storage bindings are allowed and
+    the norm weight, conv weight and bias lie in one buffer (weight_format.conv_binding);
     `device.fuse_conv_step = False` turns it off (tests)."""
     dev = batch.device
     M = rows_of(x)
     if (not _streamed_multi(dev, x, weights) or not weight_format.matvec_conv_ok(dev)
             or getattr(dev, "fuse_conv_step", True) is False
-            or weights[conv_index].shape[0] != conv_w.shape[0]):
+            or weights[conv_index].shape[0] != conv_w.shape[0]
+            or weight_format.conv_binding(x, conv_w, conv_b) is None):
         return None
     outs = [out_like(dev, tuple(x.shape[:-1]) + (w.shape[0],)) for w in weights]
     weight_format.matvec(batch, x, weights, outs, M,
@@ -343,6 +345,7 @@ def in_proj_conv_xproj_step(batch, x, weights, conv_w, conv_b, conv_state, xproj
             or not _streamed_multi(dev, x, weights) or not weight_format.matvec_conv_ok(dev)
             or getattr(dev, "fuse_conv_step", True) is False
             or weights[0].shape[0] != conv_w.shape[0] or conv_w.shape[1] != 4
+            or weight_format.conv_binding(x, conv_w, conv_b) is None
             or any(adapter_of(dev, w) is not None or _split(w) for w in xproj_w)):
         return None
     fmt, K = weights[0].dtype, x.shape[-1]

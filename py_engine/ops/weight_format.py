@@ -299,7 +299,7 @@ def rows_per_thread_group(fmt, K, N, rpt=1, device=None, G=1, xproj=False):
     return pick(device, "matvec_tpr", "MAMBAWEB_MATVEC_TPR", (16, 32, 64, 128, 256), rule)
 
 
-CONV_STORAGE_BUFFERS = 12   # matvec_forward_conv binds 12 storage buffers (SwiftShader allows 10)
+CONV_STORAGE_BUFFERS = 10   # matvec_forward_conv's storage bindings (a Mac's Chrome and SwiftShader: 10)
 
 
 def planned(fmt, N, K):
@@ -355,7 +355,7 @@ def matvec_conv_ok(device):
     return storage_bindings(device) >= CONV_STORAGE_BUFFERS
 
 
-XPROJ_STORAGE_BUFFERS = 14   # matvec_forward_conv_xproj: the conv's 12 and x_proj's B and C rows
+XPROJ_STORAGE_BUFFERS = 12   # matvec_forward_conv_xproj: the conv's 10 and x_proj's B and C rows
 XPROJ_FORMATS = ("f32", "f16", "bf16")   # whole 16-byte chunks of one row (lib/matvec_xproj.wgsl)
 CHUNK_VALUES = {"f32": 4, "f16": 8, "bf16": 8}
 
@@ -404,6 +404,33 @@ def xproj_block(dev, fmt, K, Ns, M, O, rule=True):
     return cb
 
 
+def conv_binding(x, cw, cb):
+    """(binding, CONV_WO, CONV_BO) through which matvec_forward_conv reads the conv's weight and
+    bias (lib/matvec_rows.wgsl): the norm weight's binding when x is normalised in the kernel,
+    spanning the norm weight, conv1d.weight and conv1d.bias packed after it at load
+    (decode_param_packs), else a binding from the conv weight on; the offsets are elements of
+    that binding. None where they do not lie so in one buffer (the conv step then runs apart)."""
+    norm = _norm_weight(x)
+    ts = ([norm] if norm is not None else []) + [cw] + ([cb] if cb is not None else [])
+    if any(not isinstance(t, Tensor) or t.buffer is None or t.dtype != "f32" for t in ts):
+        return None
+    buf, base = ts[0].buffer, ts[0].offset
+    if any(t.buffer is not buf or t.offset < base or (t.offset - base) % 16 for t in ts):
+        return None
+    end = max(t.offset + t.nbytes for t in ts)
+    size = min(-(-(end - base) // 16) * 16, buf.size - base)   # whole vec4s (nw's element type)
+    wo = (cw.offset - base) // 4
+    bo = (cb.offset - base) // 4 if cb is not None else 0
+    return (buf, base, size), wo, bo
+
+
+def _norm_weight(x):
+    """The norm weight matvec's kernel applies to x on the fly (_norm_input's), or None."""
+    if isinstance(x, NormedRows) and x.w is not None and x.x.shape[-1] % 4 == 0:
+        return x.w
+    return None
+
+
 def _norm_input(batch, x):
     """(norm weight or None, eps, the rows): an ops.rmsnorm.NormedRows whose norm the kernel
     applies on the fly (NORMED), else x as it is (a weightless norm runs its own kernel)."""
@@ -448,6 +475,7 @@ def matvec(batch, x, ws, ys, M, bias=None, accumulate=False, tpr=None, conv=None
     R + 2S rounded up to a multiple of 4)."""
     from py_engine.ops.conv1d import rw_dummy
     dev = batch.device
+    conv_x = x
     norm, eps, x = _norm_input(batch, x)
     fmt = ws[0].dtype
     K = ws[0].shape[1]
@@ -495,8 +523,14 @@ def matvec(batch, x, ws, ys, M, bias=None, accumulate=False, tpr=None, conv=None
         raise ValueError(f"matvec conv: weight {list(cw.shape)} and state {list(state.shape)} "
                          f"do not fit {M} rows of block {cg}'s channels")
     flags |= 8 if cb is not None else 0
-    conv_res = [cw.binding, cb.binding if cb is not None else dummy(dev), state.binding]
-    consts = dict(consts, DCONV=dconv, CONV_G=cg)
+    packed = conv_binding(conv_x, cw, cb)
+    if packed is None:
+        raise ValueError("matvec conv: the conv's weight and bias must lie after the norm "
+                         "weight in one buffer (decode_param_packs, packed at load): "
+                         "conv_binding")
+    res[9] = packed[0]                   # the norm weight, the conv weight and bias
+    conv_res = [None, None, state.binding]
+    consts = dict(consts, DCONV=dconv, CONV_G=cg, CONV_WO=packed[1], CONV_BO=packed[2])
     if xproj is None:
         u = dev.uniform(params(M, Ns[0], K, flags, len(ws), Ns[1], Ns[2], float(eps)))
         res[0] = u

@@ -549,12 +549,21 @@ fn matvec_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
 // where x_mj is the projection's value (+ bias) -- the same sum, in the same order, as
 // conv1d_forward.wgsl's conv1d_step. The other blocks store as matvec_forward does.
 // flags bit3: conv bias given. DCONV: the conv width (taps); CONV_G: the block it applies to.
+// The conv's weight [N, DCONV] and bias [N] come through the norm weight's binding `nw`, packed
+// after it at load (nn's decode_param_packs: the layer's norm weight, conv1d.weight,
+// conv1d.bias side by side), at element offsets CONV_WO and CONV_BO of that binding (the same
+// for every layer of a model: one pipeline); without the norm the binding starts at the conv
+// weight. Each had a binding of its own until the thirty-fourth session: 12 storage bindings,
+// over the 10 a Mac's Chrome gives, so a Mac decoded with the separate conv step. Now 10.
 //#include "lib/activations.wgsl"
 override DCONV: u32 = 4u;
 override CONV_G: u32 = 0u;
-@group(0) @binding(10) var<storage, read> conv_w: array<f32>;        // [N, DCONV]
-@group(0) @binding(11) var<storage, read> conv_b: array<f32>;        // [N] (bit3 of flags)
+override CONV_WO: u32 = 0u;              // a multiple of 4 (the pack's offsets are 256-byte aligned)
+override CONV_BO: u32 = 0u;
 @group(0) @binding(12) var<storage, read_write> conv_s: array<f32>;  // [M, N, DCONV], in place
+
+fn conv_w_at(i: u32) -> f32 { let e = CONV_WO + i; return nw[e >> 2u][e & 3u]; }
+fn conv_b_at(j: u32) -> f32 { let e = CONV_BO + j; return nw[e >> 2u][e & 3u]; }
 
 // The conv of one slot component k = ri * MR + m (x row m, channel j = row + ri * THREADS/TPR)
 // with DCONV = 4 (every Mamba): the state's last three taps, the conv weights and bias, loaded
@@ -569,8 +578,8 @@ fn conv4_load(rs: RowSums, k: u32) -> Conv4 {
     let j = min(rs.row + (k / MR) * (THREADS / TPR), rs.N - 1u);
     let base = (m * rs.N + j) * 4u;
     c.s = vec4<f32>(conv_s[base + 1u], conv_s[base + 2u], conv_s[base + 3u], 0.0);  // s' = [s[1:], x]
-    c.w = vec4<f32>(conv_w[j * 4u], conv_w[j * 4u + 1u], conv_w[j * 4u + 2u], conv_w[j * 4u + 3u]);
-    if ((p.flags & 8u) != 0u) { c.b = conv_b[j]; }
+    c.w = nw[(CONV_WO >> 2u) + j];        // conv_w[j, 0..3]: one vec4
+    if ((p.flags & 8u) != 0u) { c.b = conv_b_at(j); }
   }
   return c;
 }
@@ -655,12 +664,12 @@ fn matvec_forward_conv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workg
       if ((p.flags & 1u) != 0u) { xv += bias[j]; }
       let base = (m * rs.N + j) * DCONV;
       var acc = 0.0;
-      if ((p.flags & 8u) != 0u) { acc = conv_b[j]; }
+      if ((p.flags & 8u) != 0u) { acc = conv_b_at(j); }
       for (var k = 0u; k < DCONV; k++) {
         var v: f32;
         if (k + 1u < DCONV) { v = conv_s[base + k + 1u]; } else { v = xv; }
         conv_s[base + k] = v;
-        acc += v * conv_w[j * DCONV + k];
+        acc += v * conv_w_at(j * DCONV + k);
       }
       ystore(rs.g, m * rs.N + j, silu(acc));
     }
