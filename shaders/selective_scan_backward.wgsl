@@ -24,6 +24,7 @@
 //   loops: bit-identical reruns.
 
 //#include "lib/selective_scan_common.wgsl"
+//#include "lib/selective_scan_params.wgsl"
 
 @group(0) @binding(13) var<storage, read> dy: array<f32>;           // [Bsz, T, I] view
 @group(0) @binding(14) var<storage, read_write> du: array<f32>;     // [Bsz, T, I] view

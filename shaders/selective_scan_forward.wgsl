@@ -25,6 +25,7 @@
 // D skip, silu(z) gating (and Falcon's B/C norms) fused: 1 dispatch per layer.
 
 //#include "lib/selective_scan_common.wgsl"
+//#include "lib/selective_scan_params.wgsl"
 
 @group(0) @binding(9) var<storage, read_write> y: array<f32>;       // [Bsz, T, I] view
 @group(0) @binding(10) var<storage, read_write> hs: array<f32>;     // state [Bsz,I,N] (in place) or hc

@@ -27,6 +27,7 @@
 // token); py_engine/ops/selective_scan.py: lanes_loop_passes.
 
 //#include "lib/selective_scan_common.wgsl"
+//#include "lib/selective_scan_params.wgsl"
 
 @group(0) @binding(9) var<storage, read_write> y: array<f32>;       // [Bsz, T, I] view
 @group(0) @binding(10) var<storage, read_write> hs: array<f32>;     // state [Bsz,I,N] (in place) or hc

@@ -105,7 +105,8 @@ class Mamba1Mixer:
 
     def step(self, batch, h, residual, Bsz, state):
         """One token per sequence: h [Bsz, D]; updates `state` and `residual` in place."""
-        dt_in_scan = (scan_ops.step_takes_dt_proj(batch.device)
+        dt_in_scan = (scan_ops.step_takes_dt_proj(batch.device, self.dt_b, self.A_log, self.D,
+                                                  self.dt_w)
                       and adapter_of(batch.device, self.dt_w) is None)
         if self.in_unbiased and dt_in_scan:
             # in_proj, the conv step and x_proj's shares in one dispatch, the scan step (with
@@ -215,7 +216,14 @@ class Mamba1:
             out["out_proj.bias"] = (D,)
         return out
 
-    decode_param_packs = staticmethod(conv_param_packs)
+    @staticmethod
+    def decode_param_packs(cfg):
+        """The conv fold's (registry.conv_param_packs) and the fused scan step's: dt_proj's bias,
+        A_log, D and dt_proj.weight (f32) side by side, read through one binding (9 storage
+        bindings, ops/selective_scan.STEP_STORAGE; 12 apart)."""
+        return conv_param_packs(cfg) + (("mixer.dt_proj.bias", "mixer.A_log", "mixer.D",
+                                         "mixer.dt_proj.weight"),)
+
 
     @staticmethod
     def pieces(cfg, rel, shape):

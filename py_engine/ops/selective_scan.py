@@ -199,16 +199,17 @@ class _Spec:
                 raise ValueError(f"{name} must be [{self.I}], got {list(a.shape)}")
 
 
-def _fields(spec, flags, L, nc, eps, views, work=None, dt_rank=0):
-    """The Params struct of the shader, in order (dt_rank: _p0, for the step with dt_proj)."""
+def _fields(spec, flags, L, nc, eps, views, work=None, dt_rank=0, param_offsets=(0, 0, 0, 0)):
+    """The Params struct of the shader, in order (for the step with dt_proj: dt_rank in _p0,
+    and the packed parameters' offsets -- dt_bias, A_log, D, dt_w -- in _p1 .. _p4)."""
     f = [spec.T, spec.I, spec.N, flags, L, nc, spec.nb, float(eps)]
     for key in ("u", "dl", "b", "c", "z", "y", "du", "dd", "dz", "db", "dc"):
         v = views.get(key)
         f += [v[1], v[2]] if v is not None else [0, 0]
-    f += [dt_rank, 0]
+    f += [dt_rank, param_offsets[0]]
     w = work or {}
     f += [w.get(k, 0) for k in ("dt", "sig", "dy0", "dzs", "hs", "g", "sdt", "pd", "pb")]
-    f += [0, 0, 0]
+    f += list(param_offsets[1:])
     return params(*f)
 
 
@@ -307,11 +308,32 @@ def selective_scan_forward(batch, u, delta, A_log, B, C, D=None, z=None, dt_bias
     return y, state, saved
 
 
-def step_takes_dt_proj(device):
-    """Whether the fused step (dt_w given) fits this device: it binds 12 storage buffers
-    (the x_proj shares' binding among them, a dummy when x_proj runs apart), two more than
-    SwiftShader's limit of 10 (which keeps the separate dt_proj dispatch)."""
-    return storage_bindings(device) >= 12
+STEP_STORAGE = 9    # selective_scan_step_dtproj: u, dt_low, the packed parameters, B, C, z, y, state, shares
+
+
+def step_takes_dt_proj(device, dt_bias=None, A_log=None, D=None, dt_w=None):
+    """Whether the fused step (dt_w given) fits this device: it binds STEP_STORAGE storage
+    buffers (the x_proj shares' binding among them, a dummy when x_proj runs apart), within
+    the 10 of a Mac's Chrome and SwiftShader, the layer's parameters read through one binding
+    -- so, where they are given, only when they lie in one buffer (step_params)."""
+    if storage_bindings(device) < STEP_STORAGE:
+        return False
+    return dt_w is None or step_params(dt_bias, A_log, D, dt_w) is not None
+
+
+def step_params(dt_bias, A_log, D, dt_w):
+    """(binding, [element offsets of dt_bias, A_log, D, dt_w]) of the fused step's parameters
+    when they lie in one buffer, each at an aligned offset (nn/mamba1.decode_param_packs packs
+    them at load), else None. dt_bias and D may be None (offset 0, unread)."""
+    ts = [t for t in (dt_bias, A_log, D, dt_w) if t is not None]
+    if any(not isinstance(t, Tensor) or t.buffer is None or t.dtype != "f32" for t in ts):
+        return None
+    buf, base = ts[0].buffer, min(t.offset for t in ts)
+    if any(t.buffer is not buf for t in ts) or base % ts[0].device.align:
+        return None
+    end = max(t.offset + t.nbytes for t in ts)
+    offs = [(t.offset - base) // 4 if t is not None else 0 for t in (dt_bias, A_log, D, dt_w)]
+    return (buf, base, end - base), offs
 
 
 def step_loads_early(device):
@@ -380,23 +402,31 @@ def selective_scan_step(batch, u_t, delta_t, A_log, B_t, C_t, state, D=None, z_t
     flags = _flags(D, z_t, dt_bias, norm_bc_eps) | HAS_INIT | WRITE_FINAL
     views = {"u": view(u_t), "dl": view(delta_t), "b": view(B_t), "c": view(C_t), "y": view(y)}
     views["z"] = view(z_t) if z_t is not None else (dummy(dev), 0, 0)
-    un = dev.uniform(_fields(spec, flags, 1, 1, norm_bc_eps or 0.0, views,
-                             dt_rank=dt_w.shape[1] if dt_w is not None else 0))
-    resources = [un, views["u"][0], views["dl"][0],
-                 dt_bias.binding if dt_bias is not None else dummy(dev), A_log.binding,
-                 views["b"][0], views["c"][0], D.binding if D is not None else dummy(dev),
-                 views["z"][0], views["y"][0], state.binding]
     if dt_w is not None:
+        packed = step_params(dt_bias, A_log, D, dt_w)
+        if packed is None:
+            raise ValueError("selective_scan_step: with dt_w, dt_bias, A_log, D and dt_w must "
+                             "lie in one buffer (nn/mamba1.decode_param_packs, packed at load; "
+                             "step_takes_dt_proj says whether they do)")
+        un = dev.uniform(_fields(spec, flags, 1, 1, norm_bc_eps or 0.0, views,
+                                 dt_rank=dt_w.shape[1], param_offsets=packed[1]))
+        resources = [un, views["u"][0], views["dl"][0], packed[0], None, views["b"][0],
+                     views["c"][0], None, views["z"][0], views["y"][0], state.binding]
         shader = "selective_scan_step_sg" if step_subgroups(dev) else "selective_scan_step"
         consts = {"NS": spec.N, "EARLY": int(step_loads_early(dev)),
                   "DT_TRIP8": int(step_trip8(dev))}
-        extra = [None, None, dt_w.binding, dummy(dev)]
+        extra = [None, None, None, dummy(dev)]
         if xpart is not None:
             consts.update(XPROJ=1, XP_P=xpart[1], XP_Q=xpart[2])
             extra[3] = xpart[0].binding
         batch.run(shader, "selective_scan_step_dtproj", resources + extra, -(-spec.I // 8),
                   spec.nb, constants=consts)
         return y
+    un = dev.uniform(_fields(spec, flags, 1, 1, norm_bc_eps or 0.0, views))
+    resources = [un, views["u"][0], views["dl"][0],
+                 dt_bias.binding if dt_bias is not None else dummy(dev), A_log.binding,
+                 views["b"][0], views["c"][0], D.binding if D is not None else dummy(dev),
+                 views["z"][0], views["y"][0], state.binding]
     batch.run(FORWARD_SHADER, "selective_scan_step", resources,
               -(-spec.I // 64), spec.nb, constants={"NS": spec.N})
     return y

@@ -42,21 +42,23 @@ struct Params {
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> u: array<f32>;             // [Bsz, T, I] view
 @group(0) @binding(2) var<storage, read> delta: array<f32>;         // [Bsz, T, I] view, before dt_bias
-@group(0) @binding(3) var<storage, read> dt_bias: array<f32>;       // [I]
-@group(0) @binding(4) var<storage, read> A_log: array<f32>;         // [I, N]
 @group(0) @binding(5) var<storage, read> Bm: array<f32>;            // [Bsz, T, N] view
 @group(0) @binding(6) var<storage, read> Cm: array<f32>;            // [Bsz, T, N] view
-@group(0) @binding(7) var<storage, read> Dv: array<f32>;            // [I]
 @group(0) @binding(8) var<storage, read> z: array<f32>;             // [Bsz, T, I] view
 @group(0) @binding(11) var<storage, read_write> hc: array<f32>;     // chunk states [Bsz,nc,I,N]
 @group(0) @binding(12) var<storage, read_write> work: array<f32>;   // scratch, regions at p.w_*
 
 fn has(f: u32) -> bool { return (p.flags & f) != 0u; }
 
+// The including file defines the parameters' reads: fn d_param(i: u32) -> f32 (D[i]) and
+// fn a_log_param(j: u32) -> f32 (A_log[j], j = i * N + n) -- through their own bindings
+// (lib/selective_scan_params.wgsl: the scan's forward and backward) or through the decode step's
+// one packed binding (lib/selective_scan_step_body.wgsl).
+
 //#include "lib/activations.wgsl"
 
 fn d_at(i: u32) -> f32 {
-  if (has(HAS_D)) { return Dv[i]; }
+  if (has(HAS_D)) { return d_param(i); }
   return 0.0;
 }
 
@@ -85,7 +87,7 @@ fn load_c(r: u32) -> array<f32, MAXN> {
 
 fn load_a(i: u32) -> array<f32, MAXN> {
   var a: array<f32, MAXN>;
-  for (var n = 0u; n < NS; n++) { a[n] = -exp(A_log[i * NS + n]); }
+  for (var n = 0u; n < NS; n++) { a[n] = -exp(a_log_param(i * NS + n)); }
   return a;
 }
 

@@ -7,7 +7,17 @@
 
 @group(0) @binding(9) var<storage, read_write> y: array<f32>;       // [Bsz, I] view
 @group(0) @binding(10) var<storage, read_write> hs: array<f32>;     // state [Bsz, I, N], in place
-@group(0) @binding(13) var<storage, read> dt_w: array<f32>;         // dt_proj.weight [I, R]
+// The layer's parameters packed side by side at load (nn/mamba1.decode_param_packs,
+// ops/weight_pack.pack_params) and read through ONE binding, their element offsets in Params'
+// spare words: dt_proj.bias at _p1, A_log [I, N] at _p2, D at _p3, dt_proj.weight [I, R] at _p4.
+// Each had a binding of its own until the thirty-fourth session (12 storage bindings, over the
+// 10 a Mac's Chrome gives: there dt_proj ran as a dispatch of its own); now 9.
+@group(0) @binding(3) var<storage, read> prm: array<f32>;
+
+fn dt_bias_param(i: u32) -> f32 { return prm[p._p1 + i]; }
+fn a_log_param(j: u32) -> f32 { return prm[p._p2 + j]; }
+fn d_param(i: u32) -> f32 { return prm[p._p3 + i]; }
+fn dtw(j: u32) -> f32 { return prm[p._p4 + j]; }               // dt_proj.weight[j / R, j % R]
 
 // grid: (ceil(I / CPW), Bsz). A workgroup owns CPW channels, LANES threads per channel: the
 // lanes split the dt_proj dot product (neighbouring lanes read neighbouring floats of row i:
@@ -134,7 +144,7 @@ fn inputs_load(i: u32, b: u32, lane: u32) -> Inputs {
   var e: Inputs;
   e.u = u[p.u_off + b * p.u_str + i];
   if (lane < NS) {
-    e.a_log = A_log[i * NS + lane];
+    e.a_log = a_log_param(i * NS + lane);
     e.h = hs[(b * p.I + i) * NS + lane];
     e.b = b_at(p.b_off + b * p.b_str, lane);
     e.c = c_at(p.c_off + b * p.c_str, lane);
@@ -177,18 +187,18 @@ fn scan_step_dtproj(lid: u32, wid: vec3<u32>, sg: u32) {
         // xin says why).
         let wr = i * R;
         let d0 = dlow(dl, k);
-        let w0 = dt_w[wr + k];
+        let w0 = dtw(wr + k);
         var d1 = 0.0; var w1 = 0.0; var d2 = 0.0; var w2 = 0.0;
         var d3 = 0.0; var w3 = 0.0; var d4 = 0.0; var w4 = 0.0;
         var d5 = 0.0; var w5 = 0.0; var d6 = 0.0; var w6 = 0.0;
         var d7 = 0.0; var w7 = 0.0;
-        if (k + LANES < R) { d1 = dlow(dl, k + LANES); w1 = dt_w[wr + k + LANES]; }
-        if (k + 2u * LANES < R) { d2 = dlow(dl, k + 2u * LANES); w2 = dt_w[wr + k + 2u * LANES]; }
-        if (k + 3u * LANES < R) { d3 = dlow(dl, k + 3u * LANES); w3 = dt_w[wr + k + 3u * LANES]; }
-        if (k + 4u * LANES < R) { d4 = dlow(dl, k + 4u * LANES); w4 = dt_w[wr + k + 4u * LANES]; }
-        if (k + 5u * LANES < R) { d5 = dlow(dl, k + 5u * LANES); w5 = dt_w[wr + k + 5u * LANES]; }
-        if (k + 6u * LANES < R) { d6 = dlow(dl, k + 6u * LANES); w6 = dt_w[wr + k + 6u * LANES]; }
-        if (k + 7u * LANES < R) { d7 = dlow(dl, k + 7u * LANES); w7 = dt_w[wr + k + 7u * LANES]; }
+        if (k + LANES < R) { d1 = dlow(dl, k + LANES); w1 = dtw(wr + k + LANES); }
+        if (k + 2u * LANES < R) { d2 = dlow(dl, k + 2u * LANES); w2 = dtw(wr + k + 2u * LANES); }
+        if (k + 3u * LANES < R) { d3 = dlow(dl, k + 3u * LANES); w3 = dtw(wr + k + 3u * LANES); }
+        if (k + 4u * LANES < R) { d4 = dlow(dl, k + 4u * LANES); w4 = dtw(wr + k + 4u * LANES); }
+        if (k + 5u * LANES < R) { d5 = dlow(dl, k + 5u * LANES); w5 = dtw(wr + k + 5u * LANES); }
+        if (k + 6u * LANES < R) { d6 = dlow(dl, k + 6u * LANES); w6 = dtw(wr + k + 6u * LANES); }
+        if (k + 7u * LANES < R) { d7 = dlow(dl, k + 7u * LANES); w7 = dtw(wr + k + 7u * LANES); }
         x += d0 * w0;
         ss += d0 * d0;
         if (k + LANES < R) { x += d1 * w1; ss += d1 * d1; }
@@ -205,10 +215,10 @@ fn scan_step_dtproj(lid: u32, wid: vec3<u32>, sg: u32) {
       let d1 = dlow(dl, k + LANES);
       let d2 = dlow(dl, k + 2u * LANES);
       let d3 = dlow(dl, k + 3u * LANES);
-      let w0 = dt_w[i * R + k];
-      let w1 = dt_w[i * R + k + LANES];
-      let w2 = dt_w[i * R + k + 2u * LANES];
-      let w3 = dt_w[i * R + k + 3u * LANES];
+      let w0 = dtw(i * R + k);
+      let w1 = dtw(i * R + k + LANES);
+      let w2 = dtw(i * R + k + 2u * LANES);
+      let w3 = dtw(i * R + k + 3u * LANES);
       x += d0 * w0;
       ss += d0 * d0;
       x += d1 * w1;
@@ -220,7 +230,7 @@ fn scan_step_dtproj(lid: u32, wid: vec3<u32>, sg: u32) {
     }
     for (; k < R; k += LANES) {
       let d = dlow(dl, k);
-      x += d * dt_w[i * R + k];
+      x += d * dtw(i * R + k);
       ss += d * d;
     }
   }
@@ -234,7 +244,7 @@ fn scan_step_dtproj(lid: u32, wid: vec3<u32>, sg: u32) {
   var acc = 0.0;
   var uu = 0.0;
   if (ok) {
-    if (has(HAS_BIAS)) { x += dt_bias[i]; }
+    if (has(HAS_BIAS)) { x += dt_bias_param(i); }
     let dt = softplus(x);
     if (!EARLY) { e = inputs_load(i, b, lane); }
     uu = e.u;

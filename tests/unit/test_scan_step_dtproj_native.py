@@ -15,7 +15,11 @@ from tests.native_support import engine, native as pytestmark  # noqa: F401
 
 gpu = runner("import py_engine.ops.selective_scan as ss")
 
+# the layer's parameters packed as a loaded model's are (nn/mamba1.decode_param_packs): the
+# step reads them through one binding
 CODE = """
+from py_engine.ops.weight_pack import pack_params
+pack_params(dev, [T['bias'], T['A_log'], T['D'], T['dt_w']])
 y = ss.selective_scan_step(b, T['u'], T['dl'], T['A_log'], T['B'], T['C'], T['h'], T['D'],
                            T['z'], dt_bias=T['bias'], norm_bc_eps={eps}, dt_w=T['dt_w'])
 outs.update(y=y, h=T['h'])
@@ -36,6 +40,8 @@ def _with_early(early, code, sg=None, trip8=None):
 
 
 PLAIN = """
+from py_engine.ops.weight_pack import pack_params
+pack_params(dev, [T['A_log'], T['dt_w']])
 y = ss.selective_scan_step(b, T['u'], T['dl'], T['A_log'], T['B'], T['C'], T['h'],
                            dt_w=T['dt_w'])
 outs.update(y=y, h=T['h'])
@@ -97,3 +103,34 @@ def test_load_order_and_subgroup_reductions_give_the_same_bits(engine, eps, N, p
     other, _ = gpu(engine, _with_early(early, code, sg=sg, trip8=trip8), **d)
     assert np.abs(base["y"]).max() > 0.01
     assert np.array_equal(base["y"], other["y"]) and np.array_equal(base["h"], other["h"])
+
+
+TAKES = """
+from py_engine.gpu.tensor import Tensor
+from py_engine.ops.weight_pack import pack_params
+ts = [Tensor.from_list(device, s, [0.5] * math.prod(s)) for s in ((6,), (6, 4), (6,), (6, 3))]
+apart = ss.step_takes_dt_proj(device, *ts)
+pack_params(device, ts)
+together = ss.step_takes_dt_proj(device, *ts)
+offs = ss.step_params(*ts)[1]
+for t in ts:
+    t.release()
+result = dict(apart=apart, together=together, offs=offs, align=device.align)
+"""
+
+
+def test_the_step_takes_dt_proj_only_with_its_parameters_in_one_buffer(engine):
+    """dt_bias, A_log, D and dt_proj.weight apart: the step cannot read them through its one
+    binding, so dt_proj runs as its own dispatch; packed (as at load), it folds in, each read
+    at its aligned element offset. 9 storage bindings: every tier (8 excepted) takes it."""
+    r = engine.run("import math\nimport py_engine.ops.selective_scan as ss\n" + TAKES)
+    a = r["align"] // 4
+    assert not r["apart"] and r["together"]
+    assert list(r["offs"]) == [0, a, 2 * a, 3 * a]
+    from py_engine.ops import selective_scan as ss
+
+    class _Dev:
+        limits = {"maxStorageBuffersPerShaderStage": 10}
+    assert ss.step_takes_dt_proj(_Dev())
+    _Dev.limits = {"maxStorageBuffersPerShaderStage": 8}
+    assert not ss.step_takes_dt_proj(_Dev())
