@@ -22,13 +22,11 @@ fn chunk_scale(g: u32, row: u32, c: u32) -> f32 { return 1.0; }
 
 //#include "lib/matvec_rows.wgsl"
 
-// Mamba-1's x_proj folded into the conv block's store (lib/matvec_xproj.wgsl): its dt rows at
-// binding 6 (W_2), its B and C rows here.
-@group(0) @binding(13) var<storage, read> xb: array<vec4<u32>>;   // x_proj's B rows [XN, I/8]
-@group(0) @binding(14) var<storage, read> xc: array<vec4<u32>>;   // x_proj's C rows [XN, I/8]
-
+// Mamba-1's x_proj folded into the conv block's store (lib/matvec_xproj.wgsl): its three row
+// blocks packed side by side at load, all through binding 6 (W_2): dt from its start, B's rows
+// from chunk XB_OFF, C's from XC_OFF.
 fn piece_raw(b: u32, i: u32) -> Raw {
-  switch b { case 0u: { return w2[i]; } case 1u: { return xb[i]; } default: { return xc[i]; } }
+  switch b { case 0u: { return w2[i]; } case 1u: { return w2[XB_OFF + i]; } default: { return w2[XC_OFF + i]; } }
 }
 
 fn raw_vals(q: Raw, v: u32) -> vec4<f32> {

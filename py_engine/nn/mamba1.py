@@ -217,6 +217,13 @@ class Mamba1:
         return out
 
     @staticmethod
+    def decode_packs(cfg):
+        """x_proj's dt, B and C row blocks side by side in one buffer (ops/weight_pack.pack_rows):
+        in_proj's mat-vec with x_proj folded in reads all three through one binding
+        (weight_format.xproj_rows_binding; 10 storage bindings, where B and C apart took 12)."""
+        return (("x_proj.weight#dt", "x_proj.weight#B", "x_proj.weight#C"),)
+
+    @staticmethod
     def decode_param_packs(cfg):
         """The conv fold's (registry.conv_param_packs) and the fused scan step's: dt_proj's bias,
         A_log, D and dt_proj.weight (f32) side by side, read through one binding (9 storage

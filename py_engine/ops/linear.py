@@ -346,6 +346,7 @@ def in_proj_conv_xproj_step(batch, x, weights, conv_w, conv_b, conv_state, xproj
             or getattr(dev, "fuse_conv_step", True) is False
             or weights[0].shape[0] != conv_w.shape[0] or conv_w.shape[1] != 4
             or weight_format.conv_binding(x, conv_w, conv_b) is None
+            or weight_format.xproj_rows_binding(*xproj_w) is None
             or any(adapter_of(dev, w) is not None or _split(w) for w in xproj_w)):
         return None
     fmt, K = weights[0].dtype, x.shape[-1]

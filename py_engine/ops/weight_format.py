@@ -355,7 +355,7 @@ def matvec_conv_ok(device):
     return storage_bindings(device) >= CONV_STORAGE_BUFFERS
 
 
-XPROJ_STORAGE_BUFFERS = 12   # matvec_forward_conv_xproj: the conv's 10 and x_proj's B and C rows
+XPROJ_STORAGE_BUFFERS = 10   # matvec_forward_conv_xproj: the conv entry's, x_proj's rows through W_2's
 XPROJ_FORMATS = ("f32", "f16", "bf16")   # whole 16-byte chunks of one row (lib/matvec_xproj.wgsl)
 CHUNK_VALUES = {"f32": 4, "f16": 8, "bf16": 8}
 
@@ -422,6 +422,20 @@ def conv_binding(x, cw, cb):
     wo = (cw.offset - base) // 4
     bo = (cb.offset - base) // 4 if cb is not None else 0
     return (buf, base, size), wo, bo
+
+
+def xproj_rows_binding(w_dt, w_b, w_c):
+    """(binding from x_proj's dt rows through its C rows, B's first 16-byte chunk, C's) where
+    the three row blocks lie in that order in one buffer (nn/mamba1.decode_packs packs them at
+    load), else None: matvec_forward_conv_xproj reads all three through W_2's binding."""
+    ts = (w_dt, w_b, w_c)
+    if any(not isinstance(t, Tensor) or t.buffer is not w_dt.buffer for t in ts):
+        return None
+    if not (w_dt.offset < w_b.offset < w_c.offset) or (w_b.offset - w_dt.offset) % 16 \
+            or (w_c.offset - w_dt.offset) % 16:
+        return None
+    return ((w_dt.buffer, w_dt.offset, w_c.offset + w_c.nbytes - w_dt.offset),
+            (w_b.offset - w_dt.offset) // 16, (w_c.offset - w_dt.offset) // 16)
 
 
 def _norm_weight(x):
@@ -549,13 +563,16 @@ def matvec(batch, x, ws, ys, M, bias=None, accumulate=False, tpr=None, conv=None
         raise ValueError(f"matvec xproj: x_proj pieces {[list(w.shape) for w in (w_dt, w_b, w_c)]} "
                          f"and shares {list(shares.shape)} do not fit in_proj's {I} channels "
                          f"in blocks of {blk}")
+    rows = xproj_rows_binding(w_dt, w_b, w_c)
+    if rows is None:
+        raise ValueError("matvec xproj: x_proj's dt, B and C rows must lie side by side in one "
+                         "buffer (nn/mamba1.decode_packs, packed at load): xproj_rows_binding")
     # p.N2 carries R (the dt rows at W_2's binding; the grid's z stays 2, so no W_2 rows run)
     u = dev.uniform(params(M, Ns[0], K, flags, len(ws), Ns[1], R, float(eps)))
     res[0] = u
-    res[6], res[8] = w_dt.binding, shares.binding
-    batch.run(f"matvec_{fmt}", "matvec_forward_conv_xproj",
-              res + conv_res + [w_b.binding, w_c.binding], gx, gy, len(ws),
-              constants=dict(consts, XN=S))
+    res[6], res[8] = rows[0], shares.binding
+    batch.run(f"matvec_{fmt}", "matvec_forward_conv_xproj", res + conv_res, gx, gy, len(ws),
+              constants=dict(consts, XN=S, XB_OFF=rows[1], XC_OFF=rows[2]))
 
 
 MAX_PIECES = 8      # lib/matvec_rows.wgsl's piece table

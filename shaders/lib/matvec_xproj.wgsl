@@ -7,15 +7,20 @@
 // (rows of the shares O4 = O rounded up to a multiple of 4 long: the scan reads them as vec4s)
 // and the scan step sums the P = ceil(I / CB) shares itself (lib/selective_scan_step_body.wgsl,
 // XPROJ) -- a workgroup cannot see another's results inside one dispatch, so the sum has to
-// wait for the next one, which the scan is. x_proj's three row blocks are bound apart (the
-// loader keeps them as three pieces): dt at binding 6 (W_2, unused with G = 2; its rows
-// p.N2 = R), B and C at 13 and 14, all in the format of in_proj (f32, f16 or bf16: whole
-// 16-byte chunks of 4 CV values, CB a multiple of 4 CV; the host checks).
+// wait for the next one, which the scan is. x_proj's three row blocks (three pieces of the
+// loader's) lie side by side in one buffer, packed at load (nn/mamba1.decode_packs), and come
+// through one binding: 6 (W_2, unused with G = 2; dt's rows p.N2 = R), B's rows from chunk
+// XB_OFF, C's from XC_OFF (the same for every layer of a model), all in the format of in_proj
+// (f32, f16 or bf16: whole 16-byte chunks of 4 CV values, CB a multiple of 4 CV; the host
+// checks). B and C had bindings of their own until the thirty-fourth session: 12 storage
+// bindings with the conv entry's 10, over the 10 a Mac's Chrome gives; now 10.
 // The including format file defines, before this include:
 //   fn piece_raw(b: u32, i: u32) -> Raw     chunk i of x_proj block b (0 dt, 1 B, 2 C)
 //   fn raw_vals(q: Raw, v: u32) -> vec4<f32>   values 4v .. 4v + 3 of a chunk (v < CV)
 // Bindings: y2 (8) [M, P, O4] the shares, written here; the rest as matvec_forward_conv.
 override XN: u32 = 16u;                  // B's and C's rows (the SSM state size)
+override XB_OFF: u32 = 0u;               // B's first chunk in binding 6
+override XC_OFF: u32 = 0u;               // C's first chunk in binding 6
 var<workgroup> ush: array<vec4<f32>, 16>;   // u of the block: [MR, CB / 4] (MR * CB <= 64)
 
 fn xproj_row_chunk(o: u32, c: u32) -> Raw {

@@ -53,9 +53,10 @@ finally:
 
 
 @pytest.mark.parametrize("family,overrides,per_layer", [
-    # in_proj with the conv step, x_proj, the scan step with dt_proj, out_proj (6 before the
-    # conv's parameters were packed after the norm weight and the scan step's together)
-    ("mamba1", {}, 4),
+    # in_proj with the conv step and x_proj's shares, the scan step with dt_proj, out_proj (6
+    # before the conv's parameters were packed after the norm weight, the scan step's together
+    # and x_proj's three row blocks side by side)
+    ("mamba1", {}, 3),
     ("mamba2", {}, 3),      # in_proj with the conv step, SSD step, out_proj with the gated norm
     # in_proj, the folded step (a workgroup a head here; a real GPU splits it in two at this
     # tier, its one-dispatch rows form binding 11), out_proj: 6 before the parameters packed

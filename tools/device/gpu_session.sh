@@ -46,10 +46,10 @@
 #     Dawn, and natively on a device requested at 10 storage bindings; then the families' decode
 #     through Dawn at 16 and at 10 bindings a shader stage (MAMBAWEB_STORAGE_BINDINGS: a Mac's
 #     Chrome gives 10), side by side on one loaded model (tools/ab_decode) (carry as for --dawn)
-#   bash tools/device/gpu_session.sh --tiers-conv  # ~8 min: Mamba-1's and Mamba-2's conv fold
-#     and Mamba-1's x_proj fold checked natively and through Dawn, the conv fold natively at 10
-#     bindings, then mamba-130m, mamba2-130m, hybrid-130m and mamba-1.4b f16 decode through Dawn
-#     at 16 and 10 bindings (carry as for --dawn)
+#   bash tools/device/gpu_session.sh --tiers-conv  # ~8 min: Mamba-1's and Mamba-2's conv fold,
+#     Mamba-1's x_proj fold and the scan's kernels checked natively and through Dawn, the conv
+#     fold and the scan natively at 10 bindings, then mamba-130m, mamba2-130m and mamba-1.4b f16
+#     decode through Dawn at 16 and 10 bindings (carry as for --dawn)
 #   bash tools/device/gpu_session.sh --table    # ~9 min: the README's GPU table through Dawn,
 #     its two bench commands as written there (Mamba-1 at 1.4b and 130m in four formats, then
 #     Mamba-2, Mamba-3 SISO and MIMO and the hybrid in f16 and q4) (carry as for --dawn)
@@ -176,14 +176,18 @@ fi
 if [ "${1:-}" = "--tiers-conv" ]; then
   both_engines
   # Mamba-1's and Mamba-2's in_proj with the conv step folded in (10 storage bindings since the
-  # thirty-fourth session) and Mamba-1's x_proj fold (12) natively and through Dawn, the conv
-  # fold natively on a device requested at 10, then the Mamba-1/2 shapes at 16 and 10 bindings
+  # thirty-fourth session), Mamba-1's x_proj fold (12), the scan's kernels (the fused decode
+  # step reads its parameters packed: 9) natively and through Dawn; the conv fold and the scan
+  # natively on a device requested at 10; then the Mamba-1/2 shapes at 16 and 10 bindings
   checks_both conv "decode conv" 150
+  checks_both scan "scan " 150
   checks_both xproj "decode x_proj" 150
-  MAMBAWEB_STORAGE_BINDINGS=10 timeout 150 python3 -m tools.device_checks --engine native \
-    --only "decode conv" > "$OUT/checks_conv_native10.txt" 2>&1
-  stamp $? >> "$OUT/checks_conv_native10.txt"
-  timeout 200 python3 -m tools.ab_decode --dawn --models mamba130m,mamba2_130m,hybrid_130m \
+  for only in "decode conv" "scan "; do
+    MAMBAWEB_STORAGE_BINDINGS=10 timeout 150 python3 -m tools.device_checks --engine native \
+      --only "$only" >> "$OUT/checks_native10.txt" 2>&1
+    stamp $? >> "$OUT/checks_native10.txt"
+  done
+  timeout 150 python3 -m tools.ab_decode --dawn --models mamba130m,mamba2_130m \
     --weights f16 --tokens 128 --rounds 2 --setting t16:MAMBAWEB_STORAGE_BINDINGS=16 \
     --setting t10:MAMBAWEB_STORAGE_BINDINGS=10 > "$OUT/tiers_ab.txt" 2>&1
   stamp $? >> "$OUT/tiers_ab.txt"
