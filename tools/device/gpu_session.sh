@@ -42,10 +42,11 @@
 #     (tools/ab_decode: mamba3_mimo_187m f16/q4) and profiled natively (carry as for --dawn)
 #   bash tools/device/gpu_session.sh --mamba1   # ~6 min: the table's mamba-1.4b rows alone,
 #     f32/f16/q8/q4 through Dawn (carry as for --dawn)
-#   bash tools/device/gpu_session.sh --tiers    # ~9 min: Mamba-3's kernel checks natively, through
-#     Dawn, and natively on a device requested at 10 storage bindings; then the families' decode
-#     through Dawn at 16 and at 10 bindings a shader stage (MAMBAWEB_STORAGE_BINDINGS: a Mac's
-#     Chrome gives 10), side by side on one loaded model (tools/ab_decode) (carry as for --dawn)
+#   bash tools/device/gpu_session.sh --tiers    # ~5 min: Mamba-1's x_proj fold checked natively,
+#     through Dawn and natively on a device requested at 10 storage bindings; then every
+#     family's 130m-class decode through Dawn at 16 and at 10 bindings a shader stage
+#     (MAMBAWEB_STORAGE_BINDINGS: a Mac's Chrome gives 10), side by side on one loaded model
+#     (tools/ab_decode) (carry as for --dawn; Mamba-3's checks: --mamba3, --mimo)
 #   bash tools/device/gpu_session.sh --tiers-conv  # ~8 min: Mamba-1's and Mamba-2's conv fold,
 #     Mamba-1's x_proj fold and the scan's kernels checked natively and through Dawn, the conv
 #     fold and the scan natively at 10 bindings, then mamba-130m, mamba2-130m and mamba-1.4b f16
@@ -157,17 +158,17 @@ if [ "${1:-}" = "--mimo" ]; then
 fi
 if [ "${1:-}" = "--tiers" ]; then
   both_engines
-  # Mamba-3's step kernels (MIMO's one dispatch, SISO's folded forms) natively and through Dawn,
-  # then natively on a device requested at 10 storage bindings (the driver refuses any kernel
-  # binding more; the rules pick a Mac tab's kernels)
-  checks_both mamba3 "mamba3" 240
-  MAMBAWEB_STORAGE_BINDINGS=10 timeout 240 python3 -m tools.device_checks --engine native \
-    --only "mamba3" > "$OUT/checks_mamba3_native10.txt" 2>&1
-  stamp $? >> "$OUT/checks_mamba3_native10.txt"
+  # Mamba-1's x_proj fold (its rows through one binding since the thirty-fourth session)
+  # natively, through Dawn and natively on a device requested at 10 storage bindings (the driver
+  # refuses any kernel binding more; the rules pick a Mac tab's kernels)
+  checks_both xproj "decode x_proj" 150
+  MAMBAWEB_STORAGE_BINDINGS=10 timeout 150 python3 -m tools.device_checks --engine native \
+    --only "decode x_proj" > "$OUT/checks_xproj_native10.txt" 2>&1
+  stamp $? >> "$OUT/checks_xproj_native10.txt"
   # What a tab gets at each of Dawn's storage-binding tiers (a Mac's Chrome: 10; NVIDIA: 16),
   # every family's decode through Dawn on one loaded model per shape (gpu/settings.py)
   timeout 330 python3 -m tools.ab_decode --dawn \
-    --models mamba3_187m,mamba3_mimo_187m,mamba3_mimo_onorm_187m,mamba130m,mamba2_130m \
+    --models mamba130m,mamba2_130m,hybrid_130m,mamba3_187m,mamba3_mimo_187m,mamba3_mimo_onorm_187m \
     --weights f16 --tokens 128 --rounds 2 --setting t16:MAMBAWEB_STORAGE_BINDINGS=16 \
     --setting t10:MAMBAWEB_STORAGE_BINDINGS=10 > "$OUT/tiers_ab.txt" 2>&1
   stamp $? >> "$OUT/tiers_ab.txt"
