@@ -10,6 +10,7 @@ from pyodide.ffi import JsException, to_js
 from py_engine.gpu.device import Device
 from py_engine.gpu.errors import (GPUDeviceLost, GPUError, GPUUnavailable, ShaderError,
                                   GPUValidationError, out_of_memory)
+from py_engine.gpu.settings import storage_problem
 from py_engine.gpu.shaders import shader_location
 
 # Limits we ask for at the adapter's maximum: the defaults (128 MiB bindings, 8 storage
@@ -59,6 +60,8 @@ async def create_device() -> "BrowserDevice":
             "(chrome://settings/system), update the GPU driver, or start Chrome with "
             "--enable-unsafe-webgpu --enable-features=Vulkan")
     limits = {name: int(getattr(adapter.limits, name)) for name in REQUESTED_LIMITS}
+    if storage_problem(limits["maxStorageBuffersPerShaderStage"]):
+        raise GPUUnavailable(storage_problem(limits["maxStorageBuffersPerShaderStage"]))
     features = [f for f in OPTIONAL_FEATURES if adapter.features.has(f)]
     try:
         device = await adapter.requestDevice(_js({"requiredLimits": limits,

@@ -16,7 +16,7 @@ import wgpu
 
 from py_engine.gpu.device import STORAGE_USAGE, Device
 from py_engine.gpu.errors import GPUUnavailable, GPUValidationError, ShaderError
-from py_engine.gpu.settings import capped_storage
+from py_engine.gpu.settings import capped_storage, storage_problem
 
 # Same names as the browser backend; wgpu-py accepts camelCase limit names.
 REQUESTED_LIMITS = (
@@ -66,6 +66,8 @@ async def create_native_device(power_preference="high-performance", force_fallba
     # MAMBAWEB_STORAGE_BINDINGS=10 asks for a Mac tab's binding tier (gpu/settings.py)
     key = "maxStorageBuffersPerShaderStage"
     limits[key] = capped_storage(limits[key])
+    if storage_problem(limits[key]):
+        raise GPUUnavailable(storage_problem(limits[key]))
     offered = set(adapter.features)
     features, native_names = [], []
     for ours, names in FEATURE_ALIASES.items():

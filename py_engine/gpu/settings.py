@@ -38,6 +38,20 @@ def pick(dev, attr, env, allowed, rule):
 # Vulkan and D3D12 GPUs reach 16; every Metal device (each Mac) sits in the 10 tier, as does
 # SwiftShader. Node's Dawn (the bench's --dawn) reports the NVIDIA adapter's 16.
 STORAGE_TIERS = (8, 10, 16)
+# The fewest the engine runs on: its scan and mat-vec kernels bind 9-10 (SwiftShader's 10 runs
+# every path); below that a device is refused up front (storage_problem) rather than failing
+# at its first pipeline.
+MIN_STORAGE = 10
+
+
+def storage_problem(limit):
+    """The message refusing an adapter that binds `limit` storage buffers a shader stage, or
+    None where the engine's kernels fit (MIN_STORAGE)."""
+    if int(limit) >= MIN_STORAGE:
+        return None
+    return (f"this GPU's WebGPU adapter binds {int(limit)} storage buffers per shader stage and "
+            f"mambaweb's kernels need {MIN_STORAGE} (Chrome gives 10 on every Mac and 16 on most "
+            "Windows and Linux GPUs): open the page on another GPU or in another browser")
 
 
 def storage_bindings(dev):

@@ -125,3 +125,21 @@ def test_a_mimo_layers_parameters_load_into_one_buffer(engine10, tmp_path_factor
         want = disk[f"backbone.layers.0.mixer.{hf[k]}"].float().numpy().ravel()
         got = np.frombuffer(r["vals"][k], np.float32)
         np.testing.assert_array_equal(got, want, err_msg=k)
+
+
+def test_a_device_below_ten_bindings_is_refused_up_front():
+    """Dawn's lowest tier, 8: the scan and mat-vec kernels bind 9-10, so such a device would
+    fail at its first pipeline with a validation error; it is refused at creation instead,
+    with the numbers and what to do."""
+    from py_engine.gpu.errors import GPUUnavailable
+    from tools.native_engine import NativeEngine
+    old = os.environ.get("MAMBAWEB_STORAGE_BINDINGS")
+    os.environ["MAMBAWEB_STORAGE_BINDINGS"] = "8"
+    try:
+        with pytest.raises(GPUUnavailable, match=r"binds 8 storage buffers .* need 10 .* another GPU"):
+            NativeEngine()
+    finally:
+        if old is None:
+            os.environ.pop("MAMBAWEB_STORAGE_BINDINGS", None)
+        else:
+            os.environ["MAMBAWEB_STORAGE_BINDINGS"] = old
