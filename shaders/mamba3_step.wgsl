@@ -8,9 +8,15 @@
 //#include "lib/mamba3_step_common.wgsl"
 
 @group(0) @binding(9) var<storage, read> pre: array<f32>;       // [Bsz, 4H+S] | B_bias | C_bias | D
+@group(0) @binding(10) var<storage, read> x: array<f32>;        // [Bsz, *] view, H*P wide
+@group(0) @binding(11) var<storage, read> Bn: array<f32>;       // [Bsz, *] view, R*G*N wide
+@group(0) @binding(12) var<storage, read> Cn: array<f32>;       // [Bsz, *] view, R*G*N wide
 @group(0) @binding(18) var<storage, read> B_normw: array<f32>;  // [N] (NORM_BC)
 @group(0) @binding(19) var<storage, read> C_normw: array<f32>;  // [N] (NORM_BC)
 
+fn x_val(i: u32) -> f32 { return x[i]; }
+fn bn_val(i: u32) -> f32 { return Bn[i]; }
+fn cn_val(i: u32) -> f32 { return Cn[i]; }
 fn b_normw(n: u32) -> f32 { return B_normw[n]; }
 fn c_normw(n: u32) -> f32 { return C_normw[n]; }
 
@@ -55,7 +61,7 @@ fn mamba3_step(@builtin(workgroup_id) wid: vec3<u32>,
   prologue_rotate(b, h, g, lid);
   workgroupBarrier();
   for (var pp = lid; pp < P; pp += WG) {
-    let v = x[p.x_off + b * p.x_str + h * P + pp];
+    let v = x_val(p.x_off + b * p.x_str + h * P + pp);
     let vp = s_v[bh * P + pp];
     var bv: array<f32, MAX_R>;
     var gv: array<f32, MAX_R>;

@@ -64,6 +64,7 @@ HAS_INIT, HEAVY, MIMO = 1, 2, 4
 MAX_RANK = 8               # the shaders' per-thread accumulator arrays
 WG = 64                    # threads per workgroup (the shaders' WG)
 FWD, STEP, STEP_FOLDED = "mamba3_forward", "mamba3_step", "mamba3_step_folded"
+STEP_FOLDED_ONE = "mamba3_step_folded_one"   # x, B and C through the raw scalars' binding too
 CHUNKED = "mamba3_chunked"   # the chunks side by side (path "parallel")
 TILES = "mamba3_chunk_tiles"  # its delta and out in register tiles (ops/mamba3_tiles)
 STATE_NAMES = ("angle", "ssm", "k", "v")
@@ -518,7 +519,15 @@ def mamba3_step(batch, x, Bn, Cn, dd_dt, dd_A, trap, angles, state, *, dt_bias, 
     lanes = step_runs_lanes(dev, s.mimo, s.N, s.S)
     folded = step_reads_raw(dev, s.mimo, s.N, s.S)
     prm = folded_params(dt_bias, B_bias, C_bias, D, bc_norm) if folded else None
-    raw = one_binding([dd_dt, dd_A, trap, angles]) if prm is not None else None
+    # x, B and C too where in_proj wrote them beside the raw scalars (the packed in_proj, B and
+    # C raw for the folded norms): then through the same binding (STEP_FOLDED_ONE)
+    raw = one_binding([x, Bn, Cn, dd_dt, dd_A, trap, angles]) if prm is not None else None
+    shader = STEP_FOLDED_ONE
+    if raw is not None:
+        (xo, xs), (bo, bs), (co, cs), *raws = raw[1]
+        xv, bv, cv, raw = (None, xo, xs), (None, bo, bs), (None, co, cs), (raw[0], raws)
+    elif prm is not None:
+        raw, shader = one_binding([dd_dt, dd_A, trap, angles]), STEP_FOLDED
     if raw is not None and any(b[0] is raw[0][0] for b in [yv[0]] + [t.binding for t in st]):
         raw = None                         # y or a state in that buffer: read and written at once
     if raw is not None:                    # the step computes its head's scalars: no prep
@@ -526,12 +535,13 @@ def mamba3_step(batch, x, Bn, Cn, dd_dt, dd_A, trap, angles, state, *, dt_bias, 
         un = _uniform_fn(dev, s, flags, A_floor, xv, bv, cv, yv, raw[1], 0, 0, 0, 0)()
         po = dev.uniform(params(*prm[1], 0, 0))
         if step_splits_for(dev, s.H, s.P):
-            split = _step_rows_last if step_last(dev) else _step_split
-            split(batch, s, un, raw[0], po, prm[0], xv, bv, cv, yv, st, lanes_consts)
+            split = (_step_rows_last if step_last(dev, shader == STEP_FOLDED_ONE)
+                     else _step_split)
+            split(batch, s, shader, un, raw[0], po, prm[0], xv, bv, cv, yv, st, lanes_consts)
             return y
         res = [un, raw[0], None, None, po, prm[0], None, None, None, None, xv[0], bv[0], cv[0],
                yv[0]] + [t.binding for t in st]
-        batch.run(STEP_FOLDED, "mamba3_step_lanes_folded", res, s.H, s.nb, constants=lanes_consts)
+        batch.run(shader, "mamba3_step_lanes_folded", res, s.H, s.nb, constants=lanes_consts)
         return y
     if bc_norm is not None and not lanes:
         raise ValueError("mamba3_step: B's and C's norms fold into the lanes step only, which "
@@ -561,7 +571,7 @@ def folded_params(dt_bias, B_bias, C_bias, D, bc_norm=None):
     return one[0], offs + [0] * (6 - len(offs))
 
 
-def _step_split(batch, s, un, raw, po, prm, xv, bv, cv, yv, st, consts):
+def _step_split(batch, s, shader, un, raw, po, prm, xv, bv, cv, yv, st, consts):
     """The folded SISO step in two dispatches (shaders/mamba3_step_folded.wgsl): mamba3_step_head
     (a workgroup a head: its scalars, B's and C's norms, the angles, k and q; the k and angle
     states) writes kq [Bsz, H, 3N + 4]; mamba3_step_rows (SPLIT_ROWS rows a workgroup) updates
@@ -570,23 +580,23 @@ def _step_split(batch, s, un, raw, po, prm, xv, bv, cv, yv, st, consts):
     kq = Tensor(batch.device, (s.nb, s.H, 3 * s.N + 4))
     head = [un, raw, kq.binding, None, po, prm, None, None, None, None, None, bv[0], cv[0], None,
             ang, None, k, None]
-    batch.run(STEP_FOLDED, "mamba3_step_head", head, s.H, s.nb, constants=consts)
-    rows = [un, None, kq.binding, None, None, None, None, None, None, None, xv[0], None, None,
-            yv[0], None, ssm, None, v]
+    batch.run(shader, "mamba3_step_head", head, s.H, s.nb, constants=consts)
+    rows = [un, raw if shader == STEP_FOLDED_ONE else None, kq.binding, None, None, None, None,
+            None, None, None, xv[0], None, None, yv[0], None, ssm, None, v]
     blocks = -(-s.P // SPLIT_ROWS)
-    batch.run(STEP_FOLDED, "mamba3_step_rows", rows, s.H * blocks, s.nb,
+    batch.run(shader, "mamba3_step_rows", rows, s.H * blocks, s.nb,
               constants={"WS": consts["WS"]})
     kq.release()
 
 
-def _step_rows_last(batch, s, un, raw, po, prm, xv, bv, cv, yv, st, consts):
+def _step_rows_last(batch, s, shader, un, raw, po, prm, xv, bv, cv, yv, st, consts):
     """The folded SISO step over the rows' grid in one dispatch (mamba3_step_rows_last): each
     workgroup runs its head's prologue itself; the head's last workgroup to have read the old k
     and angles (counted in `arrived`) writes the new ones."""
     dev = batch.device
     res = [un, raw, None, _arrived(dev, s.nb * s.H), po, prm, None, None, None, None, xv[0],
            bv[0], cv[0], yv[0]] + [t.binding for t in st]
-    batch.run(STEP_FOLDED, "mamba3_step_rows_last", res, s.H * -(-s.P // SPLIT_ROWS), s.nb,
+    batch.run(shader, "mamba3_step_rows_last", res, s.H * -(-s.P // SPLIT_ROWS), s.nb,
               constants=consts)
 
 
@@ -604,15 +614,17 @@ def _arrived(dev, n):
 
 SPLIT_ROWS = 8           # mamba3_step_rows' rows a workgroup (the shader's RPW)
 LAST_STORAGE = 11        # mamba3_step_rows_last: the folded step's 10 and `arrived`
+LAST_ONE_STORAGE = 8     # the same in mamba3_step_folded_one.wgsl (x, B, C through `raw`)
 
 
-def step_last(dev):
+def step_last(dev, one=False):
     """Whether a split step runs in one dispatch, the head's last workgroup writing its k and
-    angle states (_step_rows_last: 16 storage bindings), rather than two (_step_split: 12 and
-    5): the rule where the device binds 16 (8-10% less GPU a token than two dispatches on an
-    H100, step_splits), unless `device.mamba3_step_last` (tests) or MAMBAWEB_MAMBA3_LAST=1|0
+    angle states (_step_rows_last: 11 storage bindings, 8 with x, B and C read through the raw
+    scalars' binding -- `one`, mamba3_step_folded_one.wgsl), rather than two (_step_split: 7
+    and 5): the rule where the device binds that many (8-10% less GPU a token than two
+    dispatches on an H100, step_splits), unless `device.mamba3_step_last` (tests) or MAMBAWEB_MAMBA3_LAST=1|0
     (bench variants) says otherwise."""
-    if storage_bindings(dev) < LAST_STORAGE:
+    if storage_bindings(dev) < (LAST_ONE_STORAGE if one else LAST_STORAGE):
         return False
     return step_kernels.choose(dev, "mamba3_step_last", "MAMBAWEB_MAMBA3_LAST", "1", "0",
                                lambda: True)

@@ -6,7 +6,7 @@
 //   fn theta(b: u32, i: u32) -> f32             angle i's theta of sequence b
 //   fn k_bias(h: u32, rk: u32, n: u32) -> f32   B_bias[h, rk, n]   (q_bias: C_bias)
 //
-//   phi = (phi + theta DT) mod 2pi;  k = rot(Bn[g] + B_bias[h], phi), q = rot(Cn[g] + C_bias[h], phi)
+//   phi = (phi + theta DT) mod 2pi;  k = rot(bn_val(g) + B_bias[h], phi), q = rot(cn_val(g) + C_bias[h], phi)
 //   S   = alpha S + beta v_prev k_prev^T + gamma v k^T;  y = S q + D v;  v_prev, k_prev = v, k
 // (DT, alpha, beta, gamma, theta, the packed parameters and MIMO's rank-R form: see
 // mamba3_forward.wgsl; rotate_kq below is the same as there.)
@@ -21,9 +21,11 @@
 //#include "lib/mamba3_params.wgsl"
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(10) var<storage, read> x: array<f32>;        // [Bsz, *] view, H*P wide
-@group(0) @binding(11) var<storage, read> Bn: array<f32>;       // [Bsz, *] view, R*G*N wide (normed; raw with NORM_BC)
-@group(0) @binding(12) var<storage, read> Cn: array<f32>;       // [Bsz, *] view, R*G*N wide (normed; raw with NORM_BC)
+// The including file defines the token's inputs' reads, element i of the views at p.x_off,
+// p.b_off, p.c_off: fn x_val(i: u32) -> f32 (x [Bsz, *] view, H*P wide), bn_val and cn_val
+// (B and C [Bsz, *] views, R*G*N wide: normed, or raw with NORM_BC) -- through bindings of their
+// own (mamba3_step.wgsl, mamba3_step_folded.wgsl) or through the raw scalars' one binding
+// (mamba3_step_folded_one.wgsl, where in_proj wrote them all side by side).
 @group(0) @binding(13) var<storage, read_write> y: array<f32>;  // [Bsz, *] view, R*H*P wide
 @group(0) @binding(14) var<storage, read_write> s_ang: array<f32>; // [Bsz, H, S], in place
 @group(0) @binding(15) var<storage, read_write> s_ssm: array<f32>; // [Bsz, H, P, N], in place
@@ -44,12 +46,12 @@ override NORM_EPS: f32 = 1e-5;          // the host passes the model's eps
 
 fn b_in(bo: u32, n: u32) -> f32 {
   if (NORM_BC) { return sh[3u * p.N + p.S + n]; }
-  return Bn[bo + n];
+  return bn_val(bo + n);
 }
 
 fn c_in(co: u32, n: u32) -> f32 {
   if (NORM_BC) { return sh[4u * p.N + p.S + n]; }
-  return Cn[co + n];
+  return cn_val(co + n);
 }
 
 
@@ -162,9 +164,9 @@ fn norm_bc_into_sh(b: u32, g: u32, lid: u32) {
   var sc = 0.0;
   if (lid < 64u) {
     for (var j = lid; j < N; j += 64u) {
-      let vb = Bn[bo + j];
+      let vb = bn_val(bo + j);
       sb += vb * vb;
-      let vc = Cn[co + j];
+      let vc = cn_val(co + j);
       sc += vc * vc;
     }
   }
@@ -172,8 +174,8 @@ fn norm_bc_into_sh(b: u32, g: u32, lid: u32) {
   let rb = inverseSqrt(sums.x / f32(N) + NORM_EPS);
   let rc = inverseSqrt(sums.y / f32(N) + NORM_EPS);
   for (var j = lid; j < N; j += 256u) {
-    sh[3u * N + S + j] = Bn[bo + j] * rb * b_normw(j);
-    sh[4u * N + S + j] = Cn[co + j] * rc * c_normw(j);
+    sh[3u * N + S + j] = bn_val(bo + j) * rb * b_normw(j);
+    sh[4u * N + S + j] = cn_val(co + j) * rc * c_normw(j);
   }
   workgroupBarrier();
 }
@@ -214,7 +216,7 @@ fn load_states(bh: u32, r0: u32, j0: u32, slot: u32, lane: u32,
   }
 }
 
-// A round's rows' inputs: xs[i] = x[b, h, row], vs[i] = the row's old v (0 past P).
+// A round's rows' inputs: xs[i] = x_val(b, h, row), vs[i] = the row's old v (0 past P).
 fn load_rows(b: u32, h: u32, bh: u32, r0: u32, slot: u32,
              xs: ptr<function, array<f32, 8>>, vs: ptr<function, array<f32, 8>>) {
   for (var i = 0u; i < MAXP; i++) {
@@ -222,7 +224,7 @@ fn load_rows(b: u32, h: u32, bh: u32, r0: u32, slot: u32,
     var xv = 0.0;
     var vv = 0.0;
     if (pp < p.P) {
-      xv = x[p.x_off + b * p.x_str + h * p.P + pp];
+      xv = x_val(p.x_off + b * p.x_str + h * p.P + pp);
       vv = s_v[bh * p.P + pp];
     }
     (*xs)[i] = xv;

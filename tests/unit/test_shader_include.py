@@ -286,26 +286,35 @@ def _record_matvec(batch):
         q = wf.quantize(batch, t(6, 32), fmt)
         linear.linear_forward(batch, t(1, 32), q)
         linear.linear_forward(batch, t(9, 32), q)
-    # in_proj with the conv step folded in (Mamba-1 decode), every format
+    # in_proj with the conv step folded in (Mamba-1 decode), every format; the conv's weight
+    # and bias side by side in one buffer, as packed at load (weight_format.conv_binding)
+    def conv_params(n):
+        buf = t(4096)
+        return (Tensor(dev, (n, 4), buffer=buf.buffer, offset=0),
+                Tensor(dev, (n,), buffer=buf.buffer, offset=512))
     for fmt in ("f32", "f16", "bf16", "q8", "q4"):
         q = wf.quantize(batch, t(6, 32), fmt) if fmt != "f32" else t(6, 32)
         wf.matvec(batch, t(1, 32), [q, q], [t(1, 6), t(1, 6)], 1,
-                  conv=(t(6, 4), t(6), t(1, 6, 4), 0))
+                  conv=conv_params(6) + (t(1, 6, 4), 0))
     # row blocks packed side by side, one dispatch for all (Mamba-3's in_proj), every format
     for fmt in ("f32", "f16", "bf16", "q8", "q4"):
         ws_, ys_ = t(4096), t(4096)
         w3 = [Tensor(dev, (6, 32), fmt, buffer=ws_.buffer, offset=1024 * i) for i in range(3)]
         y3 = [Tensor(dev, (1, 6), buffer=ys_.buffer, offset=256 * i) for i in range(3)]
         wf.matvec_pieces(batch, t(1, 32), w3, y3, 1)
-    # and with x_proj's shares (Mamba-1 decode where it folds, 14 storage bindings): f32, f16, bf16
+    # and with x_proj's shares (Mamba-1 decode where it folds, 10 storage bindings): f32, f16,
+    # bf16; x_proj's dt, B and C rows side by side in one buffer (xproj_rows_binding)
     dev.limits["maxStorageBuffersPerShaderStage"] = 16
     for fmt in ("f32", "f16", "bf16"):
         n = lambda *shape: wf.quantize(batch, t(*shape), fmt) if fmt != "f32" else t(*shape)  # noqa: E731
         q = n(16, 32)
         cb = wf.xproj_block(dev, fmt, 32, [16, 16], 1, 10, rule=False)
+        xbuf = t(4096)
+        rows = [Tensor(dev, (r, 16), fmt, buffer=xbuf.buffer, offset=256 * i)
+                for i, r in enumerate((2, 4, 4))]
         wf.matvec(batch, t(1, 32), [q, q], [t(1, 16), t(1, 16)], 1,
-                  conv=(t(16, 4), t(16), t(1, 16, 4), 0),
-                  xproj=(n(2, 16), n(4, 16), n(4, 16), t(1, -(-16 // cb), 12), 4))
+                  conv=conv_params(16) + (t(1, 16, 4), 0),
+                  xproj=tuple(rows) + (t(1, -(-16 // cb), 12), 4))
     # the tiled GEMM of real GPUs: 128x128 (16-byte-staged where K % 16 == 0, else scalar) and
     # 64x64 blocks, and split-K with its reduce
     linear.linear_forward(batch, t(80, 32), t(70, 32))

@@ -143,3 +143,16 @@ def test_a_device_below_ten_bindings_is_refused_up_front():
             os.environ.pop("MAMBAWEB_STORAGE_BINDINGS", None)
         else:
             os.environ["MAMBAWEB_STORAGE_BINDINGS"] = old
+
+
+@pytest.mark.parametrize("fmt", ["f16", "q4"])
+def test_mamba3_takes_its_one_dispatch_rows_step_at_the_tier(engine10, tmp_path_factory, fmt):
+    """Mamba-3 SISO's rows form in one dispatch (mamba3_step_rows_last) binds 11 with x, B and
+    C apart; where the packed in_proj wrote them beside the raw scalars it reads them through
+    that binding (mamba3_step_folded_one.wgsl: 8), so on the 10 tier it runs -- a dispatch a
+    layer fewer than the head-and-rows split, the same logits and tokens."""
+    folder = spread_parameters(random_model(tmp_path_factory, f"tier_m3_{fmt}", "mamba3"))
+    with entries_run(engine10) as seen:
+        check_fold(engine10, folder, fmt, "mamba3_step_last", 2, reset=None,
+                   pin={"mamba3_step_split": True})
+    assert "mamba3_step_rows_last" in seen and "mamba3_step_rows" in seen, sorted(seen)
