@@ -47,6 +47,9 @@
 #     family's 130m-class decode through Dawn at 16 and at 10 bindings a shader stage
 #     (MAMBAWEB_STORAGE_BINDINGS: a Mac's Chrome gives 10), side by side on one loaded model
 #     (tools/ab_decode) (carry as for --dawn; Mamba-3's checks: --mamba3, --mimo)
+#   bash tools/device/gpu_session.sh --tiers-mamba3  # ~5 min: Mamba-3's kernel checks natively,
+#     through Dawn and natively at 10 bindings, then mamba3-187m f16/q4 decode through Dawn at 16
+#     and 10 bindings (carry as for --dawn)
 #   bash tools/device/gpu_session.sh --tiers-conv  # ~8 min: Mamba-1's and Mamba-2's conv fold,
 #     Mamba-1's x_proj fold and the scan's kernels checked natively and through Dawn, the conv
 #     fold and the scan natively at 10 bindings, then mamba-130m, mamba2-130m and mamba-1.4b f16
@@ -170,6 +173,21 @@ if [ "${1:-}" = "--tiers" ]; then
   timeout 330 python3 -m tools.ab_decode --dawn \
     --models mamba130m,mamba2_130m,hybrid_130m,mamba3_187m,mamba3_mimo_187m,mamba3_mimo_onorm_187m \
     --weights f16 --tokens 128 --rounds 2 --setting t16:MAMBAWEB_STORAGE_BINDINGS=16 \
+    --setting t10:MAMBAWEB_STORAGE_BINDINGS=10 > "$OUT/tiers_ab.txt" 2>&1
+  stamp $? >> "$OUT/tiers_ab.txt"
+  exit 0
+fi
+if [ "${1:-}" = "--tiers-mamba3" ]; then
+  both_engines
+  # Mamba-3's step kernels (the folded step reading x, B and C through the raw scalars' binding
+  # where they share it: mamba3_step_folded_one.wgsl) natively, through Dawn and natively on a
+  # device requested at 10 bindings; then mamba3-187m's decode at 16 and 10 bindings
+  checks_both mamba3 "mamba3" 240
+  MAMBAWEB_STORAGE_BINDINGS=10 timeout 240 python3 -m tools.device_checks --engine native \
+    --only "mamba3" > "$OUT/checks_mamba3_native10.txt" 2>&1
+  stamp $? >> "$OUT/checks_mamba3_native10.txt"
+  timeout 150 python3 -m tools.ab_decode --dawn --models mamba3_187m --weights f16,q4 \
+    --tokens 128 --rounds 2 --setting t16:MAMBAWEB_STORAGE_BINDINGS=16 \
     --setting t10:MAMBAWEB_STORAGE_BINDINGS=10 > "$OUT/tiers_ab.txt" 2>&1
   stamp $? >> "$OUT/tiers_ab.txt"
   exit 0
