@@ -83,6 +83,22 @@ checks_both() {
     stamp $? >> "$OUT/checks_$1_$eng.txt"
   done
 }
+# checks_at10 NAME TEXT SECONDS: those device checks natively on a device requested at 10
+# storage bindings (a Mac's Chrome tier: the driver refuses any kernel binding more), appended
+# to $OUT/checks_NAME_native10.txt
+checks_at10() {
+  MAMBAWEB_STORAGE_BINDINGS=10 timeout "$3" python3 -m tools.device_checks --engine native \
+    --only "$2" >> "$OUT/checks_$1_native10.txt" 2>&1
+  stamp $? >> "$OUT/checks_$1_native10.txt"
+}
+# tiers_ab NAME MODELS WEIGHTS SECONDS: decode at 16 and at 10 storage bindings side by side on
+# one loaded model per shape, through Dawn (tools/ab_decode), into $OUT/NAME.txt
+tiers_ab() {
+  timeout "$4" python3 -m tools.ab_decode --dawn --models "$2" --weights "$3" --tokens 128 \
+    --rounds 2 --setting t16:MAMBAWEB_STORAGE_BINDINGS=16 \
+    --setting t10:MAMBAWEB_STORAGE_BINDINGS=10 > "$OUT/$1.txt" 2>&1
+  stamp $? >> "$OUT/$1.txt"
+}
 if [ "${1:-}" = "--prefill" ]; then
   both_engines
   # the prefill's GEMMs (kk and scalar-staged), scan and conv alone, through each backend
@@ -165,16 +181,11 @@ if [ "${1:-}" = "--tiers" ]; then
   # natively, through Dawn and natively on a device requested at 10 storage bindings (the driver
   # refuses any kernel binding more; the rules pick a Mac tab's kernels)
   checks_both xproj "decode x_proj" 150
-  MAMBAWEB_STORAGE_BINDINGS=10 timeout 150 python3 -m tools.device_checks --engine native \
-    --only "decode x_proj" > "$OUT/checks_xproj_native10.txt" 2>&1
-  stamp $? >> "$OUT/checks_xproj_native10.txt"
+  checks_at10 xproj "decode x_proj" 150
   # What a tab gets at each of Dawn's storage-binding tiers (a Mac's Chrome: 10; NVIDIA: 16),
   # every family's decode through Dawn on one loaded model per shape (gpu/settings.py)
-  timeout 330 python3 -m tools.ab_decode --dawn \
-    --models mamba130m,mamba2_130m,hybrid_130m,mamba3_187m,mamba3_mimo_187m,mamba3_mimo_onorm_187m \
-    --weights f16 --tokens 128 --rounds 2 --setting t16:MAMBAWEB_STORAGE_BINDINGS=16 \
-    --setting t10:MAMBAWEB_STORAGE_BINDINGS=10 > "$OUT/tiers_ab.txt" 2>&1
-  stamp $? >> "$OUT/tiers_ab.txt"
+  tiers_ab tiers_ab \
+    mamba130m,mamba2_130m,hybrid_130m,mamba3_187m,mamba3_mimo_187m,mamba3_mimo_onorm_187m f16 330
   exit 0
 fi
 if [ "${1:-}" = "--tiers-mamba3" ]; then
@@ -183,37 +194,23 @@ if [ "${1:-}" = "--tiers-mamba3" ]; then
   # where they share it: mamba3_step_folded_one.wgsl) natively, through Dawn and natively on a
   # device requested at 10 bindings; then mamba3-187m's decode at 16 and 10 bindings
   checks_both mamba3 "mamba3" 240
-  MAMBAWEB_STORAGE_BINDINGS=10 timeout 240 python3 -m tools.device_checks --engine native \
-    --only "mamba3" > "$OUT/checks_mamba3_native10.txt" 2>&1
-  stamp $? >> "$OUT/checks_mamba3_native10.txt"
-  timeout 150 python3 -m tools.ab_decode --dawn --models mamba3_187m --weights f16,q4 \
-    --tokens 128 --rounds 2 --setting t16:MAMBAWEB_STORAGE_BINDINGS=16 \
-    --setting t10:MAMBAWEB_STORAGE_BINDINGS=10 > "$OUT/tiers_ab.txt" 2>&1
-  stamp $? >> "$OUT/tiers_ab.txt"
+  checks_at10 mamba3 "mamba3" 240
+  tiers_ab tiers_ab mamba3_187m f16,q4 150
   exit 0
 fi
 if [ "${1:-}" = "--tiers-conv" ]; then
   both_engines
   # Mamba-1's and Mamba-2's in_proj with the conv step folded in (10 storage bindings since the
-  # thirty-fourth session), Mamba-1's x_proj fold (12), the scan's kernels (the fused decode
+  # thirty-fourth session), Mamba-1's x_proj fold (10), the scan's kernels (the fused decode
   # step reads its parameters packed: 9) natively and through Dawn; the conv fold and the scan
   # natively on a device requested at 10; then the Mamba-1/2 shapes at 16 and 10 bindings
   checks_both conv "decode conv" 150
   checks_both scan "scan " 150
   checks_both xproj "decode x_proj" 150
-  for only in "decode conv" "scan "; do
-    MAMBAWEB_STORAGE_BINDINGS=10 timeout 150 python3 -m tools.device_checks --engine native \
-      --only "$only" >> "$OUT/checks_native10.txt" 2>&1
-    stamp $? >> "$OUT/checks_native10.txt"
-  done
-  timeout 150 python3 -m tools.ab_decode --dawn --models mamba130m,mamba2_130m \
-    --weights f16 --tokens 128 --rounds 2 --setting t16:MAMBAWEB_STORAGE_BINDINGS=16 \
-    --setting t10:MAMBAWEB_STORAGE_BINDINGS=10 > "$OUT/tiers_ab.txt" 2>&1
-  stamp $? >> "$OUT/tiers_ab.txt"
-  timeout 170 python3 -m tools.ab_decode --dawn --models mamba1_4b --weights f16 \
-    --tokens 128 --rounds 2 --setting t16:MAMBAWEB_STORAGE_BINDINGS=16 \
-    --setting t10:MAMBAWEB_STORAGE_BINDINGS=10 > "$OUT/tiers_1_4b.txt" 2>&1
-  stamp $? >> "$OUT/tiers_1_4b.txt"
+  checks_at10 conv "decode conv" 150
+  checks_at10 scan "scan " 150
+  tiers_ab tiers_ab mamba130m,mamba2_130m f16 150
+  tiers_ab tiers_1_4b mamba1_4b f16 170
   exit 0
 fi
 if [ "${1:-}" = "--mamba1" ]; then
