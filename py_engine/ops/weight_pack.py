@@ -33,8 +33,9 @@ def pack_rows(device, tensors):
     one new pooled buffer, each at the next multiple of the device's binding alignment; the
     first tensor object then owns that buffer and the others are views of it. Their old
     buffers are destroyed (not pooled: a model's weights are long-lived, and pooled copies would
-    hold their bytes twice on the GPU). Returns whether anything moved: nothing does for fewer
-    than two tensors, mixed dtypes or K, row blocks or views, or blocks already packed."""
+    hold their bytes twice on the GPU) -- small ones (KEEP_BYTES) go back to the pool instead.
+    Returns whether anything moved: nothing does for fewer than two tensors, mixed dtypes or K,
+    row blocks or views, or blocks already packed."""
     ts = list(tensors)
     if (len(ts) < 2 or any(not isinstance(t, Tensor) or len(t.shape) != 2 for t in ts)
             or len({(t.dtype, t.shape[1]) for t in ts}) != 1):
@@ -65,12 +66,26 @@ def _pack(device, ts):
     for t, s in zip(ts, starts):
         batch.copy(t.buffer, t.offset, buf, s, t.nbytes)
     batch.submit()                   # the copies are queued before the old buffers go
-    old = []
+    old, kept = [], []
     for i, (t, s) in enumerate(zip(ts, starts)):
-        old.append(t.buffer)
-        t.pool.forget(t.buffer)
+        if t.buffer.size <= KEEP_BYTES:
+            kept.append(t.buffer)
+            t.pool.release(t.buffer)  # queued after the copies, so a reuse writes after they read
+        else:
+            old.append(t.buffer)
+            t.pool.forget(t.buffer)
         t.buffer, t.offset = buf, s
         t.pooled, t.pool = (True, pool) if i == 0 else (False, None)
+    device.forget_bindings(kept)     # as a destroyed buffer's: no cached bind group outlives its use
     device.destroy_many(old)         # WebGPU frees them once the queued copies have read them
     return True
+
+
+# A packed tensor's old buffer up to this size goes back to its pool rather than being
+# destroyed: a small parameter's buffer is as likely to have come from the pool's free list,
+# and destroying those shrank the pool on every model load (a load/unload cycle left two
+# buffers fewer than the one before: tests/browser/test_faults_soak.py), where giving them back
+# reaches a fixed point after one cycle. Larger ones (weight row blocks) are destroyed, so their
+# bytes are not held twice.
+KEEP_BYTES = 64 * 1024
 
