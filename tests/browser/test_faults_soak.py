@@ -70,7 +70,15 @@ result = {'base': base, 'cycles': cycles, 'mid': mid, 'end': end, 'after': after
 def test_decode_and_load_cycles_leave_no_gpu_growth(engine, server):
     out = engine.run(SOAK, url=f"{server.url}/weights/{MODEL}/", cycles=10, steps=1000)
     assert out["n"] == 1000
-    for i, c in enumerate(out["cycles"]):
-        assert c == out["base"], f"load/unload cycle {i + 1} left {c}, before {out['base']}"
+    # Loading a model packs its small parameters into shared buffers (models/packing.py), which
+    # moves a few small pool buffers between roles and drops the bind groups cached for their
+    # old ones: the pool and the bind-group cache may settle lower once. So no count may ever
+    # rise above the warm base, and the last cycles must all end at one fixed point -- any
+    # per-cycle leak breaks one or the other within the ten cycles.
+    cycles = out["cycles"]
+    for i, c in enumerate(cycles):
+        assert all(c[k] <= out["base"][k] for k in c), \
+            f"load/unload cycle {i + 1} left {c}, more than before {out['base']}: {cycles}"
+    assert all(c == cycles[-1] for c in cycles[-5:]), f"no fixed point over the cycles: {cycles}"
     assert out["end"] == out["mid"], f"1,000 decode steps grew {out['mid']} -> {out['end']}"
     assert out["after"] == out["after_first"], (out["after"], out["after_first"])
