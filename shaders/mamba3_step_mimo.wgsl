@@ -31,7 +31,7 @@
 // block, the layer's parameters, out and 4 states -- within the 10 a Mac's Chrome binds (Dawn's
 // Metal tier; 16 bindings, one a parameter, kept this kernel off Macs and SwiftShader until the
 // thirty-fourth session). in_proj's eight outputs come through ONE binding, `inp` (the mixer has
-// its packed in_proj write them side by side: ops/mamba3.one_binding gives their offsets), and
+// its packed in_proj write them side by side: ops/weight_pack.one_binding gives their offsets), and
 // the parameters through another, `prm` (packed at load: nn/mamba3.decode_param_packs,
 // ops/weight_pack.pack_params; their offsets in `mq`).
 

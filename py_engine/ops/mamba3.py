@@ -59,6 +59,7 @@ from py_engine.ops.conv1d import Cols, bt_of, view  # noqa: F401  (Cols re-expor
 from py_engine.ops.mamba3_windows import (LOOP_PASS_BUDGET, chunk_passes_per_chunk,
                                           serial_passes_per_token, windows)
 from py_engine.ops import mamba3_tiles, step_kernels
+from py_engine.ops.weight_pack import one_binding  # noqa: F401  (re-exported)
 
 HAS_INIT, HEAVY, MIMO = 1, 2, 4
 MAX_RANK = 8               # the shaders' per-thread accumulator arrays
@@ -196,18 +197,6 @@ def _prep(batch, s, dd_dt, dd_A, trap, angles, dt_bias, B_bias, C_bias, D, A_flo
         batch.copy(mimo_x.buffer, mimo_x.offset, pre.buffer, pre.offset + 4 * packed,
                    4 * H * R * s.P)
     return uniform, pre
-
-
-def one_binding(views):
-    """(binding, [(element offset, row stride) of each]) when the views (Tensors or Cols) lie in
-    one buffer, so a kernel can read them all through one binding; else None."""
-    vs = [view(a) for a in views]
-    buf = vs[0][0][0]
-    if any(v[0][0] is not buf for v in vs):
-        return None
-    base = min(v[0][1] for v in vs)
-    end = max(v[0][1] + v[0][2] for v in vs)
-    return (buf, base, end - base), [((v[0][1] - base) // 4 + v[1], v[2]) for v in vs]
 
 
 def _ws(s):

@@ -325,15 +325,15 @@ def step_params(dt_bias, A_log, D, dt_w):
     """(binding, [element offsets of dt_bias, A_log, D, dt_w]) of the fused step's parameters
     when they lie in one buffer, each at an aligned offset (nn/mamba1.decode_param_packs packs
     them at load), else None. dt_bias and D may be None (offset 0, unread)."""
+    from py_engine.ops.weight_pack import one_binding
     ts = [t for t in (dt_bias, A_log, D, dt_w) if t is not None]
-    if any(not isinstance(t, Tensor) or t.buffer is None or t.dtype != "f32" for t in ts):
+    if any(not isinstance(t, Tensor) or t.dtype != "f32" for t in ts):
         return None
-    buf, base = ts[0].buffer, min(t.offset for t in ts)
-    if any(t.buffer is not buf for t in ts) or base % ts[0].device.align:
+    one = one_binding(ts)
+    if one is None or one[0][1] % ts[0].device.align:
         return None
-    end = max(t.offset + t.nbytes for t in ts)
-    offs = [(t.offset - base) // 4 if t is not None else 0 for t in (dt_bias, A_log, D, dt_w)]
-    return (buf, base, end - base), offs
+    offs = iter(o for o, _ in one[1])
+    return one[0], [next(offs) if t is not None else 0 for t in (dt_bias, A_log, D, dt_w)]
 
 
 def step_loads_early(device):

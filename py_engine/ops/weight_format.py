@@ -410,32 +410,32 @@ def conv_binding(x, cw, cb):
     spanning the norm weight, conv1d.weight and conv1d.bias packed after it at load
     (decode_param_packs), else a binding from the conv weight on; the offsets are elements of
     that binding. None where they do not lie so in one buffer (the conv step then runs apart)."""
+    from py_engine.ops.weight_pack import one_binding
     norm = _norm_weight(x)
     ts = ([norm] if norm is not None else []) + [cw] + ([cb] if cb is not None else [])
-    if any(not isinstance(t, Tensor) or t.buffer is None or t.dtype != "f32" for t in ts):
+    if any(not isinstance(t, Tensor) or t.dtype != "f32" for t in ts):
         return None
-    buf, base = ts[0].buffer, ts[0].offset
-    if any(t.buffer is not buf or t.offset < base or (t.offset - base) % 16 for t in ts):
+    one = one_binding(ts)
+    offs = [o for o, _ in one[1]] if one is not None else None
+    if offs is None or offs[0] != 0 or any(o % 4 for o in offs):   # from the first, whole vec4s
         return None
-    end = max(t.offset + t.nbytes for t in ts)
-    size = min(-(-(end - base) // 16) * 16, buf.size - base)   # whole vec4s (nw's element type)
-    wo = (cw.offset - base) // 4
-    bo = (cb.offset - base) // 4 if cb is not None else 0
-    return (buf, base, size), wo, bo
+    (buf, base, size) = one[0]
+    size = min(-(-size // 16) * 16, buf.size - base)   # whole vec4s (nw's element type)
+    return (buf, base, size), offs[-2 if cb is not None else -1], offs[-1] if cb is not None else 0
 
 
 def xproj_rows_binding(w_dt, w_b, w_c):
     """(binding from x_proj's dt rows through its C rows, B's first 16-byte chunk, C's) where
     the three row blocks lie in that order in one buffer (nn/mamba1.decode_packs packs them at
     load), else None: matvec_forward_conv_xproj reads all three through W_2's binding."""
-    ts = (w_dt, w_b, w_c)
-    if any(not isinstance(t, Tensor) or t.buffer is not w_dt.buffer for t in ts):
+    from py_engine.ops.weight_pack import one_binding
+    if any(not isinstance(t, Tensor) for t in (w_dt, w_b, w_c)):
         return None
-    if not (w_dt.offset < w_b.offset < w_c.offset) or (w_b.offset - w_dt.offset) % 16 \
-            or (w_c.offset - w_dt.offset) % 16:
+    one = one_binding([w_dt, w_b, w_c])
+    offs = [o for o, _ in one[1]] if one is not None else None     # 4-byte words
+    if offs is None or not offs[0] == 0 < offs[1] < offs[2] or offs[1] % 4 or offs[2] % 4:
         return None
-    return ((w_dt.buffer, w_dt.offset, w_c.offset + w_c.nbytes - w_dt.offset),
-            (w_b.offset - w_dt.offset) // 16, (w_c.offset - w_dt.offset) // 16)
+    return one[0], offs[1] // 4, offs[2] // 4                        # 16-byte chunks
 
 
 def _norm_weight(x):

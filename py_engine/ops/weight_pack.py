@@ -43,10 +43,24 @@ def pack_rows(device, tensors):
     return _pack(device, ts)
 
 
+def one_binding(views):
+    """(binding, [(element offset, row stride) of each]) when the views (Tensors or Cols) lie in
+    one buffer, so a kernel can read them all through one binding; else None. What a kernel
+    reading packed tensors (pack_rows, pack_params) or an op's side-by-side outputs binds."""
+    from py_engine.ops.conv1d import view
+    vs = [view(a) for a in views]
+    buf = vs[0][0][0]
+    if any(v[0][0] is not buf for v in vs):
+        return None
+    base = min(v[0][1] for v in vs)
+    end = max(v[0][1] + v[0][2] for v in vs)
+    return (buf, base, end - base), [((v[0][1] - base) // 4 + v[1], v[2]) for v in vs]
+
+
 def pack_params(device, tensors):
     """pack_rows for a layer's small f32 parameters of any shape (biases, D, norm weights,
     MIMO's projections): one buffer a decode kernel reads through one binding, each parameter
-    at its own aligned offset (ops/mamba3.one_binding gives the offsets). A Mac's Chrome binds
+    at its own aligned offset (one_binding gives the offsets). A Mac's Chrome binds
     10 storage buffers a shader stage (gpu/settings.STORAGE_TIERS), so a step kernel that bound
     each parameter apart did not fit there. Same refusals as pack_rows, and any tensor not
     f32."""
