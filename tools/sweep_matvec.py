@@ -39,6 +39,10 @@ cv = None
 if conv:
     cv = (Tensor.from_list(device, (N, 4), [0.1] * (4 * N)), Tensor.from_list(device, (N,), [0.0] * N),
           Tensor.from_list(device, (1, N, 4), [0.0] * (4 * N)), 0)
+    # the conv fold reads the conv's weight and bias through the norm weight's binding: packed
+    # after it, as a model's load packs them (decode_param_packs)
+    from py_engine.ops.weight_pack import pack_params
+    pack_params(device, [nw, cv[0], cv[1]])
 out = []
 def weight(fmt):    # a new weight in fmt (quantize hands f32 back as itself: copy it)
     if fmt == 'f32':

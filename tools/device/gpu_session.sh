@@ -54,6 +54,9 @@
 #     Mamba-1's x_proj fold and the scan's kernels checked natively and through Dawn, the conv
 #     fold and the scan natively at 10 bindings, then mamba-130m, mamba2-130m and mamba-1.4b f16
 #     decode through Dawn at 16 and 10 bindings (carry as for --dawn)
+#   bash tools/device/gpu_session.sh --curve    # ~8 min: a dependent read of 1-134 MB as one
+#     dispatch (tools/read_curve), the f16 mat-vecs of mamba-1.4b beside it, its f16 token
+#     kernel by kernel through Dawn, and its x_proj fold forced (carry as for --dawn)
 #   bash tools/device/gpu_session.sh --table    # ~9 min: the README's GPU table through Dawn,
 #     its two bench commands as written there (Mamba-1 at 1.4b and 130m in four formats, then
 #     Mamba-2, Mamba-3 SISO and MIMO and the hybrid in f16 and q4) (carry as for --dawn)
@@ -211,6 +214,28 @@ if [ "${1:-}" = "--tiers-conv" ]; then
   checks_at10 scan "scan " 150
   tiers_ab tiers_ab mamba130m,mamba2_130m f16 150
   tiers_ab tiers_1_4b mamba1_4b f16 170
+  exit 0
+fi
+if [ "${1:-}" = "--curve" ]; then
+  both_engines
+  # what a dependent read of S MB costs as one dispatch (tools/read_curve: the floor any
+  # mat-vec of that size meets), the f16 decode mat-vecs at the 1.4b shapes beside it
+  # (tools/sweep_matvec, the engine's choices), where mamba-1.4b's f16 token goes kernel by
+  # kernel through Dawn (tools/profile_marginal), and Mamba-1's x_proj fold forced at 1.4b
+  timeout 90 python3 -m tools.read_curve --sizes 1,2,4,8.4,16.8,33.5,67,134 --chain 300 \
+    > "$OUT/read_curve.txt" 2>&1
+  stamp $? >> "$OUT/read_curve.txt"
+  timeout 150 python3 -m tools.sweep_matvec --chain 300 --formats f16 \
+    --shapes '2*4096x2048nc,4096x2048nc,4096x2048n,2048x2048n,2048x4096,1024x4096,160x4096' \
+    --rpts 1 --stages 1 --tprs '' --passes 2 --reps 10 > "$OUT/sweep_f16.txt" 2>&1
+  stamp $? >> "$OUT/sweep_f16.txt"
+  timeout 170 python3 -m tools.profile_marginal --dawn --models mamba1_4b --weights f16 \
+    --tokens 64 > "$OUT/marginal.txt" 2>&1
+  stamp $? >> "$OUT/marginal.txt"
+  timeout 130 python3 -m tools.ab_decode --dawn --models mamba1_4b --weights f16 --tokens 128 \
+    --rounds 2 --setting base:MAMBAWEB_FUSE_XPROJ=0 --setting fold:MAMBAWEB_FUSE_XPROJ=1 \
+    > "$OUT/xproj_ab.txt" 2>&1
+  stamp $? >> "$OUT/xproj_ab.txt"
   exit 0
 fi
 if [ "${1:-}" = "--mamba1" ]; then
