@@ -44,4 +44,5 @@ fn chunk_scale(g: u32, row: u32, c: u32) -> f32 {   // the group's f16 scale
   return half_of(wvec(g, s / 4u)[s % 4u], (group & 1u) == 1u);
 }
 
+//#include "lib/matvec_y2.wgsl"
 //#include "lib/matvec_rows.wgsl"

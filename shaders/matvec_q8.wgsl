@@ -26,4 +26,5 @@ fn chunk_scale(g: u32, row: u32, c: u32) -> f32 {   // the row's scale
   return bitcast<f32>(wvec(g, s / 4u)[s % 4u]);
 }
 
+//#include "lib/matvec_y2.wgsl"
 //#include "lib/matvec_rows.wgsl"

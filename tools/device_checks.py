@@ -71,6 +71,17 @@ def fold_cases():
             folder = repo / "tests" / "fixtures" / "models" / name
             yield f"decode x_proj folded {name} {fmt}", \
                 (lambda e, folder=folder, fmt=fmt: check_xproj(e, folder, fmt))
+            # the shares gathered inside the dispatch (lib/matvec_xproj_gather.wgsl): one group
+            # of five, and groups of two
+            for gather in (1, 2):
+                yield f"decode x_proj gathered {gather} {name} {fmt}", \
+                    (lambda e, folder=folder, fmt=fmt, gather=gather:
+                     check_xproj(e, folder, fmt, gather=gather))
+    # and at a width with many groups: d 512 (1,024 channels, 64 shares of 64 outputs), the
+    # groups of 16 the rule takes and groups of 4
+    for gather in (1, 4):
+        yield f"decode x_proj gathered {gather} mamba1 d512 f16", \
+            (lambda e, gather=gather: check_xproj(e, _random_model(512), "f16", gather=gather))
     hybrid = repo / "tests" / "fixtures" / "models" / "nemotronh-mamf-untied"
     yield "decode MLP relu2 folded nemotronh-mamf-untied f32", \
         (lambda e: check_relu2(e, hybrid, "f32"))

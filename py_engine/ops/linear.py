@@ -359,10 +359,35 @@ def in_proj_conv_xproj_step(batch, x, weights, conv_w, conv_b, conv_state, xproj
     P = -(-I // blk)
     u, z = (out_like(dev, tuple(x.shape[:-1]) + (n,)) for n in Ns)
     Q = -(-O // 4)
+    F = weight_format.xproj_group(dev, M, O)
+    if F:
+        # the gathered fold: the shares and counts in zeroed words that every dispatch leaves
+        # zeroed (lib/matvec_xproj_gather.wgsl), the scan summing the groups' totals
+        words = gather_words(dev, weight_format.xproj_words(M, P, F, O))
+        PG = -(-P // F)
+        weight_format.matvec(batch, x, weights, [u, z], M,
+                             conv=(conv_w, conv_b, conv_state, 0),
+                             xproj=(w_dt, w_b, w_c, words, S, F))
+        return u, z, (Tensor(dev, (M, PG, 4 * Q), buffer=words.buffer, offset=words.offset), PG, Q)
     shares = Tensor(dev, (M, P, 4 * Q))
     weight_format.matvec(batch, x, weights, [u, z], M, conv=(conv_w, conv_b, conv_state, 0),
-                         xproj=(w_dt, w_b, w_c, shares, S))
+                         xproj=(w_dt, w_b, w_c, shares, S, 0))
     return u, z, (shares, P, Q)
+
+
+def gather_words(dev, words):
+    """The device's zeroed words for Mamba-1's gathered x_proj shares, at least `words` long: one
+    buffer for every layer and step, since each dispatch leaves its shares and counts zero and
+    the scan step reads its totals before the next layer's in_proj writes them (the backend
+    orders the two: both bind it). Made once a size, outside any pool (a recorded graph's
+    private pool would take it back, as would a graph recorded before a larger model's
+    buffer replaced it: one a size, kept), zeroed when made."""
+    made = dev.__dict__.setdefault("_xproj_words", {})
+    if words not in made:
+        buf = dev.buffer(4 * words, label="xproj_words")
+        dev.write(buf, bytes(4 * words))
+        made[words] = Tensor(dev, (words,), buffer=buf)
+    return made[words]
 
 
 def _input_foldable(dev, x, w, flag):

@@ -9,7 +9,7 @@ Decode reads the narrow bytes directly (the point: half / a quarter / an eighth 
 traffic); prefill and training GEMMs dequantize a temporary f32 copy of one weight at a time
 (compute-bound there, and the GEMM kernels stay one per shape, not one per format).
 """
-from py_engine.gpu.settings import storage_bindings
+from py_engine.gpu.settings import pick, storage_bindings
 from py_engine.gpu.tensor import Tensor
 from py_engine.ops._common import MAX_GROUPS, dummy, fold, params
 from py_engine.ops.rmsnorm import NormedRows
@@ -386,8 +386,9 @@ def xproj_block(dev, fmt, K, Ns, M, O, rule=True):
     """The channels per workgroup (CB) of Mamba-1's in_proj + conv step with x_proj's shares
     folded in (lib/matvec_xproj.wgsl), or None where that kernel does not apply: a format
     without whole chunks per block, CB not a multiple of the format's chunk, more than 64
-    values of u per workgroup, O (x_proj's rows) over 512, fewer than 14 storage bindings, or
-    (rule) more than XPROJ_MAX_LOADS loads per thread for the scan step's sum of the shares.
+    values of u per workgroup, O (x_proj's rows) over 512, fewer than 10 storage bindings, or
+    (rule) more than XPROJ_MAX_LOADS loads per thread for the scan step's sum of the shares --
+    of the group totals where the shares are gathered (xproj_group).
     Ns: [I, I] (x and z halves of in_proj)."""
     if (fmt not in XPROJ_FORMATS or O > 512 or len(Ns) != 2
             or storage_bindings(dev) < XPROJ_STORAGE_BUFFERS):
@@ -399,9 +400,45 @@ def xproj_block(dev, fmt, K, Ns, M, O, rule=True):
         return None
     if rule:
         P, Q = -(-Ns[0] // cb), -(-O // 4)
-        if -(-P // (128 // Q)) > XPROJ_MAX_LOADS:
+        F = xproj_group(dev, M, O)
+        summed = -(-P // F) if F else P      # what the scan step sums: totals or shares
+        if -(-summed // (128 // Q)) > XPROJ_MAX_LOADS:
             return None
     return cb
+
+
+# The shares' gathering (lib/matvec_xproj_gather.wgsl): a group's shares pass through the staged
+# x's workgroup memory, 4 * TILE values.
+GATHER_VALUES = 4 * 512
+GATHER_MAX = 16
+
+
+def xproj_group(dev, M, O):
+    """Shares a gathered group of Mamba-1's folded x_proj (lib/matvec_xproj_gather.wgsl: the
+    group's last workgroup to store its shares adds them up, and the scan step sums the groups'
+    totals), or 0 where they are not gathered (the scan sums every share). `device.xproj_gather`
+    or MAMBAWEB_XPROJ_GATHER: 0 (off), 1 (the largest group that fits) or a group size 2..16;
+    by rule off until a GPU has timed it. The largest group: a power of two up to GATHER_MAX
+    whose M * O values fit GATHER_VALUES."""
+    fit = 1
+    while fit < GATHER_MAX and 2 * fit * M * O <= GATHER_VALUES:
+        fit *= 2
+    v = pick(dev, "xproj_gather", "MAMBAWEB_XPROJ_GATHER", range(0, GATHER_MAX + 1),
+             lambda: XPROJ_GATHER_RULE)
+    if v == 0 or fit < 2:
+        return 0
+    return fit if v == 1 else min(v, fit)
+
+
+XPROJ_GATHER_RULE = 0
+
+
+def xproj_words(M, P, F, O):
+    """u32 words of the gathered fold's buffer (lib/matvec_xproj_gather.wgsl): totals [M, PG,
+    O4], shares [M, P, O4], a count a group and the give-up count."""
+    O4 = -(-O // 4) * 4
+    PG = -(-P // F)
+    return M * PG * O4 + M * P * O4 + PG + 1
 
 
 def conv_binding(x, cw, cb):
@@ -483,10 +520,12 @@ def matvec(batch, x, ws, ys, M, bias=None, accumulate=False, tpr=None, conv=None
     conv (conv_w [Ng, DCONV], conv_b [Ng] or None, state [M, Ng, DCONV], g): ys[g] gets
     silu(causal conv step) of its projection instead (Mamba-1's in_proj x half, Mamba-2's x|B|C
     block; the state is shifted in place, as ops.conv1d.conv1d_step does), one dispatch for all.
-    xproj (w_dt [R, I], w_B [S, I], w_C [S, I], shares [M, P, O4], S): with conv on block 0
-    of two (Mamba-1), each workgroup of the conv block also writes its channels' share of
-    x_proj's outputs (lib/matvec_xproj.wgsl; xproj_block says where it applies and P; O4 is
-    R + 2S rounded up to a multiple of 4)."""
+    xproj (w_dt [R, I], w_B [S, I], w_C [S, I], shares, S, F): with conv on block 0 of two
+    (Mamba-1), each workgroup of the conv block also writes its channels' share of x_proj's
+    outputs (lib/matvec_xproj.wgsl; xproj_block says where it applies and P; O4 is R + 2S
+    rounded up to a multiple of 4): shares [M, P, O4], or with F (xproj_group) > 0 the
+    gathered fold's zeroed words (xproj_words; lib/matvec_xproj_gather.wgsl), whose first
+    [M, ceil(P / F), O4] are then the group totals."""
     from py_engine.ops.conv1d import rw_dummy
     dev = batch.device
     conv_x = x
@@ -551,15 +590,18 @@ def matvec(batch, x, ws, ys, M, bias=None, accumulate=False, tpr=None, conv=None
         batch.run(f"matvec_{fmt}", "matvec_forward_conv", res + conv_res, gx, gy, len(ws),
                   constants=consts)
         return
-    w_dt, w_b, w_c, shares, S = xproj
+    w_dt, w_b, w_c, shares, S, F = xproj
     I, R = Ns[0], w_dt.shape[0]
     blk = THREADS // tpr * rpt
     P = -(-I // blk)
+    O = R + 2 * S
+    words = xproj_words(M, P, F, O) if F else M * P * (-(-O // 4) * 4)
     if (len(ws) != 2 or cg != 0 or dconv != 4 or bias is not None
             or any(w.dtype != fmt or w.shape[1] != I for w in (w_dt, w_b, w_c))
             or w_b.shape[0] != S or w_c.shape[0] != S
-            or xproj_block(dev, fmt, K, Ns[:2], M, R + 2 * S, rule=False) != blk
-            or shares.numel != M * P * (-(-(R + 2 * S) // 4) * 4)):
+            or xproj_block(dev, fmt, K, Ns[:2], M, O, rule=False) != blk
+            or (F and (F < 2 or F * M * O > GATHER_VALUES))
+            or shares.binding[2] < 4 * words):
         raise ValueError(f"matvec xproj: x_proj pieces {[list(w.shape) for w in (w_dt, w_b, w_c)]} "
                          f"and shares {list(shares.shape)} do not fit in_proj's {I} channels "
                          f"in blocks of {blk}")
@@ -571,8 +613,13 @@ def matvec(batch, x, ws, ys, M, bias=None, accumulate=False, tpr=None, conv=None
     u = dev.uniform(params(M, Ns[0], K, flags, len(ws), Ns[1], R, float(eps)))
     res[0] = u
     res[6], res[8] = rows[0], shares.binding
+    consts = dict(consts, XN=S, XB_OFF=rows[1], XC_OFF=rows[2])
+    if F:
+        batch.run(f"matvec_{fmt}_gather", "matvec_forward_conv_xproj_gather", res + conv_res,
+                  gx, gy, len(ws), constants=dict(consts, XP_F=F))
+        return
     batch.run(f"matvec_{fmt}", "matvec_forward_conv_xproj", res + conv_res, gx, gy, len(ws),
-              constants=dict(consts, XN=S, XB_OFF=rows[1], XC_OFF=rows[2]))
+              constants=consts)
 
 
 MAX_PIECES = 8      # lib/matvec_rows.wgsl's piece table

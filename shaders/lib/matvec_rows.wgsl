@@ -31,7 +31,9 @@ struct Params { M: u32, N: u32, K: u32, flags: u32,        // bit0 bias, bit1 ac
 @group(0) @binding(3) var<storage, read> bias: array<f32>;          // [N] (bit0), or z [M, K] (GATED)
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;       // [M, N]
 @group(0) @binding(7) var<storage, read_write> y1: array<f32>;      // [M, N1]
-@group(0) @binding(8) var<storage, read_write> y2: array<f32>;      // [M, N2]
+// binding 8, y2 [M, N2]: declared by the including file (lib/matvec_y2.wgsl, or
+// lib/matvec_y2_words.wgsl where x_proj's shares are gathered), read and written through
+// y2_get / y2_set
 @group(0) @binding(9) var<storage, read> nw: array<vec4<f32>>;      // [K/4] norm weight (bit2)
 
 override TPR: u32 = 64u;
@@ -86,14 +88,14 @@ fn rows_of(g: u32) -> u32 {
 }
 
 fn ystore(g: u32, idx: u32, v: f32) {
-  switch g { case 0u: { y[y0() + idx] = v; } case 1u: { y1[idx] = v; } default: { y2[idx] = v; } }
+  switch g { case 0u: { y[y0() + idx] = v; } case 1u: { y1[idx] = v; } default: { y2_set(idx, v); } }
 }
 
 fn yload(g: u32, idx: u32) -> f32 {
   switch g {
     case 0u: { return y[y0() + idx]; }
     case 1u: { return y1[idx]; }
-    default: { return y2[idx]; }
+    default: { return y2_get(idx); }
   }
 }
 

@@ -17,7 +17,8 @@
 // The including format file defines, before this include:
 //   fn piece_raw(b: u32, i: u32) -> Raw     chunk i of x_proj block b (0 dt, 1 B, 2 C)
 //   fn raw_vals(q: Raw, v: u32) -> vec4<f32>   values 4v .. 4v + 3 of a chunk (v < CV)
-// Bindings: y2 (8) [M, P, O4] the shares, written here; the rest as matvec_forward_conv.
+// Bindings: y2 (8) [M, P, O4] the shares, written here (after the gathered totals with XP_F:
+// lib/matvec_xproj_gather.wgsl); the rest as matvec_forward_conv.
 override XN: u32 = 16u;                  // B's and C's rows (the SSM state size)
 override XB_OFF: u32 = 0u;               // B's first chunk in binding 6
 override XC_OFF: u32 = 0u;               // C's first chunk in binding 6
@@ -37,6 +38,20 @@ fn matvec_forward_conv_xproj(@builtin(workgroup_id) wid: vec3<u32>,
                              @builtin(local_invocation_index) lid: u32,
                              @builtin(subgroup_size) sg: u32) {
   if (!has_rows(wid, nwg)) { return; }  // uniform per workgroup
+  conv_xproj_shares(wid, nwg, lid, sg);
+}
+
+// Where the shares start in y2: 0, or past the gathered totals (XP_F > 0,
+// lib/matvec_xproj_gather.wgsl: totals [MR, PG, O4], then the shares).
+override XP_F: u32 = 0u;                 // shares a gathered group (0: not gathered)
+fn xp_shares_at(P: u32, O4: u32) -> u32 {
+  if (XP_F == 0u) { return 0u; }
+  return MR * ((P + XP_F - 1u) / XP_F) * O4;
+}
+
+// A workgroup's rows, stored; a conv block's workgroup (wid.z == CONV_G) also its share of
+// every x_proj output, at y2[xp_shares_at + (m * P + wg) * O4 + o].
+fn conv_xproj_shares(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, sg: u32) {
   let cs = conv_sums(wid, nwg, lid, sg);
   let rs = cs.rs;
   let e = cs.e;
@@ -74,7 +89,7 @@ fn matvec_forward_conv_xproj(@builtin(workgroup_id) wid: vec3<u32>,
           if (c0 + c < p.N / (4u * CV)) { acc += dot(raw_vals(q, v), ush[ui]); }
         }
       }
-      y2[(m * P + wg) * O4 + o] = acc;
+      y2_set(xp_shares_at(P, O4) + (m * P + wg) * O4 + o, acc);
     }
   }
 }

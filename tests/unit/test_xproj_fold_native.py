@@ -28,6 +28,15 @@ def test_folded_xproj_equals_the_separate_dispatch(engine, name, fmt):
     check_xproj(engine, FIX / name, fmt)
 
 
+@pytest.mark.parametrize("gather", [1, 2])
+@pytest.mark.parametrize("name", ["mamba-d40-tied", "falcon-d40-untied"])
+def test_gathered_shares_equal_the_separate_dispatch(engine, name, gather):
+    """The shares gathered inside the in_proj dispatch (lib/matvec_xproj_gather.wgsl): in one
+    group of five (1: the largest group) and in three groups of two, the last of one (2)."""
+    _binds_10(engine)
+    check_xproj(engine, FIX / name, "f16", gather=gather)
+
+
 def test_folded_xproj_with_x_staged(engine):
     _binds_10(engine)
     check_xproj(engine, FIX / "mamba-d40-tied", "f16", stage=True)

@@ -1,0 +1,75 @@
+// Mamba-1 decode: in_proj + conv step with x_proj's shares folded in (lib/matvec_xproj.wgsl),
+// and the shares gathered inside the same dispatch, so that the scan step sums PG group totals
+// instead of P shares (py_engine/ops/linear.in_proj_conv_xproj_step, gather).
+// Without this, each of the scan's workgroups summed all P shares itself: at mamba-1.4b
+// (P = 256, O = 160) 512 workgroups read 164 KB each, and the fold lost to x_proj's own
+// dispatch. Here the conv block's workgroups form groups of XP_F consecutive ones; each counts
+// itself in its group's word once its shares are stored, and the group's last to arrive adds
+// the group's shares up in a fixed order and writes the group's total. No workgroup waits for
+// another to start or finish -- only the last reads what the others stored, and they stored it
+// before they counted. WGSL's atomics being relaxed, their stores may still be in flight as it
+// reads: each share word is non-zero once stored (lib/matvec_y2_words.wgsl), so it polls a word
+// until it is, at most XP_SPIN times (a word still zero is counted in the give-up word: a wrong
+// token, never a hung tab), and zeroes it once read, ready for the next token.
+// y2 (binding 8, words): totals [MR, PG, O4] | shares [MR, P, O4] | counts [PG] | give-ups [1]
+// (PG = ceil(P / XP_F); the scan reads the totals as its shares, XP_P = PG). The buffer starts
+// zeroed and every dispatch leaves its shares and counts zero again.
+// The group's shares pass through xt (the staged x's workgroup memory, free once the rows are
+// summed): XP_F * MR * O <= 4 * TILE values (the host checks).
+const XP_SPIN = 4096u;
+var<workgroup> xp_last: u32;
+
+@compute @workgroup_size(THREADS)
+fn matvec_forward_conv_xproj_gather(@builtin(workgroup_id) wid: vec3<u32>,
+                                    @builtin(num_workgroups) nwg: vec3<u32>,
+                                    @builtin(local_invocation_index) lid: u32,
+                                    @builtin(subgroup_size) sg: u32) {
+  if (!has_rows(wid, nwg)) { return; }  // uniform per workgroup
+  conv_xproj_shares(wid, nwg, lid, sg);
+  if (wid.z != CONV_G) { return; }      // the z block: no shares
+  let CB = THREADS / TPR * RPT;
+  let wg = first_row(wid, nwg) / CB;
+  let P = (p.N + CB - 1u) / CB;
+  let PG = (P + XP_F - 1u) / XP_F;
+  let O = p.N2 + 2u * XN;
+  let O4 = (O + 3u) / 4u * 4u;
+  let SH = xp_shares_at(P, O4);
+  let g = wg / XP_F;
+  let s0 = g * XP_F;
+  let members = min(XP_F, P - s0);
+  let counts = SH + MR * P * O4;
+  // every thread's share stores issued before the count
+  workgroupBarrier();
+  if (lid == 0u) {
+    let before = atomicAdd(&y2[counts + g], 1u);
+    xp_last = select(0u, 1u, before + 1u == members);
+  }
+  if (workgroupUniformLoad(&xp_last) == 0u) { return; }
+  // The group's last: its shares, value i = (s * MR + m) * O + o, into xt.
+  let n = members * MR * O;
+  for (var i = lid; i < n; i += THREADS) {
+    let s = i / (MR * O);
+    let r = i % (MR * O);
+    let at = SH + ((r / O) * P + s0 + s) * O4 + r % O;
+    var v = atomicLoad(&y2[at]);
+    var tries = 0u;
+    loop {
+      if (v != 0u || tries == XP_SPIN) { break; }
+      v = atomicLoad(&y2[at]);
+      tries += 1u;
+    }
+    if (v == 0u) { atomicAdd(&y2[counts + PG], 1u); }
+    atomicStore(&y2[at], 0u);
+    xt[i / 4u][i % 4u] = bitcast<f32>(v);
+  }
+  workgroupBarrier();
+  for (var r = lid; r < MR * O; r += THREADS) {
+    var acc = 0.0;
+    for (var s = 0u; s < members; s++) {
+      let i = s * MR * O + r;
+      acc += xt[i / 4u][i % 4u];
+    }
+    y2_set(((r / O) * PG + g) * O4 + r % O, acc);
+  }
+  if (lid == 0u) { atomicStore(&y2[counts + g], 0u); }
+}
