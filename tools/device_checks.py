@@ -54,6 +54,7 @@ def fold_cases():
     from pathlib import Path
     from tests.browser.decode_fold_cases import (check_fold, check_gated, check_mamba3_lanes,
                                                  check_relu2, check_xproj)
+    from tests.browser.xproj_gather_cases import check_gather
     repo = Path(__file__).resolve().parents[1]
     for folder, fmt in ((repo / "tests" / "fixtures" / "models" / "mamba2-g1-tied", "f32"),
                         (repo / "models" / "default", "f32"), (repo / "models" / "default", "q4")):
@@ -77,6 +78,11 @@ def fold_cases():
                 yield f"decode x_proj gathered {gather} {name} {fmt}", \
                     (lambda e, folder=folder, fmt=fmt, gather=gather:
                      check_xproj(e, folder, fmt, gather=gather))
+    # the gathered dispatch alone against the plain one (tests/browser/xproj_gather_cases.py):
+    # each group's total its shares added in order, the words left zeroed
+    for fmt, F in (("f32", 2), ("f16", 3), ("bf16", 8)):
+        yield f"decode x_proj gathered kernel {fmt} groups of {F}", \
+            (lambda e, fmt=fmt, F=F: check_gather(e, fmt, F))
     # and at a width with many groups: d 512 (1,024 channels, 64 shares of 64 outputs), the
     # groups of 16 the rule takes and groups of 4
     for gather in (1, 4):

@@ -46,7 +46,8 @@ fn matvec_forward_conv_xproj(@builtin(workgroup_id) wid: vec3<u32>,
 override XP_F: u32 = 0u;                 // shares a gathered group (0: not gathered)
 fn xp_shares_at(P: u32, O4: u32) -> u32 {
   if (XP_F == 0u) { return 0u; }
-  return MR * ((P + XP_F - 1u) / XP_F) * O4;
+  let F = max(XP_F, 1u);                 // (Tint refuses a division by the constant 0, even dead)
+  return MR * ((P + F - 1u) / F) * O4;
 }
 
 // A workgroup's rows, stored; a conv block's workgroup (wid.z == CONV_G) also its share of

@@ -30,13 +30,14 @@ fn matvec_forward_conv_xproj_gather(@builtin(workgroup_id) wid: vec3<u32>,
   let CB = THREADS / TPR * RPT;
   let wg = first_row(wid, nwg) / CB;
   let P = (p.N + CB - 1u) / CB;
-  let PG = (P + XP_F - 1u) / XP_F;
+  let F = max(XP_F, 1u);                 // XP_F > 0 here (the host's), never a division by 0
+  let PG = (P + F - 1u) / F;
   let O = p.N2 + 2u * XN;
   let O4 = (O + 3u) / 4u * 4u;
   let SH = xp_shares_at(P, O4);
-  let g = wg / XP_F;
-  let s0 = g * XP_F;
-  let members = min(XP_F, P - s0);
+  let g = wg / F;
+  let s0 = g * F;
+  let members = min(F, P - s0);
   let counts = SH + MR * P * O4;
   // every thread's share stores issued before the count
   workgroupBarrier();

@@ -8,6 +8,7 @@ import pytest
 from tests.browser.kernel_harness import runner
 from tests.browser.matvec_cases import check_staged
 from tests.browser.matvec_pieces_cases import check_pieces
+from tests.browser.xproj_gather_cases import check_gather
 from tests.reference import weight_format_numpy as ref
 
 rng = np.random.default_rng(11)
@@ -94,6 +95,14 @@ def test_packed_blocks_in_one_dispatch(engine):
     in_proj), Tint's compile of it: the same bits as three to a dispatch (q4: the scales of
     each block after its own values). The grid: tests/unit/test_matvec_pieces_native.py."""
     check_pieces(engine, "q4", tpr=16, rpt=1, stage=True)
+
+
+def test_xproj_shares_gathered_in_one_dispatch(engine):
+    """Mamba-1's x_proj shares gathered inside the in_proj dispatch (lib/matvec_xproj_gather.wgsl:
+    atomic words, a group's last workgroup adds up its shares), Tint's compile of it and
+    SwiftShader's threads running its workgroups side by side: groups of 3 of 8 shares. The
+    grid: tests/unit/test_xproj_fold_native.py."""
+    check_gather(engine, "f16", 3)
 
 
 def test_decode_matvec_prefetch_levels(engine):

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from tests.browser.decode_fold_cases import RUN, check_xproj
+from tests.browser.xproj_gather_cases import check_gather
 from tests.conftest import REPO
 from tests.native_support import engine, native as pytestmark  # noqa: F401
 
@@ -112,3 +113,13 @@ def test_the_folded_in_proj_takes_16_threads_a_row(monkeypatch):
     monkeypatch.setenv("MAMBAWEB_MATVEC_PLAN", "1536x768=0/32/-")
     assert wf.xproj_block(dev, "f16", 768, [1536, 1536], 1, 80) == 8
 
+
+
+@pytest.mark.parametrize("fmt,F", [("f32", 2), ("f16", 3), ("bf16", 8), ("f16", 16)])
+def test_gathered_totals_are_the_groups_shares_in_order(engine, fmt, F):
+    """The gathered dispatch against the plain one on the same inputs: each group's total the
+    same f32 bits as its shares added in order, the share words and counts zero again, the
+    totals x_proj(u): tests/browser/xproj_gather_cases.py. Groups of 2 and 3 (the last one
+    short) of 8 shares, and one group of all of them."""
+    _binds_10(engine)
+    check_gather(engine, fmt, F)
