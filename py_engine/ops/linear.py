@@ -363,7 +363,7 @@ def in_proj_conv_xproj_step(batch, x, weights, conv_w, conv_b, conv_state, xproj
     if F:
         # the gathered fold: the shares and counts in zeroed words that every dispatch leaves
         # zeroed (lib/matvec_xproj_gather.wgsl), the scan summing the groups' totals
-        words = gather_words(dev, weight_format.xproj_words(M, P, F, O))
+        words = gather_words(dev, (M, P, F, O))
         PG = -(-P // F)
         weight_format.matvec(batch, x, weights, [u, z], M,
                              conv=(conv_w, conv_b, conv_state, 0),
@@ -375,19 +375,20 @@ def in_proj_conv_xproj_step(batch, x, weights, conv_w, conv_b, conv_state, xproj
     return u, z, (shares, P, Q)
 
 
-def gather_words(dev, words):
-    """The device's zeroed words for Mamba-1's gathered x_proj shares, at least `words` long: one
-    buffer for every layer and step, since each dispatch leaves its shares and counts zero and
-    the scan step reads its totals before the next layer's in_proj writes them (the backend
-    orders the two: both bind it). Made once a size, outside any pool (a recorded graph's
-    private pool would take it back, as would a graph recorded before a larger model's
-    buffer replaced it: one a size, kept), zeroed when made."""
+def gather_words(dev, layout):
+    """The device's zeroed words for Mamba-1's gathered x_proj shares of `layout` (M, P, F, O)
+    (weight_format.xproj_words): one buffer for every layer and step of that layout, since each
+    dispatch leaves its shares and counts zero and the scan step reads its totals before the
+    next layer's in_proj writes them (the backend orders the two: both bind it). One a layout,
+    not a size: two layouts of one size would read each other's totals as counts. Made outside
+    any pool (a recorded graph's private pool would take it back), zeroed when made, kept."""
     made = dev.__dict__.setdefault("_xproj_words", {})
-    if words not in made:
-        buf = dev.buffer(4 * words, label="xproj_words")
-        dev.write(buf, bytes(4 * words))
-        made[words] = Tensor(dev, (words,), buffer=buf)
-    return made[words]
+    if layout not in made:
+        n = weight_format.xproj_words(*layout)
+        buf = dev.buffer(4 * n, label="xproj_words")
+        dev.write(buf, bytes(4 * n))
+        made[layout] = Tensor(dev, (n,), buffer=buf)
+    return made[layout]
 
 
 def _input_foldable(dev, x, w, flag):

@@ -601,7 +601,7 @@ def matvec(batch, x, ws, ys, M, bias=None, accumulate=False, tpr=None, conv=None
             or w_b.shape[0] != S or w_c.shape[0] != S
             or xproj_block(dev, fmt, K, Ns[:2], M, O, rule=False) != blk
             or (F and (F < 2 or F * M * O > GATHER_VALUES))
-            or shares.binding[2] < 4 * words):
+            or shares.numel != words):
         raise ValueError(f"matvec xproj: x_proj pieces {[list(w.shape) for w in (w_dt, w_b, w_c)]} "
                          f"and shares {list(shares.shape)} do not fit in_proj's {I} channels "
                          f"in blocks of {blk}")

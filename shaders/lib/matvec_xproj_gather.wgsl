@@ -8,9 +8,11 @@
 // the group's shares up in a fixed order and writes the group's total. No workgroup waits for
 // another to start or finish -- only the last reads what the others stored, and they stored it
 // before they counted. WGSL's atomics being relaxed, their stores may still be in flight as it
-// reads: each share word is non-zero once stored (lib/matvec_y2_words.wgsl), so it polls a word
-// until it is, at most XP_SPIN times (a word still zero is counted in the give-up word: a wrong
-// token, never a hung tab), and zeroes it once read, ready for the next token.
+// reads: each share word is non-zero once stored (lib/matvec_y2_words.wgsl), so it takes a word
+// and zeroes it in one atomicExchange, again while it was zero, at most XP_SPIN times -- ready
+// for the next token. A word still zero then is counted in the give-up word (a wrong token,
+// never a hung tab), as is a share store that finds its word non-zero (that give-up's late
+// store): the count the checks read (tests/browser/decode_fold_cases.check_xproj).
 // y2 (binding 8, words): totals [MR, PG, O4] | shares [MR, P, O4] | counts [PG] | give-ups [1]
 // (PG = ceil(P / XP_F); the scan reads the totals as its shares, XP_P = PG). The buffer starts
 // zeroed and every dispatch leaves its shares and counts zero again.
@@ -39,6 +41,7 @@ fn matvec_forward_conv_xproj_gather(@builtin(workgroup_id) wid: vec3<u32>,
   let s0 = g * F;
   let members = min(F, P - s0);
   let counts = SH + MR * P * O4;
+  if (y2_stale != 0u) { atomicAdd(&y2[counts + PG], y2_stale); }
   // every thread's share stores issued before the count
   workgroupBarrier();
   if (lid == 0u) {
@@ -52,15 +55,14 @@ fn matvec_forward_conv_xproj_gather(@builtin(workgroup_id) wid: vec3<u32>,
     let s = i / (MR * O);
     let r = i % (MR * O);
     let at = SH + ((r / O) * P + s0 + s) * O4 + r % O;
-    var v = atomicLoad(&y2[at]);
+    var v = atomicExchange(&y2[at], 0u);
     var tries = 0u;
     loop {
       if (v != 0u || tries == XP_SPIN) { break; }
-      v = atomicLoad(&y2[at]);
+      v = atomicExchange(&y2[at], 0u);
       tries += 1u;
     }
     if (v == 0u) { atomicAdd(&y2[counts + PG], 1u); }
-    atomicStore(&y2[at], 0u);
     xt[i / 4u][i % 4u] = bitcast<f32>(v);
   }
   workgroupBarrier();
@@ -70,7 +72,7 @@ fn matvec_forward_conv_xproj_gather(@builtin(workgroup_id) wid: vec3<u32>,
       let i = s * MR * O + r;
       acc += xt[i / 4u][i % 4u];
     }
-    y2_set(((r / O) * PG + g) * O4 + r % O, acc);
+    atomicStore(&y2[((r / O) * PG + g) * O4 + r % O], bitcast<u32>(acc));   // the next dispatch reads it
   }
   if (lid == 0u) { atomicStore(&y2[counts + g], 0u); }
 }
