@@ -356,8 +356,12 @@ def matvec_conv_ok(device):
 
 
 XPROJ_STORAGE_BUFFERS = 10   # matvec_forward_conv_xproj: the conv entry's, x_proj's rows through W_2's
-XPROJ_FORMATS = ("f32", "f16", "bf16")   # whole 16-byte chunks of one row (lib/matvec_xproj.wgsl)
-CHUNK_VALUES = {"f32": 4, "f16": 8, "bf16": 8}
+XPROJ_FORMATS = ("f32", "f16", "bf16", "q8")   # whole 16-byte chunks of one row (lib/matvec_xproj.wgsl)
+CHUNK_VALUES = {"f32": 4, "f16": 8, "bf16": 8, "q8": 16}
+# The formats whose fold the rule takes unforced and ungathered (where XPROJ_MAX_LOADS allows),
+# as measured; q8's (its share sums times each x_proj row's scale) only forced or gathered,
+# until a GPU has timed it.
+XPROJ_RULE_FORMATS = ("f32", "f16", "bf16")
 
 
 # The scan step sums the P shares of x_proj's Q = ceil(O / 4) vec4s per sequence in every
@@ -401,6 +405,8 @@ def xproj_block(dev, fmt, K, Ns, M, O, rule=True):
     if rule:
         P, Q = -(-Ns[0] // cb), -(-O // 4)
         F = xproj_group(dev, M, O)
+        if fmt not in XPROJ_RULE_FORMATS and not F:
+            return None
         summed = -(-P // F) if F else P      # what the scan step sums: totals or shares
         if -(-summed // (128 // Q)) > XPROJ_MAX_LOADS:
             return None

@@ -32,3 +32,5 @@ fn raw_vals(q: Raw, v: u32) -> vec4<f32> {
   if (v == 0u) { return vec4<f32>(f16_pair(q.x), f16_pair(q.y)); }
   return vec4<f32>(f16_pair(q.z), f16_pair(q.w));
 }
+
+fn piece_row_scale(b: u32, row: u32) -> f32 { return 1.0; }   // unscaled rows

@@ -27,3 +27,5 @@ fn piece_raw(b: u32, i: u32) -> Raw {
 fn raw_vals(q: Raw, v: u32) -> vec4<f32> {
   return q;
 }
+
+fn piece_row_scale(b: u32, row: u32) -> f32 { return 1.0; }   // unscaled rows

@@ -16,7 +16,8 @@
 // bindings with the conv entry's 10, over the 10 a Mac's Chrome gives; now 10.
 // The including format file defines, before this include:
 //   fn piece_raw(b: u32, i: u32) -> Raw     chunk i of x_proj block b (0 dt, 1 B, 2 C)
-//   fn raw_vals(q: Raw, v: u32) -> vec4<f32>   values 4v .. 4v + 3 of a chunk (v < CV)
+//   fn raw_vals(q: Raw, v: u32) -> vec4<f32>   values 4v .. 4v + 3 of a chunk (v < CV), unscaled
+//   fn piece_row_scale(b: u32, row: u32) -> f32   the scale of block b's row (1 when unscaled)
 // Bindings: y2 (8) [M, P, O4] the shares, written here (after the gathered totals with XP_F:
 // lib/matvec_xproj_gather.wgsl); the rest as matvec_forward_conv.
 override XN: u32 = 16u;                  // B's and C's rows (the SSM state size)
@@ -30,6 +31,14 @@ fn xproj_row_chunk(o: u32, c: u32) -> Raw {
   if (o < R) { return piece_raw(0u, o * rs + c); }
   if (o < R + XN) { return piece_raw(1u, (o - R) * rs + c); }
   return piece_raw(2u, (o - R - XN) * rs + c);
+}
+
+// x_proj row o's scale (q8: its row's; 1 for the float formats).
+fn xproj_row_scale(o: u32) -> f32 {
+  let R = p.N2;
+  if (o < R) { return piece_row_scale(0u, o); }
+  if (o < R + XN) { return piece_row_scale(1u, o - R); }
+  return piece_row_scale(2u, o - R - XN);
 }
 
 @compute @workgroup_size(THREADS)
@@ -90,7 +99,7 @@ fn conv_xproj_shares(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, sg: u32) {
           if (c0 + c < p.N / (4u * CV)) { acc += dot(raw_vals(q, v), ush[ui]); }
         }
       }
-      y2_set(xp_shares_at(P, O4) + (m * P + wg) * O4 + o, acc);
+      y2_set(xp_shares_at(P, O4) + (m * P + wg) * O4 + o, acc * xproj_row_scale(o));
     }
   }
 }

@@ -305,7 +305,7 @@ def _record_matvec(batch):
     # and with x_proj's shares (Mamba-1 decode where it folds, 10 storage bindings): f32, f16,
     # bf16; x_proj's dt, B and C rows side by side in one buffer (xproj_rows_binding)
     dev.limits["maxStorageBuffersPerShaderStage"] = 16
-    for fmt in ("f32", "f16", "bf16"):
+    for fmt in ("f32", "f16", "bf16", "q8"):
         n = lambda *shape: wf.quantize(batch, t(*shape), fmt) if fmt != "f32" else t(*shape)  # noqa: E731
         q = n(16, 32)
         cb = wf.xproj_block(dev, fmt, 32, [16, 16], 1, 10, rule=False)
@@ -342,7 +342,7 @@ WIRED = {"rmsnorm_forward", "rmsnorm_backward", "gated_rmsnorm_forward",
 # Modules that hold another module's entry points too (for their shared code), of which only
 # these are called: the gathered x_proj fold's (its y2 words read and written atomically)
 ONLY = {f"matvec_{fmt}_gather": {"matvec_forward_conv_xproj_gather"}
-        for fmt in ("f32", "f16", "bf16")}
+        for fmt in ("f32", "f16", "bf16", "q8")}
 ENTRY = re.compile(r"@compute[^;{]*?fn\s+(\w+)", re.S)
 STRUCT_OF = {("matvec", "matvec_multi_forward"): "MultiParams"}   # entries not bound to Params
 

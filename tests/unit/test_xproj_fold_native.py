@@ -3,9 +3,9 @@ workgroups write their channels' shares of x_proj's outputs, the scan step sums 
 dispatches a layer instead of four) on the native backend (lavapipe here) with the real-GPU
 decode kernels forced: step logits for one and two sequences and greedy tokens against the
 separate x_proj dispatch (the shares meet in another order: within 1e-5), one dispatch fewer per
-layer; Falcon-Mamba (B, C and dt_low normalised) too; transformers' logits step by step; and the
-formats and shapes the kernel does not take (q8/q4: 16/32 values a chunk with a scale) keep
-the x_proj dispatch."""
+layer; Falcon-Mamba (B, C and dt_low normalised) too; transformers' logits step by step; q8
+(each share times its x_proj row's scale) where forced or gathered; and the shapes and format
+the kernel does not take (q4: 32 values a chunk, a scale each) keep the x_proj dispatch."""
 import numpy as np
 import pytest
 
@@ -15,6 +15,17 @@ from tests.conftest import REPO
 from tests.native_support import engine, native as pytestmark  # noqa: F401
 
 FIX = REPO / "tests" / "fixtures" / "models"
+
+
+@pytest.fixture(scope="module")
+def mamba_d64(tmp_path_factory):
+    """A random two-layer Mamba-1 of d_model 64: the d24/d40 fixtures' in_proj (K 24, 40) is
+    not a whole number of q8's 16-value chunks, so it stays f32 and no q8 fold applies."""
+    from tools.cmd_bench import _write_random_model
+    folder = tmp_path_factory.mktemp("mamba1_d64")
+    _write_random_model(str(folder), dict(d_model=64, n_layers=2, vocab_size=128,
+                                          family="mamba1", overrides={}))
+    return folder
 
 
 def _binds_10(engine):
@@ -27,6 +38,14 @@ def _binds_10(engine):
 def test_folded_xproj_equals_the_separate_dispatch(engine, name, fmt):
     _binds_10(engine)
     check_xproj(engine, FIX / name, fmt)
+
+
+@pytest.mark.parametrize("gather", [0, 1, 2])
+def test_q8_folded_xproj_equals_the_separate_dispatch(engine, mamba_d64, gather):
+    """q8 (forced: the rule takes it only gathered): each share times its x_proj row's scale;
+    plain, gathered in the largest groups and in groups of two."""
+    _binds_10(engine)
+    check_xproj(engine, mamba_d64, "q8", gather=gather)
 
 
 @pytest.mark.parametrize("gather", [1, 2])
@@ -66,7 +85,9 @@ def test_block_rules():
         has_subgroups = True
     assert wf.xproj_block(_Dev(), "f16", 768, [1536, 1536], 1, 80) is not None
     assert wf.xproj_block(_Dev(), "q4", 768, [1536, 1536], 1, 80) is None
-    assert wf.xproj_block(_Dev(), "q8", 768, [1536, 1536], 1, 80) is None
+    assert wf.xproj_block(_Dev(), "q8", 768, [1536, 1536], 1, 80) is None      # by rule, ungathered
+    assert wf.xproj_block(_Dev(), "q8", 768, [1536, 1536], 1, 80, rule=False) == 16
+    assert wf.xproj_block(_Dev(), "q4", 768, [1536, 1536], 1, 80, rule=False) is None
     assert wf.xproj_block(_Dev(), "f16", 768, [1536, 1536], 1, 600) is None
     _Dev.limits = {"maxStorageBuffersPerShaderStage": 10}   # a Mac's Chrome: x_proj's rows packed
     assert wf.xproj_block(_Dev(), "f16", 768, [1536, 1536], 1, 80) is not None
@@ -115,7 +136,7 @@ def test_the_folded_in_proj_takes_16_threads_a_row(monkeypatch):
 
 
 
-@pytest.mark.parametrize("fmt,F", [("f32", 2), ("f16", 3), ("bf16", 8), ("f16", 16)])
+@pytest.mark.parametrize("fmt,F", [("f32", 2), ("f16", 3), ("bf16", 8), ("f16", 16), ("q8", 3)])
 def test_gathered_totals_are_the_groups_shares_in_order(engine, fmt, F):
     """The gathered dispatch against the plain one on the same inputs: each group's total the
     same f32 bits as its shares added in order, the share words and counts zero again, the
