@@ -80,7 +80,7 @@ def fold_cases():
                      check_xproj(e, folder, fmt, gather=gather))
     # the gathered dispatch alone against the plain one (tests/browser/xproj_gather_cases.py):
     # each group's total its shares added in order, the words left zeroed
-    for fmt, F in (("f32", 2), ("f16", 3), ("bf16", 8), ("q8", 3)):
+    for fmt, F in (("f32", 2), ("f16", 3), ("bf16", 8), ("q8", 3), ("q4", 2)):
         yield f"decode x_proj gathered kernel {fmt} groups of {F}", \
             (lambda e, fmt=fmt, F=F: check_gather(e, fmt, F))
     # and at a width with many groups: d 512 (1,024 channels, 64 shares of 64 outputs), the
@@ -88,10 +88,14 @@ def fold_cases():
     for gather in (1, 4):
         yield f"decode x_proj gathered {gather} mamba1 d512 f16", \
             (lambda e, gather=gather: check_xproj(e, _random_model(512), "f16", gather=gather))
-    # q8 (each share times its x_proj row's scale): forced plain, and gathered
-    for gather in (0, 1):
-        yield f"decode x_proj {'gathered' if gather else 'folded'} q8 mamba1 d512", \
-            (lambda e, gather=gather: check_xproj(e, _random_model(512), "q8", gather=gather))
+    # q8 (each share times its x_proj row's scale) and q4 (each chunk's terms times its
+    # group's scale, two rows a thread): forced plain, and gathered
+    for fmt in ("q8", "q4"):
+        pin = {"matvec_rpt": 2} if fmt == "q4" else None
+        for gather in (0, 1):
+            yield f"decode x_proj {'gathered' if gather else 'folded'} {fmt} mamba1 d512", \
+                (lambda e, gather=gather, fmt=fmt, pin=pin:
+                 check_xproj(e, _random_model(512), fmt, gather=gather, pin=pin))
     hybrid = repo / "tests" / "fixtures" / "models" / "nemotronh-mamf-untied"
     yield "decode MLP relu2 folded nemotronh-mamf-untied f32", \
         (lambda e: check_relu2(e, hybrid, "f32"))

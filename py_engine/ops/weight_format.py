@@ -356,11 +356,12 @@ def matvec_conv_ok(device):
 
 
 XPROJ_STORAGE_BUFFERS = 10   # matvec_forward_conv_xproj: the conv entry's, x_proj's rows through W_2's
-XPROJ_FORMATS = ("f32", "f16", "bf16", "q8")   # whole 16-byte chunks of one row (lib/matvec_xproj.wgsl)
-CHUNK_VALUES = {"f32": 4, "f16": 8, "bf16": 8, "q8": 16}
+XPROJ_FORMATS = ("f32", "f16", "bf16", "q8", "q4")   # whole 16-byte chunks of one row (lib/matvec_xproj.wgsl)
+CHUNK_VALUES = {"f32": 4, "f16": 8, "bf16": 8, "q8": 16, "q4": 32}
 # The formats whose fold the rule takes unforced and ungathered (where XPROJ_MAX_LOADS allows),
-# as measured; q8's (its share sums times each x_proj row's scale) only forced or gathered,
-# until a GPU has timed it.
+# as measured; q8's (its share sums times each x_proj row's scale) and q4's (each chunk's terms
+# times its group's scale; blocks of 32 channels: two rows a thread) only forced or gathered,
+# until a GPU has timed them.
 XPROJ_RULE_FORMATS = ("f32", "f16", "bf16")
 
 

@@ -29,3 +29,4 @@ fn raw_vals(q: Raw, v: u32) -> vec4<f32> {
 }
 
 fn piece_row_scale(b: u32, row: u32) -> f32 { return 1.0; }   // unscaled rows
+fn piece_chunk_scale(b: u32, row: u32, c: u32) -> f32 { return 1.0; }   // no chunk scales

@@ -17,7 +17,8 @@
 // The including format file defines, before this include:
 //   fn piece_raw(b: u32, i: u32) -> Raw     chunk i of x_proj block b (0 dt, 1 B, 2 C)
 //   fn raw_vals(q: Raw, v: u32) -> vec4<f32>   values 4v .. 4v + 3 of a chunk (v < CV), unscaled
-//   fn piece_row_scale(b: u32, row: u32) -> f32   the scale of block b's row (1 when unscaled)
+//   fn piece_row_scale(b: u32, row: u32) -> f32   the scale of block b's row (q8; else 1)
+//   fn piece_chunk_scale(b: u32, row: u32, c: u32) -> f32   of its chunk c (q4; else 1)
 // Bindings: y2 (8) [M, P, O4] the shares, written here (after the gathered totals with XP_F:
 // lib/matvec_xproj_gather.wgsl); the rest as matvec_forward_conv.
 override XN: u32 = 16u;                  // B's and C's rows (the SSM state size)
@@ -39,6 +40,14 @@ fn xproj_row_scale(o: u32) -> f32 {
   if (o < R) { return piece_row_scale(0u, o); }
   if (o < R + XN) { return piece_row_scale(1u, o - R); }
   return piece_row_scale(2u, o - R - XN);
+}
+
+// Chunk c's scale of x_proj row o (q4: its group's; 1 for the other formats).
+fn xproj_chunk_scale(o: u32, c: u32) -> f32 {
+  let R = p.N2;
+  if (o < R) { return piece_chunk_scale(0u, o, c); }
+  if (o < R + XN) { return piece_chunk_scale(1u, o - R, c); }
+  return piece_chunk_scale(2u, o - R - XN, c);
 }
 
 @compute @workgroup_size(THREADS)
@@ -93,10 +102,12 @@ fn conv_xproj_shares(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, sg: u32) {
     for (var m = 0u; m < MR; m++) {
       var acc = 0.0;
       for (var c = 0u; c < nc; c++) {
-        let q = xproj_row_chunk(o, min(c0 + c, p.N / (4u * CV) - 1u));
+        let cc = min(c0 + c, p.N / (4u * CV) - 1u);
+        let q = xproj_row_chunk(o, cc);
+        let s = xproj_chunk_scale(o, cc);   // 1 but for q4: each term times it, the same bits
         for (var v = 0u; v < CV; v++) {
           let ui = (m * CB) / 4u + c * CV + v;
-          if (c0 + c < p.N / (4u * CV)) { acc += dot(raw_vals(q, v), ush[ui]); }
+          if (c0 + c < p.N / (4u * CV)) { acc += dot(raw_vals(q, v), ush[ui]) * s; }
         }
       }
       y2_set(xp_shares_at(P, O4) + (m * P + wg) * O4 + o, acc * xproj_row_scale(o));

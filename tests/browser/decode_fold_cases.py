@@ -113,20 +113,21 @@ def check_relu2(engine, folder, fmt, stage=None, ids=IDS):
     return check_fold(engine, folder, fmt, "fuse_mlp_act", fewer, stage, ids, tol=1e-6)
 
 
-def check_xproj(engine, folder, fmt, stage=None, ids=IDS, gather=0):
+def check_xproj(engine, folder, fmt, stage=None, ids=IDS, gather=0, pin=None):
     """Mamba-1's x_proj as the in_proj + conv dispatch's shares, summed by the scan step (taken
     wherever it fits: device.fuse_xproj = True): one dispatch fewer per layer where in_proj has
     no bias (x_proj's sums meet in another order: 1e-5 of the largest logit). gather
     (device.xproj_gather: 1 the largest group, or a group size): the shares gathered in groups
     inside the in_proj dispatch (lib/matvec_xproj_gather.wgsl), the scan summing the groups'
     totals -- and then no share word was ever given up on, and the words are left zeroed
-    except the totals and that count."""
+    except the totals and that count. pin: other device attributes held for both runs (q4's
+    fold needs two rows a thread: matvec_rpt 2)."""
     import json
     from pathlib import Path
     cfg = json.loads((Path(folder) / "config.json").read_text())
     fewer = 0 if cfg.get("use_bias", False) else cfg["num_hidden_layers"]
     r = check_fold(engine, folder, fmt, "fuse_xproj", fewer, stage, ids, reset=None,
-                   pin={"xproj_gather": gather})
+                   pin={"xproj_gather": gather, **(pin or {})})
     if gather:
         words = engine.run(
             "out = []\n"

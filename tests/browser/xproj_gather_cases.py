@@ -17,6 +17,7 @@ gpu = runner("from py_engine.ops import weight_format as wf\n"
 
 CODE = """
 K, I, O, S, F, FMT = INFO
+dev.matvec_rpt = RPT                                 # q4: two rows a thread, 32-channel blocks
 pack_params(dev, [T['nw'], T['cw'], T['cb']])      # the conv fold reads them through one binding
 Q = [wf.quantize(b, T[n], FMT) for n in ('wx', 'wz', 'dt', 'xb', 'xc')]
 b.submit()
@@ -42,13 +43,14 @@ for u, z, st, out, f in ((outs['u0'], outs['z0'], T['s0'], shares, 0),
 outs['shares'], outs['words'] = shares, words
 outs.update({f'q{i}': q for i, q in enumerate(Q) if FMT != 'f32'})
 info['P'], info['O4'] = P, O4
+dev.matvec_rpt = None
 """
 
 
 def check_gather(engine, fmt, F, K=64, I=128, R=4, S=16, seed=3, stale=False):
     """stale: the first share word holds 1.0 before the dispatch, as a give-up's late store
     would leave it: the share store replaces it and counts it in the give-up word (1), the
-    totals as always."""
+    totals as always. q4 runs at two rows a thread (blocks of 32 channels: its groups)."""
     rng = np.random.default_rng(seed)
     O = R + 2 * S
 
@@ -59,7 +61,8 @@ def check_gather(engine, fmt, F, K=64, I=128, R=4, S=16, seed=3, stale=False):
                   xb=w(S, I), xc=w(S, I))
     state = w(1, I, 4, scale=1.0)
     arrays.update(s0=state, s1=state.copy())
-    code = CODE.replace("INFO", repr((K, I, O, S, F, fmt))).replace("STALE", repr(stale))
+    code = (CODE.replace("INFO", repr((K, I, O, S, F, fmt))).replace("STALE", repr(stale))
+            .replace("RPT", repr(2 if fmt == "q4" else None)))
     outs, info = gpu(engine, code, **arrays)
     f32 = {k: np.frombuffer(v, np.float32) for k, v in outs.items()}
     P, O4 = info["P"], info["O4"]

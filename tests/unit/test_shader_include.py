@@ -305,21 +305,24 @@ def _record_matvec(batch):
     # and with x_proj's shares (Mamba-1 decode where it folds, 10 storage bindings): f32, f16,
     # bf16; x_proj's dt, B and C rows side by side in one buffer (xproj_rows_binding)
     dev.limits["maxStorageBuffersPerShaderStage"] = 16
-    for fmt in ("f32", "f16", "bf16", "q8"):
+    for fmt in ("f32", "f16", "bf16", "q8", "q4"):
         n = lambda *shape: wf.quantize(batch, t(*shape), fmt) if fmt != "f32" else t(*shape)  # noqa: E731
-        q = n(16, 32)
-        cb = wf.xproj_block(dev, fmt, 32, [16, 16], 1, 10, rule=False)
+        I = 32 if fmt == "q4" else 16            # q4: whole 32-value groups of x_proj's inputs
+        dev.matvec_rpt = 2 if fmt == "q4" else None   # and blocks of 32 channels
+        q = n(I, 32)
+        cb = wf.xproj_block(dev, fmt, 32, [I, I], 1, 10, rule=False)
         xbuf = t(4096)
-        rows = [Tensor(dev, (r, 16), fmt, buffer=xbuf.buffer, offset=256 * i)
+        rows = [Tensor(dev, (r, I), fmt, buffer=xbuf.buffer, offset=256 * i)
                 for i, r in enumerate((2, 4, 4))]
-        wf.matvec(batch, t(1, 32), [q, q], [t(1, 16), t(1, 16)], 1,
-                  conv=conv_params(16) + (t(1, 16, 4), 0),
-                  xproj=tuple(rows) + (t(1, -(-16 // cb), 12), 4, 0))
+        wf.matvec(batch, t(1, 32), [q, q], [t(1, I), t(1, I)], 1,
+                  conv=conv_params(I) + (t(1, I, 4), 0),
+                  xproj=tuple(rows) + (t(1, -(-I // cb), 12), 4, 0))
         # the shares gathered in groups of 2 (lib/matvec_xproj_gather.wgsl)
-        words = wf.xproj_words(1, -(-16 // cb), 2, 10)
-        wf.matvec(batch, t(1, 32), [q, q], [t(1, 16), t(1, 16)], 1,
-                  conv=conv_params(16) + (t(1, 16, 4), 0),
+        words = wf.xproj_words(1, -(-I // cb), 2, 10)
+        wf.matvec(batch, t(1, 32), [q, q], [t(1, I), t(1, I)], 1,
+                  conv=conv_params(I) + (t(1, I, 4), 0),
                   xproj=tuple(rows) + (t(words), 4, 2))
+    dev.matvec_rpt = None
     # the tiled GEMM of real GPUs: 128x128 (16-byte-staged where K % 16 == 0, else scalar) and
     # 64x64 blocks, and split-K with its reduce
     linear.linear_forward(batch, t(80, 32), t(70, 32))
@@ -342,7 +345,7 @@ WIRED = {"rmsnorm_forward", "rmsnorm_backward", "gated_rmsnorm_forward",
 # Modules that hold another module's entry points too (for their shared code), of which only
 # these are called: the gathered x_proj fold's (its y2 words read and written atomically)
 ONLY = {f"matvec_{fmt}_gather": {"matvec_forward_conv_xproj_gather"}
-        for fmt in ("f32", "f16", "bf16", "q8")}
+        for fmt in ("f32", "f16", "bf16", "q8", "q4")}
 ENTRY = re.compile(r"@compute[^;{]*?fn\s+(\w+)", re.S)
 STRUCT_OF = {("matvec", "matvec_multi_forward"): "MultiParams"}   # entries not bound to Params
 

@@ -4,8 +4,8 @@ dispatches a layer instead of four) on the native backend (lavapipe here) with t
 decode kernels forced: step logits for one and two sequences and greedy tokens against the
 separate x_proj dispatch (the shares meet in another order: within 1e-5), one dispatch fewer per
 layer; Falcon-Mamba (B, C and dt_low normalised) too; transformers' logits step by step; q8
-(each share times its x_proj row's scale) where forced or gathered; and the shapes and format
-the kernel does not take (q4: 32 values a chunk, a scale each) keep the x_proj dispatch."""
+(each share times its x_proj row's scale) and q4 (each chunk's terms times its scale) where
+forced or gathered; and the shapes the kernel does not take keep the x_proj dispatch."""
 import numpy as np
 import pytest
 
@@ -40,12 +40,15 @@ def test_folded_xproj_equals_the_separate_dispatch(engine, name, fmt):
     check_xproj(engine, FIX / name, fmt)
 
 
+@pytest.mark.parametrize("fmt", ["q8", "q4"])
 @pytest.mark.parametrize("gather", [0, 1, 2])
-def test_q8_folded_xproj_equals_the_separate_dispatch(engine, mamba_d64, gather):
-    """q8 (forced: the rule takes it only gathered): each share times its x_proj row's scale;
-    plain, gathered in the largest groups and in groups of two."""
+def test_quantized_folded_xproj_equals_the_separate_dispatch(engine, mamba_d64, gather, fmt):
+    """q8 and q4 (forced: the rule takes them only gathered): q8's shares times each x_proj
+    row's scale, q4's terms times each chunk's (two rows a thread: 32-channel blocks, one group
+    of x_proj's inputs); plain, gathered in the largest groups and in groups of two."""
     _binds_10(engine)
-    check_xproj(engine, mamba_d64, "q8", gather=gather)
+    check_xproj(engine, mamba_d64, fmt, gather=gather,
+                pin={"matvec_rpt": 2} if fmt == "q4" else None)
 
 
 @pytest.mark.parametrize("gather", [1, 2])
@@ -136,7 +139,8 @@ def test_the_folded_in_proj_takes_16_threads_a_row(monkeypatch):
 
 
 
-@pytest.mark.parametrize("fmt,F", [("f32", 2), ("f16", 3), ("bf16", 8), ("f16", 16), ("q8", 3)])
+@pytest.mark.parametrize("fmt,F", [("f32", 2), ("f16", 3), ("bf16", 8), ("f16", 16), ("q8", 3),
+                                   ("q4", 2)])
 def test_gathered_totals_are_the_groups_shares_in_order(engine, fmt, F):
     """The gathered dispatch against the plain one on the same inputs: each group's total the
     same f32 bits as its shares added in order, the share words and counts zero again, the
