@@ -54,9 +54,9 @@
 #     Mamba-1's x_proj fold and the scan's kernels checked natively and through Dawn, the conv
 #     fold and the scan natively at 10 bindings, then mamba-130m, mamba2-130m and mamba-1.4b f16
 #     decode through Dawn at 16 and 10 bindings (carry as for --dawn)
-#   bash tools/device/gpu_session.sh --gather   # ~8 min: Mamba-1's x_proj shares gathered in the
-#     in_proj dispatch, checked natively and through Dawn, timed at 1.4b (f16, f32) and 130m
-#     against the folds before (tools/ab_decode), then tools/read_curve (carry as for --dawn)
+#   bash tools/device/gpu_session.sh --gather   # ~9 min: Mamba-1's x_proj shares gathered in the
+#     in_proj dispatch, checked natively and through Dawn, timed at 1.4b (f16, q4) and 130m
+#     against the folds before (tools/ab_decode) (carry as for --dawn)
 #   bash tools/device/gpu_session.sh --curve    # ~8 min: a dependent read of 1-134 MB as one
 #     dispatch (tools/read_curve), the f16 mat-vecs of mamba-1.4b beside it, its f16 token
 #     kernel by kernel through Dawn, and its x_proj fold forced (carry as for --dawn)
@@ -222,22 +222,19 @@ fi
 if [ "${1:-}" = "--gather" ]; then
   both_engines
   # Mamba-1's x_proj shares gathered inside the in_proj dispatch (lib/matvec_xproj_gather.wgsl)
-  # checked natively and through Dawn, then timed on one loaded model a shape: mamba-1.4b
-  # unfolded (the rule until now) against gathered (groups of 8: the largest that fits; of 4),
-  # mamba-130m folded (the rule) against gathered and unfolded; then the read curve
-  checks_both xproj "x_proj" 200
-  timeout 230 python3 -m tools.ab_decode --dawn --models mamba1_4b --weights f16,f32 \
+  # checked natively and through Dawn (every format, the d512 models), then timed on one loaded
+  # model a shape: mamba-1.4b unfolded (the rule until now) against gathered (groups of 8, the
+  # largest that fits) in f16 and q4 (its fold: blocks of 32 channels, by q4's rule there);
+  # mamba-130m f16 folded (the rule) against gathered and unfolded
+  checks_both gather "x_proj gathered" 150
+  timeout 200 python3 -m tools.ab_decode --dawn --models mamba1_4b --weights f16,q4 \
     --tokens 128 --rounds 2 --setting base:MAMBAWEB_XPROJ_GATHER=0 \
-    --setting gather:MAMBAWEB_XPROJ_GATHER=1 --setting gather4:MAMBAWEB_XPROJ_GATHER=4 \
-    > "$OUT/gather_1_4b.txt" 2>&1
+    --setting gather:MAMBAWEB_XPROJ_GATHER=1 > "$OUT/gather_1_4b.txt" 2>&1
   stamp $? >> "$OUT/gather_1_4b.txt"
-  timeout 100 python3 -m tools.ab_decode --dawn --models mamba130m --weights f16 --tokens 128 \
+  timeout 90 python3 -m tools.ab_decode --dawn --models mamba130m --weights f16 --tokens 128 \
     --rounds 2 --setting fold:MAMBAWEB_XPROJ_GATHER=0 --setting gather:MAMBAWEB_XPROJ_GATHER=1 \
     --setting unfold:MAMBAWEB_FUSE_XPROJ=0 > "$OUT/gather_130m.txt" 2>&1
   stamp $? >> "$OUT/gather_130m.txt"
-  timeout 60 python3 -m tools.read_curve --sizes 1,4,8.4,16.8,33.5,67,134 --chain 300 \
-    > "$OUT/read_curve.txt" 2>&1
-  stamp $? >> "$OUT/read_curve.txt"
   exit 0
 fi
 if [ "${1:-}" = "--curve" ]; then
