@@ -156,3 +156,36 @@ def test_a_stale_share_word_is_replaced_and_counted(engine):
     word counts it."""
     _binds_10(engine)
     check_gather(engine, "f16", 3, stale=True)
+
+
+def test_group_sizes_and_the_rule(monkeypatch):
+    """weight_format.xproj_group: off by rule (untimed); 1 takes the largest power of two up
+    to 16 whose shares fit the staged x's 2,048 values (8 at mamba-1.4b's 160 outputs, 16 at
+    130m's 80), a number that size at most; and with it the 1.4b fold fits the scan's loads
+    (32 totals, not 256 shares)."""
+    from py_engine.ops import weight_format as wf
+
+    class _Dev:
+        limits = {"maxStorageBuffersPerShaderStage": 16}
+        has_subgroups = True
+    dev = _Dev()
+    monkeypatch.delenv("MAMBAWEB_XPROJ_GATHER", raising=False)
+    monkeypatch.delenv("MAMBAWEB_MATVEC_PLAN", raising=False)
+    assert wf.xproj_group(dev, 1, 160) == 0
+    dev.xproj_gather = 1
+    assert [wf.xproj_group(dev, M, O) for M, O in ((1, 160), (1, 80), (2, 160), (1, 512))] == \
+        [8, 16, 4, 4]
+    for M in (1, 2, 4):
+        for O in (36, 80, 160, 512):
+            assert wf.xproj_group(dev, M, O) * M * O <= wf.GATHER_VALUES
+    assert wf.xproj_block(dev, "f16", 2048, [4096, 4096], 1, 160) == 16
+    dev.xproj_gather = 4
+    assert wf.xproj_group(dev, 1, 160) == 4
+    dev.xproj_gather = 0
+    assert wf.xproj_block(dev, "f16", 2048, [4096, 4096], 1, 160) is None
+    monkeypatch.setenv("MAMBAWEB_XPROJ_GATHER", "1")
+    del dev.xproj_gather
+    assert wf.xproj_group(dev, 1, 160) == 8
+    monkeypatch.setenv("MAMBAWEB_XPROJ_GATHER", "17")
+    with pytest.raises(ValueError, match="MAMBAWEB_XPROJ_GATHER"):
+        wf.xproj_group(dev, 1, 160)
