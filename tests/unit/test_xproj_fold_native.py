@@ -150,10 +150,9 @@ def test_gathered_totals_are_the_groups_shares_in_order(engine, fmt, F):
     check_gather(engine, fmt, F)
 
 
-def test_a_stale_share_word_is_replaced_and_counted(engine):
+def test_a_stale_share_word_is_replaced(engine):
     """A share word left non-zero before the dispatch (what a reader's give-up and the late
-    store after it leave): the store replaces it, the totals are as always, and the give-up
-    word counts it."""
+    store after it leave): the store replaces it, the totals are as always."""
     _binds_10(engine)
     check_gather(engine, "f16", 3, stale=True)
 
