@@ -359,7 +359,7 @@ def in_proj_conv_xproj_step(batch, x, weights, conv_w, conv_b, conv_state, xproj
     P = -(-I // blk)
     u, z = (out_like(dev, tuple(x.shape[:-1]) + (n,)) for n in Ns)
     Q = -(-O // 4)
-    F = weight_format.xproj_group(dev, M, O)
+    F = weight_format.xproj_group(dev, M, O, P, fmt)
     if F:
         # the gathered fold: the shares and counts in zeroed words that every dispatch leaves
         # zeroed (lib/matvec_xproj_gather.wgsl), the scan summing the groups' totals

@@ -405,7 +405,7 @@ def xproj_block(dev, fmt, K, Ns, M, O, rule=True):
         return None
     if rule:
         P, Q = -(-Ns[0] // cb), -(-O // 4)
-        F = xproj_group(dev, M, O)
+        F = xproj_group(dev, M, O, P, fmt)
         if fmt not in XPROJ_RULE_FORMATS and not F:
             return None
         summed = -(-P // F) if F else P      # what the scan step sums: totals or shares
@@ -420,24 +420,35 @@ GATHER_VALUES = 4 * 512
 GATHER_MAX = 16
 
 
-def xproj_group(dev, M, O):
+def xproj_group(dev, M, O, P=None, fmt=None):
     """Shares a gathered group of Mamba-1's folded x_proj (lib/matvec_xproj_gather.wgsl: the
     group's last workgroup to store its shares adds them up, and the scan step sums the groups'
     totals), or 0 where they are not gathered (the scan sums every share). `device.xproj_gather`
     or MAMBAWEB_XPROJ_GATHER: 0 (off), 1 (the largest group that fits) or a group size 2..16;
-    by rule off until a GPU has timed it. The largest group: a power of two up to GATHER_MAX
-    whose M * O values fit GATHER_VALUES."""
+    else the rule (gather_rule: P shares of in_proj's blocks, fmt its format). The largest
+    group: a power of two up to GATHER_MAX whose M * O values fit GATHER_VALUES."""
     fit = 1
     while fit < GATHER_MAX and 2 * fit * M * O <= GATHER_VALUES:
         fit *= 2
     v = pick(dev, "xproj_gather", "MAMBAWEB_XPROJ_GATHER", range(0, GATHER_MAX + 1),
-             lambda: XPROJ_GATHER_RULE)
+             lambda: gather_rule(fmt, P, O))
     if v == 0 or fit < 2:
         return 0
     return fit if v == 1 else min(v, fit)
 
 
-XPROJ_GATHER_RULE = 0
+def gather_rule(fmt, P, O):
+    """1 (gather, in the largest groups) where the plain fold's scan step would sum more than
+    XPROJ_MAX_LOADS loads a thread of shares -- where the rule refused the fold -- in the float
+    formats; else 0. Measured through Dawn on an H200, side by side in one process (2026-12-05,
+    `tools/device/gpu_session.sh --gather`): mamba-1.4b f16 (P 256, O 160) gathered 1.666 ms of
+    GPU a token against 1.815 unfolded (148 against 196 dispatches); q4 there 1.582 against
+    1.573 (its fold reads in_proj at 16 threads a row: not by rule); mamba-130m f16 (P 96, O 80,
+    the plain fold by rule) gathered 0.539 against the plain fold's 0.462 (unfolded 0.482)."""
+    if fmt not in XPROJ_RULE_FORMATS or P is None:
+        return 0
+    Q = -(-O // 4)
+    return int(-(-P // (128 // Q)) > XPROJ_MAX_LOADS)
 
 
 def xproj_words(M, P, F, O):

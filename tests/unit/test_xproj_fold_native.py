@@ -98,10 +98,12 @@ def test_block_rules():
     assert wf.xproj_block(_Dev(), "f16", 768, [1536, 1536], 1, 80) is None
 
 
-def test_the_rule_takes_the_fold_where_the_shares_sum_is_short():
-    """By rule (weight_format.XPROJ_MAX_LOADS) the fold goes where the scan step's sum of the
-    shares takes few loads a thread -- mamba-130m's shape (I 1536, O 80) -- and not at
-    mamba-1.4b's (I 4096, O 160), where it measured slower; forced, it fits both."""
+def test_the_rule_takes_the_fold_where_the_shares_sum_is_short(monkeypatch):
+    """By rule (weight_format.XPROJ_MAX_LOADS) the plain fold goes where the scan step's sum of
+    the shares takes few loads a thread -- mamba-130m's shape (I 1536, O 80) -- and not at
+    mamba-1.4b's (I 4096, O 160), where it measured slower: there the shares are gathered
+    (weight_format.gather_rule), the scan summing 32 group totals. Forced, the plain fold fits
+    both."""
     from py_engine.ops import weight_format as wf
 
     class _Dev:
@@ -113,8 +115,15 @@ def test_the_rule_takes_the_fold_where_the_shares_sum_is_short():
         cb = wf.xproj_block(dev, "f16", I // 2, [I, I], 1, O, rule=False)
         P, Q = -(-I // cb), -(-O // 4)
         return -(-P // (128 // Q))
+    monkeypatch.delenv("MAMBAWEB_XPROJ_GATHER", raising=False)
     assert loads(1536, 80) <= wf.XPROJ_MAX_LOADS < loads(4096, 160)
     assert wf.xproj_block(dev, "f16", 768, [1536, 1536], 1, 80) is not None
+    assert wf.xproj_group(dev, 1, 80, 96, "f16") == 0                 # 130m: the plain fold
+    assert wf.xproj_block(dev, "f16", 2048, [4096, 4096], 1, 160) == 16
+    assert wf.xproj_group(dev, 1, 160, 256, "f16") == 8               # 1.4b: gathered in eights
+    assert wf.xproj_group(dev, 1, 160, 256, "q4") == 0                # q4 and q8: not by rule
+    assert wf.xproj_block(dev, "q4", 2048, [4096, 4096], 1, 160) is None
+    dev.xproj_gather = 0                                              # gathering off: no fold
     assert wf.xproj_block(dev, "f16", 2048, [4096, 4096], 1, 160) is None
     assert wf.xproj_block(dev, "f16", 2048, [4096, 4096], 1, 160, rule=False) is not None
 
@@ -158,10 +167,10 @@ def test_a_stale_share_word_is_replaced(engine):
 
 
 def test_group_sizes_and_the_rule(monkeypatch):
-    """weight_format.xproj_group: off by rule (untimed); 1 takes the largest power of two up
-    to 16 whose shares fit the staged x's 2,048 values (8 at mamba-1.4b's 160 outputs, 16 at
-    130m's 80), a number that size at most; and with it the 1.4b fold fits the scan's loads
-    (32 totals, not 256 shares)."""
+    """weight_format.xproj_group: off without a shape to judge (the rule: the test above); 1
+    takes the largest power of two up to 16 whose shares fit the staged x's 2,048 values (8 at
+    mamba-1.4b's 160 outputs, 16 at 130m's 80), a number that size at most; and with it the
+    1.4b fold fits the scan's loads (32 totals, not 256 shares)."""
     from py_engine.ops import weight_format as wf
 
     class _Dev:
