@@ -57,7 +57,7 @@
 #   bash tools/device/gpu_session.sh --gather   # ~9 min: Mamba-1's x_proj shares gathered in the
 #     in_proj dispatch, checked natively and through Dawn, timed at 1.4b (f16, q4) and 130m
 #     against the folds before (tools/ab_decode) (carry as for --dawn)
-#   bash tools/device/gpu_session.sh --gather-bench  # ~9 min: mamba-1.4b f16 and f32 through
+#   bash tools/device/gpu_session.sh --gather-bench  # ~6 min: mamba-1.4b f16 through
 #     Dawn's bench, the gathered fold (the rule) against it off (carry as for --dawn)
 #   bash tools/device/gpu_session.sh --curve    # ~8 min: a dependent read of 1-134 MB as one
 #     dispatch (tools/read_curve), the f16 mat-vecs of mamba-1.4b beside it, its f16 token
@@ -243,8 +243,8 @@ if [ "${1:-}" = "--gather-bench" ]; then
   both_engines
   # mamba-1.4b with the gathered fold by rule against it off, judged against the read ceiling
   # the same process measures (the bench's model section)
-  timeout 520 python3 -m tools.cli bench --dawn --json --only model --models mamba1_4b \
-    --weights f16,f32 --decode-tokens 256 --max-seconds 1 --variant nogather:MAMBAWEB_XPROJ_GATHER=0 \
+  timeout 480 python3 -m tools.cli bench --dawn --json --only model --models mamba1_4b \
+    --weights f16 --decode-tokens 256 --max-seconds 2 --variant nogather:MAMBAWEB_XPROJ_GATHER=0 \
     > "$OUT/gather_bench.json" 2> "$OUT/gather_bench.err"
   stamp $? >> "$OUT/gather_bench.err"
   exit 0
