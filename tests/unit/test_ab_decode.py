@@ -103,7 +103,10 @@ def test_settings_run_side_by_side_and_are_undone(engine, tmp_path, monkeypatch)
                                             parse_setting("b:matvec_stage=0,MAMBAWEB_CONV4=1")])
     for name in ("a", "b"):
         runs = r[name]["runs"]
-        assert len(runs) == 2 and all(x["gpu_ms_per_token"] > 0 for x in runs)
+        # (lavapipe's timestamps can meet: a 4-token run's GPU time may read 0.0 there, as in
+        # one CI run; the host-timed rate is always there)
+        assert len(runs) == 2 and all(x["gpu_ms_per_token"] >= 0 and x["tokens_per_s"] > 0
+                                      for x in runs)
         assert r[name]["gpu_ms_per_token_best"] == min(x["gpu_ms_per_token"] for x in runs)
     with pytest.raises(ValueError, match="MAMBAWEB_CONV4 must be"):
         engine.run(SNIPPET, **kw, settings=[parse_setting("c:MAMBAWEB_CONV4=2,matvec_stage=0")])
