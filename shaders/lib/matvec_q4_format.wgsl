@@ -60,11 +60,8 @@ fn piece_row_scale(b: u32, row: u32) -> f32 { return 1.0; }   // q4's scales are
 
 // The scale of chunk c of block b's row `row`: after the block's nibbles (p.N / 32 chunks a row).
 fn piece_chunk_scale(b: u32, row: u32, c: u32) -> f32 {
-  var start = 0u;
-  var rows = p.N2;
-  if (b == 1u) { start = XB_OFF; rows = XN; } else if (b == 2u) { start = XC_OFF; rows = XN; }
   let rs = p.N / 32u;
   let group = row * rs + c;
-  let word = (start + rows * rs) * 4u + group / 2u;
+  let word = xproj_scales_at(b, rs) * 4u + group / 2u;
   return half_of(w2[word / 4u][word % 4u], (group & 1u) == 1u);
 }

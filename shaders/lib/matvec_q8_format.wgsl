@@ -36,10 +36,7 @@ fn raw_vals(q: Raw, v: u32) -> vec4<f32> { return q8_quad(q[v]); }
 
 // Row `row`'s scale of block b: after the block's rows (p.N / 16 chunks each).
 fn piece_row_scale(b: u32, row: u32) -> f32 {
-  var start = 0u;
-  var rows = p.N2;
-  if (b == 1u) { start = XB_OFF; rows = XN; } else if (b == 2u) { start = XC_OFF; rows = XN; }
-  let word = (start + rows * (p.N / 16u)) * 4u + row;
+  let word = xproj_scales_at(b, p.N / 16u) * 4u + row;
   return bitcast<f32>(w2[word / 4u][word % 4u]);
 }
 fn piece_chunk_scale(b: u32, row: u32, c: u32) -> f32 { return 1.0; }   // no chunk scales

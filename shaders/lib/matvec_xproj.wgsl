@@ -42,6 +42,14 @@ fn xproj_row_scale(o: u32) -> f32 {
   return piece_row_scale(2u, o - R - XN);
 }
 
+// Where block b's scales start in binding 6, in chunks: after its rows of row_chunks chunks
+// each (q8, q4: the row blocks are each their rows, then their scales).
+fn xproj_scales_at(b: u32, row_chunks: u32) -> u32 {
+  if (b == 1u) { return XB_OFF + XN * row_chunks; }
+  if (b == 2u) { return XC_OFF + XN * row_chunks; }
+  return p.N2 * row_chunks;
+}
+
 // Chunk c's scale of x_proj row o (q4: its group's; 1 for the other formats).
 fn xproj_chunk_scale(o: u32, c: u32) -> f32 {
   let R = p.N2;
@@ -68,6 +76,15 @@ fn xp_shares_at(P: u32, O4: u32) -> u32 {
   return MR * ((P + F - 1u) / F) * O4;
 }
 
+// The conv block's x_proj shares: this workgroup's index among the P blocks of CB channels, and
+// the O outputs, rows O4 long (O rounded up to a multiple of 4).
+struct XpShape { wg: u32, P: u32, O: u32, O4: u32 }
+fn xp_shape(wid: vec3<u32>, nwg: vec3<u32>) -> XpShape {
+  let CB = THREADS / TPR * RPT;          // the block's channels
+  let O = p.N2 + 2u * XN;
+  return XpShape(first_row(wid, nwg) / CB, (p.N + CB - 1u) / CB, O, (O + 3u) / 4u * 4u);
+}
+
 // A workgroup's rows, stored; a conv block's workgroup (wid.z == CONV_G) also its share of
 // every x_proj output, at y2[xp_shares_at + (m * P + wg) * O4 + o].
 fn conv_xproj_shares(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, sg: u32) {
@@ -92,10 +109,11 @@ fn conv_xproj_shares(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, sg: u32) {
     }
   }
   workgroupBarrier();
-  let wg = first_row(wid, nwg) / CB;
-  let P = (p.N + CB - 1u) / CB;
-  let O = p.N2 + 2u * XN;
-  let O4 = (O + 3u) / 4u * 4u;
+  let xs = xp_shape(wid, nwg);
+  let wg = xs.wg;
+  let P = xs.P;
+  let O = xs.O;
+  let O4 = xs.O4;
   let nc = CB / (4u * CV);               // chunks of each x_proj row in the block
   let c0 = first_row(wid, nwg) / (4u * CV);
   for (var o = lid; o < O; o += THREADS) {

@@ -38,15 +38,14 @@ fn matvec_forward_conv_xproj_gather(@builtin(workgroup_id) wid: vec3<u32>,
   if (!has_rows(wid, nwg)) { return; }  // uniform per workgroup
   conv_xproj_shares(wid, nwg, lid, sg);
   if (wid.z != CONV_G) { return; }      // the z block: no shares
-  let CB = THREADS / TPR * RPT;
-  let wg = first_row(wid, nwg) / CB;
-  let P = (p.N + CB - 1u) / CB;
+  let xs = xp_shape(wid, nwg);
+  let P = xs.P;
+  let O = xs.O;
+  let O4 = xs.O4;
   let F = max(XP_F, 1u);                 // XP_F > 0 here (the host's), never a division by 0
   let PG = (P + F - 1u) / F;
-  let O = p.N2 + 2u * XN;
-  let O4 = (O + 3u) / 4u * 4u;
   let SH = xp_shares_at(P, O4);
-  let g = wg / F;
+  let g = xs.wg / F;
   let s0 = g * F;
   let members = min(F, P - s0);
   let counts = SH + MR * P * O4;

@@ -28,6 +28,14 @@ def mamba_d64(tmp_path_factory):
     return folder
 
 
+class _Dev:
+    """What weight_format's rules read of a device: its storage bindings a stage, subgroups."""
+    has_subgroups = True
+
+    def __init__(self, bindings=16):
+        self.limits = {"maxStorageBuffersPerShaderStage": bindings}
+
+
 def _binds_10(engine):
     if engine.device.limits.get("maxStorageBuffersPerShaderStage", 8) < 10:
         pytest.skip("this adapter binds fewer than 10 storage buffers per stage")
@@ -83,19 +91,15 @@ def test_block_rules():
     rows within 512, 14 storage bindings."""
     from py_engine.ops import weight_format as wf
 
-    class _Dev:
-        limits = {"maxStorageBuffersPerShaderStage": 16}
-        has_subgroups = True
     assert wf.xproj_block(_Dev(), "f16", 768, [1536, 1536], 1, 80) is not None
     assert wf.xproj_block(_Dev(), "q4", 768, [1536, 1536], 1, 80) is None
     assert wf.xproj_block(_Dev(), "q8", 768, [1536, 1536], 1, 80) is None      # by rule, ungathered
     assert wf.xproj_block(_Dev(), "q8", 768, [1536, 1536], 1, 80, rule=False) == 16
     assert wf.xproj_block(_Dev(), "q4", 768, [1536, 1536], 1, 80, rule=False) is None
     assert wf.xproj_block(_Dev(), "f16", 768, [1536, 1536], 1, 600) is None
-    _Dev.limits = {"maxStorageBuffersPerShaderStage": 10}   # a Mac's Chrome: x_proj's rows packed
-    assert wf.xproj_block(_Dev(), "f16", 768, [1536, 1536], 1, 80) is not None
-    _Dev.limits = {"maxStorageBuffersPerShaderStage": 8}
-    assert wf.xproj_block(_Dev(), "f16", 768, [1536, 1536], 1, 80) is None
+    # a Mac's Chrome: x_proj's rows packed
+    assert wf.xproj_block(_Dev(10), "f16", 768, [1536, 1536], 1, 80) is not None
+    assert wf.xproj_block(_Dev(8), "f16", 768, [1536, 1536], 1, 80) is None
 
 
 def test_the_rule_takes_the_fold_where_the_shares_sum_is_short(monkeypatch):
@@ -106,9 +110,6 @@ def test_the_rule_takes_the_fold_where_the_shares_sum_is_short(monkeypatch):
     both."""
     from py_engine.ops import weight_format as wf
 
-    class _Dev:
-        limits = {"maxStorageBuffersPerShaderStage": 16}
-        has_subgroups = True
     dev = _Dev()
 
     def loads(I, O):
@@ -134,9 +135,6 @@ def test_the_folded_in_proj_takes_16_threads_a_row(monkeypatch):
     a row gave 192); a MAMBAWEB_MATVEC_PLAN entry for the shape still wins."""
     from py_engine.ops import weight_format as wf
 
-    class _Dev:
-        limits = {"maxStorageBuffersPerShaderStage": 16}
-        has_subgroups = True
     dev = _Dev()
     monkeypatch.delenv("MAMBAWEB_MATVEC_PLAN", raising=False)
     monkeypatch.delenv("MAMBAWEB_MATVEC_TPR", raising=False)
@@ -173,9 +171,6 @@ def test_group_sizes_and_the_rule(monkeypatch):
     1.4b fold fits the scan's loads (32 totals, not 256 shares)."""
     from py_engine.ops import weight_format as wf
 
-    class _Dev:
-        limits = {"maxStorageBuffersPerShaderStage": 16}
-        has_subgroups = True
     dev = _Dev()
     monkeypatch.delenv("MAMBAWEB_XPROJ_GATHER", raising=False)
     monkeypatch.delenv("MAMBAWEB_MATVEC_PLAN", raising=False)
