@@ -57,11 +57,11 @@
 #   bash tools/device/gpu_session.sh --gather   # ~9 min: Mamba-1's x_proj shares gathered in the
 #     in_proj dispatch, checked natively and through Dawn, timed at 1.4b (f16, q4) and 130m
 #     against the folds before (tools/ab_decode) (carry as for --dawn)
-#   bash tools/device/gpu_session.sh --gather-bench  # ~6 min: mamba-1.4b f16 through
-#     Dawn's bench, the gathered fold (the rule) against it off (carry as for --dawn)
+#   bash tools/device/gpu_session.sh --gather-bench [FMT]  # ~6 min: mamba-1.4b in FMT (f16)
+#     through Dawn's bench, the gathered fold (the rule) against it off (carry as for --dawn)
 #   bash tools/device/gpu_session.sh --curve    # ~8 min: a dependent read of 1-134 MB as one
 #     dispatch (tools/read_curve), the f16 mat-vecs of mamba-1.4b beside it, its f16 token
-#     kernel by kernel through Dawn, and its x_proj fold forced (carry as for --dawn)
+#     kernel by kernel through Dawn, and its x_proj shares gathered in groups of 8 (the rule), 4 and not at all (carry as for --dawn)
 #   bash tools/device/gpu_session.sh --table    # ~9 min: the README's GPU table through Dawn,
 #     its two bench commands as written there (Mamba-1 at 1.4b and 130m in four formats, then
 #     Mamba-2, Mamba-3 SISO and MIMO and the hybrid in f16 and q4) (carry as for --dawn)
@@ -244,9 +244,9 @@ if [ "${1:-}" = "--gather-bench" ]; then
   # mamba-1.4b with the gathered fold by rule against it off, judged against the read ceiling
   # the same process measures (the bench's model section)
   timeout 480 python3 -m tools.cli bench --dawn --json --only model --models mamba1_4b \
-    --weights f16 --decode-tokens 256 --max-seconds 2 --variant nogather:MAMBAWEB_XPROJ_GATHER=0 \
-    > "$OUT/gather_bench.json" 2> "$OUT/gather_bench.err"
-  stamp $? >> "$OUT/gather_bench.err"
+    --weights "${2:-f16}" --decode-tokens 256 --max-seconds 2 --variant nogather:MAMBAWEB_XPROJ_GATHER=0 \
+    > "$OUT/gather_bench_${2:-f16}.json" 2> "$OUT/gather_bench_${2:-f16}.err"
+  stamp $? >> "$OUT/gather_bench_${2:-f16}.err"
   exit 0
 fi
 if [ "${1:-}" = "--curve" ]; then
@@ -254,7 +254,7 @@ if [ "${1:-}" = "--curve" ]; then
   # what a dependent read of S MB costs as one dispatch (tools/read_curve: the floor any
   # mat-vec of that size meets), the f16 decode mat-vecs at the 1.4b shapes beside it
   # (tools/sweep_matvec, the engine's choices), where mamba-1.4b's f16 token goes kernel by
-  # kernel through Dawn (tools/profile_marginal), and Mamba-1's x_proj fold forced at 1.4b
+  # kernel through Dawn (tools/profile_marginal), and x_proj's gather group sizes at 1.4b
   timeout 90 python3 -m tools.read_curve --sizes 1,2,4,8.4,16.8,33.5,67,134 --chain 300 \
     > "$OUT/read_curve.txt" 2>&1
   stamp $? >> "$OUT/read_curve.txt"
@@ -266,7 +266,8 @@ if [ "${1:-}" = "--curve" ]; then
     --tokens 64 > "$OUT/marginal.txt" 2>&1
   stamp $? >> "$OUT/marginal.txt"
   timeout 130 python3 -m tools.ab_decode --dawn --models mamba1_4b --weights f16 --tokens 128 \
-    --rounds 2 --setting base:MAMBAWEB_FUSE_XPROJ=0 --setting fold:MAMBAWEB_FUSE_XPROJ=1 \
+    --rounds 2 --setting g8:MAMBAWEB_XPROJ_GATHER=8 --setting g4:MAMBAWEB_XPROJ_GATHER=4 \
+    --setting off:MAMBAWEB_XPROJ_GATHER=0 \
     > "$OUT/xproj_ab.txt" 2>&1
   stamp $? >> "$OUT/xproj_ab.txt"
   exit 0
