@@ -40,8 +40,8 @@
 #   bash tools/device/gpu_session.sh --mimo     # ~5 min: Mamba-3 MIMO's one-dispatch decode
 #     step checked natively and through Dawn in both forms, timed against the separate kernels
 #     (tools/ab_decode: mamba3_mimo_187m f16/q4) and profiled natively (carry as for --dawn)
-#   bash tools/device/gpu_session.sh --mamba1   # ~6 min: the table's mamba-1.4b rows alone,
-#     f32/f16/q8/q4 through Dawn (carry as for --dawn)
+#   bash tools/device/gpu_session.sh --mamba1 [FMTS]  # ~6 min: the table's mamba-1.4b rows
+#     alone, f32/f16/q8/q4 (or the formats FMTS, e.g. f16) through Dawn (carry as for --dawn)
 #   bash tools/device/gpu_session.sh --tiers    # ~5 min: Mamba-1's x_proj fold checked natively,
 #     through Dawn and natively on a device requested at 10 storage bindings; then every
 #     family's 130m-class decode through Dawn at 16 and at 10 bindings a shader stage
@@ -276,7 +276,7 @@ if [ "${1:-}" = "--mamba1" ]; then
   both_engines
   # the README table's mamba-1.4b rows alone (the GPU issue's targets), through Dawn
   timeout 450 python3 -m tools.cli bench --dawn --json --only model --models mamba1_4b \
-    --weights f32,f16,q8,q4 --decode-tokens 256 --max-seconds 2 \
+    --weights "${2:-f32,f16,q8,q4}" --decode-tokens 256 --max-seconds 2 \
     > "$OUT/mamba1_4b_dawn.json" 2> "$OUT/mamba1_4b_dawn.err"
   stamp $? >> "$OUT/mamba1_4b_dawn.err"
   exit 0
