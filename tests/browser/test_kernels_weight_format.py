@@ -97,12 +97,13 @@ def test_packed_blocks_in_one_dispatch(engine):
     check_pieces(engine, "q4", tpr=16, rpt=1, stage=True)
 
 
-@pytest.mark.parametrize("fmt,F", [("f16", 3), ("q8", 3), ("q4", 2)])
+@pytest.mark.parametrize("fmt,F", [("f32", 2), ("f16", 3), ("bf16", 8), ("q8", 3), ("q4", 2)])
 def test_xproj_shares_gathered_in_one_dispatch(engine, fmt, F):
     """Mamba-1's x_proj shares gathered inside the in_proj dispatch (lib/matvec_xproj_gather.wgsl:
     atomic words, a group's last workgroup adds up its shares), Tint's compile of it and of the
     plain fold, and SwiftShader's threads running its workgroups side by side: groups of 3 of 8
-    shares (q4: 2 of 4, its blocks being 32 channels). The grid:
+    shares (f32 in 2s, bf16 in one group of all 8; q4: 2 of 4, its blocks being 32 channels) --
+    every format's module, each compiled apart (shaders/matvec_<fmt>_gather.wgsl). The grid:
     tests/unit/test_xproj_fold_native.py."""
     check_gather(engine, fmt, F)
 
