@@ -404,14 +404,20 @@ def xproj_block(dev, fmt, K, Ns, M, O, rule=True):
     if cb % cv or Ns[0] % cv or M * cb > 64:
         return None
     if rule:
-        P, Q = -(-Ns[0] // cb), -(-O // 4)
+        P = -(-Ns[0] // cb)
         F = xproj_group(dev, M, O, P, fmt)
         if fmt not in XPROJ_RULE_FORMATS and not F:
             return None
         summed = -(-P // F) if F else P      # what the scan step sums: totals or shares
-        if -(-summed // (128 // Q)) > XPROJ_MAX_LOADS:
+        if scan_sum_loads(summed, O) > XPROJ_MAX_LOADS:
             return None
     return cb
+
+
+def scan_sum_loads(summed, O):
+    """Loads a thread of the scan step's sum of `summed` rows of O x_proj outputs (each read as
+    ceil(O / 4) vec4s, 128 threads sharing them: lib/selective_scan_step_body.wgsl)."""
+    return -(-summed // (128 // -(-O // 4)))
 
 
 # The shares' gathering (lib/matvec_xproj_gather.wgsl): a group's shares pass through the staged
@@ -447,8 +453,7 @@ def gather_rule(fmt, P, O):
     the plain fold by rule) gathered 0.539 against the plain fold's 0.462 (unfolded 0.482)."""
     if fmt not in XPROJ_RULE_FORMATS or P is None:
         return 0
-    Q = -(-O // 4)
-    return int(-(-P // (128 // Q)) > XPROJ_MAX_LOADS)
+    return int(scan_sum_loads(P, O) > XPROJ_MAX_LOADS)
 
 
 def xproj_words(M, P, F, O):

@@ -40,8 +40,10 @@
 #   bash tools/device/gpu_session.sh --mimo     # ~5 min: Mamba-3 MIMO's one-dispatch decode
 #     step checked natively and through Dawn in both forms, timed against the separate kernels
 #     (tools/ab_decode: mamba3_mimo_187m f16/q4) and profiled natively (carry as for --dawn)
-#   bash tools/device/gpu_session.sh --mamba1 [FMTS]  # ~6 min: the table's mamba-1.4b rows
-#     alone, f32/f16/q8/q4 (or the formats FMTS, e.g. f16) through Dawn (carry as for --dawn)
+#   bash tools/device/gpu_session.sh --mamba1 [FMTS [BENCH_ARGS...]]  # ~6 min: the table's
+#     mamba-1.4b rows alone, f32/f16/q8/q4 (or the formats FMTS, e.g. f16) through Dawn, the
+#     bench given BENCH_ARGS too (e.g. `f16 --variant nogather:MAMBAWEB_XPROJ_GATHER=0`: the
+#     gathered x_proj fold against it off) (carry as for --dawn)
 #   bash tools/device/gpu_session.sh --tiers    # ~5 min: Mamba-1's x_proj fold checked natively,
 #     through Dawn and natively on a device requested at 10 storage bindings; then every
 #     family's 130m-class decode through Dawn at 16 and at 10 bindings a shader stage
@@ -57,8 +59,6 @@
 #   bash tools/device/gpu_session.sh --gather   # ~9 min: Mamba-1's x_proj shares gathered in the
 #     in_proj dispatch, checked natively and through Dawn, timed at 1.4b (f16, q4) and 130m
 #     against the folds before (tools/ab_decode) (carry as for --dawn)
-#   bash tools/device/gpu_session.sh --gather-bench [FMT]  # ~6 min: mamba-1.4b in FMT (f16)
-#     through Dawn's bench, the gathered fold (the rule) against it off (carry as for --dawn)
 #   bash tools/device/gpu_session.sh --curve    # ~8 min: a dependent read of 1-134 MB as one
 #     dispatch (tools/read_curve), the f16 mat-vecs of mamba-1.4b beside it, its f16 token
 #     kernel by kernel through Dawn, and its x_proj shares gathered in groups of 8 (the rule), 4 and not at all (carry as for --dawn)
@@ -239,16 +239,6 @@ if [ "${1:-}" = "--gather" ]; then
   stamp $? >> "$OUT/gather_130m.txt"
   exit 0
 fi
-if [ "${1:-}" = "--gather-bench" ]; then
-  both_engines
-  # mamba-1.4b with the gathered fold by rule against it off, judged against the read ceiling
-  # the same process measures (the bench's model section)
-  timeout 480 python3 -m tools.cli bench --dawn --json --only model --models mamba1_4b \
-    --weights "${2:-f16}" --decode-tokens 256 --max-seconds 2 --variant nogather:MAMBAWEB_XPROJ_GATHER=0 \
-    > "$OUT/gather_bench_${2:-f16}.json" 2> "$OUT/gather_bench_${2:-f16}.err"
-  stamp $? >> "$OUT/gather_bench_${2:-f16}.err"
-  exit 0
-fi
 if [ "${1:-}" = "--curve" ]; then
   both_engines
   # what a dependent read of S MB costs as one dispatch (tools/read_curve: the floor any
@@ -276,7 +266,7 @@ if [ "${1:-}" = "--mamba1" ]; then
   both_engines
   # the README table's mamba-1.4b rows alone (the GPU issue's targets), through Dawn
   timeout 450 python3 -m tools.cli bench --dawn --json --only model --models mamba1_4b \
-    --weights "${2:-f32,f16,q8,q4}" --decode-tokens 256 --max-seconds 2 \
+    --weights "${2:-f32,f16,q8,q4}" --decode-tokens 256 --max-seconds 2 "${@:3}" \
     > "$OUT/mamba1_4b_dawn.json" 2> "$OUT/mamba1_4b_dawn.err"
   stamp $? >> "$OUT/mamba1_4b_dawn.err"
   exit 0
