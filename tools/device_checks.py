@@ -50,6 +50,11 @@ def decode_cases():
                 (lambda e, name=name, fmt=fmt: check_fused(e, fix / name, fmt, [1, 5, 9, 2, 7, 3]))
 
 
+def _same_outputs(a, b):
+    bad = [k for k in a if a[k] != b[k]]
+    assert not bad, f"outputs differ: {bad}"
+
+
 def fold_cases():
     from pathlib import Path
     from tests.browser.decode_fold_cases import (check_fold, check_gated, check_mamba3_lanes,
@@ -88,6 +93,13 @@ def fold_cases():
     for gather in (1, 4):
         yield f"decode x_proj gathered {gather} mamba1 d512 f16", \
             (lambda e, gather=gather: check_xproj(e, _random_model(512), "f16", gather=gather))
+    # x_proj's chunks loaded at the kernel's start (weight_format.xproj_early): the same bits
+    for fmt, F in (("f32", 2), ("f16", 3), ("q4", 2)):
+        yield f"decode x_proj gathered early kernel {fmt} groups of {F}", \
+            (lambda e, fmt=fmt, F=F: _same_outputs(check_gather(e, fmt, F),
+                                                   check_gather(e, fmt, F, early=True)))
+    yield "decode x_proj gathered early 1 mamba1 d512 f16", \
+        (lambda e: check_xproj(e, _random_model(512), "f16", gather=1, pin={"xproj_early": True}))
     # q8 (each share times its x_proj row's scale) and q4 (each chunk's terms times its
     # group's scale, two rows a thread): forced plain, and gathered
     for fmt in ("q8", "q4"):

@@ -456,6 +456,15 @@ def gather_rule(fmt, P, O):
     return int(scan_sum_loads(P, O) > XPROJ_MAX_LOADS)
 
 
+def xproj_early(dev):
+    """Whether Mamba-1's folded in_proj loads x_proj's chunks for its shares at the kernel's
+    start rather than after the rows are summed (XP_EARLY in lib/matvec_xproj.wgsl: the same
+    bits). `device.xproj_early` (tests), else MAMBAWEB_XPROJ_EARLY = 1 | 0 (bench variants),
+    else off: untimed on a GPU."""
+    from py_engine.ops.step_kernels import choose
+    return choose(dev, "xproj_early", "MAMBAWEB_XPROJ_EARLY", "1", "0", lambda: False)
+
+
 def xproj_words(M, P, F, O):
     """u32 words of the gathered fold's buffer (lib/matvec_xproj_gather.wgsl): totals [M, PG,
     O4], shares [M, P, O4], a count a group and the give-up count."""
@@ -636,7 +645,7 @@ def matvec(batch, x, ws, ys, M, bias=None, accumulate=False, tpr=None, conv=None
     u = dev.uniform(params(M, Ns[0], K, flags, len(ws), Ns[1], R, float(eps)))
     res[0] = u
     res[6], res[8] = rows[0], shares.binding
-    consts = dict(consts, XN=S, XB_OFF=rows[1], XC_OFF=rows[2])
+    consts = dict(consts, XN=S, XB_OFF=rows[1], XC_OFF=rows[2], XP_EARLY=int(xproj_early(dev)))
     if F:
         batch.run(f"matvec_{fmt}_gather", "matvec_forward_conv_xproj_gather", res + conv_res,
                   gx, gy, len(ws), constants=dict(consts, XP_F=F))

@@ -85,9 +85,37 @@ fn xp_shape(wid: vec3<u32>, nwg: vec3<u32>) -> XpShape {
   return XpShape(first_row(wid, nwg) / CB, (p.N + CB - 1u) / CB, O, (O + 3u) / 4u * 4u);
 }
 
+// x_proj's chunks of a thread's first output (o = lid) loaded at the kernel's start, beside
+// the store's addends (PREFETCH 3), rather than after in_proj's rows are summed and the conv
+// stored: the share's loads then ride with the weight stream instead of adding a memory wait
+// to the dispatch's tail (py_engine/ops/weight_format.xproj_early). The same chunks, summed in
+// the same order: the same bits. Up to XP_EARLY_CHUNKS chunks of a row a block (16 channels in
+// f32, 32 in f16/bf16, 64 in q8/q4); a larger block, or a thread's second output (O > THREADS),
+// loads as before.
+override XP_EARLY: bool = false;
+const XP_EARLY_CHUNKS = 4u;
+
+fn xp_early() -> bool {
+  return XP_EARLY && (THREADS / TPR * RPT) / (4u * CV) <= XP_EARLY_CHUNKS;
+}
+
+// Chunks 0 .. nc - 1 of x_proj row lid over this block's channels (zero where none is loaded).
+fn xp_early_load(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> array<Raw, 4> {   // 4: XP_EARLY_CHUNKS
+  var q: array<Raw, 4>;
+  if (!xp_early() || wid.z != CONV_G || lid >= p.N2 + 2u * XN) { return q; }
+  let nc = (THREADS / TPR * RPT) / (4u * CV);
+  let c0 = first_row(wid, nwg) / (4u * CV);
+  let last = p.N / (4u * CV) - 1u;
+  for (var c = 0u; c < XP_EARLY_CHUNKS; c++) {     // a constant count: the loads issued together
+    if (c < nc) { q[c] = xproj_row_chunk(lid, min(c0 + c, last)); }
+  }
+  return q;
+}
+
 // A workgroup's rows, stored; a conv block's workgroup (wid.z == CONV_G) also its share of
 // every x_proj output, at y2[xp_shares_at + (m * P + wg) * O4 + o].
 fn conv_xproj_shares(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, sg: u32) {
+  let early = xp_early_load(wid, nwg, lid);
   let cs = conv_sums(wid, nwg, lid, sg);
   let rs = cs.rs;
   let e = cs.e;
@@ -121,7 +149,8 @@ fn conv_xproj_shares(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, sg: u32) {
       var acc = 0.0;
       for (var c = 0u; c < nc; c++) {
         let cc = min(c0 + c, p.N / (4u * CV) - 1u);
-        let q = xproj_row_chunk(o, cc);
+        var q: Raw;
+        if (xp_early() && o == lid) { q = early[min(c, XP_EARLY_CHUNKS - 1u)]; } else { q = xproj_row_chunk(o, cc); }
         let s = xproj_chunk_scale(o, cc);   // 1 but for q4: each term times it, the same bits
         for (var v = 0u; v < CV; v++) {
           let ui = (m * CB) / 4u + c * CV + v;

@@ -108,6 +108,14 @@ def test_xproj_shares_gathered_in_one_dispatch(engine, fmt, F):
     check_gather(engine, fmt, F)
 
 
+@pytest.mark.parametrize("fmt", ["f32", "q4"])
+def test_xproj_chunks_loaded_early(engine, fmt):
+    """x_proj's chunks loaded at the kernel's start (XP_EARLY, weight_format.xproj_early): Tint's
+    compile of it (four chunks a block in f32, one in q4), gathered in groups of two. The same
+    bits as loaded late: tests/unit/test_xproj_fold_native.py."""
+    check_gather(engine, fmt, 2, early=True)
+
+
 def test_decode_matvec_prefetch_levels(engine):
     """The next trip's loads in flight while summing one (level 2; level 1 is its first half)."""
     check_staged(engine, "f16", 2, K=2304, seed=9, rows=(37, 8, 19), tpr=16, stage=False,

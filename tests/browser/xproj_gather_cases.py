@@ -18,6 +18,7 @@ gpu = runner("from py_engine.ops import weight_format as wf\n"
 CODE = """
 K, I, O, S, F, FMT = INFO
 dev.matvec_rpt = RPT                                 # q4: two rows a thread, 32-channel blocks
+dev.xproj_early = EARLY                              # x_proj's chunks loaded at the start
 pack_params(dev, [T['nw'], T['cw'], T['cb']])      # the conv fold reads them through one binding
 Q = [wf.quantize(b, T[n], FMT) for n in ('wx', 'wz', 'dt', 'xb', 'xc')]
 b.submit()
@@ -44,13 +45,16 @@ outs['shares'], outs['words'] = shares, words
 outs.update({f'q{i}': q for i, q in enumerate(Q) if FMT != 'f32'})
 info['P'], info['O4'] = P, O4
 dev.matvec_rpt = None
+dev.xproj_early = None
 """
 
 
-def check_gather(engine, fmt, F, K=64, I=128, R=4, S=16, seed=3, stale=False):
+def check_gather(engine, fmt, F, K=64, I=128, R=4, S=16, seed=3, stale=False, early=False):
     """stale: the first share word holds 1.0 before the dispatch, as a give-up's late store
     would leave it: the share store replaces it, the totals as always, nothing given up on.
-    q4 runs at two rows a thread (blocks of 32 channels: its groups)."""
+    q4 runs at two rows a thread (blocks of 32 channels: its groups). early: x_proj's chunks
+    loaded at the kernel's start (XP_EARLY in lib/matvec_xproj.wgsl). Returns the outputs'
+    bytes."""
     rng = np.random.default_rng(seed)
     O = R + 2 * S
 
@@ -62,6 +66,7 @@ def check_gather(engine, fmt, F, K=64, I=128, R=4, S=16, seed=3, stale=False):
     state = w(1, I, 4, scale=1.0)
     arrays.update(s0=state, s1=state.copy())
     code = (CODE.replace("INFO", repr((K, I, O, S, F, fmt))).replace("STALE", repr(stale))
+            .replace("EARLY", repr(early))
             .replace("RPT", repr(2 if fmt == "q4" else None)))
     outs, info = gpu(engine, code, **arrays)
     f32 = {k: np.frombuffer(v, np.float32) for k, v in outs.items()}
@@ -86,3 +91,4 @@ def check_gather(engine, fmt, F, K=64, I=128, R=4, S=16, seed=3, stale=False):
     got = totals.astype(np.float64).sum(axis=0)
     assert np.allclose(got, want, atol=1e-5 * max(1.0, np.abs(want).max()), rtol=1e-5), \
         np.abs(got - want).max()
+    return outs

@@ -157,6 +157,27 @@ def test_gathered_totals_are_the_groups_shares_in_order(engine, fmt, F):
     check_gather(engine, fmt, F)
 
 
+@pytest.mark.parametrize("fmt,F,R", [("f32", 2, 4), ("f16", 3, 4), ("bf16", 8, 4), ("q8", 3, 4),
+                                     ("q4", 2, 4), ("f16", 2, 300)])
+def test_early_xproj_loads_give_the_same_bits(engine, fmt, F, R):
+    """x_proj's chunks loaded at the kernel's start (XP_EARLY, weight_format.xproj_early) give
+    the plain and the gathered dispatch the same bits as loaded after the rows' sums: the
+    chunks of 4 (f32), 2 (f16, bf16) and 1 (q8, q4) a block; R 300 puts x_proj's 332 outputs
+    over the 256 threads, a thread's second output loading late."""
+    _binds_10(engine)
+    late = check_gather(engine, fmt, F, R=R)
+    early = check_gather(engine, fmt, F, R=R, early=True)
+    for k in ("u0", "z0", "u1", "z1", "shares", "words"):
+        assert late[k] == early[k], k
+
+
+def test_early_xproj_decode_equals_the_separate_dispatch(engine):
+    """Decode with the gathered fold's chunks loaded early: logits within 1e-5 and the greedy
+    tokens of the separate x_proj dispatch."""
+    _binds_10(engine)
+    check_xproj(engine, FIX / "mamba-d40-tied", "f16", gather=1, pin={"xproj_early": True})
+
+
 def test_a_stale_share_word_is_replaced(engine):
     """A share word left non-zero before the dispatch (what a reader's give-up and the late
     store after it leave): the store replaces it, the totals are as always."""

@@ -62,10 +62,11 @@
 #   bash tools/device/gpu_session.sh --curve    # ~8 min: a dependent read of 1-134 MB as one
 #     dispatch (tools/read_curve), the f16 mat-vecs of mamba-1.4b beside it, its f16 token
 #     kernel by kernel through Dawn, and its x_proj shares gathered in groups of 8 (the rule), 4 and not at all (carry as for --dawn)
-#   bash tools/device/gpu_session.sh --tune16   # ~9 min: mamba-1.4b f32 and f16 through Dawn
-#     (the table's rows), then f16's mat-vec plans side by side on one loaded model (tools/
-#     ab_decode: out_proj, in_proj and the LM head at other rows/threads a row/staging, the
-#     weights loaded trip by trip, x_proj gathered in groups of 4), then, if time is left, a
+#   bash tools/device/gpu_session.sh --tune16   # ~9 min: x_proj's early loads checked through
+#     Dawn, mamba-1.4b f32 and f16 through Dawn (the table's rows), then f16's mat-vec plans
+#     side by side on one loaded model (tools/ab_decode: out_proj, in_proj and the LM head at
+#     other rows/threads a row/staging, the weights loaded trip by trip, x_proj gathered in
+#     groups of 4, its chunks loaded early), then, if time is left, a
 #     dependent read of 1-134 MB as one dispatch (tools/read_curve) (carry as for --dawn)
 #   bash tools/device/gpu_session.sh --table    # ~9 min: the README's GPU table through Dawn,
 #     its two bench commands as written there (Mamba-1 at 1.4b and 130m in four formats, then
@@ -278,19 +279,23 @@ if [ "${1:-}" = "--mamba1" ]; then
 fi
 if [ "${1:-}" = "--tune16" ]; then
   both_engines
-  timeout 280 python3 -m tools.cli bench --dawn --json --only model --models mamba1_4b \
-    --weights f32,f16 --decode-tokens 256 --max-seconds 2 \
+  # x_proj's chunks loaded early (weight_format.xproj_early): the same bits, checked first
+  timeout 70 python3 -m tools.device_checks --engine dawn --only "early" > "$OUT/checks_early_dawn.txt" 2>&1
+  stamp $? >> "$OUT/checks_early_dawn.txt"
+  timeout 230 python3 -m tools.cli bench --dawn --json --only model --models mamba1_4b \
+    --weights f32,f16 --decode-tokens 128 --max-seconds 1 \
     > "$OUT/mamba1_4b_dawn.json" 2> "$OUT/mamba1_4b_dawn.err"
   stamp $? >> "$OUT/mamba1_4b_dawn.err"
   # f16's mat-vecs at other plans (rule at 1.4b: in_proj 1/16/staged, out_proj 1/64/unstaged,
   # LM head 4/16/staged; RPT/TPR/STAGE as weight_format.planned reads them)
   P=MAMBAWEB_MATVEC_PLAN
-  timeout 220 python3 -m tools.ab_decode --dawn --models mamba1_4b --weights f16 --tokens 128 \
+  timeout 200 python3 -m tools.ab_decode --dawn --models mamba1_4b --weights f16 --tokens 128 \
     --rounds 2 --setting base:MAMBAWEB_MATVEC_PREFETCH=3 \
     --setting o32s:$P=f16:2048x4096=1/32/1 --setting o128:$P=f16:2048x4096=1/128/0 \
     --setting o2r:$P=f16:2048x4096=2/64/0 --setting i32:$P=f16:4096x2048=1/32/1 \
     --setting i2r:$P=f16:4096x2048=2/16/1 --setting h2:$P=f16:50280x2048=2/16/1 \
     --setting pf0:MAMBAWEB_MATVEC_PREFETCH=0 --setting g4:MAMBAWEB_XPROJ_GATHER=4 \
+    --setting early:MAMBAWEB_XPROJ_EARLY=1 --setting base2:MAMBAWEB_MATVEC_PREFETCH=3 \
     > "$OUT/tune16_ab.txt" 2>&1
   stamp $? >> "$OUT/tune16_ab.txt"
   if [ $(( $(date +%s) - T0 )) -lt 470 ]; then
