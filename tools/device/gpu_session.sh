@@ -62,8 +62,8 @@
 #   bash tools/device/gpu_session.sh --curve    # ~8 min: a dependent read of 1-134 MB as one
 #     dispatch (tools/read_curve), the f16 mat-vecs of mamba-1.4b beside it, its f16 token
 #     kernel by kernel through Dawn, and its x_proj shares gathered in groups of 8 (the rule), 4 and not at all (carry as for --dawn)
-#   bash tools/device/gpu_session.sh --tune16   # ~9 min: x_proj's early loads checked through
-#     Dawn, mamba-1.4b f32 and f16 through Dawn (the table's rows), then f16's mat-vec plans
+#   bash tools/device/gpu_session.sh --tune16   # ~6 min: x_proj's early loads checked through
+#     Dawn, mamba-1.4b f16 through Dawn (the table's row), then its mat-vec plans
 #     side by side on one loaded model (tools/ab_decode: out_proj, in_proj and the LM head at
 #     other rows/threads a row/staging, the weights loaded trip by trip, x_proj gathered in
 #     groups of 4, its chunks loaded early), then, if time is left, a
@@ -282,8 +282,8 @@ if [ "${1:-}" = "--tune16" ]; then
   # x_proj's chunks loaded early (weight_format.xproj_early): the same bits, checked first
   timeout 70 python3 -m tools.device_checks --engine dawn --only "early" > "$OUT/checks_early_dawn.txt" 2>&1
   stamp $? >> "$OUT/checks_early_dawn.txt"
-  timeout 230 python3 -m tools.cli bench --dawn --json --only model --models mamba1_4b \
-    --weights f32,f16 --decode-tokens 128 --max-seconds 1 \
+  timeout 150 python3 -m tools.cli bench --dawn --json --only model --models mamba1_4b \
+    --weights f16 --decode-tokens 128 --max-seconds 1 \
     > "$OUT/mamba1_4b_dawn.json" 2> "$OUT/mamba1_4b_dawn.err"
   stamp $? >> "$OUT/mamba1_4b_dawn.err"
   # f16's mat-vecs at other plans (rule at 1.4b: in_proj 1/16/staged, out_proj 1/64/unstaged,
