@@ -336,12 +336,27 @@ def planned(fmt, N, K):
     return None
 
 
+# Per-shape plans (RPT, TPR, STAGE: planned's slots) measured end to end where the rules'
+# choice lost, for that format and shape only (not under MAMBAWEB_MATVEC_RULE=older; a
+# MAMBAWEB_MATVEC_PLAN entry for the shape wins). f16 2,048 x 4,096 (mamba-1.4b's out_proj):
+# two rows a thread at 64 threads a row, unstaged (256 workgroups, the x vec4s loaded once for
+# both rows), where the rule gives one row at 64 (512 workgroups). Through Dawn on an H100, one
+# process, one loaded model (`tools/device/gpu_session.sh --tune16`, 2026-12-06: tools/ab_decode
+# --tokens 128 --rounds 2), GPU ms a token best of two: 1.846 against the rule's 1.896 and
+# 1.902 (a second identical setting); 32 threads staged 1.903, 128 unstaged 1.961. (The H200's
+# native chain sweep of 2026-12-01 had the kernel alone 5% faster at one row a thread: 11.1
+# against 11.7 us.)
+SHAPE_PLANS = {("f16", 2048, 4096): (2, 64, False)}
+
+
 def choices(dev, fmt, K, N, M, G=1, rpt=None, tpr=None, stage=None, xproj=False):
     """(rpt, tpr, staged) of a decode mat-vec over G matrices of up to N rows by K inputs and M
-    x rows: the values given win, then MAMBAWEB_MATVEC_PLAN's entry for (fmt, N, K), then the
-    rules (rows_per_thread, rows_per_thread_group, stage_x). xproj: Mamba-1's in_proj with
-    x_proj's shares folded in (matvec's xproj)."""
+    x rows: the values given win, then MAMBAWEB_MATVEC_PLAN's entry for (fmt, N, K), then
+    SHAPE_PLANS', then the rules (rows_per_thread, rows_per_thread_group, stage_x). xproj:
+    Mamba-1's in_proj with x_proj's shares folded in (matvec's xproj)."""
     plan = planned(fmt, N, K)
+    if plan is None:
+        plan = SHAPE_PLANS.get((rules_of(fmt), N, K))
     if plan is not None:                      # a bench variant's per-matrix choice
         rpt, tpr = rpt or plan[0], tpr or plan[1]
         stage = plan[2] if stage is None else stage
@@ -460,9 +475,12 @@ def xproj_early(dev):
     """Whether Mamba-1's folded in_proj loads x_proj's chunks for its shares at the kernel's
     start rather than after the rows are summed (XP_EARLY in lib/matvec_xproj.wgsl: the same
     bits). `device.xproj_early` (tests), else MAMBAWEB_XPROJ_EARLY = 1 | 0 (bench variants),
-    else off: untimed on a GPU."""
+    else on. Through Dawn on an H100, one process, one loaded model (`tools/device/
+    gpu_session.sh --tune16`, 2026-12-06: tools/ab_decode --tokens 128 --rounds 2), mamba-1.4b
+    f16 (gathered fold) GPU ms a token best of two: 1.842 with, 1.896 and 1.902 without (two
+    identical settings): a memory wait off the dispatch's tail, 1.1 us a layer."""
     from py_engine.ops.step_kernels import choose
-    return choose(dev, "xproj_early", "MAMBAWEB_XPROJ_EARLY", "1", "0", lambda: False)
+    return choose(dev, "xproj_early", "MAMBAWEB_XPROJ_EARLY", "1", "0", lambda: True)
 
 
 def xproj_words(M, P, F, O):

@@ -107,7 +107,7 @@ def test_plan_refuses_what_the_kernel_cannot_run(monkeypatch, bad):
     # the chain sweep's fastest (or within a few %) per shape, H200, 2026-12-01
     ("f16", 2, 4096, 2048, (1, 16, True)),      # mamba-1.4b in_proj (x and z halves, conv)
     ("q4", 2, 4096, 2048, (2, 16, True)),
-    ("f16", 1, 2048, 4096, (1, 64, False)),     # its out_proj
+    ("f16", 1, 2048, 4096, (1, 64, False)),     # its out_proj (the rule; SHAPE_PLANS: 2/64)
     ("q4", 1, 2048, 4096, (2, 64, True)),
     ("f16", 1, 160, 4096, (1, 256, False)),     # its x_proj
     ("q4", 1, 50280, 2048, (4, 16, True)),      # the LM head
@@ -123,6 +123,24 @@ def test_rules_per_shape(fmt, G, N, K, want):
     rpt = wf.rows_per_thread(d, N, 1, fmt=fmt)
     tpr = wf.rows_per_thread_group(fmt, K, N, rpt, d, G)
     assert (rpt, tpr, wf.stage_x(d, 1, None, fmt, N, tpr)) == want
+
+
+def test_shape_plans_take_their_shape_only(monkeypatch):
+    """SHAPE_PLANS: mamba-1.4b's f16 out_proj (2,048 x 4,096) at two rows a thread, 64 threads a
+    row, unstaged -- that format and shape only; a MAMBAWEB_MATVEC_PLAN entry for it wins, and
+    MAMBAWEB_MATVEC_RULE=older gives the rule before."""
+    d = _Dev()
+    monkeypatch.delenv("MAMBAWEB_MATVEC_PLAN", raising=False)
+    assert wf.choices(d, "f16", 4096, 2048, 1) == (2, 64, False)
+    assert wf.choices(d, "bf16", 4096, 2048, 1) == (1, 64, False)
+    assert wf.choices(d, "f32", 4096, 2048, 1) == (1, 64, False)
+    assert wf.choices(d, "f16", 2048, 4096, 1, 2) == (1, 16, True)       # in_proj: the rule
+    assert wf.choices(d, "f16", 4096, 2048, 2) == (2, 64, False)         # two sequences: RPT*M 4
+    monkeypatch.setenv("MAMBAWEB_MATVEC_PLAN", "f16:2048x4096=1/64/0")
+    assert wf.choices(d, "f16", 4096, 2048, 1) == (1, 64, False)
+    monkeypatch.delenv("MAMBAWEB_MATVEC_PLAN")
+    monkeypatch.setenv("MAMBAWEB_MATVEC_RULE", "older")
+    assert wf.choices(d, "f16", 4096, 2048, 1) == _rule_before("f16", 4096, 2048, 1, 1)
 
 
 def test_groups_count_every_matrix_of_the_call():

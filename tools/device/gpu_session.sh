@@ -68,6 +68,10 @@
 #     other rows/threads a row/staging, the weights loaded trip by trip, x_proj gathered in
 #     groups of 4, its chunks loaded early), then, if time is left, a
 #     dependent read of 1-134 MB as one dispatch (tools/read_curve) (carry as for --dawn)
+#   bash tools/device/gpu_session.sh --confirm  # ~5 min: mamba-1.4b f16 and f32 through Dawn
+#     under the rules (x_proj's chunks loaded early, f16's out_proj at two rows a thread), then
+#     f16 side by side on one loaded model: the rules, the rules before them, and the weights'
+#     addends loaded as summed (PREFETCH 0) (carry as for --dawn)
 #   bash tools/device/gpu_session.sh --table    # ~9 min: the README's GPU table through Dawn,
 #     its two bench commands as written there (Mamba-1 at 1.4b and 130m in four formats, then
 #     Mamba-2, Mamba-3 SISO and MIMO and the hybrid in f16 and q4) (carry as for --dawn)
@@ -303,6 +307,20 @@ if [ "${1:-}" = "--tune16" ]; then
       > "$OUT/read_curve.txt" 2>&1
     stamp $? >> "$OUT/read_curve.txt"
   fi
+  exit 0
+fi
+if [ "${1:-}" = "--confirm" ]; then
+  both_engines
+  timeout 230 python3 -m tools.cli bench --dawn --json --only model --models mamba1_4b \
+    --weights f16,f32 --decode-tokens 128 --max-seconds 1 \
+    > "$OUT/mamba1_4b_dawn.json" 2> "$OUT/mamba1_4b_dawn.err"
+  stamp $? >> "$OUT/mamba1_4b_dawn.err"
+  timeout 160 python3 -m tools.ab_decode --dawn --models mamba1_4b --weights f16 --tokens 128 \
+    --rounds 2 --setting rule:MAMBAWEB_XPROJ_EARLY=1 \
+    --setting before:MAMBAWEB_XPROJ_EARLY=0,MAMBAWEB_MATVEC_PLAN=f16:2048x4096=1/64/0 \
+    --setting pf0:MAMBAWEB_MATVEC_PREFETCH=0 --setting rule2:MAMBAWEB_XPROJ_EARLY=1 \
+    > "$OUT/confirm_ab.txt" 2>&1
+  stamp $? >> "$OUT/confirm_ab.txt"
   exit 0
 fi
 if [ "${1:-}" = "--table" ]; then
