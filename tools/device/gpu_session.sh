@@ -68,7 +68,7 @@
 #     other rows/threads a row/staging, the weights loaded trip by trip, x_proj gathered in
 #     groups of 4, its chunks loaded early), then, if time is left, a
 #     dependent read of 1-134 MB as one dispatch (tools/read_curve) (carry as for --dawn)
-#   bash tools/device/gpu_session.sh --confirm  # ~5 min: mamba-1.4b f16 and f32 through Dawn
+#   bash tools/device/gpu_session.sh --confirm  # ~4 min: mamba-1.4b f16 through Dawn
 #     under the rules (x_proj's chunks loaded early, f16's out_proj at two rows a thread), then
 #     f16 side by side on one loaded model: the rules, the rules before them, and the weights'
 #     addends loaded as summed (PREFETCH 0) (carry as for --dawn)
@@ -311,8 +311,8 @@ if [ "${1:-}" = "--tune16" ]; then
 fi
 if [ "${1:-}" = "--confirm" ]; then
   both_engines
-  timeout 230 python3 -m tools.cli bench --dawn --json --only model --models mamba1_4b \
-    --weights f16,f32 --decode-tokens 128 --max-seconds 1 \
+  timeout 150 python3 -m tools.cli bench --dawn --json --only model --models mamba1_4b \
+    --weights f16 --decode-tokens 128 --max-seconds 1 \
     > "$OUT/mamba1_4b_dawn.json" 2> "$OUT/mamba1_4b_dawn.err"
   stamp $? >> "$OUT/mamba1_4b_dawn.err"
   timeout 160 python3 -m tools.ab_decode --dawn --models mamba1_4b --weights f16 --tokens 128 \
