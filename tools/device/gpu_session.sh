@@ -117,6 +117,25 @@ tiers_ab() {
     --setting t10:MAMBAWEB_STORAGE_BINDINGS=10 > "$OUT/$1.txt" 2>&1
   stamp $? >> "$OUT/$1.txt"
 }
+# bench_1_4b SECONDS FMTS TOKENS MAX_SECONDS [BENCH_ARGS...]: mamba-1.4b through Dawn in the
+# formats FMTS, into $OUT/mamba1_4b_dawn.json (the README table's rows: the GPU issue's targets)
+bench_1_4b() {
+  timeout "$1" python3 -m tools.cli bench --dawn --json --only model --models mamba1_4b \
+    --weights "$2" --decode-tokens "$3" --max-seconds "$4" "${@:5}" \
+    > "$OUT/mamba1_4b_dawn.json" 2> "$OUT/mamba1_4b_dawn.err"
+  stamp $? >> "$OUT/mamba1_4b_dawn.err"
+}
+# ab_1_4b NAME SECONDS SETTING...: mamba-1.4b f16 through Dawn, the settings side by side on one
+# loaded model (tools/ab_decode, 128 tokens, two rounds), into $OUT/NAME.txt
+ab_1_4b() {
+  local name=$1 secs=$2
+  shift 2
+  local args=()
+  for s in "$@"; do args+=(--setting "$s"); done
+  timeout "$secs" python3 -m tools.ab_decode --dawn --models mamba1_4b --weights f16 \
+    --tokens 128 --rounds 2 "${args[@]}" > "$OUT/$name.txt" 2>&1
+  stamp $? >> "$OUT/$name.txt"
+}
 if [ "${1:-}" = "--prefill" ]; then
   both_engines
   # the prefill's GEMMs (kk and scalar-staged), scan and conv alone, through each backend
@@ -265,20 +284,14 @@ if [ "${1:-}" = "--curve" ]; then
   timeout 170 python3 -m tools.profile_marginal --dawn --models mamba1_4b --weights f16 \
     --tokens 64 > "$OUT/marginal.txt" 2>&1
   stamp $? >> "$OUT/marginal.txt"
-  timeout 130 python3 -m tools.ab_decode --dawn --models mamba1_4b --weights f16 --tokens 128 \
-    --rounds 2 --setting g8:MAMBAWEB_XPROJ_GATHER=8 --setting g4:MAMBAWEB_XPROJ_GATHER=4 \
-    --setting off:MAMBAWEB_XPROJ_GATHER=0 \
-    > "$OUT/xproj_ab.txt" 2>&1
-  stamp $? >> "$OUT/xproj_ab.txt"
+  ab_1_4b xproj_ab 130 g8:MAMBAWEB_XPROJ_GATHER=8 g4:MAMBAWEB_XPROJ_GATHER=4 \
+    off:MAMBAWEB_XPROJ_GATHER=0
   exit 0
 fi
 if [ "${1:-}" = "--mamba1" ]; then
   both_engines
   # the README table's mamba-1.4b rows alone (the GPU issue's targets), through Dawn
-  timeout 450 python3 -m tools.cli bench --dawn --json --only model --models mamba1_4b \
-    --weights "${2:-f32,f16,q8,q4}" --decode-tokens 256 --max-seconds 2 "${@:3}" \
-    > "$OUT/mamba1_4b_dawn.json" 2> "$OUT/mamba1_4b_dawn.err"
-  stamp $? >> "$OUT/mamba1_4b_dawn.err"
+  bench_1_4b 450 "${2:-f32,f16,q8,q4}" 256 2 "${@:3}"
   exit 0
 fi
 if [ "${1:-}" = "--tune16" ]; then
@@ -286,22 +299,15 @@ if [ "${1:-}" = "--tune16" ]; then
   # x_proj's chunks loaded early (weight_format.xproj_early): the same bits, checked first
   timeout 70 python3 -m tools.device_checks --engine dawn --only "early" > "$OUT/checks_early_dawn.txt" 2>&1
   stamp $? >> "$OUT/checks_early_dawn.txt"
-  timeout 150 python3 -m tools.cli bench --dawn --json --only model --models mamba1_4b \
-    --weights f16 --decode-tokens 128 --max-seconds 1 \
-    > "$OUT/mamba1_4b_dawn.json" 2> "$OUT/mamba1_4b_dawn.err"
-  stamp $? >> "$OUT/mamba1_4b_dawn.err"
+  bench_1_4b 150 f16 128 1
   # f16's mat-vecs at other plans (rule at 1.4b: in_proj 1/16/staged, out_proj 1/64/unstaged,
   # LM head 4/16/staged; RPT/TPR/STAGE as weight_format.planned reads them)
   P=MAMBAWEB_MATVEC_PLAN
-  timeout 200 python3 -m tools.ab_decode --dawn --models mamba1_4b --weights f16 --tokens 128 \
-    --rounds 2 --setting base:MAMBAWEB_MATVEC_PREFETCH=3 \
-    --setting o32s:$P=f16:2048x4096=1/32/1 --setting o128:$P=f16:2048x4096=1/128/0 \
-    --setting o2r:$P=f16:2048x4096=2/64/0 --setting i32:$P=f16:4096x2048=1/32/1 \
-    --setting i2r:$P=f16:4096x2048=2/16/1 --setting h2:$P=f16:50280x2048=2/16/1 \
-    --setting pf0:MAMBAWEB_MATVEC_PREFETCH=0 --setting g4:MAMBAWEB_XPROJ_GATHER=4 \
-    --setting early:MAMBAWEB_XPROJ_EARLY=1 --setting base2:MAMBAWEB_MATVEC_PREFETCH=3 \
-    > "$OUT/tune16_ab.txt" 2>&1
-  stamp $? >> "$OUT/tune16_ab.txt"
+  ab_1_4b tune16_ab 200 base:MAMBAWEB_MATVEC_PREFETCH=3 \
+    o32s:$P=f16:2048x4096=1/32/1 o128:$P=f16:2048x4096=1/128/0 o2r:$P=f16:2048x4096=2/64/0 \
+    i32:$P=f16:4096x2048=1/32/1 i2r:$P=f16:4096x2048=2/16/1 h2:$P=f16:50280x2048=2/16/1 \
+    pf0:MAMBAWEB_MATVEC_PREFETCH=0 g4:MAMBAWEB_XPROJ_GATHER=4 early:MAMBAWEB_XPROJ_EARLY=1 \
+    base2:MAMBAWEB_MATVEC_PREFETCH=3
   if [ $(( $(date +%s) - T0 )) -lt 470 ]; then
     timeout 80 python3 -m tools.read_curve --sizes 1,2,4,8.4,16.8,33.5,67,134 --chain 300 \
       > "$OUT/read_curve.txt" 2>&1
@@ -311,16 +317,10 @@ if [ "${1:-}" = "--tune16" ]; then
 fi
 if [ "${1:-}" = "--confirm" ]; then
   both_engines
-  timeout 150 python3 -m tools.cli bench --dawn --json --only model --models mamba1_4b \
-    --weights f16 --decode-tokens 128 --max-seconds 1 \
-    > "$OUT/mamba1_4b_dawn.json" 2> "$OUT/mamba1_4b_dawn.err"
-  stamp $? >> "$OUT/mamba1_4b_dawn.err"
-  timeout 160 python3 -m tools.ab_decode --dawn --models mamba1_4b --weights f16 --tokens 128 \
-    --rounds 2 --setting rule:MAMBAWEB_XPROJ_EARLY=1 \
-    --setting before:MAMBAWEB_XPROJ_EARLY=0,MAMBAWEB_MATVEC_PLAN=f16:2048x4096=1/64/0 \
-    --setting pf0:MAMBAWEB_MATVEC_PREFETCH=0 --setting rule2:MAMBAWEB_XPROJ_EARLY=1 \
-    > "$OUT/confirm_ab.txt" 2>&1
-  stamp $? >> "$OUT/confirm_ab.txt"
+  bench_1_4b 150 f16 128 1
+  ab_1_4b confirm_ab 160 rule:MAMBAWEB_XPROJ_EARLY=1 \
+    before:MAMBAWEB_XPROJ_EARLY=0,MAMBAWEB_MATVEC_PLAN=f16:2048x4096=1/64/0 \
+    pf0:MAMBAWEB_MATVEC_PREFETCH=0 rule2:MAMBAWEB_XPROJ_EARLY=1
   exit 0
 fi
 if [ "${1:-}" = "--table" ]; then
