@@ -50,16 +50,11 @@ def decode_cases():
                 (lambda e, name=name, fmt=fmt: check_fused(e, fix / name, fmt, [1, 5, 9, 2, 7, 3]))
 
 
-def _same_outputs(a, b):
-    bad = [k for k in a if a[k] != b[k]]
-    assert not bad, f"outputs differ: {bad}"
-
-
 def fold_cases():
     from pathlib import Path
     from tests.browser.decode_fold_cases import (check_fold, check_gated, check_mamba3_lanes,
                                                  check_relu2, check_xproj)
-    from tests.browser.xproj_gather_cases import check_gather
+    from tests.browser.xproj_gather_cases import check_early_same_bits, check_gather
     repo = Path(__file__).resolve().parents[1]
     for folder, fmt in ((repo / "tests" / "fixtures" / "models" / "mamba2-g1-tied", "f32"),
                         (repo / "models" / "default", "f32"), (repo / "models" / "default", "q4")):
@@ -96,8 +91,7 @@ def fold_cases():
     # x_proj's chunks loaded at the kernel's start (weight_format.xproj_early): the same bits
     for fmt, F in (("f32", 2), ("f16", 3), ("q4", 2)):
         yield f"decode x_proj gathered early kernel {fmt} groups of {F}", \
-            (lambda e, fmt=fmt, F=F: _same_outputs(check_gather(e, fmt, F),
-                                                   check_gather(e, fmt, F, early=True)))
+            (lambda e, fmt=fmt, F=F: check_early_same_bits(e, fmt, F))
     yield "decode x_proj gathered early 1 mamba1 d512 f16", \
         (lambda e: check_xproj(e, _random_model(512), "f16", gather=1, pin={"xproj_early": True}))
     # q8 (each share times its x_proj row's scale) and q4 (each chunk's terms times its

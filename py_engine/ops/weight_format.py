@@ -355,8 +355,8 @@ def choices(dev, fmt, K, N, M, G=1, rpt=None, tpr=None, stage=None, xproj=False)
     SHAPE_PLANS', then the rules (rows_per_thread, rows_per_thread_group, stage_x). xproj:
     Mamba-1's in_proj with x_proj's shares folded in (matvec's xproj)."""
     plan = planned(fmt, N, K)
-    if plan is None:
-        plan = SHAPE_PLANS.get((rules_of(fmt), N, K))
+    if plan is None and rules_of(fmt) == fmt:     # not under MAMBAWEB_MATVEC_RULE=older
+        plan = SHAPE_PLANS.get((fmt, N, K))
     if plan is not None:                      # a bench variant's per-matrix choice
         rpt, tpr = rpt or plan[0], tpr or plan[1]
         stage = plan[2] if stage is None else stage

@@ -95,19 +95,22 @@ fn xp_shape(wid: vec3<u32>, nwg: vec3<u32>) -> XpShape {
 override XP_EARLY: bool = false;
 const XP_EARLY_CHUNKS = 4u;
 
-fn xp_early() -> bool {
-  return XP_EARLY && (THREADS / TPR * RPT) / (4u * CV) <= XP_EARLY_CHUNKS;
-}
+// Chunks of each x_proj row over a block's CB = THREADS / TPR * RPT channels.
+fn xp_chunks() -> u32 { return (THREADS / TPR * RPT) / (4u * CV); }
 
-// Chunks 0 .. nc - 1 of x_proj row lid over this block's channels (zero where none is loaded).
+// The block's chunk c of an x_proj row (c0: the block's first), clamped to the row's last (a
+// ragged last block loads a chunk it never sums).
+fn xp_chunk_at(c0: u32, c: u32) -> u32 { return min(c0 + c, p.N / (4u * CV) - 1u); }
+
+fn xp_early() -> bool { return XP_EARLY && xp_chunks() <= XP_EARLY_CHUNKS; }
+
+// The block's chunks of x_proj row lid (zero where none is loaded).
 fn xp_early_load(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> array<Raw, 4> {   // 4: XP_EARLY_CHUNKS
   var q: array<Raw, 4>;
-  if (!xp_early() || wid.z != CONV_G || lid >= p.N2 + 2u * XN) { return q; }
-  let nc = (THREADS / TPR * RPT) / (4u * CV);
+  if (!xp_early() || wid.z != CONV_G || lid >= xp_shape(wid, nwg).O) { return q; }
   let c0 = first_row(wid, nwg) / (4u * CV);
-  let last = p.N / (4u * CV) - 1u;
   for (var c = 0u; c < XP_EARLY_CHUNKS; c++) {     // a constant count: the loads issued together
-    if (c < nc) { q[c] = xproj_row_chunk(lid, min(c0 + c, last)); }
+    if (c < xp_chunks()) { q[c] = xproj_row_chunk(lid, xp_chunk_at(c0, c)); }
   }
   return q;
 }
@@ -142,15 +145,14 @@ fn conv_xproj_shares(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, sg: u32) {
   let P = xs.P;
   let O = xs.O;
   let O4 = xs.O4;
-  let nc = CB / (4u * CV);               // chunks of each x_proj row in the block
   let c0 = first_row(wid, nwg) / (4u * CV);
   for (var o = lid; o < O; o += THREADS) {
     for (var m = 0u; m < MR; m++) {
       var acc = 0.0;
-      for (var c = 0u; c < nc; c++) {
-        let cc = min(c0 + c, p.N / (4u * CV) - 1u);
+      for (var c = 0u; c < xp_chunks(); c++) {
+        let cc = xp_chunk_at(c0, c);
         var q: Raw;
-        if (xp_early() && o == lid) { q = early[min(c, XP_EARLY_CHUNKS - 1u)]; } else { q = xproj_row_chunk(o, cc); }
+        if (xp_early() && o == lid) { q = early[c]; } else { q = xproj_row_chunk(o, cc); }
         let s = xproj_chunk_scale(o, cc);   // 1 but for q4: each term times it, the same bits
         for (var v = 0u; v < CV; v++) {
           let ui = (m * CB) / 4u + c * CV + v;

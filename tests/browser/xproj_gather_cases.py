@@ -92,3 +92,12 @@ def check_gather(engine, fmt, F, K=64, I=128, R=4, S=16, seed=3, stale=False, ea
     assert np.allclose(got, want, atol=1e-5 * max(1.0, np.abs(want).max()), rtol=1e-5), \
         np.abs(got - want).max()
     return outs
+
+
+def check_early_same_bits(engine, fmt, F, R=4):
+    """x_proj's chunks loaded at the kernel's start (XP_EARLY) against loaded after the rows'
+    sums: every output of check_gather's plain and gathered dispatches the same bytes."""
+    late = check_gather(engine, fmt, F, R=R)
+    early = check_gather(engine, fmt, F, R=R, early=True)
+    differ = [k for k in late if late[k] != early[k]]
+    assert not differ, f"outputs differ with the chunks loaded early: {differ}"

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tests.browser.decode_fold_cases import RUN, check_xproj
-from tests.browser.xproj_gather_cases import check_gather
+from tests.browser.xproj_gather_cases import check_early_same_bits, check_gather
 from tests.conftest import REPO
 from tests.native_support import engine, native as pytestmark  # noqa: F401
 
@@ -165,10 +165,7 @@ def test_early_xproj_loads_give_the_same_bits(engine, fmt, F, R):
     threads, a thread's second output loading late (q4's one chunk a block: the browser test
     and device_checks)."""
     _binds_10(engine)
-    late = check_gather(engine, fmt, F, R=R)
-    early = check_gather(engine, fmt, F, R=R, early=True)
-    for k in ("u0", "z0", "u1", "z1", "shares", "words"):
-        assert late[k] == early[k], k
+    check_early_same_bits(engine, fmt, F, R=R)
 
 
 def test_early_xproj_decode_equals_the_separate_dispatch(engine):
