@@ -375,8 +375,8 @@ XPROJ_FORMATS = ("f32", "f16", "bf16", "q8", "q4")   # whole 16-byte chunks of o
 CHUNK_VALUES = {"f32": 4, "f16": 8, "bf16": 8, "q8": 16, "q4": 32}
 # The formats whose fold the rule takes unforced and ungathered (where XPROJ_MAX_LOADS allows),
 # as measured; q8's (its share sums times each x_proj row's scale) and q4's (each chunk's terms
-# times its group's scale; blocks of 32 channels: two rows a thread) only forced or gathered,
-# until a GPU has timed them.
+# times its group's scale; blocks of 32 channels: two rows a thread) only forced or gathered
+# (gather_rule takes every format), until a GPU has timed their plain fold.
 XPROJ_RULE_FORMATS = ("f32", "f16", "bf16")
 
 
@@ -465,8 +465,13 @@ def gather_rule(fmt, P, O):
     `tools/device/gpu_session.sh --gather`): mamba-1.4b f16 (P 256, O 160) gathered 1.666 ms of
     GPU a token against 1.815 unfolded (148 against 196 dispatches); q4 there 1.582 against
     1.573 (its fold reads in_proj at 16 threads a row: not by rule); mamba-130m f16 (P 96, O 80,
-    the plain fold by rule) gathered 0.539 against the plain fold's 0.462 (unfolded 0.482)."""
-    if fmt not in XPROJ_RULE_FORMATS or P is None:
+    the plain fold by rule) gathered 0.539 against the plain fold's 0.462 (unfolded 0.482).
+    q8 and q4 since 2026-12-06 (H100 through Dawn, one process, `gpu_session.sh --gather-q`):
+    at mamba-1.4b gathered / unfolded, GPU ms a token q8 1.669, 1.672 / 1.662, 1.691 and q4
+    1.544, 1.561 / 1.598, 1.593, streamed tok/s q8 578, 580 / 528, 540 and q4 616, 564 / 538,
+    491 (f16 beside them 552): 48 commands a token fewer for the Node host to encode, which
+    paced q8's stream (5.9-6.2 us a command)."""
+    if fmt not in XPROJ_FORMATS or P is None:
         return 0
     return int(scan_sum_loads(P, O) > XPROJ_MAX_LOADS)
 

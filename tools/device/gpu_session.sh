@@ -72,6 +72,12 @@
 #     under the rules (x_proj's chunks loaded early, f16's out_proj at two rows a thread), then
 #     f16 side by side on one loaded model: the rules, the rules before them, and the weights'
 #     addends loaded as summed (PREFETCH 0) (carry as for --dawn)
+#   bash tools/device/gpu_session.sh --targets  # ~9 min: the mamba-1.4b rows through Dawn as
+#     --mamba1 gives them, f16 in a bench of its own first, then f32, q8 and q4, then mamba-130m
+#     f16 (carry as for --dawn)
+#   bash tools/device/gpu_session.sh --gather-q  # ~7 min: q8's and q4's x_proj gathered into
+#     in_proj, checked through Dawn, then timed against the rule (unfolded) at mamba-1.4b beside
+#     f16 (tools/ab_decode) (carry as for --dawn)
 #   bash tools/device/gpu_session.sh --table    # ~9 min: the README's GPU table through Dawn,
 #     its two bench commands as written there (Mamba-1 at 1.4b and 130m in four formats, then
 #     Mamba-2, Mamba-3 SISO and MIMO and the hybrid in f16 and q4) (carry as for --dawn)
@@ -120,10 +126,11 @@ tiers_ab() {
 # bench_1_4b SECONDS FMTS TOKENS MAX_SECONDS [BENCH_ARGS...]: mamba-1.4b through Dawn in the
 # formats FMTS, into $OUT/mamba1_4b_dawn.json (the README table's rows: the GPU issue's targets)
 bench_1_4b() {
+  local name=mamba1_4b_dawn${BENCH_TAG:+_$BENCH_TAG}
   timeout "$1" python3 -m tools.cli bench --dawn --json --only model --models mamba1_4b \
     --weights "$2" --decode-tokens "$3" --max-seconds "$4" "${@:5}" \
-    > "$OUT/mamba1_4b_dawn.json" 2> "$OUT/mamba1_4b_dawn.err"
-  stamp $? >> "$OUT/mamba1_4b_dawn.err"
+    > "$OUT/$name.json" 2> "$OUT/$name.err"
+  stamp $? >> "$OUT/$name.err"
 }
 # ab_1_4b NAME SECONDS SETTING...: mamba-1.4b f16 through Dawn, the settings side by side on one
 # loaded model (tools/ab_decode, 128 tokens, two rounds), into $OUT/NAME.txt
@@ -292,6 +299,32 @@ if [ "${1:-}" = "--mamba1" ]; then
   both_engines
   # the README table's mamba-1.4b rows alone (the GPU issue's targets), through Dawn
   bench_1_4b 450 "${2:-f32,f16,q8,q4}" 256 2 "${@:3}"
+  exit 0
+fi
+if [ "${1:-}" = "--targets" ]; then
+  both_engines
+  # the mamba-1.4b rows in two benches, so that one killed by its timeout loses only its own:
+  # f16 alone (the target still open), then f32, q8 and q4 (a cold first bench took >150 s)
+  BENCH_TAG=f16 bench_1_4b 185 f16 256 2
+  BENCH_TAG=others bench_1_4b 280 f32,q8,q4 256 2
+  # and mamba-130m f16 (the 2,000 tok/s target), if time is left
+  timeout 95 python3 -m tools.cli bench --dawn --json --only model --models mamba130m \
+    --weights f16 --decode-tokens 256 --max-seconds 2 > "$OUT/mamba130m_dawn.json" 2> "$OUT/mamba130m_dawn.err"
+  stamp $? >> "$OUT/mamba130m_dawn.err"
+  exit 0
+fi
+if [ "${1:-}" = "--gather-q" ]; then
+  both_engines
+  # q8's and q4's x_proj gathered into in_proj (148 dispatches a token, not 196): checked through
+  # Dawn (with the early loads, now the rule), then f16, q8 and q4 side by side on one loaded
+  # model each: the rules (q8/q4 unfolded) against the gathered fold forced on
+  timeout 90 python3 -m tools.device_checks --engine dawn --only "x_proj gathered" \
+    > "$OUT/checks_gather_dawn.txt" 2>&1
+  stamp $? >> "$OUT/checks_gather_dawn.txt"
+  timeout 330 python3 -m tools.ab_decode --dawn --models mamba1_4b --weights q8,q4,f16 \
+    --tokens 128 --rounds 2 --setting rule:MAMBAWEB_MATVEC_PREFETCH=3 \
+    --setting gather:MAMBAWEB_XPROJ_GATHER=1 > "$OUT/gather_q.txt" 2>&1
+  stamp $? >> "$OUT/gather_q.txt"
   exit 0
 fi
 if [ "${1:-}" = "--tune16" ]; then
