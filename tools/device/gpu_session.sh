@@ -78,6 +78,8 @@
 #   bash tools/device/gpu_session.sh --gather-q  # ~7 min: q8's and q4's x_proj gathered into
 #     in_proj, checked through Dawn, then timed against the rule (unfolded) at mamba-1.4b beside
 #     f16 (tools/ab_decode) (carry as for --dawn)
+#   bash tools/device/gpu_session.sh --retime  # ~3 min: mamba-1.4b f16 through Dawn, the rules
+#     against the scan step's early loads and the norm's prologue (tools/ab_decode) (carry as for --dawn)
 #   bash tools/device/gpu_session.sh --table    # ~9 min: the README's GPU table through Dawn,
 #     its two bench commands as written there (Mamba-1 at 1.4b and 130m in four formats, then
 #     Mamba-2, Mamba-3 SISO and MIMO and the hybrid in f16 and q4) (carry as for --dawn)
@@ -325,6 +327,14 @@ if [ "${1:-}" = "--gather-q" ]; then
     --tokens 128 --rounds 2 --setting rule:MAMBAWEB_MATVEC_PREFETCH=3 \
     --setting gather:MAMBAWEB_XPROJ_GATHER=1 > "$OUT/gather_q.txt" 2>&1
   stamp $? >> "$OUT/gather_q.txt"
+  exit 0
+fi
+if [ "${1:-}" = "--retime" ]; then
+  both_engines
+  # two older rules, timed on an H200 before the gathered fold, re-timed at mamba-1.4b f16 on
+  # one loaded model: the scan step's dt-independent loads early, x's squares summed in a prologue
+  ab_1_4b retime_ab 170 base:MAMBAWEB_MATVEC_PREFETCH=3 sce:MAMBAWEB_SCAN_STEP_EARLY=1 \
+    nis0:MAMBAWEB_MATVEC_NORM_IN_STAGE=0 base2:MAMBAWEB_MATVEC_PREFETCH=3
   exit 0
 fi
 if [ "${1:-}" = "--tune16" ]; then
