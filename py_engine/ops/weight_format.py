@@ -483,7 +483,9 @@ def xproj_early(dev):
     else on. Through Dawn on an H100, one process, one loaded model (`tools/device/
     gpu_session.sh --tune16`, 2026-12-06: tools/ab_decode --tokens 128 --rounds 2), mamba-1.4b
     f16 (gathered fold) GPU ms a token best of two: 1.842 with, 1.896 and 1.902 without (two
-    identical settings): a memory wait off the dispatch's tail, 1.1 us a layer."""
+    identical settings): a memory wait off the dispatch's tail, 1.1 us a layer. With
+    SHAPE_PLANS' out_proj, side by side with neither (`gpu_session.sh --confirm`, 2026-12-06):
+    1.742-1.759 against 1.878-1.884."""
     from py_engine.ops.step_kernels import choose
     return choose(dev, "xproj_early", "MAMBAWEB_XPROJ_EARLY", "1", "0", lambda: True)
 
