@@ -49,6 +49,7 @@ def run(args):
             report["engine_boot_split_ms"] = eng.info.get("boot_split_ms")   # Pyodide, zip, imports, GPU
             # the device's own ceilings first, as --native: every decode number is judged on them
             report["ceilings"] = eng.run(CEILINGS_SNIPPET)
+            progress("ceilings", report["ceilings"])
             ceiling = report["ceilings"]["read"]["gb_per_s"]
             for name in sections:
                 t0 = time.time()
@@ -67,23 +68,42 @@ def run(args):
     return 0
 
 
+def progress(what, result):
+    """One line on stderr as each part of the run finishes -- `bench --dawn: WHAT {json}` -- so
+    that a run stopped by a timeout (a lent GPU machine's command limit) keeps what it measured:
+    stdout gets the whole report only at the end."""
+    print(f"bench --dawn: {what} {json.dumps(result)}", file=sys.stderr, flush=True)
+
+
+def _model_formats(eng, url, c, args, formats, ceiling, what):
+    """The browser run's model section (benchmarks/model.run: the first format's numbers at the
+    top level, every format's under "formats"), one format at a time, each reported as it ends."""
+    from tools.cmd_bench import MODEL_SNIPPET
+    r = None
+    for fmt in formats:
+        one = eng.run(MODEL_SNIPPET, url=url, prompts=list(c["prompts"]),
+                      decode=args.decode_tokens or c["decode"], max_seconds=args.max_seconds,
+                      weights=[fmt], read_gb_per_s=ceiling)
+        progress(f"{what} {fmt}", one["formats"][fmt])
+        if r is None:
+            r = dict(one, formats={})
+        r["formats"][fmt] = one["formats"][fmt]
+    return r
+
+
 def _model(eng, name, c, args, formats, ceiling):
     """The browser run's model section, over HTTP from our server; then a second load and
     first token in the same engine (pipelines built: no fresh page to open here)."""
-    from tools.cmd_bench import COLD_SNIPPET, MODEL_SNIPPET
+    from tools.cmd_bench import COLD_SNIPPET
     url = f"{eng.server.url}/weights/{name}/"
-    r = eng.run(MODEL_SNIPPET, url=url, prompts=list(c["prompts"]),
-                decode=args.decode_tokens or c["decode"], max_seconds=args.max_seconds,
-                weights=formats, read_gb_per_s=ceiling)
+    r = _model_formats(eng, url, c, args, formats, ceiling, f"model {name}")
     r["model_load_and_first_token_s"] = eng.run(COLD_SNIPPET, url=url)["load_and_first_token_s"]
     for vname, env in getattr(args, "variants", []):
         # the engine's environment is Pyodide's own: set there for this run, restored after
         saved = eng.run(ENV_SNIPPET, env=env)
         try:
-            r.setdefault("variants", {})[vname] = eng.run(
-                MODEL_SNIPPET, url=url, prompts=list(c["prompts"]),
-                decode=args.decode_tokens or c["decode"], max_seconds=args.max_seconds,
-                weights=formats, read_gb_per_s=ceiling)
+            r.setdefault("variants", {})[vname] = _model_formats(
+                eng, url, c, args, formats, ceiling, f"model {name} variant {vname}")
         finally:
             eng.run(ENV_SNIPPET, env=saved)
     return r

@@ -143,6 +143,20 @@ def test_bench_dawn_prints_the_model_section_json():
     assert host["encode_ms"] + host["finish_ms"] + host["submit_ms"] <= st["launch_ms"] * 1.05 + 0.01
     total = st["launch_ms"] + st["wait_ms"] + st["other_ms"]
     assert abs(total - d["ms_per_token"]) <= 0.01 * d["ms_per_token"] + 1e-6
+    # each part on stderr as it ends (a run stopped by a timeout keeps what it measured): the
+    # ceilings, then every format of every model, the same numbers as the report's
+    said = {}
+    for line in r.stderr.splitlines():
+        if line.startswith("bench --dawn: ") and " {" in line:
+            what, _, body = line[len("bench --dawn: "):].partition(" {")
+            said[what] = json.loads("{" + body)
+    assert list(said) == ["ceilings"] + [f"model d256x4 {f}" for f in m["formats"]]
+    floor = report["ceilings"]["dispatch_floor"]["gpu_us_per_dispatch"]
+    assert said["ceilings"]["dispatch_floor"]["gpu_us_per_dispatch"] == floor
+    for f, one in m["formats"].items():
+        part = said[f"model d256x4 {f}"]
+        assert part["prefill"] == one["prefill"] and part["weights"] == f
+        assert part["decode"]["tokens_per_s"] == one["decode"]["tokens_per_s"]
     assert m["model_load_and_first_token_s"] > 0
 
 

@@ -84,7 +84,8 @@
 #     its two bench commands as written there (Mamba-1 at 1.4b and 130m in four formats, then
 #     Mamba-2, Mamba-3 SISO and MIMO and the hybrid in f16 and q4) (carry as for --dawn)
 # (each under the device's 10-minute limit per command; a bench killed by its timeout prints
-# nothing, so the timeouts below leave room).
+# no report, so the timeouts below leave room; `bench --dawn` writes each part as it ends --
+# the ceilings, then each model's formats -- to its .err as `bench --dawn: WHAT {json}` lines).
 set -uo pipefail
 FINAL=${OUT:-/tmp/gpu_session}
 mkdir -p "$FINAL"
