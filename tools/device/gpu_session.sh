@@ -85,7 +85,8 @@
 #     Mamba-2, Mamba-3 SISO and MIMO and the hybrid in f16 and q4) (carry as for --dawn)
 # (each under the device's 10-minute limit per command; a bench killed by its timeout prints
 # no report, so the timeouts below leave room; `bench --dawn` writes each part as it ends --
-# the ceilings, then each model's formats -- to its .err as `bench --dawn: WHAT {json}` lines).
+# the ceilings, then each model's formats -- to its .err as `bench --dawn: WHAT {json}` lines;
+# `python -m tools.bench_summary` turns a report or those lines into the README's table rows).
 set -uo pipefail
 FINAL=${OUT:-/tmp/gpu_session}
 mkdir -p "$FINAL"
