@@ -7,8 +7,9 @@ A bench's stderr (`bench --dawn` writes each part there as it ends, `bench --daw
 gives the rows of a run that a timeout stopped before its report: the ceiling it measured first
 and every format that finished. Rows: prefill 64 / 256 / 1,024 tok/s, decode tok/s, GPU ms a
 token, % of the read ceiling at GPU time (streamed), dispatches a token, what paced the stream
-(the report's `bound_by`; a stopped run's rows lack it and the % at GPU time: the report adds
-them at the end)."""
+(the report's `bound_by`; a stopped run's rows lack it and the % at GPU time, which the report
+adds at the end, and their streamed % is judged on the first ceiling only, where the report's is
+on the best of that and a second measured after the models)."""
 import argparse
 import json
 import sys

@@ -106,8 +106,9 @@ def test_the_rule_takes_the_fold_where_the_shares_sum_is_short(monkeypatch):
     """By rule (weight_format.XPROJ_MAX_LOADS) the plain fold goes where the scan step's sum of
     the shares takes few loads a thread -- mamba-130m's shape (I 1536, O 80) -- and not at
     mamba-1.4b's (I 4096, O 160), where it measured slower: there the shares are gathered
-    (weight_format.gather_rule), the scan summing 32 group totals -- in every format, q8's and
-    q4's too (their plain fold stays off by rule). Forced, the plain fold fits both."""
+    (weight_format.gather_rule), the scan summing 32 group totals (16 in q8 and q4, whose
+    blocks are 32 channels) -- in every format (q8's and q4's plain fold stays off by rule).
+    Forced, the plain fold fits both."""
     from py_engine.ops import weight_format as wf
 
     dev = _Dev()
@@ -124,7 +125,7 @@ def test_the_rule_takes_the_fold_where_the_shares_sum_is_short(monkeypatch):
     assert wf.xproj_group(dev, 1, 160, 256, "f16") == 8               # 1.4b: gathered in eights
     assert wf.xproj_group(dev, 1, 160, 128, "q4") == 8                # q4 and q8 too (H100)
     assert wf.xproj_block(dev, "q4", 2048, [4096, 4096], 1, 160) == 32
-    assert wf.xproj_block(dev, "q8", 2048, [4096, 4096], 1, 160) is not None
+    assert wf.xproj_block(dev, "q8", 2048, [4096, 4096], 1, 160) == 32
     assert wf.xproj_group(dev, 1, 80, 48, "q4") == 0                  # 130m q4: no fold at all
     assert wf.xproj_block(dev, "q4", 768, [1536, 1536], 1, 80) is None
     dev.xproj_gather = 0                                              # gathering off: no fold

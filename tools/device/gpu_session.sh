@@ -76,8 +76,8 @@
 #     --mamba1 gives them, f16 in a bench of its own first, then f32, q8 and q4, then mamba-130m
 #     f16 (carry as for --dawn)
 #   bash tools/device/gpu_session.sh --gather-q  # ~7 min: q8's and q4's x_proj gathered into
-#     in_proj, checked through Dawn, then timed against the rule (unfolded) at mamba-1.4b beside
-#     f16 (tools/ab_decode) (carry as for --dawn)
+#     in_proj (the rule since the thirty-eighth session), checked through Dawn, then timed
+#     against them unfolded at mamba-1.4b beside f16 (tools/ab_decode) (carry as for --dawn)
 #   bash tools/device/gpu_session.sh --retime  # ~3 min: mamba-1.4b f16 through Dawn, the rules
 #     against the scan step's early loads and the norm's prologue (tools/ab_decode) (carry as for --dawn)
 #   bash tools/device/gpu_session.sh --table    # ~9 min: the README's GPU table through Dawn,
@@ -128,7 +128,8 @@ tiers_ab() {
   stamp $? >> "$OUT/$1.txt"
 }
 # bench_1_4b SECONDS FMTS TOKENS MAX_SECONDS [BENCH_ARGS...]: mamba-1.4b through Dawn in the
-# formats FMTS, into $OUT/mamba1_4b_dawn.json (the README table's rows: the GPU issue's targets)
+# formats FMTS, into $OUT/mamba1_4b_dawn.json, or mamba1_4b_dawn_$BENCH_TAG.json where BENCH_TAG
+# is set (the README table's rows: the GPU issue's targets)
 bench_1_4b() {
   local name=mamba1_4b_dawn${BENCH_TAG:+_$BENCH_TAG}
   timeout "$1" python3 -m tools.cli bench --dawn --json --only model --models mamba1_4b \
@@ -312,7 +313,7 @@ if [ "${1:-}" = "--targets" ]; then
   BENCH_TAG=f16 bench_1_4b 185 f16 256 2
   BENCH_TAG=others bench_1_4b 280 f32,q8,q4 256 2
   # and mamba-130m f16 (the 2,000 tok/s target), if time is left
-  timeout 95 python3 -m tools.cli bench --dawn --json --only model --models mamba130m \
+  timeout 80 python3 -m tools.cli bench --dawn --json --only model --models mamba130m \
     --weights f16 --decode-tokens 256 --max-seconds 2 > "$OUT/mamba130m_dawn.json" 2> "$OUT/mamba130m_dawn.err"
   stamp $? >> "$OUT/mamba130m_dawn.err"
   exit 0
@@ -321,13 +322,13 @@ if [ "${1:-}" = "--gather-q" ]; then
   both_engines
   # q8's and q4's x_proj gathered into in_proj (148 dispatches a token, not 196): checked through
   # Dawn (with the early loads, now the rule), then f16, q8 and q4 side by side on one loaded
-  # model each: the rules (q8/q4 unfolded) against the gathered fold forced on
+  # model each: the rules (gathered at 1.4b since this was measured) against the fold off
   timeout 90 python3 -m tools.device_checks --engine dawn --only "x_proj gathered" \
     > "$OUT/checks_gather_dawn.txt" 2>&1
   stamp $? >> "$OUT/checks_gather_dawn.txt"
   timeout 330 python3 -m tools.ab_decode --dawn --models mamba1_4b --weights q8,q4,f16 \
     --tokens 128 --rounds 2 --setting rule:MAMBAWEB_MATVEC_PREFETCH=3 \
-    --setting gather:MAMBAWEB_XPROJ_GATHER=1 > "$OUT/gather_q.txt" 2>&1
+    --setting unfold:MAMBAWEB_XPROJ_GATHER=0 > "$OUT/gather_q.txt" 2>&1
   stamp $? >> "$OUT/gather_q.txt"
   exit 0
 fi
