@@ -13,6 +13,8 @@ from pathlib import Path
 
 from py_engine.benchmarks.ceilings import annotate_floor, rejudge_ceiling
 
+# the start of each progress line on stderr (progress; tools/bench_summary reads them back)
+PROGRESS = "bench --dawn: "
 DAWN_SECTIONS = ("foundation", "model", "train", "prefill_gemm", "prefill_ops")   # sections that measure the GPU engine
 
 
@@ -72,7 +74,7 @@ def progress(what, result):
     """One line on stderr as each part of the run finishes -- `bench --dawn: WHAT {json}` -- so
     that a run stopped by a timeout (a lent GPU machine's command limit) keeps what it measured:
     stdout gets the whole report only at the end."""
-    print(f"bench --dawn: {what} {json.dumps(result)}", file=sys.stderr, flush=True)
+    print(f"{PROGRESS}{what} {json.dumps(result)}", file=sys.stderr, flush=True)
 
 
 def _model_formats(eng, url, c, args, formats, ceiling, what):

@@ -14,15 +14,15 @@ import argparse
 import json
 import sys
 
-PREFIX = "bench --dawn: "
+from tools.bench_dawn import PROGRESS
 
 
 def parts_of_stderr(text):
     """{what: result} of a bench's stderr lines `bench --dawn: WHAT {json}`, in order."""
     said = {}
     for line in text.splitlines():
-        if line.startswith(PREFIX) and " {" in line:
-            what, _, body = line[len(PREFIX):].partition(" {")
+        if line.startswith(PROGRESS) and " {" in line:
+            what, _, body = line[len(PROGRESS):].partition(" {")
             try:
                 said[what] = json.loads("{" + body)
             except ValueError:

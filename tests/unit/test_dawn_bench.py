@@ -145,11 +145,8 @@ def test_bench_dawn_prints_the_model_section_json():
     assert abs(total - d["ms_per_token"]) <= 0.01 * d["ms_per_token"] + 1e-6
     # each part on stderr as it ends (a run stopped by a timeout keeps what it measured): the
     # ceilings, then every format of every model, the same numbers as the report's
-    said = {}
-    for line in r.stderr.splitlines():
-        if line.startswith("bench --dawn: ") and " {" in line:
-            what, _, body = line[len("bench --dawn: "):].partition(" {")
-            said[what] = json.loads("{" + body)
+    from tools.bench_summary import parts_of_stderr
+    said = parts_of_stderr(r.stderr)
     assert list(said) == ["ceilings"] + [f"model d256x4 {f}" for f in m["formats"]]
     floor = report["ceilings"]["dispatch_floor"]["gpu_us_per_dispatch"]
     assert said["ceilings"]["dispatch_floor"]["gpu_us_per_dispatch"] == floor

@@ -130,21 +130,23 @@ tiers_ab() {
 # bench_1_4b SECONDS FMTS TOKENS MAX_SECONDS [BENCH_ARGS...]: mamba-1.4b through Dawn in the
 # formats FMTS, into $OUT/mamba1_4b_dawn.json, or mamba1_4b_dawn_$BENCH_TAG.json where BENCH_TAG
 # is set (the README table's rows: the GPU issue's targets)
-bench_1_4b() {
-  local name=mamba1_4b_dawn${BENCH_TAG:+_$BENCH_TAG}
-  timeout "$1" python3 -m tools.cli bench --dawn --json --only model --models mamba1_4b \
+bench_1_4b() { BENCH_MODEL=mamba1_4b bench_model "$@"; }
+# bench_model: bench_1_4b for the model shape $BENCH_MODEL, into $OUT/${BENCH_MODEL}_dawn[_TAG].json
+bench_model() {
+  local name=${BENCH_MODEL}_dawn${BENCH_TAG:+_$BENCH_TAG}
+  timeout "$1" python3 -m tools.cli bench --dawn --json --only model --models "$BENCH_MODEL" \
     --weights "$2" --decode-tokens "$3" --max-seconds "$4" "${@:5}" \
     > "$OUT/$name.json" 2> "$OUT/$name.err"
   stamp $? >> "$OUT/$name.err"
 }
-# ab_1_4b NAME SECONDS SETTING...: mamba-1.4b f16 through Dawn, the settings side by side on one
+# ab_1_4b NAME SECONDS SETTING...: mamba-1.4b f16 (or the formats $AB_WEIGHTS) through Dawn, the settings side by side on one
 # loaded model (tools/ab_decode, 128 tokens, two rounds), into $OUT/NAME.txt
 ab_1_4b() {
   local name=$1 secs=$2
   shift 2
   local args=()
   for s in "$@"; do args+=(--setting "$s"); done
-  timeout "$secs" python3 -m tools.ab_decode --dawn --models mamba1_4b --weights f16 \
+  timeout "$secs" python3 -m tools.ab_decode --dawn --models mamba1_4b --weights "${AB_WEIGHTS:-f16}" \
     --tokens 128 --rounds 2 "${args[@]}" > "$OUT/$name.txt" 2>&1
   stamp $? >> "$OUT/$name.txt"
 }
@@ -313,9 +315,7 @@ if [ "${1:-}" = "--targets" ]; then
   BENCH_TAG=f16 bench_1_4b 185 f16 256 2
   BENCH_TAG=others bench_1_4b 280 f32,q8,q4 256 2
   # and mamba-130m f16 (the 2,000 tok/s target), if time is left
-  timeout 80 python3 -m tools.cli bench --dawn --json --only model --models mamba130m \
-    --weights f16 --decode-tokens 256 --max-seconds 2 > "$OUT/mamba130m_dawn.json" 2> "$OUT/mamba130m_dawn.err"
-  stamp $? >> "$OUT/mamba130m_dawn.err"
+  BENCH_MODEL=mamba130m bench_model 80 f16 256 2
   exit 0
 fi
 if [ "${1:-}" = "--gather-q" ]; then
@@ -326,10 +326,8 @@ if [ "${1:-}" = "--gather-q" ]; then
   timeout 90 python3 -m tools.device_checks --engine dawn --only "x_proj gathered" \
     > "$OUT/checks_gather_dawn.txt" 2>&1
   stamp $? >> "$OUT/checks_gather_dawn.txt"
-  timeout 330 python3 -m tools.ab_decode --dawn --models mamba1_4b --weights q8,q4,f16 \
-    --tokens 128 --rounds 2 --setting rule:MAMBAWEB_MATVEC_PREFETCH=3 \
-    --setting unfold:MAMBAWEB_XPROJ_GATHER=0 > "$OUT/gather_q.txt" 2>&1
-  stamp $? >> "$OUT/gather_q.txt"
+  AB_WEIGHTS=q8,q4,f16 ab_1_4b gather_q 330 rule:MAMBAWEB_MATVEC_PREFETCH=3 \
+    unfold:MAMBAWEB_XPROJ_GATHER=0
   exit 0
 fi
 if [ "${1:-}" = "--retime" ]; then
@@ -363,7 +361,7 @@ if [ "${1:-}" = "--tune16" ]; then
 fi
 if [ "${1:-}" = "--confirm" ]; then
   both_engines
-  bench_1_4b 150 f16 128 1
+  bench_1_4b 185 f16 128 1     # the first bench of a cold machine: >150 s (2026-12-06)
   ab_1_4b confirm_ab 160 rule:MAMBAWEB_XPROJ_EARLY=1 \
     before:MAMBAWEB_XPROJ_EARLY=0,MAMBAWEB_MATVEC_PLAN=f16:2048x4096=1/64/0 \
     pf0:MAMBAWEB_MATVEC_PREFETCH=0 rule2:MAMBAWEB_XPROJ_EARLY=1
