@@ -102,6 +102,14 @@ def fold_cases():
             yield f"decode x_proj {'gathered' if gather else 'folded'} {fmt} mamba1 d512", \
                 (lambda e, gather=gather, fmt=fmt, pin=pin:
                  check_xproj(e, _random_model(512), fmt, gather=gather, pin=pin))
+    # at mamba-1.4b's width (d 2,048: 4,096 channels, 160 x_proj outputs), where the rule
+    # gathers every format since the thirty-eighth session: the fold the bench times there,
+    # against the separate dispatch
+    for fmt in ("f16", "q8", "q4"):
+        pin = {"matvec_rpt": 2} if fmt == "q4" else None
+        yield f"decode x_proj gathered {fmt} mamba1 d2048", \
+            (lambda e, fmt=fmt, pin=pin:
+             check_xproj(e, _random_model(2048), fmt, gather=1, pin=pin))
     hybrid = repo / "tests" / "fixtures" / "models" / "nemotronh-mamf-untied"
     yield "decode MLP relu2 folded nemotronh-mamf-untied f32", \
         (lambda e: check_relu2(e, hybrid, "f32"))

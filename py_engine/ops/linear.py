@@ -332,7 +332,7 @@ def in_proj_conv_xproj_step(batch, x, weights, conv_w, conv_b, conv_state, xproj
     (selective_scan_step's xpart). xproj_w: x_proj's three row blocks (dt [R, I], B [S, I],
     C [S, I]) in in_proj's format, no adapter. Returns (u, z, (shares [M, P, 4Q], P, Q))
     with Q = ceil((R + 2S) / 4). Taken by rule where the scan's sum of the shares is short
-    (weight_format.XPROJ_MAX_LOADS) in the float formats, and where it is long with the shares
+    (weight_format.XPROJ_MAX_LOADS) in the float formats and q8, and where it is long with the shares
     gathered (weight_format.gather_rule: every format); `device.fuse_xproj` True / False (tests), else
     MAMBAWEB_FUSE_XPROJ=1 / 0 (the bench's side by side), takes it wherever it fits / nowhere."""
     import os

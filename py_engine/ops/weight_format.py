@@ -374,10 +374,15 @@ XPROJ_STORAGE_BUFFERS = 10   # matvec_forward_conv_xproj: the conv entry's, x_pr
 XPROJ_FORMATS = ("f32", "f16", "bf16", "q8", "q4")   # whole 16-byte chunks of one row (lib/matvec_xproj.wgsl)
 CHUNK_VALUES = {"f32": 4, "f16": 8, "bf16": 8, "q8": 16, "q4": 32}
 # The formats whose fold the rule takes unforced and ungathered (where XPROJ_MAX_LOADS allows),
-# as measured; q8's (its share sums times each x_proj row's scale) and q4's (each chunk's terms
-# times its group's scale; blocks of 32 channels: two rows a thread) only forced or gathered
-# (gather_rule takes every format), until a GPU has timed their plain fold.
-XPROJ_RULE_FORMATS = ("f32", "f16", "bf16")
+# as measured. q8 (its share sums times each x_proj row's scale) since 2026-12-06: through Dawn
+# on an H100, one process, one loaded model (`tools/device/gpu_session.sh --rest`:
+# tools/ab_decode --models mamba130m --tokens 128 --rounds 2), mamba-130m q8 folded 0.459 and
+# 0.482 ms of GPU a token (76 dispatches), 1,467 and 1,430 tok/s streamed, against 0.510 and
+# 0.516 unfolded (100), 979 and 1,173 (the Node host paced both). q4 (each chunk's terms times
+# its group's scale; blocks of 32 channels: two rows a thread) only forced or gathered
+# (gather_rule takes every format): at mamba-130m its plain fold at two rows a thread took 0.534
+# and 0.538 ms against 0.485 and 0.543 unfolded in the same call -- no gain.
+XPROJ_RULE_FORMATS = ("f32", "f16", "bf16", "q8")
 
 
 # The scan step sums the P shares of x_proj's Q = ceil(O / 4) vec4s per sequence in every
@@ -461,10 +466,10 @@ def xproj_group(dev, M, O, P=None, fmt=None):
 def gather_rule(fmt, P, O):
     """1 (gather, in the largest groups) where the plain fold's scan step would sum more than
     XPROJ_MAX_LOADS loads a thread of shares -- where the rule refuses the plain fold -- in
-    every format; else 0. For q8 and q4, whose plain fold the rule never takes, that is a
-    stand-in for "a sum as long as mamba-1.4b's", where gathering was measured to pay; a shape
-    with a shorter sum keeps them unfolded (mamba-130m; at 790m with 1-2 sequences, gathered
-    with 3-4, untimed). Measured through Dawn on an H200, side by side in one process (2026-12-05,
+    every format; else 0. For q4, whose plain fold the rule never takes, that is a stand-in for
+    "a sum as long as mamba-1.4b's", where gathering was measured to pay; a shape with a shorter
+    sum keeps it unfolded (mamba-130m; at 790m with 1-2 sequences, gathered with 3-4, untimed)
+    and q8 plainly folded (XPROJ_RULE_FORMATS). Measured through Dawn on an H200, side by side in one process (2026-12-05,
     `tools/device/gpu_session.sh --gather`): mamba-1.4b f16 (P 256, O 160) gathered 1.666 ms of
     GPU a token against 1.815 unfolded (148 against 196 dispatches); q4 there 1.582 against
     1.573 (its fold reads in_proj at 16 threads a row; not taken by rule then); mamba-130m f16 (P 96, O 80,

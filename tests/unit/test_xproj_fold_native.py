@@ -4,8 +4,8 @@ dispatches a layer instead of four) on the native backend (lavapipe here) with t
 decode kernels forced: step logits for one and two sequences and greedy tokens against the
 separate x_proj dispatch (the shares meet in another order: within 1e-5), one dispatch fewer per
 layer; Falcon-Mamba (B, C and dt_low normalised) too; transformers' logits step by step; q8
-(each share times its x_proj row's scale) and q4 (each chunk's terms times its scale) where
-forced or gathered; and the shapes the kernel does not take keep the x_proj dispatch."""
+(each share times its x_proj row's scale; its plain fold by rule too) and q4 (each chunk's
+terms times its scale) where forced or gathered; and the shapes the kernel does not take keep the x_proj dispatch."""
 import numpy as np
 import pytest
 
@@ -51,7 +51,7 @@ def test_folded_xproj_equals_the_separate_dispatch(engine, name, fmt):
 @pytest.mark.parametrize("fmt", ["q8", "q4"])
 @pytest.mark.parametrize("gather", [0, 1, 2])
 def test_quantized_folded_xproj_equals_the_separate_dispatch(engine, mamba_d64, gather, fmt):
-    """q8 and q4 (forced: the rule takes them only gathered): q8's shares times each x_proj
+    """q8 and q4 (forced; q4's plain fold is not a rule): q8's shares times each x_proj
     row's scale, q4's terms times each chunk's (two rows a thread: 32-channel blocks, one group
     of x_proj's inputs); plain, gathered in the largest groups and in groups of two."""
     _binds_10(engine)
@@ -93,7 +93,7 @@ def test_block_rules():
 
     assert wf.xproj_block(_Dev(), "f16", 768, [1536, 1536], 1, 80) is not None
     assert wf.xproj_block(_Dev(), "q4", 768, [1536, 1536], 1, 80) is None
-    assert wf.xproj_block(_Dev(), "q8", 768, [1536, 1536], 1, 80) is None      # by rule, ungathered
+    assert wf.xproj_block(_Dev(), "q8", 768, [1536, 1536], 1, 80) == 16        # by rule (H100)
     assert wf.xproj_block(_Dev(), "q8", 768, [1536, 1536], 1, 80, rule=False) == 16
     assert wf.xproj_block(_Dev(), "q4", 768, [1536, 1536], 1, 80, rule=False) is None
     assert wf.xproj_block(_Dev(), "f16", 768, [1536, 1536], 1, 600) is None
@@ -107,8 +107,9 @@ def test_the_rule_takes_the_fold_where_the_shares_sum_is_short(monkeypatch):
     the shares takes few loads a thread -- mamba-130m's shape (I 1536, O 80) -- and not at
     mamba-1.4b's (I 4096, O 160), where it measured slower: there the shares are gathered
     (weight_format.gather_rule), the scan summing 32 group totals (16 in q8 and q4, whose
-    blocks are 32 channels) -- in every format (q8's and q4's plain fold stays off by rule).
-    Forced, the plain fold fits both."""
+    blocks are 32 channels) -- in every format. q8 takes the plain fold at 130m as the float
+    formats do (measured faster on an H100: XPROJ_RULE_FORMATS); q4's plain fold stays off by
+    rule. Forced, the plain fold fits both shapes."""
     from py_engine.ops import weight_format as wf
 
     dev = _Dev()
@@ -128,6 +129,8 @@ def test_the_rule_takes_the_fold_where_the_shares_sum_is_short(monkeypatch):
     assert wf.xproj_block(dev, "q8", 2048, [4096, 4096], 1, 160) == 32
     assert wf.xproj_group(dev, 1, 80, 48, "q4") == 0                  # 130m q4: no fold at all
     assert wf.xproj_block(dev, "q4", 768, [1536, 1536], 1, 80) is None
+    assert wf.xproj_group(dev, 1, 80, 96, "q8") == 0                  # 130m q8: the plain fold
+    assert wf.xproj_block(dev, "q8", 768, [1536, 1536], 1, 80) == 16
     dev.xproj_gather = 0                                              # gathering off: no fold
     assert wf.xproj_block(dev, "f16", 2048, [4096, 4096], 1, 160) is None
     assert wf.xproj_block(dev, "f16", 2048, [4096, 4096], 1, 160, rule=False) is not None

@@ -80,6 +80,14 @@
 #     against them unfolded at mamba-1.4b beside f16 (tools/ab_decode) (carry as for --dawn)
 #   bash tools/device/gpu_session.sh --retime  # ~3 min: mamba-1.4b f16 through Dawn, the rules
 #     against the scan step's early loads and the norm's prologue (tools/ab_decode) (carry as for --dawn)
+#   bash tools/device/gpu_session.sh --state    # ~8 min: the gathered x_proj fold checked at
+#     mamba-1.4b's width through Dawn (every format gathers there), then --targets' benches,
+#     each only while the call's 600 s allow it (carry as for --dawn)
+#   bash tools/device/gpu_session.sh --rest     # ~8 min: q8's and q4's plain x_proj fold at
+#     mamba-130m (MAMBAWEB_FUSE_XPROJ=1; q4 at two rows a thread too) timed against the rule
+#     beside f16, then the README table's other rows (mamba-130m f32/q8/q4; Mamba-2, Mamba-3 and
+#     the hybrid in f16 and q4), then the scan step's early loads against the rules at 1.4b f16
+#     in three rounds, each only while time is left (carry as for --dawn)
 #   bash tools/device/gpu_session.sh --table    # ~9 min: the README's GPU table through Dawn,
 #     its two bench commands as written there (Mamba-1 at 1.4b and 130m in four formats, then
 #     Mamba-2, Mamba-3 SISO and MIMO and the hybrid in f16 and q4) (carry as for --dawn)
@@ -328,6 +336,41 @@ if [ "${1:-}" = "--gather-q" ]; then
   stamp $? >> "$OUT/checks_gather_dawn.txt"
   AB_WEIGHTS=q8,q4,f16 ab_1_4b gather_q 330 rule:MAMBAWEB_MATVEC_PREFETCH=3 \
     unfold:MAMBAWEB_XPROJ_GATHER=0
+  exit 0
+fi
+# left SECONDS: whether the call (600 s, T0 its start) leaves more than SECONDS
+left() { [ $(( 570 - ($(date +%s) - T0) )) -gt "$1" ]; }
+if [ "${1:-}" = "--state" ]; then
+  both_engines
+  # the gathered fold where the bench times it: d 2,048, f16, q8 and q4 against the separate
+  # x_proj dispatch (until now checked at d 512 on a GPU and d 64 on lavapipe)
+  timeout 120 python3 -m tools.device_checks --engine dawn --only "d2048" \
+    > "$OUT/checks_d2048_dawn.txt" 2>&1
+  stamp $? >> "$OUT/checks_d2048_dawn.txt"
+  left 185 && BENCH_TAG=f16 bench_1_4b 185 f16 256 2
+  left 200 && BENCH_TAG=others bench_1_4b $(( 570 - ($(date +%s) - T0) - 10 )) f32,q8,q4 256 2
+  left 80 && BENCH_MODEL=mamba130m bench_model 80 f16 256 2
+  exit 0
+fi
+if [ "${1:-}" = "--rest" ]; then
+  both_engines
+  # q8's and q4's plain fold at mamba-130m (off by rule: 100 dispatches a token, f16's 76),
+  # forced, q4 also at two rows a thread (its fold's blocks of 32 channels), beside f16
+  timeout 170 python3 -m tools.ab_decode --dawn --models mamba130m --weights q8,q4,f16 \
+    --tokens 128 --rounds 2 --setting rule:MAMBAWEB_MATVEC_PREFETCH=3 \
+    --setting fold:MAMBAWEB_FUSE_XPROJ=1 \
+    --setting fold2:MAMBAWEB_FUSE_XPROJ=1,MAMBAWEB_MATVEC_PLAN=q4:1536x768=2/16/- \
+    > "$OUT/fold_q_130m.txt" 2>&1
+  stamp $? >> "$OUT/fold_q_130m.txt"
+  left 150 && BENCH_TAG=rest BENCH_MODEL=mamba130m bench_model 150 f32,q8,q4 256 2
+  if left 200; then
+    timeout 200 python3 -m tools.cli bench --dawn --json --only model \
+      --models mamba2_130m,mamba3_187m,hybrid_130m --weights f16,q4 --decode-tokens 256 \
+      --max-seconds 2 > "$OUT/table_others.json" 2> "$OUT/table_others.err"
+    stamp $? >> "$OUT/table_others.err"
+  fi
+  left 170 && ab_1_4b sce_ab 170 base:MAMBAWEB_MATVEC_PREFETCH=3 sce:MAMBAWEB_SCAN_STEP_EARLY=1 \
+    base2:MAMBAWEB_MATVEC_PREFETCH=3 sce2:MAMBAWEB_SCAN_STEP_EARLY=1
   exit 0
 fi
 if [ "${1:-}" = "--retime" ]; then
