@@ -80,6 +80,10 @@
 #     against them unfolded at mamba-1.4b beside f16 (tools/ab_decode) (carry as for --dawn)
 #   bash tools/device/gpu_session.sh --retime  # ~3 min: mamba-1.4b f16 through Dawn, the rules
 #     against the scan step's early loads and the norm's prologue (tools/ab_decode) (carry as for --dawn)
+#   CALL_S=300 bash tools/device/gpu_session.sh --ratios  # ~5 min: mamba-130m f16 through
+#     Dawn, transformers' eager mamba-130m and mamba-1.4b on the same card (tools/bench_torch_ref),
+#     then mamba-1.4b f16 through Dawn, each while CALL_S (the command's seconds) allows it
+#     (carry as for --dawn)
 #   bash tools/device/gpu_session.sh --state    # ~8 min: the gathered x_proj fold checked at
 #     mamba-1.4b's width through Dawn (every format gathers there), then --targets' benches,
 #     each only while the call's 600 s allow it (carry as for --dawn)
@@ -105,8 +109,8 @@ ldconfig
 export VK_DRIVER_FILES=${VK_DRIVER_FILES:-/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json}
 T0=$(date +%s)
 stamp() { echo "rc=$1 t=$(( $(date +%s) - T0 ))"; }
-# left SECONDS: whether the call (600 s, T0 its start) leaves more than SECONDS
-left() { [ $(( 570 - ($(date +%s) - T0) )) -gt "$1" ]; }
+# left SECONDS: whether the call (CALL_S, else 570 of its 600 s, from T0) leaves more than SECONDS
+left() { [ $(( ${CALL_S:-570} - ($(date +%s) - T0) )) -gt "$1" ]; }
 # wgpu-py and the server's wheels into /tmp/site, Node + Dawn unpacked: both engines ready
 both_engines() {
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl .whl_dawn/*.whl
@@ -339,6 +343,21 @@ if [ "${1:-}" = "--gather-q" ]; then
   stamp $? >> "$OUT/checks_gather_dawn.txt"
   AB_WEIGHTS=q8,q4,f16 ab_1_4b gather_q 330 rule:MAMBAWEB_MATVEC_PREFETCH=3 \
     unfold:MAMBAWEB_XPROJ_GATHER=0
+  exit 0
+fi
+if [ "${1:-}" = "--ratios" ]; then
+  both_engines
+  # the README's ratios to transformers' PyTorch path on the same card in one call (the GPU
+  # issue's targets ask for both from one call): mamba-130m f16 through Dawn, transformers'
+  # eager mamba-130m and mamba-1.4b (f32, no mamba_ssm kernels there), then mamba-1.4b f16
+  # through Dawn -- each while the call's CALL_S leaves time for it
+  left 80 && BENCH_MODEL=mamba130m bench_model 80 f16 256 2
+  if left 100; then
+    timeout 100 python3 -m tools.bench_torch_ref --models mamba130m,mamba1_4b --device cuda \
+      --json > "$OUT/torch_ref.json" 2> "$OUT/torch_ref.err"
+    stamp $? >> "$OUT/torch_ref.err"
+  fi
+  left 110 && BENCH_TAG=f16 bench_1_4b $(( ${CALL_S:-570} - ($(date +%s) - T0) - 5 )) f16 256 2
   exit 0
 fi
 if [ "${1:-}" = "--state" ]; then
