@@ -109,8 +109,10 @@ ldconfig
 export VK_DRIVER_FILES=${VK_DRIVER_FILES:-/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json}
 T0=$(date +%s)
 stamp() { echo "rc=$1 t=$(( $(date +%s) - T0 ))"; }
-# left SECONDS: whether the call (CALL_S, else 570 of its 600 s, from T0) leaves more than SECONDS
-left() { [ $(( ${CALL_S:-570} - ($(date +%s) - T0) )) -gt "$1" ]; }
+# remaining: the seconds the call (CALL_S, else 570 of its 600 s, from T0) has left;
+# left SECONDS: whether that is more than SECONDS
+remaining() { echo $(( ${CALL_S:-570} - ($(date +%s) - T0) )); }
+left() { [ "$(remaining)" -gt "$1" ]; }
 # wgpu-py and the server's wheels into /tmp/site, Node + Dawn unpacked: both engines ready
 both_engines() {
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl .whl_dawn/*.whl
@@ -357,7 +359,7 @@ if [ "${1:-}" = "--ratios" ]; then
       --json > "$OUT/torch_ref.json" 2> "$OUT/torch_ref.err"
     stamp $? >> "$OUT/torch_ref.err"
   fi
-  left 110 && BENCH_TAG=f16 bench_1_4b $(( ${CALL_S:-570} - ($(date +%s) - T0) - 5 )) f16 256 2
+  left 110 && BENCH_TAG=f16 bench_1_4b $(( $(remaining) - 5 )) f16 256 2
   exit 0
 fi
 if [ "${1:-}" = "--state" ]; then
@@ -368,7 +370,7 @@ if [ "${1:-}" = "--state" ]; then
     > "$OUT/checks_d2048_dawn.txt" 2>&1
   stamp $? >> "$OUT/checks_d2048_dawn.txt"
   left 185 && BENCH_TAG=f16 bench_1_4b 185 f16 256 2
-  left 200 && BENCH_TAG=others bench_1_4b $(( 570 - ($(date +%s) - T0) - 10 )) f32,q8,q4 256 2
+  left 200 && BENCH_TAG=others bench_1_4b $(( $(remaining) - 10 )) f32,q8,q4 256 2
   left 80 && BENCH_MODEL=mamba130m bench_model 80 f16 256 2
   exit 0
 fi
