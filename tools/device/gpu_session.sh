@@ -84,6 +84,9 @@
 #     Dawn, transformers' eager mamba-130m and mamba-1.4b on the same card (tools/bench_torch_ref),
 #     then mamba-1.4b f16 through Dawn, each while CALL_S (the command's seconds) allows it
 #     (carry as for --dawn)
+#   bash tools/device/gpu_session.sh --stream130  # ~7 min: mamba-130m f16's stream against
+#     its GPU time: groups of 8, 16 and 32, the ramp off, four groups in flight, side by side in
+#     one process (carry as for --dawn)
 #   bash tools/device/gpu_session.sh --state    # ~8 min: the gathered x_proj fold checked at
 #     mamba-1.4b's width through Dawn (every format gathers there), then --targets' benches,
 #     each only while the call's 600 s allow it (carry as for --dawn)
@@ -360,6 +363,18 @@ if [ "${1:-}" = "--ratios" ]; then
     stamp $? >> "$OUT/torch_ref.err"
   fi
   left 110 && BENCH_TAG=f16 bench_1_4b $(( $(remaining) - 5 )) f16 256 2
+  exit 0
+fi
+if [ "${1:-}" = "--stream130" ]; then
+  both_engines
+  # where mamba-130m f16's stream loses ~5% to its lone group's GPU time (the thirty-ninth
+  # session: 0.498 ms a token streamed where a group alone took 0.472 and a simulation of the
+  # pipeline with the measured host and readback times gives 0.478): a cost a group, if it
+  # grows with the number of groups -- groups of 8, 16 (the bench's), 32; the ramp off; four
+  # groups in flight -- side by side in one process, 512 tokens a stream
+  BENCH_MODEL=mamba130m bench_model 400 f16 512 2 --variant g8:MAMBAWEB_BENCH_GROUP=8 \
+    --variant g32:MAMBAWEB_BENCH_GROUP=32 --variant noramp:MAMBAWEB_DECODE_RAMP=0 \
+    --variant d4:MAMBAWEB_DECODE_DEPTH=4 --variant g16:MAMBAWEB_BENCH_GROUP=16
   exit 0
 fi
 if [ "${1:-}" = "--state" ]; then
