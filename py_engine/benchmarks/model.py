@@ -3,6 +3,7 @@ import os
 import time
 
 from py_engine.benchmarks.ceilings import readback_latency
+from py_engine.benchmarks.pipeline_model import pipeline_report
 from py_engine.models.generate import Generator, SamplingConfig
 from py_engine.models.mamba import MambaModel
 from py_engine.io.hf_loader import load_model, load_model_local
@@ -152,6 +153,8 @@ async def decode_tokens_per_s(model, n_tokens, group=None):
     out["stream_split"]["host"] = host_split(times, out["stream_split"]["launch_ms"], n_tokens)
     out.update(await _group_timeline(gen, GROUP if group == "auto" else group,
                                      1000 * total / n_tokens))
+    # what the pipeline allows from those parts, and how far the stream was from it
+    out.update(pipeline_report(out, gen.depth, gen.ramp))
     gen.release()
     return out
 
