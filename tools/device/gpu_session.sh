@@ -97,7 +97,9 @@
 #     in three rounds, each only while time is left (carry as for --dawn)
 #   bash tools/device/gpu_session.sh --table    # ~9 min: the README's GPU table through Dawn,
 #     its two bench commands as written there (Mamba-1 at 1.4b and 130m in four formats, then
-#     Mamba-2, Mamba-3 SISO and MIMO and the hybrid in f16 and q4) (carry as for --dawn)
+#     Mamba-2, Mamba-3 SISO and MIMO and the hybrid in f16 and q4) (carry as for --dawn); on a
+#     cold machine its first bench may outrun its 330 s: --targets, then --rest on the warm
+#     machine, give the same rows but MIMO's in two calls (the thirty-ninth session's H100 table)
 # (each under the device's 10-minute limit per command; a bench killed by its timeout prints
 # no report, so the timeouts below leave room; `bench --dawn` writes each part as it ends --
 # the ceilings, then each model's formats -- to its .err as `bench --dawn: WHAT {json}` lines;
