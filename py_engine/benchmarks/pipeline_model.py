@@ -7,7 +7,7 @@ and its ids arrive a readback later; the host waits for the oldest group's ids b
 launches another. If each group ran on the GPU as long as a group alone does, a stream of n
 tokens would take `stream_ms(...)`: the bench reports it beside what the stream took, so a
 stream slower than its pipeline shows a cost that neither part measures alone (on an H100,
-mamba-130m f16 streamed at 0.498 ms a token where this gives 0.478, 2026-12-06).
+mamba-130m f16 streamed at 0.498 ms a token where this gives 0.477, 2026-12-06).
 
 Pure stdlib: imported inside Pyodide.
 """
@@ -33,7 +33,7 @@ def stream_ms(n_tokens, host_ms, gpu_ms, readback_ms, depth, group, ramp=()):
             busy += gpu_ms * k
             arrivals.append(gpu_free + readback_ms)
         host = end = max(host, arrivals.pop(0))      # the host waits for the oldest's ids
-    return end, busy / end
+    return end, (busy / end if end > 0 else 0.0)
 
 
 def pipeline_report(decode, depth, ramp):

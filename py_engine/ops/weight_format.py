@@ -467,18 +467,18 @@ def gather_rule(fmt, P, O):
     """1 (gather, in the largest groups) where the plain fold's scan step would sum more than
     XPROJ_MAX_LOADS loads a thread of shares -- where the rule refuses the plain fold -- in
     every format; else 0. For q4, whose plain fold the rule never takes, that is a stand-in for
-    "a sum as long as mamba-1.4b's", where gathering was measured to pay; a shape with a shorter
-    sum keeps it unfolded (mamba-130m; at 790m with 1-2 sequences, gathered with 3-4, untimed)
-    and q8 plainly folded (XPROJ_RULE_FORMATS). Measured through Dawn on an H200, side by side in one process (2026-12-05,
-    `tools/device/gpu_session.sh --gather`): mamba-1.4b f16 (P 256, O 160) gathered 1.666 ms of
-    GPU a token against 1.815 unfolded (148 against 196 dispatches); q4 there 1.582 against
-    1.573 (its fold reads in_proj at 16 threads a row; not taken by rule then); mamba-130m f16 (P 96, O 80,
-    the plain fold by rule) gathered 0.539 against the plain fold's 0.462 (unfolded 0.482).
-    q8 and q4 since 2026-12-06 (H100 through Dawn, one process, `gpu_session.sh --gather-q`):
-    at mamba-1.4b gathered / unfolded, GPU ms a token q8 1.669, 1.672 / 1.662, 1.691 and q4
-    1.544, 1.561 / 1.598, 1.593, streamed tok/s q8 578, 580 / 528, 540 and q4 616, 564 / 538,
-    491 (f16 beside them 552): 48 commands a token fewer for the Node host to encode, which
-    paced q8's stream (5.9-6.2 us a command)."""
+    "a sum as long as mamba-1.4b's", where gathering was measured to pay; a shape with a
+    shorter sum keeps it unfolded (mamba-130m; at 790m with 1-2 sequences, gathered with 3-4,
+    untimed) and q8 plainly folded (XPROJ_RULE_FORMATS). Measured through Dawn on an H200, side
+    by side in one process (2026-12-05, `tools/device/gpu_session.sh --gather`): mamba-1.4b f16
+    (P 256, O 160) gathered 1.666 ms of GPU a token against 1.815 unfolded (148 against 196
+    dispatches); q4 there 1.582 against 1.573 (its fold reads in_proj at 16 threads a row; not
+    taken by rule then); mamba-130m f16 (P 96, O 80, the plain fold by rule) gathered 0.539
+    against the plain fold's 0.462 (unfolded 0.482). q8 and q4 since 2026-12-06 (H100 through
+    Dawn, one process, `gpu_session.sh --gather-q`): at mamba-1.4b gathered / unfolded, GPU ms
+    a token q8 1.669, 1.672 / 1.662, 1.691 and q4 1.544, 1.561 / 1.598, 1.593, streamed tok/s
+    q8 578, 580 / 528, 540 and q4 616, 564 / 538, 491 (f16 beside them 552): 48 commands a
+    token fewer for the Node host to encode, which paced q8's stream (5.9-6.2 us a command)."""
     if fmt not in XPROJ_FORMATS or P is None:
         return 0
     return int(scan_sum_loads(P, O) > XPROJ_MAX_LOADS)

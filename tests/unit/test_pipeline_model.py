@@ -57,3 +57,8 @@ def test_no_report_for_time_sized_groups_or_missing_parts():
     assert pipeline_report({k: v for k, v in base.items() if k != "readback_ms"}, 3, ()) == {}
     assert set(pipeline_report(base, 3, ())) == {"pipeline_ms_per_token", "pipeline_gpu_busy",
                                                  "stream_over_pipeline"}
+
+
+def test_parts_of_no_time_give_no_time():
+    assert stream_ms(8, 0.0, 0.0, 0.0, depth=3, group=4) == (0.0, 0.0)
+    assert stream_ms(0, 1.0, 1.0, 1.0, depth=3, group=4) == (0.0, 0.0)
