@@ -79,15 +79,13 @@ HEADER = ("| shape, weights | prefill 64 / 256 / 1,024 tok/s | decode tok/s | GP
 
 
 def summary(paths):
-    lines = []
-    for path in paths:
-        ceiling, rows = runs_of(path)
+    lines, rows = [], []
+    for path in paths:                  # each file read once: its ceiling line, then its rows
+        ceiling, runs = runs_of(path)
         digits = 0 if ceiling is None or ceiling >= 100 else 2     # SwiftShader's is under 1
-        lines.append(f"{path}: read ceiling {_num(ceiling, digits)} GB/s, {len(rows)} row(s)")
-    lines.append(HEADER)
-    for path in paths:
-        lines.extend(row(*r) for r in runs_of(path)[1])
-    return "\n".join(lines)
+        lines.append(f"{path}: read ceiling {_num(ceiling, digits)} GB/s, {len(runs)} row(s)")
+        rows.extend(row(*r) for r in runs)
+    return "\n".join(lines + [HEADER] + rows)
 
 
 def main(argv=None):

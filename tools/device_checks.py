@@ -95,21 +95,16 @@ def fold_cases():
     yield "decode x_proj gathered early 1 mamba1 d512 f16", \
         (lambda e: check_xproj(e, _random_model(512), "f16", gather=1, pin={"xproj_early": True}))
     # q8 (each share times its x_proj row's scale) and q4 (each chunk's terms times its
-    # group's scale, two rows a thread): forced plain, and gathered
-    for fmt in ("q8", "q4"):
-        pin = {"matvec_rpt": 2} if fmt == "q4" else None
-        for gather in (0, 1):
-            yield f"decode x_proj {'gathered' if gather else 'folded'} {fmt} mamba1 d512", \
-                (lambda e, gather=gather, fmt=fmt, pin=pin:
-                 check_xproj(e, _random_model(512), fmt, gather=gather, pin=pin))
-    # at mamba-1.4b's width (d 2,048: 4,096 channels, 160 x_proj outputs), where the rule
-    # gathers every format since the thirty-eighth session: the fold the bench times there,
-    # against the separate dispatch
-    for fmt in ("f16", "q8", "q4"):
-        pin = {"matvec_rpt": 2} if fmt == "q4" else None
-        yield f"decode x_proj gathered {fmt} mamba1 d2048", \
-            (lambda e, fmt=fmt, pin=pin:
-             check_xproj(e, _random_model(2048), fmt, gather=1, pin=pin))
+    # group's scale, two rows a thread): forced plain, and gathered, at d 512; and at
+    # mamba-1.4b's width (d 2,048: 4,096 channels, 160 x_proj outputs), where the rule gathers
+    # every format since the thirty-eighth session, the fold the bench times there in f16 too
+    for d, fmts, gathers in ((512, ("q8", "q4"), (0, 1)), (2048, ("f16", "q8", "q4"), (1,))):
+        for fmt in fmts:
+            pin = {"matvec_rpt": 2} if fmt == "q4" else None
+            for gather in gathers:
+                yield f"decode x_proj {'gathered' if gather else 'folded'} {fmt} mamba1 d{d}", \
+                    (lambda e, d=d, gather=gather, fmt=fmt, pin=pin:
+                     check_xproj(e, _random_model(d), fmt, gather=gather, pin=pin))
     hybrid = repo / "tests" / "fixtures" / "models" / "nemotronh-mamf-untied"
     yield "decode MLP relu2 folded nemotronh-mamf-untied f32", \
         (lambda e: check_relu2(e, hybrid, "f32"))

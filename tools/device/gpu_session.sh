@@ -88,8 +88,8 @@
 #     its GPU time: groups of 8, 16 and 32, the ramp off, four groups in flight, side by side in
 #     one process (carry as for --dawn)
 #   bash tools/device/gpu_session.sh --state    # ~8 min: the gathered x_proj fold checked at
-#     mamba-1.4b's width through Dawn (every format gathers there), then --targets' benches,
-#     each only while the call's 600 s allow it (carry as for --dawn)
+#     mamba-1.4b's width through Dawn (every format gathers there), then --targets' benches
+#     (carry as for --dawn)
 #   bash tools/device/gpu_session.sh --rest     # ~8 min: q8's and q4's plain x_proj fold at
 #     mamba-130m (MAMBAWEB_FUSE_XPROJ=1; q4 at two rows a thread too) timed against the rule
 #     beside f16, then the README table's other rows (mamba-130m f32/q8/q4; Mamba-2, Mamba-3 and
@@ -125,9 +125,9 @@ both_engines() {
   bash tools/dawn/unpack.sh > "$OUT/unpack.txt" 2>&1
 }
 # checks_both NAME TEXT SECONDS: the device checks whose names hold TEXT, natively and through
-# Dawn, into $OUT/checks_NAME_<engine>.txt
+# Dawn (or on the engines $CHECK_ENGINES names), into $OUT/checks_NAME_<engine>.txt
 checks_both() {
-  for eng in native dawn; do
+  for eng in ${CHECK_ENGINES:-native dawn}; do
     timeout "$3" python3 -m tools.device_checks --engine $eng --only "$2" > "$OUT/checks_$1_$eng.txt" 2>&1
     stamp $? >> "$OUT/checks_$1_$eng.txt"
   done
@@ -159,6 +159,16 @@ bench_model() {
     --weights "$2" --decode-tokens "$3" --max-seconds "$4" "${@:5}" \
     > "$OUT/$name.json" 2> "$OUT/$name.err"
   stamp $? >> "$OUT/$name.err"
+}
+# targets_benches: the GPU issue's target rows through Dawn, each bench only while the call
+# leaves it time: mamba-1.4b f16 alone (so that a bench killed by its timeout loses only its
+# own; a cold machine's first bench took >150 s), then f32, q8 and q4 (leaving mamba-130m its
+# 120 s), then mamba-130m f16 (the 2,000 tok/s target) and q8 (its plain x_proj fold a rule
+# since the thirty-ninth session)
+targets_benches() {
+  left 185 && BENCH_TAG=f16 bench_1_4b 185 f16 256 2
+  left 200 && BENCH_TAG=others bench_1_4b $(( $(remaining) - 130 )) f32,q8,q4 256 2
+  left 120 && BENCH_MODEL=mamba130m bench_model 120 f16,q8 256 2
 }
 # ab_1_4b NAME SECONDS SETTING...: mamba-1.4b f16 (or the formats $AB_WEIGHTS) through Dawn, the settings side by side on one
 # loaded model (tools/ab_decode, 128 tokens, two rounds), into $OUT/NAME.txt
@@ -331,13 +341,7 @@ if [ "${1:-}" = "--mamba1" ]; then
 fi
 if [ "${1:-}" = "--targets" ]; then
   both_engines
-  # the mamba-1.4b rows in two benches, so that one killed by its timeout loses only its own:
-  # f16 alone (the target still open), then f32, q8 and q4 (a cold first bench took >150 s)
-  BENCH_TAG=f16 bench_1_4b 185 f16 256 2
-  BENCH_TAG=others bench_1_4b 280 f32,q8,q4 256 2
-  # and mamba-130m f16 (the 2,000 tok/s target) and q8 (its plain x_proj fold a rule since
-  # the thirty-ninth session), while time is left
-  left 120 && BENCH_MODEL=mamba130m bench_model 120 f16,q8 256 2
+  targets_benches
   exit 0
 fi
 if [ "${1:-}" = "--gather-q" ]; then
@@ -345,9 +349,7 @@ if [ "${1:-}" = "--gather-q" ]; then
   # q8's and q4's x_proj gathered into in_proj (148 dispatches a token, not 196): checked through
   # Dawn (with the early loads, now the rule), then f16, q8 and q4 side by side on one loaded
   # model each: the rules (gathered at 1.4b since this was measured) against the fold off
-  timeout 90 python3 -m tools.device_checks --engine dawn --only "x_proj gathered" \
-    > "$OUT/checks_gather_dawn.txt" 2>&1
-  stamp $? >> "$OUT/checks_gather_dawn.txt"
+  CHECK_ENGINES=dawn checks_both gather "x_proj gathered" 90
   AB_WEIGHTS=q8,q4,f16 ab_1_4b gather_q 330 rule:MAMBAWEB_MATVEC_PREFETCH=3 \
     unfold:MAMBAWEB_XPROJ_GATHER=0
   exit 0
@@ -383,12 +385,8 @@ if [ "${1:-}" = "--state" ]; then
   both_engines
   # the gathered fold where the bench times it: d 2,048, f16, q8 and q4 against the separate
   # x_proj dispatch (until now checked at d 512 on a GPU and d 64 on lavapipe)
-  timeout 120 python3 -m tools.device_checks --engine dawn --only "d2048" \
-    > "$OUT/checks_d2048_dawn.txt" 2>&1
-  stamp $? >> "$OUT/checks_d2048_dawn.txt"
-  left 185 && BENCH_TAG=f16 bench_1_4b 185 f16 256 2
-  left 200 && BENCH_TAG=others bench_1_4b $(( $(remaining) - 10 )) f32,q8,q4 256 2
-  left 80 && BENCH_MODEL=mamba130m bench_model 80 f16 256 2
+  CHECK_ENGINES=dawn checks_both d2048 d2048 120
+  targets_benches
   exit 0
 fi
 if [ "${1:-}" = "--rest" ]; then
@@ -423,8 +421,7 @@ fi
 if [ "${1:-}" = "--tune16" ]; then
   both_engines
   # x_proj's chunks loaded early (weight_format.xproj_early): the same bits, checked first
-  timeout 70 python3 -m tools.device_checks --engine dawn --only "early" > "$OUT/checks_early_dawn.txt" 2>&1
-  stamp $? >> "$OUT/checks_early_dawn.txt"
+  CHECK_ENGINES=dawn checks_both early early 70
   bench_1_4b 150 f16 128 1
   # f16's mat-vecs at other plans (rule at 1.4b: in_proj 1/16/staged, out_proj 1/64/unstaged,
   # LM head 4/16/staged; RPT/TPR/STAGE as weight_format.planned reads them)
